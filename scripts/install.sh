@@ -1,0 +1,79 @@
+#!/bin/sh
+# `make install`: a .venv with the project and its dev tools, plus PostgreSQL server binaries
+# for the local database (shared/devenv.py). Quick when nothing changed: the install is keyed on
+# pyproject.toml + constraints.txt (a checksum kept in .venv/.install-stamp).
+#
+# Environment: PYTHON (interpreter to create .venv with; default: the first python3,
+# python3.13, python3.12 or python3.11 that is >= 3.11), VENV (default .venv).
+set -eu
+cd "$(dirname "$0")/.."
+
+VENV=${VENV:-.venv}
+STAMP="$VENV/.install-stamp"
+say() { printf '[install] %s\n' "$*"; }
+die() { printf '[install] error: %s\n' "$*" >&2; exit 1; }
+
+py_ok() { "$1" -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1; }
+
+find_python() {
+    if [ -n "${PYTHON:-}" ]; then
+        if ! py_ok "$PYTHON"; then
+            version=$("$PYTHON" -V 2>&1) || version="cannot run it"
+            die "PYTHON=$PYTHON is not Python >= 3.11 ($version)"
+        fi
+        echo "$PYTHON"
+        return
+    fi
+    for candidate in python3 python3.13 python3.12 python3.11; do
+        if command -v "$candidate" >/dev/null 2>&1 && py_ok "$candidate"; then
+            echo "$candidate"
+            return
+        fi
+    done
+    found=$(python3 -V 2>&1) || found="no python3 on PATH"
+    die "Python >= 3.11 is required (found: $found). Install it, or run: make install PYTHON=/path/to/python3.11"
+}
+
+# -- the virtualenv --------------------------------------------------------------------------
+if [ -x "$VENV/bin/python" ] && py_ok "$VENV/bin/python"; then
+    :
+else
+    python=$(find_python)
+    if [ -e "$VENV" ]; then
+        say "$VENV is broken or too old: recreating it"
+        rm -rf "$VENV"
+    fi
+    say "creating $VENV with $python ($("$python" -V 2>&1))"
+    "$python" -m venv "$VENV" || die "could not create $VENV (on Debian/Ubuntu: apt-get install python3-venv)"
+fi
+
+constraints=""
+[ -f constraints.txt ] && constraints="-c constraints.txt"
+key=$(cat pyproject.toml ${constraints:+constraints.txt} | cksum)
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$key" ]; then
+    say "$VENV is up to date"
+else
+    say "installing the project and its dev tools into $VENV"
+    "$VENV/bin/python" -m pip install --quiet --upgrade pip
+    # shellcheck disable=SC2086
+    "$VENV/bin/python" -m pip install --quiet $constraints -e '.[dev]'
+    echo "$key" > "$STAMP"
+    say "done"
+fi
+
+# -- PostgreSQL server binaries (for the throwaway local database) ---------------------------
+if bindir=$("$VENV/bin/python" shared/devenv.py check-postgres 2>/dev/null); then
+    say "PostgreSQL server binaries: $bindir"
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing PostgreSQL (Debian package postgresql)"
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql
+    bindir=$("$VENV/bin/python" shared/devenv.py check-postgres) \
+        || die "postgresql was installed but initdb/pg_ctl/postgres are still not found"
+    say "PostgreSQL server binaries: $bindir"
+else
+    say "warning: PostgreSQL server binaries (initdb, pg_ctl, postgres) were not found."
+    say "  Install a PostgreSQL server (Debian/Ubuntu: sudo apt-get install postgresql;"
+    say "  Fedora: sudo dnf install postgresql-server; macOS: brew install postgresql@15),"
+    say "  or set DATABASE_URL to an existing database. Database tests are skipped until then."
+fi

@@ -1,0 +1,50 @@
+"""The one place that wires settings, policy, clock and services together."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import import_module
+from typing import Protocol
+
+from shared.clock import Clock, SystemClock
+from shared.messaging.runtime import ServiceDefinition
+from shared.policy import Policy, load_policy
+from shared.settings import Settings, load_settings
+
+# Looked up by name, never imported statically: shared/ must not depend on any service.
+SERVICES: dict[str, str] = {
+    "returns": "services.returns.bootstrap",
+}
+
+
+class ServiceModule(Protocol):
+    def build(self, policy: Policy, clock: Clock) -> ServiceDefinition: ...
+
+
+@dataclass(frozen=True)
+class Environment:
+    settings: Settings
+    policy: Policy
+    clock: Clock
+
+
+def environment(clock: Clock | None = None) -> Environment:
+    """Settings and policy, validated now so a bad value stops start-up with a clear error."""
+    settings = load_settings()
+    policy = load_policy(settings.aftersales_policy_file)
+    return Environment(settings=settings, policy=policy, clock=clock or SystemClock())
+
+
+def service_names(selection: str = "all") -> list[str]:
+    if selection == "all":
+        return list(SERVICES)
+    if selection not in SERVICES:
+        known = ", ".join(SERVICES)
+        raise ValueError(f"unknown service {selection!r}; known: {known}, all")
+    return [selection]
+
+
+def definition(name: str, policy: Policy, clock: Clock) -> ServiceDefinition:
+    module = import_module(SERVICES[name])
+    service: ServiceModule = module
+    return service.build(policy, clock)

@@ -1,0 +1,173 @@
+"""The `aftersales` command: migrate, run services, local development, dead-letter tools."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from shared.bootstrap import SERVICES, definition, environment, service_names
+from shared.policy import PolicyError, load_policy
+
+log = logging.getLogger("aftersales.cli")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    from shared.logs import configure_logging
+
+    configure_logging(
+        os.environ.get("AFTERSALES_LOG_LEVEL", "INFO"),
+        getattr(args, "log_format", None) or os.environ.get("AFTERSALES_LOG_FORMAT", "json"),
+    )
+    try:
+        return int(args.func(args) or 0)
+    except (PolicyError, ValueError) as exc:
+        print(f"aftersales: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aftersales", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    migrate = sub.add_parser("migrate", help="apply every service's migrations (own schema each)")
+    migrate.add_argument(
+        "service", nargs="?", default="all", help=f"one of {', '.join(SERVICES)} or all"
+    )
+    migrate.set_defaults(func=_migrate)
+
+    run = sub.add_parser("run", help="run a service, or all of them in one process")
+    run.add_argument("service", help=f"one of {', '.join(SERVICES)} or all")
+    run.add_argument("--port", type=int, default=None, help="HTTP port for health and metrics")
+    run.set_defaults(func=_run)
+
+    dev = sub.add_parser(
+        "dev",
+        help="local system: embedded broker and PostgreSQL when none configured, migrate, "
+        "run every service and play the demo",
+    )
+    dev.add_argument("--exit-after-demo", action="store_true", help="stop once the demo is done")
+    dev.add_argument("--log-format", default="text", choices=["text", "json"])
+    dev.set_defaults(func=_dev)
+
+    demo = sub.add_parser("demo", help="play the demo scenario against a running system")
+    demo.set_defaults(func=_demo)
+
+    topics = sub.add_parser("topics", help="create every topic the services read and write")
+    topics.set_defaults(func=_topics)
+
+    policy = sub.add_parser("policy", help="validate a policy file and print the effective values")
+    policy.add_argument("file", nargs="?", default=None)
+    policy.set_defaults(func=_policy)
+
+    dlq = sub.add_parser("dlq", help="inspect or replay a service's dead-letter topic")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
+    for name in ("list", "replay"):
+        cmd = dlq_sub.add_parser(name)
+        cmd.add_argument("service", choices=list(SERVICES))
+        cmd.add_argument("--reason", default=None, help="only dead letters with this reason")
+        cmd.add_argument("--limit", type=int, default=1000)
+        cmd.set_defaults(func=_dlq, action=name)
+    return parser
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from shared.migrations import upgrade
+
+    env = environment()
+    for name in service_names(args.service):
+        print(f"migrating {name} (schema {name})", file=sys.stderr)
+        upgrade(name, env.settings.database_url)
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    env = environment()
+    port = args.port if args.port is not None else env.settings.aftersales_http_port
+    asyncio.run(serve(service_names(args.service), port=port))
+    return 0
+
+
+async def serve(names: Sequence[str], *, port: int, until: asyncio.Event | None = None) -> None:
+    """Run services until SIGTERM/SIGINT (or `until`), then shut down gracefully."""
+    from shared.http import http_server
+    from shared.messaging.runtime import ServiceRuntime
+
+    env = environment()
+    runtimes = [
+        ServiceRuntime(definition(name, env.policy, env.clock), env.settings, env.clock)
+        for name in names
+    ]
+    stop = until or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    for runtime in runtimes:
+        await runtime.start()
+    server = http_server(runtimes, port)
+    server_task = asyncio.create_task(server.serve())
+    log.info("serving", extra={"services": ",".join(names), "http_port": port})
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        for runtime in runtimes:
+            await runtime.stop()
+        server.should_exit = True
+        await server_task
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from shared.dev import run_dev
+
+    return asyncio.run(run_dev(exit_after_demo=args.exit_after_demo))
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from shared.demo import play
+
+    env = environment()
+    return asyncio.run(play(env.settings.kafka_bootstrap_servers, env.policy))
+
+
+def _topics(args: argparse.Namespace) -> int:
+    from shared.messaging.runtime import ensure_topics
+
+    env = environment()
+    topics: set[str] = set()
+    for name in SERVICES:
+        topics.update(definition(name, env.policy, env.clock).all_topics)
+    asyncio.run(ensure_topics(env.settings, sorted(topics)))
+    print("\n".join(sorted(topics)))
+    return 0
+
+
+def _policy(args: argparse.Namespace) -> int:
+    path = args.file or os.environ.get("AFTERSALES_POLICY_FILE")
+    policy = load_policy(path)
+    print(f"policy {path or '(defaults)'} is valid:")
+    print(policy.model_dump_json(indent=2))
+    return 0
+
+
+def _dlq(args: argparse.Namespace) -> int:
+    from shared.messaging.deadletters import list_dead_letters, replay_dead_letters
+
+    env = environment()
+    if args.action == "list":
+        return asyncio.run(list_dead_letters(env.settings, args.service, args.reason, args.limit))
+    return asyncio.run(replay_dead_letters(env.settings, args.service, args.reason, args.limit))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,340 @@
+"""CloudEvents 1.0 structured-mode envelope: parse, validate, build, serialise (SPEC 1)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails, PydanticCustomError
+
+from .events import (
+    CUSTOMER_KEYED_TYPES,
+    EVENT_TYPES,
+    REQUIRED_FOR_TYPE,
+)
+from .outputs import DeadLettered
+from .primitives import EventData, Timestamp, field_error
+
+MAX_EVENT_BYTES = 256 * 1024
+CONTENT_TYPE = "application/cloudevents+json"
+DATA_CONTENT_TYPE = "application/json"
+
+REQUIRED_ATTRIBUTES = ("specversion", "id", "source", "type", "time", "data")
+OPTIONAL_ATTRIBUTES = ("datacontenttype", "correlationid", "causationid")
+
+# Validation error types that become their own dead-letter reason; others are
+# "invalid_attribute" (envelope) or "invalid_data" (inside `data`).
+REASON_ERROR_TYPES: frozenset[str] = frozenset(
+    {
+        "naive_timestamp",
+        "negative_amount",
+        "absurd_amount",
+        "payments_mismatch",
+        "unknown_type",
+        "unsupported_specversion",
+    }
+)
+
+# Fixed forever: changing it would change every deterministic id, so replays would duplicate.
+_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:aftersales:ids:v1")
+
+_DETAIL_MAX_ERRORS = 5
+
+AttributeText = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class InvalidEvent(Exception):
+    """A message that breaks the contract; it goes to the dead-letter topic.
+
+    `reason` is a short machine code, `detail` a sentence naming the field(s). Neither ever
+    contains personal data values, only field paths.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        detail: str,
+        *,
+        event_id: str | None = None,
+        event_type: str | None = None,
+    ) -> None:
+        super().__init__(reason, detail)
+        self.reason = reason
+        self.detail = detail
+        self.event_id = event_id
+        self.event_type = event_type
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.detail}"
+
+
+class CloudEvent(BaseModel):
+    """One event. Build it with `new_event` or `parse_event`; `data` is the model of `type`."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+    specversion: Literal["1.0"]
+    id: AttributeText
+    source: Annotated[str, Field(min_length=1, max_length=1024)]
+    type: AttributeText
+    time: Timestamp
+    datacontenttype: str | None = None
+    # Case ids and event ids fit in 128; the extensions get room for composite causes.
+    correlationid: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    causationid: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    data: SerializeAsAny[EventData]
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        if value not in EVENT_TYPES:
+            raise PydanticCustomError("unknown_type", "is not an event type of this contract")
+        return value
+
+    @field_validator("datacontenttype")
+    @classmethod
+    def _json_data(cls, value: str | None) -> str | None:
+        if value is not None:
+            media = value.split(";")[0].strip().lower()
+            if media != "application/json" and not media.endswith("+json"):
+                raise ValueError("must be a JSON media type (application/json)")
+        return value
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _typed_data(cls, value: Any, info: ValidationInfo) -> Any:
+        model = EVENT_TYPES.get(info.data.get("type", ""))
+        if model is None:
+            return value  # the unknown type is already reported
+        if isinstance(value, EventData):
+            if value.__class__ is not model:
+                raise PydanticCustomError("wrong_data_model", "is not the data model of this type")
+            return value
+        if not isinstance(value, Mapping):
+            raise PydanticCustomError("model_type", "must be a JSON object")
+        return model.model_validate(value)
+
+    @model_validator(mode="after")
+    def _required_for_type(self) -> CloudEvent:
+        for name in REQUIRED_FOR_TYPE.get(self.type, ()):
+            if getattr(self.data, name) is None:
+                raise field_error(
+                    "CloudEvent", ("data", name), "missing", f"is required in {self.type}"
+                )
+        return self
+
+
+# --- parsing --------------------------------------------------------------------------------
+
+
+def parse_event(value: bytes | None, *, max_bytes: int = MAX_EVENT_BYTES) -> CloudEvent:
+    """Parse one Kafka value into a validated event, or raise InvalidEvent."""
+    if value is None or len(value) == 0:
+        raise InvalidEvent("empty", "the message has no value")
+    if len(value) > max_bytes:
+        raise InvalidEvent(
+            "oversized", f"the value is {len(value)} bytes, more than the limit of {max_bytes}"
+        )
+    try:
+        text = bytes(value).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidEvent("invalid_utf8", f"the value is not UTF-8 (byte {exc.start})") from None
+    try:
+        obj = json.loads(text, object_pairs_hook=_object_without_duplicates, parse_constant=_no_nan)
+    except json.JSONDecodeError as exc:
+        raise InvalidEvent(
+            "malformed_json", f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+    except (ValueError, RecursionError) as exc:
+        raise InvalidEvent("malformed_json", f"not valid JSON: {_plain(exc)}") from None
+    if not isinstance(obj, dict):
+        raise InvalidEvent("not_an_object", "the value must be a JSON object (a CloudEvent)")
+
+    event_id = obj.get("id") if isinstance(obj.get("id"), str) else None
+    event_type = obj.get("type") if isinstance(obj.get("type"), str) else None
+    missing = [name for name in REQUIRED_ATTRIBUTES if obj.get(name) is None]
+    if missing:
+        raise InvalidEvent(
+            "missing_attribute",
+            f"required CloudEvents attribute(s) missing: {', '.join(missing)}",
+            event_id=event_id,
+            event_type=event_type,
+        )
+    if obj["specversion"] != "1.0":
+        raise InvalidEvent(
+            "unsupported_specversion",
+            'specversion: must be "1.0"',
+            event_id=event_id,
+            event_type=event_type,
+        )
+    if event_type not in EVENT_TYPES:
+        shown = repr(event_type[:64]) if event_type is not None else "(not a string)"
+        raise InvalidEvent(
+            "unknown_type",
+            f"type: {shown} is not an event type of this contract",
+            event_id=event_id,
+            event_type=event_type,
+        )
+    try:
+        return CloudEvent.model_validate(obj)
+    except ValidationError as exc:
+        reason, detail = describe_errors(exc.errors())
+        raise InvalidEvent(reason, detail, event_id=event_id, event_type=event_type) from None
+
+
+def describe_errors(errors: list[ErrorDetails]) -> tuple[str, str]:
+    """(reason, detail) for pydantic errors of a CloudEvent; never shows input values."""
+    reason = ""
+    for err in errors:
+        if err["type"] in REASON_ERROR_TYPES:
+            reason = err["type"]
+            break
+    if not reason:
+        first = errors[0]["loc"] if errors else ()
+        reason = "invalid_data" if first and first[0] == "data" else "invalid_attribute"
+    parts = [f"{_path(err['loc'])}: {_message(err)}" for err in errors[:_DETAIL_MAX_ERRORS]]
+    if len(errors) > _DETAIL_MAX_ERRORS:
+        parts.append(f"and {len(errors) - _DETAIL_MAX_ERRORS} more")
+    return reason, "; ".join(parts)
+
+
+def _path(loc: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else part
+    return out or "(event)"
+
+
+def _message(err: ErrorDetails) -> str:
+    kind = err["type"]
+    given = err.get("input")
+    # Describe what arrived by its JSON type only: values may be personal data.
+    if kind == "missing":
+        return err["msg"] if err["msg"].startswith("is required") else "is required"
+    if kind == "int_type":
+        if isinstance(given, float):
+            return "must be an integer, not a decimal number (money is in integer minor units)"
+        if isinstance(given, str):
+            return "must be a JSON integer, not a string"
+        if isinstance(given, bool):
+            return "must be an integer, not a boolean"
+        return "must be an integer"
+    if kind == "string_type":
+        return "must be a string"
+    if kind == "bool_type":
+        return "must be true or false"
+    if kind == "list_type":
+        return "must be a list"
+    if kind in ("model_type", "dict_type", "model_attributes_type"):
+        return "must be a JSON object"
+    if kind == "datetime_type":
+        return "must be an RFC 3339 timestamp string with an offset"
+    if kind == "literal_error":
+        expected = (err.get("ctx") or {}).get("expected", "")
+        return f"must be one of {expected}"
+    msg = err["msg"]
+    return msg.removeprefix("Value error, ")
+
+
+def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        # Ambiguous: two readers could see two different events.
+        raise ValueError("an object has a duplicate key")
+    return obj
+
+
+def _no_nan(constant: str) -> Any:
+    raise ValueError(f"{constant} is not valid JSON")
+
+
+def _plain(exc: BaseException) -> str:
+    return "too deeply nested" if isinstance(exc, RecursionError) else str(exc)
+
+
+# --- building -------------------------------------------------------------------------------
+
+
+def new_event(
+    type: str,
+    data: BaseModel,
+    *,
+    id: str,
+    source: str,
+    time: datetime,
+    correlationid: str | None = None,
+    causationid: str | None = None,
+) -> CloudEvent:
+    """A new event of `type`; `data` must be exactly the model registered for it."""
+    model = EVENT_TYPES.get(type)
+    if model is None:
+        raise ValueError(f"unknown event type {type!r}")
+    if not isinstance(data, model) or data.__class__ is not model:
+        raise ValueError(f"{type} needs {model.__name__} data, got {data.__class__.__name__}")
+    return CloudEvent(
+        specversion="1.0",
+        id=id,
+        source=source,
+        type=type,
+        time=time,
+        datacontenttype=DATA_CONTENT_TYPE,
+        correlationid=correlationid,
+        causationid=causationid,
+        data=data,
+    )
+
+
+def dump_event(event: CloudEvent) -> bytes:
+    """Structured-mode JSON bytes; unset optional attributes are left out."""
+    body = event.model_dump(mode="json")
+    for name in OPTIONAL_ATTRIBUTES:
+        if body.get(name) is None:
+            body.pop(name, None)
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def event_key(event: CloudEvent) -> str:
+    """The Kafka key: order_id for events about one order, customer_id for buyer events.
+
+    An event without order_id (e.g. a callback `sla.breached`) falls back to customer_id. A
+    dead-letter record keeps the original key, or topic:partition when it had none.
+    """
+    data = event.data
+    if isinstance(data, DeadLettered):
+        return data.key if data.key is not None else f"{data.origin.topic}:{data.origin.partition}"
+    order_id = getattr(data, "order_id", None)
+    customer_id = getattr(data, "customer_id", None)
+    if event.type in CUSTOMER_KEYED_TYPES:
+        key = customer_id
+    else:
+        key = order_id if order_id is not None else customer_id
+    if not isinstance(key, str):
+        raise ValueError(f"{event.type} event {event.id} has neither order_id nor customer_id")
+    return key
+
+
+def deterministic_id(*parts: str) -> str:
+    """A stable id for the same parts (uuid5), so a replay produces the same event/refund id."""
+    if not parts:
+        raise ValueError("deterministic_id needs at least one part")
+    for part in parts:
+        if not isinstance(part, str):
+            raise TypeError("deterministic_id parts must be strings")
+    # JSON keeps ("a:b", "c") and ("a", "b:c") apart, unlike a plain join.
+    return str(uuid.uuid5(_ID_NAMESPACE, json.dumps(list(parts), ensure_ascii=False)))

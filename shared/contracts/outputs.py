@@ -1,0 +1,182 @@
+"""Data models of the events this system writes (SPEC section 3).
+
+Personal data (customer name, phone, email) never appears here: buyers are `customer_id` only.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from .inputs import Payment, ReturnKind, ReturnLine
+from .primitives import (
+    Currency,
+    EventData,
+    Id,
+    Money,
+    Name,
+    Score,
+    SignedMoney,
+    Timestamp,
+    field_error,
+)
+
+CaseType = Literal["return", "complaint", "late_shipment"]
+BreakdownKind = Literal[
+    "goods",
+    "outbound_shipping",
+    "return_shipping",
+    "free_shipping_deduction",
+    "gift_charge",
+    "compensation",
+]
+ShippingPayer = Literal["buyer", "merchant", "insurer"]
+RuleCode = Literal[
+    "eligible",
+    "window_expired",
+    "excluded_category",
+    "waived_at_purchase",
+    "not_intact",
+    "quality_window_expired",
+    "evidence_missing",
+    "not_delivered",
+    "unknown_order",
+    "quantity_exceeds_purchased",
+    "inspection_failed",
+    "reviewed_approve",
+    "reviewed_reject",
+    "cancelled",
+]
+WaitingFor = Literal["order", "signature", "evidence", "review"]
+SlaKind = Literal[
+    "return_review",
+    "refund",
+    "reshipment",
+    "complaint_first_response",
+    "complaint_resolution",
+    "callback",
+]
+
+
+class CaseRef(EventData):
+    type: CaseType
+    id: Id
+
+
+class BreakdownItem(EventData):
+    kind: BreakdownKind
+    amount: SignedMoney
+
+
+class RefundIssued(EventData):
+    refund_id: Id
+    order_id: Id
+    customer_id: Id
+    case: CaseRef
+    amount: Money
+    currency: Currency
+    breakdown: Annotated[list[BreakdownItem], Field(min_length=1)]
+    payments: list[Payment]
+    return_shipping_payer: ShippingPayer | None = None
+    due_by: Timestamp
+    issued_at: Timestamp
+
+    @model_validator(mode="after")
+    def _sums(self) -> RefundIssued:
+        if sum(item.amount for item in self.breakdown) != self.amount:
+            raise field_error(
+                "RefundIssued", ("breakdown",), "breakdown_mismatch", "must sum to amount"
+            )
+        if sum(payment.amount for payment in self.payments) != self.amount:
+            raise field_error(
+                "RefundIssued", ("payments",), "payments_mismatch", "must sum to amount"
+            )
+        return self
+
+
+class CouponGranted(EventData):
+    coupon_id: Id
+    customer_id: Id
+    order_id: Id
+    complaint_id: Id
+    value: Money
+    currency: Currency
+    expires_at: Timestamp
+    reason: Name
+    granted_at: Timestamp
+
+
+class ReturnDecision(EventData):
+    """Data of return.approved, return.rejected, return.pending and return.completed."""
+
+    return_id: Id
+    order_id: Id
+    customer_id: Id
+    kind: ReturnKind
+    rule: RuleCode
+    message: Annotated[str, Field(min_length=1)]
+    message_en: Annotated[str, Field(min_length=1)] | None = None
+    return_shipping_payer: ShippingPayer | None = None
+    refund_estimate: Money | None = None
+    waiting_for: WaitingFor | None = None
+    decided_at: Timestamp
+
+
+class ReshipmentRequested(EventData):
+    order_id: Id
+    customer_id: Id
+    case: CaseRef
+    lines: Annotated[list[ReturnLine], Field(min_length=1)]
+    due_by: Timestamp
+    requested_at: Timestamp
+
+
+class SlaBreached(EventData):
+    case: CaseRef
+    sla: SlaKind
+    due_at: Timestamp
+    detected_at: Timestamp
+    order_id: Id | None = None
+    customer_id: Id | None = None
+
+
+class FollowupEvent(EventData):
+    """Data of callback.scheduled, callback.sent, satisfaction.recorded and satisfaction.low."""
+
+    callback_id: Id
+    customer_id: Id
+    cases: Annotated[list[CaseRef], Field(min_length=1)]
+    due_at: Timestamp | None = None
+    deadline: Timestamp | None = None
+    score: Score | None = None
+
+
+class NotificationRequested(EventData):
+    """An internal request to the notifier; it looks up the buyer's contact by customer_id."""
+
+    request_id: Id
+    customer_id: Id
+    order_id: Id | None = None
+    template: Name
+    params: dict[str, str | int] = Field(default_factory=dict)
+    urgent: bool = False
+    case: CaseRef | None = None
+
+
+class DeadLetterOrigin(EventData):
+    topic: Name
+    partition: Annotated[int, Field(ge=0)]
+    offset: Annotated[int, Field(ge=0)]
+
+
+class DeadLettered(EventData):
+    service: Name
+    reason: Name
+    detail: str
+    origin: DeadLetterOrigin
+    key: str | None = None
+    value: str
+    value_encoding: Literal["utf-8", "base64"]
+    value_truncated: bool
+    received_at: Timestamp

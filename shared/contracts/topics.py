@@ -1,0 +1,41 @@
+"""Kafka topic names (SPEC sections 2 and 3)."""
+
+from __future__ import annotations
+
+# Inputs: written by the e-commerce platform.
+ORDERS = "orders"
+SIGNATURES = "signatures"
+RETURNS = "returns"
+COMPLAINTS = "complaints"
+SURVEYS = "surveys"
+
+# Outputs: written by this system.
+REFUNDS = "aftersales.refunds"
+COUPONS = "aftersales.coupons"
+RETURN_DECISIONS = "aftersales.returns"
+FULFILMENT = "aftersales.fulfilment"
+SLA = "aftersales.sla"
+FOLLOWUPS = "aftersales.followups"
+NOTIFICATIONS = "aftersales.notifications"  # internal: requests to the notifier service
+ESCALATIONS = "aftersales.escalations"
+
+INPUT_TOPICS: tuple[str, ...] = (ORDERS, SIGNATURES, RETURNS, COMPLAINTS, SURVEYS)
+OUTPUT_TOPICS: tuple[str, ...] = (
+    REFUNDS,
+    COUPONS,
+    RETURN_DECISIONS,
+    FULFILMENT,
+    SLA,
+    FOLLOWUPS,
+    NOTIFICATIONS,
+    ESCALATIONS,
+)
+
+DEAD_LETTER_PREFIX = "aftersales.deadletter."
+
+
+def dead_letter_topic(service: str) -> str:
+    """The dead-letter topic of one service, e.g. `aftersales.deadletter.returns`."""
+    if not service or not service.replace("_", "").replace("-", "").isalnum():
+        raise ValueError("service must be a non-empty name of letters, digits, '-' or '_'")
+    return f"{DEAD_LETTER_PREFIX}{service}"

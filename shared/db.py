@@ -1,0 +1,100 @@
+"""Database access: async engine, per-service schema metadata and the unit of work."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Self
+
+from sqlalchemy import MetaData, text
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def service_metadata(schema: str) -> MetaData:
+    """Every table of a service lives in that service's own schema."""
+    return MetaData(schema=schema, naming_convention=NAMING_CONVENTION)
+
+
+def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        connect_args={"server_settings": {"application_name": "aftersales"}},
+    )
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+def lock_id(key: str) -> int:
+    """A stable signed 64-bit id for pg_advisory_xact_lock from a business key."""
+    high = zlib.crc32(key.encode("utf-8"))
+    low = zlib.crc32(key[::-1].encode("utf-8"))
+    value = (high << 32) | low
+    return value - (1 << 64) if value >= (1 << 63) else value
+
+
+class UnitOfWork:
+    """One database transaction: state changes, inbox, outbox and timers commit together."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+        self._session: AsyncSession | None = None
+        self._committed = False
+
+    @property
+    def session(self) -> AsyncSession:
+        if self._session is None:
+            raise RuntimeError("the unit of work is not open")
+        return self._session
+
+    async def __aenter__(self) -> Self:
+        self._session = self._sessions()
+        await self._session.begin()
+        self._committed = False
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        session = self.session
+        try:
+            if exc_type is not None or not self._committed:
+                await session.rollback()
+        finally:
+            await session.close()
+            self._session = None
+
+    async def commit(self) -> None:
+        await self.session.commit()
+        self._committed = True
+
+    async def lock(self, keys: Iterable[str]) -> None:
+        """Serialise work on the same business keys (orders, buyers) across instances.
+
+        Keys are locked in sorted order so two transactions never wait on each other in a cycle.
+        """
+        for key in sorted(set(keys)):
+            await self.session.execute(
+                text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock_id(key)}
+            )

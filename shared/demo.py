@@ -1,0 +1,295 @@
+"""The demo scenario of `make run`: a return goes from request to refund, in the terminal."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from shared.contracts import topics
+from shared.policy import Policy
+
+CONTENT_TYPE = [("content-type", b"application/cloudevents+json")]
+WATCHED = [
+    topics.RETURN_DECISIONS,
+    topics.REFUNDS,
+    topics.FULFILMENT,
+    topics.SLA,
+    "aftersales.deadletter.returns",
+]
+
+
+def _event(type_: str, data: dict[str, Any], at: datetime) -> dict[str, Any]:
+    return {
+        "specversion": "1.0",
+        "id": f"demo-{uuid.uuid4()}",
+        "source": "/shop-platform/demo",
+        "type": type_,
+        "time": at.isoformat(),
+        "datacontenttype": "application/json",
+        "data": data,
+    }
+
+
+def scenario(run: str, now: datetime) -> list[tuple[str, str, str, dict[str, Any] | bytes]]:
+    """(caption, topic, key, event) in the order the platform would send them."""
+    order = f"O-{run}"
+    paid = now - timedelta(days=4)
+    signed = now - timedelta(days=2)
+    lines = [
+        {
+            "line_id": "L1",
+            "sku": "SWEATER-M",
+            "title": "Wool sweater",
+            "category": "apparel",
+            "quantity": 2,
+            "paid_amount": 19900,
+        },
+        {
+            "line_id": "L2",
+            "sku": "MOONCAKE",
+            "title": "Fresh mooncakes",
+            "category": "fresh_perishable",
+            "quantity": 1,
+            "paid_amount": 5900,
+        },
+        {
+            "line_id": "L3",
+            "sku": "GIFT-SOCKS",
+            "title": "Socks (gift)",
+            "category": "apparel",
+            "quantity": 1,
+            "paid_amount": 0,
+            "is_gift": True,
+            "stated_price": 900,
+        },
+    ]
+    order_paid = {
+        "order_id": order,
+        "shop_id": "S-demo",
+        "customer_id": f"C-{run}",
+        "paid_at": paid.isoformat(),
+        "currency": "CNY",
+        "lines": lines,
+        "shipping_fee_paid": 0,
+        "standard_shipping_fee": 1000,
+        "free_shipping_threshold": 15000,
+        "shipping_insurance": False,
+        "presale_ship_by": None,
+        "payments": [{"method": "alipay", "amount": 20000}, {"method": "coupon", "amount": 5800}],
+        "customer": {
+            "name": "Demo Buyer",
+            "phone": "13800000000",
+            "email": "buyer@example.com",
+            "preferred_channel": "sms",
+        },
+    }
+
+    def ret(type_: str, data: dict[str, Any], at: datetime) -> dict[str, Any]:
+        return _event(type_, {"order_id": order, **data}, at)
+
+    r1, r2 = f"R-{run}-1", f"R-{run}-2"
+    return [
+        (
+            "order paid: 2 sweaters, fresh mooncakes and a gift, free shipping over 150.00",
+            topics.ORDERS,
+            order,
+            _event("order.paid", order_paid, paid),
+        ),
+        (
+            "order shipped",
+            topics.ORDERS,
+            order,
+            _event(
+                "order.shipped",
+                {
+                    "order_id": order,
+                    "shipped_at": (paid + timedelta(hours=20)).isoformat(),
+                    "carrier": "SF",
+                    "tracking_no": f"SF{run}",
+                },
+                paid + timedelta(hours=20),
+            ),
+        ),
+        (
+            "buyer signed for the parcel",
+            topics.SIGNATURES,
+            order,
+            _event(
+                "parcel.signed",
+                {
+                    "order_id": order,
+                    "leg": "outbound",
+                    "tracking_no": f"SF{run}",
+                    "signed_at": signed.isoformat(),
+                },
+                signed,
+            ),
+        ),
+        (
+            "buyer asks to return the mooncakes, no reason given (statutory exclusion)",
+            topics.RETURNS,
+            order,
+            ret(
+                "return.requested",
+                {
+                    "return_id": r2,
+                    "customer_id": f"C-{run}",
+                    "kind": "refund",
+                    "reason": "changed_mind",
+                    "lines": [{"line_id": "L2", "quantity": 1}],
+                    "condition": [],
+                    "evidence_urls": [],
+                    "requested_at": now.isoformat(),
+                },
+                now,
+            ),
+        ),
+        (
+            "a malformed event arrives (it must be dead-lettered, not block anything)",
+            topics.RETURNS,
+            order,
+            b'{"specversion": "1.0", "type": "return.requested", "data": ',
+        ),
+        (
+            "buyer asks to return one sweater: size does not fit, opened for inspection",
+            topics.RETURNS,
+            order,
+            ret(
+                "return.requested",
+                {
+                    "return_id": r1,
+                    "customer_id": f"C-{run}",
+                    "kind": "refund",
+                    "reason": "size_fit",
+                    "lines": [{"line_id": "L1", "quantity": 1}],
+                    "condition": ["opened_for_inspection"],
+                    "evidence_urls": [],
+                    "requested_at": now.isoformat(),
+                },
+                now,
+            ),
+        ),
+        (
+            "buyer ships the sweater back (pays 12.00 freight)",
+            topics.RETURNS,
+            order,
+            ret(
+                "return.shipped",
+                {
+                    "return_id": r1,
+                    "carrier": "YTO",
+                    "tracking_no": f"YT{run}",
+                    "shipped_at": now.isoformat(),
+                    "shipping_fee_paid": 1200,
+                },
+                now,
+            ),
+        ),
+        (
+            "the warehouse signs for the returned parcel: the refund is due within 24 hours",
+            topics.SIGNATURES,
+            order,
+            _event(
+                "parcel.signed",
+                {
+                    "order_id": order,
+                    "leg": "return",
+                    "return_id": r1,
+                    "tracking_no": f"YT{run}",
+                    "signed_at": now.isoformat(),
+                },
+                now,
+            ),
+        ),
+    ]
+
+
+def _summary(topic: str, event: dict[str, Any]) -> str:
+    data = event.get("data", {})
+    kind = event.get("type", "?")
+    if kind == "refund.issued":
+        parts = ", ".join(f"{b['kind']} {b['amount'] / 100:+.2f}" for b in data["breakdown"])
+        pays = ", ".join(f"{p['method']} {p['amount'] / 100:.2f}" for p in data["payments"])
+        return (
+            f"{kind}: {data['amount'] / 100:.2f} {data['currency']} ({parts}); "
+            f"paid back to {pays}; due by {data['due_by']}"
+        )
+    if kind.startswith("return."):
+        extra = f", waiting for {data['waiting_for']}" if data.get("waiting_for") else ""
+        return f"{kind} [{data['rule']}{extra}] {data.get('message_en') or data['message']}"
+    if kind == "event.deadlettered":
+        origin = data["origin"]
+        return (
+            f"{kind}: {data['reason']} ({origin['topic']}/{origin['partition']}@{origin['offset']})"
+        )
+    return f"{kind}: {json.dumps(data, ensure_ascii=False)[:200]}"
+
+
+async def play(
+    bootstrap: str,
+    policy: Policy,
+    *,
+    out: Callable[[str], None] = lambda line: print(line, flush=True),
+    timeout: float = 90.0,
+) -> int:
+    """Publish the scenario and print what the system answers; 0 when the refund arrived."""
+    run = uuid.uuid4().hex[:8]
+    now = datetime.now(UTC)
+    consumer = AIOKafkaConsumer(
+        *WATCHED,
+        bootstrap_servers=bootstrap,
+        group_id=f"demo-{run}",
+        auto_offset_reset="latest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    # Wait for the assignment so nothing the system answers is missed.
+    while not consumer.assignment():
+        await consumer.getmany(timeout_ms=200)
+    for tp in consumer.assignment():
+        await consumer.seek_to_end(tp)
+        await consumer.position(tp)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False, acks="all")
+    await producer.start()
+    out(f"== demo {run}: shop time zone {policy.timezone} ==")
+    try:
+        for caption, topic, key, event in scenario(run, now):
+            value = event if isinstance(event, bytes) else json.dumps(event).encode()
+            await producer.send_and_wait(topic, value, key=key.encode(), headers=CONTENT_TYPE)
+            out(f"-> {topic:<11} {caption}")
+        got_refund = False
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not got_refund and asyncio.get_running_loop().time() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for tp, records in batch.items():
+                for record in records:
+                    if run not in (record.value or b"").decode("utf-8", "replace"):
+                        continue  # another run's traffic on a shared broker
+                    try:
+                        event = json.loads(record.value or b"{}")
+                    except ValueError:
+                        continue
+                    out(f"<- {tp.topic:<22} {_summary(tp.topic, event)}")
+                    got_refund = got_refund or event.get("type") == "refund.issued"
+        if not got_refund:
+            out("!! no refund arrived in time: are the services running?")
+            return 1
+        out("== demo done: the refund is on aftersales.refunds for finance ==")
+        return 0
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+if __name__ == "__main__":
+    from shared.bootstrap import environment
+
+    env = environment()
+    sys.exit(asyncio.run(play(env.settings.kafka_bootstrap_servers, env.policy)))

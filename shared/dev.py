@@ -1,0 +1,53 @@
+"""`aftersales dev` (what `make run` runs): the whole system locally, with the demo."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from shared.bootstrap import environment, service_names
+from shared.devenv import local_environment
+
+RUN_DIR = Path(".run")
+
+
+def _say(text: str) -> None:
+    print(f"== {text}", file=sys.stderr, flush=True)
+
+
+async def run_dev(*, exit_after_demo: bool = False) -> int:
+    from shared.cli import serve
+    from shared.demo import play
+    from shared.migrations import upgrade
+
+    embedded_broker = not os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    with local_environment(RUN_DIR) as infra:  # creates the directory
+        os.environ.update(infra)
+        if embedded_broker:
+            # Tansu has no idempotent producer; a configured cluster keeps its own setting.
+            os.environ.setdefault("KAFKA_IDEMPOTENCE", "false")
+        env = environment()
+        _say(f"broker {env.settings.kafka_bootstrap_servers}, database ready")
+        names = service_names("all")
+        for name in names:
+            _say(f"migrating {name}")
+            await asyncio.to_thread(upgrade, name, env.settings.database_url)
+        stop = asyncio.Event()
+        port = env.settings.aftersales_http_port
+        server = asyncio.create_task(serve(names, port=port, until=stop))
+        _say(f"services {', '.join(names)} running; health and metrics on http://127.0.0.1:{port}")
+        await asyncio.sleep(1)
+        try:
+            result = await play(env.settings.kafka_bootstrap_servers, env.policy)
+            if exit_after_demo or result != 0:
+                stop.set()
+            else:
+                _say("the system keeps running: publish your own events, Ctrl-C to stop")
+            await server
+            return result
+        finally:
+            stop.set()
+            if not server.done():
+                await server

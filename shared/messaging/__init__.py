@@ -1,0 +1,1 @@
+"""Reliable messaging on Kafka and PostgreSQL: inbox, transactional outbox, timers, dead letters."""

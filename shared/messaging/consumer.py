@@ -1,0 +1,221 @@
+"""Processing a fetched batch: validate, dead-letter the poison, apply the rest in one go."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from shared import metrics
+from shared.clock import Clock
+from shared.contracts import (
+    CloudEvent,
+    DeadLettered,
+    DeadLetterOrigin,
+    InvalidEvent,
+    dead_letter_topic,
+    deterministic_id,
+    event_key,
+    parse_event,
+)
+from shared.crypto import mask_email, mask_name, mask_phone, redact
+from shared.db import UnitOfWork
+
+from .context import EventHandler, HandlerContext
+from .errors import is_transient
+from .tables import MessagingTables
+
+log = logging.getLogger("aftersales.consumer")
+
+# What a dead letter keeps of the original value: enough to inspect and replay any valid-size
+# event; an oversized one is cut, since it can never be processed anyway.
+MAX_DEAD_LETTER_VALUE = 256 * 1024
+
+
+class Record(Protocol):
+    """The parts of a Kafka consumer record the processor reads."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(frozen=True)
+class _Poison:
+    reason: str
+    detail: str
+
+
+def default_lock_keys(event: CloudEvent) -> Iterable[str]:
+    return [event_key(event)]
+
+
+class EventProcessor:
+    def __init__(
+        self,
+        *,
+        service: str,
+        sessions: async_sessionmaker[AsyncSession],
+        tables: MessagingTables,
+        handlers: Mapping[str, EventHandler],
+        clock: Clock,
+        lock_keys: Callable[[CloudEvent], Iterable[str]] = default_lock_keys,
+        on_committed: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.service = service
+        self._sessions = sessions
+        self._tables = tables
+        self._handlers = handlers
+        self._clock = clock
+        self._lock_keys = lock_keys
+        self._on_committed = on_committed
+
+    async def process(self, records: Sequence[Record]) -> None:
+        """Apply a batch in one transaction; raises only for passing faults (batch redelivered)."""
+        items: list[tuple[Record, CloudEvent | _Poison]] = []
+        for record in records:
+            try:
+                items.append((record, parse_event(record.value)))
+            except InvalidEvent as exc:
+                items.append((record, _Poison(exc.reason, exc.detail)))
+        now = self._clock.now()
+        with metrics.BATCH_SECONDS.labels(self.service).time():
+            async with UnitOfWork(self._sessions) as uow:
+                await uow.lock(self._keys_to_lock(items))
+                outcomes = [await self._apply(uow, record, item, now) for record, item in items]
+                await uow.commit()
+        for (_, item), outcome in zip(items, outcomes, strict=True):
+            event_type = item.type if isinstance(item, CloudEvent) else "invalid"
+            metrics.EVENTS.labels(self.service, event_type, outcome).inc()
+        self._on_committed()
+
+    def _keys_to_lock(self, items: Iterable[tuple[Record, CloudEvent | _Poison]]) -> set[str]:
+        keys: set[str] = set()
+        for _, item in items:
+            if isinstance(item, CloudEvent) and item.type in self._handlers:
+                keys.update(self._lock_keys(item))
+        return keys
+
+    async def _apply(
+        self, uow: UnitOfWork, record: Record, item: CloudEvent | _Poison, now: datetime
+    ) -> str:
+        if isinstance(item, _Poison):
+            await self._dead_letter(uow, record, item.reason, item.detail, now)
+            return "dead_lettered"
+        handler = self._handlers.get(item.type)
+        if handler is None:
+            return "ignored"
+        ctx = HandlerContext(
+            uow=uow,
+            tables=self._tables,
+            service=self.service,
+            now=now,
+            cause_id=item.id,
+            correlation_id=None,
+        )
+        try:
+            async with uow.session.begin_nested():
+                if not await ctx.inbox.first_time(item.id, item.type, record.topic):
+                    return "duplicate"
+                await handler(item, ctx)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            # A deterministic failure would fail the same way on every redelivery: park it.
+            log.exception(
+                "handler failed; event dead-lettered",
+                extra={"service": self.service, "event_type": item.type, "event_id": item.id},
+            )
+            detail = redact(f"{type(exc).__name__}: {exc}")[:2000]
+            await self._dead_letter(uow, record, "handler_error", detail, now)
+            return "dead_lettered"
+        return "processed"
+
+    async def _dead_letter(
+        self, uow: UnitOfWork, record: Record, reason: str, detail: str, now: datetime
+    ) -> None:
+        value = record.value or b""
+        digest = hashlib.sha256(value).hexdigest()
+        text, truncated = scrub_personal_data(value)
+        key = record.key.decode("utf-8", "replace") if record.key is not None else None
+        data = DeadLettered(
+            service=self.service,
+            reason=reason,
+            detail=detail,
+            origin=DeadLetterOrigin(
+                topic=record.topic, partition=record.partition, offset=record.offset
+            ),
+            key=key,
+            value=text,
+            value_encoding="utf-8",
+            value_truncated=truncated,
+            received_at=now,
+        )
+        origin = f"{record.topic}/{record.partition}/{record.offset}/{digest}"
+        ctx = HandlerContext(
+            uow=uow, tables=self._tables, service=self.service, now=now, cause_id=origin
+        )
+        await ctx.emit(
+            dead_letter_topic(self.service),
+            "event.deadlettered",
+            data,
+            key=key or origin,
+            discriminator=deterministic_id(reason),
+        )
+        metrics.DEAD_LETTERS.labels(self.service, reason).inc()
+        log.warning(
+            "event dead-lettered",
+            extra={
+                "service": self.service,
+                "reason": reason,
+                "topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+            },
+        )
+
+
+_CUSTOMER_MASKS = {"name": mask_name, "phone": mask_phone, "email": mask_email}
+# `"name": "..."` (and phone, email) in text that is not a whole JSON document, e.g. a cut one;
+# the value may lack its closing quote. Names are not caught by `redact`, so mask them here.
+_CONTACT_FIELD = re.compile(r'("(name|phone|email)"\s*:\s*")((?:[^"\\]|\\.)*)')
+
+
+def _mask_contact_fields(text: str) -> str:
+    return _CONTACT_FIELD.sub(lambda m: m.group(1) + _CUSTOMER_MASKS[m.group(2)](m.group(3)), text)
+
+
+def scrub_personal_data(value: bytes) -> tuple[str, bool]:
+    """The dead letter's copy of a value, without personal data (SPEC section 7).
+
+    A JSON event keeps its shape with `data.customer` masked, so it can still be read and, once
+    the producer is fixed, replayed; other text is redacted; bytes that are not UTF-8 or too
+    large are not kept at all (they can never be processed). Returns (text, truncated).
+    """
+    if len(value) > MAX_DEAD_LETTER_VALUE:
+        return "", True
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        return "", True
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return redact(_mask_contact_fields(text)), False
+    data = document.get("data") if isinstance(document, dict) else None
+    customer = data.get("customer") if isinstance(data, dict) else None
+    if isinstance(customer, dict):
+        for field, mask in _CUSTOMER_MASKS.items():
+            if isinstance(customer.get(field), str):
+                customer[field] = mask(customer[field])
+        return json.dumps(document, ensure_ascii=False), False
+    return redact(_mask_contact_fields(text)), False

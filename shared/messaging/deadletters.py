@@ -1,0 +1,118 @@
+"""Reading and replaying a service's dead-letter topic (ops tools behind `aftersales dlq`)."""
+
+from __future__ import annotations
+
+import base64
+import sys
+from collections.abc import AsyncIterator
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from shared.contracts import DeadLettered, InvalidEvent, dead_letter_topic, parse_event
+from shared.settings import Settings
+
+from .relay import CONTENT_TYPE
+
+
+async def read_topic(bootstrap: str, topic: str) -> AsyncIterator[tuple[int, int, bytes | None]]:
+    """Every record now in `topic`, from the beginning to the current end, without a group."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer.topics()  # refreshes the cluster metadata
+        partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        if not tps:
+            return
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        remaining = {tp for tp in tps if ends[tp] > 0}
+        while remaining:
+            batch = await consumer.getmany(*remaining, timeout_ms=2000)
+            if not batch:
+                positions = {tp: await consumer.position(tp) for tp in remaining}
+                remaining = {tp for tp in remaining if positions[tp] < ends[tp]}
+                continue
+            for tp, records in batch.items():
+                for record in records:
+                    if record.offset < ends[tp]:
+                        yield tp.partition, record.offset, record.value
+                if records and records[-1].offset + 1 >= ends[tp]:
+                    remaining.discard(tp)
+    finally:
+        await consumer.stop()
+
+
+async def _dead_letters(
+    settings: Settings, service: str, reason: str | None, limit: int
+) -> AsyncIterator[DeadLettered]:
+    count = 0
+    async for _, _, value in read_topic(
+        settings.kafka_bootstrap_servers, dead_letter_topic(service)
+    ):
+        try:
+            event = parse_event(value)
+        except InvalidEvent:
+            continue
+        data = event.data
+        if not isinstance(data, DeadLettered) or (reason and data.reason != reason):
+            continue
+        yield data
+        count += 1
+        if count >= limit:
+            return
+
+
+async def list_dead_letters(
+    settings: Settings, service: str, reason: str | None, limit: int
+) -> int:
+    n = 0
+    async for item in _dead_letters(settings, service, reason, limit):
+        n += 1
+        origin = item.origin
+        print(
+            f"{item.received_at.isoformat()}  {origin.topic}/{origin.partition}@{origin.offset}  "
+            f"{item.reason}: {item.detail}"
+        )
+    print(f"{n} dead letter(s) on {dead_letter_topic(service)}", file=sys.stderr)
+    return 0
+
+
+async def replay_dead_letters(
+    settings: Settings, service: str, reason: str | None, limit: int
+) -> int:
+    """Publish dead-lettered values again to their original topic with their original key.
+
+    Events that were processed in the meantime are ignored by the consumers' inbox, so a replay
+    is safe to repeat; an event that is still invalid is dead-lettered again.
+    """
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        enable_idempotence=settings.kafka_idempotence,
+        acks="all",
+    )
+    await producer.start()
+    replayed = skipped = 0
+    try:
+        async for item in _dead_letters(settings, service, reason, limit):
+            if item.value_truncated:
+                skipped += 1
+                continue
+            value = (
+                item.value.encode("utf-8")
+                if item.value_encoding == "utf-8"
+                else base64.b64decode(item.value)
+            )
+            await producer.send_and_wait(
+                item.origin.topic,
+                value,
+                key=item.key.encode("utf-8") if item.key is not None else None,
+                headers=[("content-type", CONTENT_TYPE.encode())],
+            )
+            replayed += 1
+            print(f"replayed {item.origin.topic}/{item.origin.partition}@{item.origin.offset}")
+    finally:
+        await producer.stop()
+    print(f"{replayed} replayed, {skipped} skipped (truncated)", file=sys.stderr)
+    return 0

@@ -1,0 +1,43 @@
+"""Telling a passing infrastructure fault (retry) from a poison message (dead-letter)."""
+
+from __future__ import annotations
+
+import asyncio
+
+# SQLSTATE classes that pass: connection, transaction rollback (deadlock, serialization),
+# insufficient resources, operator intervention (restart), system error.
+_TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57", "58")
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        for attr in ("sqlstate", "pgcode"):
+            value = getattr(current, attr, None)
+            if isinstance(value, str) and value:
+                return value
+        current = getattr(current, "orig", None) or current.__cause__ or current.__context__
+    return None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when retrying the same work later can succeed."""
+    from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    if isinstance(exc, asyncio.CancelledError):
+        return True
+    if isinstance(exc, (OSError, TimeoutError, ConnectionError, PoolTimeout)):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    state = _sqlstate(exc)
+    if state is not None:
+        return state[:2] in _TRANSIENT_SQLSTATE_CLASSES
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        return True
+    # asyncpg raises its own connection errors outside SQLAlchemy's wrapping at times.
+    name = type(exc).__name__
+    return name in {"ConnectionDoesNotExistError", "InterfaceError", "ConnectionResetError"}

@@ -1,0 +1,271 @@
+"""One service's moving parts: consumer, outbox relay and timer scheduler, run together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
+from sqlalchemy import MetaData, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared import metrics
+from shared.clock import Clock
+from shared.contracts import CloudEvent, dead_letter_topic
+from shared.db import create_engine, session_factory
+from shared.settings import Settings
+
+from .consumer import EventProcessor, default_lock_keys
+from .context import EventHandler, TimerHandler
+from .errors import is_transient
+from .relay import CONTENT_TYPE, OutboxRelay
+from .scheduler import TimerScheduler
+from .tables import MessagingTables
+
+log = logging.getLogger("aftersales.runtime")
+
+
+@dataclass(frozen=True)
+class ServiceDefinition:
+    """What a service declares; the runtime wires the rest."""
+
+    name: str
+    metadata: MetaData
+    tables: MessagingTables
+    topics: Sequence[str]
+    handlers: Mapping[str, EventHandler]
+    timer_handlers: Mapping[str, TimerHandler] = field(default_factory=dict)
+    lock_keys: Callable[[CloudEvent], Iterable[str]] = default_lock_keys
+    # topic -> event types, for the AsyncAPI description and topic creation.
+    publishes: Mapping[str, Sequence[str]] = field(default_factory=dict)
+
+    @property
+    def schema(self) -> str:
+        assert self.metadata.schema is not None
+        return self.metadata.schema
+
+    @property
+    def all_topics(self) -> list[str]:
+        return sorted({*self.topics, *self.publishes, dead_letter_topic(self.name)})
+
+
+def kafka_security(settings: Settings) -> BaseSecurity | None:
+    protocol = settings.kafka_security_protocol.upper()
+    if protocol == "PLAINTEXT":
+        return None
+    use_ssl = protocol in {"SSL", "SASL_SSL"}
+    context = ssl.create_default_context() if use_ssl else None
+    if protocol == "SSL":
+        return BaseSecurity(ssl_context=context, use_ssl=True)
+    username, password = settings.kafka_sasl_username or "", settings.kafka_sasl_password or ""
+    mechanism = (settings.kafka_sasl_mechanism or "PLAIN").upper()
+    kinds: dict[str, type[Any]] = {
+        "PLAIN": SASLPlaintext,
+        "SCRAM-SHA-256": SASLScram256,
+        "SCRAM-SHA-512": SASLScram512,
+    }
+    if mechanism not in kinds:
+        raise ValueError(f"unsupported KAFKA_SASL_MECHANISM {mechanism!r}")
+    return kinds[mechanism](
+        username=username, password=password, ssl_context=context, use_ssl=use_ssl
+    )
+
+
+class ServiceRuntime:
+    def __init__(
+        self,
+        definition: ServiceDefinition,
+        settings: Settings,
+        clock: Clock,
+        *,
+        engine: AsyncEngine | None = None,
+        max_records: int = 500,
+        relay_poll_interval: float = 0.5,
+        timer_poll_interval: float = 1.0,
+        retry_backoff: float = 1.0,
+    ) -> None:
+        self.definition = definition
+        self.settings = settings
+        self.clock = clock
+        self.engine = engine or create_engine(settings.database_url)
+        self._owns_engine = engine is None
+        self.sessions = session_factory(self.engine)
+        self._retry_backoff = retry_backoff
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.broker = KafkaBroker(
+            settings.kafka_bootstrap_servers,
+            enable_idempotence=settings.kafka_idempotence,
+            acks="all",
+            linger_ms=5,
+            graceful_timeout=20.0,
+            security=kafka_security(settings),
+            client_id=f"aftersales-{definition.name}",
+            logger=logging.getLogger(f"aftersales.{definition.name}.broker"),
+        )
+        self.relay = OutboxRelay(
+            service=definition.name,
+            sessions=self.sessions,
+            tables=definition.tables,
+            publish=self._publish,
+            clock=clock,
+            poll_interval=relay_poll_interval,
+        )
+        self.processor = EventProcessor(
+            service=definition.name,
+            sessions=self.sessions,
+            tables=definition.tables,
+            handlers=definition.handlers,
+            clock=clock,
+            lock_keys=definition.lock_keys,
+            on_committed=self.relay.wake,
+        )
+        self.scheduler = TimerScheduler(
+            service=definition.name,
+            sessions=self.sessions,
+            tables=definition.tables,
+            handlers=definition.timer_handlers,
+            clock=clock,
+            poll_interval=timer_poll_interval,
+            on_committed=self.relay.wake,
+        )
+        self._failures = 0
+        self.broker.subscriber(
+            *definition.topics,
+            group_id=f"aftersales-{definition.name}",
+            batch=True,
+            max_records=max_records,
+            batch_timeout_ms=100,
+            auto_offset_reset="earliest",
+            # Offsets are committed only after the batch's transaction committed; a failure
+            # seeks back so the batch is fetched again (inbox ids make that harmless).
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            title=f"{definition.name}/consume",
+        )(self._consume)
+
+    @property
+    def name(self) -> str:
+        return self.definition.name
+
+    async def _consume(self, msg: KafkaMessage) -> None:
+        records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
+        try:
+            await self.processor.process(records)
+            self._failures = 0
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            self._failures += 1
+            metrics.RETRIES.labels(self.name).inc()
+            delay = min(self._retry_backoff * 2 ** min(self._failures - 1, 5), 30.0)
+            log.warning(
+                "batch failed on a passing fault; it will be fetched again",
+                extra={"service": self.name, "error": type(exc).__name__, "retry_in_s": delay},
+            )
+            await asyncio.sleep(delay)
+            raise
+
+    async def _publish(self, topic: str, key: bytes | None, payload: bytes) -> Any:
+        return await self.broker.publish(
+            payload,
+            topic,
+            key=key,
+            headers={"content-type": CONTENT_TYPE},
+            no_confirm=True,
+        )
+
+    async def ensure_topics(self) -> None:
+        await ensure_topics(self.settings, self.definition.all_topics)
+
+    async def start(self) -> None:
+        await self.ensure_topics()
+        await self.broker.start()
+        self._stop.clear()
+        self._tasks = [
+            asyncio.create_task(self.relay.run(self._stop), name=f"{self.name}-relay"),
+            asyncio.create_task(self.scheduler.run(self._stop), name=f"{self.name}-timers"),
+        ]
+        log.info("service started", extra={"service": self.name})
+
+    async def stop(self) -> None:
+        """Stop fetching, let in-flight batches finish and commit, publish what is left."""
+        await self.broker.stop()
+        self._stop.set()
+        self.relay.wake()
+        for task in self._tasks:
+            try:
+                await asyncio.wait_for(task, timeout=15)
+            except (TimeoutError, asyncio.CancelledError):
+                task.cancel()
+        self._tasks = []
+        if self._owns_engine:
+            await self.engine.dispose()
+        log.info("service stopped", extra={"service": self.name})
+
+    async def ready(self, timeout: float = 2.0) -> dict[str, bool]:
+        async def database() -> bool:
+            async with self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+            return True
+
+        checks = {"database": database(), "broker": self.broker.ping(timeout)}
+        result: dict[str, bool] = {}
+        for name, check in checks.items():
+            try:
+                result[name] = bool(await asyncio.wait_for(check, timeout))
+            except Exception:
+                result[name] = False
+        return result
+
+
+async def ensure_topics(settings: Settings, topics: Iterable[str]) -> None:
+    """Create missing topics (SPEC section 9); existing ones are left as they are."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        client_id="aftersales-admin",
+        **_admin_security(settings),
+    )
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in topics if t not in existing]
+        if missing:
+            try:
+                await admin.create_topics(
+                    [
+                        NewTopic(
+                            name=t,
+                            num_partitions=settings.kafka_topic_partitions,
+                            replication_factor=settings.kafka_topic_replication,
+                        )
+                        for t in missing
+                    ]
+                )
+            except TopicAlreadyExistsError:
+                pass
+            log.info("topics created", extra={"topics": ",".join(missing)})
+    finally:
+        await admin.close()
+
+
+def _admin_security(settings: Settings) -> dict[str, Any]:
+    protocol = settings.kafka_security_protocol.upper()
+    if protocol == "PLAINTEXT":
+        return {}
+    options: dict[str, Any] = {"security_protocol": protocol}
+    if protocol in {"SSL", "SASL_SSL"}:
+        options["ssl_context"] = ssl.create_default_context()
+    if protocol.startswith("SASL"):
+        options["sasl_mechanism"] = (settings.kafka_sasl_mechanism or "PLAIN").upper()
+        options["sasl_plain_username"] = settings.kafka_sasl_username
+        options["sasl_plain_password"] = settings.kafka_sasl_password
+    return options

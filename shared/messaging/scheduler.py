@@ -1,0 +1,156 @@
+"""Durable timers: due rows are claimed with FOR UPDATE SKIP LOCKED and fired exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import and_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from shared import metrics
+from shared.clock import Clock
+from shared.db import UnitOfWork
+
+from .context import HandlerContext, TimerHandler
+from .errors import is_transient
+from .store import timer_from_row
+from .tables import MessagingTables
+
+log = logging.getLogger("aftersales.timers")
+
+MAX_TIMER_ATTEMPTS = 5
+
+
+class TimerScheduler:
+    def __init__(
+        self,
+        *,
+        service: str,
+        sessions: async_sessionmaker[AsyncSession],
+        tables: MessagingTables,
+        handlers: Mapping[str, TimerHandler],
+        clock: Clock,
+        batch_size: int = 100,
+        poll_interval: float = 1.0,
+        on_committed: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.service = service
+        self._sessions = sessions
+        self._tables = tables
+        self._handlers = handlers
+        self._clock = clock
+        self._batch_size = batch_size
+        self._poll_interval = poll_interval
+        self._on_committed = on_committed
+
+    async def run_due(self) -> int:
+        """Fire one batch of due timers in one transaction; returns how many fired."""
+        t = self._tables.timers
+        now = self._clock.now()
+        live = and_(t.c.fired_at.is_(None), t.c.cancelled_at.is_(None), t.c.due_at <= now)
+        async with UnitOfWork(self._sessions) as uow:
+            candidates = (
+                await uow.session.execute(
+                    select(t.c.id, t.c.lock_key)
+                    .where(live)
+                    .order_by(t.c.due_at)
+                    .limit(self._batch_size)
+                )
+            ).all()
+            if not candidates:
+                return 0
+            # Same lock order as the consumer: business keys first, then the rows.
+            await uow.lock(row.lock_key for row in candidates)
+            rows = (
+                (
+                    await uow.session.execute(
+                        select(t)
+                        .where(live, t.c.id.in_([row.id for row in candidates]))
+                        .order_by(t.c.due_at, t.c.id)
+                        .with_for_update(skip_locked=True)
+                    )
+                )
+                .mappings()
+                .all()
+            )
+            fired = 0
+            for row in rows:
+                fired += await self._fire(uow, row)
+            await uow.commit()
+        if fired:
+            self._on_committed()
+        return len(rows)
+
+    async def _fire(self, uow: UnitOfWork, row: Any) -> int:
+        t = self._tables.timers
+        timer = timer_from_row(row)
+        handler = self._handlers.get(timer.kind)
+        ctx = HandlerContext(
+            uow=uow,
+            tables=self._tables,
+            service=self.service,
+            now=self._clock.now(),
+            cause_id=f"timer:{timer.kind}:{timer.ref}:{timer.due_at.isoformat()}",
+        )
+        try:
+            async with uow.session.begin_nested():
+                if handler is None:
+                    log.error("no handler for timer kind", extra={"kind": timer.kind})
+                else:
+                    await handler(timer, ctx)
+                await uow.session.execute(
+                    update(t).where(t.c.id == timer.id).values(fired_at=ctx.now)
+                )
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            attempts = int(row["attempts"]) + 1
+            log.exception(
+                "timer handler failed",
+                extra={"service": self.service, "kind": timer.kind, "attempts": attempts},
+            )
+            metrics.TIMERS_FAILED.labels(self.service, timer.kind).inc()
+            values: dict[str, object] = {"attempts": attempts}
+            if attempts >= MAX_TIMER_ATTEMPTS:
+                values["cancelled_at"] = ctx.now  # parked: visible in the table, not retried
+            else:
+                values["due_at"] = ctx.now + timedelta(minutes=2**attempts)
+            await uow.session.execute(update(t).where(t.c.id == timer.id).values(**values))
+            return 0
+        metrics.TIMERS_FIRED.labels(self.service, timer.kind).inc()
+        metrics.TIMER_LAG.labels(self.service).observe(
+            max((ctx.now - timer.due_at).total_seconds(), 0.0)
+        )
+        return 1
+
+    async def run_all_due(self) -> int:
+        total = 0
+        while fired := await self.run_due():
+            total += fired
+        return total
+
+    async def run(self, stop: asyncio.Event) -> None:
+        backoff = self._poll_interval
+        while not stop.is_set():
+            try:
+                if await self.run_due():
+                    backoff = self._poll_interval
+                    continue
+                backoff = self._poll_interval
+            except Exception as exc:
+                if is_transient(exc):
+                    log.warning(
+                        "timers retrying after a passing fault",
+                        extra={"service": self.service, "error": type(exc).__name__},
+                    )
+                else:
+                    log.exception("timer scheduler failed", extra={"service": self.service})
+                backoff = min(backoff * 2, 10.0)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=backoff)
+            except TimeoutError:
+                pass

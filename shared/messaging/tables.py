@@ -1,0 +1,80 @@
+"""The inbox, outbox and timer tables every service keeps in its own schema."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+
+@dataclass(frozen=True)
+class MessagingTables:
+    inbox: Table
+    outbox: Table
+    timers: Table
+
+
+def messaging_tables(metadata: MetaData) -> MessagingTables:
+    inbox = Table(
+        "inbox",
+        metadata,
+        # Processed event ids: a redelivered event finds its id here and has no second effect.
+        Column("event_id", Text, primary_key=True),
+        Column("event_type", Text, nullable=False),
+        Column("topic", Text, nullable=False),
+        Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    )
+    outbox = Table(
+        "outbox",
+        metadata,
+        Column("id", BigInteger, primary_key=True, autoincrement=True),
+        # Deterministic ids: reprocessing the same cause cannot queue the same event twice.
+        Column("event_id", Text, nullable=False, unique=True),
+        Column("event_type", Text, nullable=False),
+        Column("topic", Text, nullable=False),
+        Column("key", Text, nullable=True),
+        Column("payload", LargeBinary, nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        Column("published_at", DateTime(timezone=True), nullable=True),
+        Index(
+            "ix_outbox_unpublished",
+            "id",
+            postgresql_where=text("published_at IS NULL"),
+        ),
+    )
+    timers = Table(
+        "timers",
+        metadata,
+        Column("id", BigInteger, primary_key=True, autoincrement=True),
+        Column("kind", Text, nullable=False),
+        Column("ref", Text, nullable=False),
+        # The business key the timer's work locks (an order id), like the consumer does.
+        Column("lock_key", Text, nullable=False),
+        Column("due_at", DateTime(timezone=True), nullable=False),
+        Column("payload", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+        Column("fired_at", DateTime(timezone=True), nullable=True),
+        Column("cancelled_at", DateTime(timezone=True), nullable=True),
+        Column("attempts", Integer, nullable=False, server_default=text("0")),
+        Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        UniqueConstraint("kind", "ref"),
+        Index(
+            "ix_timers_due",
+            "due_at",
+            postgresql_where=text("fired_at IS NULL AND cancelled_at IS NULL"),
+        ),
+    )
+    return MessagingTables(inbox=inbox, outbox=outbox, timers=timers)

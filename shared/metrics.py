@@ -1,0 +1,57 @@
+"""Prometheus metrics of every service, labelled by service so `run all` shares one registry."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS = Counter(
+    "aftersales_events_total",
+    "Input events by outcome (processed, duplicate, ignored, dead_lettered).",
+    ["service", "type", "outcome"],
+)
+DEAD_LETTERS = Counter(
+    "aftersales_dead_letters_total",
+    "Input events sent to the dead-letter topic.",
+    ["service", "reason"],
+)
+BATCH_SECONDS = Histogram(
+    "aftersales_batch_seconds", "Time to process one fetched batch in one transaction.", ["service"]
+)
+RETRIES = Counter(
+    "aftersales_transient_retries_total", "Batches retried after a passing fault.", ["service"]
+)
+OUTBOX_PUBLISHED = Counter(
+    "aftersales_outbox_published_total", "Events published from the outbox.", ["service", "topic"]
+)
+OUTBOX_LAG = Gauge(
+    "aftersales_outbox_lag_seconds",
+    "Age of the oldest unpublished outbox event (0 when empty).",
+    ["service"],
+)
+OUTBOX_PENDING = Gauge("aftersales_outbox_pending", "Unpublished outbox events.", ["service"])
+TIMERS_FIRED = Counter("aftersales_timers_fired_total", "Timers fired.", ["service", "kind"])
+TIMERS_FAILED = Counter(
+    "aftersales_timers_failed_total",
+    "Timer runs that raised a non-transient error.",
+    ["service", "kind"],
+)
+TIMER_LAG = Histogram(
+    "aftersales_timer_lag_seconds",
+    "How late a timer fired after its due time.",
+    ["service"],
+    buckets=(0.1, 0.5, 1, 2, 5, 15, 60, 300, 1800, 3600),
+)
+DECISIONS = Counter(
+    "aftersales_decisions_total",
+    "Case decisions by event type and rule.",
+    ["service", "type", "rule"],
+)
+REFUNDS = Counter("aftersales_refunds_total", "Refunds issued.", ["service", "case_type"])
+REFUND_AMOUNT = Counter(
+    "aftersales_refund_amount_minor_total",
+    "Refunded amount in minor units.",
+    ["service", "currency"],
+)
+SLA_BREACHES = Counter(
+    "aftersales_sla_breaches_total", "SLA breaches detected.", ["service", "sla"]
+)

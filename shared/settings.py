@@ -1,0 +1,41 @@
+"""Settings from the environment (SPEC section 9), validated at start-up."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/aftersales"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    kafka_bootstrap_servers: str = DEFAULT_BOOTSTRAP
+    kafka_idempotence: bool = True
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = Field(default=None, repr=False)
+    kafka_topic_partitions: int = Field(default=6, ge=1)
+    kafka_topic_replication: int = Field(default=1, ge=1)
+    database_url: str = Field(default=DEFAULT_DATABASE_URL, repr=False)
+    aftersales_policy_file: str | None = None
+    aftersales_encryption_key: str | None = Field(default=None, repr=False)
+    aftersales_http_port: int = Field(default=8000, ge=0, le=65535)
+    aftersales_log_level: str = "INFO"
+    aftersales_log_format: str = "json"
+
+    @field_validator("database_url")
+    @classmethod
+    def _asyncpg_url(cls, value: str) -> str:
+        if value.startswith("postgresql://") or value.startswith("postgres://"):
+            value = "postgresql+asyncpg://" + value.split("://", 1)[1]
+        if not value.startswith("postgresql+asyncpg://"):
+            raise ValueError("DATABASE_URL must be a postgresql+asyncpg:// URL")
+        return value
+
+
+def load_settings() -> Settings:
+    return Settings()
