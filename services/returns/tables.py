@@ -43,11 +43,10 @@ return_requests = Table(
     Index("ix_return_requests_order_id", "order_id"),
 )
 
-# Return-leg signatures and other return events that overtook their return.requested.
-early_return_events = Table(
-    "early_return_events",
+# Outbound signatures, kept apart from orders: a signature can arrive before its order.paid.
+outbound_signatures = Table(
+    "outbound_signatures",
     metadata,
-    Column("return_id", Text, primary_key=True),
-    Column("order_id", Text, nullable=False),
-    Column("events", JSONB, nullable=False),
+    Column("order_id", Text, primary_key=True),
+    Column("signed_at", DateTime(timezone=True), nullable=False),
 )

@@ -45,16 +45,18 @@ class HandlerContext:
         key: str,
         discriminator: str = "",
         correlation_id: str | None = None,
+        event_id: str | None = None,
     ) -> CloudEvent:
         """Queue an event in the outbox, in the handler's transaction.
 
-        Its id derives from the cause, so processing the same cause again yields the same id
-        and the outbox keeps only one copy.
+        Its id derives from the cause (or is given, for an event that must exist once per case
+        whatever causes it), so processing the same cause again yields the same id and the
+        outbox keeps only one copy.
         """
         event = new_event(
             event_type,
             data,
-            id=deterministic_id(self.service, self.cause_id, event_type, discriminator),
+            id=event_id or deterministic_id(self.service, self.cause_id, event_type, discriminator),
             source=f"/aftersales/{self.service}",
             time=self.now,
             correlationid=correlation_id or self.correlation_id,

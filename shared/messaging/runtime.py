@@ -111,6 +111,7 @@ class ServiceRuntime:
             security=kafka_security(settings),
             client_id=f"aftersales-{definition.name}",
             logger=logging.getLogger(f"aftersales.{definition.name}.broker"),
+            log_level=logging.DEBUG,  # one line per batch is noise; our own logs say what matters
         )
         self.relay = OutboxRelay(
             service=definition.name,

@@ -1,4 +1,30 @@
-"""The returns domain: pure rules, money and the ReturnRequest aggregate (no I/O, no clock)."""
+"""The returns domain: pure rules, money and the ReturnRequest aggregate (no I/O, no clock).
+
+Usage by the service layer, for every input event: load (or `ReturnRequest.new`) the request
+and the order's `OrderLedger`, call one method with the Order (or None), the Policy and `now`,
+then persist request + ledger and turn the returned events into messages and timer rows, all
+in one transaction. Methods mutate the request and the ledger passed in.
+
+Where the SPEC is silent, the domain decides:
+- Working hours count every day in local wall-clock time; weekends and holidays are not
+  modelled (the policy file has no key for them).
+- Units are reserved on approval only; an agent's approval re-checks that the units are still
+  free (else `quantity_exceeds_purchased`). Exchanges never count units as refunded.
+- A failed inspection rejects an approved return whenever it arrives before completion, also
+  one approved by an agent; an inspection recorded before approval applies on approval.
+- Return-freight insurance covers freight only: it waives the free-shipping deduction, not the
+  gift charge. Unreturned gifts are charged on any full return, seller fault included.
+- The outbound fee is refunded only by a seller-fault return that completes the order's paid
+  lines (earlier no-reason returns count towards "fully returned").
+- Deductions apply in a fixed order (free-shipping deduction, then gift charge), each clipped
+  at the running total; a once-per-order deduction clipped to zero is not yet "taken".
+- A completed refund-kind return always yields a refund, even of 0 (e.g. a gift alone); its
+  payment split leaves out zero parts. A seller-fault exchange yields a refund only when
+  return freight is reimbursed.
+- Return leg signed, shipped, inspected, evidence or cancelled before return.requested: kept
+  on the request and used when it arrives; a review of a case not in review has no effect.
+- Orders that were cancelled are not treated specially here.
+"""
 
 from services.returns.domain.events import (
     Decided,

@@ -1,0 +1,33 @@
+"""Wires the returns service: topics it reads and writes, handlers, timers."""
+
+from __future__ import annotations
+
+from services.returns import tables
+from services.returns.handlers import SERVICE, ReturnsHandlers
+from shared.clock import Clock
+from shared.contracts import topics
+from shared.messaging.runtime import ServiceDefinition
+from shared.policy import Policy
+
+
+def build(policy: Policy, clock: Clock) -> ServiceDefinition:
+    handlers = ReturnsHandlers(policy)
+    return ServiceDefinition(
+        name=SERVICE,
+        metadata=tables.metadata,
+        tables=tables.messaging,
+        topics=(topics.ORDERS, topics.SIGNATURES, topics.RETURNS),
+        handlers=handlers.events(),
+        timer_handlers=handlers.timers(),
+        publishes={
+            topics.RETURN_DECISIONS: (
+                "return.approved",
+                "return.rejected",
+                "return.pending",
+                "return.completed",
+            ),
+            topics.REFUNDS: ("refund.issued",),
+            topics.FULFILMENT: ("reshipment.requested",),
+            topics.SLA: ("sla.breached",),
+        },
+    )

@@ -1,0 +1,290 @@
+"""Refund money for returns (SPEC 4.7, 4.8, 4.10). Integer minor units only.
+
+The model imports this module, so model types are imported for typing only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from services.returns.domain.rules import (
+    Payer,
+    ReturnKind,
+    is_seller_fault,
+    return_shipping_payer,
+)
+from shared.money import per_unit_share, split_largest_remainder
+from shared.policy import FreeShippingDeduction, Policy, ReturnsPolicy
+
+if TYPE_CHECKING:
+    from services.returns.domain.model import Order, OrderLedger
+
+# Breakdown kinds (SPEC section 3), in the order they are applied.
+GOODS = "goods"
+OUTBOUND_SHIPPING = "outbound_shipping"
+RETURN_SHIPPING = "return_shipping"
+FREE_SHIPPING_DEDUCTION = "free_shipping_deduction"
+GIFT_CHARGE = "gift_charge"
+
+
+@dataclass(frozen=True)
+class Payment:
+    """One payment method of an order, or one part of a refund split over them."""
+
+    method: str
+    amount: int
+
+    def __post_init__(self) -> None:
+        if self.amount < 0:
+            raise ValueError("payment amount must not be negative")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "amount": self.amount}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Payment:
+        return cls(method=data["method"], amount=int(data["amount"]))
+
+
+class RefundableRequest(Protocol):
+    """What the calculation needs from a return request."""
+
+    @property
+    def return_id(self) -> str: ...
+    @property
+    def kind(self) -> ReturnKind: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def lines(self) -> Mapping[str, int]: ...
+
+
+@dataclass(frozen=True)
+class RefundCalculation:
+    """One refund: the signed breakdown, which always sums exactly to `amount` (never negative).
+
+    `goods_units` / `gift_units` are what this refund takes back per line and `goods_by_line`
+    what it pays for them; the ledger records them on completion. The deduction fields hold
+    the positive amount actually deducted.
+    """
+
+    return_id: str
+    order_id: str
+    currency: str
+    amount: int
+    breakdown: list[tuple[str, int]]
+    return_shipping_payer: Payer
+    goods: int = 0
+    goods_units: dict[str, int] = field(default_factory=dict)
+    gift_units: dict[str, int] = field(default_factory=dict)
+    goods_by_line: dict[str, int] = field(default_factory=dict)
+    outbound_shipping: int = 0
+    return_shipping: int = 0
+    free_shipping_deduction: int = 0
+    gift_charge: int = 0
+    full_return: bool = False
+    payments: list[Payment] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.amount < 0:
+            raise ValueError("a refund is never negative")
+        if sum(amount for _, amount in self.breakdown) != self.amount:
+            raise ValueError("the breakdown must sum to the amount")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "return_id": self.return_id,
+            "order_id": self.order_id,
+            "currency": self.currency,
+            "amount": self.amount,
+            "breakdown": [{"kind": kind, "amount": amount} for kind, amount in self.breakdown],
+            "return_shipping_payer": self.return_shipping_payer.value,
+            "goods": self.goods,
+            "goods_units": dict(self.goods_units),
+            "gift_units": dict(self.gift_units),
+            "goods_by_line": dict(self.goods_by_line),
+            "outbound_shipping": self.outbound_shipping,
+            "return_shipping": self.return_shipping,
+            "free_shipping_deduction": self.free_shipping_deduction,
+            "gift_charge": self.gift_charge,
+            "full_return": self.full_return,
+            "payments": [payment.to_dict() for payment in self.payments],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RefundCalculation:
+        return cls(
+            return_id=data["return_id"],
+            order_id=data["order_id"],
+            currency=data["currency"],
+            amount=int(data["amount"]),
+            breakdown=[(item["kind"], int(item["amount"])) for item in data["breakdown"]],
+            return_shipping_payer=Payer(data["return_shipping_payer"]),
+            goods=int(data.get("goods", 0)),
+            goods_units={k: int(v) for k, v in data.get("goods_units", {}).items()},
+            gift_units={k: int(v) for k, v in data.get("gift_units", {}).items()},
+            goods_by_line={k: int(v) for k, v in data.get("goods_by_line", {}).items()},
+            outbound_shipping=int(data.get("outbound_shipping", 0)),
+            return_shipping=int(data.get("return_shipping", 0)),
+            free_shipping_deduction=int(data.get("free_shipping_deduction", 0)),
+            gift_charge=int(data.get("gift_charge", 0)),
+            full_return=bool(data.get("full_return", False)),
+            payments=[Payment.from_dict(item) for item in data.get("payments", [])],
+        )
+
+
+def split_payments(amount: int, payments: Sequence[Payment]) -> list[Payment]:
+    """Split a refund pro rata over the order's payment methods, largest remainder.
+
+    Parts sum exactly to `amount`; zero parts are left out. An order whose payments are all
+    zero (nothing was paid) has the refund split evenly over its methods.
+    """
+    if amount < 0:
+        raise ValueError("a refund is never negative")
+    if amount == 0:
+        return []
+    if not payments:
+        raise ValueError("the order has no payment method to refund to")
+    weights = [payment.amount for payment in payments]
+    if sum(weights) == 0:
+        weights = [1] * len(payments)
+    parts = split_largest_remainder(amount, weights)
+    return [
+        Payment(method=payment.method, amount=part)
+        for payment, part in zip(payments, parts, strict=True)
+        if part
+    ]
+
+
+def _guard(goods_by_line: dict[str, int], refundable: int) -> int:
+    """Goods refunded never exceed what is left of the goods paid; trims lines from the last."""
+    excess = sum(goods_by_line.values()) - refundable
+    for line_id in reversed(list(goods_by_line)):
+        if excess <= 0:
+            break
+        cut = min(excess, goods_by_line[line_id])
+        goods_by_line[line_id] -= cut
+        excess -= cut
+    return sum(goods_by_line.values())
+
+
+def _clip(deduction: int, running: int) -> int:
+    """A deduction never takes the refund below zero."""
+    return max(0, min(deduction, running))
+
+
+def calculate_refund(
+    order: Order,
+    ledger: OrderLedger,
+    request: RefundableRequest,
+    policy: Policy | ReturnsPolicy,
+    *,
+    return_shipping_fee_paid: int,
+) -> RefundCalculation:
+    """What completing `request` refunds, given what the order's earlier refunds gave back.
+
+    Pure: the ledger is read, not changed (`OrderLedger.settle` records the result).
+    Exchanges refund no goods; only a seller-fault exchange reimburses the return freight.
+    """
+    rules = policy.returns if isinstance(policy, Policy) else policy
+    if return_shipping_fee_paid < 0:
+        raise ValueError("return shipping fee must not be negative")
+    seller_fault = is_seller_fault(request.reason)
+    payer = return_shipping_payer(request.reason, order)
+    # Reimbursed freight comes on top of goods + outbound (SPEC 4.7), capped per return.
+    cap = rules.return_shipping_cap
+    return_shipping = min(return_shipping_fee_paid, cap) if seller_fault else 0
+
+    goods_units: dict[str, int] = {}
+    gift_units: dict[str, int] = {}
+    goods_by_line: dict[str, int] = {}
+    goods = outbound = free_shipping = gift_charge = 0
+    full_return = False
+
+    if request.kind == ReturnKind.REFUND:
+        for line_id, quantity in request.lines.items():
+            line = order.line(line_id)
+            if line.is_gift:
+                gift_units[line_id] = quantity
+                continue
+            before = ledger.units_refunded.get(line_id, 0)
+            goods_units[line_id] = quantity
+            goods_by_line[line_id] = per_unit_share(
+                line.paid_amount, before, before + quantity, line.quantity
+            )
+        # per_unit_share telescopes to paid_amount per line; the ledger guard is belt and braces.
+        goods = _guard(goods_by_line, max(0, order.goods_total - ledger.goods_refunded))
+        full_return = all(
+            ledger.units_refunded.get(line.line_id, 0) + goods_units.get(line.line_id, 0)
+            >= line.quantity
+            for line in order.lines
+            if not line.is_gift
+        )
+        if seller_fault and full_return:
+            outbound = max(0, order.shipping_fee_paid - ledger.outbound_shipping_refunded)
+        if not seller_fault and not order.shipping_insurance:
+            free_shipping = _free_shipping_deduction(order, ledger, rules, goods)
+        if full_return and not ledger.gift_charged:
+            gift_charge = _gift_charge(order, ledger, gift_units)
+
+    running = goods + outbound + return_shipping
+    free_shipping = _clip(free_shipping, running)
+    running -= free_shipping
+    gift_charge = _clip(gift_charge, running)
+    running -= gift_charge
+
+    items = [
+        (GOODS, goods),
+        (OUTBOUND_SHIPPING, outbound),
+        (RETURN_SHIPPING, return_shipping),
+        (FREE_SHIPPING_DEDUCTION, -free_shipping),
+        (GIFT_CHARGE, -gift_charge),
+    ]
+    return RefundCalculation(
+        return_id=request.return_id,
+        order_id=order.order_id,
+        currency=order.currency,
+        amount=running,
+        breakdown=[(kind, amount) for kind, amount in items if amount],
+        return_shipping_payer=payer,
+        goods=goods,
+        goods_units=goods_units,
+        gift_units=gift_units,
+        goods_by_line=goods_by_line,
+        outbound_shipping=outbound,
+        return_shipping=return_shipping,
+        free_shipping_deduction=free_shipping,
+        gift_charge=gift_charge,
+        full_return=full_return,
+        payments=split_payments(running, order.payments),
+    )
+
+
+def _free_shipping_deduction(
+    order: Order, ledger: OrderLedger, rules: ReturnsPolicy, goods: int
+) -> int:
+    """SPEC 4.8, no-reason refunds only: the standard fee the buyer saved by shipping free."""
+    mode = rules.free_shipping_deduction
+    if mode == FreeShippingDeduction.NEVER or order.shipping_fee_paid != 0:
+        return 0
+    if mode == FreeShippingDeduction.ALWAYS:
+        return order.standard_shipping_fee
+    threshold = order.free_shipping_threshold
+    if ledger.free_shipping_deducted or threshold is None or order.goods_total < threshold:
+        return 0
+    kept = order.goods_total - ledger.goods_refunded - goods
+    return order.standard_shipping_fee if 0 < kept < threshold else 0
+
+
+def _gift_charge(order: Order, ledger: OrderLedger, gift_units: Mapping[str, int]) -> int:
+    """Unreturned gift units, at the gift line's stated_price (for the whole line)."""
+    charge = 0
+    for line in order.lines:
+        if not line.is_gift:
+            continue
+        returned = ledger.gift_units_returned.get(line.line_id, 0) + gift_units.get(line.line_id, 0)
+        returned = min(returned, line.quantity)
+        charge += line.stated_price - line.stated_price * returned // line.quantity
+    return charge

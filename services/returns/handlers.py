@@ -1,0 +1,435 @@
+"""The returns service layer: thin handlers that load aggregates, call the domain, store, emit."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import datetime
+
+from services.returns.domain import (
+    Decided,
+    DomainEvent,
+    Order,
+    OrderLedger,
+    OrderLine,
+    Payment,
+    RefundDue,
+    ReshipmentDue,
+    ReturnRequest,
+    SlaBreached,
+    TimerCancelled,
+    TimerSet,
+)
+from services.returns.repository import ReturnsRepository
+from shared import metrics
+from shared.contracts import (
+    CaseRef,
+    CloudEvent,
+    OrderPaid,
+    ParcelSigned,
+    RefundIssued,
+    ReshipmentRequested,
+    ReturnCancelled,
+    ReturnDecision,
+    ReturnEvidenceSubmitted,
+    ReturnInspected,
+    ReturnLine,
+    ReturnRequested,
+    ReturnReviewed,
+    ReturnShipped,
+    deterministic_id,
+    topics,
+)
+from shared.contracts import SlaBreached as SlaBreachedData
+from shared.messaging.context import EventHandler, HandlerContext, TimerHandler
+from shared.messaging.store import Timer
+from shared.policy import Policy
+
+SERVICE = "returns"
+log = logging.getLogger("aftersales.returns")
+
+
+def refund_id(case_type: str, case_id: str) -> str:
+    """Deterministic per case: a replay or a redelivery yields the same refund id."""
+    return f"rf-{deterministic_id('refund', case_type, case_id)}"
+
+
+def order_from_event(data: OrderPaid, outbound_signed_at: datetime | None) -> Order:
+    """The returns view of an order; the buyer's personal data is not kept here (SPEC 7)."""
+    return Order(
+        order_id=data.order_id,
+        shop_id=data.shop_id,
+        customer_id=data.customer_id,
+        paid_at=data.paid_at,
+        currency=data.currency,
+        lines=tuple(
+            OrderLine(
+                line_id=line.line_id,
+                sku=line.sku,
+                title=line.title,
+                category=line.category,
+                quantity=line.quantity,
+                paid_amount=line.paid_amount,
+                is_gift=line.is_gift,
+                stated_price=line.stated_price,
+                no_reason_return_waived=line.no_reason_return_waived,
+            )
+            for line in data.lines
+        ),
+        shipping_fee_paid=data.shipping_fee_paid,
+        standard_shipping_fee=data.standard_shipping_fee,
+        free_shipping_threshold=data.free_shipping_threshold,
+        shipping_insurance=data.shipping_insurance,
+        payments=tuple(Payment(method=p.method, amount=p.amount) for p in data.payments),
+        presale_ship_by=data.presale_ship_by,
+        outbound_signed_at=outbound_signed_at,
+    )
+
+
+class _Case:
+    """Everything one handler works on for one return, stored together at the end."""
+
+    def __init__(
+        self,
+        repo: ReturnsRepository,
+        request: ReturnRequest,
+        order: Order | None,
+        ledger: OrderLedger,
+    ) -> None:
+        self.repo = repo
+        self.request = request
+        self.order = order
+        self.ledger = ledger
+
+
+class ReturnsHandlers:
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+
+    def events(self) -> Mapping[str, EventHandler]:
+        return {
+            "order.paid": self.order_paid,
+            "parcel.signed": self.parcel_signed,
+            "return.requested": self.return_requested,
+            "return.evidence_submitted": self.evidence_submitted,
+            "return.shipped": self.return_shipped,
+            "return.inspected": self.return_inspected,
+            "return.reviewed": self.return_reviewed,
+            "return.cancelled": self.return_cancelled,
+        }
+
+    def timers(self) -> Mapping[str, TimerHandler]:
+        kinds = (
+            "signature_wait",
+            "evidence_wait",
+            "review_sla",
+            "inspection_grace",
+            "refund_deadline",
+        )
+        return {kind: self.timer_fired for kind in kinds}
+
+    # --- orders and signatures --------------------------------------------------------------
+
+    async def order_paid(self, event: CloudEvent, ctx: HandlerContext) -> None:
+        data = event.data
+        assert isinstance(data, OrderPaid)
+        repo = ReturnsRepository(ctx.session)
+        existing = await repo.order(data.order_id)
+        if existing is not None:
+            return  # an order is paid once; a re-sent order.paid changes nothing
+        order = order_from_event(data, await repo.outbound_signature(data.order_id))
+        await repo.save_order(order, ctx.now)
+        await self._reassess_waiting(repo, order, ctx)
+
+    async def parcel_signed(self, event: CloudEvent, ctx: HandlerContext) -> None:
+        data = event.data
+        assert isinstance(data, ParcelSigned)
+        repo = ReturnsRepository(ctx.session)
+        if data.leg == "outbound":
+            await repo.record_outbound_signature(data.order_id, data.signed_at)
+            order = await repo.order(data.order_id)
+            if order is None:
+                return  # kept until order.paid arrives
+            signed = order.with_outbound_signature(data.signed_at)
+            if signed is not order:
+                await repo.save_order(signed, ctx.now)
+            await self._reassess_waiting(repo, signed, ctx)
+            return
+        assert data.return_id is not None
+        case = await self._case(repo, data.return_id, data.order_id)
+        await self._run(
+            case,
+            ctx,
+            case.request.record_return_signed(
+                data.signed_at,
+                order=case.order,
+                ledger=case.ledger,
+                policy=self.policy,
+                now=ctx.now,
+            ),
+        )
+
+    async def _reassess_waiting(
+        self, repo: ReturnsRepository, order: Order, ctx: HandlerContext
+    ) -> None:
+        ledger = await repo.ledger(order.order_id)
+        for request in await repo.returns_of_order(order.order_id):
+            case = _Case(repo, request, order, ledger)
+            await self._run(
+                case,
+                ctx,
+                request.reassess(order=order, ledger=ledger, policy=self.policy, now=ctx.now),
+            )
+
+    # --- returns ----------------------------------------------------------------------------
+
+    async def return_requested(self, event: CloudEvent, ctx: HandlerContext) -> None:
+        data = event.data
+        assert isinstance(data, ReturnRequested)
+        repo = ReturnsRepository(ctx.session)
+        case = await self._case(repo, data.return_id, data.order_id)
+        events = case.request.submit(
+            customer_id=data.customer_id,
+            kind=data.kind,
+            reason=data.reason,
+            lines={line.line_id: line.quantity for line in data.lines},
+            condition=data.condition,
+            evidence_urls=data.evidence_urls,
+            requested_at=data.requested_at,
+            order=case.order,
+            ledger=case.ledger,
+            policy=self.policy,
+            now=ctx.now,
+        )
+        await self._run(case, ctx, events)
+
+    async def evidence_submitted(self, event: CloudEvent, ctx: HandlerContext) -> None:
+        data = event.data
+        assert isinstance(data, ReturnEvidenceSubmitted)
+        case = await self._case(ReturnsRepository(ctx.session), data.return_id, data.order_id)
+        await self._run(
+            case,
+            ctx,
+            case.request.add_evidence(
+                data.evidence_urls,
+                order=case.order,
+                ledger=case.ledger,
+                policy=self.policy,
+                now=ctx.now,
+            ),
+        )
+
+    async def return_shipped(self, event: CloudEvent, ctx: HandlerContext) -> None:
+        data = event.data
+        assert isinstance(data, ReturnShipped)
+        case = await self._case(ReturnsRepository(ctx.session), data.return_id, data.order_id)
+        await self._run(
+            case,
+            ctx,
+            case.request.record_shipped(
+                data.carrier, data.tracking_no, data.shipped_at, data.shipping_fee_paid
+            ),
+        )
+
+    async def return_inspected(self, event: CloudEvent, ctx: HandlerContext) -> None:
+        data = event.data
+        assert isinstance(data, ReturnInspected)
+        case = await self._case(ReturnsRepository(ctx.session), data.return_id, data.order_id)
+        await self._run(
+            case,
+            ctx,
+            case.request.record_inspection(
+                data.passed,
+                data.findings,
+                data.inspected_at,
+                order=case.order,
+                ledger=case.ledger,
+                policy=self.policy,
+                now=ctx.now,
+            ),
+        )
+
+    async def return_reviewed(self, event: CloudEvent, ctx: HandlerContext) -> None:
+        data = event.data
+        assert isinstance(data, ReturnReviewed)
+        case = await self._case(ReturnsRepository(ctx.session), data.return_id, data.order_id)
+        await self._run(
+            case,
+            ctx,
+            case.request.review(
+                data.decision,
+                data.agent_id,
+                data.note,
+                data.reviewed_at,
+                order=case.order,
+                ledger=case.ledger,
+                policy=self.policy,
+                now=ctx.now,
+            ),
+        )
+
+    async def return_cancelled(self, event: CloudEvent, ctx: HandlerContext) -> None:
+        data = event.data
+        assert isinstance(data, ReturnCancelled)
+        case = await self._case(ReturnsRepository(ctx.session), data.return_id, data.order_id)
+        await self._run(case, ctx, case.request.cancel(data.cancelled_at, ledger=case.ledger))
+
+    async def timer_fired(self, timer: Timer, ctx: HandlerContext) -> None:
+        repo = ReturnsRepository(ctx.session)
+        request = await repo.return_request(timer.ref)
+        if request is None:
+            log.warning("timer for an unknown return", extra={"kind": timer.kind})
+            return
+        case = await self._case(repo, request.return_id, request.order_id, request)
+        await self._run(
+            case,
+            ctx,
+            request.on_timer(
+                timer.kind,
+                order=case.order,
+                ledger=case.ledger,
+                policy=self.policy,
+                now=ctx.now,
+                due_at=timer.due_at,
+            ),
+        )
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    async def _case(
+        self,
+        repo: ReturnsRepository,
+        return_id: str,
+        order_id: str,
+        request: ReturnRequest | None = None,
+    ) -> _Case:
+        if request is None:
+            request = await repo.return_request(return_id)
+        if request is None:
+            request = ReturnRequest.new(return_id, order_id)
+        elif request.order_id != order_id:
+            raise ValueError(
+                f"return {return_id} belongs to order {request.order_id}, not {order_id}"
+            )
+        return _Case(repo, request, await repo.order(order_id), await repo.ledger(order_id))
+
+    async def _run(self, case: _Case, ctx: HandlerContext, events: list[DomainEvent]) -> None:
+        """Store the case and turn its domain events into outbox messages and timer rows."""
+        await case.repo.save_return(case.request, ctx.now)
+        await case.repo.save_ledger(case.ledger, ctx.now)
+        for index, event in enumerate(events):
+            await self._publish(case, ctx, event, index)
+
+    async def _publish(
+        self, case: _Case, ctx: HandlerContext, event: DomainEvent, index: int
+    ) -> None:
+        request = case.request
+        return_id, order_id = request.return_id, request.order_id
+        the_case = CaseRef(type="return", id=return_id)
+        if isinstance(event, Decided):
+            await ctx.emit(
+                topics.RETURN_DECISIONS,
+                event.event_type,
+                ReturnDecision.model_validate(
+                    dict(
+                        return_id=return_id,
+                        order_id=order_id,
+                        customer_id=request.customer_id,
+                        kind=str(request.kind),
+                        rule=str(event.rule),
+                        message=event.message,
+                        message_en=event.message_en,
+                        return_shipping_payer=_text(event.return_shipping_payer),
+                        refund_estimate=(
+                            event.refund_estimate.amount
+                            if event.refund_estimate is not None
+                            else None
+                        ),
+                        waiting_for=_text(event.waiting_for),
+                        decided_at=ctx.now,
+                    )
+                ),
+                key=order_id,
+                discriminator=f"{return_id}:{index}",
+            )
+            metrics.DECISIONS.labels(SERVICE, event.event_type, str(event.rule)).inc()
+        elif isinstance(event, TimerSet):
+            await ctx.timers.set(
+                str(event.kind),
+                return_id,
+                due_at=event.due_at,
+                lock_key=order_id,
+                payload={"order_id": order_id},
+            )
+        elif isinstance(event, TimerCancelled):
+            await ctx.timers.cancel(str(event.kind), return_id, at=ctx.now)
+        elif isinstance(event, RefundDue):
+            await self._refund(case, ctx, event, the_case)
+        elif isinstance(event, ReshipmentDue):
+            await ctx.emit(
+                topics.FULFILMENT,
+                "reshipment.requested",
+                ReshipmentRequested(
+                    order_id=order_id,
+                    customer_id=request.customer_id,
+                    case=the_case,
+                    lines=[ReturnLine(line_id=k, quantity=q) for k, q in event.lines.items()],
+                    due_by=event.due_by,
+                    requested_at=event.requested_at,
+                ),
+                key=order_id,
+                event_id=deterministic_id("reshipment.requested", "return", return_id),
+            )
+        elif isinstance(event, SlaBreached):
+            await ctx.emit(
+                topics.SLA,
+                "sla.breached",
+                SlaBreachedData.model_validate(
+                    dict(
+                        case=the_case,
+                        sla=str(event.sla),
+                        due_at=event.due_at,
+                        detected_at=event.detected_at,
+                        order_id=order_id,
+                        customer_id=request.customer_id or None,
+                    )
+                ),
+                key=order_id,
+                event_id=deterministic_id("sla.breached", "return", return_id, str(event.sla)),
+            )
+            metrics.SLA_BREACHES.labels(SERVICE, str(event.sla)).inc()
+        else:  # pragma: no cover - a new domain event must be wired here
+            raise TypeError(f"unhandled domain event {type(event).__name__}")
+
+    async def _refund(
+        self, case: _Case, ctx: HandlerContext, event: RefundDue, the_case: CaseRef
+    ) -> None:
+        calc = event.calculation
+        rid = refund_id("return", case.request.return_id)
+        await ctx.emit(
+            topics.REFUNDS,
+            "refund.issued",
+            RefundIssued.model_validate(
+                dict(
+                    refund_id=rid,
+                    order_id=case.request.order_id,
+                    customer_id=case.request.customer_id,
+                    case=the_case,
+                    amount=calc.amount,
+                    currency=calc.currency,
+                    breakdown=[{"kind": k, "amount": a} for k, a in calc.breakdown],
+                    payments=[p.to_dict() for p in calc.payments],
+                    return_shipping_payer=str(calc.return_shipping_payer),
+                    due_by=event.due_by,
+                    issued_at=event.issued_at,
+                )
+            ),
+            key=case.request.order_id,
+            event_id=deterministic_id("refund.issued", rid),
+        )
+        metrics.REFUNDS.labels(SERVICE, "return").inc()
+        metrics.REFUND_AMOUNT.labels(SERVICE, calc.currency).inc(calc.amount)
+
+
+def _text(value: object | None) -> str | None:
+    return None if value is None else str(value)

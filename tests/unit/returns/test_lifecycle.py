@@ -1,0 +1,528 @@
+"""ReturnRequest lifecycle: waits and timers, review, return leg, inspection, SLA, exchanges,
+cancellation, out-of-order events, idempotence and persistence."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+
+from services.returns.domain import (
+    Decided,
+    OrderLedger,
+    Payer,
+    RefundDue,
+    ReshipmentDue,
+    ReturnRequest,
+    ReturnStatus,
+    Rule,
+    Sla,
+    SlaBreached,
+    TimerCancelled,
+    TimerKind,
+    TimerSet,
+    WaitingFor,
+    event_from_dict,
+    event_to_dict,
+)
+from services.returns.domain.model import Order
+
+from . import SIGNED, SOON, Case, at, decided, line, only, order
+
+T = at("2026-03-06T10:00:00+08:00")  # the warehouse signs for the returned parcel
+H = timedelta(hours=1)
+
+
+def kinds(events, cls):
+    return [event.kind for event in only(events, cls)]
+
+
+# --- waiting for the order or the delivery ---------------------------------------------------
+
+
+def test_unknown_order_waits_then_is_rejected_when_the_wait_ends():
+    case = Case(None)
+    events = case.submit(requested_at=SOON)
+    event = decided(events)
+    assert (event.status, event.rule, event.waiting_for) == (
+        ReturnStatus.PENDING,
+        Rule.UNKNOWN_ORDER,
+        WaitingFor.ORDER,
+    )
+    assert only(events, TimerSet) == [TimerSet(TimerKind.SIGNATURE_WAIT, SOON + 48 * H)]
+    fired = case.fire("signature_wait", now=SOON + 48 * H)
+    event = decided(fired)
+    assert (event.status, event.rule, event.event_type) == (
+        ReturnStatus.REJECTED,
+        Rule.UNKNOWN_ORDER,
+        "return.rejected",
+    )
+    assert "48" in event.message
+    assert case.fire("signature_wait", now=SOON + 49 * H) == []  # replayed timer
+
+
+def test_order_arriving_during_the_wait_decides_the_request():
+    case = Case(None)
+    case.submit(requested_at=SOON)
+    case.order = order()
+    events = case.reassess(now=SOON + 2 * H)
+    assert decided(events).status == ReturnStatus.APPROVED
+    assert kinds(events, TimerCancelled) == [TimerKind.SIGNATURE_WAIT]
+    assert case.fire("signature_wait", now=SOON + 48 * H) == []  # the timer is stale
+    assert case.reassess(now=SOON + 3 * H) == []
+
+
+def test_order_without_signature_moves_the_wait_to_the_signature_keeping_the_timer():
+    case = Case(None)
+    case.submit(requested_at=SOON)
+    case.order = order(signed_at=None)
+    events = case.reassess(now=SOON + H)
+    event = decided(events)
+    assert (event.rule, event.waiting_for) == (Rule.NOT_DELIVERED, WaitingFor.SIGNATURE)
+    assert only(events, TimerSet) == [] and only(events, TimerCancelled) == []
+    fired = decided(case.fire("signature_wait", now=SOON + 48 * H))
+    assert (fired.status, fired.rule) == (ReturnStatus.REJECTED, Rule.NOT_DELIVERED)
+
+
+def test_outbound_signature_arriving_later_lets_the_request_go_on():
+    unsigned = order(signed_at=None)
+    case = Case(unsigned)
+    requested = at("2026-03-01T20:00:00+08:00")
+    assert decided(case.submit(requested_at=requested)).rule == Rule.NOT_DELIVERED
+    case.order = unsigned.with_outbound_signature(SIGNED)
+    events = case.reassess(now=requested + H)
+    assert decided(events).rule == Rule.ELIGIBLE
+    assert kinds(events, TimerCancelled) == [TimerKind.SIGNATURE_WAIT]
+
+
+def test_a_firing_wait_timer_decides_on_the_facts_it_is_given():
+    case = Case(None)
+    case.submit(requested_at=SOON)
+    case.order = order()  # the service layer missed the reassessment
+    assert decided(case.fire("signature_wait", now=SOON + 48 * H)).rule == Rule.ELIGIBLE
+
+
+# --- evidence -------------------------------------------------------------------------------
+
+
+def test_evidence_arriving_approves_a_seller_fault_request():
+    case = Case(order())
+    case.submit(reason="quality_issue", requested_at=SOON)
+    assert case.evidence([], now=SOON + H) == []
+    events = case.evidence(["https://img/1.jpg"], now=SOON + H)
+    event = decided(events)
+    assert (event.status, event.rule, event.return_shipping_payer) == (
+        ReturnStatus.APPROVED,
+        Rule.ELIGIBLE,
+        Payer.MERCHANT,
+    )
+    assert kinds(events, TimerCancelled) == [TimerKind.EVIDENCE_WAIT]
+    assert case.evidence(["https://img/1.jpg"], now=SOON + 2 * H) == []
+    assert case.get().evidence_urls == ["https://img/1.jpg"]
+
+
+def test_no_evidence_before_the_wait_ends_rejects():
+    case = Case(order())
+    case.submit(reason="quality_issue", requested_at=SOON)
+    event = decided(case.fire("evidence_wait", now=SOON + 72 * H))
+    assert (event.status, event.rule) == (ReturnStatus.REJECTED, Rule.EVIDENCE_MISSING)
+    assert "72" in event.message
+    assert case.evidence(["late.jpg"], now=SOON + 73 * H) == []
+    assert case.get().status == ReturnStatus.REJECTED
+
+
+def test_evidence_wait_timer_due_at_must_match():
+    case = Case(order())
+    case.submit(reason="quality_issue", requested_at=SOON)
+    request = case.get()
+    ctx = {"order": case.order, "ledger": case.ledger, "policy": case.policy}
+    assert request.on_timer("evidence_wait", now=SOON, due_at=SOON + H, **ctx) == []
+    assert (
+        decided(
+            request.on_timer("evidence_wait", now=SOON + 72 * H, due_at=SOON + 72 * H, **ctx)
+        ).rule
+        == Rule.EVIDENCE_MISSING
+    )
+
+
+# --- manual review --------------------------------------------------------------------------
+
+LATE_QUALITY = at("2026-03-20T10:00:00+08:00")
+REVIEW_DUE = at("2026-03-21T13:00:00+08:00")
+
+
+def review_case() -> Case:
+    case = Case(order(line(quantity=2)))
+    case.submit(reason="quality_issue", requested_at=LATE_QUALITY)
+    return case
+
+
+def test_review_approve():
+    case = review_case()
+    events = case.review("approve", now=LATE_QUALITY + 2 * H)
+    event = decided(events)
+    assert (event.status, event.rule, event.return_shipping_payer) == (
+        ReturnStatus.APPROVED,
+        Rule.REVIEWED_APPROVE,
+        Payer.MERCHANT,
+    )
+    assert event.refund_estimate is not None and event.refund_estimate.goods == 500
+    assert kinds(events, TimerCancelled) == [TimerKind.REVIEW_SLA]
+    assert case.ledger.reserved == {"r1": {"l1": 1}}
+    assert case.review("approve", now=LATE_QUALITY + 3 * H) == []
+    assert case.get().reviewed_by == "agent7"
+
+
+def test_review_reject():
+    case = review_case()
+    events = case.review("reject", now=LATE_QUALITY + 2 * H)
+    event = decided(events)
+    assert (event.status, event.rule) == (ReturnStatus.REJECTED, Rule.REVIEWED_REJECT)
+    assert "looked at photos" not in event.message + event.message_en  # agent notes stay internal
+    assert kinds(events, TimerCancelled) == [TimerKind.REVIEW_SLA]
+
+
+def test_review_sla_breach_is_reported_once_and_the_case_stays_in_review():
+    case = review_case()
+    events = case.fire("review_sla", now=REVIEW_DUE + timedelta(seconds=5))
+    assert events == [SlaBreached(Sla.RETURN_REVIEW, REVIEW_DUE, REVIEW_DUE + timedelta(seconds=5))]
+    assert case.get().status == ReturnStatus.REVIEW
+    assert case.fire("review_sla", now=REVIEW_DUE + H) == []
+    events = case.review("approve", now=REVIEW_DUE + 2 * H)
+    assert decided(events).status == ReturnStatus.APPROVED
+    assert only(events, TimerCancelled) == [] and only(events, SlaBreached) == []
+
+
+def test_review_approval_checks_that_the_units_are_still_free():
+    case = review_case()
+    case.submit("r2", lines={"l1": 2}, requested_at=SOON)  # no-reason, takes both units
+    event = decided(case.review("approve", now=LATE_QUALITY + H))
+    assert (event.status, event.rule) == (ReturnStatus.REJECTED, Rule.QUANTITY_EXCEEDS_PURCHASED)
+
+
+def test_review_of_a_case_not_in_review_has_no_effect():
+    case = Case(order())
+    case.submit()
+    assert case.review("reject", now=SOON + H) == []
+    with pytest.raises(ValueError):
+        case.review("maybe", now=SOON + H)
+
+
+# --- the return leg, inspection, refund deadline -------------------------------------------
+
+
+def test_signed_return_is_refunded_at_once():
+    case = Case(order())
+    case.submit()
+    events = case.sign(T, now=T + H)
+    refund = only(events, RefundDue)
+    assert len(refund) == 1
+    assert (refund[0].due_by, refund[0].issued_at) == (T + 24 * H, T + H)
+    assert refund[0].calculation.amount == 1000
+    event = decided(events)
+    assert (event.status, event.rule, event.event_type) == (
+        ReturnStatus.COMPLETED,
+        Rule.ELIGIBLE,
+        "return.completed",
+    )
+    assert only(events, SlaBreached) == []
+    assert case.ledger.units_refunded == {"l1": 1} and case.ledger.reserved == {}
+    assert case.sign(T, now=T + 2 * H) == []
+
+
+def electronics_case() -> Case:
+    case = Case(order(line(category="electronics")))
+    case.submit()
+    return case
+
+
+def test_inspection_required_category_waits_for_the_inspection():
+    case = electronics_case()
+    assert case.sign(T) == [TimerSet(TimerKind.INSPECTION_GRACE, T + 20 * H)]
+    events = case.inspect(True, T + 3 * H)
+    assert only(events, RefundDue)[0].calculation.amount == 1000
+    assert kinds(events, TimerCancelled) == [TimerKind.INSPECTION_GRACE]
+    assert case.fire("inspection_grace", now=T + 20 * H) == []
+
+
+def test_failed_inspection_rejects_without_refund():
+    case = electronics_case()
+    case.sign(T)
+    events = case.inspect(False, T + 3 * H, findings=["activated", "serial_tampered"])
+    event = decided(events)
+    assert (event.status, event.rule) == (ReturnStatus.REJECTED, Rule.INSPECTION_FAILED)
+    assert "序列号" in event.message and "serial number" in event.message_en
+    assert only(events, RefundDue) == []
+    assert case.ledger.reserved == {} and case.ledger.units_refunded == {}
+
+
+def test_grace_period_ends_and_the_refund_is_issued_anyway():
+    case = electronics_case()
+    case.sign(T)
+    events = case.fire("inspection_grace", now=T + 20 * H)
+    assert only(events, RefundDue)[0].due_by == T + 24 * H
+    assert only(events, SlaBreached) == []
+    assert case.inspect(False, T + 21 * H) == []  # too late: no effect
+    assert case.get().status == ReturnStatus.COMPLETED
+
+
+def test_inspection_required_only_when_a_line_is_in_such_a_category():
+    case = Case(order(line("l1"), line("l2", category="electronics")))
+    case.submit(lines={"l1": 1})
+    assert only(case.sign(T), RefundDue)
+
+
+def test_late_issuance_is_still_issued_and_reported():
+    case = Case(order())
+    case.submit()
+    events = case.sign(T, now=T + 30 * H)  # after an outage
+    assert only(events, RefundDue)[0].due_by == T + 24 * H
+    assert only(events, SlaBreached) == [SlaBreached(Sla.REFUND, T + 24 * H, T + 30 * H)]
+
+
+def test_late_grace_timer_reports_the_breach():
+    case = electronics_case()
+    case.sign(T)
+    events = case.fire("inspection_grace", now=T + 25 * H)
+    assert only(events, SlaBreached) == [SlaBreached(Sla.REFUND, T + 24 * H, T + 25 * H)]
+
+
+def test_signature_before_approval_starts_the_refund_deadline():
+    case = review_case()
+    events = case.sign(T)
+    assert events == [TimerSet(TimerKind.REFUND_DEADLINE, T + 24 * H)]
+    assert case.fire("refund_deadline", now=T + 24 * H) == [
+        SlaBreached(Sla.REFUND, T + 24 * H, T + 24 * H)
+    ]
+    assert case.fire("refund_deadline", now=T + 25 * H) == []
+    events = case.review("approve", now=T + 26 * H)
+    assert only(events, RefundDue)[0].due_by == T + 24 * H
+    assert only(events, SlaBreached) == []  # reported once
+    assert [e.status for e in only(events, Decided)] == [
+        ReturnStatus.APPROVED,
+        ReturnStatus.COMPLETED,
+    ]
+
+
+def test_approval_in_time_after_the_signature_cancels_the_deadline():
+    case = review_case()
+    case.sign(T)
+    events = case.review("approve", now=T + 2 * H)
+    assert only(events, RefundDue) and only(events, SlaBreached) == []
+    assert TimerKind.REFUND_DEADLINE in kinds(events, TimerCancelled)
+    assert case.get().timers == {}
+
+
+def test_refund_deadline_is_also_set_for_a_request_waiting_for_evidence():
+    case = Case(order())
+    case.submit(reason="wrong_item", requested_at=SOON)
+    assert case.sign(T) == [TimerSet(TimerKind.REFUND_DEADLINE, T + 24 * H)]
+    events = case.evidence(["x.jpg"], now=T + H)
+    assert only(events, RefundDue)[0].calculation.amount == 1000
+    assert set(kinds(events, TimerCancelled)) == {
+        TimerKind.EVIDENCE_WAIT,
+        TimerKind.REFUND_DEADLINE,
+    }
+
+
+def test_rejection_cancels_the_refund_deadline():
+    case = Case(order())
+    case.submit(reason="wrong_item", requested_at=SOON)
+    case.sign(T)
+    events = case.fire("evidence_wait", now=SOON + 72 * H)
+    assert set(kinds(events, TimerCancelled)) == {TimerKind.REFUND_DEADLINE}
+    assert case.fire("refund_deadline", now=T + 24 * H) == []
+
+
+# --- out of order ---------------------------------------------------------------------------
+
+
+def test_return_leg_signed_before_the_request_arrives():
+    case = Case(order())
+    assert case.sign(T) == []
+    case.ship(1500)
+    events = case.submit(requested_at=SOON, now=T + H)
+    assert [e.status for e in only(events, Decided)] == [
+        ReturnStatus.APPROVED,
+        ReturnStatus.COMPLETED,
+    ]
+    assert only(events, RefundDue)[0].due_by == T + 24 * H
+
+
+def test_inspection_before_the_request_arrives():
+    case = Case(order(line(category="electronics")))
+    case.sign(T)
+    case.inspect(False, T + H)
+    events = case.submit(requested_at=SOON, now=T + 2 * H)
+    event = decided(events)
+    assert event.rule == Rule.INSPECTION_FAILED
+    assert case.ledger.reserved == {}
+
+
+def test_evidence_before_the_request_arrives_is_kept():
+    case = Case(order())
+    case.evidence(["early.jpg"], now=SOON - H)
+    assert decided(case.submit(reason="quality_issue")).rule == Rule.ELIGIBLE
+
+
+def test_cancelled_before_the_request_arrives():
+    case = Case(order())
+    assert decided(case.cancel(SOON - H)).status == ReturnStatus.CANCELLED
+    assert case.submit() == []
+    assert case.ledger.reserved == {}
+
+
+# --- exchanges ------------------------------------------------------------------------------
+
+
+def test_no_reason_exchange_reships_and_refunds_nothing():
+    case = Case(order(line(quantity=2)))
+    case.submit(kind="exchange", lines={"l1": 1})
+    case.ship(1200)
+    events = case.sign(T)
+    assert only(events, ReshipmentDue) == [ReshipmentDue({"l1": 1}, T + 24 * H, T)]
+    assert only(events, RefundDue) == []
+    assert decided(events).status == ReturnStatus.COMPLETED
+    assert case.ledger.units_refunded == {} and case.ledger.reserved == {}
+
+
+def test_seller_fault_exchange_reimburses_the_return_freight():
+    case = Case(order())
+    approved = decided(case.submit(kind="exchange", reason="wrong_item", evidence=["u"]))
+    assert approved.return_shipping_payer == Payer.MERCHANT
+    case.ship(4500)
+    events = case.sign(T)
+    assert len(only(events, ReshipmentDue)) == 1
+    (refund,) = only(events, RefundDue)
+    assert refund.calculation.breakdown == [("return_shipping", 3000)]
+    assert refund.calculation.goods == 0
+
+
+def test_late_exchange_reports_the_reshipment_sla():
+    case = Case(order())
+    case.submit(kind="exchange")
+    events = case.sign(T, now=T + 25 * H)
+    assert only(events, SlaBreached) == [SlaBreached(Sla.RESHIPMENT, T + 24 * H, T + 25 * H)]
+
+
+# --- cancellation ---------------------------------------------------------------------------
+
+
+def test_cancel_a_waiting_request():
+    case = Case(order())
+    case.submit(reason="quality_issue")
+    events = case.cancel(SOON + H)
+    event = decided(events)
+    assert (event.status, event.rule, event.event_type) == (
+        ReturnStatus.CANCELLED,
+        Rule.CANCELLED,
+        "return.completed",
+    )
+    assert kinds(events, TimerCancelled) == [TimerKind.EVIDENCE_WAIT]
+    assert case.cancel(SOON + 2 * H) == []
+
+
+def test_cancel_an_approved_request_releases_its_units():
+    case = Case(order())
+    case.submit()
+    assert case.ledger.reserved == {"r1": {"l1": 1}}
+    case.cancel(SOON + H)
+    assert case.ledger.reserved == {}
+    assert case.sign(T) == []
+    assert decided(case.submit("r2")).rule == Rule.ELIGIBLE
+
+
+def test_cancel_after_completion_or_rejection_has_no_effect():
+    case = Case(order())
+    case.refund()
+    assert case.cancel(T) == []
+    rejected = Case(order())
+    rejected.submit(condition=["soiled_or_damaged"])
+    assert rejected.cancel(T) == []
+    assert rejected.get().status == ReturnStatus.REJECTED
+
+
+# --- idempotence ----------------------------------------------------------------------------
+
+
+def test_repeating_every_input_after_completion_never_refunds_twice():
+    case = Case(order(line(category="electronics")))
+    case.submit(reason="quality_issue", evidence=["u"])
+    case.ship(800)
+    case.sign(T)
+    assert only(case.inspect(True, T + H), RefundDue)
+    replays = [
+        case.submit(reason="quality_issue", evidence=["u"]),
+        case.reassess(now=T + 2 * H),
+        case.evidence(["v"], now=T + 2 * H),
+        case.ship(900),
+        case.sign(T, now=T + 2 * H),
+        case.inspect(True, T + H),
+        case.inspect(False, T + H),
+        case.review("approve", now=T + 2 * H),
+        *(case.fire(kind.value, now=T + 30 * H) for kind in TimerKind),
+        case.cancel(T + 3 * H),
+    ]
+    assert all(events == [] for events in replays)
+    assert case.ledger.settled_returns == ["r1"] and case.ledger.units_refunded == {"l1": 1}
+
+
+def test_a_settled_ledger_blocks_a_second_refund_even_from_a_stale_aggregate():
+    case = Case(order())
+    case.submit()
+    stale = ReturnRequest.from_dict(case.get().to_dict())  # persisted before the signature
+    assert only(case.sign(T), RefundDue)
+    events = stale.record_return_signed(
+        T, order=case.order, ledger=case.ledger, policy=case.policy, now=T
+    )
+    assert only(events, RefundDue) == []
+    assert case.ledger.goods_refunded == 1000
+
+
+# --- persistence ----------------------------------------------------------------------------
+
+
+def round_trip(request: ReturnRequest) -> None:
+    data = json.loads(json.dumps(request.to_dict()))
+    assert ReturnRequest.from_dict(data) == request
+
+
+def test_request_ledger_order_and_events_round_trip_through_json():
+    case = Case(order(line(category="electronics"), line("g", gift=True, stated_price=300)))
+    events = case.submit(reason="quality_issue", requested_at=SOON)
+    round_trip(case.get())
+    events += case.evidence(["a.jpg"], now=SOON + H)
+    events += case.ship(1800)
+    events += case.sign(T)
+    round_trip(case.get())
+    events += case.fire("inspection_grace", now=T + 30 * H)
+    round_trip(case.get())
+    assert case.get().refund is not None
+    for event in events:
+        assert event_from_dict(json.loads(json.dumps(event_to_dict(event)))) == event
+    ledger = json.loads(json.dumps(case.ledger.to_dict()))
+    assert OrderLedger.from_dict(ledger) == case.ledger
+    assert case.order is not None
+    assert Order.from_dict(json.loads(json.dumps(case.order.to_dict()))) == case.order
+    assert case.get().to_dict()["requested_at"].endswith("+00:00")
+
+
+def test_placeholder_round_trips():
+    request = ReturnRequest.new("r9", "o1")
+    round_trip(request)
+    assert not request.is_requested
+
+
+def test_naive_datetimes_are_refused():
+    case = Case(order())
+    naive = SOON.replace(tzinfo=None)
+    with pytest.raises(ValueError):
+        case.submit(requested_at=naive)
+    with pytest.raises(ValueError):
+        replace(order(), paid_at=naive)
+    with pytest.raises(ValueError):
+        ReturnRequest.from_dict(
+            {**ReturnRequest.new("r", "o").to_dict(), "requested_at": "2026-03-01T10:00:00"}
+        )

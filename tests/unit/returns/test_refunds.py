@@ -1,0 +1,373 @@
+"""Refund money (SPEC 4.7, 4.8, 4.10): partial returns, shipping, deductions, gifts, splits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from services.returns.domain import (
+    OrderLedger,
+    Payer,
+    Payment,
+    ReturnKind,
+    calculate_refund,
+    split_payments,
+)
+
+from . import Case, decided, line, order, policy
+
+
+@dataclass
+class Req:
+    lines: dict[str, int]
+    reason: str = "no_reason"
+    kind: ReturnKind = ReturnKind.REFUND
+    return_id: str = "r1"
+
+
+def calc(the_order, req, *, ledger=None, fee=0, the_policy=None):
+    return calculate_refund(
+        the_order,
+        ledger or OrderLedger("o1"),
+        req,
+        the_policy or policy(),
+        return_shipping_fee_paid=fee,
+    )
+
+
+def breakdown(refund_due):
+    return dict(refund_due.calculation.breakdown)
+
+
+# --- goods ------------------------------------------------------------------------------------
+
+
+def test_three_partial_returns_refund_333_333_334():
+    case = Case(order(line(quantity=3, paid=1000)))
+    amounts = [case.refund(f"r{i}", lines={"l1": 1}).calculation.amount for i in range(3)]
+    assert amounts == [333, 333, 334]
+    assert case.ledger.goods_refunded == 1000 and case.ledger.units_refunded == {"l1": 3}
+
+
+def test_returning_every_unit_at_once_refunds_exactly_the_paid_amount():
+    case = Case(order(line(quantity=3, paid=1000), line("l2", quantity=7, paid=999)))
+    refund = case.refund(lines={"l1": 3, "l2": 7})
+    assert refund.calculation.goods == 1999
+    assert refund.calculation.goods_by_line == {"l1": 1000, "l2": 999}
+    assert refund.calculation.full_return
+
+
+def test_two_then_one():
+    case = Case(order(line(quantity=3, paid=1000)))
+    assert case.refund("a", lines={"l1": 2}).calculation.amount == 666
+    assert case.refund("b", lines={"l1": 1}).calculation.amount == 334
+
+
+def test_ledger_guard_never_gives_back_more_than_was_paid_for_goods():
+    the_order = order(line(quantity=2, paid=1000))
+    broken = OrderLedger("o1", goods_refunded=900)  # inconsistent on purpose
+    result = calc(the_order, Req({"l1": 1}), ledger=broken)
+    assert result.goods == 100 and result.goods_by_line == {"l1": 100}
+
+
+def test_the_estimate_on_approval_matches_the_refund():
+    case = Case(order(line(quantity=2, paid=1000)))
+    estimate = decided(case.submit(lines={"l1": 1})).refund_estimate
+    refund = case.sign(case.get().requested_on())
+    assert estimate is not None
+    assert [e.calculation for e in refund if hasattr(e, "calculation")] == [estimate]
+
+
+# --- shipping ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("fee", "reimbursed"), [(0, 0), (1200, 1200), (3000, 3000), (5000, 3000)])
+def test_seller_fault_return_freight_is_reimbursed_up_to_the_cap(fee, reimbursed):
+    result = calc(order(line(quantity=2)), Req({"l1": 1}, reason="quality_issue"), fee=fee)
+    assert result.return_shipping == reimbursed
+    assert result.return_shipping_payer == Payer.MERCHANT
+    assert result.amount == 500 + reimbursed
+
+
+def test_return_shipping_cap_comes_from_the_policy():
+    result = calc(
+        order(),
+        Req({"l1": 1}, reason="wrong_item"),
+        fee=5000,
+        the_policy=policy(return_shipping_cap=0),
+    )
+    assert result.breakdown == [("goods", 1000)]
+
+
+def test_no_reason_return_freight_is_the_buyers():
+    result = calc(order(line(quantity=2), shipping_fee_paid=600), Req({"l1": 2}), fee=1500)
+    assert result.return_shipping_payer == Payer.BUYER
+    assert result.breakdown == [("goods", 1000)]  # outbound not refunded either
+
+
+def test_outbound_fee_is_refunded_when_a_seller_fault_return_completes_the_order():
+    the_order = order(line(quantity=2), line("l2"), shipping_fee_paid=600)
+    case = Case(the_order)
+    first = case.refund("r1", lines={"l1": 1}, reason="quality_issue", evidence=["u"])
+    assert "outbound_shipping" not in breakdown(first)
+    second = case.refund("r2", lines={"l1": 1, "l2": 1}, reason="quality_issue", evidence=["u"])
+    assert breakdown(second) == {"goods": 1500, "outbound_shipping": 600}
+    assert case.ledger.outbound_shipping_refunded == 600
+
+
+def test_outbound_fee_after_earlier_no_reason_returns_counts_them():
+    case = Case(order(line(quantity=2), shipping_fee_paid=600))
+    case.refund("r1", lines={"l1": 1})
+    last = case.refund("r2", lines={"l1": 1}, reason="damaged_in_transit", evidence=["u"])
+    assert breakdown(last) == {"goods": 500, "outbound_shipping": 600}
+
+
+def test_outbound_fee_only_once_and_never_more_than_paid():
+    the_order = order(shipping_fee_paid=600)
+    ledger = OrderLedger("o1", outbound_shipping_refunded=600)
+    assert (
+        calc(the_order, Req({"l1": 1}, reason="quality_issue"), ledger=ledger).outbound_shipping
+        == 0
+    )
+    ledger = OrderLedger("o1", outbound_shipping_refunded=200)
+    assert (
+        calc(the_order, Req({"l1": 1}, reason="quality_issue"), ledger=ledger).outbound_shipping
+        == 400
+    )
+
+
+def test_insurance_makes_the_insurer_pay_and_deducts_nothing():
+    the_order = order(line("l1", paid=5000), line("l2", paid=5000), threshold=9900, insurance=True)
+    result = calc(the_order, Req({"l1": 1}))
+    assert result.return_shipping_payer == Payer.INSURER
+    assert result.breakdown == [("goods", 5000)]
+    assert (
+        calc(the_order, Req({"l1": 1}, reason="quality_issue")).return_shipping_payer
+        == Payer.MERCHANT
+    )
+
+
+# --- free-shipping deduction ------------------------------------------------------------------
+
+
+def threshold_order(**kwargs):
+    # 10000 of goods, threshold 9900: shipped free because of the threshold.
+    return order(
+        line("l1", paid=5000),
+        line("l2", paid=4000),
+        line("l3", paid=1000),
+        threshold=9900,
+        **kwargs,
+    )
+
+
+def test_threshold_broken_deducts_the_standard_fee_once():
+    case = Case(threshold_order())
+    first = case.refund("r1", lines={"l3": 1})  # keeps 9000 < 9900
+    assert breakdown(first) == {"goods": 1000, "free_shipping_deduction": -800}
+    assert first.calculation.amount == 200
+    second = case.refund("r2", lines={"l2": 1})  # still below, already deducted
+    assert breakdown(second) == {"goods": 4000}
+
+
+def test_threshold_still_met_or_everything_returned_deducts_nothing():
+    the_order = order(
+        line("l1", paid=5000), line("l2", paid=5000), line("l3", paid=1000), threshold=9900
+    )
+    assert calc(the_order, Req({"l3": 1})).free_shipping_deduction == 0  # keeps 10000
+    assert calc(threshold_order(), Req({"l1": 1, "l2": 1, "l3": 1})).free_shipping_deduction == 0
+
+
+def test_threshold_deduction_needs_free_shipping_by_the_threshold():
+    paid_shipping = threshold_order(shipping_fee_paid=800)
+    assert calc(paid_shipping, Req({"l3": 1})).free_shipping_deduction == 0
+    no_threshold = order(line("l1", paid=5000), line("l2", paid=5000))
+    assert calc(no_threshold, Req({"l1": 1})).free_shipping_deduction == 0
+    below = order(line("l1", paid=5000), line("l2", paid=4000), threshold=9900)  # free anyway
+    assert calc(below, Req({"l1": 1})).free_shipping_deduction == 0
+
+
+def test_threshold_deduction_not_for_seller_fault():
+    assert (
+        calc(threshold_order(), Req({"l3": 1}, reason="quality_issue")).free_shipping_deduction == 0
+    )
+
+
+def test_always_deducts_on_every_no_reason_return_of_a_free_shipped_order():
+    case = Case(order(line(quantity=2, paid=2000)), policy(free_shipping_deduction="always"))
+    assert breakdown(case.refund("r1", lines={"l1": 1})) == {
+        "goods": 1000,
+        "free_shipping_deduction": -800,
+    }
+    assert breakdown(case.refund("r2", lines={"l1": 1})) == {
+        "goods": 1000,
+        "free_shipping_deduction": -800,
+    }
+    paid = order(line(quantity=2, paid=2000), shipping_fee_paid=500)
+    assert (
+        calc(
+            paid, Req({"l1": 1}), the_policy=policy(free_shipping_deduction="always")
+        ).free_shipping_deduction
+        == 0
+    )
+    no_fee = order(line(quantity=2, paid=2000), standard_shipping_fee=0)
+    always = policy(free_shipping_deduction="always")
+    assert calc(no_fee, Req({"l1": 1}), the_policy=always).breakdown == [("goods", 1000)]
+
+
+def test_never_deducts():
+    never = policy(free_shipping_deduction="never")
+    assert calc(threshold_order(), Req({"l3": 1}), the_policy=never).free_shipping_deduction == 0
+
+
+def test_deduction_is_clipped_so_the_refund_is_never_negative():
+    result = calc(order(line(paid=500), line("l2", paid=9500), threshold=9900), Req({"l1": 1}))
+    assert result.breakdown == [("goods", 500), ("free_shipping_deduction", -500)]
+    assert result.amount == 0 and result.payments == []
+
+
+# --- gifts ------------------------------------------------------------------------------------
+
+
+def gift_order(gift_quantity=1, stated_price=500, **kwargs):
+    return order(
+        line("l1", quantity=2, paid=2000),
+        line("g", gift=True, quantity=gift_quantity, stated_price=stated_price),
+        **kwargs,
+    )
+
+
+def test_unreturned_gift_is_charged_on_a_full_return():
+    result = calc(gift_order(), Req({"l1": 2}))
+    assert result.breakdown == [("goods", 2000), ("gift_charge", -500)]
+    assert result.amount == 1500
+
+
+def test_returned_gift_is_not_charged():
+    result = calc(gift_order(), Req({"l1": 2, "g": 1}))
+    assert result.breakdown == [("goods", 2000)]
+    assert result.gift_units == {"g": 1}
+
+
+def test_partly_returned_gift_is_charged_pro_rata():
+    three = gift_order(gift_quantity=3, stated_price=1000)
+    assert calc(three, Req({"l1": 2, "g": 1})).gift_charge == 667  # 1000 - floor(1000/3)
+    assert calc(three, Req({"l1": 2, "g": 2})).gift_charge == 334  # 1000 - floor(2000/3)
+    assert calc(gift_order(gift_quantity=2), Req({"l1": 2, "g": 1})).gift_charge == 250
+
+
+def test_no_gift_charge_on_a_partial_return():
+    assert calc(gift_order(), Req({"l1": 1})).gift_charge == 0
+
+
+def test_gift_returned_earlier_on_its_own_is_not_charged_and_charge_is_once():
+    case = Case(gift_order())
+    assert case.refund("r1", lines={"g": 1}).calculation.amount == 0
+    assert breakdown(case.refund("r2", lines={"l1": 2})) == {"goods": 2000}
+    ledger = OrderLedger("o1", gift_charged=True)
+    assert calc(gift_order(), Req({"l1": 2}), ledger=ledger).gift_charge == 0
+
+
+def test_gift_charged_once_across_returns():
+    case = Case(gift_order())
+    case.refund("r1", lines={"l1": 1})
+    last = case.refund("r2", lines={"l1": 1})
+    assert breakdown(last) == {"goods": 1000, "gift_charge": -500}
+    assert case.ledger.gift_charged
+
+
+def test_insurance_does_not_waive_the_gift_charge():
+    assert calc(gift_order(insurance=True), Req({"l1": 2})).gift_charge == 500
+
+
+def test_gift_charge_on_seller_fault_full_return_and_after_freight():
+    result = calc(
+        gift_order(shipping_fee_paid=300), Req({"l1": 2}, reason="quality_issue"), fee=1000
+    )
+    assert result.breakdown == [
+        ("goods", 2000),
+        ("outbound_shipping", 300),
+        ("return_shipping", 1000),
+        ("gift_charge", -500),
+    ]
+    assert result.amount == 2800
+
+
+def test_gift_charge_is_clipped():
+    result = calc(gift_order(stated_price=5000), Req({"l1": 2}))
+    assert result.breakdown == [("goods", 2000), ("gift_charge", -2000)]
+    assert result.amount == 0
+
+
+def test_both_deductions_in_a_fixed_order_and_clipped():
+    the_order = order(
+        line("l1", paid=600),
+        line("l2", paid=9400),
+        line("g", gift=True, stated_price=900),
+        threshold=9900,
+        standard_shipping_fee=400,
+    )
+    ledger = OrderLedger("o1", units_refunded={"l2": 1}, goods_refunded=9400)
+    # Everything returned: no threshold deduction (nothing kept), gift charged.
+    result = calc(the_order, Req({"l1": 1}), ledger=ledger)
+    assert result.breakdown == [("goods", 600), ("gift_charge", -600)]
+    always = policy(free_shipping_deduction="always")
+    result = calc(the_order, Req({"l1": 1}), ledger=ledger, the_policy=always)
+    assert result.breakdown == [
+        ("goods", 600),
+        ("free_shipping_deduction", -400),
+        ("gift_charge", -200),
+    ]
+    assert result.amount == 0
+
+
+# --- exchanges --------------------------------------------------------------------------------
+
+
+def test_exchange_refunds_no_goods():
+    no_reason = calc(gift_order(), Req({"l1": 2}, kind=ReturnKind.EXCHANGE), fee=900)
+    assert no_reason.breakdown == [] and no_reason.amount == 0 and no_reason.goods_units == {}
+    seller = calc(
+        gift_order(), Req({"l1": 2}, reason="wrong_item", kind=ReturnKind.EXCHANGE), fee=900
+    )
+    assert seller.breakdown == [("return_shipping", 900)]
+
+
+# --- payment split ----------------------------------------------------------------------------
+
+
+def test_split_is_pro_rata_with_largest_remainder():
+    payments = [Payment("alipay", 700), Payment("card", 300)]
+    assert split_payments(333, payments) == [Payment("alipay", 233), Payment("card", 100)]
+    assert split_payments(1, payments) == [Payment("alipay", 1)]
+    three = [Payment("a", 1), Payment("b", 1), Payment("c", 1)]
+    assert split_payments(2, three) == [Payment("a", 1), Payment("b", 1)]
+
+
+def test_split_edge_cases():
+    assert split_payments(0, [Payment("alipay", 100)]) == []
+    assert split_payments(5, [Payment("a", 0), Payment("b", 0)]) == [
+        Payment("a", 3),
+        Payment("b", 2),
+    ]
+    with pytest.raises(ValueError):
+        split_payments(5, [])
+    with pytest.raises(ValueError):
+        split_payments(-1, [Payment("a", 1)])
+    with pytest.raises(ValueError):
+        Payment("a", -1)
+
+
+def test_refund_carries_its_split_and_currency():
+    the_order = order(
+        line(quantity=3, paid=1000), payments=[Payment("alipay", 700), Payment("card", 300)]
+    )
+    result = calc(the_order, Req({"l1": 1}))
+    assert result.payments == [Payment("alipay", 233), Payment("card", 100)]
+    assert result.currency == "CNY"
+
+
+def test_calculation_rejects_a_negative_fee():
+    with pytest.raises(ValueError):
+        calc(order(), Req({"l1": 1}), fee=-1)
