@@ -36,6 +36,7 @@ lint: $(if $(NO_INSTALL),,install)
 	echo "+ ruff check ."; $(BIN)/ruff check . || status=1; \
 	echo "+ mypy shared services"; $(BIN)/mypy shared services || status=1; \
 	echo "+ lint-imports"; $(BIN)/lint-imports --no-logo --no-cache || status=1; \
+	echo "+ aftersales asyncapi --check"; $(BIN)/aftersales asyncapi --check || status=1; \
 	exit $$status
 
 clean:

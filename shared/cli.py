@@ -68,6 +68,13 @@ def _parser() -> argparse.ArgumentParser:
     policy.add_argument("file", nargs="?", default=None)
     policy.set_defaults(func=_policy)
 
+    asyncapi = sub.add_parser(
+        "asyncapi", help="write every service's AsyncAPI document to docs/asyncapi/"
+    )
+    asyncapi.add_argument("--check", action="store_true", help="fail when they are stale")
+    asyncapi.add_argument("--dir", default="docs/asyncapi")
+    asyncapi.set_defaults(func=_asyncapi)
+
     dlq = sub.add_parser("dlq", help="inspect or replay a service's dead-letter topic")
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
     for name in ("list", "replay"):
@@ -157,6 +164,23 @@ def _policy(args: argparse.Namespace) -> int:
     policy = load_policy(path)
     print(f"policy {path or '(defaults)'} is valid:")
     print(policy.model_dump_json(indent=2))
+    return 0
+
+
+def _asyncapi(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from shared.asyncapi import write_or_check
+
+    stale = write_or_check(Path(args.dir), check=args.check)
+    if args.check and stale:
+        print(
+            "AsyncAPI documents are stale (run `.venv/bin/aftersales asyncapi`): "
+            + ", ".join(stale),
+            file=sys.stderr,
+        )
+        return 1
+    print(f"AsyncAPI documents {'up to date' if not stale else 'written: ' + ', '.join(stale)}")
     return 0
 
 

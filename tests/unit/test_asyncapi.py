@@ -1,0 +1,63 @@
+import json
+from pathlib import Path
+
+from shared.asyncapi import render_all, write_or_check
+from shared.bootstrap import SERVICES, definition
+from shared.clock import SystemClock
+from shared.policy import Policy
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _resolve(document, ref):
+    node = document
+    for part in ref.removeprefix("#/").split("/"):
+        node = node[part]
+    return node
+
+
+def test_committed_documents_are_up_to_date():
+    assert write_or_check(ROOT / "docs" / "asyncapi", check=True) == []
+
+
+def test_every_reference_resolves_and_every_handled_type_is_described():
+    for name, text in render_all().items():
+        document = json.loads(text)
+        assert document["asyncapi"].startswith("3.")
+        for op in document["operations"].values():
+            channel = _resolve(document, op["channel"]["$ref"])
+            for message in op["messages"]:
+                resolved = _resolve(document, message["$ref"])
+                payload = _resolve(
+                    document, _resolve(document, resolved["$ref"])["payload"]["$ref"]
+                )
+                _resolve(document, payload["properties"]["data"]["$ref"])
+            assert channel["address"]
+        described = {
+            m
+            for op in document["operations"].values()
+            if op["action"] == "receive"
+            for m in (ref["$ref"].rsplit("/", 1)[1] for ref in op["messages"])
+        }
+        handled = set(definition(name, Policy(), SystemClock()).handlers)
+        assert handled <= described, f"{name}: handled but undocumented {handled - described}"
+
+
+def test_refund_event_schema_names_what_finance_reads():
+    document = json.loads(render_all()["returns"])
+    refund = document["components"]["schemas"]["RefundIssued"]
+    for field in (
+        "refund_id",
+        "order_id",
+        "customer_id",
+        "case",
+        "amount",
+        "currency",
+        "breakdown",
+        "payments",
+        "return_shipping_payer",
+        "due_by",
+        "issued_at",
+    ):
+        assert field in refund["properties"], field
+    assert set(SERVICES) == set(render_all())
