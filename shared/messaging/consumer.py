@@ -29,7 +29,7 @@ from shared.crypto import mask_email, mask_name, mask_phone, redact
 from shared.db import UnitOfWork
 
 from .context import EventHandler, HandlerContext
-from .errors import is_transient
+from .errors import Rejected, is_transient
 from .tables import MessagingTables
 
 log = logging.getLogger("aftersales.consumer")
@@ -127,6 +127,13 @@ class EventProcessor:
                 if not await ctx.inbox.first_time(item.id, item.type, record.topic):
                     return "duplicate"
                 await handler(item, ctx)
+        except Rejected as exc:
+            log.warning(
+                "handler rejected the event; dead-lettered",
+                extra={"service": self.service, "event_type": item.type, "reason": exc.reason},
+            )
+            await self._dead_letter(uow, record, exc.reason, redact(exc.detail)[:2000], now)
+            return "dead_lettered"
         except Exception as exc:
             if is_transient(exc):
                 raise
@@ -197,8 +204,9 @@ def _mask_contact_fields(text: str) -> str:
 def scrub_personal_data(value: bytes) -> tuple[str, bool]:
     """The dead letter's copy of a value, without personal data (SPEC section 7).
 
-    A JSON event keeps its shape with `data.customer` masked, so it can still be read and, once
-    the producer is fixed, replayed; other text is redacted; bytes that are not UTF-8 or too
+    A JSON event keeps its shape with the buyer's name, phone and email masked and other free
+    text redacted, but its ids intact, so it can still be read and, once the producer (or the
+    handler) is fixed, replayed; other text is redacted; bytes that are not UTF-8 or too
     large are not kept at all (they can never be processed). Returns (text, truncated).
     """
     if len(value) > MAX_DEAD_LETTER_VALUE:
@@ -208,14 +216,41 @@ def scrub_personal_data(value: bytes) -> tuple[str, bool]:
     except UnicodeDecodeError:
         return "", True
     try:
-        document = json.loads(text)
-    except ValueError:
+        document = json.loads(text, object_pairs_hook=_unique_keys)
+        return json.dumps(_scrub(document, None), ensure_ascii=False), False
+    except (ValueError, RecursionError):  # not JSON, ambiguous, or nested too deep
         return redact(_mask_contact_fields(text)), False
-    data = document.get("data") if isinstance(document, dict) else None
-    customer = data.get("customer") if isinstance(data, dict) else None
-    if isinstance(customer, dict):
-        for field, mask in _CUSTOMER_MASKS.items():
-            if isinstance(customer.get(field), str):
-                customer[field] = mask(customer[field])
-        return json.dumps(document, ensure_ascii=False), False
-    return redact(_mask_contact_fields(text)), False
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    # A duplicate key is kept as text: re-serialising would silently pick one of the values.
+    if len({key for key, _ in pairs}) != len(pairs):
+        raise ValueError("duplicate key")
+    return dict(pairs)
+
+
+# Fields that name things (events, orders, parcels, instants, links) rather than describe
+# them: kept as they are, since ids and tracking numbers are often long digit runs that
+# `redact` would take for phone numbers, and a replay must still mean the same order.
+_IDENTIFIER_FIELDS = frozenset(
+    {
+        *("id", "specversion", "source", "type", "time", "datacontenttype"),
+        *("correlationid", "causationid", "tracking_no", "sku", "currency"),
+    }
+)
+
+
+def _scrub(value: object, key: str | None) -> object:
+    if isinstance(value, dict):
+        return {k: _scrub(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub(item, key) for item in value]
+    if not isinstance(value, str):
+        return value
+    if key is None:
+        return redact(value)
+    if key in _CUSTOMER_MASKS:
+        return _CUSTOMER_MASKS[key](value)
+    if key in _IDENTIFIER_FIELDS or key.endswith(("_id", "_at", "_url", "_urls")):
+        return value
+    return redact(value)

@@ -30,15 +30,14 @@ async def read_topic(bootstrap: str, topic: str) -> AsyncIterator[tuple[int, int
         remaining = {tp for tp in tps if ends[tp] > 0}
         while remaining:
             batch = await consumer.getmany(*remaining, timeout_ms=2000)
-            if not batch:
-                positions = {tp: await consumer.position(tp) for tp in remaining}
-                remaining = {tp for tp in remaining if positions[tp] < ends[tp]}
-                continue
             for tp, records in batch.items():
                 for record in records:
-                    if record.offset < ends[tp]:
-                        yield tp.partition, record.offset, record.value
-                if records and records[-1].offset + 1 >= ends[tp]:
+                    yield tp.partition, record.offset, record.value
+            for tp in list(remaining):
+                # The end is the fetch's high watermark, not only the listed end offset: Tansu
+                # lists the base offset of the last record batch plus one, short of the end.
+                end = max(ends[tp], consumer.highwater(tp) or 0)
+                if await consumer.position(tp) >= end:
                     remaining.discard(tp)
     finally:
         await consumer.stop()

@@ -199,7 +199,9 @@ class ServiceRuntime:
 
     async def stop(self) -> None:
         """Stop fetching, let in-flight batches finish and commit, publish what is left."""
-        await self.broker.stop()
+        # Subscribers first: the producer must outlive the relay's last publish.
+        for subscriber in self.broker.subscribers:
+            await subscriber.stop()
         self._stop.set()
         self.relay.wake()
         for task in self._tasks:
@@ -208,6 +210,14 @@ class ServiceRuntime:
             except (TimeoutError, asyncio.CancelledError):
                 task.cancel()
         self._tasks = []
+        try:
+            await asyncio.wait_for(self.relay.drain(), timeout=15)
+        except Exception as exc:  # left in the outbox: the next start publishes it
+            log.warning(
+                "outbox not drained at stop",
+                extra={"service": self.name, "error": type(exc).__name__},
+            )
+        await self.broker.stop()
         if self._owns_engine:
             await self.engine.dispose()
         log.info("service stopped", extra={"service": self.name})

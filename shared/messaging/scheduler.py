@@ -102,8 +102,11 @@ class TimerScheduler:
                     log.error("no handler for timer kind", extra={"kind": timer.kind})
                 else:
                     await handler(timer, ctx)
+                # A handler that set its own timer again (a later due_at) re-armed it: keep it.
                 await uow.session.execute(
-                    update(t).where(t.c.id == timer.id).values(fired_at=ctx.now)
+                    update(t)
+                    .where(t.c.id == timer.id, t.c.due_at == timer.due_at)
+                    .values(fired_at=ctx.now)
                 )
         except Exception as exc:
             if is_transient(exc):

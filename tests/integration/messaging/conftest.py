@@ -1,0 +1,49 @@
+"""Fixtures of the messaging tests: one engine for the run, one fresh service schema per test."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from shared.clock import ManualClock
+from shared.db import create_engine, session_factory
+from shared.settings import Settings
+
+from .helpers import T0, Harness, create_schema, drop_schema, make_harness
+
+
+@pytest.fixture(scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url, pool_size=5)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return session_factory(engine)
+
+
+@pytest.fixture
+async def harness(engine: AsyncEngine) -> AsyncIterator[Harness]:
+    harness = make_harness()
+    await create_schema(engine, harness)
+    yield harness
+    await drop_schema(engine, harness)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(T0)
+
+
+@pytest.fixture
+def settings(database_url: str, kafka_bootstrap: str) -> Settings:
+    return Settings(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        database_url=database_url,
+        kafka_idempotence=False,
+        kafka_topic_partitions=3,
+    )

@@ -1,0 +1,366 @@
+"""EventProcessor against the real database: validation, dead letters, dedup, one transaction."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from shared.clock import ManualClock
+from shared.contracts import (
+    EVENT_DEADLETTERED,
+    NOTIFICATION_REQUESTED,
+    DeadLettered,
+    dead_letter_topic,
+    deterministic_id,
+    parse_event,
+)
+from shared.messaging.consumer import EventProcessor
+
+from .helpers import (
+    CUSTOMER_EMAIL,
+    CUSTOMER_NAME,
+    CUSTOMER_PHONE,
+    Harness,
+    effect_counts,
+    encode,
+    inbox_ids,
+    order_paid,
+    order_shipped,
+    outbox_rows,
+    records,
+)
+
+
+def processor(
+    harness: Harness, sessions: async_sessionmaker[AsyncSession], clock: ManualClock
+) -> EventProcessor:
+    definition = harness.definition()
+    return EventProcessor(
+        service=harness.name,
+        sessions=sessions,
+        tables=harness.tables,
+        handlers=definition.handlers,
+        clock=clock,
+    )
+
+
+def dead_letters(rows: list[dict[str, object]]) -> list[tuple[dict[str, object], DeadLettered]]:
+    out = []
+    for row in rows:
+        if row["event_type"] != EVENT_DEADLETTERED:
+            continue
+        event = parse_event(row["payload"])  # type: ignore[arg-type]
+        assert isinstance(event.data, DeadLettered)
+        out.append((row, event.data))
+    return out
+
+
+async def test_batch_with_valid_duplicate_and_invalid_events(
+    harness: Harness,
+    sessions: async_sessionmaker[AsyncSession],
+    engine: AsyncEngine,
+    clock: ManualClock,
+) -> None:
+    paid = order_paid("o-1", event_id="e-paid-1")
+    shipped = order_shipped("o-1", event_id="e-shipped-1")
+
+    naive = order_paid("o-2", event_id="e-naive")
+    naive["data"]["paid_at"] = "2024-05-01T10:00:00"  # no offset
+
+    unknown = order_paid("o-3", event_id="e-unknown")
+    unknown["type"] = "order.teleported"
+
+    negative = order_paid("o-4", event_id="e-negative")
+    negative["data"]["lines"][0]["paid_amount"] = -100
+
+    malformed = encode(order_paid("o-5", event_id="e-malformed"))[:-40]  # cut mid-document
+
+    batch = records(
+        harness.input_topic,
+        [
+            ("o-1", encode(paid)),
+            ("o-1", encode(paid)),  # the same event delivered twice in one batch
+            ("o-5", malformed),
+            ("o-2", encode(naive)),
+            ("o-3", encode(unknown)),
+            ("o-4", encode(negative)),
+            ("o-1", encode(shipped)),
+        ],
+        partition=2,
+        start=40,
+    )
+    await processor(harness, sessions, clock).process(batch)
+
+    assert await effect_counts(engine, harness) == {"e-paid-1": 1, "e-shipped-1": 1}
+    assert await inbox_ids(engine, harness) == {"e-paid-1", "e-shipped-1"}
+
+    rows = await outbox_rows(engine, harness)
+    outputs = [row for row in rows if row["event_type"] == NOTIFICATION_REQUESTED]
+    assert [(row["topic"], row["key"]) for row in outputs] == [
+        (harness.output_topic, "o-1"),
+        (harness.output_topic, "o-1"),
+    ]
+    assert [parse_event(row["payload"]).causationid for row in outputs] == [
+        "e-paid-1",
+        "e-shipped-1",
+    ]
+
+    letters = dead_letters(rows)
+    by_offset = {data.origin.offset: (row, data) for row, data in letters}
+    assert sorted(by_offset) == [42, 43, 44, 45]
+    expected = {
+        42: ("malformed_json", "o-5"),
+        43: ("naive_timestamp", "o-2"),
+        44: ("unknown_type", "o-3"),
+        45: ("negative_amount", "o-4"),
+    }
+    for offset, (reason, key) in expected.items():
+        row, data = by_offset[offset]
+        assert row["topic"] == dead_letter_topic(harness.name)
+        assert row["key"] == key
+        assert data.reason == reason
+        assert data.detail
+        assert data.service == harness.name
+        assert (data.origin.topic, data.origin.partition) == (harness.input_topic, 2)
+        assert data.key == key
+        # No personal data of the buyer, anywhere in the dead letter.
+        payload = row["payload"].decode("utf-8")  # type: ignore[attr-defined]
+        for secret in (CUSTOMER_PHONE, CUSTOMER_EMAIL, CUSTOMER_NAME, "zhang.sanfeng"):
+            assert secret not in payload, (reason, secret)
+
+    # The structured copies keep their shape: only the buyer's contact is masked.
+    negative_copy = json.loads(by_offset[45][1].value)
+    assert negative_copy["id"] == "e-negative"
+    assert negative_copy["data"]["customer"]["phone"] == "138****5678"
+    assert negative_copy["data"]["customer"]["preferred_channel"] == "sms"
+
+    # Processing the same batch again (a redelivery) changes nothing.
+    before = await outbox_rows(engine, harness)
+    await processor(harness, sessions, clock).process(batch)
+    assert await effect_counts(engine, harness) == {"e-paid-1": 1, "e-shipped-1": 1}
+    assert [row["event_id"] for row in await outbox_rows(engine, harness)] == [
+        row["event_id"] for row in before
+    ]
+
+
+async def test_handler_error_is_dead_lettered_and_the_rest_commits(
+    harness: Harness,
+    sessions: async_sessionmaker[AsyncSession],
+    engine: AsyncEngine,
+    clock: ManualClock,
+) -> None:
+    harness.faults["o-bad"] = ValueError(f"cannot handle buyer {CUSTOMER_PHONE}")
+    batch = records(
+        harness.input_topic,
+        [
+            ("o-1", encode(order_paid("o-1", event_id="e-1"))),
+            ("o-bad", encode(order_paid("o-bad", event_id="e-bad"))),
+            ("o-2", encode(order_paid("o-2", event_id="e-2"))),
+        ],
+    )
+    await processor(harness, sessions, clock).process(batch)
+
+    # The failing handler's own writes are rolled back (its savepoint), the others commit.
+    assert await effect_counts(engine, harness) == {"e-1": 1, "e-2": 1}
+    assert await inbox_ids(engine, harness) == {"e-1", "e-2"}
+    async with engine.connect() as conn:
+        orders = set((await conn.execute(select(harness.orders.c.order_id))).scalars())
+        timers = set((await conn.execute(select(harness.tables.timers.c.ref))).scalars())
+    assert orders == timers == {"o-1", "o-2"}
+
+    rows = await outbox_rows(engine, harness)
+    letters = dead_letters(rows)
+    assert len(letters) == 1
+    row, data = letters[0]
+    assert data.reason == "handler_error"
+    assert (data.origin.topic, data.origin.partition, data.origin.offset) == (
+        harness.input_topic,
+        0,
+        1,
+    )
+    assert "ValueError" in data.detail
+    payload = row["payload"].decode("utf-8")
+    for secret in (CUSTOMER_PHONE, CUSTOMER_EMAIL, CUSTOMER_NAME):
+        assert secret not in payload
+    # The valid event is kept whole apart from the masked contact, so it can be replayed.
+    copy = json.loads(data.value)
+    assert copy["id"] == "e-bad"
+    assert copy["data"]["order_id"] == "o-bad"
+    assert [r["event_id"] for r in rows if r["event_type"] == NOTIFICATION_REQUESTED] == [
+        deterministic_id(harness.name, "e-1", NOTIFICATION_REQUESTED, ""),
+        deterministic_id(harness.name, "e-2", NOTIFICATION_REQUESTED, ""),
+    ]
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [ConnectionError("connection reset by peer"), OSError("network unreachable")],
+    ids=["ConnectionError", "OSError"],
+)
+async def test_transient_failure_rolls_back_the_batch_and_a_retry_applies_it_once(
+    harness: Harness,
+    sessions: async_sessionmaker[AsyncSession],
+    engine: AsyncEngine,
+    clock: ManualClock,
+    fault: BaseException,
+) -> None:
+    batch = records(
+        harness.input_topic,
+        [
+            ("o-1", encode(order_paid("o-1", event_id="e-1"))),
+            ("o-x", b"{not json"),
+            ("o-2", encode(order_paid("o-2", event_id="e-2"))),
+            ("o-3", encode(order_paid("o-3", event_id="e-3"))),
+        ],
+    )
+    harness.faults["o-2"] = fault
+    with pytest.raises(type(fault)):
+        await processor(harness, sessions, clock).process(batch)
+
+    assert await effect_counts(engine, harness) == {}
+    assert await inbox_ids(engine, harness) == set()
+    assert await outbox_rows(engine, harness) == []
+
+    del harness.faults["o-2"]
+    await processor(harness, sessions, clock).process(batch)
+    await processor(harness, sessions, clock).process(batch)  # and once more: no effect
+    assert await effect_counts(engine, harness) == {"e-1": 1, "e-2": 1, "e-3": 1}
+    rows = await outbox_rows(engine, harness)
+    assert (
+        sorted(r["event_type"] for r in rows) == [EVENT_DEADLETTERED] + [NOTIFICATION_REQUESTED] * 3
+    )
+
+
+async def test_concurrent_deliveries_of_one_event_apply_it_once(
+    harness: Harness,
+    sessions: async_sessionmaker[AsyncSession],
+    engine: AsyncEngine,
+    clock: ManualClock,
+) -> None:
+    harness.handler_delay = 0.05  # keep the first transaction open while the others arrive
+    events = [encode(order_paid(f"o-{i}", event_id=f"e-{i}")) for i in range(5)]
+    batches = [
+        records(harness.input_topic, [(f"o-{i}", value) for i, value in enumerate(events)])
+        for _ in range(3)
+    ]
+    await asyncio.gather(*(processor(harness, sessions, clock).process(b) for b in batches))
+    assert await effect_counts(engine, harness) == {f"e-{i}": 1 for i in range(5)}
+    assert len(await outbox_rows(engine, harness)) == 5
+
+
+async def test_personal_data_of_an_unparseable_order_is_redacted(
+    harness: Harness,
+    sessions: async_sessionmaker[AsyncSession],
+    engine: AsyncEngine,
+    clock: ManualClock,
+) -> None:
+    # Not JSON at all (a trailing comma), so the copy is free text: still no phone or e-mail.
+    broken = encode(order_paid("o-1", event_id="e-1"))[:-2] + b",}}"
+    # A JSON document whose customer is not an object: free text, redacted as well.
+    odd = order_paid("o-2", event_id="e-2")
+    odd["data"]["customer"] = f"{CUSTOMER_PHONE} / {CUSTOMER_EMAIL}"
+    batch = records(harness.input_topic, [("o-1", broken), ("o-2", encode(odd))])
+    await processor(harness, sessions, clock).process(batch)
+    letters = dead_letters(await outbox_rows(engine, harness))
+    assert [data.reason for _, data in letters] == ["malformed_json", "invalid_data"]
+    for row, _ in letters:
+        payload = row["payload"].decode("utf-8")  # type: ignore[attr-defined]
+        for secret in (CUSTOMER_PHONE, CUSTOMER_EMAIL, CUSTOMER_NAME):
+            assert secret not in payload, secret
+
+
+@pytest.mark.parametrize("depth", [100_000, 900], ids=["too-deep-to-parse", "deep"])
+async def test_deeply_nested_value_is_dead_lettered_and_does_not_block(
+    harness: Harness,
+    sessions: async_sessionmaker[AsyncSession],
+    engine: AsyncEngine,
+    clock: ManualClock,
+    depth: int,
+) -> None:
+    nested = b'{"specversion": "1.0", "data": ' + b"[" * depth + b"]" * depth + b"}"
+    batch = records(
+        harness.input_topic,
+        [("o-1", nested), ("o-1", encode(order_paid("o-1", event_id="e-1")))],
+    )
+    await processor(harness, sessions, clock).process(batch)
+    assert await effect_counts(engine, harness) == {"e-1": 1}
+    letters = dead_letters(await outbox_rows(engine, harness))
+    assert len(letters) == 1
+    assert letters[0][1].origin.offset == 0
+
+
+def raise_sqlstate(code: str) -> str:
+    return f"DO $$ BEGIN RAISE EXCEPTION 'injected' USING ERRCODE = '{code}'; END $$"
+
+
+@pytest.mark.parametrize(
+    "sqlstate",
+    ["40001", "40P01", "57014"],
+    ids=["serialization_failure", "deadlock", "query_canceled"],
+)
+async def test_transient_database_error_rolls_back_the_whole_batch(
+    harness: Harness,
+    sessions: async_sessionmaker[AsyncSession],
+    engine: AsyncEngine,
+    clock: ManualClock,
+    sqlstate: str,
+) -> None:
+    harness.faults["o-2"] = raise_sqlstate(sqlstate)
+    batch = records(
+        harness.input_topic,
+        [
+            ("o-1", encode(order_paid("o-1", event_id="e-1"))),
+            ("o-2", encode(order_paid("o-2", event_id="e-2"))),
+        ],
+    )
+    with pytest.raises(DBAPIError):
+        await processor(harness, sessions, clock).process(batch)
+    assert await effect_counts(engine, harness) == {}
+    assert await outbox_rows(engine, harness) == []
+    del harness.faults["o-2"]
+    await processor(harness, sessions, clock).process(batch)
+    assert await effect_counts(engine, harness) == {"e-1": 1, "e-2": 1}
+
+
+async def test_deterministic_database_error_dead_letters_only_that_event(
+    harness: Harness,
+    sessions: async_sessionmaker[AsyncSession],
+    engine: AsyncEngine,
+    clock: ManualClock,
+) -> None:
+    harness.faults["o-2"] = "SELECT 1 / 0"  # 22012, the same on every delivery
+    batch = records(
+        harness.input_topic,
+        [
+            ("o-1", encode(order_paid("o-1", event_id="e-1"))),
+            ("o-2", encode(order_paid("o-2", event_id="e-2"))),
+            ("o-3", encode(order_paid("o-3", event_id="e-3"))),
+        ],
+    )
+    await processor(harness, sessions, clock).process(batch)
+    assert await effect_counts(engine, harness) == {"e-1": 1, "e-3": 1}
+    letters = dead_letters(await outbox_rows(engine, harness))
+    assert [(d.reason, d.origin.offset) for _, d in letters] == [("handler_error", 1)]
+    assert "DivisionByZero" in letters[0][1].detail or "division" in letters[0][1].detail
+
+
+async def test_ambiguous_json_is_kept_as_text_in_the_dead_letter(
+    harness: Harness,
+    sessions: async_sessionmaker[AsyncSession],
+    engine: AsyncEngine,
+    clock: ManualClock,
+) -> None:
+    value = encode(order_paid("o-1", event_id="e-1"))[:-1] + b', "id": "e-other"}'
+    await processor(harness, sessions, clock).process(
+        records(harness.input_topic, [("o-1", value)])
+    )
+    ((_, data),) = dead_letters(await outbox_rows(engine, harness))
+    assert data.reason == "malformed_json"
+    # Both ids survive: a replay must not turn the ambiguous event into a valid one.
+    assert '"id": "e-1"' in data.value and '"id": "e-other"' in data.value
+    assert CUSTOMER_PHONE not in data.value and CUSTOMER_NAME not in data.value

@@ -1,0 +1,155 @@
+"""Reading and replaying a dead-letter topic on the real broker."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from shared.clock import ManualClock
+from shared.contracts import DeadLettered, parse_event
+from shared.messaging.consumer import EventProcessor
+from shared.messaging.deadletters import list_dead_letters, read_topic, replay_dead_letters
+from shared.messaging.relay import CONTENT_TYPE
+from shared.messaging.runtime import ServiceRuntime, ensure_topics
+from shared.settings import Settings
+
+from .helpers import (
+    CUSTOMER_PHONE,
+    Harness,
+    effect_counts,
+    encode,
+    header,
+    order_paid,
+    order_shipped,
+    read_partitions,
+    records,
+)
+
+# Order ids and tracking numbers are often long digit runs; a replay must keep them intact.
+DIGIT_ORDER = "2024050100012345"
+
+
+@pytest.fixture
+async def runtime(
+    harness: Harness, settings: Settings, engine: AsyncEngine, clock: ManualClock
+) -> AsyncIterator[ServiceRuntime]:
+    runtime = ServiceRuntime(harness.definition(), settings, clock, engine=engine)
+    await ensure_topics(settings, runtime.definition.all_topics)
+    await runtime.broker.connect()
+    yield runtime
+    await runtime.broker.stop()
+
+
+def processor(
+    harness: Harness, sessions: async_sessionmaker[AsyncSession], clock: ManualClock
+) -> EventProcessor:
+    return EventProcessor(
+        service=harness.name,
+        sessions=sessions,
+        tables=harness.tables,
+        handlers=harness.definition().handlers,
+        clock=clock,
+    )
+
+
+async def test_read_topic_returns_every_record(
+    harness: Harness,
+    sessions: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    runtime: ServiceRuntime,
+    clock: ManualClock,
+) -> None:
+    values = [(f"o-{i % 3}", b'{"broken": ' + str(i).encode()) for i in range(9)]
+    await processor(harness, sessions, clock).process(records(harness.input_topic, values))
+    await runtime.relay.drain()
+
+    got = [
+        item
+        async for item in read_topic(settings.kafka_bootstrap_servers, harness.dead_letter_topic)
+    ]
+    expected = await read_partitions(settings.kafka_bootstrap_servers, harness.dead_letter_topic)
+    assert len(expected) == 9
+    assert sorted(got) == sorted((r.partition, r.offset, r.value) for r in expected)
+    offsets = sorted(parse_event(v).data.origin.offset for _, _, v in got)  # type: ignore[union-attr]
+    assert offsets == list(range(9))
+
+    assert [
+        item async for item in read_topic(settings.kafka_bootstrap_servers, harness.output_topic)
+    ] == []
+    assert [
+        item
+        async for item in read_topic(
+            settings.kafka_bootstrap_servers, f"{harness.output_topic}.missing"
+        )
+    ] == []
+
+
+async def test_replay_republishes_to_the_origin_and_the_fixed_consumer_applies_it(
+    harness: Harness,
+    sessions: async_sessionmaker[AsyncSession],
+    engine: AsyncEngine,
+    settings: Settings,
+    runtime: ServiceRuntime,
+    clock: ManualClock,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    bootstrap = settings.kafka_bootstrap_servers
+    paid = order_paid(DIGIT_ORDER, event_id="e-paid")
+    shipped = order_shipped(DIGIT_ORDER, event_id="e-shipped", tracking_no="SF1234567890123")
+    harness.faults[DIGIT_ORDER] = ValueError("a bug in the handler")
+    batch = records(
+        harness.input_topic,
+        [
+            (DIGIT_ORDER, encode(paid)),
+            (DIGIT_ORDER, encode(shipped)),
+            ("o-9", b"not json at all"),
+        ],
+        partition=1,
+        start=7,
+    )
+    await processor(harness, sessions, clock).process(batch)
+    await runtime.relay.drain()
+    assert await effect_counts(engine, harness) == {}
+
+    assert await list_dead_letters(settings, harness.name, None, 100) == 0
+    listed = capsys.readouterr()
+    assert "3 dead letter(s)" in listed.err
+    assert f"{harness.input_topic}/1@9  malformed_json" in listed.out
+
+    # The bug is fixed; replay the handler errors only.
+    del harness.faults[DIGIT_ORDER]
+    assert await replay_dead_letters(settings, harness.name, "handler_error", 100) == 0
+    replayed = await read_partitions(bootstrap, harness.input_topic)
+    assert len(replayed) == 2
+    for record in replayed:
+        assert record.key == DIGIT_ORDER.encode()
+        assert header(record, "content-type") == CONTENT_TYPE.encode()
+    events = [parse_event(r.value) for r in replayed]
+    assert sorted(e.id for e in events) == ["e-paid", "e-shipped"]
+    # The replayed events are the original ones, apart from the masked contact data.
+    by_id = {e.id: e for e in events}
+    assert by_id["e-shipped"].model_dump(mode="json") == parse_event(encode(shipped)).model_dump(
+        mode="json"
+    )
+    assert by_id["e-paid"].data.order_id == DIGIT_ORDER  # type: ignore[union-attr]
+    assert CUSTOMER_PHONE not in replayed[0].value.decode() + replayed[1].value.decode()
+
+    # Consumed again (as the runtime would), the replayed events are applied once.
+    ordered = sorted(replayed, key=lambda r: (r.partition, r.offset))
+    again = records(harness.input_topic, [(DIGIT_ORDER, r.value) for r in ordered], start=100)
+    await processor(harness, sessions, clock).process(again)
+    await processor(harness, sessions, clock).process(again)
+    assert await effect_counts(engine, harness) == {"e-paid": 1, "e-shipped": 1}
+
+    # Dead letters are never lost by a replay: the topic still has all three.
+    letters = [
+        parse_event(v).data async for _, _, v in read_topic(bootstrap, harness.dead_letter_topic)
+    ]
+    assert all(isinstance(d, DeadLettered) for d in letters)
+    assert sorted(d.reason for d in letters) == [  # type: ignore[union-attr]
+        "handler_error",
+        "handler_error",
+        "malformed_json",
+    ]

@@ -1,0 +1,273 @@
+"""ServiceRuntime end to end: the real broker in, the real database, the real broker out."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord, RecordMetadata
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.clock import ManualClock
+from shared.contracts import EVENT_DEADLETTERED, NOTIFICATION_REQUESTED, SLA_BREACHED
+from shared.messaging.relay import CONTENT_TYPE
+from shared.messaging.runtime import ServiceRuntime, ensure_topics
+from shared.settings import Settings
+
+from .helpers import (
+    SHIP_WINDOW,
+    Harness,
+    effect_counts,
+    encode,
+    event_of,
+    eventually,
+    header,
+    order_paid,
+    order_shipped,
+    timer_rows,
+    unpublished_count,
+)
+
+
+class Collector:
+    """A fresh consumer group reading the topics from the earliest offset, in the background."""
+
+    def __init__(self, bootstrap: str, *topics: str) -> None:
+        self.consumer = AIOKafkaConsumer(
+            *topics,
+            bootstrap_servers=bootstrap,
+            group_id=f"msgtest-reader-{uuid.uuid4().hex}",
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
+        self.records: list[ConsumerRecord[bytes, bytes]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self.consumer.getmany(timeout_ms=200)
+            for recs in batch.values():
+                self.records.extend(recs)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.consumer.stop()
+
+    def events(self, topic: str, event_type: str | None = None) -> list[dict[str, Any]]:
+        out = []
+        for record in self.records:
+            if record.topic != topic:
+                continue
+            event = event_of(record)
+            if event_type is None or event["type"] == event_type:
+                out.append(event)
+        return out
+
+
+def new_runtime(
+    harness: Harness, settings: Settings, clock: ManualClock, engine: AsyncEngine
+) -> ServiceRuntime:
+    return ServiceRuntime(
+        harness.definition(),
+        settings,
+        clock,
+        engine=engine,
+        max_records=5,  # small batches, so a stop lands in the middle of the stream
+        relay_poll_interval=0.1,
+        timer_poll_interval=0.2,
+        retry_backoff=0.1,
+    )
+
+
+@pytest.fixture
+async def producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, enable_idempotence=False, acks="all"
+    )
+    await producer.start()
+    yield producer
+    await producer.stop()
+
+
+async def test_runtime_end_to_end(
+    harness: Harness,
+    settings: Settings,
+    engine: AsyncEngine,
+    clock: ManualClock,
+    producer: AIOKafkaProducer,
+) -> None:
+    bootstrap = settings.kafka_bootstrap_servers
+    await ensure_topics(settings, harness.definition().all_topics)
+    outputs = Collector(bootstrap, harness.output_topic, harness.dead_letter_topic)
+    runtime = new_runtime(harness, settings, clock, engine)
+    runtimes = [runtime]
+
+    async def send(key: str, value: bytes) -> RecordMetadata:
+        return await producer.send_and_wait(harness.input_topic, value, key=key.encode())
+
+    async def effects() -> dict[str, int]:
+        return dict(await effect_counts(engine, harness))
+
+    try:
+        await asyncio.gather(runtime.start(), outputs.start())
+        assert await runtime.ready() == {"database": True, "broker": True}
+
+        # --- duplicates, and a poison message ahead of a good one on the same partition ---
+        paid = encode(order_paid("o-1", event_id="e-paid-1"))
+        first = await send("o-1", paid)
+        await send("o-1", paid)  # delivered twice
+        poison = await send("o-1", b'{"specversion": "1.0", "id": "e-cut", "type": "order.pa')
+        shipped = await send("o-1", encode(order_shipped("o-1", event_id="e-shipped-1")))
+        assert first.partition == poison.partition == shipped.partition
+
+        await eventually(
+            lambda: _has(effects, {"e-paid-1": 1, "e-shipped-1": 1}), message="o-1 applied"
+        )
+        letters = await eventually(
+            lambda: _ready(outputs.events(harness.dead_letter_topic, EVENT_DEADLETTERED)),
+            message="dead letter published",
+        )
+        assert len(letters) == 1
+        origin = letters[0]["data"]["origin"]
+        assert origin == {
+            "topic": harness.input_topic,
+            "partition": poison.partition,
+            "offset": poison.offset,
+        }
+        assert letters[0]["data"]["reason"] == "malformed_json"
+        assert letters[0]["data"]["key"] == "o-1"
+
+        # --- a passing fault: the batch is fetched again until it goes through, once ---
+        harness.faults["o-t"] = ConnectionError("database restarting")
+        await send("o-t", encode(order_paid("o-t", event_id="e-paid-t")))
+        await eventually(
+            lambda: _async(harness.attempts["o-t"] >= 3), message="transient batch redelivered"
+        )
+        assert "e-paid-t" not in await effects()
+        del harness.faults["o-t"]
+        await eventually(lambda: _has(effects, {"e-paid-t": 1}), message="retried event applied")
+
+        # --- stop in the middle of a stream, go on with a new runtime ---
+        harness.handler_delay = 0.05
+        stream = [f"o-{i}" for i in range(10, 50)]
+        ids = {order: f"e-paid-{order}" for order in stream}
+        sends = [
+            await producer.send(
+                harness.input_topic,
+                encode(order_paid(order, event_id=ids[order])),
+                key=order.encode(),
+            )
+            for order in stream
+        ]
+        await asyncio.gather(*sends)
+        await eventually(
+            lambda: _async_count(effects, set(ids.values()), at_least=5), message="stream started"
+        )
+        await runtime.stop()
+        applied_at_stop = set(await effects()) & set(ids.values())
+        assert len(applied_at_stop) < len(stream), "the stream ended before the stop"
+        # What committed before the stop was published at the stop.
+        assert await unpublished_count(engine, harness) == 0
+
+        # Sent while no runtime runs: picked up by the next one.
+        late = await send("o-late", encode(order_paid("o-late", event_id="e-paid-late")))
+        assert late.offset >= 0
+        harness.handler_delay = 0.0
+        runtime = new_runtime(harness, settings, clock, engine)
+        runtimes.append(runtime)
+        await runtime.start()
+
+        expected = {
+            "e-paid-1": 1,
+            "e-shipped-1": 1,
+            "e-paid-t": 1,
+            "e-paid-late": 1,
+            **{event_id: 1 for event_id in ids.values()},
+        }
+        await eventually(lambda: _has(effects, expected), message="every event applied once")
+        assert await effects() == expected
+
+        orders = {"o-1", "o-t", "o-late", *stream}
+        notices = await eventually(
+            lambda: _ready(
+                outputs.events(harness.output_topic, NOTIFICATION_REQUESTED),
+                lambda events: {e["data"]["order_id"] for e in events} == orders,
+            ),
+            message="every notification published",
+        )
+        for record in outputs.records:
+            assert header(record, "content-type") == CONTENT_TYPE.encode()
+            if record.topic == harness.output_topic:
+                assert record.key == event_of(record)["data"]["order_id"].encode()
+        # Outputs carry deterministic ids: whatever the relay sent twice has the same id.
+        assert len({e["id"] for e in notices}) == len(orders) + 1  # o-1: paid and shipped
+
+        # --- the runtime's scheduler fires the ship deadline of every order not shipped ---
+        clock.advance(SHIP_WINDOW + timedelta(hours=1))
+        breaches = await eventually(
+            lambda: _ready(
+                outputs.events(harness.output_topic, SLA_BREACHED),
+                lambda events: {e["data"]["order_id"] for e in events} == orders - {"o-1"},
+            ),
+            message="ship deadlines fired",
+        )
+        assert "o-1" not in {e["data"]["order_id"] for e in breaches}
+        timers = await timer_rows(engine, harness)
+        assert timers["o-1"]["cancelled_at"] is not None
+        assert all(timers[o]["fired_at"] is not None for o in orders - {"o-1"})
+        assert set(harness.timer_calls.values()) == {1}
+    finally:
+        for r in runtimes:
+            with contextlib.suppress(Exception):
+                await r.stop()
+        await outputs.stop()
+
+
+async def _async(value: Any) -> Any:
+    return value
+
+
+async def _ready(items: list[Any], check: Any = bool) -> list[Any] | None:
+    return items if check(items) else None
+
+
+async def _has(get: Any, expected: dict[str, int]) -> bool:
+    current = await get()
+    return all(current.get(k, 0) >= v for k, v in expected.items())
+
+
+async def _async_count(get: Any, keys: set[str], *, at_least: int) -> bool:
+    return len(set(await get()) & keys) >= at_least
+
+
+async def test_ensure_topics_creates_missing_topics_and_is_safe_to_repeat(
+    harness: Harness, settings: Settings
+) -> None:
+    topics = harness.definition().all_topics
+    assert harness.dead_letter_topic in topics and harness.output_topic in topics
+    await asyncio.gather(ensure_topics(settings, topics), ensure_topics(settings, topics))
+    await ensure_topics(settings, topics)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await consumer.start()
+    try:
+        existing = await consumer.topics()
+        assert set(topics) <= existing
+        for topic in topics:
+            assert consumer.partitions_for_topic(topic) == set(
+                range(settings.kafka_topic_partitions)
+            )
+    finally:
+        await consumer.stop()

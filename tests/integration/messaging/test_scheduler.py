@@ -1,0 +1,207 @@
+"""TimerScheduler against the real database, with a ManualClock."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from shared.clock import ManualClock
+from shared.contracts import SLA_BREACHED, parse_event
+from shared.db import UnitOfWork
+from shared.messaging.scheduler import MAX_TIMER_ATTEMPTS, TimerScheduler
+from shared.messaging.store import Timers
+
+from .helpers import (
+    SHIP_DEADLINE,
+    T0,
+    Harness,
+    effect_rows,
+    outbox_rows,
+    timer_rows,
+)
+
+
+def scheduler(
+    harness: Harness,
+    sessions: async_sessionmaker[AsyncSession],
+    clock: ManualClock,
+    batch_size: int = 100,
+) -> TimerScheduler:
+    return TimerScheduler(
+        service=harness.name,
+        sessions=sessions,
+        tables=harness.tables,
+        handlers=harness.definition().timer_handlers,
+        clock=clock,
+        batch_size=batch_size,
+    )
+
+
+async def set_timer(
+    harness: Harness, sessions: async_sessionmaker[AsyncSession], ref: str, due_at: datetime
+) -> None:
+    async with UnitOfWork(sessions) as uow:
+        await Timers(uow.session, harness.tables).set(
+            SHIP_DEADLINE, ref, due_at=due_at, lock_key=ref, payload={"ref": ref}
+        )
+        await uow.commit()
+
+
+async def cancel_timer(
+    harness: Harness, sessions: async_sessionmaker[AsyncSession], ref: str, at: datetime
+) -> None:
+    async with UnitOfWork(sessions) as uow:
+        await Timers(uow.session, harness.tables).cancel(SHIP_DEADLINE, ref, at=at)
+        await uow.commit()
+
+
+async def fired_refs(engine: AsyncEngine, harness: Harness) -> list[str]:
+    """Order ids of the sla.breached events the timer handler queued, in outbox order."""
+    return [
+        parse_event(row["payload"]).data.order_id  # type: ignore[union-attr]
+        for row in await outbox_rows(engine, harness)
+        if row["event_type"] == SLA_BREACHED
+    ]
+
+
+async def test_timers_fire_once_when_due_and_never_when_cancelled(
+    harness: Harness,
+    sessions: async_sessionmaker[AsyncSession],
+    engine: AsyncEngine,
+    clock: ManualClock,
+) -> None:
+    hour = timedelta(hours=1)
+    await set_timer(harness, sessions, "o-1", T0 + hour)
+    await set_timer(harness, sessions, "o-2", T0 + 2 * hour)
+    await set_timer(harness, sessions, "o-cancelled", T0 + hour)
+    await cancel_timer(harness, sessions, "o-cancelled", T0)
+    await set_timer(harness, sessions, "o-moved", T0 + hour)
+    await set_timer(harness, sessions, "o-moved", T0 + 3 * hour)  # re-set: moves it
+    one, two = scheduler(harness, sessions, clock), scheduler(harness, sessions, clock)
+
+    assert await one.run_due() == 0
+    clock.set(T0 + hour - timedelta(seconds=1))
+    assert await one.run_due() == 0
+    assert await fired_refs(engine, harness) == []
+
+    clock.set(T0 + hour)
+    assert sorted(await asyncio.gather(one.run_due(), two.run_due())) == [0, 1]
+    assert await fired_refs(engine, harness) == ["o-1"]
+
+    clock.set(T0 + 2 * hour)
+    await asyncio.gather(one.run_all_due(), two.run_all_due())
+    assert await fired_refs(engine, harness) == ["o-1", "o-2"]
+
+    clock.set(T0 + 10 * hour)
+    await asyncio.gather(one.run_all_due(), two.run_all_due())
+    await asyncio.gather(one.run_all_due(), two.run_all_due())
+    assert await fired_refs(engine, harness) == ["o-1", "o-2", "o-moved"]
+    assert harness.timer_calls == {"o-1": 1, "o-2": 1, "o-moved": 1}
+
+    timers = await timer_rows(engine, harness)
+    assert timers["o-1"]["fired_at"] == T0 + hour
+    assert timers["o-moved"]["due_at"] == T0 + 3 * hour
+    assert timers["o-cancelled"]["fired_at"] is None
+    assert timers["o-cancelled"]["cancelled_at"] == T0
+
+    # The emitted event's id derives from the timer, so it is stable across replays.
+    events = [parse_event(r["payload"]) for r in await outbox_rows(engine, harness)]
+    assert len({e.id for e in events}) == 3
+    assert all(e.causationid and e.causationid.startswith("timer:") for e in events)
+
+    # Cancelling a fired timer changes nothing; re-setting it arms it again.
+    await cancel_timer(harness, sessions, "o-1", T0 + 10 * hour)
+    assert (await timer_rows(engine, harness))["o-1"]["cancelled_at"] is None
+    await set_timer(harness, sessions, "o-1", T0 + 11 * hour)
+    clock.set(T0 + 11 * hour)
+    assert await one.run_all_due() == 1
+    assert harness.timer_calls["o-1"] == 2
+
+
+async def test_racing_schedulers_fire_each_timer_exactly_once(
+    harness: Harness,
+    sessions: async_sessionmaker[AsyncSession],
+    engine: AsyncEngine,
+    clock: ManualClock,
+) -> None:
+    refs = [f"o-{i}" for i in range(60)]
+    for i, ref in enumerate(refs):
+        await set_timer(harness, sessions, ref, T0 + timedelta(seconds=i))
+    clock.set(T0 + timedelta(hours=1))
+    racers = [scheduler(harness, sessions, clock, batch_size=7) for _ in range(3)]
+    fired = await asyncio.gather(*(r.run_all_due() for r in racers))
+    # A scheduler can stop early when the rows it saw were taken by another; sweep up.
+    fired.append(await racers[0].run_all_due())
+
+    assert sum(fired) == 60
+    assert sorted(await fired_refs(engine, harness)) == sorted(refs)
+    assert set(harness.timer_calls.values()) == {1}
+    assert len(await effect_rows(engine, harness)) == 60
+
+
+async def test_failing_timer_is_retried_with_backoff_then_parked(
+    harness: Harness,
+    sessions: async_sessionmaker[AsyncSession],
+    engine: AsyncEngine,
+    clock: ManualClock,
+) -> None:
+    await set_timer(harness, sessions, "o-flaky", T0)
+    await set_timer(harness, sessions, "o-broken", T0)
+    harness.timer_faults["o-flaky"] = [ValueError("first"), ValueError("second")]
+    harness.timer_faults["o-broken"] = [KeyError(f"try {i}") for i in range(100)]
+    s = scheduler(harness, sessions, clock)
+
+    for attempt in range(1, MAX_TIMER_ATTEMPTS + 1):
+        await s.run_all_due()
+        timers = await timer_rows(engine, harness)
+        broken = timers["o-broken"]
+        assert broken["attempts"] == attempt
+        assert broken["fired_at"] is None
+        if attempt < MAX_TIMER_ATTEMPTS:
+            assert broken["cancelled_at"] is None
+            # Not retried before its backoff has passed.
+            assert broken["due_at"] == clock.now() + timedelta(minutes=2**attempt)
+            clock.set(broken["due_at"] - timedelta(seconds=1))
+            await s.run_all_due()
+            assert (await timer_rows(engine, harness))["o-broken"]["attempts"] == attempt
+            clock.set(broken["due_at"])
+        else:
+            assert broken["cancelled_at"] == clock.now()  # parked
+
+    clock.advance(timedelta(days=30))
+    await s.run_all_due()
+    assert harness.timer_calls["o-broken"] == MAX_TIMER_ATTEMPTS
+    timers = await timer_rows(engine, harness)
+    assert timers["o-broken"]["attempts"] == MAX_TIMER_ATTEMPTS
+    # The flaky one succeeded on its third call and fired once; failed calls left no trace.
+    assert harness.timer_calls["o-flaky"] == 3
+    assert timers["o-flaky"]["fired_at"] is not None
+    assert await fired_refs(engine, harness) == ["o-flaky"]
+    assert [r["order_id"] for r in await effect_rows(engine, harness)] == ["o-flaky"]
+
+
+@pytest.mark.parametrize("fault", [ConnectionError("db gone"), TimeoutError("slow")])
+async def test_transient_timer_failure_rolls_back_without_counting_an_attempt(
+    harness: Harness,
+    sessions: async_sessionmaker[AsyncSession],
+    engine: AsyncEngine,
+    clock: ManualClock,
+    fault: BaseException,
+) -> None:
+    await set_timer(harness, sessions, "o-1", T0)
+    await set_timer(harness, sessions, "o-2", T0 + timedelta(seconds=1))
+    harness.timer_faults["o-2"] = [fault]
+    clock.set(T0 + timedelta(minutes=1))
+    s = scheduler(harness, sessions, clock)
+    with pytest.raises(type(fault)):
+        await s.run_due()
+    timers = await timer_rows(engine, harness)
+    assert [timers[r]["fired_at"] for r in ("o-1", "o-2")] == [None, None]
+    assert [timers[r]["attempts"] for r in ("o-1", "o-2")] == [0, 0]
+    assert await outbox_rows(engine, harness) == []
+
+    assert await s.run_all_due() == 2
+    assert sorted(await fired_refs(engine, harness)) == ["o-1", "o-2"]
