@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from shared.clock import SystemClock
@@ -70,7 +71,9 @@ def document(
     sends: dict[str, list[str]] = {t: sorted(types) for t, types in definition.publishes.items()}
     sends[dead_letter_topic(definition.name)] = ["event.deadlettered"]
     types = sorted({e for group in (*receives.values(), *sends.values()) for e in group})
-    models = [(EVENT_TYPES[e], "serialization") for e in types]
+    models: list[tuple[type[BaseModel], Literal["serialization"]]] = [
+        (EVENT_TYPES[e], "serialization") for e in types
+    ]
     refs, defs = models_json_schema(models, ref_template="#/components/schemas/{model}")
     schemas: dict[str, Any] = dict(defs.get("$defs", {}))
     messages: dict[str, Any] = {}

@@ -28,6 +28,39 @@ def upgrade(service: str, database_url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(service, database_url), revision)
 
 
+class SchemaNotCurrent(RuntimeError):
+    """The database schema is not at the migration head of this code."""
+
+
+def head(service: str) -> str | None:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config(service, "postgresql://")).get_current_head()
+
+
+async def check_current(service: str, database_url: str) -> None:
+    """Refuse to run a service whose schema is not at the code's migration head."""
+    from sqlalchemy.exc import ProgrammingError
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    expected = head(service)
+    engine = create_async_engine(database_url, poolclass=pool.NullPool)
+    try:
+        async with engine.connect() as conn:
+            current = await conn.scalar(
+                text(f'SELECT version_num FROM "{service}".alembic_version')  # noqa: S608 (a service name from SERVICES, not input)
+            )
+    except ProgrammingError:
+        current = None
+    finally:
+        await engine.dispose()
+    if current != expected:
+        raise SchemaNotCurrent(
+            f"the {service} schema is at migration {current or '(none)'} but this code needs "
+            f"{expected}: run `aftersales migrate` first"
+        )
+
+
 def run_env(metadata: MetaData) -> None:
     """The body of every service's migrations/env.py."""
     schema = metadata.schema

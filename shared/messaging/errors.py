@@ -23,6 +23,9 @@ class Rejected(Exception):
 # SQLSTATE classes that pass: connection, transaction rollback (deadlock, serialization),
 # insufficient resources, operator intervention (restart), system error.
 _TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57", "58")
+# A missing table or schema means migrations have not run (yet): an operator's fix, after which
+# the same events must still apply, so they wait rather than being dead-lettered.
+_TRANSIENT_SQLSTATES = ("42P01", "3F000")
 
 
 def _sqlstate(exc: BaseException) -> str | None:
@@ -51,7 +54,7 @@ def is_transient(exc: BaseException) -> bool:
         return True
     state = _sqlstate(exc)
     if state is not None:
-        return state[:2] in _TRANSIENT_SQLSTATE_CLASSES
+        return state[:2] in _TRANSIENT_SQLSTATE_CLASSES or state in _TRANSIENT_SQLSTATES
     if isinstance(exc, (OperationalError, InterfaceError)):
         return True
     # asyncpg raises its own connection errors outside SQLAlchemy's wrapping at times.

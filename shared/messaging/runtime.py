@@ -250,19 +250,27 @@ async def ensure_topics(settings: Settings, topics: Iterable[str]) -> None:
         existing = set(await admin.list_topics())
         missing = [t for t in topics if t not in existing]
         if missing:
-            try:
-                await admin.create_topics(
-                    [
-                        NewTopic(
-                            name=t,
-                            num_partitions=settings.kafka_topic_partitions,
-                            replication_factor=settings.kafka_topic_replication,
-                        )
-                        for t in missing
-                    ]
+            response = await admin.create_topics(
+                [
+                    NewTopic(
+                        name=t,
+                        num_partitions=settings.kafka_topic_partitions,
+                        replication_factor=settings.kafka_topic_replication,
+                    )
+                    for t in missing
+                ]
+            )
+            # Errors come back per topic, not raised; one created meanwhile is fine.
+            failures = [
+                (error[0], error[1], error[2] if len(error) > 2 else "")
+                for error in response.topic_errors
+                if error[1] not in (0, TopicAlreadyExistsError.errno)
+            ]
+            if failures:
+                raise RuntimeError(
+                    "cannot create topics: "
+                    + "; ".join(f"{topic} (error {code}: {text})" for topic, code, text in failures)
                 )
-            except TopicAlreadyExistsError:
-                pass
             log.info("topics created", extra={"topics": ",".join(missing)})
     finally:
         await admin.close()
