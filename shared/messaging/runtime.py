@@ -14,7 +14,9 @@ from aiokafka.errors import TopicAlreadyExistsError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
+from prometheus_client import REGISTRY
 from sqlalchemy import MetaData, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -111,7 +113,12 @@ class ServiceRuntime:
             security=kafka_security(settings),
             client_id=f"aftersales-{definition.name}",
             logger=logging.getLogger(f"aftersales.{definition.name}.broker"),
-            log_level=logging.DEBUG,  # one line per batch is noise; our own logs say what matters
+            log_level=logging.DEBUG,
+            middlewares=[
+                KafkaPrometheusMiddleware(
+                    registry=REGISTRY, app_name=f"aftersales-{definition.name}"
+                )
+            ],  # one line per batch is noise; our own logs say what matters
         )
         self.relay = OutboxRelay(
             service=definition.name,
