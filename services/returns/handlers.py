@@ -327,6 +327,16 @@ class ReturnsHandlers:
         return_id, order_id = request.return_id, request.order_id
         the_case = CaseRef(type="return", id=return_id)
         if isinstance(event, Decided):
+            # A cancellation can come before return.requested: the buyer is then the order's.
+            customer_id = request.customer_id or (
+                case.order.customer_id if case.order is not None else ""
+            )
+            if not customer_id:
+                log.warning(
+                    "decision on a return of no known buyer not sent",
+                    extra={"rule": str(event.rule)},
+                )
+                return
             await ctx.emit(
                 topics.RETURN_DECISIONS,
                 event.event_type,
@@ -334,7 +344,7 @@ class ReturnsHandlers:
                     dict(
                         return_id=return_id,
                         order_id=order_id,
-                        customer_id=request.customer_id,
+                        customer_id=customer_id,
                         kind=str(request.kind),
                         rule=str(event.rule),
                         message=event.message,
@@ -351,6 +361,7 @@ class ReturnsHandlers:
                 ),
                 key=order_id,
                 discriminator=f"{return_id}:{index}",
+                correlation_id=return_id,
             )
             metrics.DECISIONS.labels(SERVICE, event.event_type, str(event.rule)).inc()
         elif isinstance(event, TimerSet):
@@ -379,6 +390,7 @@ class ReturnsHandlers:
                 ),
                 key=order_id,
                 event_id=deterministic_id("reshipment.requested", "return", return_id),
+                correlation_id=return_id,
             )
         elif isinstance(event, SlaBreached):
             await ctx.emit(
@@ -396,6 +408,7 @@ class ReturnsHandlers:
                 ),
                 key=order_id,
                 event_id=deterministic_id("sla.breached", "return", return_id, str(event.sla)),
+                correlation_id=return_id,
             )
             metrics.SLA_BREACHES.labels(SERVICE, str(event.sla)).inc()
         else:  # pragma: no cover - a new domain event must be wired here
@@ -426,6 +439,7 @@ class ReturnsHandlers:
             ),
             key=case.request.order_id,
             event_id=deterministic_id("refund.issued", rid),
+            correlation_id=case.request.return_id,
         )
         metrics.REFUNDS.labels(SERVICE, "return").inc()
         metrics.REFUND_AMOUNT.labels(SERVICE, calc.currency).inc(calc.amount)

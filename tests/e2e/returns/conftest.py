@@ -1,0 +1,325 @@
+"""The returns service running on the real broker and a fresh database.
+
+The service reads fixed topics (`orders`, `signatures`, `returns`) with a fixed consumer group,
+so tests keep apart by unique order ids: `Outputs` reads every output topic with a fresh
+consumer group from the beginning and filters by key (the order id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.structs import ConsumerRecord, RecordMetadata
+
+from services.returns.bootstrap import build
+from shared.clock import ManualClock
+from shared.contracts import dead_letter_topic, topics
+from shared.messaging.relay import CONTENT_TYPE
+from shared.messaging.runtime import ServiceRuntime, ensure_topics
+from shared.migrations import upgrade
+from shared.policy import Policy
+from shared.settings import Settings
+
+from .events import encode, topic_of
+
+# Monday 2026-03-02 10:00 in Shanghai.
+T0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
+OUTPUT_TOPICS = (
+    topics.RETURN_DECISIONS,
+    topics.REFUNDS,
+    topics.FULFILMENT,
+    topics.SLA,
+    dead_letter_topic("returns"),
+)
+GROUP = "aftersales-returns"  # the service's consumer group (ServiceRuntime)
+
+
+# --- databases ----------------------------------------------------------------------------
+
+
+def plain_url(url: str) -> str:
+    return "postgresql://" + url.split("://", 1)[1]
+
+
+def with_database(url: str, name: str) -> str:
+    base, _, query = url.partition("?")
+    base = base.rsplit("/", 1)[0] + "/" + name
+    return f"{base}?{query}" if query else base
+
+
+async def create_database(url: str, prefix: str) -> str:
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    conn = await asyncpg.connect(plain_url(url))
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return with_database(url, name)
+
+
+async def drop_database(url: str, created: str) -> None:
+    name = created.partition("?")[0].rsplit("/", 1)[1]
+    conn = await asyncpg.connect(plain_url(url))
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="module")
+async def e2e_database(database_url: str) -> AsyncIterator[str]:
+    url = await create_database(database_url, "e2e_returns")
+    await asyncio.to_thread(upgrade, "returns", url)
+    yield url
+    await drop_database(database_url, url)
+
+
+@pytest.fixture(scope="module")
+def settings(e2e_database: str, kafka_bootstrap: str) -> Settings:
+    return Settings(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        database_url=e2e_database,
+        kafka_idempotence=False,
+        kafka_topic_partitions=3,
+    )
+
+
+# --- polling ------------------------------------------------------------------------------
+
+
+async def eventually(
+    check: Callable[[], Any], *, timeout: float = 30.0, interval: float = 0.1, what: str = "it"
+) -> Any:
+    """Poll `check` (sync or async) until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if isinstance(last, Awaitable):
+            last = await last
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"{what} not seen within {timeout}s (last: {last!r})")
+
+
+# --- the service --------------------------------------------------------------------------
+
+
+class Service:
+    """The returns service as `aftersales run returns` starts it, with an injected clock."""
+
+    def __init__(self, settings: Settings, clock: ManualClock) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.runtime: ServiceRuntime | None = None
+        self.starts = 0
+
+    def new_runtime(self) -> ServiceRuntime:
+        return ServiceRuntime(
+            build(Policy(), self.clock),
+            self.settings,
+            self.clock,
+            max_records=100,
+            relay_poll_interval=0.05,
+            timer_poll_interval=0.1,
+            retry_backoff=0.1,
+        )
+
+    async def start(self) -> ServiceRuntime:
+        assert self.runtime is None, "already running"
+        self.runtime = self.new_runtime()
+        await self.runtime.start()
+        self.starts += 1
+        return self.runtime
+
+    async def stop(self) -> None:
+        if self.runtime is not None:
+            runtime, self.runtime = self.runtime, None
+            await runtime.stop()
+
+
+@pytest.fixture(scope="module")
+def clock() -> ManualClock:
+    return ManualClock(T0)
+
+
+async def skip_history(bootstrap: str, topic_names: Iterable[str]) -> None:
+    """Commit the service group's offsets at the end of its input topics.
+
+    The broker is shared by the session: without this the service would start from the
+    beginning of `orders` and act on other tests' orders. The end is the fetch's high
+    watermark (the local broker lists a shorter one when a batch holds several records).
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=GROUP, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        await consumer.topics()
+        tps = [
+            TopicPartition(topic, partition)
+            for topic in topic_names
+            for partition in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        if not tps:
+            return
+        consumer.assign(tps)
+        await consumer.seek_to_end(*tps)
+        while await consumer.getmany(*tps, timeout_ms=300):
+            pass
+        await consumer.commit({tp: await consumer.position(tp) for tp in tps})
+    finally:
+        await consumer.stop()
+
+
+@pytest.fixture(scope="module")
+async def service(settings: Settings, clock: ManualClock) -> AsyncIterator[Service]:
+    service = Service(settings, clock)
+    definition = service.new_runtime().definition
+    await ensure_topics(settings, definition.all_topics)
+    await skip_history(settings.kafka_bootstrap_servers, definition.topics)
+    await service.start()
+    yield service
+    await service.stop()
+
+
+@pytest.fixture(autouse=True)
+async def running(service: Service) -> Service:
+    """Every test starts with the service up, even after one that failed while it was down."""
+    if service.runtime is None:
+        await service.start()
+    return service
+
+
+# --- the platform's side: publishing inputs, reading outputs -------------------------------
+
+
+class Platform:
+    """Publishes CloudEvents the way the shop platform does: keyed by order id."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, enable_idempotence=False, acks="all", linger_ms=0
+        )
+
+    async def publish(
+        self, *events: dict[str, Any] | tuple[str, str, bytes]
+    ) -> list[RecordMetadata]:
+        """Each event in turn (acknowledged before the next); raw (topic, key, bytes) too."""
+        sent = []
+        for event in events:
+            if isinstance(event, tuple):
+                topic, key, value = event
+            else:
+                topic, key, value = topic_of(event), event["data"]["order_id"], encode(event)
+            sent.append(
+                await self.producer.send_and_wait(
+                    topic,
+                    value,
+                    key=key.encode(),
+                    headers=[("content-type", CONTENT_TYPE.encode())],
+                )
+            )
+        return sent
+
+
+@pytest.fixture(scope="module")
+async def platform(kafka_bootstrap: str) -> AsyncIterator[Platform]:
+    platform = Platform(kafka_bootstrap)
+    await platform.producer.start()
+    yield platform
+    await platform.producer.stop()
+
+
+@dataclass(frozen=True)
+class Output:
+    record: ConsumerRecord[bytes, bytes]
+    event: dict[str, Any]
+
+    @property
+    def type(self) -> str:
+        return str(self.event["type"])
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return self.event["data"]  # type: ignore[no-any-return]
+
+
+class Outputs:
+    """Every output topic read by a fresh consumer group from the beginning, in the background."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.consumer = AIOKafkaConsumer(
+            *OUTPUT_TOPICS,
+            bootstrap_servers=bootstrap,
+            group_id=f"e2e-reader-{uuid.uuid4().hex}",
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
+        self.records: list[ConsumerRecord[bytes, bytes]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self.consumer.getmany(timeout_ms=100)
+            for records in batch.values():
+                self.records.extend(records)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.consumer.stop()
+
+    def of(self, key: str, event_type: str | None = None) -> list[Output]:
+        out = []
+        for record in self.records:
+            if record.key != key.encode():
+                continue
+            output = Output(record, json.loads(record.value))
+            if event_type is None or output.type == event_type:
+                out.append(output)
+        return out
+
+    async def wait(
+        self, key: str, event_type: str, *, count: int = 1, where: Callable[[Output], bool] = bool
+    ) -> list[Output]:
+        """At least `count` outputs of `event_type` for `key` (matching `where`), or fail."""
+
+        def found() -> list[Output]:
+            matching = [o for o in self.of(key, event_type) if where(o)]
+            return matching if len(matching) >= count else []
+
+        return await eventually(  # type: ignore[no-any-return]
+            found, what=f"{count} x {event_type} for {key}"
+        )
+
+
+@pytest.fixture(scope="module")
+async def outputs(settings: Settings) -> AsyncIterator[Outputs]:
+    await ensure_topics(settings, OUTPUT_TOPICS)
+    outputs = Outputs(settings.kafka_bootstrap_servers)
+    await outputs.start()
+    yield outputs
+    await outputs.stop()
+
+
+def ids(outputs: Iterable[Output]) -> list[str]:
+    return [o.event["id"] for o in outputs]

@@ -1,0 +1,141 @@
+"""CloudEvents as the shop platform publishes them (SPEC section 2), for the broker tests."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from shared.contracts import topics
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def _event(type_: str, data: dict[str, Any], at: datetime) -> dict[str, Any]:
+    return {
+        "specversion": "1.0",
+        "id": unique(f"e2e-{type_}"),
+        "source": "/shop-platform/e2e",
+        "type": type_,
+        "time": at.isoformat(),
+        "datacontenttype": "application/json",
+        "data": data,
+    }
+
+
+def order_paid(
+    order_id: str, *, at: datetime, quantity: int = 2, paid: int = 19900, customer_id: str = "C-e2e"
+) -> dict[str, Any]:
+    return _event(
+        "order.paid",
+        {
+            "order_id": order_id,
+            "shop_id": "S-e2e",
+            "customer_id": customer_id,
+            "paid_at": at.isoformat(),
+            "currency": "CNY",
+            "lines": [
+                {
+                    "line_id": "L1",
+                    "sku": "SWEATER-M",
+                    "title": "Wool sweater",
+                    "category": "apparel",
+                    "quantity": quantity,
+                    "paid_amount": paid,
+                }
+            ],
+            "shipping_fee_paid": 0,
+            "standard_shipping_fee": 1000,
+            "free_shipping_threshold": None,
+            "shipping_insurance": False,
+            "presale_ship_by": None,
+            "payments": [
+                {"method": "alipay", "amount": paid - paid // 4},
+                {"method": "coupon", "amount": paid // 4},
+            ],
+            "customer": {
+                "name": "Han Meimei",
+                "phone": "13700002222",
+                "email": "han.meimei@example.com",
+                "preferred_channel": "sms",
+            },
+        },
+        at,
+    )
+
+
+def outbound_signed(order_id: str, *, at: datetime) -> dict[str, Any]:
+    return _event(
+        "parcel.signed",
+        {
+            "order_id": order_id,
+            "leg": "outbound",
+            "tracking_no": f"SF-{order_id}",
+            "signed_at": at.isoformat(),
+        },
+        at,
+    )
+
+
+def return_signed(order_id: str, return_id: str, *, at: datetime) -> dict[str, Any]:
+    return _event(
+        "parcel.signed",
+        {
+            "order_id": order_id,
+            "leg": "return",
+            "return_id": return_id,
+            "tracking_no": f"YT-{return_id}",
+            "signed_at": at.isoformat(),
+        },
+        at,
+    )
+
+
+def return_requested(
+    order_id: str, return_id: str, *, at: datetime, units: int = 1, customer_id: str = "C-e2e"
+) -> dict[str, Any]:
+    return _event(
+        "return.requested",
+        {
+            "return_id": return_id,
+            "order_id": order_id,
+            "customer_id": customer_id,
+            "kind": "refund",
+            "reason": "size_fit",
+            "lines": [{"line_id": "L1", "quantity": units}],
+            "condition": ["opened_for_inspection"],
+            "evidence_urls": [],
+            "requested_at": at.isoformat(),
+        },
+        at,
+    )
+
+
+def return_shipped(order_id: str, return_id: str, *, at: datetime) -> dict[str, Any]:
+    return _event(
+        "return.shipped",
+        {
+            "return_id": return_id,
+            "order_id": order_id,
+            "carrier": "YTO",
+            "tracking_no": f"YT-{return_id}",
+            "shipped_at": at.isoformat(),
+            "shipping_fee_paid": 1200,
+        },
+        at,
+    )
+
+
+_TOPIC_OF = {"order": topics.ORDERS, "parcel": topics.SIGNATURES, "return": topics.RETURNS}
+
+
+def topic_of(event: Mapping[str, Any]) -> str:
+    return _TOPIC_OF[str(event["type"]).split(".")[0]]
+
+
+def encode(event: Mapping[str, Any]) -> bytes:
+    return json.dumps(event, ensure_ascii=False).encode("utf-8")

@@ -1,0 +1,450 @@
+"""The returns service wired on the real database, driven record by record with a ManualClock.
+
+`ReturnsService` is what the runtime builds (`services.returns.bootstrap.build`: handlers,
+EventProcessor, TimerScheduler) minus the broker: `feed` hands it fetched records the way the
+Kafka consumer would, `fire_due` runs the due timers, and the read-back helpers decode what it
+stored (outbox rows, return and ledger documents, timer rows).
+
+Event builders produce CloudEvents exactly as the shop platform sends them (SPEC section 2).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.returns import tables
+from services.returns.bootstrap import build
+from shared.clock import ManualClock
+from shared.contracts import topics
+from shared.db import session_factory
+from shared.messaging.consumer import EventProcessor
+from shared.messaging.runtime import ServiceDefinition
+from shared.messaging.scheduler import TimerScheduler
+from shared.policy import Policy
+
+# Monday 2026-03-02 10:00 in Shanghai: inside working hours, far from any DST question.
+T0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
+H = timedelta(hours=1)
+D = timedelta(days=1)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def iso(instant: datetime) -> str:
+    return instant.isoformat()
+
+
+def instant(text: str) -> datetime:
+    value = datetime.fromisoformat(text)
+    assert value.tzinfo is not None, f"{text} has no offset"
+    return value
+
+
+# --- events the shop platform sends -----------------------------------------------------------
+
+
+def cloud_event(
+    type_: str, data: dict[str, Any], at: datetime, *, event_id: str | None = None
+) -> dict[str, Any]:
+    return {
+        "specversion": "1.0",
+        "id": event_id or unique(f"evt-{type_}"),
+        "source": "/shop-platform/test",
+        "type": type_,
+        "time": iso(at),
+        "datacontenttype": "application/json",
+        "data": data,
+    }
+
+
+def paid_line(
+    line_id: str,
+    *,
+    quantity: int = 1,
+    paid: int = 10000,
+    category: str = "apparel",
+    gift: bool = False,
+    stated_price: int = 0,
+) -> dict[str, Any]:
+    return {
+        "line_id": line_id,
+        "sku": f"SKU-{line_id}",
+        "title": f"Item {line_id}",
+        "category": category,
+        "quantity": quantity,
+        "paid_amount": 0 if gift else paid,
+        "is_gift": gift,
+        "stated_price": stated_price,
+    }
+
+
+def order_paid(
+    order_id: str,
+    *,
+    at: datetime,
+    lines: Sequence[dict[str, Any]] | None = None,
+    payments: Sequence[tuple[str, int]] | None = None,
+    customer_id: str = "C-1",
+    shipping_fee_paid: int = 0,
+    standard_shipping_fee: int = 1000,
+    free_shipping_threshold: int | None = None,
+    shipping_insurance: bool = False,
+    event_id: str | None = None,
+) -> dict[str, Any]:
+    lines = list(lines or [paid_line("L1")])
+    due = sum(line["paid_amount"] for line in lines) + shipping_fee_paid
+    payments = list(payments or [("alipay", due)])
+    return cloud_event(
+        "order.paid",
+        {
+            "order_id": order_id,
+            "shop_id": "S-1",
+            "customer_id": customer_id,
+            "paid_at": iso(at),
+            "currency": "CNY",
+            "lines": lines,
+            "shipping_fee_paid": shipping_fee_paid,
+            "standard_shipping_fee": standard_shipping_fee,
+            "free_shipping_threshold": free_shipping_threshold,
+            "shipping_insurance": shipping_insurance,
+            "presale_ship_by": None,
+            "payments": [{"method": m, "amount": a} for m, a in payments],
+            "customer": {
+                "name": "Li Lei",
+                "phone": "13900001111",
+                "email": "li.lei@example.com",
+                "preferred_channel": "sms",
+            },
+        },
+        at,
+        event_id=event_id,
+    )
+
+
+def outbound_signed(order_id: str, *, at: datetime, event_id: str | None = None) -> dict[str, Any]:
+    return cloud_event(
+        "parcel.signed",
+        {
+            "order_id": order_id,
+            "leg": "outbound",
+            "tracking_no": f"SF-{order_id}",
+            "signed_at": iso(at),
+        },
+        at,
+        event_id=event_id,
+    )
+
+
+def return_signed(
+    order_id: str, return_id: str, *, at: datetime, event_id: str | None = None
+) -> dict[str, Any]:
+    return cloud_event(
+        "parcel.signed",
+        {
+            "order_id": order_id,
+            "leg": "return",
+            "return_id": return_id,
+            "tracking_no": f"YT-{return_id}",
+            "signed_at": iso(at),
+        },
+        at,
+        event_id=event_id,
+    )
+
+
+def return_requested(
+    order_id: str,
+    return_id: str,
+    *,
+    at: datetime,
+    lines: Mapping[str, int] | None = None,
+    reason: str = "size_fit",
+    kind: str = "refund",
+    condition: Sequence[str] = (),
+    evidence: Sequence[str] = (),
+    customer_id: str = "C-1",
+    event_id: str | None = None,
+) -> dict[str, Any]:
+    return cloud_event(
+        "return.requested",
+        {
+            "return_id": return_id,
+            "order_id": order_id,
+            "customer_id": customer_id,
+            "kind": kind,
+            "reason": reason,
+            "lines": [{"line_id": k, "quantity": q} for k, q in (lines or {"L1": 1}).items()],
+            "condition": list(condition),
+            "evidence_urls": list(evidence),
+            "requested_at": iso(at),
+        },
+        at,
+        event_id=event_id,
+    )
+
+
+def return_shipped(
+    order_id: str, return_id: str, *, at: datetime, fee: int = 1200, event_id: str | None = None
+) -> dict[str, Any]:
+    return cloud_event(
+        "return.shipped",
+        {
+            "return_id": return_id,
+            "order_id": order_id,
+            "carrier": "YTO",
+            "tracking_no": f"YT-{return_id}",
+            "shipped_at": iso(at),
+            "shipping_fee_paid": fee,
+        },
+        at,
+        event_id=event_id,
+    )
+
+
+def evidence_submitted(
+    order_id: str, return_id: str, *, at: datetime, urls: Sequence[str] = ("https://img/1.jpg",)
+) -> dict[str, Any]:
+    return cloud_event(
+        "return.evidence_submitted",
+        {
+            "return_id": return_id,
+            "order_id": order_id,
+            "evidence_urls": list(urls),
+            "submitted_at": iso(at),
+        },
+        at,
+    )
+
+
+def return_inspected(
+    order_id: str,
+    return_id: str,
+    *,
+    at: datetime,
+    passed: bool,
+    findings: Sequence[str] = (),
+) -> dict[str, Any]:
+    return cloud_event(
+        "return.inspected",
+        {
+            "return_id": return_id,
+            "order_id": order_id,
+            "passed": passed,
+            "findings": list(findings),
+            "inspected_at": iso(at),
+        },
+        at,
+    )
+
+
+def return_reviewed(
+    order_id: str, return_id: str, *, at: datetime, decision: str = "approve"
+) -> dict[str, Any]:
+    return cloud_event(
+        "return.reviewed",
+        {
+            "return_id": return_id,
+            "order_id": order_id,
+            "decision": decision,
+            "agent_id": "agent-7",
+            "note": "photos show a broken zip",
+            "reviewed_at": iso(at),
+        },
+        at,
+    )
+
+
+def return_cancelled(order_id: str, return_id: str, *, at: datetime) -> dict[str, Any]:
+    return cloud_event(
+        "return.cancelled",
+        {"return_id": return_id, "order_id": order_id, "cancelled_at": iso(at)},
+        at,
+    )
+
+
+_TOPIC_OF = {"order": topics.ORDERS, "parcel": topics.SIGNATURES, "return": topics.RETURNS}
+
+
+def topic_of(event: Mapping[str, Any]) -> str:
+    return _TOPIC_OF[str(event["type"]).split(".")[0]]
+
+
+def encode(event: Mapping[str, Any]) -> bytes:
+    return json.dumps(event, ensure_ascii=False).encode("utf-8")
+
+
+# --- the wired service ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Record:
+    """A fetched Kafka record, as the EventProcessor reads it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(frozen=True)
+class Emitted:
+    """One outbox row, decoded."""
+
+    row_id: int
+    event_id: str
+    type: str
+    topic: str
+    key: str | None
+    event: dict[str, Any]
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return self.event["data"]  # type: ignore[no-any-return]
+
+
+# Offsets handed out per (topic, partition), across every test of the run (one database).
+_OFFSETS: dict[tuple[str, int], int] = defaultdict(int)
+
+
+@dataclass
+class ReturnsService:
+    engine: AsyncEngine
+    clock: ManualClock
+    policy: Policy = field(default_factory=Policy)
+    fed: list[Record] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.definition: ServiceDefinition = build(self.policy, self.clock)
+        self.sessions = session_factory(self.engine)
+        self.processor = EventProcessor(
+            service=self.definition.name,
+            sessions=self.sessions,
+            tables=self.definition.tables,
+            handlers=self.definition.handlers,
+            clock=self.clock,
+            lock_keys=self.definition.lock_keys,
+        )
+        self.scheduler = TimerScheduler(
+            service=self.definition.name,
+            sessions=self.sessions,
+            tables=self.definition.tables,
+            handlers=self.definition.timer_handlers,
+            clock=self.clock,
+        )
+
+    # --- input ----------------------------------------------------------------------------
+
+    def record(
+        self, event: Mapping[str, Any] | bytes, *, key: str | None = None, topic: str | None = None
+    ) -> Record:
+        """A new record at the next offset of its topic (partition 0)."""
+        if isinstance(event, bytes):
+            value = event
+            assert topic is not None, "raw bytes need a topic"
+        else:
+            value = encode(event)
+            topic = topic or topic_of(event)
+            key = key if key is not None else event["data"].get("order_id")
+        offset = _OFFSETS[(topic, 0)]
+        _OFFSETS[(topic, 0)] += 1
+        return Record(topic, 0, offset, key.encode() if key is not None else None, value)
+
+    async def feed(self, *events: Mapping[str, Any] | bytes | Record) -> list[Record]:
+        """Process the events as ONE fetched batch (one transaction), in the order given."""
+        batch = [e if isinstance(e, Record) else self.record(e) for e in events]
+        await self.processor.process(batch)
+        self.fed.extend(batch)
+        return batch
+
+    async def feed_each(self, *events: Mapping[str, Any] | bytes) -> None:
+        """One batch per event, as a consumer fetching them one by one."""
+        for event in events:
+            await self.feed(event)
+
+    async def fire_due(self) -> int:
+        return await self.scheduler.run_all_due()
+
+    async def at(self, instant: datetime, *events: Mapping[str, Any] | bytes) -> None:
+        """Move the clock to `instant`, run what became due, then process `events` (if any)."""
+        assert instant >= self.clock.now(), "the clock only goes forward"
+        self.clock.set(instant)
+        await self.fire_due()
+        if events:
+            await self.feed(*events)
+
+    # --- read-back ------------------------------------------------------------------------
+
+    async def outbox(self, key: str, event_type: str | None = None) -> list[Emitted]:
+        t = self.definition.tables.outbox
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(select(t).where(t.c.key == key).order_by(t.c.id))).mappings()
+            out = [
+                Emitted(
+                    row_id=row["id"],
+                    event_id=row["event_id"],
+                    type=row["event_type"],
+                    topic=row["topic"],
+                    key=row["key"],
+                    event=json.loads(row["payload"]),
+                )
+                for row in rows
+            ]
+        return [e for e in out if event_type is None or e.type == event_type]
+
+    async def decisions(self, order_id: str) -> list[tuple[str, str, str | None]]:
+        """(type, return_id, rule) of every return.* decision of the order, in commit order."""
+        return [
+            (e.type, e.data["return_id"], e.data["rule"])
+            for e in await self.outbox(order_id)
+            if e.topic == topics.RETURN_DECISIONS
+        ]
+
+    async def return_state(self, return_id: str) -> dict[str, Any]:
+        t = tables.return_requests
+        async with self.engine.connect() as conn:
+            state = await conn.scalar(select(t.c.state).where(t.c.return_id == return_id))
+        assert state is not None, f"no return {return_id} stored"
+        return dict(state)
+
+    async def ledger(self, order_id: str) -> dict[str, Any]:
+        t = tables.order_ledgers
+        async with self.engine.connect() as conn:
+            state = await conn.scalar(select(t.c.state).where(t.c.order_id == order_id))
+        assert state is not None, f"no ledger for {order_id}"
+        return dict(state)
+
+    async def timers(self, return_id: str) -> dict[str, dict[str, Any]]:
+        """Timer rows of a return by kind."""
+        t = self.definition.tables.timers
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(select(t).where(t.c.ref == return_id))).mappings()
+            return {row["kind"]: dict(row) for row in rows}
+
+    async def live_timers(self, return_id: str) -> dict[str, datetime]:
+        return {
+            kind: row["due_at"]
+            for kind, row in (await self.timers(return_id)).items()
+            if row["fired_at"] is None and row["cancelled_at"] is None
+        }
+
+    async def inbox_has(self, event_ids: Iterable[str]) -> set[str]:
+        t = self.definition.tables.inbox
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(select(t.c.event_id).where(t.c.event_id.in_(list(event_ids))))
+            return set(rows.scalars())
+
+
+def types(emitted: Iterable[Emitted]) -> list[str]:
+    return [e.type for e in emitted]
