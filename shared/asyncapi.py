@@ -39,6 +39,8 @@ PLATFORM_TOPICS: dict[str, str] = {
     "complaint.responded": topics.COMPLAINTS,
     "complaint.resolved": topics.COMPLAINTS,
     "survey.answered": topics.SURVEYS,
+    # Not the platform's: a supervisor's tool answers `compensation.pending` on this topic.
+    "compensation.reviewed": topics.COMPLAINTS,
 }
 
 

@@ -14,6 +14,9 @@ from shared.settings import Settings, load_settings
 # Looked up by name, never imported statically: shared/ must not depend on any service.
 SERVICES: dict[str, str] = {
     "returns": "services.returns.bootstrap",
+    "complaints": "services.complaints.bootstrap",
+    "followup": "services.followup.bootstrap",
+    "notifier": "services.notifier.bootstrap",
 }
 
 
@@ -42,6 +45,15 @@ def service_names(selection: str = "all") -> list[str]:
         known = ", ".join(SERVICES)
         raise ValueError(f"unknown service {selection!r}; known: {known}, all")
     return [selection]
+
+
+def preflight(name: str, settings: Settings) -> None:
+    """A service's own start-up checks, when its bootstrap module has `preflight(settings)`
+    (the notifier: its encryption key and gateway URLs). Raises ValueError with a clear
+    message; `definition` stays free of them, so describing a service needs no secrets."""
+    check = getattr(import_module(SERVICES[name]), "preflight", None)
+    if check is not None:
+        check(settings)
 
 
 def definition(name: str, policy: Policy, clock: Clock) -> ServiceDefinition:

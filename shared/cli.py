@@ -9,8 +9,10 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from datetime import date
 
-from shared.bootstrap import SERVICES, definition, environment, service_names
+from shared.bootstrap import SERVICES, definition, environment, preflight, service_names
+from shared.migrations import SchemaNotCurrent
 from shared.policy import PolicyError, load_policy
 
 log = logging.getLogger("aftersales.cli")
@@ -27,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
-    except (PolicyError, ValueError) as exc:
+    except (PolicyError, ValueError, SchemaNotCurrent) as exc:
         print(f"aftersales: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -68,6 +70,25 @@ def _parser() -> argparse.ArgumentParser:
     policy.add_argument("file", nargs="?", default=None)
     policy.set_defaults(func=_policy)
 
+    report = sub.add_parser(
+        "report", help="follow-up figures per shop: CSAT, response rate and on-time rate"
+    )
+    report.add_argument(
+        "--since", type=date.fromisoformat, default=None, help="first local date, YYYY-MM-DD"
+    )
+    report.add_argument(
+        "--until", type=date.fromisoformat, default=None, help="last local date, YYYY-MM-DD"
+    )
+    report.add_argument("--shop", default=None, help="only this shop")
+    report.set_defaults(func=_report)
+
+    notifier = sub.add_parser("notifier", help="notifier maintenance")
+    notifier_sub = notifier.add_subparsers(dest="notifier_command", required=True)
+    rotate = notifier_sub.add_parser(
+        "rotate-keys", help="re-encrypt every stored contact with the primary key of the ring"
+    )
+    rotate.set_defaults(func=_notifier_rotate_keys)
+
     asyncapi = sub.add_parser(
         "asyncapi", help="write every service's AsyncAPI document to docs/asyncapi/"
     )
@@ -107,8 +128,12 @@ async def serve(names: Sequence[str], *, port: int, until: asyncio.Event | None 
     """Run services until SIGTERM/SIGINT (or `until`), then shut down gracefully."""
     from shared.http import http_server
     from shared.messaging.runtime import ServiceRuntime
+    from shared.migrations import check_current
 
     env = environment()
+    for name in names:
+        preflight(name, env.settings)
+        await check_current(name, env.settings.database_url)
     runtimes = [
         ServiceRuntime(definition(name, env.policy, env.clock), env.settings, env.clock)
         for name in names
@@ -182,6 +207,37 @@ def _asyncapi(args: argparse.Namespace) -> int:
         return 1
     print(f"AsyncAPI documents {'up to date' if not stale else 'written: ' + ', '.join(stale)}")
     return 0
+
+
+# Looked up by name, never imported statically: shared/ must not depend on any service.
+REPORT_MODULE = "services.followup.report"
+
+
+def _report(args: argparse.Namespace) -> int:
+    from importlib import import_module
+
+    env = environment()
+    report = import_module(REPORT_MODULE)
+    return int(
+        report.main(
+            env.settings.database_url,
+            env.policy,
+            since=args.since,
+            until=args.until,
+            shop=args.shop,
+        )
+    )
+
+
+# Looked up by name, never imported statically: shared/ must not depend on any service.
+NOTIFIER_KEYS_MODULE = "services.notifier.keys"
+
+
+def _notifier_rotate_keys(args: argparse.Namespace) -> int:
+    from importlib import import_module
+
+    env = environment()
+    return int(import_module(NOTIFIER_KEYS_MODULE).main(env.settings))
 
 
 def _dlq(args: argparse.Namespace) -> int:

@@ -1,4 +1,5 @@
-"""The demo scenario of `make run`: a return goes from request to refund, in the terminal."""
+"""The demo scenario of `make run`: a return goes from request to refund, then a complaint from
+opening to a compensation coupon, in the terminal."""
 
 from __future__ import annotations
 
@@ -22,7 +23,14 @@ WATCHED = [
     topics.FULFILMENT,
     topics.SLA,
     "aftersales.deadletter.returns",
+    topics.NOTIFICATIONS,
+    topics.COUPONS,
+    topics.ESCALATIONS,
+    "aftersales.deadletter.complaints",
+    topics.NOTIFICATION_STATUS,
 ]
+# How long the demo goes on showing the notifier's answers once the scenarios are done.
+NOTIFY_LINGER = 6.0
 
 
 def _event(type_: str, data: dict[str, Any], at: datetime) -> dict[str, Any]:
@@ -211,6 +219,65 @@ def scenario(run: str, now: datetime) -> list[tuple[str, str, str, dict[str, Any
     ]
 
 
+def complaint_scenario(
+    run: str, now: datetime
+) -> list[tuple[str, str, str, dict[str, Any], tuple[str, ...]]]:
+    """(caption, topic, key, event, what to wait for) for the demo order's complaint."""
+    order, complaint = f"O-{run}", f"K-{run}"
+
+    def about(type_: str, data: dict[str, Any], at: datetime) -> dict[str, Any]:
+        return _event(type_, {"complaint_id": complaint, "order_id": order, **data}, at)
+
+    return [
+        (
+            "buyer complains: the sweater's seams came apart (quality issue)",
+            topics.COMPLAINTS,
+            order,
+            about(
+                "complaint.opened",
+                {
+                    "customer_id": f"C-{run}",
+                    "category": "quality_issue",
+                    "description": "The seams came apart after one wash.",
+                    "opened_at": now.isoformat(),
+                },
+                now,
+            ),
+            ("complaint.acknowledged",),
+        ),
+        (
+            "an agent answers the buyer",
+            topics.COMPLAINTS,
+            order,
+            about(
+                "complaint.responded",
+                {
+                    "agent_id": "agent-demo",
+                    "responded_at": (now + timedelta(minutes=20)).isoformat(),
+                },
+                now + timedelta(minutes=20),
+            ),
+            (),
+        ),
+        (
+            "the agent resolves it: upheld, a quality problem (5% of the goods as a coupon)",
+            topics.COMPLAINTS,
+            order,
+            about(
+                "complaint.resolved",
+                {
+                    "outcome": "upheld",
+                    "remedy": "none",
+                    "agent_id": "agent-demo",
+                    "resolved_at": (now + timedelta(minutes=40)).isoformat(),
+                },
+                now + timedelta(minutes=40),
+            ),
+            ("coupon.granted", "complaint.compensated"),
+        ),
+    ]
+
+
 def _summary(topic: str, event: dict[str, Any]) -> str:
     data = event.get("data", {})
     kind = event.get("type", "?")
@@ -225,12 +292,49 @@ def _summary(topic: str, event: dict[str, Any]) -> str:
         extra = f", waiting for {data['waiting_for']}" if data.get("waiting_for") else ""
         text = data.get("message_en") or data["message"]
         return f"{kind} {data['return_id']} [{data['rule']}{extra}] {text}"
+    if kind == "notification.requested":
+        params = ", ".join(f"{k}={v}" for k, v in data["params"].items())
+        urgent = " (urgent)" if data.get("urgent") else ""
+        return f"{kind}: {data['template']}{urgent} to {data['customer_id']}: {params}"
+    if kind == "coupon.granted":
+        return (
+            f"{kind}: {data['value'] / 100:.2f} {data['currency']} to {data['customer_id']} "
+            f"for complaint {data['complaint_id']} ({data['reason']}), "
+            f"expires {data['expires_at']}"
+        )
+    if kind == "notification.sent":
+        to = data.get("recipient") or data["customer_id"]
+        urgent = "urgent, " if data.get("urgent") else ""
+        return (
+            f"{kind}: {data['template']} to {to} via {data['channel']} "
+            f"({urgent}{data['language']}, attempt {data['attempts']})"
+        )
+    if kind == "notification.failed":
+        return f"{kind}: {data['template']} for {data['customer_id']}: {data['reason']}"
     if kind == "event.deadlettered":
         origin = data["origin"]
         return (
             f"{kind}: {data['reason']} ({origin['topic']}/{origin['partition']}@{origin['offset']})"
         )
     return f"{kind}: {json.dumps(data, ensure_ascii=False)[:200]}"
+
+
+def _notifier_note(policy: Policy, now: datetime) -> str:
+    quiet, cap = policy.notifier.quiet_hours, policy.notifier.max_non_urgent_per_day
+    local = now.astimezone(policy.zone).time()
+    if quiet.start < quiet.end:
+        in_quiet = quiet.start <= local < quiet.end
+    else:
+        in_quiet = quiet.start != quiet.end and (local >= quiet.start or local < quiet.end)
+    held = (
+        f"it is quiet hours ({quiet}, {policy.timezone}), so non-urgent ones wait until they end"
+        if in_quiet
+        else f"beyond {cap} non-urgent messages a day, the rest waits for the next morning"
+    )
+    return (
+        "== notifications: the notifier's log shows each message the buyer gets (lines with "
+        f"\u2709, masked recipient) and each one it holds back: {held} =="
+    )
 
 
 async def play(
@@ -240,7 +344,8 @@ async def play(
     out: Callable[[str], None] = lambda line: print(line, flush=True),
     timeout: float = 90.0,
 ) -> int:
-    """Publish the scenario and print what the system answers; 0 when the refund arrived."""
+    """Publish the scenarios and print what the system answers; 0 when the refund and then the
+    complaint's coupon arrived."""
     run = uuid.uuid4().hex[:8]
     now = datetime.now(UTC)
     consumer = AIOKafkaConsumer(
@@ -269,28 +374,47 @@ async def play(
                 # Orders, signatures and returns are different topics with no order between
                 # them; a pause keeps the story readable (the service would cope either way).
                 await asyncio.sleep(2)
-        got_refund = False
         deadline = asyncio.get_running_loop().time() + timeout
-        while not got_refund and asyncio.get_running_loop().time() < deadline:
-            batch = await consumer.getmany(timeout_ms=500)
-            # Several topics arrive together: show them in the order they were published.
-            arrived = sorted(
-                ((tp, r) for tp, records in batch.items() for r in records),
-                key=lambda item: (item[1].timestamp, item[1].offset),
-            )
-            for tp, record in arrived:
-                if run not in (record.value or b"").decode("utf-8", "replace"):
-                    continue  # another run's traffic on a shared broker
-                try:
-                    event = json.loads(record.value or b"{}")
-                except ValueError:
-                    continue
-                out(f"<- {tp.topic:<22} {_summary(tp.topic, event)}")
-                got_refund = got_refund or event.get("type") == "refund.issued"
-        if not got_refund:
+
+        async def watch(*wanted: str, linger: float = 0.0) -> bool:
+            """Print the run's outputs until each event type (or notification template) in
+            `wanted` has been seen, or for `linger` seconds."""
+            missing = set(wanted)
+            loop = asyncio.get_running_loop()
+            end = min(deadline, loop.time() + linger) if linger else deadline
+            while (missing or linger) and loop.time() < end:
+                batch = await consumer.getmany(timeout_ms=500)
+                # Several topics arrive together: show them in the order they were published.
+                arrived = sorted(
+                    ((tp, r) for tp, records in batch.items() for r in records),
+                    key=lambda item: (item[1].timestamp, item[1].offset),
+                )
+                for tp, record in arrived:
+                    if run not in (record.value or b"").decode("utf-8", "replace"):
+                        continue  # another run's traffic on a shared broker
+                    try:
+                        event = json.loads(record.value or b"{}")
+                    except ValueError:
+                        continue
+                    out(f"<- {tp.topic:<22} {_summary(tp.topic, event)}")
+                    missing -= {event.get("type"), (event.get("data") or {}).get("template")}
+            return not missing
+
+        if not await watch("refund.issued"):
             out("!! no refund arrived in time: are the services running?")
             return 1
-        out("== demo done: the refund is on aftersales.refunds for finance ==")
+        out("== the refund is on aftersales.refunds for finance ==")
+        for caption, topic, key, event, wanted in complaint_scenario(run, now):
+            value = json.dumps(event).encode()
+            await producer.send_and_wait(topic, value, key=key.encode(), headers=CONTENT_TYPE)
+            out(f"-> {topic:<11} {caption}")
+            if wanted and not await watch(*wanted):
+                out(f"!! no {' and '.join(wanted)} in time: is the complaints service running?")
+                return 1
+        # The notifier tells the buyer (or holds non-urgent messages back) a moment later.
+        await watch(linger=NOTIFY_LINGER)
+        out(_notifier_note(policy, now))
+        out("== demo done: the complaint is compensated, the coupon is on aftersales.coupons ==")
         return 0
     finally:
         await producer.stop()

@@ -17,6 +17,21 @@ def _say(text: str) -> None:
     print(f"== {text}", file=sys.stderr, flush=True)
 
 
+def dev_encryption_key(run_dir: Path) -> str:
+    """A development key ring for AFTERSALES_ENCRYPTION_KEY, kept in `run_dir` (mode 0600) so
+    contacts stored by one `make run` stay readable in the next. Never used in production."""
+    from shared.crypto import generate_key
+
+    path = run_dir / "dev-encryption-key"
+    if not path.exists():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"dev:{generate_key()}\n")
+        _say(f"development encryption key written to {path} (AFTERSALES_ENCRYPTION_KEY)")
+    return path.read_text().strip()
+
+
 async def run_dev(*, exit_after_demo: bool = False) -> int:
     from shared.cli import serve
     from shared.demo import play
@@ -28,6 +43,11 @@ async def run_dev(*, exit_after_demo: bool = False) -> int:
         if embedded_broker:
             # Tansu has no idempotent producer; a configured cluster keeps its own setting.
             os.environ.setdefault("KAFKA_IDEMPOTENCE", "false")
+        # Development: the notifier writes messages it has no gateway for to the log, and
+        # encrypts contact data with a local key kept in .run/ (unless one is given).
+        os.environ.setdefault("AFTERSALES_DEV_MODE", "true")
+        if not os.environ.get("AFTERSALES_ENCRYPTION_KEY"):
+            os.environ["AFTERSALES_ENCRYPTION_KEY"] = dev_encryption_key(RUN_DIR)
         env = environment()
         _say(f"broker {env.settings.kafka_bootstrap_servers}, database ready")
         names = service_names("all")

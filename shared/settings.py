@@ -26,6 +26,15 @@ class Settings(BaseSettings):
     aftersales_http_port: int = Field(default=8000, ge=0, le=65535)
     aftersales_log_level: str = "INFO"
     aftersales_log_format: str = "json"
+    # Notifier delivery gateways (SPEC section 9), each optional.
+    aftersales_sms_gateway_url: str | None = None  # HTTP POST of a JSON message
+    aftersales_im_gateway_url: str | None = None  # HTTP POST of a JSON message
+    aftersales_smtp_url: str | None = Field(default=None, repr=False)  # smtp://host:port
+    aftersales_webhook_url: str | None = None  # HTTP POST of a JSON message per notification
+    aftersales_webhook_secret: str | None = Field(default=None, repr=False)  # HMAC-SHA256 key
+    # Development: the notifier logs messages it cannot send, and makes up an ephemeral
+    # encryption key when none is configured. Never set in production.
+    aftersales_dev_mode: bool = False
 
     @field_validator("database_url")
     @classmethod

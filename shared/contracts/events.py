@@ -13,6 +13,8 @@ from .inputs import (
     RETURN_REASONS,
     SELLER_FAULT_REASONS,
     Channel,
+    CompensationDecision,
+    CompensationReviewed,
     ComplaintCategory,
     ComplaintOpened,
     ComplaintOutcome,
@@ -45,11 +47,17 @@ from .outputs import (
     BreakdownKind,
     CaseRef,
     CaseType,
+    CompensationPending,
+    ComplaintEscalated,
     CouponGranted,
     DeadLettered,
     DeadLetterOrigin,
+    EscalationPriority,
+    EscalationReason,
     FollowupEvent,
+    NotificationFailed,
     NotificationRequested,
+    NotificationSent,
     RefundIssued,
     ReshipmentRequested,
     ReturnDecision,
@@ -76,6 +84,7 @@ COMPLAINT_OPENED = "complaint.opened"
 COMPLAINT_RESPONDED = "complaint.responded"
 COMPLAINT_RESOLVED = "complaint.resolved"
 SURVEY_ANSWERED = "survey.answered"
+COMPENSATION_REVIEWED = "compensation.reviewed"  # a supervisor's tool, on `complaints`
 
 # Outputs (SPEC section 3).
 REFUND_ISSUED = "refund.issued"
@@ -91,7 +100,11 @@ CALLBACK_SENT = "callback.sent"
 SATISFACTION_RECORDED = "satisfaction.recorded"
 SATISFACTION_LOW = "satisfaction.low"
 NOTIFICATION_REQUESTED = "notification.requested"
+NOTIFICATION_SENT = "notification.sent"
+NOTIFICATION_FAILED = "notification.failed"
 EVENT_DEADLETTERED = "event.deadlettered"
+COMPLAINT_ESCALATED = "complaint.escalated"
+COMPENSATION_PENDING = "compensation.pending"
 
 EVENT_TYPES: dict[str, type[EventData]] = {
     ORDER_PAID: OrderPaid,
@@ -108,6 +121,7 @@ EVENT_TYPES: dict[str, type[EventData]] = {
     COMPLAINT_RESPONDED: ComplaintResponded,
     COMPLAINT_RESOLVED: ComplaintResolved,
     SURVEY_ANSWERED: SurveyAnswered,
+    COMPENSATION_REVIEWED: CompensationReviewed,
     REFUND_ISSUED: RefundIssued,
     COUPON_GRANTED: CouponGranted,
     RETURN_APPROVED: ReturnDecision,
@@ -121,7 +135,11 @@ EVENT_TYPES: dict[str, type[EventData]] = {
     SATISFACTION_RECORDED: FollowupEvent,
     SATISFACTION_LOW: FollowupEvent,
     NOTIFICATION_REQUESTED: NotificationRequested,
+    NOTIFICATION_SENT: NotificationSent,
+    NOTIFICATION_FAILED: NotificationFailed,
     EVENT_DEADLETTERED: DeadLettered,
+    COMPLAINT_ESCALATED: ComplaintEscalated,
+    COMPENSATION_PENDING: CompensationPending,
 }
 
 # Optional fields of a shared model that one event type must carry (SPEC section 3).
@@ -141,7 +159,10 @@ CUSTOMER_KEYED_TYPES: frozenset[str] = frozenset(
 __all__ = [
     "CALLBACK_SCHEDULED",
     "CALLBACK_SENT",
+    "COMPENSATION_PENDING",
+    "COMPENSATION_REVIEWED",
     "COMPLAINT_CATEGORIES",
+    "COMPLAINT_ESCALATED",
     "COMPLAINT_OPENED",
     "COMPLAINT_RESOLVED",
     "COMPLAINT_RESPONDED",
@@ -151,7 +172,9 @@ __all__ = [
     "EVENT_DEADLETTERED",
     "EVENT_TYPES",
     "INTACT_CONDITIONS",
+    "NOTIFICATION_FAILED",
     "NOTIFICATION_REQUESTED",
+    "NOTIFICATION_SENT",
     "NO_REASON_REASONS",
     "ORDER_CANCELLED",
     "ORDER_PAID",
@@ -181,7 +204,11 @@ __all__ = [
     "CaseRef",
     "CaseType",
     "Channel",
+    "CompensationDecision",
+    "CompensationPending",
+    "CompensationReviewed",
     "ComplaintCategory",
+    "ComplaintEscalated",
     "ComplaintOpened",
     "ComplaintOutcome",
     "ComplaintRemedy",
@@ -192,10 +219,14 @@ __all__ = [
     "Customer",
     "DeadLetterOrigin",
     "DeadLettered",
+    "EscalationPriority",
+    "EscalationReason",
     "EventData",
     "FollowupEvent",
     "Leg",
+    "NotificationFailed",
     "NotificationRequested",
+    "NotificationSent",
     "OrderCancelled",
     "OrderLine",
     "OrderPaid",

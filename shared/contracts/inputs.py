@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, get_args
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
 from .primitives import (
     Currency,
@@ -58,6 +58,7 @@ ComplaintCategory = Literal[
 ]
 ComplaintOutcome = Literal["upheld", "not_upheld", "withdrawn"]
 ComplaintRemedy = Literal["reship", "refund", "none"]
+CompensationDecision = Literal["approve", "deny"]
 
 RETURN_REASONS: frozenset[str] = frozenset(get_args(ReturnReason))
 NO_REASON_REASONS: frozenset[str] = frozenset({"no_reason", "dislike", "size_fit", "changed_mind"})
@@ -67,6 +68,12 @@ INTACT_CONDITIONS: frozenset[str] = frozenset({"opened_for_inspection", "trial_u
 COMPLAINT_CATEGORIES: frozenset[str] = frozenset(get_args(ComplaintCategory))
 
 Contact = Annotated[str, Field(max_length=320)]
+
+
+def _language_tag(value: object) -> str | None:
+    if isinstance(value, str) and 0 < len(value.strip()) <= 35:
+        return value.strip()
+    return None
 
 
 # --- orders ---------------------------------------------------------------------------------
@@ -104,6 +111,10 @@ class Customer(EventData):
     phone: Contact | None = None
     email: Contact | None = None
     preferred_channel: Channel
+    # Optional extension (not in SPEC section 2): the buyer's language as a BCP 47 tag, for the
+    # notifier's templates (zh-CN when absent). Lenient: an unusable value counts as absent and
+    # never rejects the order.
+    language: Annotated[str | None, BeforeValidator(_language_tag)] = None
 
     @model_validator(mode="after")
     def _reachable(self) -> Customer:
@@ -296,6 +307,17 @@ class ComplaintResolved(EventData):
     remedy: ComplaintRemedy
     agent_id: Id
     resolved_at: Timestamp
+
+
+class CompensationReviewed(EventData):
+    """A supervisor's decision on a complaint's coupon held over the buyer's budget."""
+
+    complaint_id: Id
+    order_id: Id
+    decision: CompensationDecision
+    agent_id: Id
+    note: str = ""
+    reviewed_at: Timestamp
 
 
 # --- surveys --------------------------------------------------------------------------------

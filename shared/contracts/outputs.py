@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
-from .inputs import Payment, ReturnKind, ReturnLine
+from .inputs import ComplaintCategory, Payment, ReturnKind, ReturnLine
 from .primitives import (
     Currency,
     EventData,
@@ -152,6 +152,48 @@ class FollowupEvent(EventData):
     score: Score | None = None
 
 
+EscalationReason = Literal["first_response_overdue", "resolution_overdue", "low_satisfaction"]
+EscalationPriority = Literal["high", "urgent"]
+
+
+class ComplaintEscalated(EventData):
+    """A complaint a supervisor must take over: an SLA missed, or reopened after a low score.
+
+    `due_at` is the missed deadline, or for `low_satisfaction` the reopened case's new
+    resolution deadline.
+    """
+
+    escalation_id: Id
+    complaint_id: Id
+    order_id: Id
+    customer_id: Id
+    category: ComplaintCategory
+    reason: EscalationReason
+    priority: EscalationPriority
+    due_at: Timestamp
+    escalated_at: Timestamp
+    score: Score | None = None
+    callback_id: Id | None = None
+
+
+class CompensationPending(EventData):
+    """A complaint's coupon over the buyer's rolling budget, waiting for a supervisor.
+
+    Answered by `compensation.reviewed` on the `complaints` topic.
+    """
+
+    complaint_id: Id
+    order_id: Id
+    customer_id: Id
+    coupon_id: Id
+    value: Money
+    currency: Currency
+    used: Money
+    budget: Money
+    window_days: Annotated[int, Field(gt=0)]
+    requested_at: Timestamp
+
+
 class NotificationRequested(EventData):
     """An internal request to the notifier; it looks up the buyer's contact by customer_id."""
 
@@ -162,6 +204,65 @@ class NotificationRequested(EventData):
     params: dict[str, str | int] = Field(default_factory=dict)
     urgent: bool = False
     case: CaseRef | None = None
+
+
+DeliveryChannel = Literal["sms", "im", "email", "webhook", "log"]
+NotificationFailReason = Literal[
+    "retries_exhausted",
+    "rejected",
+    "no_contact",
+    "no_channel",
+    "expired",
+    "daily_cap",
+    "template_error",
+    "contact_unreadable",
+]
+
+
+def _masked(value: str | None) -> str | None:
+    # A recipient in an event is always masked (138****5678, a***@example.com): never in clear.
+    if value is not None and "*" not in value:
+        raise ValueError("must be a masked recipient (e.g. 138****5678), never a clear address")
+    return value
+
+
+MaskedRecipient = Annotated[str, Field(min_length=1, max_length=320), AfterValidator(_masked)]
+
+
+class NotificationSent(EventData):
+    """The notifier delivered a notification to a channel's gateway (`notification.sent`)."""
+
+    request_id: Id
+    customer_id: Id
+    order_id: Id | None = None
+    template: Name
+    case: CaseRef | None = None
+    urgent: bool
+    channel: DeliveryChannel
+    recipient: MaskedRecipient | None = None
+    language: Annotated[str, Field(min_length=2, max_length=35)]
+    attempts: Annotated[int, Field(ge=1)]
+    sent_at: Timestamp
+
+
+class NotificationFailed(EventData):
+    """The notifier gave a notification up; a dead-letter record holds it (`notification.failed`).
+
+    `detail` names the cause (gateway status, missing parameter), never an address.
+    """
+
+    request_id: Id
+    customer_id: Id
+    order_id: Id | None = None
+    template: Name
+    case: CaseRef | None = None
+    urgent: bool
+    reason: NotificationFailReason
+    detail: Annotated[str, Field(max_length=2000)]
+    channel: DeliveryChannel | None = None
+    recipient: MaskedRecipient | None = None
+    attempts: Annotated[int, Field(ge=0)]
+    failed_at: Timestamp
 
 
 class DeadLetterOrigin(EventData):

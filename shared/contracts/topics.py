@@ -17,6 +17,7 @@ FULFILMENT = "aftersales.fulfilment"
 SLA = "aftersales.sla"
 FOLLOWUPS = "aftersales.followups"
 NOTIFICATIONS = "aftersales.notifications"  # internal: requests to the notifier service
+NOTIFICATION_STATUS = "aftersales.notifications.status"  # the notifier: sent / failed
 ESCALATIONS = "aftersales.escalations"
 
 INPUT_TOPICS: tuple[str, ...] = (ORDERS, SIGNATURES, RETURNS, COMPLAINTS, SURVEYS)
@@ -28,6 +29,7 @@ OUTPUT_TOPICS: tuple[str, ...] = (
     SLA,
     FOLLOWUPS,
     NOTIFICATIONS,
+    NOTIFICATION_STATUS,
     ESCALATIONS,
 )
 

@@ -25,7 +25,9 @@ from shared.contracts import (
     DeadLetterOrigin,
     FollowupEvent,
     InvalidEvent,
+    NotificationFailed,
     NotificationRequested,
+    NotificationSent,
     OrderCancelled,
     OrderPaid,
     ParcelSigned,
@@ -172,6 +174,10 @@ VALID_INPUTS: dict[str, dict[str, Any]] = {
     "survey.answered": {
         "callback_id": "CB1", "customer_id": "C1", "score": 4, "comment": "ok", "answered_at": T0,
     },
+    "compensation.reviewed": {
+        "complaint_id": "K1", "order_id": "O1", "decision": "approve", "agent_id": "S1",
+        "note": "", "reviewed_at": T0,
+    },
 }
 
 
@@ -224,6 +230,8 @@ def test_every_input_and_output_type_is_registered() -> None:
         "return.pending", "return.completed", "reshipment.requested", "sla.breached",
         "callback.scheduled", "callback.sent", "satisfaction.recorded", "satisfaction.low",
         "notification.requested", "event.deadlettered",
+        "notification.sent", "notification.failed",
+        "complaint.escalated", "compensation.pending",
     }
     assert set(VALID_INPUTS) | outputs == set(EVENT_TYPES)
 
@@ -592,6 +600,16 @@ def output_examples() -> list[tuple[str, BaseModel]]:
         ("notification.requested", NotificationRequested(
             request_id="N1", customer_id="C1", order_id="O1", template="return.approved",
             params={"amount": 9000, "order_id": "O1"}, urgent=True, case=RETURN_CASE,
+        )),
+        ("notification.sent", NotificationSent(
+            request_id="N1", customer_id="C1", order_id="O1", template="return.approved",
+            case=RETURN_CASE, urgent=False, channel="sms", recipient="138****5678",
+            language="zh-CN", attempts=1, sent_at=NOW,
+        )),
+        ("notification.failed", NotificationFailed(
+            request_id="N1", customer_id="C1", order_id="O1", template="return.approved",
+            urgent=False, reason="retries_exhausted", detail="sms gateway: HTTP 503",
+            channel="sms", recipient="138****5678", attempts=5, failed_at=NOW,
         )),
         ("event.deadlettered", DeadLettered(
             service="returns", reason="malformed_json", detail="not valid JSON",
