@@ -1,0 +1,31 @@
+"""Wires the complaints service: topics it reads and writes, handlers, timers, lock keys."""
+
+from __future__ import annotations
+
+from services.complaints import tables
+from services.complaints.handlers import SERVICE, ComplaintsHandlers, lock_keys
+from shared.clock import Clock
+from shared.contracts import topics
+from shared.messaging.runtime import ServiceDefinition
+from shared.policy import Policy
+
+
+def build(policy: Policy, clock: Clock) -> ServiceDefinition:
+    handlers = ComplaintsHandlers(policy)
+    return ServiceDefinition(
+        name=SERVICE,
+        metadata=tables.metadata,
+        tables=tables.messaging,
+        topics=(topics.ORDERS, topics.COMPLAINTS, topics.FOLLOWUPS),
+        handlers=handlers.events(),
+        timer_handlers=handlers.timers(),
+        lock_keys=lock_keys,
+        publishes={
+            topics.NOTIFICATIONS: ("notification.requested",),
+            topics.COUPONS: ("coupon.granted",),
+            topics.REFUNDS: ("refund.issued",),
+            topics.FULFILMENT: ("reshipment.requested",),
+            topics.SLA: ("sla.breached",),
+            topics.ESCALATIONS: ("complaint.escalated", "compensation.pending"),
+        },
+    )

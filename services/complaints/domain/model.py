@@ -1,0 +1,752 @@
+"""The Complaint aggregate (SPEC section 5): acknowledgement, SLA timers, escalation,
+compensation once per complaint, supervisor review of coupons over budget, and reopening after
+a low satisfaction score.
+
+Methods take what they need (the policy, `now`, and for compensation the ShopOrder and the
+buyer's CompensationBudget) and return the domain events to publish; they change the complaint
+and the order/budget passed in, which the service layer stores with the events in one
+transaction. Every method is idempotent for a repeated input. Every value round-trips through
+JSON-safe dicts (`to_dict` / `from_dict`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from services.complaints.domain.budget import CompensationBudget
+from services.complaints.domain.events import (
+    CouponAwaitingApproval,
+    CouponGranted,
+    DomainEvent,
+    Escalated,
+    Notify,
+    RefundDue,
+    ReshipmentDue,
+    SlaBreached,
+    TimerCancelled,
+    TimerSet,
+)
+from services.complaints.domain.orders import ShopOrder
+from services.complaints.domain.rules import (
+    FULFIL_WITHIN,
+    CaseKey,
+    CaseType,
+    Category,
+    ComplaintStatus,
+    CouponStatus,
+    EscalationReason,
+    Outcome,
+    Priority,
+    Remedy,
+    Sla,
+    Template,
+    TimerKind,
+    coupon_for,
+    instant_from_json,
+    instant_required,
+    instant_to_json,
+    require_aware,
+    resolution_hours,
+    sla_deadlines,
+    split_payments,
+    timer_due,
+)
+from shared.policy import ComplaintsPolicy
+
+GOODS = "goods"
+OUTBOUND_SHIPPING = "outbound_shipping"
+
+# Categories whose upheld outcome reads `remedy` (reship or refund the whole order).
+_REMEDY_CATEGORIES = frozenset({Category.NOT_RECEIVED, Category.FAKE_SHIPMENT})
+# Categories whose upheld outcome is the order's late-shipment penalty.
+_PENALTY_CATEGORIES = frozenset({Category.LATE_SHIPMENT, Category.FAKE_SHIPMENT})
+
+_ESCALATION_PRIORITY = {
+    EscalationReason.FIRST_RESPONSE_OVERDUE: Priority.HIGH,
+    EscalationReason.RESOLUTION_OVERDUE: Priority.URGENT,
+    EscalationReason.LOW_SATISFACTION: Priority.URGENT,
+}
+
+
+@dataclass(frozen=True)
+class Resolution:
+    outcome: Outcome
+    remedy: Remedy
+    agent_id: str
+    resolved_at: datetime
+
+    def __post_init__(self) -> None:
+        require_aware(self.resolved_at, "resolved_at")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "outcome": self.outcome.value,
+            "remedy": self.remedy.value,
+            "agent_id": self.agent_id,
+            "resolved_at": instant_to_json(self.resolved_at),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Resolution:
+        return cls(
+            outcome=Outcome(data["outcome"]),
+            remedy=Remedy(data["remedy"]),
+            agent_id=str(data["agent_id"]),
+            resolved_at=instant_required(data["resolved_at"]),
+        )
+
+
+@dataclass(frozen=True)
+class LowScore:
+    callback_id: str
+    score: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"callback_id": self.callback_id, "score": self.score}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LowScore:
+        return cls(callback_id=str(data["callback_id"]), score=int(data["score"]))
+
+
+@dataclass
+class Compensation:
+    """What an upheld complaint gave the buyer; decided once per complaint."""
+
+    decided_at: datetime
+    currency: str
+    coupon_value: int = 0
+    coupon_status: CouponStatus = CouponStatus.NONE
+    coupon_granted_at: datetime | None = None
+    coupon_expires_at: datetime | None = None
+    refund_amount: int = 0
+    reshipment: bool = False
+    late_shipment_refund: int = 0  # the order's penalty, issued now or before
+    late_shipment_refund_earlier: bool = False  # issued before, by the late-shipment watch
+    reviewed_by: str | None = None
+    reviewed_at: datetime | None = None
+
+    @property
+    def gives_anything(self) -> bool:
+        return bool(
+            self.coupon_value or self.refund_amount or self.reshipment or self.late_shipment_refund
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "decided_at": instant_to_json(self.decided_at),
+            "currency": self.currency,
+            "coupon_value": self.coupon_value,
+            "coupon_status": self.coupon_status.value,
+            "coupon_granted_at": instant_to_json(self.coupon_granted_at),
+            "coupon_expires_at": instant_to_json(self.coupon_expires_at),
+            "refund_amount": self.refund_amount,
+            "reshipment": self.reshipment,
+            "late_shipment_refund": self.late_shipment_refund,
+            "late_shipment_refund_earlier": self.late_shipment_refund_earlier,
+            "reviewed_by": self.reviewed_by,
+            "reviewed_at": instant_to_json(self.reviewed_at),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Compensation:
+        return cls(
+            decided_at=instant_required(data["decided_at"]),
+            currency=str(data["currency"]),
+            coupon_value=int(data.get("coupon_value", 0)),
+            coupon_status=CouponStatus(data.get("coupon_status", CouponStatus.NONE.value)),
+            coupon_granted_at=instant_from_json(data.get("coupon_granted_at")),
+            coupon_expires_at=instant_from_json(data.get("coupon_expires_at")),
+            refund_amount=int(data.get("refund_amount", 0)),
+            reshipment=bool(data.get("reshipment", False)),
+            late_shipment_refund=int(data.get("late_shipment_refund", 0)),
+            late_shipment_refund_earlier=bool(data.get("late_shipment_refund_earlier", False)),
+            reviewed_by=data.get("reviewed_by"),
+            reviewed_at=instant_from_json(data.get("reviewed_at")),
+        )
+
+
+@dataclass
+class Complaint:
+    """One complaint, from whichever of its events arrived first.
+
+    Before complaint.opened arrives (status NEW) a response or a resolution is kept and applied
+    when it does. `round` counts reopenings: SLA breaches and escalations are reported once per
+    round.
+    """
+
+    complaint_id: str
+    order_id: str
+    customer_id: str = ""
+    category: Category | None = None
+    opened_at: datetime | None = None
+    status: ComplaintStatus = ComplaintStatus.NEW
+    round: int = 0
+    first_response_due: datetime | None = None
+    resolution_due: datetime | None = None
+    responded_at: datetime | None = None
+    responded_by: str | None = None
+    resolution: Resolution | None = None
+    reopened_at: datetime | None = None
+    priority: Priority = Priority.NORMAL
+    acknowledged_at: datetime | None = None
+    compensation: Compensation | None = None
+    timers: dict[TimerKind, datetime] = field(default_factory=dict)
+    breaches: set[str] = field(default_factory=set)  # "<sla>@<round>"
+    escalations: set[str] = field(default_factory=set)  # "<reason>@<round>"
+    buyer_told_escalated: set[int] = field(default_factory=set)  # rounds
+    low_scores: list[str] = field(default_factory=list)  # callback ids that were applied
+    pending_low_score: LowScore | None = None  # arrived before the complaint was resolved
+
+    @classmethod
+    def new(cls, complaint_id: str, order_id: str) -> Complaint:
+        return cls(complaint_id=complaint_id, order_id=order_id)
+
+    @property
+    def is_opened(self) -> bool:
+        return self.opened_at is not None
+
+    @property
+    def case(self) -> CaseKey:
+        return CaseKey(CaseType.COMPLAINT, self.complaint_id)
+
+    @property
+    def awaits_compensation(self) -> bool:
+        """Upheld and opened (category known) but not compensated yet: the service layer then
+        calls `compensate` as soon as the order's facts are known."""
+        return (
+            self.is_opened
+            and self.compensation is None
+            and self.resolution is not None
+            and self.resolution.outcome == Outcome.UPHELD
+        )
+
+    def _category(self) -> Category:
+        if self.category is None:
+            raise ValueError(f"complaint {self.complaint_id} has not been opened yet")
+        return self.category
+
+    # --- entry points ---------------------------------------------------------------------
+
+    def open(
+        self,
+        *,
+        customer_id: str,
+        category: str,
+        opened_at: datetime,
+        policy: ComplaintsPolicy,
+        now: datetime,
+    ) -> list[DomainEvent]:
+        """complaint.opened: acknowledge the buyer at once and start the SLA timers.
+
+        A complaint resolved before its opening arrived is not acknowledged (the buyer has the
+        answer); its deadlines are still checked against the response and resolution times.
+        """
+        require_aware(opened_at, "opened_at")
+        require_aware(now, "now")
+        if self.is_opened:
+            return []
+        self.customer_id = customer_id
+        self.category = Category(category)
+        self.opened_at = opened_at
+        deadlines = sla_deadlines(self.category, opened_at, policy)
+        self.first_response_due = deadlines.first_response
+        self.resolution_due = deadlines.resolution
+        if self.resolution is not None:
+            self.status = ComplaintStatus.RESOLVED
+            events = self._lateness(now)
+            return events + self._apply_pending_low_score(policy, now)
+        self.status = ComplaintStatus.RESPONDED if self.responded_at else ComplaintStatus.OPEN
+        self.acknowledged_at = now
+        events = [self._acknowledgement(policy)]
+        if self.responded_at is None:
+            due = timer_due(deadlines.first_response, now)
+            events += self._set_timer(TimerKind.FIRST_RESPONSE, due)
+        else:
+            events += self._lateness(now)
+        events += self._set_timer(TimerKind.RESOLUTION, timer_due(deadlines.resolution, now))
+        return events
+
+    def respond(self, agent_id: str, responded_at: datetime, now: datetime) -> list[DomainEvent]:
+        """complaint.responded: the first response stops the first-response clock.
+
+        Later responses, and responses to a resolved or reopened case, change nothing.
+        """
+        require_aware(responded_at, "responded_at")
+        if self.responded_at is not None or self.status not in (
+            ComplaintStatus.NEW,
+            ComplaintStatus.OPEN,
+        ):
+            return []
+        self.responded_at, self.responded_by = responded_at, agent_id
+        if not self.is_opened:
+            return []  # kept until complaint.opened arrives
+        self.status = ComplaintStatus.RESPONDED
+        return self._cancel_timers(TimerKind.FIRST_RESPONSE) + self._lateness(now)
+
+    def resolve(
+        self,
+        *,
+        outcome: str,
+        remedy: str,
+        agent_id: str,
+        resolved_at: datetime,
+        policy: ComplaintsPolicy,
+        now: datetime,
+    ) -> list[DomainEvent]:
+        """complaint.resolved: stop every clock. Compensation follows via `compensate`.
+
+        A resolution no later than the one on record is a redelivery (no effect); one dated
+        before the case was reopened belongs to the previous round (no effect either). A later
+        resolution of a resolved case replaces the outcome on record (an agent's correction),
+        but a complaint is compensated at most once.
+        """
+        resolution = Resolution(Outcome(outcome), Remedy(remedy), agent_id, resolved_at)
+        if self.resolution is not None and resolved_at <= self.resolution.resolved_at:
+            return []
+        if (
+            self.status == ComplaintStatus.REOPENED
+            and self.reopened_at is not None
+            and resolved_at < self.reopened_at
+        ):
+            return []
+        self.resolution = resolution
+        if not self.is_opened:
+            return []  # kept until complaint.opened arrives
+        if self.status == ComplaintStatus.RESOLVED:
+            return []
+        self.status = ComplaintStatus.RESOLVED
+        events = self._cancel_timers() + self._lateness(now)
+        return events + self._apply_pending_low_score(policy, now)
+
+    def on_timer(
+        self, kind: str, due_at: datetime, policy: ComplaintsPolicy, now: datetime
+    ) -> list[DomainEvent]:
+        """An SLA timer fired: breach and escalate, unless the deadline was met meanwhile.
+
+        A timer the complaint no longer has (or with another due time) is stale: no effect.
+        The breach and the escalation name the SLA deadline, which the timer's due time is
+        later than when the complaint was learnt of after it (`timer_due`).
+        """
+        timer = TimerKind(kind)
+        if self.timers.get(timer) != due_at:
+            return []
+        del self.timers[timer]
+        if timer == TimerKind.FIRST_RESPONSE:
+            if self.status != ComplaintStatus.OPEN:
+                return []
+            reason, sla = EscalationReason.FIRST_RESPONSE_OVERDUE, Sla.FIRST_RESPONSE
+            deadline = self.first_response_due
+        elif timer == TimerKind.RESOLUTION:
+            if self.status not in (
+                ComplaintStatus.OPEN,
+                ComplaintStatus.RESPONDED,
+                ComplaintStatus.REOPENED,
+            ):
+                return []
+            reason, sla = EscalationReason.RESOLUTION_OVERDUE, Sla.RESOLUTION
+            deadline = self.resolution_due
+        else:
+            raise ValueError(f"complaint timers have no kind {kind!r}")
+        assert deadline is not None
+        events = self._breach(sla, deadline, now)
+        events += self._escalate(reason, deadline, now)
+        if self.round not in self.buyer_told_escalated:
+            self.buyer_told_escalated.add(self.round)
+            params: dict[str, str | int] = {
+                "complaint_id": self.complaint_id,
+                "reason": reason.value,
+            }
+            if self.resolution_due is not None and self.resolution_due > now:
+                params["answer_by"] = instant_to_json(self.resolution_due) or ""
+            events.append(
+                Notify(
+                    template=Template.ESCALATED, case=self.case, params=params, tag=str(self.round)
+                )
+            )
+        return events
+
+    def record_low_satisfaction(
+        self, callback_id: str, score: int, policy: ComplaintsPolicy, now: datetime
+    ) -> list[DomainEvent]:
+        """satisfaction.low: reopen a resolved complaint with priority (urgent).
+
+        A score that arrives before the resolution waits for it. The same callback reopens at
+        most once; a case already reopened stays as it is.
+        """
+        if callback_id in self.low_scores:
+            return []
+        if not self.is_opened or self.status != ComplaintStatus.RESOLVED:
+            if self.status == ComplaintStatus.REOPENED:
+                self.low_scores.append(callback_id)
+            else:
+                self.pending_low_score = LowScore(callback_id, score)
+            return []
+        return self._reopen(LowScore(callback_id, score), policy, now)
+
+    def compensate(
+        self,
+        order: ShopOrder,
+        budget: CompensationBudget,
+        policy: ComplaintsPolicy,
+        now: datetime,
+    ) -> list[DomainEvent]:
+        """Compensate an upheld complaint by its category (SPEC 5), once.
+
+        Refunds, reshipments and the late-shipment penalty go out at once; a coupon is granted
+        when it fits the buyer's rolling budget, else it waits for a supervisor's review.
+        """
+        if not self.awaits_compensation:
+            return []
+        facts = order.facts
+        if facts is None:
+            raise ValueError(f"compensating complaint {self.complaint_id} needs its order")
+        if order.order_id != self.order_id:
+            raise ValueError(f"complaint {self.complaint_id} is not about order {order.order_id}")
+        assert self.resolution is not None
+        category, remedy = self._category(), self.resolution.remedy
+        resolved_at = self.resolution.resolved_at
+        due_by = resolved_at + FULFIL_WITHIN
+        comp = Compensation(decided_at=now, currency=facts.currency)
+        events: list[DomainEvent] = []
+
+        breakdown: list[tuple[str, int]] = []
+        if category == Category.LOGISTICS_DELAY:
+            breakdown = [(OUTBOUND_SHIPPING, facts.shipping_fee_paid)]
+        elif category in _REMEDY_CATEGORIES and remedy == Remedy.REFUND:
+            breakdown = [(GOODS, facts.goods_total), (OUTBOUND_SHIPPING, facts.shipping_fee_paid)]
+        breakdown = [(kind, amount) for kind, amount in breakdown if amount > 0]
+        if breakdown:
+            amount = sum(a for _, a in breakdown)
+            comp.refund_amount = amount
+            events.append(
+                RefundDue(
+                    case=self.case,
+                    amount=amount,
+                    currency=facts.currency,
+                    breakdown=tuple(breakdown),
+                    payments=split_payments(amount, facts.payments),
+                    due_by=due_by,
+                    issued_at=now,
+                )
+            )
+            if now > due_by:
+                events.append(SlaBreached(self.case, Sla.REFUND, due_by, now, self.round))
+
+        if category == Category.MISSING_ITEM or (
+            category in _REMEDY_CATEGORIES and remedy == Remedy.RESHIP
+        ):
+            comp.reshipment = True
+            events.append(ReshipmentDue(self.case, facts.all_lines, due_by, now))
+            if now > due_by:
+                events.append(SlaBreached(self.case, Sla.RESHIPMENT, due_by, now, self.round))
+
+        if category in _PENALTY_CATEGORIES:
+            comp.late_shipment_refund_earlier = order.late_penalty is not None
+            events += order.issue_late_penalty(
+                policy,
+                now,
+                owed_at=resolved_at,
+                cause=f"complaint:{self.complaint_id}",
+                apologise=False,
+            )
+            assert order.late_penalty is not None
+            comp.late_shipment_refund = order.late_penalty.amount
+
+        value = coupon_for(category, facts.goods_total, policy)
+        if value > 0:
+            comp.coupon_value = value
+            if budget.fits(value, facts.currency, now, policy):
+                events += self._grant_coupon(comp, budget, policy, now, CouponStatus.GRANTED)
+            else:
+                comp.coupon_status = CouponStatus.PENDING_APPROVAL
+                events.append(
+                    CouponAwaitingApproval(
+                        value=value,
+                        currency=facts.currency,
+                        used=budget.used(facts.currency, now, policy),
+                        budget=policy.compensation_budget,
+                        window_days=policy.compensation_window_days,
+                        requested_at=now,
+                    )
+                )
+        self.compensation = comp
+        if comp.gives_anything:
+            events.append(self._compensated_notice(category, comp))
+        return events
+
+    def review_compensation(
+        self,
+        decision: str,
+        agent_id: str,
+        reviewed_at: datetime,
+        budget: CompensationBudget,
+        policy: ComplaintsPolicy,
+        now: datetime,
+    ) -> list[DomainEvent]:
+        """compensation.reviewed: a supervisor approves or denies a coupon over budget.
+
+        Only a coupon waiting for approval is affected; any other review has no effect.
+        """
+        if decision not in ("approve", "deny"):
+            raise ValueError(f"unknown review decision {decision!r}")
+        require_aware(reviewed_at, "reviewed_at")
+        comp = self.compensation
+        if comp is None or comp.coupon_status != CouponStatus.PENDING_APPROVAL:
+            return []
+        comp.reviewed_by, comp.reviewed_at = agent_id, reviewed_at
+        if decision == "approve":
+            events = self._grant_coupon(comp, budget, policy, now, CouponStatus.APPROVED)
+            return [
+                *events,
+                Notify(
+                    template=Template.COMPENSATION_APPROVED,
+                    case=self.case,
+                    params={
+                        "complaint_id": self.complaint_id,
+                        "value": comp.coupon_value,
+                        "currency": comp.currency,
+                        "expires_at": instant_to_json(comp.coupon_expires_at) or "",
+                    },
+                ),
+            ]
+        comp.coupon_status = CouponStatus.DENIED
+        return [
+            Notify(
+                template=Template.COMPENSATION_DENIED,
+                case=self.case,
+                params={
+                    "complaint_id": self.complaint_id,
+                    "value": comp.coupon_value,
+                    "currency": comp.currency,
+                    "window_days": policy.compensation_window_days,
+                },
+            )
+        ]
+
+    # --- transitions ----------------------------------------------------------------------
+
+    def _reopen(
+        self, score: LowScore, policy: ComplaintsPolicy, now: datetime
+    ) -> list[DomainEvent]:
+        self.low_scores.append(score.callback_id)
+        self.pending_low_score = None
+        self.round += 1
+        self.status = ComplaintStatus.REOPENED
+        self.reopened_at = now
+        hours = resolution_hours(self._category(), policy)
+        self.resolution_due = now + timedelta(hours=hours)
+        events = self._set_timer(TimerKind.RESOLUTION, self.resolution_due)
+        events += self._escalate(
+            EscalationReason.LOW_SATISFACTION,
+            self.resolution_due,
+            now,
+            score=score.score,
+            callback_id=score.callback_id,
+        )
+        events.append(
+            Notify(
+                template=Template.REOPENED,
+                case=self.case,
+                params={
+                    "complaint_id": self.complaint_id,
+                    "resolve_within_hours": hours,
+                    "resolve_by": instant_to_json(self.resolution_due) or "",
+                },
+                tag=str(self.round),
+            )
+        )
+        return events
+
+    def _apply_pending_low_score(
+        self, policy: ComplaintsPolicy, now: datetime
+    ) -> list[DomainEvent]:
+        pending = self.pending_low_score
+        if pending is None or self.status != ComplaintStatus.RESOLVED:
+            return []
+        return self._reopen(pending, policy, now)
+
+    def _lateness(self, now: datetime) -> list[DomainEvent]:
+        """Breaches of deadlines already met late (their timer had not fired yet, or the facts
+        arrived before the opening): reported, but not escalated, the case having moved on."""
+        events: list[DomainEvent] = []
+        answered = self.responded_at  # a resolution is an answer too
+        if answered is None and self.resolution is not None:
+            answered = self.resolution.resolved_at
+        if (
+            self.round == 0
+            and answered is not None
+            and self.first_response_due is not None
+            and answered > self.first_response_due
+        ):
+            events += self._breach(Sla.FIRST_RESPONSE, self.first_response_due, now)
+        if (
+            self.status == ComplaintStatus.RESOLVED
+            and self.resolution is not None
+            and self.resolution_due is not None
+            and self.resolution.resolved_at > self.resolution_due
+        ):
+            events += self._breach(Sla.RESOLUTION, self.resolution_due, now)
+        return events
+
+    def _breach(self, sla: Sla, due_at: datetime, now: datetime) -> list[DomainEvent]:
+        key = f"{sla.value}@{self.round}"
+        if key in self.breaches:
+            return []
+        self.breaches.add(key)
+        return [SlaBreached(self.case, sla, due_at, now, self.round)]
+
+    def _escalate(
+        self,
+        reason: EscalationReason,
+        due_at: datetime,
+        now: datetime,
+        *,
+        score: int | None = None,
+        callback_id: str | None = None,
+    ) -> list[DomainEvent]:
+        key = f"{reason.value}@{self.round}"
+        if key in self.escalations:
+            return []
+        self.escalations.add(key)
+        priority = _ESCALATION_PRIORITY[reason]
+        if priority.rank > self.priority.rank:
+            self.priority = priority
+        return [Escalated(reason, priority, due_at, now, self.round, score, callback_id)]
+
+    def _grant_coupon(
+        self,
+        comp: Compensation,
+        budget: CompensationBudget,
+        policy: ComplaintsPolicy,
+        now: datetime,
+        status: CouponStatus,
+    ) -> list[DomainEvent]:
+        comp.coupon_status = status
+        comp.coupon_granted_at = now
+        comp.coupon_expires_at = now + timedelta(days=policy.coupon_validity_days)
+        budget.record(self.complaint_id, comp.coupon_value, comp.currency, now, policy)
+        return [
+            CouponGranted(
+                value=comp.coupon_value,
+                currency=comp.currency,
+                granted_at=now,
+                expires_at=comp.coupon_expires_at,
+                reason=self._category().value,
+            )
+        ]
+
+    def _acknowledgement(self, policy: ComplaintsPolicy) -> Notify:
+        """When to expect an answer; and when the resolution takes longer (the complex
+        categories, 24 hours), that longer deadline too."""
+        category = self._category()
+        params: dict[str, str | int] = {
+            "complaint_id": self.complaint_id,
+            "category": category.value,
+            "answer_within_hours": policy.first_response_hours,
+            "answer_by": instant_to_json(self.first_response_due) or "",
+        }
+        if self.resolution_due != self.first_response_due:
+            params["resolve_within_hours"] = resolution_hours(category, policy)
+            params["resolve_by"] = instant_to_json(self.resolution_due) or ""
+        return Notify(template=Template.ACKNOWLEDGED, case=self.case, params=params, urgent=True)
+
+    def _compensated_notice(self, category: Category, comp: Compensation) -> Notify:
+        """What the buyer gets; a part it does not get is left out of the params."""
+        params: dict[str, str | int] = {
+            "complaint_id": self.complaint_id,
+            "order_id": self.order_id,
+            "category": category.value,
+            "currency": comp.currency,
+        }
+        refunded_now = comp.refund_amount
+        if not comp.late_shipment_refund_earlier:
+            refunded_now += comp.late_shipment_refund
+        elif comp.late_shipment_refund:
+            params["late_shipment_refund_earlier"] = comp.late_shipment_refund
+        if refunded_now:
+            params["refund_amount"] = refunded_now
+        if comp.reshipment:
+            params["reshipment"] = 1
+        if comp.coupon_status == CouponStatus.GRANTED:
+            params["coupon_value"] = comp.coupon_value
+            params["coupon_expires_at"] = instant_to_json(comp.coupon_expires_at) or ""
+        elif comp.coupon_status == CouponStatus.PENDING_APPROVAL:
+            params["coupon_pending_value"] = comp.coupon_value
+        return Notify(template=Template.COMPENSATED, case=self.case, params=params)
+
+    def _set_timer(self, kind: TimerKind, due_at: datetime) -> list[DomainEvent]:
+        if self.timers.get(kind) == due_at:
+            return []
+        self.timers[kind] = due_at
+        return [TimerSet(kind, due_at)]
+
+    def _cancel_timers(self, *kinds: TimerKind) -> list[DomainEvent]:
+        chosen = [kind for kind in (kinds or tuple(self.timers)) if kind in self.timers]
+        for kind in chosen:
+            del self.timers[kind]
+        return [TimerCancelled(kind) for kind in chosen]
+
+    # --- persistence ----------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "complaint_id": self.complaint_id,
+            "order_id": self.order_id,
+            "customer_id": self.customer_id,
+            "category": None if self.category is None else self.category.value,
+            "opened_at": instant_to_json(self.opened_at),
+            "status": self.status.value,
+            "round": self.round,
+            "first_response_due": instant_to_json(self.first_response_due),
+            "resolution_due": instant_to_json(self.resolution_due),
+            "responded_at": instant_to_json(self.responded_at),
+            "responded_by": self.responded_by,
+            "resolution": None if self.resolution is None else self.resolution.to_dict(),
+            "reopened_at": instant_to_json(self.reopened_at),
+            "priority": self.priority.value,
+            "acknowledged_at": instant_to_json(self.acknowledged_at),
+            "compensation": None if self.compensation is None else self.compensation.to_dict(),
+            "timers": {kind.value: instant_to_json(due) for kind, due in self.timers.items()},
+            "breaches": sorted(self.breaches),
+            "escalations": sorted(self.escalations),
+            "buyer_told_escalated": sorted(self.buyer_told_escalated),
+            "low_scores": list(self.low_scores),
+            "pending_low_score": (
+                None if self.pending_low_score is None else self.pending_low_score.to_dict()
+            ),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Complaint:
+        category = data.get("category")
+        resolution = data.get("resolution")
+        compensation = data.get("compensation")
+        pending = data.get("pending_low_score")
+        return cls(
+            complaint_id=str(data["complaint_id"]),
+            order_id=str(data["order_id"]),
+            customer_id=str(data.get("customer_id", "")),
+            category=None if category is None else Category(category),
+            opened_at=instant_from_json(data.get("opened_at")),
+            status=ComplaintStatus(data.get("status", ComplaintStatus.NEW.value)),
+            round=int(data.get("round", 0)),
+            first_response_due=instant_from_json(data.get("first_response_due")),
+            resolution_due=instant_from_json(data.get("resolution_due")),
+            responded_at=instant_from_json(data.get("responded_at")),
+            responded_by=data.get("responded_by"),
+            resolution=None if resolution is None else Resolution.from_dict(resolution),
+            reopened_at=instant_from_json(data.get("reopened_at")),
+            priority=Priority(data.get("priority", Priority.NORMAL.value)),
+            acknowledged_at=instant_from_json(data.get("acknowledged_at")),
+            compensation=None if compensation is None else Compensation.from_dict(compensation),
+            timers={TimerKind(k): instant_required(v) for k, v in data.get("timers", {}).items()},
+            breaches=set(data.get("breaches", [])),
+            escalations=set(data.get("escalations", [])),
+            buyer_told_escalated={int(r) for r in data.get("buyer_told_escalated", [])},
+            low_scores=list(data.get("low_scores", [])),
+            pending_low_score=None if pending is None else LowScore.from_dict(pending),
+        )

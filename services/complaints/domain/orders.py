@@ -1,0 +1,376 @@
+"""The order as the complaints service sees it, and late-shipment detection (SPEC 5).
+
+`OrderFacts` is what `order.paid` says that compensation needs (amounts, payments, currency,
+line ids) and nothing personal (SPEC 7). `ShopOrder` adds what happened since (shipped,
+cancelled) and the once-per-order late-shipment penalty.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from services.complaints.domain.events import (
+    DomainEvent,
+    Notify,
+    RefundDue,
+    SlaBreached,
+    TimerCancelled,
+    TimerSet,
+)
+from services.complaints.domain.rules import (
+    FULFIL_WITHIN,
+    CaseKey,
+    CaseType,
+    Payment,
+    Sla,
+    Template,
+    TimerKind,
+    instant_from_json,
+    instant_required,
+    instant_to_json,
+    late_shipment_amount,
+    require_aware,
+    split_payments,
+    timer_due,
+)
+from shared.policy import ComplaintsPolicy
+
+COMPENSATION = "compensation"  # refund breakdown kind of a penalty (SPEC 3)
+
+
+@dataclass(frozen=True)
+class OrderLine:
+    line_id: str
+    quantity: int
+    paid_amount: int
+    is_gift: bool = False
+
+    def __post_init__(self) -> None:
+        if self.quantity <= 0:
+            raise ValueError(f"line {self.line_id}: quantity must be positive")
+        if self.paid_amount < 0:
+            raise ValueError(f"line {self.line_id}: paid_amount must not be negative")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "line_id": self.line_id,
+            "quantity": self.quantity,
+            "paid_amount": self.paid_amount,
+            "is_gift": self.is_gift,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> OrderLine:
+        return cls(
+            line_id=str(data["line_id"]),
+            quantity=int(data["quantity"]),
+            paid_amount=int(data["paid_amount"]),
+            is_gift=bool(data.get("is_gift", False)),
+        )
+
+
+@dataclass(frozen=True)
+class OrderFacts:
+    """What order.paid said, without the buyer's personal data."""
+
+    order_id: str
+    customer_id: str
+    paid_at: datetime
+    currency: str
+    lines: tuple[OrderLine, ...]
+    shipping_fee_paid: int
+    payments: tuple[Payment, ...]
+    presale_ship_by: datetime | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lines", tuple(self.lines))
+        object.__setattr__(self, "payments", tuple(self.payments))
+        require_aware(self.paid_at, "paid_at")
+        if self.presale_ship_by is not None:
+            require_aware(self.presale_ship_by, "presale_ship_by")
+        if not self.currency:
+            raise ValueError("an order carries its currency")
+        if self.shipping_fee_paid < 0:
+            raise ValueError("shipping_fee_paid must not be negative")
+
+    @property
+    def goods_total(self) -> int:
+        return sum(line.paid_amount for line in self.lines)
+
+    @property
+    def all_lines(self) -> dict[str, int]:
+        """Every line of the order with its full quantity (gifts included)."""
+        return {line.line_id: line.quantity for line in self.lines}
+
+    def ship_by(self, policy: ComplaintsPolicy) -> datetime:
+        """The order is late if not shipped by this instant: the presale date when it has one
+        (it replaces the 72 hours), else paid_at + late_shipment_hours."""
+        if self.presale_ship_by is not None:
+            return self.presale_ship_by
+        return self.paid_at + timedelta(hours=policy.late_shipment_hours)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "order_id": self.order_id,
+            "customer_id": self.customer_id,
+            "paid_at": instant_to_json(self.paid_at),
+            "currency": self.currency,
+            "lines": [line.to_dict() for line in self.lines],
+            "shipping_fee_paid": self.shipping_fee_paid,
+            "payments": [p.to_dict() for p in self.payments],
+            "presale_ship_by": instant_to_json(self.presale_ship_by),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> OrderFacts:
+        return cls(
+            order_id=str(data["order_id"]),
+            customer_id=str(data["customer_id"]),
+            paid_at=instant_required(data["paid_at"]),
+            currency=str(data["currency"]),
+            lines=tuple(OrderLine.from_dict(line) for line in data["lines"]),
+            shipping_fee_paid=int(data["shipping_fee_paid"]),
+            payments=tuple(Payment.from_dict(p) for p in data["payments"]),
+            presale_ship_by=instant_from_json(data.get("presale_ship_by")),
+        )
+
+
+@dataclass(frozen=True)
+class LatePenalty:
+    """The late-shipment refund of one order, issued once (by whichever path came first)."""
+
+    amount: int
+    currency: str
+    owed_at: datetime  # when it became owed: the ship-by instant, or an upheld complaint
+    due_by: datetime
+    issued_at: datetime
+    cause: str  # "timer", "shipped", "cancelled" or "complaint:<id>"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "amount": self.amount,
+            "currency": self.currency,
+            "owed_at": instant_to_json(self.owed_at),
+            "due_by": instant_to_json(self.due_by),
+            "issued_at": instant_to_json(self.issued_at),
+            "cause": self.cause,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LatePenalty:
+        return cls(
+            amount=int(data["amount"]),
+            currency=str(data["currency"]),
+            owed_at=instant_required(data["owed_at"]),
+            due_by=instant_required(data["due_by"]),
+            issued_at=instant_required(data["issued_at"]),
+            cause=str(data["cause"]),
+        )
+
+
+@dataclass
+class ShopOrder:
+    """One order: its facts once paid, shipment and cancellation, the late-shipment watch.
+
+    Any of order.paid, order.shipped and order.cancelled may come first; what is known is kept
+    and decided on as soon as the order's facts are known. Every method is idempotent.
+    """
+
+    order_id: str
+    facts: OrderFacts | None = None
+    ship_by: datetime | None = None
+    shipped_at: datetime | None = None
+    cancelled_at: datetime | None = None
+    late_penalty: LatePenalty | None = None
+    timers: dict[TimerKind, datetime] = field(default_factory=dict)
+
+    @classmethod
+    def new(cls, order_id: str) -> ShopOrder:
+        return cls(order_id=order_id)
+
+    @property
+    def is_paid(self) -> bool:
+        return self.facts is not None
+
+    @property
+    def case(self) -> CaseKey:
+        return CaseKey(CaseType.LATE_SHIPMENT, self.order_id)
+
+    def _settled_at(self) -> datetime | None:
+        """The first instant the order stopped being "waiting to ship" (shipped or cancelled)."""
+        known = [t for t in (self.shipped_at, self.cancelled_at) if t is not None]
+        return min(known) if known else None
+
+    # --- entry points ---------------------------------------------------------------------
+
+    def record_paid(
+        self, facts: OrderFacts, policy: ComplaintsPolicy, now: datetime
+    ) -> list[DomainEvent]:
+        """order.paid: watch the shipment deadline. An order is paid once; a repeat is ignored."""
+        if self.facts is not None:
+            return []
+        if facts.order_id != self.order_id:
+            raise ValueError(f"order.paid of {facts.order_id} given to order {self.order_id}")
+        self.facts = facts
+        self.ship_by = facts.ship_by(policy)
+        if self._settled_at() is not None:
+            return self._judge(policy, now)
+        return self._set_timer(TimerKind.LATE_SHIPMENT, timer_due(self.ship_by, now))
+
+    def record_shipped(
+        self, shipped_at: datetime, policy: ComplaintsPolicy, now: datetime
+    ) -> list[DomainEvent]:
+        """order.shipped: the first shipment counts."""
+        require_aware(shipped_at, "shipped_at")
+        if self.shipped_at is not None:
+            return []
+        self.shipped_at = shipped_at
+        return self._judge(policy, now)
+
+    def record_cancelled(
+        self, cancelled_at: datetime, policy: ComplaintsPolicy, now: datetime
+    ) -> list[DomainEvent]:
+        """order.cancelled: the first cancellation counts."""
+        require_aware(cancelled_at, "cancelled_at")
+        if self.cancelled_at is not None:
+            return []
+        self.cancelled_at = cancelled_at
+        return self._judge(policy, now)
+
+    def on_timer(
+        self, kind: str, due_at: datetime, policy: ComplaintsPolicy, now: datetime
+    ) -> list[DomainEvent]:
+        """The ship-by timer fired: the penalty, unless a shipment or cancellation is known.
+
+        The timer is due at the ship-by instant, or a grace after order.paid was processed if
+        that instant had passed by then (`timer_due`); the penalty is owed from the ship-by.
+
+        A timer the order no longer has (or with another due time) is stale: no effect.
+        """
+        timer = TimerKind(kind)
+        if self.timers.get(timer) != due_at:
+            return []
+        del self.timers[timer]
+        if self.facts is None:
+            return []
+        if self._settled_at() is not None:
+            return self._judge(policy, now)
+        assert self.ship_by is not None
+        return self.issue_late_penalty(policy, now, owed_at=self.ship_by, cause="timer")
+
+    def issue_late_penalty(
+        self,
+        policy: ComplaintsPolicy,
+        now: datetime,
+        *,
+        owed_at: datetime,
+        cause: str,
+        apologise: bool = True,
+    ) -> list[DomainEvent]:
+        """The late-shipment refund (5 % of the goods, at most 3000), once per order.
+
+        Due `owed_at` + 24 h; issued at once, and past that due time also an `sla.breached`.
+        """
+        facts = self.facts
+        if facts is None:
+            raise ValueError(f"order {self.order_id}: the penalty needs the order's facts")
+        if self.late_penalty is not None:
+            return []
+        amount = late_shipment_amount(facts.goods_total, policy)
+        due_by = owed_at + FULFIL_WITHIN
+        self.late_penalty = LatePenalty(
+            amount=amount,
+            currency=facts.currency,
+            owed_at=owed_at,
+            due_by=due_by,
+            issued_at=now,
+            cause=cause,
+        )
+        events: list[DomainEvent] = self._cancel_timers()
+        if amount > 0:
+            events.append(
+                RefundDue(
+                    case=self.case,
+                    amount=amount,
+                    currency=facts.currency,
+                    breakdown=((COMPENSATION, amount),),
+                    payments=split_payments(amount, facts.payments),
+                    due_by=due_by,
+                    issued_at=now,
+                )
+            )
+            if now > due_by:
+                events.append(SlaBreached(self.case, Sla.REFUND, due_by, now))
+        if apologise:
+            assert self.ship_by is not None
+            events.append(
+                Notify(
+                    template=Template.APOLOGY_LATE_SHIPMENT,
+                    case=self.case,
+                    params={
+                        "order_id": self.order_id,
+                        "ship_by": instant_to_json(self.ship_by) or "",
+                        "amount": amount,
+                        "currency": facts.currency,
+                    },
+                )
+            )
+        return events
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def _judge(self, policy: ComplaintsPolicy, now: datetime) -> list[DomainEvent]:
+        """Shipped or cancelled (and paid): late only if that came after the ship-by instant.
+
+        A shipment or cancellation by the deadline stops the watch. One after it (its event
+        arriving before the timer fired) is the same lateness the timer would have found.
+        """
+        settled = self._settled_at()
+        if self.facts is None or settled is None or self.late_penalty is not None:
+            return self._cancel_timers() if settled is not None else []
+        assert self.ship_by is not None
+        if settled <= self.ship_by:
+            return self._cancel_timers()
+        cause = "shipped" if settled == self.shipped_at else "cancelled"
+        return self.issue_late_penalty(policy, now, owed_at=self.ship_by, cause=cause)
+
+    def _set_timer(self, kind: TimerKind, due_at: datetime) -> list[DomainEvent]:
+        if self.timers.get(kind) == due_at:
+            return []
+        self.timers[kind] = due_at
+        return [TimerSet(kind, due_at)]
+
+    def _cancel_timers(self) -> list[DomainEvent]:
+        kinds = list(self.timers)
+        self.timers.clear()
+        return [TimerCancelled(kind) for kind in kinds]
+
+    # --- persistence ------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "order_id": self.order_id,
+            "facts": None if self.facts is None else self.facts.to_dict(),
+            "ship_by": instant_to_json(self.ship_by),
+            "shipped_at": instant_to_json(self.shipped_at),
+            "cancelled_at": instant_to_json(self.cancelled_at),
+            "late_penalty": None if self.late_penalty is None else self.late_penalty.to_dict(),
+            "timers": {kind.value: instant_to_json(due) for kind, due in self.timers.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ShopOrder:
+        facts = data.get("facts")
+        penalty = data.get("late_penalty")
+        return cls(
+            order_id=str(data["order_id"]),
+            facts=None if facts is None else OrderFacts.from_dict(facts),
+            ship_by=instant_from_json(data.get("ship_by")),
+            shipped_at=instant_from_json(data.get("shipped_at")),
+            cancelled_at=instant_from_json(data.get("cancelled_at")),
+            late_penalty=None if penalty is None else LatePenalty.from_dict(penalty),
+            timers={TimerKind(k): instant_required(v) for k, v in data.get("timers", {}).items()},
+        )

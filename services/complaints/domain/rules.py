@@ -1,0 +1,247 @@
+"""Complaints rules (SPEC section 5): vocabulary, SLA deadlines and compensation amounts.
+
+Pure functions only; money is integer minor units throughout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from shared.money import percent_bp, split_largest_remainder
+from shared.policy import ComplaintsPolicy
+
+# A refund or reshipment a complaint causes is due this long after the decision that caused it
+# (the same 24 hours the returns rules give a refund; the policy file has no complaints key).
+FULFIL_WITHIN = timedelta(hours=24)
+
+# A deadline already past when the service learns of it (it was down, or catching up on a
+# backlog) is checked this long after that moment, not at once: the events that met it in time
+# (order.shipped, complaint.responded) are usually right behind in the same partition.
+CATCH_UP_GRACE = timedelta(minutes=5)
+
+
+class Category(StrEnum):
+    LOGISTICS_DELAY = "logistics_delay"
+    LATE_SHIPMENT = "late_shipment"
+    QUALITY_ISSUE = "quality_issue"
+    WRONG_ITEM = "wrong_item"
+    MISSING_ITEM = "missing_item"
+    NOT_RECEIVED = "not_received"
+    FAKE_SHIPMENT = "fake_shipment"
+    SERVICE_ATTITUDE = "service_attitude"
+    OTHER = "other"
+
+
+class Outcome(StrEnum):
+    UPHELD = "upheld"
+    NOT_UPHELD = "not_upheld"
+    WITHDRAWN = "withdrawn"
+
+
+class Remedy(StrEnum):
+    RESHIP = "reship"
+    REFUND = "refund"
+    NONE = "none"
+
+
+class ComplaintStatus(StrEnum):
+    NEW = "new"  # known only from an event that came before complaint.opened
+    OPEN = "open"  # opened, no response yet
+    RESPONDED = "responded"
+    RESOLVED = "resolved"
+    REOPENED = "reopened"
+
+
+class TimerKind(StrEnum):
+    FIRST_RESPONSE = "complaint_first_response"
+    RESOLUTION = "complaint_resolution"
+    LATE_SHIPMENT = "late_shipment"
+
+
+class Sla(StrEnum):
+    FIRST_RESPONSE = "complaint_first_response"
+    RESOLUTION = "complaint_resolution"
+    REFUND = "refund"
+    RESHIPMENT = "reshipment"
+
+
+class Priority(StrEnum):
+    NORMAL = "normal"
+    HIGH = "high"
+    URGENT = "urgent"
+
+    @property
+    def rank(self) -> int:
+        return (Priority.NORMAL, Priority.HIGH, Priority.URGENT).index(self)
+
+
+class EscalationReason(StrEnum):
+    FIRST_RESPONSE_OVERDUE = "first_response_overdue"
+    RESOLUTION_OVERDUE = "resolution_overdue"
+    LOW_SATISFACTION = "low_satisfaction"
+
+
+class CouponStatus(StrEnum):
+    NONE = "none"  # the compensation has no coupon
+    GRANTED = "granted"  # within the buyer's budget: granted at once
+    PENDING_APPROVAL = "pending_approval"  # over the budget: waits for a supervisor
+    APPROVED = "approved"  # granted after a supervisor's approval
+    DENIED = "denied"  # a supervisor refused it
+
+
+class CaseType(StrEnum):
+    COMPLAINT = "complaint"
+    LATE_SHIPMENT = "late_shipment"
+
+
+@dataclass(frozen=True)
+class CaseKey:
+    """The case an output is about (`case {type, id}` on the wire)."""
+
+    type: CaseType
+    id: str
+
+
+# Template names of the notification requests this service sends (docs/decisions-complaints.md
+# lists each template's params).
+class Template(StrEnum):
+    ACKNOWLEDGED = "complaint.acknowledged"
+    COMPENSATED = "complaint.compensated"
+    COMPENSATION_APPROVED = "complaint.compensation_approved"
+    COMPENSATION_DENIED = "complaint.compensation_denied"
+    ESCALATED = "complaint.escalated"
+    REOPENED = "complaint.reopened"
+    APOLOGY_LATE_SHIPMENT = "complaint.apology_late_shipment"
+
+
+# --- instants ---------------------------------------------------------------------------------
+
+
+def require_aware(instant: datetime, name: str = "datetime") -> datetime:
+    if instant.tzinfo is None or instant.utcoffset() is None:
+        raise ValueError(f"{name} must be timezone-aware")
+    return instant
+
+
+def instant_to_json(instant: datetime | None) -> str | None:
+    return None if instant is None else require_aware(instant).isoformat()
+
+
+def instant_from_json(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    return require_aware(datetime.fromisoformat(text), text)
+
+
+def instant_required(text: str) -> datetime:
+    instant = instant_from_json(text)
+    assert instant is not None
+    return instant
+
+
+# --- SLA ----------------------------------------------------------------------------------------
+
+
+def is_complex(category: Category, policy: ComplaintsPolicy) -> bool:
+    return category.value in policy.complex_categories
+
+
+def resolution_hours(category: Category, policy: ComplaintsPolicy) -> int:
+    """2 hours, or 24 for the complex categories (quality_issue, not_received, fake_shipment)."""
+    return (
+        policy.complex_resolution_hours if is_complex(category, policy) else policy.resolution_hours
+    )
+
+
+@dataclass(frozen=True)
+class Deadlines:
+    first_response: datetime
+    resolution: datetime
+
+
+def sla_deadlines(category: Category, opened_at: datetime, policy: ComplaintsPolicy) -> Deadlines:
+    """When the first response and the resolution are due, counted from `opened_at`."""
+    require_aware(opened_at, "opened_at")
+    return Deadlines(
+        first_response=opened_at + timedelta(hours=policy.first_response_hours),
+        resolution=opened_at + timedelta(hours=resolution_hours(category, policy)),
+    )
+
+
+def timer_due(deadline: datetime, now: datetime) -> datetime:
+    """When to check `deadline`: at the deadline, or `CATCH_UP_GRACE` after `now` when the
+    deadline has already passed."""
+    return deadline if deadline > now else now + CATCH_UP_GRACE
+
+
+# --- money --------------------------------------------------------------------------------------
+
+
+def clamp(value: int, low: int, high: int) -> int:
+    return max(low, min(value, high))
+
+
+def quality_issue_coupon(goods_total: int, policy: ComplaintsPolicy) -> int:
+    """5 % of the order's goods total, at least 500 and at most 5000 (defaults)."""
+    return clamp(
+        percent_bp(goods_total, policy.quality_issue_rate_bp),
+        policy.quality_issue_min,
+        policy.quality_issue_max,
+    )
+
+
+def late_shipment_amount(goods_total: int, policy: ComplaintsPolicy) -> int:
+    """5 % of the order's goods total, at most 3000 (defaults); no minimum."""
+    return min(percent_bp(goods_total, policy.late_shipment_rate_bp), policy.late_shipment_cap)
+
+
+def coupon_for(category: Category, goods_total: int, policy: ComplaintsPolicy) -> int:
+    """The coupon an upheld complaint of `category` earns (0: none)."""
+    if category == Category.QUALITY_ISSUE:
+        return quality_issue_coupon(goods_total, policy)
+    fixed = {
+        Category.LOGISTICS_DELAY: policy.logistics_delay_coupon,
+        Category.MISSING_ITEM: policy.missing_item_coupon,
+        Category.WRONG_ITEM: policy.wrong_item_coupon,
+        Category.NOT_RECEIVED: policy.not_received_coupon,
+        Category.SERVICE_ATTITUDE: policy.service_attitude_coupon,
+    }
+    return fixed.get(category, 0)
+
+
+@dataclass(frozen=True)
+class Payment:
+    """One payment method of an order, or one part of a refund split over them."""
+
+    method: str
+    amount: int
+
+    def __post_init__(self) -> None:
+        if self.amount < 0:
+            raise ValueError("payment amount must not be negative")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "amount": self.amount}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Payment:
+        return cls(method=str(data["method"]), amount=int(data["amount"]))
+
+
+def split_payments(amount: int, payments: Sequence[Payment]) -> tuple[Payment, ...]:
+    """`amount` split pro rata over the order's payment methods (largest remainder).
+
+    Parts of zero are left out; the parts always sum to `amount`.
+    """
+    if amount == 0:
+        return ()
+    parts = split_largest_remainder(amount, [p.amount for p in payments])
+    return tuple(
+        Payment(method=p.method, amount=part)
+        for p, part in zip(payments, parts, strict=True)
+        if part > 0
+    )

@@ -1,0 +1,570 @@
+"""The complaints service layer: thin handlers that load aggregates, call the domain, store, emit.
+
+Locking. Every complaint event is keyed by its order (SPEC 1), so the consumer's advisory lock
+on the order id serialises a complaint with its order, its timers (locked by the order id too)
+and the order's other complaints. Two more keys are taken where an event cannot name the order:
+- `complaint:<id>` for every complaint event and for `satisfaction.low` (keyed by the buyer),
+  so parking a low score of a complaint not seen yet and creating that complaint never race;
+- a known complaint's order id, taken by the `satisfaction.low` handler itself once it has
+  read it (a complaint never changes order), before it loads the complaint;
+- the buyer's customer id, taken before the compensation budget is read (a buyer's complaints
+  may be about orders on other partitions).
+A lock taken inside a handler can meet another transaction's in the opposite order; PostgreSQL
+then aborts one of them (deadlock, SQLSTATE 40P01), which the runtime treats as a passing fault:
+the batch is rolled back and fetched again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from services.complaints.domain import (
+    CaseKey,
+    CompensationBudget,
+    Complaint,
+    CouponAwaitingApproval,
+    CouponGranted,
+    DomainEvent,
+    Escalated,
+    LowScore,
+    Notify,
+    OrderFacts,
+    OrderLine,
+    Payment,
+    RefundDue,
+    ReshipmentDue,
+    ShopOrder,
+    SlaBreached,
+    TimerCancelled,
+    TimerKind,
+    TimerSet,
+)
+from services.complaints.repository import ComplaintsRepository
+from shared import metrics
+from shared.contracts import (
+    CaseRef,
+    CloudEvent,
+    CompensationPending,
+    CompensationReviewed,
+    ComplaintEscalated,
+    ComplaintOpened,
+    ComplaintResolved,
+    ComplaintResponded,
+    FollowupEvent,
+    NotificationRequested,
+    OrderCancelled,
+    OrderPaid,
+    OrderShipped,
+    RefundIssued,
+    ReshipmentRequested,
+    ReturnLine,
+    deterministic_id,
+    event_key,
+    topics,
+)
+from shared.contracts import CouponGranted as CouponGrantedData
+from shared.contracts import SlaBreached as SlaBreachedData
+from shared.messaging.context import EventHandler, HandlerContext, TimerHandler
+from shared.messaging.store import Timer
+from shared.policy import Policy
+
+SERVICE = "complaints"
+log = logging.getLogger("aftersales.complaints")
+
+_ORDER_TIMERS = frozenset({TimerKind.LATE_SHIPMENT})
+
+
+# --- ids: deterministic per case, so a replay or a redelivery yields the same ones ----------
+
+
+def refund_id(case_type: str, case_id: str) -> str:
+    """The same formula as every service: `rf-<uuid5('refund', case type, case id)>`."""
+    return f"rf-{deterministic_id('refund', case_type, case_id)}"
+
+
+def coupon_id(complaint_id: str) -> str:
+    """One coupon per complaint."""
+    return f"cp-{deterministic_id('coupon', complaint_id)}"
+
+
+def escalation_id(complaint_id: str, reason: str, round_: int) -> str:
+    return f"esc-{deterministic_id('escalation', complaint_id, reason, str(round_))}"
+
+
+def notification_request_id(case: CaseKey, template: str, tag: str) -> str:
+    return f"nr-{deterministic_id('notification', case.type.value, case.id, template, tag)}"
+
+
+def complaint_lock(complaint_id: str) -> str:
+    return f"complaint:{complaint_id}"
+
+
+def lock_keys(event: CloudEvent) -> Iterable[str]:
+    """What each handler touches, locked before the batch is applied (see the module doc)."""
+    data = event.data
+    if isinstance(data, FollowupEvent):
+        return [
+            data.customer_id,
+            *(complaint_lock(case.id) for case in data.cases if case.type == "complaint"),
+        ]
+    keys = [event_key(event)]
+    complaint_id = getattr(data, "complaint_id", None)
+    if isinstance(complaint_id, str):
+        keys.append(complaint_lock(complaint_id))
+    return keys
+
+
+def facts_from_event(data: OrderPaid) -> OrderFacts:
+    """The complaints view of an order: amounts and ids, never the buyer's contact (SPEC 7)."""
+    return OrderFacts(
+        order_id=data.order_id,
+        customer_id=data.customer_id,
+        paid_at=data.paid_at,
+        currency=data.currency,
+        lines=tuple(
+            OrderLine(
+                line_id=line.line_id,
+                quantity=line.quantity,
+                paid_amount=line.paid_amount,
+                is_gift=line.is_gift,
+            )
+            for line in data.lines
+        ),
+        shipping_fee_paid=data.shipping_fee_paid,
+        payments=tuple(Payment(method=p.method, amount=p.amount) for p in data.payments),
+        presale_ship_by=data.presale_ship_by,
+    )
+
+
+@dataclass
+class _Case:
+    """One complaint and its order, stored together at the end of a handler."""
+
+    repo: ComplaintsRepository
+    complaint: Complaint
+    order: ShopOrder
+
+
+class ComplaintsHandlers:
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.rules = policy.complaints
+
+    def events(self) -> Mapping[str, EventHandler]:
+        return {
+            "order.paid": self.order_paid,
+            "order.shipped": self.order_shipped,
+            "order.cancelled": self.order_cancelled,
+            "complaint.opened": self.complaint_opened,
+            "complaint.responded": self.complaint_responded,
+            "complaint.resolved": self.complaint_resolved,
+            "compensation.reviewed": self.compensation_reviewed,
+            "satisfaction.low": self.satisfaction_low,
+        }
+
+    def timers(self) -> Mapping[str, TimerHandler]:
+        return {
+            TimerKind.FIRST_RESPONSE.value: self.complaint_timer,
+            TimerKind.RESOLUTION.value: self.complaint_timer,
+            TimerKind.LATE_SHIPMENT.value: self.order_timer,
+        }
+
+    # --- orders -----------------------------------------------------------------------------
+
+    async def order_paid(self, event: CloudEvent, ctx: HandlerContext) -> None:
+        data = event.data
+        assert isinstance(data, OrderPaid)
+        repo = ComplaintsRepository(ctx.session)
+        order = await repo.order(data.order_id) or ShopOrder.new(data.order_id)
+        events = order.record_paid(facts_from_event(data), self.rules, ctx.now)
+        await repo.save_order(order, ctx.now)
+        await self._publish(ctx, order, None, events)
+        # Upheld complaints that waited for the order's amounts are compensated now.
+        for complaint in await repo.complaints_of_order(order.order_id):
+            if complaint.awaits_compensation:
+                await self._finish(_Case(repo, complaint, order), ctx, [])
+
+    async def order_shipped(self, event: CloudEvent, ctx: HandlerContext) -> None:
+        data = event.data
+        assert isinstance(data, OrderShipped)
+        repo = ComplaintsRepository(ctx.session)
+        order = await repo.order(data.order_id) or ShopOrder.new(data.order_id)
+        events = order.record_shipped(data.shipped_at, self.rules, ctx.now)
+        await repo.save_order(order, ctx.now)
+        await self._publish(ctx, order, None, events)
+
+    async def order_cancelled(self, event: CloudEvent, ctx: HandlerContext) -> None:
+        data = event.data
+        assert isinstance(data, OrderCancelled)
+        repo = ComplaintsRepository(ctx.session)
+        order = await repo.order(data.order_id) or ShopOrder.new(data.order_id)
+        events = order.record_cancelled(data.cancelled_at, self.rules, ctx.now)
+        await repo.save_order(order, ctx.now)
+        await self._publish(ctx, order, None, events)
+
+    async def order_timer(self, timer: Timer, ctx: HandlerContext) -> None:
+        repo = ComplaintsRepository(ctx.session)
+        order = await repo.order(timer.ref)
+        if order is None:
+            log.warning("timer for an unknown order", extra={"kind": timer.kind})
+            return
+        events = order.on_timer(timer.kind, timer.due_at, self.rules, ctx.now)
+        await repo.save_order(order, ctx.now)
+        await self._publish(ctx, order, None, events)
+
+    # --- complaints -------------------------------------------------------------------------
+
+    async def complaint_opened(self, event: CloudEvent, ctx: HandlerContext) -> None:
+        data = event.data
+        assert isinstance(data, ComplaintOpened)
+        case = await self._case(ctx, data.complaint_id, data.order_id)
+        events = case.complaint.open(
+            customer_id=data.customer_id,
+            category=data.category,
+            opened_at=data.opened_at,
+            policy=self.rules,
+            now=ctx.now,
+        )
+        await self._finish(case, ctx, events)
+
+    async def complaint_responded(self, event: CloudEvent, ctx: HandlerContext) -> None:
+        data = event.data
+        assert isinstance(data, ComplaintResponded)
+        case = await self._case(ctx, data.complaint_id, data.order_id)
+        events = case.complaint.respond(data.agent_id, data.responded_at, ctx.now)
+        await self._finish(case, ctx, events)
+
+    async def complaint_resolved(self, event: CloudEvent, ctx: HandlerContext) -> None:
+        data = event.data
+        assert isinstance(data, ComplaintResolved)
+        case = await self._case(ctx, data.complaint_id, data.order_id)
+        events = case.complaint.resolve(
+            outcome=data.outcome,
+            remedy=data.remedy,
+            agent_id=data.agent_id,
+            resolved_at=data.resolved_at,
+            policy=self.rules,
+            now=ctx.now,
+        )
+        await self._finish(case, ctx, events)
+
+    async def compensation_reviewed(self, event: CloudEvent, ctx: HandlerContext) -> None:
+        data = event.data
+        assert isinstance(data, CompensationReviewed)
+        repo = ComplaintsRepository(ctx.session)
+        complaint = await repo.complaint(data.complaint_id)
+        if complaint is None or not complaint.customer_id:
+            log.warning("review of a compensation the service does not know; no effect")
+            return
+        case = await self._case(ctx, data.complaint_id, data.order_id, complaint)
+        budget = await self._budget(ctx, repo, complaint.customer_id)
+        events = complaint.review_compensation(
+            data.decision, data.agent_id, data.reviewed_at, budget, self.rules, ctx.now
+        )
+        await repo.save_budget(budget, ctx.now)
+        await self._finish(case, ctx, events)
+
+    async def satisfaction_low(self, event: CloudEvent, ctx: HandlerContext) -> None:
+        data = event.data
+        assert isinstance(data, FollowupEvent)
+        assert data.score is not None  # required for satisfaction.low by the contract
+        repo = ComplaintsRepository(ctx.session)
+        score = LowScore(callback_id=data.callback_id, score=data.score)
+        for ref in data.cases:
+            if ref.type != "complaint":
+                continue  # returns are not this service's cases
+            order_id = await repo.order_of_complaint(ref.id)
+            if order_id is None:
+                await repo.park_low_score(ref.id, score, ctx.now)
+                continue
+            await ctx.uow.lock([order_id])
+            case = await self._case(ctx, ref.id, order_id)
+            events = case.complaint.record_low_satisfaction(
+                score.callback_id, score.score, self.rules, ctx.now
+            )
+            await self._finish(case, ctx, events)
+
+    async def complaint_timer(self, timer: Timer, ctx: HandlerContext) -> None:
+        repo = ComplaintsRepository(ctx.session)
+        complaint = await repo.complaint(timer.ref)
+        if complaint is None:
+            log.warning("timer for an unknown complaint", extra={"kind": timer.kind})
+            return
+        case = await self._case(ctx, complaint.complaint_id, complaint.order_id, complaint)
+        events = complaint.on_timer(timer.kind, timer.due_at, self.rules, ctx.now)
+        await self._finish(case, ctx, events)
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    async def _case(
+        self,
+        ctx: HandlerContext,
+        complaint_id: str,
+        order_id: str,
+        complaint: Complaint | None = None,
+    ) -> _Case:
+        repo = ComplaintsRepository(ctx.session)
+        if complaint is None:
+            complaint = await repo.complaint(complaint_id)
+        if complaint is None:
+            complaint = Complaint.new(complaint_id, order_id)
+        elif complaint.order_id != order_id:
+            raise ValueError(
+                f"complaint {complaint_id} belongs to order {complaint.order_id}, not {order_id}"
+            )
+        order = await repo.order(order_id) or ShopOrder.new(order_id)
+        return _Case(repo, complaint, order)
+
+    async def _budget(
+        self, ctx: HandlerContext, repo: ComplaintsRepository, customer_id: str
+    ) -> CompensationBudget:
+        await ctx.uow.lock([customer_id])  # the buyer's complaints may be on other partitions
+        return await repo.budget(customer_id)
+
+    async def _finish(self, case: _Case, ctx: HandlerContext, events: list[DomainEvent]) -> None:
+        """Hand over parked low scores, compensate when due, store, and emit everything."""
+        complaint, order, repo = case.complaint, case.order, case.repo
+        for score in await repo.take_parked_low_scores(complaint.complaint_id):
+            events += complaint.record_low_satisfaction(
+                score.callback_id, score.score, self.rules, ctx.now
+            )
+        if complaint.awaits_compensation and order.is_paid:
+            budget = await self._budget(ctx, repo, complaint.customer_id)
+            events += complaint.compensate(order, budget, self.rules, ctx.now)
+            await repo.save_budget(budget, ctx.now)
+        await repo.save_complaint(complaint, ctx.now)
+        await repo.save_order(order, ctx.now)
+        await self._publish(ctx, order, complaint, events)
+
+    async def _publish(
+        self,
+        ctx: HandlerContext,
+        order: ShopOrder,
+        complaint: Complaint | None,
+        events: list[DomainEvent],
+    ) -> None:
+        for event in events:
+            await _Emitter(ctx, order, complaint).emit(event)
+
+
+class _Emitter:
+    """Turns domain events into outbox messages and timer rows, with deterministic ids."""
+
+    def __init__(self, ctx: HandlerContext, order: ShopOrder, complaint: Complaint | None):
+        self.ctx = ctx
+        self.order = order
+        self.complaint = complaint
+        self.order_id = order.order_id
+        if complaint is not None and complaint.customer_id:
+            self.customer_id = complaint.customer_id
+        elif order.facts is not None:
+            self.customer_id = order.facts.customer_id
+        else:
+            self.customer_id = ""
+
+    def _complaint(self) -> Complaint:
+        if self.complaint is None:
+            raise ValueError("a complaint event outside a complaint")
+        return self.complaint
+
+    async def emit(self, event: DomainEvent) -> None:
+        ctx = self.ctx
+        if isinstance(event, TimerSet):
+            await ctx.timers.set(
+                event.kind.value,
+                self._timer_ref(event.kind),
+                due_at=event.due_at,
+                lock_key=self.order_id,
+                payload={"order_id": self.order_id},
+            )
+        elif isinstance(event, TimerCancelled):
+            await ctx.timers.cancel(event.kind.value, self._timer_ref(event.kind), at=ctx.now)
+        elif isinstance(event, Notify):
+            await self._notify(event)
+        elif isinstance(event, SlaBreached):
+            await self._sla_breached(event)
+        elif isinstance(event, Escalated):
+            await self._escalated(event)
+        elif isinstance(event, CouponGranted):
+            await self._coupon(event)
+        elif isinstance(event, CouponAwaitingApproval):
+            await self._coupon_pending(event)
+        elif isinstance(event, RefundDue):
+            await self._refund(event)
+        elif isinstance(event, ReshipmentDue):
+            await self._reshipment(event)
+        else:  # pragma: no cover - a new domain event must be wired here
+            raise TypeError(f"unhandled domain event {type(event).__name__}")
+
+    def _timer_ref(self, kind: TimerKind) -> str:
+        return self.order_id if kind in _ORDER_TIMERS else self._complaint().complaint_id
+
+    async def _notify(self, event: Notify) -> None:
+        request_id = notification_request_id(event.case, event.template.value, event.tag)
+        await self.ctx.emit(
+            topics.NOTIFICATIONS,
+            "notification.requested",
+            NotificationRequested(
+                request_id=request_id,
+                customer_id=self.customer_id,
+                order_id=self.order_id,
+                template=event.template.value,
+                params=dict(event.params),
+                urgent=event.urgent,
+                case=_case_ref(event.case),
+            ),
+            key=self.order_id,
+            event_id=deterministic_id("notification.requested", request_id),
+            correlation_id=event.case.id,
+        )
+
+    async def _sla_breached(self, event: SlaBreached) -> None:
+        await self.ctx.emit(
+            topics.SLA,
+            "sla.breached",
+            SlaBreachedData.model_validate(
+                dict(
+                    case=_case_ref(event.case),
+                    sla=event.sla.value,
+                    due_at=event.due_at,
+                    detected_at=event.detected_at,
+                    order_id=self.order_id,
+                    customer_id=self.customer_id or None,
+                )
+            ),
+            key=self.order_id,
+            event_id=deterministic_id(
+                "sla.breached",
+                event.case.type.value,
+                event.case.id,
+                event.sla.value,
+                str(event.round),
+            ),
+            correlation_id=event.case.id,
+        )
+        metrics.SLA_BREACHES.labels(SERVICE, event.sla.value).inc()
+
+    async def _escalated(self, event: Escalated) -> None:
+        complaint = self._complaint()
+        assert complaint.category is not None
+        eid = escalation_id(complaint.complaint_id, event.reason.value, event.round)
+        await self.ctx.emit(
+            topics.ESCALATIONS,
+            "complaint.escalated",
+            ComplaintEscalated.model_validate(
+                dict(
+                    escalation_id=eid,
+                    complaint_id=complaint.complaint_id,
+                    order_id=self.order_id,
+                    customer_id=complaint.customer_id,
+                    category=complaint.category.value,
+                    reason=event.reason.value,
+                    priority=event.priority.value,
+                    due_at=event.due_at,
+                    escalated_at=event.escalated_at,
+                    score=event.score,
+                    callback_id=event.callback_id,
+                )
+            ),
+            key=self.order_id,
+            event_id=deterministic_id("complaint.escalated", eid),
+            correlation_id=complaint.complaint_id,
+        )
+        metrics.DECISIONS.labels(SERVICE, "complaint.escalated", event.reason.value).inc()
+
+    async def _coupon(self, event: CouponGranted) -> None:
+        complaint = self._complaint()
+        cid = coupon_id(complaint.complaint_id)
+        await self.ctx.emit(
+            topics.COUPONS,
+            "coupon.granted",
+            CouponGrantedData(
+                coupon_id=cid,
+                customer_id=complaint.customer_id,
+                order_id=self.order_id,
+                complaint_id=complaint.complaint_id,
+                value=event.value,
+                currency=event.currency,
+                expires_at=event.expires_at,
+                reason=event.reason,
+                granted_at=event.granted_at,
+            ),
+            key=self.order_id,
+            event_id=deterministic_id("coupon.granted", cid),
+            correlation_id=complaint.complaint_id,
+        )
+        metrics.DECISIONS.labels(SERVICE, "coupon.granted", event.reason).inc()
+
+    async def _coupon_pending(self, event: CouponAwaitingApproval) -> None:
+        complaint = self._complaint()
+        cid = coupon_id(complaint.complaint_id)
+        await self.ctx.emit(
+            topics.ESCALATIONS,
+            "compensation.pending",
+            CompensationPending(
+                complaint_id=complaint.complaint_id,
+                order_id=self.order_id,
+                customer_id=complaint.customer_id,
+                coupon_id=cid,
+                value=event.value,
+                currency=event.currency,
+                used=event.used,
+                budget=event.budget,
+                window_days=event.window_days,
+                requested_at=event.requested_at,
+            ),
+            key=self.order_id,
+            event_id=deterministic_id("compensation.pending", cid),
+            correlation_id=complaint.complaint_id,
+        )
+        category = complaint.category.value if complaint.category else "unknown"
+        metrics.DECISIONS.labels(SERVICE, "compensation.pending", category).inc()
+
+    async def _refund(self, event: RefundDue) -> None:
+        rid = refund_id(event.case.type.value, event.case.id)
+        await self.ctx.emit(
+            topics.REFUNDS,
+            "refund.issued",
+            RefundIssued.model_validate(
+                dict(
+                    refund_id=rid,
+                    order_id=self.order_id,
+                    customer_id=self.customer_id,
+                    case=_case_ref(event.case),
+                    amount=event.amount,
+                    currency=event.currency,
+                    breakdown=[{"kind": k, "amount": a} for k, a in event.breakdown],
+                    payments=[p.to_dict() for p in event.payments],
+                    due_by=event.due_by,
+                    issued_at=event.issued_at,
+                )
+            ),
+            key=self.order_id,
+            event_id=deterministic_id("refund.issued", rid),
+            correlation_id=event.case.id,
+        )
+        metrics.REFUNDS.labels(SERVICE, event.case.type.value).inc()
+        metrics.REFUND_AMOUNT.labels(SERVICE, event.currency).inc(event.amount)
+
+    async def _reshipment(self, event: ReshipmentDue) -> None:
+        await self.ctx.emit(
+            topics.FULFILMENT,
+            "reshipment.requested",
+            ReshipmentRequested(
+                order_id=self.order_id,
+                customer_id=self.customer_id,
+                case=_case_ref(event.case),
+                lines=[ReturnLine(line_id=k, quantity=q) for k, q in event.lines.items()],
+                due_by=event.due_by,
+                requested_at=event.requested_at,
+            ),
+            key=self.order_id,
+            event_id=deterministic_id("reshipment.requested", event.case.type.value, event.case.id),
+            correlation_id=event.case.id,
+        )
+
+
+def _case_ref(case: CaseKey) -> CaseRef:
+    return CaseRef(type=case.type.value, id=case.id)

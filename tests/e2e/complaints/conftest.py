@@ -1,0 +1,102 @@
+"""The complaints service on the real broker and a database of its own (module scope).
+
+The service reads fixed topics with a fixed consumer group on a broker other tests share, so
+its group starts at the end of its input topics and the tests keep to their own ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from shared.clock import ManualClock
+from shared.messaging.runtime import ensure_topics
+from shared.migrations import upgrade
+from shared.settings import Settings
+
+from .helpers import GROUP, INPUT_TOPICS, OUTPUT_TOPICS, T0, Outputs, Service, Shop, skip_history
+
+
+def _plain(url: str) -> str:
+    return "postgresql://" + url.split("://", 1)[1]
+
+
+def _with_database(url: str, name: str) -> str:
+    base, _, query = url.partition("?")
+    base = base.rsplit("/", 1)[0] + "/" + name
+    return f"{base}?{query}" if query else base
+
+
+@pytest.fixture(scope="module")
+async def complaints_database(database_url: str) -> AsyncIterator[str]:
+    """A fresh database with the complaints schema migrated, dropped afterwards."""
+    name = f"e2e_complaints_{uuid.uuid4().hex[:10]}"
+    conn = await asyncpg.connect(_plain(database_url))
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    url = _with_database(database_url, name)
+    await asyncio.to_thread(upgrade, "complaints", url)
+    yield url
+    conn = await asyncpg.connect(_plain(database_url))
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="module")
+def complaints_settings(complaints_database: str, kafka_bootstrap: str) -> Settings:
+    return Settings(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        database_url=complaints_database,
+        kafka_idempotence=False,
+        kafka_topic_partitions=3,
+    )
+
+
+@pytest.fixture(scope="module")
+async def complaints_engine(complaints_database: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(complaints_database)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def service_clock() -> ManualClock:
+    return ManualClock(T0)
+
+
+@pytest.fixture(scope="module")
+async def complaints_service(
+    complaints_settings: Settings, service_clock: ManualClock
+) -> AsyncIterator[Service]:
+    service = Service(complaints_settings, service_clock)
+    await ensure_topics(complaints_settings, service.new_runtime().definition.all_topics)
+    await skip_history(complaints_settings.kafka_bootstrap_servers, GROUP, INPUT_TOPICS)
+    await service.start()
+    yield service
+    await service.stop()
+
+
+@pytest.fixture(scope="module")
+async def shop(kafka_bootstrap: str) -> AsyncIterator[Shop]:
+    shop = Shop(kafka_bootstrap)
+    await shop.producer.start()
+    yield shop
+    await shop.producer.stop()
+
+
+@pytest.fixture(scope="module")
+async def outputs(complaints_settings: Settings) -> AsyncIterator[Outputs]:
+    await ensure_topics(complaints_settings, OUTPUT_TOPICS)
+    outputs = Outputs(complaints_settings.kafka_bootstrap_servers)
+    await outputs.start()
+    yield outputs
+    await outputs.stop()

@@ -1,0 +1,390 @@
+"""The shop platform's side of the complaints end-to-end tests: CloudEvents it publishes, a
+reader of the service's output topics, and the service itself with an injected clock."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord
+
+from services.complaints.bootstrap import build
+from shared.clock import ManualClock
+from shared.contracts import dead_letter_topic, topics
+from shared.messaging.relay import CONTENT_TYPE
+from shared.messaging.runtime import ServiceRuntime
+from shared.policy import Policy
+from shared.settings import Settings
+
+# Monday 2026-03-02 10:00 in Shanghai: the service's clock; events happen before it.
+T0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
+H = timedelta(hours=1)
+MIN = timedelta(minutes=1)
+GROUP = "aftersales-complaints"  # the service's consumer group (ServiceRuntime)
+INPUT_TOPICS = (topics.ORDERS, topics.COMPLAINTS, topics.FOLLOWUPS)
+OUTPUT_TOPICS = (
+    topics.NOTIFICATIONS,
+    topics.COUPONS,
+    topics.REFUNDS,
+    topics.FULFILMENT,
+    topics.SLA,
+    topics.ESCALATIONS,
+    dead_letter_topic("complaints"),
+)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+# --- events ---------------------------------------------------------------------------------
+
+
+def event(type_: str, data: dict[str, Any], at: datetime, *, id: str | None = None) -> dict:
+    return {
+        "specversion": "1.0",
+        "id": id or unique(f"e2e-{type_}"),
+        "source": "/shop-platform/e2e",
+        "type": type_,
+        "time": at.isoformat(),
+        "datacontenttype": "application/json",
+        "data": data,
+    }
+
+
+def order_paid(
+    order_id: str,
+    customer_id: str,
+    *,
+    at: datetime = T0 - 2 * 24 * H,
+    goods: Sequence[int] = (30000,),
+    shipping_fee_paid: int = 0,
+    presale_ship_by: datetime | None = None,
+) -> dict:
+    total = sum(goods) + shipping_fee_paid
+    card = total * 3 // 4
+    return event(
+        "order.paid",
+        {
+            "order_id": order_id,
+            "shop_id": "S-e2e",
+            "customer_id": customer_id,
+            "paid_at": at.isoformat(),
+            "currency": "CNY",
+            "lines": [
+                {
+                    "line_id": f"L{i + 1}",
+                    "sku": f"SKU-{i + 1}",
+                    "title": f"Item {i + 1}",
+                    "category": "home",
+                    "quantity": 1,
+                    "paid_amount": amount,
+                }
+                for i, amount in enumerate(goods)
+            ],
+            "shipping_fee_paid": shipping_fee_paid,
+            "standard_shipping_fee": 1000,
+            "free_shipping_threshold": None,
+            "shipping_insurance": False,
+            "presale_ship_by": None if presale_ship_by is None else presale_ship_by.isoformat(),
+            "payments": [
+                {"method": "alipay", "amount": card},
+                {"method": "huabei", "amount": total - card},
+            ],
+            "customer": {
+                "name": "Li Lei",
+                "phone": "13900001111",
+                "email": "li.lei@example.com",
+                "preferred_channel": "sms",
+            },
+        },
+        at,
+    )
+
+
+def order_shipped(order_id: str, *, at: datetime) -> dict:
+    data = {"order_id": order_id, "shipped_at": at.isoformat(), "carrier": "SF"}
+    return event("order.shipped", {**data, "tracking_no": f"SF-{order_id}"}, at)
+
+
+def opened(
+    complaint_id: str, order_id: str, customer_id: str, category: str, *, at: datetime
+) -> dict:
+    data = {
+        "complaint_id": complaint_id,
+        "order_id": order_id,
+        "customer_id": customer_id,
+        "category": category,
+        "description": "call me on 13900001111",  # free text is never stored nor emitted
+        "opened_at": at.isoformat(),
+    }
+    return event("complaint.opened", data, at)
+
+
+def responded(complaint_id: str, order_id: str, *, at: datetime) -> dict:
+    data = {"complaint_id": complaint_id, "order_id": order_id, "agent_id": "agent-7"}
+    return event("complaint.responded", {**data, "responded_at": at.isoformat()}, at)
+
+
+def resolved(
+    complaint_id: str,
+    order_id: str,
+    *,
+    at: datetime,
+    outcome: str = "upheld",
+    remedy: str = "none",
+) -> dict:
+    data = {
+        "complaint_id": complaint_id,
+        "order_id": order_id,
+        "outcome": outcome,
+        "remedy": remedy,
+        "agent_id": "agent-7",
+        "resolved_at": at.isoformat(),
+    }
+    return event("complaint.resolved", data, at)
+
+
+def reviewed(complaint_id: str, order_id: str, decision: str, *, at: datetime) -> dict:
+    data = {
+        "complaint_id": complaint_id,
+        "order_id": order_id,
+        "decision": decision,
+        "agent_id": "supervisor-3",
+        "note": "long-standing buyer",
+        "reviewed_at": at.isoformat(),
+    }
+    return event("compensation.reviewed", data, at)
+
+
+def satisfaction_low(customer_id: str, complaint_ids: Sequence[str], *, at: datetime) -> dict:
+    data = {
+        "callback_id": unique("CB"),
+        "customer_id": customer_id,
+        "cases": [{"type": "complaint", "id": c} for c in complaint_ids],
+        "score": 1,
+    }
+    return event("satisfaction.low", data, at)
+
+
+_TOPIC_OF = {
+    "order": topics.ORDERS,
+    "complaint": topics.COMPLAINTS,
+    "compensation": topics.COMPLAINTS,
+    "satisfaction": topics.FOLLOWUPS,
+}
+
+
+def topic_of(item: dict) -> str:
+    return _TOPIC_OF[str(item["type"]).split(".")[0]]
+
+
+def key_of(item: dict) -> str:
+    """The Kafka key: the order id, or the buyer for satisfaction.* (SPEC 1)."""
+    data = item["data"]
+    return str(
+        data["customer_id"] if item["type"].startswith("satisfaction.") else data["order_id"]
+    )
+
+
+class Shop:
+    """Publishes CloudEvents as the platform (and the follow-up service) do: keyed by order
+    id, or by customer id for satisfaction.*; each one acknowledged before the next."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, enable_idempotence=False, acks="all", linger_ms=0
+        )
+
+    async def publish(self, *events: dict) -> None:
+        for item in events:
+            await self.producer.send_and_wait(
+                topic_of(item),
+                json.dumps(item, ensure_ascii=False).encode("utf-8"),
+                key=key_of(item).encode(),
+                headers=[("content-type", CONTENT_TYPE.encode())],
+            )
+
+
+# --- reading the outputs --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Output:
+    topic: str
+    key: str
+    event: dict[str, Any]
+
+    @property
+    def type(self) -> str:
+        return str(self.event["type"])
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return self.event["data"]  # type: ignore[no-any-return]
+
+
+class Outputs:
+    """Every output topic read from the beginning, in the background, by a consumer of its own
+    (partitions assigned directly: no group to join, no offsets shared with anyone). The broker
+    is shared with other tests, so outputs are looked up by key (the order id)."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+        )
+        self.records: list[ConsumerRecord[bytes, bytes]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        await self.consumer.topics()
+        tps = [
+            TopicPartition(topic, partition)
+            for topic in OUTPUT_TOPICS
+            for partition in sorted(self.consumer.partitions_for_topic(topic) or ())
+        ]
+        self.consumer.assign(tps)
+        await self.consumer.seek_to_beginning(*tps)
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self.consumer.getmany(timeout_ms=100)
+            for records in batch.values():
+                self.records.extend(records)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.consumer.stop()
+
+    def of(self, key: str, event_type: str | None = None) -> list[Output]:
+        found = []
+        for record in self.records:
+            if record.key != key.encode():
+                continue
+            output = Output(record.topic, key, json.loads(record.value))
+            if event_type is None or output.type == event_type:
+                found.append(output)
+        return found
+
+    def notes(self, key: str, template: str) -> list[Output]:
+        return [o for o in self.of(key, "notification.requested") if o.data["template"] == template]
+
+    async def wait(
+        self,
+        key: str,
+        event_type: str,
+        *,
+        count: int = 1,
+        where: Callable[[Output], bool] = lambda _: True,
+        timeout: float = 20.0,
+    ) -> list[Output]:
+        """At least `count` outputs of `event_type` for `key` (matching `where`), or fail."""
+
+        def found() -> list[Output]:
+            matching = [o for o in self.of(key, event_type) if where(o)]
+            return matching if len(matching) >= count else []
+
+        return await eventually(  # type: ignore[no-any-return]
+            found, what=f"{count} x {event_type} for {key}", timeout=timeout
+        )
+
+    async def note(self, key: str, template: str) -> Output:
+        found = await self.wait(
+            key, "notification.requested", where=lambda o: o.data["template"] == template
+        )
+        return found[0]
+
+
+async def eventually(
+    check: Callable[[], Any], *, timeout: float = 20.0, interval: float = 0.05, what: str = "it"
+) -> Any:
+    """Poll `check` (sync or async) until it returns something truthy, or fail."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if isinstance(last, Awaitable):
+            last = await last
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"{what} not seen within {timeout}s (last: {last!r})")
+
+
+# --- the service ----------------------------------------------------------------------------
+
+
+class Service:
+    """The complaints service as `aftersales run complaints` starts it, with a ManualClock."""
+
+    def __init__(self, settings: Settings, clock: ManualClock) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.runtime: ServiceRuntime | None = None
+
+    def new_runtime(self) -> ServiceRuntime:
+        return ServiceRuntime(
+            build(Policy(), self.clock),
+            self.settings,
+            self.clock,
+            max_records=100,
+            relay_poll_interval=0.05,
+            timer_poll_interval=0.1,
+            retry_backoff=0.1,
+        )
+
+    async def start(self) -> None:
+        assert self.runtime is None, "already running"
+        self.runtime = self.new_runtime()
+        await self.runtime.start()
+
+    async def stop(self) -> None:
+        if self.runtime is not None:
+            runtime, self.runtime = self.runtime, None
+            await runtime.stop()
+
+
+async def skip_history(bootstrap: str, group: str, topic_names: Sequence[str]) -> None:
+    """Commit the group's offsets at the end of its input topics.
+
+    The broker is shared: without this, the service's group would start from the beginning of
+    `orders` and act on other tests' orders (late-shipment refunds for them, on a clock of
+    ours). The end is the fetch's high watermark: Tansu lists a shorter one at times.
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        await consumer.topics()
+        tps = [
+            TopicPartition(topic, partition)
+            for topic in topic_names
+            for partition in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        if not tps:
+            return
+        consumer.assign(tps)
+        await consumer.seek_to_end(*tps)
+        while await consumer.getmany(*tps, timeout_ms=300):
+            pass
+        try:
+            await consumer.commit({tp: await consumer.position(tp) for tp in tps})
+        except KafkaError:
+            pass  # a live member owns the group: the history is read, ids keep tests apart
+    finally:
+        await consumer.stop()

@@ -1,0 +1,136 @@
+"""The complaints service layer on the real database, records fed in a chosen order: lock keys,
+parked low scores, redeliveries, the timer scheduler, and no personal data at rest."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+from sqlalchemy import select, text
+
+from services.complaints import tables
+from services.complaints.handlers import complaint_lock, coupon_id, lock_keys
+from shared.clock import ManualClock
+from shared.contracts import parse_event
+
+from ...e2e.complaints.helpers import (
+    MIN,
+    T0,
+    H,
+    opened,
+    order_paid,
+    order_shipped,
+    resolved,
+    satisfaction_low,
+    unique,
+)
+from .harness import ComplaintsService
+
+
+def types(outbox: list[dict]) -> list[str]:
+    return [
+        e["data"]["template"] if e["type"] == "notification.requested" else e["type"]
+        for e in outbox
+    ]
+
+
+def test_lock_keys_name_what_each_handler_touches() -> None:
+    def keys(event: dict) -> list[str]:
+        return list(lock_keys(parse_event(json.dumps(event).encode())))
+
+    assert keys(opened("K1", "O1", "C1", "other", at=T0)) == ["O1", complaint_lock("K1")]
+    assert keys(resolved("K1", "O1", at=T0)) == ["O1", complaint_lock("K1")]
+    assert keys(order_paid("O1", "C1")) == ["O1"]
+    low = satisfaction_low("C1", ["K1", "K2"], at=T0)
+    low["data"]["cases"].append({"type": "return", "id": "R1"})
+    assert keys(low) == ["C1", complaint_lock("K1"), complaint_lock("K2")]
+
+
+async def test_a_low_score_for_an_unknown_complaint_is_parked_until_it_resolves(
+    svc: ComplaintsService,
+) -> None:
+    o, c, k = unique("O"), unique("C"), unique("K")
+    await svc.feed(satisfaction_low(c, [k], at=T0))
+    assert await svc.outbox(o) == []
+    async with svc.engine.connect() as conn:
+        parked = await conn.scalar(
+            select(tables.parked_low_scores.c.score).where(
+                tables.parked_low_scores.c.complaint_id == k
+            )
+        )
+    assert parked == 1
+    await svc.feed(order_paid(o, c), order_shipped(o, at=T0 - 24 * H))
+    await svc.feed(opened(k, o, c, "other", at=T0 - 10 * MIN))
+    assert (await svc.complaint(k))["status"] == "open"  # the score waits for the resolution
+    await svc.feed(resolved(k, o, at=T0 - 5 * MIN, outcome="not_upheld"))
+    state = await svc.complaint(k)
+    assert (state["status"], state["round"], state["priority"]) == ("reopened", 1, "urgent")
+    assert types(await svc.outbox(o)) == [
+        "complaint.acknowledged",
+        "complaint.escalated",
+        "complaint.reopened",
+    ]
+    async with svc.engine.connect() as conn:
+        left = await conn.scalar(
+            text("SELECT count(*) FROM complaints.parked_low_scores WHERE complaint_id = :k"),
+            {"k": k},
+        )
+    assert left == 0
+
+
+async def test_redeliveries_and_repeats_have_no_second_effect(svc: ComplaintsService) -> None:
+    o, c, k = unique("O"), unique("C"), unique("K")
+    opening, resolution = opened(k, o, c, "wrong_item", at=T0 - H), resolved(k, o, at=T0)
+    await svc.feed(order_paid(o, c), resolution, opening)
+    await svc.feed(resolution, opening)  # the same ids again
+    await svc.feed(resolved(k, o, at=T0 + MIN))  # another id, same complaint
+    outbox = await svc.outbox(o)
+    assert types(outbox) == ["coupon.granted", "complaint.compensated"]
+    assert outbox[0]["data"]["coupon_id"] == coupon_id(k)
+    assert outbox[0]["correlationid"] == k
+    assert outbox[0]["causationid"] == opening["id"]  # the opening completed the picture
+
+
+async def test_the_late_shipment_timer_fires_through_the_scheduler(
+    svc: ComplaintsService, clock: ManualClock
+) -> None:
+    o, c = unique("O"), unique("C")
+    await svc.feed(order_paid(o, c, at=T0 - 71 * H, goods=(10000, 5000)))
+    await svc.fire_due()
+    assert await svc.outbox(o) == []  # due in an hour
+    clock.advance(H)
+    await svc.fire_due()  # the database is shared: other tests' due timers fire too
+    outbox = await svc.outbox(o)
+    assert types(outbox) == ["refund.issued", "complaint.apology_late_shipment"]
+    refund = outbox[0]["data"]
+    assert refund["case"] == {"type": "late_shipment", "id": o}
+    assert refund["amount"] == 750
+    assert outbox[0]["causationid"].startswith("timer:late_shipment:")
+    await svc.feed(order_shipped(o, at=T0 - 70 * H))  # reported late: cannot claw back
+    clock.advance(timedelta(days=1))
+    await svc.fire_due()
+    assert len(await svc.outbox(o)) == 2
+
+
+async def test_no_personal_data_is_stored(svc: ComplaintsService) -> None:
+    o, c, k = unique("O"), unique("C"), unique("K")
+    await svc.feed(
+        order_paid(o, c),
+        opened(k, o, c, "quality_issue", at=T0 - H),
+        resolved(k, o, at=T0),
+    )
+    async with svc.engine.connect() as conn:
+        rows = await conn.execute(
+            text(
+                "SELECT state::text FROM complaints.orders WHERE order_id = :o "
+                "UNION ALL SELECT state::text FROM complaints.complaints WHERE complaint_id = :k "
+                "UNION ALL SELECT state::text FROM complaints.budgets WHERE customer_id = :c "
+                "UNION ALL SELECT convert_from(payload, 'UTF8') FROM complaints.outbox "
+                "WHERE key = :o"
+            ),
+            {"o": o, "k": k, "c": c},
+        )
+        stored = " ".join(row[0] for row in rows)
+    assert c in stored and k in stored
+    for personal in ("13900001111", "Li Lei", "li.lei@example.com", "call me"):
+        assert personal not in stored

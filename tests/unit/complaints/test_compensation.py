@@ -1,0 +1,400 @@
+"""Compensation of upheld complaints: every category, the buyer's rolling budget, supervisor
+review, once per complaint, and waiting for the order."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from services.complaints.domain import (
+    CaseKey,
+    CaseType,
+    CompensationBudget,
+    CouponAwaitingApproval,
+    CouponGranted,
+    CouponStatus,
+    Notify,
+    Payment,
+    RefundDue,
+    ReshipmentDue,
+    ShopOrder,
+    SlaBreached,
+    Template,
+    TimerCancelled,
+    TimerKind,
+)
+
+from . import DAY, POLICY, T0, Case, H, facts, one, only, paid_order, policy
+
+RESOLVED = T0 + H
+COMPLAINT = CaseKey(CaseType.COMPLAINT, "k1")
+LATE = CaseKey(CaseType.LATE_SHIPMENT, "o1")
+
+
+def coupons(events) -> list[int]:
+    return [event.value for event in only(events, CouponGranted)]
+
+
+# --- by category ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("goods", "coupon"),
+    [((8000,), 500), ((10000, 20000), 1500), ((150000,), 5000)],
+)
+def test_quality_issue_coupon_of_5_percent_of_the_goods_total(goods, coupon) -> None:
+    case = Case(order=paid_order(facts(*goods, shipping_fee_paid=800)))
+    events = case.upheld("quality_issue")
+    granted = one(events, CouponGranted)
+    assert granted.value == coupon
+    assert granted.currency == "CNY"
+    assert granted.granted_at == RESOLVED
+    assert granted.expires_at == RESOLVED + timedelta(days=30)
+    assert granted.reason == "quality_issue"
+    assert not only(events, RefundDue) and not only(events, ReshipmentDue)
+    assert case.complaint.compensation is not None
+    assert case.complaint.compensation.coupon_status == CouponStatus.GRANTED
+
+
+def test_logistics_delay_refunds_the_shipping_fee_and_grants_500() -> None:
+    payments = (Payment("alipay", 8000), Payment("huabei", 2799))
+    order = paid_order(facts(10000, shipping_fee_paid=799, payments=payments))
+    events = Case(order=order).upheld("logistics_delay")
+    refund = one(events, RefundDue)
+    assert refund.case == COMPLAINT
+    assert refund.amount == 799
+    assert refund.breakdown == (("outbound_shipping", 799),)
+    # 799 * 8000/10799 = 591.9..., 799 * 2799/10799 = 207.09...: the remainder goes to alipay
+    assert refund.payments == (Payment("alipay", 592), Payment("huabei", 207))
+    assert refund.due_by == RESOLVED + timedelta(hours=24)
+    assert refund.issued_at == RESOLVED
+    assert coupons(events) == [500]
+
+
+def test_logistics_delay_without_a_shipping_fee_is_the_coupon_alone() -> None:
+    events = Case(order=paid_order(facts(10000, shipping_fee_paid=0))).upheld("logistics_delay")
+    assert not only(events, RefundDue)
+    assert coupons(events) == [500]
+
+
+def test_missing_item_reships_the_order_lines_and_grants_1000() -> None:
+    events = Case(order=paid_order(facts(3000, 4000, gift=True))).upheld("missing_item")
+    reship = one(events, ReshipmentDue)
+    assert reship.case == COMPLAINT
+    assert reship.lines == {"l1": 1, "l2": 2, "gift": 1}
+    assert reship.due_by == RESOLVED + timedelta(hours=24)
+    assert coupons(events) == [1000]
+    assert not only(events, RefundDue)
+
+
+def test_wrong_item_grants_1000() -> None:
+    events = Case().upheld("wrong_item")
+    assert coupons(events) == [1000]
+    assert not only(events, RefundDue) and not only(events, ReshipmentDue)
+
+
+def test_not_received_with_reship_reships_and_grants_1000() -> None:
+    events = Case().upheld("not_received", "reship")
+    assert one(events, ReshipmentDue).lines == {"l1": 1}
+    assert not only(events, RefundDue)
+    assert coupons(events) == [1000]
+
+
+def test_not_received_with_refund_refunds_goods_and_shipping_and_grants_1000() -> None:
+    payments = (Payment("alipay", 6000), Payment("points", 4500))
+    order = paid_order(facts(10000, shipping_fee_paid=500, payments=payments))
+    events = Case(order=order).upheld("not_received", "refund")
+    refund = one(events, RefundDue)
+    assert refund.amount == 10500
+    assert refund.breakdown == (("goods", 10000), ("outbound_shipping", 500))
+    assert refund.payments == payments  # everything paid comes back the way it was paid
+    assert not only(events, ReshipmentDue)
+    assert coupons(events) == [1000]
+
+
+def test_not_received_with_no_remedy_is_the_coupon_alone() -> None:
+    events = Case().upheld("not_received", "none")
+    assert not only(events, RefundDue) and not only(events, ReshipmentDue)
+    assert coupons(events) == [1000]
+
+
+def test_service_attitude_grants_500() -> None:
+    assert coupons(Case().upheld("service_attitude")) == [500]
+
+
+def test_late_shipment_complaint_is_the_orders_late_shipment_refund() -> None:
+    case = Case(order=paid_order(facts(30000)))
+    events = case.upheld("late_shipment")
+    refund = one(events, RefundDue)
+    assert refund.case == LATE
+    assert refund.amount == 1500
+    assert refund.breakdown == (("compensation", 1500),)
+    assert refund.due_by == RESOLVED + timedelta(hours=24)
+    assert TimerCancelled(TimerKind.LATE_SHIPMENT) in events  # the watch ends
+    assert not coupons(events)
+    notice = one(events, Notify)  # the compensation notice, no separate apology
+    assert notice.template == Template.COMPENSATED
+    assert notice.params["refund_amount"] == 1500
+    assert "late_shipment_refund_earlier" not in notice.params
+    assert case.order.late_penalty is not None
+    assert case.order.late_penalty.cause == "complaint:k1"
+
+
+def test_late_shipment_complaint_after_the_timer_paid_gives_nothing_twice() -> None:
+    order = paid_order(facts(30000))
+    due = order.timers[TimerKind.LATE_SHIPMENT]
+    assert only(order.on_timer("late_shipment", due, POLICY, due), RefundDue)
+    case = Case(order=order)
+    events = case.upheld("late_shipment")
+    assert not only(events, RefundDue)
+    notice = one(events, Notify)
+    assert "refund_amount" not in notice.params  # nothing refunded now
+    assert notice.params["late_shipment_refund_earlier"] == 1500
+
+
+def test_fake_shipment_is_the_late_shipment_refund_plus_the_remedy() -> None:
+    events = Case(order=paid_order(facts(30000, shipping_fee_paid=1000))).upheld(
+        "fake_shipment", "refund"
+    )
+    refunds = {r.case: r for r in only(events, RefundDue)}
+    assert refunds[LATE].amount == 1500
+    assert refunds[COMPLAINT].amount == 31000
+    assert not coupons(events)
+    reshipped = Case(order=paid_order(facts(30000))).upheld("fake_shipment", "reship")
+    assert one(reshipped, ReshipmentDue).lines == {"l1": 1}
+    assert one(reshipped, RefundDue).case == LATE
+
+
+def test_other_has_no_automatic_compensation() -> None:
+    case = Case()
+    events = case.upheld("other")
+    assert not only(events, CouponGranted) and not only(events, RefundDue)
+    assert not [n for n in only(events, Notify) if n.template == Template.COMPENSATED]
+    assert case.complaint.compensation is not None  # decided: nothing
+
+
+@pytest.mark.parametrize("outcome", ["not_upheld", "withdrawn"])
+def test_no_compensation_unless_upheld(outcome: str) -> None:
+    case = Case()
+    events = case.open("quality_issue") + case.resolve(outcome)
+    assert not only(events, CouponGranted) and not only(events, RefundDue)
+    assert case.complaint.compensation is None
+
+
+def test_compensation_notice_lists_what_was_given() -> None:
+    order = paid_order(facts(10000, shipping_fee_paid=600))
+    notice = [n for n in Case(order=order).upheld("logistics_delay") if isinstance(n, Notify)][-1]
+    assert notice.template == Template.COMPENSATED
+    assert notice.case == COMPLAINT
+    assert notice.params == {
+        "complaint_id": "k1",
+        "order_id": "o1",
+        "category": "logistics_delay",
+        "currency": "CNY",
+        "coupon_value": 500,
+        "coupon_expires_at": (RESOLVED + timedelta(days=30)).isoformat(),
+        "refund_amount": 600,
+    }
+    reshipped = Case(order=paid_order(facts(3000))).upheld("missing_item")
+    assert one(reshipped, Notify).params == {
+        "complaint_id": "k1",
+        "order_id": "o1",
+        "category": "missing_item",
+        "currency": "CNY",
+        "coupon_value": 1000,
+        "coupon_expires_at": (RESOLVED + timedelta(days=30)).isoformat(),
+        "reshipment": 1,
+    }
+
+
+def test_a_refund_issued_after_its_due_time_also_breaches_the_refund_sla() -> None:
+    order = paid_order(facts(10000, shipping_fee_paid=600))
+    case = Case(order=order)
+    events = case.open("logistics_delay") + case.resolve(at=RESOLVED, now=RESOLVED + 2 * DAY)
+    breach = one(events, SlaBreached)
+    assert breach.sla.value == "refund"
+    assert breach.due_at == RESOLVED + timedelta(hours=24)
+    assert one(events, RefundDue).due_by == RESOLVED + timedelta(hours=24)
+
+
+# --- once per complaint ---------------------------------------------------------------------
+
+
+def test_at_most_one_compensation_however_often_the_resolution_arrives() -> None:
+    case = Case(order=paid_order(facts(10000, shipping_fee_paid=600)))
+    first = case.upheld("logistics_delay")
+    assert len(only(first, RefundDue)) == 1 and coupons(first) == [500]
+    assert case.resolve() == []  # the same resolution again
+    again = case.resolve(at=RESOLVED + H)  # a later one (a correction)
+    assert not only(again, RefundDue) and not coupons(again)
+    assert case.budget.used("CNY", RESOLVED + 2 * H, POLICY) == 500
+
+
+def test_a_correction_to_upheld_compensates_once() -> None:
+    case = Case()
+    assert not coupons(case.open("wrong_item") + case.resolve("not_upheld"))
+    assert coupons(case.resolve("upheld", at=RESOLVED + H)) == [1000]
+    assert not coupons(case.resolve("upheld", at=RESOLVED + 2 * H))
+
+
+def test_a_reopened_and_again_upheld_complaint_is_not_compensated_twice() -> None:
+    case = Case()
+    assert coupons(case.upheld("service_attitude")) == [500]
+    case.low_score(now=RESOLVED + DAY)
+    assert not coupons(case.resolve(at=RESOLVED + DAY + H))
+
+
+def test_compensation_waits_for_the_order() -> None:
+    order = ShopOrder.new("o1")
+    case = Case(order=order)
+    events = case.upheld("quality_issue")
+    assert not coupons(events)
+    assert case.complaint.awaits_compensation
+    # order.paid arrives: the service layer calls compensate
+    order.record_paid(facts(30000), POLICY, RESOLVED + H)
+    later = case.complaint.compensate(order, case.budget, POLICY, RESOLVED + H)
+    assert coupons(later) == [1500]
+    assert not case.complaint.awaits_compensation
+    assert case.complaint.compensate(order, case.budget, POLICY, RESOLVED + H) == []
+
+
+def test_compensate_needs_the_orders_facts() -> None:
+    case = Case(order=ShopOrder.new("o1"))
+    case.upheld("wrong_item")
+    with pytest.raises(ValueError, match="needs its order"):
+        case.complaint.compensate(case.order, case.budget, POLICY, RESOLVED)
+
+
+# --- the buyer's budget ---------------------------------------------------------------------
+
+
+def budget_with(*grants: tuple[int, object]) -> CompensationBudget:
+    budget = CompensationBudget("c1")
+    for i, (value, at) in enumerate(grants):
+        budget.record(f"earlier-{i}", value, "CNY", at, POLICY)  # type: ignore[arg-type]
+    return budget
+
+
+def test_a_coupon_that_brings_the_buyer_exactly_to_the_budget_is_granted() -> None:
+    budget = budget_with((9000, T0 - DAY))
+    case = Case(budget=budget)
+    assert coupons(case.upheld("wrong_item")) == [1000]  # 9000 + 1000 = 10000
+    assert budget.used("CNY", RESOLVED, POLICY) == 10000
+
+
+def test_a_coupon_over_the_budget_waits_for_approval() -> None:
+    budget = budget_with((9001, T0 - DAY))
+    case = Case(budget=budget)
+    events = case.upheld("wrong_item")  # 9001 + 1000 = 10001
+    assert not coupons(events)
+    pending = one(events, CouponAwaitingApproval)
+    assert (pending.value, pending.used, pending.budget, pending.window_days) == (
+        1000,
+        9001,
+        10000,
+        30,
+    )
+    assert pending.requested_at == RESOLVED
+    assert case.complaint.compensation is not None
+    assert case.complaint.compensation.coupon_status == CouponStatus.PENDING_APPROVAL
+    notice = one(events, Notify)
+    assert notice.template == Template.COMPENSATED
+    assert notice.params["coupon_pending_value"] == 1000
+    assert "coupon_value" not in notice.params  # not granted (yet)
+    assert budget.used("CNY", RESOLVED, POLICY) == 9001  # a waiting coupon does not count
+
+
+def test_the_budget_is_a_rolling_window_of_30_days() -> None:
+    granted_at = RESOLVED - timedelta(days=30)
+    # 30 days ago to the microsecond: no longer counts
+    assert coupons(Case(budget=budget_with((9500, granted_at))).upheld("wrong_item")) == [1000]
+    # one microsecond later: still counts
+    late = granted_at + timedelta(microseconds=1)
+    assert not coupons(Case(budget=budget_with((9500, late))).upheld("wrong_item"))
+
+
+def test_other_currencies_do_not_count_against_the_budget() -> None:
+    budget = CompensationBudget("c1")
+    budget.record("usd", 9999, "USD", T0, POLICY)
+    assert coupons(Case(budget=budget).upheld("wrong_item")) == [1000]
+
+
+def test_refunds_do_not_wait_for_the_budget() -> None:
+    order = paid_order(facts(10000, shipping_fee_paid=600))
+    events = Case(order=order, budget=budget_with((10000, T0))).upheld("logistics_delay")
+    assert one(events, RefundDue).amount == 600
+    assert one(events, CouponAwaitingApproval).value == 500
+
+
+def test_the_budget_follows_the_policy() -> None:
+    rules = policy(compensation_budget=600, compensation_window_days=7)
+    case = Case(budget=budget_with((100, T0 - timedelta(days=6))), rules=rules)
+    assert coupons(case.upheld("service_attitude")) == [500]
+    case2 = Case("k2", budget=case.budget, rules=rules)
+    assert not coupons(case2.upheld("service_attitude"))
+
+
+def test_several_complaints_of_one_buyer_add_up() -> None:
+    budget = CompensationBudget("c1")
+    granted = []
+    for i in range(4):
+        case = Case(f"k{i}", order=paid_order(facts(200000)), budget=budget)
+        granted.append(coupons(case.upheld("quality_issue")))
+    assert granted == [[5000], [5000], [], []]  # 10000 reached
+
+
+# --- supervisor review ----------------------------------------------------------------------
+
+
+def test_an_approved_coupon_is_granted_and_counts() -> None:
+    budget = budget_with((9600, T0 - DAY))
+    case = Case(budget=budget)
+    case.upheld("wrong_item")
+    approved_at = RESOLVED + 3 * H
+    events = case.review("approve", now=approved_at)
+    granted = one(events, CouponGranted)
+    assert (granted.value, granted.granted_at) == (1000, approved_at)
+    assert granted.expires_at == approved_at + timedelta(days=30)
+    approved = one(events, Notify)
+    assert approved.template == Template.COMPENSATION_APPROVED
+    assert approved.params == {
+        "complaint_id": "k1",
+        "value": 1000,
+        "currency": "CNY",
+        "expires_at": (approved_at + timedelta(days=30)).isoformat(),
+    }
+    assert budget.used("CNY", approved_at, POLICY) == 10600
+    assert case.complaint.compensation is not None
+    assert case.complaint.compensation.coupon_status == CouponStatus.APPROVED
+    assert case.complaint.compensation.reviewed_by == "supervisor-1"
+    assert case.review("approve", now=approved_at + H) == []  # once
+    assert case.review("deny", now=approved_at + H) == []
+
+
+def test_a_denied_coupon_is_not_granted_and_the_buyer_is_told() -> None:
+    case = Case(budget=budget_with((9600, T0 - DAY)))
+    case.upheld("wrong_item")
+    events = case.review("deny", now=RESOLVED + H)
+    assert not coupons(events)
+    notice = one(events, Notify)
+    assert notice.template == Template.COMPENSATION_DENIED
+    assert notice.params == {
+        "complaint_id": "k1",
+        "value": 1000,
+        "currency": "CNY",
+        "window_days": 30,
+    }
+    assert case.complaint.compensation is not None
+    assert case.complaint.compensation.coupon_status == CouponStatus.DENIED
+    assert case.review("approve", now=RESOLVED + 2 * H) == []
+
+
+def test_a_review_of_a_coupon_that_does_not_wait_has_no_effect() -> None:
+    case = Case()
+    case.upheld("wrong_item")  # granted at once
+    assert case.review("approve", now=RESOLVED + H) == []
+    fresh = Case("k2")
+    assert fresh.review("approve", now=RESOLVED) == []
+    with pytest.raises(ValueError, match="unknown review decision"):
+        fresh.review("maybe", now=RESOLVED)

@@ -1,0 +1,248 @@
+"""Late shipment detected without a complaint (SPEC 5): the ship-by instant, the timer, the
+once-per-order refund with its cap, shipments and cancellations in any order; and the
+compensation budget on its own."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+
+from services.complaints.domain import (
+    CATCH_UP_GRACE,
+    CaseKey,
+    CaseType,
+    CompensationBudget,
+    Notify,
+    OrderFacts,
+    Payment,
+    RefundDue,
+    ShopOrder,
+    Sla,
+    SlaBreached,
+    Template,
+    TimerCancelled,
+    TimerKind,
+    TimerSet,
+)
+
+from . import DAY, POLICY, T0, H, facts, one, only, policy
+
+PAID = T0
+SHIP_BY = PAID + 72 * H
+LATE = CaseKey(CaseType.LATE_SHIPMENT, "o1")
+TIMER = TimerKind.LATE_SHIPMENT.value
+
+
+def paid(order_facts: OrderFacts | None = None, *, rules=POLICY) -> tuple[ShopOrder, list]:
+    order = ShopOrder.new("o1")
+    events = order.record_paid(order_facts or facts(20000, paid_at=PAID), rules, PAID)
+    return order, events
+
+
+def test_order_paid_sets_the_timer_72_hours_after_payment() -> None:
+    order, events = paid()
+    assert events == [TimerSet(TimerKind.LATE_SHIPMENT, SHIP_BY)]
+    assert order.ship_by == SHIP_BY
+
+
+def test_a_presale_date_replaces_the_72_hours() -> None:
+    later = PAID + 10 * DAY
+    _order, events = paid(facts(20000, paid_at=PAID, presale_ship_by=later))
+    assert events == [TimerSet(TimerKind.LATE_SHIPMENT, later)]
+    earlier = PAID + DAY  # even when it is sooner
+    _order, events = paid(facts(20000, paid_at=PAID, presale_ship_by=earlier))
+    assert events == [TimerSet(TimerKind.LATE_SHIPMENT, earlier)]
+
+
+def test_the_hours_follow_the_policy() -> None:
+    rules = policy(late_shipment_hours=48)
+    _order, events = paid(rules=rules)
+    assert events == [TimerSet(TimerKind.LATE_SHIPMENT, PAID + 48 * H)]
+
+
+def test_a_repeated_order_paid_has_no_effect() -> None:
+    order, _ = paid()
+    assert order.record_paid(facts(99999, paid_at=PAID + H), POLICY, PAID + H) == []
+    assert order.facts is not None and order.facts.goods_total == 20000
+
+
+def test_shipped_in_time_cancels_the_timer() -> None:
+    order, _ = paid()
+    assert order.record_shipped(SHIP_BY, POLICY, SHIP_BY) == [
+        TimerCancelled(TimerKind.LATE_SHIPMENT)
+    ]  # exactly at the deadline is in time
+    assert order.timers == {}
+    assert order.on_timer(TIMER, SHIP_BY, POLICY, SHIP_BY) == []  # the row fires anyway
+
+
+def test_cancelled_in_time_cancels_the_timer() -> None:
+    order, _ = paid()
+    assert order.record_cancelled(PAID + H, POLICY, PAID + H) == [
+        TimerCancelled(TimerKind.LATE_SHIPMENT)
+    ]
+    assert order.late_penalty is None
+
+
+def test_the_timer_issues_5_percent_once_with_an_apology() -> None:
+    payments = (Payment("alipay", 15000), Payment("points", 5000))
+    order, _ = paid(facts(20000, paid_at=PAID, payments=payments))
+    now = SHIP_BY + timedelta(seconds=2)
+    events = order.on_timer(TIMER, SHIP_BY, POLICY, now)
+    refund = one(events, RefundDue)
+    assert refund.case == LATE
+    assert refund.amount == 1000
+    assert refund.breakdown == (("compensation", 1000),)
+    assert refund.payments == (Payment("alipay", 750), Payment("points", 250))
+    assert refund.due_by == SHIP_BY + 24 * H
+    assert refund.issued_at == now
+    apology = one(events, Notify)
+    assert apology.template == Template.APOLOGY_LATE_SHIPMENT
+    assert apology.case == LATE
+    assert apology.params == {
+        "order_id": "o1",
+        "ship_by": SHIP_BY.isoformat(),
+        "amount": 1000,
+        "currency": "CNY",
+    }
+    assert not only(events, SlaBreached)
+    assert order.late_penalty is not None and order.late_penalty.cause == "timer"
+    assert order.on_timer(TIMER, SHIP_BY, POLICY, now) == []  # once
+    assert order.issue_late_penalty(POLICY, now, owed_at=now, cause="again") == []
+
+
+@pytest.mark.parametrize(("goods", "amount"), [(59999, 2999), (60000, 3000), (80000, 3000)])
+def test_the_late_shipment_refund_is_capped_at_3000(goods: int, amount: int) -> None:
+    order, _ = paid(facts(goods, paid_at=PAID))
+    assert one(order.on_timer(TIMER, SHIP_BY, POLICY, SHIP_BY), RefundDue).amount == amount
+
+
+def test_a_presale_order_is_late_after_its_presale_date() -> None:
+    presale = PAID + 15 * DAY
+    order, _ = paid(facts(20000, paid_at=PAID, presale_ship_by=presale))
+    assert order.record_shipped(SHIP_BY + H, POLICY, SHIP_BY + H) == [
+        TimerCancelled(TimerKind.LATE_SHIPMENT)
+    ]  # after 72 hours but before the presale date: in time
+    order, _ = paid(facts(20000, paid_at=PAID, presale_ship_by=presale))
+    assert one(order.on_timer(TIMER, presale, POLICY, presale), RefundDue).amount == 1000
+
+
+def test_a_late_shipment_seen_before_the_timer_fired_is_late_too() -> None:
+    order, _ = paid()
+    now = SHIP_BY + 2 * H
+    events = order.record_shipped(SHIP_BY + H, POLICY, now)
+    assert one(events, RefundDue).due_by == SHIP_BY + 24 * H
+    assert TimerCancelled(TimerKind.LATE_SHIPMENT) in events
+    assert order.late_penalty is not None and order.late_penalty.cause == "shipped"
+
+
+def test_a_cancellation_after_the_deadline_does_not_undo_the_lateness() -> None:
+    order, _ = paid()
+    events = order.record_cancelled(SHIP_BY + H, POLICY, SHIP_BY + H)
+    assert one(events, RefundDue).amount == 1000
+    assert order.late_penalty is not None and order.late_penalty.cause == "cancelled"
+
+
+def test_a_shipment_reported_after_the_timer_fired_cannot_claw_back() -> None:
+    order, _ = paid()
+    assert only(order.on_timer(TIMER, SHIP_BY, POLICY, SHIP_BY), RefundDue)
+    # order.shipped arrives late, saying it shipped before the deadline: the penalty stands
+    assert order.record_shipped(SHIP_BY - H, POLICY, SHIP_BY + H) == []
+    assert order.late_penalty is not None
+
+
+def test_a_timer_that_fires_after_an_outage_also_breaches_the_refund_sla() -> None:
+    order, _ = paid()
+    now = SHIP_BY + 2 * DAY
+    events = order.on_timer(TIMER, SHIP_BY, POLICY, now)
+    breach = one(events, SlaBreached)
+    assert (breach.case, breach.sla, breach.due_at, breach.detected_at) == (
+        LATE,
+        Sla.REFUND,
+        SHIP_BY + 24 * H,
+        now,
+    )
+    assert one(events, RefundDue).issued_at == now
+
+
+def test_shipment_or_cancellation_before_order_paid_is_judged_when_it_arrives() -> None:
+    order = ShopOrder.new("o1")
+    assert order.record_shipped(PAID + H, POLICY, PAID + H) == []
+    assert order.record_paid(facts(20000, paid_at=PAID), POLICY, PAID + 2 * H) == []
+    assert order.late_penalty is None and order.timers == {}
+    late = ShopOrder.new("o1")
+    late.record_shipped(SHIP_BY + H, POLICY, SHIP_BY + H)
+    events = late.record_paid(facts(20000, paid_at=PAID), POLICY, SHIP_BY + 2 * H)
+    assert one(events, RefundDue).amount == 1000
+    assert not only(events, TimerSet)
+
+
+def test_a_stale_or_unknown_timer_has_no_effect() -> None:
+    order, _ = paid()
+    assert order.on_timer(TIMER, SHIP_BY - H, POLICY, SHIP_BY) == []
+    assert ShopOrder.new("o2").on_timer(TIMER, SHIP_BY, POLICY, SHIP_BY) == []
+    assert order.late_penalty is None
+
+
+def test_a_free_order_gets_an_apology_but_no_refund_of_zero() -> None:
+    order, _ = paid(facts(0, paid_at=PAID, payments=()))
+    events = order.on_timer(TIMER, SHIP_BY, POLICY, SHIP_BY)
+    assert not only(events, RefundDue)
+    assert one(events, Notify).params["amount"] == 0
+
+
+def test_an_order_round_trips_through_json() -> None:
+    order, _ = paid(facts(20000, 500, paid_at=PAID, presale_ship_by=SHIP_BY, gift=True))
+    order.record_shipped(SHIP_BY + H, POLICY, SHIP_BY + H)
+    document = json.loads(json.dumps(order.to_dict()))
+    assert ShopOrder.from_dict(document) == order
+    text = json.dumps(document)
+    for personal in ('"customer"', '"name"', '"phone"', '"email"'):
+        assert personal not in text  # ids and amounts only, no personal data (SPEC 7)
+
+
+# --- the budget on its own ------------------------------------------------------------------
+
+
+def test_budget_counts_grants_inside_the_window_only() -> None:
+    budget = CompensationBudget("c1")
+    assert budget.record("k1", 4000, "CNY", T0, POLICY)
+    assert not budget.record("k1", 4000, "CNY", T0 + H, POLICY)  # once per complaint
+    assert budget.used("CNY", T0, POLICY) == 4000
+    assert budget.used("CNY", T0 + 30 * DAY - timedelta(microseconds=1), POLICY) == 4000
+    assert budget.used("CNY", T0 + 30 * DAY, POLICY) == 0
+    assert budget.used("CNY", T0 - H, POLICY) == 0  # not granted yet at that instant
+    assert budget.fits(6000, "CNY", T0, POLICY)
+    assert not budget.fits(6001, "CNY", T0, POLICY)
+
+
+def test_budget_drops_grants_that_no_longer_count_and_round_trips() -> None:
+    budget = CompensationBudget("c1")
+    budget.record("old", 100, "CNY", T0, POLICY)
+    budget.record("new", 200, "CNY", T0 + 31 * DAY, POLICY)
+    assert [g.complaint_id for g in budget.grants] == ["new"]
+    assert CompensationBudget.from_dict(json.loads(json.dumps(budget.to_dict()))) == budget
+
+
+def test_an_order_learnt_of_after_its_ship_by_is_checked_after_a_grace() -> None:
+    order = ShopOrder.new("o1")
+    now = SHIP_BY + DAY  # order.paid processed a day late (an outage, a backlog)
+    events = order.record_paid(facts(20000, paid_at=PAID), POLICY, now)
+    assert events == [TimerSet(TimerKind.LATE_SHIPMENT, now + CATCH_UP_GRACE)]
+    # order.shipped, right behind it in the partition, says it shipped in time
+    assert order.record_shipped(SHIP_BY - H, POLICY, now) == [
+        TimerCancelled(TimerKind.LATE_SHIPMENT)
+    ]
+    assert order.on_timer(TIMER, now + CATCH_UP_GRACE, POLICY, now + CATCH_UP_GRACE) == []
+    assert order.late_penalty is None
+
+
+def test_an_order_learnt_of_late_and_never_shipped_owes_from_its_ship_by() -> None:
+    order = ShopOrder.new("o1")
+    now = SHIP_BY + DAY
+    order.record_paid(facts(20000, paid_at=PAID), POLICY, now)
+    events = order.on_timer(TIMER, now + CATCH_UP_GRACE, POLICY, now + CATCH_UP_GRACE)
+    refund = one(events, RefundDue)
+    assert refund.due_by == SHIP_BY + 24 * H
+    assert one(events, SlaBreached).sla == Sla.REFUND  # issued after its due time
