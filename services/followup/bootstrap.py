@@ -1,0 +1,40 @@
+"""Wires the follow-up service: topics it reads and writes, handlers, timers, lock keys."""
+
+from __future__ import annotations
+
+from services.followup import tables
+from services.followup.handlers import SERVICE, FollowupHandlers, lock_keys
+from shared.clock import Clock
+from shared.contracts import topics
+from shared.messaging.runtime import ServiceDefinition
+from shared.policy import Policy
+
+
+def build(policy: Policy, clock: Clock) -> ServiceDefinition:
+    handlers = FollowupHandlers(policy)
+    return ServiceDefinition(
+        name=SERVICE,
+        metadata=tables.metadata,
+        tables=tables.messaging,
+        topics=(
+            topics.ORDERS,  # order.paid: the order -> shop projection
+            topics.COMPLAINTS,  # complaint.opened (the buyer) and complaint.resolved
+            topics.SURVEYS,  # survey.answered
+            topics.REFUNDS,  # refund.issued of a return
+            topics.FULFILMENT,  # reshipment.requested of a return (exchange)
+            topics.RETURN_DECISIONS,  # return.completed
+        ),
+        handlers=handlers.events(),
+        timer_handlers=handlers.timers(),
+        lock_keys=lock_keys,
+        publishes={
+            topics.FOLLOWUPS: (
+                "callback.scheduled",
+                "callback.sent",
+                "satisfaction.recorded",
+                "satisfaction.low",
+            ),
+            topics.NOTIFICATIONS: ("notification.requested",),
+            topics.SLA: ("sla.breached",),
+        },
+    )

@@ -1,0 +1,326 @@
+"""The Callback aggregate: one satisfaction callback of one buyer, naming one or more cases.
+
+Functions and methods take the Policy and `now` and return domain events; they change the
+callbacks passed in, which the service layer stores with the events in one transaction.
+Every value round-trips through JSON-safe dicts (`to_dict` / `from_dict`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from services.followup.domain.events import (
+    CallbackScheduled,
+    CallbackSent,
+    CaseMissed,
+    DomainEvent,
+    SatisfactionRecorded,
+    TimerSet,
+)
+from services.followup.domain.rules import (
+    SURVEY_VALIDITY,
+    AnswerRejected,
+    CallbackStatus,
+    CaseKey,
+    CaseOutcome,
+    CaseType,
+)
+from services.followup.domain.timing import Window, case_window, next_allowed, send_slot, utc
+from shared.policy import Policy
+
+
+def _instant(text: str) -> datetime:
+    return utc(datetime.fromisoformat(text))
+
+
+def _optional(text: str | None) -> datetime | None:
+    return None if text is None else _instant(text)
+
+
+def _json(instant: datetime | None) -> str | None:
+    return None if instant is None else utc(instant).isoformat()
+
+
+@dataclass
+class Case:
+    """A closed case: what closed it, when, and whether its callback went out in time."""
+
+    type: CaseType
+    case_id: str
+    order_id: str
+    customer_id: str
+    closed_at: datetime
+    closed_by: str  # the event type that closed it
+    deadline: datetime  # its callback must go out before this instant
+    outcome: CaseOutcome = CaseOutcome.PENDING
+
+    @property
+    def key(self) -> CaseKey:
+        return CaseKey(self.type, self.case_id)
+
+    @classmethod
+    def closed(
+        cls,
+        type: CaseType | str,
+        case_id: str,
+        *,
+        order_id: str,
+        customer_id: str,
+        closed_at: datetime,
+        closed_by: str,
+        policy: Policy,
+    ) -> Case:
+        closed_at = utc(closed_at)
+        return cls(
+            type=CaseType(type),
+            case_id=case_id,
+            order_id=order_id,
+            customer_id=customer_id,
+            closed_at=closed_at,
+            closed_by=closed_by,
+            deadline=closed_at + timedelta(hours=policy.followup.callback_deadline_hours),
+        )
+
+    def window(self, policy: Policy, now: datetime) -> Window:
+        return case_window(self.closed_at, now, policy)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": self.type.value,
+            "id": self.case_id,
+            "order_id": self.order_id,
+            "customer_id": self.customer_id,
+            "closed_at": _json(self.closed_at),
+            "closed_by": self.closed_by,
+            "deadline": _json(self.deadline),
+            "outcome": self.outcome.value,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Case:
+        return cls(
+            type=CaseType(data["type"]),
+            case_id=data["id"],
+            order_id=data["order_id"],
+            customer_id=data["customer_id"],
+            closed_at=_instant(data["closed_at"]),
+            closed_by=data["closed_by"],
+            deadline=_instant(data["deadline"]),
+            outcome=CaseOutcome(data["outcome"]),
+        )
+
+
+@dataclass
+class Callback:
+    callback_id: str
+    customer_id: str
+    cases: list[Case]
+    status: CallbackStatus
+    due_at: datetime  # when it goes (or went, or would have gone) out
+    deadline: datetime  # the earliest deadline of the cases it still serves
+    revision: int = 0  # bumped on every change of plan (callback.scheduled is re-emitted)
+    sent_at: datetime | None = None
+    answer_by: datetime | None = None
+    answered_at: datetime | None = None
+    score: int | None = None
+    comment: str | None = field(default=None, repr=False)  # free text: never logged
+
+    # --- queries ----------------------------------------------------------------------------
+
+    def cases_with(self, outcome: CaseOutcome) -> list[Case]:
+        return [case for case in self.cases if case.outcome == outcome]
+
+    def keys(self, outcome: CaseOutcome | None = None) -> tuple[CaseKey, ...]:
+        chosen = self.cases if outcome is None else self.cases_with(outcome)
+        return tuple(case.key for case in chosen)
+
+    def can_absorb(self, window: Window) -> bool:
+        """A scheduled callback takes a new case when one send instant suits them all: not
+        before any case's own earliest instant and before every case's deadline."""
+        if self.status != CallbackStatus.SCHEDULED:
+            return False
+        return max(self.due_at, window.earliest) < min(self.deadline, window.deadline)
+
+    # --- changes ----------------------------------------------------------------------------
+
+    def _scheduled(self) -> CallbackScheduled:
+        return CallbackScheduled(
+            cases=self.keys(CaseOutcome.PENDING),
+            due_at=self.due_at,
+            deadline=self.deadline,
+            revision=self.revision,
+        )
+
+    def absorb(self, case: Case, window: Window) -> list[DomainEvent]:
+        if not self.can_absorb(window):
+            raise ValueError(f"callback {self.callback_id} cannot take case {case.key}")
+        if case.customer_id != self.customer_id:
+            raise ValueError("a callback names the cases of one buyer only")
+        case.outcome = CaseOutcome.PENDING
+        self.cases.append(case)
+        due_at = max(self.due_at, window.earliest)
+        moved = due_at != self.due_at
+        self.due_at = due_at
+        self.deadline = min(self.deadline, window.deadline)
+        self.revision += 1
+        return [self._scheduled(), *([TimerSet(due_at)] if moved else [])]
+
+    def on_due(self, policy: Policy, now: datetime) -> list[DomainEvent]:
+        """The timer fired: send, wait out quiet hours, or give up on cases past their deadline."""
+        now = utc(now)
+        if self.status != CallbackStatus.SCHEDULED:
+            return []  # already sent or missed: a late or repeated timer has no effect
+        if now < self.due_at:
+            return [TimerSet(self.due_at)]  # not yet (the plan moved): keep the timer
+        slot = send_slot(now, policy)
+        events: list[DomainEvent] = []
+        for case in self.cases_with(CaseOutcome.PENDING):
+            if slot >= case.deadline:
+                case.outcome = CaseOutcome.MISSED
+                events.append(CaseMissed(case.key, case.order_id, case.deadline, now))
+        alive = self.cases_with(CaseOutcome.PENDING)
+        if not alive:
+            self.status = CallbackStatus.MISSED
+            return events
+        self.deadline = min(case.deadline for case in alive)
+        if slot > now:  # the timer fired late, inside the quiet hours: wait for their end
+            self.due_at = slot
+            self.revision += 1
+            return [*events, self._scheduled(), TimerSet(slot)]
+        self.status, self.sent_at = CallbackStatus.SENT, now
+        self.answer_by = now + SURVEY_VALIDITY
+        for case in alive:
+            case.outcome = CaseOutcome.SENT
+        events.append(
+            CallbackSent(
+                cases=tuple(case.key for case in alive),
+                due_at=self.due_at,
+                deadline=self.deadline,
+                sent_at=now,
+                answer_by=self.answer_by,
+            )
+        )
+        return events
+
+    def answer(
+        self,
+        *,
+        customer_id: str,
+        score: int,
+        comment: str,
+        answered_at: datetime,
+        policy: Policy,
+    ) -> list[DomainEvent]:
+        """Record the buyer's 1-5 score, once, within the survey's validity."""
+        answered_at = utc(answered_at)
+        name = f"callback {self.callback_id}"
+        if not 1 <= score <= 5:
+            raise AnswerRejected("invalid_score", f"score must be 1 to 5, got {score}")
+        if customer_id != self.customer_id:
+            raise AnswerRejected("customer_mismatch", f"{name} was sent to another buyer")
+        if self.status != CallbackStatus.SENT or self.answer_by is None:
+            raise AnswerRejected("callback_not_sent", f"{name} was not sent (it is {self.status})")
+        if self.answered_at is not None:
+            raise AnswerRejected(
+                "already_answered", f"{name} was already answered at {_json(self.answered_at)}"
+            )
+        if answered_at > self.answer_by:
+            raise AnswerRejected(
+                "survey_expired",
+                f"{name} could be answered until {_json(self.answer_by)}, "
+                f"answered at {_json(answered_at)}",
+            )
+        self.answered_at, self.score, self.comment = answered_at, score, comment
+        return [
+            SatisfactionRecorded(
+                cases=self.keys(CaseOutcome.SENT),
+                score=score,
+                low=score <= policy.followup.low_score_threshold,
+                answered_at=answered_at,
+            )
+        ]
+
+    # --- persistence ------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "callback_id": self.callback_id,
+            "customer_id": self.customer_id,
+            "cases": [case.to_dict() for case in self.cases],
+            "status": self.status.value,
+            "due_at": _json(self.due_at),
+            "deadline": _json(self.deadline),
+            "revision": self.revision,
+            "sent_at": _json(self.sent_at),
+            "answer_by": _json(self.answer_by),
+            "answered_at": _json(self.answered_at),
+            "score": self.score,
+            "comment": self.comment,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Callback:
+        return cls(
+            callback_id=data["callback_id"],
+            customer_id=data["customer_id"],
+            cases=[Case.from_dict(case) for case in data["cases"]],
+            status=CallbackStatus(data["status"]),
+            due_at=_instant(data["due_at"]),
+            deadline=_instant(data["deadline"]),
+            revision=int(data.get("revision", 0)),
+            sent_at=_optional(data.get("sent_at")),
+            answer_by=_optional(data.get("answer_by")),
+            answered_at=_optional(data.get("answered_at")),
+            score=None if data.get("score") is None else int(data["score"]),
+            comment=data.get("comment"),
+        )
+
+
+def close_case(
+    case: Case,
+    pending: Sequence[Callback],
+    *,
+    new_callback_id: str,
+    policy: Policy,
+    now: datetime,
+) -> tuple[Callback, list[DomainEvent]]:
+    """A case of the buyer closed: join a scheduled callback of theirs, or start a new one.
+
+    `pending` are the buyer's scheduled callbacks. The case joins the first one (by send time)
+    that can still go out within its window; otherwise it gets its own callback, planned for
+    close + delay out of quiet hours. A case whose window has already closed (the close event
+    came too late) gets a callback record that is missed at once: `sla.breached`, nothing sent.
+    """
+    window = case.window(policy, now)
+    for callback in sorted(pending, key=lambda c: (c.due_at, c.callback_id)):
+        if callback.customer_id == case.customer_id and callback.can_absorb(window):
+            return callback, callback.absorb(case, window)
+    if not window.open:
+        case.outcome = CaseOutcome.MISSED
+        planned = next_allowed(
+            case.closed_at + timedelta(hours=policy.followup.callback_delay_hours),
+            policy.zone,
+            policy.followup.quiet_hours,
+        )
+        missed = Callback(
+            callback_id=new_callback_id,
+            customer_id=case.customer_id,
+            cases=[case],
+            status=CallbackStatus.MISSED,
+            due_at=planned,
+            deadline=case.deadline,
+        )
+        return missed, [CaseMissed(case.key, case.order_id, case.deadline, utc(now))]
+    case.outcome = CaseOutcome.PENDING
+    callback = Callback(
+        callback_id=new_callback_id,
+        customer_id=case.customer_id,
+        cases=[case],
+        status=CallbackStatus.SCHEDULED,
+        due_at=window.earliest,
+        deadline=window.deadline,
+    )
+    return callback, [callback._scheduled(), TimerSet(window.earliest)]

@@ -1,0 +1,54 @@
+"""Follow-up vocabulary: case keys, statuses, outcomes and what closes a case."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from enum import StrEnum
+from typing import NamedTuple
+
+
+class CaseType(StrEnum):
+    RETURN = "return"
+    COMPLAINT = "complaint"
+
+
+class CaseKey(NamedTuple):
+    """A case as the contract names it: `{type, id}`."""
+
+    type: CaseType
+    id: str
+
+
+class CallbackStatus(StrEnum):
+    SCHEDULED = "scheduled"  # waiting for its send time
+    SENT = "sent"  # the survey invitation went out
+    MISSED = "missed"  # could not go out before the deadline of any of its cases
+
+
+class CaseOutcome(StrEnum):
+    PENDING = "pending"  # its callback is scheduled
+    SENT = "sent"  # named in a callback that went out before the case's deadline
+    MISSED = "missed"  # no callback before its deadline (sla.breached)
+
+
+# How long after sending an answer is still accepted (the policy file has no key for it).
+SURVEY_VALIDITY = timedelta(days=7)
+
+# Complaint outcomes that close a complaint with a service to rate; a withdrawn complaint
+# was given up by the buyer, like a cancelled return, and gets no callback.
+CALLBACK_COMPLAINT_OUTCOMES = frozenset({"upheld", "not_upheld"})
+
+# Return rules that end a return without a service to rate (return.completed of a cancellation).
+NO_CALLBACK_RETURN_RULES = frozenset({"cancelled"})
+
+
+class AnswerRejected(Exception):
+    """A survey answer that cannot be recorded; `reason` is a short code for the dead letter."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(reason, detail)
+        self.reason = reason
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.detail}"

@@ -1,0 +1,420 @@
+"""The follow-up service layer: thin handlers that load callbacks, call the domain, store, emit."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import datetime
+
+from services.followup import metrics as followup_metrics
+from services.followup.domain import (
+    CALLBACK_COMPLAINT_OUTCOMES,
+    NO_CALLBACK_RETURN_RULES,
+    AnswerRejected,
+    Callback,
+    CallbackScheduled,
+    CallbackSent,
+    Case,
+    CaseKey,
+    CaseMissed,
+    CaseType,
+    DomainEvent,
+    SatisfactionRecorded,
+    TimerSet,
+    close_case,
+)
+from services.followup.repository import FollowupRepository
+from shared import metrics
+from shared.contracts import (
+    CaseRef,
+    CloudEvent,
+    ComplaintOpened,
+    ComplaintResolved,
+    FollowupEvent,
+    NotificationRequested,
+    OrderPaid,
+    RefundIssued,
+    ReshipmentRequested,
+    ReturnDecision,
+    SurveyAnswered,
+    deterministic_id,
+    event_key,
+    topics,
+)
+from shared.contracts import SlaBreached as SlaBreachedData
+from shared.messaging.context import EventHandler, HandlerContext, TimerHandler
+from shared.messaging.errors import Rejected
+from shared.messaging.store import Timer
+from shared.policy import Policy
+
+SERVICE = "followup"
+CALLBACK_DUE = "callback_due"  # timer kind; ref = callback_id, lock key = customer_id
+SURVEY_TEMPLATE = "survey.invitation"
+log = logging.getLogger("aftersales.followup")
+
+
+def callback_id_for(case: CaseKey) -> str:
+    """Deterministic from the case that opens the callback: a replay yields the same id."""
+    return f"cb-{deterministic_id('callback', str(case.type), case.id)}"
+
+
+def lock_keys(event: CloudEvent) -> list[str]:
+    """Follow-up state is per buyer: lock the customer_id. complaint.resolved does not name the
+    buyer; it locks its order, and the handler locks the buyer once the complaint tells it."""
+    customer_id = getattr(event.data, "customer_id", None)
+    if isinstance(customer_id, str):
+        return [customer_id]
+    return [event_key(event)]
+
+
+def _refs(keys: tuple[CaseKey, ...]) -> list[CaseRef]:
+    return [CaseRef(type=str(key.type), id=key.id) for key in keys]  # type: ignore[arg-type]
+
+
+class FollowupHandlers:
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+
+    def events(self) -> Mapping[str, EventHandler]:
+        return {
+            "order.paid": self.order_paid,
+            "refund.issued": self.refund_issued,
+            "reshipment.requested": self.reshipment_requested,
+            "return.completed": self.return_completed,
+            "complaint.opened": self.complaint_opened,
+            "complaint.resolved": self.complaint_resolved,
+            "survey.answered": self.survey_answered,
+        }
+
+    def timers(self) -> Mapping[str, TimerHandler]:
+        return {CALLBACK_DUE: self.callback_due}
+
+    # --- the order -> shop projection -------------------------------------------------------
+
+    async def order_paid(self, event: CloudEvent, ctx: HandlerContext) -> None:
+        data = event.data
+        assert isinstance(data, OrderPaid)
+        # Only what the report needs: never the buyer's personal data (SPEC 7).
+        await FollowupRepository(ctx.session).record_order(
+            data.order_id, data.shop_id, data.customer_id, data.paid_at
+        )
+
+    # --- cases that close -------------------------------------------------------------------
+
+    async def refund_issued(self, event: CloudEvent, ctx: HandlerContext) -> None:
+        data = event.data
+        assert isinstance(data, RefundIssued)
+        if data.case.type != CaseType.RETURN:
+            # A complaint closes with complaint.resolved; a late-shipment penalty is not a case
+            # the buyer opened: neither gets a callback from its refund.
+            return
+        await self._close(
+            ctx,
+            CaseType.RETURN,
+            data.case.id,
+            data.order_id,
+            data.customer_id,
+            data.issued_at,
+            event.type,
+        )
+
+    async def reshipment_requested(self, event: CloudEvent, ctx: HandlerContext) -> None:
+        data = event.data
+        assert isinstance(data, ReshipmentRequested)
+        if data.case.type != CaseType.RETURN:
+            return  # a complaint's reshipment: the complaint closes with complaint.resolved
+        await self._close(
+            ctx,
+            CaseType.RETURN,
+            data.case.id,
+            data.order_id,
+            data.customer_id,
+            data.requested_at,
+            event.type,
+        )
+
+    async def return_completed(self, event: CloudEvent, ctx: HandlerContext) -> None:
+        data = event.data
+        assert isinstance(data, ReturnDecision)
+        if data.rule in NO_CALLBACK_RETURN_RULES:
+            return  # a cancelled return: the buyer gave up, there is no service to rate
+        await self._close(
+            ctx,
+            CaseType.RETURN,
+            data.return_id,
+            data.order_id,
+            data.customer_id,
+            data.decided_at,
+            event.type,
+        )
+
+    async def complaint_opened(self, event: CloudEvent, ctx: HandlerContext) -> None:
+        data = event.data
+        assert isinstance(data, ComplaintOpened)
+        repo = FollowupRepository(ctx.session)
+        await repo.record_complaint_opened(
+            data.complaint_id, data.order_id, data.customer_id, data.opened_at, ctx.now
+        )
+        complaint = await repo.complaint(data.complaint_id)
+        if complaint is not None and complaint.resolution is not None:
+            # Its resolution came first (kept until the buyer was known): close it now.
+            await self._close_complaint(
+                ctx,
+                data.complaint_id,
+                complaint.order_id,
+                data.customer_id,
+                complaint.resolution,
+            )
+
+    async def complaint_resolved(self, event: CloudEvent, ctx: HandlerContext) -> None:
+        data = event.data
+        assert isinstance(data, ComplaintResolved)
+        repo = FollowupRepository(ctx.session)
+        resolution = {
+            "outcome": data.outcome,
+            "remedy": data.remedy,
+            "resolved_at": data.resolved_at.isoformat(),
+            "event_type": event.type,
+        }
+        await repo.record_resolution(data.complaint_id, data.order_id, resolution, ctx.now)
+        complaint = await repo.complaint(data.complaint_id)
+        if complaint is None or complaint.customer_id is None:
+            log.info(
+                "complaint resolved before it was seen opened; waiting for complaint.opened",
+                extra={"complaint_id": data.complaint_id},
+            )
+            return
+        await ctx.uow.lock([complaint.customer_id])
+        await self._close_complaint(
+            ctx, data.complaint_id, complaint.order_id, complaint.customer_id, resolution
+        )
+
+    async def _close_complaint(
+        self,
+        ctx: HandlerContext,
+        complaint_id: str,
+        order_id: str,
+        customer_id: str,
+        resolution: Mapping[str, object],
+    ) -> None:
+        if resolution.get("outcome") not in CALLBACK_COMPLAINT_OUTCOMES:
+            return  # withdrawn by the buyer: no callback
+        resolved_at = datetime.fromisoformat(str(resolution["resolved_at"]))
+        await self._close(
+            ctx,
+            CaseType.COMPLAINT,
+            complaint_id,
+            order_id,
+            customer_id,
+            resolved_at,
+            str(resolution.get("event_type", "complaint.resolved")),
+        )
+
+    async def _close(
+        self,
+        ctx: HandlerContext,
+        case_type: CaseType,
+        case_id: str,
+        order_id: str,
+        customer_id: str,
+        closed_at: datetime,
+        closed_by: str,
+    ) -> None:
+        repo = FollowupRepository(ctx.session)
+        case = Case.closed(
+            case_type,
+            case_id,
+            order_id=order_id,
+            customer_id=customer_id,
+            closed_at=closed_at,
+            closed_by=closed_by,
+            policy=self.policy,
+        )
+        if await repo.case_known(case.key):
+            return  # closed before (refund.issued and return.completed of one return): one case
+        callback, events = close_case(
+            case,
+            await repo.scheduled_callbacks(customer_id),
+            new_callback_id=callback_id_for(case.key),
+            policy=self.policy,
+            now=ctx.now,
+        )
+        await self._store(repo, ctx, callback, events)
+
+    # --- the callback's timer ---------------------------------------------------------------
+
+    async def callback_due(self, timer: Timer, ctx: HandlerContext) -> None:
+        repo = FollowupRepository(ctx.session)
+        callback = await repo.callback(timer.ref)
+        if callback is None:
+            log.warning("timer for an unknown callback", extra={"callback_id": timer.ref})
+            return
+        await self._store(repo, ctx, callback, callback.on_due(self.policy, ctx.now))
+
+    # --- the buyer's answer -----------------------------------------------------------------
+
+    async def survey_answered(self, event: CloudEvent, ctx: HandlerContext) -> None:
+        data = event.data
+        assert isinstance(data, SurveyAnswered)
+        repo = FollowupRepository(ctx.session)
+        callback = await repo.callback(data.callback_id)
+        if callback is None:
+            raise Rejected("unknown_callback", f"callback {data.callback_id} is not known")
+        try:
+            events = callback.answer(
+                customer_id=data.customer_id,
+                score=data.score,
+                comment=data.comment,
+                answered_at=data.answered_at,
+                policy=self.policy,
+            )
+        except AnswerRejected as exc:
+            raise Rejected(exc.reason, exc.detail) from None
+        await self._store(repo, ctx, callback, events)
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    async def _store(
+        self,
+        repo: FollowupRepository,
+        ctx: HandlerContext,
+        callback: Callback,
+        events: list[DomainEvent],
+    ) -> None:
+        """Store the callback and turn its domain events into outbox messages and timer rows."""
+        await repo.save_callback(callback, ctx.now)
+        for event in events:
+            await self._publish(repo, ctx, callback, event)
+
+    async def _publish(
+        self, repo: FollowupRepository, ctx: HandlerContext, callback: Callback, event: DomainEvent
+    ) -> None:
+        cid, customer_id = callback.callback_id, callback.customer_id
+        correlation = callback.cases[0].case_id  # the case that opened the callback
+        if isinstance(event, CallbackScheduled):
+            await ctx.emit(
+                topics.FOLLOWUPS,
+                "callback.scheduled",
+                FollowupEvent(
+                    callback_id=cid,
+                    customer_id=customer_id,
+                    cases=_refs(event.cases),
+                    due_at=event.due_at,
+                    deadline=event.deadline,
+                ),
+                key=customer_id,
+                event_id=deterministic_id("callback.scheduled", cid, str(event.revision)),
+                correlation_id=correlation,
+            )
+        elif isinstance(event, TimerSet):
+            await ctx.timers.set(
+                CALLBACK_DUE,
+                cid,
+                due_at=event.due_at,
+                lock_key=customer_id,
+                payload={"customer_id": customer_id},
+            )
+        elif isinstance(event, CallbackSent):
+            await self._sent(repo, ctx, callback, event, correlation)
+        elif isinstance(event, CaseMissed):
+            case = event.case
+            await ctx.emit(
+                topics.SLA,
+                "sla.breached",
+                SlaBreachedData(
+                    case=CaseRef(type=str(case.type), id=case.id),  # type: ignore[arg-type]
+                    sla="callback",
+                    due_at=event.deadline,
+                    detected_at=event.detected_at,
+                    order_id=event.order_id,
+                    customer_id=customer_id,
+                ),
+                key=event.order_id,
+                event_id=deterministic_id("sla.breached", str(case.type), case.id, "callback"),
+                correlation_id=case.id,
+            )
+            metrics.SLA_BREACHES.labels(SERVICE, "callback").inc()
+            shop = (await repo.shops([event.order_id]))[event.order_id]
+            followup_metrics.CASES_DUE.labels(shop).inc()
+            log.warning(
+                "callback missed its deadline; not sent late",
+                extra={"callback_id": cid, "case_type": str(case.type), "case_id": case.id},
+            )
+        elif isinstance(event, SatisfactionRecorded):
+            for event_type in ("satisfaction.recorded", "satisfaction.low"):
+                if event_type == "satisfaction.low" and not event.low:
+                    continue
+                await ctx.emit(
+                    topics.FOLLOWUPS,
+                    event_type,
+                    FollowupEvent(
+                        callback_id=cid,
+                        customer_id=customer_id,
+                        cases=_refs(event.cases),
+                        due_at=callback.due_at,
+                        deadline=callback.deadline,
+                        score=event.score,
+                    ),
+                    key=customer_id,
+                    event_id=deterministic_id(event_type, cid),
+                    correlation_id=correlation,
+                )
+            shops = await repo.shops(case.order_id for case in callback.cases)
+            for shop in sorted(set(shops.values())):
+                followup_metrics.ANSWERS.labels(shop, str(event.score)).inc()
+        else:  # pragma: no cover - a new domain event must be wired here
+            raise TypeError(f"unhandled domain event {type(event).__name__}")
+
+    async def _sent(
+        self,
+        repo: FollowupRepository,
+        ctx: HandlerContext,
+        callback: Callback,
+        event: CallbackSent,
+        correlation: str,
+    ) -> None:
+        cid, customer_id = callback.callback_id, callback.customer_id
+        named = [case for case in callback.cases if case.key in event.cases]
+        orders = {case.order_id for case in named}
+        await ctx.emit(
+            topics.NOTIFICATIONS,
+            "notification.requested",
+            NotificationRequested(
+                request_id=f"survey-{cid}",
+                customer_id=customer_id,
+                order_id=next(iter(orders)) if len(orders) == 1 else None,
+                template=SURVEY_TEMPLATE,
+                params={
+                    "callback_id": cid,
+                    "cases": ",".join(f"{key.type}:{key.id}" for key in event.cases),
+                    "case_count": len(event.cases),
+                    "deadline": event.deadline.isoformat(),
+                    "answer_by": event.answer_by.isoformat(),
+                },
+                urgent=False,
+                case=(_refs(event.cases)[0] if len(event.cases) == 1 else None),
+            ),
+            key=customer_id,
+            event_id=deterministic_id("notification.requested", SURVEY_TEMPLATE, cid),
+            correlation_id=correlation,
+        )
+        await ctx.emit(
+            topics.FOLLOWUPS,
+            "callback.sent",
+            FollowupEvent(
+                callback_id=cid,
+                customer_id=customer_id,
+                cases=_refs(event.cases),
+                due_at=event.due_at,
+                deadline=event.deadline,
+            ),
+            key=customer_id,
+            event_id=deterministic_id("callback.sent", cid),
+            correlation_id=correlation,
+        )
+        shops = await repo.shops(orders)
+        for shop in sorted(set(shops.values())):
+            followup_metrics.CALLBACKS_SENT.labels(shop).inc()
+        for case in named:
+            followup_metrics.CASES_DUE.labels(shops[case.order_id]).inc()
+            followup_metrics.CASES_ON_TIME.labels(shops[case.order_id]).inc()

@@ -1,0 +1,204 @@
+"""CSAT, response rate and on-time rate per shop and period, from the `followup` schema.
+
+Behind `aftersales report [--since DATE] [--until DATE] [--shop SHOP]`.
+
+- A callback belongs to the period of its planned send time (`due_at`), as a local date in the
+  policy's time zone; `--since` and `--until` are both included.
+- CSAT = answers scoring 4 or 5 / answers; response rate = answered / sent callbacks;
+  on-time rate = cases whose callback went out before their deadline / cases that fell due
+  (sent or missed; still scheduled ones are not due yet).
+- A case's shop is that of its order (order.paid); an order never seen is shop `unknown`.
+  A callback naming cases of several shops counts once for each of them; the `(all)` row
+  counts every callback once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.followup import tables
+from services.followup.domain import CaseOutcome
+from services.followup.repository import UNKNOWN_SHOP
+from shared.db import create_engine
+from shared.policy import Policy
+
+ALL_SHOPS = "(all)"
+
+
+@dataclass
+class ShopFigures:
+    shop: str
+    cases_due: int = 0
+    cases_on_time: int = 0
+    callbacks_sent: int = 0
+    answered: int = 0
+    satisfied: int = 0  # scores 4 and 5
+    _seen: set[str] = field(default_factory=set, repr=False)
+
+    @property
+    def csat(self) -> float | None:
+        return _ratio(self.satisfied, self.answered)
+
+    @property
+    def response_rate(self) -> float | None:
+        return _ratio(self.answered, self.callbacks_sent)
+
+    @property
+    def on_time_rate(self) -> float | None:
+        return _ratio(self.cases_on_time, self.cases_due)
+
+    def add_case(self, outcome: str) -> None:
+        if outcome in (CaseOutcome.SENT, CaseOutcome.MISSED):
+            self.cases_due += 1
+        if outcome == CaseOutcome.SENT:
+            self.cases_on_time += 1
+
+    def add_callback(self, row: Any) -> None:
+        if row.callback_id in self._seen:
+            return
+        self._seen.add(row.callback_id)
+        if row.sent_at is not None:
+            self.callbacks_sent += 1
+        if row.answered_at is not None:
+            self.answered += 1
+            if row.score is not None and row.score >= 4:
+                self.satisfied += 1
+
+
+def _ratio(part: int, whole: int) -> float | None:
+    return None if whole == 0 else part / whole
+
+
+def period_bounds(
+    since: date | None, until: date | None, policy: Policy
+) -> tuple[datetime | None, datetime | None]:
+    """[start, end) instants of the local dates since..until (both included)."""
+    zone = policy.zone
+    start = None if since is None else datetime.combine(since, time(0), tzinfo=zone)
+    end = (
+        None if until is None else datetime.combine(until + timedelta(days=1), time(0), tzinfo=zone)
+    )
+    return start, end
+
+
+async def figures(
+    engine: AsyncEngine,
+    policy: Policy,
+    *,
+    since: date | None = None,
+    until: date | None = None,
+    shop: str | None = None,
+) -> list[ShopFigures]:
+    """One row per shop (sorted), then the `(all)` row (left out when `shop` is given)."""
+    cb, case, order = tables.callbacks, tables.cases, tables.orders
+    shop_of = func.coalesce(order.c.shop_id, UNKNOWN_SHOP).label("shop")
+    query = (
+        select(
+            cb.c.callback_id,
+            cb.c.sent_at,
+            cb.c.answered_at,
+            cb.c.score,
+            case.c.outcome,
+            shop_of,
+        )
+        .select_from(case.join(cb, cb.c.callback_id == case.c.callback_id))
+        .outerjoin(order, order.c.order_id == case.c.order_id)
+        .order_by(cb.c.callback_id, case.c.case_type, case.c.case_id)
+    )
+    start, end = period_bounds(since, until, policy)
+    if start is not None:
+        query = query.where(cb.c.due_at >= start)
+    if end is not None:
+        query = query.where(cb.c.due_at < end)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    return aggregate(rows, shop=shop)
+
+
+def aggregate(rows: Iterable[Any], *, shop: str | None = None) -> list[ShopFigures]:
+    per_shop: dict[str, ShopFigures] = {}
+    total = ShopFigures(ALL_SHOPS)
+    for row in rows:
+        for target in (per_shop.setdefault(row.shop, ShopFigures(row.shop)), total):
+            target.add_case(row.outcome)
+            target.add_callback(row)
+    if shop is not None:
+        return [per_shop.get(shop, ShopFigures(shop))]
+    return [per_shop[name] for name in sorted(per_shop)] + [total]
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f}%"
+
+
+def format_table(
+    rows: Sequence[ShopFigures], *, since: date | None, until: date | None, policy: Policy
+) -> str:
+    period = f"{since or 'start'} .. {until or 'today'} ({policy.timezone})"
+    header = (
+        "shop",
+        "due",
+        "on time",
+        "on-time rate",
+        "sent",
+        "answered",
+        "response rate",
+        "4-5",
+        "CSAT",
+    )
+    body = [
+        (
+            row.shop,
+            str(row.cases_due),
+            str(row.cases_on_time),
+            _percent(row.on_time_rate),
+            str(row.callbacks_sent),
+            str(row.answered),
+            _percent(row.response_rate),
+            str(row.satisfied),
+            _percent(row.csat),
+        )
+        for row in rows
+    ]
+    widths = [max(len(line[i]) for line in (header, *body)) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        first = cells[0].ljust(widths[0])
+        rest = (cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True))
+        return "  ".join((first, *rest))
+
+    rule = "  ".join("-" * width for width in widths)
+    return "\n".join([f"follow-up report, period {period}", line(header), rule, *map(line, body)])
+
+
+async def _report(
+    database_url: str, policy: Policy, since: date | None, until: date | None, shop: str | None
+) -> str:
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        rows = await figures(engine, policy, since=since, until=until, shop=shop)
+    finally:
+        await engine.dispose()
+    return format_table(rows, since=since, until=until, policy=policy)
+
+
+def main(
+    database_url: str,
+    policy: Policy,
+    *,
+    since: date | None = None,
+    until: date | None = None,
+    shop: str | None = None,
+) -> int:
+    """Print the report table; the entry point of `aftersales report`."""
+    if since is not None and until is not None and since > until:
+        raise ValueError("--since must not be after --until")
+    print(asyncio.run(_report(database_url, policy, since, until, shop)))
+    return 0

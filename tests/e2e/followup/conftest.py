@@ -1,0 +1,137 @@
+"""End-to-end fixtures of the follow-up service: the real broker and database (tests/conftest.py),
+the `followup` schema migrated, a producer of input events and a reader of the outputs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from services.followup.bootstrap import build
+from shared.clock import ManualClock
+from shared.messaging.runtime import ServiceRuntime
+from shared.migrations import upgrade
+from shared.policy import Policy
+from shared.settings import Settings
+
+
+class Collector:
+    """A fresh consumer group reading topics from the earliest offset, in the background."""
+
+    def __init__(self, bootstrap: str, *topics: str) -> None:
+        self.consumer = AIOKafkaConsumer(
+            *topics,
+            bootstrap_servers=bootstrap,
+            group_id=f"followup-e2e-reader-{uuid.uuid4().hex}",
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
+        self.events: list[dict[str, Any]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self.consumer.getmany(timeout_ms=100)
+            for records in batch.values():
+                for record in records:
+                    event = json.loads(record.value)
+                    event["_topic"] = record.topic
+                    event["_key"] = record.key.decode() if record.key else None
+                    self.events.append(event)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.consumer.stop()
+
+    def of(self, event_type: str, **data: Any) -> list[dict[str, Any]]:
+        """Events of a type whose data has the given values (e.g. this test's customer_id)."""
+        return [
+            e
+            for e in self.events
+            if e["type"] == event_type and all(e["data"].get(k) == v for k, v in data.items())
+        ]
+
+
+@pytest.fixture(scope="session")
+def followup_database(database_url: str) -> str:
+    upgrade("followup", database_url)
+    return database_url
+
+
+@pytest.fixture
+async def producer(kafka_bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=kafka_bootstrap, enable_idempotence=False, acks="all"
+    )
+    await producer.start()
+    yield producer
+    await producer.stop()
+
+
+class Runtimes:
+    """Follow-up runtimes on one ManualClock, shared by the module's tests (every start of a
+    runtime joins the consumer group, which takes seconds on the local broker)."""
+
+    def __init__(self, settings: Settings, clock: ManualClock) -> None:
+        self.settings, self.clock, self.policy = settings, clock, Policy()
+        self.running: ServiceRuntime | None = None
+
+    async def start(self) -> ServiceRuntime:
+        assert self.running is None, "one runtime at a time"
+        self.running = ServiceRuntime(
+            build(self.policy, self.clock),
+            self.settings,
+            self.clock,
+            timer_poll_interval=0.1,
+            relay_poll_interval=0.1,
+        )
+        await self.running.start()
+        return self.running
+
+    async def ensure(self) -> ServiceRuntime:
+        return self.running or await self.start()
+
+    async def stop(self) -> None:
+        if self.running is not None:
+            runtime, self.running = self.running, None
+            await runtime.stop()
+
+
+@pytest.fixture(scope="module")
+async def runtimes(followup_database: str, kafka_bootstrap: str) -> AsyncIterator[Runtimes]:
+    settings = Settings(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        database_url=followup_database,
+        kafka_idempotence=False,
+    )
+    holder = Runtimes(settings, ManualClock(datetime.fromisoformat("2024-05-01T10:00:00+08:00")))
+    yield holder
+    await holder.stop()
+
+
+@pytest.fixture(scope="module")
+async def outputs(kafka_bootstrap: str) -> AsyncIterator[Collector]:
+    """What the follow-up service writes: follow-ups, notifications and its dead letters."""
+    collector = Collector(
+        kafka_bootstrap,
+        "aftersales.followups",
+        "aftersales.notifications",
+        "aftersales.deadletter.followup",
+    )
+    await collector.start()
+    yield collector
+    await collector.stop()

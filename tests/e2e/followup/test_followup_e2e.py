@@ -1,0 +1,205 @@
+"""The follow-up service end to end on the real broker: a resolved complaint leads to a survey
+invitation and callback.sent; a score of 2 to satisfaction.low; a restart with callbacks due
+loses none and sends none twice. Inputs and outputs carry ids unique to the test."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from services.followup.domain import CaseKey, CaseType
+from services.followup.handlers import callback_id_for
+from services.followup.report import main as report_main
+from shared.contracts import topics
+
+T0 = datetime.fromisoformat("2024-05-01T10:00:00+08:00")
+H = timedelta(hours=1)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def envelope(event_type: str, data: dict[str, Any]) -> bytes:
+    return json.dumps(
+        {
+            "specversion": "1.0",
+            "id": unique("e2e"),
+            "source": "/e2e",
+            "type": event_type,
+            "time": T0.isoformat(),
+            "datacontenttype": "application/json",
+            "data": data,
+        },
+        ensure_ascii=False,
+    ).encode()
+
+
+async def eventually(check: Callable[[], Any], *, timeout: float = 30.0, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := check():
+            return result
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{what or 'condition'} not reached within {timeout}s")
+
+
+async def send(producer: AIOKafkaProducer, topic: str, key: str, value: bytes) -> None:
+    await producer.send_and_wait(
+        topic, value, key=key.encode(), headers=[("content-type", b"application/cloudevents+json")]
+    )
+
+
+def refund(return_id: str, order_id: str, customer_id: str, at: datetime) -> bytes:
+    return envelope(
+        "refund.issued",
+        {
+            "refund_id": f"rf-{return_id}",
+            "order_id": order_id,
+            "customer_id": customer_id,
+            "case": {"type": "return", "id": return_id},
+            "amount": 100,
+            "currency": "CNY",
+            "breakdown": [{"kind": "goods", "amount": 100}],
+            "payments": [{"method": "alipay", "amount": 100}],
+            "due_by": at.isoformat(),
+            "issued_at": at.isoformat(),
+        },
+    )
+
+
+async def test_resolved_complaint_to_callback_sent_and_a_low_score(
+    runtimes, outputs, producer, capsys
+) -> None:
+    customer, order, complaint, shop = unique("c"), unique("o"), unique("k"), unique("shop")
+    cid = callback_id_for(CaseKey(CaseType.COMPLAINT, complaint))
+    await runtimes.ensure()
+    t0 = runtimes.clock.now()  # the complaint is resolved now
+    paid = {
+        "order_id": order,
+        "shop_id": shop,
+        "customer_id": customer,
+        "paid_at": "2024-04-28T10:00:00+08:00",
+        "currency": "CNY",
+        "lines": [
+            {
+                "line_id": "l1",
+                "sku": "s1",
+                "title": "Tea",
+                "category": "food",
+                "quantity": 1,
+                "paid_amount": 100,
+            }
+        ],
+        "shipping_fee_paid": 0,
+        "standard_shipping_fee": 0,
+        "shipping_insurance": False,
+        "payments": [{"method": "alipay", "amount": 100}],
+        "customer": {"phone": "13800000000", "preferred_channel": "sms"},
+    }
+    await send(producer, topics.ORDERS, order, envelope("order.paid", paid))
+    opened = {
+        "complaint_id": complaint,
+        "order_id": order,
+        "customer_id": customer,
+        "category": "wrong_item",
+        "description": "",
+        "opened_at": (t0 - 3 * H).isoformat(),
+    }
+    resolved = {
+        "complaint_id": complaint,
+        "order_id": order,
+        "outcome": "upheld",
+        "remedy": "refund",
+        "agent_id": "a-1",
+        "resolved_at": t0.isoformat(),
+    }
+    await send(producer, topics.COMPLAINTS, order, envelope("complaint.opened", opened))
+    await send(producer, topics.COMPLAINTS, order, envelope("complaint.resolved", resolved))
+
+    [scheduled] = await eventually(
+        lambda: outputs.of("callback.scheduled", callback_id=cid), what="callback.scheduled"
+    )
+    assert scheduled["_key"] == customer
+    assert datetime.fromisoformat(scheduled["data"]["due_at"]) == t0 + 24 * H
+
+    runtimes.clock.set(t0 + 24 * H)  # the callback falls due
+    [sent] = await eventually(
+        lambda: outputs.of("callback.sent", callback_id=cid), what="callback.sent"
+    )
+    assert sent["_topic"] == topics.FOLLOWUPS and sent["_key"] == customer
+    assert sent["data"]["cases"] == [{"type": "complaint", "id": complaint}]
+    [invitation] = await eventually(
+        lambda: outputs.of("notification.requested", customer_id=customer), what="invitation"
+    )
+    assert invitation["_topic"] == topics.NOTIFICATIONS
+    assert invitation["data"]["template"] == "survey.invitation"
+    assert invitation["data"]["params"]["callback_id"] == cid
+
+    answer = {
+        "callback_id": cid,
+        "customer_id": customer,
+        "score": 2,
+        "comment": "还是不满意",
+        "answered_at": (t0 + 26 * H).isoformat(),
+    }
+    runtimes.clock.set(t0 + 26 * H)
+    await send(producer, topics.SURVEYS, customer, envelope("survey.answered", answer))
+    [low] = await eventually(
+        lambda: outputs.of("satisfaction.low", callback_id=cid), what="satisfaction.low"
+    )
+    assert low["_key"] == customer and low["data"]["score"] == 2
+    assert low["data"]["cases"] == [{"type": "complaint", "id": complaint}]
+    assert outputs.of("satisfaction.recorded", callback_id=cid)
+
+    # a second answer is dead-lettered with its reason
+    await send(producer, topics.SURVEYS, customer, envelope("survey.answered", answer))
+    letters = await eventually(
+        lambda: [
+            e
+            for e in outputs.of("event.deadlettered", key=customer)
+            if e["data"]["reason"] == "already_answered"
+        ],
+        what="dead letter",
+    )
+    assert letters[0]["_topic"] == "aftersales.deadletter.followup"
+
+    # and the report shows the shop's figures
+    url = runtimes.settings.database_url
+    assert await asyncio.to_thread(report_main, url, runtimes.policy, shop=shop) == 0
+    row = capsys.readouterr().out.splitlines()[-1].split()
+    assert row == [shop, "1", "1", "100.0%", "1", "1", "100.0%", "0", "0.0%"]
+
+
+async def test_restart_with_callbacks_due_loses_none_and_sends_none_twice(
+    runtimes, outputs, producer
+) -> None:
+    buyers = [unique("c"), unique("c")]
+    returns = [unique("r"), unique("r")]
+    ids = [callback_id_for(CaseKey(CaseType.RETURN, r)) for r in returns]
+    await runtimes.ensure()
+    t0 = runtimes.clock.now()  # both returns are refunded now
+    for buyer, return_id in zip(buyers, returns, strict=True):
+        order = unique("o")
+        await send(producer, topics.REFUNDS, order, refund(return_id, order, buyer, t0))
+    for cid in ids:
+        await eventually(lambda cid=cid: outputs.of("callback.scheduled", callback_id=cid))
+    await runtimes.stop()
+
+    runtimes.clock.set(t0 + 30 * H)  # both fell due while the service was down
+    await runtimes.start()
+    for cid in ids:
+        await eventually(
+            lambda cid=cid: outputs.of("callback.sent", callback_id=cid), what="callback.sent"
+        )
+    await asyncio.sleep(1.0)  # anything sent twice would show up by now
+    for cid, buyer in zip(ids, buyers, strict=True):
+        assert len(outputs.of("callback.sent", callback_id=cid)) == 1
+        assert len(outputs.of("notification.requested", customer_id=buyer)) == 1

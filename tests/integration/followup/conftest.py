@@ -1,0 +1,324 @@
+"""The follow-up service on the real database, driven without Kafka: input records go straight
+to its EventProcessor, due timers to its TimerScheduler, and what it emits is read back from
+its outbox. Each test gets its own copy of the `followup` schema (schema_translate_map) and a
+ManualClock, so every instant is chosen by the test."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.followup import tables
+from services.followup.bootstrap import build
+from shared.clock import ManualClock
+from shared.contracts import topics
+from shared.db import create_engine, session_factory
+from shared.messaging.consumer import EventProcessor
+from shared.messaging.scheduler import TimerScheduler
+from shared.policy import Policy
+
+T0 = datetime.fromisoformat("2024-05-01T10:00:00+08:00")
+
+
+@dataclass(frozen=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+def envelope(event_type: str, data: dict[str, Any], *, event_id: str | None = None) -> dict:
+    return {
+        "specversion": "1.0",
+        "id": event_id or f"evt-{uuid.uuid4().hex}",
+        "source": "/test",
+        "type": event_type,
+        "time": "2024-05-01T10:00:00+08:00",
+        "datacontenttype": "application/json",
+        "data": data,
+    }
+
+
+def iso(instant: datetime) -> str:
+    return instant.isoformat()
+
+
+class Events:
+    """Builders of the CloudEvents the follow-up service reads (SPEC sections 2 and 3)."""
+
+    @staticmethod
+    def order_paid(order_id: str, shop_id: str, customer_id: str, **kw: Any) -> dict:
+        return envelope(
+            "order.paid",
+            {
+                "order_id": order_id,
+                "shop_id": shop_id,
+                "customer_id": customer_id,
+                "paid_at": "2024-04-20T10:00:00+08:00",
+                "currency": "CNY",
+                "lines": [
+                    {
+                        "line_id": "l1",
+                        "sku": "s1",
+                        "title": "Kettle",
+                        "category": "appliances",
+                        "quantity": 1,
+                        "paid_amount": 10000,
+                    }
+                ],
+                "shipping_fee_paid": 0,
+                "standard_shipping_fee": 1000,
+                "shipping_insurance": False,
+                "payments": [{"method": "alipay", "amount": 10000}],
+                "customer": {
+                    "name": "Li Lei",
+                    "phone": "13812345678",
+                    "preferred_channel": "sms",
+                },
+            },
+            **kw,
+        )
+
+    @staticmethod
+    def refund_issued(
+        case_id: str,
+        order_id: str,
+        customer_id: str,
+        issued_at: datetime,
+        *,
+        case_type: str = "return",
+        **kw: Any,
+    ) -> dict:
+        return envelope(
+            "refund.issued",
+            {
+                "refund_id": f"rf-{case_id}",
+                "order_id": order_id,
+                "customer_id": customer_id,
+                "case": {"type": case_type, "id": case_id},
+                "amount": 5000,
+                "currency": "CNY",
+                "breakdown": [{"kind": "goods", "amount": 5000}],
+                "payments": [{"method": "alipay", "amount": 5000}],
+                "due_by": iso(issued_at),
+                "issued_at": iso(issued_at),
+            },
+            **kw,
+        )
+
+    @staticmethod
+    def return_completed(
+        return_id: str,
+        order_id: str,
+        customer_id: str,
+        decided_at: datetime,
+        *,
+        rule: str = "eligible",
+        kind: str = "refund",
+        **kw: Any,
+    ) -> dict:
+        return envelope(
+            "return.completed",
+            {
+                "return_id": return_id,
+                "order_id": order_id,
+                "customer_id": customer_id,
+                "kind": kind,
+                "rule": rule,
+                "message": "退货完成",
+                "decided_at": iso(decided_at),
+            },
+            **kw,
+        )
+
+    @staticmethod
+    def reshipment_requested(
+        return_id: str, order_id: str, customer_id: str, requested_at: datetime, **kw: Any
+    ) -> dict:
+        return envelope(
+            "reshipment.requested",
+            {
+                "order_id": order_id,
+                "customer_id": customer_id,
+                "case": {"type": "return", "id": return_id},
+                "lines": [{"line_id": "l1", "quantity": 1}],
+                "due_by": iso(requested_at),
+                "requested_at": iso(requested_at),
+            },
+            **kw,
+        )
+
+    @staticmethod
+    def complaint_opened(
+        complaint_id: str, order_id: str, customer_id: str, opened_at: datetime, **kw: Any
+    ) -> dict:
+        return envelope(
+            "complaint.opened",
+            {
+                "complaint_id": complaint_id,
+                "order_id": order_id,
+                "customer_id": customer_id,
+                "category": "wrong_item",
+                "description": "发错货了",
+                "opened_at": iso(opened_at),
+            },
+            **kw,
+        )
+
+    @staticmethod
+    def complaint_resolved(
+        complaint_id: str,
+        order_id: str,
+        resolved_at: datetime,
+        *,
+        outcome: str = "upheld",
+        **kw: Any,
+    ) -> dict:
+        return envelope(
+            "complaint.resolved",
+            {
+                "complaint_id": complaint_id,
+                "order_id": order_id,
+                "outcome": outcome,
+                "remedy": "refund",
+                "agent_id": "agent-1",
+                "resolved_at": iso(resolved_at),
+            },
+            **kw,
+        )
+
+    @staticmethod
+    def survey_answered(
+        callback_id: str,
+        customer_id: str,
+        score: Any,
+        answered_at: datetime,
+        *,
+        comment: str = "",
+        **kw: Any,
+    ) -> dict:
+        return envelope(
+            "survey.answered",
+            {
+                "callback_id": callback_id,
+                "customer_id": customer_id,
+                "score": score,
+                "comment": comment,
+                "answered_at": iso(answered_at),
+            },
+            **kw,
+        )
+
+
+TOPIC_OF = {
+    "order.paid": topics.ORDERS,
+    "refund.issued": topics.REFUNDS,
+    "return.completed": topics.RETURN_DECISIONS,
+    "reshipment.requested": topics.FULFILMENT,
+    "complaint.opened": topics.COMPLAINTS,
+    "complaint.resolved": topics.COMPLAINTS,
+    "survey.answered": topics.SURVEYS,
+}
+
+
+class FollowupService:
+    """One follow-up service instance over one schema; `restart()` builds a new one."""
+
+    def __init__(self, engine: AsyncEngine, policy: Policy, clock: ManualClock) -> None:
+        self.engine, self.policy, self.clock = engine, policy, clock
+        self.ev = Events
+        self._offset = 0
+        self.restart()
+
+    def restart(self) -> None:
+        definition = build(self.policy, self.clock)
+        sessions = session_factory(self.engine)
+        self.processor = EventProcessor(
+            service=definition.name,
+            sessions=sessions,
+            tables=definition.tables,
+            handlers=definition.handlers,
+            clock=self.clock,
+            lock_keys=definition.lock_keys,
+        )
+        self.scheduler = TimerScheduler(
+            service=definition.name,
+            sessions=sessions,
+            tables=definition.tables,
+            handlers=definition.timer_handlers,
+            clock=self.clock,
+        )
+
+    async def send(self, *events: dict | bytes, topic: str | None = None) -> None:
+        """Deliver events in one batch, each on the topic the platform/services use."""
+        records = []
+        for event in events:
+            value = event if isinstance(event, bytes) else json.dumps(event).encode()
+            where = topic or TOPIC_OF[event["type"]]  # type: ignore[index]
+            records.append(Record(where, 0, self._offset, b"k", value))
+            self._offset += 1
+        await self.processor.process(records)
+
+    async def at(self, instant: datetime) -> int:
+        """Move the clock and fire every timer due by then."""
+        self.clock.set(instant)
+        return await self.scheduler.run_all_due()
+
+    async def emitted(self, event_type: str | None = None) -> list[dict[str, Any]]:
+        """Events in the outbox, oldest first, each with `_topic` and `_key`."""
+        t = tables.messaging.outbox
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(select(t).order_by(t.c.id))).mappings().all()
+        out = []
+        for row in rows:
+            event = json.loads(row["payload"])
+            if event_type is None or event["type"] == event_type:
+                out.append({**event, "_topic": row["topic"], "_key": row["key"]})
+        return out
+
+    async def dead_letters(self) -> list[dict[str, Any]]:
+        return [e["data"] for e in await self.emitted("event.deadlettered")]
+
+    async def rows(self, table: Any) -> list[dict[str, Any]]:
+        async with self.engine.connect() as conn:
+            return [dict(r) for r in (await conn.execute(select(table))).mappings().all()]
+
+
+@pytest.fixture(scope="session")
+async def base_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url, pool_size=5)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def schema_engine(base_engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
+    """The `followup` tables in a fresh schema of their own, for this test only."""
+    schema = f"followup_test_{uuid.uuid4().hex[:10]}"
+    engine = base_engine.execution_options(schema_translate_map={tables.SCHEMA: schema})
+    async with engine.begin() as conn:
+        await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        await conn.run_sync(tables.metadata.create_all)
+    yield engine
+    async with base_engine.begin() as conn:
+        await conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(T0)
+
+
+@pytest.fixture
+def service(schema_engine: AsyncEngine, clock: ManualClock) -> FollowupService:
+    return FollowupService(schema_engine, Policy(), clock)
