@@ -1,0 +1,72 @@
+"""Wires the notifier service: topics it reads and writes, handlers, timers, channels, key."""
+
+from __future__ import annotations
+
+import logging
+
+from services.notifier import tables
+from services.notifier.channels import channels_from_settings
+from services.notifier.contacts import check_key, notifier_cipher
+from services.notifier.domain import CHANNELS, LOG
+from services.notifier.handlers import SERVICE, NotifierHandlers
+from shared.clock import Clock
+from shared.contracts import NOTIFICATION_FAILED, NOTIFICATION_SENT, topics
+from shared.messaging.runtime import ServiceDefinition
+from shared.policy import Policy
+from shared.settings import Settings, load_settings
+
+log = logging.getLogger("aftersales.notifier")
+
+
+def preflight(settings: Settings) -> None:
+    """Checked before the service starts (`aftersales run`, `aftersales dev`): without an
+    encryption key (outside development) or with a malformed gateway URL it does not start,
+    with a message naming the variable."""
+    check_key(settings)
+    channels = channels_from_settings(settings)
+    configured = [name for name in CHANNELS if name in channels]
+    log.info(
+        "notifier channels configured",
+        extra={
+            "service": SERVICE,
+            "channels": ",".join(configured) or "none",
+            "log_channel": LOG in channels,
+        },
+    )
+    if not configured and LOG not in channels:
+        log.warning(
+            "no delivery gateway is configured: every notification will fail with no_channel "
+            "(set AFTERSALES_SMS_GATEWAY_URL, AFTERSALES_IM_GATEWAY_URL, AFTERSALES_SMTP_URL "
+            "or AFTERSALES_WEBHOOK_URL)",
+            extra={"service": SERVICE},
+        )
+
+
+def build(policy: Policy, clock: Clock, settings: Settings | None = None) -> ServiceDefinition:
+    """The notifier's definition.
+
+    Unlike the other services it needs settings (the gateways and the encryption key): given,
+    or read from the environment like `shared.bootstrap.environment` does. A missing key does
+    not stop `build` (the AsyncAPI and topic commands describe every service without keys):
+    `preflight` refuses to start, and without it any use of contact data is a passing fault
+    that retries, never a dead letter.
+    """
+    settings = settings or load_settings()
+    cipher = notifier_cipher(settings, required=False)
+    channels = channels_from_settings(settings)
+    handlers = NotifierHandlers(policy, cipher, channels)
+    return ServiceDefinition(
+        name=SERVICE,
+        metadata=tables.metadata,
+        tables=tables.messaging,
+        topics=(
+            topics.ORDERS,
+            topics.NOTIFICATIONS,
+            topics.RETURN_DECISIONS,
+            topics.REFUNDS,
+            topics.COUPONS,
+        ),
+        handlers=handlers.events(),
+        timer_handlers=handlers.timers(),
+        publishes={topics.NOTIFICATION_STATUS: (NOTIFICATION_SENT, NOTIFICATION_FAILED)},
+    )

@@ -1,0 +1,83 @@
+"""The notifier domain: when a notification may go out, where to, in which language.
+
+Pure rules (no I/O, no clock reads). The service layer records each notification as a delivery
+row with a timer; when the timer fires it asks `when_due` (quiet hours, daily cap, expiry),
+picks the channel with `channel_plan` and the language with `language_order`, sends, and on
+failure asks `after_failure` for the next step (retry with backoff, next channel or give up).
+
+Where the SPEC is silent, the domain decides (docs/decisions-notifier.md has the whole list):
+- Quiet hours and the daily cap apply to non-urgent messages only; urgent ones go at once and
+  do not count.
+- A non-urgent message over the daily cap is deferred to the next local day's opening (the end
+  of its quiet hours), never dropped, unless it would then miss its `deadline` parameter.
+- A message counts against the cap of the local day it first went to a gateway; its retries do
+  not count again, and a message that finally failed frees its slot.
+- Transient failures are retried after 1, 4, 16 minutes, then hourly, up to
+  retry_max_attempts attempts in all; a permanent refusal moves on to the next channel at once.
+"""
+
+from services.notifier.domain.routing import (
+    CHANNELS,
+    DEFAULT_LANGUAGE,
+    EN,
+    LANGUAGES,
+    LOG,
+    ZH_CN,
+    BuyerChannel,
+    channel_plan,
+    intended_channel,
+    language_order,
+    pick_language,
+    preference_order,
+    reachable,
+)
+from services.notifier.domain.schedule import (
+    AfterFailure,
+    Defer,
+    DeferReason,
+    Drop,
+    DueDecision,
+    FailReason,
+    GiveUp,
+    Retry,
+    Send,
+    after_failure,
+    in_quiet_hours,
+    local_day,
+    next_day_opening,
+    quiet_hours_end,
+    retry_delay,
+    when_due,
+)
+
+__all__ = [
+    "CHANNELS",
+    "DEFAULT_LANGUAGE",
+    "EN",
+    "LANGUAGES",
+    "LOG",
+    "ZH_CN",
+    "AfterFailure",
+    "BuyerChannel",
+    "Defer",
+    "DeferReason",
+    "Drop",
+    "DueDecision",
+    "FailReason",
+    "GiveUp",
+    "Retry",
+    "Send",
+    "after_failure",
+    "channel_plan",
+    "in_quiet_hours",
+    "intended_channel",
+    "language_order",
+    "local_day",
+    "next_day_opening",
+    "pick_language",
+    "preference_order",
+    "quiet_hours_end",
+    "reachable",
+    "retry_delay",
+    "when_due",
+]

@@ -1,0 +1,292 @@
+"""The notifier end to end: the real broker in, the real database, a real HTTP gateway, the
+real broker out.
+
+The broker is shared with other tests: every id is unique and every reader (and the service
+itself, renamed for the test) uses a fresh consumer group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from sqlalchemy import select
+
+from services.notifier import tables
+from services.notifier.bootstrap import build
+from shared.clock import ManualClock
+from shared.contracts import dead_letter_topic, topics
+from shared.crypto import generate_key
+from shared.db import create_engine
+from shared.messaging.runtime import ServiceRuntime
+from shared.migrations import upgrade
+from shared.policy import Policy
+from shared.settings import Settings
+
+T0 = datetime(2024, 5, 1, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai: outside quiet hours
+PHONE = "13812345678"
+EMAIL = "e2e.buyer@example.com"
+
+
+class Gateway:
+    """A real HTTP gateway in a thread: records JSON bodies, answers scripted statuses."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        self.statuses: list[int] = []
+        self.script: dict[str, list[int]] = {}  # request id -> statuses, then 200
+        lock = threading.Lock()
+        state = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                with lock:
+                    pending = state.script.get(body.get("id"), [])
+                    status = pending.pop(0) if pending else 200
+                    state.bodies.append(body)
+                    state.statuses.append(status)
+                self.send_response(status)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/sms"
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def gateway() -> Iterator[Gateway]:
+    gw = Gateway()
+    yield gw
+    gw.close()
+
+
+def event(type_: str, data: dict[str, Any]) -> bytes:
+    return json.dumps(
+        {
+            "specversion": "1.0",
+            "id": f"e2e-{uuid.uuid4()}",
+            "source": "/e2e",
+            "type": type_,
+            "time": T0.isoformat(),
+            "data": data,
+        }
+    ).encode()
+
+
+async def eventually(
+    check: Callable[[], Awaitable[Any]], *, timeout: float = 30.0, what: str = "condition"
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := await check():
+            return result
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{what} not reached within {timeout}s")
+
+
+class Reader:
+    """A fresh consumer group reading topics from the earliest offset in the background."""
+
+    def __init__(self, bootstrap: str, *names: str) -> None:
+        self.consumer = AIOKafkaConsumer(
+            *names,
+            bootstrap_servers=bootstrap,
+            group_id=f"e2e-notifier-reader-{uuid.uuid4().hex}",
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
+        self.records: list[Any] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            for records in (await self.consumer.getmany(timeout_ms=200)).values():
+                self.records.extend(records)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.consumer.stop()
+
+    def events(self, topic: str, **where: str) -> list[dict[str, Any]]:
+        out = []
+        for record in self.records:
+            if record.topic != topic:
+                continue
+            value = json.loads(record.value)
+            if all(value["data"].get(k) == v for k, v in where.items()):
+                out.append(value | {"_key": record.key, "_raw": record.value})
+        return out
+
+
+@pytest.fixture
+async def producer(kafka_bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=kafka_bootstrap, enable_idempotence=False, acks="all"
+    )
+    await producer.start()
+    yield producer
+    await producer.stop()
+
+
+async def test_notifier_end_to_end(
+    database_url: str, kafka_bootstrap: str, producer: AIOKafkaProducer, gateway: Gateway
+) -> None:
+    await asyncio.to_thread(upgrade, "notifier", database_url)
+    run = uuid.uuid4().hex[:10]
+    customer, order, request = f"C-{run}", f"O-{run}", f"N-{run}"
+    settings = Settings(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        database_url=database_url,
+        kafka_idempotence=False,
+        kafka_topic_partitions=3,
+        aftersales_encryption_key=generate_key(),
+        aftersales_sms_gateway_url=gateway.url,
+    )
+    clock = ManualClock(T0)
+    # A fresh consumer group for this run (the group id derives from the service name).
+    definition = dataclasses.replace(build(Policy(), clock, settings), name=f"notifier-e2e-{run}")
+    runtime = ServiceRuntime(
+        definition, settings, clock, timer_poll_interval=0.1, relay_poll_interval=0.1
+    )
+    reader = Reader(kafka_bootstrap, topics.NOTIFICATION_STATUS, dead_letter_topic(definition.name))
+    gateway.script[request] = [503]  # the first attempt fails: retried by a durable timer
+    engine = create_engine(database_url, pool_size=1)
+
+    async def contact_stored() -> bool:
+        async with engine.connect() as conn:
+            found = await conn.scalar(
+                select(tables.contacts.c.customer_id).where(
+                    tables.contacts.c.customer_id == customer
+                )
+            )
+        return found is not None
+
+    try:
+        await asyncio.gather(runtime.start(), reader.start())
+        paid = {
+            "order_id": order,
+            "shop_id": "S1",
+            "customer_id": customer,
+            "paid_at": T0.isoformat(),
+            "currency": "CNY",
+            "lines": [
+                {
+                    "line_id": "L1",
+                    "sku": "SKU1",
+                    "title": "Kettle",
+                    "category": "appliances",
+                    "quantity": 1,
+                    "paid_amount": 10000,
+                }
+            ],
+            "shipping_fee_paid": 0,
+            "standard_shipping_fee": 1000,
+            "free_shipping_threshold": None,
+            "shipping_insurance": False,
+            "presale_ship_by": None,
+            "payments": [{"method": "alipay", "amount": 10000}],
+            "customer": {
+                "name": "E2E Buyer",
+                "phone": PHONE,
+                "email": EMAIL,
+                "preferred_channel": "sms",
+            },
+        }
+        await producer.send_and_wait(topics.ORDERS, event("order.paid", paid), key=order.encode())
+        # The service reads other tests' history too (a fresh group reads from the start):
+        # let it store this buyer's contact before the request comes.
+        await eventually(contact_stored, timeout=60, what="the contact stored")
+        params = {"complaint_id": f"K-{run}", "answer_within_hours": 2,
+                  "answer_by": (T0 + timedelta(hours=2)).isoformat()}  # fmt: skip
+        requested = {
+            "request_id": request,
+            "customer_id": customer,
+            "order_id": order,
+            "template": "complaint.acknowledged",
+            "params": params,
+            "urgent": False,
+            "case": {"type": "complaint", "id": f"K-{run}"},
+        }
+        await producer.send_and_wait(
+            topics.NOTIFICATIONS, event("notification.requested", requested), key=order.encode()
+        )
+        # An unknown template: dead-lettered with a clear reason, the service goes on.
+        bad = {**requested, "request_id": f"bad-{run}", "template": "complaint.teleported"}
+        await producer.send_and_wait(
+            topics.NOTIFICATIONS, event("notification.requested", bad), key=order.encode()
+        )
+
+        def statuses() -> list[int]:
+            return [
+                s for b, s in zip(gateway.bodies, gateway.statuses, strict=True)
+                if b["id"] == request
+            ]  # fmt: skip
+
+        # The first attempt fails (503): a durable timer retries it a minute later.
+        await eventually(lambda: _async(statuses() == [503]), what="the first attempt")
+        clock.advance(timedelta(minutes=1))
+        await eventually(lambda: _async(200 in statuses()), what="the retry")
+        assert statuses() == [503, 200]
+        [body] = [b for b, s in zip(gateway.bodies, gateway.statuses, strict=True)
+                  if b["id"] == request and s == 200]  # fmt: skip
+        assert body["to"] == PHONE and "我们已收到您的投诉" in body["text"]
+
+        sent = await eventually(
+            lambda: _async(reader.events(topics.NOTIFICATION_STATUS, request_id=request)),
+            what="notification.sent on the status topic",
+        )
+        assert [e["type"] for e in sent] == ["notification.sent"]
+        assert sent[0]["_key"] == order.encode()
+        assert sent[0]["data"]["channel"] == "sms"
+        assert sent[0]["data"]["recipient"] == "138****5678"
+        assert sent[0]["data"]["attempts"] == 2
+        letters = await eventually(
+            lambda: _async(
+                [
+                    e
+                    for e in reader.events(dead_letter_topic(definition.name))
+                    if f"bad-{run}" in e["data"]["value"]
+                ]
+            ),
+            what="the dead letter",
+        )
+        assert letters[0]["data"]["reason"] == "unknown_template"
+        # No personal data on any topic the notifier wrote.
+        for record in reader.records:
+            assert PHONE.encode() not in record.value and EMAIL.encode() not in record.value
+    finally:
+        with contextlib.suppress(Exception):
+            await runtime.stop()
+        await reader.stop()
+        await engine.dispose()
+
+
+async def _async(value: Any) -> Any:
+    return value

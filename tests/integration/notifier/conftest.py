@@ -1,0 +1,563 @@
+"""Fixtures of the notifier integration tests.
+
+* a fresh copy of the `notifier` schema per test (the service's own tables, mapped to a
+  random schema name with SQLAlchemy's schema_translate_map), on the session's database;
+* a real HTTP gateway (``http.server`` in a thread) that records every request and answers
+  with scripted status codes;
+* a real SMTP server (aiosmtpd on 127.0.0.1, a free port) that records every message and can
+  refuse recipients temporarily;
+* a `Harness` driving the service's real EventProcessor and TimerScheduler with a ManualClock.
+
+After every test the harness scans every outbox payload and every captured log record for the
+buyers' phone numbers, e-mail addresses and names: none may appear in clear.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email import message_from_bytes
+from email import policy as email_policy
+from email.message import EmailMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+from services.notifier import tables
+from services.notifier.channels import Channel, channels_from_settings
+from services.notifier.handlers import NotifierHandlers, SendBudget
+from shared.clock import ManualClock
+from shared.contracts import dead_letter_topic
+from shared.crypto import FieldCipher, cipher_from_env, generate_key
+from shared.db import create_engine, session_factory
+from shared.devenv import free_port
+from shared.messaging.consumer import EventProcessor
+from shared.messaging.scheduler import TimerScheduler
+from shared.policy import Policy
+from shared.settings import Settings
+
+T0 = datetime(2024, 5, 1, 2, 0, tzinfo=UTC)  # 2024-05-01 10:00 in Shanghai
+KEY = generate_key()
+
+# Personal data of the test buyers: must never appear in an event or a log line.
+PHONE = "13812345678"
+EMAIL = "zhang.sanfeng@example.com"
+NAME = "张三丰"
+PHONE_2 = "+8613987654321"
+EMAIL_2 = "li.si@example.org"
+NAME_2 = "Li Si"
+PERSONAL = (PHONE, EMAIL, NAME, PHONE_2, EMAIL_2, NAME_2, "13987654321")
+
+
+@pytest.fixture(autouse=True)
+def _no_notifier_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings() reads the environment: keep the developer's gateways and keys out."""
+    for name in (
+        "AFTERSALES_ENCRYPTION_KEY",
+        "AFTERSALES_DEV_MODE",
+        "AFTERSALES_SMS_GATEWAY_URL",
+        "AFTERSALES_IM_GATEWAY_URL",
+        "AFTERSALES_SMTP_URL",
+        "AFTERSALES_WEBHOOK_URL",
+        "AFTERSALES_WEBHOOK_SECRET",
+    ):
+        monkeypatch.delenv(name, raising=False)
+
+
+def uid(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+# --- the HTTP gateway ---------------------------------------------------------------------
+
+
+@dataclass
+class GatewayRequest:
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+    status: int
+    raw: bytes = b""
+
+
+@dataclass
+class Gateway:
+    """A real HTTP server: POST /<channel> records the JSON and answers the next scripted code."""
+
+    url: str = ""
+    requests: list[GatewayRequest] = field(default_factory=list)
+    script: dict[str, list[int]] = field(default_factory=dict)  # path -> statuses, then 200
+    delay: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def on(self, path: str, *statuses: int) -> None:
+        with self.lock:
+            self.script[path] = list(statuses)
+
+    def received(self, path: str | None = None, status: int | None = None) -> list[GatewayRequest]:
+        with self.lock:
+            return [
+                r
+                for r in self.requests
+                if (path is None or r.path == path) and (status is None or r.status == status)
+            ]
+
+
+@pytest.fixture
+def gateway() -> Iterator[Gateway]:
+    state = Gateway()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("content-length") or 0)
+            raw = self.rfile.read(length)
+            if state.delay:
+                time.sleep(state.delay)
+            with state.lock:
+                pending = state.script.get(self.path) or []
+                status = pending.pop(0) if pending else 200
+                state.requests.append(
+                    GatewayRequest(
+                        self.path,
+                        {k.lower(): v for k, v in self.headers.items()},
+                        json.loads(raw),
+                        status,
+                        raw,
+                    )
+                )
+            try:
+                self.send_response(status)
+                self.send_header("content-length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+            except OSError:
+                pass  # the client gave up (timeout test)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            pass
+
+    server = Server(("127.0.0.1", 0), Handler)
+    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield state
+    server.shutdown()
+    server.server_close()
+
+
+# --- the SMTP server ------------------------------------------------------------------------
+
+
+@dataclass
+class Mailbox:
+    url: str = ""
+    messages: list[tuple[str, list[str], EmailMessage]] = field(default_factory=list)
+    refuse_rcpt: list[str] = field(default_factory=list)  # SMTP replies for the next RCPTs
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: Any
+    ) -> str:
+        if self.refuse_rcpt:
+            return self.refuse_rcpt.pop(0)
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append(
+            (
+                envelope.mail_from,
+                list(envelope.rcpt_tos),
+                message_from_bytes(envelope.content, policy=email_policy.default),
+            )
+        )
+        return "250 Message accepted for delivery"
+
+
+@pytest.fixture
+def mailbox() -> Iterator[Mailbox]:
+    box = Mailbox()
+    port = free_port()
+    controller = Controller(box, hostname="127.0.0.1", port=port)
+    controller.start()
+    box.url = f"smtp://127.0.0.1:{port}?from=aftersales@shop.example"
+    yield box
+    controller.stop()
+
+
+# --- the database -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+async def notifier_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url, pool_size=5)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def engine(notifier_engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
+    """The session engine with the `notifier` schema mapped to a fresh schema of this test."""
+    schema = f"notifier_t_{uuid.uuid4().hex[:10]}"
+    mapped = notifier_engine.execution_options(schema_translate_map={tables.SCHEMA: schema})
+    async with mapped.begin() as conn:
+        await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        await conn.run_sync(tables.metadata.create_all)
+    yield mapped
+    async with notifier_engine.begin() as conn:
+        await conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+
+
+# --- the harness ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rec:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+class Harness:
+    """The notifier's real handlers, consumer and timer scheduler, on a ManualClock."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        settings: Settings,
+        policy: Policy | None = None,
+        channels: dict[str, Channel] | None = None,
+        cipher: FieldCipher | None = None,
+        budget: SendBudget | None = None,
+    ) -> None:
+        self.engine = engine
+        self.sessions: async_sessionmaker[Any] = session_factory(engine)
+        self.clock = ManualClock(T0)
+        self.policy = policy or Policy()
+        self.cipher = cipher or cipher_from_env(settings.aftersales_encryption_key or KEY)
+        self.handlers = NotifierHandlers(
+            self.policy,
+            self.cipher,
+            channels if channels is not None else channels_from_settings(settings),
+            budget=budget,
+        )
+        self.processor = EventProcessor(
+            service="notifier",
+            sessions=self.sessions,
+            tables=tables.messaging,
+            handlers=self.handlers.events(),
+            clock=self.clock,
+        )
+        self.scheduler = TimerScheduler(
+            service="notifier",
+            sessions=self.sessions,
+            tables=tables.messaging,
+            handlers=self.handlers.timers(),
+            clock=self.clock,
+        )
+        self._offset = 0
+
+    async def consume(self, *events: dict[str, Any] | bytes, topic: str = "in") -> None:
+        """One consumer batch (one transaction), like a fetch from the broker."""
+        records = []
+        for event in events:
+            value = event if isinstance(event, bytes) else json.dumps(event).encode()
+            records.append(Rec(topic, 0, self._offset, b"k", value))
+            self._offset += 1
+        await self.processor.process(records)
+
+    async def fire(self) -> int:
+        """Fire every due timer (the scheduler's loop, at the clock's current instant)."""
+        return await self.scheduler.run_all_due()
+
+    async def advance(self, **delta: float) -> int:
+        from datetime import timedelta
+
+        self.clock.advance(timedelta(**delta))
+        return await self.fire()
+
+    # --- read-back ---
+
+    async def rows(self, table: Any, *where: Any) -> list[dict[str, Any]]:
+        async with self.engine.connect() as conn:
+            result = await conn.execute(select(table).where(*where))
+            return [dict(row) for row in result.mappings()]
+
+    async def delivery(self, delivery_id: str) -> dict[str, Any]:
+        rows = await self.rows(tables.deliveries, tables.deliveries.c.delivery_id == delivery_id)
+        assert rows, f"no delivery {delivery_id}"
+        return rows[0]
+
+    async def outbox(self, event_type: str | None = None) -> list[dict[str, Any]]:
+        t = tables.messaging.outbox
+        async with self.engine.connect() as conn:
+            result = await conn.execute(select(t.c.payload, t.c.topic).order_by(t.c.id))
+            events = [json.loads(row.payload) | {"_topic": row.topic} for row in result]
+        return [e for e in events if event_type is None or e["type"] == event_type]
+
+    async def dead_letters_topic(self) -> list[dict[str, Any]]:
+        return [
+            e
+            for e in await self.outbox("event.deadlettered")
+            if e["_topic"] == dead_letter_topic("notifier")
+        ]
+
+    async def raw_outbox_text(self) -> str:
+        t = tables.messaging.outbox
+        async with self.engine.connect() as conn:
+            payloads = (await conn.execute(select(t.c.payload))).scalars().all()
+        return "\n".join(bytes(p).decode("utf-8") for p in payloads)
+
+
+def settings_for(**kw: Any) -> Settings:
+    base: dict[str, Any] = {"aftersales_encryption_key": KEY}
+    base.update(kw)
+    return Settings(**base)
+
+
+# Loggers of the test's own fake servers (aiosmtpd logs the envelope it receives).
+_TEST_INFRA_LOGGERS = ("mail.log",)
+
+
+def assert_no_personal_data(text_: str, where: str) -> None:
+    for value in PERSONAL:
+        assert value not in text_, f"personal data {value[:3]}... found in {where}"
+
+
+def scan_logs(caplog: pytest.LogCaptureFixture) -> int:
+    """Scan what every phase of the test logged; returns how many records were scanned."""
+    records = [*caplog.get_records("setup"), *caplog.get_records("call"), *caplog.records]
+    for record in records:
+        if record.name.startswith(_TEST_INFRA_LOGGERS):
+            continue
+        parts = [record.getMessage()]
+        parts += [str(v) for k, v in vars(record).items() if k not in ("msg", "args")]
+        if record.exc_info:
+            parts.append(logging.Formatter().formatException(record.exc_info))
+        assert_no_personal_data(" ".join(parts), f"log record {record.name}: {record.msg!r}")
+    return len(records)
+
+
+@pytest.fixture
+def caplog_all(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    caplog.set_level(logging.DEBUG)
+    return caplog
+
+
+@pytest.fixture
+async def make_harness(
+    engine: AsyncEngine, caplog_all: pytest.LogCaptureFixture
+) -> AsyncIterator[Any]:
+    made: list[Harness] = []
+
+    def make(**kw: Any) -> Harness:
+        settings = kw.pop("settings", None) or settings_for()
+        harness = Harness(engine, settings=settings, **kw)
+        made.append(harness)
+        return harness
+
+    yield make
+    # Every test: no phone number, e-mail address or name in any event or log line.
+    for harness in made:
+        assert_no_personal_data(await harness.raw_outbox_text(), "the outbox")
+    assert scan_logs(caplog_all) > 0
+
+
+# --- events ---------------------------------------------------------------------------------
+
+
+def envelope(type_: str, data: dict[str, Any], *, event_id: str | None = None) -> dict[str, Any]:
+    return {
+        "specversion": "1.0",
+        "id": event_id or uid("evt"),
+        "source": "/test",
+        "type": type_,
+        "time": T0.isoformat(),
+        "datacontenttype": "application/json",
+        "data": data,
+    }
+
+
+def order_paid(
+    customer_id: str,
+    *,
+    order_id: str | None = None,
+    phone: str | None = PHONE,
+    email: str | None = EMAIL,
+    name: str | None = NAME,
+    preferred: str = "sms",
+    language: str | None = None,
+    paid_at: str = "2024-05-01T09:00:00+08:00",
+    event_id: str | None = None,
+) -> dict[str, Any]:
+    customer: dict[str, Any] = {
+        "name": name,
+        "phone": phone,
+        "email": email,
+        "preferred_channel": preferred,
+    }
+    if language is not None:
+        customer["language"] = language
+    return envelope(
+        "order.paid",
+        {
+            "order_id": order_id or uid("O"),
+            "shop_id": "S1",
+            "customer_id": customer_id,
+            "paid_at": paid_at,
+            "currency": "CNY",
+            "lines": [
+                {
+                    "line_id": "L1",
+                    "sku": "SKU1",
+                    "title": "Kettle",
+                    "category": "appliances",
+                    "quantity": 1,
+                    "paid_amount": 10000,
+                }
+            ],
+            "shipping_fee_paid": 0,
+            "standard_shipping_fee": 1000,
+            "free_shipping_threshold": None,
+            "shipping_insurance": False,
+            "presale_ship_by": None,
+            "payments": [{"method": "alipay", "amount": 10000}],
+            "customer": customer,
+        },
+        event_id=event_id,
+    )
+
+
+ACK = {"complaint_id": "K1", "answer_within_hours": 2, "answer_by": "2024-05-01T12:00:00+08:00"}
+
+
+def requested(
+    customer_id: str,
+    template: str = "complaint.acknowledged",
+    params: dict[str, Any] | None = None,
+    *,
+    request_id: str | None = None,
+    urgent: bool = False,
+    order_id: str | None = "O1",
+    event_id: str | None = None,
+    case_id: str = "K1",
+) -> dict[str, Any]:
+    return envelope(
+        "notification.requested",
+        {
+            "request_id": request_id or uid("req"),
+            "customer_id": customer_id,
+            "order_id": order_id,
+            "template": template,
+            "params": ACK if params is None else params,
+            "urgent": urgent,
+            "case": {"type": "complaint", "id": case_id},
+        },
+        event_id=event_id,
+    )
+
+
+def decision(
+    type_: str,
+    customer_id: str,
+    *,
+    return_id: str = "R1",
+    rule: str = "window_expired",
+    waiting_for: str | None = None,
+) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "return_id": return_id,
+        "order_id": "O1",
+        "customer_id": customer_id,
+        "kind": "refund",
+        "rule": rule,
+        "message": "您好，很抱歉，7天无理由退货期限已结束。您仍可以以质量问题为由申请售后。",
+        "message_en": (
+            "Hello, we are sorry: the 7-day period ended. You can still report a quality issue."
+        ),
+        "decided_at": T0.isoformat(),
+    }
+    if type_ == "return.approved":
+        data.update(rule="eligible", return_shipping_payer="buyer", refund_estimate=9000)
+    if waiting_for is not None:
+        data["waiting_for"] = waiting_for
+    return envelope(type_, data)
+
+
+def refund(customer_id: str, case_type: str, case_id: str, amount: int) -> dict[str, Any]:
+    return envelope(
+        "refund.issued",
+        {
+            "refund_id": uid("rf"),
+            "order_id": "O1",
+            "customer_id": customer_id,
+            "case": {"type": case_type, "id": case_id},
+            "amount": amount,
+            "currency": "CNY",
+            "breakdown": [{"kind": "compensation", "amount": amount}],
+            "payments": [{"method": "alipay", "amount": amount}] if amount else [],
+            "due_by": "2024-05-02T10:00:00+08:00",
+            "issued_at": T0.isoformat(),
+        },
+    )
+
+
+def coupon(customer_id: str, complaint_id: str = "K1", value: int = 500) -> dict[str, Any]:
+    return envelope(
+        "coupon.granted",
+        {
+            "coupon_id": uid("CP"),
+            "customer_id": customer_id,
+            "order_id": "O1",
+            "complaint_id": complaint_id,
+            "value": value,
+            "currency": "CNY",
+            "expires_at": "2024-05-31T10:00:00+08:00",
+            "reason": "logistics_delay",
+            "granted_at": T0.isoformat(),
+        },
+    )
+
+
+@pytest.fixture
+def kit() -> Any:
+    """The builders and constants above, for the test modules (they cannot import conftest)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(
+        T0=T0,
+        KEY=KEY,
+        PHONE=PHONE,
+        EMAIL=EMAIL,
+        NAME=NAME,
+        PHONE_2=PHONE_2,
+        EMAIL_2=EMAIL_2,
+        NAME_2=NAME_2,
+        ACK=ACK,
+        uid=uid,
+        envelope=envelope,
+        order_paid=order_paid,
+        requested=requested,
+        decision=decision,
+        refund=refund,
+        coupon=coupon,
+        settings=settings_for,
+    )

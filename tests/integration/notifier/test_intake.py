@@ -1,0 +1,130 @@
+"""What becomes a notification: requests, return decisions, refunds, coupons; and what is
+dead-lettered (unknown template, missing parameter) while the service goes on."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from services.notifier import tables
+
+
+async def test_template_problems_are_dead_lettered_and_the_batch_goes_on(
+    make_harness: Any, kit: Any, gateway: Any
+) -> None:
+    h = make_harness(settings=kit.settings(aftersales_sms_gateway_url=f"{gateway.url}/sms"))
+    customer = kit.uid("C")
+    missing = kit.requested(customer, params={"complaint_id": "K1", "answer_within_hours": 2})
+    unknown = kit.requested(customer, "complaint.teleported", {"complaint_id": "K1"})
+    bad_time = kit.requested(customer, params={**kit.ACK, "answer_by": "soon"})
+    good = kit.requested(customer, request_id="good-" + customer)
+    await h.consume(kit.order_paid(customer), missing, unknown, bad_time, good)
+    letters = await h.dead_letters_topic()
+    reasons = {json.loads(d["data"]["value"])["id"]: d["data"] for d in letters}
+    assert reasons[missing["id"]]["reason"] == "template_error"
+    assert reasons[missing["id"]]["detail"] == (
+        "template 'complaint.acknowledged' (zh-CN): parameter 'answer_by' is missing"
+    )
+    assert reasons[unknown["id"]]["reason"] == "unknown_template"
+    assert "complaint.teleported" in reasons[unknown["id"]]["detail"]
+    assert reasons[bad_time["id"]]["reason"] == "template_error"
+    assert "RFC 3339" in reasons[bad_time["id"]]["detail"]
+    # The rejected ones left nothing behind (not even their inbox row: a replay after the
+    # fix is processed); the good one goes out.
+    assert [r["delivery_id"] for r in await h.rows(tables.deliveries)] == ["good-" + customer]
+    inbox = {r["event_id"] for r in await h.rows(tables.messaging.inbox)}
+    assert missing["id"] not in inbox and good["id"] in inbox
+    await h.fire()
+    assert [r.body["id"] for r in gateway.received()] == ["good-" + customer]
+
+
+async def test_return_decisions_refunds_and_coupons_become_notifications(
+    make_harness: Any, kit: Any, gateway: Any
+) -> None:
+    h = make_harness(settings=kit.settings(aftersales_sms_gateway_url=f"{gateway.url}/sms"))
+    customer = kit.uid("C")
+    rejected = kit.decision("return.rejected", customer)
+    await h.consume(
+        kit.order_paid(customer),
+        rejected,
+        kit.decision("return.pending", customer, rule="evidence_missing", waiting_for="evidence"),
+        kit.refund(customer, "return", "R1", 9000),  # told by return.completed
+        kit.refund(customer, "late_shipment", "O1", 500),  # told by the late-shipment apology
+        kit.refund(customer, "complaint", "K9", 0),  # nothing to tell
+    )
+    await h.consume(rejected)  # a redelivered decision: once
+    await h.fire()
+    texts = {r.body["template"]: r.body["text"] for r in gateway.received()}
+    assert set(texts) == {"return.rejected", "return.pending"}
+    assert texts["return.rejected"].startswith(
+        "售后申请未能通过\n您好，很抱歉，7天无理由退货期限已结束"
+    )
+    assert "平台介入" in texts["return.rejected"]
+    assert texts["return.pending"].startswith("请补充售后凭证\n")
+    [sent] = [
+        e for e in await h.outbox("notification.sent") if e["data"]["template"] == "return.rejected"
+    ]
+    assert sent["data"]["case"] == {"type": "return", "id": "R1"}
+    assert sent["causationid"] == rejected["id"] and sent["correlationid"] == "R1"
+
+    # The daily cap is 3: the complaint refund and the coupon share the buyer's next slots.
+    other = kit.uid("C")
+    await h.consume(
+        kit.order_paid(other, language="en-US"),
+        kit.refund(other, "complaint", "K1", 1200),
+        kit.coupon(other, "K1", 500),
+        kit.decision("return.approved", other),
+    )
+    await h.fire()
+    await h.advance(seconds=30)  # a coupon notice waits to be told once (see below)
+    by_template = {
+        r.body["template"]: r.body for r in gateway.received() if r.body["to"] == kit.PHONE
+    }
+    assert {"refund.issued", "coupon.granted", "return.approved"} <= set(by_template)
+    assert by_template["refund.issued"]["language"] == "en"
+    assert "we have refunded CNY 12.00" in by_template["refund.issued"]["text"]
+    assert "coupon worth CNY 5.00" in by_template["coupon.granted"]["text"]
+    assert "Hello, we are sorry: the 7-day period ended" in by_template["return.approved"]["text"]
+
+
+async def test_return_decisions_use_the_returns_english_message_for_english_buyers(
+    make_harness: Any, kit: Any, gateway: Any
+) -> None:
+    h = make_harness(settings=kit.settings(aftersales_sms_gateway_url=f"{gateway.url}/sms"))
+    customer = kit.uid("C")
+    await h.consume(
+        kit.order_paid(customer, language="fr"), kit.decision("return.rejected", customer)
+    )
+    await h.fire()
+    [request] = gateway.received()
+    assert request.body["language"] == "en"
+    assert request.body["text"].startswith("Your after-sales request could not be accepted\n")
+
+
+async def test_a_coupon_is_told_once(make_harness: Any, kit: Any, gateway: Any) -> None:
+    """The complaints service's notice states the coupon: the coupon.granted notice gives way;
+    without such a notice (or with one that does not mention it) the coupon notice goes."""
+    h = make_harness(settings=kit.settings(aftersales_sms_gateway_url=f"{gateway.url}/sms"))
+    told, untold = kit.uid("C"), kit.uid("C")
+    compensated = {"complaint_id": "K7", "currency": "CNY", "coupon_value": 500}
+    await h.consume(kit.order_paid(told), kit.order_paid(untold))
+    await h.consume(kit.coupon(told, "K7"), kit.coupon(untold, "K8"))
+    await h.consume(
+        kit.requested(told, "complaint.compensated", compensated, case_id="K7"),
+        kit.requested(
+            untold, "complaint.compensated", {"complaint_id": "K8", "reshipment": 1}, case_id="K8"
+        ),
+    )
+    await h.fire()
+    assert sorted(r.body["template"] for r in gateway.received()) == [
+        "complaint.compensated",
+        "complaint.compensated",
+    ]
+    await h.advance(seconds=30)
+    assert [r.body["template"] for r in gateway.received()][2:] == ["coupon.granted"]
+    rows = {r["customer_id"]: r for r in await h.rows(tables.deliveries)
+            if r["template"] == "coupon.granted"}  # fmt: skip
+    assert rows[told]["status"] == "superseded"
+    assert rows[told]["last_error"].startswith("told by notification ")
+    assert rows[untold]["status"] == "sent"
+    assert len(await h.outbox("notification.failed")) == 0
