@@ -13,7 +13,7 @@ BIN := $(VENV)/bin
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help install run test lint clean
+.PHONY: help install run test lint deploy-check clean
 
 help:
 	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
@@ -37,6 +37,21 @@ lint: $(if $(NO_INSTALL),,install)
 	echo "+ mypy shared services"; $(BIN)/mypy shared services || status=1; \
 	echo "+ lint-imports"; $(BIN)/lint-imports --no-logo --no-cache || status=1; \
 	echo "+ aftersales asyncapi --check"; $(BIN)/aftersales asyncapi --check || status=1; \
+	$(MAKE) --no-print-directory deploy-check NO_INSTALL=1 || status=1; \
+	exit $$status
+
+# Dockerfiles linted; both Kustomize overlays rendered and validated against the Kubernetes schemas.
+deploy-check: $(if $(NO_INSTALL),,install)
+	@status=0; \
+	echo "+ hadolint services/*/Dockerfile"; $(BIN)/hadolint services/*/Dockerfile || status=1; \
+	if command -v kubectl >/dev/null 2>&1; then \
+		for overlay in development production; do \
+			echo "+ kubectl kustomize deploy/kubernetes/overlays/$$overlay | kubernetes-validate"; \
+			kubectl kustomize deploy/kubernetes/overlays/$$overlay > .venv/rendered-$$overlay.yaml \
+				&& $(BIN)/kubernetes-validate --strict --quiet --no-warn .venv/rendered-$$overlay.yaml \
+				|| status=1; \
+		done; \
+	else echo "kubectl not found: Kustomize overlays not rendered"; fi; \
 	exit $$status
 
 clean:
