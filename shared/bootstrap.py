@@ -21,7 +21,9 @@ SERVICES: dict[str, str] = {
 
 
 class ServiceModule(Protocol):
-    def build(self, policy: Policy, clock: Clock) -> ServiceDefinition: ...
+    def build(
+        self, policy: Policy, clock: Clock, settings: Settings | None = None
+    ) -> ServiceDefinition: ...
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,11 @@ def preflight(name: str, settings: Settings) -> None:
         check(settings)
 
 
-def definition(name: str, policy: Policy, clock: Clock) -> ServiceDefinition:
+def definition(
+    name: str, policy: Policy, clock: Clock, settings: Settings | None = None
+) -> ServiceDefinition:
+    """A service's definition; `settings` reach the services that need their own (the
+    notifier's gateways and key), else they read the environment."""
     module = import_module(SERVICES[name])
     service: ServiceModule = module
-    return service.build(policy, clock)
+    return service.build(policy, clock, settings)

@@ -16,6 +16,12 @@ from shared.migrations import SchemaNotCurrent
 from shared.policy import PolicyError, load_policy
 
 log = logging.getLogger("aftersales.cli")
+# How long `migrate`, `run` and `report` try to reach the database before giving up.
+DATABASE_PROBE_SECONDS = 10.0
+
+
+class DatabaseUnreachable(Exception):
+    """DATABASE_URL cannot be connected to (down, unknown host, no such database, refused)."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -29,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
-    except (PolicyError, ValueError, SchemaNotCurrent) as exc:
+    except (PolicyError, ValueError, SchemaNotCurrent, DatabaseUnreachable) as exc:
         print(f"aftersales: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -111,6 +117,7 @@ def _migrate(args: argparse.Namespace) -> int:
     from shared.migrations import upgrade
 
     env = environment()
+    require_database(env.settings.database_url)
     for name in service_names(args.service):
         print(f"migrating {name} (schema {name})", file=sys.stderr)
         upgrade(name, env.settings.database_url)
@@ -120,7 +127,9 @@ def _migrate(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     env = environment()
     port = args.port if args.port is not None else env.settings.aftersales_http_port
-    asyncio.run(serve(service_names(args.service), port=port))
+    names = service_names(args.service)
+    require_database(env.settings.database_url)
+    asyncio.run(serve(names, port=port))
     return 0
 
 
@@ -135,7 +144,9 @@ async def serve(names: Sequence[str], *, port: int, until: asyncio.Event | None 
         preflight(name, env.settings)
         await check_current(name, env.settings.database_url)
     runtimes = [
-        ServiceRuntime(definition(name, env.policy, env.clock), env.settings, env.clock)
+        ServiceRuntime(
+            definition(name, env.policy, env.clock, env.settings), env.settings, env.clock
+        )
         for name in names
     ]
     stop = until or asyncio.Event()
@@ -151,12 +162,15 @@ async def serve(names: Sequence[str], *, port: int, until: asyncio.Event | None 
         await stop.wait()
     finally:
         log.info("shutting down")
-        for runtime in runtimes:
-            await runtime.stop()
+        # Together: with `run all`, no service goes on fetching while another one stops.
+        stopped = await asyncio.gather(*(r.stop() for r in runtimes), return_exceptions=True)
         server.should_exit = True
         await server_task
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+        for result in stopped:
+            if isinstance(result, BaseException):
+                raise result
 
 
 def _dev(args: argparse.Namespace) -> int:
@@ -209,6 +223,44 @@ def _asyncapi(args: argparse.Namespace) -> int:
     return 0
 
 
+def require_database(database_url: str, *, timeout: float = DATABASE_PROBE_SECONDS) -> None:
+    """Connect once before any work, so that a database that is down, unknown or missing is
+    one clear line naming host:port (never the password), not a driver's traceback."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url)
+    where = f"{url.host or 'localhost'}:{url.port or 5432}"
+    try:
+        asyncio.run(_probe(database_url, timeout))
+    except Exception as exc:  # any failure to connect is the answer
+        reason = _reason(exc)
+        if url.password:
+            reason = reason.replace(url.password, "***")
+        raise DatabaseUnreachable(f"cannot reach the database at {where}: {reason}") from None
+
+
+async def _probe(database_url: str, timeout: float) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from sqlalchemy.pool import NullPool
+
+    engine = create_async_engine(
+        database_url, poolclass=NullPool, connect_args={"timeout": timeout}
+    )
+    try:
+        async with engine.connect() as conn:
+            await asyncio.wait_for(conn.execute(text("SELECT 1")), timeout)
+    finally:
+        await engine.dispose()
+
+
+def _reason(exc: BaseException) -> str:
+    """The driver's own words: SQLAlchemy wraps asyncpg's error (`orig`, its `__cause__`)."""
+    orig = getattr(exc, "orig", None)
+    cause = getattr(orig, "__cause__", None) or orig or exc
+    return str(cause).strip() or type(cause).__name__
+
+
 # Looked up by name, never imported statically: shared/ must not depend on any service.
 REPORT_MODULE = "services.followup.report"
 
@@ -217,6 +269,7 @@ def _report(args: argparse.Namespace) -> int:
     from importlib import import_module
 
     env = environment()
+    require_database(env.settings.database_url)
     report = import_module(REPORT_MODULE)
     return int(
         report.main(

@@ -180,12 +180,21 @@ def mask_name(name: str) -> str:
 
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
-# 7+ digit runs, and numbers written in groups such as "138-1234-5678" or "+86 138 1234 5678";
-# groups of 2 digits are not joined, so dates (2024-05-01) and times stay readable.
-_PHONE = re.compile(r"(?<!\d)(?:\+?\d{7,}|\+?\d{2,4}(?:[ -]\d{3,4}){2,})(?!\d)")
+# 7+ digit runs, and numbers written in groups such as "138-1234-5678", "+86 138 1234 5678",
+# "+86-13812345678" or "0755-12345678"; groups of 2 digits are not joined, so dates
+# (2024-05-01) and times stay readable. A run glued to an ASCII letter, `_` or digit, directly
+# or across a hyphen, is part of an identifier (R-df30123456788bb, O-2024050100012345, UUIDs,
+# hex tokens): kept readable, so dead letters and logs still say which order is affected.
+_ID_CHAR = "[A-Za-z0-9_]"
+_PHONE = re.compile(
+    rf"(?<!{_ID_CHAR})(?<!{_ID_CHAR}-)"
+    r"(?:\+?\d{7,}|\+?\d{2,4}(?:[ -]\d{3,4}){2,}|\+\d{1,3}[ -]\d{7,}|0\d{2,3}-\d{7,8})"
+    rf"(?!{_ID_CHAR})(?!-{_ID_CHAR})"
+)
 
 
 def redact(text: str) -> str:
-    """Mask e-mail addresses and phone-number-like digit runs inside free text."""
+    """Mask e-mail addresses and phone-number-like digit runs inside free text; digits that
+    belong to an identifier stay as they are."""
     text = _EMAIL.sub(lambda m: mask_email(m.group(0)), text)
     return _PHONE.sub(lambda m: mask_phone(re.sub(r"[ -]", "", m.group(0))), text)

@@ -8,9 +8,11 @@ from shared.clock import Clock
 from shared.contracts import topics
 from shared.messaging.runtime import ServiceDefinition
 from shared.policy import Policy
+from shared.settings import Settings
 
 
-def build(policy: Policy, clock: Clock) -> ServiceDefinition:
+def build(policy: Policy, clock: Clock, settings: Settings | None = None) -> ServiceDefinition:
+    """The service's definition; it needs no settings of its own (the runtime has them)."""
     handlers = ComplaintsHandlers(policy)
     return ServiceDefinition(
         name=SERVICE,

@@ -421,7 +421,7 @@ class _Emitter:
         )
 
     async def _sla_breached(self, event: SlaBreached) -> None:
-        await self.ctx.emit(
+        breach = await self.ctx.emit(
             topics.SLA,
             "sla.breached",
             SlaBreachedData.model_validate(
@@ -444,13 +444,14 @@ class _Emitter:
             ),
             correlation_id=event.case.id,
         )
-        metrics.SLA_BREACHES.labels(SERVICE, event.sla.value).inc()
+        if self.ctx.is_new(breach):  # a replay finds it in the outbox: counted once
+            metrics.SLA_BREACHES.labels(SERVICE, event.sla.value).inc()
 
     async def _escalated(self, event: Escalated) -> None:
         complaint = self._complaint()
         assert complaint.category is not None
         eid = escalation_id(complaint.complaint_id, event.reason.value, event.round)
-        await self.ctx.emit(
+        escalated = await self.ctx.emit(
             topics.ESCALATIONS,
             "complaint.escalated",
             ComplaintEscalated.model_validate(
@@ -472,12 +473,13 @@ class _Emitter:
             event_id=deterministic_id("complaint.escalated", eid),
             correlation_id=complaint.complaint_id,
         )
-        metrics.DECISIONS.labels(SERVICE, "complaint.escalated", event.reason.value).inc()
+        if self.ctx.is_new(escalated):
+            metrics.DECISIONS.labels(SERVICE, "complaint.escalated", event.reason.value).inc()
 
     async def _coupon(self, event: CouponGranted) -> None:
         complaint = self._complaint()
         cid = coupon_id(complaint.complaint_id)
-        await self.ctx.emit(
+        granted = await self.ctx.emit(
             topics.COUPONS,
             "coupon.granted",
             CouponGrantedData(
@@ -495,12 +497,13 @@ class _Emitter:
             event_id=deterministic_id("coupon.granted", cid),
             correlation_id=complaint.complaint_id,
         )
-        metrics.DECISIONS.labels(SERVICE, "coupon.granted", event.reason).inc()
+        if self.ctx.is_new(granted):
+            metrics.DECISIONS.labels(SERVICE, "coupon.granted", event.reason).inc()
 
     async def _coupon_pending(self, event: CouponAwaitingApproval) -> None:
         complaint = self._complaint()
         cid = coupon_id(complaint.complaint_id)
-        await self.ctx.emit(
+        pending = await self.ctx.emit(
             topics.ESCALATIONS,
             "compensation.pending",
             CompensationPending(
@@ -520,11 +523,12 @@ class _Emitter:
             correlation_id=complaint.complaint_id,
         )
         category = complaint.category.value if complaint.category else "unknown"
-        metrics.DECISIONS.labels(SERVICE, "compensation.pending", category).inc()
+        if self.ctx.is_new(pending):
+            metrics.DECISIONS.labels(SERVICE, "compensation.pending", category).inc()
 
     async def _refund(self, event: RefundDue) -> None:
         rid = refund_id(event.case.type.value, event.case.id)
-        await self.ctx.emit(
+        refund = await self.ctx.emit(
             topics.REFUNDS,
             "refund.issued",
             RefundIssued.model_validate(
@@ -545,8 +549,9 @@ class _Emitter:
             event_id=deterministic_id("refund.issued", rid),
             correlation_id=event.case.id,
         )
-        metrics.REFUNDS.labels(SERVICE, event.case.type.value).inc()
-        metrics.REFUND_AMOUNT.labels(SERVICE, event.currency).inc(event.amount)
+        if self.ctx.is_new(refund):  # a replay finds it in the outbox: counted once
+            metrics.REFUNDS.labels(SERVICE, event.case.type.value).inc()
+            metrics.REFUND_AMOUNT.labels(SERVICE, event.currency).inc(event.amount)
 
     async def _reshipment(self, event: ReshipmentDue) -> None:
         await self.ctx.emit(

@@ -318,7 +318,7 @@ class FollowupHandlers:
             await self._sent(repo, ctx, callback, event, correlation)
         elif isinstance(event, CaseMissed):
             case = event.case
-            await ctx.emit(
+            breach = await ctx.emit(
                 topics.SLA,
                 "sla.breached",
                 SlaBreachedData(
@@ -333,18 +333,20 @@ class FollowupHandlers:
                 event_id=deterministic_id("sla.breached", str(case.type), case.id, "callback"),
                 correlation_id=case.id,
             )
-            metrics.SLA_BREACHES.labels(SERVICE, "callback").inc()
-            shop = (await repo.shops([event.order_id]))[event.order_id]
-            followup_metrics.CASES_DUE.labels(shop).inc()
+            if ctx.is_new(breach):  # a replay finds it in the outbox: counted once
+                metrics.SLA_BREACHES.labels(SERVICE, "callback").inc()
+                shop = (await repo.shops([event.order_id]))[event.order_id]
+                followup_metrics.CASES_DUE.labels(shop).inc()
             log.warning(
                 "callback missed its deadline; not sent late",
                 extra={"callback_id": cid, "case_type": str(case.type), "case_id": case.id},
             )
         elif isinstance(event, SatisfactionRecorded):
+            recorded_now = False  # a replay finds satisfaction.recorded in the outbox
             for event_type in ("satisfaction.recorded", "satisfaction.low"):
                 if event_type == "satisfaction.low" and not event.low:
                     continue
-                await ctx.emit(
+                emitted = await ctx.emit(
                     topics.FOLLOWUPS,
                     event_type,
                     FollowupEvent(
@@ -359,9 +361,12 @@ class FollowupHandlers:
                     event_id=deterministic_id(event_type, cid),
                     correlation_id=correlation,
                 )
-            shops = await repo.shops(case.order_id for case in callback.cases)
-            for shop in sorted(set(shops.values())):
-                followup_metrics.ANSWERS.labels(shop, str(event.score)).inc()
+                if event_type == "satisfaction.recorded":
+                    recorded_now = ctx.is_new(emitted)
+            if recorded_now:
+                shops = await repo.shops(case.order_id for case in callback.cases)
+                for shop in sorted(set(shops.values())):
+                    followup_metrics.ANSWERS.labels(shop, str(event.score)).inc()
         else:  # pragma: no cover - a new domain event must be wired here
             raise TypeError(f"unhandled domain event {type(event).__name__}")
 
@@ -398,7 +403,7 @@ class FollowupHandlers:
             event_id=deterministic_id("notification.requested", SURVEY_TEMPLATE, cid),
             correlation_id=correlation,
         )
-        await ctx.emit(
+        sent = await ctx.emit(
             topics.FOLLOWUPS,
             "callback.sent",
             FollowupEvent(
@@ -412,6 +417,8 @@ class FollowupHandlers:
             event_id=deterministic_id("callback.sent", cid),
             correlation_id=correlation,
         )
+        if not ctx.is_new(sent):  # a replay finds it in the outbox: counted once
+            return
         shops = await repo.shops(orders)
         for shop in sorted(set(shops.values())):
             followup_metrics.CALLBACKS_SENT.labels(shop).inc()

@@ -59,12 +59,12 @@ def build(policy: Policy, clock: Clock, settings: Settings | None = None) -> Ser
         name=SERVICE,
         metadata=tables.metadata,
         tables=tables.messaging,
+        # No aftersales.coupons: the complaints service tells the buyer of every coupon itself.
         topics=(
             topics.ORDERS,
             topics.NOTIFICATIONS,
             topics.RETURN_DECISIONS,
             topics.REFUNDS,
-            topics.COUPONS,
         ),
         handlers=handlers.events(),
         timer_handlers=handlers.timers(),

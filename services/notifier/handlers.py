@@ -2,8 +2,9 @@
 
 Consuming (in the consumer's batch transaction, never waiting on a gateway):
 - `order.paid` stores the buyer's contact data, encrypted.
-- `notification.requested` (other services), `return.*` decisions, `refund.issued` and
-  `coupon.granted` become a delivery row plus a timer due now, after the template was checked.
+- `notification.requested` (other services), `return.*` decisions and `refund.issued` become a
+  delivery row plus a timer due now, after the template was checked. Coupons are the complaints
+  service's to tell (`complaint.compensated`, `complaint.compensation_approved`).
 
 Delivering (the timer handler `deliver`, in the timer scheduler's transaction): quiet hours,
 daily cap and expiry decide whether it goes now; then the contact is decrypted, the channel
@@ -18,7 +19,7 @@ import logging
 import time
 import weakref
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
@@ -46,13 +47,11 @@ from services.notifier.repository import (
     FAILED,
     SCHEDULED,
     SENT,
-    SUPERSEDED,
     Delivery,
     DeliveryRepository,
     timer_ref,
 )
 from shared.contracts import (
-    COUPON_GRANTED,
     NOTIFICATION_FAILED,
     NOTIFICATION_REQUESTED,
     NOTIFICATION_SENT,
@@ -64,7 +63,6 @@ from shared.contracts import (
     RETURN_REJECTED,
     CaseRef,
     CloudEvent,
-    CouponGranted,
     NotificationFailed,
     NotificationRequested,
     NotificationSent,
@@ -90,13 +88,6 @@ RETURN_DECISIONS = (RETURN_APPROVED, RETURN_REJECTED, RETURN_PENDING, RETURN_COM
 # return's `return.completed` states the refunded amount, the late-shipment apology
 # (`complaint.apology_late_shipment`) the compensation.
 REFUNDS_TOLD_ELSEWHERE = frozenset({"return", "late_shipment"})
-# A coupon is told once: its `coupon.granted` notice waits COUPON_COALESCE and gives way to the
-# complaints service's notice of the same complaint when that one states the coupon.
-COUPON_COALESCE = timedelta(seconds=30)
-COUPON_TOLD_BY: dict[str, str | None] = {
-    "complaint.compensated": "coupon_value",
-    "complaint.compensation_approved": None,
-}
 
 log = logging.getLogger("aftersales.notifier")
 
@@ -153,7 +144,6 @@ class NotifierHandlers:
             ORDER_PAID: self.order_paid,
             NOTIFICATION_REQUESTED: self.notification_requested,
             REFUND_ISSUED: self.refund_issued,
-            COUPON_GRANTED: self.coupon_granted,
         }
         handlers.update({decision: self.return_decision for decision in RETURN_DECISIONS})
         return handlers
@@ -261,30 +251,6 @@ class NotifierHandlers:
             case=data.case,
         )
 
-    async def coupon_granted(self, event: CloudEvent, ctx: HandlerContext) -> None:
-        data = event.data
-        assert isinstance(data, CouponGranted)
-        await self._accept(
-            ctx,
-            event,
-            request_id=derived_request_id(COUPON_GRANTED, data.coupon_id),
-            customer_id=data.customer_id,
-            order_id=data.order_id,
-            template=COUPON_GRANTED,
-            params={
-                "coupon_id": data.coupon_id,
-                "order_id": data.order_id,
-                "complaint_id": data.complaint_id,
-                "value": data.value,
-                "currency": data.currency,
-                "expires_at": data.expires_at.isoformat(),
-                "reason": data.reason,
-            },
-            urgent=False,
-            case=CaseRef(type="complaint", id=data.complaint_id),
-            due=ctx.now + COUPON_COALESCE,
-        )
-
     async def _accept(
         self,
         ctx: HandlerContext,
@@ -297,10 +263,9 @@ class NotifierHandlers:
         params: dict[str, str | int],
         urgent: bool,
         case: CaseRef | None,
-        due: datetime | None = None,
     ) -> None:
         """Check the template against the parameters, record the delivery, arm its timer
-        (due now, or at `due`).
+        (due now).
 
         A template that does not exist or does not render is the requester's contract error:
         the event is dead-lettered (`unknown_template` / `template_error`) and can be replayed
@@ -338,7 +303,7 @@ class NotifierHandlers:
             metrics.NOTIFICATIONS.labels(SERVICE, template, "duplicate").inc()
             log.info("notification request already known: ignored", extra=extra)
             return
-        await self._arm(ctx, request_id, customer_id, seq=0, due=due or ctx.now, reason="new")
+        await self._arm(ctx, request_id, customer_id, seq=0, due=ctx.now, reason="new")
         metrics.NOTIFICATIONS.labels(SERVICE, template, "accepted").inc()
         log.info("notification accepted", extra=extra)
 
@@ -370,8 +335,6 @@ class NotifierHandlers:
         delivery = await repo.get(str(timer.payload.get("delivery_id", "")))
         if delivery is None or delivery.status != SCHEDULED or delivery.timer_ref != timer.ref:
             return  # superseded by a later timer of the same delivery
-        if await self._superseded(ctx, repo, delivery):
-            return
         now = ctx.now
         zone = self.policy.zone
         used = 0
@@ -482,37 +445,6 @@ class NotifierHandlers:
             recipient=recipient,
             channels_left=len(plan) > 1,
         )
-
-    async def _superseded(
-        self, ctx: HandlerContext, repo: DeliveryRepository, delivery: Delivery
-    ) -> bool:
-        """A coupon notice whose complaint's own notice already tells the coupon: not sent."""
-        if delivery.template != COUPON_GRANTED or delivery.case_id is None:
-            return False
-        told_by = await repo.told_by(
-            delivery.customer_id, "complaint", delivery.case_id, COUPON_TOLD_BY
-        )
-        if told_by is None:
-            return False
-        await repo.update(
-            delivery.delivery_id,
-            ctx.now,
-            status=SUPERSEDED,
-            next_attempt_at=None,
-            last_error=f"told by notification {told_by}",
-        )
-        metrics.NOTIFICATIONS.labels(SERVICE, delivery.template, "superseded").inc()
-        log.info(
-            "notification superseded: another notification tells the buyer the same",
-            extra={
-                "service": SERVICE,
-                "request_id": delivery.delivery_id,
-                "customer_id": delivery.customer_id,
-                "template": delivery.template,
-                "told_by": told_by,
-            },
-        )
-        return True
 
     async def _defer(
         self, ctx: HandlerContext, repo: DeliveryRepository, delivery: Delivery, decision: Defer
@@ -671,7 +603,7 @@ class NotifierHandlers:
             defer_reason=None,
             last_error=None,
         )
-        await self._emit(
+        new = await self._emit(
             ctx,
             delivery,
             NOTIFICATION_SENT,
@@ -689,7 +621,8 @@ class NotifierHandlers:
                 sent_at=ctx.now,
             ),
         )
-        metrics.NOTIFICATIONS.labels(SERVICE, delivery.template, "sent").inc()
+        if new:  # counted once per notification, as its event
+            metrics.NOTIFICATIONS.labels(SERVICE, delivery.template, "sent").inc()
         log.info(
             "notification sent",
             extra={
@@ -737,7 +670,7 @@ class NotifierHandlers:
             channel=channel,
             now=ctx.now,
         )
-        await self._emit(
+        new = await self._emit(
             ctx,
             delivery,
             NOTIFICATION_FAILED,
@@ -756,7 +689,8 @@ class NotifierHandlers:
                 failed_at=ctx.now,
             ),
         )
-        metrics.NOTIFICATIONS.labels(SERVICE, delivery.template, "failed").inc()
+        if new:
+            metrics.NOTIFICATIONS.labels(SERVICE, delivery.template, "failed").inc()
         log.warning(
             "notification failed: dead-letter record written",
             extra={
@@ -772,7 +706,8 @@ class NotifierHandlers:
 
     async def _emit(
         self, ctx: HandlerContext, delivery: Delivery, event_type: str, data: BaseModel
-    ) -> None:
+    ) -> bool:
+        """Queue a status event; False when the outbox already held it (a replay)."""
         # Caused by the event that asked for the notification, correlated with its case.
         event = new_event(
             event_type,
@@ -783,8 +718,10 @@ class NotifierHandlers:
             correlationid=delivery.case_id or delivery.order_id,
             causationid=delivery.source_event_id,
         )
-        if await ctx.outbox.add(event, topic=topics.NOTIFICATION_STATUS, key=event_key(event)):
-            ctx.emitted.append(event)
+        if not await ctx.outbox.add(event, topic=topics.NOTIFICATION_STATUS, key=event_key(event)):
+            return False
+        ctx.emitted.append(event)
+        return True
 
 
 def _case(delivery: Delivery) -> CaseRef | None:

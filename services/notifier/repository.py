@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -16,7 +15,6 @@ from services.notifier import tables
 SCHEDULED = "scheduled"
 SENT = "sent"
 FAILED = "failed"
-SUPERSEDED = "superseded"  # another notification already tells the buyer the same thing
 
 
 @dataclass(frozen=True)
@@ -134,27 +132,6 @@ class DeliveryRepository:
             )
         )
         return int(count or 0)
-
-    async def told_by(
-        self, customer_id: str, case_type: str, case_id: str, templates: Mapping[str, str | None]
-    ) -> str | None:
-        """A live notification of the case among `templates` (name -> a parameter it must
-        carry, or None); its request id, or None."""
-        t = tables.deliveries
-        rows = await self._session.execute(
-            select(t.c.delivery_id, t.c.template, t.c.params).where(
-                t.c.customer_id == customer_id,
-                t.c.case_type == case_type,
-                t.c.case_id == case_id,
-                t.c.template.in_(list(templates)),
-                t.c.status.in_((SCHEDULED, SENT)),
-            )
-        )
-        for row in rows:
-            needed = templates[row.template]
-            if needed is None or needed in row.params:
-                return str(row.delivery_id)
-        return None
 
     async def update(self, delivery_id: str, now: datetime, **values: Any) -> None:
         t = tables.deliveries

@@ -227,7 +227,14 @@ class ReturnsHandlers:
             case,
             ctx,
             case.request.record_shipped(
-                data.carrier, data.tracking_no, data.shipped_at, data.shipping_fee_paid
+                data.carrier,
+                data.tracking_no,
+                data.shipped_at,
+                data.shipping_fee_paid,
+                order=case.order,
+                ledger=case.ledger,
+                policy=self.policy,
+                now=ctx.now,
             ),
         )
 
@@ -337,7 +344,7 @@ class ReturnsHandlers:
                     extra={"rule": str(event.rule)},
                 )
                 return
-            await ctx.emit(
+            decision = await ctx.emit(
                 topics.RETURN_DECISIONS,
                 event.event_type,
                 ReturnDecision.model_validate(
@@ -363,7 +370,8 @@ class ReturnsHandlers:
                 discriminator=f"{return_id}:{index}",
                 correlation_id=return_id,
             )
-            metrics.DECISIONS.labels(SERVICE, event.event_type, str(event.rule)).inc()
+            if ctx.is_new(decision):
+                metrics.DECISIONS.labels(SERVICE, event.event_type, str(event.rule)).inc()
         elif isinstance(event, TimerSet):
             await ctx.timers.set(
                 str(event.kind),
@@ -393,7 +401,7 @@ class ReturnsHandlers:
                 correlation_id=return_id,
             )
         elif isinstance(event, SlaBreached):
-            await ctx.emit(
+            breach = await ctx.emit(
                 topics.SLA,
                 "sla.breached",
                 SlaBreachedData.model_validate(
@@ -410,7 +418,8 @@ class ReturnsHandlers:
                 event_id=deterministic_id("sla.breached", "return", return_id, str(event.sla)),
                 correlation_id=return_id,
             )
-            metrics.SLA_BREACHES.labels(SERVICE, str(event.sla)).inc()
+            if ctx.is_new(breach):
+                metrics.SLA_BREACHES.labels(SERVICE, str(event.sla)).inc()
         else:  # pragma: no cover - a new domain event must be wired here
             raise TypeError(f"unhandled domain event {type(event).__name__}")
 
@@ -418,8 +427,12 @@ class ReturnsHandlers:
         self, case: _Case, ctx: HandlerContext, event: RefundDue, the_case: CaseRef
     ) -> None:
         calc = event.calculation
-        rid = refund_id("return", case.request.return_id)
-        await ctx.emit(
+        return_id = case.request.return_id
+        # The freight learnt late is a refund of its own: its own id, stable across replays.
+        rid = refund_id(
+            "return", f"{return_id}:return_shipping" if event.supplementary else return_id
+        )
+        refund = await ctx.emit(
             topics.REFUNDS,
             "refund.issued",
             RefundIssued.model_validate(
@@ -430,7 +443,10 @@ class ReturnsHandlers:
                     case=the_case,
                     amount=calc.amount,
                     currency=calc.currency,
-                    breakdown=[{"kind": k, "amount": a} for k, a in calc.breakdown],
+                    # A refund of 0 (a gift returned alone, a line bought for 0) has no
+                    # non-zero part; the contract wants one item, so it says "goods: 0".
+                    breakdown=[{"kind": k, "amount": a} for k, a in calc.breakdown]
+                    or [{"kind": "goods", "amount": 0}],
                     payments=[p.to_dict() for p in calc.payments],
                     return_shipping_payer=str(calc.return_shipping_payer),
                     due_by=event.due_by,
@@ -441,8 +457,9 @@ class ReturnsHandlers:
             event_id=deterministic_id("refund.issued", rid),
             correlation_id=case.request.return_id,
         )
-        metrics.REFUNDS.labels(SERVICE, "return").inc()
-        metrics.REFUND_AMOUNT.labels(SERVICE, calc.currency).inc(calc.amount)
+        if ctx.is_new(refund):  # a replay finds it in the outbox: counted once
+            metrics.REFUNDS.labels(SERVICE, "return").inc()
+            metrics.REFUND_AMOUNT.labels(SERVICE, calc.currency).inc(calc.amount)
 
 
 def _text(value: object | None) -> str | None:

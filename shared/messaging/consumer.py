@@ -171,14 +171,15 @@ class EventProcessor:
         ctx = HandlerContext(
             uow=uow, tables=self._tables, service=self.service, now=now, cause_id=origin
         )
-        await ctx.emit(
+        letter = await ctx.emit(
             dead_letter_topic(self.service),
             "event.deadlettered",
             data,
             key=key or origin,
             discriminator=deterministic_id(reason),
         )
-        metrics.DEAD_LETTERS.labels(self.service, reason).inc()
+        if ctx.is_new(letter):  # a record fetched again after its commit: counted once
+            metrics.DEAD_LETTERS.labels(self.service, reason).inc()
         log.warning(
             "event dead-lettered",
             extra={

@@ -66,6 +66,11 @@ class HandlerContext:
             self.emitted.append(event)
         return event
 
+    def is_new(self, event: CloudEvent) -> bool:
+        """Whether `emit` queued `event` here; False when the outbox already held it (a replay),
+        so counters count each event once."""
+        return any(queued is event for queued in self.emitted)
+
 
 EventHandler = Callable[[CloudEvent, HandlerContext], Awaitable[None]]
 TimerHandler = Callable[[Timer, HandlerContext], Awaitable[None]]

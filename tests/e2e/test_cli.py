@@ -44,12 +44,16 @@ def aftersales() -> list[str]:
 
 
 async def migrate(database_url: str) -> tuple[int, str]:
+    return await run_cli(database_url, "migrate")
+
+
+async def run_cli(database_url: str, *args: str) -> tuple[int, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AFTERSALES_", "KAFKA_"))}
     env["DATABASE_URL"] = database_url
     env["AFTERSALES_LOG_FORMAT"] = "text"
     process = await asyncio.create_subprocess_exec(
         *aftersales(),
-        "migrate",
+        *args,
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
@@ -95,7 +99,37 @@ async def test_migrate_creates_every_schema_and_is_idempotent(fresh_database: st
     assert await schema_of(fresh_database) == schemas
 
 
+def with_password(url: str, password: str) -> str:
+    scheme, _, rest = url.partition("://")
+    credentials, _, location = rest.rpartition("@")
+    user = credentials.split(":", 1)[0] or "postgres"
+    return f"{scheme}://{user}:{password}@{location}"
+
+
+def host_port(url: str) -> str:
+    location = url.partition("://")[2].rpartition("@")[2].split("/", 1)[0]
+    return location if ":" in location else f"{location}:5432"
+
+
 async def test_migrate_fails_on_a_database_that_does_not_exist(fresh_database: str):
     missing = fresh_database.rsplit("/", 1)[0] + "/no_such_database_here"
-    code, _ = await migrate(missing)
-    assert code != 0
+    code, output = await migrate(missing)
+    assert code == 2, output
+    assert output.startswith(f"aftersales: cannot reach the database at {host_port(missing)}: ")
+    assert 'database "no_such_database_here" does not exist' in output
+    assert "Traceback" not in output and len(output.strip().splitlines()) == 1, output
+
+
+@pytest.mark.parametrize("command", [["migrate"], ["run", "returns"], ["report"]])
+async def test_an_unreachable_database_is_one_clear_line_without_the_password(
+    fresh_database: str, command: list[str]
+):
+    # A port nothing listens on: the server is down.
+    down = with_password(fresh_database, "s3cret-pw").replace(
+        host_port(fresh_database), "127.0.0.1:1", 1
+    )
+    code, output = await run_cli(down, *command)
+    assert code == 2, output
+    assert output.startswith("aftersales: cannot reach the database at 127.0.0.1:1: "), output
+    assert "Traceback" not in output and len(output.strip().splitlines()) == 1, output
+    assert "s3cret-pw" not in output

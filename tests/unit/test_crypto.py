@@ -193,12 +193,41 @@ def test_mask_name() -> None:
         ("tel 138-1234-5678 or +86 138 1234 5678", "tel 138****5678 or +86****5678"),
         ("mail alice@example.com please", "mail a***@example.com please"),
         ("order O1 paid 2024-05-01 10:00, 9000 fen", "order O1 paid 2024-05-01 10:00, 9000 fen"),
+        ("tel:13812345678", "tel:138****5678"),
+        ("(13812345678) or +86-13812345678;", "(138****5678) or +86****5678;"),
+        ("phone=+8613812345678, office 0755-12345678", "phone=+86****5678, office 075****5678"),
+        ('{"note": "13812345678"}', '{"note": "138****5678"}'),
     ],
 )
 def test_redact(text: str, expected: str) -> None:
     assert redact(text) == expected
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "return R-df30123456788bb of order O-2024050100012345 failed",
+        "event 550e8400-e29b-41d4-a716-446655440000 and 12345678-1234-1234-1234-123456789012",
+        "refund rf-5aa8832c-1234-5678-9012-dfb5d6644e52, message evt-1234567890",
+        "sku_1234567, ORDER1234567, hex 0123456789abcdef and deadbeef12345678",
+        "batch 1234567890-abc",
+    ],
+)
+def test_redact_leaves_identifiers_readable(text: str) -> None:
+    assert redact(text) == text
+
+
 @given(digits=st.text(alphabet="0123456789", min_size=7, max_size=15))
 def test_redact_never_shows_a_whole_digit_run(digits: str) -> None:
     assert digits not in redact(f"x {digits} y")
+    assert digits not in redact(f"电话{digits}。tel:{digits}")
+
+
+@given(
+    digits=st.text(alphabet="0123456789", min_size=7, max_size=32),
+    before=st.sampled_from(["R-df", "O-", "evt_", "a", "x1-"]),
+    after=st.sampled_from(["", "bb", "-e29b", "_2"]),
+)
+def test_redact_keeps_digits_glued_to_an_identifier(digits: str, before: str, after: str) -> None:
+    token = f"{before}{digits}{after}"
+    assert redact(f"id {token} failed") == f"id {token} failed"

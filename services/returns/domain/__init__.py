@@ -21,6 +21,8 @@ Where the SPEC is silent, the domain decides:
 - A completed refund-kind return always yields a refund, even of 0 (e.g. a gift alone); its
   payment split leaves out zero parts. A seller-fault exchange yields a refund only when
   return freight is reimbursed.
+- Return freight learnt after completion (return.shipped behind the return-leg signature): a
+  seller-fault return reimburses it once, as a supplementary refund of the freight alone.
 - Return leg signed, shipped, inspected, evidence or cancelled before return.requested: kept
   on the request and used when it arrives; a review of a case not in review has no effect.
 - Orders that were cancelled are not treated specially here.
@@ -49,6 +51,7 @@ from services.returns.domain.refunds import (
     Payment,
     RefundCalculation,
     calculate_refund,
+    calculate_return_shipping_refund,
     split_payments,
 )
 from services.returns.domain.rules import (
@@ -89,6 +92,7 @@ __all__ = [
     "WaitingFor",
     "add_working_hours",
     "calculate_refund",
+    "calculate_return_shipping_refund",
     "compose",
     "event_from_dict",
     "event_to_dict",

@@ -123,13 +123,18 @@ class TimerCancelled:
 
 @dataclass(frozen=True)
 class RefundDue:
-    """Issue this refund now (refund.issued); `issued_at` is the decision instant."""
+    """Issue this refund now (refund.issued); `issued_at` is the decision instant.
+
+    `supplementary`: the return freight alone, learnt after the return's main refund; a refund
+    of its own (its own refund id), never a second main refund.
+    """
 
     name: ClassVar[str] = "refund_due"
 
     calculation: RefundCalculation
     due_by: datetime
     issued_at: datetime
+    supplementary: bool = False
 
     def __post_init__(self) -> None:
         require_aware(self.due_by, "due_by")
@@ -140,6 +145,7 @@ class RefundDue:
             "calculation": self.calculation.to_dict(),
             "due_by": instant_to_json(self.due_by),
             "issued_at": instant_to_json(self.issued_at),
+            "supplementary": self.supplementary,
         }
 
     @classmethod
@@ -148,6 +154,7 @@ class RefundDue:
             calculation=RefundCalculation.from_dict(data["calculation"]),
             due_by=_instant(data["due_by"]),
             issued_at=_instant(data["issued_at"]),
+            supplementary=bool(data.get("supplementary", False)),
         )
 
 

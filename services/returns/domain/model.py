@@ -24,7 +24,12 @@ from services.returns.domain.events import (
     TimerSet,
 )
 from services.returns.domain.messages import MessageFacts, compose
-from services.returns.domain.refunds import Payment, RefundCalculation, calculate_refund
+from services.returns.domain.refunds import (
+    Payment,
+    RefundCalculation,
+    calculate_refund,
+    calculate_return_shipping_refund,
+)
 from services.returns.domain.rules import (
     CONDITION_FLAGS,
     FINAL_STATUSES,
@@ -223,7 +228,8 @@ class OrderLedger:
     """What an order's returns have taken back so far, and which units open returns claim.
 
     Changed only by ReturnRequest methods: `reserve` on approval, `settle` on completion,
-    `release` on rejection or cancellation. `settle` is idempotent per return.
+    `release` on rejection or cancellation, `settle_return_shipping` for freight learnt after
+    completion. Both settle methods are idempotent per return.
     """
 
     order_id: str
@@ -236,6 +242,8 @@ class OrderLedger:
     gift_charged: bool = False
     reserved: dict[str, dict[str, int]] = field(default_factory=dict)  # return_id -> units
     settled_returns: list[str] = field(default_factory=list)
+    # Returns whose freight came after their refund and was reimbursed by a refund of its own.
+    return_shipping_settled: list[str] = field(default_factory=list)
 
     def reserved_units(self, line_id: str, *, excluding: str | None = None) -> int:
         return sum(
@@ -272,6 +280,17 @@ class OrderLedger:
         self.settled_returns.append(return_id)
         return True
 
+    def settle_return_shipping(self, return_id: str, amount: int) -> bool:
+        """Record freight reimbursed after the return was settled: freight only, never goods.
+        False (and no change) if it was recorded before."""
+        if amount < 0:
+            raise ValueError("a reimbursement is never negative")
+        if return_id in self.return_shipping_settled:
+            return False
+        self.return_shipping_refunded += amount
+        self.return_shipping_settled.append(return_id)
+        return True
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "order_id": self.order_id,
@@ -284,6 +303,7 @@ class OrderLedger:
             "gift_charged": self.gift_charged,
             "reserved": {rid: dict(units) for rid, units in self.reserved.items()},
             "settled_returns": list(self.settled_returns),
+            "return_shipping_settled": list(self.return_shipping_settled),
         }
 
     @classmethod
@@ -299,6 +319,7 @@ class OrderLedger:
             gift_charged=bool(data.get("gift_charged", False)),
             reserved={rid: _units(units) for rid, units in data.get("reserved", {}).items()},
             settled_returns=list(data.get("settled_returns", [])),
+            return_shipping_settled=list(data.get("return_shipping_settled", [])),
         )
 
 
@@ -365,6 +386,8 @@ class ReturnRequest:
     review_note: str | None = None
     reviewed_at: datetime | None = None
     refund: RefundCalculation | None = None  # what completion refunded, if anything
+    # The freight alone, when return.shipped came after completion (a refund of its own).
+    return_shipping_refund: RefundCalculation | None = None
     completed_at: datetime | None = None
     cancelled_at: datetime | None = None
     timers: dict[TimerKind, datetime] = field(default_factory=dict)  # pending timers
@@ -499,14 +522,31 @@ class ReturnRequest:
         return self._approve(Rule.REVIEWED_APPROVE, order, ledger, policy, now)
 
     def record_shipped(
-        self, carrier: str, tracking_no: str, shipped_at: datetime, shipping_fee_paid: int
+        self,
+        carrier: str,
+        tracking_no: str,
+        shipped_at: datetime,
+        shipping_fee_paid: int,
+        *,
+        order: Order | None,
+        ledger: OrderLedger,
+        policy: Policy,
+        now: datetime,
     ) -> list[DomainEvent]:
-        """return.shipped: the buyer's return freight, reimbursed on seller fault."""
+        """return.shipped: the buyer's return freight, reimbursed on seller fault.
+
+        Known before completion, it is paid with the refund. The return-leg signature is on
+        another topic and can come first: a completed return that did not know its freight
+        then reimburses it with a refund of its own (`_reimburse_late_freight`).
+        """
         require_aware(shipped_at, "shipped_at")
+        require_aware(now, "now")
         if shipping_fee_paid < 0:
             raise ValueError("shipping_fee_paid must not be negative")
         if self.is_final:
-            return []
+            return self._reimburse_late_freight(
+                carrier, tracking_no, shipped_at, shipping_fee_paid, order, ledger, policy, now
+            )
         self.carrier, self.tracking_no = carrier, tracking_no
         self.shipped_at, self.return_shipping_fee_paid = shipped_at, shipping_fee_paid
         return []
@@ -766,6 +806,49 @@ class ReturnRequest:
         events += self._cancel_timers()
         return events
 
+    def _reimburse_late_freight(
+        self,
+        carrier: str,
+        tracking_no: str,
+        shipped_at: datetime,
+        fee_paid: int,
+        order: Order | None,
+        ledger: OrderLedger,
+        policy: Policy,
+        now: datetime,
+    ) -> list[DomainEvent]:
+        """Freight learnt after completion: on seller fault, reimbursed once, on its own.
+
+        Only when completion did not know the freight (so the main refund holds none); the
+        first return.shipped after completion counts, like the first signature. A no-reason
+        return's freight is the buyer's; a rejected or cancelled return refunds nothing.
+        """
+        if (
+            self.status != ReturnStatus.COMPLETED
+            or self.return_shipping_payer != Payer.MERCHANT
+            or self.return_shipping_fee_paid is not None
+        ):
+            return []
+        if order is None:
+            raise ValueError("reimbursing return freight needs its order")
+        self.carrier, self.tracking_no = carrier, tracking_no
+        self.shipped_at, self.return_shipping_fee_paid = shipped_at, fee_paid
+        calculation = calculate_return_shipping_refund(
+            order, self, policy, return_shipping_fee_paid=fee_paid
+        )
+        # The ledger guards too, against a stale aggregate: never reimbursed twice.
+        if calculation.amount == 0 or not ledger.settle_return_shipping(
+            self.return_id, calculation.amount
+        ):
+            return []
+        self.return_shipping_refund = calculation
+        # Issued at once: due by the return's refund deadline, or, when that has passed, a
+        # fresh one; the freight was late to be known, not the refund.
+        due_by = self.refund_due_by
+        if due_by is None or due_by <= now:
+            due_by = now + timedelta(hours=policy.returns.refund_deadline_hours)
+        return [RefundDue(calculation, due_by, now, supplementary=True)]
+
     # --- helpers --------------------------------------------------------------------------
 
     def _set_timer(self, kind: TimerKind, due_at: datetime) -> list[DomainEvent]:
@@ -864,6 +947,11 @@ class ReturnRequest:
             "review_note": self.review_note,
             "reviewed_at": instant_to_json(self.reviewed_at),
             "refund": None if self.refund is None else self.refund.to_dict(),
+            "return_shipping_refund": (
+                None
+                if self.return_shipping_refund is None
+                else self.return_shipping_refund.to_dict()
+            ),
             "completed_at": instant_to_json(self.completed_at),
             "cancelled_at": instant_to_json(self.cancelled_at),
             "timers": {kind.value: instant_to_json(due) for kind, due in self.timers.items()},
@@ -877,6 +965,7 @@ class ReturnRequest:
         payer = data.get("return_shipping_payer")
         inspection = data.get("inspection")
         refund = data.get("refund")
+        freight = data.get("return_shipping_refund")
         fee = data.get("return_shipping_fee_paid")
         return cls(
             return_id=data["return_id"],
@@ -904,6 +993,9 @@ class ReturnRequest:
             review_note=data.get("review_note"),
             reviewed_at=instant_from_json(data.get("reviewed_at")),
             refund=None if refund is None else RefundCalculation.from_dict(refund),
+            return_shipping_refund=(
+                None if freight is None else RefundCalculation.from_dict(freight)
+            ),
             completed_at=instant_from_json(data.get("completed_at")),
             cancelled_at=instant_from_json(data.get("cancelled_at")),
             timers={TimerKind(k): _instant(v) for k, v in data.get("timers", {}).items()},

@@ -189,13 +189,9 @@ def calculate_refund(
     Exchanges refund no goods; only a seller-fault exchange reimburses the return freight.
     """
     rules = policy.returns if isinstance(policy, Policy) else policy
-    if return_shipping_fee_paid < 0:
-        raise ValueError("return shipping fee must not be negative")
     seller_fault = is_seller_fault(request.reason)
     payer = return_shipping_payer(request.reason, order)
-    # Reimbursed freight comes on top of goods + outbound (SPEC 4.7), capped per return.
-    cap = rules.return_shipping_cap
-    return_shipping = min(return_shipping_fee_paid, cap) if seller_fault else 0
+    return_shipping = _reimbursed_return_shipping(request.reason, rules, return_shipping_fee_paid)
 
     goods_units: dict[str, int] = {}
     gift_units: dict[str, int] = {}
@@ -260,6 +256,40 @@ def calculate_refund(
         full_return=full_return,
         payments=split_payments(running, order.payments),
     )
+
+
+def calculate_return_shipping_refund(
+    order: Order,
+    request: RefundableRequest,
+    policy: Policy | ReturnsPolicy,
+    *,
+    return_shipping_fee_paid: int,
+) -> RefundCalculation:
+    """The return freight alone, for a completed return that learnt it after its refund.
+
+    Pure. Only the freight (SPEC 4.8, capped): goods, outbound fee and deductions were settled
+    by the return's main refund. Zero for a return whose freight is the buyer's.
+    """
+    rules = policy.returns if isinstance(policy, Policy) else policy
+    amount = _reimbursed_return_shipping(request.reason, rules, return_shipping_fee_paid)
+    return RefundCalculation(
+        return_id=request.return_id,
+        order_id=order.order_id,
+        currency=order.currency,
+        amount=amount,
+        breakdown=[(RETURN_SHIPPING, amount)] if amount else [],
+        return_shipping_payer=return_shipping_payer(request.reason, order),
+        return_shipping=amount,
+        payments=split_payments(amount, order.payments),
+    )
+
+
+def _reimbursed_return_shipping(reason: str, rules: ReturnsPolicy, fee_paid: int) -> int:
+    """Seller fault: the buyer's freight, up to the cap per return, on top of goods + outbound
+    (SPEC 4.7, 4.8); otherwise the buyer's (or the insurer's) own."""
+    if fee_paid < 0:
+        raise ValueError("return shipping fee must not be negative")
+    return min(fee_paid, rules.return_shipping_cap) if is_seller_fault(reason) else 0
 
 
 def _free_shipping_deduction(

@@ -6,12 +6,31 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
+from prometheus_client import REGISTRY
 from sqlalchemy import select, text
 
 from services.complaints import tables
-from services.complaints.handlers import complaint_lock, coupon_id, lock_keys
+from services.complaints.domain import (
+    CouponAwaitingApproval,
+    CouponGranted,
+    Escalated,
+    RefundDue,
+    SlaBreached,
+)
+from services.complaints.domain.rules import (
+    CaseKey,
+    CaseType,
+    EscalationReason,
+    Payment,
+    Priority,
+    Sla,
+)
+from services.complaints.handlers import _Emitter, complaint_lock, coupon_id, lock_keys
+from services.complaints.repository import ComplaintsRepository
 from shared.clock import ManualClock
 from shared.contracts import parse_event
+from shared.db import UnitOfWork, session_factory
+from shared.messaging.context import HandlerContext
 
 from ...e2e.complaints.helpers import (
     MIN,
@@ -89,6 +108,60 @@ async def test_redeliveries_and_repeats_have_no_second_effect(svc: ComplaintsSer
     assert outbox[0]["data"]["coupon_id"] == coupon_id(k)
     assert outbox[0]["correlationid"] == k
     assert outbox[0]["causationid"] == opening["id"]  # the opening completed the picture
+
+
+async def test_metrics_count_each_emitted_event_once_not_its_replays(
+    svc: ComplaintsService,
+) -> None:
+    o, c, k = unique("O"), unique("C"), unique("K")
+    await svc.feed(order_paid(o, c), opened(k, o, c, "quality_issue", at=T0 - H))
+    case = CaseKey(CaseType.COMPLAINT, k)
+    events = [
+        RefundDue(case, 500, "CNY", (("goods", 500),), (Payment("alipay", 500),), T0, T0),
+        SlaBreached(case, Sla.FIRST_RESPONSE, T0 - MIN, T0),
+        Escalated(EscalationReason.FIRST_RESPONSE_OVERDUE, Priority.HIGH, T0 - MIN, T0, 0),
+        CouponGranted(500, "CNY", T0, T0 + timedelta(days=30), "quality_issue"),
+        CouponAwaitingApproval(500, "CNY", 9800, 10000, 30, T0),
+    ]
+
+    def counted() -> list[float]:
+        samples = [
+            ("aftersales_refunds_total", {"case_type": "complaint"}),
+            ("aftersales_refund_amount_minor_total", {"currency": "CNY"}),
+            ("aftersales_sla_breaches_total", {"sla": "complaint_first_response"}),
+            (
+                "aftersales_decisions_total",
+                {"type": "complaint.escalated", "rule": "first_response_overdue"},
+            ),
+            ("aftersales_decisions_total", {"type": "coupon.granted", "rule": "quality_issue"}),
+            (
+                "aftersales_decisions_total",
+                {"type": "compensation.pending", "rule": "quality_issue"},
+            ),
+        ]
+        return [
+            REGISTRY.get_sample_value(name, {"service": "complaints", **labels}) or 0.0
+            for name, labels in samples
+        ]
+
+    async def emit_all() -> None:
+        async with UnitOfWork(session_factory(svc.engine)) as uow:
+            ctx = HandlerContext(
+                uow=uow, tables=svc.definition.tables, service="complaints", now=T0, cause_id="x"
+            )
+            repo = ComplaintsRepository(uow.session)
+            order, complaint = await repo.order(o), await repo.complaint(k)
+            assert order is not None and complaint is not None
+            for event in events:
+                await _Emitter(ctx, order, complaint).emit(event)
+            await uow.commit()
+
+    before = counted()
+    await emit_all()
+    first = counted()
+    assert [b - a for a, b in zip(before, first, strict=True)] == [1, 500, 1, 1, 1, 1]
+    await emit_all()  # a replay: the outbox holds every one of them
+    assert counted() == first
 
 
 async def test_the_late_shipment_timer_fires_through_the_scheduler(

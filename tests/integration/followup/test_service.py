@@ -264,3 +264,64 @@ async def test_lock_keys_are_the_buyer(service) -> None:
     # complaint.resolved does not name the buyer: its order, then the buyer in the handler
     resolved = parse_event(json.dumps(ev.complaint_resolved("k-1", "o-1", T0)).encode())
     assert lock_keys(resolved) == ["o-1"]
+
+
+async def test_metrics_count_a_callback_and_its_answer_once_not_their_replays(service) -> None:
+    import uuid
+
+    from prometheus_client import REGISTRY
+
+    from services.followup.domain import CallbackSent, CaseMissed, SatisfactionRecorded
+    from services.followup.handlers import FollowupHandlers
+    from services.followup.repository import FollowupRepository
+    from shared.db import UnitOfWork, session_factory
+    from shared.messaging.context import HandlerContext
+
+    shop = f"shop-{uuid.uuid4().hex[:8]}"  # the counters are the process's: a shop of its own
+    ev = service.ev
+    await service.send(ev.order_paid("o-1", shop, "c-1"), ev.refund_issued("r-1", "o-1", "c-1", T0))
+    await service.at(T0 + 24 * H)
+    cid = cb_id("return", "r-1")
+    await service.send(ev.survey_answered(cid, "c-1", 5, T0 + 25 * H))
+
+    def counted() -> list[float]:
+        samples = [
+            ("aftersales_followup_callbacks_sent_total", {"shop": shop}),
+            ("aftersales_followup_cases_due_total", {"shop": shop}),
+            ("aftersales_followup_cases_on_time_total", {"shop": shop}),
+            ("aftersales_followup_answers_total", {"shop": shop, "score": "5"}),
+        ]
+        return [REGISTRY.get_sample_value(name, labels) or 0.0 for name, labels in samples]
+
+    def breaches() -> float:
+        labels = {"service": "followup", "sla": "callback"}
+        return REGISTRY.get_sample_value("aftersales_sla_breaches_total", labels) or 0.0
+
+    assert counted() == [1, 1, 1, 1]
+    handlers = FollowupHandlers(service.policy)
+
+    async def publish_again() -> None:
+        async with UnitOfWork(session_factory(service.engine)) as uow:
+            ctx = HandlerContext(
+                uow=uow, tables=tables.messaging, service="followup", now=T0, cause_id="x"
+            )
+            repo = FollowupRepository(uow.session)
+            callback = await repo.callback(cid)
+            assert callback is not None
+            keys = tuple(case.key for case in callback.cases)
+            due, deadline = callback.due_at, callback.deadline
+            assert due is not None and deadline is not None
+            for event in (
+                CallbackSent(keys, due, deadline, due, due + 7 * 24 * H),
+                SatisfactionRecorded(keys, 5, False, T0 + 25 * H),
+                CaseMissed(keys[0], "o-1", deadline, deadline),
+            ):
+                await handlers._publish(repo, ctx, callback, event)
+            await uow.commit()
+
+    before = breaches()
+    await publish_again()  # the miss is new here; the invitation and the answer are replays
+    assert counted() == [1, 2, 1, 1]  # a missed case is due too
+    assert breaches() == before + 1
+    await publish_again()
+    assert counted() == [1, 2, 1, 1] and breaches() == before + 1

@@ -274,6 +274,29 @@ async def test_personal_data_of_an_unparseable_order_is_redacted(
             assert secret not in payload, secret
 
 
+async def test_a_free_text_dead_letter_keeps_its_ids_readable_and_masks_phones(
+    harness: Harness,
+    sessions: async_sessionmaker[AsyncSession],
+    engine: AsyncEngine,
+    clock: ManualClock,
+) -> None:
+    """Ids with digit runs (order, event, UUID-like) are not taken for phone numbers; a phone
+    number in free text still is."""
+    order_id, event_id = "O-2024050100012345", "R-df30123456788bb"
+    paid = order_paid(order_id, event_id=event_id)
+    paid["data"]["lines"][0]["title"] = "Kettle, call 13912345678 or tel:+86-139-1234-5679"
+    broken = encode(paid)[:-2] + b",}}"  # not JSON: the copy is free text
+    await processor(harness, sessions, clock).process(
+        records(harness.input_topic, [(order_id, broken)])
+    )
+    ((_, data),) = dead_letters(await outbox_rows(engine, harness))
+    assert data.reason == "malformed_json"
+    assert order_id in data.value and event_id in data.value
+    for secret in ("13912345678", "139-1234-5679", CUSTOMER_PHONE, CUSTOMER_EMAIL, CUSTOMER_NAME):
+        assert secret not in data.value, secret
+    assert "139****5678" in data.value
+
+
 @pytest.mark.parametrize("depth", [100_000, 900], ids=["too-deep-to-parse", "deep"])
 async def test_deeply_nested_value_is_dead_lettered_and_does_not_block(
     harness: Harness,

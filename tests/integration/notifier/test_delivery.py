@@ -304,3 +304,51 @@ async def test_webhook_and_im_channels(make_harness: Any, kit: Any, gateway: Any
     sent = {e["data"]["customer_id"]: e["data"] for e in await h.outbox("notification.sent")}
     assert sent[hooked]["channel"] == "webhook" and sent[hooked]["recipient"] is None
     assert sent[chatty]["channel"] == "im"
+
+
+async def test_a_status_event_the_outbox_already_holds_is_not_counted_again(
+    make_harness: Any, kit: Any, gateway: Any
+) -> None:
+    from prometheus_client import REGISTRY
+
+    from services.notifier.channels import Outgoing
+    from services.notifier.repository import DeliveryRepository
+    from shared.db import UnitOfWork
+    from shared.messaging.context import HandlerContext
+
+    def sent() -> float:
+        labels = {"service": "notifier", "template": "complaint.acknowledged", "outcome": "sent"}
+        return REGISTRY.get_sample_value("aftersales_notifications_total", labels) or 0.0
+
+    h = make_harness(settings=kit.settings(aftersales_sms_gateway_url=f"{gateway.url}/sms"))
+    customer = kit.uid("C")
+    request_id = "req-counted-" + customer
+    await h.consume(kit.order_paid(customer), kit.requested(customer, request_id=request_id))
+    before = sent()
+    assert await h.fire() == 1
+    assert sent() == before + 1
+    # The same outcome recorded again (a replay): one notification.sent, counted once.
+    async with UnitOfWork(h.sessions) as uow:
+        ctx = HandlerContext(
+            uow=uow, tables=tables.messaging, service="notifier", now=h.clock.now(), cause_id="x"
+        )
+        repo = DeliveryRepository(uow.session)
+        delivery = await repo.get(request_id)
+        assert delivery is not None
+        message = Outgoing(
+            delivery_id=request_id,
+            channel="sms",
+            customer_id=customer,
+            order_id=delivery.order_id,
+            template=delivery.template,
+            language="zh-CN",
+            subject="s",
+            body="b",
+            urgent=delivery.urgent,
+            at=h.clock.now(),
+            recipient="138****0000",
+        )
+        await h.handlers._sent(ctx, repo, delivery, message, attempts=1, slot_day=None)
+        await uow.commit()
+    assert len(await h.outbox("notification.sent")) == 1
+    assert sent() == before + 1

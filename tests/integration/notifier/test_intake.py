@@ -1,5 +1,6 @@
-"""What becomes a notification: requests, return decisions, refunds, coupons; and what is
-dead-lettered (unknown template, missing parameter) while the service goes on."""
+"""What becomes a notification: requests, return decisions, refunds (coupons are the complaints
+service's to tell); and what is dead-lettered (unknown template, missing parameter) while the
+service goes on."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ async def test_template_problems_are_dead_lettered_and_the_batch_goes_on(
     assert [r.body["id"] for r in gateway.received()] == ["good-" + customer]
 
 
-async def test_return_decisions_refunds_and_coupons_become_notifications(
+async def test_return_decisions_and_refunds_become_notifications(
     make_harness: Any, kit: Any, gateway: Any
 ) -> None:
     h = make_harness(settings=kit.settings(aftersales_sms_gateway_url=f"{gateway.url}/sms"))
@@ -67,23 +68,20 @@ async def test_return_decisions_refunds_and_coupons_become_notifications(
     assert sent["data"]["case"] == {"type": "return", "id": "R1"}
     assert sent["causationid"] == rejected["id"] and sent["correlationid"] == "R1"
 
-    # The daily cap is 3: the complaint refund and the coupon share the buyer's next slots.
+    # A complaint refund is told by its own notice.
     other = kit.uid("C")
     await h.consume(
         kit.order_paid(other, language="en-US"),
         kit.refund(other, "complaint", "K1", 1200),
-        kit.coupon(other, "K1", 500),
         kit.decision("return.approved", other),
     )
     await h.fire()
-    await h.advance(seconds=30)  # a coupon notice waits to be told once (see below)
     by_template = {
         r.body["template"]: r.body for r in gateway.received() if r.body["to"] == kit.PHONE
     }
-    assert {"refund.issued", "coupon.granted", "return.approved"} <= set(by_template)
+    assert {"refund.issued", "return.approved"} <= set(by_template)
     assert by_template["refund.issued"]["language"] == "en"
     assert "we have refunded CNY 12.00" in by_template["refund.issued"]["text"]
-    assert "coupon worth CNY 5.00" in by_template["coupon.granted"]["text"]
     assert "Hello, we are sorry: the 7-day period ended" in by_template["return.approved"]["text"]
 
 
@@ -101,30 +99,32 @@ async def test_return_decisions_use_the_returns_english_message_for_english_buye
     assert request.body["text"].startswith("Your after-sales request could not be accepted\n")
 
 
-async def test_a_coupon_is_told_once(make_harness: Any, kit: Any, gateway: Any) -> None:
-    """The complaints service's notice states the coupon: the coupon.granted notice gives way;
-    without such a notice (or with one that does not mention it) the coupon notice goes."""
+async def test_a_coupon_is_told_once_by_the_complaints_service_without_waiting(
+    make_harness: Any, kit: Any, gateway: Any
+) -> None:
+    """Every coupon comes with the complaints service's own notice that states it
+    (`complaint.compensated`, `complaint.compensation_approved`): the notifier does not read
+    aftersales.coupons, and a coupon.granted reaching it anyway tells the buyer nothing."""
+    from services.notifier.bootstrap import build
+    from shared.clock import ManualClock
+    from shared.contracts import topics
+    from shared.policy import Policy
+
+    definition = build(Policy(), ManualClock(kit.T0), kit.settings())
+    assert topics.COUPONS not in definition.topics and "coupon.granted" not in definition.handlers
     h = make_harness(settings=kit.settings(aftersales_sms_gateway_url=f"{gateway.url}/sms"))
-    told, untold = kit.uid("C"), kit.uid("C")
+    customer = kit.uid("C")
     compensated = {"complaint_id": "K7", "currency": "CNY", "coupon_value": 500}
-    await h.consume(kit.order_paid(told), kit.order_paid(untold))
-    await h.consume(kit.coupon(told, "K7"), kit.coupon(untold, "K8"))
     await h.consume(
-        kit.requested(told, "complaint.compensated", compensated, case_id="K7"),
-        kit.requested(
-            untold, "complaint.compensated", {"complaint_id": "K8", "reshipment": 1}, case_id="K8"
-        ),
+        kit.order_paid(customer),
+        kit.coupon(customer, "K7"),
+        kit.requested(customer, "complaint.compensated", compensated, case_id="K7"),
     )
-    await h.fire()
-    assert sorted(r.body["template"] for r in gateway.received()) == [
-        "complaint.compensated",
-        "complaint.compensated",
-    ]
-    await h.advance(seconds=30)
-    assert [r.body["template"] for r in gateway.received()][2:] == ["coupon.granted"]
-    rows = {r["customer_id"]: r for r in await h.rows(tables.deliveries)
-            if r["template"] == "coupon.granted"}  # fmt: skip
-    assert rows[told]["status"] == "superseded"
-    assert rows[told]["last_error"].startswith("told by notification ")
-    assert rows[untold]["status"] == "sent"
-    assert len(await h.outbox("notification.failed")) == 0
+    assert await h.fire() == 1  # at once: nothing waits for another notice
+    [message] = gateway.received()
+    assert message.body["template"] == "complaint.compensated"
+    assert "¥5.00" in message.body["text"]
+    assert [r["template"] for r in await h.rows(tables.deliveries)] == ["complaint.compensated"]
+    assert await h.dead_letters_topic() == []
+    assert await h.advance(seconds=60) == 0
+    assert len(gateway.received()) == 1

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import uuid
 
-import pytest
-
 from services.returns.handlers import refund_id
 from shared.clock import ManualClock
 from shared.contracts import deterministic_id, topics
@@ -368,27 +366,86 @@ async def test_partial_returns_signed_in_the_other_order_still_sum_to_what_was_p
     assert (await svc.ledger(o))["goods_refunded"] == 1000
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: return.shipped processed after the return leg was signed (another "
-    "topic, e.g. a backlog after an outage) is ignored, so a seller-fault refund already "
-    "issued never reimburses the buyer's return freight (SPEC 4.8)",
-)
 async def test_return_freight_known_only_after_the_refund_is_still_reimbursed(
+    svc: ReturnsService, clock: ManualClock
+):
+    """return.shipped processed after the return leg was signed (another topic, e.g. a backlog
+    after an outage): a seller-fault return reimburses the freight with a refund of its own."""
+    o, r = unique("O"), unique("R")
+    shipped = return_shipped(o, r, at=T0 - D + H, fee=1200)
+    await svc.feed(
+        order_paid(
+            o,
+            at=T0 - 4 * D,
+            lines=[paid_line("L1", quantity=2, paid=20000)],
+            payments=[("alipay", 15000), ("coupon", 5000)],
+        ),
+        outbound_signed(o, at=T0 - 2 * D),
+        return_requested(o, r, at=T0 - D, reason="damaged_in_transit", evidence=["https://i/1"]),
+        return_signed(o, r, at=T0 - H),  # signatures topic overtakes the returns topic
+        shipped,
+    )
+    main, freight = await svc.outbox(o, "refund.issued")
+    assert main.data["refund_id"] == expected_refund_id(r)
+    assert [i["kind"] for i in main.data["breakdown"]] == ["goods"]
+    assert freight.data["refund_id"] == expected_refund_id(f"{r}:return_shipping")
+    assert freight.event_id == deterministic_id("refund.issued", freight.data["refund_id"])
+    assert freight.event_id != main.event_id
+    assert freight.data["case"] == {"type": "return", "id": r}
+    assert freight.data["amount"] == 1200
+    assert freight.data["breakdown"] == [{"kind": "return_shipping", "amount": 1200}]
+    assert freight.data["payments"] == [
+        {"method": "alipay", "amount": 900},
+        {"method": "coupon", "amount": 300},
+    ]
+    assert freight.data["return_shipping_payer"] == "merchant"
+    assert instant(freight.data["due_by"]) == T0 - H + 24 * H  # the return's own deadline
+    assert instant(freight.data["issued_at"]) == T0
+    assert freight.event["causationid"] == shipped["id"] and freight.key == o
+
+    # A re-sent return.shipped (another event id) or a later one: never a second reimbursement.
+    clock.set(T0 + 2 * D)
+    await svc.feed(return_shipped(o, r, at=T0 - D + H, fee=1200))
+    await svc.feed(return_shipped(o, r, at=T0 - D + 2 * H, fee=2500))
+    assert len(await svc.outbox(o, "refund.issued")) == 2
+    ledger = await svc.ledger(o)
+    assert ledger["goods_refunded"] == 10000  # freight is not goods
+    assert ledger["return_shipping_refunded"] == 1200
+    assert ledger["return_shipping_settled"] == [r]
+    assert (await svc.return_state(r))["return_shipping_refund"]["amount"] == 1200
+    assert await svc.outbox(o, "sla.breached") == []
+
+
+async def test_late_return_freight_past_the_refund_deadline_gets_a_fresh_one(
     svc: ReturnsService, clock: ManualClock
 ):
     o, r = unique("O"), unique("R")
     await svc.feed(
-        order_paid(o, at=T0 - 4 * D, lines=[paid_line("L1", quantity=2, paid=20000)]),
+        order_paid(o, at=T0 - 4 * D, lines=[paid_line("L1", quantity=1, paid=9000)]),
         outbound_signed(o, at=T0 - 2 * D),
-        return_requested(o, r, at=T0 - D, reason="damaged_in_transit", evidence=["https://i/1"]),
-        return_signed(o, r, at=T0 - H),  # signatures topic overtakes the returns topic
+        return_requested(o, r, at=T0 - D, reason="wrong_item", evidence=["https://i/1"]),
+        return_signed(o, r, at=T0 - H),
+    )
+    clock.set(T0 + 3 * D)
+    await svc.feed(return_shipped(o, r, at=T0 - D + H, fee=4500))
+    main, freight = await svc.outbox(o, "refund.issued")
+    assert main.data["refund_id"] == expected_refund_id(r)
+    assert freight.data["amount"] == 3000  # return_shipping_cap
+    assert instant(freight.data["due_by"]) == T0 + 3 * D + 24 * H
+    assert await svc.outbox(o, "sla.breached") == []
+
+
+async def test_late_return_freight_of_a_no_reason_return_stays_the_buyers(
+    svc: ReturnsService, clock: ManualClock
+):
+    o, r = unique("O"), unique("R")
+    await svc.feed(
+        order_paid(o, at=T0 - 4 * D, lines=[paid_line("L1", quantity=1, paid=9000)]),
+        outbound_signed(o, at=T0 - 2 * D),
+        return_requested(o, r, at=T0 - D),
+        return_signed(o, r, at=T0 - H),
         return_shipped(o, r, at=T0 - D + H, fee=1200),
     )
-    reimbursed = sum(
-        item["amount"]
-        for refund in await svc.outbox(o, "refund.issued")
-        for item in refund.data["breakdown"]
-        if item["kind"] == "return_shipping"
-    )
-    assert reimbursed == 1200
+    [refund] = await svc.outbox(o, "refund.issued")
+    assert refund.data["refund_id"] == expected_refund_id(r)
+    assert (await svc.ledger(o))["return_shipping_refunded"] == 0

@@ -9,11 +9,14 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
-from services.returns.handlers import refund_id
+from services.returns.domain import Decided, RefundDue, Rule, Sla, SlaBreached
+from services.returns.handlers import ReturnsHandlers, _Case, refund_id
 from services.returns.repository import ReturnsRepository
 from shared.clock import ManualClock
 from shared.contracts import CloudEvent, topics
+from shared.db import UnitOfWork
 from shared.messaging.consumer import EventProcessor
 from shared.messaging.context import HandlerContext
 
@@ -284,6 +287,57 @@ async def test_cancellation_after_approval_releases_the_units(
     ]
     [refund] = await svc.outbox(o, "refund.issued")
     assert (refund.data["case"]["id"], refund.data["amount"]) == (r2, 7000)
+
+
+async def test_metrics_count_a_replayed_refund_decision_or_breach_once(
+    svc: ReturnsService, clock: ManualClock
+):
+    """The outbox already holding an event (a replay) means it was counted already."""
+
+    def counted() -> tuple[float, ...]:
+        samples = [
+            ("aftersales_refunds_total", {"case_type": "return"}),
+            ("aftersales_refund_amount_minor_total", {"currency": "CNY"}),
+            ("aftersales_decisions_total", {"type": "return.completed", "rule": "eligible"}),
+            ("aftersales_sla_breaches_total", {"sla": "refund"}),
+        ]
+        return tuple(
+            REGISTRY.get_sample_value(name, {"service": "returns", **labels}) or 0.0
+            for name, labels in samples
+        )
+
+    o, r = unique("O"), unique("R")
+    await svc.feed(*flow(o, r))
+    [refund] = await svc.outbox(o, "refund.issued")
+    handlers = ReturnsHandlers(svc.policy)
+
+    async def publish_again() -> None:
+        async with UnitOfWork(svc.sessions) as uow:
+            ctx = HandlerContext(
+                uow=uow, tables=svc.definition.tables, service="returns", now=T0, cause_id="c-1"
+            )
+            repo = ReturnsRepository(uow.session)
+            request = await repo.return_request(r)
+            assert request is not None and request.refund is not None
+            case = _Case(repo, request, await repo.order(o), await repo.ledger(o))
+            due_by = request.refund_due_by
+            assert due_by is not None
+            events = [
+                RefundDue(request.refund, due_by, T0),
+                Decided(request.status, Rule.ELIGIBLE, "m", "m"),
+                SlaBreached(Sla.REFUND, due_by, T0),
+            ]
+            for index, event in enumerate(events):
+                await handlers._publish(case, ctx, event, index)
+            await uow.commit()
+
+    before = counted()
+    await publish_again()  # the decision and the breach are new, the refund is a replay
+    first = counted()
+    assert [b - a for a, b in zip(before, first, strict=True)] == [0, 0, 1, 1]
+    await publish_again()  # everything is a replay now
+    assert counted() == first
+    assert await svc.outbox(o, "refund.issued") == [refund]
 
 
 def _data(event: dict[str, Any], **changes: Any) -> dict[str, Any]:

@@ -37,16 +37,6 @@ CATALOGUE: dict[str, tuple[dict[str, str | int], dict[str, str | int]]] = {
         },
         {"refund_id": "rf-1", "issued_at": T},
     ),
-    "coupon.granted": (
-        {
-            "order_id": "O1",
-            "complaint_id": "K1",
-            "value": 500,
-            "currency": "CNY",
-            "expires_at": T,
-        },
-        {"coupon_id": "CP1", "reason": "logistics_delay"},
-    ),
     "complaint.acknowledged": (
         {"complaint_id": "K1", "answer_within_hours": 2, "answer_by": T},
         {"resolve_within_hours": 24, "resolve_by": T, "category": "quality_issue"},

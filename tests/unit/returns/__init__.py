@@ -153,9 +153,16 @@ class Case:
         )
 
     def ship(
-        self, fee: int, return_id: str = "r1", *, shipped_at: datetime = SOON
+        self,
+        fee: int,
+        return_id: str = "r1",
+        *,
+        shipped_at: datetime = SOON,
+        now: datetime | None = None,
     ) -> list[DomainEvent]:
-        return self.get(return_id).record_shipped("SF", "SF123", shipped_at, fee)
+        return self.get(return_id).record_shipped(
+            "SF", "SF123", shipped_at, fee, **self._ctx(now or shipped_at)
+        )
 
     def sign(
         self, signed_at: datetime, return_id: str = "r1", *, now: datetime | None = None

@@ -12,6 +12,7 @@ from services.returns.domain import (
     Payment,
     ReturnKind,
     calculate_refund,
+    calculate_return_shipping_refund,
     split_payments,
 )
 
@@ -104,6 +105,27 @@ def test_no_reason_return_freight_is_the_buyers():
     result = calc(order(line(quantity=2), shipping_fee_paid=600), Req({"l1": 2}), fee=1500)
     assert result.return_shipping_payer == Payer.BUYER
     assert result.breakdown == [("goods", 1000)]  # outbound not refunded either
+
+
+@pytest.mark.parametrize(("fee", "reimbursed"), [(0, 0), (1200, 1200), (5000, 3000)])
+def test_freight_learnt_after_the_refund_is_refunded_alone_up_to_the_cap(fee, reimbursed):
+    the_order = order(
+        line(quantity=2, paid=20000),
+        shipping_fee_paid=600,
+        payments=[Payment("alipay", 15450), Payment("coupon", 5150)],
+    )
+    result = calculate_return_shipping_refund(
+        the_order, Req({"l1": 2}, reason="quality_issue"), policy(), return_shipping_fee_paid=fee
+    )
+    assert result.amount == result.return_shipping == reimbursed
+    assert result.breakdown == ([("return_shipping", reimbursed)] if reimbursed else [])
+    assert result.return_shipping_payer == Payer.MERCHANT
+    assert (result.goods, result.outbound_shipping, result.goods_units) == (0, 0, {})
+    assert result.payments == split_payments(reimbursed, the_order.payments)
+    no_reason = calculate_return_shipping_refund(
+        the_order, Req({"l1": 2}), policy(), return_shipping_fee_paid=fee
+    )
+    assert no_reason.amount == 0 and no_reason.return_shipping_payer == Payer.BUYER
 
 
 def test_outbound_fee_is_refunded_when_a_seller_fault_return_completes_the_order():

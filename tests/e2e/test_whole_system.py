@@ -1,0 +1,321 @@
+"""All four services together on the real broker and one database (a schema each).
+
+One buyer has a return refunded and a complaint upheld; the follow-up service coalesces both
+cases into one satisfaction callback, the notifier delivers the survey, the buyer answers 2,
+and the complaints service reopens the complaint with an escalation. Services talk only through
+topics here, exactly as in production; the injected clock replaces the 24 hours of waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from shared.bootstrap import SERVICES, definition
+from shared.clock import ManualClock
+from shared.contracts import topics
+from shared.messaging.runtime import ServiceRuntime, ensure_topics
+from shared.migrations import upgrade
+from shared.policy import Policy
+from shared.settings import Settings
+from tests.e2e.complaints.helpers import skip_history
+
+# Monday 10:00 in Shanghai: outside quiet hours, like the moment a day later.
+T0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
+H = timedelta(hours=1)
+WATCHED = (
+    topics.REFUNDS,
+    topics.COUPONS,
+    topics.FOLLOWUPS,
+    topics.NOTIFICATIONS,
+    topics.NOTIFICATION_STATUS,
+    topics.ESCALATIONS,
+)
+
+
+def _event(type_: str, data: dict[str, Any], at: datetime) -> bytes:
+    return json.dumps(
+        {
+            "specversion": "1.0",
+            "id": f"sys-{uuid.uuid4()}",
+            "source": "/shop-platform/system-test",
+            "type": type_,
+            "time": at.isoformat(),
+            "data": data,
+        }
+    ).encode()
+
+
+def _order(order_id: str, customer_id: str, category: str, amount: int) -> dict[str, Any]:
+    return {
+        "order_id": order_id,
+        "shop_id": "S-sys",
+        "customer_id": customer_id,
+        "paid_at": (T0 - 5 * 24 * H).isoformat(),
+        "currency": "CNY",
+        "lines": [
+            {
+                "line_id": "L1",
+                "sku": "SKU-1",
+                "title": "Kettle",
+                "category": category,
+                "quantity": 1,
+                "paid_amount": amount,
+            }
+        ],
+        "shipping_fee_paid": 0,
+        "standard_shipping_fee": 1000,
+        "free_shipping_threshold": None,
+        "shipping_insurance": False,
+        "payments": [{"method": "alipay", "amount": amount}],
+        "customer": {
+            "name": "Han Meimei",
+            "phone": "13700002222",
+            "email": "han@example.com",
+            "preferred_channel": "sms",
+        },
+    }
+
+
+class Outputs:
+    """Everything the services publish about our buyer, read from the start of each topic."""
+
+    def __init__(self, bootstrap: str, customer_id: str) -> None:
+        self._consumer = AIOKafkaConsumer(
+            *WATCHED,
+            bootstrap_servers=bootstrap,
+            group_id=f"sys-{uuid.uuid4().hex}",
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
+        self._customer = customer_id
+        self.events: list[dict[str, Any]] = []
+
+    async def start(self) -> None:
+        await self._consumer.start()
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
+
+    async def wait_for(
+        self, predicate: Callable[[dict[str, Any]], bool], *, timeout: float = 45.0
+    ) -> list[dict[str, Any]]:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            found = [e for e in self.events if predicate(e)]
+            if found:
+                return found
+            if asyncio.get_running_loop().time() > deadline:
+                types = sorted({e["type"] for e in self.events})
+                raise AssertionError(f"not seen in {timeout}s; seen types: {types}")
+            for records in (await self._consumer.getmany(timeout_ms=300)).values():
+                for record in records:
+                    event = json.loads(record.value)
+                    if event["data"].get("customer_id") == self._customer:
+                        self.events.append(event)
+
+
+@pytest.fixture(scope="module")
+async def system(database_url: str, kafka_bootstrap: str) -> AsyncIterator[dict[str, Any]]:
+    name = f"e2e_system_{uuid.uuid4().hex[:10]}"
+    plain = "postgresql://" + database_url.split("://", 1)[1]
+    conn = await asyncpg.connect(plain)
+    await conn.execute(f'CREATE DATABASE "{name}"')
+    await conn.close()
+    url = database_url.rsplit("/", 1)[0] + "/" + name
+    for service in SERVICES:
+        await asyncio.to_thread(upgrade, service, url)
+    settings = Settings(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        database_url=url,
+        kafka_idempotence=False,
+        kafka_topic_partitions=3,
+        aftersales_dev_mode=True,  # the notifier's log channel and an ephemeral key
+    )
+    clock = ManualClock(T0)
+    runtimes = []
+    for service in SERVICES:
+        built = definition(service, Policy(), clock, settings)
+        # Own consumer groups, started at the end of the shared broker's history.
+        built = dataclasses.replace(built, name=f"{service}-sys")
+        await ensure_topics(settings, built.all_topics)
+        await skip_history(kafka_bootstrap, f"aftersales-{built.name}", built.topics)
+        runtimes.append(ServiceRuntime(built, settings, clock, timer_poll_interval=0.1))
+    for runtime in runtimes:
+        await runtime.start()
+    yield {"clock": clock, "bootstrap": kafka_bootstrap}
+    for runtime in runtimes:
+        await runtime.stop()
+    conn = await asyncpg.connect(plain)
+    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await conn.close()
+
+
+async def test_a_buyer_s_return_and_complaint_close_into_one_callback_and_a_low_score_reopens(
+    system: dict[str, Any],
+) -> None:
+    clock: ManualClock = system["clock"]
+    run = uuid.uuid4().hex[:8]
+    customer, return_order, complaint_order = f"C-{run}", f"OR-{run}", f"OC-{run}"
+    return_id, complaint_id = f"R-{run}", f"K-{run}"
+    outputs = Outputs(system["bootstrap"], customer)
+    await outputs.start()
+    producer = AIOKafkaProducer(bootstrap_servers=system["bootstrap"], enable_idempotence=False)
+    await producer.start()
+
+    async def send(topic: str, key: str, type_: str, data: dict[str, Any], at: datetime) -> None:
+        await producer.send_and_wait(topic, _event(type_, data, at), key=key.encode())
+
+    try:
+        for order_id, amount in ((return_order, 12000), (complaint_order, 30000)):
+            await send(
+                topics.ORDERS,
+                order_id,
+                "order.paid",
+                _order(order_id, customer, "home", amount),
+                T0 - 5 * 24 * H,
+            )
+            shipped = {
+                "order_id": order_id,
+                "shipped_at": (T0 - 4 * 24 * H).isoformat(),
+                "carrier": "SF",
+                "tracking_no": f"T-{order_id}",
+            }
+            await send(topics.ORDERS, order_id, "order.shipped", shipped, T0 - 4 * 24 * H)
+            signed = {
+                "order_id": order_id,
+                "leg": "outbound",
+                "tracking_no": f"T-{order_id}",
+                "signed_at": (T0 - 3 * 24 * H).isoformat(),
+            }
+            await send(topics.SIGNATURES, order_id, "parcel.signed", signed, T0 - 3 * 24 * H)
+        await send(
+            topics.RETURNS,
+            return_order,
+            "return.requested",
+            {
+                "return_id": return_id,
+                "order_id": return_order,
+                "customer_id": customer,
+                "kind": "refund",
+                "reason": "dislike",
+                "lines": [{"line_id": "L1", "quantity": 1}],
+                "condition": [],
+                "evidence_urls": [],
+                "requested_at": (T0 - 2 * H).isoformat(),
+            },
+            T0 - 2 * H,
+        )
+        await send(
+            topics.SIGNATURES,
+            return_order,
+            "parcel.signed",
+            {
+                "order_id": return_order,
+                "leg": "return",
+                "return_id": return_id,
+                "tracking_no": f"RT-{run}",
+                "signed_at": (T0 - H).isoformat(),
+            },
+            T0 - H,
+        )
+        opened_at, resolved_at = T0 - 90 * timedelta(minutes=1), T0 - 30 * timedelta(minutes=1)
+        await send(
+            topics.COMPLAINTS,
+            complaint_order,
+            "complaint.opened",
+            {
+                "complaint_id": complaint_id,
+                "order_id": complaint_order,
+                "customer_id": customer,
+                "category": "quality_issue",
+                "description": "the lid cracked",
+                "opened_at": opened_at.isoformat(),
+            },
+            opened_at,
+        )
+        await send(
+            topics.COMPLAINTS,
+            complaint_order,
+            "complaint.resolved",
+            {
+                "complaint_id": complaint_id,
+                "order_id": complaint_order,
+                "outcome": "upheld",
+                "remedy": "none",
+                "agent_id": "agent-1",
+                "resolved_at": resolved_at.isoformat(),
+            },
+            resolved_at,
+        )
+
+        refund = (await outputs.wait_for(lambda e: e["type"] == "refund.issued"))[0]["data"]
+        assert (refund["amount"], refund["case"]) == (12000, {"type": "return", "id": return_id})
+        coupon = (await outputs.wait_for(lambda e: e["type"] == "coupon.granted"))[0]["data"]
+        assert coupon["value"] == 1500  # 5 % of 300.00, within 5.00-50.00
+        await outputs.wait_for(
+            lambda e: (
+                e["type"] == "notification.sent"
+                and e["data"]["template"] == "complaint.acknowledged"
+            )
+        )
+        # Both cases wait in one callback, a day after the later close.
+        scheduled = await outputs.wait_for(
+            lambda e: e["type"] == "callback.scheduled" and len(e["data"]["cases"]) == 2
+        )
+        callback_id = scheduled[-1]["data"]["callback_id"]
+
+        clock.advance(24 * H + timedelta(minutes=5))
+        sent = await outputs.wait_for(lambda e: e["type"] == "callback.sent")
+        assert len(sent) == 1
+        assert {(c["type"], c["id"]) for c in sent[0]["data"]["cases"]} == {
+            ("return", return_id),
+            ("complaint", complaint_id),
+        }
+        survey = await outputs.wait_for(
+            lambda e: (
+                e["type"] == "notification.sent" and e["data"]["template"] == "survey.invitation"
+            )
+        )
+        assert "13700002222" not in json.dumps(survey) and "han@example.com" not in json.dumps(
+            outputs.events
+        )
+
+        await send(
+            topics.SURVEYS,
+            customer,
+            "survey.answered",
+            {
+                "callback_id": callback_id,
+                "customer_id": customer,
+                "score": 2,
+                "comment": "slow",
+                "answered_at": clock.now().isoformat(),
+            },
+            clock.now(),
+        )
+        low = await outputs.wait_for(lambda e: e["type"] == "satisfaction.low")
+        assert low[0]["data"]["score"] == 2
+        escalated = await outputs.wait_for(
+            lambda e: (
+                e["type"] == "complaint.escalated" and e["data"]["reason"] == "low_satisfaction"
+            )
+        )
+        assert escalated[0]["data"]["complaint_id"] == complaint_id
+        # One refund (shipped in time: no late-shipment penalty) and one coupon for the buyer.
+        assert [e["data"]["case"] for e in outputs.events if e["type"] == "refund.issued"] == [
+            {"type": "return", "id": return_id}
+        ]
+        assert len([e for e in outputs.events if e["type"] == "coupon.granted"]) == 1
+    finally:
+        await producer.stop()
+        await outputs.stop()
