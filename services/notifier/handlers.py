@@ -70,8 +70,6 @@ from shared.contracts import (
     RefundIssued,
     ReturnDecision,
     deterministic_id,
-    event_key,
-    new_event,
     topics,
 )
 from shared.contracts.primitives import parse_timestamp
@@ -708,20 +706,18 @@ class NotifierHandlers:
         self, ctx: HandlerContext, delivery: Delivery, event_type: str, data: BaseModel
     ) -> bool:
         """Queue a status event; False when the outbox already held it (a replay)."""
-        # Caused by the event that asked for the notification, correlated with its case.
-        event = new_event(
+        # Caused by the event that asked for the notification (not the timer that sent it),
+        # correlated with its case; keyed like every order or buyer event (SPEC 1).
+        event = await ctx.emit(
+            topics.NOTIFICATION_STATUS,
             event_type,
             data,
-            id=deterministic_id(SERVICE, event_type, delivery.delivery_id),
-            source=f"/aftersales/{SERVICE}",
-            time=ctx.now,
-            correlationid=delivery.case_id or delivery.order_id,
-            causationid=delivery.source_event_id,
+            key=delivery.order_id or delivery.customer_id,
+            event_id=deterministic_id(SERVICE, event_type, delivery.delivery_id),
+            correlation_id=delivery.case_id or delivery.order_id,
+            causation_id=delivery.source_event_id,
         )
-        if not await ctx.outbox.add(event, topic=topics.NOTIFICATION_STATUS, key=event_key(event)):
-            return False
-        ctx.emitted.append(event)
-        return True
+        return ctx.is_new(event)
 
 
 def _case(delivery: Delivery) -> CaseRef | None:

@@ -46,6 +46,7 @@ class HandlerContext:
         discriminator: str = "",
         correlation_id: str | None = None,
         event_id: str | None = None,
+        causation_id: str | None = None,
     ) -> CloudEvent:
         """Queue an event in the outbox, in the handler's transaction.
 
@@ -60,7 +61,7 @@ class HandlerContext:
             source=f"/aftersales/{self.service}",
             time=self.now,
             correlationid=correlation_id or self.correlation_id,
-            causationid=self.cause_id,
+            causationid=causation_id or self.cause_id,
         )
         if await self.outbox.add(event, topic=topic, key=key):
             self.emitted.append(event)
