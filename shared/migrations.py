@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from importlib import import_module
 from pathlib import Path
 
@@ -38,8 +39,19 @@ def head(service: str) -> str | None:
     return ScriptDirectory.from_config(alembic_config(service, "postgresql://")).get_current_head()
 
 
+def known_revisions(service: str) -> set[str]:
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory.from_config(alembic_config(service, "postgresql://"))
+    return {script.revision for script in scripts.walk_revisions()}
+
+
 async def check_current(service: str, database_url: str) -> None:
-    """Refuse to run a service whose schema is not at the code's migration head."""
+    """Refuse to run a service whose schema lacks migrations its code needs.
+
+    A schema at a revision this code does not know is newer (the migration Job of a rollout ran
+    first, and migrations only add): the old pods keep running until they are replaced.
+    """
     from sqlalchemy.exc import ProgrammingError
     from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -54,11 +66,18 @@ async def check_current(service: str, database_url: str) -> None:
         current = None
     finally:
         await engine.dispose()
-    if current != expected:
-        raise SchemaNotCurrent(
-            f"the {service} schema is at migration {current or '(none)'} but this code needs "
-            f"{expected}: run `aftersales migrate` first"
+    if current == expected:
+        return
+    if current is not None and current not in known_revisions(service):
+        logging.getLogger("aftersales.migrations").warning(
+            "schema is newer than this code (a rollout in progress?)",
+            extra={"service": service, "schema_revision": current, "code_head": expected},
         )
+        return
+    raise SchemaNotCurrent(
+        f"the {service} schema is at migration {current or '(none)'} but this code needs "
+        f"{expected}: run `aftersales migrate` first"
+    )
 
 
 def run_env(metadata: MetaData) -> None:

@@ -7,7 +7,7 @@ import logging
 import ssl
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -25,6 +25,7 @@ from shared.clock import Clock
 from shared.contracts import CloudEvent, dead_letter_topic
 from shared.db import create_engine, session_factory
 from shared.settings import Settings
+from shared.tracing import setup_tracing
 
 from .consumer import EventProcessor, default_lock_keys
 from .context import EventHandler, TimerHandler
@@ -33,7 +34,14 @@ from .relay import CONTENT_TYPE, OutboxRelay
 from .scheduler import TimerScheduler
 from .tables import MessagingTables
 
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
+
 log = logging.getLogger("aftersales.runtime")
+
+# Seconds a stop gives the relay and the scheduler to finish and the outbox to drain, after the
+# batch in flight (the broker's graceful_timeout, 20 s) is done.
+STOP_BUDGET = 15.0
 
 
 @dataclass(frozen=True)
@@ -94,6 +102,7 @@ class ServiceRuntime:
         relay_poll_interval: float = 0.5,
         timer_poll_interval: float = 1.0,
         retry_backoff: float = 1.0,
+        span_exporter: SpanExporter | None = None,
     ) -> None:
         self.definition = definition
         self.settings = settings
@@ -104,6 +113,8 @@ class ServiceRuntime:
         self._retry_backoff = retry_backoff
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        # Only when OTEL_EXPORTER_OTLP_ENDPOINT is set (or a test gives an exporter).
+        self.tracing = setup_tracing(definition.name, span_exporter)
         self.broker = KafkaBroker(
             settings.kafka_bootstrap_servers,
             enable_idempotence=settings.kafka_idempotence,
@@ -115,9 +126,10 @@ class ServiceRuntime:
             logger=logging.getLogger(f"aftersales.{definition.name}.broker"),
             log_level=logging.DEBUG,
             middlewares=[
+                *([self.tracing.middleware] if self.tracing is not None else []),
                 KafkaPrometheusMiddleware(
                     registry=REGISTRY, app_name=f"aftersales-{definition.name}"
-                )
+                ),
             ],  # one line per batch is noise; our own logs say what matters
         )
         self.relay = OutboxRelay(
@@ -211,14 +223,19 @@ class ServiceRuntime:
             await subscriber.stop()
         self._stop.set()
         self.relay.wake()
+        # The relay's and scheduler's last rounds and the drain share one budget, so a stop
+        # takes at most the broker's graceful_timeout (20 s, the batch in flight) + 15 s
+        # (+ 5 s for the last spans when tracing): within the pods' 45 s grace period.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STOP_BUDGET
         for task in self._tasks:
             try:
-                await asyncio.wait_for(task, timeout=15)
+                await asyncio.wait_for(task, timeout=max(deadline - loop.time(), 0.1))
             except (TimeoutError, asyncio.CancelledError):
                 task.cancel()
         self._tasks = []
         try:
-            await asyncio.wait_for(self.relay.drain(), timeout=15)
+            await asyncio.wait_for(self.relay.drain(), timeout=max(deadline - loop.time(), 1.0))
         except Exception as exc:  # left in the outbox: the next start publishes it
             log.warning(
                 "outbox not drained at stop",
@@ -227,6 +244,8 @@ class ServiceRuntime:
         await self.broker.stop()
         if self._owns_engine:
             await self.engine.dispose()
+        if self.tracing is not None:
+            await self.tracing.close()
         log.info("service stopped", extra={"service": self.name})
 
     async def ready(self, timeout: float = 2.0) -> dict[str, bool]:

@@ -61,3 +61,24 @@ def test_refund_event_schema_names_what_finance_reads():
     ):
         assert field in refund["properties"], field
     assert set(SERVICES) == set(render_all())
+
+
+def test_check_fails_when_a_model_changed(tmp_path, monkeypatch, capsys):
+    """What `make lint` relies on: a field added to a model makes `asyncapi --check` fail."""
+    from argparse import Namespace
+
+    from shared.cli import _asyncapi
+    from shared.contracts import EVENT_TYPES, outputs
+
+    args = Namespace(dir=str(tmp_path), check=True)
+    write_or_check(tmp_path, check=False)
+    assert _asyncapi(args) == 0
+
+    class RefundIssued(outputs.RefundIssued):
+        settlement_batch: str | None = None
+
+    monkeypatch.setitem(EVENT_TYPES, "refund.issued", RefundIssued)
+    assert _asyncapi(args) == 1
+    err = capsys.readouterr().err
+    assert "AsyncAPI documents are stale" in err
+    assert "returns.json" in err  # the service that publishes refund.issued
