@@ -1,96 +1,238 @@
-"""Loading and storing the returns aggregates (documents in the `returns` schema)."""
+"""Loading and storing the returns aggregates (documents in the `returns` schema).
+
+Within a batch the consumer applies in one transaction (`BATCH_EVENTS` in the session's info),
+the aggregates its events name (orders, ledgers, outbound signatures and return requests, by
+order and by return id) are read in four statements on first use and kept as JSON documents
+for the rest of the transaction; every save writes through to the database and the copy. The
+consumer holds the advisory lock of every order of the batch, so nothing else changes them
+meanwhile. Outside such a batch (the event-by-event path, timers) every read is a query.
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Table, bindparam, or_, select
+from sqlalchemy.dialects.postgresql import Insert, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.returns import tables
 from services.returns.domain import Order, OrderLedger, ReturnRequest
+from shared.contracts import CloudEvent
+from shared.messaging.consumer import BATCH_EVENTS
+
+_CACHE = "returns.batch_cache"
+
+
+@dataclass
+class _BatchCache:
+    """Documents as JSON text (each load builds fresh objects); None: known not to exist."""
+
+    orders: dict[str, str | None] = field(default_factory=dict)
+    ledgers: dict[str, str | None] = field(default_factory=dict)
+    signatures: dict[str, datetime | None] = field(default_factory=dict)
+    # return id -> (created_at, order id, document)
+    requests: dict[str, tuple[datetime, str, str] | None] = field(default_factory=dict)
+    # orders whose every return request is in `requests`
+    complete: set[str] = field(default_factory=set)
+
+
+def _text(document: dict[str, Any]) -> str:
+    return json.dumps(document, separators=(",", ":"))
 
 
 class ReturnsRepository:
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
 
+    async def _cache(self) -> _BatchCache | None:
+        info = self._session.info
+        cache: _BatchCache | None = info.get(_CACHE)
+        if cache is None and (events := info.get(BATCH_EVENTS)) is not None:
+            cache = info[_CACHE] = await _prefetch(self._session, events)
+        return cache
+
     async def order(self, order_id: str) -> Order | None:
-        state = await self._session.scalar(
-            select(tables.orders.c.state).where(tables.orders.c.order_id == order_id)
-        )
+        cache = await self._cache()
+        if cache is not None and order_id in cache.orders:
+            text = cache.orders[order_id]
+            return None if text is None else Order.from_dict(json.loads(text))
+        state = await self._session.scalar(_ORDER, {"b_id": order_id})
         return None if state is None else Order.from_dict(state)
 
     async def save_order(self, order: Order, now: datetime) -> None:
-        stmt = insert(tables.orders).values(
-            order_id=order.order_id,
-            customer_id=order.customer_id,
-            state=order.to_dict(),
-            updated_at=now,
-        )
+        if (cache := await self._cache()) is not None:
+            cache.orders[order.order_id] = _text(order.to_dict())
         await self._session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["order_id"],
-                set_={"state": stmt.excluded.state, "updated_at": stmt.excluded.updated_at},
-            )
+            _SAVE_ORDER,
+            {
+                "order_id": order.order_id,
+                "customer_id": order.customer_id,
+                "state": order.to_dict(),
+                "updated_at": now,
+            },
         )
 
     async def outbound_signature(self, order_id: str) -> datetime | None:
-        t = tables.outbound_signatures
-        return await self._session.scalar(select(t.c.signed_at).where(t.c.order_id == order_id))
+        cache = await self._cache()
+        if cache is not None and order_id in cache.signatures:
+            return cache.signatures[order_id]
+        return await self._session.scalar(_OUTBOUND_SIGNATURE, {"b_id": order_id})
 
     async def record_outbound_signature(self, order_id: str, signed_at: datetime) -> None:
         """The first signature counts; a later one (a redelivery, a re-sign) changes nothing."""
-        stmt = insert(tables.outbound_signatures).values(order_id=order_id, signed_at=signed_at)
-        await self._session.execute(stmt.on_conflict_do_nothing(index_elements=["order_id"]))
+        cache = await self._cache()
+        if cache is not None and order_id in cache.signatures:
+            if cache.signatures[order_id] is not None:
+                return  # the first one is stored already
+            cache.signatures[order_id] = signed_at
+        await self._session.execute(
+            _RECORD_OUTBOUND_SIGNATURE, {"order_id": order_id, "signed_at": signed_at}
+        )
 
     async def ledger(self, order_id: str) -> OrderLedger:
-        t = tables.order_ledgers
-        state = await self._session.scalar(select(t.c.state).where(t.c.order_id == order_id))
+        cache = await self._cache()
+        if cache is not None and order_id in cache.ledgers:
+            text = cache.ledgers[order_id]
+            if text is None:
+                return OrderLedger(order_id=order_id)
+            return OrderLedger.from_dict(json.loads(text))
+        state = await self._session.scalar(_LEDGER, {"b_id": order_id})
         return OrderLedger(order_id=order_id) if state is None else OrderLedger.from_dict(state)
 
     async def save_ledger(self, ledger: OrderLedger, now: datetime) -> None:
-        stmt = insert(tables.order_ledgers).values(
-            order_id=ledger.order_id, state=ledger.to_dict(), updated_at=now
-        )
+        if (cache := await self._cache()) is not None:
+            cache.ledgers[ledger.order_id] = _text(ledger.to_dict())
         await self._session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["order_id"],
-                set_={"state": stmt.excluded.state, "updated_at": stmt.excluded.updated_at},
-            )
+            _SAVE_LEDGER,
+            {"order_id": ledger.order_id, "state": ledger.to_dict(), "updated_at": now},
         )
 
     async def return_request(self, return_id: str) -> ReturnRequest | None:
-        t = tables.return_requests
-        state = await self._session.scalar(select(t.c.state).where(t.c.return_id == return_id))
+        cache = await self._cache()
+        if cache is not None and return_id in cache.requests:
+            entry = cache.requests[return_id]
+            return None if entry is None else ReturnRequest.from_dict(json.loads(entry[2]))
+        state = await self._session.scalar(_RETURN_REQUEST, {"b_id": return_id})
         return None if state is None else ReturnRequest.from_dict(state)
 
     async def returns_of_order(self, order_id: str) -> list[ReturnRequest]:
-        t = tables.return_requests
-        rows = await self._session.scalars(
-            select(t.c.state)
-            .where(t.c.order_id == order_id)
-            .order_by(t.c.created_at, t.c.return_id)
-        )
+        cache = await self._cache()
+        if cache is not None and order_id in cache.complete:
+            found = sorted(
+                (entry[0], return_id, entry[2])
+                for return_id, entry in cache.requests.items()
+                if entry is not None and entry[1] == order_id
+            )
+            return [ReturnRequest.from_dict(json.loads(text)) for _, _, text in found]
+        rows = await self._session.scalars(_RETURNS_OF_ORDER, {"b_id": order_id})
         return [ReturnRequest.from_dict(state) for state in rows]
 
     async def save_return(self, request: ReturnRequest, now: datetime) -> None:
-        stmt = insert(tables.return_requests).values(
-            return_id=request.return_id,
-            order_id=request.order_id,
-            status=str(request.status),
-            state=request.to_dict(),
-            created_at=now,
-            updated_at=now,
-        )
+        if (cache := await self._cache()) is not None:
+            before = cache.requests.get(request.return_id)
+            created = before[0] if before is not None else now  # kept on update, like the row
+            if before is None and request.return_id not in cache.requests:
+                # Not read in this batch: the row may exist with an earlier created_at.
+                existing = await self._session.scalar(_CREATED_AT, {"b_id": request.return_id})
+                created = existing or now
+            document = _text(request.to_dict())
+            cache.requests[request.return_id] = (created, request.order_id, document)
         await self._session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["return_id"],
-                set_={
-                    "status": stmt.excluded.status,
-                    "state": stmt.excluded.state,
-                    "updated_at": stmt.excluded.updated_at,
-                },
-            )
+            _SAVE_RETURN,
+            {
+                "return_id": request.return_id,
+                "order_id": request.order_id,
+                "status": str(request.status),
+                "state": request.to_dict(),
+                "created_at": now,
+                "updated_at": now,
+            },
         )
+
+
+# Statements built once and run with parameters: building an upsert (its `excluded` alias)
+# costs more CPU than running it.
+
+
+def _upsert(table: Table, key: str, columns: tuple[str, ...]) -> Insert:
+    stmt = insert(table)
+    return stmt.on_conflict_do_update(
+        index_elements=[key], set_={name: stmt.excluded[name] for name in columns}
+    )
+
+
+_ORDER = select(tables.orders.c.state).where(tables.orders.c.order_id == bindparam("b_id"))
+_SAVE_ORDER = _upsert(tables.orders, "order_id", ("state", "updated_at"))
+_OUTBOUND_SIGNATURE = select(tables.outbound_signatures.c.signed_at).where(
+    tables.outbound_signatures.c.order_id == bindparam("b_id")
+)
+_RECORD_OUTBOUND_SIGNATURE = insert(tables.outbound_signatures).on_conflict_do_nothing(
+    index_elements=["order_id"]
+)
+_LEDGER = select(tables.order_ledgers.c.state).where(
+    tables.order_ledgers.c.order_id == bindparam("b_id")
+)
+_SAVE_LEDGER = _upsert(tables.order_ledgers, "order_id", ("state", "updated_at"))
+_RETURN_REQUEST = select(tables.return_requests.c.state).where(
+    tables.return_requests.c.return_id == bindparam("b_id")
+)
+_RETURNS_OF_ORDER = (
+    select(tables.return_requests.c.state)
+    .where(tables.return_requests.c.order_id == bindparam("b_id"))
+    .order_by(tables.return_requests.c.created_at, tables.return_requests.c.return_id)
+)
+_SAVE_RETURN = _upsert(tables.return_requests, "return_id", ("status", "state", "updated_at"))
+_CREATED_AT = select(tables.return_requests.c.created_at).where(
+    tables.return_requests.c.return_id == bindparam("b_id")
+)
+
+
+async def _prefetch(session: AsyncSession, events: Iterable[CloudEvent]) -> _BatchCache:
+    """Everything the batch's events name, in four statements; absent ones recorded as such."""
+    order_ids: set[str] = set()
+    return_ids: set[str] = set()
+    for event in events:
+        if isinstance(order_id := getattr(event.data, "order_id", None), str):
+            order_ids.add(order_id)
+        if isinstance(return_id := getattr(event.data, "return_id", None), str):
+            return_ids.add(return_id)
+    cache = _BatchCache(
+        orders=dict.fromkeys(order_ids),
+        ledgers=dict.fromkeys(order_ids),
+        signatures=dict.fromkeys(order_ids),
+        requests=dict.fromkeys(return_ids),
+        complete=set(order_ids),
+    )
+    if not order_ids and not return_ids:
+        return cache
+    ids, rids = sorted(order_ids), sorted(return_ids)
+    o, g, s, r = (
+        tables.orders,
+        tables.order_ledgers,
+        tables.outbound_signatures,
+        tables.return_requests,
+    )
+    for order_id, state in await session.execute(
+        select(o.c.order_id, o.c.state).where(o.c.order_id.in_(ids))
+    ):
+        cache.orders[order_id] = _text(state)
+    for order_id, state in await session.execute(
+        select(g.c.order_id, g.c.state).where(g.c.order_id.in_(ids))
+    ):
+        cache.ledgers[order_id] = _text(state)
+    for order_id, signed_at in await session.execute(
+        select(s.c.order_id, s.c.signed_at).where(s.c.order_id.in_(ids))
+    ):
+        cache.signatures[order_id] = signed_at
+    for return_id, order_id, state, created_at in await session.execute(
+        select(r.c.return_id, r.c.order_id, r.c.state, r.c.created_at).where(
+            or_(r.c.order_id.in_(ids), r.c.return_id.in_(rids))
+        )
+    ):
+        cache.requests[return_id] = (created_at, order_id, _text(state))
+    return cache

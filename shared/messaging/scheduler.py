@@ -52,7 +52,7 @@ class TimerScheduler:
         t = self._tables.timers
         now = self._clock.now()
         live = and_(t.c.fired_at.is_(None), t.c.cancelled_at.is_(None), t.c.due_at <= now)
-        async with UnitOfWork(self._sessions) as uow:
+        async with UnitOfWork(self._sessions, namespace=self.service) as uow:
             candidates = (
                 await uow.session.execute(
                     select(t.c.id, t.c.lock_key)

@@ -410,7 +410,7 @@ async def test_sigterm_during_processing_loses_nothing_and_repeats_nothing(
         timings["approvals"] = time.monotonic() - started
         held_order = flows[ORDERS // 5][0]
         holder = await asyncpg.connect(plain_url(url))
-        await holder.execute("SELECT pg_advisory_lock($1)", lock_id(held_order))
+        await holder.execute("SELECT pg_advisory_lock($1)", lock_id(f"returns:{held_order}"))
         publishing = asyncio.create_task(
             stream(
                 producer,
@@ -434,7 +434,7 @@ async def test_sigterm_during_processing_loses_nothing_and_repeats_nothing(
         assert first.process is not None and first.process.returncode is None, (
             "exited with a batch in flight:\n" + first.log()
         )
-        await holder.execute("SELECT pg_advisory_unlock($1)", lock_id(held_order))
+        await holder.execute("SELECT pg_advisory_unlock($1)", lock_id(f"returns:{held_order}"))
         await holder.close()
         code, timings["first exit after the batch was let go"] = await first.terminate(
             signal_it=False

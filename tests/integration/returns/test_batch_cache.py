@@ -1,0 +1,149 @@
+"""A fetched batch reads the aggregates its events name once (services/returns/repository.py):
+the outcome must be exactly that of one event per batch, where every read is a query, and the
+reads must not grow with the batch."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from .helpers import (
+    T0,
+    D,
+    H,
+    ReturnsService,
+    order_paid,
+    outbound_signed,
+    paid_line,
+    return_requested,
+    return_signed,
+    unique,
+)
+
+
+def tricky(o: str, r1: str, r2: str) -> list[dict[str, Any]]:
+    """Requests before their order, two requests competing for the same units, a signature
+    before the order: each step reads what an earlier event of the same batch wrote."""
+    return [
+        return_requested(o, r1, at=T0 - 2 * D, lines={"L1": 1}),
+        return_signed(o, r1, at=T0 - D),
+        return_requested(o, r2, at=T0 - 2 * D + H, lines={"L1": 2}),
+        outbound_signed(o, at=T0 - 3 * D),
+        order_paid(o, at=T0 - 5 * D, lines=[paid_line("L1", quantity=2, paid=25901)]),
+        outbound_signed(o, at=T0 - 3 * D + H),  # a second signature: the first counts
+    ]
+
+
+def competing(o: str, r1: str, r2: str) -> list[dict[str, Any]]:
+    """Two requests in separate events: the second must see the units the first reserved."""
+    return [
+        order_paid(o, at=T0 - 5 * D, lines=[paid_line("L1", quantity=2, paid=25901)]),
+        outbound_signed(o, at=T0 - 3 * D),
+        return_requested(o, r2, at=T0 - 2 * D, lines={"L1": 1}),
+        return_requested(o, r1, at=T0 - 2 * D + H, lines={"L1": 2}),
+        return_signed(o, r2, at=T0 - D),
+    ]
+
+
+def plain(o: str, r: str) -> list[dict[str, Any]]:
+    return [
+        order_paid(o, at=T0 - 5 * D, lines=[paid_line("L1", quantity=3, paid=9000)]),
+        outbound_signed(o, at=T0 - 3 * D),
+        return_requested(o, r, at=T0 - 2 * D, lines={"L1": 2}),
+        return_signed(o, r, at=T0 - D),
+    ]
+
+
+async def outcome(svc: ReturnsService, o: str, names: dict[str, str]) -> list[tuple[Any, ...]]:
+    """Everything the order emitted, with its ids replaced by their roles."""
+    out = []
+    for e in await svc.outbox(o):
+        data = e.data
+        out.append(
+            (
+                e.type,
+                names.get(data.get("return_id") or data.get("case", {}).get("id"), "-"),
+                data.get("rule"),
+                data.get("waiting_for"),
+                data.get("amount"),
+            )
+        )
+    return out
+
+
+async def test_one_batch_has_the_outcome_of_one_event_per_batch(svc: ReturnsService) -> None:
+    # r1 sorts before r2: requests stored at the same instant are reassessed in id order.
+    together = [(unique("O"), r := unique("R"), f"{r}-2") for _ in range(3)]
+    apart = [(unique("O"), r := unique("R"), f"{r}-2") for _ in range(3)]
+    extra_together, extra_apart = (unique("O"), unique("R")), (unique("O"), unique("R"))
+
+    batch = [e for o, r1, r2 in together for e in tricky(o, r1, r2)] + plain(*extra_together)
+    await svc.feed(*batch)
+    await svc.feed_each(
+        *[e for o, r1, r2 in apart for e in tricky(o, r1, r2)], *plain(*extra_apart)
+    )
+
+    for (o1, a1, b1), (o2, a2, b2) in zip(together, apart, strict=True):
+        got = await outcome(svc, o1, {a1: "r1", b1: "r2"})
+        assert got == await outcome(svc, o2, {a2: "r1", b2: "r2"})
+        # r1 took one of the two units and was refunded half (rounded down); r2 asked for two.
+        assert ("refund.issued", "r1", None, None, 12950) in got
+        assert ("return.rejected", "r2", "quantity_exceeds_purchased", None, None) in got
+        assert (await svc.return_state(a1))["status"] == "completed"
+    assert await outcome(svc, extra_together[0], {extra_together[1]: "r"}) == await outcome(
+        svc, extra_apart[0], {extra_apart[1]: "r"}
+    )
+
+
+async def test_a_later_event_of_the_batch_sees_the_units_an_earlier_one_reserved(
+    svc: ReturnsService,
+) -> None:
+    (o1, a1, b1), (o2, a2, b2) = [(unique("O"), unique("R"), unique("R")) for _ in range(2)]
+    await svc.feed(*competing(o1, a1, b1))
+    await svc.feed_each(*competing(o2, a2, b2))
+    got = await outcome(svc, o1, {a1: "r1", b1: "r2"})
+    assert got == await outcome(svc, o2, {a2: "r1", b2: "r2"})
+    assert ("return.rejected", "r1", "quantity_exceeds_purchased", None, None) in got
+    assert ("refund.issued", "r2", None, None, 12950) in got
+
+
+@contextmanager
+def selects(engine: AsyncEngine) -> Iterator[Counter[str]]:
+    seen: Counter[str] = Counter()
+
+    def count(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith("SELECT"):
+            seen["lock" if "pg_advisory_xact_lock" in statement else "read"] += 1
+
+    event.listen(engine.sync_engine, "before_cursor_execute", count)
+    try:
+        yield seen
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", count)
+
+
+async def test_a_batch_reads_its_aggregates_in_four_statements(svc: ReturnsService) -> None:
+    flows = [(unique("O"), unique("R")) for _ in range(25)]
+    with selects(svc.engine) as seen:
+        await svc.feed(*[e for o, r in flows for e in plain(o, r)])
+    assert seen == {"lock": 1, "read": 4}
+    for o, _ in flows:
+        refunds = await svc.outbox(o, "refund.issued")
+        assert [e.data["amount"] for e in refunds] == [6000]
+
+
+async def test_a_return_named_with_another_order_is_still_dead_lettered(
+    svc: ReturnsService,
+) -> None:
+    o1, o2, r = unique("O"), unique("O"), unique("R")
+    await svc.feed(*plain(o1, r)[:3])
+    await svc.feed(return_signed(o2, r, at=T0 - D), *plain(o2, unique("R")))
+    letters = await svc.outbox(o2, "event.deadlettered")
+    assert [e.data["reason"] for e in letters] == ["handler_error"]
+    assert (await svc.return_state(r))["order_id"] == o1
+    assert [e.data["amount"] for e in await svc.outbox(o2, "refund.issued")] == [6000]
