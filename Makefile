@@ -3,6 +3,10 @@
 #   make run       every service against a local broker and database, with a demo
 #   make test      lint, then the whole test-suite (no fast fail)
 #   make lint      ruff, mypy and the import-linter contracts
+#   make faults    fault injection: services killed, PostgreSQL restarted, broker connections cut
+#                  while thousands of flows run; reconciled (docs/results/faults.md; ARGS=--quick)
+#   make bench     returns service throughput and latency vs a minimal consumer
+#                  (docs/results/bench.md; BENCH_FLOWS=10000)
 #   make clean     remove .venv and caches
 SHELL := /bin/sh
 .DEFAULT_GOAL := help
@@ -13,7 +17,7 @@ BIN := $(VENV)/bin
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help install run test lint deploy-check clean
+.PHONY: help install run test lint deploy-check clean faults bench
 
 help:
 	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
@@ -23,6 +27,15 @@ install:
 
 run: install
 	$(BIN)/aftersales dev $(ARGS)
+
+# Fault injection (faults/): 2000 return + 500 complaint flows by default; ARGS=--quick is CI's.
+faults: install
+	$(BIN)/python -m faults.run $(ARGS)
+
+# Benchmark (bench/): BENCH_FLOWS return flows (10000) as a backlog, 1 and 2 instances.
+BENCH_FLOWS ?= 10000
+bench: install
+	$(BIN)/python -m bench.run --flows $(BENCH_FLOWS) $(ARGS)
 
 # lint and pytest both run; the target fails when either failed.
 test: install

@@ -1,0 +1,1 @@
+"""Benchmark of the returns service against a minimal consumer."""

