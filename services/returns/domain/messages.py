@@ -408,7 +408,8 @@ def _excluded_category(status: ReturnStatus, facts: MessageFacts) -> Message:
     return Message(
         f"您好，很抱歉，{lines.zh}属于{category.zh}，依据《消费者权益保护法》第二十五条不适用七天无理由退货，"
         f"因此本次申请无法通过。{others.zh}{route.zh}",
-        f"Hello, we are sorry: {lines.en} belong(s) to a statutory exception ({category.en}, "
+        f"Hello, we are sorry: {lines.en} {'belongs' if len(facts.lines) <= 1 else 'belong'} "
+        f"to a statutory exception ({category.en}, "
         f"Consumer Rights Protection Law art. 25) with no no-reason return, so this request "
         f"cannot be accepted.{others.en}{route.en}",
     )

@@ -160,3 +160,13 @@ def test_zone_label_for_shanghai_is_beijing_time():
     )
     text = compose(ReturnStatus.PENDING, Rule.NOT_DELIVERED, facts)
     assert "2026年3月5日 10:00（北京时间）" in text.zh
+
+
+@pytest.mark.parametrize(
+    ("titles", "verb"), [(("Fresh mooncakes",), "belongs to"), (("Mooncakes", "Milk"), "belong to")]
+)
+def test_excluded_category_message_agrees_with_the_number_of_lines(titles, verb):
+    facts = MessageFacts(kind=ReturnKind.REFUND, lines=titles, categories=("fresh_perishable",))
+    text = compose(ReturnStatus.REJECTED, Rule.EXCLUDED_CATEGORY, facts)
+    assert verb in text.en
+    assert "(s)" not in text.en
