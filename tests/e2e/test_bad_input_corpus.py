@@ -39,7 +39,6 @@ from typing import Any
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
 from aiokafka.structs import RecordMetadata
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -55,6 +54,7 @@ from shared.messaging.runtime import ServiceDefinition, ServiceRuntime, ensure_t
 from shared.migrations import upgrade
 from shared.policy import Policy
 from shared.settings import Settings
+from tests.e2e.support import skip_history
 
 from .bad_inputs import (
     EVALUATED_MARKERS,
@@ -189,31 +189,6 @@ class Reader:
                 seen.add(value["id"])
                 out.append(value)
         return out
-
-
-async def skip_history(bootstrap: str, group: str, topic_names: list[str]) -> None:
-    """Commit a service group's offsets at the end of its input topics (shared broker)."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        await consumer.topics()
-        tps = [
-            TopicPartition(topic, partition)
-            for topic in topic_names
-            for partition in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
-        if not tps:
-            return
-        consumer.assign(tps)
-        await consumer.seek_to_end(*tps)
-        while await consumer.getmany(*tps, timeout_ms=300):
-            pass
-        with contextlib.suppress(KafkaError):
-            await consumer.commit({tp: await consumer.position(tp) for tp in tps})
-    finally:
-        await consumer.stop()
 
 
 # --- the system -------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy.engine import make_url
 
 from services.returns.handlers import refund_id
@@ -40,6 +40,7 @@ from shared.messaging.relay import CONTENT_TYPE
 from shared.messaging.runtime import ensure_topics
 from shared.migrations import upgrade
 from shared.settings import Settings
+from tests.e2e.support import skip_history
 
 from .returns.events import encode, order_paid, outbound_signed, return_requested, return_signed
 
@@ -242,29 +243,6 @@ class ServiceProcess:
 # --- the platform's side ---------------------------------------------------------------------
 
 
-async def skip_history(bootstrap: str) -> None:
-    """Commit the service group's offsets at the end of its input topics (the broker is the
-    session's: without this the service would also act on earlier tests' orders)."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=GROUP, enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        await consumer.topics()
-        tps = [
-            TopicPartition(topic, partition)
-            for topic in INPUTS
-            for partition in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
-        consumer.assign(tps)
-        await consumer.seek_to_end(*tps)
-        while await consumer.getmany(*tps, timeout_ms=300):
-            pass
-        await consumer.commit({tp: await consumer.position(tp) for tp in tps})
-    finally:
-        await consumer.stop()
-
-
 class Reader:
     """Reads the refunds and decisions topics from the beginning, in the background."""
 
@@ -364,7 +342,7 @@ async def test_sigterm_during_processing_loses_nothing_and_repeats_nothing(
         kafka_bootstrap_servers=kafka_bootstrap, database_url=url, kafka_topic_partitions=3
     )
     await ensure_topics(settings, (*INPUTS, topics.REFUNDS, topics.RETURN_DECISIONS))
-    await skip_history(kafka_bootstrap)
+    await skip_history(kafka_bootstrap, GROUP, INPUTS)
 
     run = uuid.uuid4().hex[:8]
     flows = [(f"O-proc-{run}-{i:03d}", f"R-proc-{run}-{i:03d}") for i in range(ORDERS)]

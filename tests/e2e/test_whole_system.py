@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -27,7 +26,7 @@ from shared.messaging.runtime import ServiceRuntime, ensure_topics
 from shared.migrations import upgrade
 from shared.policy import Policy
 from shared.settings import Settings
-from tests.e2e.complaints.helpers import skip_history
+from tests.e2e.support import skip_history, temporary_database
 
 # Monday 10:00 in Shanghai: outside quiet hours, like the moment a day later.
 T0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
@@ -126,38 +125,32 @@ class Outputs:
 
 @pytest.fixture(scope="module")
 async def system(database_url: str, kafka_bootstrap: str) -> AsyncIterator[dict[str, Any]]:
-    name = f"e2e_system_{uuid.uuid4().hex[:10]}"
-    plain = "postgresql://" + database_url.split("://", 1)[1]
-    conn = await asyncpg.connect(plain)
-    await conn.execute(f'CREATE DATABASE "{name}"')
-    await conn.close()
-    url = database_url.rsplit("/", 1)[0] + "/" + name
-    for service in SERVICES:
-        await asyncio.to_thread(upgrade, service, url)
-    settings = Settings(
-        kafka_bootstrap_servers=kafka_bootstrap,
-        database_url=url,
-        kafka_idempotence=False,
-        kafka_topic_partitions=3,
-        aftersales_dev_mode=True,  # the notifier's log channel and an ephemeral key
-    )
-    clock = ManualClock(T0)
-    runtimes = []
-    for service in SERVICES:
-        built = definition(service, Policy(), clock, settings)
-        # Own consumer groups, started at the end of the shared broker's history.
-        built = dataclasses.replace(built, name=f"{service}-sys")
-        await ensure_topics(settings, built.all_topics)
-        await skip_history(kafka_bootstrap, f"aftersales-{built.name}", built.topics)
-        runtimes.append(ServiceRuntime(built, settings, clock, timer_poll_interval=0.1))
-    for runtime in runtimes:
-        await runtime.start()
-    yield {"clock": clock, "bootstrap": kafka_bootstrap}
-    for runtime in runtimes:
-        await runtime.stop()
-    conn = await asyncpg.connect(plain)
-    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await conn.close()
+    async with temporary_database(database_url, "e2e_system") as url:
+        for service in SERVICES:
+            await asyncio.to_thread(upgrade, service, url)
+        settings = Settings(
+            kafka_bootstrap_servers=kafka_bootstrap,
+            database_url=url,
+            kafka_idempotence=False,
+            kafka_topic_partitions=3,
+            aftersales_dev_mode=True,  # the notifier's log channel and an ephemeral key
+        )
+        clock = ManualClock(T0)
+        runtimes = []
+        for service in SERVICES:
+            built = definition(service, Policy(), clock, settings)
+            # Own consumer groups, started at the end of the shared broker's history.
+            built = dataclasses.replace(built, name=f"{service}-sys")
+            await ensure_topics(settings, built.all_topics)
+            await skip_history(kafka_bootstrap, f"aftersales-{built.name}", built.topics)
+            runtimes.append(ServiceRuntime(built, settings, clock, timer_poll_interval=0.1))
+        for runtime in runtimes:
+            await runtime.start()
+        try:
+            yield {"clock": clock, "bootstrap": kafka_bootstrap}
+        finally:
+            for runtime in runtimes:
+                await runtime.stop()
 
 
 async def test_a_buyer_s_return_and_complaint_close_into_one_callback_and_a_low_score_reopens(

@@ -7,10 +7,8 @@ its group starts at the end of its input topics and the tests keep to their own 
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 
-import asyncpg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -18,37 +16,17 @@ from shared.clock import ManualClock
 from shared.messaging.runtime import ensure_topics
 from shared.migrations import upgrade
 from shared.settings import Settings
+from tests.e2e.support import skip_history, temporary_database
 
-from .helpers import GROUP, INPUT_TOPICS, OUTPUT_TOPICS, T0, Outputs, Service, Shop, skip_history
-
-
-def _plain(url: str) -> str:
-    return "postgresql://" + url.split("://", 1)[1]
-
-
-def _with_database(url: str, name: str) -> str:
-    base, _, query = url.partition("?")
-    base = base.rsplit("/", 1)[0] + "/" + name
-    return f"{base}?{query}" if query else base
+from .helpers import GROUP, INPUT_TOPICS, OUTPUT_TOPICS, T0, Outputs, Service, Shop
 
 
 @pytest.fixture(scope="module")
 async def complaints_database(database_url: str) -> AsyncIterator[str]:
     """A fresh database with the complaints schema migrated, dropped afterwards."""
-    name = f"e2e_complaints_{uuid.uuid4().hex[:10]}"
-    conn = await asyncpg.connect(_plain(database_url))
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    url = _with_database(database_url, name)
-    await asyncio.to_thread(upgrade, "complaints", url)
-    yield url
-    conn = await asyncpg.connect(_plain(database_url))
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    async with temporary_database(database_url, "e2e_complaints") as url:
+        await asyncio.to_thread(upgrade, "complaints", url)
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from services.complaints.bootstrap import build
@@ -356,35 +355,3 @@ class Service:
         if self.runtime is not None:
             runtime, self.runtime = self.runtime, None
             await runtime.stop()
-
-
-async def skip_history(bootstrap: str, group: str, topic_names: Sequence[str]) -> None:
-    """Commit the group's offsets at the end of its input topics.
-
-    The broker is shared: without this, the service's group would start from the beginning of
-    `orders` and act on other tests' orders (late-shipment refunds for them, on a clock of
-    ours). The end is the fetch's high watermark: Tansu lists a shorter one at times.
-    """
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        await consumer.topics()
-        tps = [
-            TopicPartition(topic, partition)
-            for topic in topic_names
-            for partition in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
-        if not tps:
-            return
-        consumer.assign(tps)
-        await consumer.seek_to_end(*tps)
-        while await consumer.getmany(*tps, timeout_ms=300):
-            pass
-        try:
-            await consumer.commit({tp: await consumer.position(tp) for tp in tps})
-        except KafkaError:
-            pass  # a live member owns the group: the history is read, ids keep tests apart
-    finally:
-        await consumer.stop()

@@ -19,7 +19,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord, RecordMetadata
 
 from services.returns.bootstrap import build
@@ -30,6 +30,7 @@ from shared.messaging.runtime import ServiceRuntime, ensure_topics
 from shared.migrations import upgrade
 from shared.policy import Policy
 from shared.settings import Settings
+from tests.e2e.support import skip_history
 
 from .events import encode, topic_of
 
@@ -155,41 +156,12 @@ def clock() -> ManualClock:
     return ManualClock(T0)
 
 
-async def skip_history(bootstrap: str, topic_names: Iterable[str]) -> None:
-    """Commit the service group's offsets at the end of its input topics.
-
-    The broker is shared by the session: without this the service would start from the
-    beginning of `orders` and act on other tests' orders. The end is the fetch's high
-    watermark (the local broker lists a shorter one when a batch holds several records).
-    """
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=GROUP, enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        await consumer.topics()
-        tps = [
-            TopicPartition(topic, partition)
-            for topic in topic_names
-            for partition in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
-        if not tps:
-            return
-        consumer.assign(tps)
-        await consumer.seek_to_end(*tps)
-        while await consumer.getmany(*tps, timeout_ms=300):
-            pass
-        await consumer.commit({tp: await consumer.position(tp) for tp in tps})
-    finally:
-        await consumer.stop()
-
-
 @pytest.fixture(scope="module")
 async def service(settings: Settings, clock: ManualClock) -> AsyncIterator[Service]:
     service = Service(settings, clock)
     definition = service.new_runtime().definition
     await ensure_topics(settings, definition.all_topics)
-    await skip_history(settings.kafka_bootstrap_servers, definition.topics)
+    await skip_history(settings.kafka_bootstrap_servers, GROUP, definition.topics)
     await service.start()
     yield service
     await service.stop()
