@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import Self
+from typing import Protocol, Self, TypeVar
 
 from sqlalchemy import MetaData, text
 from sqlalchemy.ext.asyncio import (
@@ -59,6 +59,35 @@ _LOCK_MANY = text(
 )
 
 
+class PendingWrites(Protocol):
+    """Writes a transaction holds back and sends together just before it commits."""
+
+    async def flush(self, session: AsyncSession) -> None: ...
+
+
+_PENDING = "aftersales.pending_writes"
+W = TypeVar("W", bound=PendingWrites)
+
+
+def pending_writes(session: AsyncSession, name: str, factory: Callable[[], W]) -> W:
+    """The session's buffer `name` (made by `factory` on first use). `UnitOfWork.commit` flushes
+    every buffer, in the order they were first used, before COMMIT; a rollback drops them with
+    the session. Whoever writes through a buffer must also read through it (or call
+    `flush_pending` first): the database does not have those rows yet."""
+    buffers: dict[str, PendingWrites] = session.info.setdefault(_PENDING, {})
+    buffer = buffers.get(name)
+    if buffer is None:
+        buffer = buffers[name] = factory()
+    return buffer  # type: ignore[return-value]
+
+
+async def flush_pending(session: AsyncSession) -> None:
+    """Send every held-back write of the session's transaction now."""
+    buffers: dict[str, PendingWrites] = session.info.pop(_PENDING, {})
+    for buffer in buffers.values():
+        await buffer.flush(session)
+
+
 class UnitOfWork:
     """One database transaction: state changes, inbox, outbox and timers commit together."""
 
@@ -69,6 +98,7 @@ class UnitOfWork:
         self._namespace = namespace
         self._session: AsyncSession | None = None
         self._committed = False
+        self._after_commit: list[Callable[[], object]] = []
 
     @property
     def session(self) -> AsyncSession:
@@ -80,6 +110,7 @@ class UnitOfWork:
         self._session = self._sessions()
         await self._session.begin()
         self._committed = False
+        self._after_commit = []
         return self
 
     async def __aexit__(
@@ -97,8 +128,17 @@ class UnitOfWork:
             self._session = None
 
     async def commit(self) -> None:
+        await flush_pending(self.session)
         await self.session.commit()
         self._committed = True
+        callbacks, self._after_commit = self._after_commit, []
+        for callback in callbacks:
+            callback()
+
+    def after_commit(self, *callbacks: Callable[[], object]) -> None:
+        """Run `callbacks` once this unit has committed (metrics, say); dropped on rollback, so
+        work that is rolled back and applied again is not counted twice."""
+        self._after_commit.extend(callbacks)
 
     def lock_key(self, key: str) -> str:
         """The advisory lock's key for a business key, within this unit's namespace."""

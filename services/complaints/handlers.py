@@ -445,7 +445,7 @@ class _Emitter:
             correlation_id=event.case.id,
         )
         if self.ctx.is_new(breach):  # a replay finds it in the outbox: counted once
-            metrics.SLA_BREACHES.labels(SERVICE, event.sla.value).inc()
+            self.ctx.count(metrics.SLA_BREACHES.labels(SERVICE, event.sla.value))
 
     async def _escalated(self, event: Escalated) -> None:
         complaint = self._complaint()
@@ -474,7 +474,9 @@ class _Emitter:
             correlation_id=complaint.complaint_id,
         )
         if self.ctx.is_new(escalated):
-            metrics.DECISIONS.labels(SERVICE, "complaint.escalated", event.reason.value).inc()
+            self.ctx.count(
+                metrics.DECISIONS.labels(SERVICE, "complaint.escalated", event.reason.value)
+            )
 
     async def _coupon(self, event: CouponGranted) -> None:
         complaint = self._complaint()
@@ -498,7 +500,7 @@ class _Emitter:
             correlation_id=complaint.complaint_id,
         )
         if self.ctx.is_new(granted):
-            metrics.DECISIONS.labels(SERVICE, "coupon.granted", event.reason).inc()
+            self.ctx.count(metrics.DECISIONS.labels(SERVICE, "coupon.granted", event.reason))
 
     async def _coupon_pending(self, event: CouponAwaitingApproval) -> None:
         complaint = self._complaint()
@@ -524,7 +526,7 @@ class _Emitter:
         )
         category = complaint.category.value if complaint.category else "unknown"
         if self.ctx.is_new(pending):
-            metrics.DECISIONS.labels(SERVICE, "compensation.pending", category).inc()
+            self.ctx.count(metrics.DECISIONS.labels(SERVICE, "compensation.pending", category))
 
     async def _refund(self, event: RefundDue) -> None:
         rid = refund_id(event.case.type.value, event.case.id)
@@ -550,8 +552,8 @@ class _Emitter:
             correlation_id=event.case.id,
         )
         if self.ctx.is_new(refund):  # a replay finds it in the outbox: counted once
-            metrics.REFUNDS.labels(SERVICE, event.case.type.value).inc()
-            metrics.REFUND_AMOUNT.labels(SERVICE, event.currency).inc(event.amount)
+            self.ctx.count(metrics.REFUNDS.labels(SERVICE, event.case.type.value))
+            self.ctx.count(metrics.REFUND_AMOUNT.labels(SERVICE, event.currency), event.amount)
 
     async def _reshipment(self, event: ReshipmentDue) -> None:
         await self.ctx.emit(

@@ -334,9 +334,9 @@ class FollowupHandlers:
                 correlation_id=case.id,
             )
             if ctx.is_new(breach):  # a replay finds it in the outbox: counted once
-                metrics.SLA_BREACHES.labels(SERVICE, "callback").inc()
+                ctx.count(metrics.SLA_BREACHES.labels(SERVICE, "callback"))
                 shop = (await repo.shops([event.order_id]))[event.order_id]
-                followup_metrics.CASES_DUE.labels(shop).inc()
+                ctx.count(followup_metrics.CASES_DUE.labels(shop))
             log.warning(
                 "callback missed its deadline; not sent late",
                 extra={"callback_id": cid, "case_type": str(case.type), "case_id": case.id},
@@ -366,7 +366,7 @@ class FollowupHandlers:
             if recorded_now:
                 shops = await repo.shops(case.order_id for case in callback.cases)
                 for shop in sorted(set(shops.values())):
-                    followup_metrics.ANSWERS.labels(shop, str(event.score)).inc()
+                    ctx.count(followup_metrics.ANSWERS.labels(shop, str(event.score)))
         else:  # pragma: no cover - a new domain event must be wired here
             raise TypeError(f"unhandled domain event {type(event).__name__}")
 
@@ -421,7 +421,7 @@ class FollowupHandlers:
             return
         shops = await repo.shops(orders)
         for shop in sorted(set(shops.values())):
-            followup_metrics.CALLBACKS_SENT.labels(shop).inc()
+            ctx.count(followup_metrics.CALLBACKS_SENT.labels(shop))
         for case in named:
-            followup_metrics.CASES_DUE.labels(shops[case.order_id]).inc()
-            followup_metrics.CASES_ON_TIME.labels(shops[case.order_id]).inc()
+            ctx.count(followup_metrics.CASES_DUE.labels(shops[case.order_id]))
+            ctx.count(followup_metrics.CASES_ON_TIME.labels(shops[case.order_id]))

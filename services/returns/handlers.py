@@ -371,7 +371,7 @@ class ReturnsHandlers:
                 correlation_id=return_id,
             )
             if ctx.is_new(decision):
-                metrics.DECISIONS.labels(SERVICE, event.event_type, str(event.rule)).inc()
+                ctx.count(metrics.DECISIONS.labels(SERVICE, event.event_type, str(event.rule)))
         elif isinstance(event, TimerSet):
             await ctx.timers.set(
                 str(event.kind),
@@ -419,7 +419,7 @@ class ReturnsHandlers:
                 correlation_id=return_id,
             )
             if ctx.is_new(breach):
-                metrics.SLA_BREACHES.labels(SERVICE, str(event.sla)).inc()
+                ctx.count(metrics.SLA_BREACHES.labels(SERVICE, str(event.sla)))
         else:  # pragma: no cover - a new domain event must be wired here
             raise TypeError(f"unhandled domain event {type(event).__name__}")
 
@@ -458,8 +458,8 @@ class ReturnsHandlers:
             correlation_id=case.request.return_id,
         )
         if ctx.is_new(refund):  # a replay finds it in the outbox: counted once
-            metrics.REFUNDS.labels(SERVICE, "return").inc()
-            metrics.REFUND_AMOUNT.labels(SERVICE, calc.currency).inc(calc.amount)
+            ctx.count(metrics.REFUNDS.labels(SERVICE, "return"))
+            ctx.count(metrics.REFUND_AMOUNT.labels(SERVICE, calc.currency), calc.amount)
 
 
 def _text(value: object | None) -> str | None:

@@ -3,9 +3,11 @@
 Within a batch the consumer applies in one transaction (`BATCH_EVENTS` in the session's info),
 the aggregates its events name (orders, ledgers, outbound signatures and return requests, by
 order and by return id) are read in four statements on first use and kept as JSON documents
-for the rest of the transaction; every save writes through to the database and the copy. The
+for the rest of the transaction; a save changes the copy, and the changed rows are written in
+one statement per table when the unit of work commits (`shared.db.pending_writes`). The
 consumer holds the advisory lock of every order of the batch, so nothing else changes them
-meanwhile. Outside such a batch (the event-by-event path, timers) every read is a query.
+meanwhile. Outside such a batch (the event-by-event path, timers) every read and every save is
+a query.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.returns import tables
 from services.returns.domain import Order, OrderLedger, ReturnRequest
 from shared.contracts import CloudEvent
+from shared.db import pending_writes
 from shared.messaging.consumer import BATCH_EVENTS
 
 _CACHE = "returns.batch_cache"
@@ -30,15 +33,28 @@ _CACHE = "returns.batch_cache"
 
 @dataclass
 class _BatchCache:
-    """Documents as JSON text (each load builds fresh objects); None: known not to exist."""
+    """Orders as objects (immutable); the mutable aggregates as JSON text, so each load builds
+    fresh objects; None: known not to exist."""
 
-    orders: dict[str, str | None] = field(default_factory=dict)
+    orders: dict[str, Order | None] = field(default_factory=dict)
     ledgers: dict[str, str | None] = field(default_factory=dict)
     signatures: dict[str, datetime | None] = field(default_factory=dict)
     # return id -> (created_at, order id, document)
     requests: dict[str, tuple[datetime, str, str] | None] = field(default_factory=dict)
     # orders whose every return request is in `requests`
     complete: set[str] = field(default_factory=set)
+    # rows to write when the transaction commits: statement -> {row key: parameters}
+    changed: dict[Any, dict[str, dict[str, Any]]] = field(default_factory=dict)
+
+    def hold(self, session: AsyncSession, statement: Any, key: str, row: dict[str, Any]) -> None:
+        """Write `row` at commit; a later save of the same key replaces it (the last state)."""
+        pending_writes(session, _CACHE, lambda: self)
+        self.changed.setdefault(statement, {})[key] = row
+
+    async def flush(self, session: AsyncSession) -> None:
+        changed, self.changed = self.changed, {}
+        for statement, rows in changed.items():
+            await session.execute(statement, list(rows.values()))
 
 
 def _text(document: dict[str, Any]) -> str:
@@ -59,23 +75,23 @@ class ReturnsRepository:
     async def order(self, order_id: str) -> Order | None:
         cache = await self._cache()
         if cache is not None and order_id in cache.orders:
-            text = cache.orders[order_id]
-            return None if text is None else Order.from_dict(json.loads(text))
+            return cache.orders[order_id]
         state = await self._session.scalar(_ORDER, {"b_id": order_id})
         return None if state is None else Order.from_dict(state)
 
     async def save_order(self, order: Order, now: datetime) -> None:
+        state = order.to_dict()
+        row = {
+            "order_id": order.order_id,
+            "customer_id": order.customer_id,
+            "state": state,
+            "updated_at": now,
+        }
         if (cache := await self._cache()) is not None:
-            cache.orders[order.order_id] = _text(order.to_dict())
-        await self._session.execute(
-            _SAVE_ORDER,
-            {
-                "order_id": order.order_id,
-                "customer_id": order.customer_id,
-                "state": order.to_dict(),
-                "updated_at": now,
-            },
-        )
+            cache.orders[order.order_id] = order
+            cache.hold(self._session, _SAVE_ORDER, order.order_id, row)
+            return
+        await self._session.execute(_SAVE_ORDER, row)
 
     async def outbound_signature(self, order_id: str) -> datetime | None:
         cache = await self._cache()
@@ -85,14 +101,15 @@ class ReturnsRepository:
 
     async def record_outbound_signature(self, order_id: str, signed_at: datetime) -> None:
         """The first signature counts; a later one (a redelivery, a re-sign) changes nothing."""
+        row = {"order_id": order_id, "signed_at": signed_at}
         cache = await self._cache()
         if cache is not None and order_id in cache.signatures:
             if cache.signatures[order_id] is not None:
                 return  # the first one is stored already
             cache.signatures[order_id] = signed_at
-        await self._session.execute(
-            _RECORD_OUTBOUND_SIGNATURE, {"order_id": order_id, "signed_at": signed_at}
-        )
+            cache.hold(self._session, _RECORD_OUTBOUND_SIGNATURE, order_id, row)
+            return
+        await self._session.execute(_RECORD_OUTBOUND_SIGNATURE, row)
 
     async def ledger(self, order_id: str) -> OrderLedger:
         cache = await self._cache()
@@ -105,12 +122,13 @@ class ReturnsRepository:
         return OrderLedger(order_id=order_id) if state is None else OrderLedger.from_dict(state)
 
     async def save_ledger(self, ledger: OrderLedger, now: datetime) -> None:
+        state = ledger.to_dict()
+        row = {"order_id": ledger.order_id, "state": state, "updated_at": now}
         if (cache := await self._cache()) is not None:
-            cache.ledgers[ledger.order_id] = _text(ledger.to_dict())
-        await self._session.execute(
-            _SAVE_LEDGER,
-            {"order_id": ledger.order_id, "state": ledger.to_dict(), "updated_at": now},
-        )
+            cache.ledgers[ledger.order_id] = _text(state)
+            cache.hold(self._session, _SAVE_LEDGER, ledger.order_id, row)
+            return
+        await self._session.execute(_SAVE_LEDGER, row)
 
     async def return_request(self, return_id: str) -> ReturnRequest | None:
         cache = await self._cache()
@@ -133,6 +151,15 @@ class ReturnsRepository:
         return [ReturnRequest.from_dict(state) for state in rows]
 
     async def save_return(self, request: ReturnRequest, now: datetime) -> None:
+        state = request.to_dict()
+        row = {
+            "return_id": request.return_id,
+            "order_id": request.order_id,
+            "status": str(request.status),
+            "state": state,
+            "created_at": now,
+            "updated_at": now,
+        }
         if (cache := await self._cache()) is not None:
             before = cache.requests.get(request.return_id)
             created = before[0] if before is not None else now  # kept on update, like the row
@@ -140,19 +167,10 @@ class ReturnsRepository:
                 # Not read in this batch: the row may exist with an earlier created_at.
                 existing = await self._session.scalar(_CREATED_AT, {"b_id": request.return_id})
                 created = existing or now
-            document = _text(request.to_dict())
-            cache.requests[request.return_id] = (created, request.order_id, document)
-        await self._session.execute(
-            _SAVE_RETURN,
-            {
-                "return_id": request.return_id,
-                "order_id": request.order_id,
-                "status": str(request.status),
-                "state": request.to_dict(),
-                "created_at": now,
-                "updated_at": now,
-            },
-        )
+            cache.requests[request.return_id] = (created, request.order_id, _text(state))
+            cache.hold(self._session, _SAVE_RETURN, request.return_id, row)
+            return
+        await self._session.execute(_SAVE_RETURN, row)
 
 
 # Statements built once and run with parameters: building an upsert (its `excluded` alias)
@@ -220,7 +238,7 @@ async def _prefetch(session: AsyncSession, events: Iterable[CloudEvent]) -> _Bat
     for order_id, state in await session.execute(
         select(o.c.order_id, o.c.state).where(o.c.order_id.in_(ids))
     ):
-        cache.orders[order_id] = _text(state)
+        cache.orders[order_id] = Order.from_dict(state)
     for order_id, state in await session.execute(
         select(g.c.order_id, g.c.state).where(g.c.order_id.in_(ids))
     ):

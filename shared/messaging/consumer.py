@@ -30,7 +30,7 @@ from shared.db import UnitOfWork
 
 from .context import EventHandler, HandlerContext
 from .errors import Rejected, is_transient
-from .store import Inbox
+from .store import HOLD_WRITES, Inbox, WriteConflict
 from .tables import MessagingTables
 
 log = logging.getLogger("aftersales.consumer")
@@ -130,6 +130,7 @@ class EventProcessor:
         reason but a passing fault raises `_HandlerFailed`: the caller rolls back and applies
         the batch event by event (`_apply`), as if this path had not run."""
         async with UnitOfWork(self._sessions, namespace=self.service) as uow:
+            uow.session.info[HOLD_WRITES] = True
             await uow.lock(self._keys_to_lock(items))
             handled = {
                 item.id: (item.type, record.topic)
@@ -163,6 +164,7 @@ class EventProcessor:
                     now=now,
                     cause_id=item.id,
                     correlation_id=None,
+                    fresh_cause=True,
                 )
                 try:
                     await handler(item, ctx)
@@ -170,8 +172,17 @@ class EventProcessor:
                     if is_transient(exc):
                         raise
                     raise _HandlerFailed(item.id) from exc
+                uow.after_commit(*ctx.on_commit)
                 outcomes.append("processed")
-            await uow.commit()
+            try:
+                await uow.commit()
+            except WriteConflict as exc:  # never expected; the slow path is right regardless
+                log.warning(
+                    "an event taken as new was queued already; the batch is applied again "
+                    "event by event",
+                    extra={"service": self.service},
+                )
+                raise _HandlerFailed("") from exc
         return outcomes
 
     def _keys_to_lock(self, items: Iterable[tuple[Record, CloudEvent | _Poison]]) -> set[str]:
@@ -203,6 +214,7 @@ class EventProcessor:
                 if not await ctx.inbox.first_time(item.id, item.type, record.topic):
                     return "duplicate"
                 await handler(item, ctx)
+            uow.after_commit(*ctx.on_commit)
         except Rejected as exc:
             log.warning(
                 "handler rejected the event; dead-lettered",
@@ -255,7 +267,8 @@ class EventProcessor:
             discriminator=deterministic_id(reason),
         )
         if ctx.is_new(letter):  # a record fetched again after its commit: counted once
-            metrics.DEAD_LETTERS.labels(self.service, reason).inc()
+            ctx.count(metrics.DEAD_LETTERS.labels(self.service, reason))
+        uow.after_commit(*ctx.on_commit)
         log.warning(
             "event dead-lettered",
             extra={

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from typing import Protocol
 
 from pydantic import BaseModel
 
@@ -12,6 +13,10 @@ from shared.db import UnitOfWork
 
 from .store import Inbox, Outbox, Timer, Timers
 from .tables import MessagingTables
+
+
+class Counter(Protocol):
+    def inc(self, amount: float = 1) -> None: ...
 
 
 class HandlerContext:
@@ -24,6 +29,7 @@ class HandlerContext:
         now: datetime,
         cause_id: str,
         correlation_id: str | None = None,
+        fresh_cause: bool = False,
     ) -> None:
         self.uow = uow
         self.session = uow.session
@@ -31,10 +37,21 @@ class HandlerContext:
         self.now = now
         self.cause_id = cause_id
         self.correlation_id = correlation_id
+        # The cause was claimed in the inbox by this transaction, so what it emits is taken as
+        # new without asking the database; held-back writes verify that when they are flushed
+        # (`shared.messaging.store.WriteConflict`).
+        self.fresh_cause = fresh_cause
         self.inbox = Inbox(uow.session, tables)
         self.outbox = Outbox(uow.session, tables)
         self.timers = Timers(uow.session, tables)
         self.emitted: list[CloudEvent] = []
+        # Run by the caller once the handler's work committed (`UnitOfWork.after_commit`).
+        self.on_commit: list[Callable[[], object]] = []
+
+    def count(self, counter: Counter, amount: float = 1) -> None:
+        """Increment a metric when the handler's work commits: a batch rolled back and applied
+        again (a failing neighbour, a passing fault) is then counted once."""
+        self.on_commit.append(lambda: counter.inc(amount))
 
     async def emit(
         self,
@@ -63,7 +80,7 @@ class HandlerContext:
             correlationid=correlation_id or self.correlation_id,
             causationid=causation_id or self.cause_id,
         )
-        if await self.outbox.add(event, topic=topic, key=key):
+        if await self.outbox.add(event, topic=topic, key=key, known_new=self.fresh_cause):
             self.emitted.append(event)
         return event
 

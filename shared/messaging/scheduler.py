@@ -124,6 +124,7 @@ class TimerScheduler:
                 values["due_at"] = ctx.now + timedelta(minutes=2**attempts)
             await uow.session.execute(update(t).where(t.c.id == timer.id).values(**values))
             return 0
+        uow.after_commit(*ctx.on_commit)
         metrics.TIMERS_FIRED.labels(self.service, timer.kind).inc()
         metrics.TIMER_LAG.labels(self.service).observe(
             max((ctx.now - timer.due_at).total_seconds(), 0.0)

@@ -8,14 +8,37 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Table, Text, Update, and_, bindparam, func, select, update
+from sqlalchemy import (
+    LargeBinary,
+    Select,
+    Table,
+    Text,
+    Update,
+    and_,
+    bindparam,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY, Insert, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import ReturningInsert
 
 from shared.contracts import CloudEvent, dump_event
+from shared.db import flush_pending, pending_writes
 
 from .tables import MessagingTables
+
+# `session.info` flag: outbox rows and timer changes are held back and written together when
+# the unit of work commits (one statement each for a whole batch instead of one per event).
+# Set by the consumer's fast path, whose transaction starts with it; never set half-way.
+HOLD_WRITES = "aftersales.hold_writes"
+
+
+class WriteConflict(Exception):
+    """A held-back write found the database other than it was told: an event queued as new was
+    in the outbox already. Nothing is committed; the batch is applied again without holding
+    writes back, which asks the database at each step."""
 
 
 class Inbox:
@@ -70,8 +93,15 @@ class Outbox:
         self._session = session
         self._table = tables.outbox
 
-    async def add(self, event: CloudEvent, *, topic: str, key: str | None) -> bool:
-        """Queue an event for the relay; False when an event with this id is already queued."""
+    async def add(
+        self, event: CloudEvent, *, topic: str, key: str | None, known_new: bool = False
+    ) -> bool:
+        """Queue an event for the relay; False when an event with this id is already queued.
+
+        `known_new`: the caller expects no committed row with this id (the event derives from
+        one first seen in this transaction), so a held-back write needs no look-up; should the
+        flush find one after all, it raises `WriteConflict` and nothing commits.
+        """
         values = {
             "event_id": event.id,
             "event_type": event.type,
@@ -79,7 +109,18 @@ class Outbox:
             "key": key,
             "payload": dump_event(event),
         }
-        return (await self._session.execute(_outbox_add(self._table), values)).first() is not None
+        session = self._session
+        if not session.info.get(HOLD_WRITES):
+            return (await session.execute(_outbox_add(self._table), values)).first() is not None
+        held = pending_writes(session, "outbox", lambda: _HeldOutbox(self._table))
+        if event.id in held.rows:
+            return False
+        if not known_new and (
+            await session.scalar(_outbox_has(self._table), {"b_id": event.id}) is not None
+        ):
+            return False
+        held.rows[event.id] = values
+        return True
 
 
 @dataclass(frozen=True)
@@ -117,14 +158,23 @@ class Timers:
             "due_at": due_at,
             "payload": dict(payload or {}),
         }
+        if self._session.info.get(HOLD_WRITES):
+            self._held().set((kind, ref), values)
+            return
         await self._session.execute(_timer_set(self._table), values)
 
     async def cancel(self, kind: str, ref: str, *, at: datetime) -> None:
-        await self._session.execute(
-            _timer_cancel(self._table), {"b_kind": kind, "b_ref": ref, "b_at": at}
-        )
+        values = {"b_kind": kind, "b_ref": ref, "b_at": at}
+        if self._session.info.get(HOLD_WRITES):
+            self._held().cancel((kind, ref), values)
+            return
+        await self._session.execute(_timer_cancel(self._table), values)
+
+    def _held(self) -> _HeldTimers:
+        return pending_writes(self._session, "timers", lambda: _HeldTimers(self._table))
 
     async def pending(self, ref: str) -> list[Timer]:
+        await flush_pending(self._session)
         t = self._table
         rows = await self._session.execute(
             select(t).where(
@@ -134,6 +184,54 @@ class Timers:
         return [_timer(row) for row in rows.mappings()]
 
 
+class _HeldOutbox:
+    """Outbox rows of one transaction, inserted in one statement in the order they were queued
+    (the relay publishes by row id, so per-key order is kept)."""
+
+    def __init__(self, table: Table) -> None:
+        self._table = table
+        self.rows: dict[str, dict[str, Any]] = {}
+
+    async def flush(self, session: AsyncSession) -> None:
+        if not self.rows:
+            return
+        rows = list(self.rows.values())
+        inserted = await session.scalars(
+            _outbox_add_many(self._table),
+            {
+                name: [row[name] for row in rows]
+                for name in ("event_id", "event_type", "topic", "key", "payload")
+            },
+        )
+        missing = set(self.rows) - set(inserted)
+        if missing:
+            raise WriteConflict(f"already in the outbox: {sorted(missing)[:5]}")
+
+
+class _HeldTimers:
+    """Timer changes of one transaction, reduced to their net effect per (kind, ref): the last
+    set, then a cancel made after it. Written as sets then cancels, which is what applying them
+    one by one would leave."""
+
+    def __init__(self, table: Table) -> None:
+        self._table = table
+        self._sets: dict[tuple[str, str], dict[str, Any]] = {}
+        self._cancels: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def set(self, key: tuple[str, str], values: dict[str, Any]) -> None:
+        self._cancels.pop(key, None)
+        self._sets[key] = values
+
+    def cancel(self, key: tuple[str, str], values: dict[str, Any]) -> None:
+        self._cancels[key] = values
+
+    async def flush(self, session: AsyncSession) -> None:
+        if self._sets:
+            await session.execute(_timer_set(self._table), list(self._sets.values()))
+        if self._cancels:
+            await session.execute(_timer_cancel(self._table), list(self._cancels.values()))
+
+
 # Statements built once per table and executed with parameters: building an upsert (its
 # `excluded` alias above all) costs more CPU than running it.
 
@@ -141,6 +239,27 @@ class Timers:
 @cache
 def _outbox_add(table: Table) -> ReturningInsert[Any]:
     return insert(table).on_conflict_do_nothing(index_elements=["event_id"]).returning(table.c.id)
+
+
+@cache
+def _outbox_has(table: Table) -> Select[tuple[int]]:
+    return select(table.c.id).where(table.c.event_id == bindparam("b_id"))
+
+
+@cache
+def _outbox_add_many(table: Table) -> ReturningInsert[tuple[str]]:
+    # Rows in array order (WITH ORDINALITY ... ORDER BY n), so their ids follow the queue order.
+    columns = ("event_id", "event_type", "topic", "key", "payload")
+    arrays = [
+        bindparam(name, type_=ARRAY(LargeBinary if name == "payload" else Text)) for name in columns
+    ]
+    rows = func.unnest(*arrays).table_valued(*columns, with_ordinality="n").render_derived()
+    return (
+        insert(table)
+        .from_select(list(columns), select(*(rows.c[name] for name in columns)).order_by(rows.c.n))
+        .on_conflict_do_nothing(index_elements=["event_id"])
+        .returning(table.c.event_id)
+    )
 
 
 @cache

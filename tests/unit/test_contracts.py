@@ -109,11 +109,17 @@ def order_paid_data() -> dict[str, Any]:
 VALID_INPUTS: dict[str, dict[str, Any]] = {
     "order.paid": order_paid_data(),
     "order.shipped": {
-        "order_id": "O1", "shipped_at": T0, "carrier": "SF", "tracking_no": "SF123",
+        "order_id": "O1",
+        "shipped_at": T0,
+        "carrier": "SF",
+        "tracking_no": "SF123",
     },
     "order.cancelled": {"order_id": "O1", "cancelled_at": T0},
     "parcel.signed": {
-        "order_id": "O1", "leg": "outbound", "tracking_no": "SF123", "signed_at": T0,
+        "order_id": "O1",
+        "leg": "outbound",
+        "tracking_no": "SF123",
+        "signed_at": T0,
     },
     "return.requested": {
         "return_id": "R1",
@@ -141,7 +147,11 @@ VALID_INPUTS: dict[str, dict[str, Any]] = {
         "shipping_fee_paid": 1200,
     },
     "return.inspected": {
-        "return_id": "R1", "order_id": "O1", "passed": True, "findings": [], "inspected_at": T0,
+        "return_id": "R1",
+        "order_id": "O1",
+        "passed": True,
+        "findings": [],
+        "inspected_at": T0,
     },
     "return.reviewed": {
         "return_id": "R1",
@@ -161,7 +171,10 @@ VALID_INPUTS: dict[str, dict[str, Any]] = {
         "opened_at": T0,
     },
     "complaint.responded": {
-        "complaint_id": "K1", "order_id": "O1", "agent_id": "A7", "responded_at": T0,
+        "complaint_id": "K1",
+        "order_id": "O1",
+        "agent_id": "A7",
+        "responded_at": T0,
     },
     "complaint.resolved": {
         "complaint_id": "K1",
@@ -172,11 +185,19 @@ VALID_INPUTS: dict[str, dict[str, Any]] = {
         "resolved_at": T0,
     },
     "survey.answered": {
-        "callback_id": "CB1", "customer_id": "C1", "score": 4, "comment": "ok", "answered_at": T0,
+        "callback_id": "CB1",
+        "customer_id": "C1",
+        "score": 4,
+        "comment": "ok",
+        "answered_at": T0,
     },
     "compensation.reviewed": {
-        "complaint_id": "K1", "order_id": "O1", "decision": "approve", "agent_id": "S1",
-        "note": "", "reviewed_at": T0,
+        "complaint_id": "K1",
+        "order_id": "O1",
+        "decision": "approve",
+        "agent_id": "S1",
+        "note": "",
+        "reviewed_at": T0,
     },
 }
 
@@ -226,12 +247,24 @@ def test_order_paid_fields_and_defaults() -> None:
 
 def test_every_input_and_output_type_is_registered() -> None:
     outputs = {
-        "refund.issued", "coupon.granted", "return.approved", "return.rejected",
-        "return.pending", "return.completed", "reshipment.requested", "sla.breached",
-        "callback.scheduled", "callback.sent", "satisfaction.recorded", "satisfaction.low",
-        "notification.requested", "event.deadlettered",
-        "notification.sent", "notification.failed",
-        "complaint.escalated", "compensation.pending",
+        "refund.issued",
+        "coupon.granted",
+        "return.approved",
+        "return.rejected",
+        "return.pending",
+        "return.completed",
+        "reshipment.requested",
+        "sla.breached",
+        "callback.scheduled",
+        "callback.sent",
+        "satisfaction.recorded",
+        "satisfaction.low",
+        "notification.requested",
+        "event.deadlettered",
+        "notification.sent",
+        "notification.failed",
+        "complaint.escalated",
+        "compensation.pending",
     }
     assert set(VALID_INPUTS) | outputs == set(EVENT_TYPES)
 
@@ -271,7 +304,11 @@ def test_rfc3339_forms_parse(stamp: str) -> None:
 def test_helper_sets() -> None:
     assert {"no_reason", "dislike", "size_fit", "changed_mind"} == NO_REASON_REASONS
     assert {
-        "quality_issue", "damaged_in_transit", "wrong_item", "missing_parts", "not_as_described",
+        "quality_issue",
+        "damaged_in_transit",
+        "wrong_item",
+        "missing_parts",
+        "not_as_described",
     } == SELLER_FAULT_REASONS
     assert {"opened_for_inspection", "trial_use"} == INTACT_CONDITIONS
     request = parse_event(encode(envelope("return.requested", VALID_INPUTS["return.requested"])))
@@ -496,8 +533,12 @@ def test_complaint_category_is_checked() -> None:
 
 @pytest.mark.parametrize(
     ("attrs", "path"),
-    [({"id": "x" * 129}, "id"), ({"source": ""}, "source"), ({"datacontenttype": "text/xml"},
-     "datacontenttype"), ({"correlationid": 5}, "correlationid")],
+    [
+        ({"id": "x" * 129}, "id"),
+        ({"source": ""}, "source"),
+        ({"datacontenttype": "text/xml"}, "datacontenttype"),
+        ({"correlationid": 5}, "correlationid"),
+    ],
 )
 def test_bad_envelope_attribute(attrs: dict[str, Any], path: str) -> None:
     obj = cancelled(**attrs)
@@ -509,7 +550,9 @@ def test_bad_envelope_attribute(attrs: dict[str, Any], path: str) -> None:
 def test_detail_never_echoes_personal_data() -> None:
     def mutate(d: dict[str, Any]) -> None:
         d["customer"] = {
-            "name": ["张三"], "phone": 13812345678, "email": {"a": "alice@example.com"},
+            "name": ["张三"],
+            "phone": 13812345678,
+            "email": {"a": "alice@example.com"},
             "preferred_channel": "13812345678",
         }
 
@@ -576,54 +619,120 @@ def output_examples() -> list[tuple[str, BaseModel]]:
     )
     return [
         ("refund.issued", refund),
-        ("coupon.granted", CouponGranted(
-            coupon_id="CP1", customer_id="C1", order_id="O1", complaint_id="K1", value=500,
-            currency="CNY", expires_at=NOW + timedelta(days=30), reason="logistics_delay",
-            granted_at=NOW,
-        )),
+        (
+            "coupon.granted",
+            CouponGranted(
+                coupon_id="CP1",
+                customer_id="C1",
+                order_id="O1",
+                complaint_id="K1",
+                value=500,
+                currency="CNY",
+                expires_at=NOW + timedelta(days=30),
+                reason="logistics_delay",
+                granted_at=NOW,
+            ),
+        ),
         ("return.approved", decision),
         ("return.pending", pending),
         ("return.rejected", decision.model_copy(update={"rule": "window_expired"})),
         ("return.completed", decision),
-        ("reshipment.requested", ReshipmentRequested(
-            order_id="O1", customer_id="C1", case=RETURN_CASE,
-            lines=[ReturnLine(line_id="L1", quantity=1)], due_by=NOW, requested_at=NOW,
-        )),
-        ("sla.breached", SlaBreached(
-            case=CaseRef(type="complaint", id="K1"), sla="complaint_first_response",
-            due_at=NOW, detected_at=NOW + timedelta(minutes=1), order_id="O1",
-        )),
+        (
+            "reshipment.requested",
+            ReshipmentRequested(
+                order_id="O1",
+                customer_id="C1",
+                case=RETURN_CASE,
+                lines=[ReturnLine(line_id="L1", quantity=1)],
+                due_by=NOW,
+                requested_at=NOW,
+            ),
+        ),
+        (
+            "sla.breached",
+            SlaBreached(
+                case=CaseRef(type="complaint", id="K1"),
+                sla="complaint_first_response",
+                due_at=NOW,
+                detected_at=NOW + timedelta(minutes=1),
+                order_id="O1",
+            ),
+        ),
         ("callback.scheduled", followup),
         ("callback.sent", followup),
         ("satisfaction.recorded", followup),
         ("satisfaction.low", followup),
-        ("notification.requested", NotificationRequested(
-            request_id="N1", customer_id="C1", order_id="O1", template="return.approved",
-            params={"amount": 9000, "order_id": "O1"}, urgent=True, case=RETURN_CASE,
-        )),
-        ("notification.sent", NotificationSent(
-            request_id="N1", customer_id="C1", order_id="O1", template="return.approved",
-            case=RETURN_CASE, urgent=False, channel="sms", recipient="138****5678",
-            language="zh-CN", attempts=1, sent_at=NOW,
-        )),
-        ("notification.failed", NotificationFailed(
-            request_id="N1", customer_id="C1", order_id="O1", template="return.approved",
-            urgent=False, reason="retries_exhausted", detail="sms gateway: HTTP 503",
-            channel="sms", recipient="138****5678", attempts=5, failed_at=NOW,
-        )),
-        ("event.deadlettered", DeadLettered(
-            service="returns", reason="malformed_json", detail="not valid JSON",
-            origin=DeadLetterOrigin(topic="returns", partition=3, offset=42), key="O1",
-            value="e30=", value_encoding="base64", value_truncated=False, received_at=NOW,
-        )),
+        (
+            "notification.requested",
+            NotificationRequested(
+                request_id="N1",
+                customer_id="C1",
+                order_id="O1",
+                template="return.approved",
+                params={"amount": 9000, "order_id": "O1"},
+                urgent=True,
+                case=RETURN_CASE,
+            ),
+        ),
+        (
+            "notification.sent",
+            NotificationSent(
+                request_id="N1",
+                customer_id="C1",
+                order_id="O1",
+                template="return.approved",
+                case=RETURN_CASE,
+                urgent=False,
+                channel="sms",
+                recipient="138****5678",
+                language="zh-CN",
+                attempts=1,
+                sent_at=NOW,
+            ),
+        ),
+        (
+            "notification.failed",
+            NotificationFailed(
+                request_id="N1",
+                customer_id="C1",
+                order_id="O1",
+                template="return.approved",
+                urgent=False,
+                reason="retries_exhausted",
+                detail="sms gateway: HTTP 503",
+                channel="sms",
+                recipient="138****5678",
+                attempts=5,
+                failed_at=NOW,
+            ),
+        ),
+        (
+            "event.deadlettered",
+            DeadLettered(
+                service="returns",
+                reason="malformed_json",
+                detail="not valid JSON",
+                origin=DeadLetterOrigin(topic="returns", partition=3, offset=42),
+                key="O1",
+                value="e30=",
+                value_encoding="base64",
+                value_truncated=False,
+                received_at=NOW,
+            ),
+        ),
     ]
 
 
 @pytest.mark.parametrize(("event_type", "data"), output_examples(), ids=lambda v: str(v)[:24])
 def test_output_round_trip(event_type: str, data: BaseModel) -> None:
     event = new_event(
-        event_type, data, id=deterministic_id(event_type, "R1"), source="aftersales/returns",
-        time=NOW, correlationid="R1", causationid="evt-1",
+        event_type,
+        data,
+        id=deterministic_id(event_type, "R1"),
+        source="aftersales/returns",
+        time=NOW,
+        correlationid="R1",
+        causationid="evt-1",
     )
     raw = dump_event(event)
     assert parse_event(raw) == event
@@ -642,36 +751,66 @@ def test_dump_omits_unset_optional_attributes() -> None:
 
 def test_dump_keeps_the_offset_of_local_times() -> None:
     shanghai = timezone(timedelta(hours=8))
-    event = new_event("sla.breached", SlaBreached(
-        case=RETURN_CASE, sla="refund", due_at=datetime(2024, 5, 1, 10, 0, 0, 500_000, shanghai),
-        detected_at=NOW), id="e1", source="s", time=NOW)
+    event = new_event(
+        "sla.breached",
+        SlaBreached(
+            case=RETURN_CASE,
+            sla="refund",
+            due_at=datetime(2024, 5, 1, 10, 0, 0, 500_000, shanghai),
+            detected_at=NOW,
+        ),
+        id="e1",
+        source="s",
+        time=NOW,
+    )
     assert json.loads(dump_event(event))["data"]["due_at"] == "2024-05-01T10:00:00.500000+08:00"
 
 
 def test_refund_breakdown_may_be_negative_but_must_sum() -> None:
     with pytest.raises(ValidationError, match="breakdown"):
         RefundIssued(
-            refund_id="F1", order_id="O1", customer_id="C1", case=RETURN_CASE, amount=100,
-            currency="CNY", breakdown=[BreakdownItem(kind="goods", amount=90)],
-            payments=[Payment(method="alipay", amount=100)], due_by=NOW, issued_at=NOW,
+            refund_id="F1",
+            order_id="O1",
+            customer_id="C1",
+            case=RETURN_CASE,
+            amount=100,
+            currency="CNY",
+            breakdown=[BreakdownItem(kind="goods", amount=90)],
+            payments=[Payment(method="alipay", amount=100)],
+            due_by=NOW,
+            issued_at=NOW,
         )
 
 
 def test_refund_payments_must_sum_to_amount() -> None:
     with pytest.raises(ValidationError, match="payments_mismatch"):
         RefundIssued(
-            refund_id="F1", order_id="O1", customer_id="C1", case=RETURN_CASE, amount=100,
-            currency="CNY", breakdown=[BreakdownItem(kind="goods", amount=100)],
-            payments=[Payment(method="alipay", amount=99)], due_by=NOW, issued_at=NOW,
+            refund_id="F1",
+            order_id="O1",
+            customer_id="C1",
+            case=RETURN_CASE,
+            amount=100,
+            currency="CNY",
+            breakdown=[BreakdownItem(kind="goods", amount=100)],
+            payments=[Payment(method="alipay", amount=99)],
+            due_by=NOW,
+            issued_at=NOW,
         )
 
 
 def test_refund_amount_is_never_negative() -> None:
     with pytest.raises(ValidationError, match="negative_amount"):
         RefundIssued(
-            refund_id="F1", order_id="O1", customer_id="C1", case=RETURN_CASE, amount=-100,
-            currency="CNY", breakdown=[BreakdownItem(kind="gift_charge", amount=-100)],
-            payments=[], due_by=NOW, issued_at=NOW,
+            refund_id="F1",
+            order_id="O1",
+            customer_id="C1",
+            case=RETURN_CASE,
+            amount=-100,
+            currency="CNY",
+            breakdown=[BreakdownItem(kind="gift_charge", amount=-100)],
+            payments=[],
+            due_by=NOW,
+            issued_at=NOW,
         )
 
 
@@ -733,7 +872,10 @@ def test_event_key_is_the_customer_for_buyer_events() -> None:
 
 def test_event_key_fallbacks() -> None:
     callback_sla = SlaBreached(
-        case=CaseRef(type="return", id="R1"), sla="callback", due_at=NOW, detected_at=NOW,
+        case=CaseRef(type="return", id="R1"),
+        sla="callback",
+        due_at=NOW,
+        detected_at=NOW,
         customer_id="C1",
     )
     assert event_key(new_event("sla.breached", callback_sla, id="e", source="s", time=NOW)) == "C1"
@@ -741,9 +883,14 @@ def test_event_key_fallbacks() -> None:
     with pytest.raises(ValueError, match="neither"):
         event_key(new_event("sla.breached", orphan, id="e", source="s", time=NOW))
     dead = DeadLettered(
-        service="returns", reason="oversized", detail="too big",
-        origin=DeadLetterOrigin(topic="returns", partition=3, offset=42), value="",
-        value_encoding="utf-8", value_truncated=True, received_at=NOW,
+        service="returns",
+        reason="oversized",
+        detail="too big",
+        origin=DeadLetterOrigin(topic="returns", partition=3, offset=42),
+        value="",
+        value_encoding="utf-8",
+        value_truncated=True,
+        received_at=NOW,
     )
     assert event_key(new_event("event.deadlettered", dead, id="e", source="s", time=NOW)) == (
         "returns:3"

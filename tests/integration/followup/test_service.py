@@ -317,6 +317,7 @@ async def test_metrics_count_a_callback_and_its_answer_once_not_their_replays(se
                 CaseMissed(keys[0], "o-1", deadline, deadline),
             ):
                 await handlers._publish(repo, ctx, callback, event)
+            uow.after_commit(*ctx.on_commit)  # as the consumer does
             await uow.commit()
 
     before = breaches()

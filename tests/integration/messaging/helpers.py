@@ -21,8 +21,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 from sqlalchemy import BigInteger, Column, Integer, MetaData, Table, Text, func, select, text
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from shared.clock import Clock
 from shared.contracts import (
     NOTIFICATION_REQUESTED,
     ORDER_PAID,
@@ -37,7 +38,8 @@ from shared.contracts import (
     dead_letter_topic,
 )
 from shared.db import service_metadata
-from shared.messaging.context import HandlerContext
+from shared.messaging.consumer import EventProcessor
+from shared.messaging.context import EventHandler, HandlerContext
 from shared.messaging.runtime import ServiceDefinition
 from shared.messaging.store import Timer
 from shared.messaging.tables import MessagingTables, messaging_tables
@@ -193,6 +195,22 @@ class Harness:
             ),
             key=timer.ref,
         )
+
+
+def processor(
+    harness: Harness,
+    sessions: async_sessionmaker[AsyncSession],
+    clock: Clock,
+    handlers: dict[str, EventHandler] | None = None,
+) -> EventProcessor:
+    """The harness's event processor (with other handlers, when given)."""
+    return EventProcessor(
+        service=harness.name,
+        sessions=sessions,
+        tables=harness.tables,
+        handlers=handlers if handlers is not None else harness.definition().handlers,
+        clock=clock,
+    )
 
 
 def make_harness() -> Harness:

@@ -19,7 +19,6 @@ from shared.contracts import (
     deterministic_id,
     parse_event,
 )
-from shared.messaging.consumer import EventProcessor
 
 from .helpers import (
     CUSTOMER_EMAIL,
@@ -32,21 +31,9 @@ from .helpers import (
     order_paid,
     order_shipped,
     outbox_rows,
+    processor,
     records,
 )
-
-
-def processor(
-    harness: Harness, sessions: async_sessionmaker[AsyncSession], clock: ManualClock
-) -> EventProcessor:
-    definition = harness.definition()
-    return EventProcessor(
-        service=harness.name,
-        sessions=sessions,
-        tables=harness.tables,
-        handlers=definition.handlers,
-        clock=clock,
-    )
 
 
 def dead_letters(rows: list[dict[str, object]]) -> list[tuple[dict[str, object], DeadLettered]]:

@@ -16,7 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from shared.clock import ManualClock
 from shared.contracts import EVENT_DEADLETTERED, NOTIFICATION_REQUESTED, parse_event
 from shared.db import UnitOfWork, lock_id
-from shared.messaging.consumer import EventProcessor
 from shared.messaging.errors import Rejected
 
 from .helpers import (
@@ -27,20 +26,9 @@ from .helpers import (
     order_paid,
     order_shipped,
     outbox_rows,
+    processor,
     records,
 )
-
-
-def processor(
-    harness: Harness, sessions: async_sessionmaker[AsyncSession], clock: ManualClock
-) -> EventProcessor:
-    return EventProcessor(
-        service=harness.name,
-        sessions=sessions,
-        tables=harness.tables,
-        handlers=harness.definition().handlers,
-        clock=clock,
-    )
 
 
 @contextmanager

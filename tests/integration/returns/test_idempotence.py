@@ -329,6 +329,7 @@ async def test_metrics_count_a_replayed_refund_decision_or_breach_once(
             ]
             for index, event in enumerate(events):
                 await handlers._publish(case, ctx, event, index)
+            uow.after_commit(*ctx.on_commit)  # as the consumer does
             await uow.commit()
 
     before = counted()

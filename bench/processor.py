@@ -1,0 +1,138 @@
+"""The returns service's EventProcessor alone, on a real database, without the broker.
+
+    python -m bench.processor [--flows 5000] [--batch 500] [--profile cprofile]
+
+Feeds the benchmark's return flows (bench/run.py) to the processor in batches of `--batch`
+records, the way the runtime hands it a fetched batch, and prints events/s and SQL statements
+per event (counted with a cursor hook). It isolates the service's own work per event from the
+broker, the relay and the other processes of `make bench`: the figure to watch while changing
+the hot path. Uses DATABASE_URL's server when given, else a throwaway cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import os
+import pstats
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import event, func, select
+
+from faults import events as ev
+from faults.infra import create_database, drop_database
+from services.returns.bootstrap import build
+from shared.clock import SystemClock
+from shared.db import create_engine, session_factory
+from shared.devenv import LocalPostgres, find_postgres_bindir
+from shared.messaging.consumer import EventProcessor
+from shared.migrations import upgrade
+from shared.policy import Policy
+
+from .run import flow_events
+
+
+@dataclass
+class FakeRecord:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+def records(flows: int) -> list[FakeRecord]:
+    """The flows in the order a backlog is fetched: each flow's events in order, interleaved."""
+    run_id = uuid.uuid4().hex[:8]
+    now = datetime.now(UTC)
+    out: list[FakeRecord] = []
+    for n in range(flows):
+        for offset, item in enumerate(flow_events(run_id, n, now)):
+            out.append(
+                FakeRecord(
+                    ev.topic_of(item), 0, 4 * n + offset, ev.key_of(item).encode(), ev.encode(item)
+                )
+            )
+    return out
+
+
+async def measure(url: str, flows: int, batch: int, profile: bool) -> None:
+    database = await create_database(url, "bench_processor")
+    try:
+        await asyncio.to_thread(upgrade, "returns", database)
+        engine = create_engine(database, pool_size=2)
+        statements = 0
+
+        def count(*_: object) -> None:
+            nonlocal statements
+            statements += 1
+
+        event.listen(engine.sync_engine, "before_cursor_execute", count)
+        definition = build(Policy(), SystemClock())
+        processor = EventProcessor(
+            service=definition.name,
+            sessions=session_factory(engine),
+            tables=definition.tables,
+            handlers=definition.handlers,
+            clock=SystemClock(),
+            lock_keys=definition.lock_keys,
+        )
+        fed = records(flows)
+        # Warm up (compiled statement caches, imports) on flows of their own.
+        warm = records(min(flows, 200))
+        await processor.process(warm)
+        statements = 0
+        profiler = cProfile.Profile() if profile else None
+        started = time.perf_counter()
+        if profiler is not None:
+            profiler.enable()
+        for begin in range(0, len(fed), batch):
+            await processor.process(fed[begin : begin + batch])
+        if profiler is not None:
+            profiler.disable()
+        elapsed = time.perf_counter() - started
+        async with session_factory(engine)() as session:
+            outbox = definition.tables.outbox
+            refunds = await session.scalar(
+                select(func.count()).where(outbox.c.event_type == "refund.issued")
+            )
+        await engine.dispose()
+        print(
+            f"{len(fed):,} events in {elapsed:.2f} s: {len(fed) / elapsed:,.0f} events/s, "
+            f"{1e6 * elapsed / len(fed):.0f} µs/event, "
+            f"{statements / len(fed):.2f} statements/event (batches of {batch}); "
+            f"refunds queued: {refunds:,}"
+        )
+        if profiler is not None:
+            stats = pstats.Stats(profiler).sort_stats(os.environ.get("BENCH_SORT", "tottime"))
+            stats.print_stats(int(os.environ.get("BENCH_TOP", "30")))
+    finally:
+        await drop_database(url, database)
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        await measure(url, args.flows, args.batch, args.profile == "cprofile")
+        return
+    with LocalPostgres(bindir=find_postgres_bindir()) as pg:
+        await measure(pg.url, args.flows, args.batch, args.profile == "cprofile")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--flows", type=int, default=5000)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--profile", choices=["cprofile"], default=None)
+    asyncio.run(main_async(parser.parse_args(argv)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
