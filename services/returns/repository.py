@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, or_, select
-from sqlalchemy.dialects.postgresql import Insert, insert
+from sqlalchemy import Table, Text, bindparam, cast, or_, select
+from sqlalchemy.dialects.postgresql import JSONB, Insert, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.returns import tables
@@ -41,10 +41,16 @@ class _BatchCache:
     signatures: dict[str, datetime | None] = field(default_factory=dict)
     # return id -> (created_at, order id, document)
     requests: dict[str, tuple[datetime, str, str] | None] = field(default_factory=dict)
+    # order id -> ids of its return requests in `requests`
+    requests_of: dict[str, set[str]] = field(default_factory=dict)
     # orders whose every return request is in `requests`
     complete: set[str] = field(default_factory=set)
     # rows to write when the transaction commits: statement -> {row key: parameters}
     changed: dict[Any, dict[str, dict[str, Any]]] = field(default_factory=dict)
+
+    def put_request(self, return_id: str, entry: tuple[datetime, str, str]) -> None:
+        self.requests[return_id] = entry
+        self.requests_of.setdefault(entry[1], set()).add(return_id)
 
     def hold(self, session: AsyncSession, statement: Any, key: str, row: dict[str, Any]) -> None:
         """Write `row` at commit; a later save of the same key replaces it (the last state)."""
@@ -89,7 +95,7 @@ class ReturnsRepository:
         }
         if (cache := await self._cache()) is not None:
             cache.orders[order.order_id] = order
-            cache.hold(self._session, _SAVE_ORDER, order.order_id, row)
+            cache.hold(self._session, _HOLD_ORDER, order.order_id, {**row, "state": _text(state)})
             return
         await self._session.execute(_SAVE_ORDER, row)
 
@@ -125,8 +131,8 @@ class ReturnsRepository:
         state = ledger.to_dict()
         row = {"order_id": ledger.order_id, "state": state, "updated_at": now}
         if (cache := await self._cache()) is not None:
-            cache.ledgers[ledger.order_id] = _text(state)
-            cache.hold(self._session, _SAVE_LEDGER, ledger.order_id, row)
+            text = cache.ledgers[ledger.order_id] = _text(state)
+            cache.hold(self._session, _HOLD_LEDGER, ledger.order_id, {**row, "state": text})
             return
         await self._session.execute(_SAVE_LEDGER, row)
 
@@ -143,8 +149,8 @@ class ReturnsRepository:
         if cache is not None and order_id in cache.complete:
             found = sorted(
                 (entry[0], return_id, entry[2])
-                for return_id, entry in cache.requests.items()
-                if entry is not None and entry[1] == order_id
+                for return_id in cache.requests_of.get(order_id, ())
+                if (entry := cache.requests[return_id]) is not None
             )
             return [ReturnRequest.from_dict(json.loads(text)) for _, _, text in found]
         rows = await self._session.scalars(_RETURNS_OF_ORDER, {"b_id": order_id})
@@ -167,8 +173,9 @@ class ReturnsRepository:
                 # Not read in this batch: the row may exist with an earlier created_at.
                 existing = await self._session.scalar(_CREATED_AT, {"b_id": request.return_id})
                 created = existing or now
-            cache.requests[request.return_id] = (created, request.order_id, _text(state))
-            cache.hold(self._session, _SAVE_RETURN, request.return_id, row)
+            text = _text(state)
+            cache.put_request(request.return_id, (created, request.order_id, text))
+            cache.hold(self._session, _HOLD_RETURN, request.return_id, {**row, "state": text})
             return
         await self._session.execute(_SAVE_RETURN, row)
 
@@ -184,8 +191,24 @@ def _upsert(table: Table, key: str, columns: tuple[str, ...]) -> Insert:
     )
 
 
+def _upsert_text_state(table: Table, key: str, columns: tuple[str, ...]) -> Insert:
+    """The upsert with `state` bound as JSON text (cast by the server), for rows whose document
+    is serialised already: the batch cache keeps it as text anyway."""
+    values = {
+        c.name: cast(bindparam(c.name, type_=Text), JSONB)
+        if c.name == "state"
+        else bindparam(c.name, type_=c.type)
+        for c in table.c
+    }
+    stmt = insert(table).values(values)
+    return stmt.on_conflict_do_update(
+        index_elements=[key], set_={name: stmt.excluded[name] for name in columns}
+    )
+
+
 _ORDER = select(tables.orders.c.state).where(tables.orders.c.order_id == bindparam("b_id"))
 _SAVE_ORDER = _upsert(tables.orders, "order_id", ("state", "updated_at"))
+_HOLD_ORDER = _upsert_text_state(tables.orders, "order_id", ("state", "updated_at"))
 _OUTBOUND_SIGNATURE = select(tables.outbound_signatures.c.signed_at).where(
     tables.outbound_signatures.c.order_id == bindparam("b_id")
 )
@@ -196,6 +219,7 @@ _LEDGER = select(tables.order_ledgers.c.state).where(
     tables.order_ledgers.c.order_id == bindparam("b_id")
 )
 _SAVE_LEDGER = _upsert(tables.order_ledgers, "order_id", ("state", "updated_at"))
+_HOLD_LEDGER = _upsert_text_state(tables.order_ledgers, "order_id", ("state", "updated_at"))
 _RETURN_REQUEST = select(tables.return_requests.c.state).where(
     tables.return_requests.c.return_id == bindparam("b_id")
 )
@@ -205,6 +229,9 @@ _RETURNS_OF_ORDER = (
     .order_by(tables.return_requests.c.created_at, tables.return_requests.c.return_id)
 )
 _SAVE_RETURN = _upsert(tables.return_requests, "return_id", ("status", "state", "updated_at"))
+_HOLD_RETURN = _upsert_text_state(
+    tables.return_requests, "return_id", ("status", "state", "updated_at")
+)
 _CREATED_AT = select(tables.return_requests.c.created_at).where(
     tables.return_requests.c.return_id == bindparam("b_id")
 )
@@ -235,22 +262,23 @@ async def _prefetch(session: AsyncSession, events: Iterable[CloudEvent]) -> _Bat
         tables.outbound_signatures,
         tables.return_requests,
     )
+    # Documents as text: they are kept as text, so decoding them here would be wasted.
     for order_id, state in await session.execute(
-        select(o.c.order_id, o.c.state).where(o.c.order_id.in_(ids))
+        select(o.c.order_id, cast(o.c.state, Text)).where(o.c.order_id.in_(ids))
     ):
-        cache.orders[order_id] = Order.from_dict(state)
+        cache.orders[order_id] = Order.from_dict(json.loads(state))
     for order_id, state in await session.execute(
-        select(g.c.order_id, g.c.state).where(g.c.order_id.in_(ids))
+        select(g.c.order_id, cast(g.c.state, Text)).where(g.c.order_id.in_(ids))
     ):
-        cache.ledgers[order_id] = _text(state)
+        cache.ledgers[order_id] = state
     for order_id, signed_at in await session.execute(
         select(s.c.order_id, s.c.signed_at).where(s.c.order_id.in_(ids))
     ):
         cache.signatures[order_id] = signed_at
     for return_id, order_id, state, created_at in await session.execute(
-        select(r.c.return_id, r.c.order_id, r.c.state, r.c.created_at).where(
+        select(r.c.return_id, r.c.order_id, cast(r.c.state, Text), r.c.created_at).where(
             or_(r.c.order_id.in_(ids), r.c.return_id.in_(rids))
         )
     ):
-        cache.requests[return_id] = (created_at, order_id, _text(state))
+        cache.put_request(return_id, (created_at, order_id, state))
     return cache
