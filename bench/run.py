@@ -86,11 +86,17 @@ class Result:
     refunds: int = 0
     wrong: int = 0
     publish_seconds: float = 0.0
+    # CPU time of the consumer's own processes while processing (first event -> last output)
+    cpu_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
     @property
     def rate(self) -> float:
         return self.events / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def cpu_per_event(self) -> float:
+        return self.cpu_seconds / self.events if self.events else float("nan")
 
     @property
     def rate_with_startup(self) -> float:
@@ -264,6 +270,7 @@ async def run_baseline(infra: Infra, flows: int) -> Result:
         result.events = int(figures["stored"])
         result.seconds = float(figures["last"]) - float(figures["first"])
         result.seconds_with_startup = float(figures["last"]) - spawned
+        result.cpu_seconds = float(figures["cpu"])
         result.latencies = [done - published / 1000 for published, done in figures["signatures"]]
         result.refunds = len(signed)
     finally:
@@ -304,7 +311,8 @@ async def run_service(
         dsn = plain_dsn(database)
         conn = await asyncpg.connect(dsn)
         try:
-            await wait_refunds(conn, flows, processes)
+            cpu_at_start = await wait_refunds(conn, flows, processes)
+            result.cpu_seconds = sum(cpu_seconds(p.pid) for p in processes) - cpu_at_start
             stats = await conn.fetchrow(
                 "SELECT count(*) AS events, extract(epoch FROM min(received_at)) AS first "
                 "FROM returns.inbox"
@@ -357,17 +365,33 @@ async def run_service(
     return result
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of a live process (Linux /proc), 0 when unknown."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 async def wait_refunds(
     conn: asyncpg.Connection, flows: int, processes: list[ServiceProcess]
-) -> None:
+) -> float:
+    """Wait until every refund is published; returns the processes' CPU time when the first
+    event was processed (start-up excluded from the CPU per event)."""
     last_said = time.monotonic()
+    cpu_at_start: float | None = None
     while True:
+        if cpu_at_start is None and await conn.fetchval(
+            "SELECT EXISTS (SELECT FROM returns.inbox)"
+        ):
+            cpu_at_start = sum(cpu_seconds(p.pid) for p in processes)
         done = await conn.fetchval(
             "SELECT count(*) FROM returns.outbox "
             "WHERE event_type = 'refund.issued' AND published_at IS NOT NULL"
         )
         if done >= flows:
-            return
+            return cpu_at_start or 0.0
         for process in processes:
             if not process.running:
                 raise RuntimeError(f"{process.name} exited; see {process.run_dir}")
@@ -423,8 +447,9 @@ def render(flows: int, results: list[Result], baseline: Result | None, command: 
 
     rows = [
         "| consumer | events | events/s | events/s incl. start-up | "
-        "latency p50 / p99 (ms, from publish) | in-service p50 / p99 (ms) | ratio to minimal |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "latency p50 / p99 (ms, from publish) | in-service p50 / p99 (ms) | "
+        "CPU per event (µs) | ratio to minimal |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in ([baseline] if baseline else []) + results:
         ratio = f"{r.rate / baseline.rate:.2f}" if baseline and baseline.rate else "n/a"
@@ -436,7 +461,7 @@ def render(flows: int, results: list[Result], baseline: Result | None, command: 
         rows.append(
             f"| {r.name} | {r.events:,} | {r.rate:,.0f} | {r.rate_with_startup:,.0f} | "
             f"{ms(pct(r.latencies, 0.5))} / {ms(pct(r.latencies, 0.99))} | {in_service} | "
-            f"{ratio} |"
+            f"{r.cpu_per_event * 1e6:,.0f} | {ratio} |"
         )
     notes = [f"- {r.name}: {n}" for r in results for n in r.notes]
     return "\n".join(
@@ -458,7 +483,9 @@ def render(flows: int, results: list[Result], baseline: Result | None, command: 
             "Latency from publish: `refund.issued` record timestamp - the return-leg signature's "
             "publish timestamp (mostly time queued in the backlog). In-service: refund timestamp "
             "- the start of the batch transaction that issued it (the batch, the commit and the "
-            "outbox relay).",
+            "outbox relay). CPU per event: CPU time of the consumer's own processes (all "
+            "instances; not PostgreSQL's or the broker's) from the first event processed to the "
+            "end, per input event.",
             "",
             *[
                 f"Ratio to the minimal consumer, {r.name}: **{r.rate / baseline.rate:.2f}**"

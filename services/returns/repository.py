@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, Text, bindparam, cast, or_, select
-from sqlalchemy.dialects.postgresql import JSONB, Insert, insert
+from sqlalchemy import Table, Text, any_, bindparam, cast, or_, select
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, Insert, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.returns import tables
@@ -237,6 +237,30 @@ _CREATED_AT = select(tables.return_requests.c.created_at).where(
 )
 
 
+# `= ANY(array)`: one parameter, not an IN list compiled anew for every batch.
+_IDS = any_(bindparam("ids", type_=ARRAY(Text)))
+_PREFETCH_ORDERS = select(tables.orders.c.order_id, cast(tables.orders.c.state, Text)).where(
+    tables.orders.c.order_id == _IDS
+)
+_PREFETCH_LEDGERS = select(
+    tables.order_ledgers.c.order_id, cast(tables.order_ledgers.c.state, Text)
+).where(tables.order_ledgers.c.order_id == _IDS)
+_PREFETCH_SIGNATURES = select(
+    tables.outbound_signatures.c.order_id, tables.outbound_signatures.c.signed_at
+).where(tables.outbound_signatures.c.order_id == _IDS)
+_PREFETCH_RETURNS = select(
+    tables.return_requests.c.return_id,
+    tables.return_requests.c.order_id,
+    cast(tables.return_requests.c.state, Text),
+    tables.return_requests.c.created_at,
+).where(
+    or_(
+        tables.return_requests.c.order_id == _IDS,
+        tables.return_requests.c.return_id == any_(bindparam("rids", type_=ARRAY(Text))),
+    )
+)
+
+
 async def _prefetch(session: AsyncSession, events: Iterable[CloudEvent]) -> _BatchCache:
     """Everything the batch's events name, in four statements; absent ones recorded as such."""
     order_ids: set[str] = set()
@@ -255,30 +279,14 @@ async def _prefetch(session: AsyncSession, events: Iterable[CloudEvent]) -> _Bat
     )
     if not order_ids and not return_ids:
         return cache
-    ids, rids = sorted(order_ids), sorted(return_ids)
-    o, g, s, r = (
-        tables.orders,
-        tables.order_ledgers,
-        tables.outbound_signatures,
-        tables.return_requests,
-    )
+    given = {"ids": sorted(order_ids), "rids": sorted(return_ids)}
     # Documents as text: they are kept as text, so decoding them here would be wasted.
-    for order_id, state in await session.execute(
-        select(o.c.order_id, cast(o.c.state, Text)).where(o.c.order_id.in_(ids))
-    ):
+    for order_id, state in await session.execute(_PREFETCH_ORDERS, given):
         cache.orders[order_id] = Order.from_dict(json.loads(state))
-    for order_id, state in await session.execute(
-        select(g.c.order_id, cast(g.c.state, Text)).where(g.c.order_id.in_(ids))
-    ):
+    for order_id, state in await session.execute(_PREFETCH_LEDGERS, given):
         cache.ledgers[order_id] = state
-    for order_id, signed_at in await session.execute(
-        select(s.c.order_id, s.c.signed_at).where(s.c.order_id.in_(ids))
-    ):
+    for order_id, signed_at in await session.execute(_PREFETCH_SIGNATURES, given):
         cache.signatures[order_id] = signed_at
-    for return_id, order_id, state, created_at in await session.execute(
-        select(r.c.return_id, r.c.order_id, cast(r.c.state, Text), r.c.created_at).where(
-            or_(r.c.order_id.in_(ids), r.c.return_id.in_(rids))
-        )
-    ):
+    for return_id, order_id, state, created_at in await session.execute(_PREFETCH_RETURNS, given):
         cache.put_request(return_id, (created_at, order_id, state))
     return cache

@@ -124,6 +124,9 @@ async def test_runtime_end_to_end(
     try:
         await asyncio.gather(runtime.start(), outputs.start())
         assert await runtime.ready() == {"database": True, "broker": True}
+        # The relay sends through the broker's own aiokafka producer (not FastStream's
+        # publish); were it not found, a FastStream upgrade moved it and this must be redone.
+        assert runtime.kafka_producer() is not None
 
         # --- duplicates, and a poison message ahead of a good one on the same partition ---
         paid = encode(order_paid("o-1", event_id="e-paid-1"))
