@@ -227,7 +227,7 @@ class NotifierHandlers:
         data = event.data
         assert isinstance(data, RefundIssued)
         if data.case.type in REFUNDS_TOLD_ELSEWHERE or data.amount == 0:
-            metrics.NOTIFICATIONS.labels(SERVICE, REFUND_ISSUED, "skipped").inc()
+            ctx.count(metrics.NOTIFICATIONS.labels(SERVICE, REFUND_ISSUED, "skipped"))
             return
         await self._accept(
             ctx,
@@ -298,11 +298,11 @@ class NotifierHandlers:
             "urgent": urgent,
         }
         if not created:
-            metrics.NOTIFICATIONS.labels(SERVICE, template, "duplicate").inc()
+            ctx.count(metrics.NOTIFICATIONS.labels(SERVICE, template, "duplicate"))
             log.info("notification request already known: ignored", extra=extra)
             return
         await self._arm(ctx, request_id, customer_id, seq=0, due=ctx.now, reason="new")
-        metrics.NOTIFICATIONS.labels(SERVICE, template, "accepted").inc()
+        ctx.count(metrics.NOTIFICATIONS.labels(SERVICE, template, "accepted"))
         log.info("notification accepted", extra=extra)
 
     async def _arm(
