@@ -26,11 +26,10 @@ from datetime import UTC, datetime
 from sqlalchemy import event, func, select
 
 from faults import events as ev
-from faults.infra import create_database, drop_database
 from services.returns.bootstrap import build
 from shared.clock import SystemClock
 from shared.db import create_engine, session_factory
-from shared.devenv import LocalPostgres, find_postgres_bindir
+from shared.devenv import LocalPostgres, create_database, drop_database, find_postgres_bindir
 from shared.messaging.consumer import EventProcessor
 from shared.migrations import upgrade
 from shared.policy import Policy

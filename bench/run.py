@@ -49,17 +49,17 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from faults import events as ev
-from faults.infra import (
-    ROOT,
-    ServiceProcess,
-    create_database,
-    drop_database,
-    plain_dsn,
-    service_env,
-)
+from faults.infra import ROOT, ServiceProcess, service_env
 from faults.run import skip_history
 from shared.contracts import topics
-from shared.devenv import LocalBroker, LocalPostgres, find_postgres_bindir
+from shared.devenv import (
+    LocalBroker,
+    LocalPostgres,
+    create_database,
+    drop_database,
+    find_postgres_bindir,
+    plain_dsn,
+)
 from shared.messaging.relay import CONTENT_TYPE
 from shared.messaging.runtime import ensure_topics
 from shared.migrations import upgrade

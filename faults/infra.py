@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -135,40 +134,6 @@ class ProxiedBroker:
 
 # --------------------------------------------------------------------------------------------
 # a database of our own on a configured server
-
-
-def plain_dsn(url: str) -> str:
-    """asyncpg / libpq form of a SQLAlchemy URL."""
-    return "postgresql://" + url.split("://", 1)[1]
-
-
-def with_database(url: str, name: str) -> str:
-    base, _, query = url.partition("?")
-    base = base.rsplit("/", 1)[0] + "/" + name
-    return f"{base}?{query}" if query else base
-
-
-async def create_database(url: str, prefix: str) -> str:
-    import asyncpg
-
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    conn = await asyncpg.connect(plain_dsn(url))
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return with_database(url, name)
-
-
-async def drop_database(server_url: str, created: str) -> None:
-    import asyncpg
-
-    name = created.partition("?")[0].rsplit("/", 1)[1]
-    conn = await asyncpg.connect(plain_dsn(server_url))
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 # --------------------------------------------------------------------------------------------

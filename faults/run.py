@@ -38,7 +38,14 @@ import asyncpg
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from shared.devenv import LocalPostgres, find_postgres_bindir, tail
+from shared.devenv import (
+    LocalPostgres,
+    create_database,
+    drop_database,
+    find_postgres_bindir,
+    plain_dsn,
+    tail,
+)
 from shared.messaging.relay import CONTENT_TYPE
 from shared.messaging.runtime import ensure_topics
 from shared.migrations import upgrade
@@ -46,15 +53,7 @@ from shared.settings import Settings
 
 from . import check
 from .flows import Flow, Message, generate, plan
-from .infra import (
-    ROOT,
-    ProxiedBroker,
-    ServiceProcess,
-    create_database,
-    drop_database,
-    plain_dsn,
-    service_env,
-)
+from .infra import ROOT, ProxiedBroker, ServiceProcess, service_env
 
 SERVICES = ("returns", "complaints")
 DEFAULT_REPORT = ROOT / "docs" / "results" / "faults.md"

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 
-import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
@@ -40,25 +38,3 @@ async def skip_history(bootstrap: str, group: str, topic_names: Iterable[str]) -
             await consumer.commit({tp: await consumer.position(tp) for tp in tps})
     finally:
         await consumer.stop()
-
-
-@contextlib.asynccontextmanager
-async def temporary_database(database_url: str, prefix: str) -> AsyncIterator[str]:
-    """A fresh database on the session's server (its URL, same driver), dropped afterwards."""
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    base, _, query = database_url.partition("?")
-    url = base.rsplit("/", 1)[0] + "/" + name + (f"?{query}" if query else "")
-    admin = "postgresql://" + base.split("://", 1)[1]
-    conn = await asyncpg.connect(admin)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    try:
-        yield url
-    finally:
-        conn = await asyncpg.connect(admin)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()

@@ -36,7 +36,6 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import RecordMetadata
@@ -49,6 +48,7 @@ from shared.clock import ManualClock
 from shared.contracts import dead_letter_topic, topics
 from shared.crypto import generate_key
 from shared.db import create_engine, session_factory
+from shared.devenv import create_database, drop_database
 from shared.messaging.relay import CONTENT_TYPE
 from shared.messaging.runtime import ServiceDefinition, ServiceRuntime, ensure_topics
 from shared.migrations import upgrade
@@ -237,16 +237,6 @@ class System:
             return list(await conn.execute(text(sql), params))
 
 
-def _plain(url: str) -> str:
-    return "postgresql://" + url.split("://", 1)[1]
-
-
-def _with_database(url: str, name: str) -> str:
-    base, _, query = url.partition("?")
-    base = base.rsplit("/", 1)[0] + "/" + name
-    return f"{base}?{query}" if query else base
-
-
 @pytest.fixture(scope="module")
 def webhook() -> Iterator[Webhook]:
     hook = Webhook()
@@ -259,13 +249,7 @@ async def system(
     database_url: str, kafka_bootstrap: str, webhook: Webhook
 ) -> AsyncIterator[System]:
     run = uuid.uuid4().hex[:10]
-    name = f"e2e_corpus_{run}"
-    conn = await asyncpg.connect(_plain(database_url))
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    url = _with_database(database_url, name)
+    url = await create_database(database_url, f"e2e_corpus_{run}")
     for service in NAMES:  # alembic runs its own event loop: keep it off this one
         await asyncio.to_thread(upgrade, service, url)
     key = generate_key()
@@ -327,11 +311,7 @@ async def system(
         await asyncio.gather(producer.stop(), reader.stop(), return_exceptions=True)
         for engine in engines.values():
             await engine.dispose()
-        conn = await asyncpg.connect(_plain(database_url))
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
+        await drop_database(database_url, url)
 
 
 # --- what the services stored -----------------------------------------------------------------

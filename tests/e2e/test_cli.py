@@ -6,7 +6,6 @@ import asyncio
 import os
 import shutil
 import sys
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,25 +13,14 @@ import asyncpg
 import pytest
 
 from shared.bootstrap import SERVICES
-
-
-def plain_url(url: str) -> str:
-    return "postgresql://" + url.split("://", 1)[1]
+from shared.devenv import plain_dsn, temporary_database
 
 
 @pytest.fixture
 async def fresh_database(database_url: str) -> AsyncIterator[str]:
     """An empty database of its own (no schema at all)."""
-    name = f"cli_{uuid.uuid4().hex[:10]}"
-    base, _, query = database_url.partition("?")
-    url = base.rsplit("/", 1)[0] + "/" + name + (f"?{query}" if query else "")
-    conn = await asyncpg.connect(plain_url(database_url))
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
+    async with temporary_database(database_url, "cli") as url:
         yield url
-    finally:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await conn.close()
 
 
 def aftersales() -> list[str]:
@@ -65,7 +53,7 @@ async def run_cli(database_url: str, *args: str) -> tuple[int, str]:
 
 async def schema_of(database_url: str) -> dict[str, tuple[set[str], list[str]]]:
     """Tables and alembic revision of every service schema."""
-    conn = await asyncpg.connect(plain_url(database_url))
+    conn = await asyncpg.connect(plain_dsn(database_url))
     try:
         out = {}
         for service in SERVICES:

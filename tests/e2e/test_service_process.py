@@ -35,7 +35,7 @@ from sqlalchemy.engine import make_url
 from services.returns.handlers import refund_id
 from shared.contracts import topics
 from shared.db import lock_id
-from shared.devenv import free_port
+from shared.devenv import free_port, plain_dsn, temporary_database
 from shared.messaging.relay import CONTENT_TYPE
 from shared.messaging.runtime import ensure_topics
 from shared.migrations import upgrade
@@ -57,10 +57,6 @@ def aftersales() -> str:
     script = Path(sys.executable).with_name("aftersales")
     assert script.exists(), f"{script} not found: install the project (make install)"
     return str(script)
-
-
-def plain_url(url: str) -> str:
-    return "postgresql://" + url.split("://", 1)[1]
 
 
 # --- a database of its own, reached through a proxy that can be cut -------------------------
@@ -124,25 +120,19 @@ class Proxy:
 @pytest.fixture
 async def database(database_url: str) -> AsyncIterator[tuple[str, Proxy]]:
     """A fresh database migrated for returns; its URL through the proxy, and the proxy."""
-    name = f"proc_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(plain_url(database_url))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        url = make_url(database_url).set(database=name)
-        await asyncio.to_thread(upgrade, "returns", url.render_as_string(hide_password=False))
+    async with temporary_database(database_url, "proc") as created:
+        await asyncio.to_thread(upgrade, "returns", created)
+        url = make_url(created)
         proxy = Proxy(url.host or "127.0.0.1", url.port or 5432)
         await proxy.start()
         try:
             yield url.set(host="127.0.0.1", port=proxy.port).render_as_string(False), proxy
         finally:
             await proxy.stop()
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 async def query(url: str, sql: str, *args: Any) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(plain_url(url))
+    conn = await asyncpg.connect(plain_dsn(url))
     try:
         return list(await conn.fetch(sql, *args))
     finally:
@@ -387,7 +377,7 @@ async def test_sigterm_during_processing_loses_nothing_and_repeats_nothing(
         await until(lambda: len(reader.of_type("return.approved")) >= ORDERS, 60, "approvals")
         timings["approvals"] = time.monotonic() - started
         held_order = flows[ORDERS // 5][0]
-        holder = await asyncpg.connect(plain_url(url))
+        holder = await asyncpg.connect(plain_dsn(url))
         await holder.execute("SELECT pg_advisory_lock($1)", lock_id(f"returns:{held_order}"))
         publishing = asyncio.create_task(
             stream(

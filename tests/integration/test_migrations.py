@@ -1,25 +1,18 @@
 """Services refuse a schema that lacks their migrations, and tolerate a newer one (rollouts)."""
 
 import asyncio
-import uuid
 
 import asyncpg
 import pytest
 
+from shared.devenv import plain_dsn, temporary_database
 from shared.migrations import SchemaNotCurrent, check_current, head, upgrade
 
 
 @pytest.fixture
 async def fresh_database(database_url):
-    name = f"mig_{uuid.uuid4().hex[:10]}"
-    plain = "postgresql://" + database_url.split("://", 1)[1]
-    conn = await asyncpg.connect(plain)
-    await conn.execute(f'CREATE DATABASE "{name}"')
-    await conn.close()
-    yield database_url.rsplit("/", 1)[0] + "/" + name, plain.rsplit("/", 1)[0] + "/" + name
-    conn = await asyncpg.connect(plain)
-    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await conn.close()
+    async with temporary_database(database_url, "mig") as url:
+        yield url, plain_dsn(url)
 
 
 async def test_a_schema_without_migrations_is_refused_with_the_command_to_run(fresh_database):

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord, RecordMetadata
@@ -25,6 +24,7 @@ from aiokafka.structs import ConsumerRecord, RecordMetadata
 from services.returns.bootstrap import build
 from shared.clock import ManualClock
 from shared.contracts import dead_letter_topic, topics
+from shared.devenv import temporary_database
 from shared.messaging.relay import CONTENT_TYPE
 from shared.messaging.runtime import ServiceRuntime, ensure_topics
 from shared.migrations import upgrade
@@ -49,41 +49,11 @@ GROUP = "aftersales-returns"  # the service's consumer group (ServiceRuntime)
 # --- databases ----------------------------------------------------------------------------
 
 
-def plain_url(url: str) -> str:
-    return "postgresql://" + url.split("://", 1)[1]
-
-
-def with_database(url: str, name: str) -> str:
-    base, _, query = url.partition("?")
-    base = base.rsplit("/", 1)[0] + "/" + name
-    return f"{base}?{query}" if query else base
-
-
-async def create_database(url: str, prefix: str) -> str:
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    conn = await asyncpg.connect(plain_url(url))
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return with_database(url, name)
-
-
-async def drop_database(url: str, created: str) -> None:
-    name = created.partition("?")[0].rsplit("/", 1)[1]
-    conn = await asyncpg.connect(plain_url(url))
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
-
-
 @pytest.fixture(scope="module")
 async def e2e_database(database_url: str) -> AsyncIterator[str]:
-    url = await create_database(database_url, "e2e_returns")
-    await asyncio.to_thread(upgrade, "returns", url)
-    yield url
-    await drop_database(database_url, url)
+    async with temporary_database(database_url, "e2e_returns") as url:
+        await asyncio.to_thread(upgrade, "returns", url)
+        yield url
 
 
 @pytest.fixture(scope="module")

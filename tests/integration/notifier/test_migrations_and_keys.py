@@ -3,36 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from alembic import command
-from sqlalchemy import select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import select
 
 from services.notifier import tables
 from services.notifier.contacts import Contact, ContactBook
 from services.notifier.keys import rotate
 from shared.crypto import cipher_from_env, generate_key
 from shared.db import create_engine, session_factory
+from shared.devenv import temporary_database
 from shared.migrations import alembic_config, upgrade
 from shared.settings import Settings
 
 
 @pytest.fixture
 async def scratch_url(database_url: str) -> AsyncIterator[str]:
-    name = f"notifier_scratch_{uuid.uuid4().hex[:8]}"
-    base = create_engine(database_url, pool_size=1)
-    admin = base.execution_options(isolation_level="AUTOCOMMIT")
-    async with admin.connect() as conn:
-        await conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield make_url(database_url).set(database=name).render_as_string(hide_password=False)
-    async with admin.connect() as conn:
-        await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    await base.dispose()
+    async with temporary_database(database_url, "notifier_scratch") as url:
+        yield url
 
 
 async def test_migration_matches_the_tables_and_rotate_keys(
