@@ -10,6 +10,8 @@ from functools import cache
 
 from sqlalchemy import (
     BigInteger,
+    Integer,
+    Select,
     Table,
     Update,
     any_,
@@ -36,6 +38,28 @@ CONTENT_TYPE = "application/cloudevents+json"
 
 # Sends one record and returns an awaitable that completes when the broker acknowledged it.
 Publish = Callable[[str, bytes | None, bytes], Awaitable[Awaitable[object]]]
+
+
+# How many slots the keys are spread over. Relays with different counts would split one key
+# between two slots: changing it means stopping every relay of the service first.
+SLOTS = 8
+SLOTS_PER_BATCH = 4
+
+_TRY_SHARED = text("SELECT pg_try_advisory_xact_lock_shared(:id)")
+_TRY_EXCLUSIVE = text("SELECT pg_try_advisory_xact_lock(:id)")
+
+
+@cache
+def _pending_in_slots(t: Table) -> Select[tuple[int, str, str | None, bytes]]:
+    # hashtext is the server's: every relay computes the same slot for a key. Keyless events
+    # share the slot of the empty key.
+    slot = (func.hashtext(func.coalesce(t.c.key, "")).op("&")(0x7FFFFFFF)) % SLOTS
+    return (
+        select(t.c.id, t.c.topic, t.c.key, t.c.payload)
+        .where(t.c.published_at.is_(None), slot == any_(bindparam("slots", type_=ARRAY(Integer))))
+        .order_by(t.c.id)
+        .limit(bindparam("limit"))
+    )
 
 
 @cache
@@ -70,27 +94,51 @@ class OutboxRelay:
         self._poll_interval = poll_interval
         self._retention = retention
         self._wake = asyncio.Event()
-        # One relay at a time per service, so events of one key leave in the order they committed.
+        # Before slots, one relay at a time per service held this lock; now taken shared.
         self._leader_lock = lock_id(f"outbox-relay:{tables.outbox.schema}")
+        self._slot_locks = [
+            lock_id(f"outbox-relay:{tables.outbox.schema}:{slot}/{SLOTS}") for slot in range(SLOTS)
+        ]
+        self._next_slot = 0
 
     def wake(self) -> None:
         self._wake.set()
 
     async def publish_pending(self) -> int:
-        """Publish one batch of unpublished events; returns how many were published."""
+        """Publish one batch of unpublished events; returns how many were published (0:
+        nothing left that this relay could take).
+
+        Events are spread over `SLOTS` slots by a hash of their key. A relay publishes the
+        events of a slot only while it holds that slot's advisory lock, in outbox order, and
+        marks them published before letting go: the events of one key leave in the order they
+        committed. A batch takes at most half of the slots (the next batch starts with the
+        other half), so the relays of two instances publish at the same time.
+        """
+        for _ in range(SLOTS // SLOTS_PER_BATCH):
+            first = self._next_slot
+            self._next_slot = (first + SLOTS_PER_BATCH) % SLOTS
+            slots = [(first + i) % SLOTS for i in range(SLOTS_PER_BATCH)]
+            if published := await self._publish_slots(slots):
+                return published
+        return 0
+
+    async def _publish_slots(self, slots: list[int]) -> int:
         t = self._table
         async with self._sessions() as session, session.begin():
-            leader = await session.scalar(
-                text("SELECT pg_try_advisory_xact_lock(:id)"), {"id": self._leader_lock}
-            )
-            if not leader:
+            # Relays of versions before slots took the leader lock alone; taking it shared
+            # keeps them and these from publishing at the same time during a rollout.
+            if not await session.scalar(_TRY_SHARED, {"id": self._leader_lock}):
+                return 0
+            held = [
+                slot
+                for slot in slots
+                if await session.scalar(_TRY_EXCLUSIVE, {"id": self._slot_locks[slot]})
+            ]
+            if not held:
                 return 0
             rows = (
                 await session.execute(
-                    select(t.c.id, t.c.topic, t.c.key, t.c.payload)
-                    .where(t.c.published_at.is_(None))
-                    .order_by(t.c.id)
-                    .limit(self._batch_size)
+                    _pending_in_slots(t), {"slots": held, "limit": self._batch_size}
                 )
             ).all()
             if not rows:
@@ -139,6 +187,9 @@ class OutboxRelay:
         backoff = self._poll_interval
         cycles = 0
         while not stop.is_set():
+            # Cleared before looking, not after: a wake-up (new events, a stop) that comes
+            # while a batch is being published must not be lost.
+            self._wake.clear()
             try:
                 published = await self.publish_pending()
                 cycles += 1
@@ -158,7 +209,8 @@ class OutboxRelay:
                         extra={"service": self.service, "error": type(exc).__name__},
                     )
                 backoff = min(backoff * 2, 10.0)
-            self._wake.clear()
+            if stop.is_set():
+                break
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=backoff)
             except TimeoutError:
