@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
+from aiokafka.structs import ConsumerRecord
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -82,6 +84,17 @@ def relay(
     )
 
 
+def assert_commit_order_per_key(
+    published: list[ConsumerRecord[bytes, bytes]], rows: list[dict[str, Any]]
+) -> None:
+    """Each key's records are on one partition, in the order of their outbox rows."""
+    for key in {row["key"] for row in rows}:
+        mine = [r for r in published if r.key == key.encode()]
+        on_topic = [event_of(r)["id"] for r in sorted(mine, key=lambda r: r.offset)]
+        assert on_topic == [row["event_id"] for row in rows if row["key"] == key], key
+        assert len({r.partition for r in mine}) == 1, key
+
+
 async def publish_all(r: OutboxRelay) -> int:
     """What `publish_pending` publishes until it finds nothing (a batch takes half the slots)."""
     total = 0
@@ -116,14 +129,7 @@ async def test_publishes_in_order_with_key_and_content_type(
         assert header(record, "content-type") == CONTENT_TYPE.encode()
         assert record.value == payload_by_id[event["id"]]
     # Per key (so per partition), the order on the topic is the commit order.
-    for key in set(keys):
-        on_topic = [
-            event_of(r)["id"]
-            for r in sorted(published, key=lambda r: r.offset)
-            if r.key == key.encode()
-        ]
-        assert on_topic == [row["event_id"] for row in rows if row["key"] == key]
-        assert len({r.partition for r in published if r.key == key.encode()}) == 1
+    assert_commit_order_per_key(published, rows)
 
 
 async def test_two_relays_at_once_publish_each_event_once_in_commit_order_per_key(
@@ -164,14 +170,7 @@ async def test_two_relays_at_once_publish_each_event_once_in_commit_order_per_ke
         row["event_id"] for row in await outbox_rows(engine, harness)
     )
     # Whichever relay sent them, the events of one key are on the topic in commit order.
-    rows = await outbox_rows(engine, harness)
-    for key in set(keys):
-        on_topic = [
-            event_of(r)["id"]
-            for r in sorted(published, key=lambda r: r.offset)
-            if r.key == key.encode()
-        ]
-        assert on_topic == [row["event_id"] for row in rows if row["key"] == key]
+    assert_commit_order_per_key(published, await outbox_rows(engine, harness))
 
 
 async def test_a_relay_of_the_version_before_slots_excludes_the_slot_relays(
