@@ -290,6 +290,7 @@ def _notifier_rotate_keys(args: argparse.Namespace) -> int:
     from importlib import import_module
 
     env = environment()
+    require_database(env.settings.database_url)
     return int(import_module(NOTIFIER_KEYS_MODULE).main(env.settings))
 
 

@@ -108,7 +108,9 @@ async def test_migrate_fails_on_a_database_that_does_not_exist(fresh_database: s
     assert "Traceback" not in output and len(output.strip().splitlines()) == 1, output
 
 
-@pytest.mark.parametrize("command", [["migrate"], ["run", "returns"], ["report"]])
+@pytest.mark.parametrize(
+    "command", [["migrate"], ["run", "returns"], ["report"], ["notifier", "rotate-keys"]]
+)
 async def test_an_unreachable_database_is_one_clear_line_without_the_password(
     fresh_database: str, command: list[str]
 ):
