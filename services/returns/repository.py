@@ -85,19 +85,25 @@ class ReturnsRepository:
         state = await self._session.scalar(_ORDER, {"b_id": order_id})
         return None if state is None else Order.from_dict(state)
 
+    async def _write(
+        self, cache: _BatchCache | None, statement: Any, key: str, row: dict[str, Any]
+    ) -> None:
+        """Now, or with the batch's other changes at commit when a batch cache is in use."""
+        if cache is not None:
+            cache.hold(self._session, statement, key, row)
+        else:
+            await self._session.execute(statement, row)
+
     async def save_order(self, order: Order, now: datetime) -> None:
-        state = order.to_dict()
         row = {
             "order_id": order.order_id,
             "customer_id": order.customer_id,
-            "state": state,
+            "state": _text(order.to_dict()),
             "updated_at": now,
         }
         if (cache := await self._cache()) is not None:
             cache.orders[order.order_id] = order
-            cache.hold(self._session, _HOLD_ORDER, order.order_id, {**row, "state": _text(state)})
-            return
-        await self._session.execute(_SAVE_ORDER, row)
+        await self._write(cache, _SAVE_ORDER, order.order_id, row)
 
     async def outbound_signature(self, order_id: str) -> datetime | None:
         cache = await self._cache()
@@ -107,15 +113,15 @@ class ReturnsRepository:
 
     async def record_outbound_signature(self, order_id: str, signed_at: datetime) -> None:
         """The first signature counts; a later one (a redelivery, a re-sign) changes nothing."""
-        row = {"order_id": order_id, "signed_at": signed_at}
         cache = await self._cache()
         if cache is not None and order_id in cache.signatures:
             if cache.signatures[order_id] is not None:
                 return  # the first one is stored already
             cache.signatures[order_id] = signed_at
-            cache.hold(self._session, _RECORD_OUTBOUND_SIGNATURE, order_id, row)
-            return
-        await self._session.execute(_RECORD_OUTBOUND_SIGNATURE, row)
+        else:
+            cache = None  # not named by the batch: whether a row exists is unknown, write now
+        row = {"order_id": order_id, "signed_at": signed_at}
+        await self._write(cache, _RECORD_OUTBOUND_SIGNATURE, order_id, row)
 
     async def ledger(self, order_id: str) -> OrderLedger:
         cache = await self._cache()
@@ -128,13 +134,11 @@ class ReturnsRepository:
         return OrderLedger(order_id=order_id) if state is None else OrderLedger.from_dict(state)
 
     async def save_ledger(self, ledger: OrderLedger, now: datetime) -> None:
-        state = ledger.to_dict()
-        row = {"order_id": ledger.order_id, "state": state, "updated_at": now}
+        text = _text(ledger.to_dict())
+        row = {"order_id": ledger.order_id, "state": text, "updated_at": now}
         if (cache := await self._cache()) is not None:
-            text = cache.ledgers[ledger.order_id] = _text(state)
-            cache.hold(self._session, _HOLD_LEDGER, ledger.order_id, {**row, "state": text})
-            return
-        await self._session.execute(_SAVE_LEDGER, row)
+            cache.ledgers[ledger.order_id] = text
+        await self._write(cache, _SAVE_LEDGER, ledger.order_id, row)
 
     async def return_request(self, return_id: str) -> ReturnRequest | None:
         cache = await self._cache()
@@ -157,12 +161,12 @@ class ReturnsRepository:
         return [ReturnRequest.from_dict(state) for state in rows]
 
     async def save_return(self, request: ReturnRequest, now: datetime) -> None:
-        state = request.to_dict()
+        text = _text(request.to_dict())
         row = {
             "return_id": request.return_id,
             "order_id": request.order_id,
             "status": str(request.status),
-            "state": state,
+            "state": text,
             "created_at": now,
             "updated_at": now,
         }
@@ -173,11 +177,8 @@ class ReturnsRepository:
                 # Not read in this batch: the row may exist with an earlier created_at.
                 existing = await self._session.scalar(_CREATED_AT, {"b_id": request.return_id})
                 created = existing or now
-            text = _text(state)
             cache.put_request(request.return_id, (created, request.order_id, text))
-            cache.hold(self._session, _HOLD_RETURN, request.return_id, {**row, "state": text})
-            return
-        await self._session.execute(_SAVE_RETURN, row)
+        await self._write(cache, _SAVE_RETURN, request.return_id, row)
 
 
 # Statements built once and run with parameters: building an upsert (its `excluded` alias)
@@ -185,15 +186,8 @@ class ReturnsRepository:
 
 
 def _upsert(table: Table, key: str, columns: tuple[str, ...]) -> Insert:
-    stmt = insert(table)
-    return stmt.on_conflict_do_update(
-        index_elements=[key], set_={name: stmt.excluded[name] for name in columns}
-    )
-
-
-def _upsert_text_state(table: Table, key: str, columns: tuple[str, ...]) -> Insert:
-    """The upsert with `state` bound as JSON text (cast by the server), for rows whose document
-    is serialised already: the batch cache keeps it as text anyway."""
+    """The upsert with `state` bound as JSON text (cast by the server): a document is
+    serialised once, for the row and, in a batch, for the cache that keeps it as text."""
     values = {
         c.name: cast(bindparam(c.name, type_=Text), JSONB)
         if c.name == "state"
@@ -208,7 +202,6 @@ def _upsert_text_state(table: Table, key: str, columns: tuple[str, ...]) -> Inse
 
 _ORDER = select(tables.orders.c.state).where(tables.orders.c.order_id == bindparam("b_id"))
 _SAVE_ORDER = _upsert(tables.orders, "order_id", ("state", "updated_at"))
-_HOLD_ORDER = _upsert_text_state(tables.orders, "order_id", ("state", "updated_at"))
 _OUTBOUND_SIGNATURE = select(tables.outbound_signatures.c.signed_at).where(
     tables.outbound_signatures.c.order_id == bindparam("b_id")
 )
@@ -219,7 +212,6 @@ _LEDGER = select(tables.order_ledgers.c.state).where(
     tables.order_ledgers.c.order_id == bindparam("b_id")
 )
 _SAVE_LEDGER = _upsert(tables.order_ledgers, "order_id", ("state", "updated_at"))
-_HOLD_LEDGER = _upsert_text_state(tables.order_ledgers, "order_id", ("state", "updated_at"))
 _RETURN_REQUEST = select(tables.return_requests.c.state).where(
     tables.return_requests.c.return_id == bindparam("b_id")
 )
@@ -229,9 +221,6 @@ _RETURNS_OF_ORDER = (
     .order_by(tables.return_requests.c.created_at, tables.return_requests.c.return_id)
 )
 _SAVE_RETURN = _upsert(tables.return_requests, "return_id", ("status", "state", "updated_at"))
-_HOLD_RETURN = _upsert_text_state(
-    tables.return_requests, "return_id", ("status", "state", "updated_at")
-)
 _CREATED_AT = select(tables.return_requests.c.created_at).where(
     tables.return_requests.c.return_id == bindparam("b_id")
 )
