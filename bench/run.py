@@ -50,7 +50,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from faults import events as ev
 from faults.infra import ROOT, ServiceProcess, service_env
-from faults.run import skip_history
 from shared.contracts import topics
 from shared.devenv import (
     LocalBroker,
@@ -59,6 +58,7 @@ from shared.devenv import (
     drop_database,
     find_postgres_bindir,
     plain_dsn,
+    skip_history,
 )
 from shared.messaging.relay import CONTENT_TYPE
 from shared.messaging.runtime import ensure_topics

@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from shared.devenv import (
@@ -44,6 +44,7 @@ from shared.devenv import (
     drop_database,
     find_postgres_bindir,
     plain_dsn,
+    skip_history,
     tail,
 )
 from shared.messaging.relay import CONTENT_TYPE
@@ -104,31 +105,6 @@ async def infrastructure(run_dir: Path) -> AsyncIterator[Infra]:
             stack.callback(postgres.stop)
             database_url = postgres.url
         yield Infra(bootstrap, database_url, broker, postgres)
-
-
-async def skip_history(bootstrap: str, group: str, topics: Sequence[str]) -> None:
-    """On a configured broker, start the services' groups at the current end of their topics."""
-    from aiokafka import AIOKafkaConsumer
-
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        await consumer.topics()
-        tps = [
-            TopicPartition(t, p)
-            for t in topics
-            for p in sorted(consumer.partitions_for_topic(t) or ())
-        ]
-        if tps:
-            consumer.assign(tps)
-            await consumer.seek_to_end(*tps)
-            while await consumer.getmany(*tps, timeout_ms=300):
-                pass
-            await consumer.commit({tp: await consumer.position(tp) for tp in tps})
-    finally:
-        await consumer.stop()
 
 
 # --------------------------------------------------------------------------------------------

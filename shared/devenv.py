@@ -30,7 +30,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
@@ -519,6 +519,44 @@ async def temporary_database(server_url: str, prefix: str) -> AsyncIterator[str]
         yield url
     finally:
         await drop_database(server_url, url)
+
+
+# -- Kafka consumer groups ---------------------------------------------------------------
+
+
+async def skip_history(bootstrap: str, group: str, topic_names: Iterable[str]) -> None:
+    """Commit the group's offsets at the end of its input topics.
+
+    On a broker shared with earlier runs (a test session's, a configured one), a service's
+    group would otherwise start from the beginning of its topics and act on others' events.
+    The end is the fetch's high watermark: Tansu lists a shorter one when a batch holds
+    several records.
+    """
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.errors import KafkaError
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        await consumer.topics()
+        tps = [
+            TopicPartition(topic, partition)
+            for topic in topic_names
+            for partition in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        if not tps:
+            return
+        consumer.assign(tps)
+        await consumer.seek_to_end(*tps)
+        while await consumer.getmany(*tps, timeout_ms=300):
+            pass
+        with contextlib.suppress(KafkaError):
+            # A live member owns the group: the history is read, unique ids keep tests apart.
+            await consumer.commit({tp: await consumer.position(tp) for tp in tps})
+    finally:
+        await consumer.stop()
 
 
 class LocalPostgres:

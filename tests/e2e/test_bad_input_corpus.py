@@ -48,13 +48,12 @@ from shared.clock import ManualClock
 from shared.contracts import dead_letter_topic, topics
 from shared.crypto import generate_key
 from shared.db import create_engine, session_factory
-from shared.devenv import create_database, drop_database
+from shared.devenv import create_database, drop_database, skip_history
 from shared.messaging.relay import CONTENT_TYPE
 from shared.messaging.runtime import ServiceDefinition, ServiceRuntime, ensure_topics
 from shared.migrations import upgrade
 from shared.policy import Policy
 from shared.settings import Settings
-from tests.e2e.support import skip_history
 
 from .bad_inputs import (
     EVALUATED_MARKERS,

@@ -35,12 +35,11 @@ from sqlalchemy.engine import make_url
 from services.returns.handlers import refund_id
 from shared.contracts import topics
 from shared.db import lock_id
-from shared.devenv import free_port, plain_dsn, temporary_database
+from shared.devenv import free_port, plain_dsn, skip_history, temporary_database
 from shared.messaging.relay import CONTENT_TYPE
 from shared.messaging.runtime import ensure_topics
 from shared.migrations import upgrade
 from shared.settings import Settings
-from tests.e2e.support import skip_history
 
 from .returns.events import encode, order_paid, outbound_signed, return_requested, return_signed
 

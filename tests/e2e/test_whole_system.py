@@ -22,12 +22,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from shared.bootstrap import SERVICES, definition
 from shared.clock import ManualClock
 from shared.contracts import topics
-from shared.devenv import temporary_database
+from shared.devenv import skip_history, temporary_database
 from shared.messaging.runtime import ServiceRuntime, ensure_topics
 from shared.migrations import upgrade
 from shared.policy import Policy
 from shared.settings import Settings
-from tests.e2e.support import skip_history
 
 # Monday 10:00 in Shanghai: outside quiet hours, like the moment a day later.
 T0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)

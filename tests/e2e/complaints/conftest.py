@@ -13,11 +13,10 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from shared.clock import ManualClock
-from shared.devenv import temporary_database
+from shared.devenv import skip_history, temporary_database
 from shared.messaging.runtime import ensure_topics
 from shared.migrations import upgrade
 from shared.settings import Settings
-from tests.e2e.support import skip_history
 
 from .helpers import GROUP, INPUT_TOPICS, OUTPUT_TOPICS, T0, Outputs, Service, Shop
 

@@ -24,13 +24,12 @@ from aiokafka.structs import ConsumerRecord, RecordMetadata
 from services.returns.bootstrap import build
 from shared.clock import ManualClock
 from shared.contracts import dead_letter_topic, topics
-from shared.devenv import temporary_database
+from shared.devenv import skip_history, temporary_database
 from shared.messaging.relay import CONTENT_TYPE
 from shared.messaging.runtime import ServiceRuntime, ensure_topics
 from shared.migrations import upgrade
 from shared.policy import Policy
 from shared.settings import Settings
-from tests.e2e.support import skip_history
 
 from .events import encode, topic_of
 
