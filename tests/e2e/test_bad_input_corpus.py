@@ -30,7 +30,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -54,6 +54,7 @@ from shared.messaging.runtime import ServiceDefinition, ServiceRuntime, ensure_t
 from shared.migrations import upgrade
 from shared.policy import Policy
 from shared.settings import Settings
+from tests.polling import eventually
 
 from .bad_inputs import (
     EVALUATED_MARKERS,
@@ -82,21 +83,6 @@ NAMES = tuple(SERVICES)  # returns, complaints, followup, notifier
 DEAD_LETTER_TOPICS = {name: dead_letter_topic(name) for name in NAMES}
 READ_TOPICS = sorted({*topics.OUTPUT_TOPICS, *DEAD_LETTER_TOPICS.values()})
 PARTITION = 0  # everything this test sends goes to one partition, in order
-
-
-async def eventually(
-    check: Callable[[], Any], *, timeout: float = 30.0, what: str = "condition"
-) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if isinstance(last, Awaitable):
-            last = await last
-        if last:
-            return last
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{what} not reached within {timeout}s (last: {last!r})")
 
 
 # --- the outside world: a webhook gateway, a producer, a reader -----------------------------

@@ -6,9 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,6 +22,7 @@ from shared.messaging.relay import CONTENT_TYPE
 from shared.messaging.runtime import ServiceRuntime
 from shared.policy import Policy
 from shared.settings import Settings
+from tests.polling import eventually
 
 # Monday 2026-03-02 10:00 in Shanghai: the service's clock; events happen before it.
 T0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
@@ -306,22 +306,6 @@ class Outputs:
             key, "notification.requested", where=lambda o: o.data["template"] == template
         )
         return found[0]
-
-
-async def eventually(
-    check: Callable[[], Any], *, timeout: float = 20.0, interval: float = 0.05, what: str = "it"
-) -> Any:
-    """Poll `check` (sync or async) until it returns something truthy, or fail."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if isinstance(last, Awaitable):
-            last = await last
-        if last:
-            return last
-        await asyncio.sleep(interval)
-    raise AssertionError(f"{what} not seen within {timeout}s (last: {last!r})")
 
 
 # --- the service ----------------------------------------------------------------------------

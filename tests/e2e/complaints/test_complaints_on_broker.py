@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.complaints.domain import CATCH_UP_GRACE
 from services.complaints.handlers import coupon_id, refund_id
 from shared.clock import ManualClock
+from tests.polling import eventually
 
 from .helpers import (
     MIN,
@@ -27,7 +28,6 @@ from .helpers import (
     Outputs,
     Service,
     Shop,
-    eventually,
     opened,
     order_paid,
     order_shipped,

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,6 +16,7 @@ from services.followup.domain import CaseKey, CaseType
 from services.followup.handlers import callback_id_for
 from services.followup.report import main as report_main
 from shared.contracts import topics
+from tests.polling import eventually
 
 T0 = datetime.fromisoformat("2024-05-01T10:00:00+08:00")
 H = timedelta(hours=1)
@@ -40,15 +39,6 @@ def envelope(event_type: str, data: dict[str, Any]) -> bytes:
         },
         ensure_ascii=False,
     ).encode()
-
-
-async def eventually(check: Callable[[], Any], *, timeout: float = 30.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{what or 'condition'} not reached within {timeout}s")
 
 
 async def send(producer: AIOKafkaProducer, topic: str, key: str, value: bytes) -> None:

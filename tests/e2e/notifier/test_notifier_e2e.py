@@ -12,9 +12,8 @@ import contextlib
 import dataclasses
 import json
 import threading
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -33,6 +32,7 @@ from shared.messaging.runtime import ServiceRuntime
 from shared.migrations import upgrade
 from shared.policy import Policy
 from shared.settings import Settings
+from tests.polling import eventually
 
 T0 = datetime(2024, 5, 1, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai: outside quiet hours
 PHONE = "13812345678"
@@ -91,17 +91,6 @@ def event(type_: str, data: dict[str, Any]) -> bytes:
             "data": data,
         }
     ).encode()
-
-
-async def eventually(
-    check: Callable[[], Awaitable[Any]], *, timeout: float = 30.0, what: str = "condition"
-) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := await check():
-            return result
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{what} not reached within {timeout}s")
 
 
 class Reader:

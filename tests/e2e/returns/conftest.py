@@ -10,9 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +29,7 @@ from shared.messaging.runtime import ServiceRuntime, ensure_topics
 from shared.migrations import upgrade
 from shared.policy import Policy
 from shared.settings import Settings
+from tests.polling import eventually
 
 from .events import encode, topic_of
 
@@ -63,25 +63,6 @@ def settings(e2e_database: str, kafka_bootstrap: str) -> Settings:
         kafka_idempotence=False,
         kafka_topic_partitions=3,
     )
-
-
-# --- polling ------------------------------------------------------------------------------
-
-
-async def eventually(
-    check: Callable[[], Any], *, timeout: float = 30.0, interval: float = 0.1, what: str = "it"
-) -> Any:
-    """Poll `check` (sync or async) until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if isinstance(last, Awaitable):
-            last = await last
-        if last:
-            return last
-        await asyncio.sleep(interval)
-    raise AssertionError(f"{what} not seen within {timeout}s (last: {last!r})")
 
 
 # --- the service --------------------------------------------------------------------------

@@ -22,8 +22,9 @@ from shared.clock import ManualClock
 from shared.contracts import deterministic_id, topics
 from shared.messaging.relay import CONTENT_TYPE
 from shared.settings import Settings
+from tests.polling import eventually
 
-from .conftest import GROUP, Outputs, Platform, Service, eventually
+from .conftest import GROUP, Outputs, Platform, Service
 from .events import (
     order_paid,
     outbound_signed,

@@ -12,7 +12,7 @@ import json
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -444,21 +444,3 @@ def header(record: ConsumerRecord[Any, Any], name: str) -> bytes | None:
 
 def event_of(record: ConsumerRecord[Any, Any]) -> dict[str, Any]:
     return json.loads(record.value)  # type: ignore[no-any-return]
-
-
-async def eventually(
-    check: Callable[[], Awaitable[Any]],
-    *,
-    timeout: float = 30.0,
-    interval: float = 0.2,
-    message: str = "condition",
-) -> Any:
-    """Poll `check` until it returns something truthy; fail with the last value at the deadline."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(interval)
-    raise AssertionError(f"{message} not reached within {timeout}s (last value: {last!r})")

@@ -19,6 +19,7 @@ from shared.contracts import EVENT_DEADLETTERED, NOTIFICATION_REQUESTED, SLA_BRE
 from shared.messaging.relay import CONTENT_TYPE
 from shared.messaging.runtime import ServiceRuntime, ensure_topics
 from shared.settings import Settings
+from tests.polling import eventually
 
 from .helpers import (
     SHIP_WINDOW,
@@ -26,7 +27,6 @@ from .helpers import (
     effect_counts,
     encode,
     event_of,
-    eventually,
     header,
     order_paid,
     order_shipped,
@@ -137,11 +137,11 @@ async def test_runtime_end_to_end(
         assert first.partition == poison.partition == shipped.partition
 
         await eventually(
-            lambda: _has(effects, {"e-paid-1": 1, "e-shipped-1": 1}), message="o-1 applied"
+            lambda: _has(effects, {"e-paid-1": 1, "e-shipped-1": 1}), what="o-1 applied"
         )
         letters = await eventually(
             lambda: _ready(outputs.events(harness.dead_letter_topic, EVENT_DEADLETTERED)),
-            message="dead letter published",
+            what="dead letter published",
         )
         assert len(letters) == 1
         origin = letters[0]["data"]["origin"]
@@ -157,11 +157,11 @@ async def test_runtime_end_to_end(
         harness.faults["o-t"] = ConnectionError("database restarting")
         await send("o-t", encode(order_paid("o-t", event_id="e-paid-t")))
         await eventually(
-            lambda: _async(harness.attempts["o-t"] >= 3), message="transient batch redelivered"
+            lambda: _async(harness.attempts["o-t"] >= 3), what="transient batch redelivered"
         )
         assert "e-paid-t" not in await effects()
         del harness.faults["o-t"]
-        await eventually(lambda: _has(effects, {"e-paid-t": 1}), message="retried event applied")
+        await eventually(lambda: _has(effects, {"e-paid-t": 1}), what="retried event applied")
 
         # --- stop in the middle of a stream, go on with a new runtime ---
         harness.handler_delay = 0.05
@@ -177,7 +177,7 @@ async def test_runtime_end_to_end(
         ]
         await asyncio.gather(*sends)
         await eventually(
-            lambda: _async_count(effects, set(ids.values()), at_least=5), message="stream started"
+            lambda: _async_count(effects, set(ids.values()), at_least=5), what="stream started"
         )
         await runtime.stop()
         applied_at_stop = set(await effects()) & set(ids.values())
@@ -200,7 +200,7 @@ async def test_runtime_end_to_end(
             "e-paid-late": 1,
             **{event_id: 1 for event_id in ids.values()},
         }
-        await eventually(lambda: _has(effects, expected), message="every event applied once")
+        await eventually(lambda: _has(effects, expected), what="every event applied once")
         assert await effects() == expected
 
         orders = {"o-1", "o-t", "o-late", *stream}
@@ -209,7 +209,7 @@ async def test_runtime_end_to_end(
                 outputs.events(harness.output_topic, NOTIFICATION_REQUESTED),
                 lambda events: {e["data"]["order_id"] for e in events} == orders,
             ),
-            message="every notification published",
+            what="every notification published",
         )
         for record in outputs.records:
             assert header(record, "content-type") == CONTENT_TYPE.encode()
@@ -225,7 +225,7 @@ async def test_runtime_end_to_end(
                 outputs.events(harness.output_topic, SLA_BREACHED),
                 lambda events: {e["data"]["order_id"] for e in events} == orders - {"o-1"},
             ),
-            message="ship deadlines fired",
+            what="ship deadlines fired",
         )
         assert "o-1" not in {e["data"]["order_id"] for e in breaches}
         timers = await timer_rows(engine, harness)

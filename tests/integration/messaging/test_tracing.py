@@ -24,8 +24,9 @@ from shared.clock import ManualClock
 from shared.messaging.runtime import ServiceRuntime, ensure_topics
 from shared.settings import Settings
 from shared.tracing import setup_tracing, tracing_configured
+from tests.polling import eventually
 
-from .helpers import Harness, effect_counts, encode, eventually, order_paid, order_shipped
+from .helpers import Harness, effect_counts, encode, order_paid, order_shipped
 
 
 def finished(exporter: InMemorySpanExporter, kind: SpanKind, suffix: str) -> list[ReadableSpan]:
@@ -76,8 +77,8 @@ async def test_a_processed_batch_and_its_outputs_are_traced(
             published = finished(exporter, SpanKind.PRODUCER, " publish")
             return [*processed, *published] if processed and len(published) >= 2 else None
 
-        await eventually(applied, message="both events applied")
-        await eventually(spans, message="process and publish spans")
+        await eventually(applied, what="both events applied")
+        await eventually(spans, what="process and publish spans")
         record = (await outputs.getmany(timeout_ms=5000)).popitem()[1][0]
     finally:
         await runtime.stop()
