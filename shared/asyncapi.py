@@ -15,8 +15,8 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from shared.clock import SystemClock
-from shared.contracts import EVENT_TYPES, dead_letter_topic, topics
-from shared.contracts.events import CUSTOMER_KEYED_TYPES
+from shared.contracts import EVENT_TYPES, dead_letter_topic
+from shared.contracts.events import CUSTOMER_KEYED_TYPES, PLATFORM_TOPIC_TYPES
 from shared.messaging.runtime import ServiceDefinition
 from shared.policy import Policy
 
@@ -25,22 +25,9 @@ CONTENT_TYPE = "application/cloudevents+json"
 
 # Where the platform writes each input type (SPEC section 2).
 PLATFORM_TOPICS: dict[str, str] = {
-    "order.paid": topics.ORDERS,
-    "order.shipped": topics.ORDERS,
-    "order.cancelled": topics.ORDERS,
-    "parcel.signed": topics.SIGNATURES,
-    "return.requested": topics.RETURNS,
-    "return.evidence_submitted": topics.RETURNS,
-    "return.shipped": topics.RETURNS,
-    "return.inspected": topics.RETURNS,
-    "return.reviewed": topics.RETURNS,
-    "return.cancelled": topics.RETURNS,
-    "complaint.opened": topics.COMPLAINTS,
-    "complaint.responded": topics.COMPLAINTS,
-    "complaint.resolved": topics.COMPLAINTS,
-    "survey.answered": topics.SURVEYS,
-    # Not the platform's: a supervisor's tool answers `compensation.pending` on this topic.
-    "compensation.reviewed": topics.COMPLAINTS,
+    event_type: topic
+    for topic, types in PLATFORM_TOPIC_TYPES.items()
+    for event_type in sorted(types)
 }
 
 

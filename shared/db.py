@@ -45,8 +45,9 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 def lock_id(key: str) -> int:
     """A stable signed 64-bit id for pg_advisory_xact_lock from a business key."""
-    high = zlib.crc32(key.encode("utf-8"))
-    low = zlib.crc32(key[::-1].encode("utf-8"))
+    # surrogatepass: the same id as before for every valid key, and no error for one that is not
+    high = zlib.crc32(key.encode("utf-8", "surrogatepass"))
+    low = zlib.crc32(key[::-1].encode("utf-8", "surrogatepass"))
     value = (high << 32) | low
     return value - (1 << 64) if value >= (1 << 63) else value
 

@@ -14,6 +14,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 NonNegInt = Annotated[int, Field(ge=0)]
 PosInt = Annotated[int, Field(gt=0)]
 
+# Every duration is at most 100 years: a deadline derived from the latest timestamp the
+# contract accepts (year 9000, shared.contracts.primitives.MAX_TIMESTAMP) then still fits in
+# Python's datetime and PostgreSQL, however many nights and holidays it skips.
+MAX_DURATION_DAYS = 36_500
+Days = Annotated[int, Field(gt=0, le=MAX_DURATION_DAYS)]
+Hours = Annotated[int, Field(gt=0, le=MAX_DURATION_DAYS * 24)]
+NonNegHours = Annotated[int, Field(ge=0, le=MAX_DURATION_DAYS * 24)]
+
 
 class PolicyError(ValueError):
     """The policy file is missing, unreadable or holds a bad value."""
@@ -55,17 +63,17 @@ def _hours(value: object) -> object:
 
 
 class ReturnsPolicy(_Section):
-    no_reason_days: PosInt = 7
-    quality_claim_days: PosInt = 15
-    evidence_wait_hours: PosInt = 72
-    signature_wait_hours: PosInt = 48
-    review_sla_working_hours: PosInt = 12
+    no_reason_days: Days = 7
+    quality_claim_days: Days = 15
+    evidence_wait_hours: Hours = 72
+    signature_wait_hours: Hours = 48
+    review_sla_working_hours: Hours = 12
     working_hours: LocalHours = LocalHours(start=time(9), end=time(18))
     return_shipping_cap: NonNegInt = 3000
     free_shipping_deduction: FreeShippingDeduction = FreeShippingDeduction.WHEN_THRESHOLD_BROKEN
     inspection_required_categories: frozenset[str] = frozenset({"electronics"})
-    inspection_grace_hours: PosInt = 20
-    refund_deadline_hours: PosInt = 24
+    inspection_grace_hours: Hours = 20
+    refund_deadline_hours: Hours = 24
 
     _parse_hours = field_validator("working_hours", mode="before")(_hours)
 
@@ -79,18 +87,18 @@ class ReturnsPolicy(_Section):
 
 
 class ComplaintsPolicy(_Section):
-    first_response_hours: PosInt = 2
-    resolution_hours: PosInt = 2
-    complex_resolution_hours: PosInt = 24
+    first_response_hours: Hours = 2
+    resolution_hours: Hours = 2
+    complex_resolution_hours: Hours = 24
     complex_categories: frozenset[str] = frozenset(
         {"quality_issue", "not_received", "fake_shipment"}
     )
-    late_shipment_hours: PosInt = 72
+    late_shipment_hours: Hours = 72
     late_shipment_rate_bp: NonNegInt = 500
     late_shipment_cap: NonNegInt = 3000
     compensation_budget: NonNegInt = 10000
-    compensation_window_days: PosInt = 30
-    coupon_validity_days: PosInt = 30
+    compensation_window_days: Days = 30
+    coupon_validity_days: Days = 30
     quality_issue_rate_bp: NonNegInt = 500
     quality_issue_min: NonNegInt = 500
     quality_issue_max: NonNegInt = 5000
@@ -108,8 +116,8 @@ class ComplaintsPolicy(_Section):
 
 
 class FollowupPolicy(_Section):
-    callback_delay_hours: NonNegInt = 24
-    callback_deadline_hours: PosInt = 72
+    callback_delay_hours: NonNegHours = 24
+    callback_deadline_hours: Hours = 72
     quiet_hours: LocalHours = LocalHours(start=time(21), end=time(9))
     low_score_threshold: Annotated[int, Field(ge=1, le=5)] = 2
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
@@ -24,7 +25,9 @@ from .events import (
     CUSTOMER_KEYED_TYPES,
     EVENT_TYPES,
     REQUIRED_FOR_TYPE,
+    unexpected_on_topic,
 )
+from .outputs import DEAD_LETTER_REASONS as DEAD_LETTER_REASONS
 from .outputs import DeadLettered
 from .primitives import EventData, Timestamp, field_error
 
@@ -43,6 +46,7 @@ REASON_ERROR_TYPES: frozenset[str] = frozenset(
         "negative_amount",
         "absurd_amount",
         "payments_mismatch",
+        "timestamp_out_of_range",
         "unknown_type",
         "unsupported_specversion",
     }
@@ -54,6 +58,15 @@ _ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:aftersales:ids:v1")
 _DETAIL_MAX_ERRORS = 5
 
 AttributeText = Annotated[str, Field(min_length=1, max_length=128)]
+
+# A Kafka key is an order or buyer id (at most 128 characters); longer is not one of ours.
+MAX_KEY_CHARS = 128
+
+# JSON escapes that may decode to U+0000 or to half of a surrogate pair. One scan of the raw
+# bytes; only a hit (rare: a paired escape such as an emoji written as \ud83d\ude00 also hits)
+# costs a walk through the parsed document.
+_SUSPECT_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F][0-9a-fA-F]{2})")
+_BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
 
 
 class InvalidEvent(Exception):
@@ -140,8 +153,22 @@ class CloudEvent(BaseModel):
 # --- parsing --------------------------------------------------------------------------------
 
 
-def parse_event(value: bytes | None, *, max_bytes: int = MAX_EVENT_BYTES) -> CloudEvent:
-    """Parse one Kafka value into a validated event, or raise InvalidEvent."""
+def parse_event(
+    value: bytes | None,
+    *,
+    max_bytes: int = MAX_EVENT_BYTES,
+    topic: str | None = None,
+    key: bytes | None = None,
+) -> CloudEvent:
+    """Parse one Kafka record's value into a validated event, or raise InvalidEvent.
+
+    With `topic`, the event's type (and, on this system's own topics, its source) must belong
+    on that topic; `key`, when given, must be text the database can store (an order or buyer
+    id). Text anywhere (attributes, data, keys of objects) must not hold U+0000 or an unpaired
+    surrogate: PostgreSQL refuses both, and a record it refuses must never reach the database.
+    """
+    if key is not None:
+        check_key(key)
     if value is None or len(value) == 0:
         raise InvalidEvent("empty", "the message has no value")
     if len(value) > max_bytes:
@@ -160,6 +187,12 @@ def parse_event(value: bytes | None, *, max_bytes: int = MAX_EVENT_BYTES) -> Clo
         ) from None
     except (ValueError, RecursionError) as exc:
         raise InvalidEvent("malformed_json", f"not valid JSON: {_plain(exc)}") from None
+    if _SUSPECT_ESCAPE.search(value) is not None:
+        where = _bad_text_path(obj, "")
+        if where is not None:
+            raise InvalidEvent(
+                "invalid_text", f"{where or '(event)'}: text holds U+0000 or an unpaired surrogate"
+            )
     if not isinstance(obj, dict):
         raise InvalidEvent("not_an_object", "the value must be a JSON object (a CloudEvent)")
 
@@ -188,11 +221,50 @@ def parse_event(value: bytes | None, *, max_bytes: int = MAX_EVENT_BYTES) -> Clo
             event_id=event_id,
             event_type=event_type,
         )
+    if topic is not None:
+        unexpected = unexpected_on_topic(topic, event_type, obj.get("source"))
+        if unexpected is not None:
+            raise InvalidEvent(
+                "unexpected_type", unexpected, event_id=event_id, event_type=event_type
+            )
     try:
         return CloudEvent.model_validate(obj)
     except ValidationError as exc:
         reason, detail = describe_errors(exc.errors())
         raise InvalidEvent(reason, detail, event_id=event_id, event_type=event_type) from None
+
+
+def check_key(key: bytes) -> None:
+    """Raise InvalidEvent unless a Kafka key is storable text of an id's length."""
+    try:
+        text = bytes(key).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidEvent("invalid_key", f"the key is not UTF-8 (byte {exc.start})") from None
+    if "\x00" in text:
+        raise InvalidEvent("invalid_text", "the key holds U+0000")
+    if len(text) > MAX_KEY_CHARS:
+        raise InvalidEvent(
+            "invalid_key", f"the key has {len(text)} characters, more than {MAX_KEY_CHARS}"
+        )
+
+
+def _bad_text_path(value: Any, path: str) -> str | None:
+    """The path of the first string (or object key) holding U+0000 or a lone surrogate."""
+    if isinstance(value, str):
+        return path if _BAD_TEXT.search(value) else None
+    if isinstance(value, dict):
+        for name, item in value.items():
+            if _BAD_TEXT.search(name):
+                return f"{path}.(a key)" if path else "(a key)"
+            where = _bad_text_path(item, f"{path}.{name}" if path else name)
+            if where is not None:
+                return where
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            where = _bad_text_path(item, f"{path}[{i}]")
+            if where is not None:
+                return where
+    return None
 
 
 def describe_errors(errors: list[ErrorDetails]) -> tuple[str, str]:

@@ -5,6 +5,7 @@ Adding an event type is one line in `EVENT_TYPES` (plus a constant for its name)
 
 from __future__ import annotations
 
+from . import topics
 from .inputs import (
     COMPLAINT_CATEGORIES,
     CONDITION_FLAGS,
@@ -156,6 +157,79 @@ CUSTOMER_KEYED_TYPES: frozenset[str] = frozenset(
     {SURVEY_ANSWERED, CALLBACK_SCHEDULED, CALLBACK_SENT, SATISFACTION_RECORDED, SATISFACTION_LOW}
 )
 
+# What each topic carries (SPEC sections 1-3); any other type on it is `unexpected_type`, so a
+# platform topic can never make a service act on an internal type. Topics not listed (tests'
+# own) are not checked.
+PLATFORM_TOPIC_TYPES: dict[str, frozenset[str]] = {
+    topics.ORDERS: frozenset({ORDER_PAID, ORDER_SHIPPED, ORDER_CANCELLED}),
+    topics.SIGNATURES: frozenset({PARCEL_SIGNED}),
+    topics.RETURNS: frozenset(
+        {
+            RETURN_REQUESTED,
+            RETURN_EVIDENCE_SUBMITTED,
+            RETURN_SHIPPED,
+            RETURN_INSPECTED,
+            RETURN_REVIEWED,
+            RETURN_CANCELLED,
+        }
+    ),
+    # compensation.reviewed is a supervisor's tool answering `compensation.pending`.
+    topics.COMPLAINTS: frozenset(
+        {COMPLAINT_OPENED, COMPLAINT_RESPONDED, COMPLAINT_RESOLVED, COMPENSATION_REVIEWED}
+    ),
+    topics.SURVEYS: frozenset({SURVEY_ANSWERED}),
+}
+
+# This system's topics: type -> the services that publish it there. An event on one of them
+# must also come from one of those services (`source` = `service_source(name)`).
+SERVICE_TOPIC_TYPES: dict[str, dict[str, frozenset[str]]] = {
+    topics.REFUNDS: {REFUND_ISSUED: frozenset({"returns", "complaints"})},
+    topics.COUPONS: {COUPON_GRANTED: frozenset({"complaints"})},
+    topics.RETURN_DECISIONS: {
+        t: frozenset({"returns"})
+        for t in (RETURN_APPROVED, RETURN_REJECTED, RETURN_PENDING, RETURN_COMPLETED)
+    },
+    topics.FULFILMENT: {RESHIPMENT_REQUESTED: frozenset({"returns", "complaints"})},
+    topics.SLA: {SLA_BREACHED: frozenset({"returns", "complaints", "followup"})},
+    topics.FOLLOWUPS: {
+        t: frozenset({"followup"})
+        for t in (CALLBACK_SCHEDULED, CALLBACK_SENT, SATISFACTION_RECORDED, SATISFACTION_LOW)
+    },
+    topics.NOTIFICATIONS: {NOTIFICATION_REQUESTED: frozenset({"complaints", "followup"})},
+    topics.NOTIFICATION_STATUS: {
+        t: frozenset({"notifier"}) for t in (NOTIFICATION_SENT, NOTIFICATION_FAILED)
+    },
+    topics.ESCALATIONS: {
+        t: frozenset({"complaints"}) for t in (COMPLAINT_ESCALATED, COMPENSATION_PENDING)
+    },
+}
+
+
+def service_source(service: str) -> str:
+    """The CloudEvents `source` of every event a service emits."""
+    return f"/aftersales/{service}"
+
+
+def unexpected_on_topic(topic: str, event_type: str, source: object) -> str | None:
+    """Why `event_type` from `source` does not belong on `topic`, or None when it does."""
+    platform = PLATFORM_TOPIC_TYPES.get(topic)
+    if platform is not None:
+        if event_type in platform:
+            return None
+        return f"type: {event_type!r} does not belong on the platform topic {topic!r}"
+    published = SERVICE_TOPIC_TYPES.get(topic)
+    if published is None:
+        if topic.startswith(topics.DEAD_LETTER_PREFIX) and event_type != EVENT_DEADLETTERED:
+            return f"type: {event_type!r} does not belong on a dead-letter topic"
+        return None
+    services = published.get(event_type)
+    if services is None:
+        return f"type: {event_type!r} does not belong on {topic!r}"
+    if source not in {service_source(s) for s in services}:
+        return f"source: {event_type} on {topic!r} comes only from {', '.join(sorted(services))}"
+    return None
+
+
 __all__ = [
     "CALLBACK_SCHEDULED",
     "CALLBACK_SENT",
@@ -180,6 +254,7 @@ __all__ = [
     "ORDER_PAID",
     "ORDER_SHIPPED",
     "PARCEL_SIGNED",
+    "PLATFORM_TOPIC_TYPES",
     "REFUND_ISSUED",
     "REQUIRED_FOR_TYPE",
     "RESHIPMENT_REQUESTED",
@@ -197,6 +272,7 @@ __all__ = [
     "SATISFACTION_LOW",
     "SATISFACTION_RECORDED",
     "SELLER_FAULT_REASONS",
+    "SERVICE_TOPIC_TYPES",
     "SLA_BREACHED",
     "SURVEY_ANSWERED",
     "BreakdownItem",
@@ -252,4 +328,6 @@ __all__ = [
     "SlaKind",
     "SurveyAnswered",
     "WaitingFor",
+    "service_source",
+    "unexpected_on_topic",
 ]

@@ -7,6 +7,7 @@ from typing import Annotated, Literal, get_args
 from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
 from .primitives import (
+    MAX_LINES,
     Currency,
     EventData,
     Id,
@@ -131,13 +132,13 @@ class OrderPaid(EventData):
     customer_id: Id
     paid_at: Timestamp
     currency: Currency
-    lines: Annotated[list[OrderLine], Field(min_length=1)]
+    lines: Annotated[list[OrderLine], Field(min_length=1, max_length=MAX_LINES)]
     shipping_fee_paid: Money
     standard_shipping_fee: Money
     free_shipping_threshold: Money | None = None
     shipping_insurance: bool
     presale_ship_by: Timestamp | None = None
-    payments: list[Payment]
+    payments: Annotated[list[Payment], Field(max_length=MAX_LINES)]
     customer: Customer
 
     @field_validator("lines")
@@ -226,9 +227,9 @@ class ReturnRequested(EventData):
     customer_id: Id
     kind: ReturnKind
     reason: ReturnReason
-    lines: Annotated[list[ReturnLine], Field(min_length=1)]
-    condition: list[ConditionFlag] = Field(default_factory=list)
-    evidence_urls: list[Url] = Field(default_factory=list)
+    lines: Annotated[list[ReturnLine], Field(min_length=1, max_length=MAX_LINES)]
+    condition: list[ConditionFlag] = Field(default_factory=list, max_length=MAX_LINES)
+    evidence_urls: list[Url] = Field(default_factory=list, max_length=MAX_LINES)
     requested_at: Timestamp
 
     _unique_lines = field_validator("lines")(_unique_return_lines)
@@ -245,7 +246,7 @@ class ReturnRequested(EventData):
 class ReturnEvidenceSubmitted(EventData):
     return_id: Id
     order_id: Id
-    evidence_urls: Annotated[list[Url], Field(min_length=1)]
+    evidence_urls: Annotated[list[Url], Field(min_length=1, max_length=MAX_LINES)]
     submitted_at: Timestamp
 
 
@@ -262,7 +263,7 @@ class ReturnInspected(EventData):
     return_id: Id
     order_id: Id
     passed: bool
-    findings: list[ConditionFlag] = Field(default_factory=list)
+    findings: list[ConditionFlag] = Field(default_factory=list, max_length=MAX_LINES)
     inspected_at: Timestamp
 
 

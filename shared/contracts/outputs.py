@@ -11,6 +11,7 @@ from pydantic import AfterValidator, Field, model_validator
 
 from .inputs import ComplaintCategory, Payment, ReturnKind, ReturnLine
 from .primitives import (
+    MAX_LINES,
     Currency,
     EventData,
     Id,
@@ -76,8 +77,8 @@ class RefundIssued(EventData):
     case: CaseRef
     amount: Money
     currency: Currency
-    breakdown: Annotated[list[BreakdownItem], Field(min_length=1)]
-    payments: list[Payment]
+    breakdown: Annotated[list[BreakdownItem], Field(min_length=1, max_length=MAX_LINES)]
+    payments: Annotated[list[Payment], Field(max_length=MAX_LINES)]
     return_shipping_payer: ShippingPayer | None = None
     due_by: Timestamp
     issued_at: Timestamp
@@ -127,7 +128,7 @@ class ReshipmentRequested(EventData):
     order_id: Id
     customer_id: Id
     case: CaseRef
-    lines: Annotated[list[ReturnLine], Field(min_length=1)]
+    lines: Annotated[list[ReturnLine], Field(min_length=1, max_length=MAX_LINES)]
     due_by: Timestamp
     requested_at: Timestamp
 
@@ -146,7 +147,7 @@ class FollowupEvent(EventData):
 
     callback_id: Id
     customer_id: Id
-    cases: Annotated[list[CaseRef], Field(min_length=1)]
+    cases: Annotated[list[CaseRef], Field(min_length=1, max_length=MAX_LINES)]
     due_at: Timestamp | None = None
     deadline: Timestamp | None = None
     score: Score | None = None
@@ -265,6 +266,39 @@ class NotificationFailed(EventData):
     failed_at: Timestamp
 
 
+# Every reason a consumer dead-letters with, besides a service's own business refusals (its
+# `Rejected` codes). Listed in docs/decisions.md and the AsyncAPI documents.
+DEAD_LETTER_REASONS: tuple[str, ...] = (
+    "empty",
+    "oversized",
+    "invalid_utf8",
+    "malformed_json",
+    "not_an_object",
+    "invalid_text",
+    "invalid_key",
+    "missing_attribute",
+    "unsupported_specversion",
+    "unknown_type",
+    "unexpected_type",
+    "invalid_attribute",
+    "invalid_data",
+    "naive_timestamp",
+    "timestamp_out_of_range",
+    "negative_amount",
+    "absurd_amount",
+    "payments_mismatch",
+    "handler_error",
+    "storage_refused",
+    "batch_refused",
+)
+
+
+# The largest dead-letter record (value, key and headers), the broker's default record limit:
+# a copy that would make it larger is cut (`value_truncated`). Readers of a dead-letter topic
+# parse with this limit, not the 256 KiB of an input.
+MAX_DEAD_LETTER_BYTES = 1024 * 1024
+
+
 class DeadLetterOrigin(EventData):
     topic: Name
     partition: Annotated[int, Field(ge=0)]
@@ -273,7 +307,16 @@ class DeadLetterOrigin(EventData):
 
 class DeadLettered(EventData):
     service: Name
-    reason: Name
+    reason: Annotated[
+        Name,
+        Field(
+            description=(
+                "Why the record was dead-lettered: one of "
+                + ", ".join(DEAD_LETTER_REASONS)
+                + ", or a service's own business refusal (e.g. unknown_callback)."
+            )
+        ),
+    ]
     detail: str
     origin: DeadLetterOrigin
     key: str | None = None

@@ -24,6 +24,18 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 MAX_AMOUNT = 10**12
 """Largest accepted amount in minor units (10 billion yuan): anything above is a bug upstream."""
 
+MAX_QUANTITY = 100_000
+"""Largest quantity of one line: more is a bug upstream, and sums over lines stay small."""
+MAX_LINES = 1_000
+"""Most lines (or payments, evidence links, cases...) one event may list."""
+
+# Every timestamp must lie in this window (`timestamp_out_of_range`). Python's datetime ends at
+# year 9999 and a deadline the rules derive (policy durations are at most 100 years, see
+# shared.policy.MAX_DURATION_DAYS) must still fit, converted to UTC, in what Python and
+# PostgreSQL store; nothing in after-sales predates 1970.
+MIN_TIMESTAMP = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_TIMESTAMP = datetime(9000, 1, 1, tzinfo=UTC)
+
 
 class EventData(BaseModel):
     """Base of every event's `data` model."""
@@ -92,20 +104,33 @@ def parse_timestamp(value: str) -> datetime:
             offset = timedelta(hours=int(off_h), minutes=int(off_m))
             tz = timezone(-offset if sign == "-" else offset)
         micro = int((fraction or "0")[:6].ljust(6, "0"))
-        return datetime(
+        parsed = datetime(
             int(year), int(month), int(day), int(hour), int(minute), int(second), micro, tzinfo=tz
         )
     except ValueError:
         raise PydanticCustomError(
             "timestamp_format", "must be a real date and time (RFC 3339)"
         ) from None
+    return _in_range(parsed)
+
+
+def _in_range(value: datetime) -> datetime:
+    # Compared by year first: a datetime at the edge of year 1 or 9999 with an offset cannot be
+    # turned into UTC (OverflowError), which is exactly what this check exists to prevent.
+    if not 1970 <= value.year < 9000 or not MIN_TIMESTAMP <= value < MAX_TIMESTAMP:
+        raise PydanticCustomError(
+            "timestamp_out_of_range", "must lie between 1970-01-01 and 9000-01-01 (UTC)"
+        )
+    return value
 
 
 def _to_timestamp(value: Any) -> Any:
     if isinstance(value, str):
         return parse_timestamp(value)
-    if isinstance(value, datetime) and (value.tzinfo is None or value.utcoffset() is None):
-        raise _naive_error()
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise _naive_error()
+        return _in_range(value)
     return value  # a datetime passes; anything else fails the strict datetime check
 
 
@@ -130,5 +155,5 @@ Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
 Id = Annotated[str, Field(min_length=1, max_length=128)]
 Name = Annotated[str, Field(min_length=1, max_length=256)]
 Url = Annotated[str, Field(min_length=1, max_length=2048)]
-Quantity = Annotated[int, Field(gt=0)]
+Quantity = Annotated[int, Field(gt=0, le=MAX_QUANTITY)]
 Score = Annotated[int, Field(ge=1, le=5)]

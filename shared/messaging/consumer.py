@@ -26,11 +26,12 @@ from shared.contracts import (
     event_key,
     parse_event,
 )
+from shared.contracts.outputs import MAX_DEAD_LETTER_BYTES
 from shared.crypto import mask_email, mask_name, mask_phone, redact
-from shared.db import UnitOfWork
+from shared.db import UnitOfWork, flush_pending
 
 from .context import EventHandler, HandlerContext
-from .errors import Rejected, is_transient
+from .errors import Rejected, describe_failure, is_storage_refusal, is_transient, sqlstate
 from .store import HOLD_WRITES, Inbox, WriteConflict
 from .tables import MessagingTables
 
@@ -45,6 +46,19 @@ BATCH_EVENTS = "aftersales.batch_events"
 # What a dead letter keeps of the original value: enough to inspect and replay any valid-size
 # event; an oversized one is cut, since it can never be processed anyway.
 MAX_DEAD_LETTER_VALUE = 256 * 1024
+# A whole dead-letter record (value, key, headers) stays under the broker's default limit of
+# 1 MiB: the copy is cut (and marked) until it fits. The envelope's attributes, the key and the
+# record's framing are counted with room to spare.
+MAX_DEAD_LETTER_RECORD = MAX_DEAD_LETTER_BYTES
+_ENVELOPE_ALLOWANCE = 4096
+MAX_DEAD_LETTER_KEY = 256
+_MAX_DETAIL = 2000
+
+# A batch that fails the same non-transient way this many times in a row (though every event
+# was isolated) has each of its records dead-lettered (`batch_refused`) instead of looping.
+LAST_RESORT_AFTER = 3
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 class Record(Protocol):
@@ -94,30 +108,29 @@ class EventProcessor:
         self._clock = clock
         self._lock_keys = lock_keys
         self._on_committed = on_committed
+        # (what failed, how often in a row) of the last batch that failed past isolation.
+        self._refused: tuple[object, int] | None = None
 
     async def process(self, records: Sequence[Record]) -> None:
-        """Apply a batch in one transaction; raises only for passing faults (batch redelivered)."""
+        """Apply a batch in one transaction; raises only for passing faults (batch redelivered)
+        or, for a batch that keeps failing otherwise, until `LAST_RESORT_AFTER` attempts."""
         items: list[tuple[Record, CloudEvent | _Poison]] = []
         for record in records:
             try:
-                items.append((record, parse_event(record.value)))
+                items.append(
+                    (record, parse_event(record.value, topic=record.topic, key=record.key))
+                )
             except InvalidEvent as exc:
                 items.append((record, _Poison(exc.reason, exc.detail)))
         now = self._clock.now()
         with metrics.BATCH_SECONDS.labels(self.service).time():
             try:
-                outcomes = await self._apply_together(items, now)
-            except _HandlerFailed as failed:
-                # Roll everything back and apply the batch again, each event in its own
-                # savepoint, so only the failing event is dead-lettered (rare: the slow path).
-                log.info(
-                    "a handler failed; the batch is applied again event by event",
-                    extra={"service": self.service, "event_id": failed.event_id},
-                )
-                async with UnitOfWork(self._sessions, namespace=self.service) as uow:
-                    await uow.lock(self._keys_to_lock(items))
-                    outcomes = [await self._apply(uow, record, item, now) for record, item in items]
-                    await uow.commit()
+                outcomes = await self._apply_isolating(items, now)
+                self._refused = None
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                outcomes = await self._last_resort(items, now, exc)
         counted = Counter(
             (item.type if isinstance(item, CloudEvent) else "invalid", outcome)
             for (_, item), outcome in zip(items, outcomes, strict=True)
@@ -126,15 +139,79 @@ class EventProcessor:
             metrics.EVENTS.labels(self.service, event_type, outcome).inc(n)
         self._on_committed()
 
+    async def _apply_isolating(
+        self, items: Sequence[tuple[Record, CloudEvent | _Poison]], now: datetime
+    ) -> list[str]:
+        try:
+            return await self._apply_together(items, now)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            # Roll everything back and apply the batch again, each event in its own savepoint,
+            # so only the failing event is dead-lettered (rare: the slow path). Whatever failed
+            # (a handler, the inbox claim, the writes held for the commit, a dead letter), the
+            # culprit is isolated there.
+            failed = exc.event_id if isinstance(exc, _HandlerFailed) else ""
+            cause = exc.__cause__ if isinstance(exc, _HandlerFailed) and exc.__cause__ else exc
+            log.info(
+                "the batch is applied again event by event",
+                extra={
+                    "service": self.service,
+                    "event_id": failed,
+                    "sqlstate": sqlstate(cause) or "",
+                    "error": describe_failure(cause),
+                },
+            )
+            async with UnitOfWork(self._sessions, namespace=self.service) as uow:
+                await uow.lock(self._keys_to_lock(items))
+                outcomes = [await self._apply(uow, record, item, now) for record, item in items]
+                await uow.commit()
+            return outcomes
+
+    async def _last_resort(
+        self, items: Sequence[tuple[Record, CloudEvent | _Poison]], now: datetime, exc: Exception
+    ) -> list[str]:
+        """Count a batch that failed though its events were isolated; raise (it is fetched
+        again) until it failed the same way `LAST_RESORT_AFTER` times in a row, then
+        dead-letter every record of it, so the partitions move on."""
+        first, last = items[0][0], items[-1][0]
+        signature = (
+            (first.topic, first.partition, first.offset),
+            (last.topic, last.partition, last.offset),
+            sqlstate(exc) or type(exc).__name__,
+        )
+        count = self._refused[1] + 1 if self._refused and self._refused[0] == signature else 1
+        self._refused = (signature, count)
+        detail = describe_failure(exc)
+        log.error(
+            "a batch failed though its events were isolated",
+            extra={
+                "service": self.service,
+                "attempt": count,
+                "sqlstate": sqlstate(exc) or "",
+                "error": detail,
+            },
+        )
+        if count < LAST_RESORT_AFTER:
+            raise exc
+        self._refused = None
+        async with UnitOfWork(self._sessions, namespace=self.service) as uow:
+            for record, _ in items:
+                await self._dead_letter(
+                    uow, record, "batch_refused", f"the batch kept failing: {detail}", now
+                )
+            await uow.commit()
+        return ["dead_lettered"] * len(items)
+
     async def _apply_together(
         self, items: Sequence[tuple[Record, CloudEvent | _Poison]], now: datetime
     ) -> list[str]:
         """The fast path: one transaction, the batch's inbox ids claimed in one statement, no
         savepoint per event, and writes held back (`HOLD_WRITES`): outbox rows, timer changes
-        and whatever a repository buffers go out in one statement each at commit. A handler
-        that fails for any reason but a passing fault, or a held-back write that finds the
-        database other than assumed, raises `_HandlerFailed`: the caller rolls back and applies
-        the batch event by event (`_apply`), as if this path had not run."""
+        and whatever a repository buffers go out in one statement each at commit. Anything
+        failing here for a reason other than a passing fault (a handler, the inbox claim, a
+        held-back write at commit, a dead letter) makes the caller roll back and apply the
+        batch event by event (`_apply`), as if this path had not run."""
         async with UnitOfWork(self._sessions, namespace=self.service) as uow:
             uow.session.info[HOLD_WRITES] = True
             await uow.lock(self._keys_to_lock(items))
@@ -152,7 +229,11 @@ class EventProcessor:
             outcomes: list[str] = []
             for record, item in items:
                 if isinstance(item, _Poison):
-                    await self._dead_letter(uow, record, item.reason, item.detail, now)
+                    # No savepoint here: should its letter be refused (at commit, with the held
+                    # writes), the event-by-event path isolates it.
+                    await self._queue_dead_letter(
+                        uow, record, item.reason, item.detail, now, copy=True
+                    )
                     outcomes.append("dead_lettered")
                     continue
                 handler = self._handlers.get(item.type)
@@ -220,47 +301,86 @@ class EventProcessor:
                 if not await ctx.inbox.first_time(item.id, item.type, record.topic):
                     return "duplicate"
                 await handler(item, ctx)
+                await flush_pending(uow.session)  # a buffered write fails inside the savepoint
             uow.after_commit(*ctx.on_commit)
         except Rejected as exc:
             log.warning(
                 "handler rejected the event; dead-lettered",
                 extra={"service": self.service, "event_type": item.type, "reason": exc.reason},
             )
-            await self._dead_letter(uow, record, exc.reason, redact(exc.detail)[:2000], now)
+            await self._dead_letter(uow, record, exc.reason, redact(exc.detail), now)
             return "dead_lettered"
         except Exception as exc:
             if is_transient(exc):
                 raise
             # A deterministic failure would fail the same way on every redelivery: park it.
+            # The database refusing the event's writes (bad text, a date it cannot store) is
+            # `storage_refused`; anything else the handler's own `handler_error`.
+            state = sqlstate(exc)
+            reason = "storage_refused" if is_storage_refusal(exc) else "handler_error"
             log.exception(
                 "handler failed; event dead-lettered",
-                extra={"service": self.service, "event_type": item.type, "event_id": item.id},
+                extra={
+                    "service": self.service,
+                    "event_type": item.type,
+                    "event_id": item.id,
+                    "reason": reason,
+                    "sqlstate": state or "",
+                },
             )
-            detail = redact(f"{type(exc).__name__}: {exc}")[:2000]
-            await self._dead_letter(uow, record, "handler_error", detail, now)
+            await self._dead_letter(uow, record, reason, describe_failure(exc, limit=1000), now)
             return "dead_lettered"
         return "processed"
 
     async def _dead_letter(
         self, uow: UnitOfWork, record: Record, reason: str, detail: str, now: datetime
     ) -> None:
+        """Queue the record's dead letter; this cannot fail for anything the record holds: the
+        copy is storable text of bounded size, and should the database still refuse it, a
+        letter without the copy and the key is queued instead."""
+        try:
+            async with uow.session.begin_nested():
+                await self._queue_dead_letter(uow, record, reason, detail, now, copy=True)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            log.error(
+                "dead letter refused; queued again without the copy",
+                extra={"service": self.service, "error": describe_failure(exc)},
+            )
+            await self._queue_dead_letter(uow, record, reason, detail, now, copy=False)
+
+    async def _queue_dead_letter(
+        self,
+        uow: UnitOfWork,
+        record: Record,
+        reason: str,
+        detail: str,
+        now: datetime,
+        *,
+        copy: bool,
+    ) -> None:
         value = record.value or b""
         digest = hashlib.sha256(value).hexdigest()
-        text, truncated = scrub_personal_data(value)
-        key = record.key.decode("utf-8", "replace") if record.key is not None else None
+        if copy:
+            text, truncated = scrub_personal_data(value)
+            key, key_cut = dead_letter_key(record.key)
+        else:
+            text, truncated, key, key_cut = "", True, None, record.key is not None
         data = DeadLettered(
             service=self.service,
             reason=reason,
-            detail=detail,
+            detail=storable_text(detail)[:_MAX_DETAIL],
             origin=DeadLetterOrigin(
                 topic=record.topic, partition=record.partition, offset=record.offset
             ),
             key=key,
             value=text,
             value_encoding="utf-8",
-            value_truncated=truncated,
+            value_truncated=truncated or key_cut,
             received_at=now,
         )
+        data = fit_dead_letter(data)
         origin = f"{record.topic}/{record.partition}/{record.offset}/{digest}"
         ctx = HandlerContext(
             uow=uow, tables=self._tables, service=self.service, now=now, cause_id=origin
@@ -285,6 +405,42 @@ class EventProcessor:
                 "offset": record.offset,
             },
         )
+
+
+def storable_text(text: str) -> str:
+    """`text` with U+0000 and lone surrogates (which PostgreSQL and UTF-8 refuse) replaced."""
+    return _UNSTORABLE.sub("\ufffd", text) if _UNSTORABLE.search(text) else text
+
+
+def dead_letter_key(key: bytes | None) -> tuple[str | None, bool]:
+    """The key a dead letter keeps (storable text, at most MAX_DEAD_LETTER_KEY characters) and
+    whether it had to be changed to be kept."""
+    if key is None:
+        return None, False
+    try:
+        text = key.decode("utf-8")
+        changed = False
+    except UnicodeDecodeError:
+        text, changed = key.decode("utf-8", "replace"), True
+    clean = storable_text(text)[:MAX_DEAD_LETTER_KEY]
+    return clean, changed or clean != text
+
+
+def _record_size(data: DeadLettered) -> int:
+    body = json.dumps(data.model_dump(mode="json"), ensure_ascii=False).encode("utf-8")
+    key = (data.key or "").encode("utf-8")
+    return len(body) + 2 * len(key) + _ENVELOPE_ALLOWANCE  # the key is the record's and in data
+
+
+def fit_dead_letter(data: DeadLettered) -> DeadLettered:
+    """`data` whose whole record fits MAX_DEAD_LETTER_RECORD: the copy is cut (and marked
+    truncated) in proportion to what its escaped form costs, until it fits."""
+    size = _record_size(data)
+    while size > MAX_DEAD_LETTER_RECORD and data.value:
+        keep = int(len(data.value) * (MAX_DEAD_LETTER_RECORD / size) * 0.9)
+        data = data.model_copy(update={"value": data.value[:keep], "value_truncated": True})
+        size = _record_size(data)
+    return data
 
 
 _CUSTOMER_MASKS = {"name": mask_name, "phone": mask_phone, "email": mask_email}
@@ -313,9 +469,12 @@ def scrub_personal_data(value: bytes) -> tuple[str, bool]:
         return "", True
     try:
         document = json.loads(text, object_pairs_hook=_unique_keys)
-        return json.dumps(_scrub(document, None), ensure_ascii=False), False
+        copy = json.dumps(_scrub(document, None), ensure_ascii=False)
+        if _UNSTORABLE.search(copy):  # U+0000 or a lone surrogate: kept as its JSON escape
+            copy = json.dumps(_scrub(document, None), ensure_ascii=True)
+        return copy, False
     except (ValueError, RecursionError):  # not JSON, ambiguous, or nested too deep
-        return redact(_mask_contact_fields(text)), False
+        return storable_text(redact(_mask_contact_fields(text))), False
 
 
 def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:

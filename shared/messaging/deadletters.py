@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from shared.contracts import DeadLettered, InvalidEvent, dead_letter_topic, parse_event
+from shared.contracts.outputs import MAX_DEAD_LETTER_BYTES
 from shared.settings import Settings
 
 from .relay import CONTENT_TYPE
@@ -51,7 +52,7 @@ async def _dead_letters(
         settings.kafka_bootstrap_servers, dead_letter_topic(service)
     ):
         try:
-            event = parse_event(value)
+            event = parse_event(value, max_bytes=MAX_DEAD_LETTER_BYTES)
         except InvalidEvent:
             continue
         data = event.data

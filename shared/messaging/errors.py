@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import re
+
+from shared.crypto import redact
 
 
 class Rejected(Exception):
@@ -25,7 +28,42 @@ class Rejected(Exception):
 _TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57", "58")
 # A missing table or schema means migrations have not run (yet): an operator's fix, after which
 # the same events must still apply, so they wait rather than being dead-lettered.
-_TRANSIENT_SQLSTATES = ("42P01", "3F000")
+# Lock and idle timeouts (lock_timeout, idle_in_transaction_session_timeout) mean contention or
+# a stalled client, not a bad event: the work is tried again.
+_TRANSIENT_SQLSTATES = ("42P01", "3F000", "55P03", "25P03")
+
+
+# The database refusing to store a value: text it cannot hold (U+0000, bad UTF-8, a lone
+# surrogate asyncpg cannot encode), a number or date out of its range, a value too long, a
+# broken constraint. Anything else a handler's SQL raises is the handler's own error.
+_STORAGE_SQLSTATES = ("22000", "22001", "22003", "22007", "22008", "22021", "22P02", "22P05")
+
+
+def is_storage_refusal(exc: BaseException) -> bool:
+    """True when the database refused to store what an event carried (`storage_refused`)."""
+    state = _sqlstate(exc)
+    return state is not None and (state in _STORAGE_SQLSTATES or state.startswith("23"))
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a database error (or of its cause), None when there is none."""
+    return _sqlstate(exc)
+
+
+# asyncpg quotes the refused parameter ("invalid input for query argument $1: 'the value'
+# (reason)"); the value may be personal data, so it is cut out.
+_QUOTED_ARGUMENT = re.compile(r"(query argument \$\d+): .*? \(", re.DOTALL)
+
+
+def describe_failure(exc: BaseException, *, limit: int = 300) -> str:
+    """One line for logs and dead letters: the SQLSTATE and the database's (or exception's)
+    own message, without the statement, its parameters or personal data."""
+    state = _sqlstate(exc)
+    origin = getattr(exc, "orig", None) or exc
+    message = str(origin).splitlines()[0] if str(origin) else ""
+    message = redact(_QUOTED_ARGUMENT.sub(r"\1 (", message))[:limit]
+    head = f"SQLSTATE {state}" if state else type(exc).__name__
+    return f"{head}: {message}" if message else head
 
 
 def _sqlstate(exc: BaseException) -> str | None:

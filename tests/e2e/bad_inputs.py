@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from shared.contracts import topics
+from tests.sources import source_for
 
 SQL_INJECTION = "'; DROP TABLE returns.inbox; --"
 SQL_INJECTION_2 = "Robert'); DROP TABLE notifier.contacts; --"
@@ -59,7 +60,7 @@ def event(type_: str, data: dict[str, Any], at: datetime, *, id: str) -> dict[st
     return {
         "specversion": "1.0",
         "id": id,
-        "source": "/shop-platform/bad-input-corpus",
+        "source": source_for(type_, "/shop-platform/bad-input-corpus"),
         "type": type_,
         "time": at.isoformat(),
         "datacontenttype": "application/json",

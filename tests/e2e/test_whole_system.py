@@ -27,6 +27,7 @@ from shared.messaging.runtime import ServiceRuntime, ensure_topics
 from shared.migrations import upgrade
 from shared.policy import Policy
 from shared.settings import Settings
+from tests.sources import source_for
 
 # Monday 10:00 in Shanghai: outside quiet hours, like the moment a day later.
 T0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
@@ -46,7 +47,7 @@ def _event(type_: str, data: dict[str, Any], at: datetime) -> bytes:
         {
             "specversion": "1.0",
             "id": f"sys-{uuid.uuid4()}",
-            "source": "/shop-platform/system-test",
+            "source": source_for(type_, "/shop-platform/system-test"),
             "type": type_,
             "time": at.isoformat(),
             "data": data,

@@ -23,6 +23,7 @@ from shared.messaging.runtime import ServiceRuntime
 from shared.policy import Policy
 from shared.settings import Settings
 from tests.polling import eventually
+from tests.sources import source_for
 
 # Monday 2026-03-02 10:00 in Shanghai: the service's clock; events happen before it.
 T0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
@@ -52,7 +53,7 @@ def event(type_: str, data: dict[str, Any], at: datetime, *, id: str | None = No
     return {
         "specversion": "1.0",
         "id": id or unique(f"e2e-{type_}"),
-        "source": "/shop-platform/e2e",
+        "source": source_for(type_, "/shop-platform/e2e"),
         "type": type_,
         "time": at.isoformat(),
         "datacontenttype": "application/json",

@@ -17,6 +17,7 @@ from services.followup.handlers import callback_id_for
 from services.followup.report import main as report_main
 from shared.contracts import topics
 from tests.polling import eventually
+from tests.sources import source_for
 
 T0 = datetime.fromisoformat("2024-05-01T10:00:00+08:00")
 H = timedelta(hours=1)
@@ -31,7 +32,7 @@ def envelope(event_type: str, data: dict[str, Any]) -> bytes:
         {
             "specversion": "1.0",
             "id": unique("e2e"),
-            "source": "/e2e",
+            "source": source_for(event_type, "/e2e"),
             "type": event_type,
             "time": T0.isoformat(),
             "datacontenttype": "application/json",

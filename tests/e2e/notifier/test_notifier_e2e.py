@@ -33,6 +33,7 @@ from shared.migrations import upgrade
 from shared.policy import Policy
 from shared.settings import Settings
 from tests.polling import eventually
+from tests.sources import source_for
 
 T0 = datetime(2024, 5, 1, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai: outside quiet hours
 PHONE = "13812345678"
@@ -85,7 +86,7 @@ def event(type_: str, data: dict[str, Any]) -> bytes:
         {
             "specversion": "1.0",
             "id": f"e2e-{uuid.uuid4()}",
-            "source": "/e2e",
+            "source": source_for(type_, "/e2e"),
             "type": type_,
             "time": T0.isoformat(),
             "data": data,

@@ -24,6 +24,7 @@ from shared.db import create_engine, session_factory
 from shared.messaging.consumer import EventProcessor
 from shared.messaging.scheduler import TimerScheduler
 from shared.policy import Policy
+from tests.sources import source_for
 
 T0 = datetime.fromisoformat("2024-05-01T10:00:00+08:00")
 
@@ -41,7 +42,7 @@ def envelope(event_type: str, data: dict[str, Any], *, event_id: str | None = No
     return {
         "specversion": "1.0",
         "id": event_id or f"evt-{uuid.uuid4().hex}",
-        "source": "/test",
+        "source": source_for(event_type, "/test"),
         "type": event_type,
         "time": "2024-05-01T10:00:00+08:00",
         "datacontenttype": "application/json",

@@ -202,14 +202,17 @@ def processor(
     sessions: async_sessionmaker[AsyncSession],
     clock: Clock,
     handlers: dict[str, EventHandler] | None = None,
+    **options: Any,
 ) -> EventProcessor:
-    """The harness's event processor (with other handlers, when given)."""
+    """The harness's event processor (with other handlers, and EventProcessor options, when
+    given)."""
     return EventProcessor(
         service=harness.name,
         sessions=sessions,
         tables=harness.tables,
         handlers=handlers if handlers is not None else harness.definition().handlers,
         clock=clock,
+        **options,
     )
 
 

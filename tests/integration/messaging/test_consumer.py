@@ -19,6 +19,7 @@ from shared.contracts import (
     deterministic_id,
     parse_event,
 )
+from shared.contracts.outputs import MAX_DEAD_LETTER_BYTES
 
 from .helpers import (
     CUSTOMER_EMAIL,
@@ -41,7 +42,7 @@ def dead_letters(rows: list[dict[str, object]]) -> list[tuple[dict[str, object],
     for row in rows:
         if row["event_type"] != EVENT_DEADLETTERED:
             continue
-        event = parse_event(row["payload"])  # type: ignore[arg-type]
+        event = parse_event(row["payload"], max_bytes=MAX_DEAD_LETTER_BYTES)  # type: ignore[arg-type]
         assert isinstance(event.data, DeadLettered)
         out.append((row, event.data))
     return out
