@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self, TypeVar
 
@@ -29,13 +30,43 @@ def service_metadata(schema: str) -> MetaData:
     return MetaData(schema=schema, naming_convention=NAMING_CONVENTION)
 
 
-def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+@dataclass(frozen=True)
+class SessionLimits:
+    """Limits set on every connection (PostgreSQL session settings; 0 turns one off).
+
+    A statement that runs too long (57014) or waits too long for a lock (55P03) fails and its
+    batch is tried again; a transaction left idle is ended by the server instead of holding
+    its locks; the server's TCP keepalives drop a connection whose client vanished.
+    """
+
+    statement_timeout_ms: int = 60_000
+    lock_timeout_ms: int = 30_000
+    idle_in_transaction_timeout_ms: int = 120_000
+    tcp_keepalives_idle_s: int = 30
+    tcp_keepalives_interval_s: int = 10
+    tcp_keepalives_count: int = 3
+
+    def server_settings(self) -> dict[str, str]:
+        return {
+            "application_name": "aftersales",
+            "statement_timeout": str(self.statement_timeout_ms),
+            "lock_timeout": str(self.lock_timeout_ms),
+            "idle_in_transaction_session_timeout": str(self.idle_in_transaction_timeout_ms),
+            "tcp_keepalives_idle": str(self.tcp_keepalives_idle_s),
+            "tcp_keepalives_interval": str(self.tcp_keepalives_interval_s),
+            "tcp_keepalives_count": str(self.tcp_keepalives_count),
+        }
+
+
+def create_engine(
+    url: str, *, pool_size: int = 10, limits: SessionLimits | None = None
+) -> AsyncEngine:
     return create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
-        connect_args={"server_settings": {"application_name": "aftersales"}},
+        connect_args={"server_settings": (limits or SessionLimits()).server_settings()},
     )
 
 

@@ -35,8 +35,13 @@ def health_app(
             results = await asyncio.gather(*(r.ready() for r in runtimes))
             checks = {r.name: result for r, result in zip(runtimes, results, strict=True)}
             ok = all(all(result.values()) for result in results)
-            body = json.dumps({"status": "ready" if ok else "not_ready", "checks": checks})
-            await _respond(send, 200 if ok else 503, body.encode())
+            # Reachable but stuck: batches have kept failing for minutes (stuck_after).
+            stuck = {r.name: why for r in runtimes if (why := r.health.stuck()) is not None}
+            status = "not_ready" if not ok else "degraded" if stuck else "ready"
+            document: dict[str, Any] = {"status": status, "checks": checks}
+            if stuck:
+                document["stuck"] = stuck
+            await _respond(send, 200 if status == "ready" else 503, json.dumps(document).encode())
         elif path == "/metrics":
             await _respond(send, 200, generate_latest(), CONTENT_TYPE_LATEST)
         else:

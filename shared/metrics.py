@@ -20,6 +20,12 @@ BATCH_SECONDS = Histogram(
 RETRIES = Counter(
     "aftersales_transient_retries_total", "Batches retried after a passing fault.", ["service"]
 )
+CONSECUTIVE_FAILED_BATCHES = Gauge(
+    "aftersales_consecutive_failed_batches",
+    "Fetched batches that failed in a row and are fetched again (0 once one succeeds), by the "
+    "SQLSTATE of the last failure ('' when it was not the database's).",
+    ["service", "sqlstate"],
+)
 OUTBOX_PUBLISHED = Counter(
     "aftersales_outbox_published_total", "Events published from the outbox.", ["service", "topic"]
 )

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.db import SessionLimits
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/aftersales"
@@ -21,6 +26,20 @@ class Settings(BaseSettings):
     kafka_topic_partitions: int = Field(default=6, ge=1)
     kafka_topic_replication: int = Field(default=1, ge=1)
     database_url: str = Field(default=DEFAULT_DATABASE_URL, repr=False)
+    # Limits on every database session (shared.db.SessionLimits): a statement, a lock wait or a
+    # transaction left idle never holds a consumer (or a lock) for ever; keepalives find a dead
+    # peer behind a silent network.
+    database_statement_timeout_ms: int = Field(default=60_000, ge=0)
+    database_lock_timeout_ms: int = Field(default=30_000, ge=0)
+    database_idle_in_transaction_timeout_ms: int = Field(default=120_000, ge=0)
+    database_tcp_keepalives_idle_s: int = Field(default=30, ge=0)
+    database_tcp_keepalives_interval_s: int = Field(default=10, ge=0)
+    database_tcp_keepalives_count: int = Field(default=3, ge=0)
+    # A fetched batch is bounded by bytes as well as by count (500 records).
+    kafka_fetch_max_bytes: int = Field(default=8 * 1024 * 1024, ge=1024 * 1024)
+    kafka_max_partition_fetch_bytes: int = Field(default=2 * 1024 * 1024, ge=1024 * 1024)
+    # /health/ready answers 503 ("degraded") once batches have kept failing this long.
+    aftersales_stuck_after_seconds: float = Field(default=300.0, ge=0)
     aftersales_policy_file: str | None = None
     aftersales_encryption_key: str | None = Field(default=None, repr=False)
     aftersales_http_port: int = Field(default=8000, ge=0, le=65535)
@@ -42,9 +61,45 @@ class Settings(BaseSettings):
         if value.startswith("postgresql://") or value.startswith("postgres://"):
             value = "postgresql+asyncpg://" + value.split("://", 1)[1]
         if not value.startswith("postgresql+asyncpg://"):
-            raise ValueError("DATABASE_URL must be a postgresql+asyncpg:// URL")
+            raise PydanticCustomError(
+                "database_url",
+                "must be a postgresql+asyncpg:// URL, not {given}",
+                {"given": masked_url(value)},
+            )
         return value
+
+    def database_limits(self) -> SessionLimits:
+        return SessionLimits(
+            statement_timeout_ms=self.database_statement_timeout_ms,
+            lock_timeout_ms=self.database_lock_timeout_ms,
+            idle_in_transaction_timeout_ms=self.database_idle_in_transaction_timeout_ms,
+            tcp_keepalives_idle_s=self.database_tcp_keepalives_idle_s,
+            tcp_keepalives_interval_s=self.database_tcp_keepalives_interval_s,
+            tcp_keepalives_count=self.database_tcp_keepalives_count,
+        )
+
+
+def masked_url(url: str) -> str:
+    """`url` with its password shown as ***, for messages and logs."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "(an unreadable URL)"
+    if not password:
+        return url
+    user, _, host = parts.netloc.rpartition("@")
+    name = user.split(":", 1)[0]
+    return parts._replace(netloc=f"{name}:***@{host}").geturl()
 
 
 def load_settings() -> Settings:
-    return Settings()
+    """The settings from the environment; a bad value is one line naming the variable, never
+    showing its value (DATABASE_URL holds a password)."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
+        )
+        raise ValueError(f"invalid settings: {problems}") from None

@@ -25,7 +25,7 @@ from shared.settings import Settings
 
 async def rotate(settings: Settings) -> int:
     cipher = notifier_cipher(settings)
-    engine = create_engine(settings.database_url, pool_size=2)
+    engine = create_engine(settings.database_url, pool_size=2, limits=settings.database_limits())
     try:
         sessions = session_factory(engine)
         rotated = await rotate_all(sessions, cipher, SystemClock().now())

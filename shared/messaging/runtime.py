@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -30,7 +31,7 @@ from shared.tracing import setup_tracing
 
 from .consumer import EventProcessor, default_lock_keys
 from .context import EventHandler, TimerHandler
-from .errors import is_transient
+from .errors import describe_failure, is_transient, sqlstate
 from .relay import CONTENT_TYPE, OutboxRelay
 from .scheduler import TimerScheduler
 from .tables import MessagingTables
@@ -69,6 +70,60 @@ class ServiceDefinition:
     @property
     def all_topics(self) -> list[str]:
         return sorted({*self.topics, *self.publishes, dead_letter_topic(self.name)})
+
+
+class ConsumerHealth:
+    """Batches of one service's consumer that failed in a row: the gauge
+    `aftersales_consecutive_failed_batches` while they keep failing, and readiness degraded
+    once they have failed for `stuck_after` seconds (work is stuck, someone must look)."""
+
+    def __init__(
+        self,
+        service: str,
+        *,
+        stuck_after: float,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.service = service
+        self.stuck_after = stuck_after
+        self._monotonic = monotonic
+        self.failures = 0
+        self.failing_since: float | None = None
+        self.sqlstate = ""
+        self.error = ""
+        self._labels: set[str] = set()
+
+    def failed(self, exc: BaseException) -> None:
+        state = sqlstate(exc) or ""
+        if self.failing_since is None:
+            self.failing_since = self._monotonic()
+        self.failures += 1
+        self.sqlstate, self.error = state, describe_failure(exc)
+        for other in self._labels - {state}:  # one series carries the count: the latest kind
+            metrics.CONSECUTIVE_FAILED_BATCHES.labels(self.service, other).set(0)
+        self._labels.add(state)
+        metrics.CONSECUTIVE_FAILED_BATCHES.labels(self.service, state).set(self.failures)
+
+    def succeeded(self) -> None:
+        if self.failures == 0:
+            return
+        for state in self._labels:
+            metrics.CONSECUTIVE_FAILED_BATCHES.labels(self.service, state).set(0)
+        self.failures, self.failing_since, self.sqlstate, self.error = 0, None, "", ""
+
+    def stuck(self) -> dict[str, Any] | None:
+        """Why the consumer is stuck, or None while it is not (or not for long)."""
+        if self.failing_since is None:
+            return None
+        failing_for = self._monotonic() - self.failing_since
+        if failing_for < self.stuck_after:
+            return None
+        return {
+            "failed_batches": self.failures,
+            "failing_for_seconds": round(failing_for, 1),
+            "sqlstate": self.sqlstate,
+            "error": self.error,
+        }
 
 
 def kafka_security(settings: Settings) -> BaseSecurity | None:
@@ -110,7 +165,9 @@ class ServiceRuntime:
         self.definition = definition
         self.settings = settings
         self.clock = clock
-        self.engine = engine or create_engine(settings.database_url)
+        self.engine = engine or create_engine(
+            settings.database_url, limits=settings.database_limits()
+        )
         self._owns_engine = engine is None
         self.sessions = session_factory(self.engine)
         self._retry_backoff = retry_backoff
@@ -161,13 +218,18 @@ class ServiceRuntime:
             poll_interval=timer_poll_interval,
             on_committed=self.relay.wake,
         )
-        self._failures = 0
+        self.health = ConsumerHealth(
+            definition.name, stuck_after=settings.aftersales_stuck_after_seconds
+        )
         self.broker.subscriber(
             *definition.topics,
             group_id=f"aftersales-{definition.name}",
             batch=True,
             max_records=max_records,
             batch_timeout_ms=100,
+            # Bounded by bytes too: 500 records of up to 256 KiB each would be 125 MiB.
+            fetch_max_bytes=settings.kafka_fetch_max_bytes,
+            max_partition_fetch_bytes=settings.kafka_max_partition_fetch_bytes,
             auto_offset_reset="earliest",
             # Offsets are committed only after the batch's transaction committed; a failure
             # seeks back so the batch is fetched again (inbox ids make that harmless).
@@ -183,16 +245,26 @@ class ServiceRuntime:
         records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
         try:
             await self.processor.process(records)
-            self._failures = 0
+            self.health.succeeded()
         except Exception as exc:
-            if not is_transient(exc):
-                raise
-            self._failures += 1
-            metrics.RETRIES.labels(self.name).inc()
-            delay = min(self._retry_backoff * 2 ** min(self._failures - 1, 5), 30.0)
+            # A passing fault, or a batch the processor counts towards its last resort: either
+            # way it is fetched again after a backoff, and the gauge shows it.
+            self.health.failed(exc)
+            transient = is_transient(exc)
+            if transient:
+                metrics.RETRIES.labels(self.name).inc()
+            failures = self.health.failures
+            delay = min(self._retry_backoff * 2 ** min(failures - 1, 5), 30.0)
             log.warning(
-                "batch failed on a passing fault; it will be fetched again",
-                extra={"service": self.name, "error": type(exc).__name__, "retry_in_s": delay},
+                "batch failed; it will be fetched again",
+                extra={
+                    "service": self.name,
+                    "transient": transient,
+                    "sqlstate": self.health.sqlstate,
+                    "error": self.health.error,
+                    "failed_batches": failures,
+                    "retry_in_s": delay,
+                },
             )
             await asyncio.sleep(delay)
             raise

@@ -1,0 +1,54 @@
+"""Every connection of an engine carries the session limits (timeouts, keepalives)."""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+
+from shared.db import SessionLimits, create_engine
+
+
+async def test_every_connection_has_the_timeouts_and_keepalives(database_url: str) -> None:
+    limits = SessionLimits(
+        statement_timeout_ms=4321,
+        lock_timeout_ms=1234,
+        idle_in_transaction_timeout_ms=5678,
+        tcp_keepalives_idle_s=31,
+    )
+    engine = create_engine(database_url, pool_size=1, limits=limits)
+    try:
+        async with engine.connect() as conn:
+            shown = {
+                name: await conn.scalar(text(f"SHOW {name}"))
+                for name in (
+                    "statement_timeout",
+                    "lock_timeout",
+                    "idle_in_transaction_session_timeout",
+                    "application_name",
+                    "tcp_keepalives_idle",
+                )
+            }
+    finally:
+        await engine.dispose()
+    assert shown == {
+        "statement_timeout": "4321ms",
+        "lock_timeout": "1234ms",
+        "idle_in_transaction_session_timeout": "5678ms",
+        "application_name": "aftersales",
+        "tcp_keepalives_idle": "31",
+    }
+
+
+async def test_a_statement_over_its_timeout_fails_as_a_passing_fault(database_url: str) -> None:
+    from shared.messaging.errors import is_transient
+
+    engine = create_engine(database_url, pool_size=1, limits=SessionLimits(statement_timeout_ms=50))
+    try:
+        async with engine.connect() as conn:
+            try:
+                await conn.execute(text("SELECT pg_sleep(2)"))
+            except Exception as exc:
+                assert is_transient(exc)  # 57014: the batch is tried again, not dead-lettered
+            else:
+                raise AssertionError("the statement should have been cancelled")
+    finally:
+        await engine.dispose()
