@@ -2,13 +2,21 @@
 hostile free text.
 
 `corpus(run, at)` returns `BadInput`s: malformed, truncated, non-object and non-UTF-8 values,
+hostile content (`hostile`: U+0000 and unpaired surrogates in ids, data and ignored fields,
+timestamps of year 1 and 9999 and one whose deadlines would overflow, a 200 KiB flood of
+control characters, internal types such as `notification.requested` and `refund.issued` on the
+platform's topics),
 oversized and deeply nested ones, duplicate keys, NaN, wrong types (string / float amounts,
 booleans as integers and the reverse), missing attributes and fields, unknown types, naive
 timestamps, negative and absurd amounts, a payments mismatch, and contract errors of the
 services' own topics (an unknown or path-like notification template, a refund whose breakdown
-does not add up). Each carries the dead-letter `reason` every service that reads its topic must
-give, and a key of its own (`bad-<run>-NN-<name>`, also its `order_id` / `customer_id`), so
-anything it causes can be found.
+does not add up), and hostile content (`hostile`: U+0000 and unpaired surrogates in ids, data
+and ignored fields, timestamps of year 1 and 9999 and one whose deadlines would overflow, a
+200 KiB flood of control characters, internal types such as `notification.requested` and
+`refund.issued` on the platform's topics). `hostile_keys` are valid orders under Kafka keys that
+are not UTF-8, too long or hold U+0000. Each carries the dead-letter `reason` every service
+that reads its topic must give, and a key of its own (`bad-<run>-NN-<name>`, also its
+`order_id` / `customer_id`), so anything it causes can be found.
 
 The injection strings (SQL, Jinja / template, JNDI) go into free-text fields of otherwise valid
 events (`order_paid`, `complaint_opened`, `return_reviewed`, `survey_answered`, ...): they must
@@ -51,6 +59,17 @@ class BadInput:
     key: str
     value: bytes | None
     reason: str  # the dead-letter reason of every service reading `topic`
+    truncated: bool = False  # the dead letter's copy is cut (it would not fit 1 MiB)
+
+
+@dataclass(frozen=True)
+class HostileKey:
+    """A record whose Kafka key itself is hostile (not text, too long, U+0000)."""
+
+    name: str
+    key: bytes
+    value: bytes
+    reason: str
 
 
 # --- valid events ------------------------------------------------------------------------------
@@ -70,6 +89,12 @@ def event(type_: str, data: dict[str, Any], at: datetime, *, id: str) -> dict[st
 
 def encode(value: dict[str, Any] | list[Any]) -> bytes:
     return json.dumps(value, ensure_ascii=False).encode("utf-8")
+
+
+def escaped(value: dict[str, Any]) -> bytes:
+    """JSON with every non-ASCII character escaped: how U+0000 and lone surrogates (`\\ud800`)
+    travel, since a raw lone surrogate is not UTF-8."""
+    return json.dumps(value, ensure_ascii=True).encode("ascii")
 
 
 def order_paid(
@@ -521,4 +546,130 @@ def corpus(run: str, at: datetime) -> list[BadInput]:
         id=f"{k}-evt",
     )
     add("satisfaction-score", topics.FOLLOWUPS, encode(value), "invalid_data", k)
+    items.extend(hostile(run, at, start=len(items)))
     return items
+
+
+def hostile(run: str, at: datetime, *, start: int = 0) -> list[BadInput]:
+    """Content PostgreSQL or Python cannot store, floods, and internal types on the platform's
+    topics: each refused by the contract before it reaches the database (SPEC section 1)."""
+    items: list[BadInput] = []
+
+    def key(name: str) -> str:
+        return f"bad-{run}-{start + len(items):02d}-{name}"
+
+    def add_order(name: str, reason: str, change: Any, *, wire: Any = escaped) -> None:
+        k = key(name)
+        value = order_paid(k, k, at=at - 2 * D)
+        change(value)
+        items.append(BadInput(name, topics.ORDERS, k, wire(value), reason))
+
+    def line(value: dict[str, Any]) -> dict[str, Any]:
+        return value["data"]["lines"][0]  # type: ignore[no-any-return]
+
+    add_order("nul-in-id", "invalid_text", lambda v: v.update(id=v["id"] + "\x00"))
+    add_order("nul-in-title", "invalid_text", lambda v: line(v).update(title="毛\x00衣"))
+    add_order("nul-in-ignored-field", "invalid_text", lambda v: v["data"].update(note="\x00"))
+    add_order(
+        "surrogate-in-name", "invalid_text", lambda v: v["data"]["customer"].update(name="\ud800李")
+    )
+
+    def rejected_with_surrogate(v: dict[str, Any]) -> None:
+        # Rejected anyway (a negative fee): its dead-letter copy must still be writable.
+        v["data"].update(shipping_fee_paid=-1, shop_id="S-\udfff")
+
+    add_order("surrogate-in-rejected", "invalid_text", rejected_with_surrogate)
+    add_order(
+        "year-1",
+        "timestamp_out_of_range",
+        lambda v: v["data"].update(paid_at="0001-01-01T00:00:00+08:00"),
+    )
+    add_order(
+        "year-9999", "timestamp_out_of_range", lambda v: v.update(time="9999-12-31T23:59:59Z")
+    )
+    # A complaint at the end of time: its deadlines (first response, resolution) would overflow.
+    k = key("deadline-overflow")
+    value = complaint_opened(k, f"{k}-c", k, at=at, description="x")
+    value["data"]["opened_at"] = "9999-12-31T20:00:00-12:00"
+    items.append(
+        BadInput("deadline-overflow", topics.COMPLAINTS, k, encode(value), "timestamp_out_of_range")
+    )
+    k = key("control-flood")  # ~200 KiB of control characters: 1.2 MiB once escaped in JSON
+    flood = bytes(range(1, 32)) * (200 * 1024 // 31)
+    items.append(BadInput("control-flood", topics.ORDERS, k, flood, "malformed_json", True))
+
+    # Internal types written on the platform's topics: never acted upon.
+    k = key("notification-on-orders")
+    value = notification_requested(
+        f"{k}-n", k, k, at=at, template="complaint.escalated", params={"complaint_id": "x"}
+    )
+    items.append(
+        BadInput("notification-on-orders", topics.ORDERS, k, encode(value), "unexpected_type")
+    )
+    k = key("refund-issued-on-orders")
+    items.append(
+        BadInput(
+            "refund-issued-on-orders",
+            topics.ORDERS,
+            k,
+            encode(refund_issued(k, at)),
+            "unexpected_type",
+        )
+    )
+    k = key("refund-issued-on-returns")
+    items.append(
+        BadInput(
+            "refund-issued-on-returns",
+            topics.RETURNS,
+            k,
+            encode(refund_issued(k, at)),
+            "unexpected_type",
+        )
+    )
+    # Not (yet) a type of this contract at all: the refund ledger's internal request.
+    k = key("refund-requested-on-orders")
+    value = event(
+        "refund.requested",
+        {"order_id": k, "customer_id": k, "amount": 100000, "currency": "CNY"},
+        at,
+        id=f"{k}-evt",
+    )
+    items.append(
+        BadInput("refund-requested-on-orders", topics.ORDERS, k, encode(value), "unknown_type")
+    )
+    return items
+
+
+def refund_issued(k: str, at: datetime) -> dict[str, Any]:
+    """A well-formed refund.issued (from a service's source), as if forged onto another topic."""
+    return event(
+        "refund.issued",
+        {
+            "refund_id": f"{k}-rf",
+            "order_id": k,
+            "customer_id": k,
+            "case": {"type": "return", "id": f"{k}-r"},
+            "amount": 500000,
+            "currency": "CNY",
+            "breakdown": [{"kind": "goods", "amount": 500000}],
+            "payments": [{"method": "alipay", "amount": 500000}],
+            "return_shipping_payer": "buyer",
+            "due_by": (at + D).isoformat(),
+            "issued_at": at.isoformat(),
+        },
+        at,
+        id=f"{k}-evt",
+    )
+
+
+def hostile_keys(run: str, at: datetime) -> list[HostileKey]:
+    """Valid orders under keys the services cannot keep as they are."""
+    out = []
+    for name, key, reason in (
+        ("key-not-utf8", b"\xff\xfe" + run.encode(), "invalid_key"),
+        ("key-oversized", b"k" * 64 * 1024, "invalid_key"),
+        ("key-nul", f"bad-{run}-key\x00".encode(), "invalid_text"),
+    ):
+        order = f"bad-{run}-{name}"
+        out.append(HostileKey(name, key, encode(order_paid(order, order, at=at - 2 * D)), reason))
+    return out
