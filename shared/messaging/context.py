@@ -8,7 +8,7 @@ from typing import Protocol
 
 from pydantic import BaseModel
 
-from shared.contracts import CloudEvent, deterministic_id, new_event
+from shared.contracts import CloudEvent, deterministic_id, new_event, service_source
 from shared.db import UnitOfWork
 
 from .store import Inbox, Outbox, Timer, Timers
@@ -75,7 +75,7 @@ class HandlerContext:
             event_type,
             data,
             id=event_id or deterministic_id(self.service, self.cause_id, event_type, discriminator),
-            source=f"/aftersales/{self.service}",
+            source=service_source(self.service),
             time=self.now,
             correlationid=correlation_id or self.correlation_id,
             causationid=causation_id or self.cause_id,

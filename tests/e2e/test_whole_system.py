@@ -9,7 +9,6 @@ topics here, exactly as in production; the injected clock replaces the 24 hours 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -140,8 +139,8 @@ async def system(database_url: str, kafka_bootstrap: str) -> AsyncIterator[dict[
         runtimes = []
         for service in SERVICES:
             built = definition(service, Policy(), clock, settings)
-            # Own consumer groups, started at the end of the shared broker's history.
-            built = dataclasses.replace(built, name=f"{service}-sys")
+            # The services' own names (their events' sources must be theirs), their consumer
+            # groups started at the end of the shared broker's history.
             await ensure_topics(settings, built.all_topics)
             await skip_history(kafka_bootstrap, f"aftersales-{built.name}", built.topics)
             runtimes.append(ServiceRuntime(built, settings, clock, timer_poll_interval=0.1))
