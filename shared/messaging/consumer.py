@@ -108,8 +108,9 @@ class EventProcessor:
         self._clock = clock
         self._lock_keys = lock_keys
         self._on_committed = on_committed
-        # (what failed, how often in a row) of the last batch that failed past isolation.
-        self._refused: tuple[object, int] | None = None
+        # (the kind of error, where its batch began, how often in a row) of the last batch that
+        # failed past isolation.
+        self._refused: tuple[str, frozenset[tuple[tuple[str, int], int]], int] | None = None
 
     async def process(self, records: Sequence[Record]) -> None:
         """Apply a batch in one transaction; raises only for passing faults (batch redelivered)
@@ -174,14 +175,21 @@ class EventProcessor:
         """Count a batch that failed though its events were isolated; raise (it is fetched
         again) until it failed the same way `LAST_RESORT_AFTER` times in a row, then
         dead-letter every record of it, so the partitions move on."""
-        first, last = items[0][0], items[-1][0]
-        signature = (
-            (first.topic, first.partition, first.offset),
-            (last.topic, last.partition, last.offset),
-            sqlstate(exc) or type(exc).__name__,
-        )
-        count = self._refused[1] + 1 if self._refused and self._refused[0] == signature else 1
-        self._refused = (signature, count)
+        if not items:
+            raise exc
+        # The same failure again: the same kind of error on a batch starting where the last one
+        # did in one of its partitions (offsets are not committed while it fails; the batch may
+        # grow at its end or come with other partitions).
+        kind = sqlstate(exc) or type(exc).__name__
+        starts: dict[tuple[str, int], int] = {}
+        for record, _ in items:
+            where = (record.topic, record.partition)
+            starts[where] = min(starts.get(where, record.offset), record.offset)
+        begun = frozenset(starts.items())
+        previous = self._refused
+        same = previous is not None and previous[0] == kind and previous[1] & begun
+        count = previous[2] + 1 if previous is not None and same else 1
+        self._refused = (kind, begun, count)
         detail = describe_failure(exc)
         log.error(
             "a batch failed though its events were isolated",

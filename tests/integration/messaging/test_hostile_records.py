@@ -189,9 +189,11 @@ async def test_a_batch_failing_the_same_way_three_times_is_dead_lettered_whole(
     clock: ManualClock,
 ) -> None:
     consumer, batch = failing_batch(harness, sessions, clock, ValueError("a bug in lock_keys"))
-    for _ in range(LAST_RESORT_AFTER - 1):
+    # Fetched again from the same offset; the first time the batch was shorter (new records
+    # arrive behind it): still the same failure.
+    for attempt in range(LAST_RESORT_AFTER - 1):
         with pytest.raises(ValueError):
-            await consumer.process(batch)
+            await consumer.process(batch[: 2 + attempt])
         assert await outbox_rows(engine, harness) == []
     await consumer.process(batch)  # the third time: dead-lettered, the partition moves on
     letters = dead_letters(await outbox_rows(engine, harness))
@@ -216,4 +218,21 @@ async def test_a_passing_fault_is_retried_forever_never_dead_lettered(
     for _ in range(LAST_RESORT_AFTER + 2):
         with pytest.raises(ConnectionResetError):
             await consumer.process(batch)
+    assert await outbox_rows(engine, harness) == []
+
+
+async def test_another_failure_in_between_starts_the_count_again(
+    harness: Harness,
+    sessions: async_sessionmaker[AsyncSession],
+    engine: AsyncEngine,
+    clock: ManualClock,
+) -> None:
+    consumer, batch = failing_batch(harness, sessions, clock, ValueError("a bug"))
+    other, _ = failing_batch(harness, sessions, clock, KeyError("another bug"))
+    for _ in range(LAST_RESORT_AFTER - 1):
+        with pytest.raises(ValueError):
+            await consumer.process(batch)
+    consumer._lock_keys = other._lock_keys  # the same batch now fails another way
+    with pytest.raises(KeyError):
+        await consumer.process(batch)
     assert await outbox_rows(engine, harness) == []
