@@ -324,16 +324,20 @@ class EventProcessor:
             # A deterministic failure would fail the same way on every redelivery: park it.
             # The database refusing the event's writes (bad text, a date it cannot store) is
             # `storage_refused`; anything else the handler's own `handler_error`.
-            state = sqlstate(exc)
-            reason = "storage_refused" if is_storage_refusal(exc) else "handler_error"
-            log.exception(
+            refused = is_storage_refusal(exc)
+            reason = "storage_refused" if refused else "handler_error"
+            log.error(
                 "handler failed; event dead-lettered",
+                # A refusal's traceback would print the statement's parameters (personal data):
+                # its SQLSTATE and message say what the database refused.
+                exc_info=not refused,
                 extra={
                     "service": self.service,
                     "event_type": item.type,
                     "event_id": item.id,
                     "reason": reason,
-                    "sqlstate": state or "",
+                    "sqlstate": sqlstate(exc) or "",
+                    "error": describe_failure(exc),
                 },
             )
             await self._dead_letter(uow, record, reason, describe_failure(exc, limit=1000), now)

@@ -129,13 +129,14 @@ async def test_a_refusal_of_held_writes_at_commit_is_isolated(
     sessions: async_sessionmaker[AsyncSession],
     engine: AsyncEngine,
     clock: ManualClock,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     async def on_paid(event: CloudEvent, ctx: HandlerContext) -> None:
         await harness.on_paid(event, ctx)
         assert isinstance(event.data, OrderPaid)
         if event.data.order_id == "o-bad":  # a timer payload JSONB cannot hold (U+0000)
             await ctx.timers.set(
-                "note", "o-bad", due_at=ctx.now, lock_key="o-bad", payload={"n": "a\x00"}
+                "note", "o-bad", due_at=ctx.now, lock_key="o-bad", payload={"n": "Zhang\x00"}
             )
 
     batch = around(harness, "o-bad", encode(order_paid("o-bad", event_id="e-bad")))
@@ -143,7 +144,10 @@ async def test_a_refusal_of_held_writes_at_commit_is_isolated(
     assert await effect_counts(engine, harness) == {"e-before": 1, "e-after": 1}
     [(_, letter)] = dead_letters(await outbox_rows(engine, harness))
     assert (letter.reason, letter.origin.offset) == ("storage_refused", 1)
-    assert "a\x00" not in letter.detail and "SQLSTATE 22P05" in letter.detail
+    assert "Zhang" not in letter.detail and "SQLSTATE 22P05" in letter.detail
+    # Logged with the SQLSTATE, never with the refused statement's parameters.
+    assert "Zhang" not in caplog.text
+    assert any(getattr(r, "sqlstate", "") == "22P05" for r in caplog.records)
 
 
 async def test_a_refused_dead_letter_is_written_without_its_copy(
