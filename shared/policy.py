@@ -130,12 +130,19 @@ class NotifierPolicy(_Section):
     _parse_hours = field_validator("quiet_hours", mode="before")(_hours)
 
 
+class RefundsPolicy(_Section):
+    # Where money beyond what an order's payment methods were charged goes (SPEC 4.11): e.g.
+    # compensation or return freight on top of a full refund, and re-issues of failed parts.
+    overflow_method: Annotated[str, Field(min_length=1, max_length=64)] = "balance"
+
+
 class Policy(_Section):
     timezone: str = "Asia/Shanghai"
     returns: ReturnsPolicy = ReturnsPolicy()
     complaints: ComplaintsPolicy = ComplaintsPolicy()
     followup: FollowupPolicy = FollowupPolicy()
     notifier: NotifierPolicy = NotifierPolicy()
+    refunds: RefundsPolicy = RefundsPolicy()
 
     @field_validator("timezone")
     @classmethod

@@ -30,6 +30,8 @@ from .inputs import (
     OrderShipped,
     ParcelSigned,
     Payment,
+    RefundFailed,
+    RefundSettled,
     ReturnCancelled,
     ReturnEvidenceSubmitted,
     ReturnInspected,
@@ -59,6 +61,8 @@ from .outputs import (
     NotificationRequested,
     NotificationSent,
     RefundIssued,
+    RefundRequested,
+    RefundRequester,
     ReshipmentRequested,
     ReturnDecision,
     RuleCode,
@@ -85,6 +89,8 @@ COMPLAINT_RESPONDED = "complaint.responded"
 COMPLAINT_RESOLVED = "complaint.resolved"
 SURVEY_ANSWERED = "survey.answered"
 COMPENSATION_REVIEWED = "compensation.reviewed"  # a supervisor's tool, on `complaints`
+REFUND_SETTLED = "refund.settled"  # finance, on `payouts`
+REFUND_FAILED = "refund.failed"  # finance, on `payouts`
 
 # Outputs (SPEC section 3).
 REFUND_ISSUED = "refund.issued"
@@ -105,6 +111,7 @@ NOTIFICATION_FAILED = "notification.failed"
 EVENT_DEADLETTERED = "event.deadlettered"
 COMPLAINT_ESCALATED = "complaint.escalated"
 COMPENSATION_PENDING = "compensation.pending"
+REFUND_REQUESTED = "refund.requested"  # internal: returns and complaints ask the refund ledger
 
 EVENT_TYPES: dict[str, type[EventData]] = {
     ORDER_PAID: OrderPaid,
@@ -122,6 +129,8 @@ EVENT_TYPES: dict[str, type[EventData]] = {
     COMPLAINT_RESOLVED: ComplaintResolved,
     SURVEY_ANSWERED: SurveyAnswered,
     COMPENSATION_REVIEWED: CompensationReviewed,
+    REFUND_SETTLED: RefundSettled,
+    REFUND_FAILED: RefundFailed,
     REFUND_ISSUED: RefundIssued,
     COUPON_GRANTED: CouponGranted,
     RETURN_APPROVED: ReturnDecision,
@@ -140,6 +149,7 @@ EVENT_TYPES: dict[str, type[EventData]] = {
     EVENT_DEADLETTERED: DeadLettered,
     COMPLAINT_ESCALATED: ComplaintEscalated,
     COMPENSATION_PENDING: CompensationPending,
+    REFUND_REQUESTED: RefundRequested,
 }
 
 # Optional fields of a shared model that one event type must carry (SPEC section 3).
@@ -180,7 +190,10 @@ __all__ = [
     "ORDER_PAID",
     "ORDER_SHIPPED",
     "PARCEL_SIGNED",
+    "REFUND_FAILED",
     "REFUND_ISSUED",
+    "REFUND_REQUESTED",
+    "REFUND_SETTLED",
     "REQUIRED_FOR_TYPE",
     "RESHIPMENT_REQUESTED",
     "RETURN_APPROVED",
@@ -233,7 +246,11 @@ __all__ = [
     "OrderShipped",
     "ParcelSigned",
     "Payment",
+    "RefundFailed",
     "RefundIssued",
+    "RefundRequested",
+    "RefundRequester",
+    "RefundSettled",
     "ReshipmentRequested",
     "ReturnCancelled",
     "ReturnDecision",

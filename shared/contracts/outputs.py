@@ -30,6 +30,8 @@ BreakdownKind = Literal[
     "free_shipping_deduction",
     "gift_charge",
     "compensation",
+    # Negative: what the order-level cap of SPEC 4.11 cut from a request (refund.issued only).
+    "already_refunded",
 ]
 ShippingPayer = Literal["buyer", "merchant", "insurer"]
 RuleCode = Literal[
@@ -91,6 +93,41 @@ class RefundIssued(EventData):
         if sum(payment.amount for payment in self.payments) != self.amount:
             raise field_error(
                 "RefundIssued", ("payments",), "payments_mismatch", "must sum to amount"
+            )
+        return self
+
+
+RefundRequester = Literal["returns", "complaints"]
+
+
+class RefundRequested(EventData):
+    """An internal request to the refund ledger (SPEC 4.11), written by returns and complaints
+    in the same transaction as the decision that owes the buyer money. The ledger caps it
+    against the order, splits it over the payment methods and issues `refund.issued` under the
+    same `refund_id` (see `shared.contracts.ids.refund_id`)."""
+
+    refund_id: Id
+    order_id: Id
+    customer_id: Id
+    case: CaseRef
+    amount: Money
+    currency: Currency
+    # What the case owes, by kind, before the order-level cap (never `already_refunded`).
+    breakdown: Annotated[list[BreakdownItem], Field(min_length=1)]
+    return_shipping_payer: ShippingPayer | None = None
+    due_by: Timestamp
+    requested_at: Timestamp
+    requested_by: RefundRequester
+
+    @model_validator(mode="after")
+    def _sums(self) -> RefundRequested:
+        if any(item.kind == "already_refunded" for item in self.breakdown):
+            raise field_error(
+                "RefundRequested", ("breakdown",), "ledger_kind", "already_refunded is the ledger's"
+            )
+        if sum(item.amount for item in self.breakdown) != self.amount:
+            raise field_error(
+                "RefundRequested", ("breakdown",), "breakdown_mismatch", "must sum to amount"
             )
         return self
 
