@@ -503,23 +503,25 @@ class ReturnRequest:
         if self.status != ReturnStatus.REVIEW:
             return []
         self.reviewed_by, self.review_note, self.reviewed_at = agent_id, note, at
+        # A decision dated after the review deadline is a breach even when it beat the timer
+        # (SPEC 4.5); a timer that fired first reported it already (`_breach` reports once).
+        deadline = self.timers.get(TimerKind.REVIEW_SLA)
+        late: list[DomainEvent] = []
+        if deadline is not None and at > deadline:
+            late = self._breach(Sla.RETURN_REVIEW, deadline, now)
         if decision == "reject":
-            return self._reject(
-                Assessment(ReturnStatus.REJECTED, Rule.REVIEWED_REJECT), order, ledger, policy, now
-            )
+            found = Assessment(ReturnStatus.REJECTED, Rule.REVIEWED_REJECT)
+            return self._reject(found, order, ledger, policy, now) + late
         if order is None:
             raise ValueError("approving a return needs its order")
         # Units may have gone to another return while this one sat in review.
         exceeding = exceeding_lines(order, ledger, self.lines, self.return_id)
         if exceeding:
-            return self._reject(
-                Assessment(ReturnStatus.REJECTED, Rule.QUANTITY_EXCEEDS_PURCHASED, lines=exceeding),
-                order,
-                ledger,
-                policy,
-                now,
+            found = Assessment(
+                ReturnStatus.REJECTED, Rule.QUANTITY_EXCEEDS_PURCHASED, lines=exceeding
             )
-        return self._approve(Rule.REVIEWED_APPROVE, order, ledger, policy, now)
+            return self._reject(found, order, ledger, policy, now) + late
+        return self._approve(Rule.REVIEWED_APPROVE, order, ledger, policy, now) + late
 
     def record_shipped(
         self,

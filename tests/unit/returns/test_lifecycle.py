@@ -196,6 +196,35 @@ def test_review_sla_breach_is_reported_once_and_the_case_stays_in_review():
     assert only(events, TimerCancelled) == [] and only(events, SlaBreached) == []
 
 
+@pytest.mark.parametrize("decision", ["approve", "reject"])
+def test_a_review_dated_after_its_deadline_breaches_once_though_it_beat_the_timer(decision):
+    case = review_case()
+    late = REVIEW_DUE + timedelta(minutes=1)
+    events = case.review(decision, now=late + H, reviewed_at=late)
+    assert decided(events).rule == (
+        Rule.REVIEWED_APPROVE if decision == "approve" else Rule.REVIEWED_REJECT
+    )
+    assert only(events, SlaBreached) == [SlaBreached(Sla.RETURN_REVIEW, REVIEW_DUE, late + H)]
+    assert case.fire("review_sla", now=REVIEW_DUE + 2 * H) == []  # cancelled, and stale anyway
+    assert case.review(decision, now=late + 3 * H, reviewed_at=late) == []
+
+
+def test_a_late_review_of_units_taken_meanwhile_is_rejected_and_still_breaches():
+    case = review_case()
+    case.submit("r2", lines={"l1": 2}, requested_at=SOON)
+    late = REVIEW_DUE + H
+    events = case.review("approve", now=late, reviewed_at=late)
+    assert decided(events).rule == Rule.QUANTITY_EXCEEDS_PURCHASED
+    assert only(events, SlaBreached) == [SlaBreached(Sla.RETURN_REVIEW, REVIEW_DUE, late)]
+
+
+def test_a_review_dated_in_time_but_processed_after_the_deadline_is_no_breach():
+    case = review_case()
+    events = case.review("approve", now=REVIEW_DUE + 3 * H, reviewed_at=REVIEW_DUE)
+    assert decided(events).status == ReturnStatus.APPROVED
+    assert only(events, SlaBreached) == []
+
+
 def test_review_approval_checks_that_the_units_are_still_free():
     case = review_case()
     case.submit("r2", lines={"l1": 2}, requested_at=SOON)  # no-reason, takes both units
