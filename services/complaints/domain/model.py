@@ -352,8 +352,7 @@ class Complaint:
         else:
             raise ValueError(f"complaint timers have no kind {kind!r}")
         assert deadline is not None
-        events = self._breach(sla, deadline, now)
-        events += self._escalate(reason, deadline, now)
+        events = self._overdue(sla, reason, deadline, now)
         if self.round not in self.buyer_told_escalated:
             self.buyer_told_escalated.add(self.round)
             params: dict[str, str | int] = {
@@ -570,8 +569,10 @@ class Complaint:
         return self._reopen(pending, policy, now)
 
     def _lateness(self, now: datetime) -> list[DomainEvent]:
-        """Breaches of deadlines already met late (their timer had not fired yet, or the facts
-        arrived before the opening): reported, but not escalated, the case having moved on."""
+        """Deadlines already met late (their timer had not fired yet, or the facts arrived
+        before the opening): breached and escalated as the timer would have (SPEC 5), so the
+        outcome does not depend on how far behind the service was. The buyer, already answered,
+        is not told of the escalation."""
         events: list[DomainEvent] = []
         answered = self.responded_at  # a resolution is an answer too
         if answered is None and self.resolution is not None:
@@ -582,15 +583,28 @@ class Complaint:
             and self.first_response_due is not None
             and answered > self.first_response_due
         ):
-            events += self._breach(Sla.FIRST_RESPONSE, self.first_response_due, now)
+            events += self._overdue(
+                Sla.FIRST_RESPONSE,
+                EscalationReason.FIRST_RESPONSE_OVERDUE,
+                self.first_response_due,
+                now,
+            )
         if (
             self.status == ComplaintStatus.RESOLVED
             and self.resolution is not None
             and self.resolution_due is not None
             and self.resolution.resolved_at > self.resolution_due
         ):
-            events += self._breach(Sla.RESOLUTION, self.resolution_due, now)
+            events += self._overdue(
+                Sla.RESOLUTION, EscalationReason.RESOLUTION_OVERDUE, self.resolution_due, now
+            )
         return events
+
+    def _overdue(
+        self, sla: Sla, reason: EscalationReason, deadline: datetime, now: datetime
+    ) -> list[DomainEvent]:
+        """A missed deadline, however found: breached and escalated, each once per round."""
+        return self._breach(sla, deadline, now) + self._escalate(reason, deadline, now)
 
     def _breach(self, sla: Sla, due_at: datetime, now: datetime) -> list[DomainEvent]:
         key = f"{sla.value}@{self.round}"
