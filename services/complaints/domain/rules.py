@@ -96,6 +96,7 @@ class CouponStatus(StrEnum):
 class CaseType(StrEnum):
     COMPLAINT = "complaint"
     LATE_SHIPMENT = "late_shipment"
+    RETURN = "return"  # the returns service's; here only for a low score's callback
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,7 @@ class Template(StrEnum):
     ESCALATED = "complaint.escalated"
     REOPENED = "complaint.reopened"
     APOLOGY_LATE_SHIPMENT = "complaint.apology_late_shipment"
+    PRIORITY_CALLBACK = "case.priority_callback"
 
 
 # --- instants ---------------------------------------------------------------------------------

@@ -340,6 +340,24 @@ async def test_a_low_satisfaction_score_reopens_with_priority(
         assert at(reopened.data["params"]["resolve_by"]) == now + hours * H
 
 
+async def test_a_low_score_for_a_return_asks_a_person_to_call_back(
+    shop: Shop, outputs: Outputs, service_clock: ManualClock
+) -> None:
+    c, r = unique("C"), unique("R")
+    low = satisfaction_low(c, [], at=T0)
+    low["data"]["cases"] = [{"type": "return", "id": r}]
+    low["data"]["score"] = 2
+    await shop.publish(low)
+    escalation = one(await outputs.wait(c, "case.escalated"))
+    assert escalation.topic == "aftersales.escalations"
+    assert escalation.data["case"] == {"type": "return", "id": r}
+    assert (escalation.data["priority"], escalation.data["score"]) == ("urgent", 2)
+    assert escalation.data["callback_id"] == low["data"]["callback_id"]
+    assert at(escalation.data["due_at"]) == service_clock.now() + 2 * H
+    notice = await outputs.note(c, "case.priority_callback")
+    assert notice.data["params"]["case_id"] == r
+
+
 async def test_the_late_shipment_timer_fires_after_a_restart(
     shop: Shop,
     outputs: Outputs,

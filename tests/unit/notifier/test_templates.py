@@ -46,6 +46,10 @@ CATALOGUE: dict[str, tuple[dict[str, str | int], dict[str, str | int]]] = {
         {"reason": "first_response_overdue", "answer_by": T},
     ),
     "complaint.reopened": ({"complaint_id": "K1"}, {"resolve_within_hours": 24, "resolve_by": T}),
+    "case.priority_callback": (
+        {"case_type": "return", "case_id": "R1"},
+        {"call_back_within_hours": 2, "call_back_by": T},
+    ),
     "complaint.compensated": (
         {"complaint_id": "K1"},
         {
