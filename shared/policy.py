@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import ErrorDetails
 
 from shared.contracts import ComplaintCategory
+from shared.money import is_known_currency
 
 # The largest amount a cap or coupon may be, in minor units (1,000,000.00 in a 2-digit currency):
 # a cap is a ceiling on one refund or one buyer's month, never an order of magnitude beyond.
@@ -48,6 +49,15 @@ def _count(default: int, low: int, high: int, unit: str) -> Any:
 
 def _amount(default: int) -> Any:
     return _count(default, 0, MAX_POLICY_AMOUNT, "(minor units of the policy's currency)")
+
+
+DEFAULT_CURRENCY = "CNY"
+_CURRENCY_HELP = "an ISO 4217 currency code such as CNY, JPY or KWD"
+
+
+def _amounts_currency() -> Any:
+    # Not a key of its own: the top-level `currency`, copied in by Policy (see there).
+    return Field(DEFAULT_CURRENCY, exclude=True, description=_CURRENCY_HELP)
 
 
 def _rate(default: int) -> Any:
@@ -106,6 +116,7 @@ def _product_categories(value: object) -> object:
 
 
 class ReturnsPolicy(_Section):
+    amounts_currency: str = _amounts_currency()
     no_reason_days: int = _count(7, 1, 30, "days")
     quality_claim_days: int = _count(15, 1, 365, "days")
     evidence_wait_hours: int = _count(72, 1, 720, "hours")
@@ -146,6 +157,7 @@ class ReturnsPolicy(_Section):
 
 
 class ComplaintsPolicy(_Section):
+    amounts_currency: str = _amounts_currency()
     first_response_hours: int = _count(2, 1, 168, "hours")
     resolution_hours: int = _count(2, 1, 720, "hours")
     complex_resolution_hours: int = _count(24, 1, 720, "hours")
@@ -203,12 +215,46 @@ def _table(section: type[_Section], name: str) -> Any:
     return Field(section(), description=f"a [{name}] table")
 
 
+# Sections whose keys include amounts: they learn the policy's currency (`amounts_currency`).
+_SECTIONS_WITH_AMOUNTS = ("returns", "complaints")
+
+
 class Policy(_Section):
     timezone: str = Field("Asia/Shanghai", description="an IANA time zone such as Asia/Shanghai")
+    # The currency every amount of the policy (caps, coupons, budget) is in.
+    currency: str = Field(DEFAULT_CURRENCY, description=_CURRENCY_HELP)
     returns: ReturnsPolicy = _table(ReturnsPolicy, "returns")
     complaints: ComplaintsPolicy = _table(ComplaintsPolicy, "complaints")
     followup: FollowupPolicy = _table(FollowupPolicy, "followup")
     notifier: NotifierPolicy = _table(NotifierPolicy, "notifier")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _currency_of_the_amounts(cls, data: object) -> object:
+        """Each section with amounts holds the policy's currency, so the rules that read a cap
+        from a section know its currency. It is set here only, never in the file."""
+        if not isinstance(data, Mapping):
+            return data
+        currency = data.get("currency", DEFAULT_CURRENCY)
+        if not isinstance(currency, str) or not is_known_currency(currency):
+            return data  # refused by the `currency` field itself
+        data = dict(data)
+        for name in _SECTIONS_WITH_AMOUNTS:
+            section = data.get(name, {})
+            if isinstance(section, Mapping):
+                if "amounts_currency" in section:
+                    raise ValueError(f"{name}.amounts_currency: unknown key; set `currency`")
+                data[name] = {**section, "amounts_currency": currency}
+            elif isinstance(section, _Section):
+                data[name] = section.model_copy(update={"amounts_currency": currency})
+        return data
+
+    @field_validator("currency")
+    @classmethod
+    def _known_currency(cls, value: str) -> str:
+        if not is_known_currency(value):
+            raise ValueError(f"unknown currency {value!r}")
+        return value
 
     @field_validator("timezone")
     @classmethod

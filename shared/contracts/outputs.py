@@ -152,7 +152,9 @@ class FollowupEvent(EventData):
     score: Score | None = None
 
 
-EscalationReason = Literal["first_response_overdue", "resolution_overdue", "low_satisfaction"]
+EscalationReason = Literal[
+    "first_response_overdue", "resolution_overdue", "low_satisfaction", "compensation_currency"
+]
 EscalationPriority = Literal["high", "urgent"]
 
 

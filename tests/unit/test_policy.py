@@ -14,6 +14,8 @@ def test_example_policy_file_holds_exactly_the_spec_defaults():
 def test_defaults_match_the_spec():
     policy = Policy()
     assert policy.timezone == "Asia/Shanghai"
+    assert policy.currency == "CNY"
+    assert policy.returns.amounts_currency == policy.complaints.amounts_currency == "CNY"
     assert policy.returns.no_reason_days == 7
     assert policy.returns.quality_claim_days == 15
     assert policy.returns.evidence_wait_hours == 72
@@ -109,8 +111,15 @@ STRICT_CASES = [
     ("[followup]\nlow_score_threshold = 6", "followup.low_score_threshold", "1 to 5"),
     ("[notifier]\nretry_max_attempts = false", "notifier.retry_max_attempts", "1 to 50"),
     ("timezone = 8", "timezone", "IANA time zone"),
+    ('currency = "RMB"', "currency", "ISO 4217"),
+    ('currency = "cny"', "currency", "ISO 4217"),
+    ("currency = 156", "currency", "ISO 4217"),
     ("returns = 7", "returns", "a [returns] table"),
-    ("no_reason_days = 7", "no_reason_days", "allowed in the top level: timezone, returns"),
+    (
+        "no_reason_days = 7",
+        "no_reason_days",
+        "allowed in the top level: timezone, currency, returns",
+    ),
     ("[returns]\nno_reason_dayz = 7", "returns.no_reason_dayz", "allowed in [returns]: "),
     ("[complaint]\nresolution_hours = 2", "complaint", "allowed in the top level"),
     ("[followup.extra]\nx = 1", "followup.extra", "allowed in [followup]"),
@@ -140,6 +149,13 @@ def test_several_bad_values_are_all_named_on_the_one_line():
 )
 def test_the_shipped_policy_files_load_as_the_defaults(path):
     assert load_policy(ROOT / path) == Policy()
+
+
+def test_the_policy_currency_is_the_currency_of_every_section_amount():
+    policy = parse_policy('currency = "JPY"\n[returns]\nreturn_shipping_cap = 1500\n')
+    assert (policy.returns.amounts_currency, policy.complaints.amounts_currency) == ("JPY", "JPY")
+    with pytest.raises(PolicyError, match="set `currency`"):
+        parse_policy('[returns]\namounts_currency = "JPY"\n')
 
 
 def test_every_documented_range_edge_is_accepted():

@@ -44,6 +44,7 @@ from services.complaints.domain.rules import (
     Sla,
     Template,
     TimerKind,
+    amounts_apply,
     coupon_for,
     instant_from_json,
     instant_required,
@@ -68,6 +69,7 @@ _ESCALATION_PRIORITY = {
     EscalationReason.FIRST_RESPONSE_OVERDUE: Priority.HIGH,
     EscalationReason.RESOLUTION_OVERDUE: Priority.URGENT,
     EscalationReason.LOW_SATISFACTION: Priority.URGENT,
+    EscalationReason.COMPENSATION_CURRENCY: Priority.HIGH,
 }
 
 
@@ -456,7 +458,11 @@ class Complaint:
             comp.late_shipment_refund = order.late_penalty.amount
 
         value = coupon_for(category, facts.goods_total, policy)
-        if value > 0:
+        if value > 0 and not amounts_apply(facts.currency, policy):
+            # Coupon amounts and the budget are the policy's currency, not the order's: no
+            # coupon is computed, a supervisor decides the compensation (docs/decisions.md).
+            events += self._escalate(EscalationReason.COMPENSATION_CURRENCY, due_by, now)
+        elif value > 0:
             comp.coupon_value = value
             if budget.fits(value, facts.currency, now, policy):
                 events += self._grant_coupon(comp, budget, policy, now, CouponStatus.GRANTED)

@@ -49,6 +49,7 @@ from services.returns.domain.rules import (
     is_seller_fault,
     needs_inspection,
     require_aware,
+    return_shipping_cap,
     return_shipping_payer,
 )
 from shared.policy import Policy
@@ -893,7 +894,9 @@ class ReturnRequest:
             no_reason_days=rules.no_reason_days,
             quality_claim_days=rules.quality_claim_days,
             payer=self.return_shipping_payer,
-            return_shipping_cap=rules.return_shipping_cap,
+            return_shipping_cap=(
+                None if order is None else return_shipping_cap(rules, order.currency)
+            ),
             refund_deadline_hours=rules.refund_deadline_hours,
         )
 

@@ -148,6 +148,30 @@ def test_formats_money_and_local_times(renderer: Renderer) -> None:
     assert "14:00" in renderer.render("complaint.acknowledged", utc, ("zh-CN",)).body
 
 
+@pytest.mark.parametrize(
+    ("amount", "currency", "zh", "en"),
+    [
+        (12345, "KWD", "12.345 KWD", "KWD 12.345"),
+        (12345, "CLP", "12345 CLP", "CLP 12345"),
+        (12345, "JPY", "12345 JPY", "JPY 12345"),
+        (12345, "CNY", "¥123.45", "CNY 123.45"),
+    ],
+)
+def test_money_has_the_currency_own_minor_unit_digits(
+    renderer: Renderer, amount: int, currency: str, zh: str, en: str
+) -> None:
+    params = {**CATALOGUE["refund.issued"][0], "amount": amount, "currency": currency}
+    assert zh in renderer.render("refund.issued", params, ("zh-CN",)).body
+    assert en in renderer.render("refund.issued", params, ("en",)).body
+
+
+def test_an_unknown_currency_is_a_template_error(renderer: Renderer) -> None:
+    params = {**CATALOGUE["refund.issued"][0], "currency": "ZZZ"}
+    with pytest.raises(TemplateProblem) as err:
+        renderer.render("refund.issued", params, ("en",))
+    assert err.value.reason == "template_error" and "ISO 4217" in err.value.detail
+
+
 def test_wrong_param_types_are_template_errors(renderer: Renderer) -> None:
     bad_amount = {**CATALOGUE["refund.issued"][0], "amount": "12.00"}
     with pytest.raises(TemplateProblem, match="integer number of minor units"):
