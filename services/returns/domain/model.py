@@ -563,7 +563,12 @@ class ReturnRequest:
         policy: Policy,
         now: datetime,
     ) -> list[DomainEvent]:
-        """parcel.signed, leg return, at T: the refund is due by T + refund_deadline_hours."""
+        """parcel.signed, leg return, at T: the refund is due by T + refund_deadline_hours.
+
+        Only an approved return owes a refund: one still undecided (waiting for evidence, in
+        review) sets no refund deadline timer. If it is approved after the deadline, the refund
+        it then issues reports the breach (`_complete`); a rejection owes nothing.
+        """
         require_aware(signed_at, "signed_at")
         if self.return_signed_at is not None:
             return []
@@ -573,7 +578,7 @@ class ReturnRequest:
             return []
         if self.status == ReturnStatus.APPROVED:
             return self._progress(order, ledger, policy, now)
-        return self._set_timer(TimerKind.REFUND_DEADLINE, self.refund_due_by)
+        return []
 
     def record_inspection(
         self,
@@ -633,8 +638,9 @@ class ReturnRequest:
             return self._breach(Sla.RETURN_REVIEW, active, now)
         if timer == TimerKind.INSPECTION_GRACE:
             return self._progress(order, ledger, policy, now, grace_over=True)
-        # refund_deadline: the refund (or reshipment) is late and still not issued.
-        if self.is_final or not self.is_requested:
+        # refund_deadline: the refund (or reshipment) is owed, late and still not issued. A
+        # request not approved (a timer stored by an earlier version) owes nothing yet.
+        if self.status != ReturnStatus.APPROVED:
             return []
         return self._breach(self.delivery_sla, active, now)
 
@@ -699,8 +705,6 @@ class ReturnRequest:
             )
             timers += self._cancel_timers(TimerKind.SIGNATURE_WAIT, TimerKind.EVIDENCE_WAIT)
             timers += self._set_timer(TimerKind.REVIEW_SLA, due)
-        if self.refund_due_by is not None and self.delivery_sla not in self.breaches_reported:
-            timers += self._set_timer(TimerKind.REFUND_DEADLINE, self.refund_due_by)
         facts = replace(self._facts(found, order, policy), wait_until=due, wait_hours=hours)
         return [self._decided(found.status, found.rule, facts), *timers]
 
