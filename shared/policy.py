@@ -295,6 +295,8 @@ def _problem(error: ErrorDetails) -> str:
     if allowed is None or error["type"] == "value_error" or isinstance(given, Mapping):
         # A rule of its own (a range that ends before it starts, two keys that disagree).
         message = error["msg"].removeprefix("Value error, ")
+        if not loc:
+            return message  # a rule of the whole file names its key itself
         if _model_at(loc) not in (None, LocalHours):
             allowed = None  # a whole table's rule: the message names its keys
         return f"{key}: {message}" + (f"; allowed: {allowed}" if allowed else "")
