@@ -128,13 +128,18 @@ class Compensation:
     reshipment: bool = False
     late_shipment_refund: int = 0  # the order's penalty, issued now or before
     late_shipment_refund_earlier: bool = False  # issued before, by the late-shipment watch
+    coupon_by_supervisor: bool = False  # the order's currency is not the policy's: a person decides
     reviewed_by: str | None = None
     reviewed_at: datetime | None = None
 
     @property
     def gives_anything(self) -> bool:
         return bool(
-            self.coupon_value or self.refund_amount or self.reshipment or self.late_shipment_refund
+            self.coupon_value
+            or self.refund_amount
+            or self.reshipment
+            or self.late_shipment_refund
+            or self.coupon_by_supervisor
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -149,6 +154,7 @@ class Compensation:
             "reshipment": self.reshipment,
             "late_shipment_refund": self.late_shipment_refund,
             "late_shipment_refund_earlier": self.late_shipment_refund_earlier,
+            "coupon_by_supervisor": self.coupon_by_supervisor,
             "reviewed_by": self.reviewed_by,
             "reviewed_at": instant_to_json(self.reviewed_at),
         }
@@ -166,6 +172,7 @@ class Compensation:
             reshipment=bool(data.get("reshipment", False)),
             late_shipment_refund=int(data.get("late_shipment_refund", 0)),
             late_shipment_refund_earlier=bool(data.get("late_shipment_refund_earlier", False)),
+            coupon_by_supervisor=bool(data.get("coupon_by_supervisor", False)),
             reviewed_by=data.get("reviewed_by"),
             reviewed_at=instant_from_json(data.get("reviewed_at")),
         )
@@ -461,6 +468,7 @@ class Complaint:
         if value > 0 and not amounts_apply(facts.currency, policy):
             # Coupon amounts and the budget are the policy's currency, not the order's: no
             # coupon is computed, a supervisor decides the compensation (docs/decisions.md).
+            comp.coupon_by_supervisor = True
             events += self._escalate(EscalationReason.COMPENSATION_CURRENCY, due_by, now)
         elif value > 0:
             comp.coupon_value = value
@@ -696,6 +704,8 @@ class Complaint:
             params["coupon_expires_at"] = instant_to_json(comp.coupon_expires_at) or ""
         elif comp.coupon_status == CouponStatus.PENDING_APPROVAL:
             params["coupon_pending_value"] = comp.coupon_value
+        if comp.coupon_by_supervisor:
+            params["coupon_by_supervisor"] = 1
         return Notify(template=Template.COMPENSATED, case=self.case, params=params)
 
     def _set_timer(self, kind: TimerKind, due_at: datetime) -> list[DomainEvent]:

@@ -39,6 +39,7 @@ SURVEY_VALIDITY = timedelta(days=7)
 # was given up by the buyer, like a cancelled return, and gets no callback.
 CALLBACK_COMPLAINT_OUTCOMES = frozenset({"upheld", "not_upheld"})
 
+
 def supersedes(resolution: Mapping[str, Any], on_record: Mapping[str, Any] | None) -> bool:
     """Whether a complaint's resolution replaces the one on record: the latest `resolved_at`
     counts (an agent's correction), also when several arrive before the opening; an equal or

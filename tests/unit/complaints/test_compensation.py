@@ -162,6 +162,10 @@ def test_an_order_in_another_currency_gets_no_coupon_but_a_supervisor() -> None:
     assert budget.grants == []  # the budget, in the policy's currency, is not touched
     assert case.complaint.compensation is not None
     assert case.complaint.compensation.coupon_value == 0
+    notice = one(events, Notify)  # the buyer learns a person decides the coupon
+    assert notice.template == Template.COMPENSATED
+    assert notice.params["coupon_by_supervisor"] == 1
+    assert "coupon_value" not in notice.params and "coupon_pending_value" not in notice.params
 
 
 def test_a_policy_in_the_orders_currency_grants_its_coupon() -> None:

@@ -61,6 +61,7 @@ CATALOGUE: dict[str, tuple[dict[str, str | int], dict[str, str | int]]] = {
             "coupon_value": 500,
             "coupon_expires_at": T,
             "coupon_pending_value": 300,
+            "coupon_by_supervisor": 1,
             "late_shipment_refund_earlier": 500,
         },
     ),
