@@ -28,6 +28,6 @@ def build(policy: Policy, clock: Clock, settings: Settings | None = None) -> Ser
             topics.REFUNDS: ("refund.issued",),
             topics.FULFILMENT: ("reshipment.requested",),
             topics.SLA: ("sla.breached",),
-            topics.ESCALATIONS: ("complaint.escalated", "compensation.pending"),
+            topics.ESCALATIONS: ("complaint.escalated", "case.escalated", "compensation.pending"),
         },
     )

@@ -47,6 +47,7 @@ from .inputs import (
 from .outputs import (
     BreakdownItem,
     BreakdownKind,
+    CaseEscalated,
     CaseRef,
     CaseType,
     CompensationPending,
@@ -110,6 +111,7 @@ NOTIFICATION_SENT = "notification.sent"
 NOTIFICATION_FAILED = "notification.failed"
 EVENT_DEADLETTERED = "event.deadlettered"
 COMPLAINT_ESCALATED = "complaint.escalated"
+CASE_ESCALATED = "case.escalated"
 COMPENSATION_PENDING = "compensation.pending"
 REFUND_REQUESTED = "refund.requested"  # internal: returns and complaints ask the refund ledger
 
@@ -148,6 +150,7 @@ EVENT_TYPES: dict[str, type[EventData]] = {
     NOTIFICATION_FAILED: NotificationFailed,
     EVENT_DEADLETTERED: DeadLettered,
     COMPLAINT_ESCALATED: ComplaintEscalated,
+    CASE_ESCALATED: CaseEscalated,
     COMPENSATION_PENDING: CompensationPending,
     REFUND_REQUESTED: RefundRequested,
 }
@@ -163,12 +166,20 @@ REQUIRED_FOR_TYPE: dict[str, tuple[str, ...]] = {
 
 # Events about a buyer rather than one order are keyed by customer_id (SPEC section 1).
 CUSTOMER_KEYED_TYPES: frozenset[str] = frozenset(
-    {SURVEY_ANSWERED, CALLBACK_SCHEDULED, CALLBACK_SENT, SATISFACTION_RECORDED, SATISFACTION_LOW}
+    {
+        SURVEY_ANSWERED,
+        CALLBACK_SCHEDULED,
+        CALLBACK_SENT,
+        SATISFACTION_RECORDED,
+        SATISFACTION_LOW,
+        CASE_ESCALATED,
+    }
 )
 
 __all__ = [
     "CALLBACK_SCHEDULED",
     "CALLBACK_SENT",
+    "CASE_ESCALATED",
     "COMPENSATION_PENDING",
     "COMPENSATION_REVIEWED",
     "COMPLAINT_CATEGORIES",
@@ -214,6 +225,7 @@ __all__ = [
     "SURVEY_ANSWERED",
     "BreakdownItem",
     "BreakdownKind",
+    "CaseEscalated",
     "CaseRef",
     "CaseType",
     "Channel",

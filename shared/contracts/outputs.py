@@ -189,7 +189,9 @@ class FollowupEvent(EventData):
     score: Score | None = None
 
 
-EscalationReason = Literal["first_response_overdue", "resolution_overdue", "low_satisfaction"]
+EscalationReason = Literal[
+    "first_response_overdue", "resolution_overdue", "low_satisfaction", "compensation_currency"
+]
 EscalationPriority = Literal["high", "urgent"]
 
 
@@ -211,6 +213,26 @@ class ComplaintEscalated(EventData):
     escalated_at: Timestamp
     score: Score | None = None
     callback_id: Id | None = None
+
+
+class CaseEscalated(EventData):
+    """A return or late-shipment case a person must call the buyer back about, with priority,
+    after a low satisfaction score (complaints are reopened instead: `complaint.escalated`).
+
+    Keyed by `customer_id`, like the `satisfaction.low` it answers; `due_at` is when the buyer
+    should have been called back. `order_id` is given when the case names its order.
+    """
+
+    escalation_id: Id
+    case: CaseRef
+    customer_id: Id
+    order_id: Id | None = None
+    reason: Literal["low_satisfaction"]
+    priority: EscalationPriority
+    due_at: Timestamp
+    escalated_at: Timestamp
+    score: Score
+    callback_id: Id
 
 
 class CompensationPending(EventData):

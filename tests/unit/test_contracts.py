@@ -274,6 +274,7 @@ def test_every_input_and_output_type_is_registered() -> None:
         "notification.sent",
         "notification.failed",
         "complaint.escalated",
+        "case.escalated",
         "compensation.pending",
         "refund.requested",
     }
