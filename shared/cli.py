@@ -110,6 +110,22 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--reason", default=None, help="only dead letters with this reason")
         cmd.add_argument("--limit", type=int, default=1000)
         cmd.set_defaults(func=_dlq, action=name)
+
+    outbox = sub.add_parser(
+        "outbox", help="outbox events the broker refused (parked): list them or re-queue them"
+    )
+    outbox_sub = outbox.add_subparsers(dest="outbox_command", required=True)
+    outbox_list = outbox_sub.add_parser("list", help="parked events, oldest first")
+    outbox_list.add_argument("service", choices=list(SERVICES))
+    outbox_list.set_defaults(func=_outbox, action="list")
+    outbox_retry = outbox_sub.add_parser(
+        "retry", help="give parked events back to the relay (after raising the broker's limit)"
+    )
+    outbox_retry.add_argument("service", choices=list(SERVICES))
+    which = outbox_retry.add_mutually_exclusive_group(required=True)
+    which.add_argument("--id", type=int, action="append", dest="ids", help="one parked event")
+    which.add_argument("--all", action="store_true", help="every parked event of the service")
+    outbox_retry.set_defaults(func=_outbox, action="retry")
     return parser
 
 
@@ -301,6 +317,15 @@ def _dlq(args: argparse.Namespace) -> int:
     if args.action == "list":
         return asyncio.run(list_dead_letters(env.settings, args.service, args.reason, args.limit))
     return asyncio.run(replay_dead_letters(env.settings, args.service, args.reason, args.limit))
+
+
+def _outbox(args: argparse.Namespace) -> int:
+    from shared.messaging.parked import main as outbox_main
+
+    env = environment()
+    require_database(env.settings.database_url)
+    ids = None if args.action == "list" or getattr(args, "all", False) else args.ids
+    return asyncio.run(outbox_main(env.settings.database_url, args.service, args.action, ids))
 
 
 if __name__ == "__main__":
