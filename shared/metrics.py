@@ -44,6 +44,11 @@ OUTBOX_HELD = Gauge(
     "Outbox events held back behind a parked event of the same key (per-key order).",
     ["service"],
 )
+CONSUMER_LAG = Gauge(
+    "aftersales_consumer_lag",
+    "Records on a partition after the service's committed offset (read every 15 s).",
+    ["service", "topic", "partition"],
+)
 TIMERS_FIRED = Counter("aftersales_timers_fired_total", "Timers fired.", ["service", "kind"])
 TIMERS_FAILED = Counter(
     "aftersales_timers_failed_total",
