@@ -123,3 +123,46 @@ async def test_an_unreachable_database_is_one_clear_line_without_the_password(
     assert output.startswith("aftersales: cannot reach the database at 127.0.0.1:1: "), output
     assert "Traceback" not in output and len(output.strip().splitlines()) == 1, output
     assert "s3cret-pw" not in output
+
+
+async def test_outbox_list_and_retry_as_an_operator_runs_them(fresh_database: str):
+    code, output = await migrate(fresh_database)
+    assert code == 0, output
+    conn = await asyncpg.connect(plain_dsn(fresh_database))
+    try:
+        parked_id = await conn.fetchval(
+            "INSERT INTO complaints.outbox (event_id, event_type, topic, key, payload,"
+            " parked_at, parked_error) VALUES ('e-big', 'refund.requested', 'aftersales.ledger',"
+            " 'o-1', $1, now(), 'MessageSizeTooLargeError: too large') RETURNING id",
+            b"x" * 2000,
+        )
+        await conn.execute(
+            "INSERT INTO complaints.outbox (event_id, event_type, topic, key, payload)"
+            " VALUES ('e-after', 'coupon.granted', 'aftersales.coupons', 'o-1', $1)",
+            b"{}",
+        )
+        code, output = await run_cli(fresh_database, "outbox", "list", "complaints")
+        assert code == 0, output
+        assert f"{parked_id}  " in output and "refund.requested -> aftersales.ledger" in output
+        assert "key=o-1  2000 bytes  1 held behind  MessageSizeTooLargeError" in output
+        assert "1 parked outbox event(s) in complaints" in output
+
+        code, output = await run_cli(
+            fresh_database, "outbox", "retry", "complaints", "--id", str(parked_id + 99)
+        )
+        assert code == 1
+        assert (
+            f"aftersales: no parked outbox event with id {parked_id + 99} in complaints" in output
+        )
+
+        code, output = await run_cli(fresh_database, "outbox", "retry", "complaints", "--all")
+        assert code == 0, output
+        assert "1 parked outbox event(s) re-queued in complaints" in output
+        assert (
+            await conn.fetchval(
+                "SELECT count(*) FROM complaints.outbox WHERE parked_at IS NOT NULL"
+            )
+            == 0
+        )
+    finally:
+        await conn.close()
