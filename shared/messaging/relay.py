@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import timedelta
 from functools import cache
 from typing import Any
 
@@ -19,7 +18,6 @@ from sqlalchemy import (
     and_,
     any_,
     bindparam,
-    delete,
     exists,
     func,
     select,
@@ -119,7 +117,6 @@ class OutboxRelay:
         clock: Clock,
         batch_size: int = 500,
         poll_interval: float = 0.5,
-        retention: timedelta = timedelta(days=7),
     ) -> None:
         self.service = service
         self._sessions = sessions
@@ -128,7 +125,6 @@ class OutboxRelay:
         self._clock = clock
         self._batch_size = batch_size
         self._poll_interval = poll_interval
-        self._retention = retention
         self._wake = asyncio.Event()
         # Before slots, one relay at a time per service held this lock; now taken shared.
         self._leader_lock = lock_id(f"outbox-relay:{tables.outbox.schema}")
@@ -288,15 +284,6 @@ class OutboxRelay:
         lag = (self._clock.now() - oldest).total_seconds() if oldest is not None else 0.0
         metrics.OUTBOX_LAG.labels(self.service).set(max(lag, 0.0))
 
-    async def purge_published(self) -> int:
-        t = self._table
-        cutoff = self._clock.now() - self._retention
-        async with self._sessions() as session, session.begin():
-            result = await session.execute(
-                delete(t).where(t.c.published_at.is_not(None), t.c.published_at < cutoff)
-            )
-        return int(getattr(result, "rowcount", 0) or 0)
-
     async def run(self, stop: asyncio.Event) -> None:
         backoff = self._poll_interval
         cycles = 0
@@ -309,8 +296,6 @@ class OutboxRelay:
                 cycles += 1
                 if cycles % 20 == 0:
                     await self.observe()
-                if cycles % 7200 == 0:
-                    await self.purge_published()
                 backoff = self._poll_interval
                 if published:
                     continue

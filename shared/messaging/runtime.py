@@ -34,6 +34,13 @@ from .errors import is_transient
 from .kafka import client_security
 from .lag import LAG_INTERVAL_SECONDS, ConsumerLag
 from .relay import CONTENT_TYPE, OutboxRelay
+from .retention import (
+    PURGE_INTERVAL_SECONDS,
+    Retained,
+    RetentionPeriods,
+    messaging_retention,
+    run_purges,
+)
 from .scheduler import TimerScheduler
 from .tables import MessagingTables
 
@@ -67,6 +74,13 @@ class ServiceDefinition:
     lock_keys: Callable[[CloudEvent], Iterable[str]] = default_lock_keys
     # topic -> event types, for the AsyncAPI description and topic creation.
     publishes: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    # The service's case records and how long they are kept (`retention.case_records`); the
+    # messaging tables' technical rows are added by `retained`.
+    case_records: Sequence[Retained] = ()
+
+    @property
+    def retained(self) -> list[Retained]:
+        return [*messaging_retention(self.tables), *self.case_records]
 
     @property
     def schema(self) -> str:
@@ -113,6 +127,7 @@ class ServiceRuntime:
         timer_poll_interval: float = 1.0,
         retry_backoff: float = 1.0,
         lag_interval: float | None = LAG_INTERVAL_SECONDS,
+        purge_interval: float | None = PURGE_INTERVAL_SECONDS,
         span_exporter: SpanExporter | None = None,
     ) -> None:
         self.definition = definition
@@ -122,6 +137,7 @@ class ServiceRuntime:
         self._owns_engine = engine is None
         self.sessions = session_factory(self.engine)
         self._retry_backoff = retry_backoff
+        self._purge_interval = purge_interval
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         # Only when OTEL_EXPORTER_OTLP_ENDPOINT is set (or a test gives an exporter).
@@ -254,6 +270,17 @@ class ServiceRuntime:
             self._tasks.append(
                 asyncio.create_task(self.lag.run(self._stop), name=f"{self.name}-lag")
             )
+        if self._purge_interval is not None:
+            purges = run_purges(
+                self.name,
+                self.sessions,
+                self.definition.retained,
+                RetentionPeriods.from_settings(self.settings),
+                self.clock,
+                self._stop,
+                self._purge_interval,
+            )
+            self._tasks.append(asyncio.create_task(purges, name=f"{self.name}-purge"))
         log.info("service started", extra={"service": self.name})
 
     async def stop(self) -> None:
