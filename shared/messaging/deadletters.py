@@ -6,10 +6,12 @@ import base64
 import json
 import sys
 from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from shared.clock import Clock, SystemClock
 from shared.contracts import ORDER_PAID, DeadLettered, InvalidEvent, dead_letter_topic, parse_event
 from shared.settings import Settings
 
@@ -95,13 +97,14 @@ async def list_dead_letters(
 
 
 async def replay_dead_letters(
-    settings: Settings, service: str, reason: str | None, limit: int
+    settings: Settings, service: str, reason: str | None, limit: int, clock: Clock | None = None
 ) -> int:
     """Publish dead-lettered values again to their original topic with their original key.
 
     Events that were processed in the meantime are ignored by the consumers' inbox, so a replay
     is safe to repeat; an event that is still invalid is dead-lettered again. A copy whose
-    personal data was masked (`masked_reason`) is never replayed: it is not what was sent.
+    personal data was masked (`masked_reason`) is never replayed: it is not what was sent; nor
+    one older than the inbox keeps event ids (`too_old`).
     """
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -111,12 +114,13 @@ async def replay_dead_letters(
     )
     await producer.start()
     replayed = skipped = refused = 0
+    now = (clock or SystemClock()).now()
     try:
         async for item in _dead_letters(settings, service, reason, limit):
             if item.value_truncated:
                 skipped += 1
                 continue
-            if why := masked_reason(item):
+            if why := masked_reason(item) or too_old(item, settings, now):
                 refused += 1
                 origin = item.origin
                 print(f"not replayed {origin.topic}/{origin.partition}@{origin.offset}: {why}")
@@ -137,10 +141,22 @@ async def replay_dead_letters(
     finally:
         await producer.stop()
     print(
-        f"{replayed} replayed, {skipped} skipped (truncated), {refused} refused (masked)",
+        f"{replayed} replayed, {skipped} skipped (truncated), {refused} refused",
         file=sys.stderr,
     )
     return 0
+
+
+def too_old(item: DeadLettered, settings: Settings, now: datetime | None = None) -> str | None:
+    """A dead letter older than the inbox keeps event ids: were the event applied meanwhile (sent
+    again by its producer), its id is gone from the inbox and a replay would apply it twice."""
+    days = settings.aftersales_retention_inbox_days
+    if (now or datetime.now(UTC)) - item.received_at <= timedelta(days=days):
+        return None
+    return (
+        f"dead-lettered more than {days} days ago (AFTERSALES_RETENTION_INBOX_DAYS): "
+        "a duplicate would no longer be recognised; have it sent again"
+    )
 
 
 def masked_reason(item: DeadLettered) -> str | None:

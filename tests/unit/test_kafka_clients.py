@@ -11,7 +11,12 @@ import pytest
 
 from shared.contracts import DeadLettered, DeadLetterOrigin
 from shared.messaging import deadletters, lag
-from shared.messaging.deadletters import list_dead_letters, masked_reason, replay_dead_letters
+from shared.messaging.deadletters import (
+    list_dead_letters,
+    masked_reason,
+    replay_dead_letters,
+    too_old,
+)
 from shared.messaging.lag import ConsumerLag
 from shared.settings import Settings
 
@@ -113,3 +118,11 @@ def letter(value: str) -> DeadLettered:
 def test_a_masked_copy_is_refused_for_replay(value: str, refused: str | None) -> None:
     why = masked_reason(letter(value))
     assert (why is None) if refused is None else (refused in (why or ""))
+
+
+def test_a_dead_letter_older_than_the_inbox_period_is_refused_for_replay() -> None:
+    item = letter('{"type": "order.shipped", "data": {}}')  # received 2024-05-01
+    settings = Settings(aftersales_retention_inbox_days=30)
+    assert too_old(item, settings, now=datetime(2024, 5, 31, tzinfo=UTC)) is None
+    why = too_old(item, settings, now=datetime(2024, 5, 31, 0, 1, tzinfo=UTC))
+    assert why is not None and "more than 30 days ago" in why
