@@ -6,6 +6,7 @@ import asyncpg
 import pytest
 from alembic import command
 
+from shared.bootstrap import SERVICES
 from shared.devenv import plain_dsn, temporary_database
 from shared.migrations import SchemaNotCurrent, alembic_config, check_current, head, upgrade
 
@@ -34,7 +35,7 @@ async def test_the_migrated_schema_and_a_newer_one_are_accepted(fresh_database):
     assert head("returns") != "f00dcafe"
 
 
-@pytest.mark.parametrize("service", ["returns", "complaints", "followup", "notifier"])
+@pytest.mark.parametrize("service", list(SERVICES))
 async def test_every_service_migrates_to_what_its_tables_declare(fresh_database, service):
     # The shared messaging tables (outbox parking, 0002) reach every service's schema.
     url, _ = fresh_database
