@@ -20,7 +20,7 @@ from shared.contracts import NOTIFICATION_REQUESTED, NotificationRequested
 from shared.db import UnitOfWork
 from shared.messaging.context import HandlerContext
 from shared.messaging.parked import parked_rows, retry_parked
-from shared.messaging.relay import CONTENT_TYPE, OutboxRelay, Publish
+from shared.messaging.relay import CONTENT_TYPE, SLOTS, SLOTS_PER_BATCH, OutboxRelay, Publish
 from shared.messaging.runtime import ServiceRuntime, ensure_topics
 from shared.settings import Settings
 
@@ -380,3 +380,55 @@ async def test_an_error_that_is_not_about_the_record_parks_nothing(
         await relay(harness, sessions, broken, clock).publish_pending()
     assert await parked_rows(sessions, harness.tables) == []
     assert await unpublished_count(engine, harness) == 2
+
+
+async def test_a_produce_request_the_broker_refuses_is_sent_again_one_row_at_a_time(
+    harness: Harness,
+    sessions: async_sessionmaker[AsyncSession],
+    engine: AsyncEngine,
+    clock: ManualClock,
+) -> None:
+    # A topic whose limit is below the producer's: the broker refuses the whole request the
+    # too-large record went in, good records with it.
+    from aiokafka.errors import MessageSizeTooLargeError
+
+    other = await key_in_the_same_batch_as(engine, "k")  # all four rows in one batch
+    await queue_events(harness, sessions, ["k"], "first")
+    big = await insert_raw(engine, harness, "k", b'{"big": true}')
+    await queue_events(harness, sessions, ["k", other], "then")
+    sent: list[tuple[bytes | None, bool]] = []
+
+    async def broker_limit(topic: str, key: bytes | None, payload: bytes) -> object:
+        in_batch = len(sent) < 4  # the first pass: one produce request for all four
+        sent.append((key, in_batch))
+        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        if in_batch or payload == b'{"big": true}':
+            future.set_exception(MessageSizeTooLargeError())
+        else:
+            future.set_result(None)
+        return future
+
+    assert await publish_all(relay(harness, sessions, broker_limit, clock)) == 3
+    rows = await outbox_rows(engine, harness)
+    state = {
+        r["id"]: ("published" if r["published_at"] else "parked" if r["parked_at"] else "waiting")
+        for r in rows
+    }
+    ids = [r["id"] for r in rows]
+    assert [state[i] for i in ids] == ["published", "parked", "waiting", "published"]
+    assert ids[1] == big
+    # Retried one at a time in order: k's first event, the big one; k's next is held; then x.
+    assert [key for key, in_batch in sent if not in_batch] == [b"k", b"k", other.encode()]
+
+
+async def key_in_the_same_batch_as(engine: AsyncEngine, key: str) -> str:
+    """Another key whose slot a relay's batch takes with `key`'s (the same half of the slots)."""
+    slot = text("SELECT (hashtext(:k) & 2147483647) % :slots")
+    async with engine.connect() as conn:
+        mine = await conn.scalar(slot, {"k": key, "slots": SLOTS})
+        for n in range(100):
+            candidate = f"x-{n}"
+            theirs = await conn.scalar(slot, {"k": candidate, "slots": SLOTS})
+            if theirs // SLOTS_PER_BATCH == mine // SLOTS_PER_BATCH:
+                return candidate
+    raise AssertionError("no key found")
