@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from shared.messaging.retention import RetentionPeriods, messaging_retention, purge
+from shared.clock import ManualClock
+from shared.messaging.retention import RetentionPeriods, messaging_retention, purge, run_purges
+from tests.polling import eventually
 
 from .helpers import T0, Harness
 
@@ -98,3 +101,33 @@ async def test_technical_rows_go_after_their_period_and_live_ones_stay(
     assert await purge(sessions, retained, PERIODS, NOW) == {"inbox": 0, "timers": 0, "outbox": 0}
     async with engine.connect() as conn:
         assert await conn.scalar(select(func.count()).select_from(harness.tables.inbox)) == 1
+
+
+async def test_a_running_service_purges_periodically_until_stopped(
+    harness: Harness, sessions: async_sessionmaker[AsyncSession], engine: AsyncEngine
+) -> None:
+    await fill(engine, harness)
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        run_purges(
+            harness.name,
+            sessions,
+            harness.definition().retained,
+            PERIODS,
+            ManualClock(NOW),
+            stop,
+            interval=0.05,
+        )
+    )
+
+    async def purged() -> bool:
+        return (await remaining(engine, harness))["inbox"] == {"in-5"}
+
+    await eventually(purged, what="the periodic purge ran")
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert (await remaining(engine, harness))["outbox"] == {
+        "published-today",
+        "never-published",
+        "parked",
+    }
