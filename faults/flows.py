@@ -57,7 +57,7 @@ Duplicates: a share of the events is published a second time (same id and bytes)
 later position, sometimes in the same fetched batch, sometimes long after. Poison records
 (malformed JSON, a negative amount, an unknown type) are mixed in, and hostile ones on the keys
 of real orders (a record over 256 KiB, an internal `refund.issued` on the platform's `orders`
-topic; an unpaired surrogate is ready, see POISON_KINDS); each consuming service must
+topic; U+0000 and an unpaired surrogate are ready, see POISON_KINDS); each consuming service must
 dead-letter them, and the flows whose keys they share must still come out as expected.
 """
 
@@ -438,9 +438,10 @@ POISON_KINDS = (
     "unknown_type",
     "oversized",
     "internal_type",
-    # "unpaired_surrogate" joins them once the consumer can always write a dead letter: the
-    # scrubbed copy of such a record cannot be encoded yet, so its batch fails again and again
-    # and its partition stops (the hostile-record contract fixes it).
+    # Two more are ready and join them with the hostile-record contract (SPEC section 1):
+    # "nul_text" (U+0000 in a text field), which the contract does not refuse yet, so an
+    # order.shipped carrying it is applied; and "unpaired_surrogate", whose scrubbed dead-letter
+    # copy cannot be encoded yet, so its batch fails again and again and its partition stops.
 )
 # Over the 256 KiB a valid event may have (SPEC section 1).
 OVERSIZED_TEXT = 300 * 1024
@@ -485,6 +486,11 @@ def poison(
             event["data"]["carrier"] = "S\ud800F"
             value = json.dumps(event, ensure_ascii=True).encode()  # as the escape \\ud800
             messages.append(_poison(topics.ORDERS, hostile_key, value, event, kind))
+        elif kind == "nul_text":
+            # U+0000, which PostgreSQL text cannot hold, in a field a service may store.
+            event = ev.order_shipped(hostile_key, id=f"{run_id}-nul-{i}", at=at)
+            event["data"]["tracking_no"] = "SF\u0000" + hostile_key
+            messages.append(_poison(topics.ORDERS, hostile_key, ev.encode(event), event, kind))
         elif kind == "oversized":
             event = ev.order_shipped(hostile_key, id=f"{run_id}-oversized-{i}", at=at)
             event["data"]["carrier"] = "x" * OVERSIZED_TEXT
