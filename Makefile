@@ -53,10 +53,17 @@ lint: $(if $(NO_INSTALL),,install)
 	$(MAKE) --no-print-directory deploy-check NO_INSTALL=1 || status=1; \
 	exit $$status
 
-# Dockerfiles linted; both Kustomize overlays rendered and validated against the Kubernetes schemas.
+# Dockerfiles linted; both Kustomize overlays rendered and validated against the Kubernetes schemas;
+# alert rules checked and unit-tested with promtool (one test file per group, deploy/prometheus/tests).
 deploy-check: $(if $(NO_INSTALL),,install)
 	@status=0; \
 	echo "+ hadolint services/*/Dockerfile"; $(BIN)/hadolint services/*/Dockerfile || status=1; \
+	if command -v promtool >/dev/null 2>&1; then \
+		echo "+ promtool check rules deploy/prometheus/alerts.yaml"; \
+		promtool check rules deploy/prometheus/alerts.yaml || status=1; \
+		echo "+ promtool test rules deploy/prometheus/tests/*.test.yaml"; \
+		promtool test rules deploy/prometheus/tests/*.test.yaml || status=1; \
+	else echo "promtool not found: alert rules not checked (make install installs it where it can)"; fi; \
 	if command -v kubectl >/dev/null 2>&1; then \
 		for overlay in development production; do \
 			echo "+ kubectl kustomize deploy/kubernetes/overlays/$$overlay | kubernetes-validate"; \

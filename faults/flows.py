@@ -55,14 +55,17 @@ publication order:
 
 Duplicates: a share of the events is published a second time (same id and bytes) at a random
 later position, sometimes in the same fetched batch, sometimes long after. Poison records
-(malformed JSON, a negative amount, an unknown type) are mixed in; each consuming service
-must dead-letter them.
+(malformed JSON, a negative amount, an unknown type) are mixed in, and hostile ones on the keys
+of real orders (a record over 256 KiB, an internal `refund.issued` on the platform's `orders`
+topic; U+0000 and an unpaired surrogate are ready, see POISON_KINDS); each consuming service must
+dead-letter them, and the flows whose keys they share must still come out as expected.
 """
 
 from __future__ import annotations
 
+import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -426,60 +429,86 @@ def generate(
     return flows
 
 
-def poison(run_id: str, n: int, rng: random.Random) -> list[Message]:
+# Kinds of poison, in turn: the first three on keys of their own, the hostile ones on the key
+# of a real flow's order, so the flow's later events share their partition and key and must
+# still be applied (the record must not stop the flow, nor change its outcome).
+POISON_KINDS = (
+    "malformed_json",
+    "negative_amount",
+    "unknown_type",
+    "oversized",
+    "internal_type",
+    # Two more are ready and join them with the hostile-record contract (SPEC section 1):
+    # "nul_text" (U+0000 in a text field), which the contract does not refuse yet, so an
+    # order.shipped carrying it is applied; and "unpaired_surrogate", whose scrubbed dead-letter
+    # copy cannot be encoded yet, so its batch fails again and again and its partition stops.
+)
+# Over the 256 KiB a valid event may have (SPEC section 1).
+OVERSIZED_TEXT = 300 * 1024
+
+
+def poison(
+    run_id: str, n: int, rng: random.Random, flow_orders: Sequence[str] = ()
+) -> list[Message]:
     """Records every consumer of their topic must dead-letter (and go on)."""
     messages = []
+    at = datetime.fromisoformat("2026-01-05T10:00:00+08:00")
     for i in range(n):
+        kind = POISON_KINDS[i % len(POISON_KINDS)]
         order_id = f"{run_id}-X{i}"
-        choice = i % 3
-        if choice == 0:
+        hostile_key = rng.choice(flow_orders) if flow_orders else order_id
+        if kind == "malformed_json":
             topic = rng.choice(
                 (topics.ORDERS, topics.SIGNATURES, topics.RETURNS, topics.COMPLAINTS)
             )
             value = b'{"specversion": "1.0", "id": "' + f"{run_id}-bad-{i}".encode() + b'", "ty'
-            messages.append(
-                Message(topic, order_id, value, None, None, 0.0, False, "malformed_json")
-            )
-        elif choice == 1:
+            messages.append(Message(topic, order_id, value, None, None, 0.0, False, kind))
+        elif kind == "negative_amount":
             event = ev.order_paid(
                 order_id,
                 f"{run_id}-XC{i}",
                 id=f"{run_id}-neg-{i}",
-                at=datetime.fromisoformat("2026-01-05T10:00:00+08:00"),
+                at=at,
                 lines=[ev.line("L1", category="home", quantity=1, paid_amount=-100)],
             )
-            messages.append(
-                Message(
-                    topics.ORDERS,
-                    order_id,
-                    ev.encode(event),
-                    event["id"],
-                    "order.paid",
-                    0.0,
-                    False,
-                    "negative_amount",
-                )
-            )
-        else:
+            messages.append(_poison(topics.ORDERS, order_id, ev.encode(event), event, kind))
+        elif kind == "unknown_type":
             event = ev.cloudevent(
                 "complaint.reopened",
                 {"order_id": order_id, "complaint_id": f"{order_id}-K"},
-                datetime.fromisoformat("2026-01-05T10:00:00+08:00"),
+                at,
                 id=f"{run_id}-unknown-{i}",
             )
-            messages.append(
-                Message(
-                    topics.COMPLAINTS,
-                    order_id,
-                    ev.encode(event),
-                    event["id"],
-                    event["type"],
-                    0.0,
-                    False,
-                    "unknown_type",
-                )
+            messages.append(_poison(topics.COMPLAINTS, order_id, ev.encode(event), event, kind))
+        elif kind == "unpaired_surrogate":
+            # Valid JSON (an escaped lone surrogate) that no UTF-8 text, nor PostgreSQL, holds.
+            event = ev.order_shipped(hostile_key, id=f"{run_id}-surrogate-{i}", at=at)
+            event["data"]["carrier"] = "S\ud800F"
+            value = json.dumps(event, ensure_ascii=True).encode()  # as the escape \\ud800
+            messages.append(_poison(topics.ORDERS, hostile_key, value, event, kind))
+        elif kind == "nul_text":
+            # U+0000, which PostgreSQL text cannot hold, in a field a service may store.
+            event = ev.order_shipped(hostile_key, id=f"{run_id}-nul-{i}", at=at)
+            event["data"]["tracking_no"] = "SF\u0000" + hostile_key
+            messages.append(_poison(topics.ORDERS, hostile_key, ev.encode(event), event, kind))
+        elif kind == "oversized":
+            event = ev.order_shipped(hostile_key, id=f"{run_id}-oversized-{i}", at=at)
+            event["data"]["carrier"] = "x" * OVERSIZED_TEXT
+            messages.append(_poison(topics.ORDERS, hostile_key, ev.encode(event), event, kind))
+        else:
+            # An internal type (only the refund ledger writes it) on a platform topic.
+            event = ev.cloudevent(
+                "refund.issued",
+                {"order_id": hostile_key, "refund_id": f"{run_id}-forged-{i}", "amount": 100000},
+                at,
+                id=f"{run_id}-internal-{i}",
             )
+            messages.append(_poison(topics.ORDERS, hostile_key, ev.encode(event), event, kind))
     return messages
+
+
+def _poison(topic: str, key: str, value: bytes, event: Mapping[str, Any], reason: str) -> Message:
+    return Message(topic, key, value, event["id"], event["type"], 0.0, False, reason)
 
 
 def plan(
@@ -528,7 +557,7 @@ def plan(
                     duplicate=True,
                 )
             )
-    bad = poison(run_id, poison_records, rng)
+    bad = poison(run_id, poison_records, rng, [flow.order_id for flow in flows])
     for message in bad:
         message.position = rng.uniform(0, 1)
     messages = messages + duplicates + bad

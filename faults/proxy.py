@@ -1,4 +1,5 @@
-"""A small TCP proxy in front of the broker whose connections the chaos loop can cut.
+"""A small TCP proxy in front of the broker (or the database) whose connections the chaos loop
+can cut, slow down or hold.
 
 Run as its own process (so forwarding never waits on the runner's CPU work)::
 
@@ -8,9 +9,14 @@ and controlled through its stdin, one command a line:
 
 * ``drop SECONDS``: reset (RST) every open connection, then refuse new ones for SECONDS
   (0: accept again at once). Clients see a broken connection and reconnect.
+* ``slow MS SECONDS``: for SECONDS, every chunk of data waits MS milliseconds before it is
+  forwarded (latency on every round trip).
+* ``hold SECONDS``: forward nothing for SECONDS, closing nothing (a blackhole that heals: what
+  was sent meanwhile arrives afterwards, as after TCP retransmissions).
 * ``quit``: stop.
 
-It prints ``ready`` once listening and ``dropped N`` after each drop (stdout).
+It prints ``ready`` once listening, ``dropped N`` after each drop and ``ok`` after the other
+commands (stdout).
 """
 
 from __future__ import annotations
@@ -31,6 +37,9 @@ class Proxy:
         self.target_host = target_host
         self.target_port = target_port
         self.refuse_until = 0.0
+        self.slow_until = 0.0
+        self.slow_seconds = 0.0
+        self.hold_until = 0.0
         self.connections: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -48,13 +57,29 @@ class Proxy:
         self.connections.add(pair)
         try:
             await asyncio.gather(
-                _pipe(reader, up_writer), _pipe(up_reader, writer), return_exceptions=True
+                self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True
             )
         finally:
             self.connections.discard(pair)
             for w in pair:
                 with contextlib.suppress(Exception):
                     w.close()
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(BUFFER):
+                await self._gate()
+                writer.write(data)
+                await writer.drain()
+        finally:
+            with contextlib.suppress(Exception):
+                writer.close()
+
+    async def _gate(self) -> None:
+        if (held := self.hold_until - time.monotonic()) > 0:
+            await asyncio.sleep(held)
+        if time.monotonic() < self.slow_until:
+            await asyncio.sleep(self.slow_seconds)
 
     def drop(self, seconds: float) -> int:
         self.refuse_until = time.monotonic() + seconds
@@ -75,16 +100,6 @@ def _reset(writer: asyncio.StreamWriter) -> None:
     writer.transport.abort()
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(BUFFER):
-            writer.write(data)
-            await writer.drain()
-    finally:
-        with contextlib.suppress(Exception):
-            writer.close()
-
-
 def _address(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     return host or "127.0.0.1", int(port)
@@ -102,6 +117,14 @@ async def main_async(listen: tuple[str, int], target: tuple[str, int]) -> None:
             command, _, arg = line.decode().strip().partition(" ")
             if command == "drop":
                 print(f"dropped {proxy.drop(float(arg or 0))}", flush=True)
+            elif command == "slow":
+                milliseconds, _, seconds = arg.partition(" ")
+                proxy.slow_seconds = float(milliseconds) / 1000
+                proxy.slow_until = time.monotonic() + float(seconds)
+                print("ok", flush=True)
+            elif command == "hold":
+                proxy.hold_until = time.monotonic() + float(arg)
+                print("ok", flush=True)
             elif command == "quit":
                 break
     proxy.drop(0)
@@ -110,7 +133,7 @@ async def main_async(listen: tuple[str, int], target: tuple[str, int]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--listen", required=True, help="host:port to listen on")
-    parser.add_argument("--target", required=True, help="host:port of the broker")
+    parser.add_argument("--target", required=True, help="host:port of the broker or database")
     args = parser.parse_args(argv)
     asyncio.run(main_async(_address(args.listen), _address(args.target)))
     return 0

@@ -53,8 +53,8 @@ from shared.migrations import upgrade
 from shared.settings import Settings
 
 from . import check
-from .flows import Flow, Message, generate, plan
-from .infra import ROOT, ProxiedBroker, ServiceProcess, service_env
+from .flows import POISON_KINDS, Flow, Message, generate, plan
+from .infra import ROOT, DatabaseProxy, ProxiedBroker, ServiceProcess, service_env
 
 SERVICES = ("returns", "complaints")
 DEFAULT_REPORT = ROOT / "docs" / "results" / "faults.md"
@@ -74,6 +74,12 @@ class Infra:
     database_url: str
     broker: ProxiedBroker | None = None  # None: a configured broker (no connection drops)
     postgres: LocalPostgres | None = None  # None: a configured server (no restarts)
+    # In front of the local PostgreSQL for the services (latency, blackholes); None: no proxy.
+    db_proxy: DatabaseProxy | None = None
+
+    @property
+    def services_database_url(self) -> str:
+        return self.db_proxy.database_url if self.db_proxy is not None else self.database_url
 
 
 @contextlib.asynccontextmanager
@@ -104,7 +110,12 @@ async def infrastructure(run_dir: Path) -> AsyncIterator[Infra]:
             await asyncio.to_thread(postgres.start)
             stack.callback(postgres.stop)
             database_url = postgres.url
-        yield Infra(bootstrap, database_url, broker, postgres)
+        db_proxy: DatabaseProxy | None = None
+        if postgres is not None:
+            db_proxy = DatabaseProxy(run_dir, database_url)
+            stack.callback(db_proxy.stop)
+            say(f"services reach PostgreSQL through a proxy on port {db_proxy.port}")
+        yield Infra(bootstrap, database_url, broker, postgres, db_proxy)
 
 
 # --------------------------------------------------------------------------------------------
@@ -128,9 +139,11 @@ class Chaos:
     _busy: set[str] = field(default_factory=set)  # instances a chaos action is working on
 
     async def run(self, until: float, *, gap: tuple[float, float]) -> None:
-        weights = {"kill": 4, "term": 1, "pause": 2, "db": 2, "drop": 3}
+        weights = {"kill": 4, "term": 1, "pause": 2, "db": 2, "drop": 3, "db_slow": 2, "db_hold": 1}
         if self.infra.postgres is None:
             del weights["db"]
+        if self.infra.db_proxy is None:
+            del weights["db_slow"], weights["db_hold"]
         if self.infra.broker is None:
             del weights["drop"]
         background: list[asyncio.Task[None]] = []
@@ -139,7 +152,7 @@ class Chaos:
             if time.monotonic() >= until:
                 break
             on_services = time.monotonic() < self.kills_until
-            allowed = [a for a in weights if on_services or a in ("db", "drop")]
+            allowed = [a for a in weights if on_services or a not in ("kill", "term", "pause")]
             action = self.rng.choices(allowed, [weights[a] for a in allowed])[0]
             if action in ("kill", "term", "pause"):
                 running = [i for i in self.instances if i.running and i.name not in self._busy]
@@ -159,6 +172,17 @@ class Chaos:
                     pause = self.rng.uniform(2, 15)
                     self._note(f"SIGSTOP {victim.name} (pid {victim.pid}) for {pause:.1f} s")
                     background.append(asyncio.create_task(self._pause(victim, pause)))
+            elif action in ("db_slow", "db_hold"):
+                proxy = self.infra.db_proxy
+                assert proxy is not None
+                seconds = self.rng.uniform(1, 5)
+                if action == "db_slow":
+                    latency = self.rng.uniform(20, 200)
+                    self._note(f"PostgreSQL {latency:.0f} ms slower per packet for {seconds:.1f} s")
+                    await asyncio.to_thread(proxy.slow, latency, seconds)
+                else:
+                    self._note(f"PostgreSQL blackholed (nothing forwarded) for {seconds:.1f} s")
+                    await asyncio.to_thread(proxy.hold, seconds)
             elif action == "db":
                 assert self.infra.postgres is not None
                 self._note("PostgreSQL restart")
@@ -408,6 +432,10 @@ def render(
         f"- service processes stopped gracefully (SIGTERM) and restarted: {chaos.terms}",
         f"- service processes paused (SIGSTOP, 2-15 s, then SIGCONT): {chaos.pauses}",
         f"- PostgreSQL restarts: {chaos.db_restarts}",
+        f"- PostgreSQL slowed down (20-200 ms per packet, 1-5 s): "
+        f"{chaos.infra.db_proxy.slowdowns if chaos.infra.db_proxy else 0}",
+        f"- PostgreSQL blackholed (nothing forwarded, 1-5 s): "
+        f"{chaos.infra.db_proxy.holds if chaos.infra.db_proxy else 0}",
         f"- broker connection drops: {chaos.drops} ({chaos.connections_cut} connections reset)",
         f"- service exits nobody asked for (restarted): {len(chaos.crashes)}"
         + (f" ({'; '.join(chaos.crashes[:5])})" if chaos.crashes else ""),
@@ -487,7 +515,7 @@ async def main_async(args: argparse.Namespace) -> int:
         if infra.broker is None:
             for s in services:
                 await skip_history(infra.bootstrap, s.group, s.topics)
-        env = service_env(bootstrap=infra.bootstrap, database_url=infra.database_url)
+        env = service_env(bootstrap=infra.bootstrap, database_url=infra.services_database_url)
         instances = [
             ServiceProcess(name, i, env, run_dir)
             for name, count in (
@@ -518,7 +546,7 @@ async def main_async(args: argparse.Namespace) -> int:
                 flows,
                 seed=args.seed,
                 duplicate_rate=args.dup_rate,
-                poison_records=max(3, (args.flows + args.complaint_flows) // 150),
+                poison_records=max(len(POISON_KINDS), (args.flows + args.complaint_flows) // 150),
                 run_id=run_id,
             )
             say(f"{len(flows)} flows, {len(messages)} records over {publish_seconds:.0f} s")

@@ -77,3 +77,20 @@ else
     say "  Fedora: sudo dnf install postgresql-server; macOS: brew install postgresql@15),"
     say "  or set DATABASE_URL to an existing database. Database tests are skipped until then."
 fi
+
+# -- promtool (Prometheus), for `make deploy-check` to check and unit-test the alert rules ------
+if command -v promtool >/dev/null 2>&1; then
+    say "promtool: $(command -v promtool)"
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing promtool (Debian package prometheus)"
+    if apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y --no-install-recommends prometheus >/dev/null \
+        && command -v promtool >/dev/null 2>&1; then
+        say "promtool: $(command -v promtool)"
+    else
+        say "warning: could not install promtool; make deploy-check skips the alert rule tests"
+    fi
+else
+    say "promtool not found: make deploy-check skips the alert rule tests"
+    say "  (Debian/Ubuntu: sudo apt-get install prometheus; or a promtool binary from prometheus.io on PATH)"
+fi

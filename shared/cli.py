@@ -11,7 +11,14 @@ import sys
 from collections.abc import Sequence
 from datetime import date
 
-from shared.bootstrap import SERVICES, definition, environment, preflight, service_names
+from shared.bootstrap import (
+    SERVICES,
+    Environment,
+    definition,
+    environment,
+    preflight,
+    service_names,
+)
 from shared.migrations import SchemaNotCurrent
 from shared.policy import PolicyError, load_policy
 
@@ -94,6 +101,11 @@ def _parser() -> argparse.ArgumentParser:
         "rotate-keys", help="re-encrypt every stored contact with the primary key of the ring"
     )
     rotate.set_defaults(func=_notifier_rotate_keys)
+    erase = notifier_sub.add_parser(
+        "erase", help="forget one buyer's contact data (contact, masked recipients, events)"
+    )
+    erase.add_argument("customer_id")
+    erase.set_defaults(func=_notifier_erase)
 
     asyncapi = sub.add_parser(
         "asyncapi", help="write every service's AsyncAPI document to docs/asyncapi/"
@@ -110,6 +122,31 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--reason", default=None, help="only dead letters with this reason")
         cmd.add_argument("--limit", type=int, default=1000)
         cmd.set_defaults(func=_dlq, action=name)
+
+    purge = sub.add_parser(
+        "purge", help="delete technical rows and case records past their retention periods"
+    )
+    purge.add_argument(
+        "service", nargs="?", default="all", help=f"one of {', '.join(SERVICES)} or all"
+    )
+    purge.add_argument("--dry-run", action="store_true", help="only count what would go")
+    purge.set_defaults(func=_purge)
+
+    outbox = sub.add_parser(
+        "outbox", help="outbox events the broker refused (parked): list them or re-queue them"
+    )
+    outbox_sub = outbox.add_subparsers(dest="outbox_command", required=True)
+    outbox_list = outbox_sub.add_parser("list", help="parked events, oldest first")
+    outbox_list.add_argument("service", choices=list(SERVICES))
+    outbox_list.set_defaults(func=_outbox, action="list")
+    outbox_retry = outbox_sub.add_parser(
+        "retry", help="give parked events back to the relay (after raising the broker's limit)"
+    )
+    outbox_retry.add_argument("service", choices=list(SERVICES))
+    which = outbox_retry.add_mutually_exclusive_group(required=True)
+    which.add_argument("--id", type=int, action="append", dest="ids", help="one parked event")
+    which.add_argument("--all", action="store_true", help="every parked event of the service")
+    outbox_retry.set_defaults(func=_outbox, action="retry")
     return parser
 
 
@@ -294,6 +331,17 @@ def _notifier_rotate_keys(args: argparse.Namespace) -> int:
     return int(import_module(NOTIFIER_KEYS_MODULE).main(env.settings))
 
 
+NOTIFIER_ERASURE_MODULE = "services.notifier.erasure"
+
+
+def _notifier_erase(args: argparse.Namespace) -> int:
+    from importlib import import_module
+
+    env = environment()
+    require_database(env.settings.database_url)
+    return int(import_module(NOTIFIER_ERASURE_MODULE).main(env.settings, args.customer_id))
+
+
 def _dlq(args: argparse.Namespace) -> int:
     from shared.messaging.deadletters import list_dead_letters, replay_dead_letters
 
@@ -301,6 +349,42 @@ def _dlq(args: argparse.Namespace) -> int:
     if args.action == "list":
         return asyncio.run(list_dead_letters(env.settings, args.service, args.reason, args.limit))
     return asyncio.run(replay_dead_letters(env.settings, args.service, args.reason, args.limit))
+
+
+def _purge(args: argparse.Namespace) -> int:
+    env = environment()
+    names = service_names(args.service)
+    require_database(env.settings.database_url)
+    return asyncio.run(_purge_services(env, names, dry_run=args.dry_run))
+
+
+async def _purge_services(env: Environment, names: Sequence[str], *, dry_run: bool) -> int:
+    from shared.db import create_engine, session_factory
+    from shared.messaging.retention import RetentionPeriods, purge
+
+    periods = RetentionPeriods.from_settings(env.settings)
+    engine = create_engine(env.settings.database_url, pool_size=1)
+    try:
+        for name in names:
+            retained = definition(name, env.policy, env.clock, env.settings).retained
+            counts = await purge(
+                session_factory(engine), retained, periods, env.clock.now(), dry_run=dry_run
+            )
+            verb = "would delete" if dry_run else "deleted"
+            listed = ", ".join(f"{table} {n}" for table, n in counts.items())
+            print(f"{name}: {verb} {listed}")
+    finally:
+        await engine.dispose()
+    return 0
+
+
+def _outbox(args: argparse.Namespace) -> int:
+    from shared.messaging.parked import main as outbox_main
+
+    env = environment()
+    require_database(env.settings.database_url)
+    ids = None if args.action == "list" or getattr(args, "all", False) else args.ids
+    return asyncio.run(outbox_main(env.settings.database_url, args.service, args.action, ids))
 
 
 if __name__ == "__main__":

@@ -34,7 +34,27 @@ OUTBOX_LAG = Gauge(
     "Age of the oldest unpublished outbox event (0 when empty).",
     ["service"],
 )
-OUTBOX_PENDING = Gauge("aftersales_outbox_pending", "Unpublished outbox events.", ["service"])
+OUTBOX_PENDING = Gauge(
+    "aftersales_outbox_pending",
+    "Unpublished outbox events the relay can send (neither parked nor held behind one).",
+    ["service"],
+)
+OUTBOX_PARKED = Gauge(
+    "aftersales_outbox_parked",
+    "Outbox events the broker refused for good (too large...), waiting for "
+    "`aftersales outbox retry`.",
+    ["service"],
+)
+OUTBOX_HELD = Gauge(
+    "aftersales_outbox_held",
+    "Outbox events held back behind a parked event of the same key (per-key order).",
+    ["service"],
+)
+CONSUMER_LAG = Gauge(
+    "aftersales_consumer_lag",
+    "Records on a partition after the service's committed offset (read every 15 s).",
+    ["service", "topic", "partition"],
+)
 TIMERS_FIRED = Counter("aftersales_timers_fired_total", "Timers fired.", ["service", "kind"])
 TIMERS_FAILED = Counter(
     "aftersales_timers_failed_total",

@@ -124,3 +124,34 @@ def run_env(metadata: MetaData) -> None:
             context.run_migrations()
     else:
         asyncio.run(run_async())
+
+
+# --- steps every service's migrations share (the messaging tables are the same everywhere) ---
+
+
+def add_outbox_parking(schema: str) -> None:
+    """Migration 0002 of every service: outbox rows can be parked (`parked_at`, `parked_error`),
+    with an index of the parked rows the relay looks up to hold their keys back."""
+    import sqlalchemy as sa
+    from alembic import op
+
+    op.add_column(
+        "outbox", sa.Column("parked_at", sa.DateTime(timezone=True), nullable=True), schema=schema
+    )
+    op.add_column("outbox", sa.Column("parked_error", sa.Text(), nullable=True), schema=schema)
+    op.create_index(
+        "ix_outbox_parked",
+        "outbox",
+        ["key", "id"],
+        unique=False,
+        schema=schema,
+        postgresql_where=sa.text("parked_at IS NOT NULL AND published_at IS NULL"),
+    )
+
+
+def drop_outbox_parking(schema: str) -> None:
+    from alembic import op
+
+    op.drop_index("ix_outbox_parked", table_name="outbox", schema=schema)
+    op.drop_column("outbox", "parked_error", schema=schema)
+    op.drop_column("outbox", "parked_at", schema=schema)

@@ -1,8 +1,75 @@
-"""Money in integer minor units (fen for CNY). No floats anywhere in money paths."""
+"""Money in integer minor units (fen for CNY). No floats anywhere in money paths.
+
+Also the one place that turns minor units into text for buyers (`format_money`), with each
+currency's ISO 4217 minor-unit digits (JPY 0, CNY 2, KWD 3; SPEC 8), from babel's CLDR data.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from decimal import Decimal
+from typing import Literal
+
+from babel.numbers import format_currency, get_currency_precision, is_currency
+
+# CLDR (babel) shows these with fewer digits than ISO 4217 defines, because their minor unit
+# is not used in practice; amounts on the wire are ISO minor units, so ISO's digits count.
+_ISO_DIGITS_WHERE_CLDR_DIFFERS = {
+    "AFN": 2,
+    "ALL": 2,
+    "IQD": 3,
+    "IRR": 2,
+    "KPW": 2,
+    "LAK": 2,
+    "LBP": 2,
+    "MGA": 2,
+    "MMK": 2,
+    "RSD": 2,
+    "SLL": 2,
+    "SOS": 2,
+    "SYP": 2,
+    "YER": 2,
+}
+
+Language = Literal["zh-CN", "en"]
+
+
+def is_known_currency(code: str) -> bool:
+    """An ISO 4217 code babel knows (upper case, as on the wire)."""
+    return len(code) == 3 and code.isupper() and is_currency(code)
+
+
+def minor_digits(currency: str) -> int:
+    """How many digits the currency's minor unit has (ISO 4217): JPY 0, CNY 2, KWD 3."""
+    if not is_known_currency(currency):
+        raise ValueError(f"unknown currency {currency!r} (expected an ISO 4217 code)")
+    return _ISO_DIGITS_WHERE_CLDR_DIFFERS.get(currency, get_currency_precision(currency))
+
+
+def major_units(amount: int, currency: str) -> Decimal:
+    """An integer amount of minor units as an exact decimal of major units (12345 KWD: 12.345)."""
+    return Decimal(amount).scaleb(-minor_digits(currency))
+
+
+def format_money(amount: int, currency: str, language: Language) -> str:
+    """An amount for a buyer: `¥123.45` or `12.345 KWD` in Chinese, `CNY 123.45` in English.
+
+    Exactly the currency's digits, no grouping (amounts are read next to the order's own).
+    """
+    digits = minor_digits(currency)
+    fraction = "." + "0" * digits if digits else ""
+    if language == "zh-CN":
+        pattern = f"¤0{fraction}" if currency == "CNY" else f"0{fraction} ¤¤"
+        locale = "zh_CN"
+    else:
+        pattern, locale = f"¤¤ 0{fraction}", "en"
+    return format_currency(
+        major_units(amount, currency),
+        currency,
+        format=pattern,
+        locale=locale,
+        currency_digits=False,
+    )
 
 
 def per_unit_share(total: int, units_before: int, units_after: int, quantity: int) -> int:

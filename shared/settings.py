@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     # Development: the notifier logs messages it cannot send, and makes up an ephemeral
     # encryption key when none is configured. Never set in production.
     aftersales_dev_mode: bool = False
+    # Retention (docs/decisions.md): technical rows, in days after they were done with...
+    aftersales_retention_inbox_days: int = Field(default=30, ge=1, le=3650)  # processed event ids
+    aftersales_retention_timers_days: int = Field(default=30, ge=1, le=3650)  # fired or cancelled
+    aftersales_retention_outbox_days: int = Field(default=7, ge=1, le=3650)  # published events
+    # ...and case records, in days after their last change: at least 6 months.
+    aftersales_retention_case_days: int = Field(default=183, ge=183, le=3650)
 
     @field_validator("database_url")
     @classmethod

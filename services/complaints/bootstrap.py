@@ -6,6 +6,7 @@ from services.complaints import tables
 from services.complaints.handlers import SERVICE, ComplaintsHandlers, lock_keys
 from shared.clock import Clock
 from shared.contracts import topics
+from shared.messaging.retention import case_records
 from shared.messaging.runtime import ServiceDefinition
 from shared.policy import Policy
 from shared.settings import Settings
@@ -28,6 +29,12 @@ def build(policy: Policy, clock: Clock, settings: Settings | None = None) -> Ser
             topics.REFUNDS: ("refund.issued",),
             topics.FULFILMENT: ("reshipment.requested",),
             topics.SLA: ("sla.breached",),
-            topics.ESCALATIONS: ("complaint.escalated", "compensation.pending"),
+            topics.ESCALATIONS: ("complaint.escalated", "case.escalated", "compensation.pending"),
         },
+        # Orders stay (late-shipment and compensation figures need them).
+        case_records=case_records(
+            tables.complaints.c.updated_at,
+            tables.budgets.c.updated_at,
+            tables.parked_low_scores.c.received_at,
+        ),
     )

@@ -21,7 +21,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from services.complaints.domain import (
+    CallbackEscalated,
     CaseKey,
+    CaseType,
     CompensationBudget,
     Complaint,
     CouponAwaitingApproval,
@@ -40,10 +42,12 @@ from services.complaints.domain import (
     TimerCancelled,
     TimerKind,
     TimerSet,
+    priority_callback,
 )
 from services.complaints.repository import ComplaintsRepository
 from shared import metrics
 from shared.contracts import (
+    CaseEscalated,
     CaseRef,
     CloudEvent,
     CompensationPending,
@@ -91,6 +95,10 @@ def coupon_id(complaint_id: str) -> str:
 
 def escalation_id(complaint_id: str, reason: str, round_: int) -> str:
     return f"esc-{deterministic_id('escalation', complaint_id, reason, str(round_))}"
+
+
+def case_escalation_id(case: CaseKey, callback_id: str) -> str:
+    return f"esc-{deterministic_id('escalation', case.type.value, case.id, callback_id)}"
 
 
 def notification_request_id(case: CaseKey, template: str, tag: str) -> str:
@@ -274,7 +282,8 @@ class ComplaintsHandlers:
         score = LowScore(callback_id=data.callback_id, score=data.score)
         for ref in data.cases:
             if ref.type != "complaint":
-                continue  # returns are not this service's cases
+                await self._priority_callback(ctx, data.customer_id, ref, score)
+                continue
             order_id = await repo.order_of_complaint(ref.id)
             if order_id is None:
                 await repo.park_low_score(ref.id, score, ctx.now)
@@ -285,6 +294,18 @@ class ComplaintsHandlers:
                 score.callback_id, score.score, self.rules, ctx.now
             )
             await self._finish(case, ctx, events)
+
+    async def _priority_callback(
+        self, ctx: HandlerContext, customer_id: str, ref: CaseRef, score: LowScore
+    ) -> None:
+        """A return or late-shipment case: escalated for a person to call the buyer back."""
+        case = CaseKey(CaseType(ref.type), ref.id)
+        events = priority_callback(case, customer_id, score, self.rules, ctx.now)
+        # A late-shipment case is its order's; a return's order is the returns service's.
+        order_id = ref.id if case.type == CaseType.LATE_SHIPMENT else None
+        emitter = _Emitter(ctx, None, None, customer_id=customer_id, order_id=order_id)
+        for event in events:
+            await emitter.emit(event)
 
     async def complaint_timer(self, timer: Timer, ctx: HandlerContext) -> None:
         repo = ComplaintsRepository(ctx.session)
@@ -352,17 +373,28 @@ class ComplaintsHandlers:
 class _Emitter:
     """Turns domain events into outbox messages and timer rows, with deterministic ids."""
 
-    def __init__(self, ctx: HandlerContext, order: ShopOrder, complaint: Complaint | None):
+    def __init__(
+        self,
+        ctx: HandlerContext,
+        order: ShopOrder | None,
+        complaint: Complaint | None,
+        *,
+        customer_id: str = "",
+        order_id: str | None = None,
+    ):
+        """About an order (and maybe one of its complaints), or about a buyer's case whose
+        order this service may not know (`customer_id`, maybe `order_id`)."""
         self.ctx = ctx
-        self.order = order
         self.complaint = complaint
-        self.order_id = order.order_id
+        self.order_id = order.order_id if order is not None else (order_id or "")
         if complaint is not None and complaint.customer_id:
             self.customer_id = complaint.customer_id
-        elif order.facts is not None:
+        elif order is not None and order.facts is not None:
             self.customer_id = order.facts.customer_id
         else:
-            self.customer_id = ""
+            self.customer_id = customer_id
+        # Kafka key: the order, or the buyer when no order is known (SPEC 1).
+        self.key = self.order_id or self.customer_id
 
     def _complaint(self) -> Complaint:
         if self.complaint is None:
@@ -387,6 +419,8 @@ class _Emitter:
             await self._sla_breached(event)
         elif isinstance(event, Escalated):
             await self._escalated(event)
+        elif isinstance(event, CallbackEscalated):
+            await self._callback_escalated(event)
         elif isinstance(event, CouponGranted):
             await self._coupon(event)
         elif isinstance(event, CouponAwaitingApproval):
@@ -409,13 +443,13 @@ class _Emitter:
             NotificationRequested(
                 request_id=request_id,
                 customer_id=self.customer_id,
-                order_id=self.order_id,
+                order_id=self.order_id or None,
                 template=event.template.value,
                 params=dict(event.params),
                 urgent=event.urgent,
                 case=_case_ref(event.case),
             ),
-            key=self.order_id,
+            key=self.key,
             event_id=deterministic_id("notification.requested", request_id),
             correlation_id=event.case.id,
         )
@@ -476,6 +510,34 @@ class _Emitter:
         if self.ctx.is_new(escalated):
             self.ctx.count(
                 metrics.DECISIONS.labels(SERVICE, "complaint.escalated", event.reason.value)
+            )
+
+    async def _callback_escalated(self, event: CallbackEscalated) -> None:
+        eid = case_escalation_id(event.case, event.callback_id)
+        escalated = await self.ctx.emit(
+            topics.ESCALATIONS,
+            "case.escalated",
+            CaseEscalated.model_validate(
+                dict(
+                    escalation_id=eid,
+                    case=_case_ref(event.case),
+                    customer_id=event.customer_id,
+                    order_id=self.order_id or None,
+                    reason="low_satisfaction",
+                    priority=event.priority.value,
+                    due_at=event.due_at,
+                    escalated_at=event.escalated_at,
+                    score=event.score,
+                    callback_id=event.callback_id,
+                )
+            ),
+            key=event.customer_id,
+            event_id=deterministic_id("case.escalated", eid),
+            correlation_id=event.case.id,
+        )
+        if self.ctx.is_new(escalated):
+            self.ctx.count(
+                metrics.DECISIONS.labels(SERVICE, "case.escalated", event.case.type.value)
             )
 
     async def _coupon(self, event: CouponGranted) -> None:

@@ -6,6 +6,7 @@ from services.followup import tables
 from services.followup.handlers import SERVICE, FollowupHandlers, lock_keys
 from shared.clock import Clock
 from shared.contracts import topics
+from shared.messaging.retention import case_records
 from shared.messaging.runtime import ServiceDefinition
 from shared.policy import Policy
 from shared.settings import Settings
@@ -39,4 +40,9 @@ def build(policy: Policy, clock: Clock, settings: Settings | None = None) -> Ser
             topics.NOTIFICATIONS: ("notification.requested",),
             topics.SLA: ("sla.breached",),
         },
+        case_records=case_records(
+            tables.callbacks.c.updated_at,
+            tables.cases.c.closed_at,
+            tables.complaints.c.updated_at,
+        ),
     )

@@ -22,6 +22,7 @@ from services.followup.domain import (
     SatisfactionRecorded,
     TimerSet,
     close_case,
+    supersedes,
 )
 from services.followup.repository import FollowupRepository
 from shared import metrics
@@ -176,17 +177,21 @@ class FollowupHandlers:
             "resolved_at": data.resolved_at.isoformat(),
             "event_type": event.type,
         }
-        await repo.record_resolution(data.complaint_id, data.order_id, resolution, ctx.now)
         complaint = await repo.complaint(data.complaint_id)
+        on_record = None if complaint is None else complaint.resolution
+        if supersedes(resolution, on_record):
+            await repo.record_resolution(data.complaint_id, data.order_id, resolution, ctx.now)
+            on_record = resolution
         if complaint is None or complaint.customer_id is None:
             log.info(
                 "complaint resolved before it was seen opened; waiting for complaint.opened",
                 extra={"complaint_id": data.complaint_id},
             )
             return
+        assert on_record is not None
         await ctx.uow.lock([complaint.customer_id])
         await self._close_complaint(
-            ctx, data.complaint_id, complaint.order_id, complaint.customer_id, resolution
+            ctx, data.complaint_id, complaint.order_id, complaint.customer_id, on_record
         )
 
     async def _close_complaint(

@@ -86,7 +86,8 @@ class FollowupRepository:
     async def record_resolution(
         self, complaint_id: str, order_id: str, resolution: Mapping[str, Any], now: datetime
     ) -> None:
-        """Keep the first resolution of a complaint (known buyer or not)."""
+        """Store the complaint's resolution (known buyer or not); the handler decides which one
+        counts (`supersedes`: the latest)."""
         stmt = insert(tables.complaints).values(
             complaint_id=complaint_id,
             order_id=order_id,
@@ -97,7 +98,6 @@ class FollowupRepository:
             stmt.on_conflict_do_update(
                 index_elements=["complaint_id"],
                 set_={"resolution": stmt.excluded.resolution, "updated_at": now},
-                where=tables.complaints.c.resolution.is_(None),
             )
         )
 

@@ -11,6 +11,7 @@ from services.notifier.domain import CHANNELS, LOG
 from services.notifier.handlers import SERVICE, NotifierHandlers
 from shared.clock import Clock
 from shared.contracts import NOTIFICATION_FAILED, NOTIFICATION_SENT, topics
+from shared.messaging.retention import case_records
 from shared.messaging.runtime import ServiceDefinition
 from shared.policy import Policy
 from shared.settings import Settings, load_settings
@@ -69,4 +70,10 @@ def build(policy: Policy, clock: Clock, settings: Settings | None = None) -> Ser
         handlers=handlers.events(),
         timer_handlers=handlers.timers(),
         publishes={topics.NOTIFICATION_STATUS: (NOTIFICATION_SENT, NOTIFICATION_FAILED)},
+        # Contacts too: a buyer's contact data goes 6 months after their last paid order.
+        case_records=case_records(
+            tables.deliveries.c.updated_at,
+            tables.dead_letters.c.created_at,
+            tables.contacts.c.updated_at,
+        ),
     )

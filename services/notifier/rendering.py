@@ -27,6 +27,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from services.notifier.domain import EN, LANGUAGES, ZH_CN
 from shared.contracts.primitives import parse_timestamp
+from shared.money import format_money, is_known_currency
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 SUFFIX = ".txt"
@@ -38,7 +39,6 @@ _MONTHS = (
     "January", "February", "March", "April", "May", "June",
     "July", "August", "September", "October", "November", "December",
 )  # fmt: skip
-_MINOR_DIGITS = {"JPY": 0, "KRW": 0, "VND": 0}
 
 
 class TemplateProblem(Exception):
@@ -84,16 +84,13 @@ def _defined(value: object) -> object:
     return value
 
 
-def _amount(value: object, currency: object) -> tuple[str, str]:
+def _money(value: object, currency: object, language: str) -> str:
     value, currency = _defined(value), _defined(currency)
     if not isinstance(value, int) or isinstance(value, bool):
         raise ParamError("money: the amount must be an integer number of minor units")
-    if not isinstance(currency, str) or not re.fullmatch(r"[A-Z]{3}", currency):
+    if not isinstance(currency, str) or not is_known_currency(currency):
         raise ParamError("money: the currency must be an ISO 4217 code such as CNY")
-    digits = _MINOR_DIGITS.get(currency, 2)
-    sign = "-" if value < 0 else ""
-    whole, minor = divmod(abs(value), 10**digits)
-    return (f"{sign}{whole}.{minor:0{digits}d}" if digits else f"{sign}{whole}"), currency
+    return format_money(value, currency, "zh-CN" if language == ZH_CN else "en")
 
 
 def _instant(value: object, zone: ZoneInfo) -> datetime:
@@ -116,10 +113,7 @@ def _zone_label(zone: ZoneInfo, language: str) -> str:
 
 def _filters(language: str, zone: ZoneInfo) -> dict[str, Callable[..., str]]:
     def money(value: object, currency: object = "CNY") -> str:
-        number, code = _amount(value, currency)
-        if language == ZH_CN:
-            return f"¥{number}" if code == "CNY" else f"{number} {code}"
-        return f"{code} {number}"
+        return _money(value, currency, language)
 
     def local_date(value: object) -> str:
         day = _instant(value, zone).date()

@@ -6,6 +6,7 @@ from services.returns import tables
 from services.returns.handlers import SERVICE, ReturnsHandlers
 from shared.clock import Clock
 from shared.contracts import topics
+from shared.messaging.retention import case_records
 from shared.messaging.runtime import ServiceDefinition
 from shared.policy import Policy
 from shared.settings import Settings
@@ -32,4 +33,6 @@ def build(policy: Policy, clock: Clock, settings: Settings | None = None) -> Ser
             topics.FULFILMENT: ("reshipment.requested",),
             topics.SLA: ("sla.breached",),
         },
+        # Orders and their refund ledgers stay: the ledger's cap must hold for any late claim.
+        case_records=case_records(tables.return_requests.c.updated_at),
     )

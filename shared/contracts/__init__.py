@@ -1,6 +1,6 @@
 """The event contract (SPEC sections 1-3): topics, CloudEvents envelope, every event model."""
 
-from . import topics
+from . import ids, topics
 from .envelope import (
     CONTENT_TYPE,
     DATA_CONTENT_TYPE,
@@ -36,6 +36,7 @@ __all__ = [
     "deterministic_id",
     "dump_event",
     "event_key",
+    "ids",
     "new_event",
     "parse_event",
     "topics",

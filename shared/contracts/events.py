@@ -31,6 +31,8 @@ from .inputs import (
     OrderShipped,
     ParcelSigned,
     Payment,
+    RefundFailed,
+    RefundSettled,
     ReturnCancelled,
     ReturnEvidenceSubmitted,
     ReturnInspected,
@@ -46,6 +48,7 @@ from .inputs import (
 from .outputs import (
     BreakdownItem,
     BreakdownKind,
+    CaseEscalated,
     CaseRef,
     CaseType,
     CompensationPending,
@@ -60,6 +63,8 @@ from .outputs import (
     NotificationRequested,
     NotificationSent,
     RefundIssued,
+    RefundRequested,
+    RefundRequester,
     ReshipmentRequested,
     ReturnDecision,
     RuleCode,
@@ -86,6 +91,8 @@ COMPLAINT_RESPONDED = "complaint.responded"
 COMPLAINT_RESOLVED = "complaint.resolved"
 SURVEY_ANSWERED = "survey.answered"
 COMPENSATION_REVIEWED = "compensation.reviewed"  # a supervisor's tool, on `complaints`
+REFUND_SETTLED = "refund.settled"  # finance, on `payouts`
+REFUND_FAILED = "refund.failed"  # finance, on `payouts`
 
 # Outputs (SPEC section 3).
 REFUND_ISSUED = "refund.issued"
@@ -105,7 +112,9 @@ NOTIFICATION_SENT = "notification.sent"
 NOTIFICATION_FAILED = "notification.failed"
 EVENT_DEADLETTERED = "event.deadlettered"
 COMPLAINT_ESCALATED = "complaint.escalated"
+CASE_ESCALATED = "case.escalated"
 COMPENSATION_PENDING = "compensation.pending"
+REFUND_REQUESTED = "refund.requested"  # internal: returns and complaints ask the refund ledger
 
 EVENT_TYPES: dict[str, type[EventData]] = {
     ORDER_PAID: OrderPaid,
@@ -123,6 +132,8 @@ EVENT_TYPES: dict[str, type[EventData]] = {
     COMPLAINT_RESOLVED: ComplaintResolved,
     SURVEY_ANSWERED: SurveyAnswered,
     COMPENSATION_REVIEWED: CompensationReviewed,
+    REFUND_SETTLED: RefundSettled,
+    REFUND_FAILED: RefundFailed,
     REFUND_ISSUED: RefundIssued,
     COUPON_GRANTED: CouponGranted,
     RETURN_APPROVED: ReturnDecision,
@@ -140,7 +151,9 @@ EVENT_TYPES: dict[str, type[EventData]] = {
     NOTIFICATION_FAILED: NotificationFailed,
     EVENT_DEADLETTERED: DeadLettered,
     COMPLAINT_ESCALATED: ComplaintEscalated,
+    CASE_ESCALATED: CaseEscalated,
     COMPENSATION_PENDING: CompensationPending,
+    REFUND_REQUESTED: RefundRequested,
 }
 
 # Optional fields of a shared model that one event type must carry (SPEC section 3).
@@ -154,7 +167,14 @@ REQUIRED_FOR_TYPE: dict[str, tuple[str, ...]] = {
 
 # Events about a buyer rather than one order are keyed by customer_id (SPEC section 1).
 CUSTOMER_KEYED_TYPES: frozenset[str] = frozenset(
-    {SURVEY_ANSWERED, CALLBACK_SCHEDULED, CALLBACK_SENT, SATISFACTION_RECORDED, SATISFACTION_LOW}
+    {
+        SURVEY_ANSWERED,
+        CALLBACK_SCHEDULED,
+        CALLBACK_SENT,
+        SATISFACTION_RECORDED,
+        SATISFACTION_LOW,
+        CASE_ESCALATED,
+    }
 )
 
 # What each topic carries (SPEC sections 1-3); any other type on it is `unexpected_type`, so a
@@ -178,6 +198,7 @@ PLATFORM_TOPIC_TYPES: dict[str, frozenset[str]] = {
         {COMPLAINT_OPENED, COMPLAINT_RESPONDED, COMPLAINT_RESOLVED, COMPENSATION_REVIEWED}
     ),
     topics.SURVEYS: frozenset({SURVEY_ANSWERED}),
+    topics.PAYOUTS: frozenset({REFUND_SETTLED, REFUND_FAILED}),
 }
 
 # This system's topics: type -> the services that publish it there. An event on one of them
@@ -200,8 +221,11 @@ SERVICE_TOPIC_TYPES: dict[str, dict[str, frozenset[str]]] = {
         t: frozenset({"notifier"}) for t in (NOTIFICATION_SENT, NOTIFICATION_FAILED)
     },
     topics.ESCALATIONS: {
-        t: frozenset({"complaints"}) for t in (COMPLAINT_ESCALATED, COMPENSATION_PENDING)
+        t: frozenset({"complaints"})
+        for t in (COMPLAINT_ESCALATED, CASE_ESCALATED, COMPENSATION_PENDING)
     },
+    # What returns and complaints ask the refund ledger to pay (SPEC 4.11).
+    topics.REFUND_REQUESTS: {REFUND_REQUESTED: frozenset({"returns", "complaints"})},
 }
 
 
@@ -233,6 +257,7 @@ def unexpected_on_topic(topic: str, event_type: str, source: object) -> str | No
 __all__ = [
     "CALLBACK_SCHEDULED",
     "CALLBACK_SENT",
+    "CASE_ESCALATED",
     "COMPENSATION_PENDING",
     "COMPENSATION_REVIEWED",
     "COMPLAINT_CATEGORIES",
@@ -255,7 +280,10 @@ __all__ = [
     "ORDER_SHIPPED",
     "PARCEL_SIGNED",
     "PLATFORM_TOPIC_TYPES",
+    "REFUND_FAILED",
     "REFUND_ISSUED",
+    "REFUND_REQUESTED",
+    "REFUND_SETTLED",
     "REQUIRED_FOR_TYPE",
     "RESHIPMENT_REQUESTED",
     "RETURN_APPROVED",
@@ -277,6 +305,7 @@ __all__ = [
     "SURVEY_ANSWERED",
     "BreakdownItem",
     "BreakdownKind",
+    "CaseEscalated",
     "CaseRef",
     "CaseType",
     "Channel",
@@ -309,7 +338,11 @@ __all__ = [
     "OrderShipped",
     "ParcelSigned",
     "Payment",
+    "RefundFailed",
     "RefundIssued",
+    "RefundRequested",
+    "RefundRequester",
+    "RefundSettled",
     "ReshipmentRequested",
     "ReturnCancelled",
     "ReturnDecision",

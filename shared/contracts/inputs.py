@@ -330,3 +330,23 @@ class SurveyAnswered(EventData):
     score: Score
     comment: str = ""
     answered_at: Timestamp
+
+
+# --- payouts: finance reports what the payment provider did with a refund (SPEC 2, 4.11) -----
+
+
+class RefundSettled(EventData):
+    refund_id: Id
+    order_id: Id
+    settled_at: Timestamp
+
+
+class RefundFailed(EventData):
+    """One part of a refund that the provider refused (e.g. a closed card)."""
+
+    refund_id: Id
+    order_id: Id
+    method: Name
+    amount: Money
+    reason: Name
+    failed_at: Timestamp

@@ -31,6 +31,8 @@ BreakdownKind = Literal[
     "free_shipping_deduction",
     "gift_charge",
     "compensation",
+    # Negative: what the order-level cap of SPEC 4.11 cut from a request (refund.issued only).
+    "already_refunded",
 ]
 ShippingPayer = Literal["buyer", "merchant", "insurer"]
 RuleCode = Literal[
@@ -96,6 +98,41 @@ class RefundIssued(EventData):
         return self
 
 
+RefundRequester = Literal["returns", "complaints"]
+
+
+class RefundRequested(EventData):
+    """An internal request to the refund ledger (SPEC 4.11), written by returns and complaints
+    in the same transaction as the decision that owes the buyer money. The ledger caps it
+    against the order, splits it over the payment methods and issues `refund.issued` under the
+    same `refund_id` (see `shared.contracts.ids.refund_id`)."""
+
+    refund_id: Id
+    order_id: Id
+    customer_id: Id
+    case: CaseRef
+    amount: Money
+    currency: Currency
+    # What the case owes, by kind, before the order-level cap (never `already_refunded`).
+    breakdown: Annotated[list[BreakdownItem], Field(min_length=1)]
+    return_shipping_payer: ShippingPayer | None = None
+    due_by: Timestamp
+    requested_at: Timestamp
+    requested_by: RefundRequester
+
+    @model_validator(mode="after")
+    def _sums(self) -> RefundRequested:
+        if any(item.kind == "already_refunded" for item in self.breakdown):
+            raise field_error(
+                "RefundRequested", ("breakdown",), "ledger_kind", "already_refunded is the ledger's"
+            )
+        if sum(item.amount for item in self.breakdown) != self.amount:
+            raise field_error(
+                "RefundRequested", ("breakdown",), "breakdown_mismatch", "must sum to amount"
+            )
+        return self
+
+
 class CouponGranted(EventData):
     coupon_id: Id
     customer_id: Id
@@ -153,7 +190,9 @@ class FollowupEvent(EventData):
     score: Score | None = None
 
 
-EscalationReason = Literal["first_response_overdue", "resolution_overdue", "low_satisfaction"]
+EscalationReason = Literal[
+    "first_response_overdue", "resolution_overdue", "low_satisfaction", "compensation_currency"
+]
 EscalationPriority = Literal["high", "urgent"]
 
 
@@ -175,6 +214,26 @@ class ComplaintEscalated(EventData):
     escalated_at: Timestamp
     score: Score | None = None
     callback_id: Id | None = None
+
+
+class CaseEscalated(EventData):
+    """A return or late-shipment case a person must call the buyer back about, with priority,
+    after a low satisfaction score (complaints are reopened instead: `complaint.escalated`).
+
+    Keyed by `customer_id`, like the `satisfaction.low` it answers; `due_at` is when the buyer
+    should have been called back. `order_id` is given when the case names its order.
+    """
+
+    escalation_id: Id
+    case: CaseRef
+    customer_id: Id
+    order_id: Id | None = None
+    reason: Literal["low_satisfaction"]
+    priority: EscalationPriority
+    due_at: Timestamp
+    escalated_at: Timestamp
+    score: Score
+    callback_id: Id
 
 
 class CompensationPending(EventData):

@@ -30,9 +30,9 @@ MAX_LINES = 1_000
 """Most lines (or payments, evidence links, cases...) one event may list."""
 
 # Every timestamp must lie in this window (`timestamp_out_of_range`). Python's datetime ends at
-# year 9999 and a deadline the rules derive (policy durations are at most 100 years, see
-# shared.policy.MAX_DURATION_DAYS) must still fit, converted to UTC, in what Python and
-# PostgreSQL store; nothing in after-sales predates 1970.
+# year 9999 and a deadline the rules derive (policy durations are at most a year, see
+# shared.policy) must still fit, converted to UTC, in what Python and PostgreSQL store; the
+# window leaves almost a thousand years of room. Nothing in after-sales predates 1970.
 MIN_TIMESTAMP = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_TIMESTAMP = datetime(9000, 1, 1, tzinfo=UTC)
 

@@ -8,6 +8,7 @@ SIGNATURES = "signatures"
 RETURNS = "returns"
 COMPLAINTS = "complaints"
 SURVEYS = "surveys"
+PAYOUTS = "payouts"  # finance: what the payment provider did with a refund
 
 # Outputs: written by this system.
 REFUNDS = "aftersales.refunds"
@@ -19,8 +20,10 @@ FOLLOWUPS = "aftersales.followups"
 NOTIFICATIONS = "aftersales.notifications"  # internal: requests to the notifier service
 NOTIFICATION_STATUS = "aftersales.notifications.status"  # the notifier: sent / failed
 ESCALATIONS = "aftersales.escalations"
+# internal: what returns and complaints ask the refund ledger to pay (keyed by order_id)
+REFUND_REQUESTS = "aftersales.refund-requests"
 
-INPUT_TOPICS: tuple[str, ...] = (ORDERS, SIGNATURES, RETURNS, COMPLAINTS, SURVEYS)
+INPUT_TOPICS: tuple[str, ...] = (ORDERS, SIGNATURES, RETURNS, COMPLAINTS, SURVEYS, PAYOUTS)
 OUTPUT_TOPICS: tuple[str, ...] = (
     REFUNDS,
     COUPONS,
@@ -31,6 +34,7 @@ OUTPUT_TOPICS: tuple[str, ...] = (
     NOTIFICATIONS,
     NOTIFICATION_STATUS,
     ESCALATIONS,
+    REFUND_REQUESTS,
 )
 
 DEAD_LETTER_PREFIX = "aftersales.deadletter."

@@ -3,21 +3,39 @@
 from __future__ import annotations
 
 import base64
+import json
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from shared.contracts import DeadLettered, InvalidEvent, dead_letter_topic, parse_event
+from shared.clock import Clock, SystemClock
+from shared.contracts import ORDER_PAID, DeadLettered, InvalidEvent, dead_letter_topic, parse_event
 from shared.contracts.outputs import MAX_DEAD_LETTER_BYTES
 from shared.settings import Settings
 
+from .kafka import client_security
 from .relay import CONTENT_TYPE
 
+# Types whose data carry the buyer's contact data (SPEC section 7: `customer` of order.paid).
+# Their dead-letter copy has it masked: replayed, the services would take a masked name, phone
+# and e-mail for the buyer's own. The platform must send such an event again instead.
+PERSONAL_DATA_TYPES = frozenset({ORDER_PAID})
+# What masking leaves in free text (138****5678, a***@example.com): such a copy is not the
+# event that was sent either.
+MASK_MARK = "***"
 
-async def read_topic(bootstrap: str, topic: str) -> AsyncIterator[tuple[int, int, bytes | None]]:
-    """Every record now in `topic`, from the beginning to the current end, without a group."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+
+async def read_topic(
+    bootstrap: str, topic: str, security: Mapping[str, Any] | None = None
+) -> AsyncIterator[tuple[int, int, bytes | None]]:
+    """Every record now in `topic`, from the beginning to the current end, without a group.
+    `security`: the client options of `client_security` (SASL_SSL...)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, **(security or {})
+    )
     await consumer.start()
     try:
         await consumer.topics()  # refreshes the cluster metadata
@@ -49,7 +67,7 @@ async def _dead_letters(
 ) -> AsyncIterator[DeadLettered]:
     count = 0
     async for _, _, value in read_topic(
-        settings.kafka_bootstrap_servers, dead_letter_topic(service)
+        settings.kafka_bootstrap_servers, dead_letter_topic(service), client_security(settings)
     ):
         try:
             event = parse_event(value, max_bytes=MAX_DEAD_LETTER_BYTES)
@@ -80,24 +98,33 @@ async def list_dead_letters(
 
 
 async def replay_dead_letters(
-    settings: Settings, service: str, reason: str | None, limit: int
+    settings: Settings, service: str, reason: str | None, limit: int, clock: Clock | None = None
 ) -> int:
     """Publish dead-lettered values again to their original topic with their original key.
 
     Events that were processed in the meantime are ignored by the consumers' inbox, so a replay
-    is safe to repeat; an event that is still invalid is dead-lettered again.
+    is safe to repeat; an event that is still invalid is dead-lettered again. A copy whose
+    personal data was masked (`masked_reason`) is never replayed: it is not what was sent; nor
+    one older than the inbox keeps event ids (`too_old`).
     """
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         enable_idempotence=settings.kafka_idempotence,
         acks="all",
+        **client_security(settings),
     )
     await producer.start()
-    replayed = skipped = 0
+    replayed = skipped = refused = 0
+    now = (clock or SystemClock()).now()
     try:
         async for item in _dead_letters(settings, service, reason, limit):
             if item.value_truncated:
                 skipped += 1
+                continue
+            if why := masked_reason(item) or too_old(item, settings, now):
+                refused += 1
+                origin = item.origin
+                print(f"not replayed {origin.topic}/{origin.partition}@{origin.offset}: {why}")
                 continue
             value = (
                 item.value.encode("utf-8")
@@ -114,5 +141,37 @@ async def replay_dead_letters(
             print(f"replayed {item.origin.topic}/{item.origin.partition}@{item.origin.offset}")
     finally:
         await producer.stop()
-    print(f"{replayed} replayed, {skipped} skipped (truncated)", file=sys.stderr)
+    print(
+        f"{replayed} replayed, {skipped} skipped (truncated), {refused} refused",
+        file=sys.stderr,
+    )
     return 0
+
+
+def too_old(item: DeadLettered, settings: Settings, now: datetime | None = None) -> str | None:
+    """A dead letter older than the inbox keeps event ids: were the event applied meanwhile (sent
+    again by its producer), its id is gone from the inbox and a replay would apply it twice."""
+    days = settings.aftersales_retention_inbox_days
+    if (now or datetime.now(UTC)) - item.received_at <= timedelta(days=days):
+        return None
+    return (
+        f"dead-lettered more than {days} days ago (AFTERSALES_RETENTION_INBOX_DAYS): "
+        "a duplicate would no longer be recognised; have it sent again"
+    )
+
+
+def masked_reason(item: DeadLettered) -> str | None:
+    """Why this dead letter's copy must not be replayed (None: it may be)."""
+    try:
+        document = json.loads(item.value) if item.value_encoding == "utf-8" else None
+    except ValueError:
+        document = None
+    event_type = document.get("type") if isinstance(document, dict) else None
+    if event_type in PERSONAL_DATA_TYPES:
+        return (
+            f"{event_type} carries the buyer's contact data, masked in the dead letter; "
+            "have the platform send the event again"
+        )
+    if MASK_MARK in item.value:
+        return "personal data in its text was masked in the dead letter; have it sent again"
+    return None

@@ -98,3 +98,13 @@ def is_transient(exc: BaseException) -> bool:
     # asyncpg raises its own connection errors outside SQLAlchemy's wrapping at times.
     name = type(exc).__name__
     return name in {"ConnectionDoesNotExistError", "InterfaceError", "ConnectionResetError"}
+
+
+def unpublishable(exc: BaseException) -> bool:
+    """True when the producer or the broker refuses this one record whatever the retry: larger
+    than the request or message limit, or a key that cannot be encoded. Errors about the
+    connection, the cluster or the code (a TypeError) are not: they would refuse every record,
+    and parking every row for them would hide an outage."""
+    from aiokafka.errors import MessageSizeTooLargeError, RecordTooLargeError
+
+    return isinstance(exc, (MessageSizeTooLargeError, RecordTooLargeError, UnicodeError))

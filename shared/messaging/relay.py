@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from collections.abc import Awaitable, Callable, Sequence
 from functools import cache
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Integer,
+    Row,
     Select,
     Table,
     Update,
+    and_,
     any_,
     bindparam,
-    delete,
+    exists,
     func,
     select,
     text,
@@ -27,9 +29,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared import metrics
 from shared.clock import Clock
+from shared.crypto import redact
 from shared.db import lock_id
 
-from .errors import is_transient
+from .errors import is_transient, unpublishable
 from .tables import MessagingTables
 
 log = logging.getLogger("aftersales.relay")
@@ -49,6 +52,23 @@ _TRY_SHARED = text("SELECT pg_try_advisory_xact_lock_shared(:id)")
 _TRY_EXCLUSIVE = text("SELECT pg_try_advisory_xact_lock(:id)")
 
 
+def _behind_parked(t: Table) -> Any:
+    """The row waits behind an earlier parked row of its key (the rows of a key leave in commit
+    order, so none may overtake one that is parked)."""
+    p = t.alias("parked")
+    return exists().where(
+        p.c.parked_at.is_not(None),
+        p.c.published_at.is_(None),
+        p.c.key.is_not_distinct_from(t.c.key),
+        p.c.id < t.c.id,
+    )
+
+
+def _waiting(t: Table) -> Any:
+    """Unpublished and neither parked nor held back by a parked row: what the relay owes."""
+    return and_(t.c.published_at.is_(None), t.c.parked_at.is_(None), ~_behind_parked(t))
+
+
 @cache
 def _pending_in_slots(t: Table) -> Select[tuple[int, str, str | None, bytes]]:
     # hashtext is the server's: every relay computes the same slot for a key. Keyless events
@@ -56,7 +76,7 @@ def _pending_in_slots(t: Table) -> Select[tuple[int, str, str | None, bytes]]:
     slot = (func.hashtext(func.coalesce(t.c.key, "")).op("&")(0x7FFFFFFF)) % SLOTS
     return (
         select(t.c.id, t.c.topic, t.c.key, t.c.payload)
-        .where(t.c.published_at.is_(None), slot == any_(bindparam("slots", type_=ARRAY(Integer))))
+        .where(_waiting(t), slot == any_(bindparam("slots", type_=ARRAY(Integer))))
         .order_by(t.c.id)
         .limit(bindparam("limit"))
     )
@@ -72,6 +92,20 @@ def _mark_published(t: Table) -> Update:
     )
 
 
+@cache
+def _mark_parked(t: Table) -> Update:
+    return (
+        update(t)
+        .where(t.c.id == bindparam("b_id"))
+        .values(parked_at=bindparam("b_at"), parked_error=bindparam("b_error"))
+    )
+
+
+def parked_error(exc: BaseException) -> str:
+    """What a parked row keeps of the refusal: the error's class and words, no payload."""
+    return redact(f"{type(exc).__name__}: {exc}")[:500]
+
+
 class OutboxRelay:
     def __init__(
         self,
@@ -83,7 +117,6 @@ class OutboxRelay:
         clock: Clock,
         batch_size: int = 500,
         poll_interval: float = 0.5,
-        retention: timedelta = timedelta(days=7),
     ) -> None:
         self.service = service
         self._sessions = sessions
@@ -92,7 +125,6 @@ class OutboxRelay:
         self._clock = clock
         self._batch_size = batch_size
         self._poll_interval = poll_interval
-        self._retention = retention
         self._wake = asyncio.Event()
         # Before slots, one relay at a time per service held this lock; now taken shared.
         self._leader_lock = lock_id(f"outbox-relay:{tables.outbox.schema}")
@@ -143,19 +175,87 @@ class OutboxRelay:
             ).all()
             if not rows:
                 return 0
-            acks = [
-                await self._publish(
-                    row.topic, row.key.encode("utf-8") if row.key is not None else None, row.payload
+            published, parked = await self._send(rows)
+            if published:
+                await session.execute(
+                    _mark_published(t), {"ids": published, "at": self._clock.now()}
                 )
-                for row in rows
-            ]
-            await asyncio.gather(*acks)
-            await session.execute(
-                _mark_published(t), {"ids": [row.id for row in rows], "at": self._clock.now()}
+            now = self._clock.now()
+            for row, exc in parked:
+                await session.execute(
+                    _mark_parked(t), {"b_id": row.id, "b_at": now, "b_error": parked_error(exc)}
+                )
+        topics = {row.id: row.topic for row in rows}
+        for row_id in published:
+            metrics.OUTBOX_PUBLISHED.labels(self.service, topics[row_id]).inc()
+        for row, exc in parked:
+            log.error(
+                "outbox event parked: the broker refuses it; later events of its key wait",
+                extra={
+                    "service": self.service,
+                    "outbox_id": row.id,
+                    "topic": row.topic,
+                    "error": type(exc).__name__,
+                },
             )
+        if parked:
+            await self.observe()
+        # Rows held back behind a row parked in this batch are not counted: they wait.
+        return len(published) + len(parked)
+
+    async def _send(
+        self, rows: Sequence[Row[Any]]
+    ) -> tuple[list[int], list[tuple[Any, BaseException]]]:
+        """Send rows in order; returns the ids acknowledged and the rows refused for good.
+
+        A row the producer refuses (`unpublishable`) is parked and the later rows of its key
+        in the batch are not sent. Any other failure raises: nothing is marked, the batch is
+        sent again (at least once). When the broker refuses records in its acknowledgement it
+        refuses the whole produce request; the rows it refused are then sent one at a time to
+        find the ones at fault.
+        """
+        held: set[str | None] = set()
+        parked: list[tuple[Any, BaseException]] = []
+        sent: list[tuple[Any, Awaitable[object]]] = []
         for row in rows:
-            metrics.OUTBOX_PUBLISHED.labels(self.service, row.topic).inc()
-        return len(rows)
+            if row.key in held:
+                continue
+            try:
+                sent.append((row, await self._publish_row(row)))
+            except Exception as exc:
+                if not unpublishable(exc):
+                    raise
+                parked.append((row, exc))
+                held.add(row.key)
+        results = await asyncio.gather(*(ack for _, ack in sent), return_exceptions=True)
+        refused = []
+        for (row, _), result in zip(sent, results, strict=True):
+            if isinstance(result, BaseException):
+                if not unpublishable(result):
+                    raise result
+                refused.append(row)
+        published = [
+            row.id
+            for (row, _), r in zip(sent, results, strict=True)
+            if not isinstance(r, BaseException)
+        ]
+        for row in refused:  # rare: a topic whose limit is below the producer's
+            if row.key in held:
+                continue
+            try:
+                await (await self._publish_row(row))
+            except Exception as exc:
+                if not unpublishable(exc):
+                    raise
+                parked.append((row, exc))
+                held.add(row.key)
+            else:
+                published.append(row.id)
+        return published, parked
+
+    async def _publish_row(self, row: Any) -> Awaitable[object]:
+        key = row.key.encode("utf-8") if row.key is not None else None
+        return await self._publish(row.topic, key, row.payload)
 
     async def drain(self) -> None:
         """Publish until nothing is left (used at shutdown and in tests)."""
@@ -167,21 +267,22 @@ class OutboxRelay:
         async with self._sessions() as session:
             pending, oldest = (
                 await session.execute(
-                    select(func.count(), func.min(t.c.created_at)).where(t.c.published_at.is_(None))
+                    select(func.count(), func.min(t.c.created_at)).where(_waiting(t))
+                )
+            ).one()
+            parked, held = (
+                await session.execute(
+                    select(
+                        func.count().filter(t.c.parked_at.is_not(None)),
+                        func.count().filter(t.c.parked_at.is_(None), _behind_parked(t)),
+                    ).where(t.c.published_at.is_(None))
                 )
             ).one()
         metrics.OUTBOX_PENDING.labels(self.service).set(pending)
+        metrics.OUTBOX_PARKED.labels(self.service).set(parked)
+        metrics.OUTBOX_HELD.labels(self.service).set(held)
         lag = (self._clock.now() - oldest).total_seconds() if oldest is not None else 0.0
         metrics.OUTBOX_LAG.labels(self.service).set(max(lag, 0.0))
-
-    async def purge_published(self) -> int:
-        t = self._table
-        cutoff = self._clock.now() - self._retention
-        async with self._sessions() as session, session.begin():
-            result = await session.execute(
-                delete(t).where(t.c.published_at.is_not(None), t.c.published_at < cutoff)
-            )
-        return int(getattr(result, "rowcount", 0) or 0)
 
     async def run(self, stop: asyncio.Event) -> None:
         backoff = self._poll_interval
@@ -195,8 +296,6 @@ class OutboxRelay:
                 cycles += 1
                 if cycles % 20 == 0:
                     await self.observe()
-                if cycles % 7200 == 0:
-                    await self.purge_published()
                 backoff = self._poll_interval
                 if published:
                     continue

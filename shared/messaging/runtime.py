@@ -32,7 +32,16 @@ from shared.tracing import setup_tracing
 from .consumer import EventProcessor, default_lock_keys
 from .context import EventHandler, TimerHandler
 from .errors import describe_failure, is_transient, sqlstate
+from .kafka import client_security
+from .lag import LAG_INTERVAL_SECONDS, ConsumerLag
 from .relay import CONTENT_TYPE, OutboxRelay
+from .retention import (
+    PURGE_INTERVAL_SECONDS,
+    Retained,
+    RetentionPeriods,
+    messaging_retention,
+    run_purges,
+)
 from .scheduler import TimerScheduler
 from .tables import MessagingTables
 
@@ -46,6 +55,11 @@ _RELAY_HEADERS = [("content-type", CONTENT_TYPE.encode())]
 # Seconds a stop gives the relay and the scheduler to finish and the outbox to drain, after the
 # batch in flight (the broker's graceful_timeout, 20 s) is done.
 STOP_BUDGET = 15.0
+
+# A batch that failed on a passing fault is fetched again after 1, 2, 4 ... seconds, at most
+# this long: one instance stuck on a fault retries about once per cap (the alert
+# AftersalesTransientRetries is derived from it, see deploy/prometheus/alerts.yaml).
+RETRY_BACKOFF_CAP = 30.0
 
 
 @dataclass(frozen=True)
@@ -61,6 +75,13 @@ class ServiceDefinition:
     lock_keys: Callable[[CloudEvent], Iterable[str]] = default_lock_keys
     # topic -> event types, for the AsyncAPI description and topic creation.
     publishes: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    # The service's case records and how long they are kept (`retention.case_records`); the
+    # messaging tables' technical rows are added by `retained`.
+    case_records: Sequence[Retained] = ()
+
+    @property
+    def retained(self) -> list[Retained]:
+        return [*messaging_retention(self.tables), *self.case_records]
 
     @property
     def schema(self) -> str:
@@ -160,6 +181,8 @@ class ServiceRuntime:
         relay_poll_interval: float = 0.5,
         timer_poll_interval: float = 1.0,
         retry_backoff: float = 1.0,
+        lag_interval: float | None = LAG_INTERVAL_SECONDS,
+        purge_interval: float | None = PURGE_INTERVAL_SECONDS,
         span_exporter: SpanExporter | None = None,
     ) -> None:
         self.definition = definition
@@ -171,6 +194,7 @@ class ServiceRuntime:
         self._owns_engine = engine is None
         self.sessions = session_factory(self.engine)
         self._retry_backoff = retry_backoff
+        self._purge_interval = purge_interval
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         # Only when OTEL_EXPORTER_OTLP_ENDPOINT is set (or a test gives an exporter).
@@ -221,9 +245,21 @@ class ServiceRuntime:
         self.health = ConsumerHealth(
             definition.name, stuck_after=settings.aftersales_stuck_after_seconds
         )
+        self.group_id = f"aftersales-{definition.name}"
+        self.lag = (
+            ConsumerLag(
+                service=definition.name,
+                settings=settings,
+                group_id=self.group_id,
+                topics=definition.topics,
+                interval=lag_interval,
+            )
+            if lag_interval is not None
+            else None
+        )
         self.broker.subscriber(
             *definition.topics,
-            group_id=f"aftersales-{definition.name}",
+            group_id=self.group_id,
             batch=True,
             max_records=max_records,
             batch_timeout_ms=100,
@@ -254,7 +290,7 @@ class ServiceRuntime:
             if transient:
                 metrics.RETRIES.labels(self.name).inc()
             failures = self.health.failures
-            delay = min(self._retry_backoff * 2 ** min(failures - 1, 5), 30.0)
+            delay = min(self._retry_backoff * 2 ** min(failures - 1, 5), RETRY_BACKOFF_CAP)
             log.warning(
                 "batch failed; it will be fetched again",
                 extra={
@@ -302,6 +338,21 @@ class ServiceRuntime:
             asyncio.create_task(self.relay.run(self._stop), name=f"{self.name}-relay"),
             asyncio.create_task(self.scheduler.run(self._stop), name=f"{self.name}-timers"),
         ]
+        if self.lag is not None:
+            self._tasks.append(
+                asyncio.create_task(self.lag.run(self._stop), name=f"{self.name}-lag")
+            )
+        if self._purge_interval is not None:
+            purges = run_purges(
+                self.name,
+                self.sessions,
+                self.definition.retained,
+                RetentionPeriods.from_settings(self.settings),
+                self.clock,
+                self._stop,
+                self._purge_interval,
+            )
+            self._tasks.append(asyncio.create_task(purges, name=f"{self.name}-purge"))
         log.info("service started", extra={"service": self.name})
 
     async def stop(self) -> None:
@@ -357,7 +408,7 @@ async def ensure_topics(settings: Settings, topics: Iterable[str]) -> None:
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         client_id="aftersales-admin",
-        **_admin_security(settings),
+        **client_security(settings),
     )
     await admin.start()
     try:
@@ -388,17 +439,3 @@ async def ensure_topics(settings: Settings, topics: Iterable[str]) -> None:
             log.info("topics created", extra={"topics": ",".join(missing)})
     finally:
         await admin.close()
-
-
-def _admin_security(settings: Settings) -> dict[str, Any]:
-    protocol = settings.kafka_security_protocol.upper()
-    if protocol == "PLAINTEXT":
-        return {}
-    options: dict[str, Any] = {"security_protocol": protocol}
-    if protocol in {"SSL", "SASL_SSL"}:
-        options["ssl_context"] = ssl.create_default_context()
-    if protocol.startswith("SASL"):
-        options["sasl_mechanism"] = (settings.kafka_sasl_mechanism or "PLAIN").upper()
-        options["sasl_plain_username"] = settings.kafka_sasl_username
-        options["sasl_plain_password"] = settings.kafka_sasl_password
-    return options

@@ -50,10 +50,21 @@ def messaging_tables(metadata: MetaData) -> MessagingTables:
         Column("payload", LargeBinary, nullable=False),
         Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
         Column("published_at", DateTime(timezone=True), nullable=True),
+        # A row the broker or the producer refuses whatever the retry (too large, not
+        # serialisable) is parked: left for `aftersales outbox retry`, holding back the later
+        # rows of its key, instead of failing every relay cycle.
+        Column("parked_at", DateTime(timezone=True), nullable=True),
+        Column("parked_error", Text, nullable=True),
         Index(
             "ix_outbox_unpublished",
             "id",
             postgresql_where=text("published_at IS NULL"),
+        ),
+        Index(
+            "ix_outbox_parked",
+            "key",
+            "id",
+            postgresql_where=text("parked_at IS NOT NULL AND published_at IS NULL"),
         ),
     )
     timers = Table(

@@ -626,7 +626,7 @@ def hostile(run: str, at: datetime, *, start: int = 0) -> list[BadInput]:
             "unexpected_type",
         )
     )
-    # Not (yet) a type of this contract at all: the refund ledger's internal request.
+    # The refund ledger's internal request, on the platform's topic.
     k = key("refund-requested-on-orders")
     value = event(
         "refund.requested",
@@ -635,7 +635,7 @@ def hostile(run: str, at: datetime, *, start: int = 0) -> list[BadInput]:
         id=f"{k}-evt",
     )
     items.append(
-        BadInput("refund-requested-on-orders", topics.ORDERS, k, encode(value), "unknown_type")
+        BadInput("refund-requested-on-orders", topics.ORDERS, k, encode(value), "unexpected_type")
     )
     return items
 

@@ -35,9 +35,13 @@ async def migrate(database_url: str) -> tuple[int, str]:
     return await run_cli(database_url, "migrate")
 
 
-async def run_cli(database_url: str, *args: str) -> tuple[int, str]:
+async def run_cli(
+    database_url: str, *args: str, env: dict[str, str] | None = None
+) -> tuple[int, str]:
+    extra = env or {}
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AFTERSALES_", "KAFKA_"))}
     env["DATABASE_URL"] = database_url
+    env.update(extra)
     env["AFTERSALES_LOG_FORMAT"] = "text"
     process = await asyncio.create_subprocess_exec(
         *aftersales(),
@@ -123,3 +127,86 @@ async def test_an_unreachable_database_is_one_clear_line_without_the_password(
     assert output.startswith("aftersales: cannot reach the database at 127.0.0.1:1: "), output
     assert "Traceback" not in output and len(output.strip().splitlines()) == 1, output
     assert "s3cret-pw" not in output
+
+
+async def test_outbox_list_and_retry_as_an_operator_runs_them(fresh_database: str):
+    code, output = await migrate(fresh_database)
+    assert code == 0, output
+    conn = await asyncpg.connect(plain_dsn(fresh_database))
+    try:
+        parked_id = await conn.fetchval(
+            "INSERT INTO complaints.outbox (event_id, event_type, topic, key, payload,"
+            " parked_at, parked_error) VALUES ('e-big', 'refund.requested', 'aftersales.ledger',"
+            " 'o-1', $1, now(), 'MessageSizeTooLargeError: too large') RETURNING id",
+            b"x" * 2000,
+        )
+        await conn.execute(
+            "INSERT INTO complaints.outbox (event_id, event_type, topic, key, payload)"
+            " VALUES ('e-after', 'coupon.granted', 'aftersales.coupons', 'o-1', $1)",
+            b"{}",
+        )
+        code, output = await run_cli(fresh_database, "outbox", "list", "complaints")
+        assert code == 0, output
+        assert f"{parked_id}  " in output and "refund.requested -> aftersales.ledger" in output
+        assert "key=o-1  2000 bytes  1 held behind  MessageSizeTooLargeError" in output
+        assert "1 parked outbox event(s) in complaints" in output
+
+        code, output = await run_cli(
+            fresh_database, "outbox", "retry", "complaints", "--id", str(parked_id + 99)
+        )
+        assert code == 1
+        assert (
+            f"aftersales: no parked outbox event with id {parked_id + 99} in complaints" in output
+        )
+
+        code, output = await run_cli(fresh_database, "outbox", "retry", "complaints", "--all")
+        assert code == 0, output
+        assert "1 parked outbox event(s) re-queued in complaints" in output
+        assert (
+            await conn.fetchval(
+                "SELECT count(*) FROM complaints.outbox WHERE parked_at IS NOT NULL"
+            )
+            == 0
+        )
+    finally:
+        await conn.close()
+
+
+async def test_purge_as_an_operator_runs_it(fresh_database: str):
+    code, output = await migrate(fresh_database)
+    assert code == 0, output
+    conn = await asyncpg.connect(plain_dsn(fresh_database))
+    try:
+        for return_id, age in (("R-old", "200 days"), ("R-recent", "100 days")):
+            await conn.execute(
+                "INSERT INTO returns.return_requests (return_id, order_id, status, state,"
+                f" created_at, updated_at) VALUES ($1, 'O-1', 'approved', '{{}}',"
+                f" now() - interval '{age}', now() - interval '{age}')",
+                return_id,
+            )
+        await conn.execute(
+            "INSERT INTO returns.inbox (event_id, event_type, topic, received_at)"
+            " VALUES ('e-old', 'order.paid', 'orders', now() - interval '40 days'),"
+            " ('e-new', 'order.paid', 'orders', now())"
+        )
+        code, output = await run_cli(fresh_database, "purge", "returns", "--dry-run")
+        assert code == 0, output
+        assert "returns: would delete inbox 1, timers 0, outbox 0, return_requests 1" in output
+        assert await conn.fetchval("SELECT count(*) FROM returns.return_requests") == 2
+
+        code, output = await run_cli(fresh_database, "purge")
+        assert code == 0, output
+        assert "returns: deleted inbox 1, timers 0, outbox 0, return_requests 1" in output
+        assert "notifier: deleted inbox 0, timers 0, outbox 0, deliveries 0" in output
+        left = await conn.fetch("SELECT return_id FROM returns.return_requests")
+        assert [r["return_id"] for r in left] == ["R-recent"]
+
+        # Case records are kept at least 6 months: a shorter period is refused.
+        code, output = await run_cli(
+            fresh_database, "purge", env={"AFTERSALES_RETENTION_CASE_DAYS": "30"}
+        )
+        assert code == 2
+        assert "aftersales_retention_case_days" in output.lower()
+        assert "Traceback" not in output
+    finally:
+        await conn.close()

@@ -4,9 +4,11 @@ import asyncio
 
 import asyncpg
 import pytest
+from alembic import command
 
+from shared.bootstrap import SERVICES
 from shared.devenv import plain_dsn, temporary_database
-from shared.migrations import SchemaNotCurrent, check_current, head, upgrade
+from shared.migrations import SchemaNotCurrent, alembic_config, check_current, head, upgrade
 
 
 @pytest.fixture
@@ -31,3 +33,13 @@ async def test_the_migrated_schema_and_a_newer_one_are_accepted(fresh_database):
     await conn.close()
     await check_current("returns", url)
     assert head("returns") != "f00dcafe"
+
+
+@pytest.mark.parametrize("service", list(SERVICES))
+async def test_every_service_migrates_to_what_its_tables_declare(fresh_database, service):
+    # The shared messaging tables (outbox parking, 0002) reach every service's schema.
+    url, _ = fresh_database
+    await asyncio.to_thread(upgrade, service, url)
+    await asyncio.to_thread(command.check, alembic_config(service, url))
+    await asyncio.to_thread(command.downgrade, alembic_config(service, url), "0001")
+    await asyncio.to_thread(upgrade, service, url)

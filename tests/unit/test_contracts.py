@@ -42,6 +42,7 @@ from shared.contracts import (
     deterministic_id,
     dump_event,
     event_key,
+    ids,
     new_event,
     parse_event,
     topics,
@@ -199,6 +200,15 @@ VALID_INPUTS: dict[str, dict[str, Any]] = {
         "note": "",
         "reviewed_at": T0,
     },
+    "refund.settled": {"refund_id": "rf-1", "order_id": "O1", "settled_at": T0},
+    "refund.failed": {
+        "refund_id": "rf-1",
+        "order_id": "O1",
+        "method": "card",
+        "amount": 4500,
+        "reason": "card_closed",
+        "failed_at": T0,
+    },
 }
 
 
@@ -264,7 +274,9 @@ def test_every_input_and_output_type_is_registered() -> None:
         "notification.sent",
         "notification.failed",
         "complaint.escalated",
+        "case.escalated",
         "compensation.pending",
+        "refund.requested",
     }
     assert set(VALID_INPUTS) | outputs == set(EVENT_TYPES)
 
@@ -913,7 +925,15 @@ def test_deterministic_id_depends_only_on_parts(parts: list[str]) -> None:
 
 
 def test_topics() -> None:
-    assert topics.INPUT_TOPICS == ("orders", "signatures", "returns", "complaints", "surveys")
+    assert topics.INPUT_TOPICS == (
+        "orders",
+        "signatures",
+        "returns",
+        "complaints",
+        "surveys",
+        "payouts",
+    )
+    assert topics.REFUND_REQUESTS in topics.OUTPUT_TOPICS
     assert "aftersales.refunds" in topics.OUTPUT_TOPICS
     assert topics.NOTIFICATIONS == "aftersales.notifications"
     assert dead_letter_topic("returns") == "aftersales.deadletter.returns"
@@ -930,3 +950,42 @@ def test_cloud_event_is_immutable() -> None:
 def test_parse_accepts_a_dict_through_the_model() -> None:
     obj = copy.deepcopy(cancelled())
     assert CloudEvent.model_validate(obj) == parse_event(encode(obj))
+
+
+def test_refund_ids_are_the_ones_cases_always_had() -> None:
+    # finance deduplicates on refund_id: the formula must not move.
+    case_id = "R1"
+    assert ids.refund_id("return", case_id) == f"rf-{deterministic_id('refund', 'return', 'R1')}"
+    assert ids.refund_id("return", case_id, "return_shipping") == (
+        f"rf-{deterministic_id('refund', 'return', 'R1:return_shipping')}"
+    )
+    first = ids.reissue_refund_id(ids.refund_id("return", case_id), "card")
+    assert first == ids.reissue_refund_id(ids.refund_id("return", case_id), "card")
+    assert first != ids.reissue_refund_id(ids.refund_id("return", case_id), "balance")
+
+
+def test_refund_request_breakdown_must_sum_and_never_claims_the_ledgers_kind() -> None:
+    base = {
+        "refund_id": "rf-1",
+        "order_id": "O1",
+        "customer_id": "C1",
+        "case": {"type": "return", "id": "R1"},
+        "amount": 900,
+        "currency": "CNY",
+        "breakdown": [{"kind": "goods", "amount": 900}],
+        "due_by": T0,
+        "requested_at": T0,
+        "requested_by": "returns",
+    }
+    assert parse_event(encode(envelope("refund.requested", base))).data.amount == 900
+    wrong_sum = {**base, "amount": 901}
+    assert reject(envelope("refund.requested", wrong_sum)).reason
+    ledger_kind = {
+        **base,
+        "amount": 800,
+        "breakdown": [
+            {"kind": "goods", "amount": 900},
+            {"kind": "already_refunded", "amount": -100},
+        ],
+    }
+    assert reject(envelope("refund.requested", ledger_kind)).reason

@@ -1,16 +1,25 @@
 """Deployment artefacts stay in step with the code: metric names, services, manifests."""
 
+import base64
 import json
+import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from prometheus_client import REGISTRY
+from sqlalchemy.engine import make_url
 
 import shared.metrics  # noqa: F401  (registers the metrics)
+from shared.bootstrap import preflight
+from shared.crypto import cipher_from_env
+from shared.messaging.runtime import RETRY_BACKOFF_CAP, kafka_security
+from shared.policy import load_policy
+from shared.settings import Settings
 
 ALL_SERVICES = ("returns", "complaints", "followup", "notifier")
 
@@ -32,9 +41,14 @@ def _known_metrics() -> set[str]:
     return names
 
 
+# Exported by the consumer's batch loop (the SQLSTATE of a batch that keeps failing); the alert
+# on it is defined with the others.
+EXPORTED_BY_THE_CONSUMER = {"aftersales_consecutive_failed_batches"}
+
+
 def test_alert_rules_use_metrics_the_code_exports():
     rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yaml").read_text())
-    known = _known_metrics()
+    known = _known_metrics() | EXPORTED_BY_THE_CONSUMER
     alerts = [rule for group in rules["groups"] for rule in group["rules"]]
     assert {"AftersalesSlaBreached", "AftersalesOutboxLag", "AftersalesDeadLetters"} <= {
         rule["alert"] for rule in alerts
@@ -64,13 +78,7 @@ def test_every_service_has_a_dockerfile_running_it_as_non_root():
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (kustomize) not installed")
 @pytest.mark.parametrize("overlay", ["development", "production"])
 def test_overlays_render_with_every_service(overlay):
-    rendered = subprocess.run(
-        ["kubectl", "kustomize", str(DEPLOY / "kubernetes" / "overlays" / overlay)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    docs = [d for d in yaml.safe_load_all(rendered) if d]
+    docs = _rendered(overlay)
     deployments = {d["metadata"]["name"] for d in docs if d["kind"] == "Deployment"}
     assert deployments == {f"aftersales-{s}" for s in ALL_SERVICES}
     for doc in docs:
@@ -87,3 +95,129 @@ def test_overlays_render_with_every_service(overlay):
         and d["spec"]["template"]["spec"]["containers"][0]["args"][0] == "migrate"
         for d in docs
     )
+
+
+def _alert_groups() -> dict[str, list[dict[str, Any]]]:
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yaml").read_text())
+    return {group["name"]: group["rules"] for group in rules["groups"]}
+
+
+def test_every_alert_group_has_a_promtool_test_that_makes_each_of_its_alerts_fire():
+    tests = DEPLOY / "prometheus" / "tests"
+    for group, rules in _alert_groups().items():
+        path = tests / f"{group}.test.yaml"
+        assert path.exists(), f"no promtool test for alert group {group}"
+        spec = yaml.safe_load(path.read_text())
+        fired = {
+            case["alertname"]
+            for test in spec["tests"]
+            for case in test["alert_rule_test"]
+            if case["exp_alerts"]
+        }
+        assert fired == {rule["alert"] for rule in rules}, group
+    assert {p.name for p in tests.glob("*.yaml")} == {f"{g}.test.yaml" for g in _alert_groups()}
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Prometheus) not installed")
+def test_alert_rules_pass_promtool():
+    alerts = DEPLOY / "prometheus" / "alerts.yaml"
+    for command in (
+        ["promtool", "check", "rules", str(alerts)],
+        ["promtool", "test", "rules", *map(str, sorted((alerts.parent / "tests").glob("*.yaml")))],
+    ):
+        result = subprocess.run(command, capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_transient_retry_alert_fires_for_one_instance_retrying_at_the_backoff_cap():
+    rule = next(
+        rule
+        for rules in _alert_groups().values()
+        for rule in rules
+        if rule["alert"] == "AftersalesTransientRetries"
+    )
+    match = re.search(r">\s*([0-9.]+)\s*/\s*([0-9.]+)\s*$", rule["expr"])
+    assert match, rule["expr"]
+    threshold = float(match[1]) / float(match[2])
+    # One instance stuck on a fault retries once per cap (plus the fetch): the rate must be
+    # well above the threshold, or the alert would never fire however long the fault lasts.
+    one_instance = 1 / (RETRY_BACKOFF_CAP + 5)
+    assert threshold < one_instance
+    assert threshold >= 1 / 300  # but a retry every few minutes is not a stuck service
+
+
+def _rendered(overlay: str) -> list[dict[str, Any]]:
+    rendered = subprocess.run(
+        ["kubectl", "kustomize", str(DEPLOY / "kubernetes" / "overlays" / overlay)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [d for d in yaml.safe_load_all(rendered) if d]
+
+
+def _container_environment(
+    docs: list[dict[str, Any]], deployment: dict[str, Any]
+) -> dict[str, str]:
+    """The environment a Deployment's container gets from the overlay's own ConfigMaps and
+    Secrets (a Secret the cluster provides, as in production, is left out)."""
+    configmaps = {
+        d["metadata"]["name"]: d.get("data", {}) for d in docs if d["kind"] == "ConfigMap"
+    }
+    secrets = {
+        d["metadata"]["name"]: {
+            k: base64.b64decode(v).decode("utf-8") for k, v in d.get("data", {}).items()
+        }
+        for d in docs
+        if d["kind"] == "Secret"
+    }
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        env.update(configmaps[source["configMapRef"]["name"]])
+    for item in container.get("env", []):
+        if "value" in item:
+            env[item["name"]] = item["value"]
+            continue
+        ref = item["valueFrom"].get("secretKeyRef") or item["valueFrom"].get("configMapKeyRef")
+        if ref is None:
+            continue
+        store = secrets if "secretKeyRef" in item["valueFrom"] else configmaps
+        if ref["name"] in store and ref["key"] in store[ref["name"]]:
+            env[item["name"]] = store[ref["name"]][ref["key"]]
+        else:
+            assert ref.get("optional") or ref["name"] not in store, (item["name"], ref)
+    return env
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (kustomize) not installed")
+@pytest.mark.parametrize("overlay", ["development", "production"])
+def test_overlay_values_are_valid_settings_for_every_service(overlay, tmp_path, monkeypatch):
+    docs = _rendered(overlay)
+    policies = [d for d in docs if d["kind"] == "ConfigMap" and "policy.toml" in d.get("data", {})]
+    assert len(policies) == 1
+    policy_file = tmp_path / "policy.toml"
+    policy_file.write_text(policies[0]["data"]["policy.toml"])
+    load_policy(str(policy_file))
+    for deployment in (d for d in docs if d["kind"] == "Deployment"):
+        service = deployment["metadata"]["name"].removeprefix("aftersales-")
+        env = _container_environment(docs, deployment)
+        env["AFTERSALES_POLICY_FILE"] = str(policy_file)
+        for name in list(os.environ):
+            if name.startswith(("KAFKA_", "AFTERSALES_", "DATABASE_")):
+                monkeypatch.delenv(name)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        settings = Settings()  # the same validation as at start-up
+        for server in settings.kafka_bootstrap_servers.split(","):
+            host, _, port = server.rpartition(":")
+            assert host and port.isdigit(), (service, server)
+        kafka_security(settings)  # a known protocol and SASL mechanism
+        if "DATABASE_URL" in env:  # generated here (development), else the cluster's Secret
+            url = make_url(settings.database_url)
+            assert url.host and url.database, service
+        if "AFTERSALES_ENCRYPTION_KEY" in env:
+            cipher_from_env(env["AFTERSALES_ENCRYPTION_KEY"])  # decodes to 32-byte keys
+        if overlay == "development":
+            # Everything the service needs is in the overlay: its own start-up checks pass.
+            preflight(service, settings)

@@ -22,7 +22,7 @@ from shared.contracts.events import (
     service_source,
 )
 from shared.contracts.primitives import MAX_TIMESTAMP, MIN_TIMESTAMP
-from shared.policy import MAX_DURATION_DAYS, Policy, load_policy
+from shared.policy import ComplaintsPolicy, FollowupPolicy, NotifierPolicy, Policy, ReturnsPolicy
 from shared.settings import Settings
 
 from .test_contracts import T0, VALID_INPUTS, envelope, order_paid_data
@@ -111,12 +111,26 @@ def test_the_window_edges_are_accepted() -> None:
         )
 
 
+def longest_policy_duration() -> timedelta:
+    """The largest value the policy allows for any of its durations (`*_days`, `*_hours`)."""
+    longest = timedelta()
+    for section in (ReturnsPolicy, ComplaintsPolicy, FollowupPolicy, NotifierPolicy):
+        for name, field in section.model_fields.items():
+            highs = [m.le for m in field.metadata if getattr(m, "le", None) is not None]
+            if not highs:
+                continue
+            if name.endswith("_days"):
+                longest = max(longest, timedelta(days=highs[0]))
+            elif name.endswith("_hours"):
+                longest = max(longest, timedelta(hours=highs[0]))
+    return longest
+
+
 def test_every_deadline_the_policy_allows_fits_in_python_and_postgresql() -> None:
-    # The latest accepted instant plus the longest policy duration is still a datetime
-    # (Python stops at 9999; PostgreSQL's timestamptz goes far beyond).
     # A working-hours deadline stretches its hours over nights and weekends (9 of 24 hours,
     # 5 of 7 days): under four times its length; five leaves room for holidays.
-    longest = timedelta(days=MAX_DURATION_DAYS) * 5
+    longest = longest_policy_duration() * 5
+    assert longest >= timedelta(days=30)  # the durations were found
     latest = MAX_TIMESTAMP - timedelta(microseconds=1)
     assert (latest + longest).astimezone(timezone(timedelta(hours=-23, minutes=-59))).year < 9999
     assert (MIN_TIMESTAMP - longest).astimezone(timezone(timedelta(hours=23))).year > 1
@@ -191,17 +205,22 @@ def test_internal_topics_take_their_types_from_their_publishers_only() -> None:
 
 
 def test_the_binding_matches_what_the_services_publish_and_read() -> None:
-    published: dict[str, dict[str, set[str]]] = {}
+    declared: set[tuple[str, str, str]] = set()  # (topic, type, service)
     for name in SERVICES:
         d = definition(name, Policy(), SystemClock(), Settings(aftersales_dev_mode=True))
-        for topic, types in d.publishes.items():
-            for t in types:
-                published.setdefault(topic, {}).setdefault(t, set()).add(name)
+        declared |= {(topic, t, name) for topic, types in d.publishes.items() for t in types}
         for topic in d.topics:  # every topic a service reads is bound
             assert topic in PLATFORM_TOPIC_TYPES or topic in SERVICE_TOPIC_TYPES, topic
-    assert published == {
-        t: {e: set(s) for e, s in m.items()} for t, m in SERVICE_TOPIC_TYPES.items()
+    bound = {
+        (topic, event_type, service)
+        for topic, types in SERVICE_TOPIC_TYPES.items()
+        for event_type, services in types.items()
+        for service in services
     }
+    assert declared <= bound
+    # Bound ahead of its publishers: the requests to the refund ledger (SPEC 4.11).
+    ahead = {(topic, event_type) for topic, event_type, _ in bound - declared}
+    assert ahead <= {(topics.REFUND_REQUESTS, "refund.requested")}
     assert set(PLATFORM_TOPIC_TYPES) == set(topics.INPUT_TOPICS)
 
 
@@ -248,10 +267,3 @@ def test_the_new_reasons_are_listed() -> None:
         "batch_refused",
     ):
         assert reason in DEAD_LETTER_REASONS
-
-
-def test_policy_durations_are_bounded(tmp_path: Any) -> None:
-    path = tmp_path / "policy.toml"
-    path.write_text(f"[returns]\nno_reason_days = {MAX_DURATION_DAYS + 1}\n")
-    with pytest.raises(ValueError, match="no_reason_days"):
-        load_policy(str(path))

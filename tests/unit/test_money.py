@@ -1,8 +1,17 @@
+from decimal import Decimal
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.money import per_unit_share, percent_bp, split_largest_remainder
+from shared.money import (
+    format_money,
+    major_units,
+    minor_digits,
+    per_unit_share,
+    percent_bp,
+    split_largest_remainder,
+)
 
 amounts = st.integers(min_value=0, max_value=10**12)
 
@@ -74,3 +83,28 @@ def test_split_rejects_bad_input():
 def test_percent_bp_rounds_down():
     assert percent_bp(19999, 500) == 999
     assert percent_bp(0, 500) == 0
+
+
+@pytest.mark.parametrize(
+    ("currency", "digits"),
+    [("JPY", 0), ("CLP", 0), ("CNY", 2), ("USD", 2), ("KWD", 3), ("BHD", 3), ("IQD", 3)],
+)
+def test_minor_digits_follow_iso_4217(currency, digits):
+    assert minor_digits(currency) == digits
+
+
+@pytest.mark.parametrize("code", ["ZZZ", "cny", "CN", ""])
+def test_an_unknown_currency_is_refused(code):
+    with pytest.raises(ValueError, match="ISO 4217"):
+        minor_digits(code)
+
+
+@given(st.integers(min_value=-(10**12), max_value=10**12), st.sampled_from(["JPY", "CNY", "KWD"]))
+def test_formatted_amounts_read_back_exactly(amount, currency):
+    """The text holds exactly the amount: its digits, read as major units, give it back."""
+    en = format_money(amount, currency, "en")
+    sign, number = ("-", en[1:]) if en.startswith("-") else ("", en)
+    code, digits = number.split(" ")
+    assert code == currency
+    assert major_units(amount, currency) == Decimal(sign + digits)
+    assert len(digits.partition(".")[2]) == minor_digits(currency)

@@ -11,12 +11,16 @@ messages and timer rows, all in one transaction.
 - `ShopOrder`: the order's facts (no personal data) and the once-per-order late-shipment
   penalty, from the ship-by timer, a late shipment or cancellation, or an upheld complaint.
 - `CompensationBudget`: a buyer's coupons in the rolling window, capped by the budget.
+- `priority_callback`: a low score about a return or late-shipment case, escalated for a
+  person to call the buyer back.
 
 docs/decisions-complaints.md records every choice made where the SPEC is silent.
 """
 
 from services.complaints.domain.budget import CompensationBudget, Grant
+from services.complaints.domain.callbacks import CALLBACK_CASES, priority_callback
 from services.complaints.domain.events import (
+    CallbackEscalated,
     CouponAwaitingApproval,
     CouponGranted,
     DomainEvent,
@@ -58,8 +62,10 @@ from services.complaints.domain.rules import (
 )
 
 __all__ = [
+    "CALLBACK_CASES",
     "CATCH_UP_GRACE",
     "FULFIL_WITHIN",
+    "CallbackEscalated",
     "CaseKey",
     "CaseType",
     "Category",
@@ -97,6 +103,7 @@ __all__ = [
     "coupon_for",
     "is_complex",
     "late_shipment_amount",
+    "priority_callback",
     "quality_issue_coupon",
     "resolution_hours",
     "sla_deadlines",

@@ -71,6 +71,23 @@ class Escalated:
 
 
 @dataclass(frozen=True)
+class CallbackEscalated:
+    """A return or late-shipment case a person must call the buyer back about, with priority,
+    after a low satisfaction score (`case.escalated`)."""
+
+    case: CaseKey
+    customer_id: str
+    priority: Priority
+    due_at: datetime  # call the buyer back by then
+    escalated_at: datetime
+    score: int
+    callback_id: str
+
+    def __post_init__(self) -> None:
+        require_aware(self.due_at, "due_at")
+
+
+@dataclass(frozen=True)
 class CouponGranted:
     value: int
     currency: str
@@ -126,6 +143,7 @@ DomainEvent = (
     | TimerCancelled
     | SlaBreached
     | Escalated
+    | CallbackEscalated
     | CouponGranted
     | CouponAwaitingApproval
     | RefundDue

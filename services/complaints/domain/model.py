@@ -44,6 +44,7 @@ from services.complaints.domain.rules import (
     Sla,
     Template,
     TimerKind,
+    amounts_apply,
     coupon_for,
     instant_from_json,
     instant_required,
@@ -68,6 +69,7 @@ _ESCALATION_PRIORITY = {
     EscalationReason.FIRST_RESPONSE_OVERDUE: Priority.HIGH,
     EscalationReason.RESOLUTION_OVERDUE: Priority.URGENT,
     EscalationReason.LOW_SATISFACTION: Priority.URGENT,
+    EscalationReason.COMPENSATION_CURRENCY: Priority.HIGH,
 }
 
 
@@ -126,13 +128,18 @@ class Compensation:
     reshipment: bool = False
     late_shipment_refund: int = 0  # the order's penalty, issued now or before
     late_shipment_refund_earlier: bool = False  # issued before, by the late-shipment watch
+    coupon_by_supervisor: bool = False  # the order's currency is not the policy's: a person decides
     reviewed_by: str | None = None
     reviewed_at: datetime | None = None
 
     @property
     def gives_anything(self) -> bool:
         return bool(
-            self.coupon_value or self.refund_amount or self.reshipment or self.late_shipment_refund
+            self.coupon_value
+            or self.refund_amount
+            or self.reshipment
+            or self.late_shipment_refund
+            or self.coupon_by_supervisor
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -147,6 +154,7 @@ class Compensation:
             "reshipment": self.reshipment,
             "late_shipment_refund": self.late_shipment_refund,
             "late_shipment_refund_earlier": self.late_shipment_refund_earlier,
+            "coupon_by_supervisor": self.coupon_by_supervisor,
             "reviewed_by": self.reviewed_by,
             "reviewed_at": instant_to_json(self.reviewed_at),
         }
@@ -164,6 +172,7 @@ class Compensation:
             reshipment=bool(data.get("reshipment", False)),
             late_shipment_refund=int(data.get("late_shipment_refund", 0)),
             late_shipment_refund_earlier=bool(data.get("late_shipment_refund_earlier", False)),
+            coupon_by_supervisor=bool(data.get("coupon_by_supervisor", False)),
             reviewed_by=data.get("reviewed_by"),
             reviewed_at=instant_from_json(data.get("reviewed_at")),
         )
@@ -352,8 +361,7 @@ class Complaint:
         else:
             raise ValueError(f"complaint timers have no kind {kind!r}")
         assert deadline is not None
-        events = self._breach(sla, deadline, now)
-        events += self._escalate(reason, deadline, now)
+        events = self._overdue(sla, reason, deadline, now)
         if self.round not in self.buyer_told_escalated:
             self.buyer_told_escalated.add(self.round)
             params: dict[str, str | int] = {
@@ -457,7 +465,12 @@ class Complaint:
             comp.late_shipment_refund = order.late_penalty.amount
 
         value = coupon_for(category, facts.goods_total, policy)
-        if value > 0:
+        if value > 0 and not amounts_apply(facts.currency, policy):
+            # Coupon amounts and the budget are the policy's currency, not the order's: no
+            # coupon is computed, a supervisor decides the compensation (docs/decisions.md).
+            comp.coupon_by_supervisor = True
+            events += self._escalate(EscalationReason.COMPENSATION_CURRENCY, due_by, now)
+        elif value > 0:
             comp.coupon_value = value
             if budget.fits(value, facts.currency, now, policy):
                 events += self._grant_coupon(comp, budget, policy, now, CouponStatus.GRANTED)
@@ -570,8 +583,10 @@ class Complaint:
         return self._reopen(pending, policy, now)
 
     def _lateness(self, now: datetime) -> list[DomainEvent]:
-        """Breaches of deadlines already met late (their timer had not fired yet, or the facts
-        arrived before the opening): reported, but not escalated, the case having moved on."""
+        """Deadlines already met late (their timer had not fired yet, or the facts arrived
+        before the opening): breached and escalated as the timer would have (SPEC 5), so the
+        outcome does not depend on how far behind the service was. The buyer, already answered,
+        is not told of the escalation."""
         events: list[DomainEvent] = []
         answered = self.responded_at  # a resolution is an answer too
         if answered is None and self.resolution is not None:
@@ -582,15 +597,28 @@ class Complaint:
             and self.first_response_due is not None
             and answered > self.first_response_due
         ):
-            events += self._breach(Sla.FIRST_RESPONSE, self.first_response_due, now)
+            events += self._overdue(
+                Sla.FIRST_RESPONSE,
+                EscalationReason.FIRST_RESPONSE_OVERDUE,
+                self.first_response_due,
+                now,
+            )
         if (
             self.status == ComplaintStatus.RESOLVED
             and self.resolution is not None
             and self.resolution_due is not None
             and self.resolution.resolved_at > self.resolution_due
         ):
-            events += self._breach(Sla.RESOLUTION, self.resolution_due, now)
+            events += self._overdue(
+                Sla.RESOLUTION, EscalationReason.RESOLUTION_OVERDUE, self.resolution_due, now
+            )
         return events
+
+    def _overdue(
+        self, sla: Sla, reason: EscalationReason, deadline: datetime, now: datetime
+    ) -> list[DomainEvent]:
+        """A missed deadline, however found: breached and escalated, each once per round."""
+        return self._breach(sla, deadline, now) + self._escalate(reason, deadline, now)
 
     def _breach(self, sla: Sla, due_at: datetime, now: datetime) -> list[DomainEvent]:
         key = f"{sla.value}@{self.round}"
@@ -676,6 +704,8 @@ class Complaint:
             params["coupon_expires_at"] = instant_to_json(comp.coupon_expires_at) or ""
         elif comp.coupon_status == CouponStatus.PENDING_APPROVAL:
             params["coupon_pending_value"] = comp.coupon_value
+        if comp.coupon_by_supervisor:
+            params["coupon_by_supervisor"] = 1
         return Notify(template=Template.COMPENSATED, case=self.case, params=params)
 
     def _set_timer(self, kind: TimerKind, due_at: datetime) -> list[DomainEvent]:

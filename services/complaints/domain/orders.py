@@ -279,7 +279,7 @@ class ShopOrder:
             raise ValueError(f"order {self.order_id}: the penalty needs the order's facts")
         if self.late_penalty is not None:
             return []
-        amount = late_shipment_amount(facts.goods_total, policy)
+        amount = late_shipment_amount(facts.goods_total, facts.currency, policy)
         due_by = owed_at + FULFIL_WITHIN
         self.late_penalty = LatePenalty(
             amount=amount,

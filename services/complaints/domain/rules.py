@@ -83,6 +83,8 @@ class EscalationReason(StrEnum):
     FIRST_RESPONSE_OVERDUE = "first_response_overdue"
     RESOLUTION_OVERDUE = "resolution_overdue"
     LOW_SATISFACTION = "low_satisfaction"
+    # An upheld complaint whose order is in another currency than the policy's coupon amounts.
+    COMPENSATION_CURRENCY = "compensation_currency"
 
 
 class CouponStatus(StrEnum):
@@ -96,6 +98,7 @@ class CouponStatus(StrEnum):
 class CaseType(StrEnum):
     COMPLAINT = "complaint"
     LATE_SHIPMENT = "late_shipment"
+    RETURN = "return"  # the returns service's; here only for a low score's callback
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,7 @@ class Template(StrEnum):
     ESCALATED = "complaint.escalated"
     REOPENED = "complaint.reopened"
     APOLOGY_LATE_SHIPMENT = "complaint.apology_late_shipment"
+    PRIORITY_CALLBACK = "case.priority_callback"
 
 
 # --- instants ---------------------------------------------------------------------------------
@@ -194,9 +198,17 @@ def quality_issue_coupon(goods_total: int, policy: ComplaintsPolicy) -> int:
     )
 
 
-def late_shipment_amount(goods_total: int, policy: ComplaintsPolicy) -> int:
-    """5 % of the order's goods total, at most 3000 (defaults); no minimum."""
-    return min(percent_bp(goods_total, policy.late_shipment_rate_bp), policy.late_shipment_cap)
+def amounts_apply(currency: str, policy: ComplaintsPolicy) -> bool:
+    """The policy's amounts (caps, coupons, the budget) are in its own currency: only an order
+    paid in that currency is ever compared with them."""
+    return currency == policy.amounts_currency
+
+
+def late_shipment_amount(goods_total: int, currency: str, policy: ComplaintsPolicy) -> int:
+    """5 % of the order's goods total, at most 3000 (defaults); no minimum. The cap is in the
+    policy's currency: an order in another one gets the rate alone."""
+    amount = percent_bp(goods_total, policy.late_shipment_rate_bp)
+    return min(amount, policy.late_shipment_cap) if amounts_apply(currency, policy) else amount
 
 
 def coupon_for(category: Category, goods_total: int, policy: ComplaintsPolicy) -> int:

@@ -35,6 +35,7 @@ from services.followup.domain.rules import (
     CaseKey,
     CaseOutcome,
     CaseType,
+    supersedes,
 )
 from services.followup.domain.timing import (
     Window,
@@ -67,4 +68,5 @@ __all__ = [
     "is_quiet",
     "next_allowed",
     "send_slot",
+    "supersedes",
 ]

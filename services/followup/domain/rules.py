@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Mapping
+from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 
 class CaseType(StrEnum):
@@ -37,6 +38,17 @@ SURVEY_VALIDITY = timedelta(days=7)
 # Complaint outcomes that close a complaint with a service to rate; a withdrawn complaint
 # was given up by the buyer, like a cancelled return, and gets no callback.
 CALLBACK_COMPLAINT_OUTCOMES = frozenset({"upheld", "not_upheld"})
+
+
+def supersedes(resolution: Mapping[str, Any], on_record: Mapping[str, Any] | None) -> bool:
+    """Whether a complaint's resolution replaces the one on record: the latest `resolved_at`
+    counts (an agent's correction), also when several arrive before the opening; an equal or
+    older one is a redelivery or stale."""
+    if on_record is None:
+        return True
+    resolved_at = datetime.fromisoformat(str(resolution["resolved_at"]))
+    return resolved_at > datetime.fromisoformat(str(on_record["resolved_at"]))
+
 
 # Return rules that end a return without a service to rate (return.completed of a cancellation).
 NO_CALLBACK_RETURN_RULES = frozenset({"cancelled"})

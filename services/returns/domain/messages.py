@@ -13,6 +13,7 @@ from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 from services.returns.domain.rules import Payer, ReturnKind, ReturnStatus, Rule
+from shared.money import format_money
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
@@ -74,19 +75,12 @@ _MONTHS = (
     "July", "August", "September", "October", "November", "December",
 )  # fmt: skip
 
-_MINOR_DIGITS = {"JPY": 0, "KRW": 0, "VND": 0}
-
-
 # --- formatting -----------------------------------------------------------------------------
 
 
 def money(amount: int, currency: str) -> Message:
-    digits = _MINOR_DIGITS.get(currency, 2)
-    sign = "-" if amount < 0 else ""
-    whole, minor = divmod(abs(amount), 10**digits)
-    number = f"{sign}{whole}.{minor:0{digits}d}" if digits else f"{sign}{whole}"
-    zh = f"¥{number}" if currency == "CNY" else f"{number} {currency}"
-    return Message(zh, f"{currency} {number}")
+    """In the currency's own ISO 4217 digits (shared.money: the one place for it)."""
+    return Message(format_money(amount, currency, "zh-CN"), format_money(amount, currency, "en"))
 
 
 def _zone_label(zone: ZoneInfo) -> Message:
@@ -193,15 +187,15 @@ def _waited(facts: MessageFacts) -> Message:
 
 def _payer(facts: MessageFacts) -> Message:
     if facts.payer == Payer.MERCHANT:
-        cap = (
-            Message("", "")
-            if facts.return_shipping_cap is None
-            else money(facts.return_shipping_cap, facts.currency)
-        )
+        if facts.return_shipping_cap is None:  # no cap in the order's currency
+            up_to = Message("", "")
+        else:
+            cap = money(facts.return_shipping_cap, facts.currency)
+            up_to = Message(f"（最高{cap.zh}）", f" (up to {cap.en})")
         return Message(
-            f"寄回运费由商家承担，您先行支付的运费将在退货签收后报销（最高{cap.zh}），请保留运费凭证。",
+            f"寄回运费由商家承担，您先行支付的运费将在退货签收后报销{up_to.zh}，请保留运费凭证。",
             f" The merchant bears the return freight: what you pay to send it back is reimbursed "
-            f"after the warehouse signs for it (up to {cap.en}); please keep the receipt.",
+            f"after the warehouse signs for it{up_to.en}; please keep the receipt.",
         )
     if facts.payer == Payer.INSURER:
         return Message(

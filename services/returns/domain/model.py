@@ -49,6 +49,7 @@ from services.returns.domain.rules import (
     is_seller_fault,
     needs_inspection,
     require_aware,
+    return_shipping_cap,
     return_shipping_payer,
 )
 from shared.policy import Policy
@@ -503,23 +504,25 @@ class ReturnRequest:
         if self.status != ReturnStatus.REVIEW:
             return []
         self.reviewed_by, self.review_note, self.reviewed_at = agent_id, note, at
+        # A decision dated after the review deadline is a breach even when it beat the timer
+        # (SPEC 4.5); a timer that fired first reported it already (`_breach` reports once).
+        deadline = self.timers.get(TimerKind.REVIEW_SLA)
+        late: list[DomainEvent] = []
+        if deadline is not None and at > deadline:
+            late = self._breach(Sla.RETURN_REVIEW, deadline, now)
         if decision == "reject":
-            return self._reject(
-                Assessment(ReturnStatus.REJECTED, Rule.REVIEWED_REJECT), order, ledger, policy, now
-            )
+            found = Assessment(ReturnStatus.REJECTED, Rule.REVIEWED_REJECT)
+            return self._reject(found, order, ledger, policy, now) + late
         if order is None:
             raise ValueError("approving a return needs its order")
         # Units may have gone to another return while this one sat in review.
         exceeding = exceeding_lines(order, ledger, self.lines, self.return_id)
         if exceeding:
-            return self._reject(
-                Assessment(ReturnStatus.REJECTED, Rule.QUANTITY_EXCEEDS_PURCHASED, lines=exceeding),
-                order,
-                ledger,
-                policy,
-                now,
+            found = Assessment(
+                ReturnStatus.REJECTED, Rule.QUANTITY_EXCEEDS_PURCHASED, lines=exceeding
             )
-        return self._approve(Rule.REVIEWED_APPROVE, order, ledger, policy, now)
+            return self._reject(found, order, ledger, policy, now) + late
+        return self._approve(Rule.REVIEWED_APPROVE, order, ledger, policy, now) + late
 
     def record_shipped(
         self,
@@ -560,7 +563,12 @@ class ReturnRequest:
         policy: Policy,
         now: datetime,
     ) -> list[DomainEvent]:
-        """parcel.signed, leg return, at T: the refund is due by T + refund_deadline_hours."""
+        """parcel.signed, leg return, at T: the refund is due by T + refund_deadline_hours.
+
+        Only an approved return owes a refund: one still undecided (waiting for evidence, in
+        review) sets no refund deadline timer. If it is approved after the deadline, the refund
+        it then issues reports the breach (`_complete`); a rejection owes nothing.
+        """
         require_aware(signed_at, "signed_at")
         if self.return_signed_at is not None:
             return []
@@ -570,7 +578,7 @@ class ReturnRequest:
             return []
         if self.status == ReturnStatus.APPROVED:
             return self._progress(order, ledger, policy, now)
-        return self._set_timer(TimerKind.REFUND_DEADLINE, self.refund_due_by)
+        return []
 
     def record_inspection(
         self,
@@ -630,8 +638,9 @@ class ReturnRequest:
             return self._breach(Sla.RETURN_REVIEW, active, now)
         if timer == TimerKind.INSPECTION_GRACE:
             return self._progress(order, ledger, policy, now, grace_over=True)
-        # refund_deadline: the refund (or reshipment) is late and still not issued.
-        if self.is_final or not self.is_requested:
+        # refund_deadline: the refund (or reshipment) is owed, late and still not issued. A
+        # request not approved (a timer stored by an earlier version) owes nothing yet.
+        if self.status != ReturnStatus.APPROVED:
             return []
         return self._breach(self.delivery_sla, active, now)
 
@@ -696,8 +705,6 @@ class ReturnRequest:
             )
             timers += self._cancel_timers(TimerKind.SIGNATURE_WAIT, TimerKind.EVIDENCE_WAIT)
             timers += self._set_timer(TimerKind.REVIEW_SLA, due)
-        if self.refund_due_by is not None and self.delivery_sla not in self.breaches_reported:
-            timers += self._set_timer(TimerKind.REFUND_DEADLINE, self.refund_due_by)
         facts = replace(self._facts(found, order, policy), wait_until=due, wait_hours=hours)
         return [self._decided(found.status, found.rule, facts), *timers]
 
@@ -891,7 +898,9 @@ class ReturnRequest:
             no_reason_days=rules.no_reason_days,
             quality_claim_days=rules.quality_claim_days,
             payer=self.return_shipping_payer,
-            return_shipping_cap=rules.return_shipping_cap,
+            return_shipping_cap=(
+                None if order is None else return_shipping_cap(rules, order.currency)
+            ),
             refund_deadline_hours=rules.refund_deadline_hours,
         )
 

@@ -13,6 +13,7 @@ from services.returns.domain.rules import (
     Payer,
     ReturnKind,
     is_seller_fault,
+    return_shipping_cap,
     return_shipping_payer,
 )
 from shared.money import per_unit_share, split_largest_remainder
@@ -191,7 +192,9 @@ def calculate_refund(
     rules = policy.returns if isinstance(policy, Policy) else policy
     seller_fault = is_seller_fault(request.reason)
     payer = return_shipping_payer(request.reason, order)
-    return_shipping = _reimbursed_return_shipping(request.reason, rules, return_shipping_fee_paid)
+    return_shipping = _reimbursed_return_shipping(
+        request.reason, rules, return_shipping_fee_paid, order.currency
+    )
 
     goods_units: dict[str, int] = {}
     gift_units: dict[str, int] = {}
@@ -271,7 +274,9 @@ def calculate_return_shipping_refund(
     by the return's main refund. Zero for a return whose freight is the buyer's.
     """
     rules = policy.returns if isinstance(policy, Policy) else policy
-    amount = _reimbursed_return_shipping(request.reason, rules, return_shipping_fee_paid)
+    amount = _reimbursed_return_shipping(
+        request.reason, rules, return_shipping_fee_paid, order.currency
+    )
     return RefundCalculation(
         return_id=request.return_id,
         order_id=order.order_id,
@@ -284,12 +289,20 @@ def calculate_return_shipping_refund(
     )
 
 
-def _reimbursed_return_shipping(reason: str, rules: ReturnsPolicy, fee_paid: int) -> int:
+def _reimbursed_return_shipping(
+    reason: str, rules: ReturnsPolicy, fee_paid: int, currency: str
+) -> int:
     """Seller fault: the buyer's freight, up to the cap per return, on top of goods + outbound
-    (SPEC 4.7, 4.8); otherwise the buyer's (or the insurer's) own."""
+    (SPEC 4.7, 4.8); otherwise the buyer's (or the insurer's) own.
+
+    The cap is an amount of the policy's currency: an order paid in another one is never
+    compared with it, its freight is reimbursed as paid (docs/decisions.md)."""
     if fee_paid < 0:
         raise ValueError("return shipping fee must not be negative")
-    return min(fee_paid, rules.return_shipping_cap) if is_seller_fault(reason) else 0
+    if not is_seller_fault(reason):
+        return 0
+    cap = return_shipping_cap(rules, currency)
+    return fee_paid if cap is None else min(fee_paid, cap)
 
 
 def _free_shipping_deduction(

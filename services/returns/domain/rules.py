@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from shared.policy import LocalHours, Policy
+from shared.policy import LocalHours, Policy, ReturnsPolicy
 
 if TYPE_CHECKING:
     from services.returns.domain.model import Order, OrderLedger, ReturnRequest
@@ -109,6 +109,13 @@ CONDITION_FLAGS = INTACT_CONDITIONS | NOT_INTACT_CONDITIONS
 EXCLUDED_CATEGORIES = frozenset(
     {"custom_made", "fresh_perishable", "digital_content", "periodical"}
 )
+
+
+def return_shipping_cap(rules: ReturnsPolicy, currency: str) -> int | None:
+    """The cap on reimbursed return freight for an order paid in `currency`: the policy's cap
+    is an amount of the policy's currency, so an order in another one has none (never a
+    comparison of two currencies)."""
+    return rules.return_shipping_cap if currency == rules.amounts_currency else None
 
 
 def is_seller_fault(reason: str) -> bool:

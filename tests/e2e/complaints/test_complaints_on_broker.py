@@ -32,6 +32,7 @@ from .helpers import (
     order_paid,
     order_shipped,
     resolved,
+    responded,
     reviewed,
     satisfaction_low,
     unique,
@@ -283,6 +284,30 @@ async def test_an_unanswered_complaint_breaches_its_slas_and_escalates(
     assert len(outputs.notes(o, "complaint.escalated")) == 1
 
 
+async def test_a_late_response_escalates_before_its_timer_fires(
+    shop: Shop, outputs: Outputs, service_clock: ManualClock
+) -> None:
+    """The response is dated an hour after its 2-hour deadline and arrives while the clock
+    is still short of it: the timer never fires, the response itself is found late."""
+    o, c, k = unique("O"), unique("C"), unique("K")
+    opened_at = service_clock.now()
+    await shop.publish(
+        order_paid(o, c),
+        order_shipped(o, at=T0 - 24 * H),
+        opened(k, o, c, "quality_issue", at=opened_at),
+        responded(k, o, at=opened_at + 3 * H),
+    )
+    breach = one(await outputs.wait(o, "sla.breached"))
+    assert breach.data["sla"] == "complaint_first_response"
+    assert at(breach.data["due_at"]) == opened_at + 2 * H
+    escalation = one(await outputs.wait(o, "complaint.escalated"))
+    assert (escalation.data["reason"], escalation.data["priority"]) == (
+        "first_response_overdue",
+        "high",
+    )
+    assert at(escalation.data["due_at"]) == opened_at + 2 * H
+
+
 async def test_a_low_satisfaction_score_reopens_with_priority(
     shop: Shop, outputs: Outputs, service_clock: ManualClock
 ) -> None:
@@ -313,6 +338,24 @@ async def test_a_low_satisfaction_score_reopens_with_priority(
         assert at(escalation["due_at"]) == now + hours * H
         reopened = await outputs.note(o, "complaint.reopened")
         assert at(reopened.data["params"]["resolve_by"]) == now + hours * H
+
+
+async def test_a_low_score_for_a_return_asks_a_person_to_call_back(
+    shop: Shop, outputs: Outputs, service_clock: ManualClock
+) -> None:
+    c, r = unique("C"), unique("R")
+    low = satisfaction_low(c, [], at=T0)
+    low["data"]["cases"] = [{"type": "return", "id": r}]
+    low["data"]["score"] = 2
+    await shop.publish(low)
+    escalation = one(await outputs.wait(c, "case.escalated"))
+    assert escalation.topic == "aftersales.escalations"
+    assert escalation.data["case"] == {"type": "return", "id": r}
+    assert (escalation.data["priority"], escalation.data["score"]) == ("urgent", 2)
+    assert escalation.data["callback_id"] == low["data"]["callback_id"]
+    assert at(escalation.data["due_at"]) == service_clock.now() + 2 * H
+    notice = await outputs.note(c, "case.priority_callback")
+    assert notice.data["params"]["case_id"] == r
 
 
 async def test_the_late_shipment_timer_fires_after_a_restart(

@@ -115,6 +115,32 @@ def return_requested(
     )
 
 
+def quality_claim(
+    order_id: str, return_id: str, *, at: datetime, customer_id: str = "C-e2e"
+) -> dict[str, Any]:
+    """A seller-fault request with a photo: past the quality window it goes to manual review."""
+    event = return_requested(order_id, return_id, at=at, customer_id=customer_id)
+    event["data"].update(reason="quality_issue", evidence_urls=["https://img.example/1.jpg"])
+    return event
+
+
+def return_reviewed(
+    order_id: str, return_id: str, *, at: datetime, decision: str = "approve"
+) -> dict[str, Any]:
+    return _event(
+        "return.reviewed",
+        {
+            "return_id": return_id,
+            "order_id": order_id,
+            "decision": decision,
+            "agent_id": "agent-e2e",
+            "note": "photos checked",
+            "reviewed_at": at.isoformat(),
+        },
+        at,
+    )
+
+
 def return_shipped(order_id: str, return_id: str, *, at: datetime) -> dict[str, Any]:
     return _event(
         "return.shipped",

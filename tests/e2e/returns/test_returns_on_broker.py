@@ -28,7 +28,9 @@ from .conftest import GROUP, Outputs, Platform, Service
 from .events import (
     order_paid,
     outbound_signed,
+    quality_claim,
     return_requested,
+    return_reviewed,
     return_shipped,
     return_signed,
     unique,
@@ -241,6 +243,29 @@ async def test_crash_between_database_commit_and_offset_commit_refunds_once(
     finally:
         await engine.dispose()
     assert cases == sorted([r, r2])  # once each
+
+
+async def test_a_review_dated_after_its_deadline_breaches_before_the_timer_fires(
+    service: Service, platform: Platform, outputs: Outputs, clock: ManualClock
+):
+    """Signed for 20 days ago: past the 15-day quality window, the claim goes to review, due
+    12 working hours from now. The decision, dated three days on, arrives before the clock
+    reaches the deadline."""
+    o, r = unique("O"), unique("R")
+    now = clock.now()
+    await platform.publish(
+        order_paid(o, at=now - 22 * D),
+        outbound_signed(o, at=now - 20 * D),
+        quality_claim(o, r, at=now),
+    )
+    await outputs.wait(o, "return.pending", where=lambda e: e.data["waiting_for"] == "review")
+    await platform.publish(return_reviewed(o, r, at=now + 3 * D))
+    [approved] = await outputs.wait(o, "return.approved")
+    assert approved.data["rule"] == "reviewed_approve"
+    [breach] = await outputs.wait(o, "sla.breached")
+    assert breach.data["sla"] == "return_review"
+    assert breach.data["case"] == {"type": "return", "id": r}
+    assert now < when(breach.data["due_at"]) < now + 3 * D
 
 
 async def test_signature_wait_ends_on_the_running_scheduler(

@@ -4,7 +4,7 @@ parked low scores, redeliveries, the timer scheduler, and no personal data at re
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from prometheus_client import REGISTRY
 from sqlalchemy import select, text
@@ -95,6 +95,34 @@ async def test_a_low_score_for_an_unknown_complaint_is_parked_until_it_resolves(
             {"k": k},
         )
     assert left == 0
+
+
+async def test_a_low_score_for_a_return_or_late_shipment_asks_for_a_call_back(
+    svc: ComplaintsService,
+) -> None:
+    o, c, r = unique("O"), unique("C"), unique("R")
+    low = satisfaction_low(c, [], at=T0)
+    low["data"]["cases"] = [{"type": "return", "id": r}, {"type": "late_shipment", "id": o}]
+    await svc.feed(low)
+    buyer, order = await svc.outbox(c), await svc.outbox(o)
+    assert types(buyer) == ["case.escalated", "case.priority_callback", "case.escalated"]
+    assert types(order) == ["case.priority_callback"]
+    escalations = [e["data"] for e in buyer if e["type"] == "case.escalated"]
+    callback_id = low["data"]["callback_id"]
+    for data, case in zip(escalations, low["data"]["cases"], strict=True):
+        assert data["case"] == case
+        assert (data["reason"], data["priority"]) == ("low_satisfaction", "urgent")
+        assert (data["score"], data["callback_id"], data["customer_id"]) == (1, callback_id, c)
+        assert datetime.fromisoformat(data["due_at"]) == svc.clock.now() + 2 * H
+    assert "order_id" not in escalations[0] or escalations[0]["order_id"] is None
+    assert escalations[1]["order_id"] == o
+    notices = [e["data"] for e in buyer + order if e["type"] == "notification.requested"]
+    assert {(n["customer_id"], n["order_id"]) for n in notices} == {(c, None), (c, o)}
+    # The same callback again, under another event id: nothing new.
+    again = satisfaction_low(c, [], at=T0 + MIN)
+    again["data"].update(callback_id=callback_id, cases=low["data"]["cases"])
+    await svc.feed(again)
+    assert len(await svc.outbox(c)) == 3 and len(await svc.outbox(o)) == 1
 
 
 async def test_redeliveries_and_repeats_have_no_second_effect(svc: ComplaintsService) -> None:

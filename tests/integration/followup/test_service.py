@@ -210,6 +210,27 @@ async def test_a_resolution_seen_before_its_complaint_waits_for_the_buyer(servic
     assert datetime.fromisoformat(scheduled["data"]["due_at"]) == T0 + 24 * H  # from resolved_at
 
 
+async def test_of_several_resolutions_before_the_opening_the_latest_counts(service) -> None:
+    """Withdrawn, then corrected to upheld, both before the opening: the callback follows the
+    correction; and the other way round no callback is scheduled."""
+    ev = service.ev
+    await service.send(
+        ev.complaint_resolved("k-1", "o-1", T0, outcome="withdrawn"),
+        ev.complaint_resolved("k-1", "o-1", T0 + H, outcome="upheld"),
+        ev.complaint_resolved("k-1", "o-1", T0 - H, outcome="withdrawn"),  # older: stale
+        ev.complaint_resolved("k-2", "o-2", T0, outcome="upheld"),
+        ev.complaint_resolved("k-2", "o-2", T0 + H, outcome="withdrawn"),
+    )
+    service.clock.set(T0 + 2 * H)
+    await service.send(
+        ev.complaint_opened("k-1", "o-1", "c-1", T0 - 5 * H),
+        ev.complaint_opened("k-2", "o-2", "c-2", T0 - 5 * H),
+    )
+    [scheduled] = await service.emitted("callback.scheduled")
+    assert scheduled["data"]["cases"] == [{"type": "complaint", "id": "k-1"}]
+    assert datetime.fromisoformat(scheduled["data"]["due_at"]) == T0 + 25 * H  # the latest
+
+
 async def test_survey_answers_good_and_bad(service, caplog) -> None:
     ev = service.ev
     await service.send(ev.refund_issued("r-1", "o-1", "c-1", T0))

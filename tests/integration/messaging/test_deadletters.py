@@ -16,7 +16,6 @@ from shared.messaging.runtime import ServiceRuntime, ensure_topics
 from shared.settings import Settings
 
 from .helpers import (
-    CUSTOMER_PHONE,
     Harness,
     effect_counts,
     encode,
@@ -118,30 +117,29 @@ async def test_replay_republishes_to_the_origin_and_the_fixed_consumer_applies_i
     assert "3 dead letter(s)" in listed.err
     assert f"{harness.input_topic}/1@9  malformed_json" in listed.out
 
-    # The bug is fixed; replay the handler errors only.
+    # The bug is fixed; replay the handler errors only. order.paid carries the buyer's contact
+    # data, masked in its dead letter: replayed, it would pass the mask off as the buyer's.
     del harness.faults[DIGIT_ORDER]
-    assert await replay_dead_letters(settings, harness.name, "handler_error", 100) == 0
+    assert await replay_dead_letters(settings, harness.name, "handler_error", 100, clock) == 0
+    output = capsys.readouterr()
+    assert output.out.count("not replayed") == 1
+    assert f"not replayed {harness.input_topic}/1@7: order.paid carries the buyer's" in output.out
+    assert "1 replayed, 0 skipped (truncated), 1 refused" in output.err
     replayed = await read_partitions(bootstrap, harness.input_topic)
-    assert len(replayed) == 2
+    assert len(replayed) == 1
     for record in replayed:
         assert record.key == DIGIT_ORDER.encode()
         assert header(record, "content-type") == CONTENT_TYPE.encode()
-    events = [parse_event(r.value) for r in replayed]
-    assert sorted(e.id for e in events) == ["e-paid", "e-shipped"]
-    # The replayed events are the original ones, apart from the masked contact data.
-    by_id = {e.id: e for e in events}
-    assert by_id["e-shipped"].model_dump(mode="json") == parse_event(encode(shipped)).model_dump(
-        mode="json"
-    )
-    assert by_id["e-paid"].data.order_id == DIGIT_ORDER  # type: ignore[union-attr]
-    assert CUSTOMER_PHONE not in replayed[0].value.decode() + replayed[1].value.decode()
+    # The replayed event is the original one.
+    assert parse_event(replayed[0].value).model_dump(mode="json") == parse_event(
+        encode(shipped)
+    ).model_dump(mode="json")
 
-    # Consumed again (as the runtime would), the replayed events are applied once.
-    ordered = sorted(replayed, key=lambda r: (r.partition, r.offset))
-    again = records(harness.input_topic, [(DIGIT_ORDER, r.value) for r in ordered], start=100)
+    # Consumed again (as the runtime would), the replayed event is applied once.
+    again = records(harness.input_topic, [(DIGIT_ORDER, replayed[0].value)], start=100)
     await processor(harness, sessions, clock).process(again)
     await processor(harness, sessions, clock).process(again)
-    assert await effect_counts(engine, harness) == {"e-paid": 1, "e-shipped": 1}
+    assert await effect_counts(engine, harness) == {"e-shipped": 1}
 
     # Dead letters are never lost by a replay: the topic still has all three.
     letters = [

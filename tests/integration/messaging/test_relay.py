@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
+from prometheus_client import REGISTRY
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -16,7 +19,8 @@ from shared.clock import ManualClock
 from shared.contracts import NOTIFICATION_REQUESTED, NotificationRequested
 from shared.db import UnitOfWork
 from shared.messaging.context import HandlerContext
-from shared.messaging.relay import CONTENT_TYPE, OutboxRelay, Publish
+from shared.messaging.parked import parked_rows, retry_parked
+from shared.messaging.relay import CONTENT_TYPE, SLOTS, SLOTS_PER_BATCH, OutboxRelay, Publish
 from shared.messaging.runtime import ServiceRuntime, ensure_topics
 from shared.settings import Settings
 
@@ -264,3 +268,167 @@ async def test_relay_run_loop_publishes_when_woken_and_stops(
     stop.set()
     r.wake()
     await asyncio.wait_for(task, 5)
+
+
+async def insert_raw(engine: AsyncEngine, harness: Harness, key: str, payload: bytes) -> int:
+    """An outbox row with any payload, as no handler would write it (too large for the broker)."""
+    t = harness.tables.outbox
+    async with engine.begin() as conn:
+        return int(
+            await conn.scalar(
+                t.insert()
+                .values(
+                    event_id=f"raw-{key}-{len(payload)}",
+                    event_type=NOTIFICATION_REQUESTED,
+                    topic=harness.output_topic,
+                    key=key,
+                    payload=payload,
+                )
+                .returning(t.c.id)
+            )
+        )
+
+
+def gauge(name: str, service: str) -> float | None:
+    return REGISTRY.get_sample_value(name, {"service": service})
+
+
+async def test_a_record_the_broker_refuses_is_parked_and_the_others_go_out_in_order(
+    harness: Harness,
+    sessions: async_sessionmaker[AsyncSession],
+    engine: AsyncEngine,
+    settings: Settings,
+    runtime: ServiceRuntime,
+    clock: ManualClock,
+) -> None:
+    await queue_events(harness, sessions, ["o-1", "o-2", "o-big"], "before")
+    # Over the producer's 1 MiB request limit (the broker's default message limit).
+    big = await insert_raw(engine, harness, "o-big", b'{"x": "' + b"a" * (1024 * 1024 + 10) + b'"}')
+    await queue_events(harness, sessions, ["o-big", "o-1", "o-3"], "after")
+
+    # Before parking existed, every cycle failed on the big row and nothing after it left.
+    assert await publish_all(runtime.relay) == 6  # 5 published + 1 parked; 1 held
+    rows = {row["id"]: row for row in await outbox_rows(engine, harness)}
+    assert rows[big]["parked_at"] == T0
+    assert rows[big]["parked_error"].startswith("MessageSizeTooLargeError")
+    assert rows[big]["published_at"] is None
+    held = [r for r in rows.values() if r["key"] == "o-big" and r["id"] > big]
+    assert [r["published_at"] for r in held] == [None] and held[0]["parked_at"] is None
+    published = await read_partitions(settings.kafka_bootstrap_servers, harness.output_topic)
+    assert len(published) == 5
+    # Every other key in commit order; o-big's event before the parked one went out, the one
+    # after it waits.
+    assert_commit_order_per_key(
+        published, [r for r in rows.values() if r["published_at"] is not None]
+    )
+    assert gauge("aftersales_outbox_parked", harness.name) == 1
+    assert gauge("aftersales_outbox_held", harness.name) == 1
+    assert gauge("aftersales_outbox_pending", harness.name) == 0
+    # Nothing is sent again while it is parked.
+    assert await runtime.relay.publish_pending() == 0
+
+    listed = await parked_rows(sessions, harness.tables)
+    assert [(p.id, p.key, p.held_behind) for p in listed] == [(big, "o-big", 1)]
+    assert listed[0].size > 1024 * 1024
+
+    # Re-queued, it is tried again in its place: still refused by this producer, parked again.
+    assert await retry_parked(sessions, harness.tables, [big]) == [big]
+    assert await parked_rows(sessions, harness.tables) == []
+    clock.advance(timedelta(minutes=5))
+    assert await runtime.relay.publish_pending() == 1
+    assert (await parked_rows(sessions, harness.tables))[0].parked_at == T0 + timedelta(minutes=5)
+    assert await retry_parked(sessions, harness.tables, [big + 1000]) == []
+
+    # Once the limit allows it (a producer with a larger request limit), the parked event
+    # and then the one held behind it go out, in the key's commit order.
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, max_request_size=4 * 1024 * 1024
+    )
+    await producer.start()
+    try:
+
+        async def larger(topic: str, key: bytes | None, payload: bytes) -> object:
+            return await producer.send(topic, payload, key=key)
+
+        assert await retry_parked(sessions, harness.tables, None) == [big]
+        assert await publish_all(relay(harness, sessions, larger, clock)) == 2
+    finally:
+        await producer.stop()
+    rows_after = await outbox_rows(engine, harness)
+    assert all(r["published_at"] is not None for r in rows_after)
+    published = await read_partitions(settings.kafka_bootstrap_servers, harness.output_topic)
+    keyed = [r for r in sorted(published, key=lambda r: r.offset) if r.key == b"o-big"]
+    assert [r.value == rows[big]["payload"] for r in keyed] == [False, True, False]
+    await runtime.relay.observe()
+    assert gauge("aftersales_outbox_parked", harness.name) == 0
+    assert gauge("aftersales_outbox_held", harness.name) == 0
+
+
+async def test_an_error_that_is_not_about_the_record_parks_nothing(
+    harness: Harness,
+    sessions: async_sessionmaker[AsyncSession],
+    engine: AsyncEngine,
+    clock: ManualClock,
+) -> None:
+    # A bug or an outage refuses every record: parking them all would hide it.
+    await queue_events(harness, sessions, ["o-1", "o-2"], "bug")
+
+    async def broken(topic: str, key: bytes | None, payload: bytes) -> object:
+        raise TypeError("publish() got an unexpected keyword argument")
+
+    with pytest.raises(TypeError):
+        await relay(harness, sessions, broken, clock).publish_pending()
+    assert await parked_rows(sessions, harness.tables) == []
+    assert await unpublished_count(engine, harness) == 2
+
+
+async def test_a_produce_request_the_broker_refuses_is_sent_again_one_row_at_a_time(
+    harness: Harness,
+    sessions: async_sessionmaker[AsyncSession],
+    engine: AsyncEngine,
+    clock: ManualClock,
+) -> None:
+    # A topic whose limit is below the producer's: the broker refuses the whole request the
+    # too-large record went in, good records with it.
+    from aiokafka.errors import MessageSizeTooLargeError
+
+    other = await key_in_the_same_batch_as(engine, "k")  # all four rows in one batch
+    await queue_events(harness, sessions, ["k"], "first")
+    big = await insert_raw(engine, harness, "k", b'{"big": true}')
+    await queue_events(harness, sessions, ["k", other], "then")
+    sent: list[tuple[bytes | None, bool]] = []
+
+    async def broker_limit(topic: str, key: bytes | None, payload: bytes) -> object:
+        in_batch = len(sent) < 4  # the first pass: one produce request for all four
+        sent.append((key, in_batch))
+        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        if in_batch or payload == b'{"big": true}':
+            future.set_exception(MessageSizeTooLargeError())
+        else:
+            future.set_result(None)
+        return future
+
+    assert await publish_all(relay(harness, sessions, broker_limit, clock)) == 3
+    rows = await outbox_rows(engine, harness)
+    state = {
+        r["id"]: ("published" if r["published_at"] else "parked" if r["parked_at"] else "waiting")
+        for r in rows
+    }
+    ids = [r["id"] for r in rows]
+    assert [state[i] for i in ids] == ["published", "parked", "waiting", "published"]
+    assert ids[1] == big
+    # Retried one at a time in order: k's first event, the big one; k's next is held; then x.
+    assert [key for key, in_batch in sent if not in_batch] == [b"k", b"k", other.encode()]
+
+
+async def key_in_the_same_batch_as(engine: AsyncEngine, key: str) -> str:
+    """Another key whose slot a relay's batch takes with `key`'s (the same half of the slots)."""
+    slot = text("SELECT (hashtext(:k) & 2147483647) % :slots")
+    async with engine.connect() as conn:
+        mine = await conn.scalar(slot, {"k": key, "slots": SLOTS})
+        for n in range(100):
+            candidate = f"x-{n}"
+            theirs = await conn.scalar(slot, {"k": candidate, "slots": SLOTS})
+            if theirs // SLOTS_PER_BATCH == mine // SLOTS_PER_BATCH:
+                return candidate
+    raise AssertionError("no key found")

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord, RecordMetadata
+from prometheus_client import REGISTRY
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.clock import ManualClock
@@ -202,6 +203,11 @@ async def test_runtime_end_to_end(
         }
         await eventually(lambda: _has(effects, expected), what="every event applied once")
         assert await effects() == expected
+        # The runtime reports its consumer lag per partition; all of it is committed now.
+        assert runtime.lag is not None
+        await eventually(
+            lambda: _lag_is_zero(runtime, harness.input_topic), what="consumer lag back to 0"
+        )
 
         orders = {"o-1", "o-t", "o-late", *stream}
         notices = await eventually(
@@ -237,6 +243,15 @@ async def test_runtime_end_to_end(
             with contextlib.suppress(Exception):
                 await r.stop()
         await outputs.stop()
+
+
+async def _lag_is_zero(runtime: ServiceRuntime, topic: str) -> bool:
+    assert runtime.lag is not None
+    lag = await runtime.lag.refresh()
+    reported = REGISTRY.get_sample_value(
+        "aftersales_consumer_lag", {"service": runtime.name, "topic": topic, "partition": "0"}
+    )
+    return bool(lag) and sum(lag.values()) == 0 and reported == 0
 
 
 async def _async(value: Any) -> Any:

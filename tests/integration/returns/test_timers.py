@@ -281,11 +281,12 @@ async def test_electronics_refund_is_issued_when_the_inspection_grace_ends(
     assert types(await svc.outbox(o)) == ["return.approved", "refund.issued", "return.completed"]
 
 
-async def test_refund_deadline_passing_during_review_is_reported_once(
+async def test_refund_deadline_passing_during_review_is_reported_with_the_late_refund(
     svc: ReturnsService, clock: ManualClock
 ):
-    """The parcel is back while an agent still has the case: the refund deadline runs from
-    the signature, is reported when it passes, and not again when the refund finally goes."""
+    """The parcel is back while an agent still has the case: no refund is owed until the
+    approval, so the deadline passing reports nothing; the late review is reported by its own
+    timer, and the refund, issued after its due time, reports the refund breach once."""
     o, r = unique("O"), unique("R")
     await svc.feed(
         order_paid(o, at=T0 - 25 * D, lines=[paid_line("L1", paid=9000)]),
@@ -293,26 +294,41 @@ async def test_refund_deadline_passing_during_review_is_reported_once(
         return_requested(o, r, at=T0, reason="quality_issue", evidence=["https://img/q.jpg"]),
     )
     await svc.at(T0 + H, return_signed(o, r, at=T0 + H))
-    assert await svc.live_timers(r) == {
-        "review_sla": T0 + 27 * H,
-        "refund_deadline": T0 + 25 * H,
-    }
+    assert await svc.live_timers(r) == {"review_sla": T0 + 27 * H}
     await svc.at(T0 + 25 * H)
-    [late] = await svc.outbox(o, "sla.breached")
-    assert late.data["sla"] == "refund"
-    assert instant(late.data["due_at"]) == T0 + 25 * H
+    assert await svc.outbox(o, "sla.breached") == []
     await svc.at(T0 + 27 * H)
-    assert [e.data["sla"] for e in await svc.outbox(o, "sla.breached")] == [
-        "refund",
-        "return_review",
-    ]
+    assert [e.data["sla"] for e in await svc.outbox(o, "sla.breached")] == ["return_review"]
 
     await svc.at(T0 + 30 * H, return_reviewed(o, r, at=T0 + 30 * H))
     emitted = await svc.outbox(o)
-    assert types(emitted)[-3:] == ["return.approved", "refund.issued", "return.completed"]
+    assert types(emitted)[-4:] == [
+        "return.approved",
+        "refund.issued",
+        "return.completed",
+        "sla.breached",
+    ]
     [refund] = await svc.outbox(o, "refund.issued")
     assert refund.data["amount"] == 9000
     assert instant(refund.data["due_by"]) == T0 + 25 * H
     assert instant(refund.data["issued_at"]) == T0 + 30 * H
-    assert len(await svc.outbox(o, "sla.breached")) == 2  # no second refund breach
+    breaches = await svc.outbox(o, "sla.breached")
+    assert [e.data["sla"] for e in breaches] == ["return_review", "refund"]
+    assert instant(breaches[1].data["due_at"]) == T0 + 25 * H
     assert await svc.live_timers(r) == {}
+
+
+async def test_a_return_rejected_for_missing_evidence_after_its_parcel_came_back_owes_nothing(
+    svc: ReturnsService, clock: ManualClock
+):
+    o, r = unique("O"), unique("R")
+    await svc.feed(
+        order_paid(o, at=T0 - 5 * D, lines=[paid_line("L1", paid=9000)]),
+        outbound_signed(o, at=T0 - 2 * D),
+        return_requested(o, r, at=T0, reason="quality_issue"),
+    )
+    await svc.at(T0 + H, return_signed(o, r, at=T0 + H))  # refund deadline T0 + 25 h
+    await svc.at(T0 + 72 * H)  # the evidence wait ends
+    assert types(await svc.outbox(o))[-1] == "return.rejected"
+    assert await svc.outbox(o, "sla.breached") == []
+    assert await svc.outbox(o, "refund.issued") == []

@@ -14,8 +14,11 @@ from services.complaints.domain import (
     CouponAwaitingApproval,
     CouponGranted,
     CouponStatus,
+    Escalated,
+    EscalationReason,
     Notify,
     Payment,
+    Priority,
     RefundDue,
     ReshipmentDue,
     ShopOrder,
@@ -139,6 +142,44 @@ def test_late_shipment_complaint_is_the_orders_late_shipment_refund() -> None:
     assert "late_shipment_refund_earlier" not in notice.params
     assert case.order.late_penalty is not None
     assert case.order.late_penalty.cause == "complaint:k1"
+
+
+# --- an order in another currency than the policy's amounts --------------------------------
+
+
+def test_an_order_in_another_currency_gets_no_coupon_but_a_supervisor() -> None:
+    """500 (fen) is no amount of yen: the coupon is not computed, a person decides."""
+    budget = CompensationBudget("c1")
+    case = Case(order=paid_order(facts(30000, currency="JPY")), budget=budget)
+    events = case.upheld("service_attitude")
+    assert not only(events, CouponGranted) and not only(events, CouponAwaitingApproval)
+    escalation = one(events, Escalated)
+    assert (escalation.reason, escalation.priority) == (
+        EscalationReason.COMPENSATION_CURRENCY,
+        Priority.HIGH,
+    )
+    assert escalation.due_at == RESOLVED + timedelta(hours=24)
+    assert budget.grants == []  # the budget, in the policy's currency, is not touched
+    assert case.complaint.compensation is not None
+    assert case.complaint.compensation.coupon_value == 0
+    notice = one(events, Notify)  # the buyer learns a person decides the coupon
+    assert notice.template == Template.COMPENSATED
+    assert notice.params["coupon_by_supervisor"] == 1
+    assert "coupon_value" not in notice.params and "coupon_pending_value" not in notice.params
+
+
+def test_a_policy_in_the_orders_currency_grants_its_coupon() -> None:
+    yen = policy(amounts_currency="JPY")
+    case = Case(order=paid_order(facts(30000, currency="JPY")), rules=yen)
+    assert coupons(case.upheld("service_attitude")) == [500]
+
+
+def test_the_late_shipment_cap_is_not_applied_to_another_currency() -> None:
+    case = Case(order=paid_order(facts(300000, currency="JPY")))
+    refund = one(case.upheld("late_shipment"), RefundDue)
+    assert (refund.amount, refund.currency) == (15000, "JPY")  # 5 %, not capped at 3000
+    same = Case(order=paid_order(facts(300000)))
+    assert one(same.upheld("late_shipment"), RefundDue).amount == 3000
 
 
 def test_late_shipment_complaint_after_the_timer_paid_gives_nothing_twice() -> None:

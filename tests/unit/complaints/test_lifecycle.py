@@ -163,12 +163,19 @@ def test_a_timer_after_its_deadline_was_met_or_moved_is_stale() -> None:
     assert case.timer(RES.value, T0 + 24 * H) == []
 
 
-def test_a_late_response_that_beat_its_timer_is_still_a_breach_but_no_escalation() -> None:
+def test_a_late_response_that_beat_its_timer_breaches_and_escalates_once() -> None:
     case = Case()
     case.open("quality_issue")
     events = case.respond(at=T0 + 2 * H + timedelta(minutes=1))
     assert one(events, SlaBreached).sla == Sla.FIRST_RESPONSE
-    assert not only(events, Escalated)
+    escalation = one(events, Escalated)
+    assert (escalation.reason, escalation.priority, escalation.due_at) == (
+        EscalationReason.FIRST_RESPONSE_OVERDUE,
+        Priority.HIGH,
+        T0 + 2 * H,
+    )
+    assert templates(events) == []  # the buyer has the answer
+    assert case.complaint.priority == Priority.HIGH
     assert case.timer(FR.value, T0 + 2 * H) == []  # no second breach
 
 
@@ -178,7 +185,20 @@ def test_a_late_resolution_without_response_breaches_both_slas_once() -> None:
     case.timer(FR.value, T0 + 2 * H)  # reported by the timer
     events = case.resolve("not_upheld", at=T0 + 3 * H)
     assert [b.sla for b in only(events, SlaBreached)] == [Sla.RESOLUTION]
-    assert not only(events, Escalated)
+    assert [(e.reason, e.priority) for e in only(events, Escalated)] == [
+        (EscalationReason.RESOLUTION_OVERDUE, Priority.URGENT)
+    ]
+
+
+def test_a_late_resolution_before_its_timer_escalates_both_deadlines() -> None:
+    case = Case()
+    case.open("quality_issue")  # first response due at 2 h, resolution at 24 h
+    events = case.resolve("not_upheld", at=T0 + 25 * H, now=T0 + 25 * H)
+    assert [(e.reason, e.due_at) for e in only(events, Escalated)] == [
+        (EscalationReason.FIRST_RESPONSE_OVERDUE, T0 + 2 * H),
+        (EscalationReason.RESOLUTION_OVERDUE, T0 + 24 * H),
+    ]
+    assert case.complaint.priority == Priority.URGENT
 
 
 def test_a_resolution_is_a_first_response() -> None:
@@ -218,14 +238,18 @@ def test_a_resolution_before_the_opening_is_applied_when_it_opens() -> None:
     assert case.complaint.status == ComplaintStatus.RESOLVED
 
 
-def test_a_late_resolution_before_the_opening_is_a_breach_on_opening() -> None:
+def test_a_late_resolution_before_the_opening_is_a_breach_and_an_escalation_on_opening() -> None:
     case = Case()
     case.resolve("not_upheld", at=T0 + 3 * H)
     events = case.open("wrong_item", at=T0, now=T0 + 4 * H)
     breaches = {b.sla: b for b in only(events, SlaBreached)}
     assert set(breaches) == {Sla.FIRST_RESPONSE, Sla.RESOLUTION}
     assert breaches[Sla.RESOLUTION].detected_at == T0 + 4 * H
-    assert not only(events, Escalated)
+    assert {e.reason for e in only(events, Escalated)} == {
+        EscalationReason.FIRST_RESPONSE_OVERDUE,
+        EscalationReason.RESOLUTION_OVERDUE,
+    }
+    assert templates(events) == []  # resolved before the buyer was even acknowledged
 
 
 def test_a_response_before_the_opening_is_applied_when_it_opens() -> None:

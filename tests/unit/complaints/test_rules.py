@@ -91,13 +91,13 @@ def test_quality_issue_coupon_is_5_percent_between_500_and_5000(
     ],
 )
 def test_late_shipment_amount_is_5_percent_capped_at_3000(goods_total: int, amount: int) -> None:
-    assert late_shipment_amount(goods_total, POLICY) == amount
+    assert late_shipment_amount(goods_total, "CNY", POLICY) == amount
 
 
 def test_late_shipment_amount_follows_the_policy() -> None:
     rules = policy(late_shipment_rate_bp=1000, late_shipment_cap=500)
-    assert late_shipment_amount(4000, rules) == 400
-    assert late_shipment_amount(6000, rules) == 500
+    assert late_shipment_amount(4000, "CNY", rules) == 400
+    assert late_shipment_amount(6000, "CNY", rules) == 500
 
 
 @pytest.mark.parametrize(

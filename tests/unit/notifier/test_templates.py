@@ -46,6 +46,10 @@ CATALOGUE: dict[str, tuple[dict[str, str | int], dict[str, str | int]]] = {
         {"reason": "first_response_overdue", "answer_by": T},
     ),
     "complaint.reopened": ({"complaint_id": "K1"}, {"resolve_within_hours": 24, "resolve_by": T}),
+    "case.priority_callback": (
+        {"case_type": "return", "case_id": "R1"},
+        {"call_back_within_hours": 2, "call_back_by": T},
+    ),
     "complaint.compensated": (
         {"complaint_id": "K1"},
         {
@@ -57,6 +61,7 @@ CATALOGUE: dict[str, tuple[dict[str, str | int], dict[str, str | int]]] = {
             "coupon_value": 500,
             "coupon_expires_at": T,
             "coupon_pending_value": 300,
+            "coupon_by_supervisor": 1,
             "late_shipment_refund_earlier": 500,
         },
     ),
@@ -142,6 +147,30 @@ def test_formats_money_and_local_times(renderer: Renderer) -> None:
     # A UTC instant is shown in the shop's zone.
     utc = {**CATALOGUE["complaint.acknowledged"][0], "answer_by": "2024-05-01T06:00:00Z"}
     assert "14:00" in renderer.render("complaint.acknowledged", utc, ("zh-CN",)).body
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "zh", "en"),
+    [
+        (12345, "KWD", "12.345 KWD", "KWD 12.345"),
+        (12345, "CLP", "12345 CLP", "CLP 12345"),
+        (12345, "JPY", "12345 JPY", "JPY 12345"),
+        (12345, "CNY", "¥123.45", "CNY 123.45"),
+    ],
+)
+def test_money_has_the_currency_own_minor_unit_digits(
+    renderer: Renderer, amount: int, currency: str, zh: str, en: str
+) -> None:
+    params = {**CATALOGUE["refund.issued"][0], "amount": amount, "currency": currency}
+    assert zh in renderer.render("refund.issued", params, ("zh-CN",)).body
+    assert en in renderer.render("refund.issued", params, ("en",)).body
+
+
+def test_an_unknown_currency_is_a_template_error(renderer: Renderer) -> None:
+    params = {**CATALOGUE["refund.issued"][0], "currency": "ZZZ"}
+    with pytest.raises(TemplateProblem) as err:
+        renderer.render("refund.issued", params, ("en",))
+    assert err.value.reason == "template_error" and "ISO 4217" in err.value.detail
 
 
 def test_wrong_param_types_are_template_errors(renderer: Renderer) -> None:

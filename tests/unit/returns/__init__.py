@@ -147,9 +147,16 @@ class Case:
     ) -> list[DomainEvent]:
         return self.get(return_id).add_evidence(urls, **self._ctx(now))
 
-    def review(self, decision: str, return_id: str = "r1", *, now: datetime) -> list[DomainEvent]:
+    def review(
+        self,
+        decision: str,
+        return_id: str = "r1",
+        *,
+        now: datetime,
+        reviewed_at: datetime | None = None,
+    ) -> list[DomainEvent]:
         return self.get(return_id).review(
-            decision, "agent7", "looked at photos", now, **self._ctx(now)
+            decision, "agent7", "looked at photos", reviewed_at or now, **self._ctx(now)
         )
 
     def ship(

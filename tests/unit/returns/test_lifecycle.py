@@ -196,6 +196,35 @@ def test_review_sla_breach_is_reported_once_and_the_case_stays_in_review():
     assert only(events, TimerCancelled) == [] and only(events, SlaBreached) == []
 
 
+@pytest.mark.parametrize("decision", ["approve", "reject"])
+def test_a_review_dated_after_its_deadline_breaches_once_though_it_beat_the_timer(decision):
+    case = review_case()
+    late = REVIEW_DUE + timedelta(minutes=1)
+    events = case.review(decision, now=late + H, reviewed_at=late)
+    assert decided(events).rule == (
+        Rule.REVIEWED_APPROVE if decision == "approve" else Rule.REVIEWED_REJECT
+    )
+    assert only(events, SlaBreached) == [SlaBreached(Sla.RETURN_REVIEW, REVIEW_DUE, late + H)]
+    assert case.fire("review_sla", now=REVIEW_DUE + 2 * H) == []  # cancelled, and stale anyway
+    assert case.review(decision, now=late + 3 * H, reviewed_at=late) == []
+
+
+def test_a_late_review_of_units_taken_meanwhile_is_rejected_and_still_breaches():
+    case = review_case()
+    case.submit("r2", lines={"l1": 2}, requested_at=SOON)
+    late = REVIEW_DUE + H
+    events = case.review("approve", now=late, reviewed_at=late)
+    assert decided(events).rule == Rule.QUANTITY_EXCEEDS_PURCHASED
+    assert only(events, SlaBreached) == [SlaBreached(Sla.RETURN_REVIEW, REVIEW_DUE, late)]
+
+
+def test_a_review_dated_in_time_but_processed_after_the_deadline_is_no_breach():
+    case = review_case()
+    events = case.review("approve", now=REVIEW_DUE + 3 * H, reviewed_at=REVIEW_DUE)
+    assert decided(events).status == ReturnStatus.APPROVED
+    assert only(events, SlaBreached) == []
+
+
 def test_review_approval_checks_that_the_units_are_still_free():
     case = review_case()
     case.submit("r2", lines={"l1": 2}, requested_at=SOON)  # no-reason, takes both units
@@ -290,50 +319,60 @@ def test_late_grace_timer_reports_the_breach():
     assert only(events, SlaBreached) == [SlaBreached(Sla.REFUND, T + 24 * H, T + 25 * H)]
 
 
-def test_signature_before_approval_starts_the_refund_deadline():
+def test_an_approval_after_the_refund_deadline_reports_the_late_refund_with_it():
+    """Back at T while in review: nothing is owed until the approval, which comes two hours
+    after the refund deadline; the refund it issues is the breach."""
     case = review_case()
-    events = case.sign(T)
-    assert events == [TimerSet(TimerKind.REFUND_DEADLINE, T + 24 * H)]
-    assert case.fire("refund_deadline", now=T + 24 * H) == [
-        SlaBreached(Sla.REFUND, T + 24 * H, T + 24 * H)
-    ]
-    assert case.fire("refund_deadline", now=T + 25 * H) == []
-    events = case.review("approve", now=T + 26 * H)
+    assert case.sign(T) == []  # no refund is owed yet: no refund timer
+    events = case.review("approve", now=T + 26 * H, reviewed_at=T + 26 * H)
     assert only(events, RefundDue)[0].due_by == T + 24 * H
-    assert only(events, SlaBreached) == []  # reported once
+    refund_breaches = [e for e in only(events, SlaBreached) if e.sla == Sla.REFUND]
+    assert refund_breaches == [SlaBreached(Sla.REFUND, T + 24 * H, T + 26 * H)]
     assert [e.status for e in only(events, Decided)] == [
         ReturnStatus.APPROVED,
         ReturnStatus.COMPLETED,
     ]
 
 
-def test_approval_in_time_after_the_signature_cancels_the_deadline():
+def test_approval_in_time_after_the_signature_refunds_without_a_breach():
     case = review_case()
     case.sign(T)
     events = case.review("approve", now=T + 2 * H)
     assert only(events, RefundDue) and only(events, SlaBreached) == []
-    assert TimerKind.REFUND_DEADLINE in kinds(events, TimerCancelled)
     assert case.get().timers == {}
 
 
-def test_refund_deadline_is_also_set_for_a_request_waiting_for_evidence():
+def test_evidence_after_the_signature_approves_and_refunds_at_once():
     case = Case(order())
     case.submit(reason="wrong_item", requested_at=SOON)
-    assert case.sign(T) == [TimerSet(TimerKind.REFUND_DEADLINE, T + 24 * H)]
+    assert case.sign(T) == []
     events = case.evidence(["x.jpg"], now=T + H)
     assert only(events, RefundDue)[0].calculation.amount == 1000
-    assert set(kinds(events, TimerCancelled)) == {
-        TimerKind.EVIDENCE_WAIT,
-        TimerKind.REFUND_DEADLINE,
-    }
+    assert set(kinds(events, TimerCancelled)) == {TimerKind.EVIDENCE_WAIT}
 
 
-def test_rejection_cancels_the_refund_deadline():
+def test_no_refund_breach_for_a_return_rejected_after_its_parcel_came_back():
+    """Seller fault, no photos: the parcel is back, the refund deadline passes, then the
+    evidence wait ends and rejects. No refund was ever owed, so none was late."""
+    case = Case(order())
+    case.submit(reason="wrong_item", requested_at=SOON)
+    case.sign(SOON + 24 * H)  # refund deadline SOON + 48 h, evidence wait ends SOON + 72 h
+    events = []
+    while case.get().timers:  # every timer fires when it is due, in order
+        kind, due = min(case.get().timers.items(), key=lambda item: item[1])
+        events += case.fire(kind.value, now=due)
+    assert decided(events).rule == Rule.EVIDENCE_MISSING
+    assert only(events, SlaBreached) == []
+    assert case.get().breaches_reported == set()
+
+
+def test_a_refund_deadline_timer_stored_for_an_undecided_request_reports_nothing():
+    """A timer row left by an earlier version, for a request that is not approved."""
     case = Case(order())
     case.submit(reason="wrong_item", requested_at=SOON)
     case.sign(T)
-    events = case.fire("evidence_wait", now=SOON + 72 * H)
-    assert set(kinds(events, TimerCancelled)) == {TimerKind.REFUND_DEADLINE}
+    request = case.get()
+    request.timers[TimerKind.REFUND_DEADLINE] = T + 24 * H
     assert case.fire("refund_deadline", now=T + 24 * H) == []
 
 

@@ -145,13 +145,23 @@ def test_messages_carry_no_personal_data():
     [
         (12345, "CNY", "¥123.45", "CNY 123.45"),
         (5, "CNY", "¥0.05", "CNY 0.05"),
-        (-800, "CNY", "¥-8.00", "CNY -8.00"),
+        (-800, "CNY", "-¥8.00", "-CNY 8.00"),
         (1200, "JPY", "1200 JPY", "JPY 1200"),
         (1999, "USD", "19.99 USD", "USD 19.99"),
+        (12345, "KWD", "12.345 KWD", "KWD 12.345"),  # ISO 4217: 3 digits
+        (12345, "CLP", "12345 CLP", "CLP 12345"),  # no minor unit
+        (12345, "IQD", "12.345 IQD", "IQD 12.345"),  # ISO's 3 digits, not CLDR's 0
     ],
 )
 def test_money_formatting_uses_integers(amount, currency, zh, en):
     assert money(amount, currency) == (zh, en)
+
+
+def test_a_decision_message_shows_the_order_currency_digits():
+    kwd = MessageFacts(kind=ReturnKind.REFUND, currency="KWD", amount=12345)
+    text = compose(ReturnStatus.COMPLETED, Rule.ELIGIBLE, kwd)
+    assert "12.345 KWD" in text.zh and "KWD 12.345" in text.en
+    assert "123.45" not in text.zh + text.en
 
 
 def test_zone_label_for_shanghai_is_beijing_time():

@@ -15,6 +15,7 @@ from services.returns.domain import (
     calculate_return_shipping_refund,
     split_payments,
 )
+from shared.policy import Policy
 
 from . import Case, decided, line, order, policy
 
@@ -99,6 +100,39 @@ def test_return_shipping_cap_comes_from_the_policy():
         the_policy=policy(return_shipping_cap=0),
     )
     assert result.breakdown == [("goods", 1000)]
+
+
+@pytest.mark.parametrize(
+    ("order_currency", "policy_currency", "reimbursed"),
+    [
+        ("CNY", "CNY", 3000),  # the cap, in the order's own currency
+        ("JPY", "JPY", 3000),  # a policy written in yen caps yen orders
+        ("JPY", "CNY", 5000),  # 3000 fen is no amount of yen: no cap, the freight as paid
+        ("CNY", "KWD", 5000),
+    ],
+)
+def test_the_freight_cap_applies_only_to_orders_in_the_policy_currency(
+    order_currency, policy_currency, reimbursed
+):
+    the_policy = Policy(currency=policy_currency)
+    the_order = order(line(quantity=2), currency=order_currency)
+    request = Req({"l1": 1}, reason="quality_issue")
+    result = calc(the_order, request, fee=5000, the_policy=the_policy)
+    assert result.return_shipping == reimbursed
+    late = calculate_return_shipping_refund(
+        the_order, request, the_policy, return_shipping_fee_paid=5000
+    )
+    assert late.return_shipping == reimbursed
+
+
+def test_the_approval_message_states_the_cap_only_in_the_orders_currency():
+    for currency, says_cap in (("CNY", True), ("JPY", False)):
+        case = Case(order(line(quantity=2), currency=currency))
+        text = decided(
+            case.submit(reason="quality_issue", evidence=["https://img/1.jpg"])
+        ).message_en
+        assert ("up to" in text) is says_cap, text
+        assert "reimbursed after the warehouse signs for it" in text
 
 
 def test_no_reason_return_freight_is_the_buyers():

@@ -1,0 +1,133 @@
+"""Retention purges on the real database: technical rows past their periods, in batches."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from shared.clock import ManualClock
+from shared.messaging.retention import RetentionPeriods, messaging_retention, purge, run_purges
+from tests.polling import eventually
+
+from .helpers import T0, Harness
+
+PERIODS = RetentionPeriods(
+    inbox=timedelta(days=30),
+    timers=timedelta(days=30),
+    outbox=timedelta(days=7),
+    cases=timedelta(days=183),
+)
+NOW = T0 + timedelta(days=400)
+
+
+async def fill(engine: AsyncEngine, harness: Harness) -> None:
+    t = harness.tables
+    old, recent = NOW - timedelta(days=31), NOW - timedelta(days=1)
+    async with engine.begin() as conn:
+        await conn.execute(
+            t.inbox.insert(),
+            [
+                {"event_id": f"in-{i}", "event_type": "x", "topic": "t", "received_at": at}
+                for i, at in enumerate([old] * 5 + [recent])
+            ],
+        )
+        timer = {
+            "kind": "k",
+            "lock_key": "o",
+            "due_at": old,
+            "fired_at": None,
+            "cancelled_at": None,
+        }
+        await conn.execute(
+            t.timers.insert(),
+            [
+                {**timer, "ref": "fired-long-ago", "fired_at": old},
+                {**timer, "ref": "cancelled-long-ago", "cancelled_at": old},
+                {**timer, "ref": "fired-yesterday", "fired_at": recent},
+                {**timer, "ref": "still-due"},  # overdue and never fired: kept
+            ],
+        )
+        row = {
+            "event_type": "x",
+            "topic": "t",
+            "key": "o",
+            "payload": b"{}",
+            "created_at": old,
+            "published_at": None,
+            "parked_at": None,
+        }
+        await conn.execute(
+            t.outbox.insert(),
+            [
+                {**row, "event_id": "published-long-ago", "published_at": NOW - timedelta(days=8)},
+                {**row, "event_id": "published-today", "published_at": NOW},
+                {**row, "event_id": "never-published"},
+                {**row, "event_id": "parked", "parked_at": old},
+            ],
+        )
+
+
+async def remaining(engine: AsyncEngine, harness: Harness) -> dict[str, set[str]]:
+    t = harness.tables
+    async with engine.connect() as conn:
+        return {
+            "inbox": set((await conn.execute(select(t.inbox.c.event_id))).scalars()),
+            "timers": set((await conn.execute(select(t.timers.c.ref))).scalars()),
+            "outbox": set((await conn.execute(select(t.outbox.c.event_id))).scalars()),
+        }
+
+
+async def test_technical_rows_go_after_their_period_and_live_ones_stay(
+    harness: Harness, sessions: async_sessionmaker[AsyncSession], engine: AsyncEngine
+) -> None:
+    await fill(engine, harness)
+    retained = messaging_retention(harness.tables)
+    before = await remaining(engine, harness)
+
+    counted = await purge(sessions, retained, PERIODS, NOW, dry_run=True)
+    assert counted == {"inbox": 5, "timers": 2, "outbox": 1}
+    assert await remaining(engine, harness) == before  # a dry run deletes nothing
+
+    # Two rows per statement: the five old inbox ids take three.
+    assert await purge(sessions, retained, PERIODS, NOW, batch_size=2) == counted
+    assert await remaining(engine, harness) == {
+        "inbox": {"in-5"},
+        "timers": {"fired-yesterday", "still-due"},
+        "outbox": {"published-today", "never-published", "parked"},
+    }
+    assert await purge(sessions, retained, PERIODS, NOW) == {"inbox": 0, "timers": 0, "outbox": 0}
+    async with engine.connect() as conn:
+        assert await conn.scalar(select(func.count()).select_from(harness.tables.inbox)) == 1
+
+
+async def test_a_running_service_purges_periodically_until_stopped(
+    harness: Harness, sessions: async_sessionmaker[AsyncSession], engine: AsyncEngine
+) -> None:
+    await fill(engine, harness)
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        run_purges(
+            harness.name,
+            sessions,
+            harness.definition().retained,
+            PERIODS,
+            ManualClock(NOW),
+            stop,
+            interval=0.05,
+        )
+    )
+
+    async def purged() -> bool:
+        return (await remaining(engine, harness))["inbox"] == {"in-5"}
+
+    await eventually(purged, what="the periodic purge ran")
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert (await remaining(engine, harness))["outbox"] == {
+        "published-today",
+        "never-published",
+        "parked",
+    }
