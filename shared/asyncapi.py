@@ -41,6 +41,9 @@ PLATFORM_TOPICS: dict[str, str] = {
     "survey.answered": topics.SURVEYS,
     # Not the platform's: a supervisor's tool answers `compensation.pending` on this topic.
     "compensation.reviewed": topics.COMPLAINTS,
+    # Finance: what the payment provider did with a refund.
+    "refund.settled": topics.PAYOUTS,
+    "refund.failed": topics.PAYOUTS,
 }
 
 

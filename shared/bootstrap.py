@@ -17,6 +17,7 @@ SERVICES: dict[str, str] = {
     "complaints": "services.complaints.bootstrap",
     "followup": "services.followup.bootstrap",
     "notifier": "services.notifier.bootstrap",
+    "refunds": "services.refunds.bootstrap",
 }
 
 
