@@ -10,9 +10,12 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY
 
-import shared.metrics  # noqa: F401  (registers the metrics)
+import services.followup.metrics  # noqa: F401  (registers the metrics)
+import services.refunds.metrics  # noqa: F401
+import shared.metrics  # noqa: F401
+from shared.bootstrap import SERVICES
 
-ALL_SERVICES = ("returns", "complaints", "followup", "notifier")
+ALL_SERVICES = tuple(SERVICES)
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
