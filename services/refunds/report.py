@@ -157,6 +157,8 @@ def format_ledger(ledger: OrderLedger) -> str:
             f"  paid ({facts.currency}): goods {facts.goods_total}, "
             f"outbound shipping {facts.shipping_fee_paid}"
         )
+        for line_id, quantity, paid in facts.lines:
+            out.append(f"    line {line_id}: {quantity} unit(s), paid {paid}")
         given = ledger.method_given()
         for method, charged in facts.payments:
             out.append(f"    {method}: charged {charged}, refunded {given.get(method, 0)}")
