@@ -190,8 +190,8 @@ def format_ledger(ledger: OrderLedger) -> str:
             )
         parts = ", ".join(f"{kind} {amount}" for kind, amount in refund.breakdown)
         out.append(f"    breakdown: {parts}")
-        paid = ", ".join(f"{method} {amount}" for method, amount in refund.payments) or "nothing"
-        out.append(f"    paid to: {paid}")
+        paid_to = ", ".join(f"{m} {amount}" for m, amount in refund.payments) or "nothing"
+        out.append(f"    paid to: {paid_to}")
         for failure in refund.failures:
             out.append(
                 f"    failed: {failure.method} {failure.amount} ({failure.reason}) "

@@ -1,16 +1,33 @@
-"""Loading and storing order ledgers (documents in the `refunds` schema) and their refunds."""
+"""Loading and storing order ledgers (documents in the `refunds` schema) and their refunds.
+
+Within a batch the consumer applies in one transaction (`BATCH_EVENTS` in the session's info),
+the ledgers of every order its events name are read in one statement on first use and kept
+as JSON text for the rest of the transaction; a save changes that copy, and the changed ledgers
+and refund rows are written in one statement per table when the unit of work commits
+(`shared.db.pending_writes`). The consumer holds the advisory lock of every order of the batch,
+so nothing else changes them meanwhile. Outside such a batch (the event-by-event path, timers,
+the CLI) every read and every save is a query.
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Text, any_, bindparam, cast, select
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.refunds import tables
 from services.refunds.domain import IssuedRefund, OrderLedger
+from shared.contracts import CloudEvent
+from shared.db import pending_writes
+from shared.messaging.consumer import BATCH_EVENTS
+
+_CACHE = "refunds.batch_cache"
 
 
 def _refund_row(refund: IssuedRefund) -> dict[str, Any]:
@@ -34,41 +51,102 @@ def _refund_row(refund: IssuedRefund) -> dict[str, Any]:
     }
 
 
+def _ledger_row(ledger: OrderLedger, now: datetime) -> dict[str, Any]:
+    return {
+        "order_id": ledger.order_id,
+        "paid": ledger.facts is not None,
+        "state": json.dumps(ledger.to_dict(), separators=(",", ":")),
+        "updated_at": now,
+    }
+
+
+@dataclass
+class _BatchCache:
+    """The batch's ledgers as JSON text (None: none yet), and the rows to write at commit."""
+
+    ledgers: dict[str, str | None] = field(default_factory=dict)
+    ledger_rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    refund_rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    async def flush(self, session: AsyncSession) -> None:
+        ledgers, self.ledger_rows = list(self.ledger_rows.values()), {}
+        refunds, self.refund_rows = list(self.refund_rows.values()), {}
+        if ledgers:
+            await session.execute(_SAVE_LEDGER, ledgers)
+        if refunds:
+            await session.execute(_SAVE_REFUND, refunds)
+
+
 class RefundsRepository:
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
 
+    async def _cache(self) -> _BatchCache | None:
+        info = self._session.info
+        cache: _BatchCache | None = info.get(_CACHE)
+        if cache is None and (events := info.get(BATCH_EVENTS)) is not None:
+            cache = info[_CACHE] = await _prefetch(self._session, events)
+        return cache
+
     async def ledger(self, order_id: str) -> OrderLedger | None:
-        t = tables.ledgers
-        state = await self._session.scalar(select(t.c.state).where(t.c.order_id == order_id))
-        return None if state is None else OrderLedger.from_dict(state)
+        cache = await self._cache()
+        if cache is not None and order_id in cache.ledgers:
+            text = cache.ledgers[order_id]
+            return None if text is None else OrderLedger.from_dict(json.loads(text))
+        state = await self._session.scalar(_LEDGER, {"b_id": order_id})
+        return None if state is None else OrderLedger.from_dict(json.loads(state))
 
     async def save(self, ledger: OrderLedger, now: datetime) -> None:
-        """The document, and one row per refund (what changed is rewritten, the rest is equal)."""
-        stmt = insert(tables.ledgers).values(
-            order_id=ledger.order_id,
-            paid=ledger.facts is not None,
-            state=ledger.to_dict(),
-            updated_at=now,
-        )
-        await self._session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["order_id"],
-                set_={
-                    "paid": stmt.excluded.paid,
-                    "state": stmt.excluded.state,
-                    "updated_at": stmt.excluded.updated_at,
-                },
-            )
-        )
-        if not ledger.refunds:
+        """The document, and one row per refund (the rows that did not change are rewritten
+        equal: an order has a handful of refunds)."""
+        row = _ledger_row(ledger, now)
+        refunds = [_refund_row(refund) for refund in ledger.refunds.values()]
+        cache = await self._cache()
+        if cache is not None and ledger.order_id in cache.ledgers:
+            pending_writes(self._session, _CACHE, lambda: cache)
+            cache.ledgers[ledger.order_id] = row["state"]
+            cache.ledger_rows[ledger.order_id] = row
+            cache.refund_rows.update((r["refund_id"], r) for r in refunds)
             return
-        rows = [_refund_row(refund) for refund in ledger.refunds.values()]
-        upsert = insert(tables.refunds)
-        changing = ("settled_at", "failed", "needs_person")
-        await self._session.execute(
-            upsert.on_conflict_do_update(
-                index_elements=["refund_id"], set_={c: upsert.excluded[c] for c in changing}
-            ),
-            rows,
-        )
+        await self._session.execute(_SAVE_LEDGER, row)
+        if refunds:
+            await self._session.execute(_SAVE_REFUND, refunds)
+
+
+async def _prefetch(session: AsyncSession, events: Iterable[CloudEvent]) -> _BatchCache:
+    """The ledgers of every order the batch names, in one statement; absent ones as None."""
+    order_ids = {
+        order_id
+        for event in events
+        if isinstance(order_id := getattr(event.data, "order_id", None), str)
+    }
+    cache = _BatchCache(ledgers=dict.fromkeys(order_ids))
+    if order_ids:
+        for order_id, state in await session.execute(_PREFETCH, {"ids": sorted(order_ids)}):
+            cache.ledgers[order_id] = state
+    return cache
+
+
+# Statements built once and executed with parameters; documents bound and read as JSON text.
+_L = tables.ledgers
+_LEDGER = select(cast(_L.c.state, Text)).where(_L.c.order_id == bindparam("b_id"))
+_PREFETCH = select(_L.c.order_id, cast(_L.c.state, Text)).where(
+    _L.c.order_id == any_(bindparam("ids", type_=ARRAY(Text)))
+)
+_ledger_upsert = insert(_L).values(
+    {
+        c.name: cast(bindparam(c.name, type_=Text), JSONB)
+        if c.name == "state"
+        else bindparam(c.name, type_=c.type)
+        for c in _L.c
+    }
+)
+_SAVE_LEDGER = _ledger_upsert.on_conflict_do_update(
+    index_elements=["order_id"],
+    set_={name: _ledger_upsert.excluded[name] for name in ("paid", "state", "updated_at")},
+)
+_refund_upsert = insert(tables.refunds)
+_SAVE_REFUND = _refund_upsert.on_conflict_do_update(
+    index_elements=["refund_id"],
+    set_={c: _refund_upsert.excluded[c] for c in ("settled_at", "failed", "needs_person")},
+)

@@ -46,6 +46,26 @@ async def test_a_cut_request_is_issued_for_what_remains(svc: RefundsService) -> 
     assert rows[1]["settled_at"] is not None  # nothing to pay: closed
 
 
+async def test_one_batch_with_the_order_and_two_cases_cuts_the_second(
+    svc: RefundsService,
+) -> None:
+    order, other = unique("o"), unique("o")
+    full = [("goods", 25000), ("outbound_shipping", 900)]
+    await svc.feed(
+        refund_requested(order, "complaint", unique("cp"), [("outbound_shipping", 900)], T0, DUE),
+        order_paid(order, T0 - 72 * H, shipping_fee_paid=900),
+        order_paid(other, T0 - 72 * H),
+        refund_requested(order, "return", unique("rt"), full, T0, DUE),
+        refund_requested(other, "return", unique("rt"), [("goods", 25000)], T0, DUE),
+    )
+    issued = await svc.emitted(order, "refund.issued")
+    assert [e["data"]["amount"] for e in issued] == [900, 25000]
+    assert issued[1]["data"]["breakdown"][-1] == {"kind": "already_refunded", "amount": -900}
+    assert [e["data"]["amount"] for e in await svc.emitted(other, "refund.issued")] == [25000]
+    rows = await svc.refund_rows(order)
+    assert sorted(r["cut"] for r in rows) == [0, 900]
+
+
 async def test_a_repeat_pays_once_and_a_conflicting_request_is_refused(
     svc: RefundsService,
 ) -> None:
