@@ -130,3 +130,87 @@ TOPIC_OF = {
     "refund.settled": topics.PAYOUTS,
     "refund.failed": topics.PAYOUTS,
 }
+
+
+# --- the platform's events around a refund (for the tests with returns and complaints) ------
+
+
+def order_shipped(order_id: str, at: datetime) -> dict:
+    data = {"order_id": order_id, "shipped_at": at.isoformat(), "carrier": "SF"}
+    return envelope("order.shipped", {**data, "tracking_no": f"SF-{order_id}"}, at)
+
+
+def parcel_signed(order_id: str, at: datetime, *, return_id: str | None = None) -> dict:
+    data: dict[str, Any] = {
+        "order_id": order_id,
+        "leg": "outbound" if return_id is None else "return",
+        "tracking_no": f"T-{return_id or order_id}",
+        "signed_at": at.isoformat(),
+    }
+    if return_id is not None:
+        data["return_id"] = return_id
+    return envelope("parcel.signed", data, at)
+
+
+def return_requested(
+    order_id: str,
+    return_id: str,
+    at: datetime,
+    *,
+    units: int = 1,
+    reason: str = "dislike",
+    customer_id: str = "c-refunds",
+) -> dict:
+    seller_fault = reason not in ("no_reason", "dislike", "size_fit", "changed_mind")
+    return envelope(
+        "return.requested",
+        {
+            "return_id": return_id,
+            "order_id": order_id,
+            "customer_id": customer_id,
+            "kind": "refund",
+            "reason": reason,
+            "lines": [{"line_id": "l1", "quantity": units}],
+            "condition": [],
+            "evidence_urls": ["https://img.example.com/e1.jpg"] if seller_fault else [],
+            "requested_at": at.isoformat(),
+        },
+        at,
+    )
+
+
+def complaint_opened(
+    order_id: str, complaint_id: str, category: str, at: datetime, customer_id: str = "c-refunds"
+) -> dict:
+    data = {
+        "complaint_id": complaint_id,
+        "order_id": order_id,
+        "customer_id": customer_id,
+        "category": category,
+        "description": "where is it",
+        "opened_at": at.isoformat(),
+    }
+    return envelope("complaint.opened", data, at)
+
+
+def complaint_resolved(order_id: str, complaint_id: str, at: datetime, remedy: str) -> dict:
+    data = {
+        "complaint_id": complaint_id,
+        "order_id": order_id,
+        "outcome": "upheld",
+        "remedy": remedy,
+        "agent_id": "agent-7",
+        "resolved_at": at.isoformat(),
+    }
+    return envelope("complaint.resolved", data, at)
+
+
+TOPIC_OF.update(
+    {
+        "order.shipped": topics.ORDERS,
+        "parcel.signed": topics.SIGNATURES,
+        "return.requested": topics.RETURNS,
+        "complaint.opened": topics.COMPLAINTS,
+        "complaint.resolved": topics.COMPLAINTS,
+    }
+)

@@ -142,9 +142,12 @@ async def query(url: str, sql: str, *args: Any) -> list[asyncpg.Record]:
 
 
 class ServiceProcess:
-    """`aftersales run returns --port N` with the settings an operator would give it."""
+    """`aftersales run SERVICE --port N` with the settings an operator would give it."""
 
-    def __init__(self, database_url: str, bootstrap: str, log_path: Path) -> None:
+    def __init__(
+        self, database_url: str, bootstrap: str, log_path: Path, service: str = "returns"
+    ) -> None:
+        self.service = service
         self.port = free_port()
         self.log_path = log_path
         self.env = {
@@ -167,7 +170,7 @@ class ServiceProcess:
             self.process = await asyncio.create_subprocess_exec(
                 aftersales(),
                 "run",
-                "returns",
+                self.service,
                 "--port",
                 str(self.port),
                 env=self.env,
@@ -195,6 +198,12 @@ class ServiceProcess:
     def sigterm(self) -> None:
         assert self.process is not None
         self.process.send_signal(signal.SIGTERM)
+
+    async def kill(self) -> None:
+        """SIGKILL: no batch finished, nothing drained."""
+        assert self.process is not None
+        self.process.kill()
+        await self.process.wait()
 
     async def terminate(
         self, timeout: float = GRACE, *, signal_it: bool = True
