@@ -112,7 +112,13 @@ class RefundsHandlers:
         data = event.data
         assert isinstance(data, RefundRequested)
         repo, ledger = await self._load(ctx, data.order_id)
-        events = ledger.request(request_from_event(data), self.overflow_method, ctx.now)
+        owner = await repo.order_of_refund(data.refund_id)
+        events = ledger.request(
+            request_from_event(data),
+            self.overflow_method,
+            ctx.now,
+            issued_for_other_order=owner is not None and owner != data.order_id,
+        )
         await self._finish(ctx, repo, ledger, events)
 
     async def refund_settled(self, event: CloudEvent, ctx: HandlerContext) -> None:

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.refunds import tables
 from services.refunds.domain import IssuedRefund, OrderLedger
-from shared.contracts import CloudEvent
+from shared.contracts import CloudEvent, RefundRequested
 from shared.db import pending_writes
 from shared.messaging.consumer import BATCH_EVENTS
 
@@ -65,6 +65,8 @@ class _BatchCache:
     """The batch's ledgers as JSON text (None: none yet), and the rows to write at commit."""
 
     ledgers: dict[str, str | None] = field(default_factory=dict)
+    # refund_id -> the order it was issued for (None: not issued), for the batch's requests
+    owners: dict[str, str | None] = field(default_factory=dict)
     ledger_rows: dict[str, dict[str, Any]] = field(default_factory=dict)
     refund_rows: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -96,6 +98,13 @@ class RefundsRepository:
         state = await self._session.scalar(_LEDGER, {"b_id": order_id})
         return None if state is None else OrderLedger.from_dict(json.loads(state))
 
+    async def order_of_refund(self, refund_id: str) -> str | None:
+        """The order a refund was issued for, if it was."""
+        cache = await self._cache()
+        if cache is not None and refund_id in cache.owners:
+            return cache.owners[refund_id]
+        return await self._session.scalar(_OWNER, {"b_id": refund_id})
+
     async def save(self, ledger: OrderLedger, now: datetime) -> None:
         """The document, and one row per refund (the rows that did not change are rewritten
         equal: an order has a handful of refunds)."""
@@ -107,6 +116,7 @@ class RefundsRepository:
             cache.ledgers[ledger.order_id] = row["state"]
             cache.ledger_rows[ledger.order_id] = row
             cache.refund_rows.update((r["refund_id"], r) for r in refunds)
+            cache.owners.update((r["refund_id"], r["order_id"]) for r in refunds)
             return
         await self._session.execute(_SAVE_LEDGER, row)
         if refunds:
@@ -114,16 +124,23 @@ class RefundsRepository:
 
 
 async def _prefetch(session: AsyncSession, events: Iterable[CloudEvent]) -> _BatchCache:
-    """The ledgers of every order the batch names, in one statement; absent ones as None."""
-    order_ids = {
-        order_id
-        for event in events
-        if isinstance(order_id := getattr(event.data, "order_id", None), str)
-    }
-    cache = _BatchCache(ledgers=dict.fromkeys(order_ids))
+    """The ledgers of every order the batch names and the orders of the refund ids it asks
+    for, in one statement each; absent ones as None."""
+    order_ids: set[str] = set()
+    refund_ids: set[str] = set()
+    for event in events:
+        if isinstance(order_id := getattr(event.data, "order_id", None), str):
+            order_ids.add(order_id)
+        if isinstance(event.data, RefundRequested):
+            refund_ids.add(event.data.refund_id)
+    cache = _BatchCache(ledgers=dict.fromkeys(order_ids), owners=dict.fromkeys(refund_ids))
     if order_ids:
         for order_id, state in await session.execute(_PREFETCH, {"ids": sorted(order_ids)}):
             cache.ledgers[order_id] = state
+    if refund_ids:
+        rows = await session.execute(_PREFETCH_OWNERS, {"ids": sorted(refund_ids)})
+        for refund_id, order_id in rows:
+            cache.owners[refund_id] = order_id
     return cache
 
 
@@ -132,6 +149,11 @@ _L = tables.ledgers
 _LEDGER = select(cast(_L.c.state, Text)).where(_L.c.order_id == bindparam("b_id"))
 _PREFETCH = select(_L.c.order_id, cast(_L.c.state, Text)).where(
     _L.c.order_id == any_(bindparam("ids", type_=ARRAY(Text)))
+)
+_R = tables.refunds
+_OWNER = select(_R.c.order_id).where(_R.c.refund_id == bindparam("b_id"))
+_PREFETCH_OWNERS = select(_R.c.refund_id, _R.c.order_id).where(
+    _R.c.refund_id == any_(bindparam("ids", type_=ARRAY(Text)))
 )
 _ledger_upsert = insert(_L).values(
     {

@@ -48,6 +48,7 @@ class StopWaiting:
 class RefusalReason(StrEnum):
     CONFLICTING_REQUEST = "conflicting_request"  # another request under an issued refund_id
     CURRENCY_MISMATCH = "currency_mismatch"
+    OTHER_ORDER = "other_order"  # its refund_id was issued for another order
 
 
 @dataclass(frozen=True)

@@ -404,9 +404,19 @@ class OrderLedger:
         return events
 
     def request(
-        self, request: RefundRequest, overflow_method: str, now: datetime
+        self,
+        request: RefundRequest,
+        overflow_method: str,
+        now: datetime,
+        *,
+        issued_for_other_order: bool = False,
     ) -> list[DomainEvent]:
-        """A case asks for a refund: issue it (capped and split), or wait for the order."""
+        """A case asks for a refund: issue it (capped and split), or wait for the order.
+
+        `issued_for_other_order`: the refund_id is another order's already (a requester's bug):
+        refused, never paid twice under one id."""
+        if issued_for_other_order:
+            return [RequestRefused(request.refund_id, RefusalReason.OTHER_ORDER)]
 
         known = self.refunds.get(request.refund_id)
         known_print = known.fingerprint if known else None

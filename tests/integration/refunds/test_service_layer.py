@@ -82,8 +82,19 @@ async def test_a_repeat_pays_once_and_a_conflicting_request_is_refused(
     )
     await svc.feed(asked, asked, resent)
     await svc.feed(other)
+    elsewhere = unique("o")  # the same refund_id asked for another order
+    other_before = _metric(
+        "aftersales_refund_requests_refused_total", service="refunds", reason="other_order"
+    )
+    await svc.feed(order_paid(elsewhere, T0 - 72 * H))
+    await svc.feed(refund_requested(elsewhere, "return", case, [("goods", 1000)], T0, DUE))
     issued = await svc.emitted(order, "refund.issued")
     assert [e["data"]["amount"] for e in issued] == [1000]
+    assert await svc.emitted(elsewhere, "refund.issued") == []
+    other_order = _metric(
+        "aftersales_refund_requests_refused_total", service="refunds", reason="other_order"
+    )
+    assert other_order == other_before + 1
     after = _metric(
         "aftersales_refund_requests_refused_total",
         service="refunds",
