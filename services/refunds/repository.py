@@ -2,9 +2,11 @@
 
 Within a batch the consumer applies in one transaction (`BATCH_EVENTS` in the session's info),
 the ledgers of every order its events name are read in one statement on first use and kept
-as JSON text for the rest of the transaction; a save changes that copy, and the changed ledgers
-and refund rows are written in one statement per table when the unit of work commits
-(`shared.db.pending_writes`). The consumer holds the advisory lock of every order of the batch,
+as objects for the rest of the transaction (each handler of the batch works on the same one);
+the changed ledgers and their refund rows are serialised and written in one statement per
+table when the unit of work commits (`shared.db.pending_writes`). A handler that fails ends
+the fast path: the transaction and this cache are dropped and the batch is applied again
+without it. The consumer holds the advisory lock of every order of the batch,
 so nothing else changes them meanwhile. Outside such a batch (the event-by-event path, timers,
 the CLI) every read and every save is a query.
 """
@@ -62,19 +64,25 @@ def _ledger_row(ledger: OrderLedger, now: datetime) -> dict[str, Any]:
 
 @dataclass
 class _BatchCache:
-    """The batch's ledgers as JSON text (None: none yet), and the rows to write at commit."""
+    """The batch's ledgers (None: none yet) and which ones to write at commit."""
 
-    ledgers: dict[str, str | None] = field(default_factory=dict)
+    ledgers: dict[str, OrderLedger | None] = field(default_factory=dict)
     # refund_id -> the order it was issued for (None: not issued), for the batch's requests
     owners: dict[str, str | None] = field(default_factory=dict)
-    ledger_rows: dict[str, dict[str, Any]] = field(default_factory=dict)
-    refund_rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    changed: dict[str, datetime] = field(default_factory=dict)  # order id -> saved at
 
     async def flush(self, session: AsyncSession) -> None:
-        ledgers, self.ledger_rows = list(self.ledger_rows.values()), {}
-        refunds, self.refund_rows = list(self.refund_rows.values()), {}
-        if ledgers:
-            await session.execute(_SAVE_LEDGER, ledgers)
+        changed, self.changed = self.changed, {}
+        saved = [(self.ledgers[order_id], now) for order_id, now in changed.items()]
+        rows = [_ledger_row(ledger, now) for ledger, now in saved if ledger is not None]
+        refunds = [
+            _refund_row(refund)
+            for ledger, _ in saved
+            if ledger is not None
+            for refund in ledger.refunds.values()
+        ]
+        if rows:
+            await session.execute(_SAVE_LEDGER, rows)
         if refunds:
             await session.execute(_SAVE_REFUND, refunds)
 
@@ -93,8 +101,7 @@ class RefundsRepository:
     async def ledger(self, order_id: str) -> OrderLedger | None:
         cache = await self._cache()
         if cache is not None and order_id in cache.ledgers:
-            text = cache.ledgers[order_id]
-            return None if text is None else OrderLedger.from_dict(json.loads(text))
+            return cache.ledgers[order_id]
         state = await self._session.scalar(_LEDGER, {"b_id": order_id})
         return None if state is None else OrderLedger.from_dict(json.loads(state))
 
@@ -108,17 +115,15 @@ class RefundsRepository:
     async def save(self, ledger: OrderLedger, now: datetime) -> None:
         """The document, and one row per refund (the rows that did not change are rewritten
         equal: an order has a handful of refunds)."""
-        row = _ledger_row(ledger, now)
-        refunds = [_refund_row(refund) for refund in ledger.refunds.values()]
         cache = await self._cache()
         if cache is not None and ledger.order_id in cache.ledgers:
             pending_writes(self._session, _CACHE, lambda: cache)
-            cache.ledgers[ledger.order_id] = row["state"]
-            cache.ledger_rows[ledger.order_id] = row
-            cache.refund_rows.update((r["refund_id"], r) for r in refunds)
-            cache.owners.update((r["refund_id"], r["order_id"]) for r in refunds)
+            cache.ledgers[ledger.order_id] = ledger
+            cache.changed[ledger.order_id] = now
+            cache.owners.update((rid, ledger.order_id) for rid in ledger.refunds)
             return
-        await self._session.execute(_SAVE_LEDGER, row)
+        refunds = [_refund_row(refund) for refund in ledger.refunds.values()]
+        await self._session.execute(_SAVE_LEDGER, _ledger_row(ledger, now))
         if refunds:
             await self._session.execute(_SAVE_REFUND, refunds)
 
@@ -136,7 +141,7 @@ async def _prefetch(session: AsyncSession, events: Iterable[CloudEvent]) -> _Bat
     cache = _BatchCache(ledgers=dict.fromkeys(order_ids), owners=dict.fromkeys(refund_ids))
     if order_ids:
         for order_id, state in await session.execute(_PREFETCH, {"ids": sorted(order_ids)}):
-            cache.ledgers[order_id] = state
+            cache.ledgers[order_id] = OrderLedger.from_dict(json.loads(state))
     if refund_ids:
         rows = await session.execute(_PREFETCH_OWNERS, {"ids": sorted(refund_ids)})
         for refund_id, order_id in rows:

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY
 
-import services.followup.metrics  # noqa: F401  (registers the metrics)
+import services.followup.metrics
 import services.refunds.metrics  # noqa: F401
 import shared.metrics  # noqa: F401
 from shared.bootstrap import SERVICES
