@@ -210,6 +210,7 @@ def test_the_compensation_notice_leaves_the_refund_amount_to_the_refund_notice(
     assert "a separate message confirms the amount" in en and "以退款通知为准" in zh
     assert "CNY 5.00" in en  # the coupon's value is this notice's to tell
     issued = {"order_id": "O1", "case_type": "return", "case_id": "R1", "currency": "CNY"}
-    assert "for your return R1, we have refunded CNY 45.00" in renderer.render(
-        "refund.issued", {**issued, "amount": 4500}, ("en",)
-    ).body
+    assert (
+        "for your return R1, we have refunded CNY 45.00"
+        in renderer.render("refund.issued", {**issued, "amount": 4500}, ("en",)).body
+    )
