@@ -32,8 +32,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy.engine import make_url
 
-from services.returns.handlers import refund_id
 from shared.contracts import topics
+from shared.contracts.ids import refund_id
 from shared.db import lock_id
 from shared.devenv import free_port, plain_dsn, skip_history, temporary_database
 from shared.messaging.relay import CONTENT_TYPE
@@ -242,12 +242,12 @@ class ServiceProcess:
 
 
 class Reader:
-    """Reads the refunds and decisions topics from the beginning, in the background."""
+    """Reads the refund requests and decisions topics from the beginning, in the background."""
 
     def __init__(self, bootstrap: str, keys: set[str]) -> None:
         self.keys = {k.encode() for k in keys}
         self.consumer = AIOKafkaConsumer(
-            topics.REFUNDS,
+            topics.REFUND_REQUESTS,
             topics.RETURN_DECISIONS,
             bootstrap_servers=bootstrap,
             group_id=f"proc-reader-{uuid.uuid4().hex}",
@@ -255,7 +255,7 @@ class Reader:
             enable_auto_commit=False,
         )
         self.events: dict[str, list[dict[str, Any]]] = {
-            topics.REFUNDS: [],
+            topics.REFUND_REQUESTS: [],
             topics.RETURN_DECISIONS: [],
         }
         self._task: asyncio.Task[None] | None = None
@@ -283,7 +283,7 @@ class Reader:
 
     @property
     def refunds(self) -> list[dict[str, Any]]:
-        return self.events[topics.REFUNDS]
+        return self.events[topics.REFUND_REQUESTS]
 
     def of_type(self, event_type: str) -> list[dict[str, Any]]:
         return [e for e in self.events[topics.RETURN_DECISIONS] if e["type"] == event_type]
@@ -339,7 +339,7 @@ async def test_sigterm_during_processing_loses_nothing_and_repeats_nothing(
     settings = Settings(
         kafka_bootstrap_servers=kafka_bootstrap, database_url=url, kafka_topic_partitions=3
     )
-    await ensure_topics(settings, (*INPUTS, topics.REFUNDS, topics.RETURN_DECISIONS))
+    await ensure_topics(settings, (*INPUTS, topics.REFUND_REQUESTS, topics.RETURN_DECISIONS))
     await skip_history(kafka_bootstrap, GROUP, INPUTS)
 
     run = uuid.uuid4().hex[:8]
@@ -426,7 +426,7 @@ async def test_sigterm_during_processing_loses_nothing_and_repeats_nothing(
         [[unpublished, refunds_committed]] = await query(
             url,
             "SELECT count(*) FILTER (WHERE published_at IS NULL),"
-            " count(*) FILTER (WHERE event_type = 'refund.issued') FROM returns.outbox",
+            " count(*) FILTER (WHERE event_type = 'refund.requested') FROM returns.outbox",
         )
         assert unpublished == 0
         await until(
@@ -491,7 +491,7 @@ async def test_sigterm_during_processing_loses_nothing_and_repeats_nothing(
     rows = await query(
         url,
         "SELECT event_id, payload, published_at FROM returns.outbox"
-        " WHERE event_type = 'refund.issued'",
+        " WHERE event_type = 'refund.requested'",
     )
     in_outbox = sorted(json.loads(row["payload"])["data"]["refund_id"] for row in rows)
     assert in_outbox == sorted(expected)

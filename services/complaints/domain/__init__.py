@@ -41,7 +41,6 @@ from services.complaints.domain.rules import (
     Deadlines,
     EscalationReason,
     Outcome,
-    Payment,
     Priority,
     Remedy,
     Sla,
@@ -53,7 +52,6 @@ from services.complaints.domain.rules import (
     quality_issue_coupon,
     resolution_hours,
     sla_deadlines,
-    split_payments,
     timer_due,
 )
 
@@ -81,7 +79,6 @@ __all__ = [
     "OrderFacts",
     "OrderLine",
     "Outcome",
-    "Payment",
     "Priority",
     "RefundDue",
     "Remedy",
@@ -100,6 +97,5 @@ __all__ = [
     "quality_issue_coupon",
     "resolution_hours",
     "sla_deadlines",
-    "split_payments",
     "timer_due",
 ]
