@@ -4,9 +4,14 @@ order, and duplicates."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
+import asyncpg
+
 from shared.contracts import ids, topics
+from shared.devenv import plain_dsn
+from tests.polling import eventually
 from tests.refund_events import (
     complaint_opened,
     complaint_resolved,
@@ -147,6 +152,19 @@ async def test_a_request_before_its_order_waits_and_duplicates_pay_once(system: 
     again = {**asked, "id": unique("evt")}  # the same request under another event id
     other = refund_requested(order, "complaint", case, [("goods", 9000)], T0, T0 + DAY)
     await system.platform.publish(asked, asked, again, topic=topics.REFUND_REQUESTS)
+
+    async def waiting() -> bool:
+        conn = await asyncpg.connect(plain_dsn(system.settings.database_url))
+        try:
+            state = await conn.fetchval(
+                "SELECT state FROM refunds.ledgers WHERE order_id = $1 AND NOT paid", order
+            )
+        finally:
+            await conn.close()
+        return state is not None and len(json.loads(state)["waiting"]) == 1
+
+    await eventually(waiting, what="the request waiting for its order")
+    assert system.outputs.of(order, "refund.issued") == []
     await system.platform.publish(order_paid(order, T0 - DAY, lines=[(1, 10000)]))
     await system.platform.publish(other, topic=topics.REFUND_REQUESTS)
     refund = (await system.outputs.wait(order, "refund.issued"))[0]["data"]
@@ -167,8 +185,6 @@ async def test_an_unknown_refund_on_payouts_is_dead_lettered(system: System) -> 
 
 
 async def _dead_letter(system: System, order: str) -> dict:
-    from tests.polling import eventually
-
     def found() -> list[dict]:
         return [d for d in system.outputs.dead_letters() if d.get("key") == order]
 
