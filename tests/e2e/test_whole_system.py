@@ -1,8 +1,9 @@
 """All five services together on the real broker and one database (a schema each).
 
-One buyer has a return refunded (returns asks, the refund ledger issues) and a complaint upheld; the follow-up service coalesces both
-cases into one satisfaction callback, the notifier delivers the survey, the buyer answers 2,
-and the complaints service reopens the complaint with an escalation. Services talk only through
+One buyer has a return refunded (returns asks, the refund ledger issues) and a complaint
+upheld; the follow-up service coalesces both cases into one satisfaction callback, the notifier
+delivers the survey, the buyer answers 2, and the complaints service reopens the complaint
+with an escalation. Services talk only through
 topics here, exactly as in production; the injected clock replaces the 24 hours of waiting.
 """
 
