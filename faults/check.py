@@ -299,7 +299,7 @@ async def reconcile(
         await _check_timers(f, conn, services, flows)
         # 7. the refund ledger's invariants, order by order
         if any(s.name == "refunds" for s in services):
-            await _check_ledgers(f, conn, by_id, run_id)
+            await _check_ledgers(f, conn, by_id, run_id, flows)
     finally:
         await conn.close()
     return f
@@ -332,8 +332,14 @@ def _check_refunds(
     wrong = [
         f"{rid}: {events[0]['data']['amount']} != {expected[rid].amount}"
         for rid, events in found.items()
-        if rid in expected and events[0]["data"]["amount"] != expected[rid].amount
+        if rid in expected and not expected[rid].accepts(events[0]["data"]["amount"])
     ]
+    # Refunds of one order that the ledger's cap shares out: together they give the total.
+    for flow in flows:
+        for rids, total in flow.totals:
+            got = sum(found[rid][0]["data"]["amount"] for rid in rids if found.get(rid))
+            if all(found.get(rid) for rid in rids) and got != total:
+                wrong.append(f"{flow.order_id}: {got} != {total} over {len(rids)} refunds")
     unbalanced = [
         rid
         for rid, events in found.items()
@@ -453,7 +459,11 @@ async def _check_timers(
 
 
 async def _check_ledgers(
-    f: Findings, conn: asyncpg.Connection, by_id: Mapping[str, Mapping[str, Any]], run_id: str
+    f: Findings,
+    conn: asyncpg.Connection,
+    by_id: Mapping[str, Mapping[str, Any]],
+    run_id: str,
+    flows: Sequence[Flow],
 ) -> None:
     """SPEC 4.11 on what the ledger stored and issued: goods and outbound shipping never above
     what was paid, no method above its charge, every request issued (none left waiting), and
@@ -504,7 +514,19 @@ async def _check_ledgers(
     c["refund ledger: orders over the goods/shipping cap"] = len(over_cap)
     c["refund ledger: orders with a method over its charge"] = len(over_charge)
     c["refund ledger: orders with requests still waiting"] = len(waiting)
+    # Each flow whose cases share the order's cap has exactly one of them cut.
+    sharing = [flow.order_id for flow in flows if flow.totals]
+    cut_orders = {
+        e["data"]["order_id"]
+        for e in by_id.values()
+        if e["type"] == "refund.issued"
+        and _ours(e, run_id)
+        and any(b["kind"] == "already_refunded" for b in e["data"]["breakdown"])
+    }
+    uncut = [order_id for order_id in sharing if order_id not in cut_orders]
+    c["refund ledger: orders whose cases share the cap"] = len(sharing)
     for label, items in (
+        ("order(s) whose second case was not cut by the ledger's cap", uncut),
         ("refund request(s) never issued", unanswered),
         ("order(s) refunded above what was paid", over_cap),
         ("order(s) with a method refunded above its charge", over_charge),
