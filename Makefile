@@ -5,7 +5,8 @@
 #   make lint      ruff, mypy and the import-linter contracts
 #   make faults    fault injection: services killed, PostgreSQL restarted, broker connections cut
 #                  while thousands of flows run; reconciled (docs/results/faults.md; ARGS=--quick)
-#   make bench     returns service throughput and latency vs a minimal consumer
+#   make bench     returns pipeline (returns alone, then with the refund ledger) throughput
+#                  and latency vs a minimal consumer
 #                  (docs/results/bench.md; BENCH_FLOWS=10000)
 #   make clean     remove .venv and caches
 SHELL := /bin/sh

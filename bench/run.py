@@ -1,26 +1,32 @@
-"""Throughput and latency of the returns service on a backlog, beside a minimal consumer.
+"""Throughput and latency of the returns pipeline on a backlog, beside a minimal consumer.
 
     python -m bench.run [--flows 10000] [--instances 1,2] [--profile cprofile|py-spy]
 
-For each scenario (the minimal consumer of bench/baseline.py, then the returns service with 1
-and with 2 instances) on fresh topics (the in-memory broker restarted; on a configured broker
-the consumer group is moved to the end instead) and a fresh database:
+For each scenario (the minimal consumer of bench/baseline.py; the returns service alone with 1
+and with 2 instances, up to its `refund.requested`; the same with the refund ledger beside it,
+up to `refund.issued`) on fresh topics (the in-memory broker restarted; on a configured broker
+the consumer groups are moved to the end instead) and a fresh database:
 
 1. publish a backlog of FLOWS return flows, each `order.paid`, outbound `parcel.signed`,
    `return.requested` (every unit, no reason) and the return-leg `parcel.signed` (4 events),
    BEFORE any consumer runs;
-2. start the consumer(s) (`aftersales run returns`, one OS process per instance);
-3. wait until every flow's `refund.issued` is published (the baseline: every event stored);
+2. start the consumer(s) (`aftersales run returns`, one OS process per instance, and
+   `aftersales run refunds`, one process, for the pipeline);
+3. wait until every flow's output is published: `refund.requested` of the returns service
+   alone, `refund.issued` of the pipeline (the baseline: every event stored);
 4. measure:
-   * events/s = input events processed (inbox rows) / (last `refund.issued` broker timestamp -
-     the start of the first batch transaction): the processing rate, start-up excluded
-     (also given with start-up: from the process spawn);
-   * latency per flow = the `refund.issued` record's timestamp (CreateTime, set by the
-     service's producer when the relay sends it) - the return-leg signature record's
-     publish timestamp (CreateTime set by our producer). With a backlog published first this
-     is mostly time spent queued; so also the in-service latency = refund timestamp - the
-     start of the transaction that issued the refund (its outbox row's `created_at`): the
-     batch transaction, the commit and the outbox relay.
+   * events/s = input events of the returns service processed (inbox rows) / (the last
+     output's broker timestamp - the start of the first batch transaction): the processing
+     rate, start-up excluded (also given with start-up: from the process spawn);
+   * latency per flow = the output record's timestamp (CreateTime, set by the service's
+     producer when the relay sends it) - the return-leg signature record's publish timestamp
+     (CreateTime set by our producer). With a backlog published first this is mostly time
+     spent queued; so also the in-service latency = output timestamp - the start of the
+     transaction that wrote it (its outbox row's `created_at`): the batch transaction, the
+     commit and the outbox relay (for the pipeline: the ledger's own);
+   * the ledger's own cost: its input events (`order.paid` and `refund.requested`, inbox
+     rows) and its process's CPU per such event;
+   * the extra hop: 1 - pipeline events/s / the returns service's alone, same instances.
    The baseline's latency is its insert's commit instant - the signature's publish timestamp.
 
 Writes docs/results/bench.md (or --report) and prints the same figures.
@@ -67,6 +73,8 @@ from shared.settings import Settings
 
 INPUT_TOPICS = (topics.ORDERS, topics.SIGNATURES, topics.RETURNS)
 GROUP = "aftersales-returns"
+LEDGER_GROUP = "aftersales-refunds"
+LEDGER_TOPICS = (topics.ORDERS, topics.REFUND_REQUESTS, topics.PAYOUTS)
 DEFAULT_REPORT = ROOT / "docs" / "results" / "bench.md"
 PAID = 19_900
 
@@ -89,6 +97,14 @@ class Result:
     # CPU time of the consumer's own processes while processing (first event -> last output)
     cpu_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    instances: int = 0
+    ledger: bool = False
+    ledger_events: int = 0  # the ledger's own inputs (inbox rows)
+    ledger_cpu_seconds: float = 0.0
+
+    @property
+    def ledger_cpu_per_event(self) -> float:
+        return self.ledger_cpu_seconds / self.ledger_events if self.ledger_events else float("nan")
 
     @property
     def rate(self) -> float:
@@ -147,8 +163,9 @@ async def fresh_topics(infra: Infra, group: str) -> None:
     if infra.broker is not None:
         await asyncio.to_thread(infra.broker.restart)  # in-memory: empty again
     settings = Settings(kafka_bootstrap_servers=infra.bootstrap, kafka_idempotence=False)
-    await ensure_topics(settings, [*INPUT_TOPICS, topics.REFUNDS])
+    await ensure_topics(settings, [*INPUT_TOPICS, *LEDGER_TOPICS, topics.REFUNDS])
     await skip_history(infra.bootstrap, group, INPUT_TOPICS)
+    await skip_history(infra.bootstrap, LEDGER_GROUP, LEDGER_TOPICS)
 
 
 # --------------------------------------------------------------------------------------------
@@ -205,17 +222,14 @@ async def publish_backlog(bootstrap: str, run_id: str, flows: int) -> dict[str, 
     return signed
 
 
-async def read_refunds(bootstrap: str) -> list[tuple[int, dict[str, object]]]:
-    """(timestamp ms, event) of every record on the refunds topic."""
+async def read_refunds(bootstrap: str, topic: str) -> list[tuple[int, dict[str, object]]]:
+    """(timestamp ms, event) of every record on `topic` (refund requests or refunds)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     out: list[tuple[int, dict[str, object]]] = []
     try:
         await consumer.topics()
-        tps = [
-            TopicPartition(topics.REFUNDS, p)
-            for p in sorted(consumer.partitions_for_topic(topics.REFUNDS) or ())
-        ]
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
@@ -279,14 +293,29 @@ async def run_baseline(infra: Infra, flows: int) -> Result:
 
 
 async def run_service(
-    infra: Infra, flows: int, instances: int, run_dir: Path, profile: str | None
+    infra: Infra, flows: int, instances: int, run_dir: Path, profile: str | None, ledger: bool
 ) -> Result:
-    result = Result(f"returns service, {instances} instance{'s' if instances > 1 else ''}")
+    plural = "s" if instances > 1 else ""
+    name = f"returns service, {instances} instance{plural}"
+    result = Result(
+        f"{name} + refund ledger, 1 instance (to refund.issued)"
+        if ledger
+        else f"{name} (to refund.requested)",
+        instances=instances,
+        ledger=ledger,
+    )
+    # The returns service's output, or the ledger's: (schema, event type, topic).
+    schema, output, topic = (
+        ("refunds", "refund.issued", topics.REFUNDS)
+        if ledger
+        else ("returns", "refund.requested", topics.REFUND_REQUESTS)
+    )
     await fresh_topics(infra, GROUP)
     database = await create_database(infra.server_url, "bench_returns")
     processes: list[ServiceProcess] = []
     try:
-        await asyncio.to_thread(upgrade, "returns", database)
+        for service in ("returns", "refunds") if ledger else ("returns",):
+            await asyncio.to_thread(upgrade, service, database)
         run_id = f"S{uuid.uuid4().hex[:8]}"
         t = time.monotonic()
         signed = await publish_backlog(infra.bootstrap, run_id, flows)
@@ -294,6 +323,7 @@ async def run_service(
         say(f"{result.name}: {4 * flows} events published in {result.publish_seconds:.1f} s")
         env = service_env(bootstrap=infra.bootstrap, database_url=database)
         processes = [ServiceProcess("returns", i, env, run_dir) for i in range(instances)]
+        ledgers = [ServiceProcess("refunds", 0, env, run_dir)] if ledger else []
         if profile == "cprofile":
             processes[0].argv_prefix = [
                 sys.executable,
@@ -303,7 +333,7 @@ async def run_service(
                 str(run_dir / f"returns-x{instances}.prof"),
             ]
         spawned = time.time()
-        for process in processes:
+        for process in processes + ledgers:
             process.start()
         spy = None
         if profile == "py-spy":
@@ -311,23 +341,32 @@ async def run_service(
         dsn = plain_dsn(database)
         conn = await asyncpg.connect(dsn)
         try:
-            cpu_at_start = await wait_refunds(conn, flows, processes)
-            result.cpu_seconds = sum(cpu_seconds(p.pid) for p in processes) - cpu_at_start
+            cpu_at_start = await wait_outputs(conn, flows, processes + ledgers, schema, output)
+            everyone = sum(cpu_seconds(p.pid) for p in processes + ledgers)
+            result.cpu_seconds = everyone - sum(cpu_at_start.values())
+            result.ledger_cpu_seconds = sum(
+                cpu_seconds(p.pid) - cpu_at_start.get(p.pid, 0.0) for p in ledgers
+            )
             stats = await conn.fetchrow(
                 "SELECT count(*) AS events, extract(epoch FROM min(received_at)) AS first "
                 "FROM returns.inbox"
             )
-            # The start of the transaction that issued each refund (its outbox row).
+            if ledger:
+                result.ledger_events = int(
+                    await conn.fetchval("SELECT count(*) FROM refunds.inbox")
+                )
+            # The start of the transaction that wrote each output (its outbox row).
             issued = {
                 r["event_id"]: float(r["at"])
                 for r in await conn.fetch(
-                    "SELECT event_id, extract(epoch FROM created_at) AS at FROM returns.outbox "
-                    "WHERE event_type = 'refund.issued'"
+                    f"SELECT event_id, extract(epoch FROM created_at) AS at FROM {schema}.outbox "  # noqa: S608 - a constant
+                    "WHERE event_type = $1",
+                    output,
                 )
             }
         finally:
             await conn.close()
-        for process in processes:
+        for process in processes + ledgers:
             await asyncio.to_thread(process.terminate)
         if spy is not None:
             spy.wait(timeout=60)
@@ -338,12 +377,12 @@ async def run_service(
                 summary = summarize(raw)
                 (run_dir / f"returns-x{instances}.summary.txt").write_text(summary + "\n")
                 say(f"profile of {processes[0].name} ({result.name}):\n{summary}")
-        refunds = await read_refunds(infra.bootstrap)
+        refunds = await read_refunds(infra.bootstrap, topic)
         by_order: dict[str, int] = {}
         for ts, event in refunds:
             data = event["data"]
             assert isinstance(data, dict)
-            if str(data["order_id"]) in by_order:
+            if event["type"] != output or str(data["order_id"]) in by_order:
                 continue  # a second copy (at-least-once relay): the first counts
             by_order[str(data["order_id"])] = ts
             if data["amount"] != PAID:
@@ -359,7 +398,7 @@ async def run_service(
         if len(by_order) != flows or result.wrong:
             result.notes.append(f"{len(by_order)} refunds for {flows} flows, {result.wrong} wrong")
     finally:
-        for process in processes:
+        for process in processes + ledgers:
             process.stop_now()
         await drop_database(infra.server_url, database)
     return result
@@ -374,29 +413,34 @@ def cpu_seconds(pid: int | None) -> float:
         return 0.0
 
 
-async def wait_refunds(
-    conn: asyncpg.Connection, flows: int, processes: list[ServiceProcess]
-) -> float:
-    """Wait until every refund is published; returns the processes' CPU time when the first
-    event was processed (start-up excluded from the CPU per event)."""
+async def wait_outputs(
+    conn: asyncpg.Connection,
+    flows: int,
+    processes: list[ServiceProcess],
+    schema: str,
+    output: str,
+) -> dict[int | None, float]:
+    """Wait until every flow's output is published; returns each process's CPU time when the
+    first event was processed (start-up excluded from the CPU per event)."""
     last_said = time.monotonic()
-    cpu_at_start: float | None = None
+    cpu_at_start: dict[int | None, float] | None = None
     while True:
         if cpu_at_start is None and await conn.fetchval(
             "SELECT EXISTS (SELECT FROM returns.inbox)"
         ):
-            cpu_at_start = sum(cpu_seconds(p.pid) for p in processes)
+            cpu_at_start = {p.pid: cpu_seconds(p.pid) for p in processes}
         done = await conn.fetchval(
-            "SELECT count(*) FROM returns.outbox "
-            "WHERE event_type = 'refund.issued' AND published_at IS NOT NULL"
+            f"SELECT count(*) FROM {schema}.outbox "  # noqa: S608 - a constant
+            "WHERE event_type = $1 AND published_at IS NOT NULL",
+            output,
         )
         if done >= flows:
-            return cpu_at_start or 0.0
+            return cpu_at_start or {}
         for process in processes:
             if not process.running:
                 raise RuntimeError(f"{process.name} exited; see {process.run_dir}")
         if time.monotonic() - last_said > 15:
-            say(f"{done}/{flows} refunds published")
+            say(f"{done}/{flows} {output} published")
             last_said = time.monotonic()
         await asyncio.sleep(0.25)
 
@@ -464,9 +508,24 @@ def render(flows: int, results: list[Result], baseline: Result | None, command: 
             f"{r.cpu_per_event * 1e6:,.0f} | {ratio} |"
         )
     notes = [f"- {r.name}: {n}" for r in results for n in r.notes]
+    alone = {r.instances: r for r in results if not r.ledger}
+    hops = []
+    for r in results:
+        if r.ledger and (one := alone.get(r.instances)) is not None and one.rate:
+            cost = 1 - r.rate / one.rate
+            change = f"{cost * 100:.0f} % fewer" if cost >= 0 else f"{-cost * 100:.0f} % more"
+            hops.append(
+                f"- {r.name}: **{change}** events/s than "
+                f"the returns service alone ({r.rate:,.0f} against {one.rate:,.0f}; CPU per "
+                f"input event {r.cpu_per_event * 1e6:,.0f} µs against "
+                f"{one.cpu_per_event * 1e6:,.0f}); the "
+                f"ledger processed {r.ledger_events:,} events of its own at "
+                f"{r.ledger_cpu_per_event * 1e6:,.0f} µs CPU each, in-service p50 / p99 "
+                f"{ms(pct(r.in_service, 0.5))} / {ms(pct(r.in_service, 0.99))} ms"
+            )
     return "\n".join(
         [
-            "# Returns service benchmark",
+            "# Returns pipeline benchmark (returns service and refund ledger)",
             "",
             "Written by `make bench` (`python -m bench.run`); bench/run.py says what is measured "
             "and how.",
@@ -475,16 +534,18 @@ def render(flows: int, results: list[Result], baseline: Result | None, command: 
             f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC",
             f"- command: `{command}`",
             f"- flows: {flows:,} (4 input events each: {4 * flows:,} events; outputs: "
-            "return.approved, refund.issued, return.completed), published before any consumer ran",
+            "return.approved, refund.requested, return.completed, and the ledger's "
+            "refund.issued), published before any consumer ran",
             "",
             *rows,
             "",
             "events/s: input events processed / (last output - first transaction start). "
-            "Latency from publish: `refund.issued` record timestamp - the return-leg signature's "
-            "publish timestamp (mostly time queued in the backlog). In-service: refund timestamp "
-            "- the start of the batch transaction that issued it (the batch, the commit and the "
-            "outbox relay). CPU per event: CPU time of the consumer's own processes (all "
-            "instances; not PostgreSQL's or the broker's) from the first event processed to the "
+            "Latency from publish: the output record's timestamp (`refund.requested`, or the "
+            "ledger's `refund.issued`) - the return-leg signature's publish timestamp (mostly "
+            "time queued in the backlog). In-service: output timestamp - the start of the batch "
+            "transaction that wrote it (the batch, the commit and the outbox relay). CPU per "
+            "event: CPU time of the consumer's own processes (all instances, the ledger's "
+            "included; not PostgreSQL's or the broker's) from the first event processed to the "
             "end, per input event.",
             "",
             *[
@@ -493,6 +554,7 @@ def render(flows: int, results: list[Result], baseline: Result | None, command: 
                 if baseline and baseline.rate
             ],
             "",
+            *(["## The extra hop (the refund ledger)", "", *hops, ""] if hops else []),
             "Where the time goes and what limits the ratio: bench/README.md.",
             "",
             *(["## Notes", "", *notes, ""] if notes else []),
@@ -514,9 +576,12 @@ async def main_async(args: argparse.Namespace) -> int:
             baseline = await run_baseline(infra, args.flows)
             say(f"{baseline.name}: {baseline.rate:,.0f} events/s")
         for instances in args.instances:
-            result = await run_service(infra, args.flows, instances, run_dir, args.profile)
-            say(f"{result.name}: {result.rate:,.0f} events/s")
-            results.append(result)
+            for ledger in (False, True):
+                result = await run_service(
+                    infra, args.flows, instances, run_dir, args.profile, ledger
+                )
+                say(f"{result.name}: {result.rate:,.0f} events/s")
+                results.append(result)
     text = render(args.flows, results, baseline, " ".join(["python -m bench.run", *sys.argv[1:]]))
     print(text)
     if args.report != "-":

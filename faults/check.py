@@ -86,7 +86,9 @@ def service_infos(names: Sequence[str]) -> list[ServiceInfo]:
 
 
 async def lag(bootstrap: str, service: ServiceInfo, ends: Mapping[TopicPartition, int]) -> int:
-    """Records the service's consumer group has not committed yet, over the partitions written."""
+    """Records the service's consumer group has not committed yet, over the partitions written,
+    and over the whole of the topics the publisher does not write (what other services emit,
+    e.g. the refund requests the ledger reads)."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         group_id=service.group,
@@ -95,10 +97,18 @@ async def lag(bootstrap: str, service: ServiceInfo, ends: Mapping[TopicPartition
     )
     await consumer.start()
     try:
+        wanted = {tp: end for tp, end in ends.items() if tp.topic in service.topics}
+        written = {tp.topic for tp in ends}
+        internal = [
+            TopicPartition(topic, partition)
+            for topic in service.topics
+            if topic not in written
+            for partition in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        if internal:
+            wanted.update(await consumer.end_offsets(internal))
         total = 0
-        for tp, end in ends.items():
-            if tp.topic not in service.topics:
-                continue
+        for tp, end in wanted.items():
             committed = await consumer.committed(tp) or 0
             total += max(0, end - committed)
         return total
@@ -287,6 +297,9 @@ async def reconcile(
         await _check_returns(f, conn, flows)
         # 6. timers
         await _check_timers(f, conn, services, flows)
+        # 7. the refund ledger's invariants, order by order
+        if any(s.name == "refunds" for s in services):
+            await _check_ledgers(f, conn, by_id, run_id, flows)
     finally:
         await conn.close()
     return f
@@ -319,8 +332,14 @@ def _check_refunds(
     wrong = [
         f"{rid}: {events[0]['data']['amount']} != {expected[rid].amount}"
         for rid, events in found.items()
-        if rid in expected and events[0]["data"]["amount"] != expected[rid].amount
+        if rid in expected and not expected[rid].accepts(events[0]["data"]["amount"])
     ]
+    # Refunds of one order that the ledger's cap shares out: together they give the total.
+    for flow in flows:
+        for rids, total in flow.totals:
+            got = sum(found[rid][0]["data"]["amount"] for rid in rids if found.get(rid))
+            if all(found.get(rid) for rid in rids) and got != total:
+                wrong.append(f"{flow.order_id}: {got} != {total} over {len(rids)} refunds")
     unbalanced = [
         rid
         for rid, events in found.items()
@@ -437,3 +456,81 @@ async def _check_timers(
                 f"(due {min(d for _, _, d in live):%H:%M:%S} UTC or later)"
             )
             c[f"{schema}: timer-driven outcomes still pending"] = len(live)
+
+
+async def _check_ledgers(
+    f: Findings,
+    conn: asyncpg.Connection,
+    by_id: Mapping[str, Mapping[str, Any]],
+    run_id: str,
+    flows: Sequence[Flow],
+) -> None:
+    """SPEC 4.11 on what the ledger stored and issued: goods and outbound shipping never above
+    what was paid, no method above its charge, every request issued (none left waiting), and
+    every refund.requested answered by one refund.issued under its refund_id."""
+    from services.refunds.domain import OrderLedger
+
+    c = f.counts
+    rows = await conn.fetch(
+        "SELECT state FROM refunds.ledgers WHERE order_id LIKE $1", run_id + "%"
+    )
+    over_cap, over_charge, waiting = [], [], []
+    for row in rows:
+        ledger = OrderLedger.from_dict(json.loads(row["state"]))
+        if ledger.waiting:
+            waiting.append(ledger.order_id)
+        facts = ledger.facts
+        if facts is None:
+            continue
+        if ledger.goods_given > facts.goods_total or (
+            ledger.outbound_given > facts.shipping_fee_paid
+        ):
+            over_cap.append(ledger.order_id)
+        given = ledger.method_given()
+        if any(given.get(method, 0) > charged for method, charged in facts.payments):
+            over_charge.append(ledger.order_id)
+    requested = {
+        e["data"]["refund_id"]
+        for e in by_id.values()
+        if e["type"] == "refund.requested" and _ours(e, run_id)
+    }
+    issued = {
+        e["data"]["refund_id"]
+        for e in by_id.values()
+        if e["type"] == "refund.issued" and _ours(e, run_id)
+    }
+    unanswered = sorted(requested - issued)
+    cut = [
+        e["data"]["refund_id"]
+        for e in by_id.values()
+        if e["type"] == "refund.issued"
+        and _ours(e, run_id)
+        and any(b["kind"] == "already_refunded" for b in e["data"]["breakdown"])
+    ]
+    c["refund ledger: orders"] = len(rows)
+    c["refund ledger: requests"] = len(requested)
+    c["refund ledger: requests not issued"] = len(unanswered)
+    c["refund ledger: refunds cut by the order cap"] = len(cut)
+    c["refund ledger: orders over the goods/shipping cap"] = len(over_cap)
+    c["refund ledger: orders with a method over its charge"] = len(over_charge)
+    c["refund ledger: orders with requests still waiting"] = len(waiting)
+    # Each flow whose cases share the order's cap has exactly one of them cut.
+    sharing = [flow.order_id for flow in flows if flow.totals]
+    cut_orders = {
+        e["data"]["order_id"]
+        for e in by_id.values()
+        if e["type"] == "refund.issued"
+        and _ours(e, run_id)
+        and any(b["kind"] == "already_refunded" for b in e["data"]["breakdown"])
+    }
+    uncut = [order_id for order_id in sharing if order_id not in cut_orders]
+    c["refund ledger: orders whose cases share the cap"] = len(sharing)
+    for label, items in (
+        ("order(s) whose second case was not cut by the ledger's cap", uncut),
+        ("refund request(s) never issued", unanswered),
+        ("order(s) refunded above what was paid", over_cap),
+        ("order(s) with a method refunded above its charge", over_charge),
+        ("order(s) with refund requests still waiting for order.paid", waiting),
+    ):
+        if items:
+            f.problem(f"{len(items)} {label}", items)

@@ -21,6 +21,10 @@ excluded               fresh food, no reason: rejected `excluded_category`, no r
 orphan                 only a `return.requested` of 50 h ago, for an order never paid: its
                        signature wait (48 h) is over when it is processed, so the already due
                        `signature_wait` timer rejects it (`unknown_order`), no refund
+after_complaint        seller_fault with an outbound fee S > 0, and an upheld logistics_delay
+                       complaint on the same order (refund S, a 500 coupon): the refund ledger
+                       refunds S once, to whichever case asks first; the other is cut by S
+                       (`already_refunded`). Together: paid + S + min(F, 3000)
 =====================  =====================================================================
 
 Every return flow but `orphan` has `order.paid`, an on-time `order.shipped`, the outbound
@@ -63,6 +67,7 @@ dead-letter them, and the flows whose keys they share must still come out as exp
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from collections.abc import Callable, Mapping, Sequence
@@ -78,7 +83,8 @@ H = timedelta(hours=1)
 DAY = timedelta(days=1)
 
 RETURN_KINDS: dict[str, float] = {
-    "full": 0.26,
+    "full": 0.22,
+    "after_complaint": 0.04,
     "orphan": 0.04,
     "partial": 0.20,
     "two_lines": 0.10,
@@ -120,6 +126,11 @@ class ExpectedRefund:
     case_id: str
     amount: int
     flow: str
+    # Other amounts that are right as well (the order-level cap cuts whichever case asks last).
+    alternatives: tuple[int, ...] = ()
+
+    def accepts(self, amount: int) -> bool:
+        return amount == self.amount or amount in self.alternatives
 
 
 @dataclass
@@ -136,6 +147,8 @@ class Flow:
     # (schema, kind, ref) of the timer its outcome depends on (due during the run or already)
     timer: tuple[str, str, str] | None = None
     early: bool = False  # published first (its timer must be set before it is due)
+    # (refund ids, total): refunds of one order whose amounts must add up to the total
+    totals: list[tuple[tuple[str, ...], int]] = field(default_factory=list)
 
 
 @dataclass
@@ -183,6 +196,8 @@ class Generator:
             lines.append(ev.line("L2", category="home", quantity=quantity2, paid_amount=paid2))
         if kind == "seller_fault":
             shipping_fee = rng.choice((0, 800, 1200))
+        if kind == "after_complaint":
+            shipping_fee = rng.choice((800, 1200))
 
         def add(event: dict[str, Any]) -> int:
             flow.events.append(event)
@@ -245,7 +260,7 @@ class Generator:
             signed(r2, now - 2 * H)
             refund(r1, paid * k1 // quantity)
             refund(r2, paid2 * k2 // quantity2)
-        elif kind == "seller_fault":
+        elif kind in ("seller_fault", "after_complaint"):
             fee = rng.choice((0, 1200, 2800, 4500))
             shipped = add(
                 ev.return_shipped(order_id, r1, id=self._id(fid, "rship"), at=now - 19 * H, fee=fee)
@@ -258,7 +273,16 @@ class Generator:
             )
             flow.before.append((shipped, req))
             signed(r1, now - 2 * H)
-            refund(r1, paid + shipping_fee + min(fee, RETURN_SHIPPING_CAP))
+            freight = min(fee, RETURN_SHIPPING_CAP)
+            refund(r1, paid + shipping_fee + freight)
+            if kind == "after_complaint":
+                # The outbound fee is refunded once, to whichever case the ledger serves first.
+                flow.refunds[-1] = dataclasses.replace(
+                    flow.refunds[-1], alternatives=(paid + freight,)
+                )
+                self._logistics_complaint(flow, fid, customer, shipping_fee)
+                ids = tuple(refund_id(e.case_type, e.case_id) for e in flow.refunds)
+                flow.totals.append((ids, paid + shipping_fee + freight))
         elif kind == "electronics_grace" or kind == "electronics_inspected":
             d = rng.uniform(*timer_window)
             signed_at = now - INSPECTION_GRACE + timedelta(seconds=d)
@@ -316,6 +340,33 @@ class Generator:
         else:  # pragma: no cover
             raise ValueError(kind)
         return flow
+
+    def _logistics_complaint(self, flow: Flow, fid: str, customer: str, fee: int) -> None:
+        """An upheld logistics_delay complaint on the flow's order: its outbound fee back (the
+        whole fee, or nothing when a return refunded it first) and a 500 coupon."""
+        order_id, now = flow.order_id, self.now
+        complaint_id = f"{order_id}-K1"
+        minute = timedelta(minutes=1)
+        flow.events += [
+            ev.complaint_opened(
+                complaint_id,
+                order_id,
+                customer,
+                "logistics_delay",
+                id=self._id(fid, "open"),
+                at=now - 50 * minute,
+            ),
+            ev.complaint_responded(
+                complaint_id, order_id, id=self._id(fid, "resp"), at=now - 40 * minute
+            ),
+            ev.complaint_resolved(
+                complaint_id, order_id, id=self._id(fid, "res"), at=now - 30 * minute
+            ),
+        ]
+        flow.coupons[coupon_id(complaint_id)] = 500
+        flow.refunds.append(
+            ExpectedRefund(order_id, "complaint", complaint_id, fee, flow.kind, alternatives=(0,))
+        )
 
     # --- complaints -----------------------------------------------------------------------
 

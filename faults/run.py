@@ -56,7 +56,7 @@ from . import check
 from .flows import POISON_KINDS, Flow, Message, generate, plan
 from .infra import ROOT, DatabaseProxy, ProxiedBroker, ServiceProcess, service_env
 
-SERVICES = ("returns", "complaints")
+SERVICES = ("returns", "complaints", "refunds")
 DEFAULT_REPORT = ROOT / "docs" / "results" / "faults.md"
 
 
@@ -420,7 +420,8 @@ def render(
         f"- command: `{' '.join(['python -m faults.run', *sys.argv[1:]])}`",
         f"- seed {args.seed}, {args.flows} return flows, {args.complaint_flows} complaint flows, "
         f"duplicate rate {args.dup_rate}, {args.returns_instances} returns + "
-        f"{args.complaints_instances} complaints instance(s)",
+        f"{args.complaints_instances} complaints + {args.refunds_instances} refund ledger "
+        "instance(s)",
         f"- flows by kind: {', '.join(f'{k} {n}' for k, n in sorted(kinds.items()))}",
         *[f"- {k}: {v:.1f} s" for k, v in timings.items()],
         f"- quiet reached: {'yes' if quiet else 'NO'} (last check: "
@@ -471,6 +472,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--dup-rate", type=float, default=0.15)
     parser.add_argument("--returns-instances", type=int, default=None)
     parser.add_argument("--complaints-instances", type=int, default=1)
+    parser.add_argument("--refunds-instances", type=int, default=1)
     parser.add_argument("--settle-timeout", type=float, default=None, help="seconds to get quiet")
     parser.add_argument("--no-chaos", action="store_true", help="publish and check only")
     parser.add_argument(
@@ -521,6 +523,7 @@ async def main_async(args: argparse.Namespace) -> int:
             for name, count in (
                 ("returns", args.returns_instances),
                 ("complaints", args.complaints_instances),
+                ("refunds", args.refunds_instances),
             )
             for i in range(count)
         ]

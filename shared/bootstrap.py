@@ -17,6 +17,7 @@ SERVICES: dict[str, str] = {
     "complaints": "services.complaints.bootstrap",
     "followup": "services.followup.bootstrap",
     "notifier": "services.notifier.bootstrap",
+    "refunds": "services.refunds.bootstrap",
 }
 
 
@@ -40,13 +41,14 @@ def environment(clock: Clock | None = None) -> Environment:
     return Environment(settings=settings, policy=policy, clock=clock or SystemClock())
 
 
-def service_names(selection: str = "all") -> list[str]:
-    if selection == "all":
-        return list(SERVICES)
-    if selection not in SERVICES:
+def service_names(*selection: str) -> list[str]:
+    """The services named (each once, in SERVICES order); `all` (or nothing) is every one."""
+    wanted = set(selection or ("all",))
+    unknown = sorted(wanted - {*SERVICES, "all"})
+    if unknown:
         known = ", ".join(SERVICES)
-        raise ValueError(f"unknown service {selection!r}; known: {known}, all")
-    return [selection]
+        raise ValueError(f"unknown service {unknown[0]!r}; known: {known}, all")
+    return [name for name in SERVICES if "all" in wanted or name in wanted]
 
 
 def preflight(name: str, settings: Settings) -> None:

@@ -59,8 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     migrate.set_defaults(func=_migrate)
 
-    run = sub.add_parser("run", help="run a service, or all of them in one process")
-    run.add_argument("service", help=f"one of {', '.join(SERVICES)} or all")
+    run = sub.add_parser("run", help="run services (one, several, or all) in one process")
+    run.add_argument("service", nargs="+", help=f"one or more of {', '.join(SERVICES)}, or all")
     run.add_argument("--port", type=int, default=None, help="HTTP port for health and metrics")
     run.set_defaults(func=_run)
 
@@ -84,16 +84,26 @@ def _parser() -> argparse.ArgumentParser:
     policy.set_defaults(func=_policy)
 
     report = sub.add_parser(
-        "report", help="follow-up figures per shop: CSAT, response rate and on-time rate"
+        "report",
+        help="follow-up figures per shop (CSAT, response and on-time rate), or `report "
+        "refunds`: refunds per day and case type",
     )
+    report.add_argument("subject", nargs="?", default="followup", choices=["followup", "refunds"])
     report.add_argument(
         "--since", type=date.fromisoformat, default=None, help="first local date, YYYY-MM-DD"
     )
     report.add_argument(
         "--until", type=date.fromisoformat, default=None, help="last local date, YYYY-MM-DD"
     )
-    report.add_argument("--shop", default=None, help="only this shop")
+    report.add_argument("--shop", default=None, help="only this shop (followup)")
+    report.add_argument(
+        "--format", default="table", choices=["table", "csv", "json"], help="(refunds)"
+    )
     report.set_defaults(func=_report)
+
+    ledger = sub.add_parser("refunds", help="print one order's refund ledger")
+    ledger.add_argument("order_id")
+    ledger.set_defaults(func=_refunds)
 
     notifier = sub.add_parser("notifier", help="notifier maintenance")
     notifier_sub = notifier.add_subparsers(dest="notifier_command", required=True)
@@ -164,7 +174,7 @@ def _migrate(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     env = environment()
     port = args.port if args.port is not None else env.settings.aftersales_http_port
-    names = service_names(args.service)
+    names = service_names(*args.service)
     require_database(env.settings.database_url)
     asyncio.run(serve(names, port=port))
     return 0
@@ -300,6 +310,7 @@ def _reason(exc: BaseException) -> str:
 
 # Looked up by name, never imported statically: shared/ must not depend on any service.
 REPORT_MODULE = "services.followup.report"
+REFUNDS_REPORT_MODULE = "services.refunds.report"
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -307,6 +318,21 @@ def _report(args: argparse.Namespace) -> int:
 
     env = environment()
     require_database(env.settings.database_url)
+    if args.subject == "refunds":
+        if args.shop is not None:
+            raise ValueError("--shop is for the follow-up report; refunds are not per shop")
+        refunds = import_module(REFUNDS_REPORT_MODULE)
+        return int(
+            refunds.main(
+                env.settings.database_url,
+                env.policy,
+                since=args.since,
+                until=args.until,
+                fmt=args.format,
+            )
+        )
+    if args.format != "table":
+        raise ValueError("--format is for `report refunds`; the follow-up report is a table")
     report = import_module(REPORT_MODULE)
     return int(
         report.main(
@@ -316,6 +342,16 @@ def _report(args: argparse.Namespace) -> int:
             until=args.until,
             shop=args.shop,
         )
+    )
+
+
+def _refunds(args: argparse.Namespace) -> int:
+    from importlib import import_module
+
+    env = environment()
+    require_database(env.settings.database_url)
+    return int(
+        import_module(REFUNDS_REPORT_MODULE).show_ledger(env.settings.database_url, args.order_id)
     )
 
 

@@ -1,5 +1,6 @@
 """The demo scenario of `make run`: a return goes from request to refund, then a complaint from
-opening to a compensation coupon, in the terminal."""
+opening to a compensation coupon, then a second complaint whose refund the refund ledger cuts
+by what the return already refunded, in the terminal."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ WATCHED = [
     topics.COUPONS,
     topics.ESCALATIONS,
     "aftersales.deadletter.complaints",
+    "aftersales.deadletter.refunds",
     topics.NOTIFICATION_STATUS,
 ]
 # How long the demo goes on showing the notifier's answers once the scenarios are done.
@@ -278,6 +280,47 @@ def complaint_scenario(
     ]
 
 
+def cut_scenario(run: str, now: datetime) -> list[tuple[str, str, str, dict[str, Any]]]:
+    """(caption, topic, key, event): a complaint whose refund the ledger's order cap cuts."""
+    order, complaint = f"O-{run}", f"K-{run}-2"
+    later = now + timedelta(hours=1)
+
+    def about(type_: str, data: dict[str, Any]) -> dict[str, Any]:
+        return _event(type_, {"complaint_id": complaint, "order_id": order, **data}, later)
+
+    return [
+        (
+            "buyer complains again: 'the parcel never arrived' (not received)",
+            topics.COMPLAINTS,
+            order,
+            about(
+                "complaint.opened",
+                {
+                    "customer_id": f"C-{run}",
+                    "category": "not_received",
+                    "description": "Tracking says delivered, nothing came.",
+                    "opened_at": later.isoformat(),
+                },
+            ),
+        ),
+        (
+            "the agent upholds it with a refund of the whole order's goods: the refund ledger "
+            "cuts what the sweater's return already gave back",
+            topics.COMPLAINTS,
+            order,
+            about(
+                "complaint.resolved",
+                {
+                    "outcome": "upheld",
+                    "remedy": "refund",
+                    "agent_id": "agent-demo",
+                    "resolved_at": later.isoformat(),
+                },
+            ),
+        ),
+    ]
+
+
 def _summary(topic: str, event: dict[str, Any]) -> str:
     data = event.get("data", {})
     kind = event.get("type", "?")
@@ -344,8 +387,8 @@ async def play(
     out: Callable[[str], None] = lambda line: print(line, flush=True),
     timeout: float = 90.0,
 ) -> int:
-    """Publish the scenarios and print what the system answers; 0 when the refund and then the
-    complaint's coupon arrived."""
+    """Publish the scenarios and print what the system answers; 0 when the refund, then the
+    complaint's coupon, then the second complaint's (cut) refund arrived."""
     run = uuid.uuid4().hex[:8]
     now = datetime.now(UTC)
     consumer = AIOKafkaConsumer(
@@ -411,10 +454,24 @@ async def play(
             if wanted and not await watch(*wanted):
                 out(f"!! no {' and '.join(wanted)} in time: is the complaints service running?")
                 return 1
+        for caption, topic, key, event in cut_scenario(run, now):
+            value = json.dumps(event).encode()
+            await producer.send_and_wait(topic, value, key=key.encode(), headers=CONTENT_TYPE)
+            out(f"-> {topic:<11} {caption}")
+        if not await watch("refund.issued"):
+            out("!! no second refund in time: is the refunds service running?")
+            return 1
+        out(
+            "== the refund ledger issued what remained of the goods: the already_refunded line "
+            "is what the return had refunded (`aftersales refunds O-" + run + "` shows it) =="
+        )
         # The notifier tells the buyer (or holds non-urgent messages back) a moment later.
         await watch(linger=NOTIFY_LINGER)
         out(_notifier_note(policy, now))
-        out("== demo done: the complaint is compensated, the coupon is on aftersales.coupons ==")
+        out(
+            "== demo done: the complaint is compensated, the coupon is on aftersales.coupons, "
+            "the cut refund on aftersales.refunds =="
+        )
         return 0
     finally:
         await producer.stop()

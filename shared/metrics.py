@@ -78,6 +78,16 @@ REFUND_AMOUNT = Counter(
     "Refunded amount in minor units.",
     ["service", "currency"],
 )
+REFUND_REQUESTS = Counter(
+    "aftersales_refund_requests_total",
+    "Refunds asked of the refund ledger, by the service that asked.",
+    ["service", "case_type"],
+)
+REFUND_REQUESTED_AMOUNT = Counter(
+    "aftersales_refund_requested_amount_minor_total",
+    "Amount asked of the refund ledger in minor units, before its order-level cap.",
+    ["service", "currency"],
+)
 SLA_BREACHES = Counter(
     "aftersales_sla_breaches_total", "SLA breaches detected.", ["service", "sla"]
 )

@@ -26,7 +26,7 @@ def build(policy: Policy, clock: Clock, settings: Settings | None = None) -> Ser
         publishes={
             topics.NOTIFICATIONS: ("notification.requested",),
             topics.COUPONS: ("coupon.granted",),
-            topics.REFUNDS: ("refund.issued",),
+            topics.REFUND_REQUESTS: ("refund.requested",),
             topics.FULFILMENT: ("reshipment.requested",),
             topics.SLA: ("sla.breached",),
             topics.ESCALATIONS: ("complaint.escalated", "case.escalated", "compensation.pending"),

@@ -34,7 +34,6 @@ from services.complaints.domain import (
     Notify,
     OrderFacts,
     OrderLine,
-    Payment,
     RefundDue,
     ReshipmentDue,
     ShopOrder,
@@ -61,11 +60,12 @@ from shared.contracts import (
     OrderCancelled,
     OrderPaid,
     OrderShipped,
-    RefundIssued,
+    RefundRequested,
     ReshipmentRequested,
     ReturnLine,
     deterministic_id,
     event_key,
+    ids,
     topics,
 )
 from shared.contracts import CouponGranted as CouponGrantedData
@@ -81,11 +81,6 @@ _ORDER_TIMERS = frozenset({TimerKind.LATE_SHIPMENT})
 
 
 # --- ids: deterministic per case, so a replay or a redelivery yields the same ones ----------
-
-
-def refund_id(case_type: str, case_id: str) -> str:
-    """The same formula as every service: `rf-<uuid5('refund', case type, case id)>`."""
-    return f"rf-{deterministic_id('refund', case_type, case_id)}"
 
 
 def coupon_id(complaint_id: str) -> str:
@@ -141,7 +136,6 @@ def facts_from_event(data: OrderPaid) -> OrderFacts:
             for line in data.lines
         ),
         shipping_fee_paid=data.shipping_fee_paid,
-        payments=tuple(Payment(method=p.method, amount=p.amount) for p in data.payments),
         presale_ship_by=data.presale_ship_by,
     )
 
@@ -591,11 +585,12 @@ class _Emitter:
             self.ctx.count(metrics.DECISIONS.labels(SERVICE, "compensation.pending", category))
 
     async def _refund(self, event: RefundDue) -> None:
-        rid = refund_id(event.case.type.value, event.case.id)
-        refund = await self.ctx.emit(
-            topics.REFUNDS,
-            "refund.issued",
-            RefundIssued.model_validate(
+        """Ask the refund ledger, which caps, splits and issues it (SPEC 4.11)."""
+        rid = ids.refund_id(event.case.type.value, event.case.id)
+        requested = await self.ctx.emit(
+            topics.REFUND_REQUESTS,
+            "refund.requested",
+            RefundRequested.model_validate(
                 dict(
                     refund_id=rid,
                     order_id=self.order_id,
@@ -604,18 +599,20 @@ class _Emitter:
                     amount=event.amount,
                     currency=event.currency,
                     breakdown=[{"kind": k, "amount": a} for k, a in event.breakdown],
-                    payments=[p.to_dict() for p in event.payments],
                     due_by=event.due_by,
-                    issued_at=event.issued_at,
+                    requested_at=event.requested_at,
+                    requested_by=SERVICE,
                 )
             ),
             key=self.order_id,
-            event_id=deterministic_id("refund.issued", rid),
+            event_id=deterministic_id("refund.requested", rid),
             correlation_id=event.case.id,
         )
-        if self.ctx.is_new(refund):  # a replay finds it in the outbox: counted once
-            self.ctx.count(metrics.REFUNDS.labels(SERVICE, event.case.type.value))
-            self.ctx.count(metrics.REFUND_AMOUNT.labels(SERVICE, event.currency), event.amount)
+        if self.ctx.is_new(requested):  # a replay finds it in the outbox: counted once
+            self.ctx.count(metrics.REFUND_REQUESTS.labels(SERVICE, event.case.type.value))
+            self.ctx.count(
+                metrics.REFUND_REQUESTED_AMOUNT.labels(SERVICE, event.currency), event.amount
+            )
 
     async def _reshipment(self, event: ReshipmentDue) -> None:
         await self.ctx.emit(

@@ -82,10 +82,10 @@ from shared.policy import Policy
 SERVICE = "notifier"
 DELIVER = "deliver"
 RETURN_DECISIONS = (RETURN_APPROVED, RETURN_REJECTED, RETURN_PENDING, RETURN_COMPLETED)
-# Refunds of these cases are already told by another notification of the same cause: the
-# return's `return.completed` states the refunded amount, the late-shipment apology
-# (`complaint.apology_late_shipment`) the compensation.
-REFUNDS_TOLD_ELSEWHERE = frozenset({"return", "late_shipment"})
+# The refund notice states what the refund ledger issued: returns' and complaints' own
+# messages never state an amount it may cut (SPEC 4.11). The late-shipment penalty is told
+# by its apology (`complaint.apology_late_shipment`): compensation the ledger never cuts.
+REFUNDS_TOLD_ELSEWHERE = frozenset({"late_shipment"})
 
 log = logging.getLogger("aftersales.notifier")
 
@@ -226,9 +226,23 @@ class NotifierHandlers:
     async def refund_issued(self, event: CloudEvent, ctx: HandlerContext) -> None:
         data = event.data
         assert isinstance(data, RefundIssued)
-        if data.case.type in REFUNDS_TOLD_ELSEWHERE or data.amount == 0:
+        cut = any(item.kind == "already_refunded" for item in data.breakdown)
+        # A refund of 0 is told only when the order-level cap cut it (the case expected more);
+        # one that owed nothing was told so by its case (e.g. return.completed).
+        if data.case.type in REFUNDS_TOLD_ELSEWHERE or (data.amount == 0 and not cut):
             ctx.count(metrics.NOTIFICATIONS.labels(SERVICE, REFUND_ISSUED, "skipped"))
             return
+        params: dict[str, str | int] = {
+            "refund_id": data.refund_id,
+            "order_id": data.order_id,
+            "case_type": data.case.type,
+            "case_id": data.case.id,
+            "amount": data.amount,
+            "currency": data.currency,
+            "issued_at": data.issued_at.isoformat(),
+        }
+        if cut:
+            params["already_refunded"] = 1
         await self._accept(
             ctx,
             event,
@@ -236,15 +250,7 @@ class NotifierHandlers:
             customer_id=data.customer_id,
             order_id=data.order_id,
             template=REFUND_ISSUED,
-            params={
-                "refund_id": data.refund_id,
-                "order_id": data.order_id,
-                "case_type": data.case.type,
-                "case_id": data.case.id,
-                "amount": data.amount,
-                "currency": data.currency,
-                "issued_at": data.issued_at.isoformat(),
-            },
+            params=params,
             urgent=False,
             case=data.case,
         )

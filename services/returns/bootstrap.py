@@ -29,7 +29,7 @@ def build(policy: Policy, clock: Clock, settings: Settings | None = None) -> Ser
                 "return.pending",
                 "return.completed",
             ),
-            topics.REFUNDS: ("refund.issued",),
+            topics.REFUND_REQUESTS: ("refund.requested",),
             topics.FULFILMENT: ("reshipment.requested",),
             topics.SLA: ("sla.breached",),
         },

@@ -12,7 +12,6 @@ from services.returns.domain import (
     Order,
     OrderLedger,
     OrderLine,
-    Payment,
     RefundDue,
     ReshipmentDue,
     ReturnRequest,
@@ -27,7 +26,7 @@ from shared.contracts import (
     CloudEvent,
     OrderPaid,
     ParcelSigned,
-    RefundIssued,
+    RefundRequested,
     ReshipmentRequested,
     ReturnCancelled,
     ReturnDecision,
@@ -38,6 +37,7 @@ from shared.contracts import (
     ReturnReviewed,
     ReturnShipped,
     deterministic_id,
+    ids,
     topics,
 )
 from shared.contracts import SlaBreached as SlaBreachedData
@@ -47,11 +47,6 @@ from shared.policy import Policy
 
 SERVICE = "returns"
 log = logging.getLogger("aftersales.returns")
-
-
-def refund_id(case_type: str, case_id: str) -> str:
-    """Deterministic per case: a replay or a redelivery yields the same refund id."""
-    return f"rf-{deterministic_id('refund', case_type, case_id)}"
 
 
 def order_from_event(data: OrderPaid, outbound_signed_at: datetime | None) -> Order:
@@ -80,7 +75,6 @@ def order_from_event(data: OrderPaid, outbound_signed_at: datetime | None) -> Or
         standard_shipping_fee=data.standard_shipping_fee,
         free_shipping_threshold=data.free_shipping_threshold,
         shipping_insurance=data.shipping_insurance,
-        payments=tuple(Payment(method=p.method, amount=p.amount) for p in data.payments),
         presale_ship_by=data.presale_ship_by,
         outbound_signed_at=outbound_signed_at,
     )
@@ -426,16 +420,15 @@ class ReturnsHandlers:
     async def _refund(
         self, case: _Case, ctx: HandlerContext, event: RefundDue, the_case: CaseRef
     ) -> None:
+        """Ask the refund ledger, which caps, splits and issues it (SPEC 4.11)."""
         calc = event.calculation
         return_id = case.request.return_id
         # The freight learnt late is a refund of its own: its own id, stable across replays.
-        rid = refund_id(
-            "return", f"{return_id}:return_shipping" if event.supplementary else return_id
-        )
-        refund = await ctx.emit(
-            topics.REFUNDS,
-            "refund.issued",
-            RefundIssued.model_validate(
+        rid = ids.refund_id("return", return_id, "return_shipping" if event.supplementary else None)
+        requested = await ctx.emit(
+            topics.REFUND_REQUESTS,
+            "refund.requested",
+            RefundRequested.model_validate(
                 dict(
                     refund_id=rid,
                     order_id=case.request.order_id,
@@ -447,19 +440,19 @@ class ReturnsHandlers:
                     # non-zero part; the contract wants one item, so it says "goods: 0".
                     breakdown=[{"kind": k, "amount": a} for k, a in calc.breakdown]
                     or [{"kind": "goods", "amount": 0}],
-                    payments=[p.to_dict() for p in calc.payments],
                     return_shipping_payer=str(calc.return_shipping_payer),
                     due_by=event.due_by,
-                    issued_at=event.issued_at,
+                    requested_at=event.requested_at,
+                    requested_by=SERVICE,
                 )
             ),
             key=case.request.order_id,
-            event_id=deterministic_id("refund.issued", rid),
-            correlation_id=case.request.return_id,
+            event_id=deterministic_id("refund.requested", rid),
+            correlation_id=return_id,
         )
-        if ctx.is_new(refund):  # a replay finds it in the outbox: counted once
-            ctx.count(metrics.REFUNDS.labels(SERVICE, "return"))
-            ctx.count(metrics.REFUND_AMOUNT.labels(SERVICE, calc.currency), calc.amount)
+        if ctx.is_new(requested):  # a replay finds it in the outbox: counted once
+            ctx.count(metrics.REFUND_REQUESTS.labels(SERVICE, "return"))
+            ctx.count(metrics.REFUND_REQUESTED_AMOUNT.labels(SERVICE, calc.currency), calc.amount)
 
 
 def _text(value: object | None) -> str | None:

@@ -204,14 +204,15 @@ PLATFORM_TOPIC_TYPES: dict[str, frozenset[str]] = {
 # This system's topics: type -> the services that publish it there. An event on one of them
 # must also come from one of those services (`source` = `service_source(name)`).
 SERVICE_TOPIC_TYPES: dict[str, dict[str, frozenset[str]]] = {
-    topics.REFUNDS: {REFUND_ISSUED: frozenset({"returns", "complaints"})},
+    # The refund ledger is the only writer of money out (SPEC 3, 4.11).
+    topics.REFUNDS: {REFUND_ISSUED: frozenset({"refunds"})},
     topics.COUPONS: {COUPON_GRANTED: frozenset({"complaints"})},
     topics.RETURN_DECISIONS: {
         t: frozenset({"returns"})
         for t in (RETURN_APPROVED, RETURN_REJECTED, RETURN_PENDING, RETURN_COMPLETED)
     },
     topics.FULFILMENT: {RESHIPMENT_REQUESTED: frozenset({"returns", "complaints"})},
-    topics.SLA: {SLA_BREACHED: frozenset({"returns", "complaints", "followup"})},
+    topics.SLA: {SLA_BREACHED: frozenset({"returns", "complaints", "followup", "refunds"})},
     topics.FOLLOWUPS: {
         t: frozenset({"followup"})
         for t in (CALLBACK_SCHEDULED, CALLBACK_SENT, SATISFACTION_RECORDED, SATISFACTION_LOW)

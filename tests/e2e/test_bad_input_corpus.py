@@ -613,10 +613,14 @@ async def test_hostile_free_text_is_processed_verbatim_and_never_evaluated(
     await eventually(freight_known, what="the return freight to be known")
     await system.publish(topics.SIGNATURES, parcel_signed(o_e, at=T0, return_id=r_e))
     [refund] = await eventually(
-        lambda: reader.events(topics.REFUNDS, "refund.issued", order_id=o_e),
-        what="the refund of the reviewed return",
+        lambda: reader.events(topics.REFUND_REQUESTS, "refund.requested", order_id=o_e),
+        what="the refund the reviewed return asks for",
     )
     assert refund["data"]["amount"] == 5000 + 1000  # the goods and the return freight
+    assert refund["data"]["breakdown"] == [
+        {"kind": "goods", "amount": 5000},
+        {"kind": "return_shipping", "amount": 1000},
+    ]
     [scheduled] = await eventually(
         lambda: reader.events(topics.FOLLOWUPS, "callback.scheduled", customer_id=c_e),
         what="the satisfaction callback",
@@ -648,7 +652,7 @@ async def test_hostile_free_text_is_processed_verbatim_and_never_evaluated(
     [acknowledged] = await eventually(lambda: sent(c_c, "complaint.acknowledged"), what="ack")
     assert complaint_id in acknowledged["text"]
     await eventually(lambda: sent(c_c, "complaint.compensated"), what="the compensation notice")
-    await eventually(lambda: sent(c_e, "return.completed"), what="the refund notice")
+    await eventually(lambda: sent(c_e, "return.completed"), what="the completion notice")
     await eventually(lambda: sent(c_e, "survey.invitation"), what="the survey invitation")
     bodies = [b for c in (c_a, c_c, c_e) for b in system.webhook.of(c)]
     for body in bodies:

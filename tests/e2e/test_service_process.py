@@ -32,8 +32,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy.engine import make_url
 
-from services.returns.handlers import refund_id
 from shared.contracts import topics
+from shared.contracts.ids import refund_id
 from shared.db import lock_id
 from shared.devenv import free_port, plain_dsn, skip_history, temporary_database
 from shared.messaging.relay import CONTENT_TYPE
@@ -142,9 +142,12 @@ async def query(url: str, sql: str, *args: Any) -> list[asyncpg.Record]:
 
 
 class ServiceProcess:
-    """`aftersales run returns --port N` with the settings an operator would give it."""
+    """`aftersales run SERVICE --port N` with the settings an operator would give it."""
 
-    def __init__(self, database_url: str, bootstrap: str, log_path: Path) -> None:
+    def __init__(
+        self, database_url: str, bootstrap: str, log_path: Path, service: str = "returns"
+    ) -> None:
+        self.service = service
         self.port = free_port()
         self.log_path = log_path
         self.env = {
@@ -167,7 +170,7 @@ class ServiceProcess:
             self.process = await asyncio.create_subprocess_exec(
                 aftersales(),
                 "run",
-                "returns",
+                self.service,
                 "--port",
                 str(self.port),
                 env=self.env,
@@ -195,6 +198,12 @@ class ServiceProcess:
     def sigterm(self) -> None:
         assert self.process is not None
         self.process.send_signal(signal.SIGTERM)
+
+    async def kill(self) -> None:
+        """SIGKILL: no batch finished, nothing drained."""
+        assert self.process is not None
+        self.process.kill()
+        await self.process.wait()
 
     async def terminate(
         self, timeout: float = GRACE, *, signal_it: bool = True
@@ -233,12 +242,12 @@ class ServiceProcess:
 
 
 class Reader:
-    """Reads the refunds and decisions topics from the beginning, in the background."""
+    """Reads the refund requests and decisions topics from the beginning, in the background."""
 
     def __init__(self, bootstrap: str, keys: set[str]) -> None:
         self.keys = {k.encode() for k in keys}
         self.consumer = AIOKafkaConsumer(
-            topics.REFUNDS,
+            topics.REFUND_REQUESTS,
             topics.RETURN_DECISIONS,
             bootstrap_servers=bootstrap,
             group_id=f"proc-reader-{uuid.uuid4().hex}",
@@ -246,7 +255,7 @@ class Reader:
             enable_auto_commit=False,
         )
         self.events: dict[str, list[dict[str, Any]]] = {
-            topics.REFUNDS: [],
+            topics.REFUND_REQUESTS: [],
             topics.RETURN_DECISIONS: [],
         }
         self._task: asyncio.Task[None] | None = None
@@ -274,7 +283,7 @@ class Reader:
 
     @property
     def refunds(self) -> list[dict[str, Any]]:
-        return self.events[topics.REFUNDS]
+        return self.events[topics.REFUND_REQUESTS]
 
     def of_type(self, event_type: str) -> list[dict[str, Any]]:
         return [e for e in self.events[topics.RETURN_DECISIONS] if e["type"] == event_type]
@@ -330,7 +339,7 @@ async def test_sigterm_during_processing_loses_nothing_and_repeats_nothing(
     settings = Settings(
         kafka_bootstrap_servers=kafka_bootstrap, database_url=url, kafka_topic_partitions=3
     )
-    await ensure_topics(settings, (*INPUTS, topics.REFUNDS, topics.RETURN_DECISIONS))
+    await ensure_topics(settings, (*INPUTS, topics.REFUND_REQUESTS, topics.RETURN_DECISIONS))
     await skip_history(kafka_bootstrap, GROUP, INPUTS)
 
     run = uuid.uuid4().hex[:8]
@@ -417,7 +426,7 @@ async def test_sigterm_during_processing_loses_nothing_and_repeats_nothing(
         [[unpublished, refunds_committed]] = await query(
             url,
             "SELECT count(*) FILTER (WHERE published_at IS NULL),"
-            " count(*) FILTER (WHERE event_type = 'refund.issued') FROM returns.outbox",
+            " count(*) FILTER (WHERE event_type = 'refund.requested') FROM returns.outbox",
         )
         assert unpublished == 0
         await until(
@@ -482,7 +491,7 @@ async def test_sigterm_during_processing_loses_nothing_and_repeats_nothing(
     rows = await query(
         url,
         "SELECT event_id, payload, published_at FROM returns.outbox"
-        " WHERE event_type = 'refund.issued'",
+        " WHERE event_type = 'refund.requested'",
     )
     in_outbox = sorted(json.loads(row["payload"])["data"]["refund_id"] for row in rows)
     assert in_outbox == sorted(expected)

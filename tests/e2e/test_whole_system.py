@@ -1,8 +1,9 @@
-"""All four services together on the real broker and one database (a schema each).
+"""All five services together on the real broker and one database (a schema each).
 
-One buyer has a return refunded and a complaint upheld; the follow-up service coalesces both
-cases into one satisfaction callback, the notifier delivers the survey, the buyer answers 2,
-and the complaints service reopens the complaint with an escalation. Services talk only through
+One buyer has a return refunded (returns asks, the refund ledger issues) and a complaint
+upheld; the follow-up service coalesces both cases into one satisfaction callback, the notifier
+delivers the survey, the buyer answers 2, and the complaints service reopens the complaint
+with an escalation. Services talk only through
 topics here, exactly as in production; the injected clock replaces the 24 hours of waiting.
 """
 
@@ -253,6 +254,7 @@ async def test_a_buyer_s_return_and_complaint_close_into_one_callback_and_a_low_
 
         refund = (await outputs.wait_for(lambda e: e["type"] == "refund.issued"))[0]["data"]
         assert (refund["amount"], refund["case"]) == (12000, {"type": "return", "id": return_id})
+        assert refund["payments"] == [{"method": "alipay", "amount": 12000}]  # the ledger's split
         coupon = (await outputs.wait_for(lambda e: e["type"] == "coupon.granted"))[0]["data"]
         assert coupon["value"] == 1500  # 5 % of 300.00, within 5.00-50.00
         await outputs.wait_for(

@@ -43,8 +43,29 @@ def test_every_reference_resolves_and_every_handled_type_is_described():
         assert handled <= described, f"{name}: handled but undocumented {handled - described}"
 
 
+def _senders(event_type: str) -> list[str]:
+    return sorted(
+        name
+        for name, text in render_all().items()
+        for op in json.loads(text)["operations"].values()
+        if op["action"] == "send"
+        and any(ref["$ref"].endswith(f"/{event_type}") for ref in op["messages"])
+    )
+
+
+def test_refund_requests_are_documented_where_they_are_written():
+    assert _senders("refund.requested") == ["complaints", "returns"]
+    for name in ("returns", "complaints"):
+        schema = json.loads(render_all()[name])["components"]["schemas"]["RefundRequested"]
+        for field in ("refund_id", "order_id", "case", "amount", "breakdown", "due_by"):
+            assert field in schema["properties"], (name, field)
+        assert "payments" not in schema["properties"]  # the ledger splits
+
+
 def test_refund_event_schema_names_what_finance_reads():
-    document = json.loads(render_all()["returns"])
+    # one writer of aftersales.refunds: the refund ledger (SPEC 3)
+    assert _senders("refund.issued") == ["refunds"]
+    document = json.loads(render_all()["refunds"])
     refund = document["components"]["schemas"]["RefundIssued"]
     for field in (
         "refund_id",
@@ -74,11 +95,12 @@ def test_check_fails_when_a_model_changed(tmp_path, monkeypatch, capsys):
     write_or_check(tmp_path, check=False)
     assert _asyncapi(args) == 0
 
-    class RefundIssued(outputs.RefundIssued):
+    class RefundRequested(outputs.RefundRequested):
         settlement_batch: str | None = None
 
-    monkeypatch.setitem(EVENT_TYPES, "refund.issued", RefundIssued)
+    monkeypatch.setitem(EVENT_TYPES, "refund.requested", RefundRequested)
     assert _asyncapi(args) == 1
     err = capsys.readouterr().err
     assert "AsyncAPI documents are stale" in err
-    assert "returns.json" in err  # the service that publishes refund.issued
+    # the services that publish refund.requested
+    assert "returns.json" in err and "complaints.json" in err

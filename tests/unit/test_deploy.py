@@ -14,14 +14,16 @@ import yaml
 from prometheus_client import REGISTRY
 from sqlalchemy.engine import make_url
 
+import services.followup.metrics
+import services.refunds.metrics  # noqa: F401
 import shared.metrics  # noqa: F401  (registers the metrics)
-from shared.bootstrap import preflight
+from shared.bootstrap import SERVICES, preflight
 from shared.crypto import cipher_from_env
 from shared.messaging.runtime import RETRY_BACKOFF_CAP, kafka_security
 from shared.policy import load_policy
 from shared.settings import Settings
 
-ALL_SERVICES = ("returns", "complaints", "followup", "notifier")
+ALL_SERVICES = tuple(SERVICES)
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

@@ -193,8 +193,11 @@ def test_a_platform_type_on_another_platform_topic_is_unexpected() -> None:
 
 
 def test_internal_topics_take_their_types_from_their_publishers_only() -> None:
-    on_refunds = internal("refund.issued", REFUND, service_source("returns"))
+    on_refunds = internal("refund.issued", REFUND, service_source("refunds"))
     parse_event(on_refunds, topic=topics.REFUNDS)
+    # Returns and complaints ask the ledger; they never pay out themselves (SPEC 4.11).
+    from_returns = internal("refund.issued", REFUND, service_source("returns"))
+    assert reason_of(from_returns, topic=topics.REFUNDS) == "unexpected_type"
     forged = internal("refund.issued", REFUND, "/shop-platform/anyone")
     assert reason_of(forged, topic=topics.REFUNDS) == "unexpected_type"
     wrong_publisher = internal("refund.issued", REFUND, service_source("notifier"))
@@ -218,6 +221,7 @@ def test_the_binding_matches_what_the_services_publish_and_read() -> None:
         for service in services
     }
     assert declared <= bound
+    assert {s for (topic, _, s) in bound if topic == topics.REFUNDS} == {"refunds"}
     # Bound ahead of its publishers: the requests to the refund ledger (SPEC 4.11).
     ahead = {(topic, event_type) for topic, event_type, _ in bound - declared}
     assert ahead <= {(topics.REFUND_REQUESTS, "refund.requested")}

@@ -45,7 +45,6 @@ from services.complaints.domain.rules import (
     Deadlines,
     EscalationReason,
     Outcome,
-    Payment,
     Priority,
     Remedy,
     Sla,
@@ -57,7 +56,6 @@ from services.complaints.domain.rules import (
     quality_issue_coupon,
     resolution_hours,
     sla_deadlines,
-    split_payments,
     timer_due,
 )
 
@@ -87,7 +85,6 @@ __all__ = [
     "OrderFacts",
     "OrderLine",
     "Outcome",
-    "Payment",
     "Priority",
     "RefundDue",
     "Remedy",
@@ -107,6 +104,5 @@ __all__ = [
     "quality_issue_coupon",
     "resolution_hours",
     "sla_deadlines",
-    "split_payments",
     "timer_due",
 ]

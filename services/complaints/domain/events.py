@@ -11,7 +11,6 @@ from datetime import datetime
 from services.complaints.domain.rules import (
     CaseKey,
     EscalationReason,
-    Payment,
     Priority,
     Sla,
     Template,
@@ -110,19 +109,19 @@ class CouponAwaitingApproval:
 
 @dataclass(frozen=True)
 class RefundDue:
+    """Ask the refund ledger for this refund (`refund.requested`); it caps it against the
+    order, splits it over the payment methods and reports it if issued after `due_by`."""
+
     case: CaseKey
     amount: int
     currency: str
     breakdown: tuple[tuple[str, int], ...]
-    payments: tuple[Payment, ...]
     due_by: datetime
-    issued_at: datetime
+    requested_at: datetime
 
     def __post_init__(self) -> None:
         if sum(amount for _, amount in self.breakdown) != self.amount:
             raise ValueError("a refund's breakdown must sum to its amount")
-        if sum(p.amount for p in self.payments) != self.amount:
-            raise ValueError("a refund's payments must sum to its amount")
 
 
 @dataclass(frozen=True)

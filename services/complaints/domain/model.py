@@ -52,7 +52,6 @@ from services.complaints.domain.rules import (
     require_aware,
     resolution_hours,
     sla_deadlines,
-    split_payments,
     timer_due,
 )
 from shared.policy import ComplaintsPolicy
@@ -124,7 +123,7 @@ class Compensation:
     coupon_status: CouponStatus = CouponStatus.NONE
     coupon_granted_at: datetime | None = None
     coupon_expires_at: datetime | None = None
-    refund_amount: int = 0
+    refund_amount: int = 0  # goods and outbound shipping asked of the refund ledger
     reshipment: bool = False
     late_shipment_refund: int = 0  # the order's penalty, issued now or before
     late_shipment_refund_earlier: bool = False  # issued before, by the late-shipment watch
@@ -133,10 +132,15 @@ class Compensation:
     reviewed_at: datetime | None = None
 
     @property
-    def gives_anything(self) -> bool:
+    def has_news_besides_the_refund(self) -> bool:
+        """A coupon (or a supervisor's coupon decision), a replacement or the late-shipment
+        penalty to tell the buyer about.
+
+        A goods or shipping refund alone is told by the refund notice (the notifier, on
+        `refund.issued`), with the amount the ledger issued after its order-level cap.
+        """
         return bool(
             self.coupon_value
-            or self.refund_amount
             or self.reshipment
             or self.late_shipment_refund
             or self.coupon_by_supervisor
@@ -436,13 +440,11 @@ class Complaint:
                     amount=amount,
                     currency=facts.currency,
                     breakdown=tuple(breakdown),
-                    payments=split_payments(amount, facts.payments),
                     due_by=due_by,
-                    issued_at=now,
+                    requested_at=now,
                 )
             )
-            if now > due_by:
-                events.append(SlaBreached(self.case, Sla.REFUND, due_by, now, self.round))
+            # Issued late, the refund ledger reports it (SPEC 4.11).
 
         if category == Category.MISSING_ITEM or (
             category in _REMEDY_CATEGORIES and remedy == Remedy.RESHIP
@@ -487,7 +489,7 @@ class Complaint:
                     )
                 )
         self.compensation = comp
-        if comp.gives_anything:
+        if comp.has_news_besides_the_refund:
             events.append(self._compensated_notice(category, comp))
         return events
 
@@ -690,13 +692,15 @@ class Complaint:
             "category": category.value,
             "currency": comp.currency,
         }
-        refunded_now = comp.refund_amount
-        if not comp.late_shipment_refund_earlier:
-            refunded_now += comp.late_shipment_refund
-        elif comp.late_shipment_refund:
+        # A goods or shipping refund is named without its amount: the ledger may cut it, and
+        # the refund notice states what it issued. The late-shipment penalty is compensation,
+        # which the ledger never cuts (SPEC 4.11), so its amount is the one issued.
+        if comp.refund_amount:
+            params["refund"] = 1
+        if comp.late_shipment_refund_earlier and comp.late_shipment_refund:
             params["late_shipment_refund_earlier"] = comp.late_shipment_refund
-        if refunded_now:
-            params["refund_amount"] = refunded_now
+        elif comp.late_shipment_refund:
+            params["late_shipment_refund"] = comp.late_shipment_refund
         if comp.reshipment:
             params["reshipment"] = 1
         if comp.coupon_status == CouponStatus.GRANTED:

@@ -16,7 +16,6 @@ from services.complaints.domain.events import (
     DomainEvent,
     Notify,
     RefundDue,
-    SlaBreached,
     TimerCancelled,
     TimerSet,
 )
@@ -24,8 +23,6 @@ from services.complaints.domain.rules import (
     FULFIL_WITHIN,
     CaseKey,
     CaseType,
-    Payment,
-    Sla,
     Template,
     TimerKind,
     instant_from_json,
@@ -33,7 +30,6 @@ from services.complaints.domain.rules import (
     instant_to_json,
     late_shipment_amount,
     require_aware,
-    split_payments,
     timer_due,
 )
 from shared.policy import ComplaintsPolicy
@@ -82,12 +78,10 @@ class OrderFacts:
     currency: str
     lines: tuple[OrderLine, ...]
     shipping_fee_paid: int
-    payments: tuple[Payment, ...]
     presale_ship_by: datetime | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lines", tuple(self.lines))
-        object.__setattr__(self, "payments", tuple(self.payments))
         require_aware(self.paid_at, "paid_at")
         if self.presale_ship_by is not None:
             require_aware(self.presale_ship_by, "presale_ship_by")
@@ -120,7 +114,6 @@ class OrderFacts:
             "currency": self.currency,
             "lines": [line.to_dict() for line in self.lines],
             "shipping_fee_paid": self.shipping_fee_paid,
-            "payments": [p.to_dict() for p in self.payments],
             "presale_ship_by": instant_to_json(self.presale_ship_by),
         }
 
@@ -133,7 +126,6 @@ class OrderFacts:
             currency=str(data["currency"]),
             lines=tuple(OrderLine.from_dict(line) for line in data["lines"]),
             shipping_fee_paid=int(data["shipping_fee_paid"]),
-            payments=tuple(Payment.from_dict(p) for p in data["payments"]),
             presale_ship_by=instant_from_json(data.get("presale_ship_by")),
         )
 
@@ -272,7 +264,7 @@ class ShopOrder:
     ) -> list[DomainEvent]:
         """The late-shipment refund (5 % of the goods, at most 3000), once per order.
 
-        Due `owed_at` + 24 h; issued at once, and past that due time also an `sla.breached`.
+        Due `owed_at` + 24 h; asked of the refund ledger at once.
         """
         facts = self.facts
         if facts is None:
@@ -297,13 +289,11 @@ class ShopOrder:
                     amount=amount,
                     currency=facts.currency,
                     breakdown=((COMPENSATION, amount),),
-                    payments=split_payments(amount, facts.payments),
                     due_by=due_by,
-                    issued_at=now,
+                    requested_at=now,
                 )
             )
-            if now > due_by:
-                events.append(SlaBreached(self.case, Sla.REFUND, due_by, now))
+            # Issued late, the refund ledger reports it (SPEC 4.11).
         if apologise:
             assert self.ship_by is not None
             events.append(

@@ -5,13 +5,11 @@ Pure functions only; money is integer minor units throughout.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
 
-from shared.money import percent_bp, split_largest_remainder
+from shared.money import percent_bp
 from shared.policy import ComplaintsPolicy
 
 # A refund or reshipment a complaint causes is due this long after the decision that caused it
@@ -65,8 +63,7 @@ class TimerKind(StrEnum):
 class Sla(StrEnum):
     FIRST_RESPONSE = "complaint_first_response"
     RESOLUTION = "complaint_resolution"
-    REFUND = "refund"
-    RESHIPMENT = "reshipment"
+    RESHIPMENT = "reshipment"  # a late refund is the refund ledger's to report (SPEC 4.11)
 
 
 class Priority(StrEnum):
@@ -223,37 +220,3 @@ def coupon_for(category: Category, goods_total: int, policy: ComplaintsPolicy) -
         Category.SERVICE_ATTITUDE: policy.service_attitude_coupon,
     }
     return fixed.get(category, 0)
-
-
-@dataclass(frozen=True)
-class Payment:
-    """One payment method of an order, or one part of a refund split over them."""
-
-    method: str
-    amount: int
-
-    def __post_init__(self) -> None:
-        if self.amount < 0:
-            raise ValueError("payment amount must not be negative")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "amount": self.amount}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Payment:
-        return cls(method=str(data["method"]), amount=int(data["amount"]))
-
-
-def split_payments(amount: int, payments: Sequence[Payment]) -> tuple[Payment, ...]:
-    """`amount` split pro rata over the order's payment methods (largest remainder).
-
-    Parts of zero are left out; the parts always sum to `amount`.
-    """
-    if amount == 0:
-        return ()
-    parts = split_largest_remainder(amount, [p.amount for p in payments])
-    return tuple(
-        Payment(method=p.method, amount=part)
-        for p, part in zip(payments, parts, strict=True)
-        if part > 0
-    )

@@ -18,9 +18,9 @@ Where the SPEC is silent, the domain decides:
   lines (earlier no-reason returns count towards "fully returned").
 - Deductions apply in a fixed order (free-shipping deduction, then gift charge), each clipped
   at the running total; a once-per-order deduction clipped to zero is not yet "taken".
-- A completed refund-kind return always yields a refund, even of 0 (e.g. a gift alone); its
-  payment split leaves out zero parts. A seller-fault exchange yields a refund only when
-  return freight is reimbursed.
+- A completed refund-kind return always asks the refund ledger for a refund, even of 0 (e.g.
+  a gift alone), so the case closes there too. A seller-fault exchange asks for one only when
+  return freight is reimbursed. The ledger, not this domain, splits refunds over payments.
 - Return freight learnt after completion (return.shipped behind the return-leg signature): a
   seller-fault return reimburses it once, as a supplementary refund of the freight alone.
 - Return leg signed, shipped, inspected, evidence or cancelled before return.requested: kept
@@ -48,11 +48,9 @@ from services.returns.domain.model import (
     ReturnRequest,
 )
 from services.returns.domain.refunds import (
-    Payment,
     RefundCalculation,
     calculate_refund,
     calculate_return_shipping_refund,
-    split_payments,
 )
 from services.returns.domain.rules import (
     Payer,
@@ -76,7 +74,6 @@ __all__ = [
     "OrderLedger",
     "OrderLine",
     "Payer",
-    "Payment",
     "RefundCalculation",
     "RefundDue",
     "ReshipmentDue",
@@ -97,5 +94,4 @@ __all__ = [
     "event_from_dict",
     "event_to_dict",
     "no_reason_deadline",
-    "split_payments",
 ]

@@ -123,7 +123,8 @@ class TimerCancelled:
 
 @dataclass(frozen=True)
 class RefundDue:
-    """Issue this refund now (refund.issued); `issued_at` is the decision instant.
+    """Ask the refund ledger for this refund now (refund.requested); `requested_at` is the
+    decision instant.
 
     `supplementary`: the return freight alone, learnt after the return's main refund; a refund
     of its own (its own refund id), never a second main refund.
@@ -133,18 +134,18 @@ class RefundDue:
 
     calculation: RefundCalculation
     due_by: datetime
-    issued_at: datetime
+    requested_at: datetime
     supplementary: bool = False
 
     def __post_init__(self) -> None:
         require_aware(self.due_by, "due_by")
-        require_aware(self.issued_at, "issued_at")
+        require_aware(self.requested_at, "requested_at")
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "calculation": self.calculation.to_dict(),
             "due_by": instant_to_json(self.due_by),
-            "issued_at": instant_to_json(self.issued_at),
+            "requested_at": instant_to_json(self.requested_at),
             "supplementary": self.supplementary,
         }
 
@@ -153,7 +154,7 @@ class RefundDue:
         return cls(
             calculation=RefundCalculation.from_dict(data["calculation"]),
             due_by=_instant(data["due_by"]),
-            issued_at=_instant(data["issued_at"]),
+            requested_at=_instant(data["requested_at"]),
             supplementary=bool(data.get("supplementary", False)),
         )
 

@@ -40,8 +40,10 @@ class MessageFacts:
     wait_hours: int | None = None
     no_reason_days: int = 7
     quality_claim_days: int = 15
-    amount: int | None = None  # estimate on approval, refunded amount on completion
-    return_shipping: int = 0  # freight reimbursed on a completed exchange
+    # The estimate on approval; on completion what was requested (its amount is never stated:
+    # the refund ledger may cut it, and the refund notice tells what was issued).
+    amount: int | None = None
+    return_shipping: int = 0  # freight requested back on a completed exchange
     payer: Payer | None = None
     return_shipping_cap: int | None = None
     refund_deadline_hours: int = 24
@@ -259,11 +261,10 @@ def _completed(facts: MessageFacts) -> Message:
             "dispatched; please watch for its tracking updates.",
         )
         if facts.return_shipping > 0:
-            fee = money(facts.return_shipping, facts.currency)
             text = Message(
-                text.zh + f"您支付的寄回运费{fee.zh}已按原支付方式退回。",
-                text.en + f" The return freight you paid ({fee.en}) has been refunded to your "
-                "original payment method.",
+                text.zh + "您支付的寄回运费将按原支付方式退回，退款金额以退款通知为准。",
+                text.en + " The return freight you paid is being refunded to your original "
+                "payment method; a separate message confirms the amount.",
             )
         return text
     if not facts.amount:
@@ -272,11 +273,11 @@ def _completed(facts: MessageFacts) -> Message:
             "Hello, your return has been completed; no amount is due back for it. If you have "
             "questions about the amount, customer service can walk you through the details.",
         )
-    amount = money(facts.amount, facts.currency)
     return Message(
-        f"您好，仓库已签收您寄回的商品，退款{amount.zh}已按原支付方式退回，请注意查收。感谢您的耐心！",
-        f"Hello, the warehouse has received your return and the refund of {amount.en} has been "
-        "sent to your original payment method(s). Thank you for your patience!",
+        "您好，仓库已签收您寄回的商品，退款正在按原支付方式退回，退款金额以退款通知为准。感谢您的耐心！",
+        "Hello, the warehouse has received your return and your refund is on its way to your "
+        "original payment method(s); a separate message confirms the amount. Thank you for "
+        "your patience!",
     )
 
 

@@ -1,11 +1,14 @@
 """Refund money for returns (SPEC 4.7, 4.8, 4.10). Integer minor units only.
 
+What a return owes the buyer, by kind. The refund ledger (SPEC 4.11) caps it against the
+order's refunds from every service and splits it over the payment methods.
+
 The model imports this module, so model types are imported for typing only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -16,7 +19,7 @@ from services.returns.domain.rules import (
     return_shipping_cap,
     return_shipping_payer,
 )
-from shared.money import per_unit_share, split_largest_remainder
+from shared.money import per_unit_share
 from shared.policy import FreeShippingDeduction, Policy, ReturnsPolicy
 
 if TYPE_CHECKING:
@@ -28,25 +31,6 @@ OUTBOUND_SHIPPING = "outbound_shipping"
 RETURN_SHIPPING = "return_shipping"
 FREE_SHIPPING_DEDUCTION = "free_shipping_deduction"
 GIFT_CHARGE = "gift_charge"
-
-
-@dataclass(frozen=True)
-class Payment:
-    """One payment method of an order, or one part of a refund split over them."""
-
-    method: str
-    amount: int
-
-    def __post_init__(self) -> None:
-        if self.amount < 0:
-            raise ValueError("payment amount must not be negative")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "amount": self.amount}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Payment:
-        return cls(method=data["method"], amount=int(data["amount"]))
 
 
 class RefundableRequest(Protocol):
@@ -86,7 +70,6 @@ class RefundCalculation:
     free_shipping_deduction: int = 0
     gift_charge: int = 0
     full_return: bool = False
-    payments: list[Payment] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.amount < 0:
@@ -111,7 +94,6 @@ class RefundCalculation:
             "free_shipping_deduction": self.free_shipping_deduction,
             "gift_charge": self.gift_charge,
             "full_return": self.full_return,
-            "payments": [payment.to_dict() for payment in self.payments],
         }
 
     @classmethod
@@ -132,31 +114,7 @@ class RefundCalculation:
             free_shipping_deduction=int(data.get("free_shipping_deduction", 0)),
             gift_charge=int(data.get("gift_charge", 0)),
             full_return=bool(data.get("full_return", False)),
-            payments=[Payment.from_dict(item) for item in data.get("payments", [])],
         )
-
-
-def split_payments(amount: int, payments: Sequence[Payment]) -> list[Payment]:
-    """Split a refund pro rata over the order's payment methods, largest remainder.
-
-    Parts sum exactly to `amount`; zero parts are left out. An order whose payments are all
-    zero (nothing was paid) has the refund split evenly over its methods.
-    """
-    if amount < 0:
-        raise ValueError("a refund is never negative")
-    if amount == 0:
-        return []
-    if not payments:
-        raise ValueError("the order has no payment method to refund to")
-    weights = [payment.amount for payment in payments]
-    if sum(weights) == 0:
-        weights = [1] * len(payments)
-    parts = split_largest_remainder(amount, weights)
-    return [
-        Payment(method=payment.method, amount=part)
-        for payment, part in zip(payments, parts, strict=True)
-        if part
-    ]
 
 
 def _guard(goods_by_line: dict[str, int], refundable: int) -> int:
@@ -257,7 +215,6 @@ def calculate_refund(
         free_shipping_deduction=free_shipping,
         gift_charge=gift_charge,
         full_return=full_return,
-        payments=split_payments(running, order.payments),
     )
 
 
@@ -285,7 +242,6 @@ def calculate_return_shipping_refund(
         breakdown=[(RETURN_SHIPPING, amount)] if amount else [],
         return_shipping_payer=return_shipping_payer(request.reason, order),
         return_shipping=amount,
-        payments=split_payments(amount, order.payments),
     )
 
 

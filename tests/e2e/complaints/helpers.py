@@ -34,7 +34,7 @@ INPUT_TOPICS = (topics.ORDERS, topics.COMPLAINTS, topics.FOLLOWUPS)
 OUTPUT_TOPICS = (
     topics.NOTIFICATIONS,
     topics.COUPONS,
-    topics.REFUNDS,
+    topics.REFUND_REQUESTS,
     topics.FULFILMENT,
     topics.SLA,
     topics.ESCALATIONS,

@@ -37,7 +37,7 @@ from .events import encode, topic_of
 T0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
 OUTPUT_TOPICS = (
     topics.RETURN_DECISIONS,
-    topics.REFUNDS,
+    topics.REFUND_REQUESTS,
     topics.FULFILMENT,
     topics.SLA,
     dead_letter_topic("returns"),

@@ -17,9 +17,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.returns import tables
-from services.returns.handlers import refund_id
 from shared.clock import ManualClock
 from shared.contracts import deterministic_id, topics
+from shared.contracts.ids import refund_id
 from shared.messaging.relay import CONTENT_TYPE
 from shared.settings import Settings
 from tests.polling import eventually
@@ -63,7 +63,7 @@ async def second_refund(
     one outbox in commit order), so once they are on the topics no late duplicate can follow."""
     r2 = unique("R2")
     await platform.publish(return_requested(o, r2, at=now), return_signed(o, r2, at=now))
-    [marker] = await outputs.wait(o, "refund.issued", where=lambda e: e.data["case"]["id"] == r2)
+    [marker] = await outputs.wait(o, "refund.requested", where=lambda e: e.data["case"]["id"] == r2)
     await outputs.wait(o, "return.completed", where=lambda e: e.data["return_id"] == r2)
     return r2, marker.data
 
@@ -76,7 +76,7 @@ def refunds_of(outputs: Outputs, o: str, r: str | None = None) -> list:
     """Refunds of the order's returns (of one return when `r` is given)."""
     return [
         e
-        for e in outputs.of(o, "refund.issued")
+        for e in outputs.of(o, "refund.requested")
         if e.data["case"]["type"] == "return" and r in (None, e.data["case"]["id"])
     ]
 
@@ -88,22 +88,19 @@ async def test_full_return_flow_reaches_finance(
     now = clock.now()
     await platform.publish(*approved_flow(o, r, now), return_signed(o, r, at=now))
 
-    [refund] = await outputs.wait(o, "refund.issued")
+    [refund] = await outputs.wait(o, "refund.requested")
     data = refund.data
     assert data["refund_id"] == refund_id("return", r)
-    assert refund.event["id"] == deterministic_id("refund.issued", data["refund_id"])
+    assert refund.event["id"] == deterministic_id("refund.requested", data["refund_id"])
     assert data["order_id"] == o and data["customer_id"] == "C-e2e"
     assert data["case"] == {"type": "return", "id": r}
     assert data["amount"] == 9950  # one of two sweaters paid 19900 together
     assert data["breakdown"] == [{"kind": "goods", "amount": 9950}]
-    # 9950 over alipay 14925 / coupon 4975: 7462.5 and 2487.5, the tie goes to alipay.
-    assert data["payments"] == [
-        {"method": "alipay", "amount": 7463},
-        {"method": "coupon", "amount": 2487},
-    ]
+    assert "payments" not in data  # the refund ledger splits over alipay and coupon
+    assert data["requested_by"] == "returns"
     assert data["return_shipping_payer"] == "buyer"
     assert when(data["due_by"]) == now + 24 * H
-    assert refund.record.topic == topics.REFUNDS
+    assert refund.record.topic == topics.REFUND_REQUESTS
     assert refund.record.key == o.encode()
     assert dict(refund.record.headers)["content-type"] == CONTENT_TYPE.encode()
     assert refund.event["correlationid"] == r
@@ -126,7 +123,7 @@ async def test_duplicated_and_interleaved_deliveries_give_one_refund(
         paid, signed, paid, requested, signed, requested, paid, shipped,
         back, requested, back, shipped, back, signed,
     )  # fmt: skip
-    [refund] = await outputs.wait(o, "refund.issued")
+    [refund] = await outputs.wait(o, "refund.requested")
     assert refund.data["amount"] == 9950
 
     r2, marker = await second_refund(platform, outputs, o, now)
@@ -180,12 +177,12 @@ async def test_restart_mid_flow_loses_nothing(
     await outputs.wait(o, "return.approved")
 
     await service.stop()
-    assert outputs.of(o, "refund.issued") == []
+    assert outputs.of(o, "refund.requested") == []
     # The warehouse signs while the service is down.
     await platform.publish(return_signed(o, r, at=now + H))
     await service.start()
 
-    [refund] = await outputs.wait(o, "refund.issued")
+    [refund] = await outputs.wait(o, "refund.requested")
     assert refund.data["amount"] == 9950
     assert when(refund.data["due_by"]) == now + 25 * H
     await second_refund(platform, outputs, o, now)
@@ -207,7 +204,7 @@ async def test_crash_between_database_commit_and_offset_commit_refunds_once(
     o, r = unique("O"), unique("R")
     now = clock.now()
     sent = await platform.publish(*approved_flow(o, r, now), return_signed(o, r, at=now))
-    [refund] = await outputs.wait(o, "refund.issued")
+    [refund] = await outputs.wait(o, "refund.requested")
     await outputs.wait(o, "return.completed")
 
     await service.stop()
@@ -236,7 +233,7 @@ async def test_crash_between_database_commit_and_offset_commit_refunds_once(
         async with engine.connect() as conn:
             rows = await conn.execute(
                 select(outbox.c.payload).where(
-                    outbox.c.event_type == "refund.issued", outbox.c.key == o
+                    outbox.c.event_type == "refund.requested", outbox.c.key == o
                 )
             )
             cases = sorted(json.loads(payload)["data"]["case"]["id"] for payload in rows.scalars())
@@ -288,7 +285,7 @@ async def test_signature_wait_ends_on_the_running_scheduler(
     assert rejected.data["rule"] == "not_delivered"
     assert rejected.data["return_id"] == r
     assert when(rejected.data["decided_at"]) == clock.now()
-    assert outputs.of(o, "refund.issued") == []
+    assert outputs.of(o, "refund.requested") == []
 
 
 # --- helpers -----------------------------------------------------------------------------

@@ -4,6 +4,7 @@ parked low scores, redeliveries, the timer scheduler, and no personal data at re
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import datetime, timedelta
 
 from prometheus_client import REGISTRY
@@ -21,14 +22,13 @@ from services.complaints.domain.rules import (
     CaseKey,
     CaseType,
     EscalationReason,
-    Payment,
     Priority,
     Sla,
 )
 from services.complaints.handlers import _Emitter, complaint_lock, coupon_id, lock_keys
 from services.complaints.repository import ComplaintsRepository
 from shared.clock import ManualClock
-from shared.contracts import parse_event
+from shared.contracts import ids, parse_event
 from shared.db import UnitOfWork, session_factory
 from shared.messaging.context import HandlerContext
 
@@ -145,7 +145,7 @@ async def test_metrics_count_each_emitted_event_once_not_its_replays(
     await svc.feed(order_paid(o, c), opened(k, o, c, "quality_issue", at=T0 - H))
     case = CaseKey(CaseType.COMPLAINT, k)
     events = [
-        RefundDue(case, 500, "CNY", (("goods", 500),), (Payment("alipay", 500),), T0, T0),
+        RefundDue(case, 500, "CNY", (("goods", 500),), T0, T0),
         SlaBreached(case, Sla.FIRST_RESPONSE, T0 - MIN, T0),
         Escalated(EscalationReason.FIRST_RESPONSE_OVERDUE, Priority.HIGH, T0 - MIN, T0, 0),
         CouponGranted(500, "CNY", T0, T0 + timedelta(days=30), "quality_issue"),
@@ -154,8 +154,8 @@ async def test_metrics_count_each_emitted_event_once_not_its_replays(
 
     def counted() -> list[float]:
         samples = [
-            ("aftersales_refunds_total", {"case_type": "complaint"}),
-            ("aftersales_refund_amount_minor_total", {"currency": "CNY"}),
+            ("aftersales_refund_requests_total", {"case_type": "complaint"}),
+            ("aftersales_refund_requested_amount_minor_total", {"currency": "CNY"}),
             ("aftersales_sla_breaches_total", {"sla": "complaint_first_response"}),
             (
                 "aftersales_decisions_total",
@@ -203,10 +203,16 @@ async def test_the_late_shipment_timer_fires_through_the_scheduler(
     clock.advance(H)
     await svc.fire_due()  # the database is shared: other tests' due timers fire too
     outbox = await svc.outbox(o)
-    assert types(outbox) == ["refund.issued", "complaint.apology_late_shipment"]
+    assert types(outbox) == ["refund.requested", "complaint.apology_late_shipment"]
     refund = outbox[0]["data"]
     assert refund["case"] == {"type": "late_shipment", "id": o}
     assert refund["amount"] == 750
+    assert refund["breakdown"] == [{"kind": "compensation", "amount": 750}]
+    # the id the late-shipment refund always had: finance deduplicates on it
+    namespace = uuid.uuid5(uuid.NAMESPACE_URL, "urn:aftersales:ids:v1")
+    pinned = uuid.uuid5(namespace, json.dumps(["refund", "late_shipment", o]))
+    assert refund["refund_id"] == f"rf-{pinned}" == ids.refund_id("late_shipment", o)
+    assert refund["requested_by"] == "complaints" and "payments" not in refund
     assert outbox[0]["causationid"].startswith("timer:late_shipment:")
     await svc.feed(order_shipped(o, at=T0 - 70 * H))  # reported late: cannot claw back
     clock.advance(timedelta(days=1))

@@ -503,7 +503,13 @@ def decision(
     return envelope(type_, data)
 
 
-def refund(customer_id: str, case_type: str, case_id: str, amount: int) -> dict[str, Any]:
+def refund(
+    customer_id: str,
+    case_type: str,
+    case_id: str,
+    amount: int,
+    breakdown: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     return envelope(
         "refund.issued",
         {
@@ -513,7 +519,7 @@ def refund(customer_id: str, case_type: str, case_id: str, amount: int) -> dict[
             "case": {"type": case_type, "id": case_id},
             "amount": amount,
             "currency": "CNY",
-            "breakdown": [{"kind": "compensation", "amount": amount}],
+            "breakdown": breakdown or [{"kind": "compensation", "amount": amount}],
             "payments": [{"method": "alipay", "amount": amount}] if amount else [],
             "due_by": "2024-05-02T10:00:00+08:00",
             "issued_at": T0.isoformat(),

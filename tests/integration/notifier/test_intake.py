@@ -49,14 +49,16 @@ async def test_return_decisions_and_refunds_become_notifications(
         kit.order_paid(customer),
         rejected,
         kit.decision("return.pending", customer, rule="evidence_missing", waiting_for="evidence"),
-        kit.refund(customer, "return", "R1", 9000),  # told by return.completed
+        # what the refund ledger issued: return.completed does not state an amount it may cut
+        kit.refund(customer, "return", "R1", 9000, [{"kind": "goods", "amount": 9000}]),
         kit.refund(customer, "late_shipment", "O1", 500),  # told by the late-shipment apology
         kit.refund(customer, "complaint", "K9", 0),  # nothing to tell
     )
     await h.consume(rejected)  # a redelivered decision: once
     await h.fire()
     texts = {r.body["template"]: r.body["text"] for r in gateway.received()}
-    assert set(texts) == {"return.rejected", "return.pending"}
+    assert set(texts) == {"return.rejected", "return.pending", "refund.issued"}
+    assert "售后单号 R1" in texts["refund.issued"] and "¥90.00" in texts["refund.issued"]
     assert texts["return.rejected"].startswith(
         "售后申请未能通过\n您好，很抱歉，7天无理由退货期限已结束"
     )
@@ -83,6 +85,16 @@ async def test_return_decisions_and_refunds_become_notifications(
     assert by_template["refund.issued"]["language"] == "en"
     assert "we have refunded CNY 12.00" in by_template["refund.issued"]["text"]
     assert "Hello, we are sorry: the 7-day period ended" in by_template["return.approved"]["text"]
+
+    # A refund the order-level cap cut to nothing is told, so the buyer is not left waiting.
+    third = kit.uid("C")
+    cut = [{"kind": "goods", "amount": 1200}, {"kind": "already_refunded", "amount": -1200}]
+    await h.consume(
+        kit.order_paid(third, language="en-US"), kit.refund(third, "complaint", "K2", 0, cut)
+    )
+    await h.fire()
+    [told] = [r.body for r in gateway.received() if r.body["text"].find("K2") >= 0]
+    assert "already refunded in full" in told["text"] and "CNY" not in told["text"]
 
 
 async def test_return_decisions_use_the_returns_english_message_for_english_buyers(

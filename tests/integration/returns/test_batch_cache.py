@@ -92,7 +92,7 @@ async def test_one_batch_has_the_outcome_of_one_event_per_batch(svc: ReturnsServ
         got = await outcome(svc, o1, {a1: "r1", b1: "r2"})
         assert got == await outcome(svc, o2, {a2: "r1", b2: "r2"})
         # r1 took one of the two units and was refunded half (rounded down); r2 asked for two.
-        assert ("refund.issued", "r1", None, None, 12950) in got
+        assert ("refund.requested", "r1", None, None, 12950) in got
         assert ("return.rejected", "r2", "quantity_exceeds_purchased", None, None) in got
         assert (await svc.return_state(a1))["status"] == "completed"
     assert await outcome(svc, extra_together[0], {extra_together[1]: "r"}) == await outcome(
@@ -109,7 +109,7 @@ async def test_a_later_event_of_the_batch_sees_the_units_an_earlier_one_reserved
     got = await outcome(svc, o1, {a1: "r1", b1: "r2"})
     assert got == await outcome(svc, o2, {a2: "r1", b2: "r2"})
     assert ("return.rejected", "r1", "quantity_exceeds_purchased", None, None) in got
-    assert ("refund.issued", "r2", None, None, 12950) in got
+    assert ("refund.requested", "r2", None, None, 12950) in got
 
 
 @contextmanager
@@ -139,7 +139,7 @@ async def test_a_batch_reads_its_aggregates_in_four_statements_and_writes_once_p
         with selects(svc.engine) as seen[size]:
             await svc.feed(*[e for o, r in flows for e in plain(o, r)])
         for o, _ in flows:
-            refunds = await svc.outbox(o, "refund.issued")
+            refunds = await svc.outbox(o, "refund.requested")
             assert [e.data["amount"] for e in refunds] == [6000]
     assert seen[25]["lock"] == 1 and seen[25]["read"] == 4
     # inbox, orders, ledgers, signatures, return requests, outbox, timers: whatever the size
@@ -156,4 +156,4 @@ async def test_a_return_named_with_another_order_is_still_dead_lettered(
     letters = await svc.outbox(o2, "event.deadlettered")
     assert [e.data["reason"] for e in letters] == ["handler_error"]
     assert (await svc.return_state(r))["order_id"] == o1
-    assert [e.data["amount"] for e in await svc.outbox(o2, "refund.issued")] == [6000]
+    assert [e.data["amount"] for e in await svc.outbox(o2, "refund.requested")] == [6000]

@@ -12,10 +12,11 @@ import pytest
 from prometheus_client import REGISTRY
 
 from services.returns.domain import Decided, RefundDue, Rule, Sla, SlaBreached
-from services.returns.handlers import ReturnsHandlers, _Case, refund_id
+from services.returns.handlers import ReturnsHandlers, _Case
 from services.returns.repository import ReturnsRepository
 from shared.clock import ManualClock
 from shared.contracts import CloudEvent, topics
+from shared.contracts.ids import refund_id
 from shared.db import UnitOfWork
 from shared.messaging.consumer import EventProcessor
 from shared.messaging.context import HandlerContext
@@ -38,7 +39,7 @@ from .helpers import (
     unique,
 )
 
-FLOW = ["return.approved", "refund.issued", "return.completed"]
+FLOW = ["return.approved", "refund.requested", "return.completed"]
 
 
 def flow(o: str, r: str, *, paid: int = 25900) -> list[dict[str, Any]]:
@@ -98,7 +99,7 @@ async def test_replay_of_every_event_under_new_ids_issues_no_second_refund(
 
     after = await svc.outbox(o)
     assert after == before
-    [refund] = await svc.outbox(o, "refund.issued")
+    [refund] = await svc.outbox(o, "refund.requested")
     assert refund.data["refund_id"] == refund_id("return", r)
     ledger = await svc.ledger(o)
     assert ledger["units_refunded"] == {"L1": 2} and ledger["goods_refunded"] == 25900
@@ -169,7 +170,7 @@ async def test_concurrent_instances_do_not_lose_a_ledger_update(
         svc.feed(return_signed(o, r1, at=T0)),
         other.feed(return_signed(o, r2, at=T0)),
     )
-    refunds = [e.data["amount"] for e in await svc.outbox(o, "refund.issued")]
+    refunds = [e.data["amount"] for e in await svc.outbox(o, "refund.requested")]
     assert sorted(refunds) in ([333, 667], [334, 666])
     assert sum(refunds) == 1000
     ledger = await svc.ledger(o)
@@ -263,7 +264,7 @@ async def test_cancellation_before_the_request_closes_the_case(
     assert (closed.type, closed.data["rule"]) == ("return.completed", "cancelled")
     assert closed.data["customer_id"] == "C-1"  # the order's buyer: the request is not in yet
     await svc.feed(return_requested(o, r, at=T0 - H), return_signed(o, r, at=T0 + H))
-    assert await svc.outbox(o, "refund.issued") == []
+    assert await svc.outbox(o, "refund.requested") == []
     assert (await svc.return_state(r))["status"] == "cancelled"
 
 
@@ -285,7 +286,7 @@ async def test_cancellation_after_approval_releases_the_units(
         ("return.approved", r2, "eligible"),
         ("return.completed", r2, "eligible"),
     ]
-    [refund] = await svc.outbox(o, "refund.issued")
+    [refund] = await svc.outbox(o, "refund.requested")
     assert (refund.data["case"]["id"], refund.data["amount"]) == (r2, 7000)
 
 
@@ -296,8 +297,8 @@ async def test_metrics_count_a_replayed_refund_decision_or_breach_once(
 
     def counted() -> tuple[float, ...]:
         samples = [
-            ("aftersales_refunds_total", {"case_type": "return"}),
-            ("aftersales_refund_amount_minor_total", {"currency": "CNY"}),
+            ("aftersales_refund_requests_total", {"case_type": "return"}),
+            ("aftersales_refund_requested_amount_minor_total", {"currency": "CNY"}),
             ("aftersales_decisions_total", {"type": "return.completed", "rule": "eligible"}),
             ("aftersales_sla_breaches_total", {"sla": "refund"}),
         ]
@@ -308,7 +309,7 @@ async def test_metrics_count_a_replayed_refund_decision_or_breach_once(
 
     o, r = unique("O"), unique("R")
     await svc.feed(*flow(o, r))
-    [refund] = await svc.outbox(o, "refund.issued")
+    [refund] = await svc.outbox(o, "refund.requested")
     handlers = ReturnsHandlers(svc.policy)
 
     async def publish_again() -> None:
@@ -338,7 +339,7 @@ async def test_metrics_count_a_replayed_refund_decision_or_breach_once(
     assert [b - a for a, b in zip(before, first, strict=True)] == [0, 0, 1, 1]
     await publish_again()  # everything is a replay now
     assert counted() == first
-    assert await svc.outbox(o, "refund.issued") == [refund]
+    assert await svc.outbox(o, "refund.requested") == [refund]
 
 
 def _data(event: dict[str, Any], **changes: Any) -> dict[str, Any]:

@@ -13,7 +13,6 @@ from services.complaints.domain import (
     DomainEvent,
     OrderFacts,
     OrderLine,
-    Payment,
     ShopOrder,
 )
 from shared.policy import ComplaintsPolicy
@@ -35,7 +34,6 @@ def facts(
     order_id: str = "o1",
     customer_id: str = "c1",
     shipping_fee_paid: int = 0,
-    payments: Iterable[Payment] | None = None,
     paid_at: datetime = T0 - 2 * DAY,
     presale_ship_by: datetime | None = None,
     currency: str = "CNY",
@@ -48,7 +46,6 @@ def facts(
     ]
     if gift:
         lines.append(OrderLine(line_id="gift", quantity=1, paid_amount=0, is_gift=True))
-    total = sum(amounts) + shipping_fee_paid
     return OrderFacts(
         order_id=order_id,
         customer_id=customer_id,
@@ -56,7 +53,6 @@ def facts(
         currency=currency,
         lines=tuple(lines),
         shipping_fee_paid=shipping_fee_paid,
-        payments=tuple(payments) if payments is not None else (Payment("alipay", total),),
         presale_ship_by=presale_ship_by,
     )
 

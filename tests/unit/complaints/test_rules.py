@@ -1,5 +1,5 @@
 """Complaints rules at their boundaries: SLA deadlines, coupon amounts, the late-shipment
-amount, payment splits."""
+amount."""
 
 from __future__ import annotations
 
@@ -9,14 +9,12 @@ import pytest
 
 from services.complaints.domain import (
     Category,
-    Payment,
     coupon_for,
     is_complex,
     late_shipment_amount,
     quality_issue_coupon,
     resolution_hours,
     sla_deadlines,
-    split_payments,
 )
 
 from . import POLICY, T0, policy
@@ -122,16 +120,3 @@ def test_coupon_amounts_follow_the_policy() -> None:
     assert coupon_for(Category.SERVICE_ATTITUDE, 0, rules) == 800
     assert coupon_for(Category.QUALITY_ISSUE, 0, rules) == 100
     assert coupon_for(Category.QUALITY_ISSUE, 10**6, rules) == 200
-
-
-def test_split_payments_pro_rata_with_largest_remainder() -> None:
-    payments = (Payment("alipay", 7000), Payment("coupon", 2000), Payment("points", 1000))
-    split = split_payments(1001, payments)
-    assert split == (Payment("alipay", 701), Payment("coupon", 200), Payment("points", 100))
-    assert sum(p.amount for p in split) == 1001
-
-
-def test_split_payments_leaves_out_zero_parts_and_nothing_for_zero() -> None:
-    payments = (Payment("alipay", 9999), Payment("points", 1))
-    assert split_payments(3, payments) == (Payment("alipay", 3),)
-    assert split_payments(0, payments) == ()

@@ -56,7 +56,8 @@ CATALOGUE: dict[str, tuple[dict[str, str | int], dict[str, str | int]]] = {
             "order_id": "O1",
             "category": "quality_issue",
             "currency": "CNY",
-            "refund_amount": 1200,
+            "refund": 1,
+            "late_shipment_refund": 700,
             "reshipment": 1,
             "coupon_value": 500,
             "coupon_expires_at": T,
@@ -227,3 +228,18 @@ def test_templates_never_reference_contact_data() -> None:
         text = path.read_text(encoding="utf-8")
         for field in ("phone", "email", "customer_name", "name }}"):
             assert field not in text, (path.name, field)
+
+
+def test_the_compensation_notice_leaves_the_refund_amount_to_the_refund_notice(
+    renderer: Renderer,
+) -> None:
+    params = {"complaint_id": "K1", "currency": "CNY", "refund": 1, "coupon_value": 500}
+    en = renderer.render("complaint.compensated", params, ("en",)).body
+    zh = renderer.render("complaint.compensated", params, ("zh-CN",)).body
+    assert "a separate message confirms the amount" in en and "以退款通知为准" in zh
+    assert "CNY 5.00" in en  # the coupon's value is this notice's to tell
+    issued = {"order_id": "O1", "case_type": "return", "case_id": "R1", "currency": "CNY"}
+    assert (
+        "for your return R1, we have refunded CNY 45.00"
+        in renderer.render("refund.issued", {**issued, "amount": 4500}, ("en",)).body
+    )

@@ -14,7 +14,6 @@ from services.returns.domain import (
     Order,
     OrderLedger,
     OrderLine,
-    Payment,
     RefundDue,
     ReturnRequest,
 )
@@ -68,12 +67,10 @@ def order(
     standard_shipping_fee: int = 800,
     threshold: int | None = None,
     insurance: bool = False,
-    payments: Iterable[Payment] | None = None,
     signed_at: datetime | None = SIGNED,
     currency: str = "CNY",
 ) -> Order:
     lines = lines or (line(),)
-    total = sum(item.paid_amount for item in lines) + shipping_fee_paid
     return Order(
         order_id="o1",
         shop_id="shop1",
@@ -85,7 +82,6 @@ def order(
         standard_shipping_fee=standard_shipping_fee,
         free_shipping_threshold=threshold,
         shipping_insurance=insurance,
-        payments=tuple(payments) if payments is not None else (Payment("alipay", total),),
         presale_ship_by=None,
         outbound_signed_at=signed_at,
     )

@@ -11,16 +11,13 @@ from hypothesis import strategies as st
 from services.returns.domain import (
     Decided,
     OrderLedger,
-    Payment,
     RefundDue,
     ReshipmentDue,
     ReturnRequest,
     ReturnStatus,
     TimerKind,
-    split_payments,
 )
 from services.returns.domain.rules import NO_REASON_REASONS, SELLER_FAULT_REASONS
-from shared.money import split_largest_remainder
 
 from . import SIGNED, SOON, Case, decided, line, only, order, policy
 
@@ -50,15 +47,6 @@ def orders(draw, *, signed=True):
         for i in range(draw(st.integers(0, 2)))
     ]
     shipping = draw(st.sampled_from([0, 0, 500, 1200]))
-    total = sum(item.paid_amount for item in paid_lines) + shipping
-    weights = draw(st.lists(st.integers(0, 10), min_size=1, max_size=3))
-    weights[0] += 1  # at least one method with weight
-    payments = [
-        Payment(method, amount)
-        for method, amount in zip(
-            ["alipay", "wechat", "card"], split_largest_remainder(total, weights), strict=False
-        )
-    ]
     return order(
         *paid_lines,
         *gifts,
@@ -66,7 +54,6 @@ def orders(draw, *, signed=True):
         standard_shipping_fee=draw(st.sampled_from([0, 800, 1000])),
         threshold=draw(st.none() | st.integers(0, 300_000)),
         insurance=draw(st.booleans()),
-        payments=payments,
         signed_at=SIGNED if signed else None,
     )
 
@@ -76,8 +63,6 @@ def check_refund(due: RefundDue, cap: int) -> None:
     assert calc.amount >= 0
     assert sum(amount for _, amount in calc.breakdown) == calc.amount
     assert all(amount != 0 for _, amount in calc.breakdown)
-    assert sum(p.amount for p in calc.payments) == calc.amount
-    assert all(p.amount > 0 for p in calc.payments)
     assert 0 <= calc.return_shipping <= cap
     assert sum(calc.goods_by_line.values()) == calc.goods
 
@@ -142,21 +127,6 @@ def test_any_sequence_of_partial_returns_keeps_the_money_invariants(the_order, m
     if mode != "always":
         assert sum(due.calculation.free_shipping_deduction > 0 for due in refunds) <= 1
     assert case.ledger.reserved == {}
-
-
-@given(
-    amount=st.integers(0, 10**9),
-    payments=st.lists(
-        st.builds(Payment, st.sampled_from(["alipay", "wechat", "card"]), st.integers(0, 10**7)),
-        min_size=1,
-        max_size=4,
-    ),
-)
-def test_payment_split_sums_to_the_amount_and_no_part_is_negative(amount, payments):
-    parts = split_payments(amount, payments)
-    assert sum(part.amount for part in parts) == amount
-    assert all(part.amount > 0 for part in parts)
-    assert {part.method for part in parts} <= {payment.method for payment in payments}
 
 
 OPERATIONS = [
@@ -298,7 +268,7 @@ def test_return_freight_is_reimbursed_once_whether_shipped_before_or_after_the_s
     assert len(extra) == (0 if shipped_first or not expected else 1)
     for due in extra:
         assert due.calculation.breakdown == [("return_shipping", expected)]
-        assert due.due_by > due.issued_at == now + H
+        assert due.due_by > due.requested_at == now + H
     for due in refunds:
         check_refund(due, cap)
 

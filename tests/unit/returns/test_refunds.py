@@ -1,4 +1,4 @@
-"""Refund money (SPEC 4.7, 4.8, 4.10): partial returns, shipping, deductions, gifts, splits."""
+"""Refund money (SPEC 4.7, 4.8, 4.10): partial returns, shipping, deductions, gifts."""
 
 from __future__ import annotations
 
@@ -9,11 +9,9 @@ import pytest
 from services.returns.domain import (
     OrderLedger,
     Payer,
-    Payment,
     ReturnKind,
     calculate_refund,
     calculate_return_shipping_refund,
-    split_payments,
 )
 from shared.policy import Policy
 
@@ -146,7 +144,6 @@ def test_freight_learnt_after_the_refund_is_refunded_alone_up_to_the_cap(fee, re
     the_order = order(
         line(quantity=2, paid=20000),
         shipping_fee_paid=600,
-        payments=[Payment("alipay", 15450), Payment("coupon", 5150)],
     )
     result = calculate_return_shipping_refund(
         the_order, Req({"l1": 2}, reason="quality_issue"), policy(), return_shipping_fee_paid=fee
@@ -155,7 +152,6 @@ def test_freight_learnt_after_the_refund_is_refunded_alone_up_to_the_cap(fee, re
     assert result.breakdown == ([("return_shipping", reimbursed)] if reimbursed else [])
     assert result.return_shipping_payer == Payer.MERCHANT
     assert (result.goods, result.outbound_shipping, result.goods_units) == (0, 0, {})
-    assert result.payments == split_payments(reimbursed, the_order.payments)
     no_reason = calculate_return_shipping_refund(
         the_order, Req({"l1": 2}), policy(), return_shipping_fee_paid=fee
     )
@@ -280,7 +276,7 @@ def test_never_deducts():
 def test_deduction_is_clipped_so_the_refund_is_never_negative():
     result = calc(order(line(paid=500), line("l2", paid=9500), threshold=9900), Req({"l1": 1}))
     assert result.breakdown == [("goods", 500), ("free_shipping_deduction", -500)]
-    assert result.amount == 0 and result.payments == []
+    assert result.amount == 0
 
 
 # --- gifts ------------------------------------------------------------------------------------
@@ -390,38 +386,9 @@ def test_exchange_refunds_no_goods():
     assert seller.breakdown == [("return_shipping", 900)]
 
 
-# --- payment split ----------------------------------------------------------------------------
-
-
-def test_split_is_pro_rata_with_largest_remainder():
-    payments = [Payment("alipay", 700), Payment("card", 300)]
-    assert split_payments(333, payments) == [Payment("alipay", 233), Payment("card", 100)]
-    assert split_payments(1, payments) == [Payment("alipay", 1)]
-    three = [Payment("a", 1), Payment("b", 1), Payment("c", 1)]
-    assert split_payments(2, three) == [Payment("a", 1), Payment("b", 1)]
-
-
-def test_split_edge_cases():
-    assert split_payments(0, [Payment("alipay", 100)]) == []
-    assert split_payments(5, [Payment("a", 0), Payment("b", 0)]) == [
-        Payment("a", 3),
-        Payment("b", 2),
-    ]
-    with pytest.raises(ValueError):
-        split_payments(5, [])
-    with pytest.raises(ValueError):
-        split_payments(-1, [Payment("a", 1)])
-    with pytest.raises(ValueError):
-        Payment("a", -1)
-
-
-def test_refund_carries_its_split_and_currency():
-    the_order = order(
-        line(quantity=3, paid=1000), payments=[Payment("alipay", 700), Payment("card", 300)]
-    )
-    result = calc(the_order, Req({"l1": 1}))
-    assert result.payments == [Payment("alipay", 233), Payment("card", 100)]
-    assert result.currency == "CNY"
+def test_refund_carries_the_orders_currency():
+    the_order = order(line(quantity=3, paid=1000), currency="JPY")
+    assert calc(the_order, Req({"l1": 1})).currency == "JPY"
 
 
 def test_calculation_rejects_a_negative_fee():

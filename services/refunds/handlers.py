@@ -1,0 +1,310 @@
+"""The refund ledger's service layer: thin handlers that load an order's ledger, call the
+domain, store it and emit what it decided, in the consumer's transaction.
+
+Every input is keyed by its order (order.paid, refund.requested, refund.settled and
+refund.failed all carry `order_id`), so the consumer's advisory lock on the order id
+serialises an order's ledger; the wait timer is locked by the order id too.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from functools import cache
+
+from prometheus_client import Counter
+
+from services.refunds import metrics as ledger_metrics
+from services.refunds.domain import (
+    BreachKind,
+    DomainEvent,
+    IssuedRefund,
+    OrderFacts,
+    OrderLedger,
+    PayoutFailed,
+    PayoutMismatch,
+    RefundIssued,
+    RefundRequest,
+    RefundSettled,
+    RefundSlaBreached,
+    RequestRefused,
+    RequestRepeated,
+    StopWaiting,
+    UnknownRefund,
+    WaitForOrder,
+)
+from services.refunds.repository import RefundsRepository
+from shared import metrics
+from shared.contracts import (
+    CaseRef,
+    CloudEvent,
+    OrderPaid,
+    RefundFailed,
+    RefundRequested,
+    SlaBreached,
+    deterministic_id,
+    topics,
+)
+from shared.contracts import RefundIssued as RefundIssuedData
+from shared.contracts import (
+    RefundSettled as RefundSettledData,
+)
+from shared.messaging.context import EventHandler, HandlerContext, TimerHandler
+from shared.messaging.errors import Rejected
+from shared.messaging.store import Timer
+from shared.policy import Policy
+
+SERVICE = "refunds"
+ORDER_WAIT = "order_wait"
+log = logging.getLogger("aftersales.refunds")
+
+
+@cache
+def _counter(metric: Counter, *labels: str) -> Counter:
+    """The labelled child, looked up once: a label lookup costs more than the increment."""
+    return metric.labels(*labels)
+
+
+def facts_from_event(data: OrderPaid) -> OrderFacts:
+    """The ledger's view of an order: amounts and ids, never the buyer's contact (SPEC 7)."""
+    return OrderFacts.of(
+        order_id=data.order_id,
+        customer_id=data.customer_id,
+        currency=data.currency,
+        paid_at=data.paid_at,
+        shipping_fee_paid=data.shipping_fee_paid,
+        payments=[(p.method, p.amount) for p in data.payments],
+        lines=[(line.line_id, line.quantity, line.paid_amount) for line in data.lines],
+    )
+
+
+def request_from_event(data: RefundRequested) -> RefundRequest:
+    return RefundRequest(
+        refund_id=data.refund_id,
+        order_id=data.order_id,
+        customer_id=data.customer_id,
+        case_type=data.case.type,
+        case_id=data.case.id,
+        amount=data.amount,
+        currency=data.currency,
+        breakdown=tuple((item.kind, item.amount) for item in data.breakdown),
+        due_by=data.due_by,
+        requested_at=data.requested_at,
+        requested_by=data.requested_by,
+        return_shipping_payer=data.return_shipping_payer,
+    )
+
+
+class RefundsHandlers:
+    def __init__(self, policy: Policy) -> None:
+        self.overflow_method = policy.refunds.overflow_method
+
+    def events(self) -> Mapping[str, EventHandler]:
+        return {
+            "order.paid": self.order_paid,
+            "refund.requested": self.refund_requested,
+            "refund.settled": self.refund_settled,
+            "refund.failed": self.refund_failed,
+        }
+
+    def timers(self) -> Mapping[str, TimerHandler]:
+        return {ORDER_WAIT: self.order_wait}
+
+    async def order_paid(self, event: CloudEvent, ctx: HandlerContext) -> None:
+        data = event.data
+        assert isinstance(data, OrderPaid)
+        repo, ledger = await self._load(ctx, data.order_id)
+        events = ledger.record_paid(facts_from_event(data), self.overflow_method, ctx.now)
+        await self._finish(ctx, repo, ledger, events)
+
+    async def refund_requested(self, event: CloudEvent, ctx: HandlerContext) -> None:
+        data = event.data
+        assert isinstance(data, RefundRequested)
+        repo, ledger = await self._load(ctx, data.order_id)
+        owner = await repo.order_of_refund(data.refund_id)
+        events = ledger.request(
+            request_from_event(data),
+            self.overflow_method,
+            ctx.now,
+            issued_for_other_order=owner is not None and owner != data.order_id,
+        )
+        await self._finish(ctx, repo, ledger, events)
+
+    async def refund_settled(self, event: CloudEvent, ctx: HandlerContext) -> None:
+        data = event.data
+        assert isinstance(data, RefundSettledData)
+        repo, ledger = await self._load(ctx, data.order_id)
+        try:
+            events = ledger.settle(data.refund_id, data.settled_at)
+        except UnknownRefund as exc:
+            raise Rejected("unknown_refund", str(exc)) from exc
+        await self._finish(ctx, repo, ledger, events)
+
+    async def refund_failed(self, event: CloudEvent, ctx: HandlerContext) -> None:
+        data = event.data
+        assert isinstance(data, RefundFailed)
+        repo, ledger = await self._load(ctx, data.order_id)
+        try:
+            events = ledger.fail(
+                data.refund_id,
+                data.method,
+                data.amount,
+                data.reason,
+                data.failed_at,
+                self.overflow_method,
+                ctx.now,
+            )
+        except UnknownRefund as exc:
+            raise Rejected("unknown_refund", str(exc)) from exc
+        except PayoutMismatch as exc:
+            raise Rejected("payout_mismatch", str(exc)) from exc
+        await self._finish(ctx, repo, ledger, events)
+
+    async def order_wait(self, timer: Timer, ctx: HandlerContext) -> None:
+        """A request still waiting for its order.paid when the alert fell due."""
+        ledger = await RefundsRepository(ctx.session).ledger(str(timer.payload["order_id"]))
+        if ledger is None or timer.ref not in ledger.waiting:
+            return
+        ctx.count(_counter(ledger_metrics.WAITING_TOO_LONG, SERVICE))
+        log.warning(
+            "refund request still waits for its order.paid",
+            extra={"service": SERVICE, "refund_id": timer.ref, "order_id": ledger.order_id},
+        )
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    async def _load(
+        self, ctx: HandlerContext, order_id: str
+    ) -> tuple[RefundsRepository, OrderLedger]:
+        repo = RefundsRepository(ctx.session)
+        return repo, await repo.ledger(order_id) or OrderLedger(order_id)
+
+    async def _finish(
+        self,
+        ctx: HandlerContext,
+        repo: RefundsRepository,
+        ledger: OrderLedger,
+        events: list[DomainEvent],
+    ) -> None:
+        await repo.save(ledger, ctx.now)
+        for event in events:
+            await _emit(ctx, ledger, event)
+
+
+async def _emit(ctx: HandlerContext, ledger: OrderLedger, event: DomainEvent) -> None:
+    order_id = ledger.order_id
+    if isinstance(event, RefundIssued):
+        await _refund_issued(ctx, event.refund)
+    elif isinstance(event, RefundSlaBreached):
+        await _sla_breached(ctx, event)
+    elif isinstance(event, WaitForOrder):
+        await ctx.timers.set(
+            ORDER_WAIT,
+            event.refund_id,
+            due_at=event.alert_at,
+            lock_key=order_id,
+            payload={"order_id": order_id},
+        )
+    elif isinstance(event, StopWaiting):
+        await ctx.timers.cancel(ORDER_WAIT, event.refund_id, at=ctx.now)
+    elif isinstance(event, RequestRefused):
+        ctx.count(_counter(ledger_metrics.REFUSED, SERVICE, event.reason.value))
+        log.warning(
+            "refund request refused, never paid",
+            extra={
+                "service": SERVICE,
+                "refund_id": event.refund_id,
+                "order_id": order_id,
+                "reason": event.reason.value,
+            },
+        )
+    elif isinstance(event, RequestRepeated):
+        ctx.count(_counter(ledger_metrics.REPEATED, SERVICE))
+    elif isinstance(event, RefundSettled):
+        refund = event.refund
+        ctx.count(_counter(ledger_metrics.SETTLED, SERVICE, refund.currency))
+        if refund.settled_on_time:
+            ctx.count(_counter(ledger_metrics.ON_TIME, SERVICE, refund.currency, "settlement"))
+    elif isinstance(event, PayoutFailed):
+        refund = event.refund
+        reissued = "true" if event.reissued else "false"
+        ctx.count(_counter(ledger_metrics.PAYOUT_FAILURES, SERVICE, refund.currency, reissued))
+        if refund.needs_person:
+            ctx.count(_counter(ledger_metrics.NEEDS_PERSON, SERVICE, refund.currency))
+        log.warning(
+            "refund payout failed",
+            extra={
+                "service": SERVICE,
+                "refund_id": refund.refund_id,
+                "order_id": order_id,
+                "method": event.method,
+                "reissued": event.reissued,
+            },
+        )
+    else:  # pragma: no cover - a new domain event must be wired here
+        raise TypeError(f"unhandled domain event {type(event).__name__}")
+
+
+async def _refund_issued(ctx: HandlerContext, refund: IssuedRefund) -> None:
+    issued = await ctx.emit(
+        topics.REFUNDS,
+        "refund.issued",
+        RefundIssuedData.model_validate(
+            dict(
+                refund_id=refund.refund_id,
+                order_id=refund.order_id,
+                customer_id=refund.customer_id,
+                case=_case(refund),
+                amount=refund.amount,
+                currency=refund.currency,
+                breakdown=[{"kind": k, "amount": a} for k, a in refund.breakdown],
+                payments=[{"method": m, "amount": a} for m, a in refund.payments],
+                return_shipping_payer=refund.return_shipping_payer,
+                due_by=refund.due_by,
+                issued_at=refund.issued_at,
+            )
+        ),
+        key=refund.order_id,
+        # The request's refund_id makes the event: a replay or a repeat yields the same one.
+        event_id=deterministic_id("refund.issued", refund.refund_id),
+        correlation_id=refund.case_id,
+    )
+    if ctx.is_new(issued):  # a replay finds it in the outbox: counted once
+        currency = refund.currency
+        ctx.count(_counter(metrics.REFUNDS, SERVICE, refund.case_type))
+        ctx.count(_counter(metrics.REFUND_AMOUNT, SERVICE, currency), refund.amount)
+        ctx.count(_counter(ledger_metrics.CUT, SERVICE, currency), refund.cut)
+        ctx.count(_counter(ledger_metrics.OVERFLOW, SERVICE, currency), refund.overflow)
+        if refund.on_time:
+            ctx.count(_counter(ledger_metrics.ON_TIME, SERVICE, currency, "issue"))
+
+
+async def _sla_breached(ctx: HandlerContext, event: RefundSlaBreached) -> None:
+    refund = event.refund
+    # The late refund of a case and a re-issue that failed again are reported once each.
+    cause = (
+        refund.refund_id if event.kind == BreachKind.LATE else f"{refund.refund_id}:{event.kind}"
+    )
+    breach = await ctx.emit(
+        topics.SLA,
+        "sla.breached",
+        SlaBreached.model_validate(
+            dict(
+                case=_case(refund),
+                sla="refund",
+                due_at=refund.due_by,
+                detected_at=event.detected_at,
+                order_id=refund.order_id,
+                customer_id=refund.customer_id,
+            )
+        ),
+        key=refund.order_id,
+        event_id=deterministic_id("sla.breached", "refund", cause),
+        correlation_id=refund.case_id,
+    )
+    if ctx.is_new(breach):
+        ctx.count(_counter(metrics.SLA_BREACHES, SERVICE, "refund"))
+
+
+def _case(refund: IssuedRefund) -> CaseRef:
+    return CaseRef.model_validate({"type": refund.case_type, "id": refund.case_id})

@@ -1,0 +1,179 @@
+"""Loading and storing order ledgers (documents in the `refunds` schema) and their refunds.
+
+Within a batch the consumer applies in one transaction (`BATCH_EVENTS` in the session's info),
+the ledgers of every order its events name are read in one statement on first use and kept
+as objects for the rest of the transaction (each handler of the batch works on the same one);
+the changed ledgers and their refund rows are serialised and written in one statement per
+table when the unit of work commits (`shared.db.pending_writes`). A handler that fails ends
+the fast path: the transaction and this cache are dropped and the batch is applied again
+without it. The consumer holds the advisory lock of every order of the batch,
+so nothing else changes them meanwhile. Outside such a batch (the event-by-event path, timers,
+the CLI) every read and every save is a query.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Text, any_, bindparam, cast, select
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.refunds import tables
+from services.refunds.domain import IssuedRefund, OrderLedger
+from shared.contracts import CloudEvent, RefundRequested
+from shared.db import pending_writes
+from shared.messaging.consumer import BATCH_EVENTS
+
+_CACHE = "refunds.batch_cache"
+
+
+def _refund_row(refund: IssuedRefund) -> dict[str, Any]:
+    return {
+        "refund_id": refund.refund_id,
+        "order_id": refund.order_id,
+        "case_type": refund.case_type,
+        "case_id": refund.case_id,
+        "currency": refund.currency,
+        "requested": refund.requested,
+        "amount": refund.amount,
+        "cut": refund.cut,
+        "overflow": refund.overflow,
+        "due_by": refund.due_by,
+        "issued_at": refund.issued_at,
+        "settled_at": refund.settled_at,
+        "failed": bool(refund.failures),
+        "needs_person": refund.needs_person,
+        "reissue_of": refund.reissue_of,
+        "requested_by": refund.requested_by,
+    }
+
+
+def _ledger_row(ledger: OrderLedger, now: datetime) -> dict[str, Any]:
+    return {
+        "order_id": ledger.order_id,
+        "paid": ledger.facts is not None,
+        "state": json.dumps(ledger.to_dict(), separators=(",", ":")),
+        "updated_at": now,
+    }
+
+
+@dataclass
+class _BatchCache:
+    """The batch's ledgers (None: none yet) and which ones to write at commit."""
+
+    ledgers: dict[str, OrderLedger | None] = field(default_factory=dict)
+    # refund_id -> the order it was issued for (None: not issued), for the batch's requests
+    owners: dict[str, str | None] = field(default_factory=dict)
+    changed: dict[str, datetime] = field(default_factory=dict)  # order id -> saved at
+
+    async def flush(self, session: AsyncSession) -> None:
+        changed, self.changed = self.changed, {}
+        saved = [(self.ledgers[order_id], now) for order_id, now in changed.items()]
+        rows = [_ledger_row(ledger, now) for ledger, now in saved if ledger is not None]
+        refunds = [
+            _refund_row(refund)
+            for ledger, _ in saved
+            if ledger is not None
+            for refund in ledger.refunds.values()
+        ]
+        if rows:
+            await session.execute(_SAVE_LEDGER, rows)
+        if refunds:
+            await session.execute(_SAVE_REFUND, refunds)
+
+
+class RefundsRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def _cache(self) -> _BatchCache | None:
+        info = self._session.info
+        cache: _BatchCache | None = info.get(_CACHE)
+        if cache is None and (events := info.get(BATCH_EVENTS)) is not None:
+            cache = info[_CACHE] = await _prefetch(self._session, events)
+        return cache
+
+    async def ledger(self, order_id: str) -> OrderLedger | None:
+        cache = await self._cache()
+        if cache is not None and order_id in cache.ledgers:
+            return cache.ledgers[order_id]
+        state = await self._session.scalar(_LEDGER, {"b_id": order_id})
+        return None if state is None else OrderLedger.from_dict(json.loads(state))
+
+    async def order_of_refund(self, refund_id: str) -> str | None:
+        """The order a refund was issued for, if it was."""
+        cache = await self._cache()
+        if cache is not None and refund_id in cache.owners:
+            return cache.owners[refund_id]
+        return await self._session.scalar(_OWNER, {"b_id": refund_id})
+
+    async def save(self, ledger: OrderLedger, now: datetime) -> None:
+        """The document, and one row per refund (the rows that did not change are rewritten
+        equal: an order has a handful of refunds)."""
+        cache = await self._cache()
+        if cache is not None and ledger.order_id in cache.ledgers:
+            pending_writes(self._session, _CACHE, lambda: cache)
+            cache.ledgers[ledger.order_id] = ledger
+            cache.changed[ledger.order_id] = now
+            cache.owners.update((rid, ledger.order_id) for rid in ledger.refunds)
+            return
+        refunds = [_refund_row(refund) for refund in ledger.refunds.values()]
+        await self._session.execute(_SAVE_LEDGER, _ledger_row(ledger, now))
+        if refunds:
+            await self._session.execute(_SAVE_REFUND, refunds)
+
+
+async def _prefetch(session: AsyncSession, events: Iterable[CloudEvent]) -> _BatchCache:
+    """The ledgers of every order the batch names and the orders of the refund ids it asks
+    for, in one statement each; absent ones as None."""
+    order_ids: set[str] = set()
+    refund_ids: set[str] = set()
+    for event in events:
+        if isinstance(order_id := getattr(event.data, "order_id", None), str):
+            order_ids.add(order_id)
+        if isinstance(event.data, RefundRequested):
+            refund_ids.add(event.data.refund_id)
+    cache = _BatchCache(ledgers=dict.fromkeys(order_ids), owners=dict.fromkeys(refund_ids))
+    if order_ids:
+        for order_id, state in await session.execute(_PREFETCH, {"ids": sorted(order_ids)}):
+            cache.ledgers[order_id] = OrderLedger.from_dict(json.loads(state))
+    if refund_ids:
+        rows = await session.execute(_PREFETCH_OWNERS, {"ids": sorted(refund_ids)})
+        for refund_id, order_id in rows:
+            cache.owners[refund_id] = order_id
+    return cache
+
+
+# Statements built once and executed with parameters; documents bound and read as JSON text.
+_L = tables.ledgers
+_LEDGER = select(cast(_L.c.state, Text)).where(_L.c.order_id == bindparam("b_id"))
+_PREFETCH = select(_L.c.order_id, cast(_L.c.state, Text)).where(
+    _L.c.order_id == any_(bindparam("ids", type_=ARRAY(Text)))
+)
+_R = tables.refunds
+_OWNER = select(_R.c.order_id).where(_R.c.refund_id == bindparam("b_id"))
+_PREFETCH_OWNERS = select(_R.c.refund_id, _R.c.order_id).where(
+    _R.c.refund_id == any_(bindparam("ids", type_=ARRAY(Text)))
+)
+_ledger_upsert = insert(_L).values(
+    {
+        c.name: cast(bindparam(c.name, type_=Text), JSONB)
+        if c.name == "state"
+        else bindparam(c.name, type_=c.type)
+        for c in _L.c
+    }
+)
+_SAVE_LEDGER = _ledger_upsert.on_conflict_do_update(
+    index_elements=["order_id"],
+    set_={name: _ledger_upsert.excluded[name] for name in ("paid", "state", "updated_at")},
+)
+_refund_upsert = insert(tables.refunds)
+_SAVE_REFUND = _refund_upsert.on_conflict_do_update(
+    index_elements=["refund_id"],
+    set_={c: _refund_upsert.excluded[c] for c in ("settled_at", "failed", "needs_person")},
+)

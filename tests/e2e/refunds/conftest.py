@@ -1,0 +1,164 @@
+"""Returns, complaints and the refund ledger together on the real broker and a database of
+their own (module scope), as `aftersales run returns complaints refunds` wires them, with one
+injected clock. They read fixed topics on a broker other tests share, so their consumer groups
+(named apart from the other tests') start at the end of the topics; tests keep to their own
+order ids."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from shared.bootstrap import definition
+from shared.clock import ManualClock
+from shared.contracts import topics
+from shared.devenv import skip_history, temporary_database
+from shared.messaging.relay import CONTENT_TYPE
+from shared.messaging.runtime import ServiceRuntime, ensure_topics
+from shared.migrations import upgrade
+from shared.policy import Policy
+from shared.settings import Settings
+from tests.polling import eventually
+from tests.refund_events import TOPIC_OF
+
+T0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)  # Monday 10:00 in Shanghai
+SERVICES = ("returns", "complaints", "refunds")
+WATCHED = (topics.REFUNDS, topics.SLA, topics.REFUND_REQUESTS, "aftersales.deadletter.refunds-rl")
+
+
+class Outputs:
+    """Everything the services publish, read in the background from the end of each topic."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self._consumer = AIOKafkaConsumer(
+            *WATCHED,
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            auto_offset_reset="latest",
+            enable_auto_commit=False,
+        )
+        self.events: list[dict[str, Any]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        while not self._consumer.assignment():
+            await self._consumer.getmany(timeout_ms=100)
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            for tp, records in (await self._consumer.getmany(timeout_ms=100)).items():
+                for record in records:
+                    self.events.append({**json.loads(record.value), "_topic": tp.topic})
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._consumer.stop()
+
+    def of(self, order_id: str, event_type: str) -> list[dict[str, Any]]:
+        """Each event id once (the relay publishes at least once)."""
+        seen: dict[str, dict[str, Any]] = {}
+        for event in self.events:
+            data = event.get("data", {})
+            if event["type"] == event_type and data.get("order_id") == order_id:
+                seen.setdefault(event["id"], event)
+        return list(seen.values())
+
+    async def wait(
+        self, order_id: str, event_type: str, count: int = 1, *, timeout: float = 45.0
+    ) -> list[dict[str, Any]]:
+        await eventually(
+            lambda: len(self.of(order_id, event_type)) >= count,
+            timeout=timeout,
+            what=f"{count} {event_type} of {order_id}",
+        )
+        return self.of(order_id, event_type)
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        return [e["data"] for e in self.events if e["type"] == "event.deadlettered"]
+
+
+class Platform:
+    """Publishes CloudEvents as the shop platform and finance do, keyed by order id."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False)
+
+    async def publish(self, *events: dict[str, Any], topic: str | None = None) -> None:
+        for event in events:
+            await self.producer.send_and_wait(
+                topic or TOPIC_OF[event["type"]],
+                json.dumps(event).encode(),
+                key=event["data"]["order_id"].encode(),
+                headers=[("content-type", CONTENT_TYPE.encode())],
+            )
+
+
+@dataclasses.dataclass
+class System:
+    clock: ManualClock
+    platform: Platform
+    outputs: Outputs
+    runtimes: dict[str, ServiceRuntime]
+    settings: Settings
+    new_runtime: Callable[[str], ServiceRuntime]
+
+
+@pytest.fixture(scope="module")
+async def system(database_url: str, kafka_bootstrap: str) -> AsyncIterator[System]:
+    async with temporary_database(database_url, "e2e_refunds") as url:
+        for service in SERVICES:
+            await asyncio.to_thread(upgrade, service, url)
+        settings = Settings(
+            kafka_bootstrap_servers=kafka_bootstrap,
+            database_url=url,
+            kafka_idempotence=False,
+            kafka_topic_partitions=3,
+        )
+        clock = ManualClock(T0)
+
+        def new_runtime(service: str) -> ServiceRuntime:
+            built = definition(service, Policy(), clock, settings)
+            # Own consumer groups (and dead-letter topics), apart from other tests'.
+            built = dataclasses.replace(built, name=f"{service}-rl")
+            return ServiceRuntime(
+                built,
+                settings,
+                clock,
+                max_records=100,
+                relay_poll_interval=0.05,
+                timer_poll_interval=0.1,
+                retry_backoff=0.1,
+            )
+
+        runtimes = {service: new_runtime(service) for service in SERVICES}
+        for runtime in runtimes.values():
+            await ensure_topics(settings, runtime.definition.all_topics)
+            await skip_history(
+                kafka_bootstrap, f"aftersales-{runtime.name}", runtime.definition.topics
+            )
+        outputs = Outputs(kafka_bootstrap)
+        await outputs.start()
+        platform = Platform(kafka_bootstrap)
+        await platform.producer.start()
+        for runtime in runtimes.values():
+            await runtime.start()
+        try:
+            yield System(clock, platform, outputs, runtimes, settings, new_runtime)
+        finally:
+            for runtime in runtimes.values():
+                await runtime.stop()
+            await platform.producer.stop()
+            await outputs.stop()

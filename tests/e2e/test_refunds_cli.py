@@ -1,0 +1,116 @@
+"""`aftersales refunds ORDER_ID`, `aftersales report refunds` and `aftersales run` with several
+services, as an operator runs them: subprocesses against a migrated database."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from services.refunds.domain import OrderFacts, OrderLedger, RefundRequest
+from services.refunds.repository import RefundsRepository
+from shared.contracts import ids
+from shared.db import create_engine, session_factory
+from shared.devenv import temporary_database
+
+from .test_cli import migrate, run_cli
+
+T0 = datetime(2026, 5, 1, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai
+
+
+def _request(case_type: str, case_id: str, breakdown: list[tuple[str, int]]) -> RefundRequest:
+    return RefundRequest(
+        refund_id=ids.refund_id(case_type, case_id),
+        order_id="o-cli",
+        customer_id="c-1",
+        case_type=case_type,
+        case_id=case_id,
+        amount=sum(a for _, a in breakdown),
+        currency="CNY",
+        breakdown=tuple(breakdown),
+        due_by=T0 + timedelta(hours=24),
+        requested_at=T0,
+        requested_by="returns",
+    )
+
+
+@pytest.fixture(scope="module")
+async def ledger_database(database_url: str) -> AsyncIterator[str]:
+    async with temporary_database(database_url, "cli_refunds") as url:
+        code, output = await migrate(url)
+        assert code == 0, output
+        ledger = OrderLedger("o-cli")
+        facts = OrderFacts.of(
+            order_id="o-cli",
+            customer_id="c-1",
+            currency="CNY",
+            paid_at=T0 - timedelta(days=3),
+            shipping_fee_paid=1200,
+            payments=[("balance", 6200), ("card", 20000)],
+            lines=[("l1", 1, 25000)],
+        )
+        ledger.record_paid(facts, "balance", T0)
+        full = [("goods", 25000), ("outbound_shipping", 1200)]
+        ledger.request(_request("complaint", "cp-1", full), "balance", T0)
+        ledger.request(_request("return", "rt-1", full), "balance", T0 + timedelta(hours=1))
+        engine = create_engine(url, pool_size=1)
+        async with session_factory(engine)() as session, session.begin():
+            await RefundsRepository(session).save(ledger, T0)
+        await engine.dispose()
+        yield url
+
+
+async def test_the_ledger_of_an_order_shows_what_was_paid_given_and_cut(ledger_database: str):
+    code, output = await run_cli(ledger_database, "refunds", "o-cli")
+    assert code == 0, output
+    assert "balance: charged 6200, refunded 6200" in output
+    assert "card: charged 20000, refunded 20000" in output
+    assert "asked 26200, issued 0; settled" in output
+    assert "cut 26200: goods and outbound shipping of this order were already refunded" in output
+    assert "already_refunded -26200" in output
+
+
+async def test_an_unknown_order_is_one_clear_line(ledger_database: str):
+    code, output = await run_cli(ledger_database, "refunds", "o-never")
+    assert code == 2
+    assert output.strip() == "aftersales: the refund ledger knows no order 'o-never'"
+
+
+async def test_the_refund_report_per_day_and_case_type(ledger_database: str):
+    code, output = await run_cli(
+        ledger_database,
+        "report",
+        "refunds",
+        "--since",
+        "2026-05-01",
+        "--until",
+        "2026-05-01",
+        "--format",
+        "json",
+    )
+    assert code == 0, output
+    rows = {row["case_type"]: row for row in json.loads(output)}
+    assert rows["complaint"]["issued"] == 26200 and rows["complaint"]["cut"] == 0
+    assert rows["return"]["issued"] == 0 and rows["return"]["cut"] == 26200
+    assert rows["return"]["settled"] == 1 and rows["return"]["on_time_by_settlement"] == 1
+    code, output = await run_cli(ledger_database, "report", "refunds", "--format", "csv")
+    assert code == 0, output
+    parsed = list(csv.DictReader(io.StringIO(output)))
+    assert [row["case_type"] for row in parsed] == ["complaint", "return"]
+    code, output = await run_cli(ledger_database, "report", "refunds", "--since", "2026-06-01")
+    assert (code, output.strip()) == (0, "no refunds issued in the period")
+    code, output = await run_cli(
+        ledger_database, "report", "refunds", "--since", "2026-06-02", "--until", "2026-06-01"
+    )
+    assert (code, output.strip()) == (2, "aftersales: --since must not be after --until")
+
+
+async def test_run_names_several_services_and_refuses_an_unknown_one(ledger_database: str):
+    code, output = await run_cli(ledger_database, "run", "returns", "refundz")
+    assert code == 2
+    assert output.strip().startswith("aftersales: unknown service 'refundz'; known: ")
+    assert "refunds" in output

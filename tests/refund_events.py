@@ -1,0 +1,216 @@
+"""CloudEvents the refund ledger reads (order.paid, refund.requested, refund.settled,
+refund.failed), for its integration, end-to-end and fault tests."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from shared.contracts import ids, topics
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def envelope(type_: str, data: dict[str, Any], at: datetime, *, id: str | None = None) -> dict:
+    return {
+        "specversion": "1.0",
+        "id": id or unique(f"evt-{type_}"),
+        "source": "/test/refunds",
+        "type": type_,
+        "time": at.isoformat(),
+        "datacontenttype": "application/json",
+        "data": data,
+    }
+
+
+def order_paid(
+    order_id: str,
+    at: datetime,
+    *,
+    lines: Sequence[tuple[int, int]] = ((1, 25000),),
+    shipping_fee_paid: int = 0,
+    payments: Sequence[tuple[str, int]] | None = None,
+    customer_id: str = "c-refunds",
+    currency: str = "CNY",
+) -> dict:
+    goods = sum(paid for _, paid in lines)
+    pays = payments if payments is not None else [("card", goods + shipping_fee_paid)]
+    return envelope(
+        "order.paid",
+        {
+            "order_id": order_id,
+            "shop_id": "S-refunds",
+            "customer_id": customer_id,
+            "paid_at": at.isoformat(),
+            "currency": currency,
+            "lines": [
+                {
+                    "line_id": f"l{i}",
+                    "sku": f"sku-{i}",
+                    "title": "Kettle",
+                    "category": "appliances",
+                    "quantity": quantity,
+                    "paid_amount": paid,
+                }
+                for i, (quantity, paid) in enumerate(lines, start=1)
+            ],
+            "shipping_fee_paid": shipping_fee_paid,
+            "standard_shipping_fee": 1000,
+            "shipping_insurance": False,
+            "payments": [{"method": m, "amount": a} for m, a in pays],
+            "customer": {"name": "Li Lei", "phone": "13812345678", "preferred_channel": "sms"},
+        },
+        at,
+    )
+
+
+def refund_requested(
+    order_id: str,
+    case_type: str,
+    case_id: str,
+    breakdown: Sequence[tuple[str, int]],
+    at: datetime,
+    due_by: datetime,
+    *,
+    part: str | None = None,
+    customer_id: str = "c-refunds",
+    currency: str = "CNY",
+    id: str | None = None,
+) -> dict:
+    return envelope(
+        "refund.requested",
+        {
+            "refund_id": ids.refund_id(case_type, case_id, part),
+            "order_id": order_id,
+            "customer_id": customer_id,
+            "case": {"type": case_type, "id": case_id},
+            "amount": sum(amount for _, amount in breakdown),
+            "currency": currency,
+            "breakdown": [{"kind": k, "amount": a} for k, a in breakdown],
+            "return_shipping_payer": "merchant" if case_type == "return" else None,
+            "due_by": due_by.isoformat(),
+            "requested_at": at.isoformat(),
+            "requested_by": "returns" if case_type == "return" else "complaints",
+        },
+        at,
+        id=id,
+    )
+
+
+def refund_settled(order_id: str, refund_id: str, at: datetime) -> dict:
+    return envelope(
+        "refund.settled",
+        {"refund_id": refund_id, "order_id": order_id, "settled_at": at.isoformat()},
+        at,
+    )
+
+
+def refund_failed(order_id: str, refund_id: str, method: str, amount: int, at: datetime) -> dict:
+    return envelope(
+        "refund.failed",
+        {
+            "refund_id": refund_id,
+            "order_id": order_id,
+            "method": method,
+            "amount": amount,
+            "reason": "card_closed",
+            "failed_at": at.isoformat(),
+        },
+        at,
+    )
+
+
+TOPIC_OF = {
+    "order.paid": topics.ORDERS,
+    "refund.requested": topics.REFUND_REQUESTS,
+    "refund.settled": topics.PAYOUTS,
+    "refund.failed": topics.PAYOUTS,
+}
+
+
+# --- the platform's events around a refund (for the tests with returns and complaints) ------
+
+
+def order_shipped(order_id: str, at: datetime) -> dict:
+    data = {"order_id": order_id, "shipped_at": at.isoformat(), "carrier": "SF"}
+    return envelope("order.shipped", {**data, "tracking_no": f"SF-{order_id}"}, at)
+
+
+def parcel_signed(order_id: str, at: datetime, *, return_id: str | None = None) -> dict:
+    data: dict[str, Any] = {
+        "order_id": order_id,
+        "leg": "outbound" if return_id is None else "return",
+        "tracking_no": f"T-{return_id or order_id}",
+        "signed_at": at.isoformat(),
+    }
+    if return_id is not None:
+        data["return_id"] = return_id
+    return envelope("parcel.signed", data, at)
+
+
+def return_requested(
+    order_id: str,
+    return_id: str,
+    at: datetime,
+    *,
+    units: int = 1,
+    reason: str = "dislike",
+    customer_id: str = "c-refunds",
+) -> dict:
+    seller_fault = reason not in ("no_reason", "dislike", "size_fit", "changed_mind")
+    return envelope(
+        "return.requested",
+        {
+            "return_id": return_id,
+            "order_id": order_id,
+            "customer_id": customer_id,
+            "kind": "refund",
+            "reason": reason,
+            "lines": [{"line_id": "l1", "quantity": units}],
+            "condition": [],
+            "evidence_urls": ["https://img.example.com/e1.jpg"] if seller_fault else [],
+            "requested_at": at.isoformat(),
+        },
+        at,
+    )
+
+
+def complaint_opened(
+    order_id: str, complaint_id: str, category: str, at: datetime, customer_id: str = "c-refunds"
+) -> dict:
+    data = {
+        "complaint_id": complaint_id,
+        "order_id": order_id,
+        "customer_id": customer_id,
+        "category": category,
+        "description": "where is it",
+        "opened_at": at.isoformat(),
+    }
+    return envelope("complaint.opened", data, at)
+
+
+def complaint_resolved(order_id: str, complaint_id: str, at: datetime, remedy: str) -> dict:
+    data = {
+        "complaint_id": complaint_id,
+        "order_id": order_id,
+        "outcome": "upheld",
+        "remedy": remedy,
+        "agent_id": "agent-7",
+        "resolved_at": at.isoformat(),
+    }
+    return envelope("complaint.resolved", data, at)
+
+
+TOPIC_OF.update(
+    {
+        "order.shipped": topics.ORDERS,
+        "parcel.signed": topics.SIGNATURES,
+        "return.requested": topics.RETURNS,
+        "complaint.opened": topics.COMPLAINTS,
+        "complaint.resolved": topics.COMPLAINTS,
+    }
+)

@@ -1,0 +1,480 @@
+"""The refund ledger (SPEC 4.11): the order-level cap, the cumulative split over the payment
+methods, identity of requests, waiting for the order, payout results, and its properties over
+any sequence of requests."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.refunds.domain import (
+    ALREADY_REFUNDED,
+    BreachKind,
+    IssuedRefund,
+    OrderFacts,
+    OrderLedger,
+    PayoutFailed,
+    PayoutMismatch,
+    RefundIssued,
+    RefundRequest,
+    RefundSettled,
+    RefundSlaBreached,
+    RefusalReason,
+    RequestRefused,
+    RequestRepeated,
+    StopWaiting,
+    UnknownRefund,
+    WaitForOrder,
+    cumulative_split,
+)
+from shared.contracts import ids
+
+T0 = datetime(2026, 5, 1, 2, 0, tzinfo=UTC)
+DUE = T0 + timedelta(hours=24)
+OVERFLOW = "balance"
+
+
+def facts(
+    lines: list[tuple[str, int, int]],
+    shipping: int,
+    payments: list[tuple[str, int]],
+    order_id: str = "o-1",
+) -> OrderFacts:
+    return OrderFacts.of(
+        order_id=order_id,
+        customer_id="c-1",
+        currency="CNY",
+        paid_at=T0 - timedelta(days=3),
+        shipping_fee_paid=shipping,
+        payments=payments,
+        lines=lines,
+    )
+
+
+def request(
+    case_id: str,
+    breakdown: list[tuple[str, int]],
+    *,
+    case_type: str = "return",
+    order_id: str = "o-1",
+    due_by: datetime = DUE,
+    currency: str = "CNY",
+    part: str | None = None,
+) -> RefundRequest:
+    return RefundRequest(
+        refund_id=ids.refund_id(case_type, case_id, part),
+        order_id=order_id,
+        customer_id="c-1",
+        case_type=case_type,
+        case_id=case_id,
+        amount=sum(amount for _, amount in breakdown),
+        currency=currency,
+        breakdown=tuple(breakdown),
+        due_by=due_by,
+        requested_at=T0,
+        requested_by="complaints" if case_type != "return" else "returns",
+        return_shipping_payer="merchant" if case_type == "return" else None,
+    )
+
+
+def paid(f: OrderFacts) -> OrderLedger:
+    ledger = OrderLedger(f.order_id)
+    assert ledger.record_paid(f, OVERFLOW, T0) == []
+    return ledger
+
+
+def issued(events: list[object]) -> IssuedRefund:
+    found = [event.refund for event in events if isinstance(event, RefundIssued)]
+    assert len(found) == 1, events
+    return found[0]
+
+
+# --- the stories ---------------------------------------------------------------------------
+
+
+def test_a_return_after_a_complaint_refund_of_the_same_goods_is_issued_for_nothing() -> None:
+    ledger = paid(facts([("l1", 1, 25000)], 1200, [("alipay", 26200)]))
+    first = issued(
+        ledger.request(
+            request("cp-1", [("goods", 25000), ("outbound_shipping", 1200)], case_type="complaint"),
+            OVERFLOW,
+            T0,
+        )
+    )
+    second = issued(
+        ledger.request(
+            request("rt-1", [("goods", 25000), ("outbound_shipping", 1200)]), OVERFLOW, T0
+        )
+    )
+    assert (first.amount, first.cut) == (26200, 0)
+    assert second.amount == 0
+    assert second.breakdown[-1] == (ALREADY_REFUNDED, -26200)
+    assert second.payments == ()
+    assert second.settled_at == T0  # nothing to pay out: the case closes
+    assert second.refund_id == ids.refund_id("return", "rt-1")
+
+
+def test_the_outbound_fee_is_refunded_once_across_a_complaint_and_a_return() -> None:
+    ledger = paid(facts([("l1", 1, 25000)], 900, [("card", 25900)]))
+    delay = issued(
+        ledger.request(
+            request("cp-1", [("outbound_shipping", 900)], case_type="complaint"), OVERFLOW, T0
+        )
+    )
+    full = issued(
+        ledger.request(
+            request("rt-1", [("goods", 25000), ("outbound_shipping", 900)]), OVERFLOW, T0
+        )
+    )
+    assert delay.amount == 900
+    assert full.amount == 25000
+    assert full.breakdown == (
+        ("goods", 25000),
+        ("outbound_shipping", 900),
+        (ALREADY_REFUNDED, -900),
+    )
+    assert ledger.outbound_given == 900
+    assert ledger.method_given() == {"card": 25900}
+
+
+def test_three_units_returned_one_at_a_time_give_each_method_exactly_its_charge() -> None:
+    ledger = paid(facts([("l1", 3, 5000)], 0, [("balance", 500), ("card", 4500)]))
+    unit_shares = [1666, 1667, 1667]  # floor(5000*K/3) differences (SPEC 4.7)
+    refunds = [
+        issued(ledger.request(request(f"rt-{i}", [("goods", share)]), OVERFLOW, T0))
+        for i, share in enumerate(unit_shares)
+    ]
+    balance = [refund.to_methods.get("balance", 0) for refund in refunds]
+    card = [refund.to_methods.get("card", 0) for refund in refunds]
+    assert sum(balance) == 500  # never 5.01, which splitting each refund on its own gives
+    assert sum(card) == 4500
+    assert all(refund.overflow == 0 for refund in refunds)
+    assert [sum(a for _, a in r.payments) for r in refunds] == unit_shares
+
+
+def test_compensation_on_top_of_a_full_refund_goes_to_the_payout_method() -> None:
+    ledger = paid(facts([("l1", 1, 10000)], 0, [("card", 10000)]))
+    issued(ledger.request(request("rt-1", [("goods", 10000)]), OVERFLOW, T0))
+    late = issued(
+        ledger.request(
+            request("o-1", [("compensation", 500)], case_type="late_shipment"), "wallet", T0
+        )
+    )
+    assert late.payments == (("wallet", 500),)
+    assert (late.overflow, late.to_methods) == (500, {})
+
+
+def test_the_payout_method_shares_one_line_with_an_order_method_of_that_name() -> None:
+    ledger = paid(facts([("l1", 1, 1000)], 0, [("balance", 200), ("card", 800)]))
+    issued(ledger.request(request("rt-1", [("goods", 1000)]), OVERFLOW, T0))
+    freight = issued(
+        ledger.request(
+            request("rt-1", [("return_shipping", 300)], part="return_shipping"), OVERFLOW, T0
+        )
+    )
+    assert freight.payments == (("balance", 300),)
+    assert ledger.method_given() == {"balance": 200, "card": 800}
+
+
+def test_return_freight_comes_on_top_of_the_cap() -> None:
+    ledger = paid(facts([("l1", 1, 10000)], 0, [("card", 10000)]))
+    first = issued(
+        ledger.request(request("rt-1", [("goods", 10000), ("return_shipping", 800)]), OVERFLOW, T0)
+    )
+    assert (first.amount, first.cut) == (10800, 0)
+    assert first.payments == (("card", 10000), ("balance", 800))
+
+
+def test_deductions_count_as_given_back_for_goods() -> None:
+    ledger = paid(facts([("l1", 2, 10000)], 0, [("card", 10000)]))
+    first = issued(
+        ledger.request(
+            request("rt-1", [("goods", 5000), ("free_shipping_deduction", -800)]), OVERFLOW, T0
+        )
+    )
+    second = issued(
+        ledger.request(request("cp-1", [("goods", 10000)], case_type="complaint"), OVERFLOW, T0)
+    )
+    assert first.amount == 4200
+    assert (second.amount, second.cut) == (5800, 4200)
+    assert ledger.goods_given == 10000
+
+
+# --- identity --------------------------------------------------------------------------------
+
+
+def test_a_repeated_request_is_not_paid_again_and_a_different_one_is_refused() -> None:
+    ledger = paid(facts([("l1", 1, 10000)], 0, [("card", 10000)]))
+    original = request("rt-1", [("goods", 4000)])
+    issued(ledger.request(original, OVERFLOW, T0))
+    resent = RefundRequest.from_dict(
+        {**original.to_dict(), "requested_at": (T0 + timedelta(hours=1)).isoformat()}
+    )
+    assert ledger.request(resent, OVERFLOW, T0) == [RequestRepeated(original.refund_id)]
+    other = request("rt-1", [("goods", 5000)])
+    assert ledger.request(other, OVERFLOW, T0) == [
+        RequestRefused(original.refund_id, RefusalReason.CONFLICTING_REQUEST)
+    ]
+    assert len(ledger.refunds) == 1
+    assert ledger.goods_given == 4000
+
+
+def test_a_request_in_another_currency_is_refused() -> None:
+    ledger = paid(facts([("l1", 1, 10000)], 0, [("card", 10000)]))
+    events = ledger.request(request("rt-1", [("goods", 100)], currency="USD"), OVERFLOW, T0)
+    assert events == [
+        RequestRefused(ids.refund_id("return", "rt-1"), RefusalReason.CURRENCY_MISMATCH)
+    ]
+    assert ledger.refunds == {}
+
+
+# --- waiting for the order -------------------------------------------------------------------
+
+
+def test_a_request_before_order_paid_waits_and_is_issued_when_the_order_comes() -> None:
+    ledger = OrderLedger("o-1")
+    asked = request("rt-1", [("goods", 10000)])
+    events = ledger.request(asked, OVERFLOW, T0)
+    assert events == [WaitForOrder(asked.refund_id, T0 + timedelta(minutes=15))]
+    assert ledger.request(asked, OVERFLOW, T0) == [RequestRepeated(asked.refund_id)]
+    later = T0 + timedelta(hours=2)
+    events = ledger.record_paid(facts([("l1", 1, 10000)], 0, [("card", 10000)]), OVERFLOW, later)
+    assert events[0] == StopWaiting(asked.refund_id)
+    refund = issued(events)
+    assert (refund.amount, refund.issued_at) == (10000, later)
+    assert ledger.waiting == {}
+
+
+def test_a_refund_issued_after_its_due_by_is_reported_once() -> None:
+    ledger = OrderLedger("o-1")
+    ledger.request(request("rt-1", [("goods", 100)]), OVERFLOW, T0)
+    after = DUE + timedelta(minutes=1)
+    events = ledger.record_paid(facts([("l1", 1, 100)], 0, [("card", 100)]), OVERFLOW, after)
+    breaches = [e for e in events if isinstance(e, RefundSlaBreached)]
+    assert [(b.kind, b.detected_at) for b in breaches] == [(BreachKind.LATE, after)]
+    assert ledger.record_paid(facts([("l1", 1, 100)], 0, [("card", 100)]), OVERFLOW, after) == []
+
+
+# --- payout results --------------------------------------------------------------------------
+
+
+def test_a_failed_part_is_reissued_once_to_the_payout_method_then_left_for_a_person() -> None:
+    ledger = paid(facts([("l1", 1, 10000)], 0, [("card", 6000), ("alipay", 4000)]))
+    refund = issued(ledger.request(request("rt-1", [("goods", 10000)]), OVERFLOW, T0))
+    now = T0 + timedelta(days=2)
+    events = ledger.fail(refund.refund_id, "card", 6000, "card_closed", now, OVERFLOW, now)
+    assert isinstance(events[0], PayoutFailed) and events[0].reissued
+    reissue = issued(events)
+    assert reissue.refund_id == ids.reissue_refund_id(refund.refund_id, "card")
+    assert (reissue.case_type, reissue.case_id) == ("return", "rt-1")
+    assert reissue.payments == (("balance", 6000),)
+    assert reissue.breakdown == (("goods", 6000),)
+    assert reissue.due_by == now + timedelta(hours=24)
+    # The same part reported again is handled already.
+    assert ledger.fail(refund.refund_id, "card", 6000, "card_closed", now, OVERFLOW, now) == []
+    again = ledger.fail(reissue.refund_id, "balance", 6000, "account_frozen", now, OVERFLOW, now)
+    assert [type(e) for e in again] == [PayoutFailed, RefundSlaBreached]
+    assert reissue.needs_person
+    assert not any(isinstance(e, RefundIssued) for e in again)
+    assert sum(r.amount for r in ledger.refunds.values()) == 16000  # two refunds, no third
+
+
+def test_payout_results_for_unknown_refunds_or_parts_are_refused() -> None:
+    ledger = paid(facts([("l1", 1, 10000)], 0, [("card", 10000)]))
+    refund = issued(ledger.request(request("rt-1", [("goods", 100)]), OVERFLOW, T0))
+    with pytest.raises(UnknownRefund):
+        ledger.settle("rf-nope", T0)
+    with pytest.raises(UnknownRefund):
+        ledger.fail("rf-nope", "card", 1, "x", T0, OVERFLOW, T0)
+    with pytest.raises(PayoutMismatch):
+        ledger.fail(refund.refund_id, "card", 101, "x", T0, OVERFLOW, T0)
+    with pytest.raises(PayoutMismatch):
+        ledger.fail(refund.refund_id, "alipay", 1, "x", T0, OVERFLOW, T0)
+
+
+def test_settlement_closes_a_refund_once() -> None:
+    ledger = paid(facts([("l1", 1, 10000)], 0, [("card", 10000)]))
+    refund = issued(ledger.request(request("rt-1", [("goods", 100)]), OVERFLOW, T0))
+    assert ledger.settle(refund.refund_id, DUE) == [RefundSettled(refund)]
+    assert ledger.settle(refund.refund_id, DUE + timedelta(days=1)) == []
+    assert refund.settled_at == DUE and refund.settled_on_time
+
+
+def test_the_ledger_survives_storage() -> None:
+    ledger = OrderLedger("o-1")
+    ledger.request(request("rt-0", [("goods", 100)]), OVERFLOW, T0)
+    ledger.record_paid(facts([("l1", 1, 10000)], 500, [("card", 10500)]), OVERFLOW, T0)
+    refund = issued(
+        ledger.request(
+            request("rt-1", [("goods", 10000), ("outbound_shipping", 500)]), OVERFLOW, T0
+        )
+    )
+    ledger.fail(refund.refund_id, "card", 100, "x", T0, OVERFLOW, T0)
+    ledger.request(request("rt-9", [("goods", 1)], order_id="o-1"), OVERFLOW, T0)
+    assert OrderLedger.from_dict(ledger.to_dict()) == ledger
+
+
+# --- the split ---------------------------------------------------------------------------------
+
+
+def test_no_method_part_is_negative_even_where_largest_remainder_is_not_monotone() -> None:
+    # Hamilton's method loses a seat here when the total grows (the Alabama paradox).
+    charged = [("a", 6), ("b", 6), ("c", 2)]
+    given: dict[str, int] = {}
+    for amount in [1] * 14:
+        parts, overflow = cumulative_split(amount, charged, given)
+        assert overflow == 0 and all(part > 0 for part in parts.values())
+        for method, part in parts.items():
+            given[method] = given.get(method, 0) + part
+    assert given == {"a": 6, "b": 6, "c": 2}
+
+
+@given(
+    charges=st.lists(st.integers(0, 5000), min_size=1, max_size=5),
+    amounts=st.lists(st.integers(0, 4000), max_size=12),
+)
+def test_cumulative_split_never_overpays_a_method(charges: list[int], amounts: list[int]) -> None:
+    charged = [(f"m{i}", charge) for i, charge in enumerate(charges)]
+    given: dict[str, int] = {}
+    for amount in amounts:
+        parts, overflow = cumulative_split(amount, charged, given)
+        assert all(part > 0 for part in parts.values())
+        assert sum(parts.values()) + overflow == amount
+        for method, part in parts.items():
+            given[method] = given.get(method, 0) + part
+        assert all(given.get(m, 0) <= charge for m, charge in charged)
+    if sum(amounts) >= sum(charges):
+        assert all(given.get(m, 0) == charge for m, charge in charged)
+
+
+# --- properties over any sequence of requests --------------------------------------------------
+
+KINDS = ["goods", "outbound_shipping", "return_shipping", "compensation"]
+
+
+@st.composite
+def orders(draw: st.DrawFn) -> OrderFacts:
+    lines = [
+        (f"l{i}", draw(st.integers(1, 4)), draw(st.integers(0, 30000)))
+        for i in range(draw(st.integers(1, 3)))
+    ]
+    shipping = draw(st.integers(0, 2000))
+    total = sum(paid for _, _, paid in lines) + shipping
+    methods = draw(st.integers(1, 3))
+    cuts = sorted(draw(st.lists(st.integers(0, total), min_size=methods - 1, max_size=methods - 1)))
+    bounds = [0, *cuts, total]
+    names = draw(st.permutations(["card", "balance", "alipay"]))[:methods]
+    return facts(lines, shipping, [(names[i], bounds[i + 1] - bounds[i]) for i in range(methods)])
+
+
+@st.composite
+def requests(draw: st.DrawFn, order: OrderFacts) -> list[RefundRequest]:
+    made: list[RefundRequest] = []
+    for n in range(draw(st.integers(1, 8))):
+        case_type = draw(st.sampled_from(["return", "complaint", "late_shipment"]))
+        case_id = f"case-{draw(st.integers(0, 4))}"
+        items = draw(
+            st.lists(
+                st.tuples(st.sampled_from(KINDS), st.integers(0, order.goods_total + 3000)),
+                min_size=1,
+                max_size=4,
+                unique_by=lambda item: item[0],
+            )
+        )
+        goods = sum(a for k, a in items if k == "goods")
+        if goods and draw(st.booleans()):
+            items.append(("gift_charge", -draw(st.integers(0, goods))))
+        made.append(
+            request(
+                case_id,
+                items,
+                case_type=case_type,
+                order_id=order.order_id,
+                part=draw(st.sampled_from([None, None, f"p{n}"])),
+            )
+        )
+    # Duplicates, and the lot in any order.
+    made += draw(st.lists(st.sampled_from(made), max_size=3))
+    return draw(st.permutations(made))
+
+
+def _run(
+    order: OrderFacts, asked: list[RefundRequest], paid_after: int
+) -> tuple[OrderLedger, list[object]]:
+    ledger = OrderLedger(order.order_id)
+    events: list[object] = []
+    for i, item in enumerate(asked):
+        if i == paid_after:
+            events += ledger.record_paid(order, OVERFLOW, T0)
+        events += ledger.request(item, OVERFLOW, T0)
+    events += ledger.record_paid(order, OVERFLOW, T0)
+    return ledger, events
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_ledger_properties(data: st.DataObject) -> None:
+    order = data.draw(orders())
+    asked = data.draw(requests(order))
+    paid_after = data.draw(st.integers(0, len(asked)))
+    ledger, events = _run(order, asked, paid_after)
+    refunds = [event.refund for event in events if isinstance(event, RefundIssued)]
+
+    # One refund per refund_id, never a second payment.
+    assert len({r.refund_id for r in refunds}) == len(refunds) == len(ledger.refunds)
+    # Goods (net of deductions) and the outbound fee never above what was paid for them.
+    capped = sum(
+        sum(
+            a
+            for k, a in r.breakdown
+            if k
+            in {
+                "goods",
+                "outbound_shipping",
+                "gift_charge",
+                "free_shipping_deduction",
+                ALREADY_REFUNDED,
+            }
+        )
+        for r in refunds
+    )
+    assert capped <= order.goods_total + order.shipping_fee_paid
+    assert ledger.outbound_given <= order.shipping_fee_paid
+    assert ledger.goods_given <= order.goods_total
+    # No method above its charge.
+    charged = dict(order.payments)
+    given = ledger.method_given()
+    assert all(given.get(m, 0) <= charge for m, charge in charged.items())
+    for refund in refunds:
+        assert refund.amount >= 0
+        assert sum(a for _, a in refund.breakdown) == refund.amount
+        assert sum(a for _, a in refund.payments) == refund.amount
+        assert [k for k, _ in refund.breakdown].count(ALREADY_REFUNDED) == (1 if refund.cut else 0)
+    # Once the methods got back as much as they were charged, each got exactly its charge.
+    if sum(r.amount for r in refunds) >= sum(charged.values()):
+        assert given == {m: c for m, c in charged.items() if c}
+    # A replay yields the same ids and amounts.
+    _, replayed = _run(order, asked, paid_after)
+    again = [event.refund for event in replayed if isinstance(event, RefundIssued)]
+    assert [(r.refund_id, r.amount, r.payments, r.breakdown) for r in again] == [
+        (r.refund_id, r.amount, r.payments, r.breakdown) for r in refunds
+    ]
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data())
+def test_a_full_refund_in_parts_gives_every_method_exactly_its_charge(data: st.DataObject) -> None:
+    order = data.draw(orders())
+    ledger = paid(order)
+    total = order.goods_total
+    cuts = sorted(data.draw(st.lists(st.integers(0, total), max_size=5)))
+    bounds = [0, *cuts, total]
+    parts = [("goods", bounds[i + 1] - bounds[i]) for i in range(len(bounds) - 1)]
+    parts.append(("outbound_shipping", order.shipping_fee_paid))
+    for i, (kind, amount) in enumerate(data.draw(st.permutations(parts))):
+        ledger.request(request(f"rt-{i}", [(kind, amount)], order_id=order.order_id), OVERFLOW, T0)
+    assert ledger.method_given() == {m: c for m, c in order.payments if c}
+    assert ledger.overflow_given == 0

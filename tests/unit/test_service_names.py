@@ -1,0 +1,23 @@
+"""`aftersales run` takes one service, several, or all (SPEC 9)."""
+
+import pytest
+
+from shared.bootstrap import SERVICES, service_names
+
+
+def test_several_services_run_together_in_registry_order_each_once() -> None:
+    assert service_names("refunds", "returns", "refunds") == ["returns", "refunds"]
+
+
+def test_all_is_every_service_the_refund_ledger_included() -> None:
+    assert service_names("all") == list(SERVICES)
+    assert service_names() == list(SERVICES)
+    assert "refunds" in service_names("all")
+    assert service_names("returns", "all") == list(SERVICES)
+
+
+def test_an_unknown_name_is_one_clear_error_naming_the_known_ones() -> None:
+    with pytest.raises(
+        ValueError, match=r"unknown service 'refundz'; known: returns, .*refunds, all"
+    ):
+        service_names("returns", "refundz")
