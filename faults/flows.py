@@ -61,7 +61,7 @@ Duplicates: a share of the events is published a second time (same id and bytes)
 later position, sometimes in the same fetched batch, sometimes long after. Poison records
 (malformed JSON, a negative amount, an unknown type) are mixed in, and hostile ones on the keys
 of real orders (a record over 256 KiB, an internal `refund.issued` on the platform's `orders`
-topic; U+0000 and an unpaired surrogate are ready, see POISON_KINDS); each consuming service must
+topic, U+0000 and an unpaired surrogate, see POISON_KINDS); each consuming service must
 dead-letter them, and the flows whose keys they share must still come out as expected.
 """
 
@@ -489,10 +489,8 @@ POISON_KINDS = (
     "unknown_type",
     "oversized",
     "internal_type",
-    # Two more are ready and join them with the hostile-record contract (SPEC section 1):
-    # "nul_text" (U+0000 in a text field), which the contract does not refuse yet, so an
-    # order.shipped carrying it is applied; and "unpaired_surrogate", whose scrubbed dead-letter
-    # copy cannot be encoded yet, so its batch fails again and again and its partition stops.
+    "nul_text",  # U+0000 in a text field: invalid_text (SPEC section 1)
+    "unpaired_surrogate",  # a lone surrogate escape: invalid_text, its dead letter still written
 )
 # Over the 256 KiB a valid event may have (SPEC section 1).
 OVERSIZED_TEXT = 300 * 1024

@@ -43,14 +43,9 @@ def _known_metrics() -> set[str]:
     return names
 
 
-# Exported by the consumer's batch loop (the SQLSTATE of a batch that keeps failing); the alert
-# on it is defined with the others.
-EXPORTED_BY_THE_CONSUMER = {"aftersales_consecutive_failed_batches"}
-
-
 def test_alert_rules_use_metrics_the_code_exports():
     rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yaml").read_text())
-    known = _known_metrics() | EXPORTED_BY_THE_CONSUMER
+    known = _known_metrics()
     alerts = [rule for group in rules["groups"] for rule in group["rules"]]
     assert {"AftersalesSlaBreached", "AftersalesOutboxLag", "AftersalesDeadLetters"} <= {
         rule["alert"] for rule in alerts
