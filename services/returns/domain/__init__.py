@@ -1,9 +1,14 @@
 """The returns domain: pure rules, money and the ReturnRequest aggregate (no I/O, no clock).
 
+Modules follow SPEC section 4: `eligibility` (4.1-4.4, 4.6), `waiting` (4.5), `money` (4.7),
+`shipping` (4.8), `deadlines` (4.9-4.10); `values` holds the value objects, `vocabulary` the
+codes, `order_returns` the order with what its returns took back, `model` the aggregate.
+docs/rules.md maps every rule to its function and its test.
+
 Usage by the service layer, for every input event: load (or `ReturnRequest.new`) the request
 and the order's `OrderLedger`, call one method with the Order (or None), the Policy and `now`,
 then persist request + ledger and turn the returned events into messages and timer rows, all
-in one transaction. Methods mutate the request and the ledger passed in.
+in one transaction. Methods change the request and the ledger passed in.
 
 Where the SPEC is silent, the domain decides:
 - Working hours count every day in local wall-clock time; weekends and holidays are not
@@ -28,6 +33,7 @@ Where the SPEC is silent, the domain decides:
 - Orders that were cancelled are not treated specially here.
 """
 
+from services.returns.domain.eligibility import no_reason_deadline
 from services.returns.domain.events import (
     Decided,
     DomainEvent,
@@ -40,19 +46,15 @@ from services.returns.domain.events import (
     event_to_dict,
 )
 from services.returns.domain.messages import Message, MessageFacts, compose
-from services.returns.domain.model import (
-    Inspection,
-    Order,
-    OrderLedger,
-    OrderLine,
-    ReturnRequest,
-)
-from services.returns.domain.refunds import (
-    RefundCalculation,
-    calculate_refund,
-    calculate_return_shipping_refund,
-)
-from services.returns.domain.rules import (
+from services.returns.domain.model import ReturnRequest
+from services.returns.domain.money import calculate_refund, calculate_return_shipping_refund
+from services.returns.domain.order_returns import OrderLedger, OrderReturns
+from services.returns.domain.values import Inspection, Order, OrderLine, RefundCalculation
+from services.returns.domain.vocabulary import (
+    EXCLUDED_CATEGORIES,
+    NO_REASON_REASONS,
+    NOT_INTACT_CONDITIONS,
+    SELLER_FAULT_REASONS,
     Payer,
     ReturnKind,
     ReturnStatus,
@@ -60,11 +62,14 @@ from services.returns.domain.rules import (
     Sla,
     TimerKind,
     WaitingFor,
-    add_working_hours,
-    no_reason_deadline,
 )
+from services.returns.domain.waiting import add_working_hours
 
 __all__ = [
+    "EXCLUDED_CATEGORIES",
+    "NOT_INTACT_CONDITIONS",
+    "NO_REASON_REASONS",
+    "SELLER_FAULT_REASONS",
     "Decided",
     "DomainEvent",
     "Inspection",
@@ -73,6 +78,7 @@ __all__ = [
     "Order",
     "OrderLedger",
     "OrderLine",
+    "OrderReturns",
     "Payer",
     "RefundCalculation",
     "RefundDue",

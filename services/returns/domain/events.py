@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
-from services.returns.domain.refunds import RefundCalculation
-from services.returns.domain.rules import (
+from services.returns.domain.values import RefundCalculation
+from services.returns.domain.vocabulary import (
     Payer,
     ReturnStatus,
     Rule,

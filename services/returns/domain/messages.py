@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
-from services.returns.domain.rules import Payer, ReturnKind, ReturnStatus, Rule
+from services.returns.domain.vocabulary import Payer, ReturnKind, ReturnStatus, Rule
 from shared.money import format_money
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")

@@ -11,6 +11,7 @@ import pytest
 
 from services.returns.domain import (
     Decided,
+    Order,
     OrderLedger,
     Payer,
     RefundDue,
@@ -27,7 +28,6 @@ from services.returns.domain import (
     event_from_dict,
     event_to_dict,
 )
-from services.returns.domain.model import Order
 
 from . import SIGNED, SOON, Case, at, decided, line, only, order
 

@@ -9,6 +9,8 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from services.returns.domain import (
+    NO_REASON_REASONS,
+    SELLER_FAULT_REASONS,
     Decided,
     OrderLedger,
     RefundDue,
@@ -17,7 +19,6 @@ from services.returns.domain import (
     ReturnStatus,
     TimerKind,
 )
-from services.returns.domain.rules import NO_REASON_REASONS, SELLER_FAULT_REASONS
 
 from . import SIGNED, SOON, Case, decided, line, only, order, policy
 

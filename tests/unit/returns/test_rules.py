@@ -8,6 +8,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from services.returns.domain import (
+    EXCLUDED_CATEGORIES,
+    NOT_INTACT_CONDITIONS,
     ReturnStatus,
     Rule,
     TimerKind,
@@ -16,7 +18,6 @@ from services.returns.domain import (
     add_working_hours,
     no_reason_deadline,
 )
-from services.returns.domain.rules import EXCLUDED_CATEGORIES, NOT_INTACT_CONDITIONS
 from shared.policy import LocalHours
 
 from . import SHANGHAI, SIGNED, Case, at, decided, line, only, order, policy

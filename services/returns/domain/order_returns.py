@@ -1,0 +1,143 @@
+"""The order and what its returns took back of it (SPEC 4.7, 4.8: "once per order").
+
+`OrderReturns` is the aggregate a return request decides against: the order (None until
+order.paid arrives) and its `OrderLedger`, the running record of refunded units, money and
+once-per-order deductions, plus the units that approved returns reserve. The service layer loads
+and stores both together with the request, in one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.returns.domain.values import Order, RefundCalculation
+from shared.documents import DocumentType
+
+__all__ = ["ORDER_LEDGER_DOCUMENT", "OrderLedger", "OrderReturns"]
+
+
+@dataclass
+class OrderLedger:
+    """What an order's returns have taken back so far, and which units open returns claim.
+
+    Changed only by ReturnRequest methods: `reserve` on approval, `settle` on completion,
+    `release` on rejection or cancellation, `settle_return_shipping` for freight learnt after
+    completion. Both settle methods are idempotent per return.
+    """
+
+    order_id: str
+    units_refunded: dict[str, int] = field(default_factory=dict)  # paid lines
+    gift_units_returned: dict[str, int] = field(default_factory=dict)  # gift lines
+    goods_refunded: int = 0
+    outbound_shipping_refunded: int = 0
+    return_shipping_refunded: int = 0  # on top of goods + outbound (SPEC 4.7)
+    free_shipping_deducted: bool = False
+    gift_charged: bool = False
+    reserved: dict[str, dict[str, int]] = field(default_factory=dict)  # return_id -> units
+    settled_returns: list[str] = field(default_factory=list)
+    # Returns whose freight came after their refund and was reimbursed by a refund of its own.
+    return_shipping_settled: list[str] = field(default_factory=list)
+
+    def reserved_units(self, line_id: str, *, excluding: str | None = None) -> int:
+        return sum(
+            units.get(line_id, 0)
+            for return_id, units in self.reserved.items()
+            if return_id != excluding
+        )
+
+    def reserve(self, return_id: str, lines: Mapping[str, int]) -> None:
+        self.reserved[return_id] = dict(lines)
+
+    def release(self, return_id: str) -> None:
+        self.reserved.pop(return_id, None)
+
+    def is_settled(self, return_id: str) -> bool:
+        return return_id in self.settled_returns
+
+    def settle(self, return_id: str, calculation: RefundCalculation) -> bool:
+        """Record a completed return; False (and no change) if it was recorded before."""
+        self.release(return_id)
+        if self.is_settled(return_id):
+            return False
+        for line_id, units in calculation.goods_units.items():
+            self.units_refunded[line_id] = self.units_refunded.get(line_id, 0) + units
+        for line_id, units in calculation.gift_units.items():
+            self.gift_units_returned[line_id] = self.gift_units_returned.get(line_id, 0) + units
+        self.goods_refunded += calculation.goods
+        self.outbound_shipping_refunded += calculation.outbound_shipping
+        self.return_shipping_refunded += calculation.return_shipping
+        self.free_shipping_deducted = (
+            self.free_shipping_deducted or calculation.free_shipping_deduction > 0
+        )
+        self.gift_charged = self.gift_charged or calculation.gift_charge > 0
+        self.settled_returns.append(return_id)
+        return True
+
+    def settle_return_shipping(self, return_id: str, amount: int) -> bool:
+        """Record freight reimbursed after the return was settled: freight only, never goods.
+        False (and no change) if it was recorded before."""
+        if amount < 0:
+            raise ValueError("a reimbursement is never negative")
+        if return_id in self.return_shipping_settled:
+            return False
+        self.return_shipping_refunded += amount
+        self.return_shipping_settled.append(return_id)
+        return True
+
+    def to_dict(self) -> dict[str, Any]:
+        return ORDER_LEDGER_DOCUMENT.dump(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> OrderLedger:
+        return ORDER_LEDGER_DOCUMENT.load(data)
+
+
+@dataclass
+class OrderReturns:
+    """One order and its ledger: what a return request reads and changes, together."""
+
+    order: Order | None
+    ledger: OrderLedger
+
+    def require_order(self, doing: str) -> Order:
+        if self.order is None:
+            raise ValueError(f"{doing} needs its order")
+        return self.order
+
+    @property
+    def currency(self) -> str | None:
+        return None if self.order is None else self.order.currency
+
+    def titles(self, line_ids: Iterable[str]) -> tuple[str, ...]:
+        """The buyer-facing names of lines; an id the order does not know stays an id."""
+        order = self.order
+        return tuple(
+            order.line(line_id).title if order is not None and order.has_line(line_id) else line_id
+            for line_id in line_ids
+        )
+
+    def returned_units(self, line_id: str) -> int:
+        """Units of a line an earlier refund already took back (paid units or gift units)."""
+        ledger = self.ledger
+        return ledger.units_refunded.get(line_id, 0) + ledger.gift_units_returned.get(line_id, 0)
+
+    def available_units(self, order: Order, line_id: str, return_id: str) -> int:
+        """Units of a line the buyer may still return in `return_id`."""
+        reserved = self.ledger.reserved_units(line_id, excluding=return_id)
+        return max(0, order.line(line_id).quantity - self.returned_units(line_id) - reserved)
+
+    def exceeding_lines(
+        self, order: Order, lines: Mapping[str, int], return_id: str
+    ) -> tuple[str, ...]:
+        """Requested lines the order lacks, or asked for more units than are still free."""
+        return tuple(
+            line_id
+            for line_id, quantity in lines.items()
+            if not order.has_line(line_id)
+            or quantity > self.available_units(order, line_id, return_id)
+        )
+
+
+ORDER_LEDGER_DOCUMENT = DocumentType("returns.order_ledger", OrderLedger)

@@ -1,0 +1,222 @@
+"""Returns documents: what earlier code stored still loads; every document round-trips.
+
+tests/fixtures/documents/returns.json holds documents exactly as the hand-written serialisers
+wrote them (version 1, no `document_version`): they are the compatibility contract.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.returns.domain import (
+    Inspection,
+    Order,
+    OrderLedger,
+    OrderLine,
+    Payer,
+    RefundCalculation,
+    ReturnKind,
+    ReturnRequest,
+    ReturnStatus,
+    Rule,
+    Sla,
+    TimerKind,
+    WaitingFor,
+)
+from services.returns.domain.model import RETURN_REQUEST_DOCUMENT
+from services.returns.domain.order_returns import ORDER_LEDGER_DOCUMENT
+from services.returns.domain.values import ORDER_DOCUMENT, breakdown_as_pairs
+from shared.documents import VERSION_KEY
+
+FIXTURES = json.loads(
+    (Path(__file__).parents[2] / "fixtures" / "documents" / "returns.json").read_text()
+)
+
+
+def _documents(prefix: str) -> list[dict]:
+    found = [doc for name, doc in sorted(FIXTURES.items()) if name.startswith(prefix)]
+    assert found, prefix
+    return found
+
+
+def test_stored_return_requests_load_and_keep_every_fact():
+    for stored in _documents("return_request_"):
+        request = ReturnRequest.from_dict(stored)
+        again = request.to_dict()
+        assert again.pop(VERSION_KEY) == RETURN_REQUEST_DOCUMENT.version == 2
+        expected = dict(stored)
+        for key in ("refund", "return_shipping_refund"):
+            if expected[key] is not None:
+                expected[key] = breakdown_as_pairs(expected[key])
+        assert again == expected
+
+
+def test_a_stored_refund_keeps_its_breakdown_and_amount():
+    stored = FIXTURES["return_request_late_freight"]
+    request = ReturnRequest.from_dict(stored)
+    assert request.refund is not None and request.return_shipping_refund is not None
+    assert request.refund.breakdown == [("goods", 500)]
+    assert request.return_shipping_refund.breakdown == [("return_shipping", 1200)]
+    assert request.return_shipping_payer == Payer.MERCHANT
+    assert request.inspection == Inspection(True, ("opened_for_inspection",), request.inspection.at)
+
+
+def test_stored_orders_and_ledgers_load_unchanged():
+    for stored in _documents("order_signed") + _documents("order_unsigned"):
+        again = Order.from_dict(stored).to_dict()
+        assert again.pop(VERSION_KEY) == ORDER_DOCUMENT.version == 1
+        assert again == stored
+    for stored in _documents("order_ledger_"):
+        ledger = OrderLedger.from_dict(stored)
+        again = ledger.to_dict()
+        assert again.pop(VERSION_KEY) == ORDER_LEDGER_DOCUMENT.version == 1
+        assert again == stored
+    reserved = OrderLedger.from_dict(FIXTURES["order_ledger_reserved"])
+    assert reserved.reserved == {"r5": {"l1": 2}}
+
+
+# --- round trips --------------------------------------------------------------------------------
+
+ids = st.text("abcdefghij0123456789-", min_size=1, max_size=8)
+amounts = st.integers(min_value=0, max_value=10**9)
+offsets = st.sampled_from([UTC, timezone(timedelta(hours=8)), timezone(timedelta(hours=-5))])
+instants = st.builds(
+    lambda moment, zone: moment.replace(tzinfo=UTC).astimezone(zone),
+    st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2040, 1, 1)),
+    offsets,
+)
+maybe_instants = st.none() | instants
+units = st.dictionaries(ids, st.integers(min_value=1, max_value=50), max_size=3)
+
+
+@st.composite
+def calculations(draw):
+    parts = draw(st.lists(st.tuples(ids, st.integers(-(10**6), 10**6)), max_size=4))
+    total = sum(amount for _, amount in parts)
+    if total < 0:
+        parts.append(("goods", -total))
+        total = 0
+    return RefundCalculation(
+        return_id=draw(ids),
+        order_id=draw(ids),
+        currency=draw(st.sampled_from(["CNY", "JPY", "KWD"])),
+        amount=total,
+        breakdown=parts,
+        return_shipping_payer=draw(st.sampled_from(list(Payer))),
+        goods=draw(amounts),
+        goods_units=draw(units),
+        gift_units=draw(units),
+        goods_by_line=draw(units),
+        outbound_shipping=draw(amounts),
+        return_shipping=draw(amounts),
+        free_shipping_deduction=draw(amounts),
+        gift_charge=draw(amounts),
+        full_return=draw(st.booleans()),
+    )
+
+
+lines = st.builds(
+    OrderLine,
+    line_id=ids,
+    sku=ids,
+    title=st.text(max_size=20),
+    category=ids,
+    quantity=st.integers(min_value=1, max_value=20),
+    paid_amount=amounts,
+    is_gift=st.booleans(),
+    stated_price=amounts,
+    no_reason_return_waived=st.booleans(),
+)
+orders = st.builds(
+    Order,
+    order_id=ids,
+    shop_id=ids,
+    customer_id=ids,
+    paid_at=instants,
+    currency=st.sampled_from(["CNY", "JPY"]),
+    lines=st.lists(lines, max_size=4, unique_by=lambda line: line.line_id).map(tuple),
+    shipping_fee_paid=amounts,
+    standard_shipping_fee=amounts,
+    free_shipping_threshold=st.none() | amounts,
+    shipping_insurance=st.booleans(),
+    presale_ship_by=maybe_instants,
+    outbound_signed_at=maybe_instants,
+    cancelled_at=maybe_instants,
+)
+ledgers = st.builds(
+    OrderLedger,
+    order_id=ids,
+    units_refunded=units,
+    gift_units_returned=units,
+    goods_refunded=amounts,
+    outbound_shipping_refunded=amounts,
+    return_shipping_refunded=amounts,
+    free_shipping_deducted=st.booleans(),
+    gift_charged=st.booleans(),
+    reserved=st.dictionaries(ids, units, max_size=3),
+    settled_returns=st.lists(ids, max_size=3),
+    return_shipping_settled=st.lists(ids, max_size=3),
+)
+requests = st.builds(
+    ReturnRequest,
+    return_id=ids,
+    order_id=ids,
+    customer_id=ids,
+    kind=st.sampled_from(list(ReturnKind)),
+    reason=st.sampled_from(["no_reason", "quality_issue"]),
+    lines=units,
+    condition=st.lists(st.sampled_from(["trial_use", "seal_broken"]), max_size=2),
+    evidence_urls=st.lists(st.text(max_size=12), max_size=2),
+    requested_at=maybe_instants,
+    status=st.sampled_from(list(ReturnStatus)),
+    waiting_for=st.none() | st.sampled_from(list(WaitingFor)),
+    rule=st.none() | st.sampled_from(list(Rule)),
+    decided_at=maybe_instants,
+    return_shipping_payer=st.none() | st.sampled_from(list(Payer)),
+    carrier=st.none() | ids,
+    tracking_no=st.none() | ids,
+    return_shipping_fee_paid=st.none() | amounts,
+    shipped_at=maybe_instants,
+    return_signed_at=maybe_instants,
+    refund_due_by=maybe_instants,
+    inspection=st.none()
+    | st.builds(Inspection, st.booleans(), st.lists(ids, max_size=2).map(tuple), instants),
+    reviewed_by=st.none() | ids,
+    review_note=st.none() | st.text(max_size=20),
+    reviewed_at=maybe_instants,
+    refund=st.none() | calculations(),
+    return_shipping_refund=st.none() | calculations(),
+    completed_at=maybe_instants,
+    cancelled_at=maybe_instants,
+    timers=st.dictionaries(st.sampled_from(list(TimerKind)), instants, max_size=3),
+    breaches_reported=st.sets(st.sampled_from(list(Sla))),
+)
+
+
+def _through_json(data: dict) -> dict:
+    return json.loads(json.dumps(data))
+
+
+@given(requests)
+def test_a_return_request_round_trips(request):
+    assert ReturnRequest.from_dict(_through_json(request.to_dict())) == request
+
+
+@given(orders)
+def test_an_order_round_trips(order):
+    assert Order.from_dict(_through_json(order.to_dict())) == order
+
+
+@given(ledgers)
+def test_a_ledger_round_trips(ledger):
+    assert OrderLedger.from_dict(_through_json(ledger.to_dict())) == ledger
+
+
+@given(calculations())
+def test_a_refund_calculation_round_trips(calculation):
+    assert RefundCalculation.from_dict(_through_json(calculation.to_dict())) == calculation

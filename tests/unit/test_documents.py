@@ -1,0 +1,89 @@
+"""The versioned document serialiser (shared/documents.py): versions, upcasters, errors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pytest
+
+from shared.documents import VERSION_KEY, DocumentError, DocumentType
+
+
+@dataclass(frozen=True)
+class Parcel:
+    parcel_id: str
+    weight_grams: int
+    signed_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.signed_at is not None and self.signed_at.utcoffset() is None:
+            raise ValueError("signed_at must be timezone-aware")
+
+
+def _grams(data: dict) -> dict:
+    """Version 1 stored kilograms."""
+    upcast = dict(data)
+    upcast["weight_grams"] = int(upcast.pop("weight_kg") * 1000)
+    return upcast
+
+
+def _renamed(data: dict) -> dict:
+    """Version 2 called the id `id`."""
+    upcast = dict(data)
+    upcast["parcel_id"] = upcast.pop("id")
+    return upcast
+
+
+PARCEL = DocumentType("parcel", Parcel, version=3, upcasters={1: _grams, 2: _renamed})
+SIGNED = datetime(2026, 3, 1, 16, 30, tzinfo=UTC)
+
+
+def test_a_dump_carries_the_current_version_and_loads_back():
+    parcel = Parcel("p1", 1200, SIGNED)
+    data = PARCEL.dump(parcel)
+    assert data == {
+        "parcel_id": "p1",
+        "weight_grams": 1200,
+        "signed_at": "2026-03-01T16:30:00+00:00",
+        VERSION_KEY: 3,
+    }
+    assert PARCEL.load(data) == parcel
+
+
+def test_older_versions_pass_every_upcaster_from_theirs_on():
+    assert PARCEL.load({"id": "p1", "weight_kg": 1.5}) == Parcel("p1", 1500)  # no key: v1
+    assert PARCEL.load({"id": "p1", "weight_grams": 7, VERSION_KEY: 2}) == Parcel("p1", 7)
+    assert PARCEL.load({"parcel_id": "p1", "weight_grams": 7, VERSION_KEY: 3}) == Parcel("p1", 7)
+
+
+def test_a_document_newer_than_the_code_is_refused_by_name():
+    with pytest.raises(DocumentError, match="parcel document version 4 is newer"):
+        PARCEL.load({"parcel_id": "p1", "weight_grams": 7, VERSION_KEY: 4})
+
+
+@pytest.mark.parametrize("version", [0, -1, "2", True, None])
+def test_a_bad_version_is_refused(version):
+    with pytest.raises(DocumentError, match="bad document_version"):
+        PARCEL.load({"parcel_id": "p1", "weight_grams": 7, VERSION_KEY: version})
+
+
+def test_an_invalid_document_is_one_line_naming_type_and_field():
+    with pytest.raises(DocumentError) as error:
+        PARCEL.load({"parcel_id": "p1", "weight_grams": "heavy", VERSION_KEY: 3})
+    assert "\n" not in str(error.value)
+    assert str(error.value).startswith("parcel document: weight_grams: ")
+
+
+def test_the_dataclass_own_checks_apply_on_load():
+    with pytest.raises(DocumentError, match="timezone-aware"):
+        PARCEL.load(
+            {"parcel_id": "p1", "weight_grams": 7, "signed_at": "2026-03-01T16:30", VERSION_KEY: 3}
+        )
+
+
+def test_every_older_version_needs_its_upcaster():
+    with pytest.raises(ValueError, match="one upcaster per version"):
+        DocumentType("parcel", Parcel, version=3, upcasters={1: _grams})
+    with pytest.raises(ValueError, match="one upcaster per version"):
+        DocumentType("parcel", Parcel, version=1, upcasters={1: _grams})
