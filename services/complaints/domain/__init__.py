@@ -19,6 +19,7 @@ docs/decisions-complaints.md records every choice made where the SPEC is silent.
 
 from services.complaints.domain.budget import CompensationBudget, Grant
 from services.complaints.domain.callbacks import CALLBACK_CASES, priority_callback
+from services.complaints.domain.compensation import COMPENSATION, CompensationRule, coupon_for
 from services.complaints.domain.events import (
     CallbackEscalated,
     CouponAwaitingApproval,
@@ -50,7 +51,6 @@ from services.complaints.domain.rules import (
     Sla,
     Template,
     TimerKind,
-    coupon_for,
     is_complex,
     late_shipment_amount,
     quality_issue_coupon,
@@ -62,6 +62,7 @@ from services.complaints.domain.rules import (
 __all__ = [
     "CALLBACK_CASES",
     "CATCH_UP_GRACE",
+    "COMPENSATION",
     "FULFIL_WITHIN",
     "CallbackEscalated",
     "CaseKey",
@@ -69,6 +70,7 @@ __all__ = [
     "Category",
     "Compensation",
     "CompensationBudget",
+    "CompensationRule",
     "Complaint",
     "ComplaintStatus",
     "CouponAwaitingApproval",

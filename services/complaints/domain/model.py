@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from services.complaints.domain.budget import CompensationBudget
+from services.complaints.domain.compensation import COMPENSATION
 from services.complaints.domain.events import (
     CouponAwaitingApproval,
     CouponGranted,
@@ -45,7 +46,6 @@ from services.complaints.domain.rules import (
     Template,
     TimerKind,
     amounts_apply,
-    coupon_for,
     instant_from_json,
     instant_required,
     instant_to_json,
@@ -55,14 +55,6 @@ from services.complaints.domain.rules import (
     timer_due,
 )
 from shared.policy import ComplaintsPolicy
-
-GOODS = "goods"
-OUTBOUND_SHIPPING = "outbound_shipping"
-
-# Categories whose upheld outcome reads `remedy` (reship or refund the whole order).
-_REMEDY_CATEGORIES = frozenset({Category.NOT_RECEIVED, Category.FAKE_SHIPMENT})
-# Categories whose upheld outcome is the order's late-shipment penalty.
-_PENALTY_CATEGORIES = frozenset({Category.LATE_SHIPMENT, Category.FAKE_SHIPMENT})
 
 _ESCALATION_PRIORITY = {
     EscalationReason.FIRST_RESPONSE_OVERDUE: Priority.HIGH,
@@ -425,12 +417,8 @@ class Complaint:
         comp = Compensation(decided_at=now, currency=facts.currency)
         events: list[DomainEvent] = []
 
-        breakdown: list[tuple[str, int]] = []
-        if category == Category.LOGISTICS_DELAY:
-            breakdown = [(OUTBOUND_SHIPPING, facts.shipping_fee_paid)]
-        elif category in _REMEDY_CATEGORIES and remedy == Remedy.REFUND:
-            breakdown = [(GOODS, facts.goods_total), (OUTBOUND_SHIPPING, facts.shipping_fee_paid)]
-        breakdown = [(kind, amount) for kind, amount in breakdown if amount > 0]
+        rule = COMPENSATION[category]
+        breakdown = rule.refund_breakdown(remedy, facts)
         if breakdown:
             amount = sum(a for _, a in breakdown)
             comp.refund_amount = amount
@@ -446,15 +434,13 @@ class Complaint:
             )
             # Issued late, the refund ledger reports it (SPEC 4.11).
 
-        if category == Category.MISSING_ITEM or (
-            category in _REMEDY_CATEGORIES and remedy == Remedy.RESHIP
-        ):
+        if rule.reships(remedy):
             comp.reshipment = True
             events.append(ReshipmentDue(self.case, facts.all_lines, due_by, now))
             if now > due_by:
                 events.append(SlaBreached(self.case, Sla.RESHIPMENT, due_by, now, self.round))
 
-        if category in _PENALTY_CATEGORIES:
+        if rule.late_shipment_refund:
             comp.late_shipment_refund_earlier = order.late_penalty is not None
             events += order.issue_late_penalty(
                 policy,
@@ -466,7 +452,7 @@ class Complaint:
             assert order.late_penalty is not None
             comp.late_shipment_refund = order.late_penalty.amount
 
-        value = coupon_for(category, facts.goods_total, policy)
+        value = rule.coupon(facts.goods_total, policy)
         if value > 0 and not amounts_apply(facts.currency, policy):
             # Coupon amounts and the budget are the policy's currency, not the order's: no
             # coupon is computed, a supervisor decides the compensation (docs/decisions.md).

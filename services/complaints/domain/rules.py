@@ -206,17 +206,3 @@ def late_shipment_amount(goods_total: int, currency: str, policy: ComplaintsPoli
     policy's currency: an order in another one gets the rate alone."""
     amount = percent_bp(goods_total, policy.late_shipment_rate_bp)
     return min(amount, policy.late_shipment_cap) if amounts_apply(currency, policy) else amount
-
-
-def coupon_for(category: Category, goods_total: int, policy: ComplaintsPolicy) -> int:
-    """The coupon an upheld complaint of `category` earns (0: none)."""
-    if category == Category.QUALITY_ISSUE:
-        return quality_issue_coupon(goods_total, policy)
-    fixed = {
-        Category.LOGISTICS_DELAY: policy.logistics_delay_coupon,
-        Category.MISSING_ITEM: policy.missing_item_coupon,
-        Category.WRONG_ITEM: policy.wrong_item_coupon,
-        Category.NOT_RECEIVED: policy.not_received_coupon,
-        Category.SERVICE_ATTITUDE: policy.service_attitude_coupon,
-    }
-    return fixed.get(category, 0)
