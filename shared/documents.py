@@ -24,13 +24,26 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
-__all__ = ["VERSION_KEY", "DocumentError", "DocumentType", "Upcaster"]
+__all__ = ["VERSION_KEY", "DocumentError", "DocumentType", "Upcaster", "require_aware_fields"]
 
 T = TypeVar("T")
 
 VERSION_KEY = "document_version"
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def require_aware_fields(owner: object, *names: str) -> None:
+    """Refuse an instant without its offset in the named attributes of `owner` (each None, an
+    instant, or a mapping of instants such as timers). For a dataclass's `__post_init__`: a
+    loaded document runs it too, so a naive instant is refused, never guessed."""
+    for name in names:
+        value = getattr(owner, name)
+        moments = value.items() if isinstance(value, Mapping) else ((name, value),)
+        for label, moment in moments:
+            if moment is not None and moment.utcoffset() is None:
+                where = name if label == name else f"{name} {label}"
+                raise ValueError(f"{where} must be timezone-aware")
 
 
 class DocumentError(ValueError):

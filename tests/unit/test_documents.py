@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shared.documents import VERSION_KEY, DocumentError, DocumentType
+from shared.documents import VERSION_KEY, DocumentError, DocumentType, require_aware_fields
 
 
 @dataclass(frozen=True)
@@ -87,3 +87,19 @@ def test_every_older_version_needs_its_upcaster():
         DocumentType("parcel", Parcel, version=3, upcasters={1: _grams})
     with pytest.raises(ValueError, match="one upcaster per version"):
         DocumentType("parcel", Parcel, version=1, upcasters={1: _grams})
+
+
+@dataclass
+class Watch:
+    started_at: datetime
+    ended_at: datetime | None = None
+    timers: dict[str, datetime] | None = None
+
+
+def test_naive_instants_are_named_also_inside_timers():
+    require_aware_fields(Watch(SIGNED, None, {"wait": SIGNED}), "started_at", "ended_at", "timers")
+    with pytest.raises(ValueError, match=r"^ended_at must be timezone-aware$"):
+        require_aware_fields(Watch(SIGNED, SIGNED.replace(tzinfo=None)), "ended_at")
+    naive = {"wait": SIGNED.replace(tzinfo=None)}
+    with pytest.raises(ValueError, match=r"^timers wait must be timezone-aware$"):
+        require_aware_fields(Watch(SIGNED, None, naive), "started_at", "timers")

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from services.complaints.domain.rules import instant_required, instant_to_json, require_aware
+from services.complaints.domain.rules import require_aware
+from shared.documents import DocumentType
 from shared.policy import ComplaintsPolicy
 
 
@@ -25,22 +26,8 @@ class Grant:
     currency: str
     granted_at: datetime
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "complaint_id": self.complaint_id,
-            "value": self.value,
-            "currency": self.currency,
-            "granted_at": instant_to_json(self.granted_at),
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Grant:
-        return cls(
-            complaint_id=str(data["complaint_id"]),
-            value=int(data["value"]),
-            currency=str(data["currency"]),
-            granted_at=instant_required(data["granted_at"]),
-        )
+    def __post_init__(self) -> None:
+        require_aware(self.granted_at, "granted_at")
 
 
 @dataclass
@@ -89,11 +76,11 @@ class CompensationBudget:
         return True
 
     def to_dict(self) -> dict[str, Any]:
-        return {"customer_id": self.customer_id, "grants": [g.to_dict() for g in self.grants]}
+        return BUDGET_DOCUMENT.dump(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CompensationBudget:
-        return cls(
-            customer_id=str(data["customer_id"]),
-            grants=[Grant.from_dict(g) for g in data.get("grants", [])],
-        )
+        return BUDGET_DOCUMENT.load(data)
+
+
+BUDGET_DOCUMENT = DocumentType("complaints.compensation_budget", CompensationBudget)

@@ -5,8 +5,8 @@ a low satisfaction score.
 Methods take what they need (the policy, `now`, and for compensation the ShopOrder and the
 buyer's CompensationBudget) and return the domain events to publish; they change the complaint
 and the order/budget passed in, which the service layer stores with the events in one
-transaction. Every method is idempotent for a repeated input. Every value round-trips through
-JSON-safe dicts (`to_dict` / `from_dict`).
+transaction. Every method is idempotent for a repeated input. The complaint is stored as a
+versioned document (shared.documents, `COMPLAINT_DOCUMENT`).
 """
 
 from __future__ import annotations
@@ -46,14 +46,13 @@ from services.complaints.domain.rules import (
     Template,
     TimerKind,
     amounts_apply,
-    instant_from_json,
-    instant_required,
     instant_to_json,
     require_aware,
     resolution_hours,
     sla_deadlines,
     timer_due,
 )
+from shared.documents import DocumentType, require_aware_fields
 from shared.policy import ComplaintsPolicy
 
 _ESCALATION_PRIORITY = {
@@ -74,35 +73,11 @@ class Resolution:
     def __post_init__(self) -> None:
         require_aware(self.resolved_at, "resolved_at")
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "outcome": self.outcome.value,
-            "remedy": self.remedy.value,
-            "agent_id": self.agent_id,
-            "resolved_at": instant_to_json(self.resolved_at),
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Resolution:
-        return cls(
-            outcome=Outcome(data["outcome"]),
-            remedy=Remedy(data["remedy"]),
-            agent_id=str(data["agent_id"]),
-            resolved_at=instant_required(data["resolved_at"]),
-        )
-
 
 @dataclass(frozen=True)
 class LowScore:
     callback_id: str
     score: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"callback_id": self.callback_id, "score": self.score}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> LowScore:
-        return cls(callback_id=str(data["callback_id"]), score=int(data["score"]))
 
 
 @dataclass
@@ -123,6 +98,11 @@ class Compensation:
     reviewed_by: str | None = None
     reviewed_at: datetime | None = None
 
+    def __post_init__(self) -> None:
+        require_aware_fields(
+            self, "decided_at", "coupon_granted_at", "coupon_expires_at", "reviewed_at"
+        )
+
     @property
     def has_news_besides_the_refund(self) -> bool:
         """A coupon (or a supervisor's coupon decision), a replacement or the late-shipment
@@ -136,41 +116,6 @@ class Compensation:
             or self.reshipment
             or self.late_shipment_refund
             or self.coupon_by_supervisor
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "decided_at": instant_to_json(self.decided_at),
-            "currency": self.currency,
-            "coupon_value": self.coupon_value,
-            "coupon_status": self.coupon_status.value,
-            "coupon_granted_at": instant_to_json(self.coupon_granted_at),
-            "coupon_expires_at": instant_to_json(self.coupon_expires_at),
-            "refund_amount": self.refund_amount,
-            "reshipment": self.reshipment,
-            "late_shipment_refund": self.late_shipment_refund,
-            "late_shipment_refund_earlier": self.late_shipment_refund_earlier,
-            "coupon_by_supervisor": self.coupon_by_supervisor,
-            "reviewed_by": self.reviewed_by,
-            "reviewed_at": instant_to_json(self.reviewed_at),
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Compensation:
-        return cls(
-            decided_at=instant_required(data["decided_at"]),
-            currency=str(data["currency"]),
-            coupon_value=int(data.get("coupon_value", 0)),
-            coupon_status=CouponStatus(data.get("coupon_status", CouponStatus.NONE.value)),
-            coupon_granted_at=instant_from_json(data.get("coupon_granted_at")),
-            coupon_expires_at=instant_from_json(data.get("coupon_expires_at")),
-            refund_amount=int(data.get("refund_amount", 0)),
-            reshipment=bool(data.get("reshipment", False)),
-            late_shipment_refund=int(data.get("late_shipment_refund", 0)),
-            late_shipment_refund_earlier=bool(data.get("late_shipment_refund_earlier", False)),
-            coupon_by_supervisor=bool(data.get("coupon_by_supervisor", False)),
-            reviewed_by=data.get("reviewed_by"),
-            reviewed_at=instant_from_json(data.get("reviewed_at")),
         )
 
 
@@ -712,61 +657,24 @@ class Complaint:
 
     # --- persistence ----------------------------------------------------------------------
 
+    def __post_init__(self) -> None:
+        require_aware_fields(self, *_INSTANTS)
+
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "complaint_id": self.complaint_id,
-            "order_id": self.order_id,
-            "customer_id": self.customer_id,
-            "category": None if self.category is None else self.category.value,
-            "opened_at": instant_to_json(self.opened_at),
-            "status": self.status.value,
-            "round": self.round,
-            "first_response_due": instant_to_json(self.first_response_due),
-            "resolution_due": instant_to_json(self.resolution_due),
-            "responded_at": instant_to_json(self.responded_at),
-            "responded_by": self.responded_by,
-            "resolution": None if self.resolution is None else self.resolution.to_dict(),
-            "reopened_at": instant_to_json(self.reopened_at),
-            "priority": self.priority.value,
-            "acknowledged_at": instant_to_json(self.acknowledged_at),
-            "compensation": None if self.compensation is None else self.compensation.to_dict(),
-            "timers": {kind.value: instant_to_json(due) for kind, due in self.timers.items()},
-            "breaches": sorted(self.breaches),
-            "escalations": sorted(self.escalations),
-            "buyer_told_escalated": sorted(self.buyer_told_escalated),
-            "low_scores": list(self.low_scores),
-            "pending_low_score": (
-                None if self.pending_low_score is None else self.pending_low_score.to_dict()
-            ),
-        }
+        return COMPLAINT_DOCUMENT.dump(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Complaint:
-        category = data.get("category")
-        resolution = data.get("resolution")
-        compensation = data.get("compensation")
-        pending = data.get("pending_low_score")
-        return cls(
-            complaint_id=str(data["complaint_id"]),
-            order_id=str(data["order_id"]),
-            customer_id=str(data.get("customer_id", "")),
-            category=None if category is None else Category(category),
-            opened_at=instant_from_json(data.get("opened_at")),
-            status=ComplaintStatus(data.get("status", ComplaintStatus.NEW.value)),
-            round=int(data.get("round", 0)),
-            first_response_due=instant_from_json(data.get("first_response_due")),
-            resolution_due=instant_from_json(data.get("resolution_due")),
-            responded_at=instant_from_json(data.get("responded_at")),
-            responded_by=data.get("responded_by"),
-            resolution=None if resolution is None else Resolution.from_dict(resolution),
-            reopened_at=instant_from_json(data.get("reopened_at")),
-            priority=Priority(data.get("priority", Priority.NORMAL.value)),
-            acknowledged_at=instant_from_json(data.get("acknowledged_at")),
-            compensation=None if compensation is None else Compensation.from_dict(compensation),
-            timers={TimerKind(k): instant_required(v) for k, v in data.get("timers", {}).items()},
-            breaches=set(data.get("breaches", [])),
-            escalations=set(data.get("escalations", [])),
-            buyer_told_escalated={int(r) for r in data.get("buyer_told_escalated", [])},
-            low_scores=list(data.get("low_scores", [])),
-            pending_low_score=None if pending is None else LowScore.from_dict(pending),
-        )
+        return COMPLAINT_DOCUMENT.load(data)
+
+
+_INSTANTS = (
+    "opened_at",
+    "first_response_due",
+    "resolution_due",
+    "responded_at",
+    "reopened_at",
+    "acknowledged_at",
+    "timers",
+)
+COMPLAINT_DOCUMENT = DocumentType("complaints.complaint", Complaint)

@@ -25,13 +25,12 @@ from services.complaints.domain.rules import (
     CaseType,
     Template,
     TimerKind,
-    instant_from_json,
-    instant_required,
     instant_to_json,
     late_shipment_amount,
     require_aware,
     timer_due,
 )
+from shared.documents import DocumentType, require_aware_fields
 from shared.policy import ComplaintsPolicy
 
 COMPENSATION = "compensation"  # refund breakdown kind of a penalty (SPEC 3)
@@ -49,23 +48,6 @@ class OrderLine:
             raise ValueError(f"line {self.line_id}: quantity must be positive")
         if self.paid_amount < 0:
             raise ValueError(f"line {self.line_id}: paid_amount must not be negative")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "line_id": self.line_id,
-            "quantity": self.quantity,
-            "paid_amount": self.paid_amount,
-            "is_gift": self.is_gift,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> OrderLine:
-        return cls(
-            line_id=str(data["line_id"]),
-            quantity=int(data["quantity"]),
-            paid_amount=int(data["paid_amount"]),
-            is_gift=bool(data.get("is_gift", False)),
-        )
 
 
 @dataclass(frozen=True)
@@ -106,29 +88,6 @@ class OrderFacts:
             return self.presale_ship_by
         return self.paid_at + timedelta(hours=policy.late_shipment_hours)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "order_id": self.order_id,
-            "customer_id": self.customer_id,
-            "paid_at": instant_to_json(self.paid_at),
-            "currency": self.currency,
-            "lines": [line.to_dict() for line in self.lines],
-            "shipping_fee_paid": self.shipping_fee_paid,
-            "presale_ship_by": instant_to_json(self.presale_ship_by),
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> OrderFacts:
-        return cls(
-            order_id=str(data["order_id"]),
-            customer_id=str(data["customer_id"]),
-            paid_at=instant_required(data["paid_at"]),
-            currency=str(data["currency"]),
-            lines=tuple(OrderLine.from_dict(line) for line in data["lines"]),
-            shipping_fee_paid=int(data["shipping_fee_paid"]),
-            presale_ship_by=instant_from_json(data.get("presale_ship_by")),
-        )
-
 
 @dataclass(frozen=True)
 class LatePenalty:
@@ -141,26 +100,8 @@ class LatePenalty:
     issued_at: datetime
     cause: str  # "timer", "shipped", "cancelled" or "complaint:<id>"
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "amount": self.amount,
-            "currency": self.currency,
-            "owed_at": instant_to_json(self.owed_at),
-            "due_by": instant_to_json(self.due_by),
-            "issued_at": instant_to_json(self.issued_at),
-            "cause": self.cause,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> LatePenalty:
-        return cls(
-            amount=int(data["amount"]),
-            currency=str(data["currency"]),
-            owed_at=instant_required(data["owed_at"]),
-            due_by=instant_required(data["due_by"]),
-            issued_at=instant_required(data["issued_at"]),
-            cause=str(data["cause"]),
-        )
+    def __post_init__(self) -> None:
+        require_aware_fields(self, "owed_at", "due_by", "issued_at")
 
 
 @dataclass
@@ -340,27 +281,15 @@ class ShopOrder:
 
     # --- persistence ------------------------------------------------------------------------
 
+    def __post_init__(self) -> None:
+        require_aware_fields(self, "ship_by", "shipped_at", "cancelled_at", "timers")
+
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "order_id": self.order_id,
-            "facts": None if self.facts is None else self.facts.to_dict(),
-            "ship_by": instant_to_json(self.ship_by),
-            "shipped_at": instant_to_json(self.shipped_at),
-            "cancelled_at": instant_to_json(self.cancelled_at),
-            "late_penalty": None if self.late_penalty is None else self.late_penalty.to_dict(),
-            "timers": {kind.value: instant_to_json(due) for kind, due in self.timers.items()},
-        }
+        return SHOP_ORDER_DOCUMENT.dump(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ShopOrder:
-        facts = data.get("facts")
-        penalty = data.get("late_penalty")
-        return cls(
-            order_id=str(data["order_id"]),
-            facts=None if facts is None else OrderFacts.from_dict(facts),
-            ship_by=instant_from_json(data.get("ship_by")),
-            shipped_at=instant_from_json(data.get("shipped_at")),
-            cancelled_at=instant_from_json(data.get("cancelled_at")),
-            late_penalty=None if penalty is None else LatePenalty.from_dict(penalty),
-            timers={TimerKind(k): instant_required(v) for k, v in data.get("timers", {}).items()},
-        )
+        return SHOP_ORDER_DOCUMENT.load(data)
+
+
+SHOP_ORDER_DOCUMENT = DocumentType("complaints.shop_order", ShopOrder)

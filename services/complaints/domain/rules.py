@@ -132,18 +132,6 @@ def instant_to_json(instant: datetime | None) -> str | None:
     return None if instant is None else require_aware(instant).isoformat()
 
 
-def instant_from_json(text: str | None) -> datetime | None:
-    if text is None:
-        return None
-    return require_aware(datetime.fromisoformat(text), text)
-
-
-def instant_required(text: str) -> datetime:
-    instant = instant_from_json(text)
-    assert instant is not None
-    return instant
-
-
 # --- SLA ----------------------------------------------------------------------------------------
 
 
