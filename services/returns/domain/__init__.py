@@ -2,7 +2,8 @@
 
 Modules follow SPEC section 4: `eligibility` (4.1-4.4, 4.6), `waiting` (4.5), `money` (4.7),
 `shipping` (4.8), `deadlines` (4.9-4.10); `values` holds the value objects, `vocabulary` the
-codes, `order_returns` the order with what its returns took back, `model` the aggregate.
+codes, `order_returns` the order with what its returns took back, `model` the aggregate's
+entry points and `decisions` its state changes.
 docs/rules.md maps every rule to its function and its test.
 
 Usage by the service layer, for every input event: load (or `ReturnRequest.new`) the request
