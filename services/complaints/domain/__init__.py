@@ -19,6 +19,7 @@ docs/decisions-complaints.md records every choice made where the SPEC is silent.
 
 from services.complaints.domain.budget import CompensationBudget, Grant
 from services.complaints.domain.callbacks import CALLBACK_CASES, priority_callback
+from services.complaints.domain.compensating import Compensation
 from services.complaints.domain.compensation import COMPENSATION, CompensationRule, coupon_for
 from services.complaints.domain.events import (
     CallbackEscalated,
@@ -33,7 +34,7 @@ from services.complaints.domain.events import (
     TimerCancelled,
     TimerSet,
 )
-from services.complaints.domain.model import Compensation, Complaint, LowScore, Resolution
+from services.complaints.domain.model import Complaint, LowScore
 from services.complaints.domain.orders import LatePenalty, OrderFacts, OrderLine, ShopOrder
 from services.complaints.domain.rules import (
     CATCH_UP_GRACE,
@@ -48,6 +49,7 @@ from services.complaints.domain.rules import (
     Outcome,
     Priority,
     Remedy,
+    Resolution,
     Sla,
     Template,
     TimerKind,

@@ -1,6 +1,7 @@
 """The Complaint aggregate (SPEC section 5): acknowledgement, SLA timers, escalation,
-compensation once per complaint, supervisor review of coupons over budget, and reopening after
-a low satisfaction score.
+compensation once per complaint (its steps in compensating.py, by the table in
+compensation.py), supervisor review of coupons over budget, and reopening after a low
+satisfaction score.
 
 Methods take what they need (the policy, `now`, and for compensation the ShopOrder and the
 buyer's CompensationBudget) and return the domain events to publish; they change the complaint
@@ -16,36 +17,28 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from services.complaints.domain.budget import CompensationBudget
-from services.complaints.domain.compensation import COMPENSATION
+from services.complaints.domain.compensating import Compensating, Compensation
 from services.complaints.domain.events import (
-    CouponAwaitingApproval,
-    CouponGranted,
     DomainEvent,
     Escalated,
     Notify,
-    RefundDue,
-    ReshipmentDue,
     SlaBreached,
     TimerCancelled,
     TimerSet,
 )
-from services.complaints.domain.orders import ShopOrder
 from services.complaints.domain.rules import (
-    FULFIL_WITHIN,
     CaseKey,
     CaseType,
     Category,
     ComplaintStatus,
-    CouponStatus,
     EscalationReason,
     Outcome,
     Priority,
     Remedy,
+    Resolution,
     Sla,
     Template,
     TimerKind,
-    amounts_apply,
     instant_to_json,
     require_aware,
     resolution_hours,
@@ -64,63 +57,13 @@ _ESCALATION_PRIORITY = {
 
 
 @dataclass(frozen=True)
-class Resolution:
-    outcome: Outcome
-    remedy: Remedy
-    agent_id: str
-    resolved_at: datetime
-
-    def __post_init__(self) -> None:
-        require_aware(self.resolved_at, "resolved_at")
-
-
-@dataclass(frozen=True)
 class LowScore:
     callback_id: str
     score: int
 
 
 @dataclass
-class Compensation:
-    """What an upheld complaint gave the buyer; decided once per complaint."""
-
-    decided_at: datetime
-    currency: str
-    coupon_value: int = 0
-    coupon_status: CouponStatus = CouponStatus.NONE
-    coupon_granted_at: datetime | None = None
-    coupon_expires_at: datetime | None = None
-    refund_amount: int = 0  # goods and outbound shipping asked of the refund ledger
-    reshipment: bool = False
-    late_shipment_refund: int = 0  # the order's penalty, issued now or before
-    late_shipment_refund_earlier: bool = False  # issued before, by the late-shipment watch
-    coupon_by_supervisor: bool = False  # the order's currency is not the policy's: a person decides
-    reviewed_by: str | None = None
-    reviewed_at: datetime | None = None
-
-    def __post_init__(self) -> None:
-        require_aware_fields(
-            self, "decided_at", "coupon_granted_at", "coupon_expires_at", "reviewed_at"
-        )
-
-    @property
-    def has_news_besides_the_refund(self) -> bool:
-        """A coupon (or a supervisor's coupon decision), a replacement or the late-shipment
-        penalty to tell the buyer about.
-
-        A goods or shipping refund alone is told by the refund notice (the notifier, on
-        `refund.issued`), with the amount the ledger issued after its order-level cap.
-        """
-        return bool(
-            self.coupon_value
-            or self.reshipment
-            or self.late_shipment_refund
-            or self.coupon_by_supervisor
-        )
-
-
-@dataclass
-class Complaint:
+class Complaint(Compensating):
     """One complaint, from whichever of its events arrived first.
 
     Before complaint.opened arrives (status NEW) a response or a resolution is kept and applied
@@ -336,143 +279,6 @@ class Complaint:
             return []
         return self._reopen(LowScore(callback_id, score), policy, now)
 
-    def compensate(
-        self,
-        order: ShopOrder,
-        budget: CompensationBudget,
-        policy: ComplaintsPolicy,
-        now: datetime,
-    ) -> list[DomainEvent]:
-        """Compensate an upheld complaint by its category (SPEC 5), once.
-
-        Refunds, reshipments and the late-shipment penalty go out at once; a coupon is granted
-        when it fits the buyer's rolling budget, else it waits for a supervisor's review.
-        """
-        if not self.awaits_compensation:
-            return []
-        facts = order.facts
-        if facts is None:
-            raise ValueError(f"compensating complaint {self.complaint_id} needs its order")
-        if order.order_id != self.order_id:
-            raise ValueError(f"complaint {self.complaint_id} is not about order {order.order_id}")
-        assert self.resolution is not None
-        category, remedy = self._category(), self.resolution.remedy
-        resolved_at = self.resolution.resolved_at
-        due_by = resolved_at + FULFIL_WITHIN
-        comp = Compensation(decided_at=now, currency=facts.currency)
-        events: list[DomainEvent] = []
-
-        rule = COMPENSATION[category]
-        breakdown = rule.refund_breakdown(remedy, facts)
-        if breakdown:
-            amount = sum(a for _, a in breakdown)
-            comp.refund_amount = amount
-            events.append(
-                RefundDue(
-                    case=self.case,
-                    amount=amount,
-                    currency=facts.currency,
-                    breakdown=tuple(breakdown),
-                    due_by=due_by,
-                    requested_at=now,
-                )
-            )
-            # Issued late, the refund ledger reports it (SPEC 4.11).
-
-        if rule.reships(remedy):
-            comp.reshipment = True
-            events.append(ReshipmentDue(self.case, facts.all_lines, due_by, now))
-            if now > due_by:
-                events.append(SlaBreached(self.case, Sla.RESHIPMENT, due_by, now, self.round))
-
-        if rule.late_shipment_refund:
-            comp.late_shipment_refund_earlier = order.late_penalty is not None
-            events += order.issue_late_penalty(
-                policy,
-                now,
-                owed_at=resolved_at,
-                cause=f"complaint:{self.complaint_id}",
-                apologise=False,
-            )
-            assert order.late_penalty is not None
-            comp.late_shipment_refund = order.late_penalty.amount
-
-        value = rule.coupon(facts.goods_total, policy)
-        if value > 0 and not amounts_apply(facts.currency, policy):
-            # Coupon amounts and the budget are the policy's currency, not the order's: no
-            # coupon is computed, a supervisor decides the compensation (docs/decisions.md).
-            comp.coupon_by_supervisor = True
-            events += self._escalate(EscalationReason.COMPENSATION_CURRENCY, due_by, now)
-        elif value > 0:
-            comp.coupon_value = value
-            if budget.fits(value, facts.currency, now, policy):
-                events += self._grant_coupon(comp, budget, policy, now, CouponStatus.GRANTED)
-            else:
-                comp.coupon_status = CouponStatus.PENDING_APPROVAL
-                events.append(
-                    CouponAwaitingApproval(
-                        value=value,
-                        currency=facts.currency,
-                        used=budget.used(facts.currency, now, policy),
-                        budget=policy.compensation_budget,
-                        window_days=policy.compensation_window_days,
-                        requested_at=now,
-                    )
-                )
-        self.compensation = comp
-        if comp.has_news_besides_the_refund:
-            events.append(self._compensated_notice(category, comp))
-        return events
-
-    def review_compensation(
-        self,
-        decision: str,
-        agent_id: str,
-        reviewed_at: datetime,
-        budget: CompensationBudget,
-        policy: ComplaintsPolicy,
-        now: datetime,
-    ) -> list[DomainEvent]:
-        """compensation.reviewed: a supervisor approves or denies a coupon over budget.
-
-        Only a coupon waiting for approval is affected; any other review has no effect.
-        """
-        if decision not in ("approve", "deny"):
-            raise ValueError(f"unknown review decision {decision!r}")
-        require_aware(reviewed_at, "reviewed_at")
-        comp = self.compensation
-        if comp is None or comp.coupon_status != CouponStatus.PENDING_APPROVAL:
-            return []
-        comp.reviewed_by, comp.reviewed_at = agent_id, reviewed_at
-        if decision == "approve":
-            events = self._grant_coupon(comp, budget, policy, now, CouponStatus.APPROVED)
-            return [
-                *events,
-                Notify(
-                    template=Template.COMPENSATION_APPROVED,
-                    case=self.case,
-                    params={
-                        "complaint_id": self.complaint_id,
-                        "value": comp.coupon_value,
-                        "currency": comp.currency,
-                        "expires_at": instant_to_json(comp.coupon_expires_at) or "",
-                    },
-                ),
-            ]
-        comp.coupon_status = CouponStatus.DENIED
-        return [
-            Notify(
-                template=Template.COMPENSATION_DENIED,
-                case=self.case,
-                params={
-                    "complaint_id": self.complaint_id,
-                    "value": comp.coupon_value,
-                    "currency": comp.currency,
-                    "window_days": policy.compensation_window_days,
-                },
-            )
-        ]
-
     # --- transitions ----------------------------------------------------------------------
 
     def _reopen(
@@ -578,28 +384,6 @@ class Complaint:
             self.priority = priority
         return [Escalated(reason, priority, due_at, now, self.round, score, callback_id)]
 
-    def _grant_coupon(
-        self,
-        comp: Compensation,
-        budget: CompensationBudget,
-        policy: ComplaintsPolicy,
-        now: datetime,
-        status: CouponStatus,
-    ) -> list[DomainEvent]:
-        comp.coupon_status = status
-        comp.coupon_granted_at = now
-        comp.coupon_expires_at = now + timedelta(days=policy.coupon_validity_days)
-        budget.record(self.complaint_id, comp.coupon_value, comp.currency, now, policy)
-        return [
-            CouponGranted(
-                value=comp.coupon_value,
-                currency=comp.currency,
-                granted_at=now,
-                expires_at=comp.coupon_expires_at,
-                reason=self._category().value,
-            )
-        ]
-
     def _acknowledgement(self, policy: ComplaintsPolicy) -> Notify:
         """When to expect an answer; and when the resolution takes longer (the complex
         categories, 24 hours), that longer deadline too."""
@@ -614,34 +398,6 @@ class Complaint:
             params["resolve_within_hours"] = resolution_hours(category, policy)
             params["resolve_by"] = instant_to_json(self.resolution_due) or ""
         return Notify(template=Template.ACKNOWLEDGED, case=self.case, params=params, urgent=True)
-
-    def _compensated_notice(self, category: Category, comp: Compensation) -> Notify:
-        """What the buyer gets; a part it does not get is left out of the params."""
-        params: dict[str, str | int] = {
-            "complaint_id": self.complaint_id,
-            "order_id": self.order_id,
-            "category": category.value,
-            "currency": comp.currency,
-        }
-        # A goods or shipping refund is named without its amount: the ledger may cut it, and
-        # the refund notice states what it issued. The late-shipment penalty is compensation,
-        # which the ledger never cuts (SPEC 4.11), so its amount is the one issued.
-        if comp.refund_amount:
-            params["refund"] = 1
-        if comp.late_shipment_refund_earlier and comp.late_shipment_refund:
-            params["late_shipment_refund_earlier"] = comp.late_shipment_refund
-        elif comp.late_shipment_refund:
-            params["late_shipment_refund"] = comp.late_shipment_refund
-        if comp.reshipment:
-            params["reshipment"] = 1
-        if comp.coupon_status == CouponStatus.GRANTED:
-            params["coupon_value"] = comp.coupon_value
-            params["coupon_expires_at"] = instant_to_json(comp.coupon_expires_at) or ""
-        elif comp.coupon_status == CouponStatus.PENDING_APPROVAL:
-            params["coupon_pending_value"] = comp.coupon_value
-        if comp.coupon_by_supervisor:
-            params["coupon_by_supervisor"] = 1
-        return Notify(template=Template.COMPENSATED, case=self.case, params=params)
 
     def _set_timer(self, kind: TimerKind, due_at: datetime) -> list[DomainEvent]:
         if self.timers.get(kind) == due_at:

@@ -132,6 +132,17 @@ def instant_to_json(instant: datetime | None) -> str | None:
     return None if instant is None else require_aware(instant).isoformat()
 
 
+@dataclass(frozen=True)
+class Resolution:
+    outcome: Outcome
+    remedy: Remedy
+    agent_id: str
+    resolved_at: datetime
+
+    def __post_init__(self) -> None:
+        require_aware(self.resolved_at, "resolved_at")
+
+
 # --- SLA ----------------------------------------------------------------------------------------
 
 

@@ -15,17 +15,19 @@ from hypothesis import strategies as st
 
 from services.complaints.domain import (
     Category,
+    Compensation,
     CompensationBudget,
     Complaint,
     ComplaintStatus,
     CouponStatus,
+    LowScore,
     OrderFacts,
     Priority,
+    Resolution,
     ShopOrder,
     TimerKind,
 )
 from services.complaints.domain.budget import Grant
-from services.complaints.domain.model import Compensation, LowScore, Resolution
 from services.complaints.domain.orders import LatePenalty, OrderLine
 from services.complaints.domain.rules import Outcome, Remedy
 from shared.documents import VERSION_KEY
