@@ -48,7 +48,7 @@ test: install
 lint: $(if $(NO_INSTALL),,install)
 	@status=0; \
 	echo "+ ruff check ."; $(BIN)/ruff check . || status=1; \
-	echo "+ mypy shared services"; $(BIN)/mypy shared services || status=1; \
+	echo "+ mypy shared services aftersales aftersales_dev"; $(BIN)/mypy shared services aftersales aftersales_dev || status=1; \
 	echo "+ lint-imports"; $(BIN)/lint-imports --no-logo --no-cache || status=1; \
 	echo "+ aftersales asyncapi --check"; $(BIN)/aftersales asyncapi --check || status=1; \
 	$(MAKE) --no-print-directory deploy-check NO_INSTALL=1 || status=1; \

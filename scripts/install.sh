@@ -1,7 +1,7 @@
 #!/bin/sh
 # `make install`: a .venv with the project and its dev tools, plus PostgreSQL server binaries
-# for the local database (shared/devenv.py). Quick when nothing changed: the install is keyed on
-# pyproject.toml + constraints.txt (a checksum kept in .venv/.install-stamp).
+# for the local database (aftersales_dev/devenv.py). Quick when nothing changed: the install is
+# keyed on pyproject.toml + constraints.txt (a checksum kept in .venv/.install-stamp).
 #
 # Environment: PYTHON (interpreter to create .venv with; default: the first python3,
 # python3.13, python3.12 or python3.11 that is >= 3.11), VENV (default .venv).
@@ -62,13 +62,13 @@ else
 fi
 
 # -- PostgreSQL server binaries (for the throwaway local database) ---------------------------
-if bindir=$("$VENV/bin/python" shared/devenv.py check-postgres 2>/dev/null); then
+if bindir=$("$VENV/bin/python" aftersales_dev/devenv.py check-postgres 2>/dev/null); then
     say "PostgreSQL server binaries: $bindir"
 elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     say "installing PostgreSQL (Debian package postgresql)"
     apt-get update
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql
-    bindir=$("$VENV/bin/python" shared/devenv.py check-postgres) \
+    bindir=$("$VENV/bin/python" aftersales_dev/devenv.py check-postgres) \
         || die "postgresql was installed but initdb/pg_ctl/postgres are still not found"
     say "PostgreSQL server binaries: $bindir"
 else

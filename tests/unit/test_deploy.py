@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 import services.followup.metrics
 import services.refunds.metrics  # noqa: F401
 import shared.metrics  # noqa: F401  (registers the metrics)
-from shared.bootstrap import SERVICES, preflight
+from aftersales.registry import SERVICES, preflight
 from shared.crypto import cipher_from_env
 from shared.messaging.runtime import RETRY_BACKOFF_CAP, kafka_security
 from shared.policy import load_policy

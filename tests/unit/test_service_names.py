@@ -2,7 +2,7 @@
 
 import pytest
 
-from shared.bootstrap import SERVICES, service_names
+from aftersales.registry import SERVICES, service_names
 
 
 def test_several_services_run_together_in_registry_order_each_once() -> None:

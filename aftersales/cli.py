@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from datetime import date
 
-from shared.bootstrap import (
+from aftersales.registry import (
     SERVICES,
     Environment,
     definition,
@@ -182,7 +182,7 @@ def _run(args: argparse.Namespace) -> int:
 
 async def serve(names: Sequence[str], *, port: int, until: asyncio.Event | None = None) -> None:
     """Run services until SIGTERM/SIGINT (or `until`), then shut down gracefully."""
-    from shared.http import http_server
+    from aftersales.http import http_server
     from shared.messaging.runtime import ServiceRuntime
     from shared.migrations import check_current
 
@@ -221,13 +221,13 @@ async def serve(names: Sequence[str], *, port: int, until: asyncio.Event | None 
 
 
 def _dev(args: argparse.Namespace) -> int:
-    from shared.dev import run_dev
+    from aftersales_dev.dev import run_dev
 
     return asyncio.run(run_dev(exit_after_demo=args.exit_after_demo))
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from shared.demo import play
+    from aftersales_dev.demo import play
 
     env = environment()
     return asyncio.run(play(env.settings.kafka_bootstrap_servers, env.policy))
@@ -256,7 +256,7 @@ def _policy(args: argparse.Namespace) -> int:
 def _asyncapi(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from shared.asyncapi import write_or_check
+    from aftersales.asyncapi import write_or_check
 
     stale = write_or_check(Path(args.dir), check=args.check)
     if args.check and stale:
