@@ -4,66 +4,58 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import uvicorn
+from faststream.asgi import AsgiFastStream, AsgiResponse
+from faststream.asgi.types import ASGIApp, Receive, Scope, Send
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shared.messaging.runtime import ServiceRuntime
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+JSON = {"content-type": "application/json"}
 
 
-def health_app(
-    runtimes: Sequence[ServiceRuntime],
-) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-        if scope["type"] != "http":
-            return
-        path = scope["path"].rstrip("/")
-        if path == "/health/live":
-            await _respond(send, 200, b'{"status":"live"}')
-        elif path == "/health/ready":
-            results = await asyncio.gather(*(r.ready() for r in runtimes))
-            checks = {r.name: result for r, result in zip(runtimes, results, strict=True)}
-            ok = all(all(result.values()) for result in results)
-            # Reachable but stuck: batches have kept failing for minutes (stuck_after).
-            stuck = {r.name: why for r in runtimes if (why := r.health.stuck()) is not None}
-            status = "not_ready" if not ok else "degraded" if stuck else "ready"
-            document: dict[str, Any] = {"status": status, "checks": checks}
-            if stuck:
-                document["stuck"] = stuck
-            await _respond(send, 200 if status == "ready" else 503, json.dumps(document).encode())
-        elif path == "/metrics":
-            await _respond(send, 200, generate_latest(), CONTENT_TYPE_LATEST)
-        else:
-            await _respond(send, 404, b'{"error":"not found"}')
+class HealthApp(AsgiFastStream):
+    """FastStream's ASGI router without brokers of its own: each ServiceRuntime starts and
+    stops its broker, and uvicorn runs with lifespan off, so nothing here starts one."""
 
-    return app
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            # Routes match the exact path; a probe may ask for /health/ready/.
+            scope = {**scope, "path": scope["path"].rstrip("/")}
+        await super().__call__(scope, receive, send)
+
+    async def not_found(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await AsgiResponse(b'{"error":"not found"}', 404, JSON)(scope, receive, send)
 
 
-async def _respond(
-    send: Send, status: int, body: bytes, content_type: str = "application/json"
-) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", content_type.encode()),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
+def health_app(runtimes: Sequence[ServiceRuntime]) -> ASGIApp:
+    async def live(scope: Scope, receive: Receive, send: Send) -> None:
+        await AsgiResponse(b'{"status":"live"}', 200, JSON)(scope, receive, send)
+
+    async def ready(scope: Scope, receive: Receive, send: Send) -> None:
+        results = await asyncio.gather(*(r.ready() for r in runtimes))
+        checks = {r.name: result for r, result in zip(runtimes, results, strict=True)}
+        ok = all(all(result.values()) for result in results)
+        # Reachable but stuck: batches have kept failing for minutes (stuck_after).
+        stuck = {r.name: why for r in runtimes if (why := r.health.stuck()) is not None}
+        status = "not_ready" if not ok else "degraded" if stuck else "ready"
+        document: dict[str, Any] = {"status": status, "checks": checks}
+        if stuck:
+            document["stuck"] = stuck
+        body = json.dumps(document).encode()
+        await AsgiResponse(body, 200 if status == "ready" else 503, JSON)(scope, receive, send)
+
+    async def metrics(scope: Scope, receive: Receive, send: Send) -> None:
+        body = generate_latest()
+        await AsgiResponse(body, 200, {"content-type": CONTENT_TYPE_LATEST})(scope, receive, send)
+
+    return HealthApp(
+        asgi_routes=[("/health/live", live), ("/health/ready", ready), ("/metrics", metrics)],
+        logger=None,
     )
-    await send({"type": "http.response.body", "body": body})
 
 
 class HttpServer(uvicorn.Server):
