@@ -61,7 +61,12 @@ def _parser() -> argparse.ArgumentParser:
     migrate.set_defaults(func=_migrate)
 
     run = sub.add_parser("run", help="run services (one, several, or all) in one process")
-    run.add_argument("service", nargs="+", help=f"one or more of {', '.join(SERVICES)}, or all")
+    run.add_argument(
+        "service",
+        nargs="*",
+        help=f"one or more of {', '.join(SERVICES)}, or all (default: AFTERSALES_SERVICE, "
+        "the service an image is built for)",
+    )
     run.add_argument("--port", type=int, default=None, help="HTTP port for health and metrics")
     run.set_defaults(func=_run)
 
@@ -175,10 +180,21 @@ def _migrate(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     env = environment()
     port = args.port if args.port is not None else env.settings.aftersales_http_port
-    names = service_names(*args.service)
+    names = service_names(*_services_to_run(args.service))
     require_database(env.settings.database_url)
     asyncio.run(serve(names, port=port))
     return 0
+
+
+def _services_to_run(named: Sequence[str]) -> Sequence[str]:
+    if named:
+        return named
+    from_image = os.environ.get("AFTERSALES_SERVICE", "").split()
+    if not from_image:
+        raise ValueError(
+            f"name the services to run ({', '.join(SERVICES)} or all), or set AFTERSALES_SERVICE"
+        )
+    return from_image
 
 
 async def serve(names: Sequence[str], *, port: int, until: asyncio.Event | None = None) -> None:

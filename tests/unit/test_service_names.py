@@ -21,3 +21,14 @@ def test_an_unknown_name_is_one_clear_error_naming_the_known_ones() -> None:
         ValueError, match=r"unknown service 'refundz'; known: returns, .*refunds, all"
     ):
         service_names("returns", "refundz")
+
+
+def test_run_without_a_service_runs_the_one_the_image_is_built_for(monkeypatch) -> None:
+    from aftersales.cli import _services_to_run
+
+    monkeypatch.setenv("AFTERSALES_SERVICE", "notifier")
+    assert _services_to_run([]) == ["notifier"]
+    assert _services_to_run(["returns"]) == ["returns"]  # a service named wins
+    monkeypatch.delenv("AFTERSALES_SERVICE")
+    with pytest.raises(ValueError, match="name the services to run"):
+        _services_to_run([])
