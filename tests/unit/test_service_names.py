@@ -32,3 +32,12 @@ def test_run_without_a_service_runs_the_one_the_image_is_built_for(monkeypatch) 
     monkeypatch.delenv("AFTERSALES_SERVICE")
     with pytest.raises(ValueError, match="name the services to run"):
         _services_to_run([])
+
+
+def test_every_service_has_its_migrations_registered() -> None:
+    from shared.migrations import migrations_of
+
+    for name in SERVICES:
+        assert (migrations_of(name) / "env.py").is_file(), name
+    with pytest.raises(ValueError, match="no migrations registered"):
+        migrations_of("warehouse")
