@@ -241,17 +241,34 @@ class ShopOrder:
                 Notify(
                     template=Template.APOLOGY_LATE_SHIPMENT,
                     case=self.case,
-                    params={
-                        "order_id": self.order_id,
-                        "ship_by": instant_to_json(self.ship_by) or "",
-                        "amount": amount,
-                        "currency": facts.currency,
-                    },
+                    params=self._apology_params(amount, facts.currency),
                 )
             )
         return events
 
     # --- helpers ----------------------------------------------------------------------------
+
+    def order_state(self) -> str:
+        """What the apology can promise: `not_shipped`, `shipped` (late) or `cancelled`,
+        whichever came first."""
+        settled = self._settled_at()
+        if settled is None:
+            return "not_shipped"
+        return "shipped" if settled == self.shipped_at else "cancelled"
+
+    def _apology_params(self, amount: int, currency: str) -> dict[str, Any]:
+        """The apology states a refund only when one is owed (a free order gets none) and
+        offers waiting or cancelling only while the order is still unshipped."""
+        assert self.ship_by is not None
+        params: dict[str, Any] = {
+            "order_id": self.order_id,
+            "ship_by": instant_to_json(self.ship_by) or "",
+            "order_state": self.order_state(),
+            "currency": currency,
+        }
+        if amount > 0:
+            params["amount"] = amount
+        return params
 
     def _judge(self, policy: ComplaintsPolicy, now: datetime) -> list[DomainEvent]:
         """Shipped or cancelled (and paid): late only if that came after the ship-by instant.

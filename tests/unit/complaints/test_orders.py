@@ -99,6 +99,7 @@ def test_the_timer_issues_5_percent_once_with_an_apology() -> None:
     assert apology.params == {
         "order_id": "o1",
         "ship_by": SHIP_BY.isoformat(),
+        "order_state": "not_shipped",
         "amount": 1000,
         "currency": "CNY",
     }
@@ -181,7 +182,16 @@ def test_a_free_order_gets_an_apology_but_no_refund_of_zero() -> None:
     order, _ = paid(facts(0, paid_at=PAID))
     events = order.on_timer(TIMER, SHIP_BY, POLICY, SHIP_BY)
     assert not only(events, RefundDue)
-    assert one(events, Notify).params["amount"] == 0
+    assert "amount" not in one(events, Notify).params  # no "refunded 0.00"
+
+
+def test_the_apology_tells_whether_the_order_shipped_late_or_was_cancelled() -> None:
+    shipped, _ = paid(facts(20000, paid_at=PAID))
+    events = shipped.record_shipped(SHIP_BY + H, POLICY, SHIP_BY + H)
+    assert one(events, Notify).params["order_state"] == "shipped"
+    cancelled, _ = paid(facts(20000, paid_at=PAID))
+    events = cancelled.record_cancelled(SHIP_BY + H, POLICY, SHIP_BY + H)
+    assert one(events, Notify).params["order_state"] == "cancelled"
 
 
 def test_an_order_round_trips_through_json() -> None:

@@ -75,8 +75,8 @@ CATALOGUE: dict[str, tuple[dict[str, str | int], dict[str, str | int]]] = {
         {"value": 500, "currency": "CNY", "window_days": 30},
     ),
     "complaint.apology_late_shipment": (
-        {"order_id": "O1", "amount": 1500},
-        {"currency": "CNY", "ship_by": T},
+        {"order_id": "O1"},
+        {"amount": 1500, "currency": "CNY", "ship_by": T, "order_state": "shipped"},
     ),
     "survey.invitation": (
         {"callback_id": "CB1"},
@@ -243,3 +243,22 @@ def test_the_compensation_notice_leaves_the_refund_amount_to_the_refund_notice(
         "for your return R1, we have refunded CNY 45.00"
         in renderer.render("refund.issued", {**issued, "amount": 4500}, ("en",)).body
     )
+
+
+@pytest.mark.parametrize("lang", BOTH)
+def test_the_late_shipment_apology_fits_the_order(renderer: Renderer, lang: str) -> None:
+    base = {"order_id": "O1", "currency": "CNY"}
+    waiting = renderer.render(
+        "complaint.apology_late_shipment", base | {"amount": 1500}, (lang,)
+    ).body
+    shipped = renderer.render(
+        "complaint.apology_late_shipment", base | {"order_state": "shipped"}, (lang,)
+    ).body
+    cancelled = renderer.render(
+        "complaint.apology_late_shipment", base | {"order_state": "cancelled"}, (lang,)
+    ).body
+    cancel_offer = "cancel it" if lang == "en" else "取消订单"
+    refunded = "refunded" if lang == "en" else "退款"
+    assert cancel_offer in waiting and "15.00" in waiting
+    for body in (shipped, cancelled):
+        assert cancel_offer not in body and refunded not in body  # no refund owed: none stated
