@@ -63,10 +63,8 @@ from shared.contracts import (
     RefundRequested,
     ReshipmentRequested,
     ReturnLine,
-    deterministic_id,
     event_key,
     ids,
-    topics,
 )
 from shared.contracts import CouponGranted as CouponGrantedData
 from shared.contracts import SlaBreached as SlaBreachedData
@@ -78,26 +76,6 @@ SERVICE = "complaints"
 log = logging.getLogger("aftersales.complaints")
 
 _ORDER_TIMERS = frozenset({TimerKind.LATE_SHIPMENT})
-
-
-# --- ids: deterministic per case, so a replay or a redelivery yields the same ones ----------
-
-
-def coupon_id(complaint_id: str) -> str:
-    """One coupon per complaint."""
-    return f"cp-{deterministic_id('coupon', complaint_id)}"
-
-
-def escalation_id(complaint_id: str, reason: str, round_: int) -> str:
-    return f"esc-{deterministic_id('escalation', complaint_id, reason, str(round_))}"
-
-
-def case_escalation_id(case: CaseKey, callback_id: str) -> str:
-    return f"esc-{deterministic_id('escalation', case.type.value, case.id, callback_id)}"
-
-
-def notification_request_id(case: CaseKey, template: str, tag: str) -> str:
-    return f"nr-{deterministic_id('notification', case.type.value, case.id, template, tag)}"
 
 
 def complaint_lock(complaint_id: str) -> str:
@@ -430,9 +408,10 @@ class _Emitter:
         return self.order_id if kind in _ORDER_TIMERS else self._complaint().complaint_id
 
     async def _notify(self, event: Notify) -> None:
-        request_id = notification_request_id(event.case, event.template.value, event.tag)
+        request_id = ids.notification_request_id(
+            event.case.type.value, event.case.id, event.template.value, event.tag
+        )
         await self.ctx.emit(
-            topics.NOTIFICATIONS,
             "notification.requested",
             NotificationRequested(
                 request_id=request_id,
@@ -443,14 +422,12 @@ class _Emitter:
                 urgent=event.urgent,
                 case=_case_ref(event.case),
             ),
-            key=self.key,
-            event_id=deterministic_id("notification.requested", request_id),
+            event_id=ids.event_id("notification.requested", request_id),
             correlation_id=event.case.id,
         )
 
     async def _sla_breached(self, event: SlaBreached) -> None:
         breach = await self.ctx.emit(
-            topics.SLA,
             "sla.breached",
             SlaBreachedData.model_validate(
                 dict(
@@ -462,13 +439,8 @@ class _Emitter:
                     customer_id=self.customer_id or None,
                 )
             ),
-            key=self.order_id,
-            event_id=deterministic_id(
-                "sla.breached",
-                event.case.type.value,
-                event.case.id,
-                event.sla.value,
-                str(event.round),
+            event_id=ids.sla_breach_event_id(
+                event.case.type.value, event.case.id, event.sla.value, str(event.round)
             ),
             correlation_id=event.case.id,
         )
@@ -478,9 +450,8 @@ class _Emitter:
     async def _escalated(self, event: Escalated) -> None:
         complaint = self._complaint()
         assert complaint.category is not None
-        eid = escalation_id(complaint.complaint_id, event.reason.value, event.round)
+        eid = ids.escalation_id(complaint.complaint_id, event.reason.value, event.round)
         escalated = await self.ctx.emit(
-            topics.ESCALATIONS,
             "complaint.escalated",
             ComplaintEscalated.model_validate(
                 dict(
@@ -497,8 +468,7 @@ class _Emitter:
                     callback_id=event.callback_id,
                 )
             ),
-            key=self.order_id,
-            event_id=deterministic_id("complaint.escalated", eid),
+            event_id=ids.event_id("complaint.escalated", eid),
             correlation_id=complaint.complaint_id,
         )
         if self.ctx.is_new(escalated):
@@ -507,9 +477,8 @@ class _Emitter:
             )
 
     async def _callback_escalated(self, event: CallbackEscalated) -> None:
-        eid = case_escalation_id(event.case, event.callback_id)
+        eid = ids.case_escalation_id(event.case.type.value, event.case.id, event.callback_id)
         escalated = await self.ctx.emit(
-            topics.ESCALATIONS,
             "case.escalated",
             CaseEscalated.model_validate(
                 dict(
@@ -525,8 +494,7 @@ class _Emitter:
                     callback_id=event.callback_id,
                 )
             ),
-            key=event.customer_id,
-            event_id=deterministic_id("case.escalated", eid),
+            event_id=ids.event_id("case.escalated", eid),
             correlation_id=event.case.id,
         )
         if self.ctx.is_new(escalated):
@@ -536,9 +504,8 @@ class _Emitter:
 
     async def _coupon(self, event: CouponGranted) -> None:
         complaint = self._complaint()
-        cid = coupon_id(complaint.complaint_id)
+        cid = ids.coupon_id(complaint.complaint_id)
         granted = await self.ctx.emit(
-            topics.COUPONS,
             "coupon.granted",
             CouponGrantedData(
                 coupon_id=cid,
@@ -551,8 +518,7 @@ class _Emitter:
                 reason=event.reason,
                 granted_at=event.granted_at,
             ),
-            key=self.order_id,
-            event_id=deterministic_id("coupon.granted", cid),
+            event_id=ids.event_id("coupon.granted", cid),
             correlation_id=complaint.complaint_id,
         )
         if self.ctx.is_new(granted):
@@ -560,9 +526,8 @@ class _Emitter:
 
     async def _coupon_pending(self, event: CouponAwaitingApproval) -> None:
         complaint = self._complaint()
-        cid = coupon_id(complaint.complaint_id)
+        cid = ids.coupon_id(complaint.complaint_id)
         pending = await self.ctx.emit(
-            topics.ESCALATIONS,
             "compensation.pending",
             CompensationPending(
                 complaint_id=complaint.complaint_id,
@@ -576,8 +541,7 @@ class _Emitter:
                 window_days=event.window_days,
                 requested_at=event.requested_at,
             ),
-            key=self.order_id,
-            event_id=deterministic_id("compensation.pending", cid),
+            event_id=ids.event_id("compensation.pending", cid),
             correlation_id=complaint.complaint_id,
         )
         category = complaint.category.value if complaint.category else "unknown"
@@ -588,7 +552,6 @@ class _Emitter:
         """Ask the refund ledger, which caps, splits and issues it (SPEC 4.11)."""
         rid = ids.refund_id(event.case.type.value, event.case.id)
         requested = await self.ctx.emit(
-            topics.REFUND_REQUESTS,
             "refund.requested",
             RefundRequested.model_validate(
                 dict(
@@ -604,8 +567,7 @@ class _Emitter:
                     requested_by=SERVICE,
                 )
             ),
-            key=self.order_id,
-            event_id=deterministic_id("refund.requested", rid),
+            event_id=ids.event_id("refund.requested", rid),
             correlation_id=event.case.id,
         )
         if self.ctx.is_new(requested):  # a replay finds it in the outbox: counted once
@@ -616,7 +578,6 @@ class _Emitter:
 
     async def _reshipment(self, event: ReshipmentDue) -> None:
         await self.ctx.emit(
-            topics.FULFILMENT,
             "reshipment.requested",
             ReshipmentRequested(
                 order_id=self.order_id,
@@ -626,8 +587,7 @@ class _Emitter:
                 due_by=event.due_by,
                 requested_at=event.requested_at,
             ),
-            key=self.order_id,
-            event_id=deterministic_id("reshipment.requested", event.case.type.value, event.case.id),
+            event_id=ids.reshipment_event_id(event.case.type.value, event.case.id),
             correlation_id=event.case.id,
         )
 

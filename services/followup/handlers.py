@@ -38,9 +38,8 @@ from shared.contracts import (
     ReshipmentRequested,
     ReturnDecision,
     SurveyAnswered,
-    deterministic_id,
     event_key,
-    topics,
+    ids,
 )
 from shared.contracts import SlaBreached as SlaBreachedData
 from shared.messaging.context import EventHandler, HandlerContext, TimerHandler
@@ -52,11 +51,6 @@ SERVICE = "followup"
 CALLBACK_DUE = "callback_due"  # timer kind; ref = callback_id, lock key = customer_id
 SURVEY_TEMPLATE = "survey.invitation"
 log = logging.getLogger("aftersales.followup")
-
-
-def callback_id_for(case: CaseKey) -> str:
-    """Deterministic from the case that opens the callback: a replay yields the same id."""
-    return f"cb-{deterministic_id('callback', str(case.type), case.id)}"
 
 
 def lock_keys(event: CloudEvent) -> list[str]:
@@ -240,7 +234,7 @@ class FollowupHandlers:
         callback, events = close_case(
             case,
             await repo.scheduled_callbacks(customer_id),
-            new_callback_id=callback_id_for(case.key),
+            new_callback_id=ids.callback_id(str(case.key.type), case.key.id),
             policy=self.policy,
             now=ctx.now,
         )
@@ -298,7 +292,6 @@ class FollowupHandlers:
         correlation = callback.cases[0].case_id  # the case that opened the callback
         if isinstance(event, CallbackScheduled):
             await ctx.emit(
-                topics.FOLLOWUPS,
                 "callback.scheduled",
                 FollowupEvent(
                     callback_id=cid,
@@ -307,8 +300,7 @@ class FollowupHandlers:
                     due_at=event.due_at,
                     deadline=event.deadline,
                 ),
-                key=customer_id,
-                event_id=deterministic_id("callback.scheduled", cid, str(event.revision)),
+                event_id=ids.event_id("callback.scheduled", cid, str(event.revision)),
                 correlation_id=correlation,
             )
         elif isinstance(event, TimerSet):
@@ -324,7 +316,6 @@ class FollowupHandlers:
         elif isinstance(event, CaseMissed):
             case = event.case
             breach = await ctx.emit(
-                topics.SLA,
                 "sla.breached",
                 SlaBreachedData(
                     case=CaseRef(type=str(case.type), id=case.id),  # type: ignore[arg-type]
@@ -334,8 +325,7 @@ class FollowupHandlers:
                     order_id=event.order_id,
                     customer_id=customer_id,
                 ),
-                key=event.order_id,
-                event_id=deterministic_id("sla.breached", str(case.type), case.id, "callback"),
+                event_id=ids.sla_breach_event_id(str(case.type), case.id, "callback"),
                 correlation_id=case.id,
             )
             if ctx.is_new(breach):  # a replay finds it in the outbox: counted once
@@ -352,7 +342,6 @@ class FollowupHandlers:
                 if event_type == "satisfaction.low" and not event.low:
                     continue
                 emitted = await ctx.emit(
-                    topics.FOLLOWUPS,
                     event_type,
                     FollowupEvent(
                         callback_id=cid,
@@ -362,8 +351,7 @@ class FollowupHandlers:
                         deadline=callback.deadline,
                         score=event.score,
                     ),
-                    key=customer_id,
-                    event_id=deterministic_id(event_type, cid),
+                    event_id=ids.event_id(event_type, cid),
                     correlation_id=correlation,
                 )
                 if event_type == "satisfaction.recorded":
@@ -387,10 +375,9 @@ class FollowupHandlers:
         named = [case for case in callback.cases if case.key in event.cases]
         orders = {case.order_id for case in named}
         await ctx.emit(
-            topics.NOTIFICATIONS,
             "notification.requested",
             NotificationRequested(
-                request_id=f"survey-{cid}",
+                request_id=ids.survey_request_id(cid),
                 customer_id=customer_id,
                 order_id=next(iter(orders)) if len(orders) == 1 else None,
                 template=SURVEY_TEMPLATE,
@@ -404,12 +391,12 @@ class FollowupHandlers:
                 urgent=False,
                 case=(_refs(event.cases)[0] if len(event.cases) == 1 else None),
             ),
+            # A survey is about the buyer even when it names one order: keyed like callbacks.
             key=customer_id,
-            event_id=deterministic_id("notification.requested", SURVEY_TEMPLATE, cid),
+            event_id=ids.event_id("notification.requested", SURVEY_TEMPLATE, cid),
             correlation_id=correlation,
         )
         sent = await ctx.emit(
-            topics.FOLLOWUPS,
             "callback.sent",
             FollowupEvent(
                 callback_id=cid,
@@ -418,8 +405,7 @@ class FollowupHandlers:
                 due_at=event.due_at,
                 deadline=event.deadline,
             ),
-            key=customer_id,
-            event_id=deterministic_id("callback.sent", cid),
+            event_id=ids.event_id("callback.sent", cid),
             correlation_id=correlation,
         )
         if not ctx.is_new(sent):  # a replay finds it in the outbox: counted once

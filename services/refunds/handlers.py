@@ -42,8 +42,7 @@ from shared.contracts import (
     RefundFailed,
     RefundRequested,
     SlaBreached,
-    deterministic_id,
-    topics,
+    ids,
 )
 from shared.contracts import RefundIssued as RefundIssuedData
 from shared.contracts import (
@@ -247,7 +246,6 @@ async def _emit(ctx: HandlerContext, ledger: OrderLedger, event: DomainEvent) ->
 
 async def _refund_issued(ctx: HandlerContext, refund: IssuedRefund) -> None:
     issued = await ctx.emit(
-        topics.REFUNDS,
         "refund.issued",
         RefundIssuedData.model_validate(
             dict(
@@ -264,9 +262,8 @@ async def _refund_issued(ctx: HandlerContext, refund: IssuedRefund) -> None:
                 issued_at=refund.issued_at,
             )
         ),
-        key=refund.order_id,
         # The request's refund_id makes the event: a replay or a repeat yields the same one.
-        event_id=deterministic_id("refund.issued", refund.refund_id),
+        event_id=ids.event_id("refund.issued", refund.refund_id),
         correlation_id=refund.case_id,
     )
     if ctx.is_new(issued):  # a replay finds it in the outbox: counted once
@@ -286,7 +283,6 @@ async def _sla_breached(ctx: HandlerContext, event: RefundSlaBreached) -> None:
         refund.refund_id if event.kind == BreachKind.LATE else f"{refund.refund_id}:{event.kind}"
     )
     breach = await ctx.emit(
-        topics.SLA,
         "sla.breached",
         SlaBreached.model_validate(
             dict(
@@ -298,8 +294,7 @@ async def _sla_breached(ctx: HandlerContext, event: RefundSlaBreached) -> None:
                 customer_id=refund.customer_id,
             )
         ),
-        key=refund.order_id,
-        event_id=deterministic_id("sla.breached", "refund", cause),
+        event_id=ids.refund_breach_event_id(cause),
         correlation_id=refund.case_id,
     )
     if ctx.is_new(breach):

@@ -36,9 +36,7 @@ from shared.contracts import (
     ReturnRequested,
     ReturnReviewed,
     ReturnShipped,
-    deterministic_id,
     ids,
-    topics,
 )
 from shared.contracts import SlaBreached as SlaBreachedData
 from shared.messaging.context import EventHandler, HandlerContext, TimerHandler
@@ -339,7 +337,6 @@ class ReturnsHandlers:
                 )
                 return
             decision = await ctx.emit(
-                topics.RETURN_DECISIONS,
                 event.event_type,
                 ReturnDecision.model_validate(
                     dict(
@@ -360,7 +357,6 @@ class ReturnsHandlers:
                         decided_at=ctx.now,
                     )
                 ),
-                key=order_id,
                 discriminator=f"{return_id}:{index}",
                 correlation_id=return_id,
             )
@@ -380,7 +376,6 @@ class ReturnsHandlers:
             await self._refund(case, ctx, event, the_case)
         elif isinstance(event, ReshipmentDue):
             await ctx.emit(
-                topics.FULFILMENT,
                 "reshipment.requested",
                 ReshipmentRequested(
                     order_id=order_id,
@@ -390,13 +385,11 @@ class ReturnsHandlers:
                     due_by=event.due_by,
                     requested_at=event.requested_at,
                 ),
-                key=order_id,
-                event_id=deterministic_id("reshipment.requested", "return", return_id),
+                event_id=ids.reshipment_event_id("return", return_id),
                 correlation_id=return_id,
             )
         elif isinstance(event, SlaBreached):
             breach = await ctx.emit(
-                topics.SLA,
                 "sla.breached",
                 SlaBreachedData.model_validate(
                     dict(
@@ -408,8 +401,7 @@ class ReturnsHandlers:
                         customer_id=request.customer_id or None,
                     )
                 ),
-                key=order_id,
-                event_id=deterministic_id("sla.breached", "return", return_id, str(event.sla)),
+                event_id=ids.sla_breach_event_id("return", return_id, str(event.sla)),
                 correlation_id=return_id,
             )
             if ctx.is_new(breach):
@@ -426,7 +418,6 @@ class ReturnsHandlers:
         # The freight learnt late is a refund of its own: its own id, stable across replays.
         rid = ids.refund_id("return", return_id, "return_shipping" if event.supplementary else None)
         requested = await ctx.emit(
-            topics.REFUND_REQUESTS,
             "refund.requested",
             RefundRequested.model_validate(
                 dict(
@@ -446,8 +437,7 @@ class ReturnsHandlers:
                     requested_by=SERVICE,
                 )
             ),
-            key=case.request.order_id,
-            event_id=deterministic_id("refund.requested", rid),
+            event_id=ids.event_id("refund.requested", rid),
             correlation_id=return_id,
         )
         if ctx.is_new(requested):  # a replay finds it in the outbox: counted once

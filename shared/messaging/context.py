@@ -8,7 +8,14 @@ from typing import Protocol
 
 from pydantic import BaseModel
 
-from shared.contracts import CloudEvent, deterministic_id, new_event, service_source
+from shared.contracts import (
+    CloudEvent,
+    deterministic_id,
+    event_key,
+    new_event,
+    output_of,
+    service_source,
+)
 from shared.db import UnitOfWork
 
 from .store import Inbox, Outbox, Timer, Timers
@@ -55,11 +62,11 @@ class HandlerContext:
 
     async def emit(
         self,
-        topic: str,
         event_type: str,
         data: BaseModel,
         *,
-        key: str,
+        topic: str | None = None,
+        key: str | None = None,
         discriminator: str = "",
         correlation_id: str | None = None,
         event_id: str | None = None,
@@ -69,7 +76,9 @@ class HandlerContext:
 
         Its id derives from the cause (or is given, for an event that must exist once per case
         whatever causes it), so processing the same cause again yields the same id and the
-        outbox keeps only one copy.
+        outbox keeps only one copy. Topic and key come from the type's declaration
+        (`shared.contracts.events.OUTPUTS`); only a dead letter, whose topic is per service and
+        whose key is the original record's, names them.
         """
         event = new_event(
             event_type,
@@ -80,6 +89,10 @@ class HandlerContext:
             correlationid=correlation_id or self.correlation_id,
             causationid=causation_id or self.cause_id,
         )
+        if topic is None:
+            topic = output_of(event_type).topic
+        if key is None:
+            key = event_key(event)
         if await self.outbox.add(event, topic=topic, key=key, known_new=self.fresh_cause):
             self.emitted.append(event)
         return event

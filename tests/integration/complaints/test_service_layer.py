@@ -25,10 +25,11 @@ from services.complaints.domain.rules import (
     Priority,
     Sla,
 )
-from services.complaints.handlers import _Emitter, complaint_lock, coupon_id, lock_keys
+from services.complaints.handlers import _Emitter, complaint_lock, lock_keys
 from services.complaints.repository import ComplaintsRepository
 from shared.clock import ManualClock
 from shared.contracts import ids, parse_event
+from shared.contracts.ids import coupon_id
 from shared.db import UnitOfWork, session_factory
 from shared.messaging.context import HandlerContext
 

@@ -7,15 +7,14 @@ import logging
 from datetime import datetime, timedelta
 
 from services.followup import tables
-from services.followup.domain import CaseKey, CaseType
-from services.followup.handlers import callback_id_for
+from shared.contracts import ids
 
 T0 = datetime.fromisoformat("2024-05-01T10:00:00+08:00")
 H = timedelta(hours=1)
 
 
 def cb_id(case_type: str, case_id: str) -> str:
-    return callback_id_for(CaseKey(CaseType(case_type), case_id))
+    return ids.callback_id(case_type, case_id)
 
 
 async def types(service, event_type=None):
