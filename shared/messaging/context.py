@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 
@@ -24,6 +24,30 @@ from .tables import MessagingTables
 
 class Counter(Protocol):
     def inc(self, amount: float = 1) -> None: ...
+
+
+class OutboxRows(Protocol):
+    """What a handler queues its events in (`store.Outbox`, or `memory.MemoryOutbox`)."""
+
+    async def add(
+        self, event: CloudEvent, *, topic: str, key: str | None, known_new: bool = False
+    ) -> bool: ...
+
+
+class TimerRows(Protocol):
+    """What a handler sets and cancels its timers in (`store.Timers`, `memory.MemoryTimers`)."""
+
+    async def set(
+        self,
+        kind: str,
+        ref: str,
+        *,
+        due_at: datetime,
+        lock_key: str,
+        payload: Mapping[str, Any] | None = None,
+    ) -> None: ...
+
+    async def cancel(self, kind: str, ref: str, *, at: datetime) -> None: ...
 
 
 class HandlerContext:
@@ -49,8 +73,8 @@ class HandlerContext:
         # (`shared.messaging.store.WriteConflict`).
         self.fresh_cause = fresh_cause
         self.inbox = Inbox(uow.session, tables)
-        self.outbox = Outbox(uow.session, tables)
-        self.timers = Timers(uow.session, tables)
+        self.outbox: OutboxRows = Outbox(uow.session, tables)
+        self.timers: TimerRows = Timers(uow.session, tables)
         self.emitted: list[CloudEvent] = []
         # Run by the caller once the handler's work committed (`UnitOfWork.after_commit`).
         self.on_commit: list[Callable[[], object]] = []
