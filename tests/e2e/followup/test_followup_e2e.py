@@ -16,8 +16,8 @@ from services.followup.domain import CaseType
 from services.followup.report import main as report_main
 from shared.contracts import topics
 from shared.contracts.ids import callback_id
+from tests.events import source_for
 from tests.polling import eventually
-from tests.sources import source_for
 
 T0 = datetime.fromisoformat("2024-05-01T10:00:00+08:00")
 H = timedelta(hours=1)

@@ -20,6 +20,7 @@ from shared.contracts.ids import refund_id
 from shared.db import UnitOfWork
 from shared.messaging.consumer import EventProcessor
 from shared.messaging.context import HandlerContext
+from tests.events import unique
 
 from .helpers import (
     T0,
@@ -36,7 +37,6 @@ from .helpers import (
     return_shipped,
     return_signed,
     types,
-    unique,
 )
 
 FLOW = ["return.approved", "refund.requested", "return.completed"]
