@@ -2,7 +2,7 @@
 #   make install   .venv with the project + dev tools (and PostgreSQL server binaries if missing)
 #   make run       every service against a local broker and database, with a demo
 #   make test      lint, then the whole test-suite (no fast fail)
-#   make lint      ruff, mypy and the import-linter contracts
+#   make lint      ruff, mypy, the import-linter contracts, generated docs up to date
 #   make faults    fault injection: services killed, PostgreSQL restarted, broker connections cut
 #                  while thousands of flows run; reconciled (docs/results/faults.md; ARGS=--quick)
 #   make bench     returns pipeline (returns alone, then with the refund ledger) throughput
@@ -51,6 +51,7 @@ lint: $(if $(NO_INSTALL),,install)
 	echo "+ mypy shared services"; $(BIN)/mypy shared services || status=1; \
 	echo "+ lint-imports"; $(BIN)/lint-imports --no-logo --no-cache || status=1; \
 	echo "+ aftersales asyncapi --check"; $(BIN)/aftersales asyncapi --check || status=1; \
+	echo "+ python -m shared.contract_doc --check"; $(BIN)/python -m shared.contract_doc --check || status=1; \
 	$(MAKE) --no-print-directory deploy-check NO_INSTALL=1 || status=1; \
 	exit $$status
 
