@@ -8,6 +8,7 @@
 #   make bench     returns pipeline (returns alone, then with the refund ledger) throughput
 #                  and latency vs a minimal consumer
 #                  (docs/results/bench.md; BENCH_FLOWS=10000)
+#   make lock      regenerate constraints.txt from pyproject.toml (ARGS=--upgrade: newest allowed)
 #   make clean     remove .venv and caches
 SHELL := /bin/sh
 .DEFAULT_GOAL := help
@@ -18,7 +19,7 @@ BIN := $(VENV)/bin
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help install run test lint deploy-check clean faults bench
+.PHONY: help install run test lint deploy-check clean faults bench lock
 
 help:
 	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
@@ -75,6 +76,15 @@ deploy-check: $(if $(NO_INSTALL),,install)
 		done; \
 	else echo "kubectl not found: Kustomize overlays not rendered"; fi; \
 	exit $$status
+
+# The pins every install uses: pyproject.toml's dev extra (every service, the tools) resolved by
+# pip-tools (pinned in that extra). Existing pins are kept unless ARGS=--upgrade or
+# ARGS='--upgrade-package NAME'; no index URL or local path is written into the file.
+lock: install
+	CUSTOM_COMPILE_COMMAND="make lock   (pip-compile of pyproject.toml's dev extra; ARGS=--upgrade moves every pin)" \
+		$(BIN)/pip-compile --quiet --extra dev --strip-extras --no-annotate --no-emit-index-url \
+		--no-emit-find-links --no-emit-trusted-host -o constraints.txt $(ARGS) pyproject.toml
+	@sed '/^aftersales @ /d' constraints.txt > constraints.txt.tmp && mv constraints.txt.tmp constraints.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .import_linter_cache \
