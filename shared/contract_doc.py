@@ -55,7 +55,7 @@ MEANINGS: dict[str, str] = {
     "name": "the buyer's name (personal data)",
     "phone": "the buyer's phone number (personal data)",
     "email": "the buyer's e-mail address (personal data)",
-    "preferred_channel": "where the buyer wants to be told: `sms`, `im`, `email`, `webhook`",
+    "preferred_channel": "where the buyer wants to be told first",
     "language": "the buyer's language as a BCP 47 tag (zh-CN when absent or unusable)",
     "paid_at": "when the order was paid",
     "shipping_fee_paid": "what the buyer paid for shipping (0 if free)",
@@ -70,7 +70,7 @@ MEANINGS: dict[str, str] = {
     "leg": "`outbound`: the buyer signed for the delivery; `return`: the warehouse signed "
     "for a returned parcel",
     "signed_at": "when the parcel was signed for",
-    "kind": "`refund` or `exchange`",
+    "kind": "money back, or the same goods sent again",
     "reason": "why",
     "condition": "the state of the goods as the buyer declares it (condition flags)",
     "evidence_urls": "links to photos or other evidence",
@@ -86,8 +86,8 @@ MEANINGS: dict[str, str] = {
     "description": "the buyer's own words",
     "opened_at": "when the complaint was opened",
     "responded_at": "when an agent first responded",
-    "outcome": "`upheld`, `not_upheld` or `withdrawn`",
-    "remedy": "`reship`, `refund` or `none`",
+    "outcome": "the complaint was found right, not right, or the buyer withdrew it",
+    "remedy": "what the buyer gets besides compensation: the goods again, money back, nothing",
     "resolved_at": "when the complaint was resolved",
     "score": "the buyer's satisfaction score, 1 (bad) to 5 (good)",
     "comment": "the buyer's free-text comment",
@@ -96,7 +96,7 @@ MEANINGS: dict[str, str] = {
     "amount": "an amount",
     "failed_at": "when the provider refused it",
     "case": "the case the event belongs to",
-    "type": "`return`, `complaint` or `late_shipment`",
+    "type": "what kind of case: a return, a complaint, or a late-shipment penalty",
     "id": "the case's id (return id, complaint id, or order id for a late shipment)",
     "breakdown": "the amount by kind; signed items that sum to `amount`",
     "return_shipping_payer": "who bears the return freight: `buyer`, `merchant` or `insurer`",
@@ -110,14 +110,15 @@ MEANINGS: dict[str, str] = {
     "message": "the buyer-facing explanation in zh-CN: why, and what the buyer can do instead",
     "message_en": "the same explanation in English",
     "refund_estimate": "what the refund is expected to be, before the order-level cap",
-    "waiting_for": "what the return waits for: `order`, `signature`, `evidence` or `review`",
+    "waiting_for": "what the return waits for (return.pending): the order, the delivery's "
+    "signature, the buyer's evidence, or a person's review",
     "decided_at": "when the decision was taken",
     "sla": "which deadline was missed",
     "due_at": "when it is (or was) due",
     "detected_at": "when the breach was noticed (by a timer, or by a late event)",
     "cases": "the cases the callback covers (one buyer's cases closing in one window)",
     "deadline": "the latest instant it may go out",
-    "priority": "`high` or `urgent`",
+    "priority": "how soon a person must act",
     "escalated_at": "when it was escalated",
     "used": "compensation the buyer already had within the window",
     "budget": "the buyer's compensation budget for the window",
@@ -152,8 +153,8 @@ MEANINGS: dict[str, str] = {
     "RefundFailed.method": "the payment method the provider refused",
     "RefundFailed.reason": "the provider's reason (e.g. `card_closed`)",
     "Payment.amount": "what this method was charged (or gets back)",
-    "BreakdownItem.kind": "`goods`, `outbound_shipping`, `return_shipping`, "
-    "`free_shipping_deduction`, `gift_charge`, `compensation`, `already_refunded`",
+    "BreakdownItem.kind": "what the amount is for: goods, outbound shipping, return freight, a "
+    "free-shipping deduction, a kept gift's charge, compensation, or what the order's cap cut",
     "BreakdownItem.amount": "signed: deductions and `already_refunded` are negative",
     "RefundIssued.amount": "what the buyer gets back, in total (0 when the cap cut it all)",
     "RefundIssued.payments": "the refund split over the order's methods; beyond what they were "
@@ -164,7 +165,7 @@ MEANINGS: dict[str, str] = {
     "ReturnShipped.shipping_fee_paid": "the return freight the buyer paid",
     "Customer.phone": "the buyer's phone number (personal data; a phone or an e-mail is required)",
     "CouponGranted.reason": "the complaint category the coupon compensates",
-    "ReturnDecision.kind": "`refund` or `exchange`",
+    "ReturnDecision.kind": "what the buyer asked for: money back or an exchange",
     "ReshipmentRequested.lines": "the lines and units to send again",
     "ReshipmentRequested.requested_at": "when the reshipment was decided",
     "SlaBreached.due_at": "the deadline that was missed",
@@ -321,11 +322,25 @@ def _topic_groups() -> list[tuple[str, str, list[str]]]:
     groups[-1] = (groups[-1][0], "finance", groups[-1][2])
     for topic, published in events.SERVICE_TOPIC_TYPES.items():
         writers = sorted({s for services in published.values() for s in services})
-        groups.append((topic, ", ".join(writers), sorted(published)))
+        named = ["the refund ledger (refunds)" if w == "refunds" else w for w in writers]
+        groups.append((topic, ", ".join(named), sorted(published)))
     groups.append(
         (f"{topics.DEAD_LETTER_PREFIX}<service>", "every service", [events.EVENT_DEADLETTERED])
     )
     return groups
+
+
+def _key(event_type: str) -> str:
+    if event_type == events.EVENT_DEADLETTERED:
+        return "the key of the record it copies"
+    if event_type in events.CUSTOMER_KEYED_TYPES:
+        return "`customer_id`"
+    if event_type == events.SLA_BREACHED:
+        return "`order_id`, or `customer_id` when the case has no order (a callback)"
+    order_id = events.EVENT_TYPES[event_type].model_fields.get("order_id")
+    if order_id is not None and order_id.is_required():
+        return "`order_id`"
+    return "`order_id`, or `customer_id` when there is none"
 
 
 def render() -> tuple[str, list[str]]:
@@ -340,7 +355,7 @@ def render() -> tuple[str, list[str]]:
             by_model.setdefault(events.EVENT_TYPES[event_type], []).append(event_type)
         for model, shared_types in by_model.items():
             names = ", ".join(f"`{t}`" for t in shared_types)
-            out += [f"#### {names}", ""]
+            out += [f"#### {names}", "", f"Key: {_key(shared_types[0])}.", ""]
             if model in done:
                 out += [f"The fields of `{model.__name__}`, listed above.", ""]
                 continue
@@ -355,7 +370,7 @@ def render() -> tuple[str, list[str]]:
                 out.append(f"| `{path}` | {kind} | {required} | {meaning or '(not written)'} |")
             out.append("")
     out.append(
-        f"A dead-letter record is at most {MAX_DEAD_LETTER_BYTES // 1024} KiB (value, key and "
+        f"A dead-letter record is at most {MAX_DEAD_LETTER_BYTES // 2**20} MiB (value, key and "
         "headers); a copy that would not fit is cut and `value_truncated` is true."
     )
     out += ["", END]
