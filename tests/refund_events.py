@@ -9,17 +9,25 @@ from datetime import datetime
 from typing import Any
 
 from shared.contracts import ids, topics
+from shared.contracts.events import service_source
 
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
-def envelope(type_: str, data: dict[str, Any], at: datetime, *, id: str | None = None) -> dict:
+def envelope(
+    type_: str,
+    data: dict[str, Any],
+    at: datetime,
+    *,
+    id: str | None = None,
+    source: str = "/test/refunds",
+) -> dict:
     return {
         "specversion": "1.0",
         "id": id or unique(f"evt-{type_}"),
-        "source": "/test/refunds",
+        "source": source,
         "type": type_,
         "time": at.isoformat(),
         "datacontenttype": "application/json",
@@ -81,6 +89,7 @@ def refund_requested(
     currency: str = "CNY",
     id: str | None = None,
 ) -> dict:
+    requester = "returns" if case_type == "return" else "complaints"
     return envelope(
         "refund.requested",
         {
@@ -94,10 +103,12 @@ def refund_requested(
             "return_shipping_payer": "merchant" if case_type == "return" else None,
             "due_by": due_by.isoformat(),
             "requested_at": at.isoformat(),
-            "requested_by": "returns" if case_type == "return" else "complaints",
+            "requested_by": requester,
         },
         at,
         id=id,
+        # Only returns and complaints may ask the ledger (the topic's binding, SPEC section 1).
+        source=service_source(requester),
     )
 
 

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from shared.bootstrap import definition
+from aftersales.registry import definition
+from aftersales_dev.devenv import skip_history, temporary_database
 from shared.clock import ManualClock
 from shared.contracts import topics
-from shared.devenv import skip_history, temporary_database
 from shared.messaging.relay import CONTENT_TYPE
 from shared.messaging.runtime import ServiceRuntime, ensure_topics
 from shared.migrations import upgrade
@@ -31,7 +31,7 @@ from tests.refund_events import TOPIC_OF
 
 T0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)  # Monday 10:00 in Shanghai
 SERVICES = ("returns", "complaints", "refunds")
-WATCHED = (topics.REFUNDS, topics.SLA, topics.REFUND_REQUESTS, "aftersales.deadletter.refunds-rl")
+WATCHED = (topics.REFUNDS, topics.SLA, topics.REFUND_REQUESTS, "aftersales.deadletter.refunds")
 
 
 class Outputs:
@@ -130,9 +130,10 @@ async def system(database_url: str, kafka_bootstrap: str) -> AsyncIterator[Syste
         clock = ManualClock(T0)
 
         def new_runtime(service: str) -> ServiceRuntime:
+            # The services keep their names: a service's events carry its own source, and each
+            # topic takes its types only from the services that publish them (SPEC section 1).
+            # skip_history below starts their groups after what other tests left on the topics.
             built = definition(service, Policy(), clock, settings)
-            # Own consumer groups (and dead-letter topics), apart from other tests'.
-            built = dataclasses.replace(built, name=f"{service}-rl")
             return ServiceRuntime(
                 built,
                 settings,
