@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from shared.dev import SERVICES_LOG, dev_logging
+from aftersales_dev.dev import SERVICES_LOG, dev_logging
 
 
 @pytest.fixture(autouse=True)
