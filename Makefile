@@ -48,17 +48,17 @@ test: install
 lint: $(if $(NO_INSTALL),,install)
 	@status=0; \
 	echo "+ ruff check ."; $(BIN)/ruff check . || status=1; \
-	echo "+ mypy shared services"; $(BIN)/mypy shared services || status=1; \
+	echo "+ mypy shared services aftersales aftersales_dev"; $(BIN)/mypy shared services aftersales aftersales_dev || status=1; \
 	echo "+ lint-imports"; $(BIN)/lint-imports --no-logo --no-cache || status=1; \
 	echo "+ aftersales asyncapi --check"; $(BIN)/aftersales asyncapi --check || status=1; \
 	$(MAKE) --no-print-directory deploy-check NO_INSTALL=1 || status=1; \
 	exit $$status
 
-# Dockerfiles linted; both Kustomize overlays rendered and validated against the Kubernetes schemas;
+# The Dockerfile linted; both Kustomize overlays rendered and validated against the Kubernetes schemas;
 # alert rules checked and unit-tested with promtool (one test file per group, deploy/prometheus/tests).
 deploy-check: $(if $(NO_INSTALL),,install)
 	@status=0; \
-	echo "+ hadolint services/*/Dockerfile"; $(BIN)/hadolint services/*/Dockerfile || status=1; \
+	echo "+ hadolint Dockerfile"; $(BIN)/hadolint Dockerfile || status=1; \
 	if command -v promtool >/dev/null 2>&1; then \
 		echo "+ promtool check rules deploy/prometheus/alerts.yaml"; \
 		promtool check rules deploy/prometheus/alerts.yaml || status=1; \

@@ -25,11 +25,16 @@ from datetime import UTC, datetime
 
 from sqlalchemy import event, func, select
 
+from aftersales_dev.devenv import (
+    LocalPostgres,
+    create_database,
+    drop_database,
+    find_postgres_bindir,
+)
 from faults import events as ev
 from services.returns.bootstrap import build
 from shared.clock import SystemClock
 from shared.db import create_engine, session_factory
-from shared.devenv import LocalPostgres, create_database, drop_database, find_postgres_bindir
 from shared.messaging.consumer import EventProcessor
 from shared.migrations import upgrade
 from shared.policy import Policy

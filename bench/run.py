@@ -54,10 +54,7 @@ from pathlib import Path
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from faults import events as ev
-from faults.infra import ROOT, ServiceProcess, service_env
-from shared.contracts import topics
-from shared.devenv import (
+from aftersales_dev.devenv import (
     LocalBroker,
     LocalPostgres,
     create_database,
@@ -66,6 +63,9 @@ from shared.devenv import (
     plain_dsn,
     skip_history,
 )
+from faults import events as ev
+from faults.infra import ROOT, ServiceProcess, service_env
+from shared.contracts import topics
 from shared.messaging.relay import CONTENT_TYPE
 from shared.messaging.runtime import ensure_topics
 from shared.migrations import upgrade

@@ -61,7 +61,7 @@ class Findings:
 
 
 def service_infos(names: Sequence[str]) -> list[ServiceInfo]:
-    from shared.bootstrap import definition
+    from aftersales.registry import definition
     from shared.clock import SystemClock
     from shared.contracts import dead_letter_topic
     from shared.policy import Policy

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from shared.devenv import (
+from aftersales_dev.devenv import (
     DevEnvError,
     _kafka_metadata_brokers,
     free_port,

@@ -38,7 +38,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from shared.devenv import (
+from aftersales_dev.devenv import (
     LocalPostgres,
     create_database,
     drop_database,
@@ -526,7 +526,7 @@ async def main_async(args: argparse.Namespace) -> int:
             await asyncio.to_thread(upgrade, name, infra.database_url)
         services = check.service_infos(SERVICES)
         settings = Settings(kafka_bootstrap_servers=infra.bootstrap, kafka_idempotence=False)
-        from shared.bootstrap import definition
+        from aftersales.registry import definition
         from shared.clock import SystemClock
 
         all_topics = sorted(

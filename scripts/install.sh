@@ -1,7 +1,7 @@
 #!/bin/sh
 # `make install`: a .venv with the project and its dev tools, plus PostgreSQL server binaries
-# for the local database (shared/devenv.py). Quick when nothing changed: the install is keyed on
-# pyproject.toml + constraints.txt (a checksum kept in .venv/.install-stamp).
+# for the local database (aftersales_dev/devenv.py). Quick when nothing changed: the install is
+# keyed on both pyproject.toml files + constraints.txt (a checksum kept in .venv/.install-stamp).
 #
 # Environment: PYTHON (interpreter to create .venv with; default: the first python3,
 # python3.13, python3.12 or python3.11 that is >= 3.11), VENV (default .venv).
@@ -49,26 +49,27 @@ fi
 
 constraints=""
 [ -f constraints.txt ] && constraints="-c constraints.txt"
-key=$(cat pyproject.toml ${constraints:+constraints.txt} | cksum)
+key=$(cat pyproject.toml aftersales_dev/pyproject.toml ${constraints:+constraints.txt} | cksum)
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$key" ]; then
     say "$VENV is up to date"
 else
     say "installing the project and its dev tools into $VENV"
     "$VENV/bin/python" -m pip install --quiet --upgrade pip
+    # The development tools (aftersales_dev) are a distribution of their own, never in an image.
     # shellcheck disable=SC2086
-    "$VENV/bin/python" -m pip install --quiet $constraints -e '.[dev]'
+    "$VENV/bin/python" -m pip install --quiet $constraints -e '.[dev]' -e ./aftersales_dev
     echo "$key" > "$STAMP"
     say "done"
 fi
 
 # -- PostgreSQL server binaries (for the throwaway local database) ---------------------------
-if bindir=$("$VENV/bin/python" shared/devenv.py check-postgres 2>/dev/null); then
+if bindir=$("$VENV/bin/python" aftersales_dev/devenv.py check-postgres 2>/dev/null); then
     say "PostgreSQL server binaries: $bindir"
 elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     say "installing PostgreSQL (Debian package postgresql)"
     apt-get update
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql
-    bindir=$("$VENV/bin/python" shared/devenv.py check-postgres) \
+    bindir=$("$VENV/bin/python" aftersales_dev/devenv.py check-postgres) \
         || die "postgresql was installed but initdb/pg_ctl/postgres are still not found"
     say "PostgreSQL server binaries: $bindir"
 else

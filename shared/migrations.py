@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from importlib import import_module
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from alembic import command, context
@@ -14,10 +14,21 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import async_engine_from_config
 
 
-def alembic_config(service: str, database_url: str) -> Config:
-    package = import_module(f"services.{service}")
+def migrations_of(service: str) -> Path:
+    """A service's alembic directory: `migrations/` beside the package that the distribution
+    registers for it (entry points `aftersales.migrations`, pyproject.toml), so that the library
+    names no service. Only that package is imported: the migration Job runs every service's
+    migrations from one image, which lacks the other services' extras."""
+    found = entry_points(group="aftersales.migrations", name=service)
+    if not found:
+        raise ValueError(f"no migrations registered for service {service!r}")
+    package = next(iter(found)).load()
     assert package.__file__ is not None
-    location = Path(package.__file__).parent / "migrations"
+    return Path(package.__file__).parent / "migrations"
+
+
+def alembic_config(service: str, database_url: str) -> Config:
+    location = migrations_of(service)
     config = Config()
     config.set_main_option("script_location", str(location))
     config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))

@@ -1,7 +1,7 @@
 """Shared session fixtures: a Kafka broker and a PostgreSQL database for the whole run.
 
 * ``database_url``: ``$DATABASE_URL`` when set; else a throwaway local PostgreSQL cluster
-  (shared/devenv.py); else a testcontainers PostgreSQL when a Docker engine is reachable;
+  (aftersales_dev/devenv.py); else a testcontainers PostgreSQL when a Docker engine is reachable;
   else the test is skipped. Always a ``postgresql+asyncpg://`` URL.
 * ``kafka_bootstrap``: ``$KAFKA_BOOTSTRAP_SERVERS`` when set, else a local in-memory Tansu broker.
 * ``local_broker``: that local broker object (for restart tests; a restart empties it).
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.devenv import LocalBroker, LocalPostgres, find_postgres_bindir
+from aftersales_dev.devenv import LocalBroker, LocalPostgres, find_postgres_bindir
 
 TESTS_DIR = Path(__file__).resolve().parent
 _MARKS_BY_DIR = {"e2e": "e2e", "integration": "integration"}

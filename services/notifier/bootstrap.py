@@ -47,7 +47,7 @@ def build(policy: Policy, clock: Clock, settings: Settings | None = None) -> Ser
     """The notifier's definition.
 
     Unlike the other services it needs settings (the gateways and the encryption key): given,
-    or read from the environment like `shared.bootstrap.environment` does. A missing key does
+    or read from the environment like `aftersales.registry.environment` does. A missing key does
     not stop `build` (the AsyncAPI and topic commands describe every service without keys):
     `preflight` refuses to start, and without it any use of contact data is a passing fault
     that retries, never a dead letter.

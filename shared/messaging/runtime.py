@@ -197,6 +197,7 @@ class ServiceRuntime:
         self._purge_interval = purge_interval
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._relay_producer: AIOKafkaProducer | None = None
         # Only when OTEL_EXPORTER_OTLP_ENDPOINT is set (or a test gives an exporter).
         self.tracing = setup_tracing(definition.name, span_exporter)
         self.broker = KafkaBroker(
@@ -306,10 +307,10 @@ class ServiceRuntime:
             raise
 
     async def _publish(self, topic: str, key: bytes | None, payload: bytes) -> Any:
-        # The outbox relay sends through the broker's aiokafka producer itself: FastStream's
-        # publish (its middlewares, a correlation id, a command object) cost as much CPU as
-        # the send. With tracing on, FastStream's publish makes the span and trace headers.
-        producer = self.kafka_producer() if self.tracing is None else None
+        # The outbox relay sends through an aiokafka producer of its own: FastStream's publish
+        # (its middlewares, a correlation id, a command object) cost as much CPU as the send.
+        # With tracing on, FastStream's publish makes the span and trace headers.
+        producer = self._relay_producer
         if producer is not None:
             return await producer.send(topic, payload, key=key, headers=_RELAY_HEADERS)
         return await self.broker.publish(
@@ -321,11 +322,20 @@ class ServiceRuntime:
         )
 
     def kafka_producer(self) -> AIOKafkaProducer | None:
-        """The started broker's aiokafka producer, or None (not started, or FastStream keeps it
-        elsewhere than 0.7 does: then publishing goes through FastStream)."""
-        state = getattr(self.broker.config.producer, "_producer", None)
-        producer = getattr(state, "producer", None) if state else None
-        return producer if isinstance(producer, AIOKafkaProducer) else None
+        """The relay's own aiokafka producer while the service runs; None before start and with
+        tracing on (then the relay publishes through FastStream)."""
+        return self._relay_producer
+
+    def _new_relay_producer(self) -> AIOKafkaProducer:
+        # Configured as the broker's producer is: idempotent, every replica acknowledges.
+        return AIOKafkaProducer(
+            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            client_id=f"aftersales-{self.name}-relay",
+            enable_idempotence=self.settings.kafka_idempotence,
+            acks="all",
+            linger_ms=5,
+            **client_security(self.settings),
+        )
 
     async def ensure_topics(self) -> None:
         await ensure_topics(self.settings, self.definition.all_topics)
@@ -333,6 +343,9 @@ class ServiceRuntime:
     async def start(self) -> None:
         await self.ensure_topics()
         await self.broker.start()
+        if self.tracing is None:
+            self._relay_producer = self._new_relay_producer()
+            await self._relay_producer.start()
         self._stop.clear()
         self._tasks = [
             asyncio.create_task(self.relay.run(self._stop), name=f"{self.name}-relay"),
@@ -380,6 +393,9 @@ class ServiceRuntime:
                 "outbox not drained at stop",
                 extra={"service": self.name, "error": type(exc).__name__},
             )
+        if self._relay_producer is not None:
+            producer, self._relay_producer = self._relay_producer, None
+            await producer.stop()
         await self.broker.stop()
         if self._owns_engine:
             await self.engine.dispose()

@@ -1,7 +1,7 @@
 """The bad-input corpus (`tests/e2e/bad_inputs.py`) fed to all four services at once, on the
 real broker and a fresh database with every service's migrations.
 
-The services run as `aftersales run all` wires them (`shared.bootstrap.definition` +
+The services run as `aftersales run all` wires them (`aftersales.registry.definition` +
 `ServiceRuntime`, one ManualClock), the notifier with an encryption key and a webhook gateway
 (a local HTTP server recording what it is sent). Proven:
 
@@ -43,13 +43,13 @@ from prometheus_client import REGISTRY
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from aftersales.registry import SERVICES, definition, preflight
+from aftersales_dev.devenv import create_database, drop_database, skip_history
 from services.notifier.contacts import ContactBook, notifier_cipher
-from shared.bootstrap import SERVICES, definition, preflight
 from shared.clock import ManualClock
 from shared.contracts import dead_letter_topic, topics
 from shared.crypto import generate_key
 from shared.db import create_engine, session_factory
-from shared.devenv import create_database, drop_database, skip_history
 from shared.messaging.relay import CONTENT_TYPE
 from shared.messaging.runtime import ServiceDefinition, ServiceRuntime, ensure_topics
 from shared.migrations import upgrade

@@ -12,8 +12,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from shared.bootstrap import SERVICES
-from shared.devenv import plain_dsn, temporary_database
+from aftersales.registry import SERVICES
+from aftersales_dev.devenv import plain_dsn, temporary_database
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def aftersales() -> list[str]:
     if script.exists():
         return [str(script)]
     found = shutil.which("aftersales")
-    return [found] if found else [sys.executable, "-m", "shared.cli"]
+    return [found] if found else [sys.executable, "-m", "aftersales.cli"]
 
 
 async def migrate(database_url: str) -> tuple[int, str]:

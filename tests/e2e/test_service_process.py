@@ -32,10 +32,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy.engine import make_url
 
+from aftersales_dev.devenv import free_port, plain_dsn, skip_history, temporary_database
 from shared.contracts import topics
 from shared.contracts.ids import refund_id
 from shared.db import lock_id
-from shared.devenv import free_port, plain_dsn, skip_history, temporary_database
 from shared.messaging.relay import CONTENT_TYPE
 from shared.messaging.runtime import ensure_topics
 from shared.migrations import upgrade

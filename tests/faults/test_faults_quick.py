@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.devenv import find_postgres_bindir
+from aftersales_dev.devenv import find_postgres_bindir
 
 ROOT = Path(__file__).resolve().parents[2]
 

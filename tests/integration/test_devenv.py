@@ -1,4 +1,4 @@
-"""shared/devenv.py: the local PostgreSQL cluster and Kafka broker used by `make run` and tests."""
+"""aftersales_dev/devenv.py: the local PostgreSQL cluster and Kafka broker (make run, tests)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,13 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from shared.devenv import LocalBroker, LocalPostgres, find_postgres_bindir, free_port, wait_for_port
+from aftersales_dev.devenv import (
+    LocalBroker,
+    LocalPostgres,
+    find_postgres_bindir,
+    free_port,
+    wait_for_port,
+)
 
 
 def _plain(url: str) -> str:

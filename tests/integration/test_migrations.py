@@ -6,8 +6,8 @@ import asyncpg
 import pytest
 from alembic import command
 
-from shared.bootstrap import SERVICES
-from shared.devenv import plain_dsn, temporary_database
+from aftersales.registry import SERVICES
+from aftersales_dev.devenv import plain_dsn, temporary_database
 from shared.migrations import SchemaNotCurrent, alembic_config, check_current, head, upgrade
 
 

@@ -1,8 +1,8 @@
 import json
 from pathlib import Path
 
-from shared.asyncapi import render_all, write_or_check
-from shared.bootstrap import SERVICES, definition
+from aftersales.asyncapi import render_all, write_or_check
+from aftersales.registry import SERVICES, definition
 from shared.clock import SystemClock
 from shared.policy import Policy
 
@@ -88,7 +88,7 @@ def test_check_fails_when_a_model_changed(tmp_path, monkeypatch, capsys):
     """What `make lint` relies on: a field added to a model makes `asyncapi --check` fail."""
     from argparse import Namespace
 
-    from shared.cli import _asyncapi
+    from aftersales.cli import _asyncapi
     from shared.contracts import EVENT_TYPES, outputs
 
     args = Namespace(dir=str(tmp_path), check=True)

@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from sqlalchemy.engine import make_url
 import services.followup.metrics
 import services.refunds.metrics  # noqa: F401
 import shared.metrics  # noqa: F401  (registers the metrics)
-from shared.bootstrap import SERVICES, preflight
+from aftersales.registry import SERVICES, preflight
 from shared.crypto import cipher_from_env
 from shared.messaging.runtime import RETRY_BACKOFF_CAP, kafka_security
 from shared.policy import load_policy
@@ -64,12 +65,15 @@ def test_dashboard_uses_metrics_the_code_exports():
         assert _metric_names_in(expr) <= known, expr
 
 
-def test_every_service_has_a_dockerfile_running_it_as_non_root():
-    for service in ALL_SERVICES:
-        text = (ROOT / "services" / service / "Dockerfile").read_text()
-        assert f'CMD ["run", "{service}"]' in text
-        assert f'".[{service}]"' in text
-        assert "USER 10001" in text
+def test_one_dockerfile_builds_every_service_with_its_extra_as_non_root():
+    text = (ROOT / "Dockerfile").read_text()
+    assert not list((ROOT / "services").glob("*/Dockerfile"))
+    assert '".[${SERVICE}]"' in text and "AFTERSALES_SERVICE=${SERVICE}" in text
+    assert 'CMD ["run"]' in text and "USER 10001" in text
+    copied = [line for line in text.splitlines() if line.startswith("COPY")]
+    assert not any("aftersales_dev" in line for line in copied)
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert set(ALL_SERVICES) <= set(project["optional-dependencies"])
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (kustomize) not installed")

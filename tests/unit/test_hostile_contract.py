@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.bootstrap import SERVICES, definition
+from aftersales.registry import SERVICES, definition
 from shared.clock import SystemClock
 from shared.contracts import InvalidEvent, parse_event, topics
 from shared.contracts.envelope import DEAD_LETTER_REASONS, MAX_KEY_CHARS

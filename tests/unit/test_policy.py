@@ -171,7 +171,7 @@ def test_every_documented_range_edge_is_accepted():
 
 
 def test_the_cli_reports_a_bad_policy_in_one_line_without_a_traceback(tmp_path, capsys):
-    from shared.cli import main
+    from aftersales.cli import main
 
     bad = tmp_path / "policy.toml"
     bad.write_text("[returns]\nno_reason_days = true\n", encoding="utf-8")

@@ -11,8 +11,8 @@ import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy.exc import DBAPIError
 
+from aftersales.http import health_app
 from shared.db import SessionLimits
-from shared.http import health_app
 from shared.messaging.runtime import ConsumerHealth
 from shared.settings import Settings, load_settings, masked_url
 
@@ -136,7 +136,7 @@ def test_a_database_error_in_the_log_line_shows_no_parameters() -> None:
 
 
 def test_a_fetched_batch_is_bounded_by_bytes_as_well_as_by_count() -> None:
-    from shared.bootstrap import definition
+    from aftersales.registry import definition
     from shared.clock import SystemClock
     from shared.messaging.runtime import ServiceRuntime
     from shared.policy import Policy

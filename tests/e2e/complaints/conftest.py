@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from aftersales_dev.devenv import skip_history, temporary_database
 from shared.clock import ManualClock
-from shared.devenv import skip_history, temporary_database
 from shared.messaging.runtime import ensure_topics
 from shared.migrations import upgrade
 from shared.settings import Settings

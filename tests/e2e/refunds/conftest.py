@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from shared.bootstrap import definition
+from aftersales.registry import definition
+from aftersales_dev.devenv import skip_history, temporary_database
 from shared.clock import ManualClock
 from shared.contracts import topics
-from shared.devenv import skip_history, temporary_database
 from shared.messaging.relay import CONTENT_TYPE
 from shared.messaging.runtime import ServiceRuntime, ensure_topics
 from shared.migrations import upgrade

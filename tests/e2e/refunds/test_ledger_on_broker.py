@@ -9,8 +9,8 @@ from datetime import timedelta
 
 import asyncpg
 
+from aftersales_dev.devenv import plain_dsn
 from shared.contracts import ids, topics
-from shared.devenv import plain_dsn
 from tests.polling import eventually
 from tests.refund_events import (
     complaint_opened,

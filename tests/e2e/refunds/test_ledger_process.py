@@ -18,10 +18,10 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from aftersales_dev.devenv import plain_dsn, skip_history, temporary_database
 from services.refunds.domain import OrderLedger, RefundIssued
 from services.refunds.handlers import facts_from_event, request_from_event
 from shared.contracts import parse_event, topics
-from shared.devenv import plain_dsn, skip_history, temporary_database
 from shared.messaging.deadletters import read_topic
 from shared.messaging.relay import CONTENT_TYPE
 from shared.messaging.runtime import ensure_topics

@@ -20,10 +20,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord, RecordMetadata
 
+from aftersales_dev.devenv import skip_history, temporary_database
 from services.returns.bootstrap import build
 from shared.clock import ManualClock
 from shared.contracts import dead_letter_topic, topics
-from shared.devenv import skip_history, temporary_database
 from shared.messaging.relay import CONTENT_TYPE
 from shared.messaging.runtime import ServiceRuntime, ensure_topics
 from shared.migrations import upgrade

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta
 
+from aftersales.cli import _parser
 from services.followup.domain import CaseKey, CaseType
 from services.followup.handlers import callback_id_for
 from services.followup.report import figures, format_table
-from shared.cli import _parser
 
 T0 = datetime.fromisoformat("2024-05-01T10:00:00+08:00")
 H = timedelta(hours=1)

@@ -125,8 +125,7 @@ async def test_runtime_end_to_end(
     try:
         await asyncio.gather(runtime.start(), outputs.start())
         assert await runtime.ready() == {"database": True, "broker": True}
-        # The relay sends through the broker's own aiokafka producer (not FastStream's
-        # publish); were it not found, a FastStream upgrade moved it and this must be redone.
+        # The relay sends through an aiokafka producer of its own (not FastStream's publish).
         assert runtime.kafka_producer() is not None
 
         # --- duplicates, and a poison message ahead of a good one on the same partition ---

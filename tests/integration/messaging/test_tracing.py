@@ -117,7 +117,7 @@ def test_without_an_endpoint_no_tracing_is_loaded() -> None:
     # A fresh interpreter builds a service's runtime as `aftersales run` does.
     script = """
 import sys
-from shared.bootstrap import definition, environment
+from aftersales.registry import definition, environment
 from shared.messaging.runtime import ServiceRuntime
 env = environment()
 runtime = ServiceRuntime(definition("returns", env.policy, env.clock), env.settings, env.clock)

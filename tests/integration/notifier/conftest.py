@@ -33,6 +33,7 @@ from aiosmtpd.controller import Controller
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+from aftersales_dev.devenv import free_port
 from services.notifier import tables
 from services.notifier.channels import Channel, channels_from_settings
 from services.notifier.handlers import NotifierHandlers, SendBudget
@@ -40,7 +41,6 @@ from shared.clock import ManualClock
 from shared.contracts import dead_letter_topic
 from shared.crypto import FieldCipher, cipher_from_env, generate_key
 from shared.db import create_engine, session_factory
-from shared.devenv import free_port
 from shared.messaging.consumer import EventProcessor
 from shared.messaging.scheduler import TimerScheduler
 from shared.policy import Policy

@@ -11,12 +11,12 @@ import pytest
 from alembic import command
 from sqlalchemy import select
 
+from aftersales_dev.devenv import temporary_database
 from services.notifier import tables
 from services.notifier.contacts import Contact, ContactBook
 from services.notifier.keys import rotate
 from shared.crypto import cipher_from_env, generate_key
 from shared.db import create_engine, session_factory
-from shared.devenv import temporary_database
 from shared.migrations import alembic_config, upgrade
 from shared.settings import Settings
 

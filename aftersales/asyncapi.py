@@ -156,7 +156,7 @@ def _envelope(event_type: str, data_ref: Mapping[str, Any]) -> dict[str, Any]:
 
 def render_all(names: Iterable[str] | None = None) -> dict[str, str]:
     """service name -> the JSON text of its document."""
-    from shared.bootstrap import SERVICES, definition
+    from aftersales.registry import SERVICES, definition
 
     policy, clock = Policy(), SystemClock()
     definitions = [definition(name, policy, clock) for name in (names or SERVICES)]

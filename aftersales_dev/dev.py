@@ -7,8 +7,8 @@ import os
 import sys
 from pathlib import Path
 
-from shared.bootstrap import environment, service_names
-from shared.devenv import local_environment
+from aftersales.registry import environment, service_names
+from aftersales_dev.devenv import local_environment
 
 RUN_DIR = Path(".run")
 
@@ -33,8 +33,8 @@ def dev_encryption_key(run_dir: Path) -> str:
 
 
 async def run_dev(*, exit_after_demo: bool = False) -> int:
-    from shared.cli import serve
-    from shared.demo import play
+    from aftersales.cli import serve
+    from aftersales_dev.demo import play
     from shared.migrations import upgrade
 
     embedded_broker = not os.environ.get("KAFKA_BOOTSTRAP_SERVERS")

@@ -479,7 +479,7 @@ async def play(
 
 
 if __name__ == "__main__":
-    from shared.bootstrap import environment
+    from aftersales.registry import environment
 
     env = environment()
     sys.exit(asyncio.run(play(env.settings.kafka_bootstrap_servers, env.policy)))

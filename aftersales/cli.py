@@ -10,8 +10,9 @@ import signal
 import sys
 from collections.abc import Sequence
 from datetime import date
+from typing import Any
 
-from shared.bootstrap import (
+from aftersales.registry import (
     SERVICES,
     Environment,
     definition,
@@ -60,7 +61,12 @@ def _parser() -> argparse.ArgumentParser:
     migrate.set_defaults(func=_migrate)
 
     run = sub.add_parser("run", help="run services (one, several, or all) in one process")
-    run.add_argument("service", nargs="+", help=f"one or more of {', '.join(SERVICES)}, or all")
+    run.add_argument(
+        "service",
+        nargs="*",
+        help=f"one or more of {', '.join(SERVICES)}, or all (default: AFTERSALES_SERVICE, "
+        "the service an image is built for)",
+    )
     run.add_argument("--port", type=int, default=None, help="HTTP port for health and metrics")
     run.set_defaults(func=_run)
 
@@ -174,15 +180,26 @@ def _migrate(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     env = environment()
     port = args.port if args.port is not None else env.settings.aftersales_http_port
-    names = service_names(*args.service)
+    names = service_names(*_services_to_run(args.service))
     require_database(env.settings.database_url)
     asyncio.run(serve(names, port=port))
     return 0
 
 
+def _services_to_run(named: Sequence[str]) -> Sequence[str]:
+    if named:
+        return named
+    from_image = os.environ.get("AFTERSALES_SERVICE", "").split()
+    if not from_image:
+        raise ValueError(
+            f"name the services to run ({', '.join(SERVICES)} or all), or set AFTERSALES_SERVICE"
+        )
+    return from_image
+
+
 async def serve(names: Sequence[str], *, port: int, until: asyncio.Event | None = None) -> None:
     """Run services until SIGTERM/SIGINT (or `until`), then shut down gracefully."""
-    from shared.http import http_server
+    from aftersales.http import http_server
     from shared.messaging.runtime import ServiceRuntime
     from shared.migrations import check_current
 
@@ -221,16 +238,30 @@ async def serve(names: Sequence[str], *, port: int, until: asyncio.Event | None 
 
 
 def _dev(args: argparse.Namespace) -> int:
-    from shared.dev import run_dev
-
-    return asyncio.run(run_dev(exit_after_demo=args.exit_after_demo))
+    run_dev = _dev_tool("dev", "run_dev")
+    return int(asyncio.run(run_dev(exit_after_demo=args.exit_after_demo)))
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from shared.demo import play
-
+    play = _dev_tool("demo", "play")
     env = environment()
-    return asyncio.run(play(env.settings.kafka_bootstrap_servers, env.policy))
+    return int(asyncio.run(play(env.settings.kafka_bootstrap_servers, env.policy)))
+
+
+def _dev_tool(module: str, name: str) -> Any:
+    """A function of the development tools (aftersales_dev), looked up by name: they stand a
+    layer above the application and are not installed in an image."""
+    from importlib import import_module
+
+    try:
+        return getattr(import_module(f"aftersales_dev.{module}"), name)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not exc.name.startswith("aftersales_dev"):
+            raise
+        raise ValueError(
+            f"`{module}` needs the development tools (aftersales_dev), which are not installed "
+            "here; in a checkout run `make install`"
+        ) from None
 
 
 def _topics(args: argparse.Namespace) -> int:
@@ -256,7 +287,7 @@ def _policy(args: argparse.Namespace) -> int:
 def _asyncapi(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from shared.asyncapi import write_or_check
+    from aftersales.asyncapi import write_or_check
 
     stale = write_or_check(Path(args.dir), check=args.check)
     if args.check and stale:
@@ -308,20 +339,15 @@ def _reason(exc: BaseException) -> str:
     return str(cause).strip() or type(cause).__name__
 
 
-# Looked up by name, never imported statically: shared/ must not depend on any service.
-REPORT_MODULE = "services.followup.report"
-REFUNDS_REPORT_MODULE = "services.refunds.report"
-
-
 def _report(args: argparse.Namespace) -> int:
-    from importlib import import_module
+    from services.followup import report
+    from services.refunds import report as refunds
 
     env = environment()
     require_database(env.settings.database_url)
     if args.subject == "refunds":
         if args.shop is not None:
             raise ValueError("--shop is for the follow-up report; refunds are not per shop")
-        refunds = import_module(REFUNDS_REPORT_MODULE)
         return int(
             refunds.main(
                 env.settings.database_url,
@@ -333,7 +359,6 @@ def _report(args: argparse.Namespace) -> int:
         )
     if args.format != "table":
         raise ValueError("--format is for `report refunds`; the follow-up report is a table")
-    report = import_module(REPORT_MODULE)
     return int(
         report.main(
             env.settings.database_url,
@@ -346,36 +371,27 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _refunds(args: argparse.Namespace) -> int:
-    from importlib import import_module
+    from services.refunds import report
 
     env = environment()
     require_database(env.settings.database_url)
-    return int(
-        import_module(REFUNDS_REPORT_MODULE).show_ledger(env.settings.database_url, args.order_id)
-    )
-
-
-# Looked up by name, never imported statically: shared/ must not depend on any service.
-NOTIFIER_KEYS_MODULE = "services.notifier.keys"
+    return int(report.show_ledger(env.settings.database_url, args.order_id))
 
 
 def _notifier_rotate_keys(args: argparse.Namespace) -> int:
-    from importlib import import_module
+    from services.notifier import keys
 
     env = environment()
     require_database(env.settings.database_url)
-    return int(import_module(NOTIFIER_KEYS_MODULE).main(env.settings))
-
-
-NOTIFIER_ERASURE_MODULE = "services.notifier.erasure"
+    return int(keys.main(env.settings))
 
 
 def _notifier_erase(args: argparse.Namespace) -> int:
-    from importlib import import_module
+    from services.notifier import erasure
 
     env = environment()
     require_database(env.settings.database_url)
-    return int(import_module(NOTIFIER_ERASURE_MODULE).main(env.settings, args.customer_id))
+    return int(erasure.main(env.settings, args.customer_id))
 
 
 def _dlq(args: argparse.Namespace) -> int:

@@ -1,0 +1,1 @@
+"""The application: the `aftersales` command, service registry, HTTP health, AsyncAPI."""

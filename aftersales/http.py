@@ -1,0 +1,81 @@
+"""Health and metrics over HTTP: /health/live, /health/ready, /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import uvicorn
+from faststream.asgi import AsgiFastStream, AsgiResponse
+from faststream.asgi.types import ASGIApp, Receive, Scope, Send
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from shared.messaging.runtime import ServiceRuntime
+
+JSON = {"content-type": "application/json"}
+
+
+class HealthApp(AsgiFastStream):
+    """FastStream's ASGI router without brokers of its own: each ServiceRuntime starts and
+    stops its broker, and uvicorn runs with lifespan off, so nothing here starts one."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            # Routes match the exact path; a probe may ask for /health/ready/.
+            scope = {**scope, "path": scope["path"].rstrip("/")}
+        await super().__call__(scope, receive, send)
+
+    async def not_found(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await AsgiResponse(b'{"error":"not found"}', 404, JSON)(scope, receive, send)
+
+
+def health_app(runtimes: Sequence[ServiceRuntime]) -> ASGIApp:
+    async def live(scope: Scope, receive: Receive, send: Send) -> None:
+        await AsgiResponse(b'{"status":"live"}', 200, JSON)(scope, receive, send)
+
+    async def ready(scope: Scope, receive: Receive, send: Send) -> None:
+        results = await asyncio.gather(*(r.ready() for r in runtimes))
+        checks = {r.name: result for r, result in zip(runtimes, results, strict=True)}
+        ok = all(all(result.values()) for result in results)
+        # Reachable but stuck: batches have kept failing for minutes (stuck_after).
+        stuck = {r.name: why for r in runtimes if (why := r.health.stuck()) is not None}
+        status = "not_ready" if not ok else "degraded" if stuck else "ready"
+        document: dict[str, Any] = {"status": status, "checks": checks}
+        if stuck:
+            document["stuck"] = stuck
+        body = json.dumps(document).encode()
+        await AsgiResponse(body, 200 if status == "ready" else 503, JSON)(scope, receive, send)
+
+    async def metrics(scope: Scope, receive: Receive, send: Send) -> None:
+        body = generate_latest()
+        await AsgiResponse(body, 200, {"content-type": CONTENT_TYPE_LATEST})(scope, receive, send)
+
+    return HealthApp(
+        asgi_routes=[("/health/live", live), ("/health/ready", ready), ("/metrics", metrics)],
+        logger=None,
+    )
+
+
+class HttpServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the CLI owns SIGTERM for the whole process."""
+
+    def install_signal_handlers(self) -> None:  # older uvicorn
+        return
+
+    def capture_signals(self) -> Any:  # newer uvicorn
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
+def http_server(runtimes: Sequence[ServiceRuntime], port: int) -> HttpServer:
+    config = uvicorn.Config(
+        health_app(runtimes),
+        host="0.0.0.0",  # noqa: S104 (probes reach the pod IP)
+        port=port,
+        log_level="warning",
+        lifespan="off",
+    )
+    return HttpServer(config)
