@@ -604,6 +604,11 @@ async def main_async(args: argparse.Namespace) -> int:
             await supervisor
             say(f"quiet: {quiet} {state}")
 
+            # Stopped (gracefully: the outbox drained) before the reconciliation: the notifier
+            # is still working off its backlog, and what it sends while the topics and the
+            # database are read would be in one and not yet in the other.
+            for instance in instances:
+                await asyncio.to_thread(instance.terminate)
             t3 = time.monotonic()
             findings = await check.reconcile(
                 dsn=plain_dsn(infra.database_url),
@@ -617,8 +622,6 @@ async def main_async(args: argparse.Namespace) -> int:
             timings["reconciliation"] = time.monotonic() - t3
             if not quiet:
                 findings.problem(f"not quiet within {args.settle_timeout:.0f} s: {state}")
-            for instance in instances:
-                await asyncio.to_thread(instance.terminate)
         finally:
             for instance in instances:  # whatever happened, none is left behind
                 instance.stop_now()
