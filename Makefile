@@ -2,12 +2,13 @@
 #   make install   .venv with the project + dev tools (and PostgreSQL server binaries if missing)
 #   make run       every service against a local broker and database, with a demo
 #   make test      lint, then the whole test-suite (no fast fail)
-#   make lint      ruff, mypy and the import-linter contracts
+#   make lint      ruff, mypy, the import-linter contracts, generated docs up to date
 #   make faults    fault injection: services killed, PostgreSQL restarted, broker connections cut
 #                  while thousands of flows run; reconciled (docs/results/faults.md; ARGS=--quick)
 #   make bench     returns pipeline (returns alone, then with the refund ledger) throughput
 #                  and latency vs a minimal consumer
 #                  (docs/results/bench.md; BENCH_FLOWS=10000)
+#   make lock      regenerate constraints.txt from pyproject.toml (ARGS=--upgrade: newest allowed)
 #   make clean     remove .venv and caches
 SHELL := /bin/sh
 .DEFAULT_GOAL := help
@@ -18,7 +19,7 @@ BIN := $(VENV)/bin
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help install run test lint deploy-check clean faults bench
+.PHONY: help install run test lint deploy-check clean faults bench lock
 
 help:
 	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
@@ -51,6 +52,7 @@ lint: $(if $(NO_INSTALL),,install)
 	echo "+ mypy shared services aftersales aftersales_dev"; $(BIN)/mypy shared services aftersales aftersales_dev || status=1; \
 	echo "+ lint-imports"; $(BIN)/lint-imports --no-logo --no-cache || status=1; \
 	echo "+ aftersales asyncapi --check"; $(BIN)/aftersales asyncapi --check || status=1; \
+	echo "+ python -m shared.contract_doc --check"; $(BIN)/python -m shared.contract_doc --check || status=1; \
 	$(MAKE) --no-print-directory deploy-check NO_INSTALL=1 || status=1; \
 	exit $$status
 
@@ -74,6 +76,15 @@ deploy-check: $(if $(NO_INSTALL),,install)
 		done; \
 	else echo "kubectl not found: Kustomize overlays not rendered"; fi; \
 	exit $$status
+
+# The pins every install uses: pyproject.toml's dev extra (every service, the tools) resolved by
+# pip-tools (pinned in that extra). Existing pins are kept unless ARGS=--upgrade or
+# ARGS='--upgrade-package NAME'; no index URL or local path is written into the file.
+lock: install
+	CUSTOM_COMPILE_COMMAND="make lock   (pip-compile of pyproject.toml's dev extra; ARGS=--upgrade moves every pin)" \
+		$(BIN)/pip-compile --quiet --extra dev --strip-extras --no-annotate --no-emit-index-url \
+		--no-emit-find-links --no-emit-trusted-host -o constraints.txt $(ARGS) pyproject.toml
+	@sed '/^aftersales @ /d' constraints.txt > constraints.txt.tmp && mv constraints.txt.tmp constraints.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .import_linter_cache \

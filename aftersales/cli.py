@@ -20,6 +20,7 @@ from aftersales.registry import (
     preflight,
     service_names,
 )
+from shared.logs import quiet
 from shared.migrations import SchemaNotCurrent
 from shared.policy import PolicyError, load_policy
 
@@ -32,26 +33,60 @@ class DatabaseUnreachable(Exception):
     """DATABASE_URL cannot be connected to (down, unknown host, no such database, refused)."""
 
 
+# Exit codes (README, "Settings and commands"): 0 done; 1 a check found something (stale
+# documents, no such parked event); 2 bad input or configuration, or the database or the broker
+# cannot be reached (one line on stderr naming what and what to do); 130 interrupted.
+EXIT_PROBLEM = 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from aiokafka.errors import KafkaConnectionError
+
+    from shared.logs import configure_logging
+    from shared.settings import SettingsError
+
     parser = _parser()
     args = parser.parse_args(argv)
-    from shared.logs import configure_logging
-
-    configure_logging(
-        os.environ.get("AFTERSALES_LOG_LEVEL", "INFO"),
-        getattr(args, "log_format", None) or os.environ.get("AFTERSALES_LOG_FORMAT", "json"),
-    )
     try:
+        configure_logging(
+            os.environ.get("AFTERSALES_LOG_LEVEL", "INFO"),
+            getattr(args, "log_format", None) or os.environ.get("AFTERSALES_LOG_FORMAT"),
+        )
         return int(args.func(args) or 0)
+    except SettingsError as exc:
+        for problem in exc.problems:
+            print(f"aftersales: {problem}", file=sys.stderr)
+        return EXIT_PROBLEM
     except (PolicyError, ValueError, SchemaNotCurrent, DatabaseUnreachable) as exc:
         print(f"aftersales: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_PROBLEM
+    except KafkaConnectionError as exc:
+        print(f"aftersales: {broker_unreachable(exc)}", file=sys.stderr)
+        return EXIT_PROBLEM
     except KeyboardInterrupt:
         return 130
 
 
+def broker_unreachable(exc: BaseException) -> str:
+    """One line for a broker that cannot be reached: where, and what to check."""
+    from shared.settings import DEFAULT_BOOTSTRAP
+
+    where = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or DEFAULT_BOOTSTRAP
+    return (
+        f"cannot reach the Kafka broker at {where}: {type(exc).__name__}; is it running, and are "
+        "KAFKA_BOOTSTRAP_SERVERS and KAFKA_SECURITY_PROTOCOL right?"
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
+    from importlib.metadata import PackageNotFoundError, version
+
     parser = argparse.ArgumentParser(prog="aftersales", description=__doc__)
+    try:
+        installed = version("aftersales")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        installed = "unknown"
+    parser.add_argument("--version", action="version", version=f"aftersales {installed}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     migrate = sub.add_parser("migrate", help="apply every service's migrations (own schema each)")
@@ -132,11 +167,21 @@ def _parser() -> argparse.ArgumentParser:
 
     dlq = sub.add_parser("dlq", help="inspect or replay a service's dead-letter topic")
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
+    dlq_help = {
+        "list": "print a service's dead letters: when, origin (topic/partition@offset), reason "
+        "and detail",
+        "replay": "publish the dead-lettered records again to their original topic and key "
+        "(after the producer or the service was fixed); masked or too old copies are refused",
+    }
     for name in ("list", "replay"):
-        cmd = dlq_sub.add_parser(name)
-        cmd.add_argument("service", choices=list(SERVICES))
+        cmd = dlq_sub.add_parser(name, help=dlq_help[name], description=dlq_help[name])
+        cmd.add_argument(
+            "service", choices=list(SERVICES), help="whose topic: aftersales.deadletter.SERVICE"
+        )
         cmd.add_argument("--reason", default=None, help="only dead letters with this reason")
-        cmd.add_argument("--limit", type=int, default=1000)
+        cmd.add_argument(
+            "--limit", type=int, default=1000, help="at most this many (default 1000)"
+        )
         cmd.set_defaults(func=_dlq, action=name)
 
     purge = sub.add_parser(
@@ -217,8 +262,9 @@ async def serve(names: Sequence[str], *, port: int, until: asyncio.Event | None 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    for runtime in runtimes:
-        await runtime.start()
+    with quiet("aiokafka"):  # an unreachable broker is the command's one line, not the client's
+        for runtime in runtimes:
+            await runtime.start()
     server = http_server(runtimes, port)
     server_task = asyncio.create_task(server.serve())
     log.info("serving", extra={"services": ",".join(names), "http_port": port})
@@ -271,7 +317,8 @@ def _topics(args: argparse.Namespace) -> int:
     topics: set[str] = set()
     for name in SERVICES:
         topics.update(definition(name, env.policy, env.clock).all_topics)
-    asyncio.run(ensure_topics(env.settings, sorted(topics)))
+    with quiet("aiokafka"):
+        asyncio.run(ensure_topics(env.settings, sorted(topics)))
     print("\n".join(sorted(topics)))
     return 0
 
@@ -398,9 +445,12 @@ def _dlq(args: argparse.Namespace) -> int:
     from shared.messaging.deadletters import list_dead_letters, replay_dead_letters
 
     env = environment()
-    if args.action == "list":
-        return asyncio.run(list_dead_letters(env.settings, args.service, args.reason, args.limit))
-    return asyncio.run(replay_dead_letters(env.settings, args.service, args.reason, args.limit))
+    with quiet("aiokafka"):
+        if args.action == "list":
+            return asyncio.run(
+                list_dead_letters(env.settings, args.service, args.reason, args.limit)
+            )
+        return asyncio.run(replay_dead_letters(env.settings, args.service, args.reason, args.limit))
 
 
 def _purge(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
 from pathlib import Path
@@ -15,6 +16,53 @@ RUN_DIR = Path(".run")
 
 def _say(text: str) -> None:
     print(f"== {text}", file=sys.stderr, flush=True)
+
+
+SERVICES_LOG = "services.log"
+# What the buyer would get, as the notifier logs it in development (services/notifier): shown
+# on the terminal as the story goes; everything else the services log goes to the file.
+BUYER_MESSAGE_PREFIXES = ("✉", "notification deferred until")
+
+
+class _StoryFilter(logging.Filter):
+    """The terminal's share of the logs: the buyer's messages, and whatever is a warning."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            return True
+        return record.name.startswith("aftersales.notifier") and record.getMessage().startswith(
+            BUYER_MESSAGE_PREFIXES
+        )
+
+
+class _StoryFormatter(logging.Formatter):
+    """A buyer's message as it is; a warning with its details (reason, topic...)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from shared.crypto import redact
+        from shared.logs import TextFormatter
+
+        if record.levelno >= logging.WARNING:
+            return "   " + TextFormatter().format(record)
+        return redact(f"   {record.getMessage()}")
+
+
+def dev_logging(run_dir: Path) -> Path:
+    """The services' own logs (partition assignments, migrations, every decision) go to a file
+    under `run_dir`, as text; the terminal keeps the demo's story, the buyer's messages and
+    warnings. Returns the file's path."""
+    from shared.logs import TextFormatter
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / SERVICES_LOG
+    to_file = logging.FileHandler(path, encoding="utf-8")
+    to_file.setFormatter(TextFormatter())
+    to_terminal = logging.StreamHandler(sys.stderr)
+    to_terminal.addFilter(_StoryFilter())
+    to_terminal.setFormatter(_StoryFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [to_file, to_terminal]
+    return path
 
 
 def dev_encryption_key(run_dir: Path) -> str:
@@ -50,9 +98,10 @@ async def run_dev(*, exit_after_demo: bool = False) -> int:
             os.environ["AFTERSALES_ENCRYPTION_KEY"] = dev_encryption_key(RUN_DIR)
         env = environment()
         _say(f"broker {env.settings.kafka_bootstrap_servers}, database ready")
+        _say(f"the services' own logs go to {dev_logging(RUN_DIR)} (tail -f it for the details)")
         names = service_names("all")
+        _say(f"migrating {', '.join(names)} (each in its own schema)")
         for name in names:
-            _say(f"migrating {name}")
             await asyncio.to_thread(upgrade, name, env.settings.database_url)
         stop = asyncio.Event()
         port = env.settings.aftersales_http_port

@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from shared.messaging.deadletters import read_topic
 
 from .flows import ExpectedRefund, Flow, Message, refund_id
+from .gateway import DeliveryGateway
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,7 @@ async def reconcile(
     services: Sequence[ServiceInfo],
     flows: Sequence[Flow],
     published: Published,
+    gateway: DeliveryGateway | None = None,
 ) -> Findings:
     f = Findings()
     c = f.counts
@@ -300,6 +302,12 @@ async def reconcile(
         # 7. the refund ledger's invariants, order by order
         if any(s.name == "refunds" for s in services):
             await _check_ledgers(f, conn, by_id, run_id, flows)
+        # 8. one callback per closed case
+        if any(s.name == "followup" for s in services):
+            await _check_callbacks(f, conn, by_id, run_id, valid)
+        # 9. every notification sent once or given up, none twice
+        if any(s.name == "notifier" for s in services):
+            await _check_notifications(f, conn, by_id, run_id, gateway)
     finally:
         await conn.close()
     return f
@@ -440,7 +448,12 @@ async def _check_timers(
         )
         for r in rows:
             c[f"{s.name} timers fired: {r['kind']}"] = r["fired"]
-            if r["due_unfired"]:
+            if r["due_unfired"] and (s.name, r["kind"]) == ("notifier", "deliver"):
+                f.notes.append(
+                    f"notifier: {r['due_unfired']} notification(s) still being sent when the "
+                    "run ended (not waited for)"
+                )
+            elif r["due_unfired"]:
                 f.problem(f"{s.name}: {r['due_unfired']} due {r['kind']} timer(s) not fired")
             if r["failed"]:
                 f.problem(f"{s.name}: {r['failed']} {r['kind']} timer(s) failed in their handler")
@@ -534,3 +547,140 @@ async def _check_ledgers(
     ):
         if items:
             f.problem(f"{len(items)} {label}", items)
+
+
+# The follow-up rules, restated for the check (services/followup/domain/rules.py): a cancelled
+# return and a withdrawn complaint close without a callback.
+_NO_CALLBACK_RETURN_RULES = frozenset({"cancelled"})
+_CALLBACK_COMPLAINT_OUTCOMES = frozenset({"upheld", "not_upheld"})
+
+
+async def _check_callbacks(
+    f: Findings,
+    conn: asyncpg.Connection,
+    by_id: Mapping[str, Mapping[str, Any]],
+    run_id: str,
+    inputs: Sequence[Message],
+) -> None:
+    """Every closed case (a return refunded, reshipped or completed; a complaint resolved
+    whose opening is known) has one case row and one callback; every callback.scheduled
+    of the run names a known callback, once."""
+    expected: set[tuple[str, str]] = set()
+    for event in by_id.values():
+        if not _ours(event, run_id):
+            continue
+        data = event["data"]
+        if event["type"] in ("refund.issued", "reshipment.requested"):
+            if data["case"]["type"] == "return":
+                expected.add(("return", data["case"]["id"]))
+        elif event["type"] == "return.completed" and data.get("rule") not in (
+            _NO_CALLBACK_RETURN_RULES
+        ):
+            expected.add(("return", data["return_id"]))
+    opened = {m.event_id for m in inputs if m.event_type == "complaint.opened"}
+    opened_ids = {
+        json.loads(m.value)["data"]["complaint_id"]
+        for m in inputs
+        if m.event_type == "complaint.opened" and m.event_id in opened
+    }
+    for m in inputs:
+        if m.event_type != "complaint.resolved":
+            continue
+        data = json.loads(m.value)["data"]
+        if data["complaint_id"] in opened_ids and data["outcome"] in _CALLBACK_COMPLAINT_OUTCOMES:
+            expected.add(("complaint", data["complaint_id"]))
+    rows = await conn.fetch(
+        """SELECT c.case_type, c.case_id, c.callback_id, b.callback_id IS NOT NULL AS known
+           FROM followup.cases c LEFT JOIN followup.callbacks b USING (callback_id)
+           WHERE c.order_id LIKE $1""",
+        run_id + "%",
+    )
+    got = {(r["case_type"], r["case_id"]) for r in rows}
+    missing = sorted(expected - got)
+    extra = sorted(got - expected)
+    orphans = sorted(r["case_id"] for r in rows if not r["known"])
+    callbacks = {r["callback_id"] for r in rows}
+    # A callback takes the buyer's next closed case in too and is scheduled again with both:
+    # twice means two event ids for one callback with the same cases.
+    scheduled: Counter[tuple[str, frozenset[str]]] = Counter(
+        (e["data"]["callback_id"], frozenset(f"{x['type']}:{x['id']}" for x in e["data"]["cases"]))
+        for e in by_id.values()
+        if e["type"] == "callback.scheduled" and e["data"]["callback_id"] in callbacks
+    )
+    twice = sorted(cid for (cid, _), n in scheduled.items() if n > 1)
+    c = f.counts
+    c["closed cases expected (callbacks)"] = len(expected)
+    c["closed cases with a callback"] = len(expected & got)
+    c["callbacks"] = len(callbacks)
+    c["callbacks scheduled twice (several event ids)"] = len(twice)
+    if missing:
+        f.problem(f"followup: {len(missing)} closed case(s) without a callback", missing)
+    if extra:
+        f.problem(f"followup: {len(extra)} case(s) closed that should not be", extra)
+    if orphans:
+        f.problem(f"followup: {len(orphans)} case(s) whose callback does not exist", orphans)
+    if twice:
+        f.problem(f"followup: {len(twice)} callback(s) scheduled twice", twice)
+
+
+async def _check_notifications(
+    f: Findings,
+    conn: asyncpg.Connection,
+    by_id: Mapping[str, Mapping[str, Any]],
+    run_id: str,
+    gateway: DeliveryGateway | None,
+) -> None:
+    """Every notification of the run ends sent (its `notification.sent` once, the gateway
+    holding it) or given up (`notification.failed` once, a dead-letter record), never both,
+    never twice; one still waiting for a retry due after the run is noted, not failed."""
+    rows = await conn.fetch(
+        """SELECT d.delivery_id, d.status, d.next_attempt_at,
+                  x.delivery_id IS NOT NULL AS dead_lettered
+           FROM notifier.deliveries d LEFT JOIN notifier.dead_letters x USING (delivery_id)
+           WHERE d.order_id LIKE $1""",
+        run_id + "%",
+    )
+    outcomes: dict[str, Counter[str]] = defaultdict(Counter)
+    for event in by_id.values():
+        if event["type"] in ("notification.sent", "notification.failed") and _ours(event, run_id):
+            outcomes[event["data"]["request_id"]][event["type"]] += 1
+    status = Counter(r["status"] for r in rows)
+    wrong: list[str] = []
+    waiting: list[Any] = []
+    for r in rows:
+        told = outcomes.get(r["delivery_id"], Counter())
+        if r["status"] == "sent":
+            if told != Counter({"notification.sent": 1}):
+                wrong.append(f"{r['delivery_id']} sent, told {dict(told)}")
+            elif gateway is not None and not gateway.accepted[r["delivery_id"]]:
+                wrong.append(f"{r['delivery_id']} sent, the gateway never accepted it")
+        elif r["status"] == "failed":
+            if told != Counter({"notification.failed": 1}) or not r["dead_lettered"]:
+                wrong.append(f"{r['delivery_id']} failed, told {dict(told)}")
+        elif told:
+            wrong.append(f"{r['delivery_id']} {r['status']}, told {dict(told)}")
+        else:
+            waiting.append(r["next_attempt_at"])  # a later attempt, or not sent yet
+    unknown = sorted(set(outcomes) - {r["delivery_id"] for r in rows})
+    c = f.counts
+    c["notifications"] = len(rows)
+    c["notifications sent"] = status["sent"]
+    c["notifications given up (dead-lettered)"] = status["failed"]
+    c["notifications not sent yet (later retry or backlog)"] = len(waiting)
+    c["notifications with a wrong or repeated outcome"] = len(wrong)
+    if gateway is not None:
+        c["gateway: 503 answers"] = gateway.refused
+        c["gateway: requests held past the timeout"] = gateway.hung
+        c["gateway: messages received again (same Idempotency-Key)"] = sum(
+            n - 1 for n in gateway.accepted.values()
+        )
+    if wrong:
+        f.problem(f"notifier: {len(wrong)} notification(s) with a wrong outcome", wrong)
+    if unknown:
+        f.problem(f"notifier: {len(unknown)} outcome(s) for unknown requests", unknown)
+    if waiting:
+        due = [d for d in waiting if d is not None]
+        f.notes.append(
+            f"notifier: {len(waiting)} notification(s) not sent yet (a later retry or the backlog)"
+            + (f" (from {min(due):%H:%M:%S} UTC)" if due else "")
+        )

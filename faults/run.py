@@ -50,13 +50,15 @@ from aftersales_dev.devenv import (
 from shared.messaging.relay import CONTENT_TYPE
 from shared.messaging.runtime import ensure_topics
 from shared.migrations import upgrade
+from shared.policy import Policy
 from shared.settings import Settings
 
 from . import check
 from .flows import POISON_KINDS, Flow, Message, generate, plan
+from .gateway import DeliveryGateway
 from .infra import ROOT, DatabaseProxy, ProxiedBroker, ServiceProcess, service_env
 
-SERVICES = ("returns", "complaints", "refunds")
+SERVICES = ("returns", "complaints", "refunds", "followup", "notifier")
 DEFAULT_REPORT = ROOT / "docs" / "results" / "faults.md"
 
 
@@ -128,6 +130,7 @@ class Chaos:
     infra: Infra
     rng: random.Random
     kills_until: float  # monotonic instant after which no service is killed any more
+    gateway: DeliveryGateway | None = None  # the notifier's SMS gateway
     kills: int = 0
     db_restarts: int = 0
     drops: int = 0
@@ -140,6 +143,8 @@ class Chaos:
 
     async def run(self, until: float, *, gap: tuple[float, float]) -> None:
         weights = {"kill": 4, "term": 1, "pause": 2, "db": 2, "drop": 3, "db_slow": 2, "db_hold": 1}
+        if self.gateway is not None:
+            weights |= {"gw_fail": 2, "gw_hang": 2}
         if self.infra.postgres is None:
             del weights["db"]
         if self.infra.db_proxy is None:
@@ -183,6 +188,15 @@ class Chaos:
                 else:
                     self._note(f"PostgreSQL blackholed (nothing forwarded) for {seconds:.1f} s")
                     await asyncio.to_thread(proxy.hold, seconds)
+            elif action in ("gw_fail", "gw_hang"):
+                assert self.gateway is not None
+                seconds = self.rng.uniform(1, 4)
+                if action == "gw_fail":
+                    self._note(f"delivery gateway answers 503 for {seconds:.1f} s")
+                    self.gateway.fail(seconds)
+                else:
+                    self._note(f"delivery gateway holds requests, {seconds:.1f} s")
+                    self.gateway.hang(seconds)
             elif action == "db":
                 assert self.infra.postgres is not None
                 self._note("PostgreSQL restart")
@@ -357,7 +371,9 @@ async def wait_quiet(
             if time.monotonic() - last_said > 15:
                 say(f"waiting until quiet: {state}")
                 last_said = time.monotonic()
-            if all(v == 0 for v in state.values()):
+            # The notifier's sends are not waited for: it delivers a few messages a second
+            # (25 per scheduler transaction), the backlog is checked as it stands.
+            if all(v == 0 for k, v in state.items() if k != "notifier due timers"):
                 quiet_rounds += 1
                 if quiet_rounds >= 2:
                     return True, state
@@ -438,6 +454,10 @@ def render(
         f"- PostgreSQL blackholed (nothing forwarded, 1-5 s): "
         f"{chaos.infra.db_proxy.holds if chaos.infra.db_proxy else 0}",
         f"- broker connection drops: {chaos.drops} ({chaos.connections_cut} connections reset)",
+        f"- delivery gateway answering 503 (1-4 s): "
+        f"{chaos.gateway.failures if chaos.gateway else 0}",
+        f"- delivery gateway holding requests past the notifier's timeout (1-4 s): "
+        f"{chaos.gateway.hangs if chaos.gateway else 0}",
         f"- service exits nobody asked for (restarted): {len(chaos.crashes)}"
         + (f" ({'; '.join(chaos.crashes[:5])})" if chaos.crashes else ""),
         "",
@@ -508,7 +528,6 @@ async def main_async(args: argparse.Namespace) -> int:
         settings = Settings(kafka_bootstrap_servers=infra.bootstrap, kafka_idempotence=False)
         from aftersales.registry import definition
         from shared.clock import SystemClock
-        from shared.policy import Policy
 
         all_topics = sorted(
             {t for n in SERVICES for t in definition(n, Policy(), SystemClock()).all_topics}
@@ -518,12 +537,16 @@ async def main_async(args: argparse.Namespace) -> int:
             for s in services:
                 await skip_history(infra.bootstrap, s.group, s.topics)
         env = service_env(bootstrap=infra.bootstrap, database_url=infra.services_database_url)
+        gateway = DeliveryGateway().start()
+        notifier_env = {**env, **notifier_extra(run_dir, gateway.url)}
         instances = [
-            ServiceProcess(name, i, env, run_dir)
+            ServiceProcess(name, i, notifier_env if name == "notifier" else env, run_dir)
             for name, count in (
                 ("returns", args.returns_instances),
                 ("complaints", args.complaints_instances),
                 ("refunds", args.refunds_instances),
+                ("followup", 1),
+                ("notifier", 1),
             )
             for i in range(count)
         ]
@@ -555,7 +578,8 @@ async def main_async(args: argparse.Namespace) -> int:
             say(f"{len(flows)} flows, {len(messages)} records over {publish_seconds:.0f} s")
 
             t1 = time.monotonic()
-            chaos = Chaos(instances, infra, rng, kills_until=t1 + args.seconds * 0.7)
+            kills_until = t1 + args.seconds * 0.7
+            chaos = Chaos(instances, infra, rng, kills_until=kills_until, gateway=gateway)
             stop = asyncio.Event()
             supervisor = asyncio.create_task(chaos.supervise(stop))
             chaos_task = None
@@ -580,6 +604,11 @@ async def main_async(args: argparse.Namespace) -> int:
             await supervisor
             say(f"quiet: {quiet} {state}")
 
+            # Stopped (gracefully: the outbox drained) before the reconciliation: the notifier
+            # is still working off its backlog, and what it sends while the topics and the
+            # database are read would be in one and not yet in the other.
+            for instance in instances:
+                await asyncio.to_thread(instance.terminate)
             t3 = time.monotonic()
             findings = await check.reconcile(
                 dsn=plain_dsn(infra.database_url),
@@ -588,15 +617,15 @@ async def main_async(args: argparse.Namespace) -> int:
                 services=services,
                 flows=flows,
                 published=published,
+                gateway=gateway,
             )
             timings["reconciliation"] = time.monotonic() - t3
             if not quiet:
                 findings.problem(f"not quiet within {args.settle_timeout:.0f} s: {state}")
-            for instance in instances:
-                await asyncio.to_thread(instance.terminate)
         finally:
             for instance in instances:  # whatever happened, none is left behind
                 instance.stop_now()
+            gateway.stop()
         timings["total"] = time.monotonic() - t0
 
     c = findings.counts
@@ -641,6 +670,30 @@ async def main_async(args: argparse.Namespace) -> int:
     else:
         shutil.rmtree(run_dir, ignore_errors=True)
     return 1 if findings.problems else 0
+
+
+def notifier_extra(run_dir: Path, gateway_url: str) -> dict[str, str]:
+    """The notifier's gateway, a key every instance shares (contacts survive restarts) and a
+    policy whose quiet hours lie hours away and whose daily cap the run cannot reach, so that
+    every notification is due now. Only the notifier reads it: the other services keep the
+    default policy the expected outcomes are computed with."""
+    from zoneinfo import ZoneInfo
+
+    from shared.crypto import generate_key
+
+    local = datetime.now(ZoneInfo(Policy().timezone))
+    start = (local.hour + 12) % 24
+    policy = run_dir / "notifier-policy.toml"
+    policy.write_text(
+        "[notifier]\n"
+        "max_non_urgent_per_day = 100\n"
+        f'quiet_hours = "{start:02d}:00-{(start + 1) % 24:02d}:00"\n'
+    )
+    return {
+        "AFTERSALES_SMS_GATEWAY_URL": gateway_url,
+        "AFTERSALES_ENCRYPTION_KEY": generate_key(),
+        "AFTERSALES_POLICY_FILE": str(policy),
+    }
 
 
 def write_report(path: Path, text: str) -> None:

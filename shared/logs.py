@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,11 +44,43 @@ class TextFormatter(logging.Formatter):
         return redact(line)
 
 
-def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+FORMATS = ("json", "text")
+
+
+def configure_logging(level: str = "INFO", fmt: str | None = "json") -> None:
+    """Logs to stderr. `fmt` is `json` or `text` (any case); None: text on a terminal, JSON
+    otherwise (a log collector). A bad level or format is a ValueError naming the variable."""
+    name = level.strip().upper()
+    if name not in LEVELS:
+        raise ValueError(
+            f"AFTERSALES_LOG_LEVEL: {level.strip()[:40]!r} is not a log level; "
+            f"use one of {', '.join(LEVELS)}"
+        )
+    if fmt is None or not fmt.strip():
+        fmt = "text" if sys.stderr.isatty() else "json"
+    fmt = fmt.strip().lower()
+    if fmt not in FORMATS:
+        raise ValueError(
+            f"AFTERSALES_LOG_FORMAT: {fmt[:40]!r} is not a log format; use json or text"
+        )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    root.setLevel(name)
     for noisy in ("aiokafka", "faststream", "sqlalchemy.engine", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@contextmanager
+def quiet(logger: str) -> Iterator[None]:
+    """Only CRITICAL from `logger` for a while: while the CLI connects to the broker, whose
+    client logs every failed attempt, since the command reports a failure itself in one line."""
+    target = logging.getLogger(logger)
+    before = target.level
+    target.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        target.setLevel(before)

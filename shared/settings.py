@@ -99,13 +99,23 @@ def masked_url(url: str) -> str:
     return parts._replace(netloc=f"{name}:***@{host}").geturl()
 
 
+class SettingsError(ValueError):
+    """Settings from the environment that are wrong: `problems` has one line per variable."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid settings: " + "; ".join(problems))
+        self.problems = problems
+
+
 def load_settings() -> Settings:
-    """The settings from the environment; a bad value is one line naming the variable, never
-    showing its value (DATABASE_URL holds a password)."""
+    """The settings from the environment; a bad value is one line per variable naming it,
+    never showing its value (DATABASE_URL holds a password)."""
     try:
         return Settings()
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
-        )
-        raise ValueError(f"invalid settings: {problems}") from None
+        raise SettingsError(
+            [
+                f"{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+                for err in exc.errors()
+            ]
+        ) from None

@@ -3,17 +3,13 @@ refund.failed), for its integration, end-to-end and fault tests."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from shared.contracts import ids, topics
 from shared.contracts.events import service_source
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+from tests.events import cloud_event
 
 
 def envelope(
@@ -24,15 +20,7 @@ def envelope(
     id: str | None = None,
     source: str = "/test/refunds",
 ) -> dict:
-    return {
-        "specversion": "1.0",
-        "id": id or unique(f"evt-{type_}"),
-        "source": source,
-        "type": type_,
-        "time": at.isoformat(),
-        "datacontenttype": "application/json",
-        "data": data,
-    }
+    return cloud_event(type_, data, at, id=id, source=source)
 
 
 def order_paid(

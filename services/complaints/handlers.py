@@ -60,17 +60,21 @@ from shared.contracts import (
     OrderCancelled,
     OrderPaid,
     OrderShipped,
-    RefundRequested,
-    ReshipmentRequested,
-    ReturnLine,
-    deterministic_id,
     event_key,
     ids,
-    topics,
 )
 from shared.contracts import CouponGranted as CouponGrantedData
-from shared.contracts import SlaBreached as SlaBreachedData
 from shared.messaging.context import EventHandler, HandlerContext, TimerHandler
+from shared.messaging.effects import (
+    Breach,
+    CancelTimer,
+    Effect,
+    Emit,
+    SetTimer,
+    Translations,
+    refund_request,
+    reshipment,
+)
 from shared.messaging.store import Timer
 from shared.policy import Policy
 
@@ -78,26 +82,6 @@ SERVICE = "complaints"
 log = logging.getLogger("aftersales.complaints")
 
 _ORDER_TIMERS = frozenset({TimerKind.LATE_SHIPMENT})
-
-
-# --- ids: deterministic per case, so a replay or a redelivery yields the same ones ----------
-
-
-def coupon_id(complaint_id: str) -> str:
-    """One coupon per complaint."""
-    return f"cp-{deterministic_id('coupon', complaint_id)}"
-
-
-def escalation_id(complaint_id: str, reason: str, round_: int) -> str:
-    return f"esc-{deterministic_id('escalation', complaint_id, reason, str(round_))}"
-
-
-def case_escalation_id(case: CaseKey, callback_id: str) -> str:
-    return f"esc-{deterministic_id('escalation', case.type.value, case.id, callback_id)}"
-
-
-def notification_request_id(case: CaseKey, template: str, tag: str) -> str:
-    return f"nr-{deterministic_id('notification', case.type.value, case.id, template, tag)}"
 
 
 def complaint_lock(complaint_id: str) -> str:
@@ -297,9 +281,8 @@ class ComplaintsHandlers:
         events = priority_callback(case, customer_id, score, self.rules, ctx.now)
         # A late-shipment case is its order's; a return's order is the returns service's.
         order_id = ref.id if case.type == CaseType.LATE_SHIPMENT else None
-        emitter = _Emitter(ctx, None, None, customer_id=customer_id, order_id=order_id)
-        for event in events:
-            await emitter.emit(event)
+        scope = _Scope(None, None, customer_id=customer_id, order_id=order_id)
+        await TRANSLATIONS.apply(ctx, scope, events)
 
     async def complaint_timer(self, timer: Timer, ctx: HandlerContext) -> None:
         repo = ComplaintsRepository(ctx.session)
@@ -360,26 +343,22 @@ class ComplaintsHandlers:
         complaint: Complaint | None,
         events: list[DomainEvent],
     ) -> None:
-        for event in events:
-            await _Emitter(ctx, order, complaint).emit(event)
+        await TRANSLATIONS.apply(ctx, _Scope(order, complaint), events)
 
 
-class _Emitter:
-    """Turns domain events into outbox messages and timer rows, with deterministic ids."""
+class _Scope:
+    """What a complaint's domain events are about: an order (and maybe one of its complaints),
+    or a buyer's case whose order this service may not know (`customer_id`, maybe `order_id`)."""
 
     def __init__(
         self,
-        ctx: HandlerContext,
         order: ShopOrder | None,
         complaint: Complaint | None,
         *,
         customer_id: str = "",
         order_id: str | None = None,
     ):
-        """About an order (and maybe one of its complaints), or about a buyer's case whose
-        order this service may not know (`customer_id`, maybe `order_id`)."""
-        self.ctx = ctx
-        self.complaint = complaint
+        self.complaint_or_none = complaint
         self.order_id = order.order_id if order is not None else (order_id or "")
         if complaint is not None and complaint.customer_id:
             self.customer_id = complaint.customer_id
@@ -387,250 +366,233 @@ class _Emitter:
             self.customer_id = order.facts.customer_id
         else:
             self.customer_id = customer_id
-        # Kafka key: the order, or the buyer when no order is known (SPEC 1).
-        self.key = self.order_id or self.customer_id
 
-    def _complaint(self) -> Complaint:
-        if self.complaint is None:
+    @property
+    def complaint(self) -> Complaint:
+        if self.complaint_or_none is None:
             raise ValueError("a complaint event outside a complaint")
-        return self.complaint
+        return self.complaint_or_none
 
-    async def emit(self, event: DomainEvent) -> None:
-        ctx = self.ctx
-        if isinstance(event, TimerSet):
-            await ctx.timers.set(
-                event.kind.value,
-                self._timer_ref(event.kind),
-                due_at=event.due_at,
-                lock_key=self.order_id,
-                payload={"order_id": self.order_id},
-            )
-        elif isinstance(event, TimerCancelled):
-            await ctx.timers.cancel(event.kind.value, self._timer_ref(event.kind), at=ctx.now)
-        elif isinstance(event, Notify):
-            await self._notify(event)
-        elif isinstance(event, SlaBreached):
-            await self._sla_breached(event)
-        elif isinstance(event, Escalated):
-            await self._escalated(event)
-        elif isinstance(event, CallbackEscalated):
-            await self._callback_escalated(event)
-        elif isinstance(event, CouponGranted):
-            await self._coupon(event)
-        elif isinstance(event, CouponAwaitingApproval):
-            await self._coupon_pending(event)
-        elif isinstance(event, RefundDue):
-            await self._refund(event)
-        elif isinstance(event, ReshipmentDue):
-            await self._reshipment(event)
-        else:  # pragma: no cover - a new domain event must be wired here
-            raise TypeError(f"unhandled domain event {type(event).__name__}")
+    def timer_ref(self, kind: TimerKind) -> str:
+        return self.order_id if kind in _ORDER_TIMERS else self.complaint.complaint_id
 
-    def _timer_ref(self, kind: TimerKind) -> str:
-        return self.order_id if kind in _ORDER_TIMERS else self._complaint().complaint_id
 
-    async def _notify(self, event: Notify) -> None:
-        request_id = notification_request_id(event.case, event.template.value, event.tag)
-        await self.ctx.emit(
-            topics.NOTIFICATIONS,
+def _timer_set(event: TimerSet, scope: _Scope, index: int) -> list[Effect]:
+    return [
+        SetTimer(
+            event.kind.value,
+            scope.timer_ref(event.kind),
+            due_at=event.due_at,
+            lock_key=scope.order_id,
+            payload={"order_id": scope.order_id},
+        )
+    ]
+
+
+def _timer_cancelled(event: TimerCancelled, scope: _Scope, index: int) -> list[Effect]:
+    return [CancelTimer(event.kind.value, scope.timer_ref(event.kind))]
+
+
+def _notify(event: Notify, scope: _Scope, index: int) -> list[Effect]:
+    request_id = ids.notification_request_id(
+        event.case.type.value, event.case.id, event.template.value, event.tag
+    )
+    data = NotificationRequested(
+        request_id=request_id,
+        customer_id=scope.customer_id,
+        order_id=scope.order_id or None,
+        template=event.template.value,
+        params=dict(event.params),
+        urgent=event.urgent,
+        case=_case_ref(event.case),
+    )
+    return [
+        Emit(
             "notification.requested",
-            NotificationRequested(
-                request_id=request_id,
-                customer_id=self.customer_id,
-                order_id=self.order_id or None,
-                template=event.template.value,
-                params=dict(event.params),
-                urgent=event.urgent,
-                case=_case_ref(event.case),
-            ),
-            key=self.key,
-            event_id=deterministic_id("notification.requested", request_id),
+            data,
+            event_id=ids.event_id("notification.requested", request_id),
             correlation_id=event.case.id,
         )
+    ]
 
-    async def _sla_breached(self, event: SlaBreached) -> None:
-        breach = await self.ctx.emit(
-            topics.SLA,
-            "sla.breached",
-            SlaBreachedData.model_validate(
-                dict(
-                    case=_case_ref(event.case),
-                    sla=event.sla.value,
-                    due_at=event.due_at,
-                    detected_at=event.detected_at,
-                    order_id=self.order_id,
-                    customer_id=self.customer_id or None,
-                )
+
+def _breached(event: SlaBreached, scope: _Scope, index: int) -> list[Effect]:
+    case = event.case
+    return [
+        Breach(
+            case=_case_ref(case),
+            sla=event.sla.value,
+            due_at=event.due_at,
+            detected_at=event.detected_at,
+            order_id=scope.order_id,
+            customer_id=scope.customer_id or None,
+            event_id=ids.sla_breach_event_id(
+                case.type.value, case.id, event.sla.value, str(event.round)
             ),
-            key=self.order_id,
-            event_id=deterministic_id(
-                "sla.breached",
-                event.case.type.value,
-                event.case.id,
-                event.sla.value,
-                str(event.round),
-            ),
-            correlation_id=event.case.id,
+            correlation_id=case.id,
         )
-        if self.ctx.is_new(breach):  # a replay finds it in the outbox: counted once
-            self.ctx.count(metrics.SLA_BREACHES.labels(SERVICE, event.sla.value))
+    ]
 
-    async def _escalated(self, event: Escalated) -> None:
-        complaint = self._complaint()
-        assert complaint.category is not None
-        eid = escalation_id(complaint.complaint_id, event.reason.value, event.round)
-        escalated = await self.ctx.emit(
-            topics.ESCALATIONS,
+
+def _escalated(event: Escalated, scope: _Scope, index: int) -> list[Effect]:
+    complaint = scope.complaint
+    assert complaint.category is not None
+    eid = ids.escalation_id(complaint.complaint_id, event.reason.value, event.round)
+    data = ComplaintEscalated.model_validate(
+        dict(
+            escalation_id=eid,
+            complaint_id=complaint.complaint_id,
+            order_id=scope.order_id,
+            customer_id=complaint.customer_id,
+            category=complaint.category.value,
+            reason=event.reason.value,
+            priority=event.priority.value,
+            due_at=event.due_at,
+            escalated_at=event.escalated_at,
+            score=event.score,
+            callback_id=event.callback_id,
+        )
+    )
+    counter = metrics.DECISIONS.labels(SERVICE, "complaint.escalated", event.reason.value)
+    return [
+        Emit(
             "complaint.escalated",
-            ComplaintEscalated.model_validate(
-                dict(
-                    escalation_id=eid,
-                    complaint_id=complaint.complaint_id,
-                    order_id=self.order_id,
-                    customer_id=complaint.customer_id,
-                    category=complaint.category.value,
-                    reason=event.reason.value,
-                    priority=event.priority.value,
-                    due_at=event.due_at,
-                    escalated_at=event.escalated_at,
-                    score=event.score,
-                    callback_id=event.callback_id,
-                )
-            ),
-            key=self.order_id,
-            event_id=deterministic_id("complaint.escalated", eid),
+            data,
+            event_id=ids.event_id("complaint.escalated", eid),
             correlation_id=complaint.complaint_id,
+            counts=((counter, 1),),
         )
-        if self.ctx.is_new(escalated):
-            self.ctx.count(
-                metrics.DECISIONS.labels(SERVICE, "complaint.escalated", event.reason.value)
-            )
+    ]
 
-    async def _callback_escalated(self, event: CallbackEscalated) -> None:
-        eid = case_escalation_id(event.case, event.callback_id)
-        escalated = await self.ctx.emit(
-            topics.ESCALATIONS,
+
+def _callback_escalated(event: CallbackEscalated, scope: _Scope, index: int) -> list[Effect]:
+    eid = ids.case_escalation_id(event.case.type.value, event.case.id, event.callback_id)
+    data = CaseEscalated.model_validate(
+        dict(
+            escalation_id=eid,
+            case=_case_ref(event.case),
+            customer_id=event.customer_id,
+            order_id=scope.order_id or None,
+            reason="low_satisfaction",
+            priority=event.priority.value,
+            due_at=event.due_at,
+            escalated_at=event.escalated_at,
+            score=event.score,
+            callback_id=event.callback_id,
+        )
+    )
+    counter = metrics.DECISIONS.labels(SERVICE, "case.escalated", event.case.type.value)
+    return [
+        Emit(
             "case.escalated",
-            CaseEscalated.model_validate(
-                dict(
-                    escalation_id=eid,
-                    case=_case_ref(event.case),
-                    customer_id=event.customer_id,
-                    order_id=self.order_id or None,
-                    reason="low_satisfaction",
-                    priority=event.priority.value,
-                    due_at=event.due_at,
-                    escalated_at=event.escalated_at,
-                    score=event.score,
-                    callback_id=event.callback_id,
-                )
-            ),
-            key=event.customer_id,
-            event_id=deterministic_id("case.escalated", eid),
+            data,
+            event_id=ids.event_id("case.escalated", eid),
             correlation_id=event.case.id,
+            counts=((counter, 1),),
         )
-        if self.ctx.is_new(escalated):
-            self.ctx.count(
-                metrics.DECISIONS.labels(SERVICE, "case.escalated", event.case.type.value)
-            )
+    ]
 
-    async def _coupon(self, event: CouponGranted) -> None:
-        complaint = self._complaint()
-        cid = coupon_id(complaint.complaint_id)
-        granted = await self.ctx.emit(
-            topics.COUPONS,
+
+def _coupon(event: CouponGranted, scope: _Scope, index: int) -> list[Effect]:
+    complaint = scope.complaint
+    cid = ids.coupon_id(complaint.complaint_id)
+    data = CouponGrantedData(
+        coupon_id=cid,
+        customer_id=complaint.customer_id,
+        order_id=scope.order_id,
+        complaint_id=complaint.complaint_id,
+        value=event.value,
+        currency=event.currency,
+        expires_at=event.expires_at,
+        reason=event.reason,
+        granted_at=event.granted_at,
+    )
+    counter = metrics.DECISIONS.labels(SERVICE, "coupon.granted", event.reason)
+    return [
+        Emit(
             "coupon.granted",
-            CouponGrantedData(
-                coupon_id=cid,
-                customer_id=complaint.customer_id,
-                order_id=self.order_id,
-                complaint_id=complaint.complaint_id,
-                value=event.value,
-                currency=event.currency,
-                expires_at=event.expires_at,
-                reason=event.reason,
-                granted_at=event.granted_at,
-            ),
-            key=self.order_id,
-            event_id=deterministic_id("coupon.granted", cid),
+            data,
+            event_id=ids.event_id("coupon.granted", cid),
             correlation_id=complaint.complaint_id,
+            counts=((counter, 1),),
         )
-        if self.ctx.is_new(granted):
-            self.ctx.count(metrics.DECISIONS.labels(SERVICE, "coupon.granted", event.reason))
+    ]
 
-    async def _coupon_pending(self, event: CouponAwaitingApproval) -> None:
-        complaint = self._complaint()
-        cid = coupon_id(complaint.complaint_id)
-        pending = await self.ctx.emit(
-            topics.ESCALATIONS,
+
+def _coupon_pending(event: CouponAwaitingApproval, scope: _Scope, index: int) -> list[Effect]:
+    complaint = scope.complaint
+    cid = ids.coupon_id(complaint.complaint_id)
+    data = CompensationPending(
+        complaint_id=complaint.complaint_id,
+        order_id=scope.order_id,
+        customer_id=complaint.customer_id,
+        coupon_id=cid,
+        value=event.value,
+        currency=event.currency,
+        used=event.used,
+        budget=event.budget,
+        window_days=event.window_days,
+        requested_at=event.requested_at,
+    )
+    category = complaint.category.value if complaint.category else "unknown"
+    counter = metrics.DECISIONS.labels(SERVICE, "compensation.pending", category)
+    return [
+        Emit(
             "compensation.pending",
-            CompensationPending(
-                complaint_id=complaint.complaint_id,
-                order_id=self.order_id,
-                customer_id=complaint.customer_id,
-                coupon_id=cid,
-                value=event.value,
-                currency=event.currency,
-                used=event.used,
-                budget=event.budget,
-                window_days=event.window_days,
-                requested_at=event.requested_at,
-            ),
-            key=self.order_id,
-            event_id=deterministic_id("compensation.pending", cid),
+            data,
+            event_id=ids.event_id("compensation.pending", cid),
             correlation_id=complaint.complaint_id,
+            counts=((counter, 1),),
         )
-        category = complaint.category.value if complaint.category else "unknown"
-        if self.ctx.is_new(pending):
-            self.ctx.count(metrics.DECISIONS.labels(SERVICE, "compensation.pending", category))
+    ]
 
-    async def _refund(self, event: RefundDue) -> None:
-        """Ask the refund ledger, which caps, splits and issues it (SPEC 4.11)."""
-        rid = ids.refund_id(event.case.type.value, event.case.id)
-        requested = await self.ctx.emit(
-            topics.REFUND_REQUESTS,
-            "refund.requested",
-            RefundRequested.model_validate(
-                dict(
-                    refund_id=rid,
-                    order_id=self.order_id,
-                    customer_id=self.customer_id,
-                    case=_case_ref(event.case),
-                    amount=event.amount,
-                    currency=event.currency,
-                    breakdown=[{"kind": k, "amount": a} for k, a in event.breakdown],
-                    due_by=event.due_by,
-                    requested_at=event.requested_at,
-                    requested_by=SERVICE,
-                )
-            ),
-            key=self.order_id,
-            event_id=deterministic_id("refund.requested", rid),
-            correlation_id=event.case.id,
-        )
-        if self.ctx.is_new(requested):  # a replay finds it in the outbox: counted once
-            self.ctx.count(metrics.REFUND_REQUESTS.labels(SERVICE, event.case.type.value))
-            self.ctx.count(
-                metrics.REFUND_REQUESTED_AMOUNT.labels(SERVICE, event.currency), event.amount
-            )
 
-    async def _reshipment(self, event: ReshipmentDue) -> None:
-        await self.ctx.emit(
-            topics.FULFILMENT,
-            "reshipment.requested",
-            ReshipmentRequested(
-                order_id=self.order_id,
-                customer_id=self.customer_id,
-                case=_case_ref(event.case),
-                lines=[ReturnLine(line_id=k, quantity=q) for k, q in event.lines.items()],
-                due_by=event.due_by,
-                requested_at=event.requested_at,
-            ),
-            key=self.order_id,
-            event_id=deterministic_id("reshipment.requested", event.case.type.value, event.case.id),
-            correlation_id=event.case.id,
+def _refund(event: RefundDue, scope: _Scope, index: int) -> list[Effect]:
+    return [
+        refund_request(
+            SERVICE,
+            _case_ref(event.case),
+            refund_id=ids.refund_id(event.case.type.value, event.case.id),
+            order_id=scope.order_id,
+            customer_id=scope.customer_id,
+            amount=event.amount,
+            currency=event.currency,
+            breakdown=event.breakdown,
+            due_by=event.due_by,
+            requested_at=event.requested_at,
         )
+    ]
+
+
+def _reshipment(event: ReshipmentDue, scope: _Scope, index: int) -> list[Effect]:
+    return [
+        reshipment(
+            _case_ref(event.case),
+            order_id=scope.order_id,
+            customer_id=scope.customer_id,
+            lines=event.lines,
+            due_by=event.due_by,
+            requested_at=event.requested_at,
+        )
+    ]
 
 
 def _case_ref(case: CaseKey) -> CaseRef:
     return CaseRef(type=case.type.value, id=case.id)
+
+
+# Every domain event of the complaints service and what it becomes.
+TRANSLATIONS: Translations[_Scope] = Translations(
+    {
+        TimerSet: _timer_set,
+        TimerCancelled: _timer_cancelled,
+        Notify: _notify,
+        SlaBreached: _breached,
+        Escalated: _escalated,
+        CallbackEscalated: _callback_escalated,
+        CouponGranted: _coupon,
+        CouponAwaitingApproval: _coupon_pending,
+        RefundDue: _refund,
+        ReshipmentDue: _reshipment,
+    }
+)

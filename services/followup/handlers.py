@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 
 from services.followup import metrics as followup_metrics
@@ -25,7 +26,6 @@ from services.followup.domain import (
     supersedes,
 )
 from services.followup.repository import FollowupRepository
-from shared import metrics
 from shared.contracts import (
     CaseRef,
     CloudEvent,
@@ -38,12 +38,19 @@ from shared.contracts import (
     ReshipmentRequested,
     ReturnDecision,
     SurveyAnswered,
-    deterministic_id,
     event_key,
-    topics,
+    ids,
 )
-from shared.contracts import SlaBreached as SlaBreachedData
 from shared.messaging.context import EventHandler, HandlerContext, TimerHandler
+from shared.messaging.effects import (
+    Breach,
+    Counter,
+    Counts,
+    Effect,
+    Emit,
+    SetTimer,
+    Translations,
+)
 from shared.messaging.errors import Rejected
 from shared.messaging.store import Timer
 from shared.policy import Policy
@@ -52,11 +59,6 @@ SERVICE = "followup"
 CALLBACK_DUE = "callback_due"  # timer kind; ref = callback_id, lock key = customer_id
 SURVEY_TEMPLATE = "survey.invitation"
 log = logging.getLogger("aftersales.followup")
-
-
-def callback_id_for(case: CaseKey) -> str:
-    """Deterministic from the case that opens the callback: a replay yields the same id."""
-    return f"cb-{deterministic_id('callback', str(case.type), case.id)}"
 
 
 def lock_keys(event: CloudEvent) -> list[str]:
@@ -240,7 +242,7 @@ class FollowupHandlers:
         callback, events = close_case(
             case,
             await repo.scheduled_callbacks(customer_id),
-            new_callback_id=callback_id_for(case.key),
+            new_callback_id=ids.callback_id(str(case.key.type), case.key.id),
             policy=self.policy,
             now=ctx.now,
         )
@@ -288,145 +290,170 @@ class FollowupHandlers:
     ) -> None:
         """Store the callback and turn its domain events into outbox messages and timer rows."""
         await repo.save_callback(callback, ctx.now)
-        for event in events:
-            await self._publish(repo, ctx, callback, event)
+        # The shops of the callback's orders label the report's counters (SPEC 6).
+        orders = {case.order_id for case in callback.cases}
+        orders |= {event.order_id for event in events if isinstance(event, CaseMissed)}
+        shops = await repo.shops(orders) if any(map(_counted_per_shop, events)) else {}
+        await TRANSLATIONS.apply(ctx, _Scope(callback, shops), events)
 
-    async def _publish(
-        self, repo: FollowupRepository, ctx: HandlerContext, callback: Callback, event: DomainEvent
-    ) -> None:
-        cid, customer_id = callback.callback_id, callback.customer_id
-        correlation = callback.cases[0].case_id  # the case that opened the callback
-        if isinstance(event, CallbackScheduled):
-            await ctx.emit(
-                topics.FOLLOWUPS,
-                "callback.scheduled",
-                FollowupEvent(
-                    callback_id=cid,
-                    customer_id=customer_id,
-                    cases=_refs(event.cases),
-                    due_at=event.due_at,
-                    deadline=event.deadline,
-                ),
-                key=customer_id,
-                event_id=deterministic_id("callback.scheduled", cid, str(event.revision)),
-                correlation_id=correlation,
-            )
-        elif isinstance(event, TimerSet):
-            await ctx.timers.set(
-                CALLBACK_DUE,
-                cid,
-                due_at=event.due_at,
-                lock_key=customer_id,
-                payload={"customer_id": customer_id},
-            )
-        elif isinstance(event, CallbackSent):
-            await self._sent(repo, ctx, callback, event, correlation)
-        elif isinstance(event, CaseMissed):
-            case = event.case
-            breach = await ctx.emit(
-                topics.SLA,
-                "sla.breached",
-                SlaBreachedData(
-                    case=CaseRef(type=str(case.type), id=case.id),  # type: ignore[arg-type]
-                    sla="callback",
-                    due_at=event.deadline,
-                    detected_at=event.detected_at,
-                    order_id=event.order_id,
-                    customer_id=customer_id,
-                ),
-                key=event.order_id,
-                event_id=deterministic_id("sla.breached", str(case.type), case.id, "callback"),
-                correlation_id=case.id,
-            )
-            if ctx.is_new(breach):  # a replay finds it in the outbox: counted once
-                ctx.count(metrics.SLA_BREACHES.labels(SERVICE, "callback"))
-                shop = (await repo.shops([event.order_id]))[event.order_id]
-                ctx.count(followup_metrics.CASES_DUE.labels(shop))
-            log.warning(
-                "callback missed its deadline; not sent late",
-                extra={"callback_id": cid, "case_type": str(case.type), "case_id": case.id},
-            )
-        elif isinstance(event, SatisfactionRecorded):
-            recorded_now = False  # a replay finds satisfaction.recorded in the outbox
-            for event_type in ("satisfaction.recorded", "satisfaction.low"):
-                if event_type == "satisfaction.low" and not event.low:
-                    continue
-                emitted = await ctx.emit(
-                    topics.FOLLOWUPS,
-                    event_type,
-                    FollowupEvent(
-                        callback_id=cid,
-                        customer_id=customer_id,
-                        cases=_refs(event.cases),
-                        due_at=callback.due_at,
-                        deadline=callback.deadline,
-                        score=event.score,
-                    ),
-                    key=customer_id,
-                    event_id=deterministic_id(event_type, cid),
-                    correlation_id=correlation,
-                )
-                if event_type == "satisfaction.recorded":
-                    recorded_now = ctx.is_new(emitted)
-            if recorded_now:
-                shops = await repo.shops(case.order_id for case in callback.cases)
-                for shop in sorted(set(shops.values())):
-                    ctx.count(followup_metrics.ANSWERS.labels(shop, str(event.score)))
-        else:  # pragma: no cover - a new domain event must be wired here
-            raise TypeError(f"unhandled domain event {type(event).__name__}")
 
-    async def _sent(
-        self,
-        repo: FollowupRepository,
-        ctx: HandlerContext,
-        callback: Callback,
-        event: CallbackSent,
-        correlation: str,
-    ) -> None:
-        cid, customer_id = callback.callback_id, callback.customer_id
-        named = [case for case in callback.cases if case.key in event.cases]
-        orders = {case.order_id for case in named}
-        await ctx.emit(
-            topics.NOTIFICATIONS,
-            "notification.requested",
-            NotificationRequested(
-                request_id=f"survey-{cid}",
-                customer_id=customer_id,
-                order_id=next(iter(orders)) if len(orders) == 1 else None,
-                template=SURVEY_TEMPLATE,
-                params={
-                    "callback_id": cid,
-                    "cases": ",".join(f"{key.type}:{key.id}" for key in event.cases),
-                    "case_count": len(event.cases),
-                    "deadline": event.deadline.isoformat(),
-                    "answer_by": event.answer_by.isoformat(),
-                },
-                urgent=False,
-                case=(_refs(event.cases)[0] if len(event.cases) == 1 else None),
-            ),
-            key=customer_id,
-            event_id=deterministic_id("notification.requested", SURVEY_TEMPLATE, cid),
-            correlation_id=correlation,
+def _counted_per_shop(event: DomainEvent) -> bool:
+    return isinstance(event, CallbackSent | CaseMissed | SatisfactionRecorded)
+
+
+@dataclass(frozen=True)
+class _Scope:
+    callback: Callback
+    shops: Mapping[str, str]
+
+    @property
+    def correlation(self) -> str:
+        return self.callback.cases[0].case_id  # the case that opened the callback
+
+
+def _scheduled(event: CallbackScheduled, scope: _Scope, index: int) -> list[Effect]:
+    callback = scope.callback
+    cid = callback.callback_id
+    data = FollowupEvent(
+        callback_id=cid,
+        customer_id=callback.customer_id,
+        cases=_refs(event.cases),
+        due_at=event.due_at,
+        deadline=event.deadline,
+    )
+    return [
+        Emit(
+            "callback.scheduled",
+            data,
+            event_id=ids.event_id("callback.scheduled", cid, str(event.revision)),
+            correlation_id=scope.correlation,
         )
-        sent = await ctx.emit(
-            topics.FOLLOWUPS,
-            "callback.sent",
+    ]
+
+
+def _timer_set(event: TimerSet, scope: _Scope, index: int) -> list[Effect]:
+    customer_id = scope.callback.customer_id
+    return [
+        SetTimer(
+            CALLBACK_DUE,
+            scope.callback.callback_id,
+            due_at=event.due_at,
+            lock_key=customer_id,
+            payload={"customer_id": customer_id},
+        )
+    ]
+
+
+def _missed(event: CaseMissed, scope: _Scope, index: int) -> list[Effect]:
+    case, cid = event.case, scope.callback.callback_id
+    log.warning(
+        "callback missed its deadline; not sent late",
+        extra={"callback_id": cid, "case_type": str(case.type), "case_id": case.id},
+    )
+    return [
+        Breach(
+            case=CaseRef(type=str(case.type), id=case.id),  # type: ignore[arg-type]
+            sla="callback",
+            due_at=event.deadline,
+            detected_at=event.detected_at,
+            order_id=event.order_id,
+            customer_id=scope.callback.customer_id,
+            event_id=ids.sla_breach_event_id(str(case.type), case.id, "callback"),
+            correlation_id=case.id,
+            counts=((followup_metrics.CASES_DUE.labels(scope.shops[event.order_id]), 1),),
+        )
+    ]
+
+
+def _answered(event: SatisfactionRecorded, scope: _Scope, index: int) -> list[Effect]:
+    callback = scope.callback
+    cid = callback.callback_id
+    # Counted with satisfaction.recorded: a replay finds it in the outbox.
+    shops = sorted({scope.shops[case.order_id] for case in callback.cases})
+    answers: Counts = tuple(
+        (followup_metrics.ANSWERS.labels(shop, str(event.score)), 1) for shop in shops
+    )
+    types = (
+        ("satisfaction.recorded", "satisfaction.low") if event.low else ("satisfaction.recorded",)
+    )
+    return [
+        Emit(
+            event_type,
             FollowupEvent(
                 callback_id=cid,
-                customer_id=customer_id,
+                customer_id=callback.customer_id,
                 cases=_refs(event.cases),
-                due_at=event.due_at,
-                deadline=event.deadline,
+                due_at=callback.due_at,
+                deadline=callback.deadline,
+                score=event.score,
             ),
-            key=customer_id,
-            event_id=deterministic_id("callback.sent", cid),
-            correlation_id=correlation,
+            event_id=ids.event_id(event_type, cid),
+            correlation_id=scope.correlation,
+            counts=answers if event_type == "satisfaction.recorded" else (),
         )
-        if not ctx.is_new(sent):  # a replay finds it in the outbox: counted once
-            return
-        shops = await repo.shops(orders)
-        for shop in sorted(set(shops.values())):
-            ctx.count(followup_metrics.CALLBACKS_SENT.labels(shop))
-        for case in named:
-            ctx.count(followup_metrics.CASES_DUE.labels(shops[case.order_id]))
-            ctx.count(followup_metrics.CASES_ON_TIME.labels(shops[case.order_id]))
+        for event_type in types
+    ]
+
+
+def _sent(event: CallbackSent, scope: _Scope, index: int) -> list[Effect]:
+    callback = scope.callback
+    cid, customer_id = callback.callback_id, callback.customer_id
+    named = [case for case in callback.cases if case.key in event.cases]
+    orders = {case.order_id for case in named}
+    survey = NotificationRequested(
+        request_id=ids.survey_request_id(cid),
+        customer_id=customer_id,
+        order_id=next(iter(orders)) if len(orders) == 1 else None,
+        template=SURVEY_TEMPLATE,
+        params={
+            "callback_id": cid,
+            "cases": ",".join(f"{key.type}:{key.id}" for key in event.cases),
+            "case_count": len(event.cases),
+            "deadline": event.deadline.isoformat(),
+            "answer_by": event.answer_by.isoformat(),
+        },
+        urgent=False,
+        case=(_refs(event.cases)[0] if len(event.cases) == 1 else None),
+    )
+    sent = FollowupEvent(
+        callback_id=cid,
+        customer_id=customer_id,
+        cases=_refs(event.cases),
+        due_at=event.due_at,
+        deadline=event.deadline,
+    )
+    counts: list[tuple[Counter, float]] = [
+        (followup_metrics.CALLBACKS_SENT.labels(shop), 1)
+        for shop in sorted({scope.shops[order_id] for order_id in orders})
+    ]
+    for case in named:
+        counts.append((followup_metrics.CASES_DUE.labels(scope.shops[case.order_id]), 1))
+        counts.append((followup_metrics.CASES_ON_TIME.labels(scope.shops[case.order_id]), 1))
+    return [
+        Emit(
+            "notification.requested",
+            survey,
+            # A survey is about the buyer even when it names one order: keyed like callbacks.
+            key=customer_id,
+            event_id=ids.event_id("notification.requested", SURVEY_TEMPLATE, cid),
+            correlation_id=scope.correlation,
+        ),
+        Emit(
+            "callback.sent",
+            sent,
+            event_id=ids.event_id("callback.sent", cid),
+            correlation_id=scope.correlation,
+            counts=tuple(counts),
+        ),
+    ]
+
+
+TRANSLATIONS: Translations[_Scope] = Translations(
+    {
+        CallbackScheduled: _scheduled,
+        TimerSet: _timer_set,
+        CallbackSent: _sent,
+        CaseMissed: _missed,
+        SatisfactionRecorded: _answered,
+    }
+)

@@ -70,7 +70,7 @@ from shared.contracts import (
     RefundIssued,
     ReturnDecision,
     deterministic_id,
-    topics,
+    ids,
 )
 from shared.contracts.primitives import parse_timestamp
 from shared.crypto import CryptoError, FieldCipher
@@ -715,11 +715,9 @@ class NotifierHandlers:
         # Caused by the event that asked for the notification (not the timer that sent it),
         # correlated with its case; keyed like every order or buyer event (SPEC 1).
         event = await ctx.emit(
-            topics.NOTIFICATION_STATUS,
             event_type,
             data,
-            key=delivery.order_id or delivery.customer_id,
-            event_id=deterministic_id(SERVICE, event_type, delivery.delivery_id),
+            event_id=ids.notifier_status_event_id(event_type, delivery.delivery_id),
             correlation_id=delivery.case_id or delivery.order_id,
             causation_id=delivery.source_event_id,
         )

@@ -41,15 +41,22 @@ from shared.contracts import (
     OrderPaid,
     RefundFailed,
     RefundRequested,
-    SlaBreached,
-    deterministic_id,
-    topics,
+    ids,
 )
 from shared.contracts import RefundIssued as RefundIssuedData
 from shared.contracts import (
     RefundSettled as RefundSettledData,
 )
 from shared.messaging.context import EventHandler, HandlerContext, TimerHandler
+from shared.messaging.effects import (
+    Breach,
+    CancelTimer,
+    Count,
+    Effect,
+    Emit,
+    SetTimer,
+    Translations,
+)
 from shared.messaging.errors import Rejected
 from shared.messaging.store import Timer
 from shared.policy import Policy
@@ -187,123 +194,144 @@ class RefundsHandlers:
         events: list[DomainEvent],
     ) -> None:
         await repo.save(ledger, ctx.now)
-        for event in events:
-            await _emit(ctx, ledger, event)
+        await TRANSLATIONS.apply(ctx, ledger, events)
 
 
-async def _emit(ctx: HandlerContext, ledger: OrderLedger, event: DomainEvent) -> None:
+def _issued(event: RefundIssued, ledger: OrderLedger, index: int) -> list[Effect]:
+    refund = event.refund
+    data = RefundIssuedData.model_validate(
+        dict(
+            refund_id=refund.refund_id,
+            order_id=refund.order_id,
+            customer_id=refund.customer_id,
+            case=_case(refund),
+            amount=refund.amount,
+            currency=refund.currency,
+            breakdown=[{"kind": k, "amount": a} for k, a in refund.breakdown],
+            payments=[{"method": m, "amount": a} for m, a in refund.payments],
+            return_shipping_payer=refund.return_shipping_payer,
+            due_by=refund.due_by,
+            issued_at=refund.issued_at,
+        )
+    )
+    currency = refund.currency
+    counts: list[tuple[Counter, float]] = [
+        (_counter(metrics.REFUNDS, SERVICE, refund.case_type), 1),
+        (_counter(metrics.REFUND_AMOUNT, SERVICE, currency), refund.amount),
+        (_counter(ledger_metrics.CUT, SERVICE, currency), refund.cut),
+        (_counter(ledger_metrics.OVERFLOW, SERVICE, currency), refund.overflow),
+    ]
+    if refund.on_time:
+        counts.append((_counter(ledger_metrics.ON_TIME, SERVICE, currency, "issue"), 1))
+    return [
+        Emit(
+            "refund.issued",
+            data,
+            # The request's refund_id makes the event: a replay or a repeat yields the same one.
+            event_id=ids.event_id("refund.issued", refund.refund_id),
+            correlation_id=refund.case_id,
+            counts=tuple(counts),
+        )
+    ]
+
+
+def _breached(event: RefundSlaBreached, ledger: OrderLedger, index: int) -> list[Effect]:
+    refund = event.refund
+    # The late refund of a case and a re-issue that failed again are reported once each.
+    cause = (
+        refund.refund_id if event.kind == BreachKind.LATE else f"{refund.refund_id}:{event.kind}"
+    )
+    return [
+        Breach(
+            case=_case(refund),
+            sla="refund",
+            due_at=refund.due_by,
+            detected_at=event.detected_at,
+            order_id=refund.order_id,
+            customer_id=refund.customer_id,
+            event_id=ids.refund_breach_event_id(cause),
+            correlation_id=refund.case_id,
+        )
+    ]
+
+
+def _wait(event: WaitForOrder, ledger: OrderLedger, index: int) -> list[Effect]:
     order_id = ledger.order_id
-    if isinstance(event, RefundIssued):
-        await _refund_issued(ctx, event.refund)
-    elif isinstance(event, RefundSlaBreached):
-        await _sla_breached(ctx, event)
-    elif isinstance(event, WaitForOrder):
-        await ctx.timers.set(
+    return [
+        SetTimer(
             ORDER_WAIT,
             event.refund_id,
             due_at=event.alert_at,
             lock_key=order_id,
             payload={"order_id": order_id},
         )
-    elif isinstance(event, StopWaiting):
-        await ctx.timers.cancel(ORDER_WAIT, event.refund_id, at=ctx.now)
-    elif isinstance(event, RequestRefused):
-        ctx.count(_counter(ledger_metrics.REFUSED, SERVICE, event.reason.value))
-        log.warning(
-            "refund request refused, never paid",
-            extra={
-                "service": SERVICE,
-                "refund_id": event.refund_id,
-                "order_id": order_id,
-                "reason": event.reason.value,
-            },
-        )
-    elif isinstance(event, RequestRepeated):
-        ctx.count(_counter(ledger_metrics.REPEATED, SERVICE))
-    elif isinstance(event, RefundSettled):
-        refund = event.refund
-        ctx.count(_counter(ledger_metrics.SETTLED, SERVICE, refund.currency))
-        if refund.settled_on_time:
-            ctx.count(_counter(ledger_metrics.ON_TIME, SERVICE, refund.currency, "settlement"))
-    elif isinstance(event, PayoutFailed):
-        refund = event.refund
-        reissued = "true" if event.reissued else "false"
-        ctx.count(_counter(ledger_metrics.PAYOUT_FAILURES, SERVICE, refund.currency, reissued))
-        if refund.needs_person:
-            ctx.count(_counter(ledger_metrics.NEEDS_PERSON, SERVICE, refund.currency))
-        log.warning(
-            "refund payout failed",
-            extra={
-                "service": SERVICE,
-                "refund_id": refund.refund_id,
-                "order_id": order_id,
-                "method": event.method,
-                "reissued": event.reissued,
-            },
-        )
-    else:  # pragma: no cover - a new domain event must be wired here
-        raise TypeError(f"unhandled domain event {type(event).__name__}")
+    ]
 
 
-async def _refund_issued(ctx: HandlerContext, refund: IssuedRefund) -> None:
-    issued = await ctx.emit(
-        topics.REFUNDS,
-        "refund.issued",
-        RefundIssuedData.model_validate(
-            dict(
-                refund_id=refund.refund_id,
-                order_id=refund.order_id,
-                customer_id=refund.customer_id,
-                case=_case(refund),
-                amount=refund.amount,
-                currency=refund.currency,
-                breakdown=[{"kind": k, "amount": a} for k, a in refund.breakdown],
-                payments=[{"method": m, "amount": a} for m, a in refund.payments],
-                return_shipping_payer=refund.return_shipping_payer,
-                due_by=refund.due_by,
-                issued_at=refund.issued_at,
-            )
-        ),
-        key=refund.order_id,
-        # The request's refund_id makes the event: a replay or a repeat yields the same one.
-        event_id=deterministic_id("refund.issued", refund.refund_id),
-        correlation_id=refund.case_id,
+def _stop_waiting(event: StopWaiting, ledger: OrderLedger, index: int) -> list[Effect]:
+    return [CancelTimer(ORDER_WAIT, event.refund_id)]
+
+
+def _refused(event: RequestRefused, ledger: OrderLedger, index: int) -> list[Effect]:
+    log.warning(
+        "refund request refused, never paid",
+        extra={
+            "service": SERVICE,
+            "refund_id": event.refund_id,
+            "order_id": ledger.order_id,
+            "reason": event.reason.value,
+        },
     )
-    if ctx.is_new(issued):  # a replay finds it in the outbox: counted once
-        currency = refund.currency
-        ctx.count(_counter(metrics.REFUNDS, SERVICE, refund.case_type))
-        ctx.count(_counter(metrics.REFUND_AMOUNT, SERVICE, currency), refund.amount)
-        ctx.count(_counter(ledger_metrics.CUT, SERVICE, currency), refund.cut)
-        ctx.count(_counter(ledger_metrics.OVERFLOW, SERVICE, currency), refund.overflow)
-        if refund.on_time:
-            ctx.count(_counter(ledger_metrics.ON_TIME, SERVICE, currency, "issue"))
+    return [Count(_counter(ledger_metrics.REFUSED, SERVICE, event.reason.value))]
 
 
-async def _sla_breached(ctx: HandlerContext, event: RefundSlaBreached) -> None:
+def _repeated(event: RequestRepeated, ledger: OrderLedger, index: int) -> list[Effect]:
+    return [Count(_counter(ledger_metrics.REPEATED, SERVICE))]
+
+
+def _settled(event: RefundSettled, ledger: OrderLedger, index: int) -> list[Effect]:
     refund = event.refund
-    # The late refund of a case and a re-issue that failed again are reported once each.
-    cause = (
-        refund.refund_id if event.kind == BreachKind.LATE else f"{refund.refund_id}:{event.kind}"
+    effects: list[Effect] = [Count(_counter(ledger_metrics.SETTLED, SERVICE, refund.currency))]
+    if refund.settled_on_time:
+        effects.append(
+            Count(_counter(ledger_metrics.ON_TIME, SERVICE, refund.currency, "settlement"))
+        )
+    return effects
+
+
+def _payout_failed(event: PayoutFailed, ledger: OrderLedger, index: int) -> list[Effect]:
+    refund = event.refund
+    reissued = "true" if event.reissued else "false"
+    effects: list[Effect] = [
+        Count(_counter(ledger_metrics.PAYOUT_FAILURES, SERVICE, refund.currency, reissued))
+    ]
+    if refund.needs_person:
+        effects.append(Count(_counter(ledger_metrics.NEEDS_PERSON, SERVICE, refund.currency)))
+    log.warning(
+        "refund payout failed",
+        extra={
+            "service": SERVICE,
+            "refund_id": refund.refund_id,
+            "order_id": ledger.order_id,
+            "method": event.method,
+            "reissued": event.reissued,
+        },
     )
-    breach = await ctx.emit(
-        topics.SLA,
-        "sla.breached",
-        SlaBreached.model_validate(
-            dict(
-                case=_case(refund),
-                sla="refund",
-                due_at=refund.due_by,
-                detected_at=event.detected_at,
-                order_id=refund.order_id,
-                customer_id=refund.customer_id,
-            )
-        ),
-        key=refund.order_id,
-        event_id=deterministic_id("sla.breached", "refund", cause),
-        correlation_id=refund.case_id,
-    )
-    if ctx.is_new(breach):
-        ctx.count(_counter(metrics.SLA_BREACHES, SERVICE, "refund"))
+    return effects
+
+
+TRANSLATIONS: Translations[OrderLedger] = Translations(
+    {
+        RefundIssued: _issued,
+        RefundSlaBreached: _breached,
+        WaitForOrder: _wait,
+        StopWaiting: _stop_waiting,
+        RequestRefused: _refused,
+        RequestRepeated: _repeated,
+        RefundSettled: _settled,
+        PayoutFailed: _payout_failed,
+    }
+)
 
 
 def _case(refund: IssuedRefund) -> CaseRef:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 
 from services.returns.domain import (
@@ -26,22 +27,26 @@ from shared.contracts import (
     CloudEvent,
     OrderPaid,
     ParcelSigned,
-    RefundRequested,
-    ReshipmentRequested,
     ReturnCancelled,
     ReturnDecision,
     ReturnEvidenceSubmitted,
     ReturnInspected,
-    ReturnLine,
     ReturnRequested,
     ReturnReviewed,
     ReturnShipped,
-    deterministic_id,
     ids,
-    topics,
 )
-from shared.contracts import SlaBreached as SlaBreachedData
 from shared.messaging.context import EventHandler, HandlerContext, TimerHandler
+from shared.messaging.effects import (
+    Breach,
+    CancelTimer,
+    Effect,
+    Emit,
+    SetTimer,
+    Translations,
+    refund_request,
+    reshipment,
+)
 from shared.messaging.store import Timer
 from shared.policy import Policy
 
@@ -318,141 +323,141 @@ class ReturnsHandlers:
         """Store the case and turn its domain events into outbox messages and timer rows."""
         await case.repo.save_return(case.request, ctx.now)
         await case.repo.save_ledger(case.ledger, ctx.now)
-        for index, event in enumerate(events):
-            await self._publish(case, ctx, event, index)
+        await TRANSLATIONS.apply(ctx, _Scope(case, ctx.now), events)
 
-    async def _publish(
-        self, case: _Case, ctx: HandlerContext, event: DomainEvent, index: int
-    ) -> None:
-        request = case.request
-        return_id, order_id = request.return_id, request.order_id
-        the_case = CaseRef(type="return", id=return_id)
-        if isinstance(event, Decided):
-            # A cancellation can come before return.requested: the buyer is then the order's.
-            customer_id = request.customer_id or (
-                case.order.customer_id if case.order is not None else ""
-            )
-            if not customer_id:
-                log.warning(
-                    "decision on a return of no known buyer not sent",
-                    extra={"rule": str(event.rule)},
-                )
-                return
-            decision = await ctx.emit(
-                topics.RETURN_DECISIONS,
-                event.event_type,
-                ReturnDecision.model_validate(
-                    dict(
-                        return_id=return_id,
-                        order_id=order_id,
-                        customer_id=customer_id,
-                        kind=str(request.kind),
-                        rule=str(event.rule),
-                        message=event.message,
-                        message_en=event.message_en,
-                        return_shipping_payer=_text(event.return_shipping_payer),
-                        refund_estimate=(
-                            event.refund_estimate.amount
-                            if event.refund_estimate is not None
-                            else None
-                        ),
-                        waiting_for=_text(event.waiting_for),
-                        decided_at=ctx.now,
-                    )
-                ),
-                key=order_id,
-                discriminator=f"{return_id}:{index}",
-                correlation_id=return_id,
-            )
-            if ctx.is_new(decision):
-                ctx.count(metrics.DECISIONS.labels(SERVICE, event.event_type, str(event.rule)))
-        elif isinstance(event, TimerSet):
-            await ctx.timers.set(
-                str(event.kind),
-                return_id,
-                due_at=event.due_at,
-                lock_key=order_id,
-                payload={"order_id": order_id},
-            )
-        elif isinstance(event, TimerCancelled):
-            await ctx.timers.cancel(str(event.kind), return_id, at=ctx.now)
-        elif isinstance(event, RefundDue):
-            await self._refund(case, ctx, event, the_case)
-        elif isinstance(event, ReshipmentDue):
-            await ctx.emit(
-                topics.FULFILMENT,
-                "reshipment.requested",
-                ReshipmentRequested(
-                    order_id=order_id,
-                    customer_id=request.customer_id,
-                    case=the_case,
-                    lines=[ReturnLine(line_id=k, quantity=q) for k, q in event.lines.items()],
-                    due_by=event.due_by,
-                    requested_at=event.requested_at,
-                ),
-                key=order_id,
-                event_id=deterministic_id("reshipment.requested", "return", return_id),
-                correlation_id=return_id,
-            )
-        elif isinstance(event, SlaBreached):
-            breach = await ctx.emit(
-                topics.SLA,
-                "sla.breached",
-                SlaBreachedData.model_validate(
-                    dict(
-                        case=the_case,
-                        sla=str(event.sla),
-                        due_at=event.due_at,
-                        detected_at=event.detected_at,
-                        order_id=order_id,
-                        customer_id=request.customer_id or None,
-                    )
-                ),
-                key=order_id,
-                event_id=deterministic_id("sla.breached", "return", return_id, str(event.sla)),
-                correlation_id=return_id,
-            )
-            if ctx.is_new(breach):
-                ctx.count(metrics.SLA_BREACHES.labels(SERVICE, str(event.sla)))
-        else:  # pragma: no cover - a new domain event must be wired here
-            raise TypeError(f"unhandled domain event {type(event).__name__}")
 
-    async def _refund(
-        self, case: _Case, ctx: HandlerContext, event: RefundDue, the_case: CaseRef
-    ) -> None:
-        """Ask the refund ledger, which caps, splits and issues it (SPEC 4.11)."""
-        calc = event.calculation
-        return_id = case.request.return_id
-        # The freight learnt late is a refund of its own: its own id, stable across replays.
-        rid = ids.refund_id("return", return_id, "return_shipping" if event.supplementary else None)
-        requested = await ctx.emit(
-            topics.REFUND_REQUESTS,
-            "refund.requested",
-            RefundRequested.model_validate(
-                dict(
-                    refund_id=rid,
-                    order_id=case.request.order_id,
-                    customer_id=case.request.customer_id,
-                    case=the_case,
-                    amount=calc.amount,
-                    currency=calc.currency,
-                    # A refund of 0 (a gift returned alone, a line bought for 0) has no
-                    # non-zero part; the contract wants one item, so it says "goods: 0".
-                    breakdown=[{"kind": k, "amount": a} for k, a in calc.breakdown]
-                    or [{"kind": "goods", "amount": 0}],
-                    return_shipping_payer=str(calc.return_shipping_payer),
-                    due_by=event.due_by,
-                    requested_at=event.requested_at,
-                    requested_by=SERVICE,
-                )
-            ),
-            key=case.request.order_id,
-            event_id=deterministic_id("refund.requested", rid),
-            correlation_id=return_id,
+@dataclass(frozen=True)
+class _Scope:
+    case: _Case
+    now: datetime
+
+    @property
+    def request(self) -> ReturnRequest:
+        return self.case.request
+
+    @property
+    def ref(self) -> CaseRef:
+        return CaseRef(type="return", id=self.request.return_id)
+
+
+def _decided(event: Decided, scope: _Scope, index: int) -> list[Effect]:
+    request, order = scope.request, scope.case.order
+    # A cancellation can come before return.requested: the buyer is then the order's.
+    customer_id = request.customer_id or (order.customer_id if order is not None else "")
+    if not customer_id:
+        log.warning(
+            "decision on a return of no known buyer not sent", extra={"rule": str(event.rule)}
         )
-        if ctx.is_new(requested):  # a replay finds it in the outbox: counted once
-            ctx.count(metrics.REFUND_REQUESTS.labels(SERVICE, "return"))
-            ctx.count(metrics.REFUND_REQUESTED_AMOUNT.labels(SERVICE, calc.currency), calc.amount)
+        return []
+    data = ReturnDecision.model_validate(
+        dict(
+            return_id=request.return_id,
+            order_id=request.order_id,
+            customer_id=customer_id,
+            kind=str(request.kind),
+            rule=str(event.rule),
+            message=event.message,
+            message_en=event.message_en,
+            return_shipping_payer=_text(event.return_shipping_payer),
+            refund_estimate=(
+                event.refund_estimate.amount if event.refund_estimate is not None else None
+            ),
+            waiting_for=_text(event.waiting_for),
+            decided_at=scope.now,
+        )
+    )
+    counter = metrics.DECISIONS.labels(SERVICE, event.event_type, str(event.rule))
+    return [
+        Emit(
+            event.event_type,
+            data,
+            discriminator=f"{request.return_id}:{index}",
+            correlation_id=request.return_id,
+            counts=((counter, 1),),
+        )
+    ]
+
+
+def _timer_set(event: TimerSet, scope: _Scope, index: int) -> list[Effect]:
+    order_id = scope.request.order_id
+    return [
+        SetTimer(
+            str(event.kind),
+            scope.request.return_id,
+            due_at=event.due_at,
+            lock_key=order_id,
+            payload={"order_id": order_id},
+        )
+    ]
+
+
+def _timer_cancelled(event: TimerCancelled, scope: _Scope, index: int) -> list[Effect]:
+    return [CancelTimer(str(event.kind), scope.request.return_id)]
+
+
+def _refund(event: RefundDue, scope: _Scope, index: int) -> list[Effect]:
+    calc, request = event.calculation, scope.request
+    # The freight learnt late is a refund of its own: its own id, stable across replays.
+    part = "return_shipping" if event.supplementary else None
+    return [
+        refund_request(
+            SERVICE,
+            scope.ref,
+            refund_id=ids.refund_id("return", request.return_id, part),
+            order_id=request.order_id,
+            customer_id=request.customer_id,
+            amount=calc.amount,
+            currency=calc.currency,
+            # A refund of 0 (a gift returned alone, a line bought for 0) has no non-zero part;
+            # the contract wants one item, so it says "goods: 0".
+            breakdown=calc.breakdown or [("goods", 0)],
+            due_by=event.due_by,
+            requested_at=event.requested_at,
+            return_shipping_payer=str(calc.return_shipping_payer),
+        )
+    ]
+
+
+def _reshipment(event: ReshipmentDue, scope: _Scope, index: int) -> list[Effect]:
+    request = scope.request
+    return [
+        reshipment(
+            scope.ref,
+            order_id=request.order_id,
+            customer_id=request.customer_id,
+            lines=event.lines,
+            due_by=event.due_by,
+            requested_at=event.requested_at,
+        )
+    ]
+
+
+def _breached(event: SlaBreached, scope: _Scope, index: int) -> list[Effect]:
+    request = scope.request
+    return [
+        Breach(
+            case=scope.ref,
+            sla=str(event.sla),
+            due_at=event.due_at,
+            detected_at=event.detected_at,
+            order_id=request.order_id,
+            customer_id=request.customer_id or None,
+            event_id=ids.sla_breach_event_id("return", request.return_id, str(event.sla)),
+            correlation_id=request.return_id,
+        )
+    ]
+
+
+TRANSLATIONS: Translations[_Scope] = Translations(
+    {
+        Decided: _decided,
+        TimerSet: _timer_set,
+        TimerCancelled: _timer_cancelled,
+        RefundDue: _refund,
+        ReshipmentDue: _reshipment,
+        SlaBreached: _breached,
+    }
+)
 
 
 def _text(value: object | None) -> str | None:

@@ -5,6 +5,9 @@ Adding an event type is one line in `EVENT_TYPES` (plus a constant for its name)
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 from . import topics
 from .inputs import (
     COMPLAINT_CATEGORIES,
@@ -165,16 +168,58 @@ REQUIRED_FOR_TYPE: dict[str, tuple[str, ...]] = {
     SATISFACTION_LOW: ("score",),
 }
 
+
+@dataclass(frozen=True)
+class Output:
+    """Where one output type goes: its topic, the services that publish it, and its key.
+
+    `keyed_by` is the data field that makes the Kafka key (SPEC 1): `order_id` (falling back to
+    `customer_id` when an event names no order) or `customer_id` for events about a buyer.
+    """
+
+    topic: str
+    publishers: frozenset[str]
+    keyed_by: Literal["order_id", "customer_id"] = "order_id"
+
+
+def _outputs(
+    topic: str,
+    types: tuple[str, ...],
+    publishers: tuple[str, ...],
+    keyed_by: Literal["order_id", "customer_id"] = "order_id",
+) -> dict[str, Output]:
+    return {t: Output(topic, frozenset(publishers), keyed_by) for t in types}
+
+
+# Every output type of this system, declared once: topic, publishers and key (SPEC 1, 3).
+OUTPUTS: dict[str, Output] = {
+    # The refund ledger is the only writer of money out (SPEC 3, 4.11).
+    **_outputs(topics.REFUNDS, (REFUND_ISSUED,), ("refunds",)),
+    **_outputs(topics.COUPONS, (COUPON_GRANTED,), ("complaints",)),
+    **_outputs(
+        topics.RETURN_DECISIONS,
+        (RETURN_APPROVED, RETURN_REJECTED, RETURN_PENDING, RETURN_COMPLETED),
+        ("returns",),
+    ),
+    **_outputs(topics.FULFILMENT, (RESHIPMENT_REQUESTED,), ("returns", "complaints")),
+    **_outputs(topics.SLA, (SLA_BREACHED,), ("returns", "complaints", "followup", "refunds")),
+    **_outputs(
+        topics.FOLLOWUPS,
+        (CALLBACK_SCHEDULED, CALLBACK_SENT, SATISFACTION_RECORDED, SATISFACTION_LOW),
+        ("followup",),
+        keyed_by="customer_id",
+    ),
+    **_outputs(topics.NOTIFICATIONS, (NOTIFICATION_REQUESTED,), ("complaints", "followup")),
+    **_outputs(topics.NOTIFICATION_STATUS, (NOTIFICATION_SENT, NOTIFICATION_FAILED), ("notifier",)),
+    **_outputs(topics.ESCALATIONS, (COMPLAINT_ESCALATED, COMPENSATION_PENDING), ("complaints",)),
+    **_outputs(topics.ESCALATIONS, (CASE_ESCALATED,), ("complaints",), keyed_by="customer_id"),
+    # What returns and complaints ask the refund ledger to pay (SPEC 4.11).
+    **_outputs(topics.REFUND_REQUESTS, (REFUND_REQUESTED,), ("returns", "complaints")),
+}
+
 # Events about a buyer rather than one order are keyed by customer_id (SPEC section 1).
 CUSTOMER_KEYED_TYPES: frozenset[str] = frozenset(
-    {
-        SURVEY_ANSWERED,
-        CALLBACK_SCHEDULED,
-        CALLBACK_SENT,
-        SATISFACTION_RECORDED,
-        SATISFACTION_LOW,
-        CASE_ESCALATED,
-    }
+    {SURVEY_ANSWERED} | {t for t, out in OUTPUTS.items() if out.keyed_by == "customer_id"}
 )
 
 # What each topic carries (SPEC sections 1-3); any other type on it is `unexpected_type`, so a
@@ -203,31 +248,17 @@ PLATFORM_TOPIC_TYPES: dict[str, frozenset[str]] = {
 
 # This system's topics: type -> the services that publish it there. An event on one of them
 # must also come from one of those services (`source` = `service_source(name)`).
-SERVICE_TOPIC_TYPES: dict[str, dict[str, frozenset[str]]] = {
-    # The refund ledger is the only writer of money out (SPEC 3, 4.11).
-    topics.REFUNDS: {REFUND_ISSUED: frozenset({"refunds"})},
-    topics.COUPONS: {COUPON_GRANTED: frozenset({"complaints"})},
-    topics.RETURN_DECISIONS: {
-        t: frozenset({"returns"})
-        for t in (RETURN_APPROVED, RETURN_REJECTED, RETURN_PENDING, RETURN_COMPLETED)
-    },
-    topics.FULFILMENT: {RESHIPMENT_REQUESTED: frozenset({"returns", "complaints"})},
-    topics.SLA: {SLA_BREACHED: frozenset({"returns", "complaints", "followup", "refunds"})},
-    topics.FOLLOWUPS: {
-        t: frozenset({"followup"})
-        for t in (CALLBACK_SCHEDULED, CALLBACK_SENT, SATISFACTION_RECORDED, SATISFACTION_LOW)
-    },
-    topics.NOTIFICATIONS: {NOTIFICATION_REQUESTED: frozenset({"complaints", "followup"})},
-    topics.NOTIFICATION_STATUS: {
-        t: frozenset({"notifier"}) for t in (NOTIFICATION_SENT, NOTIFICATION_FAILED)
-    },
-    topics.ESCALATIONS: {
-        t: frozenset({"complaints"})
-        for t in (COMPLAINT_ESCALATED, CASE_ESCALATED, COMPENSATION_PENDING)
-    },
-    # What returns and complaints ask the refund ledger to pay (SPEC 4.11).
-    topics.REFUND_REQUESTS: {REFUND_REQUESTED: frozenset({"returns", "complaints"})},
-}
+SERVICE_TOPIC_TYPES: dict[str, dict[str, frozenset[str]]] = {}
+for _type, _output in OUTPUTS.items():
+    SERVICE_TOPIC_TYPES.setdefault(_output.topic, {})[_type] = _output.publishers
+
+
+def output_of(event_type: str) -> Output:
+    """The declaration of an output type; a clear error for a type that is not one."""
+    try:
+        return OUTPUTS[event_type]
+    except KeyError:
+        raise ValueError(f"{event_type!r} is not an output event type") from None
 
 
 def service_source(service: str) -> str:
@@ -279,6 +310,7 @@ __all__ = [
     "ORDER_CANCELLED",
     "ORDER_PAID",
     "ORDER_SHIPPED",
+    "OUTPUTS",
     "PARCEL_SIGNED",
     "PLATFORM_TOPIC_TYPES",
     "REFUND_FAILED",
@@ -337,6 +369,7 @@ __all__ = [
     "OrderLine",
     "OrderPaid",
     "OrderShipped",
+    "Output",
     "ParcelSigned",
     "Payment",
     "RefundFailed",
@@ -362,6 +395,7 @@ __all__ = [
     "SlaKind",
     "SurveyAnswered",
     "WaitingFor",
+    "output_of",
     "service_source",
     "unexpected_on_topic",
 ]

@@ -398,9 +398,9 @@ class EventProcessor:
             uow=uow, tables=self._tables, service=self.service, now=now, cause_id=origin
         )
         letter = await ctx.emit(
-            dead_letter_topic(self.service),
             "event.deadlettered",
             data,
+            topic=dead_letter_topic(self.service),
             key=key or origin,
             discriminator=deterministic_id(reason),
         )

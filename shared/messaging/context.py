@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from shared.contracts import CloudEvent, deterministic_id, new_event, service_source
+from shared.contracts import (
+    CloudEvent,
+    deterministic_id,
+    event_key,
+    new_event,
+    output_of,
+    service_source,
+)
 from shared.db import UnitOfWork
 
 from .store import Inbox, Outbox, Timer, Timers
@@ -17,6 +24,30 @@ from .tables import MessagingTables
 
 class Counter(Protocol):
     def inc(self, amount: float = 1) -> None: ...
+
+
+class OutboxRows(Protocol):
+    """What a handler queues its events in (`store.Outbox`, or `memory.MemoryOutbox`)."""
+
+    async def add(
+        self, event: CloudEvent, *, topic: str, key: str | None, known_new: bool = False
+    ) -> bool: ...
+
+
+class TimerRows(Protocol):
+    """What a handler sets and cancels its timers in (`store.Timers`, `memory.MemoryTimers`)."""
+
+    async def set(
+        self,
+        kind: str,
+        ref: str,
+        *,
+        due_at: datetime,
+        lock_key: str,
+        payload: Mapping[str, Any] | None = None,
+    ) -> None: ...
+
+    async def cancel(self, kind: str, ref: str, *, at: datetime) -> None: ...
 
 
 class HandlerContext:
@@ -42,8 +73,8 @@ class HandlerContext:
         # (`shared.messaging.store.WriteConflict`).
         self.fresh_cause = fresh_cause
         self.inbox = Inbox(uow.session, tables)
-        self.outbox = Outbox(uow.session, tables)
-        self.timers = Timers(uow.session, tables)
+        self.outbox: OutboxRows = Outbox(uow.session, tables)
+        self.timers: TimerRows = Timers(uow.session, tables)
         self.emitted: list[CloudEvent] = []
         # Run by the caller once the handler's work committed (`UnitOfWork.after_commit`).
         self.on_commit: list[Callable[[], object]] = []
@@ -55,11 +86,11 @@ class HandlerContext:
 
     async def emit(
         self,
-        topic: str,
         event_type: str,
         data: BaseModel,
         *,
-        key: str,
+        topic: str | None = None,
+        key: str | None = None,
         discriminator: str = "",
         correlation_id: str | None = None,
         event_id: str | None = None,
@@ -69,7 +100,9 @@ class HandlerContext:
 
         Its id derives from the cause (or is given, for an event that must exist once per case
         whatever causes it), so processing the same cause again yields the same id and the
-        outbox keeps only one copy.
+        outbox keeps only one copy. Topic and key come from the type's declaration
+        (`shared.contracts.events.OUTPUTS`); only a dead letter, whose topic is per service and
+        whose key is the original record's, names them.
         """
         event = new_event(
             event_type,
@@ -80,6 +113,10 @@ class HandlerContext:
             correlationid=correlation_id or self.correlation_id,
             causationid=causation_id or self.cause_id,
         )
+        if topic is None:
+            topic = output_of(event_type).topic
+        if key is None:
+            key = event_key(event)
         if await self.outbox.add(event, topic=topic, key=key, known_new=self.fresh_cause):
             self.emitted.append(event)
         return event

@@ -36,7 +36,7 @@ async def read_topic(
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, **(security or {})
     )
-    await consumer.start()
+    await _started(consumer)
     try:
         await consumer.topics()  # refreshes the cluster metadata
         partitions = consumer.partitions_for_topic(topic) or set()
@@ -60,6 +60,16 @@ async def read_topic(
                     remaining.discard(tp)
     finally:
         await consumer.stop()
+
+
+async def _started(client: AIOKafkaConsumer | AIOKafkaProducer) -> None:
+    """Start a client; one that cannot reach the broker is closed before the error goes on
+    (the command says so in one line, without a warning about an unclosed client after it)."""
+    try:
+        await client.start()
+    except BaseException:
+        await client.stop()
+        raise
 
 
 async def _dead_letters(
@@ -113,7 +123,7 @@ async def replay_dead_letters(
         acks="all",
         **client_security(settings),
     )
-    await producer.start()
+    await _started(producer)
     replayed = skipped = refused = 0
     now = (clock or SystemClock()).now()
     try:

@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from shared.contracts import topics
-from tests.sources import source_for
+from tests.events import source_for
 
 SQL_INJECTION = "'; DROP TABLE returns.inbox; --"
 SQL_INJECTION_2 = "Robert'); DROP TABLE notifier.contacts; --"

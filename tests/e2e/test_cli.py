@@ -41,8 +41,8 @@ async def run_cli(
     extra = env or {}
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AFTERSALES_", "KAFKA_"))}
     env["DATABASE_URL"] = database_url
-    env.update(extra)
     env["AFTERSALES_LOG_FORMAT"] = "text"
+    env.update(extra)
     process = await asyncio.create_subprocess_exec(
         *aftersales(),
         *args,
@@ -210,3 +210,79 @@ async def test_purge_as_an_operator_runs_it(fresh_database: str):
         assert "Traceback" not in output
     finally:
         await conn.close()
+
+
+def one_line(output: str) -> str:
+    assert "Traceback" not in output and len(output.strip().splitlines()) == 1, output
+    return output.strip()
+
+
+async def test_version_names_the_installed_package(fresh_database: str):
+    from importlib.metadata import version
+
+    code, output = await run_cli(fresh_database, "--version")
+    assert code == 0, output
+    assert one_line(output) == f"aftersales {version('aftersales')}"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["topics"], ["dlq", "list", "returns"], ["dlq", "replay", "returns"], ["run", "returns"]],
+)
+async def test_an_unreachable_broker_is_one_line_saying_what_to_check(
+    fresh_database: str, command: list[str]
+):
+    if command[0] == "run":  # past the database and schema checks, to the broker
+        code, output = await migrate(fresh_database)
+        assert code == 0, output
+    down = {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "AFTERSALES_LOG_FORMAT": "json"}
+    code, output = await run_cli(fresh_database, *command, env=down)
+    assert code == 2, output
+    line = one_line(output)
+    assert line.startswith("aftersales: cannot reach the Kafka broker at 127.0.0.1:1: "), line
+    assert "KAFKA_BOOTSTRAP_SERVERS" in line
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("AFTERSALES_LOG_LEVEL", "loud", "aftersales: AFTERSALES_LOG_LEVEL: 'loud' is not a log"),
+        ("AFTERSALES_LOG_FORMAT", "xml", "aftersales: AFTERSALES_LOG_FORMAT: 'xml' is not a log"),
+    ],
+)
+async def test_a_bad_log_setting_is_one_line(
+    fresh_database: str, variable: str, value: str, expected: str
+):
+    code, output = await run_cli(fresh_database, "policy", env={variable: value})
+    assert code == 2, output
+    assert one_line(output).startswith(expected)
+
+
+async def test_the_log_format_is_case_insensitive(fresh_database: str):
+    code, output = await run_cli(
+        fresh_database,
+        "migrate",
+        env={"AFTERSALES_LOG_FORMAT": "JSON", "AFTERSALES_LOG_LEVEL": "info"},
+    )
+    assert code == 0, output
+
+
+async def test_bad_settings_are_one_line_each_naming_the_variable(fresh_database: str):
+    bad = {"KAFKA_TOPIC_PARTITIONS": "many", "AFTERSALES_HTTP_PORT": "99999"}
+    code, output = await run_cli(fresh_database, "topics", env=bad)
+    assert code == 2, output
+    lines = output.strip().splitlines()
+    assert "Traceback" not in output and len(lines) == 2, output
+    assert lines[0].startswith("aftersales: KAFKA_TOPIC_PARTITIONS: ")
+    assert lines[1].startswith("aftersales: AFTERSALES_HTTP_PORT: ")
+    assert "many" not in output and "99999" not in output
+
+
+@pytest.mark.parametrize(("action", "says"), [("list", "origin"), ("replay", "original topic")])
+async def test_dlq_commands_explain_themselves(fresh_database: str, action: str, says: str):
+    code, output = await run_cli(fresh_database, "dlq", "--help")
+    assert code == 0 and f"{action}  " in output and "dead" in output.split(action, 1)[1], output
+    code, output = await run_cli(fresh_database, "dlq", action, "--help")
+    assert code == 0, output
+    assert "--reason" in output and "--limit" in output and says in output
+    assert "aftersales.deadletter.SERVICE" in output

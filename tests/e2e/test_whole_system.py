@@ -27,7 +27,7 @@ from shared.messaging.runtime import ServiceRuntime, ensure_topics
 from shared.migrations import upgrade
 from shared.policy import Policy
 from shared.settings import Settings
-from tests.sources import source_for
+from tests.events import source_for
 
 # Monday 10:00 in Shanghai: outside quiet hours, like the moment a day later.
 T0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)

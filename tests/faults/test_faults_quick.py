@@ -42,3 +42,7 @@ def test_quick_fault_run_reconciles(tmp_path: Path) -> None:
     text = report.read_text()
     assert "**Result: PASS**" in text
     assert "| refunds missing | 0 |" in text
+    # The follow-up service and the notifier ran too and were reconciled.
+    assert "| closed cases with a callback |" in text
+    assert "| callbacks scheduled twice (several event ids) | 0 |" in text
+    assert "| notifications with a wrong or repeated outcome | 0 |" in text

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,8 +21,8 @@ from shared.messaging.relay import CONTENT_TYPE
 from shared.messaging.runtime import ServiceRuntime
 from shared.policy import Policy
 from shared.settings import Settings
+from tests.events import cloud_event, unique
 from tests.polling import eventually
-from tests.sources import source_for
 
 # Monday 2026-03-02 10:00 in Shanghai: the service's clock; events happen before it.
 T0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
@@ -42,23 +41,11 @@ OUTPUT_TOPICS = (
 )
 
 
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
-
-
 # --- events ---------------------------------------------------------------------------------
 
 
 def event(type_: str, data: dict[str, Any], at: datetime, *, id: str | None = None) -> dict:
-    return {
-        "specversion": "1.0",
-        "id": id or unique(f"e2e-{type_}"),
-        "source": source_for(type_, "/shop-platform/e2e"),
-        "type": type_,
-        "time": at.isoformat(),
-        "datacontenttype": "application/json",
-        "data": data,
-    }
+    return cloud_event(type_, data, at, id=id, platform="/shop-platform/e2e", id_prefix="e2e")
 
 
 def order_paid(

@@ -18,9 +18,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.complaints.domain import CATCH_UP_GRACE
-from services.complaints.handlers import coupon_id
 from shared.clock import ManualClock
-from shared.contracts.ids import refund_id
+from shared.contracts.ids import coupon_id, refund_id
 from tests.polling import eventually
 
 from .helpers import (

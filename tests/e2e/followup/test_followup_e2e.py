@@ -12,12 +12,12 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from services.followup.domain import CaseKey, CaseType
-from services.followup.handlers import callback_id_for
+from services.followup.domain import CaseType
 from services.followup.report import main as report_main
 from shared.contracts import topics
+from shared.contracts.ids import callback_id
+from tests.events import source_for
 from tests.polling import eventually
-from tests.sources import source_for
 
 T0 = datetime.fromisoformat("2024-05-01T10:00:00+08:00")
 H = timedelta(hours=1)
@@ -70,7 +70,7 @@ async def test_resolved_complaint_to_callback_sent_and_a_low_score(
     runtimes, outputs, producer, capsys
 ) -> None:
     customer, order, complaint, shop = unique("c"), unique("o"), unique("k"), unique("shop")
-    cid = callback_id_for(CaseKey(CaseType.COMPLAINT, complaint))
+    cid = callback_id(CaseType.COMPLAINT.value, complaint)
     await runtimes.ensure()
     t0 = runtimes.clock.now()  # the complaint is resolved now
     paid = {
@@ -174,7 +174,7 @@ async def test_restart_with_callbacks_due_loses_none_and_sends_none_twice(
 ) -> None:
     buyers = [unique("c"), unique("c")]
     returns = [unique("r"), unique("r")]
-    ids = [callback_id_for(CaseKey(CaseType.RETURN, r)) for r in returns]
+    ids = [callback_id(CaseType.RETURN.value, r) for r in returns]
     await runtimes.ensure()
     t0 = runtimes.clock.now()  # both returns are refunded now
     for buyer, return_id in zip(buyers, returns, strict=True):

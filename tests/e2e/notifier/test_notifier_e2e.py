@@ -32,8 +32,8 @@ from shared.messaging.runtime import ServiceRuntime
 from shared.migrations import upgrade
 from shared.policy import Policy
 from shared.settings import Settings
+from tests.events import source_for
 from tests.polling import eventually
-from tests.sources import source_for
 
 T0 = datetime(2024, 5, 1, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai: outside quiet hours
 PHONE = "13812345678"

@@ -11,6 +11,7 @@ import asyncpg
 
 from aftersales_dev.devenv import plain_dsn
 from shared.contracts import ids, topics
+from tests.events import unique
 from tests.polling import eventually
 from tests.refund_events import (
     complaint_opened,
@@ -22,7 +23,6 @@ from tests.refund_events import (
     refund_requested,
     refund_settled,
     return_requested,
-    unique,
 )
 
 from .conftest import T0, System

@@ -3,28 +3,16 @@
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from shared.contracts import topics
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+from tests.events import cloud_event
 
 
 def _event(type_: str, data: dict[str, Any], at: datetime) -> dict[str, Any]:
-    return {
-        "specversion": "1.0",
-        "id": unique(f"e2e-{type_}"),
-        "source": "/shop-platform/e2e",
-        "type": type_,
-        "time": at.isoformat(),
-        "datacontenttype": "application/json",
-        "data": data,
-    }
+    return cloud_event(type_, data, at, source="/shop-platform/e2e", id_prefix="e2e")
 
 
 def order_paid(

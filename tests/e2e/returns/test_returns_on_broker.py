@@ -22,6 +22,7 @@ from shared.contracts import deterministic_id, topics
 from shared.contracts.ids import refund_id
 from shared.messaging.relay import CONTENT_TYPE
 from shared.settings import Settings
+from tests.events import unique
 from tests.polling import eventually
 
 from .conftest import GROUP, Outputs, Platform, Service
@@ -33,7 +34,6 @@ from .events import (
     return_reviewed,
     return_shipped,
     return_signed,
-    unique,
 )
 
 H = timedelta(hours=1)

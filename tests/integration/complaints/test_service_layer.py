@@ -25,10 +25,11 @@ from services.complaints.domain.rules import (
     Priority,
     Sla,
 )
-from services.complaints.handlers import _Emitter, complaint_lock, coupon_id, lock_keys
+from services.complaints.handlers import TRANSLATIONS, _Scope, complaint_lock, lock_keys
 from services.complaints.repository import ComplaintsRepository
 from shared.clock import ManualClock
 from shared.contracts import ids, parse_event
+from shared.contracts.ids import coupon_id
 from shared.db import UnitOfWork, session_factory
 from shared.messaging.context import HandlerContext
 
@@ -180,8 +181,7 @@ async def test_metrics_count_each_emitted_event_once_not_its_replays(
             repo = ComplaintsRepository(uow.session)
             order, complaint = await repo.order(o), await repo.complaint(k)
             assert order is not None and complaint is not None
-            for event in events:
-                await _Emitter(ctx, order, complaint).emit(event)
+            await TRANSLATIONS.apply(ctx, _Scope(order, complaint), events)
             uow.after_commit(*ctx.on_commit)  # what the consumer does for a handler that ran
             await uow.commit()
 

@@ -24,7 +24,7 @@ from shared.db import create_engine, session_factory
 from shared.messaging.consumer import EventProcessor
 from shared.messaging.scheduler import TimerScheduler
 from shared.policy import Policy
-from tests.sources import source_for
+from tests.events import cloud_event
 
 T0 = datetime.fromisoformat("2024-05-01T10:00:00+08:00")
 
@@ -39,15 +39,7 @@ class Record:
 
 
 def envelope(event_type: str, data: dict[str, Any], *, event_id: str | None = None) -> dict:
-    return {
-        "specversion": "1.0",
-        "id": event_id or f"evt-{uuid.uuid4().hex}",
-        "source": source_for(event_type, "/test"),
-        "type": event_type,
-        "time": "2024-05-01T10:00:00+08:00",
-        "datacontenttype": "application/json",
-        "data": data,
-    }
+    return cloud_event(event_type, data, "2024-05-01T10:00:00+08:00", id=event_id, platform="/test")
 
 
 def iso(instant: datetime) -> str:

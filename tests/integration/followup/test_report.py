@@ -5,16 +5,15 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 
 from aftersales.cli import _parser
-from services.followup.domain import CaseKey, CaseType
-from services.followup.handlers import callback_id_for
 from services.followup.report import figures, format_table
+from shared.contracts import ids
 
 T0 = datetime.fromisoformat("2024-05-01T10:00:00+08:00")
 H = timedelta(hours=1)
 
 
 def cb(case_type: str, case_id: str) -> str:
-    return callback_id_for(CaseKey(CaseType(case_type), case_id))
+    return ids.callback_id(case_type, case_id)
 
 
 async def scenario(service) -> None:

@@ -7,15 +7,14 @@ import logging
 from datetime import datetime, timedelta
 
 from services.followup import tables
-from services.followup.domain import CaseKey, CaseType
-from services.followup.handlers import callback_id_for
+from shared.contracts import ids
 
 T0 = datetime.fromisoformat("2024-05-01T10:00:00+08:00")
 H = timedelta(hours=1)
 
 
 def cb_id(case_type: str, case_id: str) -> str:
-    return callback_id_for(CaseKey(CaseType(case_type), case_id))
+    return ids.callback_id(case_type, case_id)
 
 
 async def types(service, event_type=None):
@@ -292,7 +291,7 @@ async def test_metrics_count_a_callback_and_its_answer_once_not_their_replays(se
 
     from prometheus_client import REGISTRY
 
-    from services.followup.domain import CallbackSent, CaseMissed, SatisfactionRecorded
+    from services.followup.domain import CallbackSent, CaseMissed, DomainEvent, SatisfactionRecorded
     from services.followup.handlers import FollowupHandlers
     from services.followup.repository import FollowupRepository
     from shared.db import UnitOfWork, session_factory
@@ -332,12 +331,12 @@ async def test_metrics_count_a_callback_and_its_answer_once_not_their_replays(se
             keys = tuple(case.key for case in callback.cases)
             due, deadline = callback.due_at, callback.deadline
             assert due is not None and deadline is not None
-            for event in (
+            events: list[DomainEvent] = [
                 CallbackSent(keys, due, deadline, due, due + 7 * 24 * H),
                 SatisfactionRecorded(keys, 5, False, T0 + 25 * H),
                 CaseMissed(keys[0], "o-1", deadline, deadline),
-            ):
-                await handlers._publish(repo, ctx, callback, event)
+            ]
+            await handlers._store(repo, ctx, callback, events)
             uow.after_commit(*ctx.on_commit)  # as the consumer does
             await uow.commit()
 

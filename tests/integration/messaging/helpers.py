@@ -138,7 +138,6 @@ class Harness:
             lock_key=data.order_id,
         )
         await ctx.emit(
-            self.output_topic,
             NOTIFICATION_REQUESTED,
             NotificationRequested(
                 request_id=f"paid:{data.order_id}",
@@ -146,6 +145,7 @@ class Harness:
                 order_id=data.order_id,
                 template="order_paid",
             ),
+            topic=self.output_topic,
             key=data.order_id,
         )
 
@@ -162,7 +162,6 @@ class Harness:
             select(self.orders.c.customer_id).where(self.orders.c.order_id == data.order_id)
         )
         await ctx.emit(
-            self.output_topic,
             NOTIFICATION_REQUESTED,
             NotificationRequested(
                 request_id=f"shipped:{data.order_id}",
@@ -170,6 +169,7 @@ class Harness:
                 order_id=data.order_id,
                 template="order_shipped",
             ),
+            topic=self.output_topic,
             key=data.order_id,
         )
 
@@ -184,7 +184,6 @@ class Harness:
         if pending:
             raise pending.pop(0)
         await ctx.emit(
-            self.output_topic,
             SLA_BREACHED,
             SlaBreached(
                 case=CaseRef(type="late_shipment", id=timer.ref),
@@ -193,6 +192,7 @@ class Harness:
                 detected_at=ctx.now,
                 order_id=timer.ref,
             ),
+            topic=self.output_topic,
             key=timer.ref,
         )
 

@@ -25,8 +25,12 @@ async def test_is_new_only_for_an_event_the_outbox_did_not_hold(
             data = NotificationRequested(
                 request_id="r-1", customer_id="c-1", order_id="o-1", template="t"
             )
-            first = await ctx.emit(harness.output_topic, NOTIFICATION_REQUESTED, data, key="o-1")
-            again = await ctx.emit(harness.output_topic, NOTIFICATION_REQUESTED, data, key="o-1")
+            first = await ctx.emit(
+                NOTIFICATION_REQUESTED, data, topic=harness.output_topic, key="o-1"
+            )
+            again = await ctx.emit(
+                NOTIFICATION_REQUESTED, data, topic=harness.output_topic, key="o-1"
+            )
             await uow.commit()
             return ctx.is_new(first), ctx.is_new(again)
 

@@ -61,11 +61,11 @@ async def queue_events(
                 cause_id=f"{tag}-{i}",
             )
             await ctx.emit(
-                harness.output_topic,
                 NOTIFICATION_REQUESTED,
                 NotificationRequested(
                     request_id=f"{tag}-{i}", customer_id="c-1", order_id=key, template="t"
                 ),
+                topic=harness.output_topic,
                 key=key,
             )
             await uow.commit()

@@ -45,7 +45,7 @@ from shared.messaging.consumer import EventProcessor
 from shared.messaging.scheduler import TimerScheduler
 from shared.policy import Policy
 from shared.settings import Settings
-from tests.sources import source_for
+from tests.events import cloud_event
 
 T0 = datetime(2024, 5, 1, 2, 0, tzinfo=UTC)  # 2024-05-01 10:00 in Shanghai
 KEY = generate_key()
@@ -386,15 +386,7 @@ async def make_harness(
 
 
 def envelope(type_: str, data: dict[str, Any], *, event_id: str | None = None) -> dict[str, Any]:
-    return {
-        "specversion": "1.0",
-        "id": event_id or uid("evt"),
-        "source": source_for(type_, "/test"),
-        "type": type_,
-        "time": T0.isoformat(),
-        "datacontenttype": "application/json",
-        "data": data,
-    }
+    return cloud_event(type_, data, T0, id=event_id or uid("evt"), platform="/test")
 
 
 def order_paid(

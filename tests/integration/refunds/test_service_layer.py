@@ -10,12 +10,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.contracts import ids, topics
 from shared.messaging.store import Timers
+from tests.events import unique
 from tests.refund_events import (
     order_paid,
     refund_failed,
     refund_requested,
     refund_settled,
-    unique,
 )
 
 from .conftest import T0, RefundsService

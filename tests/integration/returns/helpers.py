@@ -11,7 +11,6 @@ Event builders produce CloudEvents exactly as the shop platform sends them (SPEC
 from __future__ import annotations
 
 import json
-import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,15 +29,12 @@ from shared.messaging.consumer import EventProcessor
 from shared.messaging.runtime import ServiceDefinition
 from shared.messaging.scheduler import TimerScheduler
 from shared.policy import Policy
+from tests.events import cloud_event as envelope
 
 # Monday 2026-03-02 10:00 in Shanghai: inside working hours, far from any DST question.
 T0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
 H = timedelta(hours=1)
 D = timedelta(days=1)
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
 def iso(instant: datetime) -> str:
@@ -57,15 +53,7 @@ def instant(text: str) -> datetime:
 def cloud_event(
     type_: str, data: dict[str, Any], at: datetime, *, event_id: str | None = None
 ) -> dict[str, Any]:
-    return {
-        "specversion": "1.0",
-        "id": event_id or unique(f"evt-{type_}"),
-        "source": "/shop-platform/test",
-        "type": type_,
-        "time": iso(at),
-        "datacontenttype": "application/json",
-        "data": data,
-    }
+    return envelope(type_, data, iso(at), id=event_id, source="/shop-platform/test")
 
 
 def paid_line(

@@ -12,6 +12,8 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.events import unique
+
 from .helpers import (
     T0,
     D,
@@ -22,7 +24,6 @@ from .helpers import (
     paid_line,
     return_requested,
     return_signed,
-    unique,
 )
 
 

@@ -10,6 +10,7 @@ import uuid
 from shared.clock import ManualClock
 from shared.contracts import deterministic_id, topics
 from shared.contracts.ids import refund_id
+from tests.events import unique
 
 from .helpers import (
     T0,
@@ -24,7 +25,6 @@ from .helpers import (
     return_shipped,
     return_signed,
     types,
-    unique,
 )
 
 

@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from services.returns.domain import Decided, RefundDue, Rule, Sla, SlaBreached
-from services.returns.handlers import ReturnsHandlers, _Case
+from services.returns.handlers import TRANSLATIONS, _Case, _Scope
 from services.returns.repository import ReturnsRepository
 from shared.clock import ManualClock
 from shared.contracts import CloudEvent, topics
@@ -20,6 +20,7 @@ from shared.contracts.ids import refund_id
 from shared.db import UnitOfWork
 from shared.messaging.consumer import EventProcessor
 from shared.messaging.context import HandlerContext
+from tests.events import unique
 
 from .helpers import (
     T0,
@@ -36,7 +37,6 @@ from .helpers import (
     return_shipped,
     return_signed,
     types,
-    unique,
 )
 
 FLOW = ["return.approved", "refund.requested", "return.completed"]
@@ -310,7 +310,6 @@ async def test_metrics_count_a_replayed_refund_decision_or_breach_once(
     o, r = unique("O"), unique("R")
     await svc.feed(*flow(o, r))
     [refund] = await svc.outbox(o, "refund.requested")
-    handlers = ReturnsHandlers(svc.policy)
 
     async def publish_again() -> None:
         async with UnitOfWork(svc.sessions) as uow:
@@ -328,8 +327,7 @@ async def test_metrics_count_a_replayed_refund_decision_or_breach_once(
                 Decided(request.status, Rule.ELIGIBLE, "m", "m"),
                 SlaBreached(Sla.REFUND, due_by, T0),
             ]
-            for index, event in enumerate(events):
-                await handlers._publish(case, ctx, event, index)
+            await TRANSLATIONS.apply(ctx, _Scope(case, T0), events)
             uow.after_commit(*ctx.on_commit)  # as the consumer does
             await uow.commit()
 

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from shared.clock import ManualClock
 from shared.contracts import topics
+from tests.events import unique
 
 from .helpers import (
     T0,
@@ -24,7 +25,6 @@ from .helpers import (
     return_shipped,
     return_signed,
     types,
-    unique,
 )
 
 SECOND = timedelta(seconds=1)
