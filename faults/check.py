@@ -12,9 +12,10 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from shared.contracts.ids import refund_id
 from shared.messaging.deadletters import read_topic
 
-from .flows import ExpectedRefund, Flow, Message, refund_id
+from .flows import ExpectedRefund, Flow, Message
 from .gateway import DeliveryGateway
 
 

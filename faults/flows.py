@@ -75,7 +75,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from shared.contracts import deterministic_id, topics
+from shared.contracts import topics
+from shared.contracts.ids import coupon_id, refund_id
 
 from . import events as ev
 
@@ -104,15 +105,6 @@ COMPLAINT_KINDS: dict[str, float] = {
 NO_REASONS = ("no_reason", "dislike", "size_fit", "changed_mind")
 RETURN_SHIPPING_CAP = 3000  # policy default
 INSPECTION_GRACE = 20 * H  # policy default
-
-
-def refund_id(case_type: str, case_id: str) -> str:
-    """The contract's refund id (decisions.md): rf-<uuid5('refund', case type, case id)>."""
-    return f"rf-{deterministic_id('refund', case_type, case_id)}"
-
-
-def coupon_id(complaint_id: str) -> str:
-    return f"cp-{deterministic_id('coupon', complaint_id)}"
 
 
 def late_shipment_amount(goods: int) -> int:
