@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol, Self, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
-from sqlalchemy import MetaData, text
+from sqlalchemy import MetaData, event, text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -36,7 +37,9 @@ class SessionLimits:
 
     A statement that runs too long (57014) or waits too long for a lock (55P03) fails and its
     batch is tried again; a transaction left idle is ended by the server instead of holding
-    its locks; the server's TCP keepalives drop a connection whose client vanished.
+    its locks. TCP keepalives run both ways: the server's drop a connection whose client
+    vanished, the client's (set on the socket, `client_keepalives`) make a connection whose
+    server fell silent fail instead of waiting on it for hours.
     """
 
     statement_timeout_ms: int = 60_000
@@ -57,17 +60,44 @@ class SessionLimits:
             "tcp_keepalives_count": str(self.tcp_keepalives_count),
         }
 
+    def client_keepalives(self, sock: socket.socket) -> None:
+        """Turn TCP keepalives on for a client socket with the same idle time, interval and
+        count as the server's (0 leaves the system's default; a Unix socket needs none)."""
+        if sock.family not in (socket.AF_INET, socket.AF_INET6):
+            return
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for name, value in (
+            ("TCP_KEEPIDLE", self.tcp_keepalives_idle_s),
+            ("TCP_KEEPINTVL", self.tcp_keepalives_interval_s),
+            ("TCP_KEEPCNT", self.tcp_keepalives_count),
+        ):
+            option = getattr(socket, name, None)  # absent on some systems
+            if option is not None and value > 0:
+                sock.setsockopt(socket.IPPROTO_TCP, option, value)
+
 
 def create_engine(
     url: str, *, pool_size: int = 10, limits: SessionLimits | None = None
 ) -> AsyncEngine:
-    return create_async_engine(
+    limits = limits or SessionLimits()
+    engine = create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
-        connect_args={"server_settings": (limits or SessionLimits()).server_settings()},
+        connect_args={"server_settings": limits.server_settings()},
     )
+
+    # asyncpg has no keepalive option of its own (MagicStack/asyncpg#606): set them on each new
+    # connection's socket, reached through its transport.
+    def on_connect(dbapi_connection: Any, _record: object) -> None:
+        transport = getattr(dbapi_connection.driver_connection, "_transport", None)
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is not None:
+            limits.client_keepalives(sock)
+
+    event.listen(engine.sync_engine, "connect", on_connect)
+    return engine
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import sys
+
+import pytest
 from sqlalchemy import text
 
 from shared.db import SessionLimits, create_engine
@@ -52,3 +57,44 @@ async def test_a_statement_over_its_timeout_fails_as_a_passing_fault(database_ur
                 raise AssertionError("the statement should have been cancelled")
     finally:
         await engine.dispose()
+
+
+def _client_socket(port: int) -> socket.socket:
+    """A duplicate of this process's TCP socket whose local port is `port` (Linux /proc)."""
+    for fd in sorted(int(name) for name in os.listdir("/proc/self/fd")):
+        try:
+            sock = socket.socket(fileno=os.dup(fd))
+        except OSError:
+            continue  # not a socket (or closed meanwhile)
+        try:
+            if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.getsockname()[1] == port:
+                return sock
+        except OSError:
+            pass
+        sock.close()
+    raise AssertionError(f"no socket of this process has local port {port}")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc and Linux options")
+async def test_every_connection_has_client_side_tcp_keepalives(database_url: str) -> None:
+    limits = SessionLimits(
+        tcp_keepalives_idle_s=17, tcp_keepalives_interval_s=7, tcp_keepalives_count=4
+    )
+    engine = create_engine(database_url, pool_size=1, limits=limits)
+    try:
+        async with engine.connect() as conn:
+            # The server names the client's port; the socket is found by it, not through the
+            # driver, and asked what the kernel holds for it.
+            port = await conn.scalar(text("SELECT inet_client_port()"))
+            assert port is not None, "the tests' database is reached over TCP"
+            sock = _client_socket(port)
+            with sock:
+                options = (
+                    sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+                    sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+                    sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+                    sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
+                )
+    finally:
+        await engine.dispose()
+    assert options == (1, 17, 7, 4)
