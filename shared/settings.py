@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     # A fetched batch is bounded by bytes as well as by count (500 records).
     kafka_fetch_max_bytes: int = Field(default=8 * 1024 * 1024, ge=1024 * 1024)
     kafka_max_partition_fetch_bytes: int = Field(default=2 * 1024 * 1024, ge=1024 * 1024)
+    # A consumer that does not poll again within this long leaves its group and its partitions
+    # go to another instance. A batch's work is held well inside it (see ServiceRuntime).
+    kafka_max_poll_interval_ms: int = Field(default=300_000, ge=1000)
     # /health/ready answers 503 ("degraded") once batches have kept failing this long.
     aftersales_stuck_after_seconds: float = Field(default=300.0, ge=0)
     aftersales_policy_file: str | None = None

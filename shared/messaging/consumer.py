@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import re
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -71,6 +72,17 @@ class Record(Protocol):
     value: bytes | None
 
 
+class BatchCut(Exception):
+    """The event-by-event path used up the batch's time budget: the events applied so far are
+    committed and the rest of the batch is fetched again (the applied ones are duplicates then).
+    Not a failure: the consumer polls again in time instead of leaving its group."""
+
+    def __init__(self, applied: int, records: int) -> None:
+        super().__init__(f"{applied} of {records} records applied within the batch's budget")
+        self.applied = applied
+        self.records = records
+
+
 class _HandlerFailed(Exception):
     """A handler failed deterministically (or rejected its event) in the fast path."""
 
@@ -100,8 +112,18 @@ class EventProcessor:
         clock: Clock,
         lock_keys: Callable[[CloudEvent], Iterable[str]] = default_lock_keys,
         on_committed: Callable[[], None] = lambda: None,
+        budget: float | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.service = service
+        # Seconds a batch may take on the event-by-event path (measured from the batch's
+        # start) before what is applied is committed and the rest fetched again; None: no end.
+        self._budget = budget
+        self._monotonic = monotonic
+        # After a cut: the last offset per partition whose record that round committed. Those
+        # records are done when the batch comes again; only records past them count as the
+        # progress each round must make (duplicates and repeated dead letters do not).
+        self._done_through: dict[tuple[str, int], int] = {}
         self._sessions = sessions
         self._tables = tables
         self._handlers = handlers
@@ -113,8 +135,10 @@ class EventProcessor:
         self._refused: tuple[str, frozenset[tuple[tuple[str, int], int]], int] | None = None
 
     async def process(self, records: Sequence[Record]) -> None:
-        """Apply a batch in one transaction; raises only for passing faults (batch redelivered)
-        or, for a batch that keeps failing otherwise, until `LAST_RESORT_AFTER` attempts."""
+        """Apply a batch in one transaction; raises only for passing faults (batch redelivered),
+        for a batch that keeps failing otherwise until `LAST_RESORT_AFTER` attempts, and
+        `BatchCut` when the event-by-event path ran out of the batch's time budget."""
+        deadline = None if self._budget is None else self._monotonic() + self._budget
         items: list[tuple[Record, CloudEvent | _Poison]] = []
         for record in records:
             try:
@@ -126,22 +150,29 @@ class EventProcessor:
         now = self._clock.now()
         with metrics.BATCH_SECONDS.labels(self.service).time():
             try:
-                outcomes = await self._apply_isolating(items, now)
+                outcomes = await self._apply_isolating(items, now, deadline)
                 self._refused = None
+                if len(outcomes) == len(items):
+                    self._done_through = {}
             except Exception as exc:
                 if is_transient(exc):
                     raise
                 outcomes = await self._last_resort(items, now, exc)
         counted = Counter(
             (item.type if isinstance(item, CloudEvent) else "invalid", outcome)
-            for (_, item), outcome in zip(items, outcomes, strict=True)
+            for (_, item), outcome in zip(items[: len(outcomes)], outcomes, strict=True)
         )
         for (event_type, outcome), n in counted.items():  # a label lookup per kind, not per event
             metrics.EVENTS.labels(self.service, event_type, outcome).inc(n)
         self._on_committed()
+        if len(outcomes) < len(items):
+            raise BatchCut(len(outcomes), len(items))
 
     async def _apply_isolating(
-        self, items: Sequence[tuple[Record, CloudEvent | _Poison]], now: datetime
+        self,
+        items: Sequence[tuple[Record, CloudEvent | _Poison]],
+        now: datetime,
+        deadline: float | None,
     ) -> list[str]:
         try:
             return await self._apply_together(items, now)
@@ -165,8 +196,35 @@ class EventProcessor:
             )
             async with UnitOfWork(self._sessions, namespace=self.service) as uow:
                 await uow.lock(self._keys_to_lock(items))
-                outcomes = [await self._apply(uow, record, item, now) for record, item in items]
+                outcomes: list[str] = []
+                moved_on = False
+                for record, item in items:
+                    where = (record.topic, record.partition)
+                    if record.offset <= self._done_through.get(where, -1):
+                        outcomes.append("duplicate")  # committed by the round a cut ended
+                        continue
+                    # A savepoint per event is slower than the fast path, which ran first: past
+                    # the budget, commit what is applied (at least one new record, so every
+                    # round moves on) and leave the rest for the batch fetched again.
+                    if moved_on and deadline is not None and self._monotonic() >= deadline:
+                        break
+                    outcomes.append(await self._apply(uow, record, item, now))
+                    moved_on = True
                 await uow.commit()
+            if len(outcomes) < len(items):
+                for record, _ in items[: len(outcomes)]:
+                    where = (record.topic, record.partition)
+                    self._done_through[where] = max(
+                        record.offset, self._done_through.get(where, -1)
+                    )
+                log.info(
+                    "the batch's time budget is used up; the rest of it is fetched again",
+                    extra={
+                        "service": self.service,
+                        "applied": len(outcomes),
+                        "records": len(items),
+                    },
+                )
             return outcomes
 
     async def _last_resort(

@@ -29,7 +29,7 @@ from shared.db import create_engine, session_factory
 from shared.settings import Settings
 from shared.tracing import setup_tracing
 
-from .consumer import EventProcessor, default_lock_keys
+from .consumer import BatchCut, EventProcessor, default_lock_keys
 from .context import EventHandler, TimerHandler
 from .errors import describe_failure, is_transient, sqlstate
 from .kafka import client_security
@@ -60,6 +60,12 @@ STOP_BUDGET = 15.0
 # this long: one instance stuck on a fault retries about once per cap (the alert
 # AftersalesTransientRetries is derived from it, see deploy/prometheus/alerts.yaml).
 RETRY_BACKOFF_CAP = 30.0
+
+# Shares of KAFKA_MAX_POLL_INTERVAL_MS a batch may spend: processing it event by event (after
+# the fast path failed) and waiting before a failed batch is fetched again. Together they stay
+# well inside the interval, so a slow batch does not make the consumer leave its group.
+BATCH_BUDGET_SHARE = 0.5
+BACKOFF_SHARE = 0.25
 
 
 @dataclass(frozen=True)
@@ -194,6 +200,8 @@ class ServiceRuntime:
         self._owns_engine = engine is None
         self.sessions = session_factory(self.engine)
         self._retry_backoff = retry_backoff
+        poll_interval = settings.kafka_max_poll_interval_ms / 1000
+        self._backoff_cap = min(RETRY_BACKOFF_CAP, poll_interval * BACKOFF_SHARE)
         self._purge_interval = purge_interval
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -233,6 +241,7 @@ class ServiceRuntime:
             clock=clock,
             lock_keys=definition.lock_keys,
             on_committed=self.relay.wake,
+            budget=poll_interval * BATCH_BUDGET_SHARE,
         )
         self.scheduler = TimerScheduler(
             service=definition.name,
@@ -267,6 +276,7 @@ class ServiceRuntime:
             # Bounded by bytes too: 500 records of up to 256 KiB each would be 125 MiB.
             fetch_max_bytes=settings.kafka_fetch_max_bytes,
             max_partition_fetch_bytes=settings.kafka_max_partition_fetch_bytes,
+            max_poll_interval_ms=settings.kafka_max_poll_interval_ms,
             auto_offset_reset="earliest",
             # Offsets are committed only after the batch's transaction committed; a failure
             # seeks back so the batch is fetched again (inbox ids make that harmless).
@@ -283,6 +293,11 @@ class ServiceRuntime:
         try:
             await self.processor.process(records)
             self.health.succeeded()
+        except BatchCut:
+            # Progress, not a failure: what was applied is committed; the batch is fetched again
+            # at once and its applied events are duplicates.
+            self.health.succeeded()
+            raise
         except Exception as exc:
             # A passing fault, or a batch the processor counts towards its last resort: either
             # way it is fetched again after a backoff, and the gauge shows it.
@@ -291,7 +306,7 @@ class ServiceRuntime:
             if transient:
                 metrics.RETRIES.labels(self.name).inc()
             failures = self.health.failures
-            delay = min(self._retry_backoff * 2 ** min(failures - 1, 5), RETRY_BACKOFF_CAP)
+            delay = min(self._retry_backoff * 2 ** min(failures - 1, 5), self._backoff_cap)
             log.warning(
                 "batch failed; it will be fetched again",
                 extra={

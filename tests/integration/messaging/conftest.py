@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+from aiokafka import AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared.clock import ManualClock
@@ -47,3 +48,13 @@ def settings(database_url: str, kafka_bootstrap: str) -> Settings:
         kafka_idempotence=False,
         kafka_topic_partitions=3,
     )
+
+
+@pytest.fixture
+async def producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, enable_idempotence=False, acks="all"
+    )
+    await producer.start()
+    yield producer
+    await producer.stop()

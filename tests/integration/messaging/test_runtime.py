@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
-import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord, RecordMetadata
 from prometheus_client import REGISTRY
@@ -18,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from shared.clock import ManualClock
 from shared.contracts import EVENT_DEADLETTERED, NOTIFICATION_REQUESTED, SLA_BREACHED
 from shared.messaging.relay import CONTENT_TYPE
-from shared.messaging.runtime import ServiceRuntime, ensure_topics
+from shared.messaging.runtime import ServiceDefinition, ServiceRuntime, ensure_topics
 from shared.settings import Settings
 from tests.polling import eventually
 
@@ -79,10 +77,15 @@ class Collector:
 
 
 def new_runtime(
-    harness: Harness, settings: Settings, clock: ManualClock, engine: AsyncEngine
+    harness: Harness,
+    settings: Settings,
+    clock: ManualClock,
+    engine: AsyncEngine,
+    definition: ServiceDefinition | None = None,
 ) -> ServiceRuntime:
+    """A runtime of the harness's service (or of `definition`) with short intervals."""
     return ServiceRuntime(
-        harness.definition(),
+        definition or harness.definition(),
         settings,
         clock,
         engine=engine,
@@ -91,16 +94,6 @@ def new_runtime(
         timer_poll_interval=0.2,
         retry_backoff=0.1,
     )
-
-
-@pytest.fixture
-async def producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, enable_idempotence=False, acks="all"
-    )
-    await producer.start()
-    yield producer
-    await producer.stop()
 
 
 async def test_runtime_end_to_end(

@@ -1,0 +1,183 @@
+"""Slow batches. A consumer slower than max.poll.interval, on the real broker: the instance
+stalled in a batch leaves its group, the other instance takes its partitions and fetches the
+stalled batch again, and yet every event applies exactly once (inbox) and the partition goes on
+behind it. And the event-by-event path keeps a batch inside its time budget: it commits what it
+applied, the rest is fetched again, and every round moves on."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from shared.clock import ManualClock
+from shared.contracts import ORDER_PAID, CloudEvent, OrderPaid
+from shared.messaging.consumer import BatchCut, Record
+from shared.messaging.context import HandlerContext
+from shared.messaging.runtime import ServiceRuntime, ensure_topics
+from shared.settings import Settings
+from tests.polling import eventually
+
+from .helpers import (
+    Harness,
+    effect_counts,
+    encode,
+    order_paid,
+    order_shipped,
+    outbox_rows,
+    processor,
+    records,
+)
+from .test_consumer import dead_letters
+from .test_runtime import new_runtime
+
+MAX_POLL_INTERVAL_MS = 3000
+STALL_SECONDS = 10.0  # past the interval, with time to spare for the group to rebalance
+
+
+class Stall:
+    """The paid handler stalls once, on the first attempt of one order's event."""
+
+    def __init__(self, harness: Harness, order_id: str) -> None:
+        self.harness = harness
+        self.order_id = order_id
+        self.started = asyncio.Event()
+        self.done = asyncio.Event()
+
+    async def on_paid(self, event: CloudEvent, ctx: HandlerContext) -> None:
+        assert isinstance(event.data, OrderPaid)
+        if event.data.order_id == self.order_id and not self.started.is_set():
+            self.started.set()
+            await asyncio.sleep(STALL_SECONDS)
+            self.done.set()
+        await self.harness.on_paid(event, ctx)
+
+
+def seen_offsets(runtime: ServiceRuntime, seen: Counter[tuple[int, int]]) -> None:
+    """Count every (partition, offset) the runtime's processor is handed."""
+    process = runtime.processor.process
+
+    async def counting(records: Sequence[Record]) -> None:
+        seen.update((record.partition, record.offset) for record in records)
+        await process(records)
+
+    runtime.processor.process = counting  # type: ignore[method-assign]
+
+
+async def test_a_consumer_stalled_past_max_poll_interval_loses_nothing_and_applies_once(
+    harness: Harness,
+    settings: Settings,
+    engine: AsyncEngine,
+    clock: ManualClock,
+    producer: AIOKafkaProducer,
+) -> None:
+    settings = settings.model_copy(update={"kafka_max_poll_interval_ms": MAX_POLL_INTERVAL_MS})
+    stall = Stall(harness, "o-stall")
+    definition = dataclasses.replace(
+        harness.definition(),
+        handlers={**harness.definition().handlers, ORDER_PAID: stall.on_paid},
+    )
+    await ensure_topics(settings, definition.all_topics)
+    seen: Counter[tuple[int, int]] = Counter()
+    runtimes = [new_runtime(harness, settings, clock, engine, definition) for _ in range(2)]
+    for runtime in runtimes:
+        seen_offsets(runtime, seen)
+
+    async def send(order_id: str, document: dict[str, Any]) -> tuple[int, int]:
+        sent = await producer.send_and_wait(
+            harness.input_topic, encode(document), key=order_id.encode()
+        )
+        return sent.partition, sent.offset
+
+    async def effects() -> dict[str, int]:
+        return dict(await effect_counts(engine, harness))
+
+    try:
+        await asyncio.gather(*(runtime.start() for runtime in runtimes))
+        stalled = await send("o-stall", order_paid("o-stall", event_id="e-paid-stall"))
+        await asyncio.wait_for(stall.started.wait(), timeout=60)
+        # Behind the stalled record on its partition, and on the others.
+        behind = await send("o-stall", order_shipped("o-stall", event_id="e-shipped-stall"))
+        assert behind[0] == stalled[0]
+        others = [f"o-{i}" for i in range(12)]
+        for order in others:
+            await send(order, order_paid(order, event_id=f"e-paid-{order}"))
+
+        expected = {
+            "e-paid-stall": 1,
+            "e-shipped-stall": 1,
+            **{f"e-paid-{order}": 1 for order in others},
+        }
+
+        async def all_applied() -> bool:
+            current = await effects()
+            return all(current.get(k, 0) >= 1 for k in expected)
+
+        await eventually(all_applied, timeout=90, what="every event applied")
+        assert stall.done.is_set()
+        # The stalled batch was handed out again: the group rebalanced while it stalled, and
+        # its offset was not committed by the instance that had left.
+        await eventually(lambda: seen[stalled] >= 2, timeout=60, what="stalled batch fetched again")
+        # Let any last redelivery finish before counting.
+        await eventually(
+            lambda: all(seen[at] >= 1 for at in [behind]), timeout=30, what="partition moved on"
+        )
+        await asyncio.sleep(2)
+        assert await effects() == expected
+    finally:
+        for runtime in runtimes:
+            with contextlib.suppress(Exception):
+                await runtime.stop()
+
+
+async def test_the_event_by_event_path_keeps_inside_its_budget_and_always_moves_on(
+    harness: Harness,
+    sessions: async_sessionmaker[AsyncSession],
+    engine: AsyncEngine,
+    clock: ManualClock,
+) -> None:
+    elapsed = [0.0]
+
+    async def slow_paid(event: CloudEvent, ctx: HandlerContext) -> None:
+        elapsed[0] += 6.0  # each event takes 6 s; the budget is 10
+        await harness.on_paid(event, ctx)
+
+    harness.faults["o-bad"] = ValueError("a bug")  # sends the batch down the event-by-event path
+    orders = ["o-1", "o-2", "o-bad", "o-3", "o-4"]
+    batch = records(
+        harness.input_topic,
+        [(order, encode(order_paid(order, event_id=f"e-{order}"))) for order in orders],
+    )
+    consumer = processor(
+        harness,
+        sessions,
+        clock,
+        handlers={ORDER_PAID: slow_paid},
+        budget=10.0,
+        monotonic=lambda: elapsed[0],
+    )
+    cuts = []
+    for _ in range(2 * len(batch)):  # fetched again after each cut
+        try:
+            await consumer.process(batch)
+            break
+        except BatchCut as cut:
+            cuts.append(cut.applied)
+    else:
+        raise AssertionError(f"the batch never completed: cuts after {cuts}")
+    # Over budget, each round committed a prefix that reached one record further.
+    assert cuts == [1, 2, 3, 4]
+    assert await effect_counts(engine, harness) == {
+        "e-o-1": 1,
+        "e-o-2": 1,
+        "e-o-3": 1,
+        "e-o-4": 1,
+    }
+    [(_, letter)] = dead_letters(await outbox_rows(engine, harness))
+    assert (letter.reason, letter.origin.offset) == ("handler_error", 2)
