@@ -75,6 +75,10 @@ MEANINGS: dict[str, str] = {
     "condition": "the state of the goods as the buyer declares it (condition flags)",
     "evidence_urls": "links to photos or other evidence",
     "requested_at": "when it was asked for",
+    "CustomerErasureRequested.customer_id": "the buyer whose contact data is to be erased",
+    "CustomerErasureRequested.requested_at": (
+        "when the buyer asked; contact data of orders paid up to then is never stored again"
+    ),
     "submitted_at": "when the evidence was submitted",
     "passed": "the warehouse's inspection passed",
     "findings": "condition flags the inspection found",

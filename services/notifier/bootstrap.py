@@ -8,9 +8,15 @@ from services.notifier import tables
 from services.notifier.channels import channels_from_settings
 from services.notifier.contacts import check_key, notifier_cipher
 from services.notifier.domain import CHANNELS, LOG
+from services.notifier.erasure import erasure_requested, lock_keys
 from services.notifier.handlers import SERVICE, NotifierHandlers
 from shared.clock import Clock
-from shared.contracts import NOTIFICATION_FAILED, NOTIFICATION_SENT, topics
+from shared.contracts import (
+    CUSTOMER_ERASURE_REQUESTED,
+    NOTIFICATION_FAILED,
+    NOTIFICATION_SENT,
+    topics,
+)
 from shared.messaging.retention import case_records
 from shared.messaging.runtime import ServiceDefinition
 from shared.policy import Policy
@@ -66,14 +72,18 @@ def build(policy: Policy, clock: Clock, settings: Settings | None = None) -> Ser
             topics.NOTIFICATIONS,
             topics.RETURN_DECISIONS,
             topics.REFUNDS,
+            topics.CUSTOMERS,
         ),
-        handlers=handlers.events(),
+        handlers={**handlers.events(), CUSTOMER_ERASURE_REQUESTED: erasure_requested},
         timer_handlers=handlers.timers(),
+        lock_keys=lock_keys,
         publishes={topics.NOTIFICATION_STATUS: (NOTIFICATION_SENT, NOTIFICATION_FAILED)},
-        # Contacts too: a buyer's contact data goes 6 months after their last paid order.
+        # Contacts too: a buyer's contact data goes 6 months after their last paid order; an
+        # erasure is remembered as long (an order paid before it is not read that late).
         case_records=case_records(
             tables.deliveries.c.updated_at,
             tables.dead_letters.c.created_at,
             tables.contacts.c.updated_at,
+            tables.erasures.c.updated_at,
         ),
     )

@@ -1,26 +1,46 @@
-"""`aftersales notifier erase CUSTOMER_ID`: forget one buyer's contact data (SPEC section 7).
+"""Forgetting one buyer's contact data (SPEC section 7): the platform's
+`customer.erasure_requested` event, or `aftersales notifier erase CUSTOMER_ID`.
 
 The notifier is the only service that keeps a buyer's name, phone and e-mail. Erasing deletes
 the contact (its encrypted tokens), blanks the masked recipient of the buyer's deliveries and
 deletes the buyer's published status events from the outbox (they carry the masked recipient);
 events not yet published stay for the relay, which sends them, and the purge removes them after
 the outbox period. Deliveries keep their ids, template and outcome (no personal data) for the
-case history. A later paid order of the buyer stores a contact again: erasure is of what is
-held now. The platform's own `orders` topic is outside the notifier's reach.
+case history. It takes effect at once: notifications still scheduled for the buyer find no
+contact and are never sent (they fail as `no_contact`).
+
+The erasure is remembered (`erasures`: the buyer's id and when they asked, no personal data):
+an `order.paid` paid up to then, read late (the `orders` topic is not ordered with `customers`),
+stores nothing; a later paid order stores a contact again (the buyer gave it anew). The
+platform's own `orders` topic is outside the notifier's reach.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import delete, func, update
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.notifier import tables
+from shared.clock import SystemClock
+from shared.contracts import (
+    ORDER_PAID,
+    CloudEvent,
+    CustomerErasureRequested,
+    OrderPaid,
+    event_key,
+)
 from shared.db import create_engine, session_factory
+from shared.messaging.context import HandlerContext
 from shared.settings import Settings
+
+log = logging.getLogger("aftersales.notifier")
 
 
 @dataclass(frozen=True)
@@ -30,31 +50,89 @@ class Erased:
     events: int
 
 
-async def erase(sessions: async_sessionmaker[AsyncSession], customer_id: str) -> Erased:
+def _count(result: object) -> int:
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def erase_in(session: AsyncSession, customer_id: str, requested_at: datetime) -> Erased:
+    """Erase the buyer's contact data in `session`'s transaction and remember the erasure
+    (the latest request counts). Repeating it changes nothing more."""
+    remembered = insert(tables.erasures).values(
+        customer_id=customer_id, requested_at=requested_at, updated_at=func.now()
+    )
+    await session.execute(
+        remembered.on_conflict_do_update(
+            index_elements=["customer_id"],
+            set_={"requested_at": remembered.excluded.requested_at, "updated_at": func.now()},
+            where=tables.erasures.c.requested_at < remembered.excluded.requested_at,
+        )
+    )
     outbox = tables.messaging.outbox
     event_customer = (
         func.convert_from(outbox.c.payload, "UTF8").cast(JSONB)["data"]["customer_id"].astext
     )
-    async with sessions() as session, session.begin():
-        contacts = await session.execute(
-            delete(tables.contacts).where(tables.contacts.c.customer_id == customer_id)
-        )
-        deliveries = await session.execute(
-            update(tables.deliveries)
-            .where(
-                tables.deliveries.c.customer_id == customer_id,
-                tables.deliveries.c.recipient.is_not(None),
-            )
-            .values(recipient=None)
-        )
-        events = await session.execute(
-            delete(outbox).where(outbox.c.published_at.is_not(None), event_customer == customer_id)
-        )
-    return Erased(
-        contacts=int(getattr(contacts, "rowcount", 0) or 0),
-        deliveries=int(getattr(deliveries, "rowcount", 0) or 0),
-        events=int(getattr(events, "rowcount", 0) or 0),
+    contacts = await session.execute(
+        delete(tables.contacts).where(tables.contacts.c.customer_id == customer_id)
     )
+    deliveries = await session.execute(
+        update(tables.deliveries)
+        .where(
+            tables.deliveries.c.customer_id == customer_id,
+            tables.deliveries.c.recipient.is_not(None),
+        )
+        .values(recipient=None)
+    )
+    events = await session.execute(
+        delete(outbox).where(outbox.c.published_at.is_not(None), event_customer == customer_id)
+    )
+    return Erased(contacts=_count(contacts), deliveries=_count(deliveries), events=_count(events))
+
+
+async def erase(
+    sessions: async_sessionmaker[AsyncSession],
+    customer_id: str,
+    requested_at: datetime | None = None,
+) -> Erased:
+    """Erase in a transaction of its own (the command); `requested_at` defaults to now."""
+    async with sessions() as session, session.begin():
+        return await erase_in(session, customer_id, requested_at or SystemClock().now())
+
+
+async def erased_since(session: AsyncSession, customer_id: str, paid_at: datetime) -> bool:
+    """True when the buyer asked to be forgotten at or after `paid_at`: that order's contact
+    data must not be stored."""
+    requested_at = await session.scalar(
+        select(tables.erasures.c.requested_at).where(tables.erasures.c.customer_id == customer_id)
+    )
+    return requested_at is not None and paid_at <= requested_at
+
+
+async def erasure_requested(event: CloudEvent, ctx: HandlerContext) -> None:
+    """`customer.erasure_requested` from the platform's `customers` topic."""
+    data = event.data
+    assert isinstance(data, CustomerErasureRequested)
+    erased = await erase_in(ctx.session, data.customer_id, data.requested_at)
+    log.info(
+        "buyer's contact data erased",
+        extra={
+            "service": "notifier",
+            "customer_id": data.customer_id,
+            "contacts": erased.contacts,
+            "deliveries": erased.deliveries,
+            "events": erased.events,
+        },
+    )
+
+
+def lock_keys(event: CloudEvent) -> Iterable[str]:
+    """An `order.paid` also locks its buyer, as the erasure does: the two never interleave, so
+    a contact is not stored behind an erasure's back."""
+    keys = [event_key(event)]
+    if event.type == ORDER_PAID and isinstance(event.data, OrderPaid):
+        keys.append(f"customer:{event.data.customer_id}")
+    elif isinstance(event.data, CustomerErasureRequested):
+        keys = [f"customer:{event.data.customer_id}"]
+    return keys
 
 
 async def run(settings: Settings, customer_id: str) -> int:

@@ -42,6 +42,7 @@ from services.notifier.domain import (
     reachable,
     when_due,
 )
+from services.notifier.erasure import erased_since
 from services.notifier.rendering import Renderer, TemplateProblem
 from services.notifier.repository import (
     FAILED,
@@ -154,6 +155,12 @@ class NotifierHandlers:
     async def order_paid(self, event: CloudEvent, ctx: HandlerContext) -> None:
         data = event.data
         assert isinstance(data, OrderPaid)
+        if await erased_since(ctx.session, data.customer_id, data.paid_at):
+            log.info(
+                "contact of an order paid before the buyer's erasure ignored",
+                extra={"service": SERVICE, "customer_id": data.customer_id},
+            )
+            return
         customer = data.customer
         contact = Contact(
             customer_id=data.customer_id,

@@ -44,6 +44,17 @@ contacts = Table(
     Index("ix_contacts_key_id", "key_id"),
 )
 
+# Buyers who asked to be forgotten (`customer.erasure_requested`, `aftersales notifier erase`):
+# no personal data, only the id and when they asked. A contact of an order paid up to then,
+# read late, is not stored again.
+erasures = Table(
+    "erasures",
+    metadata,
+    Column("customer_id", Text, primary_key=True),
+    Column("requested_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
 # One row per notification: the request id is the key, so a repeated request has no effect.
 # Parameters only, never contact data: the message is rendered when it is sent.
 deliveries = Table(

@@ -27,6 +27,7 @@ from .inputs import (
     ComplaintResponded,
     ConditionFlag,
     Customer,
+    CustomerErasureRequested,
     Leg,
     OrderCancelled,
     OrderLine,
@@ -93,6 +94,7 @@ COMPLAINT_OPENED = "complaint.opened"
 COMPLAINT_RESPONDED = "complaint.responded"
 COMPLAINT_RESOLVED = "complaint.resolved"
 SURVEY_ANSWERED = "survey.answered"
+CUSTOMER_ERASURE_REQUESTED = "customer.erasure_requested"  # the platform, on `customers`
 COMPENSATION_REVIEWED = "compensation.reviewed"  # a supervisor's tool, on `complaints`
 REFUND_SETTLED = "refund.settled"  # finance, on `payouts`
 REFUND_FAILED = "refund.failed"  # finance, on `payouts`
@@ -134,6 +136,7 @@ EVENT_TYPES: dict[str, type[EventData]] = {
     COMPLAINT_RESPONDED: ComplaintResponded,
     COMPLAINT_RESOLVED: ComplaintResolved,
     SURVEY_ANSWERED: SurveyAnswered,
+    CUSTOMER_ERASURE_REQUESTED: CustomerErasureRequested,
     COMPENSATION_REVIEWED: CompensationReviewed,
     REFUND_SETTLED: RefundSettled,
     REFUND_FAILED: RefundFailed,
@@ -219,7 +222,8 @@ OUTPUTS: dict[str, Output] = {
 
 # Events about a buyer rather than one order are keyed by customer_id (SPEC section 1).
 CUSTOMER_KEYED_TYPES: frozenset[str] = frozenset(
-    {SURVEY_ANSWERED} | {t for t, out in OUTPUTS.items() if out.keyed_by == "customer_id"}
+    {SURVEY_ANSWERED, CUSTOMER_ERASURE_REQUESTED}
+    | {t for t, out in OUTPUTS.items() if out.keyed_by == "customer_id"}
 )
 
 # What each topic carries (SPEC sections 1-3); any other type on it is `unexpected_type`, so a
@@ -243,6 +247,7 @@ PLATFORM_TOPIC_TYPES: dict[str, frozenset[str]] = {
         {COMPLAINT_OPENED, COMPLAINT_RESPONDED, COMPLAINT_RESOLVED, COMPENSATION_REVIEWED}
     ),
     topics.SURVEYS: frozenset({SURVEY_ANSWERED}),
+    topics.CUSTOMERS: frozenset({CUSTOMER_ERASURE_REQUESTED}),
     topics.PAYOUTS: frozenset({REFUND_SETTLED, REFUND_FAILED}),
 }
 
@@ -299,6 +304,7 @@ __all__ = [
     "COMPLAINT_RESPONDED",
     "CONDITION_FLAGS",
     "COUPON_GRANTED",
+    "CUSTOMER_ERASURE_REQUESTED",
     "CUSTOMER_KEYED_TYPES",
     "EVENT_DEADLETTERED",
     "EVENT_TYPES",
@@ -355,6 +361,7 @@ __all__ = [
     "ConditionFlag",
     "CouponGranted",
     "Customer",
+    "CustomerErasureRequested",
     "DeadLetterOrigin",
     "DeadLettered",
     "EscalationPriority",

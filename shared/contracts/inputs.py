@@ -332,6 +332,17 @@ class SurveyAnswered(EventData):
     answered_at: Timestamp
 
 
+# --- customers: requests about a buyer rather than one order --------------------------------
+
+
+class CustomerErasureRequested(EventData):
+    """The buyer asked to be forgotten: the notifier erases their contact data at once and
+    stores none from orders paid up to `requested_at`."""
+
+    customer_id: Id
+    requested_at: Timestamp
+
+
 # --- payouts: finance reports what the payment provider did with a refund (SPEC 2, 4.11) -----
 
 

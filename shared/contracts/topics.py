@@ -8,6 +8,7 @@ SIGNATURES = "signatures"
 RETURNS = "returns"
 COMPLAINTS = "complaints"
 SURVEYS = "surveys"
+CUSTOMERS = "customers"  # requests about a buyer rather than an order (erasure), by customer_id
 PAYOUTS = "payouts"  # finance: what the payment provider did with a refund
 
 # Outputs: written by this system.
@@ -23,7 +24,15 @@ ESCALATIONS = "aftersales.escalations"
 # internal: what returns and complaints ask the refund ledger to pay (keyed by order_id)
 REFUND_REQUESTS = "aftersales.refund-requests"
 
-INPUT_TOPICS: tuple[str, ...] = (ORDERS, SIGNATURES, RETURNS, COMPLAINTS, SURVEYS, PAYOUTS)
+INPUT_TOPICS: tuple[str, ...] = (
+    ORDERS,
+    SIGNATURES,
+    RETURNS,
+    COMPLAINTS,
+    SURVEYS,
+    CUSTOMERS,
+    PAYOUTS,
+)
 OUTPUT_TOPICS: tuple[str, ...] = (
     REFUNDS,
     COUPONS,

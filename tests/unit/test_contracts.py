@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
 from shared.contracts import (
+    CUSTOMER_KEYED_TYPES,
     EVENT_TYPES,
     INTACT_CONDITIONS,
     NO_REASON_REASONS,
@@ -192,6 +193,7 @@ VALID_INPUTS: dict[str, dict[str, Any]] = {
         "comment": "ok",
         "answered_at": T0,
     },
+    "customer.erasure_requested": {"customer_id": "C1", "requested_at": T0},
     "compensation.reviewed": {
         "complaint_id": "K1",
         "order_id": "O1",
@@ -866,14 +868,15 @@ def test_output_events_carry_no_personal_data_fields() -> None:
 
 def test_event_key_is_the_order_for_order_events() -> None:
     for event_type, data in VALID_INPUTS.items():
-        if event_type == "survey.answered":
+        if event_type in CUSTOMER_KEYED_TYPES:
             continue
         assert event_key(parse_event(encode(envelope(event_type, data)))) == "O1"
 
 
 def test_event_key_is_the_customer_for_buyer_events() -> None:
-    survey = parse_event(encode(envelope("survey.answered", VALID_INPUTS["survey.answered"])))
-    assert event_key(survey) == "C1"
+    for event_type in ("survey.answered", "customer.erasure_requested"):
+        event = parse_event(encode(envelope(event_type, VALID_INPUTS[event_type])))
+        assert event_key(event) == "C1"
     for event_type, data in output_examples():
         event = new_event(event_type, data, id="e1", source="s", time=NOW)
         if event_type.startswith(("callback.", "satisfaction.")):
@@ -931,6 +934,7 @@ def test_topics() -> None:
         "returns",
         "complaints",
         "surveys",
+        "customers",
         "payouts",
     )
     assert topics.REFUND_REQUESTS in topics.OUTPUT_TOPICS

@@ -1,14 +1,18 @@
-"""`aftersales notifier erase`: nothing of one buyer's contact data is left in the notifier."""
+"""`aftersales notifier erase` and `customer.erasure_requested`: nothing of one buyer's contact
+data is left in the notifier, nothing pending is sent after, and a late order stores nothing."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import update
 
 from services.notifier import tables
-from services.notifier.erasure import erase
+from services.notifier.erasure import erase, erasure_requested, lock_keys
+from shared.contracts import CUSTOMER_ERASURE_REQUESTED, topics
 from shared.crypto import mask_email, mask_name, mask_phone
+from shared.messaging.consumer import EventProcessor
 
 
 async def everything_stored(h: Any) -> str:
@@ -63,3 +67,56 @@ async def test_erasing_a_buyer_leaves_nothing_of_their_contact_data(
     assert [trace for trace in contact_tokens + traces_of(kit) if trace in stored] == []
     assert mask_phone(kit.PHONE_2) in stored
     assert await erase(h.sessions, customer) == type(erased)(0, 0, 0)  # safe to repeat
+
+
+def with_erasure_events(h: Any) -> None:
+    """The harness's consumer reads `customer.erasure_requested` as the service's does."""
+    h.processor = EventProcessor(
+        service="notifier",
+        sessions=h.sessions,
+        tables=tables.messaging,
+        handlers={**h.handlers.events(), CUSTOMER_ERASURE_REQUESTED: erasure_requested},
+        clock=h.clock,
+        lock_keys=lock_keys,
+    )
+
+
+async def test_the_erasure_event_forgets_the_buyer_before_anything_pending_is_sent(
+    make_harness: Any, kit: Any, gateway: Any
+) -> None:
+    h = make_harness(settings=kit.settings(aftersales_sms_gateway_url=f"{gateway.url}/sms"))
+    with_erasure_events(h)
+    customer = kit.uid("C")
+    await h.consume(kit.order_paid(customer), kit.requested(customer, request_id="r-sent"))
+    assert await h.fire() == 1
+    assert [r.body["id"] for r in gateway.received("/sms")] == ["r-sent"]
+    async with h.engine.begin() as conn:  # the relay published the status event
+        await conn.execute(update(tables.messaging.outbox).values(published_at=kit.T0))
+    # 22:00 in Shanghai: a non-urgent message waits for the end of quiet hours.
+    h.clock.advance(timedelta(hours=12))
+    await h.consume(kit.requested(customer, request_id="r-pending"))
+    await h.fire()
+    assert (await h.delivery("r-pending"))["status"] == "scheduled"
+
+    erasure = kit.envelope(
+        CUSTOMER_ERASURE_REQUESTED,
+        {"customer_id": customer, "requested_at": h.clock.now().isoformat()},
+    )
+    await h.consume(erasure, topic=topics.CUSTOMERS)
+    # An order paid before the request, read after it (another topic): nothing is stored.
+    await h.consume(kit.order_paid(customer, paid_at="2024-05-01T20:00:00+08:00"))
+    await h.consume(erasure, topic=topics.CUSTOMERS)  # redelivered: no second effect
+
+    assert await h.rows(tables.contacts, tables.contacts.c.customer_id == customer) == []
+    stored = await everything_stored(h)
+    assert [trace for trace in traces_of(kit) if trace in stored] == []
+    # The next morning the pending message finds no contact: it is not sent.
+    await h.advance(hours=12)
+    assert [r.body["id"] for r in gateway.received("/sms")] == ["r-sent"]
+    pending = await h.delivery("r-pending")
+    assert pending["attempts"] >= 1 and "no contact" in pending["last_error"]
+    assert pending["recipient"] is None
+
+    # An order paid after the request stores the contact the buyer gave anew.
+    await h.consume(kit.order_paid(customer, paid_at="2024-05-02T10:00:00+08:00"))
+    assert await h.rows(tables.contacts, tables.contacts.c.customer_id == customer)

@@ -1,0 +1,202 @@
+"""`customer.erasure_requested` end to end: the platform's event on the `customers` topic, the
+real notifier runtime, the real database and gateway. After it nothing of the buyer's contact
+data is left in the notifier, a notification still pending is never sent, an order paid before
+the request and read after it stores nothing, and the event redelivered changes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.notifier import tables
+from services.notifier.bootstrap import build
+from shared.clock import ManualClock
+from shared.contracts import CUSTOMER_ERASURE_REQUESTED, topics
+from shared.crypto import generate_key, mask_email, mask_phone
+from shared.db import create_engine
+from shared.messaging.runtime import ServiceRuntime
+from shared.migrations import upgrade
+from shared.policy import Policy
+from shared.settings import Settings
+from tests.e2e.notifier.test_notifier_e2e import T0, Gateway, event
+from tests.integration.messaging.helpers import (
+    CUSTOMER_EMAIL,
+    CUSTOMER_NAME,
+    CUSTOMER_PHONE,
+    encode,
+    order_paid,
+)
+from tests.polling import eventually
+
+
+@pytest.fixture
+def gateway() -> Iterator[Gateway]:
+    gw = Gateway()
+    yield gw
+    gw.close()
+
+
+@pytest.fixture
+async def producer(kafka_bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=kafka_bootstrap, enable_idempotence=False, acks="all"
+    )
+    await producer.start()
+    yield producer
+    await producer.stop()
+
+
+def notification(request: str, customer: str, order: str, run: str) -> dict[str, Any]:
+    return {
+        "request_id": request,
+        "customer_id": customer,
+        "order_id": order,
+        "template": "complaint.acknowledged",
+        "params": {
+            "complaint_id": f"K-{run}",
+            "answer_within_hours": 2,
+            "answer_by": (T0 + timedelta(hours=2)).isoformat(),
+        },
+        "urgent": False,
+        "case": {"type": "complaint", "id": f"K-{run}"},
+    }
+
+
+async def buyer_rows(engine: AsyncEngine, customer: str) -> str:
+    """Every notifier row about the buyer, as text: contact, deliveries, dead letters, outbox."""
+    out: list[str] = []
+    outbox = tables.messaging.outbox
+    async with engine.connect() as conn:
+        for table in (tables.contacts, tables.deliveries, tables.dead_letters):
+            rows = await conn.execute(select(table).where(table.c.customer_id == customer))
+            out += [str(value) for row in rows.mappings() for value in row.values()]
+        payloads = await conn.execute(
+            select(outbox.c.payload).where(
+                func.strpos(func.convert_from(outbox.c.payload, "UTF8"), customer) > 0
+            )
+        )
+        out += [bytes(payload).decode() for payload in payloads.scalars()]
+    return "\n".join(out)
+
+
+async def test_an_erasure_event_leaves_nothing_and_nothing_pending_is_sent(
+    database_url: str, kafka_bootstrap: str, producer: AIOKafkaProducer, gateway: Gateway
+) -> None:
+    await asyncio.to_thread(upgrade, "notifier", database_url)
+    run = uuid.uuid4().hex[:10]
+    customer, order, late_order = f"C-{run}", f"O-{run}", f"O2-{run}"
+    sent_request, pending_request = f"N1-{run}", f"N2-{run}"
+    settings = Settings(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        database_url=database_url,
+        kafka_idempotence=False,
+        kafka_topic_partitions=3,
+        aftersales_encryption_key=generate_key(),
+        aftersales_sms_gateway_url=gateway.url,
+    )
+    clock = ManualClock(T0)  # 10:00 in Shanghai
+    definition = dataclasses.replace(build(Policy(), clock, settings), name=f"notifier-er-{run}")
+    runtime = ServiceRuntime(
+        definition, settings, clock, timer_poll_interval=0.1, relay_poll_interval=0.1
+    )
+    engine = create_engine(database_url, pool_size=1)
+
+    async def scalar(statement: Any) -> Any:
+        async with engine.connect() as conn:
+            return await conn.scalar(statement)
+
+    def contact() -> Any:
+        return scalar(
+            select(tables.contacts.c.paid_at).where(tables.contacts.c.customer_id == customer)
+        )
+
+    def delivery(request: str, column: str) -> Any:
+        t = tables.deliveries
+        return scalar(select(t.c[column]).where(t.c.delivery_id == request))
+
+    async def status_published() -> bool:
+        outbox = tables.messaging.outbox
+        payload = func.convert_from(outbox.c.payload, "UTF8")
+        return bool(
+            await scalar(
+                select(func.count()).where(
+                    func.strpos(payload, sent_request) > 0, outbox.c.published_at.is_not(None)
+                )
+            )
+        )
+
+    async def send(topic: str, key: str, value: bytes) -> bytes:
+        await producer.send_and_wait(topic, value, key=key.encode())
+        return value
+
+    def paid(order_id: str, at: datetime) -> bytes:
+        return encode(order_paid(order_id, paid_at=at.isoformat(), customer_id=customer))
+
+    try:
+        await runtime.start()
+        await send(topics.ORDERS, order, paid(order, T0))
+        # A fresh group reads other tests' history first: wait for this buyer's contact.
+        await eventually(contact, timeout=90, what="the contact stored")
+        notice = notification(sent_request, customer, order, run)
+        await send(topics.NOTIFICATIONS, order, event("notification.requested", notice))
+        await eventually(lambda: delivery(sent_request, "sent_at"), what="the first message sent")
+        await eventually(status_published, what="its status event published")
+
+        # 22:00 in Shanghai: a non-urgent message waits for the morning.
+        clock.advance(timedelta(hours=12))
+        notice = notification(pending_request, customer, order, run)
+        await send(topics.NOTIFICATIONS, order, event("notification.requested", notice))
+        await eventually(
+            lambda: delivery(pending_request, "next_attempt_at"), what="the second one deferred"
+        )
+
+        erasure = {"customer_id": customer, "requested_at": clock.now().isoformat()}
+        erasure_event = event(CUSTOMER_ERASURE_REQUESTED, erasure)
+        await send(topics.CUSTOMERS, customer, erasure_event)
+        await eventually(lambda: _not(contact()), what="the contact erased")
+        # Redelivered, and an order paid before the request read after it: nothing comes back.
+        await send(topics.CUSTOMERS, customer, erasure_event)
+        before = paid(late_order, T0 + timedelta(hours=11))
+        late = json.loads(await send(topics.ORDERS, late_order, before))["id"]
+        inbox = tables.messaging.inbox
+        await eventually(
+            lambda: scalar(select(inbox.c.event_id).where(inbox.c.event_id == late)),
+            what="the late order.paid applied",
+        )
+
+        # The morning: the pending message is tried, finds no contact and is not sent.
+        clock.advance(timedelta(hours=12))
+        await eventually(
+            lambda: _at_least(delivery(pending_request, "attempts"), 1),
+            what="the pending message tried",
+        )
+        assert await contact() is None
+        assert [b["id"] for b in gateway.bodies] == [sent_request]
+        assert await delivery(pending_request, "sent_at") is None
+        stored = await buyer_rows(engine, customer)
+        traces = [CUSTOMER_PHONE, CUSTOMER_EMAIL, CUSTOMER_NAME]
+        traces += [mask_phone(CUSTOMER_PHONE), mask_email(CUSTOMER_EMAIL)]
+        assert [trace for trace in traces if trace in stored] == []
+    finally:
+        with contextlib.suppress(Exception):
+            await runtime.stop()
+        await engine.dispose()
+
+
+async def _not(value: Any) -> bool:
+    return not await value
+
+
+async def _at_least(value: Any, minimum: int) -> bool:
+    return (await value or 0) >= minimum
