@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from faststream import AckPolicy
+from faststream.exceptions import NackMessage
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
@@ -293,11 +294,11 @@ class ServiceRuntime:
         try:
             await self.processor.process(records)
             self.health.succeeded()
-        except BatchCut:
+        except BatchCut as cut:
             # Progress, not a failure: what was applied is committed; the batch is fetched again
-            # at once and its applied events are duplicates.
+            # at once (nacked: seek back, no error logged) and its applied events are duplicates.
             self.health.succeeded()
-            raise
+            raise NackMessage() from cut
         except Exception as exc:
             # A passing fault, or a batch the processor counts towards its last resort: either
             # way it is fetched again after a backoff, and the gauge shows it.

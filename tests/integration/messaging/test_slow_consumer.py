@@ -181,3 +181,54 @@ async def test_the_event_by_event_path_keeps_inside_its_budget_and_always_moves_
     }
     [(_, letter)] = dead_letters(await outbox_rows(engine, harness))
     assert (letter.reason, letter.origin.offset) == ("handler_error", 2)
+
+
+async def test_a_runtime_fetches_a_cut_batch_again_and_applies_each_event_once(
+    harness: Harness,
+    settings: Settings,
+    engine: AsyncEngine,
+    clock: ManualClock,
+    producer: AIOKafkaProducer,
+) -> None:
+    # Budget: half of 3 s. The first event fails, so the batch goes event by event at 0.4 s
+    # each: it cannot finish within one budget.
+    settings = settings.model_copy(update={"kafka_max_poll_interval_ms": MAX_POLL_INTERVAL_MS})
+    harness.handler_delay = 0.4
+    harness.faults["o-bad"] = ValueError("a bug")
+    orders = ["o-bad", *(f"o-{i}" for i in range(7))]
+    await ensure_topics(settings, harness.definition().all_topics)
+    for order in orders:  # one partition, sent before the runtime starts: one batch
+        await producer.send_and_wait(
+            harness.input_topic,
+            encode(order_paid(order, event_id=f"e-{order}")),
+            key=order.encode(),
+            partition=0,
+        )
+    runtime = ServiceRuntime(harness.definition(), settings, clock, engine=engine)
+    seen: Counter[tuple[int, int]] = Counter()
+    seen_offsets(runtime, seen)
+    failed: list[BaseException] = []
+    runtime.health.failed = failed.append  # type: ignore[method-assign]
+    expected = {f"e-{order}": 1 for order in orders[1:]}
+
+    async def effects() -> dict[str, int]:
+        return dict(await effect_counts(engine, harness))
+
+    try:
+        await runtime.start()
+        await eventually(
+            lambda: _all_of(effects, expected), timeout=90, what="every good event applied"
+        )
+        assert await effects() == expected
+        # Cut and fetched again, never counted as a failure.
+        assert seen[(0, len(orders) - 1)] >= 2
+        assert failed == []
+        letters = dead_letters(await outbox_rows(engine, harness))
+        assert [(d.reason, d.origin.offset) for _, d in letters] == [("handler_error", 0)]
+    finally:
+        await runtime.stop()
+
+
+async def _all_of(get: Any, expected: dict[str, int]) -> bool:
+    current = await get()
+    return all(current.get(k, 0) >= 1 for k in expected)
