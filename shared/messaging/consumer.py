@@ -199,8 +199,7 @@ class EventProcessor:
                 outcomes: list[str] = []
                 moved_on = False
                 for record, item in items:
-                    where = (record.topic, record.partition)
-                    if record.offset <= self._done_through.get(where, -1):
+                    if self._done(record):
                         outcomes.append("duplicate")  # committed by the round a cut ended
                         continue
                     # A savepoint per event is slower than the fast path, which ran first: past
@@ -261,13 +260,23 @@ class EventProcessor:
         if count < LAST_RESORT_AFTER:
             raise exc
         self._refused = None
+        outcomes: list[str] = []
         async with UnitOfWork(self._sessions, namespace=self.service) as uow:
             for record, _ in items:
+                if self._done(record):  # applied before a cut: not refused
+                    outcomes.append("duplicate")
+                    continue
                 await self._dead_letter(
                     uow, record, "batch_refused", f"the batch kept failing: {detail}", now
                 )
+                outcomes.append("dead_lettered")
             await uow.commit()
-        return ["dead_lettered"] * len(items)
+        self._done_through = {}
+        return outcomes
+
+    def _done(self, record: Record) -> bool:
+        """True for a record a round ended by a cut committed (see `_done_through`)."""
+        return record.offset <= self._done_through.get((record.topic, record.partition), -1)
 
     async def _apply_together(
         self, items: Sequence[tuple[Record, CloudEvent | _Poison]], now: datetime

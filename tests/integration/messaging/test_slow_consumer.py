@@ -13,12 +13,13 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+import pytest
 from aiokafka import AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared.clock import ManualClock
 from shared.contracts import ORDER_PAID, CloudEvent, OrderPaid
-from shared.messaging.consumer import BatchCut, Record
+from shared.messaging.consumer import LAST_RESORT_AFTER, BatchCut, Record
 from shared.messaging.context import HandlerContext
 from shared.messaging.runtime import ServiceRuntime, ensure_topics
 from shared.settings import Settings
@@ -115,11 +116,7 @@ async def test_a_consumer_stalled_past_max_poll_interval_loses_nothing_and_appli
             **{f"e-paid-{order}": 1 for order in others},
         }
 
-        async def all_applied() -> bool:
-            current = await effects()
-            return all(current.get(k, 0) >= 1 for k in expected)
-
-        await eventually(all_applied, timeout=90, what="every event applied")
+        await eventually(lambda: _all_of(effects, expected), timeout=90, what="every event applied")
         assert stall.done.is_set()
         # The stalled batch was handed out again: the group rebalanced while it stalled, and
         # its offset was not committed by the instance that had left.
@@ -232,3 +229,51 @@ async def test_a_runtime_fetches_a_cut_batch_again_and_applies_each_event_once(
 async def _all_of(get: Any, expected: dict[str, int]) -> bool:
     current = await get()
     return all(current.get(k, 0) >= 1 for k in expected)
+
+
+async def test_the_last_resort_leaves_out_what_a_cut_round_applied(
+    harness: Harness,
+    sessions: async_sessionmaker[AsyncSession],
+    engine: AsyncEngine,
+    clock: ManualClock,
+) -> None:
+    elapsed = [0.0]
+    broken = [False]
+
+    async def slow_paid(event: CloudEvent, ctx: HandlerContext) -> None:
+        elapsed[0] += 6.0
+        await harness.on_paid(event, ctx)
+
+    def lock_keys(event: CloudEvent) -> list[str]:
+        if broken[0]:
+            raise ValueError("a bug in lock_keys")  # the whole batch fails, on both paths
+        return [event.data.order_id]  # type: ignore[attr-defined]
+
+    harness.faults["o-bad"] = ValueError("a bug")
+    orders = ["o-1", "o-bad", "o-2"]
+    batch = records(
+        harness.input_topic,
+        [(order, encode(order_paid(order, event_id=f"e-{order}"))) for order in orders],
+    )
+    consumer = processor(
+        harness,
+        sessions,
+        clock,
+        handlers={ORDER_PAID: slow_paid},
+        lock_keys=lock_keys,
+        budget=10.0,
+        monotonic=lambda: elapsed[0],
+    )
+    with pytest.raises(BatchCut):
+        await consumer.process(batch)  # o-1 applied and committed
+    broken[0] = True
+    for _ in range(LAST_RESORT_AFTER - 1):
+        with pytest.raises(ValueError):
+            await consumer.process(batch)
+    await consumer.process(batch)
+    assert await effect_counts(engine, harness) == {"e-o-1": 1}
+    letters = dead_letters(await outbox_rows(engine, harness))
+    assert [(d.reason, d.origin.offset) for _, d in letters] == [
+        ("batch_refused", 1),
+        ("batch_refused", 2),
+    ]
