@@ -61,7 +61,8 @@ Duplicates: a share of the events is published a second time (same id and bytes)
 later position, sometimes in the same fetched batch, sometimes long after. Poison records
 (malformed JSON, a negative amount, an unknown type) are mixed in, and hostile ones on the keys
 of real orders (a record over 256 KiB, an internal `refund.issued` on the platform's `orders`
-topic, U+0000 and an unpaired surrogate, see POISON_KINDS); each consuming service must
+topic, U+0000 and an unpaired surrogate, a deadline past year 9999, a flood of control
+characters; a 100 000-character key on its own; see POISON_KINDS); each consuming service must
 dead-letter them, and the flows whose keys they share must still come out as expected.
 """
 
@@ -483,9 +484,13 @@ POISON_KINDS = (
     "internal_type",
     "nul_text",  # U+0000 in a text field: invalid_text (SPEC section 1)
     "unpaired_surrogate",  # a lone surrogate escape: invalid_text, its dead letter still written
+    "edge_timestamp",  # a deadline past what Python and PostgreSQL store: timestamp_out_of_range
+    "control_flood",  # ~200 KiB of control characters: over 1 MiB escaped, its dead letter is cut
+    "oversized_key",  # a 100 000-character key: invalid_key, the letter keeps it cut
 )
 # Over the 256 KiB a valid event may have (SPEC section 1).
 OVERSIZED_TEXT = 300 * 1024
+CONTROL_FLOOD = bytes(range(1, 32)) * (200 * 1024 // 31)
 
 
 def poison(
@@ -532,6 +537,26 @@ def poison(
             event = ev.order_shipped(hostile_key, id=f"{run_id}-nul-{i}", at=at)
             event["data"]["tracking_no"] = "SF\u0000" + hostile_key
             messages.append(_poison(topics.ORDERS, hostile_key, ev.encode(event), event, kind))
+        elif kind == "edge_timestamp":
+            # 10000-01-01 in UTC: the complaint's deadlines cannot be stored.
+            event = ev.complaint_opened(
+                f"{run_id}-XK{i}",
+                hostile_key,
+                f"{run_id}-XC{i}",
+                "logistics_delay",
+                id=f"{run_id}-edge-{i}",
+                at=at,
+            )
+            event["data"]["opened_at"] = "9999-12-31T20:00:00-12:00"
+            messages.append(_poison(topics.COMPLAINTS, hostile_key, ev.encode(event), event, kind))
+        elif kind == "control_flood":
+            messages.append(
+                Message(topics.ORDERS, hostile_key, CONTROL_FLOOD, None, None, 0.0, False, kind)
+            )
+        elif kind == "oversized_key":
+            event = ev.order_shipped(order_id, id=f"{run_id}-longkey-{i}", at=at)
+            key = order_id + "k" * 100_000
+            messages.append(_poison(topics.ORDERS, key, ev.encode(event), event, kind))
         elif kind == "oversized":
             event = ev.order_shipped(hostile_key, id=f"{run_id}-oversized-{i}", at=at)
             event["data"]["carrier"] = "x" * OVERSIZED_TEXT

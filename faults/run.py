@@ -60,6 +60,9 @@ from .infra import ROOT, DatabaseProxy, ProxiedBroker, ServiceProcess, service_e
 
 SERVICES = ("returns", "complaints", "refunds", "followup", "notifier")
 DEFAULT_REPORT = ROOT / "docs" / "results" / "faults.md"
+# max.poll.interval of the slow returns instance: a database blackhole (1-5 s) or latency on
+# top of a batch's own time outlasts it now and then.
+SLOW_POLL_INTERVAL_MS = 4000
 
 
 def say(text: str) -> None:
@@ -448,6 +451,8 @@ def render(
         f"- service processes killed (SIGKILL): {chaos.kills}",
         f"- service processes stopped gracefully (SIGTERM) and restarted: {chaos.terms}",
         f"- service processes paused (SIGSTOP, 2-15 s, then SIGCONT): {chaos.pauses}",
+        f"- slow consumer: returns instance {args.returns_instances - 1} polls within "
+        f"{SLOW_POLL_INTERVAL_MS} ms (KAFKA_MAX_POLL_INTERVAL_MS) or leaves its group",
         f"- PostgreSQL restarts: {chaos.db_restarts}",
         f"- PostgreSQL slowed down (20-200 ms per packet, 1-5 s): "
         f"{chaos.infra.db_proxy.slowdowns if chaos.infra.db_proxy else 0}",
@@ -539,8 +544,18 @@ async def main_async(args: argparse.Namespace) -> int:
         env = service_env(bootstrap=infra.bootstrap, database_url=infra.services_database_url)
         gateway = DeliveryGateway().start()
         notifier_env = {**env, **notifier_extra(run_dir, gateway.url)}
+        # The last returns instance is a slow consumer: under database latency or a blackhole
+        # its batch outlasts max.poll.interval, it leaves its group mid-batch and the batch is
+        # fetched again; the reconciliation shows nothing lost and nothing applied twice.
+        slow_env = {**env, "KAFKA_MAX_POLL_INTERVAL_MS": str(SLOW_POLL_INTERVAL_MS)}
+        slow = ("returns", args.returns_instances - 1)
         instances = [
-            ServiceProcess(name, i, notifier_env if name == "notifier" else env, run_dir)
+            ServiceProcess(
+                name,
+                i,
+                notifier_env if name == "notifier" else slow_env if (name, i) == slow else env,
+                run_dir,
+            )
             for name, count in (
                 ("returns", args.returns_instances),
                 ("complaints", args.complaints_instances),
