@@ -46,6 +46,19 @@ def test_every_session_gets_the_limits_of_the_settings() -> None:
     assert {"tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count"} <= set(server)
 
 
+def test_max_poll_interval_comes_from_the_environment_and_is_checked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("KAFKA_MAX_POLL_INTERVAL_MS", raising=False)
+    assert Settings().kafka_max_poll_interval_ms == 300_000
+    monkeypatch.setenv("KAFKA_MAX_POLL_INTERVAL_MS", "60000")
+    assert load_settings().kafka_max_poll_interval_ms == 60_000
+    monkeypatch.setenv("KAFKA_MAX_POLL_INTERVAL_MS", "10")
+    with pytest.raises(ValueError) as info:
+        load_settings()
+    assert str(info.value).startswith("invalid settings: KAFKA_MAX_POLL_INTERVAL_MS:")
+
+
 class Refused(Exception):
     sqlstate = "22021"
 
