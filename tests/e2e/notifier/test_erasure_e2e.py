@@ -182,7 +182,9 @@ async def test_an_erasure_event_leaves_nothing_and_nothing_pending_is_sent(
             what="the pending message tried",
         )
         assert await contact() is None
-        assert [b["id"] for b in gateway.bodies] == [sent_request]
+        # (The gateway also receives other tests' history, which this fresh group reads.)
+        mine = [b["id"] for b in gateway.bodies if b["id"] in (sent_request, pending_request)]
+        assert mine == [sent_request]
         assert await delivery(pending_request, "sent_at") is None
         stored = await buyer_rows(engine, customer)
         traces = [CUSTOMER_PHONE, CUSTOMER_EMAIL, CUSTOMER_NAME]
