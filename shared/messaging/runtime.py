@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from fastapi import APIRouter
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
@@ -26,6 +27,7 @@ from shared import metrics
 from shared.clock import Clock
 from shared.contracts import CloudEvent, dead_letter_topic
 from shared.db import create_engine, session_factory
+from shared.policy import Policy
 from shared.settings import Settings
 from shared.tracing import setup_tracing
 
@@ -34,6 +36,7 @@ from .context import EventHandler, TimerHandler
 from .errors import describe_failure, is_transient, sqlstate
 from .kafka import client_security
 from .lag import LAG_INTERVAL_SECONDS, ConsumerLag
+from .readapi import KpiSource, ReadContext, read_router
 from .relay import CONTENT_TYPE, OutboxRelay
 from .retention import (
     PURGE_INTERVAL_SECONDS,
@@ -78,6 +81,10 @@ class ServiceDefinition:
     # The service's case records and how long they are kept (`retention.case_records`); the
     # messaging tables' technical rows are added by `retained`.
     case_records: Sequence[Retained] = ()
+    # The read API (shared/messaging/readapi.py): the service's KPIs, and routes of its own
+    # (the refund ledger's ledgers) added to the ones every service answers.
+    kpis: KpiSource | None = None
+    read_routes: Callable[[ReadContext], APIRouter] | None = None
 
     @property
     def retained(self) -> list[Retained]:
@@ -277,6 +284,22 @@ class ServiceRuntime:
     @property
     def name(self) -> str:
         return self.definition.name
+
+    def read_api(self, policy: Policy) -> APIRouter:
+        """The service's read API, under /<service>/api."""
+        definition = self.definition
+        ctx = ReadContext(
+            service=definition.name,
+            sessions=self.sessions,
+            tables=definition.tables,
+            settings=self.settings,
+            policy=policy,
+            clock=self.clock,
+        )
+        router = read_router(ctx, definition.kpis)
+        if definition.read_routes is not None:
+            router.include_router(definition.read_routes(ctx))
+        return router
 
     async def _consume(self, msg: KafkaMessage) -> None:
         records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
