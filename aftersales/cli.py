@@ -165,6 +165,14 @@ def _parser() -> argparse.ArgumentParser:
     asyncapi.add_argument("--dir", default="docs/asyncapi")
     asyncapi.set_defaults(func=_asyncapi)
 
+    console = sub.add_parser(
+        "console",
+        help="the operations console: web pages over the services' read APIs (needs "
+        "AFTERSALES_CONSOLE_TOKEN and AFTERSALES_CONSOLE_SERVICES outside development mode)",
+    )
+    console.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080)")
+    console.set_defaults(func=_console)
+
     dlq = sub.add_parser("dlq", help="inspect or replay a service's dead-letter topic")
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
     dlq_help = {
@@ -179,9 +187,7 @@ def _parser() -> argparse.ArgumentParser:
             "service", choices=list(SERVICES), help="whose topic: aftersales.deadletter.SERVICE"
         )
         cmd.add_argument("--reason", default=None, help="only dead letters with this reason")
-        cmd.add_argument(
-            "--limit", type=int, default=1000, help="at most this many (default 1000)"
-        )
+        cmd.add_argument("--limit", type=int, default=1000, help="at most this many (default 1000)")
         cmd.set_defaults(func=_dlq, action=name)
 
     purge = sub.add_parser(
@@ -265,7 +271,7 @@ async def serve(names: Sequence[str], *, port: int, until: asyncio.Event | None 
     with quiet("aiokafka"):  # an unreachable broker is the command's one line, not the client's
         for runtime in runtimes:
             await runtime.start()
-    server = http_server(runtimes, port)
+    server = http_server(runtimes, port, env.policy)
     server_task = asyncio.create_task(server.serve())
     log.info("serving", extra={"services": ",".join(names), "http_port": port})
     try:
@@ -439,6 +445,17 @@ def _notifier_erase(args: argparse.Namespace) -> int:
     env = environment()
     require_database(env.settings.database_url)
     return int(erasure.main(env.settings, args.customer_id))
+
+
+def _console(args: argparse.Namespace) -> int:
+    from aftersales.console.server import console_config, serve_console
+
+    env = environment()
+    config = console_config(os.environ, env.settings, list(SERVICES))
+    if not os.environ.get("AFTERSALES_CONSOLE_TOKEN"):
+        print(f"development token: {config.token}", file=sys.stderr)
+    asyncio.run(serve_console(config, args.port))
+    return 0
 
 
 def _dlq(args: argparse.Namespace) -> int:
