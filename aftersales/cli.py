@@ -449,9 +449,10 @@ def _notifier_erase(args: argparse.Namespace) -> int:
 
 def _console(args: argparse.Namespace) -> int:
     from aftersales.console.server import console_config, serve_console
+    from shared.settings import load_settings
 
-    env = environment()
-    config = console_config(os.environ, env.settings, list(SERVICES))
+    # Settings only: the console needs no policy file and no database.
+    config = console_config(os.environ, load_settings(), list(SERVICES))
     if not os.environ.get("AFTERSALES_CONSOLE_TOKEN"):
         print(f"development token: {config.token}", file=sys.stderr)
     asyncio.run(serve_console(config, args.port))

@@ -370,11 +370,16 @@ def console_app(config: ConsoleConfig) -> Starlette:
             failed=answers.failed,
         )
 
-    async def health(request: Request) -> Response:
+    async def live(request: Request) -> Response:
         return PlainTextResponse("live")
 
+    async def ready(request: Request) -> Response:
+        # Stateless: ready once serving. A service that does not answer is shown on the page.
+        return PlainTextResponse("ready")
+
     routes = [
-        Route("/health/live", health),
+        Route("/health/live", live),
+        Route("/health/ready", ready),
         Route("/login", login_page, methods=["GET"]),
         Route("/login", login, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),
