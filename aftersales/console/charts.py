@@ -14,6 +14,7 @@ from markupsafe import Markup, escape
 WIDTH = 640
 BAR_AREA = 160  # height of the rate chart's bars at 100 %
 ROW = 22  # height of one row of a count chart
+LEFT = 44  # room for the rate chart's 100 % tick
 
 
 @dataclass(frozen=True)
@@ -32,19 +33,19 @@ def _text(x: float, y: float, text: str, *, anchor: str = "start", cls: str = ""
 def rate_chart(title: str, points: Sequence[Point]) -> Markup:
     """One bar per period; a period with nothing to rate shows `n/a`."""
     n = max(len(points), 1)
-    slot = (WIDTH - 40) / n
+    slot = (WIDTH - LEFT - 10) / n
     bar = min(slot * 0.7, 48)
     height = BAR_AREA + 60
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" '
         f'viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" height="{height}">',
         f"<title>{escape(title)}</title>",
-        f'<line x1="30" y1="{BAR_AREA + 20}" x2="{WIDTH}" y2="{BAR_AREA + 20}" class="axis"/>',
-        _text(26, 24, "100%", anchor="end", cls="tick"),
-        _text(26, BAR_AREA + 20, "0%", anchor="end", cls="tick"),
+        f'<line x1="{LEFT}" y1="{BAR_AREA + 20}" x2="{WIDTH}" y2="{BAR_AREA + 20}" class="axis"/>',
+        _text(LEFT - 4, 24, "100%", anchor="end", cls="tick"),
+        _text(LEFT - 4, BAR_AREA + 20, "0%", anchor="end", cls="tick"),
     ]
     for i, point in enumerate(points):
-        x = 40 + i * slot
+        x = LEFT + 10 + i * slot
         if point.value is None:
             parts.append(_text(x + bar / 2, BAR_AREA + 14, "n/a", anchor="middle", cls="value"))
         else:
