@@ -21,7 +21,7 @@ from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 from prometheus_client import REGISTRY
 from sqlalchemy import MetaData, text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared import metrics
 from shared.clock import Clock
@@ -287,19 +287,7 @@ class ServiceRuntime:
 
     def read_api(self, policy: Policy) -> APIRouter:
         """The service's read API, under /<service>/api."""
-        definition = self.definition
-        ctx = ReadContext(
-            service=definition.name,
-            sessions=self.sessions,
-            tables=definition.tables,
-            settings=self.settings,
-            policy=policy,
-            clock=self.clock,
-        )
-        router = read_router(ctx, definition.kpis)
-        if definition.read_routes is not None:
-            router.include_router(definition.read_routes(ctx))
-        return router
+        return service_read_api(self.definition, self.sessions, self.settings, policy, self.clock)
 
     async def _consume(self, msg: KafkaMessage) -> None:
         records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
@@ -440,6 +428,28 @@ class ServiceRuntime:
             except Exception:
                 result[name] = False
         return result
+
+
+def service_read_api(
+    definition: ServiceDefinition,
+    sessions: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    policy: Policy,
+    clock: Clock,
+) -> APIRouter:
+    """The routes every service answers, its KPIs and its own routes, under /<service>/api."""
+    ctx = ReadContext(
+        service=definition.name,
+        sessions=sessions,
+        tables=definition.tables,
+        settings=settings,
+        policy=policy,
+        clock=clock,
+    )
+    router = read_router(ctx, definition.kpis)
+    if definition.read_routes is not None:
+        router.include_router(definition.read_routes(ctx))
+    return router
 
 
 async def ensure_topics(settings: Settings, topics: Iterable[str]) -> None:

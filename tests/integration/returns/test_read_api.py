@@ -8,14 +8,11 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from sqlalchemy import select
 
-from services.returns import api
 from shared.clock import ManualClock
-from shared.messaging.readapi import ReadContext, read_router
-from shared.settings import Settings
 from tests.events import unique
+from tests.read_api import read_api_client
 
 from .helpers import (
     T0,
@@ -32,17 +29,7 @@ from .helpers import (
 
 @pytest.fixture
 def client(svc: ReturnsService, clock: ManualClock) -> httpx.AsyncClient:
-    ctx = ReadContext(
-        service="returns",
-        sessions=svc.sessions,
-        tables=svc.definition.tables,
-        settings=Settings(),
-        policy=svc.policy,
-        clock=clock,
-    )
-    app = FastAPI()
-    app.include_router(read_router(ctx, api.kpis))
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+    return read_api_client(svc.definition, svc.sessions, clock, svc.policy)
 
 
 def _paid(order_id: str, shop: str, customer: str) -> dict[str, Any]:
