@@ -165,6 +165,13 @@ def _parser() -> argparse.ArgumentParser:
     asyncapi.add_argument("--dir", default="docs/asyncapi")
     asyncapi.set_defaults(func=_asyncapi)
 
+    openapi = sub.add_parser(
+        "openapi", help="write each service's read API document (OpenAPI) to docs/openapi/"
+    )
+    openapi.add_argument("--check", action="store_true", help="fail when they are stale")
+    openapi.add_argument("--dir", default="docs/openapi")
+    openapi.set_defaults(func=_openapi)
+
     console = sub.add_parser(
         "console",
         help="the operations console: web pages over the services' read APIs (needs "
@@ -445,6 +452,22 @@ def _notifier_erase(args: argparse.Namespace) -> int:
     env = environment()
     require_database(env.settings.database_url)
     return int(erasure.main(env.settings, args.customer_id))
+
+
+def _openapi(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from aftersales.openapi import write_or_check
+
+    stale = write_or_check(Path(args.dir), check=args.check)
+    if args.check and stale:
+        print(
+            "OpenAPI documents are stale (run `.venv/bin/aftersales openapi`): " + ", ".join(stale),
+            file=sys.stderr,
+        )
+        return 1
+    print(f"OpenAPI documents {'up to date' if not stale else 'written: ' + ', '.join(stale)}")
+    return 0
 
 
 def _console(args: argparse.Namespace) -> int:
