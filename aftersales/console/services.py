@@ -94,7 +94,10 @@ class Services:
             return None
         if response.status_code >= 400:
             raise ServiceUnavailable(f"{service} answered {response.status_code}")
-        return response.json()
+        try:
+            return response.json()
+        except ValueError:
+            raise ServiceUnavailable(f"{service} answered something other than JSON") from None
 
     async def each(
         self, path: str, services: Sequence[str] | None = None, **params: Any

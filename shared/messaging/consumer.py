@@ -401,6 +401,7 @@ class EventProcessor:
         ctx = HandlerContext(
             uow=uow, tables=self._tables, service=self.service, now=now, cause_id=origin
         )
+        ctx.journal = None  # a record that was never applied is no part of any case
         letter = await ctx.emit(
             "event.deadlettered",
             data,

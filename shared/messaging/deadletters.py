@@ -5,7 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,7 +31,7 @@ MASK_MARK = "***"
 
 async def read_topic(
     bootstrap: str, topic: str, security: Mapping[str, Any] | None = None
-) -> AsyncIterator[tuple[int, int, bytes | None]]:
+) -> AsyncGenerator[tuple[int, int, bytes | None], None]:
     """Every record now in `topic`, from the beginning to the current end, without a group.
     `security`: the client options of `client_security` (SASL_SSL...)."""
     consumer = AIOKafkaConsumer(
@@ -170,22 +171,24 @@ async def _send_back(producer: AIOKafkaProducer, item: DeadLettered) -> None:
 
 async def dead_letters_at(
     settings: Settings, service: str, limit: int
-) -> AsyncIterator[tuple[int, int, DeadLettered]]:
+) -> AsyncGenerator[tuple[int, int, DeadLettered], None]:
     """The service's dead letters with where each one is (partition, offset of the
     dead-letter topic), oldest first: what the read API lists and replays one by one."""
     count = 0
-    async for partition, offset, value in read_topic(
+    records = read_topic(
         settings.kafka_bootstrap_servers, dead_letter_topic(service), client_security(settings)
-    ):
-        try:
-            event = parse_event(value, max_bytes=MAX_DEAD_LETTER_BYTES)
-        except InvalidEvent:
-            continue
-        if isinstance(event.data, DeadLettered):
-            yield partition, offset, event.data
-            count += 1
-            if count >= limit:
-                return
+    )
+    async with aclosing(records):  # its consumer stops as soon as the reader is done
+        async for partition, offset, value in records:
+            try:
+                event = parse_event(value, max_bytes=MAX_DEAD_LETTER_BYTES)
+            except InvalidEvent:
+                continue
+            if isinstance(event.data, DeadLettered):
+                yield partition, offset, event.data
+                count += 1
+                if count >= limit:
+                    return
 
 
 def refusal(item: DeadLettered, settings: Settings, now: datetime) -> str | None:
@@ -200,18 +203,23 @@ async def replay_one(
 ) -> str | None:
     """Replay the dead letter at partition/offset of the service's dead-letter topic, with the
     same guards as `replay_dead_letters`. Returns why it was not replayed, or None."""
-    async for at_partition, at_offset, item in dead_letters_at(settings, service, 1_000_000):
-        if (at_partition, at_offset) != (partition, offset):
-            continue
-        if why := refusal(item, settings, now):
-            return why
-        producer = await _replay_producer(settings)
-        try:
-            await _send_back(producer, item)
-        finally:
-            await producer.stop()
-        return None
-    return f"no dead letter at {dead_letter_topic(service)}/{partition}@{offset}"
+    found: DeadLettered | None = None
+    letters = dead_letters_at(settings, service, 1_000_000)
+    async with aclosing(letters):
+        async for at_partition, at_offset, item in letters:
+            if (at_partition, at_offset) == (partition, offset):
+                found = item
+                break
+    if found is None:
+        return f"no dead letter at {dead_letter_topic(service)}/{partition}@{offset}"
+    if why := refusal(found, settings, now):
+        return why
+    producer = await _replay_producer(settings)
+    try:
+        await _send_back(producer, found)
+    finally:
+        await producer.stop()
+    return None
 
 
 def too_old(item: DeadLettered, settings: Settings, now: datetime | None = None) -> str | None:

@@ -10,6 +10,7 @@ No personal data in any answer: buyers are customer_ids.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Annotated, Any, Literal
@@ -400,27 +401,27 @@ def read_router(ctx: ReadContext, kpis: KpiSource | None = None) -> APIRouter:
         now = ctx.clock.now()
         letters: list[DeadLetter] = []
         by_reason: dict[str, int] = {}
-        async for partition, offset, item in dead_letters_at(
-            ctx.settings, ctx.service, DEAD_LETTER_LIMIT
-        ):
-            by_reason[item.reason] = by_reason.get(item.reason, 0) + 1
-            if reason is not None and item.reason != reason:
-                continue
-            why = refusal(item, ctx.settings, now)
-            origin = item.origin
-            letters.append(
-                DeadLetter(
-                    service=ctx.service,
-                    partition=partition,
-                    offset=offset,
-                    received_at=item.received_at,
-                    reason=item.reason,
-                    detail=item.detail,
-                    origin=f"{origin.topic}/{origin.partition}@{origin.offset}",
-                    replayable=why is None,
-                    not_replayable_because=why,
+        letters_read = dead_letters_at(ctx.settings, ctx.service, DEAD_LETTER_LIMIT)
+        async with aclosing(letters_read):
+            async for partition, offset, item in letters_read:
+                by_reason[item.reason] = by_reason.get(item.reason, 0) + 1
+                if reason is not None and item.reason != reason:
+                    continue
+                why = refusal(item, ctx.settings, now)
+                origin = item.origin
+                letters.append(
+                    DeadLetter(
+                        service=ctx.service,
+                        partition=partition,
+                        offset=offset,
+                        received_at=item.received_at,
+                        reason=item.reason,
+                        detail=item.detail,
+                        origin=f"{origin.topic}/{origin.partition}@{origin.offset}",
+                        replayable=why is None,
+                        not_replayable_because=why,
+                    )
                 )
-            )
         return DeadLetters(service=ctx.service, by_reason=by_reason, letters=letters)
 
     @router.post(
