@@ -29,6 +29,8 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
+from shared.money import is_known_currency, major_units, minor_digits
+
 from .charts import Point, count_chart, rate_chart
 from .services import Services, ServiceUnavailable
 
@@ -91,8 +93,13 @@ def _duration(seconds: int) -> str:
     return f"{minutes}m"
 
 
-def _money(minor: int | None) -> str:
-    return "" if minor is None else f"{minor / 100:,.2f}"
+def _money(minor: int | None, currency: str | None) -> str:
+    """Minor units in major ones, with the currency's own digits (JPY has none)."""
+    if minor is None:
+        return ""
+    if not currency or not is_known_currency(currency):
+        return f"{minor} (minor units)"
+    return f"{major_units(minor, currency):,.{minor_digits(currency)}f}"
 
 
 def merge_timelines(by_service: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from aftersales.console.app import ConsoleConfig, console_app, merge_timelines
+from aftersales.console.app import ConsoleConfig, _money, console_app, merge_timelines
 from aftersales.console.charts import Point, count_chart, rate_chart
 from aftersales.console.server import console_config
 from aftersales.console.services import Services, parse_service_urls
@@ -261,3 +261,12 @@ def test_a_count_chart_escapes_its_labels() -> None:
     assert "&lt;b&gt;size_fit&lt;/b&gt;" in svg and "<b>" not in svg
     widths = [float(w) for w in re.findall(r'<rect [^>]*width="([0-9.]+)"', svg)]
     assert widths[0] == pytest.approx(3 * widths[1], abs=2)  # drawn to the pixel
+
+
+def test_amounts_show_with_their_currency_s_digits() -> None:
+    assert (_money(8950, "CNY"), _money(500, "JPY"), _money(12345, "KWD")) == (
+        "89.50",
+        "500",
+        "12.345",
+    )
+    assert _money(None, "CNY") == ""
