@@ -1,6 +1,7 @@
 # One image per service, all from this file. Build from the repository root, naming the service:
 #   docker build --build-arg SERVICE=returns -t aftersales-returns .
-# (returns, complaints, followup, notifier or refunds). The development tools (aftersales_dev)
+# (returns, complaints, followup, notifier or refunds; `console` for the operations console,
+# run as `aftersales console`). The development tools (aftersales_dev)
 # are not copied: no image carries them.
 FROM python:3.11-slim-bookworm AS build
 ARG SERVICE
@@ -11,7 +12,7 @@ COPY shared/ shared/
 COPY services/ services/
 COPY aftersales/ aftersales/
 # Only this service's dependencies (its extra), pinned by the constraints file.
-RUN test -n "${SERVICE}" || { echo "name the service: --build-arg SERVICE=returns|complaints|followup|notifier|refunds" >&2; exit 1; } \
+RUN test -n "${SERVICE}" || { echo "name the service: --build-arg SERVICE=returns|complaints|followup|notifier|refunds|console" >&2; exit 1; } \
     && python -m venv /opt/aftersales \
     && /opt/aftersales/bin/pip install -c constraints.txt ".[${SERVICE}]"
 

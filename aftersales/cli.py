@@ -165,6 +165,21 @@ def _parser() -> argparse.ArgumentParser:
     asyncapi.add_argument("--dir", default="docs/asyncapi")
     asyncapi.set_defaults(func=_asyncapi)
 
+    openapi = sub.add_parser(
+        "openapi", help="write each service's read API document (OpenAPI) to docs/openapi/"
+    )
+    openapi.add_argument("--check", action="store_true", help="fail when they are stale")
+    openapi.add_argument("--dir", default="docs/openapi")
+    openapi.set_defaults(func=_openapi)
+
+    console = sub.add_parser(
+        "console",
+        help="the operations console: web pages over the services' read APIs (needs "
+        "AFTERSALES_CONSOLE_TOKEN and AFTERSALES_CONSOLE_SERVICES outside development mode)",
+    )
+    console.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080)")
+    console.set_defaults(func=_console)
+
     dlq = sub.add_parser("dlq", help="inspect or replay a service's dead-letter topic")
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
     dlq_help = {
@@ -179,9 +194,7 @@ def _parser() -> argparse.ArgumentParser:
             "service", choices=list(SERVICES), help="whose topic: aftersales.deadletter.SERVICE"
         )
         cmd.add_argument("--reason", default=None, help="only dead letters with this reason")
-        cmd.add_argument(
-            "--limit", type=int, default=1000, help="at most this many (default 1000)"
-        )
+        cmd.add_argument("--limit", type=int, default=1000, help="at most this many (default 1000)")
         cmd.set_defaults(func=_dlq, action=name)
 
     purge = sub.add_parser(
@@ -265,7 +278,7 @@ async def serve(names: Sequence[str], *, port: int, until: asyncio.Event | None 
     with quiet("aiokafka"):  # an unreachable broker is the command's one line, not the client's
         for runtime in runtimes:
             await runtime.start()
-    server = http_server(runtimes, port)
+    server = http_server(runtimes, port, env.policy)
     server_task = asyncio.create_task(server.serve())
     log.info("serving", extra={"services": ",".join(names), "http_port": port})
     try:
@@ -439,6 +452,34 @@ def _notifier_erase(args: argparse.Namespace) -> int:
     env = environment()
     require_database(env.settings.database_url)
     return int(erasure.main(env.settings, args.customer_id))
+
+
+def _openapi(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from aftersales.openapi import write_or_check
+
+    stale = write_or_check(Path(args.dir), check=args.check)
+    if args.check and stale:
+        print(
+            "OpenAPI documents are stale (run `.venv/bin/aftersales openapi`): " + ", ".join(stale),
+            file=sys.stderr,
+        )
+        return 1
+    print(f"OpenAPI documents {'up to date' if not stale else 'written: ' + ', '.join(stale)}")
+    return 0
+
+
+def _console(args: argparse.Namespace) -> int:
+    from aftersales.console.server import console_config, serve_console
+    from shared.settings import load_settings
+
+    # Settings only: the console needs no policy file and no database.
+    config = console_config(os.environ, load_settings(), list(SERVICES))
+    if not os.environ.get("AFTERSALES_CONSOLE_TOKEN"):
+        print(f"development token: {config.token}", file=sys.stderr)
+    asyncio.run(serve_console(config, args.port))
+    return 0
 
 
 def _dlq(args: argparse.Namespace) -> int:

@@ -1,4 +1,5 @@
-"""Health and metrics over HTTP: /health/live, /health/ready, /metrics."""
+"""Health, metrics and the services' read APIs over HTTP: /health/live, /health/ready,
+/metrics, /<service>/api/... (documented at /openapi.json)."""
 
 from __future__ import annotations
 
@@ -8,18 +9,23 @@ from collections.abc import Sequence
 from typing import Any
 
 import uvicorn
+from fastapi import FastAPI
 from faststream.asgi import AsgiFastStream, AsgiResponse
 from faststream.asgi.types import ASGIApp, Receive, Scope, Send
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shared.messaging.runtime import ServiceRuntime
+from shared.policy import Policy
 
 JSON = {"content-type": "application/json"}
 
 
 class HealthApp(AsgiFastStream):
     """FastStream's ASGI router without brokers of its own: each ServiceRuntime starts and
-    stops its broker, and uvicorn runs with lifespan off, so nothing here starts one."""
+    stops its broker, and uvicorn runs with lifespan off, so nothing here starts one. What it
+    has no route for goes to the read API (`fallback`), when there is one."""
+
+    fallback: ASGIApp | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -28,10 +34,27 @@ class HealthApp(AsgiFastStream):
         await super().__call__(scope, receive, send)
 
     async def not_found(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.fallback is not None:
+            await self.fallback(scope, receive, send)
+            return
         await AsgiResponse(b'{"error":"not found"}', 404, JSON)(scope, receive, send)
 
 
-def health_app(runtimes: Sequence[ServiceRuntime]) -> ASGIApp:
+def read_api(runtimes: Sequence[ServiceRuntime], policy: Policy) -> FastAPI:
+    """The read APIs of the services this process runs (shared/messaging/readapi.py)."""
+    app = FastAPI(
+        title="aftersales read API",
+        summary="Cases, timelines, deadlines, dead letters and KPIs, each service its own.",
+        version="1",
+        docs_url=None,  # the documentation page would load its scripts from a CDN
+        redoc_url=None,
+    )
+    for runtime in runtimes:
+        app.include_router(runtime.read_api(policy))
+    return app
+
+
+def health_app(runtimes: Sequence[ServiceRuntime], api: ASGIApp | None = None) -> ASGIApp:
     async def live(scope: Scope, receive: Receive, send: Send) -> None:
         await AsgiResponse(b'{"status":"live"}', 200, JSON)(scope, receive, send)
 
@@ -52,10 +75,12 @@ def health_app(runtimes: Sequence[ServiceRuntime]) -> ASGIApp:
         body = generate_latest()
         await AsgiResponse(body, 200, {"content-type": CONTENT_TYPE_LATEST})(scope, receive, send)
 
-    return HealthApp(
+    app = HealthApp(
         asgi_routes=[("/health/live", live), ("/health/ready", ready), ("/metrics", metrics)],
         logger=None,
     )
+    app.fallback = api
+    return app
 
 
 class HttpServer(uvicorn.Server):
@@ -70,9 +95,12 @@ class HttpServer(uvicorn.Server):
         return contextlib.nullcontext()
 
 
-def http_server(runtimes: Sequence[ServiceRuntime], port: int) -> HttpServer:
+def http_server(
+    runtimes: Sequence[ServiceRuntime], port: int, policy: Policy | None = None
+) -> HttpServer:
+    api = read_api(runtimes, policy) if policy is not None else None
     config = uvicorn.Config(
-        health_app(runtimes),
+        health_app(runtimes, api),
         host="0.0.0.0",  # noqa: S104 (probes reach the pod IP)
         port=port,
         log_level="warning",

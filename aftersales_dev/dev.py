@@ -7,11 +7,18 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from aftersales.http import HttpServer
 from aftersales.registry import environment, service_names
 from aftersales_dev.devenv import local_environment
 
+if TYPE_CHECKING:
+    from shared.settings import Settings
+
 RUN_DIR = Path(".run")
+# The console's port in development (AFTERSALES_CONSOLE_PORT to move it).
+CONSOLE_PORT = 8080
 
 
 def _say(text: str) -> None:
@@ -80,6 +87,20 @@ def dev_encryption_key(run_dir: Path) -> str:
     return path.read_text().strip()
 
 
+def start_console(settings: Settings) -> tuple[HttpServer, asyncio.Task[None]]:
+    """The operations console over the local services, on CONSOLE_PORT; its URL and token
+    (AFTERSALES_CONSOLE_TOKEN, or one made up now) are printed."""
+    from aftersales.console.server import console_config, console_server
+    from aftersales.registry import SERVICES
+
+    config = console_config(os.environ, settings, list(SERVICES))
+    port = int(os.environ.get("AFTERSALES_CONSOLE_PORT") or CONSOLE_PORT)
+    server = console_server(config, port, host="127.0.0.1")
+    task = asyncio.create_task(server.serve())
+    _say(f"operations console on http://127.0.0.1:{port} (token: {config.token})")
+    return server, task
+
+
 async def run_dev(*, exit_after_demo: bool = False) -> int:
     from aftersales.cli import serve
     from aftersales_dev.demo import play
@@ -107,6 +128,7 @@ async def run_dev(*, exit_after_demo: bool = False) -> int:
         port = env.settings.aftersales_http_port
         server = asyncio.create_task(serve(names, port=port, until=stop))
         _say(f"services {', '.join(names)} running; health and metrics on http://127.0.0.1:{port}")
+        console, console_task = start_console(env.settings)
         await asyncio.sleep(1)
         try:
             result = await play(env.settings.kafka_bootstrap_servers, env.policy)
@@ -118,5 +140,7 @@ async def run_dev(*, exit_after_demo: bool = False) -> int:
             return result
         finally:
             stop.set()
+            console.should_exit = True
             if not server.done():
                 await server
+            await console_task

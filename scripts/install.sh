@@ -95,3 +95,20 @@ else
     say "promtool not found: make deploy-check skips the alert rule tests"
     say "  (Debian/Ubuntu: sudo apt-get install prometheus; or a promtool binary from prometheus.io on PATH)"
 fi
+
+# -- Chromium and its driver, for the console's browser test (tests/e2e/test_console_browser.py) --
+if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then
+    say "chromium: $(command -v chromium), chromedriver: $(command -v chromedriver)"
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing Chromium (Debian packages chromium and chromium-driver)"
+    if apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y --no-install-recommends chromium chromium-driver >/dev/null \
+        && command -v chromedriver >/dev/null 2>&1; then
+        say "chromium: $(command -v chromium), chromedriver: $(command -v chromedriver)"
+    else
+        say "warning: could not install Chromium; the console's browser test is skipped"
+    fi
+else
+    say "Chromium not found: the console's browser test is skipped"
+    say "  (Debian/Ubuntu: sudo apt-get install chromium chromium-driver)"
+fi

@@ -166,3 +166,37 @@ def drop_outbox_parking(schema: str) -> None:
     op.drop_index("ix_outbox_parked", table_name="outbox", schema=schema)
     op.drop_column("outbox", "parked_error", schema=schema)
     op.drop_column("outbox", "parked_at", schema=schema)
+
+
+def add_journal(schema: str) -> None:
+    """Migration 0003 of every service: the journal of events taken in and queued out, by case
+    (`shared.messaging.journal`), which the read API's timelines and KPIs come from."""
+    import sqlalchemy as sa
+    from alembic import op
+    from sqlalchemy.dialects.postgresql import JSONB
+
+    op.create_table(
+        "journal",
+        sa.Column("id", sa.BigInteger(), primary_key=True, autoincrement=True),
+        sa.Column("event_id", sa.Text(), nullable=False),
+        sa.Column("direction", sa.Text(), nullable=False),
+        sa.Column("event_type", sa.Text(), nullable=False),
+        sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("order_id", sa.Text(), nullable=True),
+        sa.Column("customer_id", sa.Text(), nullable=True),
+        sa.Column("case_type", sa.Text(), nullable=True),
+        sa.Column("case_id", sa.Text(), nullable=True),
+        sa.Column("detail", JSONB(), nullable=False, server_default=sa.text("'{}'::jsonb")),
+        sa.Column(
+            "recorded_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        ),
+        schema=schema,
+    )
+    for column in ("order_id", "case_id", "customer_id", "occurred_at"):
+        op.create_index(f"ix_journal_{column}", "journal", [column], schema=schema)
+
+
+def drop_journal(schema: str) -> None:
+    from alembic import op
+
+    op.drop_table("journal", schema=schema)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.complaints import tables
+from services.complaints import api, tables
 from services.complaints.handlers import SERVICE, ComplaintsHandlers, lock_keys
 from shared.clock import Clock
 from shared.contracts import topics
@@ -37,4 +37,5 @@ def build(policy: Policy, clock: Clock, settings: Settings | None = None) -> Ser
             tables.budgets.c.updated_at,
             tables.parked_low_scores.c.received_at,
         ),
+        kpis=api.kpis,
     )

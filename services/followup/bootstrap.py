@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.followup import tables
+from services.followup import api, tables
 from services.followup.handlers import SERVICE, FollowupHandlers, lock_keys
 from shared.clock import Clock
 from shared.contracts import topics
@@ -45,4 +45,5 @@ def build(policy: Policy, clock: Clock, settings: Settings | None = None) -> Ser
             tables.cases.c.closed_at,
             tables.complaints.c.updated_at,
         ),
+        kpis=api.kpis,
     )

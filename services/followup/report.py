@@ -21,7 +21,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from services.followup import tables
 from services.followup.domain import CaseOutcome
@@ -97,11 +97,22 @@ async def figures(
     shop: str | None = None,
 ) -> list[ShopFigures]:
     """One row per shop (sorted), then the `(all)` row (left out when `shop` is given)."""
+    start, end = period_bounds(since, until, policy)
+    async with engine.connect() as conn:
+        rows = await case_rows(conn, start, end)
+    return aggregate(rows, shop=shop)
+
+
+async def case_rows(
+    conn: AsyncConnection | AsyncSession, start: datetime | None, end: datetime | None
+) -> Sequence[Any]:
+    """Each closed case with its callback and shop, of the callbacks due in [start, end)."""
     cb, case, order = tables.callbacks, tables.cases, tables.orders
     shop_of = func.coalesce(order.c.shop_id, UNKNOWN_SHOP).label("shop")
     query = (
         select(
             cb.c.callback_id,
+            cb.c.due_at,
             cb.c.sent_at,
             cb.c.answered_at,
             cb.c.score,
@@ -112,14 +123,11 @@ async def figures(
         .outerjoin(order, order.c.order_id == case.c.order_id)
         .order_by(cb.c.callback_id, case.c.case_type, case.c.case_id)
     )
-    start, end = period_bounds(since, until, policy)
     if start is not None:
         query = query.where(cb.c.due_at >= start)
     if end is not None:
         query = query.where(cb.c.due_at < end)
-    async with engine.connect() as conn:
-        rows = (await conn.execute(query)).all()
-    return aggregate(rows, shop=shop)
+    return (await conn.execute(query)).all()
 
 
 def aggregate(rows: Iterable[Any], *, shop: str | None = None) -> list[ShopFigures]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.refunds import tables
+from services.refunds import api, tables
 from services.refunds.handlers import SERVICE, RefundsHandlers
 from shared.clock import Clock
 from shared.contracts import topics
@@ -29,4 +29,6 @@ def build(policy: Policy, clock: Clock, settings: Settings | None = None) -> Ser
             topics.REFUNDS: ("refund.issued",),
             topics.SLA: ("sla.breached",),
         },
+        kpis=api.kpis,
+        read_routes=api.routes,
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.returns import tables
+from services.returns import api, tables
 from services.returns.handlers import SERVICE, ReturnsHandlers
 from shared.clock import Clock
 from shared.contracts import topics
@@ -35,4 +35,5 @@ def build(policy: Policy, clock: Clock, settings: Settings | None = None) -> Ser
         },
         # Orders and their refund ledgers stay: the ledger's cap must hold for any late claim.
         case_records=case_records(tables.return_requests.c.updated_at),
+        kpis=api.kpis,
     )

@@ -31,6 +31,7 @@ from shared.contracts.outputs import MAX_DEAD_LETTER_BYTES
 from shared.crypto import mask_email, mask_name, mask_phone, redact
 from shared.db import UnitOfWork, flush_pending
 
+from . import journal
 from .context import EventHandler, HandlerContext
 from .errors import Rejected, describe_failure, is_storage_refusal, is_transient, sqlstate
 from .store import HOLD_WRITES, Inbox, WriteConflict
@@ -329,6 +330,8 @@ class EventProcessor:
                     fresh_cause=True,
                 )
                 try:
+                    # Filed before the handler runs: its outputs follow it in the journal.
+                    await journal.record(uow.session, self._tables.journal, item, "input", now)
                     await handler(item, ctx)
                 except Exception as exc:
                     if is_transient(exc):
@@ -375,6 +378,7 @@ class EventProcessor:
             async with uow.session.begin_nested():
                 if not await ctx.inbox.first_time(item.id, item.type, record.topic):
                     return "duplicate"
+                await journal.record(uow.session, self._tables.journal, item, "input", now)
                 await handler(item, ctx)
                 await flush_pending(uow.session)  # a buffered write fails inside the savepoint
             uow.after_commit(*ctx.on_commit)
@@ -464,6 +468,7 @@ class EventProcessor:
         ctx = HandlerContext(
             uow=uow, tables=self._tables, service=self.service, now=now, cause_id=origin
         )
+        ctx.journal = None  # a record that was never applied is no part of any case
         letter = await ctx.emit(
             "event.deadlettered",
             data,

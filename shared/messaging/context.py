@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from pydantic import BaseModel
+from sqlalchemy import Table
 
 from shared.contracts import (
     CloudEvent,
@@ -18,6 +19,7 @@ from shared.contracts import (
 )
 from shared.db import UnitOfWork
 
+from . import journal
 from .store import Inbox, Outbox, Timer, Timers
 from .tables import MessagingTables
 
@@ -51,6 +53,9 @@ class TimerRows(Protocol):
 
 
 class HandlerContext:
+    # Where emitted events are filed for the case timelines; None keeps no journal (in memory).
+    journal: Table | None = None
+
     def __init__(
         self,
         *,
@@ -75,6 +80,7 @@ class HandlerContext:
         self.inbox = Inbox(uow.session, tables)
         self.outbox: OutboxRows = Outbox(uow.session, tables)
         self.timers: TimerRows = Timers(uow.session, tables)
+        self.journal = tables.journal
         self.emitted: list[CloudEvent] = []
         # Run by the caller once the handler's work committed (`UnitOfWork.after_commit`).
         self.on_commit: list[Callable[[], object]] = []
@@ -119,6 +125,8 @@ class HandlerContext:
             key = event_key(event)
         if await self.outbox.add(event, topic=topic, key=key, known_new=self.fresh_cause):
             self.emitted.append(event)
+            if self.journal is not None:
+                await journal.record(self.session, self.journal, event, "output", self.now)
         return event
 
     def is_new(self, event: CloudEvent) -> bool:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,7 +31,7 @@ MASK_MARK = "***"
 
 async def read_topic(
     bootstrap: str, topic: str, security: Mapping[str, Any] | None = None
-) -> AsyncIterator[tuple[int, int, bytes | None]]:
+) -> AsyncGenerator[tuple[int, int, bytes | None], None]:
     """Every record now in `topic`, from the beginning to the current end, without a group.
     `security`: the client options of `client_security` (SASL_SSL...)."""
     consumer = AIOKafkaConsumer(
@@ -117,13 +118,7 @@ async def replay_dead_letters(
     personal data was masked (`masked_reason`) is never replayed: it is not what was sent; nor
     one older than the inbox keeps event ids (`too_old`).
     """
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        enable_idempotence=settings.kafka_idempotence,
-        acks="all",
-        **client_security(settings),
-    )
-    await _started(producer)
+    producer = await _replay_producer(settings)
     replayed = skipped = refused = 0
     now = (clock or SystemClock()).now()
     try:
@@ -136,17 +131,7 @@ async def replay_dead_letters(
                 origin = item.origin
                 print(f"not replayed {origin.topic}/{origin.partition}@{origin.offset}: {why}")
                 continue
-            value = (
-                item.value.encode("utf-8")
-                if item.value_encoding == "utf-8"
-                else base64.b64decode(item.value)
-            )
-            await producer.send_and_wait(
-                item.origin.topic,
-                value,
-                key=item.key.encode("utf-8") if item.key is not None else None,
-                headers=[("content-type", CONTENT_TYPE.encode())],
-            )
+            await _send_back(producer, item)
             replayed += 1
             print(f"replayed {item.origin.topic}/{item.origin.partition}@{item.origin.offset}")
     finally:
@@ -156,6 +141,85 @@ async def replay_dead_letters(
         file=sys.stderr,
     )
     return 0
+
+
+async def _replay_producer(settings: Settings) -> AIOKafkaProducer:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        enable_idempotence=settings.kafka_idempotence,
+        acks="all",
+        **client_security(settings),
+    )
+    await _started(producer)
+    return producer
+
+
+async def _send_back(producer: AIOKafkaProducer, item: DeadLettered) -> None:
+    """Publish a dead letter's value to its original topic with its original key."""
+    value = (
+        item.value.encode("utf-8")
+        if item.value_encoding == "utf-8"
+        else base64.b64decode(item.value)
+    )
+    await producer.send_and_wait(
+        item.origin.topic,
+        value,
+        key=item.key.encode("utf-8") if item.key is not None else None,
+        headers=[("content-type", CONTENT_TYPE.encode())],
+    )
+
+
+async def dead_letters_at(
+    settings: Settings, service: str, limit: int
+) -> AsyncGenerator[tuple[int, int, DeadLettered], None]:
+    """The service's dead letters with where each one is (partition, offset of the
+    dead-letter topic), oldest first: what the read API lists and replays one by one."""
+    count = 0
+    records = read_topic(
+        settings.kafka_bootstrap_servers, dead_letter_topic(service), client_security(settings)
+    )
+    async with aclosing(records):  # its consumer stops as soon as the reader is done
+        async for partition, offset, value in records:
+            try:
+                event = parse_event(value, max_bytes=MAX_DEAD_LETTER_BYTES)
+            except InvalidEvent:
+                continue
+            if isinstance(event.data, DeadLettered):
+                yield partition, offset, event.data
+                count += 1
+                if count >= limit:
+                    return
+
+
+def refusal(item: DeadLettered, settings: Settings, now: datetime) -> str | None:
+    """Why this dead letter must not be replayed, or None."""
+    if item.value_truncated:
+        return "its value was truncated in the dead letter; have it sent again"
+    return masked_reason(item) or too_old(item, settings, now)
+
+
+async def replay_one(
+    settings: Settings, service: str, partition: int, offset: int, now: datetime
+) -> str | None:
+    """Replay the dead letter at partition/offset of the service's dead-letter topic, with the
+    same guards as `replay_dead_letters`. Returns why it was not replayed, or None."""
+    found: DeadLettered | None = None
+    letters = dead_letters_at(settings, service, 1_000_000)
+    async with aclosing(letters):
+        async for at_partition, at_offset, item in letters:
+            if (at_partition, at_offset) == (partition, offset):
+                found = item
+                break
+    if found is None:
+        return f"no dead letter at {dead_letter_topic(service)}/{partition}@{offset}"
+    if why := refusal(found, settings, now):
+        return why
+    producer = await _replay_producer(settings)
+    try:
+        await _send_back(producer, found)
+    finally:
+        await producer.stop()
+    return None
 
 
 def too_old(item: DeadLettered, settings: Settings, now: datetime | None = None) -> str | None:

@@ -77,6 +77,8 @@ def messaging_retention(tables: MessagingTables) -> list[Retained]:
         Retained(tables.inbox, tables.inbox.c.received_at, "inbox"),
         Retained(tables.timers, func.coalesce(timers.fired_at, timers.cancelled_at), "timers"),
         Retained(tables.outbox, tables.outbox.c.published_at, "outbox"),
+        # A case's timeline is a case record: kept as long as the case itself.
+        Retained(tables.journal, tables.journal.c.recorded_at, "cases"),
     ]
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from fastapi import APIRouter
 from faststream import AckPolicy
 from faststream.exceptions import NackMessage
 from faststream.kafka import KafkaBroker
@@ -21,12 +22,13 @@ from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 from prometheus_client import REGISTRY
 from sqlalchemy import MetaData, text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared import metrics
 from shared.clock import Clock
 from shared.contracts import CloudEvent, dead_letter_topic
 from shared.db import create_engine, session_factory
+from shared.policy import Policy
 from shared.settings import Settings
 from shared.tracing import setup_tracing
 
@@ -35,6 +37,7 @@ from .context import EventHandler, TimerHandler
 from .errors import describe_failure, is_transient, sqlstate
 from .kafka import client_security
 from .lag import LAG_INTERVAL_SECONDS, ConsumerLag
+from .readapi import KpiSource, ReadContext, read_router
 from .relay import CONTENT_TYPE, OutboxRelay
 from .retention import (
     PURGE_INTERVAL_SECONDS,
@@ -85,6 +88,10 @@ class ServiceDefinition:
     # The service's case records and how long they are kept (`retention.case_records`); the
     # messaging tables' technical rows are added by `retained`.
     case_records: Sequence[Retained] = ()
+    # The read API (shared/messaging/readapi.py): the service's KPIs, and routes of its own
+    # (the refund ledger's ledgers) added to the ones every service answers.
+    kpis: KpiSource | None = None
+    read_routes: Callable[[ReadContext], APIRouter] | None = None
 
     @property
     def retained(self) -> list[Retained]:
@@ -289,6 +296,10 @@ class ServiceRuntime:
     def name(self) -> str:
         return self.definition.name
 
+    def read_api(self, policy: Policy) -> APIRouter:
+        """The service's read API, under /<service>/api."""
+        return service_read_api(self.definition, self.sessions, self.settings, policy, self.clock)
+
     async def _consume(self, msg: KafkaMessage) -> None:
         records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
         try:
@@ -433,6 +444,28 @@ class ServiceRuntime:
             except Exception:
                 result[name] = False
         return result
+
+
+def service_read_api(
+    definition: ServiceDefinition,
+    sessions: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    policy: Policy,
+    clock: Clock,
+) -> APIRouter:
+    """The routes every service answers, its KPIs and its own routes, under /<service>/api."""
+    ctx = ReadContext(
+        service=definition.name,
+        sessions=sessions,
+        tables=definition.tables,
+        settings=settings,
+        policy=policy,
+        clock=clock,
+    )
+    router = read_router(ctx, definition.kpis)
+    if definition.read_routes is not None:
+        router.include_router(definition.read_routes(ctx))
+    return router
 
 
 async def ensure_topics(settings: Settings, topics: Iterable[str]) -> None:

@@ -26,6 +26,8 @@ class MessagingTables:
     inbox: Table
     outbox: Table
     timers: Table
+    # What each case went through (inputs taken, outputs queued), for the read API's timelines.
+    journal: Table
 
 
 def messaging_tables(metadata: MetaData) -> MessagingTables:
@@ -88,4 +90,25 @@ def messaging_tables(metadata: MetaData) -> MessagingTables:
             postgresql_where=text("fired_at IS NULL AND cancelled_at IS NULL"),
         ),
     )
-    return MessagingTables(inbox=inbox, outbox=outbox, timers=timers)
+    journal = Table(
+        "journal",
+        metadata,
+        Column("id", BigInteger, primary_key=True, autoincrement=True),
+        Column("event_id", Text, nullable=False),
+        # input (taken from a topic) or output (queued in the outbox)
+        Column("direction", Text, nullable=False),
+        Column("event_type", Text, nullable=False),
+        Column("occurred_at", DateTime(timezone=True), nullable=False),
+        Column("order_id", Text, nullable=True),
+        Column("customer_id", Text, nullable=True),
+        Column("case_type", Text, nullable=True),
+        Column("case_id", Text, nullable=True),
+        # The event's fields that carry no personal data (shared.messaging.journal.DETAIL_FIELDS).
+        Column("detail", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+        Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        Index("ix_journal_order_id", "order_id"),
+        Index("ix_journal_case_id", "case_id"),
+        Index("ix_journal_customer_id", "customer_id"),
+        Index("ix_journal_occurred_at", "occurred_at"),
+    )
+    return MessagingTables(inbox=inbox, outbox=outbox, timers=timers, journal=journal)

@@ -191,13 +191,14 @@ async def test_purge_as_an_operator_runs_it(fresh_database: str):
         )
         code, output = await run_cli(fresh_database, "purge", "returns", "--dry-run")
         assert code == 0, output
-        assert "returns: would delete inbox 1, timers 0, outbox 0, return_requests 1" in output
+        expected = "inbox 1, timers 0, outbox 0, journal 0, return_requests 1"
+        assert f"returns: would delete {expected}" in output
         assert await conn.fetchval("SELECT count(*) FROM returns.return_requests") == 2
 
         code, output = await run_cli(fresh_database, "purge")
         assert code == 0, output
-        assert "returns: deleted inbox 1, timers 0, outbox 0, return_requests 1" in output
-        assert "notifier: deleted inbox 0, timers 0, outbox 0, deliveries 0" in output
+        assert f"returns: deleted {expected}" in output
+        assert "notifier: deleted inbox 0, timers 0, outbox 0, journal 0, deliveries 0" in output
         left = await conn.fetch("SELECT return_id FROM returns.return_requests")
         assert [r["return_id"] for r in left] == ["R-recent"]
 

@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 import services.followup.metrics
 import services.refunds.metrics  # noqa: F401
 import shared.metrics  # noqa: F401  (registers the metrics)
+from aftersales.console.server import console_config
 from aftersales.registry import SERVICES, preflight
 from shared.crypto import cipher_from_env
 from shared.messaging.runtime import RETRY_BACKOFF_CAP, kafka_security
@@ -25,6 +26,8 @@ from shared.policy import load_policy
 from shared.settings import Settings
 
 ALL_SERVICES = tuple(SERVICES)
+# What the cluster's Secret gives the console in production (the overlay has no Secret there).
+CLUSTER_TOKEN = {"AFTERSALES_CONSOLE_TOKEN": "a-token-the-cluster-secret-holds"}
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -81,7 +84,7 @@ def test_one_dockerfile_builds_every_service_with_its_extra_as_non_root():
 def test_overlays_render_with_every_service(overlay):
     docs = _rendered(overlay)
     deployments = {d["metadata"]["name"] for d in docs if d["kind"] == "Deployment"}
-    assert deployments == {f"aftersales-{s}" for s in ALL_SERVICES}
+    assert deployments == {f"aftersales-{s}" for s in ALL_SERVICES} | {"aftersales-console"}
     for doc in docs:
         if doc["kind"] != "Deployment":
             continue
@@ -219,6 +222,11 @@ def test_overlay_values_are_valid_settings_for_every_service(overlay, tmp_path, 
             assert url.host and url.database, service
         if "AFTERSALES_ENCRYPTION_KEY" in env:
             cipher_from_env(env["AFTERSALES_ENCRYPTION_KEY"])  # decodes to 32-byte keys
+        if service == "console":
+            # Its token (the cluster's Secret in production) and every service's read API.
+            config = console_config({**CLUSTER_TOKEN, **env}, settings, ALL_SERVICES)
+            assert set(config.services.urls) == set(ALL_SERVICES)
+            continue
         if overlay == "development":
             # Everything the service needs is in the overlay: its own start-up checks pass.
             preflight(service, settings)

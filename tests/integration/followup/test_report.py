@@ -5,8 +5,11 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 
 from aftersales.cli import _parser
+from services.followup.bootstrap import build
 from services.followup.report import figures, format_table
 from shared.contracts import ids
+from shared.db import session_factory
+from tests.read_api import read_api_client
 
 T0 = datetime.fromisoformat("2024-05-01T10:00:00+08:00")
 H = timedelta(hours=1)
@@ -95,3 +98,23 @@ def test_the_report_command_line() -> None:
     assert (args.since, args.until, args.shop) == (date(2024, 5, 1), date(2024, 5, 31), "shop-a")
     args = _parser().parse_args(["report"])
     assert (args.since, args.until, args.shop) == (None, None, None)
+
+
+async def test_the_read_api_gives_the_report_s_rates_per_week(service) -> None:
+    await scenario(service)
+    definition = build(service.policy, service.clock)
+    client = read_api_client(
+        definition, session_factory(service.engine), service.clock, service.policy
+    )
+    params = {"shop": "shop-a", "period": "week", "since": "2024-04-29", "until": "2024-05-12"}
+    kpis = (await client.get("/followup/api/kpis", params=params)).json()
+    figures_of = {(f["kpi"], f["period"]): f for f in kpis["figures"]}
+    # shop-a: both callbacks due on 05-02 (week 18) sent and answered, one score of 4 or 5.
+    csat = figures_of[("csat", "2024-W18")]
+    assert (csat["value"], csat["numerator"], csat["denominator"]) == (0.5, 1, 2)
+    assert figures_of[("response_rate", "2024-W18")]["value"] == 1.0
+    assert figures_of[("callback_on_time_rate", "2024-W18")]["value"] == 1.0
+    del params["shop"]
+    every_shop = (await client.get("/followup/api/kpis", params=params)).json()
+    on_time = {f["period"]: f for f in every_shop["figures"] if f["kpi"] == "callback_on_time_rate"}
+    assert (on_time["2024-W18"]["numerator"], on_time["2024-W18"]["denominator"]) == (3, 4)

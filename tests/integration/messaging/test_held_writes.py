@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -57,12 +57,13 @@ def counting(harness: Harness, tally: Tally) -> dict[str, EventHandler]:
 
 @contextmanager
 def writes(engine: AsyncEngine) -> Iterator[Counter[str]]:
-    """Statements sent, as 'VERB table' for the outbox and timers, 'SAVEPOINT' for savepoints."""
+    """Statements sent, as 'VERB table' for the outbox, timers and journal, 'SAVEPOINT' for
+    savepoints."""
     seen: Counter[str] = Counter()
 
     def count(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
         verb = statement.split()[0].upper()
-        for table in ("outbox", "timers"):
+        for table in ("outbox", "timers", "journal"):
             if verb in ("INSERT", "UPDATE") and f".{table}" in statement.split("(")[0]:
                 seen[f"{verb} {table}"] += 1
         if verb == "SAVEPOINT":
@@ -87,7 +88,7 @@ def timers_of(rows: dict[str, dict[str, Any]]) -> dict[str, tuple[Any, bool]]:
     return {ref: (row["due_at"], row["cancelled_at"] is not None) for ref, row in rows.items()}
 
 
-async def test_a_batch_writes_its_outbox_and_timers_in_one_statement_each(
+async def test_a_batch_writes_its_outbox_timers_and_journal_in_one_statement_each(
     harness: Harness,
     sessions: async_sessionmaker[AsyncSession],
     engine: AsyncEngine,
@@ -99,7 +100,12 @@ async def test_a_batch_writes_its_outbox_and_timers_in_one_statement_each(
     ]
     with writes(engine) as seen:
         await processor(harness, sessions, clock).process(records(harness.input_topic, values))
-    assert seen == {"INSERT outbox": 1, "INSERT timers": 1, "UPDATE timers": 1}
+    assert seen == {
+        "INSERT outbox": 1,
+        "INSERT timers": 1,
+        "UPDATE timers": 1,
+        "INSERT journal": 1,  # the 25 events taken in and the 25 queued out
+    }
     timers = timers_of(await timer_rows(engine, harness))
     assert {ref for ref, (_, cancelled) in timers.items() if cancelled} == {
         f"o-{i}" for i in range(10)
@@ -114,6 +120,17 @@ async def test_a_batch_writes_its_outbox_and_timers_in_one_statement_each(
         for event_id in [*(f"e-{k}-{i}" for i in range(10) for k in ("paid", "shipped"))]
         + [f"e-paid-{i}" for i in range(10, 15)]
     ]
+    # The journal: each event taken in, then what it queued, in the order they were applied.
+    journal = harness.tables.journal
+    async with engine.connect() as conn:
+        filed = (await conn.execute(select(journal).order_by(journal.c.id))).all()
+    assert [(r.direction, r.event_type, r.order_id) for r in filed[:4]] == [
+        ("input", "order.paid", "o-0"),
+        ("output", NOTIFICATION_REQUESTED, "o-0"),
+        ("input", "order.shipped", "o-0"),
+        ("output", NOTIFICATION_REQUESTED, "o-0"),
+    ]
+    assert len(filed) == 50
 
 
 async def test_timer_changes_in_one_batch_leave_what_applying_them_one_by_one_leaves(

@@ -21,6 +21,7 @@ PERIODS = RetentionPeriods(
     cases=timedelta(days=183),
 )
 NOW = T0 + timedelta(days=400)
+DAY = timedelta(days=1)
 
 
 async def fill(engine: AsyncEngine, harness: Harness) -> None:
@@ -68,6 +69,14 @@ async def fill(engine: AsyncEngine, harness: Harness) -> None:
                 {**row, "event_id": "parked", "parked_at": old},
             ],
         )
+        entry = {"direction": "input", "event_type": "x", "occurred_at": old}
+        await conn.execute(
+            t.journal.insert(),
+            [
+                {**entry, "event_id": "case-closed-long-ago", "recorded_at": NOW - 200 * DAY},
+                {**entry, "event_id": "case-of-this-month", "recorded_at": NOW - 20 * DAY},
+            ],
+        )
 
 
 async def remaining(engine: AsyncEngine, harness: Harness) -> dict[str, set[str]]:
@@ -77,6 +86,7 @@ async def remaining(engine: AsyncEngine, harness: Harness) -> dict[str, set[str]
             "inbox": set((await conn.execute(select(t.inbox.c.event_id))).scalars()),
             "timers": set((await conn.execute(select(t.timers.c.ref))).scalars()),
             "outbox": set((await conn.execute(select(t.outbox.c.event_id))).scalars()),
+            "journal": set((await conn.execute(select(t.journal.c.event_id))).scalars()),
         }
 
 
@@ -88,7 +98,7 @@ async def test_technical_rows_go_after_their_period_and_live_ones_stay(
     before = await remaining(engine, harness)
 
     counted = await purge(sessions, retained, PERIODS, NOW, dry_run=True)
-    assert counted == {"inbox": 5, "timers": 2, "outbox": 1}
+    assert counted == {"inbox": 5, "timers": 2, "outbox": 1, "journal": 1}
     assert await remaining(engine, harness) == before  # a dry run deletes nothing
 
     # Two rows per statement: the five old inbox ids take three.
@@ -97,8 +107,10 @@ async def test_technical_rows_go_after_their_period_and_live_ones_stay(
         "inbox": {"in-5"},
         "timers": {"fired-yesterday", "still-due"},
         "outbox": {"published-today", "never-published", "parked"},
+        "journal": {"case-of-this-month"},
     }
-    assert await purge(sessions, retained, PERIODS, NOW) == {"inbox": 0, "timers": 0, "outbox": 0}
+    nothing_left = {"inbox": 0, "timers": 0, "outbox": 0, "journal": 0}
+    assert await purge(sessions, retained, PERIODS, NOW) == nothing_left
     async with engine.connect() as conn:
         assert await conn.scalar(select(func.count()).select_from(harness.tables.inbox)) == 1
 

@@ -1,0 +1,56 @@
+"""The OpenAPI document of each service's read API (shared/messaging/readapi.py), generated
+from its routes and pydantic models.
+
+`aftersales openapi` writes them to docs/openapi/; `aftersales openapi --check` fails when the
+committed ones are stale (`make lint` runs it). A running process serves the document of the
+services it runs at /openapi.json.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from aftersales.registry import SERVICES, definition
+from shared.clock import SystemClock
+from shared.messaging.runtime import service_read_api
+from shared.policy import Policy
+from shared.settings import Settings
+
+
+def document(name: str) -> dict[str, object]:
+    """One service's read API, as its process serves it (nothing is connected to)."""
+    policy, clock, settings = Policy(), SystemClock(), Settings()
+    built = definition(name, policy, clock, settings)
+    app = FastAPI(
+        title=f"aftersales {name} read API",
+        summary=f"What the {name} service answers for its own data; no personal data.",
+        version="1",
+    )
+    app.include_router(service_read_api(built, async_sessionmaker(), settings, policy, clock))
+    return app.openapi()
+
+
+def render_all(names: Iterable[str] | None = None) -> dict[str, str]:
+    return {
+        name: json.dumps(document(name), indent=2, ensure_ascii=False) + "\n"
+        for name in (names or SERVICES)
+    }
+
+
+def write_or_check(directory: Path, *, check: bool) -> list[str]:
+    """Write the documents, or (check) list the ones that are missing or stale."""
+    stale: list[str] = []
+    for name, text in render_all().items():
+        path = directory / f"{name}.json"
+        if path.exists() and path.read_text(encoding="utf-8") == text:
+            continue
+        stale.append(str(path))
+        if not check:
+            directory.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+    return stale

@@ -1,0 +1,134 @@
+"""The journal: every event a service took in or queued out, filed under the cases it names.
+
+Written in the state change's transaction (by the consumer for inputs, by `HandlerContext.emit`
+for outputs), so a case's timeline holds exactly what was applied. On the consumer's fast path
+the rows are held back and inserted in one statement at commit, like the outbox rows.
+
+No personal data: the buyer is a customer_id, and of an event's data only the fields named in
+`DETAIL_FIELDS` are kept (never a name, phone, address, e-mail or free text the buyer wrote).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from datetime import datetime
+from functools import cache
+from typing import Any
+
+from sqlalchemy import Table
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.dml import Insert
+
+from shared.contracts import CloudEvent
+from shared.db import pending_writes
+
+from .store import HOLD_WRITES
+
+# Fields of event data a timeline and the KPIs need, none of them personal. `lines` keep only
+# LINE_FIELDS (an order line's title is the product's, but the journal needs no more).
+DETAIL_FIELDS = frozenset(
+    {
+        "shop_id",
+        "kind",
+        "reason",
+        "category",
+        "rule",
+        "message",
+        "message_en",
+        "amount",
+        "value",
+        "currency",
+        "status",
+        "sla",
+        "due_at",
+        "due_by",
+        "deadline",
+        "score",
+        "decision",
+        "outcome",
+        "remedy",
+        "passed",
+        "findings",
+        "refund_id",
+        "callback_id",
+        "waiting_for",
+        "refund_estimate",
+        "return_shipping_payer",
+        "priority",
+        "template",
+        "lines",
+    }
+)
+LINE_FIELDS = ("line_id", "sku", "category", "quantity")
+
+
+def _case_refs(data: Mapping[str, Any]) -> list[tuple[str | None, str | None]]:
+    """(case type, case id) of each case the data names; one (None, None) when none."""
+    if isinstance(data.get("case"), Mapping):
+        return [(data["case"].get("type"), data["case"].get("id"))]
+    if isinstance(data.get("cases"), list) and data["cases"]:
+        return [(c.get("type"), c.get("id")) for c in data["cases"] if isinstance(c, Mapping)]
+    if data.get("return_id"):
+        return [("return", data["return_id"])]
+    if data.get("complaint_id"):
+        return [("complaint", data["complaint_id"])]
+    return [(None, None)]
+
+
+def _detail(data: Mapping[str, Any]) -> dict[str, Any]:
+    detail = {k: v for k, v in data.items() if k in DETAIL_FIELDS and v is not None}
+    if isinstance(detail.get("lines"), list):
+        detail["lines"] = [
+            {k: line[k] for k in LINE_FIELDS if k in line}
+            for line in detail["lines"]
+            if isinstance(line, Mapping)
+        ]
+    return detail
+
+
+def entries(event: CloudEvent, direction: str, occurred_at: datetime) -> Iterator[dict[str, Any]]:
+    """The journal rows of one event: one per case it names (a callback names several)."""
+    data = event.data.model_dump(mode="json") if event.data is not None else {}
+    detail = _detail(data)
+    for case_type, case_id in _case_refs(data):
+        yield {
+            "event_id": event.id,
+            "direction": direction,
+            "event_type": event.type,
+            "occurred_at": occurred_at,
+            "order_id": data.get("order_id"),
+            "customer_id": data.get("customer_id"),
+            "case_type": case_type,
+            "case_id": case_id,
+            "detail": detail,
+        }
+
+
+async def record(
+    session: AsyncSession, table: Table, event: CloudEvent, direction: str, occurred_at: datetime
+) -> None:
+    """File `event` in the journal, in the session's transaction (held back on the fast path)."""
+    rows = list(entries(event, direction, occurred_at))
+    if session.info.get(HOLD_WRITES):
+        pending_writes(session, "journal", lambda: _HeldJournal(table)).rows.extend(rows)
+        return
+    await session.execute(_journal_add(table), rows)
+
+
+class _HeldJournal:
+    """Journal rows of one transaction, inserted together at commit."""
+
+    def __init__(self, table: Table) -> None:
+        self._table = table
+        self.rows: list[dict[str, Any]] = []
+
+    async def flush(self, session: AsyncSession) -> None:
+        if self.rows:
+            await session.execute(_journal_add(self._table), self.rows)
+            self.rows = []
+
+
+@cache
+def _journal_add(table: Table) -> Insert:
+    return insert(table)
