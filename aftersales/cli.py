@@ -20,6 +20,7 @@ from aftersales.registry import (
     preflight,
     service_names,
 )
+from aftersales.simulation.commands import add_commands as add_simulation_commands
 from shared.logs import quiet
 from shared.migrations import SchemaNotCurrent
 from shared.policy import PolicyError, load_policy
@@ -179,9 +180,7 @@ def _parser() -> argparse.ArgumentParser:
             "service", choices=list(SERVICES), help="whose topic: aftersales.deadletter.SERVICE"
         )
         cmd.add_argument("--reason", default=None, help="only dead letters with this reason")
-        cmd.add_argument(
-            "--limit", type=int, default=1000, help="at most this many (default 1000)"
-        )
+        cmd.add_argument("--limit", type=int, default=1000, help="at most this many (default 1000)")
         cmd.set_defaults(func=_dlq, action=name)
 
     purge = sub.add_parser(
@@ -208,6 +207,7 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument("--id", type=int, action="append", dest="ids", help="one parked event")
     which.add_argument("--all", action="store_true", help="every parked event of the service")
     outbox_retry.set_defaults(func=_outbox, action="retry")
+    add_simulation_commands(sub)  # record, simulate
     return parser
 
 
