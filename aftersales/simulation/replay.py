@@ -23,7 +23,7 @@ from shared.logs import quiet
 from shared.messaging.membus import MemoryBus, MemoryService, Published
 from shared.policy import Policy
 
-from .history import History, Progress
+from .history import History, Progress, fewer_collections
 
 # The services whose rules decide and pay; the notifier only delivers what they ask for.
 SIMULATED = ("returns", "complaints", "refunds", "followup")
@@ -126,7 +126,7 @@ def replay(history: History, policy: Policy, label: str = "") -> Outcome:
     meter = Progress(f"replayed{' under ' + label if label else ''}")
     # The services log each dead letter and warning as they would in production; a replay's
     # are counted in its report instead.
-    with quiet("aftersales"):
+    with quiet("aftersales"), fewer_collections():
         outcome = asyncio.run(
             replay_async(history, policy, progress=lambda n: meter.step(n, " events"))
         )

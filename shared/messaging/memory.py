@@ -11,7 +11,7 @@ handler that fails leaves nothing behind, like a rolled-back transaction.
 from __future__ import annotations
 
 import heapq
-import marshal
+import pickle
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -70,14 +70,14 @@ class MemoryRows:
         return None if before is _MISSING else before
 
     def put_document(self, key: Any, document: Mapping[str, Any]) -> None:
-        """A document (JSON types only) kept serialised, as in a JSONB column, so each read is
-        a fresh copy that nothing done to an object loaded from it can change. marshal: the
-        same values as JSON for JSON's types, several times faster."""
-        self.put(key, marshal.dumps(dict(document)))
+        """A document kept serialised, as in a JSONB column, so each read is a fresh copy that
+        nothing done to an object loaded from it can change (pickle: several times faster
+        than JSON, and only ever reading what this process wrote)."""
+        self.put(key, pickle.dumps(document, pickle.HIGHEST_PROTOCOL))
 
     def document(self, key: Any) -> Any:
         data = self._rows.get(key)
-        return None if data is None else marshal.loads(data)  # noqa: S302 (our own bytes)
+        return None if data is None else pickle.loads(data)  # noqa: S301 (our own bytes)
 
     def _restore(self, key: Any, before: Any) -> None:
         if before is _MISSING:

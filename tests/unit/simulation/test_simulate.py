@@ -48,6 +48,7 @@ def test_identical_policies_make_no_difference(history, tmp_path: Path) -> None:
     assert figures[("refunds by case", "all refunds")] > 0
     assert figures[("sla breaches", "complaint_resolution")] > 0
     assert figures[("callbacks", "callback.sent")] > 0
+    assert comparison.section("dead letters") == []  # every event applied by every service
 
 
 def test_a_longer_no_reason_window_flips_exactly_the_requests_of_days_8_to_15(
