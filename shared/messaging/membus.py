@@ -21,7 +21,7 @@ from typing import Protocol
 from shared.contracts import CloudEvent
 
 from .context import EventHandler, HandlerContext, TimerHandler
-from .errors import Rejected
+from .errors import Rejected, describe_failure
 from .memory import MemoryTimer, MemoryUnitOfWork, QueuedEvent
 from .runtime import ServiceDefinition
 from .store import Timer
@@ -130,7 +130,7 @@ class MemoryBus:
             # fails on the same state fails each time, so it is parked at once here.
             log.warning(
                 "timer handler failed; parked",
-                extra={"service": service.name, "kind": timer.kind, "error": type(exc).__name__},
+                extra={"service": service.name, "kind": timer.kind, "error": describe_failure(exc)},
             )
             await uow.timers.cancel(timer.kind, timer.ref, at=self.now)
             uow.journal.commit()
@@ -163,7 +163,7 @@ class MemoryBus:
                 extra={
                     "service": service.name,
                     "event_type": event.type,
-                    "error": type(exc).__name__,
+                    "error": describe_failure(exc),
                 },
             )
             self._dead_letter(service, event, "handler_error")

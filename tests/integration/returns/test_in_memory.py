@@ -4,24 +4,21 @@ events (ids, times, causes, data) in the same order, timers included."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from services.returns.memory import in_memory
 from shared.clock import ManualClock
-from shared.contracts import dump_event, parse_event
-from shared.messaging.membus import MemoryBus, Published
 from shared.policy import Policy
 from tests.events import unique
+from tests.in_memory import as_json, play
 
 from .helpers import (
     T0,
     D,
     H,
     ReturnsService,
-    encode,
     evidence_submitted,
     order_paid,
     outbound_signed,
@@ -66,16 +63,11 @@ async def test_the_same_history_queues_the_same_events_in_memory_and_on_the_data
         await svc.at(at, *([event] if event is not None else []))
     on_database = [e.event for order_id in orders for e in await svc.outbox(order_id)]
 
-    published: list[Published] = []
-    bus = MemoryBus([in_memory(Policy(), ManualClock(T0))], start=T0, on_publish=published.append)
-    for at, event in steps:
-        if event is None:
-            await bus.run_timers(until=at)
-        else:
-            await bus.publish(topic_of(event), parse_event(encode(event)), at)
-    in_memory_events = [json.loads(dump_event(p.row.event)) for p in published]
+    rows = await play(in_memory(Policy(), ManualClock(T0)), steps, topic_of)
     # The database's outbox is read order by order; the bus publishes in one stream.
-    in_memory_events.sort(key=lambda e: orders.index(e["data"]["order_id"]))
+    in_memory_events = [
+        as_json(row) for row in sorted(rows, key=lambda r: orders.index(r.key or ""))
+    ]
 
     assert [e["type"] for e in on_database].count("refund.requested") == 2
     assert [e["type"] for e in on_database].count("return.rejected") == 1
