@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from shared.contracts import dump_event, parse_event
+from shared.contracts.events import PLATFORM_TOPIC_TYPES, SERVICE_TOPIC_TYPES
 from shared.messaging.membus import MemoryBus, MemoryService, Published
 from shared.messaging.memory import QueuedEvent
 
@@ -27,6 +28,12 @@ async def play(
         else:
             await bus.publish(topic_of(event), parse_event(json.dumps(event).encode()), at)
     return [p.row for p in published]
+
+
+def topic_of(event: Mapping[str, Any]) -> str:
+    """The one topic that carries the event's type (SPEC sections 2 and 3)."""
+    types = {**PLATFORM_TOPIC_TYPES, **SERVICE_TOPIC_TYPES}
+    return next(topic for topic, carried in types.items() if event["type"] in carried)
 
 
 def as_json(row: QueuedEvent) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import logging
 from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Protocol
 
 from shared.contracts import CloudEvent
@@ -79,7 +79,7 @@ class MemoryBus:
         on_publish: Callable[[Published], None] = lambda published: None,
     ) -> None:
         self.services = tuple(services)
-        self.now = start
+        self.now = start.astimezone(UTC)  # as a Clock gives it
         self._on_publish = on_publish
         # Outcomes per (service, event type or timer kind, outcome), as the consumer counts.
         self.outcomes: Counter[tuple[str, str, str]] = Counter()
@@ -96,7 +96,7 @@ class MemoryBus:
         """An input on `topic` at `at`: the timers due by then fire first, then every service
         that reads it applies it, then everything that follows from it."""
         await self.run_timers(until=at)
-        self.now = max(self.now, at)
+        self.now = max(self.now, at.astimezone(UTC))
         await self._deliver(deque([(topic, event)]))
 
     async def run_timers(self, *, until: datetime) -> None:
@@ -110,7 +110,7 @@ class MemoryBus:
             if due is None or due[0] > until:
                 return
             _, _, _, service, timer = due
-            self.now = max(self.now, timer.due_at)
+            self.now = max(self.now, timer.due_at.astimezone(UTC))
             await self._fire(service, timer)
 
     async def _fire(self, service: MemoryService, timer: MemoryTimer) -> None:
