@@ -129,7 +129,7 @@ def _bars(title: str, rows: Sequence[tuple[str, int, int | None]], currency: str
     if not rows:
         return ""
     paired = any(candidate is not None for _, _, candidate in rows)
-    label_w, bar_w, bar_h, gap = 260, 420, 14, 10
+    label_w, bar_w, bar_h, gap = 400, 380, 14, 10
     per_row = (2 * bar_h if paired else bar_h) + gap
     height = 30 + per_row * len(rows) + (20 if paired else 0)
     top = max(max(b, c or 0) for _, b, c in rows) or 1
@@ -142,7 +142,7 @@ def _bars(title: str, rows: Sequence[tuple[str, int, int | None]], currency: str
     for label, baseline, candidate in rows:
         parts.append(
             f'<text x="{label_w - 8}" y="{y + bar_h - 3}" text-anchor="end">'
-            f"{escape(label[:40])}</text>"
+            f"{escape(label[:64])}</text>"
         )
         values = [(baseline, _BASELINE_COLOUR)]
         if paired:
@@ -230,14 +230,6 @@ def html(c: Comparison) -> str:
             for f in c.flips
         ]
         parts.append(_html_table(["baseline", "candidate", "cases", "case ids"], rows, {2}))
-    parts.append(f"<h2>Refunds that change ({len(c.refund_changes):,})</h2>")
-    if c.refund_changes:
-        rows = [
-            ([change.case, change.refund_id, *_amounts(change)], True)
-            for change in c.refund_changes
-        ]
-        header = ["case", "refund id", "baseline", "candidate", "difference"]
-        parts.append(_html_table(header, rows, {2, 3, 4}))
     parts.append("<h2>Totals</h2>")
     parts += _section_charts(c)
     for section in SECTIONS:
@@ -247,6 +239,16 @@ def html(c: Comparison) -> str:
         parts.append(f"<h3>{escape(SECTIONS[section])}</h3>")
         rows = [([t.name, *_amounts(t)], t.delta != 0) for t in totals]
         parts.append(_html_table(["", "baseline", "candidate", "difference"], rows, {1, 2, 3}))
+    parts.append(f"<h2>Refunds that change ({len(c.refund_changes):,})</h2>")
+    if c.refund_changes:
+        rows = [
+            ([change.case, change.refund_id, *_amounts(change)], True)
+            for change in c.refund_changes
+        ]
+        header = ["case", "refund id", "baseline", "candidate", "difference"]
+        parts.append("<details><summary>every refund that changes</summary>")
+        parts.append(_html_table(header, rows, {2, 3, 4}))
+        parts.append("</details>")
     parts.append(
         '<p class="meta">Timers still pending at the end of the history (due later): '
         f"baseline {c.pending_timers[0]:,}, candidate {c.pending_timers[1]:,}</p>"

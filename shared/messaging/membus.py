@@ -93,21 +93,24 @@ class MemoryBus:
                     self._readers.setdefault((topic, event_type), []).append(service)
 
     async def publish(self, topic: str, event: CloudEvent, at: datetime) -> None:
-        """An input on `topic` at `at`: the timers due by then fire first, then every service
-        that reads it applies it, then everything that follows from it."""
-        await self.run_timers(until=at)
+        """An input on `topic` at `at`: the timers due before then fire first, then every
+        service that reads it applies it, then everything that follows from it. A timer due at
+        `at` itself fires after it: the rules take an answer dated at its deadline as in time,
+        so a timer must not call it late first."""
+        await self.run_timers(until=at, inclusive=False)
         self.now = max(self.now, at.astimezone(UTC))
         await self._deliver(deque([(topic, event)]))
 
-    async def run_timers(self, *, until: datetime) -> None:
-        """Fire, earliest first, every timer due by `until` (those its handlers set too)."""
+    async def run_timers(self, *, until: datetime, inclusive: bool = True) -> None:
+        """Fire, earliest first, every timer due by `until` (before it, unless `inclusive`),
+        those their handlers set included."""
         while True:
             due: tuple[datetime, int, int, MemoryService, MemoryTimer] | None = None
             for order, service in enumerate(self.services):
                 timer = service.uow.timers.next_due()
                 if timer is not None and (due is None or (timer.due_at, order, timer.id) < due[:3]):
                     due = (timer.due_at, order, timer.id, service, timer)
-            if due is None or due[0] > until:
+            if due is None or due[0] > until or (due[0] == until and not inclusive):
                 return
             _, _, _, service, timer = due
             self.now = max(self.now, timer.due_at.astimezone(UTC))

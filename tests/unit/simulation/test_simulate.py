@@ -233,3 +233,22 @@ def test_a_bad_policy_is_one_line_naming_the_file_and_key(
     assert main(["simulate", "--events", str(events), "--policy", str(bad)]) == 2
     [err] = capsys.readouterr().err.strip().splitlines()
     assert "bad.toml" in err and "no_reason_days" in err
+
+
+def test_an_answer_dated_at_its_deadline_is_in_time(tmp_path: Path) -> None:
+    """The first response comes at 2 h 00 exactly: in time under a 2 h rule (the event goes
+    before the deadline's timer), late under a 1 h one."""
+    lines = [line for line in generate(6) if line.event["data"].get("order_id") == "O-000004"]
+    opened = next(line for line in lines if line.event["type"] == "complaint.opened")
+    answered = next(line for line in lines if line.event["type"] == "complaint.responded")
+    at = (datetime.fromisoformat(opened.event["time"]) + timedelta(hours=2)).isoformat()
+    answered.event["time"] = answered.event["data"]["responded_at"] = at
+    events = tmp_path / "complaint.jsonl"
+    write(events, sorted(lines, key=lambda line: line.time))
+    two = policy(tmp_path, "two.toml", "[complaints]\nfirst_response_hours = 2\n")
+    one = policy(tmp_path, "one.toml", "[complaints]\nfirst_response_hours = 1\n")
+
+    comparison = simulate(events, one, two)
+
+    breaches = {t.name: (t.baseline, t.candidate) for t in comparison.section("sla breaches")}
+    assert breaches["complaint_first_response"] == (0, 1)
