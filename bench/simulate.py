@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         f"({flipped:,} decisions flip, {len(comparison.refund_changes):,} refunds change)",
         "",
         "| events | wall-clock s | events per minute | CPU s (all processes) | "
-        "events per CPU-minute, both replays |",
+        "events per CPU-minute (read once, replayed twice) |",
         "|---:|---:|---:|---:|---:|",
         f"| {n:,} | {wall:.1f} | **{per_minute:,.0f}** | {cpu:.1f} | {n / cpu * 60:,.0f} |",
         "",
