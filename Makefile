@@ -38,6 +38,7 @@ faults: install
 BENCH_FLOWS ?= 10000
 bench: install
 	$(BIN)/python -m bench.run --flows $(BENCH_FLOWS) $(ARGS)
+	$(BIN)/python -m bench.simulate
 
 # lint and pytest both run; the target fails when either failed.
 test: install

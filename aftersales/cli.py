@@ -20,6 +20,7 @@ from aftersales.registry import (
     preflight,
     service_names,
 )
+from aftersales.simulation.commands import add_commands as add_simulation_commands
 from shared.logs import quiet
 from shared.migrations import SchemaNotCurrent
 from shared.policy import PolicyError, load_policy
@@ -221,6 +222,7 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument("--id", type=int, action="append", dest="ids", help="one parked event")
     which.add_argument("--all", action="store_true", help="every parked event of the service")
     outbox_retry.set_defaults(func=_outbox, action="retry")
+    add_simulation_commands(sub)  # record, simulate
     return parser
 
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from decimal import Decimal
+from functools import cache
 from typing import Literal
 
+from babel import Locale
 from babel.numbers import format_currency, get_currency_precision, is_currency
 
 # CLDR (babel) shows these with fewer digits than ISO 4217 defines, because their minor unit
@@ -67,9 +69,15 @@ def format_money(amount: int, currency: str, language: Language) -> str:
         major_units(amount, currency),
         currency,
         format=pattern,
-        locale=locale,
+        locale=_locale(locale),
         currency_digits=False,
     )
+
+
+@cache
+def _locale(name: str) -> Locale:
+    """Parsed once: babel parses a locale name anew on every call, the most of its cost."""
+    return Locale.parse(name)
 
 
 def per_unit_share(total: int, units_before: int, units_after: int, quantity: int) -> int:

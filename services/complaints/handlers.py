@@ -17,7 +17,7 @@ the batch is rolled back and fetched again.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from services.complaints.domain import (
@@ -134,9 +134,15 @@ class _Case:
 
 
 class ComplaintsHandlers:
-    def __init__(self, policy: Policy) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        repository: Callable[[HandlerContext], ComplaintsRepository] | None = None,
+    ) -> None:
         self.policy = policy
         self.rules = policy.complaints
+        # Where the aggregates live: the service's schema, or memory (the policy simulation).
+        self.repository = repository or (lambda ctx: ComplaintsRepository(ctx.session))
 
     def events(self) -> Mapping[str, EventHandler]:
         return {
@@ -162,7 +168,7 @@ class ComplaintsHandlers:
     async def order_paid(self, event: CloudEvent, ctx: HandlerContext) -> None:
         data = event.data
         assert isinstance(data, OrderPaid)
-        repo = ComplaintsRepository(ctx.session)
+        repo = self.repository(ctx)
         order = await repo.order(data.order_id) or ShopOrder.new(data.order_id)
         events = order.record_paid(facts_from_event(data), self.rules, ctx.now)
         await repo.save_order(order, ctx.now)
@@ -175,7 +181,7 @@ class ComplaintsHandlers:
     async def order_shipped(self, event: CloudEvent, ctx: HandlerContext) -> None:
         data = event.data
         assert isinstance(data, OrderShipped)
-        repo = ComplaintsRepository(ctx.session)
+        repo = self.repository(ctx)
         order = await repo.order(data.order_id) or ShopOrder.new(data.order_id)
         events = order.record_shipped(data.shipped_at, self.rules, ctx.now)
         await repo.save_order(order, ctx.now)
@@ -184,14 +190,14 @@ class ComplaintsHandlers:
     async def order_cancelled(self, event: CloudEvent, ctx: HandlerContext) -> None:
         data = event.data
         assert isinstance(data, OrderCancelled)
-        repo = ComplaintsRepository(ctx.session)
+        repo = self.repository(ctx)
         order = await repo.order(data.order_id) or ShopOrder.new(data.order_id)
         events = order.record_cancelled(data.cancelled_at, self.rules, ctx.now)
         await repo.save_order(order, ctx.now)
         await self._publish(ctx, order, None, events)
 
     async def order_timer(self, timer: Timer, ctx: HandlerContext) -> None:
-        repo = ComplaintsRepository(ctx.session)
+        repo = self.repository(ctx)
         order = await repo.order(timer.ref)
         if order is None:
             log.warning("timer for an unknown order", extra={"kind": timer.kind})
@@ -239,7 +245,7 @@ class ComplaintsHandlers:
     async def compensation_reviewed(self, event: CloudEvent, ctx: HandlerContext) -> None:
         data = event.data
         assert isinstance(data, CompensationReviewed)
-        repo = ComplaintsRepository(ctx.session)
+        repo = self.repository(ctx)
         complaint = await repo.complaint(data.complaint_id)
         if complaint is None or not complaint.customer_id:
             log.warning("review of a compensation the service does not know; no effect")
@@ -256,7 +262,7 @@ class ComplaintsHandlers:
         data = event.data
         assert isinstance(data, FollowupEvent)
         assert data.score is not None  # required for satisfaction.low by the contract
-        repo = ComplaintsRepository(ctx.session)
+        repo = self.repository(ctx)
         score = LowScore(callback_id=data.callback_id, score=data.score)
         for ref in data.cases:
             if ref.type != "complaint":
@@ -285,7 +291,7 @@ class ComplaintsHandlers:
         await TRANSLATIONS.apply(ctx, scope, events)
 
     async def complaint_timer(self, timer: Timer, ctx: HandlerContext) -> None:
-        repo = ComplaintsRepository(ctx.session)
+        repo = self.repository(ctx)
         complaint = await repo.complaint(timer.ref)
         if complaint is None:
             log.warning("timer for an unknown complaint", extra={"kind": timer.kind})
@@ -303,7 +309,7 @@ class ComplaintsHandlers:
         order_id: str,
         complaint: Complaint | None = None,
     ) -> _Case:
-        repo = ComplaintsRepository(ctx.session)
+        repo = self.repository(ctx)
         if complaint is None:
             complaint = await repo.complaint(complaint_id)
         if complaint is None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -75,8 +75,14 @@ def _refs(keys: tuple[CaseKey, ...]) -> list[CaseRef]:
 
 
 class FollowupHandlers:
-    def __init__(self, policy: Policy) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        repository: Callable[[HandlerContext], FollowupRepository] | None = None,
+    ) -> None:
         self.policy = policy
+        # Where the aggregates live: the service's schema, or memory (the policy simulation).
+        self.repository = repository or (lambda ctx: FollowupRepository(ctx.session))
 
     def events(self) -> Mapping[str, EventHandler]:
         return {
@@ -98,7 +104,7 @@ class FollowupHandlers:
         data = event.data
         assert isinstance(data, OrderPaid)
         # Only what the report needs: never the buyer's personal data (SPEC 7).
-        await FollowupRepository(ctx.session).record_order(
+        await self.repository(ctx).record_order(
             data.order_id, data.shop_id, data.customer_id, data.paid_at
         )
 
@@ -154,7 +160,7 @@ class FollowupHandlers:
     async def complaint_opened(self, event: CloudEvent, ctx: HandlerContext) -> None:
         data = event.data
         assert isinstance(data, ComplaintOpened)
-        repo = FollowupRepository(ctx.session)
+        repo = self.repository(ctx)
         await repo.record_complaint_opened(
             data.complaint_id, data.order_id, data.customer_id, data.opened_at, ctx.now
         )
@@ -172,7 +178,7 @@ class FollowupHandlers:
     async def complaint_resolved(self, event: CloudEvent, ctx: HandlerContext) -> None:
         data = event.data
         assert isinstance(data, ComplaintResolved)
-        repo = FollowupRepository(ctx.session)
+        repo = self.repository(ctx)
         resolution = {
             "outcome": data.outcome,
             "remedy": data.remedy,
@@ -227,7 +233,7 @@ class FollowupHandlers:
         closed_at: datetime,
         closed_by: str,
     ) -> None:
-        repo = FollowupRepository(ctx.session)
+        repo = self.repository(ctx)
         case = Case.closed(
             case_type,
             case_id,
@@ -251,7 +257,7 @@ class FollowupHandlers:
     # --- the callback's timer ---------------------------------------------------------------
 
     async def callback_due(self, timer: Timer, ctx: HandlerContext) -> None:
-        repo = FollowupRepository(ctx.session)
+        repo = self.repository(ctx)
         callback = await repo.callback(timer.ref)
         if callback is None:
             log.warning("timer for an unknown callback", extra={"callback_id": timer.ref})
@@ -263,7 +269,7 @@ class FollowupHandlers:
     async def survey_answered(self, event: CloudEvent, ctx: HandlerContext) -> None:
         data = event.data
         assert isinstance(data, SurveyAnswered)
-        repo = FollowupRepository(ctx.session)
+        repo = self.repository(ctx)
         callback = await repo.callback(data.callback_id)
         if callback is None:
             raise Rejected("unknown_callback", f"callback {data.callback_id} is not known")

@@ -9,7 +9,7 @@ serialises an order's ledger; the wait timer is locked by the order id too.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import cache
 
 from prometheus_client import Counter
@@ -103,8 +103,14 @@ def request_from_event(data: RefundRequested) -> RefundRequest:
 
 
 class RefundsHandlers:
-    def __init__(self, policy: Policy) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        repository: Callable[[HandlerContext], RefundsRepository] | None = None,
+    ) -> None:
         self.overflow_method = policy.refunds.overflow_method
+        # Where the aggregates live: the service's schema, or memory (the policy simulation).
+        self.repository = repository or (lambda ctx: RefundsRepository(ctx.session))
 
     def events(self) -> Mapping[str, EventHandler]:
         return {
@@ -169,7 +175,7 @@ class RefundsHandlers:
 
     async def order_wait(self, timer: Timer, ctx: HandlerContext) -> None:
         """A request still waiting for its order.paid when the alert fell due."""
-        ledger = await RefundsRepository(ctx.session).ledger(str(timer.payload["order_id"]))
+        ledger = await self.repository(ctx).ledger(str(timer.payload["order_id"]))
         if ledger is None or timer.ref not in ledger.waiting:
             return
         ctx.count(_counter(ledger_metrics.WAITING_TOO_LONG, SERVICE))
@@ -183,7 +189,7 @@ class RefundsHandlers:
     async def _load(
         self, ctx: HandlerContext, order_id: str
     ) -> tuple[RefundsRepository, OrderLedger]:
-        repo = RefundsRepository(ctx.session)
+        repo = self.repository(ctx)
         return repo, await repo.ledger(order_id) or OrderLedger(order_id)
 
     async def _finish(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -102,8 +102,14 @@ class _Case:
 
 
 class ReturnsHandlers:
-    def __init__(self, policy: Policy) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        repository: Callable[[HandlerContext], ReturnsRepository] | None = None,
+    ) -> None:
         self.policy = policy
+        # Where the aggregates live: the service's schema, or memory (the policy simulation).
+        self.repository = repository or (lambda ctx: ReturnsRepository(ctx.session))
 
     def events(self) -> Mapping[str, EventHandler]:
         return {
@@ -132,7 +138,7 @@ class ReturnsHandlers:
     async def order_paid(self, event: CloudEvent, ctx: HandlerContext) -> None:
         data = event.data
         assert isinstance(data, OrderPaid)
-        repo = ReturnsRepository(ctx.session)
+        repo = self.repository(ctx)
         existing = await repo.order(data.order_id)
         if existing is not None:
             return  # an order is paid once; a re-sent order.paid changes nothing
@@ -143,7 +149,7 @@ class ReturnsHandlers:
     async def parcel_signed(self, event: CloudEvent, ctx: HandlerContext) -> None:
         data = event.data
         assert isinstance(data, ParcelSigned)
-        repo = ReturnsRepository(ctx.session)
+        repo = self.repository(ctx)
         if data.leg == "outbound":
             await repo.record_outbound_signature(data.order_id, data.signed_at)
             order = await repo.order(data.order_id)
@@ -185,7 +191,7 @@ class ReturnsHandlers:
     async def return_requested(self, event: CloudEvent, ctx: HandlerContext) -> None:
         data = event.data
         assert isinstance(data, ReturnRequested)
-        repo = ReturnsRepository(ctx.session)
+        repo = self.repository(ctx)
         case = await self._case(repo, data.return_id, data.order_id)
         events = case.request.submit(
             customer_id=data.customer_id,
@@ -205,7 +211,7 @@ class ReturnsHandlers:
     async def evidence_submitted(self, event: CloudEvent, ctx: HandlerContext) -> None:
         data = event.data
         assert isinstance(data, ReturnEvidenceSubmitted)
-        case = await self._case(ReturnsRepository(ctx.session), data.return_id, data.order_id)
+        case = await self._case(self.repository(ctx), data.return_id, data.order_id)
         await self._run(
             case,
             ctx,
@@ -221,7 +227,7 @@ class ReturnsHandlers:
     async def return_shipped(self, event: CloudEvent, ctx: HandlerContext) -> None:
         data = event.data
         assert isinstance(data, ReturnShipped)
-        case = await self._case(ReturnsRepository(ctx.session), data.return_id, data.order_id)
+        case = await self._case(self.repository(ctx), data.return_id, data.order_id)
         await self._run(
             case,
             ctx,
@@ -240,7 +246,7 @@ class ReturnsHandlers:
     async def return_inspected(self, event: CloudEvent, ctx: HandlerContext) -> None:
         data = event.data
         assert isinstance(data, ReturnInspected)
-        case = await self._case(ReturnsRepository(ctx.session), data.return_id, data.order_id)
+        case = await self._case(self.repository(ctx), data.return_id, data.order_id)
         await self._run(
             case,
             ctx,
@@ -258,7 +264,7 @@ class ReturnsHandlers:
     async def return_reviewed(self, event: CloudEvent, ctx: HandlerContext) -> None:
         data = event.data
         assert isinstance(data, ReturnReviewed)
-        case = await self._case(ReturnsRepository(ctx.session), data.return_id, data.order_id)
+        case = await self._case(self.repository(ctx), data.return_id, data.order_id)
         await self._run(
             case,
             ctx,
@@ -277,11 +283,11 @@ class ReturnsHandlers:
     async def return_cancelled(self, event: CloudEvent, ctx: HandlerContext) -> None:
         data = event.data
         assert isinstance(data, ReturnCancelled)
-        case = await self._case(ReturnsRepository(ctx.session), data.return_id, data.order_id)
+        case = await self._case(self.repository(ctx), data.return_id, data.order_id)
         await self._run(case, ctx, case.request.cancel(data.cancelled_at, ledger=case.ledger))
 
     async def timer_fired(self, timer: Timer, ctx: HandlerContext) -> None:
-        repo = ReturnsRepository(ctx.session)
+        repo = self.repository(ctx)
         request = await repo.return_request(timer.ref)
         if request is None:
             log.warning("timer for an unknown return", extra={"kind": timer.kind})

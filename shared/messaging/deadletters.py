@@ -10,7 +10,7 @@ from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from shared.clock import Clock, SystemClock
 from shared.contracts import ORDER_PAID, DeadLettered, InvalidEvent, dead_letter_topic, parse_event
@@ -34,6 +34,16 @@ async def read_topic(
 ) -> AsyncGenerator[tuple[int, int, bytes | None], None]:
     """Every record now in `topic`, from the beginning to the current end, without a group.
     `security`: the client options of `client_security` (SASL_SSL...)."""
+    async for record in read_records(bootstrap, topic, security):
+        yield record.partition, record.offset, record.value
+
+
+async def read_records(
+    bootstrap: str,
+    topic: str,
+    security: Mapping[str, Any] | None = None,
+) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
+    """`read_topic`'s records whole (key, timestamp), each partition in offset order."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, **(security or {})
     )
@@ -50,9 +60,9 @@ async def read_topic(
         remaining = {tp for tp in tps if ends[tp] > 0}
         while remaining:
             batch = await consumer.getmany(*remaining, timeout_ms=2000)
-            for tp, records in batch.items():
+            for records in batch.values():
                 for record in records:
-                    yield tp.partition, record.offset, record.value
+                    yield record
             for tp in list(remaining):
                 # The end is the fetch's high watermark, not only the listed end offset: Tansu
                 # lists the base offset of the last record batch plus one, short of the end.

@@ -1,0 +1,83 @@
+"""The complaints aggregates in memory: `ComplaintsRepository`'s interface over journalled rows
+of a `MemoryUnitOfWork`, so the service's own handlers run without PostgreSQL (fast tests, the
+policy simulation). Documents are kept as JSON text, as in the schema."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from services.complaints.bootstrap import build
+from services.complaints.domain import CompensationBudget, Complaint, LowScore, ShopOrder
+from services.complaints.handlers import SERVICE, ComplaintsHandlers
+from services.complaints.repository import ComplaintsRepository
+from shared.clock import Clock
+from shared.messaging.membus import MemoryService
+from shared.messaging.memory import MemoryUnitOfWork
+from shared.policy import Policy
+
+
+class MemoryComplaintsRepository(ComplaintsRepository):
+    """The same interface as the schema's (mypy holds it to it), kept in memory."""
+
+    def __init__(self, uow: MemoryUnitOfWork) -> None:  # no session: nothing of the parent's
+        self._orders = uow.rows()  # order id -> document
+        self._complaints = uow.rows()  # complaint id -> document
+        self._created = uow.rows()  # complaint id -> (created_at, order id)
+        self._of_order = uow.rows()  # order id -> its complaint ids
+        self._budgets = uow.rows()  # customer id -> document
+        self._parked = uow.rows()  # complaint id -> ((received_at, callback id, score), ...)
+
+    async def order(self, order_id: str) -> ShopOrder | None:
+        document = self._orders.document(order_id)
+        return None if document is None else ShopOrder.from_dict(document)
+
+    async def save_order(self, order: ShopOrder, now: datetime) -> None:
+        self._orders.put_document(order.order_id, order.to_dict())
+
+    async def complaint(self, complaint_id: str) -> Complaint | None:
+        document = self._complaints.document(complaint_id)
+        return None if document is None else Complaint.from_dict(document)
+
+    async def order_of_complaint(self, complaint_id: str) -> str | None:
+        created = self._created.get(complaint_id)
+        return None if created is None else str(created[1])
+
+    async def complaints_of_order(self, order_id: str) -> list[Complaint]:
+        # In the schema's order: created_at, then complaint id.
+        ids = sorted(self._of_order.get(order_id, ()), key=lambda c: (self._created.get(c), c))
+        return [Complaint.from_dict(self._complaints.document(c)) for c in ids]
+
+    async def save_complaint(self, complaint: Complaint, now: datetime) -> None:
+        complaint_id = complaint.complaint_id
+        if complaint_id not in self._created:  # created_at is kept on update, like the row
+            self._created.put(complaint_id, (now, complaint.order_id))
+            known = self._of_order.get(complaint.order_id, ())
+            self._of_order.put(complaint.order_id, (*known, complaint_id))
+        self._complaints.put_document(complaint_id, complaint.to_dict())
+
+    async def budget(self, customer_id: str) -> CompensationBudget:
+        document = self._budgets.document(customer_id)
+        if document is None:
+            return CompensationBudget(customer_id=customer_id)
+        return CompensationBudget.from_dict(document)
+
+    async def save_budget(self, budget: CompensationBudget, now: datetime) -> None:
+        self._budgets.put_document(budget.customer_id, budget.to_dict())
+
+    async def park_low_score(self, complaint_id: str, score: LowScore, now: datetime) -> None:
+        parked = self._parked.get(complaint_id, ())
+        if any(callback_id == score.callback_id for _, callback_id, _ in parked):
+            return  # one row per (complaint, callback), as the table's key
+        self._parked.put(complaint_id, (*parked, (now, score.callback_id, score.score)))
+
+    async def take_parked_low_scores(self, complaint_id: str) -> list[LowScore]:
+        parked = sorted(self._parked.pop(complaint_id) or ())
+        return [LowScore(callback_id=callback_id, score=score) for _, callback_id, score in parked]
+
+
+def in_memory(policy: Policy, clock: Clock) -> MemoryService:
+    """The complaints service on a bus in memory: its own handlers, its state in memory."""
+    uow = MemoryUnitOfWork(SERVICE)
+    repo = MemoryComplaintsRepository(uow)
+    handlers = ComplaintsHandlers(policy, lambda ctx: repo)
+    return MemoryService.of(build(policy, clock), handlers, uow)

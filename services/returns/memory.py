@@ -1,0 +1,78 @@
+"""The returns aggregates in memory: `ReturnsRepository`'s interface over journalled rows of a
+`MemoryUnitOfWork`, so the service's own handlers run without PostgreSQL (fast tests, the
+policy simulation). Documents are kept as JSON text, as in the schema, so every load builds
+fresh objects and a rolled-back handler leaves the stored state as it was."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from services.returns.bootstrap import build
+from services.returns.domain import Order, OrderLedger, ReturnRequest
+from services.returns.handlers import SERVICE, ReturnsHandlers
+from services.returns.repository import ReturnsRepository
+from shared.clock import Clock
+from shared.messaging.membus import MemoryService
+from shared.messaging.memory import MemoryUnitOfWork
+from shared.policy import Policy
+
+
+class MemoryReturnsRepository(ReturnsRepository):
+    """The same interface as the schema's (mypy holds it to it), kept in memory."""
+
+    def __init__(self, uow: MemoryUnitOfWork) -> None:  # no session: nothing of the parent's
+        self._orders = uow.rows()  # order id -> Order (immutable)
+        self._ledgers = uow.rows()  # order id -> document
+        self._signatures = uow.rows()  # order id -> signed_at
+        self._requests = uow.rows()  # return id -> document
+        self._created = uow.rows()  # return id -> (created_at, order id)
+        self._of_order = uow.rows()  # order id -> its return ids
+
+    async def order(self, order_id: str) -> Order | None:
+        order: Order | None = self._orders.get(order_id)
+        return order
+
+    async def save_order(self, order: Order, now: datetime) -> None:
+        self._orders.put(order.order_id, order)
+
+    async def outbound_signature(self, order_id: str) -> datetime | None:
+        signed_at: datetime | None = self._signatures.get(order_id)
+        return signed_at
+
+    async def record_outbound_signature(self, order_id: str, signed_at: datetime) -> None:
+        if order_id not in self._signatures:  # the first signature counts
+            self._signatures.put(order_id, signed_at)
+
+    async def ledger(self, order_id: str) -> OrderLedger:
+        document = self._ledgers.document(order_id)
+        if document is None:
+            return OrderLedger(order_id=order_id)
+        return OrderLedger.from_dict(document)
+
+    async def save_ledger(self, ledger: OrderLedger, now: datetime) -> None:
+        self._ledgers.put_document(ledger.order_id, ledger.to_dict())
+
+    async def return_request(self, return_id: str) -> ReturnRequest | None:
+        document = self._requests.document(return_id)
+        return None if document is None else ReturnRequest.from_dict(document)
+
+    async def returns_of_order(self, order_id: str) -> list[ReturnRequest]:
+        # In the schema's order: created_at, then return id.
+        ids = sorted(
+            self._of_order.get(order_id, ()), key=lambda rid: (self._created.get(rid), rid)
+        )
+        return [ReturnRequest.from_dict(self._requests.document(rid)) for rid in ids]
+
+    async def save_return(self, request: ReturnRequest, now: datetime) -> None:
+        if request.return_id not in self._created:  # created_at is kept on update, like the row
+            self._created.put(request.return_id, (now, request.order_id))
+            known = self._of_order.get(request.order_id, ())
+            self._of_order.put(request.order_id, (*known, request.return_id))
+        self._requests.put_document(request.return_id, request.to_dict())
+
+
+def in_memory(policy: Policy, clock: Clock) -> MemoryService:
+    """The returns service on a bus in memory: its own handlers, its state in memory."""
+    uow = MemoryUnitOfWork(SERVICE)
+    repo = MemoryReturnsRepository(uow)
+    return MemoryService.of(build(policy, clock), ReturnsHandlers(policy, lambda ctx: repo), uow)
