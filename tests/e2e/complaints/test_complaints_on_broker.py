@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.complaints.domain import CATCH_UP_GRACE
+from shared.catchup import CATCH_UP_GRACE
 from shared.clock import ManualClock
 from shared.contracts.ids import coupon_id, refund_id
 from tests.polling import eventually
