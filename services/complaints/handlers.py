@@ -3,7 +3,8 @@
 Locking. Every complaint event is keyed by its order (SPEC 1), so the consumer's advisory lock
 on the order id serialises a complaint with its order, its timers (locked by the order id too)
 and the order's other complaints. Two more keys are taken where an event cannot name the order:
-- `complaint:<id>` for every complaint event and for `satisfaction.low` (keyed by the buyer),
+- `complaint:<id>` for every complaint event, a complaint's `refund.issued`, and
+  `satisfaction.low` (keyed by the buyer),
   so parking a low score of a complaint not seen yet and creating that complaint never race;
 - a known complaint's order id, taken by the `satisfaction.low` handler itself once it has
   read it (a complaint never changes order), before it loads the complaint;
@@ -46,7 +47,9 @@ from shared.contracts import (
     OrderCancelled,
     OrderPaid,
     OrderShipped,
+    RefundIssued,
     event_key,
+    ids,
 )
 from shared.messaging.context import EventHandler, HandlerContext, TimerHandler
 from shared.messaging.store import Timer
@@ -79,6 +82,8 @@ def lock_keys(event: CloudEvent) -> Iterable[str]:
         ]
     keys = [event_key(event)]
     complaint_id = getattr(data, "complaint_id", None)
+    if isinstance(data, RefundIssued) and data.case.type == CaseType.COMPLAINT.value:
+        complaint_id = data.case.id
     if isinstance(complaint_id, str):
         keys.append(complaint_lock(complaint_id))
     return keys
@@ -129,6 +134,7 @@ class ComplaintsHandlers:
             "complaint.resolved": self.complaint_resolved,
             "compensation.reviewed": self.compensation_reviewed,
             "satisfaction.low": self.satisfaction_low,
+            "refund.issued": self.refund_issued,
         }
 
     def timers(self) -> Mapping[str, TimerHandler]:
@@ -253,6 +259,26 @@ class ComplaintsHandlers:
                 score.callback_id, score.score, self.rules, ctx.now
             )
             await self._finish(case, ctx, events)
+
+    async def refund_issued(self, event: CloudEvent, ctx: HandlerContext) -> None:
+        """The ledger issued a complaint's refund: the buyer's one notice of the compensation,
+        with the amount issued. Other cases' refunds, and re-issues of a failed part (ids of
+        their own), are not this service's to tell."""
+        data = event.data
+        assert isinstance(data, RefundIssued)
+        case = data.case
+        if case.type != CaseType.COMPLAINT.value or data.refund_id != ids.refund_id(
+            case.type, case.id
+        ):
+            return
+        complaint = await ComplaintsRepository(ctx.session).complaint(case.id)
+        if complaint is None:
+            log.warning("refund of a complaint the service does not know; no notice")
+            return
+        found = await self._case(ctx, case.id, data.order_id, complaint)
+        cut = any(item.kind == "already_refunded" for item in data.breakdown)
+        events = complaint.record_refund_issued(data.amount, cut)
+        await self._finish(found, ctx, events)
 
     async def _priority_callback(
         self, ctx: HandlerContext, customer_id: str, ref: CaseRef, score: LowScore

@@ -435,4 +435,21 @@ _INSTANTS = (
 )
 
 
-COMPLAINT_DOCUMENT = DocumentType("complaints.complaint", Complaint)
+def _v1_refund_told(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 2 records what the ledger issued of a compensation's refund (`refund_issued`).
+    A version-1 compensation told its refund at once, without an amount: it waits for nothing."""
+    upcast = dict(data)
+    comp = upcast.get("compensation")
+    if comp is not None:
+        refund_amount = comp.get("refund_amount", 0)
+        upcast["compensation"] = {
+            **comp,
+            "refund_issued": refund_amount if refund_amount else None,
+            "refund_already_refunded": False,
+        }
+    return upcast
+
+
+COMPLAINT_DOCUMENT = DocumentType(
+    "complaints.complaint", Complaint, version=2, upcasters={1: _v1_refund_told}
+)
