@@ -18,8 +18,10 @@ def test_a_re_issue_of_a_complaint_refund_is_told_by_the_notifier():
     assert not told_by_its_case("complaint", "k1", reissue)
 
 
-def test_late_shipment_penalties_are_told_by_their_apology():
-    assert told_by_its_case("late_shipment", "o1", refund_id("late_shipment", "o1"))
+def test_late_shipment_penalties_are_told_by_their_apology_and_re_issues_by_the_notifier():
+    penalty = refund_id("late_shipment", "o1")
+    assert told_by_its_case("late_shipment", "o1", penalty)
+    assert not told_by_its_case("late_shipment", "o1", reissue_refund_id(penalty, "alipay"))
 
 
 def test_return_refunds_are_told_by_the_notifier():
