@@ -359,22 +359,28 @@ async def test_a_low_satisfaction_score_reopens_with_priority(
         assert at(reopened.data["params"]["resolve_by"]) == now + hours * H
 
 
+@pytest.mark.parametrize("case_type", ["return", "late_shipment"])
 async def test_a_low_score_for_a_return_asks_a_person_to_call_back(
-    shop: Shop, outputs: Outputs, service_clock: ManualClock
+    shop: Shop, outputs: Outputs, service_clock: ManualClock, case_type: str
 ) -> None:
-    c, r = unique("C"), unique("R")
+    """A return's or a late shipment's case (its id the order's) is not reopened here: a
+    person calls the buyer back, and the buyer is told so."""
+    c = unique("C")
+    r = unique("R") if case_type == "return" else unique("O")
     low = satisfaction_low(c, [], at=T0)
-    low["data"]["cases"] = [{"type": "return", "id": r}]
+    low["data"]["cases"] = [{"type": case_type, "id": r}]
     low["data"]["score"] = 2
     await shop.publish(low)
     escalation = one(await outputs.wait(c, "case.escalated"))
     assert escalation.topic == "aftersales.escalations"
-    assert escalation.data["case"] == {"type": "return", "id": r}
+    assert escalation.data["case"] == {"type": case_type, "id": r}
     assert (escalation.data["priority"], escalation.data["score"]) == ("urgent", 2)
     assert escalation.data["callback_id"] == low["data"]["callback_id"]
     assert at(escalation.data["due_at"]) == service_clock.now() + 2 * H
-    notice = await outputs.note(c, "case.priority_callback")
+    # A late-shipment case's notice is keyed by its order, a return's by the buyer.
+    notice = await outputs.note(r if case_type == "late_shipment" else c, "case.priority_callback")
     assert notice.data["params"]["case_id"] == r
+    assert notice.data["customer_id"] == c
 
 
 async def test_the_late_shipment_timer_fires_after_a_restart(
