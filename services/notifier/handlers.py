@@ -42,6 +42,7 @@ from services.notifier.domain import (
     reachable,
     when_due,
 )
+from services.notifier.domain.refunds import told_by_its_case
 from services.notifier.erasure import erased_since
 from services.notifier.rendering import Renderer, TemplateProblem
 from services.notifier.repository import (
@@ -83,10 +84,6 @@ from shared.policy import Policy
 SERVICE = "notifier"
 DELIVER = "deliver"
 RETURN_DECISIONS = (RETURN_APPROVED, RETURN_REJECTED, RETURN_PENDING, RETURN_COMPLETED)
-# The refund notice states what the refund ledger issued: returns' and complaints' own
-# messages never state an amount it may cut (SPEC 4.11). The late-shipment penalty is told
-# by its apology (`complaint.apology_late_shipment`): compensation the ledger never cuts.
-REFUNDS_TOLD_ELSEWHERE = frozenset({"late_shipment"})
 
 log = logging.getLogger("aftersales.notifier")
 
@@ -236,7 +233,8 @@ class NotifierHandlers:
         cut = any(item.kind == "already_refunded" for item in data.breakdown)
         # A refund of 0 is told only when the order-level cap cut it (the case expected more);
         # one that owed nothing was told so by its case (e.g. return.completed).
-        if data.case.type in REFUNDS_TOLD_ELSEWHERE or (data.amount == 0 and not cut):
+        told = told_by_its_case(data.case.type, data.case.id, data.refund_id)
+        if told or (data.amount == 0 and not cut):
             ctx.count(metrics.NOTIFICATIONS.labels(SERVICE, REFUND_ISSUED, "skipped"))
             return
         params: dict[str, str | int] = {

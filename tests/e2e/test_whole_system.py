@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from prometheus_client import REGISTRY
 
 from aftersales.registry import SERVICES, definition
 from aftersales_dev.devenv import skip_history, temporary_database
@@ -28,6 +29,7 @@ from shared.migrations import upgrade
 from shared.policy import Policy
 from shared.settings import Settings
 from tests.events import source_for
+from tests.polling import eventually
 
 # Monday 10:00 in Shanghai: outside quiet hours, like the moment a day later.
 T0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
@@ -311,6 +313,130 @@ async def test_a_buyer_s_return_and_complaint_close_into_one_callback_and_a_low_
             {"type": "return", "id": return_id}
         ]
         assert len([e for e in outputs.events if e["type"] == "coupon.granted"]) == 1
+    finally:
+        await producer.stop()
+        await outputs.stop()
+
+
+# Every row of the compensation table that refunds (services/complaints/domain/compensation.py),
+# with the remedy that makes it refund; tests/unit/complaints/test_compensation.py checks the
+# list against the table.
+REFUNDING = [
+    ("logistics_delay", "none"),
+    ("not_received", "refund"),
+    ("fake_shipment", "refund"),
+    ("late_shipment", "none"),
+]
+# The refunds each asks of the ledger, by case type: its own (goods or shipping) and the
+# order's late-shipment penalty.
+REFUNDED_CASES = {
+    "logistics_delay": {"complaint"},
+    "not_received": {"complaint"},
+    "fake_shipment": {"complaint", "late_shipment"},
+    "late_shipment": {"late_shipment"},
+}
+
+
+def _skipped_refund_notices() -> float:
+    labels = {"service": "notifier", "template": "refund.issued", "outcome": "skipped"}
+    return REGISTRY.get_sample_value("aftersales_notifications_total", labels) or 0.0
+
+
+@pytest.mark.parametrize(("category", "remedy"), REFUNDING)
+async def test_an_upheld_complaint_that_refunds_is_told_once_with_the_amount_issued(
+    system: dict[str, Any], category: str, remedy: str
+) -> None:
+    """Complaints asks, the refund ledger issues, and the buyer gets one notice of the
+    compensation (besides the acknowledgement), stating what the ledger issued; the notifier
+    sends no refund notice of its own for it."""
+    clock: ManualClock = system["clock"]
+    run = uuid.uuid4().hex[:8]
+    customer, order_id, complaint_id = f"C-{run}", f"OK-{run}", f"K-{run}"
+    outputs = Outputs(system["bootstrap"], customer)
+    await outputs.start()
+    producer = AIOKafkaProducer(bootstrap_servers=system["bootstrap"], enable_idempotence=False)
+    await producer.start()
+    skipped_before = _skipped_refund_notices()
+
+    async def send(topic: str, type_: str, data: dict[str, Any], at: datetime) -> None:
+        await producer.send_and_wait(topic, _event(type_, data, at), key=order_id.encode())
+
+    try:
+        order = _order(order_id, customer, "home", 30000)
+        order["shipping_fee_paid"] = 800
+        order["payments"] = [{"method": "alipay", "amount": 30800}]
+        await send(topics.ORDERS, "order.paid", order, T0 - 5 * 24 * H)
+        if category not in ("late_shipment", "fake_shipment"):
+            shipped = {
+                "order_id": order_id,
+                "shipped_at": (T0 - 4 * 24 * H).isoformat(),
+                "carrier": "SF",
+                "tracking_no": f"T-{order_id}",
+            }
+            await send(topics.ORDERS, "order.shipped", shipped, T0 - 4 * 24 * H)
+        now = clock.now()
+        opened_at, resolved_at = now - 90 * timedelta(minutes=1), now - 30 * timedelta(minutes=1)
+        opened = {
+            "complaint_id": complaint_id,
+            "order_id": order_id,
+            "customer_id": customer,
+            "category": category,
+            "description": "where is it",
+            "opened_at": opened_at.isoformat(),
+        }
+        await send(topics.COMPLAINTS, "complaint.opened", opened, opened_at)
+        resolved = {
+            "complaint_id": complaint_id,
+            "order_id": order_id,
+            "outcome": "upheld",
+            "remedy": remedy,
+            "agent_id": "agent-1",
+            "resolved_at": resolved_at.isoformat(),
+        }
+        await send(topics.COMPLAINTS, "complaint.resolved", resolved, resolved_at)
+
+        expected_cases = REFUNDED_CASES[category]
+        for case_type in expected_cases:
+            await outputs.wait_for(
+                lambda e, t=case_type: (
+                    e["type"] == "refund.issued" and e["data"]["case"]["type"] == t
+                )
+            )
+        for kind in ("notification.requested", "notification.sent"):
+            await outputs.wait_for(
+                lambda e, k=kind: (
+                    e["type"] == k and e["data"]["template"] == "complaint.compensated"
+                )
+            )
+        issued = {
+            e["data"]["case"]["type"]: e["data"]["amount"]
+            for e in outputs.events
+            if e["type"] == "refund.issued"
+        }
+        assert set(issued) == expected_cases
+        # The notifier has processed every one of them, and told none.
+        await eventually(
+            lambda: _skipped_refund_notices() - skipped_before >= len(issued),
+            what="the notifier skipping the refund notices",
+        )
+        notices = [
+            e
+            for e in outputs.events
+            if e["type"] in ("notification.requested", "notification.sent")
+            and e["data"]["template"] != "complaint.acknowledged"
+        ]
+        assert {(e["type"], e["data"]["template"]) for e in notices} == {
+            ("notification.requested", "complaint.compensated"),
+            ("notification.sent", "complaint.compensated"),
+        }
+        (requested,) = [e for e in notices if e["type"] == "notification.requested"]
+        params = requested["data"]["params"]
+        if "complaint" in issued:
+            assert params["refund_amount"] == issued["complaint"] > 0
+        else:
+            assert "refund_amount" not in params
+        if "late_shipment" in issued:
+            assert params["late_shipment_refund"] == issued["late_shipment"] == 1500
     finally:
         await producer.stop()
         await outputs.stop()

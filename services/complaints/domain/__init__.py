@@ -37,7 +37,6 @@ from services.complaints.domain.events import (
 from services.complaints.domain.model import Complaint, LowScore
 from services.complaints.domain.orders import LatePenalty, OrderFacts, OrderLine, ShopOrder
 from services.complaints.domain.rules import (
-    CATCH_UP_GRACE,
     FULFIL_WITHIN,
     CaseKey,
     CaseType,
@@ -58,12 +57,10 @@ from services.complaints.domain.rules import (
     quality_issue_coupon,
     resolution_hours,
     sla_deadlines,
-    timer_due,
 )
 
 __all__ = [
     "CALLBACK_CASES",
-    "CATCH_UP_GRACE",
     "COMPENSATION",
     "FULFIL_WITHIN",
     "CallbackEscalated",
@@ -108,5 +105,4 @@ __all__ = [
     "quality_issue_coupon",
     "resolution_hours",
     "sla_deadlines",
-    "timer_due",
 ]

@@ -51,6 +51,8 @@ class Compensation:
     coupon_granted_at: datetime | None = None
     coupon_expires_at: datetime | None = None
     refund_amount: int = 0  # goods and outbound shipping asked of the refund ledger
+    refund_issued: int | None = None  # what the ledger issued of it, once refund.issued came
+    refund_already_refunded: bool = False  # the ledger's order-level cap cut it
     reshipment: bool = False
     late_shipment_refund: int = 0  # the order's penalty, issued now or before
     late_shipment_refund_earlier: bool = False  # issued before, by the late-shipment watch
@@ -64,19 +66,25 @@ class Compensation:
         )
 
     @property
-    def has_news_besides_the_refund(self) -> bool:
-        """A coupon (or a supervisor's coupon decision), a replacement or the late-shipment
-        penalty to tell the buyer about.
-
-        A goods or shipping refund alone is told by the refund notice (the notifier, on
-        `refund.issued`), with the amount the ledger issued after its order-level cap.
-        """
+    def has_news(self) -> bool:
+        """A refund, a coupon (or a supervisor's coupon decision), a replacement or the
+        late-shipment penalty to tell the buyer about."""
         return bool(
-            self.coupon_value
+            self.refund_amount
+            or self.coupon_value
             or self.reshipment
             or self.late_shipment_refund
             or self.coupon_by_supervisor
         )
+
+    @property
+    def awaits_refund(self) -> bool:
+        """A goods or shipping refund was asked for and the ledger has not issued it yet.
+
+        The buyer's one notice of the compensation waits for it, so that it states the amount
+        the ledger issued after its order-level cap (SPEC 4.11), not the amount asked for.
+        """
+        return bool(self.refund_amount) and self.refund_issued is None
 
 
 class Compensating:
@@ -182,9 +190,21 @@ class Compensating:
                     )
                 )
         self.compensation = comp
-        if comp.has_news_besides_the_refund:
+        if comp.has_news and not comp.awaits_refund:
             events.append(self._compensated_notice(category, comp))
         return events
+
+    def record_refund_issued(self, amount: int, already_refunded: bool) -> list[DomainEvent]:
+        """refund.issued of this complaint's refund: the buyer's one notice of the whole
+        compensation goes out now, with the amount the ledger issued. Once."""
+        comp = self.compensation
+        if comp is None or not comp.awaits_refund:
+            return []
+        if amount < 0:
+            raise ValueError("an issued refund is never negative")
+        comp.refund_issued = amount
+        comp.refund_already_refunded = already_refunded
+        return [self._compensated_notice(self._category(), comp)]
 
     def review_compensation(
         self,
@@ -265,11 +285,13 @@ class Compensating:
             "category": category.value,
             "currency": comp.currency,
         }
-        # A goods or shipping refund is named without its amount: the ledger may cut it, and
-        # the refund notice states what it issued. The late-shipment penalty is compensation,
-        # which the ledger never cuts (SPEC 4.11), so its amount is the one issued.
-        if comp.refund_amount:
-            params["refund"] = 1
+        # A goods or shipping refund is told once the ledger issued it, with what it issued
+        # (its cap may cut it). The late-shipment penalty is compensation, which the ledger
+        # never cuts (SPEC 4.11), so its amount is the one issued.
+        if comp.refund_issued is not None:
+            params["refund_amount"] = comp.refund_issued
+            if comp.refund_already_refunded:
+                params["refund_already_refunded"] = 1
         if comp.late_shipment_refund_earlier and comp.late_shipment_refund:
             params["late_shipment_refund_earlier"] = comp.late_shipment_refund
         elif comp.late_shipment_refund:

@@ -43,8 +43,8 @@ from services.complaints.domain.rules import (
     require_aware,
     resolution_hours,
     sla_deadlines,
-    timer_due,
 )
+from shared.catchup import judge_at
 from shared.documents import DocumentType, require_aware_fields
 from shared.policy import ComplaintsPolicy
 
@@ -156,11 +156,11 @@ class Complaint(Compensating):
         self.acknowledged_at = now
         events = [self._acknowledgement(policy)]
         if self.responded_at is None:
-            due = timer_due(deadlines.first_response, now)
+            due = judge_at(deadlines.first_response, now)
             events += self._set_timer(TimerKind.FIRST_RESPONSE, due)
         else:
             events += self._lateness(now)
-        events += self._set_timer(TimerKind.RESOLUTION, timer_due(deadlines.resolution, now))
+        events += self._set_timer(TimerKind.RESOLUTION, judge_at(deadlines.resolution, now))
         return events
 
     def respond(self, agent_id: str, responded_at: datetime, now: datetime) -> list[DomainEvent]:
@@ -222,7 +222,7 @@ class Complaint(Compensating):
 
         A timer the complaint no longer has (or with another due time) is stale: no effect.
         The breach and the escalation name the SLA deadline, which the timer's due time is
-        later than when the complaint was learnt of after it (`timer_due`).
+        later than when the complaint was learnt of after it (`shared.catchup.judge_at`).
         """
         timer = TimerKind(kind)
         if self.timers.get(timer) != due_at:
@@ -433,4 +433,23 @@ _INSTANTS = (
     "acknowledged_at",
     "timers",
 )
-COMPLAINT_DOCUMENT = DocumentType("complaints.complaint", Complaint)
+
+
+def _v1_refund_told(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 2 records what the ledger issued of a compensation's refund (`refund_issued`).
+    A version-1 compensation told its refund at once, without an amount: it waits for nothing."""
+    upcast = dict(data)
+    comp = upcast.get("compensation")
+    if comp is not None:
+        refund_amount = comp.get("refund_amount", 0)
+        upcast["compensation"] = {
+            **comp,
+            "refund_issued": refund_amount if refund_amount else None,
+            "refund_already_refunded": False,
+        }
+    return upcast
+
+
+COMPLAINT_DOCUMENT = DocumentType(
+    "complaints.complaint", Complaint, version=2, upcasters={1: _v1_refund_told}
+)

@@ -28,8 +28,8 @@ from services.complaints.domain.rules import (
     instant_to_json,
     late_shipment_amount,
     require_aware,
-    timer_due,
 )
+from shared.catchup import judge_at
 from shared.documents import DocumentType, require_aware_fields
 from shared.policy import ComplaintsPolicy
 
@@ -151,7 +151,7 @@ class ShopOrder:
         self.ship_by = facts.ship_by(policy)
         if self._settled_at() is not None:
             return self._judge(policy, now)
-        return self._set_timer(TimerKind.LATE_SHIPMENT, timer_due(self.ship_by, now))
+        return self._set_timer(TimerKind.LATE_SHIPMENT, judge_at(self.ship_by, now))
 
     def record_shipped(
         self, shipped_at: datetime, policy: ComplaintsPolicy, now: datetime
@@ -179,7 +179,8 @@ class ShopOrder:
         """The ship-by timer fired: the penalty, unless a shipment or cancellation is known.
 
         The timer is due at the ship-by instant, or a grace after order.paid was processed if
-        that instant had passed by then (`timer_due`); the penalty is owed from the ship-by.
+        that instant had passed by then (`shared.catchup.judge_at`); the penalty is owed from
+        the ship-by.
 
         A timer the order no longer has (or with another due time) is stale: no effect.
         """

@@ -16,11 +16,6 @@ from shared.policy import ComplaintsPolicy
 # (the same 24 hours the returns rules give a refund; the policy file has no complaints key).
 FULFIL_WITHIN = timedelta(hours=24)
 
-# A deadline already past when the service learns of it (it was down, or catching up on a
-# backlog) is checked this long after that moment, not at once: the events that met it in time
-# (order.shipped, complaint.responded) are usually right behind in the same partition.
-CATCH_UP_GRACE = timedelta(minutes=5)
-
 
 class Category(StrEnum):
     LOGISTICS_DELAY = "logistics_delay"
@@ -170,12 +165,6 @@ def sla_deadlines(category: Category, opened_at: datetime, policy: ComplaintsPol
         first_response=opened_at + timedelta(hours=policy.first_response_hours),
         resolution=opened_at + timedelta(hours=resolution_hours(category, policy)),
     )
-
-
-def timer_due(deadline: datetime, now: datetime) -> datetime:
-    """When to check `deadline`: at the deadline, or `CATCH_UP_GRACE` after `now` when the
-    deadline has already passed."""
-    return deadline if deadline > now else now + CATCH_UP_GRACE
 
 
 # --- money --------------------------------------------------------------------------------------

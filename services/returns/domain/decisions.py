@@ -41,6 +41,7 @@ from services.returns.domain.vocabulary import (
     WaitingFor,
 )
 from services.returns.domain.waiting import wait_deadline
+from shared.catchup import judge_at
 from shared.policy import Policy
 
 # The timers of a request still being decided; approval ends all three.
@@ -157,10 +158,14 @@ class Decisions:
         if signed_at is None:
             return []
         order = turn.returns.require_order("completing a return")
-        if self.inspection is None and needs_inspection(order, self.lines, turn.policy):
-            grace_end = inspection_grace_end(signed_at, turn.policy)
-            if not grace_over and turn.now < grace_end:
-                return self._set_timer(TimerKind.INSPECTION_GRACE, grace_end)
+        waits = self.inspection is None and not grace_over
+        if waits and needs_inspection(order, self.lines, turn.policy):
+            # A grace already over when this is processed (a backlog) is judged by the
+            # catch-up rule: a failed inspection behind in the backlog must still reject.
+            grace_end = self.timers.get(TimerKind.INSPECTION_GRACE) or judge_at(
+                inspection_grace_end(signed_at, turn.policy), turn.now
+            )
+            return self._set_timer(TimerKind.INSPECTION_GRACE, grace_end)
         return self._complete(order, turn)
 
     def _complete(self, order: Order, turn: Turn) -> list[DomainEvent]:

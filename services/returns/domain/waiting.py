@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from services.returns.domain.vocabulary import TimerKind, WaitingFor, require_aware
+from shared.catchup import judge_at
 from shared.policy import LocalHours, Policy
 
 WAITING_FOR_DELIVERY = (WaitingFor.ORDER, WaitingFor.SIGNATURE)
@@ -54,12 +55,17 @@ def wait_deadline(
     """The timer a waiting request sets, when it is due and how many hours that is.
 
     The order or delivery is awaited from the request's own time; evidence and review from
-    when the wait began, so a reassessment never moves a deadline already set.
+    when the wait began, so a reassessment never moves a deadline already set. A request
+    processed after its wait for the order was over (a backlog) is judged by the catch-up
+    rule (`shared.catchup`): the order.paid behind it in the backlog still counts.
     """
     rules = policy.returns
     if waiting_for in WAITING_FOR_DELIVERY:
         hours = rules.signature_wait_hours
-        return TimerKind.SIGNATURE_WAIT, requested_at + timedelta(hours=hours), hours
+        due = pending.get(TimerKind.SIGNATURE_WAIT) or judge_at(
+            requested_at + timedelta(hours=hours), now
+        )
+        return TimerKind.SIGNATURE_WAIT, due, hours
     if waiting_for == WaitingFor.EVIDENCE:
         hours = rules.evidence_wait_hours
         due = pending.get(TimerKind.EVIDENCE_WAIT) or now + timedelta(hours=hours)

@@ -29,7 +29,7 @@ T0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
 H = timedelta(hours=1)
 MIN = timedelta(minutes=1)
 GROUP = "aftersales-complaints"  # the service's consumer group (ServiceRuntime)
-INPUT_TOPICS = (topics.ORDERS, topics.COMPLAINTS, topics.FOLLOWUPS)
+INPUT_TOPICS = (topics.ORDERS, topics.COMPLAINTS, topics.FOLLOWUPS, topics.REFUNDS)
 OUTPUT_TOPICS = (
     topics.NOTIFICATIONS,
     topics.COUPONS,
@@ -163,11 +163,34 @@ def satisfaction_low(customer_id: str, complaint_ids: Sequence[str], *, at: date
     return event("satisfaction.low", data, at)
 
 
+def refund_issued(requested: dict[str, Any], *, amount: int, at: datetime = T0) -> dict:
+    """The refund ledger's answer to a `refund.requested`: issued for `amount` (less than asked
+    when its order-level cap cut it), paid to one method."""
+    cut = requested["amount"] - amount
+    breakdown = list(requested["breakdown"])
+    if cut:
+        breakdown.append({"kind": "already_refunded", "amount": -cut})
+    data = {
+        "refund_id": requested["refund_id"],
+        "order_id": requested["order_id"],
+        "customer_id": requested["customer_id"],
+        "case": requested["case"],
+        "amount": amount,
+        "currency": requested["currency"],
+        "breakdown": breakdown,
+        "payments": [{"method": "alipay", "amount": amount}] if amount else [],
+        "due_by": requested["due_by"],
+        "issued_at": at.isoformat(),
+    }
+    return event("refund.issued", data, at)
+
+
 _TOPIC_OF = {
     "order": topics.ORDERS,
     "complaint": topics.COMPLAINTS,
     "compensation": topics.COMPLAINTS,
     "satisfaction": topics.FOLLOWUPS,
+    "refund": topics.REFUNDS,
 }
 
 

@@ -265,6 +265,23 @@ async def test_a_review_dated_after_its_deadline_breaches_before_the_timer_fires
     assert now < when(breach.data["due_at"]) < now + 3 * D
 
 
+async def test_a_request_processed_before_its_order_in_a_backlog_is_decided_on_the_order(
+    service: Service, platform: Platform, outputs: Outputs, clock: ManualClock
+):
+    """A backlog: the request was made three days ago, past its 48-hour wait for the order,
+    and the service reaches it before the order.paid on the other topic. The catch-up rule
+    (shared.catchup) gives the order a grace: the request is decided on it, not rejected."""
+    o, r = unique("O"), unique("R")
+    now = clock.now()
+    await platform.publish(return_requested(o, r, at=now - 3 * D))
+    [pending] = await outputs.wait(o, "return.pending")
+    assert pending.data["rule"] == "unknown_order"
+    await platform.publish(order_paid(o, at=now - 6 * D), outbound_signed(o, at=now - 5 * D))
+    [approved] = await outputs.wait(o, "return.approved")
+    assert approved.data["rule"] == "eligible"
+    assert outputs.of(o, "return.rejected") == []
+
+
 async def test_signature_wait_ends_on_the_running_scheduler(
     service: Service, platform: Platform, outputs: Outputs, clock: ManualClock
 ):

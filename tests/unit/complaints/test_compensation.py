@@ -26,6 +26,9 @@ from services.complaints.domain import (
     TimerCancelled,
     TimerKind,
 )
+from services.complaints.domain.compensation import COMPENSATION, Refund
+from services.notifier.domain.refunds import told_by_its_case
+from shared.contracts.ids import refund_id
 
 from . import DAY, POLICY, T0, Case, H, facts, one, only, paid_order, policy
 
@@ -199,10 +202,13 @@ def test_fake_shipment_is_the_late_shipment_refund_plus_the_remedy() -> None:
     assert refunds[LATE].amount == 1500
     assert refunds[COMPLAINT].amount == 31000
     assert not coupons(events)
-    # the penalty's amount is stated; the goods refund, which the ledger may cut, is not
-    notice = one(events, Notify)
-    assert notice.params["late_shipment_refund"] == 1500 and notice.params["refund"] == 1
-    assert 31000 not in notice.params.values()
+    # no notice before the ledger issued the goods refund, which its cap may cut
+    assert not only(events, Notify)
+    case_events = Case(order=paid_order(facts(30000, shipping_fee_paid=1000)))
+    case_events.upheld("fake_shipment", "refund")
+    notice = one(case_events.complaint.record_refund_issued(31000, False), Notify)
+    assert notice.params["late_shipment_refund"] == 1500
+    assert notice.params["refund_amount"] == 31000
     reshipped = Case(order=paid_order(facts(30000))).upheld("fake_shipment", "reship")
     assert one(reshipped, ReshipmentDue).lines == {"l1": 1}
     assert one(reshipped, RefundDue).case == LATE
@@ -226,7 +232,9 @@ def test_no_compensation_unless_upheld(outcome: str) -> None:
 
 def test_compensation_notice_lists_what_was_given() -> None:
     order = paid_order(facts(10000, shipping_fee_paid=600))
-    notice = [n for n in Case(order=order).upheld("logistics_delay") if isinstance(n, Notify)][-1]
+    case = Case(order=order)
+    case.upheld("logistics_delay")
+    notice = one(case.complaint.record_refund_issued(600, False), Notify)
     assert notice.template == Template.COMPENSATED
     assert notice.case == COMPLAINT
     assert notice.params == {
@@ -236,7 +244,7 @@ def test_compensation_notice_lists_what_was_given() -> None:
         "currency": "CNY",
         "coupon_value": 500,
         "coupon_expires_at": (RESOLVED + timedelta(days=30)).isoformat(),
-        "refund": 1,  # its amount is the refund notice's, once the ledger issued it
+        "refund_amount": 600,  # what the ledger issued
     }
     reshipped = Case(order=paid_order(facts(3000))).upheld("missing_item")
     assert one(reshipped, Notify).params == {
@@ -261,13 +269,72 @@ def test_a_refund_requested_after_its_due_time_leaves_the_breach_to_the_ledger()
     assert not only(events, SlaBreached)
 
 
-def test_a_refund_alone_is_told_by_the_refund_notice_only() -> None:
+def test_a_refund_alone_is_told_once_the_ledger_issued_it() -> None:
     rules = policy(logistics_delay_coupon=0)
     case = Case(order=paid_order(facts(10000, shipping_fee_paid=600)), rules=rules)
     events = case.upheld("logistics_delay")
     assert one(events, RefundDue).amount == 600
-    # one notice, one amount: the notifier's, on refund.issued, with what the ledger issued
-    assert not [n for n in only(events, Notify) if n.template == Template.COMPENSATED]
+    assert not only(events, Notify)
+    notice = one(case.complaint.record_refund_issued(600, False), Notify)
+    assert notice.params["refund_amount"] == 600 and "coupon_value" not in notice.params
+
+
+# --- one notice, one amount, for every category whose compensation refunds -----------------
+
+
+def _refunding_categories() -> list[tuple[str, str]]:
+    """(category, remedy) for every row of the compensation table that refunds something:
+    goods or shipping (a refund remedy where the row reads it), or the late-shipment penalty."""
+    cases = []
+    for category, rule in COMPENSATION.items():
+        if rule.refund == Refund.BY_REMEDY:
+            cases.append((category.value, "refund"))
+        elif rule.refund != Refund.NONE or rule.late_shipment_refund:
+            cases.append((category.value, "none"))
+    return cases
+
+
+@pytest.mark.parametrize(("category", "remedy"), _refunding_categories())
+@pytest.mark.parametrize("cut", [0, 400])
+def test_one_notice_states_the_amount_the_ledger_issued(category, remedy, cut) -> None:
+    """The complaint's own refund is told by the compensation notice alone, with what the
+    ledger issued (here `cut` less than asked, as its order-level cap may do); the notifier
+    tells no refund.issued of the complaint; the late-shipment penalty, which the ledger never
+    cuts, is stated as asked."""
+    case = Case(order=paid_order(facts(30000, shipping_fee_paid=800)))
+    events = case.upheld(category, remedy)
+    refunds = only(events, RefundDue)
+    assert refunds, category
+    own = [r for r in refunds if r.case == COMPLAINT]
+    notices = only(events, Notify)
+    if own:
+        assert not notices  # the notice waits for the ledger
+        issued = own[0].amount - cut
+        notices = only(case.complaint.record_refund_issued(issued, cut > 0), Notify)
+        assert case.complaint.record_refund_issued(issued, cut > 0) == []  # once
+    (notice,) = notices
+    assert notice.template == Template.COMPENSATED
+    if own:
+        assert notice.params["refund_amount"] == own[0].amount - cut
+        assert ("refund_already_refunded" in notice.params) == (cut > 0)
+    penalty = [r for r in refunds if r.case == LATE]
+    if penalty:
+        assert notice.params["late_shipment_refund"] == penalty[0].amount
+    told_by_the_notifier = [
+        r
+        for r in refunds
+        if not told_by_its_case(r.case.type.value, r.case.id, refund_id(r.case.type, r.case.id))
+    ]
+    assert told_by_the_notifier == []
+
+
+def test_every_refunding_category_is_covered() -> None:
+    assert {c for c, _ in _refunding_categories()} == {
+        "logistics_delay",
+        "not_received",
+        "fake_shipment",
+        "late_shipment",
+    }
 
 
 # --- once per complaint ---------------------------------------------------------------------

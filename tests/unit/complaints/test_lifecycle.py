@@ -9,7 +9,6 @@ from datetime import timedelta
 import pytest
 
 from services.complaints.domain import (
-    CATCH_UP_GRACE,
     CaseKey,
     CaseType,
     Complaint,
@@ -26,6 +25,7 @@ from services.complaints.domain import (
     TimerKind,
     TimerSet,
 )
+from shared.catchup import CATCH_UP_GRACE
 
 from . import DAY, POLICY, T0, Case, H, one, only
 

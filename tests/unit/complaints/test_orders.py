@@ -10,7 +10,6 @@ from datetime import timedelta
 import pytest
 
 from services.complaints.domain import (
-    CATCH_UP_GRACE,
     CaseKey,
     CaseType,
     CompensationBudget,
@@ -24,6 +23,7 @@ from services.complaints.domain import (
     TimerKind,
     TimerSet,
 )
+from shared.catchup import CATCH_UP_GRACE
 
 from . import DAY, POLICY, T0, H, facts, one, only, policy
 

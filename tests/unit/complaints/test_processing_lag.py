@@ -18,7 +18,6 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from services.complaints.domain import (
-    CATCH_UP_GRACE,
     Complaint,
     DomainEvent,
     Escalated,
@@ -26,6 +25,7 @@ from services.complaints.domain import (
     sla_deadlines,
 )
 from services.complaints.domain.rules import Category
+from shared.catchup import CATCH_UP_GRACE
 
 from . import POLICY, T0
 

@@ -28,6 +28,7 @@ from services.returns.domain import (
     event_from_dict,
     event_to_dict,
 )
+from shared.catchup import CATCH_UP_GRACE
 
 from . import SIGNED, SOON, Case, at, decided, line, only, order
 
@@ -672,3 +673,57 @@ def test_naive_datetimes_are_refused():
         ReturnRequest.from_dict(
             {**ReturnRequest.new("r", "o").to_dict(), "requested_at": "2026-03-01T10:00:00"}
         )
+
+
+# --- catch-up: deadlines already past when the event is processed (shared.catchup) ----------
+
+
+def test_a_request_processed_after_its_order_wait_waits_a_grace_for_the_order_behind_it():
+    """A backlog: the request was made 50 hours ago and its order.paid is behind it. It is
+    not rejected at once; the order arriving within the grace decides it."""
+    case = Case(None)
+    now = SOON + 50 * H
+    events = case.submit(requested_at=SOON, now=now)
+    assert decided(events).rule == Rule.UNKNOWN_ORDER
+    assert only(events, TimerSet) == [TimerSet(TimerKind.SIGNATURE_WAIT, now + CATCH_UP_GRACE)]
+    case.order = order()
+    approved = decided(case.reassess(now=now + timedelta(seconds=3)))
+    assert (approved.status, approved.rule) == (ReturnStatus.APPROVED, Rule.ELIGIBLE)
+
+
+def test_a_late_processed_request_whose_order_never_comes_is_rejected_after_the_grace():
+    case = Case(None)
+    now = SOON + 50 * H
+    case.submit(requested_at=SOON, now=now)
+    fired = decided(case.fire("signature_wait", now=now + CATCH_UP_GRACE))
+    assert (fired.status, fired.rule) == (ReturnStatus.REJECTED, Rule.UNKNOWN_ORDER)
+
+
+def test_a_catch_up_wait_is_not_moved_by_the_events_that_follow():
+    case = Case(None)
+    now = SOON + 50 * H
+    case.submit(requested_at=SOON, now=now)
+    case.order = order(signed_at=None)  # the order came, its delivery not yet
+    events = case.reassess(now=now + H)
+    assert decided(events).rule == Rule.NOT_DELIVERED
+    assert only(events, TimerSet) == []  # the wait keeps its catch-up instant
+    assert case.get().timers == {TimerKind.SIGNATURE_WAIT: now + CATCH_UP_GRACE}
+
+
+def test_a_signature_processed_after_the_inspection_grace_still_waits_for_the_inspection():
+    """A failed inspection behind the signature in a backlog must still reject: no refund
+    is issued before the grace after processing."""
+    case = electronics_case()
+    now = T + 30 * H
+    assert case.sign(T, now=now) == [TimerSet(TimerKind.INSPECTION_GRACE, now + CATCH_UP_GRACE)]
+    events = case.inspect(False, T + 3 * H, now=now + timedelta(seconds=2))
+    assert decided(events).rule == Rule.INSPECTION_FAILED
+    assert only(events, RefundDue) == []
+
+
+def test_a_late_signature_without_its_inspection_is_refunded_after_the_grace():
+    case = electronics_case()
+    now = T + 30 * H
+    case.sign(T, now=now)
+    events = case.fire("inspection_grace", now=now + CATCH_UP_GRACE)
+    assert [due.due_by for due in only(events, RefundDue)] == [T + 24 * H]

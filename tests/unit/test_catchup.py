@@ -1,0 +1,36 @@
+"""The catch-up rule: a deadline already past when it is learnt of is judged a grace later."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shared.catchup import CATCH_UP_GRACE, judge_at
+
+NOW = datetime(2026, 3, 3, 2, 0, tzinfo=UTC)
+offsets = st.timedeltas(min_value=timedelta(days=-30), max_value=timedelta(days=30))
+
+
+def test_a_deadline_still_ahead_is_judged_when_it_falls_due():
+    assert judge_at(NOW + timedelta(seconds=1), NOW) == NOW + timedelta(seconds=1)
+
+
+def test_a_deadline_passed_or_falling_due_now_is_judged_a_grace_after_now():
+    assert judge_at(NOW - timedelta(hours=30), NOW) == NOW + CATCH_UP_GRACE
+    assert judge_at(NOW, NOW) == NOW + CATCH_UP_GRACE
+
+
+@given(offsets)
+def test_never_judged_before_the_deadline_nor_before_now(offset):
+    deadline = NOW + offset
+    judged = judge_at(deadline, NOW)
+    assert judged >= deadline and judged > NOW
+    assert judged <= max(deadline, NOW + CATCH_UP_GRACE)
+
+
+def test_naive_instants_are_refused():
+    with pytest.raises(ValueError, match="timezone-aware"):
+        judge_at(datetime(2026, 3, 3), NOW)
