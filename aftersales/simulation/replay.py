@@ -61,7 +61,6 @@ class Outcome:
     refunds: dict[str, Refund] = field(default_factory=dict)  # refund id -> refund
     coupons: dict[str, tuple[int, str]] = field(default_factory=dict)  # complaint -> value
     breaches: Counter[str] = field(default_factory=Counter)  # by sla
-    breached_cases: dict[str, set[str]] = field(default_factory=dict)  # sla -> cases
     callbacks: Counter[str] = field(default_factory=Counter)  # by event type
     reshipments: set[str] = field(default_factory=set)  # cases
     dead_letters: Counter[str] = field(default_factory=Counter)  # "service: reason"
@@ -92,7 +91,6 @@ class Outcome:
             self.decisions.setdefault(complaint, "coupon awaiting approval (budget)")
         elif isinstance(data, SlaBreached):
             self.breaches[data.sla] += 1
-            self.breached_cases.setdefault(data.sla, set()).add(f"{data.case.type} {data.case.id}")
         elif isinstance(data, FollowupEvent):
             self.callbacks[kind] += 1
         elif isinstance(data, ReshipmentRequested):
