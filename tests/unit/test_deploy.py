@@ -310,3 +310,59 @@ def test_every_dashboard_query_is_valid_promql(tmp_path):
         ["promtool", "check", "rules", str(path)], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _overlay_tag(overlay: str) -> str:
+    spec = yaml.safe_load(
+        (DEPLOY / "kubernetes" / "overlays" / overlay / "kustomization.yaml").read_text()
+    )
+    [tag] = {image["newTag"] for image in spec["images"]}
+    return str(tag)
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (kustomize) not installed")
+@pytest.mark.parametrize("overlay", ["development", "production"])
+def test_each_release_has_a_migration_job_of_its_own_that_cleans_itself_up(overlay):
+    [job] = [d for d in _rendered(overlay) if d["kind"] == "Job"]
+    assert job["metadata"]["name"] == "aftersales-migrate-" + _overlay_tag(overlay).replace(
+        ".", "-"
+    )
+    assert 0 < job["spec"]["ttlSecondsAfterFinished"] <= 86400
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (kustomize) not installed")
+@pytest.mark.parametrize("overlay", ["development", "production"])
+def test_network_policies_admit_scraping_and_reach_dns_kafka_postgres_and_the_gateways(overlay):
+    docs = _rendered(overlay)
+    policies = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "NetworkPolicy"}
+    pods = {
+        d["metadata"]["name"]: d["spec"]["template"]["metadata"]["labels"]
+        for d in docs
+        if d["kind"] in ("Deployment", "Job")
+    }
+
+    def selects(spec: dict[str, Any], labels: dict[str, str]) -> bool:
+        return spec["podSelector"]["matchLabels"].items() <= labels.items()
+
+    def ports(rules: list[dict[str, Any]]) -> set[int]:
+        return {port["port"] for rule in rules for port in rule.get("ports", [])}
+
+    every = policies["aftersales"]
+    assert all(selects(every, labels) for labels in pods.values())
+    assert set(every["policyTypes"]) == {"Ingress", "Egress"}
+    assert ports(every["ingress"]) == {8000}
+    assert {53, 9092, 9093, 5432} <= ports(every["egress"])
+    gateways = policies["aftersales-notifier-gateways"]
+    assert [name for name, labels in pods.items() if selects(gateways, labels)] == [
+        "aftersales-notifier"
+    ]
+    assert {443, 465, 587} <= ports(gateways["egress"])
+
+
+def test_every_service_s_manifests_come_from_the_one_template():
+    for name in ALL_SERVICES:
+        spec = yaml.safe_load(
+            (DEPLOY / "kubernetes" / "base" / "services" / name / "kustomization.yaml").read_text()
+        )
+        assert spec["resources"] == ["../../../service"], name
+        assert spec["nameSuffix"] == f"-{name}"
