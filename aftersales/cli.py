@@ -44,6 +44,7 @@ EXIT_PROBLEM = 2
 
 def main(argv: Sequence[str] | None = None) -> int:
     from aiokafka.errors import KafkaConnectionError
+    from sqlalchemy.exc import DBAPIError
 
     from shared.logs import configure_logging
     from shared.settings import SettingsError
@@ -66,6 +67,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KafkaConnectionError as exc:
         print(f"aftersales: {broker_unreachable(exc)}", file=sys.stderr)
         return EXIT_PROBLEM
+    except OSError as exc:  # a file or directory named on the command line
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"aftersales: {exc.strerror or exc}{where}", file=sys.stderr)
+        return EXIT_PROBLEM
+    except DBAPIError as exc:  # the schemas are checked first; this is what else it refused
+        from shared.messaging.errors import describe_failure
+
+        print(
+            f"aftersales: the database refused the command ({describe_failure(exc)}); "
+            "is DATABASE_URL the platform's database, migrated by `aftersales migrate`?",
+            file=sys.stderr,
+        )
+        return EXIT_PROBLEM
     except KeyboardInterrupt:
         return 130
 
@@ -84,7 +98,14 @@ def broker_unreachable(exc: BaseException) -> str:
 def _parser() -> argparse.ArgumentParser:
     from importlib.metadata import PackageNotFoundError, version
 
-    parser = argparse.ArgumentParser(prog="aftersales", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="aftersales",
+        description=__doc__,
+        epilog="exit codes: 0 done; 1 the command ran and has something to report (stale "
+        "documents, an event the broker refused...); 2 it could not start: bad arguments, "
+        "settings or input, the database or broker unreachable, a schema to migrate (one line "
+        "on stderr saying what and what to do); 130 interrupted",
+    )
     try:
         installed = version("aftersales")
     except PackageNotFoundError:  # run from a checkout that was never installed
@@ -133,12 +154,8 @@ def _parser() -> argparse.ArgumentParser:
         "refunds`: refunds per day and case type",
     )
     report.add_argument("subject", nargs="?", default="followup", choices=["followup", "refunds"])
-    report.add_argument(
-        "--since", type=date.fromisoformat, default=None, help="first local date, YYYY-MM-DD"
-    )
-    report.add_argument(
-        "--until", type=date.fromisoformat, default=None, help="last local date, YYYY-MM-DD"
-    )
+    report.add_argument("--since", type=_date, default=None, help="first local date, YYYY-MM-DD")
+    report.add_argument("--until", type=_date, default=None, help="last local date, YYYY-MM-DD")
     report.add_argument("--shop", default=None, help="only this shop (followup)")
     report.add_argument(
         "--format", default="table", choices=["table", "csv", "json"], help="(refunds)"
@@ -228,6 +245,13 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument("--all", action="store_true", help="every parked event of the service")
     outbox_retry.set_defaults(func=_outbox, action="retry")
     return parser
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date: write YYYY-MM-DD") from None
 
 
 def _migrate(args: argparse.Namespace) -> int:
@@ -330,7 +354,8 @@ def _dev(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     play = _dev_tool("demo", "play")
     env = environment()
-    return int(asyncio.run(play(env.settings.kafka_bootstrap_servers, env.policy)))
+    with quiet("aiokafka"):
+        return int(asyncio.run(play(env.settings.kafka_bootstrap_servers, env.policy)))
 
 
 def _dev_tool(module: str, name: str) -> Any:
@@ -387,9 +412,15 @@ def _asyncapi(args: argparse.Namespace) -> int:
     return 0
 
 
-def require_database(database_url: str, *, timeout: float = DATABASE_PROBE_SECONDS) -> None:
+def require_database(
+    database_url: str,
+    *,
+    timeout: float = DATABASE_PROBE_SECONDS,
+    schemas: Sequence[str] = (),
+) -> None:
     """Connect once before any work, so that a database that is down, unknown or missing is
-    one clear line naming host:port (never the password), not a driver's traceback."""
+    one clear line naming host:port (never the password), not a driver's traceback; then
+    the `schemas` (services) the command reads must be migrated (SchemaNotCurrent, one line)."""
     from sqlalchemy.engine import make_url
 
     url = make_url(database_url)
@@ -401,6 +432,14 @@ def require_database(database_url: str, *, timeout: float = DATABASE_PROBE_SECON
         if url.password:
             reason = reason.replace(url.password, "***")
         raise DatabaseUnreachable(f"cannot reach the database at {where}: {reason}") from None
+    if schemas:
+        from shared.migrations import check_current
+
+        async def check() -> None:
+            for service in schemas:
+                await check_current(service, database_url)
+
+        asyncio.run(check())
 
 
 async def _probe(database_url: str, timeout: float) -> None:
@@ -430,7 +469,7 @@ def _report(args: argparse.Namespace) -> int:
     from services.refunds import report as refunds
 
     env = environment()
-    require_database(env.settings.database_url)
+    require_database(env.settings.database_url, schemas=[args.subject])
     if args.subject == "refunds":
         if args.shop is not None:
             raise ValueError("--shop is for the follow-up report; refunds are not per shop")
@@ -460,7 +499,7 @@ def _refunds(args: argparse.Namespace) -> int:
     from services.refunds import report
 
     env = environment()
-    require_database(env.settings.database_url)
+    require_database(env.settings.database_url, schemas=["refunds"])
     return int(report.show_ledger(env.settings.database_url, args.order_id))
 
 
@@ -468,7 +507,7 @@ def _notifier_rotate_keys(args: argparse.Namespace) -> int:
     from services.notifier import keys
 
     env = environment()
-    require_database(env.settings.database_url)
+    require_database(env.settings.database_url, schemas=["notifier"])
     return int(keys.main(env.settings))
 
 
@@ -476,7 +515,7 @@ def _notifier_erase(args: argparse.Namespace) -> int:
     from services.notifier import erasure
 
     env = environment()
-    require_database(env.settings.database_url)
+    require_database(env.settings.database_url, schemas=["notifier"])
     return int(erasure.main(env.settings, args.customer_id))
 
 
@@ -522,7 +561,7 @@ def _send(args: argparse.Namespace) -> int:
 def _purge(args: argparse.Namespace) -> int:
     env = environment()
     names = service_names(args.service)
-    require_database(env.settings.database_url)
+    require_database(env.settings.database_url, schemas=names)
     return asyncio.run(_purge_services(env, names, dry_run=args.dry_run))
 
 
@@ -550,7 +589,7 @@ def _outbox(args: argparse.Namespace) -> int:
     from shared.messaging.parked import main as outbox_main
 
     env = environment()
-    require_database(env.settings.database_url)
+    require_database(env.settings.database_url, schemas=[args.service])
     ids = None if args.action == "list" or getattr(args, "all", False) else args.ids
     return asyncio.run(outbox_main(env.settings.database_url, args.service, args.action, ids))
 

@@ -286,3 +286,46 @@ async def test_dlq_commands_explain_themselves(fresh_database: str, action: str,
     assert code == 0, output
     assert "--reason" in output and "--limit" in output and says in output
     assert "aftersales.deadletter.SERVICE" in output
+
+
+@pytest.mark.parametrize(
+    ("args", "schema"),
+    [
+        (["report"], "followup"),
+        (["report", "refunds"], "refunds"),
+        (["refunds", "O-1"], "refunds"),
+        (["outbox", "list", "returns"], "returns"),
+        (["purge", "complaints"], "complaints"),
+        (["notifier", "erase", "C-1"], "notifier"),
+    ],
+)
+async def test_a_command_on_a_schema_not_migrated_is_one_line_saying_to_migrate(
+    fresh_database: str, args: list[str], schema: str
+):
+    code, output = await run_cli(fresh_database, *args)
+    assert code == 2
+    assert output.strip() == (
+        f"aftersales: the {schema} schema is at migration (none) but this code needs "
+        f"{output.split('needs ')[1].split(':')[0]}: run `aftersales migrate` first"
+    ), output
+
+
+async def test_bad_arguments_are_one_line_saying_what_to_write(fresh_database: str, tmp_path):
+    code, output = await run_cli(fresh_database, "report", "--since", "last week")
+    assert code == 2
+    assert output.splitlines()[-1] == (
+        "aftersales report: error: argument --since: 'last week' is not a date: write YYYY-MM-DD"
+    )
+    (tmp_path / "a-file").write_text("")
+    inside_a_file = tmp_path / "a-file" / "docs"
+    code, output = await run_cli(fresh_database, "asyncapi", "--dir", str(inside_a_file))
+    assert code == 2
+    assert output.strip() == f"aftersales: Not a directory: {inside_a_file}"
+
+
+async def test_the_help_documents_the_exit_codes(fresh_database: str):
+    code, output = await run_cli(fresh_database, "--help")
+    assert code == 0
+    assert all(f"{n} " in output for n in ("0", "1", "2", "130")) and "exit codes" in output
+    code, output = await run_cli(fresh_database, "send", "--help")
+    assert code == 0 and "exit codes: 0 sent; 1 the broker refused" in " ".join(output.split())
