@@ -36,7 +36,7 @@ class DatabaseUnreachable(Exception):
     """DATABASE_URL cannot be connected to (down, unknown host, no such database, refused)."""
 
 
-# Exit codes (README, "Settings and commands"): 0 done; 1 a check found something (stale
+# Exit codes (docs/operations.md, "Settings and commands"): 0 done; 1 a check found something (stale
 # documents, no such parked event); 2 bad input or configuration, or the database or the broker
 # cannot be reached (one line on stderr naming what and what to do); 130 interrupted.
 EXIT_PROBLEM = 2

@@ -16,8 +16,9 @@ from shared.contracts.envelope import check_key, event_key
 from shared.contracts.events import EVENT_DEADLETTERED, OUTPUTS, PLATFORM_TOPIC_TYPES
 from shared.settings import Settings
 
-# Exit codes besides 0 (README, the CLI): 2 nothing was sent (unreadable or invalid input, the
-# broker unreachable); 1 the broker refused an event after those before it were sent.
+# Exit codes besides 0 (docs/operations.md, Settings and commands): 2 nothing was sent
+# (unreadable or invalid input, the broker unreachable); 1 the broker refused an event after
+# those before it were sent.
 EXIT_REFUSED = 1
 
 _TOPIC_OF_TYPE: dict[str, str] = {
