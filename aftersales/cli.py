@@ -287,10 +287,11 @@ def _services_to_run(named: Sequence[str]) -> Sequence[str]:
 
 async def serve(names: Sequence[str], *, port: int, until: asyncio.Event | None = None) -> None:
     """Run services until SIGTERM/SIGINT (or `until`), then shut down gracefully."""
-    from aftersales.http import http_server
+    from aftersales.http import http_server, require_free_port
     from shared.messaging.runtime import ServiceRuntime
     from shared.migrations import check_current
 
+    require_free_port(port)
     env = environment()
     for name in names:
         preflight(name, env.settings)

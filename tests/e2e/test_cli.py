@@ -329,3 +329,27 @@ async def test_the_help_documents_the_exit_codes(fresh_database: str):
     assert all(f"{n} " in output for n in ("0", "1", "2", "130")) and "exit codes" in output
     code, output = await run_cli(fresh_database, "send", "--help")
     assert code == 0 and "exit codes: 0 sent; 1 the broker refused" in " ".join(output.split())
+
+
+async def test_run_on_a_port_that_is_taken_is_one_line_before_anything_starts(
+    fresh_database: str,
+):
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        code, output = await run_cli(
+            fresh_database,
+            "run",
+            "returns",
+            "--port",
+            str(port),
+            env={"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"},
+        )
+    assert code == 2
+    assert output.strip() == (
+        f"aftersales: port {port} for health and metrics is taken (Address already in use): "
+        "stop what holds it, or choose another with --port or AFTERSALES_HTTP_PORT"
+    )
