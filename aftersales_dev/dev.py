@@ -104,6 +104,7 @@ def write_env_file(run_dir: Path) -> Path:
 
 async def run_dev(*, exit_after_demo: bool = False) -> int:
     from aftersales.cli import serve
+    from aftersales.http import require_free_port
     from aftersales_dev.demo import play
     from shared.migrations import upgrade
 
@@ -119,6 +120,7 @@ async def run_dev(*, exit_after_demo: bool = False) -> int:
         if not os.environ.get("AFTERSALES_ENCRYPTION_KEY"):
             os.environ["AFTERSALES_ENCRYPTION_KEY"] = dev_encryption_key(RUN_DIR)
         env = environment()
+        require_free_port(env.settings.aftersales_http_port)  # before the demo waits on it
         _say(f"broker {env.settings.kafka_bootstrap_servers}, database ready")
         _say(f"for another terminal: `. {write_env_file(RUN_DIR)}` (the broker and database)")
         _say(f"the services' own logs go to {dev_logging(RUN_DIR)} (tail -f it for the details)")
