@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 
 from aftersales.registry import SERVICES
-from aftersales_dev.devenv import plain_dsn, temporary_database
+from aftersales_dev.devenv import free_port, plain_dsn, temporary_database
 
 
 @pytest.fixture
@@ -232,9 +232,10 @@ async def test_version_names_the_installed_package(fresh_database: str):
 async def test_an_unreachable_broker_is_one_line_saying_what_to_check(
     fresh_database: str, command: list[str]
 ):
-    if command[0] == "run":  # past the database and schema checks, to the broker
+    if command[0] == "run":  # past the database, schema and port checks, to the broker
         code, output = await migrate(fresh_database)
         assert code == 0, output
+        command = [*command, "--port", str(free_port())]
     down = {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "AFTERSALES_LOG_FORMAT": "json"}
     code, output = await run_cli(fresh_database, *command, env=down)
     assert code == 2, output
