@@ -136,11 +136,10 @@ async def publish(settings: Settings, outgoing: list[Outgoing], say: Callable[[s
             except KafkaConnectionError:
                 raise
             except KafkaError as exc:
-                say_refused = (
+                raise BrokerRefused(
                     f"the broker refused {item.event.type} {item.event.id} on {item.topic} "
                     f"({type(exc).__name__}); {number - 1} event(s) before it were sent"
-                )
-                raise BrokerRefused(say_refused) from None
+                ) from None
             say(
                 f"sent {item.event.type} {item.event.id} to {item.topic} "
                 f"(key {item.key}, partition {sent.partition}, offset {sent.offset})"

@@ -244,3 +244,37 @@ async def test_the_readme_walkthrough_sends_a_return_and_its_refund_is_issued(
     assert issued["type"] == "refund.issued"
     assert issued["data"]["case"]["type"] == "return"
     assert issued["data"]["amount"] > 0
+
+
+async def test_an_event_the_broker_refuses_stops_the_send_saying_how_many_went(
+    kafka_bootstrap, monkeypatch
+):
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.errors import MessageSizeTooLargeError
+
+    from aftersales import send as sending
+    from shared.settings import load_settings
+
+    customers = [unique("C"), unique("C"), unique("C")]
+    raw = "\n".join(json.dumps(survey_answer(c)) for c in customers).encode()
+    outgoing = sending.check(raw, origin="stdin")
+    real_send = AIOKafkaProducer.send_and_wait
+
+    async def refuse_the_second(self, topic, value=None, key=None, **kwargs):
+        if key == customers[1].encode():
+            raise MessageSizeTooLargeError()
+        return await real_send(self, topic, value, key=key, **kwargs)
+
+    monkeypatch.setattr(AIOKafkaProducer, "send_and_wait", refuse_the_second)
+    monkeypatch.setenv("KAFKA_IDEMPOTENCE", "false")
+    before = await end_offsets(kafka_bootstrap, topics.SURVEYS)
+    said: list[str] = []
+
+    with pytest.raises(sending.BrokerRefused) as refused:
+        await sending.publish(load_settings(), outgoing, said.append)
+
+    assert str(refused.value).startswith("the broker refused survey.answered ")
+    assert str(refused.value).endswith("(MessageSizeTooLargeError); 1 event(s) before it were sent")
+    assert len(said) == 1 and f"key {customers[0]}" in said[0]
+    sent = await records(kafka_bootstrap, topics.SURVEYS, before)
+    assert [record.key for record in sent] == [customers[0].encode()]
