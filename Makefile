@@ -2,6 +2,7 @@
 #   make install   .venv with the project + dev tools (and PostgreSQL server binaries if missing)
 #   make run       every service against a local broker and database, with a demo
 #   make test      lint, then the whole test-suite (no fast fail)
+#   make test-kafka  the end-to-end suite against Apache Kafka in a container (needs Docker)
 #   make lint      ruff, mypy, the import-linter contracts, generated docs up to date
 #   make faults    fault injection: services killed, PostgreSQL restarted, broker connections cut
 #                  while thousands of flows run; reconciled (docs/results/faults.md; ARGS=--quick)
@@ -19,7 +20,7 @@ BIN := $(VENV)/bin
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help install run test lint deploy-check clean faults bench lock
+.PHONY: help install run test test-kafka lint deploy-check clean faults bench lock
 
 help:
 	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
@@ -46,6 +47,13 @@ test: install
 	$(MAKE) --no-print-directory lint NO_INSTALL=1 || { status=1; echo "make test: lint FAILED (running the tests anyway)"; }; \
 	$(BIN)/pytest -q --durations=10 $(PYTEST_ARGS) || { status=1; echo "make test: tests FAILED"; }; \
 	exit $$status
+
+# tests/e2e against Apache Kafka (testcontainers, KRaft; AFTERSALES_TEST_KAFKA_IMAGE to change it)
+# instead of the embedded broker; without a Docker engine it says so and passes.
+test-kafka: install
+	@if $(BIN)/python -c "import docker; docker.from_env(timeout=3).ping()" >/dev/null 2>&1; then \
+		AFTERSALES_TEST_KAFKA=testcontainers $(BIN)/pytest -q -rs $(PYTEST_ARGS) tests/e2e; \
+	else echo "make test-kafka: skipped: no Docker engine reachable (start one, or set DOCKER_HOST)"; fi
 
 lint: $(if $(NO_INSTALL),,install)
 	@status=0; \

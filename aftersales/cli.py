@@ -10,7 +10,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aftersales.registry import (
     SERVICES,
@@ -25,6 +25,9 @@ from shared.logs import quiet
 from shared.migrations import SchemaNotCurrent
 from shared.policy import PolicyError, load_policy
 
+if TYPE_CHECKING:
+    from shared.messaging.runtime import ServiceRuntime
+
 log = logging.getLogger("aftersales.cli")
 # How long `migrate`, `run` and `report` try to reach the database before giving up.
 DATABASE_PROBE_SECONDS = 10.0
@@ -34,7 +37,7 @@ class DatabaseUnreachable(Exception):
     """DATABASE_URL cannot be connected to (down, unknown host, no such database, refused)."""
 
 
-# Exit codes (README, "Settings and commands"): 0 done; 1 a check found something (stale
+# Exit codes (docs/operations.md, "Settings and commands"): 0 done; 1 a check found something (stale
 # documents, no such parked event); 2 bad input or configuration, or the database or the broker
 # cannot be reached (one line on stderr naming what and what to do); 130 interrupted.
 EXIT_PROBLEM = 2
@@ -42,6 +45,7 @@ EXIT_PROBLEM = 2
 
 def main(argv: Sequence[str] | None = None) -> int:
     from aiokafka.errors import KafkaConnectionError
+    from sqlalchemy.exc import DBAPIError
 
     from shared.logs import configure_logging
     from shared.settings import SettingsError
@@ -64,6 +68,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KafkaConnectionError as exc:
         print(f"aftersales: {broker_unreachable(exc)}", file=sys.stderr)
         return EXIT_PROBLEM
+    except OSError as exc:  # a file or directory named on the command line
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"aftersales: {exc.strerror or exc}{where}", file=sys.stderr)
+        return EXIT_PROBLEM
+    except DBAPIError as exc:  # the schemas are checked first; this is what else it refused
+        from shared.messaging.errors import describe_failure
+
+        print(
+            f"aftersales: the database refused the command ({describe_failure(exc)}); "
+            "is DATABASE_URL the platform's database, migrated by `aftersales migrate`?",
+            file=sys.stderr,
+        )
+        return EXIT_PROBLEM
     except KeyboardInterrupt:
         return 130
 
@@ -82,7 +99,14 @@ def broker_unreachable(exc: BaseException) -> str:
 def _parser() -> argparse.ArgumentParser:
     from importlib.metadata import PackageNotFoundError, version
 
-    parser = argparse.ArgumentParser(prog="aftersales", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="aftersales",
+        description=__doc__,
+        epilog="exit codes: 0 done; 1 the command ran and has something to report (stale "
+        "documents, an event the broker refused...); 2 it could not start: bad arguments, "
+        "settings or input, the database or broker unreachable, a schema to migrate (one line "
+        "on stderr saying what and what to do); 130 interrupted",
+    )
     try:
         installed = version("aftersales")
     except PackageNotFoundError:  # run from a checkout that was never installed
@@ -131,12 +155,8 @@ def _parser() -> argparse.ArgumentParser:
         "refunds`: refunds per day and case type",
     )
     report.add_argument("subject", nargs="?", default="followup", choices=["followup", "refunds"])
-    report.add_argument(
-        "--since", type=date.fromisoformat, default=None, help="first local date, YYYY-MM-DD"
-    )
-    report.add_argument(
-        "--until", type=date.fromisoformat, default=None, help="last local date, YYYY-MM-DD"
-    )
+    report.add_argument("--since", type=_date, default=None, help="first local date, YYYY-MM-DD")
+    report.add_argument("--until", type=_date, default=None, help="last local date, YYYY-MM-DD")
     report.add_argument("--shop", default=None, help="only this shop (followup)")
     report.add_argument(
         "--format", default="table", choices=["table", "csv", "json"], help="(refunds)"
@@ -198,6 +218,22 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--limit", type=int, default=1000, help="at most this many (default 1000)")
         cmd.set_defaults(func=_dlq, action=name)
 
+    send = sub.add_parser(
+        "send",
+        help="validate CloudEvents (a file, several, or stdin) and publish each to its topic",
+        description="Validate CloudEvents as the services do (the envelope, the event's data, "
+        "the type on its topic) and publish each to the topic its type belongs on, keyed by "
+        "its order_id (or customer_id). A file may hold one event, several one after another, "
+        "or one per line; every event is checked before any is sent.",
+        epilog="exit codes: 0 sent; 1 the broker refused an event (those before it were sent); "
+        "2 nothing sent: a file unreadable, an event invalid (its reason and field named), or "
+        "the broker unreachable",
+    )
+    send.add_argument(
+        "files", nargs="*", metavar="FILE", help="files of CloudEvents JSON; - or none: stdin"
+    )
+    send.set_defaults(func=_send)
+
     purge = sub.add_parser(
         "purge", help="delete technical rows and case records past their retention periods"
     )
@@ -224,6 +260,13 @@ def _parser() -> argparse.ArgumentParser:
     outbox_retry.set_defaults(func=_outbox, action="retry")
     add_simulation_commands(sub)  # record, simulate
     return parser
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date: write YYYY-MM-DD") from None
 
 
 def _migrate(args: argparse.Namespace) -> int:
@@ -259,10 +302,11 @@ def _services_to_run(named: Sequence[str]) -> Sequence[str]:
 
 async def serve(names: Sequence[str], *, port: int, until: asyncio.Event | None = None) -> None:
     """Run services until SIGTERM/SIGINT (or `until`), then shut down gracefully."""
-    from aftersales.http import http_server
+    from aftersales.http import http_server, require_free_port
     from shared.messaging.runtime import ServiceRuntime
     from shared.migrations import check_current
 
+    require_free_port(port)
     env = environment()
     for name in names:
         preflight(name, env.settings)
@@ -278,8 +322,7 @@ async def serve(names: Sequence[str], *, port: int, until: asyncio.Event | None 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     with quiet("aiokafka"):  # an unreachable broker is the command's one line, not the client's
-        for runtime in runtimes:
-            await runtime.start()
+        await start_together(runtimes)
     server = http_server(runtimes, port, env.policy)
     server_task = asyncio.create_task(server.serve())
     log.info("serving", extra={"services": ",".join(names), "http_port": port})
@@ -298,6 +341,27 @@ async def serve(names: Sequence[str], *, port: int, until: asyncio.Event | None 
                 raise result
 
 
+async def start_together(runtimes: Sequence[ServiceRuntime]) -> None:
+    """Start every runtime at once: each one's consumer group join takes seconds, so `run all`
+    is ready in about the time of the slowest, not the sum. When one fails to start, those
+    that started are stopped again and the first failure is raised."""
+    from shared.messaging.runtime import ensure_topics
+
+    if not runtimes:
+        return
+    # Every topic once, before the services race to create the ones they share.
+    wanted = sorted({topic for r in runtimes for topic in r.definition.all_topics})
+    await ensure_topics(runtimes[0].settings, wanted)
+    started = await asyncio.gather(*(r.start() for r in runtimes), return_exceptions=True)
+    failures = [result for result in started if isinstance(result, BaseException)]
+    if not failures:
+        return
+    for runtime, result in zip(runtimes, started, strict=True):
+        if not isinstance(result, BaseException):
+            await runtime.stop()
+    raise failures[0]
+
+
 def _dev(args: argparse.Namespace) -> int:
     run_dev = _dev_tool("dev", "run_dev")
     return int(asyncio.run(run_dev(exit_after_demo=args.exit_after_demo)))
@@ -306,7 +370,8 @@ def _dev(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     play = _dev_tool("demo", "play")
     env = environment()
-    return int(asyncio.run(play(env.settings.kafka_bootstrap_servers, env.policy)))
+    with quiet("aiokafka"):
+        return int(asyncio.run(play(env.settings.kafka_bootstrap_servers, env.policy)))
 
 
 def _dev_tool(module: str, name: str) -> Any:
@@ -363,9 +428,15 @@ def _asyncapi(args: argparse.Namespace) -> int:
     return 0
 
 
-def require_database(database_url: str, *, timeout: float = DATABASE_PROBE_SECONDS) -> None:
+def require_database(
+    database_url: str,
+    *,
+    timeout: float = DATABASE_PROBE_SECONDS,
+    schemas: Sequence[str] = (),
+) -> None:
     """Connect once before any work, so that a database that is down, unknown or missing is
-    one clear line naming host:port (never the password), not a driver's traceback."""
+    one clear line naming host:port (never the password), not a driver's traceback; then
+    the `schemas` (services) the command reads must be migrated (SchemaNotCurrent, one line)."""
     from sqlalchemy.engine import make_url
 
     url = make_url(database_url)
@@ -377,6 +448,14 @@ def require_database(database_url: str, *, timeout: float = DATABASE_PROBE_SECON
         if url.password:
             reason = reason.replace(url.password, "***")
         raise DatabaseUnreachable(f"cannot reach the database at {where}: {reason}") from None
+    if schemas:
+        from shared.migrations import check_current
+
+        async def check() -> None:
+            for service in schemas:
+                await check_current(service, database_url)
+
+        asyncio.run(check())
 
 
 async def _probe(database_url: str, timeout: float) -> None:
@@ -406,7 +485,7 @@ def _report(args: argparse.Namespace) -> int:
     from services.refunds import report as refunds
 
     env = environment()
-    require_database(env.settings.database_url)
+    require_database(env.settings.database_url, schemas=[args.subject])
     if args.subject == "refunds":
         if args.shop is not None:
             raise ValueError("--shop is for the follow-up report; refunds are not per shop")
@@ -436,7 +515,7 @@ def _refunds(args: argparse.Namespace) -> int:
     from services.refunds import report
 
     env = environment()
-    require_database(env.settings.database_url)
+    require_database(env.settings.database_url, schemas=["refunds"])
     return int(report.show_ledger(env.settings.database_url, args.order_id))
 
 
@@ -444,7 +523,7 @@ def _notifier_rotate_keys(args: argparse.Namespace) -> int:
     from services.notifier import keys
 
     env = environment()
-    require_database(env.settings.database_url)
+    require_database(env.settings.database_url, schemas=["notifier"])
     return int(keys.main(env.settings))
 
 
@@ -452,7 +531,7 @@ def _notifier_erase(args: argparse.Namespace) -> int:
     from services.notifier import erasure
 
     env = environment()
-    require_database(env.settings.database_url)
+    require_database(env.settings.database_url, schemas=["notifier"])
     return int(erasure.main(env.settings, args.customer_id))
 
 
@@ -496,10 +575,37 @@ def _dlq(args: argparse.Namespace) -> int:
         return asyncio.run(replay_dead_letters(env.settings, args.service, args.reason, args.limit))
 
 
+def _send(args: argparse.Namespace) -> int:
+    from aftersales import send
+
+    files = args.files or ["-"]
+    outgoing = []
+    for name in files:
+        if name == "-":
+            if sys.stdin.isatty():
+                raise ValueError("send: name a file of CloudEvents, or pipe them into stdin")
+            raw, origin = sys.stdin.buffer.read(), "stdin"
+        else:
+            try:
+                with open(name, "rb") as fh:
+                    raw = fh.read()
+            except OSError as exc:
+                raise ValueError(f"send: cannot read {name}: {exc.strerror}") from None
+            origin = name
+        outgoing.extend(send.check(raw, origin=origin))
+    env = environment()
+    try:
+        with quiet("aiokafka"):
+            return asyncio.run(send.publish(env.settings, outgoing, print))
+    except send.BrokerRefused as exc:
+        print(f"aftersales: {exc}", file=sys.stderr)
+        return send.EXIT_REFUSED
+
+
 def _purge(args: argparse.Namespace) -> int:
     env = environment()
     names = service_names(args.service)
-    require_database(env.settings.database_url)
+    require_database(env.settings.database_url, schemas=names)
     return asyncio.run(_purge_services(env, names, dry_run=args.dry_run))
 
 
@@ -527,7 +633,7 @@ def _outbox(args: argparse.Namespace) -> int:
     from shared.messaging.parked import main as outbox_main
 
     env = environment()
-    require_database(env.settings.database_url)
+    require_database(env.settings.database_url, schemas=[args.service])
     ids = None if args.action == "list" or getattr(args, "all", False) else args.ids
     return asyncio.run(outbox_main(env.settings.database_url, args.service, args.action, ids))
 

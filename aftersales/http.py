@@ -95,6 +95,22 @@ class HttpServer(uvicorn.Server):
         return contextlib.nullcontext()
 
 
+def require_free_port(port: int) -> None:
+    """Refuse a port something else holds before any service starts: one line (ValueError)
+    rather than uvicorn's traceback once every consumer group has been joined."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds it
+        try:
+            sock.bind(("0.0.0.0", port))  # noqa: S104 (the address the server binds)
+        except OSError as exc:
+            raise ValueError(
+                f"port {port} for health and metrics is taken ({exc.strerror}): stop what holds "
+                "it, or choose another with --port or AFTERSALES_HTTP_PORT"
+            ) from None
+
+
 def http_server(
     runtimes: Sequence[ServiceRuntime], port: int, policy: Policy | None = None
 ) -> HttpServer:

@@ -398,7 +398,11 @@ async def play(
         auto_offset_reset="latest",
         enable_auto_commit=False,
     )
-    await consumer.start()
+    try:
+        await consumer.start()
+    except Exception:
+        await consumer.stop()
+        raise
     # Wait for the assignment so nothing the system answers is missed.
     while not consumer.assignment():
         await consumer.getmany(timeout_ms=200)

@@ -101,8 +101,31 @@ def start_console(settings: Settings) -> tuple[HttpServer, asyncio.Task[None]]:
     return server, task
 
 
+ENV_FILE = "env"
+# What a second terminal needs to reach the running system (`aftersales send`, `refunds`...).
+SHARED_SETTINGS = ("KAFKA_BOOTSTRAP_SERVERS", "KAFKA_IDEMPOTENCE", "DATABASE_URL")
+
+
+def write_env_file(run_dir: Path) -> Path:
+    """`export` lines of the settings in use, for `. .run/env` in another shell (mode 0600:
+    the local database's URL)."""
+    import shlex
+
+    path = run_dir / ENV_FILE
+    lines = [
+        f"export {name}={shlex.quote(os.environ[name])}\n"
+        for name in SHARED_SETTINGS
+        if os.environ.get(name)
+    ]
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.writelines(lines)
+    return path
+
+
 async def run_dev(*, exit_after_demo: bool = False) -> int:
     from aftersales.cli import serve
+    from aftersales.http import require_free_port
     from aftersales_dev.demo import play
     from shared.migrations import upgrade
 
@@ -118,7 +141,9 @@ async def run_dev(*, exit_after_demo: bool = False) -> int:
         if not os.environ.get("AFTERSALES_ENCRYPTION_KEY"):
             os.environ["AFTERSALES_ENCRYPTION_KEY"] = dev_encryption_key(RUN_DIR)
         env = environment()
+        require_free_port(env.settings.aftersales_http_port)  # before the demo waits on it
         _say(f"broker {env.settings.kafka_bootstrap_servers}, database ready")
+        _say(f"for another terminal: `. {write_env_file(RUN_DIR)}` (the broker and database)")
         _say(f"the services' own logs go to {dev_logging(RUN_DIR)} (tail -f it for the details)")
         names = service_names("all")
         _say(f"migrating {', '.join(names)} (each in its own schema)")
@@ -135,7 +160,10 @@ async def run_dev(*, exit_after_demo: bool = False) -> int:
             if exit_after_demo or result != 0:
                 stop.set()
             else:
-                _say("the system keeps running: publish your own events, Ctrl-C to stop")
+                _say(
+                    "the system keeps running: send your own events (README, `aftersales send`), "
+                    "Ctrl-C to stop"
+                )
             await server
             return result
         finally:

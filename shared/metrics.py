@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+RUNNING = Gauge(
+    "aftersales_service_running",
+    "1 for each service this process runs: joins process_* metrics (CPU, memory) to services.",
+    ["service"],
+)
 EVENTS = Counter(
     "aftersales_events_total",
     "Input events by outcome (processed, duplicate, ignored, dead_lettered).",

@@ -3,7 +3,9 @@
 * ``database_url``: ``$DATABASE_URL`` when set; else a throwaway local PostgreSQL cluster
   (aftersales_dev/devenv.py); else a testcontainers PostgreSQL when a Docker engine is reachable;
   else the test is skipped. Always a ``postgresql+asyncpg://`` URL.
-* ``kafka_bootstrap``: ``$KAFKA_BOOTSTRAP_SERVERS`` when set, else a local in-memory Tansu broker.
+* ``kafka_bootstrap``: ``$KAFKA_BOOTSTRAP_SERVERS`` when set; with ``AFTERSALES_TEST_KAFKA=
+  testcontainers`` (``make test-kafka``) Apache Kafka in a container, the tests skipped where no
+  Docker engine is reachable; else a local in-memory Tansu broker.
 * ``local_broker``: that local broker object (for restart tests; a restart empties it).
 
 Tests under tests/e2e are marked ``e2e``, under tests/integration ``integration``.
@@ -80,10 +82,37 @@ def _session_broker() -> Iterator[LocalBroker]:
         yield broker
 
 
+# `make test-kafka`: the suite against Apache Kafka in a container instead of the local broker.
+APACHE_KAFKA = "AFTERSALES_TEST_KAFKA"
+APACHE_KAFKA_IMAGE = os.environ.get("AFTERSALES_TEST_KAFKA_IMAGE", "confluentinc/cp-kafka:7.6.0")
+NO_DOCKER = (
+    "make test-kafka: no Docker engine reachable (start one, or set DOCKER_HOST): "
+    "the suite against Apache Kafka was not run"
+)
+
+
+def _apache_kafka_wanted() -> bool:
+    return os.environ.get(APACHE_KAFKA) == "testcontainers"
+
+
+@pytest.fixture(scope="session")
+def _apache_kafka() -> Iterator[str]:
+    """Apache Kafka (KRaft, one node) in a container, for the session."""
+    if not _docker_reachable():
+        pytest.skip(NO_DOCKER)
+    from testcontainers.community.kafka import KafkaContainer
+
+    with KafkaContainer(APACHE_KAFKA_IMAGE).with_kraft() as kafka:
+        yield kafka.get_bootstrap_server()
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap(request: pytest.FixtureRequest) -> str:
     if servers := os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         return servers
+    if _apache_kafka_wanted():
+        apache: str = request.getfixturevalue("_apache_kafka")
+        return apache
     broker: LocalBroker = request.getfixturevalue("_session_broker")
     return broker.bootstrap_servers
 
@@ -91,7 +120,7 @@ def kafka_bootstrap(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session")
 def local_broker(request: pytest.FixtureRequest, kafka_bootstrap: str) -> LocalBroker:
     """The session's local broker. ``restart()`` on it loses every topic and message."""
-    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
-        pytest.skip("KAFKA_BOOTSTRAP_SERVERS points at an external broker")
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or _apache_kafka_wanted():
+        pytest.skip("the broker is not the local one (KAFKA_BOOTSTRAP_SERVERS, make test-kafka)")
     broker: LocalBroker = request.getfixturevalue("_session_broker")
     return broker

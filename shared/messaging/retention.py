@@ -4,7 +4,8 @@ Technical rows (inbox ids, fired or cancelled timers, published outbox events) e
 deduplication and delivery; case records (requests, decisions, complaints, callbacks, sent
 notifications, dead letters, contacts) for the people who answer for a case. Each service
 declares its case records (`ServiceDefinition.retained`); the messaging tables are the same
-everywhere (`messaging_retention`). Periods are settings (README, Settings and commands).
+everywhere (`messaging_retention`). Periods are settings (docs/operations.md, Settings and
+commands).
 """
 
 from __future__ import annotations

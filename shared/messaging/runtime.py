@@ -393,10 +393,12 @@ class ServiceRuntime:
                 self._purge_interval,
             )
             self._tasks.append(asyncio.create_task(purges, name=f"{self.name}-purge"))
+        metrics.RUNNING.labels(self.name).set(1)
         log.info("service started", extra={"service": self.name})
 
     async def stop(self) -> None:
         """Stop fetching, let in-flight batches finish and commit, publish what is left."""
+        metrics.RUNNING.labels(self.name).set(0)
         # Subscribers first: the producer must outlive the relay's last publish.
         for subscriber in self.broker.subscribers:
             await subscriber.stop()

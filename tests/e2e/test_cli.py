@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 
 from aftersales.registry import SERVICES
-from aftersales_dev.devenv import plain_dsn, temporary_database
+from aftersales_dev.devenv import free_port, plain_dsn, temporary_database
 
 
 @pytest.fixture
@@ -233,9 +233,10 @@ async def test_version_names_the_installed_package(fresh_database: str):
 async def test_an_unreachable_broker_is_one_line_saying_what_to_check(
     fresh_database: str, command: list[str]
 ):
-    if command[0] == "run":  # past the database and schema checks, to the broker
+    if command[0] == "run":  # past the database, schema and port checks, to the broker
         code, output = await migrate(fresh_database)
         assert code == 0, output
+        command = [*command, "--port", str(free_port())]
     down = {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "AFTERSALES_LOG_FORMAT": "json"}
     code, output = await run_cli(fresh_database, *command, env=down)
     assert code == 2, output
@@ -287,3 +288,70 @@ async def test_dlq_commands_explain_themselves(fresh_database: str, action: str,
     assert code == 0, output
     assert "--reason" in output and "--limit" in output and says in output
     assert "aftersales.deadletter.SERVICE" in output
+
+
+@pytest.mark.parametrize(
+    ("args", "schema"),
+    [
+        (["report"], "followup"),
+        (["report", "refunds"], "refunds"),
+        (["refunds", "O-1"], "refunds"),
+        (["outbox", "list", "returns"], "returns"),
+        (["purge", "complaints"], "complaints"),
+        (["notifier", "erase", "C-1"], "notifier"),
+    ],
+)
+async def test_a_command_on_a_schema_not_migrated_is_one_line_saying_to_migrate(
+    fresh_database: str, args: list[str], schema: str
+):
+    code, output = await run_cli(fresh_database, *args)
+    assert code == 2
+    assert output.strip() == (
+        f"aftersales: the {schema} schema is at migration (none) but this code needs "
+        f"{output.split('needs ')[1].split(':')[0]}: run `aftersales migrate` first"
+    ), output
+
+
+async def test_bad_arguments_are_one_line_saying_what_to_write(fresh_database: str, tmp_path):
+    code, output = await run_cli(fresh_database, "report", "--since", "last week")
+    assert code == 2
+    assert output.splitlines()[-1] == (
+        "aftersales report: error: argument --since: 'last week' is not a date: write YYYY-MM-DD"
+    )
+    (tmp_path / "a-file").write_text("")
+    inside_a_file = tmp_path / "a-file" / "docs"
+    code, output = await run_cli(fresh_database, "asyncapi", "--dir", str(inside_a_file))
+    assert code == 2
+    assert output.strip() == f"aftersales: Not a directory: {inside_a_file}"
+
+
+async def test_the_help_documents_the_exit_codes(fresh_database: str):
+    code, output = await run_cli(fresh_database, "--help")
+    assert code == 0
+    assert all(f"{n} " in output for n in ("0", "1", "2", "130")) and "exit codes" in output
+    code, output = await run_cli(fresh_database, "send", "--help")
+    assert code == 0 and "exit codes: 0 sent; 1 the broker refused" in " ".join(output.split())
+
+
+async def test_run_on_a_port_that_is_taken_is_one_line_before_anything_starts(
+    fresh_database: str,
+):
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        code, output = await run_cli(
+            fresh_database,
+            "run",
+            "returns",
+            "--port",
+            str(port),
+            env={"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"},
+        )
+    assert code == 2
+    assert output.strip() == (
+        f"aftersales: port {port} for health and metrics is taken (Address already in use): "
+        "stop what holds it, or choose another with --port or AFTERSALES_HTTP_PORT"
+    )

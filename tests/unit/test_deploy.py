@@ -140,7 +140,7 @@ def test_the_transient_retry_alert_fires_for_one_instance_retrying_at_the_backof
         for rule in rules
         if rule["alert"] == "AftersalesTransientRetries"
     )
-    match = re.search(r">\s*([0-9.]+)\s*/\s*([0-9.]+)\s*$", rule["expr"])
+    match = re.search(r"\)\s*>\s*([0-9.]+)\s*/\s*([0-9.]+)\s", rule["expr"])
     assert match, rule["expr"]
     threshold = float(match[1]) / float(match[2])
     # One instance stuck on a fault retries once per cap (plus the fetch): the rate must be
@@ -230,3 +230,147 @@ def test_overlay_values_are_valid_settings_for_every_service(overlay, tmp_path, 
         if overlay == "development":
             # Everything the service needs is in the overlay: its own start-up checks pass.
             preflight(service, settings)
+
+
+def _digits_groups() -> dict[int, list[str]]:
+    """Every ISO 4217 currency by its minor-unit digits, as shared.money counts them."""
+    from babel.numbers import list_currencies
+
+    from shared.money import is_known_currency, minor_digits
+
+    groups: dict[int, list[str]] = {}
+    for code in sorted(list_currencies()):
+        if is_known_currency(code):
+            groups.setdefault(minor_digits(code), []).append(code)
+    return groups
+
+
+def major_units_expr(metric: str, window: str) -> str:
+    """PromQL of a `*_minor_total` counter's increase per currency in major units: each
+    currency divided by 10 to the power of its own digits (JPY 0, CNY 2, KWD 3)."""
+    groups = _digits_groups()
+    others = "|".join(code for d, codes in groups.items() if d != 2 for code in codes)
+    parts = [
+        f'sum by (currency) (increase({metric}{{service=~"$service",currency!~"{others}"}}'
+        f"[{window}])) / 100"
+    ]
+    for digits, codes in sorted(groups.items()):
+        if digits == 2:
+            continue
+        scale = f" / {10**digits}" if digits else ""
+        parts.append(
+            f'sum by (currency) (increase({metric}{{service=~"$service",'
+            f'currency=~"{"|".join(codes)}"}}[{window}])){scale}'
+        )
+    return "\n  or ".join(parts)
+
+
+def _dashboard() -> dict[str, Any]:
+    return json.loads((DEPLOY / "grafana" / "aftersales-dashboard.json").read_text())
+
+
+def test_every_dashboard_query_follows_the_service_variable():
+    for panel in _dashboard()["panels"]:
+        for target in panel["targets"]:
+            assert "$service" in target["expr"], panel["title"]
+
+
+def test_money_panels_show_each_currency_with_its_own_digits():
+    money = [
+        target
+        for panel in _dashboard()["panels"]
+        for target in panel["targets"]
+        if "_minor_total" in target["expr"]
+    ]
+    assert len(money) >= 3
+    for target in money:
+        [metric] = set(re.findall(r"\b(aftersales_[a-z_]+_minor_total)", target["expr"]))
+        [window] = set(re.findall(r"\[(\d+[smhd])\]", target["expr"]))
+        assert target["expr"] == major_units_expr(metric, window)
+    groups = _digits_groups()
+    assert "JPY" in groups[0] and "CNY" in groups[2] and "KWD" in groups[3]
+
+
+def test_the_dashboard_has_consumer_lag_and_cpu_per_service():
+    exprs = [t["expr"] for panel in _dashboard()["panels"] for t in panel["targets"]]
+    assert any("aftersales_consumer_lag" in e for e in exprs)
+    [cpu] = [e for e in exprs if "process_cpu_seconds_total" in e]
+    assert "aftersales_service_running" in cpu and "sum by (service)" in cpu
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Prometheus) not installed")
+def test_every_dashboard_query_is_valid_promql(tmp_path):
+    exprs = [t["expr"] for panel in _dashboard()["panels"] for t in panel["targets"]]
+    rules = {
+        "groups": [
+            {
+                "name": "dashboard",
+                "rules": [
+                    {"record": f"dashboard:query{n}", "expr": e.replace("$service", "returns")}
+                    for n, e in enumerate(exprs)
+                ],
+            }
+        ]
+    }
+    path = tmp_path / "dashboard-rules.yaml"
+    path.write_text(yaml.safe_dump(rules))
+    result = subprocess.run(
+        ["promtool", "check", "rules", str(path)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _overlay_tag(overlay: str) -> str:
+    spec = yaml.safe_load(
+        (DEPLOY / "kubernetes" / "overlays" / overlay / "kustomization.yaml").read_text()
+    )
+    [tag] = {image["newTag"] for image in spec["images"]}
+    return str(tag)
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (kustomize) not installed")
+@pytest.mark.parametrize("overlay", ["development", "production"])
+def test_each_release_has_a_migration_job_of_its_own_that_cleans_itself_up(overlay):
+    [job] = [d for d in _rendered(overlay) if d["kind"] == "Job"]
+    assert job["metadata"]["name"] == "aftersales-migrate-" + _overlay_tag(overlay).replace(
+        ".", "-"
+    )
+    assert 0 < job["spec"]["ttlSecondsAfterFinished"] <= 86400
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (kustomize) not installed")
+@pytest.mark.parametrize("overlay", ["development", "production"])
+def test_network_policies_admit_scraping_and_reach_dns_kafka_postgres_and_the_gateways(overlay):
+    docs = _rendered(overlay)
+    policies = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "NetworkPolicy"}
+    pods = {
+        d["metadata"]["name"]: d["spec"]["template"]["metadata"]["labels"]
+        for d in docs
+        if d["kind"] in ("Deployment", "Job")
+    }
+
+    def selects(spec: dict[str, Any], labels: dict[str, str]) -> bool:
+        return spec["podSelector"]["matchLabels"].items() <= labels.items()
+
+    def ports(rules: list[dict[str, Any]]) -> set[int]:
+        return {port["port"] for rule in rules for port in rule.get("ports", [])}
+
+    every = policies["aftersales"]
+    assert all(selects(every, labels) for labels in pods.values())
+    assert set(every["policyTypes"]) == {"Ingress", "Egress"}
+    assert ports(every["ingress"]) == {8000}
+    assert {53, 9092, 9093, 5432} <= ports(every["egress"])
+    gateways = policies["aftersales-notifier-gateways"]
+    assert [name for name, labels in pods.items() if selects(gateways, labels)] == [
+        "aftersales-notifier"
+    ]
+    assert {443, 465, 587} <= ports(gateways["egress"])
+
+
+def test_every_service_s_manifests_come_from_the_one_template():
+    for name in ALL_SERVICES:
+        spec = yaml.safe_load(
+            (DEPLOY / "kubernetes" / "base" / "services" / name / "kustomization.yaml").read_text()
+        )
+        assert spec["resources"] == ["../../../service"], name
+        assert spec["nameSuffix"] == f"-{name}"
