@@ -34,6 +34,12 @@ def preflight(settings: Settings) -> None:
             "log_channel": LOG in channels,
         },
     )
+    if settings.aftersales_webhook_url and not settings.aftersales_webhook_secret:
+        log.warning(
+            "the webhook channel is configured without AFTERSALES_WEBHOOK_SECRET: its requests "
+            "are unsigned and a receiver cannot tell them from forged ones",
+            extra={"service": SERVICE},
+        )
     if not configured and LOG not in channels:
         log.warning(
             "no delivery gateway is configured: every notification will fail with no_channel "
@@ -76,4 +82,5 @@ def build(policy: Policy, clock: Clock, settings: Settings | None = None) -> Ser
             tables.dead_letters.c.created_at,
             tables.contacts.c.updated_at,
         ),
+        closers=(handlers.close,),
     )

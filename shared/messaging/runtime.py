@@ -6,7 +6,7 @@ import asyncio
 import logging
 import ssl
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -78,6 +78,9 @@ class ServiceDefinition:
     # The service's case records and how long they are kept (`retention.case_records`); the
     # messaging tables' technical rows are added by `retained`.
     case_records: Sequence[Retained] = ()
+    # Called once when the service stops, after its timers: resources kept for the service's
+    # life (the notifier's gateway connection pools).
+    closers: Sequence[Callable[[], Awaitable[None]]] = ()
 
     @property
     def retained(self) -> list[Retained]:
@@ -386,6 +389,13 @@ class ServiceRuntime:
             except (TimeoutError, asyncio.CancelledError):
                 task.cancel()
         self._tasks = []
+        for close in self.definition.closers:
+            try:
+                await close()
+            except Exception as exc:
+                log.warning(
+                    "closing failed at stop", extra={"service": self.name, "error": repr(exc)}
+                )
         try:
             await asyncio.wait_for(self.relay.drain(), timeout=max(deadline - loop.time(), 1.0))
         except Exception as exc:  # left in the outbox: the next start publishes it

@@ -1,4 +1,9 @@
-"""Durable timers: due rows are claimed with FOR UPDATE SKIP LOCKED and fired exactly once."""
+"""Durable timers: due rows are claimed with FOR UPDATE SKIP LOCKED and fired exactly once.
+
+A handler may hand I/O to run outside the transaction (`HandlerContext.run_outside`): the
+scheduler runs it once the batch committed, all of the batch's work at once, and records the
+results in one more short transaction before it claims the next batch.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ from shared import metrics
 from shared.clock import Clock
 from shared.db import UnitOfWork
 
-from .context import HandlerContext, TimerHandler
+from .context import HandlerContext, Outside, TimerHandler
 from .errors import is_transient
 from .store import timer_from_row
 from .tables import MessagingTables
@@ -23,6 +28,9 @@ from .tables import MessagingTables
 log = logging.getLogger("aftersales.timers")
 
 MAX_TIMER_ATTEMPTS = 5
+# Tries of the transaction that records the outside work's results (a passing fault): after
+# that the results are dropped and the handlers' own timers take the work up again.
+RECORD_TRIES = 3
 
 
 class TimerScheduler:
@@ -78,14 +86,66 @@ class TimerScheduler:
                 .all()
             )
             fired = 0
+            outside: list[Outside] = []
             for row in rows:
-                fired += await self._fire(uow, row)
+                fired += await self._fire(uow, row, outside)
             await uow.commit()
         if fired:
             self._on_committed()
+        if outside:
+            await self._run_outside(outside)
         return len(rows)
 
-    async def _fire(self, uow: UnitOfWork, row: Any) -> int:
+    async def _run_outside(self, work: list[Outside]) -> None:
+        results = await asyncio.gather(*(w.call() for w in work), return_exceptions=True)
+        done = []
+        for w, result in zip(work, results, strict=True):
+            if isinstance(result, BaseException):  # the call should not raise: its timer retries
+                log.error(
+                    "work outside the transaction failed",
+                    extra={"service": self.service, "error": type(result).__name__},
+                )
+            else:
+                done.append((w, result))
+        for attempt in range(1, RECORD_TRIES + 1):
+            try:
+                await self._record(done)
+                return
+            except Exception as exc:
+                if not is_transient(exc) or attempt == RECORD_TRIES:
+                    log.warning(
+                        "results of outside work not recorded; their timers take it up again",
+                        extra={"service": self.service, "error": type(exc).__name__},
+                    )
+                    return
+                await asyncio.sleep(0.5 * attempt)
+
+    async def _record(self, done: list[tuple[Outside, Any]]) -> None:
+        if not done:
+            return
+        async with UnitOfWork(self._sessions, namespace=self.service) as uow:
+            await uow.lock(w.lock_key for w, _ in done)
+            for w, result in done:
+                ctx = HandlerContext(
+                    uow=uow,
+                    tables=self._tables,
+                    service=self.service,
+                    now=self._clock.now(),
+                    cause_id=f"{w.cause_id}:recorded",
+                )
+                try:
+                    async with uow.session.begin_nested():
+                        await w.record(result, ctx)
+                except Exception as exc:
+                    if is_transient(exc):
+                        raise
+                    log.exception("recording outside work failed", extra={"service": self.service})
+                    continue
+                uow.after_commit(*ctx.on_commit)
+            await uow.commit()
+        self._on_committed()
+
+    async def _fire(self, uow: UnitOfWork, row: Any, outside: list[Outside]) -> int:
         t = self._tables.timers
         timer = timer_from_row(row)
         handler = self._handlers.get(timer.kind)
@@ -125,6 +185,7 @@ class TimerScheduler:
             await uow.session.execute(update(t).where(t.c.id == timer.id).values(**values))
             return 0
         uow.after_commit(*ctx.on_commit)
+        outside.extend(ctx.outside)
         metrics.TIMERS_FIRED.labels(self.service, timer.kind).inc()
         metrics.TIMER_LAG.labels(self.service).observe(
             max((ctx.now - timer.due_at).total_seconds(), 0.0)
