@@ -37,8 +37,13 @@ log = logging.getLogger("aftersales.notifier.delivery")
 # Short: a buyer's message is worth little after a long wait, and the scheduler records a
 # batch's outcomes only once all its sends returned (docs/decisions-notifier.md).
 HTTP_TIMEOUT = httpx.Timeout(5.0, connect=2.0)
-# Connections to one gateway: the scheduler sends a batch of up to 100 messages at once.
-HTTP_LIMITS = httpx.Limits(max_connections=50, max_keepalive_connections=20)
+# Requests in flight to one gateway (the scheduler hands over up to 100 messages at once): the
+# rest wait their turn here, since httpcore's pool scans every waiting request at each
+# hand-over (its cost grows with the square of the queue).
+HTTP_CONCURRENCY = 16
+HTTP_LIMITS = httpx.Limits(
+    max_connections=HTTP_CONCURRENCY, max_keepalive_connections=HTTP_CONCURRENCY
+)
 SMTP_TIMEOUT = 5.0
 SMTP_CONCURRENCY = 10  # SMTP sessions open at once (one connection per message)
 DEFAULT_SENDER = "aftersales@localhost"
@@ -124,6 +129,7 @@ class HttpGateway:
         self._secret = secret.encode("utf-8") if secret else None
         self._timeout = timeout
         self._client: httpx.AsyncClient | None = None
+        self._in_flight = asyncio.Semaphore(HTTP_CONCURRENCY)
 
     def _pool(self) -> httpx.AsyncClient:
         if self._client is None or self._client.is_closed:
@@ -177,7 +183,8 @@ class HttpGateway:
             stamp = int(message.at.timestamp())
             headers[signature.HEADER.lower()] = signature.sign(self._secret, body, stamp)
         try:
-            response = await self._pool().post(self.url, content=body, headers=headers)
+            async with self._in_flight:
+                response = await self._pool().post(self.url, content=body, headers=headers)
         except httpx.TimeoutException:
             return transient(f"{gateway}: timeout")
         except httpx.TransportError as exc:

@@ -63,10 +63,10 @@ from shared.policy import Policy
 SERVICE = "notifier"
 DELIVER = "deliver"
 # The longest one send may take, whatever the gateway does (a slow drip of bytes included).
-SEND_DEADLINE = 15.0
+SEND_DEADLINE = 10.0
 # When an attempt whose outcome was never recorded is taken up again: well past the send's
 # deadline and the recording transaction, so a live send is not overtaken.
-SEND_LEASE = timedelta(seconds=45)
+SEND_LEASE = timedelta(seconds=30)
 
 log = logging.getLogger("aftersales.notifier")
 

@@ -81,6 +81,8 @@ class ServiceDefinition:
     # Called once when the service stops, after its timers: resources kept for the service's
     # life (the notifier's gateway connection pools).
     closers: Sequence[Callable[[], Awaitable[None]]] = ()
+    # Transactions firing timers at once, on lock keys apart (`TimerScheduler`).
+    timer_concurrency: int = 1
 
     @property
     def retained(self) -> list[Retained]:
@@ -245,6 +247,7 @@ class ServiceRuntime:
             clock=clock,
             poll_interval=timer_poll_interval,
             on_committed=self.relay.wake,
+            concurrency=definition.timer_concurrency,
         )
         self.health = ConsumerHealth(
             definition.name, stuck_after=settings.aftersales_stuck_after_seconds

@@ -191,6 +191,7 @@ class Delivery:
             self.give_up(now, step.reason, detail, channel=channel, recipient=recipient)
             return step
         self._next_step(step.at, "next_channel" if permanent else "retry")
+        self.channel = channel  # the channel that failed last (shown while it is retried)
         self.last_error = detail
         return step
 

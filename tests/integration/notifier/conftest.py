@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from aftersales_dev.devenv import free_port
 from services.notifier import tables
+from services.notifier.bootstrap import TIMER_CONCURRENCY
 from services.notifier.channels import Channel, channels_from_settings
 from services.notifier.handlers import NotifierHandlers
 from shared.clock import ManualClock
@@ -271,6 +272,7 @@ class Harness:
             tables=tables.messaging,
             handlers=self.handlers.timers(),
             clock=self.clock,
+            concurrency=TIMER_CONCURRENCY,
         )
         self._offset = 0
 
