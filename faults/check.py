@@ -132,6 +132,17 @@ async def db_progress(conn: asyncpg.Connection, service: ServiceInfo) -> dict[st
     return dict(row)
 
 
+async def unfinished_notifications(conn: asyncpg.Connection, run_id: str) -> int:
+    """Notifications of the run neither sent nor given up yet (due, retrying or in flight)."""
+    return int(
+        await conn.fetchval(
+            "SELECT count(*) FROM notifier.deliveries WHERE order_id LIKE $1 AND status = $2",
+            run_id + "%",
+            "scheduled",
+        )
+    )
+
+
 async def inbox_ids(conn: asyncpg.Connection, service: ServiceInfo, prefix: str) -> set[str]:
     rows = await conn.fetch(
         f'SELECT event_id FROM "{service.schema}".inbox WHERE event_id LIKE $1',  # noqa: S608
@@ -455,12 +466,7 @@ async def _check_timers(
         )
         for r in rows:
             c[f"{s.name} timers fired: {r['kind']}"] = r["fired"]
-            if r["due_unfired"] and (s.name, r["kind"]) == ("notifier", "deliver"):
-                f.notes.append(
-                    f"notifier: {r['due_unfired']} notification(s) still being sent when the "
-                    "run ended (not waited for)"
-                )
-            elif r["due_unfired"]:
+            if r["due_unfired"]:
                 f.problem(f"{s.name}: {r['due_unfired']} due {r['kind']} timer(s) not fired")
             if r["failed"]:
                 f.problem(f"{s.name}: {r['failed']} {r['kind']} timer(s) failed in their handler")
@@ -639,7 +645,8 @@ async def _check_notifications(
 ) -> None:
     """Every notification of the run ends sent (its `notification.sent` once, the gateway
     holding it) or given up (`notification.failed` once, a dead-letter record), never both,
-    never twice; one still waiting for a retry due after the run is noted, not failed."""
+    never twice; none is left unfinished (the run waits for the notifier too, whose retries it
+    makes seconds apart)."""
     rows = await conn.fetch(
         """SELECT d.delivery_id, d.status, d.next_attempt_at,
                   x.delivery_id IS NOT NULL AS dead_lettered
@@ -673,7 +680,7 @@ async def _check_notifications(
     c["notifications"] = len(rows)
     c["notifications sent"] = status["sent"]
     c["notifications given up (dead-lettered)"] = status["failed"]
-    c["notifications not sent yet (later retry or backlog)"] = len(waiting)
+    c["notifications unfinished (neither sent nor given up)"] = len(waiting)
     c["notifications with a wrong or repeated outcome"] = len(wrong)
     if gateway is not None:
         c["gateway: 503 answers"] = gateway.refused
@@ -687,7 +694,7 @@ async def _check_notifications(
         f.problem(f"notifier: {len(unknown)} outcome(s) for unknown requests", unknown)
     if waiting:
         due = [d for d in waiting if d is not None]
-        f.notes.append(
-            f"notifier: {len(waiting)} notification(s) not sent yet (a later retry or the backlog)"
-            + (f" (from {min(due):%H:%M:%S} UTC)" if due else "")
+        f.problem(
+            f"notifier: {len(waiting)} notification(s) neither sent nor given up"
+            + (f" (next attempt from {min(due):%H:%M:%S} UTC)" if due else "")
         )

@@ -206,6 +206,10 @@ class FollowupPolicy(_Section):
 class NotifierPolicy(_Section):
     max_non_urgent_per_day: int = _count(3, 0, 100, "messages")
     retry_max_attempts: int = _count(5, 1, 50, "attempts")
+    # A transient failure waits the first delay, four times longer after each further one, at
+    # most the longest (1, 4, 16 minutes, then hourly by default).
+    retry_first_delay_seconds: int = _count(60, 1, 3600, "seconds")
+    retry_longest_delay_seconds: int = _count(3600, 1, 86400, "seconds")
     quiet_hours: LocalHours = _hours_field(LocalHours(start=time(21), end=time(9)))
 
     _parse_hours = field_validator("quiet_hours", mode="before")(_hours)

@@ -2,8 +2,10 @@
 
 Every `send` returns a `Result` and never raises: a gateway problem is either transient (HTTP
 5xx, 408, 425, 429, timeouts, connection errors, SMTP 4xx) and retried later, or permanent
-(other HTTP 4xx, SMTP 5xx) and the next channel is tried. Sends run inside the timer
-scheduler's transaction, so each is bounded by a short timeout (`HTTP_TIMEOUT`, `SMTP_TIMEOUT`).
+(other HTTP 4xx, SMTP 5xx) and the next channel is tried. Sends run outside any database
+transaction (the attempt is claimed before and recorded after), each bounded by a short
+timeout (`HTTP_TIMEOUT`, `SMTP_TIMEOUT`). Each HTTP gateway keeps one connection pool for the
+service's life (`close` at stop).
 
 A `Result.detail` names the gateway and the status, never an address or a response body (a
 gateway may echo the phone number back).
@@ -11,8 +13,7 @@ gateway may echo the phone number back).
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+import asyncio
 import json
 import logging
 import uuid
@@ -27,14 +28,24 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import aiosmtplib
 import httpx
 
+from services.notifier import signature
 from services.notifier.domain import LOG
 from shared.settings import Settings
 
 log = logging.getLogger("aftersales.notifier.delivery")
 
-# Short: the send happens inside a database transaction (docs/decisions-notifier.md).
+# Short: a buyer's message is worth little after a long wait, and the scheduler records a
+# batch's outcomes only once all its sends returned (docs/decisions-notifier.md).
 HTTP_TIMEOUT = httpx.Timeout(5.0, connect=2.0)
+# Requests in flight to one gateway (the scheduler hands over up to 100 messages at once): the
+# rest wait their turn here, since httpcore's pool scans every waiting request at each
+# hand-over (its cost grows with the square of the queue).
+HTTP_CONCURRENCY = 16
+HTTP_LIMITS = httpx.Limits(
+    max_connections=HTTP_CONCURRENCY, max_keepalive_connections=HTTP_CONCURRENCY
+)
 SMTP_TIMEOUT = 5.0
+SMTP_CONCURRENCY = 10  # SMTP sessions open at once (one connection per message)
 DEFAULT_SENDER = "aftersales@localhost"
 _MESSAGE_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:aftersales:notifier:message-id")
 
@@ -83,6 +94,8 @@ class Channel(Protocol):
 
     async def send(self, message: Outgoing) -> Result: ...
 
+    async def close(self) -> None: ...
+
 
 # --- HTTP gateways: SMS, IM and the webhook ---------------------------------------------------
 
@@ -99,7 +112,8 @@ class HttpGateway:
     """POSTs one JSON message per notification (SMS, IM, webhook).
 
     Headers: `Idempotency-Key` (the notification's request id, the same on every retry) and,
-    with a secret, `X-Aftersales-Signature: sha256=<hex HMAC-SHA256 of the body>`.
+    with a secret, `X-Aftersales-Signature: t=<unix seconds>,v1=<hex>` (`signature.sign`).
+    One `httpx.AsyncClient` per gateway, made at the first send and kept until `close`.
     """
 
     def __init__(
@@ -114,6 +128,20 @@ class HttpGateway:
         self.url = url
         self._secret = secret.encode("utf-8") if secret else None
         self._timeout = timeout
+        self._client: httpx.AsyncClient | None = None
+        self._in_flight = asyncio.Semaphore(HTTP_CONCURRENCY)
+
+    def _pool(self) -> httpx.AsyncClient:
+        if self._client is None or self._client.is_closed:
+            self._client = httpx.AsyncClient(
+                timeout=self._timeout, limits=HTTP_LIMITS, follow_redirects=False
+            )
+        return self._client
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
 
     def payload(self, m: Outgoing) -> dict[str, Any]:
         common = {
@@ -152,11 +180,11 @@ class HttpGateway:
             "user-agent": "aftersales-notifier",
         }
         if self._secret is not None:
-            digest = hmac.new(self._secret, body, hashlib.sha256).hexdigest()
-            headers["x-aftersales-signature"] = f"sha256={digest}"
+            stamp = int(message.at.timestamp())
+            headers[signature.HEADER.lower()] = signature.sign(self._secret, body, stamp)
         try:
-            async with httpx.AsyncClient(timeout=self._timeout, follow_redirects=False) as client:
-                response = await client.post(self.url, content=body, headers=headers)
+            async with self._in_flight:
+                response = await self._pool().post(self.url, content=body, headers=headers)
         except httpx.TimeoutException:
             return transient(f"{gateway}: timeout")
         except httpx.TransportError as exc:
@@ -182,7 +210,11 @@ class SmtpTarget:
 
 def parse_smtp_url(url: str) -> SmtpTarget:
     """`smtp://[user:password@]host[:port][?from=addr&starttls=true|false]`, or `smtps://`
-    (TLS from the start, port 465 by default)."""
+    (TLS from the start, port 465 by default).
+
+    With credentials the connection must be encrypted: `smtps://`, or STARTTLS required (a
+    server that does not offer it, or an attacker who strips it, gets no password and no
+    message); `starttls=false` with credentials is refused."""
     problem = ValueError(
         "AFTERSALES_SMTP_URL must look like smtp://host:port or smtps://host:port "
         "(optionally user:password@ and ?from=sender@example.com&starttls=true)"
@@ -198,11 +230,20 @@ def parse_smtp_url(url: str) -> SmtpTarget:
     starttls = (query.get("starttls") or [""])[0].lower()
     if starttls not in ("", "true", "false"):
         raise problem
+    use_tls = parts.scheme == "smtps"
+    start_tls = None if not starttls else starttls == "true"
+    if parts.username and not use_tls:
+        if start_tls is False:
+            raise ValueError(
+                "AFTERSALES_SMTP_URL has credentials and starttls=false: a password is only sent "
+                "encrypted (use starttls=true or smtps://)"
+            )
+        start_tls = True  # required, never opportunistic: no plain-text fallback
     return SmtpTarget(
         host=parts.hostname,
-        port=port or (465 if parts.scheme == "smtps" else 25),
-        use_tls=parts.scheme == "smtps",
-        start_tls=None if not starttls else starttls == "true",
+        port=port or (465 if use_tls else 25),
+        use_tls=use_tls,
+        start_tls=start_tls,
         sender=(query.get("from") or [DEFAULT_SENDER])[0],
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,
@@ -221,6 +262,10 @@ class SmtpChannel:
     def __init__(self, target: SmtpTarget, *, timeout: float = SMTP_TIMEOUT) -> None:
         self.target = target
         self._timeout = timeout
+        self._sessions = asyncio.Semaphore(SMTP_CONCURRENCY)
+
+    async def close(self) -> None:
+        return None  # one connection per message, closed after it
 
     def message(self, m: Outgoing) -> EmailMessage:
         assert m.address is not None
@@ -241,16 +286,8 @@ class SmtpChannel:
             return permanent("e-mail: the buyer has no e-mail address")
         t = self.target
         try:
-            await aiosmtplib.send(
-                self.message(message),
-                hostname=t.host,
-                port=t.port,
-                username=t.username,
-                password=t.password,
-                use_tls=t.use_tls,
-                start_tls=t.start_tls,
-                timeout=self._timeout,
-            )
+            async with self._sessions:
+                await self._send(message, t)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [r.code for r in exc.recipients] or [550]
             if all(400 <= code < 500 for code in codes):
@@ -260,11 +297,39 @@ class SmtpChannel:
             return smtp_code_result(exc.code, type(exc).__name__)
         except aiosmtplib.SMTPNotSupported:
             return permanent("e-mail: the SMTP server lacks a required extension (STARTTLS?)")
+        except TlsRequired:
+            return permanent("e-mail: the SMTP server offers no STARTTLS, which is required")
         except (aiosmtplib.SMTPException, OSError) as exc:  # disconnects, timeouts, refused
             return transient(f"e-mail: {type(exc).__name__}")
         except Exception as exc:  # never into the scheduler
             return transient(f"e-mail: {type(exc).__name__}")
         return SENT
+
+    async def _send(self, message: Outgoing, t: SmtpTarget) -> None:
+        required = t.start_tls is True
+        client = aiosmtplib.SMTP(
+            hostname=t.host,
+            port=t.port,
+            use_tls=t.use_tls,
+            # Required STARTTLS is done below, where its absence is an error of its own;
+            # None lets the client upgrade when the server offers it (no credentials).
+            start_tls=False if required else t.start_tls,
+            timeout=self._timeout,
+        )
+        async with client:
+            if required:
+                if client.is_ehlo_or_helo_needed:
+                    await client.ehlo()
+                if not client.supports_extension("starttls"):
+                    raise TlsRequired  # never a password or a message in plain text
+                await client.starttls()
+            if t.username is not None:
+                await client.login(t.username, t.password or "")
+            await client.send_message(self.message(message))
+
+
+class TlsRequired(Exception):
+    """The SMTP session is not encrypted though credentials are set."""
 
 
 # --- the log channel (development) ------------------------------------------------------------
@@ -282,6 +347,9 @@ class LogChannel:
     """Development: the message goes to the log (stderr) instead of a gateway."""
 
     name = LOG
+
+    async def close(self) -> None:
+        return None
 
     async def send(self, message: Outgoing) -> Result:
         log.info(

@@ -6,57 +6,27 @@ Consuming (in the consumer's batch transaction, never waiting on a gateway):
   delivery row plus a timer due now, after the template was checked. Coupons are the complaints
   service's to tell (`complaint.compensated`, `complaint.compensation_approved`).
 
-Delivering (the timer handler `deliver`, in the timer scheduler's transaction): quiet hours,
-daily cap and expiry decide whether it goes now; then the contact is decrypted, the channel
-picked, the template rendered and the message sent with a short timeout. Success emits
-`notification.sent`; a failure re-arms the timer with backoff (a new timer row per attempt), or
-gives up with a dead-letter record and `notification.failed`.
+Delivering (the timer handler `deliver`) is `delivering.py`: the `Delivery` aggregate decides,
+the message is sent outside the database transaction and its outcome recorded after.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-import weakref
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
-
-from pydantic import BaseModel
 
 from services.notifier import metrics
-from services.notifier.channels import Channel, Outgoing, Result, transient
+from services.notifier.channels import Channel
 from services.notifier.contacts import Contact, ContactBook
-from services.notifier.domain import (
-    CHANNELS,
-    LOG,
-    Defer,
-    Drop,
-    FailReason,
-    GiveUp,
-    after_failure,
-    channel_plan,
-    intended_channel,
-    language_order,
-    local_day,
-    reachable,
-    when_due,
-)
+from services.notifier.delivering import DELIVER, SERVICE, Deliverer, buyer_lock
+from services.notifier.domain import timer_ref
 from services.notifier.domain.refunds import told_by_its_case
 from services.notifier.erasure import erased_since
 from services.notifier.rendering import Renderer, TemplateProblem
-from services.notifier.repository import (
-    FAILED,
-    SCHEDULED,
-    SENT,
-    Delivery,
-    DeliveryRepository,
-    timer_ref,
-)
+from services.notifier.repository import DeliveryRepository
 from shared.contracts import (
-    NOTIFICATION_FAILED,
     NOTIFICATION_REQUESTED,
-    NOTIFICATION_SENT,
     ORDER_PAID,
     REFUND_ISSUED,
     RETURN_APPROVED,
@@ -65,51 +35,23 @@ from shared.contracts import (
     RETURN_REJECTED,
     CaseRef,
     CloudEvent,
-    NotificationFailed,
     NotificationRequested,
-    NotificationSent,
     OrderPaid,
     RefundIssued,
     ReturnDecision,
     deterministic_id,
-    ids,
 )
 from shared.contracts.primitives import parse_timestamp
-from shared.crypto import CryptoError, FieldCipher
+from shared.crypto import FieldCipher
 from shared.messaging.context import EventHandler, HandlerContext, TimerHandler
 from shared.messaging.errors import Rejected
-from shared.messaging.store import Timer
 from shared.policy import Policy
 
-SERVICE = "notifier"
-DELIVER = "deliver"
+__all__ = ["DELIVER", "SERVICE", "NotifierHandlers", "derived_request_id"]
+
 RETURN_DECISIONS = (RETURN_APPROVED, RETURN_REJECTED, RETURN_PENDING, RETURN_COMPLETED)
 
 log = logging.getLogger("aftersales.notifier")
-
-
-class SendBudget:
-    """Bounds the time one scheduler transaction spends on gateways.
-
-    The timer scheduler fires up to 100 timers in one transaction; sending them all there
-    could hold it open for minutes with slow gateways. Once a transaction has sent for
-    `max_seconds` (or `max_sends` messages), the remaining deliveries get a new timer due at
-    once and go out in the scheduler's next transaction, a moment later.
-    """
-
-    def __init__(self, max_seconds: float = 8.0, max_sends: int = 25) -> None:
-        self.max_seconds = max_seconds
-        self.max_sends = max_sends
-        self._spent: weakref.WeakKeyDictionary[object, tuple[float, int]] = (
-            weakref.WeakKeyDictionary()
-        )
-
-    def allow(self, transaction: object) -> bool:
-        started, sends = self._spent.get(transaction, (time.monotonic(), 0))
-        if sends and (sends >= self.max_sends or time.monotonic() - started > self.max_seconds):
-            return False
-        self._spent[transaction] = (started, sends + 1)
-        return True
 
 
 def derived_request_id(kind: str, key: str) -> str:
@@ -125,15 +67,12 @@ class NotifierHandlers:
         channels: Mapping[str, Channel],
         *,
         renderer: Renderer | None = None,
-        budget: SendBudget | None = None,
     ) -> None:
         self.policy = policy
         self.cipher = cipher
         self.channels = dict(channels)
         self.renderer = renderer or Renderer(policy.zone)
-        self.budget = budget or SendBudget()
-        self.log_fallback = LOG in self.channels
-        self.configured = frozenset(c for c in self.channels if c in CHANNELS)
+        self.deliverer = Deliverer(policy, cipher, self.channels, self.renderer)
 
     def events(self) -> Mapping[str, EventHandler]:
         handlers: dict[str, EventHandler] = {
@@ -145,7 +84,12 @@ class NotifierHandlers:
         return handlers
 
     def timers(self) -> Mapping[str, TimerHandler]:
-        return {DELIVER: self.deliver}
+        return {DELIVER: self.deliverer.deliver}
+
+    async def close(self) -> None:
+        """Close the gateways' connection pools (the service stops)."""
+        for channel in self.channels.values():
+            await channel.close()
 
     # --- the contact directory --------------------------------------------------------------
 
@@ -312,427 +256,15 @@ class NotifierHandlers:
             ctx.count(metrics.NOTIFICATIONS.labels(SERVICE, template, "duplicate"))
             log.info("notification request already known: ignored", extra=extra)
             return
-        await self._arm(ctx, request_id, customer_id, seq=0, due=ctx.now, reason="new")
-        ctx.count(metrics.NOTIFICATIONS.labels(SERVICE, template, "accepted"))
-        log.info("notification accepted", extra=extra)
-
-    async def _arm(
-        self,
-        ctx: HandlerContext,
-        delivery_id: str,
-        customer_id: str,
-        *,
-        seq: int,
-        due: datetime,
-        reason: str,
-        attempt: int = 1,
-    ) -> None:
-        # The lock key is the buyer's (the daily cap counts per buyer), in a namespace of its
-        # own: the consumer never waits for a delivery that talks to a slow gateway.
         await ctx.timers.set(
             DELIVER,
-            timer_ref(delivery_id, seq),
-            due_at=due,
-            lock_key=f"notifier:buyer:{customer_id}",
-            payload={"delivery_id": delivery_id, "attempt": attempt, "reason": reason},
+            timer_ref(request_id, 0),
+            due_at=ctx.now,
+            lock_key=buyer_lock(customer_id),
+            payload={"delivery_id": request_id, "attempt": 1, "reason": "new"},
         )
-
-    # --- delivering -------------------------------------------------------------------------
-
-    async def deliver(self, timer: Timer, ctx: HandlerContext) -> None:
-        repo = DeliveryRepository(ctx.session)
-        delivery = await repo.get(str(timer.payload.get("delivery_id", "")))
-        if delivery is None or delivery.status != SCHEDULED or delivery.timer_ref != timer.ref:
-            return  # superseded by a later timer of the same delivery
-        now = ctx.now
-        zone = self.policy.zone
-        used = 0
-        if not delivery.urgent and delivery.slot_day is None:
-            used = await repo.used_today(
-                delivery.customer_id, local_day(now, zone), other_than=delivery.delivery_id
-            )
-        decision = when_due(
-            now=now,
-            urgent=delivery.urgent,
-            deadline=delivery.deadline,
-            slot_day=delivery.slot_day,
-            used_today=used,
-            policy=self.policy.notifier,
-            zone=zone,
-        )
-        if isinstance(decision, Drop):
-            await self._give_up(ctx, repo, delivery, decision.reason, decision.detail)
-            return
-        if isinstance(decision, Defer):
-            await self._defer(ctx, repo, delivery, decision)
-            return
-        if not self.budget.allow(ctx.uow):
-            await self._reschedule(ctx, repo, delivery, at=now, reason="next_batch")
-            return
-        slot_day = decision.slot_day
-        try:
-            contact = await ContactBook(ctx.session, self.cipher).get(delivery.customer_id, now=now)
-        except CryptoError as exc:  # its message never holds plaintext
-            await self._give_up(ctx, repo, delivery, FailReason.CONTACT_UNREADABLE, str(exc))
-            return
-        attempts = delivery.attempts + 1
-        if contact is None:
-            await self._attempt_failed(
-                ctx,
-                repo,
-                delivery,
-                transient("no contact data for the buyer (no order.paid seen yet)"),
-                attempts=attempts,
-                slot_day=slot_day,
-                channel=None,
-                recipient=None,
-                channels_left=False,
-                no_contact=True,
-            )
-            return
-        has = {"has_phone": bool(contact.phone), "has_email": bool(contact.email)}
-        plan = channel_plan(
-            preferred=contact.preferred_channel,
-            configured=self.configured,
-            refused=delivery.refused_channels,
-            log_fallback=self.log_fallback,
-            **has,
-        )
-        if not plan:
-            reach = [c for c in CHANNELS if reachable(c, **has)]
-            await self._give_up(
-                ctx,
-                repo,
-                delivery,
-                FailReason.NO_CHANNEL,
-                f"no configured gateway reaches the buyer (buyer's channels: {', '.join(reach)};"
-                f" configured: {', '.join(sorted(self.configured)) or 'none'};"
-                f" refused: {', '.join(delivery.refused_channels) or 'none'})",
-                attempts=delivery.attempts,
-            )
-            return
-        try:
-            rendered = self.renderer.render(
-                delivery.template, delivery.params, language_order(contact.language)
-            )
-        except TemplateProblem as exc:
-            await self._give_up(ctx, repo, delivery, FailReason.TEMPLATE_ERROR, exc.detail)
-            return
-        channel = plan[0]
-        intended = intended_channel(contact.preferred_channel, **has)
-        recipient = contact.masked(intended if channel == LOG else channel)
-        message = Outgoing(
-            delivery_id=delivery.delivery_id,
-            channel=channel,
-            customer_id=delivery.customer_id,
-            order_id=delivery.order_id,
-            template=delivery.template,
-            language=rendered.language,
-            subject=rendered.subject,
-            body=rendered.body,
-            urgent=delivery.urgent,
-            at=now,
-            address=contact.address(channel),
-            display_name=contact.name if channel == "email" else None,
-            recipient=recipient,
-            stands_in_for=intended if channel == LOG else None,
-        )
-        result = await self.channels[channel].send(message)
-        kind = "ok" if result.ok else ("transient" if result.transient else "permanent")
-        metrics.ATTEMPTS.labels(SERVICE, channel, kind).inc()
-        if result.ok:
-            await self._sent(ctx, repo, delivery, message, attempts=attempts, slot_day=slot_day)
-            return
-        await self._attempt_failed(
-            ctx,
-            repo,
-            delivery,
-            result,
-            attempts=attempts,
-            slot_day=slot_day,
-            channel=channel,
-            recipient=recipient,
-            channels_left=len(plan) > 1,
-        )
-
-    async def _defer(
-        self, ctx: HandlerContext, repo: DeliveryRepository, delivery: Delivery, decision: Defer
-    ) -> None:
-        await self._reschedule(ctx, repo, delivery, at=decision.until, reason=decision.reason)
-        metrics.NOTIFICATIONS.labels(SERVICE, delivery.template, "deferred").inc()
-        until = decision.until.astimezone(self.policy.zone)
-        text = f"notification deferred until {until:%Y-%m-%d %H:%M} {self.policy.timezone}"
-        text += f" ({decision.reason.replace('_', ' ')})"
-        if self.log_fallback:  # development: show what will go out, at any hour
-            text += await self._preview(ctx, delivery)
-        log.info(
-            text,
-            extra={
-                "service": SERVICE,
-                "request_id": delivery.delivery_id,
-                "customer_id": delivery.customer_id,
-                "template": delivery.template,
-                "reason": str(decision.reason),
-                "due_at": decision.until.isoformat(),
-            },
-        )
-
-    async def _preview(self, ctx: HandlerContext, delivery: Delivery) -> str:
-        try:
-            contact = await ContactBook(ctx.session, self.cipher).get(
-                delivery.customer_id, now=ctx.now
-            )
-            rendered = self.renderer.render(
-                delivery.template,
-                delivery.params,
-                language_order(contact.language if contact else None),
-            )
-        except (CryptoError, TemplateProblem):
-            return ""
-        body = " ".join(line.strip() for line in rendered.body.splitlines() if line.strip())
-        return f": [{delivery.template}, {rendered.language}] {rendered.subject} | {body}"
-
-    async def _reschedule(
-        self,
-        ctx: HandlerContext,
-        repo: DeliveryRepository,
-        delivery: Delivery,
-        *,
-        at: datetime,
-        reason: str,
-        attempt: int | None = None,
-        **values: Any,
-    ) -> None:
-        seq = delivery.timer_seq + 1
-        await repo.update(
-            delivery.delivery_id,
-            ctx.now,
-            timer_seq=seq,
-            next_attempt_at=at,
-            defer_reason=reason,
-            **values,
-        )
-        await self._arm(
-            ctx,
-            delivery.delivery_id,
-            delivery.customer_id,
-            seq=seq,
-            due=at,
-            reason=reason,
-            attempt=attempt if attempt is not None else delivery.attempts + 1,
-        )
-
-    async def _attempt_failed(
-        self,
-        ctx: HandlerContext,
-        repo: DeliveryRepository,
-        delivery: Delivery,
-        result: Result,
-        *,
-        attempts: int,
-        slot_day: Any,
-        channel: str | None,
-        recipient: str | None,
-        channels_left: bool,
-        no_contact: bool = False,
-    ) -> None:
-        permanent = not result.transient
-        refused = list(delivery.refused_channels)
-        if permanent and channel is not None and channel not in refused:
-            refused.append(channel)
-        step = after_failure(
-            now=ctx.now,
-            attempts=attempts,
-            max_attempts=self.policy.notifier.retry_max_attempts,
-            permanent=permanent,
-            channels_left=channels_left,
-            deadline=delivery.deadline,
-            no_contact=no_contact,
-        )
-        if isinstance(step, GiveUp):
-            await self._give_up(
-                ctx,
-                repo,
-                delivery,
-                step.reason,
-                result.detail,
-                attempts=attempts,
-                channel=channel,
-                recipient=recipient,
-            )
-            return
-        await self._reschedule(
-            ctx,
-            repo,
-            delivery,
-            at=step.at,
-            reason="retry" if not permanent else "next_channel",
-            attempt=attempts + 1,
-            attempts=attempts,
-            refused_channels=refused,
-            slot_day=slot_day,
-            last_error=result.detail,
-        )
-        metrics.NOTIFICATIONS.labels(SERVICE, delivery.template, "retried").inc()
-        log.warning(
-            "notification attempt failed; trying again",
-            extra={
-                "service": SERVICE,
-                "request_id": delivery.delivery_id,
-                "customer_id": delivery.customer_id,
-                "template": delivery.template,
-                "channel": channel,
-                "attempts": attempts,
-                "error": result.detail,
-                "retry_at": step.at.isoformat(),
-            },
-        )
-
-    async def _sent(
-        self,
-        ctx: HandlerContext,
-        repo: DeliveryRepository,
-        delivery: Delivery,
-        message: Outgoing,
-        *,
-        attempts: int,
-        slot_day: Any,
-    ) -> None:
-        await repo.update(
-            delivery.delivery_id,
-            ctx.now,
-            status=SENT,
-            attempts=attempts,
-            channel=message.channel,
-            recipient=message.recipient,
-            language=message.language,
-            slot_day=slot_day,
-            sent_at=ctx.now,
-            next_attempt_at=None,
-            defer_reason=None,
-            last_error=None,
-        )
-        new = await self._emit(
-            ctx,
-            delivery,
-            NOTIFICATION_SENT,
-            NotificationSent(
-                request_id=delivery.delivery_id,
-                customer_id=delivery.customer_id,
-                order_id=delivery.order_id,
-                template=delivery.template,
-                case=_case(delivery),
-                urgent=delivery.urgent,
-                channel=message.channel,  # type: ignore[arg-type]
-                recipient=message.recipient,
-                language=message.language,
-                attempts=attempts,
-                sent_at=ctx.now,
-            ),
-        )
-        if new:  # counted once per notification, as its event
-            metrics.NOTIFICATIONS.labels(SERVICE, delivery.template, "sent").inc()
-        log.info(
-            "notification sent",
-            extra={
-                "service": SERVICE,
-                "request_id": delivery.delivery_id,
-                "customer_id": delivery.customer_id,
-                "template": delivery.template,
-                "channel": message.channel,
-                "recipient": message.recipient,
-                "attempts": attempts,
-            },
-        )
-
-    async def _give_up(
-        self,
-        ctx: HandlerContext,
-        repo: DeliveryRepository,
-        delivery: Delivery,
-        reason: FailReason,
-        detail: str,
-        *,
-        attempts: int | None = None,
-        channel: str | None = None,
-        recipient: str | None = None,
-    ) -> None:
-        attempts = delivery.attempts if attempts is None else attempts
-        detail = detail[:2000]
-        await repo.update(
-            delivery.delivery_id,
-            ctx.now,
-            status=FAILED,
-            attempts=attempts,
-            channel=channel,
-            recipient=recipient,
-            slot_day=None,  # it never reached the buyer: it does not use up the day's quota
-            failed_at=ctx.now,
-            next_attempt_at=None,
-            last_error=f"{reason}: {detail}",
-        )
-        await repo.dead_letter(
-            delivery,
-            reason=str(reason),
-            detail=detail,
-            attempts=attempts,
-            channel=channel,
-            now=ctx.now,
-        )
-        new = await self._emit(
-            ctx,
-            delivery,
-            NOTIFICATION_FAILED,
-            NotificationFailed(
-                request_id=delivery.delivery_id,
-                customer_id=delivery.customer_id,
-                order_id=delivery.order_id,
-                template=delivery.template,
-                case=_case(delivery),
-                urgent=delivery.urgent,
-                reason=str(reason),  # type: ignore[arg-type]
-                detail=detail,
-                channel=channel,  # type: ignore[arg-type]
-                recipient=recipient,
-                attempts=attempts,
-                failed_at=ctx.now,
-            ),
-        )
-        if new:
-            metrics.NOTIFICATIONS.labels(SERVICE, delivery.template, "failed").inc()
-        log.warning(
-            "notification failed: dead-letter record written",
-            extra={
-                "service": SERVICE,
-                "request_id": delivery.delivery_id,
-                "customer_id": delivery.customer_id,
-                "template": delivery.template,
-                "reason": str(reason),
-                "detail": detail,
-                "attempts": attempts,
-            },
-        )
-
-    async def _emit(
-        self, ctx: HandlerContext, delivery: Delivery, event_type: str, data: BaseModel
-    ) -> bool:
-        """Queue a status event; False when the outbox already held it (a replay)."""
-        # Caused by the event that asked for the notification (not the timer that sent it),
-        # correlated with its case; keyed like every order or buyer event (SPEC 1).
-        event = await ctx.emit(
-            event_type,
-            data,
-            event_id=ids.notifier_status_event_id(event_type, delivery.delivery_id),
-            correlation_id=delivery.case_id or delivery.order_id,
-            causation_id=delivery.source_event_id,
-        )
-        return ctx.is_new(event)
-
-
-def _case(delivery: Delivery) -> CaseRef | None:
-    if delivery.case_type is None or delivery.case_id is None:
-        return None
-    return CaseRef.model_validate({"type": delivery.case_type, "id": delivery.case_id})
+        ctx.count(metrics.NOTIFICATIONS.labels(SERVICE, template, "accepted"))
+        log.info("notification accepted", extra=extra)
 
 
 def _deadline(template: str, params: Mapping[str, str | int]) -> datetime | None:

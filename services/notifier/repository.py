@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
@@ -11,37 +10,24 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notifier import tables
+from services.notifier.domain import SCHEDULED, SENT, Delivery
 
-SCHEDULED = "scheduled"
-SENT = "sent"
-FAILED = "failed"
-
-
-@dataclass(frozen=True)
-class Delivery:
-    delivery_id: str
-    source_event_id: str
-    customer_id: str
-    order_id: str | None
-    case_type: str | None
-    case_id: str | None
-    template: str
-    params: dict[str, Any]
-    urgent: bool
-    deadline: datetime | None
-    status: str
-    attempts: int
-    refused_channels: tuple[str, ...]
-    timer_seq: int
-    slot_day: date | None
-
-    @property
-    def timer_ref(self) -> str:
-        return timer_ref(self.delivery_id, self.timer_seq)
-
-
-def timer_ref(delivery_id: str, seq: int) -> str:
-    return f"{delivery_id}#{seq}"
+# The aggregate's fields the service writes back (`save`); the rest never change.
+_MUTABLE = (
+    "status",
+    "attempts",
+    "refused_channels",
+    "timer_seq",
+    "slot_day",
+    "next_attempt_at",
+    "defer_reason",
+    "channel",
+    "recipient",
+    "language",
+    "last_error",
+    "sent_at",
+    "failed_at",
+)
 
 
 def _delivery(row: Any) -> Delivery:
@@ -61,6 +47,14 @@ def _delivery(row: Any) -> Delivery:
         refused_channels=tuple(row["refused_channels"]),
         timer_seq=row["timer_seq"],
         slot_day=row["slot_day"],
+        next_attempt_at=row["next_attempt_at"],
+        defer_reason=row["defer_reason"],
+        channel=row["channel"],
+        recipient=row["recipient"],
+        language=row["language"],
+        last_error=row["last_error"],
+        sent_at=row["sent_at"],
+        failed_at=row["failed_at"],
     )
 
 
@@ -133,22 +127,19 @@ class DeliveryRepository:
         )
         return int(count or 0)
 
-    async def update(self, delivery_id: str, now: datetime, **values: Any) -> None:
+    async def save(self, delivery: Delivery, now: datetime) -> None:
+        """Write back what the aggregate changed."""
         t = tables.deliveries
+        values = {name: getattr(delivery, name) for name in _MUTABLE}
+        values["refused_channels"] = list(delivery.refused_channels)
         await self._session.execute(
-            update(t).where(t.c.delivery_id == delivery_id).values(updated_at=now, **values)
+            update(t)
+            .where(t.c.delivery_id == delivery.delivery_id)
+            .values(updated_at=now, **values)
         )
 
-    async def dead_letter(
-        self,
-        delivery: Delivery,
-        *,
-        reason: str,
-        detail: str,
-        attempts: int,
-        channel: str | None,
-        now: datetime,
-    ) -> None:
+    async def dead_letter(self, delivery: Delivery, now: datetime) -> None:
+        """The record of a notification given up (its reason from the aggregate)."""
         t = tables.dead_letters
         await self._session.execute(
             insert(t)
@@ -158,10 +149,10 @@ class DeliveryRepository:
                 order_id=delivery.order_id,
                 template=delivery.template,
                 urgent=delivery.urgent,
-                reason=reason,
-                detail=detail,
-                attempts=attempts,
-                channel=channel,
+                reason=str(delivery.fail_reason),
+                detail=delivery.fail_detail,
+                attempts=delivery.attempts,
+                channel=delivery.channel,
                 failed_at=now,
             )
             .on_conflict_do_nothing(index_elements=["delivery_id"])

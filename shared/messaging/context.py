@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -52,6 +53,22 @@ class TimerRows(Protocol):
     async def cancel(self, kind: str, ref: str, *, at: datetime) -> None: ...
 
 
+@dataclass(frozen=True)
+class Outside:
+    """I/O a timer handler hands to the timer scheduler, to run outside any transaction.
+
+    `call` runs once the handler's transaction committed (a send to a gateway); `record` then
+    gets its result in a second short transaction that holds `lock_key`. Nothing of it runs if
+    the handler's transaction rolls back; a crash between the two loses the result only, so the
+    handler arms a timer of its own in the first transaction to find the work unrecorded.
+    """
+
+    call: Callable[[], Awaitable[Any]]
+    record: Callable[[Any, HandlerContext], Awaitable[None]]
+    lock_key: str
+    cause_id: str
+
+
 class HandlerContext:
     # Where emitted events are filed for the case timelines; None keeps no journal (in memory).
     journal: Table | None = None
@@ -84,6 +101,19 @@ class HandlerContext:
         self.emitted: list[CloudEvent] = []
         # Run by the caller once the handler's work committed (`UnitOfWork.after_commit`).
         self.on_commit: list[Callable[[], object]] = []
+        # Work for outside the transaction (`run_outside`); only the timer scheduler runs it.
+        self.outside: list[Outside] = []
+
+    def run_outside(
+        self,
+        call: Callable[[], Awaitable[Any]],
+        *,
+        record: Callable[[Any, HandlerContext], Awaitable[None]],
+        lock_key: str,
+    ) -> None:
+        """Timer handlers: run `call` after this transaction committed, outside it, then
+        `record(result, ctx)` in a short transaction of its own (see `Outside`)."""
+        self.outside.append(Outside(call, record, lock_key, self.cause_id))
 
     def count(self, counter: Counter, amount: float = 1) -> None:
         """Increment a metric when the handler's work commits: a batch rolled back and applied

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import ssl
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -92,6 +92,11 @@ class ServiceDefinition:
     # (the refund ledger's ledgers) added to the ones every service answers.
     kpis: KpiSource | None = None
     read_routes: Callable[[ReadContext], APIRouter] | None = None
+    # Called once when the service stops, after its timers: resources kept for the service's
+    # life (the notifier's gateway connection pools).
+    closers: Sequence[Callable[[], Awaitable[None]]] = ()
+    # Transactions firing timers at once, on lock keys apart (`TimerScheduler`).
+    timer_concurrency: int = 1
 
     @property
     def retained(self) -> list[Retained]:
@@ -259,6 +264,7 @@ class ServiceRuntime:
             clock=clock,
             poll_interval=timer_poll_interval,
             on_committed=self.relay.wake,
+            concurrency=definition.timer_concurrency,
         )
         self.health = ConsumerHealth(
             definition.name, stuck_after=settings.aftersales_stuck_after_seconds
@@ -415,6 +421,13 @@ class ServiceRuntime:
             except (TimeoutError, asyncio.CancelledError):
                 task.cancel()
         self._tasks = []
+        for close in self.definition.closers:
+            try:
+                await close()
+            except Exception as exc:
+                log.warning(
+                    "closing failed at stop", extra={"service": self.name, "error": repr(exc)}
+                )
         try:
             await asyncio.wait_for(self.relay.drain(), timeout=max(deadline - loop.time(), 1.0))
         except Exception as exc:  # left in the outbox: the next start publishes it

@@ -1,9 +1,11 @@
 """The notifier domain: when a notification may go out, where to, in which language.
 
-Pure rules (no I/O, no clock reads). The service layer records each notification as a delivery
-row with a timer; when the timer fires it asks `when_due` (quiet hours, daily cap, expiry),
-picks the channel with `channel_plan` and the language with `language_order`, sends, and on
-failure asks `after_failure` for the next step (retry with backoff, next channel or give up).
+Pure rules (no I/O, no clock reads). Each notification is a `Delivery` aggregate
+(`delivery.py`) stored with a timer; when the timer fires the service layer asks it
+`when_due` (quiet hours, daily cap, expiry), picks the channel with `channel_plan` and the
+language with `language_order`, claims the attempt (`start_attempt`), sends outside the
+transaction and records the outcome (`record_sent`, `record_failure`: retry with backoff, next
+channel or give up).
 
 Where the SPEC is silent, the domain decides (docs/decisions-notifier.md has the whole list):
 - Quiet hours and the daily cap apply to non-urgent messages only; urgent ones go at once and
@@ -12,10 +14,20 @@ Where the SPEC is silent, the domain decides (docs/decisions-notifier.md has the
   of its quiet hours), never dropped, unless it would then miss its `deadline` parameter.
 - A message counts against the cap of the local day it first went to a gateway; its retries do
   not count again, and a message that finally failed frees its slot.
-- Transient failures are retried after 1, 4, 16 minutes, then hourly, up to
-  retry_max_attempts attempts in all; a permanent refusal moves on to the next channel at once.
+- Transient failures are retried after 1, 4, 16 minutes, then hourly (the policy's first and
+  longest delay), up to retry_max_attempts attempts in all; a permanent refusal moves on to
+  the next channel at once.
 """
 
+from services.notifier.domain.delivery import (
+    FAILED,
+    SCHEDULED,
+    SENDING,
+    SENT,
+    Attempt,
+    Delivery,
+    timer_ref,
+)
 from services.notifier.domain.routing import (
     CHANNELS,
     DEFAULT_LANGUAGE,
@@ -54,13 +66,19 @@ __all__ = [
     "CHANNELS",
     "DEFAULT_LANGUAGE",
     "EN",
+    "FAILED",
     "LANGUAGES",
     "LOG",
+    "SCHEDULED",
+    "SENDING",
+    "SENT",
     "ZH_CN",
     "AfterFailure",
+    "Attempt",
     "BuyerChannel",
     "Defer",
     "DeferReason",
+    "Delivery",
     "Drop",
     "DueDecision",
     "FailReason",
@@ -79,5 +97,6 @@ __all__ = [
     "quiet_hours_end",
     "reachable",
     "retry_delay",
+    "timer_ref",
     "when_due",
 ]

@@ -14,7 +14,8 @@ from zoneinfo import ZoneInfo
 from shared.policy import LocalHours, NotifierPolicy
 
 # Retries of a transient failure: 1 min, 4 min, 16 min, then hourly (attempts 2, 3, 4, 5...).
-# With the default retry_max_attempts of 5 a message is tried for about 80 minutes.
+# With the default retry_max_attempts of 5 a message is tried for about 80 minutes. The first
+# delay and the cap are the policy's (`retry_first_delay_seconds`, `retry_longest_delay_seconds`).
 RETRY_BASE = timedelta(minutes=1)
 RETRY_FACTOR = 4
 RETRY_CAP = timedelta(hours=1)
@@ -77,12 +78,14 @@ def next_day_opening(instant: datetime, quiet: LocalHours, zone: ZoneInfo) -> da
     return quiet_hours_end(midnight, quiet, zone)
 
 
-def retry_delay(failed_attempts: int) -> timedelta:
+def retry_delay(
+    failed_attempts: int, *, first: timedelta = RETRY_BASE, cap: timedelta = RETRY_CAP
+) -> timedelta:
     """How long to wait after the n-th failed attempt (n >= 1) before the next one."""
     if failed_attempts < 1:
         raise ValueError("failed_attempts starts at 1")
-    # Capped before it can grow large: 4**10 minutes is far beyond the cap already.
-    return min(RETRY_BASE * RETRY_FACTOR ** min(failed_attempts - 1, 10), RETRY_CAP)
+    # Capped before it can grow large: 4**20 times the first delay is beyond any cap already.
+    return min(first * RETRY_FACTOR ** min(failed_attempts - 1, 20), cap)
 
 
 # --- what to do when a delivery is due -------------------------------------------------------
@@ -184,6 +187,8 @@ def after_failure(
     channels_left: bool,
     deadline: datetime | None,
     no_contact: bool = False,
+    first_delay: timedelta = RETRY_BASE,
+    longest_delay: timedelta = RETRY_CAP,
 ) -> AfterFailure:
     """The next step after the `attempts`-th attempt failed.
 
@@ -197,7 +202,7 @@ def after_failure(
         return GiveUp(FailReason.REJECTED if permanent else FailReason.RETRIES_EXHAUSTED)
     if permanent:
         return Retry(now) if channels_left else GiveUp(FailReason.REJECTED)
-    at = now + retry_delay(attempts)
+    at = now + retry_delay(attempts, first=first_delay, cap=longest_delay)
     if deadline is not None and at >= deadline:
         return GiveUp(FailReason.EXPIRED)
     return Retry(at)

@@ -271,6 +271,12 @@ async def test_notifier_end_to_end(
         # No personal data on any topic the notifier wrote.
         for record in reader.records:
             assert PHONE.encode() not in record.value and EMAIL.encode() not in record.value
+        # One connection pool for the gateway while the service runs, closed when it stops.
+        sms = getattr(definition.closers[0], "__self__").channels["sms"]  # noqa: B009
+        pool = sms._client
+        assert pool is not None and not pool.is_closed
+        await runtime.stop()
+        assert pool.is_closed and sms._client is None
     finally:
         with contextlib.suppress(Exception):
             await runtime.stop()

@@ -205,3 +205,77 @@ async def test_transient_timer_failure_rolls_back_without_counting_an_attempt(
 
     assert await s.run_all_due() == 2
     assert sorted(await fired_refs(engine, harness)) == ["o-1", "o-2"]
+
+
+async def test_a_batch_fired_in_concurrent_transactions_fires_each_timer_once(
+    harness: Harness,
+    sessions: async_sessionmaker[AsyncSession],
+    engine: AsyncEngine,
+    clock: ManualClock,
+) -> None:
+    refs = [f"c-{i}" for i in range(40)]
+    for i, ref in enumerate(refs):
+        await set_timer(harness, sessions, ref, T0 + timedelta(seconds=i))
+    clock.set(T0 + timedelta(hours=1))
+    split = TimerScheduler(
+        service=harness.name,
+        sessions=sessions,
+        tables=harness.tables,
+        handlers=harness.definition().timer_handlers,
+        clock=clock,
+        batch_size=25,
+        concurrency=4,
+    )
+    racers = [split, scheduler(harness, sessions, clock, batch_size=7)]
+    fired = await asyncio.gather(*(r.run_all_due() for r in racers))
+    fired.append(await split.run_all_due())
+    assert sum(fired) == 40
+    assert sorted(await fired_refs(engine, harness)) == sorted(refs)
+    assert set(harness.timer_calls.values()) == {1}
+
+
+async def test_work_outside_the_transaction_runs_after_commit_and_is_recorded(
+    harness: Harness,
+    sessions: async_sessionmaker[AsyncSession],
+    engine: AsyncEngine,
+    clock: ManualClock,
+) -> None:
+    from sqlalchemy import select
+
+    from shared.messaging.context import HandlerContext
+    from shared.messaging.store import Timer
+
+    t = harness.tables.timers
+    seen_during_call: list[object] = []
+    recorded: list[tuple[str, object]] = []
+
+    async def handler(timer: Timer, ctx: HandlerContext) -> None:
+        async def call() -> str:
+            # The timer's transaction has committed: another connection sees it fired.
+            async with engine.connect() as conn:
+                fired_at = await conn.scalar(select(t.c.fired_at).where(t.c.id == timer.id))
+            seen_during_call.append(fired_at)
+            if timer.ref == "w-bad":
+                raise RuntimeError("the call failed")
+            return f"result of {timer.ref}"
+
+        async def record(result: object, rctx: HandlerContext) -> None:
+            recorded.append((timer.ref, result))
+
+        ctx.run_outside(call, record=record, lock_key=timer.lock_key)
+
+    for ref in ("w-1", "w-2", "w-bad"):
+        await set_timer(harness, sessions, ref, T0)
+    runner = TimerScheduler(
+        service=harness.name,
+        sessions=sessions,
+        tables=harness.tables,
+        handlers={SHIP_DEADLINE: handler},
+        clock=clock,
+        concurrency=2,
+    )
+    assert await runner.run_due() == 3
+    assert seen_during_call == [T0, T0, T0]
+    # A call that raised records nothing: the handler's own timers are there to retry it.
+    assert sorted(recorded) == [("w-1", "result of w-1"), ("w-2", "result of w-2")]
+    assert await runner.run_due() == 0

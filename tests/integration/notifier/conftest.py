@@ -35,8 +35,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from aftersales_dev.devenv import free_port
 from services.notifier import tables
+from services.notifier.bootstrap import TIMER_CONCURRENCY
 from services.notifier.channels import Channel, channels_from_settings
-from services.notifier.handlers import NotifierHandlers, SendBudget
+from services.notifier.handlers import NotifierHandlers
 from shared.clock import ManualClock
 from shared.contracts import dead_letter_topic
 from shared.crypto import FieldCipher, cipher_from_env, generate_key
@@ -247,7 +248,6 @@ class Harness:
         policy: Policy | None = None,
         channels: dict[str, Channel] | None = None,
         cipher: FieldCipher | None = None,
-        budget: SendBudget | None = None,
     ) -> None:
         self.engine = engine
         self.sessions: async_sessionmaker[Any] = session_factory(engine)
@@ -258,7 +258,6 @@ class Harness:
             self.policy,
             self.cipher,
             channels if channels is not None else channels_from_settings(settings),
-            budget=budget,
         )
         self.processor = EventProcessor(
             service="notifier",
@@ -273,6 +272,7 @@ class Harness:
             tables=tables.messaging,
             handlers=self.handlers.timers(),
             clock=self.clock,
+            concurrency=TIMER_CONCURRENCY,
         )
         self._offset = 0
 
@@ -376,6 +376,8 @@ async def make_harness(
         return harness
 
     yield make
+    for harness in made:
+        await harness.handlers.close()
     # Every test: no phone number, e-mail address or name in any event or log line.
     for harness in made:
         assert_no_personal_data(await harness.raw_outbox_text(), "the outbox")

@@ -71,7 +71,8 @@ async def test_quiet_hours_defer_non_urgent_messages_to_their_end(
         sh(2, 9),
     )
     # A durable timer row carries it (not dropped, not held in memory).
-    timers = await h.rows(tables.messaging.timers, tables.messaging.timers.c.fired_at.is_(None))
+    t = tables.messaging.timers
+    timers = await h.rows(t, t.c.fired_at.is_(None), t.c.cancelled_at.is_(None))
     assert [(t["ref"], t["due_at"]) for t in timers] == [(f"quiet-{customer}#1", sh(2, 9))]
     h.clock.set(sh(2, 8, 59))
     await h.fire()

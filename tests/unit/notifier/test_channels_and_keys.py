@@ -186,3 +186,33 @@ async def test_without_key_contact_data_is_a_passing_fault_never_a_dead_letter()
     with pytest.raises(EncryptionKeyMissing) as err:
         cipher.encrypt("13812345678", context="x")
     assert is_transient(err.value)
+
+
+def test_smtp_credentials_require_tls() -> None:
+    assert parse_smtp_url("smtp://user:pw@mail.example.com").start_tls is True
+    assert parse_smtp_url("smtp://user:pw@mail.example.com?starttls=true").start_tls is True
+    assert parse_smtp_url("smtps://user:pw@mail.example.com").use_tls is True
+    assert parse_smtp_url("smtp://mail.example.com").start_tls is None  # opportunistic
+    with pytest.raises(ValueError, match="credentials and starttls=false"):
+        parse_smtp_url("smtp://user:pw@mail.example.com?starttls=false")
+
+
+def test_a_webhook_without_secret_is_a_warning_at_start(caplog: pytest.LogCaptureFixture) -> None:
+    from services.notifier.bootstrap import preflight
+
+    key = generate_key()
+    with caplog.at_level(logging.WARNING, logger="aftersales.notifier"):
+        preflight(
+            Settings(aftersales_encryption_key=key, aftersales_webhook_url="https://h.example/")
+        )
+    assert any("without AFTERSALES_WEBHOOK_SECRET" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="aftersales.notifier"):
+        preflight(
+            Settings(
+                aftersales_encryption_key=key,
+                aftersales_webhook_url="https://h.example/",
+                aftersales_webhook_secret="s",
+            )
+        )
+    assert not any("WEBHOOK_SECRET" in r.getMessage() for r in caplog.records)
