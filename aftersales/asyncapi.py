@@ -169,8 +169,14 @@ def render_all(names: Iterable[str] | None = None) -> dict[str, str]:
 
 def write_or_check(directory: Path, *, check: bool) -> list[str]:
     """Write the documents, or (check) list the ones that are missing or stale."""
+    return write_documents(directory, render_all(), check=check)
+
+
+def write_documents(directory: Path, rendered: Mapping[str, str], *, check: bool) -> list[str]:
+    """Write `<name>.json` of each rendered document, or (check) list the ones that are
+    missing or stale."""
     stale: list[str] = []
-    for name, text in render_all().items():
+    for name, text in rendered.items():
         path = directory / f"{name}.json"
         current = path.read_text(encoding="utf-8") if path.exists() else None
         if current == text:

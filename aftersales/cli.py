@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
@@ -412,19 +412,26 @@ def _policy(args: argparse.Namespace) -> int:
 
 
 def _asyncapi(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from aftersales.asyncapi import write_or_check
+
+    return _documents(args, "AsyncAPI", "asyncapi", write_or_check)
+
+
+def _documents(
+    args: argparse.Namespace, kind: str, command: str, write_or_check: Callable[..., list[str]]
+) -> int:
+    """Write the documents of `aftersales <command>`, or (--check) fail when they are stale."""
+    from pathlib import Path
 
     stale = write_or_check(Path(args.dir), check=args.check)
     if args.check and stale:
         print(
-            "AsyncAPI documents are stale (run `.venv/bin/aftersales asyncapi`): "
+            f"{kind} documents are stale (run `.venv/bin/aftersales {command}`): "
             + ", ".join(stale),
             file=sys.stderr,
         )
         return 1
-    print(f"AsyncAPI documents {'up to date' if not stale else 'written: ' + ', '.join(stale)}")
+    print(f"{kind} documents {'up to date' if not stale else 'written: ' + ', '.join(stale)}")
     return 0
 
 
@@ -536,19 +543,9 @@ def _notifier_erase(args: argparse.Namespace) -> int:
 
 
 def _openapi(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from aftersales.openapi import write_or_check
 
-    stale = write_or_check(Path(args.dir), check=args.check)
-    if args.check and stale:
-        print(
-            "OpenAPI documents are stale (run `.venv/bin/aftersales openapi`): " + ", ".join(stale),
-            file=sys.stderr,
-        )
-        return 1
-    print(f"OpenAPI documents {'up to date' if not stale else 'written: ' + ', '.join(stale)}")
-    return 0
+    return _documents(args, "OpenAPI", "openapi", write_or_check)
 
 
 def _console(args: argparse.Namespace) -> int:

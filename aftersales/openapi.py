@@ -15,6 +15,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from aftersales.asyncapi import write_documents
 from aftersales.registry import SERVICES, definition
 from shared.clock import SystemClock
 from shared.messaging.runtime import service_read_api
@@ -44,13 +45,4 @@ def render_all(names: Iterable[str] | None = None) -> dict[str, str]:
 
 def write_or_check(directory: Path, *, check: bool) -> list[str]:
     """Write the documents, or (check) list the ones that are missing or stale."""
-    stale: list[str] = []
-    for name, text in render_all().items():
-        path = directory / f"{name}.json"
-        if path.exists() and path.read_text(encoding="utf-8") == text:
-            continue
-        stale.append(str(path))
-        if not check:
-            directory.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
-    return stale
+    return write_documents(directory, render_all(), check=check)

@@ -248,7 +248,7 @@ def masked_reason(item: DeadLettered) -> str | None:
     """Why this dead letter's copy must not be replayed (None: it may be)."""
     try:
         document = json.loads(item.value) if item.value_encoding == "utf-8" else None
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deep to read
         document = None
     event_type = document.get("type") if isinstance(document, dict) else None
     if event_type in PERSONAL_DATA_TYPES:
