@@ -51,7 +51,7 @@ def test_a_stored_answered_callback_keeps_its_cases_and_answer():
 def test_a_naive_instant_in_a_stored_callback_is_refused_by_name():
     stored = json.loads(json.dumps(FIXTURES["callback_scheduled"]))
     stored["cases"][0]["deadline"] = "2024-05-04T02:00:00"
-    with pytest.raises(DocumentError, match="followup.callback document: .*timezone-aware"):
+    with pytest.raises(DocumentError, match=r"followup\.callback document: .*timezone-aware"):
         Callback.from_dict(stored)
 
 
