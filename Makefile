@@ -52,7 +52,7 @@ lint: $(if $(NO_INSTALL),,install)
 	echo "+ mypy shared services aftersales aftersales_dev"; $(BIN)/mypy shared services aftersales aftersales_dev || status=1; \
 	echo "+ lint-imports"; $(BIN)/lint-imports --no-logo --no-cache || status=1; \
 	echo "+ aftersales asyncapi --check"; $(BIN)/aftersales asyncapi --check || status=1; \
-	echo "+ python -m shared.contract_doc --check"; $(BIN)/python -m shared.contract_doc --check || status=1; \
+	echo "+ python -m aftersales.contract_doc --check"; $(BIN)/python -m aftersales.contract_doc --check || status=1; \
 	$(MAKE) --no-print-directory deploy-check NO_INSTALL=1 || status=1; \
 	exit $$status
 
