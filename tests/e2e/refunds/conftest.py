@@ -7,7 +7,6 @@ order ids."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 from collections.abc import AsyncIterator, Callable
@@ -15,7 +14,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
 
 from aftersales.registry import definition
 from aftersales_dev.devenv import skip_history, temporary_database
@@ -26,46 +26,24 @@ from shared.messaging.runtime import ServiceRuntime, ensure_topics
 from shared.migrations import upgrade
 from shared.policy import Policy
 from shared.settings import Settings
+from tests.events import TOPIC_OF
 from tests.polling import eventually
-from tests.refund_events import TOPIC_OF
+from tests.topic_reader import TopicReader
 
 T0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)  # Monday 10:00 in Shanghai
 SERVICES = ("returns", "complaints", "refunds")
 WATCHED = (topics.REFUNDS, topics.SLA, topics.REFUND_REQUESTS, "aftersales.deadletter.refunds")
 
 
-class Outputs:
+class Outputs(TopicReader):
     """Everything the services publish, read in the background from the end of each topic."""
 
     def __init__(self, bootstrap: str) -> None:
-        self._consumer = AIOKafkaConsumer(
-            *WATCHED,
-            bootstrap_servers=bootstrap,
-            group_id=None,
-            auto_offset_reset="latest",
-            enable_auto_commit=False,
-        )
+        super().__init__(bootstrap, *WATCHED, latest=True)
         self.events: list[dict[str, Any]] = []
-        self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        await self._consumer.start()
-        while not self._consumer.assignment():
-            await self._consumer.getmany(timeout_ms=100)
-        self._task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            for tp, records in (await self._consumer.getmany(timeout_ms=100)).items():
-                for record in records:
-                    self.events.append({**json.loads(record.value), "_topic": tp.topic})
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self._consumer.stop()
+    def receive(self, record: ConsumerRecord[Any, Any]) -> None:
+        self.events.append({**json.loads(record.value), "_topic": record.topic})
 
     def of(self, order_id: str, event_type: str) -> list[dict[str, Any]]:
         """Each event id once (the relay publishes at least once)."""

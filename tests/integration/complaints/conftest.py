@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.clock import ManualClock
-from tests.integration.harness import migrated_engine
+from tests.harness import migrated_engine
 
 from .harness import T0, ComplaintsService
 

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.complaints import tables
 from services.complaints.bootstrap import build
 from shared.clock import ManualClock
-from tests.integration.harness import Record, ServiceHarness
+from tests.harness import Record, ServiceHarness
 
 from ...e2e.complaints.helpers import T0, key_of, topic_of
 

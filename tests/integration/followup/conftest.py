@@ -16,11 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.followup import tables
 from services.followup.bootstrap import build
 from shared.clock import ManualClock
-from shared.contracts import topics
 from shared.db import create_engine
 from shared.policy import Policy
-from tests.events import cloud_event
-from tests.integration.harness import ServiceHarness, fresh_schema
+from tests.events import cloud_event, topic_of
+from tests.harness import ServiceHarness, fresh_schema
 
 T0 = datetime.fromisoformat("2024-05-01T10:00:00+08:00")
 
@@ -200,17 +199,6 @@ class Events:
         )
 
 
-TOPIC_OF = {
-    "order.paid": topics.ORDERS,
-    "refund.issued": topics.REFUNDS,
-    "return.completed": topics.RETURN_DECISIONS,
-    "reshipment.requested": topics.FULFILMENT,
-    "complaint.opened": topics.COMPLAINTS,
-    "complaint.resolved": topics.COMPLAINTS,
-    "survey.answered": topics.SURVEYS,
-}
-
-
 class FollowupService(ServiceHarness):
     """One follow-up service instance over one schema; `restart()` builds a new one."""
 
@@ -220,7 +208,7 @@ class FollowupService(ServiceHarness):
             engine,
             clock,
             policy,
-            topic_of=lambda event: TOPIC_OF[event["type"]],
+            topic_of=topic_of,
             key_of=lambda event: "k",
         )
         self.ev = Events

@@ -43,7 +43,7 @@ from shared.messaging.context import EventHandler, HandlerContext
 from shared.messaging.runtime import ServiceDefinition
 from shared.messaging.store import Timer
 from shared.messaging.tables import MessagingTables, messaging_tables
-from tests.integration.harness import Record
+from tests.harness import Record
 
 T0 = datetime(2024, 5, 1, 2, 0, tzinfo=UTC)  # 2024-05-01 10:00 in Shanghai
 SHIP_DEADLINE = "ship_deadline"

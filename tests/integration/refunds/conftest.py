@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.refunds import tables
 from services.refunds.bootstrap import build
 from shared.clock import ManualClock
-from tests.integration.harness import ServiceHarness, migrated_engine
-from tests.refund_events import TOPIC_OF
+from tests.events import topic_of
+from tests.harness import ServiceHarness, migrated_engine
 
 T0 = datetime(2026, 5, 1, 2, 0, tzinfo=UTC)
 
@@ -27,7 +27,7 @@ class RefundsService(ServiceHarness):
             build,
             engine,
             clock,
-            topic_of=lambda event: TOPIC_OF[event["type"]],
+            topic_of=topic_of,
             key_of=lambda event: event["data"]["order_id"],
         )
 

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.clock import ManualClock
 from shared.db import create_engine
-from tests.integration.harness import migrated_database
+from tests.harness import migrated_database
 
 from .helpers import T0, ReturnsService
 

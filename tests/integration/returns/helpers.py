@@ -10,7 +10,6 @@ Event builders produce CloudEvents exactly as the shop platform sends them (SPEC
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,7 +25,8 @@ from shared.clock import ManualClock
 from shared.contracts import topics
 from shared.policy import Policy
 from tests.events import cloud_event as envelope
-from tests.integration.harness import Record, ServiceHarness
+from tests.events import topic_of
+from tests.harness import Record, ServiceHarness
 
 # Monday 2026-03-02 10:00 in Shanghai: inside working hours, far from any DST question.
 T0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
@@ -256,17 +256,6 @@ def return_cancelled(order_id: str, return_id: str, *, at: datetime) -> dict[str
         {"return_id": return_id, "order_id": order_id, "cancelled_at": iso(at)},
         at,
     )
-
-
-_TOPIC_OF = {"order": topics.ORDERS, "parcel": topics.SIGNATURES, "return": topics.RETURNS}
-
-
-def topic_of(event: Mapping[str, Any]) -> str:
-    return _TOPIC_OF[str(event["type"]).split(".")[0]]
-
-
-def encode(event: Mapping[str, Any]) -> bytes:
-    return json.dumps(event, ensure_ascii=False).encode("utf-8")
 
 
 # --- the wired service ------------------------------------------------------------------------
