@@ -3,6 +3,8 @@
 database and a ManualClock. `feed` hands it fetched records the way the Kafka consumer does,
 `fire_due` runs the due timers, `outbox_rows` reads back what it would publish;
 `migrated_engine` gives a suite a database of its own, migrated with the service's migrations.
+For the suites on the broker, `RunningService` is a service as `aftersales run` starts it, on
+`quick_runtime`'s short polls.
 """
 
 from __future__ import annotations
@@ -23,12 +25,22 @@ from aftersales_dev.devenv import temporary_database
 from shared.clock import Clock, ManualClock
 from shared.db import create_engine, session_factory
 from shared.messaging.consumer import EventProcessor
-from shared.messaging.runtime import ServiceDefinition
+from shared.messaging.runtime import ServiceDefinition, ServiceRuntime
 from shared.messaging.scheduler import TimerScheduler
 from shared.migrations import upgrade
 from shared.policy import Policy
+from shared.settings import Settings
 
-__all__ = ["Record", "ServiceHarness", "fresh_schema", "migrated_database", "migrated_engine"]
+__all__ = [
+    "Record",
+    "RunningService",
+    "ServiceHarness",
+    "broker_settings",
+    "fresh_schema",
+    "migrated_database",
+    "migrated_engine",
+    "quick_runtime",
+]
 
 
 @dataclass(frozen=True)
@@ -125,22 +137,37 @@ class ServiceHarness:
 
 
 @asynccontextmanager
-async def migrated_database(database_url: str, service: str, name: str) -> AsyncIterator[str]:
-    """A database `name` of its own for the session, migrated with `service`'s migrations."""
+async def migrated_database(database_url: str, name: str, *services: str) -> AsyncIterator[str]:
+    """A database `name` of its own for the session, migrated with each service's migrations."""
     async with temporary_database(database_url, name) as url:
-        # Alembic's env runs its own event loop: keep it off this one.
-        await asyncio.to_thread(upgrade, service, url)
+        for service in services:
+            # Alembic's env runs its own event loop: keep it off this one.
+            await asyncio.to_thread(upgrade, service, url)
         yield url
 
 
 @asynccontextmanager
-async def migrated_engine(database_url: str, service: str, name: str) -> AsyncIterator[AsyncEngine]:
-    async with migrated_database(database_url, service, name) as url:
+async def migrated_engine(
+    database_url: str, name: str, *services: str
+) -> AsyncIterator[AsyncEngine]:
+    async with migrated_database(database_url, name, *services) as url:
         engine = create_engine(url, pool_size=5)
         try:
             yield engine
         finally:
             await engine.dispose()
+
+
+def broker_settings(database_url: str, bootstrap: str, **more: Any) -> Settings:
+    """Settings of the services in a broker suite: no idempotent producer (SPEC: nothing may
+    depend on it), three partitions per topic, `more` on top."""
+    return Settings(
+        kafka_bootstrap_servers=bootstrap,
+        database_url=database_url,
+        kafka_idempotence=False,
+        kafka_topic_partitions=3,
+        **more,
+    )
 
 
 @asynccontextmanager
@@ -159,3 +186,48 @@ async def fresh_schema(
     finally:
         async with engine.begin() as conn:
             await conn.execute(text(f'DROP SCHEMA IF EXISTS "{copy}" CASCADE'))
+
+
+def quick_runtime(
+    definition: ServiceDefinition, settings: Settings, clock: Clock, **options: Any
+) -> ServiceRuntime:
+    """A service's runtime with short polls and backoff, so a broker suite waits little."""
+    quick: dict[str, Any] = {
+        "max_records": 100,
+        "relay_poll_interval": 0.05,
+        "timer_poll_interval": 0.1,
+        "retry_backoff": 0.1,
+    }
+    return ServiceRuntime(definition, settings, clock, **{**quick, **options})
+
+
+class RunningService:
+    """A service on the broker as `aftersales run <name>` starts it, with a ManualClock: one
+    runtime at a time, started and stopped at will (`starts` counts the starts)."""
+
+    def __init__(
+        self,
+        build: Callable[[Policy, Clock], ServiceDefinition],
+        settings: Settings,
+        clock: ManualClock,
+        policy: Policy | None = None,
+    ) -> None:
+        self.build, self.settings, self.clock = build, settings, clock
+        self.policy = policy or Policy()
+        self.runtime: ServiceRuntime | None = None
+        self.starts = 0
+
+    def new_runtime(self) -> ServiceRuntime:
+        return quick_runtime(self.build(self.policy, self.clock), self.settings, self.clock)
+
+    async def start(self) -> ServiceRuntime:
+        assert self.runtime is None, "already running"
+        self.runtime = self.new_runtime()
+        await self.runtime.start()
+        self.starts += 1
+        return self.runtime
+
+    async def stop(self) -> None:
+        if self.runtime is not None:
+            runtime, self.runtime = self.runtime, None
+            await runtime.stop()

@@ -54,6 +54,7 @@ from shared.messaging.runtime import ServiceDefinition, ServiceRuntime, ensure_t
 from shared.migrations import upgrade
 from shared.policy import Policy
 from shared.settings import Settings
+from tests.harness import broker_settings, quick_runtime
 from tests.polling import eventually
 from tests.topic_reader import TopicReader
 
@@ -214,11 +215,9 @@ async def system(
     for service in NAMES:  # alembic runs its own event loop: keep it off this one
         await asyncio.to_thread(upgrade, service, url)
     key = generate_key()
-    settings = Settings(
-        kafka_bootstrap_servers=kafka_bootstrap,
-        database_url=url,
-        kafka_idempotence=False,
-        kafka_topic_partitions=3,
+    settings = broker_settings(
+        url,
+        kafka_bootstrap,
         aftersales_encryption_key=key,
         aftersales_webhook_url=webhook.url,
         aftersales_dev_mode=False,
@@ -241,19 +240,7 @@ async def system(
         )
     )
     engines = {n: create_engine(url, pool_size=4) for n in NAMES}
-    runtimes = {
-        n: ServiceRuntime(
-            definitions[n],
-            settings,
-            clock,
-            engine=engines[n],
-            max_records=100,
-            relay_poll_interval=0.05,
-            timer_poll_interval=0.1,
-            retry_backoff=0.1,
-        )
-        for n in NAMES
-    }
+    runtimes = {n: quick_runtime(definitions[n], settings, clock, engine=engines[n]) for n in NAMES}
     producer = AIOKafkaProducer(
         bootstrap_servers=kafka_bootstrap,
         enable_idempotence=False,

@@ -15,10 +15,9 @@ from services.complaints.bootstrap import build
 from shared.clock import ManualClock
 from shared.contracts import dead_letter_topic, topics
 from shared.messaging.relay import CONTENT_TYPE
-from shared.messaging.runtime import ServiceRuntime
-from shared.policy import Policy
 from shared.settings import Settings
 from tests.events import cloud_event, topic_of, unique
+from tests.harness import RunningService
 from tests.polling import eventually
 from tests.topic_reader import TopicReader
 
@@ -256,31 +255,8 @@ class Outputs(TopicReader):
 # --- the service ----------------------------------------------------------------------------
 
 
-class Service:
+class Service(RunningService):
     """The complaints service as `aftersales run complaints` starts it, with a ManualClock."""
 
     def __init__(self, settings: Settings, clock: ManualClock) -> None:
-        self.settings = settings
-        self.clock = clock
-        self.runtime: ServiceRuntime | None = None
-
-    def new_runtime(self) -> ServiceRuntime:
-        return ServiceRuntime(
-            build(Policy(), self.clock),
-            self.settings,
-            self.clock,
-            max_records=100,
-            relay_poll_interval=0.05,
-            timer_poll_interval=0.1,
-            retry_backoff=0.1,
-        )
-
-    async def start(self) -> None:
-        assert self.runtime is None, "already running"
-        self.runtime = self.new_runtime()
-        await self.runtime.start()
-
-    async def stop(self) -> None:
-        if self.runtime is not None:
-            runtime, self.runtime = self.runtime, None
-            await runtime.stop()
+        super().__init__(build, settings, clock)

@@ -22,11 +22,10 @@ from services.returns.bootstrap import build
 from shared.clock import ManualClock
 from shared.contracts import dead_letter_topic, topics
 from shared.messaging.relay import CONTENT_TYPE
-from shared.messaging.runtime import ServiceRuntime, ensure_topics
-from shared.policy import Policy
+from shared.messaging.runtime import ensure_topics
 from shared.settings import Settings
 from tests.events import encode, topic_of
-from tests.harness import migrated_database
+from tests.harness import RunningService, broker_settings, migrated_database
 from tests.polling import eventually
 from tests.topic_reader import TopicReader
 
@@ -47,54 +46,23 @@ GROUP = "aftersales-returns"  # the service's consumer group (ServiceRuntime)
 
 @pytest.fixture(scope="module")
 async def e2e_database(database_url: str) -> AsyncIterator[str]:
-    async with migrated_database(database_url, "returns", "e2e_returns") as url:
+    async with migrated_database(database_url, "e2e_returns", "returns") as url:
         yield url
 
 
 @pytest.fixture(scope="module")
 def settings(e2e_database: str, kafka_bootstrap: str) -> Settings:
-    return Settings(
-        kafka_bootstrap_servers=kafka_bootstrap,
-        database_url=e2e_database,
-        kafka_idempotence=False,
-        kafka_topic_partitions=3,
-    )
+    return broker_settings(e2e_database, kafka_bootstrap)
 
 
 # --- the service --------------------------------------------------------------------------
 
 
-class Service:
+class Service(RunningService):
     """The returns service as `aftersales run returns` starts it, with an injected clock."""
 
     def __init__(self, settings: Settings, clock: ManualClock) -> None:
-        self.settings = settings
-        self.clock = clock
-        self.runtime: ServiceRuntime | None = None
-        self.starts = 0
-
-    def new_runtime(self) -> ServiceRuntime:
-        return ServiceRuntime(
-            build(Policy(), self.clock),
-            self.settings,
-            self.clock,
-            max_records=100,
-            relay_poll_interval=0.05,
-            timer_poll_interval=0.1,
-            retry_backoff=0.1,
-        )
-
-    async def start(self) -> ServiceRuntime:
-        assert self.runtime is None, "already running"
-        self.runtime = self.new_runtime()
-        await self.runtime.start()
-        self.starts += 1
-        return self.runtime
-
-    async def stop(self) -> None:
-        if self.runtime is not None:
-            runtime, self.runtime = self.runtime, None
-            await runtime.stop()
+        super().__init__(build, settings, clock)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from .harness import T0, ComplaintsService
 
 @pytest.fixture(scope="session")
 async def complaints_it_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    async with migrated_engine(database_url, "complaints", "complaints_it") as engine:
+    async with migrated_engine(database_url, "complaints_it", "complaints") as engine:
         yield engine
 
 

@@ -51,7 +51,7 @@ class RefundsService(ServiceHarness):
 
 @pytest.fixture(scope="session")
 async def refunds_it_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    async with migrated_engine(database_url, "refunds", "refunds_it") as engine:
+    async with migrated_engine(database_url, "refunds_it", "refunds") as engine:
         yield engine
 
 

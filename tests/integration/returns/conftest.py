@@ -20,7 +20,7 @@ from .helpers import T0, ReturnsService
 
 @pytest.fixture(scope="session")
 async def returns_database(database_url: str) -> AsyncIterator[str]:
-    async with migrated_database(database_url, "returns", "returns_it") as url:
+    async with migrated_database(database_url, "returns_it", "returns") as url:
         yield url
 
 
