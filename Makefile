@@ -62,7 +62,7 @@ lint: $(if $(NO_INSTALL),,install)
 	echo "+ lint-imports"; $(BIN)/lint-imports --no-logo --no-cache || status=1; \
 	echo "+ aftersales asyncapi --check"; $(BIN)/aftersales asyncapi --check || status=1; \
 	echo "+ aftersales openapi --check"; $(BIN)/aftersales openapi --check || status=1; \
-	echo "+ python -m shared.contract_doc --check"; $(BIN)/python -m shared.contract_doc --check || status=1; \
+	echo "+ python -m aftersales.contract_doc --check"; $(BIN)/python -m aftersales.contract_doc --check || status=1; \
 	$(MAKE) --no-print-directory deploy-check NO_INSTALL=1 || status=1; \
 	exit $$status
 

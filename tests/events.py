@@ -1,13 +1,35 @@
 """The one CloudEvent builder of the test suites: the envelope every test event has, unique ids,
-and the `source` a type needs on this system's own topics."""
+the `source` a type needs on this system's own topics, and the topic each type travels on."""
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from shared.contracts.events import SERVICE_TOPIC_TYPES, service_source
+from shared.contracts.events import (
+    OUTPUTS,
+    PLATFORM_TOPIC_TYPES,
+    SERVICE_TOPIC_TYPES,
+    service_source,
+)
+
+# The topic of every type (SPEC section 1): the platform's inputs and this system's outputs.
+TOPIC_OF: dict[str, str] = {
+    **{type_: topic for topic, types in PLATFORM_TOPIC_TYPES.items() for type_ in types},
+    **{type_: output.topic for type_, output in OUTPUTS.items()},
+}
+
+
+def topic_of(event: Mapping[str, Any]) -> str:
+    return TOPIC_OF[str(event["type"])]
+
+
+def encode(event: Mapping[str, Any]) -> bytes:
+    """A record's value as a producer writes it: UTF-8 JSON."""
+    return json.dumps(event, ensure_ascii=False).encode("utf-8")
 
 
 def unique(prefix: str) -> str:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from shared.contracts import ids, topics
+from shared.contracts import ids
 from shared.contracts.events import service_source
 from tests.events import cloud_event
 
@@ -123,14 +123,6 @@ def refund_failed(order_id: str, refund_id: str, method: str, amount: int, at: d
     )
 
 
-TOPIC_OF = {
-    "order.paid": topics.ORDERS,
-    "refund.requested": topics.REFUND_REQUESTS,
-    "refund.settled": topics.PAYOUTS,
-    "refund.failed": topics.PAYOUTS,
-}
-
-
 # --- the platform's events around a refund (for the tests with returns and complaints) ------
 
 
@@ -202,14 +194,3 @@ def complaint_resolved(order_id: str, complaint_id: str, at: datetime, remedy: s
         "resolved_at": at.isoformat(),
     }
     return envelope("complaint.resolved", data, at)
-
-
-TOPIC_OF.update(
-    {
-        "order.shipped": topics.ORDERS,
-        "parcel.signed": topics.SIGNATURES,
-        "return.requested": topics.RETURNS,
-        "complaint.opened": topics.COMPLAINTS,
-        "complaint.resolved": topics.COMPLAINTS,
-    }
-)

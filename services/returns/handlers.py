@@ -11,8 +11,8 @@ from services.returns.domain import (
     Decided,
     DomainEvent,
     Order,
-    OrderLedger,
     OrderLine,
+    OrderReturns,
     RefundDue,
     ReshipmentDue,
     ReturnRequest,
@@ -89,16 +89,11 @@ class _Case:
     """Everything one handler works on for one return, stored together at the end."""
 
     def __init__(
-        self,
-        repo: ReturnsRepository,
-        request: ReturnRequest,
-        order: Order | None,
-        ledger: OrderLedger,
+        self, repo: ReturnsRepository, request: ReturnRequest, returns: OrderReturns
     ) -> None:
         self.repo = repo
         self.request = request
-        self.order = order
-        self.ledger = ledger
+        self.returns = returns
 
 
 class ReturnsHandlers:
@@ -167,8 +162,7 @@ class ReturnsHandlers:
             ctx,
             case.request.record_return_signed(
                 data.signed_at,
-                order=case.order,
-                ledger=case.ledger,
+                returns=case.returns,
                 policy=self.policy,
                 now=ctx.now,
             ),
@@ -177,13 +171,11 @@ class ReturnsHandlers:
     async def _reassess_waiting(
         self, repo: ReturnsRepository, order: Order, ctx: HandlerContext
     ) -> None:
-        ledger = await repo.ledger(order.order_id)
+        returns = OrderReturns(order, await repo.ledger(order.order_id))
         for request in await repo.returns_of_order(order.order_id):
-            case = _Case(repo, request, order, ledger)
+            case = _Case(repo, request, returns)
             await self._run(
-                case,
-                ctx,
-                request.reassess(order=order, ledger=ledger, policy=self.policy, now=ctx.now),
+                case, ctx, request.reassess(returns=returns, policy=self.policy, now=ctx.now)
             )
 
     # --- returns ----------------------------------------------------------------------------
@@ -201,8 +193,7 @@ class ReturnsHandlers:
             condition=data.condition,
             evidence_urls=data.evidence_urls,
             requested_at=data.requested_at,
-            order=case.order,
-            ledger=case.ledger,
+            returns=case.returns,
             policy=self.policy,
             now=ctx.now,
         )
@@ -217,8 +208,7 @@ class ReturnsHandlers:
             ctx,
             case.request.add_evidence(
                 data.evidence_urls,
-                order=case.order,
-                ledger=case.ledger,
+                returns=case.returns,
                 policy=self.policy,
                 now=ctx.now,
             ),
@@ -236,8 +226,7 @@ class ReturnsHandlers:
                 data.tracking_no,
                 data.shipped_at,
                 data.shipping_fee_paid,
-                order=case.order,
-                ledger=case.ledger,
+                returns=case.returns,
                 policy=self.policy,
                 now=ctx.now,
             ),
@@ -254,8 +243,7 @@ class ReturnsHandlers:
                 data.passed,
                 data.findings,
                 data.inspected_at,
-                order=case.order,
-                ledger=case.ledger,
+                returns=case.returns,
                 policy=self.policy,
                 now=ctx.now,
             ),
@@ -273,8 +261,7 @@ class ReturnsHandlers:
                 data.agent_id,
                 data.note,
                 data.reviewed_at,
-                order=case.order,
-                ledger=case.ledger,
+                returns=case.returns,
                 policy=self.policy,
                 now=ctx.now,
             ),
@@ -284,7 +271,7 @@ class ReturnsHandlers:
         data = event.data
         assert isinstance(data, ReturnCancelled)
         case = await self._case(self.repository(ctx), data.return_id, data.order_id)
-        await self._run(case, ctx, case.request.cancel(data.cancelled_at, ledger=case.ledger))
+        await self._run(case, ctx, case.request.cancel(data.cancelled_at, returns=case.returns))
 
     async def timer_fired(self, timer: Timer, ctx: HandlerContext) -> None:
         repo = self.repository(ctx)
@@ -298,8 +285,7 @@ class ReturnsHandlers:
             ctx,
             request.on_timer(
                 timer.kind,
-                order=case.order,
-                ledger=case.ledger,
+                returns=case.returns,
                 policy=self.policy,
                 now=ctx.now,
                 due_at=timer.due_at,
@@ -323,12 +309,13 @@ class ReturnsHandlers:
             raise ValueError(
                 f"return {return_id} belongs to order {request.order_id}, not {order_id}"
             )
-        return _Case(repo, request, await repo.order(order_id), await repo.ledger(order_id))
+        returns = OrderReturns(await repo.order(order_id), await repo.ledger(order_id))
+        return _Case(repo, request, returns)
 
     async def _run(self, case: _Case, ctx: HandlerContext, events: list[DomainEvent]) -> None:
         """Store the case and turn its domain events into outbox messages and timer rows."""
         await case.repo.save_return(case.request, ctx.now)
-        await case.repo.save_ledger(case.ledger, ctx.now)
+        await case.repo.save_ledger(case.returns.ledger, ctx.now)
         await TRANSLATIONS.apply(ctx, _Scope(case, ctx.now), events)
 
 
@@ -347,7 +334,7 @@ class _Scope:
 
 
 def _decided(event: Decided, scope: _Scope, index: int) -> list[Effect]:
-    request, order = scope.request, scope.case.order
+    request, order = scope.request, scope.case.returns.order
     # A cancellation can come before return.requested: the buyer is then the order's.
     customer_id = request.customer_id or (order.customer_id if order is not None else "")
     if not customer_id:

@@ -25,7 +25,6 @@ groups are moved to the end of their input topics before they start.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import threading
 import time
@@ -37,7 +36,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from aiokafka.structs import RecordMetadata
 from prometheus_client import REGISTRY
 from sqlalchemy import select, text
@@ -55,7 +54,9 @@ from shared.messaging.runtime import ServiceDefinition, ServiceRuntime, ensure_t
 from shared.migrations import upgrade
 from shared.policy import Policy
 from shared.settings import Settings
+from tests.harness import broker_settings, quick_runtime
 from tests.polling import eventually
+from tests.topic_reader import TopicReader
 
 from .bad_inputs import (
     EVALUATED_MARKERS,
@@ -123,39 +124,11 @@ class Webhook:
         self.server.server_close()
 
 
-class Reader:
+class Reader(TopicReader):
     """Every partition of the output and dead-letter topics, from the beginning, no group."""
 
     def __init__(self, bootstrap: str) -> None:
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None
-        )
-        self.records: list[Any] = []
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        await self.consumer.start()
-        await self.consumer.topics()
-        tps = [
-            TopicPartition(topic, partition)
-            for topic in READ_TOPICS
-            for partition in sorted(self.consumer.partitions_for_topic(topic) or ())
-        ]
-        self.consumer.assign(tps)
-        await self.consumer.seek_to_beginning(*tps)
-        self._task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            for records in (await self.consumer.getmany(timeout_ms=100)).values():
-                self.records.extend(records)
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self.consumer.stop()
+        super().__init__(bootstrap, *READ_TOPICS)
 
     def keyed(self, prefix: str) -> list[tuple[Any, dict[str, Any]]]:
         """(record, event) of every record whose key starts with `prefix`."""
@@ -242,11 +215,9 @@ async def system(
     for service in NAMES:  # alembic runs its own event loop: keep it off this one
         await asyncio.to_thread(upgrade, service, url)
     key = generate_key()
-    settings = Settings(
-        kafka_bootstrap_servers=kafka_bootstrap,
-        database_url=url,
-        kafka_idempotence=False,
-        kafka_topic_partitions=3,
+    settings = broker_settings(
+        url,
+        kafka_bootstrap,
         aftersales_encryption_key=key,
         aftersales_webhook_url=webhook.url,
         aftersales_dev_mode=False,
@@ -269,19 +240,7 @@ async def system(
         )
     )
     engines = {n: create_engine(url, pool_size=4) for n in NAMES}
-    runtimes = {
-        n: ServiceRuntime(
-            definitions[n],
-            settings,
-            clock,
-            engine=engines[n],
-            max_records=100,
-            relay_poll_interval=0.05,
-            timer_poll_interval=0.1,
-            retry_backoff=0.1,
-        )
-        for n in NAMES
-    }
+    runtimes = {n: quick_runtime(definitions[n], settings, clock, engine=engines[n]) for n in NAMES}
     producer = AIOKafkaProducer(
         bootstrap_servers=kafka_bootstrap,
         enable_idempotence=False,

@@ -29,7 +29,8 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
 from sqlalchemy.engine import make_url
 
 from aftersales_dev.devenv import free_port, plain_dsn, skip_history, temporary_database
@@ -40,8 +41,10 @@ from shared.messaging.relay import CONTENT_TYPE
 from shared.messaging.runtime import ensure_topics
 from shared.migrations import upgrade
 from shared.settings import Settings
+from tests.events import encode
+from tests.topic_reader import TopicReader
 
-from .returns.events import encode, order_paid, outbound_signed, return_requested, return_signed
+from .returns.events import order_paid, outbound_signed, return_requested, return_signed
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -241,45 +244,25 @@ class ServiceProcess:
 # --- the platform's side ---------------------------------------------------------------------
 
 
-class Reader:
+class Reader(TopicReader):
     """Reads the refund requests and decisions topics from the beginning, in the background."""
 
     def __init__(self, bootstrap: str, keys: set[str]) -> None:
-        self.keys = {k.encode() for k in keys}
-        self.consumer = AIOKafkaConsumer(
-            topics.REFUND_REQUESTS,
-            topics.RETURN_DECISIONS,
-            bootstrap_servers=bootstrap,
-            group_id=f"proc-reader-{uuid.uuid4().hex}",
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
+        super().__init__(
+            bootstrap, topics.REFUND_REQUESTS, topics.RETURN_DECISIONS, group="proc-reader"
         )
+        self.keys = {k.encode() for k in keys}
         self.events: dict[str, list[dict[str, Any]]] = {
             topics.REFUND_REQUESTS: [],
             topics.RETURN_DECISIONS: [],
         }
-        self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        await self.consumer.start()
-        self._task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            for records in (await self.consumer.getmany(timeout_ms=100)).values():
-                for record in records:
-                    if record.key in self.keys:
-                        assert dict(record.headers)["content-type"] == CONTENT_TYPE.encode()
-                        event = json.loads(record.value)
-                        assert event["data"]["order_id"] == record.key.decode()
-                        self.events[record.topic].append(event)
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self.consumer.stop()
+    def receive(self, record: ConsumerRecord[Any, Any]) -> None:
+        if record.key in self.keys:
+            assert dict(record.headers)["content-type"] == CONTENT_TYPE.encode()
+            event = json.loads(record.value)
+            assert event["data"]["order_id"] == record.key.decode()
+            self.events[record.topic].append(event)
 
     @property
     def refunds(self) -> list[dict[str, Any]]:

@@ -21,14 +21,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client import REGISTRY
 
 from aftersales.registry import SERVICES, definition
-from aftersales_dev.devenv import skip_history, temporary_database
+from aftersales_dev.devenv import skip_history
 from shared.clock import ManualClock
 from shared.contracts import topics
 from shared.messaging.runtime import ServiceRuntime, ensure_topics
-from shared.migrations import upgrade
 from shared.policy import Policy
-from shared.settings import Settings
 from tests.events import source_for
+from tests.harness import broker_settings, migrated_database
 from tests.polling import eventually
 
 # Monday 10:00 in Shanghai: outside quiet hours, like the moment a day later.
@@ -128,16 +127,9 @@ class Outputs:
 
 @pytest.fixture(scope="module")
 async def system(database_url: str, kafka_bootstrap: str) -> AsyncIterator[dict[str, Any]]:
-    async with temporary_database(database_url, "e2e_system") as url:
-        for service in SERVICES:
-            await asyncio.to_thread(upgrade, service, url)
-        settings = Settings(
-            kafka_bootstrap_servers=kafka_bootstrap,
-            database_url=url,
-            kafka_idempotence=False,
-            kafka_topic_partitions=3,
-            aftersales_dev_mode=True,  # the notifier's log channel and an ephemeral key
-        )
+    async with migrated_database(database_url, "e2e_system", *SERVICES) as url:
+        # The notifier's log channel and an ephemeral key.
+        settings = broker_settings(url, kafka_bootstrap, aftersales_dev_mode=True)
         clock = ManualClock(T0)
         runtimes = []
         for service in SERVICES:

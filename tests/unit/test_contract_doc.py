@@ -5,7 +5,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from shared import contract_doc
+from aftersales import contract_doc
 from shared.contracts import EVENT_TYPES, topics
 from shared.contracts.events import PLATFORM_TOPIC_TYPES, SERVICE_TOPIC_TYPES
 from shared.contracts.outputs import DEAD_LETTER_REASONS

@@ -2,7 +2,7 @@
 
 Functions and methods take the Policy and `now` and return domain events; they change the
 callbacks passed in, which the service layer stores with the events in one transaction.
-Every value round-trips through JSON-safe dicts (`to_dict` / `from_dict`).
+A callback is stored as one document through shared.documents (`CALLBACK_DOCUMENT`).
 """
 
 from __future__ import annotations
@@ -29,15 +29,8 @@ from services.followup.domain.rules import (
     CaseType,
 )
 from services.followup.domain.timing import Window, case_window, next_allowed, send_slot, utc
+from shared.documents import DocumentType, require_aware_fields
 from shared.policy import Policy
-
-
-def _instant(text: str) -> datetime:
-    return utc(datetime.fromisoformat(text))
-
-
-def _optional(text: str | None) -> datetime | None:
-    return None if text is None else _instant(text)
 
 
 def _json(instant: datetime | None) -> str | None:
@@ -87,30 +80,8 @@ class Case:
     def window(self, policy: Policy, now: datetime) -> Window:
         return case_window(self.closed_at, now, policy)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "type": self.type.value,
-            "id": self.case_id,
-            "order_id": self.order_id,
-            "customer_id": self.customer_id,
-            "closed_at": _json(self.closed_at),
-            "closed_by": self.closed_by,
-            "deadline": _json(self.deadline),
-            "outcome": self.outcome.value,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Case:
-        return cls(
-            type=CaseType(data["type"]),
-            case_id=data["id"],
-            order_id=data["order_id"],
-            customer_id=data["customer_id"],
-            closed_at=_instant(data["closed_at"]),
-            closed_by=data["closed_by"],
-            deadline=_instant(data["deadline"]),
-            outcome=CaseOutcome(data["outcome"]),
-        )
+    def __post_init__(self) -> None:
+        require_aware_fields(self, "closed_at", "deadline")
 
 
 @dataclass
@@ -245,38 +216,30 @@ class Callback:
 
     # --- persistence ------------------------------------------------------------------------
 
+    def __post_init__(self) -> None:
+        require_aware_fields(self, "due_at", "deadline", "sent_at", "answer_by", "answered_at")
+
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "callback_id": self.callback_id,
-            "customer_id": self.customer_id,
-            "cases": [case.to_dict() for case in self.cases],
-            "status": self.status.value,
-            "due_at": _json(self.due_at),
-            "deadline": _json(self.deadline),
-            "revision": self.revision,
-            "sent_at": _json(self.sent_at),
-            "answer_by": _json(self.answer_by),
-            "answered_at": _json(self.answered_at),
-            "score": self.score,
-            "comment": self.comment,
-        }
+        return CALLBACK_DOCUMENT.dump(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Callback:
-        return cls(
-            callback_id=data["callback_id"],
-            customer_id=data["customer_id"],
-            cases=[Case.from_dict(case) for case in data["cases"]],
-            status=CallbackStatus(data["status"]),
-            due_at=_instant(data["due_at"]),
-            deadline=_instant(data["deadline"]),
-            revision=int(data.get("revision", 0)),
-            sent_at=_optional(data.get("sent_at")),
-            answer_by=_optional(data.get("answer_by")),
-            answered_at=_optional(data.get("answered_at")),
-            score=None if data.get("score") is None else int(data["score"]),
-            comment=data.get("comment"),
-        )
+        return CALLBACK_DOCUMENT.load(data)
+
+
+def _v1_case_ids(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 stored each case's id under `id`; version 2 names it `case_id`."""
+    upcast = dict(data)
+    upcast["cases"] = [
+        {("case_id" if key == "id" else key): value for key, value in case.items()}
+        for case in data["cases"]
+    ]
+    return upcast
+
+
+CALLBACK_DOCUMENT = DocumentType(
+    "followup.callback", Callback, version=2, upcasters={1: _v1_case_ids}
+)
 
 
 def close_case(

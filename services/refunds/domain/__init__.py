@@ -32,15 +32,14 @@ from services.refunds.domain.model import (
     ALREADY_REFUNDED,
     ORDER_WAIT_ALERT,
     Cap,
-    IssuedRefund,
     OrderFacts,
     OrderLedger,
-    PayoutFailure,
     PayoutMismatch,
     RefundRequest,
     UnknownRefund,
     cap_request,
 )
+from services.refunds.domain.refund import IssuedRefund, PayoutFailure
 from services.refunds.domain.split import cumulative_split, proportional_split
 
 __all__ = [

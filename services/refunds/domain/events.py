@@ -5,10 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from services.refunds.domain.model import IssuedRefund
+from services.refunds.domain.refund import IssuedRefund
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ instant, stores it and turns the returned events into messages, all in one trans
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,8 +25,10 @@ from services.refunds.domain.events import (
     StopWaiting,
     WaitForOrder,
 )
+from services.refunds.domain.refund import IssuedRefund, PayoutFailure
 from services.refunds.domain.split import cumulative_split, proportional_split
 from shared.contracts.ids import reissue_refund_id
+from shared.documents import DocumentType
 
 # Breakdown kinds (SPEC section 3). Goods and the deductions on them are one capped group,
 # the outbound fee another; return freight and compensation come on top of both.
@@ -97,31 +99,6 @@ class OrderFacts:
             lines=lines,
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "order_id": self.order_id,
-            "customer_id": self.customer_id,
-            "currency": self.currency,
-            "paid_at": self.paid_at.isoformat(),
-            "goods_total": self.goods_total,
-            "shipping_fee_paid": self.shipping_fee_paid,
-            "payments": [[m, a] for m, a in self.payments],
-            "lines": [list(line) for line in self.lines],
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> OrderFacts:
-        return cls(
-            order_id=data["order_id"],
-            customer_id=data["customer_id"],
-            currency=data["currency"],
-            paid_at=datetime.fromisoformat(data["paid_at"]),
-            goods_total=int(data["goods_total"]),
-            shipping_fee_paid=int(data["shipping_fee_paid"]),
-            payments=tuple((m, int(a)) for m, a in data["payments"]),
-            lines=tuple((line_id, int(q), int(p)) for line_id, q, p in data.get("lines", [])),
-        )
-
 
 @dataclass(frozen=True)
 class RefundRequest:
@@ -169,198 +146,6 @@ class RefundRequest:
     def kind_total(self, kinds: Iterable[str]) -> int:
         wanted = set(kinds)
         return sum(amount for kind, amount in self.breakdown if kind in wanted)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "refund_id": self.refund_id,
-            "order_id": self.order_id,
-            "customer_id": self.customer_id,
-            "case_type": self.case_type,
-            "case_id": self.case_id,
-            "amount": self.amount,
-            "currency": self.currency,
-            "breakdown": [[kind, amount] for kind, amount in self.breakdown],
-            "due_by": self.due_by.isoformat(),
-            "requested_at": self.requested_at.isoformat(),
-            "requested_by": self.requested_by,
-            "return_shipping_payer": self.return_shipping_payer,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> RefundRequest:
-        return cls(
-            refund_id=data["refund_id"],
-            order_id=data["order_id"],
-            customer_id=data["customer_id"],
-            case_type=data["case_type"],
-            case_id=data["case_id"],
-            amount=int(data["amount"]),
-            currency=data["currency"],
-            breakdown=tuple((kind, int(amount)) for kind, amount in data["breakdown"]),
-            due_by=datetime.fromisoformat(data["due_by"]),
-            requested_at=datetime.fromisoformat(data["requested_at"]),
-            requested_by=data["requested_by"],
-            return_shipping_payer=data.get("return_shipping_payer"),
-        )
-
-
-@dataclass(frozen=True)
-class PayoutFailure:
-    method: str
-    amount: int
-    reason: str
-    failed_at: datetime
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "method": self.method,
-            "amount": self.amount,
-            "reason": self.reason,
-            "failed_at": self.failed_at.isoformat(),
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> PayoutFailure:
-        return cls(
-            method=data["method"],
-            amount=int(data["amount"]),
-            reason=data["reason"],
-            failed_at=datetime.fromisoformat(data["failed_at"]),
-        )
-
-
-@dataclass
-class IssuedRefund:
-    """One `refund.issued` and what became of it.
-
-    `goods_given` / `outbound_given` are what it gave back of each capped group (after the
-    cut), `to_methods` what went to the order's own methods and `overflow` what went to the
-    payout method; `payments` is the same money as one line per method.
-    """
-
-    refund_id: str
-    order_id: str
-    customer_id: str
-    case_type: str
-    case_id: str
-    currency: str
-    amount: int
-    breakdown: tuple[tuple[str, int], ...]
-    payments: tuple[tuple[str, int], ...]
-    to_methods: dict[str, int]
-    overflow: int
-    overflow_method: str
-    requested: int
-    cut: int
-    goods_given: int
-    outbound_given: int
-    due_by: datetime
-    issued_at: datetime
-    requested_by: str
-    fingerprint: str
-    return_shipping_payer: str | None = None
-    reissue_of: str | None = None
-    settled_at: datetime | None = None
-    failures: list[PayoutFailure] = field(default_factory=list)
-    breaches: set[str] = field(default_factory=set)
-    needs_person: bool = False
-
-    def __post_init__(self) -> None:
-        if self.amount < 0:
-            raise ValueError("a refund is never negative")
-        if sum(amount for _, amount in self.breakdown) != self.amount:
-            raise ValueError("a refund's breakdown must sum to its amount")
-        if sum(amount for _, amount in self.payments) != self.amount:
-            raise ValueError("a refund's payments must sum to its amount")
-
-    @property
-    def on_time(self) -> bool:
-        return self.issued_at <= self.due_by
-
-    @property
-    def settled_on_time(self) -> bool | None:
-        return None if self.settled_at is None else self.settled_at <= self.due_by
-
-    def paid_to(self, method: str) -> int:
-        return sum(amount for m, amount in self.payments if m == method)
-
-    def failed_on(self, method: str) -> bool:
-        return any(failure.method == method for failure in self.failures)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "refund_id": self.refund_id,
-            "order_id": self.order_id,
-            "customer_id": self.customer_id,
-            "case_type": self.case_type,
-            "case_id": self.case_id,
-            "currency": self.currency,
-            "amount": self.amount,
-            "breakdown": [[kind, amount] for kind, amount in self.breakdown],
-            "payments": [[method, amount] for method, amount in self.payments],
-            "to_methods": dict(self.to_methods),
-            "overflow": self.overflow,
-            "overflow_method": self.overflow_method,
-            "requested": self.requested,
-            "cut": self.cut,
-            "goods_given": self.goods_given,
-            "outbound_given": self.outbound_given,
-            "due_by": self.due_by.isoformat(),
-            "issued_at": self.issued_at.isoformat(),
-            "requested_by": self.requested_by,
-            "fingerprint": self.fingerprint,
-            "return_shipping_payer": self.return_shipping_payer,
-            "reissue_of": self.reissue_of,
-            "settled_at": None if self.settled_at is None else self.settled_at.isoformat(),
-            "failures": [failure.to_dict() for failure in self.failures],
-            "breaches": sorted(self.breaches),
-            "needs_person": self.needs_person,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> IssuedRefund:
-        settled = data.get("settled_at")
-        return cls(
-            refund_id=data["refund_id"],
-            order_id=data["order_id"],
-            customer_id=data["customer_id"],
-            case_type=data["case_type"],
-            case_id=data["case_id"],
-            currency=data["currency"],
-            amount=int(data["amount"]),
-            breakdown=tuple((kind, int(amount)) for kind, amount in data["breakdown"]),
-            payments=tuple((method, int(amount)) for method, amount in data["payments"]),
-            to_methods={m: int(a) for m, a in data["to_methods"].items()},
-            overflow=int(data["overflow"]),
-            overflow_method=data["overflow_method"],
-            requested=int(data["requested"]),
-            cut=int(data["cut"]),
-            goods_given=int(data["goods_given"]),
-            outbound_given=int(data["outbound_given"]),
-            due_by=datetime.fromisoformat(data["due_by"]),
-            issued_at=datetime.fromisoformat(data["issued_at"]),
-            requested_by=data["requested_by"],
-            fingerprint=data["fingerprint"],
-            return_shipping_payer=data.get("return_shipping_payer"),
-            reissue_of=data.get("reissue_of"),
-            settled_at=None if settled is None else datetime.fromisoformat(settled),
-            failures=[PayoutFailure.from_dict(item) for item in data.get("failures", [])],
-            breaches=set(data.get("breaches", [])),
-            needs_person=bool(data.get("needs_person", False)),
-        )
-
-
-def _payments(
-    order: Sequence[tuple[str, int]],
-    to_methods: Mapping[str, int],
-    overflow_method: str,
-    overflow: int,
-) -> tuple[tuple[str, int], ...]:
-    """One line per method, in the order's order, the payout method's share added to its own
-    line when it is one of the order's methods; zero lines left out."""
-    lines = {method: to_methods.get(method, 0) for method, _ in order}
-    lines[overflow_method] = lines.get(overflow_method, 0) + overflow
-    return tuple((method, amount) for method, amount in lines.items() if amount)
 
 
 @dataclass
@@ -489,8 +274,7 @@ class OrderLedger:
             breakdown=tuple(
                 proportional_split(amount, [(k, a) for k, a in refund.breakdown if a > 0])
             ),
-            payments=((overflow_method, amount),),
-            to_methods={},
+            method_shares=(),
             overflow=amount,
             overflow_method=overflow_method,
             requested=amount,
@@ -539,8 +323,9 @@ class OrderLedger:
             currency=facts.currency,
             amount=cap.amount,
             breakdown=breakdown,
-            payments=_payments(facts.payments, to_methods, overflow_method, overflow),
-            to_methods=to_methods,
+            method_shares=tuple(
+                (method, to_methods.get(method, 0)) for method, _ in facts.payments
+            ),
             overflow=overflow,
             overflow_method=overflow_method,
             requested=request.amount,
@@ -565,24 +350,54 @@ class OrderLedger:
     # --- storage -----------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "order_id": self.order_id,
-            "facts": None if self.facts is None else self.facts.to_dict(),
-            "refunds": [refund.to_dict() for refund in self.refunds.values()],
-            "waiting": [request.to_dict() for request in self.waiting.values()],
-        }
+        stored = _StoredLedger(
+            self.order_id, self.facts, list(self.refunds.values()), list(self.waiting.values())
+        )
+        return ORDER_LEDGER_DOCUMENT.dump(stored)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> OrderLedger:
-        facts = data.get("facts")
-        refunds = [IssuedRefund.from_dict(item) for item in data.get("refunds", [])]
-        waiting = [RefundRequest.from_dict(item) for item in data.get("waiting", [])]
+        stored = ORDER_LEDGER_DOCUMENT.load(data)
         return cls(
-            order_id=data["order_id"],
-            facts=None if facts is None else OrderFacts.from_dict(facts),
-            refunds={refund.refund_id: refund for refund in refunds},
-            waiting={request.refund_id: request for request in waiting},
+            order_id=stored.order_id,
+            facts=stored.facts,
+            refunds={refund.refund_id: refund for refund in stored.refunds},
+            waiting={request.refund_id: request for request in stored.waiting},
         )
+
+
+@dataclass
+class _StoredLedger:
+    """The ledger as stored: refunds and waiting requests as lists, in the order they came
+    (a JSONB object would not keep the order of its keys)."""
+
+    order_id: str
+    facts: OrderFacts | None
+    refunds: list[IssuedRefund]
+    waiting: list[RefundRequest]
+
+
+def _v1_method_shares(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 stored each refund's `payments` (one line per method, the payout method's
+    share merged in) beside `to_methods` (a JSON object, its order lost) and `overflow`.
+    Version 2 stores `method_shares`, what the refund gave each of the order's methods in the
+    order's order (a re-issue: none), and derives the payments from it and the overflow."""
+    facts = data.get("facts")
+    methods = [method for method, _ in facts["payments"]] if facts else []
+    refunds = []
+    for refund in data.get("refunds", []):
+        upcast = {k: v for k, v in refund.items() if k not in ("payments", "to_methods")}
+        given = refund["to_methods"]
+        upcast["method_shares"] = (
+            [] if refund.get("reissue_of") else [[m, given.get(m, 0)] for m in methods]
+        )
+        refunds.append(upcast)
+    return {**data, "refunds": refunds}
+
+
+ORDER_LEDGER_DOCUMENT = DocumentType(
+    "refunds.order_ledger", _StoredLedger, version=2, upcasters={1: _v1_method_shares}
+)
 
 
 @dataclass(frozen=True)

@@ -124,7 +124,7 @@ class Decisions:
         self.status, self.rule, self.waiting_for = ReturnStatus.APPROVED, rule, None
         self.decided_at = turn.now
         self.return_shipping_payer = return_shipping_payer(self.reason, order)
-        turn.returns.ledger.reserve(self.return_id, self.lines)
+        turn.returns.reserve(self.return_id, self.lines)
         estimate = self._calculate(order, turn)
         facts = replace(self._facts(None, turn), amount=estimate.amount)
         events: list[DomainEvent] = [
@@ -138,7 +138,7 @@ class Decisions:
         rules = turn.policy.returns
         self.status, self.rule, self.waiting_for = ReturnStatus.REJECTED, found.rule, None
         self.decided_at = turn.now
-        turn.returns.ledger.release(self.return_id)
+        turn.returns.release(self.return_id)
         facts = self._facts(found, turn)
         if found.rule in (Rule.UNKNOWN_ORDER, Rule.NOT_DELIVERED):
             facts = replace(facts, wait_hours=rules.signature_wait_hours)
@@ -169,13 +169,13 @@ class Decisions:
         return self._complete(order, turn)
 
     def _complete(self, order: Order, turn: Turn) -> list[DomainEvent]:
-        due_by, now, ledger = self.refund_due_by, turn.now, turn.returns.ledger
+        due_by, now, returns = self.refund_due_by, turn.now, turn.returns
         assert due_by is not None and self.rule is not None
         events: list[DomainEvent] = []
         # The ledger already holding this return means it was refunded: never twice.
-        if not ledger.is_settled(self.return_id):
+        if not returns.is_settled(self.return_id):
             calculation = self._calculate(order, turn)
-            ledger.settle(self.return_id, calculation)
+            returns.settle(self.return_id, calculation)
             if self.kind == ReturnKind.EXCHANGE:
                 events.append(ReshipmentDue(dict(self.lines), due_by, now))
             if self.kind == ReturnKind.REFUND or calculation.amount > 0:
@@ -192,7 +192,7 @@ class Decisions:
             # issues it (SPEC 4.11); a late replacement is this service's.
             if now > due_by and self.kind == ReturnKind.EXCHANGE:
                 events += self._breach(Sla.RESHIPMENT, due_by, now)
-        ledger.release(self.return_id)
+        returns.release(self.return_id)
         self.status, self.waiting_for = ReturnStatus.COMPLETED, None
         self.completed_at = self.decided_at = now
         events += self._cancel_timers()
@@ -225,7 +225,7 @@ class Decisions:
             order, self, turn.policy, return_shipping_fee_paid=fee_paid
         )
         # The ledger guards too, against a stale aggregate: never reimbursed twice.
-        if calculation.amount == 0 or not turn.returns.ledger.settle_return_shipping(
+        if calculation.amount == 0 or not turn.returns.settle_return_shipping(
             self.return_id, calculation.amount
         ):
             return []

@@ -1,10 +1,10 @@
 """The ReturnRequest aggregate (SPEC section 4): one return or exchange and everything that
 happened to it, decided against the order and what its returns took back (`OrderReturns`).
 
-Every entry point takes the order (or None), the order's ledger, the policy and `now`, and
-returns the domain events to publish; inside, they travel as one `Turn` to the steps of
-`Decisions` (decisions.py). A method changes the request and the ledger: the service layer
-persists both, with the events, in one transaction.
+Every entry point takes the order with what its returns took back (`OrderReturns`, one
+aggregate), the policy and `now`, and returns the domain events to publish; inside, they travel
+as one `Turn` to the steps of `Decisions` (decisions.py). A method changes the request and the
+order's returns: the service layer persists both, with the events, in one transaction.
 The rules themselves live in the modules named after their SPEC sections.
 """
 
@@ -26,8 +26,8 @@ from services.returns.domain.events import (
     DomainEvent,
 )
 from services.returns.domain.messages import MessageFacts, compose
-from services.returns.domain.order_returns import OrderLedger, OrderReturns
-from services.returns.domain.values import Inspection, Order, RefundCalculation, breakdown_as_pairs
+from services.returns.domain.order_returns import OrderReturns
+from services.returns.domain.values import Inspection, RefundCalculation, breakdown_as_pairs
 from services.returns.domain.vocabulary import (
     CONDITION_FLAGS,
     FINAL_STATUSES,
@@ -138,8 +138,7 @@ class ReturnRequest(Decisions):
         condition: Iterable[str],
         evidence_urls: Iterable[str],
         requested_at: datetime,
-        order: Order | None,
-        ledger: OrderLedger,
+        returns: OrderReturns,
         policy: Policy,
         now: datetime,
     ) -> list[DomainEvent]:
@@ -165,24 +164,23 @@ class ReturnRequest(Decisions):
         self.requested_at = requested_at
         if self.status == ReturnStatus.CANCELLED:  # cancelled before the request arrived
             return []
-        turn = Turn(OrderReturns(order, ledger), policy, now)
+        turn = Turn(returns, policy, now)
         return self._apply(assess(self, turn.returns, policy), turn)
 
     def reassess(
-        self, *, order: Order | None, ledger: OrderLedger, policy: Policy, now: datetime
+        self, *, returns: OrderReturns, policy: Policy, now: datetime
     ) -> list[DomainEvent]:
         """The order or its outbound signature arrived: decide a waiting request again."""
         if not self.is_requested or self.status != ReturnStatus.PENDING:
             return []
-        turn = Turn(OrderReturns(order, ledger), policy, now)
+        turn = Turn(returns, policy, now)
         return self._apply(assess(self, turn.returns, policy), turn)
 
     def add_evidence(
         self,
         urls: Iterable[str],
         *,
-        order: Order | None,
-        ledger: OrderLedger,
+        returns: OrderReturns,
         policy: Policy,
         now: datetime,
     ) -> list[DomainEvent]:
@@ -195,7 +193,7 @@ class ReturnRequest(Decisions):
         self.evidence_urls.extend(new)
         if self.waiting_for != WaitingFor.EVIDENCE:
             return []  # kept for the assessment or the reviewer
-        return self.reassess(order=order, ledger=ledger, policy=policy, now=now)
+        return self.reassess(returns=returns, policy=policy, now=now)
 
     def review(
         self,
@@ -204,8 +202,7 @@ class ReturnRequest(Decisions):
         note: str,
         at: datetime,
         *,
-        order: Order | None,
-        ledger: OrderLedger,
+        returns: OrderReturns,
         policy: Policy,
         now: datetime,
     ) -> list[DomainEvent]:
@@ -216,7 +213,7 @@ class ReturnRequest(Decisions):
         if self.status != ReturnStatus.REVIEW:
             return []
         self.reviewed_by, self.review_note, self.reviewed_at = agent_id, note, at
-        turn = Turn(OrderReturns(order, ledger), policy, now)
+        turn = Turn(returns, policy, now)
         # A decision dated after the review deadline is a breach even when it beat the timer
         # (SPEC 4.5); a timer that fired first reported it already (`_breach` reports once).
         deadline = self.timers.get(TimerKind.REVIEW_SLA)
@@ -243,8 +240,7 @@ class ReturnRequest(Decisions):
         shipped_at: datetime,
         shipping_fee_paid: int,
         *,
-        order: Order | None,
-        ledger: OrderLedger,
+        returns: OrderReturns,
         policy: Policy,
         now: datetime,
     ) -> list[DomainEvent]:
@@ -259,7 +255,7 @@ class ReturnRequest(Decisions):
         if shipping_fee_paid < 0:
             raise ValueError("shipping_fee_paid must not be negative")
         if self.is_final:
-            turn = Turn(OrderReturns(order, ledger), policy, now)
+            turn = Turn(returns, policy, now)
             return self._reimburse_late_freight(
                 carrier, tracking_no, shipped_at, shipping_fee_paid, turn
             )
@@ -271,8 +267,7 @@ class ReturnRequest(Decisions):
         self,
         signed_at: datetime,
         *,
-        order: Order | None,
-        ledger: OrderLedger,
+        returns: OrderReturns,
         policy: Policy,
         now: datetime,
     ) -> list[DomainEvent]:
@@ -290,7 +285,7 @@ class ReturnRequest(Decisions):
         if not self.is_requested or self.is_final:
             return []
         if self.status == ReturnStatus.APPROVED:
-            return self._progress(Turn(OrderReturns(order, ledger), policy, now))
+            return self._progress(Turn(returns, policy, now))
         return []
 
     def record_inspection(
@@ -299,8 +294,7 @@ class ReturnRequest(Decisions):
         findings: Iterable[str],
         at: datetime,
         *,
-        order: Order | None,
-        ledger: OrderLedger,
+        returns: OrderReturns,
         policy: Policy,
         now: datetime,
     ) -> list[DomainEvent]:
@@ -311,14 +305,13 @@ class ReturnRequest(Decisions):
         if self.inspection is not None or self.is_final:
             return []
         self.inspection = Inspection(passed=passed, findings=tuple(findings), at=at)
-        return self._progress(Turn(OrderReturns(order, ledger), policy, now))
+        return self._progress(Turn(returns, policy, now))
 
     def on_timer(
         self,
         kind: str,
         *,
-        order: Order | None,
-        ledger: OrderLedger,
+        returns: OrderReturns,
         policy: Policy,
         now: datetime,
         due_at: datetime | None = None,
@@ -329,7 +322,7 @@ class ReturnRequest(Decisions):
         if active is None or (due_at is not None and due_at != active):
             return []
         del self.timers[timer]
-        turn = Turn(OrderReturns(order, ledger), policy, now)
+        turn = Turn(returns, policy, now)
         if timer == TimerKind.SIGNATURE_WAIT:
             if self.status != ReturnStatus.PENDING or self.waiting_for not in WAITING_FOR_DELIVERY:
                 return []
@@ -358,14 +351,14 @@ class ReturnRequest(Decisions):
             return []
         return self._breach(self.delivery_sla, active, now)
 
-    def cancel(self, at: datetime, *, ledger: OrderLedger) -> list[DomainEvent]:
+    def cancel(self, at: datetime, *, returns: OrderReturns) -> list[DomainEvent]:
         """return.cancelled: before completion the case closes; afterwards no effect."""
         require_aware(at, "cancelled_at")
         if self.is_final:
             return []
         self.status, self.rule, self.waiting_for = ReturnStatus.CANCELLED, Rule.CANCELLED, None
         self.cancelled_at = self.decided_at = at
-        ledger.release(self.return_id)
+        returns.release(self.return_id)
         text = compose(ReturnStatus.CANCELLED, Rule.CANCELLED, MessageFacts(kind=self.kind))
         decided = Decided(ReturnStatus.CANCELLED, Rule.CANCELLED, text.zh, text.en)
         return [decided, *self._cancel_timers()]

@@ -96,10 +96,31 @@ class OrderLedger:
 
 @dataclass
 class OrderReturns:
-    """One order and its ledger: what a return request reads and changes, together."""
+    """One order and what its returns took back of it (its ledger): the aggregate a return
+    request reads and changes. The request changes the ledger only through it."""
 
     order: Order | None
     ledger: OrderLedger
+
+    # --- what a return request changes ----------------------------------------------------
+
+    def reserve(self, return_id: str, lines: Mapping[str, int]) -> None:
+        """An approved return claims its units until it completes or ends."""
+        self.ledger.reserve(return_id, lines)
+
+    def release(self, return_id: str) -> None:
+        self.ledger.release(return_id)
+
+    def is_settled(self, return_id: str) -> bool:
+        return self.ledger.is_settled(return_id)
+
+    def settle(self, return_id: str, calculation: RefundCalculation) -> bool:
+        return self.ledger.settle(return_id, calculation)
+
+    def settle_return_shipping(self, return_id: str, amount: int) -> bool:
+        return self.ledger.settle_return_shipping(return_id, amount)
+
+    # --- what it reads ----------------------------------------------------------------------
 
     def require_order(self, doing: str) -> Order:
         if self.order is None:

@@ -6,17 +6,16 @@ its group starts at the end of its input topics and the tests keep to their own 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from aftersales_dev.devenv import skip_history, temporary_database
+from aftersales_dev.devenv import skip_history
 from shared.clock import ManualClock
 from shared.messaging.runtime import ensure_topics
-from shared.migrations import upgrade
 from shared.settings import Settings
+from tests.harness import broker_settings, migrated_database
 
 from .helpers import GROUP, INPUT_TOPICS, OUTPUT_TOPICS, T0, Outputs, Service, Shop
 
@@ -24,19 +23,13 @@ from .helpers import GROUP, INPUT_TOPICS, OUTPUT_TOPICS, T0, Outputs, Service, S
 @pytest.fixture(scope="module")
 async def complaints_database(database_url: str) -> AsyncIterator[str]:
     """A fresh database with the complaints schema migrated, dropped afterwards."""
-    async with temporary_database(database_url, "e2e_complaints") as url:
-        await asyncio.to_thread(upgrade, "complaints", url)
+    async with migrated_database(database_url, "e2e_complaints", "complaints") as url:
         yield url
 
 
 @pytest.fixture(scope="module")
 def complaints_settings(complaints_database: str, kafka_bootstrap: str) -> Settings:
-    return Settings(
-        kafka_bootstrap_servers=kafka_bootstrap,
-        database_url=complaints_database,
-        kafka_idempotence=False,
-        kafka_topic_partitions=3,
-    )
+    return broker_settings(complaints_database, kafka_bootstrap)
 
 
 @pytest.fixture(scope="module")

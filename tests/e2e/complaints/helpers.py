@@ -3,26 +3,23 @@ reader of the service's output topics, and the service itself with an injected c
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.structs import ConsumerRecord
+from aiokafka import AIOKafkaProducer
 
 from services.complaints.bootstrap import build
 from shared.clock import ManualClock
 from shared.contracts import dead_letter_topic, topics
 from shared.messaging.relay import CONTENT_TYPE
-from shared.messaging.runtime import ServiceRuntime
-from shared.policy import Policy
 from shared.settings import Settings
-from tests.events import cloud_event, unique
+from tests.events import cloud_event, topic_of, unique
+from tests.harness import RunningService
 from tests.polling import eventually
+from tests.topic_reader import TopicReader
 
 # Monday 2026-03-02 10:00 in Shanghai: the service's clock; events happen before it.
 T0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
@@ -185,19 +182,6 @@ def refund_issued(requested: dict[str, Any], *, amount: int, at: datetime = T0) 
     return event("refund.issued", data, at)
 
 
-_TOPIC_OF = {
-    "order": topics.ORDERS,
-    "complaint": topics.COMPLAINTS,
-    "compensation": topics.COMPLAINTS,
-    "satisfaction": topics.FOLLOWUPS,
-    "refund": topics.REFUNDS,
-}
-
-
-def topic_of(item: dict) -> str:
-    return _TOPIC_OF[str(item["type"]).split(".")[0]]
-
-
 def key_of(item: dict) -> str:
     """The Kafka key: the order id, or the buyer for satisfaction.* (SPEC 1)."""
     data = item["data"]
@@ -243,42 +227,13 @@ class Output:
         return self.event["data"]  # type: ignore[no-any-return]
 
 
-class Outputs:
+class Outputs(TopicReader):
     """Every output topic read from the beginning, in the background, by a consumer of its own
     (partitions assigned directly: no group to join, no offsets shared with anyone). The broker
     is shared with other tests, so outputs are looked up by key (the order id)."""
 
     def __init__(self, bootstrap: str) -> None:
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
-        )
-        self.records: list[ConsumerRecord[bytes, bytes]] = []
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        await self.consumer.start()
-        await self.consumer.topics()
-        tps = [
-            TopicPartition(topic, partition)
-            for topic in OUTPUT_TOPICS
-            for partition in sorted(self.consumer.partitions_for_topic(topic) or ())
-        ]
-        self.consumer.assign(tps)
-        await self.consumer.seek_to_beginning(*tps)
-        self._task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            batch = await self.consumer.getmany(timeout_ms=100)
-            for records in batch.values():
-                self.records.extend(records)
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self.consumer.stop()
+        super().__init__(bootstrap, *OUTPUT_TOPICS)
 
     def of(self, key: str, event_type: str | None = None) -> list[Output]:
         found = []
@@ -322,31 +277,8 @@ class Outputs:
 # --- the service ----------------------------------------------------------------------------
 
 
-class Service:
+class Service(RunningService):
     """The complaints service as `aftersales run complaints` starts it, with a ManualClock."""
 
     def __init__(self, settings: Settings, clock: ManualClock) -> None:
-        self.settings = settings
-        self.clock = clock
-        self.runtime: ServiceRuntime | None = None
-
-    def new_runtime(self) -> ServiceRuntime:
-        return ServiceRuntime(
-            build(Policy(), self.clock),
-            self.settings,
-            self.clock,
-            max_records=100,
-            relay_poll_interval=0.05,
-            timer_poll_interval=0.1,
-            retry_backoff=0.1,
-        )
-
-    async def start(self) -> None:
-        assert self.runtime is None, "already running"
-        self.runtime = self.new_runtime()
-        await self.runtime.start()
-
-    async def stop(self) -> None:
-        if self.runtime is not None:
-            runtime, self.runtime = self.runtime, None
-            await runtime.stop()
+        super().__init__(build, settings, clock)

@@ -3,16 +3,14 @@ the `followup` schema migrated, a producer of input events and a reader of the o
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
 
 from services.followup.bootstrap import build
 from shared.clock import ManualClock
@@ -20,42 +18,21 @@ from shared.messaging.runtime import ServiceRuntime
 from shared.migrations import upgrade
 from shared.policy import Policy
 from shared.settings import Settings
+from tests.topic_reader import TopicReader
 
 
-class Collector:
+class Collector(TopicReader):
     """A fresh consumer group reading topics from the earliest offset, in the background."""
 
     def __init__(self, bootstrap: str, *topics: str) -> None:
-        self.consumer = AIOKafkaConsumer(
-            *topics,
-            bootstrap_servers=bootstrap,
-            group_id=f"followup-e2e-reader-{uuid.uuid4().hex}",
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-        )
+        super().__init__(bootstrap, *topics, group="followup-e2e-reader")
         self.events: list[dict[str, Any]] = []
-        self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        await self.consumer.start()
-        self._task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            batch = await self.consumer.getmany(timeout_ms=100)
-            for records in batch.values():
-                for record in records:
-                    event = json.loads(record.value)
-                    event["_topic"] = record.topic
-                    event["_key"] = record.key.decode() if record.key else None
-                    self.events.append(event)
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self.consumer.stop()
+    def receive(self, record: ConsumerRecord[Any, Any]) -> None:
+        event = json.loads(record.value)
+        event["_topic"] = record.topic
+        event["_key"] = record.key.decode() if record.key else None
+        self.events.append(event)
 
     def of(self, event_type: str, **data: Any) -> list[dict[str, Any]]:
         """Events of a type whose data has the given values (e.g. this test's customer_id)."""

@@ -6,8 +6,6 @@ order ids."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 import json
 from collections.abc import AsyncIterator, Callable
@@ -15,57 +13,36 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
 
 from aftersales.registry import definition
-from aftersales_dev.devenv import skip_history, temporary_database
+from aftersales_dev.devenv import skip_history
 from shared.clock import ManualClock
 from shared.contracts import topics
 from shared.messaging.relay import CONTENT_TYPE
 from shared.messaging.runtime import ServiceRuntime, ensure_topics
-from shared.migrations import upgrade
 from shared.policy import Policy
 from shared.settings import Settings
+from tests.events import TOPIC_OF
+from tests.harness import broker_settings, migrated_database, quick_runtime
 from tests.polling import eventually
-from tests.refund_events import TOPIC_OF
+from tests.topic_reader import TopicReader
 
 T0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)  # Monday 10:00 in Shanghai
 SERVICES = ("returns", "complaints", "refunds")
 WATCHED = (topics.REFUNDS, topics.SLA, topics.REFUND_REQUESTS, "aftersales.deadletter.refunds")
 
 
-class Outputs:
+class Outputs(TopicReader):
     """Everything the services publish, read in the background from the end of each topic."""
 
     def __init__(self, bootstrap: str) -> None:
-        self._consumer = AIOKafkaConsumer(
-            *WATCHED,
-            bootstrap_servers=bootstrap,
-            group_id=None,
-            auto_offset_reset="latest",
-            enable_auto_commit=False,
-        )
+        super().__init__(bootstrap, *WATCHED, latest=True)
         self.events: list[dict[str, Any]] = []
-        self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        await self._consumer.start()
-        while not self._consumer.assignment():
-            await self._consumer.getmany(timeout_ms=100)
-        self._task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            for tp, records in (await self._consumer.getmany(timeout_ms=100)).items():
-                for record in records:
-                    self.events.append({**json.loads(record.value), "_topic": tp.topic})
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self._consumer.stop()
+    def receive(self, record: ConsumerRecord[Any, Any]) -> None:
+        self.events.append({**json.loads(record.value), "_topic": record.topic})
 
     def of(self, order_id: str, event_type: str) -> list[dict[str, Any]]:
         """Each event id once (the relay publishes at least once)."""
@@ -118,31 +95,15 @@ class System:
 
 @pytest.fixture(scope="module")
 async def system(database_url: str, kafka_bootstrap: str) -> AsyncIterator[System]:
-    async with temporary_database(database_url, "e2e_refunds") as url:
-        for service in SERVICES:
-            await asyncio.to_thread(upgrade, service, url)
-        settings = Settings(
-            kafka_bootstrap_servers=kafka_bootstrap,
-            database_url=url,
-            kafka_idempotence=False,
-            kafka_topic_partitions=3,
-        )
+    async with migrated_database(database_url, "e2e_refunds", *SERVICES) as url:
+        settings = broker_settings(url, kafka_bootstrap)
         clock = ManualClock(T0)
 
         def new_runtime(service: str) -> ServiceRuntime:
             # The services keep their names: a service's events carry its own source, and each
             # topic takes its types only from the services that publish them (SPEC section 1).
             # skip_history below starts their groups after what other tests left on the topics.
-            built = definition(service, Policy(), clock, settings)
-            return ServiceRuntime(
-                built,
-                settings,
-                clock,
-                max_records=100,
-                relay_poll_interval=0.05,
-                timer_poll_interval=0.1,
-                retry_backoff=0.1,
-            )
+            return quick_runtime(definition(service, Policy(), clock, settings), settings, clock)
 
         runtimes = {service: new_runtime(service) for service in SERVICES}
         for runtime in runtimes.values():

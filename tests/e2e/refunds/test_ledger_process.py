@@ -28,9 +28,9 @@ from shared.messaging.runtime import ensure_topics
 from shared.migrations import upgrade
 from shared.settings import Settings
 from tests.e2e.test_service_process import ServiceProcess
-from tests.events import unique
+from tests.events import TOPIC_OF, unique
 from tests.polling import eventually
-from tests.refund_events import TOPIC_OF, order_paid, refund_requested
+from tests.refund_events import order_paid, refund_requested
 
 pytestmark = pytest.mark.timeout(240)
 

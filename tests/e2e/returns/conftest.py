@@ -7,31 +7,27 @@ consumer group from the beginning and filters by key (the order id).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord, RecordMetadata
 
-from aftersales_dev.devenv import skip_history, temporary_database
+from aftersales_dev.devenv import skip_history
 from services.returns.bootstrap import build
 from shared.clock import ManualClock
 from shared.contracts import dead_letter_topic, topics
 from shared.messaging.relay import CONTENT_TYPE
-from shared.messaging.runtime import ServiceRuntime, ensure_topics
-from shared.migrations import upgrade
-from shared.policy import Policy
+from shared.messaging.runtime import ensure_topics
 from shared.settings import Settings
+from tests.events import encode, topic_of
+from tests.harness import RunningService, broker_settings, migrated_database
 from tests.polling import eventually
-
-from .events import encode, topic_of
+from tests.topic_reader import TopicReader
 
 # Monday 2026-03-02 10:00 in Shanghai.
 T0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
@@ -50,55 +46,23 @@ GROUP = "aftersales-returns"  # the service's consumer group (ServiceRuntime)
 
 @pytest.fixture(scope="module")
 async def e2e_database(database_url: str) -> AsyncIterator[str]:
-    async with temporary_database(database_url, "e2e_returns") as url:
-        await asyncio.to_thread(upgrade, "returns", url)
+    async with migrated_database(database_url, "e2e_returns", "returns") as url:
         yield url
 
 
 @pytest.fixture(scope="module")
 def settings(e2e_database: str, kafka_bootstrap: str) -> Settings:
-    return Settings(
-        kafka_bootstrap_servers=kafka_bootstrap,
-        database_url=e2e_database,
-        kafka_idempotence=False,
-        kafka_topic_partitions=3,
-    )
+    return broker_settings(e2e_database, kafka_bootstrap)
 
 
 # --- the service --------------------------------------------------------------------------
 
 
-class Service:
+class Service(RunningService):
     """The returns service as `aftersales run returns` starts it, with an injected clock."""
 
     def __init__(self, settings: Settings, clock: ManualClock) -> None:
-        self.settings = settings
-        self.clock = clock
-        self.runtime: ServiceRuntime | None = None
-        self.starts = 0
-
-    def new_runtime(self) -> ServiceRuntime:
-        return ServiceRuntime(
-            build(Policy(), self.clock),
-            self.settings,
-            self.clock,
-            max_records=100,
-            relay_poll_interval=0.05,
-            timer_poll_interval=0.1,
-            retry_backoff=0.1,
-        )
-
-    async def start(self) -> ServiceRuntime:
-        assert self.runtime is None, "already running"
-        self.runtime = self.new_runtime()
-        await self.runtime.start()
-        self.starts += 1
-        return self.runtime
-
-    async def stop(self) -> None:
-        if self.runtime is not None:
-            runtime, self.runtime = self.runtime, None
-            await runtime.stop()
+        super().__init__(build, settings, clock)
 
 
 @pytest.fixture(scope="module")
@@ -179,36 +143,11 @@ class Output:
         return self.event["data"]  # type: ignore[no-any-return]
 
 
-class Outputs:
+class Outputs(TopicReader):
     """Every output topic read by a fresh consumer group from the beginning, in the background."""
 
     def __init__(self, bootstrap: str) -> None:
-        self.consumer = AIOKafkaConsumer(
-            *OUTPUT_TOPICS,
-            bootstrap_servers=bootstrap,
-            group_id=f"e2e-reader-{uuid.uuid4().hex}",
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-        )
-        self.records: list[ConsumerRecord[bytes, bytes]] = []
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        await self.consumer.start()
-        self._task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            batch = await self.consumer.getmany(timeout_ms=100)
-            for records in batch.values():
-                self.records.extend(records)
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self.consumer.stop()
+        super().__init__(bootstrap, *OUTPUT_TOPICS, group="e2e-reader")
 
     def of(self, key: str, event_type: str | None = None) -> list[Output]:
         out = []

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from shared.contracts import topics
 from tests.events import cloud_event
 
 
@@ -142,14 +139,3 @@ def return_shipped(order_id: str, return_id: str, *, at: datetime) -> dict[str, 
         },
         at,
     )
-
-
-_TOPIC_OF = {"order": topics.ORDERS, "parcel": topics.SIGNATURES, "return": topics.RETURNS}
-
-
-def topic_of(event: Mapping[str, Any]) -> str:
-    return _TOPIC_OF[str(event["type"]).split(".")[0]]
-
-
-def encode(event: Mapping[str, Any]) -> bytes:
-    return json.dumps(event, ensure_ascii=False).encode("utf-8")

@@ -4,9 +4,7 @@ the outbox and the stored documents."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -15,65 +13,19 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.complaints import tables
 from services.complaints.bootstrap import build
 from shared.clock import ManualClock
-from shared.db import session_factory
-from shared.messaging.consumer import EventProcessor
-from shared.messaging.scheduler import TimerScheduler
-from shared.policy import Policy
+from tests.harness import Record, ServiceHarness
 
 from ...e2e.complaints.helpers import T0, key_of, topic_of
 
 __all__ = ["T0", "ComplaintsService", "Record"]
 
 
-@dataclass(frozen=True)
-class Record:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-
-
-class ComplaintsService:
+class ComplaintsService(ServiceHarness):
     def __init__(self, engine: AsyncEngine, clock: ManualClock) -> None:
-        self.engine = engine
-        self.clock = clock
-        self.definition = build(Policy(), clock)
-        sessions = session_factory(engine)
-        self.processor = EventProcessor(
-            service="complaints",
-            sessions=sessions,
-            tables=self.definition.tables,
-            handlers=self.definition.handlers,
-            clock=clock,
-            lock_keys=self.definition.lock_keys,
-        )
-        self.scheduler = TimerScheduler(
-            service="complaints",
-            sessions=sessions,
-            tables=self.definition.tables,
-            handlers=self.definition.timer_handlers,
-            clock=clock,
-        )
-        self._offset = 0
-
-    async def feed(self, *events: dict[str, Any]) -> None:
-        """One batch, in this order (as if fetched together)."""
-        records = []
-        for item in events:
-            value = json.dumps(item).encode()
-            self._offset += 1
-            records.append(Record(topic_of(item), 0, self._offset, key_of(item).encode(), value))
-        await self.processor.process(records)
-
-    async def fire_due(self) -> int:
-        return await self.scheduler.run_all_due()
+        super().__init__(build, engine, clock, topic_of=topic_of, key_of=key_of)
 
     async def outbox(self, key: str) -> list[dict[str, Any]]:
-        t = self.definition.tables.outbox
-        async with self.engine.connect() as conn:
-            rows = await conn.execute(select(t.c.payload).where(t.c.key == key).order_by(t.c.id))
-            return [json.loads(row.payload) for row in rows]
+        return [row["event"] for row in await self.outbox_rows(self.outbox_table.c.key == key)]
 
     async def documents(self, table: Any, column: Any, values: Sequence[str]) -> list[Any]:
         async with self.engine.connect() as conn:

@@ -5,37 +5,23 @@ ManualClock, so every instant is chosen by the test."""
 
 from __future__ import annotations
 
-import json
-import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.followup import tables
 from services.followup.bootstrap import build
 from shared.clock import ManualClock
-from shared.contracts import topics
-from shared.db import create_engine, session_factory
-from shared.messaging.consumer import EventProcessor
-from shared.messaging.scheduler import TimerScheduler
+from shared.db import create_engine
 from shared.policy import Policy
-from tests.events import cloud_event
+from tests.events import cloud_event, topic_of
+from tests.harness import ServiceHarness, fresh_schema
 
 T0 = datetime.fromisoformat("2024-05-01T10:00:00+08:00")
-
-
-@dataclass(frozen=True)
-class Record:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
 
 
 def envelope(event_type: str, data: dict[str, Any], *, event_id: str | None = None) -> dict:
@@ -213,54 +199,23 @@ class Events:
         )
 
 
-TOPIC_OF = {
-    "order.paid": topics.ORDERS,
-    "refund.issued": topics.REFUNDS,
-    "return.completed": topics.RETURN_DECISIONS,
-    "reshipment.requested": topics.FULFILMENT,
-    "complaint.opened": topics.COMPLAINTS,
-    "complaint.resolved": topics.COMPLAINTS,
-    "survey.answered": topics.SURVEYS,
-}
-
-
-class FollowupService:
+class FollowupService(ServiceHarness):
     """One follow-up service instance over one schema; `restart()` builds a new one."""
 
     def __init__(self, engine: AsyncEngine, policy: Policy, clock: ManualClock) -> None:
-        self.engine, self.policy, self.clock = engine, policy, clock
+        super().__init__(
+            build,
+            engine,
+            clock,
+            policy,
+            topic_of=topic_of,
+            key_of=lambda event: "k",
+        )
         self.ev = Events
-        self._offset = 0
-        self.restart()
-
-    def restart(self) -> None:
-        definition = build(self.policy, self.clock)
-        sessions = session_factory(self.engine)
-        self.processor = EventProcessor(
-            service=definition.name,
-            sessions=sessions,
-            tables=definition.tables,
-            handlers=definition.handlers,
-            clock=self.clock,
-            lock_keys=definition.lock_keys,
-        )
-        self.scheduler = TimerScheduler(
-            service=definition.name,
-            sessions=sessions,
-            tables=definition.tables,
-            handlers=definition.timer_handlers,
-            clock=self.clock,
-        )
 
     async def send(self, *events: dict | bytes, topic: str | None = None) -> None:
         """Deliver events in one batch, each on the topic the platform/services use."""
-        records = []
-        for event in events:
-            value = event if isinstance(event, bytes) else json.dumps(event).encode()
-            where = topic or TOPIC_OF[event["type"]]  # type: ignore[index]
-            records.append(Record(where, 0, self._offset, b"k", value))
-            self._offset += 1
-        await self.processor.process(records)
+        await self.feed(*events, topic=topic)
 
     async def at(self, instant: datetime) -> int:
         """Move the clock and fire every timer due by then."""
@@ -269,15 +224,11 @@ class FollowupService:
 
     async def emitted(self, event_type: str | None = None) -> list[dict[str, Any]]:
         """Events in the outbox, oldest first, each with `_topic` and `_key`."""
-        t = tables.messaging.outbox
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(select(t).order_by(t.c.id))).mappings().all()
-        out = []
-        for row in rows:
-            event = json.loads(row["payload"])
-            if event_type is None or event["type"] == event_type:
-                out.append({**event, "_topic": row["topic"], "_key": row["key"]})
-        return out
+        return [
+            {**row["event"], "_topic": row["topic"], "_key": row["key"]}
+            for row in await self.outbox_rows()
+            if event_type is None or row["event"]["type"] == event_type
+        ]
 
     async def dead_letters(self) -> list[dict[str, Any]]:
         return [e["data"] for e in await self.emitted("event.deadlettered")]
@@ -297,14 +248,8 @@ async def base_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 @pytest.fixture
 async def schema_engine(base_engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
     """The `followup` tables in a fresh schema of their own, for this test only."""
-    schema = f"followup_test_{uuid.uuid4().hex[:10]}"
-    engine = base_engine.execution_options(schema_translate_map={tables.SCHEMA: schema})
-    async with engine.begin() as conn:
-        await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        await conn.run_sync(tables.metadata.create_all)
-    yield engine
-    async with base_engine.begin() as conn:
-        await conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    async with fresh_schema(base_engine, tables.SCHEMA, tables.metadata) as engine:
+        yield engine
 
 
 @pytest.fixture

@@ -43,6 +43,7 @@ from shared.messaging.context import EventHandler, HandlerContext
 from shared.messaging.runtime import ServiceDefinition
 from shared.messaging.store import Timer
 from shared.messaging.tables import MessagingTables, messaging_tables
+from tests.harness import Record
 
 T0 = datetime(2024, 5, 1, 2, 0, tzinfo=UTC)  # 2024-05-01 10:00 in Shanghai
 SHIP_DEADLINE = "ship_deadline"
@@ -333,17 +334,6 @@ def order_shipped(
 
 def encode(document: dict[str, Any]) -> bytes:
     return json.dumps(document, ensure_ascii=False).encode("utf-8")
-
-
-@dataclass(frozen=True)
-class Record:
-    """A fetched Kafka record as the EventProcessor sees it."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
 
 
 def records(

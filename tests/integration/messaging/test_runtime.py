@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from datetime import timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.structs import ConsumerRecord, RecordMetadata
+from aiokafka.structs import RecordMetadata
 from prometheus_client import REGISTRY
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -19,6 +18,7 @@ from shared.messaging.relay import CONTENT_TYPE
 from shared.messaging.runtime import ServiceDefinition, ServiceRuntime, ensure_topics
 from shared.settings import Settings
 from tests.polling import eventually
+from tests.topic_reader import TopicReader
 
 from .helpers import (
     SHIP_WINDOW,
@@ -34,36 +34,11 @@ from .helpers import (
 )
 
 
-class Collector:
+class Collector(TopicReader):
     """A fresh consumer group reading the topics from the earliest offset, in the background."""
 
     def __init__(self, bootstrap: str, *topics: str) -> None:
-        self.consumer = AIOKafkaConsumer(
-            *topics,
-            bootstrap_servers=bootstrap,
-            group_id=f"msgtest-reader-{uuid.uuid4().hex}",
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-        )
-        self.records: list[ConsumerRecord[bytes, bytes]] = []
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        await self.consumer.start()
-        self._task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            batch = await self.consumer.getmany(timeout_ms=200)
-            for recs in batch.values():
-                self.records.extend(recs)
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self.consumer.stop()
+        super().__init__(bootstrap, *topics, group="msgtest-reader", poll_ms=200)
 
     def events(self, topic: str, event_type: str | None = None) -> list[dict[str, Any]]:
         out = []

@@ -6,25 +6,21 @@ ManualClock and a service wired over it (`svc`).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from aftersales_dev.devenv import temporary_database
 from shared.clock import ManualClock
 from shared.db import create_engine
-from shared.migrations import upgrade
+from tests.harness import migrated_database
 
 from .helpers import T0, ReturnsService
 
 
 @pytest.fixture(scope="session")
 async def returns_database(database_url: str) -> AsyncIterator[str]:
-    async with temporary_database(database_url, "returns_it") as url:
-        # Alembic's env runs its own event loop: keep it off this one.
-        await asyncio.to_thread(upgrade, "returns", url)
+    async with migrated_database(database_url, "returns_it", "returns") as url:
         yield url
 
 

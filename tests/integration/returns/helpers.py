@@ -10,10 +10,9 @@ Event builders produce CloudEvents exactly as the shop platform sends them (SPEC
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,12 +23,10 @@ from services.returns import tables
 from services.returns.bootstrap import build
 from shared.clock import ManualClock
 from shared.contracts import topics
-from shared.db import session_factory
-from shared.messaging.consumer import EventProcessor
-from shared.messaging.runtime import ServiceDefinition
-from shared.messaging.scheduler import TimerScheduler
 from shared.policy import Policy
 from tests.events import cloud_event as envelope
+from tests.events import topic_of
+from tests.harness import Record, ServiceHarness
 
 # Monday 2026-03-02 10:00 in Shanghai: inside working hours, far from any DST question.
 T0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
@@ -261,29 +258,7 @@ def return_cancelled(order_id: str, return_id: str, *, at: datetime) -> dict[str
     )
 
 
-_TOPIC_OF = {"order": topics.ORDERS, "parcel": topics.SIGNATURES, "return": topics.RETURNS}
-
-
-def topic_of(event: Mapping[str, Any]) -> str:
-    return _TOPIC_OF[str(event["type"]).split(".")[0]]
-
-
-def encode(event: Mapping[str, Any]) -> bytes:
-    return json.dumps(event, ensure_ascii=False).encode("utf-8")
-
-
 # --- the wired service ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Record:
-    """A fetched Kafka record, as the EventProcessor reads it."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
 
 
 @dataclass(frozen=True)
@@ -306,53 +281,26 @@ class Emitted:
 _OFFSETS: dict[tuple[str, int], int] = defaultdict(int)
 
 
-@dataclass
-class ReturnsService:
-    engine: AsyncEngine
-    clock: ManualClock
-    policy: Policy = field(default_factory=Policy)
-    fed: list[Record] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.definition: ServiceDefinition = build(self.policy, self.clock)
-        self.sessions = session_factory(self.engine)
-        self.processor = EventProcessor(
-            service=self.definition.name,
-            sessions=self.sessions,
-            tables=self.definition.tables,
-            handlers=self.definition.handlers,
-            clock=self.clock,
-            lock_keys=self.definition.lock_keys,
+class ReturnsService(ServiceHarness):
+    def __init__(self, engine: AsyncEngine, clock: ManualClock, policy: Policy | None = None):
+        super().__init__(
+            build,
+            engine,
+            clock,
+            policy,
+            topic_of=topic_of,
+            key_of=lambda event: event["data"].get("order_id"),
+            offsets=_OFFSETS,
         )
-        self.scheduler = TimerScheduler(
-            service=self.definition.name,
-            sessions=self.sessions,
-            tables=self.definition.tables,
-            handlers=self.definition.timer_handlers,
-            clock=self.clock,
-        )
+        self.fed: list[Record] = []
 
     # --- input ----------------------------------------------------------------------------
 
-    def record(
-        self, event: Mapping[str, Any] | bytes, *, key: str | None = None, topic: str | None = None
-    ) -> Record:
-        """A new record at the next offset of its topic (partition 0)."""
-        if isinstance(event, bytes):
-            value = event
-            assert topic is not None, "raw bytes need a topic"
-        else:
-            value = encode(event)
-            topic = topic or topic_of(event)
-            key = key if key is not None else event["data"].get("order_id")
-        offset = _OFFSETS[(topic, 0)]
-        _OFFSETS[(topic, 0)] += 1
-        return Record(topic, 0, offset, key.encode() if key is not None else None, value)
-
-    async def feed(self, *events: Mapping[str, Any] | bytes | Record) -> list[Record]:
+    async def feed(
+        self, *events: Mapping[str, Any] | bytes | Record, topic: str | None = None
+    ) -> list[Record]:
         """Process the events as ONE fetched batch (one transaction), in the order given."""
-        batch = [e if isinstance(e, Record) else self.record(e) for e in events]
-        await self.processor.process(batch)
+        batch = await super().feed(*events, topic=topic)
         self.fed.extend(batch)
         return batch
 
@@ -360,9 +308,6 @@ class ReturnsService:
         """One batch per event, as a consumer fetching them one by one."""
         for event in events:
             await self.feed(event)
-
-    async def fire_due(self) -> int:
-        return await self.scheduler.run_all_due()
 
     async def at(self, instant: datetime, *events: Mapping[str, Any] | bytes) -> None:
         """Move the clock to `instant`, run what became due, then process `events` (if any)."""
@@ -375,20 +320,17 @@ class ReturnsService:
     # --- read-back ------------------------------------------------------------------------
 
     async def outbox(self, key: str, event_type: str | None = None) -> list[Emitted]:
-        t = self.definition.tables.outbox
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(select(t).where(t.c.key == key).order_by(t.c.id))).mappings()
-            out = [
-                Emitted(
-                    row_id=row["id"],
-                    event_id=row["event_id"],
-                    type=row["event_type"],
-                    topic=row["topic"],
-                    key=row["key"],
-                    event=json.loads(row["payload"]),
-                )
-                for row in rows
-            ]
+        out = [
+            Emitted(
+                row_id=row["id"],
+                event_id=row["event_id"],
+                type=row["event_type"],
+                topic=row["topic"],
+                key=row["key"],
+                event=row["event"],
+            )
+            for row in await self.outbox_rows(self.outbox_table.c.key == key)
+        ]
         return [e for e in out if event_type is None or e.type == event_type]
 
     async def decisions(self, order_id: str) -> list[tuple[str, str, str | None]]:

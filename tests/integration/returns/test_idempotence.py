@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from services.returns.domain import Decided, RefundDue, Rule, Sla, SlaBreached
+from services.returns.domain import Decided, OrderReturns, RefundDue, Rule, Sla, SlaBreached
 from services.returns.handlers import TRANSLATIONS, _Case, _Scope
 from services.returns.repository import ReturnsRepository
 from shared.clock import ManualClock
@@ -319,7 +319,8 @@ async def test_metrics_count_a_replayed_refund_decision_or_breach_once(
             repo = ReturnsRepository(uow.session)
             request = await repo.return_request(r)
             assert request is not None and request.refund is not None
-            case = _Case(repo, request, await repo.order(o), await repo.ledger(o))
+            returns = OrderReturns(await repo.order(o), await repo.ledger(o))
+            case = _Case(repo, request, returns)
             due_by = request.refund_due_by
             assert due_by is not None
             events = [

@@ -66,6 +66,7 @@ from shared.messaging.context import EventHandler, HandlerContext
 from shared.messaging.scheduler import TimerScheduler
 from shared.money import split_largest_remainder
 from shared.policy import Policy
+from tests.events import encode
 
 from .helpers import (
     T0,
@@ -74,7 +75,6 @@ from .helpers import (
     Record,
     ReturnsService,
     cloud_event,
-    encode,
     iso,
     order_paid,
     outbound_signed,

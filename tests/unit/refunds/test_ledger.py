@@ -4,6 +4,7 @@ any sequence of requests."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -210,9 +211,7 @@ def test_a_repeated_request_is_not_paid_again_and_a_different_one_is_refused() -
     ledger = paid(facts([("l1", 1, 10000)], 0, [("card", 10000)]))
     original = request("rt-1", [("goods", 4000)])
     issued(ledger.request(original, OVERFLOW, T0))
-    resent = RefundRequest.from_dict(
-        {**original.to_dict(), "requested_at": (T0 + timedelta(hours=1)).isoformat()}
-    )
+    resent = replace(original, requested_at=T0 + timedelta(hours=1))
     assert ledger.request(resent, OVERFLOW, T0) == [RequestRepeated(original.refund_id)]
     other = request("rt-1", [("goods", 5000)])
     assert ledger.request(other, OVERFLOW, T0) == [

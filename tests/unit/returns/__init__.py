@@ -14,6 +14,7 @@ from services.returns.domain import (
     Order,
     OrderLedger,
     OrderLine,
+    OrderReturns,
     RefundDue,
     ReturnRequest,
 )
@@ -109,8 +110,13 @@ class Case:
     def get(self, return_id: str = "r1") -> ReturnRequest:
         return self.requests.setdefault(return_id, ReturnRequest.new(return_id, "o1"))
 
+    @property
+    def returns(self) -> OrderReturns:
+        """The order with what its returns took back, as the service layer loads it."""
+        return OrderReturns(self.order, self.ledger)
+
     def _ctx(self, now: datetime) -> dict[str, Any]:
-        return {"order": self.order, "ledger": self.ledger, "policy": self.policy, "now": now}
+        return {"returns": self.returns, "policy": self.policy, "now": now}
 
     def submit(
         self,
@@ -189,7 +195,7 @@ class Case:
         return self.get(return_id).on_timer(kind, **self._ctx(now))
 
     def cancel(self, cancelled_at: datetime, return_id: str = "r1") -> list[DomainEvent]:
-        return self.get(return_id).cancel(cancelled_at, ledger=self.ledger)
+        return self.get(return_id).cancel(cancelled_at, returns=self.returns)
 
     def refund(
         self,

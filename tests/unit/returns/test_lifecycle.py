@@ -138,7 +138,7 @@ def test_evidence_wait_timer_due_at_must_match():
     case = Case(order())
     case.submit(reason="quality_issue", requested_at=SOON)
     request = case.get()
-    ctx = {"order": case.order, "ledger": case.ledger, "policy": case.policy}
+    ctx = {"returns": case.returns, "policy": case.policy}
     assert request.on_timer("evidence_wait", now=SOON, due_at=SOON + H, **ctx) == []
     assert (
         decided(
@@ -546,7 +546,7 @@ def test_a_stale_aggregate_never_reimburses_late_freight_twice():
     stale = ReturnRequest.from_dict(case.get().to_dict())  # persisted before return.shipped
     assert only(case.ship(1200, now=T + H), RefundDue)
     events = stale.record_shipped(
-        "SF", "SF1", SOON, 1200, order=case.order, ledger=case.ledger, policy=case.policy, now=T
+        "SF", "SF1", SOON, 1200, returns=case.returns, policy=case.policy, now=T
     )
     assert events == []
     assert case.ledger.return_shipping_refunded == 1200
@@ -621,9 +621,7 @@ def test_a_settled_ledger_blocks_a_second_refund_even_from_a_stale_aggregate():
     case.submit()
     stale = ReturnRequest.from_dict(case.get().to_dict())  # persisted before the signature
     assert only(case.sign(T), RefundDue)
-    events = stale.record_return_signed(
-        T, order=case.order, ledger=case.ledger, policy=case.policy, now=T
-    )
+    events = stale.record_return_signed(T, returns=case.returns, policy=case.policy, now=T)
     assert only(events, RefundDue) == []
     assert case.ledger.goods_refunded == 1000
 

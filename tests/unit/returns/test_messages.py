@@ -11,6 +11,7 @@ import pytest
 from services.returns.domain import (
     MessageFacts,
     OrderLedger,
+    OrderReturns,
     Payer,
     ReturnKind,
     ReturnRequest,
@@ -144,8 +145,7 @@ def test_messages_carry_no_personal_data():
         condition=[],
         evidence_urls=[],
         requested_at=SOON,
-        order=order(),
-        ledger=OrderLedger("o1"),
+        returns=OrderReturns(order(), OrderLedger("o1")),
         policy=policy(),
         now=SOON,
     )

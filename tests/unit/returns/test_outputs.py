@@ -23,7 +23,7 @@ def run(uow: MemoryUnitOfWork, case: Case, events: list, *, cause: str = "e-1") 
     """What a returns handler does after the domain decided: translate, queue, count."""
     request = case.get()
     ctx = uow.context(now=T, cause_id=cause)
-    scope = _Scope(_Case(None, request, case.order, case.ledger), T)  # type: ignore[arg-type]
+    scope = _Scope(_Case(None, request, case.returns), T)  # type: ignore[arg-type]
     asyncio.run(TRANSLATIONS.apply(ctx, scope, events))
     uow.commit(ctx)
 

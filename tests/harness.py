@@ -1,0 +1,233 @@
+"""One harness for the service suites: a service as its runtime builds it (its bootstrap's
+`build(policy, clock)`: handlers, EventProcessor, TimerScheduler) minus the broker, on the real
+database and a ManualClock. `feed` hands it fetched records the way the Kafka consumer does,
+`fire_due` runs the due timers, `outbox_rows` reads back what it would publish;
+`migrated_engine` gives a suite a database of its own, migrated with the service's migrations.
+For the suites on the broker, `RunningService` is a service as `aftersales run` starts it, on
+`quick_runtime`'s short polls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import MetaData, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from aftersales_dev.devenv import temporary_database
+from shared.clock import Clock, ManualClock
+from shared.db import create_engine, session_factory
+from shared.messaging.consumer import EventProcessor
+from shared.messaging.runtime import ServiceDefinition, ServiceRuntime
+from shared.messaging.scheduler import TimerScheduler
+from shared.migrations import upgrade
+from shared.policy import Policy
+from shared.settings import Settings
+
+__all__ = [
+    "Record",
+    "RunningService",
+    "ServiceHarness",
+    "broker_settings",
+    "fresh_schema",
+    "migrated_database",
+    "migrated_engine",
+    "quick_runtime",
+]
+
+
+@dataclass(frozen=True)
+class Record:
+    """A fetched Kafka record as the EventProcessor sees it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+class ServiceHarness:
+    """One service instance over `engine`; `restart()` builds a new one (same database).
+
+    `topic_of` and `key_of` name the topic and the key of an event fed without them.
+    Offsets count per topic and partition in `offsets` (pass one dict to share them).
+    """
+
+    def __init__(
+        self,
+        build: Callable[[Policy, Clock], ServiceDefinition],
+        engine: AsyncEngine,
+        clock: ManualClock,
+        policy: Policy | None = None,
+        *,
+        topic_of: Callable[[Mapping[str, Any]], str],
+        key_of: Callable[[Mapping[str, Any]], str | None],
+        offsets: dict[tuple[str, int], int] | None = None,
+    ) -> None:
+        self.build, self.engine, self.clock = build, engine, clock
+        self.policy = policy or Policy()
+        self.topic_of, self.key_of = topic_of, key_of
+        self.offsets: dict[tuple[str, int], int] = defaultdict(int) if offsets is None else offsets
+        self.sessions = session_factory(engine)
+        self.restart()
+
+    def restart(self) -> None:
+        self.definition = self.build(self.policy, self.clock)
+        self.processor = EventProcessor(
+            service=self.definition.name,
+            sessions=self.sessions,
+            tables=self.definition.tables,
+            handlers=self.definition.handlers,
+            clock=self.clock,
+            lock_keys=self.definition.lock_keys,
+        )
+        self.scheduler = TimerScheduler(
+            service=self.definition.name,
+            sessions=self.sessions,
+            tables=self.definition.tables,
+            handlers=self.definition.timer_handlers,
+            clock=self.clock,
+        )
+
+    def record(
+        self, event: Mapping[str, Any] | bytes, *, key: str | None = None, topic: str | None = None
+    ) -> Record:
+        """A new record at the next offset of its topic (partition 0)."""
+        if isinstance(event, bytes):
+            value = event
+            assert topic is not None, "raw bytes need a topic"
+        else:
+            value = json.dumps(event, ensure_ascii=False).encode()
+            topic = topic or self.topic_of(event)
+            key = key if key is not None else self.key_of(event)
+        offset = self.offsets[(topic, 0)]
+        self.offsets[(topic, 0)] = offset + 1
+        return Record(topic, 0, offset, key.encode() if key is not None else None, value)
+
+    async def feed(
+        self, *events: Mapping[str, Any] | bytes | Record, topic: str | None = None
+    ) -> list[Record]:
+        """Process the events as ONE fetched batch (one transaction), in the order given."""
+        batch = [e if isinstance(e, Record) else self.record(e, topic=topic) for e in events]
+        await self.processor.process(batch)
+        return batch
+
+    async def fire_due(self) -> int:
+        return await self.scheduler.run_all_due()
+
+    async def outbox_rows(self, *where: Any) -> list[dict[str, Any]]:
+        """The outbox rows (all, or those matching `where`) in commit order, each with its
+        CloudEvent decoded under `event`."""
+        t = self.definition.tables.outbox
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(select(t).where(*where).order_by(t.c.id))).mappings()
+            return [{**row, "event": json.loads(row["payload"])} for row in rows]
+
+    @property
+    def outbox_table(self) -> Any:
+        return self.definition.tables.outbox
+
+
+@asynccontextmanager
+async def migrated_database(database_url: str, name: str, *services: str) -> AsyncIterator[str]:
+    """A database `name` of its own for the session, migrated with each service's migrations."""
+    async with temporary_database(database_url, name) as url:
+        for service in services:
+            # Alembic's env runs its own event loop: keep it off this one.
+            await asyncio.to_thread(upgrade, service, url)
+        yield url
+
+
+@asynccontextmanager
+async def migrated_engine(
+    database_url: str, name: str, *services: str
+) -> AsyncIterator[AsyncEngine]:
+    async with migrated_database(database_url, name, *services) as url:
+        engine = create_engine(url, pool_size=5)
+        try:
+            yield engine
+        finally:
+            await engine.dispose()
+
+
+def broker_settings(database_url: str, bootstrap: str, **more: Any) -> Settings:
+    """Settings of the services in a broker suite: no idempotent producer (SPEC: nothing may
+    depend on it), three partitions per topic, `more` on top."""
+    return Settings(
+        kafka_bootstrap_servers=bootstrap,
+        database_url=database_url,
+        kafka_idempotence=False,
+        kafka_topic_partitions=3,
+        **more,
+    )
+
+
+@asynccontextmanager
+async def fresh_schema(
+    engine: AsyncEngine, schema: str, metadata: MetaData
+) -> AsyncIterator[AsyncEngine]:
+    """`metadata`'s tables (schema `schema`) created in a new schema of their own, for one
+    test: the engine returned maps the schema there (schema_translate_map)."""
+    copy = f"{schema}_t_{uuid.uuid4().hex[:10]}"
+    mapped = engine.execution_options(schema_translate_map={schema: copy})
+    async with mapped.begin() as conn:
+        await conn.execute(text(f'CREATE SCHEMA "{copy}"'))
+        await conn.run_sync(metadata.create_all)
+    try:
+        yield mapped
+    finally:
+        async with engine.begin() as conn:
+            await conn.execute(text(f'DROP SCHEMA IF EXISTS "{copy}" CASCADE'))
+
+
+def quick_runtime(
+    definition: ServiceDefinition, settings: Settings, clock: Clock, **options: Any
+) -> ServiceRuntime:
+    """A service's runtime with short polls and backoff, so a broker suite waits little."""
+    quick: dict[str, Any] = {
+        "max_records": 100,
+        "relay_poll_interval": 0.05,
+        "timer_poll_interval": 0.1,
+        "retry_backoff": 0.1,
+    }
+    return ServiceRuntime(definition, settings, clock, **{**quick, **options})
+
+
+class RunningService:
+    """A service on the broker as `aftersales run <name>` starts it, with a ManualClock: one
+    runtime at a time, started and stopped at will (`starts` counts the starts)."""
+
+    def __init__(
+        self,
+        build: Callable[[Policy, Clock], ServiceDefinition],
+        settings: Settings,
+        clock: ManualClock,
+        policy: Policy | None = None,
+    ) -> None:
+        self.build, self.settings, self.clock = build, settings, clock
+        self.policy = policy or Policy()
+        self.runtime: ServiceRuntime | None = None
+        self.starts = 0
+
+    def new_runtime(self) -> ServiceRuntime:
+        return quick_runtime(self.build(self.policy, self.clock), self.settings, self.clock)
+
+    async def start(self) -> ServiceRuntime:
+        assert self.runtime is None, "already running"
+        self.runtime = self.new_runtime()
+        await self.runtime.start()
+        self.starts += 1
+        return self.runtime
+
+    async def stop(self) -> None:
+        if self.runtime is not None:
+            runtime, self.runtime = self.runtime, None
+            await runtime.stop()
