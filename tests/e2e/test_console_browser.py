@@ -125,6 +125,9 @@ def browser() -> Any:
     ):
         options.add_argument(argument)
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    # A click that submits a form returns before the next page is there: look for an element
+    # for up to 15 s before calling it missing (a loaded machine is slow to render).
+    driver.implicitly_wait(15)
     yield driver
     driver.quit()
 
