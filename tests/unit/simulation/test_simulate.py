@@ -252,3 +252,24 @@ def test_an_answer_dated_at_its_deadline_is_in_time(tmp_path: Path) -> None:
 
     breaches = {t.name: (t.baseline, t.candidate) for t in comparison.section("sla breaches")}
     assert breaches["complaint_first_response"] == (0, 1)
+
+
+def test_a_complaint_upheld_with_a_refund_replays_to_its_refund_and_notice(
+    tmp_path: Path,
+) -> None:
+    """The ledger's refund.issued goes back to the complaints service, which tells the buyer
+    the amount (complaint.compensated): replayed like every other event, not dead-lettered."""
+    lines = generate(12)
+    complaint = next(line for line in lines if line.event["type"] == "complaint.resolved")
+    order_id = complaint.event["data"]["order_id"]
+    complaint.event["data"]["remedy"] = "refund"
+    lines = [line for line in lines if line.event["data"].get("order_id") == order_id]
+    events = tmp_path / "refunded.jsonl"
+    write(events, lines)
+    same = policy(tmp_path, "same.toml", "")
+
+    comparison = simulate(events, same, same)
+
+    assert comparison.section("dead letters") == []
+    refunds = {t.name: t.baseline for t in comparison.section("refunds by case")}
+    assert refunds["complaint"] > 0
