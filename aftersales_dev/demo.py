@@ -411,7 +411,10 @@ async def play(
         await consumer.position(tp)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False, acks="all")
     await producer.start()
-    out(f"== demo {run}: shop time zone {policy.timezone} ==")
+    out(
+        f"== demo {run}: buyer C-{run}, order O-{run} (search either in the operations console); "
+        f"shop time zone {policy.timezone} =="
+    )
     try:
         for caption, topic, key, event in scenario(run, now):
             value = event if isinstance(event, bytes) else json.dumps(event).encode()
