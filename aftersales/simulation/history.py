@@ -192,7 +192,7 @@ class Progress:
             print(f"{self.what}: {self.count:,}{detail}", file=self._out, flush=True)
 
     def done(self, detail: str = "") -> None:
-        print(f"{self.what}: {self.count:,} done{detail}", file=self._out, flush=True)
+        print(f"{self.what}: {self.count:,}{detail}, done", file=self._out, flush=True)
 
 
 async def record(
