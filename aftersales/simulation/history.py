@@ -209,7 +209,11 @@ async def record(
     progress = Progress("recorded")
     partial = out.with_name(out.name + ".partial")
     try:
-        with partial.open("w", encoding="utf-8") as file:
+        file = partial.open("w", encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"record: cannot write {out}: {exc.strerror or exc}") from None
+    try:
+        with file:
             for topic in topics.INPUT_TOPICS:
                 security = client_security(settings)
                 async for r in read_records(settings.kafka_bootstrap_servers, topic, security):

@@ -50,3 +50,13 @@ def test_the_closing_progress_line_reads_as_a_sentence() -> None:
     progress.step(19)
     progress.done(" records written to march.jsonl")
     assert out.getvalue().splitlines()[-1] == "recorded: 19 records written to march.jsonl, done"
+
+
+def test_an_output_file_that_cannot_be_written_is_one_line_naming_it(
+    tmp_path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    monkeypatch.delenv("AFTERSALES_POLICY_FILE", raising=False)
+    out = tmp_path / "no-such-folder" / "march.jsonl"
+    assert main(["record", "--out", str(out)]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line == f"aftersales: record: cannot write {out}: No such file or directory"
