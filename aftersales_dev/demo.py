@@ -411,16 +411,22 @@ async def play(
         await consumer.position(tp)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False, acks="all")
     await producer.start()
-    out(f"== demo {run}: shop time zone {policy.timezone} ==")
+    out(
+        f"== demo {run}: buyer C-{run}, order O-{run} (search either in the operations console); "
+        f"shop time zone {policy.timezone} =="
+    )
     try:
+        previous = None
         for caption, topic, key, event in scenario(run, now):
+            if previous is not None and topic != previous:
+                # Orders, signatures and returns are different topics with no order between
+                # them; a pause keeps the story, and the case's timeline in the console, in
+                # the order it is told (the service would cope either way).
+                await asyncio.sleep(2)
+            previous = topic
             value = event if isinstance(event, bytes) else json.dumps(event).encode()
             await producer.send_and_wait(topic, value, key=key.encode(), headers=CONTENT_TYPE)
             out(f"-> {topic:<11} {caption}")
-            if topic == topics.SIGNATURES and not caption.startswith("the warehouse"):
-                # Orders, signatures and returns are different topics with no order between
-                # them; a pause keeps the story readable (the service would cope either way).
-                await asyncio.sleep(2)
         deadline = asyncio.get_running_loop().time() + timeout
 
         async def watch(*wanted: str, linger: float = 0.0) -> bool:
@@ -447,7 +453,7 @@ async def play(
                     missing -= {event.get("type"), (event.get("data") or {}).get("template")}
             return not missing
 
-        if not await watch("refund.issued"):
+        if not await watch("return.completed", "refund.issued"):
             out("!! no refund arrived in time: are the services running?")
             return 1
         out("== the refund is on aftersales.refunds for finance ==")

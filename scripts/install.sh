@@ -112,3 +112,21 @@ else
     say "Chromium not found: the console's browser test is skipped"
     say "  (Debian/Ubuntu: sudo apt-get install chromium chromium-driver)"
 fi
+
+# -- a CJK font, so the console's pages in Chromium (and its screenshots) show Chinese text ------
+if ! command -v chromium >/dev/null 2>&1 || ! command -v fc-list >/dev/null 2>&1; then
+    :
+elif [ -n "$(fc-list :lang=zh family 2>/dev/null)" ]; then
+    say "CJK font: $(fc-list :lang=zh family | head -n 1)"
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing a CJK font (Debian package fonts-wqy-microhei)"
+    if apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y --no-install-recommends fonts-wqy-microhei >/dev/null; then
+        say "CJK font: $(fc-list :lang=zh family | head -n 1)"
+    else
+        say "warning: could not install a CJK font; Chinese text shows as boxes in Chromium"
+    fi
+else
+    say "no CJK font: Chinese text shows as boxes in Chromium"
+    say "  (Debian/Ubuntu: sudo apt-get install fonts-wqy-microhei)"
+fi

@@ -192,7 +192,7 @@ class Progress:
             print(f"{self.what}: {self.count:,}{detail}", file=self._out, flush=True)
 
     def done(self, detail: str = "") -> None:
-        print(f"{self.what}: {self.count:,} done{detail}", file=self._out, flush=True)
+        print(f"{self.what}: {self.count:,}{detail}, done", file=self._out, flush=True)
 
 
 async def record(
@@ -209,7 +209,11 @@ async def record(
     progress = Progress("recorded")
     partial = out.with_name(out.name + ".partial")
     try:
-        with partial.open("w", encoding="utf-8") as file:
+        file = partial.open("w", encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"record: cannot write {out}: {exc.strerror or exc}") from None
+    try:
+        with file:
             for topic in topics.INPUT_TOPICS:
                 security = client_security(settings)
                 async for r in read_records(settings.kafka_bootstrap_servers, topic, security):

@@ -75,7 +75,7 @@ def text(c: Comparison) -> str:
     if c.empty:
         out.append("No difference: every decision, refund and total is the same.")
         out.append("")
-    out.append(f"Decisions that flip: {sum(len(f.cases) for f in c.flips):,} cases")
+    out.append(f"Decisions that flip: {_case_count(sum(len(f.cases) for f in c.flips))}")
     if c.flips:
         rows = [
             [f.before, f.after, f"{len(f.cases):,}", _cases(f.cases, MAX_CASES_SHOWN)]
@@ -101,6 +101,10 @@ def text(c: Comparison) -> str:
         f"baseline {c.pending_timers[0]:,}, candidate {c.pending_timers[1]:,}"
     )
     return "\n".join(out) + "\n"
+
+
+def _case_count(n: int) -> str:
+    return f"{n:,} case" if n == 1 else f"{n:,} cases"
 
 
 def _cases(cases: Sequence[str], limit: int) -> str:
@@ -217,7 +221,7 @@ def html(c: Comparison) -> str:
         parts.append(
             "<p><strong>No difference</strong>: every decision, refund and total is the same.</p>"
         )
-    parts.append(f"<h2>Decisions that flip ({flipped:,} cases)</h2>")
+    parts.append(f"<h2>Decisions that flip ({_case_count(flipped)})</h2>")
     if c.flips:
         parts.append(
             _bars(

@@ -154,7 +154,7 @@ def format_ledger(ledger: OrderLedger) -> str:
         out.append("  order.paid not seen yet")
     else:
         out.append(
-            f"  paid ({facts.currency}): goods {facts.goods_total}, "
+            f"  paid ({facts.currency}, every amount in minor units): goods {facts.goods_total}, "
             f"outbound shipping {facts.shipping_fee_paid}"
         )
         for line_id, quantity, paid in facts.lines:

@@ -262,10 +262,14 @@ def _timer_entries(service: str, row: Any) -> list[TimelineEntry]:
         "detail": {"ref": row.ref},
     }
     entries = [TimelineEntry(at=row.created_at, kind="timer_set", **common)]
+    # The row's creation is the database's clock, firing and cancelling the service's: a timer
+    # set and cancelled in one batch could read as cancelled before it was set.
     if row.fired_at is not None:
-        entries.append(TimelineEntry(at=row.fired_at, kind="timer_fired", **common))
+        at = max(row.fired_at, row.created_at)
+        entries.append(TimelineEntry(at=at, kind="timer_fired", **common))
     if row.cancelled_at is not None:
-        entries.append(TimelineEntry(at=row.cancelled_at, kind="timer_cancelled", **common))
+        at = max(row.cancelled_at, row.created_at)
+        entries.append(TimelineEntry(at=at, kind="timer_cancelled", **common))
     return entries
 
 

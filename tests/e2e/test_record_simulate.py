@@ -51,7 +51,7 @@ async def test_a_recording_of_the_broker_replays_like_the_history_published(
         env={"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap},
     )
     assert code == 0, output
-    assert f"{len(lines) + 1:,} done" in output  # progress, then the count
+    assert f"recorded: {len(lines) + 1:,} records written to {recording}, done" in output
 
     recorded = [json.loads(text) for text in recording.read_text(encoding="utf-8").splitlines()]
     assert len(recorded) == len(lines) + 1

@@ -67,6 +67,7 @@ async def ledger_database(database_url: str) -> AsyncIterator[str]:
 async def test_the_ledger_of_an_order_shows_what_was_paid_given_and_cut(ledger_database: str):
     code, output = await run_cli(ledger_database, "refunds", "o-cli")
     assert code == 0, output
+    assert "paid (CNY, every amount in minor units): goods 25000, outbound shipping 1200" in output
     assert "balance: charged 6200, refunded 6200" in output
     assert "card: charged 20000, refunded 20000" in output
     assert "asked 26200, issued 0; settled" in output

@@ -207,7 +207,7 @@ async def test_a_replay_needs_the_confirmation_and_leaves_an_audit_line(
     assert "unknown_refund" in detail.text and 'id="confirm"' in detail.text
     unconfirmed = await console.post("/dead-letters/refunds/0/7/replay", data={"csrf": csrf})
     assert unconfirmed.status_code == 400 and replays == []
-    caplog.clear()  # the audit lines of the sign-in and the refusal are asserted elsewhere
+    caplog.clear()  # the sign-in's own audit line, kept when an earlier test set INFO
     with caplog.at_level(logging.INFO, "aftersales.console.audit"):
         done = await console.post(
             "/dead-letters/refunds/0/7/replay", data={"csrf": csrf, "confirm": "yes"}

@@ -3,12 +3,14 @@ an offset; anything else is one line naming the option."""
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, datetime
 
 import pytest
 
 from aftersales.cli import main
 from aftersales.simulation.commands import instant
+from aftersales.simulation.history import Progress
 from shared.policy import Policy
 
 
@@ -40,3 +42,21 @@ def test_a_bad_period_is_one_line(
     [line] = capsys.readouterr().err.strip().splitlines()
     assert message in line
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_the_closing_progress_line_reads_as_a_sentence() -> None:
+    out = io.StringIO()
+    progress = Progress("recorded", out=out)
+    progress.step(19)
+    progress.done(" records written to march.jsonl")
+    assert out.getvalue().splitlines()[-1] == "recorded: 19 records written to march.jsonl, done"
+
+
+def test_an_output_file_that_cannot_be_written_is_one_line_naming_it(
+    tmp_path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    monkeypatch.delenv("AFTERSALES_POLICY_FILE", raising=False)
+    out = tmp_path / "no-such-folder" / "march.jsonl"
+    assert main(["record", "--out", str(out)]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line == f"aftersales: record: cannot write {out}: No such file or directory"

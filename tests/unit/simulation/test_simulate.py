@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from aftersales.cli import main
+from aftersales.simulation import report
 from aftersales.simulation.commands import simulate
 from aftersales.simulation.compare import Flip
 from aftersales_dev.history import SHANGHAI, Line, generate, write
@@ -38,6 +39,15 @@ def local_day(instant: str) -> datetime:
     return datetime.fromisoformat(instant).astimezone(SHANGHAI).date()  # type: ignore[return-value]
 
 
+def signed_days(lines: list[Line]) -> dict[str, datetime]:
+    """Each order's local day of the buyer's signature."""
+    return {
+        line.event["data"]["order_id"]: local_day(line.event["data"]["signed_at"])
+        for line in lines
+        if line.event["type"] == "parcel.signed" and line.event["data"]["leg"] == "outbound"
+    }
+
+
 def test_identical_policies_make_no_difference(history, tmp_path: Path) -> None:
     events, _ = history
     same = policy(tmp_path, "same.toml", "[returns]\nno_reason_days = 7\n")
@@ -58,11 +68,7 @@ def test_a_longer_no_reason_window_flips_exactly_the_requests_of_days_8_to_15(
     history, tmp_path: Path
 ) -> None:
     events, lines = history
-    signed = {
-        line.event["data"]["order_id"]: local_day(line.event["data"]["signed_at"])
-        for line in lines
-        if line.event["type"] == "parcel.signed" and line.event["data"]["leg"] == "outbound"
-    }
+    signed = signed_days(lines)
     day_of = {}
     for line in lines:
         data = line.event["data"]
@@ -252,3 +258,45 @@ def test_an_answer_dated_at_its_deadline_is_in_time(tmp_path: Path) -> None:
 
     breaches = {t.name: (t.baseline, t.candidate) for t in comparison.section("sla breaches")}
     assert breaches["complaint_first_response"] == (0, 1)
+
+
+def test_a_complaint_upheld_with_a_refund_replays_to_its_refund_and_notice(
+    tmp_path: Path,
+) -> None:
+    """The ledger's refund.issued goes back to the complaints service, which tells the buyer
+    the amount (complaint.compensated): replayed like every other event, not dead-lettered."""
+    lines = generate(12)
+    complaint = next(line for line in lines if line.event["type"] == "complaint.resolved")
+    order_id = complaint.event["data"]["order_id"]
+    complaint.event["data"]["remedy"] = "refund"
+    lines = [line for line in lines if line.event["data"].get("order_id") == order_id]
+    events = tmp_path / "refunded.jsonl"
+    write(events, lines)
+    same = policy(tmp_path, "same.toml", "")
+
+    comparison = simulate(events, same, same)
+
+    assert comparison.section("dead letters") == []
+    refunds = {t.name: t.baseline for t in comparison.section("refunds by case")}
+    assert refunds["complaint"] > 0
+
+
+def test_one_flip_is_one_case_in_the_terminal_and_the_page(history, tmp_path: Path) -> None:
+    _, lines = history
+    signed = signed_days(lines)
+    order_id = next(
+        data["order_id"]
+        for line in lines
+        if line.event["type"] == "return.requested"
+        and (data := line.event["data"])["reason"] == "dislike"
+        and (local_day(data["requested_at"]) - signed[data["order_id"]]).days == 10
+    )
+    one = tmp_path / "one.jsonl"
+    write(one, [line for line in lines if line.event["data"].get("order_id") == order_id])
+    base = policy(tmp_path, "base.toml", "[returns]\nno_reason_days = 7\n")
+    candidate = policy(tmp_path, "candidate.toml", "[returns]\nno_reason_days = 15\n")
+
+    comparison = simulate(one, candidate, base)
+
+    assert "\nDecisions that flip: 1 case\n" in report.text(comparison)
+    assert "<h2>Decisions that flip (1 case)</h2>" in report.html(comparison)
