@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from decimal import Decimal
+from functools import cache, lru_cache
 from typing import Literal
 
+from babel import Locale
 from babel.numbers import format_currency, get_currency_precision, is_currency
 
 # CLDR (babel) shows these with fewer digits than ISO 4217 defines, because their minor unit
@@ -34,11 +36,14 @@ _ISO_DIGITS_WHERE_CLDR_DIFFERS = {
 Language = Literal["zh-CN", "en"]
 
 
+# Bounded: codes come from events; babel's look-up walks its currency list every time.
+@lru_cache(maxsize=256)
 def is_known_currency(code: str) -> bool:
     """An ISO 4217 code babel knows (upper case, as on the wire)."""
     return len(code) == 3 and code.isupper() and is_currency(code)
 
 
+@lru_cache(maxsize=256)
 def minor_digits(currency: str) -> int:
     """How many digits the currency's minor unit has (ISO 4217): JPY 0, CNY 2, KWD 3."""
     if not is_known_currency(currency):
@@ -60,16 +65,22 @@ def format_money(amount: int, currency: str, language: Language) -> str:
     fraction = "." + "0" * digits if digits else ""
     if language == "zh-CN":
         pattern = f"¤0{fraction}" if currency == "CNY" else f"0{fraction} ¤¤"
-        locale = "zh_CN"
     else:
-        pattern, locale = f"¤¤ 0{fraction}", "en"
+        pattern = f"¤¤ 0{fraction}"
     return format_currency(
         major_units(amount, currency),
         currency,
         format=pattern,
-        locale=locale,
+        locale=_locale(language),
         currency_digits=False,
     )
+
+
+@cache
+def _locale(language: Language) -> Locale:
+    # Parsed once: babel parses a locale name anew on every call, which cost more than the
+    # formatting itself.
+    return Locale.parse("zh_CN" if language == "zh-CN" else "en")
 
 
 def per_unit_share(total: int, units_before: int, units_after: int, quantity: int) -> int:
