@@ -50,7 +50,11 @@ SLOTS = 8
 SLOTS_PER_BATCH = 4
 
 _TRY_SHARED = text("SELECT pg_try_advisory_xact_lock_shared(:id)")
-_TRY_EXCLUSIVE = text("SELECT pg_try_advisory_xact_lock(:id)")
+# The slots whose lock this transaction got, of those asked: one round trip for all of them.
+_TRY_SLOTS = text(
+    "SELECT s.slot FROM unnest(CAST(:slots AS integer[]), CAST(:ids AS bigint[])) AS s(slot, id) "
+    "WHERE pg_try_advisory_xact_lock(s.id) ORDER BY s.slot"
+)
 
 
 def _behind_parked(t: Table) -> Any:
@@ -162,11 +166,8 @@ class OutboxRelay:
             # keeps them and these from publishing at the same time during a rollout.
             if not await session.scalar(_TRY_SHARED, {"id": self._leader_lock}):
                 return 0
-            held = [
-                slot
-                for slot in slots
-                if await session.scalar(_TRY_EXCLUSIVE, {"id": self._slot_locks[slot]})
-            ]
+            locks = [self._slot_locks[slot] for slot in slots]
+            held = list(await session.scalars(_TRY_SLOTS, {"slots": slots, "ids": locks}))
             if not held:
                 return 0
             rows = (
