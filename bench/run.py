@@ -1,6 +1,6 @@
 """Throughput and latency of the returns pipeline on a backlog, beside a minimal consumer.
 
-    python -m bench.run [--flows 10000] [--instances 1,2] [--profile cprofile|py-spy]
+    python -m bench.run [--flows 10000] [--instances 1,2] [--profile cpu|cprofile|py-spy]
 
 For each scenario (the minimal consumer of bench/baseline.py; the returns service alone with 1
 and with 2 instances, up to its `refund.requested`; the same with the refund ledger beside it,
@@ -370,14 +370,10 @@ async def run_service(
         env = service_env(bootstrap=infra.bootstrap, database_url=database)
         processes = [ServiceProcess("returns", i, env, run_dir) for i in range(instances)]
         ledgers = [ServiceProcess("refunds", 0, env, run_dir)] if ledger else []
-        if profile == "cprofile":
-            processes[0].argv_prefix = [
-                sys.executable,
-                "-m",
-                "cProfile",
-                "-o",
-                str(run_dir / f"returns-x{instances}.prof"),
-            ]
+        profiler = _PROFILERS.get(profile or "", [])
+        for process in (processes[0], *ledgers) if profiler else ():
+            out = run_dir / f"{process.service}-x{instances}{'-ledger' if ledger else ''}.prof"
+            process.argv_prefix = [*profiler, str(out)]
         spawned = time.time()
         for process in processes + ledgers:
             process.start()
@@ -467,10 +463,10 @@ async def run_steady(
     env = service_env(bootstrap=infra.bootstrap, database_url=database)
     processes = [ServiceProcess("returns", 0, env, run_dir)]
     ledgers = [ServiceProcess("refunds", 0, env, run_dir)]
-    if profile == "cprofile":
-        for process in processes + ledgers:
-            out = run_dir / f"{process.service}-steady-{rate}.prof"
-            process.argv_prefix = [sys.executable, "-m", "cProfile", "-o", str(out)]
+    profiler = _PROFILERS.get(profile or "", [])
+    for process in processes + ledgers if profiler else ():
+        out = run_dir / f"{process.service}-steady-{rate}.prof"
+        process.argv_prefix = [*profiler, str(out)]
     warm_flows = 20
     flows = rate * seconds // 4
     try:
@@ -588,6 +584,15 @@ def describe_stages(stages: dict[str, tuple[float, ...]], signed: dict[str, int]
     return "; ".join(
         f"{label} {pct(span, 0.5) * 1000:,.0f}" for label, span in zip(labels, spans, strict=True)
     )
+
+
+# --profile: the command a profiled service process runs under, before the profile's path.
+# `cpu` times functions by the process's CPU clock (bench/cpuprofile.py), `cprofile` by the
+# wall clock (which counts the waits for a core on a busy machine).
+_PROFILERS = {
+    "cprofile": [sys.executable, "-m", "cProfile", "-o"],
+    "cpu": [sys.executable, "-m", "bench.cpuprofile"],
+}
 
 
 def cpu_seconds(pid: int | None) -> float:
@@ -868,7 +873,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="steady loads to measure, in input events/s, e.g. 250,500 (0: none)",
     )
     parser.add_argument("--steady-seconds", type=int, default=60)
-    parser.add_argument("--profile", choices=["cprofile", "py-spy"], default=None)
+    parser.add_argument("--profile", choices=[*_PROFILERS, "py-spy"], default=None)
     parser.add_argument("--report", default=str(DEFAULT_REPORT), help="'-': nowhere")
     args = parser.parse_args(argv)
     return asyncio.run(main_async(args))
