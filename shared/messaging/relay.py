@@ -49,11 +49,14 @@ Publish = Callable[[str, bytes | None, bytes], Awaitable[Awaitable[object]]]
 SLOTS = 8
 SLOTS_PER_BATCH = 4
 
-_TRY_SHARED = text("SELECT pg_try_advisory_xact_lock_shared(:id)")
-# The slots whose lock this transaction got, of those asked: one round trip for all of them.
+# The slots whose lock this transaction got, of those asked, once it shares the leader lock
+# (none when an old relay leads): one round trip. The leader's lock is tried first (a CTE
+# calling a volatile function is evaluated once, before the query that reads it).
 _TRY_SLOTS = text(
-    "SELECT s.slot FROM unnest(CAST(:slots AS integer[]), CAST(:ids AS bigint[])) AS s(slot, id) "
-    "WHERE pg_try_advisory_xact_lock(s.id) ORDER BY s.slot"
+    "WITH leader AS (SELECT pg_try_advisory_xact_lock_shared(:leader) AS shared) "
+    "SELECT s.slot FROM leader, "
+    "unnest(CAST(:slots AS integer[]), CAST(:ids AS bigint[])) AS s(slot, id) "
+    "WHERE leader.shared AND pg_try_advisory_xact_lock(s.id) ORDER BY s.slot"
 )
 
 
@@ -164,10 +167,12 @@ class OutboxRelay:
         async with self._sessions() as session, session.begin():
             # Relays of versions before slots took the leader lock alone; taking it shared
             # keeps them and these from publishing at the same time during a rollout.
-            if not await session.scalar(_TRY_SHARED, {"id": self._leader_lock}):
-                return 0
             locks = [self._slot_locks[slot] for slot in slots]
-            held = list(await session.scalars(_TRY_SLOTS, {"slots": slots, "ids": locks}))
+            held = list(
+                await session.scalars(
+                    _TRY_SLOTS, {"leader": self._leader_lock, "slots": slots, "ids": locks}
+                )
+            )
             if not held:
                 return 0
             rows = (
