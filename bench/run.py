@@ -71,6 +71,8 @@ from shared.messaging.runtime import ensure_topics
 from shared.migrations import upgrade
 from shared.settings import Settings
 
+from .chart import Panel, render_svg
+
 INPUT_TOPICS = (topics.ORDERS, topics.SIGNATURES, topics.RETURNS)
 GROUP = "aftersales-returns"
 LEDGER_GROUP = "aftersales-refunds"
@@ -693,6 +695,7 @@ def render(
     baseline: Result | None,
     command: str,
     steady: Sequence[Result] = (),
+    chart: str = "bench.svg",
 ) -> str:
     def ms(v: float) -> str:
         return f"{v * 1000:,.0f}" if v == v else "n/a"  # NaN check
@@ -796,7 +799,8 @@ def render(
             "",
             *(["## The extra hop (the refund ledger)", "", *hops, ""] if hops else []),
             *(steady_section if steady else []),
-            "Where the time goes and what limits the ratio: bench/README.md.",
+            f"Chart: [{chart}]({chart}). Where the time goes and what limits the ratio: "
+            "bench/README.md.",
             "",
             *(["## Notes", "", *notes, ""] if notes else []),
         ]
@@ -832,17 +836,60 @@ async def main_async(args: argparse.Namespace) -> int:
             )
             steady.append(load)
     command = " ".join(["python -m bench.run", *sys.argv[1:]])
-    text = render(args.flows, results, baseline, command, steady)
+    chart = Path(args.report).with_suffix(".svg")
+    text = render(args.flows, results, baseline, command, steady, chart.name)
     print(text)
     if args.report != "-":
         write_report(Path(args.report), text)
-        say(f"results written to {args.report}")
+        chart.write_text(render_svg(chart_panels(results, baseline, steady)))
+        say(f"results written to {args.report} and {chart}")
     if not args.profile:
         shutil.rmtree(run_dir, ignore_errors=True)
     else:
         say(f"profiles in {run_dir}")
     failed = any(r.notes for r in [*results, *steady])
     return 1 if failed else 0
+
+
+def chart_panels(
+    results: Sequence[Result], baseline: Result | None, steady: Sequence[Result]
+) -> list[Panel]:
+    """Throughput by consumer and instance count; latency (p50, p99) on the backlog and under
+    each steady load."""
+    backlog = ([baseline] if baseline else []) + list(results)
+    panels = [
+        Panel(
+            "Throughput on a backlog (input events/s)",
+            "events/s",
+            ["events/s"],
+            [(_short(r.name), [r.rate]) for r in backlog],
+        ),
+        Panel(
+            "CPU per input event (µs, the consumer's own processes)",
+            "µs",
+            ["CPU"],
+            [(_short(r.name), [r.cpu_per_event * 1e6]) for r in backlog],
+        ),
+    ]
+    if steady:
+        panels.append(
+            Panel(
+                "Steady load: return-leg signature to refund.issued (ms)",
+                "ms",
+                ["p50", "p99"],
+                [
+                    (_short(r.name), [pct(r.latencies, 0.5) * 1000, pct(r.latencies, 0.99) * 1000])
+                    for r in steady
+                ],
+            )
+        )
+    return panels
+
+
+def _short(name: str) -> str:
+    return (
+        name.split(" (")[0].replace("returns service", "returns").replace("refund ledger", "ledger")
+    )
 
 
 def write_report(path: Path, text: str) -> None:
