@@ -134,6 +134,11 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._poll_interval = poll_interval
         self._wake = asyncio.Event()
+        # Wake-ups so far, and for each half of the slots (by its first slot) the count when
+        # it was last seen with nothing left to publish: the run loop skips such a half until
+        # the next wake-up or poll, instead of a transaction that finds nothing.
+        self._wakes = 0
+        self._drained: dict[int, int] = {}
         # Before slots, one relay at a time per service held this lock; now taken shared.
         self._leader_lock = lock_id(f"outbox-relay:{tables.outbox.schema}")
         self._slot_locks = [
@@ -142,9 +147,10 @@ class OutboxRelay:
         self._next_slot = 0
 
     def wake(self) -> None:
+        self._wakes += 1
         self._wake.set()
 
-    async def publish_pending(self) -> int:
+    async def publish_pending(self, *, skip_drained: bool = False) -> int:
         """Publish one batch of unpublished events; returns how many were published (0:
         nothing left that this relay could take).
 
@@ -153,17 +159,28 @@ class OutboxRelay:
         marks them published before letting go: the events of one key leave in the order they
         committed. A batch takes at most half of the slots (the next batch starts with the
         other half), so the relays of two instances publish at the same time.
+
+        `skip_drained` (the run loop): leave out a half found with nothing to publish since
+        the last wake-up or poll (`wake`, `forget_drained`).
         """
         for _ in range(SLOTS // SLOTS_PER_BATCH):
             first = self._next_slot
             self._next_slot = (first + SLOTS_PER_BATCH) % SLOTS
+            if skip_drained and self._drained.get(first) == self._wakes:
+                continue
             slots = [(first + i) % SLOTS for i in range(SLOTS_PER_BATCH)]
             if published := await self._publish_slots(slots):
                 return published
         return 0
 
+    def forget_drained(self) -> None:
+        """Look at every slot again (a poll: other instances' events wake no one here)."""
+        self._wakes += 1
+
     async def _publish_slots(self, slots: list[int]) -> int:
         t = self._table
+        # Counted before the look: an event committed after it comes with a later wake-up.
+        seen_at = self._wakes
         async with self._sessions() as session, session.begin():
             # Relays of versions before slots took the leader lock alone; taking it shared
             # keeps them and these from publishing at the same time during a rollout.
@@ -180,7 +197,11 @@ class OutboxRelay:
                     _pending_in_slots(t), {"slots": held, "limit": self._batch_size}
                 )
             ).all()
+            # Every slot of the half held and fewer rows than asked: nothing else waits there.
+            drained = len(held) == len(slots) and len(rows) < self._batch_size
             if not rows:
+                if drained:
+                    self._drained[slots[0]] = seen_at
                 return 0
             published, parked = await self._send(rows)
             if published:
@@ -192,6 +213,8 @@ class OutboxRelay:
                 await session.execute(
                     _mark_parked(t), {"b_id": row.id, "b_at": now, "b_error": parked_error(exc)}
                 )
+        if drained and not parked:  # committed: what it sent is marked published
+            self._drained[slots[0]] = seen_at
         topics = {row.id: row.topic for row in rows}
         # A label look-up per topic, not per event: it costs more than the increment.
         for topic, n in Counter(topics[row_id] for row_id in published).items():
@@ -300,7 +323,7 @@ class OutboxRelay:
             # while a batch is being published must not be lost.
             self._wake.clear()
             try:
-                published = await self.publish_pending()
+                published = await self.publish_pending(skip_drained=True)
                 cycles += 1
                 if cycles % 20 == 0:
                     await self.observe()
@@ -321,4 +344,4 @@ class OutboxRelay:
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=backoff)
             except TimeoutError:
-                pass
+                self.forget_drained()
