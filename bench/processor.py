@@ -23,7 +23,7 @@ import pstats
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -37,6 +37,7 @@ from aftersales_dev.devenv import (
     find_postgres_bindir,
 )
 from faults import events as ev
+from services.complaints.bootstrap import build as build_complaints
 from services.refunds.bootstrap import build as build_refunds
 from services.returns.bootstrap import build as build_returns
 from shared.clock import SystemClock
@@ -46,7 +47,7 @@ from shared.messaging.consumer import EventProcessor
 from shared.migrations import upgrade
 from shared.policy import Policy
 
-from .run import flow_events
+from .run import complaint_flow_events, flow_events
 
 
 @dataclass
@@ -58,16 +59,18 @@ class FakeRecord:
     value: bytes | None
 
 
-def records(flows: int) -> list[FakeRecord]:
+def records(
+    flows: int, events: Callable[..., list[dict[str, object]]] = flow_events
+) -> list[FakeRecord]:
     """The flows in the order a backlog is fetched: each flow's events in order, interleaved."""
     run_id = uuid.uuid4().hex[:8]
     now = datetime.now(UTC)
     out: list[FakeRecord] = []
     for n in range(flows):
-        for offset, item in enumerate(flow_events(run_id, n, now)):
+        for item in events(run_id, n, now):
             out.append(
                 FakeRecord(
-                    ev.topic_of(item), 0, 4 * n + offset, ev.key_of(item).encode(), ev.encode(item)
+                    ev.topic_of(item), 0, len(out), ev.key_of(item).encode(), ev.encode(item)
                 )
             )
     return out
@@ -119,7 +122,11 @@ def _processor(definition: Any, engine: Any) -> EventProcessor:
 
 
 async def measure(url: str, flows: int, batch: int, profile: bool, service: str) -> None:
-    if service == "refunds":
+    if service == "complaints":
+        warm = records(min(flows, 200), complaint_flow_events)
+        fed = records(flows, complaint_flow_events)
+        build, output = build_complaints, "coupon.granted"
+    elif service == "refunds":
         warm, fed = (
             await ledger_records(url, min(flows, 200), batch),
             await ledger_records(url, flows, batch),
@@ -187,7 +194,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--flows", type=int, default=5000)
     parser.add_argument("--batch", type=int, default=500)
-    parser.add_argument("--service", choices=["returns", "refunds"], default="returns")
+    parser.add_argument(
+        "--service", choices=["returns", "refunds", "complaints"], default="returns"
+    )
     parser.add_argument("--profile", choices=["cprofile"], default=None)
     asyncio.run(main_async(parser.parse_args(argv)))
     return 0

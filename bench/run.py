@@ -209,6 +209,23 @@ async def send_flow(
     return signature
 
 
+def complaint_flow_events(run_id: str, n: int, now: datetime) -> list[dict[str, object]]:
+    """A complaint through compensation: an order paid and shipped, a `service_attitude`
+    complaint opened, responded to and upheld: one 500 coupon (5 input events)."""
+    order_id, customer = f"{run_id}-P{n}", f"{run_id}-B{n}"
+    complaint_id, h = f"{order_id}-K1", timedelta(hours=1)
+    line = ev.line("L1", category="home", quantity=1, paid_amount=PAID)
+    return [
+        ev.order_paid(order_id, customer, id=f"{order_id}-paid", at=now - 24 * h, lines=[line]),
+        ev.order_shipped(order_id, id=f"{order_id}-shipped", at=now - 20 * h),
+        ev.complaint_opened(
+            complaint_id, order_id, customer, "service_attitude", id=f"{order_id}-open", at=now - h
+        ),
+        ev.complaint_responded(complaint_id, order_id, id=f"{order_id}-resp", at=now - h / 2),
+        ev.complaint_resolved(complaint_id, order_id, id=f"{order_id}-res", at=now - h / 4),
+    ]
+
+
 async def publish_backlog(bootstrap: str, run_id: str, flows: int) -> dict[str, int]:
     """Publish every flow; returns the publish timestamp (ms) of each return-leg signature."""
     producer = AIOKafkaProducer(
