@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import resource
 import sys
 import time
 
@@ -90,6 +91,8 @@ async def consume(bootstrap: str, dsn: str, group: str, expect: int) -> dict[str
         "cpu": cpu,
         "stored": stored,
         "signatures": signatures,
+        # Peak resident set size of this process (Linux reports KiB).
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
     }
 
 

@@ -1,12 +1,16 @@
-"""The returns service's EventProcessor alone, on a real database, without the broker.
+"""The returns service's (or the refund ledger's) EventProcessor alone, on a real database,
+without the broker.
 
-    python -m bench.processor [--flows 5000] [--batch 500] [--profile cprofile]
+    python -m bench.processor [--flows 5000] [--batch 500] [--service returns|refunds]
+                              [--profile cprofile]
 
 Feeds the benchmark's return flows (bench/run.py) to the processor in batches of `--batch`
 records, the way the runtime hands it a fetched batch, and prints events/s and SQL statements
-per event (counted with a cursor hook). It isolates the service's own work per event from the
-broker, the relay and the other processes of `make bench`: the figure to watch while changing
-the hot path. Uses DATABASE_URL's server when given, else a throwaway cluster.
+per event (counted with a cursor hook). For the ledger, the flows go through the returns
+service first (in a database of its own) and the ledger is fed each flow's `order.paid` and
+the `refund.requested` the returns service wrote. It isolates the service's own work per
+event from the broker, the relay and the other processes of `make bench`: the figure to watch
+while changing the hot path. Uses DATABASE_URL's server when given, else a throwaway cluster.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ import pstats
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import event, func, select
 
@@ -32,14 +37,17 @@ from aftersales_dev.devenv import (
     find_postgres_bindir,
 )
 from faults import events as ev
-from services.returns.bootstrap import build
+from services.complaints.bootstrap import build as build_complaints
+from services.refunds.bootstrap import build as build_refunds
+from services.returns.bootstrap import build as build_returns
 from shared.clock import SystemClock
+from shared.contracts import topics
 from shared.db import create_engine, session_factory
 from shared.messaging.consumer import EventProcessor
 from shared.migrations import upgrade
 from shared.policy import Policy
 
-from .run import flow_events
+from .run import complaint_flow_events, flow_events
 
 
 @dataclass
@@ -51,25 +59,86 @@ class FakeRecord:
     value: bytes | None
 
 
-def records(flows: int) -> list[FakeRecord]:
+def records(
+    flows: int, events: Callable[..., list[dict[str, object]]] = flow_events
+) -> list[FakeRecord]:
     """The flows in the order a backlog is fetched: each flow's events in order, interleaved."""
     run_id = uuid.uuid4().hex[:8]
     now = datetime.now(UTC)
     out: list[FakeRecord] = []
     for n in range(flows):
-        for offset, item in enumerate(flow_events(run_id, n, now)):
+        for item in events(run_id, n, now):
             out.append(
                 FakeRecord(
-                    ev.topic_of(item), 0, 4 * n + offset, ev.key_of(item).encode(), ev.encode(item)
+                    ev.topic_of(item), 0, len(out), ev.key_of(item).encode(), ev.encode(item)
                 )
             )
     return out
 
 
-async def measure(url: str, flows: int, batch: int, profile: bool) -> None:
-    database = await create_database(url, "bench_processor")
+async def ledger_records(url: str, flows: int, batch: int) -> list[FakeRecord]:
+    """Each flow's `order.paid` and the `refund.requested` the returns service wrote for it,
+    in the order a backlog of both topics is fetched."""
+    fed = records(flows)
+    database = await create_database(url, "bench_processor_returns")
     try:
         await asyncio.to_thread(upgrade, "returns", database)
+        engine = create_engine(database, pool_size=2)
+        definition = build_returns(Policy(), SystemClock())
+        processor = _processor(definition, engine)
+        for begin in range(0, len(fed), batch):
+            await processor.process(fed[begin : begin + batch])
+        outbox = definition.tables.outbox
+        async with session_factory(engine)() as session:
+            rows = (
+                await session.execute(
+                    select(outbox.c.key, outbox.c.payload)
+                    .where(outbox.c.event_type == "refund.requested")
+                    .order_by(outbox.c.id)
+                )
+            ).all()
+        await engine.dispose()
+    finally:
+        await drop_database(url, database)
+    requested = {key: payload for key, payload in rows}
+    out: list[FakeRecord] = []
+    for record in fed:
+        if record.topic == topics.ORDERS:
+            out.append(record)
+            key = (record.key or b"").decode()
+            out.append(FakeRecord(topics.REFUND_REQUESTS, 0, len(out), record.key, requested[key]))
+    return out
+
+
+def _processor(definition: Any, engine: Any) -> EventProcessor:
+    return EventProcessor(
+        service=definition.name,
+        sessions=session_factory(engine),
+        tables=definition.tables,
+        handlers=definition.handlers,
+        clock=SystemClock(),
+        lock_keys=definition.lock_keys,
+    )
+
+
+async def measure(url: str, flows: int, batch: int, profile: bool, service: str) -> None:
+    if service == "complaints":
+        warm = records(min(flows, 200), complaint_flow_events)
+        fed = records(flows, complaint_flow_events)
+        build, output = build_complaints, "coupon.granted"
+    elif service == "refunds":
+        warm, fed = (
+            await ledger_records(url, min(flows, 200), batch),
+            await ledger_records(url, flows, batch),
+        )
+        build, output = build_refunds, "refund.issued"
+    else:
+        # Warm up (compiled statement caches, imports) on flows of their own.
+        warm, fed = records(min(flows, 200)), records(flows)
+        build, output = build_returns, "refund.requested"
+    database = await create_database(url, "bench_processor")
+    try:
+        await asyncio.to_thread(upgrade, service, database)
         engine = create_engine(database, pool_size=2)
         statements = 0
 
@@ -79,17 +148,7 @@ async def measure(url: str, flows: int, batch: int, profile: bool) -> None:
 
         event.listen(engine.sync_engine, "before_cursor_execute", count)
         definition = build(Policy(), SystemClock())
-        processor = EventProcessor(
-            service=definition.name,
-            sessions=session_factory(engine),
-            tables=definition.tables,
-            handlers=definition.handlers,
-            clock=SystemClock(),
-            lock_keys=definition.lock_keys,
-        )
-        fed = records(flows)
-        # Warm up (compiled statement caches, imports) on flows of their own.
-        warm = records(min(flows, 200))
+        processor = _processor(definition, engine)
         await processor.process(warm)
         statements = 0
         profiler = cProfile.Profile() if profile else None
@@ -105,7 +164,7 @@ async def measure(url: str, flows: int, batch: int, profile: bool) -> None:
         async with session_factory(engine)() as session:
             outbox = definition.tables.outbox
             refunds = await session.scalar(
-                select(func.count()).where(outbox.c.event_type == "refund.issued")
+                select(func.count()).where(outbox.c.event_type == output)
             )
         await engine.dispose()
         print(
@@ -113,7 +172,7 @@ async def measure(url: str, flows: int, batch: int, profile: bool) -> None:
             f"{1e6 * elapsed / len(fed):.0f} µs/event ({1e6 * cpu / len(fed):.0f} µs of it "
             "this process's CPU), "
             f"{statements / len(fed):.2f} statements/event (batches of {batch}); "
-            f"refunds queued: {refunds:,}"
+            f"{output} queued: {refunds:,}"
         )
         if profiler is not None:
             stats = pstats.Stats(profiler).sort_stats(os.environ.get("BENCH_SORT", "tottime"))
@@ -125,16 +184,19 @@ async def measure(url: str, flows: int, batch: int, profile: bool) -> None:
 async def main_async(args: argparse.Namespace) -> None:
     url = os.environ.get("DATABASE_URL")
     if url:
-        await measure(url, args.flows, args.batch, args.profile == "cprofile")
+        await measure(url, args.flows, args.batch, args.profile == "cprofile", args.service)
         return
     with LocalPostgres(bindir=find_postgres_bindir()) as pg:
-        await measure(pg.url, args.flows, args.batch, args.profile == "cprofile")
+        await measure(pg.url, args.flows, args.batch, args.profile == "cprofile", args.service)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--flows", type=int, default=5000)
     parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument(
+        "--service", choices=["returns", "refunds", "complaints"], default="returns"
+    )
     parser.add_argument("--profile", choices=["cprofile"], default=None)
     asyncio.run(main_async(parser.parse_args(argv)))
     return 0

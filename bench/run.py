@@ -1,6 +1,6 @@
 """Throughput and latency of the returns pipeline on a backlog, beside a minimal consumer.
 
-    python -m bench.run [--flows 10000] [--instances 1,2] [--profile cprofile|py-spy]
+    python -m bench.run [--flows 10000] [--instances 1,2] [--profile cpu|cprofile|py-spy]
 
 For each scenario (the minimal consumer of bench/baseline.py; the returns service alone with 1
 and with 2 instances, up to its `refund.requested`; the same with the refund ledger beside it,
@@ -71,6 +71,8 @@ from shared.messaging.runtime import ensure_topics
 from shared.migrations import upgrade
 from shared.settings import Settings
 
+from .chart import Panel, render_svg
+
 INPUT_TOPICS = (topics.ORDERS, topics.SIGNATURES, topics.RETURNS)
 GROUP = "aftersales-returns"
 LEDGER_GROUP = "aftersales-refunds"
@@ -101,6 +103,9 @@ class Result:
     ledger: bool = False
     ledger_events: int = 0  # the ledger's own inputs (inbox rows)
     ledger_cpu_seconds: float = 0.0
+    peak_rss: list[int] = field(default_factory=list)  # bytes, per returns instance
+    ledger_peak_rss: int = 0  # bytes
+    stages: str = ""  # where the latency goes (steady load)
 
     @property
     def ledger_cpu_per_event(self) -> float:
@@ -186,6 +191,41 @@ def flow_events(run_id: str, n: int, now: datetime) -> list[dict[str, object]]:
     ]
 
 
+_HEADERS = [("content-type", CONTENT_TYPE.encode())]
+
+
+async def send_flow(
+    producer: AIOKafkaProducer, run_id: str, n: int, now: datetime
+) -> tuple[str, asyncio.Future[object]]:
+    """Send flow `n`'s events; returns its order id and the return-leg signature's send."""
+    signature: tuple[str, asyncio.Future[object]] | None = None
+    for event in flow_events(run_id, n, now):
+        future = await producer.send(
+            ev.topic_of(event), ev.encode(event), key=ev.key_of(event).encode(), headers=_HEADERS
+        )
+        if event["type"] == "parcel.signed" and event["data"]["leg"] == "return":  # type: ignore[index]
+            signature = (ev.key_of(event), future)
+    assert signature is not None
+    return signature
+
+
+def complaint_flow_events(run_id: str, n: int, now: datetime) -> list[dict[str, object]]:
+    """A complaint through compensation: an order paid and shipped, a `service_attitude`
+    complaint opened, responded to and upheld: one 500 coupon (5 input events)."""
+    order_id, customer = f"{run_id}-P{n}", f"{run_id}-B{n}"
+    complaint_id, h = f"{order_id}-K1", timedelta(hours=1)
+    line = ev.line("L1", category="home", quantity=1, paid_amount=PAID)
+    return [
+        ev.order_paid(order_id, customer, id=f"{order_id}-paid", at=now - 24 * h, lines=[line]),
+        ev.order_shipped(order_id, id=f"{order_id}-shipped", at=now - 20 * h),
+        ev.complaint_opened(
+            complaint_id, order_id, customer, "service_attitude", id=f"{order_id}-open", at=now - h
+        ),
+        ev.complaint_responded(complaint_id, order_id, id=f"{order_id}-resp", at=now - h / 2),
+        ev.complaint_resolved(complaint_id, order_id, id=f"{order_id}-res", at=now - h / 4),
+    ]
+
+
 async def publish_backlog(bootstrap: str, run_id: str, flows: int) -> dict[str, int]:
     """Publish every flow; returns the publish timestamp (ms) of each return-leg signature."""
     producer = AIOKafkaProducer(
@@ -197,28 +237,52 @@ async def publish_backlog(bootstrap: str, run_id: str, flows: int) -> dict[str, 
         request_timeout_ms=120_000,
     )
     await producer.start()
-    headers = [("content-type", CONTENT_TYPE.encode())]
     signed: dict[str, int] = {}
     now = datetime.now(UTC)
     try:
         for begin in range(0, flows, 1000):
-            pending: list[tuple[str | None, asyncio.Future[object]]] = []
-            for n in range(begin, min(begin + 1000, flows)):
-                for event in flow_events(run_id, n, now):
-                    future = await producer.send(
-                        ev.topic_of(event),
-                        ev.encode(event),
-                        key=ev.key_of(event).encode(),
-                        headers=headers,
-                    )
-                    back = event["type"] == "parcel.signed" and event["data"]["leg"] == "return"  # type: ignore[index]
-                    pending.append((ev.key_of(event) if back else None, future))
-            for order_id, future in pending:
-                metadata = await future
-                if order_id is not None:
-                    signed[order_id] = metadata.timestamp  # type: ignore[attr-defined]
+            sent = [
+                await send_flow(producer, run_id, n, now)
+                for n in range(begin, min(begin + 1000, flows))
+            ]
+            signed.update(await signature_timestamps(sent))
     finally:
         await producer.stop()
+    return signed
+
+
+async def publish_paced(
+    bootstrap: str, run_id: str, flows: int, events_per_second: float
+) -> dict[str, int]:
+    """Publish `flows` flows at a steady rate (each flow's 4 events together, flows evenly
+    spread); returns the publish timestamp (ms) of each return-leg signature."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, enable_idempotence=False, acks="all", linger_ms=5
+    )
+    await producer.start()
+    now = datetime.now(UTC)
+    flows_per_second = events_per_second / 4
+    sent = []
+    try:
+        started = time.monotonic()
+        for n in range(flows):
+            # Catch up to the schedule, then wait for the next flow's turn.
+            if (delay := started + n / flows_per_second - time.monotonic()) > 0:
+                await asyncio.sleep(delay)
+            sent.append(await send_flow(producer, run_id, n, now))
+        return await signature_timestamps(sent)
+    finally:
+        await producer.stop()
+
+
+async def signature_timestamps(
+    sent: Sequence[tuple[str, asyncio.Future[object]]],
+) -> dict[str, int]:
+    """Each order's return-leg signature's record timestamp (ms), once the broker has it."""
+    signed = {}
+    for order_id, future in sent:
+        metadata = await future
+        signed[order_id] = metadata.timestamp  # type: ignore[attr-defined]
     return signed
 
 
@@ -285,6 +349,7 @@ async def run_baseline(infra: Infra, flows: int) -> Result:
         result.seconds = float(figures["last"]) - float(figures["first"])
         result.seconds_with_startup = float(figures["last"]) - spawned
         result.cpu_seconds = float(figures["cpu"])
+        result.peak_rss = [int(figures["peak_rss_bytes"])]
         result.latencies = [done - published / 1000 for published, done in figures["signatures"]]
         result.refunds = len(signed)
     finally:
@@ -324,14 +389,10 @@ async def run_service(
         env = service_env(bootstrap=infra.bootstrap, database_url=database)
         processes = [ServiceProcess("returns", i, env, run_dir) for i in range(instances)]
         ledgers = [ServiceProcess("refunds", 0, env, run_dir)] if ledger else []
-        if profile == "cprofile":
-            processes[0].argv_prefix = [
-                sys.executable,
-                "-m",
-                "cProfile",
-                "-o",
-                str(run_dir / f"returns-x{instances}.prof"),
-            ]
+        profiler = _PROFILERS.get(profile or "", [])
+        for process in (processes[0], *ledgers) if profiler else ():
+            out = run_dir / f"{process.service}-x{instances}{'-ledger' if ledger else ''}.prof"
+            process.argv_prefix = [*profiler, str(out)]
         spawned = time.time()
         for process in processes + ledgers:
             process.start()
@@ -366,6 +427,8 @@ async def run_service(
             }
         finally:
             await conn.close()
+        result.peak_rss = [peak_rss(p.pid) for p in processes]
+        result.ledger_peak_rss = max((peak_rss(p.pid) for p in ledgers), default=0)
         for process in processes + ledgers:
             await asyncio.to_thread(process.terminate)
         if spy is not None:
@@ -404,6 +467,153 @@ async def run_service(
     return result
 
 
+async def run_steady(
+    infra: Infra, rate: int, seconds: int, run_dir: Path, profile: str | None = None
+) -> Result:
+    """The returns service (1 instance) and the ledger running, `rate` input events/s offered
+    for `seconds`: latency from the return-leg signature's publish to `refund.issued`."""
+    result = Result(
+        f"returns service, 1 instance + refund ledger, {rate:,} events/s offered for {seconds} s",
+        instances=1,
+        ledger=True,
+    )
+    await fresh_topics(infra, GROUP)
+    database = await create_database(infra.server_url, "bench_steady")
+    env = service_env(bootstrap=infra.bootstrap, database_url=database)
+    processes = [ServiceProcess("returns", 0, env, run_dir)]
+    ledgers = [ServiceProcess("refunds", 0, env, run_dir)]
+    profiler = _PROFILERS.get(profile or "", [])
+    for process in processes + ledgers if profiler else ():
+        out = run_dir / f"{process.service}-steady-{rate}.prof"
+        process.argv_prefix = [*profiler, str(out)]
+    warm_flows = 20
+    flows = rate * seconds // 4
+    try:
+        for service in ("returns", "refunds"):
+            await asyncio.to_thread(upgrade, service, database)
+        for process in processes + ledgers:
+            process.start()
+        conn = await asyncpg.connect(plain_dsn(database))
+        try:
+            # Warm up (group joined, statements prepared) on flows that are not measured.
+            await publish_backlog(infra.bootstrap, f"W{uuid.uuid4().hex[:8]}", warm_flows)
+            await wait_outputs(conn, warm_flows, processes + ledgers, "refunds", "refund.issued")
+            cpu_before = {p.pid: cpu_seconds(p.pid) for p in processes + ledgers}
+            events_before = int(await conn.fetchval("SELECT count(*) FROM returns.inbox"))
+            ledger_before = int(await conn.fetchval("SELECT count(*) FROM refunds.inbox"))
+            run_id = f"L{uuid.uuid4().hex[:8]}"
+            t = time.monotonic()
+            say(f"{result.name}: publishing {4 * flows:,} events")
+            signed = await publish_paced(infra.bootstrap, run_id, flows, rate)
+            result.publish_seconds = time.monotonic() - t
+            await wait_outputs(
+                conn, warm_flows + flows, processes + ledgers, "refunds", "refund.issued"
+            )
+            result.seconds = time.monotonic() - t
+            cpu = {p.pid: cpu_seconds(p.pid) - cpu_before[p.pid] for p in processes + ledgers}
+            result.cpu_seconds = sum(cpu.values())
+            result.ledger_cpu_seconds = sum(cpu[p.pid] for p in ledgers)
+            result.events = int(await conn.fetchval("SELECT count(*) FROM returns.inbox"))
+            result.events -= events_before
+            result.ledger_events = int(await conn.fetchval("SELECT count(*) FROM refunds.inbox"))
+            result.ledger_events -= ledger_before
+            issued = {
+                r["event_id"]: float(r["at"])
+                for r in await conn.fetch(
+                    "SELECT event_id, extract(epoch FROM created_at) AS at FROM refunds.outbox "
+                    "WHERE event_type = 'refund.issued'"
+                )
+            }
+            stages = await latency_stages(conn)
+        finally:
+            await conn.close()
+        result.peak_rss = [peak_rss(p.pid) for p in processes]
+        result.ledger_peak_rss = max(peak_rss(p.pid) for p in ledgers)
+        for process in processes + ledgers:
+            await asyncio.to_thread(process.terminate)
+        first: dict[str, int] = {}
+        for ts, event in await read_refunds(infra.bootstrap, topics.REFUNDS):
+            data = event["data"]
+            assert isinstance(data, dict)
+            order_id = str(data["order_id"])
+            if order_id not in signed or order_id in first:
+                continue  # a warm-up flow, or a second copy (at-least-once relay)
+            first[order_id] = ts
+            if data["amount"] != PAID:
+                result.wrong += 1
+            if (begun := issued.get(str(event["id"]))) is not None:
+                result.in_service.append(ts / 1000 - begun)
+        result.refunds = len(first)
+        result.latencies = [(first[o] - signed[o]) / 1000 for o in signed if o in first]
+        if len(first) != flows or result.wrong:
+            result.notes.append(f"{len(first)} refunds for {flows} flows, {result.wrong} wrong")
+        result.stages = describe_stages(stages, signed)
+        if result.publish_seconds > seconds * 1.1:
+            result.notes.append(
+                f"the load was published in {result.publish_seconds:.0f} s, not {seconds} s: "
+                "the machine could not offer it"
+            )
+    finally:
+        for process in processes + ledgers:
+            process.stop_now()
+        await drop_database(infra.server_url, database)
+    return result
+
+
+# Per flow (keyed by order id), the instants (epoch s) an event passed each stage: the start of
+# the returns batch that wrote its refund request, that request's publish, the start of the
+# ledger's batch that issued the refund, and the refund's publish.
+_STAGES = """
+SELECT q.key AS order_id,
+       extract(epoch FROM q.created_at) AS returns_batch,
+       extract(epoch FROM q.published_at) AS requested,
+       extract(epoch FROM i.created_at) AS ledger_batch,
+       extract(epoch FROM i.published_at) AS issued
+FROM returns.outbox q JOIN refunds.outbox i ON i.key = q.key
+WHERE q.event_type = 'refund.requested' AND i.event_type = 'refund.issued'
+"""
+
+
+async def latency_stages(conn: asyncpg.Connection) -> dict[str, tuple[float, ...]]:
+    return {
+        r["order_id"]: tuple(
+            float(r[k]) for k in ("returns_batch", "requested", "ledger_batch", "issued")
+        )
+        for r in await conn.fetch(_STAGES)
+    }
+
+
+def describe_stages(stages: dict[str, tuple[float, ...]], signed: dict[str, int]) -> str:
+    """Where a flow's latency goes, as medians over the measured flows (ms)."""
+    spans: list[list[float]] = [[], [], [], []]
+    for order_id, published in signed.items():
+        if (at := stages.get(order_id)) is None:
+            continue
+        points = (published / 1000, *at)
+        for n in range(4):
+            spans[n].append(points[n + 1] - points[n])
+    if not spans[0]:
+        return ""
+    labels = (
+        "signature published -> returns batch begins",
+        "-> refund.requested published (the batch, its commit, the relay)",
+        "-> the ledger's batch begins",
+        "-> refund.issued published",
+    )
+    return "; ".join(
+        f"{label} {pct(span, 0.5) * 1000:,.0f}" for label, span in zip(labels, spans, strict=True)
+    )
+
+
+# --profile: the command a profiled service process runs under, before the profile's path.
+# `cpu` times functions by the process's CPU clock (bench/cpuprofile.py), `cprofile` by the
+# wall clock (which counts the waits for a core on a busy machine).
+_PROFILERS = {
+    "cprofile": [sys.executable, "-m", "cProfile", "-o"],
+    "cpu": [sys.executable, "-m", "bench.cpuprofile"],
+}
+
+
 def cpu_seconds(pid: int | None) -> float:
     """User + system CPU time of a live process (Linux /proc), 0 when unknown."""
     try:
@@ -411,6 +621,17 @@ def cpu_seconds(pid: int | None) -> float:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError):
         return 0.0
+
+
+def peak_rss(pid: int | None) -> int:
+    """Peak resident set size of a live process in bytes (Linux /proc VmHWM), 0 when unknown."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, IndexError, ValueError):
+        pass
+    return 0
 
 
 async def wait_outputs(
@@ -485,15 +706,28 @@ def uname() -> str:
         return " ".join(platform.uname()).strip()
 
 
-def render(flows: int, results: list[Result], baseline: Result | None, command: str) -> str:
+def render(
+    flows: int,
+    results: list[Result],
+    baseline: Result | None,
+    command: str,
+    steady: Sequence[Result] = (),
+    chart: str = "bench.svg",
+) -> str:
     def ms(v: float) -> str:
         return f"{v * 1000:,.0f}" if v == v else "n/a"  # NaN check
+
+    def rss(r: Result) -> str:
+        if not any(r.peak_rss):
+            return "n/a"
+        text = f"{max(r.peak_rss) / 2**20:,.0f}"
+        return text + (f" (ledger {r.ledger_peak_rss / 2**20:,.0f})" if r.ledger_peak_rss else "")
 
     rows = [
         "| consumer | events | events/s | events/s incl. start-up | "
         "latency p50 / p99 (ms, from publish) | in-service p50 / p99 (ms) | "
-        "CPU per event (µs) | ratio to minimal |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "CPU per event (µs) | peak RSS per instance (MiB) | ratio to minimal |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in ([baseline] if baseline else []) + results:
         ratio = f"{r.rate / baseline.rate:.2f}" if baseline and baseline.rate else "n/a"
@@ -505,9 +739,34 @@ def render(flows: int, results: list[Result], baseline: Result | None, command: 
         rows.append(
             f"| {r.name} | {r.events:,} | {r.rate:,.0f} | {r.rate_with_startup:,.0f} | "
             f"{ms(pct(r.latencies, 0.5))} / {ms(pct(r.latencies, 0.99))} | {in_service} | "
-            f"{r.cpu_per_event * 1e6:,.0f} | {ratio} |"
+            f"{r.cpu_per_event * 1e6:,.0f} | {rss(r)} | {ratio} |"
         )
-    notes = [f"- {r.name}: {n}" for r in results for n in r.notes]
+    steady_rows = [
+        "| load | events | published in (s) | done in (s) | latency p50 / p99 (ms) | "
+        "in-service p50 / p99 (ms) | CPU per input event (µs) | ledger CPU per own event (µs) "
+        "| peak RSS per instance (MiB) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in steady:
+        steady_rows.append(
+            f"| {r.name} | {r.events:,} | {r.publish_seconds:,.1f} | {r.seconds:,.1f} | "
+            f"{ms(pct(r.latencies, 0.5))} / {ms(pct(r.latencies, 0.99))} | "
+            f"{ms(pct(r.in_service, 0.5))} / {ms(pct(r.in_service, 0.99))} | "
+            f"{r.cpu_per_event * 1e6:,.0f} | {r.ledger_cpu_per_event * 1e6:,.0f} | {rss(r)} |"
+        )
+    steady_section = [
+        "## Steady load (returns service and refund ledger running, flows published evenly)",
+        "",
+        *steady_rows,
+        "",
+        "Latency: the `refund.issued` record's timestamp - the return-leg signature's publish "
+        "timestamp, every flow of the load (the four events of a flow are published together). "
+        "Done in: from the first publish to the last refund published.",
+        "",
+        *[f"- {r.name}, medians (ms): {r.stages}" for r in steady if r.stages],
+        "",
+    ]
+    notes = [f"- {r.name}: {n}" for r in [*results, *steady] for n in r.notes]
     alone = {r.instances: r for r in results if not r.ledger}
     hops = []
     for r in results:
@@ -546,7 +805,8 @@ def render(flows: int, results: list[Result], baseline: Result | None, command: 
             "transaction that wrote it (the batch, the commit and the outbox relay). CPU per "
             "event: CPU time of the consumer's own processes (all instances, the ledger's "
             "included; not PostgreSQL's or the broker's) from the first event processed to the "
-            "end, per input event.",
+            "end, per input event. Peak RSS: the largest peak resident set of the returns "
+            "instances (and the ledger's), read from /proc when the run ends.",
             "",
             *[
                 f"Ratio to the minimal consumer, {r.name}: **{r.rate / baseline.rate:.2f}**"
@@ -555,7 +815,9 @@ def render(flows: int, results: list[Result], baseline: Result | None, command: 
             ],
             "",
             *(["## The extra hop (the refund ledger)", "", *hops, ""] if hops else []),
-            "Where the time goes and what limits the ratio: bench/README.md.",
+            *(steady_section if steady else []),
+            f"Chart: [{chart}]({chart}). Where the time goes and what limits the ratio: "
+            "bench/README.md.",
             "",
             *(["## Notes", "", *notes, ""] if notes else []),
         ]
@@ -582,17 +844,69 @@ async def main_async(args: argparse.Namespace) -> int:
                 )
                 say(f"{result.name}: {result.rate:,.0f} events/s")
                 results.append(result)
-    text = render(args.flows, results, baseline, " ".join(["python -m bench.run", *sys.argv[1:]]))
+        steady = []
+        for rate in args.steady:
+            load = await run_steady(infra, rate, args.steady_seconds, run_dir, args.profile)
+            say(
+                f"{load.name}: latency p50 / p99 {pct(load.latencies, 0.5) * 1000:,.0f} / "
+                f"{pct(load.latencies, 0.99) * 1000:,.0f} ms"
+            )
+            steady.append(load)
+    command = " ".join(["python -m bench.run", *sys.argv[1:]])
+    chart = Path(args.report).with_suffix(".svg")
+    text = render(args.flows, results, baseline, command, steady, chart.name)
     print(text)
     if args.report != "-":
         write_report(Path(args.report), text)
-        say(f"results written to {args.report}")
+        chart.write_text(render_svg(chart_panels(results, baseline, steady)))
+        say(f"results written to {args.report} and {chart}")
     if not args.profile:
         shutil.rmtree(run_dir, ignore_errors=True)
     else:
         say(f"profiles in {run_dir}")
-    failed = any(r.notes for r in results)
+    failed = any(r.notes for r in [*results, *steady])
     return 1 if failed else 0
+
+
+def chart_panels(
+    results: Sequence[Result], baseline: Result | None, steady: Sequence[Result]
+) -> list[Panel]:
+    """Throughput by consumer and instance count; latency (p50, p99) on the backlog and under
+    each steady load."""
+    backlog = ([baseline] if baseline else []) + list(results)
+    panels = [
+        Panel(
+            "Throughput on a backlog (input events/s)",
+            "events/s",
+            ["events/s"],
+            [(_short(r.name), [r.rate]) for r in backlog],
+        ),
+        Panel(
+            "CPU per input event (µs, the consumer's own processes)",
+            "µs",
+            ["CPU"],
+            [(_short(r.name), [r.cpu_per_event * 1e6]) for r in backlog],
+        ),
+    ]
+    if steady:
+        panels.append(
+            Panel(
+                "Steady load: return-leg signature to refund.issued (ms)",
+                "ms",
+                ["p50", "p99"],
+                [
+                    (_short(r.name), [pct(r.latencies, 0.5) * 1000, pct(r.latencies, 0.99) * 1000])
+                    for r in steady
+                ],
+            )
+        )
+    return panels
+
+
+def _short(name: str) -> str:
+    return (
+        name.split(" (")[0].replace("returns service", "returns").replace("refund ledger", "ledger")
+    )
 
 
 def write_report(path: Path, text: str) -> None:
@@ -616,7 +930,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="service instance counts to measure, e.g. 1,2",
     )
     parser.add_argument("--no-baseline", action="store_true")
-    parser.add_argument("--profile", choices=["cprofile", "py-spy"], default=None)
+    parser.add_argument(
+        "--steady",
+        type=lambda s: [int(x) for x in s.split(",") if x and x != "0"],
+        default=[500],
+        help="steady loads to measure, in input events/s, e.g. 250,500 (0: none)",
+    )
+    parser.add_argument("--steady-seconds", type=int, default=60)
+    parser.add_argument("--profile", choices=[*_PROFILERS, "py-spy"], default=None)
     parser.add_argument("--report", default=str(DEFAULT_REPORT), help="'-': nowhere")
     args = parser.parse_args(argv)
     return asyncio.run(main_async(args))

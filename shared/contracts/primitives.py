@@ -93,9 +93,25 @@ def parse_timestamp(value: str) -> datetime:
         raise PydanticCustomError(
             "timestamp_format", "must be an RFC 3339 timestamp such as 2024-05-01T10:00:00+08:00"
         )
-    year, month, day, hour, minute, second, fraction, zulu, sign, off_h, off_m = match.groups()
+    fraction, zulu, sign, off_m = match.group(7, 8, 9, 11)
     if zulu is None and sign is None:
         raise _naive_error()
+    if (fraction is None or len(fraction) <= 6) and (off_m is None or off_m < "60"):
+        # The shape is RFC 3339 (checked above), which the C parser reads to the same instant
+        # and offset as `_from_fields` at a third of the cost (it would take an offset's minute
+        # 60, hence the check); what it refuses, `_from_fields` explains.
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            return _in_range(parsed)
+    return _in_range(_from_fields(match))
+
+
+def _from_fields(match: re.Match[str]) -> datetime:
+    """The instant of an RFC 3339 match with an offset, built field by field."""
+    year, month, day, hour, minute, second, fraction, _, sign, off_h, off_m = match.groups()
     try:
         tz: timezone = UTC
         if sign is not None:
@@ -104,14 +120,13 @@ def parse_timestamp(value: str) -> datetime:
             offset = timedelta(hours=int(off_h), minutes=int(off_m))
             tz = timezone(-offset if sign == "-" else offset)
         micro = int((fraction or "0")[:6].ljust(6, "0"))
-        parsed = datetime(
+        return datetime(
             int(year), int(month), int(day), int(hour), int(minute), int(second), micro, tzinfo=tz
         )
     except ValueError:
         raise PydanticCustomError(
             "timestamp_format", "must be a real date and time (RFC 3339)"
         ) from None
-    return _in_range(parsed)
 
 
 def _in_range(value: datetime) -> datetime:

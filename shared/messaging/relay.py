@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from functools import cache
 from typing import Any
@@ -48,8 +49,15 @@ Publish = Callable[[str, bytes | None, bytes], Awaitable[Awaitable[object]]]
 SLOTS = 8
 SLOTS_PER_BATCH = 4
 
-_TRY_SHARED = text("SELECT pg_try_advisory_xact_lock_shared(:id)")
-_TRY_EXCLUSIVE = text("SELECT pg_try_advisory_xact_lock(:id)")
+# The slots whose lock this transaction got, of those asked, once it shares the leader lock
+# (none when an old relay leads): one round trip. The leader's lock is tried first (a CTE
+# calling a volatile function is evaluated once, before the query that reads it).
+_TRY_SLOTS = text(
+    "WITH leader AS (SELECT pg_try_advisory_xact_lock_shared(:leader) AS shared) "
+    "SELECT s.slot FROM leader, "
+    "unnest(CAST(:slots AS integer[]), CAST(:ids AS bigint[])) AS s(slot, id) "
+    "WHERE leader.shared AND pg_try_advisory_xact_lock(s.id) ORDER BY s.slot"
+)
 
 
 def _behind_parked(t: Table) -> Any:
@@ -126,6 +134,11 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._poll_interval = poll_interval
         self._wake = asyncio.Event()
+        # Wake-ups so far, and for each half of the slots (by its first slot) the count when
+        # it was last seen with nothing left to publish: the run loop skips such a half until
+        # the next wake-up or poll, instead of a transaction that finds nothing.
+        self._wakes = 0
+        self._drained: dict[int, int] = {}
         # Before slots, one relay at a time per service held this lock; now taken shared.
         self._leader_lock = lock_id(f"outbox-relay:{tables.outbox.schema}")
         self._slot_locks = [
@@ -134,9 +147,10 @@ class OutboxRelay:
         self._next_slot = 0
 
     def wake(self) -> None:
+        self._wakes += 1
         self._wake.set()
 
-    async def publish_pending(self) -> int:
+    async def publish_pending(self, *, skip_drained: bool = False) -> int:
         """Publish one batch of unpublished events; returns how many were published (0:
         nothing left that this relay could take).
 
@@ -145,27 +159,37 @@ class OutboxRelay:
         marks them published before letting go: the events of one key leave in the order they
         committed. A batch takes at most half of the slots (the next batch starts with the
         other half), so the relays of two instances publish at the same time.
+
+        `skip_drained` (the run loop): leave out a half found with nothing to publish since
+        the last wake-up or poll (`wake`, `forget_drained`).
         """
         for _ in range(SLOTS // SLOTS_PER_BATCH):
             first = self._next_slot
             self._next_slot = (first + SLOTS_PER_BATCH) % SLOTS
+            if skip_drained and self._drained.get(first) == self._wakes:
+                continue
             slots = [(first + i) % SLOTS for i in range(SLOTS_PER_BATCH)]
             if published := await self._publish_slots(slots):
                 return published
         return 0
 
+    def forget_drained(self) -> None:
+        """Look at every slot again (a poll: other instances' events wake no one here)."""
+        self._wakes += 1
+
     async def _publish_slots(self, slots: list[int]) -> int:
         t = self._table
+        # Counted before the look: an event committed after it comes with a later wake-up.
+        seen_at = self._wakes
         async with self._sessions() as session, session.begin():
             # Relays of versions before slots took the leader lock alone; taking it shared
             # keeps them and these from publishing at the same time during a rollout.
-            if not await session.scalar(_TRY_SHARED, {"id": self._leader_lock}):
-                return 0
-            held = [
-                slot
-                for slot in slots
-                if await session.scalar(_TRY_EXCLUSIVE, {"id": self._slot_locks[slot]})
-            ]
+            locks = [self._slot_locks[slot] for slot in slots]
+            held = list(
+                await session.scalars(
+                    _TRY_SLOTS, {"leader": self._leader_lock, "slots": slots, "ids": locks}
+                )
+            )
             if not held:
                 return 0
             rows = (
@@ -173,7 +197,11 @@ class OutboxRelay:
                     _pending_in_slots(t), {"slots": held, "limit": self._batch_size}
                 )
             ).all()
+            # Every slot of the half held and fewer rows than asked: nothing else waits there.
+            drained = len(held) == len(slots) and len(rows) < self._batch_size
             if not rows:
+                if drained:
+                    self._drained[slots[0]] = seen_at
                 return 0
             published, parked = await self._send(rows)
             if published:
@@ -185,9 +213,12 @@ class OutboxRelay:
                 await session.execute(
                     _mark_parked(t), {"b_id": row.id, "b_at": now, "b_error": parked_error(exc)}
                 )
+        if drained and not parked:  # committed: what it sent is marked published
+            self._drained[slots[0]] = seen_at
         topics = {row.id: row.topic for row in rows}
-        for row_id in published:
-            metrics.OUTBOX_PUBLISHED.labels(self.service, topics[row_id]).inc()
+        # A label look-up per topic, not per event: it costs more than the increment.
+        for topic, n in Counter(topics[row_id] for row_id in published).items():
+            metrics.OUTBOX_PUBLISHED.labels(self.service, topic).inc(n)
         for row, exc in parked:
             log.error(
                 "outbox event parked: the broker refuses it; later events of its key wait",
@@ -292,7 +323,7 @@ class OutboxRelay:
             # while a batch is being published must not be lost.
             self._wake.clear()
             try:
-                published = await self.publish_pending()
+                published = await self.publish_pending(skip_drained=True)
                 cycles += 1
                 if cycles % 20 == 0:
                     await self.observe()
@@ -313,4 +344,4 @@ class OutboxRelay:
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=backoff)
             except TimeoutError:
-                pass
+                self.forget_drained()

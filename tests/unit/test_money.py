@@ -1,11 +1,14 @@
 from decimal import Decimal
 
 import pytest
-from hypothesis import given
+from babel.numbers import format_currency, list_currencies
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared.money import (
+    babel_pattern,
     format_money,
+    is_known_currency,
     major_units,
     minor_digits,
     per_unit_share,
@@ -108,3 +111,21 @@ def test_formatted_amounts_read_back_exactly(amount, currency):
     assert code == currency
     assert major_units(amount, currency) == Decimal(sign + digits)
     assert len(digits.partition(".")[2]) == minor_digits(currency)
+
+
+@settings(max_examples=300)
+@given(
+    st.integers(min_value=-(10**12), max_value=10**12),
+    st.sampled_from(sorted(c for c in list_currencies() if is_known_currency(c))),
+    st.sampled_from(["zh-CN", "en"]),
+)
+def test_formatted_amounts_are_what_babel_writes(amount, currency, language):
+    pattern, locale = babel_pattern(currency, language)
+    expected = format_currency(
+        major_units(amount, currency),
+        currency,
+        format=pattern,
+        locale=locale,
+        currency_digits=False,
+    )
+    assert format_money(amount, currency, language) == expected

@@ -12,7 +12,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import REGISTRY
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared.clock import ManualClock
@@ -268,6 +268,74 @@ async def test_relay_run_loop_publishes_when_woken_and_stops(
     stop.set()
     r.wake()
     await asyncio.wait_for(task, 5)
+
+
+async def test_the_run_loop_looks_at_drained_slots_again_only_after_a_wake_up_or_a_poll(
+    harness: Harness,
+    sessions: async_sessionmaker[AsyncSession],
+    engine: AsyncEngine,
+    runtime: ServiceRuntime,
+    clock: ManualClock,
+) -> None:
+    r = relay(harness, sessions, runtime._publish, clock)
+    statements = 0
+
+    def count(*_: object) -> None:
+        nonlocal statements
+        statements += 1
+
+    event.listen(engine.sync_engine, "before_cursor_execute", count)
+    try:
+        await queue_events(harness, sessions, [f"o-{i}" for i in range(8)], "w")
+        assert await publish_all(r) == 8
+        # Both halves were found with nothing left: the loop's look asks the database nothing.
+        statements = 0
+        assert await r.publish_pending(skip_drained=True) == 0
+        assert statements == 0
+        # An event committed without a wake-up (another instance's) waits for the poll ...
+        await queue_events(harness, sessions, ["o-late"], "x")
+        assert await r.publish_pending(skip_drained=True) == 0
+        r.forget_drained()
+        assert await r.publish_pending(skip_drained=True) == 1
+        # ... one of this instance's comes with its wake-up.
+        await queue_events(harness, sessions, ["o-woken"], "y")
+        r.wake()
+        assert await r.publish_pending(skip_drained=True) == 1
+        assert await unpublished_count(engine, harness) == 0
+        # Without `skip_drained` (drain, tests) every half is asked each time.
+        statements = 0
+        assert await r.publish_pending() == 0
+        assert statements > 0
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", count)
+
+
+async def test_an_event_committed_while_its_slot_is_published_goes_out_after_its_wake_up(
+    harness: Harness,
+    sessions: async_sessionmaker[AsyncSession],
+    engine: AsyncEngine,
+    runtime: ServiceRuntime,
+    clock: ManualClock,
+) -> None:
+    """Committed after the relay's select (so not in its batch), in a slot of the half being
+    published: its wake-up comes after the look began, so the half is not taken as drained."""
+    committed: list[bytes | None] = []
+
+    async def publish(topic: str, key: bytes | None, value: bytes) -> Any:
+        if not committed:  # while the first batch is being sent
+            committed.append(key)
+            await queue_events(harness, sessions, [(key or b"").decode()], "meanwhile")
+            r.wake()
+        return await runtime._publish(topic, key, value)
+
+    r = relay(harness, sessions, publish, clock)
+    await queue_events(harness, sessions, [f"o-{i}" for i in range(8)], "f")
+    total = 0
+    while published := await r.publish_pending(skip_drained=True):
+        total += published
+    assert committed
+    assert total == 9
+    assert await unpublished_count(engine, harness) == 0
 
 
 async def insert_raw(engine: AsyncEngine, harness: Harness, key: str, payload: bytes) -> int:
