@@ -11,10 +11,9 @@ from services.refunds.memory import in_memory
 from shared.clock import ManualClock
 from shared.contracts import ids
 from shared.policy import Policy
-from tests.events import unique
+from tests.events import topic_of, unique
 from tests.in_memory import as_json, play
 from tests.refund_events import (
-    TOPIC_OF,
     order_paid,
     refund_failed,
     refund_requested,
@@ -78,7 +77,7 @@ async def test_the_same_history_queues_the_same_events_in_memory_and_on_the_data
         for e in await svc.emitted(key)
     ]
 
-    rows = await play(in_memory(Policy(), ManualClock(T0)), steps, lambda e: TOPIC_OF[e["type"]])
+    rows = await play(in_memory(Policy(), ManualClock(T0)), steps, topic_of)
     # The database's outbox is read order by order; the bus publishes in one stream.
     in_memory_events = [
         as_json(row) for row in sorted(rows, key=lambda r: (order, early).index(r.key or ""))
