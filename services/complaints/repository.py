@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.complaints import tables
 from services.complaints.domain import CompensationBudget, Complaint, LowScore, ShopOrder
+from shared.upserts import upsert
 
 
 class ComplaintsRepository:
@@ -24,20 +25,18 @@ class ComplaintsRepository:
         return None if state is None else ShopOrder.from_dict(state)
 
     async def save_order(self, order: ShopOrder, now: datetime) -> None:
-        stmt = insert(tables.orders).values(
-            order_id=order.order_id,
-            customer_id=None if order.facts is None else order.facts.customer_id,
-            state=order.to_dict(),
-            updated_at=now,
-        )
+        values = {
+            "order_id": order.order_id,
+            "customer_id": None if order.facts is None else order.facts.customer_id,
+            "state": order.to_dict(),
+            "updated_at": now,
+        }
         await self._session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["order_id"],
-                set_={
-                    "customer_id": stmt.excluded.customer_id,
-                    "state": stmt.excluded.state,
-                    "updated_at": stmt.excluded.updated_at,
-                },
+            upsert(
+                tables.orders,
+                values,
+                key=["order_id"],
+                update=("customer_id", "state", "updated_at"),
             )
         )
 
@@ -67,24 +66,21 @@ class ComplaintsRepository:
         return [Complaint.from_dict(state) for state in rows]
 
     async def save_complaint(self, complaint: Complaint, now: datetime) -> None:
-        stmt = insert(tables.complaints).values(
-            complaint_id=complaint.complaint_id,
-            order_id=complaint.order_id,
-            customer_id=complaint.customer_id or None,
-            status=complaint.status.value,
-            state=complaint.to_dict(),
-            created_at=now,
-            updated_at=now,
-        )
+        values = {
+            "complaint_id": complaint.complaint_id,
+            "order_id": complaint.order_id,
+            "customer_id": complaint.customer_id or None,
+            "status": complaint.status.value,
+            "state": complaint.to_dict(),
+            "created_at": now,
+            "updated_at": now,
+        }
         await self._session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["complaint_id"],
-                set_={
-                    "customer_id": stmt.excluded.customer_id,
-                    "status": stmt.excluded.status,
-                    "state": stmt.excluded.state,
-                    "updated_at": stmt.excluded.updated_at,
-                },
+            upsert(
+                tables.complaints,
+                values,
+                key=["complaint_id"],
+                update=("customer_id", "status", "state", "updated_at"),
             )
         )
 
@@ -98,14 +94,9 @@ class ComplaintsRepository:
         return CompensationBudget.from_dict(state)
 
     async def save_budget(self, budget: CompensationBudget, now: datetime) -> None:
-        stmt = insert(tables.budgets).values(
-            customer_id=budget.customer_id, state=budget.to_dict(), updated_at=now
-        )
+        values = {"customer_id": budget.customer_id, "state": budget.to_dict(), "updated_at": now}
         await self._session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["customer_id"],
-                set_={"state": stmt.excluded.state, "updated_at": stmt.excluded.updated_at},
-            )
+            upsert(tables.budgets, values, key=["customer_id"], update=("state", "updated_at"))
         )
 
     # --- low scores for complaints not seen yet ---------------------------------------------

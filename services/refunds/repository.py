@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Text, any_, bindparam, cast, select
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.refunds import tables
@@ -28,6 +28,7 @@ from services.refunds.domain import IssuedRefund, OrderLedger
 from shared.contracts import CloudEvent, RefundRequested
 from shared.db import pending_writes
 from shared.messaging.consumer import BATCH_EVENTS
+from shared.upserts import document_upsert, upsert
 
 _CACHE = "refunds.batch_cache"
 
@@ -160,20 +161,7 @@ _OWNER = select(_R.c.order_id).where(_R.c.refund_id == bindparam("b_id"))
 _PREFETCH_OWNERS = select(_R.c.refund_id, _R.c.order_id).where(
     _R.c.refund_id == any_(bindparam("ids", type_=ARRAY(Text)))
 )
-_ledger_upsert = insert(_L).values(
-    {
-        c.name: cast(bindparam(c.name, type_=Text), JSONB)
-        if c.name == "state"
-        else bindparam(c.name, type_=c.type)
-        for c in _L.c
-    }
-)
-_SAVE_LEDGER = _ledger_upsert.on_conflict_do_update(
-    index_elements=["order_id"],
-    set_={name: _ledger_upsert.excluded[name] for name in ("paid", "state", "updated_at")},
-)
-_refund_upsert = insert(tables.refunds)
-_SAVE_REFUND = _refund_upsert.on_conflict_do_update(
-    index_elements=["refund_id"],
-    set_={c: _refund_upsert.excluded[c] for c in ("settled_at", "failed", "needs_person")},
+_SAVE_LEDGER = document_upsert(_L, key="order_id", update=("paid", "state", "updated_at"))
+_SAVE_REFUND = upsert(
+    tables.refunds, None, key=["refund_id"], update=("settled_at", "failed", "needs_person")
 )

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, Text, any_, bindparam, cast, or_, select
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, Insert, insert
+from sqlalchemy import Text, any_, bindparam, cast, or_, select
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.returns import tables
@@ -27,6 +27,7 @@ from services.returns.domain import Order, OrderLedger, ReturnRequest
 from shared.contracts import CloudEvent
 from shared.db import pending_writes
 from shared.messaging.consumer import BATCH_EVENTS
+from shared.upserts import document_upsert
 
 _CACHE = "returns.batch_cache"
 
@@ -185,23 +186,8 @@ class ReturnsRepository:
 # costs more CPU than running it.
 
 
-def _upsert(table: Table, key: str, columns: tuple[str, ...]) -> Insert:
-    """The upsert with `state` bound as JSON text (cast by the server): a document is
-    serialised once, for the row and, in a batch, for the cache that keeps it as text."""
-    values = {
-        c.name: cast(bindparam(c.name, type_=Text), JSONB)
-        if c.name == "state"
-        else bindparam(c.name, type_=c.type)
-        for c in table.c
-    }
-    stmt = insert(table).values(values)
-    return stmt.on_conflict_do_update(
-        index_elements=[key], set_={name: stmt.excluded[name] for name in columns}
-    )
-
-
 _ORDER = select(tables.orders.c.state).where(tables.orders.c.order_id == bindparam("b_id"))
-_SAVE_ORDER = _upsert(tables.orders, "order_id", ("state", "updated_at"))
+_SAVE_ORDER = document_upsert(tables.orders, key="order_id", update=("state", "updated_at"))
 _OUTBOUND_SIGNATURE = select(tables.outbound_signatures.c.signed_at).where(
     tables.outbound_signatures.c.order_id == bindparam("b_id")
 )
@@ -211,7 +197,7 @@ _RECORD_OUTBOUND_SIGNATURE = insert(tables.outbound_signatures).on_conflict_do_n
 _LEDGER = select(tables.order_ledgers.c.state).where(
     tables.order_ledgers.c.order_id == bindparam("b_id")
 )
-_SAVE_LEDGER = _upsert(tables.order_ledgers, "order_id", ("state", "updated_at"))
+_SAVE_LEDGER = document_upsert(tables.order_ledgers, key="order_id", update=("state", "updated_at"))
 _RETURN_REQUEST = select(tables.return_requests.c.state).where(
     tables.return_requests.c.return_id == bindparam("b_id")
 )
@@ -220,7 +206,9 @@ _RETURNS_OF_ORDER = (
     .where(tables.return_requests.c.order_id == bindparam("b_id"))
     .order_by(tables.return_requests.c.created_at, tables.return_requests.c.return_id)
 )
-_SAVE_RETURN = _upsert(tables.return_requests, "return_id", ("status", "state", "updated_at"))
+_SAVE_RETURN = document_upsert(
+    tables.return_requests, key="return_id", update=("status", "state", "updated_at")
+)
 _CREATED_AT = select(tables.return_requests.c.created_at).where(
     tables.return_requests.c.return_id == bindparam("b_id")
 )
