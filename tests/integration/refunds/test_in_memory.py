@@ -11,10 +11,9 @@ from services.refunds.memory import in_memory
 from shared.clock import ManualClock
 from shared.contracts import ids
 from shared.policy import Policy
-from tests.events import unique
+from tests.events import TOPIC_OF, unique
 from tests.in_memory import as_json, play
 from tests.refund_events import (
-    TOPIC_OF,
     order_paid,
     refund_failed,
     refund_requested,
