@@ -277,7 +277,7 @@ class ComplaintsHandlers:
             case.type, case.id
         ):
             return
-        complaint = await ComplaintsRepository(ctx.session).complaint(case.id)
+        complaint = await self.repository(ctx).complaint(case.id)
         if complaint is None:
             log.warning("refund of a complaint the service does not know; no notice")
             return
