@@ -10,7 +10,7 @@ import contextlib
 import dataclasses
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -45,16 +45,6 @@ def gateway() -> Iterator[Gateway]:
     gw = Gateway()
     yield gw
     gw.close()
-
-
-@pytest.fixture
-async def producer(kafka_bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=kafka_bootstrap, enable_idempotence=False, acks="all"
-    )
-    await producer.start()
-    yield producer
-    await producer.stop()
 
 
 def notification(request: str, customer: str, order: str, run: str) -> dict[str, Any]:

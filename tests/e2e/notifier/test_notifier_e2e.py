@@ -13,7 +13,7 @@ import dataclasses
 import json
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -133,16 +133,6 @@ class Reader:
             if all(value["data"].get(k) == v for k, v in where.items()):
                 out.append(value | {"_key": record.key, "_raw": record.value})
         return out
-
-
-@pytest.fixture
-async def producer(kafka_bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=kafka_bootstrap, enable_idempotence=False, acks="all"
-    )
-    await producer.start()
-    yield producer
-    await producer.stop()
 
 
 async def test_notifier_end_to_end(
