@@ -188,7 +188,39 @@ def _kafka_metadata_brokers(host: str, port: int, timeout: float = 2.0) -> int:
     return int(brokers)
 
 
-class LocalBroker:
+class _LocalServer:
+    """A server of the local environment on `host:port`: a `with` block starts and stops it."""
+
+    host: str
+    port: int
+
+    @property
+    def is_running(self) -> bool:
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.is_running else "stopped"
+        return f"<{type(self).__name__} {self.host}:{self.port} {state}>"
+
+
+class LocalBroker(_LocalServer):
     """An in-memory Tansu broker on 127.0.0.1 (a free port unless ``port`` is given).
 
     ``bootstrap_servers`` stays the same across :meth:`restart`, but a restart loses every
@@ -380,21 +412,6 @@ class LocalBroker:
             self._owns_run_dir = owns
         return self.start()
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
-        state = "running" if self.is_running else "stopped"
-        return f"<LocalBroker {self.host}:{self.port} {state}>"
-
 
 # --------------------------------------------------------------------------------------------
 # PostgreSQL
@@ -559,7 +576,7 @@ async def skip_history(bootstrap: str, group: str, topic_names: Iterable[str]) -
         await consumer.stop()
 
 
-class LocalPostgres:
+class LocalPostgres(_LocalServer):
     """A throwaway PostgreSQL cluster on 127.0.0.1 with the database ``aftersales``.
 
     Data, log and socket live in ``<run_dir>/postgres`` (a temporary directory, removed by
@@ -859,21 +876,6 @@ class LocalPostgres:
         log("restarting PostgreSQL (data is kept)")
         self._stop_server()
         return self.start()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
-        state = "running" if self._running else "stopped"
-        return f"<LocalPostgres {self.host}:{self.port} {state}>"
 
 
 # --------------------------------------------------------------------------------------------
