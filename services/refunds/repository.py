@@ -27,8 +27,8 @@ from services.refunds import tables
 from services.refunds.domain import IssuedRefund, OrderLedger
 from shared.contracts import CloudEvent, RefundRequested
 from shared.db import pending_writes
-from shared.messaging.consumer import BATCH_EVENTS
-from shared.upserts import document_upsert, upsert
+from shared.messaging.batchcache import batch_cache
+from shared.upserts import document_text, document_upsert, upsert
 
 _CACHE = "refunds.batch_cache"
 
@@ -58,7 +58,7 @@ def _ledger_row(ledger: OrderLedger, now: datetime) -> dict[str, Any]:
     return {
         "order_id": ledger.order_id,
         "paid": ledger.facts is not None,
-        "state": json.dumps(ledger.to_dict(), separators=(",", ":")),
+        "state": document_text(ledger.to_dict()),
         "updated_at": now,
     }
 
@@ -93,11 +93,7 @@ class RefundsRepository:
         self._session = session
 
     async def _cache(self) -> _BatchCache | None:
-        info = self._session.info
-        cache: _BatchCache | None = info.get(_CACHE)
-        if cache is None and (events := info.get(BATCH_EVENTS)) is not None:
-            cache = info[_CACHE] = await _prefetch(self._session, events)
-        return cache
+        return await batch_cache(self._session, _CACHE, _prefetch)
 
     async def ledger(self, order_id: str) -> OrderLedger | None:
         cache = await self._cache()

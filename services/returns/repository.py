@@ -26,8 +26,8 @@ from services.returns import tables
 from services.returns.domain import Order, OrderLedger, ReturnRequest
 from shared.contracts import CloudEvent
 from shared.db import pending_writes
-from shared.messaging.consumer import BATCH_EVENTS
-from shared.upserts import document_upsert
+from shared.messaging.batchcache import batch_cache
+from shared.upserts import document_text, document_upsert
 
 _CACHE = "returns.batch_cache"
 
@@ -64,20 +64,12 @@ class _BatchCache:
             await session.execute(statement, list(rows.values()))
 
 
-def _text(document: dict[str, Any]) -> str:
-    return json.dumps(document, separators=(",", ":"))
-
-
 class ReturnsRepository:
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
 
     async def _cache(self) -> _BatchCache | None:
-        info = self._session.info
-        cache: _BatchCache | None = info.get(_CACHE)
-        if cache is None and (events := info.get(BATCH_EVENTS)) is not None:
-            cache = info[_CACHE] = await _prefetch(self._session, events)
-        return cache
+        return await batch_cache(self._session, _CACHE, _prefetch)
 
     async def order(self, order_id: str) -> Order | None:
         cache = await self._cache()
@@ -99,7 +91,7 @@ class ReturnsRepository:
         row = {
             "order_id": order.order_id,
             "customer_id": order.customer_id,
-            "state": _text(order.to_dict()),
+            "state": document_text(order.to_dict()),
             "updated_at": now,
         }
         if (cache := await self._cache()) is not None:
@@ -135,7 +127,7 @@ class ReturnsRepository:
         return OrderLedger(order_id=order_id) if state is None else OrderLedger.from_dict(state)
 
     async def save_ledger(self, ledger: OrderLedger, now: datetime) -> None:
-        text = _text(ledger.to_dict())
+        text = document_text(ledger.to_dict())
         row = {"order_id": ledger.order_id, "state": text, "updated_at": now}
         if (cache := await self._cache()) is not None:
             cache.ledgers[ledger.order_id] = text
@@ -162,7 +154,7 @@ class ReturnsRepository:
         return [ReturnRequest.from_dict(state) for state in rows]
 
     async def save_return(self, request: ReturnRequest, now: datetime) -> None:
-        text = _text(request.to_dict())
+        text = document_text(request.to_dict())
         row = {
             "return_id": request.return_id,
             "order_id": request.order_id,
