@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from sqlalchemy import select
 
 from services.notifier import tables
@@ -34,6 +34,7 @@ from shared.policy import Policy
 from shared.settings import Settings
 from tests.events import source_for
 from tests.polling import eventually
+from tests.topic_reader import TopicReader
 
 T0 = datetime(2024, 5, 1, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai: outside quiet hours
 PHONE = "13812345678"
@@ -94,35 +95,11 @@ def event(type_: str, data: dict[str, Any]) -> bytes:
     ).encode()
 
 
-class Reader:
+class Reader(TopicReader):
     """A fresh consumer group reading topics from the earliest offset in the background."""
 
     def __init__(self, bootstrap: str, *names: str) -> None:
-        self.consumer = AIOKafkaConsumer(
-            *names,
-            bootstrap_servers=bootstrap,
-            group_id=f"e2e-notifier-reader-{uuid.uuid4().hex}",
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-        )
-        self.records: list[Any] = []
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        await self.consumer.start()
-        self._task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            for records in (await self.consumer.getmany(timeout_ms=200)).values():
-                self.records.extend(records)
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self.consumer.stop()
+        super().__init__(bootstrap, *names, group="e2e-notifier-reader")
 
     def events(self, topic: str, **where: str) -> list[dict[str, Any]]:
         out = []
