@@ -16,7 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.followup import tables
 from services.followup.bootstrap import build
 from shared.clock import ManualClock
-from shared.db import create_engine
 from shared.policy import Policy
 from tests.events import cloud_event, topic_of
 from tests.harness import ServiceHarness, fresh_schema
@@ -238,17 +237,10 @@ class FollowupService(ServiceHarness):
             return [dict(r) for r in (await conn.execute(select(table))).mappings().all()]
 
 
-@pytest.fixture(scope="session")
-async def base_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url, pool_size=5)
-    yield engine
-    await engine.dispose()
-
-
 @pytest.fixture
-async def schema_engine(base_engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
+async def schema_engine(database_engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
     """The `followup` tables in a fresh schema of their own, for this test only."""
-    async with fresh_schema(base_engine, tables.SCHEMA, tables.metadata) as engine:
+    async with fresh_schema(database_engine, tables.SCHEMA, tables.metadata) as engine:
         yield engine
 
 
