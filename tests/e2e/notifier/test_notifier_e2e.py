@@ -32,7 +32,7 @@ from shared.messaging.runtime import ServiceRuntime
 from shared.migrations import upgrade
 from shared.policy import Policy
 from shared.settings import Settings
-from tests.events import source_for
+from tests.events import kettle_order, source_for
 from tests.polling import eventually
 from tests.topic_reader import TopicReader
 
@@ -147,35 +147,8 @@ async def test_notifier_end_to_end(
 
     try:
         await asyncio.gather(runtime.start(), reader.start())
-        paid = {
-            "order_id": order,
-            "shop_id": "S1",
-            "customer_id": customer,
-            "paid_at": T0.isoformat(),
-            "currency": "CNY",
-            "lines": [
-                {
-                    "line_id": "L1",
-                    "sku": "SKU1",
-                    "title": "Kettle",
-                    "category": "appliances",
-                    "quantity": 1,
-                    "paid_amount": 10000,
-                }
-            ],
-            "shipping_fee_paid": 0,
-            "standard_shipping_fee": 1000,
-            "free_shipping_threshold": None,
-            "shipping_insurance": False,
-            "presale_ship_by": None,
-            "payments": [{"method": "alipay", "amount": 10000}],
-            "customer": {
-                "name": "E2E Buyer",
-                "phone": PHONE,
-                "email": EMAIL,
-                "preferred_channel": "sms",
-            },
-        }
+        buyer = {"name": "E2E Buyer", "phone": PHONE, "email": EMAIL, "preferred_channel": "sms"}
+        paid = kettle_order(order, customer, buyer, paid_at=T0.isoformat())
         await producer.send_and_wait(topics.ORDERS, event("order.paid", paid), key=order.encode())
         # The service reads other tests' history too (a fresh group reads from the start):
         # let it store this buyer's contact before the request comes.

@@ -46,7 +46,7 @@ from shared.messaging.consumer import EventProcessor
 from shared.messaging.scheduler import TimerScheduler
 from shared.policy import Policy
 from shared.settings import Settings
-from tests.events import cloud_event
+from tests.events import cloud_event, kettle_order
 from tests.harness import fresh_schema, no_notifier_environment
 
 T0 = datetime(2024, 5, 1, 2, 0, tzinfo=UTC)  # 2024-05-01 10:00 in Shanghai
@@ -391,30 +391,7 @@ def order_paid(
         customer["language"] = language
     return envelope(
         "order.paid",
-        {
-            "order_id": order_id or uid("O"),
-            "shop_id": "S1",
-            "customer_id": customer_id,
-            "paid_at": paid_at,
-            "currency": "CNY",
-            "lines": [
-                {
-                    "line_id": "L1",
-                    "sku": "SKU1",
-                    "title": "Kettle",
-                    "category": "appliances",
-                    "quantity": 1,
-                    "paid_amount": 10000,
-                }
-            ],
-            "shipping_fee_paid": 0,
-            "standard_shipping_fee": 1000,
-            "free_shipping_threshold": None,
-            "shipping_insurance": False,
-            "presale_ship_by": None,
-            "payments": [{"method": "alipay", "amount": 10000}],
-            "customer": customer,
-        },
+        kettle_order(order_id or uid("O"), customer_id, customer, paid_at=paid_at),
         event_id=event_id,
     )
 
