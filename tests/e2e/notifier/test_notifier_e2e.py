@@ -112,12 +112,11 @@ class Reader(TopicReader):
         return out
 
 
-async def test_notifier_end_to_end(
-    database_url: str, kafka_bootstrap: str, producer: AIOKafkaProducer, gateway: Gateway
-) -> None:
-    await asyncio.to_thread(upgrade, "notifier", database_url)
-    run = uuid.uuid4().hex[:10]
-    customer, order, request = f"C-{run}", f"O-{run}", f"N-{run}"
+def notifier_runtime(
+    database_url: str, kafka_bootstrap: str, gateway: Gateway, clock: ManualClock, name: str
+) -> ServiceRuntime:
+    """The notifier on the broker, sending SMS to `gateway`, as a service of its own `name`
+    (a fresh consumer group for the run: the group id derives from the service name)."""
     settings = Settings(
         kafka_bootstrap_servers=kafka_bootstrap,
         database_url=database_url,
@@ -126,12 +125,21 @@ async def test_notifier_end_to_end(
         aftersales_encryption_key=generate_key(),
         aftersales_sms_gateway_url=gateway.url,
     )
-    clock = ManualClock(T0)
-    # A fresh consumer group for this run (the group id derives from the service name).
-    definition = dataclasses.replace(build(Policy(), clock, settings), name=f"notifier-e2e-{run}")
-    runtime = ServiceRuntime(
+    definition = dataclasses.replace(build(Policy(), clock, settings), name=name)
+    return ServiceRuntime(
         definition, settings, clock, timer_poll_interval=0.1, relay_poll_interval=0.1
     )
+
+
+async def test_notifier_end_to_end(
+    database_url: str, kafka_bootstrap: str, producer: AIOKafkaProducer, gateway: Gateway
+) -> None:
+    await asyncio.to_thread(upgrade, "notifier", database_url)
+    run = uuid.uuid4().hex[:10]
+    customer, order, request = f"C-{run}", f"O-{run}", f"N-{run}"
+    clock = ManualClock(T0)
+    runtime = notifier_runtime(database_url, kafka_bootstrap, gateway, clock, f"notifier-e2e-{run}")
+    definition = runtime.definition
     reader = Reader(kafka_bootstrap, topics.NOTIFICATION_STATUS, dead_letter_topic(definition.name))
     gateway.script[request] = [503]  # the first attempt fails: retried by a durable timer
     engine = create_engine(database_url, pool_size=1)
