@@ -124,7 +124,7 @@ def write_env_file(run_dir: Path) -> Path:
 
 
 async def run_dev(*, exit_after_demo: bool = False) -> int:
-    from aftersales.cli import serve
+    from aftersales.commands.serving import serve
     from aftersales.http import require_free_port
     from aftersales_dev.demo import play
     from shared.migrations import upgrade

@@ -17,12 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from aftersales_dev.devenv import (
-    DevEnvError,
-    _kafka_metadata_brokers,
-    free_port,
-    tail,
-)
+from aftersales_dev.broker import kafka_metadata_brokers
+from aftersales_dev.devenv import DevEnvError, free_port, tail
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -164,7 +160,7 @@ class ProxiedBroker:
             if self._broker.poll() is not None:
                 raise DevEnvError(f"the broker exited:\n{tail(self.run_dir / 'kafka.log')}")
             with contextlib.suppress(OSError, ValueError):
-                if _kafka_metadata_brokers("127.0.0.1", self.broker_port) >= 1:
+                if kafka_metadata_brokers("127.0.0.1", self.broker_port) >= 1:
                     return self
             if time.monotonic() > deadline:
                 raise DevEnvError("the broker did not start within 30 s")

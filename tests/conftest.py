@@ -14,12 +14,14 @@ Tests under tests/e2e are marked ``e2e``, under tests/integration ``integration`
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aftersales_dev.devenv import LocalBroker, LocalPostgres, find_postgres_bindir
+from shared.db import create_engine
 
 TESTS_DIR = Path(__file__).resolve().parent
 _MARKS_BY_DIR = {"e2e": "e2e", "integration": "integration"}
@@ -124,3 +126,12 @@ def local_broker(request: pytest.FixtureRequest, kafka_bootstrap: str) -> LocalB
         pytest.skip("the broker is not the local one (KAFKA_BOOTSTRAP_SERVERS, make test-kafka)")
     broker: LocalBroker = request.getfixturevalue("_session_broker")
     return broker
+
+
+@pytest.fixture(scope="session")
+async def database_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """One engine over the test database, for the suites that give each test a fresh schema
+    of its own on it (`tests.harness.fresh_schema`)."""
+    engine = create_engine(database_url, pool_size=5)
+    yield engine
+    await engine.dispose()

@@ -66,3 +66,43 @@ def cloud_event(
         "datacontenttype": "application/json",
         "data": data,
     }
+
+
+def kettle_order(
+    order_id: str,
+    customer_id: str,
+    customer: Mapping[str, Any],
+    *,
+    paid_at: str,
+    amount: int = 10000,
+    shop_id: str = "S1",
+    line_id: str = "L1",
+    sku: str = "SKU1",
+    category: str = "appliances",
+) -> dict[str, Any]:
+    """The data of an order.paid of one kettle paid with Alipay, shipped free (standard fee
+    10.00), for `customer` (name, phone, e-mail, preferred channel)."""
+    return {
+        "order_id": order_id,
+        "shop_id": shop_id,
+        "customer_id": customer_id,
+        "paid_at": paid_at,
+        "currency": "CNY",
+        "lines": [
+            {
+                "line_id": line_id,
+                "sku": sku,
+                "title": "Kettle",
+                "category": category,
+                "quantity": 1,
+                "paid_amount": amount,
+            }
+        ],
+        "shipping_fee_paid": 0,
+        "standard_shipping_fee": 1000,
+        "free_shipping_threshold": None,
+        "shipping_insurance": False,
+        "presale_ship_by": None,
+        "payments": [{"method": "alipay", "amount": amount}],
+        "customer": dict(customer),
+    }

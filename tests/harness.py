@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 from sqlalchemy import MetaData, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -231,3 +232,21 @@ class RunningService:
         if self.runtime is not None:
             runtime, self.runtime = self.runtime, None
             await runtime.stop()
+
+
+# The notifier's gateways and keys, which Settings() reads from the environment.
+NOTIFIER_ENV = (
+    "AFTERSALES_ENCRYPTION_KEY",
+    "AFTERSALES_DEV_MODE",
+    "AFTERSALES_SMS_GATEWAY_URL",
+    "AFTERSALES_IM_GATEWAY_URL",
+    "AFTERSALES_SMTP_URL",
+    "AFTERSALES_WEBHOOK_URL",
+    "AFTERSALES_WEBHOOK_SECRET",
+)
+
+
+def no_notifier_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep the developer's notifier gateways and keys out of the Settings() a test builds."""
+    for name in NOTIFIER_ENV:
+        monkeypatch.delenv(name, raising=False)

@@ -18,7 +18,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-__all__ = ["TopicReader"]
+__all__ = ["EventOutput", "TopicReader"]
 
 
 class TopicReader:
@@ -77,3 +77,17 @@ class TopicReader:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self.consumer.stop()
+
+
+class EventOutput:
+    """An output read back: `event` as a dict, with its `type` and `data` at hand."""
+
+    event: dict[str, Any]
+
+    @property
+    def type(self) -> str:
+        return str(self.event["type"])
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return self.event["data"]  # type: ignore[no-any-return]

@@ -7,6 +7,8 @@ One translation per domain event class (`TRANSLATIONS`), applied by the shared l
 
 from __future__ import annotations
 
+from pydantic import BaseModel
+
 from services.complaints.domain import (
     CallbackEscalated,
     CaseKey,
@@ -137,6 +139,22 @@ def _breached(event: SlaBreached, scope: _Scope, index: int) -> list[Effect]:
     ]
 
 
+def _decision(
+    event_type: str, data: BaseModel, key: str, correlation_id: str, label: str
+) -> list[Effect]:
+    """One output event, its id derived from `key`, counted as a decision under `label`."""
+    counter = metrics.DECISIONS.labels(SERVICE, event_type, label)
+    return [
+        Emit(
+            event_type,
+            data,
+            event_id=ids.event_id(event_type, key),
+            correlation_id=correlation_id,
+            counts=((counter, 1),),
+        )
+    ]
+
+
 def _escalated(event: Escalated, scope: _Scope, index: int) -> list[Effect]:
     complaint = scope.complaint
     assert complaint.category is not None
@@ -156,16 +174,7 @@ def _escalated(event: Escalated, scope: _Scope, index: int) -> list[Effect]:
             callback_id=event.callback_id,
         )
     )
-    counter = metrics.DECISIONS.labels(SERVICE, "complaint.escalated", event.reason.value)
-    return [
-        Emit(
-            "complaint.escalated",
-            data,
-            event_id=ids.event_id("complaint.escalated", eid),
-            correlation_id=complaint.complaint_id,
-            counts=((counter, 1),),
-        )
-    ]
+    return _decision("complaint.escalated", data, eid, complaint.complaint_id, event.reason.value)
 
 
 def _callback_escalated(event: CallbackEscalated, scope: _Scope, index: int) -> list[Effect]:
@@ -184,16 +193,7 @@ def _callback_escalated(event: CallbackEscalated, scope: _Scope, index: int) -> 
             callback_id=event.callback_id,
         )
     )
-    counter = metrics.DECISIONS.labels(SERVICE, "case.escalated", event.case.type.value)
-    return [
-        Emit(
-            "case.escalated",
-            data,
-            event_id=ids.event_id("case.escalated", eid),
-            correlation_id=event.case.id,
-            counts=((counter, 1),),
-        )
-    ]
+    return _decision("case.escalated", data, eid, event.case.id, event.case.type.value)
 
 
 def _coupon(event: CouponGranted, scope: _Scope, index: int) -> list[Effect]:
@@ -210,16 +210,7 @@ def _coupon(event: CouponGranted, scope: _Scope, index: int) -> list[Effect]:
         reason=event.reason,
         granted_at=event.granted_at,
     )
-    counter = metrics.DECISIONS.labels(SERVICE, "coupon.granted", event.reason)
-    return [
-        Emit(
-            "coupon.granted",
-            data,
-            event_id=ids.event_id("coupon.granted", cid),
-            correlation_id=complaint.complaint_id,
-            counts=((counter, 1),),
-        )
-    ]
+    return _decision("coupon.granted", data, cid, complaint.complaint_id, event.reason)
 
 
 def _coupon_pending(event: CouponAwaitingApproval, scope: _Scope, index: int) -> list[Effect]:
@@ -238,16 +229,7 @@ def _coupon_pending(event: CouponAwaitingApproval, scope: _Scope, index: int) ->
         requested_at=event.requested_at,
     )
     category = complaint.category.value if complaint.category else "unknown"
-    counter = metrics.DECISIONS.labels(SERVICE, "compensation.pending", category)
-    return [
-        Emit(
-            "compensation.pending",
-            data,
-            event_id=ids.event_id("compensation.pending", cid),
-            correlation_id=complaint.complaint_id,
-            counts=((counter, 1),),
-        )
-    ]
+    return _decision("compensation.pending", data, cid, complaint.complaint_id, category)
 
 
 def _refund(event: RefundDue, scope: _Scope, index: int) -> list[Effect]:

@@ -117,45 +117,21 @@ class FollowupHandlers:
             # A complaint closes with complaint.resolved; a late-shipment penalty is not a case
             # the buyer opened: neither gets a callback from its refund.
             return
-        await self._close(
-            ctx,
-            CaseType.RETURN,
-            data.case.id,
-            data.order_id,
-            data.customer_id,
-            data.issued_at,
-            event.type,
-        )
+        await self._close_return(ctx, event, data, data.case.id, data.issued_at)
 
     async def reshipment_requested(self, event: CloudEvent, ctx: HandlerContext) -> None:
         data = event.data
         assert isinstance(data, ReshipmentRequested)
         if data.case.type != CaseType.RETURN:
             return  # a complaint's reshipment: the complaint closes with complaint.resolved
-        await self._close(
-            ctx,
-            CaseType.RETURN,
-            data.case.id,
-            data.order_id,
-            data.customer_id,
-            data.requested_at,
-            event.type,
-        )
+        await self._close_return(ctx, event, data, data.case.id, data.requested_at)
 
     async def return_completed(self, event: CloudEvent, ctx: HandlerContext) -> None:
         data = event.data
         assert isinstance(data, ReturnDecision)
         if data.rule in NO_CALLBACK_RETURN_RULES:
             return  # a cancelled return: the buyer gave up, there is no service to rate
-        await self._close(
-            ctx,
-            CaseType.RETURN,
-            data.return_id,
-            data.order_id,
-            data.customer_id,
-            data.decided_at,
-            event.type,
-        )
+        await self._close_return(ctx, event, data, data.return_id, data.decided_at)
 
     async def complaint_opened(self, event: CloudEvent, ctx: HandlerContext) -> None:
         data = event.data
@@ -200,6 +176,19 @@ class FollowupHandlers:
         await ctx.uow.lock([complaint.customer_id])
         await self._close_complaint(
             ctx, data.complaint_id, complaint.order_id, complaint.customer_id, on_record
+        )
+
+    async def _close_return(
+        self,
+        ctx: HandlerContext,
+        event: CloudEvent,
+        data: RefundIssued | ReshipmentRequested | ReturnDecision,
+        return_id: str,
+        closed_at: datetime,
+    ) -> None:
+        """`event` closes the return's case (its type is recorded as what closed it)."""
+        await self._close(
+            ctx, CaseType.RETURN, return_id, data.order_id, data.customer_id, closed_at, event.type
         )
 
     async def _close_complaint(

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.followup import tables
 from services.followup.domain import Callback, CallbackStatus, CaseKey
+from shared.upserts import upsert
 
 UNKNOWN_SHOP = "unknown"
 
@@ -64,21 +65,19 @@ class FollowupRepository:
     async def record_complaint_opened(
         self, complaint_id: str, order_id: str, customer_id: str, opened_at: datetime, now: datetime
     ) -> None:
-        stmt = insert(tables.complaints).values(
-            complaint_id=complaint_id,
-            order_id=order_id,
-            customer_id=customer_id,
-            opened_at=opened_at,
-            updated_at=now,
-        )
+        values = {
+            "complaint_id": complaint_id,
+            "order_id": order_id,
+            "customer_id": customer_id,
+            "opened_at": opened_at,
+            "updated_at": now,
+        }
         await self._session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["complaint_id"],
-                set_={
-                    "customer_id": stmt.excluded.customer_id,
-                    "opened_at": stmt.excluded.opened_at,
-                    "updated_at": stmt.excluded.updated_at,
-                },
+            upsert(
+                tables.complaints,
+                values,
+                key=["complaint_id"],
+                update=("customer_id", "opened_at", "updated_at"),
                 where=tables.complaints.c.customer_id.is_(None),
             )
         )
@@ -88,16 +87,15 @@ class FollowupRepository:
     ) -> None:
         """Store the complaint's resolution (known buyer or not); the handler decides which one
         counts (`supersedes`: the latest)."""
-        stmt = insert(tables.complaints).values(
-            complaint_id=complaint_id,
-            order_id=order_id,
-            resolution=dict(resolution),
-            updated_at=now,
-        )
+        values = {
+            "complaint_id": complaint_id,
+            "order_id": order_id,
+            "resolution": dict(resolution),
+            "updated_at": now,
+        }
         await self._session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["complaint_id"],
-                set_={"resolution": stmt.excluded.resolution, "updated_at": now},
+            upsert(
+                tables.complaints, values, key=["complaint_id"], update=("resolution", "updated_at")
             )
         )
 
@@ -139,11 +137,8 @@ class FollowupRepository:
             "created_at": now,
             "updated_at": now,
         }
-        stmt = insert(t).values(**values)
-        changed = {k: stmt.excluded[k] for k in values if k not in ("callback_id", "created_at")}
-        await self._session.execute(
-            stmt.on_conflict_do_update(index_elements=["callback_id"], set_=changed)
-        )
+        changed = [k for k in values if k not in ("callback_id", "created_at")]
+        await self._session.execute(upsert(t, values, key=["callback_id"], update=changed))
         for case in callback.cases:
             row = {
                 "case_type": str(case.type),
@@ -157,10 +152,6 @@ class FollowupRepository:
                 "outcome": str(case.outcome),
                 "created_at": now,
             }
-            case_stmt = insert(tables.cases).values(**row)
             await self._session.execute(
-                case_stmt.on_conflict_do_update(
-                    index_elements=["case_type", "case_id"],
-                    set_={"outcome": case_stmt.excluded.outcome},
-                )
+                upsert(tables.cases, row, key=["case_type", "case_id"], update=["outcome"])
             )

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Column, DateTime, Index, Integer, Table, Text, func, text
+from sqlalchemy import Column, DateTime, Index, Integer, Table, Text, text
 from sqlalchemy.dialects.postgresql import JSONB
 
 from shared.db import service_metadata
 from shared.messaging.tables import messaging_tables
+from shared.schema import document_table, now_column
 
 SCHEMA = "followup"
 
@@ -21,7 +22,7 @@ orders = Table(
     Column("shop_id", Text, nullable=False),
     Column("customer_id", Text, nullable=False),
     Column("paid_at", DateTime(timezone=True), nullable=False),
-    Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    now_column("recorded_at"),
 )
 
 # Complaint -> buyer, from complaint.opened (complaint.resolved does not name the buyer). A
@@ -34,12 +35,12 @@ complaints = Table(
     Column("customer_id", Text, nullable=True),
     Column("opened_at", DateTime(timezone=True), nullable=True),
     Column("resolution", JSONB, nullable=True),
-    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    now_column("updated_at"),
 )
 
 # The Callback aggregate as a document (its own to_dict), with the columns the service and
 # the report query by.
-callbacks = Table(
+callbacks = document_table(
     "callbacks",
     metadata,
     Column("callback_id", Text, primary_key=True),
@@ -50,15 +51,13 @@ callbacks = Table(
     Column("sent_at", DateTime(timezone=True), nullable=True),
     Column("answered_at", DateTime(timezone=True), nullable=True),
     Column("score", Integer, nullable=True),
-    Column("state", JSONB, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index(
         "ix_callbacks_scheduled_customer",
         "customer_id",
         postgresql_where=text("status = 'scheduled'"),
     ),
     Index("ix_callbacks_due_at", "due_at"),
+    created=True,
 )
 
 # One row per closed case: a case has one callback, whatever events close it again.
@@ -74,7 +73,7 @@ cases = Table(
     Column("closed_by", Text, nullable=False),
     Column("deadline", DateTime(timezone=True), nullable=False),
     Column("outcome", Text, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    now_column("created_at"),
     Index("ix_cases_callback_id", "callback_id"),
     Index("ix_cases_order_id", "order_id"),
 )

@@ -16,12 +16,12 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.notifier import tables
 from shared.crypto import FieldCipher, cipher_from_env, mask_email, mask_phone
 from shared.settings import Settings
+from shared.upserts import upsert
 
 log = logging.getLogger("aftersales.notifier")
 
@@ -171,13 +171,14 @@ class ContactBook:
             "paid_at": paid_at,
             "updated_at": now,
         }
-        stmt = insert(t).values(**values)
-        upsert = stmt.on_conflict_do_update(
-            index_elements=["customer_id"],
-            set_={k: stmt.excluded[k] for k in values if k != "customer_id"},
-            where=t.c.paid_at <= stmt.excluded.paid_at,
+        stored = upsert(
+            t,
+            values,
+            key=["customer_id"],
+            update=[k for k in values if k != "customer_id"],
+            where=t.c.paid_at <= paid_at,
         ).returning(t.c.customer_id)
-        return (await self._session.execute(upsert)).first() is not None
+        return (await self._session.execute(stored)).first() is not None
 
     async def get(self, customer_id: str, *, now: datetime) -> Contact | None:
         """The decrypted contact (CryptoError when no key of the ring opens it); tokens under

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.notifier import tables
@@ -39,6 +39,7 @@ from shared.contracts import (
 from shared.db import create_engine, session_factory
 from shared.messaging.context import HandlerContext
 from shared.settings import Settings
+from shared.upserts import upsert
 
 log = logging.getLogger("aftersales.notifier")
 
@@ -57,14 +58,15 @@ def _count(result: object) -> int:
 async def erase_in(session: AsyncSession, customer_id: str, requested_at: datetime) -> Erased:
     """Erase the buyer's contact data in `session`'s transaction and remember the erasure
     (the latest request counts). Repeating it changes nothing more."""
-    remembered = insert(tables.erasures).values(
-        customer_id=customer_id, requested_at=requested_at, updated_at=func.now()
-    )
+    t = tables.erasures
+    values = {"customer_id": customer_id, "requested_at": requested_at, "updated_at": func.now()}
     await session.execute(
-        remembered.on_conflict_do_update(
-            index_elements=["customer_id"],
-            set_={"requested_at": remembered.excluded.requested_at, "updated_at": func.now()},
-            where=tables.erasures.c.requested_at < remembered.excluded.requested_at,
+        upsert(
+            t,
+            values,
+            key=["customer_id"],
+            update=("requested_at", "updated_at"),
+            where=t.c.requested_at < requested_at,
         )
     )
     outbox = tables.messaging.outbox

@@ -28,6 +28,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from services.notifier.domain import EN, LANGUAGES, ZH_CN
 from shared.contracts.primitives import parse_timestamp
 from shared.money import format_money, is_known_currency
+from shared.refusal import Refusal
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 SUFFIX = ".txt"
@@ -41,20 +42,12 @@ _MONTHS = (
 )  # fmt: skip
 
 
-class TemplateProblem(Exception):
+class TemplateProblem(Refusal):
     """A template that does not exist or does not render with the given parameters.
 
     `reason` is `unknown_template` or `template_error`; `detail` names the template, the
     language and the parameter, never a parameter's value.
     """
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(reason, detail)
-        self.reason = reason
-        self.detail = detail
-
-    def __str__(self) -> str:
-        return f"{self.reason}: {self.detail}"
 
 
 class ParamError(ValueError):

@@ -12,13 +12,13 @@ from sqlalchemy import (
     Integer,
     Table,
     Text,
-    func,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
 from shared.db import service_metadata
 from shared.messaging.tables import messaging_tables
+from shared.schema import now_column
 
 SCHEMA = "notifier"
 
@@ -40,7 +40,7 @@ contacts = Table(
     Column("key_id", Text, nullable=False),
     Column("order_id", Text, nullable=False),
     Column("paid_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    now_column("updated_at"),
     Index("ix_contacts_key_id", "key_id"),
 )
 
@@ -52,7 +52,7 @@ erasures = Table(
     metadata,
     Column("customer_id", Text, primary_key=True),
     Column("requested_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    now_column("updated_at"),
 )
 
 # One row per notification: the request id is the key, so a repeated request has no effect.
@@ -89,7 +89,7 @@ deliveries = Table(
     Column("requested_at", DateTime(timezone=True), nullable=False),
     Column("sent_at", DateTime(timezone=True), nullable=True),
     Column("failed_at", DateTime(timezone=True), nullable=True),
-    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    now_column("updated_at"),
     Index("ix_deliveries_customer_id_slot_day", "customer_id", "slot_day"),
 )
 
@@ -109,5 +109,5 @@ dead_letters = Table(
     Column("attempts", Integer, nullable=False),
     Column("channel", Text, nullable=True),
     Column("failed_at", DateTime(timezone=True), nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    now_column("created_at"),
 )

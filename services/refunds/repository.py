@@ -20,14 +20,15 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Text, any_, bindparam, cast, select
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.refunds import tables
 from services.refunds.domain import IssuedRefund, OrderLedger
 from shared.contracts import CloudEvent, RefundRequested
 from shared.db import pending_writes
-from shared.messaging.consumer import BATCH_EVENTS
+from shared.messaging.batchcache import batch_cache
+from shared.upserts import document_text, document_upsert, upsert
 
 _CACHE = "refunds.batch_cache"
 
@@ -57,7 +58,7 @@ def _ledger_row(ledger: OrderLedger, now: datetime) -> dict[str, Any]:
     return {
         "order_id": ledger.order_id,
         "paid": ledger.facts is not None,
-        "state": json.dumps(ledger.to_dict(), separators=(",", ":")),
+        "state": document_text(ledger.to_dict()),
         "updated_at": now,
     }
 
@@ -92,11 +93,7 @@ class RefundsRepository:
         self._session = session
 
     async def _cache(self) -> _BatchCache | None:
-        info = self._session.info
-        cache: _BatchCache | None = info.get(_CACHE)
-        if cache is None and (events := info.get(BATCH_EVENTS)) is not None:
-            cache = info[_CACHE] = await _prefetch(self._session, events)
-        return cache
+        return await batch_cache(self._session, _CACHE, _prefetch)
 
     async def ledger(self, order_id: str) -> OrderLedger | None:
         cache = await self._cache()
@@ -160,20 +157,7 @@ _OWNER = select(_R.c.order_id).where(_R.c.refund_id == bindparam("b_id"))
 _PREFETCH_OWNERS = select(_R.c.refund_id, _R.c.order_id).where(
     _R.c.refund_id == any_(bindparam("ids", type_=ARRAY(Text)))
 )
-_ledger_upsert = insert(_L).values(
-    {
-        c.name: cast(bindparam(c.name, type_=Text), JSONB)
-        if c.name == "state"
-        else bindparam(c.name, type_=c.type)
-        for c in _L.c
-    }
-)
-_SAVE_LEDGER = _ledger_upsert.on_conflict_do_update(
-    index_elements=["order_id"],
-    set_={name: _ledger_upsert.excluded[name] for name in ("paid", "state", "updated_at")},
-)
-_refund_upsert = insert(tables.refunds)
-_SAVE_REFUND = _refund_upsert.on_conflict_do_update(
-    index_elements=["refund_id"],
-    set_={c: _refund_upsert.excluded[c] for c in ("settled_at", "failed", "needs_person")},
+_SAVE_LEDGER = document_upsert(_L, key="order_id", update=("paid", "state", "updated_at"))
+_SAVE_REFUND = upsert(
+    tables.refunds, None, key=["refund_id"], update=("settled_at", "failed", "needs_person")
 )

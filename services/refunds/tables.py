@@ -3,11 +3,11 @@ customer_id only (SPEC 7)."""
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Column, DateTime, Index, Table, Text, func
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import BigInteger, Boolean, Column, DateTime, Index, Table, Text
 
 from shared.db import service_metadata
 from shared.messaging.tables import messaging_tables
+from shared.schema import document_table
 
 SCHEMA = "refunds"
 
@@ -15,13 +15,11 @@ metadata = service_metadata(SCHEMA)
 messaging = messaging_tables(metadata)
 
 # One document per order (OrderLedger.to_dict): what was paid, every refund, waiting requests.
-ledgers = Table(
+ledgers = document_table(
     "ledgers",
     metadata,
     Column("order_id", Text, primary_key=True),
     Column("paid", Boolean, nullable=False),
-    Column("state", JSONB, nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
 # One row per refund.issued, written from the ledger document: what the report and the

@@ -18,15 +18,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, Text, any_, bindparam, cast, or_, select
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, Insert, insert
+from sqlalchemy import Text, any_, bindparam, cast, or_, select
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.returns import tables
 from services.returns.domain import Order, OrderLedger, ReturnRequest
 from shared.contracts import CloudEvent
 from shared.db import pending_writes
-from shared.messaging.consumer import BATCH_EVENTS
+from shared.messaging.batchcache import batch_cache
+from shared.upserts import document_text, document_upsert
 
 _CACHE = "returns.batch_cache"
 
@@ -63,20 +64,12 @@ class _BatchCache:
             await session.execute(statement, list(rows.values()))
 
 
-def _text(document: dict[str, Any]) -> str:
-    return json.dumps(document, separators=(",", ":"))
-
-
 class ReturnsRepository:
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
 
     async def _cache(self) -> _BatchCache | None:
-        info = self._session.info
-        cache: _BatchCache | None = info.get(_CACHE)
-        if cache is None and (events := info.get(BATCH_EVENTS)) is not None:
-            cache = info[_CACHE] = await _prefetch(self._session, events)
-        return cache
+        return await batch_cache(self._session, _CACHE, _prefetch)
 
     async def order(self, order_id: str) -> Order | None:
         cache = await self._cache()
@@ -98,7 +91,7 @@ class ReturnsRepository:
         row = {
             "order_id": order.order_id,
             "customer_id": order.customer_id,
-            "state": _text(order.to_dict()),
+            "state": document_text(order.to_dict()),
             "updated_at": now,
         }
         if (cache := await self._cache()) is not None:
@@ -134,7 +127,7 @@ class ReturnsRepository:
         return OrderLedger(order_id=order_id) if state is None else OrderLedger.from_dict(state)
 
     async def save_ledger(self, ledger: OrderLedger, now: datetime) -> None:
-        text = _text(ledger.to_dict())
+        text = document_text(ledger.to_dict())
         row = {"order_id": ledger.order_id, "state": text, "updated_at": now}
         if (cache := await self._cache()) is not None:
             cache.ledgers[ledger.order_id] = text
@@ -161,7 +154,7 @@ class ReturnsRepository:
         return [ReturnRequest.from_dict(state) for state in rows]
 
     async def save_return(self, request: ReturnRequest, now: datetime) -> None:
-        text = _text(request.to_dict())
+        text = document_text(request.to_dict())
         row = {
             "return_id": request.return_id,
             "order_id": request.order_id,
@@ -185,23 +178,8 @@ class ReturnsRepository:
 # costs more CPU than running it.
 
 
-def _upsert(table: Table, key: str, columns: tuple[str, ...]) -> Insert:
-    """The upsert with `state` bound as JSON text (cast by the server): a document is
-    serialised once, for the row and, in a batch, for the cache that keeps it as text."""
-    values = {
-        c.name: cast(bindparam(c.name, type_=Text), JSONB)
-        if c.name == "state"
-        else bindparam(c.name, type_=c.type)
-        for c in table.c
-    }
-    stmt = insert(table).values(values)
-    return stmt.on_conflict_do_update(
-        index_elements=[key], set_={name: stmt.excluded[name] for name in columns}
-    )
-
-
 _ORDER = select(tables.orders.c.state).where(tables.orders.c.order_id == bindparam("b_id"))
-_SAVE_ORDER = _upsert(tables.orders, "order_id", ("state", "updated_at"))
+_SAVE_ORDER = document_upsert(tables.orders, key="order_id", update=("state", "updated_at"))
 _OUTBOUND_SIGNATURE = select(tables.outbound_signatures.c.signed_at).where(
     tables.outbound_signatures.c.order_id == bindparam("b_id")
 )
@@ -211,7 +189,7 @@ _RECORD_OUTBOUND_SIGNATURE = insert(tables.outbound_signatures).on_conflict_do_n
 _LEDGER = select(tables.order_ledgers.c.state).where(
     tables.order_ledgers.c.order_id == bindparam("b_id")
 )
-_SAVE_LEDGER = _upsert(tables.order_ledgers, "order_id", ("state", "updated_at"))
+_SAVE_LEDGER = document_upsert(tables.order_ledgers, key="order_id", update=("state", "updated_at"))
 _RETURN_REQUEST = select(tables.return_requests.c.state).where(
     tables.return_requests.c.return_id == bindparam("b_id")
 )
@@ -220,7 +198,9 @@ _RETURNS_OF_ORDER = (
     .where(tables.return_requests.c.order_id == bindparam("b_id"))
     .order_by(tables.return_requests.c.created_at, tables.return_requests.c.return_id)
 )
-_SAVE_RETURN = _upsert(tables.return_requests, "return_id", ("status", "state", "updated_at"))
+_SAVE_RETURN = document_upsert(
+    tables.return_requests, key="return_id", update=("status", "state", "updated_at")
+)
 _CREATED_AT = select(tables.return_requests.c.created_at).where(
     tables.return_requests.c.return_id == bindparam("b_id")
 )

@@ -6,21 +6,14 @@ import asyncio
 import re
 
 from shared.crypto import redact
+from shared.refusal import Refusal
 
 
-class Rejected(Exception):
+class Rejected(Refusal):
     """A valid event its handler refuses for a business reason (e.g. a survey answer for an
     unknown callback). The consumer dead-letters it with `reason` (a short code) and `detail`
     (no personal data) instead of the generic `handler_error`; the handler's changes roll back.
     """
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(reason, detail)
-        self.reason = reason
-        self.detail = detail
-
-    def __str__(self) -> str:
-        return f"{self.reason}: {self.detail}"
 
 
 # SQLSTATE classes that pass: connection, transaction rollback (deadlock, serialization),

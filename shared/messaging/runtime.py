@@ -5,14 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
 from fastapi import APIRouter
 from faststream import AckPolicy
 from faststream.exceptions import NackMessage
@@ -34,7 +31,8 @@ from shared.tracing import setup_tracing
 
 from .consumer import BatchCut, EventProcessor, default_lock_keys
 from .context import EventHandler, TimerHandler
-from .errors import describe_failure, is_transient, sqlstate
+from .errors import is_transient
+from .health import ConsumerHealth
 from .kafka import client_security
 from .lag import LAG_INTERVAL_SECONDS, ConsumerLag
 from .readapi import KpiSource, ReadContext, read_router
@@ -48,6 +46,7 @@ from .retention import (
 )
 from .scheduler import TimerScheduler
 from .tables import MessagingTables
+from .topics import ensure_topics
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
@@ -110,60 +109,6 @@ class ServiceDefinition:
     @property
     def all_topics(self) -> list[str]:
         return sorted({*self.topics, *self.publishes, dead_letter_topic(self.name)})
-
-
-class ConsumerHealth:
-    """Batches of one service's consumer that failed in a row: the gauge
-    `aftersales_consecutive_failed_batches` while they keep failing, and readiness degraded
-    once they have failed for `stuck_after` seconds (work is stuck, someone must look)."""
-
-    def __init__(
-        self,
-        service: str,
-        *,
-        stuck_after: float,
-        monotonic: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.service = service
-        self.stuck_after = stuck_after
-        self._monotonic = monotonic
-        self.failures = 0
-        self.failing_since: float | None = None
-        self.sqlstate = ""
-        self.error = ""
-        self._labels: set[str] = set()
-
-    def failed(self, exc: BaseException) -> None:
-        state = sqlstate(exc) or ""
-        if self.failing_since is None:
-            self.failing_since = self._monotonic()
-        self.failures += 1
-        self.sqlstate, self.error = state, describe_failure(exc)
-        for other in self._labels - {state}:  # one series carries the count: the latest kind
-            metrics.CONSECUTIVE_FAILED_BATCHES.labels(self.service, other).set(0)
-        self._labels.add(state)
-        metrics.CONSECUTIVE_FAILED_BATCHES.labels(self.service, state).set(self.failures)
-
-    def succeeded(self) -> None:
-        if self.failures == 0:
-            return
-        for state in self._labels:
-            metrics.CONSECUTIVE_FAILED_BATCHES.labels(self.service, state).set(0)
-        self.failures, self.failing_since, self.sqlstate, self.error = 0, None, "", ""
-
-    def stuck(self) -> dict[str, Any] | None:
-        """Why the consumer is stuck, or None while it is not (or not for long)."""
-        if self.failing_since is None:
-            return None
-        failing_for = self._monotonic() - self.failing_since
-        if failing_for < self.stuck_after:
-            return None
-        return {
-            "failed_batches": self.failures,
-            "failing_for_seconds": round(failing_for, 1),
-            "sqlstate": self.sqlstate,
-            "error": self.error,
-        }
 
 
 def kafka_security(settings: Settings) -> BaseSecurity | None:
@@ -481,41 +426,3 @@ def service_read_api(
     if definition.read_routes is not None:
         router.include_router(definition.read_routes(ctx))
     return router
-
-
-async def ensure_topics(settings: Settings, topics: Iterable[str]) -> None:
-    """Create missing topics (SPEC section 9); existing ones are left as they are."""
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        client_id="aftersales-admin",
-        **client_security(settings),
-    )
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        missing = [t for t in topics if t not in existing]
-        if missing:
-            response = await admin.create_topics(
-                [
-                    NewTopic(
-                        name=t,
-                        num_partitions=settings.kafka_topic_partitions,
-                        replication_factor=settings.kafka_topic_replication,
-                    )
-                    for t in missing
-                ]
-            )
-            # Errors come back per topic, not raised; one created meanwhile is fine.
-            failures = [
-                (error[0], error[1], error[2] if len(error) > 2 else "")
-                for error in response.topic_errors
-                if error[1] not in (0, TopicAlreadyExistsError.errno)
-            ]
-            if failures:
-                raise RuntimeError(
-                    "cannot create topics: "
-                    + "; ".join(f"{topic} (error {code}: {text})" for topic, code, text in failures)
-                )
-            log.info("topics created", extra={"topics": ",".join(missing)})
-    finally:
-        await admin.close()

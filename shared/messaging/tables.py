@@ -15,10 +15,11 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
-    func,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+
+from shared.schema import now_column
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ def messaging_tables(metadata: MetaData) -> MessagingTables:
         Column("event_id", Text, primary_key=True),
         Column("event_type", Text, nullable=False),
         Column("topic", Text, nullable=False),
-        Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        now_column("received_at"),
     )
     outbox = Table(
         "outbox",
@@ -50,7 +51,7 @@ def messaging_tables(metadata: MetaData) -> MessagingTables:
         Column("topic", Text, nullable=False),
         Column("key", Text, nullable=True),
         Column("payload", LargeBinary, nullable=False),
-        Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        now_column("created_at"),
         Column("published_at", DateTime(timezone=True), nullable=True),
         # A row the broker or the producer refuses whatever the retry (too large, not
         # serialisable) is parked: left for `aftersales outbox retry`, holding back the later
@@ -82,7 +83,7 @@ def messaging_tables(metadata: MetaData) -> MessagingTables:
         Column("fired_at", DateTime(timezone=True), nullable=True),
         Column("cancelled_at", DateTime(timezone=True), nullable=True),
         Column("attempts", Integer, nullable=False, server_default=text("0")),
-        Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        now_column("created_at"),
         UniqueConstraint("kind", "ref"),
         Index(
             "ix_timers_due",
@@ -105,7 +106,7 @@ def messaging_tables(metadata: MetaData) -> MessagingTables:
         Column("case_id", Text, nullable=True),
         # The event's fields that carry no personal data (shared.messaging.journal.DETAIL_FIELDS).
         Column("detail", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
-        Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        now_column("recorded_at"),
         Index("ix_journal_order_id", "order_id"),
         Index("ix_journal_case_id", "case_id"),
         Index("ix_journal_customer_id", "customer_id"),

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from aftersales.cli import serve
+from aftersales.commands.serving import serve
 from aftersales_dev.devenv import free_port, temporary_database
 from shared.messaging.runtime import ServiceRuntime
 from shared.migrations import upgrade

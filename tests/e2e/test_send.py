@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from aftersales.cli import serve
+from aftersales.commands.serving import serve
 from aftersales_dev.devenv import free_port, temporary_database
 from shared.contracts import topics
 from shared.migrations import upgrade

@@ -26,7 +26,7 @@ from shared.clock import ManualClock
 from shared.contracts import topics
 from shared.messaging.runtime import ServiceRuntime, ensure_topics
 from shared.policy import Policy
-from tests.events import source_for
+from tests.events import kettle_order, source_for
 from tests.harness import broker_settings, migrated_database
 from tests.polling import eventually
 
@@ -57,34 +57,23 @@ def _event(type_: str, data: dict[str, Any], at: datetime) -> bytes:
 
 
 def _order(order_id: str, customer_id: str, category: str, amount: int) -> dict[str, Any]:
-    return {
-        "order_id": order_id,
-        "shop_id": "S-sys",
-        "customer_id": customer_id,
-        "paid_at": (T0 - 5 * 24 * H).isoformat(),
-        "currency": "CNY",
-        "lines": [
-            {
-                "line_id": "L1",
-                "sku": "SKU-1",
-                "title": "Kettle",
-                "category": category,
-                "quantity": 1,
-                "paid_amount": amount,
-            }
-        ],
-        "shipping_fee_paid": 0,
-        "standard_shipping_fee": 1000,
-        "free_shipping_threshold": None,
-        "shipping_insurance": False,
-        "payments": [{"method": "alipay", "amount": amount}],
-        "customer": {
-            "name": "Han Meimei",
-            "phone": "13700002222",
-            "email": "han@example.com",
-            "preferred_channel": "sms",
-        },
+    buyer = {
+        "name": "Han Meimei",
+        "phone": "13700002222",
+        "email": "han@example.com",
+        "preferred_channel": "sms",
     }
+    paid_at = (T0 - 5 * 24 * H).isoformat()
+    return kettle_order(
+        order_id,
+        customer_id,
+        buyer,
+        paid_at=paid_at,
+        amount=amount,
+        shop_id="S-sys",
+        sku="SKU-1",
+        category=category,
+    )
 
 
 class Outputs:

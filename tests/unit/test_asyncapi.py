@@ -88,7 +88,7 @@ def test_check_fails_when_a_model_changed(tmp_path, monkeypatch, capsys):
     """What `make lint` relies on: a field added to a model makes `asyncapi --check` fail."""
     from argparse import Namespace
 
-    from aftersales.cli import _asyncapi
+    from aftersales.commands.documents import asyncapi as _asyncapi
     from shared.contracts import EVENT_TYPES, outputs
 
     args = Namespace(dir=str(tmp_path), check=True)

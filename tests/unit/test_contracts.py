@@ -780,49 +780,34 @@ def test_dump_keeps_the_offset_of_local_times() -> None:
     assert json.loads(dump_event(event))["data"]["due_at"] == "2024-05-01T10:00:00.500000+08:00"
 
 
-def test_refund_breakdown_may_be_negative_but_must_sum() -> None:
-    with pytest.raises(ValidationError, match="breakdown"):
+@pytest.mark.parametrize(
+    ("amount", "breakdown", "payments", "refused"),
+    [
+        pytest.param(100, [("goods", 90)], [("alipay", 100)], "breakdown", id="breakdown-sums"),
+        pytest.param(
+            100, [("goods", 100)], [("alipay", 99)], "payments_mismatch", id="payments-sum"
+        ),
+        pytest.param(-100, [("gift_charge", -100)], [], "negative_amount", id="never-negative"),
+    ],
+)
+def test_a_refund_adds_up_and_is_never_negative(
+    amount: int,
+    breakdown: list[tuple[str, int]],
+    payments: list[tuple[str, int]],
+    refused: str,
+) -> None:
+    """The breakdown may hold negative items (a gift's charge) but sums to the amount, as do
+    the payments; the amount itself is never negative."""
+    with pytest.raises(ValidationError, match=refused):
         RefundIssued(
             refund_id="F1",
             order_id="O1",
             customer_id="C1",
             case=RETURN_CASE,
-            amount=100,
+            amount=amount,
             currency="CNY",
-            breakdown=[BreakdownItem(kind="goods", amount=90)],
-            payments=[Payment(method="alipay", amount=100)],
-            due_by=NOW,
-            issued_at=NOW,
-        )
-
-
-def test_refund_payments_must_sum_to_amount() -> None:
-    with pytest.raises(ValidationError, match="payments_mismatch"):
-        RefundIssued(
-            refund_id="F1",
-            order_id="O1",
-            customer_id="C1",
-            case=RETURN_CASE,
-            amount=100,
-            currency="CNY",
-            breakdown=[BreakdownItem(kind="goods", amount=100)],
-            payments=[Payment(method="alipay", amount=99)],
-            due_by=NOW,
-            issued_at=NOW,
-        )
-
-
-def test_refund_amount_is_never_negative() -> None:
-    with pytest.raises(ValidationError, match="negative_amount"):
-        RefundIssued(
-            refund_id="F1",
-            order_id="O1",
-            customer_id="C1",
-            case=RETURN_CASE,
-            amount=-100,
-            currency="CNY",
-            breakdown=[BreakdownItem(kind="gift_charge", amount=-100)],
-            payments=[],
+            breakdown=[BreakdownItem(kind=kind, amount=value) for kind, value in breakdown],
+            payments=[Payment(method=method, amount=value) for method, value in payments],
             due_by=NOW,
             issued_at=NOW,
         )

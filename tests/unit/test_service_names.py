@@ -24,7 +24,7 @@ def test_an_unknown_name_is_one_clear_error_naming_the_known_ones() -> None:
 
 
 def test_run_without_a_service_runs_the_one_the_image_is_built_for(monkeypatch) -> None:
-    from aftersales.cli import _services_to_run
+    from aftersales.commands.serving import services_to_run as _services_to_run
 
     monkeypatch.setenv("AFTERSALES_SERVICE", "notifier")
     assert _services_to_run([]) == ["notifier"]

@@ -7,6 +7,8 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, NamedTuple
 
+from shared.refusal import Refusal
+
 
 class CaseType(StrEnum):
     RETURN = "return"
@@ -54,13 +56,5 @@ def supersedes(resolution: Mapping[str, Any], on_record: Mapping[str, Any] | Non
 NO_CALLBACK_RETURN_RULES = frozenset({"cancelled"})
 
 
-class AnswerRejected(Exception):
+class AnswerRejected(Refusal):
     """A survey answer that cannot be recorded; `reason` is a short code for the dead letter."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(reason, detail)
-        self.reason = reason
-        self.detail = detail
-
-    def __str__(self) -> str:
-        return f"{self.reason}: {self.detail}"

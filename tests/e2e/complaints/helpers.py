@@ -19,7 +19,7 @@ from shared.settings import Settings
 from tests.events import cloud_event, topic_of, unique
 from tests.harness import RunningService
 from tests.polling import eventually
-from tests.topic_reader import TopicReader
+from tests.topic_reader import EventOutput, TopicReader
 
 # Monday 2026-03-02 10:00 in Shanghai: the service's clock; events happen before it.
 T0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
@@ -213,18 +213,10 @@ class Shop:
 
 
 @dataclass(frozen=True)
-class Output:
+class Output(EventOutput):
     topic: str
     key: str
     event: dict[str, Any]
-
-    @property
-    def type(self) -> str:
-        return str(self.event["type"])
-
-    @property
-    def data(self) -> dict[str, Any]:
-        return self.event["data"]  # type: ignore[no-any-return]
 
 
 class Outputs(TopicReader):

@@ -9,7 +9,6 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
 from services.followup.bootstrap import build
@@ -47,16 +46,6 @@ class Collector(TopicReader):
 def followup_database(database_url: str) -> str:
     upgrade("followup", database_url)
     return database_url
-
-
-@pytest.fixture
-async def producer(kafka_bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=kafka_bootstrap, enable_idempotence=False, acks="all"
-    )
-    await producer.start()
-    yield producer
-    await producer.stop()
 
 
 class Runtimes:

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,16 +19,12 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.notifier import tables
-from services.notifier.bootstrap import build
 from shared.clock import ManualClock
 from shared.contracts import CUSTOMER_ERASURE_REQUESTED, topics
-from shared.crypto import generate_key, mask_email, mask_phone
+from shared.crypto import mask_email, mask_phone
 from shared.db import create_engine
-from shared.messaging.runtime import ServiceRuntime
 from shared.migrations import upgrade
-from shared.policy import Policy
-from shared.settings import Settings
-from tests.e2e.notifier.test_notifier_e2e import T0, Gateway, event
+from tests.e2e.notifier.test_notifier_e2e import T0, Gateway, event, notifier_runtime
 from tests.integration.messaging.helpers import (
     CUSTOMER_EMAIL,
     CUSTOMER_NAME,
@@ -45,16 +40,6 @@ def gateway() -> Iterator[Gateway]:
     gw = Gateway()
     yield gw
     gw.close()
-
-
-@pytest.fixture
-async def producer(kafka_bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=kafka_bootstrap, enable_idempotence=False, acks="all"
-    )
-    await producer.start()
-    yield producer
-    await producer.stop()
 
 
 def notification(request: str, customer: str, order: str, run: str) -> dict[str, Any]:
@@ -97,19 +82,8 @@ async def test_an_erasure_event_leaves_nothing_and_nothing_pending_is_sent(
     run = uuid.uuid4().hex[:10]
     customer, order, late_order = f"C-{run}", f"O-{run}", f"O2-{run}"
     sent_request, pending_request = f"N1-{run}", f"N2-{run}"
-    settings = Settings(
-        kafka_bootstrap_servers=kafka_bootstrap,
-        database_url=database_url,
-        kafka_idempotence=False,
-        kafka_topic_partitions=3,
-        aftersales_encryption_key=generate_key(),
-        aftersales_sms_gateway_url=gateway.url,
-    )
     clock = ManualClock(T0)  # 10:00 in Shanghai
-    definition = dataclasses.replace(build(Policy(), clock, settings), name=f"notifier-er-{run}")
-    runtime = ServiceRuntime(
-        definition, settings, clock, timer_poll_interval=0.1, relay_poll_interval=0.1
-    )
+    runtime = notifier_runtime(database_url, kafka_bootstrap, gateway, clock, f"notifier-er-{run}")
     engine = create_engine(database_url, pool_size=1)
 
     async def scalar(statement: Any) -> Any:

@@ -13,13 +13,13 @@ import dataclasses
 import json
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from sqlalchemy import select
 
 from services.notifier import tables
@@ -32,8 +32,9 @@ from shared.messaging.runtime import ServiceRuntime
 from shared.migrations import upgrade
 from shared.policy import Policy
 from shared.settings import Settings
-from tests.events import source_for
+from tests.events import kettle_order, source_for
 from tests.polling import eventually
+from tests.topic_reader import TopicReader
 
 T0 = datetime(2024, 5, 1, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai: outside quiet hours
 PHONE = "13812345678"
@@ -94,35 +95,11 @@ def event(type_: str, data: dict[str, Any]) -> bytes:
     ).encode()
 
 
-class Reader:
+class Reader(TopicReader):
     """A fresh consumer group reading topics from the earliest offset in the background."""
 
     def __init__(self, bootstrap: str, *names: str) -> None:
-        self.consumer = AIOKafkaConsumer(
-            *names,
-            bootstrap_servers=bootstrap,
-            group_id=f"e2e-notifier-reader-{uuid.uuid4().hex}",
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-        )
-        self.records: list[Any] = []
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        await self.consumer.start()
-        self._task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            for records in (await self.consumer.getmany(timeout_ms=200)).values():
-                self.records.extend(records)
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self.consumer.stop()
+        super().__init__(bootstrap, *names, group="e2e-notifier-reader")
 
     def events(self, topic: str, **where: str) -> list[dict[str, Any]]:
         out = []
@@ -135,22 +112,11 @@ class Reader:
         return out
 
 
-@pytest.fixture
-async def producer(kafka_bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=kafka_bootstrap, enable_idempotence=False, acks="all"
-    )
-    await producer.start()
-    yield producer
-    await producer.stop()
-
-
-async def test_notifier_end_to_end(
-    database_url: str, kafka_bootstrap: str, producer: AIOKafkaProducer, gateway: Gateway
-) -> None:
-    await asyncio.to_thread(upgrade, "notifier", database_url)
-    run = uuid.uuid4().hex[:10]
-    customer, order, request = f"C-{run}", f"O-{run}", f"N-{run}"
+def notifier_runtime(
+    database_url: str, kafka_bootstrap: str, gateway: Gateway, clock: ManualClock, name: str
+) -> ServiceRuntime:
+    """The notifier on the broker, sending SMS to `gateway`, as a service of its own `name`
+    (a fresh consumer group for the run: the group id derives from the service name)."""
     settings = Settings(
         kafka_bootstrap_servers=kafka_bootstrap,
         database_url=database_url,
@@ -159,12 +125,21 @@ async def test_notifier_end_to_end(
         aftersales_encryption_key=generate_key(),
         aftersales_sms_gateway_url=gateway.url,
     )
-    clock = ManualClock(T0)
-    # A fresh consumer group for this run (the group id derives from the service name).
-    definition = dataclasses.replace(build(Policy(), clock, settings), name=f"notifier-e2e-{run}")
-    runtime = ServiceRuntime(
+    definition = dataclasses.replace(build(Policy(), clock, settings), name=name)
+    return ServiceRuntime(
         definition, settings, clock, timer_poll_interval=0.1, relay_poll_interval=0.1
     )
+
+
+async def test_notifier_end_to_end(
+    database_url: str, kafka_bootstrap: str, producer: AIOKafkaProducer, gateway: Gateway
+) -> None:
+    await asyncio.to_thread(upgrade, "notifier", database_url)
+    run = uuid.uuid4().hex[:10]
+    customer, order, request = f"C-{run}", f"O-{run}", f"N-{run}"
+    clock = ManualClock(T0)
+    runtime = notifier_runtime(database_url, kafka_bootstrap, gateway, clock, f"notifier-e2e-{run}")
+    definition = runtime.definition
     reader = Reader(kafka_bootstrap, topics.NOTIFICATION_STATUS, dead_letter_topic(definition.name))
     gateway.script[request] = [503]  # the first attempt fails: retried by a durable timer
     engine = create_engine(database_url, pool_size=1)
@@ -180,35 +155,8 @@ async def test_notifier_end_to_end(
 
     try:
         await asyncio.gather(runtime.start(), reader.start())
-        paid = {
-            "order_id": order,
-            "shop_id": "S1",
-            "customer_id": customer,
-            "paid_at": T0.isoformat(),
-            "currency": "CNY",
-            "lines": [
-                {
-                    "line_id": "L1",
-                    "sku": "SKU1",
-                    "title": "Kettle",
-                    "category": "appliances",
-                    "quantity": 1,
-                    "paid_amount": 10000,
-                }
-            ],
-            "shipping_fee_paid": 0,
-            "standard_shipping_fee": 1000,
-            "free_shipping_threshold": None,
-            "shipping_insurance": False,
-            "presale_ship_by": None,
-            "payments": [{"method": "alipay", "amount": 10000}],
-            "customer": {
-                "name": "E2E Buyer",
-                "phone": PHONE,
-                "email": EMAIL,
-                "preferred_channel": "sms",
-            },
-        }
+        buyer = {"name": "E2E Buyer", "phone": PHONE, "email": EMAIL, "preferred_channel": "sms"}
+        paid = kettle_order(order, customer, buyer, paid_at=T0.isoformat())
         await producer.send_and_wait(topics.ORDERS, event("order.paid", paid), key=order.encode())
         # The service reads other tests' history too (a fresh group reads from the start):
         # let it store this buyer's contact before the request comes.

@@ -27,7 +27,7 @@ from shared.settings import Settings
 from tests.events import encode, topic_of
 from tests.harness import RunningService, broker_settings, migrated_database
 from tests.polling import eventually
-from tests.topic_reader import TopicReader
+from tests.topic_reader import EventOutput, TopicReader
 
 # Monday 2026-03-02 10:00 in Shanghai.
 T0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
@@ -130,17 +130,9 @@ async def platform(kafka_bootstrap: str) -> AsyncIterator[Platform]:
 
 
 @dataclass(frozen=True)
-class Output:
+class Output(EventOutput):
     record: ConsumerRecord[bytes, bytes]
     event: dict[str, Any]
-
-    @property
-    def type(self) -> str:
-        return str(self.event["type"])
-
-    @property
-    def data(self) -> dict[str, Any]:
-        return self.event["data"]  # type: ignore[no-any-return]
 
 
 class Outputs(TopicReader):

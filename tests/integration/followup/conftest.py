@@ -16,9 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.followup import tables
 from services.followup.bootstrap import build
 from shared.clock import ManualClock
-from shared.db import create_engine
 from shared.policy import Policy
-from tests.events import cloud_event, topic_of
+from tests.events import cloud_event, kettle_order, topic_of
 from tests.harness import ServiceHarness, fresh_schema
 
 T0 = datetime.fromisoformat("2024-05-01T10:00:00+08:00")
@@ -37,36 +36,12 @@ class Events:
 
     @staticmethod
     def order_paid(order_id: str, shop_id: str, customer_id: str, **kw: Any) -> dict:
-        return envelope(
-            "order.paid",
-            {
-                "order_id": order_id,
-                "shop_id": shop_id,
-                "customer_id": customer_id,
-                "paid_at": "2024-04-20T10:00:00+08:00",
-                "currency": "CNY",
-                "lines": [
-                    {
-                        "line_id": "l1",
-                        "sku": "s1",
-                        "title": "Kettle",
-                        "category": "appliances",
-                        "quantity": 1,
-                        "paid_amount": 10000,
-                    }
-                ],
-                "shipping_fee_paid": 0,
-                "standard_shipping_fee": 1000,
-                "shipping_insurance": False,
-                "payments": [{"method": "alipay", "amount": 10000}],
-                "customer": {
-                    "name": "Li Lei",
-                    "phone": "13812345678",
-                    "preferred_channel": "sms",
-                },
-            },
-            **kw,
+        buyer = {"name": "Li Lei", "phone": "13812345678", "preferred_channel": "sms"}
+        paid_at = "2024-04-20T10:00:00+08:00"
+        data = kettle_order(
+            order_id, customer_id, buyer, paid_at=paid_at, shop_id=shop_id, line_id="l1", sku="s1"
         )
+        return envelope("order.paid", data, **kw)
 
     @staticmethod
     def refund_issued(
@@ -238,17 +213,10 @@ class FollowupService(ServiceHarness):
             return [dict(r) for r in (await conn.execute(select(table))).mappings().all()]
 
 
-@pytest.fixture(scope="session")
-async def base_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url, pool_size=5)
-    yield engine
-    await engine.dispose()
-
-
 @pytest.fixture
-async def schema_engine(base_engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
+async def schema_engine(database_engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
     """The `followup` tables in a fresh schema of their own, for this test only."""
-    async with fresh_schema(base_engine, tables.SCHEMA, tables.metadata) as engine:
+    async with fresh_schema(database_engine, tables.SCHEMA, tables.metadata) as engine:
         yield engine
 
 

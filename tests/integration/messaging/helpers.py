@@ -43,6 +43,7 @@ from shared.messaging.context import EventHandler, HandlerContext
 from shared.messaging.runtime import ServiceDefinition
 from shared.messaging.store import Timer
 from shared.messaging.tables import MessagingTables, messaging_tables
+from tests.events import kettle_order
 from tests.harness import Record
 
 T0 = datetime(2024, 5, 1, 2, 0, tzinfo=UTC)  # 2024-05-01 10:00 in Shanghai
@@ -278,35 +279,21 @@ def order_paid(
         "type": ORDER_PAID,
         "time": paid_at,
         "datacontenttype": "application/json",
-        "data": {
-            "order_id": order_id,
-            "shop_id": "shop-1",
-            "customer_id": customer_id,
-            "paid_at": paid_at,
-            "currency": "CNY",
-            "lines": [
-                {
-                    "line_id": "l1",
-                    "sku": "sku-1",
-                    "title": "Kettle",
-                    "category": "appliances",
-                    "quantity": 1,
-                    "paid_amount": amount,
-                }
-            ],
-            "shipping_fee_paid": 0,
-            "standard_shipping_fee": 1000,
-            "free_shipping_threshold": None,
-            "shipping_insurance": False,
-            "presale_ship_by": None,
-            "payments": [{"method": "alipay", "amount": amount}],
-            "customer": {
+        "data": kettle_order(
+            order_id,
+            customer_id,
+            {
                 "name": CUSTOMER_NAME,
                 "phone": CUSTOMER_PHONE,
                 "email": CUSTOMER_EMAIL,
                 "preferred_channel": "sms",
             },
-        },
+            paid_at=paid_at,
+            amount=amount,
+            shop_id="shop-1",
+            line_id="l1",
+            sku="sku-1",
+        ),
     }
 
 

@@ -17,8 +17,9 @@ from shared.clock import ManualClock
 from shared.contracts import ORDER_PAID, CloudEvent, OrderPaid, parse_event
 from shared.contracts import envelope as contract_envelope
 from shared.messaging import consumer as consumer_module
-from shared.messaging.consumer import LAST_RESORT_AFTER, MAX_DEAD_LETTER_RECORD, EventProcessor
+from shared.messaging.consumer import LAST_RESORT_AFTER, EventProcessor
 from shared.messaging.context import HandlerContext
+from shared.messaging.deadletter_copy import MAX_DEAD_LETTER_RECORD
 
 from .helpers import (
     Harness,

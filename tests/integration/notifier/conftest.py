@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from aftersales_dev.devenv import free_port
@@ -41,12 +41,13 @@ from services.notifier.handlers import NotifierHandlers
 from shared.clock import ManualClock
 from shared.contracts import dead_letter_topic
 from shared.crypto import FieldCipher, cipher_from_env, generate_key
-from shared.db import create_engine, session_factory
+from shared.db import session_factory
 from shared.messaging.consumer import EventProcessor
 from shared.messaging.scheduler import TimerScheduler
 from shared.policy import Policy
 from shared.settings import Settings
-from tests.events import cloud_event
+from tests.events import cloud_event, kettle_order
+from tests.harness import fresh_schema, no_notifier_environment
 
 T0 = datetime(2024, 5, 1, 2, 0, tzinfo=UTC)  # 2024-05-01 10:00 in Shanghai
 KEY = generate_key()
@@ -63,17 +64,7 @@ PERSONAL = (PHONE, EMAIL, NAME, PHONE_2, EMAIL_2, NAME_2, "13987654321")
 
 @pytest.fixture(autouse=True)
 def _no_notifier_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Settings() reads the environment: keep the developer's gateways and keys out."""
-    for name in (
-        "AFTERSALES_ENCRYPTION_KEY",
-        "AFTERSALES_DEV_MODE",
-        "AFTERSALES_SMS_GATEWAY_URL",
-        "AFTERSALES_IM_GATEWAY_URL",
-        "AFTERSALES_SMTP_URL",
-        "AFTERSALES_WEBHOOK_URL",
-        "AFTERSALES_WEBHOOK_SECRET",
-    ):
-        monkeypatch.delenv(name, raising=False)
+    no_notifier_environment(monkeypatch)
 
 
 def uid(prefix: str) -> str:
@@ -205,24 +196,11 @@ def mailbox() -> Iterator[Mailbox]:
 # --- the database -----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-async def notifier_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url, pool_size=5)
-    yield engine
-    await engine.dispose()
-
-
 @pytest.fixture
-async def engine(notifier_engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
-    """The session engine with the `notifier` schema mapped to a fresh schema of this test."""
-    schema = f"notifier_t_{uuid.uuid4().hex[:10]}"
-    mapped = notifier_engine.execution_options(schema_translate_map={tables.SCHEMA: schema})
-    async with mapped.begin() as conn:
-        await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        await conn.run_sync(tables.metadata.create_all)
-    yield mapped
-    async with notifier_engine.begin() as conn:
-        await conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+async def engine(database_engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
+    """The `notifier` schema mapped to a fresh schema of this test."""
+    async with fresh_schema(database_engine, tables.SCHEMA, tables.metadata) as mapped:
+        yield mapped
 
 
 # --- the harness ------------------------------------------------------------------------------
@@ -413,30 +391,7 @@ def order_paid(
         customer["language"] = language
     return envelope(
         "order.paid",
-        {
-            "order_id": order_id or uid("O"),
-            "shop_id": "S1",
-            "customer_id": customer_id,
-            "paid_at": paid_at,
-            "currency": "CNY",
-            "lines": [
-                {
-                    "line_id": "L1",
-                    "sku": "SKU1",
-                    "title": "Kettle",
-                    "category": "appliances",
-                    "quantity": 1,
-                    "paid_amount": 10000,
-                }
-            ],
-            "shipping_fee_paid": 0,
-            "standard_shipping_fee": 1000,
-            "free_shipping_threshold": None,
-            "shipping_insurance": False,
-            "presale_ship_by": None,
-            "payments": [{"method": "alipay", "amount": 10000}],
-            "customer": customer,
-        },
+        kettle_order(order_id or uid("O"), customer_id, customer, paid_at=paid_at),
         event_id=event_id,
     )
 

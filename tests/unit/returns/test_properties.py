@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
@@ -76,6 +77,17 @@ def check_refund(due: RefundDue, cap: int) -> None:
     assert all(amount != 0 for _, amount in calc.breakdown)
     assert 0 <= calc.return_shipping <= cap
     assert sum(calc.goods_by_line.values()) == calc.goods
+
+
+def decide(case: Case, name: str, now: datetime) -> list[Any]:
+    """The steps every walk takes alike: an inspection, a review, a cancellation, a timer."""
+    if name in ("inspect_pass", "inspect_fail"):
+        return case.inspect(name == "inspect_pass", now, now=now)
+    if name in ("review_approve", "review_reject"):
+        return case.review(name.removeprefix("review_"), now=now)
+    if name == "cancel":
+        return case.cancel(now)
+    return case.fire(name.removeprefix("timer:"), now=now)
 
 
 @settings(max_examples=200, deadline=None)
@@ -210,14 +222,8 @@ def test_no_second_refund_whatever_is_replayed(
             step = case.ship(hours * 100)
         elif name == "sign":
             step = case.sign(requested_at + 24 * H, now=now)
-        elif name in ("inspect_pass", "inspect_fail"):
-            step = case.inspect(name == "inspect_pass", now, now=now)
-        elif name in ("review_approve", "review_reject"):
-            step = case.review(name.removeprefix("review_"), now=now)
-        elif name == "cancel":
-            step = case.cancel(now)
         else:
-            step = case.fire(name.removeprefix("timer:"), now=now)
+            step = decide(case, name, now)
         if final_seen:  # only freight learnt after completion, refunded on its own
             assert all(isinstance(e, RefundDue) and e.supplementary for e in step), (name, step)
         final_seen = case.get().is_final
@@ -321,14 +327,8 @@ def test_a_completed_request_ignores_every_replay(the_order, reason, kind, fee, 
             step = case.ship(fee + 1)
         elif name == "sign":
             step = case.sign(SOON + H, now=now)
-        elif name in ("inspect_pass", "inspect_fail"):
-            step = case.inspect(name == "inspect_pass", now, now=now)
-        elif name in ("review_approve", "review_reject"):
-            step = case.review(name.removeprefix("review_"), now=now)
-        elif name == "cancel":
-            step = case.cancel(now)
         else:
-            step = case.fire(name.removeprefix("timer:"), now=now)
+            step = decide(case, name, now)
         assert step == []
     assert case.ledger.to_dict() == ledger
     assert case.get().to_dict() == request

@@ -1,0 +1,65 @@
+"""The database check every command that needs one makes first."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+# How long `migrate`, `run` and `report` try to reach the database before giving up.
+DATABASE_PROBE_SECONDS = 10.0
+
+
+class DatabaseUnreachable(Exception):
+    """DATABASE_URL cannot be connected to (down, unknown host, no such database, refused)."""
+
+
+def require_database(
+    database_url: str,
+    *,
+    timeout: float = DATABASE_PROBE_SECONDS,
+    schemas: Sequence[str] = (),
+) -> None:
+    """Connect once before any work, so that a database that is down, unknown or missing is
+    one clear line naming host:port (never the password), not a driver's traceback; then
+    the `schemas` (services) the command reads must be migrated (SchemaNotCurrent, one line)."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url)
+    where = f"{url.host or 'localhost'}:{url.port or 5432}"
+    try:
+        asyncio.run(_probe(database_url, timeout))
+    except Exception as exc:  # any failure to connect is the answer
+        reason = _reason(exc)
+        if url.password:
+            reason = reason.replace(url.password, "***")
+        raise DatabaseUnreachable(f"cannot reach the database at {where}: {reason}") from None
+    if schemas:
+        from shared.migrations import check_current
+
+        async def check() -> None:
+            for service in schemas:
+                await check_current(service, database_url)
+
+        asyncio.run(check())
+
+
+async def _probe(database_url: str, timeout: float) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from sqlalchemy.pool import NullPool
+
+    engine = create_async_engine(
+        database_url, poolclass=NullPool, connect_args={"timeout": timeout}
+    )
+    try:
+        async with engine.connect() as conn:
+            await asyncio.wait_for(conn.execute(text("SELECT 1")), timeout)
+    finally:
+        await engine.dispose()
+
+
+def _reason(exc: BaseException) -> str:
+    """The driver's own words: SQLAlchemy wraps asyncpg's error (`orig`, its `__cause__`)."""
+    orig = getattr(exc, "orig", None)
+    cause = getattr(orig, "__cause__", None) or orig or exc
+    return str(cause).strip() or type(cause).__name__

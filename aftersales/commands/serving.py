@@ -1,0 +1,139 @@
+"""`aftersales migrate`, `run`, `topics` and `console`: the services and the console served."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from aftersales.commands.database import require_database
+from aftersales.registry import SERVICES, definition, environment, preflight, service_names
+from shared.logs import quiet
+
+if TYPE_CHECKING:
+    from shared.messaging.runtime import ServiceRuntime
+
+log = logging.getLogger("aftersales.cli")
+
+
+def migrate(args: argparse.Namespace) -> int:
+    from shared.migrations import upgrade
+
+    env = environment()
+    require_database(env.settings.database_url)
+    for name in service_names(args.service):
+        print(f"migrating {name} (schema {name})", file=sys.stderr)
+        upgrade(name, env.settings.database_url)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    env = environment()
+    port = args.port if args.port is not None else env.settings.aftersales_http_port
+    names = service_names(*services_to_run(args.service))
+    require_database(env.settings.database_url)
+    asyncio.run(serve(names, port=port))
+    return 0
+
+
+def services_to_run(named: Sequence[str]) -> Sequence[str]:
+    if named:
+        return named
+    from_image = os.environ.get("AFTERSALES_SERVICE", "").split()
+    if not from_image:
+        raise ValueError(
+            f"name the services to run ({', '.join(SERVICES)} or all), or set AFTERSALES_SERVICE"
+        )
+    return from_image
+
+
+async def serve(names: Sequence[str], *, port: int, until: asyncio.Event | None = None) -> None:
+    """Run services until SIGTERM/SIGINT (or `until`), then shut down gracefully."""
+    from aftersales.http import http_server, require_free_port
+    from shared.messaging.runtime import ServiceRuntime
+    from shared.migrations import check_current
+
+    require_free_port(port)
+    env = environment()
+    for name in names:
+        preflight(name, env.settings)
+        await check_current(name, env.settings.database_url)
+    runtimes = [
+        ServiceRuntime(
+            definition(name, env.policy, env.clock, env.settings), env.settings, env.clock
+        )
+        for name in names
+    ]
+    stop = until or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    with quiet("aiokafka"):  # an unreachable broker is the command's one line, not the client's
+        await start_together(runtimes)
+    server = http_server(runtimes, port, env.policy)
+    server_task = asyncio.create_task(server.serve())
+    log.info("serving", extra={"services": ",".join(names), "http_port": port})
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        # Together: with `run all`, no service goes on fetching while another one stops.
+        stopped = await asyncio.gather(*(r.stop() for r in runtimes), return_exceptions=True)
+        server.should_exit = True
+        await server_task
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        for result in stopped:
+            if isinstance(result, BaseException):
+                raise result
+
+
+async def start_together(runtimes: Sequence[ServiceRuntime]) -> None:
+    """Start every runtime at once: each one's consumer group join takes seconds, so `run all`
+    is ready in about the time of the slowest, not the sum. When one fails to start, those
+    that started are stopped again and the first failure is raised."""
+    from shared.messaging.runtime import ensure_topics
+
+    if not runtimes:
+        return
+    # Every topic once, before the services race to create the ones they share.
+    wanted = sorted({topic for r in runtimes for topic in r.definition.all_topics})
+    await ensure_topics(runtimes[0].settings, wanted)
+    started = await asyncio.gather(*(r.start() for r in runtimes), return_exceptions=True)
+    failures = [result for result in started if isinstance(result, BaseException)]
+    if not failures:
+        return
+    for runtime, result in zip(runtimes, started, strict=True):
+        if not isinstance(result, BaseException):
+            await runtime.stop()
+    raise failures[0]
+
+
+def topics(args: argparse.Namespace) -> int:
+    from shared.messaging.runtime import ensure_topics
+
+    env = environment()
+    topics: set[str] = set()
+    for name in SERVICES:
+        topics.update(definition(name, env.policy, env.clock).all_topics)
+    with quiet("aiokafka"):
+        asyncio.run(ensure_topics(env.settings, sorted(topics)))
+    print("\n".join(sorted(topics)))
+    return 0
+
+
+def console(args: argparse.Namespace) -> int:
+    from aftersales.console.server import console_config, serve_console
+    from shared.settings import load_settings
+
+    # Settings only: the console needs no policy file and no database.
+    config = console_config(os.environ, load_settings(), list(SERVICES))
+    if not os.environ.get("AFTERSALES_CONSOLE_TOKEN"):
+        print(f"development token: {config.token}", file=sys.stderr)
+    asyncio.run(serve_console(config, args.port))
+    return 0
