@@ -13,11 +13,11 @@ import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Self
 
 from aftersales_dev.processes import (
     DevEnvError,
+    LocalServer,
     clean_env,
     free_port,
     log,
@@ -56,7 +56,7 @@ def kafka_metadata_brokers(host: str, port: int, timeout: float = 2.0) -> int:
     return int(brokers)
 
 
-class LocalBroker:
+class LocalBroker(LocalServer):
     """An in-memory Tansu broker on 127.0.0.1 (a free port unless ``port`` is given).
 
     ``bootstrap_servers`` stays the same across :meth:`restart`, but a restart loses every
@@ -247,21 +247,6 @@ class LocalBroker:
         finally:
             self._owns_run_dir = owns
         return self.start()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
-        state = "running" if self.is_running else "stopped"
-        return f"<LocalBroker {self.host}:{self.port} {state}>"
 
 
 async def skip_history(bootstrap: str, group: str, topic_names: Iterable[str]) -> None:

@@ -12,11 +12,11 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 from aftersales_dev.processes import (
     DevEnvError,
+    LocalServer,
     PostgresNotFoundError,
     clean_env,
     free_port,
@@ -103,7 +103,7 @@ def _unprivileged_user() -> pwd.struct_passwd:
     return pwd.getpwnam(PG_OS_USER_FALLBACK)
 
 
-class LocalPostgres:
+class LocalPostgres(LocalServer):
     """A throwaway PostgreSQL cluster on 127.0.0.1 with the database ``aftersales``.
 
     Data, log and socket live in ``<run_dir>/postgres`` (a temporary directory, removed by
@@ -403,18 +403,3 @@ class LocalPostgres:
         log("restarting PostgreSQL (data is kept)")
         self._stop_server()
         return self.start()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
-        state = "running" if self._running else "stopped"
-        return f"<LocalPostgres {self.host}:{self.port} {state}>"
