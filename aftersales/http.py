@@ -14,6 +14,7 @@ from faststream.asgi import AsgiFastStream, AsgiResponse
 from faststream.asgi.types import ASGIApp, Receive, Scope, Send
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from aftersales.readapp import router
 from shared.messaging.runtime import ServiceRuntime
 from shared.policy import Policy
 
@@ -41,7 +42,7 @@ class HealthApp(AsgiFastStream):
 
 
 def read_api(runtimes: Sequence[ServiceRuntime], policy: Policy) -> FastAPI:
-    """The read APIs of the services this process runs (shared/messaging/readapi.py)."""
+    """The read APIs of the services this process runs (aftersales/readapp.py)."""
     app = FastAPI(
         title="aftersales read API",
         summary="Cases, timelines, deadlines, dead letters and KPIs, each service its own.",
@@ -50,7 +51,7 @@ def read_api(runtimes: Sequence[ServiceRuntime], policy: Policy) -> FastAPI:
         redoc_url=None,
     )
     for runtime in runtimes:
-        app.include_router(runtime.read_api(policy))
+        app.include_router(router(runtime.name, runtime.read_routes(policy)))
     return app
 
 

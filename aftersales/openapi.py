@@ -16,9 +16,10 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from aftersales.asyncapi import write_documents
+from aftersales.readapp import router
 from aftersales.registry import SERVICES, definition
 from shared.clock import SystemClock
-from shared.messaging.runtime import service_read_api
+from shared.messaging.runtime import service_read_routes
 from shared.policy import Policy
 from shared.settings import Settings
 
@@ -32,7 +33,8 @@ def document(name: str) -> dict[str, object]:
         summary=f"What the {name} service answers for its own data; no personal data.",
         version="1",
     )
-    app.include_router(service_read_api(built, async_sessionmaker(), settings, policy, clock))
+    routes = service_read_routes(built, async_sessionmaker(), settings, policy, clock)
+    app.include_router(router(name, routes))
     return app.openapi()
 
 

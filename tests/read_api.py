@@ -6,8 +6,9 @@ import httpx
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from aftersales.readapp import router
 from shared.clock import Clock
-from shared.messaging.runtime import ServiceDefinition, service_read_api
+from shared.messaging.runtime import ServiceDefinition, service_read_routes
 from shared.policy import Policy
 from shared.settings import Settings
 
@@ -19,7 +20,6 @@ def read_api_client(
     policy: Policy | None = None,
 ) -> httpx.AsyncClient:
     app = FastAPI()
-    app.include_router(
-        service_read_api(definition, sessions, Settings(), policy or Policy(), clock)
-    )
+    routes = service_read_routes(definition, sessions, Settings(), policy or Policy(), clock)
+    app.include_router(router(definition.name, routes))
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")

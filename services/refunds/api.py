@@ -9,14 +9,21 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel
 from sqlalchemy import select
 
 from services.refunds import tables
 from services.refunds.domain import OrderLedger
 from services.refunds.repository import RefundsRepository
-from shared.messaging.readapi import Figure, KpiQuery, ReadContext, order_shops, rates_by_period
+from shared.messaging.readapi import (
+    Figure,
+    KpiQuery,
+    NotFound,
+    ReadContext,
+    ReadRoute,
+    order_shops,
+    rates_by_period,
+)
 
 
 class Amount(BaseModel):
@@ -124,20 +131,17 @@ def ledger_answer(ledger: OrderLedger) -> Ledger:
     )
 
 
-def routes(ctx: ReadContext) -> APIRouter:
-    router = APIRouter()
-
-    @router.get("/orders/{order_id}/ledger", response_model=Ledger, summary="An order's ledger")
+def routes(ctx: ReadContext) -> list[ReadRoute]:
     async def ledger(order_id: str) -> Ledger:
         """What the order was paid, every refund issued for it and what became of it, and the
         requests waiting for its order.paid."""
         async with ctx.sessions() as session:
             found = await RefundsRepository(session).ledger(order_id)
         if found is None:
-            raise HTTPException(404, f"the refund ledger knows no order {order_id!r}")
+            raise NotFound(f"the refund ledger knows no order {order_id!r}")
         return ledger_answer(found)
 
-    return router
+    return [ReadRoute("/orders/{order_id}/ledger", ledger, Ledger, "An order's ledger")]
 
 
 async def kpis(ctx: ReadContext, query: KpiQuery) -> list[Figure]:

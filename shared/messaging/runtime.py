@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaProducer
-from fastapi import APIRouter
 from faststream import AckPolicy
 from faststream.exceptions import NackMessage
 from faststream.kafka import KafkaBroker
@@ -35,7 +34,8 @@ from .errors import is_transient
 from .health import ConsumerHealth
 from .kafka import client_security
 from .lag import LAG_INTERVAL_SECONDS, ConsumerLag
-from .readapi import KpiSource, ReadContext, read_router
+from .readapi import KpiSource, ReadContext, ReadRoute
+from .readroutes import common_routes
 from .relay import CONTENT_TYPE, OutboxRelay
 from .retention import (
     PURGE_INTERVAL_SECONDS,
@@ -90,7 +90,7 @@ class ServiceDefinition:
     # The read API (shared/messaging/readapi.py): the service's KPIs, and routes of its own
     # (the refund ledger's ledgers) added to the ones every service answers.
     kpis: KpiSource | None = None
-    read_routes: Callable[[ReadContext], APIRouter] | None = None
+    read_routes: Callable[[ReadContext], Sequence[ReadRoute]] | None = None
     # Called once when the service stops, after its timers: resources kept for the service's
     # life (the notifier's gateway connection pools).
     closers: Sequence[Callable[[], Awaitable[None]]] = ()
@@ -247,9 +247,11 @@ class ServiceRuntime:
     def name(self) -> str:
         return self.definition.name
 
-    def read_api(self, policy: Policy) -> APIRouter:
+    def read_routes(self, policy: Policy) -> list[ReadRoute]:
         """The service's read API, under /<service>/api."""
-        return service_read_api(self.definition, self.sessions, self.settings, policy, self.clock)
+        return service_read_routes(
+            self.definition, self.sessions, self.settings, policy, self.clock
+        )
 
     async def _consume(self, msg: KafkaMessage) -> None:
         records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
@@ -406,13 +408,13 @@ class ServiceRuntime:
         return result
 
 
-def service_read_api(
+def service_read_routes(
     definition: ServiceDefinition,
     sessions: async_sessionmaker[AsyncSession],
     settings: Settings,
     policy: Policy,
     clock: Clock,
-) -> APIRouter:
+) -> list[ReadRoute]:
     """The routes every service answers, its KPIs and its own routes, under /<service>/api."""
     ctx = ReadContext(
         service=definition.name,
@@ -422,7 +424,7 @@ def service_read_api(
         policy=policy,
         clock=clock,
     )
-    router = read_router(ctx, definition.kpis)
+    routes = common_routes(ctx, definition.kpis)
     if definition.read_routes is not None:
-        router.include_router(definition.read_routes(ctx))
-    return router
+        routes.extend(definition.read_routes(ctx))
+    return routes

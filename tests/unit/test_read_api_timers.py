@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
-from shared.messaging.readapi import _timer_entries
+from shared.messaging.readroutes import _timer_entries
 
 SET = datetime(2026, 12, 6, 23, 38, 25, 167596, tzinfo=UTC)
 

@@ -81,3 +81,7 @@ async def test_an_order_s_ledger_and_the_on_time_rates_of_its_shop(
     assert (by_settlement["numerator"], by_settlement["denominator"]) == (0, 1)
     bad = await client.get("/refunds/api/kpis", params={"period": "day"})
     assert bad.status_code == 422
+    reversed_range = {"since": "2026-02-01", "until": "2026-01-31"}
+    backwards = await client.get("/refunds/api/kpis", params=reversed_range)
+    assert backwards.status_code == 422
+    assert backwards.json() == {"detail": "since is after until"}
