@@ -72,6 +72,8 @@ class Outside:
 class HandlerContext:
     # Where emitted events are filed for the case timelines; None keeps no journal (in memory).
     journal: Table | None = None
+    # Whether the caller runs what `run_outside` is handed: only the timer scheduler does.
+    runs_outside: bool = False
 
     def __init__(
         self,
@@ -83,6 +85,7 @@ class HandlerContext:
         cause_id: str,
         correlation_id: str | None = None,
         fresh_cause: bool = False,
+        runs_outside: bool = False,
     ) -> None:
         self.uow = uow
         self.session = uow.session
@@ -103,6 +106,7 @@ class HandlerContext:
         self.on_commit: list[Callable[[], object]] = []
         # Work for outside the transaction (`run_outside`); only the timer scheduler runs it.
         self.outside: list[Outside] = []
+        self.runs_outside = runs_outside
 
     def run_outside(
         self,
@@ -112,7 +116,16 @@ class HandlerContext:
         lock_key: str,
     ) -> None:
         """Timer handlers: run `call` after this transaction committed, outside it, then
-        `record(result, ctx)` in a short transaction of its own (see `Outside`)."""
+        `record(result, ctx)` in a short transaction of its own (see `Outside`).
+
+        Elsewhere (an event handler, a `record`) nothing would run it, so it raises rather
+        than drop the work: arm a timer due now and hand the work over from its handler.
+        """
+        if not self.runs_outside:
+            raise RuntimeError(
+                f"{self.service}: run_outside is for timer handlers only; nothing runs work "
+                "handed over here (arm a timer due now and hand it over from its handler)"
+            )
         self.outside.append(Outside(call, record, lock_key, self.cause_id))
 
     def count(self, counter: Counter, amount: float = 1) -> None:

@@ -218,6 +218,7 @@ class TimerScheduler:
             service=self.service,
             now=self._clock.now(),
             cause_id=f"timer:{timer.kind}:{timer.ref}:{timer.due_at.isoformat()}",
+            runs_outside=True,
         )
         try:
             async with uow.session.begin_nested():

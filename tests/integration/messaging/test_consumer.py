@@ -14,12 +14,15 @@ from shared.clock import ManualClock
 from shared.contracts import (
     EVENT_DEADLETTERED,
     NOTIFICATION_REQUESTED,
+    ORDER_PAID,
+    CloudEvent,
     DeadLettered,
     dead_letter_topic,
     deterministic_id,
     parse_event,
 )
 from shared.contracts.outputs import MAX_DEAD_LETTER_BYTES
+from shared.messaging.context import HandlerContext
 
 from .helpers import (
     CUSTOMER_EMAIL,
@@ -375,3 +378,30 @@ async def test_ambiguous_json_is_kept_as_text_in_the_dead_letter(
     # Both ids survive: a replay must not turn the ambiguous event into a valid one.
     assert '"id": "e-1"' in data.value and '"id": "e-other"' in data.value
     assert CUSTOMER_PHONE not in data.value and CUSTOMER_NAME not in data.value
+
+
+async def test_work_handed_outside_by_an_event_handler_is_refused_not_dropped(
+    harness: Harness,
+    sessions: async_sessionmaker[AsyncSession],
+    engine: AsyncEngine,
+    clock: ManualClock,
+) -> None:
+    # Only the timer scheduler runs work handed to run_outside: from a consumer handler it
+    # would never run, so the handler fails (the event is dead-lettered) instead.
+    calls: list[str] = []
+
+    async def call() -> None:
+        calls.append("sent")
+
+    async def record(result: object, rctx: HandlerContext) -> None:
+        calls.append("recorded")
+
+    async def hand_over(event: CloudEvent, ctx: HandlerContext) -> None:
+        ctx.run_outside(call, record=record, lock_key="o-1")
+
+    batch = records(harness.input_topic, [("o-1", encode(order_paid("o-1", event_id="e-1")))])
+    await processor(harness, sessions, clock, {ORDER_PAID: hand_over}).process(batch)
+
+    [(_, letter)] = dead_letters(await outbox_rows(engine, harness))
+    assert letter.reason == "handler_error" and "run_outside" in letter.detail
+    assert calls == []
