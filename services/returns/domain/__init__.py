@@ -46,7 +46,7 @@ from services.returns.domain.events import (
     event_from_dict,
     event_to_dict,
 )
-from services.returns.domain.messages import Message, MessageFacts, compose
+from services.returns.domain.messages import compose
 from services.returns.domain.model import ReturnRequest
 from services.returns.domain.money import calculate_refund, calculate_return_shipping_refund
 from services.returns.domain.order_returns import OrderLedger, OrderReturns
@@ -65,6 +65,7 @@ from services.returns.domain.vocabulary import (
     WaitingFor,
 )
 from services.returns.domain.waiting import add_working_hours
+from services.returns.domain.wording import Message, MessageFacts
 
 __all__ = [
     "EXCLUDED_CATEGORIES",

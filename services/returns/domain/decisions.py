@@ -26,7 +26,7 @@ from services.returns.domain.events import (
     TimerCancelled,
     TimerSet,
 )
-from services.returns.domain.messages import MessageFacts, compose
+from services.returns.domain.messages import compose
 from services.returns.domain.money import calculate_refund, calculate_return_shipping_refund
 from services.returns.domain.order_returns import OrderReturns
 from services.returns.domain.shipping import return_shipping_cap, return_shipping_payer
@@ -41,6 +41,7 @@ from services.returns.domain.vocabulary import (
     WaitingFor,
 )
 from services.returns.domain.waiting import wait_deadline
+from services.returns.domain.wording import MessageFacts
 from shared.catchup import judge_at
 from shared.policy import Policy
 

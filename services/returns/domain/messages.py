@@ -1,4 +1,5 @@
-"""Customer-facing texts (zh-CN and English) for every return decision.
+"""Customer-facing texts (zh-CN and English) for every return decision, made of the pieces in
+`wording.py`.
 
 Each refusal or wait explains why and what the buyer can do instead (SPEC 3, 6). Texts name
 product titles, categories, dates and amounts only: never personal data, never agent notes.
@@ -7,184 +8,24 @@ product titles, categories, dates and amounts only: never personal data, never a
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
-from typing import NamedTuple
-from zoneinfo import ZoneInfo
 
 from services.returns.domain.vocabulary import Payer, ReturnKind, ReturnStatus, Rule
-from shared.money import format_money
-
-SHANGHAI = ZoneInfo("Asia/Shanghai")
-
-
-class Message(NamedTuple):
-    zh: str
-    en: str
-
-
-@dataclass(frozen=True)
-class MessageFacts:
-    """What a message may mention. Instants are rendered as local dates in `zone`."""
-
-    kind: ReturnKind = ReturnKind.REFUND
-    zone: ZoneInfo = SHANGHAI
-    currency: str = "CNY"
-    lines: tuple[str, ...] = ()  # titles of the lines the decision is about
-    other_lines: bool = False  # the request also holds lines the decision is not about
-    categories: tuple[str, ...] = ()
-    conditions: tuple[str, ...] = ()  # condition flags or inspection findings
-    window_deadline: datetime | None = None  # first late instant of the missed window
-    quality_deadline: datetime | None = None  # first late instant of the quality window
-    wait_until: datetime | None = None  # end of a wait, or when a review is due
-    wait_hours: int | None = None
-    no_reason_days: int = 7
-    quality_claim_days: int = 15
-    # The estimate on approval; on completion what was requested (its amount is never stated:
-    # the refund ledger may cut it, and the refund notice tells what was issued).
-    amount: int | None = None
-    return_shipping: int = 0  # freight requested back on a completed exchange
-    payer: Payer | None = None
-    return_shipping_cap: int | None = None
-    refund_deadline_hours: int = 24
-
-
-CATEGORY_NAMES: dict[str, Message] = {
-    "custom_made": Message("按消费者要求定作的商品", "goods made to the buyer's specifications"),
-    "fresh_perishable": Message("鲜活易腐的商品", "fresh and perishable goods"),
-    "digital_content": Message(
-        "在线下载或消费者拆封的音像制品、计算机软件等数字化商品",
-        "digital content downloaded online or unsealed by the buyer (audio-visual products, "
-        "software)",
-    ),
-    "periodical": Message("交付的报纸、期刊", "newspapers and periodicals already delivered"),
-}
-
-CONDITION_NAMES: dict[str, Message] = {
-    "opened_for_inspection": Message("已拆封查验", "opened for inspection"),
-    "trial_use": Message("已试用", "tried out"),
-    "seal_broken": Message("包装封条已破损", "the seal is broken"),
-    "tags_removed": Message("吊牌已剪除", "the tags have been removed"),
-    "soiled_or_damaged": Message("商品有污损或损坏", "the item is soiled or damaged"),
-    "activated": Message("商品已激活", "the item has been activated"),
-    "repaired_or_modified": Message("商品经过维修或改装", "the item has been repaired or modified"),
-    "serial_tampered": Message("序列号有改动痕迹", "the serial number has been tampered with"),
-    "accessories_missing": Message("配件不全", "accessories are missing"),
-}
-
-_MONTHS = (
-    "January", "February", "March", "April", "May", "June",
-    "July", "August", "September", "October", "November", "December",
-)  # fmt: skip
-
-# --- formatting -----------------------------------------------------------------------------
-
-
-def money(amount: int, currency: str) -> Message:
-    """In the currency's own ISO 4217 digits (shared.money: the one place for it)."""
-    return Message(format_money(amount, currency, "zh-CN"), format_money(amount, currency, "en"))
-
-
-def _zone_label(zone: ZoneInfo) -> Message:
-    if zone.key == "Asia/Shanghai":
-        return Message("北京时间", "Beijing time")
-    return Message(f"{zone.key}当地时间", f"{zone.key} local time")
-
-
-def _day(day: date) -> Message:
-    return Message(
-        f"{day.year}年{day.month}月{day.day}日", f"{day.day} {_MONTHS[day.month - 1]} {day.year}"
-    )
-
-
-def last_day(deadline: datetime, zone: ZoneInfo) -> date:
-    """The last local day a window still covers; `deadline` is its first late instant."""
-    return (deadline.astimezone(UTC) - timedelta(microseconds=1)).astimezone(zone).date()
-
-
-def _last_day(deadline: datetime, zone: ZoneInfo) -> Message:
-    day = _day(last_day(deadline, zone))
-    label = _zone_label(zone)
-    return Message(f"{day.zh}（{label.zh}）", f"{day.en} ({label.en})")
-
-
-def _moment(instant: datetime, zone: ZoneInfo) -> Message:
-    local = instant.astimezone(zone)
-    day = _day(local.date())
-    label = _zone_label(zone)
-    return Message(
-        f"{day.zh} {local:%H:%M}（{label.zh}）", f"{local:%H:%M} on {day.en} ({label.en})"
-    )
-
-
-def _names(titles: tuple[str, ...]) -> Message:
-    if not titles:
-        return Message("部分商品", "some items")
-    return Message("、".join(f"「{t}」" for t in titles), _english_list([f'"{t}"' for t in titles]))
-
-
-def _english_list(items: list[str]) -> str:
-    if len(items) <= 1:
-        return "".join(items)
-    return ", ".join(items[:-1]) + " and " + items[-1]
-
-
-def _listed(codes: tuple[str, ...], names: dict[str, Message], *, none: Message) -> Message:
-    if not codes:
-        return none
-    found = [names.get(code, Message(code, code)) for code in codes]
-    return Message("、".join(m.zh for m in found), _english_list([m.en for m in found]))
-
-
-def _kind(facts: MessageFacts) -> Message:
-    if facts.kind == ReturnKind.EXCHANGE:
-        return Message("换货", "exchange")
-    return Message("退货退款", "return")
-
-
-def _others(facts: MessageFacts) -> Message:
-    if not facts.other_lines:
-        return Message("", "")
-    return Message(
-        "本次申请中的其他商品不受影响，您可以将它们单独重新提交申请。",
-        " The other items in this request are not affected: you may request them on their own.",
-    )
-
-
-def _quality_route(facts: MessageFacts) -> Message:
-    """A seller-fault claim is the buyer's alternative to a refused no-reason return."""
-    if facts.quality_deadline is None:
-        return Message(
-            "如果商品存在质量问题，您仍可以以质量问题为由申请售后并上传照片。",
-            " If the item has a quality problem, you can still report it as a quality issue "
-            "with photos.",
-        )
-    until = _last_day(facts.quality_deadline, facts.zone)
-    return Message(
-        f"如果商品存在质量问题，截至{until.zh}您仍可以以质量问题为由申请售后并上传照片，"
-        "逾期提交的质量问题也会由客服人工审核。",
-        f" If the item has a quality problem, you can still report it as a quality issue with "
-        f"photos until the end of {until.en}; later quality claims are still reviewed by our "
-        "team.",
-    )
-
-
-def _wait_until(facts: MessageFacts) -> Message:
-    """When a wait ends, e.g. "至2026年3月5日 10:00（北京时间）" / "until 10:00 on ..."."""
-    if facts.wait_until is None:
-        return Message("一段时间", "for a while")
-    moment = _moment(facts.wait_until, facts.zone)
-    return Message(f"至{moment.zh}", f"until {moment.en}")
-
-
-def _waited(facts: MessageFacts) -> Message:
-    """How long a wait that ended lasted."""
-    if facts.wait_hours is None:
-        return Message("在等待期限内", "within the waiting period")
-    return Message(f"{facts.wait_hours}小时内", f"within {facts.wait_hours} hours")
-
-
-# --- per decision ---------------------------------------------------------------------------
+from services.returns.domain.wording import (
+    CATEGORY_NAMES,
+    CONDITION_NAMES,
+    Message,
+    MessageFacts,
+    item_names,
+    last_day_text,
+    listed,
+    local_moment,
+    money,
+    other_items_note,
+    quality_route,
+    request_kind,
+    wait_end,
+    wait_length,
+)
 
 
 def _payer(facts: MessageFacts) -> Message:
@@ -213,7 +54,7 @@ def _payer(facts: MessageFacts) -> Message:
 
 
 def _approved(rule: Rule, facts: MessageFacts) -> Message:
-    kind = _kind(facts)
+    kind = request_kind(facts)
     if rule == Rule.REVIEWED_APPROVE:
         head = Message(
             f"您好，经客服审核，您的{kind.zh}申请已通过。",
@@ -291,7 +132,7 @@ def _cancelled(facts: MessageFacts) -> Message:
 
 def _unknown_order(status: ReturnStatus, facts: MessageFacts) -> Message:
     if status == ReturnStatus.REJECTED:
-        waited = _waited(facts)
+        waited = wait_length(facts)
         return Message(
             f"您好，很抱歉，{waited.zh}仍未查到这笔订单的信息，本次申请已关闭。"
             "请核对订单号后重新提交申请，或联系客服协助处理。",
@@ -299,7 +140,7 @@ def _unknown_order(status: ReturnStatus, facts: MessageFacts) -> Message:
             "has been closed. Please check the order number and submit again, or contact "
             "customer service for help.",
         )
-    until = _wait_until(facts)
+    until = wait_end(facts)
     return Message(
         f"您好，我们暂时还没有查到这笔订单的信息，您的申请正在等待订单同步，无需重复提交。"
         f"我们会持续核对{until.zh}；请确认申请中的订单号是否正确。",
@@ -311,7 +152,7 @@ def _unknown_order(status: ReturnStatus, facts: MessageFacts) -> Message:
 
 def _not_delivered(status: ReturnStatus, facts: MessageFacts) -> Message:
     if status == ReturnStatus.REJECTED:
-        waited = _waited(facts)
+        waited = wait_length(facts)
         return Message(
             f"您好，很抱歉，{waited.zh}仍未查到这笔订单的签收记录，本次申请已关闭。"
             "请在收到并签收包裹后重新提交申请；如包裹迟迟未送达，可联系客服查询物流。",
@@ -319,7 +160,7 @@ def _not_delivered(status: ReturnStatus, facts: MessageFacts) -> Message:
             "the request has been closed. Please submit it again once you have signed for the "
             "parcel; if it has not arrived, customer service can trace it for you.",
         )
-    until = _wait_until(facts)
+    until = wait_end(facts)
     return Message(
         f"您好，我们暂未收到这笔订单的签收记录。包裹签收信息同步后，您的申请会自动继续处理，无需重复提交"
         f"（最长等待{until.zh}）。如您尚未收到包裹，请耐心等待送达。",
@@ -330,7 +171,7 @@ def _not_delivered(status: ReturnStatus, facts: MessageFacts) -> Message:
 
 
 def _evidence_missing(status: ReturnStatus, facts: MessageFacts) -> Message:
-    waited = _waited(facts)
+    waited = wait_length(facts)
     if status == ReturnStatus.REJECTED:
         return Message(
             f"您好，很抱歉，{waited.zh}未收到问题照片，本次质量问题申请已关闭。"
@@ -342,7 +183,7 @@ def _evidence_missing(status: ReturnStatus, facts: MessageFacts) -> Message:
     if facts.wait_until is None:
         before = Message("", "")
     else:
-        moment = _moment(facts.wait_until, facts.zone)
+        moment = local_moment(facts.wait_until, facts.zone)
         before = Message(f"（{moment.zh}前）", f" (before {moment.en})")
     return Message(
         f"您好，质量问题类售后需要凭证。请在{waited.zh}{before.zh}上传能看清问题的商品照片，"
@@ -356,12 +197,12 @@ def _quality_window_expired(status: ReturnStatus, facts: MessageFacts) -> Messag
     ended = (
         Message("", "")
         if facts.window_deadline is None
-        else _last_day(facts.window_deadline, facts.zone)
+        else last_day_text(facts.window_deadline, facts.zone)
     )
     if facts.wait_until is None:
         by = Message("尽快", "as soon as possible")
     else:
-        moment = _moment(facts.wait_until, facts.zone)
+        moment = local_moment(facts.wait_until, facts.zone)
         by = Message(f"在{moment.zh}前", f"by {moment.en}")
     days = facts.quality_claim_days
     ended_zh = f"（已于{ended.zh}结束）" if ended.zh else ""
@@ -380,9 +221,9 @@ def _window_expired(status: ReturnStatus, facts: MessageFacts) -> Message:
     if facts.window_deadline is None:
         ended = Message("已结束", "has ended")
     else:
-        last = _last_day(facts.window_deadline, facts.zone)
+        last = last_day_text(facts.window_deadline, facts.zone)
         ended = Message(f"已于{last.zh}结束", f"ended on {last.en}")
-    route = _quality_route(facts)
+    route = quality_route(facts)
     return Message(
         f"您好，很抱歉，{days}天无理由退货期限（自签收次日起计算）{ended.zh}，"
         f"本次无理由退货申请无法通过。{route.zh}",
@@ -392,14 +233,14 @@ def _window_expired(status: ReturnStatus, facts: MessageFacts) -> Message:
 
 
 def _excluded_category(status: ReturnStatus, facts: MessageFacts) -> Message:
-    lines = _names(facts.lines)
-    category = _listed(
+    lines = item_names(facts.lines)
+    category = listed(
         facts.categories,
         CATEGORY_NAMES,
         none=Message("法定不适用无理由退货的商品", "goods the law exempts from no-reason returns"),
     )
-    others = _others(facts)
-    route = _quality_route(facts)
+    others = other_items_note(facts)
+    route = quality_route(facts)
     return Message(
         f"您好，很抱歉，{lines.zh}属于{category.zh}，依据《消费者权益保护法》第二十五条不适用七天无理由退货，"
         f"因此本次申请无法通过。{others.zh}{route.zh}",
@@ -411,9 +252,9 @@ def _excluded_category(status: ReturnStatus, facts: MessageFacts) -> Message:
 
 
 def _waived_at_purchase(status: ReturnStatus, facts: MessageFacts) -> Message:
-    lines = _names(facts.lines)
-    others = _others(facts)
-    route = _quality_route(facts)
+    lines = item_names(facts.lines)
+    others = other_items_note(facts)
+    route = quality_route(facts)
     return Message(
         f"您好，很抱歉，购买{lines.zh}时您已确认该商品不支持七天无理由退货，因此本次申请无法通过。"
         f"{others.zh}{route.zh}",
@@ -423,12 +264,12 @@ def _waived_at_purchase(status: ReturnStatus, facts: MessageFacts) -> Message:
 
 
 def _not_intact(status: ReturnStatus, facts: MessageFacts) -> Message:
-    conditions = _listed(
+    conditions = listed(
         facts.conditions,
         CONDITION_NAMES,
         none=Message("商品已不完好", "the goods are no longer intact"),
     )
-    route = _quality_route(facts)
+    route = quality_route(facts)
     return Message(
         f"您好，很抱歉，无理由退货需要商品保持完好（拆封查验和试用不影响），本次申请中{conditions.zh}，"
         f"因此无法通过。{route.zh}如有疑问，欢迎联系客服。",
@@ -439,7 +280,7 @@ def _not_intact(status: ReturnStatus, facts: MessageFacts) -> Message:
 
 
 def _quantity_exceeds(status: ReturnStatus, facts: MessageFacts) -> Message:
-    lines = _names(facts.lines)
+    lines = item_names(facts.lines)
     return Message(
         f"您好，很抱歉，{lines.zh}的申请数量超过了可退数量（购买数量减去已退或正在退货中的数量），"
         "本次申请无法通过。请按可退数量重新提交申请。",
@@ -452,7 +293,7 @@ def _quantity_exceeds(status: ReturnStatus, facts: MessageFacts) -> Message:
 
 def _inspection_failed(status: ReturnStatus, facts: MessageFacts) -> Message:
     if facts.conditions:
-        findings = _listed(facts.conditions, CONDITION_NAMES, none=Message("", ""))
+        findings = listed(facts.conditions, CONDITION_NAMES, none=Message("", ""))
         found = Message(f"（{findings.zh}）", f" ({findings.en})")
     else:
         found = Message("", "")

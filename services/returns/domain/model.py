@@ -25,7 +25,7 @@ from services.returns.domain.events import (
     Decided,
     DomainEvent,
 )
-from services.returns.domain.messages import MessageFacts, compose
+from services.returns.domain.messages import compose
 from services.returns.domain.order_returns import OrderReturns
 from services.returns.domain.values import Inspection, RefundCalculation, breakdown_as_pairs
 from services.returns.domain.vocabulary import (
@@ -42,6 +42,7 @@ from services.returns.domain.vocabulary import (
     require_aware,
 )
 from services.returns.domain.waiting import WAITING_FOR_DELIVERY
+from services.returns.domain.wording import MessageFacts
 from shared.documents import DocumentType, require_aware_fields
 from shared.policy import Policy
 

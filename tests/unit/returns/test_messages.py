@@ -19,7 +19,7 @@ from services.returns.domain import (
     Rule,
     compose,
 )
-from services.returns.domain.messages import money
+from services.returns.domain.wording import money
 
 from . import SIGNED, SOON, Case, at, decided, line, order, policy
 
