@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import asdict
 from typing import Annotated, Any, get_args, get_origin
 
 from fastapi import APIRouter, HTTPException, Query
@@ -61,10 +62,4 @@ def _query(annotation: Any) -> Any:
 
 
 def _bounds(param: Param) -> dict[str, Any]:
-    fields = {
-        "description": param.description,
-        "min_length": param.min_length,
-        "ge": param.ge,
-        "le": param.le,
-    }
-    return {name: value for name, value in fields.items() if value is not None}
+    return {name: value for name, value in asdict(param).items() if value is not None}
