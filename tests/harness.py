@@ -4,7 +4,7 @@ database and a ManualClock. `feed` hands it fetched records the way the Kafka co
 `fire_due` runs the due timers, `outbox_rows` reads back what it would publish;
 `migrated_engine` gives a suite a database of its own, migrated with the service's migrations.
 For the suites on the broker, `RunningService` is a service as `aftersales run` starts it, on
-`quick_runtime`'s short polls.
+`quick_runtime`'s short polls, and `Publisher` sends what the shop platform would.
 """
 
 from __future__ import annotations
@@ -13,26 +13,30 @@ import asyncio
 import json
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.structs import RecordMetadata
 from sqlalchemy import MetaData, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from aftersales_dev.devenv import temporary_database
+from aftersales_dev.devenv import skip_history, temporary_database
 from shared.clock import Clock, ManualClock
 from shared.db import create_engine, session_factory
 from shared.messaging.consumer import EventProcessor
-from shared.messaging.runtime import ServiceDefinition, ServiceRuntime
+from shared.messaging.relay import CONTENT_TYPE
+from shared.messaging.runtime import ServiceDefinition, ServiceRuntime, ensure_topics
 from shared.messaging.scheduler import TimerScheduler
 from shared.migrations import upgrade
 from shared.policy import Policy
 from shared.settings import Settings
 
 __all__ = [
+    "Publisher",
     "Record",
     "RunningService",
     "ServiceHarness",
@@ -202,6 +206,27 @@ def quick_runtime(
     return ServiceRuntime(definition, settings, clock, **{**quick, **options})
 
 
+class Publisher:
+    """Publishes records as the shop platform does: keyed, with the content type, each one
+    acknowledged before the next."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, enable_idempotence=False, acks="all", linger_ms=0
+        )
+
+    async def send(self, topic: str, key: str, value: bytes) -> RecordMetadata:
+        headers = [("content-type", CONTENT_TYPE.encode())]
+        return await self.producer.send_and_wait(topic, value, key=key.encode(), headers=headers)
+
+    async def __aenter__(self) -> Self:
+        await self.producer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.producer.stop()
+
+
 class RunningService:
     """A service on the broker as `aftersales run <name>` starts it, with a ManualClock: one
     runtime at a time, started and stopped at will (`starts` counts the starts)."""
@@ -232,6 +257,20 @@ class RunningService:
         if self.runtime is not None:
             runtime, self.runtime = self.runtime, None
             await runtime.stop()
+
+    @asynccontextmanager
+    async def serving(self, group: str, inputs: Iterable[str] | None = None) -> AsyncIterator[Self]:
+        """Started for a module of tests: its topics made, its consumer `group` moved past what
+        other tests left on its `inputs` (by default, every topic it reads), stopped after."""
+        definition = self.new_runtime().definition
+        await ensure_topics(self.settings, definition.all_topics)
+        bootstrap = self.settings.kafka_bootstrap_servers
+        await skip_history(bootstrap, group, definition.topics if inputs is None else inputs)
+        await self.start()
+        try:
+            yield self
+        finally:
+            await self.stop()
 
 
 # The notifier's gateways and keys, which Settings() reads from the environment.

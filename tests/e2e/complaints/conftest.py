@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from aftersales_dev.devenv import skip_history
 from shared.clock import ManualClock
 from shared.messaging.runtime import ensure_topics
 from shared.settings import Settings
@@ -48,26 +47,18 @@ def service_clock() -> ManualClock:
 async def complaints_service(
     complaints_settings: Settings, service_clock: ManualClock
 ) -> AsyncIterator[Service]:
-    service = Service(complaints_settings, service_clock)
-    await ensure_topics(complaints_settings, service.new_runtime().definition.all_topics)
-    await skip_history(complaints_settings.kafka_bootstrap_servers, GROUP, INPUT_TOPICS)
-    await service.start()
-    yield service
-    await service.stop()
+    async with Service(complaints_settings, service_clock).serving(GROUP, INPUT_TOPICS) as service:
+        yield service
 
 
 @pytest.fixture(scope="module")
 async def shop(kafka_bootstrap: str) -> AsyncIterator[Shop]:
-    shop = Shop(kafka_bootstrap)
-    await shop.producer.start()
-    yield shop
-    await shop.producer.stop()
+    async with Shop(kafka_bootstrap) as shop:
+        yield shop
 
 
 @pytest.fixture(scope="module")
 async def outputs(complaints_settings: Settings) -> AsyncIterator[Outputs]:
     await ensure_topics(complaints_settings, OUTPUT_TOPICS)
-    outputs = Outputs(complaints_settings.kafka_bootstrap_servers)
-    await outputs.start()
-    yield outputs
-    await outputs.stop()
+    async with Outputs(complaints_settings.kafka_bootstrap_servers) as outputs:
+        yield outputs

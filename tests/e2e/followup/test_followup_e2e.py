@@ -12,11 +12,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from aftersales_dev.events import source_for
 from services.followup.domain import CaseType
 from services.followup.report import main as report_main
 from shared.contracts import topics
 from shared.contracts.ids import callback_id
-from tests.events import source_for
 from tests.polling import eventually
 
 T0 = datetime.fromisoformat("2024-05-01T10:00:00+08:00")

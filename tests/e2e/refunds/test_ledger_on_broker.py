@@ -10,8 +10,8 @@ from datetime import timedelta
 import asyncpg
 
 from aftersales_dev.devenv import plain_dsn
+from aftersales_dev.events import unique
 from shared.contracts import ids, topics
-from tests.events import unique
 from tests.polling import eventually
 from tests.refund_events import (
     complaint_opened,

@@ -34,6 +34,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from aftersales_dev.devenv import free_port
+from aftersales_dev.events import cloud_event, kettle_order
 from services.notifier import tables
 from services.notifier.bootstrap import TIMER_CONCURRENCY
 from services.notifier.channels import Channel, channels_from_settings
@@ -46,7 +47,6 @@ from shared.messaging.consumer import EventProcessor
 from shared.messaging.scheduler import TimerScheduler
 from shared.policy import Policy
 from shared.settings import Settings
-from tests.events import cloud_event, kettle_order
 from tests.harness import fresh_schema, no_notifier_environment
 
 T0 = datetime(2024, 5, 1, 2, 0, tzinfo=UTC)  # 2024-05-01 10:00 in Shanghai

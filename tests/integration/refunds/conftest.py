@@ -12,10 +12,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from aftersales_dev.events import topic_of
 from services.refunds import tables
 from services.refunds.bootstrap import build
 from shared.clock import ManualClock
-from tests.events import topic_of
 from tests.harness import ServiceHarness, migrated_engine
 
 T0 = datetime(2026, 5, 1, 2, 0, tzinfo=UTC)

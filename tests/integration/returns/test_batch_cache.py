@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.events import unique
+from aftersales_dev.events import unique
 
 from .helpers import (
     T0,

@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 import uuid
 
+from aftersales_dev.events import unique
 from shared.clock import ManualClock
 from shared.contracts import deterministic_id, topics
 from shared.contracts.ids import refund_id
-from tests.events import unique
 
 from .helpers import (
     T0,

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
+from aftersales_dev.events import unique
 from services.returns.domain import Decided, OrderReturns, RefundDue, Rule, Sla, SlaBreached
 from services.returns.handlers import TRANSLATIONS, _Case, _Scope
 from services.returns.repository import ReturnsRepository
@@ -20,7 +21,6 @@ from shared.contracts.ids import refund_id
 from shared.db import UnitOfWork
 from shared.messaging.consumer import EventProcessor
 from shared.messaging.context import HandlerContext
-from tests.events import unique
 
 from .helpers import (
     T0,

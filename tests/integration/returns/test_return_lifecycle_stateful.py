@@ -56,6 +56,7 @@ from hypothesis.stateful import (
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from aftersales_dev.events import encode
 from services.returns import tables
 from shared.clock import ManualClock
 from shared.contracts import CloudEvent, dead_letter_topic, parse_event, topics
@@ -66,7 +67,6 @@ from shared.messaging.context import EventHandler, HandlerContext
 from shared.messaging.scheduler import TimerScheduler
 from shared.money import split_largest_remainder
 from shared.policy import Policy
-from tests.events import encode
 
 from .helpers import (
     T0,

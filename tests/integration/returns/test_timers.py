@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from aftersales_dev.events import unique
 from shared.clock import ManualClock
 from shared.contracts import topics
-from tests.events import unique
 
 from .helpers import (
     T0,
