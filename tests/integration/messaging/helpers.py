@@ -23,6 +23,7 @@ from sqlalchemy import BigInteger, Column, Integer, MetaData, Table, Text, func,
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from aftersales_dev.events import kettle_order
 from shared.clock import Clock
 from shared.contracts import (
     NOTIFICATION_REQUESTED,
@@ -39,11 +40,12 @@ from shared.contracts import (
 )
 from shared.db import service_metadata
 from shared.messaging.consumer import EventProcessor
-from shared.messaging.context import EventHandler, HandlerContext
+from shared.messaging.context import EventHandler, HandlerContext, TimerHandler
+from shared.messaging.relay import OutboxRelay, Publish
 from shared.messaging.runtime import ServiceDefinition
+from shared.messaging.scheduler import TimerScheduler
 from shared.messaging.store import Timer
 from shared.messaging.tables import MessagingTables, messaging_tables
-from tests.events import kettle_order
 from tests.harness import Record
 
 T0 = datetime(2024, 5, 1, 2, 0, tzinfo=UTC)  # 2024-05-01 10:00 in Shanghai
@@ -199,6 +201,13 @@ class Harness:
         )
 
 
+def wiring(
+    harness: Harness, sessions: async_sessionmaker[AsyncSession], clock: Clock
+) -> dict[str, Any]:
+    """What every part of the runtime takes: the service, its sessions, tables and clock."""
+    return {"service": harness.name, "sessions": sessions, "tables": harness.tables, "clock": clock}
+
+
 def processor(
     harness: Harness,
     sessions: async_sessionmaker[AsyncSession],
@@ -208,14 +217,31 @@ def processor(
 ) -> EventProcessor:
     """The harness's event processor (with other handlers, and EventProcessor options, when
     given)."""
-    return EventProcessor(
-        service=harness.name,
-        sessions=sessions,
-        tables=harness.tables,
-        handlers=handlers if handlers is not None else harness.definition().handlers,
-        clock=clock,
-        **options,
-    )
+    handlers = handlers if handlers is not None else harness.definition().handlers
+    return EventProcessor(**wiring(harness, sessions, clock), handlers=handlers, **options)
+
+
+def scheduler(
+    harness: Harness,
+    sessions: async_sessionmaker[AsyncSession],
+    clock: Clock,
+    handlers: dict[str, TimerHandler] | None = None,
+    **options: Any,
+) -> TimerScheduler:
+    """The harness's timer scheduler (with other handlers, and options, when given)."""
+    handlers = handlers if handlers is not None else harness.definition().timer_handlers
+    return TimerScheduler(**wiring(harness, sessions, clock), handlers=handlers, **options)
+
+
+def relay(
+    harness: Harness,
+    sessions: async_sessionmaker[AsyncSession],
+    publish: Publish,
+    clock: Clock,
+    **options: Any,
+) -> OutboxRelay:
+    """The harness's outbox relay over `publish` (with OutboxRelay options when given)."""
+    return OutboxRelay(**wiring(harness, sessions, clock), publish=publish, **options)
 
 
 def make_harness() -> Harness:

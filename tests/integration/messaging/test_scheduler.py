@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from shared.clock import ManualClock
 from shared.contracts import SLA_BREACHED, parse_event
 from shared.db import UnitOfWork
-from shared.messaging.scheduler import MAX_TIMER_ATTEMPTS, TimerScheduler
+from shared.messaging.scheduler import MAX_TIMER_ATTEMPTS
 from shared.messaging.store import Timers
 
 from .helpers import (
@@ -20,24 +20,9 @@ from .helpers import (
     Harness,
     effect_rows,
     outbox_rows,
+    scheduler,
     timer_rows,
 )
-
-
-def scheduler(
-    harness: Harness,
-    sessions: async_sessionmaker[AsyncSession],
-    clock: ManualClock,
-    batch_size: int = 100,
-) -> TimerScheduler:
-    return TimerScheduler(
-        service=harness.name,
-        sessions=sessions,
-        tables=harness.tables,
-        handlers=harness.definition().timer_handlers,
-        clock=clock,
-        batch_size=batch_size,
-    )
 
 
 async def set_timer(
@@ -217,15 +202,7 @@ async def test_a_batch_fired_in_concurrent_transactions_fires_each_timer_once(
     for i, ref in enumerate(refs):
         await set_timer(harness, sessions, ref, T0 + timedelta(seconds=i))
     clock.set(T0 + timedelta(hours=1))
-    split = TimerScheduler(
-        service=harness.name,
-        sessions=sessions,
-        tables=harness.tables,
-        handlers=harness.definition().timer_handlers,
-        clock=clock,
-        batch_size=25,
-        concurrency=4,
-    )
+    split = scheduler(harness, sessions, clock, batch_size=25, concurrency=4)
     racers = [split, scheduler(harness, sessions, clock, batch_size=7)]
     fired = await asyncio.gather(*(r.run_all_due() for r in racers))
     fired.append(await split.run_all_due())
@@ -266,14 +243,7 @@ async def test_work_outside_the_transaction_runs_after_commit_and_is_recorded(
 
     for ref in ("w-1", "w-2", "w-bad"):
         await set_timer(harness, sessions, ref, T0)
-    runner = TimerScheduler(
-        service=harness.name,
-        sessions=sessions,
-        tables=harness.tables,
-        handlers={SHIP_DEADLINE: handler},
-        clock=clock,
-        concurrency=2,
-    )
+    runner = scheduler(harness, sessions, clock, {SHIP_DEADLINE: handler}, concurrency=2)
     assert await runner.run_due() == 3
     assert seen_during_call == [T0, T0, T0]
     # A call that raised records nothing: the handler's own timers are there to retry it.
