@@ -16,6 +16,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Self
 
 import pytest
@@ -45,6 +46,7 @@ __all__ = [
     "migrated_database",
     "migrated_engine",
     "quick_runtime",
+    "suite_fixtures",
 ]
 
 
@@ -161,6 +163,29 @@ async def migrated_engine(
             yield engine
         finally:
             await engine.dispose()
+
+
+def suite_fixtures(
+    service: str, make: Callable[[AsyncEngine, ManualClock], Any], start: datetime
+) -> tuple[Any, Any, Any]:
+    """A service suite's fixtures, for its conftest: `service_engine` (a database of its own,
+    migrated once per session), `clock` (a ManualClock at `start`, per test) and `svc` (`make`
+    over both). Each conftest's fixtures are its own directory's, so the names can repeat."""
+
+    @pytest.fixture(scope="session")
+    async def service_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+        async with migrated_engine(database_url, f"{service}_it", service) as engine:
+            yield engine
+
+    @pytest.fixture
+    def clock() -> ManualClock:
+        return ManualClock(start)
+
+    @pytest.fixture
+    def svc(service_engine: AsyncEngine, clock: ManualClock) -> Any:
+        return make(service_engine, clock)
+
+    return service_engine, clock, svc
 
 
 def broker_settings(database_url: str, bootstrap: str, **more: Any) -> Settings:

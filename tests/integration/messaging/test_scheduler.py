@@ -35,6 +35,18 @@ async def set_timer(
         await uow.commit()
 
 
+async def set_timers_due(
+    harness: Harness,
+    sessions: async_sessionmaker[AsyncSession],
+    clock: ManualClock,
+    refs: list[str],
+) -> None:
+    """A timer per ref, a second apart from T0, all due an hour later (where the clock goes)."""
+    for i, ref in enumerate(refs):
+        await set_timer(harness, sessions, ref, T0 + timedelta(seconds=i))
+    clock.set(T0 + timedelta(hours=1))
+
+
 async def cancel_timer(
     harness: Harness, sessions: async_sessionmaker[AsyncSession], ref: str, at: datetime
 ) -> None:
@@ -113,9 +125,7 @@ async def test_racing_schedulers_fire_each_timer_exactly_once(
     clock: ManualClock,
 ) -> None:
     refs = [f"o-{i}" for i in range(60)]
-    for i, ref in enumerate(refs):
-        await set_timer(harness, sessions, ref, T0 + timedelta(seconds=i))
-    clock.set(T0 + timedelta(hours=1))
+    await set_timers_due(harness, sessions, clock, refs)
     racers = [scheduler(harness, sessions, clock, batch_size=7) for _ in range(3)]
     fired = await asyncio.gather(*(r.run_all_due() for r in racers))
     # A scheduler can stop early when the rows it saw were taken by another; sweep up.
@@ -199,9 +209,7 @@ async def test_a_batch_fired_in_concurrent_transactions_fires_each_timer_once(
     clock: ManualClock,
 ) -> None:
     refs = [f"c-{i}" for i in range(40)]
-    for i, ref in enumerate(refs):
-        await set_timer(harness, sessions, ref, T0 + timedelta(seconds=i))
-    clock.set(T0 + timedelta(hours=1))
+    await set_timers_due(harness, sessions, clock, refs)
     split = scheduler(harness, sessions, clock, batch_size=25, concurrency=4)
     racers = [split, scheduler(harness, sessions, clock, batch_size=7)]
     fired = await asyncio.gather(*(r.run_all_due() for r in racers))
