@@ -23,9 +23,10 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import RecordMetadata
 from sqlalchemy import MetaData, select, text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from aftersales_dev.devenv import skip_history, temporary_database
+from aftersales_dev.events import topic_of
 from shared.clock import Clock, ManualClock
 from shared.db import create_engine, session_factory
 from shared.messaging.consumer import EventProcessor
@@ -42,6 +43,8 @@ __all__ = [
     "RunningService",
     "ServiceHarness",
     "broker_settings",
+    "broker_suite_settings",
+    "engine_at",
     "fresh_schema",
     "migrated_database",
     "migrated_engine",
@@ -64,7 +67,8 @@ class Record:
 class ServiceHarness:
     """One service instance over `engine`; `restart()` builds a new one (same database).
 
-    `topic_of` and `key_of` name the topic and the key of an event fed without them.
+    `key_of` and `topic_of` (by default the topic of the event's type) name the key and the
+    topic of an event fed without them.
     Offsets count per topic and partition in `offsets` (pass one dict to share them).
     """
 
@@ -75,8 +79,8 @@ class ServiceHarness:
         clock: ManualClock,
         policy: Policy | None = None,
         *,
-        topic_of: Callable[[Mapping[str, Any]], str],
         key_of: Callable[[Mapping[str, Any]], str | None],
+        topic_of: Callable[[Mapping[str, Any]], str] = topic_of,
         offsets: dict[tuple[str, int], int] | None = None,
     ) -> None:
         self.build, self.engine, self.clock = build, engine, clock
@@ -88,19 +92,32 @@ class ServiceHarness:
 
     def restart(self) -> None:
         self.definition = self.build(self.policy, self.clock)
-        self.processor = EventProcessor(
-            service=self.definition.name,
-            sessions=self.sessions,
-            tables=self.definition.tables,
-            handlers=self.definition.handlers,
+        self.processor = self.processor_over(self.sessions)
+        self.scheduler = self.scheduler_over(self.sessions)
+
+    def processor_over(
+        self, sessions: async_sessionmaker[AsyncSession], handlers: Any = None
+    ) -> EventProcessor:
+        """The service's event processor over `sessions` (with other handlers when given)."""
+        d = self.definition
+        handlers = d.handlers if handlers is None else handlers
+        return EventProcessor(
+            service=d.name,
+            sessions=sessions,
+            tables=d.tables,
+            handlers=handlers,
             clock=self.clock,
-            lock_keys=self.definition.lock_keys,
+            lock_keys=d.lock_keys,
         )
-        self.scheduler = TimerScheduler(
-            service=self.definition.name,
-            sessions=self.sessions,
-            tables=self.definition.tables,
-            handlers=self.definition.timer_handlers,
+
+    def scheduler_over(self, sessions: async_sessionmaker[AsyncSession]) -> TimerScheduler:
+        """The service's timer scheduler over `sessions`."""
+        d = self.definition
+        return TimerScheduler(
+            service=d.name,
+            sessions=sessions,
+            tables=d.tables,
+            handlers=d.timer_handlers,
             clock=self.clock,
         )
 
@@ -157,12 +174,27 @@ async def migrated_database(database_url: str, name: str, *services: str) -> Asy
 async def migrated_engine(
     database_url: str, name: str, *services: str
 ) -> AsyncIterator[AsyncEngine]:
+    async with migrated_database(database_url, name, *services) as url, engine_at(url) as engine:
+        yield engine
+
+
+@asynccontextmanager
+async def engine_at(url: str, pool_size: int = 5) -> AsyncIterator[AsyncEngine]:
+    """An engine over `url`, disposed of afterwards."""
+    engine = create_engine(url, pool_size=pool_size)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+@asynccontextmanager
+async def broker_suite_settings(
+    database_url: str, bootstrap: str, name: str, *services: str
+) -> AsyncIterator[Settings]:
+    """A broker suite's settings over a fresh database migrated for `services`, dropped after."""
     async with migrated_database(database_url, name, *services) as url:
-        engine = create_engine(url, pool_size=5)
-        try:
-            yield engine
-        finally:
-            await engine.dispose()
+        yield broker_settings(url, bootstrap)
 
 
 def suite_fixtures(

@@ -265,23 +265,11 @@ def corpus(run: str, at: datetime) -> list[BadInput]:
     notification("template-missing-param", "complaint.escalated", {}, "template_error")
     notification("params-nested", "complaint.escalated", {"complaint_id": {"a": 1}}, "invalid_data")
     k = key("refund-breakdown")
-    value = event(
-        "refund.issued",
-        {
-            "refund_id": f"{k}-rf",
-            "order_id": k,
-            "customer_id": k,
-            "case": {"type": "return", "id": f"{k}-r"},
-            "amount": 1000,
-            "currency": "CNY",
-            "breakdown": [{"kind": "goods", "amount": 999}],
-            "payments": [{"method": "alipay", "amount": 1000}],
-            "return_shipping_payer": "buyer",
-            "due_by": (at + D).isoformat(),
-            "issued_at": at.isoformat(),
-        },
-        at,
-        id=f"{k}-evt",
+    value = refund_issued(k, at)
+    data_of(value).update(
+        amount=1000,
+        breakdown=[{"kind": "goods", "amount": 999}],  # does not add up
+        payments=[{"method": "alipay", "amount": 1000}],
     )
     add("refund-breakdown", topics.REFUNDS, encode(value), "invalid_data", k)
     k = key("decision-empty-message")

@@ -14,26 +14,23 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from shared.clock import ManualClock
 from shared.messaging.runtime import ensure_topics
 from shared.settings import Settings
-from tests.harness import broker_settings, migrated_database
+from tests.harness import broker_suite_settings
 
 from .helpers import GROUP, INPUT_TOPICS, OUTPUT_TOPICS, T0, Outputs, Service, Shop
 
 
 @pytest.fixture(scope="module")
-async def complaints_database(database_url: str) -> AsyncIterator[str]:
-    """A fresh database with the complaints schema migrated, dropped afterwards."""
-    async with migrated_database(database_url, "e2e_complaints", "complaints") as url:
-        yield url
+async def complaints_settings(database_url: str, kafka_bootstrap: str) -> AsyncIterator[Settings]:
+    """On a fresh database with the complaints schema migrated, dropped afterwards."""
+    async with broker_suite_settings(
+        database_url, kafka_bootstrap, "e2e_complaints", "complaints"
+    ) as settings:
+        yield settings
 
 
 @pytest.fixture(scope="module")
-def complaints_settings(complaints_database: str, kafka_bootstrap: str) -> Settings:
-    return broker_settings(complaints_database, kafka_bootstrap)
-
-
-@pytest.fixture(scope="module")
-async def complaints_engine(complaints_database: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_async_engine(complaints_database)
+async def complaints_engine(complaints_settings: Settings) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(complaints_settings.database_url)
     yield engine
     await engine.dispose()
 

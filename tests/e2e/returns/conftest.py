@@ -22,7 +22,7 @@ from shared.clock import ManualClock
 from shared.contracts import dead_letter_topic, topics
 from shared.messaging.runtime import ensure_topics
 from shared.settings import Settings
-from tests.harness import Publisher, RunningService, broker_settings, migrated_database
+from tests.harness import Publisher, RunningService, broker_suite_settings
 from tests.topic_reader import EventOutput, KeyedOutputs
 
 # Monday 2026-03-02 10:00 in Shanghai.
@@ -41,14 +41,9 @@ GROUP = "aftersales-returns"  # the service's consumer group (ServiceRuntime)
 
 
 @pytest.fixture(scope="module")
-async def e2e_database(database_url: str) -> AsyncIterator[str]:
-    async with migrated_database(database_url, "e2e_returns", "returns") as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def settings(e2e_database: str, kafka_bootstrap: str) -> Settings:
-    return broker_settings(e2e_database, kafka_bootstrap)
+async def settings(database_url: str, kafka_bootstrap: str) -> AsyncIterator[Settings]:
+    async with broker_suite_settings(database_url, kafka_bootstrap, "e2e_returns", "returns") as s:
+        yield s
 
 
 # --- the service --------------------------------------------------------------------------

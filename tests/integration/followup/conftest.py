@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aftersales_dev import events
-from aftersales_dev.events import cloud_event, kettle_order, topic_of
+from aftersales_dev.events import cloud_event, kettle_order
 from services.followup import tables
 from services.followup.bootstrap import build
 from shared.clock import ManualClock
@@ -183,7 +183,6 @@ class FollowupService(ServiceHarness):
             engine,
             clock,
             policy,
-            topic_of=topic_of,
             key_of=lambda event: "k",
         )
         self.ev = Events

@@ -40,7 +40,7 @@ from shared.contracts import (
 )
 from shared.db import service_metadata
 from shared.messaging.consumer import EventProcessor
-from shared.messaging.context import EventHandler, HandlerContext, TimerHandler
+from shared.messaging.context import HandlerContext
 from shared.messaging.relay import OutboxRelay, Publish
 from shared.messaging.runtime import ServiceDefinition
 from shared.messaging.scheduler import TimerScheduler
@@ -203,19 +203,16 @@ class Harness:
         )
 
 
-def wiring(
-    harness: Harness, sessions: async_sessionmaker[AsyncSession], clock: Clock
-) -> dict[str, Any]:
+Sessions = async_sessionmaker[AsyncSession]
+
+
+def wiring(harness: Harness, sessions: Sessions, clock: Clock) -> dict[str, Any]:
     """What every part of the runtime takes: the service, its sessions, tables and clock."""
     return {"service": harness.name, "sessions": sessions, "tables": harness.tables, "clock": clock}
 
 
 def processor(
-    harness: Harness,
-    sessions: async_sessionmaker[AsyncSession],
-    clock: Clock,
-    handlers: dict[str, EventHandler] | None = None,
-    **options: Any,
+    harness: Harness, sessions: Sessions, clock: Clock, handlers: Any = None, **options: Any
 ) -> EventProcessor:
     """The harness's event processor (with other handlers, and EventProcessor options, when
     given)."""
@@ -224,11 +221,7 @@ def processor(
 
 
 def scheduler(
-    harness: Harness,
-    sessions: async_sessionmaker[AsyncSession],
-    clock: Clock,
-    handlers: dict[str, TimerHandler] | None = None,
-    **options: Any,
+    harness: Harness, sessions: Sessions, clock: Clock, handlers: Any = None, **options: Any
 ) -> TimerScheduler:
     """The harness's timer scheduler (with other handlers, and options, when given)."""
     handlers = handlers if handlers is not None else harness.definition().timer_handlers
@@ -236,11 +229,7 @@ def scheduler(
 
 
 def relay(
-    harness: Harness,
-    sessions: async_sessionmaker[AsyncSession],
-    publish: Publish,
-    clock: Clock,
-    **options: Any,
+    harness: Harness, sessions: Sessions, publish: Publish, clock: Clock, **options: Any
 ) -> OutboxRelay:
     """The harness's outbox relay over `publish` (with OutboxRelay options when given)."""
     return OutboxRelay(**wiring(harness, sessions, clock), publish=publish, **options)

@@ -363,6 +363,12 @@ async def make_harness(
 
 
 @pytest.fixture
+def sms_harness(make_harness: Any, gateway: Gateway) -> Harness:
+    """A harness whose text messages go to the test gateway."""
+    return make_harness(settings=settings_for(aftersales_sms_gateway_url=f"{gateway.url}/sms"))
+
+
+@pytest.fixture
 def kit() -> Any:
     """The builders and constants of kit.py, for the test modules (they cannot import conftest)."""
     from types import SimpleNamespace

@@ -10,7 +10,6 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from aftersales_dev.events import topic_of
 from services.refunds import tables
 from services.refunds.bootstrap import build
 from shared.clock import ManualClock
@@ -25,7 +24,6 @@ class RefundsService(ServiceHarness):
             build,
             engine,
             clock,
-            topic_of=topic_of,
             key_of=lambda event: event["data"]["order_id"],
         )
 

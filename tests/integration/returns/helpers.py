@@ -20,7 +20,6 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aftersales_dev import events
-from aftersales_dev.events import topic_of
 from services.returns import tables
 from services.returns.bootstrap import build
 from shared.clock import ManualClock
@@ -109,6 +108,14 @@ def order_paid(
 
 def outbound_signed(order_id: str, *, at: datetime, event_id: str | None = None) -> dict[str, Any]:
     return events.parcel_signed(order_id, at=at, id=event_id, source=SOURCE)
+
+
+def delivered(
+    order_id: str, *, paid_at: datetime = T0 - 4 * D, signed_at: datetime = T0 - 2 * D, **order: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An order the buyer has: its order.paid (with `order`'s fields), then its outbound
+    parcel signed for."""
+    return order_paid(order_id, at=paid_at, **order), outbound_signed(order_id, at=signed_at)
 
 
 def return_signed(
@@ -226,7 +233,6 @@ class ReturnsService(ServiceHarness):
             engine,
             clock,
             policy,
-            topic_of=topic_of,
             key_of=lambda event: event["data"].get("order_id"),
             offsets=_OFFSETS,
         )
@@ -280,17 +286,16 @@ class ReturnsService(ServiceHarness):
         ]
 
     async def return_state(self, return_id: str) -> dict[str, Any]:
-        t = tables.return_requests
-        async with self.engine.connect() as conn:
-            state = await conn.scalar(select(t.c.state).where(t.c.return_id == return_id))
-        assert state is not None, f"no return {return_id} stored"
-        return dict(state)
+        return await self._state(tables.return_requests, "return_id", return_id)
 
     async def ledger(self, order_id: str) -> dict[str, Any]:
-        t = tables.order_ledgers
+        return await self._state(tables.order_ledgers, "order_id", order_id)
+
+    async def _state(self, t: Any, key: str, value: str) -> dict[str, Any]:
+        """The stored state document of the row whose `key` is `value` (there must be one)."""
         async with self.engine.connect() as conn:
-            state = await conn.scalar(select(t.c.state).where(t.c.order_id == order_id))
-        assert state is not None, f"no ledger for {order_id}"
+            state = await conn.scalar(select(t.c.state).where(t.c[key] == value))
+        assert state is not None, f"no {t.name} row for {value}"
         return dict(state)
 
     async def timers(self, return_id: str) -> dict[str, dict[str, Any]]:
@@ -316,3 +321,9 @@ class ReturnsService(ServiceHarness):
 
 def types(emitted: Iterable[Emitted]) -> list[str]:
     return [e.type for e in emitted]
+
+
+def refunded(emitted: Sequence[Emitted]) -> dict[str, Any]:
+    """The data of the refund of a return approved, refunded and completed in one go."""
+    assert types(emitted) == ["return.approved", "refund.requested", "return.completed"]
+    return emitted[1].data

@@ -58,9 +58,7 @@ from aftersales_dev.events import encode
 from shared.clock import ManualClock
 from shared.contracts import CloudEvent, parse_event, topics
 from shared.db import create_engine
-from shared.messaging.consumer import EventProcessor
 from shared.messaging.context import EventHandler, HandlerContext
-from shared.messaging.scheduler import TimerScheduler
 
 from .helpers import (
     T0,
@@ -127,14 +125,7 @@ class ReturnLifecycle(LifecycleEvents, LifecycleDeliveries, LifecycleChecks, Rul
             self.engine, class_=CrashingSession, expire_on_commit=False, autoflush=False
         )
         definition = self.svc.definition
-        self.crashing_processor = EventProcessor(
-            service=definition.name,
-            sessions=crashing,
-            tables=definition.tables,
-            handlers=definition.handlers,
-            clock=self.clock,
-            lock_keys=definition.lock_keys,
-        )
+        self.crashing_processor = self.svc.processor_over(crashing)
         # A database connection lost while one chosen event is being handled (mid-batch).
         self.fail_on: str | None = None
 
@@ -146,21 +137,9 @@ class ReturnLifecycle(LifecycleEvents, LifecycleDeliveries, LifecycleChecks, Rul
 
             return handle
 
-        self.flaky_processor = EventProcessor(
-            service=definition.name,
-            sessions=self.svc.sessions,
-            tables=definition.tables,
-            handlers={kind: flaky(h) for kind, h in definition.handlers.items()},
-            clock=self.clock,
-            lock_keys=definition.lock_keys,
-        )
-        self.crashing_scheduler = TimerScheduler(
-            service=definition.name,
-            sessions=crashing,
-            tables=definition.tables,
-            handlers=definition.timer_handlers,
-            clock=self.clock,
-        )
+        flaky_handlers = {kind: flaky(h) for kind, h in definition.handlers.items()}
+        self.flaky_processor = self.svc.processor_over(self.svc.sessions, flaky_handlers)
+        self.crashing_scheduler = self.svc.scheduler_over(crashing)
         self.pending: list[Record] = []
         self.delivered: list[Record] = []
         self.invalid: dict[tuple[str, int], str] = {}  # (topic, offset) -> dead-letter reason

@@ -1,6 +1,6 @@
 """ReturnRequest lifecycle: waits and timers, evidence, review, return leg, inspection, SLA,
 out-of-order events, exchanges (the return freight learnt late, cancellation, idempotence,
-persistence and catch-up are in test_lifecycle_late_freight.py and test_lifecycle_replays.py)."""
+persistence and catch-up are in test_lifecycle_late.py)."""
 
 from __future__ import annotations
 
