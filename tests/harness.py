@@ -2,7 +2,8 @@
 `build(policy, clock)`: handlers, EventProcessor, TimerScheduler) minus the broker, on the real
 database and a ManualClock. `feed` hands it fetched records the way the Kafka consumer does,
 `fire_due` runs the due timers, `outbox_rows` reads back what it would publish;
-`migrated_engine` gives a suite a database of its own, migrated with the service's migrations.
+`migrated_engine` gives a suite a database of its own, migrated with the service's migrations,
+and `suite_fixtures` its conftest's engine, clock and service.
 For the suites on the broker, `RunningService` is a service as `aftersales run` starts it, on
 `quick_runtime`'s short polls, and `Publisher` sends what the shop platform would.
 """
