@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aftersales_dev.devenv import LocalBroker, LocalPostgres, find_postgres_bindir
-from shared.db import create_engine
+from tests.harness import engine_at
 
 TESTS_DIR = Path(__file__).resolve().parent
 _MARKS_BY_DIR = {"e2e": "e2e", "integration": "integration"}
@@ -132,6 +132,5 @@ def local_broker(request: pytest.FixtureRequest, kafka_bootstrap: str) -> LocalB
 async def database_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     """One engine over the test database, for the suites that give each test a fresh schema
     of its own on it (`tests.harness.fresh_schema`)."""
-    engine = create_engine(database_url, pool_size=5)
-    yield engine
-    await engine.dispose()
+    async with engine_at(database_url) as engine:
+        yield engine

@@ -2,9 +2,10 @@
 `build(policy, clock)`: handlers, EventProcessor, TimerScheduler) minus the broker, on the real
 database and a ManualClock. `feed` hands it fetched records the way the Kafka consumer does,
 `fire_due` runs the due timers, `outbox_rows` reads back what it would publish;
-`migrated_engine` gives a suite a database of its own, migrated with the service's migrations.
+`migrated_engine` gives a suite a database of its own, migrated with the service's migrations,
+and `suite_fixtures` its conftest's engine, clock and service.
 For the suites on the broker, `RunningService` is a service as `aftersales run` starts it, on
-`quick_runtime`'s short polls.
+`quick_runtime`'s short polls, and `Publisher` sends what the shop platform would.
 """
 
 from __future__ import annotations
@@ -13,34 +14,43 @@ import asyncio
 import json
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, Self
 
 import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.structs import RecordMetadata
 from sqlalchemy import MetaData, select, text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from aftersales_dev.devenv import temporary_database
+from aftersales_dev.devenv import skip_history, temporary_database
+from aftersales_dev.events import topic_of
 from shared.clock import Clock, ManualClock
 from shared.db import create_engine, session_factory
 from shared.messaging.consumer import EventProcessor
-from shared.messaging.runtime import ServiceDefinition, ServiceRuntime
+from shared.messaging.relay import CONTENT_TYPE
+from shared.messaging.runtime import ServiceDefinition, ServiceRuntime, ensure_topics
 from shared.messaging.scheduler import TimerScheduler
 from shared.migrations import upgrade
 from shared.policy import Policy
 from shared.settings import Settings
 
 __all__ = [
+    "Publisher",
     "Record",
     "RunningService",
     "ServiceHarness",
     "broker_settings",
+    "broker_suite_settings",
+    "engine_at",
     "fresh_schema",
     "migrated_database",
     "migrated_engine",
     "quick_runtime",
+    "suite_fixtures",
 ]
 
 
@@ -58,7 +68,8 @@ class Record:
 class ServiceHarness:
     """One service instance over `engine`; `restart()` builds a new one (same database).
 
-    `topic_of` and `key_of` name the topic and the key of an event fed without them.
+    `key_of` and `topic_of` (by default the topic of the event's type) name the key and the
+    topic of an event fed without them.
     Offsets count per topic and partition in `offsets` (pass one dict to share them).
     """
 
@@ -69,8 +80,8 @@ class ServiceHarness:
         clock: ManualClock,
         policy: Policy | None = None,
         *,
-        topic_of: Callable[[Mapping[str, Any]], str],
         key_of: Callable[[Mapping[str, Any]], str | None],
+        topic_of: Callable[[Mapping[str, Any]], str] = topic_of,
         offsets: dict[tuple[str, int], int] | None = None,
     ) -> None:
         self.build, self.engine, self.clock = build, engine, clock
@@ -82,19 +93,32 @@ class ServiceHarness:
 
     def restart(self) -> None:
         self.definition = self.build(self.policy, self.clock)
-        self.processor = EventProcessor(
-            service=self.definition.name,
-            sessions=self.sessions,
-            tables=self.definition.tables,
-            handlers=self.definition.handlers,
+        self.processor = self.processor_over(self.sessions)
+        self.scheduler = self.scheduler_over(self.sessions)
+
+    def processor_over(
+        self, sessions: async_sessionmaker[AsyncSession], handlers: Any = None
+    ) -> EventProcessor:
+        """The service's event processor over `sessions` (with other handlers when given)."""
+        d = self.definition
+        handlers = d.handlers if handlers is None else handlers
+        return EventProcessor(
+            service=d.name,
+            sessions=sessions,
+            tables=d.tables,
+            handlers=handlers,
             clock=self.clock,
-            lock_keys=self.definition.lock_keys,
+            lock_keys=d.lock_keys,
         )
-        self.scheduler = TimerScheduler(
-            service=self.definition.name,
-            sessions=self.sessions,
-            tables=self.definition.tables,
-            handlers=self.definition.timer_handlers,
+
+    def scheduler_over(self, sessions: async_sessionmaker[AsyncSession]) -> TimerScheduler:
+        """The service's timer scheduler over `sessions`."""
+        d = self.definition
+        return TimerScheduler(
+            service=d.name,
+            sessions=sessions,
+            tables=d.tables,
+            handlers=d.timer_handlers,
             clock=self.clock,
         )
 
@@ -151,12 +175,50 @@ async def migrated_database(database_url: str, name: str, *services: str) -> Asy
 async def migrated_engine(
     database_url: str, name: str, *services: str
 ) -> AsyncIterator[AsyncEngine]:
+    async with migrated_database(database_url, name, *services) as url, engine_at(url) as engine:
+        yield engine
+
+
+@asynccontextmanager
+async def engine_at(url: str, pool_size: int = 5) -> AsyncIterator[AsyncEngine]:
+    """An engine over `url`, disposed of afterwards."""
+    engine = create_engine(url, pool_size=pool_size)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+@asynccontextmanager
+async def broker_suite_settings(
+    database_url: str, bootstrap: str, name: str, *services: str
+) -> AsyncIterator[Settings]:
+    """A broker suite's settings over a fresh database migrated for `services`, dropped after."""
     async with migrated_database(database_url, name, *services) as url:
-        engine = create_engine(url, pool_size=5)
-        try:
+        yield broker_settings(url, bootstrap)
+
+
+def suite_fixtures(
+    service: str, make: Callable[[AsyncEngine, ManualClock], Any], start: datetime
+) -> tuple[Any, Any, Any]:
+    """A service suite's fixtures, for its conftest: `service_engine` (a database of its own,
+    migrated once per session), `clock` (a ManualClock at `start`, per test) and `svc` (`make`
+    over both). Each conftest's fixtures are its own directory's, so the names can repeat."""
+
+    @pytest.fixture(scope="session")
+    async def service_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+        async with migrated_engine(database_url, f"{service}_it", service) as engine:
             yield engine
-        finally:
-            await engine.dispose()
+
+    @pytest.fixture
+    def clock() -> ManualClock:
+        return ManualClock(start)
+
+    @pytest.fixture
+    def svc(service_engine: AsyncEngine, clock: ManualClock) -> Any:
+        return make(service_engine, clock)
+
+    return service_engine, clock, svc
 
 
 def broker_settings(database_url: str, bootstrap: str, **more: Any) -> Settings:
@@ -202,6 +264,27 @@ def quick_runtime(
     return ServiceRuntime(definition, settings, clock, **{**quick, **options})
 
 
+class Publisher:
+    """Publishes records as the shop platform does: keyed, with the content type, each one
+    acknowledged before the next."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, enable_idempotence=False, acks="all", linger_ms=0
+        )
+
+    async def send(self, topic: str, key: str, value: bytes) -> RecordMetadata:
+        headers = [("content-type", CONTENT_TYPE.encode())]
+        return await self.producer.send_and_wait(topic, value, key=key.encode(), headers=headers)
+
+    async def __aenter__(self) -> Self:
+        await self.producer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.producer.stop()
+
+
 class RunningService:
     """A service on the broker as `aftersales run <name>` starts it, with a ManualClock: one
     runtime at a time, started and stopped at will (`starts` counts the starts)."""
@@ -232,6 +315,20 @@ class RunningService:
         if self.runtime is not None:
             runtime, self.runtime = self.runtime, None
             await runtime.stop()
+
+    @asynccontextmanager
+    async def serving(self, group: str, inputs: Iterable[str] | None = None) -> AsyncIterator[Self]:
+        """Started for a module of tests: its topics made, its consumer `group` moved past what
+        other tests left on its `inputs` (by default, every topic it reads), stopped after."""
+        definition = self.new_runtime().definition
+        await ensure_topics(self.settings, definition.all_topics)
+        bootstrap = self.settings.kafka_bootstrap_servers
+        await skip_history(bootstrap, group, definition.topics if inputs is None else inputs)
+        await self.start()
+        try:
+            yield self
+        finally:
+            await self.stop()
 
 
 # The notifier's gateways and keys, which Settings() reads from the environment.

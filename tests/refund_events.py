@@ -7,9 +7,12 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from aftersales_dev import events
+from aftersales_dev.events import cloud_event
 from shared.contracts import ids
 from shared.contracts.events import service_source
-from tests.events import cloud_event
+
+SOURCE = "/test/refunds"
 
 
 def envelope(
@@ -18,7 +21,7 @@ def envelope(
     at: datetime,
     *,
     id: str | None = None,
-    source: str = "/test/refunds",
+    source: str = SOURCE,
 ) -> dict:
     return cloud_event(type_, data, at, id=id, source=source)
 
@@ -34,33 +37,28 @@ def order_paid(
     currency: str = "CNY",
 ) -> dict:
     goods = sum(paid for _, paid in lines)
-    pays = payments if payments is not None else [("card", goods + shipping_fee_paid)]
-    return envelope(
-        "order.paid",
-        {
-            "order_id": order_id,
-            "shop_id": "S-refunds",
-            "customer_id": customer_id,
-            "paid_at": at.isoformat(),
-            "currency": currency,
-            "lines": [
-                {
-                    "line_id": f"l{i}",
-                    "sku": f"sku-{i}",
-                    "title": "Kettle",
-                    "category": "appliances",
-                    "quantity": quantity,
-                    "paid_amount": paid,
-                }
-                for i, (quantity, paid) in enumerate(lines, start=1)
-            ],
-            "shipping_fee_paid": shipping_fee_paid,
-            "standard_shipping_fee": 1000,
-            "shipping_insurance": False,
-            "payments": [{"method": m, "amount": a} for m, a in pays],
-            "customer": {"name": "Li Lei", "phone": "13812345678", "preferred_channel": "sms"},
-        },
-        at,
+    kettles = [
+        events.order_line(
+            f"l{i}",
+            sku=f"sku-{i}",
+            title="Kettle",
+            category="appliances",
+            quantity=quantity,
+            paid_amount=paid,
+        )
+        for i, (quantity, paid) in enumerate(lines, start=1)
+    ]
+    return events.order_paid(
+        order_id,
+        customer_id,
+        at=at,
+        lines=kettles,
+        customer=events.buyer("Li Lei", "13812345678"),
+        shop_id="S-refunds",
+        payments=payments if payments is not None else [("card", goods + shipping_fee_paid)],
+        shipping_fee_paid=shipping_fee_paid,
+        currency=currency,
+        source=SOURCE,
     )
 
 
@@ -127,20 +125,14 @@ def refund_failed(order_id: str, refund_id: str, method: str, amount: int, at: d
 
 
 def order_shipped(order_id: str, at: datetime) -> dict:
-    data = {"order_id": order_id, "shipped_at": at.isoformat(), "carrier": "SF"}
-    return envelope("order.shipped", {**data, "tracking_no": f"SF-{order_id}"}, at)
+    return events.order_shipped(order_id, at=at, source=SOURCE)
 
 
 def parcel_signed(order_id: str, at: datetime, *, return_id: str | None = None) -> dict:
-    data: dict[str, Any] = {
-        "order_id": order_id,
-        "leg": "outbound" if return_id is None else "return",
-        "tracking_no": f"T-{return_id or order_id}",
-        "signed_at": at.isoformat(),
-    }
-    if return_id is not None:
-        data["return_id"] = return_id
-    return envelope("parcel.signed", data, at)
+    tracking_no = f"T-{return_id or order_id}"
+    return events.parcel_signed(
+        order_id, at=at, return_id=return_id, tracking_no=tracking_no, source=SOURCE
+    )
 
 
 def return_requested(
@@ -153,44 +145,31 @@ def return_requested(
     customer_id: str = "c-refunds",
 ) -> dict:
     seller_fault = reason not in ("no_reason", "dislike", "size_fit", "changed_mind")
-    return envelope(
-        "return.requested",
-        {
-            "return_id": return_id,
-            "order_id": order_id,
-            "customer_id": customer_id,
-            "kind": "refund",
-            "reason": reason,
-            "lines": [{"line_id": "l1", "quantity": units}],
-            "condition": [],
-            "evidence_urls": ["https://img.example.com/e1.jpg"] if seller_fault else [],
-            "requested_at": at.isoformat(),
-        },
-        at,
+    return events.return_requested(
+        order_id,
+        return_id,
+        customer_id,
+        at=at,
+        lines={"l1": units},
+        reason=reason,
+        evidence_urls=["https://img.example.com/e1.jpg"] if seller_fault else [],
+        source=SOURCE,
     )
 
 
 def complaint_opened(
     order_id: str, complaint_id: str, category: str, at: datetime, customer_id: str = "c-refunds"
 ) -> dict:
-    data = {
-        "complaint_id": complaint_id,
-        "order_id": order_id,
-        "customer_id": customer_id,
-        "category": category,
-        "description": "where is it",
-        "opened_at": at.isoformat(),
-    }
-    return envelope("complaint.opened", data, at)
+    return events.complaint_opened(
+        complaint_id,
+        order_id,
+        customer_id,
+        at=at,
+        category=category,
+        description="where is it",
+        source=SOURCE,
+    )
 
 
 def complaint_resolved(order_id: str, complaint_id: str, at: datetime, remedy: str) -> dict:
-    data = {
-        "complaint_id": complaint_id,
-        "order_id": order_id,
-        "outcome": "upheld",
-        "remedy": remedy,
-        "agent_id": "agent-7",
-        "resolved_at": at.isoformat(),
-    }
-    return envelope("complaint.resolved", data, at)
+    return events.complaint_resolved(complaint_id, order_id, at=at, remedy=remedy, source=SOURCE)

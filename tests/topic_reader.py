@@ -13,12 +13,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Generic, Self, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-__all__ = ["EventOutput", "TopicReader"]
+from tests.polling import eventually
+
+__all__ = ["EventOutput", "KeyedOutputs", "TopicReader"]
 
 
 class TopicReader:
@@ -78,6 +81,13 @@ class TopicReader:
                 await self._task
         await self.consumer.stop()
 
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
 
 class EventOutput:
     """An output read back: `event` as a dict, with its `type` and `data` at hand."""
@@ -91,3 +101,45 @@ class EventOutput:
     @property
     def data(self) -> dict[str, Any]:
         return self.event["data"]  # type: ignore[no-any-return]
+
+
+Output = TypeVar("Output", bound=EventOutput)
+
+
+class KeyedOutputs(TopicReader, Generic[Output]):
+    """Outputs looked up by Kafka key (the order id): the broker is shared with other tests.
+    A suite says how a record becomes its `Output` (`output`), and how long `wait` waits."""
+
+    timeout = 30.0
+
+    def output(self, record: ConsumerRecord[bytes, bytes]) -> Output:
+        raise NotImplementedError
+
+    def of(self, key: str, event_type: str | None = None) -> list[Output]:
+        found = []
+        for record in self.records:
+            if record.key != key.encode():
+                continue
+            output = self.output(record)
+            if event_type is None or output.type == event_type:
+                found.append(output)
+        return found
+
+    async def wait(
+        self,
+        key: str,
+        event_type: str,
+        *,
+        count: int = 1,
+        where: Callable[[Output], bool] = lambda _: True,
+        timeout: float | None = None,
+    ) -> list[Output]:
+        """At least `count` outputs of `event_type` for `key` (matching `where`), or fail."""
+
+        def found() -> list[Output]:
+            matching = [o for o in self.of(key, event_type) if where(o)]
+            return matching if len(matching) >= count else []
+
+        return await eventually(  # type: ignore[no-any-return]
+            found, what=f"{count} x {event_type} for {key}", timeout=timeout or self.timeout
+        )

@@ -25,14 +25,41 @@ be processed normally and kept or shown verbatim, never evaluated.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from shared.contracts import topics
-from tests.events import source_for
+
+from .corpus_events import (
+    complaint_opened,
+    complaint_resolved,
+    encode,
+    escaped,
+    event,
+    notification_requested,
+    order_paid,
+    order_shipped,
+    parcel_signed,
+    refund_issued,
+    return_requested,
+    return_reviewed,
+    return_shipped,
+    survey_answered,
+)
+
+__all__ = [
+    "complaint_opened",
+    "complaint_resolved",
+    "notification_requested",
+    "order_paid",
+    "order_shipped",
+    "parcel_signed",
+    "return_requested",
+    "return_reviewed",
+    "return_shipped",
+    "survey_answered",
+]
 
 SQL_INJECTION = "'; DROP TABLE returns.inbox; --"
 SQL_INJECTION_2 = "Robert'); DROP TABLE notifier.contacts; --"
@@ -70,233 +97,6 @@ class HostileKey:
     key: bytes
     value: bytes
     reason: str
-
-
-# --- valid events ------------------------------------------------------------------------------
-
-
-def event(type_: str, data: dict[str, Any], at: datetime, *, id: str) -> dict[str, Any]:
-    return {
-        "specversion": "1.0",
-        "id": id,
-        "source": source_for(type_, "/shop-platform/bad-input-corpus"),
-        "type": type_,
-        "time": at.isoformat(),
-        "datacontenttype": "application/json",
-        "data": data,
-    }
-
-
-def encode(value: dict[str, Any] | list[Any]) -> bytes:
-    return json.dumps(value, ensure_ascii=False).encode("utf-8")
-
-
-def escaped(value: dict[str, Any]) -> bytes:
-    """JSON with every non-ASCII character escaped: how U+0000 and lone surrogates (`\\ud800`)
-    travel, since a raw lone surrogate is not UTF-8."""
-    return json.dumps(value, ensure_ascii=True).encode("ascii")
-
-
-def order_paid(
-    order_id: str,
-    customer_id: str,
-    *,
-    at: datetime,
-    titles: Sequence[str] = ("毛衣",),
-    category: str = "apparel",
-    paid: int = 5000,
-    name: str = "李雷",
-    channel: str = "webhook",
-) -> dict[str, Any]:
-    lines = [
-        {
-            "line_id": f"L{i}",
-            "sku": f"SKU-{i}",
-            "title": title,
-            "category": category,
-            "quantity": 1,
-            "paid_amount": paid,
-        }
-        for i, title in enumerate(titles, start=1)
-    ]
-    total = paid * len(lines)
-    return event(
-        "order.paid",
-        {
-            "order_id": order_id,
-            "shop_id": "S-corpus",
-            "customer_id": customer_id,
-            "paid_at": at.isoformat(),
-            "currency": "CNY",
-            "lines": lines,
-            "shipping_fee_paid": 0,
-            "standard_shipping_fee": 1000,
-            "free_shipping_threshold": None,
-            "shipping_insurance": False,
-            "presale_ship_by": None,
-            "payments": [{"method": "alipay", "amount": total}],
-            "customer": {
-                "name": name,
-                "phone": "13900001111",
-                "email": "corpus.buyer@example.com",
-                "preferred_channel": channel,
-            },
-        },
-        at,
-        id=f"{order_id}-paid",
-    )
-
-
-def order_shipped(order_id: str, *, at: datetime) -> dict[str, Any]:
-    return event(
-        "order.shipped",
-        {"order_id": order_id, "shipped_at": at.isoformat(), "carrier": "SF", "tracking_no": "SF1"},
-        at,
-        id=f"{order_id}-shipped",
-    )
-
-
-def parcel_signed(
-    order_id: str, *, at: datetime, return_id: str | None = None, id: str | None = None
-) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "order_id": order_id,
-        "leg": "return" if return_id else "outbound",
-        "tracking_no": "YT1" if return_id else "SF1",
-        "signed_at": at.isoformat(),
-    }
-    if return_id:
-        data["return_id"] = return_id
-    leg = data["leg"]
-    return event("parcel.signed", data, at, id=id or f"{order_id}-{leg}-signed")
-
-
-def return_requested(
-    order_id: str,
-    return_id: str,
-    customer_id: str,
-    *,
-    at: datetime,
-    reason: str = "no_reason",
-    evidence: Sequence[str] = (),
-) -> dict[str, Any]:
-    return event(
-        "return.requested",
-        {
-            "return_id": return_id,
-            "order_id": order_id,
-            "customer_id": customer_id,
-            "kind": "refund",
-            "reason": reason,
-            "lines": [{"line_id": "L1", "quantity": 1}],
-            "condition": [],
-            "evidence_urls": list(evidence),
-            "requested_at": at.isoformat(),
-        },
-        at,
-        id=f"{return_id}-requested",
-    )
-
-
-def return_reviewed(order_id: str, return_id: str, *, at: datetime, note: str) -> dict[str, Any]:
-    return event(
-        "return.reviewed",
-        {
-            "return_id": return_id,
-            "order_id": order_id,
-            "decision": "approve",
-            "agent_id": "agent-corpus",
-            "note": note,
-            "reviewed_at": at.isoformat(),
-        },
-        at,
-        id=f"{return_id}-reviewed",
-    )
-
-
-def return_shipped(order_id: str, return_id: str, *, at: datetime, fee: int) -> dict[str, Any]:
-    return event(
-        "return.shipped",
-        {
-            "return_id": return_id,
-            "order_id": order_id,
-            "carrier": "YTO",
-            "tracking_no": "YT1",
-            "shipped_at": at.isoformat(),
-            "shipping_fee_paid": fee,
-        },
-        at,
-        id=f"{return_id}-shipped",
-    )
-
-
-def complaint_opened(
-    order_id: str, complaint_id: str, customer_id: str, *, at: datetime, description: str
-) -> dict[str, Any]:
-    return event(
-        "complaint.opened",
-        {
-            "complaint_id": complaint_id,
-            "order_id": order_id,
-            "customer_id": customer_id,
-            "category": "service_attitude",
-            "description": description,
-            "opened_at": at.isoformat(),
-        },
-        at,
-        id=f"{order_id}-complaint-opened",
-    )
-
-
-def complaint_resolved(order_id: str, complaint_id: str, *, at: datetime) -> dict[str, Any]:
-    return event(
-        "complaint.resolved",
-        {
-            "complaint_id": complaint_id,
-            "order_id": order_id,
-            "outcome": "upheld",
-            "remedy": "none",
-            "agent_id": "agent-corpus",
-            "resolved_at": at.isoformat(),
-        },
-        at,
-        id=f"{order_id}-complaint-resolved",
-    )
-
-
-def survey_answered(
-    callback_id: str, customer_id: str, *, at: datetime, comment: str
-) -> dict[str, Any]:
-    return event(
-        "survey.answered",
-        {
-            "callback_id": callback_id,
-            "customer_id": customer_id,
-            "score": 4,
-            "comment": comment,
-            "answered_at": at.isoformat(),
-        },
-        at,
-        id=f"{callback_id}-answered",
-    )
-
-
-def notification_requested(
-    request_id: str, customer_id: str, order_id: str, *, at: datetime, template: str, params: Any
-) -> dict[str, Any]:
-    return event(
-        "notification.requested",
-        {
-            "request_id": request_id,
-            "customer_id": customer_id,
-            "order_id": order_id,
-            "template": template,
-            "params": params,
-            "urgent": True,  # at any hour, outside any daily cap
-        },
-        at,
-        id=f"{request_id}-requested",
-    )
 
 
 # --- the corpus --------------------------------------------------------------------------------
@@ -465,23 +265,11 @@ def corpus(run: str, at: datetime) -> list[BadInput]:
     notification("template-missing-param", "complaint.escalated", {}, "template_error")
     notification("params-nested", "complaint.escalated", {"complaint_id": {"a": 1}}, "invalid_data")
     k = key("refund-breakdown")
-    value = event(
-        "refund.issued",
-        {
-            "refund_id": f"{k}-rf",
-            "order_id": k,
-            "customer_id": k,
-            "case": {"type": "return", "id": f"{k}-r"},
-            "amount": 1000,
-            "currency": "CNY",
-            "breakdown": [{"kind": "goods", "amount": 999}],
-            "payments": [{"method": "alipay", "amount": 1000}],
-            "return_shipping_payer": "buyer",
-            "due_by": (at + D).isoformat(),
-            "issued_at": at.isoformat(),
-        },
-        at,
-        id=f"{k}-evt",
+    value = refund_issued(k, at)
+    data_of(value).update(
+        amount=1000,
+        breakdown=[{"kind": "goods", "amount": 999}],  # does not add up
+        payments=[{"method": "alipay", "amount": 1000}],
     )
     add("refund-breakdown", topics.REFUNDS, encode(value), "invalid_data", k)
     k = key("decision-empty-message")
@@ -638,28 +426,6 @@ def hostile(run: str, at: datetime, *, start: int = 0) -> list[BadInput]:
         BadInput("refund-requested-on-orders", topics.ORDERS, k, encode(value), "unexpected_type")
     )
     return items
-
-
-def refund_issued(k: str, at: datetime) -> dict[str, Any]:
-    """A well-formed refund.issued (from a service's source), as if forged onto another topic."""
-    return event(
-        "refund.issued",
-        {
-            "refund_id": f"{k}-rf",
-            "order_id": k,
-            "customer_id": k,
-            "case": {"type": "return", "id": f"{k}-r"},
-            "amount": 500000,
-            "currency": "CNY",
-            "breakdown": [{"kind": "goods", "amount": 500000}],
-            "payments": [{"method": "alipay", "amount": 500000}],
-            "return_shipping_payer": "buyer",
-            "due_by": (at + D).isoformat(),
-            "issued_at": at.isoformat(),
-        },
-        at,
-        id=f"{k}-evt",
-    )
 
 
 def hostile_keys(run: str, at: datetime) -> list[HostileKey]:

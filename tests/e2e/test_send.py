@@ -17,10 +17,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from aftersales.commands.serving import serve
 from aftersales_dev.devenv import free_port, temporary_database
+from aftersales_dev.events import cloud_event, unique
 from shared.contracts import topics
 from shared.migrations import upgrade
 from tests.e2e.test_cli import aftersales
-from tests.events import cloud_event, unique
 
 ROOT = Path(__file__).resolve().parents[2]
 WALKTHROUGH = ROOT / "docs" / "examples" / "my-return.py"

@@ -34,6 +34,7 @@ from aiokafka.structs import ConsumerRecord
 from sqlalchemy.engine import make_url
 
 from aftersales_dev.devenv import free_port, plain_dsn, skip_history, temporary_database
+from aftersales_dev.events import encode
 from shared.contracts import topics
 from shared.contracts.ids import refund_id
 from shared.db import lock_id
@@ -41,7 +42,6 @@ from shared.messaging.relay import CONTENT_TYPE
 from shared.messaging.runtime import ensure_topics
 from shared.migrations import upgrade
 from shared.settings import Settings
-from tests.events import encode
 from tests.topic_reader import TopicReader
 
 from .returns.events import order_paid, outbound_signed, return_requested, return_signed

@@ -22,11 +22,11 @@ from prometheus_client import REGISTRY
 
 from aftersales.registry import SERVICES, definition
 from aftersales_dev.devenv import skip_history
+from aftersales_dev.events import kettle_order, source_for
 from shared.clock import ManualClock
 from shared.contracts import topics
 from shared.messaging.runtime import ServiceRuntime, ensure_topics
 from shared.policy import Policy
-from tests.events import kettle_order, source_for
 from tests.harness import broker_settings, migrated_database
 from tests.polling import eventually
 

@@ -25,7 +25,7 @@ from shared.contracts.primitives import MAX_TIMESTAMP, MIN_TIMESTAMP
 from shared.policy import ComplaintsPolicy, FollowupPolicy, NotifierPolicy, Policy, ReturnsPolicy
 from shared.settings import Settings
 
-from .test_contracts import T0, VALID_INPUTS, envelope, order_paid_data
+from .contract_examples import T0, VALID_INPUTS, envelope, order_paid_data
 
 
 def raw(obj: Any) -> bytes:

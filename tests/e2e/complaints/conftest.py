@@ -11,30 +11,26 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from aftersales_dev.devenv import skip_history
 from shared.clock import ManualClock
 from shared.messaging.runtime import ensure_topics
 from shared.settings import Settings
-from tests.harness import broker_settings, migrated_database
+from tests.harness import broker_suite_settings
 
 from .helpers import GROUP, INPUT_TOPICS, OUTPUT_TOPICS, T0, Outputs, Service, Shop
 
 
 @pytest.fixture(scope="module")
-async def complaints_database(database_url: str) -> AsyncIterator[str]:
-    """A fresh database with the complaints schema migrated, dropped afterwards."""
-    async with migrated_database(database_url, "e2e_complaints", "complaints") as url:
-        yield url
+async def complaints_settings(database_url: str, kafka_bootstrap: str) -> AsyncIterator[Settings]:
+    """On a fresh database with the complaints schema migrated, dropped afterwards."""
+    async with broker_suite_settings(
+        database_url, kafka_bootstrap, "e2e_complaints", "complaints"
+    ) as settings:
+        yield settings
 
 
 @pytest.fixture(scope="module")
-def complaints_settings(complaints_database: str, kafka_bootstrap: str) -> Settings:
-    return broker_settings(complaints_database, kafka_bootstrap)
-
-
-@pytest.fixture(scope="module")
-async def complaints_engine(complaints_database: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_async_engine(complaints_database)
+async def complaints_engine(complaints_settings: Settings) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(complaints_settings.database_url)
     yield engine
     await engine.dispose()
 
@@ -48,26 +44,18 @@ def service_clock() -> ManualClock:
 async def complaints_service(
     complaints_settings: Settings, service_clock: ManualClock
 ) -> AsyncIterator[Service]:
-    service = Service(complaints_settings, service_clock)
-    await ensure_topics(complaints_settings, service.new_runtime().definition.all_topics)
-    await skip_history(complaints_settings.kafka_bootstrap_servers, GROUP, INPUT_TOPICS)
-    await service.start()
-    yield service
-    await service.stop()
+    async with Service(complaints_settings, service_clock).serving(GROUP, INPUT_TOPICS) as service:
+        yield service
 
 
 @pytest.fixture(scope="module")
 async def shop(kafka_bootstrap: str) -> AsyncIterator[Shop]:
-    shop = Shop(kafka_bootstrap)
-    await shop.producer.start()
-    yield shop
-    await shop.producer.stop()
+    async with Shop(kafka_bootstrap) as shop:
+        yield shop
 
 
 @pytest.fixture(scope="module")
 async def outputs(complaints_settings: Settings) -> AsyncIterator[Outputs]:
     await ensure_topics(complaints_settings, OUTPUT_TOPICS)
-    outputs = Outputs(complaints_settings.kafka_bootstrap_servers)
-    await outputs.start()
-    yield outputs
-    await outputs.stop()
+    async with Outputs(complaints_settings.kafka_bootstrap_servers) as outputs:
+        yield outputs

@@ -12,11 +12,12 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from aftersales_dev import events
+from aftersales_dev.events import source_for
 from services.followup.domain import CaseType
 from services.followup.report import main as report_main
 from shared.contracts import topics
 from shared.contracts.ids import callback_id
-from tests.events import source_for
 from tests.polling import eventually
 
 T0 = datetime.fromisoformat("2024-05-01T10:00:00+08:00")
@@ -73,28 +74,16 @@ async def test_resolved_complaint_to_callback_sent_and_a_low_score(
     cid = callback_id(CaseType.COMPLAINT.value, complaint)
     await runtimes.ensure()
     t0 = runtimes.clock.now()  # the complaint is resolved now
-    paid = {
-        "order_id": order,
-        "shop_id": shop,
-        "customer_id": customer,
-        "paid_at": "2024-04-28T10:00:00+08:00",
-        "currency": "CNY",
-        "lines": [
-            {
-                "line_id": "l1",
-                "sku": "s1",
-                "title": "Tea",
-                "category": "food",
-                "quantity": 1,
-                "paid_amount": 100,
-            }
-        ],
-        "shipping_fee_paid": 0,
-        "standard_shipping_fee": 0,
-        "shipping_insurance": False,
-        "payments": [{"method": "alipay", "amount": 100}],
-        "customer": {"phone": "13800000000", "preferred_channel": "sms"},
-    }
+    tea = events.order_line("l1", sku="s1", title="Tea", category="food", paid_amount=100)
+    paid = events.order_paid(
+        order,
+        customer,
+        at=datetime.fromisoformat("2024-04-28T10:00:00+08:00"),
+        lines=[tea],
+        customer={"phone": "13800000000", "preferred_channel": "sms"},
+        shop_id=shop,
+        standard_shipping_fee=0,
+    )["data"]
     await send(producer, topics.ORDERS, order, envelope("order.paid", paid))
     opened = {
         "complaint_id": complaint,

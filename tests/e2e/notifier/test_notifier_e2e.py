@@ -22,6 +22,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import select
 
+from aftersales_dev.events import kettle_order, source_for
 from services.notifier import tables
 from services.notifier.bootstrap import build
 from shared.clock import ManualClock
@@ -32,7 +33,6 @@ from shared.messaging.runtime import ServiceRuntime
 from shared.migrations import upgrade
 from shared.policy import Policy
 from shared.settings import Settings
-from tests.events import kettle_order, source_for
 from tests.polling import eventually
 from tests.topic_reader import TopicReader
 

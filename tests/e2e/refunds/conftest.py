@@ -13,19 +13,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
 from aftersales.registry import definition
 from aftersales_dev.devenv import skip_history
+from aftersales_dev.events import TOPIC_OF
 from shared.clock import ManualClock
 from shared.contracts import topics
-from shared.messaging.relay import CONTENT_TYPE
 from shared.messaging.runtime import ServiceRuntime, ensure_topics
 from shared.policy import Policy
 from shared.settings import Settings
-from tests.events import TOPIC_OF
-from tests.harness import broker_settings, migrated_database, quick_runtime
+from tests.harness import Publisher, broker_settings, migrated_database, quick_runtime
 from tests.polling import eventually
 from tests.topic_reader import TopicReader
 
@@ -67,20 +65,13 @@ class Outputs(TopicReader):
         return [e["data"] for e in self.events if e["type"] == "event.deadlettered"]
 
 
-class Platform:
+class Platform(Publisher):
     """Publishes CloudEvents as the shop platform and finance do, keyed by order id."""
-
-    def __init__(self, bootstrap: str) -> None:
-        self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False)
 
     async def publish(self, *events: dict[str, Any], topic: str | None = None) -> None:
         for event in events:
-            await self.producer.send_and_wait(
-                topic or TOPIC_OF[event["type"]],
-                json.dumps(event).encode(),
-                key=event["data"]["order_id"].encode(),
-                headers=[("content-type", CONTENT_TYPE.encode())],
-            )
+            value = json.dumps(event).encode()
+            await self.send(topic or TOPIC_OF[event["type"]], event["data"]["order_id"], value)
 
 
 @dataclasses.dataclass
@@ -111,16 +102,11 @@ async def system(database_url: str, kafka_bootstrap: str) -> AsyncIterator[Syste
             await skip_history(
                 kafka_bootstrap, f"aftersales-{runtime.name}", runtime.definition.topics
             )
-        outputs = Outputs(kafka_bootstrap)
-        await outputs.start()
-        platform = Platform(kafka_bootstrap)
-        await platform.producer.start()
-        for runtime in runtimes.values():
-            await runtime.start()
-        try:
-            yield System(clock, platform, outputs, runtimes, settings, new_runtime)
-        finally:
+        async with Outputs(kafka_bootstrap) as outputs, Platform(kafka_bootstrap) as platform:
             for runtime in runtimes.values():
-                await runtime.stop()
-            await platform.producer.stop()
-            await outputs.stop()
+                await runtime.start()
+            try:
+                yield System(clock, platform, outputs, runtimes, settings, new_runtime)
+            finally:
+                for runtime in runtimes.values():
+                    await runtime.stop()

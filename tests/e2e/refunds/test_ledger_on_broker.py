@@ -10,8 +10,8 @@ from datetime import timedelta
 import asyncpg
 
 from aftersales_dev.devenv import plain_dsn
+from aftersales_dev.events import unique
 from shared.contracts import ids, topics
-from tests.events import unique
 from tests.polling import eventually
 from tests.refund_events import (
     complaint_opened,
@@ -49,6 +49,19 @@ async def _return(system: System, order_id: str, units: int, reason: str) -> str
     return return_id
 
 
+async def _complaint_refund(
+    system: System, order_id: str, category: str, remedy: str
+) -> tuple[str, dict]:
+    """A complaint about the order, opened and upheld with `remedy`: its id and the first
+    refund.issued of the order."""
+    complaint = unique("K")
+    await system.platform.publish(
+        complaint_opened(order_id, complaint, category, T0 - 30 * MIN),
+        complaint_resolved(order_id, complaint, T0 - 20 * MIN, remedy),
+    )
+    return complaint, (await system.outputs.wait(order_id, "refund.issued"))[0]
+
+
 def _kinds(refund: dict) -> dict[str, int]:
     return {item["kind"]: item["amount"] for item in refund["data"]["breakdown"]}
 
@@ -58,12 +71,7 @@ async def test_a_return_after_a_complaint_refund_of_the_same_goods_is_issued_for
 ) -> None:
     order = unique("O")
     await _paid_and_delivered(system, order, lines=[(1, 25000)], shipping_fee_paid=1200)
-    complaint = unique("K")
-    await system.platform.publish(
-        complaint_opened(order, complaint, "not_received", T0 - 30 * MIN),
-        complaint_resolved(order, complaint, T0 - 20 * MIN, "refund"),
-    )
-    first = (await system.outputs.wait(order, "refund.issued"))[0]
+    complaint, first = await _complaint_refund(system, order, "not_received", "refund")
     assert first["data"]["case"] == {"type": "complaint", "id": complaint}
     assert first["data"]["amount"] == 26200
     assert _kinds(first)["goods"] == 25000 and _kinds(first)["outbound_shipping"] == 1200
@@ -81,12 +89,8 @@ async def test_the_outbound_fee_is_refunded_once_across_a_complaint_and_a_return
 ) -> None:
     order = unique("O")
     await _paid_and_delivered(system, order, lines=[(1, 25000)], shipping_fee_paid=900)
-    complaint = unique("K")
-    await system.platform.publish(
-        complaint_opened(order, complaint, "logistics_delay", T0 - 30 * MIN),
-        complaint_resolved(order, complaint, T0 - 20 * MIN, "none"),
-    )
-    delay = (await system.outputs.wait(order, "refund.issued"))[0]["data"]
+    _, refund = await _complaint_refund(system, order, "logistics_delay", "none")
+    delay = refund["data"]
     assert (delay["amount"], delay["breakdown"]) == (
         900,
         [{"kind": "outbound_shipping", "amount": 900}],

@@ -19,6 +19,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from aftersales_dev.devenv import plain_dsn, skip_history, temporary_database
+from aftersales_dev.events import TOPIC_OF, unique
 from services.refunds.domain import OrderLedger, RefundIssued
 from services.refunds.handlers import facts_from_event, request_from_event
 from shared.contracts import parse_event, topics
@@ -28,7 +29,6 @@ from shared.messaging.runtime import ensure_topics
 from shared.migrations import upgrade
 from shared.settings import Settings
 from tests.e2e.test_service_process import ServiceProcess
-from tests.events import TOPIC_OF, unique
 from tests.polling import eventually
 from tests.refund_events import order_paid, refund_requested
 

@@ -8,26 +8,22 @@ consumer group from the beginning and filters by key (the order id).
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord, RecordMetadata
 
-from aftersales_dev.devenv import skip_history
+from aftersales_dev.events import encode, topic_of
 from services.returns.bootstrap import build
 from shared.clock import ManualClock
 from shared.contracts import dead_letter_topic, topics
-from shared.messaging.relay import CONTENT_TYPE
 from shared.messaging.runtime import ensure_topics
 from shared.settings import Settings
-from tests.events import encode, topic_of
-from tests.harness import RunningService, broker_settings, migrated_database
-from tests.polling import eventually
-from tests.topic_reader import EventOutput, TopicReader
+from tests.harness import Publisher, RunningService, broker_suite_settings
+from tests.topic_reader import EventOutput, KeyedOutputs
 
 # Monday 2026-03-02 10:00 in Shanghai.
 T0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
@@ -45,14 +41,9 @@ GROUP = "aftersales-returns"  # the service's consumer group (ServiceRuntime)
 
 
 @pytest.fixture(scope="module")
-async def e2e_database(database_url: str) -> AsyncIterator[str]:
-    async with migrated_database(database_url, "e2e_returns", "returns") as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def settings(e2e_database: str, kafka_bootstrap: str) -> Settings:
-    return broker_settings(e2e_database, kafka_bootstrap)
+async def settings(database_url: str, kafka_bootstrap: str) -> AsyncIterator[Settings]:
+    async with broker_suite_settings(database_url, kafka_bootstrap, "e2e_returns", "returns") as s:
+        yield s
 
 
 # --- the service --------------------------------------------------------------------------
@@ -72,13 +63,8 @@ def clock() -> ManualClock:
 
 @pytest.fixture(scope="module")
 async def service(settings: Settings, clock: ManualClock) -> AsyncIterator[Service]:
-    service = Service(settings, clock)
-    definition = service.new_runtime().definition
-    await ensure_topics(settings, definition.all_topics)
-    await skip_history(settings.kafka_bootstrap_servers, GROUP, definition.topics)
-    await service.start()
-    yield service
-    await service.stop()
+    async with Service(settings, clock).serving(GROUP) as service:
+        yield service
 
 
 @pytest.fixture(autouse=True)
@@ -92,13 +78,8 @@ async def running(service: Service) -> Service:
 # --- the platform's side: publishing inputs, reading outputs -------------------------------
 
 
-class Platform:
+class Platform(Publisher):
     """Publishes CloudEvents the way the shop platform does: keyed by order id."""
-
-    def __init__(self, bootstrap: str) -> None:
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, enable_idempotence=False, acks="all", linger_ms=0
-        )
 
     async def publish(
         self, *events: dict[str, Any] | tuple[str, str, bytes]
@@ -110,23 +91,14 @@ class Platform:
                 topic, key, value = event
             else:
                 topic, key, value = topic_of(event), event["data"]["order_id"], encode(event)
-            sent.append(
-                await self.producer.send_and_wait(
-                    topic,
-                    value,
-                    key=key.encode(),
-                    headers=[("content-type", CONTENT_TYPE.encode())],
-                )
-            )
+            sent.append(await self.send(topic, key, value))
         return sent
 
 
 @pytest.fixture(scope="module")
 async def platform(kafka_bootstrap: str) -> AsyncIterator[Platform]:
-    platform = Platform(kafka_bootstrap)
-    await platform.producer.start()
-    yield platform
-    await platform.producer.stop()
+    async with Platform(kafka_bootstrap) as platform:
+        yield platform
 
 
 @dataclass(frozen=True)
@@ -135,44 +107,18 @@ class Output(EventOutput):
     event: dict[str, Any]
 
 
-class Outputs(TopicReader):
+class Outputs(KeyedOutputs[Output]):
     """Every output topic read by a fresh consumer group from the beginning, in the background."""
 
     def __init__(self, bootstrap: str) -> None:
         super().__init__(bootstrap, *OUTPUT_TOPICS, group="e2e-reader")
 
-    def of(self, key: str, event_type: str | None = None) -> list[Output]:
-        out = []
-        for record in self.records:
-            if record.key != key.encode():
-                continue
-            output = Output(record, json.loads(record.value))
-            if event_type is None or output.type == event_type:
-                out.append(output)
-        return out
-
-    async def wait(
-        self, key: str, event_type: str, *, count: int = 1, where: Callable[[Output], bool] = bool
-    ) -> list[Output]:
-        """At least `count` outputs of `event_type` for `key` (matching `where`), or fail."""
-
-        def found() -> list[Output]:
-            matching = [o for o in self.of(key, event_type) if where(o)]
-            return matching if len(matching) >= count else []
-
-        return await eventually(  # type: ignore[no-any-return]
-            found, what=f"{count} x {event_type} for {key}"
-        )
+    def output(self, record: ConsumerRecord[bytes, bytes]) -> Output:
+        return Output(record, json.loads(record.value))
 
 
 @pytest.fixture(scope="module")
 async def outputs(settings: Settings) -> AsyncIterator[Outputs]:
     await ensure_topics(settings, OUTPUT_TOPICS)
-    outputs = Outputs(settings.kafka_bootstrap_servers)
-    await outputs.start()
-    yield outputs
-    await outputs.stop()
-
-
-def ids(outputs: Iterable[Output]) -> list[str]:
-    return [o.event["id"] for o in outputs]
+    async with Outputs(settings.kafka_bootstrap_servers) as outputs:
+        yield outputs

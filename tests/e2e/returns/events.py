@@ -3,100 +3,53 @@
 from __future__ import annotations
 
 from datetime import datetime
+from functools import partial
 from typing import Any
 
-from tests.events import cloud_event
+from aftersales_dev import events
 
-
-def _event(type_: str, data: dict[str, Any], at: datetime) -> dict[str, Any]:
-    return cloud_event(type_, data, at, source="/shop-platform/e2e", id_prefix="e2e")
+ENVELOPE: dict[str, Any] = {"source": "/shop-platform/e2e", "id_prefix": "e2e"}
+BUYER = events.buyer("Han Meimei", "13700002222", "han.meimei@example.com")
 
 
 def order_paid(
     order_id: str, *, at: datetime, quantity: int = 2, paid: int = 19900, customer_id: str = "C-e2e"
 ) -> dict[str, Any]:
-    return _event(
-        "order.paid",
-        {
-            "order_id": order_id,
-            "shop_id": "S-e2e",
-            "customer_id": customer_id,
-            "paid_at": at.isoformat(),
-            "currency": "CNY",
-            "lines": [
-                {
-                    "line_id": "L1",
-                    "sku": "SWEATER-M",
-                    "title": "Wool sweater",
-                    "category": "apparel",
-                    "quantity": quantity,
-                    "paid_amount": paid,
-                }
-            ],
-            "shipping_fee_paid": 0,
-            "standard_shipping_fee": 1000,
-            "free_shipping_threshold": None,
-            "shipping_insurance": False,
-            "presale_ship_by": None,
-            "payments": [
-                {"method": "alipay", "amount": paid - paid // 4},
-                {"method": "coupon", "amount": paid // 4},
-            ],
-            "customer": {
-                "name": "Han Meimei",
-                "phone": "13700002222",
-                "email": "han.meimei@example.com",
-                "preferred_channel": "sms",
-            },
-        },
-        at,
+    sweater = events.order_line(
+        "L1",
+        sku="SWEATER-M",
+        title="Wool sweater",
+        category="apparel",
+        quantity=quantity,
+        paid_amount=paid,
+    )
+    return events.order_paid(
+        order_id,
+        customer_id,
+        at=at,
+        lines=[sweater],
+        customer=BUYER,
+        shop_id="S-e2e",
+        payments=[("alipay", paid - paid // 4), ("coupon", paid // 4)],
+        **ENVELOPE,
     )
 
 
-def outbound_signed(order_id: str, *, at: datetime) -> dict[str, Any]:
-    return _event(
-        "parcel.signed",
-        {
-            "order_id": order_id,
-            "leg": "outbound",
-            "tracking_no": f"SF-{order_id}",
-            "signed_at": at.isoformat(),
-        },
-        at,
-    )
-
-
-def return_signed(order_id: str, return_id: str, *, at: datetime) -> dict[str, Any]:
-    return _event(
-        "parcel.signed",
-        {
-            "order_id": order_id,
-            "leg": "return",
-            "return_id": return_id,
-            "tracking_no": f"YT-{return_id}",
-            "signed_at": at.isoformat(),
-        },
-        at,
-    )
+outbound_signed = partial(events.parcel_signed, **ENVELOPE)
+return_signed = partial(events.parcel_signed, **ENVELOPE)
 
 
 def return_requested(
     order_id: str, return_id: str, *, at: datetime, units: int = 1, customer_id: str = "C-e2e"
 ) -> dict[str, Any]:
-    return _event(
-        "return.requested",
-        {
-            "return_id": return_id,
-            "order_id": order_id,
-            "customer_id": customer_id,
-            "kind": "refund",
-            "reason": "size_fit",
-            "lines": [{"line_id": "L1", "quantity": units}],
-            "condition": ["opened_for_inspection"],
-            "evidence_urls": [],
-            "requested_at": at.isoformat(),
-        },
-        at,
+    return events.return_requested(
+        order_id,
+        return_id,
+        customer_id,
+        at=at,
+        lines={"L1": units},
+        condition=["opened_for_inspection"],
+        **ENVELOPE,
     )
 
 
@@ -109,33 +62,7 @@ def quality_claim(
     return event
 
 
-def return_reviewed(
-    order_id: str, return_id: str, *, at: datetime, decision: str = "approve"
-) -> dict[str, Any]:
-    return _event(
-        "return.reviewed",
-        {
-            "return_id": return_id,
-            "order_id": order_id,
-            "decision": decision,
-            "agent_id": "agent-e2e",
-            "note": "photos checked",
-            "reviewed_at": at.isoformat(),
-        },
-        at,
-    )
-
-
-def return_shipped(order_id: str, return_id: str, *, at: datetime) -> dict[str, Any]:
-    return _event(
-        "return.shipped",
-        {
-            "return_id": return_id,
-            "order_id": order_id,
-            "carrier": "YTO",
-            "tracking_no": f"YT-{return_id}",
-            "shipped_at": at.isoformat(),
-            "shipping_fee_paid": 1200,
-        },
-        at,
-    )
+return_reviewed = partial(
+    events.return_reviewed, agent_id="agent-e2e", note="photos checked", **ENVELOPE
+)
+return_shipped = partial(events.return_shipped, fee=1200, **ENVELOPE)

@@ -16,13 +16,13 @@ from prometheus_client import REGISTRY
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from aftersales_dev.events import unique
 from services.returns import tables
 from shared.clock import ManualClock
 from shared.contracts import deterministic_id, topics
 from shared.contracts.ids import refund_id
 from shared.messaging.relay import CONTENT_TYPE
 from shared.settings import Settings
-from tests.events import unique
 from tests.polling import eventually
 
 from .conftest import GROUP, Outputs, Platform, Service

@@ -15,14 +15,14 @@ from services.complaints.bootstrap import build
 from shared.clock import ManualClock
 from tests.harness import Record, ServiceHarness
 
-from ...e2e.complaints.helpers import T0, key_of, topic_of
+from ...e2e.complaints.helpers import T0, key_of
 
 __all__ = ["T0", "ComplaintsService", "Record"]
 
 
 class ComplaintsService(ServiceHarness):
     def __init__(self, engine: AsyncEngine, clock: ManualClock) -> None:
-        super().__init__(build, engine, clock, topic_of=topic_of, key_of=key_of)
+        super().__init__(build, engine, clock, key_of=key_of)
 
     async def outbox(self, key: str) -> list[dict[str, Any]]:
         return [row["event"] for row in await self.outbox_rows(self.outbox_table.c.key == key)]

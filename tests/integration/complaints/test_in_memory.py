@@ -7,10 +7,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from aftersales_dev.events import unique
 from services.complaints.memory import in_memory
 from shared.clock import ManualClock
 from shared.policy import Policy
-from tests.events import unique
 from tests.in_memory import as_json, play
 
 from ...e2e.complaints.helpers import (

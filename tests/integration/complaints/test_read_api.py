@@ -9,9 +9,9 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from aftersales_dev.events import unique
 from shared.clock import ManualClock
 from shared.db import session_factory
-from tests.events import unique
 from tests.read_api import read_api_client
 
 from ...e2e.complaints.helpers import opened, order_paid, resolved, responded

@@ -13,18 +13,27 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from aftersales_dev import events
+from aftersales_dev.events import cloud_event, kettle_order
 from services.followup import tables
 from services.followup.bootstrap import build
 from shared.clock import ManualClock
 from shared.policy import Policy
-from tests.events import cloud_event, kettle_order, topic_of
 from tests.harness import ServiceHarness, fresh_schema
 
 T0 = datetime.fromisoformat("2024-05-01T10:00:00+08:00")
 
 
+SENT_AT = "2024-05-01T10:00:00+08:00"
+
+
+def envelope_of(*, event_id: str | None = None) -> dict[str, Any]:
+    """The envelope's fields every event here has: one sending time, the test platform."""
+    return {"time": SENT_AT, "id": event_id, "platform": "/test"}
+
+
 def envelope(event_type: str, data: dict[str, Any], *, event_id: str | None = None) -> dict:
-    return cloud_event(event_type, data, "2024-05-01T10:00:00+08:00", id=event_id, platform="/test")
+    return cloud_event(event_type, data, SENT_AT, id=event_id, platform="/test")
 
 
 def iso(instant: datetime) -> str:
@@ -116,17 +125,14 @@ class Events:
     def complaint_opened(
         complaint_id: str, order_id: str, customer_id: str, opened_at: datetime, **kw: Any
     ) -> dict:
-        return envelope(
-            "complaint.opened",
-            {
-                "complaint_id": complaint_id,
-                "order_id": order_id,
-                "customer_id": customer_id,
-                "category": "wrong_item",
-                "description": "发错货了",
-                "opened_at": iso(opened_at),
-            },
-            **kw,
+        return events.complaint_opened(
+            complaint_id,
+            order_id,
+            customer_id,
+            at=opened_at,
+            category="wrong_item",
+            description="发错货了",
+            **envelope_of(**kw),
         )
 
     @staticmethod
@@ -138,17 +144,14 @@ class Events:
         outcome: str = "upheld",
         **kw: Any,
     ) -> dict:
-        return envelope(
-            "complaint.resolved",
-            {
-                "complaint_id": complaint_id,
-                "order_id": order_id,
-                "outcome": outcome,
-                "remedy": "refund",
-                "agent_id": "agent-1",
-                "resolved_at": iso(resolved_at),
-            },
-            **kw,
+        return events.complaint_resolved(
+            complaint_id,
+            order_id,
+            at=resolved_at,
+            outcome=outcome,
+            remedy="refund",
+            agent_id="agent-1",
+            **envelope_of(**kw),
         )
 
     @staticmethod
@@ -161,16 +164,13 @@ class Events:
         comment: str = "",
         **kw: Any,
     ) -> dict:
-        return envelope(
-            "survey.answered",
-            {
-                "callback_id": callback_id,
-                "customer_id": customer_id,
-                "score": score,
-                "comment": comment,
-                "answered_at": iso(answered_at),
-            },
-            **kw,
+        return events.survey_answered(
+            callback_id,
+            customer_id,
+            at=answered_at,
+            score=score,
+            comment=comment,
+            **envelope_of(**kw),
         )
 
 
@@ -183,7 +183,6 @@ class FollowupService(ServiceHarness):
             engine,
             clock,
             policy,
-            topic_of=topic_of,
             key_of=lambda event: "k",
         )
         self.ev = Events

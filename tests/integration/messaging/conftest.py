@@ -9,17 +9,18 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared.clock import ManualClock
-from shared.db import create_engine, session_factory
+from shared.db import session_factory
+from shared.messaging.runtime import ServiceRuntime, ensure_topics
 from shared.settings import Settings
+from tests.harness import engine_at
 
 from .helpers import T0, Harness, create_schema, drop_schema, make_harness
 
 
 @pytest.fixture(scope="session")
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url, pool_size=5)
-    yield engine
-    await engine.dispose()
+    async with engine_at(database_url) as engine:
+        yield engine
 
 
 @pytest.fixture
@@ -58,3 +59,15 @@ async def producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
     await producer.start()
     yield producer
     await producer.stop()
+
+
+@pytest.fixture
+async def runtime(
+    harness: Harness, settings: Settings, engine: AsyncEngine, clock: ManualClock
+) -> AsyncIterator[ServiceRuntime]:
+    """A runtime whose broker is connected for publishing only (no consumer group)."""
+    runtime = ServiceRuntime(harness.definition(), settings, clock, engine=engine)
+    await ensure_topics(settings, runtime.definition.all_topics)
+    await runtime.broker.connect()
+    yield runtime
+    await runtime.broker.stop()

@@ -23,6 +23,7 @@ from sqlalchemy import BigInteger, Column, Integer, MetaData, Table, Text, func,
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from aftersales_dev.events import cloud_event, kettle_order
 from shared.clock import Clock
 from shared.contracts import (
     NOTIFICATION_REQUESTED,
@@ -39,16 +40,19 @@ from shared.contracts import (
 )
 from shared.db import service_metadata
 from shared.messaging.consumer import EventProcessor
-from shared.messaging.context import EventHandler, HandlerContext
+from shared.messaging.context import HandlerContext
+from shared.messaging.relay import OutboxRelay, Publish
 from shared.messaging.runtime import ServiceDefinition
+from shared.messaging.scheduler import TimerScheduler
 from shared.messaging.store import Timer
 from shared.messaging.tables import MessagingTables, messaging_tables
-from tests.events import kettle_order
 from tests.harness import Record
 
 T0 = datetime(2024, 5, 1, 2, 0, tzinfo=UTC)  # 2024-05-01 10:00 in Shanghai
 SHIP_DEADLINE = "ship_deadline"
 SHIP_WINDOW = timedelta(hours=72)
+
+SOURCE = "/shop/test"
 
 # Personal data of the buyer in test orders; must never reach a dead letter in clear.
 CUSTOMER_NAME = "Zhang Sanfeng"
@@ -199,23 +203,36 @@ class Harness:
         )
 
 
+Sessions = async_sessionmaker[AsyncSession]
+
+
+def wiring(harness: Harness, sessions: Sessions, clock: Clock) -> dict[str, Any]:
+    """What every part of the runtime takes: the service, its sessions, tables and clock."""
+    return {"service": harness.name, "sessions": sessions, "tables": harness.tables, "clock": clock}
+
+
 def processor(
-    harness: Harness,
-    sessions: async_sessionmaker[AsyncSession],
-    clock: Clock,
-    handlers: dict[str, EventHandler] | None = None,
-    **options: Any,
+    harness: Harness, sessions: Sessions, clock: Clock, handlers: Any = None, **options: Any
 ) -> EventProcessor:
     """The harness's event processor (with other handlers, and EventProcessor options, when
     given)."""
-    return EventProcessor(
-        service=harness.name,
-        sessions=sessions,
-        tables=harness.tables,
-        handlers=handlers if handlers is not None else harness.definition().handlers,
-        clock=clock,
-        **options,
-    )
+    handlers = handlers if handlers is not None else harness.definition().handlers
+    return EventProcessor(**wiring(harness, sessions, clock), handlers=handlers, **options)
+
+
+def scheduler(
+    harness: Harness, sessions: Sessions, clock: Clock, handlers: Any = None, **options: Any
+) -> TimerScheduler:
+    """The harness's timer scheduler (with other handlers, and options, when given)."""
+    handlers = handlers if handlers is not None else harness.definition().timer_handlers
+    return TimerScheduler(**wiring(harness, sessions, clock), handlers=handlers, **options)
+
+
+def relay(
+    harness: Harness, sessions: Sessions, publish: Publish, clock: Clock, **options: Any
+) -> OutboxRelay:
+    """The harness's outbox relay over `publish` (with OutboxRelay options when given)."""
+    return OutboxRelay(**wiring(harness, sessions, clock), publish=publish, **options)
 
 
 def make_harness() -> Harness:
@@ -272,29 +289,23 @@ def order_paid(
     paid_at: str = "2024-05-01T10:00:00+08:00",
     customer_id: str = "c-1",
 ) -> dict[str, Any]:
-    return {
-        "specversion": "1.0",
-        "id": event_id or unique("evt-paid-"),
-        "source": "/shop/test",
-        "type": ORDER_PAID,
-        "time": paid_at,
-        "datacontenttype": "application/json",
-        "data": kettle_order(
-            order_id,
-            customer_id,
-            {
-                "name": CUSTOMER_NAME,
-                "phone": CUSTOMER_PHONE,
-                "email": CUSTOMER_EMAIL,
-                "preferred_channel": "sms",
-            },
-            paid_at=paid_at,
-            amount=amount,
-            shop_id="shop-1",
-            line_id="l1",
-            sku="sku-1",
-        ),
+    buyer = {
+        "name": CUSTOMER_NAME,
+        "phone": CUSTOMER_PHONE,
+        "email": CUSTOMER_EMAIL,
+        "preferred_channel": "sms",
     }
+    data = kettle_order(
+        order_id,
+        customer_id,
+        buyer,
+        paid_at=paid_at,
+        amount=amount,
+        shop_id="shop-1",
+        line_id="l1",
+        sku="sku-1",
+    )
+    return cloud_event(ORDER_PAID, data, paid_at, id=event_id or unique("evt-paid-"), source=SOURCE)
 
 
 def order_shipped(
@@ -304,19 +315,14 @@ def order_shipped(
     tracking_no: str = "SF1234567890123",
     shipped_at: str = "2024-05-02T09:00:00+08:00",
 ) -> dict[str, Any]:
-    return {
-        "specversion": "1.0",
-        "id": event_id or unique("evt-shipped-"),
-        "source": "/shop/test",
-        "type": ORDER_SHIPPED,
-        "time": shipped_at,
-        "data": {
-            "order_id": order_id,
-            "shipped_at": shipped_at,
-            "carrier": "SF",
-            "tracking_no": tracking_no,
-        },
+    data = {
+        "order_id": order_id,
+        "shipped_at": shipped_at,
+        "carrier": "SF",
+        "tracking_no": tracking_no,
     }
+    event_id = event_id or unique("evt-shipped-")
+    return cloud_event(ORDER_SHIPPED, data, shipped_at, id=event_id, source=SOURCE)
 
 
 def encode(document: dict[str, Any]) -> bytes:

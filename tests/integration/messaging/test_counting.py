@@ -8,10 +8,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from shared.clock import ManualClock
 from shared.contracts import NOTIFICATION_REQUESTED, NotificationRequested
 from shared.db import UnitOfWork
-from shared.messaging.consumer import EventProcessor
 from shared.messaging.context import HandlerContext
 
-from .helpers import T0, Harness, records
+from .helpers import T0, Harness, processor, records
 
 
 async def test_is_new_only_for_an_event_the_outbox_did_not_hold(
@@ -45,16 +44,10 @@ async def test_a_record_dead_lettered_again_is_counted_once(
         labels = {"service": harness.name, "reason": "malformed_json"}
         return REGISTRY.get_sample_value("aftersales_dead_letters_total", labels) or 0.0
 
-    processor = EventProcessor(
-        service=harness.name,
-        sessions=sessions,
-        tables=harness.tables,
-        handlers=harness.definition().handlers,
-        clock=clock,
-    )
+    consumer = processor(harness, sessions, clock)
     batch = records(harness.input_topic, [("o-1", b'{"broken": ')], start=7)
     before = counted()
-    await processor.process(batch)
+    await consumer.process(batch)
     # Fetched again (its offset was not committed): the same dead letter, not a second one.
-    await processor.process(batch)
+    await consumer.process(batch)
     assert counted() == before + 1

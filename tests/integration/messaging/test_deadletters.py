@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared.clock import ManualClock
 from shared.contracts import DeadLettered, parse_event
-from shared.messaging.consumer import EventProcessor
 from shared.messaging.deadletters import list_dead_letters, read_topic, replay_dead_letters
 from shared.messaging.relay import CONTENT_TYPE
-from shared.messaging.runtime import ServiceRuntime, ensure_topics
+from shared.messaging.runtime import ServiceRuntime
 from shared.settings import Settings
 
 from .helpers import (
@@ -22,35 +19,13 @@ from .helpers import (
     header,
     order_paid,
     order_shipped,
+    processor,
     read_partitions,
     records,
 )
 
 # Order ids and tracking numbers are often long digit runs; a replay must keep them intact.
 DIGIT_ORDER = "2024050100012345"
-
-
-@pytest.fixture
-async def runtime(
-    harness: Harness, settings: Settings, engine: AsyncEngine, clock: ManualClock
-) -> AsyncIterator[ServiceRuntime]:
-    runtime = ServiceRuntime(harness.definition(), settings, clock, engine=engine)
-    await ensure_topics(settings, runtime.definition.all_topics)
-    await runtime.broker.connect()
-    yield runtime
-    await runtime.broker.stop()
-
-
-def processor(
-    harness: Harness, sessions: async_sessionmaker[AsyncSession], clock: ManualClock
-) -> EventProcessor:
-    return EventProcessor(
-        service=harness.name,
-        sessions=sessions,
-        tables=harness.tables,
-        handlers=harness.definition().handlers,
-        clock=clock,
-    )
 
 
 async def test_read_topic_returns_every_record(

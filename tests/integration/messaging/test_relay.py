@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -21,7 +20,7 @@ from shared.db import UnitOfWork
 from shared.messaging.context import HandlerContext
 from shared.messaging.parked import parked_rows, retry_parked
 from shared.messaging.relay import CONTENT_TYPE, SLOTS, SLOTS_PER_BATCH, OutboxRelay, Publish
-from shared.messaging.runtime import ServiceRuntime, ensure_topics
+from shared.messaging.runtime import ServiceRuntime
 from shared.settings import Settings
 
 from .helpers import (
@@ -31,20 +30,9 @@ from .helpers import (
     header,
     outbox_rows,
     read_partitions,
+    relay,
     unpublished_count,
 )
-
-
-@pytest.fixture
-async def runtime(
-    harness: Harness, settings: Settings, engine: AsyncEngine, clock: ManualClock
-) -> AsyncIterator[ServiceRuntime]:
-    """A runtime whose broker is connected for publishing only (no consumer group)."""
-    runtime = ServiceRuntime(harness.definition(), settings, clock, engine=engine)
-    await ensure_topics(settings, [harness.output_topic])
-    await runtime.broker.connect()
-    yield runtime
-    await runtime.broker.stop()
 
 
 async def queue_events(
@@ -69,23 +57,6 @@ async def queue_events(
                 key=key,
             )
             await uow.commit()
-
-
-def relay(
-    harness: Harness,
-    sessions: async_sessionmaker[AsyncSession],
-    publish: Publish,
-    clock: ManualClock,
-    batch_size: int = 500,
-) -> OutboxRelay:
-    return OutboxRelay(
-        service=harness.name,
-        sessions=sessions,
-        tables=harness.tables,
-        publish=publish,
-        clock=clock,
-        batch_size=batch_size,
-    )
 
 
 def assert_commit_order_per_key(
@@ -248,14 +219,8 @@ async def test_relay_run_loop_publishes_when_woken_and_stops(
     runtime: ServiceRuntime,
     clock: ManualClock,
 ) -> None:
-    r = OutboxRelay(
-        service=harness.name,
-        sessions=sessions,
-        tables=harness.tables,
-        publish=runtime._publish,
-        clock=clock,
-        poll_interval=30,  # only a wake-up can make it publish within the test
-    )
+    # Only a wake-up can make it publish within the test.
+    r = relay(harness, sessions, runtime._publish, clock, poll_interval=30)
     stop = asyncio.Event()
     task = asyncio.create_task(r.run(stop))
     await asyncio.sleep(0.3)

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from shared.clock import ManualClock
 from shared.contracts import SLA_BREACHED, parse_event
 from shared.db import UnitOfWork
-from shared.messaging.scheduler import MAX_TIMER_ATTEMPTS, TimerScheduler
+from shared.messaging.scheduler import MAX_TIMER_ATTEMPTS
 from shared.messaging.store import Timers
 
 from .helpers import (
@@ -20,24 +20,9 @@ from .helpers import (
     Harness,
     effect_rows,
     outbox_rows,
+    scheduler,
     timer_rows,
 )
-
-
-def scheduler(
-    harness: Harness,
-    sessions: async_sessionmaker[AsyncSession],
-    clock: ManualClock,
-    batch_size: int = 100,
-) -> TimerScheduler:
-    return TimerScheduler(
-        service=harness.name,
-        sessions=sessions,
-        tables=harness.tables,
-        handlers=harness.definition().timer_handlers,
-        clock=clock,
-        batch_size=batch_size,
-    )
 
 
 async def set_timer(
@@ -48,6 +33,18 @@ async def set_timer(
             SHIP_DEADLINE, ref, due_at=due_at, lock_key=ref, payload={"ref": ref}
         )
         await uow.commit()
+
+
+async def set_timers_due(
+    harness: Harness,
+    sessions: async_sessionmaker[AsyncSession],
+    clock: ManualClock,
+    refs: list[str],
+) -> None:
+    """A timer per ref, a second apart from T0, all due an hour later (where the clock goes)."""
+    for i, ref in enumerate(refs):
+        await set_timer(harness, sessions, ref, T0 + timedelta(seconds=i))
+    clock.set(T0 + timedelta(hours=1))
 
 
 async def cancel_timer(
@@ -128,9 +125,7 @@ async def test_racing_schedulers_fire_each_timer_exactly_once(
     clock: ManualClock,
 ) -> None:
     refs = [f"o-{i}" for i in range(60)]
-    for i, ref in enumerate(refs):
-        await set_timer(harness, sessions, ref, T0 + timedelta(seconds=i))
-    clock.set(T0 + timedelta(hours=1))
+    await set_timers_due(harness, sessions, clock, refs)
     racers = [scheduler(harness, sessions, clock, batch_size=7) for _ in range(3)]
     fired = await asyncio.gather(*(r.run_all_due() for r in racers))
     # A scheduler can stop early when the rows it saw were taken by another; sweep up.
@@ -214,18 +209,8 @@ async def test_a_batch_fired_in_concurrent_transactions_fires_each_timer_once(
     clock: ManualClock,
 ) -> None:
     refs = [f"c-{i}" for i in range(40)]
-    for i, ref in enumerate(refs):
-        await set_timer(harness, sessions, ref, T0 + timedelta(seconds=i))
-    clock.set(T0 + timedelta(hours=1))
-    split = TimerScheduler(
-        service=harness.name,
-        sessions=sessions,
-        tables=harness.tables,
-        handlers=harness.definition().timer_handlers,
-        clock=clock,
-        batch_size=25,
-        concurrency=4,
-    )
+    await set_timers_due(harness, sessions, clock, refs)
+    split = scheduler(harness, sessions, clock, batch_size=25, concurrency=4)
     racers = [split, scheduler(harness, sessions, clock, batch_size=7)]
     fired = await asyncio.gather(*(r.run_all_due() for r in racers))
     fired.append(await split.run_all_due())
@@ -266,14 +251,7 @@ async def test_work_outside_the_transaction_runs_after_commit_and_is_recorded(
 
     for ref in ("w-1", "w-2", "w-bad"):
         await set_timer(harness, sessions, ref, T0)
-    runner = TimerScheduler(
-        service=harness.name,
-        sessions=sessions,
-        tables=harness.tables,
-        handlers={SHIP_DEADLINE: handler},
-        clock=clock,
-        concurrency=2,
-    )
+    runner = scheduler(harness, sessions, clock, {SHIP_DEADLINE: handler}, concurrency=2)
     assert await runner.run_due() == 3
     assert seen_during_call == [T0, T0, T0]
     # A call that raised records nothing: the handler's own timers are there to retry it.

@@ -18,10 +18,8 @@ import json
 import logging
 import threading
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from email import message_from_bytes
 from email import policy as email_policy
 from email.message import EmailMessage
@@ -40,35 +38,37 @@ from services.notifier.channels import Channel, channels_from_settings
 from services.notifier.handlers import NotifierHandlers
 from shared.clock import ManualClock
 from shared.contracts import dead_letter_topic
-from shared.crypto import FieldCipher, cipher_from_env, generate_key
+from shared.crypto import FieldCipher, cipher_from_env
 from shared.db import session_factory
 from shared.messaging.consumer import EventProcessor
 from shared.messaging.scheduler import TimerScheduler
 from shared.policy import Policy
 from shared.settings import Settings
-from tests.events import cloud_event, kettle_order
 from tests.harness import fresh_schema, no_notifier_environment
-
-T0 = datetime(2024, 5, 1, 2, 0, tzinfo=UTC)  # 2024-05-01 10:00 in Shanghai
-KEY = generate_key()
-
-# Personal data of the test buyers: must never appear in an event or a log line.
-PHONE = "13812345678"
-EMAIL = "zhang.sanfeng@example.com"
-NAME = "张三丰"
-PHONE_2 = "+8613987654321"
-EMAIL_2 = "li.si@example.org"
-NAME_2 = "Li Si"
-PERSONAL = (PHONE, EMAIL, NAME, PHONE_2, EMAIL_2, NAME_2, "13987654321")
+from tests.integration.notifier.kit import (
+    ACK,
+    EMAIL,
+    EMAIL_2,
+    KEY,
+    NAME,
+    NAME_2,
+    PERSONAL,
+    PHONE,
+    PHONE_2,
+    T0,
+    coupon,
+    decision,
+    envelope,
+    order_paid,
+    refund,
+    requested,
+    uid,
+)
 
 
 @pytest.fixture(autouse=True)
 def _no_notifier_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     no_notifier_environment(monkeypatch)
-
-
-def uid(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 # --- the HTTP gateway ---------------------------------------------------------------------
@@ -362,140 +362,15 @@ async def make_harness(
     assert scan_logs(caplog_all) > 0
 
 
-# --- events ---------------------------------------------------------------------------------
-
-
-def envelope(type_: str, data: dict[str, Any], *, event_id: str | None = None) -> dict[str, Any]:
-    return cloud_event(type_, data, T0, id=event_id or uid("evt"), platform="/test")
-
-
-def order_paid(
-    customer_id: str,
-    *,
-    order_id: str | None = None,
-    phone: str | None = PHONE,
-    email: str | None = EMAIL,
-    name: str | None = NAME,
-    preferred: str = "sms",
-    language: str | None = None,
-    paid_at: str = "2024-05-01T09:00:00+08:00",
-    event_id: str | None = None,
-) -> dict[str, Any]:
-    customer: dict[str, Any] = {
-        "name": name,
-        "phone": phone,
-        "email": email,
-        "preferred_channel": preferred,
-    }
-    if language is not None:
-        customer["language"] = language
-    return envelope(
-        "order.paid",
-        kettle_order(order_id or uid("O"), customer_id, customer, paid_at=paid_at),
-        event_id=event_id,
-    )
-
-
-ACK = {"complaint_id": "K1", "answer_within_hours": 2, "answer_by": "2024-05-01T12:00:00+08:00"}
-
-
-def requested(
-    customer_id: str,
-    template: str = "complaint.acknowledged",
-    params: dict[str, Any] | None = None,
-    *,
-    request_id: str | None = None,
-    urgent: bool = False,
-    order_id: str | None = "O1",
-    event_id: str | None = None,
-    case_id: str = "K1",
-) -> dict[str, Any]:
-    return envelope(
-        "notification.requested",
-        {
-            "request_id": request_id or uid("req"),
-            "customer_id": customer_id,
-            "order_id": order_id,
-            "template": template,
-            "params": ACK if params is None else params,
-            "urgent": urgent,
-            "case": {"type": "complaint", "id": case_id},
-        },
-        event_id=event_id,
-    )
-
-
-def decision(
-    type_: str,
-    customer_id: str,
-    *,
-    return_id: str = "R1",
-    rule: str = "window_expired",
-    waiting_for: str | None = None,
-) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "return_id": return_id,
-        "order_id": "O1",
-        "customer_id": customer_id,
-        "kind": "refund",
-        "rule": rule,
-        "message": "您好，很抱歉，7天无理由退货期限已结束。您仍可以以质量问题为由申请售后。",
-        "message_en": (
-            "Hello, we are sorry: the 7-day period ended. You can still report a quality issue."
-        ),
-        "decided_at": T0.isoformat(),
-    }
-    if type_ == "return.approved":
-        data.update(rule="eligible", return_shipping_payer="buyer", refund_estimate=9000)
-    if waiting_for is not None:
-        data["waiting_for"] = waiting_for
-    return envelope(type_, data)
-
-
-def refund(
-    customer_id: str,
-    case_type: str,
-    case_id: str,
-    amount: int,
-    breakdown: list[dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    return envelope(
-        "refund.issued",
-        {
-            "refund_id": uid("rf"),
-            "order_id": "O1",
-            "customer_id": customer_id,
-            "case": {"type": case_type, "id": case_id},
-            "amount": amount,
-            "currency": "CNY",
-            "breakdown": breakdown or [{"kind": "compensation", "amount": amount}],
-            "payments": [{"method": "alipay", "amount": amount}] if amount else [],
-            "due_by": "2024-05-02T10:00:00+08:00",
-            "issued_at": T0.isoformat(),
-        },
-    )
-
-
-def coupon(customer_id: str, complaint_id: str = "K1", value: int = 500) -> dict[str, Any]:
-    return envelope(
-        "coupon.granted",
-        {
-            "coupon_id": uid("CP"),
-            "customer_id": customer_id,
-            "order_id": "O1",
-            "complaint_id": complaint_id,
-            "value": value,
-            "currency": "CNY",
-            "expires_at": "2024-05-31T10:00:00+08:00",
-            "reason": "logistics_delay",
-            "granted_at": T0.isoformat(),
-        },
-    )
+@pytest.fixture
+def sms_harness(make_harness: Any, gateway: Gateway) -> Harness:
+    """A harness whose text messages go to the test gateway."""
+    return make_harness(settings=settings_for(aftersales_sms_gateway_url=f"{gateway.url}/sms"))
 
 
 @pytest.fixture
 def kit() -> Any:
-    """The builders and constants above, for the test modules (they cannot import conftest)."""
+    """The builders and constants of kit.py, for the test modules (they cannot import conftest)."""
     from types import SimpleNamespace
 
     return SimpleNamespace(

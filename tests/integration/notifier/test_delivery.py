@@ -12,10 +12,8 @@ from services.notifier import tables
 from services.notifier.channels import HttpGateway
 
 
-async def test_sms_delivery_and_notification_sent(
-    make_harness: Any, kit: Any, gateway: Any
-) -> None:
-    h = make_harness(settings=kit.settings(aftersales_sms_gateway_url=f"{gateway.url}/sms"))
+async def test_sms_delivery_and_notification_sent(sms_harness: Any, kit: Any, gateway: Any) -> None:
+    h = sms_harness
     customer = kit.uid("C")
     await h.consume(kit.order_paid(customer))
     event = kit.requested(customer, request_id="req-basic-" + customer)
@@ -50,9 +48,9 @@ async def test_sms_delivery_and_notification_sent(
 
 
 async def test_retries_after_the_gateway_fails_twice(
-    make_harness: Any, kit: Any, gateway: Any
+    sms_harness: Any, kit: Any, gateway: Any
 ) -> None:
-    h = make_harness(settings=kit.settings(aftersales_sms_gateway_url=f"{gateway.url}/sms"))
+    h = sms_harness
     customer = kit.uid("C")
     gateway.on("/sms", 503, 503)
     await h.consume(kit.order_paid(customer), kit.requested(customer, request_id="r3-" + customer))
@@ -86,9 +84,9 @@ async def test_retries_after_the_gateway_fails_twice(
 
 
 async def test_retries_exhausted_are_dead_lettered(
-    make_harness: Any, kit: Any, gateway: Any
+    sms_harness: Any, kit: Any, gateway: Any
 ) -> None:
-    h = make_harness(settings=kit.settings(aftersales_sms_gateway_url=f"{gateway.url}/sms"))
+    h = sms_harness
     customer = kit.uid("C")
     gateway.on("/sms", *([500] * 10))
     await h.consume(kit.order_paid(customer), kit.requested(customer, request_id="rx-" + customer))
@@ -239,9 +237,9 @@ async def test_the_log_channel_in_development(make_harness: Any, kit: Any, caplo
 
 
 async def test_a_buyer_whose_contact_arrives_late_is_notified(
-    make_harness: Any, kit: Any, gateway: Any
+    sms_harness: Any, kit: Any, gateway: Any
 ) -> None:
-    h = make_harness(settings=kit.settings(aftersales_sms_gateway_url=f"{gateway.url}/sms"))
+    h = sms_harness
     customer = kit.uid("C")
     await h.consume(kit.requested(customer, request_id="rl-" + customer))
     await h.fire()
@@ -296,7 +294,7 @@ async def test_webhook_and_im_channels(make_harness: Any, kit: Any, gateway: Any
 
 
 async def test_a_status_event_the_outbox_already_holds_is_not_counted_again(
-    make_harness: Any, kit: Any, gateway: Any
+    sms_harness: Any, kit: Any
 ) -> None:
     from prometheus_client import REGISTRY
 
@@ -308,7 +306,7 @@ async def test_a_status_event_the_outbox_already_holds_is_not_counted_again(
         labels = {"service": "notifier", "template": "complaint.acknowledged", "outcome": "sent"}
         return REGISTRY.get_sample_value("aftersales_notifications_total", labels) or 0.0
 
-    h = make_harness(settings=kit.settings(aftersales_sms_gateway_url=f"{gateway.url}/sms"))
+    h = sms_harness
     customer = kit.uid("C")
     request_id = "req-counted-" + customer
     await h.consume(kit.order_paid(customer), kit.requested(customer, request_id=request_id))

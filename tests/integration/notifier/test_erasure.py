@@ -33,9 +33,9 @@ def traces_of(kit: Any) -> list[str]:
 
 
 async def test_erasing_a_buyer_leaves_nothing_of_their_contact_data(
-    make_harness: Any, kit: Any, gateway: Any
+    sms_harness: Any, kit: Any
 ) -> None:
-    h = make_harness(settings=kit.settings(aftersales_sms_gateway_url=f"{gateway.url}/sms"))
+    h = sms_harness
     customer, other = kit.uid("C"), kit.uid("C")
     await h.consume(kit.order_paid(customer), kit.requested(customer, request_id="r-" + customer))
     other_paid = kit.order_paid(other, phone=kit.PHONE_2, email=kit.EMAIL_2, name=kit.NAME_2)
@@ -82,9 +82,9 @@ def with_erasure_events(h: Any) -> None:
 
 
 async def test_the_erasure_event_forgets_the_buyer_before_anything_pending_is_sent(
-    make_harness: Any, kit: Any, gateway: Any
+    sms_harness: Any, kit: Any, gateway: Any
 ) -> None:
-    h = make_harness(settings=kit.settings(aftersales_sms_gateway_url=f"{gateway.url}/sms"))
+    h = sms_harness
     with_erasure_events(h)
     customer = kit.uid("C")
     await h.consume(kit.order_paid(customer), kit.requested(customer, request_id="r-sent"))

@@ -11,9 +11,9 @@ from services.notifier import tables
 
 
 async def test_template_problems_are_dead_lettered_and_the_batch_goes_on(
-    make_harness: Any, kit: Any, gateway: Any
+    sms_harness: Any, kit: Any, gateway: Any
 ) -> None:
-    h = make_harness(settings=kit.settings(aftersales_sms_gateway_url=f"{gateway.url}/sms"))
+    h = sms_harness
     customer = kit.uid("C")
     missing = kit.requested(customer, params={"complaint_id": "K1", "answer_within_hours": 2})
     unknown = kit.requested(customer, "complaint.teleported", {"complaint_id": "K1"})
@@ -40,9 +40,9 @@ async def test_template_problems_are_dead_lettered_and_the_batch_goes_on(
 
 
 async def test_return_decisions_and_refunds_become_notifications(
-    make_harness: Any, kit: Any, gateway: Any
+    sms_harness: Any, kit: Any, gateway: Any
 ) -> None:
-    h = make_harness(settings=kit.settings(aftersales_sms_gateway_url=f"{gateway.url}/sms"))
+    h = sms_harness
     customer = kit.uid("C")
     rejected = kit.decision("return.rejected", customer)
     await h.consume(
@@ -98,9 +98,9 @@ async def test_return_decisions_and_refunds_become_notifications(
 
 
 async def test_return_decisions_use_the_returns_english_message_for_english_buyers(
-    make_harness: Any, kit: Any, gateway: Any
+    sms_harness: Any, kit: Any, gateway: Any
 ) -> None:
-    h = make_harness(settings=kit.settings(aftersales_sms_gateway_url=f"{gateway.url}/sms"))
+    h = sms_harness
     customer = kit.uid("C")
     await h.consume(
         kit.order_paid(customer, language="fr"), kit.decision("return.rejected", customer)
@@ -112,7 +112,7 @@ async def test_return_decisions_use_the_returns_english_message_for_english_buye
 
 
 async def test_a_coupon_is_told_once_by_the_complaints_service_without_waiting(
-    make_harness: Any, kit: Any, gateway: Any
+    sms_harness: Any, kit: Any, gateway: Any
 ) -> None:
     """Every coupon comes with the complaints service's own notice that states it
     (`complaint.compensated`, `complaint.compensation_approved`): the notifier does not read
@@ -124,7 +124,7 @@ async def test_a_coupon_is_told_once_by_the_complaints_service_without_waiting(
 
     definition = build(Policy(), ManualClock(kit.T0), kit.settings())
     assert topics.COUPONS not in definition.topics and "coupon.granted" not in definition.handlers
-    h = make_harness(settings=kit.settings(aftersales_sms_gateway_url=f"{gateway.url}/sms"))
+    h = sms_harness
     customer = kit.uid("C")
     compensated = {"complaint_id": "K7", "currency": "CNY", "coupon_value": 500}
     await h.consume(

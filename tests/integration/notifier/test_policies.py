@@ -16,9 +16,9 @@ def sh(day: int, hour: int, minute: int = 0) -> datetime:
 
 
 async def test_daily_cap_defers_the_fourth_message_to_the_next_day(
-    make_harness: Any, kit: Any, gateway: Any
+    sms_harness: Any, kit: Any, gateway: Any
 ) -> None:
-    h = make_harness(settings=kit.settings(aftersales_sms_gateway_url=f"{gateway.url}/sms"))
+    h = sms_harness
     customer, other = kit.uid("C"), kit.uid("C")
     await h.consume(kit.order_paid(customer), kit.order_paid(other))
     ids = [f"cap-{i}-{customer}" for i in range(4)]
@@ -52,9 +52,9 @@ async def test_daily_cap_defers_the_fourth_message_to_the_next_day(
 
 
 async def test_quiet_hours_defer_non_urgent_messages_to_their_end(
-    make_harness: Any, kit: Any, gateway: Any
+    sms_harness: Any, kit: Any, gateway: Any
 ) -> None:
-    h = make_harness(settings=kit.settings(aftersales_sms_gateway_url=f"{gateway.url}/sms"))
+    h = sms_harness
     customer = kit.uid("C")
     h.clock.set(sh(1, 22, 30))
     await h.consume(kit.order_paid(customer))
@@ -86,9 +86,9 @@ async def test_quiet_hours_defer_non_urgent_messages_to_their_end(
 
 
 async def test_a_retry_falling_into_quiet_hours_waits_for_their_end(
-    make_harness: Any, kit: Any, gateway: Any
+    sms_harness: Any, kit: Any, gateway: Any
 ) -> None:
-    h = make_harness(settings=kit.settings(aftersales_sms_gateway_url=f"{gateway.url}/sms"))
+    h = sms_harness
     customer = kit.uid("C")
     h.clock.set(sh(1, 20, 59))
     gateway.on("/sms", 503)
@@ -103,9 +103,9 @@ async def test_a_retry_falling_into_quiet_hours_waits_for_their_end(
 
 
 async def test_a_message_that_cannot_make_its_deadline_is_dropped_with_a_reason(
-    make_harness: Any, kit: Any, gateway: Any
+    sms_harness: Any, kit: Any, gateway: Any
 ) -> None:
-    h = make_harness(settings=kit.settings(aftersales_sms_gateway_url=f"{gateway.url}/sms"))
+    h = sms_harness
     customer = kit.uid("C")
     h.clock.set(sh(1, 22))
     survey = {"callback_id": "CB1", "deadline": sh(2, 8).isoformat()}
@@ -121,8 +121,8 @@ async def test_a_message_that_cannot_make_its_deadline_is_dropped_with_a_reason(
     assert letter["reason"] == "expired"
 
 
-async def test_deduplication_by_request_id(make_harness: Any, kit: Any, gateway: Any) -> None:
-    h = make_harness(settings=kit.settings(aftersales_sms_gateway_url=f"{gateway.url}/sms"))
+async def test_deduplication_by_request_id(sms_harness: Any, kit: Any, gateway: Any) -> None:
+    h = sms_harness
     customer = kit.uid("C")
     await h.consume(kit.order_paid(customer))
     first = kit.requested(customer, request_id="dup-" + customer)
@@ -141,9 +141,9 @@ async def test_deduplication_by_request_id(make_harness: Any, kit: Any, gateway:
 
 
 async def test_urgent_messages_ignore_quiet_hours_and_the_cap(
-    make_harness: Any, kit: Any, gateway: Any
+    sms_harness: Any, kit: Any, gateway: Any
 ) -> None:
-    h = make_harness(settings=kit.settings(aftersales_sms_gateway_url=f"{gateway.url}/sms"))
+    h = sms_harness
     customer = kit.uid("C")
     h.clock.set(sh(1, 23, 30))
     await h.consume(kit.order_paid(customer))

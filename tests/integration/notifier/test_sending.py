@@ -85,9 +85,9 @@ async def test_the_send_happens_after_the_claim_committed(
 
 
 async def test_a_crash_between_send_and_record_sends_again_under_the_same_key(
-    make_harness: Any, kit: Any, gateway: Any
+    sms_harness: Any, kit: Any, gateway: Any
 ) -> None:
-    h = make_harness(settings=kit.settings(aftersales_sms_gateway_url=f"{gateway.url}/sms"))
+    h = sms_harness
     customer = kit.uid("C")
     request_id = "crash-" + customer
     lost: list[tuple[Claimed, Result]] = []
@@ -121,9 +121,9 @@ async def test_a_crash_between_send_and_record_sends_again_under_the_same_key(
 
 
 async def test_a_batch_is_sent_at_once_and_recorded_in_one_more_transaction(
-    make_harness: Any, kit: Any, gateway: Any
+    sms_harness: Any, kit: Any, gateway: Any
 ) -> None:
-    h = make_harness(settings=kit.settings(aftersales_sms_gateway_url=f"{gateway.url}/sms"))
+    h = sms_harness
     customers = [kit.uid("C") for _ in range(6)]
     await h.consume(*(kit.order_paid(c) for c in customers))
     await h.consume(*(kit.requested(c, urgent=True) for c in customers))

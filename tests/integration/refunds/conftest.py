@@ -4,19 +4,16 @@ due timers, `emitted` reads its outbox back. Tests keep apart by unique order id
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.refunds import tables
 from services.refunds.bootstrap import build
 from shared.clock import ManualClock
-from tests.events import topic_of
-from tests.harness import ServiceHarness, migrated_engine
+from tests.harness import ServiceHarness, suite_fixtures
 
 T0 = datetime(2026, 5, 1, 2, 0, tzinfo=UTC)
 
@@ -27,7 +24,6 @@ class RefundsService(ServiceHarness):
             build,
             engine,
             clock,
-            topic_of=topic_of,
             key_of=lambda event: event["data"]["order_id"],
         )
 
@@ -49,17 +45,4 @@ class RefundsService(ServiceHarness):
             return [dict(row) for row in rows.mappings()]
 
 
-@pytest.fixture(scope="session")
-async def refunds_it_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    async with migrated_engine(database_url, "refunds_it", "refunds") as engine:
-        yield engine
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(T0)
-
-
-@pytest.fixture
-def svc(refunds_it_engine: AsyncEngine, clock: ManualClock) -> RefundsService:
-    return RefundsService(refunds_it_engine, clock)
+service_engine, clock, svc = suite_fixtures("refunds", RefundsService, T0)

@@ -7,11 +7,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from aftersales_dev.events import topic_of, unique
 from services.refunds.memory import in_memory
 from shared.clock import ManualClock
 from shared.contracts import ids
 from shared.policy import Policy
-from tests.events import topic_of, unique
 from tests.in_memory import as_json, play
 from tests.refund_events import (
     order_paid,

@@ -9,10 +9,10 @@ from typing import Any
 import httpx
 import pytest
 
+from aftersales_dev.events import unique
 from shared.clock import ManualClock
 from shared.contracts import ids
 from shared.db import session_factory
-from tests.events import unique
 from tests.read_api import read_api_client
 from tests.refund_events import order_paid, refund_requested, refund_settled
 

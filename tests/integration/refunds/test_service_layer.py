@@ -8,9 +8,9 @@ from datetime import timedelta
 from prometheus_client import REGISTRY
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from aftersales_dev.events import unique
 from shared.contracts import ids, topics
 from shared.messaging.store import Timers
-from tests.events import unique
 from tests.refund_events import (
     order_paid,
     refund_failed,

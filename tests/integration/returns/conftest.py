@@ -12,8 +12,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.clock import ManualClock
-from shared.db import create_engine
-from tests.harness import migrated_database
+from tests.harness import engine_at, migrated_database
 
 from .helpers import T0, ReturnsService
 
@@ -26,9 +25,8 @@ async def returns_database(database_url: str) -> AsyncIterator[str]:
 
 @pytest.fixture(scope="session")
 async def returns_engine(returns_database: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(returns_database, pool_size=5)
-    yield engine
-    await engine.dispose()
+    async with engine_at(returns_database) as engine:
+        yield engine
 
 
 @pytest.fixture

@@ -19,13 +19,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from aftersales_dev import events
 from services.returns import tables
 from services.returns.bootstrap import build
 from shared.clock import ManualClock
 from shared.contracts import topics
 from shared.policy import Policy
-from tests.events import cloud_event as envelope
-from tests.events import topic_of
 from tests.harness import Record, ServiceHarness
 
 # Monday 2026-03-02 10:00 in Shanghai: inside working hours, far from any DST question.
@@ -46,11 +45,14 @@ def instant(text: str) -> datetime:
 
 # --- events the shop platform sends -----------------------------------------------------------
 
+SOURCE = "/shop-platform/test"
+BUYER = events.buyer("Li Lei", "13900001111", "li.lei@example.com")
+
 
 def cloud_event(
     type_: str, data: dict[str, Any], at: datetime, *, event_id: str | None = None
 ) -> dict[str, Any]:
-    return envelope(type_, data, iso(at), id=event_id, source="/shop-platform/test")
+    return events.cloud_event(type_, data, iso(at), id=event_id, source=SOURCE)
 
 
 def paid_line(
@@ -87,65 +89,39 @@ def order_paid(
     shipping_insurance: bool = False,
     event_id: str | None = None,
 ) -> dict[str, Any]:
-    lines = list(lines or [paid_line("L1")])
-    due = sum(line["paid_amount"] for line in lines) + shipping_fee_paid
-    payments = list(payments or [("alipay", due)])
-    return cloud_event(
-        "order.paid",
-        {
-            "order_id": order_id,
-            "shop_id": "S-1",
-            "customer_id": customer_id,
-            "paid_at": iso(at),
-            "currency": "CNY",
-            "lines": lines,
-            "shipping_fee_paid": shipping_fee_paid,
-            "standard_shipping_fee": standard_shipping_fee,
-            "free_shipping_threshold": free_shipping_threshold,
-            "shipping_insurance": shipping_insurance,
-            "presale_ship_by": None,
-            "payments": [{"method": m, "amount": a} for m, a in payments],
-            "customer": {
-                "name": "Li Lei",
-                "phone": "13900001111",
-                "email": "li.lei@example.com",
-                "preferred_channel": "sms",
-            },
-        },
-        at,
-        event_id=event_id,
+    return events.order_paid(
+        order_id,
+        customer_id,
+        at=at,
+        lines=lines or [paid_line("L1")],
+        customer=BUYER,
+        shop_id="S-1",
+        payments=payments or None,
+        shipping_fee_paid=shipping_fee_paid,
+        standard_shipping_fee=standard_shipping_fee,
+        free_shipping_threshold=free_shipping_threshold,
+        shipping_insurance=shipping_insurance,
+        id=event_id,
+        source=SOURCE,
     )
 
 
 def outbound_signed(order_id: str, *, at: datetime, event_id: str | None = None) -> dict[str, Any]:
-    return cloud_event(
-        "parcel.signed",
-        {
-            "order_id": order_id,
-            "leg": "outbound",
-            "tracking_no": f"SF-{order_id}",
-            "signed_at": iso(at),
-        },
-        at,
-        event_id=event_id,
-    )
+    return events.parcel_signed(order_id, at=at, id=event_id, source=SOURCE)
+
+
+def delivered(
+    order_id: str, *, paid_at: datetime = T0 - 4 * D, signed_at: datetime = T0 - 2 * D, **order: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An order the buyer has: its order.paid (with `order`'s fields), then its outbound
+    parcel signed for."""
+    return order_paid(order_id, at=paid_at, **order), outbound_signed(order_id, at=signed_at)
 
 
 def return_signed(
     order_id: str, return_id: str, *, at: datetime, event_id: str | None = None
 ) -> dict[str, Any]:
-    return cloud_event(
-        "parcel.signed",
-        {
-            "order_id": order_id,
-            "leg": "return",
-            "return_id": return_id,
-            "tracking_no": f"YT-{return_id}",
-            "signed_at": iso(at),
-        },
-        at,
-        event_id=event_id,
-    )
+    return events.parcel_signed(order_id, at=at, return_id=return_id, id=event_id, source=SOURCE)
 
 
 def return_requested(
@@ -161,40 +137,25 @@ def return_requested(
     customer_id: str = "C-1",
     event_id: str | None = None,
 ) -> dict[str, Any]:
-    return cloud_event(
-        "return.requested",
-        {
-            "return_id": return_id,
-            "order_id": order_id,
-            "customer_id": customer_id,
-            "kind": kind,
-            "reason": reason,
-            "lines": [{"line_id": k, "quantity": q} for k, q in (lines or {"L1": 1}).items()],
-            "condition": list(condition),
-            "evidence_urls": list(evidence),
-            "requested_at": iso(at),
-        },
-        at,
-        event_id=event_id,
+    return events.return_requested(
+        order_id,
+        return_id,
+        customer_id,
+        at=at,
+        lines=lines or {"L1": 1},
+        reason=reason,
+        kind=kind,
+        condition=condition,
+        evidence_urls=evidence,
+        id=event_id,
+        source=SOURCE,
     )
 
 
 def return_shipped(
     order_id: str, return_id: str, *, at: datetime, fee: int = 1200, event_id: str | None = None
 ) -> dict[str, Any]:
-    return cloud_event(
-        "return.shipped",
-        {
-            "return_id": return_id,
-            "order_id": order_id,
-            "carrier": "YTO",
-            "tracking_no": f"YT-{return_id}",
-            "shipped_at": iso(at),
-            "shipping_fee_paid": fee,
-        },
-        at,
-        event_id=event_id,
-    )
+    return events.return_shipped(order_id, return_id, at=at, fee=fee, id=event_id, source=SOURCE)
 
 
 def evidence_submitted(
@@ -220,33 +181,17 @@ def return_inspected(
     passed: bool,
     findings: Sequence[str] = (),
 ) -> dict[str, Any]:
-    return cloud_event(
-        "return.inspected",
-        {
-            "return_id": return_id,
-            "order_id": order_id,
-            "passed": passed,
-            "findings": list(findings),
-            "inspected_at": iso(at),
-        },
-        at,
+    return events.return_inspected(
+        order_id, return_id, at=at, passed=passed, findings=findings, source=SOURCE
     )
 
 
 def return_reviewed(
     order_id: str, return_id: str, *, at: datetime, decision: str = "approve"
 ) -> dict[str, Any]:
-    return cloud_event(
-        "return.reviewed",
-        {
-            "return_id": return_id,
-            "order_id": order_id,
-            "decision": decision,
-            "agent_id": "agent-7",
-            "note": "photos show a broken zip",
-            "reviewed_at": iso(at),
-        },
-        at,
+    note = "photos show a broken zip"
+    return events.return_reviewed(
+        order_id, return_id, at=at, decision=decision, agent_id="agent-7", note=note, source=SOURCE
     )
 
 
@@ -288,7 +233,6 @@ class ReturnsService(ServiceHarness):
             engine,
             clock,
             policy,
-            topic_of=topic_of,
             key_of=lambda event: event["data"].get("order_id"),
             offsets=_OFFSETS,
         )
@@ -342,17 +286,16 @@ class ReturnsService(ServiceHarness):
         ]
 
     async def return_state(self, return_id: str) -> dict[str, Any]:
-        t = tables.return_requests
-        async with self.engine.connect() as conn:
-            state = await conn.scalar(select(t.c.state).where(t.c.return_id == return_id))
-        assert state is not None, f"no return {return_id} stored"
-        return dict(state)
+        return await self._state(tables.return_requests, "return_id", return_id)
 
     async def ledger(self, order_id: str) -> dict[str, Any]:
-        t = tables.order_ledgers
+        return await self._state(tables.order_ledgers, "order_id", order_id)
+
+    async def _state(self, t: Any, key: str, value: str) -> dict[str, Any]:
+        """The stored state document of the row whose `key` is `value` (there must be one)."""
         async with self.engine.connect() as conn:
-            state = await conn.scalar(select(t.c.state).where(t.c.order_id == order_id))
-        assert state is not None, f"no ledger for {order_id}"
+            state = await conn.scalar(select(t.c.state).where(t.c[key] == value))
+        assert state is not None, f"no {t.name} row for {value}"
         return dict(state)
 
     async def timers(self, return_id: str) -> dict[str, dict[str, Any]]:
@@ -378,3 +321,9 @@ class ReturnsService(ServiceHarness):
 
 def types(emitted: Iterable[Emitted]) -> list[str]:
     return [e.type for e in emitted]
+
+
+def refunded(emitted: Sequence[Emitted]) -> dict[str, Any]:
+    """The data of the refund of a return approved, refunded and completed in one go."""
+    assert types(emitted) == ["return.approved", "refund.requested", "return.completed"]
+    return emitted[1].data

@@ -12,13 +12,14 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.events import unique
+from aftersales_dev.events import unique
 
 from .helpers import (
     T0,
     D,
     H,
     ReturnsService,
+    delivered,
     order_paid,
     outbound_signed,
     paid_line,
@@ -43,8 +44,12 @@ def tricky(o: str, r1: str, r2: str) -> list[dict[str, Any]]:
 def competing(o: str, r1: str, r2: str) -> list[dict[str, Any]]:
     """Two requests in separate events: the second must see the units the first reserved."""
     return [
-        order_paid(o, at=T0 - 5 * D, lines=[paid_line("L1", quantity=2, paid=25901)]),
-        outbound_signed(o, at=T0 - 3 * D),
+        *delivered(
+            o,
+            paid_at=T0 - 5 * D,
+            signed_at=T0 - 3 * D,
+            lines=[paid_line("L1", quantity=2, paid=25901)],
+        ),
         return_requested(o, r2, at=T0 - 2 * D, lines={"L1": 1}),
         return_requested(o, r1, at=T0 - 2 * D + H, lines={"L1": 2}),
         return_signed(o, r2, at=T0 - D),
@@ -53,8 +58,12 @@ def competing(o: str, r1: str, r2: str) -> list[dict[str, Any]]:
 
 def plain(o: str, r: str) -> list[dict[str, Any]]:
     return [
-        order_paid(o, at=T0 - 5 * D, lines=[paid_line("L1", quantity=3, paid=9000)]),
-        outbound_signed(o, at=T0 - 3 * D),
+        *delivered(
+            o,
+            paid_at=T0 - 5 * D,
+            signed_at=T0 - 3 * D,
+            lines=[paid_line("L1", quantity=3, paid=9000)],
+        ),
         return_requested(o, r, at=T0 - 2 * D, lines={"L1": 2}),
         return_signed(o, r, at=T0 - D),
     ]

@@ -7,20 +7,22 @@ from __future__ import annotations
 import json
 import uuid
 
+from aftersales_dev.events import unique
 from shared.clock import ManualClock
 from shared.contracts import deterministic_id, topics
 from shared.contracts.ids import refund_id
-from tests.events import unique
 
 from .helpers import (
     T0,
     D,
     H,
     ReturnsService,
+    delivered,
     instant,
     order_paid,
     outbound_signed,
     paid_line,
+    refunded,
     return_requested,
     return_shipped,
     return_signed,
@@ -160,8 +162,7 @@ async def test_return_leg_signature_before_the_request_refunds_on_the_request(
 
     await svc.feed(return_requested(o, r, at=T0))
     emitted = await svc.outbox(o)
-    assert types(emitted) == ["return.approved", "refund.requested", "return.completed"]
-    refund = emitted[1].data
+    refund = refunded(emitted)
     assert refund["amount"] == 8800
     assert instant(refund["due_by"]) == back + 24 * H
     assert instant(refund["requested_at"]) == T0
@@ -199,14 +200,12 @@ async def test_refund_requested_after_its_deadline_leaves_the_breach_to_the_ledg
     o, r = unique("O"), unique("R")
     signed_back = T0 - 2 * D
     await svc.feed(
-        order_paid(o, at=T0 - 6 * D, lines=[paid_line("L1", paid=6600)]),
-        outbound_signed(o, at=T0 - 5 * D),
+        *delivered(o, paid_at=T0 - 6 * D, signed_at=T0 - 5 * D, lines=[paid_line("L1", paid=6600)]),
         return_requested(o, r, at=T0 - 4 * D),
         return_signed(o, r, at=signed_back),
     )
     emitted = await svc.outbox(o)
-    assert types(emitted) == ["return.approved", "refund.requested", "return.completed"]
-    refund = emitted[1].data
+    refund = refunded(emitted)
     assert refund["amount"] == 6600
     assert instant(refund["due_by"]) == signed_back + 24 * H
     assert instant(refund["requested_at"]) == T0
@@ -219,8 +218,7 @@ async def test_no_reason_exchange_requests_a_reshipment_and_refunds_nothing(
 ):
     o, r = unique("O"), unique("R")
     await svc.feed(
-        order_paid(o, at=T0 - 4 * D, lines=[paid_line("L1", quantity=2, paid=30000)]),
-        outbound_signed(o, at=T0 - 2 * D),
+        *delivered(o, lines=[paid_line("L1", quantity=2, paid=30000)]),
         return_requested(o, r, at=T0, kind="exchange", lines={"L1": 1}),
     )
     [approved] = await svc.outbox(o)
@@ -247,8 +245,7 @@ async def test_seller_fault_exchange_reimburses_the_return_freight_up_to_the_cap
 ):
     o, r = unique("O"), unique("R")
     await svc.feed(
-        order_paid(o, at=T0 - 4 * D, lines=[paid_line("L1", paid=30000)], shipping_fee_paid=0),
-        outbound_signed(o, at=T0 - 2 * D),
+        *delivered(o, lines=[paid_line("L1", paid=30000)], shipping_fee_paid=0),
         return_requested(
             o, r, at=T0, kind="exchange", reason="wrong_item", evidence=["https://img/a.jpg"]
         ),
@@ -280,14 +277,12 @@ async def test_seller_fault_full_return_refunds_goods_outbound_and_return_freigh
 ):
     o, r = unique("O"), unique("R")
     await svc.feed(
-        order_paid(
+        *delivered(
             o,
-            at=T0 - 4 * D,
             lines=[paid_line("L1", paid=5000)],
             shipping_fee_paid=800,
             payments=[("wechat", 5800)],
         ),
-        outbound_signed(o, at=T0 - 2 * D),
         return_requested(o, r, at=T0, reason="quality_issue", evidence=["https://img/b.jpg"]),
         return_shipped(o, r, at=T0 + 1 * H, fee=1500),
     )
@@ -308,8 +303,7 @@ async def test_partial_returns_never_refund_more_than_was_paid(
     """3 units paid 1000 together: one unit gives 333, the other two 667 (SPEC 4.7)."""
     o, r1, r2, r3 = unique("O"), unique("R1"), unique("R2"), unique("R3")
     await svc.feed(
-        order_paid(o, at=T0 - 4 * D, lines=[paid_line("L1", quantity=3, paid=1000)]),
-        outbound_signed(o, at=T0 - 2 * D),
+        *delivered(o, lines=[paid_line("L1", quantity=3, paid=1000)]),
     )
     await svc.feed(return_requested(o, r1, at=T0, lines={"L1": 1}))
     await svc.at(T0 + 1 * D, return_signed(o, r1, at=T0 + 1 * D))
@@ -334,8 +328,7 @@ async def test_partial_returns_signed_in_the_other_order_still_sum_to_what_was_p
 ):
     o, r1, r2, r3 = unique("O"), unique("R1"), unique("R2"), unique("R3")
     await svc.feed(
-        order_paid(o, at=T0 - 4 * D, lines=[paid_line("L1", quantity=3, paid=1000)]),
-        outbound_signed(o, at=T0 - 2 * D),
+        *delivered(o, lines=[paid_line("L1", quantity=3, paid=1000)]),
         return_requested(o, r1, at=T0, lines={"L1": 1}),
         return_requested(o, r2, at=T0, lines={"L1": 2}),
         # Both approvals hold every unit: a third request exceeds what is left.
@@ -408,8 +401,7 @@ async def test_late_return_freight_past_the_refund_deadline_gets_a_fresh_one(
 ):
     o, r = unique("O"), unique("R")
     await svc.feed(
-        order_paid(o, at=T0 - 4 * D, lines=[paid_line("L1", quantity=1, paid=9000)]),
-        outbound_signed(o, at=T0 - 2 * D),
+        *delivered(o, lines=[paid_line("L1", quantity=1, paid=9000)]),
         return_requested(o, r, at=T0 - D, reason="wrong_item", evidence=["https://i/1"]),
         return_signed(o, r, at=T0 - H),
     )
@@ -427,8 +419,7 @@ async def test_late_return_freight_of_a_no_reason_return_stays_the_buyers(
 ):
     o, r = unique("O"), unique("R")
     await svc.feed(
-        order_paid(o, at=T0 - 4 * D, lines=[paid_line("L1", quantity=1, paid=9000)]),
-        outbound_signed(o, at=T0 - 2 * D),
+        *delivered(o, lines=[paid_line("L1", quantity=1, paid=9000)]),
         return_requested(o, r, at=T0 - D),
         return_signed(o, r, at=T0 - H),
         return_shipped(o, r, at=T0 - D + H, fee=1200),

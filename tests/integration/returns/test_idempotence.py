@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
+from aftersales_dev.events import unique
 from services.returns.domain import Decided, OrderReturns, RefundDue, Rule, Sla, SlaBreached
 from services.returns.handlers import TRANSLATIONS, _Case, _Scope
 from services.returns.repository import ReturnsRepository
@@ -20,7 +21,6 @@ from shared.contracts.ids import refund_id
 from shared.db import UnitOfWork
 from shared.messaging.consumer import EventProcessor
 from shared.messaging.context import HandlerContext
-from tests.events import unique
 
 from .helpers import (
     T0,
@@ -28,6 +28,7 @@ from .helpers import (
     H,
     ReturnsService,
     cloud_event,
+    delivered,
     order_paid,
     outbound_signed,
     paid_line,
@@ -45,8 +46,12 @@ FLOW = ["return.approved", "refund.requested", "return.completed"]
 def flow(o: str, r: str, *, paid: int = 25900) -> list[dict[str, Any]]:
     """A whole no-reason return, every event of it already past (a backlog)."""
     return [
-        order_paid(o, at=T0 - 5 * D, lines=[paid_line("L1", quantity=2, paid=paid)]),
-        outbound_signed(o, at=T0 - 3 * D),
+        *delivered(
+            o,
+            paid_at=T0 - 5 * D,
+            signed_at=T0 - 3 * D,
+            lines=[paid_line("L1", quantity=2, paid=paid)],
+        ),
         return_requested(o, r, at=T0 - 2 * D, lines={"L1": 2}),
         return_shipped(o, r, at=T0 - 2 * D + H),
         return_signed(o, r, at=T0 - 2 * H),
@@ -150,8 +155,7 @@ async def test_concurrent_instances_do_not_lose_a_ledger_update(
     them, so the second sees the first one's units (333 + 667, not 333 + 666)."""
     o, r1, r2 = unique("O"), unique("R1"), unique("R2")
     await svc.feed(
-        order_paid(o, at=T0 - 4 * D, lines=[paid_line("L1", quantity=3, paid=1000)]),
-        outbound_signed(o, at=T0 - 2 * D),
+        *delivered(o, lines=[paid_line("L1", quantity=3, paid=1000)]),
         return_requested(o, r1, at=T0 - D, lines={"L1": 1}),
         return_requested(o, r2, at=T0 - D, lines={"L1": 2}),
     )
@@ -273,8 +277,7 @@ async def test_cancellation_after_approval_releases_the_units(
 ):
     o, r1, r2 = unique("O"), unique("R1"), unique("R2")
     await svc.feed(
-        order_paid(o, at=T0 - 4 * D, lines=[paid_line("L1", quantity=1, paid=7000)]),
-        outbound_signed(o, at=T0 - 2 * D),
+        *delivered(o, lines=[paid_line("L1", quantity=1, paid=7000)]),
         return_requested(o, r1, at=T0),
     )
     await svc.at(T0 + H, return_cancelled(o, r1, at=T0 + H))

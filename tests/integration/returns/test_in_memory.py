@@ -8,10 +8,10 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from aftersales_dev.events import topic_of, unique
 from services.returns.memory import in_memory
 from shared.clock import ManualClock
 from shared.policy import Policy
-from tests.events import unique
 from tests.in_memory import as_json, play
 
 from .helpers import (
@@ -26,7 +26,6 @@ from .helpers import (
     return_requested,
     return_shipped,
     return_signed,
-    topic_of,
 )
 
 

@@ -10,8 +10,8 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from aftersales_dev.events import unique
 from shared.clock import ManualClock
-from tests.events import unique
 from tests.read_api import read_api_client
 
 from .helpers import (

@@ -26,6 +26,10 @@ and checked against what finance relies on:
   behind; an invalid event leaves exactly one dead letter and nothing else; a valid event
   is never dead-lettered.
 
+The machine's parts: what it draws (`lifecycle_strategies.py`), its events
+(`lifecycle_events.py`), its delivery rules (`lifecycle_deliveries.py`) and its checks
+(`lifecycle_checks.py`); its setup and the facts of a return's life are here.
+
 About 20 s; `RETURNS_STATEFUL_EXAMPLES=1000` runs a longer hunt. The situations the examples
 reached are printed (`-s`) and the test fails if refunds stop being reached at all.
 """
@@ -36,37 +40,25 @@ import asyncio
 import json
 import os
 import uuid
-from collections import Counter
 from collections.abc import Awaitable
-from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import Any
 
-import hypothesis
-import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
     initialize,
-    invariant,
-    precondition,
     rule,
     run_state_machine_as_test,
 )
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from services.returns import tables
+from aftersales_dev.events import encode
 from shared.clock import ManualClock
-from shared.contracts import CloudEvent, dead_letter_topic, parse_event, topics
-from shared.contracts.ids import refund_id
+from shared.contracts import CloudEvent, parse_event, topics
 from shared.db import create_engine
-from shared.messaging.consumer import EventProcessor
 from shared.messaging.context import EventHandler, HandlerContext
-from shared.messaging.scheduler import TimerScheduler
-from shared.money import split_largest_remainder
-from shared.policy import Policy
-from tests.events import encode
 
 from .helpers import (
     T0,
@@ -74,7 +66,6 @@ from .helpers import (
     H,
     Record,
     ReturnsService,
-    cloud_event,
     iso,
     order_paid,
     outbound_signed,
@@ -82,149 +73,27 @@ from .helpers import (
     return_requested,
     return_signed,
 )
-
-Result = TypeVar("Result")
-COVERAGE: Counter[str] = Counter()  # examples that reached each situation
-
-POLICY = Policy()
-RULES = POLICY.returns
-DEADLINE = timedelta(hours=RULES.refund_deadline_hours)
-GRACE = timedelta(hours=RULES.inspection_grace_hours)
-DLQ = dead_letter_topic("returns")
-
-REASONS = [
-    "no_reason",
-    "dislike",
-    "size_fit",
-    "changed_mind",
-    "quality_issue",
-    "damaged_in_transit",
-    "wrong_item",
-    "missing_parts",
-    "not_as_described",
-]
-FLAGS = [
-    "opened_for_inspection",
-    "trial_use",
-    "seal_broken",
-    "tags_removed",
-    "soiled_or_damaged",
-    "activated",
-    "accessories_missing",
-]
-CATEGORIES = ["apparel"] * 4 + ["home", "electronics", "electronics", "fresh_perishable"]
-METHODS = ["alipay", "wechat", "card"]
-# Free text the platform passes through: stored and shown verbatim, never interpreted.
-TITLES = ["毛衣", "Sweater", "'; DROP TABLE returns.inbox; --", "{{ 7*7 }}", "${jndi:ldap://x/a}"]
-# Offsets of event timestamps from the service's clock: far in the past (a backlog), a bit
-# late, on time, in the future (the platform's clock runs ahead).
-OFFSETS_H = [-24 * 30, -24 * 9, -60, -30, -25, -5, -1, 0, 0, 0, 2]
-# Requests mostly on time, sometimes late (window), sometimes from the future.
-REQUEST_OFFSETS_H = [0, 0, 0, -1, -5, -30, -24 * 9, -24 * 30, 2]
-
-hours = st.sampled_from(OFFSETS_H)
-# A whole return: when its parcel is signed (from the clock), its inspection, held back or not.
-SIGNED_H = st.sampled_from([-60, -30, -1, 0, 0, 0, 2])
-INSPECTION = st.sampled_from([None, None, True, False])
-HOLD = st.sampled_from([False, False, False, True])
-RETURNS_PER_ORDER = 4
-# Facts mostly about the first returns of the order; later ones compete for the same units.
-which_return = st.sampled_from([0, 0, 0, 1, 1, 2, 3])
-maybe_hold = st.sampled_from([False, False, True])  # True: delayed in transit (pending)
+from .lifecycle_checks import LifecycleChecks
+from .lifecycle_deliveries import LifecycleDeliveries
+from .lifecycle_events import LifecycleEvents
+from .lifecycle_strategies import (
+    COVERAGE,
+    DLQ,
+    HOLD,
+    INSPECTION,
+    RETURNS_PER_ORDER,
+    SIGNED_H,
+    CrashingSession,
+    Result,
+    hours,
+    maybe_hold,
+    order_specs,
+    requests,
+    which_return,
+)
 
 
-@st.composite
-def order_specs(draw: st.DrawFn) -> dict[str, Any]:
-    lines = [
-        {
-            "line_id": f"L{i}",
-            "sku": f"SKU-{i}",
-            "title": draw(st.sampled_from(TITLES)),
-            "category": draw(st.sampled_from(CATEGORIES)),
-            "quantity": draw(st.integers(1, 3)),
-            "paid_amount": draw(st.sampled_from([0, 1, 999, 10000, 25900, 33333])),
-            "is_gift": False,
-            "stated_price": 0,
-            "no_reason_return_waived": draw(st.sampled_from([False] * 7 + [True])),
-        }
-        for i in range(1, draw(st.integers(1, 3)) + 1)
-    ]
-    if draw(st.booleans()):
-        lines.append(
-            {
-                "line_id": "G1",
-                "sku": "SKU-G1",
-                "title": "赠品",
-                "category": "gift",
-                "quantity": draw(st.integers(1, 2)),
-                "paid_amount": 0,
-                "is_gift": True,
-                "stated_price": draw(st.sampled_from([0, 500, 1999])),
-            }
-        )
-    shipping = draw(st.sampled_from([0, 0, 600, 1200]))
-    total = sum(line["paid_amount"] for line in lines) + shipping
-    weights = draw(st.lists(st.integers(0, 5), min_size=1, max_size=3))
-    weights[0] += 1
-    parts = split_largest_remainder(total, weights)
-    return {
-        "lines": lines,
-        "shipping_fee_paid": shipping,
-        "standard_shipping_fee": 1000,
-        "free_shipping_threshold": draw(st.sampled_from([None, 5000, 30000, 99900])),
-        "shipping_insurance": draw(st.booleans()),
-        "payments": [
-            {"method": method, "amount": part} for method, part in zip(METHODS, parts, strict=False)
-        ],
-    }
-
-
-@st.composite
-def requests(draw: st.DrawFn, spec: dict[str, Any]) -> dict[str, Any]:
-    """A return request, mostly eligible: the lines bought, in the quantities bought, intact,
-    with evidence on seller fault; sometimes not (too many, a line not bought, not intact)."""
-    quantities = {line["line_id"]: line["quantity"] for line in spec["lines"]}
-    chosen = draw(
-        st.lists(st.sampled_from(sorted(quantities)), min_size=1, max_size=3, unique=True)
-    )
-    if draw(st.integers(0, 14)) == 0:
-        chosen.append("LX")  # not in the order
-    lines = []
-    for lid in chosen:
-        most = quantities.get(lid, 1)
-        exceed = draw(st.integers(0, 14)) == 0
-        wanted = most + 1 if exceed else draw(st.sampled_from([1, 1, most]))
-        lines.append({"line_id": lid, "quantity": wanted})
-    reason = draw(st.sampled_from(REASONS))
-    seller_fault = reason in REASONS[4:]
-    intact = draw(st.integers(0, 4)) > 0
-    evidence = ["https://img.example/1.jpg"] if draw(st.integers(0, 3)) > 0 else []
-    return {
-        "kind": draw(st.sampled_from(["refund", "refund", "refund", "exchange"])),
-        "reason": reason,
-        "lines": lines,
-        "condition": (
-            draw(st.sampled_from([[], ["opened_for_inspection"], ["trial_use"]]))
-            if intact
-            else draw(st.lists(st.sampled_from(FLAGS), min_size=1, max_size=2, unique=True))
-        ),
-        "evidence_urls": evidence if seller_fault or draw(st.booleans()) else [],
-        "offset": draw(st.sampled_from(REQUEST_OFFSETS_H)),
-    }
-
-
-def instant(text: str | None) -> datetime | None:
-    return None if text is None else datetime.fromisoformat(text)
-
-
-class CrashingSession(AsyncSession):
-    """A session whose commit never happens: the process dies right before it."""
-
-    async def commit(self) -> None:
-        raise ConnectionResetError("crash before commit")
-
-
-class ReturnLifecycle(RuleBasedStateMachine):
+class ReturnLifecycle(LifecycleEvents, LifecycleDeliveries, LifecycleChecks, RuleBasedStateMachine):
     # Set by the test: an event loop of its own and an engine bound to it.
     loop: asyncio.AbstractEventLoop
     engine: AsyncEngine
@@ -256,14 +125,7 @@ class ReturnLifecycle(RuleBasedStateMachine):
             self.engine, class_=CrashingSession, expire_on_commit=False, autoflush=False
         )
         definition = self.svc.definition
-        self.crashing_processor = EventProcessor(
-            service=definition.name,
-            sessions=crashing,
-            tables=definition.tables,
-            handlers=definition.handlers,
-            clock=self.clock,
-            lock_keys=definition.lock_keys,
-        )
+        self.crashing_processor = self.svc.processor_over(crashing)
         # A database connection lost while one chosen event is being handled (mid-batch).
         self.fail_on: str | None = None
 
@@ -275,21 +137,9 @@ class ReturnLifecycle(RuleBasedStateMachine):
 
             return handle
 
-        self.flaky_processor = EventProcessor(
-            service=definition.name,
-            sessions=self.svc.sessions,
-            tables=definition.tables,
-            handlers={kind: flaky(h) for kind, h in definition.handlers.items()},
-            clock=self.clock,
-            lock_keys=definition.lock_keys,
-        )
-        self.crashing_scheduler = TimerScheduler(
-            service=definition.name,
-            sessions=crashing,
-            tables=definition.tables,
-            handlers=definition.timer_handlers,
-            clock=self.clock,
-        )
+        flaky_handlers = {kind: flaky(h) for kind, h in definition.handlers.items()}
+        self.flaky_processor = self.svc.processor_over(self.svc.sessions, flaky_handlers)
+        self.crashing_scheduler = self.svc.scheduler_over(crashing)
         self.pending: list[Record] = []
         self.delivered: list[Record] = []
         self.invalid: dict[tuple[str, int], str] = {}  # (topic, offset) -> dead-letter reason
@@ -304,137 +154,6 @@ class ReturnLifecycle(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         COVERAGE.update(getattr(self, "seen", ()))
-
-    # --- building and delivering events ---------------------------------------------------
-
-    def at(self, offset_h: int) -> str:
-        return iso(self.clock.now() + offset_h * H)
-
-    def event(self, type_: str, data: dict[str, Any]) -> dict[str, Any]:
-        return cloud_event(type_, {"order_id": self.order_id, **data}, self.clock.now())
-
-    def send(self, event: dict[str, Any], hold: bool) -> None:
-        record = self.svc.record(event)
-        if hold:
-            self.pending.append(record)
-        else:
-            self.deliver([record])
-
-    def deliver(self, records: list[Record]) -> None:
-        self.run(self.svc.processor.process(records))
-        self.delivered.extend(records)
-
-    # --- the platform's events ------------------------------------------------------------
-
-    def order_paid_event(self) -> dict[str, Any]:
-        spec = self.spec
-        return self.event(
-            "order.paid",
-            {
-                "shop_id": "S-sm",
-                "customer_id": self.customer_id,
-                "paid_at": iso(T0 - 12 * 24 * H),
-                "currency": "CNY",
-                "lines": spec["lines"],
-                "shipping_fee_paid": spec["shipping_fee_paid"],
-                "standard_shipping_fee": spec["standard_shipping_fee"],
-                "free_shipping_threshold": spec["free_shipping_threshold"],
-                "shipping_insurance": spec["shipping_insurance"],
-                "presale_ship_by": None,
-                "payments": spec["payments"],
-                "customer": {
-                    "name": "李雷",
-                    "phone": "13900001111",
-                    "email": "li.lei@example.com",
-                    "preferred_channel": "sms",
-                },
-            },
-        )
-
-    def outbound_signed_event(self, days_ago: int) -> dict[str, Any]:
-        signed_at = iso(T0 - days_ago * 24 * H)
-        return self.event(
-            "parcel.signed", {"leg": "outbound", "tracking_no": "SF-1", "signed_at": signed_at}
-        )
-
-    def requested_event(self, which: int, request: dict[str, Any]) -> dict[str, Any]:
-        self.requested.add(which)
-        return self.event(
-            "return.requested",
-            {
-                "return_id": self.return_ids[which],
-                "customer_id": self.customer_id,
-                "kind": request["kind"],
-                "reason": request["reason"],
-                "lines": request["lines"],
-                "condition": request["condition"],
-                "evidence_urls": request["evidence_urls"],
-                "requested_at": self.at(request["offset"]),
-            },
-        )
-
-    def shipped_event(self, which: int, fee: int, offset: int) -> dict[str, Any]:
-        rid = self.return_ids[which]
-        self.max_fee[rid] = max(self.max_fee[rid], fee)
-        return self.event(
-            "return.shipped",
-            {
-                "return_id": rid,
-                "carrier": "YTO",
-                "tracking_no": f"YT-{which}",
-                "shipped_at": self.at(offset),
-                "shipping_fee_paid": fee,
-            },
-        )
-
-    def return_signed_event(self, which: int, offset: int) -> dict[str, Any]:
-        return self.event(
-            "parcel.signed",
-            {
-                "leg": "return",
-                "return_id": self.return_ids[which],
-                "tracking_no": f"YT-{which}",
-                "signed_at": self.at(offset),
-            },
-        )
-
-    def inspected_event(self, which: int, passed: bool) -> dict[str, Any]:
-        return self.event(
-            "return.inspected",
-            {
-                "return_id": self.return_ids[which],
-                "passed": passed,
-                "findings": [] if passed else ["soiled_or_damaged"],
-                "inspected_at": self.at(0),
-            },
-        )
-
-    def evidence_event(self, which: int, n: int) -> dict[str, Any]:
-        return self.event(
-            "return.evidence_submitted",
-            {
-                "return_id": self.return_ids[which],
-                "evidence_urls": [f"https://img.example/{n}.jpg"],
-                "submitted_at": self.at(0),
-            },
-        )
-
-    def reviewed_event(self, which: int, decision: str, note: str) -> dict[str, Any]:
-        return self.event(
-            "return.reviewed",
-            {
-                "return_id": self.return_ids[which],
-                "decision": decision,
-                "agent_id": "agent-sm",
-                "note": note,
-                "reviewed_at": self.at(0),
-            },
-        )
-
-    def cancelled_event(self, which: int) -> dict[str, Any]:
-        return self.event(
-            "return.cancelled", {"return_id": self.return_ids[which], "cancelled_at": self.at(0)}
-        )
 
     # One rule for the facts of a return's life (hypothesis picks rules uniformly: one rule
     # per fact would crowd out the request and the delivery rules).
@@ -612,355 +331,6 @@ class ReturnLifecycle(RuleBasedStateMachine):
         assert letter["reason"] == reason, letter
         assert letter["origin"] == {"topic": topic, "partition": 0, "offset": record.offset}
         assert {**after, "outbox": before["outbox"]} == before
-
-    # --- delivery order, redelivery, replays, crashes ------------------------------------
-
-    @precondition(lambda self: self.pending)
-    @rule(data=st.data())
-    def deliver_out_of_order(self, data: st.DataObject) -> None:
-        """One held-back event overtakes or follows the others: whichever arrives."""
-        index = data.draw(st.integers(0, len(self.pending) - 1))
-        self.deliver([self.pending.pop(index)])
-
-    @precondition(lambda self: self.pending)
-    @rule(data=st.data())
-    def deliver_pending_as_one_batch(self, data: st.DataObject) -> None:
-        batch = data.draw(st.permutations(self.pending))
-        self.pending = []
-        self.deliver(list(batch))
-
-    @precondition(lambda self: self.delivered)
-    @rule(data=st.data())
-    def redeliver(self, data: st.DataObject) -> None:
-        """The same record fetched again (offset not committed): no effect whatsoever."""
-        records = data.draw(st.lists(st.sampled_from(self.delivered), min_size=1, max_size=3))
-        before = self.snapshot()
-        self.run(self.svc.processor.process(records))
-        assert self.snapshot() == before
-
-    @precondition(lambda self: self.delivered)
-    @rule(data=st.data())
-    def replay_with_new_id(self, data: st.DataObject) -> None:
-        """The platform sends a fact again under a new id (content unchanged)."""
-        record = data.draw(st.sampled_from(self.delivered))
-        if (record.topic, record.offset) in self.invalid:
-            return
-        event = json.loads(record.value or b"")
-        event["id"] = f"replay-{uuid.uuid4().hex}"
-        self.send(event, hold=False)
-
-    @precondition(lambda self: self.pending or self.delivered)
-    @rule(data=st.data(), mid_batch=st.booleans())
-    def crash_before_commit_then_redeliver(self, data: st.DataObject, mid_batch: bool) -> None:
-        """The batch is applied, then the process dies before the commit (or the database
-        goes away while one of its events is handled): nothing of it may remain; the consumer
-        fetches the same records again and they apply once."""
-        batch = list(self.pending)
-        if self.delivered and data.draw(st.booleans()):
-            batch.append(data.draw(st.sampled_from(self.delivered)))
-        batch = list(data.draw(st.permutations(batch)))
-        before = self.snapshot()
-        with pytest.raises(ConnectionResetError):
-            if mid_batch and self.pending:  # (held events are valid and not yet processed)
-                self.fail_on = json.loads(data.draw(st.sampled_from(self.pending)).value)["id"]
-                self.run(self.flaky_processor.process(batch))
-            else:
-                self.run(self.crashing_processor.process(batch))
-        self.fail_on = None
-        assert self.snapshot() == before
-        self.pending = []
-        self.deliver(batch)
-
-    @rule(hours_=st.sampled_from([1, 2, 5, 12, 19, 20, 23, 24, 25, 48, 80]))
-    def advance_clock(self, hours_: int) -> None:
-        self.clock.advance(hours_ * H)
-
-    @rule()
-    def run_due_timers(self) -> None:
-        self.run(self.svc.fire_due())
-        self.timers_ran_at = self.clock.now()
-        now = self.clock.now()
-        for kind, row in self.snapshot_timers().items():
-            live = row["fired_at"] is None and row["cancelled_at"] is None
-            assert not (live and row["due_at"] <= now), f"timer {kind} due but not fired"
-
-    @rule()
-    def settle_everything(self) -> None:
-        """Whatever was held back arrives, the refund deadline of every signature passes and
-        the timers run: each approved, signed return must be paid by now."""
-        if self.pending:
-            self.deliver(self.pending)
-            self.pending = []
-        self.clock.advance(DEADLINE + H)
-        self.run_due_timers()
-
-    @rule()
-    def crash_timer_run(self) -> None:
-        """Due timers fire, then the commit is lost: they stay due, nothing was emitted."""
-        before = self.snapshot()
-        try:
-            self.run(self.crashing_scheduler.run_due())
-        except ConnectionResetError:
-            pass
-        assert self.snapshot() == before
-
-    # --- reading back ---------------------------------------------------------------------
-
-    def snapshot_timers(self) -> dict[tuple[str, str], dict[str, Any]]:
-        t = self.svc.definition.tables.timers
-
-        async def read() -> dict[tuple[str, str], dict[str, Any]]:
-            async with self.engine.connect() as conn:
-                rows = await conn.execute(select(t).where(t.c.ref.in_(self.return_ids)))
-                return {
-                    (row["kind"], row["ref"]): {
-                        k: v for k, v in row.items() if k not in ("id", "created_at")
-                    }
-                    for row in rows.mappings()
-                }
-
-        return self.run(read())
-
-    def snapshot(self) -> dict[str, Any]:
-        mt = self.svc.definition.tables
-
-        async def read() -> dict[str, Any]:
-            async with self.engine.connect() as conn:
-                outbox = (
-                    await conn.execute(
-                        select(
-                            mt.outbox.c.event_id,
-                            mt.outbox.c.event_type,
-                            mt.outbox.c.topic,
-                            mt.outbox.c.key,
-                            mt.outbox.c.payload,
-                        )
-                        .where(mt.outbox.c.key == self.order_id)
-                        .order_by(mt.outbox.c.id)
-                    )
-                ).all()
-                returns = (
-                    await conn.execute(
-                        select(tables.return_requests.c.return_id, tables.return_requests.c.state)
-                        .where(tables.return_requests.c.order_id == self.order_id)
-                        .order_by(tables.return_requests.c.return_id)
-                    )
-                ).all()
-                ledger = await conn.scalar(
-                    select(tables.order_ledgers.c.state).where(
-                        tables.order_ledgers.c.order_id == self.order_id
-                    )
-                )
-                order = await conn.scalar(
-                    select(tables.orders.c.state).where(tables.orders.c.order_id == self.order_id)
-                )
-                signature = await conn.scalar(
-                    select(tables.outbound_signatures.c.signed_at).where(
-                        tables.outbound_signatures.c.order_id == self.order_id
-                    )
-                )
-                ids = [
-                    json.loads(r.value)["id"]
-                    for r in self.delivered + self.pending
-                    if (r.topic, r.offset) not in self.invalid
-                ]
-                inbox = set(
-                    (
-                        await conn.execute(
-                            select(mt.inbox.c.event_id).where(mt.inbox.c.event_id.in_(ids))
-                        )
-                    ).scalars()
-                )
-            return {
-                "outbox": [tuple(row) for row in outbox],
-                "returns": {row.return_id: row.state for row in returns},
-                "ledger": ledger,
-                "order": order,
-                "signature": signature,
-                "inbox": inbox,
-            }
-
-        snap = self.run(read())
-        snap["timers"] = self.snapshot_timers()
-        return snap
-
-    # --- the invariants -------------------------------------------------------------------
-
-    @invariant()
-    def refunds_are_right(self) -> None:
-        snap = self.snapshot()
-        outputs: list[tuple[str, str, dict[str, Any]]] = []
-        for event_id, event_type, topic, key, payload in snap["outbox"]:
-            event = parse_event(payload)  # every output is a valid event of the contract
-            assert event.id == event_id and event.type == event_type and key == self.order_id
-            outputs.append((event_type, topic, json.loads(payload)["data"]))
-
-        for _type, topic, data in outputs:
-            if topic == DLQ:
-                # Only the invalid events we sent: a valid one is never parked.
-                assert data["reason"] != "handler_error", data["detail"]
-                origin = data["origin"]
-                assert self.invalid.get((origin["topic"], origin["offset"])) == data["reason"]
-
-        refunds = [d for t, _, d in outputs if t == "refund.requested"]
-        reshipments = [d for t, _, d in outputs if t == "reshipment.requested"]
-        breaches = [d for t, _, d in outputs if t == "sla.breached"]
-        decisions = [(t, d) for t, topic, d in outputs if topic == topics.RETURN_DECISIONS]
-
-        # One outbox row per refund_id; per return at most one refund per purpose: the main
-        # refund, and the return freight learnt after it (a refund of its own).
-        assert len({d["refund_id"] for d in refunds}) == len(refunds)
-        main: dict[str, dict[str, Any]] = {}
-        freight: dict[str, dict[str, Any]] = {}
-        for refund in refunds:
-            rid = refund["case"]["id"]
-            assert refund["case"]["type"] == "return" and rid in self.return_ids
-            if refund["refund_id"] == refund_id("return", rid):
-                assert rid not in main, rid
-                main[rid] = refund
-            else:
-                assert refund["refund_id"] == refund_id("return", rid, "return_shipping")
-                assert rid not in freight, rid
-                freight[rid] = refund
-                assert [i["kind"] for i in refund["breakdown"]] == ["return_shipping"]
-                assert refund["amount"] > 0 and refund["return_shipping_payer"] == "merchant"
-        reship_cases = Counter(d["case"]["id"] for d in reshipments)
-        assert all(n == 1 for n in reship_cases.values()), reship_cases
-
-        spec = self.spec
-        goods_paid = sum(line["paid_amount"] for line in spec["lines"])
-        gift_value = sum(line["stated_price"] for line in spec["lines"] if line["is_gift"])
-        refunded: Counter[str] = Counter()
-        if refunds:
-            assert snap["order"] is not None, "a refund for an order never stored"
-        freight_paid: Counter[str] = Counter()
-        for refund in refunds:
-            rid = refund["case"]["id"]
-            assert refund["order_id"] == self.order_id and refund["currency"] == "CNY"
-            amount = refund["amount"]
-            assert amount >= 0
-            items = Counter()
-            for item in refund["breakdown"]:
-                items[item["kind"]] += item["amount"]
-            assert sum(item["amount"] for item in refund["breakdown"]) == amount
-            assert "payments" not in refund  # the refund ledger splits
-            assert refund["requested_by"] == "returns"
-            assert items["goods"] >= 0 and items["outbound_shipping"] >= 0
-            assert items["return_shipping"] >= 0
-            freight_paid[rid] += items["return_shipping"]
-            assert -spec["standard_shipping_fee"] <= items["free_shipping_deduction"] <= 0
-            assert -gift_value <= items["gift_charge"] <= 0
-            assert items["compensation"] == 0
-            refunded.update(items)
-        for rid, paid in freight_paid.items():
-            # Reimbursed once per return, capped, never more than the buyer paid for it.
-            assert paid <= min(RULES.return_shipping_cap, self.max_fee[rid]), (rid, paid)
-            if rid in freight and rid in main:
-                assert not any(i["kind"] == "return_shipping" for i in main[rid]["breakdown"])
-        assert refunded["goods"] <= goods_paid, (refunded, goods_paid)
-        assert refunded["outbound_shipping"] <= spec["shipping_fee_paid"]
-
-        ledger = snap["ledger"]
-        if ledger is not None:
-            assert ledger["goods_refunded"] == refunded["goods"]
-            assert ledger["outbound_shipping_refunded"] == refunded["outbound_shipping"]
-            assert ledger["return_shipping_refunded"] == refunded["return_shipping"]
-            assert set(main) <= set(ledger["settled_returns"])
-            assert set(freight) <= set(ledger.get("return_shipping_settled", []))
-            for line in spec["lines"]:
-                lid = line["line_id"]
-                taken = (
-                    ledger["units_refunded"].get(lid, 0)
-                    + ledger["gift_units_returned"].get(lid, 0)
-                    + sum(units.get(lid, 0) for units in ledger["reserved"].values())
-                )
-                assert taken <= line["quantity"], (lid, ledger)
-
-        reshipped = {d["case"]["id"] for d in reshipments}
-        breached = {(d["case"]["id"], d["sla"]): d for d in breaches}
-        completed = {d["return_id"] for t, d in decisions if t == "return.completed"}
-        for rid, state in snap["returns"].items():
-            status, kind = state["status"], state["kind"]
-            delivered = rid in (reshipped if kind == "exchange" else main)
-            sla = "reshipment" if kind == "exchange" else "refund"
-            if status == "completed":
-                assert delivered and rid in completed, (rid, state)
-            else:
-                assert rid not in main and rid not in freight and rid not in reshipped, rid
-            if ledger is not None:
-                reserved = rid in ledger["reserved"]
-                assert reserved == (status == "approved"), (rid, status, ledger["reserved"])
-            signed = instant(state["return_signed_at"])
-            inspection = state["inspection"]
-            failed = inspection is not None and not inspection["passed"]
-            if signed is None or failed or status not in ("approved", "completed"):
-                continue
-            due = signed + DEADLINE
-            if self.timers_ran_at is not None and self.timers_ran_at >= due:
-                assert delivered, f"{rid}: no refund although timers ran past its deadline"
-            if status == "approved":
-                # Signed and approved yet open: only while it waits for an inspection.
-                categories = {line["line_id"]: line["category"] for line in spec["lines"]}
-                assert any(
-                    categories.get(lid) in RULES.inspection_required_categories
-                    for lid in state["lines"]
-                ), (rid, state)
-                assert inspection is None
-                grace = self.snapshot_timers().get(("inspection_grace", rid))
-                assert grace is not None and grace["fired_at"] is None
-                assert grace["due_at"] == signed + GRACE
-                assert self.timers_ran_at is None or self.timers_ran_at < signed + GRACE
-            for issued in [main.get(rid), *[d for d in reshipments if d["case"]["id"] == rid]]:
-                if issued is None:
-                    continue
-                assert instant(issued["due_by"]) == due
-                at = instant(issued["requested_at"])
-                assert at is not None
-                # A refund requested late is the refund ledger's breach when it issues it
-                # (SPEC 4.11); a late replacement is this service's.
-                if at > due and sla == "reshipment":
-                    assert (rid, sla) in breached, f"{rid}: late without sla.breached"
-            if rid in freight:
-                # Issued at once when learnt: due by the return's deadline, or a fresh one.
-                at = instant(freight[rid]["requested_at"])
-                assert at is not None
-                assert instant(freight[rid]["due_by"]) == (due if due > at else at + DEADLINE)
-        for label, seen in (
-            ("refund requested", bool(refunds)),
-            ("refund over two returns", len(main) > 1),
-            ("late freight refunded on its own", bool(freight)),
-            ("reshipment", bool(reshipments)),
-            (
-                "late refund with sla.breached",
-                any(s in ("refund", "reshipment") for _, s in breached),
-            ),
-            ("outbound shipping refunded", refunded["outbound_shipping"] > 0),
-            ("free-shipping deduction", refunded["free_shipping_deduction"] < 0),
-            ("gift charge", refunded["gift_charge"] < 0),
-            ("return freight reimbursed", refunded["return_shipping"] > 0),
-            ("rejected", any(s["status"] == "rejected" for s in snap["returns"].values())),
-            (
-                "waiting for inspection",
-                any(
-                    s["status"] == "approved" and s["return_signed_at"]
-                    for s in snap["returns"].values()
-                ),
-            ),
-            (
-                "inspection failed",
-                any(s["rule"] == "inspection_failed" for s in snap["returns"].values()),
-            ),
-            ("dead letter", any(topic == DLQ for _, topic, _ in outputs)),
-        ):
-            if seen:
-                hypothesis.event(label)
-                self.seen.add(label)
-        for (rid, sla), breach in breached.items():
-            if sla in ("refund", "reshipment"):
-                state = snap["returns"][rid]
-                signed = instant(state["return_signed_at"])
-                assert signed is not None and instant(breach["due_at"]) == signed + DEADLINE
-                assert instant(breach["detected_at"]) >= instant(breach["due_at"])  # type: ignore[operator]
 
 
 def run_machine(url: str, *, max_examples: int, steps: int, derandomize: bool = False) -> None:

@@ -5,20 +5,22 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from aftersales_dev.events import unique
 from shared.clock import ManualClock
 from shared.contracts import topics
-from tests.events import unique
 
 from .helpers import (
     T0,
     D,
     H,
     ReturnsService,
+    delivered,
     evidence_submitted,
     instant,
     order_paid,
     outbound_signed,
     paid_line,
+    refunded,
     return_inspected,
     return_requested,
     return_reviewed,
@@ -80,8 +82,7 @@ async def test_seller_fault_without_evidence_waits_then_is_approved_on_evidence(
 ):
     o, r = unique("O"), unique("R")
     await svc.feed(
-        order_paid(o, at=T0 - 4 * D, lines=[paid_line("L1", paid=12000)]),
-        outbound_signed(o, at=T0 - 2 * D),
+        *delivered(o, lines=[paid_line("L1", paid=12000)]),
         return_requested(o, r, at=T0, reason="quality_issue"),
     )
     [pending] = await svc.outbox(o)
@@ -106,8 +107,7 @@ async def test_seller_fault_without_evidence_is_rejected_when_the_evidence_wait_
 ):
     o, r = unique("O"), unique("R")
     await svc.feed(
-        order_paid(o, at=T0 - 4 * D),
-        outbound_signed(o, at=T0 - 2 * D),
+        *delivered(o),
         return_requested(o, r, at=T0, reason="missing_parts"),
     )
     await svc.at(T0 + 72 * H - SECOND)
@@ -129,14 +129,14 @@ async def test_late_quality_claim_goes_to_review_with_a_working_hours_sla(
     """Past the 15 days: manual review, due 12 working hours (09:00-18:00 Shanghai) later."""
     o, r = unique("O"), unique("R")
     await svc.feed(
-        order_paid(
+        *delivered(
             o,
-            at=T0 - 25 * D,
+            paid_at=T0 - 25 * D,
+            signed_at=T0 - 20 * D,
             lines=[paid_line("L1", paid=5000)],
             shipping_fee_paid=800,
             payments=[("wechat", 5800)],
         ),
-        outbound_signed(o, at=T0 - 20 * D),
         return_requested(o, r, at=T0, reason="quality_issue", evidence=["https://img/zip.jpg"]),
     )
     [pending] = await svc.outbox(o)
@@ -187,8 +187,7 @@ async def test_review_reject_closes_the_case_without_refund(
 ):
     o, r = unique("O"), unique("R")
     await svc.feed(
-        order_paid(o, at=T0 - 25 * D),
-        outbound_signed(o, at=T0 - 20 * D),
+        *delivered(o, paid_at=T0 - 25 * D, signed_at=T0 - 20 * D),
         return_requested(o, r, at=T0, reason="not_as_described", evidence=["https://img/x.jpg"]),
     )
     await svc.at(T0 + 2 * H, return_reviewed(o, r, at=T0 + 2 * H, decision="reject"))
@@ -227,8 +226,7 @@ async def test_electronics_refund_waits_for_a_passed_inspection(
     o, r = await _electronics_return_signed(svc)
     await svc.at(T0 + 3 * H, return_inspected(o, r, at=T0 + 3 * H, passed=True))
     emitted = await svc.outbox(o)
-    assert types(emitted) == ["return.approved", "refund.requested", "return.completed"]
-    refund = emitted[1].data
+    refund = refunded(emitted)
     assert refund["amount"] == 199900
     assert refund["breakdown"] == [{"kind": "goods", "amount": 199900}]
     assert "payments" not in refund  # the refund ledger splits over card and alipay
@@ -287,8 +285,9 @@ async def test_refund_deadline_passing_during_review_is_reported_with_the_late_r
     timer, and the refund, issued after its due time, reports the refund breach once."""
     o, r = unique("O"), unique("R")
     await svc.feed(
-        order_paid(o, at=T0 - 25 * D, lines=[paid_line("L1", paid=9000)]),
-        outbound_signed(o, at=T0 - 20 * D),
+        *delivered(
+            o, paid_at=T0 - 25 * D, signed_at=T0 - 20 * D, lines=[paid_line("L1", paid=9000)]
+        ),
         return_requested(o, r, at=T0, reason="quality_issue", evidence=["https://img/q.jpg"]),
     )
     await svc.at(T0 + H, return_signed(o, r, at=T0 + H))
@@ -317,8 +316,7 @@ async def test_a_return_rejected_for_missing_evidence_after_its_parcel_came_back
 ):
     o, r = unique("O"), unique("R")
     await svc.feed(
-        order_paid(o, at=T0 - 5 * D, lines=[paid_line("L1", paid=9000)]),
-        outbound_signed(o, at=T0 - 2 * D),
+        *delivered(o, paid_at=T0 - 5 * D, lines=[paid_line("L1", paid=9000)]),
         return_requested(o, r, at=T0, reason="quality_issue"),
     )
     await svc.at(T0 + H, return_signed(o, r, at=T0 + H))  # refund deadline T0 + 25 h

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 
 import pytest
 from pydantic import ValidationError
 
+from aftersales_dev import events
 from shared.contracts import (
     NotificationFailed,
     NotificationSent,
@@ -65,38 +65,12 @@ def test_round_trip_and_key() -> None:
 
 
 def order_paid(customer: dict[str, object]) -> bytes:
-    data = {
-        "order_id": "O1",
-        "shop_id": "S1",
-        "customer_id": "C1",
-        "paid_at": "2024-05-01T10:00:00+08:00",
-        "currency": "CNY",
-        "lines": [
-            {
-                "line_id": "L1",
-                "sku": "S",
-                "title": "T",
-                "category": "c",
-                "quantity": 1,
-                "paid_amount": 100,
-            }
-        ],
-        "shipping_fee_paid": 0,
-        "standard_shipping_fee": 0,
-        "shipping_insurance": False,
-        "payments": [{"method": "alipay", "amount": 100}],
-        "customer": customer,
-    }
-    return json.dumps(
-        {
-            "specversion": "1.0",
-            "id": "e",
-            "source": "s",
-            "type": "order.paid",
-            "time": "2024-05-01T10:00:00+08:00",
-            "data": data,
-        }
-    ).encode()
+    line = events.order_line("L1", sku="S", title="T", category="c", paid_amount=100)
+    at = datetime.fromisoformat("2024-05-01T10:00:00+08:00")
+    paid = events.order_paid(
+        "O1", "C1", at=at, lines=[line], customer=customer, shop_id="S1", standard_shipping_fee=0
+    )
+    return events.encode({**paid, "id": "e", "source": "s"})
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@ ReturnRequests against one order and its ledger the way the service layer does."
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -90,6 +91,11 @@ def order(
 
 def only(events: Iterable[DomainEvent], kind: type[E]) -> list[E]:
     return [event for event in events if isinstance(event, kind)]
+
+
+def kinds(events: Iterable[DomainEvent], kind: type[Any]) -> list[Any]:
+    """The `kind` of each event of type `kind` (timers set or cancelled, breaches)."""
+    return [event.kind for event in only(events, kind)]
 
 
 def decided(events: Iterable[DomainEvent]) -> Decided:
@@ -213,3 +219,15 @@ class Case:
         refunds = only(self.sign(signed_at, return_id), RefundDue)
         assert len(refunds) == 1
         return refunds[0]
+
+
+def electronics_case() -> Case:
+    """A submitted request for an order of one electronics line (inspection required)."""
+    case = Case(order(line(category="electronics")))
+    case.submit()
+    return case
+
+
+def round_trip(request: ReturnRequest) -> None:
+    data = json.loads(json.dumps(request.to_dict()))
+    assert ReturnRequest.from_dict(data) == request

@@ -1,22 +1,18 @@
-"""ReturnRequest lifecycle: waits and timers, review, return leg, inspection, SLA, exchanges,
-cancellation, out-of-order events, idempotence and persistence."""
+"""ReturnRequest lifecycle: waits and timers, evidence, review, return leg, inspection, SLA,
+out-of-order events, exchanges (the return freight learnt late, cancellation, idempotence,
+persistence and catch-up are in test_lifecycle_late.py)."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 
 from services.returns.domain import (
     Decided,
-    Order,
-    OrderLedger,
     Payer,
     RefundDue,
     ReshipmentDue,
-    ReturnRequest,
     ReturnStatus,
     Rule,
     Sla,
@@ -25,19 +21,23 @@ from services.returns.domain import (
     TimerKind,
     TimerSet,
     WaitingFor,
-    event_from_dict,
-    event_to_dict,
 )
-from shared.catchup import CATCH_UP_GRACE
 
-from . import SIGNED, SOON, Case, at, decided, line, only, order
+from . import (
+    SIGNED,
+    SOON,
+    Case,
+    at,
+    decided,
+    electronics_case,
+    kinds,
+    line,
+    only,
+    order,
+)
 
 T = at("2026-03-06T10:00:00+08:00")  # the warehouse signs for the returned parcel
 H = timedelta(hours=1)
-
-
-def kinds(events, cls):
-    return [event.kind for event in only(events, cls)]
 
 
 # --- waiting for the order or the delivery ---------------------------------------------------
@@ -262,12 +262,6 @@ def test_signed_return_is_refunded_at_once():
     assert case.sign(T, now=T + 2 * H) == []
 
 
-def electronics_case() -> Case:
-    case = Case(order(line(category="electronics")))
-    case.submit()
-    return case
-
-
 def test_inspection_required_category_waits_for_the_inspection():
     case = electronics_case()
     assert case.sign(T) == [TimerSet(TimerKind.INSPECTION_GRACE, T + 20 * H)]
@@ -449,279 +443,3 @@ def test_late_exchange_reports_the_reshipment_sla():
     case.submit(kind="exchange")
     events = case.sign(T, now=T + 25 * H)
     assert only(events, SlaBreached) == [SlaBreached(Sla.RESHIPMENT, T + 24 * H, T + 25 * H)]
-
-
-# --- return freight learnt after the refund --------------------------------------------------
-# return.shipped and the return-leg parcel.signed are on different topics: after a backlog the
-# signature can come first and the return completes without knowing the freight.
-
-
-def test_seller_fault_freight_shipped_after_the_refund_is_reimbursed_on_its_own():
-    case = Case(order(line(quantity=2, paid=20000)))
-    case.submit(reason="damaged_in_transit", evidence=["u"], lines={"l1": 1})
-    (main,) = only(case.sign(T, now=T + H), RefundDue)
-    assert main.calculation.breakdown == [("goods", 10000)] and not main.supplementary
-
-    events = case.ship(1200, now=T + 2 * H)
-    assert len(events) == 1  # no second decision, no breach
-    (extra,) = only(events, RefundDue)
-    assert extra.supplementary
-    assert (extra.due_by, extra.requested_at) == (T + 24 * H, T + 2 * H)  # the return's deadline
-    calc = extra.calculation
-    assert (calc.amount, calc.breakdown) == (1200, [("return_shipping", 1200)])
-    assert calc.return_shipping_payer == Payer.MERCHANT
-    assert (calc.goods, calc.goods_units, calc.outbound_shipping) == (0, {}, 0)
-    assert event_from_dict(json.loads(json.dumps(event_to_dict(extra)))) == extra
-    # The ledger counts freight, never goods.
-    ledger = case.ledger
-    assert (ledger.goods_refunded, ledger.units_refunded) == (10000, {"l1": 1})
-    assert ledger.return_shipping_refunded == 1200
-    assert case.get().return_shipping_refund == calc and case.get().refund == main.calculation
-    # Once: a redelivery, or another freight figure, changes nothing.
-    assert case.ship(1200, now=T + 3 * H) == []
-    assert case.ship(2500, now=T + 3 * H) == []
-    assert ledger.return_shipping_refunded == 1200
-
-
-def test_late_freight_is_capped_and_due_afresh_once_the_refund_deadline_passed():
-    case = Case(order(line(quantity=2)))
-    case.submit(reason="quality_issue", evidence=["u"], lines={"l1": 1})
-    case.sign(T)
-    (extra,) = case.ship(4500, now=T + 30 * H)
-    assert isinstance(extra, RefundDue)
-    assert extra.calculation.breakdown == [("return_shipping", 3000)]  # return_shipping_cap
-    assert (extra.due_by, extra.requested_at) == (T + 54 * H, T + 30 * H)
-
-
-def test_late_freight_of_a_seller_fault_exchange_is_reimbursed():
-    case = Case(order())
-    case.submit(kind="exchange", reason="wrong_item", evidence=["u"])
-    events = case.sign(T)
-    assert only(events, ReshipmentDue) and only(events, RefundDue) == []
-    (extra,) = only(case.ship(800, now=T + H), RefundDue)
-    assert extra.supplementary and extra.calculation.breakdown == [("return_shipping", 800)]
-
-
-def test_late_freight_is_not_reimbursed_when_the_buyer_bears_it_or_nothing_was_refunded():
-    no_reason = Case(order())
-    no_reason.refund()
-    assert no_reason.ship(1200, now=T) == []
-    rejected = Case(order())
-    rejected.submit(reason="quality_issue", evidence=["u"], requested_at=SOON)
-    rejected.inspect(False, SOON + H, findings=["soiled_or_damaged"])
-    assert rejected.get().status == ReturnStatus.REJECTED
-    assert rejected.ship(1200, now=T) == []
-    cancelled = Case(order())
-    cancelled.submit(reason="quality_issue", evidence=["u"])
-    cancelled.cancel(SOON + H)
-    assert cancelled.ship(1200, now=T) == []
-    for case in (no_reason, rejected, cancelled):
-        assert case.ledger.return_shipping_refunded == 0
-
-
-def test_late_freight_of_zero_is_recorded_and_a_later_figure_ignored():
-    case = Case(order())
-    case.submit(reason="quality_issue", evidence=["u"])
-    case.sign(T)
-    assert case.ship(0, now=T + H) == []
-    assert case.get().return_shipping_fee_paid == 0
-    assert case.ship(1200, now=T + 2 * H) == []  # the first return.shipped counts
-    assert case.ledger.return_shipping_refunded == 0
-
-
-def test_freight_known_before_completion_is_paid_with_the_refund_not_again():
-    case = Case(order())
-    case.submit(reason="quality_issue", evidence=["u"])
-    case.ship(1200)
-    (main,) = only(case.sign(T), RefundDue)
-    assert ("return_shipping", 1200) in main.calculation.breakdown
-    assert case.ship(1200, now=T + H) == []
-    assert case.ledger.return_shipping_refunded == 1200
-
-
-def test_a_stale_aggregate_never_reimburses_late_freight_twice():
-    case = Case(order())
-    case.submit(reason="quality_issue", evidence=["u"])
-    case.sign(T)
-    stale = ReturnRequest.from_dict(case.get().to_dict())  # persisted before return.shipped
-    assert only(case.ship(1200, now=T + H), RefundDue)
-    events = stale.record_shipped(
-        "SF", "SF1", SOON, 1200, returns=case.returns, policy=case.policy, now=T
-    )
-    assert events == []
-    assert case.ledger.return_shipping_refunded == 1200
-    round_trip(case.get())
-    assert OrderLedger.from_dict(json.loads(json.dumps(case.ledger.to_dict()))) == case.ledger
-
-
-# --- cancellation ---------------------------------------------------------------------------
-
-
-def test_cancel_a_waiting_request():
-    case = Case(order())
-    case.submit(reason="quality_issue")
-    events = case.cancel(SOON + H)
-    event = decided(events)
-    assert (event.status, event.rule, event.event_type) == (
-        ReturnStatus.CANCELLED,
-        Rule.CANCELLED,
-        "return.completed",
-    )
-    assert kinds(events, TimerCancelled) == [TimerKind.EVIDENCE_WAIT]
-    assert case.cancel(SOON + 2 * H) == []
-
-
-def test_cancel_an_approved_request_releases_its_units():
-    case = Case(order())
-    case.submit()
-    assert case.ledger.reserved == {"r1": {"l1": 1}}
-    case.cancel(SOON + H)
-    assert case.ledger.reserved == {}
-    assert case.sign(T) == []
-    assert decided(case.submit("r2")).rule == Rule.ELIGIBLE
-
-
-def test_cancel_after_completion_or_rejection_has_no_effect():
-    case = Case(order())
-    case.refund()
-    assert case.cancel(T) == []
-    rejected = Case(order())
-    rejected.submit(condition=["soiled_or_damaged"])
-    assert rejected.cancel(T) == []
-    assert rejected.get().status == ReturnStatus.REJECTED
-
-
-# --- idempotence ----------------------------------------------------------------------------
-
-
-def test_repeating_every_input_after_completion_never_refunds_twice():
-    case = Case(order(line(category="electronics")))
-    case.submit(reason="quality_issue", evidence=["u"])
-    case.ship(800)
-    case.sign(T)
-    assert only(case.inspect(True, T + H), RefundDue)
-    replays = [
-        case.submit(reason="quality_issue", evidence=["u"]),
-        case.reassess(now=T + 2 * H),
-        case.evidence(["v"], now=T + 2 * H),
-        case.ship(900),
-        case.sign(T, now=T + 2 * H),
-        case.inspect(True, T + H),
-        case.inspect(False, T + H),
-        case.review("approve", now=T + 2 * H),
-        *(case.fire(kind.value, now=T + 30 * H) for kind in TimerKind),
-        case.cancel(T + 3 * H),
-    ]
-    assert all(events == [] for events in replays)
-    assert case.ledger.settled_returns == ["r1"] and case.ledger.units_refunded == {"l1": 1}
-
-
-def test_a_settled_ledger_blocks_a_second_refund_even_from_a_stale_aggregate():
-    case = Case(order())
-    case.submit()
-    stale = ReturnRequest.from_dict(case.get().to_dict())  # persisted before the signature
-    assert only(case.sign(T), RefundDue)
-    events = stale.record_return_signed(T, returns=case.returns, policy=case.policy, now=T)
-    assert only(events, RefundDue) == []
-    assert case.ledger.goods_refunded == 1000
-
-
-# --- persistence ----------------------------------------------------------------------------
-
-
-def round_trip(request: ReturnRequest) -> None:
-    data = json.loads(json.dumps(request.to_dict()))
-    assert ReturnRequest.from_dict(data) == request
-
-
-def test_request_ledger_order_and_events_round_trip_through_json():
-    case = Case(order(line(category="electronics"), line("g", gift=True, stated_price=300)))
-    events = case.submit(reason="quality_issue", requested_at=SOON)
-    round_trip(case.get())
-    events += case.evidence(["a.jpg"], now=SOON + H)
-    events += case.ship(1800)
-    events += case.sign(T)
-    round_trip(case.get())
-    events += case.fire("inspection_grace", now=T + 30 * H)
-    round_trip(case.get())
-    assert case.get().refund is not None
-    for event in events:
-        assert event_from_dict(json.loads(json.dumps(event_to_dict(event)))) == event
-    ledger = json.loads(json.dumps(case.ledger.to_dict()))
-    assert OrderLedger.from_dict(ledger) == case.ledger
-    assert case.order is not None
-    assert Order.from_dict(json.loads(json.dumps(case.order.to_dict()))) == case.order
-    assert case.get().to_dict()["requested_at"].endswith("+00:00")
-
-
-def test_placeholder_round_trips():
-    request = ReturnRequest.new("r9", "o1")
-    round_trip(request)
-    assert not request.is_requested
-
-
-def test_naive_datetimes_are_refused():
-    case = Case(order())
-    naive = SOON.replace(tzinfo=None)
-    with pytest.raises(ValueError):
-        case.submit(requested_at=naive)
-    with pytest.raises(ValueError):
-        replace(order(), paid_at=naive)
-    with pytest.raises(ValueError):
-        ReturnRequest.from_dict(
-            {**ReturnRequest.new("r", "o").to_dict(), "requested_at": "2026-03-01T10:00:00"}
-        )
-
-
-# --- catch-up: deadlines already past when the event is processed (shared.catchup) ----------
-
-
-def test_a_request_processed_after_its_order_wait_waits_a_grace_for_the_order_behind_it():
-    """A backlog: the request was made 50 hours ago and its order.paid is behind it. It is
-    not rejected at once; the order arriving within the grace decides it."""
-    case = Case(None)
-    now = SOON + 50 * H
-    events = case.submit(requested_at=SOON, now=now)
-    assert decided(events).rule == Rule.UNKNOWN_ORDER
-    assert only(events, TimerSet) == [TimerSet(TimerKind.SIGNATURE_WAIT, now + CATCH_UP_GRACE)]
-    case.order = order()
-    approved = decided(case.reassess(now=now + timedelta(seconds=3)))
-    assert (approved.status, approved.rule) == (ReturnStatus.APPROVED, Rule.ELIGIBLE)
-
-
-def test_a_late_processed_request_whose_order_never_comes_is_rejected_after_the_grace():
-    case = Case(None)
-    now = SOON + 50 * H
-    case.submit(requested_at=SOON, now=now)
-    fired = decided(case.fire("signature_wait", now=now + CATCH_UP_GRACE))
-    assert (fired.status, fired.rule) == (ReturnStatus.REJECTED, Rule.UNKNOWN_ORDER)
-
-
-def test_a_catch_up_wait_is_not_moved_by_the_events_that_follow():
-    case = Case(None)
-    now = SOON + 50 * H
-    case.submit(requested_at=SOON, now=now)
-    case.order = order(signed_at=None)  # the order came, its delivery not yet
-    events = case.reassess(now=now + H)
-    assert decided(events).rule == Rule.NOT_DELIVERED
-    assert only(events, TimerSet) == []  # the wait keeps its catch-up instant
-    assert case.get().timers == {TimerKind.SIGNATURE_WAIT: now + CATCH_UP_GRACE}
-
-
-def test_a_signature_processed_after_the_inspection_grace_still_waits_for_the_inspection():
-    """A failed inspection behind the signature in a backlog must still reject: no refund
-    is issued before the grace after processing."""
-    case = electronics_case()
-    now = T + 30 * H
-    assert case.sign(T, now=now) == [TimerSet(TimerKind.INSPECTION_GRACE, now + CATCH_UP_GRACE)]
-    events = case.inspect(False, T + 3 * H, now=now + timedelta(seconds=2))
-    assert decided(events).rule == Rule.INSPECTION_FAILED
-    assert only(events, RefundDue) == []
-
-
-def test_a_late_signature_without_its_inspection_is_refunded_after_the_grace():
-    case = electronics_case()
-    now = T + 30 * H
-    case.sign(T, now=now)
-    events = case.fire("inspection_grace", now=now + CATCH_UP_GRACE)
-    assert [due.due_by for due in only(events, RefundDue)] == [T + 24 * H]
