@@ -42,6 +42,12 @@ def require_aware_fields(owner: object, *names: str) -> None:
     loaded document runs it too, so a naive instant is refused, never guessed."""
     for name in names:
         value = getattr(owner, name)
+        if value is None:
+            continue
+        if type(value) is datetime:  # most fields: no Mapping check (an ABC's is slow)
+            if value.utcoffset() is None:
+                raise ValueError(f"{name} must be timezone-aware")
+            continue
         moments = value.items() if isinstance(value, Mapping) else ((name, value),)
         for label, moment in moments:
             if moment is not None and moment.utcoffset() is None:
