@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -40,8 +39,3 @@ def document_upsert(table: Table, *, key: str, update: Iterable[str]) -> Insert:
         for c in table.c
     }
     return upsert(table, values, key=[key], update=update)
-
-
-def document_text(document: Mapping[str, Any]) -> str:
-    """A document as the compact JSON text `document_upsert` binds."""
-    return json.dumps(document, separators=(",", ":"))

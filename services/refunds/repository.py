@@ -13,7 +13,6 @@ the CLI) every read and every save is a query.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,7 +27,7 @@ from services.refunds.domain import IssuedRefund, OrderLedger
 from shared.contracts import CloudEvent, RefundRequested
 from shared.db import pending_writes
 from shared.messaging.batchcache import batch_cache
-from shared.upserts import document_text, document_upsert, upsert
+from shared.upserts import document_upsert, upsert
 
 _CACHE = "refunds.batch_cache"
 
@@ -58,7 +57,7 @@ def _ledger_row(ledger: OrderLedger, now: datetime) -> dict[str, Any]:
     return {
         "order_id": ledger.order_id,
         "paid": ledger.facts is not None,
-        "state": document_text(ledger.to_dict()),
+        "state": ledger.to_json(),
         "updated_at": now,
     }
 
@@ -100,7 +99,7 @@ class RefundsRepository:
         if cache is not None and order_id in cache.ledgers:
             return cache.ledgers[order_id]
         state = await self._session.scalar(_LEDGER, {"b_id": order_id})
-        return None if state is None else OrderLedger.from_dict(json.loads(state))
+        return None if state is None else OrderLedger.from_json(state)
 
     async def order_of_refund(self, refund_id: str) -> str | None:
         """The order a refund was issued for, if it was."""
@@ -138,7 +137,7 @@ async def _prefetch(session: AsyncSession, events: Iterable[CloudEvent]) -> _Bat
     cache = _BatchCache(ledgers=dict.fromkeys(order_ids), owners=dict.fromkeys(refund_ids))
     if order_ids:
         for order_id, state in await session.execute(_PREFETCH, {"ids": sorted(order_ids)}):
-            cache.ledgers[order_id] = OrderLedger.from_dict(json.loads(state))
+            cache.ledgers[order_id] = OrderLedger.from_json(state)
     if refund_ids:
         rows = await session.execute(_PREFETCH_OWNERS, {"ids": sorted(refund_ids)})
         for refund_id, order_id in rows:

@@ -12,7 +12,6 @@ a query.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,7 +26,7 @@ from services.returns.domain import Order, OrderLedger, ReturnRequest
 from shared.contracts import CloudEvent
 from shared.db import pending_writes
 from shared.messaging.batchcache import batch_cache
-from shared.upserts import document_text, document_upsert
+from shared.upserts import document_upsert
 
 _CACHE = "returns.batch_cache"
 
@@ -91,7 +90,7 @@ class ReturnsRepository:
         row = {
             "order_id": order.order_id,
             "customer_id": order.customer_id,
-            "state": document_text(order.to_dict()),
+            "state": order.to_json(),
             "updated_at": now,
         }
         if (cache := await self._cache()) is not None:
@@ -122,12 +121,12 @@ class ReturnsRepository:
             text = cache.ledgers[order_id]
             if text is None:
                 return OrderLedger(order_id=order_id)
-            return OrderLedger.from_dict(json.loads(text))
+            return OrderLedger.from_json(text)
         state = await self._session.scalar(_LEDGER, {"b_id": order_id})
         return OrderLedger(order_id=order_id) if state is None else OrderLedger.from_dict(state)
 
     async def save_ledger(self, ledger: OrderLedger, now: datetime) -> None:
-        text = document_text(ledger.to_dict())
+        text = ledger.to_json()
         row = {"order_id": ledger.order_id, "state": text, "updated_at": now}
         if (cache := await self._cache()) is not None:
             cache.ledgers[ledger.order_id] = text
@@ -137,7 +136,7 @@ class ReturnsRepository:
         cache = await self._cache()
         if cache is not None and return_id in cache.requests:
             entry = cache.requests[return_id]
-            return None if entry is None else ReturnRequest.from_dict(json.loads(entry[2]))
+            return None if entry is None else ReturnRequest.from_json(entry[2])
         state = await self._session.scalar(_RETURN_REQUEST, {"b_id": return_id})
         return None if state is None else ReturnRequest.from_dict(state)
 
@@ -149,12 +148,12 @@ class ReturnsRepository:
                 for return_id in cache.requests_of.get(order_id, ())
                 if (entry := cache.requests[return_id]) is not None
             )
-            return [ReturnRequest.from_dict(json.loads(text)) for _, _, text in found]
+            return [ReturnRequest.from_json(text) for _, _, text in found]
         rows = await self._session.scalars(_RETURNS_OF_ORDER, {"b_id": order_id})
         return [ReturnRequest.from_dict(state) for state in rows]
 
     async def save_return(self, request: ReturnRequest, now: datetime) -> None:
-        text = document_text(request.to_dict())
+        text = request.to_json()
         row = {
             "return_id": request.return_id,
             "order_id": request.order_id,
@@ -251,7 +250,7 @@ async def _prefetch(session: AsyncSession, events: Iterable[CloudEvent]) -> _Bat
     given = {"ids": sorted(order_ids), "rids": sorted(return_ids)}
     # Documents as text: they are kept as text, so decoding them here would be wasted.
     for order_id, state in await session.execute(_PREFETCH_ORDERS, given):
-        cache.orders[order_id] = Order.from_dict(json.loads(state))
+        cache.orders[order_id] = Order.from_json(state)
     for order_id, state in await session.execute(_PREFETCH_LEDGERS, given):
         cache.ledgers[order_id] = state
     for order_id, signed_at in await session.execute(_PREFETCH_SIGNATURES, given):

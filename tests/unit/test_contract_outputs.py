@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -368,6 +369,19 @@ def test_deterministic_id_is_stable() -> None:
     assert first == "0ed4ad9a-2c9b-52c9-8a42-23c1daec2389"
     assert deterministic_id("a:b", "c") != deterministic_id("a", "b:c")
     assert len(first) <= 128
+
+
+@given(st.lists(st.text(), min_size=1, max_size=5))
+def test_deterministic_id_is_uuid5_of_the_parts_as_json(parts: list[str]) -> None:
+    namespace = uuid.uuid5(uuid.NAMESPACE_URL, "urn:aftersales:ids:v1")
+    name = json.dumps(parts, ensure_ascii=False)
+    try:
+        expected = str(uuid.uuid5(namespace, name))
+    except UnicodeEncodeError:  # a lone surrogate: no id, either way
+        with pytest.raises(UnicodeEncodeError):
+            deterministic_id(*parts)
+        return
+    assert deterministic_id(*parts) == expected
 
 
 @given(st.lists(st.text(max_size=20), min_size=1, max_size=4))

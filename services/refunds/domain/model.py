@@ -350,14 +350,26 @@ class OrderLedger:
     # --- storage -----------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        stored = _StoredLedger(
+        return ORDER_LEDGER_DOCUMENT.dump(self._stored())
+
+    def to_json(self) -> str:
+        return ORDER_LEDGER_DOCUMENT.dump_json(self._stored())
+
+    def _stored(self) -> _StoredLedger:
+        return _StoredLedger(
             self.order_id, self.facts, list(self.refunds.values()), list(self.waiting.values())
         )
-        return ORDER_LEDGER_DOCUMENT.dump(stored)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> OrderLedger:
-        stored = ORDER_LEDGER_DOCUMENT.load(data)
+        return cls._of(ORDER_LEDGER_DOCUMENT.load(data))
+
+    @classmethod
+    def from_json(cls, text: str) -> OrderLedger:
+        return cls._of(ORDER_LEDGER_DOCUMENT.load_json(text))
+
+    @classmethod
+    def _of(cls, stored: _StoredLedger) -> OrderLedger:
         return cls(
             order_id=stored.order_id,
             facts=stored.facts,

@@ -369,9 +369,16 @@ class ReturnRequest(Decisions):
     def to_dict(self) -> dict[str, Any]:
         return RETURN_REQUEST_DOCUMENT.dump(self)
 
+    def to_json(self) -> str:
+        return RETURN_REQUEST_DOCUMENT.dump_json(self)
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ReturnRequest:
         return RETURN_REQUEST_DOCUMENT.load(data)
+
+    @classmethod
+    def from_json(cls, text: str) -> ReturnRequest:
+        return RETURN_REQUEST_DOCUMENT.load_json(text)
 
 
 def _v1_breakdowns(data: dict[str, Any]) -> dict[str, Any]:

@@ -89,9 +89,16 @@ class OrderLedger:
     def to_dict(self) -> dict[str, Any]:
         return ORDER_LEDGER_DOCUMENT.dump(self)
 
+    def to_json(self) -> str:
+        return ORDER_LEDGER_DOCUMENT.dump_json(self)
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> OrderLedger:
         return ORDER_LEDGER_DOCUMENT.load(data)
+
+    @classmethod
+    def from_json(cls, text: str) -> OrderLedger:
+        return ORDER_LEDGER_DOCUMENT.load_json(text)
 
 
 @dataclass

@@ -103,9 +103,16 @@ class Order:
     def to_dict(self) -> dict[str, Any]:
         return ORDER_DOCUMENT.dump(self)
 
+    def to_json(self) -> str:
+        return ORDER_DOCUMENT.dump_json(self)
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Order:
         return ORDER_DOCUMENT.load(data)
+
+    @classmethod
+    def from_json(cls, text: str) -> Order:
+        return ORDER_DOCUMENT.load_json(text)
 
 
 @dataclass(frozen=True)

@@ -101,3 +101,11 @@ def test_finance_receives_the_same_payments_when_the_payout_method_was_full_alre
         assert finance_data(ledger, request.refund_id) == ISSUED[request.refund_id]
     second = ledger.refunds[ids.refund_id("complaint", "bf-2")]
     assert second.payments == (("balance", 1196), ("card", 4))
+
+
+def test_the_json_text_is_the_document_and_loads_back():
+    for stored in LEDGERS.values():
+        ledger = OrderLedger.from_dict(stored)
+        text = ledger.to_json()
+        assert json.loads(text) == ledger.to_dict()
+        assert OrderLedger.from_json(text) == ledger

@@ -220,3 +220,11 @@ def test_a_ledger_round_trips(ledger):
 @given(calculations())
 def test_a_refund_calculation_round_trips(calculation):
     assert RefundCalculation.from_dict(_through_json(calculation.to_dict())) == calculation
+
+
+@given(requests, orders, ledgers)
+def test_the_json_text_is_the_document_and_loads_back(request, order, ledger):
+    for value in (request, order, ledger):
+        text = value.to_json()
+        assert json.loads(text) == value.to_dict()
+        assert type(value).from_json(text) == value
