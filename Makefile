@@ -6,9 +6,9 @@
 #   make lint      ruff, mypy, the import-linter contracts, generated docs up to date
 #   make faults    fault injection: services killed, PostgreSQL restarted, broker connections cut
 #                  while thousands of flows run; reconciled (docs/results/faults.md; ARGS=--quick)
-#   make bench     returns pipeline (returns alone, then with the refund ledger) throughput
-#                  and latency vs a minimal consumer
-#                  (docs/results/bench.md; BENCH_FLOWS=10000)
+#   make bench     returns pipeline (returns alone, then with the refund ledger), complaints
+#                  through compensation and the notifier: throughput and latency vs a minimal
+#                  consumer (docs/results/bench*.md; BENCH_FLOWS=10000; ARGS="--only complaints")
 #   make lock      regenerate constraints.txt from pyproject.toml (ARGS=--upgrade: newest allowed)
 #   make clean     remove .venv and caches
 SHELL := /bin/sh
@@ -35,7 +35,8 @@ run: install
 faults: install
 	$(BIN)/python -m faults.run $(ARGS)
 
-# Benchmark (bench/): BENCH_FLOWS return flows (10000) as a backlog, 1 and 2 instances.
+# Benchmark (bench/): BENCH_FLOWS flows (10000) of each part as a backlog (returns: 1 and 2
+# instances); ARGS="--only returns,complaints,notifier" for a part.
 BENCH_FLOWS ?= 10000
 bench: install
 	$(BIN)/python -m bench.run --flows $(BENCH_FLOWS) $(ARGS)

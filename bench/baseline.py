@@ -1,14 +1,15 @@
-"""The minimal consumer the returns service is measured against: aiokafka + asyncpg, one
-INSERT per event (autocommit: one transaction each), offsets committed after each fetched batch.
+"""The minimal consumer the services are measured against: aiokafka + asyncpg, one INSERT per
+event (autocommit: one transaction each), offsets committed after each fetched batch.
 
     python -m bench.baseline --bootstrap HOST:PORT --dsn postgresql://... --expect N
+                             [--topics orders,signatures,returns] [--mark parcel.signed]
 
-Reads the returns service's input topics with its own consumer group from the beginning,
-stores every event (id, type, topic, partition, offset, the JSON value) and exits once `N`
-distinct events are stored, printing one JSON line of figures: when it started consuming,
-when the last insert committed, the CPU time it used in between, and for every return-leg
-`parcel.signed` its publish timestamp (the record's CreateTime) and the instant its insert
-committed.
+Reads the given topics (the returns service's input topics by default) with its own consumer
+group from the beginning, stores every event (id, type, topic, partition, offset, the JSON
+value) and exits once `N` distinct events are stored, printing one JSON line of figures: when
+it started consuming, when the last insert committed, the CPU time it used in between, and for
+every event of the `--mark` type (a `parcel.signed` only of the return leg) its publish
+timestamp (the record's CreateTime) and the instant its insert committed.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import json
 import resource
 import sys
 import time
+from collections.abc import Sequence
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer
@@ -42,11 +44,13 @@ ON CONFLICT (event_id) DO NOTHING
 """
 
 
-async def consume(bootstrap: str, dsn: str, group: str, expect: int) -> dict[str, object]:
+async def consume(
+    bootstrap: str, dsn: str, group: str, expect: int, topics: Sequence[str], mark: str
+) -> dict[str, object]:
     conn = await asyncpg.connect(dsn)
     await conn.execute(DDL)
     consumer = AIOKafkaConsumer(
-        *TOPICS,
+        *topics,
         bootstrap_servers=bootstrap,
         group_id=group,
         auto_offset_reset="earliest",
@@ -57,7 +61,7 @@ async def consume(bootstrap: str, dsn: str, group: str, expect: int) -> dict[str
     stored = 0
     first: float | None = None
     cpu_first = 0.0
-    signatures: list[tuple[int, float]] = []  # (publish ms, insert committed s)
+    marked: list[tuple[int, float]] = []  # (publish ms, insert committed s)
     try:
         while stored < expect:
             batch = await consumer.getmany(timeout_ms=500, max_records=500)
@@ -77,8 +81,8 @@ async def consume(bootstrap: str, dsn: str, group: str, expect: int) -> dict[str
                     )
                     if status.endswith(" 1"):
                         stored += 1
-                        if event["type"] == "parcel.signed" and event["data"]["leg"] == "return":
-                            signatures.append((record.timestamp, time.time()))
+                        if event["type"] == mark and event["data"].get("leg", "return") == "return":
+                            marked.append((record.timestamp, time.time()))
             if batch:
                 await consumer.commit()
         last, cpu = time.time(), time.process_time() - cpu_first
@@ -90,7 +94,7 @@ async def consume(bootstrap: str, dsn: str, group: str, expect: int) -> dict[str
         "last": last,
         "cpu": cpu,
         "stored": stored,
-        "signatures": signatures,
+        "marked": marked,
         # Peak resident set size of this process (Linux reports KiB).
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
     }
@@ -102,8 +106,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dsn", required=True)
     parser.add_argument("--group", default="bench-baseline")
     parser.add_argument("--expect", type=int, required=True)
+    parser.add_argument("--topics", default=",".join(TOPICS), help="comma-separated")
+    parser.add_argument("--mark", default="parcel.signed", help="the event type timed")
     args = parser.parse_args(argv)
-    result = asyncio.run(consume(args.bootstrap, args.dsn, args.group, args.expect))
+    topics = args.topics.split(",")
+    result = asyncio.run(
+        consume(args.bootstrap, args.dsn, args.group, args.expect, topics, args.mark)
+    )
     print(json.dumps(result), flush=True)
     return 0
 

@@ -4,7 +4,7 @@ without the broker.
     python -m bench.processor [--flows 5000] [--batch 500] [--service returns|refunds]
                               [--profile cprofile]
 
-Feeds the benchmark's return flows (bench/run.py) to the processor in batches of `--batch`
+Feeds the benchmark's return flows (bench/backlog.py) to the processor in batches of `--batch`
 records, the way the runtime hands it a fetched batch, and prints events/s and SQL statements
 per event (counted with a cursor hook). For the ledger, the flows go through the returns
 service first (in a database of its own) and the ledger is fed each flow's `order.paid` and
@@ -47,7 +47,7 @@ from shared.messaging.consumer import EventProcessor
 from shared.migrations import upgrade
 from shared.policy import Policy
 
-from .run import complaint_flow_events, flow_events
+from .backlog import complaint_flow_events, flow_events
 
 
 @dataclass

@@ -6,177 +6,18 @@ from __future__ import annotations
 import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from shared.contracts.ids import refund_id
 from shared.messaging.deadletters import read_topic
 
-from .flows import ExpectedRefund, Flow, Message
+from .check_cases import check_callbacks, check_ledgers, check_notifications
+from .findings import Findings, ours
+from .flows import ExpectedRefund, Flow
 from .gateway import DeliveryGateway
-
-
-@dataclass(frozen=True)
-class ServiceInfo:
-    """What a service reads and handles (from its ServiceDefinition) and where it writes."""
-
-    name: str
-    schema: str
-    group: str
-    topics: tuple[str, ...]
-    handled: frozenset[str]
-    outputs: tuple[str, ...]
-    dead_letters: str
-
-
-@dataclass
-class Published:
-    """What the publisher sent: each record with where it landed."""
-
-    messages: list[Message] = field(default_factory=list)
-    # (topic, partition, offset) of each message, same order
-    where: list[tuple[str, int, int]] = field(default_factory=list)
-    failures: int = 0  # sends that failed for good and were sent again
-
-    def ends(self) -> dict[TopicPartition, int]:
-        """The end offset of every partition written (last acknowledged offset + 1)."""
-        ends: dict[TopicPartition, int] = {}
-        for topic, partition, offset in self.where:
-            tp = TopicPartition(topic, partition)
-            ends[tp] = max(ends.get(tp, 0), offset + 1)
-        return ends
-
-
-@dataclass
-class Findings:
-    counts: dict[str, int] = field(default_factory=dict)
-    problems: list[str] = field(default_factory=list)  # discrepancies: the run fails
-    notes: list[str] = field(default_factory=list)  # worth knowing, not failures
-
-    def problem(self, text: str, examples: Iterable[object] = ()) -> None:
-        shown = list(examples)[:5]
-        self.problems.append(text + (f" (e.g. {', '.join(map(str, shown))})" if shown else ""))
-
-
-def service_infos(names: Sequence[str]) -> list[ServiceInfo]:
-    from aftersales.registry import definition
-    from shared.clock import SystemClock
-    from shared.contracts import dead_letter_topic
-    from shared.policy import Policy
-
-    infos = []
-    for name in names:
-        d = definition(name, Policy(), SystemClock())
-        infos.append(
-            ServiceInfo(
-                name=name,
-                schema=d.schema,
-                group=f"aftersales-{name}",
-                topics=tuple(d.topics),
-                handled=frozenset(d.handlers),
-                outputs=tuple(sorted(d.publishes)),
-                dead_letters=dead_letter_topic(name),
-            )
-        )
-    return infos
-
-
-# --- progress while waiting for quiet ---------------------------------------------------------
-
-
-async def lag(bootstrap: str, service: ServiceInfo, ends: Mapping[TopicPartition, int]) -> int:
-    """Records the service's consumer group has not committed yet, over the partitions written,
-    and over the whole of the topics the publisher does not write (what other services emit,
-    e.g. the refund requests the ledger reads)."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=service.group,
-        enable_auto_commit=False,
-        request_timeout_ms=10_000,
-    )
-    await consumer.start()
-    try:
-        wanted = {tp: end for tp, end in ends.items() if tp.topic in service.topics}
-        written = {tp.topic for tp in ends}
-        internal = [
-            TopicPartition(topic, partition)
-            for topic in service.topics
-            if topic not in written
-            for partition in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
-        if internal:
-            wanted.update(await consumer.end_offsets(internal))
-        total = 0
-        for tp, end in wanted.items():
-            committed = await consumer.committed(tp) or 0
-            total += max(0, end - committed)
-        return total
-    finally:
-        await consumer.stop()
-
-
-async def db_progress(conn: asyncpg.Connection, service: ServiceInfo) -> dict[str, int]:
-    s = service.schema
-    row = await conn.fetchrow(
-        f"""
-        SELECT
-          (SELECT count(*) FROM "{s}".outbox WHERE published_at IS NULL) AS outbox,
-          (SELECT count(*) FROM "{s}".timers
-             WHERE fired_at IS NULL AND cancelled_at IS NULL AND due_at <= now()) AS due_timers,
-          (SELECT count(*) FROM "{s}".inbox) AS inbox
-        """  # noqa: S608 - schema names from the service definitions
-    )
-    return dict(row)
-
-
-async def unfinished_notifications(conn: asyncpg.Connection, run_id: str) -> int:
-    """Notifications of the run neither sent nor given up yet (due, retrying or in flight)."""
-    return int(
-        await conn.fetchval(
-            "SELECT count(*) FROM notifier.deliveries WHERE order_id LIKE $1 AND status = $2",
-            run_id + "%",
-            "scheduled",
-        )
-    )
-
-
-async def inbox_ids(conn: asyncpg.Connection, service: ServiceInfo, prefix: str) -> set[str]:
-    rows = await conn.fetch(
-        f'SELECT event_id FROM "{service.schema}".inbox WHERE event_id LIKE $1',  # noqa: S608
-        prefix + "%",
-    )
-    return {r["event_id"] for r in rows}
-
-
-async def live_timers(
-    conn: asyncpg.Connection, schema: str, refs: Iterable[tuple[str, str]]
-) -> list[tuple[str, str, Any]]:
-    """(kind, ref, due_at) of the given timers that have neither fired nor been cancelled."""
-    wanted = list(refs)
-    if not wanted:
-        return []
-    rows = await conn.fetch(
-        f"""SELECT kind, ref, due_at FROM "{schema}".timers
-            WHERE fired_at IS NULL AND cancelled_at IS NULL
-              AND (kind, ref) IN (SELECT * FROM unnest($1::text[], $2::text[]))""",  # noqa: S608
-        [k for k, _ in wanted],
-        [r for _, r in wanted],
-    )
-    return [(r["kind"], r["ref"], r["due_at"]) for r in rows]
-
-
-def expected_timers(flows: Iterable[Flow]) -> dict[str, list[tuple[str, str]]]:
-    """Timers whose firing the outcome waits for, by schema: (kind, ref)."""
-    out: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    for flow in flows:
-        if flow.timer is not None:
-            schema, kind, ref = flow.timer
-            out[schema].append((kind, ref))
-    return out
-
+from .progress import Published, ServiceInfo, expected_timers, inbox_ids, live_timers
 
 # --- the reconciliation -----------------------------------------------------------------------
 
@@ -314,20 +155,16 @@ async def reconcile(
         await _check_timers(f, conn, services, flows)
         # 7. the refund ledger's invariants, order by order
         if any(s.name == "refunds" for s in services):
-            await _check_ledgers(f, conn, by_id, run_id, flows)
+            await check_ledgers(f, conn, by_id, run_id, flows)
         # 8. one callback per closed case
         if any(s.name == "followup" for s in services):
-            await _check_callbacks(f, conn, by_id, run_id, valid)
+            await check_callbacks(f, conn, by_id, run_id, valid)
         # 9. every notification sent once or given up, none twice
         if any(s.name == "notifier" for s in services):
-            await _check_notifications(f, conn, by_id, run_id, gateway)
+            await check_notifications(f, conn, by_id, run_id, gateway)
     finally:
         await conn.close()
     return f
-
-
-def _ours(event: Mapping[str, Any], run_id: str) -> bool:
-    return str(event.get("data", {}).get("order_id", "")).startswith(run_id)
 
 
 def _check_refunds(
@@ -345,7 +182,7 @@ def _check_refunds(
     forbidden = {rid for flow in flows for rid in flow.no_refund}
     found: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for event in by_id.values():
-        if event["type"] == "refund.issued" and _ours(event, run_id):
+        if event["type"] == "refund.issued" and ours(event, run_id):
             found[event["data"]["refund_id"]].append(event)
     later = [rid for rid in expected if rid not in found and expected[rid].case_id in deferred]
     missing = [rid for rid in expected if rid not in found and rid not in later]
@@ -403,7 +240,7 @@ def _check_coupons(
     expected = {cid: value for flow in flows for cid, value in flow.coupons.items()}
     found: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for event in by_id.values():
-        if event["type"] == "coupon.granted" and _ours(event, run_id):
+        if event["type"] == "coupon.granted" and ours(event, run_id):
             found[event["data"]["coupon_id"]].append(event)
     missing = [cid for cid in expected if cid not in found]
     twice = [cid for cid, events in found.items() if len(events) > 1]
@@ -482,219 +319,3 @@ async def _check_timers(
                 f"(due {min(d for _, _, d in live):%H:%M:%S} UTC or later)"
             )
             c[f"{schema}: timer-driven outcomes still pending"] = len(live)
-
-
-async def _check_ledgers(
-    f: Findings,
-    conn: asyncpg.Connection,
-    by_id: Mapping[str, Mapping[str, Any]],
-    run_id: str,
-    flows: Sequence[Flow],
-) -> None:
-    """SPEC 4.11 on what the ledger stored and issued: goods and outbound shipping never above
-    what was paid, no method above its charge, every request issued (none left waiting), and
-    every refund.requested answered by one refund.issued under its refund_id."""
-    from services.refunds.domain import OrderLedger
-
-    c = f.counts
-    rows = await conn.fetch(
-        "SELECT state FROM refunds.ledgers WHERE order_id LIKE $1", run_id + "%"
-    )
-    over_cap, over_charge, waiting = [], [], []
-    for row in rows:
-        ledger = OrderLedger.from_dict(json.loads(row["state"]))
-        if ledger.waiting:
-            waiting.append(ledger.order_id)
-        facts = ledger.facts
-        if facts is None:
-            continue
-        if ledger.goods_given > facts.goods_total or (
-            ledger.outbound_given > facts.shipping_fee_paid
-        ):
-            over_cap.append(ledger.order_id)
-        given = ledger.method_given()
-        if any(given.get(method, 0) > charged for method, charged in facts.payments):
-            over_charge.append(ledger.order_id)
-    requested = {
-        e["data"]["refund_id"]
-        for e in by_id.values()
-        if e["type"] == "refund.requested" and _ours(e, run_id)
-    }
-    issued = {
-        e["data"]["refund_id"]
-        for e in by_id.values()
-        if e["type"] == "refund.issued" and _ours(e, run_id)
-    }
-    unanswered = sorted(requested - issued)
-    cut = [
-        e["data"]["refund_id"]
-        for e in by_id.values()
-        if e["type"] == "refund.issued"
-        and _ours(e, run_id)
-        and any(b["kind"] == "already_refunded" for b in e["data"]["breakdown"])
-    ]
-    c["refund ledger: orders"] = len(rows)
-    c["refund ledger: requests"] = len(requested)
-    c["refund ledger: requests not issued"] = len(unanswered)
-    c["refund ledger: refunds cut by the order cap"] = len(cut)
-    c["refund ledger: orders over the goods/shipping cap"] = len(over_cap)
-    c["refund ledger: orders with a method over its charge"] = len(over_charge)
-    c["refund ledger: orders with requests still waiting"] = len(waiting)
-    # Each flow whose cases share the order's cap has exactly one of them cut.
-    sharing = [flow.order_id for flow in flows if flow.totals]
-    cut_orders = {
-        e["data"]["order_id"]
-        for e in by_id.values()
-        if e["type"] == "refund.issued"
-        and _ours(e, run_id)
-        and any(b["kind"] == "already_refunded" for b in e["data"]["breakdown"])
-    }
-    uncut = [order_id for order_id in sharing if order_id not in cut_orders]
-    c["refund ledger: orders whose cases share the cap"] = len(sharing)
-    for label, items in (
-        ("order(s) whose second case was not cut by the ledger's cap", uncut),
-        ("refund request(s) never issued", unanswered),
-        ("order(s) refunded above what was paid", over_cap),
-        ("order(s) with a method refunded above its charge", over_charge),
-        ("order(s) with refund requests still waiting for order.paid", waiting),
-    ):
-        if items:
-            f.problem(f"{len(items)} {label}", items)
-
-
-# The follow-up rules, restated for the check (services/followup/domain/rules.py): a cancelled
-# return and a withdrawn complaint close without a callback.
-_NO_CALLBACK_RETURN_RULES = frozenset({"cancelled"})
-_CALLBACK_COMPLAINT_OUTCOMES = frozenset({"upheld", "not_upheld"})
-
-
-async def _check_callbacks(
-    f: Findings,
-    conn: asyncpg.Connection,
-    by_id: Mapping[str, Mapping[str, Any]],
-    run_id: str,
-    inputs: Sequence[Message],
-) -> None:
-    """Every closed case (a return refunded, reshipped or completed; a complaint resolved
-    whose opening is known) has one case row and one callback; every callback.scheduled
-    of the run names a known callback, once."""
-    expected: set[tuple[str, str]] = set()
-    for event in by_id.values():
-        if not _ours(event, run_id):
-            continue
-        data = event["data"]
-        if event["type"] in ("refund.issued", "reshipment.requested"):
-            if data["case"]["type"] == "return":
-                expected.add(("return", data["case"]["id"]))
-        elif event["type"] == "return.completed" and data.get("rule") not in (
-            _NO_CALLBACK_RETURN_RULES
-        ):
-            expected.add(("return", data["return_id"]))
-    opened = {m.event_id for m in inputs if m.event_type == "complaint.opened"}
-    opened_ids = {
-        json.loads(m.value)["data"]["complaint_id"]
-        for m in inputs
-        if m.event_type == "complaint.opened" and m.event_id in opened
-    }
-    for m in inputs:
-        if m.event_type != "complaint.resolved":
-            continue
-        data = json.loads(m.value)["data"]
-        if data["complaint_id"] in opened_ids and data["outcome"] in _CALLBACK_COMPLAINT_OUTCOMES:
-            expected.add(("complaint", data["complaint_id"]))
-    rows = await conn.fetch(
-        """SELECT c.case_type, c.case_id, c.callback_id, b.callback_id IS NOT NULL AS known
-           FROM followup.cases c LEFT JOIN followup.callbacks b USING (callback_id)
-           WHERE c.order_id LIKE $1""",
-        run_id + "%",
-    )
-    got = {(r["case_type"], r["case_id"]) for r in rows}
-    missing = sorted(expected - got)
-    extra = sorted(got - expected)
-    orphans = sorted(r["case_id"] for r in rows if not r["known"])
-    callbacks = {r["callback_id"] for r in rows}
-    # A callback takes the buyer's next closed case in too and is scheduled again with both:
-    # twice means two event ids for one callback with the same cases.
-    scheduled: Counter[tuple[str, frozenset[str]]] = Counter(
-        (e["data"]["callback_id"], frozenset(f"{x['type']}:{x['id']}" for x in e["data"]["cases"]))
-        for e in by_id.values()
-        if e["type"] == "callback.scheduled" and e["data"]["callback_id"] in callbacks
-    )
-    twice = sorted(cid for (cid, _), n in scheduled.items() if n > 1)
-    c = f.counts
-    c["closed cases expected (callbacks)"] = len(expected)
-    c["closed cases with a callback"] = len(expected & got)
-    c["callbacks"] = len(callbacks)
-    c["callbacks scheduled twice (several event ids)"] = len(twice)
-    if missing:
-        f.problem(f"followup: {len(missing)} closed case(s) without a callback", missing)
-    if extra:
-        f.problem(f"followup: {len(extra)} case(s) closed that should not be", extra)
-    if orphans:
-        f.problem(f"followup: {len(orphans)} case(s) whose callback does not exist", orphans)
-    if twice:
-        f.problem(f"followup: {len(twice)} callback(s) scheduled twice", twice)
-
-
-async def _check_notifications(
-    f: Findings,
-    conn: asyncpg.Connection,
-    by_id: Mapping[str, Mapping[str, Any]],
-    run_id: str,
-    gateway: DeliveryGateway | None,
-) -> None:
-    """Every notification of the run ends sent (its `notification.sent` once, the gateway
-    holding it) or given up (`notification.failed` once, a dead-letter record), never both,
-    never twice; none is left unfinished (the run waits for the notifier too, whose retries it
-    makes seconds apart)."""
-    rows = await conn.fetch(
-        """SELECT d.delivery_id, d.status, d.next_attempt_at,
-                  x.delivery_id IS NOT NULL AS dead_lettered
-           FROM notifier.deliveries d LEFT JOIN notifier.dead_letters x USING (delivery_id)
-           WHERE d.order_id LIKE $1""",
-        run_id + "%",
-    )
-    outcomes: dict[str, Counter[str]] = defaultdict(Counter)
-    for event in by_id.values():
-        if event["type"] in ("notification.sent", "notification.failed") and _ours(event, run_id):
-            outcomes[event["data"]["request_id"]][event["type"]] += 1
-    status = Counter(r["status"] for r in rows)
-    wrong: list[str] = []
-    waiting: list[Any] = []
-    for r in rows:
-        told = outcomes.get(r["delivery_id"], Counter())
-        if r["status"] == "sent":
-            if told != Counter({"notification.sent": 1}):
-                wrong.append(f"{r['delivery_id']} sent, told {dict(told)}")
-            elif gateway is not None and not gateway.accepted[r["delivery_id"]]:
-                wrong.append(f"{r['delivery_id']} sent, the gateway never accepted it")
-        elif r["status"] == "failed":
-            if told != Counter({"notification.failed": 1}) or not r["dead_lettered"]:
-                wrong.append(f"{r['delivery_id']} failed, told {dict(told)}")
-        elif told:
-            wrong.append(f"{r['delivery_id']} {r['status']}, told {dict(told)}")
-        else:
-            waiting.append(r["next_attempt_at"])  # a later attempt, or not sent yet
-    unknown = sorted(set(outcomes) - {r["delivery_id"] for r in rows})
-    c = f.counts
-    c["notifications"] = len(rows)
-    c["notifications sent"] = status["sent"]
-    c["notifications given up (dead-lettered)"] = status["failed"]
-    c["notifications unfinished (neither sent nor given up)"] = len(waiting)
-    c["notifications with a wrong or repeated outcome"] = len(wrong)
-    if gateway is not None:
-        c["gateway: 503 answers"] = gateway.refused
-        c["gateway: requests held past the timeout"] = gateway.hung
-        c["gateway: messages received again (same Idempotency-Key)"] = sum(
-            n - 1 for n in gateway.accepted.values()
-        )
-    if wrong:
-        f.problem(f"notifier: {len(wrong)} notification(s) with a wrong outcome", wrong)
-    if unknown:
-        f.problem(f"notifier: {len(unknown)} outcome(s) for unknown requests", unknown)
-    if waiting:
-        due = [d for d in waiting if d is not None]
-        f.problem(
-            f"notifier: {len(waiting)} notification(s) neither sent nor given up"
-            + (f" (next attempt from {min(due):%H:%M:%S} UTC)" if due else "")
-        )

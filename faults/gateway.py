@@ -5,6 +5,9 @@ notification's request id), as a real gateway would to deduplicate retries. The 
 makes it answer 503 for a while (`fail`), or hold each request longer than the notifier's
 HTTP timeout before accepting it (`hang`: the notifier sees a timeout and retries a message
 the gateway already has; the key tells the gateway it is the same one).
+
+The benchmark uses it as it is, never failing, with keep-alive connections (`keep_alive`) as a
+real gateway would keep them, and reads when each message first arrived (`first_seen`).
 """
 
 from __future__ import annotations
@@ -17,9 +20,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 HANG_SECONDS = 7.0  # longer than the notifier's HTTP timeout (5 s)
 
 
+class _Server(ThreadingHTTPServer):
+    # The notifier opens up to 16 connections at once: more than the default listen backlog.
+    request_queue_size = 64
+    daemon_threads = True
+
+
 class DeliveryGateway:
-    def __init__(self) -> None:
+    def __init__(self, *, keep_alive: bool = False) -> None:
         self.accepted: Counter[str] = Counter()  # 2xx answers by Idempotency-Key
+        self.first_seen: dict[str, float] = {}  # epoch s of each key's first 2xx answer
         self.refused = 0  # 503 answers
         self.hung = 0  # requests held past the notifier's timeout
         self.failures = 0  # fail windows
@@ -30,6 +40,8 @@ class DeliveryGateway:
         gateway = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+
             def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("content-length") or 0))
                 key = self.headers.get("idempotency-key") or ""
@@ -45,6 +57,7 @@ class DeliveryGateway:
                     time.sleep(HANG_SECONDS)
                 with gateway._lock:
                     gateway.accepted[key] += 1
+                    gateway.first_seen.setdefault(key, time.time())
                 self._answer(200)
 
             def _answer(self, status: int) -> None:
@@ -58,8 +71,7 @@ class DeliveryGateway:
             def log_message(self, format: str, *args: object) -> None:
                 return
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property

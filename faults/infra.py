@@ -1,11 +1,13 @@
 """Processes the fault and benchmark runs start and stop: the broker (behind a cuttable proxy),
-the services (`aftersales run SERVICE`, one OS process each) and a database of their own.
+the services (`aftersales run SERVICE`, one OS process each) and a database of their own; the
+fault run's infrastructure (`infrastructure`).
 
 Only processes started here are ever signalled, by their pid.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -13,12 +15,23 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import IO
 
 from aftersales_dev.broker import kafka_metadata_brokers
-from aftersales_dev.devenv import DevEnvError, free_port, tail
+from aftersales_dev.devenv import (
+    DevEnvError,
+    LocalPostgres,
+    create_database,
+    drop_database,
+    find_postgres_bindir,
+    free_port,
+    tail,
+)
+from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -318,3 +331,90 @@ def service_env(
     if extra:
         env.update(extra)
     return env
+
+
+def notifier_extra(run_dir: Path, gateway_url: str) -> dict[str, str]:
+    """The notifier's gateway, a key every instance shares (contacts survive restarts) and a
+    policy whose quiet hours lie hours away and whose daily cap the run cannot reach, so that
+    every notification is due now, and whose retries come seconds apart (1, 4, 5, 5 s) instead
+    of minutes, so that every notification ends, sent or given up, within the run. Only the
+    notifier reads it: the other services keep the default policy the expected outcomes are
+    computed with."""
+    from zoneinfo import ZoneInfo
+
+    from shared.crypto import generate_key
+    from shared.policy import Policy
+
+    local = datetime.now(ZoneInfo(Policy().timezone))
+    start = (local.hour + 12) % 24
+    policy = run_dir / "notifier-policy.toml"
+    policy.write_text(
+        "[notifier]\n"
+        "max_non_urgent_per_day = 100\n"
+        "retry_first_delay_seconds = 1\n"
+        "retry_longest_delay_seconds = 5\n"
+        f'quiet_hours = "{start:02d}:00-{(start + 1) % 24:02d}:00"\n'
+    )
+    return {
+        "AFTERSALES_SMS_GATEWAY_URL": gateway_url,
+        "AFTERSALES_ENCRYPTION_KEY": generate_key(),
+        "AFTERSALES_POLICY_FILE": str(policy),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# the fault run's infrastructure
+
+
+def say(text: str) -> None:
+    print(f"[faults {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Infra:
+    bootstrap: str
+    database_url: str
+    broker: ProxiedBroker | None = None  # None: a configured broker (no connection drops)
+    postgres: LocalPostgres | None = None  # None: a configured server (no restarts)
+    # In front of the local PostgreSQL for the services (latency, blackholes); None: no proxy.
+    db_proxy: DatabaseProxy | None = None
+
+    @property
+    def services_database_url(self) -> str:
+        return self.db_proxy.database_url if self.db_proxy is not None else self.database_url
+
+
+@contextlib.asynccontextmanager
+async def infrastructure(run_dir: Path) -> AsyncIterator[Infra]:
+    stack = contextlib.AsyncExitStack()
+    async with stack:
+        broker: ProxiedBroker | None = None
+        if servers := os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+            bootstrap = servers
+            say(f"using the configured broker {servers} (no connection drops)")
+        else:
+            broker = ProxiedBroker(run_dir).start()
+            stack.callback(broker.stop)
+            bootstrap = broker.bootstrap_servers
+            say(f"broker (Tansu, in-memory) behind a proxy on {bootstrap}")
+        postgres: LocalPostgres | None = None
+        if url := os.environ.get("DATABASE_URL"):
+            server = Settings(database_url=url).database_url
+            database_url = await create_database(server, "faults")
+            stack.push_async_callback(drop_database, server, database_url)
+            say("using a fresh database on the configured server (no database restarts)")
+        else:
+            if find_postgres_bindir() is None:
+                raise SystemExit(
+                    "faults: no PostgreSQL server binaries and no DATABASE_URL (run make install)"
+                )
+            postgres = LocalPostgres()
+            await asyncio.to_thread(postgres.start)
+            stack.callback(postgres.stop)
+            database_url = postgres.url
+        db_proxy: DatabaseProxy | None = None
+        if postgres is not None:
+            db_proxy = DatabaseProxy(run_dir, database_url)
+            stack.callback(db_proxy.stop)
+            say(f"services reach PostgreSQL through a proxy on port {db_proxy.port}")
+        yield Infra(bootstrap, database_url, broker, postgres, db_proxy)

@@ -1,0 +1,22 @@
+"""What a reconciliation found: counts, discrepancies (the run fails) and notes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Findings:
+    counts: dict[str, int] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)  # discrepancies: the run fails
+    notes: list[str] = field(default_factory=list)  # worth knowing, not failures
+
+    def problem(self, text: str, examples: Iterable[object] = ()) -> None:
+        shown = list(examples)[:5]
+        self.problems.append(text + (f" (e.g. {', '.join(map(str, shown))})" if shown else ""))
+
+
+def ours(event: Mapping[str, Any], run_id: str) -> bool:
+    return str(event.get("data", {}).get("order_id", "")).startswith(run_id)
