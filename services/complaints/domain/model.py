@@ -39,12 +39,11 @@ from services.complaints.domain.rules import (
     Sla,
     Template,
     TimerKind,
-    instant_to_json,
-    require_aware,
     resolution_hours,
     sla_deadlines,
 )
 from shared.catchup import judge_at
+from shared.clock import instant_to_json, require_aware
 from shared.documents import DocumentType, require_aware_fields
 from shared.policy import ComplaintsPolicy
 

@@ -25,11 +25,10 @@ from services.complaints.domain.rules import (
     CaseType,
     Template,
     TimerKind,
-    instant_to_json,
     late_shipment_amount,
-    require_aware,
 )
 from shared.catchup import judge_at
+from shared.clock import instant_to_json, require_aware
 from shared.documents import DocumentType, require_aware_fields
 from shared.policy import ComplaintsPolicy
 

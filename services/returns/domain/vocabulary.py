@@ -3,7 +3,6 @@ the statutory exclusions, and aware instants. Every other returns module builds 
 
 from __future__ import annotations
 
-from datetime import datetime
 from enum import StrEnum
 
 
@@ -106,22 +105,3 @@ def is_seller_fault(reason: str) -> bool:
     if reason in NO_REASON_REASONS:
         return False
     raise ValueError(f"unknown return reason {reason!r}")
-
-
-# --- instants -------------------------------------------------------------------------------
-
-
-def require_aware(instant: datetime, name: str = "datetime") -> datetime:
-    if instant.tzinfo is None or instant.utcoffset() is None:
-        raise ValueError(f"{name} must be timezone-aware")
-    return instant
-
-
-def instant_to_json(instant: datetime | None) -> str | None:
-    return None if instant is None else require_aware(instant).isoformat()
-
-
-def instant_from_json(text: str | None) -> datetime | None:
-    if text is None:
-        return None
-    return require_aware(datetime.fromisoformat(text), text)
