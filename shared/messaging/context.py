@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -21,7 +21,7 @@ from shared.contracts import (
 from shared.db import UnitOfWork
 
 from . import journal
-from .store import Inbox, Outbox, Timer, Timers
+from .store import Inbox, Outbox, Timer, TimerRows, Timers
 from .tables import MessagingTables
 
 
@@ -35,22 +35,6 @@ class OutboxRows(Protocol):
     async def add(
         self, event: CloudEvent, *, topic: str, key: str | None, known_new: bool = False
     ) -> bool: ...
-
-
-class TimerRows(Protocol):
-    """What a handler sets and cancels its timers in (`store.Timers`, `memory.MemoryTimers`)."""
-
-    async def set(
-        self,
-        kind: str,
-        ref: str,
-        *,
-        due_at: datetime,
-        lock_key: str,
-        payload: Mapping[str, Any] | None = None,
-    ) -> None: ...
-
-    async def cancel(self, kind: str, ref: str, *, at: datetime) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from typing import Any
 from shared.contracts import CloudEvent
 
 from .context import HandlerContext
+from .store import TimerRows
 
 
 class Journal:
@@ -139,7 +140,7 @@ class MemoryTimer:
         return self.cancelled_at is None and self.fired_at is None
 
 
-class MemoryTimers:
+class MemoryTimers(TimerRows):
     def __init__(self, journal: Journal | None = None) -> None:
         self.rows: dict[tuple[str, str], MemoryTimer] = {}
         self._journal = journal
@@ -147,21 +148,13 @@ class MemoryTimers:
         # (due_at, id, kind, ref) of every row set; stale entries are skipped when looked at.
         self._queue: list[tuple[datetime, int, str, str]] = []
 
-    async def set(
-        self,
-        kind: str,
-        ref: str,
-        *,
-        due_at: datetime,
-        lock_key: str,
-        payload: Mapping[str, Any] | None = None,
+    async def _set(
+        self, kind: str, ref: str, due_at: datetime, lock_key: str, payload: dict[str, Any]
     ) -> None:
-        if due_at.tzinfo is None:
-            raise ValueError("timer due_at must be timezone-aware")
         before = self.rows.get((kind, ref))
         self._serial += 1
         serial = before.id if before is not None else self._serial
-        timer = MemoryTimer(kind, ref, due_at, lock_key, dict(payload or {}), id=serial)
+        timer = MemoryTimer(kind, ref, due_at, lock_key, payload, id=serial)
         self._replace((kind, ref), timer)
         heapq.heappush(self._queue, (due_at, serial, kind, ref))
 
