@@ -54,6 +54,7 @@ from shared.contracts import (
 from shared.messaging.context import EventHandler, HandlerContext, TimerHandler
 from shared.messaging.store import Timer
 from shared.policy import Policy
+from shared.projection import projected
 
 __all__ = [
     "SERVICE",
@@ -91,23 +92,8 @@ def lock_keys(event: CloudEvent) -> Iterable[str]:
 
 def facts_from_event(data: OrderPaid) -> OrderFacts:
     """The complaints view of an order: amounts and ids, never the buyer's contact (SPEC 7)."""
-    return OrderFacts(
-        order_id=data.order_id,
-        customer_id=data.customer_id,
-        paid_at=data.paid_at,
-        currency=data.currency,
-        lines=tuple(
-            OrderLine(
-                line_id=line.line_id,
-                quantity=line.quantity,
-                paid_amount=line.paid_amount,
-                is_gift=line.is_gift,
-            )
-            for line in data.lines
-        ),
-        shipping_fee_paid=data.shipping_fee_paid,
-        presale_ship_by=data.presale_ship_by,
-    )
+    lines = tuple(projected(OrderLine, line) for line in data.lines)
+    return projected(OrderFacts, data, lines=lines)
 
 
 @dataclass
