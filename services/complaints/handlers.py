@@ -18,7 +18,7 @@ the batch is rolled back and fetched again.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from services.complaints.domain import (
@@ -51,9 +51,9 @@ from shared.contracts import (
     event_key,
     ids,
 )
-from shared.messaging.context import EventHandler, HandlerContext, TimerHandler
+from shared.messaging.context import EventHandler, HandlerContext, RepositoryHandlers, TimerHandler
 from shared.messaging.store import Timer
-from shared.policy import Policy
+from shared.policy import ComplaintsPolicy
 from shared.projection import projected
 
 __all__ = [
@@ -105,16 +105,12 @@ class _Case:
     order: ShopOrder
 
 
-class ComplaintsHandlers:
-    def __init__(
-        self,
-        policy: Policy,
-        repository: Callable[[HandlerContext], ComplaintsRepository] | None = None,
-    ) -> None:
-        self.policy = policy
-        self.rules = policy.complaints
-        # Where the aggregates live: the service's schema, or memory (the policy simulation).
-        self.repository = repository or (lambda ctx: ComplaintsRepository(ctx.session))
+class ComplaintsHandlers(RepositoryHandlers[ComplaintsRepository]):
+    stored = ComplaintsRepository
+
+    @property
+    def rules(self) -> ComplaintsPolicy:
+        return self.policy.complaints
 
     def events(self) -> Mapping[str, EventHandler]:
         return {

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -36,7 +36,7 @@ from shared.contracts import (
     ReturnShipped,
     ids,
 )
-from shared.messaging.context import EventHandler, HandlerContext, TimerHandler
+from shared.messaging.context import EventHandler, HandlerContext, RepositoryHandlers, TimerHandler
 from shared.messaging.effects import (
     Breach,
     CancelTimer,
@@ -48,7 +48,6 @@ from shared.messaging.effects import (
     reshipment,
 )
 from shared.messaging.store import Timer
-from shared.policy import Policy
 from shared.projection import projected
 
 SERVICE = "returns"
@@ -73,15 +72,8 @@ class _Case:
         self.returns = returns
 
 
-class ReturnsHandlers:
-    def __init__(
-        self,
-        policy: Policy,
-        repository: Callable[[HandlerContext], ReturnsRepository] | None = None,
-    ) -> None:
-        self.policy = policy
-        # Where the aggregates live: the service's schema, or memory (the policy simulation).
-        self.repository = repository or (lambda ctx: ReturnsRepository(ctx.session))
+class ReturnsHandlers(RepositoryHandlers[ReturnsRepository]):
+    stored = ReturnsRepository
 
     def events(self) -> Mapping[str, EventHandler]:
         return {

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
 from sqlalchemy import Table
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.contracts import (
     CloudEvent,
@@ -19,6 +20,7 @@ from shared.contracts import (
     service_source,
 )
 from shared.db import UnitOfWork
+from shared.policy import Policy
 
 from . import journal
 from .store import Inbox, Outbox, Timer, TimerRows, Timers
@@ -151,3 +153,20 @@ class HandlerContext:
 
 EventHandler = Callable[[CloudEvent, HandlerContext], Awaitable[None]]
 TimerHandler = Callable[[Timer, HandlerContext], Awaitable[None]]
+
+
+R = TypeVar("R")
+
+
+class RepositoryHandlers(Generic[R]):
+    """A service's handlers, loading and storing its aggregates through `repository(ctx)`:
+    the service's schema (`stored`, over the transaction's session) unless another is given
+    (memory, for the policy simulation)."""
+
+    stored: Callable[[AsyncSession], R]
+
+    def __init__(
+        self, policy: Policy, repository: Callable[[HandlerContext], R] | None = None
+    ) -> None:
+        self.policy = policy
+        self.repository = repository or (lambda ctx: self.stored(ctx.session))
