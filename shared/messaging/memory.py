@@ -87,6 +87,29 @@ class MemoryRows:
             self._rows[key] = before
 
 
+class MemoryCasesOfOrder:
+    """When each case of a table was created and for which order, as its row says: an order's
+    cases listed in the schema's order (created_at, then id)."""
+
+    def __init__(self, uow: MemoryUnitOfWork) -> None:
+        self._created = uow.rows()  # case id -> (created_at, order id)
+        self._of_order = uow.rows()  # order id -> its case ids
+
+    def add(self, case_id: str, order_id: str, now: datetime) -> None:
+        """A new case; created_at is kept when it is saved again, like the row's."""
+        if case_id not in self._created:
+            self._created.put(case_id, (now, order_id))
+            self._of_order.put(order_id, (*self._of_order.get(order_id, ()), case_id))
+
+    def order_of(self, case_id: str) -> str | None:
+        created = self._created.get(case_id)
+        return None if created is None else str(created[1])
+
+    def of_order(self, order_id: str) -> list[str]:
+        cases = self._of_order.get(order_id, ())
+        return sorted(cases, key=lambda case_id: (self._created.get(case_id), case_id))
+
+
 @dataclass(frozen=True)
 class QueuedEvent:
     topic: str
