@@ -11,7 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notifier import tables
 from services.notifier.domain import SCHEDULED, SENT, Delivery
-from shared.projection import projected
 
 # The aggregate's fields the service writes back (`save`); the rest never change.
 _MUTABLE = (
@@ -32,9 +31,30 @@ _MUTABLE = (
 
 
 def _delivery(row: Any) -> Delivery:
-    """The aggregate from its row (by column name; what it keeps only in memory starts empty)."""
-    return projected(
-        Delivery, row, params=dict(row.params), refused_channels=tuple(row.refused_channels)
+    return Delivery(
+        delivery_id=row["delivery_id"],
+        source_event_id=row["source_event_id"],
+        customer_id=row["customer_id"],
+        order_id=row["order_id"],
+        case_type=row["case_type"],
+        case_id=row["case_id"],
+        template=row["template"],
+        params=dict(row["params"]),
+        urgent=row["urgent"],
+        deadline=row["deadline"],
+        status=row["status"],
+        attempts=row["attempts"],
+        refused_channels=tuple(row["refused_channels"]),
+        timer_seq=row["timer_seq"],
+        slot_day=row["slot_day"],
+        next_attempt_at=row["next_attempt_at"],
+        defer_reason=row["defer_reason"],
+        channel=row["channel"],
+        recipient=row["recipient"],
+        language=row["language"],
+        last_error=row["last_error"],
+        sent_at=row["sent_at"],
+        failed_at=row["failed_at"],
     )
 
 
@@ -86,7 +106,11 @@ class DeliveryRepository:
 
     async def get(self, delivery_id: str) -> Delivery | None:
         t = tables.deliveries
-        row = (await self._session.execute(select(t).where(t.c.delivery_id == delivery_id))).first()
+        row = (
+            (await self._session.execute(select(t).where(t.c.delivery_id == delivery_id)))
+            .mappings()
+            .first()
+        )
         return None if row is None else _delivery(row)
 
     async def used_today(self, customer_id: str, day: date, *, other_than: str) -> int:
