@@ -21,14 +21,14 @@ class ManualClock:
     """A clock that only moves when told to; for tests and replays."""
 
     def __init__(self, start: datetime) -> None:
-        _require_aware(start)
+        require_aware(start, "datetimes")
         self._now = start
 
     def now(self) -> datetime:
         return self._now
 
     def set(self, instant: datetime) -> None:
-        _require_aware(instant)
+        require_aware(instant, "datetimes")
         self._now = instant
 
     def advance(self, delta: timedelta) -> datetime:
@@ -36,6 +36,17 @@ class ManualClock:
         return self._now
 
 
-def _require_aware(instant: datetime) -> None:
+def require_aware(instant: datetime, name: str = "datetime") -> datetime:
     if instant.tzinfo is None or instant.utcoffset() is None:
-        raise ValueError("datetimes must be timezone-aware")
+        raise ValueError(f"{name} must be timezone-aware")
+    return instant
+
+
+def instant_to_json(instant: datetime | None) -> str | None:
+    return None if instant is None else require_aware(instant).isoformat()
+
+
+def instant_from_json(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    return require_aware(datetime.fromisoformat(text), text)

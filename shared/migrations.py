@@ -6,6 +6,7 @@ import asyncio
 import logging
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any
 
 from alembic import command, context
 from alembic.config import Config
@@ -99,18 +100,17 @@ def run_env(metadata: MetaData) -> None:
     def include_name(name: str | None, type_: str, parent_names: object) -> bool:
         return type_ != "schema" or name == schema
 
-    def run(connection: Connection) -> None:
-        connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+    # Online and offline (SQL script) runs alike: the service's schema, its own version table.
+    def migrate(**options: Any) -> None:
         context.configure(
-            connection=connection,
-            target_metadata=metadata,
-            version_table_schema=schema,
-            include_schemas=True,
-            include_name=include_name,
-            compare_type=True,
+            target_metadata=metadata, version_table_schema=schema, include_schemas=True, **options
         )
         with context.begin_transaction():
             context.run_migrations()
+
+    def run(connection: Connection) -> None:
+        connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+        migrate(connection=connection, include_name=include_name, compare_type=True)
 
     async def run_async() -> None:
         engine = async_engine_from_config(
@@ -124,15 +124,7 @@ def run_env(metadata: MetaData) -> None:
         await engine.dispose()
 
     if context.is_offline_mode():
-        context.configure(
-            url=context.config.get_main_option("sqlalchemy.url"),
-            target_metadata=metadata,
-            version_table_schema=schema,
-            include_schemas=True,
-            literal_binds=True,
-        )
-        with context.begin_transaction():
-            context.run_migrations()
+        migrate(url=context.config.get_main_option("sqlalchemy.url"), literal_binds=True)
     else:
         asyncio.run(run_async())
 

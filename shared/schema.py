@@ -4,9 +4,23 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, DateTime, MetaData, Table, func
+from sqlalchemy import Column, DateTime, MetaData, Table, Text, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.sql.schema import SchemaItem
+
+
+def key_column(name: str) -> Column[str]:
+    """A text primary key (every id here is text); two of them make a composite key."""
+    return Column(name, Text, primary_key=True)
+
+
+def text_column(name: str, *, nullable: bool = False) -> Column[str]:
+    return Column(name, Text, nullable=nullable)
+
+
+def instant_column(name: str, *, nullable: bool = False) -> Column[datetime]:
+    """An aware instant (timestamptz)."""
+    return Column(name, DateTime(timezone=True), nullable=nullable)
 
 
 def now_column(name: str) -> Column[datetime]:

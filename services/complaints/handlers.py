@@ -18,7 +18,7 @@ the batch is rolled back and fetched again.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from services.complaints.domain import (
@@ -51,9 +51,10 @@ from shared.contracts import (
     event_key,
     ids,
 )
-from shared.messaging.context import EventHandler, HandlerContext, TimerHandler
+from shared.messaging.context import EventHandler, HandlerContext, RepositoryHandlers, TimerHandler
 from shared.messaging.store import Timer
-from shared.policy import Policy
+from shared.policy import ComplaintsPolicy
+from shared.projection import projected
 
 __all__ = [
     "SERVICE",
@@ -91,23 +92,8 @@ def lock_keys(event: CloudEvent) -> Iterable[str]:
 
 def facts_from_event(data: OrderPaid) -> OrderFacts:
     """The complaints view of an order: amounts and ids, never the buyer's contact (SPEC 7)."""
-    return OrderFacts(
-        order_id=data.order_id,
-        customer_id=data.customer_id,
-        paid_at=data.paid_at,
-        currency=data.currency,
-        lines=tuple(
-            OrderLine(
-                line_id=line.line_id,
-                quantity=line.quantity,
-                paid_amount=line.paid_amount,
-                is_gift=line.is_gift,
-            )
-            for line in data.lines
-        ),
-        shipping_fee_paid=data.shipping_fee_paid,
-        presale_ship_by=data.presale_ship_by,
-    )
+    lines = tuple(projected(OrderLine, line) for line in data.lines)
+    return projected(OrderFacts, data, lines=lines)
 
 
 @dataclass
@@ -119,16 +105,12 @@ class _Case:
     order: ShopOrder
 
 
-class ComplaintsHandlers:
-    def __init__(
-        self,
-        policy: Policy,
-        repository: Callable[[HandlerContext], ComplaintsRepository] | None = None,
-    ) -> None:
-        self.policy = policy
-        self.rules = policy.complaints
-        # Where the aggregates live: the service's schema, or memory (the policy simulation).
-        self.repository = repository or (lambda ctx: ComplaintsRepository(ctx.session))
+class ComplaintsHandlers(RepositoryHandlers[ComplaintsRepository]):
+    stored = ComplaintsRepository
+
+    @property
+    def rules(self) -> ComplaintsPolicy:
+        return self.policy.complaints
 
     def events(self) -> Mapping[str, EventHandler]:
         return {

@@ -12,7 +12,7 @@ from services.complaints.handlers import SERVICE, ComplaintsHandlers
 from services.complaints.repository import ComplaintsRepository
 from shared.clock import Clock
 from shared.messaging.membus import MemoryService
-from shared.messaging.memory import MemoryUnitOfWork
+from shared.messaging.memory import MemoryCasesOfOrder, MemoryUnitOfWork
 from shared.policy import Policy
 
 
@@ -22,8 +22,7 @@ class MemoryComplaintsRepository(ComplaintsRepository):
     def __init__(self, uow: MemoryUnitOfWork) -> None:  # no session: nothing of the parent's
         self._orders = uow.rows()  # order id -> document
         self._complaints = uow.rows()  # complaint id -> document
-        self._created = uow.rows()  # complaint id -> (created_at, order id)
-        self._of_order = uow.rows()  # order id -> its complaint ids
+        self._cases = MemoryCasesOfOrder(uow)
         self._budgets = uow.rows()  # customer id -> document
         self._parked = uow.rows()  # complaint id -> ((received_at, callback id, score), ...)
 
@@ -39,21 +38,15 @@ class MemoryComplaintsRepository(ComplaintsRepository):
         return None if document is None else Complaint.from_dict(document)
 
     async def order_of_complaint(self, complaint_id: str) -> str | None:
-        created = self._created.get(complaint_id)
-        return None if created is None else str(created[1])
+        return self._cases.order_of(complaint_id)
 
     async def complaints_of_order(self, order_id: str) -> list[Complaint]:
-        # In the schema's order: created_at, then complaint id.
-        ids = sorted(self._of_order.get(order_id, ()), key=lambda c: (self._created.get(c), c))
+        ids = self._cases.of_order(order_id)
         return [Complaint.from_dict(self._complaints.document(c)) for c in ids]
 
     async def save_complaint(self, complaint: Complaint, now: datetime) -> None:
-        complaint_id = complaint.complaint_id
-        if complaint_id not in self._created:  # created_at is kept on update, like the row
-            self._created.put(complaint_id, (now, complaint.order_id))
-            known = self._of_order.get(complaint.order_id, ())
-            self._of_order.put(complaint.order_id, (*known, complaint_id))
-        self._complaints.put_document(complaint_id, complaint.to_dict())
+        self._cases.add(complaint.complaint_id, complaint.order_id, now)
+        self._complaints.put_document(complaint.complaint_id, complaint.to_dict())
 
     async def budget(self, customer_id: str) -> CompensationBudget:
         document = self._budgets.document(customer_id)

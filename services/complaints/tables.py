@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Index, Integer, Table, Text
+from sqlalchemy import Column, Index, Integer, Table
 
 from shared.db import service_metadata
 from shared.messaging.tables import messaging_tables
-from shared.schema import document_table, now_column
+from shared.schema import document_table, key_column, now_column, text_column
 
 SCHEMA = "complaints"
 
@@ -18,17 +18,17 @@ messaging = messaging_tables(metadata)
 orders = document_table(
     "orders",
     metadata,
-    Column("order_id", Text, primary_key=True),
-    Column("customer_id", Text, nullable=True),  # unknown until order.paid arrives
+    key_column("order_id"),
+    text_column("customer_id", nullable=True),  # unknown until order.paid arrives
 )
 
 complaints = document_table(
     "complaints",
     metadata,
-    Column("complaint_id", Text, primary_key=True),
-    Column("order_id", Text, nullable=False),
-    Column("customer_id", Text, nullable=True),  # unknown until complaint.opened arrives
-    Column("status", Text, nullable=False),
+    key_column("complaint_id"),
+    text_column("order_id"),
+    text_column("customer_id", nullable=True),  # unknown until complaint.opened arrives
+    text_column("status"),
     Index("ix_complaints_order_id", "order_id"),
     Index("ix_complaints_customer_id", "customer_id"),
     created=True,
@@ -38,7 +38,7 @@ complaints = document_table(
 budgets = document_table(
     "budgets",
     metadata,
-    Column("customer_id", Text, primary_key=True),
+    key_column("customer_id"),
 )
 
 # satisfaction.low for a complaint not seen yet (its order, hence its lock, is unknown): kept
@@ -46,8 +46,8 @@ budgets = document_table(
 parked_low_scores = Table(
     "parked_low_scores",
     metadata,
-    Column("complaint_id", Text, primary_key=True),
-    Column("callback_id", Text, primary_key=True),
+    key_column("complaint_id"),
+    key_column("callback_id"),
     Column("score", Integer, nullable=False),
     now_column("received_at"),
 )

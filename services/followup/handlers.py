@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -41,7 +41,7 @@ from shared.contracts import (
     event_key,
     ids,
 )
-from shared.messaging.context import EventHandler, HandlerContext, TimerHandler
+from shared.messaging.context import EventHandler, HandlerContext, RepositoryHandlers, TimerHandler
 from shared.messaging.effects import (
     Breach,
     Counter,
@@ -53,7 +53,6 @@ from shared.messaging.effects import (
 )
 from shared.messaging.errors import Rejected
 from shared.messaging.store import Timer
-from shared.policy import Policy
 
 SERVICE = "followup"
 CALLBACK_DUE = "callback_due"  # timer kind; ref = callback_id, lock key = customer_id
@@ -74,15 +73,8 @@ def _refs(keys: tuple[CaseKey, ...]) -> list[CaseRef]:
     return [CaseRef(type=str(key.type), id=key.id) for key in keys]  # type: ignore[arg-type]
 
 
-class FollowupHandlers:
-    def __init__(
-        self,
-        policy: Policy,
-        repository: Callable[[HandlerContext], FollowupRepository] | None = None,
-    ) -> None:
-        self.policy = policy
-        # Where the aggregates live: the service's schema, or memory (the policy simulation).
-        self.repository = repository or (lambda ctx: FollowupRepository(ctx.session))
+class FollowupHandlers(RepositoryHandlers[FollowupRepository]):
+    stored = FollowupRepository
 
     def events(self) -> Mapping[str, EventHandler]:
         return {

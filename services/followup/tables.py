@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Column, DateTime, Index, Integer, Table, Text, text
+from sqlalchemy import Column, Index, Integer, Table, text
 from sqlalchemy.dialects.postgresql import JSONB
 
 from shared.db import service_metadata
 from shared.messaging.tables import messaging_tables
-from shared.schema import document_table, now_column
+from shared.schema import document_table, instant_column, key_column, now_column, text_column
 
 SCHEMA = "followup"
 
@@ -18,10 +18,10 @@ messaging = messaging_tables(metadata)
 orders = Table(
     "orders",
     metadata,
-    Column("order_id", Text, primary_key=True),
-    Column("shop_id", Text, nullable=False),
-    Column("customer_id", Text, nullable=False),
-    Column("paid_at", DateTime(timezone=True), nullable=False),
+    key_column("order_id"),
+    text_column("shop_id"),
+    text_column("customer_id"),
+    instant_column("paid_at"),
     now_column("recorded_at"),
 )
 
@@ -30,10 +30,10 @@ orders = Table(
 complaints = Table(
     "complaints",
     metadata,
-    Column("complaint_id", Text, primary_key=True),
-    Column("order_id", Text, nullable=False),
-    Column("customer_id", Text, nullable=True),
-    Column("opened_at", DateTime(timezone=True), nullable=True),
+    key_column("complaint_id"),
+    text_column("order_id"),
+    text_column("customer_id", nullable=True),
+    instant_column("opened_at", nullable=True),
     Column("resolution", JSONB, nullable=True),
     now_column("updated_at"),
 )
@@ -43,13 +43,13 @@ complaints = Table(
 callbacks = document_table(
     "callbacks",
     metadata,
-    Column("callback_id", Text, primary_key=True),
-    Column("customer_id", Text, nullable=False),
-    Column("status", Text, nullable=False),
-    Column("due_at", DateTime(timezone=True), nullable=False),
-    Column("deadline", DateTime(timezone=True), nullable=False),
-    Column("sent_at", DateTime(timezone=True), nullable=True),
-    Column("answered_at", DateTime(timezone=True), nullable=True),
+    key_column("callback_id"),
+    text_column("customer_id"),
+    text_column("status"),
+    instant_column("due_at"),
+    instant_column("deadline"),
+    instant_column("sent_at", nullable=True),
+    instant_column("answered_at", nullable=True),
     Column("score", Integer, nullable=True),
     Index(
         "ix_callbacks_scheduled_customer",
@@ -64,15 +64,15 @@ callbacks = document_table(
 cases = Table(
     "cases",
     metadata,
-    Column("case_type", Text, primary_key=True),
-    Column("case_id", Text, primary_key=True),
-    Column("callback_id", Text, nullable=False),
-    Column("customer_id", Text, nullable=False),
-    Column("order_id", Text, nullable=False),
-    Column("closed_at", DateTime(timezone=True), nullable=False),
-    Column("closed_by", Text, nullable=False),
-    Column("deadline", DateTime(timezone=True), nullable=False),
-    Column("outcome", Text, nullable=False),
+    key_column("case_type"),
+    key_column("case_id"),
+    text_column("callback_id"),
+    text_column("customer_id"),
+    text_column("order_id"),
+    instant_column("closed_at"),
+    text_column("closed_by"),
+    instant_column("deadline"),
+    text_column("outcome"),
     now_column("created_at"),
     Index("ix_cases_callback_id", "callback_id"),
     Index("ix_cases_order_id", "order_id"),

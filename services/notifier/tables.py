@@ -7,7 +7,6 @@ from sqlalchemy import (
     Boolean,
     Column,
     Date,
-    DateTime,
     Index,
     Integer,
     Table,
@@ -18,7 +17,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from shared.db import service_metadata
 from shared.messaging.tables import messaging_tables
-from shared.schema import now_column
+from shared.schema import instant_column, key_column, now_column, text_column
 
 SCHEMA = "notifier"
 
@@ -30,16 +29,16 @@ messaging = messaging_tables(metadata)
 contacts = Table(
     "contacts",
     metadata,
-    Column("customer_id", Text, primary_key=True),
-    Column("name", Text, nullable=True),
-    Column("phone", Text, nullable=True),
-    Column("email", Text, nullable=True),
-    Column("preferred_channel", Text, nullable=False),
-    Column("language", Text, nullable=True),
+    key_column("customer_id"),
+    text_column("name", nullable=True),
+    text_column("phone", nullable=True),
+    text_column("email", nullable=True),
+    text_column("preferred_channel"),
+    text_column("language", nullable=True),
     # The key that encrypted the tokens: `aftersales notifier rotate-keys` finds old ones by it.
-    Column("key_id", Text, nullable=False),
-    Column("order_id", Text, nullable=False),
-    Column("paid_at", DateTime(timezone=True), nullable=False),
+    text_column("key_id"),
+    text_column("order_id"),
+    instant_column("paid_at"),
     now_column("updated_at"),
     Index("ix_contacts_key_id", "key_id"),
 )
@@ -50,8 +49,8 @@ contacts = Table(
 erasures = Table(
     "erasures",
     metadata,
-    Column("customer_id", Text, primary_key=True),
-    Column("requested_at", DateTime(timezone=True), nullable=False),
+    key_column("customer_id"),
+    instant_column("requested_at"),
     now_column("updated_at"),
 )
 
@@ -60,35 +59,35 @@ erasures = Table(
 deliveries = Table(
     "deliveries",
     metadata,
-    Column("delivery_id", Text, primary_key=True),
-    Column("source_event_id", Text, nullable=False),
-    Column("source_type", Text, nullable=False),
-    Column("customer_id", Text, nullable=False),
-    Column("order_id", Text, nullable=True),
-    Column("case_type", Text, nullable=True),
-    Column("case_id", Text, nullable=True),
-    Column("template", Text, nullable=False),
+    key_column("delivery_id"),
+    text_column("source_event_id"),
+    text_column("source_type"),
+    text_column("customer_id"),
+    text_column("order_id", nullable=True),
+    text_column("case_type", nullable=True),
+    text_column("case_id", nullable=True),
+    text_column("template"),
     Column("params", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     Column("urgent", Boolean, nullable=False),
-    Column("deadline", DateTime(timezone=True), nullable=True),
+    instant_column("deadline", nullable=True),
     # scheduled -> sent | failed
-    Column("status", Text, nullable=False),
+    text_column("status"),
     Column("attempts", Integer, nullable=False, server_default=text("0")),
     # Channels that refused this message for good (HTTP 4xx, SMTP 5xx): not tried again.
     Column("refused_channels", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
     # The live timer is `<delivery_id>#<timer_seq>`; every deferral or retry takes the next one.
     Column("timer_seq", Integer, nullable=False, server_default=text("0")),
-    Column("next_attempt_at", DateTime(timezone=True), nullable=True),
-    Column("defer_reason", Text, nullable=True),
+    instant_column("next_attempt_at", nullable=True),
+    text_column("defer_reason", nullable=True),
     # The local day whose non-urgent quota this message uses (daily cap); NULL: none.
     Column("slot_day", Date, nullable=True),
-    Column("channel", Text, nullable=True),
-    Column("recipient", Text, nullable=True),  # masked (138****5678), never in clear
-    Column("language", Text, nullable=True),
-    Column("last_error", Text, nullable=True),
-    Column("requested_at", DateTime(timezone=True), nullable=False),
-    Column("sent_at", DateTime(timezone=True), nullable=True),
-    Column("failed_at", DateTime(timezone=True), nullable=True),
+    text_column("channel", nullable=True),
+    text_column("recipient", nullable=True),  # masked (138****5678), never in clear
+    text_column("language", nullable=True),
+    text_column("last_error", nullable=True),
+    instant_column("requested_at"),
+    instant_column("sent_at", nullable=True),
+    instant_column("failed_at", nullable=True),
     now_column("updated_at"),
     Index("ix_deliveries_customer_id_slot_day", "customer_id", "slot_day"),
 )
@@ -100,14 +99,14 @@ dead_letters = Table(
     metadata,
     Column("id", BigInteger, primary_key=True, autoincrement=True),
     Column("delivery_id", Text, nullable=False, unique=True),
-    Column("customer_id", Text, nullable=False),
-    Column("order_id", Text, nullable=True),
-    Column("template", Text, nullable=False),
+    text_column("customer_id"),
+    text_column("order_id", nullable=True),
+    text_column("template"),
     Column("urgent", Boolean, nullable=False),
-    Column("reason", Text, nullable=False),
-    Column("detail", Text, nullable=False),
+    text_column("reason"),
+    text_column("detail"),
     Column("attempts", Integer, nullable=False),
-    Column("channel", Text, nullable=True),
-    Column("failed_at", DateTime(timezone=True), nullable=False),
+    text_column("channel", nullable=True),
+    instant_column("failed_at"),
     now_column("created_at"),
 )

@@ -9,7 +9,7 @@ serialises an order's ledger; the wait timer is locked by the order id too.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from functools import cache
 
 from prometheus_client import Counter
@@ -47,7 +47,7 @@ from shared.contracts import RefundIssued as RefundIssuedData
 from shared.contracts import (
     RefundSettled as RefundSettledData,
 )
-from shared.messaging.context import EventHandler, HandlerContext, TimerHandler
+from shared.messaging.context import EventHandler, HandlerContext, RepositoryHandlers, TimerHandler
 from shared.messaging.effects import (
     Breach,
     CancelTimer,
@@ -59,7 +59,6 @@ from shared.messaging.effects import (
 )
 from shared.messaging.errors import Rejected
 from shared.messaging.store import Timer
-from shared.policy import Policy
 
 SERVICE = "refunds"
 ORDER_WAIT = "order_wait"
@@ -102,15 +101,12 @@ def request_from_event(data: RefundRequested) -> RefundRequest:
     )
 
 
-class RefundsHandlers:
-    def __init__(
-        self,
-        policy: Policy,
-        repository: Callable[[HandlerContext], RefundsRepository] | None = None,
-    ) -> None:
-        self.overflow_method = policy.refunds.overflow_method
-        # Where the aggregates live: the service's schema, or memory (the policy simulation).
-        self.repository = repository or (lambda ctx: RefundsRepository(ctx.session))
+class RefundsHandlers(RepositoryHandlers[RefundsRepository]):
+    stored = RefundsRepository
+
+    @property
+    def overflow_method(self) -> str:
+        return self.policy.refunds.overflow_method
 
     def events(self) -> Mapping[str, EventHandler]:
         return {

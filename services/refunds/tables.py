@@ -3,11 +3,11 @@ customer_id only (SPEC 7)."""
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Column, DateTime, Index, Table, Text
+from sqlalchemy import BigInteger, Boolean, Column, Index, Table
 
 from shared.db import service_metadata
 from shared.messaging.tables import messaging_tables
-from shared.schema import document_table
+from shared.schema import document_table, instant_column, key_column, text_column
 
 SCHEMA = "refunds"
 
@@ -18,7 +18,7 @@ messaging = messaging_tables(metadata)
 ledgers = document_table(
     "ledgers",
     metadata,
-    Column("order_id", Text, primary_key=True),
+    key_column("order_id"),
     Column("paid", Boolean, nullable=False),
 )
 
@@ -27,22 +27,22 @@ ledgers = document_table(
 refunds = Table(
     "refunds",
     metadata,
-    Column("refund_id", Text, primary_key=True),
-    Column("order_id", Text, nullable=False),
-    Column("case_type", Text, nullable=False),
-    Column("case_id", Text, nullable=False),
-    Column("currency", Text, nullable=False),
+    key_column("refund_id"),
+    text_column("order_id"),
+    text_column("case_type"),
+    text_column("case_id"),
+    text_column("currency"),
     Column("requested", BigInteger, nullable=False),
     Column("amount", BigInteger, nullable=False),
     Column("cut", BigInteger, nullable=False),
     Column("overflow", BigInteger, nullable=False),
-    Column("due_by", DateTime(timezone=True), nullable=False),
-    Column("issued_at", DateTime(timezone=True), nullable=False),
-    Column("settled_at", DateTime(timezone=True), nullable=True),
+    instant_column("due_by"),
+    instant_column("issued_at"),
+    instant_column("settled_at", nullable=True),
     Column("failed", Boolean, nullable=False),
     Column("needs_person", Boolean, nullable=False),
-    Column("reissue_of", Text, nullable=True),
-    Column("requested_by", Text, nullable=False),
+    text_column("reissue_of", nullable=True),
+    text_column("requested_by"),
     Index("ix_refunds_issued_at", "issued_at"),
     Index("ix_refunds_order_id", "order_id"),
 )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -36,7 +36,7 @@ from shared.contracts import (
     ReturnShipped,
     ids,
 )
-from shared.messaging.context import EventHandler, HandlerContext, TimerHandler
+from shared.messaging.context import EventHandler, HandlerContext, RepositoryHandlers, TimerHandler
 from shared.messaging.effects import (
     Breach,
     CancelTimer,
@@ -48,41 +48,17 @@ from shared.messaging.effects import (
     reshipment,
 )
 from shared.messaging.store import Timer
-from shared.policy import Policy
+from shared.projection import projected
 
 SERVICE = "returns"
 log = logging.getLogger("aftersales.returns")
 
 
 def order_from_event(data: OrderPaid, outbound_signed_at: datetime | None) -> Order:
-    """The returns view of an order; the buyer's personal data is not kept here (SPEC 7)."""
-    return Order(
-        order_id=data.order_id,
-        shop_id=data.shop_id,
-        customer_id=data.customer_id,
-        paid_at=data.paid_at,
-        currency=data.currency,
-        lines=tuple(
-            OrderLine(
-                line_id=line.line_id,
-                sku=line.sku,
-                title=line.title,
-                category=line.category,
-                quantity=line.quantity,
-                paid_amount=line.paid_amount,
-                is_gift=line.is_gift,
-                stated_price=line.stated_price,
-                no_reason_return_waived=line.no_reason_return_waived,
-            )
-            for line in data.lines
-        ),
-        shipping_fee_paid=data.shipping_fee_paid,
-        standard_shipping_fee=data.standard_shipping_fee,
-        free_shipping_threshold=data.free_shipping_threshold,
-        shipping_insurance=data.shipping_insurance,
-        presale_ship_by=data.presale_ship_by,
-        outbound_signed_at=outbound_signed_at,
-    )
+    """The returns view of an order: what Order names, so never the buyer's personal data
+    (SPEC 7)."""
+    lines = tuple(projected(OrderLine, line) for line in data.lines)
+    return projected(Order, data, lines=lines, outbound_signed_at=outbound_signed_at)
 
 
 class _Case:
@@ -96,15 +72,8 @@ class _Case:
         self.returns = returns
 
 
-class ReturnsHandlers:
-    def __init__(
-        self,
-        policy: Policy,
-        repository: Callable[[HandlerContext], ReturnsRepository] | None = None,
-    ) -> None:
-        self.policy = policy
-        # Where the aggregates live: the service's schema, or memory (the policy simulation).
-        self.repository = repository or (lambda ctx: ReturnsRepository(ctx.session))
+class ReturnsHandlers(RepositoryHandlers[ReturnsRepository]):
+    stored = ReturnsRepository
 
     def events(self) -> Mapping[str, EventHandler]:
         return {

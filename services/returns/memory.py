@@ -13,7 +13,7 @@ from services.returns.handlers import SERVICE, ReturnsHandlers
 from services.returns.repository import ReturnsRepository
 from shared.clock import Clock
 from shared.messaging.membus import MemoryService
-from shared.messaging.memory import MemoryUnitOfWork
+from shared.messaging.memory import MemoryCasesOfOrder, MemoryUnitOfWork
 from shared.policy import Policy
 
 
@@ -25,8 +25,7 @@ class MemoryReturnsRepository(ReturnsRepository):
         self._ledgers = uow.rows()  # order id -> document
         self._signatures = uow.rows()  # order id -> signed_at
         self._requests = uow.rows()  # return id -> document
-        self._created = uow.rows()  # return id -> (created_at, order id)
-        self._of_order = uow.rows()  # order id -> its return ids
+        self._cases = MemoryCasesOfOrder(uow)
 
     async def order(self, order_id: str) -> Order | None:
         order: Order | None = self._orders.get(order_id)
@@ -57,17 +56,11 @@ class MemoryReturnsRepository(ReturnsRepository):
         return None if document is None else ReturnRequest.from_dict(document)
 
     async def returns_of_order(self, order_id: str) -> list[ReturnRequest]:
-        # In the schema's order: created_at, then return id.
-        ids = sorted(
-            self._of_order.get(order_id, ()), key=lambda rid: (self._created.get(rid), rid)
-        )
+        ids = self._cases.of_order(order_id)
         return [ReturnRequest.from_dict(self._requests.document(rid)) for rid in ids]
 
     async def save_return(self, request: ReturnRequest, now: datetime) -> None:
-        if request.return_id not in self._created:  # created_at is kept on update, like the row
-            self._created.put(request.return_id, (now, request.order_id))
-            known = self._of_order.get(request.order_id, ())
-            self._of_order.put(request.order_id, (*known, request.return_id))
+        self._cases.add(request.return_id, request.order_id, now)
         self._requests.put_document(request.return_id, request.to_dict())
 
 

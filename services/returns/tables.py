@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Column, DateTime, Index, Table, Text
+from sqlalchemy import Index, Table
 
 from shared.db import service_metadata
 from shared.messaging.tables import messaging_tables
-from shared.schema import document_table
+from shared.schema import document_table, instant_column, key_column, text_column
 
 SCHEMA = "returns"
 
@@ -17,22 +17,22 @@ messaging = messaging_tables(metadata)
 orders = document_table(
     "orders",
     metadata,
-    Column("order_id", Text, primary_key=True),
-    Column("customer_id", Text, nullable=False),
+    key_column("order_id"),
+    text_column("customer_id"),
 )
 
 order_ledgers = document_table(
     "order_ledgers",
     metadata,
-    Column("order_id", Text, primary_key=True),
+    key_column("order_id"),
 )
 
 return_requests = document_table(
     "return_requests",
     metadata,
-    Column("return_id", Text, primary_key=True),
-    Column("order_id", Text, nullable=False),
-    Column("status", Text, nullable=False),
+    key_column("return_id"),
+    text_column("order_id"),
+    text_column("status"),
     Index("ix_return_requests_order_id", "order_id"),
     created=True,
 )
@@ -41,6 +41,6 @@ return_requests = document_table(
 outbound_signatures = Table(
     "outbound_signatures",
     metadata,
-    Column("order_id", Text, primary_key=True),
-    Column("signed_at", DateTime(timezone=True), nullable=False),
+    key_column("order_id"),
+    instant_column("signed_at"),
 )

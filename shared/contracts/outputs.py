@@ -5,6 +5,7 @@ Personal data (customer name, phone, email) never appears here: buyers are `cust
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
@@ -72,6 +73,14 @@ class BreakdownItem(EventData):
     amount: SignedMoney
 
 
+def _sums_to_amount(
+    event: EventData, field: str, parts: Sequence[BreakdownItem | Payment], amount: int
+) -> None:
+    """Refuse `parts` of a refund (`breakdown` or `payments`) that do not add up to it."""
+    if sum(part.amount for part in parts) != amount:
+        raise field_error(type(event).__name__, (field,), f"{field}_mismatch", "must sum to amount")
+
+
 class RefundIssued(EventData):
     refund_id: Id
     order_id: Id
@@ -87,14 +96,8 @@ class RefundIssued(EventData):
 
     @model_validator(mode="after")
     def _sums(self) -> RefundIssued:
-        if sum(item.amount for item in self.breakdown) != self.amount:
-            raise field_error(
-                "RefundIssued", ("breakdown",), "breakdown_mismatch", "must sum to amount"
-            )
-        if sum(payment.amount for payment in self.payments) != self.amount:
-            raise field_error(
-                "RefundIssued", ("payments",), "payments_mismatch", "must sum to amount"
-            )
+        _sums_to_amount(self, "breakdown", self.breakdown, self.amount)
+        _sums_to_amount(self, "payments", self.payments, self.amount)
         return self
 
 
@@ -126,10 +129,7 @@ class RefundRequested(EventData):
             raise field_error(
                 "RefundRequested", ("breakdown",), "ledger_kind", "already_refunded is the ledger's"
             )
-        if sum(item.amount for item in self.breakdown) != self.amount:
-            raise field_error(
-                "RefundRequested", ("breakdown",), "breakdown_mismatch", "must sum to amount"
-            )
+        _sums_to_amount(self, "breakdown", self.breakdown, self.amount)
         return self
 
 

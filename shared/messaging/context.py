@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
 from sqlalchemy import Table
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.contracts import (
     CloudEvent,
@@ -19,9 +20,10 @@ from shared.contracts import (
     service_source,
 )
 from shared.db import UnitOfWork
+from shared.policy import Policy
 
 from . import journal
-from .store import Inbox, Outbox, Timer, Timers
+from .store import Inbox, Outbox, Timer, TimerRows, Timers
 from .tables import MessagingTables
 
 
@@ -35,22 +37,6 @@ class OutboxRows(Protocol):
     async def add(
         self, event: CloudEvent, *, topic: str, key: str | None, known_new: bool = False
     ) -> bool: ...
-
-
-class TimerRows(Protocol):
-    """What a handler sets and cancels its timers in (`store.Timers`, `memory.MemoryTimers`)."""
-
-    async def set(
-        self,
-        kind: str,
-        ref: str,
-        *,
-        due_at: datetime,
-        lock_key: str,
-        payload: Mapping[str, Any] | None = None,
-    ) -> None: ...
-
-    async def cancel(self, kind: str, ref: str, *, at: datetime) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -180,3 +166,20 @@ class HandlerContext:
 
 EventHandler = Callable[[CloudEvent, HandlerContext], Awaitable[None]]
 TimerHandler = Callable[[Timer, HandlerContext], Awaitable[None]]
+
+
+R = TypeVar("R")
+
+
+class RepositoryHandlers(Generic[R]):
+    """A service's handlers, loading and storing its aggregates through `repository(ctx)`:
+    the service's schema (`stored`, over the transaction's session) unless another is given
+    (memory, for the policy simulation)."""
+
+    stored: Callable[[AsyncSession], R]
+
+    def __init__(
+        self, policy: Policy, repository: Callable[[HandlerContext], R] | None = None
+    ) -> None:
+        self.policy = policy
+        self.repository = repository or (lambda ctx: self.stored(ctx.session))

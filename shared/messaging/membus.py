@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from shared.contracts import CloudEvent
+from shared.projection import projected
 
 from .context import EventHandler, TimerHandler
 from .errors import Rejected, describe_failure
@@ -194,11 +195,4 @@ class MemoryBus:
 
 
 def _timer(timer: MemoryTimer) -> Timer:
-    return Timer(
-        id=timer.id,
-        kind=timer.kind,
-        ref=timer.ref,
-        lock_key=timer.lock_key,
-        due_at=timer.due_at,
-        payload=timer.payload,
-    )
+    return projected(Timer, timer)

@@ -20,6 +20,7 @@ from typing import Any
 from shared.contracts import CloudEvent
 
 from .context import HandlerContext
+from .store import TimerRows
 
 
 class Journal:
@@ -86,6 +87,29 @@ class MemoryRows:
             self._rows[key] = before
 
 
+class MemoryCasesOfOrder:
+    """When each case of a table was created and for which order, as its row says: an order's
+    cases listed in the schema's order (created_at, then id)."""
+
+    def __init__(self, uow: MemoryUnitOfWork) -> None:
+        self._created = uow.rows()  # case id -> (created_at, order id)
+        self._of_order = uow.rows()  # order id -> its case ids
+
+    def add(self, case_id: str, order_id: str, now: datetime) -> None:
+        """A new case; created_at is kept when it is saved again, like the row's."""
+        if case_id not in self._created:
+            self._created.put(case_id, (now, order_id))
+            self._of_order.put(order_id, (*self._of_order.get(order_id, ()), case_id))
+
+    def order_of(self, case_id: str) -> str | None:
+        created = self._created.get(case_id)
+        return None if created is None else str(created[1])
+
+    def of_order(self, order_id: str) -> list[str]:
+        cases = self._of_order.get(order_id, ())
+        return sorted(cases, key=lambda case_id: (self._created.get(case_id), case_id))
+
+
 @dataclass(frozen=True)
 class QueuedEvent:
     topic: str
@@ -139,7 +163,7 @@ class MemoryTimer:
         return self.cancelled_at is None and self.fired_at is None
 
 
-class MemoryTimers:
+class MemoryTimers(TimerRows):
     def __init__(self, journal: Journal | None = None) -> None:
         self.rows: dict[tuple[str, str], MemoryTimer] = {}
         self._journal = journal
@@ -147,21 +171,13 @@ class MemoryTimers:
         # (due_at, id, kind, ref) of every row set; stale entries are skipped when looked at.
         self._queue: list[tuple[datetime, int, str, str]] = []
 
-    async def set(
-        self,
-        kind: str,
-        ref: str,
-        *,
-        due_at: datetime,
-        lock_key: str,
-        payload: Mapping[str, Any] | None = None,
+    async def _set(
+        self, kind: str, ref: str, due_at: datetime, lock_key: str, payload: dict[str, Any]
     ) -> None:
-        if due_at.tzinfo is None:
-            raise ValueError("timer due_at must be timezone-aware")
         before = self.rows.get((kind, ref))
         self._serial += 1
         serial = before.id if before is not None else self._serial
-        timer = MemoryTimer(kind, ref, due_at, lock_key, dict(payload or {}), id=serial)
+        timer = MemoryTimer(kind, ref, due_at, lock_key, payload, id=serial)
         self._replace((kind, ref), timer)
         heapq.heappush(self._queue, (due_at, serial, kind, ref))
 

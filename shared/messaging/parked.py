@@ -55,7 +55,7 @@ async def parked_rows(
             func.length(t.c.payload).label("size"),
             t.c.created_at,
             t.c.parked_at,
-            t.c.parked_error,
+            func.coalesce(t.c.parked_error, "").label("error"),
             held.label("held_behind"),
         )
         .where(t.c.parked_at.is_not(None), t.c.published_at.is_(None))
@@ -63,21 +63,7 @@ async def parked_rows(
     )
     async with sessions() as session:
         rows = (await session.execute(stmt)).all()
-    return [
-        ParkedRow(
-            id=r.id,
-            event_id=r.event_id,
-            event_type=r.event_type,
-            topic=r.topic,
-            key=r.key,
-            size=r.size,
-            created_at=r.created_at,
-            parked_at=r.parked_at,
-            error=r.parked_error or "",
-            held_behind=r.held_behind,
-        )
-        for r in rows
-    ]
+    return [ParkedRow(**r._mapping) for r in rows]
 
 
 async def retry_parked(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -133,12 +134,8 @@ class Timer:
     payload: Mapping[str, Any]
 
 
-class Timers:
-    """Durable timers: one row per (kind, ref), fired once by whichever instance claims it."""
-
-    def __init__(self, session: AsyncSession, tables: MessagingTables) -> None:
-        self._session = session
-        self._table = tables.timers
+class TimerRows(ABC):
+    """What a handler sets and cancels its timers in (`Timers`, `memory.MemoryTimers`)."""
 
     async def set(
         self,
@@ -151,12 +148,33 @@ class Timers:
     ) -> None:
         if due_at.tzinfo is None:
             raise ValueError("timer due_at must be timezone-aware")
+        await self._set(kind, ref, due_at, lock_key, dict(payload or {}))
+
+    @abstractmethod
+    async def _set(
+        self, kind: str, ref: str, due_at: datetime, lock_key: str, payload: dict[str, Any]
+    ) -> None: ...
+
+    @abstractmethod
+    async def cancel(self, kind: str, ref: str, *, at: datetime) -> None: ...
+
+
+class Timers(TimerRows):
+    """Durable timers: one row per (kind, ref), fired once by whichever instance claims it."""
+
+    def __init__(self, session: AsyncSession, tables: MessagingTables) -> None:
+        self._session = session
+        self._table = tables.timers
+
+    async def _set(
+        self, kind: str, ref: str, due_at: datetime, lock_key: str, payload: dict[str, Any]
+    ) -> None:
         values = {
             "kind": kind,
             "ref": ref,
             "lock_key": lock_key,
             "due_at": due_at,
-            "payload": dict(payload or {}),
+            "payload": payload,
         }
         if self._session.info.get(HOLD_WRITES):
             self._held().set((kind, ref), values)

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from sqlalchemy import (
     BigInteger,
     Column,
-    DateTime,
     Index,
     Integer,
     LargeBinary,
@@ -19,7 +18,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
-from shared.schema import now_column
+from shared.schema import instant_column, key_column, now_column, text_column
 
 
 @dataclass(frozen=True)
@@ -36,9 +35,9 @@ def messaging_tables(metadata: MetaData) -> MessagingTables:
         "inbox",
         metadata,
         # Processed event ids: a redelivered event finds its id here and has no second effect.
-        Column("event_id", Text, primary_key=True),
-        Column("event_type", Text, nullable=False),
-        Column("topic", Text, nullable=False),
+        key_column("event_id"),
+        text_column("event_type"),
+        text_column("topic"),
         now_column("received_at"),
     )
     outbox = Table(
@@ -47,17 +46,17 @@ def messaging_tables(metadata: MetaData) -> MessagingTables:
         Column("id", BigInteger, primary_key=True, autoincrement=True),
         # Deterministic ids: reprocessing the same cause cannot queue the same event twice.
         Column("event_id", Text, nullable=False, unique=True),
-        Column("event_type", Text, nullable=False),
-        Column("topic", Text, nullable=False),
-        Column("key", Text, nullable=True),
+        text_column("event_type"),
+        text_column("topic"),
+        text_column("key", nullable=True),
         Column("payload", LargeBinary, nullable=False),
         now_column("created_at"),
-        Column("published_at", DateTime(timezone=True), nullable=True),
+        instant_column("published_at", nullable=True),
         # A row the broker or the producer refuses whatever the retry (too large, not
         # serialisable) is parked: left for `aftersales outbox retry`, holding back the later
         # rows of its key, instead of failing every relay cycle.
-        Column("parked_at", DateTime(timezone=True), nullable=True),
-        Column("parked_error", Text, nullable=True),
+        instant_column("parked_at", nullable=True),
+        text_column("parked_error", nullable=True),
         Index(
             "ix_outbox_unpublished",
             "id",
@@ -74,14 +73,14 @@ def messaging_tables(metadata: MetaData) -> MessagingTables:
         "timers",
         metadata,
         Column("id", BigInteger, primary_key=True, autoincrement=True),
-        Column("kind", Text, nullable=False),
-        Column("ref", Text, nullable=False),
+        text_column("kind"),
+        text_column("ref"),
         # The business key the timer's work locks (an order id), like the consumer does.
-        Column("lock_key", Text, nullable=False),
-        Column("due_at", DateTime(timezone=True), nullable=False),
+        text_column("lock_key"),
+        instant_column("due_at"),
         Column("payload", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
-        Column("fired_at", DateTime(timezone=True), nullable=True),
-        Column("cancelled_at", DateTime(timezone=True), nullable=True),
+        instant_column("fired_at", nullable=True),
+        instant_column("cancelled_at", nullable=True),
         Column("attempts", Integer, nullable=False, server_default=text("0")),
         now_column("created_at"),
         UniqueConstraint("kind", "ref"),
@@ -95,15 +94,15 @@ def messaging_tables(metadata: MetaData) -> MessagingTables:
         "journal",
         metadata,
         Column("id", BigInteger, primary_key=True, autoincrement=True),
-        Column("event_id", Text, nullable=False),
+        text_column("event_id"),
         # input (taken from a topic) or output (queued in the outbox)
-        Column("direction", Text, nullable=False),
-        Column("event_type", Text, nullable=False),
-        Column("occurred_at", DateTime(timezone=True), nullable=False),
-        Column("order_id", Text, nullable=True),
-        Column("customer_id", Text, nullable=True),
-        Column("case_type", Text, nullable=True),
-        Column("case_id", Text, nullable=True),
+        text_column("direction"),
+        text_column("event_type"),
+        instant_column("occurred_at"),
+        text_column("order_id", nullable=True),
+        text_column("customer_id", nullable=True),
+        text_column("case_type", nullable=True),
+        text_column("case_id", nullable=True),
         # The event's fields that carry no personal data (shared.messaging.journal.DETAIL_FIELDS).
         Column("detail", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
         now_column("recorded_at"),

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from services.complaints.domain.rules import require_aware
+from shared.clock import require_aware
 from shared.documents import DocumentType
 from shared.policy import ComplaintsPolicy
 

@@ -9,14 +9,8 @@ from datetime import datetime, timedelta
 
 from services.complaints.domain.events import CallbackEscalated, DomainEvent, Notify
 from services.complaints.domain.model import LowScore
-from services.complaints.domain.rules import (
-    CaseKey,
-    CaseType,
-    Priority,
-    Template,
-    instant_to_json,
-    require_aware,
-)
+from services.complaints.domain.rules import CaseKey, CaseType, Priority, Template
+from shared.clock import instant_to_json, require_aware
 from shared.policy import ComplaintsPolicy
 
 CALLBACK_CASES = frozenset({CaseType.RETURN, CaseType.LATE_SHIPMENT})

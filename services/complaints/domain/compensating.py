@@ -33,9 +33,8 @@ from services.complaints.domain.rules import (
     Sla,
     Template,
     amounts_apply,
-    instant_to_json,
-    require_aware,
 )
+from shared.clock import instant_to_json, require_aware
 from shared.documents import require_aware_fields
 from shared.policy import ComplaintsPolicy
 

@@ -15,8 +15,8 @@ from services.complaints.domain.rules import (
     Sla,
     Template,
     TimerKind,
-    require_aware,
 )
+from shared.clock import require_aware
 
 
 @dataclass(frozen=True)

@@ -39,14 +39,14 @@ from services.complaints.domain.rules import (
     Sla,
     Template,
     TimerKind,
-    instant_to_json,
-    require_aware,
     resolution_hours,
     sla_deadlines,
 )
 from shared.catchup import judge_at
+from shared.clock import instant_to_json, require_aware
 from shared.documents import DocumentType, require_aware_fields
 from shared.policy import ComplaintsPolicy
+from shared.timers import cancel_timers, set_timer
 
 _ESCALATION_PRIORITY = {
     EscalationReason.FIRST_RESPONSE_OVERDUE: Priority.HIGH,
@@ -400,16 +400,11 @@ class Complaint(Compensating):
         return Notify(template=Template.ACKNOWLEDGED, case=self.case, params=params, urgent=True)
 
     def _set_timer(self, kind: TimerKind, due_at: datetime) -> list[DomainEvent]:
-        if self.timers.get(kind) == due_at:
-            return []
-        self.timers[kind] = due_at
-        return [TimerSet(kind, due_at)]
+        return [TimerSet(kind, due_at)] if set_timer(self.timers, kind, due_at) else []
 
     def _cancel_timers(self, *kinds: TimerKind) -> list[DomainEvent]:
-        chosen = [kind for kind in (kinds or tuple(self.timers)) if kind in self.timers]
-        for kind in chosen:
-            del self.timers[kind]
-        return [TimerCancelled(kind) for kind in chosen]
+        cancelled = cancel_timers(self.timers, kinds or tuple(self.timers))
+        return [TimerCancelled(kind) for kind in cancelled]
 
     # --- persistence ----------------------------------------------------------------------
 

@@ -25,13 +25,13 @@ from services.complaints.domain.rules import (
     CaseType,
     Template,
     TimerKind,
-    instant_to_json,
     late_shipment_amount,
-    require_aware,
 )
 from shared.catchup import judge_at
+from shared.clock import instant_to_json, require_aware
 from shared.documents import DocumentType, require_aware_fields
 from shared.policy import ComplaintsPolicy
+from shared.timers import cancel_timers, set_timer
 
 COMPENSATION = "compensation"  # refund breakdown kind of a penalty (SPEC 3)
 
@@ -287,15 +287,10 @@ class ShopOrder:
         return self.issue_late_penalty(policy, now, owed_at=self.ship_by, cause=cause)
 
     def _set_timer(self, kind: TimerKind, due_at: datetime) -> list[DomainEvent]:
-        if self.timers.get(kind) == due_at:
-            return []
-        self.timers[kind] = due_at
-        return [TimerSet(kind, due_at)]
+        return [TimerSet(kind, due_at)] if set_timer(self.timers, kind, due_at) else []
 
     def _cancel_timers(self) -> list[DomainEvent]:
-        kinds = list(self.timers)
-        self.timers.clear()
-        return [TimerCancelled(kind) for kind in kinds]
+        return [TimerCancelled(kind) for kind in cancel_timers(self.timers, tuple(self.timers))]
 
     # --- persistence ------------------------------------------------------------------------
 

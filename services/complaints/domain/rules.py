@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from shared.clock import require_aware
 from shared.money import percent_bp
 from shared.policy import ComplaintsPolicy
 
@@ -112,19 +113,6 @@ class Template(StrEnum):
     REOPENED = "complaint.reopened"
     APOLOGY_LATE_SHIPMENT = "complaint.apology_late_shipment"
     PRIORITY_CALLBACK = "case.priority_callback"
-
-
-# --- instants ---------------------------------------------------------------------------------
-
-
-def require_aware(instant: datetime, name: str = "datetime") -> datetime:
-    if instant.tzinfo is None or instant.utcoffset() is None:
-        raise ValueError(f"{name} must be timezone-aware")
-    return instant
-
-
-def instant_to_json(instant: datetime | None) -> str | None:
-    return None if instant is None else require_aware(instant).isoformat()
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from shared.clock import require_aware
 from shared.policy import LocalHours, Policy
-
-
-def require_aware(instant: datetime, name: str = "datetime") -> datetime:
-    if instant.tzinfo is None or instant.utcoffset() is None:
-        raise ValueError(f"{name} must be timezone-aware")
-    return instant
 
 
 def utc(instant: datetime) -> datetime:

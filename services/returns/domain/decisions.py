@@ -44,6 +44,7 @@ from services.returns.domain.waiting import wait_deadline
 from services.returns.domain.wording import MessageFacts
 from shared.catchup import judge_at
 from shared.policy import Policy
+from shared.timers import cancel_timers, set_timer
 
 # The timers of a request still being decided; approval ends all three.
 _WAIT_TIMERS = (TimerKind.SIGNATURE_WAIT, TimerKind.EVIDENCE_WAIT, TimerKind.REVIEW_SLA)
@@ -247,17 +248,12 @@ class Decisions:
 
     def _set_timer(self, kind: TimerKind, due_at: datetime) -> list[DomainEvent]:
         """Set (or move) this request's one timer of `kind`; the same timer again is no event."""
-        if self.timers.get(kind) == due_at:
-            return []
-        self.timers[kind] = due_at
-        return [TimerSet(kind, due_at)]
+        return [TimerSet(kind, due_at)] if set_timer(self.timers, kind, due_at) else []
 
     def _cancel_timers(self, *kinds: TimerKind) -> list[DomainEvent]:
         """Cancel the given pending timers, or all of them."""
-        chosen = [kind for kind in (kinds or tuple(TimerKind)) if kind in self.timers]
-        for kind in chosen:
-            del self.timers[kind]
-        return [TimerCancelled(kind) for kind in chosen]
+        cancelled = cancel_timers(self.timers, kinds or tuple(TimerKind))
+        return [TimerCancelled(kind) for kind in cancelled]
 
     def _breach(self, sla: Sla, due_at: datetime, now: datetime) -> list[DomainEvent]:
         if sla in self.breaches_reported:

@@ -17,8 +17,8 @@ from services.returns.domain.vocabulary import (
     Rule,
     WaitingFor,
     is_seller_fault,
-    require_aware,
 )
+from shared.clock import require_aware
 from shared.policy import Policy
 
 

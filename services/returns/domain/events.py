@@ -10,17 +10,8 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from services.returns.domain.values import RefundCalculation
-from services.returns.domain.vocabulary import (
-    Payer,
-    ReturnStatus,
-    Rule,
-    Sla,
-    TimerKind,
-    WaitingFor,
-    instant_from_json,
-    instant_to_json,
-    require_aware,
-)
+from services.returns.domain.vocabulary import Payer, ReturnStatus, Rule, Sla, TimerKind, WaitingFor
+from shared.clock import instant_from_json, instant_to_json, require_aware
 
 _EVENT_TYPES = {
     ReturnStatus.PENDING: "return.pending",

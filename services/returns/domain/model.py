@@ -39,10 +39,10 @@ from services.returns.domain.vocabulary import (
     TimerKind,
     WaitingFor,
     is_seller_fault,
-    require_aware,
 )
 from services.returns.domain.waiting import WAITING_FOR_DELIVERY
 from services.returns.domain.wording import MessageFacts
+from shared.clock import require_aware
 from shared.documents import DocumentType, require_aware_fields
 from shared.policy import Policy
 

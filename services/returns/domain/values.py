@@ -8,7 +8,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from services.returns.domain.vocabulary import Payer, require_aware
+from services.returns.domain.vocabulary import Payer
+from shared.clock import require_aware
 from shared.documents import DocumentType
 
 __all__ = [

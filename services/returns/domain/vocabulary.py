@@ -3,8 +3,15 @@ the statutory exclusions, and aware instants. Every other returns module builds 
 
 from __future__ import annotations
 
-from datetime import datetime
 from enum import StrEnum
+
+from shared.contracts.inputs import (
+    CONDITION_FLAGS,
+    INTACT_CONDITIONS,
+    NO_REASON_REASONS,
+    RETURN_REASONS,
+    SELLER_FAULT_REASONS,
+)
 
 
 class ReturnStatus(StrEnum):
@@ -72,26 +79,9 @@ class Payer(StrEnum):
     INSURER = "insurer"
 
 
-NO_REASON_REASONS = frozenset({"no_reason", "dislike", "size_fit", "changed_mind"})
-SELLER_FAULT_REASONS = frozenset(
-    {"quality_issue", "damaged_in_transit", "wrong_item", "missing_parts", "not_as_described"}
-)
-REASONS = NO_REASON_REASONS | SELLER_FAULT_REASONS
-
-# SPEC 4.3: these two still count as intact; every other flag does not.
-INTACT_CONDITIONS = frozenset({"opened_for_inspection", "trial_use"})
-NOT_INTACT_CONDITIONS = frozenset(
-    {
-        "seal_broken",
-        "tags_removed",
-        "soiled_or_damaged",
-        "activated",
-        "repaired_or_modified",
-        "serial_tampered",
-        "accessories_missing",
-    }
-)
-CONDITION_FLAGS = INTACT_CONDITIONS | NOT_INTACT_CONDITIONS
+# The contract's reasons and condition flags (SPEC 4.3: only INTACT_CONDITIONS count as intact).
+REASONS = RETURN_REASONS
+NOT_INTACT_CONDITIONS = CONDITION_FLAGS - INTACT_CONDITIONS
 
 # SPEC 4.2: the statutory list (Consumer Rights Protection Law art. 25). Deliberately not a
 # policy key: "nothing else may be excluded".
@@ -106,22 +96,3 @@ def is_seller_fault(reason: str) -> bool:
     if reason in NO_REASON_REASONS:
         return False
     raise ValueError(f"unknown return reason {reason!r}")
-
-
-# --- instants -------------------------------------------------------------------------------
-
-
-def require_aware(instant: datetime, name: str = "datetime") -> datetime:
-    if instant.tzinfo is None or instant.utcoffset() is None:
-        raise ValueError(f"{name} must be timezone-aware")
-    return instant
-
-
-def instant_to_json(instant: datetime | None) -> str | None:
-    return None if instant is None else require_aware(instant).isoformat()
-
-
-def instant_from_json(text: str | None) -> datetime | None:
-    if text is None:
-        return None
-    return require_aware(datetime.fromisoformat(text), text)

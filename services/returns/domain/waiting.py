@@ -6,8 +6,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from services.returns.domain.vocabulary import TimerKind, WaitingFor, require_aware
+from services.returns.domain.vocabulary import TimerKind, WaitingFor
 from shared.catchup import judge_at
+from shared.clock import require_aware
 from shared.policy import LocalHours, Policy
 
 WAITING_FOR_DELIVERY = (WaitingFor.ORDER, WaitingFor.SIGNATURE)
