@@ -24,7 +24,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from aftersales_dev.events import cloud_event, kettle_order
-from shared.clock import Clock
+from shared.clock import Clock, ManualClock
 from shared.contracts import (
     NOTIFICATION_REQUESTED,
     ORDER_PAID,
@@ -204,6 +204,16 @@ class Harness:
 
 
 Sessions = async_sessionmaker[AsyncSession]
+
+
+@dataclass(frozen=True)
+class MessagingKit:
+    """What most tests here arrange with: a fresh service schema, the engine, sessions, clock."""
+
+    harness: Harness
+    engine: AsyncEngine
+    sessions: Sessions
+    clock: ManualClock
 
 
 def wiring(harness: Harness, sessions: Sessions, clock: Clock) -> dict[str, Any]:
