@@ -14,7 +14,8 @@ from shared.messaging.runtime import ServiceRuntime, ensure_topics
 from shared.settings import Settings
 from tests.harness import engine_at
 
-from .helpers import T0, Harness, MessagingKit, create_schema, drop_schema, make_harness
+from .helpers import T0, Harness, create_schema, drop_schema, make_harness
+from .kit import MessagingKit
 
 
 @pytest.fixture(scope="session")

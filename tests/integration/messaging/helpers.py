@@ -12,19 +12,31 @@ import json
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
-from sqlalchemy import BigInteger, Column, Integer, MetaData, Table, Text, func, select, text
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    event,
+    func,
+    select,
+    text,
+)
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from aftersales_dev.events import cloud_event, kettle_order
-from shared.clock import Clock, ManualClock
+from shared.clock import Clock
 from shared.contracts import (
     NOTIFICATION_REQUESTED,
     ORDER_PAID,
@@ -204,16 +216,6 @@ class Harness:
 
 
 Sessions = async_sessionmaker[AsyncSession]
-
-
-@dataclass(frozen=True)
-class MessagingKit:
-    """What most tests here arrange with: a fresh service schema, the engine, sessions, clock."""
-
-    harness: Harness
-    engine: AsyncEngine
-    sessions: Sessions
-    clock: ManualClock
 
 
 def wiring(harness: Harness, sessions: Sessions, clock: Clock) -> dict[str, Any]:
@@ -440,3 +442,20 @@ def header(record: ConsumerRecord[Any, Any], name: str) -> bytes | None:
 
 def event_of(record: ConsumerRecord[Any, Any]) -> dict[str, Any]:
     return json.loads(record.value)  # type: ignore[no-any-return]
+
+
+@contextmanager
+def statements_sent(
+    engine: AsyncEngine, kinds: Callable[[str], Iterable[str]]
+) -> Iterator[Counter[str]]:
+    """Count the statements sent through `engine`, under the kinds `kinds` names for each."""
+    seen: Counter[str] = Counter()
+
+    def count(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        seen.update(kinds(statement))
+
+    event.listen(engine.sync_engine, "before_cursor_execute", count)
+    try:
+        yield seen
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", count)

@@ -26,16 +26,12 @@ from .helpers import (
     CUSTOMER_EMAIL,
     CUSTOMER_NAME,
     CUSTOMER_PHONE,
-    MessagingKit,
-    effect_counts,
     encode,
-    inbox_ids,
     order_paid,
     order_shipped,
-    outbox_rows,
-    processor,
     records,
 )
+from .kit import MessagingKit
 
 
 def dead_letters(rows: list[dict[str, object]]) -> list[tuple[dict[str, object], DeadLettered]]:
@@ -78,12 +74,12 @@ async def test_batch_with_valid_duplicate_and_invalid_events(kit: MessagingKit) 
         partition=2,
         start=40,
     )
-    await processor(kit.harness, kit.sessions, kit.clock).process(batch)
+    await kit.processor().process(batch)
 
-    assert await effect_counts(kit.engine, kit.harness) == {"e-paid-1": 1, "e-shipped-1": 1}
-    assert await inbox_ids(kit.engine, kit.harness) == {"e-paid-1", "e-shipped-1"}
+    assert await kit.effect_counts() == {"e-paid-1": 1, "e-shipped-1": 1}
+    assert await kit.inbox_ids() == {"e-paid-1", "e-shipped-1"}
 
-    rows = await outbox_rows(kit.engine, kit.harness)
+    rows = await kit.outbox_rows()
     outputs = [row for row in rows if row["event_type"] == NOTIFICATION_REQUESTED]
     assert [(row["topic"], row["key"]) for row in outputs] == [
         (kit.harness.output_topic, "o-1"),
@@ -124,10 +120,10 @@ async def test_batch_with_valid_duplicate_and_invalid_events(kit: MessagingKit) 
     assert negative_copy["data"]["customer"]["preferred_channel"] == "sms"
 
     # Processing the same batch again (a redelivery) changes nothing.
-    before = await outbox_rows(kit.engine, kit.harness)
-    await processor(kit.harness, kit.sessions, kit.clock).process(batch)
-    assert await effect_counts(kit.engine, kit.harness) == {"e-paid-1": 1, "e-shipped-1": 1}
-    assert [row["event_id"] for row in await outbox_rows(kit.engine, kit.harness)] == [
+    before = await kit.outbox_rows()
+    await kit.processor().process(batch)
+    assert await kit.effect_counts() == {"e-paid-1": 1, "e-shipped-1": 1}
+    assert [row["event_id"] for row in await kit.outbox_rows()] == [
         row["event_id"] for row in before
     ]
 
@@ -142,17 +138,17 @@ async def test_handler_error_is_dead_lettered_and_the_rest_commits(kit: Messagin
             ("o-2", encode(order_paid("o-2", event_id="e-2"))),
         ],
     )
-    await processor(kit.harness, kit.sessions, kit.clock).process(batch)
+    await kit.processor().process(batch)
 
     # The failing handler's own writes are rolled back (its savepoint), the others commit.
-    assert await effect_counts(kit.engine, kit.harness) == {"e-1": 1, "e-2": 1}
-    assert await inbox_ids(kit.engine, kit.harness) == {"e-1", "e-2"}
+    assert await kit.effect_counts() == {"e-1": 1, "e-2": 1}
+    assert await kit.inbox_ids() == {"e-1", "e-2"}
     async with kit.engine.connect() as conn:
         orders = set((await conn.execute(select(kit.harness.orders.c.order_id))).scalars())
         timers = set((await conn.execute(select(kit.harness.tables.timers.c.ref))).scalars())
     assert orders == timers == {"o-1", "o-2"}
 
-    rows = await outbox_rows(kit.engine, kit.harness)
+    rows = await kit.outbox_rows()
     letters = dead_letters(rows)
     assert len(letters) == 1
     row, data = letters[0]
@@ -195,17 +191,17 @@ async def test_transient_failure_rolls_back_the_batch_and_a_retry_applies_it_onc
     )
     kit.harness.faults["o-2"] = fault
     with pytest.raises(type(fault)):
-        await processor(kit.harness, kit.sessions, kit.clock).process(batch)
+        await kit.processor().process(batch)
 
-    assert await effect_counts(kit.engine, kit.harness) == {}
-    assert await inbox_ids(kit.engine, kit.harness) == set()
-    assert await outbox_rows(kit.engine, kit.harness) == []
+    assert await kit.effect_counts() == {}
+    assert await kit.inbox_ids() == set()
+    assert await kit.outbox_rows() == []
 
     del kit.harness.faults["o-2"]
-    await processor(kit.harness, kit.sessions, kit.clock).process(batch)
-    await processor(kit.harness, kit.sessions, kit.clock).process(batch)  # and once more: no effect
-    assert await effect_counts(kit.engine, kit.harness) == {"e-1": 1, "e-2": 1, "e-3": 1}
-    rows = await outbox_rows(kit.engine, kit.harness)
+    await kit.processor().process(batch)
+    await kit.processor().process(batch)  # and once more: no effect
+    assert await kit.effect_counts() == {"e-1": 1, "e-2": 1, "e-3": 1}
+    rows = await kit.outbox_rows()
     assert (
         sorted(r["event_type"] for r in rows) == [EVENT_DEADLETTERED] + [NOTIFICATION_REQUESTED] * 3
     )
@@ -218,11 +214,9 @@ async def test_concurrent_deliveries_of_one_event_apply_it_once(kit: MessagingKi
         records(kit.harness.input_topic, [(f"o-{i}", value) for i, value in enumerate(events)])
         for _ in range(3)
     ]
-    await asyncio.gather(
-        *(processor(kit.harness, kit.sessions, kit.clock).process(b) for b in batches)
-    )
-    assert await effect_counts(kit.engine, kit.harness) == {f"e-{i}": 1 for i in range(5)}
-    assert len(await outbox_rows(kit.engine, kit.harness)) == 5
+    await asyncio.gather(*(kit.processor().process(b) for b in batches))
+    assert await kit.effect_counts() == {f"e-{i}": 1 for i in range(5)}
+    assert len(await kit.outbox_rows()) == 5
 
 
 async def test_personal_data_of_an_unparseable_order_is_redacted(kit: MessagingKit) -> None:
@@ -232,8 +226,8 @@ async def test_personal_data_of_an_unparseable_order_is_redacted(kit: MessagingK
     odd = order_paid("o-2", event_id="e-2")
     odd["data"]["customer"] = f"{CUSTOMER_PHONE} / {CUSTOMER_EMAIL}"
     batch = records(kit.harness.input_topic, [("o-1", broken), ("o-2", encode(odd))])
-    await processor(kit.harness, kit.sessions, kit.clock).process(batch)
-    letters = dead_letters(await outbox_rows(kit.engine, kit.harness))
+    await kit.processor().process(batch)
+    letters = dead_letters(await kit.outbox_rows())
     assert [data.reason for _, data in letters] == ["malformed_json", "invalid_data"]
     for row, _ in letters:
         payload = row["payload"].decode("utf-8")  # type: ignore[attr-defined]
@@ -250,10 +244,8 @@ async def test_a_free_text_dead_letter_keeps_its_ids_readable_and_masks_phones(
     paid = order_paid(order_id, event_id=event_id)
     paid["data"]["lines"][0]["title"] = "Kettle, call 13912345678 or tel:+86-139-1234-5679"
     broken = encode(paid)[:-2] + b",}}"  # not JSON: the copy is free text
-    await processor(kit.harness, kit.sessions, kit.clock).process(
-        records(kit.harness.input_topic, [(order_id, broken)])
-    )
-    ((_, data),) = dead_letters(await outbox_rows(kit.engine, kit.harness))
+    await kit.processor().process(records(kit.harness.input_topic, [(order_id, broken)]))
+    ((_, data),) = dead_letters(await kit.outbox_rows())
     assert data.reason == "malformed_json"
     assert order_id in data.value and event_id in data.value
     for secret in ("13912345678", "139-1234-5679", CUSTOMER_PHONE, CUSTOMER_EMAIL, CUSTOMER_NAME):
@@ -270,9 +262,9 @@ async def test_deeply_nested_value_is_dead_lettered_and_does_not_block(
         kit.harness.input_topic,
         [("o-1", nested), ("o-1", encode(order_paid("o-1", event_id="e-1")))],
     )
-    await processor(kit.harness, kit.sessions, kit.clock).process(batch)
-    assert await effect_counts(kit.engine, kit.harness) == {"e-1": 1}
-    letters = dead_letters(await outbox_rows(kit.engine, kit.harness))
+    await kit.processor().process(batch)
+    assert await kit.effect_counts() == {"e-1": 1}
+    letters = dead_letters(await kit.outbox_rows())
     assert len(letters) == 1
     assert letters[0][1].origin.offset == 0
 
@@ -298,12 +290,12 @@ async def test_transient_database_error_rolls_back_the_whole_batch(
         ],
     )
     with pytest.raises(DBAPIError):
-        await processor(kit.harness, kit.sessions, kit.clock).process(batch)
-    assert await effect_counts(kit.engine, kit.harness) == {}
-    assert await outbox_rows(kit.engine, kit.harness) == []
+        await kit.processor().process(batch)
+    assert await kit.effect_counts() == {}
+    assert await kit.outbox_rows() == []
     del kit.harness.faults["o-2"]
-    await processor(kit.harness, kit.sessions, kit.clock).process(batch)
-    assert await effect_counts(kit.engine, kit.harness) == {"e-1": 1, "e-2": 1}
+    await kit.processor().process(batch)
+    assert await kit.effect_counts() == {"e-1": 1, "e-2": 1}
 
 
 async def test_deterministic_database_error_dead_letters_only_that_event(kit: MessagingKit) -> None:
@@ -316,19 +308,17 @@ async def test_deterministic_database_error_dead_letters_only_that_event(kit: Me
             ("o-3", encode(order_paid("o-3", event_id="e-3"))),
         ],
     )
-    await processor(kit.harness, kit.sessions, kit.clock).process(batch)
-    assert await effect_counts(kit.engine, kit.harness) == {"e-1": 1, "e-3": 1}
-    letters = dead_letters(await outbox_rows(kit.engine, kit.harness))
+    await kit.processor().process(batch)
+    assert await kit.effect_counts() == {"e-1": 1, "e-3": 1}
+    letters = dead_letters(await kit.outbox_rows())
     assert [(d.reason, d.origin.offset) for _, d in letters] == [("handler_error", 1)]
     assert "DivisionByZero" in letters[0][1].detail or "division" in letters[0][1].detail
 
 
 async def test_ambiguous_json_is_kept_as_text_in_the_dead_letter(kit: MessagingKit) -> None:
     value = encode(order_paid("o-1", event_id="e-1"))[:-1] + b', "id": "e-other"}'
-    await processor(kit.harness, kit.sessions, kit.clock).process(
-        records(kit.harness.input_topic, [("o-1", value)])
-    )
-    ((_, data),) = dead_letters(await outbox_rows(kit.engine, kit.harness))
+    await kit.processor().process(records(kit.harness.input_topic, [("o-1", value)]))
+    ((_, data),) = dead_letters(await kit.outbox_rows())
     assert data.reason == "malformed_json"
     # Both ids survive: a replay must not turn the ambiguous event into a valid one.
     assert '"id": "e-1"' in data.value and '"id": "e-other"' in data.value
@@ -352,8 +342,8 @@ async def test_work_handed_outside_by_an_event_handler_is_refused_not_dropped(
         ctx.run_outside(call, record=record, lock_key="o-1")
 
     batch = records(kit.harness.input_topic, [("o-1", encode(order_paid("o-1", event_id="e-1")))])
-    await processor(kit.harness, kit.sessions, kit.clock, {ORDER_PAID: hand_over}).process(batch)
+    await kit.processor({ORDER_PAID: hand_over}).process(batch)
 
-    [(_, letter)] = dead_letters(await outbox_rows(kit.engine, kit.harness))
+    [(_, letter)] = dead_letters(await kit.outbox_rows())
     assert letter.reason == "handler_error" and "run_outside" in letter.detail
     assert calls == []

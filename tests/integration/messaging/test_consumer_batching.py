@@ -6,12 +6,8 @@ the outcome is the same as before the fast path existed."""
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 
-from sqlalchemy import event, text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import text
 
 from shared.contracts import EVENT_DEADLETTERED, NOTIFICATION_REQUESTED, parse_event
 from shared.db import UnitOfWork, lock_id
@@ -19,37 +15,23 @@ from shared.messaging.errors import Rejected
 
 from .helpers import (
     Harness,
-    MessagingKit,
-    effect_counts,
     encode,
-    inbox_ids,
     order_paid,
     order_shipped,
-    outbox_rows,
-    processor,
     records,
+    statements_sent,
 )
+from .kit import MessagingKit
 
 
-@contextmanager
-def statements(engine: AsyncEngine) -> Iterator[Counter[str]]:
-    """Count the statements sent, by their first words."""
-    seen: Counter[str] = Counter()
-
-    def count(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
-        words = statement.split()
-        kind = words[0].upper()
-        if kind == "SELECT" and "pg_advisory_xact_lock" in statement:
-            kind = "LOCK"
-        elif kind == "INSERT" and "inbox" in statement:
-            kind = "INBOX"
-        seen[kind] += 1
-
-    event.listen(engine.sync_engine, "before_cursor_execute", count)
-    try:
-        yield seen
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", count)
+def statement_kind(statement: str) -> list[str]:
+    """A statement by its first word; the advisory locks and inbox claims on their own."""
+    kind = statement.split()[0].upper()
+    if kind == "SELECT" and "pg_advisory_xact_lock" in statement:
+        kind = "LOCK"
+    elif kind == "INSERT" and "inbox" in statement:
+        kind = "INBOX"
+    return [kind]
 
 
 def batch_of(harness: Harness, orders: int) -> list:
@@ -65,20 +47,20 @@ async def test_a_clean_batch_takes_one_lock_and_one_inbox_statement_and_no_savep
     kit: MessagingKit,
 ) -> None:
     batch = batch_of(kit.harness, 5)
-    with statements(kit.engine) as seen:
-        await processor(kit.harness, kit.sessions, kit.clock).process(batch)
+    with statements_sent(kit.engine, statement_kind) as seen:
+        await kit.processor().process(batch)
     assert seen["SAVEPOINT"] == 0
     assert seen["LOCK"] == 1
     assert seen["INBOX"] == 1
     expected = {f"e-{kind}-{i}": 1 for i in range(5) for kind in ("paid", "shipped")}
-    assert await effect_counts(kit.engine, kit.harness) == expected
-    assert await inbox_ids(kit.engine, kit.harness) == set(expected)
+    assert await kit.effect_counts() == expected
+    assert await kit.inbox_ids() == set(expected)
 
     # A redelivery of the whole batch: every event is a duplicate, nothing applies again.
-    before = await outbox_rows(kit.engine, kit.harness)
-    await processor(kit.harness, kit.sessions, kit.clock).process(batch)
-    assert await effect_counts(kit.engine, kit.harness) == expected
-    assert await outbox_rows(kit.engine, kit.harness) == before
+    before = await kit.outbox_rows()
+    await kit.processor().process(batch)
+    assert await kit.effect_counts() == expected
+    assert await kit.outbox_rows() == before
 
 
 async def test_a_failing_handler_sends_the_batch_down_the_event_by_event_path(
@@ -86,16 +68,16 @@ async def test_a_failing_handler_sends_the_batch_down_the_event_by_event_path(
 ) -> None:
     kit.harness.faults["o-3"] = ValueError("a bug")
     batch = batch_of(kit.harness, 5)
-    with statements(kit.engine) as seen:
-        await processor(kit.harness, kit.sessions, kit.clock).process(batch)
+    with statements_sent(kit.engine, statement_kind) as seen:
+        await kit.processor().process(batch)
     assert seen["SAVEPOINT"] > 0  # the second, event-by-event application
     # The fast attempt's writes were rolled back: every other event applied exactly once.
-    counts = await effect_counts(kit.engine, kit.harness)
+    counts = await kit.effect_counts()
     assert counts == {
         f"e-{kind}-{i}": 1 for i in range(5) if i != 3 for kind in ("paid", "shipped")
     }
-    assert "e-paid-3" not in await inbox_ids(kit.engine, kit.harness)  # so a replay can apply it
-    rows = await outbox_rows(kit.engine, kit.harness)
+    assert "e-paid-3" not in await kit.inbox_ids()  # so a replay can apply it
+    rows = await kit.outbox_rows()
     letters = [parse_event(r["payload"]) for r in rows if r["event_type"] == EVENT_DEADLETTERED]
     assert sorted(letter.data.origin.offset for letter in letters) == [6, 7]  # type: ignore[union-attr]
     # Outputs in the order of the batch, as without the fast path.
@@ -109,14 +91,14 @@ async def test_a_failing_handler_sends_the_batch_down_the_event_by_event_path(
 
 async def test_a_business_rejection_keeps_its_reason_after_the_fallback(kit: MessagingKit) -> None:
     kit.harness.faults["o-1"] = Rejected("unknown_callback", "no such callback")
-    await processor(kit.harness, kit.sessions, kit.clock).process(batch_of(kit.harness, 2))
+    await kit.processor().process(batch_of(kit.harness, 2))
     letters = [
         parse_event(r["payload"]).data
-        for r in await outbox_rows(kit.engine, kit.harness)
+        for r in await kit.outbox_rows()
         if r["event_type"] == EVENT_DEADLETTERED
     ]
     assert [d.reason for d in letters] == ["unknown_callback", "unknown_callback"]  # type: ignore[union-attr]
-    assert await effect_counts(kit.engine, kit.harness) == {"e-paid-0": 1, "e-shipped-0": 1}
+    assert await kit.effect_counts() == {"e-paid-0": 1, "e-shipped-0": 1}
 
 
 async def test_a_database_error_in_the_fast_path_is_retried_event_by_event(
@@ -124,8 +106,8 @@ async def test_a_database_error_in_the_fast_path_is_retried_event_by_event(
 ) -> None:
     # The error aborts the fast path's transaction; the events after it must still apply.
     kit.harness.faults["o-0"] = "SELECT 1 / 0"
-    await processor(kit.harness, kit.sessions, kit.clock).process(batch_of(kit.harness, 3))
-    assert await effect_counts(kit.engine, kit.harness) == {
+    await kit.processor().process(batch_of(kit.harness, 3))
+    assert await kit.effect_counts() == {
         f"e-{kind}-{i}": 1 for i in (1, 2) for kind in ("paid", "shipped")
     }
 
@@ -157,9 +139,9 @@ async def test_overlapping_batches_in_opposite_orders_neither_deadlock_nor_doubl
     kit.harness.handler_delay = 0.01
     batch = batch_of(kit.harness, 8)
     await asyncio.gather(
-        processor(kit.harness, kit.sessions, kit.clock).process(batch),
-        processor(kit.harness, kit.sessions, kit.clock).process(list(reversed(batch))),
-        processor(kit.harness, kit.sessions, kit.clock).process(batch[3:] + batch[:3]),
+        kit.processor().process(batch),
+        kit.processor().process(list(reversed(batch))),
+        kit.processor().process(batch[3:] + batch[:3]),
     )
     expected = {f"e-{kind}-{i}": 1 for i in range(8) for kind in ("paid", "shipped")}
-    assert await effect_counts(kit.engine, kit.harness) == expected
+    assert await kit.effect_counts() == expected

@@ -8,7 +8,8 @@ from shared.contracts import NOTIFICATION_REQUESTED, NotificationRequested
 from shared.db import UnitOfWork
 from shared.messaging.context import HandlerContext
 
-from .helpers import T0, MessagingKit, processor, records
+from .helpers import T0, records
+from .kit import MessagingKit
 
 
 async def test_is_new_only_for_an_event_the_outbox_did_not_hold(kit: MessagingKit) -> None:
@@ -42,7 +43,7 @@ async def test_a_record_dead_lettered_again_is_counted_once(kit: MessagingKit) -
         labels = {"service": kit.harness.name, "reason": "malformed_json"}
         return REGISTRY.get_sample_value("aftersales_dead_letters_total", labels) or 0.0
 
-    consumer = processor(kit.harness, kit.sessions, kit.clock)
+    consumer = kit.processor()
     batch = records(kit.harness.input_topic, [("o-1", b'{"broken": ')], start=7)
     before = counted()
     await consumer.process(batch)

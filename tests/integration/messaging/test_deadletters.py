@@ -11,16 +11,14 @@ from shared.messaging.runtime import ServiceRuntime
 from shared.settings import Settings
 
 from .helpers import (
-    MessagingKit,
-    effect_counts,
     encode,
     header,
     order_paid,
     order_shipped,
-    processor,
     read_partitions,
     records,
 )
+from .kit import MessagingKit
 
 # Order ids and tracking numbers are often long digit runs; a replay must keep them intact.
 DIGIT_ORDER = "2024050100012345"
@@ -30,9 +28,7 @@ async def test_read_topic_returns_every_record(
     kit: MessagingKit, settings: Settings, runtime: ServiceRuntime
 ) -> None:
     values = [(f"o-{i % 3}", b'{"broken": ' + str(i).encode()) for i in range(9)]
-    await processor(kit.harness, kit.sessions, kit.clock).process(
-        records(kit.harness.input_topic, values)
-    )
+    await kit.processor().process(records(kit.harness.input_topic, values))
     await runtime.relay.drain()
 
     got = [
@@ -81,9 +77,9 @@ async def test_replay_republishes_to_the_origin_and_the_fixed_consumer_applies_i
         partition=1,
         start=7,
     )
-    await processor(kit.harness, kit.sessions, kit.clock).process(batch)
+    await kit.processor().process(batch)
     await runtime.relay.drain()
-    assert await effect_counts(kit.engine, kit.harness) == {}
+    assert await kit.effect_counts() == {}
 
     assert await list_dead_letters(settings, kit.harness.name, None, 100) == 0
     listed = capsys.readouterr()
@@ -114,9 +110,9 @@ async def test_replay_republishes_to_the_origin_and_the_fixed_consumer_applies_i
 
     # Consumed again (as the runtime would), the replayed event is applied once.
     again = records(kit.harness.input_topic, [(DIGIT_ORDER, replayed[0].value)], start=100)
-    await processor(kit.harness, kit.sessions, kit.clock).process(again)
-    await processor(kit.harness, kit.sessions, kit.clock).process(again)
-    assert await effect_counts(kit.engine, kit.harness) == {"e-shipped": 1}
+    await kit.processor().process(again)
+    await kit.processor().process(again)
+    assert await kit.effect_counts() == {"e-shipped": 1}
 
     # Dead letters are never lost by a replay: the topic still has all three.
     letters = [

@@ -23,14 +23,12 @@ from shared.messaging.deadletter_copy import MAX_DEAD_LETTER_RECORD
 
 from .helpers import (
     Harness,
-    MessagingKit,
-    effect_counts,
     encode,
     order_paid,
-    outbox_rows,
     processor,
     records,
 )
+from .kit import MessagingKit
 from .test_consumer import dead_letters
 
 
@@ -86,9 +84,9 @@ HOSTILE = [
 async def test_a_hostile_record_is_dead_lettered_and_its_neighbours_apply(
     kit: MessagingKit, key: Any, value: bytes, reason: str
 ) -> None:
-    await processor(kit.harness, kit.sessions, kit.clock).process(around(kit.harness, key, value))
-    assert await effect_counts(kit.engine, kit.harness) == {"e-before": 1, "e-after": 1}
-    [(row, letter)] = dead_letters(await outbox_rows(kit.engine, kit.harness))
+    await kit.processor().process(around(kit.harness, key, value))
+    assert await kit.effect_counts() == {"e-before": 1, "e-after": 1}
+    [(row, letter)] = dead_letters(await kit.outbox_rows())
     assert (letter.reason, letter.origin.offset) == (reason, 1)
     # The letter is readable by the dead-letter tools and fits the broker whole.
     payload, key = bytes(row["payload"]), str(row["key"] or "")
@@ -109,9 +107,9 @@ async def test_a_refusal_at_the_inbox_claim_is_isolated_as_storage_refused(
     kit: MessagingKit, no_text_check: None
 ) -> None:
     batch = around(kit.harness, "o-bad", with_id("e-bad\x00"))
-    await processor(kit.harness, kit.sessions, kit.clock).process(batch)
-    assert await effect_counts(kit.engine, kit.harness) == {"e-before": 1, "e-after": 1}
-    [(_, letter)] = dead_letters(await outbox_rows(kit.engine, kit.harness))
+    await kit.processor().process(batch)
+    assert await kit.effect_counts() == {"e-before": 1, "e-after": 1}
+    [(_, letter)] = dead_letters(await kit.outbox_rows())
     assert letter.reason == "storage_refused"
     assert letter.detail.startswith("SQLSTATE 22021")  # invalid byte sequence (0x00)
 
@@ -128,11 +126,9 @@ async def test_a_refusal_of_held_writes_at_commit_is_isolated(
             )
 
     batch = around(kit.harness, "o-bad", encode(order_paid("o-bad", event_id="e-bad")))
-    await processor(kit.harness, kit.sessions, kit.clock, handlers={ORDER_PAID: on_paid}).process(
-        batch
-    )
-    assert await effect_counts(kit.engine, kit.harness) == {"e-before": 1, "e-after": 1}
-    [(_, letter)] = dead_letters(await outbox_rows(kit.engine, kit.harness))
+    await kit.processor(handlers={ORDER_PAID: on_paid}).process(batch)
+    assert await kit.effect_counts() == {"e-before": 1, "e-after": 1}
+    [(_, letter)] = dead_letters(await kit.outbox_rows())
     assert (letter.reason, letter.origin.offset) == ("storage_refused", 1)
     assert "Zhang" not in letter.detail and "SQLSTATE 22P05" in letter.detail
     # Logged with the SQLSTATE, never with the refused statement's parameters.
@@ -148,9 +144,9 @@ async def test_a_refused_dead_letter_is_written_without_its_copy(
         consumer_module, "dead_letter_key", lambda key: (key.decode("utf-8", "replace"), False)
     )
     batch = around(kit.harness, b"o-bad\x00", b"{not json")
-    await processor(kit.harness, kit.sessions, kit.clock).process(batch)
-    assert await effect_counts(kit.engine, kit.harness) == {"e-before": 1, "e-after": 1}
-    [(row, letter)] = dead_letters(await outbox_rows(kit.engine, kit.harness))
+    await kit.processor().process(batch)
+    assert await kit.effect_counts() == {"e-before": 1, "e-after": 1}
+    [(row, letter)] = dead_letters(await kit.outbox_rows())
     assert (letter.reason, letter.key, letter.value) == ("invalid_text", None, "")
     assert letter.value_truncated and "\x00" not in str(row["key"])
 
@@ -183,16 +179,16 @@ async def test_a_batch_failing_the_same_way_three_times_is_dead_lettered_whole(
     for attempt in range(LAST_RESORT_AFTER - 1):
         with pytest.raises(ValueError):
             await consumer.process(batch[: 2 + attempt])
-        assert await outbox_rows(kit.engine, kit.harness) == []
+        assert await kit.outbox_rows() == []
     await consumer.process(batch)  # the third time: dead-lettered, the partition moves on
-    letters = dead_letters(await outbox_rows(kit.engine, kit.harness))
+    letters = dead_letters(await kit.outbox_rows())
     assert [(d.reason, d.origin.offset) for _, d in letters] == [
         ("batch_refused", 0),
         ("batch_refused", 1),
         ("batch_refused", 2),
     ]
     assert "ValueError" in letters[0][1].detail
-    assert await effect_counts(kit.engine, kit.harness) == {}
+    assert await kit.effect_counts() == {}
     # Replayable: the copies are kept.
     assert parse_event(letters[0][1].value.encode()).id == "e-before"
 
@@ -204,7 +200,7 @@ async def test_a_passing_fault_is_retried_forever_never_dead_lettered(kit: Messa
     for _ in range(LAST_RESORT_AFTER + 2):
         with pytest.raises(ConnectionResetError):
             await consumer.process(batch)
-    assert await outbox_rows(kit.engine, kit.harness) == []
+    assert await kit.outbox_rows() == []
 
 
 async def test_another_failure_in_between_starts_the_count_again(kit: MessagingKit) -> None:
@@ -216,4 +212,4 @@ async def test_another_failure_in_between_starts_the_count_again(kit: MessagingK
     consumer._lock_keys = other._lock_keys  # the same batch now fails another way
     with pytest.raises(KeyError):
         await consumer.process(batch)
-    assert await outbox_rows(kit.engine, kit.harness) == []
+    assert await kit.outbox_rows() == []

@@ -25,14 +25,11 @@ from shared.settings import Settings
 from .helpers import (
     T0,
     Harness,
-    MessagingKit,
     event_of,
     header,
-    outbox_rows,
     read_partitions,
-    relay,
-    unpublished_count,
 )
+from .kit import MessagingKit
 
 
 async def queue_events(
@@ -83,12 +80,12 @@ async def test_publishes_in_order_with_key_and_content_type(
 ) -> None:
     keys = [f"o-{i % 3}" for i in range(12)]
     await queue_events(kit.harness, kit.sessions, keys, "a")
-    rows = await outbox_rows(kit.engine, kit.harness)
+    rows = await kit.outbox_rows()
 
     assert await publish_all(runtime.relay) == 12
     assert await runtime.relay.publish_pending() == 0
-    assert await unpublished_count(kit.engine, kit.harness) == 0
-    assert {row["published_at"] for row in await outbox_rows(kit.engine, kit.harness)} == {T0}
+    assert await kit.unpublished_count() == 0
+    assert {row["published_at"] for row in await kit.outbox_rows()} == {T0}
 
     published = await read_partitions(settings.kafka_bootstrap_servers, kit.harness.output_topic)
     assert len(published) == 12
@@ -117,25 +114,25 @@ async def test_two_relays_at_once_publish_each_event_once_in_commit_order_per_ke
 
         return publish
 
-    one = relay(kit.harness, kit.sessions, slow("one"), kit.clock, batch_size=4)
-    two = relay(kit.harness, kit.sessions, slow("two"), kit.clock, batch_size=4)
+    one = kit.relay(slow("one"), batch_size=4)
+    two = kit.relay(slow("two"), batch_size=4)
 
     async def run_until_empty(r: OutboxRelay) -> None:
-        while await unpublished_count(kit.engine, kit.harness):
+        while await kit.unpublished_count():
             if not await r.publish_pending():
                 await asyncio.sleep(0.005)  # the other relay held the slots with events
 
     await asyncio.gather(run_until_empty(one), run_until_empty(two))
 
-    assert await unpublished_count(kit.engine, kit.harness) == 0
+    assert await kit.unpublished_count() == 0
     assert calls["one"] > 0 and calls["two"] > 0, "one relay did all the work"
     assert sum(calls.values()) == 96  # nothing published twice
     published = await read_partitions(settings.kafka_bootstrap_servers, kit.harness.output_topic)
     assert Counter(event_of(r)["id"] for r in published) == Counter(
-        row["event_id"] for row in await outbox_rows(kit.engine, kit.harness)
+        row["event_id"] for row in await kit.outbox_rows()
     )
     # Whichever relay sent them, the events of one key are on the topic in commit order.
-    assert_commit_order_per_key(published, await outbox_rows(kit.engine, kit.harness))
+    assert_commit_order_per_key(published, await kit.outbox_rows())
 
 
 async def test_a_relay_of_the_version_before_slots_excludes_the_slot_relays(
@@ -143,11 +140,11 @@ async def test_a_relay_of_the_version_before_slots_excludes_the_slot_relays(
 ) -> None:
     # During a rollout an old relay holds the leader lock alone while it publishes.
     await queue_events(kit.harness, kit.sessions, ["o-1", "o-2", "o-3"], "e")
-    r = relay(kit.harness, kit.sessions, runtime._publish, kit.clock)
+    r = kit.relay(runtime._publish)
     async with kit.engine.connect() as old:
         await old.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": r._leader_lock})
         assert await r.publish_pending() == 0
-        assert await unpublished_count(kit.engine, kit.harness) == 3
+        assert await kit.unpublished_count() == 3
         await old.rollback()
     assert await publish_all(r) == 3
 
@@ -166,8 +163,8 @@ async def test_a_publish_failure_leaves_the_batch_for_the_next_run(
         return await runtime._publish(topic, key, payload)
 
     with pytest.raises(ConnectionError):
-        await relay(kit.harness, kit.sessions, flaky, kit.clock).publish_pending()
-    assert await unpublished_count(kit.engine, kit.harness) == 6
+        await kit.relay(flaky).publish_pending()
+    assert await kit.unpublished_count() == 6
 
     # A failing acknowledgement (after the send) counts as a failure too.
     async def unacknowledged(topic: str, key: bytes | None, payload: bytes) -> object:
@@ -176,13 +173,13 @@ async def test_a_publish_failure_leaves_the_batch_for_the_next_run(
         return future
 
     with pytest.raises(OSError, match="not acknowledged"):
-        await relay(kit.harness, kit.sessions, unacknowledged, kit.clock).publish_pending()
-    assert await unpublished_count(kit.engine, kit.harness) == 6
+        await kit.relay(unacknowledged).publish_pending()
+    assert await kit.unpublished_count() == 6
 
     await runtime.relay.drain()
-    assert await unpublished_count(kit.engine, kit.harness) == 0
+    assert await kit.unpublished_count() == 0
     published = await read_partitions(settings.kafka_bootstrap_servers, kit.harness.output_topic)
-    rows = await outbox_rows(kit.engine, kit.harness)
+    rows = await kit.outbox_rows()
     # At least once: what was sent before the failure appears again after the retry.
     assert {event_of(r)["id"] for r in published} == {row["event_id"] for row in rows}
     on_topic = [event_of(r)["id"] for r in sorted(published, key=lambda r: r.offset)]
@@ -197,14 +194,14 @@ async def test_relay_run_loop_publishes_when_woken_and_stops(
     kit: MessagingKit, runtime: ServiceRuntime
 ) -> None:
     # Only a wake-up can make it publish within the test.
-    r = relay(kit.harness, kit.sessions, runtime._publish, kit.clock, poll_interval=30)
+    r = kit.relay(runtime._publish, poll_interval=30)
     stop = asyncio.Event()
     task = asyncio.create_task(r.run(stop))
     await asyncio.sleep(0.3)
     await queue_events(kit.harness, kit.sessions, ["o-1", "o-2"], "d")
     r.wake()
     deadline = asyncio.get_running_loop().time() + 10
-    while await unpublished_count(kit.engine, kit.harness):
+    while await kit.unpublished_count():
         assert asyncio.get_running_loop().time() < deadline, "woken relay did not publish"
         await asyncio.sleep(0.05)
     stop.set()
@@ -215,7 +212,7 @@ async def test_relay_run_loop_publishes_when_woken_and_stops(
 async def test_the_run_loop_looks_at_drained_slots_again_only_after_a_wake_up_or_a_poll(
     kit: MessagingKit, runtime: ServiceRuntime
 ) -> None:
-    r = relay(kit.harness, kit.sessions, runtime._publish, kit.clock)
+    r = kit.relay(runtime._publish)
     statements = 0
 
     def count(*_: object) -> None:
@@ -239,7 +236,7 @@ async def test_the_run_loop_looks_at_drained_slots_again_only_after_a_wake_up_or
         await queue_events(kit.harness, kit.sessions, ["o-woken"], "y")
         r.wake()
         assert await r.publish_pending(skip_drained=True) == 1
-        assert await unpublished_count(kit.engine, kit.harness) == 0
+        assert await kit.unpublished_count() == 0
         # Without `skip_drained` (drain, tests) every half is asked each time.
         statements = 0
         assert await r.publish_pending() == 0
@@ -262,14 +259,14 @@ async def test_an_event_committed_while_its_slot_is_published_goes_out_after_its
             r.wake()
         return await runtime._publish(topic, key, value)
 
-    r = relay(kit.harness, kit.sessions, publish, kit.clock)
+    r = kit.relay(publish)
     await queue_events(kit.harness, kit.sessions, [f"o-{i}" for i in range(8)], "f")
     total = 0
     while published := await r.publish_pending(skip_drained=True):
         total += published
     assert committed
     assert total == 9
-    assert await unpublished_count(kit.engine, kit.harness) == 0
+    assert await kit.unpublished_count() == 0
 
 
 async def insert_raw(engine: AsyncEngine, harness: Harness, key: str, payload: bytes) -> int:
@@ -307,7 +304,7 @@ async def test_a_record_the_broker_refuses_is_parked_and_the_others_go_out_in_or
 
     # Before parking existed, every cycle failed on the big row and nothing after it left.
     assert await publish_all(runtime.relay) == 6  # 5 published + 1 parked; 1 held
-    rows = {row["id"]: row for row in await outbox_rows(kit.engine, kit.harness)}
+    rows = {row["id"]: row for row in await kit.outbox_rows()}
     assert rows[big]["parked_at"] == T0
     assert rows[big]["parked_error"].startswith("MessageSizeTooLargeError")
     assert rows[big]["published_at"] is None
@@ -352,10 +349,10 @@ async def test_a_record_the_broker_refuses_is_parked_and_the_others_go_out_in_or
             return await producer.send(topic, payload, key=key)
 
         assert await retry_parked(kit.sessions, kit.harness.tables, None) == [big]
-        assert await publish_all(relay(kit.harness, kit.sessions, larger, kit.clock)) == 2
+        assert await publish_all(kit.relay(larger)) == 2
     finally:
         await producer.stop()
-    rows_after = await outbox_rows(kit.engine, kit.harness)
+    rows_after = await kit.outbox_rows()
     assert all(r["published_at"] is not None for r in rows_after)
     published = await read_partitions(settings.kafka_bootstrap_servers, kit.harness.output_topic)
     keyed = [r for r in sorted(published, key=lambda r: r.offset) if r.key == b"o-big"]
@@ -373,9 +370,9 @@ async def test_an_error_that_is_not_about_the_record_parks_nothing(kit: Messagin
         raise TypeError("publish() got an unexpected keyword argument")
 
     with pytest.raises(TypeError):
-        await relay(kit.harness, kit.sessions, broken, kit.clock).publish_pending()
+        await kit.relay(broken).publish_pending()
     assert await parked_rows(kit.sessions, kit.harness.tables) == []
-    assert await unpublished_count(kit.engine, kit.harness) == 2
+    assert await kit.unpublished_count() == 2
 
 
 async def test_a_produce_request_the_broker_refuses_is_sent_again_one_row_at_a_time(
@@ -401,8 +398,8 @@ async def test_a_produce_request_the_broker_refuses_is_sent_again_one_row_at_a_t
             future.set_result(None)
         return future
 
-    assert await publish_all(relay(kit.harness, kit.sessions, broker_limit, kit.clock)) == 3
-    rows = await outbox_rows(kit.engine, kit.harness)
+    assert await publish_all(kit.relay(broker_limit)) == 3
+    rows = await kit.outbox_rows()
     state = {
         r["id"]: ("published" if r["published_at"] else "parked" if r["parked_at"] else "waiting")
         for r in rows

@@ -12,7 +12,8 @@ from shared.clock import ManualClock
 from shared.messaging.retention import RetentionPeriods, messaging_retention, purge, run_purges
 from tests.polling import eventually
 
-from .helpers import T0, Harness, MessagingKit
+from .helpers import T0, Harness
+from .kit import MessagingKit
 
 PERIODS = RetentionPeriods(
     inbox=timedelta(days=30),

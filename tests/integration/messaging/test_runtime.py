@@ -23,16 +23,13 @@ from tests.topic_reader import TopicReader
 from .helpers import (
     SHIP_WINDOW,
     Harness,
-    MessagingKit,
-    effect_counts,
     encode,
     event_of,
     header,
     order_paid,
     order_shipped,
-    timer_rows,
-    unpublished_count,
 )
+from .kit import MessagingKit
 
 
 class Collector(TopicReader):
@@ -85,7 +82,7 @@ async def test_runtime_end_to_end(
         return await producer.send_and_wait(kit.harness.input_topic, value, key=key.encode())
 
     async def effects() -> dict[str, int]:
-        return dict(await effect_counts(kit.engine, kit.harness))
+        return dict(await kit.effect_counts())
 
     try:
         await asyncio.gather(runtime.start(), outputs.start())
@@ -148,7 +145,7 @@ async def test_runtime_end_to_end(
         applied_at_stop = set(await effects()) & set(ids.values())
         assert len(applied_at_stop) < len(stream), "the stream ended before the stop"
         # What committed before the stop was published at the stop.
-        assert await unpublished_count(kit.engine, kit.harness) == 0
+        assert await kit.unpublished_count() == 0
 
         # Sent while no runtime runs: picked up by the next one.
         late = await send("o-late", encode(order_paid("o-late", event_id="e-paid-late")))
@@ -198,7 +195,7 @@ async def test_runtime_end_to_end(
             what="ship deadlines fired",
         )
         assert "o-1" not in {e["data"]["order_id"] for e in breaches}
-        timers = await timer_rows(kit.engine, kit.harness)
+        timers = await kit.timer_rows()
         assert timers["o-1"]["cancelled_at"] is not None
         assert all(timers[o]["fired_at"] is not None for o in orders - {"o-1"})
         assert set(kit.harness.timer_calls.values()) == {1}

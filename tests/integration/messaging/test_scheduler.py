@@ -18,12 +18,9 @@ from .helpers import (
     SHIP_DEADLINE,
     T0,
     Harness,
-    MessagingKit,
-    effect_rows,
     outbox_rows,
-    scheduler,
-    timer_rows,
 )
+from .kit import MessagingKit
 
 
 async def set_timer(
@@ -74,8 +71,8 @@ async def test_timers_fire_once_when_due_and_never_when_cancelled(kit: Messaging
     await set_timer(kit.harness, kit.sessions, "o-moved", T0 + hour)
     await set_timer(kit.harness, kit.sessions, "o-moved", T0 + 3 * hour)  # re-set: moves it
     one, two = (
-        scheduler(kit.harness, kit.sessions, kit.clock),
-        scheduler(kit.harness, kit.sessions, kit.clock),
+        kit.scheduler(),
+        kit.scheduler(),
     )
 
     assert await one.run_due() == 0
@@ -97,20 +94,20 @@ async def test_timers_fire_once_when_due_and_never_when_cancelled(kit: Messaging
     assert await fired_refs(kit.engine, kit.harness) == ["o-1", "o-2", "o-moved"]
     assert kit.harness.timer_calls == {"o-1": 1, "o-2": 1, "o-moved": 1}
 
-    timers = await timer_rows(kit.engine, kit.harness)
+    timers = await kit.timer_rows()
     assert timers["o-1"]["fired_at"] == T0 + hour
     assert timers["o-moved"]["due_at"] == T0 + 3 * hour
     assert timers["o-cancelled"]["fired_at"] is None
     assert timers["o-cancelled"]["cancelled_at"] == T0
 
     # The emitted event's id derives from the timer, so it is stable across replays.
-    events = [parse_event(r["payload"]) for r in await outbox_rows(kit.engine, kit.harness)]
+    events = [parse_event(r["payload"]) for r in await kit.outbox_rows()]
     assert len({e.id for e in events}) == 3
     assert all(e.causationid and e.causationid.startswith("timer:") for e in events)
 
     # Cancelling a fired timer changes nothing; re-setting it arms it again.
     await cancel_timer(kit.harness, kit.sessions, "o-1", T0 + 10 * hour)
-    assert (await timer_rows(kit.engine, kit.harness))["o-1"]["cancelled_at"] is None
+    assert (await kit.timer_rows())["o-1"]["cancelled_at"] is None
     await set_timer(kit.harness, kit.sessions, "o-1", T0 + 11 * hour)
     kit.clock.set(T0 + 11 * hour)
     assert await one.run_all_due() == 1
@@ -120,7 +117,7 @@ async def test_timers_fire_once_when_due_and_never_when_cancelled(kit: Messaging
 async def test_racing_schedulers_fire_each_timer_exactly_once(kit: MessagingKit) -> None:
     refs = [f"o-{i}" for i in range(60)]
     await set_timers_due(kit.harness, kit.sessions, kit.clock, refs)
-    racers = [scheduler(kit.harness, kit.sessions, kit.clock, batch_size=7) for _ in range(3)]
+    racers = [kit.scheduler(batch_size=7) for _ in range(3)]
     fired = await asyncio.gather(*(r.run_all_due() for r in racers))
     # A scheduler can stop early when the rows it saw were taken by another; sweep up.
     fired.append(await racers[0].run_all_due())
@@ -128,7 +125,7 @@ async def test_racing_schedulers_fire_each_timer_exactly_once(kit: MessagingKit)
     assert sum(fired) == 60
     assert sorted(await fired_refs(kit.engine, kit.harness)) == sorted(refs)
     assert set(kit.harness.timer_calls.values()) == {1}
-    assert len(await effect_rows(kit.engine, kit.harness)) == 60
+    assert len(await kit.effect_rows()) == 60
 
 
 async def test_failing_timer_is_retried_with_backoff_then_parked(kit: MessagingKit) -> None:
@@ -136,11 +133,11 @@ async def test_failing_timer_is_retried_with_backoff_then_parked(kit: MessagingK
     await set_timer(kit.harness, kit.sessions, "o-broken", T0)
     kit.harness.timer_faults["o-flaky"] = [ValueError("first"), ValueError("second")]
     kit.harness.timer_faults["o-broken"] = [KeyError(f"try {i}") for i in range(100)]
-    s = scheduler(kit.harness, kit.sessions, kit.clock)
+    s = kit.scheduler()
 
     for attempt in range(1, MAX_TIMER_ATTEMPTS + 1):
         await s.run_all_due()
-        timers = await timer_rows(kit.engine, kit.harness)
+        timers = await kit.timer_rows()
         broken = timers["o-broken"]
         assert broken["attempts"] == attempt
         assert broken["fired_at"] is None
@@ -150,7 +147,7 @@ async def test_failing_timer_is_retried_with_backoff_then_parked(kit: MessagingK
             assert broken["due_at"] == kit.clock.now() + timedelta(minutes=2**attempt)
             kit.clock.set(broken["due_at"] - timedelta(seconds=1))
             await s.run_all_due()
-            assert (await timer_rows(kit.engine, kit.harness))["o-broken"]["attempts"] == attempt
+            assert (await kit.timer_rows())["o-broken"]["attempts"] == attempt
             kit.clock.set(broken["due_at"])
         else:
             assert broken["cancelled_at"] == kit.clock.now()  # parked
@@ -158,13 +155,13 @@ async def test_failing_timer_is_retried_with_backoff_then_parked(kit: MessagingK
     kit.clock.advance(timedelta(days=30))
     await s.run_all_due()
     assert kit.harness.timer_calls["o-broken"] == MAX_TIMER_ATTEMPTS
-    timers = await timer_rows(kit.engine, kit.harness)
+    timers = await kit.timer_rows()
     assert timers["o-broken"]["attempts"] == MAX_TIMER_ATTEMPTS
     # The flaky one succeeded on its third call and fired once; failed calls left no trace.
     assert kit.harness.timer_calls["o-flaky"] == 3
     assert timers["o-flaky"]["fired_at"] is not None
     assert await fired_refs(kit.engine, kit.harness) == ["o-flaky"]
-    assert [r["order_id"] for r in await effect_rows(kit.engine, kit.harness)] == ["o-flaky"]
+    assert [r["order_id"] for r in await kit.effect_rows()] == ["o-flaky"]
 
 
 @pytest.mark.parametrize("fault", [ConnectionError("db gone"), TimeoutError("slow")])
@@ -175,13 +172,13 @@ async def test_transient_timer_failure_rolls_back_without_counting_an_attempt(
     await set_timer(kit.harness, kit.sessions, "o-2", T0 + timedelta(seconds=1))
     kit.harness.timer_faults["o-2"] = [fault]
     kit.clock.set(T0 + timedelta(minutes=1))
-    s = scheduler(kit.harness, kit.sessions, kit.clock)
+    s = kit.scheduler()
     with pytest.raises(type(fault)):
         await s.run_due()
-    timers = await timer_rows(kit.engine, kit.harness)
+    timers = await kit.timer_rows()
     assert [timers[r]["fired_at"] for r in ("o-1", "o-2")] == [None, None]
     assert [timers[r]["attempts"] for r in ("o-1", "o-2")] == [0, 0]
-    assert await outbox_rows(kit.engine, kit.harness) == []
+    assert await kit.outbox_rows() == []
 
     assert await s.run_all_due() == 2
     assert sorted(await fired_refs(kit.engine, kit.harness)) == ["o-1", "o-2"]
@@ -192,8 +189,8 @@ async def test_a_batch_fired_in_concurrent_transactions_fires_each_timer_once(
 ) -> None:
     refs = [f"c-{i}" for i in range(40)]
     await set_timers_due(kit.harness, kit.sessions, kit.clock, refs)
-    split = scheduler(kit.harness, kit.sessions, kit.clock, batch_size=25, concurrency=4)
-    racers = [split, scheduler(kit.harness, kit.sessions, kit.clock, batch_size=7)]
+    split = kit.scheduler(batch_size=25, concurrency=4)
+    racers = [split, kit.scheduler(batch_size=7)]
     fired = await asyncio.gather(*(r.run_all_due() for r in racers))
     fired.append(await split.run_all_due())
     assert sum(fired) == 40
@@ -230,9 +227,7 @@ async def test_work_outside_the_transaction_runs_after_commit_and_is_recorded(
 
     for ref in ("w-1", "w-2", "w-bad"):
         await set_timer(kit.harness, kit.sessions, ref, T0)
-    runner = scheduler(
-        kit.harness, kit.sessions, kit.clock, {SHIP_DEADLINE: handler}, concurrency=2
-    )
+    runner = kit.scheduler({SHIP_DEADLINE: handler}, concurrency=2)
     assert await runner.run_due() == 3
     assert seen_during_call == [T0, T0, T0]
     # A call that raised records nothing: the handler's own timers are there to retry it.

@@ -25,15 +25,12 @@ from tests.polling import eventually
 
 from .helpers import (
     Harness,
-    MessagingKit,
-    effect_counts,
     encode,
     order_paid,
     order_shipped,
-    outbox_rows,
-    processor,
     records,
 )
+from .kit import MessagingKit
 from .test_consumer import dead_letters
 from .test_runtime import new_runtime
 
@@ -94,7 +91,7 @@ async def test_a_consumer_stalled_past_max_poll_interval_loses_nothing_and_appli
         return sent.partition, sent.offset
 
     async def effects() -> dict[str, int]:
-        return dict(await effect_counts(kit.engine, kit.harness))
+        return dict(await kit.effect_counts())
 
     try:
         await asyncio.gather(*(runtime.start() for runtime in runtimes))
@@ -139,18 +136,14 @@ async def test_the_event_by_event_path_keeps_inside_its_budget_and_always_moves_
         elapsed[0] += 6.0  # each event takes 6 s; the budget is 10
         await kit.harness.on_paid(event, ctx)
 
-    kit.harness.faults["o-bad"] = ValueError(
-        "a bug"
-    )  # sends the batch down the event-by-event path
+    # Sends the batch down the event-by-event path.
+    kit.harness.faults["o-bad"] = ValueError("a bug")
     orders = ["o-1", "o-2", "o-bad", "o-3", "o-4"]
     batch = records(
         kit.harness.input_topic,
         [(order, encode(order_paid(order, event_id=f"e-{order}"))) for order in orders],
     )
-    consumer = processor(
-        kit.harness,
-        kit.sessions,
-        kit.clock,
+    consumer = kit.processor(
         handlers={ORDER_PAID: slow_paid},
         budget=10.0,
         monotonic=lambda: elapsed[0],
@@ -166,13 +159,13 @@ async def test_the_event_by_event_path_keeps_inside_its_budget_and_always_moves_
         raise AssertionError(f"the batch never completed: cuts after {cuts}")
     # Over budget, each round committed a prefix that reached one record further.
     assert cuts == [1, 2, 3, 4]
-    assert await effect_counts(kit.engine, kit.harness) == {
+    assert await kit.effect_counts() == {
         "e-o-1": 1,
         "e-o-2": 1,
         "e-o-3": 1,
         "e-o-4": 1,
     }
-    [(_, letter)] = dead_letters(await outbox_rows(kit.engine, kit.harness))
+    [(_, letter)] = dead_letters(await kit.outbox_rows())
     assert (letter.reason, letter.origin.offset) == ("handler_error", 2)
 
 
@@ -201,7 +194,7 @@ async def test_a_runtime_fetches_a_cut_batch_again_and_applies_each_event_once(
     expected = {f"e-{order}": 1 for order in orders[1:]}
 
     async def effects() -> dict[str, int]:
-        return dict(await effect_counts(kit.engine, kit.harness))
+        return dict(await kit.effect_counts())
 
     try:
         await runtime.start()
@@ -212,7 +205,7 @@ async def test_a_runtime_fetches_a_cut_batch_again_and_applies_each_event_once(
         # Cut and fetched again, never counted as a failure.
         assert seen[(0, len(orders) - 1)] >= 2
         assert failed == []
-        letters = dead_letters(await outbox_rows(kit.engine, kit.harness))
+        letters = dead_letters(await kit.outbox_rows())
         assert [(d.reason, d.origin.offset) for _, d in letters] == [("handler_error", 0)]
     finally:
         await runtime.stop()
@@ -242,10 +235,7 @@ async def test_the_last_resort_leaves_out_what_a_cut_round_applied(kit: Messagin
         kit.harness.input_topic,
         [(order, encode(order_paid(order, event_id=f"e-{order}"))) for order in orders],
     )
-    consumer = processor(
-        kit.harness,
-        kit.sessions,
-        kit.clock,
+    consumer = kit.processor(
         handlers={ORDER_PAID: slow_paid},
         lock_keys=lock_keys,
         budget=10.0,
@@ -258,8 +248,8 @@ async def test_the_last_resort_leaves_out_what_a_cut_round_applied(kit: Messagin
         with pytest.raises(ValueError):
             await consumer.process(batch)
     await consumer.process(batch)
-    assert await effect_counts(kit.engine, kit.harness) == {"e-o-1": 1}
-    letters = dead_letters(await outbox_rows(kit.engine, kit.harness))
+    assert await kit.effect_counts() == {"e-o-1": 1}
+    letters = dead_letters(await kit.outbox_rows())
     assert [(d.reason, d.origin.offset) for _, d in letters] == [
         ("batch_refused", 1),
         ("batch_refused", 2),

@@ -24,7 +24,8 @@ from shared.settings import Settings
 from shared.tracing import setup_tracing, tracing_configured
 from tests.polling import eventually
 
-from .helpers import MessagingKit, effect_counts, encode, order_paid, order_shipped
+from .helpers import encode, order_paid, order_shipped
+from .kit import MessagingKit
 
 
 def finished(exporter: InMemorySpanExporter, kind: SpanKind, suffix: str) -> list[ReadableSpan]:
@@ -68,7 +69,7 @@ async def test_a_processed_batch_and_its_outputs_are_traced(
             )
 
         async def applied() -> bool:
-            return sum((await effect_counts(kit.engine, kit.harness)).values()) == 2
+            return sum((await kit.effect_counts()).values()) == 2
 
         async def spans() -> list[ReadableSpan] | None:
             processed = finished(exporter, SpanKind.CONSUMER, " process")
