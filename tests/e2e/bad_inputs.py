@@ -25,6 +25,7 @@ be processed normally and kept or shown verbatim, never evaluated.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -272,10 +273,20 @@ def corpus(run: str, at: datetime) -> list[BadInput]:
         payments=[{"method": "alipay", "amount": 1000}],
     )
     add("refund-breakdown", topics.REFUNDS, encode(value), "invalid_data", k)
-    k = key("decision-empty-message")
-    value = event(
+
+    def bad_output(
+        name: str, topic: str, event_type: str, reason: str, data: Callable[[str], dict[str, Any]]
+    ) -> None:
+        """An event the services publish, whose data (built from its key) is wrong."""
+        k = key(name)
+        add(name, topic, encode(event(event_type, data(k), at, id=f"{k}-evt")), reason, k)
+
+    bad_output(
+        "decision-empty-message",
+        topics.RETURN_DECISIONS,
         "return.rejected",
-        {
+        "invalid_data",
+        lambda k: {
             "return_id": f"{k}-r",
             "order_id": k,
             "customer_id": k,
@@ -284,14 +295,13 @@ def corpus(run: str, at: datetime) -> list[BadInput]:
             "message": "",
             "decided_at": at.isoformat(),
         },
-        at,
-        id=f"{k}-evt",
     )
-    add("decision-empty-message", topics.RETURN_DECISIONS, encode(value), "invalid_data", k)
-    k = key("coupon-negative")
-    value = event(
+    bad_output(
+        "coupon-negative",
+        topics.COUPONS,
         "coupon.granted",
-        {
+        "negative_amount",
+        lambda k: {
             "coupon_id": f"{k}-cp",
             "customer_id": k,
             "order_id": k,
@@ -302,14 +312,13 @@ def corpus(run: str, at: datetime) -> list[BadInput]:
             "reason": "service_attitude",
             "granted_at": at.isoformat(),
         },
-        at,
-        id=f"{k}-evt",
     )
-    add("coupon-negative", topics.COUPONS, encode(value), "negative_amount", k)
-    k = key("reshipment-naive")
-    value = event(
+    bad_output(
+        "reshipment-naive",
+        topics.FULFILMENT,
         "reshipment.requested",
-        {
+        "naive_timestamp",
+        lambda k: {
             "order_id": k,
             "customer_id": k,
             "case": {"type": "return", "id": f"{k}-r"},
@@ -317,23 +326,19 @@ def corpus(run: str, at: datetime) -> list[BadInput]:
             "due_by": "2026-03-03T10:00:00",
             "requested_at": at.isoformat(),
         },
-        at,
-        id=f"{k}-evt",
     )
-    add("reshipment-naive", topics.FULFILMENT, encode(value), "naive_timestamp", k)
-    k = key("satisfaction-score")
-    value = event(
+    bad_output(
+        "satisfaction-score",
+        topics.FOLLOWUPS,
         "satisfaction.low",
-        {
+        "invalid_data",
+        lambda k: {
             "callback_id": f"{k}-cb",
             "customer_id": k,
             "cases": [{"type": "complaint", "id": f"{k}-c"}],
             "score": 9,
         },
-        at,
-        id=f"{k}-evt",
     )
-    add("satisfaction-score", topics.FOLLOWUPS, encode(value), "invalid_data", k)
     items.extend(hostile(run, at, start=len(items)))
     return items
 
@@ -394,26 +399,10 @@ def hostile(run: str, at: datetime, *, start: int = 0) -> list[BadInput]:
     items.append(
         BadInput("notification-on-orders", topics.ORDERS, k, encode(value), "unexpected_type")
     )
-    k = key("refund-issued-on-orders")
-    items.append(
-        BadInput(
-            "refund-issued-on-orders",
-            topics.ORDERS,
-            k,
-            encode(refund_issued(k, at)),
-            "unexpected_type",
-        )
-    )
-    k = key("refund-issued-on-returns")
-    items.append(
-        BadInput(
-            "refund-issued-on-returns",
-            topics.RETURNS,
-            k,
-            encode(refund_issued(k, at)),
-            "unexpected_type",
-        )
-    )
+    for topic, platform_topic in ((topics.ORDERS, "orders"), (topics.RETURNS, "returns")):
+        name = f"refund-issued-on-{platform_topic}"
+        k = key(name)
+        items.append(BadInput(name, topic, k, encode(refund_issued(k, at)), "unexpected_type"))
     # The refund ledger's internal request, on the platform's topic.
     k = key("refund-requested-on-orders")
     value = event(

@@ -50,6 +50,16 @@ def recording(built: list[dict[str, Any]]) -> type:
     return Client
 
 
+def recorded_clients(
+    monkeypatch: pytest.MonkeyPatch, module: object, *names: str
+) -> list[dict[str, Any]]:
+    """Replace the module's Kafka clients by recording fakes: the options each was built with."""
+    built: list[dict[str, Any]] = []
+    for name in names:
+        monkeypatch.setattr(module, name, recording(built))
+    return built
+
+
 def assert_sasl_ssl(options: dict[str, Any]) -> None:
     assert options["bootstrap_servers"] == "kafka-0:9093"
     assert options["security_protocol"] == "SASL_SSL"
@@ -62,9 +72,7 @@ def assert_sasl_ssl(options: dict[str, Any]) -> None:
 async def test_dlq_list_and_replay_connect_with_the_services_security(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    built: list[dict[str, Any]] = []
-    monkeypatch.setattr(deadletters, "AIOKafkaConsumer", recording(built))
-    monkeypatch.setattr(deadletters, "AIOKafkaProducer", recording(built))
+    built = recorded_clients(monkeypatch, deadletters, "AIOKafkaConsumer", "AIOKafkaProducer")
     with pytest.raises(Refused):
         await list_dead_letters(SASL_SSL, "returns", None, 10)
     with pytest.raises(Refused):
@@ -77,9 +85,7 @@ async def test_dlq_list_and_replay_connect_with_the_services_security(
 async def test_the_lag_reader_connects_with_the_services_security(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    built: list[dict[str, Any]] = []
-    monkeypatch.setattr(lag, "AIOKafkaConsumer", recording(built))
-    monkeypatch.setattr(lag, "AIOKafkaAdminClient", recording(built))
+    built = recorded_clients(monkeypatch, lag, "AIOKafkaConsumer", "AIOKafkaAdminClient")
     reader = ConsumerLag(service="returns", settings=SASL_SSL, group_id="g", topics=["orders"])
     with pytest.raises(Refused):
         await reader.refresh()

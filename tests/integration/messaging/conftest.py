@@ -15,6 +15,7 @@ from shared.settings import Settings
 from tests.harness import engine_at
 
 from .helpers import T0, Harness, create_schema, drop_schema, make_harness
+from .kit import MessagingKit
 
 
 @pytest.fixture(scope="session")
@@ -39,6 +40,16 @@ async def harness(engine: AsyncEngine) -> AsyncIterator[Harness]:
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock(T0)
+
+
+@pytest.fixture
+def kit(
+    harness: Harness,
+    engine: AsyncEngine,
+    sessions: async_sessionmaker[AsyncSession],
+    clock: ManualClock,
+) -> MessagingKit:
+    return MessagingKit(harness, engine, sessions, clock)
 
 
 @pytest.fixture

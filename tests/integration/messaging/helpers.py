@@ -12,17 +12,30 @@ import json
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
-from sqlalchemy import BigInteger, Column, Integer, MetaData, Table, Text, func, select, text
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    event,
+    func,
+    select,
+    text,
+)
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from aftersales_dev import events
 from aftersales_dev.events import cloud_event, kettle_order
 from shared.clock import Clock
 from shared.contracts import (
@@ -289,16 +302,10 @@ def order_paid(
     paid_at: str = "2024-05-01T10:00:00+08:00",
     customer_id: str = "c-1",
 ) -> dict[str, Any]:
-    buyer = {
-        "name": CUSTOMER_NAME,
-        "phone": CUSTOMER_PHONE,
-        "email": CUSTOMER_EMAIL,
-        "preferred_channel": "sms",
-    }
     data = kettle_order(
         order_id,
         customer_id,
-        buyer,
+        events.buyer(CUSTOMER_NAME, CUSTOMER_PHONE, CUSTOMER_EMAIL),
         paid_at=paid_at,
         amount=amount,
         shop_id="shop-1",
@@ -315,14 +322,13 @@ def order_shipped(
     tracking_no: str = "SF1234567890123",
     shipped_at: str = "2024-05-02T09:00:00+08:00",
 ) -> dict[str, Any]:
-    data = {
-        "order_id": order_id,
-        "shipped_at": shipped_at,
-        "carrier": "SF",
-        "tracking_no": tracking_no,
-    }
-    event_id = event_id or unique("evt-shipped-")
-    return cloud_event(ORDER_SHIPPED, data, shipped_at, id=event_id, source=SOURCE)
+    return events.order_shipped(
+        order_id,
+        at=datetime.fromisoformat(shipped_at),
+        tracking_no=tracking_no,
+        id=event_id or unique("evt-shipped-"),
+        source=SOURCE,
+    )
 
 
 def encode(document: dict[str, Any]) -> bytes:
@@ -430,3 +436,20 @@ def header(record: ConsumerRecord[Any, Any], name: str) -> bytes | None:
 
 def event_of(record: ConsumerRecord[Any, Any]) -> dict[str, Any]:
     return json.loads(record.value)  # type: ignore[no-any-return]
+
+
+@contextmanager
+def statements_sent(
+    engine: AsyncEngine, kinds: Callable[[str], Iterable[str]]
+) -> Iterator[Counter[str]]:
+    """Count the statements sent through `engine`, under the kinds `kinds` names for each."""
+    seen: Counter[str] = Counter()
+
+    def count(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        seen.update(kinds(statement))
+
+    event.listen(engine.sync_engine, "before_cursor_execute", count)
+    try:
+        yield seen
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", count)

@@ -8,9 +8,7 @@ import json
 import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from shared.clock import ManualClock
 from shared.contracts import (
     EVENT_DEADLETTERED,
     NOTIFICATION_REQUESTED,
@@ -28,16 +26,12 @@ from .helpers import (
     CUSTOMER_EMAIL,
     CUSTOMER_NAME,
     CUSTOMER_PHONE,
-    Harness,
-    effect_counts,
     encode,
-    inbox_ids,
     order_paid,
     order_shipped,
-    outbox_rows,
-    processor,
     records,
 )
+from .kit import MessagingKit
 
 
 def dead_letters(rows: list[dict[str, object]]) -> list[tuple[dict[str, object], DeadLettered]]:
@@ -51,12 +45,7 @@ def dead_letters(rows: list[dict[str, object]]) -> list[tuple[dict[str, object],
     return out
 
 
-async def test_batch_with_valid_duplicate_and_invalid_events(
-    harness: Harness,
-    sessions: async_sessionmaker[AsyncSession],
-    engine: AsyncEngine,
-    clock: ManualClock,
-) -> None:
+async def test_batch_with_valid_duplicate_and_invalid_events(kit: MessagingKit) -> None:
     paid = order_paid("o-1", event_id="e-paid-1")
     shipped = order_shipped("o-1", event_id="e-shipped-1")
 
@@ -72,7 +61,7 @@ async def test_batch_with_valid_duplicate_and_invalid_events(
     malformed = encode(order_paid("o-5", event_id="e-malformed"))[:-40]  # cut mid-document
 
     batch = records(
-        harness.input_topic,
+        kit.harness.input_topic,
         [
             ("o-1", encode(paid)),
             ("o-1", encode(paid)),  # the same event delivered twice in one batch
@@ -85,16 +74,16 @@ async def test_batch_with_valid_duplicate_and_invalid_events(
         partition=2,
         start=40,
     )
-    await processor(harness, sessions, clock).process(batch)
+    await kit.processor().process(batch)
 
-    assert await effect_counts(engine, harness) == {"e-paid-1": 1, "e-shipped-1": 1}
-    assert await inbox_ids(engine, harness) == {"e-paid-1", "e-shipped-1"}
+    assert await kit.effect_counts() == {"e-paid-1": 1, "e-shipped-1": 1}
+    assert await kit.inbox_ids() == {"e-paid-1", "e-shipped-1"}
 
-    rows = await outbox_rows(engine, harness)
+    rows = await kit.outbox_rows()
     outputs = [row for row in rows if row["event_type"] == NOTIFICATION_REQUESTED]
     assert [(row["topic"], row["key"]) for row in outputs] == [
-        (harness.output_topic, "o-1"),
-        (harness.output_topic, "o-1"),
+        (kit.harness.output_topic, "o-1"),
+        (kit.harness.output_topic, "o-1"),
     ]
     assert [parse_event(row["payload"]).causationid for row in outputs] == [
         "e-paid-1",
@@ -112,12 +101,12 @@ async def test_batch_with_valid_duplicate_and_invalid_events(
     }
     for offset, (reason, key) in expected.items():
         row, data = by_offset[offset]
-        assert row["topic"] == dead_letter_topic(harness.name)
+        assert row["topic"] == dead_letter_topic(kit.harness.name)
         assert row["key"] == key
         assert data.reason == reason
         assert data.detail
-        assert data.service == harness.name
-        assert (data.origin.topic, data.origin.partition) == (harness.input_topic, 2)
+        assert data.service == kit.harness.name
+        assert (data.origin.topic, data.origin.partition) == (kit.harness.input_topic, 2)
         assert data.key == key
         # No personal data of the buyer, anywhere in the dead letter.
         payload = row["payload"].decode("utf-8")  # type: ignore[attr-defined]
@@ -131,46 +120,41 @@ async def test_batch_with_valid_duplicate_and_invalid_events(
     assert negative_copy["data"]["customer"]["preferred_channel"] == "sms"
 
     # Processing the same batch again (a redelivery) changes nothing.
-    before = await outbox_rows(engine, harness)
-    await processor(harness, sessions, clock).process(batch)
-    assert await effect_counts(engine, harness) == {"e-paid-1": 1, "e-shipped-1": 1}
-    assert [row["event_id"] for row in await outbox_rows(engine, harness)] == [
+    before = await kit.outbox_rows()
+    await kit.processor().process(batch)
+    assert await kit.effect_counts() == {"e-paid-1": 1, "e-shipped-1": 1}
+    assert [row["event_id"] for row in await kit.outbox_rows()] == [
         row["event_id"] for row in before
     ]
 
 
-async def test_handler_error_is_dead_lettered_and_the_rest_commits(
-    harness: Harness,
-    sessions: async_sessionmaker[AsyncSession],
-    engine: AsyncEngine,
-    clock: ManualClock,
-) -> None:
-    harness.faults["o-bad"] = ValueError(f"cannot handle buyer {CUSTOMER_PHONE}")
+async def test_handler_error_is_dead_lettered_and_the_rest_commits(kit: MessagingKit) -> None:
+    kit.harness.faults["o-bad"] = ValueError(f"cannot handle buyer {CUSTOMER_PHONE}")
     batch = records(
-        harness.input_topic,
+        kit.harness.input_topic,
         [
             ("o-1", encode(order_paid("o-1", event_id="e-1"))),
             ("o-bad", encode(order_paid("o-bad", event_id="e-bad"))),
             ("o-2", encode(order_paid("o-2", event_id="e-2"))),
         ],
     )
-    await processor(harness, sessions, clock).process(batch)
+    await kit.processor().process(batch)
 
     # The failing handler's own writes are rolled back (its savepoint), the others commit.
-    assert await effect_counts(engine, harness) == {"e-1": 1, "e-2": 1}
-    assert await inbox_ids(engine, harness) == {"e-1", "e-2"}
-    async with engine.connect() as conn:
-        orders = set((await conn.execute(select(harness.orders.c.order_id))).scalars())
-        timers = set((await conn.execute(select(harness.tables.timers.c.ref))).scalars())
+    assert await kit.effect_counts() == {"e-1": 1, "e-2": 1}
+    assert await kit.inbox_ids() == {"e-1", "e-2"}
+    async with kit.engine.connect() as conn:
+        orders = set((await conn.execute(select(kit.harness.orders.c.order_id))).scalars())
+        timers = set((await conn.execute(select(kit.harness.tables.timers.c.ref))).scalars())
     assert orders == timers == {"o-1", "o-2"}
 
-    rows = await outbox_rows(engine, harness)
+    rows = await kit.outbox_rows()
     letters = dead_letters(rows)
     assert len(letters) == 1
     row, data = letters[0]
     assert data.reason == "handler_error"
     assert (data.origin.topic, data.origin.partition, data.origin.offset) == (
-        harness.input_topic,
+        kit.harness.input_topic,
         0,
         1,
     )
@@ -183,8 +167,8 @@ async def test_handler_error_is_dead_lettered_and_the_rest_commits(
     assert copy["id"] == "e-bad"
     assert copy["data"]["order_id"] == "o-bad"
     assert [r["event_id"] for r in rows if r["event_type"] == NOTIFICATION_REQUESTED] == [
-        deterministic_id(harness.name, "e-1", NOTIFICATION_REQUESTED, ""),
-        deterministic_id(harness.name, "e-2", NOTIFICATION_REQUESTED, ""),
+        deterministic_id(kit.harness.name, "e-1", NOTIFICATION_REQUESTED, ""),
+        deterministic_id(kit.harness.name, "e-2", NOTIFICATION_REQUESTED, ""),
     ]
 
 
@@ -194,14 +178,10 @@ async def test_handler_error_is_dead_lettered_and_the_rest_commits(
     ids=["ConnectionError", "OSError"],
 )
 async def test_transient_failure_rolls_back_the_batch_and_a_retry_applies_it_once(
-    harness: Harness,
-    sessions: async_sessionmaker[AsyncSession],
-    engine: AsyncEngine,
-    clock: ManualClock,
-    fault: BaseException,
+    kit: MessagingKit, fault: BaseException
 ) -> None:
     batch = records(
-        harness.input_topic,
+        kit.harness.input_topic,
         [
             ("o-1", encode(order_paid("o-1", event_id="e-1"))),
             ("o-x", b"{not json"),
@@ -209,55 +189,45 @@ async def test_transient_failure_rolls_back_the_batch_and_a_retry_applies_it_onc
             ("o-3", encode(order_paid("o-3", event_id="e-3"))),
         ],
     )
-    harness.faults["o-2"] = fault
+    kit.harness.faults["o-2"] = fault
     with pytest.raises(type(fault)):
-        await processor(harness, sessions, clock).process(batch)
+        await kit.processor().process(batch)
 
-    assert await effect_counts(engine, harness) == {}
-    assert await inbox_ids(engine, harness) == set()
-    assert await outbox_rows(engine, harness) == []
+    assert await kit.effect_counts() == {}
+    assert await kit.inbox_ids() == set()
+    assert await kit.outbox_rows() == []
 
-    del harness.faults["o-2"]
-    await processor(harness, sessions, clock).process(batch)
-    await processor(harness, sessions, clock).process(batch)  # and once more: no effect
-    assert await effect_counts(engine, harness) == {"e-1": 1, "e-2": 1, "e-3": 1}
-    rows = await outbox_rows(engine, harness)
+    del kit.harness.faults["o-2"]
+    await kit.processor().process(batch)
+    await kit.processor().process(batch)  # and once more: no effect
+    assert await kit.effect_counts() == {"e-1": 1, "e-2": 1, "e-3": 1}
+    rows = await kit.outbox_rows()
     assert (
         sorted(r["event_type"] for r in rows) == [EVENT_DEADLETTERED] + [NOTIFICATION_REQUESTED] * 3
     )
 
 
-async def test_concurrent_deliveries_of_one_event_apply_it_once(
-    harness: Harness,
-    sessions: async_sessionmaker[AsyncSession],
-    engine: AsyncEngine,
-    clock: ManualClock,
-) -> None:
-    harness.handler_delay = 0.05  # keep the first transaction open while the others arrive
+async def test_concurrent_deliveries_of_one_event_apply_it_once(kit: MessagingKit) -> None:
+    kit.harness.handler_delay = 0.05  # keep the first transaction open while the others arrive
     events = [encode(order_paid(f"o-{i}", event_id=f"e-{i}")) for i in range(5)]
     batches = [
-        records(harness.input_topic, [(f"o-{i}", value) for i, value in enumerate(events)])
+        records(kit.harness.input_topic, [(f"o-{i}", value) for i, value in enumerate(events)])
         for _ in range(3)
     ]
-    await asyncio.gather(*(processor(harness, sessions, clock).process(b) for b in batches))
-    assert await effect_counts(engine, harness) == {f"e-{i}": 1 for i in range(5)}
-    assert len(await outbox_rows(engine, harness)) == 5
+    await asyncio.gather(*(kit.processor().process(b) for b in batches))
+    assert await kit.effect_counts() == {f"e-{i}": 1 for i in range(5)}
+    assert len(await kit.outbox_rows()) == 5
 
 
-async def test_personal_data_of_an_unparseable_order_is_redacted(
-    harness: Harness,
-    sessions: async_sessionmaker[AsyncSession],
-    engine: AsyncEngine,
-    clock: ManualClock,
-) -> None:
+async def test_personal_data_of_an_unparseable_order_is_redacted(kit: MessagingKit) -> None:
     # Not JSON at all (a trailing comma), so the copy is free text: still no phone or e-mail.
     broken = encode(order_paid("o-1", event_id="e-1"))[:-2] + b",}}"
     # A JSON document whose customer is not an object: free text, redacted as well.
     odd = order_paid("o-2", event_id="e-2")
     odd["data"]["customer"] = f"{CUSTOMER_PHONE} / {CUSTOMER_EMAIL}"
-    batch = records(harness.input_topic, [("o-1", broken), ("o-2", encode(odd))])
-    await processor(harness, sessions, clock).process(batch)
-    letters = dead_letters(await outbox_rows(engine, harness))
+    batch = records(kit.harness.input_topic, [("o-1", broken), ("o-2", encode(odd))])
+    await kit.processor().process(batch)
+    letters = dead_letters(await kit.outbox_rows())
     assert [data.reason for _, data in letters] == ["malformed_json", "invalid_data"]
     for row, _ in letters:
         payload = row["payload"].decode("utf-8")  # type: ignore[attr-defined]
@@ -266,10 +236,7 @@ async def test_personal_data_of_an_unparseable_order_is_redacted(
 
 
 async def test_a_free_text_dead_letter_keeps_its_ids_readable_and_masks_phones(
-    harness: Harness,
-    sessions: async_sessionmaker[AsyncSession],
-    engine: AsyncEngine,
-    clock: ManualClock,
+    kit: MessagingKit,
 ) -> None:
     """Ids with digit runs (order, event, UUID-like) are not taken for phone numbers; a phone
     number in free text still is."""
@@ -277,10 +244,8 @@ async def test_a_free_text_dead_letter_keeps_its_ids_readable_and_masks_phones(
     paid = order_paid(order_id, event_id=event_id)
     paid["data"]["lines"][0]["title"] = "Kettle, call 13912345678 or tel:+86-139-1234-5679"
     broken = encode(paid)[:-2] + b",}}"  # not JSON: the copy is free text
-    await processor(harness, sessions, clock).process(
-        records(harness.input_topic, [(order_id, broken)])
-    )
-    ((_, data),) = dead_letters(await outbox_rows(engine, harness))
+    await kit.processor().process(records(kit.harness.input_topic, [(order_id, broken)]))
+    ((_, data),) = dead_letters(await kit.outbox_rows())
     assert data.reason == "malformed_json"
     assert order_id in data.value and event_id in data.value
     for secret in ("13912345678", "139-1234-5679", CUSTOMER_PHONE, CUSTOMER_EMAIL, CUSTOMER_NAME):
@@ -290,20 +255,16 @@ async def test_a_free_text_dead_letter_keeps_its_ids_readable_and_masks_phones(
 
 @pytest.mark.parametrize("depth", [100_000, 900], ids=["too-deep-to-parse", "deep"])
 async def test_deeply_nested_value_is_dead_lettered_and_does_not_block(
-    harness: Harness,
-    sessions: async_sessionmaker[AsyncSession],
-    engine: AsyncEngine,
-    clock: ManualClock,
-    depth: int,
+    kit: MessagingKit, depth: int
 ) -> None:
     nested = b'{"specversion": "1.0", "data": ' + b"[" * depth + b"]" * depth + b"}"
     batch = records(
-        harness.input_topic,
+        kit.harness.input_topic,
         [("o-1", nested), ("o-1", encode(order_paid("o-1", event_id="e-1")))],
     )
-    await processor(harness, sessions, clock).process(batch)
-    assert await effect_counts(engine, harness) == {"e-1": 1}
-    letters = dead_letters(await outbox_rows(engine, harness))
+    await kit.processor().process(batch)
+    assert await kit.effect_counts() == {"e-1": 1}
+    letters = dead_letters(await kit.outbox_rows())
     assert len(letters) == 1
     assert letters[0][1].origin.offset == 0
 
@@ -318,62 +279,46 @@ def raise_sqlstate(code: str) -> str:
     ids=["serialization_failure", "deadlock", "query_canceled"],
 )
 async def test_transient_database_error_rolls_back_the_whole_batch(
-    harness: Harness,
-    sessions: async_sessionmaker[AsyncSession],
-    engine: AsyncEngine,
-    clock: ManualClock,
-    sqlstate: str,
+    kit: MessagingKit, sqlstate: str
 ) -> None:
-    harness.faults["o-2"] = raise_sqlstate(sqlstate)
+    kit.harness.faults["o-2"] = raise_sqlstate(sqlstate)
     batch = records(
-        harness.input_topic,
+        kit.harness.input_topic,
         [
             ("o-1", encode(order_paid("o-1", event_id="e-1"))),
             ("o-2", encode(order_paid("o-2", event_id="e-2"))),
         ],
     )
     with pytest.raises(DBAPIError):
-        await processor(harness, sessions, clock).process(batch)
-    assert await effect_counts(engine, harness) == {}
-    assert await outbox_rows(engine, harness) == []
-    del harness.faults["o-2"]
-    await processor(harness, sessions, clock).process(batch)
-    assert await effect_counts(engine, harness) == {"e-1": 1, "e-2": 1}
+        await kit.processor().process(batch)
+    assert await kit.effect_counts() == {}
+    assert await kit.outbox_rows() == []
+    del kit.harness.faults["o-2"]
+    await kit.processor().process(batch)
+    assert await kit.effect_counts() == {"e-1": 1, "e-2": 1}
 
 
-async def test_deterministic_database_error_dead_letters_only_that_event(
-    harness: Harness,
-    sessions: async_sessionmaker[AsyncSession],
-    engine: AsyncEngine,
-    clock: ManualClock,
-) -> None:
-    harness.faults["o-2"] = "SELECT 1 / 0"  # 22012, the same on every delivery
+async def test_deterministic_database_error_dead_letters_only_that_event(kit: MessagingKit) -> None:
+    kit.harness.faults["o-2"] = "SELECT 1 / 0"  # 22012, the same on every delivery
     batch = records(
-        harness.input_topic,
+        kit.harness.input_topic,
         [
             ("o-1", encode(order_paid("o-1", event_id="e-1"))),
             ("o-2", encode(order_paid("o-2", event_id="e-2"))),
             ("o-3", encode(order_paid("o-3", event_id="e-3"))),
         ],
     )
-    await processor(harness, sessions, clock).process(batch)
-    assert await effect_counts(engine, harness) == {"e-1": 1, "e-3": 1}
-    letters = dead_letters(await outbox_rows(engine, harness))
+    await kit.processor().process(batch)
+    assert await kit.effect_counts() == {"e-1": 1, "e-3": 1}
+    letters = dead_letters(await kit.outbox_rows())
     assert [(d.reason, d.origin.offset) for _, d in letters] == [("handler_error", 1)]
     assert "DivisionByZero" in letters[0][1].detail or "division" in letters[0][1].detail
 
 
-async def test_ambiguous_json_is_kept_as_text_in_the_dead_letter(
-    harness: Harness,
-    sessions: async_sessionmaker[AsyncSession],
-    engine: AsyncEngine,
-    clock: ManualClock,
-) -> None:
+async def test_ambiguous_json_is_kept_as_text_in_the_dead_letter(kit: MessagingKit) -> None:
     value = encode(order_paid("o-1", event_id="e-1"))[:-1] + b', "id": "e-other"}'
-    await processor(harness, sessions, clock).process(
-        records(harness.input_topic, [("o-1", value)])
-    )
-    ((_, data),) = dead_letters(await outbox_rows(engine, harness))
+    await kit.processor().process(records(kit.harness.input_topic, [("o-1", value)]))
+    ((_, data),) = dead_letters(await kit.outbox_rows())
     assert data.reason == "malformed_json"
     # Both ids survive: a replay must not turn the ambiguous event into a valid one.
     assert '"id": "e-1"' in data.value and '"id": "e-other"' in data.value
@@ -381,10 +326,7 @@ async def test_ambiguous_json_is_kept_as_text_in_the_dead_letter(
 
 
 async def test_work_handed_outside_by_an_event_handler_is_refused_not_dropped(
-    harness: Harness,
-    sessions: async_sessionmaker[AsyncSession],
-    engine: AsyncEngine,
-    clock: ManualClock,
+    kit: MessagingKit,
 ) -> None:
     # Only the timer scheduler runs work handed to run_outside: from a consumer handler it
     # would never run, so the handler fails (the event is dead-lettered) instead.
@@ -399,9 +341,9 @@ async def test_work_handed_outside_by_an_event_handler_is_refused_not_dropped(
     async def hand_over(event: CloudEvent, ctx: HandlerContext) -> None:
         ctx.run_outside(call, record=record, lock_key="o-1")
 
-    batch = records(harness.input_topic, [("o-1", encode(order_paid("o-1", event_id="e-1")))])
-    await processor(harness, sessions, clock, {ORDER_PAID: hand_over}).process(batch)
+    batch = records(kit.harness.input_topic, [("o-1", encode(order_paid("o-1", event_id="e-1")))])
+    await kit.processor({ORDER_PAID: hand_over}).process(batch)
 
-    [(_, letter)] = dead_letters(await outbox_rows(engine, harness))
+    [(_, letter)] = dead_letters(await kit.outbox_rows())
     assert letter.reason == "handler_error" and "run_outside" in letter.detail
     assert calls == []

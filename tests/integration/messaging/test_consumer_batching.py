@@ -6,50 +6,32 @@ the outcome is the same as before the fast path existed."""
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 
-from sqlalchemy import event, text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy import text
 
-from shared.clock import ManualClock
 from shared.contracts import EVENT_DEADLETTERED, NOTIFICATION_REQUESTED, parse_event
 from shared.db import UnitOfWork, lock_id
 from shared.messaging.errors import Rejected
 
 from .helpers import (
     Harness,
-    effect_counts,
     encode,
-    inbox_ids,
     order_paid,
     order_shipped,
-    outbox_rows,
-    processor,
     records,
+    statements_sent,
 )
+from .kit import MessagingKit
 
 
-@contextmanager
-def statements(engine: AsyncEngine) -> Iterator[Counter[str]]:
-    """Count the statements sent, by their first words."""
-    seen: Counter[str] = Counter()
-
-    def count(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
-        words = statement.split()
-        kind = words[0].upper()
-        if kind == "SELECT" and "pg_advisory_xact_lock" in statement:
-            kind = "LOCK"
-        elif kind == "INSERT" and "inbox" in statement:
-            kind = "INBOX"
-        seen[kind] += 1
-
-    event.listen(engine.sync_engine, "before_cursor_execute", count)
-    try:
-        yield seen
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", count)
+def statement_kind(statement: str) -> list[str]:
+    """A statement by its first word; the advisory locks and inbox claims on their own."""
+    kind = statement.split()[0].upper()
+    if kind == "SELECT" and "pg_advisory_xact_lock" in statement:
+        kind = "LOCK"
+    elif kind == "INSERT" and "inbox" in statement:
+        kind = "INBOX"
+    return [kind]
 
 
 def batch_of(harness: Harness, orders: int) -> list:
@@ -62,46 +44,40 @@ def batch_of(harness: Harness, orders: int) -> list:
 
 
 async def test_a_clean_batch_takes_one_lock_and_one_inbox_statement_and_no_savepoint(
-    harness: Harness,
-    sessions: async_sessionmaker[AsyncSession],
-    engine: AsyncEngine,
-    clock: ManualClock,
+    kit: MessagingKit,
 ) -> None:
-    batch = batch_of(harness, 5)
-    with statements(engine) as seen:
-        await processor(harness, sessions, clock).process(batch)
+    batch = batch_of(kit.harness, 5)
+    with statements_sent(kit.engine, statement_kind) as seen:
+        await kit.processor().process(batch)
     assert seen["SAVEPOINT"] == 0
     assert seen["LOCK"] == 1
     assert seen["INBOX"] == 1
     expected = {f"e-{kind}-{i}": 1 for i in range(5) for kind in ("paid", "shipped")}
-    assert await effect_counts(engine, harness) == expected
-    assert await inbox_ids(engine, harness) == set(expected)
+    assert await kit.effect_counts() == expected
+    assert await kit.inbox_ids() == set(expected)
 
     # A redelivery of the whole batch: every event is a duplicate, nothing applies again.
-    before = await outbox_rows(engine, harness)
-    await processor(harness, sessions, clock).process(batch)
-    assert await effect_counts(engine, harness) == expected
-    assert await outbox_rows(engine, harness) == before
+    before = await kit.outbox_rows()
+    await kit.processor().process(batch)
+    assert await kit.effect_counts() == expected
+    assert await kit.outbox_rows() == before
 
 
 async def test_a_failing_handler_sends_the_batch_down_the_event_by_event_path(
-    harness: Harness,
-    sessions: async_sessionmaker[AsyncSession],
-    engine: AsyncEngine,
-    clock: ManualClock,
+    kit: MessagingKit,
 ) -> None:
-    harness.faults["o-3"] = ValueError("a bug")
-    batch = batch_of(harness, 5)
-    with statements(engine) as seen:
-        await processor(harness, sessions, clock).process(batch)
+    kit.harness.faults["o-3"] = ValueError("a bug")
+    batch = batch_of(kit.harness, 5)
+    with statements_sent(kit.engine, statement_kind) as seen:
+        await kit.processor().process(batch)
     assert seen["SAVEPOINT"] > 0  # the second, event-by-event application
     # The fast attempt's writes were rolled back: every other event applied exactly once.
-    counts = await effect_counts(engine, harness)
+    counts = await kit.effect_counts()
     assert counts == {
         f"e-{kind}-{i}": 1 for i in range(5) if i != 3 for kind in ("paid", "shipped")
     }
-    assert "e-paid-3" not in await inbox_ids(engine, harness)  # so a replay can apply it
-    rows = await outbox_rows(engine, harness)
+    assert "e-paid-3" not in await kit.inbox_ids()  # so a replay can apply it
+    rows = await kit.outbox_rows()
     letters = [parse_event(r["payload"]) for r in rows if r["event_type"] == EVENT_DEADLETTERED]
     assert sorted(letter.data.origin.offset for letter in letters) == [6, 7]  # type: ignore[union-attr]
     # Outputs in the order of the batch, as without the fast path.
@@ -113,44 +89,36 @@ async def test_a_failing_handler_sends_the_batch_down_the_event_by_event_path(
     assert causes == [f"e-{k}-{i}" for i in range(5) if i != 3 for k in ("paid", "shipped")]
 
 
-async def test_a_business_rejection_keeps_its_reason_after_the_fallback(
-    harness: Harness,
-    sessions: async_sessionmaker[AsyncSession],
-    engine: AsyncEngine,
-    clock: ManualClock,
-) -> None:
-    harness.faults["o-1"] = Rejected("unknown_callback", "no such callback")
-    await processor(harness, sessions, clock).process(batch_of(harness, 2))
+async def test_a_business_rejection_keeps_its_reason_after_the_fallback(kit: MessagingKit) -> None:
+    kit.harness.faults["o-1"] = Rejected("unknown_callback", "no such callback")
+    await kit.processor().process(batch_of(kit.harness, 2))
     letters = [
         parse_event(r["payload"]).data
-        for r in await outbox_rows(engine, harness)
+        for r in await kit.outbox_rows()
         if r["event_type"] == EVENT_DEADLETTERED
     ]
     assert [d.reason for d in letters] == ["unknown_callback", "unknown_callback"]  # type: ignore[union-attr]
-    assert await effect_counts(engine, harness) == {"e-paid-0": 1, "e-shipped-0": 1}
+    assert await kit.effect_counts() == {"e-paid-0": 1, "e-shipped-0": 1}
 
 
 async def test_a_database_error_in_the_fast_path_is_retried_event_by_event(
-    harness: Harness,
-    sessions: async_sessionmaker[AsyncSession],
-    engine: AsyncEngine,
-    clock: ManualClock,
+    kit: MessagingKit,
 ) -> None:
     # The error aborts the fast path's transaction; the events after it must still apply.
-    harness.faults["o-0"] = "SELECT 1 / 0"
-    await processor(harness, sessions, clock).process(batch_of(harness, 3))
-    assert await effect_counts(engine, harness) == {
+    kit.harness.faults["o-0"] = "SELECT 1 / 0"
+    await kit.processor().process(batch_of(kit.harness, 3))
+    assert await kit.effect_counts() == {
         f"e-{kind}-{i}": 1 for i in (1, 2) for kind in ("paid", "shipped")
     }
 
 
 async def test_one_lock_statement_holds_every_key_until_the_end_of_the_transaction(
-    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+    kit: MessagingKit,
 ) -> None:
     keys = [f"order-{i}" for i in range(50)]
-    async with UnitOfWork(sessions) as uow:
+    async with UnitOfWork(kit.sessions) as uow:
         await uow.lock(reversed(keys))
-        async with engine.connect() as other:
+        async with kit.engine.connect() as other:
             taken = [
                 await other.scalar(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": lock_id(k)})
                 for k in keys
@@ -158,7 +126,7 @@ async def test_one_lock_statement_holds_every_key_until_the_end_of_the_transacti
             await other.rollback()
         assert taken == [False] * len(keys)
         await uow.commit()
-    async with engine.connect() as other:
+    async with kit.engine.connect() as other:
         assert await other.scalar(
             text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": lock_id(keys[0])}
         )
@@ -166,17 +134,14 @@ async def test_one_lock_statement_holds_every_key_until_the_end_of_the_transacti
 
 
 async def test_overlapping_batches_in_opposite_orders_neither_deadlock_nor_double_apply(
-    harness: Harness,
-    sessions: async_sessionmaker[AsyncSession],
-    engine: AsyncEngine,
-    clock: ManualClock,
+    kit: MessagingKit,
 ) -> None:
-    harness.handler_delay = 0.01
-    batch = batch_of(harness, 8)
+    kit.harness.handler_delay = 0.01
+    batch = batch_of(kit.harness, 8)
     await asyncio.gather(
-        processor(harness, sessions, clock).process(batch),
-        processor(harness, sessions, clock).process(list(reversed(batch))),
-        processor(harness, sessions, clock).process(batch[3:] + batch[:3]),
+        kit.processor().process(batch),
+        kit.processor().process(list(reversed(batch))),
+        kit.processor().process(batch[3:] + batch[:3]),
     )
     expected = {f"e-{kind}-{i}": 1 for i in range(8) for kind in ("paid", "shipped")}
-    assert await effect_counts(engine, harness) == expected
+    assert await kit.effect_counts() == expected

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from shared.clock import ManualClock
 from shared.contracts import DeadLettered, parse_event
 from shared.messaging.deadletters import list_dead_letters, read_topic, replay_dead_letters
 from shared.messaging.relay import CONTENT_TYPE
@@ -13,68 +11,64 @@ from shared.messaging.runtime import ServiceRuntime
 from shared.settings import Settings
 
 from .helpers import (
-    Harness,
-    effect_counts,
     encode,
     header,
     order_paid,
     order_shipped,
-    processor,
     read_partitions,
     records,
 )
+from .kit import MessagingKit
 
 # Order ids and tracking numbers are often long digit runs; a replay must keep them intact.
 DIGIT_ORDER = "2024050100012345"
 
 
 async def test_read_topic_returns_every_record(
-    harness: Harness,
-    sessions: async_sessionmaker[AsyncSession],
-    settings: Settings,
-    runtime: ServiceRuntime,
-    clock: ManualClock,
+    kit: MessagingKit, settings: Settings, runtime: ServiceRuntime
 ) -> None:
     values = [(f"o-{i % 3}", b'{"broken": ' + str(i).encode()) for i in range(9)]
-    await processor(harness, sessions, clock).process(records(harness.input_topic, values))
+    await kit.processor().process(records(kit.harness.input_topic, values))
     await runtime.relay.drain()
 
     got = [
         item
-        async for item in read_topic(settings.kafka_bootstrap_servers, harness.dead_letter_topic)
+        async for item in read_topic(
+            settings.kafka_bootstrap_servers, kit.harness.dead_letter_topic
+        )
     ]
-    expected = await read_partitions(settings.kafka_bootstrap_servers, harness.dead_letter_topic)
+    expected = await read_partitions(
+        settings.kafka_bootstrap_servers, kit.harness.dead_letter_topic
+    )
     assert len(expected) == 9
     assert sorted(got) == sorted((r.partition, r.offset, r.value) for r in expected)
     offsets = sorted(parse_event(v).data.origin.offset for _, _, v in got)  # type: ignore[union-attr]
     assert offsets == list(range(9))
 
     assert [
-        item async for item in read_topic(settings.kafka_bootstrap_servers, harness.output_topic)
+        item
+        async for item in read_topic(settings.kafka_bootstrap_servers, kit.harness.output_topic)
     ] == []
     assert [
         item
         async for item in read_topic(
-            settings.kafka_bootstrap_servers, f"{harness.output_topic}.missing"
+            settings.kafka_bootstrap_servers, f"{kit.harness.output_topic}.missing"
         )
     ] == []
 
 
 async def test_replay_republishes_to_the_origin_and_the_fixed_consumer_applies_it(
-    harness: Harness,
-    sessions: async_sessionmaker[AsyncSession],
-    engine: AsyncEngine,
+    kit: MessagingKit,
     settings: Settings,
     runtime: ServiceRuntime,
-    clock: ManualClock,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     bootstrap = settings.kafka_bootstrap_servers
     paid = order_paid(DIGIT_ORDER, event_id="e-paid")
     shipped = order_shipped(DIGIT_ORDER, event_id="e-shipped", tracking_no="SF1234567890123")
-    harness.faults[DIGIT_ORDER] = ValueError("a bug in the handler")
+    kit.harness.faults[DIGIT_ORDER] = ValueError("a bug in the handler")
     batch = records(
-        harness.input_topic,
+        kit.harness.input_topic,
         [
             (DIGIT_ORDER, encode(paid)),
             (DIGIT_ORDER, encode(shipped)),
@@ -83,24 +77,28 @@ async def test_replay_republishes_to_the_origin_and_the_fixed_consumer_applies_i
         partition=1,
         start=7,
     )
-    await processor(harness, sessions, clock).process(batch)
+    await kit.processor().process(batch)
     await runtime.relay.drain()
-    assert await effect_counts(engine, harness) == {}
+    assert await kit.effect_counts() == {}
 
-    assert await list_dead_letters(settings, harness.name, None, 100) == 0
+    assert await list_dead_letters(settings, kit.harness.name, None, 100) == 0
     listed = capsys.readouterr()
     assert "3 dead letter(s)" in listed.err
-    assert f"{harness.input_topic}/1@9  malformed_json" in listed.out
+    assert f"{kit.harness.input_topic}/1@9  malformed_json" in listed.out
 
     # The bug is fixed; replay the handler errors only. order.paid carries the buyer's contact
     # data, masked in its dead letter: replayed, it would pass the mask off as the buyer's.
-    del harness.faults[DIGIT_ORDER]
-    assert await replay_dead_letters(settings, harness.name, "handler_error", 100, clock) == 0
+    del kit.harness.faults[DIGIT_ORDER]
+    assert (
+        await replay_dead_letters(settings, kit.harness.name, "handler_error", 100, kit.clock) == 0
+    )
     output = capsys.readouterr()
     assert output.out.count("not replayed") == 1
-    assert f"not replayed {harness.input_topic}/1@7: order.paid carries the buyer's" in output.out
+    assert (
+        f"not replayed {kit.harness.input_topic}/1@7: order.paid carries the buyer's" in output.out
+    )
     assert "1 replayed, 0 skipped (truncated), 1 refused" in output.err
-    replayed = await read_partitions(bootstrap, harness.input_topic)
+    replayed = await read_partitions(bootstrap, kit.harness.input_topic)
     assert len(replayed) == 1
     for record in replayed:
         assert record.key == DIGIT_ORDER.encode()
@@ -111,14 +109,15 @@ async def test_replay_republishes_to_the_origin_and_the_fixed_consumer_applies_i
     ).model_dump(mode="json")
 
     # Consumed again (as the runtime would), the replayed event is applied once.
-    again = records(harness.input_topic, [(DIGIT_ORDER, replayed[0].value)], start=100)
-    await processor(harness, sessions, clock).process(again)
-    await processor(harness, sessions, clock).process(again)
-    assert await effect_counts(engine, harness) == {"e-shipped": 1}
+    again = records(kit.harness.input_topic, [(DIGIT_ORDER, replayed[0].value)], start=100)
+    await kit.processor().process(again)
+    await kit.processor().process(again)
+    assert await kit.effect_counts() == {"e-shipped": 1}
 
     # Dead letters are never lost by a replay: the topic still has all three.
     letters = [
-        parse_event(v).data async for _, _, v in read_topic(bootstrap, harness.dead_letter_topic)
+        parse_event(v).data
+        async for _, _, v in read_topic(bootstrap, kit.harness.dead_letter_topic)
     ]
     assert all(isinstance(d, DeadLettered) for d in letters)
     assert sorted(d.reason for d in letters) == [  # type: ignore[union-attr]

@@ -5,31 +5,23 @@ was queued already (the batch is then applied again the exact way), metrics coun
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import event, select
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from shared.clock import ManualClock
 from shared.contracts import NOTIFICATION_REQUESTED, ORDER_PAID, CloudEvent, deterministic_id
 from shared.messaging.context import EventHandler, HandlerContext
 
 from .helpers import (
     Harness,
-    effect_counts,
     encode,
-    inbox_ids,
     order_paid,
     order_shipped,
-    outbox_rows,
-    processor,
     records,
-    timer_rows,
+    statements_sent,
 )
+from .kit import MessagingKit
 
 
 class Tally:
@@ -55,25 +47,15 @@ def counting(harness: Harness, tally: Tally) -> dict[str, EventHandler]:
     return handlers
 
 
-@contextmanager
-def writes(engine: AsyncEngine) -> Iterator[Counter[str]]:
-    """Statements sent, as 'VERB table' for the outbox, timers and journal, 'SAVEPOINT' for
-    savepoints."""
-    seen: Counter[str] = Counter()
-
-    def count(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
-        verb = statement.split()[0].upper()
-        for table in ("outbox", "timers", "journal"):
-            if verb in ("INSERT", "UPDATE") and f".{table}" in statement.split("(")[0]:
-                seen[f"{verb} {table}"] += 1
-        if verb == "SAVEPOINT":
-            seen[verb] += 1
-
-    event.listen(engine.sync_engine, "before_cursor_execute", count)
-    try:
-        yield seen
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", count)
+def write_kind(statement: str) -> list[str]:
+    """'VERB table' for writes to the outbox, timers and journal, 'SAVEPOINT' for savepoints."""
+    verb = statement.split()[0].upper()
+    if verb == "SAVEPOINT":
+        return [verb]
+    if verb not in ("INSERT", "UPDATE"):
+        return []
+    target = statement.split("(")[0]
+    return [f"{verb} {table}" for table in ("outbox", "timers", "journal") if f".{table}" in target]
 
 
 def paid_then_shipped(orders: range) -> list[tuple[str, bytes]]:
@@ -89,24 +71,21 @@ def timers_of(rows: dict[str, dict[str, Any]]) -> dict[str, tuple[Any, bool]]:
 
 
 async def test_a_batch_writes_its_outbox_timers_and_journal_in_one_statement_each(
-    harness: Harness,
-    sessions: async_sessionmaker[AsyncSession],
-    engine: AsyncEngine,
-    clock: ManualClock,
+    kit: MessagingKit,
 ) -> None:
     # Orders 0-9 paid and shipped, 10-14 only paid: ten timers cancelled, five left live.
     values = paid_then_shipped(range(10)) + [
         (f"o-{i}", encode(order_paid(f"o-{i}", event_id=f"e-paid-{i}"))) for i in range(10, 15)
     ]
-    with writes(engine) as seen:
-        await processor(harness, sessions, clock).process(records(harness.input_topic, values))
+    with statements_sent(kit.engine, write_kind) as seen:
+        await kit.processor().process(records(kit.harness.input_topic, values))
     assert seen == {
         "INSERT outbox": 1,
         "INSERT timers": 1,
         "UPDATE timers": 1,
         "INSERT journal": 1,  # the 25 events taken in and the 25 queued out
     }
-    timers = timers_of(await timer_rows(engine, harness))
+    timers = timers_of(await kit.timer_rows())
     assert {ref for ref, (_, cancelled) in timers.items() if cancelled} == {
         f"o-{i}" for i in range(10)
     }
@@ -114,15 +93,15 @@ async def test_a_batch_writes_its_outbox_timers_and_journal_in_one_statement_eac
         f"o-{i}" for i in range(10, 15)
     }
     # The outbox in the order the events were applied, as one statement per event would be.
-    rows = await outbox_rows(engine, harness)
+    rows = await kit.outbox_rows()
     assert [r["event_id"] for r in rows] == [
-        deterministic_id(harness.name, event_id, NOTIFICATION_REQUESTED, "")
+        deterministic_id(kit.harness.name, event_id, NOTIFICATION_REQUESTED, "")
         for event_id in [*(f"e-{k}-{i}" for i in range(10) for k in ("paid", "shipped"))]
         + [f"e-paid-{i}" for i in range(10, 15)]
     ]
     # The journal: each event taken in, then what it queued, in the order they were applied.
-    journal = harness.tables.journal
-    async with engine.connect() as conn:
+    journal = kit.harness.tables.journal
+    async with kit.engine.connect() as conn:
         filed = (await conn.execute(select(journal).order_by(journal.c.id))).all()
     assert [(r.direction, r.event_type, r.order_id) for r in filed[:4]] == [
         ("input", "order.paid", "o-0"),
@@ -134,10 +113,7 @@ async def test_a_batch_writes_its_outbox_timers_and_journal_in_one_statement_eac
 
 
 async def test_timer_changes_in_one_batch_leave_what_applying_them_one_by_one_leaves(
-    harness: Harness,
-    sessions: async_sessionmaker[AsyncSession],
-    engine: AsyncEngine,
-    clock: ManualClock,
+    kit: MessagingKit,
 ) -> None:
     # Per order, in one batch: shipped then paid (cancel, then set: live), paid then shipped
     # then paid again under a new id (set, cancel, set: live), paid then shipped (cancelled).
@@ -154,63 +130,55 @@ async def test_timer_changes_in_one_batch_leave_what_applying_them_one_by_one_le
         ]
 
     together = sequence("t-")
-    await processor(harness, sessions, clock).process(records(harness.input_topic, together))
-    for record in records(harness.input_topic, sequence("s-"), start=100):
-        await processor(harness, sessions, clock).process([record])
-    timers = timers_of(await timer_rows(engine, harness))
+    await kit.processor().process(records(kit.harness.input_topic, together))
+    for record in records(kit.harness.input_topic, sequence("s-"), start=100):
+        await kit.processor().process([record])
+    timers = timers_of(await kit.timer_rows())
     for name in "abc":
         assert timers[f"t-{name}"] == timers[f"s-{name}"], name
     assert [timers[f"t-{name}"][1] for name in "abc"] == [False, False, True]
 
 
 async def test_an_event_taken_as_new_but_queued_already_is_applied_again_the_exact_way(
-    harness: Harness,
-    sessions: async_sessionmaker[AsyncSession],
-    engine: AsyncEngine,
-    clock: ManualClock,
+    kit: MessagingKit,
 ) -> None:
     # The notification order o-2's payment would queue is in the outbox already (queued by
     # another path): the fast path takes it as new, the flush finds it, nothing commits, and
     # the batch is applied event by event, which asks the database.
-    queued = deterministic_id(harness.name, "e-paid-2", NOTIFICATION_REQUESTED, "")
-    async with engine.begin() as conn:
+    queued = deterministic_id(kit.harness.name, "e-paid-2", NOTIFICATION_REQUESTED, "")
+    async with kit.engine.begin() as conn:
         await conn.execute(
-            insert(harness.tables.outbox).values(
+            insert(kit.harness.tables.outbox).values(
                 event_id=queued,
                 event_type=NOTIFICATION_REQUESTED,
-                topic=harness.output_topic,
+                topic=kit.harness.output_topic,
                 key="o-2",
                 payload=b"{}",
             )
         )
     tally = Tally()
-    with writes(engine) as seen:
-        await processor(harness, sessions, clock, counting(harness, tally)).process(
-            records(harness.input_topic, paid_then_shipped(range(4)))
+    with statements_sent(kit.engine, write_kind) as seen:
+        await kit.processor(counting(kit.harness, tally)).process(
+            records(kit.harness.input_topic, paid_then_shipped(range(4)))
         )
     assert seen["SAVEPOINT"] > 0  # the second, event-by-event application
     expected = {f"e-{k}-{i}": 1 for i in range(4) for k in ("paid", "shipped")}
-    assert await effect_counts(engine, harness) == expected
-    assert await inbox_ids(engine, harness) == set(expected)
-    ids = [r["event_id"] for r in await outbox_rows(engine, harness)]
+    assert await kit.effect_counts() == expected
+    assert await kit.inbox_ids() == set(expected)
+    ids = [r["event_id"] for r in await kit.outbox_rows()]
     assert ids.count(queued) == 1 and len(ids) == len(set(ids)) == 8
     assert tally.value == 4  # once per payment, not once more for the rolled-back attempt
 
 
-async def test_metrics_of_a_batch_that_falls_back_are_counted_once(
-    harness: Harness,
-    sessions: async_sessionmaker[AsyncSession],
-    engine: AsyncEngine,
-    clock: ManualClock,
-) -> None:
-    harness.faults["o-3"] = ValueError("a bug")
+async def test_metrics_of_a_batch_that_falls_back_are_counted_once(kit: MessagingKit) -> None:
+    kit.harness.faults["o-3"] = ValueError("a bug")
     tally = Tally()
-    await processor(harness, sessions, clock, counting(harness, tally)).process(
-        records(harness.input_topic, paid_then_shipped(range(5)))
+    await kit.processor(counting(kit.harness, tally)).process(
+        records(kit.harness.input_topic, paid_then_shipped(range(5)))
     )
     # Orders 0, 1, 2 and 4 were paid; order 3's payment was dead-lettered. The fast attempt
     # ran the handlers of 0-2 before it failed: their counts were dropped with its rollback.
     assert tally.value == 4
-    assert await effect_counts(engine, harness) == {
+    assert await kit.effect_counts() == {
         f"e-{k}-{i}": 1 for i in (0, 1, 2, 4) for k in ("paid", "shipped")
     }

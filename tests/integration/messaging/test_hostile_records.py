@@ -11,7 +11,7 @@ import re
 from typing import Any
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.clock import ManualClock
 from shared.contracts import ORDER_PAID, CloudEvent, OrderPaid, parse_event
@@ -23,13 +23,12 @@ from shared.messaging.deadletter_copy import MAX_DEAD_LETTER_RECORD
 
 from .helpers import (
     Harness,
-    effect_counts,
     encode,
     order_paid,
-    outbox_rows,
     processor,
     records,
 )
+from .kit import MessagingKit
 from .test_consumer import dead_letters
 
 
@@ -83,17 +82,11 @@ HOSTILE = [
 
 @pytest.mark.parametrize(("key", "value", "reason"), HOSTILE)
 async def test_a_hostile_record_is_dead_lettered_and_its_neighbours_apply(
-    harness: Harness,
-    sessions: async_sessionmaker[AsyncSession],
-    engine: AsyncEngine,
-    clock: ManualClock,
-    key: Any,
-    value: bytes,
-    reason: str,
+    kit: MessagingKit, key: Any, value: bytes, reason: str
 ) -> None:
-    await processor(harness, sessions, clock).process(around(harness, key, value))
-    assert await effect_counts(engine, harness) == {"e-before": 1, "e-after": 1}
-    [(row, letter)] = dead_letters(await outbox_rows(engine, harness))
+    await kit.processor().process(around(kit.harness, key, value))
+    assert await kit.effect_counts() == {"e-before": 1, "e-after": 1}
+    [(row, letter)] = dead_letters(await kit.outbox_rows())
     assert (letter.reason, letter.origin.offset) == (reason, 1)
     # The letter is readable by the dead-letter tools and fits the broker whole.
     payload, key = bytes(row["payload"]), str(row["key"] or "")
@@ -111,39 +104,31 @@ def no_text_check(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 async def test_a_refusal_at_the_inbox_claim_is_isolated_as_storage_refused(
-    harness: Harness,
-    sessions: async_sessionmaker[AsyncSession],
-    engine: AsyncEngine,
-    clock: ManualClock,
-    no_text_check: None,
+    kit: MessagingKit, no_text_check: None
 ) -> None:
-    batch = around(harness, "o-bad", with_id("e-bad\x00"))
-    await processor(harness, sessions, clock).process(batch)
-    assert await effect_counts(engine, harness) == {"e-before": 1, "e-after": 1}
-    [(_, letter)] = dead_letters(await outbox_rows(engine, harness))
+    batch = around(kit.harness, "o-bad", with_id("e-bad\x00"))
+    await kit.processor().process(batch)
+    assert await kit.effect_counts() == {"e-before": 1, "e-after": 1}
+    [(_, letter)] = dead_letters(await kit.outbox_rows())
     assert letter.reason == "storage_refused"
     assert letter.detail.startswith("SQLSTATE 22021")  # invalid byte sequence (0x00)
 
 
 async def test_a_refusal_of_held_writes_at_commit_is_isolated(
-    harness: Harness,
-    sessions: async_sessionmaker[AsyncSession],
-    engine: AsyncEngine,
-    clock: ManualClock,
-    caplog: pytest.LogCaptureFixture,
+    kit: MessagingKit, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def on_paid(event: CloudEvent, ctx: HandlerContext) -> None:
-        await harness.on_paid(event, ctx)
+        await kit.harness.on_paid(event, ctx)
         assert isinstance(event.data, OrderPaid)
         if event.data.order_id == "o-bad":  # a timer payload JSONB cannot hold (U+0000)
             await ctx.timers.set(
                 "note", "o-bad", due_at=ctx.now, lock_key="o-bad", payload={"n": "Zhang\x00"}
             )
 
-    batch = around(harness, "o-bad", encode(order_paid("o-bad", event_id="e-bad")))
-    await processor(harness, sessions, clock, handlers={ORDER_PAID: on_paid}).process(batch)
-    assert await effect_counts(engine, harness) == {"e-before": 1, "e-after": 1}
-    [(_, letter)] = dead_letters(await outbox_rows(engine, harness))
+    batch = around(kit.harness, "o-bad", encode(order_paid("o-bad", event_id="e-bad")))
+    await kit.processor(handlers={ORDER_PAID: on_paid}).process(batch)
+    assert await kit.effect_counts() == {"e-before": 1, "e-after": 1}
+    [(_, letter)] = dead_letters(await kit.outbox_rows())
     assert (letter.reason, letter.origin.offset) == ("storage_refused", 1)
     assert "Zhang" not in letter.detail and "SQLSTATE 22P05" in letter.detail
     # Logged with the SQLSTATE, never with the refused statement's parameters.
@@ -152,20 +137,16 @@ async def test_a_refusal_of_held_writes_at_commit_is_isolated(
 
 
 async def test_a_refused_dead_letter_is_written_without_its_copy(
-    harness: Harness,
-    sessions: async_sessionmaker[AsyncSession],
-    engine: AsyncEngine,
-    clock: ManualClock,
-    monkeypatch: pytest.MonkeyPatch,
+    kit: MessagingKit, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A key cleaning that lets U+0000 through: the outbox refuses the letter's key at commit.
     monkeypatch.setattr(
         consumer_module, "dead_letter_key", lambda key: (key.decode("utf-8", "replace"), False)
     )
-    batch = around(harness, b"o-bad\x00", b"{not json")
-    await processor(harness, sessions, clock).process(batch)
-    assert await effect_counts(engine, harness) == {"e-before": 1, "e-after": 1}
-    [(row, letter)] = dead_letters(await outbox_rows(engine, harness))
+    batch = around(kit.harness, b"o-bad\x00", b"{not json")
+    await kit.processor().process(batch)
+    assert await kit.effect_counts() == {"e-before": 1, "e-after": 1}
+    [(row, letter)] = dead_letters(await kit.outbox_rows())
     assert (letter.reason, letter.key, letter.value) == ("invalid_text", None, "")
     assert letter.value_truncated and "\x00" not in str(row["key"])
 
@@ -188,56 +169,47 @@ def failing_batch(
 
 
 async def test_a_batch_failing_the_same_way_three_times_is_dead_lettered_whole(
-    harness: Harness,
-    sessions: async_sessionmaker[AsyncSession],
-    engine: AsyncEngine,
-    clock: ManualClock,
+    kit: MessagingKit,
 ) -> None:
-    consumer, batch = failing_batch(harness, sessions, clock, ValueError("a bug in lock_keys"))
+    consumer, batch = failing_batch(
+        kit.harness, kit.sessions, kit.clock, ValueError("a bug in lock_keys")
+    )
     # Fetched again from the same offset; the first time the batch was shorter (new records
     # arrive behind it): still the same failure.
     for attempt in range(LAST_RESORT_AFTER - 1):
         with pytest.raises(ValueError):
             await consumer.process(batch[: 2 + attempt])
-        assert await outbox_rows(engine, harness) == []
+        assert await kit.outbox_rows() == []
     await consumer.process(batch)  # the third time: dead-lettered, the partition moves on
-    letters = dead_letters(await outbox_rows(engine, harness))
+    letters = dead_letters(await kit.outbox_rows())
     assert [(d.reason, d.origin.offset) for _, d in letters] == [
         ("batch_refused", 0),
         ("batch_refused", 1),
         ("batch_refused", 2),
     ]
     assert "ValueError" in letters[0][1].detail
-    assert await effect_counts(engine, harness) == {}
+    assert await kit.effect_counts() == {}
     # Replayable: the copies are kept.
     assert parse_event(letters[0][1].value.encode()).id == "e-before"
 
 
-async def test_a_passing_fault_is_retried_forever_never_dead_lettered(
-    harness: Harness,
-    sessions: async_sessionmaker[AsyncSession],
-    engine: AsyncEngine,
-    clock: ManualClock,
-) -> None:
-    consumer, batch = failing_batch(harness, sessions, clock, ConnectionResetError("gone"))
+async def test_a_passing_fault_is_retried_forever_never_dead_lettered(kit: MessagingKit) -> None:
+    consumer, batch = failing_batch(
+        kit.harness, kit.sessions, kit.clock, ConnectionResetError("gone")
+    )
     for _ in range(LAST_RESORT_AFTER + 2):
         with pytest.raises(ConnectionResetError):
             await consumer.process(batch)
-    assert await outbox_rows(engine, harness) == []
+    assert await kit.outbox_rows() == []
 
 
-async def test_another_failure_in_between_starts_the_count_again(
-    harness: Harness,
-    sessions: async_sessionmaker[AsyncSession],
-    engine: AsyncEngine,
-    clock: ManualClock,
-) -> None:
-    consumer, batch = failing_batch(harness, sessions, clock, ValueError("a bug"))
-    other, _ = failing_batch(harness, sessions, clock, KeyError("another bug"))
+async def test_another_failure_in_between_starts_the_count_again(kit: MessagingKit) -> None:
+    consumer, batch = failing_batch(kit.harness, kit.sessions, kit.clock, ValueError("a bug"))
+    other, _ = failing_batch(kit.harness, kit.sessions, kit.clock, KeyError("another bug"))
     for _ in range(LAST_RESORT_AFTER - 1):
         with pytest.raises(ValueError):
             await consumer.process(batch)
     consumer._lock_keys = other._lock_keys  # the same batch now fails another way
     with pytest.raises(KeyError):
         await consumer.process(batch)
-    assert await outbox_rows(engine, harness) == []
+    assert await kit.outbox_rows() == []

@@ -14,7 +14,6 @@ from prometheus_client import REGISTRY
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from shared.clock import ManualClock
 from shared.contracts import NOTIFICATION_REQUESTED, NotificationRequested
 from shared.db import UnitOfWork
 from shared.messaging.context import HandlerContext
@@ -28,11 +27,9 @@ from .helpers import (
     Harness,
     event_of,
     header,
-    outbox_rows,
     read_partitions,
-    relay,
-    unpublished_count,
 )
+from .kit import MessagingKit
 
 
 async def queue_events(
@@ -79,23 +76,18 @@ async def publish_all(r: OutboxRelay) -> int:
 
 
 async def test_publishes_in_order_with_key_and_content_type(
-    harness: Harness,
-    sessions: async_sessionmaker[AsyncSession],
-    engine: AsyncEngine,
-    settings: Settings,
-    runtime: ServiceRuntime,
-    clock: ManualClock,
+    kit: MessagingKit, settings: Settings, runtime: ServiceRuntime
 ) -> None:
     keys = [f"o-{i % 3}" for i in range(12)]
-    await queue_events(harness, sessions, keys, "a")
-    rows = await outbox_rows(engine, harness)
+    await queue_events(kit.harness, kit.sessions, keys, "a")
+    rows = await kit.outbox_rows()
 
     assert await publish_all(runtime.relay) == 12
     assert await runtime.relay.publish_pending() == 0
-    assert await unpublished_count(engine, harness) == 0
-    assert {row["published_at"] for row in await outbox_rows(engine, harness)} == {T0}
+    assert await kit.unpublished_count() == 0
+    assert {row["published_at"] for row in await kit.outbox_rows()} == {T0}
 
-    published = await read_partitions(settings.kafka_bootstrap_servers, harness.output_topic)
+    published = await read_partitions(settings.kafka_bootstrap_servers, kit.harness.output_topic)
     assert len(published) == 12
     payload_by_id = {row["event_id"]: row["payload"] for row in rows}
     for record in published:
@@ -108,15 +100,10 @@ async def test_publishes_in_order_with_key_and_content_type(
 
 
 async def test_two_relays_at_once_publish_each_event_once_in_commit_order_per_key(
-    harness: Harness,
-    sessions: async_sessionmaker[AsyncSession],
-    engine: AsyncEngine,
-    settings: Settings,
-    runtime: ServiceRuntime,
-    clock: ManualClock,
+    kit: MessagingKit, settings: Settings, runtime: ServiceRuntime
 ) -> None:
     keys = [f"o-{i % 16}" for i in range(96)]
-    await queue_events(harness, sessions, keys, "b")
+    await queue_events(kit.harness, kit.sessions, keys, "b")
     calls: Counter[str] = Counter()
 
     def slow(name: str) -> Publish:
@@ -127,54 +114,45 @@ async def test_two_relays_at_once_publish_each_event_once_in_commit_order_per_ke
 
         return publish
 
-    one = relay(harness, sessions, slow("one"), clock, batch_size=4)
-    two = relay(harness, sessions, slow("two"), clock, batch_size=4)
+    one = kit.relay(slow("one"), batch_size=4)
+    two = kit.relay(slow("two"), batch_size=4)
 
     async def run_until_empty(r: OutboxRelay) -> None:
-        while await unpublished_count(engine, harness):
+        while await kit.unpublished_count():
             if not await r.publish_pending():
                 await asyncio.sleep(0.005)  # the other relay held the slots with events
 
     await asyncio.gather(run_until_empty(one), run_until_empty(two))
 
-    assert await unpublished_count(engine, harness) == 0
+    assert await kit.unpublished_count() == 0
     assert calls["one"] > 0 and calls["two"] > 0, "one relay did all the work"
     assert sum(calls.values()) == 96  # nothing published twice
-    published = await read_partitions(settings.kafka_bootstrap_servers, harness.output_topic)
+    published = await read_partitions(settings.kafka_bootstrap_servers, kit.harness.output_topic)
     assert Counter(event_of(r)["id"] for r in published) == Counter(
-        row["event_id"] for row in await outbox_rows(engine, harness)
+        row["event_id"] for row in await kit.outbox_rows()
     )
     # Whichever relay sent them, the events of one key are on the topic in commit order.
-    assert_commit_order_per_key(published, await outbox_rows(engine, harness))
+    assert_commit_order_per_key(published, await kit.outbox_rows())
 
 
 async def test_a_relay_of_the_version_before_slots_excludes_the_slot_relays(
-    harness: Harness,
-    sessions: async_sessionmaker[AsyncSession],
-    engine: AsyncEngine,
-    runtime: ServiceRuntime,
-    clock: ManualClock,
+    kit: MessagingKit, runtime: ServiceRuntime
 ) -> None:
     # During a rollout an old relay holds the leader lock alone while it publishes.
-    await queue_events(harness, sessions, ["o-1", "o-2", "o-3"], "e")
-    r = relay(harness, sessions, runtime._publish, clock)
-    async with engine.connect() as old:
+    await queue_events(kit.harness, kit.sessions, ["o-1", "o-2", "o-3"], "e")
+    r = kit.relay(runtime._publish)
+    async with kit.engine.connect() as old:
         await old.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": r._leader_lock})
         assert await r.publish_pending() == 0
-        assert await unpublished_count(engine, harness) == 3
+        assert await kit.unpublished_count() == 3
         await old.rollback()
     assert await publish_all(r) == 3
 
 
 async def test_a_publish_failure_leaves_the_batch_for_the_next_run(
-    harness: Harness,
-    sessions: async_sessionmaker[AsyncSession],
-    engine: AsyncEngine,
-    settings: Settings,
-    runtime: ServiceRuntime,
-    clock: ManualClock,
+    kit: MessagingKit, settings: Settings, runtime: ServiceRuntime
 ) -> None:
-    await queue_events(harness, sessions, [f"o-{i % 2}" for i in range(6)], "c")
+    await queue_events(kit.harness, kit.sessions, [f"o-{i % 2}" for i in range(6)], "c")
     sent = 0
 
     async def flaky(topic: str, key: bytes | None, payload: bytes) -> object:
@@ -185,8 +163,8 @@ async def test_a_publish_failure_leaves_the_batch_for_the_next_run(
         return await runtime._publish(topic, key, payload)
 
     with pytest.raises(ConnectionError):
-        await relay(harness, sessions, flaky, clock).publish_pending()
-    assert await unpublished_count(engine, harness) == 6
+        await kit.relay(flaky).publish_pending()
+    assert await kit.unpublished_count() == 6
 
     # A failing acknowledgement (after the send) counts as a failure too.
     async def unacknowledged(topic: str, key: bytes | None, payload: bytes) -> object:
@@ -195,13 +173,13 @@ async def test_a_publish_failure_leaves_the_batch_for_the_next_run(
         return future
 
     with pytest.raises(OSError, match="not acknowledged"):
-        await relay(harness, sessions, unacknowledged, clock).publish_pending()
-    assert await unpublished_count(engine, harness) == 6
+        await kit.relay(unacknowledged).publish_pending()
+    assert await kit.unpublished_count() == 6
 
     await runtime.relay.drain()
-    assert await unpublished_count(engine, harness) == 0
-    published = await read_partitions(settings.kafka_bootstrap_servers, harness.output_topic)
-    rows = await outbox_rows(engine, harness)
+    assert await kit.unpublished_count() == 0
+    published = await read_partitions(settings.kafka_bootstrap_servers, kit.harness.output_topic)
+    rows = await kit.outbox_rows()
     # At least once: what was sent before the failure appears again after the retry.
     assert {event_of(r)["id"] for r in published} == {row["event_id"] for row in rows}
     on_topic = [event_of(r)["id"] for r in sorted(published, key=lambda r: r.offset)]
@@ -213,21 +191,17 @@ async def test_a_publish_failure_leaves_the_batch_for_the_next_run(
 
 
 async def test_relay_run_loop_publishes_when_woken_and_stops(
-    harness: Harness,
-    sessions: async_sessionmaker[AsyncSession],
-    engine: AsyncEngine,
-    runtime: ServiceRuntime,
-    clock: ManualClock,
+    kit: MessagingKit, runtime: ServiceRuntime
 ) -> None:
     # Only a wake-up can make it publish within the test.
-    r = relay(harness, sessions, runtime._publish, clock, poll_interval=30)
+    r = kit.relay(runtime._publish, poll_interval=30)
     stop = asyncio.Event()
     task = asyncio.create_task(r.run(stop))
     await asyncio.sleep(0.3)
-    await queue_events(harness, sessions, ["o-1", "o-2"], "d")
+    await queue_events(kit.harness, kit.sessions, ["o-1", "o-2"], "d")
     r.wake()
     deadline = asyncio.get_running_loop().time() + 10
-    while await unpublished_count(engine, harness):
+    while await kit.unpublished_count():
         assert asyncio.get_running_loop().time() < deadline, "woken relay did not publish"
         await asyncio.sleep(0.05)
     stop.set()
@@ -236,51 +210,43 @@ async def test_relay_run_loop_publishes_when_woken_and_stops(
 
 
 async def test_the_run_loop_looks_at_drained_slots_again_only_after_a_wake_up_or_a_poll(
-    harness: Harness,
-    sessions: async_sessionmaker[AsyncSession],
-    engine: AsyncEngine,
-    runtime: ServiceRuntime,
-    clock: ManualClock,
+    kit: MessagingKit, runtime: ServiceRuntime
 ) -> None:
-    r = relay(harness, sessions, runtime._publish, clock)
+    r = kit.relay(runtime._publish)
     statements = 0
 
     def count(*_: object) -> None:
         nonlocal statements
         statements += 1
 
-    event.listen(engine.sync_engine, "before_cursor_execute", count)
+    event.listen(kit.engine.sync_engine, "before_cursor_execute", count)
     try:
-        await queue_events(harness, sessions, [f"o-{i}" for i in range(8)], "w")
+        await queue_events(kit.harness, kit.sessions, [f"o-{i}" for i in range(8)], "w")
         assert await publish_all(r) == 8
         # Both halves were found with nothing left: the loop's look asks the database nothing.
         statements = 0
         assert await r.publish_pending(skip_drained=True) == 0
         assert statements == 0
         # An event committed without a wake-up (another instance's) waits for the poll ...
-        await queue_events(harness, sessions, ["o-late"], "x")
+        await queue_events(kit.harness, kit.sessions, ["o-late"], "x")
         assert await r.publish_pending(skip_drained=True) == 0
         r.forget_drained()
         assert await r.publish_pending(skip_drained=True) == 1
         # ... one of this instance's comes with its wake-up.
-        await queue_events(harness, sessions, ["o-woken"], "y")
+        await queue_events(kit.harness, kit.sessions, ["o-woken"], "y")
         r.wake()
         assert await r.publish_pending(skip_drained=True) == 1
-        assert await unpublished_count(engine, harness) == 0
+        assert await kit.unpublished_count() == 0
         # Without `skip_drained` (drain, tests) every half is asked each time.
         statements = 0
         assert await r.publish_pending() == 0
         assert statements > 0
     finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", count)
+        event.remove(kit.engine.sync_engine, "before_cursor_execute", count)
 
 
 async def test_an_event_committed_while_its_slot_is_published_goes_out_after_its_wake_up(
-    harness: Harness,
-    sessions: async_sessionmaker[AsyncSession],
-    engine: AsyncEngine,
-    runtime: ServiceRuntime,
-    clock: ManualClock,
+    kit: MessagingKit, runtime: ServiceRuntime
 ) -> None:
     """Committed after the relay's select (so not in its batch), in a slot of the half being
     published: its wake-up comes after the look began, so the half is not taken as drained."""
@@ -289,18 +255,18 @@ async def test_an_event_committed_while_its_slot_is_published_goes_out_after_its
     async def publish(topic: str, key: bytes | None, value: bytes) -> Any:
         if not committed:  # while the first batch is being sent
             committed.append(key)
-            await queue_events(harness, sessions, [(key or b"").decode()], "meanwhile")
+            await queue_events(kit.harness, kit.sessions, [(key or b"").decode()], "meanwhile")
             r.wake()
         return await runtime._publish(topic, key, value)
 
-    r = relay(harness, sessions, publish, clock)
-    await queue_events(harness, sessions, [f"o-{i}" for i in range(8)], "f")
+    r = kit.relay(publish)
+    await queue_events(kit.harness, kit.sessions, [f"o-{i}" for i in range(8)], "f")
     total = 0
     while published := await r.publish_pending(skip_drained=True):
         total += published
     assert committed
     assert total == 9
-    assert await unpublished_count(engine, harness) == 0
+    assert await kit.unpublished_count() == 0
 
 
 async def insert_raw(engine: AsyncEngine, harness: Harness, key: str, payload: bytes) -> int:
@@ -327,50 +293,49 @@ def gauge(name: str, service: str) -> float | None:
 
 
 async def test_a_record_the_broker_refuses_is_parked_and_the_others_go_out_in_order(
-    harness: Harness,
-    sessions: async_sessionmaker[AsyncSession],
-    engine: AsyncEngine,
-    settings: Settings,
-    runtime: ServiceRuntime,
-    clock: ManualClock,
+    kit: MessagingKit, settings: Settings, runtime: ServiceRuntime
 ) -> None:
-    await queue_events(harness, sessions, ["o-1", "o-2", "o-big"], "before")
+    await queue_events(kit.harness, kit.sessions, ["o-1", "o-2", "o-big"], "before")
     # Over the producer's 1 MiB request limit (the broker's default message limit).
-    big = await insert_raw(engine, harness, "o-big", b'{"x": "' + b"a" * (1024 * 1024 + 10) + b'"}')
-    await queue_events(harness, sessions, ["o-big", "o-1", "o-3"], "after")
+    big = await insert_raw(
+        kit.engine, kit.harness, "o-big", b'{"x": "' + b"a" * (1024 * 1024 + 10) + b'"}'
+    )
+    await queue_events(kit.harness, kit.sessions, ["o-big", "o-1", "o-3"], "after")
 
     # Before parking existed, every cycle failed on the big row and nothing after it left.
     assert await publish_all(runtime.relay) == 6  # 5 published + 1 parked; 1 held
-    rows = {row["id"]: row for row in await outbox_rows(engine, harness)}
+    rows = {row["id"]: row for row in await kit.outbox_rows()}
     assert rows[big]["parked_at"] == T0
     assert rows[big]["parked_error"].startswith("MessageSizeTooLargeError")
     assert rows[big]["published_at"] is None
     held = [r for r in rows.values() if r["key"] == "o-big" and r["id"] > big]
     assert [r["published_at"] for r in held] == [None] and held[0]["parked_at"] is None
-    published = await read_partitions(settings.kafka_bootstrap_servers, harness.output_topic)
+    published = await read_partitions(settings.kafka_bootstrap_servers, kit.harness.output_topic)
     assert len(published) == 5
     # Every other key in commit order; o-big's event before the parked one went out, the one
     # after it waits.
     assert_commit_order_per_key(
         published, [r for r in rows.values() if r["published_at"] is not None]
     )
-    assert gauge("aftersales_outbox_parked", harness.name) == 1
-    assert gauge("aftersales_outbox_held", harness.name) == 1
-    assert gauge("aftersales_outbox_pending", harness.name) == 0
+    assert gauge("aftersales_outbox_parked", kit.harness.name) == 1
+    assert gauge("aftersales_outbox_held", kit.harness.name) == 1
+    assert gauge("aftersales_outbox_pending", kit.harness.name) == 0
     # Nothing is sent again while it is parked.
     assert await runtime.relay.publish_pending() == 0
 
-    listed = await parked_rows(sessions, harness.tables)
+    listed = await parked_rows(kit.sessions, kit.harness.tables)
     assert [(p.id, p.key, p.held_behind) for p in listed] == [(big, "o-big", 1)]
     assert listed[0].size > 1024 * 1024
 
     # Re-queued, it is tried again in its place: still refused by this producer, parked again.
-    assert await retry_parked(sessions, harness.tables, [big]) == [big]
-    assert await parked_rows(sessions, harness.tables) == []
-    clock.advance(timedelta(minutes=5))
+    assert await retry_parked(kit.sessions, kit.harness.tables, [big]) == [big]
+    assert await parked_rows(kit.sessions, kit.harness.tables) == []
+    kit.clock.advance(timedelta(minutes=5))
     assert await runtime.relay.publish_pending() == 1
-    assert (await parked_rows(sessions, harness.tables))[0].parked_at == T0 + timedelta(minutes=5)
-    assert await retry_parked(sessions, harness.tables, [big + 1000]) == []
+    assert (await parked_rows(kit.sessions, kit.harness.tables))[0].parked_at == T0 + timedelta(
+        minutes=5
+    )
+    assert await retry_parked(kit.sessions, kit.harness.tables, [big + 1000]) == []
 
     # Once the limit allows it (a producer with a larger request limit), the parked event
     # and then the one held behind it go out, in the key's commit order.
@@ -383,52 +348,44 @@ async def test_a_record_the_broker_refuses_is_parked_and_the_others_go_out_in_or
         async def larger(topic: str, key: bytes | None, payload: bytes) -> object:
             return await producer.send(topic, payload, key=key)
 
-        assert await retry_parked(sessions, harness.tables, None) == [big]
-        assert await publish_all(relay(harness, sessions, larger, clock)) == 2
+        assert await retry_parked(kit.sessions, kit.harness.tables, None) == [big]
+        assert await publish_all(kit.relay(larger)) == 2
     finally:
         await producer.stop()
-    rows_after = await outbox_rows(engine, harness)
+    rows_after = await kit.outbox_rows()
     assert all(r["published_at"] is not None for r in rows_after)
-    published = await read_partitions(settings.kafka_bootstrap_servers, harness.output_topic)
+    published = await read_partitions(settings.kafka_bootstrap_servers, kit.harness.output_topic)
     keyed = [r for r in sorted(published, key=lambda r: r.offset) if r.key == b"o-big"]
     assert [r.value == rows[big]["payload"] for r in keyed] == [False, True, False]
     await runtime.relay.observe()
-    assert gauge("aftersales_outbox_parked", harness.name) == 0
-    assert gauge("aftersales_outbox_held", harness.name) == 0
+    assert gauge("aftersales_outbox_parked", kit.harness.name) == 0
+    assert gauge("aftersales_outbox_held", kit.harness.name) == 0
 
 
-async def test_an_error_that_is_not_about_the_record_parks_nothing(
-    harness: Harness,
-    sessions: async_sessionmaker[AsyncSession],
-    engine: AsyncEngine,
-    clock: ManualClock,
-) -> None:
+async def test_an_error_that_is_not_about_the_record_parks_nothing(kit: MessagingKit) -> None:
     # A bug or an outage refuses every record: parking them all would hide it.
-    await queue_events(harness, sessions, ["o-1", "o-2"], "bug")
+    await queue_events(kit.harness, kit.sessions, ["o-1", "o-2"], "bug")
 
     async def broken(topic: str, key: bytes | None, payload: bytes) -> object:
         raise TypeError("publish() got an unexpected keyword argument")
 
     with pytest.raises(TypeError):
-        await relay(harness, sessions, broken, clock).publish_pending()
-    assert await parked_rows(sessions, harness.tables) == []
-    assert await unpublished_count(engine, harness) == 2
+        await kit.relay(broken).publish_pending()
+    assert await parked_rows(kit.sessions, kit.harness.tables) == []
+    assert await kit.unpublished_count() == 2
 
 
 async def test_a_produce_request_the_broker_refuses_is_sent_again_one_row_at_a_time(
-    harness: Harness,
-    sessions: async_sessionmaker[AsyncSession],
-    engine: AsyncEngine,
-    clock: ManualClock,
+    kit: MessagingKit,
 ) -> None:
     # A topic whose limit is below the producer's: the broker refuses the whole request the
     # too-large record went in, good records with it.
     from aiokafka.errors import MessageSizeTooLargeError
 
-    other = await key_in_the_same_batch_as(engine, "k")  # all four rows in one batch
-    await queue_events(harness, sessions, ["k"], "first")
-    big = await insert_raw(engine, harness, "k", b'{"big": true}')
-    await queue_events(harness, sessions, ["k", other], "then")
+    other = await key_in_the_same_batch_as(kit.engine, "k")  # all four rows in one batch
+    await queue_events(kit.harness, kit.sessions, ["k"], "first")
+    big = await insert_raw(kit.engine, kit.harness, "k", b'{"big": true}')
+    await queue_events(kit.harness, kit.sessions, ["k", other], "then")
     sent: list[tuple[bytes | None, bool]] = []
 
     async def broker_limit(topic: str, key: bytes | None, payload: bytes) -> object:
@@ -441,8 +398,8 @@ async def test_a_produce_request_the_broker_refuses_is_sent_again_one_row_at_a_t
             future.set_result(None)
         return future
 
-    assert await publish_all(relay(harness, sessions, broker_limit, clock)) == 3
-    rows = await outbox_rows(engine, harness)
+    assert await publish_all(kit.relay(broker_limit)) == 3
+    rows = await kit.outbox_rows()
     state = {
         r["id"]: ("published" if r["published_at"] else "parked" if r["parked_at"] else "waiting")
         for r in rows

@@ -6,13 +6,14 @@ import asyncio
 from datetime import timedelta
 
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.clock import ManualClock
 from shared.messaging.retention import RetentionPeriods, messaging_retention, purge, run_purges
 from tests.polling import eventually
 
 from .helpers import T0, Harness
+from .kit import MessagingKit
 
 PERIODS = RetentionPeriods(
     inbox=timedelta(days=30),
@@ -90,41 +91,37 @@ async def remaining(engine: AsyncEngine, harness: Harness) -> dict[str, set[str]
         }
 
 
-async def test_technical_rows_go_after_their_period_and_live_ones_stay(
-    harness: Harness, sessions: async_sessionmaker[AsyncSession], engine: AsyncEngine
-) -> None:
-    await fill(engine, harness)
-    retained = messaging_retention(harness.tables)
-    before = await remaining(engine, harness)
+async def test_technical_rows_go_after_their_period_and_live_ones_stay(kit: MessagingKit) -> None:
+    await fill(kit.engine, kit.harness)
+    retained = messaging_retention(kit.harness.tables)
+    before = await remaining(kit.engine, kit.harness)
 
-    counted = await purge(sessions, retained, PERIODS, NOW, dry_run=True)
+    counted = await purge(kit.sessions, retained, PERIODS, NOW, dry_run=True)
     assert counted == {"inbox": 5, "timers": 2, "outbox": 1, "journal": 1}
-    assert await remaining(engine, harness) == before  # a dry run deletes nothing
+    assert await remaining(kit.engine, kit.harness) == before  # a dry run deletes nothing
 
     # Two rows per statement: the five old inbox ids take three.
-    assert await purge(sessions, retained, PERIODS, NOW, batch_size=2) == counted
-    assert await remaining(engine, harness) == {
+    assert await purge(kit.sessions, retained, PERIODS, NOW, batch_size=2) == counted
+    assert await remaining(kit.engine, kit.harness) == {
         "inbox": {"in-5"},
         "timers": {"fired-yesterday", "still-due"},
         "outbox": {"published-today", "never-published", "parked"},
         "journal": {"case-of-this-month"},
     }
     nothing_left = {"inbox": 0, "timers": 0, "outbox": 0, "journal": 0}
-    assert await purge(sessions, retained, PERIODS, NOW) == nothing_left
-    async with engine.connect() as conn:
-        assert await conn.scalar(select(func.count()).select_from(harness.tables.inbox)) == 1
+    assert await purge(kit.sessions, retained, PERIODS, NOW) == nothing_left
+    async with kit.engine.connect() as conn:
+        assert await conn.scalar(select(func.count()).select_from(kit.harness.tables.inbox)) == 1
 
 
-async def test_a_running_service_purges_periodically_until_stopped(
-    harness: Harness, sessions: async_sessionmaker[AsyncSession], engine: AsyncEngine
-) -> None:
-    await fill(engine, harness)
+async def test_a_running_service_purges_periodically_until_stopped(kit: MessagingKit) -> None:
+    await fill(kit.engine, kit.harness)
     stop = asyncio.Event()
     task = asyncio.create_task(
         run_purges(
-            harness.name,
-            sessions,
-            harness.definition().retained,
+            kit.harness.name,
+            kit.sessions,
+            kit.harness.definition().retained,
             PERIODS,
             ManualClock(NOW),
             stop,
@@ -133,12 +130,12 @@ async def test_a_running_service_purges_periodically_until_stopped(
     )
 
     async def purged() -> bool:
-        return (await remaining(engine, harness))["inbox"] == {"in-5"}
+        return (await remaining(kit.engine, kit.harness))["inbox"] == {"in-5"}
 
     await eventually(purged, what="the periodic purge ran")
     stop.set()
     await asyncio.wait_for(task, 5)
-    assert (await remaining(engine, harness))["outbox"] == {
+    assert (await remaining(kit.engine, kit.harness))["outbox"] == {
         "published-today",
         "never-published",
         "parked",

@@ -23,15 +23,13 @@ from tests.topic_reader import TopicReader
 from .helpers import (
     SHIP_WINDOW,
     Harness,
-    effect_counts,
     encode,
     event_of,
     header,
     order_paid,
     order_shipped,
-    timer_rows,
-    unpublished_count,
 )
+from .kit import MessagingKit
 
 
 class Collector(TopicReader):
@@ -72,23 +70,19 @@ def new_runtime(
 
 
 async def test_runtime_end_to_end(
-    harness: Harness,
-    settings: Settings,
-    engine: AsyncEngine,
-    clock: ManualClock,
-    producer: AIOKafkaProducer,
+    kit: MessagingKit, settings: Settings, producer: AIOKafkaProducer
 ) -> None:
     bootstrap = settings.kafka_bootstrap_servers
-    await ensure_topics(settings, harness.definition().all_topics)
-    outputs = Collector(bootstrap, harness.output_topic, harness.dead_letter_topic)
-    runtime = new_runtime(harness, settings, clock, engine)
+    await ensure_topics(settings, kit.harness.definition().all_topics)
+    outputs = Collector(bootstrap, kit.harness.output_topic, kit.harness.dead_letter_topic)
+    runtime = new_runtime(kit.harness, settings, kit.clock, kit.engine)
     runtimes = [runtime]
 
     async def send(key: str, value: bytes) -> RecordMetadata:
-        return await producer.send_and_wait(harness.input_topic, value, key=key.encode())
+        return await producer.send_and_wait(kit.harness.input_topic, value, key=key.encode())
 
     async def effects() -> dict[str, int]:
-        return dict(await effect_counts(engine, harness))
+        return dict(await kit.effect_counts())
 
     try:
         await asyncio.gather(runtime.start(), outputs.start())
@@ -108,13 +102,13 @@ async def test_runtime_end_to_end(
             lambda: _has(effects, {"e-paid-1": 1, "e-shipped-1": 1}), what="o-1 applied"
         )
         letters = await eventually(
-            lambda: _ready(outputs.events(harness.dead_letter_topic, EVENT_DEADLETTERED)),
+            lambda: _ready(outputs.events(kit.harness.dead_letter_topic, EVENT_DEADLETTERED)),
             what="dead letter published",
         )
         assert len(letters) == 1
         origin = letters[0]["data"]["origin"]
         assert origin == {
-            "topic": harness.input_topic,
+            "topic": kit.harness.input_topic,
             "partition": poison.partition,
             "offset": poison.offset,
         }
@@ -122,22 +116,22 @@ async def test_runtime_end_to_end(
         assert letters[0]["data"]["key"] == "o-1"
 
         # --- a passing fault: the batch is fetched again until it goes through, once ---
-        harness.faults["o-t"] = ConnectionError("database restarting")
+        kit.harness.faults["o-t"] = ConnectionError("database restarting")
         await send("o-t", encode(order_paid("o-t", event_id="e-paid-t")))
         await eventually(
-            lambda: _async(harness.attempts["o-t"] >= 3), what="transient batch redelivered"
+            lambda: _async(kit.harness.attempts["o-t"] >= 3), what="transient batch redelivered"
         )
         assert "e-paid-t" not in await effects()
-        del harness.faults["o-t"]
+        del kit.harness.faults["o-t"]
         await eventually(lambda: _has(effects, {"e-paid-t": 1}), what="retried event applied")
 
         # --- stop in the middle of a stream, go on with a new runtime ---
-        harness.handler_delay = 0.05
+        kit.harness.handler_delay = 0.05
         stream = [f"o-{i}" for i in range(10, 50)]
         ids = {order: f"e-paid-{order}" for order in stream}
         sends = [
             await producer.send(
-                harness.input_topic,
+                kit.harness.input_topic,
                 encode(order_paid(order, event_id=ids[order])),
                 key=order.encode(),
             )
@@ -151,13 +145,13 @@ async def test_runtime_end_to_end(
         applied_at_stop = set(await effects()) & set(ids.values())
         assert len(applied_at_stop) < len(stream), "the stream ended before the stop"
         # What committed before the stop was published at the stop.
-        assert await unpublished_count(engine, harness) == 0
+        assert await kit.unpublished_count() == 0
 
         # Sent while no runtime runs: picked up by the next one.
         late = await send("o-late", encode(order_paid("o-late", event_id="e-paid-late")))
         assert late.offset >= 0
-        harness.handler_delay = 0.0
-        runtime = new_runtime(harness, settings, clock, engine)
+        kit.harness.handler_delay = 0.0
+        runtime = new_runtime(kit.harness, settings, kit.clock, kit.engine)
         runtimes.append(runtime)
         await runtime.start()
 
@@ -173,38 +167,38 @@ async def test_runtime_end_to_end(
         # The runtime reports its consumer lag per partition; all of it is committed now.
         assert runtime.lag is not None
         await eventually(
-            lambda: _lag_is_zero(runtime, harness.input_topic), what="consumer lag back to 0"
+            lambda: _lag_is_zero(runtime, kit.harness.input_topic), what="consumer lag back to 0"
         )
 
         orders = {"o-1", "o-t", "o-late", *stream}
         notices = await eventually(
             lambda: _ready(
-                outputs.events(harness.output_topic, NOTIFICATION_REQUESTED),
+                outputs.events(kit.harness.output_topic, NOTIFICATION_REQUESTED),
                 lambda events: {e["data"]["order_id"] for e in events} == orders,
             ),
             what="every notification published",
         )
         for record in outputs.records:
             assert header(record, "content-type") == CONTENT_TYPE.encode()
-            if record.topic == harness.output_topic:
+            if record.topic == kit.harness.output_topic:
                 assert record.key == event_of(record)["data"]["order_id"].encode()
         # Outputs carry deterministic ids: whatever the relay sent twice has the same id.
         assert len({e["id"] for e in notices}) == len(orders) + 1  # o-1: paid and shipped
 
         # --- the runtime's scheduler fires the ship deadline of every order not shipped ---
-        clock.advance(SHIP_WINDOW + timedelta(hours=1))
+        kit.clock.advance(SHIP_WINDOW + timedelta(hours=1))
         breaches = await eventually(
             lambda: _ready(
-                outputs.events(harness.output_topic, SLA_BREACHED),
+                outputs.events(kit.harness.output_topic, SLA_BREACHED),
                 lambda events: {e["data"]["order_id"] for e in events} == orders - {"o-1"},
             ),
             what="ship deadlines fired",
         )
         assert "o-1" not in {e["data"]["order_id"] for e in breaches}
-        timers = await timer_rows(engine, harness)
+        timers = await kit.timer_rows()
         assert timers["o-1"]["cancelled_at"] is not None
         assert all(timers[o]["fired_at"] is not None for o in orders - {"o-1"})
-        assert set(harness.timer_calls.values()) == {1}
+        assert set(kit.harness.timer_calls.values()) == {1}
     finally:
         for r in runtimes:
             with contextlib.suppress(Exception):

@@ -18,11 +18,9 @@ from .helpers import (
     SHIP_DEADLINE,
     T0,
     Harness,
-    effect_rows,
     outbox_rows,
-    scheduler,
-    timer_rows,
 )
+from .kit import MessagingKit
 
 
 async def set_timer(
@@ -64,180 +62,158 @@ async def fired_refs(engine: AsyncEngine, harness: Harness) -> list[str]:
     ]
 
 
-async def test_timers_fire_once_when_due_and_never_when_cancelled(
-    harness: Harness,
-    sessions: async_sessionmaker[AsyncSession],
-    engine: AsyncEngine,
-    clock: ManualClock,
-) -> None:
+async def test_timers_fire_once_when_due_and_never_when_cancelled(kit: MessagingKit) -> None:
     hour = timedelta(hours=1)
-    await set_timer(harness, sessions, "o-1", T0 + hour)
-    await set_timer(harness, sessions, "o-2", T0 + 2 * hour)
-    await set_timer(harness, sessions, "o-cancelled", T0 + hour)
-    await cancel_timer(harness, sessions, "o-cancelled", T0)
-    await set_timer(harness, sessions, "o-moved", T0 + hour)
-    await set_timer(harness, sessions, "o-moved", T0 + 3 * hour)  # re-set: moves it
-    one, two = scheduler(harness, sessions, clock), scheduler(harness, sessions, clock)
+    await set_timer(kit.harness, kit.sessions, "o-1", T0 + hour)
+    await set_timer(kit.harness, kit.sessions, "o-2", T0 + 2 * hour)
+    await set_timer(kit.harness, kit.sessions, "o-cancelled", T0 + hour)
+    await cancel_timer(kit.harness, kit.sessions, "o-cancelled", T0)
+    await set_timer(kit.harness, kit.sessions, "o-moved", T0 + hour)
+    await set_timer(kit.harness, kit.sessions, "o-moved", T0 + 3 * hour)  # re-set: moves it
+    one, two = (
+        kit.scheduler(),
+        kit.scheduler(),
+    )
 
     assert await one.run_due() == 0
-    clock.set(T0 + hour - timedelta(seconds=1))
+    kit.clock.set(T0 + hour - timedelta(seconds=1))
     assert await one.run_due() == 0
-    assert await fired_refs(engine, harness) == []
+    assert await fired_refs(kit.engine, kit.harness) == []
 
-    clock.set(T0 + hour)
+    kit.clock.set(T0 + hour)
     assert sorted(await asyncio.gather(one.run_due(), two.run_due())) == [0, 1]
-    assert await fired_refs(engine, harness) == ["o-1"]
+    assert await fired_refs(kit.engine, kit.harness) == ["o-1"]
 
-    clock.set(T0 + 2 * hour)
+    kit.clock.set(T0 + 2 * hour)
     await asyncio.gather(one.run_all_due(), two.run_all_due())
-    assert await fired_refs(engine, harness) == ["o-1", "o-2"]
+    assert await fired_refs(kit.engine, kit.harness) == ["o-1", "o-2"]
 
-    clock.set(T0 + 10 * hour)
+    kit.clock.set(T0 + 10 * hour)
     await asyncio.gather(one.run_all_due(), two.run_all_due())
     await asyncio.gather(one.run_all_due(), two.run_all_due())
-    assert await fired_refs(engine, harness) == ["o-1", "o-2", "o-moved"]
-    assert harness.timer_calls == {"o-1": 1, "o-2": 1, "o-moved": 1}
+    assert await fired_refs(kit.engine, kit.harness) == ["o-1", "o-2", "o-moved"]
+    assert kit.harness.timer_calls == {"o-1": 1, "o-2": 1, "o-moved": 1}
 
-    timers = await timer_rows(engine, harness)
+    timers = await kit.timer_rows()
     assert timers["o-1"]["fired_at"] == T0 + hour
     assert timers["o-moved"]["due_at"] == T0 + 3 * hour
     assert timers["o-cancelled"]["fired_at"] is None
     assert timers["o-cancelled"]["cancelled_at"] == T0
 
     # The emitted event's id derives from the timer, so it is stable across replays.
-    events = [parse_event(r["payload"]) for r in await outbox_rows(engine, harness)]
+    events = [parse_event(r["payload"]) for r in await kit.outbox_rows()]
     assert len({e.id for e in events}) == 3
     assert all(e.causationid and e.causationid.startswith("timer:") for e in events)
 
     # Cancelling a fired timer changes nothing; re-setting it arms it again.
-    await cancel_timer(harness, sessions, "o-1", T0 + 10 * hour)
-    assert (await timer_rows(engine, harness))["o-1"]["cancelled_at"] is None
-    await set_timer(harness, sessions, "o-1", T0 + 11 * hour)
-    clock.set(T0 + 11 * hour)
+    await cancel_timer(kit.harness, kit.sessions, "o-1", T0 + 10 * hour)
+    assert (await kit.timer_rows())["o-1"]["cancelled_at"] is None
+    await set_timer(kit.harness, kit.sessions, "o-1", T0 + 11 * hour)
+    kit.clock.set(T0 + 11 * hour)
     assert await one.run_all_due() == 1
-    assert harness.timer_calls["o-1"] == 2
+    assert kit.harness.timer_calls["o-1"] == 2
 
 
-async def test_racing_schedulers_fire_each_timer_exactly_once(
-    harness: Harness,
-    sessions: async_sessionmaker[AsyncSession],
-    engine: AsyncEngine,
-    clock: ManualClock,
-) -> None:
+async def test_racing_schedulers_fire_each_timer_exactly_once(kit: MessagingKit) -> None:
     refs = [f"o-{i}" for i in range(60)]
-    await set_timers_due(harness, sessions, clock, refs)
-    racers = [scheduler(harness, sessions, clock, batch_size=7) for _ in range(3)]
+    await set_timers_due(kit.harness, kit.sessions, kit.clock, refs)
+    racers = [kit.scheduler(batch_size=7) for _ in range(3)]
     fired = await asyncio.gather(*(r.run_all_due() for r in racers))
     # A scheduler can stop early when the rows it saw were taken by another; sweep up.
     fired.append(await racers[0].run_all_due())
 
     assert sum(fired) == 60
-    assert sorted(await fired_refs(engine, harness)) == sorted(refs)
-    assert set(harness.timer_calls.values()) == {1}
-    assert len(await effect_rows(engine, harness)) == 60
+    assert sorted(await fired_refs(kit.engine, kit.harness)) == sorted(refs)
+    assert set(kit.harness.timer_calls.values()) == {1}
+    assert len(await kit.effect_rows()) == 60
 
 
-async def test_failing_timer_is_retried_with_backoff_then_parked(
-    harness: Harness,
-    sessions: async_sessionmaker[AsyncSession],
-    engine: AsyncEngine,
-    clock: ManualClock,
-) -> None:
-    await set_timer(harness, sessions, "o-flaky", T0)
-    await set_timer(harness, sessions, "o-broken", T0)
-    harness.timer_faults["o-flaky"] = [ValueError("first"), ValueError("second")]
-    harness.timer_faults["o-broken"] = [KeyError(f"try {i}") for i in range(100)]
-    s = scheduler(harness, sessions, clock)
+async def test_failing_timer_is_retried_with_backoff_then_parked(kit: MessagingKit) -> None:
+    await set_timer(kit.harness, kit.sessions, "o-flaky", T0)
+    await set_timer(kit.harness, kit.sessions, "o-broken", T0)
+    kit.harness.timer_faults["o-flaky"] = [ValueError("first"), ValueError("second")]
+    kit.harness.timer_faults["o-broken"] = [KeyError(f"try {i}") for i in range(100)]
+    s = kit.scheduler()
 
     for attempt in range(1, MAX_TIMER_ATTEMPTS + 1):
         await s.run_all_due()
-        timers = await timer_rows(engine, harness)
+        timers = await kit.timer_rows()
         broken = timers["o-broken"]
         assert broken["attempts"] == attempt
         assert broken["fired_at"] is None
         if attempt < MAX_TIMER_ATTEMPTS:
             assert broken["cancelled_at"] is None
             # Not retried before its backoff has passed.
-            assert broken["due_at"] == clock.now() + timedelta(minutes=2**attempt)
-            clock.set(broken["due_at"] - timedelta(seconds=1))
+            assert broken["due_at"] == kit.clock.now() + timedelta(minutes=2**attempt)
+            kit.clock.set(broken["due_at"] - timedelta(seconds=1))
             await s.run_all_due()
-            assert (await timer_rows(engine, harness))["o-broken"]["attempts"] == attempt
-            clock.set(broken["due_at"])
+            assert (await kit.timer_rows())["o-broken"]["attempts"] == attempt
+            kit.clock.set(broken["due_at"])
         else:
-            assert broken["cancelled_at"] == clock.now()  # parked
+            assert broken["cancelled_at"] == kit.clock.now()  # parked
 
-    clock.advance(timedelta(days=30))
+    kit.clock.advance(timedelta(days=30))
     await s.run_all_due()
-    assert harness.timer_calls["o-broken"] == MAX_TIMER_ATTEMPTS
-    timers = await timer_rows(engine, harness)
+    assert kit.harness.timer_calls["o-broken"] == MAX_TIMER_ATTEMPTS
+    timers = await kit.timer_rows()
     assert timers["o-broken"]["attempts"] == MAX_TIMER_ATTEMPTS
     # The flaky one succeeded on its third call and fired once; failed calls left no trace.
-    assert harness.timer_calls["o-flaky"] == 3
+    assert kit.harness.timer_calls["o-flaky"] == 3
     assert timers["o-flaky"]["fired_at"] is not None
-    assert await fired_refs(engine, harness) == ["o-flaky"]
-    assert [r["order_id"] for r in await effect_rows(engine, harness)] == ["o-flaky"]
+    assert await fired_refs(kit.engine, kit.harness) == ["o-flaky"]
+    assert [r["order_id"] for r in await kit.effect_rows()] == ["o-flaky"]
 
 
 @pytest.mark.parametrize("fault", [ConnectionError("db gone"), TimeoutError("slow")])
 async def test_transient_timer_failure_rolls_back_without_counting_an_attempt(
-    harness: Harness,
-    sessions: async_sessionmaker[AsyncSession],
-    engine: AsyncEngine,
-    clock: ManualClock,
-    fault: BaseException,
+    kit: MessagingKit, fault: BaseException
 ) -> None:
-    await set_timer(harness, sessions, "o-1", T0)
-    await set_timer(harness, sessions, "o-2", T0 + timedelta(seconds=1))
-    harness.timer_faults["o-2"] = [fault]
-    clock.set(T0 + timedelta(minutes=1))
-    s = scheduler(harness, sessions, clock)
+    await set_timer(kit.harness, kit.sessions, "o-1", T0)
+    await set_timer(kit.harness, kit.sessions, "o-2", T0 + timedelta(seconds=1))
+    kit.harness.timer_faults["o-2"] = [fault]
+    kit.clock.set(T0 + timedelta(minutes=1))
+    s = kit.scheduler()
     with pytest.raises(type(fault)):
         await s.run_due()
-    timers = await timer_rows(engine, harness)
+    timers = await kit.timer_rows()
     assert [timers[r]["fired_at"] for r in ("o-1", "o-2")] == [None, None]
     assert [timers[r]["attempts"] for r in ("o-1", "o-2")] == [0, 0]
-    assert await outbox_rows(engine, harness) == []
+    assert await kit.outbox_rows() == []
 
     assert await s.run_all_due() == 2
-    assert sorted(await fired_refs(engine, harness)) == ["o-1", "o-2"]
+    assert sorted(await fired_refs(kit.engine, kit.harness)) == ["o-1", "o-2"]
 
 
 async def test_a_batch_fired_in_concurrent_transactions_fires_each_timer_once(
-    harness: Harness,
-    sessions: async_sessionmaker[AsyncSession],
-    engine: AsyncEngine,
-    clock: ManualClock,
+    kit: MessagingKit,
 ) -> None:
     refs = [f"c-{i}" for i in range(40)]
-    await set_timers_due(harness, sessions, clock, refs)
-    split = scheduler(harness, sessions, clock, batch_size=25, concurrency=4)
-    racers = [split, scheduler(harness, sessions, clock, batch_size=7)]
+    await set_timers_due(kit.harness, kit.sessions, kit.clock, refs)
+    split = kit.scheduler(batch_size=25, concurrency=4)
+    racers = [split, kit.scheduler(batch_size=7)]
     fired = await asyncio.gather(*(r.run_all_due() for r in racers))
     fired.append(await split.run_all_due())
     assert sum(fired) == 40
-    assert sorted(await fired_refs(engine, harness)) == sorted(refs)
-    assert set(harness.timer_calls.values()) == {1}
+    assert sorted(await fired_refs(kit.engine, kit.harness)) == sorted(refs)
+    assert set(kit.harness.timer_calls.values()) == {1}
 
 
 async def test_work_outside_the_transaction_runs_after_commit_and_is_recorded(
-    harness: Harness,
-    sessions: async_sessionmaker[AsyncSession],
-    engine: AsyncEngine,
-    clock: ManualClock,
+    kit: MessagingKit,
 ) -> None:
     from sqlalchemy import select
 
     from shared.messaging.context import HandlerContext
     from shared.messaging.store import Timer
 
-    t = harness.tables.timers
+    t = kit.harness.tables.timers
     seen_during_call: list[object] = []
     recorded: list[tuple[str, object]] = []
 
     async def handler(timer: Timer, ctx: HandlerContext) -> None:
         async def call() -> str:
             # The timer's transaction has committed: another connection sees it fired.
-            async with engine.connect() as conn:
+            async with kit.engine.connect() as conn:
                 fired_at = await conn.scalar(select(t.c.fired_at).where(t.c.id == timer.id))
             seen_during_call.append(fired_at)
             if timer.ref == "w-bad":
@@ -250,8 +226,8 @@ async def test_work_outside_the_transaction_runs_after_commit_and_is_recorded(
         ctx.run_outside(call, record=record, lock_key=timer.lock_key)
 
     for ref in ("w-1", "w-2", "w-bad"):
-        await set_timer(harness, sessions, ref, T0)
-    runner = scheduler(harness, sessions, clock, {SHIP_DEADLINE: handler}, concurrency=2)
+        await set_timer(kit.harness, kit.sessions, ref, T0)
+    runner = kit.scheduler({SHIP_DEADLINE: handler}, concurrency=2)
     assert await runner.run_due() == 3
     assert seen_during_call == [T0, T0, T0]
     # A call that raised records nothing: the handler's own timers are there to retry it.

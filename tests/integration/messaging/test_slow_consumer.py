@@ -15,9 +15,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from shared.clock import ManualClock
 from shared.contracts import ORDER_PAID, CloudEvent, OrderPaid
 from shared.messaging.consumer import LAST_RESORT_AFTER, BatchCut, Record
 from shared.messaging.context import HandlerContext
@@ -27,14 +25,12 @@ from tests.polling import eventually
 
 from .helpers import (
     Harness,
-    effect_counts,
     encode,
     order_paid,
     order_shipped,
-    outbox_rows,
-    processor,
     records,
 )
+from .kit import MessagingKit
 from .test_consumer import dead_letters
 from .test_runtime import new_runtime
 
@@ -72,32 +68,30 @@ def seen_offsets(runtime: ServiceRuntime, seen: Counter[tuple[int, int]]) -> Non
 
 
 async def test_a_consumer_stalled_past_max_poll_interval_loses_nothing_and_applies_once(
-    harness: Harness,
-    settings: Settings,
-    engine: AsyncEngine,
-    clock: ManualClock,
-    producer: AIOKafkaProducer,
+    kit: MessagingKit, settings: Settings, producer: AIOKafkaProducer
 ) -> None:
     settings = settings.model_copy(update={"kafka_max_poll_interval_ms": MAX_POLL_INTERVAL_MS})
-    stall = Stall(harness, "o-stall")
+    stall = Stall(kit.harness, "o-stall")
     definition = dataclasses.replace(
-        harness.definition(),
-        handlers={**harness.definition().handlers, ORDER_PAID: stall.on_paid},
+        kit.harness.definition(),
+        handlers={**kit.harness.definition().handlers, ORDER_PAID: stall.on_paid},
     )
     await ensure_topics(settings, definition.all_topics)
     seen: Counter[tuple[int, int]] = Counter()
-    runtimes = [new_runtime(harness, settings, clock, engine, definition) for _ in range(2)]
+    runtimes = [
+        new_runtime(kit.harness, settings, kit.clock, kit.engine, definition) for _ in range(2)
+    ]
     for runtime in runtimes:
         seen_offsets(runtime, seen)
 
     async def send(order_id: str, document: dict[str, Any]) -> tuple[int, int]:
         sent = await producer.send_and_wait(
-            harness.input_topic, encode(document), key=order_id.encode()
+            kit.harness.input_topic, encode(document), key=order_id.encode()
         )
         return sent.partition, sent.offset
 
     async def effects() -> dict[str, int]:
-        return dict(await effect_counts(engine, harness))
+        return dict(await kit.effect_counts())
 
     try:
         await asyncio.gather(*(runtime.start() for runtime in runtimes))
@@ -134,27 +128,22 @@ async def test_a_consumer_stalled_past_max_poll_interval_loses_nothing_and_appli
 
 
 async def test_the_event_by_event_path_keeps_inside_its_budget_and_always_moves_on(
-    harness: Harness,
-    sessions: async_sessionmaker[AsyncSession],
-    engine: AsyncEngine,
-    clock: ManualClock,
+    kit: MessagingKit,
 ) -> None:
     elapsed = [0.0]
 
     async def slow_paid(event: CloudEvent, ctx: HandlerContext) -> None:
         elapsed[0] += 6.0  # each event takes 6 s; the budget is 10
-        await harness.on_paid(event, ctx)
+        await kit.harness.on_paid(event, ctx)
 
-    harness.faults["o-bad"] = ValueError("a bug")  # sends the batch down the event-by-event path
+    # Sends the batch down the event-by-event path.
+    kit.harness.faults["o-bad"] = ValueError("a bug")
     orders = ["o-1", "o-2", "o-bad", "o-3", "o-4"]
     batch = records(
-        harness.input_topic,
+        kit.harness.input_topic,
         [(order, encode(order_paid(order, event_id=f"e-{order}"))) for order in orders],
     )
-    consumer = processor(
-        harness,
-        sessions,
-        clock,
+    consumer = kit.processor(
         handlers={ORDER_PAID: slow_paid},
         budget=10.0,
         monotonic=lambda: elapsed[0],
@@ -170,38 +159,34 @@ async def test_the_event_by_event_path_keeps_inside_its_budget_and_always_moves_
         raise AssertionError(f"the batch never completed: cuts after {cuts}")
     # Over budget, each round committed a prefix that reached one record further.
     assert cuts == [1, 2, 3, 4]
-    assert await effect_counts(engine, harness) == {
+    assert await kit.effect_counts() == {
         "e-o-1": 1,
         "e-o-2": 1,
         "e-o-3": 1,
         "e-o-4": 1,
     }
-    [(_, letter)] = dead_letters(await outbox_rows(engine, harness))
+    [(_, letter)] = dead_letters(await kit.outbox_rows())
     assert (letter.reason, letter.origin.offset) == ("handler_error", 2)
 
 
 async def test_a_runtime_fetches_a_cut_batch_again_and_applies_each_event_once(
-    harness: Harness,
-    settings: Settings,
-    engine: AsyncEngine,
-    clock: ManualClock,
-    producer: AIOKafkaProducer,
+    kit: MessagingKit, settings: Settings, producer: AIOKafkaProducer
 ) -> None:
     # Budget: half of 3 s. The first event fails, so the batch goes event by event at 0.4 s
     # each: it cannot finish within one budget.
     settings = settings.model_copy(update={"kafka_max_poll_interval_ms": MAX_POLL_INTERVAL_MS})
-    harness.handler_delay = 0.4
-    harness.faults["o-bad"] = ValueError("a bug")
+    kit.harness.handler_delay = 0.4
+    kit.harness.faults["o-bad"] = ValueError("a bug")
     orders = ["o-bad", *(f"o-{i}" for i in range(7))]
-    await ensure_topics(settings, harness.definition().all_topics)
+    await ensure_topics(settings, kit.harness.definition().all_topics)
     for order in orders:  # one partition, sent before the runtime starts: one batch
         await producer.send_and_wait(
-            harness.input_topic,
+            kit.harness.input_topic,
             encode(order_paid(order, event_id=f"e-{order}")),
             key=order.encode(),
             partition=0,
         )
-    runtime = ServiceRuntime(harness.definition(), settings, clock, engine=engine)
+    runtime = ServiceRuntime(kit.harness.definition(), settings, kit.clock, engine=kit.engine)
     seen: Counter[tuple[int, int]] = Counter()
     seen_offsets(runtime, seen)
     failed: list[BaseException] = []
@@ -209,7 +194,7 @@ async def test_a_runtime_fetches_a_cut_batch_again_and_applies_each_event_once(
     expected = {f"e-{order}": 1 for order in orders[1:]}
 
     async def effects() -> dict[str, int]:
-        return dict(await effect_counts(engine, harness))
+        return dict(await kit.effect_counts())
 
     try:
         await runtime.start()
@@ -220,7 +205,7 @@ async def test_a_runtime_fetches_a_cut_batch_again_and_applies_each_event_once(
         # Cut and fetched again, never counted as a failure.
         assert seen[(0, len(orders) - 1)] >= 2
         assert failed == []
-        letters = dead_letters(await outbox_rows(engine, harness))
+        letters = dead_letters(await kit.outbox_rows())
         assert [(d.reason, d.origin.offset) for _, d in letters] == [("handler_error", 0)]
     finally:
         await runtime.stop()
@@ -231,34 +216,26 @@ async def _all_of(get: Any, expected: dict[str, int]) -> bool:
     return all(current.get(k, 0) >= 1 for k in expected)
 
 
-async def test_the_last_resort_leaves_out_what_a_cut_round_applied(
-    harness: Harness,
-    sessions: async_sessionmaker[AsyncSession],
-    engine: AsyncEngine,
-    clock: ManualClock,
-) -> None:
+async def test_the_last_resort_leaves_out_what_a_cut_round_applied(kit: MessagingKit) -> None:
     elapsed = [0.0]
     broken = [False]
 
     async def slow_paid(event: CloudEvent, ctx: HandlerContext) -> None:
         elapsed[0] += 6.0
-        await harness.on_paid(event, ctx)
+        await kit.harness.on_paid(event, ctx)
 
     def lock_keys(event: CloudEvent) -> list[str]:
         if broken[0]:
             raise ValueError("a bug in lock_keys")  # the whole batch fails, on both paths
         return [event.data.order_id]  # type: ignore[attr-defined]
 
-    harness.faults["o-bad"] = ValueError("a bug")
+    kit.harness.faults["o-bad"] = ValueError("a bug")
     orders = ["o-1", "o-bad", "o-2"]
     batch = records(
-        harness.input_topic,
+        kit.harness.input_topic,
         [(order, encode(order_paid(order, event_id=f"e-{order}"))) for order in orders],
     )
-    consumer = processor(
-        harness,
-        sessions,
-        clock,
+    consumer = kit.processor(
         handlers={ORDER_PAID: slow_paid},
         lock_keys=lock_keys,
         budget=10.0,
@@ -271,8 +248,8 @@ async def test_the_last_resort_leaves_out_what_a_cut_round_applied(
         with pytest.raises(ValueError):
             await consumer.process(batch)
     await consumer.process(batch)
-    assert await effect_counts(engine, harness) == {"e-o-1": 1}
-    letters = dead_letters(await outbox_rows(engine, harness))
+    assert await kit.effect_counts() == {"e-o-1": 1}
+    letters = dead_letters(await kit.outbox_rows())
     assert [(d.reason, d.origin.offset) for _, d in letters] == [
         ("batch_refused", 1),
         ("batch_refused", 2),

@@ -18,15 +18,14 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.clock import ManualClock
 from shared.messaging.runtime import ServiceRuntime, ensure_topics
 from shared.settings import Settings
 from shared.tracing import setup_tracing, tracing_configured
 from tests.polling import eventually
 
-from .helpers import Harness, effect_counts, encode, order_paid, order_shipped
+from .helpers import encode, order_paid, order_shipped
+from .kit import MessagingKit
 
 
 def finished(exporter: InMemorySpanExporter, kind: SpanKind, suffix: str) -> list[ReadableSpan]:
@@ -34,25 +33,25 @@ def finished(exporter: InMemorySpanExporter, kind: SpanKind, suffix: str) -> lis
 
 
 async def test_a_processed_batch_and_its_outputs_are_traced(
-    harness: Harness, settings: Settings, engine: AsyncEngine, clock: ManualClock
+    kit: MessagingKit, settings: Settings
 ) -> None:
     exporter = InMemorySpanExporter()
     runtime = ServiceRuntime(
-        harness.definition(),
+        kit.harness.definition(),
         settings,
-        clock,
-        engine=engine,
+        kit.clock,
+        engine=kit.engine,
         relay_poll_interval=0.05,
         timer_poll_interval=0.2,
         retry_backoff=0.1,
         span_exporter=exporter,
     )
-    await ensure_topics(settings, harness.definition().all_topics)
+    await ensure_topics(settings, kit.harness.definition().all_topics)
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap_servers, enable_idempotence=False
     )
     outputs = AIOKafkaConsumer(
-        harness.output_topic,
+        kit.harness.output_topic,
         bootstrap_servers=settings.kafka_bootstrap_servers,
         group_id=f"tracing-{uuid.uuid4().hex}",
         auto_offset_reset="earliest",
@@ -63,14 +62,14 @@ async def test_a_processed_batch_and_its_outputs_are_traced(
         upstream = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
         for event in (order_paid("o-tr", event_id="e-tr-1"), order_shipped("o-tr")):
             await producer.send_and_wait(
-                harness.input_topic,
+                kit.harness.input_topic,
                 encode(event),
                 key=b"o-tr",
                 headers=[("traceparent", upstream.encode()), ("correlation_id", b"c-tr")],
             )
 
         async def applied() -> bool:
-            return sum((await effect_counts(engine, harness)).values()) == 2
+            return sum((await kit.effect_counts()).values()) == 2
 
         async def spans() -> list[ReadableSpan] | None:
             processed = finished(exporter, SpanKind.CONSUMER, " process")
@@ -87,11 +86,11 @@ async def test_a_processed_batch_and_its_outputs_are_traced(
     # A span per batch, named after the topic and counting its records; its parent (the
     # batch's "create" span) links to the producer's span found in the records' headers.
     batch = finished(exporter, SpanKind.CONSUMER, " process")[0]
-    assert batch.name == f"{harness.input_topic} process"
+    assert batch.name == f"{kit.harness.input_topic} process"
     assert batch.attributes is not None and batch.parent is not None
     assert batch.attributes["messaging.system"] == "kafka"
     assert batch.attributes["messaging.batch.message_count"] >= 1
-    assert batch.resource.attributes["service.name"] == f"aftersales-{harness.name}"
+    assert batch.resource.attributes["service.name"] == f"aftersales-{kit.harness.name}"
     [created] = [
         s
         for s in finished(exporter, SpanKind.CONSUMER, " create")
@@ -100,7 +99,7 @@ async def test_a_processed_batch_and_its_outputs_are_traced(
     assert [link.context.trace_id for link in created.links] == [int(upstream.split("-")[1], 16)]
     # A span per published event, and its context in the Kafka headers for the next consumer.
     published = finished(exporter, SpanKind.PRODUCER, " publish")
-    assert {s.name for s in published} == {f"{harness.output_topic} publish"}
+    assert {s.name for s in published} == {f"{kit.harness.output_topic} publish"}
     assert dict(record.headers)["traceparent"].decode().split("-")[1] in {
         f"{s.context.trace_id:032x}" for s in published if s.context is not None
     }

@@ -256,12 +256,19 @@ def test_no_second_refund_whatever_is_replayed(
         check_refund(due, case.policy.returns.return_shipping_cap)
 
 
+# What the freight and replay properties draw: an order returned whole, for a reason, with the
+# return freight the buyer paid.
+RETURN_DRAWS = {
+    "the_order": orders(),
+    "reason": st.sampled_from(REASONS),
+    "kind": st.sampled_from(["refund", "exchange"]),
+    "fee": st.integers(0, 6_000),
+}
+
+
 @settings(max_examples=150, deadline=None)
 @given(
-    the_order=orders(),
-    reason=st.sampled_from(REASONS),
-    kind=st.sampled_from(["refund", "exchange"]),
-    fee=st.integers(0, 6_000),
+    **RETURN_DRAWS,
     cap=st.sampled_from([0, 1000, 3000]),
     shipped_first=st.booleans(),
     replays=st.integers(0, 3),
@@ -291,13 +298,7 @@ def test_return_freight_is_reimbursed_once_whether_shipped_before_or_after_the_s
 
 
 @settings(max_examples=150, deadline=None)
-@given(
-    the_order=orders(),
-    reason=st.sampled_from(REASONS),
-    kind=st.sampled_from(["refund", "exchange"]),
-    fee=st.integers(0, 6_000),
-    operations=st.lists(st.sampled_from(OPERATIONS), min_size=1, max_size=40),
-)
+@given(**RETURN_DRAWS, operations=st.lists(st.sampled_from(OPERATIONS), min_size=1, max_size=40))
 def test_a_completed_request_ignores_every_replay(the_order, reason, kind, fee, operations):
     case = Case(the_order)
     lines = {item.line_id: item.quantity for item in the_order.lines if not item.is_gift}
