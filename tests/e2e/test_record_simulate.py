@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
@@ -25,7 +25,10 @@ async def test_a_recording_of_the_broker_replays_like_the_history_published(
 ) -> None:
     lines = generate(120)  # no-reason requests on every day 1..20
     await ensure_topics(Settings(kafka_bootstrap_servers=kafka_bootstrap), topics.INPUT_TOPICS)
-    since = datetime.now(UTC) - timedelta(seconds=1)  # earlier tests' records stay out
+    # From now, to the millisecond of the records' timestamps: an earlier test's record
+    # published a moment ago stays out of the window.
+    now = datetime.now(UTC)
+    since = now.replace(microsecond=now.microsecond // 1000 * 1000)
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
     await producer.start()
     try:
