@@ -67,6 +67,8 @@ SEND_DEADLINE = 10.0
 # When an attempt whose outcome was never recorded is taken up again: well past the send's
 # deadline and the recording transaction, so a live send is not overtaken.
 SEND_LEASE = timedelta(seconds=30)
+# Why a notification of a buyer who asked to be forgotten ends (`no_contact`), at once.
+ERASED = "no contact data: the buyer's contact data was erased"
 
 log = logging.getLogger("aftersales.notifier")
 
@@ -290,11 +292,11 @@ class Deliverer:
         elif delivery.status == SENT:
             await self._sent(ctx, delivery)
         elif delivery.status == FAILED:
-            await self._failed(ctx, repo, delivery)
+            await failed(ctx, repo, delivery)
 
     async def _sent(self, ctx: HandlerContext, delivery: Delivery) -> None:
         assert delivery.channel is not None and delivery.language is not None
-        new = await self._emit(
+        new = await _emit(
             ctx,
             delivery,
             NOTIFICATION_SENT,
@@ -310,36 +312,6 @@ class Deliverer:
                 **_fields(delivery),
                 "channel": delivery.channel,
                 "recipient": delivery.recipient,
-                "attempts": delivery.attempts,
-            },
-        )
-
-    async def _failed(
-        self, ctx: HandlerContext, repo: DeliveryRepository, delivery: Delivery
-    ) -> None:
-        await repo.dead_letter(delivery, ctx.now)
-        reason = str(delivery.fail_reason)
-        new = await self._emit(
-            ctx,
-            delivery,
-            NOTIFICATION_FAILED,
-            NotificationFailed.model_validate(
-                {
-                    **_status(delivery),
-                    "reason": reason,
-                    "detail": delivery.fail_detail,
-                    "failed_at": delivery.failed_at,
-                }
-            ),
-        )
-        if new:
-            metrics.NOTIFICATIONS.labels(SERVICE, delivery.template, "failed").inc()
-        log.warning(
-            "notification failed: dead-letter record written",
-            extra={
-                **_fields(delivery),
-                "reason": reason,
-                "detail": delivery.fail_detail,
                 "attempts": delivery.attempts,
             },
         )
@@ -389,20 +361,50 @@ class Deliverer:
         body = " ".join(line.strip() for line in rendered.body.splitlines() if line.strip())
         return f": [{delivery.template}, {rendered.language}] {rendered.subject} | {body}"
 
-    async def _emit(
-        self, ctx: HandlerContext, delivery: Delivery, event_type: str, data: BaseModel
-    ) -> bool:
-        """Queue a status event; False when the outbox already held it (a replay)."""
-        # Caused by the event that asked for the notification (not the timer that sent it),
-        # correlated with its case; keyed like every order or buyer event (SPEC 1).
-        event = await ctx.emit(
-            event_type,
-            data,
-            event_id=ids.notifier_status_event_id(event_type, delivery.delivery_id),
-            correlation_id=delivery.case_id or delivery.order_id,
-            causation_id=delivery.source_event_id,
-        )
-        return ctx.is_new(event)
+
+async def failed(ctx: HandlerContext, repo: DeliveryRepository, delivery: Delivery) -> None:
+    """Tell how a notification given up (and saved) ended: its dead-letter record,
+    `notification.failed`, the metric and a log line."""
+    await repo.dead_letter(delivery, ctx.now)
+    reason = str(delivery.fail_reason)
+    new = await _emit(
+        ctx,
+        delivery,
+        NOTIFICATION_FAILED,
+        NotificationFailed.model_validate(
+            {
+                **_status(delivery),
+                "reason": reason,
+                "detail": delivery.fail_detail,
+                "failed_at": delivery.failed_at,
+            }
+        ),
+    )
+    if new:
+        metrics.NOTIFICATIONS.labels(SERVICE, delivery.template, "failed").inc()
+    log.warning(
+        "notification failed: dead-letter record written",
+        extra={
+            **_fields(delivery),
+            "reason": reason,
+            "detail": delivery.fail_detail,
+            "attempts": delivery.attempts,
+        },
+    )
+
+
+async def _emit(ctx: HandlerContext, delivery: Delivery, event_type: str, data: BaseModel) -> bool:
+    """Queue a status event; False when the outbox already held it (a replay)."""
+    # Caused by the event that asked for the notification (not the timer that sent it),
+    # correlated with its case; keyed like every order or buyer event (SPEC 1).
+    event = await ctx.emit(
+        event_type,
+        data,
+        event_id=ids.notifier_status_event_id(event_type, delivery.delivery_id),
+        correlation_id=delivery.case_id or delivery.order_id,
+        causation_id=delivery.source_event_id,
+    )
+    return ctx.is_new(event)
 
 
 def _fields(delivery: Delivery) -> dict[str, object]:

@@ -110,13 +110,40 @@ async def test_the_erasure_event_forgets_the_buyer_before_anything_pending_is_se
     assert await h.rows(tables.contacts, tables.contacts.c.customer_id == customer) == []
     stored = await everything_stored(h)
     assert [trace for trace in traces_of(kit) if trace in stored] == []
-    # The next morning the pending message finds no contact: it is not sent.
+    # The pending message ended with the erasure; the next morning nothing is sent.
+    pending = await h.delivery("r-pending")
+    assert (pending["status"], pending["attempts"]) == ("failed", 0)
+    assert "no contact" in pending["last_error"] and pending["recipient"] is None
     await h.advance(hours=12)
     assert [r.body["id"] for r in gateway.received("/sms")] == ["r-sent"]
-    pending = await h.delivery("r-pending")
-    assert pending["attempts"] >= 1 and "no contact" in pending["last_error"]
-    assert pending["recipient"] is None
 
     # An order paid after the request stores the contact the buyer gave anew.
     await h.consume(kit.order_paid(customer, paid_at="2024-05-02T10:00:00+08:00"))
     assert await h.rows(tables.contacts, tables.contacts.c.customer_id == customer)
+
+
+async def test_pending_notifications_end_at_once_with_the_erasure(
+    make_harness: Any, kit: Any, gateway: Any
+) -> None:
+    h = make_harness(settings=kit.settings(aftersales_sms_gateway_url=f"{gateway.url}/sms"))
+    customer, other = kit.uid("C"), kit.uid("C")
+    h.clock.advance(timedelta(hours=12))  # 22:00 in Shanghai: quiet hours
+    await h.consume(kit.order_paid(customer), kit.requested(customer, request_id="q-mine"))
+    await h.consume(kit.order_paid(other), kit.requested(other, request_id="q-other"))
+    await h.fire()
+    assert (await h.delivery("q-mine"))["status"] == "scheduled"
+
+    await erase(h.sessions, customer)
+
+    mine = await h.delivery("q-mine")
+    assert (mine["status"], mine["attempts"], mine["next_attempt_at"]) == ("failed", 0, None)
+    [failed] = await h.outbox("notification.failed")
+    assert failed["data"]["request_id"] == "q-mine"
+    assert (failed["data"]["reason"], failed["data"]["recipient"]) == ("no_contact", None)
+    [dead] = await h.rows(tables.dead_letters)
+    assert (dead["delivery_id"], dead["reason"]) == ("q-mine", "no_contact")
+    # No timer of it is left; the other buyer's message goes out in the morning.
+    await h.advance(hours=12)
+    assert [r.body["id"] for r in gateway.received("/sms")] == ["q-other"]
+    assert (await h.delivery("q-mine"))["status"] == "failed"
+    assert len(await h.outbox("notification.failed")) == 1
