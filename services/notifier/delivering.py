@@ -74,8 +74,9 @@ log = logging.getLogger("aftersales.notifier")
 
 
 def buyer_lock(customer_id: str) -> str:
-    # The buyer's key (the daily cap counts per buyer), in a namespace of its own: the
-    # consumer, which locks orders, never waits for a delivery.
+    # The buyer's key (the daily cap counts per buyer), in a namespace of its own: of the
+    # consumer's events only the erasure takes it (its writes must not interleave with a
+    # delivery's), so the consumer otherwise never waits for a delivery.
     return f"notifier:buyer:{customer_id}"
 
 
@@ -102,6 +103,8 @@ class Claimed:
     attempt: Attempt
     message: Outgoing
     channels_left: bool
+    # The buyer's erasure as of the claim (None: none): a later one voids the recipient.
+    erased_at: datetime | None
 
 
 class Deliverer:
@@ -154,6 +157,10 @@ class Deliverer:
             delivery.give_up(now, FailReason.CONTACT_UNREADABLE, str(exc))
             await self.store(ctx, repo, delivery)
             return
+        if contact is None and delivery.unconfirmed:  # erased since the attempt went out
+            delivery.give_up(now, FailReason.NO_CONTACT, ERASED)
+            await self.store(ctx, repo, delivery)
+            return
         if contact is None:
             delivery.no_contact_yet(now, slot_day=decision.slot_day, policy=self.policy.notifier)
             await self.store(ctx, repo, delivery)
@@ -167,10 +174,11 @@ class Deliverer:
             now, channel=channel, slot_day=decision.slot_day, lease=SEND_LEASE
         )
         await self.store(ctx, repo, delivery, reason="unconfirmed")
+        erased_at = await repo.erased_at(delivery.customer_id)
         ctx.run_outside(
             lambda: self.send(message),
             record=lambda result, rctx: self.record(
-                rctx, Claimed(attempt, message, channels_left), result
+                rctx, Claimed(attempt, message, channels_left, erased_at), result
             ),
             lock_key=buyer_lock(delivery.customer_id),
         )
@@ -253,20 +261,25 @@ class Deliverer:
             )
             return
         unconfirmed = delivery.timer_ref
+        # Under the buyer's lock, which the erasure takes too: an erasure since the claim
+        # (the contact gone, or a later request) keeps the recipient out and ends a failure.
+        erased = not await repo.has_contact(delivery.customer_id) or (
+            await repo.erased_at(delivery.customer_id) != claimed.erased_at
+        )
+        recipient = None if erased else message.recipient
         if result.ok:
             delivery.record_sent(
-                ctx.now,
-                channel=message.channel,
-                recipient=message.recipient,
-                language=message.language,
+                ctx.now, channel=message.channel, recipient=recipient, language=message.language
             )
+        elif erased:
+            delivery.give_up(ctx.now, FailReason.NO_CONTACT, ERASED, channel=message.channel)
         else:
             delivery.record_failure(
                 ctx.now,
                 permanent=not result.transient,
                 detail=result.detail,
                 channel=message.channel,
-                recipient=message.recipient,
+                recipient=recipient,
                 channels_left=claimed.channels_left,
                 policy=self.policy.notifier,
             )

@@ -7,7 +7,9 @@ deletes the buyer's published status events from the outbox (they carry the mask
 events not yet published stay for the relay, which sends them, and the purge removes them after
 the outbox period. Deliveries keep their ids, template and outcome (no personal data) for the
 case history. It takes effect at once: notifications still waiting for the buyer end there and
-then as `no_contact` (`notification.failed`, a dead-letter record), never sent.
+then as `no_contact` (`notification.failed`, a dead-letter record), never sent. One whose
+attempt is on its way is ended by its outcome, which then keeps the recipient out: the erasure
+holds the buyer's lock, as a delivery's steps do, so neither writes over the other.
 
 The erasure is remembered (`erasures`: the buyer's id and when they asked, no personal data):
 an `order.paid` paid up to then, read late (the `orders` topic is not ordered with `customers`),
@@ -23,12 +25,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.notifier import tables
-from services.notifier.delivering import DELIVER, ERASED, SERVICE, failed
+from services.notifier.delivering import DELIVER, ERASED, SERVICE, buyer_lock, failed
 from services.notifier.domain import FailReason
 from services.notifier.repository import DeliveryRepository
 from shared.clock import SystemClock
@@ -60,8 +62,8 @@ def _count(result: object) -> int:
 
 
 async def erase_in(ctx: HandlerContext, customer_id: str, requested_at: datetime) -> Erased:
-    """Erase the buyer's contact data in `ctx`'s transaction, end what is still waiting for
-    them and remember the erasure (the latest request counts).
+    """Erase the buyer's contact data in `ctx`'s transaction (holding the buyer's lock), end
+    what is still waiting for them and remember the erasure (the latest request counts).
     Repeating it changes nothing more."""
     session = ctx.session
     ended = await _end_waiting(ctx, customer_id)
@@ -126,6 +128,7 @@ async def erase(
     """Erase in a transaction of its own (the command); `requested_at` defaults to now."""
     now = SystemClock().now()
     async with UnitOfWork(sessions, namespace=SERVICE) as uow:
+        await uow.lock([buyer_lock(customer_id)])
         ctx = HandlerContext(
             uow=uow,
             tables=tables.messaging,
@@ -142,9 +145,7 @@ async def erase(
 async def erased_since(session: AsyncSession, customer_id: str, paid_at: datetime) -> bool:
     """True when the buyer asked to be forgotten at or after `paid_at`: that order's contact
     data must not be stored."""
-    requested_at = await session.scalar(
-        select(tables.erasures.c.requested_at).where(tables.erasures.c.customer_id == customer_id)
-    )
+    requested_at = await DeliveryRepository(session).erased_at(customer_id)
     return requested_at is not None and paid_at <= requested_at
 
 
@@ -168,12 +169,13 @@ async def erasure_requested(event: CloudEvent, ctx: HandlerContext) -> None:
 
 def lock_keys(event: CloudEvent) -> Iterable[str]:
     """An `order.paid` also locks its buyer, as the erasure does: the two never interleave, so
-    a contact is not stored behind an erasure's back."""
+    a contact is not stored behind an erasure's back. The erasure takes the lock of the
+    buyer's deliveries too (`buyer_lock`)."""
     keys = [event_key(event)]
     if event.type == ORDER_PAID and isinstance(event.data, OrderPaid):
         keys.append(f"customer:{event.data.customer_id}")
     elif isinstance(event.data, CustomerErasureRequested):
-        keys = [f"customer:{event.data.customer_id}"]
+        keys = [f"customer:{event.data.customer_id}", buyer_lock(event.data.customer_id)]
     return keys
 
 

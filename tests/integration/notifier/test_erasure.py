@@ -3,15 +3,21 @@ data is left in the notifier, nothing pending is sent after, and a late order st
 
 from __future__ import annotations
 
+import asyncio
+import json
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import update
 
 from services.notifier import tables
+from services.notifier.channels import Outgoing, Result, transient
+from services.notifier.delivering import SERVICE, buyer_lock
 from services.notifier.erasure import erase, erasure_requested, lock_keys
-from shared.contracts import CUSTOMER_ERASURE_REQUESTED, topics
+from shared.contracts import CUSTOMER_ERASURE_REQUESTED, parse_event, topics
 from shared.crypto import mask_email, mask_name, mask_phone
+from shared.db import UnitOfWork
 from shared.messaging.consumer import EventProcessor
 
 
@@ -147,3 +153,68 @@ async def test_pending_notifications_end_at_once_with_the_erasure(
     assert [r.body["id"] for r in gateway.received("/sms")] == ["q-other"]
     assert (await h.delivery("q-mine"))["status"] == "failed"
     assert len(await h.outbox("notification.failed")) == 1
+
+
+class ErasedWhileSending:
+    """An SMS gateway during whose send the buyer is erased (the command, in a transaction of
+    its own), answering `result`."""
+
+    name = "sms"
+
+    def __init__(self, h: Any, customer: str, result: Result) -> None:
+        self.h, self.customer, self.result = h, customer, result
+        self.sent: list[str] = []
+
+    async def send(self, message: Outgoing) -> Result:
+        self.sent.append(message.delivery_id)
+        await erase(self.h.sessions, self.customer)
+        return self.result
+
+    async def close(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize(
+    ("result", "status"),
+    [(Result(ok=True, detail="sent"), "sent"), (transient("sms: HTTP 503"), "failed")],
+)
+async def test_an_outcome_recorded_after_the_erasure_puts_no_recipient_back(
+    make_harness: Any, kit: Any, result: Result, status: str
+) -> None:
+    h = make_harness(channels={})
+    customer = kit.uid("C")
+    channel = ErasedWhileSending(h, customer, result)
+    h.handlers.channels["sms"] = channel
+    await h.consume(kit.order_paid(customer), kit.requested(customer, request_id="e-" + customer))
+    await h.fire()
+    assert channel.sent == ["e-" + customer]
+
+    delivery = await h.delivery("e-" + customer)
+    assert (delivery["status"], delivery["recipient"]) == (status, None)
+    [event] = await h.outbox(f"notification.{status}")
+    assert event["data"]["recipient"] is None
+    stored = await everything_stored(h)
+    assert [trace for trace in traces_of(kit) if trace in stored] == []
+    # A failed attempt is not tried again: the buyer's contact data is gone.
+    await h.advance(hours=24)
+    assert channel.sent == ["e-" + customer]
+
+
+async def test_the_erasure_waits_for_a_delivery_step_of_the_buyer(
+    make_harness: Any, kit: Any
+) -> None:
+    """A delivery's steps (the claim, the outcome) hold the buyer's lock: the erasure takes it
+    too, so it never writes between a step's reading and its writing."""
+    h = make_harness(channels={})
+    customer = kit.uid("C")
+    event = kit.envelope(
+        CUSTOMER_ERASURE_REQUESTED, {"customer_id": customer, "requested_at": kit.T0.isoformat()}
+    )
+    assert buyer_lock(customer) in lock_keys(parse_event(json.dumps(event).encode()))
+    await h.consume(kit.order_paid(customer))
+    async with UnitOfWork(h.sessions, namespace=SERVICE) as step:
+        await step.lock([buyer_lock(customer)])
+        erasing = asyncio.create_task(erase(h.sessions, customer))
+        await asyncio.sleep(0.5)
+        assert not erasing.done()
+    assert (await asyncio.wait_for(erasing, timeout=10)).contacts == 1
