@@ -67,13 +67,16 @@ SEND_DEADLINE = 10.0
 # When an attempt whose outcome was never recorded is taken up again: well past the send's
 # deadline and the recording transaction, so a live send is not overtaken.
 SEND_LEASE = timedelta(seconds=30)
+# Why a notification of a buyer who asked to be forgotten ends (`no_contact`), at once.
+ERASED = "no contact data: the buyer's contact data was erased"
 
 log = logging.getLogger("aftersales.notifier")
 
 
 def buyer_lock(customer_id: str) -> str:
-    # The buyer's key (the daily cap counts per buyer), in a namespace of its own: the
-    # consumer, which locks orders, never waits for a delivery.
+    # The buyer's key (the daily cap counts per buyer), in a namespace of its own: of the
+    # consumer's events only the erasure takes it (its writes must not interleave with a
+    # delivery's), so the consumer otherwise never waits for a delivery.
     return f"notifier:buyer:{customer_id}"
 
 
@@ -100,6 +103,8 @@ class Claimed:
     attempt: Attempt
     message: Outgoing
     channels_left: bool
+    # The buyer's erasure as of the claim (None: none): a later one voids the recipient.
+    erased_at: datetime | None
 
 
 class Deliverer:
@@ -152,6 +157,10 @@ class Deliverer:
             delivery.give_up(now, FailReason.CONTACT_UNREADABLE, str(exc))
             await self.store(ctx, repo, delivery)
             return
+        if contact is None and delivery.unconfirmed:  # erased since the attempt went out
+            delivery.give_up(now, FailReason.NO_CONTACT, ERASED)
+            await self.store(ctx, repo, delivery)
+            return
         if contact is None:
             delivery.no_contact_yet(now, slot_day=decision.slot_day, policy=self.policy.notifier)
             await self.store(ctx, repo, delivery)
@@ -165,10 +174,11 @@ class Deliverer:
             now, channel=channel, slot_day=decision.slot_day, lease=SEND_LEASE
         )
         await self.store(ctx, repo, delivery, reason="unconfirmed")
+        erased_at = await repo.erased_at(delivery.customer_id)
         ctx.run_outside(
             lambda: self.send(message),
             record=lambda result, rctx: self.record(
-                rctx, Claimed(attempt, message, channels_left), result
+                rctx, Claimed(attempt, message, channels_left, erased_at), result
             ),
             lock_key=buyer_lock(delivery.customer_id),
         )
@@ -251,20 +261,25 @@ class Deliverer:
             )
             return
         unconfirmed = delivery.timer_ref
+        # Under the buyer's lock, which the erasure takes too: an erasure since the claim
+        # (the contact gone, or a later request) keeps the recipient out and ends a failure.
+        erased = not await repo.has_contact(delivery.customer_id) or (
+            await repo.erased_at(delivery.customer_id) != claimed.erased_at
+        )
+        recipient = None if erased else message.recipient
         if result.ok:
             delivery.record_sent(
-                ctx.now,
-                channel=message.channel,
-                recipient=message.recipient,
-                language=message.language,
+                ctx.now, channel=message.channel, recipient=recipient, language=message.language
             )
+        elif erased:
+            delivery.give_up(ctx.now, FailReason.NO_CONTACT, ERASED, channel=message.channel)
         else:
             delivery.record_failure(
                 ctx.now,
                 permanent=not result.transient,
                 detail=result.detail,
                 channel=message.channel,
-                recipient=message.recipient,
+                recipient=recipient,
                 channels_left=claimed.channels_left,
                 policy=self.policy.notifier,
             )
@@ -290,11 +305,11 @@ class Deliverer:
         elif delivery.status == SENT:
             await self._sent(ctx, delivery)
         elif delivery.status == FAILED:
-            await self._failed(ctx, repo, delivery)
+            await failed(ctx, repo, delivery)
 
     async def _sent(self, ctx: HandlerContext, delivery: Delivery) -> None:
         assert delivery.channel is not None and delivery.language is not None
-        new = await self._emit(
+        new = await _emit(
             ctx,
             delivery,
             NOTIFICATION_SENT,
@@ -310,36 +325,6 @@ class Deliverer:
                 **_fields(delivery),
                 "channel": delivery.channel,
                 "recipient": delivery.recipient,
-                "attempts": delivery.attempts,
-            },
-        )
-
-    async def _failed(
-        self, ctx: HandlerContext, repo: DeliveryRepository, delivery: Delivery
-    ) -> None:
-        await repo.dead_letter(delivery, ctx.now)
-        reason = str(delivery.fail_reason)
-        new = await self._emit(
-            ctx,
-            delivery,
-            NOTIFICATION_FAILED,
-            NotificationFailed.model_validate(
-                {
-                    **_status(delivery),
-                    "reason": reason,
-                    "detail": delivery.fail_detail,
-                    "failed_at": delivery.failed_at,
-                }
-            ),
-        )
-        if new:
-            metrics.NOTIFICATIONS.labels(SERVICE, delivery.template, "failed").inc()
-        log.warning(
-            "notification failed: dead-letter record written",
-            extra={
-                **_fields(delivery),
-                "reason": reason,
-                "detail": delivery.fail_detail,
                 "attempts": delivery.attempts,
             },
         )
@@ -389,20 +374,50 @@ class Deliverer:
         body = " ".join(line.strip() for line in rendered.body.splitlines() if line.strip())
         return f": [{delivery.template}, {rendered.language}] {rendered.subject} | {body}"
 
-    async def _emit(
-        self, ctx: HandlerContext, delivery: Delivery, event_type: str, data: BaseModel
-    ) -> bool:
-        """Queue a status event; False when the outbox already held it (a replay)."""
-        # Caused by the event that asked for the notification (not the timer that sent it),
-        # correlated with its case; keyed like every order or buyer event (SPEC 1).
-        event = await ctx.emit(
-            event_type,
-            data,
-            event_id=ids.notifier_status_event_id(event_type, delivery.delivery_id),
-            correlation_id=delivery.case_id or delivery.order_id,
-            causation_id=delivery.source_event_id,
-        )
-        return ctx.is_new(event)
+
+async def failed(ctx: HandlerContext, repo: DeliveryRepository, delivery: Delivery) -> None:
+    """Tell how a notification given up (and saved) ended: its dead-letter record,
+    `notification.failed`, the metric and a log line."""
+    await repo.dead_letter(delivery, ctx.now)
+    reason = str(delivery.fail_reason)
+    new = await _emit(
+        ctx,
+        delivery,
+        NOTIFICATION_FAILED,
+        NotificationFailed.model_validate(
+            {
+                **_status(delivery),
+                "reason": reason,
+                "detail": delivery.fail_detail,
+                "failed_at": delivery.failed_at,
+            }
+        ),
+    )
+    if new:
+        metrics.NOTIFICATIONS.labels(SERVICE, delivery.template, "failed").inc()
+    log.warning(
+        "notification failed: dead-letter record written",
+        extra={
+            **_fields(delivery),
+            "reason": reason,
+            "detail": delivery.fail_detail,
+            "attempts": delivery.attempts,
+        },
+    )
+
+
+async def _emit(ctx: HandlerContext, delivery: Delivery, event_type: str, data: BaseModel) -> bool:
+    """Queue a status event; False when the outbox already held it (a replay)."""
+    # Caused by the event that asked for the notification (not the timer that sent it),
+    # correlated with its case; keyed like every order or buyer event (SPEC 1).
+    event = await ctx.emit(
+        event_type,
+        data,
+        event_id=ids.notifier_status_event_id(event_type, delivery.delivery_id),
+        correlation_id=delivery.case_id or delivery.order_id,
+        causation_id=delivery.source_event_id,
+    )
+    return ctx.is_new(event)
 
 
 def _fields(delivery: Delivery) -> dict[str, object]:

@@ -6,8 +6,10 @@ the contact (its encrypted tokens), blanks the masked recipient of the buyer's d
 deletes the buyer's published status events from the outbox (they carry the masked recipient);
 events not yet published stay for the relay, which sends them, and the purge removes them after
 the outbox period. Deliveries keep their ids, template and outcome (no personal data) for the
-case history. It takes effect at once: notifications still scheduled for the buyer find no
-contact and are never sent (they fail as `no_contact`).
+case history. It takes effect at once: notifications still waiting for the buyer end there and
+then as `no_contact` (`notification.failed`, a dead-letter record), never sent. One whose
+attempt is on its way is ended by its outcome, which then keeps the recipient out: the erasure
+holds the buyer's lock, as a delivery's steps do, so neither writes over the other.
 
 The erasure is remembered (`erasures`: the buyer's id and when they asked, no personal data):
 an `order.paid` paid up to then, read late (the `orders` topic is not ordered with `customers`),
@@ -23,11 +25,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.notifier import tables
+from services.notifier.delivering import DELIVER, ERASED, SERVICE, buyer_lock, failed
+from services.notifier.domain import FailReason
+from services.notifier.repository import DeliveryRepository
 from shared.clock import SystemClock
 from shared.contracts import (
     ORDER_PAID,
@@ -36,7 +41,7 @@ from shared.contracts import (
     OrderPaid,
     event_key,
 )
-from shared.db import create_engine, session_factory
+from shared.db import UnitOfWork, create_engine, session_factory
 from shared.messaging.context import HandlerContext
 from shared.settings import Settings
 from shared.upserts import upsert
@@ -49,15 +54,19 @@ class Erased:
     contacts: int
     deliveries: int
     events: int
+    notifications: int = 0  # still waiting, ended
 
 
 def _count(result: object) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-async def erase_in(session: AsyncSession, customer_id: str, requested_at: datetime) -> Erased:
-    """Erase the buyer's contact data in `session`'s transaction and remember the erasure
-    (the latest request counts). Repeating it changes nothing more."""
+async def erase_in(ctx: HandlerContext, customer_id: str, requested_at: datetime) -> Erased:
+    """Erase the buyer's contact data in `ctx`'s transaction (holding the buyer's lock), end
+    what is still waiting for them and remember the erasure (the latest request counts).
+    Repeating it changes nothing more."""
+    session = ctx.session
+    ended = await _end_waiting(ctx, customer_id)
     t = tables.erasures
     values = {"customer_id": customer_id, "requested_at": requested_at, "updated_at": func.now()}
     await session.execute(
@@ -87,7 +96,28 @@ async def erase_in(session: AsyncSession, customer_id: str, requested_at: dateti
     events = await session.execute(
         delete(outbox).where(outbox.c.published_at.is_not(None), event_customer == customer_id)
     )
-    return Erased(contacts=_count(contacts), deliveries=_count(deliveries), events=_count(events))
+    return Erased(
+        contacts=_count(contacts),
+        deliveries=_count(deliveries),
+        events=_count(events),
+        notifications=ended,
+    )
+
+
+async def _end_waiting(ctx: HandlerContext, customer_id: str) -> int:
+    """Give up the buyer's notifications at once (no further attempt), but one whose attempt
+    is on its way: its outcome ends it (`Deliverer.record`)."""
+    repo = DeliveryRepository(ctx.session)
+    ended = 0
+    for delivery in await repo.waiting(customer_id):
+        if delivery.unconfirmed:
+            continue
+        await ctx.timers.cancel(DELIVER, delivery.timer_ref, at=ctx.now)
+        delivery.give_up(ctx.now, FailReason.NO_CONTACT, ERASED)
+        await repo.save(delivery, ctx.now)
+        await failed(ctx, repo, delivery)
+        ended += 1
+    return ended
 
 
 async def erase(
@@ -96,16 +126,26 @@ async def erase(
     requested_at: datetime | None = None,
 ) -> Erased:
     """Erase in a transaction of its own (the command); `requested_at` defaults to now."""
-    async with sessions() as session, session.begin():
-        return await erase_in(session, customer_id, requested_at or SystemClock().now())
+    now = SystemClock().now()
+    async with UnitOfWork(sessions, namespace=SERVICE) as uow:
+        await uow.lock([buyer_lock(customer_id)])
+        ctx = HandlerContext(
+            uow=uow,
+            tables=tables.messaging,
+            service=SERVICE,
+            now=now,
+            cause_id=f"erase:{customer_id}",
+        )
+        erased = await erase_in(ctx, customer_id, requested_at or now)
+        uow.after_commit(*ctx.on_commit)
+        await uow.commit()
+    return erased
 
 
 async def erased_since(session: AsyncSession, customer_id: str, paid_at: datetime) -> bool:
     """True when the buyer asked to be forgotten at or after `paid_at`: that order's contact
     data must not be stored."""
-    requested_at = await session.scalar(
-        select(tables.erasures.c.requested_at).where(tables.erasures.c.customer_id == customer_id)
-    )
+    requested_at = await DeliveryRepository(session).erased_at(customer_id)
     return requested_at is not None and paid_at <= requested_at
 
 
@@ -113,7 +153,7 @@ async def erasure_requested(event: CloudEvent, ctx: HandlerContext) -> None:
     """`customer.erasure_requested` from the platform's `customers` topic."""
     data = event.data
     assert isinstance(data, CustomerErasureRequested)
-    erased = await erase_in(ctx.session, data.customer_id, data.requested_at)
+    erased = await erase_in(ctx, data.customer_id, data.requested_at)
     log.info(
         "buyer's contact data erased",
         extra={
@@ -122,18 +162,20 @@ async def erasure_requested(event: CloudEvent, ctx: HandlerContext) -> None:
             "contacts": erased.contacts,
             "deliveries": erased.deliveries,
             "events": erased.events,
+            "notifications_ended": erased.notifications,
         },
     )
 
 
 def lock_keys(event: CloudEvent) -> Iterable[str]:
     """An `order.paid` also locks its buyer, as the erasure does: the two never interleave, so
-    a contact is not stored behind an erasure's back."""
+    a contact is not stored behind an erasure's back. The erasure takes the lock of the
+    buyer's deliveries too (`buyer_lock`)."""
     keys = [event_key(event)]
     if event.type == ORDER_PAID and isinstance(event.data, OrderPaid):
         keys.append(f"customer:{event.data.customer_id}")
     elif isinstance(event.data, CustomerErasureRequested):
-        keys = [f"customer:{event.data.customer_id}"]
+        keys = [f"customer:{event.data.customer_id}", buyer_lock(event.data.customer_id)]
     return keys
 
 
@@ -145,7 +187,8 @@ async def run(settings: Settings, customer_id: str) -> int:
         await engine.dispose()
     print(
         f"customer {customer_id}: {erased.contacts} contact(s) deleted, recipient blanked on "
-        f"{erased.deliveries} delivery(ies), {erased.events} published event(s) deleted"
+        f"{erased.deliveries} delivery(ies), {erased.events} published event(s) deleted, "
+        f"{erased.notifications} pending notification(s) ended"
     )
     return 0
 

@@ -113,6 +113,30 @@ class DeliveryRepository:
         )
         return None if row is None else _delivery(row)
 
+    async def waiting(self, customer_id: str) -> list[Delivery]:
+        """The buyer's notifications not ended yet."""
+        t = tables.deliveries
+        rows = await self._session.execute(
+            select(t)
+            .where(t.c.customer_id == customer_id, t.c.status == SCHEDULED)
+            .order_by(t.c.delivery_id)
+        )
+        return [_delivery(row) for row in rows.mappings()]
+
+    async def has_contact(self, customer_id: str) -> bool:
+        c = tables.contacts
+        found = await self._session.scalar(
+            select(c.c.customer_id).where(c.c.customer_id == customer_id)
+        )
+        return found is not None
+
+    async def erased_at(self, customer_id: str) -> datetime | None:
+        """When the buyer last asked to be forgotten; None: never."""
+        e = tables.erasures
+        return await self._session.scalar(
+            select(e.c.requested_at).where(e.c.customer_id == customer_id)
+        )
+
     async def used_today(self, customer_id: str, day: date, *, other_than: str) -> int:
         """Non-urgent messages of the buyer holding a slot of `day` (sent, or being retried)."""
         t = tables.deliveries

@@ -3,15 +3,21 @@ data is left in the notifier, nothing pending is sent after, and a late order st
 
 from __future__ import annotations
 
+import asyncio
+import json
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import update
 
 from services.notifier import tables
+from services.notifier.channels import Outgoing, Result, transient
+from services.notifier.delivering import SERVICE, buyer_lock
 from services.notifier.erasure import erase, erasure_requested, lock_keys
-from shared.contracts import CUSTOMER_ERASURE_REQUESTED, topics
+from shared.contracts import CUSTOMER_ERASURE_REQUESTED, parse_event, topics
 from shared.crypto import mask_email, mask_name, mask_phone
+from shared.db import UnitOfWork
 from shared.messaging.consumer import EventProcessor
 
 
@@ -110,13 +116,105 @@ async def test_the_erasure_event_forgets_the_buyer_before_anything_pending_is_se
     assert await h.rows(tables.contacts, tables.contacts.c.customer_id == customer) == []
     stored = await everything_stored(h)
     assert [trace for trace in traces_of(kit) if trace in stored] == []
-    # The next morning the pending message finds no contact: it is not sent.
+    # The pending message ended with the erasure; the next morning nothing is sent.
+    pending = await h.delivery("r-pending")
+    assert (pending["status"], pending["attempts"]) == ("failed", 0)
+    assert "no contact" in pending["last_error"] and pending["recipient"] is None
     await h.advance(hours=12)
     assert [r.body["id"] for r in gateway.received("/sms")] == ["r-sent"]
-    pending = await h.delivery("r-pending")
-    assert pending["attempts"] >= 1 and "no contact" in pending["last_error"]
-    assert pending["recipient"] is None
 
     # An order paid after the request stores the contact the buyer gave anew.
     await h.consume(kit.order_paid(customer, paid_at="2024-05-02T10:00:00+08:00"))
     assert await h.rows(tables.contacts, tables.contacts.c.customer_id == customer)
+
+
+async def test_pending_notifications_end_at_once_with_the_erasure(
+    make_harness: Any, kit: Any, gateway: Any
+) -> None:
+    h = make_harness(settings=kit.settings(aftersales_sms_gateway_url=f"{gateway.url}/sms"))
+    customer, other = kit.uid("C"), kit.uid("C")
+    h.clock.advance(timedelta(hours=12))  # 22:00 in Shanghai: quiet hours
+    await h.consume(kit.order_paid(customer), kit.requested(customer, request_id="q-mine"))
+    await h.consume(kit.order_paid(other), kit.requested(other, request_id="q-other"))
+    await h.fire()
+    assert (await h.delivery("q-mine"))["status"] == "scheduled"
+
+    await erase(h.sessions, customer)
+
+    mine = await h.delivery("q-mine")
+    assert (mine["status"], mine["attempts"], mine["next_attempt_at"]) == ("failed", 0, None)
+    [failed] = await h.outbox("notification.failed")
+    assert failed["data"]["request_id"] == "q-mine"
+    assert (failed["data"]["reason"], failed["data"]["recipient"]) == ("no_contact", None)
+    [dead] = await h.rows(tables.dead_letters)
+    assert (dead["delivery_id"], dead["reason"]) == ("q-mine", "no_contact")
+    # No timer of it is left; the other buyer's message goes out in the morning.
+    await h.advance(hours=12)
+    assert [r.body["id"] for r in gateway.received("/sms")] == ["q-other"]
+    assert (await h.delivery("q-mine"))["status"] == "failed"
+    assert len(await h.outbox("notification.failed")) == 1
+
+
+class ErasedWhileSending:
+    """An SMS gateway during whose send the buyer is erased (the command, in a transaction of
+    its own), answering `result`."""
+
+    name = "sms"
+
+    def __init__(self, h: Any, customer: str, result: Result) -> None:
+        self.h, self.customer, self.result = h, customer, result
+        self.sent: list[str] = []
+
+    async def send(self, message: Outgoing) -> Result:
+        self.sent.append(message.delivery_id)
+        await erase(self.h.sessions, self.customer)
+        return self.result
+
+    async def close(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize(
+    ("result", "status"),
+    [(Result(ok=True, detail="sent"), "sent"), (transient("sms: HTTP 503"), "failed")],
+)
+async def test_an_outcome_recorded_after_the_erasure_puts_no_recipient_back(
+    make_harness: Any, kit: Any, result: Result, status: str
+) -> None:
+    h = make_harness(channels={})
+    customer = kit.uid("C")
+    channel = ErasedWhileSending(h, customer, result)
+    h.handlers.channels["sms"] = channel
+    await h.consume(kit.order_paid(customer), kit.requested(customer, request_id="e-" + customer))
+    await h.fire()
+    assert channel.sent == ["e-" + customer]
+
+    delivery = await h.delivery("e-" + customer)
+    assert (delivery["status"], delivery["recipient"]) == (status, None)
+    [event] = await h.outbox(f"notification.{status}")
+    assert event["data"]["recipient"] is None
+    stored = await everything_stored(h)
+    assert [trace for trace in traces_of(kit) if trace in stored] == []
+    # A failed attempt is not tried again: the buyer's contact data is gone.
+    await h.advance(hours=24)
+    assert channel.sent == ["e-" + customer]
+
+
+async def test_the_erasure_waits_for_a_delivery_step_of_the_buyer(
+    make_harness: Any, kit: Any
+) -> None:
+    """A delivery's steps (the claim, the outcome) hold the buyer's lock: the erasure takes it
+    too, so it never writes between a step's reading and its writing."""
+    h = make_harness(channels={})
+    customer = kit.uid("C")
+    event = kit.envelope(
+        CUSTOMER_ERASURE_REQUESTED, {"customer_id": customer, "requested_at": kit.T0.isoformat()}
+    )
+    assert buyer_lock(customer) in lock_keys(parse_event(json.dumps(event).encode()))
+    await h.consume(kit.order_paid(customer))
+    async with UnitOfWork(h.sessions, namespace=SERVICE) as step:
+        await step.lock([buyer_lock(customer)])
+        erasing = asyncio.create_task(erase(h.sessions, customer))
+        await asyncio.sleep(0.5)
+        assert not erasing.done()
+    assert (await asyncio.wait_for(erasing, timeout=10)).contacts == 1
