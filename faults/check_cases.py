@@ -26,7 +26,7 @@ async def check_ledgers(
     """SPEC 4.11 on what the ledger stored and issued: goods and outbound shipping never above
     what was paid, no method above its charge, every request issued (none left waiting), and
     every refund.requested answered by one refund.issued under its refund_id."""
-    from services.refunds.domain import OrderLedger
+    from services.refunds.domain.model import OrderLedger
 
     c = f.counts
     rows = await conn.fetch(

@@ -13,7 +13,7 @@ from shared.messaging.readapi import (
     ReadContext,
     breached_cases,
     journal_rows,
-    rates_by_period,
+    sla_rates,
     top_counts,
 )
 
@@ -30,12 +30,6 @@ async def kpis(ctx: ReadContext, query: KpiQuery) -> list[Figure]:
         breached = {sla: await breached_cases(ctx, session, sla) for sla in SLAS}
     figures: list[Figure] = []
     for sla, kpi in SLAS.items():
-        figures += rates_by_period(
-            kpi,
-            (
-                (query.label(r.occurred_at, zone), (r.case_type, r.case_id) not in breached[sla])
-                for r in opened
-            ),
-        )
+        figures += sla_rates(kpi, query, zone, opened, breached[sla])
     categories = (str((r.detail or {}).get("category", "unknown")) for r in opened)
     return figures + top_counts("complaint_categories", categories)

@@ -21,19 +21,12 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from services.complaints.domain import (
-    CaseKey,
-    CaseType,
-    CompensationBudget,
-    Complaint,
-    DomainEvent,
-    LowScore,
-    OrderFacts,
-    OrderLine,
-    ShopOrder,
-    TimerKind,
-    priority_callback,
-)
+from services.complaints.domain.budget import CompensationBudget
+from services.complaints.domain.callbacks import priority_callback
+from services.complaints.domain.events import DomainEvent
+from services.complaints.domain.model import Complaint, LowScore
+from services.complaints.domain.orders import OrderFacts, OrderLine, ShopOrder
+from services.complaints.domain.rules import CaseKey, CaseType, TimerKind
 from services.complaints.outputs import SERVICE, TRANSLATIONS, _Scope
 from services.complaints.repository import ComplaintsRepository
 from shared.contracts import (

@@ -7,7 +7,9 @@ from __future__ import annotations
 from datetime import datetime
 
 from services.complaints.bootstrap import build
-from services.complaints.domain import CompensationBudget, Complaint, LowScore, ShopOrder
+from services.complaints.domain.budget import CompensationBudget
+from services.complaints.domain.model import Complaint, LowScore
+from services.complaints.domain.orders import ShopOrder
 from services.complaints.handlers import SERVICE, ComplaintsHandlers
 from services.complaints.repository import ComplaintsRepository
 from shared.clock import Clock

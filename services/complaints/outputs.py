@@ -9,22 +9,21 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from services.complaints.domain import (
+from services.complaints.domain.events import (
     CallbackEscalated,
-    CaseKey,
-    Complaint,
     CouponAwaitingApproval,
     CouponGranted,
     Escalated,
     Notify,
     RefundDue,
     ReshipmentDue,
-    ShopOrder,
     SlaBreached,
     TimerCancelled,
-    TimerKind,
     TimerSet,
 )
+from services.complaints.domain.model import Complaint
+from services.complaints.domain.orders import ShopOrder
+from services.complaints.domain.rules import CaseKey, TimerKind
 from shared import metrics
 from shared.contracts import (
     CaseEscalated,

@@ -9,7 +9,9 @@ from sqlalchemy.dialects.postgresql import Insert, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.complaints import tables
-from services.complaints.domain import CompensationBudget, Complaint, LowScore, ShopOrder
+from services.complaints.domain.budget import CompensationBudget
+from services.complaints.domain.model import Complaint, LowScore
+from services.complaints.domain.orders import ShopOrder
 
 
 class ComplaintsRepository:

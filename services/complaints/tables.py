@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from sqlalchemy import Column, Index, Integer, Table
 
-from shared.db import service_metadata
-from shared.messaging.tables import messaging_tables
+from shared.messaging.tables import service_schema
 from shared.schema import document_table, key_column, now_column, text_column
 
 SCHEMA = "complaints"
 
-metadata = service_metadata(SCHEMA)
-messaging = messaging_tables(metadata)
+metadata, messaging = service_schema(SCHEMA)
 
 # Aggregates are stored as documents (their own to_dict), with the columns we query by.
 # No personal data: the buyer is only a customer_id here (SPEC 7).

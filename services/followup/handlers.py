@@ -8,21 +8,21 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from services.followup import metrics as followup_metrics
-from services.followup.domain import (
-    CALLBACK_COMPLAINT_OUTCOMES,
-    NO_CALLBACK_RETURN_RULES,
-    AnswerRejected,
-    Callback,
+from services.followup.domain.events import (
     CallbackScheduled,
     CallbackSent,
-    Case,
-    CaseKey,
     CaseMissed,
-    CaseType,
     DomainEvent,
     SatisfactionRecorded,
     TimerSet,
-    close_case,
+)
+from services.followup.domain.model import Callback, Case, close_case
+from services.followup.domain.rules import (
+    CALLBACK_COMPLAINT_OUTCOMES,
+    NO_CALLBACK_RETURN_RULES,
+    AnswerRejected,
+    CaseKey,
+    CaseType,
     supersedes,
 )
 from services.followup.repository import FollowupRepository

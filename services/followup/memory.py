@@ -9,7 +9,8 @@ from datetime import datetime
 from typing import Any
 
 from services.followup.bootstrap import build
-from services.followup.domain import Callback, CallbackStatus, CaseKey
+from services.followup.domain.model import Callback
+from services.followup.domain.rules import CallbackStatus, CaseKey
 from services.followup.handlers import SERVICE, FollowupHandlers
 from services.followup.repository import UNKNOWN_SHOP, Complaint, FollowupRepository
 from shared.clock import Clock

@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from services.followup import tables
-from services.followup.domain import CaseOutcome
+from services.followup.domain.rules import CaseOutcome
 from services.followup.repository import UNKNOWN_SHOP
 from shared.db import create_engine
 from shared.policy import Policy

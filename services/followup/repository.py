@@ -12,7 +12,8 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.followup import tables
-from services.followup.domain import Callback, CallbackStatus, CaseKey
+from services.followup.domain.model import Callback
+from services.followup.domain.rules import CallbackStatus, CaseKey
 from shared.upserts import upsert
 
 UNKNOWN_SHOP = "unknown"

@@ -5,14 +5,12 @@ from __future__ import annotations
 from sqlalchemy import Column, Index, Integer, Table, text
 from sqlalchemy.dialects.postgresql import JSONB
 
-from shared.db import service_metadata
-from shared.messaging.tables import messaging_tables
+from shared.messaging.tables import service_schema
 from shared.schema import document_table, instant_column, key_column, now_column, text_column
 
 SCHEMA = "followup"
 
-metadata = service_metadata(SCHEMA)
-messaging = messaging_tables(metadata)
+metadata, messaging = service_schema(SCHEMA)
 
 # Order -> shop (and buyer), from order.paid: who a case's score counts for. No personal data.
 orders = Table(

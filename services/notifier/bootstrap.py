@@ -7,7 +7,7 @@ import logging
 from services.notifier import tables
 from services.notifier.channels import channels_from_settings
 from services.notifier.contacts import check_key, notifier_cipher
-from services.notifier.domain import CHANNELS, LOG
+from services.notifier.domain.routing import CHANNELS, LOG
 from services.notifier.erasure import erasure_requested, lock_keys
 from services.notifier.handlers import SERVICE, NotifierHandlers
 from shared.clock import Clock

@@ -29,7 +29,7 @@ import aiosmtplib
 import httpx
 
 from services.notifier import signature
-from services.notifier.domain import LOG
+from services.notifier.domain.routing import LOG
 from shared.settings import Settings
 
 log = logging.getLogger("aftersales.notifier.delivery")

@@ -28,23 +28,16 @@ from pydantic import BaseModel
 from services.notifier import metrics
 from services.notifier.channels import Channel, Outgoing, Result, transient
 from services.notifier.contacts import Contact, ContactBook
-from services.notifier.domain import (
+from services.notifier.domain.delivery import FAILED, SCHEDULED, SENT, Attempt, Delivery
+from services.notifier.domain.routing import (
     CHANNELS,
-    FAILED,
     LOG,
-    SCHEDULED,
-    SENT,
-    Attempt,
-    Defer,
-    Delivery,
-    Drop,
-    FailReason,
     channel_plan,
     intended_channel,
     language_order,
-    local_day,
     reachable,
 )
+from services.notifier.domain.schedule import Defer, Drop, FailReason, local_day
 from services.notifier.rendering import Renderer, TemplateProblem
 from services.notifier.repository import DeliveryRepository
 from shared.contracts import (

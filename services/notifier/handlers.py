@@ -20,7 +20,7 @@ from services.notifier import metrics
 from services.notifier.channels import Channel
 from services.notifier.contacts import Contact, ContactBook
 from services.notifier.delivering import DELIVER, SERVICE, Deliverer, buyer_lock
-from services.notifier.domain import timer_ref
+from services.notifier.domain.delivery import timer_ref
 from services.notifier.domain.refunds import told_by_its_case
 from services.notifier.erasure import erased_since
 from services.notifier.rendering import Renderer, TemplateProblem

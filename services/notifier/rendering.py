@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, TemplateNotFound, Undefined
 from jinja2.sandbox import SandboxedEnvironment
 
-from services.notifier.domain import EN, LANGUAGES, ZH_CN
+from services.notifier.domain.routing import EN, LANGUAGES, ZH_CN
 from shared.contracts.primitives import parse_timestamp
 from shared.money import format_money, is_known_currency
 from shared.refusal import Refusal

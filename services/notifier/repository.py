@@ -10,7 +10,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notifier import tables
-from services.notifier.domain import SCHEDULED, SENT, Delivery
+from services.notifier.domain.delivery import SCHEDULED, SENT, Delivery
 
 # The aggregate's fields the service writes back (`save`); the rest never change.
 _MUTABLE = (

@@ -15,14 +15,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
-from shared.db import service_metadata
-from shared.messaging.tables import messaging_tables
+from shared.messaging.tables import service_schema
 from shared.schema import instant_column, key_column, now_column, text_column
 
 SCHEMA = "notifier"
 
-metadata = service_metadata(SCHEMA)
-messaging = messaging_tables(metadata)
+metadata, messaging = service_schema(SCHEMA)
 
 # The buyers' contact directory (SPEC section 7): name, phone and e-mail only as AES-GCM tokens
 # (`v1.<kid>.<nonce+ciphertext>`, bound to customer and field). The latest paid order wins.

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from services.refunds import tables
-from services.refunds.domain import OrderLedger
+from services.refunds.domain.model import OrderLedger
 from services.refunds.repository import RefundsRepository
 from shared.messaging.readapi import (
     Figure,

@@ -15,24 +15,26 @@ from functools import cache
 from prometheus_client import Counter
 
 from services.refunds import metrics as ledger_metrics
-from services.refunds.domain import (
+from services.refunds.domain.events import (
     BreachKind,
     DomainEvent,
-    IssuedRefund,
-    OrderFacts,
-    OrderLedger,
     PayoutFailed,
-    PayoutMismatch,
     RefundIssued,
-    RefundRequest,
     RefundSettled,
     RefundSlaBreached,
     RequestRefused,
     RequestRepeated,
     StopWaiting,
-    UnknownRefund,
     WaitForOrder,
 )
+from services.refunds.domain.model import (
+    OrderFacts,
+    OrderLedger,
+    PayoutMismatch,
+    RefundRequest,
+    UnknownRefund,
+)
+from services.refunds.domain.refund import IssuedRefund
 from services.refunds.repository import RefundsRepository
 from shared import metrics
 from shared.contracts import (

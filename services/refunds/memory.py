@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from services.refunds.bootstrap import build
-from services.refunds.domain import OrderLedger
+from services.refunds.domain.model import OrderLedger
 from services.refunds.handlers import SERVICE, RefundsHandlers
 from services.refunds.repository import RefundsRepository
 from shared.clock import Clock

@@ -26,7 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.refunds import tables
-from services.refunds.domain import OrderLedger
+from services.refunds.domain.model import OrderLedger
 from services.refunds.repository import RefundsRepository
 from shared.db import create_engine, session_factory
 from shared.policy import Policy

@@ -23,7 +23,8 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.refunds import tables
-from services.refunds.domain import IssuedRefund, OrderLedger
+from services.refunds.domain.model import OrderLedger
+from services.refunds.domain.refund import IssuedRefund
 from shared.contracts import CloudEvent, RefundRequested
 from shared.db import pending_writes
 from shared.messaging.batchcache import batch_cache

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, Boolean, Column, Index, Table
 
-from shared.db import service_metadata
-from shared.messaging.tables import messaging_tables
+from shared.messaging.tables import service_schema
 from shared.schema import document_table, instant_column, key_column, text_column
 
 SCHEMA = "refunds"
 
-metadata = service_metadata(SCHEMA)
-messaging = messaging_tables(metadata)
+metadata, messaging = service_schema(SCHEMA)
 
 # One document per order (OrderLedger.to_dict): what was paid, every refund, waiting requests.
 ledgers = document_table(

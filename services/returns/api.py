@@ -18,7 +18,7 @@ from shared.messaging.readapi import (
     ReadContext,
     breached_cases,
     journal_rows,
-    rates_by_period,
+    sla_rates,
     top_counts,
 )
 
@@ -45,13 +45,7 @@ async def kpis(ctx: ReadContext, query: KpiQuery) -> list[Figure]:
     first_wait: dict[str, Any] = {}
     for r in pending:  # a return waits for review once; the first time counts
         first_wait.setdefault(r.case_id, r)
-    review = rates_by_period(
-        "return_review_sla_rate",
-        (
-            (query.label(r.occurred_at, zone), (r.case_type, r.case_id) not in breached)
-            for r in first_wait.values()
-        ),
-    )
+    review = sla_rates("return_review_sla_rate", query, zone, first_wait.values(), breached)
     lines: dict[tuple[str, str], dict[str, Any]] = {}
     for order_id, detail in paid:
         for line in (detail or {}).get("lines", []):

@@ -7,19 +7,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from services.returns.domain import (
+from services.returns.domain.events import (
     Decided,
     DomainEvent,
-    Order,
-    OrderLine,
-    OrderReturns,
     RefundDue,
     ReshipmentDue,
-    ReturnRequest,
     SlaBreached,
     TimerCancelled,
     TimerSet,
 )
+from services.returns.domain.model import ReturnRequest
+from services.returns.domain.order_returns import OrderReturns
+from services.returns.domain.values import Order, OrderLine
 from services.returns.repository import ReturnsRepository
 from shared import metrics
 from shared.contracts import (

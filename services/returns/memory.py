@@ -8,7 +8,9 @@ from __future__ import annotations
 from datetime import datetime
 
 from services.returns.bootstrap import build
-from services.returns.domain import Order, OrderLedger, ReturnRequest
+from services.returns.domain.model import ReturnRequest
+from services.returns.domain.order_returns import OrderLedger
+from services.returns.domain.values import Order
 from services.returns.handlers import SERVICE, ReturnsHandlers
 from services.returns.repository import ReturnsRepository
 from shared.clock import Clock

@@ -22,7 +22,9 @@ from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.returns import tables
-from services.returns.domain import Order, OrderLedger, ReturnRequest
+from services.returns.domain.model import ReturnRequest
+from services.returns.domain.order_returns import OrderLedger
+from services.returns.domain.values import Order
 from shared.contracts import CloudEvent
 from shared.db import pending_writes
 from shared.messaging.batchcache import batch_cache

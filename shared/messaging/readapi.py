@@ -206,6 +206,23 @@ def rates_by_period(kpi: str, outcomes: Iterable[tuple[str, bool]]) -> list[Figu
     ]
 
 
+def sla_rates(
+    kpi: str,
+    query: KpiQuery,
+    zone: Any,
+    cases: Iterable[Any],
+    breached: set[tuple[str | None, str | None]],
+) -> list[Figure]:
+    """Per period of each case's journal row, the rate of cases with no breach of the SLA."""
+    return rates_by_period(
+        kpi,
+        (
+            (query.label(r.occurred_at, zone), (r.case_type, r.case_id) not in breached)
+            for r in cases
+        ),
+    )
+
+
 def top_counts(kpi: str, labels: Iterable[str], limit: int = 10) -> list[Figure]:
     counts: dict[str, int] = {}
     for label in labels:

@@ -18,6 +18,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
+from shared.db import service_metadata
 from shared.schema import instant_column, key_column, now_column, text_column
 
 
@@ -28,6 +29,12 @@ class MessagingTables:
     timers: Table
     # What each case went through (inputs taken, outputs queued), for the read API's timelines.
     journal: Table
+
+
+def service_schema(schema: str) -> tuple[MetaData, MessagingTables]:
+    """A service's metadata (every table in its own schema) with the messaging tables on it."""
+    metadata = service_metadata(schema)
+    return metadata, messaging_tables(metadata)
 
 
 def messaging_tables(metadata: MetaData) -> MessagingTables:

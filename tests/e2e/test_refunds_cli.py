@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from aftersales_dev.devenv import temporary_database
-from services.refunds.domain import OrderFacts, OrderLedger, RefundRequest
+from services.refunds.domain.model import OrderFacts, OrderLedger, RefundRequest
 from services.refunds.repository import RefundsRepository
 from shared.contracts import ids
 from shared.db import create_engine, session_factory

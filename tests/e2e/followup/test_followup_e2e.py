@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaProducer
 
 from aftersales_dev import events
 from aftersales_dev.events import source_for
-from services.followup.domain import CaseType
+from services.followup.domain.rules import CaseType
 from services.followup.report import main as report_main
 from shared.contracts import topics
 from shared.contracts.ids import callback_id

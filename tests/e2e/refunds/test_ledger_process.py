@@ -20,7 +20,8 @@ from aiokafka import AIOKafkaProducer
 
 from aftersales_dev.devenv import plain_dsn, skip_history, temporary_database
 from aftersales_dev.events import TOPIC_OF, unique
-from services.refunds.domain import OrderLedger, RefundIssued
+from services.refunds.domain.events import RefundIssued
+from services.refunds.domain.model import OrderLedger
 from services.refunds.handlers import facts_from_event, request_from_event
 from shared.contracts import parse_event, topics
 from shared.messaging.deadletters import read_topic

@@ -11,7 +11,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import select, text
 
 from services.complaints import tables
-from services.complaints.domain import (
+from services.complaints.domain.events import (
     CouponAwaitingApproval,
     CouponGranted,
     Escalated,

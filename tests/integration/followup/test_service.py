@@ -291,7 +291,12 @@ async def test_metrics_count_a_callback_and_its_answer_once_not_their_replays(se
 
     from prometheus_client import REGISTRY
 
-    from services.followup.domain import CallbackSent, CaseMissed, DomainEvent, SatisfactionRecorded
+    from services.followup.domain.events import (
+        CallbackSent,
+        CaseMissed,
+        DomainEvent,
+        SatisfactionRecorded,
+    )
     from services.followup.handlers import FollowupHandlers
     from services.followup.repository import FollowupRepository
     from shared.db import UnitOfWork, session_factory

@@ -12,7 +12,9 @@ import pytest
 from prometheus_client import REGISTRY
 
 from aftersales_dev.events import unique
-from services.returns.domain import Decided, OrderReturns, RefundDue, Rule, Sla, SlaBreached
+from services.returns.domain.events import Decided, RefundDue, SlaBreached
+from services.returns.domain.order_returns import OrderReturns
+from services.returns.domain.vocabulary import Rule, Sla
 from services.returns.handlers import TRANSLATIONS, _Case, _Scope
 from services.returns.repository import ReturnsRepository
 from shared.clock import ManualClock

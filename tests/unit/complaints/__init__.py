@@ -7,14 +7,10 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from services.complaints.domain import (
-    CompensationBudget,
-    Complaint,
-    DomainEvent,
-    OrderFacts,
-    OrderLine,
-    ShopOrder,
-)
+from services.complaints.domain.budget import CompensationBudget
+from services.complaints.domain.events import DomainEvent
+from services.complaints.domain.model import Complaint
+from services.complaints.domain.orders import OrderFacts, OrderLine, ShopOrder
 from shared.policy import ComplaintsPolicy
 
 T0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai

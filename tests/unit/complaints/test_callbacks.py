@@ -5,16 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from services.complaints.domain import (
-    CallbackEscalated,
-    CaseKey,
-    CaseType,
-    LowScore,
-    Notify,
-    Priority,
-    Template,
-    priority_callback,
-)
+from services.complaints.domain.callbacks import priority_callback
+from services.complaints.domain.events import CallbackEscalated, Notify
+from services.complaints.domain.model import LowScore
+from services.complaints.domain.rules import CaseKey, CaseType, Priority, Template
 
 from . import POLICY, T0, H, one, policy
 

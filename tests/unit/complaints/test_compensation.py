@@ -7,26 +7,28 @@ from datetime import timedelta
 
 import pytest
 
-from services.complaints.domain import (
-    CaseKey,
-    CaseType,
-    CompensationBudget,
+from services.complaints.domain.budget import CompensationBudget
+from services.complaints.domain.compensation import COMPENSATION, Refund
+from services.complaints.domain.events import (
     CouponAwaitingApproval,
     CouponGranted,
-    CouponStatus,
     Escalated,
-    EscalationReason,
     Notify,
-    Priority,
     RefundDue,
     ReshipmentDue,
-    ShopOrder,
     SlaBreached,
-    Template,
     TimerCancelled,
+)
+from services.complaints.domain.orders import ShopOrder
+from services.complaints.domain.rules import (
+    CaseKey,
+    CaseType,
+    CouponStatus,
+    EscalationReason,
+    Priority,
+    Template,
     TimerKind,
 )
-from services.complaints.domain.compensation import COMPENSATION, Refund
 from services.notifier.domain.refunds import told_by_its_case
 from shared.contracts.ids import refund_id
 

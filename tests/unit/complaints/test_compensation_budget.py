@@ -7,15 +7,14 @@ from datetime import timedelta
 
 import pytest
 
-from services.complaints.domain import (
-    CompensationBudget,
+from services.complaints.domain.budget import CompensationBudget
+from services.complaints.domain.events import (
     CouponAwaitingApproval,
     CouponGranted,
-    CouponStatus,
     Notify,
     RefundDue,
-    Template,
 )
+from services.complaints.domain.rules import CouponStatus, Template
 
 from . import DAY, POLICY, T0, Case, H, facts, one, only, paid_order, policy
 

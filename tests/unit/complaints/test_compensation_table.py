@@ -1,8 +1,7 @@
 """The compensation table (SPEC 5): one row per category, nothing left to a default."""
 
-from services.complaints.domain import COMPENSATION, Category
-from services.complaints.domain.compensation import Refund, Reshipment
-from services.complaints.domain.rules import Remedy
+from services.complaints.domain.compensation import COMPENSATION, Refund, Reshipment
+from services.complaints.domain.rules import Category, Remedy
 
 
 def test_every_category_has_exactly_one_row():

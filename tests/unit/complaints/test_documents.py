@@ -13,24 +13,20 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.complaints.domain import (
+from services.complaints.domain.budget import CompensationBudget, Grant
+from services.complaints.domain.compensating import Compensation
+from services.complaints.domain.model import COMPLAINT_DOCUMENT, Complaint, LowScore
+from services.complaints.domain.orders import LatePenalty, OrderFacts, OrderLine, ShopOrder
+from services.complaints.domain.rules import (
     Category,
-    Compensation,
-    CompensationBudget,
-    Complaint,
     ComplaintStatus,
     CouponStatus,
-    LowScore,
-    OrderFacts,
+    Outcome,
     Priority,
+    Remedy,
     Resolution,
-    ShopOrder,
     TimerKind,
 )
-from services.complaints.domain.budget import Grant
-from services.complaints.domain.model import COMPLAINT_DOCUMENT
-from services.complaints.domain.orders import LatePenalty, OrderLine
-from services.complaints.domain.rules import Outcome, Remedy
 from shared.documents import VERSION_KEY
 
 FIXTURES = json.loads(

@@ -8,22 +8,24 @@ from datetime import timedelta
 
 import pytest
 
-from services.complaints.domain import (
-    CaseKey,
-    CaseType,
-    Complaint,
-    ComplaintStatus,
+from services.complaints.domain.events import (
     CouponGranted,
     Escalated,
-    EscalationReason,
     Notify,
+    SlaBreached,
+    TimerCancelled,
+    TimerSet,
+)
+from services.complaints.domain.model import Complaint
+from services.complaints.domain.rules import (
+    CaseKey,
+    CaseType,
+    ComplaintStatus,
+    EscalationReason,
     Priority,
     Sla,
-    SlaBreached,
     Template,
-    TimerCancelled,
     TimerKind,
-    TimerSet,
 )
 from shared.catchup import CATCH_UP_GRACE
 

@@ -9,20 +9,16 @@ from datetime import timedelta
 
 import pytest
 
-from services.complaints.domain import (
-    CaseKey,
-    CaseType,
-    CompensationBudget,
+from services.complaints.domain.budget import CompensationBudget
+from services.complaints.domain.events import (
     Notify,
-    OrderFacts,
     RefundDue,
-    ShopOrder,
     SlaBreached,
-    Template,
     TimerCancelled,
-    TimerKind,
     TimerSet,
 )
+from services.complaints.domain.orders import OrderFacts, ShopOrder
+from services.complaints.domain.rules import CaseKey, CaseType, Template, TimerKind
 from shared.catchup import CATCH_UP_GRACE
 
 from . import DAY, POLICY, T0, H, facts, one, only, policy

@@ -17,14 +17,9 @@ from datetime import datetime, timedelta
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from services.complaints.domain import (
-    Complaint,
-    DomainEvent,
-    Escalated,
-    SlaBreached,
-    sla_deadlines,
-)
-from services.complaints.domain.rules import Category
+from services.complaints.domain.events import DomainEvent, Escalated, SlaBreached
+from services.complaints.domain.model import Complaint
+from services.complaints.domain.rules import Category, sla_deadlines
 from shared.catchup import CATCH_UP_GRACE
 
 from . import POLICY, T0

@@ -7,9 +7,9 @@ from datetime import timedelta
 
 import pytest
 
-from services.complaints.domain import (
+from services.complaints.domain.compensation import coupon_for
+from services.complaints.domain.rules import (
     Category,
-    coupon_for,
     is_complex,
     late_shipment_amount,
     quality_issue_coupon,

@@ -8,21 +8,21 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from services.followup.domain import (
-    SURVEY_VALIDITY,
-    AnswerRejected,
-    Callback,
+from services.followup.domain.events import (
     CallbackScheduled,
     CallbackSent,
-    CallbackStatus,
-    Case,
-    CaseKey,
     CaseMissed,
-    CaseOutcome,
-    CaseType,
     SatisfactionRecorded,
     TimerSet,
-    close_case,
+)
+from services.followup.domain.model import Callback, Case, close_case
+from services.followup.domain.rules import (
+    SURVEY_VALIDITY,
+    AnswerRejected,
+    CallbackStatus,
+    CaseKey,
+    CaseOutcome,
+    CaseType,
 )
 from shared.policy import Policy
 

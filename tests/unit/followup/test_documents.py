@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.followup.domain import Callback, CallbackStatus, Case, CaseOutcome, CaseType
-from services.followup.domain.model import CALLBACK_DOCUMENT
+from services.followup.domain.model import CALLBACK_DOCUMENT, Callback, Case
+from services.followup.domain.rules import CallbackStatus, CaseOutcome, CaseType
 from shared.documents import VERSION_KEY, DocumentError
 
 FIXTURES = json.loads(

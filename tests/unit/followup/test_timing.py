@@ -7,7 +7,7 @@ from datetime import UTC, datetime, time, timedelta
 
 import pytest
 
-from services.followup.domain import case_window, is_quiet, next_allowed, send_slot
+from services.followup.domain.timing import case_window, is_quiet, next_allowed, send_slot
 from shared.policy import FollowupPolicy, LocalHours, Policy
 
 SHANGHAI = Policy()  # Asia/Shanghai, the SPEC's defaults

@@ -8,14 +8,10 @@ from zoneinfo import ZoneInfo
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.notifier.domain import (
-    FAILED,
-    SCHEDULED,
-    SENDING,
-    SENT,
+from services.notifier.domain.delivery import FAILED, SCHEDULED, SENDING, SENT, Delivery
+from services.notifier.domain.schedule import (
     Defer,
     DeferReason,
-    Delivery,
     Drop,
     FailReason,
     GiveUp,

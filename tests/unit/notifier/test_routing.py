@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.notifier.domain import (
+from services.notifier.domain.routing import (
     channel_plan,
     intended_channel,
     language_order,

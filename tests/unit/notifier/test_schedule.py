@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from services.notifier.domain import (
+from services.notifier.domain.schedule import (
     Defer,
     DeferReason,
     Drop,

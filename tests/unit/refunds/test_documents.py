@@ -13,8 +13,13 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from services.refunds.domain import OrderFacts, OrderLedger, RefundIssued, RefundRequest
-from services.refunds.domain.model import ORDER_LEDGER_DOCUMENT
+from services.refunds.domain.events import RefundIssued
+from services.refunds.domain.model import (
+    ORDER_LEDGER_DOCUMENT,
+    OrderFacts,
+    OrderLedger,
+    RefundRequest,
+)
 from services.refunds.handlers import _issued
 from shared.contracts import ids
 from shared.documents import VERSION_KEY

@@ -11,26 +11,28 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.refunds.domain import (
-    ALREADY_REFUNDED,
+from services.refunds.domain.events import (
     BreachKind,
-    IssuedRefund,
-    OrderFacts,
-    OrderLedger,
     PayoutFailed,
-    PayoutMismatch,
     RefundIssued,
-    RefundRequest,
     RefundSettled,
     RefundSlaBreached,
     RefusalReason,
     RequestRefused,
     RequestRepeated,
     StopWaiting,
-    UnknownRefund,
     WaitForOrder,
-    cumulative_split,
 )
+from services.refunds.domain.model import (
+    ALREADY_REFUNDED,
+    OrderFacts,
+    OrderLedger,
+    PayoutMismatch,
+    RefundRequest,
+    UnknownRefund,
+)
+from services.refunds.domain.refund import IssuedRefund
+from services.refunds.domain.split import cumulative_split
 from shared.contracts import ids
 
 T0 = datetime(2026, 5, 1, 2, 0, tzinfo=UTC)

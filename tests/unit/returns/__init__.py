@@ -9,16 +9,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
-from services.returns.domain import (
-    Decided,
-    DomainEvent,
-    Order,
-    OrderLedger,
-    OrderLine,
-    OrderReturns,
-    RefundDue,
-    ReturnRequest,
-)
+from services.returns.domain.events import Decided, DomainEvent, RefundDue
+from services.returns.domain.model import ReturnRequest
+from services.returns.domain.order_returns import OrderLedger, OrderReturns
+from services.returns.domain.values import Order, OrderLine
 from shared.policy import Policy, ReturnsPolicy
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")

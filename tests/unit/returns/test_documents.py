@@ -13,24 +13,25 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.returns.domain import (
+from services.returns.domain.model import RETURN_REQUEST_DOCUMENT, ReturnRequest
+from services.returns.domain.order_returns import ORDER_LEDGER_DOCUMENT, OrderLedger
+from services.returns.domain.values import (
+    ORDER_DOCUMENT,
     Inspection,
     Order,
-    OrderLedger,
     OrderLine,
-    Payer,
     RefundCalculation,
+    breakdown_as_pairs,
+)
+from services.returns.domain.vocabulary import (
+    Payer,
     ReturnKind,
-    ReturnRequest,
     ReturnStatus,
     Rule,
     Sla,
     TimerKind,
     WaitingFor,
 )
-from services.returns.domain.model import RETURN_REQUEST_DOCUMENT
-from services.returns.domain.order_returns import ORDER_LEDGER_DOCUMENT
-from services.returns.domain.values import ORDER_DOCUMENT, breakdown_as_pairs
 from shared.documents import VERSION_KEY
 
 FIXTURES = json.loads(

@@ -8,20 +8,15 @@ from datetime import timedelta
 
 import pytest
 
-from services.returns.domain import (
+from services.returns.domain.events import (
     Decided,
-    Payer,
     RefundDue,
     ReshipmentDue,
-    ReturnStatus,
-    Rule,
-    Sla,
     SlaBreached,
     TimerCancelled,
-    TimerKind,
     TimerSet,
-    WaitingFor,
 )
+from services.returns.domain.vocabulary import Payer, ReturnStatus, Rule, Sla, TimerKind, WaitingFor
 
 from . import (
     SIGNED,

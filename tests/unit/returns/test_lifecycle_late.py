@@ -10,21 +10,18 @@ from datetime import timedelta
 
 import pytest
 
-from services.returns.domain import (
-    Order,
-    OrderLedger,
-    Payer,
+from services.returns.domain.events import (
     RefundDue,
     ReshipmentDue,
-    ReturnRequest,
-    ReturnStatus,
-    Rule,
     TimerCancelled,
-    TimerKind,
     TimerSet,
     event_from_dict,
     event_to_dict,
 )
+from services.returns.domain.model import ReturnRequest
+from services.returns.domain.order_returns import OrderLedger
+from services.returns.domain.values import Order
+from services.returns.domain.vocabulary import Payer, ReturnStatus, Rule, TimerKind
 from shared.catchup import CATCH_UP_GRACE
 
 from . import SOON, Case, at, decided, electronics_case, kinds, line, only, order, round_trip

@@ -8,18 +8,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from services.returns.domain import (
-    MessageFacts,
-    OrderLedger,
-    OrderReturns,
-    Payer,
-    ReturnKind,
-    ReturnRequest,
-    ReturnStatus,
-    Rule,
-    compose,
-)
-from services.returns.domain.wording import money
+from services.returns.domain.messages import compose
+from services.returns.domain.model import ReturnRequest
+from services.returns.domain.order_returns import OrderLedger, OrderReturns
+from services.returns.domain.vocabulary import Payer, ReturnKind, ReturnStatus, Rule
+from services.returns.domain.wording import MessageFacts, money
 
 from . import SIGNED, SOON, Case, at, decided, line, order, policy
 

@@ -9,14 +9,12 @@ from typing import Any
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from services.returns.domain import (
+from services.returns.domain.events import Decided, RefundDue, ReshipmentDue
+from services.returns.domain.model import ReturnRequest
+from services.returns.domain.order_returns import OrderLedger
+from services.returns.domain.vocabulary import (
     NO_REASON_REASONS,
     SELLER_FAULT_REASONS,
-    Decided,
-    OrderLedger,
-    RefundDue,
-    ReshipmentDue,
-    ReturnRequest,
     ReturnStatus,
     TimerKind,
 )

@@ -6,13 +6,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from services.returns.domain import (
-    OrderLedger,
-    Payer,
-    ReturnKind,
-    calculate_refund,
-    calculate_return_shipping_refund,
-)
+from services.returns.domain.money import calculate_refund, calculate_return_shipping_refund
+from services.returns.domain.order_returns import OrderLedger
+from services.returns.domain.vocabulary import Payer, ReturnKind
 from shared.policy import Policy
 
 from . import Case, decided, line, order, policy

@@ -7,17 +7,17 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from services.returns.domain import (
+from services.returns.domain.eligibility import no_reason_deadline
+from services.returns.domain.events import TimerSet
+from services.returns.domain.vocabulary import (
     EXCLUDED_CATEGORIES,
     NOT_INTACT_CONDITIONS,
     ReturnStatus,
     Rule,
     TimerKind,
-    TimerSet,
     WaitingFor,
-    add_working_hours,
-    no_reason_deadline,
 )
+from services.returns.domain.waiting import add_working_hours
 from shared.policy import LocalHours
 
 from . import SHANGHAI, SIGNED, Case, at, decided, line, only, order, policy
