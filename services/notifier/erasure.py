@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.notifier import tables
 from services.notifier.delivering import DELIVER, ERASED, SERVICE, buyer_lock, failed
-from services.notifier.domain import FailReason
+from services.notifier.domain.schedule import FailReason
 from services.notifier.repository import DeliveryRepository
 from shared.clock import SystemClock
 from shared.contracts import (
