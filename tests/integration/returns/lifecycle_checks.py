@@ -14,6 +14,7 @@ from hypothesis.stateful import (
 from sqlalchemy import select
 
 from services.returns import tables
+from shared.catchup import CATCH_UP_GRACE
 from shared.contracts import parse_event, topics
 from shared.contracts.ids import refund_id
 
@@ -219,8 +220,9 @@ class LifecycleChecks:
             if signed is None or failed or status not in ("approved", "completed"):
                 continue
             due = signed + DEADLINE
-            if self.timers_ran_at is not None and self.timers_ran_at >= due:
-                assert delivered, f"{rid}: no refund although timers ran past its deadline"
+            # When the timers must have paid it: its deadline, or later for a signature learnt
+            # after the inspection grace was over (judged by the catch-up rule).
+            paid_by = due
             if status == "approved":
                 # Signed and approved yet open: only while it waits for an inspection.
                 categories = {line["line_id"]: line["category"] for line in spec["lines"]}
@@ -231,8 +233,14 @@ class LifecycleChecks:
                 assert inspection is None
                 grace = self.snapshot_timers().get(("inspection_grace", rid))
                 assert grace is not None and grace["fired_at"] is None
-                assert grace["due_at"] == signed + GRACE
-                assert self.timers_ran_at is None or self.timers_ran_at < signed + GRACE
+                grace_end = signed + GRACE
+                if grace["due_at"] != grace_end:
+                    learnt = grace["due_at"] - CATCH_UP_GRACE
+                    assert grace_end <= learnt <= self.clock.now(), (rid, grace)
+                paid_by = max(due, grace["due_at"])
+                assert self.timers_ran_at is None or self.timers_ran_at < grace["due_at"]
+            if self.timers_ran_at is not None and self.timers_ran_at >= paid_by:
+                assert delivered, f"{rid}: no refund although timers ran past its deadline"
             for issued in [main.get(rid), *[d for d in reshipments if d["case"]["id"] == rid]]:
                 if issued is None:
                     continue

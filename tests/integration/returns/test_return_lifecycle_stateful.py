@@ -19,9 +19,10 @@ and checked against what finance relies on:
 * every refund is >= 0, its breakdown sums to it exactly, and it carries no payment split
   (the refund ledger's);
 * once an approved return's parcel is signed for at S (no failed inspection), a refund (or
-  reshipment) exists as soon as the timers have run at S + refund_deadline_hours, due by
-  S + refund_deadline_hours, with `sla.breached` for a reshipment requested after that (a
-  refund issued late is the refund ledger's to report);
+  reshipment) exists as soon as the timers have run at S + refund_deadline_hours (or, for a
+  signature learnt after the inspection grace was over, once they ran at the catch-up grace
+  behind it), due by S + refund_deadline_hours, with `sla.breached` for a reshipment
+  requested after that (a refund issued late is the refund ledger's to report);
 * a redelivered record changes nothing at all; a crashed batch or timer run leaves nothing
   behind; an invalid event leaves exactly one dead letter and nothing else; a valid event
   is never dead-lettered.
