@@ -57,7 +57,9 @@ def order_from_event(data: OrderPaid, outbound_signed_at: datetime | None) -> Or
     """The returns view of an order: what Order names, so never the buyer's personal data
     (SPEC 7)."""
     lines = tuple(projected(OrderLine, line) for line in data.lines)
-    return projected(Order, data, lines=lines, outbound_signed_at=outbound_signed_at)
+    return projected(
+        Order, data, lines=lines, outbound_signed_at=outbound_signed_at, cancelled_at=None
+    )
 
 
 class _Case:

@@ -1,0 +1,27 @@
+"""`projected`: a view filled from same-named attributes, never guessing a missing one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import pytest
+
+from shared.projection import projected
+
+
+@dataclass(frozen=True)
+class View:
+    order_id: str
+    cancelled_at: str | None = None
+
+
+def test_copies_what_the_view_names_and_nothing_else() -> None:
+    source = SimpleNamespace(order_id="O1", cancelled_at="t", customer={"phone": "138"})
+    assert projected(View, source) == View("O1", "t")
+
+
+def test_a_field_the_source_lacks_fails_even_with_a_default() -> None:
+    with pytest.raises(AttributeError, match="cancelled_at"):
+        projected(View, SimpleNamespace(order_id="O1"))
+    assert projected(View, SimpleNamespace(order_id="O1"), cancelled_at=None) == View("O1")
