@@ -7,9 +7,7 @@ from sqlalchemy import Column, Index, Integer, Table
 from shared.messaging.tables import service_schema
 from shared.schema import document_table, key_column, now_column, text_column
 
-SCHEMA = "complaints"
-
-metadata, messaging = service_schema(SCHEMA)
+metadata, messaging = service_schema("complaints")
 
 # Aggregates are stored as documents (their own to_dict), with the columns we query by.
 # No personal data: the buyer is only a customer_id here (SPEC 7).

@@ -8,9 +8,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from shared.messaging.tables import service_schema
 from shared.schema import document_table, instant_column, key_column, now_column, text_column
 
-SCHEMA = "followup"
-
-metadata, messaging = service_schema(SCHEMA)
+metadata, messaging = service_schema("followup")
 
 # Order -> shop (and buyer), from order.paid: who a case's score counts for. No personal data.
 orders = Table(

@@ -18,9 +18,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from shared.messaging.tables import service_schema
 from shared.schema import instant_column, key_column, now_column, text_column
 
-SCHEMA = "notifier"
-
-metadata, messaging = service_schema(SCHEMA)
+metadata, messaging = service_schema("notifier")
 
 # The buyers' contact directory (SPEC section 7): name, phone and e-mail only as AES-GCM tokens
 # (`v1.<kid>.<nonce+ciphertext>`, bound to customer and field). The latest paid order wins.

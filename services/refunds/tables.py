@@ -8,9 +8,7 @@ from sqlalchemy import BigInteger, Boolean, Column, Index, Table
 from shared.messaging.tables import service_schema
 from shared.schema import document_table, instant_column, key_column, text_column
 
-SCHEMA = "refunds"
-
-metadata, messaging = service_schema(SCHEMA)
+metadata, messaging = service_schema("refunds")
 
 # One document per order (OrderLedger.to_dict): what was paid, every refund, waiting requests.
 ledgers = document_table(

@@ -7,9 +7,7 @@ from sqlalchemy import Index, Table
 from shared.messaging.tables import service_schema
 from shared.schema import document_table, instant_column, key_column, text_column
 
-SCHEMA = "returns"
-
-metadata, messaging = service_schema(SCHEMA)
+metadata, messaging = service_schema("returns")
 
 # Aggregates are stored as documents (their own to_dict), with the columns we query by.
 orders = document_table(

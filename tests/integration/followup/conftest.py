@@ -215,7 +215,7 @@ class FollowupService(ServiceHarness):
 @pytest.fixture
 async def schema_engine(database_engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
     """The `followup` tables in a fresh schema of their own, for this test only."""
-    async with fresh_schema(database_engine, tables.SCHEMA, tables.metadata) as engine:
+    async with fresh_schema(database_engine, tables.metadata.schema, tables.metadata) as engine:
         yield engine
 
 

@@ -199,7 +199,7 @@ def mailbox() -> Iterator[Mailbox]:
 @pytest.fixture
 async def engine(database_engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
     """The `notifier` schema mapped to a fresh schema of this test."""
-    async with fresh_schema(database_engine, tables.SCHEMA, tables.metadata) as mapped:
+    async with fresh_schema(database_engine, tables.metadata.schema, tables.metadata) as mapped:
         yield mapped
 
 
