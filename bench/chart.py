@@ -6,9 +6,11 @@ and reads on GitHub as it is.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from html import escape
+import json
+import re
+from collections.abc import Collection, Sequence
+from dataclasses import asdict, dataclass
+from html import escape, unescape
 
 _WIDTH = 900
 _LABEL = 420  # room for the labels left of the bars
@@ -25,9 +27,12 @@ class Panel:
     unit: str
     series: Sequence[str]
     rows: Sequence[tuple[str, Sequence[float | None]]]
+    part: str = ""  # the benchmark's part it shows: returns, complaints or notifier
 
 
 def render_svg(panels: Sequence[Panel]) -> str:
+    """The chart, carrying the panels' figures (`<metadata>`) so a later run of some parts only
+    can draw it again with the others' panels (`redrawn`)."""
     parts: list[str] = []
     y = 10
     for panel in panels:
@@ -36,10 +41,54 @@ def render_svg(panels: Sequence[Panel]) -> str:
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{_WIDTH}" height="{y}" '
         'font-family="sans-serif" font-size="12">'
     )
+    figures = escape(json.dumps([asdict(panel) for panel in panels]))
     return (
-        "\n".join([header, f'<rect width="{_WIDTH}" height="{y}" fill="white"/>', *parts, "</svg>"])
+        "\n".join(
+            [
+                header,
+                f'<metadata id="panels">{figures}</metadata>',
+                f'<rect width="{_WIDTH}" height="{y}" fill="white"/>',
+                *parts,
+                "</svg>",
+            ]
+        )
         + "\n"
     )
+
+
+def read_panels(svg: str) -> list[Panel] | None:
+    """The panels a chart of `render_svg` was drawn from; None for one that does not carry them
+    (drawn before it did)."""
+    found = re.search(r'<metadata id="panels">(.*?)</metadata>', svg, re.DOTALL)
+    if found is None:
+        return None
+    return [
+        Panel(
+            p["title"],
+            p["unit"],
+            p["series"],
+            [(label, row) for label, row in p["rows"]],
+            p["part"],
+        )
+        for p in json.loads(unescape(found[1]))
+    ]
+
+
+def redrawn(
+    previous: str | None, panels: Sequence[Panel], ran: Collection[str], order: Sequence[str]
+) -> str | None:
+    """The chart after a run of the parts `ran`: their new panels and, from the `previous`
+    chart, the panels of the parts that did not run, in the parts' `order`. None (leave the
+    chart as it is) where some parts did not run and the previous chart does not carry their
+    figures."""
+    kept: list[Panel] = []
+    if set(order) - set(ran) and previous is not None:
+        old = read_panels(previous)
+        if old is None:
+            return None
+        kept = [panel for panel in old if panel.part not in ran]
+    merged = sorted([*panels, *kept], key=lambda panel: order.index(panel.part))
+    return render_svg(merged)
 
 
 def _panel(parts: list[str], panel: Panel, y: int) -> int:

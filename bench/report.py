@@ -169,12 +169,14 @@ def chart_panels(
             "events/s",
             ["events/s"],
             [(_short(r.name), [r.rate]) for r in backlog],
+            "returns",
         ),
         Panel(
             "CPU per input event (µs, the consumer's own processes)",
             "µs",
             ["CPU"],
             [(_short(r.name), [r.cpu_per_event * 1e6]) for r in backlog],
+            "returns",
         ),
     ]
     if steady:
@@ -187,6 +189,7 @@ def chart_panels(
                     (_short(r.name), [pct(r.latencies, 0.5) * 1000, pct(r.latencies, 0.99) * 1000])
                     for r in steady
                 ],
+                "returns",
             )
         )
     return panels
@@ -303,16 +306,26 @@ def service_panels(
     """The complaints run's input events/s and the notifier's notifications/s, each beside the
     minimal consumer's events/s."""
     parts = (
-        (complaints, "Complaints through compensation, on a backlog (input events/s)", "events/s"),
-        (notifier, "Notifier on a backlog (notifications/s; the minimal consumer: events/s)", "/s"),
+        (
+            "complaints",
+            complaints,
+            "Complaints through compensation, on a backlog (input events/s)",
+            "events/s",
+        ),
+        (
+            "notifier",
+            notifier,
+            "Notifier on a backlog (notifications/s; the minimal consumer: events/s)",
+            "/s",
+        ),
     )
     panels = []
-    for part, title, unit in parts:
-        if part is None:
+    for part, runs, title, unit in parts:
+        if runs is None:
             continue
-        result, baseline = part
+        result, baseline = runs
         rows = [(_short(r.name), [r.rate]) for r in ([baseline] if baseline else [])]
         label = _short(result.name).replace("complaints service", "complaints")
         rate = result.output_rate if result.outputs else result.rate
-        panels.append(Panel(title, unit, [unit], [*rows, (label, [rate])]))
+        panels.append(Panel(title, unit, [unit], [*rows, (label, [rate])], part))
     return panels

@@ -40,8 +40,8 @@ a refund by the ledger each, beside the minimal consumer on the same events. The
 HTTP gateway, beside the minimal consumer on the same decisions.
 
 Writes docs/results/bench.md (or --report), bench-complaints.md and bench-notifier.md beside
-it (each when its part ran), the chart bench.svg (the panels of the parts run) and prints the
-same figures.
+it (each when its part ran), the chart bench.svg (the panels of the parts run, with those of the
+other parts kept from the chart before) and prints the same figures.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ from pathlib import Path
 from faults.infra import ROOT
 
 from .backlog import Infra, infrastructure
-from .chart import render_svg
+from .chart import redrawn
 from .complaints import COMPENSATION_FLOWS, run_complaints
 from .measure import PROFILERS, Result, pct, say
 from .minimal import run_baseline
@@ -126,8 +126,16 @@ async def main_async(args: argparse.Namespace) -> int:
         for path, text in texts.items():
             write_report(path, text)
         panels = chart_panels(results, baseline, steady) if "returns" in args.only else []
-        chart.write_text(render_svg([*panels, *service_panels(complaints, notifier)]))
-        say(f"results written to {', '.join(map(str, texts))} and {chart}")
+        previous = chart.read_text() if chart.exists() else None
+        svg = redrawn(previous, [*panels, *service_panels(complaints, notifier)], args.only, PARTS)
+        if svg is None:
+            say(
+                f"results written to {', '.join(map(str, texts))}; {chart} left as it was (it "
+                "carries no figures of the parts not run: a run of every part draws it again)"
+            )
+        else:
+            chart.write_text(svg)
+            say(f"results written to {', '.join(map(str, texts))} and {chart}")
     if not args.profile:
         shutil.rmtree(run_dir, ignore_errors=True)
     else:
