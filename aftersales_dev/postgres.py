@@ -207,6 +207,16 @@ class LocalPostgres(LocalServer):
         """Run one of the PostgreSQL programs (``pg_ctl``, ``initdb``, ``postgres``)."""
         return self._run([self._bin(program), *args], **kwargs)
 
+    def _pg_ctl(
+        self, action: str, *args: str, wait: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        """`pg_ctl <action>` on the data directory, waiting silently up to `wait` seconds (60:
+        pg_ctl's own default) for it to finish."""
+        data, seconds = str(self.data_dir), str(int(wait))
+        return self._pg(
+            "pg_ctl", action, "-D", data, *args, "-w", "-s", "-t", seconds, timeout=wait + 10
+        )
+
     def _chown(self, path: Path) -> None:
         if self._os_user is not None:
             os.chown(path, self._os_user.pw_uid, self._os_user.pw_gid)
@@ -272,20 +282,7 @@ class LocalPostgres(LocalServer):
             raise DevEnvError(f"cannot start PostgreSQL: {self.host}:{self.port} is in use")
         self._write_settings()
         log(f"starting PostgreSQL on {self.host}:{self.port} (data in {self.data_dir})")
-        data, wait = str(self.data_dir), str(int(self.startup_timeout))
-        result = self._pg(
-            "pg_ctl",
-            "start",
-            "-D",
-            data,
-            "-l",
-            str(self.log_path),
-            "-w",
-            "-s",
-            "-t",
-            wait,
-            timeout=self.startup_timeout + 10,
-        )
+        result = self._pg_ctl("start", "-l", str(self.log_path), wait=self.startup_timeout)
         if result.returncode != 0:
             raise DevEnvError(
                 f"PostgreSQL did not start (pg_ctl status {result.returncode}): "
@@ -305,7 +302,7 @@ class LocalPostgres(LocalServer):
         """A server left running in this data directory by a crashed earlier run."""
         if (self.data_dir / "postmaster.pid").exists():
             log(f"stopping a stale PostgreSQL server in {self.data_dir}")
-            self._pg("pg_ctl", "stop", "-D", str(self.data_dir), "-m", "immediate", "-w", "-s")
+            self._pg_ctl("stop", "-m", "immediate")
 
     def _init_cluster(self) -> None:
         reuse = not self.fresh and (self.data_dir / "PG_VERSION").exists()
@@ -368,22 +365,9 @@ class LocalPostgres(LocalServer):
         self._running = False
         with running_lock:
             running.discard(self)
-        data, wait = str(self.data_dir), str(int(self.stop_timeout))
-        result = self._pg(
-            "pg_ctl",
-            "stop",
-            "-D",
-            data,
-            "-m",
-            "fast",
-            "-w",
-            "-s",
-            "-t",
-            wait,
-            timeout=self.stop_timeout + 10,
-        )
+        result = self._pg_ctl("stop", "-m", "fast", wait=self.stop_timeout)
         if result.returncode != 0:
-            self._pg("pg_ctl", "stop", "-D", data, "-m", "immediate", "-w", "-s")
+            self._pg_ctl("stop", "-m", "immediate")
         log(f"PostgreSQL on {self.host}:{self.port} stopped")
 
     def stop(self) -> None:

@@ -13,6 +13,14 @@ STAMP="$VENV/.install-stamp"
 say() { printf '[install] %s\n' "$*"; }
 die() { printf '[install] error: %s\n' "$*" >&2; exit 1; }
 
+# Whether Debian packages can be installed here: as root, with apt-get.
+can_apt() { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; }
+# Debian packages installed quietly (the optional tools below); fails when apt-get does.
+apt_quiet() {
+    apt-get update >/dev/null \
+        && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@" >/dev/null
+}
+
 py_ok() { "$1" -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1; }
 
 find_python() {
@@ -65,7 +73,7 @@ fi
 # -- PostgreSQL server binaries (for the throwaway local database) ---------------------------
 if bindir=$("$VENV/bin/python" aftersales_dev/devenv.py check-postgres 2>/dev/null); then
     say "PostgreSQL server binaries: $bindir"
-elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+elif can_apt; then
     say "installing PostgreSQL (Debian package postgresql)"
     apt-get update
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql
@@ -82,11 +90,9 @@ fi
 # -- promtool (Prometheus), for `make deploy-check` to check and unit-test the alert rules ------
 if command -v promtool >/dev/null 2>&1; then
     say "promtool: $(command -v promtool)"
-elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+elif can_apt; then
     say "installing promtool (Debian package prometheus)"
-    if apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y --no-install-recommends prometheus >/dev/null \
-        && command -v promtool >/dev/null 2>&1; then
+    if apt_quiet prometheus && command -v promtool >/dev/null 2>&1; then
         say "promtool: $(command -v promtool)"
     else
         say "warning: could not install promtool; make deploy-check skips the alert rule tests"
@@ -99,11 +105,9 @@ fi
 # -- Chromium and its driver, for the console's browser test (tests/e2e/test_console_browser.py) --
 if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then
     say "chromium: $(command -v chromium), chromedriver: $(command -v chromedriver)"
-elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+elif can_apt; then
     say "installing Chromium (Debian packages chromium and chromium-driver)"
-    if apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y --no-install-recommends chromium chromium-driver >/dev/null \
-        && command -v chromedriver >/dev/null 2>&1; then
+    if apt_quiet chromium chromium-driver && command -v chromedriver >/dev/null 2>&1; then
         say "chromium: $(command -v chromium), chromedriver: $(command -v chromedriver)"
     else
         say "warning: could not install Chromium; the console's browser test is skipped"
@@ -118,10 +122,9 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v fc-list >/dev/null 2>&1
     :
 elif [ -n "$(fc-list :lang=zh family 2>/dev/null)" ]; then
     say "CJK font: $(fc-list :lang=zh family | head -n 1)"
-elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+elif can_apt; then
     say "installing a CJK font (Debian package fonts-wqy-microhei)"
-    if apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y --no-install-recommends fonts-wqy-microhei >/dev/null; then
+    if apt_quiet fonts-wqy-microhei; then
         say "CJK font: $(fc-list :lang=zh family | head -n 1)"
     else
         say "warning: could not install a CJK font; Chinese text shows as boxes in Chromium"

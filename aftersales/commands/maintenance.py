@@ -19,29 +19,14 @@ def report(args: argparse.Namespace) -> int:
 
     env = environment()
     require_database(env.settings.database_url, schemas=[args.subject])
+    period = {"since": args.since, "until": args.until}
     if args.subject == "refunds":
         if args.shop is not None:
             raise ValueError("--shop is for the follow-up report; refunds are not per shop")
-        return int(
-            refunds.main(
-                env.settings.database_url,
-                env.policy,
-                since=args.since,
-                until=args.until,
-                fmt=args.format,
-            )
-        )
+        return int(refunds.main(env.settings.database_url, env.policy, **period, fmt=args.format))
     if args.format != "table":
         raise ValueError("--format is for `report refunds`; the follow-up report is a table")
-    return int(
-        report.main(
-            env.settings.database_url,
-            env.policy,
-            since=args.since,
-            until=args.until,
-            shop=args.shop,
-        )
-    )
+    return int(report.main(env.settings.database_url, env.policy, **period, shop=args.shop))
 
 
 def refunds(args: argparse.Namespace) -> int:

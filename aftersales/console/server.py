@@ -6,7 +6,7 @@ import asyncio
 import logging
 import secrets
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import uvicorn
 
@@ -37,28 +37,42 @@ def console_config(
     Outside development mode a token and the services' URLs are required; in development mode
     (AFTERSALES_DEV_MODE) a token is made up and printed, and the services are the local
     process on AFTERSALES_HTTP_PORT."""
-    token = environ.get(TOKEN_VARIABLE, "").strip()
-    if not token:
-        if not settings.aftersales_dev_mode:
-            raise ValueError(
-                f"{TOKEN_VARIABLE} is not set: the console does not start without a login token "
-                "(outside development mode)"
-            )
-        token = development_token()
-    elif len(token) < TOKEN_MIN_LENGTH and not settings.aftersales_dev_mode:
+    dev_mode = settings.aftersales_dev_mode
+    token = _required(
+        environ,
+        TOKEN_VARIABLE,
+        "the console does not start without a login token (outside development mode)",
+        development_token if dev_mode else None,
+    )
+    if len(token) < TOKEN_MIN_LENGTH and not dev_mode:
         raise ValueError(
             f"{TOKEN_VARIABLE} is too short: use at least {TOKEN_MIN_LENGTH} characters"
         )
-    urls_text = environ.get(SERVICES_VARIABLE, "").strip()
-    if not urls_text:
-        if not settings.aftersales_dev_mode:
-            raise ValueError(
-                f"{SERVICES_VARIABLE} is not set: name each service's read API, e.g. "
-                "returns=http://returns:8000,refunds=http://refunds:8000,..."
-            )
-        urls_text = f"http://127.0.0.1:{settings.aftersales_http_port}"
+    urls_text = _required(
+        environ,
+        SERVICES_VARIABLE,
+        "name each service's read API, e.g. "
+        "returns=http://returns:8000,refunds=http://refunds:8000,...",
+        (lambda: f"http://127.0.0.1:{settings.aftersales_http_port}") if dev_mode else None,
+    )
     urls = parse_service_urls(urls_text, known)
     return ConsoleConfig(token=token, services=Services(urls))
+
+
+def _required(
+    environ: Mapping[str, str],
+    variable: str,
+    why: str,
+    development: Callable[[], str] | None,
+) -> str:
+    """The variable's value; where it is unset or blank, what `development` makes up, or
+    without it a ValueError saying `why` it is needed."""
+    value = environ.get(variable, "").strip()
+    if value:
+        return value
+    if development is None:
+        raise ValueError(f"{variable} is not set: {why}")
+    return development()
 
 
 def console_server(config: ConsoleConfig, port: int, host: str = "0.0.0.0") -> HttpServer:  # noqa: S104
