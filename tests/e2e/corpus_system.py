@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -32,6 +30,7 @@ from shared.migrations import upgrade
 from shared.policy import Policy
 from shared.settings import Settings
 from tests.harness import broker_settings, quick_runtime
+from tests.json_gateway import Gateway
 from tests.topic_reader import TopicReader
 
 # Monday 2026-03-02 10:00 in Shanghai: working hours, outside the notifier's quiet hours.
@@ -47,36 +46,11 @@ PARTITION = 0  # everything this test sends goes to one partition, in order
 # --- the outside world: a webhook gateway, a producer, a reader -----------------------------
 
 
-class Webhook:
+class Webhook(Gateway):
     """The notifier's webhook gateway: records every JSON body, answers 200."""
 
     def __init__(self) -> None:
-        self.bodies: list[dict[str, Any]] = []
-        lock = threading.Lock()
-        bodies = self.bodies
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-                with lock:
-                    bodies.append(body)
-                self.send_response(200)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
-
-    def of(self, customer_id: str) -> list[dict[str, Any]]:
-        return [b for b in list(self.bodies) if b.get("customer_id") == customer_id]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__("/hook")
 
 
 class Reader(TopicReader):
