@@ -37,7 +37,7 @@ from shared.contracts import ids, topics
 from shared.messaging.runtime import ServiceRuntime, ensure_topics
 from shared.migrations import upgrade
 from shared.policy import Policy
-from shared.settings import Settings
+from tests.harness import broker_settings
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -74,13 +74,7 @@ async def system(database_url: str, kafka_bootstrap: str) -> AsyncIterator[dict[
     async with temporary_database(database_url, "e2e_console") as url:
         for service in SERVICES:
             await asyncio.to_thread(upgrade, service, url)
-        settings = Settings(
-            kafka_bootstrap_servers=kafka_bootstrap,
-            database_url=url,
-            kafka_idempotence=False,
-            kafka_topic_partitions=3,
-            aftersales_dev_mode=True,
-        )
+        settings = broker_settings(url, kafka_bootstrap, aftersales_dev_mode=True)
         clock, policy = SystemClock(), Policy()
         runtimes = []
         for service in SERVICES:

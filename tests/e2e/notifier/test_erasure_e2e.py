@@ -9,11 +9,9 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
-import pytest
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -24,7 +22,7 @@ from shared.contracts import CUSTOMER_ERASURE_REQUESTED, topics
 from shared.crypto import mask_email, mask_phone
 from shared.db import create_engine
 from shared.migrations import upgrade
-from tests.e2e.notifier.test_notifier_e2e import T0, Gateway, event, notifier_runtime
+from tests.e2e.notifier.test_notifier_e2e import T0, event, notifier_runtime
 from tests.integration.messaging.helpers import (
     CUSTOMER_EMAIL,
     CUSTOMER_NAME,
@@ -32,14 +30,8 @@ from tests.integration.messaging.helpers import (
     encode,
     order_paid,
 )
+from tests.json_gateway import Gateway
 from tests.polling import eventually
-
-
-@pytest.fixture
-def gateway() -> Iterator[Gateway]:
-    gw = Gateway()
-    yield gw
-    gw.close()
 
 
 def notification(request: str, customer: str, order: str, run: str) -> dict[str, Any]:

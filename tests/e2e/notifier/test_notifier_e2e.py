@@ -12,11 +12,9 @@ import contextlib
 import dataclasses
 import json
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import select
 
@@ -30,7 +28,7 @@ from shared.db import create_engine
 from shared.messaging.runtime import ServiceRuntime
 from shared.migrations import upgrade
 from shared.policy import Policy
-from shared.settings import Settings
+from tests.harness import broker_settings
 from tests.json_gateway import Gateway
 from tests.polling import eventually
 from tests.topic_reader import TopicReader
@@ -38,13 +36,6 @@ from tests.topic_reader import TopicReader
 T0 = datetime(2024, 5, 1, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai: outside quiet hours
 PHONE = "13812345678"
 EMAIL = "e2e.buyer@example.com"
-
-
-@pytest.fixture
-def gateway() -> Iterator[Gateway]:
-    gw = Gateway()
-    yield gw
-    gw.close()
 
 
 def event(type_: str, data: dict[str, Any]) -> bytes:
@@ -82,11 +73,9 @@ def notifier_runtime(
 ) -> ServiceRuntime:
     """The notifier on the broker, sending SMS to `gateway`, as a service of its own `name`
     (a fresh consumer group for the run: the group id derives from the service name)."""
-    settings = Settings(
-        kafka_bootstrap_servers=kafka_bootstrap,
-        database_url=database_url,
-        kafka_idempotence=False,
-        kafka_topic_partitions=3,
+    settings = broker_settings(
+        database_url,
+        kafka_bootstrap,
         aftersales_encryption_key=generate_key(),
         aftersales_sms_gateway_url=gateway.url,
     )

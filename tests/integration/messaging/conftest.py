@@ -12,7 +12,7 @@ from shared.clock import ManualClock
 from shared.db import session_factory
 from shared.messaging.runtime import ServiceRuntime, ensure_topics
 from shared.settings import Settings
-from tests.harness import engine_at
+from tests.harness import broker_settings, engine_at
 
 from .helpers import T0, Harness, create_schema, drop_schema, make_harness
 from .kit import MessagingKit
@@ -54,12 +54,7 @@ def kit(
 
 @pytest.fixture
 def settings(database_url: str, kafka_bootstrap: str) -> Settings:
-    return Settings(
-        kafka_bootstrap_servers=kafka_bootstrap,
-        database_url=database_url,
-        kafka_idempotence=False,
-        kafka_topic_partitions=3,
-    )
+    return broker_settings(database_url, kafka_bootstrap)
 
 
 @pytest.fixture
