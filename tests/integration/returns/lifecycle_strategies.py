@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.contracts import dead_letter_topic
+from shared.contracts.inputs import SELLER_FAULT_REASONS, ConditionFlag, ReturnReason
 from shared.money import split_largest_remainder
 from shared.policy import Policy
 
@@ -23,26 +24,9 @@ DEADLINE = timedelta(hours=RULES.refund_deadline_hours)
 GRACE = timedelta(hours=RULES.inspection_grace_hours)
 DLQ = dead_letter_topic("returns")
 
-REASONS = [
-    "no_reason",
-    "dislike",
-    "size_fit",
-    "changed_mind",
-    "quality_issue",
-    "damaged_in_transit",
-    "wrong_item",
-    "missing_parts",
-    "not_as_described",
-]
-FLAGS = [
-    "opened_for_inspection",
-    "trial_use",
-    "seal_broken",
-    "tags_removed",
-    "soiled_or_damaged",
-    "activated",
-    "accessories_missing",
-]
+# Every reason and condition flag the contract allows.
+REASONS = list(get_args(ReturnReason))
+FLAGS = list(get_args(ConditionFlag))
 CATEGORIES = ["apparel"] * 4 + ["home", "electronics", "electronics", "fresh_perishable"]
 METHODS = ["alipay", "wechat", "card"]
 # Free text the platform passes through: stored and shown verbatim, never interpreted.
@@ -127,7 +111,7 @@ def requests(draw: st.DrawFn, spec: dict[str, Any]) -> dict[str, Any]:
         wanted = most + 1 if exceed else draw(st.sampled_from([1, 1, most]))
         lines.append({"line_id": lid, "quantity": wanted})
     reason = draw(st.sampled_from(REASONS))
-    seller_fault = reason in REASONS[4:]
+    seller_fault = reason in SELLER_FAULT_REASONS
     intact = draw(st.integers(0, 4)) > 0
     evidence = ["https://img.example/1.jpg"] if draw(st.integers(0, 3)) > 0 else []
     return {
