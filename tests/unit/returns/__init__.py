@@ -29,6 +29,11 @@ def at(text: str) -> datetime:
     return instant
 
 
+# The lifecycle tests' instant: the warehouse signs for the returned parcel.
+T = at("2026-03-06T10:00:00+08:00")
+H = timedelta(hours=1)
+
+
 def policy(timezone: str = "Asia/Shanghai", **returns: Any) -> Policy:
     return Policy(timezone=timezone, returns=ReturnsPolicy(**returns))
 

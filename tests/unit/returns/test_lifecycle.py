@@ -22,6 +22,8 @@ from . import (
     SIGNED,
     SOON,
     Case,
+    H,
+    T,
     at,
     decided,
     electronics_case,
@@ -30,10 +32,6 @@ from . import (
     only,
     order,
 )
-
-T = at("2026-03-06T10:00:00+08:00")  # the warehouse signs for the returned parcel
-H = timedelta(hours=1)
-
 
 # --- waiting for the order or the delivery ---------------------------------------------------
 

@@ -24,11 +24,19 @@ from services.returns.domain.values import Order
 from services.returns.domain.vocabulary import Payer, ReturnStatus, Rule, TimerKind
 from shared.catchup import CATCH_UP_GRACE
 
-from . import SOON, Case, at, decided, electronics_case, kinds, line, only, order, round_trip
-
-T = at("2026-03-06T10:00:00+08:00")  # the warehouse signs for the returned parcel
-H = timedelta(hours=1)
-
+from . import (
+    SOON,
+    Case,
+    H,
+    T,
+    decided,
+    electronics_case,
+    kinds,
+    line,
+    only,
+    order,
+    round_trip,
+)
 
 # --- return freight learnt after the refund --------------------------------------------------
 # return.shipped and the return-leg parcel.signed are on different topics: after a backlog the
