@@ -14,6 +14,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from aftersales_dev import events
 from shared.contracts import topics
 from shared.policy import Policy
 
@@ -35,130 +36,78 @@ WATCHED = [
 NOTIFY_LINGER = 6.0
 
 
-def _event(type_: str, data: dict[str, Any], at: datetime) -> dict[str, Any]:
-    return {
-        "specversion": "1.0",
-        "id": f"demo-{uuid.uuid4()}",
-        "source": "/shop-platform/demo",
-        "type": type_,
-        "time": at.isoformat(),
-        "datacontenttype": "application/json",
-        "data": data,
-    }
+# The demo's events come from the shop platform's own source, with ids of their own.
+PLATFORM: dict[str, Any] = {"platform": "/shop-platform/demo", "id_prefix": "demo"}
 
 
 def scenario(run: str, now: datetime) -> list[tuple[str, str, str, dict[str, Any] | bytes]]:
     """(caption, topic, key, event) in the order the platform would send them."""
-    order = f"O-{run}"
+    order, customer = f"O-{run}", f"C-{run}"
     paid = now - timedelta(days=4)
     signed = now - timedelta(days=2)
     lines = [
+        events.order_line(
+            "L1",
+            sku="SWEATER-M",
+            title="Wool sweater",
+            category="apparel",
+            quantity=2,
+            paid_amount=19900,
+        ),
+        events.order_line(
+            "L2",
+            sku="MOONCAKE",
+            title="Fresh mooncakes",
+            category="fresh_perishable",
+            paid_amount=5900,
+        ),
         {
-            "line_id": "L1",
-            "sku": "SWEATER-M",
-            "title": "Wool sweater",
-            "category": "apparel",
-            "quantity": 2,
-            "paid_amount": 19900,
-        },
-        {
-            "line_id": "L2",
-            "sku": "MOONCAKE",
-            "title": "Fresh mooncakes",
-            "category": "fresh_perishable",
-            "quantity": 1,
-            "paid_amount": 5900,
-        },
-        {
-            "line_id": "L3",
-            "sku": "GIFT-SOCKS",
-            "title": "Socks (gift)",
-            "category": "apparel",
-            "quantity": 1,
-            "paid_amount": 0,
+            **events.order_line(
+                "L3", sku="GIFT-SOCKS", title="Socks (gift)", category="apparel", paid_amount=0
+            ),
             "is_gift": True,
             "stated_price": 900,
         },
     ]
-    order_paid = {
-        "order_id": order,
-        "shop_id": "S-demo",
-        "customer_id": f"C-{run}",
-        "paid_at": paid.isoformat(),
-        "currency": "CNY",
-        "lines": lines,
-        "shipping_fee_paid": 0,
-        "standard_shipping_fee": 1000,
-        "free_shipping_threshold": 20000,
-        "shipping_insurance": False,
-        "presale_ship_by": None,
-        "payments": [{"method": "alipay", "amount": 20000}, {"method": "coupon", "amount": 5800}],
-        "customer": {
-            "name": "Demo Buyer",
-            "phone": "13800000000",
-            "email": "buyer@example.com",
-            "preferred_channel": "sms",
-        },
-    }
-
-    def ret(type_: str, data: dict[str, Any], at: datetime) -> dict[str, Any]:
-        return _event(type_, {"order_id": order, **data}, at)
-
+    buyer = events.buyer("Demo Buyer", "13800000000", "buyer@example.com")
     r1, r2 = f"R-{run}-1", f"R-{run}-2"
     return [
         (
             "order paid: 2 sweaters, fresh mooncakes and a gift; shipped free (over 200.00)",
             topics.ORDERS,
             order,
-            _event("order.paid", order_paid, paid),
+            events.order_paid(
+                order,
+                customer,
+                at=paid,
+                lines=lines,
+                customer=buyer,
+                shop_id="S-demo",
+                payments=[("alipay", 20000), ("coupon", 5800)],
+                free_shipping_threshold=20000,
+                **PLATFORM,
+            ),
         ),
         (
             "order shipped",
             topics.ORDERS,
             order,
-            _event(
-                "order.shipped",
-                {
-                    "order_id": order,
-                    "shipped_at": (paid + timedelta(hours=20)).isoformat(),
-                    "carrier": "SF",
-                    "tracking_no": f"SF{run}",
-                },
-                paid + timedelta(hours=20),
+            events.order_shipped(
+                order, at=paid + timedelta(hours=20), tracking_no=f"SF{run}", **PLATFORM
             ),
         ),
         (
             "buyer signed for the parcel",
             topics.SIGNATURES,
             order,
-            _event(
-                "parcel.signed",
-                {
-                    "order_id": order,
-                    "leg": "outbound",
-                    "tracking_no": f"SF{run}",
-                    "signed_at": signed.isoformat(),
-                },
-                signed,
-            ),
+            events.parcel_signed(order, at=signed, tracking_no=f"SF{run}", **PLATFORM),
         ),
         (
             "buyer asks to return the mooncakes, no reason given (statutory exclusion)",
             topics.RETURNS,
             order,
-            ret(
-                "return.requested",
-                {
-                    "return_id": r2,
-                    "customer_id": f"C-{run}",
-                    "kind": "refund",
-                    "reason": "changed_mind",
-                    "lines": [{"line_id": "L2", "quantity": 1}],
-                    "condition": [],
-                    "evidence_urls": [],
-                    "requested_at": now.isoformat(),
-                },
-                now,
+            events.return_requested(
+                order, r2, customer, at=now, lines={"L2": 1}, reason="changed_mind", **PLATFORM
             ),
         ),
         (
@@ -171,52 +120,27 @@ def scenario(run: str, now: datetime) -> list[tuple[str, str, str, dict[str, Any
             "buyer asks to return one sweater: size does not fit, opened for inspection",
             topics.RETURNS,
             order,
-            ret(
-                "return.requested",
-                {
-                    "return_id": r1,
-                    "customer_id": f"C-{run}",
-                    "kind": "refund",
-                    "reason": "size_fit",
-                    "lines": [{"line_id": "L1", "quantity": 1}],
-                    "condition": ["opened_for_inspection"],
-                    "evidence_urls": [],
-                    "requested_at": now.isoformat(),
-                },
-                now,
+            events.return_requested(
+                order,
+                r1,
+                customer,
+                at=now,
+                lines={"L1": 1},
+                condition=["opened_for_inspection"],
+                **PLATFORM,
             ),
         ),
         (
             "buyer ships the sweater back (pays 12.00 freight)",
             topics.RETURNS,
             order,
-            ret(
-                "return.shipped",
-                {
-                    "return_id": r1,
-                    "carrier": "YTO",
-                    "tracking_no": f"YT{run}",
-                    "shipped_at": now.isoformat(),
-                    "shipping_fee_paid": 1200,
-                },
-                now,
-            ),
+            events.return_shipped(order, r1, at=now, fee=1200, tracking_no=f"YT{run}", **PLATFORM),
         ),
         (
             "the warehouse signs for the returned parcel: the refund is due within 24 hours",
             topics.SIGNATURES,
             order,
-            _event(
-                "parcel.signed",
-                {
-                    "order_id": order,
-                    "leg": "return",
-                    "return_id": r1,
-                    "tracking_no": f"YT{run}",
-                    "signed_at": now.isoformat(),
-                },
-                now,
-            ),
+            events.parcel_signed(order, r1, at=now, tracking_no=f"YT{run}", **PLATFORM),
         ),
     ]
 
@@ -226,24 +150,20 @@ def complaint_scenario(
 ) -> list[tuple[str, str, str, dict[str, Any], tuple[str, ...]]]:
     """(caption, topic, key, event, what to wait for) for the demo order's complaint."""
     order, complaint = f"O-{run}", f"K-{run}"
-
-    def about(type_: str, data: dict[str, Any], at: datetime) -> dict[str, Any]:
-        return _event(type_, {"complaint_id": complaint, "order_id": order, **data}, at)
-
+    answered, resolved = now + timedelta(minutes=20), now + timedelta(minutes=40)
     return [
         (
             "buyer complains: the sweater's seams came apart (quality issue)",
             topics.COMPLAINTS,
             order,
-            about(
-                "complaint.opened",
-                {
-                    "customer_id": f"C-{run}",
-                    "category": "quality_issue",
-                    "description": "The seams came apart after one wash.",
-                    "opened_at": now.isoformat(),
-                },
-                now,
+            events.complaint_opened(
+                complaint,
+                order,
+                f"C-{run}",
+                "quality_issue",
+                at=now,
+                description="The seams came apart after one wash.",
+                **PLATFORM,
             ),
             ("complaint.acknowledged",),
         ),
@@ -251,13 +171,8 @@ def complaint_scenario(
             "an agent answers the buyer",
             topics.COMPLAINTS,
             order,
-            about(
-                "complaint.responded",
-                {
-                    "agent_id": "agent-demo",
-                    "responded_at": (now + timedelta(minutes=20)).isoformat(),
-                },
-                now + timedelta(minutes=20),
+            events.complaint_responded(
+                complaint, order, at=answered, agent_id="agent-demo", **PLATFORM
             ),
             (),
         ),
@@ -265,15 +180,8 @@ def complaint_scenario(
             "the agent resolves it: upheld, a quality problem (5% of the goods as a coupon)",
             topics.COMPLAINTS,
             order,
-            about(
-                "complaint.resolved",
-                {
-                    "outcome": "upheld",
-                    "remedy": "none",
-                    "agent_id": "agent-demo",
-                    "resolved_at": (now + timedelta(minutes=40)).isoformat(),
-                },
-                now + timedelta(minutes=40),
+            events.complaint_resolved(
+                complaint, order, at=resolved, agent_id="agent-demo", **PLATFORM
             ),
             ("coupon.granted", "complaint.compensated"),
         ),
@@ -284,23 +192,19 @@ def cut_scenario(run: str, now: datetime) -> list[tuple[str, str, str, dict[str,
     """(caption, topic, key, event): a complaint whose refund the ledger's order cap cuts."""
     order, complaint = f"O-{run}", f"K-{run}-2"
     later = now + timedelta(hours=1)
-
-    def about(type_: str, data: dict[str, Any]) -> dict[str, Any]:
-        return _event(type_, {"complaint_id": complaint, "order_id": order, **data}, later)
-
     return [
         (
             "buyer complains again: 'the parcel never arrived' (not received)",
             topics.COMPLAINTS,
             order,
-            about(
-                "complaint.opened",
-                {
-                    "customer_id": f"C-{run}",
-                    "category": "not_received",
-                    "description": "Tracking says delivered, nothing came.",
-                    "opened_at": later.isoformat(),
-                },
+            events.complaint_opened(
+                complaint,
+                order,
+                f"C-{run}",
+                "not_received",
+                at=later,
+                description="Tracking says delivered, nothing came.",
+                **PLATFORM,
             ),
         ),
         (
@@ -308,14 +212,8 @@ def cut_scenario(run: str, now: datetime) -> list[tuple[str, str, str, dict[str,
             "cuts what the sweater's return already gave back",
             topics.COMPLAINTS,
             order,
-            about(
-                "complaint.resolved",
-                {
-                    "outcome": "upheld",
-                    "remedy": "refund",
-                    "agent_id": "agent-demo",
-                    "resolved_at": later.isoformat(),
-                },
+            events.complaint_resolved(
+                complaint, order, at=later, remedy="refund", agent_id="agent-demo", **PLATFORM
             ),
         ),
     ]
