@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from aftersales_dev.events import cloud_event
 from shared.contracts import ids, topics
 
 # Monday 2026-03-02 10:00 in Shanghai.
@@ -68,15 +69,8 @@ class _Order:
     def emit(self, topic: str, type_: str, at: datetime, data: dict[str, Any]) -> None:
         self._serial += 1
         key = data.get("order_id", self.customer_id)
-        event = {
-            "specversion": "1.0",
-            "id": f"{self.order_id}-{self._serial:02d}-{type_}",
-            "source": "/shop-platform/sim",
-            "type": type_,
-            "time": at.isoformat(),
-            "datacontenttype": "application/json",
-            "data": data,
-        }
+        event_id = f"{self.order_id}-{self._serial:02d}-{type_}"
+        event = cloud_event(type_, data, at, id=event_id, platform="/shop-platform/sim")
         self.lines.append(Line(topic, key, event))
 
 

@@ -5,15 +5,13 @@ loses none and sends none twice. Inputs and outputs carry ids unique to the test
 from __future__ import annotations
 
 import asyncio
-import json
-import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
 from aftersales_dev import events
-from aftersales_dev.events import source_for
+from aftersales_dev.events import unique
 from services.followup.domain.rules import CaseType
 from services.followup.report import main as report_main
 from shared.contracts import topics
@@ -24,23 +22,8 @@ T0 = datetime.fromisoformat("2024-05-01T10:00:00+08:00")
 H = timedelta(hours=1)
 
 
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
 def envelope(event_type: str, data: dict[str, Any]) -> bytes:
-    return json.dumps(
-        {
-            "specversion": "1.0",
-            "id": unique("e2e"),
-            "source": source_for(event_type, "/e2e"),
-            "type": event_type,
-            "time": T0.isoformat(),
-            "datacontenttype": "application/json",
-            "data": data,
-        },
-        ensure_ascii=False,
-    ).encode()
+    return events.encode(events.cloud_event(event_type, data, T0, platform="/e2e", id_prefix="e2e"))
 
 
 async def send(producer: AIOKafkaProducer, topic: str, key: str, value: bytes) -> None:

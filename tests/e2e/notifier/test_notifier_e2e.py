@@ -18,7 +18,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import select
 
-from aftersales_dev.events import kettle_order, source_for
+from aftersales_dev.events import cloud_event, encode, kettle_order
 from services.notifier import tables
 from services.notifier.bootstrap import build
 from shared.clock import ManualClock
@@ -39,16 +39,7 @@ EMAIL = "e2e.buyer@example.com"
 
 
 def event(type_: str, data: dict[str, Any]) -> bytes:
-    return json.dumps(
-        {
-            "specversion": "1.0",
-            "id": f"e2e-{uuid.uuid4()}",
-            "source": source_for(type_, "/e2e"),
-            "type": type_,
-            "time": T0.isoformat(),
-            "data": data,
-        }
-    ).encode()
+    return encode(cloud_event(type_, data, T0, platform="/e2e", id_prefix="e2e"))
 
 
 class Reader(TopicReader):
