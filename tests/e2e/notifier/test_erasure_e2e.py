@@ -5,7 +5,6 @@ the request and read after it stores nothing, and the event redelivered changes 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import uuid
@@ -21,7 +20,6 @@ from shared.clock import ManualClock
 from shared.contracts import CUSTOMER_ERASURE_REQUESTED, topics
 from shared.crypto import mask_email, mask_phone
 from shared.db import create_engine
-from shared.migrations import upgrade
 from tests.e2e.notifier.test_notifier_e2e import T0, event, notifier_runtime
 from tests.integration.messaging.helpers import (
     CUSTOMER_EMAIL,
@@ -68,15 +66,16 @@ async def buyer_rows(engine: AsyncEngine, customer: str) -> str:
 
 
 async def test_an_erasure_event_leaves_nothing_and_nothing_pending_is_sent(
-    database_url: str, kafka_bootstrap: str, producer: AIOKafkaProducer, gateway: Gateway
+    notifier_database: str, kafka_bootstrap: str, producer: AIOKafkaProducer, gateway: Gateway
 ) -> None:
-    await asyncio.to_thread(upgrade, "notifier", database_url)
     run = uuid.uuid4().hex[:10]
     customer, order, late_order = f"C-{run}", f"O-{run}", f"O2-{run}"
     sent_request, pending_request = f"N1-{run}", f"N2-{run}"
     clock = ManualClock(T0)  # 10:00 in Shanghai
-    runtime = notifier_runtime(database_url, kafka_bootstrap, gateway, clock, f"notifier-er-{run}")
-    engine = create_engine(database_url, pool_size=1)
+    runtime = notifier_runtime(
+        notifier_database, kafka_bootstrap, gateway, clock, f"notifier-er-{run}"
+    )
+    engine = create_engine(notifier_database, pool_size=1)
 
     async def scalar(statement: Any) -> Any:
         async with engine.connect() as conn:

@@ -26,7 +26,6 @@ from shared.contracts import dead_letter_topic, topics
 from shared.crypto import generate_key
 from shared.db import create_engine
 from shared.messaging.runtime import ServiceRuntime
-from shared.migrations import upgrade
 from shared.policy import Policy
 from tests.harness import broker_settings
 from tests.json_gateway import Gateway
@@ -77,17 +76,18 @@ def notifier_runtime(
 
 
 async def test_notifier_end_to_end(
-    database_url: str, kafka_bootstrap: str, producer: AIOKafkaProducer, gateway: Gateway
+    notifier_database: str, kafka_bootstrap: str, producer: AIOKafkaProducer, gateway: Gateway
 ) -> None:
-    await asyncio.to_thread(upgrade, "notifier", database_url)
     run = uuid.uuid4().hex[:10]
     customer, order, request = f"C-{run}", f"O-{run}", f"N-{run}"
     clock = ManualClock(T0)
-    runtime = notifier_runtime(database_url, kafka_bootstrap, gateway, clock, f"notifier-e2e-{run}")
+    runtime = notifier_runtime(
+        notifier_database, kafka_bootstrap, gateway, clock, f"notifier-e2e-{run}"
+    )
     definition = runtime.definition
     reader = Reader(kafka_bootstrap, topics.NOTIFICATION_STATUS, dead_letter_topic(definition.name))
     gateway.script[request] = [503]  # the first attempt fails: retried by a durable timer
-    engine = create_engine(database_url, pool_size=1)
+    engine = create_engine(notifier_database, pool_size=1)
 
     async def contact_stored() -> bool:
         async with engine.connect() as conn:
