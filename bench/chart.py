@@ -27,7 +27,7 @@ class Panel:
     unit: str
     series: Sequence[str]
     rows: Sequence[tuple[str, Sequence[float | None]]]
-    part: str = ""  # the benchmark's part it shows: returns, complaints or notifier
+    part: str  # the benchmark's part it shows: returns, complaints or notifier
 
 
 def render_svg(panels: Sequence[Panel]) -> str:
