@@ -87,30 +87,12 @@ def kettle_order(
 ) -> dict[str, Any]:
     """The data of an order.paid of one kettle paid with Alipay, shipped free (standard fee
     10.00), for `customer` (name, phone, e-mail, preferred channel)."""
-    return {
-        "order_id": order_id,
-        "shop_id": shop_id,
-        "customer_id": customer_id,
-        "paid_at": paid_at,
-        "currency": "CNY",
-        "lines": [
-            {
-                "line_id": line_id,
-                "sku": sku,
-                "title": "Kettle",
-                "category": category,
-                "quantity": 1,
-                "paid_amount": amount,
-            }
-        ],
-        "shipping_fee_paid": 0,
-        "standard_shipping_fee": 1000,
-        "free_shipping_threshold": None,
-        "shipping_insurance": False,
-        "presale_ship_by": None,
-        "payments": [{"method": "alipay", "amount": amount}],
-        "customer": dict(customer),
-    }
+    kettle = order_line(line_id, sku=sku, title="Kettle", category=category, paid_amount=amount)
+    at = datetime.fromisoformat(paid_at)
+    event = order_paid(
+        order_id, customer_id, at=at, lines=[kettle], customer=customer, shop_id=shop_id
+    )
+    return dict(event["data"])
 
 
 # --- the shop platform's events (SPEC section 2) ----------------------------------------------
