@@ -8,8 +8,9 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import Select, Update, and_, bindparam, case, exists, func, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import Insert, insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.dml import ReturningInsert
 
 from services.notifier import tables
 from services.notifier.domain.delivery import SCHEDULED, SENT, Delivery
@@ -104,30 +105,24 @@ class DeliveryRepository:
         now: datetime,
     ) -> bool:
         """Record a new notification; False when its request id is known (a duplicate)."""
-        t = tables.deliveries
-        stmt = (
-            insert(t)
-            .values(
-                delivery_id=delivery_id,
-                source_event_id=source_event_id,
-                source_type=source_type,
-                customer_id=customer_id,
-                order_id=order_id,
-                case_type=case_type,
-                case_id=case_id,
-                template=template,
-                params=params,
-                urgent=urgent,
-                deadline=deadline,
-                status=SCHEDULED,
-                next_attempt_at=now,
-                requested_at=now,
-                updated_at=now,
-            )
-            .on_conflict_do_nothing(index_elements=["delivery_id"])
-            .returning(t.c.delivery_id)
-        )
-        return (await self._session.execute(stmt)).first() is not None
+        values = {
+            "delivery_id": delivery_id,
+            "source_event_id": source_event_id,
+            "source_type": source_type,
+            "customer_id": customer_id,
+            "order_id": order_id,
+            "case_type": case_type,
+            "case_id": case_id,
+            "template": template,
+            "params": params,
+            "urgent": urgent,
+            "deadline": deadline,
+            "status": SCHEDULED,
+            "next_attempt_at": now,
+            "requested_at": now,
+            "updated_at": now,
+        }
+        return (await self._session.execute(_ADD, values)).first() is not None
 
     async def get(self, delivery_id: str) -> Delivery | None:
         row = (await self._session.execute(_GET, {"b_id": delivery_id})).mappings().first()
@@ -188,22 +183,20 @@ class DeliveryRepository:
 
     async def dead_letter(self, delivery: Delivery, now: datetime) -> None:
         """The record of a notification given up (its reason from the aggregate)."""
-        t = tables.dead_letters
         await self._session.execute(
-            insert(t)
-            .values(
-                delivery_id=delivery.delivery_id,
-                customer_id=delivery.customer_id,
-                order_id=delivery.order_id,
-                template=delivery.template,
-                urgent=delivery.urgent,
-                reason=str(delivery.fail_reason),
-                detail=delivery.fail_detail,
-                attempts=delivery.attempts,
-                channel=delivery.channel,
-                failed_at=now,
-            )
-            .on_conflict_do_nothing(index_elements=["delivery_id"])
+            _DEAD_LETTER,
+            {
+                "delivery_id": delivery.delivery_id,
+                "customer_id": delivery.customer_id,
+                "order_id": delivery.order_id,
+                "template": delivery.template,
+                "urgent": delivery.urgent,
+                "reason": str(delivery.fail_reason),
+                "detail": delivery.fail_detail,
+                "attempts": delivery.attempts,
+                "channel": delivery.channel,
+                "failed_at": now,
+            },
         )
 
 
@@ -276,6 +269,20 @@ def _save() -> Update:
     )
 
 
+def _add() -> ReturningInsert[Any]:
+    t = tables.deliveries
+    return (
+        insert(t).on_conflict_do_nothing(index_elements=["delivery_id"]).returning(t.c.delivery_id)
+    )
+
+
+def _dead_letter() -> Insert:
+    t = tables.dead_letters
+    return insert(t).on_conflict_do_nothing(index_elements=["delivery_id"])
+
+
+_ADD = _add()
+_DEAD_LETTER = _dead_letter()
 _GET = _get()
 _DUE = _due()
 _OUTCOME = _outcome()
