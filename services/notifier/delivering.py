@@ -144,7 +144,7 @@ class Deliverer:
         if isinstance(decision, Defer):
             delivery.defer(decision)
             await self.store(ctx, repo, delivery)
-            await self._deferred(ctx, delivery, decision)
+            await self._deferred(ctx, delivery, decision, due.contact)
             return
         try:
             contact = await self._contact(ctx, due.contact)
@@ -345,13 +345,19 @@ class Deliverer:
             },
         )
 
-    async def _deferred(self, ctx: HandlerContext, delivery: Delivery, decision: Defer) -> None:
+    async def _deferred(
+        self,
+        ctx: HandlerContext,
+        delivery: Delivery,
+        decision: Defer,
+        contact: Mapping[str, Any] | None,
+    ) -> None:
         metrics.NOTIFICATIONS.labels(SERVICE, delivery.template, "deferred").inc()
         until = decision.until.astimezone(self.policy.zone)
         text = f"notification deferred until {until:%Y-%m-%d %H:%M} {self.policy.timezone}"
         text += f" ({decision.reason.replace('_', ' ')})"
         if self.log_fallback:  # development: show what will go out, at any hour
-            text += await self._preview(ctx, delivery)
+            text += await self._preview(ctx, delivery, contact)
         log.info(
             text,
             extra={
@@ -361,11 +367,11 @@ class Deliverer:
             },
         )
 
-    async def _preview(self, ctx: HandlerContext, delivery: Delivery) -> str:
+    async def _preview(
+        self, ctx: HandlerContext, delivery: Delivery, row: Mapping[str, Any] | None
+    ) -> str:
         try:
-            contact = await ContactBook(ctx.session, self.cipher).get(
-                delivery.customer_id, now=ctx.now
-            )
+            contact = await self._contact(ctx, row)
             rendered = self.renderer.render(
                 delivery.template,
                 delivery.params,

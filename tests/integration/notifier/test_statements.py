@@ -7,12 +7,14 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.notifier.channels import SENT, Outgoing, Result
+from services.notifier.channels import SENT, LogChannel, Outgoing, Result
 
 # SAVEPOINT / RELEASE and the timer's `fired_at` are the scheduler's, per timer and per
 # outcome; the rest is the notifier's: the claim (one read, the delivery's update, the
@@ -99,3 +101,20 @@ async def test_statements_per_notification_do_not_grow_with_the_batch(
     total_few, total_many = sum(few.values()), sum(many.values())
     assert total_many / 40 <= total_few / 4, (few, many)
     assert total_many <= 40 * PER_NOTIFICATION, many
+
+
+async def test_a_deferral_previews_the_message_from_the_contact_read_with_the_delivery(
+    make_harness: Any, kit: Any, caplog_all: Any
+) -> None:
+    h = make_harness(channels={"log": LogChannel()})
+    h.clock.set(datetime(2024, 5, 1, 22, 30, tzinfo=ZoneInfo("Asia/Shanghai")))  # quiet hours
+    customer = kit.uid("C")
+    await h.consume(kit.order_paid(customer))
+    await h.consume(kit.requested(customer, request_id="preview-" + customer))
+    with statements(h.engine) as seen:
+        await h.fire()
+    [line] = [r.getMessage() for r in caplog_all.records if "deferred until" in r.getMessage()]
+    # Development (the log channel): the message that will go out, at any hour.
+    assert line.startswith("notification deferred until 2024-05-02 09:00")
+    assert "[complaint.acknowledged, zh-CN]" in line and "K1" in line
+    assert seen["select deliveries"] == 1 and seen["select contacts"] == 0, seen
