@@ -218,3 +218,39 @@ async def test_the_erasure_waits_for_a_delivery_step_of_the_buyer(
         await asyncio.sleep(0.5)
         assert not erasing.done()
     assert (await asyncio.wait_for(erasing, timeout=10)).contacts == 1
+
+
+class PurgedWhileSending(ErasedWhileSending):
+    """An SMS gateway during whose send the buyer's contact row goes without an erasure (the
+    retention purge), answering `result`."""
+
+    async def send(self, message: Outgoing) -> Result:
+        self.sent.append(message.delivery_id)
+        async with self.h.engine.begin() as conn:
+            contacts = tables.contacts
+            await conn.execute(contacts.delete().where(contacts.c.customer_id == self.customer))
+        return self.result
+
+
+@pytest.mark.parametrize(
+    ("result", "status"),
+    [(Result(ok=True, detail="sent"), "sent"), (transient("sms: HTTP 503"), "failed")],
+)
+async def test_an_outcome_recorded_after_the_contact_went_puts_no_recipient_back(
+    make_harness: Any, kit: Any, result: Result, status: str
+) -> None:
+    """The outcome looks for the buyer's own contact: another buyer's does not count."""
+    h = make_harness(channels={})
+    customer, other = kit.uid("C"), kit.uid("C")
+    channel = PurgedWhileSending(h, customer, result)
+    h.handlers.channels["sms"] = channel
+    await h.consume(kit.order_paid(other, phone=kit.PHONE_2, email=kit.EMAIL_2, name=kit.NAME_2))
+    await h.consume(kit.order_paid(customer), kit.requested(customer, request_id="p-" + customer))
+    await h.fire()
+    assert channel.sent == ["p-" + customer]
+    delivery = await h.delivery("p-" + customer)
+    assert (delivery["status"], delivery["recipient"]) == (status, None)
+    [event] = await h.outbox(f"notification.{status}")
+    assert event["data"]["recipient"] is None
+    if status == "failed":
+        assert event["data"]["reason"] == "no_contact"
