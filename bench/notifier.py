@@ -16,6 +16,7 @@ decisions.
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 import uuid
 from datetime import datetime, timedelta
@@ -39,7 +40,16 @@ from .backlog import (
     publish_backlog,
     service_topics,
 )
-from .measure import PROFILERS, STALL_SECONDS, Result, cpu_seconds, peak_rss, say, wait_until
+from .measure import (
+    PROFILERS,
+    STALL_SECONDS,
+    Result,
+    cpu_seconds,
+    peak_rss,
+    say,
+    start_py_spy,
+    wait_until,
+)
 
 INPUT_EVENT = "return.approved"
 
@@ -116,6 +126,11 @@ async def _measure(
                 process.argv_prefix = [*profiler, str(run_dir / "notifier.prof")]
             spawned = time.time()
             process.start()
+            spy = (
+                start_py_spy(process, run_dir / "notifier.pyspy.txt")
+                if profile == "py-spy"
+                else None
+            )
             cpu_at_start = await wait_until(
                 conn,
                 [process],
@@ -139,6 +154,8 @@ async def _measure(
         finally:
             await conn.close()
         await asyncio.to_thread(process.terminate)
+        if spy is not None:
+            _summarize(spy, run_dir / "notifier.pyspy.txt")
         arrived = dict(gateway.first_seen)
         requests = sum(gateway.accepted.values())
         result.events = int(stats["events"])
@@ -162,3 +179,13 @@ async def _measure(
     finally:
         process.stop_now()
         gateway.stop()
+
+
+def _summarize(spy: subprocess.Popen[bytes], raw: Path) -> None:
+    """Wait for py-spy to write its profile and summarise it beside it."""
+    spy.wait(timeout=60)
+    if raw.exists():
+        from .profile import summarize
+
+        raw.with_suffix(".summary.txt").write_text(summarize(raw) + "\n")
+        say(f"profile: {raw} (summary: {raw.with_suffix('.summary.txt')})")

@@ -181,16 +181,18 @@ class ContactBook:
         return (await self._session.execute(stored)).first() is not None
 
     async def get(self, customer_id: str, *, now: datetime) -> Contact | None:
-        """The decrypted contact (CryptoError when no key of the ring opens it); tokens under
-        an older key are re-encrypted with the primary on the way."""
+        """The decrypted contact (see `read`); None: none stored."""
         t = tables.contacts
         row = (
             (await self._session.execute(select(t).where(t.c.customer_id == customer_id)))
             .mappings()
             .first()
         )
-        if row is None:
-            return None
+        return None if row is None else await self.read(row, now=now)
+
+    async def read(self, row: Any, *, now: datetime) -> Contact:
+        """The contact of a row read already (CryptoError when no key of the ring opens it);
+        tokens under an older key are re-encrypted with the primary on the way."""
         contact = self.open(row)
         if row["key_id"] != self._cipher.primary_kid or any(
             row[name] is not None and self._cipher.needs_rotation(row[name]) for name in FIELDS

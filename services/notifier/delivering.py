@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -124,17 +126,17 @@ class Deliverer:
     # --- 1. in the timer's transaction -----------------------------------------------------
 
     async def deliver(self, timer: Timer, ctx: HandlerContext) -> None:
-        repo = DeliveryRepository(ctx.session)
-        delivery = await repo.get(str(timer.payload.get("delivery_id", "")))
-        if delivery is None or not delivery.is_live(timer.ref):
-            return  # superseded by a later timer of the same delivery
         now, zone = ctx.now, self.policy.zone
-        used = 0
-        if delivery.needs_slot:
-            used = await repo.used_today(
-                delivery.customer_id, local_day(now, zone), other_than=delivery.delivery_id
-            )
-        decision = delivery.when_due(now, used_today=used, policy=self.policy.notifier, zone=zone)
+        repo = DeliveryRepository(ctx.session)
+        # One statement: the delivery, and of its buyer the slots used today, the contact row
+        # and the erasure (all under the buyer's lock, which the erasure takes too).
+        due = await repo.due(str(timer.payload.get("delivery_id", "")), local_day(now, zone))
+        if due is None or not due.delivery.is_live(timer.ref):
+            return  # superseded by a later timer of the same delivery
+        delivery = due.delivery
+        decision = delivery.when_due(
+            now, used_today=due.used_today, policy=self.policy.notifier, zone=zone
+        )
         if isinstance(decision, Drop):
             delivery.give_up(now, decision.reason, decision.detail)
             await self.store(ctx, repo, delivery)
@@ -142,10 +144,10 @@ class Deliverer:
         if isinstance(decision, Defer):
             delivery.defer(decision)
             await self.store(ctx, repo, delivery)
-            await self._deferred(ctx, delivery, decision)
+            await self._deferred(ctx, delivery, decision, due.contact)
             return
         try:
-            contact = await ContactBook(ctx.session, self.cipher).get(delivery.customer_id, now=now)
+            contact = await self._contact(ctx, due.contact)
         except CryptoError as exc:  # its message never holds plaintext
             delivery.give_up(now, FailReason.CONTACT_UNREADABLE, str(exc))
             await self.store(ctx, repo, delivery)
@@ -167,7 +169,7 @@ class Deliverer:
             now, channel=channel, slot_day=decision.slot_day, lease=SEND_LEASE
         )
         await self.store(ctx, repo, delivery, reason="unconfirmed")
-        erased_at = await repo.erased_at(delivery.customer_id)
+        erased_at = due.erased_at
         ctx.run_outside(
             lambda: self.send(message),
             record=lambda result, rctx: self.record(
@@ -175,6 +177,12 @@ class Deliverer:
             ),
             lock_key=buyer_lock(delivery.customer_id),
         )
+
+    async def _contact(self, ctx: HandlerContext, row: Mapping[str, Any] | None) -> Contact | None:
+        """The buyer's contact, decrypted from the row read with the delivery."""
+        if row is None:
+            return None
+        return await ContactBook(ctx.session, self.cipher).read(row, now=ctx.now)
 
     def _prepare(
         self, delivery: Delivery, contact: Contact, now: datetime
@@ -246,19 +254,20 @@ class Deliverer:
     async def record(self, ctx: HandlerContext, claimed: Claimed, result: Result) -> None:
         repo = DeliveryRepository(ctx.session)
         attempt, message = claimed.attempt, claimed.message
-        delivery = await repo.get(attempt.delivery_id)
-        if delivery is None or not delivery.holds(attempt):
+        # One statement: the delivery, whether the buyer's contact is still there, and their
+        # latest erasure.
+        outcome = await repo.outcome(attempt.delivery_id)
+        if outcome is None or not outcome.delivery.holds(attempt):
             log.info(
                 "late outcome of a notification attempt ignored (sent again meanwhile)",
                 extra={"service": SERVICE, "request_id": attempt.delivery_id, "ok": result.ok},
             )
             return
+        delivery = outcome.delivery
         unconfirmed = delivery.timer_ref
         # Under the buyer's lock, which the erasure takes too: an erasure since the claim
         # (the contact gone, or a later request) keeps the recipient out and ends a failure.
-        erased = not await repo.has_contact(delivery.customer_id) or (
-            await repo.erased_at(delivery.customer_id) != claimed.erased_at
-        )
+        erased = not outcome.has_contact or outcome.erased_at != claimed.erased_at
         recipient = None if erased else message.recipient
         if result.ok:
             delivery.record_sent(
@@ -336,13 +345,19 @@ class Deliverer:
             },
         )
 
-    async def _deferred(self, ctx: HandlerContext, delivery: Delivery, decision: Defer) -> None:
+    async def _deferred(
+        self,
+        ctx: HandlerContext,
+        delivery: Delivery,
+        decision: Defer,
+        contact: Mapping[str, Any] | None,
+    ) -> None:
         metrics.NOTIFICATIONS.labels(SERVICE, delivery.template, "deferred").inc()
         until = decision.until.astimezone(self.policy.zone)
         text = f"notification deferred until {until:%Y-%m-%d %H:%M} {self.policy.timezone}"
         text += f" ({decision.reason.replace('_', ' ')})"
         if self.log_fallback:  # development: show what will go out, at any hour
-            text += await self._preview(ctx, delivery)
+            text += await self._preview(ctx, delivery, contact)
         log.info(
             text,
             extra={
@@ -352,11 +367,11 @@ class Deliverer:
             },
         )
 
-    async def _preview(self, ctx: HandlerContext, delivery: Delivery) -> str:
+    async def _preview(
+        self, ctx: HandlerContext, delivery: Delivery, row: Mapping[str, Any] | None
+    ) -> str:
         try:
-            contact = await ContactBook(ctx.session, self.cipher).get(
-                delivery.customer_id, now=ctx.now
-            )
+            contact = await self._contact(ctx, row)
             rendered = self.renderer.render(
                 delivery.template,
                 delivery.params,

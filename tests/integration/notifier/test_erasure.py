@@ -155,6 +155,14 @@ async def test_pending_notifications_end_at_once_with_the_erasure(
     assert len(await h.outbox("notification.failed")) == 1
 
 
+# The outcome of an attempt on its way (sent, or a failure that would be retried) and the status
+# it ends in.
+OUTCOMES = pytest.mark.parametrize(
+    ("result", "status"),
+    [(Result(ok=True, detail="sent"), "sent"), (transient("sms: HTTP 503"), "failed")],
+)
+
+
 class ErasedWhileSending:
     """An SMS gateway during whose send the buyer is erased (the command, in a transaction of
     its own), answering `result`."""
@@ -174,25 +182,31 @@ class ErasedWhileSending:
         return None
 
 
-@pytest.mark.parametrize(
-    ("result", "status"),
-    [(Result(ok=True, detail="sent"), "sent"), (transient("sms: HTTP 503"), "failed")],
-)
+async def _attempt_on_its_way(
+    h: Any, kit: Any, channel: ErasedWhileSending, status: str
+) -> dict[str, Any]:
+    """One notification to `channel`'s buyer, sent through it: its delivery ends `status` with
+    no recipient, nor has its status event one (returned)."""
+    customer = channel.customer
+    h.handlers.channels["sms"] = channel
+    await h.consume(kit.order_paid(customer), kit.requested(customer, request_id="e-" + customer))
+    await h.fire()
+    assert channel.sent == ["e-" + customer]
+    delivery = await h.delivery("e-" + customer)
+    assert (delivery["status"], delivery["recipient"]) == (status, None)
+    [event] = await h.outbox(f"notification.{status}")
+    assert event["data"]["recipient"] is None
+    return dict(event)
+
+
+@OUTCOMES
 async def test_an_outcome_recorded_after_the_erasure_puts_no_recipient_back(
     make_harness: Any, kit: Any, result: Result, status: str
 ) -> None:
     h = make_harness(channels={})
     customer = kit.uid("C")
     channel = ErasedWhileSending(h, customer, result)
-    h.handlers.channels["sms"] = channel
-    await h.consume(kit.order_paid(customer), kit.requested(customer, request_id="e-" + customer))
-    await h.fire()
-    assert channel.sent == ["e-" + customer]
-
-    delivery = await h.delivery("e-" + customer)
-    assert (delivery["status"], delivery["recipient"]) == (status, None)
-    [event] = await h.outbox(f"notification.{status}")
-    assert event["data"]["recipient"] is None
+    await _attempt_on_its_way(h, kit, channel, status)
     stored = await everything_stored(h)
     assert [trace for trace in traces_of(kit) if trace in stored] == []
     # A failed attempt is not tried again: the buyer's contact data is gone.
@@ -218,3 +232,28 @@ async def test_the_erasure_waits_for_a_delivery_step_of_the_buyer(
         await asyncio.sleep(0.5)
         assert not erasing.done()
     assert (await asyncio.wait_for(erasing, timeout=10)).contacts == 1
+
+
+class PurgedWhileSending(ErasedWhileSending):
+    """An SMS gateway during whose send the buyer's contact row goes without an erasure (the
+    retention purge), answering `result`."""
+
+    async def send(self, message: Outgoing) -> Result:
+        self.sent.append(message.delivery_id)
+        async with self.h.engine.begin() as conn:
+            contacts = tables.contacts
+            await conn.execute(contacts.delete().where(contacts.c.customer_id == self.customer))
+        return self.result
+
+
+@OUTCOMES
+async def test_an_outcome_recorded_after_the_contact_went_puts_no_recipient_back(
+    make_harness: Any, kit: Any, result: Result, status: str
+) -> None:
+    """The outcome looks for the buyer's own contact: another buyer's does not count."""
+    h = make_harness(channels={})
+    other = kit.uid("C")
+    await h.consume(kit.order_paid(other, phone=kit.PHONE_2, email=kit.EMAIL_2, name=kit.NAME_2))
+    event = await _attempt_on_its_way(h, kit, PurgedWhileSending(h, kit.uid("C"), result), status)
+    if status == "failed":
+        assert event["data"]["reason"] == "no_contact"
