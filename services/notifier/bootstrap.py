@@ -68,8 +68,12 @@ def build(policy: Policy, clock: Clock, settings: Settings | None = None) -> Ser
     """
     settings = settings or load_settings()
     cipher = notifier_cipher(settings, required=False)
-    channels = channels_from_settings(settings)
-    handlers = NotifierHandlers(policy, cipher, channels)
+    return definition(NotifierHandlers(policy, cipher, channels_from_settings(settings)))
+
+
+def definition(handlers: NotifierHandlers) -> ServiceDefinition:
+    """The notifier's definition around `handlers` (their key and channels): what `build`
+    serves, and what the integration tests drive with channels and a key of their own."""
     return ServiceDefinition(
         name=SERVICE,
         metadata=tables.metadata,

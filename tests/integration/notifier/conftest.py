@@ -6,7 +6,8 @@
   with scripted status codes;
 * a real SMTP server (aiosmtpd on 127.0.0.1, a free port) that records every message and can
   refuse recipients temporarily;
-* a `Harness` driving the service's real EventProcessor and TimerScheduler with a ManualClock.
+* a `Harness` driving the service's real EventProcessor and TimerScheduler, wired as the
+  service wires them, with a ManualClock.
 
 After every test the harness scans every outbox payload and every captured log record for the
 buyers' phone numbers, e-mail addresses and names: none may appear in clear.
@@ -33,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from aftersales_dev.devenv import free_port
 from services.notifier import tables
-from services.notifier.bootstrap import TIMER_CONCURRENCY
+from services.notifier.bootstrap import definition
 from services.notifier.channels import Channel, channels_from_settings
 from services.notifier.handlers import NotifierHandlers
 from shared.clock import ManualClock
@@ -237,20 +238,23 @@ class Harness:
             self.cipher,
             channels if channels is not None else channels_from_settings(settings),
         )
+        # The service's own wiring (its handlers, the erasure's, lock keys, timer concurrency).
+        d = definition(self.handlers)
         self.processor = EventProcessor(
-            service="notifier",
+            service=d.name,
             sessions=self.sessions,
-            tables=tables.messaging,
-            handlers=self.handlers.events(),
+            tables=d.tables,
+            handlers=d.handlers,
             clock=self.clock,
+            lock_keys=d.lock_keys,
         )
         self.scheduler = TimerScheduler(
-            service="notifier",
+            service=d.name,
             sessions=self.sessions,
-            tables=tables.messaging,
-            handlers=self.handlers.timers(),
+            tables=d.tables,
+            handlers=d.timer_handlers,
             clock=self.clock,
-            concurrency=TIMER_CONCURRENCY,
+            concurrency=d.timer_concurrency,
         )
         self._offset = 0
 

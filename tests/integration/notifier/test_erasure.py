@@ -14,11 +14,10 @@ from sqlalchemy import update
 from services.notifier import tables
 from services.notifier.channels import Outgoing, Result, transient
 from services.notifier.delivering import SERVICE, buyer_lock
-from services.notifier.erasure import erase, erasure_requested, lock_keys
+from services.notifier.erasure import erase, lock_keys
 from shared.contracts import CUSTOMER_ERASURE_REQUESTED, parse_event, topics
 from shared.crypto import mask_email, mask_name, mask_phone
 from shared.db import UnitOfWork
-from shared.messaging.consumer import EventProcessor
 
 
 async def everything_stored(h: Any) -> str:
@@ -75,23 +74,10 @@ async def test_erasing_a_buyer_leaves_nothing_of_their_contact_data(
     assert await erase(h.sessions, customer) == type(erased)(0, 0, 0)  # safe to repeat
 
 
-def with_erasure_events(h: Any) -> None:
-    """The harness's consumer reads `customer.erasure_requested` as the service's does."""
-    h.processor = EventProcessor(
-        service="notifier",
-        sessions=h.sessions,
-        tables=tables.messaging,
-        handlers={**h.handlers.events(), CUSTOMER_ERASURE_REQUESTED: erasure_requested},
-        clock=h.clock,
-        lock_keys=lock_keys,
-    )
-
-
 async def test_the_erasure_event_forgets_the_buyer_before_anything_pending_is_sent(
     sms_harness: Any, kit: Any, gateway: Any
 ) -> None:
     h = sms_harness
-    with_erasure_events(h)
     customer = kit.uid("C")
     await h.consume(kit.order_paid(customer), kit.requested(customer, request_id="r-sent"))
     assert await h.fire() == 1
