@@ -141,8 +141,11 @@ class ReturnsHandlers(RepositoryHandlers[ReturnsRepository]):
     async def _reassess_waiting(
         self, repo: ReturnsRepository, order: Order, ctx: HandlerContext
     ) -> None:
+        requests = await repo.returns_of_order(order.order_id)
+        if not requests:
+            return
         returns = OrderReturns(order, await repo.ledger(order.order_id))
-        for request in await repo.returns_of_order(order.order_id):
+        for request in requests:
             case = _Case(repo, request, returns)
             await self._run(
                 case, ctx, request.reassess(returns=returns, policy=self.policy, now=ctx.now)

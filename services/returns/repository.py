@@ -2,19 +2,23 @@
 
 Within a batch the consumer applies in one transaction (`BATCH_EVENTS` in the session's info),
 the aggregates its events name (orders, ledgers, outbound signatures and return requests, by
-order and by return id) are read in four statements on first use and kept as JSON documents
-for the rest of the transaction; a save changes the copy, and the changed rows are written in
-one statement per table when the unit of work commits (`shared.db.pending_writes`). The
-consumer holds the advisory lock of every order of the batch, so nothing else changes them
-meanwhile. Outside such a batch (the event-by-event path, timers) every read and every save is
-a query.
+order and by return id) are read in four statements on first use and kept as objects for the
+rest of the transaction (each handler of the batch works on the same one, read from its JSON
+text on first use); the changed ones are serialised and written in one statement per table
+when the unit of work commits (`shared.db.pending_writes`). A handler saves every aggregate
+it changes (`ReturnsHandlers._run` saves the request and the ledger it decided on); one that
+fails ends the fast path: the transaction and this cache are dropped and the batch is applied
+again without it. The consumer holds the advisory lock of every order of the batch, so
+nothing else changes them meanwhile. Outside such a batch (the event-by-event path, timers)
+every read and every save is a query.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Text, any_, bindparam, cast, or_, select
@@ -33,44 +37,92 @@ from shared.upserts import document_upsert
 _CACHE = "returns.batch_cache"
 
 
+def _order_row(order: Order, now: datetime) -> dict[str, Any]:
+    return {
+        "order_id": order.order_id,
+        "customer_id": order.customer_id,
+        "state": order.to_json(),
+        "updated_at": now,
+    }
+
+
+def _ledger_row(ledger: OrderLedger, now: datetime) -> dict[str, Any]:
+    return {"order_id": ledger.order_id, "state": ledger.to_json(), "updated_at": now}
+
+
+def _return_row(request: ReturnRequest, now: datetime) -> dict[str, Any]:
+    """`created_at` counts on insert only: the upsert keeps a stored row's."""
+    return {
+        "return_id": request.return_id,
+        "order_id": request.order_id,
+        "status": str(request.status),
+        "state": request.to_json(),
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+@dataclass
+class _Request:
+    """A return request of the batch: its row's created_at and order, and the request, as the
+    JSON text read until a handler first loads it."""
+
+    created_at: datetime
+    order_id: str
+    request: ReturnRequest | str
+
+    def load(self) -> ReturnRequest:
+        if isinstance(self.request, str):
+            self.request = ReturnRequest.from_json(self.request)
+        return self.request
+
+
 @dataclass
 class _BatchCache:
-    """Orders as objects (immutable); the mutable aggregates as JSON text, so each load builds
-    fresh objects; None: known not to exist."""
+    """The batch's aggregates as objects (a ledger as its JSON text until first loaded);
+    None: known not to exist."""
 
     orders: dict[str, Order | None] = field(default_factory=dict)
-    ledgers: dict[str, str | None] = field(default_factory=dict)
+    ledgers: dict[str, OrderLedger | str | None] = field(default_factory=dict)
     signatures: dict[str, datetime | None] = field(default_factory=dict)
-    # return id -> (created_at, order id, document)
-    requests: dict[str, tuple[datetime, str, str] | None] = field(default_factory=dict)
+    requests: dict[str, _Request | None] = field(default_factory=dict)
     # order id -> ids of its return requests in `requests`
     requests_of: dict[str, set[str]] = field(default_factory=dict)
     # orders whose every return request is in `requests`
     complete: set[str] = field(default_factory=set)
-    # rows to write when the transaction commits: statement -> {row key: parameters}
-    changed: dict[Any, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    # rows to write when the transaction commits: statement -> {row key: its parameters},
+    # made then, so an aggregate saved by several events of the batch is serialised once
+    changed: dict[Any, dict[str, Callable[[], dict[str, Any]]]] = field(default_factory=dict)
 
-    def put_request(self, return_id: str, entry: tuple[datetime, str, str]) -> None:
+    def put_request(self, return_id: str, entry: _Request) -> None:
         self.requests[return_id] = entry
-        self.requests_of.setdefault(entry[1], set()).add(return_id)
+        self.requests_of.setdefault(entry.order_id, set()).add(return_id)
 
-    def hold(self, session: AsyncSession, statement: Any, key: str, row: dict[str, Any]) -> None:
-        """Write `row` at commit; a later save of the same key replaces it (the last state)."""
+    def hold(
+        self, session: AsyncSession, statement: Any, key: str, row: Callable[[], dict[str, Any]]
+    ) -> None:
+        """Write `row()` at commit; a later save of the same key replaces it (the last state)."""
         pending_writes(session, _CACHE, lambda: self)
         self.changed.setdefault(statement, {})[key] = row
 
     async def flush(self, session: AsyncSession) -> None:
         changed, self.changed = self.changed, {}
         for statement, rows in changed.items():
-            await session.execute(statement, list(rows.values()))
+            await session.execute(statement, [row() for row in rows.values()])
+
+
+_UNKNOWN: Any = object()
 
 
 class ReturnsRepository:
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
+        self._batch: _BatchCache | None = _UNKNOWN  # looked up once per handler
 
     async def _cache(self) -> _BatchCache | None:
-        return await batch_cache(self._session, _CACHE, _prefetch)
+        if self._batch is _UNKNOWN:
+            self._batch = await batch_cache(self._session, _CACHE, _prefetch)
+        return self._batch
 
     async def order(self, order_id: str) -> Order | None:
         cache = await self._cache()
@@ -79,25 +131,12 @@ class ReturnsRepository:
         state = await self._session.scalar(_ORDER, {"b_id": order_id})
         return None if state is None else Order.from_dict(state)
 
-    async def _write(
-        self, cache: _BatchCache | None, statement: Any, key: str, row: dict[str, Any]
-    ) -> None:
-        """Now, or with the batch's other changes at commit when a batch cache is in use."""
-        if cache is not None:
-            cache.hold(self._session, statement, key, row)
-        else:
-            await self._session.execute(statement, row)
-
     async def save_order(self, order: Order, now: datetime) -> None:
-        row = {
-            "order_id": order.order_id,
-            "customer_id": order.customer_id,
-            "state": order.to_json(),
-            "updated_at": now,
-        }
         if (cache := await self._cache()) is not None:
             cache.orders[order.order_id] = order
-        await self._write(cache, _SAVE_ORDER, order.order_id, row)
+            cache.hold(self._session, _SAVE_ORDER, order.order_id, partial(_order_row, order, now))
+        else:
+            await self._session.execute(_SAVE_ORDER, _order_row(order, now))
 
     async def outbound_signature(self, order_id: str) -> datetime | None:
         cache = await self._cache()
@@ -107,38 +146,41 @@ class ReturnsRepository:
 
     async def record_outbound_signature(self, order_id: str, signed_at: datetime) -> None:
         """The first signature counts; a later one (a redelivery, a re-sign) changes nothing."""
+        row = {"order_id": order_id, "signed_at": signed_at}
         cache = await self._cache()
         if cache is not None and order_id in cache.signatures:
             if cache.signatures[order_id] is not None:
                 return  # the first one is stored already
             cache.signatures[order_id] = signed_at
-        else:
-            cache = None  # not named by the batch: whether a row exists is unknown, write now
-        row = {"order_id": order_id, "signed_at": signed_at}
-        await self._write(cache, _RECORD_OUTBOUND_SIGNATURE, order_id, row)
+            cache.hold(self._session, _RECORD_OUTBOUND_SIGNATURE, order_id, lambda: row)
+        else:  # not named by the batch: whether a row exists is unknown, write now
+            await self._session.execute(_RECORD_OUTBOUND_SIGNATURE, row)
 
     async def ledger(self, order_id: str) -> OrderLedger:
         cache = await self._cache()
         if cache is not None and order_id in cache.ledgers:
-            text = cache.ledgers[order_id]
-            if text is None:
-                return OrderLedger(order_id=order_id)
-            return OrderLedger.from_json(text)
+            held = cache.ledgers[order_id]
+            if isinstance(held, str):
+                held = cache.ledgers[order_id] = OrderLedger.from_json(held)
+            elif held is None:
+                held = cache.ledgers[order_id] = OrderLedger(order_id=order_id)
+            return held
         state = await self._session.scalar(_LEDGER, {"b_id": order_id})
         return OrderLedger(order_id=order_id) if state is None else OrderLedger.from_dict(state)
 
     async def save_ledger(self, ledger: OrderLedger, now: datetime) -> None:
-        text = ledger.to_json()
-        row = {"order_id": ledger.order_id, "state": text, "updated_at": now}
         if (cache := await self._cache()) is not None:
-            cache.ledgers[ledger.order_id] = text
-        await self._write(cache, _SAVE_LEDGER, ledger.order_id, row)
+            cache.ledgers[ledger.order_id] = ledger
+            row = partial(_ledger_row, ledger, now)
+            cache.hold(self._session, _SAVE_LEDGER, ledger.order_id, row)
+        else:
+            await self._session.execute(_SAVE_LEDGER, _ledger_row(ledger, now))
 
     async def return_request(self, return_id: str) -> ReturnRequest | None:
         cache = await self._cache()
         if cache is not None and return_id in cache.requests:
             entry = cache.requests[return_id]
-            return None if entry is None else ReturnRequest.from_json(entry[2])
+            return None if entry is None else entry.load()
         state = await self._session.scalar(_RETURN_REQUEST, {"b_id": return_id})
         return None if state is None else ReturnRequest.from_dict(state)
 
@@ -146,33 +188,28 @@ class ReturnsRepository:
         cache = await self._cache()
         if cache is not None and order_id in cache.complete:
             found = sorted(
-                (entry[0], return_id, entry[2])
+                (entry.created_at, return_id, entry)
                 for return_id in cache.requests_of.get(order_id, ())
                 if (entry := cache.requests[return_id]) is not None
             )
-            return [ReturnRequest.from_json(text) for _, _, text in found]
+            return [entry.load() for _, _, entry in found]
         rows = await self._session.scalars(_RETURNS_OF_ORDER, {"b_id": order_id})
         return [ReturnRequest.from_dict(state) for state in rows]
 
     async def save_return(self, request: ReturnRequest, now: datetime) -> None:
-        text = request.to_json()
-        row = {
-            "return_id": request.return_id,
-            "order_id": request.order_id,
-            "status": str(request.status),
-            "state": text,
-            "created_at": now,
-            "updated_at": now,
-        }
-        if (cache := await self._cache()) is not None:
-            before = cache.requests.get(request.return_id)
-            created = before[0] if before is not None else now  # kept on update, like the row
-            if before is None and request.return_id not in cache.requests:
-                # Not read in this batch: the row may exist with an earlier created_at.
-                existing = await self._session.scalar(_CREATED_AT, {"b_id": request.return_id})
-                created = existing or now
-            cache.put_request(request.return_id, (created, request.order_id, text))
-        await self._write(cache, _SAVE_RETURN, request.return_id, row)
+        if (cache := await self._cache()) is None:
+            await self._session.execute(_SAVE_RETURN, _return_row(request, now))
+            return
+        return_id = request.return_id
+        before = cache.requests.get(return_id)
+        if before is not None:
+            created = before.created_at  # kept on update, like the row
+        elif return_id in cache.requests:  # known not to exist
+            created = now
+        else:  # not read in this batch: the row may exist with an earlier created_at
+            created = await self._session.scalar(_CREATED_AT, {"b_id": return_id}) or now
+        cache.put_request(return_id, _Request(created, request.order_id, request))
+        cache.hold(self._session, _SAVE_RETURN, return_id, partial(_return_row, request, now))
 
 
 # Statements built once and run with parameters: building an upsert (its `excluded` alias)
@@ -250,13 +287,13 @@ async def _prefetch(session: AsyncSession, events: Iterable[CloudEvent]) -> _Bat
     if not order_ids and not return_ids:
         return cache
     given = {"ids": sorted(order_ids), "rids": sorted(return_ids)}
-    # Documents as text: they are kept as text, so decoding them here would be wasted.
+    # Documents as text: a ledger or a request is read when a handler first loads it.
     for order_id, state in await session.execute(_PREFETCH_ORDERS, given):
         cache.orders[order_id] = Order.from_json(state)
     for order_id, state in await session.execute(_PREFETCH_LEDGERS, given):
-        cache.ledgers[order_id] = state
+        cache.ledgers[order_id] = state  # read on first use
     for order_id, signed_at in await session.execute(_PREFETCH_SIGNATURES, given):
         cache.signatures[order_id] = signed_at
     for return_id, order_id, state, created_at in await session.execute(_PREFETCH_RETURNS, given):
-        cache.put_request(return_id, (created_at, order_id, state))
+        cache.put_request(return_id, _Request(created_at, order_id, state))
     return cache

@@ -7,7 +7,7 @@ means, these steps carry it out against one `Turn`. Nothing here is called from 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -48,6 +48,7 @@ from shared.timers import cancel_timers, set_timer
 
 # The timers of a request still being decided; approval ends all three.
 _WAIT_TIMERS = (TimerKind.SIGNATURE_WAIT, TimerKind.EVIDENCE_WAIT, TimerKind.REVIEW_SLA)
+_ALL_TIMERS = tuple(TimerKind)
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,7 @@ class Decisions:
         )
         others = [other for other in _WAIT_TIMERS if other != kind]
         timers = self._cancel_timers(*others) + self._set_timer(kind, due)
-        facts = replace(self._facts(found, turn), wait_until=due, wait_hours=hours)
+        facts = self._facts(found, turn, wait_until=due, wait_hours=hours)
         return [self._decided(found.status, found.rule, facts), *timers]
 
     def _approve(self, rule: Rule, turn: Turn) -> list[DomainEvent]:
@@ -128,7 +129,7 @@ class Decisions:
         self.return_shipping_payer = return_shipping_payer(self.reason, order)
         turn.returns.reserve(self.return_id, self.lines)
         estimate = self._calculate(order, turn)
-        facts = replace(self._facts(None, turn), amount=estimate.amount)
+        facts = self._facts(None, turn, amount=estimate.amount)
         events: list[DomainEvent] = [
             self._decided(ReturnStatus.APPROVED, rule, facts, estimate=estimate)
         ]
@@ -141,13 +142,14 @@ class Decisions:
         self.status, self.rule, self.waiting_for = ReturnStatus.REJECTED, found.rule, None
         self.decided_at = turn.now
         turn.returns.release(self.return_id)
-        facts = self._facts(found, turn)
         if found.rule in (Rule.UNKNOWN_ORDER, Rule.NOT_DELIVERED):
-            facts = replace(facts, wait_hours=rules.signature_wait_hours)
+            facts = self._facts(found, turn, wait_hours=rules.signature_wait_hours)
         elif found.rule == Rule.EVIDENCE_MISSING:
-            facts = replace(facts, wait_hours=rules.evidence_wait_hours)
+            facts = self._facts(found, turn, wait_hours=rules.evidence_wait_hours)
         elif found.rule == Rule.INSPECTION_FAILED and self.inspection is not None:
-            facts = replace(facts, conditions=self.inspection.findings)
+            facts = self._facts(found, turn, conditions=self.inspection.findings)
+        else:
+            facts = self._facts(found, turn)
         return [self._decided(ReturnStatus.REJECTED, found.rule, facts), *self._cancel_timers()]
 
     def _progress(self, turn: Turn, *, grace_over: bool = False) -> list[DomainEvent]:
@@ -184,10 +186,8 @@ class Decisions:
                 # A seller-fault exchange still reimburses the return freight.
                 self.refund = calculation
                 events.append(RefundDue(calculation, due_by, now))
-            facts = replace(
-                self._facts(None, turn),
-                amount=calculation.amount,
-                return_shipping=calculation.return_shipping,
+            facts = self._facts(
+                None, turn, amount=calculation.amount, return_shipping=calculation.return_shipping
             )
             events.append(self._decided(ReturnStatus.COMPLETED, self.rule, facts))
             # A refund requested after due_by is the refund ledger's breach to report when it
@@ -252,7 +252,7 @@ class Decisions:
 
     def _cancel_timers(self, *kinds: TimerKind) -> list[DomainEvent]:
         """Cancel the given pending timers, or all of them."""
-        cancelled = cancel_timers(self.timers, kinds or tuple(TimerKind))
+        cancelled = cancel_timers(self.timers, kinds or _ALL_TIMERS)
         return [TimerCancelled(kind) for kind in cancelled]
 
     def _breach(self, sla: Sla, due_at: datetime, now: datetime) -> list[DomainEvent]:
@@ -261,10 +261,24 @@ class Decisions:
         self.breaches_reported.add(sla)
         return [SlaBreached(sla, due_at, now)]
 
-    def _facts(self, found: Assessment | None, turn: Turn) -> MessageFacts:
+    def _facts(
+        self,
+        found: Assessment | None,
+        turn: Turn,
+        *,
+        wait_until: datetime | None = None,
+        wait_hours: int | None = None,
+        amount: int | None = None,
+        return_shipping: int = 0,
+        conditions: tuple[str, ...] | None = None,
+    ) -> MessageFacts:
+        """What the decision's message may say; the keywords are the facts of the step itself
+        (a wait, an amount, an inspection's findings), given here so the facts are built once."""
         rules, returns = turn.policy.returns, turn.returns
         about: tuple[str, ...] = () if found is None else found.lines
         currency = returns.currency
+        if conditions is None:
+            conditions = () if found is None else found.conditions
         return MessageFacts(
             kind=self.kind,
             zone=turn.policy.zone,
@@ -272,7 +286,7 @@ class Decisions:
             lines=returns.titles(about),
             other_lines=bool(about) and bool(set(self.lines) - set(about)),
             categories=() if found is None else found.categories,
-            conditions=() if found is None else found.conditions,
+            conditions=conditions,
             window_deadline=None if found is None else found.deadline,
             quality_deadline=None if found is None else found.quality_deadline,
             no_reason_days=rules.no_reason_days,
@@ -282,6 +296,10 @@ class Decisions:
                 None if currency is None else return_shipping_cap(rules, currency)
             ),
             refund_deadline_hours=rules.refund_deadline_hours,
+            wait_until=wait_until,
+            wait_hours=wait_hours,
+            amount=amount,
+            return_shipping=return_shipping,
         )
 
     def _decided(

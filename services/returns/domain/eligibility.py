@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
+from functools import partial
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
@@ -82,7 +83,9 @@ def assess(request: AssessedRequest, returns: OrderReturns, policy: Policy) -> A
     requested_at = request.requested_on()
     rules = policy.returns
     zone = policy.zone
-    quality_deadline = no_reason_deadline(signed_at, zone, rules.quality_claim_days)
+    # Where a quality claim is still possible: said by a refusal, and the seller-fault route's
+    # window; an approval never needs it.
+    quality_deadline = partial(no_reason_deadline, signed_at, zone, rules.quality_claim_days)
     requested = [order.line(line_id) for line_id in request.lines]
 
     if not is_seller_fault(request.reason):
@@ -93,7 +96,7 @@ def assess(request: AssessedRequest, returns: OrderReturns, policy: Policy) -> A
                 Rule.EXCLUDED_CATEGORY,
                 lines=tuple(line.line_id for line in excluded),
                 categories=tuple(dict.fromkeys(line.category for line in excluded)),
-                quality_deadline=quality_deadline,
+                quality_deadline=quality_deadline(),
             )
         waived = [line for line in requested if line.no_reason_return_waived]
         if waived:
@@ -101,7 +104,7 @@ def assess(request: AssessedRequest, returns: OrderReturns, policy: Policy) -> A
                 ReturnStatus.REJECTED,
                 Rule.WAIVED_AT_PURCHASE,
                 lines=tuple(line.line_id for line in waived),
-                quality_deadline=quality_deadline,
+                quality_deadline=quality_deadline(),
             )
         deadline = no_reason_deadline(signed_at, zone, rules.no_reason_days)
         if requested_at >= deadline:
@@ -109,7 +112,7 @@ def assess(request: AssessedRequest, returns: OrderReturns, policy: Policy) -> A
                 ReturnStatus.REJECTED,
                 Rule.WINDOW_EXPIRED,
                 deadline=deadline,
-                quality_deadline=quality_deadline,
+                quality_deadline=quality_deadline(),
             )
         not_intact = tuple(
             dict.fromkeys(flag for flag in request.condition if flag not in INTACT_CONDITIONS)
@@ -119,17 +122,18 @@ def assess(request: AssessedRequest, returns: OrderReturns, policy: Policy) -> A
                 ReturnStatus.REJECTED,
                 Rule.NOT_INTACT,
                 conditions=not_intact,
-                quality_deadline=quality_deadline,
+                quality_deadline=quality_deadline(),
             )
         return Assessment(ReturnStatus.APPROVED, Rule.ELIGIBLE)
 
     # Seller fault: no 7-day limit, condition flags do not matter, never rejected for lateness.
-    if requested_at >= quality_deadline:
+    quality_window_end = quality_deadline()
+    if requested_at >= quality_window_end:
         return Assessment(
             ReturnStatus.REVIEW,
             Rule.QUALITY_WINDOW_EXPIRED,
             WaitingFor.REVIEW,
-            deadline=quality_deadline,
+            deadline=quality_window_end,
         )
     if not request.evidence_urls:
         return Assessment(ReturnStatus.PENDING, Rule.EVIDENCE_MISSING, WaitingFor.EVIDENCE)

@@ -4,15 +4,18 @@ reads must not grow with the batch."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aftersales_dev.events import unique
+from services.returns import handlers
 
 from .helpers import (
     T0,
@@ -23,7 +26,9 @@ from .helpers import (
     order_paid,
     outbound_signed,
     paid_line,
+    return_cancelled,
     return_requested,
+    return_shipped,
     return_signed,
 )
 
@@ -67,6 +72,33 @@ def plain(o: str, r: str) -> list[dict[str, Any]]:
         return_requested(o, r, at=T0 - 2 * D, lines={"L1": 2}),
         return_signed(o, r, at=T0 - D),
     ]
+
+
+def late_freight(o: str, r: str) -> list[dict[str, Any]]:
+    """A seller-fault return refunded, then its freight learnt (a refund of its own), the
+    freight sent again and the return cancelled after completion: one request and its ledger
+    changed or read by event after event."""
+    return [
+        *delivered(
+            o,
+            paid_at=T0 - 5 * D,
+            signed_at=T0 - 3 * D,
+            lines=[paid_line("L1", quantity=2, paid=25901)],
+        ),
+        return_requested(
+            o, r, at=T0 - 2 * D, reason="quality_issue", evidence=["https://img/1.jpg"]
+        ),
+        return_signed(o, r, at=T0 - D),
+        return_shipped(o, r, at=T0 - D + H, fee=1500),
+        return_shipped(o, r, at=T0 - D + 2 * H, fee=1800),  # the first one after completion counts
+        return_cancelled(o, r, at=T0 - D + 3 * H),
+    ]
+
+
+async def stored(svc: ReturnsService, o: str, r: str) -> tuple[str, str]:
+    """The request's and the ledger's documents as stored, with their ids replaced by roles."""
+    documents = json.dumps(await svc.return_state(r)), json.dumps(await svc.ledger(o))
+    return tuple(text.replace(r, "r").replace(o, "o") for text in documents)  # type: ignore[return-value]
 
 
 async def outcome(svc: ReturnsService, o: str, names: dict[str, str]) -> list[tuple[Any, ...]]:
@@ -167,3 +199,59 @@ async def test_a_return_named_with_another_order_is_still_dead_lettered(
     assert [e.data["reason"] for e in letters] == ["handler_error"]
     assert (await svc.return_state(r))["order_id"] == o1
     assert [e.data["amount"] for e in await svc.outbox(o2, "refund.requested")] == [6000]
+
+
+async def test_a_request_changed_by_several_events_of_a_batch_is_stored_as_the_last_left_it(
+    svc: ReturnsService,
+) -> None:
+    """Within a batch each handler works on the same request and ledger; they are written once,
+    at commit: what is stored and emitted is what one event per batch gives, whether the
+    request is new to the batch or read from a row."""
+    together, split, apart = [(unique("O"), unique("R")) for _ in range(3)]
+    await svc.feed(*late_freight(*together))
+    await svc.feed(*late_freight(*split)[:3])
+    await svc.feed(*late_freight(*split)[3:])
+    await svc.feed_each(*late_freight(*apart))
+
+    expected = await outcome(svc, apart[0], {apart[1]: "r"})
+    assert [e for e in expected if e[0] == "refund.requested"] == [
+        ("refund.requested", "r", None, None, 12950),
+        ("refund.requested", "r", None, None, 1500),
+    ]
+    for o, r in (together, split):
+        assert await outcome(svc, o, {r: "r"}) == expected
+        assert await stored(svc, o, r) == await stored(svc, *apart)
+    state = await svc.return_state(together[1])
+    assert (state["status"], state["return_shipping_fee_paid"]) == ("completed", 1500)
+
+
+async def test_a_handler_failing_after_changing_a_request_leaves_none_of_its_changes(
+    svc: ReturnsService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The freight's refund fails after the domain recorded the freight on the request and the
+    ledger the batch holds: the batch is applied again from what is stored, so the failing
+    event changes nothing and the rest of the batch commits."""
+    o, r = unique("O"), unique("R")
+    other_o, other_r = unique("O"), unique("R")
+    await svc.feed(*late_freight(o, r)[:4])
+    refund_request = handlers.refund_request
+
+    def refused_freight(*args: Any, **kwargs: Any) -> Any:
+        if [kind for kind, _ in kwargs["breakdown"]] == ["return_shipping"]:
+            raise RuntimeError("the freight's refund is refused")
+        return refund_request(*args, **kwargs)
+
+    monkeypatch.setattr(handlers, "refund_request", refused_freight)
+    await svc.feed(late_freight(o, r)[4], *plain(other_o, other_r))
+
+    letters = await svc.outbox(o, "event.deadlettered")
+    assert [e.data["reason"] for e in letters] == ["handler_error"]
+    state, ledger = await svc.return_state(r), await svc.ledger(o)
+    assert (state["status"], state["return_shipping_fee_paid"], state["carrier"]) == (
+        "completed",
+        None,
+        None,
+    )
+    assert ledger["return_shipping_settled"] == [] and ledger["return_shipping_refunded"] == 0
+    assert [e.data["amount"] for e in await svc.outbox(o, "refund.requested")] == [12950]
+    assert [e.data["amount"] for e in await svc.outbox(other_o, "refund.requested")] == [6000]
