@@ -18,7 +18,7 @@ the batch is rolled back and fetched again.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from services.complaints.domain.budget import CompensationBudget
@@ -27,6 +27,7 @@ from services.complaints.domain.events import DomainEvent
 from services.complaints.domain.model import Complaint, LowScore
 from services.complaints.domain.orders import OrderFacts, OrderLine, ShopOrder
 from services.complaints.domain.rules import CaseKey, CaseType, TimerKind
+from services.complaints.locks import complaint_lock, lock_keys
 from services.complaints.outputs import SERVICE, TRANSLATIONS, _Scope
 from services.complaints.repository import ComplaintsRepository
 from shared.contracts import (
@@ -41,7 +42,6 @@ from shared.contracts import (
     OrderPaid,
     OrderShipped,
     RefundIssued,
-    event_key,
     ids,
 )
 from shared.messaging.context import EventHandler, HandlerContext, RepositoryHandlers, TimerHandler
@@ -60,27 +60,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("aftersales.complaints")
-
-
-def complaint_lock(complaint_id: str) -> str:
-    return f"complaint:{complaint_id}"
-
-
-def lock_keys(event: CloudEvent) -> Iterable[str]:
-    """What each handler touches, locked before the batch is applied (see the module doc)."""
-    data = event.data
-    if isinstance(data, FollowupEvent):
-        return [
-            data.customer_id,
-            *(complaint_lock(case.id) for case in data.cases if case.type == "complaint"),
-        ]
-    keys = [event_key(event)]
-    complaint_id = getattr(data, "complaint_id", None)
-    if isinstance(data, RefundIssued) and data.case.type == CaseType.COMPLAINT.value:
-        complaint_id = data.case.id
-    if isinstance(complaint_id, str):
-        keys.append(complaint_lock(complaint_id))
-    return keys
 
 
 def facts_from_event(data: OrderPaid) -> OrderFacts:
@@ -306,8 +285,8 @@ class ComplaintsHandlers(RepositoryHandlers[ComplaintsRepository]):
     async def _budget(
         self, ctx: HandlerContext, repo: ComplaintsRepository, customer_id: str
     ) -> CompensationBudget:
-        await ctx.uow.lock([customer_id])  # the buyer's complaints may be on other partitions
-        return await repo.budget(customer_id)
+        # The buyer's lock first: the buyer's complaints may be on other partitions.
+        return await repo.locked_budget(customer_id, ctx.uow.lock)
 
     async def _finish(self, case: _Case, ctx: HandlerContext, events: list[DomainEvent]) -> None:
         """Hand over parked low scores, compensate when due, store, and emit everything."""

@@ -26,8 +26,7 @@ from services.returns.domain.model import ReturnRequest
 from services.returns.domain.order_returns import OrderLedger
 from services.returns.domain.values import Order
 from shared.contracts import CloudEvent
-from shared.db import pending_writes
-from shared.messaging.batchcache import batch_cache
+from shared.messaging.batchcache import HeldRows, batch_cache, write_row
 from shared.upserts import document_upsert
 
 _CACHE = "returns.batch_cache"
@@ -47,22 +46,12 @@ class _BatchCache:
     requests_of: dict[str, set[str]] = field(default_factory=dict)
     # orders whose every return request is in `requests`
     complete: set[str] = field(default_factory=set)
-    # rows to write when the transaction commits: statement -> {row key: parameters}
-    changed: dict[Any, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    # rows to write when the transaction commits
+    held: HeldRows = field(default_factory=lambda: HeldRows(_CACHE))
 
     def put_request(self, return_id: str, entry: tuple[datetime, str, str]) -> None:
         self.requests[return_id] = entry
         self.requests_of.setdefault(entry[1], set()).add(return_id)
-
-    def hold(self, session: AsyncSession, statement: Any, key: str, row: dict[str, Any]) -> None:
-        """Write `row` at commit; a later save of the same key replaces it (the last state)."""
-        pending_writes(session, _CACHE, lambda: self)
-        self.changed.setdefault(statement, {})[key] = row
-
-    async def flush(self, session: AsyncSession) -> None:
-        changed, self.changed = self.changed, {}
-        for statement, rows in changed.items():
-            await session.execute(statement, list(rows.values()))
 
 
 class ReturnsRepository:
@@ -83,10 +72,7 @@ class ReturnsRepository:
         self, cache: _BatchCache | None, statement: Any, key: str, row: dict[str, Any]
     ) -> None:
         """Now, or with the batch's other changes at commit when a batch cache is in use."""
-        if cache is not None:
-            cache.hold(self._session, statement, key, row)
-        else:
-            await self._session.execute(statement, row)
+        await write_row(self._session, None if cache is None else cache.held, statement, key, row)
 
     async def save_order(self, order: Order, now: datetime) -> None:
         row = {
