@@ -70,11 +70,22 @@ def facts_from_event(data: OrderPaid) -> OrderFacts:
 
 @dataclass
 class _Case:
-    """One complaint and its order, stored together at the end of a handler."""
+    """One complaint and its order, stored together at the end of a handler. The order is read
+    when it is needed (`loaded`): to compensate the complaint, or to name the buyer of a
+    complaint not opened yet."""
 
     repo: ComplaintsRepository
     complaint: Complaint
-    order: ShopOrder
+    order_id: str
+    order: ShopOrder | None = None  # None: not read yet
+    stored: bool = True  # False: the order was not stored before (a new one)
+
+    async def loaded(self) -> ShopOrder:
+        if self.order is None:
+            found = await self.repo.order(self.order_id)
+            self.stored = found is not None
+            self.order = found or ShopOrder.new(self.order_id)
+        return self.order
 
 
 class ComplaintsHandlers(RepositoryHandlers[ComplaintsRepository]):
@@ -117,7 +128,7 @@ class ComplaintsHandlers(RepositoryHandlers[ComplaintsRepository]):
         # Upheld complaints that waited for the order's amounts are compensated now.
         for complaint in await repo.complaints_of_order(order.order_id):
             if complaint.awaits_compensation:
-                await self._finish(_Case(repo, complaint, order), ctx, [])
+                await self._finish(_Case(repo, complaint, order.order_id, order), ctx, [])
 
     async def order_shipped(self, event: CloudEvent, ctx: HandlerContext) -> None:
         data = event.data
@@ -279,8 +290,7 @@ class ComplaintsHandlers(RepositoryHandlers[ComplaintsRepository]):
             raise ValueError(
                 f"complaint {complaint_id} belongs to order {complaint.order_id}, not {order_id}"
             )
-        order = await repo.order(order_id) or ShopOrder.new(order_id)
-        return _Case(repo, complaint, order)
+        return _Case(repo, complaint, order_id)
 
     async def _budget(
         self, ctx: HandlerContext, repo: ComplaintsRepository, customer_id: str
@@ -295,19 +305,31 @@ class ComplaintsHandlers(RepositoryHandlers[ComplaintsRepository]):
             events += complaint.record_low_satisfaction(
                 score.callback_id, score.score, self.rules, ctx.now
             )
-        if complaint.awaits_compensation and order.is_paid:
+        if complaint.awaits_compensation or not complaint.customer_id:
+            order = await case.loaded()
+        # Compensating is all a complaint changes of its order (a late-shipment penalty); an
+        # order not stored yet is stored as it is known.
+        changed = not case.stored
+        if order is not None and complaint.awaits_compensation and order.is_paid:
             budget = await self._budget(ctx, repo, complaint.customer_id)
             events += complaint.compensate(order, budget, self.rules, ctx.now)
             await repo.save_budget(budget, ctx.now)
+            changed = True
         await repo.save_complaint(complaint, ctx.now)
-        await repo.save_order(order, ctx.now)
-        await self._publish(ctx, order, complaint, events)
+        if order is None and not await repo.order_stored(case.order_id):
+            order, changed = ShopOrder.new(case.order_id), True
+        if order is not None and changed:
+            await repo.save_order(order, ctx.now)
+        await self._publish(ctx, order, complaint, events, order_id=case.order_id)
 
     async def _publish(
         self,
         ctx: HandlerContext,
-        order: ShopOrder,
+        order: ShopOrder | None,
         complaint: Complaint | None,
         events: list[DomainEvent],
+        *,
+        order_id: str | None = None,
     ) -> None:
-        await TRANSLATIONS.apply(ctx, _Scope(order, complaint), events)
+        """`order` None: one not read, whose complaint names the buyer (`order_id` its id)."""
+        await TRANSLATIONS.apply(ctx, _Scope(order, complaint, order_id=order_id), events)

@@ -32,6 +32,9 @@ class MemoryComplaintsRepository(ComplaintsRepository):
         document = self._orders.document(order_id)
         return None if document is None else ShopOrder.from_dict(document)
 
+    async def order_stored(self, order_id: str) -> bool:
+        return self._orders.document(order_id) is not None
+
     async def save_order(self, order: ShopOrder, now: datetime) -> None:
         self._orders.put_document(order.order_id, order.to_dict())
 

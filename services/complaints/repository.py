@@ -136,6 +136,12 @@ class ComplaintsRepository:
         state = await self._session.scalar(_ORDER, {"b_id": order_id})
         return None if state is None else ShopOrder.from_dict(state)
 
+    async def order_stored(self, order_id: str) -> bool:
+        cache = await self._cache()
+        if cache is not None and order_id in cache.orders:
+            return cache.orders[order_id] is not None
+        return await self._session.scalar(_ORDER_STORED, {"b_id": order_id}) is not None
+
     async def save_order(self, order: ShopOrder, now: datetime) -> None:
         text = order.to_json()
         row = {
@@ -304,6 +310,7 @@ def _insert(table: Table) -> Insert:
 
 _O, _C, _B, _P = tables.orders, tables.complaints, tables.budgets, tables.parked_low_scores
 _ORDER = select(_O.c.state).where(_O.c.order_id == bindparam("b_id"))
+_ORDER_STORED = select(_O.c.order_id).where(_O.c.order_id == bindparam("b_id"))
 _SAVE_ORDER = document_upsert(_O, key="order_id", update=("customer_id", "state", "updated_at"))
 _COMPLAINT = select(_C.c.state).where(_C.c.complaint_id == bindparam("b_id"))
 _ORDER_OF_COMPLAINT = select(_C.c.order_id).where(_C.c.complaint_id == bindparam("b_id"))

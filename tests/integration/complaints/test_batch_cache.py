@@ -97,13 +97,15 @@ def normalised(events: list[dict[str, Any]], roles: dict[str, str]) -> list[str]
 
 
 async def outcome(svc: ComplaintsService, roles: dict[str, str]) -> dict[str, Any]:
-    """What each of the scenario's keys emitted and each of its complaints holds, by role."""
+    """What each of the scenario's keys emitted, and each of its complaints and orders holds,
+    by role."""
     emitted = {role: normalised(await svc.outbox(actual), roles) for actual, role in roles.items()}
-    c, p = tables.complaints, tables.parked_low_scores
+    c, o, p = tables.complaints, tables.orders, tables.parked_low_scores
     stored, parked = {}, {}
     for actual, role in roles.items():
         async with svc.engine.connect() as conn:
             state = await conn.scalar(select(c.c.state).where(c.c.complaint_id == actual))
+            state = state or await conn.scalar(select(o.c.state).where(o.c.order_id == actual))
             scores = await conn.execute(select(p.c.callback_id).where(p.c.complaint_id == actual))
             parked[role] = sorted(roles[callback_id] for (callback_id,) in scores)
         if state is not None:
