@@ -124,7 +124,8 @@ class ComplaintsRepository:
         self._session = session
 
     async def _cache(self) -> _BatchCache | None:
-        return await batch_cache(self._session, _CACHE, _prefetch)
+        cache: _BatchCache | None = self._session.info.get(_CACHE)  # made: every call but one
+        return cache if cache is not None else await batch_cache(self._session, _CACHE, _prefetch)
 
     # --- orders -----------------------------------------------------------------------------
 
