@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -113,6 +115,30 @@ async def outcome(svc: ComplaintsService, roles: dict[str, str]) -> dict[str, An
     return {"emitted": emitted, "stored": stored, "parked": parked}
 
 
+# A scenario's events for earlier batches, those of the batch, and its ids by role.
+Scenario = tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, str]]
+
+
+async def same_outcome(
+    svc: ComplaintsService, no_cache: Any, scenario: Callable[[], Scenario]
+) -> tuple[dict[str, Any], Counter[str]]:
+    """The scenario's earlier events, then its batch as one; then the scenario again (new ids)
+    one event per batch without the cache: both must have the same outcome, which is returned
+    with the statements of the batch."""
+    before, together, roles = scenario()
+    for e in before:
+        await svc.feed(e)
+    with statements_by_kind(svc.engine) as seen:
+        await svc.feed(*together)
+    before, apart, apart_roles = scenario()
+    no_cache()
+    for e in before + apart:
+        await svc.feed(e)
+    got = await outcome(svc, roles)
+    assert got == await outcome(svc, apart_roles)
+    return got, seen
+
+
 @pytest.fixture
 def no_cache(monkeypatch: pytest.MonkeyPatch) -> Any:
     """Turns the batch cache off: every read a query and every write at once, as before it."""
@@ -129,7 +155,7 @@ def no_cache(monkeypatch: pytest.MonkeyPatch) -> Any:
 async def test_one_batch_has_the_outcome_of_one_event_per_batch_without_the_cache(
     svc: ComplaintsService, no_cache: Any
 ) -> None:
-    def scenario() -> tuple[list[dict[str, Any]], dict[str, str]]:
+    def scenario() -> Scenario:
         o1, c1, k1 = unique("O"), unique("C"), unique("K")
         c2 = unique("C")
         budget = [(unique("O"), unique("K")) for _ in range(3)]
@@ -138,18 +164,9 @@ async def test_one_batch_has_the_outcome_of_one_event_per_batch_without_the_cach
         for n, (o, k) in enumerate(budget):
             roles |= {o: f"budget-o{n}", k: f"budget-k{n}"}
         events = waiting(o1, c1, k1) + over_budget(c2, budget) + parked(o3, c3, k3, cb)
-        return events, roles
+        return [], events, roles
 
-    together, together_roles = scenario()
-    apart, apart_roles = scenario()
-    await svc.feed(*together)
-    no_cache()
-    for e in apart:
-        await svc.feed(e)
-
-    got = await outcome(svc, together_roles)
-
-    assert got == await outcome(svc, apart_roles)
+    got, _ = await same_outcome(svc, no_cache, scenario)
     emitted = got["emitted"]
     assert any('"coupon.granted"' in e and '"value": 500' in e for e in emitted["o1"])
     assert any('"refund.requested"' in e and '"amount": 800' in e for e in emitted["o1"])
@@ -166,7 +183,7 @@ async def test_a_low_score_reaches_a_complaint_of_an_order_outside_the_batch(
 ) -> None:
     """Its order is locked by the handler, not the batch: read and written as outside one."""
 
-    def scenario() -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, str]]:
+    def scenario() -> Scenario:
         o, c, k, o2, k2 = unique("O"), unique("C"), unique("K"), unique("O"), unique("K")
         k3, cb, cb3 = unique("K"), unique("CB"), unique("CB")
         before = [
@@ -186,16 +203,7 @@ async def test_a_low_score_reaches_a_complaint_of_an_order_outside_the_batch(
         roles = {o: "o", c: "c", k: "k", o2: "o2", k2: "k2", k3: "k3", cb: "cb", cb3: "cb3"}
         return before, batch, roles
 
-    before, together, together_roles = scenario()
-    await svc.feed(*before)
-    await svc.feed(*together)
-    before, apart, apart_roles = scenario()
-    no_cache()
-    for e in before + apart:
-        await svc.feed(e)
-
-    got = await outcome(svc, together_roles)
-    assert got == await outcome(svc, apart_roles)
+    got, _ = await same_outcome(svc, no_cache, scenario)
     assert '"status": "reopened"' in got["stored"]["k"][0]
     # k2 was not resolved when the score came: it waited, and reopened k2 once resolved; so
     # did k3's, parked before k3 was known.
@@ -250,3 +258,34 @@ async def test_a_batch_reads_in_a_few_statements_and_writes_once_per_table(
     # parked scores, budgets; inbox, journal, orders, complaints, budgets, outbox, timers
     assert seen[20] == seen[4]
     assert seen[20]["lock"] == 2 and seen[20]["read"] <= 5 and seen[20]["write"] <= 8
+
+
+async def test_a_budget_the_batch_did_not_foresee_is_locked_and_read_on_its_own(
+    svc: ComplaintsService, no_cache: Any
+) -> None:
+    """A complaint upheld in an earlier batch is compensated when its order is paid: no event
+    of the batch upholds it, so its buyer's budget is not among those read with the first."""
+
+    def scenario() -> Scenario:
+        o1, c1, k1 = unique("O"), unique("C"), unique("K")
+        o2, c2, k2 = unique("O"), unique("C"), unique("K")
+        before = [
+            opened(k2, o2, c2, "quality_issue", at=T0 - H),
+            resolved(k2, o2, at=T0 - 30 * MIN),
+        ]
+        batch = [
+            *flow(o1, c1, k1),  # c1's budget: foreseen (k1 is upheld in the batch)
+            order_paid(o2, c2, goods=BIG),  # c2's: not foreseen
+        ]
+        roles = {o1: "o1", c1: "c1", k1: "k1", o2: "o2", c2: "c2", k2: "k2"}
+        return before, batch, roles
+
+    got, seen = await same_outcome(svc, no_cache, scenario)
+    values = [
+        json.loads(e)["data"]["value"]
+        for o in ("o1", "o2")
+        for e in got["emitted"][o]
+        if '"coupon.granted"' in e
+    ]
+    assert values == [500, 5000]
+    assert seen["lock"] == 3  # the batch's keys; c1's (foreseen); c2's on its own
