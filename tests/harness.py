@@ -13,9 +13,9 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from contextlib import asynccontextmanager
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Self
@@ -23,7 +23,7 @@ from typing import Any, Self
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import RecordMetadata
-from sqlalchemy import MetaData, select, text
+from sqlalchemy import MetaData, event, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from aftersales_dev.devenv import skip_history, temporary_database
@@ -347,3 +347,23 @@ def no_notifier_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep the developer's notifier gateways and keys out of the Settings() a test builds."""
     for name in NOTIFIER_ENV:
         monkeypatch.delenv(name, raising=False)
+
+
+@contextmanager
+def statements_by_kind(engine: AsyncEngine) -> Iterator[Counter[str]]:
+    """Counts the statements sent through `engine` meanwhile: `lock` (advisory locks), `read`
+    (other selects), `write` (inserts, updates, deletes)."""
+    seen: Counter[str] = Counter()
+
+    def count(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        verb = statement.lstrip().split()[0].upper()
+        if verb == "SELECT":
+            seen["lock" if "pg_advisory_xact_lock" in statement else "read"] += 1
+        elif verb in ("INSERT", "UPDATE", "DELETE"):
+            seen["write"] += 1
+
+    event.listen(engine.sync_engine, "before_cursor_execute", count)
+    try:
+        yield seen
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", count)

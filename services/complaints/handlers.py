@@ -18,7 +18,7 @@ the batch is rolled back and fetched again.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from services.complaints.domain.budget import CompensationBudget
@@ -27,6 +27,7 @@ from services.complaints.domain.events import DomainEvent
 from services.complaints.domain.model import Complaint, LowScore
 from services.complaints.domain.orders import OrderFacts, OrderLine, ShopOrder
 from services.complaints.domain.rules import CaseKey, CaseType, TimerKind
+from services.complaints.locks import complaint_lock, lock_keys
 from services.complaints.outputs import SERVICE, TRANSLATIONS, _Scope
 from services.complaints.repository import ComplaintsRepository
 from shared.contracts import (
@@ -41,7 +42,6 @@ from shared.contracts import (
     OrderPaid,
     OrderShipped,
     RefundIssued,
-    event_key,
     ids,
 )
 from shared.messaging.context import EventHandler, HandlerContext, RepositoryHandlers, TimerHandler
@@ -62,27 +62,6 @@ __all__ = [
 log = logging.getLogger("aftersales.complaints")
 
 
-def complaint_lock(complaint_id: str) -> str:
-    return f"complaint:{complaint_id}"
-
-
-def lock_keys(event: CloudEvent) -> Iterable[str]:
-    """What each handler touches, locked before the batch is applied (see the module doc)."""
-    data = event.data
-    if isinstance(data, FollowupEvent):
-        return [
-            data.customer_id,
-            *(complaint_lock(case.id) for case in data.cases if case.type == "complaint"),
-        ]
-    keys = [event_key(event)]
-    complaint_id = getattr(data, "complaint_id", None)
-    if isinstance(data, RefundIssued) and data.case.type == CaseType.COMPLAINT.value:
-        complaint_id = data.case.id
-    if isinstance(complaint_id, str):
-        keys.append(complaint_lock(complaint_id))
-    return keys
-
-
 def facts_from_event(data: OrderPaid) -> OrderFacts:
     """The complaints view of an order: amounts and ids, never the buyer's contact (SPEC 7)."""
     lines = tuple(projected(OrderLine, line) for line in data.lines)
@@ -91,11 +70,22 @@ def facts_from_event(data: OrderPaid) -> OrderFacts:
 
 @dataclass
 class _Case:
-    """One complaint and its order, stored together at the end of a handler."""
+    """One complaint and its order, stored together at the end of a handler. The order is read
+    when it is needed (`loaded`): to compensate the complaint, or to name the buyer of a
+    complaint not opened yet."""
 
     repo: ComplaintsRepository
     complaint: Complaint
-    order: ShopOrder
+    order_id: str
+    order: ShopOrder | None = None  # None: not read yet
+    stored: bool = True  # False: the order was not stored before (a new one)
+
+    async def loaded(self) -> ShopOrder:
+        if self.order is None:
+            found = await self.repo.order(self.order_id)
+            self.stored = found is not None
+            self.order = found or ShopOrder.new(self.order_id)
+        return self.order
 
 
 class ComplaintsHandlers(RepositoryHandlers[ComplaintsRepository]):
@@ -138,7 +128,7 @@ class ComplaintsHandlers(RepositoryHandlers[ComplaintsRepository]):
         # Upheld complaints that waited for the order's amounts are compensated now.
         for complaint in await repo.complaints_of_order(order.order_id):
             if complaint.awaits_compensation:
-                await self._finish(_Case(repo, complaint, order), ctx, [])
+                await self._finish(_Case(repo, complaint, order.order_id, order), ctx, [])
 
     async def order_shipped(self, event: CloudEvent, ctx: HandlerContext) -> None:
         data = event.data
@@ -300,14 +290,13 @@ class ComplaintsHandlers(RepositoryHandlers[ComplaintsRepository]):
             raise ValueError(
                 f"complaint {complaint_id} belongs to order {complaint.order_id}, not {order_id}"
             )
-        order = await repo.order(order_id) or ShopOrder.new(order_id)
-        return _Case(repo, complaint, order)
+        return _Case(repo, complaint, order_id)
 
     async def _budget(
         self, ctx: HandlerContext, repo: ComplaintsRepository, customer_id: str
     ) -> CompensationBudget:
-        await ctx.uow.lock([customer_id])  # the buyer's complaints may be on other partitions
-        return await repo.budget(customer_id)
+        # The buyer's lock first: the buyer's complaints may be on other partitions.
+        return await repo.locked_budget(customer_id, ctx.uow.lock)
 
     async def _finish(self, case: _Case, ctx: HandlerContext, events: list[DomainEvent]) -> None:
         """Hand over parked low scores, compensate when due, store, and emit everything."""
@@ -316,19 +305,31 @@ class ComplaintsHandlers(RepositoryHandlers[ComplaintsRepository]):
             events += complaint.record_low_satisfaction(
                 score.callback_id, score.score, self.rules, ctx.now
             )
-        if complaint.awaits_compensation and order.is_paid:
+        if complaint.awaits_compensation or not complaint.customer_id:
+            order = await case.loaded()
+        # Compensating is all a complaint changes of its order (a late-shipment penalty); an
+        # order not stored yet is stored as it is known.
+        changed = not case.stored
+        if order is not None and complaint.awaits_compensation and order.is_paid:
             budget = await self._budget(ctx, repo, complaint.customer_id)
             events += complaint.compensate(order, budget, self.rules, ctx.now)
             await repo.save_budget(budget, ctx.now)
+            changed = True
         await repo.save_complaint(complaint, ctx.now)
-        await repo.save_order(order, ctx.now)
-        await self._publish(ctx, order, complaint, events)
+        if order is None and not await repo.order_stored(case.order_id):
+            order, changed = ShopOrder.new(case.order_id), True
+        if order is not None and changed:
+            await repo.save_order(order, ctx.now)
+        await self._publish(ctx, order, complaint, events, order_id=case.order_id)
 
     async def _publish(
         self,
         ctx: HandlerContext,
-        order: ShopOrder,
+        order: ShopOrder | None,
         complaint: Complaint | None,
         events: list[DomainEvent],
+        *,
+        order_id: str | None = None,
     ) -> None:
-        await TRANSLATIONS.apply(ctx, _Scope(order, complaint), events)
+        """`order` None: one not read, whose complaint names the buyer (`order_id` its id)."""
+        await TRANSLATIONS.apply(ctx, _Scope(order, complaint, order_id=order_id), events)

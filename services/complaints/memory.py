@@ -11,7 +11,7 @@ from services.complaints.domain.budget import CompensationBudget
 from services.complaints.domain.model import Complaint, LowScore
 from services.complaints.domain.orders import ShopOrder
 from services.complaints.handlers import SERVICE, ComplaintsHandlers
-from services.complaints.repository import ComplaintsRepository
+from services.complaints.repository import ComplaintsRepository, Lock
 from shared.clock import Clock
 from shared.messaging.membus import MemoryService
 from shared.messaging.memory import MemoryCasesOfOrder, MemoryUnitOfWork
@@ -32,6 +32,9 @@ class MemoryComplaintsRepository(ComplaintsRepository):
         document = self._orders.document(order_id)
         return None if document is None else ShopOrder.from_dict(document)
 
+    async def order_stored(self, order_id: str) -> bool:
+        return self._orders.document(order_id) is not None
+
     async def save_order(self, order: ShopOrder, now: datetime) -> None:
         self._orders.put_document(order.order_id, order.to_dict())
 
@@ -50,7 +53,8 @@ class MemoryComplaintsRepository(ComplaintsRepository):
         self._cases.add(complaint.complaint_id, complaint.order_id, now)
         self._complaints.put_document(complaint.complaint_id, complaint.to_dict())
 
-    async def budget(self, customer_id: str) -> CompensationBudget:
+    async def locked_budget(self, customer_id: str, lock: Lock) -> CompensationBudget:
+        await lock([customer_id])
         document = self._budgets.document(customer_id)
         if document is None:
             return CompensationBudget(customer_id=customer_id)

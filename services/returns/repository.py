@@ -15,7 +15,7 @@ every read and every save is a query.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -30,8 +30,7 @@ from services.returns.domain.model import ReturnRequest
 from services.returns.domain.order_returns import OrderLedger
 from services.returns.domain.values import Order
 from shared.contracts import CloudEvent
-from shared.db import pending_writes
-from shared.messaging.batchcache import batch_cache
+from shared.messaging.batchcache import HeldRows, batch_cache
 from shared.upserts import document_upsert
 
 _CACHE = "returns.batch_cache"
@@ -90,25 +89,13 @@ class _BatchCache:
     requests_of: dict[str, set[str]] = field(default_factory=dict)
     # orders whose every return request is in `requests`
     complete: set[str] = field(default_factory=set)
-    # rows to write when the transaction commits: statement -> {row key: its parameters},
-    # made then, so an aggregate saved by several events of the batch is serialised once
-    changed: dict[Any, dict[str, Callable[[], dict[str, Any]]]] = field(default_factory=dict)
+    # rows to write when the transaction commits, made then: an aggregate saved by several
+    # events of the batch is serialised once
+    held: HeldRows = field(default_factory=lambda: HeldRows(_CACHE))
 
     def put_request(self, return_id: str, entry: _Request) -> None:
         self.requests[return_id] = entry
         self.requests_of.setdefault(entry.order_id, set()).add(return_id)
-
-    def hold(
-        self, session: AsyncSession, statement: Any, key: str, row: Callable[[], dict[str, Any]]
-    ) -> None:
-        """Write `row()` at commit; a later save of the same key replaces it (the last state)."""
-        pending_writes(session, _CACHE, lambda: self)
-        self.changed.setdefault(statement, {})[key] = row
-
-    async def flush(self, session: AsyncSession) -> None:
-        changed, self.changed = self.changed, {}
-        for statement, rows in changed.items():
-            await session.execute(statement, [row() for row in rows.values()])
 
 
 _UNKNOWN: Any = object()
@@ -134,7 +121,9 @@ class ReturnsRepository:
     async def save_order(self, order: Order, now: datetime) -> None:
         if (cache := await self._cache()) is not None:
             cache.orders[order.order_id] = order
-            cache.hold(self._session, _SAVE_ORDER, order.order_id, partial(_order_row, order, now))
+            cache.held.hold(
+                self._session, _SAVE_ORDER, order.order_id, partial(_order_row, order, now)
+            )
         else:
             await self._session.execute(_SAVE_ORDER, _order_row(order, now))
 
@@ -152,7 +141,7 @@ class ReturnsRepository:
             if cache.signatures[order_id] is not None:
                 return  # the first one is stored already
             cache.signatures[order_id] = signed_at
-            cache.hold(self._session, _RECORD_OUTBOUND_SIGNATURE, order_id, lambda: row)
+            cache.held.hold(self._session, _RECORD_OUTBOUND_SIGNATURE, order_id, row)
         else:  # not named by the batch: whether a row exists is unknown, write now
             await self._session.execute(_RECORD_OUTBOUND_SIGNATURE, row)
 
@@ -172,7 +161,7 @@ class ReturnsRepository:
         if (cache := await self._cache()) is not None:
             cache.ledgers[ledger.order_id] = ledger
             row = partial(_ledger_row, ledger, now)
-            cache.hold(self._session, _SAVE_LEDGER, ledger.order_id, row)
+            cache.held.hold(self._session, _SAVE_LEDGER, ledger.order_id, row)
         else:
             await self._session.execute(_SAVE_LEDGER, _ledger_row(ledger, now))
 
@@ -209,7 +198,7 @@ class ReturnsRepository:
         else:  # not read in this batch: the row may exist with an earlier created_at
             created = await self._session.scalar(_CREATED_AT, {"b_id": return_id}) or now
         cache.put_request(return_id, _Request(created, request.order_id, request))
-        cache.hold(self._session, _SAVE_RETURN, return_id, partial(_return_row, request, now))
+        cache.held.hold(self._session, _SAVE_RETURN, return_id, partial(_return_row, request, now))
 
 
 # Statements built once and run with parameters: building an upsert (its `excluded` alias)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.contracts import CloudEvent
+from shared.db import pending_writes
 from shared.messaging.consumer import BATCH_EVENTS
 
 C = TypeVar("C")
+Row = dict[str, Any]
 
 
 async def batch_cache(
@@ -25,3 +27,37 @@ async def batch_cache(
     if cache is None and (events := info.get(BATCH_EVENTS)) is not None:
         cache = info[name] = await prefetch(session, events)
     return cache
+
+
+class HeldRows:
+    """Rows a batch's transaction writes just before it commits (`shared.db.pending_writes`
+    under `name`), one statement each however many rows: statement -> {row key: parameters},
+    a later row of the same key replacing the earlier one (the last state is written). A row
+    may be given as a function that makes it, called at flush: an aggregate saved by several
+    events of the batch is then serialised once, in its last state."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._changed: dict[Any, dict[str, Row | Callable[[], Row]]] = {}
+
+    def hold(
+        self, session: AsyncSession, statement: Any, key: str, row: Row | Callable[[], Row]
+    ) -> None:
+        pending_writes(session, self._name, lambda: self)
+        self._changed.setdefault(statement, {})[key] = row
+
+    async def flush(self, session: AsyncSession) -> None:
+        changed, self._changed = self._changed, {}
+        for statement, rows in changed.items():
+            made = [row() if callable(row) else row for row in rows.values()]
+            await session.execute(statement, made)
+
+
+async def write_row(
+    session: AsyncSession, held: HeldRows | None, statement: Any, key: str, row: dict[str, Any]
+) -> None:
+    """`row` written now, or with the batch's other held rows at commit when `held` is given."""
+    if held is not None:
+        held.hold(session, statement, key, row)
+    else:
+        await session.execute(statement, row)

@@ -78,9 +78,16 @@ class CompensationBudget:
     def to_dict(self) -> dict[str, Any]:
         return BUDGET_DOCUMENT.dump(self)
 
+    def to_json(self) -> str:
+        return BUDGET_DOCUMENT.dump_json(self)
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CompensationBudget:
         return BUDGET_DOCUMENT.load(data)
+
+    @classmethod
+    def from_json(cls, text: str) -> CompensationBudget:
+        return BUDGET_DOCUMENT.load_json(text)
 
 
 BUDGET_DOCUMENT = DocumentType("complaints.compensation_budget", CompensationBudget)

@@ -414,9 +414,16 @@ class Complaint(Compensating):
     def to_dict(self) -> dict[str, Any]:
         return COMPLAINT_DOCUMENT.dump(self)
 
+    def to_json(self) -> str:
+        return COMPLAINT_DOCUMENT.dump_json(self)
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Complaint:
         return COMPLAINT_DOCUMENT.load(data)
+
+    @classmethod
+    def from_json(cls, text: str) -> Complaint:
+        return COMPLAINT_DOCUMENT.load_json(text)
 
 
 _INSTANTS = (

@@ -300,9 +300,16 @@ class ShopOrder:
     def to_dict(self) -> dict[str, Any]:
         return SHOP_ORDER_DOCUMENT.dump(self)
 
+    def to_json(self) -> str:
+        return SHOP_ORDER_DOCUMENT.dump_json(self)
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ShopOrder:
         return SHOP_ORDER_DOCUMENT.load(data)
+
+    @classmethod
+    def from_json(cls, text: str) -> ShopOrder:
+        return SHOP_ORDER_DOCUMENT.load_json(text)
 
 
 SHOP_ORDER_DOCUMENT = DocumentType("complaints.shop_order", ShopOrder)

@@ -5,17 +5,13 @@ reads must not grow with the batch."""
 from __future__ import annotations
 
 import json
-from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aftersales_dev.events import unique
 from services.returns import handlers
+from tests.harness import statements_by_kind
 
 from .helpers import (
     T0,
@@ -154,31 +150,13 @@ async def test_a_later_event_of_the_batch_sees_the_units_an_earlier_one_reserved
     assert ("refund.requested", "r2", None, None, 12950) in got
 
 
-@contextmanager
-def selects(engine: AsyncEngine) -> Iterator[Counter[str]]:
-    seen: Counter[str] = Counter()
-
-    def count(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
-        verb = statement.lstrip().split()[0].upper()
-        if verb == "SELECT":
-            seen["lock" if "pg_advisory_xact_lock" in statement else "read"] += 1
-        elif verb in ("INSERT", "UPDATE", "DELETE"):
-            seen["write"] += 1
-
-    event.listen(engine.sync_engine, "before_cursor_execute", count)
-    try:
-        yield seen
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", count)
-
-
 async def test_a_batch_reads_its_aggregates_in_four_statements_and_writes_once_per_table(
     svc: ReturnsService,
 ) -> None:
     seen = {}
     for size in (5, 25):
         flows = [(unique("O"), unique("R")) for _ in range(size)]
-        with selects(svc.engine) as seen[size]:
+        with statements_by_kind(svc.engine) as seen[size]:
             await svc.feed(*[e for o, r in flows for e in plain(o, r)])
         for o, _ in flows:
             refunds = await svc.outbox(o, "refund.requested")

@@ -186,3 +186,11 @@ def test_a_shop_order_round_trips(order):
 @given(budgets)
 def test_a_budget_round_trips(budget):
     assert CompensationBudget.from_dict(_through_json(budget.to_dict())) == budget
+
+
+@given(complaints, orders, budgets)
+def test_the_json_text_is_the_document_and_loads_back(complaint, order, budget):
+    for value in (complaint, order, budget):
+        text = value.to_json()
+        assert json.loads(text) == value.to_dict()
+        assert type(value).from_json(text) == value
