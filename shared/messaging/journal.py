@@ -16,8 +16,8 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import DateTime, Table, Text, bindparam, cast, func, select
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
+from sqlalchemy import DateTime, Table, Text, bindparam, cast, func, literal_column, select
+from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import Insert
 
@@ -140,8 +140,9 @@ async def record(
 
 
 class _HeldJournal:
-    """Journal rows of one transaction, inserted together at commit: one parameter set of
-    arrays (a column each), not a row of parameters per entry, in the order they were filed."""
+    """Journal rows of one transaction, inserted together at commit: the rows as one JSON
+    array (a single parameter, written by the C encoder), taken apart by the server in the
+    order they were filed."""
 
     def __init__(self, table: Table) -> None:
         self._table = table
@@ -151,24 +152,26 @@ class _HeldJournal:
         if not self.rows:
             return
         rows, self.rows = self.rows, []
-        arrays: dict[str, list[Any]] = {name: [row[name] for row in rows] for name in _COLUMNS}
-        # The detail as the JSON text the column's own type would have sent.
-        arrays["detail"] = [_dump_detail(detail) for detail in arrays["detail"]]
-        await session.execute(_journal_add_many(self._table), arrays)
+        await session.execute(_journal_add_many(self._table), {"rows": _dump_rows(rows)})
 
 
-_COLUMNS = (
+def _instant(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()  # read back by PostgreSQL as the same instant
+    raise TypeError(f"{type(value).__name__} is not a journal value")
+
+
+_dump_rows = json.JSONEncoder(default=_instant, separators=(",", ":")).encode
+
+_TEXT_COLUMNS = (
     "event_id",
     "direction",
     "event_type",
-    "occurred_at",
     "order_id",
     "customer_id",
     "case_type",
     "case_id",
-    "detail",
 )
-_dump_detail = json.JSONEncoder().encode
 
 
 @cache
@@ -178,13 +181,20 @@ def _journal_add(table: Table) -> Insert:
 
 @cache
 def _journal_add_many(table: Table) -> Insert:
-    arrays = [
-        bindparam(name, type_=ARRAY(DateTime(timezone=True) if name == "occurred_at" else Text))
-        for name in _COLUMNS
-    ]
-    rows = func.unnest(*arrays).table_valued(*_COLUMNS, with_ordinality="n").render_derived()
-    columns = [
-        cast(rows.c.detail, JSONB) if name == "detail" else rows.c[name] for name in _COLUMNS
-    ]
+    elements = (
+        func.jsonb_array_elements(cast(bindparam("rows", type_=Text), JSONB))
+        .table_valued("value", with_ordinality="n")
+        .render_derived()
+    )
+    row = elements.c.value
+
+    def field(name: str, op: str) -> Any:  # row ->> 'name' (text) or row -> 'name' (jsonb)
+        return row.op(op)(literal_column(f"'{name}'"))
+
+    columns: dict[str, Any] = {name: field(name, "->>") for name in _TEXT_COLUMNS}
+    columns["occurred_at"] = cast(field("occurred_at", "->>"), DateTime(timezone=True))
+    columns["detail"] = field("detail", "->")
     # Rows in array order (WITH ORDINALITY ... ORDER BY n): ids follow the order of filing.
-    return insert(table).from_select(list(_COLUMNS), select(*columns).order_by(rows.c.n))
+    return insert(table).from_select(
+        list(columns), select(*columns.values()).order_by(elements.c.n)
+    )

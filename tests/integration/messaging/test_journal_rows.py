@@ -3,6 +3,7 @@ those one statement per event files: every column, the detail's JSON, the order 
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import select
@@ -18,6 +19,8 @@ from .kit import MessagingKit
 
 # Text a JSON writer must escape or pass through: quotes, a backslash, a tab, CJK, an emoji.
 AWKWARD = 'say "退货" \\ \t 🙂 </script>'
+# When the rows were filed: an offset and microseconds, which the row must keep as the instant.
+FILED = datetime(2024, 5, 3, 20, 1, 2, 345678, tzinfo=timezone(timedelta(hours=8)))
 
 
 def events() -> list[CloudEvent]:
@@ -26,7 +29,8 @@ def events() -> list[CloudEvent]:
     for n, (event_type, data) in enumerate(output_examples()):
         if "message" in type(data).model_fields:
             data = data.model_copy(update={"message": AWKWARD})
-        outputs.append(new_event(event_type, data, id=f"e-{n}", source="s", time=NOW))
+        # Ids are text columns of the row: written and read back exactly.
+        outputs.append(new_event(event_type, data, id=f'e-{n} "é" \\', source="s", time=NOW))
     return inputs + outputs
 
 
@@ -35,7 +39,7 @@ async def file_and_read(kit: MessagingKit, *, held: bool) -> list[dict[str, Any]
     async with UnitOfWork(kit.sessions, namespace=kit.harness.name) as uow:
         uow.session.info[HOLD_WRITES] = held
         for n, event in enumerate(events()):
-            await journal.record(uow.session, table, event, "input" if n % 2 else "output", NOW)
+            await journal.record(uow.session, table, event, "input" if n % 2 else "output", FILED)
         await uow.commit()
     async with kit.engine.connect() as conn:
         rows = (await conn.execute(select(table).order_by(table.c.id))).mappings().all()
@@ -51,7 +55,7 @@ async def test_held_rows_are_the_rows_filed_one_statement_per_event(kit: Messagi
     expected = [
         row
         for n, event in enumerate(events())
-        for row in journal.entries(event, "input" if n % 2 else "output", NOW)
+        for row in journal.entries(event, "input" if n % 2 else "output", FILED)
     ]
     assert together == expected
     assert any(row["detail"].get("message") == AWKWARD for row in together)
