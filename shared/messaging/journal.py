@@ -10,19 +10,19 @@ No personal data: the buyer is a customer_id, and of an event's data only the fi
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import DateTime, Table, Text, bindparam, cast, func, literal_column, select
-from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy import Table
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import Insert
 
 from shared.contracts import CloudEvent
 from shared.db import pending_writes
+from shared.upserts import dump_rows, json_rows
 
 from .store import HOLD_WRITES
 
@@ -141,8 +141,7 @@ async def record(
 
 class _HeldJournal:
     """Journal rows of one transaction, inserted together at commit: the rows as one JSON
-    array (a single parameter, written by the C encoder), taken apart by the server in the
-    order they were filed."""
+    array (a single parameter), taken apart by the server in the order they were filed."""
 
     def __init__(self, table: Table) -> None:
         self._table = table
@@ -152,25 +151,19 @@ class _HeldJournal:
         if not self.rows:
             return
         rows, self.rows = self.rows, []
-        await session.execute(_journal_add_many(self._table), {"rows": _dump_rows(rows)})
+        await session.execute(_journal_add_many(self._table), {"rows": dump_rows(rows)})
 
 
-def _instant(value: Any) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat()  # read back by PostgreSQL as the same instant
-    raise TypeError(f"{type(value).__name__} is not a journal value")
-
-
-_dump_rows = json.JSONEncoder(default=_instant, separators=(",", ":")).encode
-
-_TEXT_COLUMNS = (
+_COLUMNS = (
     "event_id",
     "direction",
     "event_type",
+    "occurred_at",
     "order_id",
     "customer_id",
     "case_type",
     "case_id",
+    "detail",
 )
 
 
@@ -181,20 +174,5 @@ def _journal_add(table: Table) -> Insert:
 
 @cache
 def _journal_add_many(table: Table) -> Insert:
-    elements = (
-        func.jsonb_array_elements(cast(bindparam("rows", type_=Text), JSONB))
-        .table_valued("value", with_ordinality="n")
-        .render_derived()
-    )
-    row = elements.c.value
-
-    def field(name: str, op: str) -> Any:  # row ->> 'name' (text) or row -> 'name' (jsonb)
-        return row.op(op)(literal_column(f"'{name}'"))
-
-    columns: dict[str, Any] = {name: field(name, "->>") for name in _TEXT_COLUMNS}
-    columns["occurred_at"] = cast(field("occurred_at", "->>"), DateTime(timezone=True))
-    columns["detail"] = field("detail", "->")
-    # Rows in array order (WITH ORDINALITY ... ORDER BY n): ids follow the order of filing.
-    return insert(table).from_select(
-        list(columns), select(*columns.values()).order_by(elements.c.n)
-    )
+    # Rows in array order: ids follow the order of filing.
+    return insert(table).from_select(list(_COLUMNS), json_rows(table, _COLUMNS))
