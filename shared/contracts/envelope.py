@@ -121,7 +121,7 @@ class CloudEvent(BaseModel):
     @field_validator("datacontenttype")
     @classmethod
     def _json_data(cls, value: str | None) -> str | None:
-        if value is not None:
+        if value is not None and value != DATA_CONTENT_TYPE:  # the usual one: nothing to split
             media = value.split(";")[0].strip().lower()
             if media != "application/json" and not media.endswith("+json"):
                 raise ValueError("must be a JSON media type (application/json)")
