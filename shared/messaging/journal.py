@@ -15,6 +15,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
+from pydantic import BaseModel
 from sqlalchemy import Table
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -102,10 +103,17 @@ _READ_FIELDS: set[str] = set(DETAIL_FIELDS) | {
 
 def entries(event: CloudEvent, direction: str, occurred_at: datetime) -> Iterator[dict[str, Any]]:
     """The journal rows of one event: one per case it names (a callback names several)."""
-    data = (
-        event.data.model_dump(mode="json", include=_READ_FIELDS) if event.data is not None else {}
-    )
-    return entries_of_data(event, data, direction, occurred_at)
+    data = event.data
+    dumped = {} if data is None else data.model_dump(mode="json", include=_read_fields(type(data)))
+    return entries_of_data(event, dumped, direction, occurred_at)
+
+
+@cache
+def _read_fields(model: type[BaseModel]) -> set[str] | None:
+    """The fields of `model` a row reads; None when that is all of them (nothing to filter:
+    pydantic builds a filter from the set on every dump)."""
+    fields = {name for name in model.model_fields if name in _READ_FIELDS}
+    return None if len(fields) == len(model.model_fields) else fields
 
 
 def entries_of_data(
