@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, Text, bindparam, cast
+import orjson
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Table,
+    Text,
+    bindparam,
+    cast,
+    func,
+    literal_column,
+    select,
+)
 from sqlalchemy.dialects.postgresql import JSONB, Insert, insert
 
 
@@ -39,3 +51,46 @@ def document_upsert(table: Table, *, key: str, update: Iterable[str]) -> Insert:
         for c in table.c
     }
     return upsert(table, values, key=[key], update=update)
+
+
+def json_rows(table: Table, names: Sequence[str], *, param: str = "rows") -> Select[Any]:
+    """The rows of the JSON array bound as text to `param` (one object per row, a member per
+    column of `names`), as a SELECT of `table`'s columns in array order: many rows sent as one
+    parameter (see `dump_rows`), not a parameter set each. JSONB columns are taken as they
+    are, others cast from the member's text to the column's type."""
+    elements = (
+        func.jsonb_array_elements(cast(bindparam(param, type_=Text), JSONB))
+        .table_valued("value", with_ordinality="n")
+        .render_derived()
+    )
+    row = elements.c.value
+
+    def member(name: str) -> Any:
+        if isinstance(table.c[name].type, JSONB):
+            return row.op("->")(literal_column(f"'{name}'"))
+        return cast(row.op("->>")(literal_column(f"'{name}'")), table.c[name].type)
+
+    return select(*(member(name) for name in names)).order_by(elements.c.n)
+
+
+def json_upsert(table: Table, names: Sequence[str], *, key: str, update: Iterable[str]) -> Insert:
+    """`upsert` of the rows of a JSON array parameter (`json_rows`); their keys must differ
+    (a statement updates a row once)."""
+    stmt = insert(table).from_select(list(names), json_rows(table, names))
+    return stmt.on_conflict_do_update(
+        index_elements=[key], set_={name: stmt.excluded[name] for name in update}
+    )
+
+
+def dump_rows(rows: Iterable[Mapping[str, Any]]) -> str:
+    """Rows as the JSON array `json_rows` reads: instants by `isoformat()` (the same instant
+    back, whatever the offset), JSON text wrapped in `orjson.Fragment` embedded as it is."""
+    return orjson.dumps(
+        list(rows), default=_instant, option=orjson.OPT_PASSTHROUGH_DATETIME
+    ).decode()
+
+
+def _instant(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not a row value")

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import Text, any_, bindparam, cast, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,7 +29,7 @@ from services.refunds.domain.refund import IssuedRefund
 from shared.contracts import CloudEvent, RefundRequested
 from shared.db import pending_writes
 from shared.messaging.batchcache import batch_cache
-from shared.upserts import document_upsert, upsert
+from shared.upserts import document_upsert, dump_rows, json_upsert, upsert
 
 _CACHE = "refunds.batch_cache"
 
@@ -82,10 +83,14 @@ class _BatchCache:
             if ledger is not None
             for refund in ledger.refunds.values()
         ]
+        # One parameter each: the rows as a JSON array, each ledger's document embedded as the
+        # text it was written as (the batch's ledgers and refunds are distinct by key).
         if rows:
-            await session.execute(_SAVE_LEDGER, rows)
+            for row in rows:
+                row["state"] = orjson.Fragment(row["state"])
+            await session.execute(_SAVE_LEDGERS, {"rows": dump_rows(rows)})
         if refunds:
-            await session.execute(_SAVE_REFUND, refunds)
+            await session.execute(_SAVE_REFUNDS, {"rows": dump_rows(refunds)})
 
 
 class RefundsRepository:
@@ -157,7 +162,11 @@ _OWNER = select(_R.c.order_id).where(_R.c.refund_id == bindparam("b_id"))
 _PREFETCH_OWNERS = select(_R.c.refund_id, _R.c.order_id).where(
     _R.c.refund_id == any_(bindparam("ids", type_=ARRAY(Text)))
 )
-_SAVE_LEDGER = document_upsert(_L, key="order_id", update=("paid", "state", "updated_at"))
-_SAVE_REFUND = upsert(
-    tables.refunds, None, key=["refund_id"], update=("settled_at", "failed", "needs_person")
+_LEDGER_UPDATE = ("paid", "state", "updated_at")
+_REFUND_UPDATE = ("settled_at", "failed", "needs_person")
+_SAVE_LEDGER = document_upsert(_L, key="order_id", update=_LEDGER_UPDATE)
+_SAVE_REFUND = upsert(_R, None, key=["refund_id"], update=_REFUND_UPDATE)
+_SAVE_LEDGERS = json_upsert(
+    _L, ("order_id", "paid", "state", "updated_at"), key="order_id", update=_LEDGER_UPDATE
 )
+_SAVE_REFUNDS = json_upsert(_R, [c.name for c in _R.c], key="refund_id", update=_REFUND_UPDATE)

@@ -6,6 +6,7 @@ Adding an event type is one line in `EVENT_TYPES` (plus a constant for its name)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from typing import Literal
 
 from . import topics
@@ -286,9 +287,16 @@ def unexpected_on_topic(topic: str, event_type: str, source: object) -> str | No
     services = published.get(event_type)
     if services is None:
         return f"type: {event_type!r} does not belong on {topic!r}"
-    if source not in {service_source(s) for s in services}:
+    # Any JSON value may arrive as the source: only text can be one of the publishers'.
+    if not isinstance(source, str) or source not in _publisher_sources(topic, event_type):
         return f"source: {event_type} on {topic!r} comes only from {', '.join(sorted(services))}"
     return None
+
+
+@cache
+def _publisher_sources(topic: str, event_type: str) -> frozenset[str]:
+    """The sources `event_type` may come from on the service topic `topic`."""
+    return frozenset(service_source(s) for s in SERVICE_TOPIC_TYPES[topic][event_type])
 
 
 __all__ = [

@@ -308,15 +308,7 @@ class EventProcessor:
                     outcomes.append("duplicate")
                     continue
                 fresh.discard(item.id)  # a second copy later in the batch is a duplicate
-                ctx = HandlerContext(
-                    uow=uow,
-                    tables=self._tables,
-                    service=self.service,
-                    now=now,
-                    cause_id=item.id,
-                    correlation_id=None,
-                    fresh_cause=True,
-                )
+                ctx = self._context(uow, item, now, fresh_cause=True)
                 try:
                     # Filed before the handler runs: its outputs follow it in the journal.
                     await journal.record(uow.session, self._tables.journal, item, "input", now)
@@ -345,6 +337,22 @@ class EventProcessor:
                 keys.update(self._lock_keys(item))
         return keys
 
+    def _context(
+        self, uow: UnitOfWork, event: CloudEvent, now: datetime, *, fresh_cause: bool
+    ) -> HandlerContext:
+        """The context a handler applies `event` in, on either path. `fresh_cause`: the fast
+        path claimed the event in the inbox in this transaction (what it emits is taken as
+        new); the event-by-event path claims it in the handler's savepoint and asks."""
+        return HandlerContext(
+            uow=uow,
+            tables=self._tables,
+            service=self.service,
+            now=now,
+            cause_id=event.id,
+            correlation_id=None,
+            fresh_cause=fresh_cause,
+        )
+
     async def _apply(
         self, uow: UnitOfWork, record: Record, item: CloudEvent | _Poison, now: datetime
     ) -> str:
@@ -354,14 +362,7 @@ class EventProcessor:
         handler = self._handlers.get(item.type)
         if handler is None:
             return "ignored"
-        ctx = HandlerContext(
-            uow=uow,
-            tables=self._tables,
-            service=self.service,
-            now=now,
-            cause_id=item.id,
-            correlation_id=None,
-        )
+        ctx = self._context(uow, item, now, fresh_cause=False)
         try:
             async with uow.session.begin_nested():
                 if not await ctx.inbox.first_time(item.id, item.type, record.topic):

@@ -271,3 +271,10 @@ def test_the_new_reasons_are_listed() -> None:
         "batch_refused",
     ):
         assert reason in DEAD_LETTER_REASONS
+
+
+@pytest.mark.parametrize("source", [["/aftersales/refunds"], {"a": 1}, 7, True])
+def test_a_source_that_is_not_text_on_an_internal_topic_is_unexpected(source: Any) -> None:
+    # Not a crash of the parse (which would fail the whole batch again and again): a letter.
+    value = raw(envelope("refund.issued", REFUND, source=source))
+    assert reason_of(value, topic=topics.REFUNDS) == "unexpected_type"
