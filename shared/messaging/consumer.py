@@ -136,6 +136,14 @@ class EventProcessor:
                 )
             except InvalidEvent as exc:
                 items.append((record, _Poison(exc.reason, exc.detail)))
+            except Exception as exc:  # a bug in the reader: it must not stop the partition
+                log.error(
+                    "reading a record failed",
+                    extra={"service": self.service, "topic": record.topic, "offset": record.offset},
+                    exc_info=True,
+                )
+                detail = f"reading the record failed: {type(exc).__name__}"
+                items.append((record, _Poison("handler_error", detail)))
         now = self._clock.now()
         with metrics.BATCH_SECONDS.labels(self.service).time():
             try:

@@ -96,6 +96,25 @@ async def test_a_hostile_record_is_dead_lettered_and_its_neighbours_apply(
         assert letter.value_truncated and letter.value
 
 
+async def test_a_record_the_reader_fails_on_is_dead_lettered_as_a_bug(
+    kit: MessagingKit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A reader bug (an exception that is not InvalidEvent), as a record with a JSON array for
+    # its `source` once raised: the record goes to the dead letters, its neighbours apply.
+    def reader(value: bytes | None, **kwargs: Any) -> CloudEvent:
+        if value is not None and b"e-bad" in value:
+            raise TypeError("unhashable type: 'list'")
+        return parse_event(value, **kwargs)
+
+    monkeypatch.setattr(consumer_module, "parse_event", reader)
+    batch = around(kit.harness, "o-bad", encode(order_paid("o-bad", event_id="e-bad")))
+    await kit.processor().process(batch)
+    assert await kit.effect_counts() == {"e-before": 1, "e-after": 1}
+    [(_, letter)] = dead_letters(await kit.outbox_rows())
+    assert (letter.reason, letter.origin.offset) == ("handler_error", 1)
+    assert letter.detail == "reading the record failed: TypeError"
+
+
 @pytest.fixture
 def no_text_check(monkeypatch: pytest.MonkeyPatch) -> None:
     """Validation that misses hostile text, as a future gap might: the database must be the
