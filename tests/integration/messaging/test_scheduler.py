@@ -20,6 +20,7 @@ from .helpers import (
     T0,
     Harness,
     outbox_rows,
+    ship_breach,
     statements_sent,
 )
 from .kit import MessagingKit
@@ -373,3 +374,46 @@ async def test_outside_results_are_recorded_together_and_a_failing_one_alone_is_
         assert await kit.scheduler({SHIP_DEADLINE: handler}).run_due() == 2
     assert seen["savepoint"] == 0, seen
     assert sorted(counted) == ["x-1", "x-2", "y-1", "y-2"]
+
+
+async def test_an_event_the_outbox_holds_already_sends_the_batch_the_exact_way(
+    kit: MessagingKit,
+) -> None:
+    """Fired together, emitted events are taken as new; one found in the outbox at commit
+    (`WriteConflict`) has the batch fired again timer by timer: one row each, counted once."""
+    from shared.messaging.context import HandlerContext
+    from shared.messaging.store import Timer
+
+    counted: list[str] = []
+
+    async def handler(timer: Timer, ctx: HandlerContext) -> None:
+        breach = await ctx.emit(
+            SLA_BREACHED,
+            ship_breach(timer, ctx.now),
+            event_id=f"breach-{timer.ref}",  # once per order, whatever fires it
+            topic=kit.harness.output_topic,
+            key=timer.ref,
+        )
+        if ctx.is_new(breach):
+            ctx.count(Tally(counted, timer.ref))
+
+    scheduler = kit.scheduler({SHIP_DEADLINE: handler})
+    await set_timers_due(kit.harness, kit.sessions, kit.clock, ["d-1"])
+    assert await scheduler.run_due() == 1
+    # Armed again for the same order, beside a new one: its breach is queued already.
+    await set_timer(kit.harness, kit.sessions, "d-1", kit.clock.now())
+    await set_timer(kit.harness, kit.sessions, "d-2", kit.clock.now())
+    with statements_sent(kit.engine, statement_kind) as seen:
+        assert await scheduler.run_due() == 2
+    assert seen["savepoint"] > 0, seen  # the exact way ran
+    assert sorted(r["event_id"] for r in await kit.outbox_rows()) == ["breach-d-1", "breach-d-2"]
+    assert sorted(counted) == ["d-1", "d-2"]
+    assert all(row["fired_at"] is not None for row in (await kit.timer_rows()).values())
+
+
+class Tally:
+    def __init__(self, into: list[str], name: str) -> None:
+        self._into, self._name = into, name
+
+    def inc(self, amount: float = 1) -> None:
+        self._into.append(self._name)
