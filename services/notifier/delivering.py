@@ -320,7 +320,7 @@ class Deliverer:
             ),
         )
         if new:  # counted once per notification, as its event
-            metrics.NOTIFICATIONS.labels(SERVICE, delivery.template, "sent").inc()
+            ctx.count(metrics.NOTIFICATIONS.labels(SERVICE, delivery.template, "sent"))
         log.info(
             "notification sent",
             extra={
@@ -332,7 +332,7 @@ class Deliverer:
         )
 
     def _retried(self, ctx: HandlerContext, delivery: Delivery) -> None:
-        metrics.NOTIFICATIONS.labels(SERVICE, delivery.template, "retried").inc()
+        ctx.count(metrics.NOTIFICATIONS.labels(SERVICE, delivery.template, "retried"))
         assert delivery.next_attempt_at is not None
         log.warning(
             "notification attempt failed; trying again",
@@ -352,7 +352,7 @@ class Deliverer:
         decision: Defer,
         contact: Mapping[str, Any] | None,
     ) -> None:
-        metrics.NOTIFICATIONS.labels(SERVICE, delivery.template, "deferred").inc()
+        ctx.count(metrics.NOTIFICATIONS.labels(SERVICE, delivery.template, "deferred"))
         until = decision.until.astimezone(self.policy.zone)
         text = f"notification deferred until {until:%Y-%m-%d %H:%M} {self.policy.timezone}"
         text += f" ({decision.reason.replace('_', ' ')})"
@@ -402,7 +402,7 @@ async def failed(ctx: HandlerContext, repo: DeliveryRepository, delivery: Delive
         ),
     )
     if new:
-        metrics.NOTIFICATIONS.labels(SERVICE, delivery.template, "failed").inc()
+        ctx.count(metrics.NOTIFICATIONS.labels(SERVICE, delivery.template, "failed"))
     log.warning(
         "notification failed: dead-letter record written",
         extra={

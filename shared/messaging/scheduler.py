@@ -1,8 +1,15 @@
 """Durable timers: due rows are claimed with FOR UPDATE SKIP LOCKED and fired exactly once.
 
+A batch is fired in one transaction without a savepoint per timer, its writes held back to
+one statement each at commit (`HOLD_WRITES`) and its timers marked fired in one statement.
+Only when a handler fails (or a held write finds the database other than it was told) is the
+batch rolled back and fired again timer by timer, each in a savepoint, so the failing timer
+alone is retried or parked and the others' effects commit once.
+
 A handler may hand I/O to run outside the transaction (`HandlerContext.run_outside`): the
 scheduler runs it once the batch committed, all of the batch's work at once, and records the
-results in one more short transaction before it claims the next batch.
+results in one more short transaction before it claims the next batch (the same way: all of
+them together, each in a savepoint only when one fails).
 """
 
 from __future__ import annotations
@@ -10,20 +17,33 @@ from __future__ import annotations
 import asyncio
 import logging
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
-from typing import Any
+from functools import cache
+from typing import Any, TypeVar
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    DateTime,
+    Table,
+    Update,
+    and_,
+    bindparam,
+    func,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared import metrics
 from shared.clock import Clock
-from shared.db import UnitOfWork
+from shared.db import UnitOfWork, flush_pending
 
 from .context import HandlerContext, Outside, TimerHandler
-from .errors import is_transient
-from .store import timer_from_row
+from .errors import describe_failure, is_transient
+from .store import HOLD_WRITES, Timer, timer_from_row
 from .tables import MessagingTables
 
 log = logging.getLogger("aftersales.timers")
@@ -32,6 +52,8 @@ MAX_TIMER_ATTEMPTS = 5
 # Tries of the transaction that records the outside work's results (a passing fault): after
 # that the results are dropped and the handlers' own timers take the work up again.
 RECORD_TRIES = 3
+
+R = TypeVar("R")
 
 
 class TimerScheduler:
@@ -99,59 +121,155 @@ class TimerScheduler:
         now = self._clock.now()
         return and_(t.c.fired_at.is_(None), t.c.cancelled_at.is_(None), t.c.due_at <= now)
 
-    async def _candidates(self) -> list[Any]:
+    def _due(self, live: Any) -> Any:
+        """The next batch's due timers: (id, lock_key), the earliest first."""
         t = self._tables.timers
+        return select(t.c.id, t.c.lock_key).where(live).order_by(t.c.due_at).limit(self._batch_size)
+
+    async def _candidates(self) -> list[Any]:
         async with self._sessions() as session:
-            return list(
-                (
-                    await session.execute(
-                        select(t.c.id, t.c.lock_key)
-                        .where(self._live())
-                        .order_by(t.c.due_at)
-                        .limit(self._batch_size)
-                    )
-                ).all()
-            )
+            return list((await session.execute(self._due(self._live()))).all())
 
     async def _claim(self, candidates: list[Any] | None) -> tuple[int, int, list[Outside]]:
         """Fire `candidates` (None: the next batch) in one transaction: (fired, claimed, the
-        work its handlers left for outside the transaction)."""
+        work its handlers left for outside the transaction). All together first; should
+        anything fail for a reason other than a passing fault, all of it is rolled back and
+        the batch fired again timer by timer (`_fire_each`), as if the first try had not run."""
+        return await self._together_or_each(
+            lambda: self._fire_together(candidates),
+            lambda: self._fire_each(candidates),
+            "the batch of timers is fired again timer by timer",
+        )
+
+    async def _together_or_each(
+        self, together: Callable[[], Awaitable[R]], each: Callable[[], Awaitable[R]], again: str
+    ) -> R:
+        """`together`; should it fail for a reason other than a passing fault (its transaction
+        rolled back), `each` instead, which isolates the failing part in a savepoint."""
+        try:
+            return await together()
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            failed = exc.timer if isinstance(exc, _TimerFailed) else None
+            cause = exc.__cause__ if isinstance(exc, _TimerFailed) and exc.__cause__ else exc
+            log.info(
+                again,
+                extra={
+                    "service": self.service,
+                    "kind": failed.kind if failed else "",
+                    "error": describe_failure(cause),
+                },
+            )
+        return await each()
+
+    async def _claimed(self, uow: UnitOfWork, candidates: list[Any] | None) -> list[Any]:
+        """The batch's live timers, claimed FOR UPDATE SKIP LOCKED under their lock keys."""
         t = self._tables.timers
         live = self._live()
-        async with UnitOfWork(self._sessions, namespace=self.service) as uow:
-            if candidates is None:
-                candidates = list(
-                    (
-                        await uow.session.execute(
-                            select(t.c.id, t.c.lock_key)
-                            .where(live)
-                            .order_by(t.c.due_at)
-                            .limit(self._batch_size)
-                        )
-                    ).all()
+        if candidates is None:
+            candidates = list((await uow.session.execute(self._due(live))).all())
+        if not candidates:
+            return []
+        # Same lock order as the consumer: business keys first, then the rows.
+        await uow.lock(row.lock_key for row in candidates)
+        return list(
+            (
+                await uow.session.execute(
+                    select(t)
+                    .where(live, t.c.id.in_([row.id for row in candidates]))
+                    .order_by(t.c.due_at, t.c.id)
+                    .with_for_update(skip_locked=True)
                 )
-            if not candidates:
-                return 0, 0, []
-            # Same lock order as the consumer: business keys first, then the rows.
-            await uow.lock(row.lock_key for row in candidates)
-            rows = (
-                (
-                    await uow.session.execute(
-                        select(t)
-                        .where(live, t.c.id.in_([row.id for row in candidates]))
-                        .order_by(t.c.due_at, t.c.id)
-                        .with_for_update(skip_locked=True)
-                    )
-                )
-                .mappings()
-                .all()
             )
+            .mappings()
+            .all()
+        )
+
+    def _context(
+        self, uow: UnitOfWork, cause_id: str, *, together: bool, runs_outside: bool = False
+    ) -> HandlerContext:
+        # Fired together, what a handler emits is taken as new without asking the outbox: the
+        # held-back insert checks it at commit, and should a row be there already
+        # (`WriteConflict`), the batch goes the timer-by-timer way, which asks at each step.
+        return HandlerContext(
+            uow=uow,
+            tables=self._tables,
+            service=self.service,
+            now=self._clock.now(),
+            cause_id=cause_id,
+            fresh_cause=together,
+            runs_outside=runs_outside,
+        )
+
+    async def _fire_together(self, candidates: list[Any] | None) -> tuple[int, int, list[Outside]]:
+        """The fast path: no savepoint per timer, outbox rows, journal rows and timer changes
+        held back to one statement each (`HOLD_WRITES`), the batch marked fired in one."""
+        async with UnitOfWork(self._sessions, namespace=self.service) as uow:
+            uow.session.info[HOLD_WRITES] = True
+            rows = await self._claimed(uow, candidates)
+            if not rows:
+                return 0, 0, []
+            outside: list[Outside] = []
+            timers = [timer_from_row(row) for row in rows]
+            for timer in timers:
+                ctx = self._context(uow, _cause(timer), together=True, runs_outside=True)
+                try:
+                    await self._handle(timer, ctx)
+                except Exception as exc:
+                    if is_transient(exc):
+                        raise
+                    raise _TimerFailed(timer) from exc
+                self._fired(uow, timer, ctx, outside)
+            # The handlers' held writes first, as firing timer by timer would have them: a
+            # handler that set its own timer again (a later due_at) re-armed it, so the mark
+            # misses it.
+            await flush_pending(uow.session)
+            await uow.session.execute(
+                _mark_fired(self._tables.timers),
+                {
+                    "ids": [timer.id for timer in timers],
+                    "dues": [timer.due_at for timer in timers],
+                    "now": self._clock.now(),
+                },
+            )
+            await uow.commit()
+        return len(timers), len(timers), outside
+
+    async def _fire_each(self, candidates: list[Any] | None) -> tuple[int, int, list[Outside]]:
+        """The exact path: each timer in a savepoint of its own, writes made as they come; a
+        failing timer is retried later or parked, the others fire."""
+        async with UnitOfWork(self._sessions, namespace=self.service) as uow:
+            rows = await self._claimed(uow, candidates)
+            if not rows:
+                return 0, 0, []
             fired = 0
             outside: list[Outside] = []
             for row in rows:
                 fired += await self._fire(uow, row, outside)
             await uow.commit()
         return fired, len(rows), outside
+
+    async def _handle(self, timer: Timer, ctx: HandlerContext) -> None:
+        handler = self._handlers.get(timer.kind)
+        if handler is None:
+            log.error("no handler for timer kind", extra={"kind": timer.kind})
+        else:
+            await handler(timer, ctx)
+
+    def _fired(
+        self, uow: UnitOfWork, timer: Timer, ctx: HandlerContext, outside: list[Outside]
+    ) -> None:
+        """What a timer that fired leaves for after the commit: its callbacks, its outside
+        work and its metrics (counted once the commit is done)."""
+        service, lag = self.service, max((ctx.now - timer.due_at).total_seconds(), 0.0)
+
+        def count() -> None:
+            metrics.TIMERS_FIRED.labels(service, timer.kind).inc()
+            metrics.TIMER_LAG.labels(service).observe(lag)
+
+        uow.after_commit(*ctx.on_commit, count)
+        outside.extend(ctx.outside)
 
     async def _run_outside(self, work: list[Outside]) -> None:
         results = await asyncio.gather(*(w.call() for w in work), return_exceptions=True)
@@ -184,18 +302,33 @@ class TimerScheduler:
                 await asyncio.sleep(0.5 * attempt)
 
     async def _record(self, done: list[tuple[Outside, Any]]) -> None:
+        """Record the results in one transaction: all together first (no savepoint each,
+        writes held back); should one fail, all over again with a savepoint each, so only the
+        failing one is dropped."""
         if not done:
             return
+        await self._together_or_each(
+            lambda: self._record_together(done),
+            lambda: self._record_each(done),
+            "the results of outside work are recorded again one by one",
+        )
+        self._on_committed()
+
+    async def _record_together(self, done: list[tuple[Outside, Any]]) -> None:
+        async with UnitOfWork(self._sessions, namespace=self.service) as uow:
+            uow.session.info[HOLD_WRITES] = True
+            await uow.lock(w.lock_key for w, _ in done)
+            for w, result in done:
+                ctx = self._context(uow, f"{w.cause_id}:recorded", together=True)
+                await w.record(result, ctx)
+                uow.after_commit(*ctx.on_commit)
+            await uow.commit()
+
+    async def _record_each(self, done: list[tuple[Outside, Any]]) -> None:
         async with UnitOfWork(self._sessions, namespace=self.service) as uow:
             await uow.lock(w.lock_key for w, _ in done)
             for w, result in done:
-                ctx = HandlerContext(
-                    uow=uow,
-                    tables=self._tables,
-                    service=self.service,
-                    now=self._clock.now(),
-                    cause_id=f"{w.cause_id}:recorded",
-                )
+                ctx = self._context(uow, f"{w.cause_id}:recorded", together=False)
                 try:
                     async with uow.session.begin_nested():
                         await w.record(result, ctx)
@@ -206,26 +339,14 @@ class TimerScheduler:
                     continue
                 uow.after_commit(*ctx.on_commit)
             await uow.commit()
-        self._on_committed()
 
     async def _fire(self, uow: UnitOfWork, row: Any, outside: list[Outside]) -> int:
         t = self._tables.timers
         timer = timer_from_row(row)
-        handler = self._handlers.get(timer.kind)
-        ctx = HandlerContext(
-            uow=uow,
-            tables=self._tables,
-            service=self.service,
-            now=self._clock.now(),
-            cause_id=f"timer:{timer.kind}:{timer.ref}:{timer.due_at.isoformat()}",
-            runs_outside=True,
-        )
+        ctx = self._context(uow, _cause(timer), together=False, runs_outside=True)
         try:
             async with uow.session.begin_nested():
-                if handler is None:
-                    log.error("no handler for timer kind", extra={"kind": timer.kind})
-                else:
-                    await handler(timer, ctx)
+                await self._handle(timer, ctx)
                 # A handler that set its own timer again (a later due_at) re-armed it: keep it.
                 await uow.session.execute(
                     update(t)
@@ -240,7 +361,7 @@ class TimerScheduler:
                 "timer handler failed",
                 extra={"service": self.service, "kind": timer.kind, "attempts": attempts},
             )
-            metrics.TIMERS_FAILED.labels(self.service, timer.kind).inc()
+            uow.after_commit(metrics.TIMERS_FAILED.labels(self.service, timer.kind).inc)
             values: dict[str, object] = {"attempts": attempts}
             if attempts >= MAX_TIMER_ATTEMPTS:
                 values["cancelled_at"] = ctx.now  # parked: visible in the table, not retried
@@ -248,12 +369,7 @@ class TimerScheduler:
                 values["due_at"] = ctx.now + timedelta(minutes=2**attempts)
             await uow.session.execute(update(t).where(t.c.id == timer.id).values(**values))
             return 0
-        uow.after_commit(*ctx.on_commit)
-        outside.extend(ctx.outside)
-        metrics.TIMERS_FIRED.labels(self.service, timer.kind).inc()
-        metrics.TIMER_LAG.labels(self.service).observe(
-            max((ctx.now - timer.due_at).total_seconds(), 0.0)
-        )
+        self._fired(uow, timer, ctx, outside)
         return 1
 
     async def run_all_due(self) -> int:
@@ -283,3 +399,29 @@ class TimerScheduler:
                 await asyncio.wait_for(stop.wait(), timeout=backoff)
             except TimeoutError:
                 pass
+
+
+class _TimerFailed(Exception):
+    """A timer's handler failed (not a passing fault) while its batch was fired together."""
+
+    def __init__(self, timer: Timer) -> None:
+        super().__init__(f"{timer.kind} {timer.ref}")
+        self.timer = timer
+
+
+def _cause(timer: Timer) -> str:
+    return f"timer:{timer.kind}:{timer.ref}:{timer.due_at.isoformat()}"
+
+
+@cache
+def _mark_fired(table: Table) -> Update:
+    """Timers fired, in one statement: each (id, due_at) claimed, so a timer its handler set
+    again for a later instant stays armed."""
+    t = table
+    claimed = select(
+        func.unnest(bindparam("ids", type_=ARRAY(BigInteger))),
+        func.unnest(bindparam("dues", type_=ARRAY(DateTime(timezone=True)))),
+    )
+    return (
+        update(t).where(tuple_(t.c.id, t.c.due_at).in_(claimed)).values(fired_at=bindparam("now"))
+    )

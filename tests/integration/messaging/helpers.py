@@ -204,13 +204,7 @@ class Harness:
             raise pending.pop(0)
         await ctx.emit(
             SLA_BREACHED,
-            SlaBreached(
-                case=CaseRef(type="late_shipment", id=timer.ref),
-                sla="reshipment",
-                due_at=timer.due_at,
-                detected_at=ctx.now,
-                order_id=timer.ref,
-            ),
+            ship_breach(timer, ctx.now),
             topic=self.output_topic,
             key=timer.ref,
         )
@@ -246,6 +240,17 @@ def relay(
 ) -> OutboxRelay:
     """The harness's outbox relay over `publish` (with OutboxRelay options when given)."""
     return OutboxRelay(**wiring(harness, sessions, clock), publish=publish, **options)
+
+
+def ship_breach(timer: Timer, now: datetime) -> SlaBreached:
+    """The breach a ship-deadline timer reports."""
+    return SlaBreached(
+        case=CaseRef(type="late_shipment", id=timer.ref),
+        sla="reshipment",
+        due_at=timer.due_at,
+        detected_at=now,
+        order_id=timer.ref,
+    )
 
 
 def make_harness() -> Harness:

@@ -6,6 +6,7 @@ import asyncio
 from datetime import datetime, timedelta
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared.clock import ManualClock
@@ -19,6 +20,8 @@ from .helpers import (
     T0,
     Harness,
     outbox_rows,
+    ship_breach,
+    statements_sent,
 )
 from .kit import MessagingKit
 
@@ -152,16 +155,110 @@ async def test_failing_timer_is_retried_with_backoff_then_parked(kit: MessagingK
         else:
             assert broken["cancelled_at"] == kit.clock.now()  # parked
 
+    # Parked: never called again. (A batch with a failing timer is fired again timer by
+    # timer, so its handlers run twice in that round; only the second round commits.)
+    calls = kit.harness.timer_calls["o-broken"]
     kit.clock.advance(timedelta(days=30))
     await s.run_all_due()
-    assert kit.harness.timer_calls["o-broken"] == MAX_TIMER_ATTEMPTS
+    assert kit.harness.timer_calls["o-broken"] == calls
     timers = await kit.timer_rows()
     assert timers["o-broken"]["attempts"] == MAX_TIMER_ATTEMPTS
-    # The flaky one succeeded on its third call and fired once; failed calls left no trace.
-    assert kit.harness.timer_calls["o-flaky"] == 3
+    # The flaky one failed twice (both in the first round), then fired once; failed calls
+    # left no trace.
+    assert kit.harness.timer_faults["o-flaky"] == []
+    assert timers["o-flaky"]["attempts"] == 1
     assert timers["o-flaky"]["fired_at"] is not None
     assert await fired_refs(kit.engine, kit.harness) == ["o-flaky"]
     assert [r["order_id"] for r in await kit.effect_rows()] == ["o-flaky"]
+
+
+def statement_kind(statement: str) -> list[str]:
+    """The handler's own write ('effects'), savepoints, and every other statement ('other')."""
+    words = statement.split()
+    if words[0].upper() in ("SAVEPOINT", "RELEASE"):
+        return ["savepoint"]
+    if words[0].upper() == "INSERT" and ".effects" in words[2]:
+        return ["effects"]
+    return ["other"]
+
+
+def fired_count(kit: MessagingKit) -> float:
+    labels = {"service": kit.harness.name, "kind": SHIP_DEADLINE}
+    return REGISTRY.get_sample_value("aftersales_timers_fired_total", labels) or 0.0
+
+
+async def test_a_batch_fires_with_the_same_statements_whatever_its_size(
+    kit: MessagingKit,
+) -> None:
+    """Each timer costs its handler's own statements (one effects row); the claim, the
+    outbox rows, the journal and the timers marked fired are one statement each per batch,
+    with no savepoint."""
+    seen = {}
+    for n in (3, 30):
+        refs = [f"s{n}-{i}" for i in range(n)]
+        await set_timers_due(kit.harness, kit.sessions, kit.clock, refs)
+        with statements_sent(kit.engine, statement_kind) as seen[n]:
+            assert await kit.scheduler().run_due() == n
+        timers = await kit.timer_rows()
+        assert all(timers[ref]["fired_at"] == kit.clock.now() for ref in refs)
+        assert seen[n]["effects"] == n and seen[n]["savepoint"] == 0, seen[n]
+    # The candidates, the lock, the claim, the outbox, the journal, the mark.
+    assert seen[3]["other"] == seen[30]["other"] == 6, seen
+    assert sorted(await fired_refs(kit.engine, kit.harness)) == sorted(
+        [f"s3-{i}" for i in range(3)] + [f"s30-{i}" for i in range(30)]
+    )
+
+
+@pytest.mark.parametrize("concurrency", [1, 2])
+async def test_a_failing_timer_leaves_the_others_of_its_batch_fired_once(
+    kit: MessagingKit, concurrency: int
+) -> None:
+    refs = [f"f-{i}" for i in range(6)]
+    await set_timers_due(kit.harness, kit.sessions, kit.clock, refs)
+    kit.harness.timer_faults["f-3"] = [ValueError(f"try {i}") for i in range(100)]
+    before = fired_count(kit)
+    assert await kit.scheduler(concurrency=concurrency).run_due() == 6
+    timers = await kit.timer_rows()
+    good = [ref for ref in refs if ref != "f-3"]
+    assert all(timers[ref]["fired_at"] is not None for ref in good)
+    assert (timers["f-3"]["fired_at"], timers["f-3"]["attempts"]) == (None, 1)
+    assert timers["f-3"]["due_at"] == kit.clock.now() + timedelta(minutes=2)
+    # The first try's writes (the effects rows, the outbox, the journal) were rolled back:
+    # each good timer's effects are there once, the failing one's not at all.
+    assert sorted(await fired_refs(kit.engine, kit.harness)) == good
+    assert sorted(r["order_id"] for r in await kit.effect_rows()) == good
+    assert fired_count(kit) - before == 5
+    # Retried after its backoff, alone.
+    kit.harness.timer_faults["f-3"] = []
+    kit.clock.advance(timedelta(minutes=2))
+    assert await kit.scheduler(concurrency=concurrency).run_all_due() == 1
+    assert sorted(await fired_refs(kit.engine, kit.harness)) == refs
+    assert fired_count(kit) - before == 6
+
+
+async def test_a_handler_that_sets_its_own_timer_again_rearms_it_in_a_batch(
+    kit: MessagingKit,
+) -> None:
+    from shared.messaging.context import HandlerContext
+    from shared.messaging.store import Timer
+
+    async def handler(timer: Timer, ctx: HandlerContext) -> None:
+        if timer.ref == "r-later":
+            due_at = timer.due_at + timedelta(days=1)
+        elif timer.ref == "r-same":
+            due_at = timer.due_at
+        else:
+            return
+        await ctx.timers.set(timer.kind, timer.ref, due_at=due_at, lock_key=timer.lock_key)
+
+    await set_timers_due(kit.harness, kit.sessions, kit.clock, ["r-later", "r-same", "r-plain"])
+    assert await kit.scheduler({SHIP_DEADLINE: handler}).run_due() == 3
+    timers = await kit.timer_rows()
+    # Set again for later: armed for then. Set again for the same instant, or not at all:
+    # fired, as firing them one by one left them.
+    assert timers["r-later"]["fired_at"] is None
+    assert timers["r-later"]["due_at"] == T0 + timedelta(days=1)
+    assert timers["r-same"]["fired_at"] == timers["r-plain"]["fired_at"] == kit.clock.now()
 
 
 @pytest.mark.parametrize("fault", [ConnectionError("db gone"), TimeoutError("slow")])
@@ -233,3 +330,90 @@ async def test_work_outside_the_transaction_runs_after_commit_and_is_recorded(
     # A call that raised records nothing: the handler's own timers are there to retry it.
     assert sorted(recorded) == [("w-1", "result of w-1"), ("w-2", "result of w-2")]
     assert await runner.run_due() == 0
+
+
+async def test_outside_results_are_recorded_together_and_a_failing_one_alone_is_dropped(
+    kit: MessagingKit,
+) -> None:
+    from shared.messaging.context import HandlerContext
+    from shared.messaging.store import Timer
+
+    effects = kit.harness.effects
+    counted: list[str] = []
+
+    async def handler(timer: Timer, ctx: HandlerContext) -> None:
+        async def call() -> str:
+            return timer.ref
+
+        async def record(result: object, rctx: HandlerContext) -> None:
+            await rctx.session.execute(
+                effects.insert().values(
+                    event_id=rctx.cause_id, order_id=str(result), kind="recorded"
+                )
+            )
+            rctx.on_commit.append(lambda: counted.append(str(result)))
+            if result == "x-bad":
+                raise ValueError("this result cannot be recorded")
+
+        ctx.run_outside(call, record=record, lock_key=timer.lock_key)
+
+    refs = ["x-1", "x-bad", "x-2"]
+    await set_timers_due(kit.harness, kit.sessions, kit.clock, refs)
+    with statements_sent(kit.engine, statement_kind) as seen:
+        assert await kit.scheduler({SHIP_DEADLINE: handler}).run_due() == 3
+    # Recorded together first (no savepoint), then each in a savepoint of its own: the good
+    # results' writes and callbacks once, the failing one's not at all.
+    assert seen["savepoint"] == 3 + 2, seen  # three savepoints, the good two released
+    assert sorted(r["order_id"] for r in await kit.effect_rows()) == ["x-1", "x-2"]
+    assert sorted(counted) == ["x-1", "x-2"]
+    assert all(row["fired_at"] is not None for row in (await kit.timer_rows()).values())
+
+    # All good: no savepoint at all.
+    await set_timers_due(kit.harness, kit.sessions, kit.clock, ["y-1", "y-2"])
+    with statements_sent(kit.engine, statement_kind) as seen:
+        assert await kit.scheduler({SHIP_DEADLINE: handler}).run_due() == 2
+    assert seen["savepoint"] == 0, seen
+    assert sorted(counted) == ["x-1", "x-2", "y-1", "y-2"]
+
+
+async def test_an_event_the_outbox_holds_already_sends_the_batch_the_exact_way(
+    kit: MessagingKit,
+) -> None:
+    """Fired together, emitted events are taken as new; one found in the outbox at commit
+    (`WriteConflict`) has the batch fired again timer by timer: one row each, counted once."""
+    from shared.messaging.context import HandlerContext
+    from shared.messaging.store import Timer
+
+    counted: list[str] = []
+
+    async def handler(timer: Timer, ctx: HandlerContext) -> None:
+        breach = await ctx.emit(
+            SLA_BREACHED,
+            ship_breach(timer, ctx.now),
+            event_id=f"breach-{timer.ref}",  # once per order, whatever fires it
+            topic=kit.harness.output_topic,
+            key=timer.ref,
+        )
+        if ctx.is_new(breach):
+            ctx.count(Tally(counted, timer.ref))
+
+    scheduler = kit.scheduler({SHIP_DEADLINE: handler})
+    await set_timers_due(kit.harness, kit.sessions, kit.clock, ["d-1"])
+    assert await scheduler.run_due() == 1
+    # Armed again for the same order, beside a new one: its breach is queued already.
+    await set_timer(kit.harness, kit.sessions, "d-1", kit.clock.now())
+    await set_timer(kit.harness, kit.sessions, "d-2", kit.clock.now())
+    with statements_sent(kit.engine, statement_kind) as seen:
+        assert await scheduler.run_due() == 2
+    assert seen["savepoint"] > 0, seen  # the exact way ran
+    assert sorted(r["event_id"] for r in await kit.outbox_rows()) == ["breach-d-1", "breach-d-2"]
+    assert sorted(counted) == ["d-1", "d-2"]
+    assert all(row["fired_at"] is not None for row in (await kit.timer_rows()).values())
+
+
+class Tally:
+    def __init__(self, into: list[str], name: str) -> None:
+        self._into, self._name = into, name
+
+    def inc(self, amount: float = 1) -> None:
+        self._into.append(self._name)

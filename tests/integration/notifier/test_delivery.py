@@ -326,3 +326,36 @@ async def test_a_status_event_the_outbox_already_holds_is_not_counted_again(
         await uow.commit()
     assert len(await h.outbox("notification.sent")) == 1
     assert sent() == before + 1
+
+
+async def test_outcomes_recorded_again_one_by_one_count_each_notification_once(
+    sms_harness: Any, kit: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The outcomes of a round are recorded together; when one cannot be, all of them again
+    one by one: the others' notifications are sent and counted once."""
+    from prometheus_client import REGISTRY
+
+    from services.notifier.repository import DeliveryRepository
+
+    def sent() -> float:
+        labels = {"service": "notifier", "template": "complaint.acknowledged", "outcome": "sent"}
+        return REGISTRY.get_sample_value("aftersales_notifications_total", labels) or 0.0
+
+    h = sms_harness
+    customer = kit.uid("C")  # one buyer: both outcomes in one transaction, the good one first
+    good, bad = "req-good-" + customer, "req-bad-" + customer
+    await h.consume(kit.order_paid(customer))
+    await h.consume(kit.requested(customer, request_id=good))
+    await h.consume(kit.requested(customer, request_id=bad))
+    save = DeliveryRepository.save
+
+    async def refusing(self: DeliveryRepository, delivery: Any, now: Any) -> None:
+        if delivery.delivery_id == bad and delivery.status == "sent":
+            raise ValueError("this outcome cannot be stored")
+        await save(self, delivery, now)
+
+    monkeypatch.setattr(DeliveryRepository, "save", refusing)
+    before = sent()
+    await h.fire()
+    assert [e["data"]["request_id"] for e in await h.outbox("notification.sent")] == [good]
+    assert sent() == before + 1
