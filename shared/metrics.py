@@ -2,7 +2,22 @@
 
 from __future__ import annotations
 
+from functools import cache
+from typing import TypeVar
+
 from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
+
+M = TypeVar("M", bound=MetricWrapperBase)
+
+
+@cache
+def labelled(metric: M, *labels: str) -> M:
+    """The child of `metric` for `labels`, looked up once: `labels()` takes a lock and builds
+    the label tuple on every call, which costs more than an increment (a handler counts per
+    event). For children that are never removed (counters, not the lag gauges)."""
+    return metric.labels(*labels)
+
 
 RUNNING = Gauge(
     "aftersales_service_running",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -75,11 +76,34 @@ def json_rows(table: Table, names: Sequence[str], *, param: str = "rows") -> Sel
 
 def json_upsert(table: Table, names: Sequence[str], *, key: str, update: Iterable[str]) -> Insert:
     """`upsert` of the rows of a JSON array parameter (`json_rows`); their keys must differ
-    (a statement updates a row once)."""
+    (a statement updates a row once). No `update` columns: a row whose key is stored already
+    is left as it is (ON CONFLICT DO NOTHING)."""
     stmt = insert(table).from_select(list(names), json_rows(table, names))
+    update = list(update)
+    if not update:
+        return stmt.on_conflict_do_nothing(index_elements=[key])
     return stmt.on_conflict_do_update(
         index_elements=[key], set_={name: stmt.excluded[name] for name in update}
     )
+
+
+@dataclass(frozen=True, eq=False)
+class JsonRowsWrite:
+    """A statement that writes many rows sent as one JSON array parameter (`json_upsert`):
+    one parameter to bind and encode, not a parameter set per row (SQLAlchemy's processing
+    and asyncpg's encoding of every value). `documents` name the columns whose values are
+    JSON text (a document as it was serialised), embedded in the array as they are."""
+
+    statement: Insert
+    documents: tuple[str, ...] = ()
+
+    def parameters(self, rows: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+        if self.documents:
+            rows = [
+                {**row, **{name: orjson.Fragment(row[name]) for name in self.documents}}
+                for row in rows
+            ]
+        return {"rows": dump_rows(rows)}
 
 
 def dump_rows(rows: Iterable[Mapping[str, Any]]) -> str:

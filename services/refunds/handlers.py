@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from functools import cache
 
 from prometheus_client import Counter
 
@@ -65,12 +64,6 @@ from shared.messaging.store import Timer
 SERVICE = "refunds"
 ORDER_WAIT = "order_wait"
 log = logging.getLogger("aftersales.refunds")
-
-
-@cache
-def _counter(metric: Counter, *labels: str) -> Counter:
-    """The labelled child, looked up once: a label lookup costs more than the increment."""
-    return metric.labels(*labels)
 
 
 def facts_from_event(data: OrderPaid) -> OrderFacts:
@@ -176,7 +169,7 @@ class RefundsHandlers(RepositoryHandlers[RefundsRepository]):
         ledger = await self.repository(ctx).ledger(str(timer.payload["order_id"]))
         if ledger is None or timer.ref not in ledger.waiting:
             return
-        ctx.count(_counter(ledger_metrics.WAITING_TOO_LONG, SERVICE))
+        ctx.count(metrics.labelled(ledger_metrics.WAITING_TOO_LONG, SERVICE))
         log.warning(
             "refund request still waits for its order.paid",
             extra={"service": SERVICE, "refund_id": timer.ref, "order_id": ledger.order_id},
@@ -220,13 +213,13 @@ def _issued(event: RefundIssued, ledger: OrderLedger, index: int) -> list[Effect
     )
     currency = refund.currency
     counts: list[tuple[Counter, float]] = [
-        (_counter(metrics.REFUNDS, SERVICE, refund.case_type), 1),
-        (_counter(metrics.REFUND_AMOUNT, SERVICE, currency), refund.amount),
-        (_counter(ledger_metrics.CUT, SERVICE, currency), refund.cut),
-        (_counter(ledger_metrics.OVERFLOW, SERVICE, currency), refund.overflow),
+        (metrics.labelled(metrics.REFUNDS, SERVICE, refund.case_type), 1),
+        (metrics.labelled(metrics.REFUND_AMOUNT, SERVICE, currency), refund.amount),
+        (metrics.labelled(ledger_metrics.CUT, SERVICE, currency), refund.cut),
+        (metrics.labelled(ledger_metrics.OVERFLOW, SERVICE, currency), refund.overflow),
     ]
     if refund.on_time:
-        counts.append((_counter(ledger_metrics.ON_TIME, SERVICE, currency, "issue"), 1))
+        counts.append((metrics.labelled(ledger_metrics.ON_TIME, SERVICE, currency, "issue"), 1))
     return [
         Emit(
             "refund.issued",
@@ -286,19 +279,21 @@ def _refused(event: RequestRefused, ledger: OrderLedger, index: int) -> list[Eff
             "reason": event.reason.value,
         },
     )
-    return [Count(_counter(ledger_metrics.REFUSED, SERVICE, event.reason.value))]
+    return [Count(metrics.labelled(ledger_metrics.REFUSED, SERVICE, event.reason.value))]
 
 
 def _repeated(event: RequestRepeated, ledger: OrderLedger, index: int) -> list[Effect]:
-    return [Count(_counter(ledger_metrics.REPEATED, SERVICE))]
+    return [Count(metrics.labelled(ledger_metrics.REPEATED, SERVICE))]
 
 
 def _settled(event: RefundSettled, ledger: OrderLedger, index: int) -> list[Effect]:
     refund = event.refund
-    effects: list[Effect] = [Count(_counter(ledger_metrics.SETTLED, SERVICE, refund.currency))]
+    effects: list[Effect] = [
+        Count(metrics.labelled(ledger_metrics.SETTLED, SERVICE, refund.currency))
+    ]
     if refund.settled_on_time:
         effects.append(
-            Count(_counter(ledger_metrics.ON_TIME, SERVICE, refund.currency, "settlement"))
+            Count(metrics.labelled(ledger_metrics.ON_TIME, SERVICE, refund.currency, "settlement"))
         )
     return effects
 
@@ -307,10 +302,12 @@ def _payout_failed(event: PayoutFailed, ledger: OrderLedger, index: int) -> list
     refund = event.refund
     reissued = "true" if event.reissued else "false"
     effects: list[Effect] = [
-        Count(_counter(ledger_metrics.PAYOUT_FAILURES, SERVICE, refund.currency, reissued))
+        Count(metrics.labelled(ledger_metrics.PAYOUT_FAILURES, SERVICE, refund.currency, reissued))
     ]
     if refund.needs_person:
-        effects.append(Count(_counter(ledger_metrics.NEEDS_PERSON, SERVICE, refund.currency)))
+        effects.append(
+            Count(metrics.labelled(ledger_metrics.NEEDS_PERSON, SERVICE, refund.currency))
+        )
     log.warning(
         "refund payout failed",
         extra={

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import orjson
 from sqlalchemy import Text, any_, bindparam, cast, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -29,7 +28,7 @@ from services.refunds.domain.refund import IssuedRefund
 from shared.contracts import CloudEvent, RefundRequested
 from shared.db import pending_writes
 from shared.messaging.batchcache import batch_cache
-from shared.upserts import document_upsert, dump_rows, json_upsert, upsert
+from shared.upserts import JsonRowsWrite, document_upsert, json_upsert, upsert
 
 _CACHE = "refunds.batch_cache"
 
@@ -86,11 +85,9 @@ class _BatchCache:
         # One parameter each: the rows as a JSON array, each ledger's document embedded as the
         # text it was written as (the batch's ledgers and refunds are distinct by key).
         if rows:
-            for row in rows:
-                row["state"] = orjson.Fragment(row["state"])
-            await session.execute(_SAVE_LEDGERS, {"rows": dump_rows(rows)})
+            await session.execute(_SAVE_LEDGERS.statement, _SAVE_LEDGERS.parameters(rows))
         if refunds:
-            await session.execute(_SAVE_REFUNDS, {"rows": dump_rows(refunds)})
+            await session.execute(_SAVE_REFUNDS.statement, _SAVE_REFUNDS.parameters(refunds))
 
 
 class RefundsRepository:
@@ -166,7 +163,12 @@ _LEDGER_UPDATE = ("paid", "state", "updated_at")
 _REFUND_UPDATE = ("settled_at", "failed", "needs_person")
 _SAVE_LEDGER = document_upsert(_L, key="order_id", update=_LEDGER_UPDATE)
 _SAVE_REFUND = upsert(_R, None, key=["refund_id"], update=_REFUND_UPDATE)
-_SAVE_LEDGERS = json_upsert(
-    _L, ("order_id", "paid", "state", "updated_at"), key="order_id", update=_LEDGER_UPDATE
+_SAVE_LEDGERS = JsonRowsWrite(
+    json_upsert(
+        _L, ("order_id", "paid", "state", "updated_at"), key="order_id", update=_LEDGER_UPDATE
+    ),
+    documents=("state",),
 )
-_SAVE_REFUNDS = json_upsert(_R, [c.name for c in _R.c], key="refund_id", update=_REFUND_UPDATE)
+_SAVE_REFUNDS = JsonRowsWrite(
+    json_upsert(_R, [c.name for c in _R.c], key="refund_id", update=_REFUND_UPDATE)
+)

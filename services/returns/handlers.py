@@ -332,7 +332,7 @@ def _decided(event: Decided, scope: _Scope, index: int) -> list[Effect]:
             decided_at=scope.now,
         )
     )
-    counter = metrics.DECISIONS.labels(SERVICE, event.event_type, str(event.rule))
+    counter = metrics.labelled(metrics.DECISIONS, SERVICE, event.event_type, str(event.rule))
     return [
         Emit(
             event.event_type,

@@ -31,7 +31,7 @@ from services.returns.domain.order_returns import OrderLedger
 from services.returns.domain.values import Order
 from shared.contracts import CloudEvent
 from shared.messaging.batchcache import HeldRows, batch_cache
-from shared.upserts import document_upsert
+from shared.upserts import JsonRowsWrite, document_upsert, json_upsert
 
 _CACHE = "returns.batch_cache"
 
@@ -122,7 +122,7 @@ class ReturnsRepository:
         if (cache := await self._cache()) is not None:
             cache.orders[order.order_id] = order
             cache.held.hold(
-                self._session, _SAVE_ORDER, order.order_id, partial(_order_row, order, now)
+                self._session, _SAVE_ORDERS, order.order_id, partial(_order_row, order, now)
             )
         else:
             await self._session.execute(_SAVE_ORDER, _order_row(order, now))
@@ -141,7 +141,7 @@ class ReturnsRepository:
             if cache.signatures[order_id] is not None:
                 return  # the first one is stored already
             cache.signatures[order_id] = signed_at
-            cache.held.hold(self._session, _RECORD_OUTBOUND_SIGNATURE, order_id, row)
+            cache.held.hold(self._session, _RECORD_OUTBOUND_SIGNATURES, order_id, row)
         else:  # not named by the batch: whether a row exists is unknown, write now
             await self._session.execute(_RECORD_OUTBOUND_SIGNATURE, row)
 
@@ -161,7 +161,7 @@ class ReturnsRepository:
         if (cache := await self._cache()) is not None:
             cache.ledgers[ledger.order_id] = ledger
             row = partial(_ledger_row, ledger, now)
-            cache.held.hold(self._session, _SAVE_LEDGER, ledger.order_id, row)
+            cache.held.hold(self._session, _SAVE_LEDGERS, ledger.order_id, row)
         else:
             await self._session.execute(_SAVE_LEDGER, _ledger_row(ledger, now))
 
@@ -198,7 +198,9 @@ class ReturnsRepository:
         else:  # not read in this batch: the row may exist with an earlier created_at
             created = await self._session.scalar(_CREATED_AT, {"b_id": return_id}) or now
         cache.put_request(return_id, _Request(created, request.order_id, request))
-        cache.held.hold(self._session, _SAVE_RETURN, return_id, partial(_return_row, request, now))
+        cache.held.hold(
+            self._session, _SAVE_RETURNS, return_id, partial(_return_row, request, now)
+        )
 
 
 # Statements built once and run with parameters: building an upsert (its `excluded` alias)
@@ -230,6 +232,40 @@ _SAVE_RETURN = document_upsert(
 )
 _CREATED_AT = select(tables.return_requests.c.created_at).where(
     tables.return_requests.c.return_id == bindparam("b_id")
+)
+
+
+# A batch's held rows, one statement per table with the rows as one JSON parameter (the
+# documents embedded as the text they were serialised to); the same columns and conflicts.
+_SAVE_ORDERS = JsonRowsWrite(
+    json_upsert(
+        tables.orders,
+        ("order_id", "customer_id", "state", "updated_at"),
+        key="order_id",
+        update=("state", "updated_at"),
+    ),
+    documents=("state",),
+)
+_RECORD_OUTBOUND_SIGNATURES = JsonRowsWrite(
+    json_upsert(tables.outbound_signatures, ("order_id", "signed_at"), key="order_id", update=())
+)
+_SAVE_LEDGERS = JsonRowsWrite(
+    json_upsert(
+        tables.order_ledgers,
+        ("order_id", "state", "updated_at"),
+        key="order_id",
+        update=("state", "updated_at"),
+    ),
+    documents=("state",),
+)
+_SAVE_RETURNS = JsonRowsWrite(
+    json_upsert(
+        tables.return_requests,
+        ("return_id", "order_id", "status", "state", "created_at", "updated_at"),
+        key="return_id",
+        update=("status", "state", "updated_at"),
+    ),
+    documents=("state",),
 )
 
 

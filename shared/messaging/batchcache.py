@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.contracts import CloudEvent
 from shared.db import pending_writes
 from shared.messaging.consumer import BATCH_EVENTS
+from shared.upserts import JsonRowsWrite
 
 C = TypeVar("C")
 Row = dict[str, Any]
@@ -34,7 +35,9 @@ class HeldRows:
     under `name`), one statement each however many rows: statement -> {row key: parameters},
     a later row of the same key replacing the earlier one (the last state is written). A row
     may be given as a function that makes it, called at flush: an aggregate saved by several
-    events of the batch is then serialised once, in its last state."""
+    events of the batch is then serialised once, in its last state. A `JsonRowsWrite`
+    statement gets its rows as one JSON array parameter, any other one as a parameter set
+    each (executemany)."""
 
     def __init__(self, name: str) -> None:
         self._name = name
@@ -50,7 +53,10 @@ class HeldRows:
         changed, self._changed = self._changed, {}
         for statement, rows in changed.items():
             made = [row() if callable(row) else row for row in rows.values()]
-            await session.execute(statement, made)
+            if isinstance(statement, JsonRowsWrite):
+                await session.execute(statement.statement, statement.parameters(made))
+            else:
+                await session.execute(statement, made)
 
 
 async def write_row(

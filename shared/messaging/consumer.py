@@ -160,7 +160,7 @@ class EventProcessor:
             for (_, item), outcome in zip(items[: len(outcomes)], outcomes, strict=True)
         )
         for (event_type, outcome), n in counted.items():  # a label lookup per kind, not per event
-            metrics.EVENTS.labels(self.service, event_type, outcome).inc(n)
+            metrics.labelled(metrics.EVENTS, self.service, event_type, outcome).inc(n)
         self._on_committed()
         if len(outcomes) < len(items):
             raise BatchCut(len(outcomes), len(items))
@@ -474,7 +474,7 @@ class EventProcessor:
             discriminator=deterministic_id(reason),
         )
         if ctx.is_new(letter):  # a record fetched again after its commit: counted once
-            ctx.count(metrics.DEAD_LETTERS.labels(self.service, reason))
+            ctx.count(metrics.labelled(metrics.DEAD_LETTERS, self.service, reason))
         uow.after_commit(*ctx.on_commit)
         log.warning(
             "event dead-lettered",

@@ -139,7 +139,10 @@ async def carry_out(ctx: HandlerContext, effect: Effect) -> None:
                 customer_id=effect.customer_id,
             )
         )
-        counts: Counts = ((metrics.SLA_BREACHES.labels(ctx.service, effect.sla), 1), *effect.counts)
+        counts: Counts = (
+            (metrics.labelled(metrics.SLA_BREACHES, ctx.service, effect.sla), 1),
+            *effect.counts,
+        )
         await carry_out(
             ctx,
             Emit(
@@ -227,8 +230,8 @@ def refund_request(
         )
     )
     counts: Counts = (
-        (metrics.REFUND_REQUESTS.labels(service, case.type), 1),
-        (metrics.REFUND_REQUESTED_AMOUNT.labels(service, currency), amount),
+        (metrics.labelled(metrics.REFUND_REQUESTS, service, case.type), 1),
+        (metrics.labelled(metrics.REFUND_REQUESTED_AMOUNT, service, currency), amount),
     )
     return Emit(
         REFUND_REQUESTED,

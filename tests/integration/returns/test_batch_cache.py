@@ -5,12 +5,14 @@ reads must not grow with the batch."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta, timezone
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from aftersales_dev.events import unique
-from services.returns import handlers
+from services.returns import handlers, repository, tables
 from tests.harness import statements_by_kind
 
 from .helpers import (
@@ -233,3 +235,63 @@ async def test_a_handler_failing_after_changing_a_request_leaves_none_of_its_cha
     assert ledger["return_shipping_settled"] == [] and ledger["return_shipping_refunded"] == 0
     assert [e.data["amount"] for e in await svc.outbox(o, "refund.requested")] == [12950]
     assert [e.data["amount"] for e in await svc.outbox(other_o, "refund.requested")] == [6000]
+
+
+async def rows(svc: ReturnsService, o: str, names: dict[str, str]) -> dict[str, list[str]]:
+    """Every column of the order's rows in each returns table, ids replaced by their roles."""
+    out = {}
+    async with svc.engine.connect() as conn:
+        for table in (
+            tables.orders,
+            tables.order_ledgers,
+            tables.outbound_signatures,
+            tables.return_requests,
+        ):
+            found = (await conn.execute(select(table).where(table.c.order_id == o))).all()
+            text = [repr(sorted(row._asdict().items())) for row in found]
+            for real, role in [*names.items(), (o, "o")]:
+                text = [t.replace(real, role) for t in text]
+            out[table.name] = sorted(text)
+    return out
+
+
+async def test_rows_written_at_commit_are_those_written_one_statement_each(
+    svc: ReturnsService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch's rows go as one JSON parameter per table: every column is what a save outside
+    a batch (one statement each) writes, created_at kept and updated_at moved by a later
+    batch, the first outbound signature kept, instants exact (an offset, microseconds)."""
+    signed = (T0 - 3 * D + timedelta(microseconds=123456)).astimezone(
+        timezone(timedelta(hours=8))
+    )
+
+    def flow(o: str, r: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        first = [
+            order_paid(o, at=T0 - 5 * D, lines=[paid_line("L1", quantity=3, paid=9000)]),
+            outbound_signed(o, at=signed),
+            return_requested(o, r, at=T0 - 2 * D, lines={"L1": 2}),
+        ]
+        return first, [outbound_signed(o, at=signed + H), return_signed(o, r, at=T0 - D)]
+
+    async def run(o: str, r: str) -> None:
+        first, later = flow(o, r)
+        svc.clock.set(T0)
+        await svc.feed(*first)
+        svc.clock.set(T0 + H + timedelta(microseconds=7))
+        await svc.feed(*later)
+
+    batched, alone = (unique("O"), unique("R")), (unique("O"), unique("R"))
+    await run(*batched)
+    with monkeypatch.context() as patch:
+
+        async def no_cache(*_: Any) -> None:
+            return None
+
+        patch.setattr(repository, "batch_cache", no_cache)
+        await run(*alone)
+
+    got = await rows(svc, batched[0], {batched[1]: "r"})
+    assert got == await rows(svc, alone[0], {alone[1]: "r"})
+    assert all(len(found) == 1 for found in got.values())
+    [request] = (await svc.outbox(batched[0], "refund.requested"))
+    assert request.data["amount"] == 6000
