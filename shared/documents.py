@@ -12,6 +12,9 @@ that does not validate, is a `DocumentError` with a one-line message naming the 
 `dump_json` / `load_json` are the same documents as compact JSON text, for the stores that bind
 and read them as text: orjson writes the dataclass in one pass, with no dict in between.
 
+An aggregate stored whole derives from `Stored`: its `to_dict` / `to_json` / `from_dict` /
+`from_json` go through the `DocumentType` made for its class, which registers itself there.
+
 Changing a stored layout: bump `version`, add the upcaster from the previous version, keep a
 fixture of the old layout under tests/fixtures/documents (docs/decisions.md, "Documents").
 """
@@ -22,12 +25,19 @@ from collections.abc import Callable, Mapping
 from datetime import date, datetime
 from enum import Enum
 from functools import cached_property
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Self, TypeVar
 
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
-__all__ = ["VERSION_KEY", "DocumentError", "DocumentType", "Upcaster", "require_aware_fields"]
+__all__ = [
+    "VERSION_KEY",
+    "DocumentError",
+    "DocumentType",
+    "Stored",
+    "Upcaster",
+    "require_aware_fields",
+]
 
 T = TypeVar("T")
 
@@ -59,6 +69,28 @@ class DocumentError(ValueError):
     """A stored document this code cannot read."""
 
 
+class Stored:
+    """An aggregate stored as one document, through the `DocumentType` of its class."""
+
+    _document: ClassVar[DocumentType[Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return self._document.dump(self)
+
+    def to_json(self) -> str:
+        return self._document.dump_json(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        loaded: Self = cls._document.load(data)
+        return loaded
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Self:
+        loaded: Self = cls._document.load_json(text)
+        return loaded
+
+
 class DocumentType(Generic[T]):
     """One kind of stored document: its name, its dataclass, its version and its upcasters.
 
@@ -83,6 +115,8 @@ class DocumentType(Generic[T]):
         self.model = model
         self.version = version
         self._upcasters = steps
+        if isinstance(model, type) and issubclass(model, Stored):
+            model._document = self
 
     @cached_property
     def _adapter(self) -> TypeAdapter[T]:

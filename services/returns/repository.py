@@ -198,9 +198,7 @@ class ReturnsRepository:
         else:  # not read in this batch: the row may exist with an earlier created_at
             created = await self._session.scalar(_CREATED_AT, {"b_id": return_id}) or now
         cache.put_request(return_id, _Request(created, request.order_id, request))
-        cache.held.hold(
-            self._session, _SAVE_RETURNS, return_id, partial(_return_row, request, now)
-        )
+        cache.held.hold(self._session, _SAVE_RETURNS, return_id, partial(_return_row, request, now))
 
 
 # Statements built once and run with parameters: building an upsert (its `excluded` alias)

@@ -9,13 +9,11 @@ Amounts of different currencies are never added up.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from shared.clock import require_aware
-from shared.documents import DocumentType
+from shared.documents import DocumentType, Stored
 from shared.policy import ComplaintsPolicy
 
 
@@ -31,7 +29,7 @@ class Grant:
 
 
 @dataclass
-class CompensationBudget:
+class CompensationBudget(Stored):
     customer_id: str
     grants: list[Grant] = field(default_factory=list)
 
@@ -74,20 +72,6 @@ class CompensationBudget:
         self.grants = [g for g in self.grants if g.granted_at > horizon]
         self.grants.append(Grant(complaint_id, value, currency, granted_at))
         return True
-
-    def to_dict(self) -> dict[str, Any]:
-        return BUDGET_DOCUMENT.dump(self)
-
-    def to_json(self) -> str:
-        return BUDGET_DOCUMENT.dump_json(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> CompensationBudget:
-        return BUDGET_DOCUMENT.load(data)
-
-    @classmethod
-    def from_json(cls, text: str) -> CompensationBudget:
-        return BUDGET_DOCUMENT.load_json(text)
 
 
 BUDGET_DOCUMENT = DocumentType("complaints.compensation_budget", CompensationBudget)

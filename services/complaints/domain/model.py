@@ -12,7 +12,6 @@ versioned document (shared.documents, `COMPLAINT_DOCUMENT`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -44,7 +43,7 @@ from services.complaints.domain.rules import (
 )
 from shared.catchup import judge_at
 from shared.clock import instant_to_json, require_aware
-from shared.documents import DocumentType, require_aware_fields
+from shared.documents import DocumentType, Stored, require_aware_fields
 from shared.policy import ComplaintsPolicy
 from shared.timers import cancel_timers, set_timer
 
@@ -63,7 +62,7 @@ class LowScore:
 
 
 @dataclass
-class Complaint(Compensating):
+class Complaint(Compensating, Stored):
     """One complaint, from whichever of its events arrived first.
 
     Before complaint.opened arrives (status NEW) a response or a resolution is kept and applied
@@ -410,20 +409,6 @@ class Complaint(Compensating):
 
     def __post_init__(self) -> None:
         require_aware_fields(self, *_INSTANTS)
-
-    def to_dict(self) -> dict[str, Any]:
-        return COMPLAINT_DOCUMENT.dump(self)
-
-    def to_json(self) -> str:
-        return COMPLAINT_DOCUMENT.dump_json(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Complaint:
-        return COMPLAINT_DOCUMENT.load(data)
-
-    @classmethod
-    def from_json(cls, text: str) -> Complaint:
-        return COMPLAINT_DOCUMENT.load_json(text)
 
 
 _INSTANTS = (

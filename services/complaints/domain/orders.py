@@ -7,7 +7,6 @@ cancelled) and the once-per-order late-shipment penalty.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,7 +28,7 @@ from services.complaints.domain.rules import (
 )
 from shared.catchup import judge_at
 from shared.clock import instant_to_json, require_aware
-from shared.documents import DocumentType, require_aware_fields
+from shared.documents import DocumentType, Stored, require_aware_fields
 from shared.policy import ComplaintsPolicy
 from shared.timers import cancel_timers, set_timer
 
@@ -105,7 +104,7 @@ class LatePenalty:
 
 
 @dataclass
-class ShopOrder:
+class ShopOrder(Stored):
     """One order: its facts once paid, shipment and cancellation, the late-shipment watch.
 
     Any of order.paid, order.shipped and order.cancelled may come first; what is known is kept
@@ -296,20 +295,6 @@ class ShopOrder:
 
     def __post_init__(self) -> None:
         require_aware_fields(self, "ship_by", "shipped_at", "cancelled_at", "timers")
-
-    def to_dict(self) -> dict[str, Any]:
-        return SHOP_ORDER_DOCUMENT.dump(self)
-
-    def to_json(self) -> str:
-        return SHOP_ORDER_DOCUMENT.dump_json(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ShopOrder:
-        return SHOP_ORDER_DOCUMENT.load(data)
-
-    @classmethod
-    def from_json(cls, text: str) -> ShopOrder:
-        return SHOP_ORDER_DOCUMENT.load_json(text)
 
 
 SHOP_ORDER_DOCUMENT = DocumentType("complaints.shop_order", ShopOrder)

@@ -7,7 +7,7 @@ A callback is stored as one document through shared.documents (`CALLBACK_DOCUMEN
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,7 +29,7 @@ from services.followup.domain.rules import (
     CaseType,
 )
 from services.followup.domain.timing import Window, case_window, next_allowed, send_slot, utc
-from shared.documents import DocumentType, require_aware_fields
+from shared.documents import DocumentType, Stored, require_aware_fields
 from shared.policy import Policy
 
 
@@ -85,7 +85,7 @@ class Case:
 
 
 @dataclass
-class Callback:
+class Callback(Stored):
     callback_id: str
     customer_id: str
     cases: list[Case]
@@ -218,13 +218,6 @@ class Callback:
 
     def __post_init__(self) -> None:
         require_aware_fields(self, "due_at", "deadline", "sent_at", "answer_by", "answered_at")
-
-    def to_dict(self) -> dict[str, Any]:
-        return CALLBACK_DOCUMENT.dump(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Callback:
-        return CALLBACK_DOCUMENT.load(data)
 
 
 def _v1_case_ids(data: dict[str, Any]) -> dict[str, Any]:

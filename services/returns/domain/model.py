@@ -43,7 +43,7 @@ from services.returns.domain.vocabulary import (
 from services.returns.domain.waiting import WAITING_FOR_DELIVERY
 from services.returns.domain.wording import MessageFacts
 from shared.clock import require_aware
-from shared.documents import DocumentType, require_aware_fields
+from shared.documents import DocumentType, Stored, require_aware_fields
 from shared.policy import Policy
 
 __all__ = ["RETURN_REQUEST_DOCUMENT", "ReturnRequest"]
@@ -62,7 +62,7 @@ _INSTANTS = (
 
 
 @dataclass
-class ReturnRequest(Decisions):
+class ReturnRequest(Decisions, Stored):
     """One return or exchange request and everything that happened to it.
 
     A request can exist before return.requested arrives (`ReturnRequest.new`): facts that come
@@ -365,20 +365,6 @@ class ReturnRequest(Decisions):
         return [decided, *self._cancel_timers()]
 
     # --- persistence ----------------------------------------------------------------------
-
-    def to_dict(self) -> dict[str, Any]:
-        return RETURN_REQUEST_DOCUMENT.dump(self)
-
-    def to_json(self) -> str:
-        return RETURN_REQUEST_DOCUMENT.dump_json(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ReturnRequest:
-        return RETURN_REQUEST_DOCUMENT.load(data)
-
-    @classmethod
-    def from_json(cls, text: str) -> ReturnRequest:
-        return RETURN_REQUEST_DOCUMENT.load_json(text)
 
 
 def _v1_breakdowns(data: dict[str, Any]) -> dict[str, Any]:

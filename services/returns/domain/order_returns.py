@@ -10,16 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from services.returns.domain.values import Order, RefundCalculation
-from shared.documents import DocumentType
+from shared.documents import DocumentType, Stored
 
 __all__ = ["ORDER_LEDGER_DOCUMENT", "OrderLedger", "OrderReturns"]
 
 
 @dataclass
-class OrderLedger:
+class OrderLedger(Stored):
     """What an order's returns have taken back so far, and which units open returns claim.
 
     Changed only by ReturnRequest methods: `reserve` on approval, `settle` on completion,
@@ -85,20 +84,6 @@ class OrderLedger:
         self.return_shipping_refunded += amount
         self.return_shipping_settled.append(return_id)
         return True
-
-    def to_dict(self) -> dict[str, Any]:
-        return ORDER_LEDGER_DOCUMENT.dump(self)
-
-    def to_json(self) -> str:
-        return ORDER_LEDGER_DOCUMENT.dump_json(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> OrderLedger:
-        return ORDER_LEDGER_DOCUMENT.load(data)
-
-    @classmethod
-    def from_json(cls, text: str) -> OrderLedger:
-        return ORDER_LEDGER_DOCUMENT.load_json(text)
 
 
 @dataclass

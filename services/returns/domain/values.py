@@ -10,7 +10,7 @@ from typing import Any
 
 from services.returns.domain.vocabulary import Payer
 from shared.clock import require_aware
-from shared.documents import DocumentType
+from shared.documents import DocumentType, Stored
 
 __all__ = [
     "ORDER_DOCUMENT",
@@ -48,7 +48,7 @@ class OrderLine:
 
 
 @dataclass(frozen=True)
-class Order:
+class Order(Stored):
     """An order from order.paid, plus the outbound signature and cancellation seen since."""
 
     order_id: str
@@ -101,20 +101,6 @@ class Order:
             return self
         return replace(self, outbound_signed_at=signed_at)
 
-    def to_dict(self) -> dict[str, Any]:
-        return ORDER_DOCUMENT.dump(self)
-
-    def to_json(self) -> str:
-        return ORDER_DOCUMENT.dump_json(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Order:
-        return ORDER_DOCUMENT.load(data)
-
-    @classmethod
-    def from_json(cls, text: str) -> Order:
-        return ORDER_DOCUMENT.load_json(text)
-
 
 @dataclass(frozen=True)
 class Inspection:
@@ -128,7 +114,7 @@ class Inspection:
 
 
 @dataclass(frozen=True)
-class RefundCalculation:
+class RefundCalculation(Stored):
     """One refund: the signed breakdown, which always sums exactly to `amount` (never negative).
 
     `goods_units` / `gift_units` are what this refund takes back per line and `goods_by_line`
@@ -157,13 +143,6 @@ class RefundCalculation:
             raise ValueError("a refund is never negative")
         if sum(amount for _, amount in self.breakdown) != self.amount:
             raise ValueError("the breakdown must sum to the amount")
-
-    def to_dict(self) -> dict[str, Any]:
-        return REFUND_CALCULATION_DOCUMENT.dump(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> RefundCalculation:
-        return REFUND_CALCULATION_DOCUMENT.load(data)
 
 
 # --- documents --------------------------------------------------------------------------------
