@@ -228,7 +228,11 @@ class NotifierHandlers:
         try:
             self.renderer.check(template, params)
         except TemplateProblem as exc:
-            metrics.NOTIFICATIONS.labels(SERVICE, "(invalid)", exc.reason).inc()
+            # Counted when the transaction commits (its dead letter), not now: a batch applied
+            # together first is rolled back by this refusal and applied again event by event,
+            # which refuses the request once more.
+            invalid = metrics.NOTIFICATIONS.labels(SERVICE, "(invalid)", exc.reason)
+            ctx.uow.after_commit(invalid.inc)
             raise Rejected(exc.reason, exc.detail) from None
         repo = DeliveryRepository(ctx.session)
         created = await repo.add(

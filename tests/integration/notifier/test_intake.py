@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from prometheus_client import REGISTRY
+
 from services.notifier import tables
 
 
@@ -140,3 +142,16 @@ async def test_a_coupon_is_told_once_by_the_complaints_service_without_waiting(
     assert await h.dead_letters_topic() == []
     assert await h.advance(seconds=60) == 0
     assert len(gateway.received()) == 1
+
+
+async def test_a_template_problem_is_counted_once(sms_harness: Any, kit: Any) -> None:
+    # The batch is applied together first; the rejected request sends it the event-by-event
+    # way, which rejects it again: the refusal is counted once, when its dead letter commits.
+    h = sms_harness
+    customer = kit.uid("C")
+    unknown = kit.requested(customer, "complaint.teleported", {"complaint_id": "K1"})
+    labels = {"service": "notifier", "template": "(invalid)", "outcome": "unknown_template"}
+    before = REGISTRY.get_sample_value("aftersales_notifications_total", labels) or 0.0
+    await h.consume(kit.order_paid(customer), unknown)
+    after = REGISTRY.get_sample_value("aftersales_notifications_total", labels) or 0.0
+    assert after - before == 1
