@@ -318,7 +318,8 @@ _ORDER_OF_COMPLAINT = select(_C.c.order_id).where(_C.c.complaint_id == bindparam
 _COMPLAINTS_OF_ORDER = (
     select(_C.c.state)
     .where(_C.c.order_id == bindparam("b_id"))
-    .order_by(_C.c.created_at, _C.c.complaint_id)
+    # Ids in byte order, as the batch cache sorts them, whatever the database's collation.
+    .order_by(_C.c.created_at, _C.c.complaint_id.collate("C"))
 )
 _SAVE_COMPLAINT = document_upsert(
     _C, key="complaint_id", update=("customer_id", "status", "state", "updated_at")

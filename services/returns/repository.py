@@ -223,7 +223,9 @@ _RETURN_REQUEST = select(tables.return_requests.c.state).where(
 _RETURNS_OF_ORDER = (
     select(tables.return_requests.c.state)
     .where(tables.return_requests.c.order_id == bindparam("b_id"))
-    .order_by(tables.return_requests.c.created_at, tables.return_requests.c.return_id)
+    # Ids in byte order, as the batch cache sorts them (Python's), whatever the database's
+    # collation: competing requests are reassessed in the same order on both paths.
+    .order_by(tables.return_requests.c.created_at, tables.return_requests.c.return_id.collate("C"))
 )
 _SAVE_RETURN = document_upsert(
     tables.return_requests, key="return_id", update=("status", "state", "updated_at")
