@@ -136,10 +136,13 @@ async def unfinished_notifications(
     conn: asyncpg.Connection, run_id: str, horizon: datetime
 ) -> tuple[int, int]:
     """Notifications of the run neither sent nor given up yet: (those due before `horizon` or
-    in flight, those whose next attempt - the live deliver timer - is due at or after it)."""
+    being sent, those whose next attempt - the live deliver timer - is due at or after it). A
+    send in progress has a live timer too, its recovery `SEND_LEASE` later: still unfinished."""
     row = await conn.fetchrow(
-        """SELECT count(*) FILTER (WHERE t.due_at IS NULL OR t.due_at < $3) AS due,
-                  count(*) FILTER (WHERE t.due_at >= $3) AS deferred
+        """SELECT count(*) FILTER (WHERE t.due_at IS NULL OR t.due_at < $3
+                                   OR d.defer_reason = 'sending') AS due,
+                  count(*) FILTER (WHERE t.due_at >= $3
+                                   AND d.defer_reason IS DISTINCT FROM 'sending') AS deferred
            FROM notifier.deliveries d
            LEFT JOIN notifier.timers t
              ON t.kind = 'deliver' AND t.ref = d.delivery_id || '#' || d.timer_seq

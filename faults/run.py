@@ -191,7 +191,7 @@ async def main_async(args: argparse.Namespace) -> int:
             # Stopped (gracefully: the outbox drained) before the reconciliation: the notifier
             # is still working off its backlog, and what it sends while the topics and the
             # database are read would be in one and not yet in the other.
-            stopped = datetime.now(UTC)  # no timer fires after this
+            stopped = datetime.now(UTC)  # when the services are told to stop
             for instance in instances:
                 await asyncio.to_thread(instance.terminate)
             t3 = time.monotonic()

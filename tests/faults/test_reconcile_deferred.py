@@ -34,20 +34,28 @@ async def notifier_db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
 
 
 async def scheduled(
-    conn: asyncpg.Connection, delivery_id: str, seq: int, timer_due: datetime, *, fired: bool
+    conn: asyncpg.Connection,
+    delivery_id: str,
+    seq: int,
+    timer_due: datetime,
+    *,
+    fired: bool,
+    sending: bool = False,
 ) -> None:
-    """A notification neither sent nor given up, its timer `<id>#<seq>` due at `timer_due`."""
+    """A notification neither sent nor given up, its timer `<id>#<seq>` due at `timer_due`
+    (`sending`: an attempt claimed, its outcome not recorded yet, the timer its recovery)."""
     now = datetime.now(UTC)
     await conn.execute(
         """INSERT INTO notifier.deliveries (delivery_id, source_event_id, source_type,
              customer_id, order_id, template, urgent, status, attempts, timer_seq,
-             next_attempt_at, requested_at)
+             next_attempt_at, defer_reason, requested_at)
            VALUES ($1, $1, 'return.rejected', 'C1', $2, 'return.rejected', false,
-                   'scheduled', 2, $3, $4, $5)""",
+                   'scheduled', 2, $3, $4, $5, $6)""",
         delivery_id,
         f"{RUN}-{delivery_id}",
         seq,
         timer_due,
+        "sending" if sending else None,
         now,
     )
     await conn.execute(
@@ -78,6 +86,10 @@ async def test_a_notification_retried_after_the_wait_is_deferred_one_due_before_
     )
 
     assert await unfinished_notifications(conn, RUN, horizon) == (2, 1)
+    # being sent, its recovery timer due after the end of the wait: the wait goes on
+    await scheduled(conn, "sending", 4, horizon + timedelta(seconds=25), fired=False, sending=True)
+    assert await unfinished_notifications(conn, RUN, horizon) == (3, 1)
+    await conn.execute("DELETE FROM notifier.deliveries WHERE delivery_id = 'sending'")
 
     f = Findings()
     await check_notifications(f, conn, {}, RUN, None, horizon)
