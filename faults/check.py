@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -17,7 +18,14 @@ from .check_cases import check_callbacks, check_ledgers, check_notifications
 from .findings import Findings, ours
 from .flows import ExpectedRefund, Flow
 from .gateway import DeliveryGateway
-from .progress import Published, ServiceInfo, expected_timers, inbox_ids, live_timers
+from .progress import (
+    TIMER_MARGIN,
+    Published,
+    ServiceInfo,
+    expected_timers,
+    inbox_ids,
+    live_timers,
+)
 
 # --- the reconciliation -----------------------------------------------------------------------
 
@@ -37,8 +45,13 @@ async def reconcile(
     services: Sequence[ServiceInfo],
     flows: Sequence[Flow],
     published: Published,
+    horizon: datetime,
+    stopped: datetime,
     gateway: DeliveryGateway | None = None,
 ) -> Findings:
+    """`horizon`: the end of the wait for quiet (what comes due after it is deferred, not a
+    failure); `stopped`: when the services were told to stop (a timer due shortly before it
+    may not have fired yet)."""
     f = Findings()
     c = f.counts
     messages = published.messages
@@ -152,7 +165,7 @@ async def reconcile(
         # 5. returns' final states (those awaiting a catch-up timer are not final yet)
         await _check_returns(f, conn, flows, deferred)
         # 6. timers
-        await _check_timers(f, conn, services, flows)
+        await _check_timers(f, conn, services, flows, stopped - TIMER_MARGIN)
         # 7. the refund ledger's invariants, order by order
         if any(s.name == "refunds" for s in services):
             await check_ledgers(f, conn, by_id, run_id, flows)
@@ -161,7 +174,7 @@ async def reconcile(
             await check_callbacks(f, conn, by_id, run_id, valid)
         # 9. every notification sent once or given up, none twice
         if any(s.name == "notifier" for s in services):
-            await check_notifications(f, conn, by_id, run_id, gateway)
+            await check_notifications(f, conn, by_id, run_id, gateway, horizon)
     finally:
         await conn.close()
     return f
@@ -289,17 +302,24 @@ async def _check_returns(
 
 
 async def _check_timers(
-    f: Findings, conn: asyncpg.Connection, services: Sequence[ServiceInfo], flows: Sequence[Flow]
+    f: Findings,
+    conn: asyncpg.Connection,
+    services: Sequence[ServiceInfo],
+    flows: Sequence[Flow],
+    overdue: datetime,
 ) -> None:
+    """Every timer due by `overdue` (some margin before the services stopped: the scheduler
+    polls, then claims) has fired, none failed in its handler."""
     c = f.counts
     for s in services:
         rows = await conn.fetch(
             f"""SELECT kind,
                   count(*) FILTER (WHERE fired_at IS NOT NULL) AS fired,
                   count(*) FILTER (WHERE fired_at IS NULL AND cancelled_at IS NULL
-                                   AND due_at <= now()) AS due_unfired,
+                                   AND due_at <= $1) AS due_unfired,
                   count(*) FILTER (WHERE attempts > 0) AS failed
-                FROM "{s.schema}".timers GROUP BY kind ORDER BY kind"""  # noqa: S608
+                FROM "{s.schema}".timers GROUP BY kind ORDER BY kind""",  # noqa: S608
+            overdue,
         )
         for r in rows:
             c[f"{s.name} timers fired: {r['kind']}"] = r["fired"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -174,15 +175,21 @@ async def check_notifications(
     by_id: Mapping[str, Mapping[str, Any]],
     run_id: str,
     gateway: DeliveryGateway | None,
+    horizon: datetime,
 ) -> None:
     """Every notification of the run ends sent (its `notification.sent` once, the gateway
     holding it) or given up (`notification.failed` once, a dead-letter record), never both,
     never twice; none is left unfinished (the run waits for the notifier too, whose retries it
-    makes seconds apart)."""
+    makes seconds apart), but one whose next attempt (its live deliver timer) is due at or
+    after `horizon`, the end of the wait, is deferred, as a timer the flows wait for is."""
     rows = await conn.fetch(
-        """SELECT d.delivery_id, d.status, d.next_attempt_at,
+        """SELECT d.delivery_id, d.status, d.next_attempt_at, t.due_at AS timer_due,
                   x.delivery_id IS NOT NULL AS dead_lettered
-           FROM notifier.deliveries d LEFT JOIN notifier.dead_letters x USING (delivery_id)
+           FROM notifier.deliveries d
+           LEFT JOIN notifier.dead_letters x USING (delivery_id)
+           LEFT JOIN notifier.timers t
+             ON t.kind = 'deliver' AND t.ref = d.delivery_id || '#' || d.timer_seq
+            AND t.fired_at IS NULL AND t.cancelled_at IS NULL
            WHERE d.order_id LIKE $1""",
         run_id + "%",
     )
@@ -193,6 +200,7 @@ async def check_notifications(
     status = Counter(r["status"] for r in rows)
     wrong: list[str] = []
     waiting: list[Any] = []
+    deferred = 0
     for r in rows:
         told = outcomes.get(r["delivery_id"], Counter())
         if r["status"] == "sent":
@@ -205,14 +213,17 @@ async def check_notifications(
                 wrong.append(f"{r['delivery_id']} failed, told {dict(told)}")
         elif told:
             wrong.append(f"{r['delivery_id']} {r['status']}, told {dict(told)}")
+        elif r["timer_due"] is not None and r["timer_due"] >= horizon:
+            deferred += 1  # its next attempt comes after the wait
         else:
-            waiting.append(r["next_attempt_at"])  # a later attempt, or not sent yet
+            waiting.append(r["next_attempt_at"])  # due before the end of the wait, or in flight
     unknown = sorted(set(outcomes) - {r["delivery_id"] for r in rows})
     c = f.counts
     c["notifications"] = len(rows)
     c["notifications sent"] = status["sent"]
     c["notifications given up (dead-lettered)"] = status["failed"]
     c["notifications unfinished (neither sent nor given up)"] = len(waiting)
+    c["notifications deferred by a retry due after the wait (not failures)"] = deferred
     c["notifications with a wrong or repeated outcome"] = len(wrong)
     if gateway is not None:
         c["gateway: 503 answers"] = gateway.refused

@@ -9,6 +9,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -19,6 +20,14 @@ from aftersales_dev.devenv import plain_dsn
 
 from .flows import Flow, Message
 from .infra import Infra, say
+
+# After the wait's deadline, what came due just before it (a timer, a notification's retry) has
+# this long to finish; nothing due after the deadline (the horizon) is waited for.
+SETTLE_GRACE = 30.0
+# A timer is overdue (not fired) only when it was due this long before the services stopped:
+# the scheduler's poll interval (ServiceRuntime's timer_poll_interval, 1 s) and its claiming
+# transaction.
+TIMER_MARGIN = timedelta(seconds=1.0 + 2.0)
 
 
 @dataclass(frozen=True)
@@ -123,15 +132,27 @@ async def db_progress(conn: asyncpg.Connection, service: ServiceInfo) -> dict[st
     return dict(row)
 
 
-async def unfinished_notifications(conn: asyncpg.Connection, run_id: str) -> int:
-    """Notifications of the run neither sent nor given up yet (due, retrying or in flight)."""
-    return int(
-        await conn.fetchval(
-            "SELECT count(*) FROM notifier.deliveries WHERE order_id LIKE $1 AND status = $2",
-            run_id + "%",
-            "scheduled",
-        )
+async def unfinished_notifications(
+    conn: asyncpg.Connection, run_id: str, horizon: datetime
+) -> tuple[int, int]:
+    """Notifications of the run neither sent nor given up yet: (those due before `horizon` or
+    being sent, those whose next attempt - the live deliver timer - is due at or after it). A
+    send in progress has a live timer too, its recovery `SEND_LEASE` later: still unfinished."""
+    row = await conn.fetchrow(
+        """SELECT count(*) FILTER (WHERE t.due_at IS NULL OR t.due_at < $3
+                                   OR d.defer_reason = 'sending') AS due,
+                  count(*) FILTER (WHERE t.due_at >= $3
+                                   AND d.defer_reason IS DISTINCT FROM 'sending') AS deferred
+           FROM notifier.deliveries d
+           LEFT JOIN notifier.timers t
+             ON t.kind = 'deliver' AND t.ref = d.delivery_id || '#' || d.timer_seq
+            AND t.fired_at IS NULL AND t.cancelled_at IS NULL
+           WHERE d.order_id LIKE $1 AND d.status = $2""",
+        run_id + "%",
+        "scheduled",
+        horizon,
     )
+    return int(row["due"]), int(row["deferred"])
 
 
 async def inbox_ids(conn: asyncpg.Connection, service: ServiceInfo, prefix: str) -> set[str]:
@@ -176,9 +197,14 @@ async def wait_quiet(
     published: Published,
     run_id: str,
     deadline: float,
+    horizon: datetime,
 ) -> tuple[bool, dict[str, int]]:
     """Until every input is in an inbox or dead-lettered, the outboxes are empty, the consumer
-    groups have no lag and no timer is due (and the timers the flows wait for have fired)."""
+    groups have no lag and no timer is due (and the timers the flows wait for have fired, and
+    every notification is sent or given up), twice in a row. A timer the flows wait for, or a
+    notification's next attempt, due at or after `horizon` (the wall-clock time of `deadline`)
+    is deferred, not waited for; what came due before it has SETTLE_GRACE seconds past the
+    deadline to finish."""
     dsn = plain_dsn(infra.database_url)
     ends = published.ends()
     expected_inputs = {
@@ -203,17 +229,16 @@ async def wait_quiet(
                     state[f"{s.name} outbox"] = progress["outbox"]
                     state[f"{s.name} due timers"] = progress["due_timers"]
                     if s.name == "notifier":
-                        unfinished = await unfinished_notifications(conn, run_id)
+                        unfinished, _ = await unfinished_notifications(conn, run_id, horizon)
                         state["notifier unfinished notifications"] = unfinished
                     inbox = await inbox_ids(conn, s, run_id)
                     state[f"{s.name} unprocessed"] = len(expected_inputs[s.name] - inbox)
                     state[f"{s.name} lag"] = await lag(infra.bootstrap, s, ends)
-                # timers the flows wait for, unless due after the deadline (deferred)
-                horizon = time.time() + (deadline - time.monotonic())
+                # timers the flows wait for, unless due after the horizon (deferred)
                 for schema, refs in timers.items():
                     live = await live_timers(conn, schema, refs)
                     state[f"{schema} awaited timers"] = sum(
-                        1 for _, _, due in live if due.timestamp() < horizon
+                        1 for _, _, due in live if due < horizon
                     )
             finally:
                 await conn.close()
@@ -229,6 +254,6 @@ async def wait_quiet(
         except (TimeoutError, OSError, asyncpg.PostgresError, KafkaError) as exc:
             state = {"error": 1}
             say(f"progress check failed: {type(exc).__name__}: {exc}")
-        if time.monotonic() > deadline:
+        if time.monotonic() > deadline + SETTLE_GRACE:
             return False, state
         await asyncio.sleep(2.0)
