@@ -8,18 +8,18 @@ from its JSON text on first use): every handler of the batch works on the same o
 changed ones are serialised, once each in their last state, and written in one statement per
 table when the unit of work commits (`shared.db.pending_writes`). So a handler saves every
 aggregate it changes, on every path that changes it (`ComplaintsHandlers._finish` saves the
-complaint, and the budget and the order whenever compensating changed them; an order event
-saves its order; a review saves the budget): an object changed and not saved would be written
-anyway if another handler saves it, and not otherwise. A handler that fails ends the fast
-path: the transaction and this cache are dropped, changed objects with them, and the consumer
-applies the batch again event by event, without a cache. A copy is kept only of what the
-batch's advisory locks keep every other transaction from changing: an order whose id is one of the
-batch's lock keys, with all its complaints; a complaint whose `complaint:<id>` key is locked
-(its parked scores; while it does not exist, its absence). A buyer's budget is read after the
-buyer's lock, and with it the budgets of the batch's other buyers whose complaints are being
-upheld or reviewed (`locked_budget`: one lock statement and one read for them all). Whatever
-else a handler reaches (a complaint of an order outside the batch, through a low score) is a
-query and a write, as outside a batch (the event-by-event path, timers).
+complaint, and the budget and the order whenever compensating changed them; an order event or
+timer saves its order; a review saves the budget): an object changed and not saved would be
+written anyway if another handler saves it, and not otherwise. A handler that fails ends the
+fast path: the transaction and this cache are dropped, changed objects with them, and the
+consumer applies the batch again event by event, without a cache. A copy is kept only of what
+the batch's advisory locks keep every other transaction from changing: an order whose id is one
+of the batch's lock keys, with all its complaints; a complaint whose `complaint:<id>` key is
+locked (its parked scores; while it does not exist, its absence). A buyer's budget is read
+after the buyer's lock, and with it the budgets of the batch's other buyers whose complaints
+are being upheld or reviewed (`locked_budget`: one lock statement and one read for them all).
+Whatever else a handler reaches (a complaint of an order outside the batch, through a low
+score) is a query and a write, as outside a batch (the event-by-event path, timers).
 """
 
 from __future__ import annotations
