@@ -2,17 +2,24 @@
 
 Within a batch the consumer applies in one transaction (`BATCH_EVENTS` in the session's info),
 what its events name is read in three statements on first use and kept for the rest of the
-transaction (documents as JSON text, so each load is a fresh object): the orders, every
-complaint of those orders and the complaints named by id, and the low scores parked for them.
-A save changes the copy, and the changed rows are written in one statement per table when the
-unit of work commits (`shared.db.pending_writes`). A copy is kept only of what the batch's
-advisory locks keep every other transaction from changing: an order whose id is one of the
-batch's lock keys, with all its complaints; a complaint whose `complaint:<id>` key is locked
-(its parked scores; while it does not exist, its absence). A buyer's budget is read after the
-buyer's lock, and with it the budgets of the batch's other buyers whose complaints are being
-upheld or reviewed (`locked_budget`: one lock statement and one read for them all). Whatever
-else a handler reaches (a complaint of an order outside the batch, through a low score) is a
-query and a write, as outside a batch (the event-by-event path, timers).
+transaction: the orders, every complaint of those orders and the complaints named by id, and
+the low scores parked for them. Orders, complaints and budgets are kept as objects (each read
+from its JSON text on first use): every handler of the batch works on the same one, and the
+changed ones are serialised, once each in their last state, and written in one statement per
+table when the unit of work commits (`shared.db.pending_writes`). So a handler saves every
+aggregate it changes, on every path that changes it (`ComplaintsHandlers._finish` saves the
+complaint, and the budget and the order whenever compensating changed them; an order event or
+timer saves its order; a review saves the budget): an object changed and not saved would be
+written anyway if another handler saves it, and not otherwise. A handler that fails ends the
+fast path: the transaction and this cache are dropped, changed objects with them, and the
+consumer applies the batch again event by event, without a cache. A copy is kept only of what
+the batch's advisory locks keep every other transaction from changing: an order whose id is one
+of the batch's lock keys, with all its complaints; a complaint whose `complaint:<id>` key is
+locked (its parked scores; while it does not exist, its absence). A buyer's budget is read
+after the buyer's lock, and with it the budgets of the batch's other buyers whose complaints
+are being upheld or reviewed (`locked_budget`: one lock statement and one read for them all).
+Whatever else a handler reaches (a complaint of an order outside the batch, through a low
+score) is a query and a write, as outside a batch (the event-by-event path, timers).
 """
 
 from __future__ import annotations
@@ -20,7 +27,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from sqlalchemy import Table, Text, any_, bindparam, cast, delete, or_, select
 from sqlalchemy.dialects.postgresql import ARRAY, Insert, insert
@@ -34,33 +42,81 @@ from services.complaints.domain.rules import Outcome
 from services.complaints.locks import COMPLAINT_LOCK_PREFIX, lock_keys
 from shared.contracts import CloudEvent, CompensationReviewed, ComplaintOpened, ComplaintResolved
 from shared.db import pending_writes
-from shared.messaging.batchcache import HeldRows, batch_cache, write_row
+from shared.documents import Stored
+from shared.messaging.batchcache import HeldRows, batch_cache
 from shared.upserts import document_upsert
 
 _CACHE = "complaints.batch_cache"
 _PARKED = "complaints.parked_low_scores"
 
 Lock = Callable[[Iterable[str]], Awaitable[None]]
+S = TypeVar("S", bound=Stored)
 
 
-@dataclass(frozen=True)
+def _loaded(held: dict[str, S | str | None], key: str, kind: type[S]) -> S | None:
+    """The object `held` keeps under `key`, read from its JSON text on first use."""
+    found = held[key]
+    if isinstance(found, str):
+        found = held[key] = kind.from_json(found)
+    return found
+
+
+def _order_row(order: ShopOrder, now: datetime) -> dict[str, Any]:
+    return {
+        "order_id": order.order_id,
+        "customer_id": None if order.facts is None else order.facts.customer_id,
+        "state": order.to_json(),
+        "updated_at": now,
+    }
+
+
+def _complaint_row(complaint: Complaint, now: datetime) -> dict[str, Any]:
+    """`created_at` counts on insert only: the upsert keeps a stored row's."""
+    return {
+        "complaint_id": complaint.complaint_id,
+        "order_id": complaint.order_id,
+        "customer_id": complaint.customer_id or None,
+        "status": complaint.status.value,
+        "state": complaint.to_json(),
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def _budget_row(budget: CompensationBudget, now: datetime) -> dict[str, Any]:
+    return {"customer_id": budget.customer_id, "state": budget.to_json(), "updated_at": now}
+
+
+@dataclass
 class _Stored:
-    """A complaint's row: the columns the cache answers by, and its document as JSON text."""
+    """A complaint of the batch: its row's created_at and order, and the complaint, as the JSON
+    text read (with the buyer its row names) until a handler first loads it."""
 
     created_at: datetime
     order_id: str
     customer_id: str | None
-    text: str
+    complaint: Complaint | str
+
+    def load(self) -> Complaint:
+        if isinstance(self.complaint, str):
+            self.complaint = Complaint.from_json(self.complaint)
+        return self.complaint
+
+    @property
+    def buyer(self) -> str | None:
+        if isinstance(self.complaint, str):
+            return self.customer_id
+        return self.complaint.customer_id or None
 
 
 @dataclass
 class _BatchCache:
-    """The copies of one batch's transaction; None: known not to exist."""
+    """The copies of one batch's transaction, as objects (JSON text until first loaded);
+    None: known not to exist."""
 
     events: list[CloudEvent]
-    # Orders whose lock the batch holds (each key, its document): every complaint of these is
-    # in `complaints`.
-    orders: dict[str, str | None] = field(default_factory=dict)
+    # Orders whose lock the batch holds: every complaint of these is in `complaints`.
+    orders: dict[str, ShopOrder | str | None] = field(default_factory=dict)
     complaints: dict[str, _Stored | None] = field(default_factory=dict)
     complaints_of: dict[str, set[str]] = field(default_factory=dict)
     # complaint id -> its order, for complaints read but of an order outside the batch
@@ -68,9 +124,10 @@ class _BatchCache:
     # complaint id -> its parked scores (received_at, callback_id, score), for the locked ones
     parked: dict[str, list[tuple[datetime, str, int]]] = field(default_factory=dict)
     stored_parked: set[str] = field(default_factory=set)  # with rows in the database
-    # buyers locked by this transaction -> their budget document
-    budgets: dict[str, str | None] = field(default_factory=dict)
-    # the rows of orders, complaints and budgets written at commit
+    # buyers locked by this transaction -> their budget
+    budgets: dict[str, CompensationBudget | str | None] = field(default_factory=dict)
+    # the rows of orders, complaints and budgets written at commit, made then: an aggregate
+    # saved by several events of the batch is serialised once
     held: HeldRows = field(default_factory=lambda: HeldRows(_CACHE))
     # parked scores written at commit: complaints whose stored rows go, rows that come after
     unparked: set[str] = field(default_factory=set)
@@ -104,7 +161,7 @@ class _BatchCache:
                 isinstance(data, ComplaintResolved) and data.outcome == Outcome.UPHELD.value
             ):
                 stored = self.complaints.get(data.complaint_id)
-                buyer = opened.get(data.complaint_id) or (stored and stored.customer_id)
+                buyer = opened.get(data.complaint_id) or (stored and stored.buyer)
                 if buyer:
                     buyers.add(buyer)
         return buyers
@@ -132,8 +189,7 @@ class ComplaintsRepository:
     async def order(self, order_id: str) -> ShopOrder | None:
         cache = await self._cache()
         if cache is not None and order_id in cache.orders:
-            text = cache.orders[order_id]
-            return None if text is None else ShopOrder.from_json(text)
+            return _loaded(cache.orders, order_id, ShopOrder)
         state = await self._session.scalar(_ORDER, {"b_id": order_id})
         return None if state is None else ShopOrder.from_dict(state)
 
@@ -144,21 +200,13 @@ class ComplaintsRepository:
         return await self._session.scalar(_ORDER_STORED, {"b_id": order_id}) is not None
 
     async def save_order(self, order: ShopOrder, now: datetime) -> None:
-        text = order.to_json()
-        row = {
-            "order_id": order.order_id,
-            "customer_id": None if order.facts is None else order.facts.customer_id,
-            "state": text,
-            "updated_at": now,
-        }
         cache = await self._cache()
         if cache is not None and order.order_id in cache.orders:
-            cache.orders[order.order_id] = text
-        else:
-            cache = None  # not locked by the batch: no copy, written now
-        await write_row(
-            self._session, None if cache is None else cache.held, _SAVE_ORDER, order.order_id, row
-        )
+            cache.orders[order.order_id] = order
+            row = partial(_order_row, order, now)
+            cache.held.hold(self._session, _SAVE_ORDER, order.order_id, row)
+        else:  # not locked by the batch: no copy, written now
+            await self._session.execute(_SAVE_ORDER, _order_row(order, now))
 
     # --- complaints -------------------------------------------------------------------------
 
@@ -166,7 +214,7 @@ class ComplaintsRepository:
         cache = await self._cache()
         if cache is not None and complaint_id in cache.complaints:
             stored = cache.complaints[complaint_id]
-            return None if stored is None else Complaint.from_json(stored.text)
+            return None if stored is None else stored.load()
         state = await self._session.scalar(_COMPLAINT, {"b_id": complaint_id})
         return None if state is None else Complaint.from_dict(state)
 
@@ -185,41 +233,29 @@ class ComplaintsRepository:
         cache = await self._cache()
         if cache is not None and order_id in cache.orders:
             found = sorted(
-                (stored.created_at, complaint_id, stored.text)
+                (stored.created_at, complaint_id, stored)
                 for complaint_id in cache.complaints_of.get(order_id, ())
                 if (stored := cache.complaints[complaint_id]) is not None
             )
-            return [Complaint.from_json(text) for _, _, text in found]
+            return [stored.load() for _, _, stored in found]
         rows = await self._session.scalars(_COMPLAINTS_OF_ORDER, {"b_id": order_id})
         return [Complaint.from_dict(state) for state in rows]
 
     async def save_complaint(self, complaint: Complaint, now: datetime) -> None:
-        text = complaint.to_json()
-        complaint_id, customer_id = complaint.complaint_id, complaint.customer_id or None
-        row = {
-            "complaint_id": complaint_id,
-            "order_id": complaint.order_id,
-            "customer_id": customer_id,
-            "status": complaint.status.value,
-            "state": text,
-            "created_at": now,
-            "updated_at": now,
-        }
+        complaint_id = complaint.complaint_id
         cache = await self._cache()
         if cache is not None and complaint.order_id in cache.orders:
             # Its order is held, so every complaint of it is known: one not among them is new.
             before = cache.complaints.get(complaint_id)
             created = now if before is None else before.created_at  # kept on update, as the row
-            cache.put_complaint(
-                complaint_id, _Stored(created, complaint.order_id, customer_id, text)
-            )
-        elif cache is not None:  # no copy of it from now on: written now, read as written
+            cache.put_complaint(complaint_id, _Stored(created, complaint.order_id, None, complaint))
+            row = partial(_complaint_row, complaint, now)
+            cache.held.hold(self._session, _SAVE_COMPLAINT, complaint_id, row)
+            return
+        if cache is not None:  # no copy of it from now on: written now, read as written
             cache.complaints.pop(complaint_id, None)
             cache.order_of[complaint_id] = complaint.order_id
-            cache = None
-        await write_row(
-            self._session, None if cache is None else cache.held, _SAVE_COMPLAINT, complaint_id, row
-        )
+        await self._session.execute(_SAVE_COMPLAINT, _complaint_row(complaint, now))
 
     # --- budgets ----------------------------------------------------------------------------
 
@@ -241,29 +277,20 @@ class ComplaintsRepository:
             await lock(buyers)
             cache.budgets.update(dict.fromkeys(buyers))
             for buyer, text in await self._session.execute(_PREFETCH_BUDGETS, {"ids": buyers}):
-                cache.budgets[buyer] = text
-        text = cache.budgets[customer_id]
-        return (
-            CompensationBudget(customer_id=customer_id)
-            if text is None
-            else CompensationBudget.from_json(text)
-        )
+                cache.budgets[buyer] = text  # read on first use
+        budget = _loaded(cache.budgets, customer_id, CompensationBudget)
+        if budget is None:
+            budget = cache.budgets[customer_id] = CompensationBudget(customer_id=customer_id)
+        return budget
 
     async def save_budget(self, budget: CompensationBudget, now: datetime) -> None:
-        text = budget.to_json()
-        row = {"customer_id": budget.customer_id, "state": text, "updated_at": now}
         cache = await self._cache()
         if cache is not None and budget.customer_id in cache.budgets:
-            cache.budgets[budget.customer_id] = text
+            cache.budgets[budget.customer_id] = budget
+            row = partial(_budget_row, budget, now)
+            cache.held.hold(self._session, _SAVE_BUDGET, budget.customer_id, row)
         else:
-            cache = None
-        await write_row(
-            self._session,
-            None if cache is None else cache.held,
-            _SAVE_BUDGET,
-            budget.customer_id,
-            row,
-        )
+            await self._session.execute(_SAVE_BUDGET, _budget_row(budget, now))
 
     # --- low scores for complaints not seen yet ---------------------------------------------
 
@@ -367,7 +394,7 @@ async def _prefetch(session: AsyncSession, events: list[CloudEvent]) -> _BatchCa
         parked={complaint_id: [] for complaint_id in complaint_ids},
     )
     given = {"ids": sorted(order_ids), "cids": sorted(complaint_ids)}
-    # Documents as text: they are kept as text, so decoding them here would be wasted.
+    # Documents as text: each is read when a handler first loads it.
     if order_ids:
         for order_id, text in await session.execute(_PREFETCH_ORDERS, given):
             cache.orders[order_id] = text

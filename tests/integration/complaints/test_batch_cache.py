@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from services.complaints import repository, tables
+from services.complaints.domain.model import Complaint
 from tests.harness import statements_by_kind
 
 from ...e2e.complaints.helpers import (
@@ -99,15 +100,17 @@ def normalised(events: list[dict[str, Any]], roles: dict[str, str]) -> list[str]
 
 
 async def outcome(svc: ComplaintsService, roles: dict[str, str]) -> dict[str, Any]:
-    """What each of the scenario's keys emitted, and each of its complaints and orders holds,
-    by role."""
+    """What each of the scenario's keys emitted, and each of its complaints, orders and buyers'
+    budgets holds, by role."""
     emitted = {role: normalised(await svc.outbox(actual), roles) for actual, role in roles.items()}
-    c, o, p = tables.complaints, tables.orders, tables.parked_low_scores
+    c, o, b = tables.complaints, tables.orders, tables.budgets
+    p = tables.parked_low_scores
     stored, parked = {}, {}
     for actual, role in roles.items():
         async with svc.engine.connect() as conn:
             state = await conn.scalar(select(c.c.state).where(c.c.complaint_id == actual))
             state = state or await conn.scalar(select(o.c.state).where(o.c.order_id == actual))
+            state = state or await conn.scalar(select(b.c.state).where(b.c.customer_id == actual))
             scores = await conn.execute(select(p.c.callback_id).where(p.c.complaint_id == actual))
             parked[role] = sorted(roles[callback_id] for (callback_id,) in scores)
         if state is not None:
@@ -289,3 +292,92 @@ async def test_a_budget_the_batch_did_not_foresee_is_locked_and_read_on_its_own(
     ]
     assert values == [500, 5000]
     assert seen["lock"] == 3  # the batch's keys; c1's (foreseen); c2's on its own
+
+
+def worked_over(o: str, c: str, k: str, k2: str, k3: str, cb: str) -> list[dict[str, Any]]:
+    """Complaints, their order and their buyer's budget changed by event after event: one
+    complaint opened, answered and upheld (the shipping fee refunded, a coupon from the budget)
+    and reopened by a low score; a late shipment upheld (the penalty, on the order); a quality
+    issue upheld (another coupon from the same budget)."""
+    return [
+        order_paid(o, c, at=T0 - 72 * H, shipping_fee_paid=800),
+        order_shipped(o, at=T0 - 20 * H),
+        opened(k, o, c, "logistics_delay", at=T0 - H),
+        responded(k, o, at=T0 - 50 * MIN),
+        resolved(k, o, at=T0 - 40 * MIN),
+        low_score(c, [k], cb, at=T0 - 30 * MIN),
+        opened(k2, o, c, "late_shipment", at=T0 - 25 * MIN),
+        resolved(k2, o, at=T0 - 20 * MIN),
+        opened(k3, o, c, "quality_issue", at=T0 - 15 * MIN),
+        resolved(k3, o, at=T0 - 10 * MIN),
+    ]
+
+
+def five_ids() -> tuple[tuple[str, ...], dict[str, str]]:
+    ids = unique("O"), unique("C"), unique("K"), unique("K"), unique("K"), unique("CB")
+    return ids, dict(zip(ids, ("o", "c", "k", "k2", "k3", "cb"), strict=True))
+
+
+async def test_a_complaint_changed_by_several_events_of_a_batch_is_stored_as_the_last_left_it(
+    svc: ComplaintsService, no_cache: Any
+) -> None:
+    """Within a batch each handler works on the same complaints, order and budget; they are
+    written once, at commit: what is stored and emitted is what one event per batch without
+    the cache gives, whether they are new to the batch or read from their rows."""
+    (together, together_roles), (split, split_roles) = five_ids(), five_ids()
+    await svc.feed(*worked_over(*together))
+    await svc.feed(*worked_over(*split)[:4])
+    await svc.feed(*worked_over(*split)[4:])
+    apart, apart_roles = five_ids()
+    no_cache()
+    for e in worked_over(*apart):
+        await svc.feed(e)
+
+    expected = await outcome(svc, apart_roles)
+    assert await outcome(svc, together_roles) == expected
+    assert await outcome(svc, split_roles) == expected
+    emitted, stored = expected["emitted"], expected["stored"]
+    coupons = [json.loads(e)["data"]["value"] for e in emitted["o"] if '"coupon.granted"' in e]
+    assert coupons == [500, 1500]
+    assert sum('"refund.requested"' in e for e in emitted["o"]) == 2  # the fee, the penalty
+    k, budget = json.loads(stored["k"][0]), json.loads(stored["c"][0])
+    assert (k["status"], k["round"], k["low_scores"]) == ("reopened", 1, ["cb"])
+    assert json.loads(stored["o"][0])["late_penalty"]["owed_at"] is not None
+    assert [grant["value"] for grant in budget["grants"]] == [500, 1500]
+
+
+async def test_a_handler_failing_after_changing_a_complaint_leaves_none_of_its_changes(
+    svc: ComplaintsService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Compensating an upheld complaint fails after the domain changed the complaint and the
+    buyer's budget (a coupon), or the order (the late-shipment penalty), that the batch holds:
+    the batch is applied again from what is stored, so the failing events change nothing, and
+    the rest of the batch commits."""
+    (o, c, k, k2, _, cb), _ = five_ids()
+    other = unique("O"), unique("C"), unique("K")
+    events = worked_over(o, c, k, k2, unique("K"), cb)
+    await svc.feed(*events[:4])
+    compensate = Complaint.compensate
+
+    def refused(self: Complaint, *args: Any, **kwargs: Any) -> Any:
+        done = compensate(self, *args, **kwargs)
+        if self.complaint_id in (k, k2):
+            raise RuntimeError("the compensation is refused")
+        return done
+
+    monkeypatch.setattr(Complaint, "compensate", refused)
+    await svc.feed(events[4], *events[6:8], *flow(*other))
+
+    emitted = await svc.outbox(o)
+    letters = [e for e in emitted if e["type"] == "event.deadlettered"]
+    assert [e["data"]["reason"] for e in letters] == ["handler_error", "handler_error"]
+    assert [e for e in emitted if e["type"] in ("coupon.granted", "refund.requested")] == []
+    first, second = await svc.complaint(k), await svc.complaint(k2)
+    assert first["responded_at"] is not None
+    assert (first["resolution"], first["compensation"]) == (None, None)
+    assert (second["opened_at"] is not None, second["resolution"]) == (True, None)
+    [order] = await svc.documents(tables.orders, tables.orders.c.order_id, [o])
+    assert order["late_penalty"] is None
+    assert await svc.documents(tables.budgets, tables.budgets.c.customer_id, [c]) == []
+    coupons = [e for e in await svc.outbox(other[0]) if e["type"] == "coupon.granted"]
+    assert [e["data"]["value"] for e in coupons] == [500]
