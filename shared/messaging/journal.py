@@ -10,7 +10,7 @@ No personal data: the buyer is a customer_id, and of an event's data only the fi
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -78,8 +78,13 @@ def _case_refs(data: Mapping[str, Any]) -> list[tuple[str | None, str | None]]:
     return [(None, None)]
 
 
-def _detail(data: Mapping[str, Any]) -> dict[str, Any]:
-    detail = {k: v for k, v in data.items() if k in DETAIL_FIELDS and v is not None}
+def _detail(data: Mapping[str, Any], fields: Iterable[str] | None = None) -> dict[str, Any]:
+    """The detail of dumped `data`; `fields`, when given, are its keys among DETAIL_FIELDS in
+    the order they were dumped (no need to walk the others)."""
+    if fields is None:
+        detail = {k: v for k, v in data.items() if k in DETAIL_FIELDS and v is not None}
+    else:
+        detail = {k: v for k in fields if (v := data[k]) is not None}
     if isinstance(detail.get("lines"), list):
         detail["lines"] = [
             {k: line[k] for k in LINE_FIELDS if k in line}
@@ -101,29 +106,43 @@ _READ_FIELDS: set[str] = set(DETAIL_FIELDS) | {
 }
 
 
-def entries(event: CloudEvent, direction: str, occurred_at: datetime) -> Iterator[dict[str, Any]]:
+def entries(event: CloudEvent, direction: str, occurred_at: datetime) -> list[dict[str, Any]]:
     """The journal rows of one event: one per case it names (a callback names several)."""
     data = event.data
-    dumped = {} if data is None else data.model_dump(mode="json", include=_read_fields(type(data)))
-    return entries_of_data(event, dumped, direction, occurred_at)
+    if data is None:
+        return _rows(event, {}, {}, direction, occurred_at)
+    read, detail_fields = _read_fields(type(data))
+    dumped = data.__pydantic_serializer__.to_python(data, mode="json", include=read)
+    return _rows(event, dumped, _detail(dumped, detail_fields), direction, occurred_at)
 
 
 @cache
-def _read_fields(model: type[BaseModel]) -> set[str] | None:
-    """The fields of `model` a row reads; None when that is all of them (nothing to filter:
-    pydantic builds a filter from the set on every dump)."""
+def _read_fields(model: type[BaseModel]) -> tuple[set[str] | None, tuple[str, ...]]:
+    """The fields of `model` a row reads, None when that is all of them (nothing to filter:
+    pydantic builds a filter from the set on every dump); and those of its detail, in the
+    order they are dumped."""
     fields = {name for name in model.model_fields if name in _READ_FIELDS}
-    return None if len(fields) == len(model.model_fields) else fields
+    detail = tuple(name for name in model.model_fields if name in DETAIL_FIELDS)
+    return (None if len(fields) == len(model.model_fields) else fields), detail
 
 
 def entries_of_data(
     event: CloudEvent, data: Mapping[str, Any], direction: str, occurred_at: datetime
-) -> Iterator[dict[str, Any]]:
+) -> list[dict[str, Any]]:
     """The journal rows of `event` from `data`, its data dumped as JSON (at least the fields
     `entries` dumps)."""
-    detail = _detail(data)
-    for case_type, case_id in _case_refs(data):
-        yield {
+    return _rows(event, data, _detail(data), direction, occurred_at)
+
+
+def _rows(
+    event: CloudEvent,
+    data: Mapping[str, Any],
+    detail: dict[str, Any],
+    direction: str,
+    occurred_at: datetime,
+) -> list[dict[str, Any]]:
+    return [
+        {
             "event_id": event.id,
             "direction": direction,
             "event_type": event.type,
@@ -134,13 +153,15 @@ def entries_of_data(
             "case_id": case_id,
             "detail": detail,
         }
+        for case_type, case_id in _case_refs(data)
+    ]
 
 
 async def record(
     session: AsyncSession, table: Table, event: CloudEvent, direction: str, occurred_at: datetime
 ) -> None:
     """File `event` in the journal, in the session's transaction (held back on the fast path)."""
-    rows = list(entries(event, direction, occurred_at))
+    rows = entries(event, direction, occurred_at)
     if session.info.get(HOLD_WRITES):
         pending_writes(session, "journal", lambda: _HeldJournal(table)).rows.extend(rows)
         return

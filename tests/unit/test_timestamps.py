@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic_core import PydanticCustomError
 
-from shared.contracts.primitives import _RFC3339, _from_fields, _in_range, parse_timestamp
+from shared.contracts.primitives import (
+    _RFC3339,
+    MAX_TIMESTAMP,
+    MIN_TIMESTAMP,
+    _from_fields,
+    _in_range,
+    parse_timestamp,
+)
 
 
 def _outcome(read: object) -> tuple[object, ...]:
@@ -69,3 +76,27 @@ def test_an_offset_minute_of_60_is_refused() -> None:
         "refused",
         "timestamp_format",
     )
+
+
+@settings(max_examples=300)
+@given(
+    st.datetimes(
+        min_value=datetime(1969, 12, 30),  # naive bounds: the offset is drawn below
+        max_value=datetime(1971, 1, 2),
+    )
+    | st.datetimes(
+        min_value=datetime(8998, 12, 30),
+        max_value=datetime(9000, 1, 2),
+    ),
+    st.integers(-(24 * 60 - 1), 24 * 60 - 1),
+)
+def test_the_window_is_that_of_the_instants(moment: datetime, offset_minutes: int) -> None:
+    """Years strictly inside the window are taken without comparing instants: at its edge
+    years, any offset, the outcome is the comparison's."""
+    value = moment.replace(tzinfo=timezone(timedelta(minutes=offset_minutes)))
+    expected = (
+        ("read", value, value.utcoffset(), type(value.tzinfo), value.tzinfo)
+        if 1970 <= value.year < 9000 and MIN_TIMESTAMP <= value < MAX_TIMESTAMP
+        else ("refused", "timestamp_out_of_range")
+    )
+    assert _outcome(lambda: _in_range(value))[: len(expected)] == expected
