@@ -58,12 +58,3 @@ class HeldRows:
             else:
                 await session.execute(statement, made)
 
-
-async def write_row(
-    session: AsyncSession, held: HeldRows | None, statement: Any, key: str, row: dict[str, Any]
-) -> None:
-    """`row` written now, or with the batch's other held rows at commit when `held` is given."""
-    if held is not None:
-        held.hold(session, statement, key, row)
-    else:
-        await session.execute(statement, row)
