@@ -3,7 +3,7 @@ returns pipeline, complaints through compensation, and the notifier.
 
     python -m bench.run [--flows 10000] [--instances 1,2] [--profile cpu|cprofile|py-spy]
                         [--only returns,complaints,notifier] [--complaint-flows N]
-                        [--notifications N]
+                        [--notifications N] [--no-ledger]
 
 The returns pipeline (bench/returns.py):
 
