@@ -3,7 +3,7 @@ returns pipeline, complaints through compensation, and the notifier.
 
     python -m bench.run [--flows 10000] [--instances 1,2] [--profile cpu|cprofile|py-spy]
                         [--only returns,complaints,notifier] [--complaint-flows N]
-                        [--notifications N]
+                        [--notifications N] [--no-ledger]
 
 The returns pipeline (bench/returns.py):
 
@@ -90,7 +90,7 @@ async def main_async(args: argparse.Namespace) -> int:
                 baseline = await run_baseline(infra, args.flows)
                 say(f"{baseline.name}: {baseline.rate:,.0f} events/s")
             for instances in args.instances:
-                for ledger in (False, True):
+                for ledger in (False, True) if args.ledger else (False,):
                     result = await run_service(
                         infra, args.flows, instances, run_dir, args.profile, ledger
                     )
@@ -213,6 +213,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="returns service instance counts to measure, e.g. 1,2",
     )
     parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument(
+        "--no-ledger",
+        dest="ledger",
+        action="store_false",
+        help="the returns service alone, not also with the refund ledger",
+    )
     parser.add_argument(
         "--steady",
         type=lambda s: [int(x) for x in s.split(",") if x and x != "0"],

@@ -15,6 +15,7 @@ from faststream.exceptions import NackMessage
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from faststream.message import StreamMessage
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 from prometheus_client import REGISTRY
 from sqlalchemy import MetaData, text
@@ -109,6 +110,14 @@ class ServiceDefinition:
     @property
     def all_topics(self) -> list[str]:
         return sorted({*self.topics, *self.publishes, dead_letter_topic(self.name)})
+
+
+async def _records_as_they_came(msg: StreamMessage[Any]) -> None:
+    """The consumer's decoder: none. The processor parses the records itself (`_consume` takes
+    them raw); FastStream's decoder would parse each record's JSON a first time, for nothing,
+    and raise on a body labelled `application/json` that is not JSON, before the processor
+    could dead-letter it: the batch would be fetched again and again, its partition stopped."""
+    return None
 
 
 def kafka_security(settings: Settings) -> BaseSecurity | None:
@@ -240,6 +249,7 @@ class ServiceRuntime:
             # Offsets are committed only after the batch's transaction committed; a failure
             # seeks back so the batch is fetched again (inbox ids make that harmless).
             ack_policy=AckPolicy.NACK_ON_ERROR,
+            decoder=_records_as_they_came,
             title=f"{definition.name}/consume",
         )(self._consume)
 

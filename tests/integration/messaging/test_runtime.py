@@ -30,6 +30,7 @@ from .helpers import (
     order_shipped,
 )
 from .kit import MessagingKit
+from .test_consumer import dead_letters
 
 
 class Collector(TopicReader):
@@ -250,3 +251,36 @@ async def test_ensure_topics_creates_missing_topics_and_is_safe_to_repeat(
             )
     finally:
         await consumer.stop()
+
+
+async def test_a_record_labelled_json_that_is_not_json_does_not_stop_its_partition(
+    kit: MessagingKit, settings: Settings, producer: AIOKafkaProducer
+) -> None:
+    """The runtime hands the records to the processor as they came: a body labelled
+    `application/json` that is not JSON is dead-lettered like any other malformed record, and
+    the events behind it on its partition apply."""
+    await ensure_topics(settings, kit.harness.definition().all_topics)
+    runtime = new_runtime(kit.harness, settings, kit.clock, kit.engine)
+    labelled = [("content-type", b"application/json")]
+    try:
+        await runtime.start()
+        cut = await producer.send_and_wait(
+            kit.harness.input_topic, b'{"specversion": "1.0", "id"', key=b"o-j", headers=labelled
+        )
+        after = await producer.send_and_wait(
+            kit.harness.input_topic,
+            encode(order_paid("o-j", event_id="e-paid-j")),
+            key=b"o-j",
+            headers=labelled,
+        )
+        assert cut.partition == after.partition
+
+        async def applied() -> bool:
+            return (await kit.effect_counts()).get("e-paid-j") == 1
+
+        await eventually(applied, what="the event behind the malformed record applied")
+        letters = dead_letters(await kit.outbox_rows())
+        assert [data.reason for _, data in letters] == ["malformed_json"]
+        assert letters[0][1].origin.offset == cut.offset
+    finally:
+        await runtime.stop()
