@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import Table, Text, any_, bindparam, cast, delete, or_, select
 from sqlalchemy.dialects.postgresql import ARRAY, Insert, insert
@@ -42,23 +42,13 @@ from services.complaints.domain.rules import Outcome
 from services.complaints.locks import COMPLAINT_LOCK_PREFIX, lock_keys
 from shared.contracts import CloudEvent, CompensationReviewed, ComplaintOpened, ComplaintResolved
 from shared.db import pending_writes
-from shared.documents import Stored
-from shared.messaging.batchcache import HeldRows, batch_cache
+from shared.messaging.batchcache import HeldRows, batch_cache, loaded
 from shared.upserts import document_upsert
 
 _CACHE = "complaints.batch_cache"
 _PARKED = "complaints.parked_low_scores"
 
 Lock = Callable[[Iterable[str]], Awaitable[None]]
-S = TypeVar("S", bound=Stored)
-
-
-def _loaded(held: dict[str, S | str | None], key: str, kind: type[S]) -> S | None:
-    """The object `held` keeps under `key`, read from its JSON text on first use."""
-    found = held[key]
-    if isinstance(found, str):
-        found = held[key] = kind.from_json(found)
-    return found
 
 
 def _order_row(order: ShopOrder, now: datetime) -> dict[str, Any]:
@@ -189,7 +179,7 @@ class ComplaintsRepository:
     async def order(self, order_id: str) -> ShopOrder | None:
         cache = await self._cache()
         if cache is not None and order_id in cache.orders:
-            return _loaded(cache.orders, order_id, ShopOrder)
+            return loaded(cache.orders, order_id, ShopOrder)
         state = await self._session.scalar(_ORDER, {"b_id": order_id})
         return None if state is None else ShopOrder.from_dict(state)
 
@@ -278,7 +268,7 @@ class ComplaintsRepository:
             cache.budgets.update(dict.fromkeys(buyers))
             for buyer, text in await self._session.execute(_PREFETCH_BUDGETS, {"ids": buyers}):
                 cache.budgets[buyer] = text  # read on first use
-        budget = _loaded(cache.budgets, customer_id, CompensationBudget)
+        budget = loaded(cache.budgets, customer_id, CompensationBudget)
         if budget is None:
             budget = cache.budgets[customer_id] = CompensationBudget(customer_id=customer_id)
         return budget

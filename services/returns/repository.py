@@ -30,7 +30,7 @@ from services.returns.domain.model import ReturnRequest
 from services.returns.domain.order_returns import OrderLedger
 from services.returns.domain.values import Order
 from shared.contracts import CloudEvent
-from shared.messaging.batchcache import HeldRows, batch_cache
+from shared.messaging.batchcache import HeldRows, batch_cache, loaded
 from shared.upserts import JsonRowsWrite, document_upsert, json_upsert
 
 _CACHE = "returns.batch_cache"
@@ -148,10 +148,8 @@ class ReturnsRepository:
     async def ledger(self, order_id: str) -> OrderLedger:
         cache = await self._cache()
         if cache is not None and order_id in cache.ledgers:
-            held = cache.ledgers[order_id]
-            if isinstance(held, str):
-                held = cache.ledgers[order_id] = OrderLedger.from_json(held)
-            elif held is None:
+            held = loaded(cache.ledgers, order_id, OrderLedger)
+            if held is None:  # none stored yet: the batch's handlers share a new one
                 held = cache.ledgers[order_id] = OrderLedger(order_id=order_id)
             return held
         state = await self._session.scalar(_LEDGER, {"b_id": order_id})

@@ -9,10 +9,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.contracts import CloudEvent
 from shared.db import pending_writes
+from shared.documents import Stored
 from shared.messaging.consumer import BATCH_EVENTS
 from shared.upserts import JsonRowsWrite
 
 C = TypeVar("C")
+S = TypeVar("S", bound=Stored)
 Row = dict[str, Any]
 
 
@@ -28,6 +30,15 @@ async def batch_cache(
     if cache is None and (events := info.get(BATCH_EVENTS)) is not None:
         cache = info[name] = await prefetch(session, events)
     return cache
+
+
+def loaded(held: dict[str, S | str | None], key: str, kind: type[S]) -> S | None:
+    """The aggregate a batch cache keeps under `key` (None: known not to exist), read from its
+    JSON text on first use and kept as the object from then on."""
+    found = held[key]
+    if isinstance(found, str):
+        found = held[key] = kind.from_json(found)
+    return found
 
 
 class HeldRows:
@@ -57,4 +68,3 @@ class HeldRows:
                 await session.execute(statement.statement, statement.parameters(made))
             else:
                 await session.execute(statement, made)
-
