@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import orjson
@@ -107,14 +107,16 @@ class JsonRowsWrite:
 
 
 def dump_rows(rows: Iterable[Mapping[str, Any]]) -> str:
-    """Rows as the JSON array `json_rows` reads: instants by `isoformat()` (the same instant
-    back, whatever the offset), JSON text wrapped in `orjson.Fragment` embedded as it is."""
+    """Rows as the JSON array `json_rows` reads: instants and dates by `isoformat()` (the same
+    instant back, whatever the offset), JSON text wrapped in `orjson.Fragment` embedded as it
+    is."""
     return orjson.dumps(
         list(rows), default=_instant, option=orjson.OPT_PASSTHROUGH_DATETIME
     ).decode()
 
 
 def _instant(value: Any) -> str:
-    if isinstance(value, datetime):
+    # orjson hands over dates as well as instants (OPT_PASSTHROUGH_DATETIME)
+    if isinstance(value, (datetime, date)):
         return value.isoformat()
     raise TypeError(f"{type(value).__name__} is not a row value")
