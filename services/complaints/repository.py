@@ -43,6 +43,7 @@ from services.complaints.locks import COMPLAINT_LOCK_PREFIX, lock_keys
 from shared.contracts import CloudEvent, CompensationReviewed, ComplaintOpened, ComplaintResolved
 from shared.db import pending_writes
 from shared.messaging.batchcache import HeldRows, batch_cache, loaded
+from shared.messaging.batchcases import loaded_in_order
 from shared.upserts import document_upsert
 
 _CACHE = "complaints.batch_cache"
@@ -222,12 +223,7 @@ class ComplaintsRepository:
     async def complaints_of_order(self, order_id: str) -> list[Complaint]:
         cache = await self._cache()
         if cache is not None and order_id in cache.orders:
-            found = sorted(
-                (stored.created_at, complaint_id, stored)
-                for complaint_id in cache.complaints_of.get(order_id, ())
-                if (stored := cache.complaints[complaint_id]) is not None
-            )
-            return [stored.load() for _, _, stored in found]
+            return loaded_in_order(cache.complaints, cache.complaints_of.get(order_id, ()))
         rows = await self._session.scalars(_COMPLAINTS_OF_ORDER, {"b_id": order_id})
         return [Complaint.from_dict(state) for state in rows]
 
