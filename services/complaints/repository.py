@@ -50,6 +50,7 @@ _CACHE = "complaints.batch_cache"
 _PARKED = "complaints.parked_low_scores"
 
 Lock = Callable[[Iterable[str]], Awaitable[None]]
+Row = dict[str, Any]
 
 
 def _order_row(order: ShopOrder, now: datetime) -> dict[str, Any]:
@@ -175,6 +176,19 @@ class ComplaintsRepository:
         cache: _BatchCache | None = self._session.info.get(_CACHE)  # made: every call but one
         return cache if cache is not None else await batch_cache(self._session, _CACHE, _prefetch)
 
+    async def _save(
+        self, copies: str, key: str, aggregate: object, statement: Any, row: Callable[[], Row]
+    ) -> None:
+        """An aggregate the batch holds (`key` among its cache's `copies`, "orders" or "budgets")
+        is kept as its copy and its row written at commit; any other one is written now."""
+        cache = await self._cache()
+        held: dict[str, object] = {} if cache is None else getattr(cache, copies)
+        if cache is None or key not in held:
+            await self._session.execute(statement, row())
+            return
+        held[key] = aggregate
+        cache.held.hold(self._session, statement, key, row)
+
     # --- orders -----------------------------------------------------------------------------
 
     async def order(self, order_id: str) -> ShopOrder | None:
@@ -191,13 +205,8 @@ class ComplaintsRepository:
         return await self._session.scalar(_ORDER_STORED, {"b_id": order_id}) is not None
 
     async def save_order(self, order: ShopOrder, now: datetime) -> None:
-        cache = await self._cache()
-        if cache is not None and order.order_id in cache.orders:
-            cache.orders[order.order_id] = order
-            row = partial(_order_row, order, now)
-            cache.held.hold(self._session, _SAVE_ORDER, order.order_id, row)
-        else:  # not locked by the batch: no copy, written now
-            await self._session.execute(_SAVE_ORDER, _order_row(order, now))
+        row = partial(_order_row, order, now)
+        await self._save("orders", order.order_id, order, _SAVE_ORDER, row)
 
     # --- complaints -------------------------------------------------------------------------
 
@@ -270,13 +279,8 @@ class ComplaintsRepository:
         return budget
 
     async def save_budget(self, budget: CompensationBudget, now: datetime) -> None:
-        cache = await self._cache()
-        if cache is not None and budget.customer_id in cache.budgets:
-            cache.budgets[budget.customer_id] = budget
-            row = partial(_budget_row, budget, now)
-            cache.held.hold(self._session, _SAVE_BUDGET, budget.customer_id, row)
-        else:
-            await self._session.execute(_SAVE_BUDGET, _budget_row(budget, now))
+        row = partial(_budget_row, budget, now)
+        await self._save("budgets", budget.customer_id, budget, _SAVE_BUDGET, row)
 
     # --- low scores for complaints not seen yet ---------------------------------------------
 
