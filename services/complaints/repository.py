@@ -43,7 +43,7 @@ from services.complaints.locks import COMPLAINT_LOCK_PREFIX, lock_keys
 from shared.contracts import CloudEvent, CompensationReviewed, ComplaintOpened, ComplaintResolved
 from shared.db import pending_writes
 from shared.messaging.batchcache import HeldRows, batch_cache, loaded
-from shared.messaging.batchcases import loaded_in_order
+from shared.messaging.batchcases import HeldCase, loaded_in_order
 from shared.upserts import document_upsert
 
 _CACHE = "complaints.batch_cache"
@@ -80,25 +80,18 @@ def _budget_row(budget: CompensationBudget, now: datetime) -> dict[str, Any]:
 
 
 @dataclass
-class _Stored:
-    """A complaint of the batch: its row's created_at and order, and the complaint, as the JSON
-    text read (with the buyer its row names) until a handler first loads it."""
+class _Stored(HeldCase[Complaint]):
+    """A complaint of the batch, with the buyer its row names while it is the JSON text read."""
 
-    created_at: datetime
-    order_id: str
+    kind = Complaint
+
     customer_id: str | None
-    complaint: Complaint | str
-
-    def load(self) -> Complaint:
-        if isinstance(self.complaint, str):
-            self.complaint = Complaint.from_json(self.complaint)
-        return self.complaint
 
     @property
     def buyer(self) -> str | None:
-        if isinstance(self.complaint, str):
+        if isinstance(self.case, str):
             return self.customer_id
-        return self.complaint.customer_id or None
+        return self.case.customer_id or None
 
 
 @dataclass
@@ -243,7 +236,7 @@ class ComplaintsRepository:
             # Its order is held, so every complaint of it is known: one not among them is new.
             before = cache.complaints.get(complaint_id)
             created = now if before is None else before.created_at  # kept on update, as the row
-            cache.put_complaint(complaint_id, _Stored(created, complaint.order_id, None, complaint))
+            cache.put_complaint(complaint_id, _Stored(created, complaint.order_id, complaint, None))
             row = partial(_complaint_row, complaint, now)
             cache.held.hold(self._session, _SAVE_COMPLAINT, complaint_id, row)
             return
@@ -392,7 +385,7 @@ async def _prefetch(session: AsyncSession, events: list[CloudEvent]) -> _BatchCa
         rows = await session.execute(_PREFETCH_COMPLAINTS, given)
         for complaint_id, order_id, customer_id, text, created_at in rows:
             if order_id in cache.orders:
-                stored = _Stored(created_at, order_id, customer_id, text)
+                stored = _Stored(created_at, order_id, text, customer_id)
                 cache.put_complaint(complaint_id, stored)
             else:  # named, but of an order the batch does not hold: read when needed
                 cache.complaints.pop(complaint_id, None)

@@ -31,7 +31,7 @@ from services.returns.domain.order_returns import OrderLedger
 from services.returns.domain.values import Order
 from shared.contracts import CloudEvent
 from shared.messaging.batchcache import HeldRows, batch_cache, loaded
-from shared.messaging.batchcases import loaded_in_order
+from shared.messaging.batchcases import HeldCase, loaded_in_order
 from shared.upserts import JsonRowsWrite, document_upsert, json_upsert
 
 _CACHE = "returns.batch_cache"
@@ -63,18 +63,10 @@ def _return_row(request: ReturnRequest, now: datetime) -> dict[str, Any]:
 
 
 @dataclass
-class _Request:
-    """A return request of the batch: its row's created_at and order, and the request, as the
-    JSON text read until a handler first loads it."""
+class _Request(HeldCase[ReturnRequest]):
+    """A return request of the batch."""
 
-    created_at: datetime
-    order_id: str
-    request: ReturnRequest | str
-
-    def load(self) -> ReturnRequest:
-        if isinstance(self.request, str):
-            self.request = ReturnRequest.from_json(self.request)
-        return self.request
+    kind = ReturnRequest
 
 
 @dataclass
