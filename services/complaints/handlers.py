@@ -121,10 +121,9 @@ class ComplaintsHandlers(RepositoryHandlers[ComplaintsRepository]):
         data = event.data
         assert isinstance(data, OrderPaid)
         repo = self.repository(ctx)
-        order = await repo.order(data.order_id) or ShopOrder.new(data.order_id)
+        order = await self._order(repo, data.order_id)
         events = order.record_paid(facts_from_event(data), self.rules, ctx.now)
-        await repo.save_order(order, ctx.now)
-        await self._publish(ctx, order, None, events)
+        await self._store_order(repo, ctx, order, events)
         # Upheld complaints that waited for the order's amounts are compensated now.
         for complaint in await repo.complaints_of_order(order.order_id):
             if complaint.awaits_compensation:
@@ -134,19 +133,17 @@ class ComplaintsHandlers(RepositoryHandlers[ComplaintsRepository]):
         data = event.data
         assert isinstance(data, OrderShipped)
         repo = self.repository(ctx)
-        order = await repo.order(data.order_id) or ShopOrder.new(data.order_id)
+        order = await self._order(repo, data.order_id)
         events = order.record_shipped(data.shipped_at, self.rules, ctx.now)
-        await repo.save_order(order, ctx.now)
-        await self._publish(ctx, order, None, events)
+        await self._store_order(repo, ctx, order, events)
 
     async def order_cancelled(self, event: CloudEvent, ctx: HandlerContext) -> None:
         data = event.data
         assert isinstance(data, OrderCancelled)
         repo = self.repository(ctx)
-        order = await repo.order(data.order_id) or ShopOrder.new(data.order_id)
+        order = await self._order(repo, data.order_id)
         events = order.record_cancelled(data.cancelled_at, self.rules, ctx.now)
-        await repo.save_order(order, ctx.now)
-        await self._publish(ctx, order, None, events)
+        await self._store_order(repo, ctx, order, events)
 
     async def order_timer(self, timer: Timer, ctx: HandlerContext) -> None:
         repo = self.repository(ctx)
@@ -155,8 +152,7 @@ class ComplaintsHandlers(RepositoryHandlers[ComplaintsRepository]):
             log.warning("timer for an unknown order", extra={"kind": timer.kind})
             return
         events = order.on_timer(timer.kind, timer.due_at, self.rules, ctx.now)
-        await repo.save_order(order, ctx.now)
-        await self._publish(ctx, order, None, events)
+        await self._store_order(repo, ctx, order, events)
 
     # --- complaints -------------------------------------------------------------------------
 
@@ -321,6 +317,21 @@ class ComplaintsHandlers(RepositoryHandlers[ComplaintsRepository]):
         if order is not None and changed:
             await repo.save_order(order, ctx.now)
         await self._publish(ctx, order, complaint, events, order_id=case.order_id)
+
+    async def _order(self, repo: ComplaintsRepository, order_id: str) -> ShopOrder:
+        """The order as stored, or a new one: an order event may come before order.paid."""
+        return await repo.order(order_id) or ShopOrder.new(order_id)
+
+    async def _store_order(
+        self,
+        repo: ComplaintsRepository,
+        ctx: HandlerContext,
+        order: ShopOrder,
+        events: list[DomainEvent],
+    ) -> None:
+        """Store an order an order event or timer changed, and emit what it decided."""
+        await repo.save_order(order, ctx.now)
+        await self._publish(ctx, order, None, events)
 
     async def _publish(
         self,

@@ -14,7 +14,8 @@ from services.complaints.handlers import SERVICE, ComplaintsHandlers
 from services.complaints.repository import ComplaintsRepository, Lock
 from shared.clock import Clock
 from shared.messaging.membus import MemoryService
-from shared.messaging.memory import MemoryCasesOfOrder, MemoryUnitOfWork
+from shared.messaging.memory import MemoryUnitOfWork
+from shared.messaging.memorycases import MemoryCaseDocuments
 from shared.policy import Policy
 
 
@@ -23,8 +24,7 @@ class MemoryComplaintsRepository(ComplaintsRepository):
 
     def __init__(self, uow: MemoryUnitOfWork) -> None:  # no session: nothing of the parent's
         self._orders = uow.rows()  # order id -> document
-        self._complaints = uow.rows()  # complaint id -> document
-        self._cases = MemoryCasesOfOrder(uow)
+        self._complaints = MemoryCaseDocuments(uow)  # complaint id -> document, by order
         self._budgets = uow.rows()  # customer id -> document
         self._parked = uow.rows()  # complaint id -> ((received_at, callback id, score), ...)
 
@@ -43,15 +43,14 @@ class MemoryComplaintsRepository(ComplaintsRepository):
         return None if document is None else Complaint.from_dict(document)
 
     async def order_of_complaint(self, complaint_id: str) -> str | None:
-        return self._cases.order_of(complaint_id)
+        return self._complaints.order_of(complaint_id)
 
     async def complaints_of_order(self, order_id: str) -> list[Complaint]:
-        ids = self._cases.of_order(order_id)
-        return [Complaint.from_dict(self._complaints.document(c)) for c in ids]
+        return [Complaint.from_dict(d) for d in self._complaints.documents_of(order_id)]
 
     async def save_complaint(self, complaint: Complaint, now: datetime) -> None:
-        self._cases.add(complaint.complaint_id, complaint.order_id, now)
-        self._complaints.put_document(complaint.complaint_id, complaint.to_dict())
+        complaint_id, order_id = complaint.complaint_id, complaint.order_id
+        self._complaints.save(complaint_id, order_id, complaint.to_dict(), now)
 
     async def locked_budget(self, customer_id: str, lock: Lock) -> CompensationBudget:
         await lock([customer_id])

@@ -43,12 +43,14 @@ from services.complaints.locks import COMPLAINT_LOCK_PREFIX, lock_keys
 from shared.contracts import CloudEvent, CompensationReviewed, ComplaintOpened, ComplaintResolved
 from shared.db import pending_writes
 from shared.messaging.batchcache import HeldRows, batch_cache, loaded
+from shared.messaging.batchcases import HeldCase, loaded_in_order
 from shared.upserts import document_upsert
 
 _CACHE = "complaints.batch_cache"
 _PARKED = "complaints.parked_low_scores"
 
 Lock = Callable[[Iterable[str]], Awaitable[None]]
+Row = dict[str, Any]
 
 
 def _order_row(order: ShopOrder, now: datetime) -> dict[str, Any]:
@@ -78,25 +80,18 @@ def _budget_row(budget: CompensationBudget, now: datetime) -> dict[str, Any]:
 
 
 @dataclass
-class _Stored:
-    """A complaint of the batch: its row's created_at and order, and the complaint, as the JSON
-    text read (with the buyer its row names) until a handler first loads it."""
+class _Stored(HeldCase[Complaint]):
+    """A complaint of the batch, with the buyer its row names while it is the JSON text read."""
 
-    created_at: datetime
-    order_id: str
+    kind = Complaint
+
     customer_id: str | None
-    complaint: Complaint | str
-
-    def load(self) -> Complaint:
-        if isinstance(self.complaint, str):
-            self.complaint = Complaint.from_json(self.complaint)
-        return self.complaint
 
     @property
     def buyer(self) -> str | None:
-        if isinstance(self.complaint, str):
+        if isinstance(self.case, str):
             return self.customer_id
-        return self.complaint.customer_id or None
+        return self.case.customer_id or None
 
 
 @dataclass
@@ -174,6 +169,19 @@ class ComplaintsRepository:
         cache: _BatchCache | None = self._session.info.get(_CACHE)  # made: every call but one
         return cache if cache is not None else await batch_cache(self._session, _CACHE, _prefetch)
 
+    async def _save(
+        self, copies: str, key: str, aggregate: object, statement: Any, row: Callable[[], Row]
+    ) -> None:
+        """An aggregate the batch holds (`key` among its cache's `copies`, "orders" or "budgets")
+        is kept as its copy and its row written at commit; any other one is written now."""
+        cache = await self._cache()
+        held: dict[str, object] = {} if cache is None else getattr(cache, copies)
+        if cache is None or key not in held:
+            await self._session.execute(statement, row())
+            return
+        held[key] = aggregate
+        cache.held.hold(self._session, statement, key, row)
+
     # --- orders -----------------------------------------------------------------------------
 
     async def order(self, order_id: str) -> ShopOrder | None:
@@ -190,13 +198,8 @@ class ComplaintsRepository:
         return await self._session.scalar(_ORDER_STORED, {"b_id": order_id}) is not None
 
     async def save_order(self, order: ShopOrder, now: datetime) -> None:
-        cache = await self._cache()
-        if cache is not None and order.order_id in cache.orders:
-            cache.orders[order.order_id] = order
-            row = partial(_order_row, order, now)
-            cache.held.hold(self._session, _SAVE_ORDER, order.order_id, row)
-        else:  # not locked by the batch: no copy, written now
-            await self._session.execute(_SAVE_ORDER, _order_row(order, now))
+        row = partial(_order_row, order, now)
+        await self._save("orders", order.order_id, order, _SAVE_ORDER, row)
 
     # --- complaints -------------------------------------------------------------------------
 
@@ -222,12 +225,7 @@ class ComplaintsRepository:
     async def complaints_of_order(self, order_id: str) -> list[Complaint]:
         cache = await self._cache()
         if cache is not None and order_id in cache.orders:
-            found = sorted(
-                (stored.created_at, complaint_id, stored)
-                for complaint_id in cache.complaints_of.get(order_id, ())
-                if (stored := cache.complaints[complaint_id]) is not None
-            )
-            return [stored.load() for _, _, stored in found]
+            return loaded_in_order(cache.complaints, cache.complaints_of.get(order_id, ()))
         rows = await self._session.scalars(_COMPLAINTS_OF_ORDER, {"b_id": order_id})
         return [Complaint.from_dict(state) for state in rows]
 
@@ -238,7 +236,7 @@ class ComplaintsRepository:
             # Its order is held, so every complaint of it is known: one not among them is new.
             before = cache.complaints.get(complaint_id)
             created = now if before is None else before.created_at  # kept on update, as the row
-            cache.put_complaint(complaint_id, _Stored(created, complaint.order_id, None, complaint))
+            cache.put_complaint(complaint_id, _Stored(created, complaint.order_id, complaint, None))
             row = partial(_complaint_row, complaint, now)
             cache.held.hold(self._session, _SAVE_COMPLAINT, complaint_id, row)
             return
@@ -274,13 +272,8 @@ class ComplaintsRepository:
         return budget
 
     async def save_budget(self, budget: CompensationBudget, now: datetime) -> None:
-        cache = await self._cache()
-        if cache is not None and budget.customer_id in cache.budgets:
-            cache.budgets[budget.customer_id] = budget
-            row = partial(_budget_row, budget, now)
-            cache.held.hold(self._session, _SAVE_BUDGET, budget.customer_id, row)
-        else:
-            await self._session.execute(_SAVE_BUDGET, _budget_row(budget, now))
+        row = partial(_budget_row, budget, now)
+        await self._save("budgets", budget.customer_id, budget, _SAVE_BUDGET, row)
 
     # --- low scores for complaints not seen yet ---------------------------------------------
 
@@ -392,7 +385,7 @@ async def _prefetch(session: AsyncSession, events: list[CloudEvent]) -> _BatchCa
         rows = await session.execute(_PREFETCH_COMPLAINTS, given)
         for complaint_id, order_id, customer_id, text, created_at in rows:
             if order_id in cache.orders:
-                stored = _Stored(created_at, order_id, customer_id, text)
+                stored = _Stored(created_at, order_id, text, customer_id)
                 cache.put_complaint(complaint_id, stored)
             else:  # named, but of an order the batch does not hold: read when needed
                 cache.complaints.pop(complaint_id, None)

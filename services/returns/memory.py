@@ -15,7 +15,8 @@ from services.returns.handlers import SERVICE, ReturnsHandlers
 from services.returns.repository import ReturnsRepository
 from shared.clock import Clock
 from shared.messaging.membus import MemoryService
-from shared.messaging.memory import MemoryCasesOfOrder, MemoryUnitOfWork
+from shared.messaging.memory import MemoryUnitOfWork
+from shared.messaging.memorycases import MemoryCaseDocuments
 from shared.policy import Policy
 
 
@@ -26,8 +27,7 @@ class MemoryReturnsRepository(ReturnsRepository):
         self._orders = uow.rows()  # order id -> Order (immutable)
         self._ledgers = uow.rows()  # order id -> document
         self._signatures = uow.rows()  # order id -> signed_at
-        self._requests = uow.rows()  # return id -> document
-        self._cases = MemoryCasesOfOrder(uow)
+        self._requests = MemoryCaseDocuments(uow)  # return id -> document, by order
 
     async def order(self, order_id: str) -> Order | None:
         order: Order | None = self._orders.get(order_id)
@@ -58,12 +58,10 @@ class MemoryReturnsRepository(ReturnsRepository):
         return None if document is None else ReturnRequest.from_dict(document)
 
     async def returns_of_order(self, order_id: str) -> list[ReturnRequest]:
-        ids = self._cases.of_order(order_id)
-        return [ReturnRequest.from_dict(self._requests.document(rid)) for rid in ids]
+        return [ReturnRequest.from_dict(d) for d in self._requests.documents_of(order_id)]
 
     async def save_return(self, request: ReturnRequest, now: datetime) -> None:
-        self._cases.add(request.return_id, request.order_id, now)
-        self._requests.put_document(request.return_id, request.to_dict())
+        self._requests.save(request.return_id, request.order_id, request.to_dict(), now)
 
 
 def in_memory(policy: Policy, clock: Clock) -> MemoryService:

@@ -31,6 +31,7 @@ from services.returns.domain.order_returns import OrderLedger
 from services.returns.domain.values import Order
 from shared.contracts import CloudEvent
 from shared.messaging.batchcache import HeldRows, batch_cache, loaded
+from shared.messaging.batchcases import HeldCase, loaded_in_order
 from shared.upserts import JsonRowsWrite, document_upsert, json_upsert
 
 _CACHE = "returns.batch_cache"
@@ -62,18 +63,10 @@ def _return_row(request: ReturnRequest, now: datetime) -> dict[str, Any]:
 
 
 @dataclass
-class _Request:
-    """A return request of the batch: its row's created_at and order, and the request, as the
-    JSON text read until a handler first loads it."""
+class _Request(HeldCase[ReturnRequest]):
+    """A return request of the batch."""
 
-    created_at: datetime
-    order_id: str
-    request: ReturnRequest | str
-
-    def load(self) -> ReturnRequest:
-        if isinstance(self.request, str):
-            self.request = ReturnRequest.from_json(self.request)
-        return self.request
+    kind = ReturnRequest
 
 
 @dataclass
@@ -174,12 +167,7 @@ class ReturnsRepository:
     async def returns_of_order(self, order_id: str) -> list[ReturnRequest]:
         cache = await self._cache()
         if cache is not None and order_id in cache.complete:
-            found = sorted(
-                (entry.created_at, return_id, entry)
-                for return_id in cache.requests_of.get(order_id, ())
-                if (entry := cache.requests[return_id]) is not None
-            )
-            return [entry.load() for _, _, entry in found]
+            return loaded_in_order(cache.requests, cache.requests_of.get(order_id, ()))
         rows = await self._session.scalars(_RETURNS_OF_ORDER, {"b_id": order_id})
         return [ReturnRequest.from_dict(state) for state in rows]
 

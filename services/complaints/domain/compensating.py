@@ -227,32 +227,27 @@ class Compensating:
         comp.reviewed_by, comp.reviewed_at = agent_id, reviewed_at
         if decision == "approve":
             events = self._grant_coupon(comp, budget, policy, now, CouponStatus.APPROVED)
-            return [
-                *events,
-                Notify(
-                    template=Template.COMPENSATION_APPROVED,
-                    case=self.case,
-                    params={
-                        "complaint_id": self.complaint_id,
-                        "value": comp.coupon_value,
-                        "currency": comp.currency,
-                        "expires_at": instant_to_json(comp.coupon_expires_at) or "",
-                    },
-                ),
-            ]
-        comp.coupon_status = CouponStatus.DENIED
-        return [
-            Notify(
-                template=Template.COMPENSATION_DENIED,
-                case=self.case,
-                params={
-                    "complaint_id": self.complaint_id,
-                    "value": comp.coupon_value,
-                    "currency": comp.currency,
-                    "window_days": policy.compensation_window_days,
-                },
+            expires_at = instant_to_json(comp.coupon_expires_at) or ""
+            approved = self._reviewed_notice(
+                Template.COMPENSATION_APPROVED, comp, expires_at=expires_at
             )
-        ]
+            return [*events, approved]
+        comp.coupon_status = CouponStatus.DENIED
+        denied = self._reviewed_notice(
+            Template.COMPENSATION_DENIED, comp, window_days=policy.compensation_window_days
+        )
+        return [denied]
+
+    def _reviewed_notice(self, template: Template, comp: Compensation, **more: str | int) -> Notify:
+        """The buyer told a supervisor's decision on the coupon: its value and `more` (when the
+        approved one expires, or the window of the budget the denied one did not fit in)."""
+        params: dict[str, str | int] = {
+            "complaint_id": self.complaint_id,
+            "value": comp.coupon_value,
+            "currency": comp.currency,
+            **more,
+        }
+        return Notify(template=template, case=self.case, params=params)
 
     def _grant_coupon(
         self,
