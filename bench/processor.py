@@ -41,6 +41,7 @@ from faults import events as ev
 from services.complaints.bootstrap import build as build_complaints
 from services.refunds.bootstrap import build as build_refunds
 from services.returns.bootstrap import build as build_returns
+from shared import heap
 from shared.clock import SystemClock
 from shared.contracts import topics
 from shared.db import create_engine, session_factory
@@ -151,11 +152,9 @@ async def measure(url: str, flows: int, batch: int, profile: bool, service: str)
         definition = build(Policy(), SystemClock())
         processor = _processor(definition, engine)
         await processor.process(warm)
-        # As `aftersales run` does once its services have started: what the warm-up built
-        # (modules, schemas, compiled statements) is left out of the collector's full passes,
-        # so the figure is the one a service process pays.
-        gc.collect()
-        gc.freeze()
+        # As `aftersales run` does once its services have started (`shared.heap.settle`), so
+        # the figure is the one a service process pays.
+        heap.settle()
         statements = 0
         profiler = cProfile.Profile() if profile else None
         started, cpu_started = time.perf_counter(), time.process_time()

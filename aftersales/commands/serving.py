@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import logging
 import os
 import signal
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from aftersales.commands.database import require_database
 from aftersales.registry import SERVICES, definition, environment, preflight, service_names
+from shared import heap
 from shared.logs import quiet
 
 if TYPE_CHECKING:
@@ -86,11 +86,7 @@ async def serve(
     server = http_server(runtimes, port, env.policy)
     server_task = asyncio.create_task(server.serve())
     if own_process:
-        # What start-up built (modules, schemas, compiled statements) lives as long as the
-        # process: frozen, it is left out of the collector's full passes, which otherwise walk
-        # all of it again every few batches.
-        gc.collect()
-        gc.freeze()
+        heap.settle()  # start-up's objects frozen, young ones collected less often
     log.info("serving", extra={"services": ",".join(names), "http_port": port})
     try:
         await stop.wait()
