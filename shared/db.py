@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import socket
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, Self, TypeVar
@@ -102,6 +103,17 @@ def create_engine(
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+@asynccontextmanager
+async def command_engine(url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine of one connection for a command (a report, an operator's fix), disposed when
+    the command is done with it, whatever happened."""
+    engine = create_engine(url, pool_size=1)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
 
 
 def lock_id(key: str) -> int:

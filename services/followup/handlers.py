@@ -298,20 +298,30 @@ class _Scope:
         return self.callback.cases[0].case_id  # the case that opened the callback
 
 
-def _scheduled(event: CallbackScheduled, scope: _Scope, index: int) -> list[Effect]:
-    callback = scope.callback
-    cid = callback.callback_id
-    data = FollowupEvent(
-        callback_id=cid,
+def _followup(
+    callback: Callback,
+    cases: tuple[CaseKey, ...],
+    due_at: datetime,
+    deadline: datetime,
+    score: int | None = None,
+) -> FollowupEvent:
+    """What callback.scheduled, callback.sent and satisfaction.recorded (or .low) say."""
+    return FollowupEvent(
+        callback_id=callback.callback_id,
         customer_id=callback.customer_id,
-        cases=_refs(event.cases),
-        due_at=event.due_at,
-        deadline=event.deadline,
+        cases=_refs(cases),
+        due_at=due_at,
+        deadline=deadline,
+        score=score,
     )
+
+
+def _scheduled(event: CallbackScheduled, scope: _Scope, index: int) -> list[Effect]:
+    cid = scope.callback.callback_id
     return [
         Emit(
             "callback.scheduled",
-            data,
+            _followup(scope.callback, event.cases, event.due_at, event.deadline),
             event_id=ids.event_id("callback.scheduled", cid, str(event.revision)),
             correlation_id=scope.correlation,
         )
@@ -366,14 +376,7 @@ def _answered(event: SatisfactionRecorded, scope: _Scope, index: int) -> list[Ef
     return [
         Emit(
             event_type,
-            FollowupEvent(
-                callback_id=cid,
-                customer_id=callback.customer_id,
-                cases=_refs(event.cases),
-                due_at=callback.due_at,
-                deadline=callback.deadline,
-                score=event.score,
-            ),
+            _followup(callback, event.cases, callback.due_at, callback.deadline, event.score),
             event_id=ids.event_id(event_type, cid),
             correlation_id=scope.correlation,
             counts=answers if event_type == "satisfaction.recorded" else (),
@@ -402,13 +405,6 @@ def _sent(event: CallbackSent, scope: _Scope, index: int) -> list[Effect]:
         urgent=False,
         case=(_refs(event.cases)[0] if len(event.cases) == 1 else None),
     )
-    sent = FollowupEvent(
-        callback_id=cid,
-        customer_id=customer_id,
-        cases=_refs(event.cases),
-        due_at=event.due_at,
-        deadline=event.deadline,
-    )
     counts: list[tuple[Counter, float]] = [
         (followup_metrics.CALLBACKS_SENT.labels(shop), 1)
         for shop in sorted({scope.shops[order_id] for order_id in orders})
@@ -427,7 +423,7 @@ def _sent(event: CallbackSent, scope: _Scope, index: int) -> list[Effect]:
         ),
         Emit(
             "callback.sent",
-            sent,
+            _followup(callback, event.cases, event.due_at, event.deadline),
             event_id=ids.event_id("callback.sent", cid),
             correlation_id=scope.correlation,
             counts=tuple(counts),

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -26,8 +26,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from services.followup import tables
 from services.followup.domain.rules import CaseOutcome
 from services.followup.repository import UNKNOWN_SHOP
-from shared.db import create_engine
+from shared.db import command_engine
 from shared.policy import Policy
+from shared.reporting import check_period, period_bounds, text_table
 
 ALL_SHOPS = "(all)"
 
@@ -76,18 +77,6 @@ def _ratio(part: int, whole: int) -> float | None:
     return None if whole == 0 else part / whole
 
 
-def period_bounds(
-    since: date | None, until: date | None, policy: Policy
-) -> tuple[datetime | None, datetime | None]:
-    """[start, end) instants of the local dates since..until (both included)."""
-    zone = policy.zone
-    start = None if since is None else datetime.combine(since, time(0), tzinfo=zone)
-    end = (
-        None if until is None else datetime.combine(until + timedelta(days=1), time(0), tzinfo=zone)
-    )
-    return start, end
-
-
 async def figures(
     engine: AsyncEngine,
     policy: Policy,
@@ -97,7 +86,7 @@ async def figures(
     shop: str | None = None,
 ) -> list[ShopFigures]:
     """One row per shop (sorted), then the `(all)` row (left out when `shop` is given)."""
-    start, end = period_bounds(since, until, policy)
+    start, end = period_bounds(since, until, policy.zone)
     async with engine.connect() as conn:
         rows = await case_rows(conn, start, end)
     return aggregate(rows, shop=shop)
@@ -175,25 +164,14 @@ def format_table(
         )
         for row in rows
     ]
-    widths = [max(len(line[i]) for line in (header, *body)) for i in range(len(header))]
-
-    def line(cells: Sequence[str]) -> str:
-        first = cells[0].ljust(widths[0])
-        rest = (cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True))
-        return "  ".join((first, *rest))
-
-    rule = "  ".join("-" * width for width in widths)
-    return "\n".join([f"follow-up report, period {period}", line(header), rule, *map(line, body)])
+    return "\n".join([f"follow-up report, period {period}", *text_table(header, body)])
 
 
 async def _report(
     database_url: str, policy: Policy, since: date | None, until: date | None, shop: str | None
 ) -> str:
-    engine = create_engine(database_url, pool_size=1)
-    try:
+    async with command_engine(database_url) as engine:
         rows = await figures(engine, policy, since=since, until=until, shop=shop)
-    finally:
-        await engine.dispose()
     return format_table(rows, since=since, until=until, policy=policy)
 
 
@@ -206,7 +184,6 @@ def main(
     shop: str | None = None,
 ) -> int:
     """Print the report table; the entry point of `aftersales report`."""
-    if since is not None and until is not None and since > until:
-        raise ValueError("--since must not be after --until")
+    check_period(since, until)
     print(asyncio.run(_report(database_url, policy, since, until, shop)))
     return 0

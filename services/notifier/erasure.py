@@ -41,7 +41,7 @@ from shared.contracts import (
     OrderPaid,
     event_key,
 )
-from shared.db import UnitOfWork, create_engine, session_factory
+from shared.db import UnitOfWork, command_engine, session_factory
 from shared.messaging.context import HandlerContext
 from shared.settings import Settings
 from shared.upserts import upsert
@@ -180,11 +180,8 @@ def lock_keys(event: CloudEvent) -> Iterable[str]:
 
 
 async def run(settings: Settings, customer_id: str) -> int:
-    engine = create_engine(settings.database_url, pool_size=1)
-    try:
+    async with command_engine(settings.database_url) as engine:
         erased = await erase(session_factory(engine), customer_id)
-    finally:
-        await engine.dispose()
     print(
         f"customer {customer_id}: {erased.contacts} contact(s) deleted, recipient blanked on "
         f"{erased.deliveries} delivery(ies), {erased.events} published event(s) deleted, "

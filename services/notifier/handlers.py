@@ -46,6 +46,7 @@ from shared.crypto import FieldCipher
 from shared.messaging.context import EventHandler, HandlerContext, TimerHandler
 from shared.messaging.errors import Rejected
 from shared.policy import Policy
+from shared.projection import projected
 
 __all__ = ["DELIVER", "SERVICE", "NotifierHandlers", "derived_request_id"]
 
@@ -102,15 +103,7 @@ class NotifierHandlers:
                 extra={"service": SERVICE, "customer_id": data.customer_id},
             )
             return
-        customer = data.customer
-        contact = Contact(
-            customer_id=data.customer_id,
-            preferred_channel=customer.preferred_channel,
-            name=customer.name,
-            phone=customer.phone,
-            email=customer.email,
-            language=customer.language,
-        )
+        contact = projected(Contact, data.customer, customer_id=data.customer_id)
         stored = await ContactBook(ctx.session, self.cipher).save(
             contact, order_id=data.order_id, paid_at=data.paid_at, now=ctx.now
         )

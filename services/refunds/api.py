@@ -7,6 +7,7 @@ refunds`: `IssuedRefund.on_time` and `settled_on_time`).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
 from pydantic import BaseModel
@@ -81,6 +82,11 @@ class Ledger(BaseModel):
     waiting: list[Waiting]
 
 
+def _amounts(pairs: Iterable[tuple[str, int]]) -> list[Amount]:
+    """(kind or method, amount) pairs as the answer lists them."""
+    return [Amount(kind=kind, amount=amount) for kind, amount in pairs]
+
+
 def ledger_answer(ledger: OrderLedger) -> Ledger:
     facts = ledger.facts
     return Ledger(
@@ -90,7 +96,7 @@ def ledger_answer(ledger: OrderLedger) -> Ledger:
         currency=facts.currency if facts is not None else None,
         goods_total=facts.goods_total if facts is not None else None,
         shipping_fee_paid=facts.shipping_fee_paid if facts is not None else None,
-        payments=[Amount(kind=m, amount=a) for m, a in (facts.payments if facts else ())],
+        payments=_amounts(facts.payments if facts else ()),
         goods_given=ledger.goods_given,
         outbound_given=ledger.outbound_given,
         overflow_given=ledger.overflow_given,
@@ -104,8 +110,8 @@ def ledger_answer(ledger: OrderLedger) -> Ledger:
                 amount=r.amount,
                 cut=r.cut,
                 to_payout_method=r.overflow,
-                breakdown=[Amount(kind=k, amount=a) for k, a in r.breakdown],
-                payments=[Amount(kind=m, amount=a) for m, a in r.payments],
+                breakdown=_amounts(r.breakdown),
+                payments=_amounts(r.payments),
                 due_by=r.due_by,
                 issued_at=r.issued_at,
                 on_time=r.on_time,

@@ -26,13 +26,7 @@ from services.refunds.domain.events import (
     StopWaiting,
     WaitForOrder,
 )
-from services.refunds.domain.model import (
-    OrderFacts,
-    OrderLedger,
-    PayoutMismatch,
-    RefundRequest,
-    UnknownRefund,
-)
+from services.refunds.domain.model import OrderFacts, OrderLedger, RefundRequest
 from services.refunds.domain.refund import IssuedRefund
 from services.refunds.repository import RefundsRepository
 from shared import metrics
@@ -60,6 +54,7 @@ from shared.messaging.effects import (
 )
 from shared.messaging.errors import Rejected
 from shared.messaging.store import Timer
+from shared.refusal import Refusal
 
 SERVICE = "refunds"
 ORDER_WAIT = "order_wait"
@@ -140,8 +135,8 @@ class RefundsHandlers(RepositoryHandlers[RefundsRepository]):
         repo, ledger = await self._load(ctx, data.order_id)
         try:
             events = ledger.settle(data.refund_id, data.settled_at)
-        except UnknownRefund as exc:
-            raise Rejected("unknown_refund", str(exc)) from exc
+        except Refusal as exc:  # an unknown refund
+            raise Rejected(exc.reason, exc.detail) from exc
         await self._finish(ctx, repo, ledger, events)
 
     async def refund_failed(self, event: CloudEvent, ctx: HandlerContext) -> None:
@@ -158,10 +153,8 @@ class RefundsHandlers(RepositoryHandlers[RefundsRepository]):
                 self.overflow_method,
                 ctx.now,
             )
-        except UnknownRefund as exc:
-            raise Rejected("unknown_refund", str(exc)) from exc
-        except PayoutMismatch as exc:
-            raise Rejected("payout_mismatch", str(exc)) from exc
+        except Refusal as exc:  # an unknown refund, or a part it did not pay
+            raise Rejected(exc.reason, exc.detail) from exc
         await self._finish(ctx, repo, ledger, events)
 
     async def order_wait(self, timer: Timer, ctx: HandlerContext) -> None:

@@ -19,7 +19,7 @@ import io
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import date
 from typing import Any
 
 from sqlalchemy import select
@@ -28,8 +28,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.refunds import tables
 from services.refunds.domain.model import OrderLedger
 from services.refunds.repository import RefundsRepository
-from shared.db import create_engine, session_factory
+from shared.db import command_engine, session_factory
 from shared.policy import Policy
+from shared.reporting import check_period, period_bounds, text_table
 
 FORMATS = ("table", "csv", "json")
 
@@ -76,11 +77,10 @@ async def figures(
 ) -> list[DayFigures]:
     t = tables.refunds
     query = select(t).order_by(t.c.issued_at, t.c.refund_id)
-    zone = policy.zone
-    if since is not None:
-        query = query.where(t.c.issued_at >= datetime.combine(since, time(0), tzinfo=zone))
-    if until is not None:
-        end = datetime.combine(until + timedelta(days=1), time(0), tzinfo=zone)
+    start, end = period_bounds(since, until, policy.zone)
+    if start is not None:
+        query = query.where(t.c.issued_at >= start)
+    if end is not None:
         query = query.where(t.c.issued_at < end)
     async with engine.connect() as conn:
         rows = (await conn.execute(query)).all()
@@ -132,18 +132,7 @@ def format_report(rows: Sequence[DayFigures], fmt: str) -> str:
         )
         for r in rows
     ]
-    return _table(header, body) if body else "no refunds issued in the period"
-
-
-def _table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(line[i]) for line in (header, *body)) for i in range(len(header))]
-
-    def line(cells: Sequence[str]) -> str:
-        first = cells[0].ljust(widths[0])
-        rest = (cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True))
-        return "  ".join((first, *rest))
-
-    return "\n".join([line(header), "  ".join("-" * w for w in widths), *map(line, body)])
+    return "\n".join(text_table(header, body)) if body else "no refunds issued in the period"
 
 
 def format_ledger(ledger: OrderLedger) -> str:
@@ -206,12 +195,8 @@ def format_ledger(ledger: OrderLedger) -> str:
 
 
 async def _ledger(database_url: str, order_id: str) -> OrderLedger | None:
-    engine = create_engine(database_url, pool_size=1)
-    try:
-        async with session_factory(engine)() as session:
-            return await RefundsRepository(session).ledger(order_id)
-    finally:
-        await engine.dispose()
+    async with command_engine(database_url) as engine, session_factory(engine)() as session:
+        return await RefundsRepository(session).ledger(order_id)
 
 
 def show_ledger(database_url: str, order_id: str) -> int:
@@ -226,11 +211,8 @@ def show_ledger(database_url: str, order_id: str) -> int:
 async def _report(
     database_url: str, policy: Policy, since: date | None, until: date | None
 ) -> list[DayFigures]:
-    engine = create_engine(database_url, pool_size=1)
-    try:
+    async with command_engine(database_url) as engine:
         return await figures(engine, policy, since=since, until=until)
-    finally:
-        await engine.dispose()
 
 
 def main(
@@ -242,8 +224,7 @@ def main(
     fmt: str = "table",
 ) -> int:
     """Print the refund report; the entry point of `aftersales report refunds`."""
-    if since is not None and until is not None and since > until:
-        raise ValueError("--since must not be after --until")
+    check_period(since, until)
     if fmt not in FORMATS:
         raise ValueError(f"unknown --format {fmt!r}; known: {', '.join(FORMATS)}")
     print(format_report(asyncio.run(_report(database_url, policy, since, until)), fmt))

@@ -31,7 +31,14 @@ from shared.db import UnitOfWork, flush_pending
 from . import journal
 from .context import EventHandler, HandlerContext
 from .deadletter_copy import dead_letter_key, fit_dead_letter, scrub_personal_data, storable_text
-from .errors import Rejected, describe_failure, is_storage_refusal, is_transient, sqlstate
+from .errors import (
+    Rejected,
+    describe_failure,
+    failure_fields,
+    is_storage_refusal,
+    is_transient,
+    sqlstate,
+)
 from .store import HOLD_WRITES, Inbox, WriteConflict
 from .tables import MessagingTables
 
@@ -184,12 +191,7 @@ class EventProcessor:
             cause = exc.__cause__ if isinstance(exc, _HandlerFailed) and exc.__cause__ else exc
             log.info(
                 "the batch is applied again event by event",
-                extra={
-                    "service": self.service,
-                    "event_id": failed,
-                    "sqlstate": sqlstate(cause) or "",
-                    "error": describe_failure(cause),
-                },
+                extra={"service": self.service, "event_id": failed, **failure_fields(cause)},
             )
             async with UnitOfWork(self._sessions, namespace=self.service) as uow:
                 await uow.lock(self._keys_to_lock(items))
@@ -244,19 +246,14 @@ class EventProcessor:
         same = previous is not None and previous[0] == kind and previous[1] & begun
         count = previous[2] + 1 if previous is not None and same else 1
         self._refused = (kind, begun, count)
-        detail = describe_failure(exc)
         log.error(
             "a batch failed though its events were isolated",
-            extra={
-                "service": self.service,
-                "attempt": count,
-                "sqlstate": sqlstate(exc) or "",
-                "error": detail,
-            },
+            extra={"service": self.service, "attempt": count, **failure_fields(exc)},
         )
         if count < LAST_RESORT_AFTER:
             raise exc
         self._refused = None
+        detail = describe_failure(exc)
         outcomes: list[str] = []
         async with UnitOfWork(self._sessions, namespace=self.service) as uow:
             for record, _ in items:
@@ -404,8 +401,7 @@ class EventProcessor:
                     "event_type": item.type,
                     "event_id": item.id,
                     "reason": reason,
-                    "sqlstate": sqlstate(exc) or "",
-                    "error": describe_failure(exc),
+                    **failure_fields(exc),
                 },
             )
             await self._dead_letter(uow, record, reason, describe_failure(exc, limit=1000), now)

@@ -83,31 +83,11 @@ async def _started(client: AIOKafkaConsumer | AIOKafkaProducer) -> None:
         raise
 
 
-async def _dead_letters(
-    settings: Settings, service: str, reason: str | None, limit: int
-) -> AsyncIterator[DeadLettered]:
-    count = 0
-    async for _, _, value in read_topic(
-        settings.kafka_bootstrap_servers, dead_letter_topic(service), client_security(settings)
-    ):
-        try:
-            event = parse_event(value, max_bytes=MAX_DEAD_LETTER_BYTES)
-        except InvalidEvent:
-            continue
-        data = event.data
-        if not isinstance(data, DeadLettered) or (reason and data.reason != reason):
-            continue
-        yield data
-        count += 1
-        if count >= limit:
-            return
-
-
 async def list_dead_letters(
     settings: Settings, service: str, reason: str | None, limit: int
 ) -> int:
     n = 0
-    async for item in _dead_letters(settings, service, reason, limit):
+    async for _, _, item in dead_letters_at(settings, service, limit, reason=reason):
         n += 1
         origin = item.origin
         print(
@@ -132,7 +112,7 @@ async def replay_dead_letters(
     replayed = skipped = refused = 0
     now = (clock or SystemClock()).now()
     try:
-        async for item in _dead_letters(settings, service, reason, limit):
+        async for _, _, item in dead_letters_at(settings, service, limit, reason=reason):
             if item.value_truncated:
                 skipped += 1
                 continue
@@ -180,10 +160,11 @@ async def _send_back(producer: AIOKafkaProducer, item: DeadLettered) -> None:
 
 
 async def dead_letters_at(
-    settings: Settings, service: str, limit: int
+    settings: Settings, service: str, limit: int, *, reason: str | None = None
 ) -> AsyncGenerator[tuple[int, int, DeadLettered], None]:
-    """The service's dead letters with where each one is (partition, offset of the
-    dead-letter topic), oldest first: what the read API lists and replays one by one."""
+    """The service's dead letters (those of `reason` when given), at most `limit`, with where
+    each one is (partition, offset of the dead-letter topic), oldest first: what `aftersales
+    dlq` lists and replays, and the read API lists and replays one by one."""
     count = 0
     records = read_topic(
         settings.kafka_bootstrap_servers, dead_letter_topic(service), client_security(settings)
@@ -194,8 +175,9 @@ async def dead_letters_at(
                 event = parse_event(value, max_bytes=MAX_DEAD_LETTER_BYTES)
             except InvalidEvent:
                 continue
-            if isinstance(event.data, DeadLettered):
-                yield partition, offset, event.data
+            data = event.data
+            if isinstance(data, DeadLettered) and (not reason or data.reason == reason):
+                yield partition, offset, data
                 count += 1
                 if count >= limit:
                     return

@@ -59,6 +59,12 @@ def describe_failure(exc: BaseException, *, limit: int = 300) -> str:
     return f"{head}: {message}" if message else head
 
 
+def failure_fields(exc: BaseException) -> dict[str, str]:
+    """What a log line says of a failure: its SQLSTATE ('' when it is not the database's) and
+    `describe_failure`."""
+    return {"sqlstate": sqlstate(exc) or "", "error": describe_failure(exc)}
+
+
 def _sqlstate(exc: BaseException) -> str | None:
     seen: set[int] = set()
     current: BaseException | None = exc

@@ -11,7 +11,7 @@ from datetime import datetime
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from shared.db import create_engine, service_metadata, session_factory
+from shared.db import command_engine, service_metadata, session_factory
 
 from .tables import MessagingTables, messaging_tables
 
@@ -91,10 +91,9 @@ def service_tables(service: str) -> MessagingTables:
 
 
 async def main(database_url: str, service: str, action: str, ids: Sequence[int] | None) -> int:
-    engine = create_engine(database_url, pool_size=1)
-    sessions = session_factory(engine)
     tables = service_tables(service)
-    try:
+    async with command_engine(database_url) as engine:
+        sessions = session_factory(engine)
         if action == "list":
             rows = await parked_rows(sessions, tables)
             for row in rows:
@@ -114,5 +113,3 @@ async def main(database_url: str, service: str, action: str, ids: Sequence[int] 
             )
         print(f"{len(retried)} parked outbox event(s) re-queued in {service}")
         return 0 if ids is None or len(retried) == len(set(ids)) else 1
-    finally:
-        await engine.dispose()

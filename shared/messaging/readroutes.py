@@ -4,10 +4,12 @@ deadlines, dead letters (and their replay), and its KPIs when it has any (`reada
 from __future__ import annotations
 
 from contextlib import aclosing
-from datetime import date, datetime, time, timedelta
+from datetime import date, timedelta
 from typing import Annotated, Any
 
 from sqlalchemy import and_, func, or_, select
+
+from shared.reporting import local_midnight
 
 from .deadletters import dead_letters_at, refusal, replay_one
 from .readapi import (
@@ -271,8 +273,8 @@ def common_routes(ctx: ReadContext, kpis: KpiSource | None = None) -> list[ReadR
             query = KpiQuery(
                 period=period,
                 shop=shop,
-                start=datetime.combine(first, time(0), tzinfo=zone),
-                end=datetime.combine(last + timedelta(days=1), time(0), tzinfo=zone),
+                start=local_midnight(first, zone),
+                end=local_midnight(last + timedelta(days=1), zone),
             )
             figures = await kpis(ctx, query)
             return Kpis(

@@ -29,6 +29,7 @@ from services.refunds.domain.refund import IssuedRefund, PayoutFailure
 from services.refunds.domain.split import cumulative_split, proportional_split
 from shared.contracts.ids import reissue_refund_id
 from shared.documents import DocumentType
+from shared.refusal import Refusal
 
 # Breakdown kinds (SPEC section 3). Goods and the deductions on them are one capped group,
 # the outbound fee another; return freight and compensation come on top of both.
@@ -49,12 +50,18 @@ REISSUE_DEADLINE = timedelta(hours=24)
 REISSUED_BY = "ledger"
 
 
-class UnknownRefund(Exception):
+class UnknownRefund(Refusal):
     """A payout result for a refund this order's ledger never issued."""
 
+    def __init__(self, detail: str) -> None:
+        super().__init__("unknown_refund", detail)
 
-class PayoutMismatch(Exception):
+
+class PayoutMismatch(Refusal):
     """A payout failure that names a method or amount the refund did not pay."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__("payout_mismatch", detail)
 
 
 @dataclass(frozen=True)
