@@ -100,12 +100,11 @@ def purge(args: argparse.Namespace) -> int:
 
 
 async def purge_services(env: Environment, names: Sequence[str], *, dry_run: bool) -> int:
-    from shared.db import create_engine, session_factory
+    from shared.db import command_engine, session_factory
     from shared.messaging.retention import RetentionPeriods, purge
 
     periods = RetentionPeriods.from_settings(env.settings)
-    engine = create_engine(env.settings.database_url, pool_size=1)
-    try:
+    async with command_engine(env.settings.database_url) as engine:
         for name in names:
             retained = definition(name, env.policy, env.clock, env.settings).retained
             counts = await purge(
@@ -114,8 +113,6 @@ async def purge_services(env: Environment, names: Sequence[str], *, dry_run: boo
             verb = "would delete" if dry_run else "deleted"
             listed = ", ".join(f"{table} {n}" for table, n in counts.items())
             print(f"{name}: {verb} {listed}")
-    finally:
-        await engine.dispose()
     return 0
 
 
