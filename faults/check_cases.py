@@ -84,15 +84,13 @@ async def check_ledgers(
     }
     uncut = [order_id for order_id in sharing if order_id not in cut_orders]
     c["refund ledger: orders whose cases share the cap"] = len(sharing)
-    for label, items in (
+    f.each(
         ("order(s) whose second case was not cut by the ledger's cap", uncut),
         ("refund request(s) never issued", unanswered),
         ("order(s) refunded above what was paid", over_cap),
         ("order(s) with a method refunded above its charge", over_charge),
         ("order(s) with refund requests still waiting for order.paid", waiting),
-    ):
-        if items:
-            f.problem(f"{len(items)} {label}", items)
+    )
 
 
 # The follow-up rules, restated for the check (services/followup/domain/rules.py): a cancelled
@@ -159,14 +157,13 @@ async def check_callbacks(
     c["closed cases with a callback"] = len(expected & got)
     c["callbacks"] = len(callbacks)
     c["callbacks scheduled twice (several event ids)"] = len(twice)
-    if missing:
-        f.problem(f"followup: {len(missing)} closed case(s) without a callback", missing)
-    if extra:
-        f.problem(f"followup: {len(extra)} case(s) closed that should not be", extra)
-    if orphans:
-        f.problem(f"followup: {len(orphans)} case(s) whose callback does not exist", orphans)
-    if twice:
-        f.problem(f"followup: {len(twice)} callback(s) scheduled twice", twice)
+    f.each(
+        ("closed case(s) without a callback", missing),
+        ("case(s) closed that should not be", extra),
+        ("case(s) whose callback does not exist", orphans),
+        ("callback(s) scheduled twice", twice),
+        prefix="followup: ",
+    )
 
 
 async def check_notifications(
@@ -231,10 +228,11 @@ async def check_notifications(
         c["gateway: messages received again (same Idempotency-Key)"] = sum(
             n - 1 for n in gateway.accepted.values()
         )
-    if wrong:
-        f.problem(f"notifier: {len(wrong)} notification(s) with a wrong outcome", wrong)
-    if unknown:
-        f.problem(f"notifier: {len(unknown)} outcome(s) for unknown requests", unknown)
+    f.each(
+        ("notification(s) with a wrong outcome", wrong),
+        ("outcome(s) for unknown requests", unknown),
+        prefix="notifier: ",
+    )
     if waiting:
         due = [d for d in waiting if d is not None]
         f.problem(

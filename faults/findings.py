@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +16,12 @@ class Findings:
     def problem(self, text: str, examples: Iterable[object] = ()) -> None:
         shown = list(examples)[:5]
         self.problems.append(text + (f" (e.g. {', '.join(map(str, shown))})" if shown else ""))
+
+    def each(self, *labelled: tuple[str, Collection[object]], prefix: str = "") -> None:
+        """A problem of every non-empty collection: `prefix`, how many, its label, examples."""
+        for label, items in labelled:
+            if items:
+                self.problem(f"{prefix}{len(items)} {label}", items)
 
 
 def ours(event: Mapping[str, Any], run_id: str) -> bool:
