@@ -2,8 +2,8 @@
 `build(policy, clock)`: handlers, EventProcessor, TimerScheduler) minus the broker, on the real
 database and a ManualClock. `feed` hands it fetched records the way the Kafka consumer does,
 `fire_due` runs the due timers, `outbox_rows` reads back what it would publish;
-`migrated_engine` gives a suite a database of its own, migrated with the service's migrations,
-and `suite_fixtures` its conftest's engine, clock and service.
+`migrated_database` gives a suite a database of its own, migrated with the service's
+migrations, and `suite_fixtures` its conftest's database, engine, clock and service.
 For the suites on the broker, `RunningService` is a service as `aftersales run` starts it, on
 `quick_runtime`'s short polls, and `Publisher` sends what the shop platform would.
 """
@@ -48,7 +48,6 @@ __all__ = [
     "engine_at",
     "fresh_schema",
     "migrated_database",
-    "migrated_engine",
     "quick_runtime",
     "suite_fixtures",
 ]
@@ -172,14 +171,6 @@ async def migrated_database(database_url: str, name: str, *services: str) -> Asy
 
 
 @asynccontextmanager
-async def migrated_engine(
-    database_url: str, name: str, *services: str
-) -> AsyncIterator[AsyncEngine]:
-    async with migrated_database(database_url, name, *services) as url, engine_at(url) as engine:
-        yield engine
-
-
-@asynccontextmanager
 async def engine_at(url: str, pool_size: int = 5) -> AsyncIterator[AsyncEngine]:
     """An engine over `url`, disposed of afterwards."""
     engine = create_engine(url, pool_size=pool_size)
@@ -200,14 +191,20 @@ async def broker_suite_settings(
 
 def suite_fixtures(
     service: str, make: Callable[[AsyncEngine, ManualClock], Any], start: datetime
-) -> tuple[Any, Any, Any]:
-    """A service suite's fixtures, for its conftest: `service_engine` (a database of its own,
-    migrated once per session), `clock` (a ManualClock at `start`, per test) and `svc` (`make`
-    over both). Each conftest's fixtures are its own directory's, so the names can repeat."""
+) -> tuple[Any, Any, Any, Any]:
+    """A service suite's fixtures, for its conftest: `service_database` (the URL of a database
+    of its own, migrated once per session), `service_engine` (over it), `clock` (a ManualClock
+    at `start`, per test) and `svc` (`make` over both). Each conftest's fixtures are its own
+    directory's, so the names can repeat."""
 
     @pytest.fixture(scope="session")
-    async def service_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-        async with migrated_engine(database_url, f"{service}_it", service) as engine:
+    async def service_database(database_url: str) -> AsyncIterator[str]:
+        async with migrated_database(database_url, f"{service}_it", service) as url:
+            yield url
+
+    @pytest.fixture(scope="session")
+    async def service_engine(service_database: str) -> AsyncIterator[AsyncEngine]:
+        async with engine_at(service_database) as engine:
             yield engine
 
     @pytest.fixture
@@ -218,7 +215,7 @@ def suite_fixtures(
     def svc(service_engine: AsyncEngine, clock: ManualClock) -> Any:
         return make(service_engine, clock)
 
-    return service_engine, clock, svc
+    return service_database, service_engine, clock, svc
 
 
 def broker_settings(database_url: str, bootstrap: str, **more: Any) -> Settings:

@@ -151,7 +151,7 @@ async def test_a_passing_fault_rolls_the_whole_batch_back_and_the_retry_refunds_
 
 
 async def test_concurrent_instances_do_not_lose_a_ledger_update(
-    svc: ReturnsService, returns_engine: Any, clock: ManualClock, monkeypatch: Any
+    svc: ReturnsService, service_engine: Any, clock: ManualClock, monkeypatch: Any
 ):
     """Two instances complete two returns of one order at once: the order lock serialises
     them, so the second sees the first one's units (333 + 667, not 333 + 666)."""
@@ -171,7 +171,7 @@ async def test_concurrent_instances_do_not_lose_a_ledger_update(
         return ledger
 
     monkeypatch.setattr(ReturnsRepository, "ledger", slow_ledger)
-    other = ReturnsService(returns_engine, clock)
+    other = ReturnsService(service_engine, clock)
     await asyncio.gather(
         svc.feed(return_signed(o, r1, at=T0)),
         other.feed(return_signed(o, r2, at=T0)),
