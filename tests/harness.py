@@ -111,7 +111,7 @@ class ServiceHarness:
         )
 
     def scheduler_over(self, sessions: async_sessionmaker[AsyncSession]) -> TimerScheduler:
-        """The service's timer scheduler over `sessions`."""
+        """The service's timer scheduler over `sessions`, as many timers at once as it fires."""
         d = self.definition
         return TimerScheduler(
             service=d.name,
@@ -119,6 +119,7 @@ class ServiceHarness:
             tables=d.tables,
             handlers=d.timer_handlers,
             clock=self.clock,
+            concurrency=d.timer_concurrency,
         )
 
     def record(
