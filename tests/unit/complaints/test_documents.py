@@ -6,9 +6,6 @@ serialisers wrote them (version 1, no `document_version`).
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from hypothesis import strategies as st
 
 from services.complaints.domain.budget import CompensationBudget, Grant
@@ -26,11 +23,15 @@ from services.complaints.domain.rules import (
     TimerKind,
 )
 from shared.documents import VERSION_KEY
-from tests.unit.round_trips import amounts, ids, instants_in, round_trip_tests
-
-FIXTURES = json.loads(
-    (Path(__file__).parents[2] / "fixtures" / "documents" / "complaints.json").read_text()
+from tests.unit.stored_documents import (
+    amounts,
+    fixture_documents,
+    ids,
+    instants_in,
+    round_trip_tests,
 )
+
+FIXTURES = fixture_documents("complaints")
 LOADERS = {
     "complaint_": Complaint.from_dict,
     "shop_order_": ShopOrder.from_dict,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from services.refunds.domain.events import RefundIssued
 from services.refunds.domain.model import (
@@ -23,10 +22,10 @@ from services.refunds.domain.model import (
 from services.refunds.handlers import _issued
 from shared.contracts import ids
 from shared.documents import VERSION_KEY
+from tests.unit.stored_documents import fixture_documents
 
-HERE = Path(__file__).parents[2] / "fixtures" / "documents"
-LEDGERS = json.loads((HERE / "refunds.json").read_text())
-ISSUED = json.loads((HERE / "refund_issued.json").read_text())
+LEDGERS = fixture_documents("refunds")
+ISSUED = fixture_documents("refund_issued")
 T0 = datetime(2026, 5, 1, 2, 0, tzinfo=UTC)
 
 

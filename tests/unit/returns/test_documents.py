@@ -6,9 +6,7 @@ wrote them (version 1, no `document_version`): they are the compatibility contra
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, timedelta, timezone
-from pathlib import Path
 
 from hypothesis import strategies as st
 
@@ -32,11 +30,15 @@ from services.returns.domain.vocabulary import (
     WaitingFor,
 )
 from shared.documents import VERSION_KEY
-from tests.unit.round_trips import amounts, ids, instants_in, round_trip_tests
-
-FIXTURES = json.loads(
-    (Path(__file__).parents[2] / "fixtures" / "documents" / "returns.json").read_text()
+from tests.unit.stored_documents import (
+    amounts,
+    fixture_documents,
+    ids,
+    instants_in,
+    round_trip_tests,
 )
+
+FIXTURES = fixture_documents("returns")
 
 
 def _documents(prefix: str) -> list[dict]:

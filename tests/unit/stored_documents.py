@@ -1,16 +1,26 @@
-"""What the services' document tests share: the ids, amounts and instants they draw, and the
-round-trip tests every stored document must pass, made over a suite's own strategies."""
+"""What the services' document tests share: the stored documents of tests/fixtures/documents,
+the ids, amounts and instants they draw, and the round-trip tests every stored document must
+pass, made over a suite's own strategies."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "documents"
+
+
+def fixture_documents(name: str) -> Any:
+    """tests/fixtures/documents/`name`.json: documents as earlier code stored them."""
+    return json.loads((FIXTURES / f"{name}.json").read_text())
+
 
 ids = st.text("abcdefghij0123456789-", min_size=1, max_size=8)
 amounts = st.integers(min_value=0, max_value=10**9)
