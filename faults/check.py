@@ -15,7 +15,7 @@ from shared.contracts.ids import refund_id
 from shared.messaging.deadletters import read_topic
 
 from .check_cases import check_callbacks, check_ledgers, check_notifications
-from .findings import Findings, ours
+from .findings import Findings, of_run
 from .flows import ExpectedRefund, Flow
 from .gateway import DeliveryGateway
 from .progress import (
@@ -191,9 +191,8 @@ def _check_refunds(
             expected[refund_id(e.case_type, e.case_id)] = e
     forbidden = {rid for flow in flows for rid in flow.no_refund}
     found: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
-    for event in by_id.values():
-        if event["type"] == "refund.issued" and ours(event, run_id):
-            found[event["data"]["refund_id"]].append(event)
+    for event in of_run(by_id, run_id, "refund.issued"):
+        found[event["data"]["refund_id"]].append(event)
     later = [rid for rid in expected if rid not in found and expected[rid].case_id in deferred]
     missing = [rid for rid in expected if rid not in found and rid not in later]
     duplicated = [rid for rid, events in found.items() if len(events) > 1]
@@ -247,9 +246,8 @@ def _check_coupons(
     c = f.counts
     expected = {cid: value for flow in flows for cid, value in flow.coupons.items()}
     found: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
-    for event in by_id.values():
-        if event["type"] == "coupon.granted" and ours(event, run_id):
-            found[event["data"]["coupon_id"]].append(event)
+    for event in of_run(by_id, run_id, "coupon.granted"):
+        found[event["data"]["coupon_id"]].append(event)
     missing = [cid for cid in expected if cid not in found]
     twice = [cid for cid, events in found.items() if len(events) > 1]
     wrong = [

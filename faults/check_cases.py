@@ -12,7 +12,7 @@ from typing import Any
 
 import asyncpg
 
-from .findings import Findings, ours
+from .findings import Findings, of_run, ours
 from .flows import Flow, Message
 from .gateway import DeliveryGateway
 
@@ -48,23 +48,12 @@ async def check_ledgers(
         given = ledger.method_given()
         if any(given.get(method, 0) > charged for method, charged in facts.payments):
             over_charge.append(ledger.order_id)
-    requested = {
-        e["data"]["refund_id"]
-        for e in by_id.values()
-        if e["type"] == "refund.requested" and ours(e, run_id)
-    }
-    issued = {
-        e["data"]["refund_id"]
-        for e in by_id.values()
-        if e["type"] == "refund.issued" and ours(e, run_id)
-    }
-    unanswered = sorted(requested - issued)
+    requested = {e["data"]["refund_id"] for e in of_run(by_id, run_id, "refund.requested")}
+    issued = of_run(by_id, run_id, "refund.issued")
+    unanswered = sorted(requested - {e["data"]["refund_id"] for e in issued})
+    # The refunds the order's cap cut: what an earlier case of the order gave back is deducted.
     cut = [
-        e["data"]["refund_id"]
-        for e in by_id.values()
-        if e["type"] == "refund.issued"
-        and ours(e, run_id)
-        and any(b["kind"] == "already_refunded" for b in e["data"]["breakdown"])
+        e for e in issued if any(b["kind"] == "already_refunded" for b in e["data"]["breakdown"])
     ]
     c["refund ledger: orders"] = len(rows)
     c["refund ledger: requests"] = len(requested)
@@ -75,13 +64,7 @@ async def check_ledgers(
     c["refund ledger: orders with requests still waiting"] = len(waiting)
     # Each flow whose cases share the order's cap has exactly one of them cut.
     sharing = [flow.order_id for flow in flows if flow.totals]
-    cut_orders = {
-        e["data"]["order_id"]
-        for e in by_id.values()
-        if e["type"] == "refund.issued"
-        and ours(e, run_id)
-        and any(b["kind"] == "already_refunded" for b in e["data"]["breakdown"])
-    }
+    cut_orders = {e["data"]["order_id"] for e in cut}
     uncut = [order_id for order_id in sharing if order_id not in cut_orders]
     c["refund ledger: orders whose cases share the cap"] = len(sharing)
     f.each(
@@ -191,9 +174,8 @@ async def check_notifications(
         run_id + "%",
     )
     outcomes: dict[str, Counter[str]] = defaultdict(Counter)
-    for event in by_id.values():
-        if event["type"] in ("notification.sent", "notification.failed") and ours(event, run_id):
-            outcomes[event["data"]["request_id"]][event["type"]] += 1
+    for event in of_run(by_id, run_id, "notification.sent", "notification.failed"):
+        outcomes[event["data"]["request_id"]][event["type"]] += 1
     status = Counter(r["status"] for r in rows)
     wrong: list[str] = []
     waiting: list[Any] = []

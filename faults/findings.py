@@ -26,3 +26,10 @@ class Findings:
 
 def ours(event: Mapping[str, Any], run_id: str) -> bool:
     return str(event.get("data", {}).get("order_id", "")).startswith(run_id)
+
+
+def of_run(
+    by_id: Mapping[str, Mapping[str, Any]], run_id: str, *types: str
+) -> list[Mapping[str, Any]]:
+    """The run's events (`ours`) of `by_id` whose type is one of `types`, in its order."""
+    return [event for event in by_id.values() if event["type"] in types and ours(event, run_id)]
