@@ -27,7 +27,7 @@ from sqlalchemy import MetaData, event, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from aftersales_dev.devenv import skip_history, temporary_database
-from aftersales_dev.events import topic_of
+from aftersales_dev.events import encode, topic_of
 from shared.clock import Clock, ManualClock
 from shared.db import create_engine, session_factory
 from shared.messaging.consumer import EventProcessor
@@ -130,7 +130,7 @@ class ServiceHarness:
             value = event
             assert topic is not None, "raw bytes need a topic"
         else:
-            value = json.dumps(event, ensure_ascii=False).encode()
+            value = encode(event)
             topic = topic or self.topic_of(event)
             key = key if key is not None else self.key_of(event)
         offset = self.offsets[(topic, 0)]

@@ -3,12 +3,12 @@ contract tests."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from aftersales_dev.events import encode
 from shared.contracts import (
     InvalidEvent,
     parse_event,
@@ -181,10 +181,6 @@ VALID_INPUTS: dict[str, dict[str, Any]] = {
 
 def cancelled(stamp: Any = T0, **attrs: Any) -> dict[str, Any]:
     return envelope("order.cancelled", {"order_id": "O1", "cancelled_at": stamp}, **attrs)
-
-
-def encode(obj: Any) -> bytes:
-    return json.dumps(obj, ensure_ascii=False).encode("utf-8")
 
 
 def reject(obj: Any) -> InvalidEvent:
