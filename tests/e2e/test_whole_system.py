@@ -22,7 +22,7 @@ from prometheus_client import REGISTRY
 
 from aftersales.registry import SERVICES, definition
 from aftersales_dev.devenv import skip_history
-from aftersales_dev.events import kettle_order, source_for
+from aftersales_dev.events import cloud_event, encode, kettle_order
 from shared.clock import ManualClock
 from shared.contracts import topics
 from shared.messaging.runtime import ServiceRuntime, ensure_topics
@@ -44,16 +44,9 @@ WATCHED = (
 
 
 def _event(type_: str, data: dict[str, Any], at: datetime) -> bytes:
-    return json.dumps(
-        {
-            "specversion": "1.0",
-            "id": f"sys-{uuid.uuid4()}",
-            "source": source_for(type_, "/shop-platform/system-test"),
-            "type": type_,
-            "time": at.isoformat(),
-            "data": data,
-        }
-    ).encode()
+    return encode(
+        cloud_event(type_, data, at, platform="/shop-platform/system-test", id_prefix="sys")
+    )
 
 
 def _order(order_id: str, customer_id: str, category: str, amount: int) -> dict[str, Any]:

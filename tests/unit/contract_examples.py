@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from aftersales_dev.events import encode
+from aftersales_dev.events import cloud_event, encode
 from shared.contracts import (
     InvalidEvent,
     parse_event,
@@ -19,16 +19,9 @@ NOW = datetime(2024, 5, 3, 12, 0, tzinfo=UTC)
 
 
 def envelope(event_type: str, data: Any, **attrs: Any) -> dict[str, Any]:
-    return {
-        "specversion": "1.0",
-        "id": f"evt-{event_type}",
-        "source": "urn:platform:test",
-        "type": event_type,
-        "time": T0,
-        "datacontenttype": "application/json",
-        "data": data,
-        **attrs,
-    }
+    """An event of the platform's test source at T0, `attrs` set over its attributes."""
+    event = cloud_event(event_type, data, T0, id=f"evt-{event_type}", source="urn:platform:test")
+    return {**event, **attrs}
 
 
 def order_paid_data() -> dict[str, Any]:
