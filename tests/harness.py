@@ -95,31 +95,25 @@ class ServiceHarness:
         self.processor = self.processor_over(self.sessions)
         self.scheduler = self.scheduler_over(self.sessions)
 
+    def _wiring(self, sessions: async_sessionmaker[AsyncSession]) -> dict[str, Any]:
+        """What the service's processor and scheduler share: its name and tables, `sessions`,
+        the clock."""
+        d = self.definition
+        return {"service": d.name, "sessions": sessions, "tables": d.tables, "clock": self.clock}
+
     def processor_over(
         self, sessions: async_sessionmaker[AsyncSession], handlers: Any = None
     ) -> EventProcessor:
         """The service's event processor over `sessions` (with other handlers when given)."""
         d = self.definition
         handlers = d.handlers if handlers is None else handlers
-        return EventProcessor(
-            service=d.name,
-            sessions=sessions,
-            tables=d.tables,
-            handlers=handlers,
-            clock=self.clock,
-            lock_keys=d.lock_keys,
-        )
+        return EventProcessor(**self._wiring(sessions), handlers=handlers, lock_keys=d.lock_keys)
 
     def scheduler_over(self, sessions: async_sessionmaker[AsyncSession]) -> TimerScheduler:
         """The service's timer scheduler over `sessions`, as many timers at once as it fires."""
         d = self.definition
         return TimerScheduler(
-            service=d.name,
-            sessions=sessions,
-            tables=d.tables,
-            handlers=d.timer_handlers,
-            clock=self.clock,
-            concurrency=d.timer_concurrency,
+            **self._wiring(sessions), handlers=d.timer_handlers, concurrency=d.timer_concurrency
         )
 
     def record(
