@@ -145,6 +145,15 @@ def scenario(run: str, now: datetime) -> list[tuple[str, str, str, dict[str, Any
     ]
 
 
+def complaint_opened(
+    run: str, complaint: str, category: str, at: datetime, description: str
+) -> dict[str, Any]:
+    """The demo buyer's complaint `complaint` about the demo order of `run`."""
+    return events.complaint_opened(
+        complaint, f"O-{run}", f"C-{run}", category, at=at, description=description, **PLATFORM
+    )
+
+
 def complaint_scenario(
     run: str, now: datetime
 ) -> list[tuple[str, str, str, dict[str, Any], tuple[str, ...]]]:
@@ -156,14 +165,8 @@ def complaint_scenario(
             "buyer complains: the sweater's seams came apart (quality issue)",
             topics.COMPLAINTS,
             order,
-            events.complaint_opened(
-                complaint,
-                order,
-                f"C-{run}",
-                "quality_issue",
-                at=now,
-                description="The seams came apart after one wash.",
-                **PLATFORM,
+            complaint_opened(
+                run, complaint, "quality_issue", now, "The seams came apart after one wash."
             ),
             ("complaint.acknowledged",),
         ),
@@ -197,14 +200,8 @@ def cut_scenario(run: str, now: datetime) -> list[tuple[str, str, str, dict[str,
             "buyer complains again: 'the parcel never arrived' (not received)",
             topics.COMPLAINTS,
             order,
-            events.complaint_opened(
-                complaint,
-                order,
-                f"C-{run}",
-                "not_received",
-                at=later,
-                description="Tracking says delivered, nothing came.",
-                **PLATFORM,
+            complaint_opened(
+                run, complaint, "not_received", later, "Tracking says delivered, nothing came."
             ),
         ),
         (

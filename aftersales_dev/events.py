@@ -1,6 +1,7 @@
 """The one CloudEvent builder of the test suites, the fault run and the benchmark: the envelope
 every event has, unique ids, the `source` a type needs on this system's own topics, the topic
-each type travels on, and the shop platform's events (SPEC section 2) as plain dicts.
+each type travels on, and the shop platform's events (SPEC section 2) as plain dicts, with the
+refund ledger's `refund.issued` that the notifier and the follow-up read.
 
 The event builders take the data's fields and pass the rest (`id`, `source`, `platform`,
 `id_prefix`, and `time` where the envelope's time is not the event's own) to `cloud_event`."""
@@ -342,3 +343,43 @@ def survey_answered(
         "answered_at": at.isoformat(),
     }
     return _event("survey.answered", data, at, envelope)
+
+
+# --- this system's own events that other services read ---------------------------------------
+
+
+def refund_issued(
+    refund_id: str,
+    order_id: str,
+    customer_id: str,
+    case: tuple[str, str],
+    *,
+    at: datetime,
+    breakdown: Sequence[tuple[str, int]],
+    due_by: datetime | None = None,
+    payments: Sequence[tuple[str, int]] | None = None,
+    return_shipping_payer: str | None = None,
+    currency: str = "CNY",
+    **envelope: Any,
+) -> dict[str, Any]:
+    """A refund.issued of `case` (type, id) as the refund ledger publishes it: the breakdown's
+    sum, paid back by Alipay unless `payments` say otherwise (nothing when it is 0), due when
+    issued unless `due_by`; `return_shipping_payer` left out when None."""
+    amount = sum(part for _, part in breakdown)
+    if payments is None:
+        payments = [("alipay", amount)] if amount else []
+    data: dict[str, Any] = {
+        "refund_id": refund_id,
+        "order_id": order_id,
+        "customer_id": customer_id,
+        "case": {"type": case[0], "id": case[1]},
+        "amount": amount,
+        "currency": currency,
+        "breakdown": [{"kind": kind, "amount": part} for kind, part in breakdown],
+        "payments": [{"method": method, "amount": paid} for method, paid in payments],
+        "due_by": (due_by or at).isoformat(),
+        "issued_at": at.isoformat(),
+    }
+    if return_shipping_payer is not None:
+        data["return_shipping_payer"] = return_shipping_payer
+    return _event("refund.issued", data, at, envelope)

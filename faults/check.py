@@ -15,7 +15,7 @@ from shared.contracts.ids import refund_id
 from shared.messaging.deadletters import read_topic
 
 from .check_cases import check_callbacks, check_ledgers, check_notifications
-from .findings import Findings, ours
+from .findings import Findings, of_run
 from .flows import ExpectedRefund, Flow
 from .gateway import DeliveryGateway
 from .progress import (
@@ -109,12 +109,11 @@ async def reconcile(
             c[f"{s.name}: processed (inbox)"] = len(in_inbox)
             c[f"{s.name}: valid events dead-lettered"] = len(valid_dead)
             c[f"{s.name}: neither processed nor dead-lettered"] = len(lost)
-            if lost:
-                f.problem(f"{s.name}: {len(lost)} input event(s) lost", sorted(lost))
-            if valid_dead:
-                f.problem(
-                    f"{s.name}: {len(valid_dead)} valid event(s) dead-lettered", sorted(valid_dead)
-                )
+            f.each(
+                ("input event(s) lost", sorted(lost)),
+                ("valid event(s) dead-lettered", sorted(valid_dead)),
+                prefix=f"{s.name}: ",
+            )
             extra = inbox - unique_ids
             if extra:
                 f.problem(f"{s.name}: inbox holds ids never published", sorted(extra))
@@ -127,8 +126,7 @@ async def reconcile(
             missing = [w for _, w in poison_here if w not in dead_origins[s.name]]
             dead_total += len(poison_here) - len(missing)
             c[f"{s.name}: poison records dead-lettered"] = len(poison_here) - len(missing)
-            if missing:
-                f.problem(f"{s.name}: {len(missing)} poison record(s) not dead-lettered", missing)
+            f.each(("poison record(s) not dead-lettered", missing), prefix=f"{s.name}: ")
         c["processed (inbox rows, all services)"] = processed_total
         c["dead-lettered (poison, all services)"] = dead_total
 
@@ -148,8 +146,7 @@ async def reconcile(
             len(v) for v in contents.values()
         )
         c["output ids with different contents"] = len(conflicting)
-        if conflicting:
-            f.problem(f"{len(conflicting)} output event id(s) with different contents", conflicting)
+        f.each(("output event id(s) with different contents", conflicting))
 
         # 3. refunds (a deadline already past when its event was processed, e.g. a late
         # shipment or an inspection grace, waits the 5-minute catch-up grace: shared.catchup)
@@ -194,9 +191,8 @@ def _check_refunds(
             expected[refund_id(e.case_type, e.case_id)] = e
     forbidden = {rid for flow in flows for rid in flow.no_refund}
     found: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
-    for event in by_id.values():
-        if event["type"] == "refund.issued" and ours(event, run_id):
-            found[event["data"]["refund_id"]].append(event)
+    for event in of_run(by_id, run_id, "refund.issued"):
+        found[event["data"]["refund_id"]].append(event)
     later = [rid for rid in expected if rid not in found and expected[rid].case_id in deferred]
     missing = [rid for rid in expected if rid not in found and rid not in later]
     duplicated = [rid for rid, events in found.items() if len(events) > 1]
@@ -233,17 +229,15 @@ def _check_refunds(
     by_kind = Counter(e.flow for e in expected.values())
     for kind, n in sorted(by_kind.items()):
         c[f"refunds expected: {kind}"] = n
-    if missing:
-        f.problem(f"{len(missing)} refund(s) missing", missing)
-    if duplicated:
-        f.problem(f"{len(duplicated)} refund(s) issued more than once", duplicated)
-    if wrong:
-        f.problem(f"{len(wrong)} refund(s) with a wrong amount", wrong)
+    f.each(
+        ("refund(s) missing", missing),
+        ("refund(s) issued more than once", duplicated),
+        ("refund(s) with a wrong amount", wrong),
+    )
     if unexpected:
         bad = [rid for rid in unexpected if rid in forbidden] or unexpected
         f.problem(f"{len(unexpected)} unexpected refund(s)", bad)
-    if unbalanced:
-        f.problem(f"{len(unbalanced)} refund(s) whose parts do not sum", unbalanced)
+    f.each(("refund(s) whose parts do not sum", unbalanced))
 
 
 def _check_coupons(
@@ -252,9 +246,8 @@ def _check_coupons(
     c = f.counts
     expected = {cid: value for flow in flows for cid, value in flow.coupons.items()}
     found: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
-    for event in by_id.values():
-        if event["type"] == "coupon.granted" and ours(event, run_id):
-            found[event["data"]["coupon_id"]].append(event)
+    for event in of_run(by_id, run_id, "coupon.granted"):
+        found[event["data"]["coupon_id"]].append(event)
     missing = [cid for cid in expected if cid not in found]
     twice = [cid for cid, events in found.items() if len(events) > 1]
     wrong = [
@@ -269,14 +262,12 @@ def _check_coupons(
     c["coupons granted twice"] = len(twice)
     c["coupons with a wrong value"] = len(wrong)
     c["coupons unexpected"] = len(unexpected)
-    for label, items in (
+    f.each(
         ("coupon(s) missing", missing),
         ("coupon(s) granted twice", twice),
         ("coupon(s) with a wrong value", wrong),
         ("unexpected coupon(s)", unexpected),
-    ):
-        if items:
-            f.problem(f"{len(items)} {label}", items)
+    )
 
 
 async def _check_returns(
@@ -297,8 +288,7 @@ async def _check_returns(
     ]
     f.counts["returns with the expected final state"] = len(expected) - len(wrong)
     f.counts["returns in another state"] = len(wrong)
-    if wrong:
-        f.problem(f"{len(wrong)} return(s) not in the expected final state", wrong)
+    f.each(("return(s) not in the expected final state", wrong))
 
 
 async def _check_timers(

@@ -12,7 +12,7 @@ from typing import Any
 
 import asyncpg
 
-from .findings import Findings, ours
+from .findings import Findings, of_run, ours
 from .flows import Flow, Message
 from .gateway import DeliveryGateway
 
@@ -48,23 +48,12 @@ async def check_ledgers(
         given = ledger.method_given()
         if any(given.get(method, 0) > charged for method, charged in facts.payments):
             over_charge.append(ledger.order_id)
-    requested = {
-        e["data"]["refund_id"]
-        for e in by_id.values()
-        if e["type"] == "refund.requested" and ours(e, run_id)
-    }
-    issued = {
-        e["data"]["refund_id"]
-        for e in by_id.values()
-        if e["type"] == "refund.issued" and ours(e, run_id)
-    }
-    unanswered = sorted(requested - issued)
+    requested = {e["data"]["refund_id"] for e in of_run(by_id, run_id, "refund.requested")}
+    issued = of_run(by_id, run_id, "refund.issued")
+    unanswered = sorted(requested - {e["data"]["refund_id"] for e in issued})
+    # The refunds the order's cap cut: what an earlier case of the order gave back is deducted.
     cut = [
-        e["data"]["refund_id"]
-        for e in by_id.values()
-        if e["type"] == "refund.issued"
-        and ours(e, run_id)
-        and any(b["kind"] == "already_refunded" for b in e["data"]["breakdown"])
+        e for e in issued if any(b["kind"] == "already_refunded" for b in e["data"]["breakdown"])
     ]
     c["refund ledger: orders"] = len(rows)
     c["refund ledger: requests"] = len(requested)
@@ -75,24 +64,16 @@ async def check_ledgers(
     c["refund ledger: orders with requests still waiting"] = len(waiting)
     # Each flow whose cases share the order's cap has exactly one of them cut.
     sharing = [flow.order_id for flow in flows if flow.totals]
-    cut_orders = {
-        e["data"]["order_id"]
-        for e in by_id.values()
-        if e["type"] == "refund.issued"
-        and ours(e, run_id)
-        and any(b["kind"] == "already_refunded" for b in e["data"]["breakdown"])
-    }
+    cut_orders = {e["data"]["order_id"] for e in cut}
     uncut = [order_id for order_id in sharing if order_id not in cut_orders]
     c["refund ledger: orders whose cases share the cap"] = len(sharing)
-    for label, items in (
+    f.each(
         ("order(s) whose second case was not cut by the ledger's cap", uncut),
         ("refund request(s) never issued", unanswered),
         ("order(s) refunded above what was paid", over_cap),
         ("order(s) with a method refunded above its charge", over_charge),
         ("order(s) with refund requests still waiting for order.paid", waiting),
-    ):
-        if items:
-            f.problem(f"{len(items)} {label}", items)
+    )
 
 
 # The follow-up rules, restated for the check (services/followup/domain/rules.py): a cancelled
@@ -159,14 +140,13 @@ async def check_callbacks(
     c["closed cases with a callback"] = len(expected & got)
     c["callbacks"] = len(callbacks)
     c["callbacks scheduled twice (several event ids)"] = len(twice)
-    if missing:
-        f.problem(f"followup: {len(missing)} closed case(s) without a callback", missing)
-    if extra:
-        f.problem(f"followup: {len(extra)} case(s) closed that should not be", extra)
-    if orphans:
-        f.problem(f"followup: {len(orphans)} case(s) whose callback does not exist", orphans)
-    if twice:
-        f.problem(f"followup: {len(twice)} callback(s) scheduled twice", twice)
+    f.each(
+        ("closed case(s) without a callback", missing),
+        ("case(s) closed that should not be", extra),
+        ("case(s) whose callback does not exist", orphans),
+        ("callback(s) scheduled twice", twice),
+        prefix="followup: ",
+    )
 
 
 async def check_notifications(
@@ -194,9 +174,8 @@ async def check_notifications(
         run_id + "%",
     )
     outcomes: dict[str, Counter[str]] = defaultdict(Counter)
-    for event in by_id.values():
-        if event["type"] in ("notification.sent", "notification.failed") and ours(event, run_id):
-            outcomes[event["data"]["request_id"]][event["type"]] += 1
+    for event in of_run(by_id, run_id, "notification.sent", "notification.failed"):
+        outcomes[event["data"]["request_id"]][event["type"]] += 1
     status = Counter(r["status"] for r in rows)
     wrong: list[str] = []
     waiting: list[Any] = []
@@ -231,10 +210,11 @@ async def check_notifications(
         c["gateway: messages received again (same Idempotency-Key)"] = sum(
             n - 1 for n in gateway.accepted.values()
         )
-    if wrong:
-        f.problem(f"notifier: {len(wrong)} notification(s) with a wrong outcome", wrong)
-    if unknown:
-        f.problem(f"notifier: {len(unknown)} outcome(s) for unknown requests", unknown)
+    f.each(
+        ("notification(s) with a wrong outcome", wrong),
+        ("outcome(s) for unknown requests", unknown),
+        prefix="notifier: ",
+    )
     if waiting:
         due = [d for d in waiting if d is not None]
         f.problem(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +17,19 @@ class Findings:
         shown = list(examples)[:5]
         self.problems.append(text + (f" (e.g. {', '.join(map(str, shown))})" if shown else ""))
 
+    def each(self, *labelled: tuple[str, Collection[object]], prefix: str = "") -> None:
+        """A problem of every non-empty collection: `prefix`, how many, its label, examples."""
+        for label, items in labelled:
+            if items:
+                self.problem(f"{prefix}{len(items)} {label}", items)
+
 
 def ours(event: Mapping[str, Any], run_id: str) -> bool:
     return str(event.get("data", {}).get("order_id", "")).startswith(run_id)
+
+
+def of_run(
+    by_id: Mapping[str, Mapping[str, Any]], run_id: str, *types: str
+) -> list[Mapping[str, Any]]:
+    """The run's events (`ours`) of `by_id` whose type is one of `types`, in its order."""
+    return [event for event in by_id.values() if event["type"] in types and ours(event, run_id)]

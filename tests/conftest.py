@@ -23,6 +23,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from aftersales_dev.devenv import LocalBroker, LocalPostgres, find_postgres_bindir
 from tests.harness import engine_at
 
+# The round-trip tests are made there, over each suite's strategies: their asserts explained too.
+pytest.register_assert_rewrite("tests.unit.stored_documents")
+
 TESTS_DIR = Path(__file__).resolve().parent
 _MARKS_BY_DIR = {"e2e": "e2e", "integration": "integration"}
 

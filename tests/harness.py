@@ -2,8 +2,8 @@
 `build(policy, clock)`: handlers, EventProcessor, TimerScheduler) minus the broker, on the real
 database and a ManualClock. `feed` hands it fetched records the way the Kafka consumer does,
 `fire_due` runs the due timers, `outbox_rows` reads back what it would publish;
-`migrated_engine` gives a suite a database of its own, migrated with the service's migrations,
-and `suite_fixtures` its conftest's engine, clock and service.
+`migrated_database` gives a suite a database of its own, migrated with the service's
+migrations, and `suite_fixtures` its conftest's database, engine, clock and service.
 For the suites on the broker, `RunningService` is a service as `aftersales run` starts it, on
 `quick_runtime`'s short polls, and `Publisher` sends what the shop platform would.
 """
@@ -27,7 +27,7 @@ from sqlalchemy import MetaData, event, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from aftersales_dev.devenv import skip_history, temporary_database
-from aftersales_dev.events import topic_of
+from aftersales_dev.events import encode, topic_of
 from shared.clock import Clock, ManualClock
 from shared.db import create_engine, session_factory
 from shared.messaging.consumer import EventProcessor
@@ -48,7 +48,6 @@ __all__ = [
     "engine_at",
     "fresh_schema",
     "migrated_database",
-    "migrated_engine",
     "quick_runtime",
     "suite_fixtures",
 ]
@@ -96,30 +95,25 @@ class ServiceHarness:
         self.processor = self.processor_over(self.sessions)
         self.scheduler = self.scheduler_over(self.sessions)
 
+    def _wiring(self, sessions: async_sessionmaker[AsyncSession]) -> dict[str, Any]:
+        """What the service's processor and scheduler share: its name and tables, `sessions`,
+        the clock."""
+        d = self.definition
+        return {"service": d.name, "sessions": sessions, "tables": d.tables, "clock": self.clock}
+
     def processor_over(
         self, sessions: async_sessionmaker[AsyncSession], handlers: Any = None
     ) -> EventProcessor:
         """The service's event processor over `sessions` (with other handlers when given)."""
         d = self.definition
         handlers = d.handlers if handlers is None else handlers
-        return EventProcessor(
-            service=d.name,
-            sessions=sessions,
-            tables=d.tables,
-            handlers=handlers,
-            clock=self.clock,
-            lock_keys=d.lock_keys,
-        )
+        return EventProcessor(**self._wiring(sessions), handlers=handlers, lock_keys=d.lock_keys)
 
     def scheduler_over(self, sessions: async_sessionmaker[AsyncSession]) -> TimerScheduler:
-        """The service's timer scheduler over `sessions`."""
+        """The service's timer scheduler over `sessions`, as many timers at once as it fires."""
         d = self.definition
         return TimerScheduler(
-            service=d.name,
-            sessions=sessions,
-            tables=d.tables,
-            handlers=d.timer_handlers,
-            clock=self.clock,
+            **self._wiring(sessions), handlers=d.timer_handlers, concurrency=d.timer_concurrency
         )
 
     def record(
@@ -130,7 +124,7 @@ class ServiceHarness:
             value = event
             assert topic is not None, "raw bytes need a topic"
         else:
-            value = json.dumps(event, ensure_ascii=False).encode()
+            value = encode(event)
             topic = topic or self.topic_of(event)
             key = key if key is not None else self.key_of(event)
         offset = self.offsets[(topic, 0)]
@@ -172,14 +166,6 @@ async def migrated_database(database_url: str, name: str, *services: str) -> Asy
 
 
 @asynccontextmanager
-async def migrated_engine(
-    database_url: str, name: str, *services: str
-) -> AsyncIterator[AsyncEngine]:
-    async with migrated_database(database_url, name, *services) as url, engine_at(url) as engine:
-        yield engine
-
-
-@asynccontextmanager
 async def engine_at(url: str, pool_size: int = 5) -> AsyncIterator[AsyncEngine]:
     """An engine over `url`, disposed of afterwards."""
     engine = create_engine(url, pool_size=pool_size)
@@ -200,14 +186,20 @@ async def broker_suite_settings(
 
 def suite_fixtures(
     service: str, make: Callable[[AsyncEngine, ManualClock], Any], start: datetime
-) -> tuple[Any, Any, Any]:
-    """A service suite's fixtures, for its conftest: `service_engine` (a database of its own,
-    migrated once per session), `clock` (a ManualClock at `start`, per test) and `svc` (`make`
-    over both). Each conftest's fixtures are its own directory's, so the names can repeat."""
+) -> tuple[Any, Any, Any, Any]:
+    """A service suite's fixtures, for its conftest: `service_database` (the URL of a database
+    of its own, migrated once per session), `service_engine` (over it), `clock` (a ManualClock
+    at `start`, per test) and `svc` (`make` over both). Each conftest's fixtures are its own
+    directory's, so the names can repeat."""
 
     @pytest.fixture(scope="session")
-    async def service_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-        async with migrated_engine(database_url, f"{service}_it", service) as engine:
+    async def service_database(database_url: str) -> AsyncIterator[str]:
+        async with migrated_database(database_url, f"{service}_it", service) as url:
+            yield url
+
+    @pytest.fixture(scope="session")
+    async def service_engine(service_database: str) -> AsyncIterator[AsyncEngine]:
+        async with engine_at(service_database) as engine:
             yield engine
 
     @pytest.fixture
@@ -218,7 +210,7 @@ def suite_fixtures(
     def svc(service_engine: AsyncEngine, clock: ManualClock) -> Any:
         return make(service_engine, clock)
 
-    return service_engine, clock, svc
+    return service_database, service_engine, clock, svc
 
 
 def broker_settings(database_url: str, bootstrap: str, **more: Any) -> Settings:

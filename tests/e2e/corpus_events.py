@@ -181,21 +181,15 @@ def notification_requested(
 
 def refund_issued(k: str, at: datetime) -> dict[str, Any]:
     """A well-formed refund.issued (from a service's source), as if forged onto another topic."""
-    return event(
-        "refund.issued",
-        {
-            "refund_id": f"{k}-rf",
-            "order_id": k,
-            "customer_id": k,
-            "case": {"type": "return", "id": f"{k}-r"},
-            "amount": 500000,
-            "currency": "CNY",
-            "breakdown": [{"kind": "goods", "amount": 500000}],
-            "payments": [{"method": "alipay", "amount": 500000}],
-            "return_shipping_payer": "buyer",
-            "due_by": (at + D).isoformat(),
-            "issued_at": at.isoformat(),
-        },
-        at,
+    return events.refund_issued(
+        f"{k}-rf",
+        k,
+        k,
+        ("return", f"{k}-r"),
+        at=at,
+        breakdown=[("goods", 500000)],
+        due_by=at + D,
+        return_shipping_payer="buyer",
         id=f"{k}-evt",
+        platform=PLATFORM,
     )

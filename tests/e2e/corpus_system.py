@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aftersales.registry import SERVICES, definition, preflight
 from aftersales_dev.devenv import create_database, drop_database, skip_history
+from aftersales_dev.events import encode
 from shared.clock import ManualClock
 from shared.contracts import dead_letter_topic, topics
 from shared.crypto import generate_key
@@ -117,7 +118,7 @@ class System:
         for event in events:
             data = event["data"]  # keyed by order, else by buyer (SPEC 1)
             key = data.get("order_id") or data["customer_id"]
-            await self.send(topic, key, json.dumps(event, ensure_ascii=False).encode())
+            await self.send(topic, key, encode(event))
 
     async def scalar(self, sql: str, **params: Any) -> Any:
         async with self.engines["returns"].connect() as conn:

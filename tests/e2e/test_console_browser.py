@@ -11,7 +11,6 @@ settled. A failing step leaves a screenshot in test-artifacts/.
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 import socket
 import time
@@ -32,6 +31,7 @@ from aftersales.http import http_server
 from aftersales.registry import SERVICES, definition
 from aftersales_dev.demo import CONTENT_TYPE, scenario
 from aftersales_dev.devenv import skip_history, temporary_database
+from aftersales_dev.events import cloud_event, encode
 from shared.clock import SystemClock
 from shared.contracts import ids, topics
 from shared.messaging.runtime import ServiceRuntime, ensure_topics
@@ -133,19 +133,15 @@ async def _play_demo_return(bootstrap: str, run: str) -> None:
     await producer.start()
     try:
         order, refund = f"O-{run}", ids.refund_id("return", f"R-{run}-1")
-        early = {
-            "specversion": "1.0",
-            "id": f"settle-{uuid.uuid4()}",
-            "source": "/finance/payouts",
-            "type": "refund.settled",
-            "time": now.isoformat(),
-            "data": {"refund_id": refund, "order_id": order, "settled_at": now.isoformat()},
-        }
+        settled = {"refund_id": refund, "order_id": order, "settled_at": now.isoformat()}
+        early = cloud_event(
+            "refund.settled", settled, now, source="/finance/payouts", id_prefix="settle"
+        )
         await producer.send_and_wait(
-            topics.PAYOUTS, json.dumps(early).encode(), key=order.encode(), headers=CONTENT_TYPE
+            topics.PAYOUTS, encode(early), key=order.encode(), headers=CONTENT_TYPE
         )
         for _, topic, key, event in scenario(run, now):
-            value = event if isinstance(event, bytes) else json.dumps(event).encode()
+            value = event if isinstance(event, bytes) else encode(event)
             await producer.send_and_wait(topic, value, key=key.encode(), headers=CONTENT_TYPE)
             await asyncio.sleep(0.3)  # orders, signatures and returns are different topics
     finally:

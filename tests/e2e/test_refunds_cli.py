@@ -7,35 +7,17 @@ import csv
 import io
 import json
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
 from aftersales_dev.devenv import temporary_database
-from services.refunds.domain.model import OrderFacts, OrderLedger, RefundRequest
+from services.refunds.domain.model import OrderLedger
 from services.refunds.repository import RefundsRepository
-from shared.contracts import ids
 from shared.db import create_engine, session_factory
+from tests.unit.refunds import T0, facts, request
 
 from .test_cli import migrate, run_cli
-
-T0 = datetime(2026, 5, 1, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai
-
-
-def _request(case_type: str, case_id: str, breakdown: list[tuple[str, int]]) -> RefundRequest:
-    return RefundRequest(
-        refund_id=ids.refund_id(case_type, case_id),
-        order_id="o-cli",
-        customer_id="c-1",
-        case_type=case_type,
-        case_id=case_id,
-        amount=sum(a for _, a in breakdown),
-        currency="CNY",
-        breakdown=tuple(breakdown),
-        due_by=T0 + timedelta(hours=24),
-        requested_at=T0,
-        requested_by="returns",
-    )
 
 
 @pytest.fixture(scope="module")
@@ -44,19 +26,12 @@ async def ledger_database(database_url: str) -> AsyncIterator[str]:
         code, output = await migrate(url)
         assert code == 0, output
         ledger = OrderLedger("o-cli")
-        facts = OrderFacts.of(
-            order_id="o-cli",
-            customer_id="c-1",
-            currency="CNY",
-            paid_at=T0 - timedelta(days=3),
-            shipping_fee_paid=1200,
-            payments=[("balance", 6200), ("card", 20000)],
-            lines=[("l1", 1, 25000)],
-        )
-        ledger.record_paid(facts, "balance", T0)
+        paid = facts([("l1", 1, 25000)], 1200, [("balance", 6200), ("card", 20000)], "o-cli")
+        ledger.record_paid(paid, "balance", T0)
         full = [("goods", 25000), ("outbound_shipping", 1200)]
-        ledger.request(_request("complaint", "cp-1", full), "balance", T0)
-        ledger.request(_request("return", "rt-1", full), "balance", T0 + timedelta(hours=1))
+        complaint = request("cp-1", full, case_type="complaint", order_id="o-cli")
+        ledger.request(complaint, "balance", T0)
+        ledger.request(request("rt-1", full, order_id="o-cli"), "balance", T0 + timedelta(hours=1))
         engine = create_engine(url, pool_size=1)
         async with session_factory(engine)() as session, session.begin():
             await RefundsRepository(session).save(ledger, T0)

@@ -21,8 +21,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client import REGISTRY
 
 from aftersales.registry import SERVICES, definition
+from aftersales_dev import events
 from aftersales_dev.devenv import skip_history
-from aftersales_dev.events import kettle_order, source_for
+from aftersales_dev.events import cloud_event, encode, kettle_order
 from shared.clock import ManualClock
 from shared.contracts import topics
 from shared.messaging.runtime import ServiceRuntime, ensure_topics
@@ -48,36 +49,41 @@ WATCHED = (
 )
 
 
-def _event(type_: str, data: dict[str, Any], at: datetime) -> bytes:
-    return json.dumps(
-        {
-            "specversion": "1.0",
-            "id": f"sys-{uuid.uuid4()}",
-            "source": source_for(type_, "/shop-platform/system-test"),
-            "type": type_,
-            "time": at.isoformat(),
-            "data": data,
-        }
-    ).encode()
+# The platform of the system test, with ids of its own.
+SYSTEM: dict[str, Any] = {"platform": "/shop-platform/system-test", "id_prefix": "sys"}
 
 
 def _order(order_id: str, customer_id: str, category: str, amount: int) -> dict[str, Any]:
+    """The order.paid of one kettle paid five days before T0."""
     buyer = {
         "name": "Han Meimei",
         "phone": "13700002222",
         "email": "han@example.com",
         "preferred_channel": "sms",
     }
-    paid_at = (T0 - 5 * 24 * H).isoformat()
-    return kettle_order(
+    paid_at = T0 - 5 * 24 * H
+    data = kettle_order(
         order_id,
         customer_id,
         buyer,
-        paid_at=paid_at,
+        paid_at=paid_at.isoformat(),
         amount=amount,
         shop_id="S-sys",
         sku="SKU-1",
         category=category,
+    )
+    return cloud_event("order.paid", data, paid_at, **SYSTEM)
+
+
+def _shipped(order_id: str) -> dict[str, Any]:
+    """The order shipped by SF four days before T0."""
+    return events.order_shipped(order_id, at=T0 - 4 * 24 * H, tracking_no=f"T-{order_id}", **SYSTEM)
+
+
+def _resolved(complaint_id: str, order_id: str, remedy: str, at: datetime) -> dict[str, Any]:
+    """The complaint upheld by agent-1 with `remedy`."""
+    return events.complaint_resolved(
+        complaint_id, order_id, at=at, outcome="upheld", remedy=remedy, agent_id="agent-1", **SYSTEM
     )
 
 
@@ -154,90 +160,46 @@ async def test_a_buyer_s_return_and_complaint_close_into_one_callback_and_a_low_
     producer = AIOKafkaProducer(bootstrap_servers=system["bootstrap"], enable_idempotence=False)
     await producer.start()
 
-    async def send(topic: str, key: str, type_: str, data: dict[str, Any], at: datetime) -> None:
-        await producer.send_and_wait(topic, _event(type_, data, at), key=key.encode())
+    async def send(topic: str, key: str, event: dict[str, Any]) -> None:
+        await producer.send_and_wait(topic, encode(event), key=key.encode())
 
     try:
         for order_id, amount in ((return_order, 12000), (complaint_order, 30000)):
-            await send(
-                topics.ORDERS,
-                order_id,
-                "order.paid",
-                _order(order_id, customer, "home", amount),
-                T0 - 5 * 24 * H,
+            await send(topics.ORDERS, order_id, _order(order_id, customer, "home", amount))
+            await send(topics.ORDERS, order_id, _shipped(order_id))
+            signed = events.parcel_signed(
+                order_id, at=T0 - 3 * 24 * H, tracking_no=f"T-{order_id}", **SYSTEM
             )
-            shipped = {
-                "order_id": order_id,
-                "shipped_at": (T0 - 4 * 24 * H).isoformat(),
-                "carrier": "SF",
-                "tracking_no": f"T-{order_id}",
-            }
-            await send(topics.ORDERS, order_id, "order.shipped", shipped, T0 - 4 * 24 * H)
-            signed = {
-                "order_id": order_id,
-                "leg": "outbound",
-                "tracking_no": f"T-{order_id}",
-                "signed_at": (T0 - 3 * 24 * H).isoformat(),
-            }
-            await send(topics.SIGNATURES, order_id, "parcel.signed", signed, T0 - 3 * 24 * H)
-        await send(
-            topics.RETURNS,
+            await send(topics.SIGNATURES, order_id, signed)
+        requested = events.return_requested(
             return_order,
-            "return.requested",
-            {
-                "return_id": return_id,
-                "order_id": return_order,
-                "customer_id": customer,
-                "kind": "refund",
-                "reason": "dislike",
-                "lines": [{"line_id": "L1", "quantity": 1}],
-                "condition": [],
-                "evidence_urls": [],
-                "requested_at": (T0 - 2 * H).isoformat(),
-            },
-            T0 - 2 * H,
+            return_id,
+            customer,
+            at=T0 - 2 * H,
+            lines={"L1": 1},
+            reason="dislike",
+            **SYSTEM,
         )
-        await send(
-            topics.SIGNATURES,
-            return_order,
-            "parcel.signed",
-            {
-                "order_id": return_order,
-                "leg": "return",
-                "return_id": return_id,
-                "tracking_no": f"RT-{run}",
-                "signed_at": (T0 - H).isoformat(),
-            },
-            T0 - H,
+        await send(topics.RETURNS, return_order, requested)
+        back = events.parcel_signed(
+            return_order, return_id, at=T0 - H, tracking_no=f"RT-{run}", **SYSTEM
         )
+        await send(topics.SIGNATURES, return_order, back)
         opened_at, resolved_at = T0 - 90 * timedelta(minutes=1), T0 - 30 * timedelta(minutes=1)
-        await send(
-            topics.COMPLAINTS,
+        opened = events.complaint_opened(
+            complaint_id,
             complaint_order,
-            "complaint.opened",
-            {
-                "complaint_id": complaint_id,
-                "order_id": complaint_order,
-                "customer_id": customer,
-                "category": "quality_issue",
-                "description": "the lid cracked",
-                "opened_at": opened_at.isoformat(),
-            },
-            opened_at,
+            customer,
+            "quality_issue",
+            at=opened_at,
+            description="the lid cracked",
+            **SYSTEM,
         )
+        await send(topics.COMPLAINTS, complaint_order, opened)
         await send(
             topics.COMPLAINTS,
             complaint_order,
-            "complaint.resolved",
-            {
-                "complaint_id": complaint_id,
-                "order_id": complaint_order,
-                "outcome": "upheld",
-                "remedy": "none",
-                "agent_id": "agent-1",
-                "resolved_at": resolved_at.isoformat(),
-            },
-            resolved_at,
+            _resolved(complaint_id, complaint_order, "none", resolved_at),
         )
 
         refund = (await outputs.wait_for(lambda e: e["type"] == "refund.issued"))[0]["data"]
@@ -273,19 +235,10 @@ async def test_a_buyer_s_return_and_complaint_close_into_one_callback_and_a_low_
             outputs.events
         )
 
-        await send(
-            topics.SURVEYS,
-            customer,
-            "survey.answered",
-            {
-                "callback_id": callback_id,
-                "customer_id": customer,
-                "score": 2,
-                "comment": "slow",
-                "answered_at": clock.now().isoformat(),
-            },
-            clock.now(),
+        answered = events.survey_answered(
+            callback_id, customer, at=clock.now(), score=2, comment="slow", **SYSTEM
         )
+        await send(topics.SURVEYS, customer, answered)
         low = await outputs.wait_for(lambda e: e["type"] == "satisfaction.low")
         assert low[0]["data"]["score"] == 2
         escalated = await outputs.wait_for(
@@ -344,42 +297,29 @@ async def test_an_upheld_complaint_that_refunds_is_told_once_with_the_amount_iss
     await producer.start()
     skipped_before = _skipped_refund_notices()
 
-    async def send(topic: str, type_: str, data: dict[str, Any], at: datetime) -> None:
-        await producer.send_and_wait(topic, _event(type_, data, at), key=order_id.encode())
+    async def send(topic: str, event: dict[str, Any]) -> None:
+        await producer.send_and_wait(topic, encode(event), key=order_id.encode())
 
     try:
         order = _order(order_id, customer, "home", 30000)
-        order["shipping_fee_paid"] = 800
-        order["payments"] = [{"method": "alipay", "amount": 30800}]
-        await send(topics.ORDERS, "order.paid", order, T0 - 5 * 24 * H)
+        order["data"]["shipping_fee_paid"] = 800
+        order["data"]["payments"] = [{"method": "alipay", "amount": 30800}]
+        await send(topics.ORDERS, order)
         if category not in ("late_shipment", "fake_shipment"):
-            shipped = {
-                "order_id": order_id,
-                "shipped_at": (T0 - 4 * 24 * H).isoformat(),
-                "carrier": "SF",
-                "tracking_no": f"T-{order_id}",
-            }
-            await send(topics.ORDERS, "order.shipped", shipped, T0 - 4 * 24 * H)
+            await send(topics.ORDERS, _shipped(order_id))
         now = clock.now()
         opened_at, resolved_at = now - 90 * timedelta(minutes=1), now - 30 * timedelta(minutes=1)
-        opened = {
-            "complaint_id": complaint_id,
-            "order_id": order_id,
-            "customer_id": customer,
-            "category": category,
-            "description": "where is it",
-            "opened_at": opened_at.isoformat(),
-        }
-        await send(topics.COMPLAINTS, "complaint.opened", opened, opened_at)
-        resolved = {
-            "complaint_id": complaint_id,
-            "order_id": order_id,
-            "outcome": "upheld",
-            "remedy": remedy,
-            "agent_id": "agent-1",
-            "resolved_at": resolved_at.isoformat(),
-        }
-        await send(topics.COMPLAINTS, "complaint.resolved", resolved, resolved_at)
+        opened = events.complaint_opened(
+            complaint_id,
+            order_id,
+            customer,
+            category,
+            at=opened_at,
+            description="where is it",
+            **SYSTEM,
+        )
+        await send(topics.COMPLAINTS, opened)
+        await send(topics.COMPLAINTS, _resolved(complaint_id, order_id, remedy, resolved_at))
 
         expected_cases = REFUNDED_CASES[category]
         for case_type in expected_cases:

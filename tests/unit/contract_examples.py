@@ -3,12 +3,12 @@ contract tests."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from aftersales_dev.events import cloud_event, encode
 from shared.contracts import (
     InvalidEvent,
     parse_event,
@@ -19,16 +19,9 @@ NOW = datetime(2024, 5, 3, 12, 0, tzinfo=UTC)
 
 
 def envelope(event_type: str, data: Any, **attrs: Any) -> dict[str, Any]:
-    return {
-        "specversion": "1.0",
-        "id": f"evt-{event_type}",
-        "source": "urn:platform:test",
-        "type": event_type,
-        "time": T0,
-        "datacontenttype": "application/json",
-        "data": data,
-        **attrs,
-    }
+    """An event of the platform's test source at T0, `attrs` set over its attributes."""
+    event = cloud_event(event_type, data, T0, id=f"evt-{event_type}", source="urn:platform:test")
+    return {**event, **attrs}
 
 
 def order_paid_data() -> dict[str, Any]:
@@ -181,10 +174,6 @@ VALID_INPUTS: dict[str, dict[str, Any]] = {
 
 def cancelled(stamp: Any = T0, **attrs: Any) -> dict[str, Any]:
     return envelope("order.cancelled", {"order_id": "O1", "cancelled_at": stamp}, **attrs)
-
-
-def encode(obj: Any) -> bytes:
-    return json.dumps(obj, ensure_ascii=False).encode("utf-8")
 
 
 def reject(obj: Any) -> InvalidEvent:

@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
+from aftersales_dev.events import refund_issued
 from shared.contracts import (
     CUSTOMER_KEYED_TYPES,
     BreakdownItem,
@@ -218,6 +219,23 @@ def test_output_round_trip(event_type: str, data: BaseModel) -> None:
     body = json.loads(raw)
     assert body["correlationid"] == "R1" and body["causationid"] == "evt-1"
     assert body["time"] == "2024-05-03T12:00:00Z"
+
+
+@pytest.mark.parametrize(
+    ("breakdown", "payments"),
+    [([("goods", 1200)], [("alipay", 1200)]), ([("goods", 1200), ("already_refunded", -1200)], [])],
+    ids=["paid back", "cut to nothing"],
+)
+def test_the_test_builders_refund_issued_is_one_the_ledger_may_publish(
+    breakdown: list[tuple[str, int]], payments: list[tuple[str, int]]
+) -> None:
+    built = refund_issued("rf-1", "O1", "C1", ("complaint", "K1"), at=NOW, breakdown=breakdown)
+    event = parse_event(encode(built))
+    assert event.source == "/aftersales/refunds"
+    assert isinstance(event.data, RefundIssued)
+    assert event.data.amount == sum(part for _, part in breakdown)
+    assert [(p.method, p.amount) for p in event.data.payments] == payments
+    assert event.data.due_by == event.data.issued_at == NOW
 
 
 def test_dump_omits_unset_optional_attributes() -> None:

@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
+from aftersales_dev.events import encode
 from shared.contracts import CloudEvent, new_event, parse_event
 from shared.messaging import journal
-from tests.unit.contract_examples import NOW, VALID_INPUTS, encode, envelope
+from tests.unit.contract_examples import NOW, VALID_INPUTS, envelope
 from tests.unit.test_contract_outputs import output_examples
 
 

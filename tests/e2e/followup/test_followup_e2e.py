@@ -22,8 +22,8 @@ T0 = datetime.fromisoformat("2024-05-01T10:00:00+08:00")
 H = timedelta(hours=1)
 
 
-def envelope(event_type: str, data: dict[str, Any]) -> bytes:
-    return events.encode(events.cloud_event(event_type, data, T0, platform="/e2e", id_prefix="e2e"))
+# Every event sent at T0 by the test's platform, with ids of its own.
+ENVELOPE: dict[str, Any] = {"time": T0, "platform": "/e2e", "id_prefix": "e2e"}
 
 
 async def send(producer: AIOKafkaProducer, topic: str, key: str, value: bytes) -> None:
@@ -33,21 +33,16 @@ async def send(producer: AIOKafkaProducer, topic: str, key: str, value: bytes) -
 
 
 def refund(return_id: str, order_id: str, customer_id: str, at: datetime) -> bytes:
-    return envelope(
-        "refund.issued",
-        {
-            "refund_id": f"rf-{return_id}",
-            "order_id": order_id,
-            "customer_id": customer_id,
-            "case": {"type": "return", "id": return_id},
-            "amount": 100,
-            "currency": "CNY",
-            "breakdown": [{"kind": "goods", "amount": 100}],
-            "payments": [{"method": "alipay", "amount": 100}],
-            "due_by": at.isoformat(),
-            "issued_at": at.isoformat(),
-        },
+    issued = events.refund_issued(
+        f"rf-{return_id}",
+        order_id,
+        customer_id,
+        ("return", return_id),
+        at=at,
+        breakdown=[("goods", 100)],
+        **ENVELOPE,
     )
+    return events.encode(issued)
 
 
 async def test_resolved_complaint_to_callback_sent_and_a_low_score(
@@ -66,26 +61,17 @@ async def test_resolved_complaint_to_callback_sent_and_a_low_score(
         customer={"phone": "13800000000", "preferred_channel": "sms"},
         shop_id=shop,
         standard_shipping_fee=0,
-    )["data"]
-    await send(producer, topics.ORDERS, order, envelope("order.paid", paid))
-    opened = {
-        "complaint_id": complaint,
-        "order_id": order,
-        "customer_id": customer,
-        "category": "wrong_item",
-        "description": "",
-        "opened_at": (t0 - 3 * H).isoformat(),
-    }
-    resolved = {
-        "complaint_id": complaint,
-        "order_id": order,
-        "outcome": "upheld",
-        "remedy": "refund",
-        "agent_id": "a-1",
-        "resolved_at": t0.isoformat(),
-    }
-    await send(producer, topics.COMPLAINTS, order, envelope("complaint.opened", opened))
-    await send(producer, topics.COMPLAINTS, order, envelope("complaint.resolved", resolved))
+        **ENVELOPE,
+    )
+    await send(producer, topics.ORDERS, order, events.encode(paid))
+    opened = events.complaint_opened(
+        complaint, order, customer, "wrong_item", at=t0 - 3 * H, description="", **ENVELOPE
+    )
+    resolved = events.complaint_resolved(
+        complaint, order, at=t0, outcome="upheld", remedy="refund", agent_id="a-1", **ENVELOPE
+    )
+    await send(producer, topics.COMPLAINTS, order, events.encode(opened))
+    await send(producer, topics.COMPLAINTS, order, events.encode(resolved))
 
     [scheduled] = await eventually(
         lambda: outputs.of("callback.scheduled", callback_id=cid), what="callback.scheduled"
@@ -106,15 +92,15 @@ async def test_resolved_complaint_to_callback_sent_and_a_low_score(
     assert invitation["data"]["template"] == "survey.invitation"
     assert invitation["data"]["params"]["callback_id"] == cid
 
-    answer = {
-        "callback_id": cid,
-        "customer_id": customer,
-        "score": 2,
-        "comment": "还是不满意",
-        "answered_at": (t0 + 26 * H).isoformat(),
-    }
+    def answer() -> bytes:
+        """The buyer's score of 2, as a new event each time."""
+        answered = events.survey_answered(
+            cid, customer, at=t0 + 26 * H, score=2, comment="还是不满意", **ENVELOPE
+        )
+        return events.encode(answered)
+
     runtimes.clock.set(t0 + 26 * H)
-    await send(producer, topics.SURVEYS, customer, envelope("survey.answered", answer))
+    await send(producer, topics.SURVEYS, customer, answer())
     [low] = await eventually(
         lambda: outputs.of("satisfaction.low", callback_id=cid), what="satisfaction.low"
     )
@@ -123,7 +109,7 @@ async def test_resolved_complaint_to_callback_sent_and_a_low_score(
     assert outputs.of("satisfaction.recorded", callback_id=cid)
 
     # a second answer is dead-lettered with its reason
-    await send(producer, topics.SURVEYS, customer, envelope("survey.answered", answer))
+    await send(producer, topics.SURVEYS, customer, answer())
     letters = await eventually(
         lambda: [
             e

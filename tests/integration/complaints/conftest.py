@@ -7,4 +7,4 @@ from tests.harness import suite_fixtures
 
 from .harness import T0, ComplaintsService
 
-service_engine, clock, svc = suite_fixtures("complaints", ComplaintsService, T0)
+service_database, service_engine, clock, svc = suite_fixtures("complaints", ComplaintsService, T0)

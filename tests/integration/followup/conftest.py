@@ -62,21 +62,14 @@ class Events:
         case_type: str = "return",
         **kw: Any,
     ) -> dict:
-        return envelope(
-            "refund.issued",
-            {
-                "refund_id": f"rf-{case_id}",
-                "order_id": order_id,
-                "customer_id": customer_id,
-                "case": {"type": case_type, "id": case_id},
-                "amount": 5000,
-                "currency": "CNY",
-                "breakdown": [{"kind": "goods", "amount": 5000}],
-                "payments": [{"method": "alipay", "amount": 5000}],
-                "due_by": iso(issued_at),
-                "issued_at": iso(issued_at),
-            },
-            **kw,
+        return events.refund_issued(
+            f"rf-{case_id}",
+            order_id,
+            customer_id,
+            (case_type, case_id),
+            at=issued_at,
+            breakdown=[("goods", 5000)],
+            **envelope_of(**kw),
         )
 
     @staticmethod

@@ -36,7 +36,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from aftersales_dev import events
-from aftersales_dev.events import cloud_event, kettle_order
+from aftersales_dev.events import cloud_event, encode, kettle_order
 from shared.clock import Clock
 from shared.contracts import (
     NOTIFICATION_REQUESTED,
@@ -320,6 +320,11 @@ def order_paid(
     return cloud_event(ORDER_PAID, data, paid_at, id=event_id or unique("evt-paid-"), source=SOURCE)
 
 
+def paid(order_id: str, event_id: str) -> tuple[str, bytes]:
+    """An order.paid's record for `records`: its key (the order) and its encoded value."""
+    return order_id, encode(order_paid(order_id, event_id=event_id))
+
+
 def order_shipped(
     order_id: str,
     *,
@@ -334,10 +339,6 @@ def order_shipped(
         id=event_id or unique("evt-shipped-"),
         source=SOURCE,
     )
-
-
-def encode(document: dict[str, Any]) -> bytes:
-    return json.dumps(document, ensure_ascii=False).encode("utf-8")
 
 
 def records(

@@ -29,6 +29,7 @@ from .helpers import (
     encode,
     order_paid,
     order_shipped,
+    paid,
     records,
 )
 from .kit import MessagingKit
@@ -133,9 +134,9 @@ async def test_handler_error_is_dead_lettered_and_the_rest_commits(kit: Messagin
     batch = records(
         kit.harness.input_topic,
         [
-            ("o-1", encode(order_paid("o-1", event_id="e-1"))),
-            ("o-bad", encode(order_paid("o-bad", event_id="e-bad"))),
-            ("o-2", encode(order_paid("o-2", event_id="e-2"))),
+            paid("o-1", "e-1"),
+            paid("o-bad", "e-bad"),
+            paid("o-2", "e-2"),
         ],
     )
     await kit.processor().process(batch)
@@ -183,10 +184,10 @@ async def test_transient_failure_rolls_back_the_batch_and_a_retry_applies_it_onc
     batch = records(
         kit.harness.input_topic,
         [
-            ("o-1", encode(order_paid("o-1", event_id="e-1"))),
+            paid("o-1", "e-1"),
             ("o-x", b"{not json"),
-            ("o-2", encode(order_paid("o-2", event_id="e-2"))),
-            ("o-3", encode(order_paid("o-3", event_id="e-3"))),
+            paid("o-2", "e-2"),
+            paid("o-3", "e-3"),
         ],
     )
     kit.harness.faults["o-2"] = fault
@@ -260,7 +261,7 @@ async def test_deeply_nested_value_is_dead_lettered_and_does_not_block(
     nested = b'{"specversion": "1.0", "data": ' + b"[" * depth + b"]" * depth + b"}"
     batch = records(
         kit.harness.input_topic,
-        [("o-1", nested), ("o-1", encode(order_paid("o-1", event_id="e-1")))],
+        [("o-1", nested), paid("o-1", "e-1")],
     )
     await kit.processor().process(batch)
     assert await kit.effect_counts() == {"e-1": 1}
@@ -285,8 +286,8 @@ async def test_transient_database_error_rolls_back_the_whole_batch(
     batch = records(
         kit.harness.input_topic,
         [
-            ("o-1", encode(order_paid("o-1", event_id="e-1"))),
-            ("o-2", encode(order_paid("o-2", event_id="e-2"))),
+            paid("o-1", "e-1"),
+            paid("o-2", "e-2"),
         ],
     )
     with pytest.raises(DBAPIError):
@@ -303,9 +304,9 @@ async def test_deterministic_database_error_dead_letters_only_that_event(kit: Me
     batch = records(
         kit.harness.input_topic,
         [
-            ("o-1", encode(order_paid("o-1", event_id="e-1"))),
-            ("o-2", encode(order_paid("o-2", event_id="e-2"))),
-            ("o-3", encode(order_paid("o-3", event_id="e-3"))),
+            paid("o-1", "e-1"),
+            paid("o-2", "e-2"),
+            paid("o-3", "e-3"),
         ],
     )
     await kit.processor().process(batch)
@@ -341,7 +342,7 @@ async def test_work_handed_outside_by_an_event_handler_is_refused_not_dropped(
     async def hand_over(event: CloudEvent, ctx: HandlerContext) -> None:
         ctx.run_outside(call, record=record, lock_key="o-1")
 
-    batch = records(kit.harness.input_topic, [("o-1", encode(order_paid("o-1", event_id="e-1")))])
+    batch = records(kit.harness.input_topic, [paid("o-1", "e-1")])
     await kit.processor({ORDER_PAID: hand_over}).process(batch)
 
     [(_, letter)] = dead_letters(await kit.outbox_rows())

@@ -25,6 +25,7 @@ from .helpers import (
     Harness,
     encode,
     order_paid,
+    paid,
     processor,
     records,
 )
@@ -42,9 +43,9 @@ def around(harness: Harness, key: bytes | str | None, value: bytes | None) -> li
     batch = records(
         harness.input_topic,
         [
-            ("o-before", encode(order_paid("o-before", event_id="e-before"))),
+            paid("o-before", "e-before"),
             ("placeholder", b""),
-            ("o-after", encode(order_paid("o-after", event_id="e-after"))),
+            paid("o-after", "e-after"),
         ],
     )
     hostile = batch[1]

@@ -8,11 +8,12 @@ from typing import Any
 
 from sqlalchemy import select
 
+from aftersales_dev.events import encode
 from shared.contracts import CloudEvent, new_event, parse_event
 from shared.db import UnitOfWork
 from shared.messaging import journal
 from shared.messaging.store import HOLD_WRITES
-from tests.unit.contract_examples import NOW, VALID_INPUTS, encode, envelope
+from tests.unit.contract_examples import NOW, VALID_INPUTS, envelope
 from tests.unit.test_contract_outputs import output_examples
 
 from .kit import MessagingKit

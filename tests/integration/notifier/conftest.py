@@ -6,8 +6,8 @@
   with scripted status codes;
 * a real SMTP server (aiosmtpd on 127.0.0.1, a free port) that records every message and can
   refuse recipients temporarily;
-* a `Harness` driving the service's real EventProcessor and TimerScheduler, wired as the
-  service wires them, with a ManualClock.
+* a `Harness`: the shared service harness (tests/harness.py) over the service's real
+  EventProcessor and TimerScheduler, wired as the service wires them, with a ManualClock.
 
 After every test the harness scans every outbox payload and every captured log record for the
 buyers' phone numbers, e-mail addresses and names: none may appear in clear.
@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from email import message_from_bytes
 from email import policy as email_policy
 from email.message import EmailMessage
@@ -30,7 +31,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aftersales_dev.devenv import free_port
 from services.notifier import tables
@@ -40,12 +41,9 @@ from services.notifier.handlers import NotifierHandlers
 from shared.clock import ManualClock
 from shared.contracts import dead_letter_topic
 from shared.crypto import FieldCipher, cipher_from_env
-from shared.db import session_factory
-from shared.messaging.consumer import EventProcessor
-from shared.messaging.scheduler import TimerScheduler
 from shared.policy import Policy
 from shared.settings import Settings
-from tests.harness import fresh_schema, no_notifier_environment
+from tests.harness import ServiceHarness, fresh_schema, no_notifier_environment
 from tests.integration.notifier.kit import (
     ACK,
     EMAIL,
@@ -207,17 +205,10 @@ async def engine(database_engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
 # --- the harness ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Rec:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-
-
-class Harness:
-    """The notifier's real handlers, consumer and timer scheduler, on a ManualClock."""
+class Harness(ServiceHarness):
+    """The notifier as its bootstrap wires it (its handlers, the erasure's, lock keys, timer
+    concurrency) on the shared service harness, with a ManualClock; an event consumed goes
+    on topic `in` unless told, with key `k`."""
 
     def __init__(
         self,
@@ -228,52 +219,31 @@ class Harness:
         channels: dict[str, Channel] | None = None,
         cipher: FieldCipher | None = None,
     ) -> None:
-        self.engine = engine
-        self.sessions: async_sessionmaker[Any] = session_factory(engine)
-        self.clock = ManualClock(T0)
-        self.policy = policy or Policy()
+        policy = policy or Policy()
         self.cipher = cipher or cipher_from_env(settings.aftersales_encryption_key or KEY)
         self.handlers = NotifierHandlers(
-            self.policy,
+            policy,
             self.cipher,
             channels if channels is not None else channels_from_settings(settings),
         )
-        # The service's own wiring (its handlers, the erasure's, lock keys, timer concurrency).
-        d = definition(self.handlers)
-        self.processor = EventProcessor(
-            service=d.name,
-            sessions=self.sessions,
-            tables=d.tables,
-            handlers=d.handlers,
-            clock=self.clock,
-            lock_keys=d.lock_keys,
+        super().__init__(
+            lambda _policy, _clock: definition(self.handlers),
+            engine,
+            ManualClock(T0),
+            policy,
+            key_of=lambda _event: "k",
+            topic_of=lambda _event: "in",
         )
-        self.scheduler = TimerScheduler(
-            service=d.name,
-            sessions=self.sessions,
-            tables=d.tables,
-            handlers=d.timer_handlers,
-            clock=self.clock,
-            concurrency=d.timer_concurrency,
-        )
-        self._offset = 0
 
     async def consume(self, *events: dict[str, Any] | bytes, topic: str = "in") -> None:
         """One consumer batch (one transaction), like a fetch from the broker."""
-        records = []
-        for event in events:
-            value = event if isinstance(event, bytes) else json.dumps(event).encode()
-            records.append(Rec(topic, 0, self._offset, b"k", value))
-            self._offset += 1
-        await self.processor.process(records)
+        await self.feed(*events, topic=topic)
 
     async def fire(self) -> int:
         """Fire every due timer (the scheduler's loop, at the clock's current instant)."""
-        return await self.scheduler.run_all_due()
+        return await self.fire_due()
 
     async def advance(self, **delta: float) -> int:
-        from datetime import timedelta
-
         self.clock.advance(timedelta(**delta))
         return await self.fire()
 

@@ -4,9 +4,10 @@ events it feeds the service."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from aftersales_dev import events
 from aftersales_dev.events import cloud_event, kettle_order
 from shared.crypto import generate_key
 
@@ -119,22 +120,20 @@ def refund(
     case_type: str,
     case_id: str,
     amount: int,
-    breakdown: list[dict[str, Any]] | None = None,
+    breakdown: list[tuple[str, int]] | None = None,
 ) -> dict[str, Any]:
-    return envelope(
-        "refund.issued",
-        {
-            "refund_id": uid("rf"),
-            "order_id": "O1",
-            "customer_id": customer_id,
-            "case": {"type": case_type, "id": case_id},
-            "amount": amount,
-            "currency": "CNY",
-            "breakdown": breakdown or [{"kind": "compensation", "amount": amount}],
-            "payments": [{"method": "alipay", "amount": amount}] if amount else [],
-            "due_by": "2024-05-02T10:00:00+08:00",
-            "issued_at": T0.isoformat(),
-        },
+    """A refund.issued of `amount`: a compensation, or `breakdown` (which sums to it); due a
+    day after T0."""
+    return events.refund_issued(
+        uid("rf"),
+        "O1",
+        customer_id,
+        (case_type, case_id),
+        at=T0,
+        breakdown=breakdown or [("compensation", amount)],
+        due_by=T0 + timedelta(days=1),
+        id=uid("evt"),
+        platform="/test",
     )
 
 

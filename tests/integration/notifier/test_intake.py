@@ -52,7 +52,7 @@ async def test_return_decisions_and_refunds_become_notifications(
         rejected,
         kit.decision("return.pending", customer, rule="evidence_missing", waiting_for="evidence"),
         # what the refund ledger issued: return.completed does not state an amount it may cut
-        kit.refund(customer, "return", "R1", 9000, [{"kind": "goods", "amount": 9000}]),
+        kit.refund(customer, "return", "R1", 9000, [("goods", 9000)]),
         kit.refund(customer, "late_shipment", "O1", 500),  # told by the late-shipment apology
         kit.refund(customer, "complaint", "K9", 0),  # nothing to tell
     )
@@ -90,7 +90,7 @@ async def test_return_decisions_and_refunds_become_notifications(
 
     # A refund the order-level cap cut to nothing is told, so the buyer is not left waiting.
     third = kit.uid("C")
-    cut = [{"kind": "goods", "amount": 1200}, {"kind": "already_refunded", "amount": -1200}]
+    cut = [("goods", 1200), ("already_refunded", -1200)]
     await h.consume(
         kit.order_paid(third, language="en-US"), kit.refund(third, "complaint", "K2", 0, cut)
     )

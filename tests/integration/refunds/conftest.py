@@ -45,4 +45,4 @@ class RefundsService(ServiceHarness):
             return [dict(row) for row in rows.mappings()]
 
 
-service_engine, clock, svc = suite_fixtures("refunds", RefundsService, T0)
+service_database, service_engine, clock, svc = suite_fixtures("refunds", RefundsService, T0)

@@ -21,7 +21,6 @@ from shared.clock import ManualClock
 from shared.contracts import CloudEvent, topics
 from shared.contracts.ids import refund_id
 from shared.db import UnitOfWork
-from shared.messaging.consumer import EventProcessor
 from shared.messaging.context import HandlerContext
 
 from .helpers import (
@@ -113,7 +112,7 @@ async def test_replay_of_every_event_under_new_ids_issues_no_second_refund(
 
 
 async def test_a_passing_fault_rolls_the_whole_batch_back_and_the_retry_refunds_once(
-    svc: ReturnsService, clock: ManualClock
+    svc: ReturnsService,
 ):
     """The database fails after the refund was computed in the batch: nothing may stay, and
     the redelivered batch must issue the refund exactly once (not zero, not twice)."""
@@ -131,13 +130,7 @@ async def test_a_passing_fault_rolls_the_whole_batch_back_and_the_retry_refunds_
             raise ConnectionResetError("connection to the database lost")
 
     handlers["order.paid"] = flaky_order_paid
-    processor = EventProcessor(
-        service="returns",
-        sessions=svc.sessions,
-        tables=svc.definition.tables,
-        handlers=handlers,
-        clock=clock,
-    )
+    processor = svc.processor_over(svc.sessions, handlers)
     batch = [svc.record(e) for e in [*events, poisoned]]
     with pytest.raises(ConnectionResetError):
         await processor.process(batch)
@@ -151,7 +144,7 @@ async def test_a_passing_fault_rolls_the_whole_batch_back_and_the_retry_refunds_
 
 
 async def test_concurrent_instances_do_not_lose_a_ledger_update(
-    svc: ReturnsService, returns_engine: Any, clock: ManualClock, monkeypatch: Any
+    svc: ReturnsService, service_engine: Any, clock: ManualClock, monkeypatch: Any
 ):
     """Two instances complete two returns of one order at once: the order lock serialises
     them, so the second sees the first one's units (333 + 667, not 333 + 666)."""
@@ -171,7 +164,7 @@ async def test_concurrent_instances_do_not_lose_a_ledger_update(
         return ledger
 
     monkeypatch.setattr(ReturnsRepository, "ledger", slow_ledger)
-    other = ReturnsService(returns_engine, clock)
+    other = ReturnsService(service_engine, clock)
     await asyncio.gather(
         svc.feed(return_signed(o, r1, at=T0)),
         other.feed(return_signed(o, r2, at=T0)),

@@ -364,13 +364,13 @@ def run_machine(url: str, *, max_examples: int, steps: int, derandomize: bool = 
 
 
 @pytest.mark.timeout(0 if HUNT else 300)
-def test_a_returns_life_never_pays_wrong_twice_or_late(returns_database: str) -> None:
+def test_a_returns_life_never_pays_wrong_twice_or_late(service_database: str) -> None:
     """The same 30 histories on every run by default, so the suite's time is steady;
     RETURNS_STATEFUL_EXAMPLES=1000 hunts with fresh random histories (a run that takes
     minutes is shrinking a failure: it is reported when the shrinking ends)."""
     COVERAGE.clear()
     examples = int(HUNT or "30")
-    run_machine(returns_database, max_examples=examples, steps=25, derandomize=HUNT is None)
+    run_machine(service_database, max_examples=examples, steps=25, derandomize=HUNT is None)
     print("situations reached (examples):", dict(COVERAGE))
     # The machine must keep reaching the paths that matter, or it checks nothing.
     assert COVERAGE["refund requested"] > 0 and COVERAGE["rejected"] > 0

@@ -6,11 +6,6 @@ serialisers wrote them (version 1, no `document_version`).
 
 from __future__ import annotations
 
-import json
-from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
-
-from hypothesis import given
 from hypothesis import strategies as st
 
 from services.complaints.domain.budget import CompensationBudget, Grant
@@ -28,10 +23,15 @@ from services.complaints.domain.rules import (
     TimerKind,
 )
 from shared.documents import VERSION_KEY
-
-FIXTURES = json.loads(
-    (Path(__file__).parents[2] / "fixtures" / "documents" / "complaints.json").read_text()
+from tests.unit.stored_documents import (
+    amounts,
+    fixture_documents,
+    ids,
+    instants_in,
+    round_trip_tests,
 )
+
+FIXTURES = fixture_documents("complaints")
 LOADERS = {
     "complaint_": Complaint.from_dict,
     "shop_order_": ShopOrder.from_dict,
@@ -87,13 +87,7 @@ def test_a_stored_compensation_keeps_its_coupon_and_reshipment():
 
 # --- round trips --------------------------------------------------------------------------------
 
-ids = st.text("abcdefghij0123456789-", min_size=1, max_size=8)
-amounts = st.integers(min_value=0, max_value=10**9)
-instants = st.builds(
-    lambda moment, zone: moment.replace(tzinfo=UTC).astimezone(zone),
-    st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2040, 1, 1)),
-    st.sampled_from([UTC, timezone(timedelta(hours=8))]),
-)
+instants = instants_in()
 maybe = st.none() | instants
 facts = st.builds(
     OrderFacts,
@@ -169,28 +163,6 @@ complaints = st.builds(
 )
 
 
-def _through_json(data: dict) -> dict:
-    return json.loads(json.dumps(data))
-
-
-@given(complaints)
-def test_a_complaint_round_trips(complaint):
-    assert Complaint.from_dict(_through_json(complaint.to_dict())) == complaint
-
-
-@given(orders)
-def test_a_shop_order_round_trips(order):
-    assert ShopOrder.from_dict(_through_json(order.to_dict())) == order
-
-
-@given(budgets)
-def test_a_budget_round_trips(budget):
-    assert CompensationBudget.from_dict(_through_json(budget.to_dict())) == budget
-
-
-@given(complaints, orders, budgets)
-def test_the_json_text_is_the_document_and_loads_back(complaint, order, budget):
-    for value in (complaint, order, budget):
-        text = value.to_json()
-        assert json.loads(text) == value.to_dict()
-        assert type(value).from_json(text) == value
+test_a_document_round_trips, test_the_json_text_is_the_document_and_loads_back = round_trip_tests(
+    {"complaint": complaints, "shop order": orders, "budget": budgets}
+)

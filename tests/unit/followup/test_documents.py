@@ -8,20 +8,17 @@ compatibility contract.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
+from datetime import UTC, timedelta, timezone
 
 import pytest
-from hypothesis import given
 from hypothesis import strategies as st
 
 from services.followup.domain.model import CALLBACK_DOCUMENT, Callback, Case
 from services.followup.domain.rules import CallbackStatus, CaseOutcome, CaseType
 from shared.documents import VERSION_KEY, DocumentError
+from tests.unit.stored_documents import fixture_documents, ids, instants_in, round_trip_tests
 
-FIXTURES = json.loads(
-    (Path(__file__).parents[2] / "fixtures" / "documents" / "followup.json").read_text()
-)
+FIXTURES = fixture_documents("followup")
 
 
 def test_stored_callbacks_load_and_keep_every_fact():
@@ -55,13 +52,7 @@ def test_a_naive_instant_in_a_stored_callback_is_refused_by_name():
         Callback.from_dict(stored)
 
 
-ids = st.text("abcdefghij0123456789-", min_size=1, max_size=8)
-offsets = st.sampled_from([UTC, timezone(timedelta(hours=8)), timezone(timedelta(hours=-5))])
-instants = st.builds(
-    lambda moment, zone: moment.replace(tzinfo=UTC).astimezone(zone),
-    st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2040, 1, 1)),
-    offsets,
-)
+instants = instants_in(UTC, timezone(timedelta(hours=8)), timezone(timedelta(hours=-5)))
 cases = st.builds(
     Case,
     type=st.sampled_from(list(CaseType)),
@@ -90,7 +81,6 @@ callbacks = st.builds(
 )
 
 
-@given(callbacks)
-def test_every_callback_round_trips_through_json(callback):
-    stored = json.loads(json.dumps(callback.to_dict()))
-    assert Callback.from_dict(stored) == callback
+test_a_document_round_trips, test_the_json_text_is_the_document_and_loads_back = round_trip_tests(
+    {"callback": callbacks}
+)

@@ -10,24 +10,21 @@ refunds. Both are the compatibility contract.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from services.refunds.domain.events import RefundIssued
 from services.refunds.domain.model import (
     ORDER_LEDGER_DOCUMENT,
-    OrderFacts,
     OrderLedger,
-    RefundRequest,
 )
 from services.refunds.handlers import _issued
 from shared.contracts import ids
 from shared.documents import VERSION_KEY
+from tests.unit.stored_documents import fixture_documents
 
-HERE = Path(__file__).parents[2] / "fixtures" / "documents"
-LEDGERS = json.loads((HERE / "refunds.json").read_text())
-ISSUED = json.loads((HERE / "refund_issued.json").read_text())
-T0 = datetime(2026, 5, 1, 2, 0, tzinfo=UTC)
+from . import T0, facts, request
+
+LEDGERS = fixture_documents("refunds")
+ISSUED = fixture_documents("refund_issued")
 
 
 def finance_data(ledger: OrderLedger, refund_id: str) -> dict:
@@ -74,36 +71,18 @@ def test_finance_receives_the_same_payments_when_the_payout_method_was_full_alre
     refund, so the second one overflows to it: its line keeps its place in the order's order."""
     order = "o-balance-full"
     ledger = OrderLedger(order)
-    facts = OrderFacts.of(
-        order_id=order,
-        customer_id="c-" + order,
-        currency="CNY",
-        paid_at=T0 - timedelta(days=3),
-        shipping_fee_paid=500,
-        payments=[("balance", 500), ("card", 4500)],
-        lines=[("l1", 1, 4500)],
-    )
-    ledger.record_paid(facts, "balance", T0)
+    paid = facts([("l1", 1, 4500)], 500, [("balance", 500), ("card", 4500)], order, "c-" + order)
+    ledger.record_paid(paid, "balance", T0)
     stories = [
         ("bf-1", [("goods", 4496), ("outbound_shipping", 500)]),
         ("bf-2", [("return_shipping", 500), ("compensation", 700)]),
     ]
     for case_id, breakdown in stories:
-        request = RefundRequest(
-            refund_id=ids.refund_id("complaint", case_id),
-            order_id=order,
-            customer_id="c-" + order,
-            case_type="complaint",
-            case_id=case_id,
-            amount=sum(amount for _, amount in breakdown),
-            currency="CNY",
-            breakdown=tuple(breakdown),
-            due_by=T0 + timedelta(hours=24),
-            requested_at=T0,
-            requested_by="complaints",
+        asked = request(
+            case_id, breakdown, case_type="complaint", order_id=order, customer_id="c-" + order
         )
-        ledger.request(request, "balance", T0)
-        assert finance_data(ledger, request.refund_id) == ISSUED[request.refund_id]
+        ledger.request(asked, "balance", T0)
+        assert finance_data(ledger, asked.refund_id) == ISSUED[asked.refund_id]
     second = ledger.refunds[ids.refund_id("complaint", "bf-2")]
     assert second.payments == (("balance", 1196), ("card", 4))
 

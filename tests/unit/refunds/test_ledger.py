@@ -5,7 +5,7 @@ any sequence of requests."""
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from hypothesis import given, settings
@@ -35,52 +35,9 @@ from services.refunds.domain.refund import IssuedRefund
 from services.refunds.domain.split import cumulative_split
 from shared.contracts import ids
 
-T0 = datetime(2026, 5, 1, 2, 0, tzinfo=UTC)
-DUE = T0 + timedelta(hours=24)
+from . import DUE, T0, facts, request
+
 OVERFLOW = "balance"
-
-
-def facts(
-    lines: list[tuple[str, int, int]],
-    shipping: int,
-    payments: list[tuple[str, int]],
-    order_id: str = "o-1",
-) -> OrderFacts:
-    return OrderFacts.of(
-        order_id=order_id,
-        customer_id="c-1",
-        currency="CNY",
-        paid_at=T0 - timedelta(days=3),
-        shipping_fee_paid=shipping,
-        payments=payments,
-        lines=lines,
-    )
-
-
-def request(
-    case_id: str,
-    breakdown: list[tuple[str, int]],
-    *,
-    case_type: str = "return",
-    order_id: str = "o-1",
-    due_by: datetime = DUE,
-    currency: str = "CNY",
-    part: str | None = None,
-) -> RefundRequest:
-    return RefundRequest(
-        refund_id=ids.refund_id(case_type, case_id, part),
-        order_id=order_id,
-        customer_id="c-1",
-        case_type=case_type,
-        case_id=case_id,
-        amount=sum(amount for _, amount in breakdown),
-        currency=currency,
-        breakdown=tuple(breakdown),
-        due_by=due_by,
-        requested_at=T0,
-        requested_by="complaints" if case_type != "return" else "returns",
-        return_shipping_payer="merchant" if case_type == "return" else None,
-    )
 
 
 def paid(f: OrderFacts) -> OrderLedger:

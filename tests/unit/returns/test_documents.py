@@ -6,11 +6,8 @@ wrote them (version 1, no `document_version`): they are the compatibility contra
 
 from __future__ import annotations
 
-import json
-from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
+from datetime import UTC, timedelta, timezone
 
-from hypothesis import given
 from hypothesis import strategies as st
 
 from services.returns.domain.model import RETURN_REQUEST_DOCUMENT, ReturnRequest
@@ -33,10 +30,15 @@ from services.returns.domain.vocabulary import (
     WaitingFor,
 )
 from shared.documents import VERSION_KEY
-
-FIXTURES = json.loads(
-    (Path(__file__).parents[2] / "fixtures" / "documents" / "returns.json").read_text()
+from tests.unit.stored_documents import (
+    amounts,
+    fixture_documents,
+    ids,
+    instants_in,
+    round_trip_tests,
 )
+
+FIXTURES = fixture_documents("returns")
 
 
 def _documents(prefix: str) -> list[dict]:
@@ -83,14 +85,7 @@ def test_stored_orders_and_ledgers_load_unchanged():
 
 # --- round trips --------------------------------------------------------------------------------
 
-ids = st.text("abcdefghij0123456789-", min_size=1, max_size=8)
-amounts = st.integers(min_value=0, max_value=10**9)
-offsets = st.sampled_from([UTC, timezone(timedelta(hours=8)), timezone(timedelta(hours=-5))])
-instants = st.builds(
-    lambda moment, zone: moment.replace(tzinfo=UTC).astimezone(zone),
-    st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2040, 1, 1)),
-    offsets,
-)
+instants = instants_in(UTC, timezone(timedelta(hours=8)), timezone(timedelta(hours=-5)))
 maybe_instants = st.none() | instants
 units = st.dictionaries(ids, st.integers(min_value=1, max_value=50), max_size=3)
 
@@ -199,33 +194,6 @@ requests = st.builds(
 )
 
 
-def _through_json(data: dict) -> dict:
-    return json.loads(json.dumps(data))
-
-
-@given(requests)
-def test_a_return_request_round_trips(request):
-    assert ReturnRequest.from_dict(_through_json(request.to_dict())) == request
-
-
-@given(orders)
-def test_an_order_round_trips(order):
-    assert Order.from_dict(_through_json(order.to_dict())) == order
-
-
-@given(ledgers)
-def test_a_ledger_round_trips(ledger):
-    assert OrderLedger.from_dict(_through_json(ledger.to_dict())) == ledger
-
-
-@given(calculations())
-def test_a_refund_calculation_round_trips(calculation):
-    assert RefundCalculation.from_dict(_through_json(calculation.to_dict())) == calculation
-
-
-@given(requests, orders, ledgers)
-def test_the_json_text_is_the_document_and_loads_back(request, order, ledger):
-    for value in (request, order, ledger):
-        text = value.to_json()
-        assert json.loads(text) == value.to_dict()
-        assert type(value).from_json(text) == value
+test_a_document_round_trips, test_the_json_text_is_the_document_and_loads_back = round_trip_tests(
+    {"return request": requests, "order": orders, "ledger": ledgers, "calculation": calculations()}
+)
