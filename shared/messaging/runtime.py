@@ -327,15 +327,25 @@ class ServiceRuntime:
             **client_security(self.settings),
         )
 
+    async def start_relay_producer(self) -> None:
+        """Start the relay's own producer (not with tracing on); `start` does it after the
+        broker. Before, the relay publishes through the broker (once it is connected)."""
+        if self.tracing is None and self._relay_producer is None:
+            self._relay_producer = self._new_relay_producer()
+            await self._relay_producer.start()
+
+    async def stop_relay_producer(self) -> None:
+        if self._relay_producer is not None:
+            producer, self._relay_producer = self._relay_producer, None
+            await producer.stop()
+
     async def ensure_topics(self) -> None:
         await ensure_topics(self.settings, self.definition.all_topics)
 
     async def start(self) -> None:
         await self.ensure_topics()
         await self.broker.start()
-        if self.tracing is None:
-            self._relay_producer = self._new_relay_producer()
-            await self._relay_producer.start()
+        await self.start_relay_producer()
         self._stop.clear()
         self._tasks = [
             asyncio.create_task(self.relay.run(self._stop), name=f"{self.name}-relay"),
@@ -392,9 +402,7 @@ class ServiceRuntime:
                 "outbox not drained at stop",
                 extra={"service": self.name, "error": type(exc).__name__},
             )
-        if self._relay_producer is not None:
-            producer, self._relay_producer = self._relay_producer, None
-            await producer.stop()
+        await self.stop_relay_producer()
         await self.broker.stop()
         if self._owns_engine:
             await self.engine.dispose()
