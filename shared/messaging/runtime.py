@@ -37,7 +37,7 @@ from .kafka import client_security
 from .lag import LAG_INTERVAL_SECONDS, ConsumerLag
 from .readapi import KpiSource, ReadContext, ReadRoute
 from .readroutes import common_routes
-from .relay import CONTENT_TYPE, OutboxRelay
+from .relay import CONTENT_TYPE, RELAY_HEADERS, OutboxRelay
 from .retention import (
     PURGE_INTERVAL_SECONDS,
     Retained,
@@ -53,8 +53,6 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
 
 log = logging.getLogger("aftersales.runtime")
-
-_RELAY_HEADERS = [("content-type", CONTENT_TYPE.encode())]
 
 # Seconds a stop gives the relay and the scheduler to finish and the outbox to drain, after the
 # batch in flight (the broker's graceful_timeout, 20 s) is done.
@@ -199,6 +197,7 @@ class ServiceRuntime:
             publish=self._publish,
             clock=clock,
             poll_interval=relay_poll_interval,
+            producer=self.kafka_producer,
         )
         self.processor = EventProcessor(
             service=definition.name,
@@ -302,7 +301,7 @@ class ServiceRuntime:
         # With tracing on, FastStream's publish makes the span and trace headers.
         producer = self._relay_producer
         if producer is not None:
-            return await producer.send(topic, payload, key=key, headers=_RELAY_HEADERS)
+            return await producer.send(topic, payload, key=key, headers=RELAY_HEADERS)
         return await self.broker.publish(
             payload,
             topic,
