@@ -78,7 +78,8 @@ class RecordBatches(Generic[T]):
         sent: list[Sent[T]] = []
         current = self._open.get(where)
         if current is not None:
-            if current[0].append(timestamp=None, key=key, value=value, headers=self._headers):
+            added = current[0].append(timestamp=None, key=key, value=value, headers=self._headers)
+            if added is not None:
                 current[1].append(tag)
                 return sent
             sent.append(await self._hand_over(where))
