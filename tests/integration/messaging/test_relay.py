@@ -496,6 +496,19 @@ async def test_a_partition_whose_rows_fill_several_record_batches_gets_them_in_o
     assert_commit_order_per_key(published, await kit.outbox_rows())
 
 
+async def test_a_row_too_large_for_a_batch_goes_out_after_the_batched_rows_of_its_key(
+    kit: MessagingKit, settings: Settings, runtime: ServiceRuntime
+) -> None:
+    await queue_events(kit.harness, kit.sessions, ["k", "k"], "before")
+    # Above what goes in record batches, below the producer's request limit: sent with `send`.
+    await insert_raw(kit.engine, kit.harness, "k", b'{"x": "' + b"a" * (100 * 1024) + b'"}')
+    await queue_events(kit.harness, kit.sessions, ["k"], "after")
+    assert await publish_all(runtime.relay) == 4
+    published = await read_partitions(settings.kafka_bootstrap_servers, kit.harness.output_topic)
+    on_topic = [r.value for r in sorted(published, key=lambda r: r.offset)]
+    assert on_topic == [row["payload"] for row in await kit.outbox_rows()]
+
+
 class _Recorded:
     """A record batch that remembers what went in it."""
 
