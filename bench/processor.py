@@ -112,6 +112,12 @@ async def ledger_records(url: str, flows: int, batch: int) -> list[FakeRecord]:
     return out
 
 
+def print_profile(profiler: cProfile.Profile) -> None:
+    """The profile's top functions: BENCH_SORT (tottime) and BENCH_TOP (30) choose them."""
+    stats = pstats.Stats(profiler).sort_stats(os.environ.get("BENCH_SORT", "tottime"))
+    stats.print_stats(int(os.environ.get("BENCH_TOP", "30")))
+
+
 def _processor(definition: Any, engine: Any) -> EventProcessor:
     return EventProcessor(
         service=definition.name,
@@ -180,8 +186,7 @@ async def measure(url: str, flows: int, batch: int, profile: bool, service: str)
             f"{output} queued: {refunds:,}"
         )
         if profiler is not None:
-            stats = pstats.Stats(profiler).sort_stats(os.environ.get("BENCH_SORT", "tottime"))
-            stats.print_stats(int(os.environ.get("BENCH_TOP", "30")))
+            print_profile(profiler)
     finally:
         gc.unfreeze()
         await drop_database(url, database)

@@ -1,12 +1,20 @@
-"""Options every plain aiokafka client of the project takes from the settings (admin, lag,
-dead-letter tools): the same security as the services' own broker connection."""
+"""Plain aiokafka: the options every client of the project takes from the settings (admin, lag,
+dead-letter tools, the relay's producer), and the record batches the relay sends."""
 
 from __future__ import annotations
 
 import ssl
-from typing import Any
+from collections.abc import Awaitable, Sequence
+from typing import Any, Generic, TypeVar
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 
 from shared.settings import Settings
+
+T = TypeVar("T")
+
+_PARTITIONER = DefaultPartitioner()
 
 
 def client_security(settings: Settings) -> dict[str, Any]:
@@ -22,3 +30,74 @@ def client_security(settings: Settings) -> dict[str, Any]:
         options["sasl_plain_username"] = settings.kafka_sasl_username
         options["sasl_plain_password"] = settings.kafka_sasl_password
     return options
+
+
+def partition_for(key: bytes, partitions: Sequence[int]) -> int:
+    """The partition a producer with the default partitioner sends a keyed record to: murmur2
+    of the key over the topic's partitions, listed as `send` lists them."""
+    return int(_PARTITIONER(key, partitions, partitions))
+
+
+# A sent batch: what its records stand for (the caller's tags), and its acknowledgement.
+Sent = tuple[list[T], Awaitable[object]]
+
+
+class RecordBatches(Generic[T]):
+    """Keyed records gathered into record batches per (topic, partition) and handed to the
+    producer a batch at a time (`send_batch`): one acknowledgement per batch instead of a
+    future, a partitioner call and a coroutine per record.
+
+    A key's records go to the partition `send` would give them (`partition_for`), in the order
+    they were added: a batch is handed over when it is full or on `flush`, and the producer
+    sends a partition's batches in the order it got them. Each record carries a tag (the
+    caller's row); a sent batch comes back with its tags.
+    """
+
+    def __init__(self, producer: AIOKafkaProducer, headers: list[tuple[str, bytes]]) -> None:
+        self._producer = producer
+        self._headers = headers
+        self._partitions: dict[str, list[int]] = {}
+        self._hashes: dict[tuple[str, bytes], int] = {}
+        self._open: dict[tuple[str, int], tuple[Any, list[T]]] = {}
+
+    async def partition(self, topic: str, key: bytes) -> int:
+        partition = self._hashes.get((topic, key))
+        if partition is None:
+            partitions = self._partitions.get(topic)
+            if partitions is None:
+                # A set of partition ids, listed as the producer's `send` lists it.
+                partitions = list(await self._producer.partitions_for(topic))
+                self._partitions[topic] = partitions
+            partition = self._hashes[topic, key] = partition_for(key, partitions)
+        return partition
+
+    async def add(self, topic: str, key: bytes, value: bytes, tag: T) -> list[Sent[T]]:
+        """Add a record to its partition's open batch; returns the batch handed over to make
+        room for it (a full one), if any."""
+        where = (topic, await self.partition(topic, key))
+        sent: list[Sent[T]] = []
+        current = self._open.get(where)
+        if current is not None:
+            added = current[0].append(timestamp=None, key=key, value=value, headers=self._headers)
+            if added is not None:
+                current[1].append(tag)
+                return sent
+            sent.append(await self._hand_over(where))
+        builder = self._producer.create_batch()
+        # The first record of a batch always fits, whatever its size.
+        builder.append(timestamp=None, key=key, value=value, headers=self._headers)
+        self._open[where] = (builder, [tag])
+        return sent
+
+    async def flush(self, topic: str | None = None, key: bytes | None = None) -> list[Sent[T]]:
+        """Hand over the open batches: all of them, or the one of `key`'s partition of `topic`
+        (before a record of that key is sent otherwise)."""
+        if topic is not None and key is not None:
+            where = (topic, await self.partition(topic, key))
+            return [await self._hand_over(where)] if where in self._open else []
+        return [await self._hand_over(where) for where in list(self._open)]
+
+    async def _hand_over(self, where: tuple[str, int]) -> Sent[T]:
+        builder, tags = self._open.pop(where)
+        topic, partition = where
+        return tags, await self._producer.send_batch(builder, topic, partition=partition)

@@ -7,7 +7,7 @@ import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     BigInteger,
@@ -34,14 +34,27 @@ from shared.crypto import redact
 from shared.db import lock_id
 
 from .errors import is_transient, unpublishable
+from .kafka import RecordBatches, Sent
 from .tables import MessagingTables
+
+if TYPE_CHECKING:
+    from aiokafka import AIOKafkaProducer
 
 log = logging.getLogger("aftersales.relay")
 
 CONTENT_TYPE = "application/cloudevents+json"
+RELAY_HEADERS = [("content-type", CONTENT_TYPE.encode())]
 
 # Sends one record and returns an awaitable that completes when the broker acknowledged it.
 Publish = Callable[[str, bytes | None, bytes], Awaitable[Awaitable[object]]]
+
+# The producer the relay may send record batches through (None: it sends with `publish`).
+BatchProducer = Callable[[], "AIOKafkaProducer | None"]
+
+# Keyed records up to this size (key and payload) go in record batches. A larger one goes
+# through `publish` (`send`), whose own checks refuse it as they did before batches (the
+# producer's request limit, 1 MiB) before it reaches the broker.
+BATCHED_UP_TO = 64 * 1024
 
 
 # How many slots the keys are spread over. Relays with different counts would split one key
@@ -109,6 +122,10 @@ def _mark_parked(t: Table) -> Update:
     )
 
 
+def _key_bytes(row: Any) -> bytes | None:
+    return row.key.encode("utf-8") if row.key is not None else None
+
+
 def parked_error(exc: BaseException) -> str:
     """What a parked row keeps of the refusal: the error's class and words, no payload."""
     return redact(f"{type(exc).__name__}: {exc}")[:500]
@@ -125,11 +142,13 @@ class OutboxRelay:
         clock: Clock,
         batch_size: int = 500,
         poll_interval: float = 0.5,
+        producer: BatchProducer | None = None,
     ) -> None:
         self.service = service
         self._sessions = sessions
         self._table = tables.outbox
         self._publish = publish
+        self._producer = producer
         self._clock = clock
         self._batch_size = batch_size
         self._poll_interval = poll_interval
@@ -242,35 +261,48 @@ class OutboxRelay:
         A row the producer refuses (`unpublishable`) is parked and the later rows of its key
         in the batch are not sent. Any other failure raises: nothing is marked, the batch is
         sent again (at least once). When the broker refuses records in its acknowledgement it
-        refuses the whole produce request; the rows it refused are then sent one at a time to
-        find the ones at fault.
+        refuses the whole produce request (or record batch); the rows it refused are then sent
+        one at a time to find the ones at fault.
+
+        With a producer (`producer`), keyed rows go in record batches per topic and partition
+        (`RecordBatches`: the partition `send` would choose), other rows through `publish`.
         """
         held: set[str | None] = set()
         parked: list[tuple[Any, BaseException]] = []
-        sent: list[tuple[Any, Awaitable[object]]] = []
+        sent: list[Sent[Any]] = []
+        producer = self._producer() if self._producer is not None else None
+        batches = RecordBatches[Any](producer, RELAY_HEADERS) if producer is not None else None
         for row in rows:
             if row.key in held:
                 continue
             try:
-                sent.append((row, await self._publish_row(row)))
+                key = _key_bytes(row)
+                if batches is not None and key is not None:
+                    if len(key) + len(row.payload) <= BATCHED_UP_TO:
+                        sent += await batches.add(row.topic, key, row.payload, row)
+                        continue
+                    sent += await batches.flush(row.topic, key)  # its key's earlier rows first
+                sent.append(([row], await self._publish(row.topic, key, row.payload)))
             except Exception as exc:
                 if not unpublishable(exc):
                     raise
                 parked.append((row, exc))
                 held.add(row.key)
+        if batches is not None:
+            sent += await batches.flush()
         results = await asyncio.gather(*(ack for _, ack in sent), return_exceptions=True)
-        refused = []
-        for (row, _), result in zip(sent, results, strict=True):
-            if isinstance(result, BaseException):
-                if not unpublishable(result):
-                    raise result
-                refused.append(row)
-        published = [
-            row.id
-            for (row, _), r in zip(sent, results, strict=True)
-            if not isinstance(r, BaseException)
-        ]
-        for row in refused:  # rare: a topic whose limit is below the producer's
+        published: list[int] = []
+        refused: list[Any] = []
+        for (sent_rows, _), result in zip(sent, results, strict=True):
+            if not isinstance(result, BaseException):
+                published += (row.id for row in sent_rows)
+            elif unpublishable(result):
+                refused += sent_rows
+            else:
+                raise result
+        # Rare: a topic whose limit is below the producer's. Sent again in outbox order (the
+        # refused rows may come from several record batches).
+        for row in sorted(refused, key=lambda row: row.id):
             if row.key in held:
                 continue
             try:
@@ -285,8 +317,7 @@ class OutboxRelay:
         return published, parked
 
     async def _publish_row(self, row: Any) -> Awaitable[object]:
-        key = row.key.encode("utf-8") if row.key is not None else None
-        return await self._publish(row.topic, key, row.payload)
+        return await self._publish(row.topic, _key_bytes(row), row.payload)
 
     async def drain(self) -> None:
         """Publish until nothing is left (used at shutdown and in tests)."""

@@ -37,7 +37,7 @@ from .kafka import client_security
 from .lag import LAG_INTERVAL_SECONDS, ConsumerLag
 from .readapi import KpiSource, ReadContext, ReadRoute
 from .readroutes import common_routes
-from .relay import CONTENT_TYPE, OutboxRelay
+from .relay import CONTENT_TYPE, RELAY_HEADERS, OutboxRelay
 from .retention import (
     PURGE_INTERVAL_SECONDS,
     Retained,
@@ -53,8 +53,6 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
 
 log = logging.getLogger("aftersales.runtime")
-
-_RELAY_HEADERS = [("content-type", CONTENT_TYPE.encode())]
 
 # Seconds a stop gives the relay and the scheduler to finish and the outbox to drain, after the
 # batch in flight (the broker's graceful_timeout, 20 s) is done.
@@ -199,6 +197,7 @@ class ServiceRuntime:
             publish=self._publish,
             clock=clock,
             poll_interval=relay_poll_interval,
+            producer=self.kafka_producer,
         )
         self.processor = EventProcessor(
             service=definition.name,
@@ -302,7 +301,7 @@ class ServiceRuntime:
         # With tracing on, FastStream's publish makes the span and trace headers.
         producer = self._relay_producer
         if producer is not None:
-            return await producer.send(topic, payload, key=key, headers=_RELAY_HEADERS)
+            return await producer.send(topic, payload, key=key, headers=RELAY_HEADERS)
         return await self.broker.publish(
             payload,
             topic,
@@ -327,15 +326,25 @@ class ServiceRuntime:
             **client_security(self.settings),
         )
 
+    async def start_relay_producer(self) -> None:
+        """Start the relay's own producer (not with tracing on); `start` does it after the
+        broker. Before, the relay publishes through the broker (once it is connected)."""
+        if self.tracing is None and self._relay_producer is None:
+            self._relay_producer = self._new_relay_producer()
+            await self._relay_producer.start()
+
+    async def stop_relay_producer(self) -> None:
+        if self._relay_producer is not None:
+            producer, self._relay_producer = self._relay_producer, None
+            await producer.stop()
+
     async def ensure_topics(self) -> None:
         await ensure_topics(self.settings, self.definition.all_topics)
 
     async def start(self) -> None:
         await self.ensure_topics()
         await self.broker.start()
-        if self.tracing is None:
-            self._relay_producer = self._new_relay_producer()
-            await self._relay_producer.start()
+        await self.start_relay_producer()
         self._stop.clear()
         self._tasks = [
             asyncio.create_task(self.relay.run(self._stop), name=f"{self.name}-relay"),
@@ -392,9 +401,7 @@ class ServiceRuntime:
                 "outbox not drained at stop",
                 extra={"service": self.name, "error": type(exc).__name__},
             )
-        if self._relay_producer is not None:
-            producer, self._relay_producer = self._relay_producer, None
-            await producer.stop()
+        await self.stop_relay_producer()
         await self.broker.stop()
         if self._owns_engine:
             await self.engine.dispose()

@@ -71,9 +71,12 @@ async def producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
 async def runtime(
     harness: Harness, settings: Settings, engine: AsyncEngine, clock: ManualClock
 ) -> AsyncIterator[ServiceRuntime]:
-    """A runtime whose broker is connected for publishing only (no consumer group)."""
+    """A runtime connected for publishing only (no consumer group): its broker and, as `start`
+    does, the relay's own producer, which its relay sends record batches through."""
     runtime = ServiceRuntime(harness.definition(), settings, clock, engine=engine)
     await ensure_topics(settings, runtime.definition.all_topics)
     await runtime.broker.connect()
+    await runtime.start_relay_producer()
     yield runtime
+    await runtime.stop_relay_producer()
     await runtime.broker.stop()

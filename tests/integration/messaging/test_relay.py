@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -17,9 +18,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from shared.contracts import NOTIFICATION_REQUESTED, NotificationRequested
 from shared.db import UnitOfWork
 from shared.messaging.context import HandlerContext
+from shared.messaging.kafka import RecordBatches
 from shared.messaging.parked import parked_rows, retry_parked
-from shared.messaging.relay import CONTENT_TYPE, SLOTS, SLOTS_PER_BATCH, OutboxRelay, Publish
+from shared.messaging.relay import (
+    CONTENT_TYPE,
+    RELAY_HEADERS,
+    SLOTS,
+    SLOTS_PER_BATCH,
+    OutboxRelay,
+    Publish,
+)
 from shared.messaging.runtime import ServiceRuntime
+from shared.messaging.topics import ensure_topics
 from shared.settings import Settings
 
 from .helpers import (
@@ -33,7 +43,11 @@ from .kit import MessagingKit
 
 
 async def queue_events(
-    harness: Harness, sessions: async_sessionmaker[AsyncSession], keys: list[str], tag: str
+    harness: Harness,
+    sessions: async_sessionmaker[AsyncSession],
+    keys: list[str],
+    tag: str,
+    template: str = "t",
 ) -> None:
     """One transaction per event, like handlers committing one after another."""
     for i, key in enumerate(keys):
@@ -48,7 +62,7 @@ async def queue_events(
             await ctx.emit(
                 NOTIFICATION_REQUESTED,
                 NotificationRequested(
-                    request_id=f"{tag}-{i}", customer_id="c-1", order_id=key, template="t"
+                    request_id=f"{tag}-{i}", customer_id="c-1", order_id=key, template=template
                 ),
                 topic=harness.output_topic,
                 key=key,
@@ -411,14 +425,197 @@ async def test_a_produce_request_the_broker_refuses_is_sent_again_one_row_at_a_t
     assert [key for key, in_batch in sent if not in_batch] == [b"k", b"k", other.encode()]
 
 
-async def key_in_the_same_batch_as(engine: AsyncEngine, key: str) -> str:
-    """Another key whose slot a relay's batch takes with `key`'s (the same half of the slots)."""
+async def key_in_the_same_batch_as(
+    engine: AsyncEngine,
+    key: str,
+    partition: Callable[[str], Awaitable[int]] | None = None,
+) -> str:
+    """Another key whose slot a relay's batch takes with `key`'s (the same half of the slots),
+    and on another partition than `key` when `partition` tells a key's."""
     slot = text("SELECT (hashtext(:k) & 2147483647) % :slots")
     async with engine.connect() as conn:
         mine = await conn.scalar(slot, {"k": key, "slots": SLOTS})
         for n in range(100):
             candidate = f"x-{n}"
             theirs = await conn.scalar(slot, {"k": candidate, "slots": SLOTS})
-            if theirs // SLOTS_PER_BATCH == mine // SLOTS_PER_BATCH:
+            if theirs // SLOTS_PER_BATCH == mine // SLOTS_PER_BATCH and (
+                partition is None or await partition(candidate) != await partition(key)
+            ):
                 return candidate
     raise AssertionError("no key found")
+
+
+async def test_record_batches_go_to_the_partition_send_gives_the_key(
+    settings: Settings, runtime: ServiceRuntime
+) -> None:
+    # Relays of the versions before batches sent each record with `send`: during a rollout
+    # both kinds publish a key's events, which must stay on one partition.
+    producer = runtime.kafka_producer()
+    assert producer is not None
+    keys = [f"o-{i}".encode() for i in range(60)] + [b"", "ø-€".encode(), b"x" * 301]
+    for partitions in (3, 7, 12):
+        topic = f"{runtime.name}.spread-{partitions}"
+        await ensure_topics(
+            settings.model_copy(update={"kafka_topic_partitions": partitions}), [topic]
+        )
+        batches = RecordBatches[None](producer, RELAY_HEADERS)
+        chosen = [await batches.partition(topic, key) for key in keys]
+        acks = [await producer.send(topic, b"{}", key=key) for key in keys]
+        assert chosen == [(await ack).partition for ack in acks], partitions
+        assert len(set(chosen)) == partitions  # the keys are spread, not all on one
+
+
+async def test_a_key_stays_on_its_partition_whether_its_events_go_in_batches_or_one_by_one(
+    kit: MessagingKit, settings: Settings, runtime: ServiceRuntime
+) -> None:
+    keys = [f"o-{i % 20}" for i in range(80)]
+    await queue_events(kit.harness, kit.sessions, keys[:40], "one-by-one")
+    assert await publish_all(kit.relay(runtime._publish)) == 40  # `send` per record
+    await queue_events(kit.harness, kit.sessions, keys[40:], "batched")
+    assert await publish_all(runtime.relay) == 40
+    published = await read_partitions(settings.kafka_bootstrap_servers, kit.harness.output_topic)
+    assert len(published) == 80
+    assert_commit_order_per_key(published, await kit.outbox_rows())
+
+
+async def test_a_partition_whose_rows_fill_several_record_batches_gets_them_in_order(
+    kit: MessagingKit, settings: Settings, runtime: ServiceRuntime
+) -> None:
+    # About 600 bytes an event, 80 a key: several 16 KiB batches for a partition.
+    keys = [f"o-{i % 4}" for i in range(320)]
+    await queue_events(kit.harness, kit.sessions, keys, "full", template="t" * 250)
+    producer = runtime.kafka_producer()
+    assert producer is not None
+    counted = LimitedTopic(producer, too_large=b"none")
+    assert await publish_all(kit.relay(counted.publish, producer=lambda: counted)) == 320
+    # Batches of many records, but none took a key's 80 events: they filled several.
+    assert 10 < max(len(batch) for batch in counted.batches) < 80
+    assert counted.one_by_one == []
+    published = await read_partitions(settings.kafka_bootstrap_servers, kit.harness.output_topic)
+    assert len(published) == 320
+    assert_commit_order_per_key(published, await kit.outbox_rows())
+
+
+async def test_a_row_too_large_for_a_batch_goes_out_after_the_batched_rows_of_its_key(
+    kit: MessagingKit, settings: Settings, runtime: ServiceRuntime
+) -> None:
+    await queue_events(kit.harness, kit.sessions, ["k", "k"], "before")
+    # Above what goes in record batches, below the producer's request limit: sent with `send`.
+    await insert_raw(kit.engine, kit.harness, "k", b'{"x": "' + b"a" * (100 * 1024) + b'"}')
+    await queue_events(kit.harness, kit.sessions, ["k"], "after")
+    assert await publish_all(runtime.relay) == 4
+    published = await read_partitions(settings.kafka_bootstrap_servers, kit.harness.output_topic)
+    on_topic = [r.value for r in sorted(published, key=lambda r: r.offset)]
+    assert on_topic == [row["payload"] for row in await kit.outbox_rows()]
+
+
+class _Recorded:
+    """A record batch that remembers what went in it."""
+
+    def __init__(self, builder: Any) -> None:
+        self.builder = builder
+        self.keys: list[bytes] = []
+        self.values: list[bytes] = []
+
+    def append(self, *, key: bytes, value: bytes, **more: Any) -> Any:
+        added = self.builder.append(key=key, value=value, **more)
+        if added is not None:
+            self.keys.append(key)
+            self.values.append(value)
+        return added
+
+
+class LimitedTopic:
+    """The relay's producer before a topic whose limit is below the producer's: the broker
+    refuses a record batch holding the too-large record whole, and the record alone too."""
+
+    def __init__(self, producer: AIOKafkaProducer, too_large: bytes) -> None:
+        self.producer = producer
+        self.too_large = too_large
+        self.batches: list[list[bytes]] = []
+        self.one_by_one: list[bytes | None] = []
+
+    def create_batch(self) -> _Recorded:
+        return _Recorded(self.producer.create_batch())
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return set(await self.producer.partitions_for(topic))
+
+    async def send_batch(self, batch: _Recorded, topic: str, *, partition: int) -> object:
+        self.batches.append(batch.keys)
+        if self.too_large in batch.values:
+            return refused()
+        return await self.producer.send_batch(batch.builder, topic, partition=partition)
+
+    async def publish(self, topic: str, key: bytes | None, payload: bytes) -> object:
+        self.one_by_one.append(key)
+        if payload == self.too_large:
+            return refused()
+        return await self.producer.send(topic, payload, key=key, headers=RELAY_HEADERS)
+
+
+def refused() -> asyncio.Future[object]:
+    from aiokafka.errors import MessageSizeTooLargeError
+
+    future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+    future.set_exception(MessageSizeTooLargeError())
+    return future
+
+
+async def test_a_record_batch_the_broker_refuses_is_sent_again_one_row_at_a_time(
+    kit: MessagingKit, settings: Settings, runtime: ServiceRuntime
+) -> None:
+    producer = runtime.kafka_producer()
+    assert producer is not None
+    topic = kit.harness.output_topic
+    batches = RecordBatches[None](producer, RELAY_HEADERS)
+    # A key in the same relay batch as "k" (the same half of the slots), on another partition.
+    other = await key_in_the_same_batch_as(
+        kit.engine,
+        "k",
+        lambda key: batches.partition(topic, key.encode()),
+    )
+    await queue_events(kit.harness, kit.sessions, ["k"], "first")
+    big = await insert_raw(kit.engine, kit.harness, "k", b'{"big": true}')
+    await queue_events(kit.harness, kit.sessions, ["k", other], "then")
+    limited = LimitedTopic(producer, b'{"big": true}')
+    relay = kit.relay(limited.publish, producer=lambda: limited)
+
+    assert await publish_all(relay) == 3  # 2 published, 1 parked
+    rows = await kit.outbox_rows()
+    state = {
+        r["id"]: ("published" if r["published_at"] else "parked" if r["parked_at"] else "waiting")
+        for r in rows
+    }
+    ids = [r["id"] for r in rows]
+    assert ids[1] == big
+    assert [state[i] for i in ids] == ["published", "parked", "waiting", "published"]
+    # k's three rows went in one batch, refused; the other key's batch went out. Then k's rows
+    # one at a time, in order: its first, the big one (parked); its next is held.
+    assert sorted(limited.batches) == sorted([[b"k", b"k", b"k"], [other.encode()]])
+    assert limited.one_by_one == [b"k", b"k"]
+    published = await read_partitions(settings.kafka_bootstrap_servers, topic)
+    assert sorted(event_of(r)["id"] for r in published) == sorted(
+        r["event_id"] for r in rows if r["published_at"] is not None
+    )
+
+
+async def test_a_record_batch_failing_otherwise_marks_nothing(
+    kit: MessagingKit, runtime: ServiceRuntime
+) -> None:
+    producer = runtime.kafka_producer()
+    assert producer is not None
+    await queue_events(kit.harness, kit.sessions, [f"o-{i % 3}" for i in range(6)], "down")
+
+    class Unacknowledged(LimitedTopic):
+        async def send_batch(self, batch: _Recorded, topic: str, *, partition: int) -> object:
+            future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+            future.set_exception(OSError("not acknowledged"))
+            return future
+
+    down = Unacknowledged(producer, b"")
+    with pytest.raises(OSError, match="not acknowledged"):
+        await kit.relay(down.publish, producer=lambda: down).publish_pending()
+    assert down.one_by_one == []  # not taken for a refusal of the records
+    assert await kit.unpublished_count() == 6
+    assert await parked_rows(kit.sessions, kit.harness.tables) == []
