@@ -65,12 +65,19 @@ DETAIL_FIELDS = frozenset(
 LINE_FIELDS = ("line_id", "sku", "category", "quantity")
 
 
+def _is_mapping(value: object) -> bool:
+    # Dumped data is made of dicts: a class test first, the ABC's (slower) only for the rest.
+    return value.__class__ is dict or isinstance(value, Mapping)
+
+
 def _case_refs(data: Mapping[str, Any]) -> list[tuple[str | None, str | None]]:
     """(case type, case id) of each case the data names; one (None, None) when none."""
-    if isinstance(data.get("case"), Mapping):
-        return [(data["case"].get("type"), data["case"].get("id"))]
-    if isinstance(data.get("cases"), list) and data["cases"]:
-        return [(c.get("type"), c.get("id")) for c in data["cases"] if isinstance(c, Mapping)]
+    case = data.get("case")
+    if case is not None and _is_mapping(case):
+        return [(case.get("type"), case.get("id"))]
+    cases = data.get("cases")
+    if isinstance(cases, list) and cases:
+        return [(c.get("type"), c.get("id")) for c in cases if _is_mapping(c)]
     if data.get("return_id"):
         return [("return", data["return_id"])]
     if data.get("complaint_id"):
@@ -89,7 +96,7 @@ def _detail(data: Mapping[str, Any], fields: Iterable[str] | None = None) -> dic
         detail["lines"] = [
             {k: line[k] for k in LINE_FIELDS if k in line}
             for line in detail["lines"]
-            if isinstance(line, Mapping)
+            if _is_mapping(line)
         ]
     return detail
 
