@@ -27,7 +27,6 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy import event, func, select
 
@@ -45,7 +44,6 @@ from shared import heap
 from shared.clock import SystemClock
 from shared.contracts import topics
 from shared.db import create_engine, session_factory
-from shared.messaging.consumer import EventProcessor
 from shared.migrations import upgrade
 from shared.policy import Policy
 
@@ -87,7 +85,7 @@ async def ledger_records(url: str, flows: int, batch: int) -> list[FakeRecord]:
         await asyncio.to_thread(upgrade, "returns", database)
         engine = create_engine(database, pool_size=2)
         definition = build_returns(Policy(), SystemClock())
-        processor = _processor(definition, engine)
+        processor = definition.processor(session_factory(engine), SystemClock())
         for begin in range(0, len(fed), batch):
             await processor.process(fed[begin : begin + batch])
         outbox = definition.tables.outbox
@@ -118,17 +116,6 @@ def print_profile(profiler: cProfile.Profile) -> None:
     stats.print_stats(int(os.environ.get("BENCH_TOP", "30")))
 
 
-def _processor(definition: Any, engine: Any) -> EventProcessor:
-    return EventProcessor(
-        service=definition.name,
-        sessions=session_factory(engine),
-        tables=definition.tables,
-        handlers=definition.handlers,
-        clock=SystemClock(),
-        lock_keys=definition.lock_keys,
-    )
-
-
 async def measure(url: str, flows: int, batch: int, profile: bool, service: str) -> None:
     if service == "complaints":
         warm = records(min(flows, 200), complaint_flow_events)
@@ -156,7 +143,7 @@ async def measure(url: str, flows: int, batch: int, profile: bool, service: str)
 
         event.listen(engine.sync_engine, "before_cursor_execute", count)
         definition = build(Policy(), SystemClock())
-        processor = _processor(definition, engine)
+        processor = definition.processor(session_factory(engine), SystemClock())
         await processor.process(warm)
         # As `aftersales run` does once its services have started (`shared.heap.settle`), so
         # the figure is the one a service process pays.

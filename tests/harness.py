@@ -95,26 +95,15 @@ class ServiceHarness:
         self.processor = self.processor_over(self.sessions)
         self.scheduler = self.scheduler_over(self.sessions)
 
-    def _wiring(self, sessions: async_sessionmaker[AsyncSession]) -> dict[str, Any]:
-        """What the service's processor and scheduler share: its name and tables, `sessions`,
-        the clock."""
-        d = self.definition
-        return {"service": d.name, "sessions": sessions, "tables": d.tables, "clock": self.clock}
-
     def processor_over(
         self, sessions: async_sessionmaker[AsyncSession], handlers: Any = None
     ) -> EventProcessor:
         """The service's event processor over `sessions` (with other handlers when given)."""
-        d = self.definition
-        handlers = d.handlers if handlers is None else handlers
-        return EventProcessor(**self._wiring(sessions), handlers=handlers, lock_keys=d.lock_keys)
+        return self.definition.processor(sessions, self.clock, handlers=handlers)
 
     def scheduler_over(self, sessions: async_sessionmaker[AsyncSession]) -> TimerScheduler:
         """The service's timer scheduler over `sessions`, as many timers at once as it fires."""
-        d = self.definition
-        return TimerScheduler(
-            **self._wiring(sessions), handlers=d.timer_handlers, concurrency=d.timer_concurrency
-        )
+        return self.definition.scheduler(sessions, self.clock)
 
     def record(
         self, event: Mapping[str, Any] | bytes, *, key: str | None = None, topic: str | None = None

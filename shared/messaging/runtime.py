@@ -109,6 +109,41 @@ class ServiceDefinition:
     def all_topics(self) -> list[str]:
         return sorted({*self.topics, *self.publishes, dead_letter_topic(self.name)})
 
+    def processor(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        clock: Clock,
+        *,
+        handlers: Mapping[str, EventHandler] | None = None,
+        **options: Any,
+    ) -> EventProcessor:
+        """The service's event processor over `sessions`, as the runtime consumes with it (tests
+        and the benchmark build theirs here too); `handlers` in place of the service's own."""
+        return EventProcessor(
+            service=self.name,
+            sessions=sessions,
+            tables=self.tables,
+            handlers=self.handlers if handlers is None else handlers,
+            clock=clock,
+            lock_keys=self.lock_keys,
+            **options,
+        )
+
+    def scheduler(
+        self, sessions: async_sessionmaker[AsyncSession], clock: Clock, **options: Any
+    ) -> TimerScheduler:
+        """The service's timer scheduler over `sessions`, firing as many timers at once as the
+        service declares."""
+        return TimerScheduler(
+            service=self.name,
+            sessions=sessions,
+            tables=self.tables,
+            handlers=self.timer_handlers,
+            clock=clock,
+            concurrency=self.timer_concurrency,
+            **options,
+        )
+
 
 async def _records_as_they_came(msg: StreamMessage[Any]) -> None:
     """The consumer's decoder: none. The processor parses the records itself (`_consume` takes
@@ -199,25 +234,14 @@ class ServiceRuntime:
             poll_interval=relay_poll_interval,
             producer=self.kafka_producer,
         )
-        self.processor = EventProcessor(
-            service=definition.name,
-            sessions=self.sessions,
-            tables=definition.tables,
-            handlers=definition.handlers,
-            clock=clock,
-            lock_keys=definition.lock_keys,
+        self.processor = definition.processor(
+            self.sessions,
+            clock,
             on_committed=self.relay.wake,
             budget=poll_interval * BATCH_BUDGET_SHARE,
         )
-        self.scheduler = TimerScheduler(
-            service=definition.name,
-            sessions=self.sessions,
-            tables=definition.tables,
-            handlers=definition.timer_handlers,
-            clock=clock,
-            poll_interval=timer_poll_interval,
-            on_committed=self.relay.wake,
-            concurrency=definition.timer_concurrency,
+        self.scheduler = definition.scheduler(
+            self.sessions, clock, poll_interval=timer_poll_interval, on_committed=self.relay.wake
         )
         self.health = ConsumerHealth(
             definition.name, stuck_after=settings.aftersales_stuck_after_seconds
