@@ -51,6 +51,12 @@ class RecordBatches(Generic[T]):
     they were added: a batch is handed over when it is full or on `flush`, and the producer
     sends a partition's batches in the order it got them. Each record carries a tag (the
     caller's row); a sent batch comes back with its tags.
+
+    A partition's next batch is handed over once the one before is acknowledged: the producer
+    sends a partition's batches one after another whatever became of the one before, so a key's
+    later records would go out after its earlier ones were refused. When a partition's batch
+    fails, the partition takes nothing more: its open batch and the records added later are
+    not sent (not in any `Sent`), and the caller sends them another time.
     """
 
     def __init__(self, producer: AIOKafkaProducer, headers: list[tuple[str, bytes]]) -> None:
@@ -59,6 +65,9 @@ class RecordBatches(Generic[T]):
         self._partitions: dict[str, list[int]] = {}
         self._hashes: dict[tuple[str, bytes], int] = {}
         self._open: dict[tuple[str, int], tuple[Any, list[T]]] = {}
+        # Per partition, the acknowledgement of what was sent to it last, until it is awaited.
+        self._last: dict[tuple[str, int], Awaitable[object]] = {}
+        self._stopped: set[tuple[str, int]] = set()
 
     async def partition(self, topic: str, key: bytes) -> int:
         partition = self._hashes.get((topic, key))
@@ -73,16 +82,20 @@ class RecordBatches(Generic[T]):
 
     async def add(self, topic: str, key: bytes, value: bytes, tag: T) -> list[Sent[T]]:
         """Add a record to its partition's open batch; returns the batch handed over to make
-        room for it (a full one), if any."""
+        room for it (a full one), if any. Nothing is added to a stopped partition."""
         where = (topic, await self.partition(topic, key))
         sent: list[Sent[T]] = []
+        if where in self._stopped:
+            return sent
         current = self._open.get(where)
         if current is not None:
             added = current[0].append(timestamp=None, key=key, value=value, headers=self._headers)
             if added is not None:
                 current[1].append(tag)
                 return sent
-            sent.append(await self._hand_over(where))
+            sent = await self._hand_over(where)
+            if where in self._stopped:
+                return sent
         builder = self._producer.create_batch()
         # The first record of a batch always fits, whatever its size.
         builder.append(timestamp=None, key=key, value=value, headers=self._headers)
@@ -94,10 +107,37 @@ class RecordBatches(Generic[T]):
         (before a record of that key is sent otherwise)."""
         if topic is not None and key is not None:
             where = (topic, await self.partition(topic, key))
-            return [await self._hand_over(where)] if where in self._open else []
-        return [await self._hand_over(where) for where in list(self._open)]
+            return await self._hand_over(where) if where in self._open else []
+        return [batch for where in list(self._open) for batch in await self._hand_over(where)]
 
-    async def _hand_over(self, where: tuple[str, int]) -> Sent[T]:
+    async def settled(self, topic: str, key: bytes) -> bool:
+        """Whether a record of `key` may be sent otherwise now (after `flush` of its key): what
+        its partition was sent before is acknowledged. False when it failed (the partition is
+        stopped)."""
+        return await self._acknowledged((topic, await self.partition(topic, key)))
+
+    async def track(self, topic: str, key: bytes, ack: Awaitable[object]) -> None:
+        """A record of `key` sent otherwise: the partition's next batch waits for `ack`."""
+        self._last[topic, await self.partition(topic, key)] = ack
+
+    async def _acknowledged(self, where: tuple[str, int]) -> bool:
+        if where in self._stopped:
+            return False
+        last = self._last.pop(where, None)
+        if last is not None:
+            try:
+                await last
+            except Exception:
+                self._stopped.add(where)
+                self._open.pop(where, None)
+                return False
+        return True
+
+    async def _hand_over(self, where: tuple[str, int]) -> list[Sent[T]]:
         builder, tags = self._open.pop(where)
+        if not await self._acknowledged(where):
+            return []
         topic, partition = where
-        return tags, await self._producer.send_batch(builder, topic, partition=partition)
+        ack = await self._producer.send_batch(builder, topic, partition=partition)
+        self._last[where] = ack
+        return [(tags, ack)]

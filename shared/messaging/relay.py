@@ -232,7 +232,9 @@ class OutboxRelay:
                 await session.execute(
                     _mark_parked(t), {"b_id": row.id, "b_at": now, "b_error": parked_error(exc)}
                 )
-        if drained and not parked:  # committed: what it sent is marked published
+        # Committed: what it sent is marked published. A row parked, held behind one or left
+        # unsent (its partition's record batch failed) still waits.
+        if drained and len(published) == len(rows):
             self._drained[slots[0]] = seen_at
         topics = {row.id: row.topic for row in rows}
         # A label look-up per topic, not per event: it costs more than the increment.
@@ -265,7 +267,9 @@ class OutboxRelay:
         one at a time to find the ones at fault.
 
         With a producer (`producer`), keyed rows go in record batches per topic and partition
-        (`RecordBatches`: the partition `send` would choose), other rows through `publish`.
+        (`RecordBatches`: the partition `send` would choose), other rows through `publish`. A
+        partition whose record batch failed takes no more rows in this batch of the outbox:
+        they are not sent and wait (a key's later rows never go out before its refused one).
         """
         held: set[str | None] = set()
         parked: list[tuple[Any, BaseException]] = []
@@ -281,7 +285,14 @@ class OutboxRelay:
                     if len(key) + len(row.payload) <= BATCHED_UP_TO:
                         sent += await batches.add(row.topic, key, row.payload, row)
                         continue
-                    sent += await batches.flush(row.topic, key)  # its key's earlier rows first
+                    # Its key's earlier rows first, acknowledged; none after a refused batch.
+                    sent += await batches.flush(row.topic, key)
+                    if not await batches.settled(row.topic, key):
+                        continue  # not sent: it waits for the next batch of the outbox
+                    ack = await self._publish(row.topic, key, row.payload)
+                    await batches.track(row.topic, key, ack)
+                    sent.append(([row], ack))
+                    continue
                 sent.append(([row], await self._publish(row.topic, key, row.payload)))
             except Exception as exc:
                 if not unpublishable(exc):

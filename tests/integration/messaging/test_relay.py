@@ -619,3 +619,49 @@ async def test_a_record_batch_failing_otherwise_marks_nothing(
     assert down.one_by_one == []  # not taken for a refusal of the records
     assert await kit.unpublished_count() == 6
     assert await parked_rows(kit.sessions, kit.harness.tables) == []
+
+
+async def test_a_row_refused_in_one_record_batch_is_not_overtaken_by_its_key_in_the_next(
+    kit: MessagingKit, settings: Settings, runtime: ServiceRuntime
+) -> None:
+    producer = runtime.kafka_producer()
+    assert producer is not None
+    await queue_events(kit.harness, kit.sessions, ["k"], "first")
+    # Batched (under 64 KiB) but larger than a record batch (16 KiB): it fills a batch of its
+    # own, and k's next row starts another batch of the same partition. The topic's limit is
+    # below this row's size: the broker refuses its batch, and it alone.
+    too_large = b'{"x": "' + b"a" * (20 * 1024) + b'"}'
+    big = await insert_raw(kit.engine, kit.harness, "k", too_large)
+    await queue_events(kit.harness, kit.sessions, ["k"], "then")
+    limited = LimitedTopic(producer, too_large)
+
+    published_or_parked = await publish_all(kit.relay(limited.publish, producer=lambda: limited))
+    rows = await kit.outbox_rows()
+    assert rows[1]["id"] == big and rows[1]["parked_at"] is not None
+    # k's row after the parked one waits behind it: it is not on the topic.
+    assert rows[2]["published_at"] is None and rows[2]["parked_at"] is None
+    published = await read_partitions(settings.kafka_bootstrap_servers, kit.harness.output_topic)
+    assert [event_of(r)["id"] for r in published] == [rows[0]["event_id"]]
+    assert published_or_parked == 2
+    # k's first row in a batch, the large one in the next of the same partition; k's next row
+    # was not handed over once that batch was refused.
+    assert limited.batches == [[b"k"], [b"k"]]
+
+
+async def test_a_row_sent_alone_waits_for_the_refused_record_batch_of_its_key(
+    kit: MessagingKit, settings: Settings, runtime: ServiceRuntime
+) -> None:
+    producer = runtime.kafka_producer()
+    assert producer is not None
+    refused_row = await insert_raw(kit.engine, kit.harness, "k", b'{"big": true}')
+    # Above what goes in record batches: sent with `send` once k's open batch is handed over.
+    await insert_raw(kit.engine, kit.harness, "k", b'{"x": "' + b"a" * (100 * 1024) + b'"}')
+    limited = LimitedTopic(producer, b'{"big": true}')
+
+    assert await publish_all(kit.relay(limited.publish, producer=lambda: limited)) == 1
+    rows = await kit.outbox_rows()
+    assert rows[0]["id"] == refused_row and rows[0]["parked_at"] is not None
+    # The large row waits behind the parked one: it was not sent after its key's refused batch.
+    assert rows[1]["published_at"] is None and rows[1]["parked_at"] is None
+    assert await read_partitions(settings.kafka_bootstrap_servers, kit.harness.output_topic) == []
+    assert limited.one_by_one == [b"k"]  # the refused row alone, again refused
