@@ -31,7 +31,7 @@ from shared.policy import Policy
 from shared.settings import Settings
 
 from .backlog import fresh_database, fresh_topics, infrastructure
-from .processor import _processor, print_profile, records
+from .processor import print_profile, records
 
 
 async def measure(flows: int, repeats: int, profile: bool) -> None:
@@ -43,7 +43,7 @@ async def measure(flows: int, repeats: int, profile: bool) -> None:
         await fresh_topics(infra, {}, definition.all_topics)
         engine = create_engine(database, pool_size=2)
         fed = records(flows)
-        processor = _processor(definition, engine)
+        processor = definition.processor(session_factory(engine), SystemClock())
         for begin in range(0, len(fed), 500):
             await processor.process(fed[begin : begin + 500])
         outbox = definition.tables.outbox
