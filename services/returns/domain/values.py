@@ -4,7 +4,7 @@ refund's calculation. Immutable; stored and sent as versioned documents (shared.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -99,7 +99,11 @@ class Order(Stored):
         require_aware(signed_at, "signed_at")
         if self.outbound_signed_at is not None:
             return self
-        return replace(self, outbound_signed_at=signed_at)
+        # A copy with the signature: the other fields were checked when this order was made,
+        # so not again field by field (`dataclasses.replace`), once per order and signature.
+        signed = object.__new__(Order)
+        signed.__dict__.update(self.__dict__, outbound_signed_at=signed_at)
+        return signed
 
 
 @dataclass(frozen=True)

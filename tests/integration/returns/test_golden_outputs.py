@@ -145,11 +145,7 @@ def history() -> list[Step]:
         (T0 + 6 * H, [return_signed(_o(10), _r(10), at=T0 + 6 * H)]),
         (
             T0 + 8 * H,
-            [
-                return_inspected(
-                    _o(10), _r(10), at=T0 + 8 * H, passed=False, findings=["activated"]
-                )
-            ],
+            [return_inspected(_o(10), _r(10), at=T0 + 8 * H, passed=False, findings=["activated"])],
         ),
         # 11: electronics inspected and passed; 12: electronics whose grace runs out.
         (
@@ -175,12 +171,18 @@ def history() -> list[Step]:
             [
                 *delivered(_o(13), paid_at=T0 - 40 * D, signed_at=T0 - 30 * D),
                 return_requested(
-                    _o(13), _r(13), at=T0 + 5 * H, reason="not_as_described",
+                    _o(13),
+                    _r(13),
+                    at=T0 + 5 * H,
+                    reason="not_as_described",
                     evidence=["https://img/13.jpg"],
                 ),
                 *delivered(_o(14), paid_at=T0 - 40 * D, signed_at=T0 - 30 * D),
                 return_requested(
-                    _o(14), _r(14), at=T0 + 5 * H, reason="missing_parts",
+                    _o(14),
+                    _r(14),
+                    at=T0 + 5 * H,
+                    reason="missing_parts",
                     evidence=["https://img/14.jpg"],
                 ),
             ],
@@ -201,7 +203,11 @@ def history() -> list[Step]:
                 return_requested(_o(15), _r(15), at=T0 + 5 * H, kind="exchange"),
                 *delivered(_o(16)),
                 return_requested(
-                    _o(16), _r(16), at=T0 + 5 * H, kind="exchange", reason="damaged_in_transit",
+                    _o(16),
+                    _r(16),
+                    at=T0 + 5 * H,
+                    kind="exchange",
+                    reason="damaged_in_transit",
                     evidence=["https://img/16.jpg"],
                 ),
                 return_shipped(_o(16), _r(16), at=T0 + 5 * H, fee=900),
@@ -248,7 +254,10 @@ def history() -> list[Step]:
             [
                 *delivered(_o(18), shipping_insurance=True, shipping_fee_paid=1000),
                 return_requested(
-                    _o(18), _r(18), at=T0 + 5 * H, reason="quality_issue",
+                    _o(18),
+                    _r(18),
+                    at=T0 + 5 * H,
+                    reason="quality_issue",
                     evidence=["https://img/18.jpg"],
                 ),
                 return_requested(_o(19), _r(19), at=T0 + 5 * H),
