@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
@@ -76,8 +77,10 @@ _MONTHS = (
 )  # fmt: skip
 
 
+@lru_cache(maxsize=1024)
 def money(amount: int, currency: str) -> Message:
-    """In the currency's own ISO 4217 digits (shared.money: the one place for it)."""
+    """In the currency's own ISO 4217 digits (shared.money: the one place for it). Kept for
+    the amounts said again (the policy's freight cap in every approval, common prices)."""
     return Message(format_money(amount, currency, "zh-CN"), format_money(amount, currency, "en"))
 
 
