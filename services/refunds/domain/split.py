@@ -32,15 +32,16 @@ def cumulative_split(
         for (method, _), target in zip(charged, targets, strict=True):
             parts[method] = target - given.get(method, 0)
         deficit = sum(-part for part in parts.values() if part < 0)
-        for method in parts:
-            parts[method] = max(parts[method], 0)
-        room = {m: charge - given.get(m, 0) - parts[m] for m, charge in charged}
-        for method in sorted(room, key=lambda m: (-room[m], m)):
-            if deficit <= 0:
-                break
-            take = min(deficit, parts[method])
-            parts[method] -= take
-            deficit -= take
+        if deficit:  # the paradox struck: no part is negative otherwise
+            for method in parts:
+                parts[method] = max(parts[method], 0)
+            room = {m: charge - given.get(m, 0) - parts[m] for m, charge in charged}
+            for method in sorted(room, key=lambda m: (-room[m], m)):
+                if deficit <= 0:
+                    break
+                take = min(deficit, parts[method])
+                parts[method] -= take
+                deficit -= take
     return {m: part for m, part in parts.items() if part}, amount - to_methods
 
 
