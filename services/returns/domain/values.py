@@ -101,7 +101,7 @@ class Order(Stored):
             return self
         # A copy with the signature: the other fields were checked when this order was made,
         # so not again field by field (`dataclasses.replace`), once per order and signature.
-        signed = object.__new__(Order)
+        signed = object.__new__(type(self))
         signed.__dict__.update(self.__dict__, outbound_signed_at=signed_at)
         return signed
 
