@@ -60,6 +60,7 @@ test-kafka: install
 lint: $(if $(NO_INSTALL),,install)
 	@status=0; \
 	echo "+ ruff check ."; $(BIN)/ruff check . || status=1; \
+	echo "+ ruff format --check ."; $(BIN)/ruff format --check . || status=1; \
 	echo "+ mypy shared services aftersales aftersales_dev bench faults"; $(BIN)/mypy shared services aftersales aftersales_dev bench faults || status=1; \
 	echo "+ lint-imports"; $(BIN)/lint-imports --no-logo --no-cache || status=1; \
 	echo "+ aftersales asyncapi --check"; $(BIN)/aftersales asyncapi --check || status=1; \

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{platform.python_version()}; load average before the run: {load}",
         f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         f"- history: {args.orders:,} orders over 30 days, {n:,} input events; candidate: "
-        "`no_reason_days = 15`, `free_shipping_deduction = \"never\"` "
+        '`no_reason_days = 15`, `free_shipping_deduction = "never"` '
         f"({flipped:,} decisions flip, {len(comparison.refund_changes):,} refunds change)",
         "",
         "| events | wall-clock s | events per minute | CPU s (all processes) | "

@@ -34,36 +34,91 @@ def event(type_, at, data):
 
 
 events = [
-    event("order.paid", paid, {
-        "shop_id": "S-mine", "customer_id": customer, "paid_at": paid.isoformat(),
-        "currency": "CNY",
-        "lines": [{"line_id": "L1", "sku": "SWEATER-M", "title": "Wool sweater",
-                   "category": "apparel", "quantity": 1, "paid_amount": 19900}],
-        "shipping_fee_paid": 1000, "standard_shipping_fee": 1000,
-        "free_shipping_threshold": 29900, "shipping_insurance": False, "presale_ship_by": None,
-        "payments": [{"method": "alipay", "amount": 20900}],
-        "customer": {"name": "My Buyer", "phone": "13800000001", "email": "me@example.com",
-                     "preferred_channel": "sms"},
-    }),
-    event("order.shipped", shipped, {
-        "shipped_at": shipped.isoformat(), "carrier": "SF", "tracking_no": f"SF{run}",
-    }),
-    event("parcel.signed", signed, {
-        "leg": "outbound", "tracking_no": f"SF{run}", "signed_at": signed.isoformat(),
-    }),
-    event("return.requested", now, {
-        "return_id": ret, "customer_id": customer, "kind": "refund", "reason": "size_fit",
-        "lines": [{"line_id": "L1", "quantity": 1}], "condition": [], "evidence_urls": [],
-        "requested_at": now.isoformat(),
-    }),
-    event("return.shipped", now, {
-        "return_id": ret, "carrier": "YTO", "tracking_no": f"YT{run}",
-        "shipped_at": now.isoformat(), "shipping_fee_paid": 1200,
-    }),
-    event("parcel.signed", now, {
-        "leg": "return", "return_id": ret, "tracking_no": f"YT{run}",
-        "signed_at": now.isoformat(),
-    }),
+    event(
+        "order.paid",
+        paid,
+        {
+            "shop_id": "S-mine",
+            "customer_id": customer,
+            "paid_at": paid.isoformat(),
+            "currency": "CNY",
+            "lines": [
+                {
+                    "line_id": "L1",
+                    "sku": "SWEATER-M",
+                    "title": "Wool sweater",
+                    "category": "apparel",
+                    "quantity": 1,
+                    "paid_amount": 19900,
+                }
+            ],
+            "shipping_fee_paid": 1000,
+            "standard_shipping_fee": 1000,
+            "free_shipping_threshold": 29900,
+            "shipping_insurance": False,
+            "presale_ship_by": None,
+            "payments": [{"method": "alipay", "amount": 20900}],
+            "customer": {
+                "name": "My Buyer",
+                "phone": "13800000001",
+                "email": "me@example.com",
+                "preferred_channel": "sms",
+            },
+        },
+    ),
+    event(
+        "order.shipped",
+        shipped,
+        {
+            "shipped_at": shipped.isoformat(),
+            "carrier": "SF",
+            "tracking_no": f"SF{run}",
+        },
+    ),
+    event(
+        "parcel.signed",
+        signed,
+        {
+            "leg": "outbound",
+            "tracking_no": f"SF{run}",
+            "signed_at": signed.isoformat(),
+        },
+    ),
+    event(
+        "return.requested",
+        now,
+        {
+            "return_id": ret,
+            "customer_id": customer,
+            "kind": "refund",
+            "reason": "size_fit",
+            "lines": [{"line_id": "L1", "quantity": 1}],
+            "condition": [],
+            "evidence_urls": [],
+            "requested_at": now.isoformat(),
+        },
+    ),
+    event(
+        "return.shipped",
+        now,
+        {
+            "return_id": ret,
+            "carrier": "YTO",
+            "tracking_no": f"YT{run}",
+            "shipped_at": now.isoformat(),
+            "shipping_fee_paid": 1200,
+        },
+    ),
+    event(
+        "parcel.signed",
+        now,
+        {
+            "leg": "return",
+            "return_id": ret,
+            "tracking_no": f"YT{run}",
+            "signed_at": now.isoformat(),
+        },
+    ),
 ]
 for e in events:
     print(json.dumps(e, ensure_ascii=False))

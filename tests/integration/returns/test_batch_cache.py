@@ -261,9 +261,7 @@ async def test_rows_written_at_commit_are_those_written_one_statement_each(
     """A batch's rows go as one JSON parameter per table: every column is what a save outside
     a batch (one statement each) writes, created_at kept and updated_at moved by a later
     batch, the first outbound signature kept, instants exact (an offset, microseconds)."""
-    signed = (T0 - 3 * D + timedelta(microseconds=123456)).astimezone(
-        timezone(timedelta(hours=8))
-    )
+    signed = (T0 - 3 * D + timedelta(microseconds=123456)).astimezone(timezone(timedelta(hours=8)))
 
     def flow(o: str, r: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         first = [
@@ -293,5 +291,5 @@ async def test_rows_written_at_commit_are_those_written_one_statement_each(
     got = await rows(svc, batched[0], {batched[1]: "r"})
     assert got == await rows(svc, alone[0], {alone[1]: "r"})
     assert all(len(found) == 1 for found in got.values())
-    [request] = (await svc.outbox(batched[0], "refund.requested"))
+    [request] = await svc.outbox(batched[0], "refund.requested")
     assert request.data["amount"] == 6000
