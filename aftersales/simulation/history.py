@@ -23,7 +23,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-from shared import heap
 from shared.contracts import CloudEvent, InvalidEvent, parse_event, topics
 from shared.messaging.deadletters import read_records
 from shared.messaging.kafka import client_security
@@ -88,7 +87,7 @@ def fewer_collections() -> Iterator[None]:
     objects are collected less often: full collections walking it cost a quarter of a replay."""
     gc.freeze()
     before = gc.get_threshold()
-    gc.set_threshold(heap.YOUNG_THRESHOLD, *before[1:])
+    gc.set_threshold(50_000, *before[1:])
     try:
         yield
     finally:

@@ -1,5 +1,4 @@
-"""A service process settles its heap once started: start-up's objects frozen, young objects
-collected every `YOUNG_THRESHOLD` allocations."""
+"""A service process settles its heap once started: start-up's objects frozen."""
 
 from __future__ import annotations
 
@@ -12,19 +11,17 @@ from shared import heap
 
 
 @pytest.fixture
-def restored() -> Iterator[None]:
-    before = gc.get_threshold()
+def unfrozen() -> Iterator[None]:
+    gc.unfreeze()
     try:
         yield
     finally:
         gc.unfreeze()
-        gc.set_threshold(*before)
 
 
-def test_settle_freezes_what_exists_and_collects_young_objects_less_often(restored: None) -> None:
-    gc.unfreeze()
-    older = gc.get_threshold()[1:]
+def test_settle_freezes_what_exists_and_keeps_the_thresholds(unfrozen: None) -> None:
+    thresholds = gc.get_threshold()
+    assert gc.get_freeze_count() == 0
     heap.settle()
     assert gc.get_freeze_count() > 0
-    # Only the young generation's threshold changes; the older generations' stay.
-    assert gc.get_threshold() == (heap.YOUNG_THRESHOLD, *older)
+    assert gc.get_threshold() == thresholds
