@@ -10,14 +10,13 @@ what it says re-records them with `RECORD_GOLDEN=1`.
 
 from __future__ import annotations
 
-import json
-import os
 import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from shared.contracts import ids
+from tests.golden import Step, check_recorded, in_order
 from tests.refund_events import order_paid, refund_failed, refund_requested, refund_settled
 
 from .conftest import T0, RefundsService
@@ -31,7 +30,7 @@ def _o(n: int) -> str:
     return f"GOLD-O{n}"
 
 
-def history() -> list[tuple[datetime, list[dict[str, Any]]]]:
+def history() -> list[Step]:
     """(instant, one batch of events): the clock moves there, due timers fire, then the batch."""
     three = [("card", 7), ("alipay", 7), ("coupon", 3)]
     steps: list[tuple[datetime, list[dict[str, Any]]]] = [
@@ -134,13 +133,7 @@ def history() -> list[tuple[datetime, list[dict[str, Any]]]]:
             ],
         ),
     ]
-    steps.sort(key=lambda step: step[0])
-    n = 0
-    for _, batch in steps:
-        for event in batch:
-            n += 1
-            event["id"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"golden-refunds-{n}"))
-    return steps
+    return in_order(steps, "refunds")
 
 
 async def test_the_outputs_of_a_fixed_history_are_byte_for_byte_the_recorded_ones(
@@ -161,9 +154,4 @@ async def test_the_outputs_of_a_fixed_history_are_byte_for_byte_the_recorded_one
     await svc.fire_due()
     rows = await svc.outbox_rows(svc.outbox_table.c.key.in_([_o(n) for n in range(1, 6)]))
     got = [bytes(row["payload"]).decode() for row in rows]
-    if os.environ.get("RECORD_GOLDEN"):
-        GOLDEN.write_text(json.dumps(got, ensure_ascii=False, indent=0) + "\n")
-    expected = json.loads(GOLDEN.read_text())
-    assert len(got) == len(expected)
-    for n, (payload, recorded) in enumerate(zip(got, expected, strict=True)):
-        assert payload == recorded, f"output {n} differs"
+    check_recorded(GOLDEN, got)

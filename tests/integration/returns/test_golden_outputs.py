@@ -13,12 +13,10 @@ a change of what it says re-records them with `RECORD_GOLDEN=1`.
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from collections.abc import Mapping
-from datetime import datetime
 from pathlib import Path
-from typing import Any
+
+from tests.golden import Step, check_recorded, in_order
 
 from .helpers import (
     T0,
@@ -39,7 +37,6 @@ from .helpers import (
 )
 
 GOLDEN = Path(__file__).with_name("golden_outputs.json")
-Step = tuple[datetime, list[dict[str, Any]]]
 
 
 def _o(n: int) -> str:
@@ -281,13 +278,7 @@ def history() -> list[Step]:
         # Long enough for every wait, grace and deadline to fire.
         (T0 + 10 * D, []),
     ]
-    steps.sort(key=lambda step: step[0])
-    n = 0
-    for _, batch in steps:
-        for event in batch:
-            n += 1
-            event["id"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"golden-returns-{n}"))
-    return steps
+    return in_order(steps, "returns")
 
 
 async def emitted(svc: ReturnsService, keys: Mapping[str, None]) -> list[str]:
@@ -304,13 +295,8 @@ async def test_the_outputs_of_a_fixed_history_are_byte_for_byte_the_recorded_one
         await svc.at(at, *batch)
     orders = dict.fromkeys(_o(n) for n in range(1, 21))
     got = await emitted(svc, orders)
-    if os.environ.get("RECORD_GOLDEN"):
-        GOLDEN.write_text(json.dumps(got, ensure_ascii=False, indent=0) + "\n")
-    expected = json.loads(GOLDEN.read_text())
     types = [json.loads(payload)["type"] for payload in got]
     assert {"return.approved", "return.rejected", "return.completed", "refund.requested"} <= set(
         types
     )
-    assert len(got) == len(expected)
-    for n, (payload, recorded) in enumerate(zip(got, expected, strict=True)):
-        assert payload == recorded, f"output {n} differs"
+    check_recorded(GOLDEN, got)
