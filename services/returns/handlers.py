@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime
 
 from services.returns.domain.events import (
@@ -47,32 +47,18 @@ from shared.messaging.effects import (
     reshipment,
 )
 from shared.messaging.store import Timer
+from shared.projection import projected
 
 SERVICE = "returns"
 log = logging.getLogger("aftersales.returns")
 
 
-# The fields `shared.projection.projected` would copy from order.paid, found once.
-_LINE_FIELDS = tuple(f.name for f in fields(OrderLine) if f.init)
-_ORDER_FIELDS = tuple(
-    f.name
-    for f in fields(Order)
-    if f.init and f.name not in ("lines", "outbound_signed_at", "cancelled_at")
-)
-
-
 def order_from_event(data: OrderPaid, outbound_signed_at: datetime | None) -> Order:
     """The returns view of an order: what Order names, so never the buyer's personal data
-    (SPEC 7). What `projected` gives (a test holds them equal), with the dataclasses' fields
-    looked up once rather than for every order and line."""
-    lines = tuple(
-        OrderLine(**{name: getattr(line, name) for name in _LINE_FIELDS}) for line in data.lines
-    )
-    return Order(
-        **{name: getattr(data, name) for name in _ORDER_FIELDS},
-        lines=lines,
-        outbound_signed_at=outbound_signed_at,
-        cancelled_at=None,
+    (SPEC 7)."""
+    lines = tuple(projected(OrderLine, line) for line in data.lines)
+    return projected(
+        Order, data, lines=lines, outbound_signed_at=outbound_signed_at, cancelled_at=None
     )
 
 

@@ -1,20 +1,17 @@
-"""The returns view of an order (`order_from_event`, `Order.with_outbound_signature`): built
-field by field, it is what projecting the contract's order.paid onto `Order` gives, and a
+"""The returns view of an order (`order_from_event`, `Order.with_outbound_signature`): a
 signature changes nothing but the signature."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import fields, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
 from aftersales_dev import events
-from services.returns.domain.values import Order, OrderLine
 from services.returns.handlers import order_from_event
 from shared.contracts import OrderPaid, parse_event
-from shared.projection import projected
 
 PAID = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
 EAST8 = timezone(timedelta(hours=8))
@@ -42,32 +39,6 @@ def paid(**order: object) -> OrderPaid:
     data = parse_event(json.dumps(event).encode()).data
     assert isinstance(data, OrderPaid)
     return data
-
-
-def projection(data: OrderPaid, signed_at: datetime | None) -> Order:
-    lines = tuple(projected(OrderLine, line) for line in data.lines)
-    return projected(Order, data, lines=lines, outbound_signed_at=signed_at, cancelled_at=None)
-
-
-@pytest.mark.parametrize(
-    "order",
-    [
-        {},
-        {"shipping_fee_paid": 800, "free_shipping_threshold": 9900, "shipping_insurance": True},
-        {"presale_ship_by": PAID.astimezone(EAST8) + timedelta(days=3), "currency": "USD"},
-    ],
-)
-@pytest.mark.parametrize("signed_at", [None, PAID + timedelta(days=1)])
-def test_the_order_is_the_projection_of_order_paid(
-    order: dict[str, object], signed_at: datetime | None
-) -> None:
-    data = paid(**order)
-    built = order_from_event(data, signed_at)
-    assert built == projection(data, signed_at)
-    for field in fields(Order):
-        assert type(getattr(built, field.name)) is type(
-            getattr(projection(data, signed_at), field.name)
-        )
 
 
 def test_a_signature_changes_only_the_signature_and_the_first_counts() -> None:
