@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
 from functools import cache
 from typing import Annotated, Any, Literal, cast
 
-import orjson
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -22,7 +20,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import ErrorDetails, PydanticCustomError
+from pydantic_core import PydanticCustomError
 
 from .events import (
     CUSTOMER_KEYED_TYPES,
@@ -30,9 +28,11 @@ from .events import (
     REQUIRED_FOR_TYPE,
     unexpected_on_topic,
 )
+from .jsontext import DECODER, SUSPECT_ESCAPE, bad_text_path, plain_error, plain_json
 from .outputs import DEAD_LETTER_REASONS as DEAD_LETTER_REASONS
 from .outputs import DeadLettered
 from .primitives import EventData, Timestamp, field_error, parse_timestamp, to_timestamp
+from .refusals import describe_errors
 
 MAX_EVENT_BYTES = 256 * 1024
 CONTENT_TYPE = "application/cloudevents+json"
@@ -41,37 +41,18 @@ DATA_CONTENT_TYPE = "application/json"
 REQUIRED_ATTRIBUTES = ("specversion", "id", "source", "type", "time", "data")
 OPTIONAL_ATTRIBUTES = ("datacontenttype", "correlationid", "causationid")
 
-# Validation error types that become their own dead-letter reason; others are
-# "invalid_attribute" (envelope) or "invalid_data" (inside `data`).
-REASON_ERROR_TYPES: frozenset[str] = frozenset(
-    {
-        "naive_timestamp",
-        "negative_amount",
-        "absurd_amount",
-        "payments_mismatch",
-        "timestamp_out_of_range",
-        "unknown_type",
-        "unsupported_specversion",
-    }
-)
-
 # Fixed forever: changing it would change every deterministic id, so replays would duplicate.
 _ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:aftersales:ids:v1")
-
-_DETAIL_MAX_ERRORS = 5
 
 AttributeText = Annotated[str, Field(min_length=1, max_length=128)]
 
 # A Kafka key is an order or buyer id (at most 128 characters); longer is not one of ours.
 MAX_KEY_CHARS = 128
 
+
 # JSON escapes that may decode to U+0000 or to half of a surrogate pair. One scan of the raw
 # bytes; only a hit (rare: a paired escape such as an emoji written as \ud83d\ude00 also hits)
 # costs a walk through the parsed document.
-_SUSPECT_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F][0-9a-fA-F]{2})")
-_BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
-
-
 class InvalidEvent(Exception):
     """A message that breaks the contract; it goes to the dead-letter topic.
 
@@ -216,17 +197,17 @@ def parse_event(
     except UnicodeDecodeError as exc:
         raise InvalidEvent("invalid_utf8", f"the value is not UTF-8 (byte {exc.start})") from None
     try:
-        obj = _plain_json(raw)
+        obj = plain_json(raw)
         if obj is None:
-            obj = _DECODER.decode(text)
+            obj = DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise InvalidEvent(
             "malformed_json", f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
     except (ValueError, RecursionError) as exc:
-        raise InvalidEvent("malformed_json", f"not valid JSON: {_plain(exc)}") from None
-    if _SUSPECT_ESCAPE.search(raw) is not None:
-        where = _bad_text_path(obj, "")
+        raise InvalidEvent("malformed_json", f"not valid JSON: {plain_error(exc)}") from None
+    if SUSPECT_ESCAPE.search(raw) is not None:
+        where = bad_text_path(obj, "")
         if where is not None:
             raise InvalidEvent(
                 "invalid_text", f"{where or '(event)'}: text holds U+0000 or an unpaired surrogate"
@@ -338,134 +319,6 @@ def check_key(key: bytes) -> None:
         raise InvalidEvent(
             "invalid_key", f"the key has {len(text)} characters, more than {MAX_KEY_CHARS}"
         )
-
-
-def _bad_text_path(value: Any, path: str) -> str | None:
-    """The path of the first string (or object key) holding U+0000 or a lone surrogate."""
-    if isinstance(value, str):
-        return path if _BAD_TEXT.search(value) else None
-    if isinstance(value, dict):
-        for name, item in value.items():
-            if _BAD_TEXT.search(name):
-                return f"{path}.(a key)" if path else "(a key)"
-            where = _bad_text_path(item, f"{path}.{name}" if path else name)
-            if where is not None:
-                return where
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            where = _bad_text_path(item, f"{path}[{i}]")
-            if where is not None:
-                return where
-    return None
-
-
-def describe_errors(errors: list[ErrorDetails]) -> tuple[str, str]:
-    """(reason, detail) for pydantic errors of a CloudEvent; never shows input values."""
-    reason = ""
-    for err in errors:
-        if err["type"] in REASON_ERROR_TYPES:
-            reason = err["type"]
-            break
-    if not reason:
-        first = errors[0]["loc"] if errors else ()
-        reason = "invalid_data" if first and first[0] == "data" else "invalid_attribute"
-    parts = [f"{_path(err['loc'])}: {_message(err)}" for err in errors[:_DETAIL_MAX_ERRORS]]
-    if len(errors) > _DETAIL_MAX_ERRORS:
-        parts.append(f"and {len(errors) - _DETAIL_MAX_ERRORS} more")
-    return reason, "; ".join(parts)
-
-
-def _path(loc: tuple[str | int, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else part
-    return out or "(event)"
-
-
-def _message(err: ErrorDetails) -> str:
-    kind = err["type"]
-    given = err.get("input")
-    # Describe what arrived by its JSON type only: values may be personal data.
-    if kind == "missing":
-        return err["msg"] if err["msg"].startswith("is required") else "is required"
-    if kind == "int_type":
-        if isinstance(given, float):
-            return "must be an integer, not a decimal number (money is in integer minor units)"
-        if isinstance(given, str):
-            return "must be a JSON integer, not a string"
-        if isinstance(given, bool):
-            return "must be an integer, not a boolean"
-        return "must be an integer"
-    if kind == "string_type":
-        return "must be a string"
-    if kind == "bool_type":
-        return "must be true or false"
-    if kind == "list_type":
-        return "must be a list"
-    if kind in ("model_type", "dict_type", "model_attributes_type"):
-        return "must be a JSON object"
-    if kind == "datetime_type":
-        return "must be an RFC 3339 timestamp string with an offset"
-    if kind == "literal_error":
-        expected = (err.get("ctx") or {}).get("expected", "")
-        return f"must be one of {expected}"
-    msg = err["msg"]
-    return msg.removeprefix("Value error, ")
-
-
-def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        # Ambiguous: two readers could see two different events.
-        raise ValueError("an object has a duplicate key")
-    return obj
-
-
-def _no_nan(constant: str) -> Any:
-    raise ValueError(f"{constant} is not valid JSON")
-
-
-def _plain(exc: BaseException) -> str:
-    return "too deeply nested" if isinstance(exc, RecursionError) else str(exc)
-
-
-# What `json.loads(text, object_pairs_hook=..., parse_constant=...)` builds anew on every call
-# (a decoder and its C scanner), built once: the same parse, the same errors.
-_DECODER = json.JSONDecoder(object_pairs_hook=_object_without_duplicates, parse_constant=_no_nan)
-
-# Digits all written as "0", to find an integer orjson would not read exactly in one C pass (a
-# regular expression for a run of digits tries every position).
-_ZEROED_DIGITS = bytes.maketrans(b"123456789", b"000000000")
-_LONG_NUMBER = b"0" * 19
-
-
-def _plain_json(raw: bytes) -> Any:
-    """What `_DECODER.decode` reads from `raw`, read by orjson (a half to a third of the CPU);
-    None where only `_DECODER` can tell, which then decodes it or refuses it as it always did.
-
-    Only for text without a backslash, so every string's bytes are its text, and without a run
-    of 19 digits (orjson makes a float of an integer past 64 bits; money must stay exact).
-    orjson keeps the last of two duplicate keys silently: they are found by writing the result
-    back, where without escapes the colons of every key and string come back, but those of a
-    key dropped (and of its first value). orjson refuses what `_DECODER` would (NaN, a number
-    too large for a float, 1,024 levels of nesting) or cannot write back (255 levels), so those
-    go to `_DECODER` too.
-    """
-    if b"\\" in raw or _LONG_NUMBER in raw.translate(_ZEROED_DIGITS):
-        return None
-    try:
-        obj = orjson.loads(raw)
-        if orjson.dumps(obj).count(b":") != raw.count(b":"):
-            return None  # a duplicate key
-    except (orjson.JSONDecodeError, orjson.JSONEncodeError):
-        return None
-    return obj
-
-
-# --- building -------------------------------------------------------------------------------
 
 
 def new_event(

@@ -2,7 +2,7 @@
 
 Models are strict (no "12" -> 12, no 12.0 -> 12, no 1 -> True) and ignore unknown fields
 (tolerant reader). Validation errors carry a custom error type where the dead-letter reason
-must be specific (see `envelope.REASON_ERROR_TYPES`).
+must be specific (see `refusals.REASON_ERROR_TYPES`).
 """
 
 from __future__ import annotations

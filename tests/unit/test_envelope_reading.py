@@ -25,7 +25,7 @@ from tests.unit.contract_examples import VALID_INPUTS, encode, envelope
 def _the_full_way() -> Iterator[None]:
     """`parse_event` as it was: `json` with the duplicate-key hook, then CloudEvent's validation."""
     with (
-        mock.patch.object(env, "_plain_json", lambda raw: None),
+        mock.patch.object(env, "plain_json", lambda raw: None),
         mock.patch.object(env, "_validated", lambda obj, event_type: None),
     ):
         yield
@@ -105,9 +105,9 @@ def test_orjson_reads_only_what_the_hooked_decoder_reads_alike(
     if duplicate:
         text = _with_duplicate(text)
     raw = text.encode()
-    read = env._plain_json(raw)
+    read = env.plain_json(raw)
     try:
-        expected = env._DECODER.decode(text)
+        expected = env.DECODER.decode(text)
     except ValueError:
         assert read is None
         return
@@ -135,7 +135,7 @@ def test_orjson_reads_only_what_the_hooked_decoder_reads_alike(
     ],
 )
 def test_what_orjson_would_read_otherwise_goes_to_the_hooked_decoder(raw: bytes) -> None:
-    assert env._plain_json(raw) is None
+    assert env.plain_json(raw) is None
 
 
 def test_a_duplicate_key_is_still_refused_and_big_integers_are_exact() -> None:

@@ -120,7 +120,7 @@ async def test_a_record_the_reader_fails_on_is_dead_lettered_as_a_bug(
 def no_text_check(monkeypatch: pytest.MonkeyPatch) -> None:
     """Validation that misses hostile text, as a future gap might: the database must be the
     one refusing, and the batch must still go on."""
-    monkeypatch.setattr(contract_envelope, "_SUSPECT_ESCAPE", re.compile(rb"(?!)"))
+    monkeypatch.setattr(contract_envelope, "SUSPECT_ESCAPE", re.compile(rb"(?!)"))
 
 
 async def test_a_refusal_at_the_inbox_claim_is_isolated_as_storage_refused(
