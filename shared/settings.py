@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     kafka_max_poll_interval_ms: int = Field(default=300_000, ge=1000)
     # /health/ready answers 503 ("degraded") once batches have kept failing this long.
     aftersales_stuck_after_seconds: float = Field(default=300.0, ge=0)
+    # `aftersales run` waits this long for a database or broker that cannot be reached yet
+    # (started beside it, restarting) before giving up with one line and exit code 2.
+    aftersales_startup_wait_seconds: float = Field(default=30.0, ge=0, le=600)
     aftersales_policy_file: str | None = None
     aftersales_encryption_key: str | None = Field(default=None, repr=False)
     aftersales_http_port: int = Field(default=8000, ge=0, le=65535)

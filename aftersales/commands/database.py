@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Sequence
 
 # How long `migrate`, `run` and `report` try to reach the database before giving up.
 DATABASE_PROBE_SECONDS = 10.0
+
+log = logging.getLogger("aftersales.cli")
 
 
 class DatabaseUnreachable(Exception):
@@ -18,16 +22,19 @@ def require_database(
     *,
     timeout: float = DATABASE_PROBE_SECONDS,
     schemas: Sequence[str] = (),
+    wait_s: float = 0.0,
 ) -> None:
     """Connect once before any work, so that a database that is down, unknown or missing is
     one clear line naming host:port (never the password), not a driver's traceback; then
-    the `schemas` (services) the command reads must be migrated (SchemaNotCurrent, one line)."""
+    the `schemas` (services) the command reads must be migrated (SchemaNotCurrent, one line).
+    `wait_s`: how long a database not reachable yet (refused, no route, starting up) is tried
+    again before giving up; a refused login or a missing database is answered at once."""
     from sqlalchemy.engine import make_url
 
     url = make_url(database_url)
     where = f"{url.host or 'localhost'}:{url.port or 5432}"
     try:
-        asyncio.run(_probe(database_url, timeout))
+        asyncio.run(_probe_until(database_url, timeout, wait_s, where))
     except Exception as exc:  # any failure to connect is the answer
         reason = _reason(exc)
         if url.password:
@@ -41,6 +48,39 @@ def require_database(
                 await check_current(service, database_url)
 
         asyncio.run(check())
+
+
+async def _probe_until(database_url: str, timeout: float, wait_s: float, where: str) -> None:
+    deadline = time.monotonic() + wait_s
+    pause = 0.5
+    while True:
+        try:
+            await _probe(database_url, timeout)
+            return
+        except Exception as exc:
+            left = deadline - time.monotonic()
+            if left <= 0 or not _passing(exc):
+                raise
+            pause = min(pause, left)
+            log.warning(
+                "the database cannot be reached yet; trying again",
+                extra={
+                    "database": where,
+                    "error": type(_cause(exc)).__name__,
+                    "retry_in_s": round(pause, 1),
+                    "gives_up_in_s": round(left, 1),
+                },
+            )
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 5.0)
+
+
+def _passing(exc: BaseException) -> bool:
+    """Not reachable yet, as opposed to refused for good (wrong password, no such database)."""
+    from asyncpg.exceptions import CannotConnectNowError
+
+    cause = _cause(exc)
+    return isinstance(cause, OSError | TimeoutError | CannotConnectNowError)
 
 
 async def _probe(database_url: str, timeout: float) -> None:
@@ -58,8 +98,12 @@ async def _probe(database_url: str, timeout: float) -> None:
         await engine.dispose()
 
 
-def _reason(exc: BaseException) -> str:
-    """The driver's own words: SQLAlchemy wraps asyncpg's error (`orig`, its `__cause__`)."""
+def _cause(exc: BaseException) -> BaseException:
+    """The driver's own error: SQLAlchemy wraps asyncpg's (`orig`, its `__cause__`)."""
     orig = getattr(exc, "orig", None)
-    cause = getattr(orig, "__cause__", None) or orig or exc
+    return getattr(orig, "__cause__", None) or orig or exc
+
+
+def _reason(exc: BaseException) -> str:
+    cause = _cause(exc)
     return str(cause).strip() or type(cause).__name__

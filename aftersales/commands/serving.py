@@ -26,7 +26,7 @@ def migrate(args: argparse.Namespace) -> int:
     from shared.migrations import upgrade
 
     env = environment()
-    require_database(env.settings.database_url)
+    require_database(env.settings.database_url, wait_s=env.settings.aftersales_startup_wait_seconds)
     for name in service_names(args.service):
         print(f"migrating {name} (schema {name})", file=sys.stderr)
         upgrade(name, env.settings.database_url)
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     env = environment()
     port = args.port if args.port is not None else env.settings.aftersales_http_port
     names = service_names(*services_to_run(args.service))
-    require_database(env.settings.database_url)
+    require_database(env.settings.database_url, wait_s=env.settings.aftersales_startup_wait_seconds)
     asyncio.run(serve(names, port=port, own_process=True))
     return 0
 
@@ -107,13 +107,17 @@ async def start_together(runtimes: Sequence[ServiceRuntime]) -> None:
     """Start every runtime at once: each one's consumer group join takes seconds, so `run all`
     is ready in about the time of the slowest, not the sum. When one fails to start, those
     that started are stopped again and the first failure is raised."""
-    from shared.messaging.runtime import ensure_topics
+    from shared.messaging.topics import ensure_topics_once_reachable
 
     if not runtimes:
         return
-    # Every topic once, before the services race to create the ones they share.
+    # Every topic once, before the services race to create the ones they share; a broker not
+    # up yet is waited for (AFTERSALES_STARTUP_WAIT_SECONDS).
+    settings = runtimes[0].settings
     wanted = sorted({topic for r in runtimes for topic in r.definition.all_topics})
-    await ensure_topics(runtimes[0].settings, wanted)
+    await ensure_topics_once_reachable(
+        settings, wanted, wait_s=settings.aftersales_startup_wait_seconds
+    )
     started = await asyncio.gather(*(r.start() for r in runtimes), return_exceptions=True)
     failures = [result for result in started if isinstance(result, BaseException)]
     if not failures:

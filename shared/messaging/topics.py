@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Awaitable, Callable, Iterable
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
 from shared.settings import Settings
 
@@ -51,3 +53,39 @@ async def ensure_topics(settings: Settings, topics: Iterable[str]) -> None:
             log.info("topics created", extra={"topics": ",".join(missing)})
     finally:
         await admin.close()
+
+
+async def ensure_topics_once_reachable(
+    settings: Settings,
+    topics: Iterable[str],
+    *,
+    wait_s: float,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> None:
+    """`ensure_topics`, tried again while the broker cannot be reached, for up to `wait_s`
+    seconds: a broker restarting beside the service (a rolling upgrade, both started at once)
+    is waited for, instead of the service exiting to be restarted with a growing back-off.
+    Past the wait the last KafkaConnectionError is raised (the command's one line, exit 2)."""
+    wanted = list(topics)
+    deadline = monotonic() + wait_s
+    pause = 0.5
+    while True:
+        try:
+            await ensure_topics(settings, wanted)
+            return
+        except KafkaConnectionError as exc:
+            left = deadline - monotonic()
+            if left <= 0:
+                raise
+            pause = min(pause, left)
+            log.warning(
+                "the Kafka broker cannot be reached yet; trying again",
+                extra={
+                    "error": type(exc).__name__,
+                    "retry_in_s": round(pause, 1),
+                    "gives_up_in_s": round(left, 1),
+                },
+            )
+            await sleep(pause)
+            pause = min(pause * 2, 5.0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -122,11 +123,15 @@ async def test_an_unreachable_database_is_one_clear_line_without_the_password(
     down = with_password(fresh_database, "s3cret-pw").replace(
         host_port(fresh_database), "127.0.0.1:1", 1
     )
-    code, output = await run_cli(down, *command)
+    code, output = await run_cli(down, *command, env={"AFTERSALES_STARTUP_WAIT_SECONDS": "1"})
     assert code == 2, output
-    assert output.startswith("aftersales: cannot reach the database at 127.0.0.1:1: "), output
-    assert "Traceback" not in output and len(output.strip().splitlines()) == 1, output
-    assert "s3cret-pw" not in output
+    *waited, last = output.strip().splitlines()
+    assert last.startswith("aftersales: cannot reach the database at 127.0.0.1:1: "), output
+    assert "Traceback" not in output and "s3cret-pw" not in output, output
+    if command[0] in ("migrate", "run"):  # what a pod starts with: a database not up yet waited for
+        assert waited and all("the database cannot be reached yet" in line for line in waited)
+    else:  # an operator's command answers at once
+        assert not waited, output
 
 
 async def test_outbox_list_and_retry_as_an_operator_runs_them(fresh_database: str):
@@ -237,12 +242,71 @@ async def test_an_unreachable_broker_is_one_line_saying_what_to_check(
         code, output = await migrate(fresh_database)
         assert code == 0, output
         command = [*command, "--port", str(free_port())]
-    down = {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "AFTERSALES_LOG_FORMAT": "json"}
+    down = {
+        "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
+        "AFTERSALES_LOG_FORMAT": "json",
+        "AFTERSALES_STARTUP_WAIT_SECONDS": "1",
+    }
     code, output = await run_cli(fresh_database, *command, env=down)
     assert code == 2, output
-    line = one_line(output)
+    *waited, line = output.strip().splitlines()
+    assert "Traceback" not in output, output
     assert line.startswith("aftersales: cannot reach the Kafka broker at 127.0.0.1:1: "), line
     assert "KAFKA_BOOTSTRAP_SERVERS" in line
+    if command[0] == "run":  # a broker not up yet is waited for, then given up on
+        assert waited and all("the Kafka broker cannot be reached yet" in w for w in waited)
+    else:
+        assert not waited, output
+
+
+async def test_run_waits_for_a_broker_that_starts_after_it(fresh_database: str):
+    """A service started beside its broker (both pods at once, a broker restarting) waits
+    for it instead of exiting, then serves and stops cleanly."""
+    from aftersales_dev.broker import LocalBroker
+
+    code, output = await migrate(fresh_database)
+    assert code == 0, output
+    broker_port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AFTERSALES_", "KAFKA_"))}
+    env.update(
+        DATABASE_URL=fresh_database,
+        KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{broker_port}",
+        KAFKA_IDEMPOTENCE="false",
+        AFTERSALES_LOG_FORMAT="text",
+        AFTERSALES_STARTUP_WAIT_SECONDS="60",
+    )
+    process = await asyncio.create_subprocess_exec(
+        *aftersales(),
+        "run",
+        "refunds",
+        "--port",
+        str(free_port()),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    assert process.stdout is not None
+    lines: list[str] = []
+
+    async def read_until(text: str) -> None:
+        assert process.stdout is not None
+        while text not in (line := (await process.stdout.readline()).decode()):
+            assert line, "".join(lines)  # the process ended first
+            lines.append(line)
+
+    broker = LocalBroker(port=broker_port)
+    try:
+        await asyncio.wait_for(read_until("the Kafka broker cannot be reached yet"), 60)
+        await asyncio.to_thread(broker.start)
+        await asyncio.wait_for(read_until("serving"), 90)
+        process.send_signal(signal.SIGTERM)
+        rest, _ = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode == 0, "".join(lines) + rest.decode()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        await asyncio.to_thread(broker.stop)
 
 
 @pytest.mark.parametrize(
