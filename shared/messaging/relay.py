@@ -51,6 +51,10 @@ Publish = Callable[[str, bytes | None, bytes], Awaitable[Awaitable[object]]]
 # The producer the relay may send record batches through (None: it sends with `publish`).
 BatchProducer = Callable[[], "AIOKafkaProducer | None"]
 
+# Replaces the producer after the broker refused records: an idempotent producer has spent
+# their sequence numbers, and its next batch to that partition would be refused as out of order.
+RenewProducer = Callable[[], Awaitable[None]]
+
 # Keyed records up to this size (key and payload) go in record batches. A larger one goes
 # through `publish` (`send`), whose own checks refuse it as they did before batches (the
 # producer's request limit, 1 MiB) before it reaches the broker.
@@ -143,12 +147,14 @@ class OutboxRelay:
         batch_size: int = 500,
         poll_interval: float = 0.5,
         producer: BatchProducer | None = None,
+        renew_producer: RenewProducer | None = None,
     ) -> None:
         self.service = service
         self._sessions = sessions
         self._table = tables.outbox
         self._publish = publish
         self._producer = producer
+        self._renew_producer = renew_producer
         self._clock = clock
         self._batch_size = batch_size
         self._poll_interval = poll_interval
@@ -313,19 +319,34 @@ class OutboxRelay:
                 raise result
         # Rare: a topic whose limit is below the producer's. Sent again in outbox order (the
         # refused rows may come from several record batches).
+        if refused:
+            await self._after_broker_refusal()
         for row in sorted(refused, key=lambda row: row.id):
             if row.key in held:
                 continue
+            acknowledged = False
             try:
-                await (await self._publish_row(row))
+                ack = await self._publish_row(row)  # refused here: the producer's own check
+                acknowledged = True
+                await ack
             except Exception as exc:
                 if not unpublishable(exc):
                     raise
+                if acknowledged:  # the broker's refusal, in its acknowledgement
+                    await self._after_broker_refusal()
                 parked.append((row, exc))
                 held.add(row.key)
             else:
                 published.append(row.id)
         return published, parked
+
+    async def _after_broker_refusal(self) -> None:
+        if self._renew_producer is not None:
+            await self._renew_producer()
+            log.warning(
+                "the broker refused records; the relay's producer is renewed",
+                extra={"service": self.service},
+            )
 
     async def _publish_row(self, row: Any) -> Awaitable[object]:
         return await self._publish(row.topic, _key_bytes(row), row.payload)

@@ -233,6 +233,7 @@ class ServiceRuntime:
             clock=clock,
             poll_interval=relay_poll_interval,
             producer=self.kafka_producer,
+            renew_producer=self.renew_relay_producer,
         )
         self.processor = definition.processor(
             self.sessions,
@@ -354,8 +355,19 @@ class ServiceRuntime:
         """Start the relay's own producer (not with tracing on); `start` does it after the
         broker. Before, the relay publishes through the broker (once it is connected)."""
         if self.tracing is None and self._relay_producer is None:
-            self._relay_producer = self._new_relay_producer()
-            await self._relay_producer.start()
+            producer = self._new_relay_producer()
+            await producer.start()
+            self._relay_producer = producer
+
+    async def renew_relay_producer(self) -> None:
+        """A new relay producer after the broker refused records (the relay calls it). An
+        idempotent producer numbers each partition's batches; aiokafka does not take back the
+        numbers of a batch the broker refused for good, so the partition's next batch would be
+        refused as out of order and stop the producer. A new one has a new producer id and
+        starts numbering again. Without idempotence there is nothing to renew."""
+        if self._relay_producer is not None and self.settings.kafka_idempotence:
+            await self.stop_relay_producer()
+            await self.start_relay_producer()
 
     async def stop_relay_producer(self) -> None:
         if self._relay_producer is not None:

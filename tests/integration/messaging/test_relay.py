@@ -317,7 +317,10 @@ async def test_a_record_the_broker_refuses_is_parked_and_the_others_go_out_in_or
     await queue_events(kit.harness, kit.sessions, ["o-big", "o-1", "o-3"], "after")
 
     # Before parking existed, every cycle failed on the big row and nothing after it left.
+    producer = runtime.kafka_producer()
     assert await publish_all(runtime.relay) == 6  # 5 published + 1 parked; 1 held
+    # Refused by the producer's own check before it was numbered: the producer stays.
+    assert runtime.kafka_producer() is producer
     rows = {row["id"]: row for row in await kit.outbox_rows()}
     assert rows[big]["parked_at"] == T0
     assert rows[big]["parked_error"].startswith("MessageSizeTooLargeError")
@@ -534,6 +537,10 @@ class LimitedTopic:
         self.too_large = too_large
         self.batches: list[list[bytes]] = []
         self.one_by_one: list[bytes | None] = []
+        self.renewals = 0
+
+    async def renew(self) -> None:
+        self.renewals += 1
 
     def create_batch(self) -> _Recorded:
         return _Recorded(self.producer.create_batch())
@@ -579,7 +586,7 @@ async def test_a_record_batch_the_broker_refuses_is_sent_again_one_row_at_a_time
     big = await insert_raw(kit.engine, kit.harness, "k", b'{"big": true}')
     await queue_events(kit.harness, kit.sessions, ["k", other], "then")
     limited = LimitedTopic(producer, b'{"big": true}')
-    relay = kit.relay(limited.publish, producer=lambda: limited)
+    relay = kit.relay(limited.publish, producer=lambda: limited, renew_producer=limited.renew)
 
     assert await publish_all(relay) == 3  # 2 published, 1 parked
     rows = await kit.outbox_rows()
@@ -594,6 +601,8 @@ async def test_a_record_batch_the_broker_refuses_is_sent_again_one_row_at_a_time
     # one at a time, in order: its first, the big one (parked); its next is held.
     assert sorted(limited.batches) == sorted([[b"k", b"k", b"k"], [other.encode()]])
     assert limited.one_by_one == [b"k", b"k"]
+    # A new producer after each refusal in an acknowledgement: the refused batch, then the row.
+    assert limited.renewals == 2
     published = await read_partitions(settings.kafka_bootstrap_servers, topic)
     assert sorted(event_of(r)["id"] for r in published) == sorted(
         r["event_id"] for r in rows if r["published_at"] is not None
@@ -614,9 +623,10 @@ async def test_a_record_batch_failing_otherwise_marks_nothing(
             return future
 
     down = Unacknowledged(producer, b"")
+    relay = kit.relay(down.publish, producer=lambda: down, renew_producer=down.renew)
     with pytest.raises(OSError, match="not acknowledged"):
-        await kit.relay(down.publish, producer=lambda: down).publish_pending()
-    assert down.one_by_one == []  # not taken for a refusal of the records
+        await relay.publish_pending()
+    assert down.one_by_one == [] and down.renewals == 0  # not taken for a refusal of the records
     assert await kit.unpublished_count() == 6
     assert await parked_rows(kit.sessions, kit.harness.tables) == []
 
@@ -658,10 +668,39 @@ async def test_a_row_sent_alone_waits_for_the_refused_record_batch_of_its_key(
     await insert_raw(kit.engine, kit.harness, "k", b'{"x": "' + b"a" * (100 * 1024) + b'"}')
     limited = LimitedTopic(producer, b'{"big": true}')
 
-    assert await publish_all(kit.relay(limited.publish, producer=lambda: limited)) == 1
+    relay = kit.relay(limited.publish, producer=lambda: limited, renew_producer=limited.renew)
+    assert await publish_all(relay) == 1
     rows = await kit.outbox_rows()
     assert rows[0]["id"] == refused_row and rows[0]["parked_at"] is not None
     # The large row waits behind the parked one: it was not sent after its key's refused batch.
     assert rows[1]["published_at"] is None and rows[1]["parked_at"] is None
     assert await read_partitions(settings.kafka_bootstrap_servers, kit.harness.output_topic) == []
     assert limited.one_by_one == [b"k"]  # the refused row alone, again refused
+    assert limited.renewals == 2
+
+
+async def test_an_idempotent_relay_producer_is_renewed_and_sends_again(
+    kit: MessagingKit, settings: Settings, runtime: ServiceRuntime, monkeypatch
+) -> None:
+    before = runtime.kafka_producer()
+    assert before is not None
+    await runtime.renew_relay_producer()
+    assert runtime.kafka_producer() is before  # without idempotence: no numbers to start again
+
+    # Idempotent (the embedded broker has no idempotent producer: a plain one stands in).
+    monkeypatch.setattr(
+        runtime, "settings", settings.model_copy(update={"kafka_idempotence": True})
+    )
+    monkeypatch.setattr(
+        runtime,
+        "_new_relay_producer",
+        lambda: AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers),
+    )
+    await runtime.renew_relay_producer()
+    after = runtime.kafka_producer()
+    assert after is not None and after is not before
+    assert before._closed  # the old one stopped, its acknowledged batches done
+    await queue_events(kit.harness, kit.sessions, ["k"], "renewed")
+    assert await publish_all(runtime.relay) == 1
+    published = await read_partitions(settings.kafka_bootstrap_servers, kit.harness.output_topic)
+    assert [r.key for r in published] == [b"k"]
