@@ -15,7 +15,7 @@ from shared.contracts.ids import refund_id
 from shared.messaging.deadletters import read_topic
 
 from .check_cases import check_callbacks, check_ledgers, check_notifications
-from .findings import Findings, of_run
+from .findings import Findings, by_key, count_found
 from .flows import ExpectedRefund, Flow
 from .gateway import DeliveryGateway
 from .progress import (
@@ -190,9 +190,7 @@ def _check_refunds(
         for e in flow.refunds:
             expected[refund_id(e.case_type, e.case_id)] = e
     forbidden = {rid for flow in flows for rid in flow.no_refund}
-    found: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
-    for event in of_run(by_id, run_id, "refund.issued"):
-        found[event["data"]["refund_id"]].append(event)
+    found = by_key(by_id, run_id, "refund.issued", "refund_id")
     later = [rid for rid in expected if rid not in found and expected[rid].case_id in deferred]
     missing = [rid for rid in expected if rid not in found and rid not in later]
     duplicated = [rid for rid, events in found.items() if len(events) > 1]
@@ -215,9 +213,7 @@ def _check_refunds(
         or sum(b["amount"] for b in e["data"]["breakdown"]) != e["data"]["amount"]
     ]
     unexpected = [rid for rid in found if rid not in expected]
-    c["refunds expected"] = len(expected)
-    c["refunds found"] = len([rid for rid in found if rid in expected])
-    c["refunds missing"] = len(missing)
+    count_found(f, "refunds", expected, found, missing)
     c["refunds deferred by a pending timer (not failures)"] = len(later)
     c["refunds duplicated (several event ids)"] = len(duplicated)
     c["refunds with a wrong amount"] = len(wrong)
@@ -245,9 +241,7 @@ def _check_coupons(
 ) -> None:
     c = f.counts
     expected = {cid: value for flow in flows for cid, value in flow.coupons.items()}
-    found: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
-    for event in of_run(by_id, run_id, "coupon.granted"):
-        found[event["data"]["coupon_id"]].append(event)
+    found = by_key(by_id, run_id, "coupon.granted", "coupon_id")
     missing = [cid for cid in expected if cid not in found]
     twice = [cid for cid, events in found.items() if len(events) > 1]
     wrong = [
@@ -256,9 +250,7 @@ def _check_coupons(
         if cid in expected and events[0]["data"]["value"] != expected[cid]
     ]
     unexpected = [cid for cid in found if cid not in expected]
-    c["coupons expected"] = len(expected)
-    c["coupons found"] = len([cid for cid in found if cid in expected])
-    c["coupons missing"] = len(missing)
+    count_found(f, "coupons", expected, found, missing)
     c["coupons granted twice"] = len(twice)
     c["coupons with a wrong value"] = len(wrong)
     c["coupons unexpected"] = len(unexpected)

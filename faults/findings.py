@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,3 +34,23 @@ def of_run(
 ) -> list[Mapping[str, Any]]:
     """The run's events (`ours`) of `by_id` whose type is one of `types`, in its order."""
     return [event for event in by_id.values() if event["type"] in types and ours(event, run_id)]
+
+
+def by_key(
+    by_id: Mapping[str, Mapping[str, Any]], run_id: str, event_type: str, key: str
+) -> dict[str, list[Mapping[str, Any]]]:
+    """The run's events of `event_type` by their data's `key`, in its order (more than one
+    under a key: published more than once, under other event ids)."""
+    found: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for event in of_run(by_id, run_id, event_type):
+        found[event["data"][key]].append(event)
+    return found
+
+
+def count_found(
+    f: Findings, noun: str, expected: Collection[str], found: Collection[str], missing: list[str]
+) -> None:
+    """The first counts of the outputs of one kind (`noun`): expected, found of those, missing."""
+    f.counts[f"{noun} expected"] = len(expected)
+    f.counts[f"{noun} found"] = len([key for key in found if key in expected])
+    f.counts[f"{noun} missing"] = len(missing)

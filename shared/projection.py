@@ -1,25 +1,37 @@
-"""A service's own view of an input: a dataclass filled from the same-named attributes."""
+"""A view of another object: a dataclass (a service's own view of an input) or a pydantic model
+(an output event's data, from a domain event), filled from the same-named attributes."""
 
 from __future__ import annotations
 
 from dataclasses import fields
 from functools import cache
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+from pydantic import BaseModel
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
-T = TypeVar("T", bound="DataclassInstance")
+D = TypeVar("D", bound="DataclassInstance")
+M = TypeVar("M", bound=BaseModel)
 
 
 @cache
-def _filled(cls: type[DataclassInstance]) -> tuple[str, ...]:
+def _filled(cls: type[DataclassInstance] | type[BaseModel]) -> tuple[str, ...]:
     # Looked up once per class: `fields` walks the class on every call, and views are made
     # for every input event (an order and each of its lines).
+    if issubclass(cls, BaseModel):
+        return tuple(cls.model_fields)
     return tuple(f.name for f in fields(cls) if f.init)
 
 
-def projected(cls: type[T], source: object, **given: Any) -> T:
+@overload
+def projected(cls: type[D], source: object, **given: Any) -> D: ...
+@overload
+def projected(cls: type[M], source: object, **given: Any) -> M: ...
+def projected(
+    cls: type[DataclassInstance] | type[BaseModel], source: object, **given: Any
+) -> DataclassInstance | BaseModel:
     """A `cls` from the attributes of `source` that it has fields for, and `given`. Every other
     field must be on `source` (a field renamed on one side fails here rather than silently
     keeping a default). What `cls` does not name (a buyer's contact) is never copied."""

@@ -2,10 +2,13 @@
 escalations, coupons, refund and reshipment requests, SLA breaches) and timer rows.
 
 One translation per domain event class (`TRANSLATIONS`), applied by the shared loop of
-`shared.messaging.effects`; the handlers (handlers.py) hand it the events and a `_Scope`.
+`shared.messaging.effects`; the handlers (handlers.py) hand it the events and a `_Scope`. An
+output's fields named as the domain event's are copied from it (`projected`).
 """
 
 from __future__ import annotations
+
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
@@ -44,10 +47,13 @@ from shared.messaging.effects import (
     refund_request,
     reshipment,
 )
+from shared.projection import projected
 
 SERVICE = "complaints"
 
 _ORDER_TIMERS = frozenset({TimerKind.LATE_SHIPMENT})
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class _Scope:
@@ -154,43 +160,45 @@ def _decision(
     ]
 
 
+def _of_complaint(model: type[M], event: object, scope: _Scope, **given: Any) -> M:
+    """An output about the scope's complaint: its ids, `given`, and the rest from `event`."""
+    complaint = scope.complaint
+    return projected(
+        model,
+        event,
+        complaint_id=complaint.complaint_id,
+        order_id=scope.order_id,
+        customer_id=complaint.customer_id,
+        **given,
+    )
+
+
 def _escalated(event: Escalated, scope: _Scope, index: int) -> list[Effect]:
     complaint = scope.complaint
     assert complaint.category is not None
     eid = ids.escalation_id(complaint.complaint_id, event.reason.value, event.round)
-    data = ComplaintEscalated.model_validate(
-        dict(
-            escalation_id=eid,
-            complaint_id=complaint.complaint_id,
-            order_id=scope.order_id,
-            customer_id=complaint.customer_id,
-            category=complaint.category.value,
-            reason=event.reason.value,
-            priority=event.priority.value,
-            due_at=event.due_at,
-            escalated_at=event.escalated_at,
-            score=event.score,
-            callback_id=event.callback_id,
-        )
+    data = _of_complaint(
+        ComplaintEscalated,
+        event,
+        scope,
+        escalation_id=eid,
+        category=complaint.category.value,
+        reason=event.reason.value,
+        priority=event.priority.value,
     )
     return _decision("complaint.escalated", data, eid, complaint.complaint_id, event.reason.value)
 
 
 def _callback_escalated(event: CallbackEscalated, scope: _Scope, index: int) -> list[Effect]:
     eid = ids.case_escalation_id(event.case.type.value, event.case.id, event.callback_id)
-    data = CaseEscalated.model_validate(
-        dict(
-            escalation_id=eid,
-            case=_case_ref(event.case),
-            customer_id=event.customer_id,
-            order_id=scope.order_id or None,
-            reason="low_satisfaction",
-            priority=event.priority.value,
-            due_at=event.due_at,
-            escalated_at=event.escalated_at,
-            score=event.score,
-            callback_id=event.callback_id,
-        )
+    data = projected(
+        CaseEscalated,
+        event,
+        escalation_id=eid,
+        case=_case_ref(event.case),
+        order_id=scope.order_id or None,
+        reason="low_satisfaction",
+        priority=event.priority.value,
     )
     return _decision("case.escalated", data, eid, event.case.id, event.case.type.value)
 
@@ -198,35 +206,14 @@ def _callback_escalated(event: CallbackEscalated, scope: _Scope, index: int) -> 
 def _coupon(event: CouponGranted, scope: _Scope, index: int) -> list[Effect]:
     complaint = scope.complaint
     cid = ids.coupon_id(complaint.complaint_id)
-    data = CouponGrantedData(
-        coupon_id=cid,
-        customer_id=complaint.customer_id,
-        order_id=scope.order_id,
-        complaint_id=complaint.complaint_id,
-        value=event.value,
-        currency=event.currency,
-        expires_at=event.expires_at,
-        reason=event.reason,
-        granted_at=event.granted_at,
-    )
+    data = _of_complaint(CouponGrantedData, event, scope, coupon_id=cid)
     return _decision("coupon.granted", data, cid, complaint.complaint_id, event.reason)
 
 
 def _coupon_pending(event: CouponAwaitingApproval, scope: _Scope, index: int) -> list[Effect]:
     complaint = scope.complaint
     cid = ids.coupon_id(complaint.complaint_id)
-    data = CompensationPending(
-        complaint_id=complaint.complaint_id,
-        order_id=scope.order_id,
-        customer_id=complaint.customer_id,
-        coupon_id=cid,
-        value=event.value,
-        currency=event.currency,
-        used=event.used,
-        budget=event.budget,
-        window_days=event.window_days,
-        requested_at=event.requested_at,
-    )
+    data = _of_complaint(CompensationPending, event, scope, coupon_id=cid)
     category = complaint.category.value if complaint.category else "unknown"
     return _decision("compensation.pending", data, cid, complaint.complaint_id, category)
 

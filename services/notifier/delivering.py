@@ -54,6 +54,7 @@ from shared.crypto import CryptoError, FieldCipher
 from shared.messaging.context import HandlerContext
 from shared.messaging.store import Timer
 from shared.policy import Policy
+from shared.projection import projected
 
 SERVICE = "notifier"
 DELIVER = "deliver"
@@ -216,16 +217,13 @@ class Deliverer:
             return None
         channel = plan[0]
         intended = intended_channel(contact.preferred_channel, **has)
-        message = Outgoing(
-            delivery_id=delivery.delivery_id,
+        message = projected(
+            Outgoing,
+            delivery,  # its ids, template and urgency
             channel=channel,
-            customer_id=delivery.customer_id,
-            order_id=delivery.order_id,
-            template=delivery.template,
             language=rendered.language,
             subject=rendered.subject,
             body=rendered.body,
-            urgent=delivery.urgent,
             at=now,
             address=contact.address(channel),
             display_name=contact.name if channel == "email" else None,

@@ -54,6 +54,7 @@ from shared.messaging.effects import (
 )
 from shared.messaging.errors import Rejected
 from shared.messaging.store import Timer
+from shared.projection import projected
 from shared.refusal import Refusal
 
 SERVICE = "refunds"
@@ -189,20 +190,12 @@ class RefundsHandlers(RepositoryHandlers[RefundsRepository]):
 
 def _issued(event: RefundIssued, ledger: OrderLedger, index: int) -> list[Effect]:
     refund = event.refund
-    data = RefundIssuedData.model_validate(
-        dict(
-            refund_id=refund.refund_id,
-            order_id=refund.order_id,
-            customer_id=refund.customer_id,
-            case=_case(refund),
-            amount=refund.amount,
-            currency=refund.currency,
-            breakdown=[{"kind": k, "amount": a} for k, a in refund.breakdown],
-            payments=[{"method": m, "amount": a} for m, a in refund.payments],
-            return_shipping_payer=refund.return_shipping_payer,
-            due_by=refund.due_by,
-            issued_at=refund.issued_at,
-        )
+    data = projected(
+        RefundIssuedData,
+        refund,
+        case=_case(refund),
+        breakdown=[{"kind": k, "amount": a} for k, a in refund.breakdown],
+        payments=[{"method": m, "amount": a} for m, a in refund.payments],
     )
     currency = refund.currency
     counts: list[tuple[Counter, float]] = [

@@ -26,6 +26,7 @@ from shared.contracts import (
     SlaBreached,
     ids,
 )
+from shared.projection import projected
 
 from .context import HandlerContext
 
@@ -129,16 +130,7 @@ async def carry_out(ctx: HandlerContext, effect: Effect) -> None:
             for counter, amount in effect.counts:
                 ctx.count(counter, amount)
     elif isinstance(effect, Breach):
-        data = SlaBreached.model_validate(
-            dict(
-                case=effect.case,
-                sla=effect.sla,
-                due_at=effect.due_at,
-                detected_at=effect.detected_at,
-                order_id=effect.order_id,
-                customer_id=effect.customer_id,
-            )
-        )
+        data = projected(SlaBreached, effect)
         counts: Counts = (
             (metrics.labelled(metrics.SLA_BREACHES, ctx.service, effect.sla), 1),
             *effect.counts,

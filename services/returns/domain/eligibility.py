@@ -3,7 +3,7 @@ exclusions, intact goods, and the seller-fault route with its evidence and quali
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from functools import partial
@@ -11,6 +11,7 @@ from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from services.returns.domain.order_returns import OrderReturns
+from services.returns.domain.values import RequestedReturn
 from services.returns.domain.vocabulary import (
     EXCLUDED_CATEGORIES,
     INTACT_CONDITIONS,
@@ -23,15 +24,9 @@ from shared.clock import require_aware
 from shared.policy import Policy
 
 
-class AssessedRequest(Protocol):
+class AssessedRequest(RequestedReturn, Protocol):
     """What the eligibility rules read of a return request."""
 
-    @property
-    def return_id(self) -> str: ...
-    @property
-    def reason(self) -> str: ...
-    @property
-    def lines(self) -> Mapping[str, int]: ...
     @property
     def condition(self) -> Sequence[str]: ...
     @property

@@ -8,7 +8,6 @@ splits it over the payment methods.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Protocol
 
 from services.returns.domain.order_returns import OrderLedger
@@ -18,7 +17,7 @@ from services.returns.domain.shipping import (
     reimbursed_return_shipping,
     return_shipping_payer,
 )
-from services.returns.domain.values import Order, RefundCalculation
+from services.returns.domain.values import Order, RefundCalculation, RequestedReturn
 from services.returns.domain.vocabulary import ReturnKind, is_seller_fault
 from shared.money import per_unit_share
 from shared.policy import Policy, ReturnsPolicy
@@ -31,17 +30,11 @@ FREE_SHIPPING_DEDUCTION = "free_shipping_deduction"
 GIFT_CHARGE = "gift_charge"
 
 
-class RefundableRequest(Protocol):
+class RefundableRequest(RequestedReturn, Protocol):
     """What the calculation needs from a return request."""
 
     @property
-    def return_id(self) -> str: ...
-    @property
     def kind(self) -> ReturnKind: ...
-    @property
-    def reason(self) -> str: ...
-    @property
-    def lines(self) -> Mapping[str, int]: ...
 
 
 def _guard(goods_by_line: dict[str, int], refundable: int) -> int:

@@ -1,12 +1,13 @@
 """Returns value objects: the order as the returns service sees it, an inspection, and one
-refund's calculation. Immutable; stored and sent as versioned documents (shared.documents)."""
+refund's calculation. Immutable; stored and sent as versioned documents (shared.documents).
+Also what every rule reads of a return request (`RequestedReturn`)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from services.returns.domain.vocabulary import Payer
 from shared.clock import require_aware
@@ -19,8 +20,20 @@ __all__ = [
     "Order",
     "OrderLine",
     "RefundCalculation",
+    "RequestedReturn",
     "breakdown_as_pairs",
 ]
+
+
+class RequestedReturn(Protocol):
+    """What every rule reads of a return request: its id, the reason given and the lines."""
+
+    @property
+    def return_id(self) -> str: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def lines(self) -> Mapping[str, int]: ...
 
 
 def _optional_aware(moment: datetime | None, name: str) -> None:
