@@ -16,14 +16,7 @@ from services.complaints.domain.events import (
 )
 from services.complaints.domain.rules import CouponStatus, Template
 
-from . import DAY, POLICY, T0, Case, H, facts, one, only, paid_order, policy
-
-RESOLVED = T0 + H
-
-
-def coupons(events) -> list[int]:
-    return [event.value for event in only(events, CouponGranted)]
-
+from . import DAY, POLICY, RESOLVED, T0, Case, H, coupons, facts, one, paid_order, policy
 
 # --- the buyer's budget ---------------------------------------------------------------------
 
