@@ -26,6 +26,7 @@ from aiokafka.structs import RecordMetadata
 from sqlalchemy import MetaData, event, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from aftersales.registry import SERVICES, definition
 from aftersales_dev.devenv import skip_history, temporary_database
 from aftersales_dev.events import encode, topic_of
 from shared.clock import Clock, ManualClock
@@ -243,6 +244,31 @@ def quick_runtime(
         "retry_backoff": 0.1,
     }
     return ServiceRuntime(definition, settings, clock, **{**quick, **options})
+
+
+@asynccontextmanager
+async def every_service_running(
+    settings: Settings, clock: Clock, policy: Policy, *, timer_poll_interval: float
+) -> AsyncIterator[list[ServiceRuntime]]:
+    """Every service of the registry started on the broker of `settings`, stopped at the end."""
+    bootstrap = settings.kafka_bootstrap_servers
+    runtimes = []
+    for service in SERVICES:
+        built = definition(service, policy, clock, settings)
+        # The services' own names (their events' sources must be theirs), their consumer
+        # groups started at the end of the shared broker's history.
+        await ensure_topics(settings, built.all_topics)
+        await skip_history(bootstrap, f"aftersales-{built.name}", built.topics)
+        runtimes.append(
+            ServiceRuntime(built, settings, clock, timer_poll_interval=timer_poll_interval)
+        )
+    for runtime in runtimes:
+        await runtime.start()
+    try:
+        yield runtimes
+    finally:
+        for runtime in runtimes:
+            await runtime.stop()
 
 
 class Publisher:

@@ -28,16 +28,13 @@ from aftersales.console.app import ConsoleConfig
 from aftersales.console.server import console_server
 from aftersales.console.services import Services
 from aftersales.http import http_server
-from aftersales.registry import SERVICES, definition
+from aftersales.registry import SERVICES
 from aftersales_dev.demo import CONTENT_TYPE, scenario
-from aftersales_dev.devenv import skip_history, temporary_database
 from aftersales_dev.events import cloud_event, encode
 from shared.clock import SystemClock
 from shared.contracts import ids, topics
-from shared.messaging.runtime import ServiceRuntime, ensure_topics
-from shared.migrations import upgrade
 from shared.policy import Policy
-from tests.harness import broker_settings
+from tests.harness import broker_settings, every_service_running, migrated_database
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -71,36 +68,27 @@ async def _until(check: Callable[[], Any], what: str, timeout: float = 60.0) -> 
 @pytest.fixture(scope="module")
 async def system(database_url: str, kafka_bootstrap: str) -> AsyncIterator[dict[str, Any]]:
     """Every service, its read API on one port, the console on another."""
-    async with temporary_database(database_url, "e2e_console") as url:
-        for service in SERVICES:
-            await asyncio.to_thread(upgrade, service, url)
+    async with migrated_database(database_url, "e2e_console", *SERVICES) as url:
         settings = broker_settings(url, kafka_bootstrap, aftersales_dev_mode=True)
         clock, policy = SystemClock(), Policy()
-        runtimes = []
-        for service in SERVICES:
-            built = definition(service, policy, clock, settings)
-            await ensure_topics(settings, built.all_topics)
-            await skip_history(kafka_bootstrap, f"aftersales-{built.name}", built.topics)
-            runtimes.append(ServiceRuntime(built, settings, clock, timer_poll_interval=0.2))
-        for runtime in runtimes:
-            await runtime.start()
-        api_port, console_port = _free_port(), _free_port()
-        api = http_server(runtimes, api_port, policy)
-        api_task = asyncio.create_task(api.serve())
-        services = Services(dict.fromkeys(SERVICES, f"http://127.0.0.1:{api_port}"))
-        console = console_server(ConsoleConfig(TOKEN, services), console_port, host="127.0.0.1")
-        console_task = asyncio.create_task(console.serve())
-        try:
-            yield {
-                "bootstrap": kafka_bootstrap,
-                "api": f"http://127.0.0.1:{api_port}",
-                "console": f"http://127.0.0.1:{console_port}",
-            }
-        finally:
-            console.should_exit = api.should_exit = True
-            await asyncio.gather(console_task, api_task)
-            for runtime in runtimes:
-                await runtime.stop()
+        async with every_service_running(
+            settings, clock, policy, timer_poll_interval=0.2
+        ) as runtimes:
+            api_port, console_port = _free_port(), _free_port()
+            api = http_server(runtimes, api_port, policy)
+            api_task = asyncio.create_task(api.serve())
+            services = Services(dict.fromkeys(SERVICES, f"http://127.0.0.1:{api_port}"))
+            console = console_server(ConsoleConfig(TOKEN, services), console_port, host="127.0.0.1")
+            console_task = asyncio.create_task(console.serve())
+            try:
+                yield {
+                    "bootstrap": kafka_bootstrap,
+                    "api": f"http://127.0.0.1:{api_port}",
+                    "console": f"http://127.0.0.1:{console_port}",
+                }
+            finally:
+                console.should_exit = api.should_exit = True
+                await asyncio.gather(console_task, api_task)
 
 
 @pytest.fixture

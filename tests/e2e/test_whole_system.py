@@ -20,15 +20,13 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client import REGISTRY
 
-from aftersales.registry import SERVICES, definition
+from aftersales.registry import SERVICES
 from aftersales_dev import events
-from aftersales_dev.devenv import skip_history
 from aftersales_dev.events import cloud_event, encode, kettle_order
 from shared.clock import ManualClock
 from shared.contracts import topics
-from shared.messaging.runtime import ServiceRuntime, ensure_topics
 from shared.policy import NotifierPolicy, Policy
-from tests.harness import broker_settings, migrated_database
+from tests.harness import broker_settings, every_service_running, migrated_database
 from tests.polling import eventually
 
 # Monday 10:00 in Shanghai: outside quiet hours, like the moment a day later.
@@ -131,21 +129,8 @@ async def system(database_url: str, kafka_bootstrap: str) -> AsyncIterator[dict[
         # The notifier's log channel and an ephemeral key.
         settings = broker_settings(url, kafka_bootstrap, aftersales_dev_mode=True)
         clock = ManualClock(T0)
-        runtimes = []
-        for service in SERVICES:
-            built = definition(service, POLICY, clock, settings)
-            # The services' own names (their events' sources must be theirs), their consumer
-            # groups started at the end of the shared broker's history.
-            await ensure_topics(settings, built.all_topics)
-            await skip_history(kafka_bootstrap, f"aftersales-{built.name}", built.topics)
-            runtimes.append(ServiceRuntime(built, settings, clock, timer_poll_interval=0.1))
-        for runtime in runtimes:
-            await runtime.start()
-        try:
+        async with every_service_running(settings, clock, POLICY, timer_poll_interval=0.1):
             yield {"clock": clock, "bootstrap": kafka_bootstrap}
-        finally:
-            for runtime in runtimes:
-                await runtime.stop()
 
 
 async def test_a_buyer_s_return_and_complaint_close_into_one_callback_and_a_low_score_reopens(

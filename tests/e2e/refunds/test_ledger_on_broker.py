@@ -32,12 +32,15 @@ DAY = timedelta(days=1)
 MIN = timedelta(minutes=1)
 
 
-async def _paid_and_delivered(system: System, order_id: str, **order: object) -> None:
+async def _paid_and_delivered(system: System, **order: object) -> str:
+    """A new order, paid, shipped and signed for before T0: its id."""
+    order_id = unique("O")
     await system.platform.publish(
         order_paid(order_id, T0 - 5 * DAY, **order),  # type: ignore[arg-type]
         order_shipped(order_id, T0 - 4 * DAY),
         parcel_signed(order_id, T0 - 3 * DAY),
     )
+    return order_id
 
 
 async def _return(system: System, order_id: str, units: int, reason: str) -> str:
@@ -69,8 +72,7 @@ def _kinds(refund: dict) -> dict[str, int]:
 async def test_a_return_after_a_complaint_refund_of_the_same_goods_is_issued_for_nothing(
     system: System,
 ) -> None:
-    order = unique("O")
-    await _paid_and_delivered(system, order, lines=[(1, 25000)], shipping_fee_paid=1200)
+    order = await _paid_and_delivered(system, lines=[(1, 25000)], shipping_fee_paid=1200)
     complaint, first = await _complaint_refund(system, order, "not_received", "refund")
     assert first["data"]["case"] == {"type": "complaint", "id": complaint}
     assert first["data"]["amount"] == 26200
@@ -87,8 +89,7 @@ async def test_a_return_after_a_complaint_refund_of_the_same_goods_is_issued_for
 async def test_the_outbound_fee_is_refunded_once_across_a_complaint_and_a_return(
     system: System,
 ) -> None:
-    order = unique("O")
-    await _paid_and_delivered(system, order, lines=[(1, 25000)], shipping_fee_paid=900)
+    order = await _paid_and_delivered(system, lines=[(1, 25000)], shipping_fee_paid=900)
     _, refund = await _complaint_refund(system, order, "logistics_delay", "none")
     delay = refund["data"]
     assert (delay["amount"], delay["breakdown"]) == (
@@ -106,9 +107,8 @@ async def test_the_outbound_fee_is_refunded_once_across_a_complaint_and_a_return
 async def test_three_units_returned_one_at_a_time_give_back_each_method_its_charge(
     system: System,
 ) -> None:
-    order = unique("O")
-    await _paid_and_delivered(
-        system, order, lines=[(3, 5000)], payments=[("balance", 500), ("card", 4500)]
+    order = await _paid_and_delivered(
+        system, lines=[(3, 5000)], payments=[("balance", 500), ("card", 4500)]
     )
     for _ in range(3):
         await _return(system, order, 1, "dislike")
@@ -122,9 +122,8 @@ async def test_three_units_returned_one_at_a_time_give_back_each_method_its_char
 
 
 async def test_a_refused_payout_is_reissued_once_then_left_for_a_person(system: System) -> None:
-    order = unique("O")
-    await _paid_and_delivered(
-        system, order, lines=[(1, 10000)], payments=[("card", 7000), ("alipay", 3000)]
+    order = await _paid_and_delivered(
+        system, lines=[(1, 10000)], payments=[("card", 7000), ("alipay", 3000)]
     )
     return_id = await _return(system, order, 1, "dislike")
     refund = (await system.outputs.wait(order, "refund.issued"))[0]["data"]

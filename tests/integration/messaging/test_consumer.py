@@ -46,6 +46,11 @@ def dead_letters(rows: list[dict[str, object]]) -> list[tuple[dict[str, object],
     return out
 
 
+def paid_batch(kit: MessagingKit, *orders: str) -> list:
+    """A batch of one order.paid per order `o-…`, its event id `e-…` (`o-1`: `e-1`)."""
+    return records(kit.harness.input_topic, [paid(o, "e-" + o[2:]) for o in orders])
+
+
 async def test_batch_with_valid_duplicate_and_invalid_events(kit: MessagingKit) -> None:
     paid = order_paid("o-1", event_id="e-paid-1")
     shipped = order_shipped("o-1", event_id="e-shipped-1")
@@ -131,14 +136,7 @@ async def test_batch_with_valid_duplicate_and_invalid_events(kit: MessagingKit) 
 
 async def test_handler_error_is_dead_lettered_and_the_rest_commits(kit: MessagingKit) -> None:
     kit.harness.faults["o-bad"] = ValueError(f"cannot handle buyer {CUSTOMER_PHONE}")
-    batch = records(
-        kit.harness.input_topic,
-        [
-            paid("o-1", "e-1"),
-            paid("o-bad", "e-bad"),
-            paid("o-2", "e-2"),
-        ],
-    )
+    batch = paid_batch(kit, "o-1", "o-bad", "o-2")
     await kit.processor().process(batch)
 
     # The failing handler's own writes are rolled back (its savepoint), the others commit.
@@ -283,13 +281,7 @@ async def test_transient_database_error_rolls_back_the_whole_batch(
     kit: MessagingKit, sqlstate: str
 ) -> None:
     kit.harness.faults["o-2"] = raise_sqlstate(sqlstate)
-    batch = records(
-        kit.harness.input_topic,
-        [
-            paid("o-1", "e-1"),
-            paid("o-2", "e-2"),
-        ],
-    )
+    batch = paid_batch(kit, "o-1", "o-2")
     with pytest.raises(DBAPIError):
         await kit.processor().process(batch)
     assert await kit.effect_counts() == {}
@@ -301,14 +293,7 @@ async def test_transient_database_error_rolls_back_the_whole_batch(
 
 async def test_deterministic_database_error_dead_letters_only_that_event(kit: MessagingKit) -> None:
     kit.harness.faults["o-2"] = "SELECT 1 / 0"  # 22012, the same on every delivery
-    batch = records(
-        kit.harness.input_topic,
-        [
-            paid("o-1", "e-1"),
-            paid("o-2", "e-2"),
-            paid("o-3", "e-3"),
-        ],
-    )
+    batch = paid_batch(kit, "o-1", "o-2", "o-3")
     await kit.processor().process(batch)
     assert await kit.effect_counts() == {"e-1": 1, "e-3": 1}
     letters = dead_letters(await kit.outbox_rows())
@@ -342,7 +327,7 @@ async def test_work_handed_outside_by_an_event_handler_is_refused_not_dropped(
     async def hand_over(event: CloudEvent, ctx: HandlerContext) -> None:
         ctx.run_outside(call, record=record, lock_key="o-1")
 
-    batch = records(kit.harness.input_topic, [paid("o-1", "e-1")])
+    batch = paid_batch(kit, "o-1")
     await kit.processor({ORDER_PAID: hand_over}).process(batch)
 
     [(_, letter)] = dead_letters(await kit.outbox_rows())

@@ -13,14 +13,7 @@ from shared.contracts import EVENT_DEADLETTERED, NOTIFICATION_REQUESTED, parse_e
 from shared.db import UnitOfWork, lock_id
 from shared.messaging.errors import Rejected
 
-from .helpers import (
-    Harness,
-    encode,
-    order_paid,
-    order_shipped,
-    records,
-    statements_sent,
-)
+from .helpers import Harness, encode, order_paid, order_shipped, records, statements_sent
 from .kit import MessagingKit
 
 

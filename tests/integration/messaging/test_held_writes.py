@@ -13,14 +13,7 @@ from sqlalchemy.dialects.postgresql import insert
 from shared.contracts import NOTIFICATION_REQUESTED, ORDER_PAID, CloudEvent, deterministic_id
 from shared.messaging.context import EventHandler, HandlerContext
 
-from .helpers import (
-    Harness,
-    encode,
-    order_paid,
-    order_shipped,
-    records,
-    statements_sent,
-)
+from .helpers import Harness, encode, order_paid, order_shipped, records, statements_sent
 from .kit import MessagingKit
 
 

@@ -81,6 +81,15 @@ def assert_commit_order_per_key(
         assert len({r.partition for r in mine}) == 1, key
 
 
+async def assert_on_topic_in_commit_order(
+    kit: MessagingKit, settings: Settings, count: int
+) -> None:
+    """The output topic holds `count` records, each key's in commit order on one partition."""
+    published = await read_partitions(settings.kafka_bootstrap_servers, kit.harness.output_topic)
+    assert len(published) == count
+    assert_commit_order_per_key(published, await kit.outbox_rows())
+
+
 async def publish_all(r: OutboxRelay) -> int:
     """What `publish_pending` publishes until it finds nothing (a batch takes half the slots)."""
     total = 0
@@ -476,9 +485,7 @@ async def test_a_key_stays_on_its_partition_whether_its_events_go_in_batches_or_
     assert await publish_all(kit.relay(runtime._publish)) == 40  # `send` per record
     await queue_events(kit.harness, kit.sessions, keys[40:], "batched")
     assert await publish_all(runtime.relay) == 40
-    published = await read_partitions(settings.kafka_bootstrap_servers, kit.harness.output_topic)
-    assert len(published) == 80
-    assert_commit_order_per_key(published, await kit.outbox_rows())
+    await assert_on_topic_in_commit_order(kit, settings, 80)
 
 
 async def test_a_partition_whose_rows_fill_several_record_batches_gets_them_in_order(
@@ -494,9 +501,7 @@ async def test_a_partition_whose_rows_fill_several_record_batches_gets_them_in_o
     # Batches of many records, but none took a key's 80 events: they filled several.
     assert 10 < max(len(batch) for batch in counted.batches) < 80
     assert counted.one_by_one == []
-    published = await read_partitions(settings.kafka_bootstrap_servers, kit.harness.output_topic)
-    assert len(published) == 320
-    assert_commit_order_per_key(published, await kit.outbox_rows())
+    await assert_on_topic_in_commit_order(kit, settings, 320)
 
 
 async def test_a_row_too_large_for_a_batch_goes_out_after_the_batched_rows_of_its_key(

@@ -190,14 +190,13 @@ async def test_an_outcome_recorded_after_the_erasure_puts_no_recipient_back(
     make_harness: Any, kit: Any, result: Result, status: str
 ) -> None:
     h = make_harness(channels={})
-    customer = kit.uid("C")
-    channel = ErasedWhileSending(h, customer, result)
+    channel = ErasedWhileSending(h, kit.uid("C"), result)
     await _attempt_on_its_way(h, kit, channel, status)
     stored = await everything_stored(h)
     assert [trace for trace in traces_of(kit) if trace in stored] == []
     # A failed attempt is not tried again: the buyer's contact data is gone.
     await h.advance(hours=24)
-    assert channel.sent == ["e-" + customer]
+    assert channel.sent == ["e-" + channel.customer]
 
 
 async def test_the_erasure_waits_for_a_delivery_step_of_the_buyer(

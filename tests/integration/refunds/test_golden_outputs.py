@@ -30,6 +30,11 @@ def _o(n: int) -> str:
     return f"GOLD-O{n}"
 
 
+def _paid(n: int, *lines: tuple[int, int], **order: Any) -> dict[str, Any]:
+    """Order `n` paid three days before T0: `lines` (quantity, paid), `order` on top."""
+    return order_paid(_o(n), T0 - 72 * H, lines=lines, **order)
+
+
 def history() -> list[Step]:
     """(instant, one batch of events): the clock moves there, due timers fire, then the batch."""
     three = [("card", 7), ("alipay", 7), ("coupon", 3)]
@@ -38,7 +43,7 @@ def history() -> list[Step]:
         (
             T0,
             [
-                order_paid(_o(1), T0 - 72 * H, lines=((2, 20000),), shipping_fee_paid=800),
+                _paid(1, (2, 20000), shipping_fee_paid=800),
                 refund_requested(_o(1), "return", "c1a", [("goods", 10000)], T0, DUE),
             ],
         ),
@@ -60,12 +65,7 @@ def history() -> list[Step]:
         (
             T0,
             [
-                order_paid(
-                    _o(2),
-                    T0 - 72 * H,
-                    lines=((1, 14925), (1, 4975)),
-                    payments=[("alipay", 14925), ("coupon", 4975)],
-                ),
+                _paid(2, (1, 14925), (1, 4975), payments=[("alipay", 14925), ("coupon", 4975)]),
                 refund_requested(_o(2), "return", "c2a", [("goods", 9950)], T0, DUE),
             ],
         ),
@@ -79,7 +79,7 @@ def history() -> list[Step]:
             ],
         ),
         # 3: three methods, refunded a unit at a time (the paradox's correction).
-        (T0, [order_paid(_o(3), T0 - 72 * H, lines=((1, 17),), payments=three)]),
+        (T0, [_paid(3, (1, 17), payments=three)]),
         *(
             (
                 T0 + 3 * H + k * timedelta(minutes=1),
@@ -92,12 +92,7 @@ def history() -> list[Step]:
         (
             T0 + 30 * H,
             [
-                order_paid(
-                    _o(4),
-                    T0 - 72 * H,
-                    lines=((1, 9000),),
-                    payments=[("card", 6000), ("alipay", 3000)],
-                ),
+                _paid(4, (1, 9000), payments=[("card", 6000), ("alipay", 3000)]),
                 refund_requested(_o(4), "return", "c4b", [("goods", 1000)], T0 + 30 * H, DUE),
                 refund_requested(
                     _o(4),
@@ -114,12 +109,7 @@ def history() -> list[Step]:
         (
             T0 + 40 * H,
             [
-                order_paid(
-                    _o(5),
-                    T0 - 72 * H,
-                    lines=((1, 30000),),
-                    payments=[("card", 20000), ("alipay", 10000)],
-                ),
+                _paid(5, (1, 30000), payments=[("card", 20000), ("alipay", 10000)]),
                 refund_requested(
                     _o(5), "return", "c5a", [("goods", 30000)], T0 + 40 * H, T0 + 64 * H
                 ),

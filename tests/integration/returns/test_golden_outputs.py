@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from tests.golden import Step, check_recorded, in_order
 
@@ -45,6 +47,13 @@ def _o(n: int) -> str:
 
 def _r(n: int, k: int = 1) -> str:
     return f"GOLD-O{n}-R{k}"
+
+
+def _claim(n: int, reason: str, *, at: datetime, **request: Any) -> dict[str, Any]:
+    """Order `n`'s seller-fault request for `reason`, with its photo; `request` on top."""
+    return return_requested(
+        _o(n), _r(n), at=at, reason=reason, evidence=[f"https://img/{n}.jpg"], **request
+    )
 
 
 def history() -> list[Step]:
@@ -85,9 +94,7 @@ def history() -> list[Step]:
             T0,
             [
                 *delivered(_o(4), lines=[paid_line("L1", quantity=2, paid=25901)]),
-                return_requested(
-                    _o(4), _r(4), at=T0, reason="wrong_item", evidence=["https://img/4.jpg"]
-                ),
+                _claim(4, "wrong_item", at=T0),
             ],
         ),
         (T0 + H, [return_signed(_o(4), _r(4), at=T0 + H)]),
@@ -167,21 +174,9 @@ def history() -> list[Step]:
             T0 + 5 * H,
             [
                 *delivered(_o(13), paid_at=T0 - 40 * D, signed_at=T0 - 30 * D),
-                return_requested(
-                    _o(13),
-                    _r(13),
-                    at=T0 + 5 * H,
-                    reason="not_as_described",
-                    evidence=["https://img/13.jpg"],
-                ),
+                _claim(13, "not_as_described", at=T0 + 5 * H),
                 *delivered(_o(14), paid_at=T0 - 40 * D, signed_at=T0 - 30 * D),
-                return_requested(
-                    _o(14),
-                    _r(14),
-                    at=T0 + 5 * H,
-                    reason="missing_parts",
-                    evidence=["https://img/14.jpg"],
-                ),
+                _claim(14, "missing_parts", at=T0 + 5 * H),
             ],
         ),
         (
@@ -199,14 +194,7 @@ def history() -> list[Step]:
                 *delivered(_o(15)),
                 return_requested(_o(15), _r(15), at=T0 + 5 * H, kind="exchange"),
                 *delivered(_o(16)),
-                return_requested(
-                    _o(16),
-                    _r(16),
-                    at=T0 + 5 * H,
-                    kind="exchange",
-                    reason="damaged_in_transit",
-                    evidence=["https://img/16.jpg"],
-                ),
+                _claim(16, "damaged_in_transit", at=T0 + 5 * H, kind="exchange"),
                 return_shipped(_o(16), _r(16), at=T0 + 5 * H, fee=900),
             ],
         ),
@@ -250,13 +238,7 @@ def history() -> list[Step]:
             T0 + 5 * H,
             [
                 *delivered(_o(18), shipping_insurance=True, shipping_fee_paid=1000),
-                return_requested(
-                    _o(18),
-                    _r(18),
-                    at=T0 + 5 * H,
-                    reason="quality_issue",
-                    evidence=["https://img/18.jpg"],
-                ),
+                _claim(18, "quality_issue", at=T0 + 5 * H),
                 return_requested(_o(19), _r(19), at=T0 + 5 * H),
             ],
         ),

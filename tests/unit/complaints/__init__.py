@@ -8,15 +8,19 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from services.complaints.domain.budget import CompensationBudget
-from services.complaints.domain.events import DomainEvent
+from services.complaints.domain.events import CouponGranted, DomainEvent
 from services.complaints.domain.model import Complaint
 from services.complaints.domain.orders import OrderFacts, OrderLine, ShopOrder
+from services.complaints.domain.rules import CaseKey, CaseType
 from shared.policy import ComplaintsPolicy
 
 T0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai
 H = timedelta(hours=1)
 DAY = timedelta(days=1)
 POLICY = ComplaintsPolicy()
+RESOLVED = T0 + H  # when a `Case` resolves unless told
+COMPLAINT = CaseKey(CaseType.COMPLAINT, "k1")  # the case of the complaint of a `Case()`
+LATE = CaseKey(CaseType.LATE_SHIPMENT, "o1")  # the late shipment of the order of `facts()`
 
 E = TypeVar("E")
 
@@ -70,6 +74,11 @@ def one(events: Iterable[object], cls: type[E]) -> E:
     return found[0]
 
 
+def coupons(events: Iterable[object]) -> list[int]:
+    """The values of the coupons granted in `events`."""
+    return [event.value for event in only(events, CouponGranted)]
+
+
 class Case:
     """One complaint with its order and the buyer's budget, driven like the handlers do:
     every call ends with `compensate` when the complaint awaits it and the order is paid."""
@@ -108,7 +117,7 @@ class Case:
         outcome: str = "upheld",
         remedy: str = "none",
         *,
-        at: datetime = T0 + H,
+        at: datetime = RESOLVED,
         now: datetime | None = None,
     ) -> list[DomainEvent]:
         events = self.complaint.resolve(

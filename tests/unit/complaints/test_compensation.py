@@ -21,8 +21,6 @@ from services.complaints.domain.events import (
 )
 from services.complaints.domain.orders import ShopOrder
 from services.complaints.domain.rules import (
-    CaseKey,
-    CaseType,
     CouponStatus,
     EscalationReason,
     Priority,
@@ -32,16 +30,21 @@ from services.complaints.domain.rules import (
 from services.notifier.domain.refunds import told_by_its_case
 from shared.contracts.ids import refund_id
 
-from . import DAY, POLICY, T0, Case, H, facts, one, only, paid_order, policy
-
-RESOLVED = T0 + H
-COMPLAINT = CaseKey(CaseType.COMPLAINT, "k1")
-LATE = CaseKey(CaseType.LATE_SHIPMENT, "o1")
-
-
-def coupons(events) -> list[int]:
-    return [event.value for event in only(events, CouponGranted)]
-
+from . import (
+    COMPLAINT,
+    DAY,
+    LATE,
+    POLICY,
+    RESOLVED,
+    Case,
+    H,
+    coupons,
+    facts,
+    one,
+    only,
+    paid_order,
+    policy,
+)
 
 # --- by category ----------------------------------------------------------------------------
 

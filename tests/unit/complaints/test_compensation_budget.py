@@ -16,14 +16,7 @@ from services.complaints.domain.events import (
 )
 from services.complaints.domain.rules import CouponStatus, Template
 
-from . import DAY, POLICY, T0, Case, H, facts, one, only, paid_order, policy
-
-RESOLVED = T0 + H
-
-
-def coupons(events) -> list[int]:
-    return [event.value for event in only(events, CouponGranted)]
-
+from . import DAY, POLICY, RESOLVED, T0, Case, H, coupons, facts, one, paid_order, policy
 
 # --- the buyer's budget ---------------------------------------------------------------------
 
@@ -105,11 +98,20 @@ def test_several_complaints_of_one_buyer_add_up() -> None:
 
 # --- supervisor review ----------------------------------------------------------------------
 
+HELD = {"complaint_id": "k1", "value": 1000, "currency": "CNY"}  # the coupon held for review
+
+
+def held_for_review(budget: CompensationBudget | None = None) -> Case:
+    """An upheld wrong-item complaint whose coupon (1000) would take the buyer's budget (9600
+    used a day ago) over its 10000: the coupon waits for a supervisor."""
+    case = Case(budget=budget_with((9600, T0 - DAY)) if budget is None else budget)
+    case.upheld("wrong_item")
+    return case
+
 
 def test_an_approved_coupon_is_granted_and_counts() -> None:
     budget = budget_with((9600, T0 - DAY))
-    case = Case(budget=budget)
-    case.upheld("wrong_item")
+    case = held_for_review(budget)
     approved_at = RESOLVED + 3 * H
     events = case.review("approve", now=approved_at)
     granted = one(events, CouponGranted)
@@ -118,9 +120,7 @@ def test_an_approved_coupon_is_granted_and_counts() -> None:
     approved = one(events, Notify)
     assert approved.template == Template.COMPENSATION_APPROVED
     assert approved.params == {
-        "complaint_id": "k1",
-        "value": 1000,
-        "currency": "CNY",
+        **HELD,
         "expires_at": (approved_at + timedelta(days=30)).isoformat(),
     }
     assert budget.used("CNY", approved_at, POLICY) == 10600
@@ -132,18 +132,12 @@ def test_an_approved_coupon_is_granted_and_counts() -> None:
 
 
 def test_a_denied_coupon_is_not_granted_and_the_buyer_is_told() -> None:
-    case = Case(budget=budget_with((9600, T0 - DAY)))
-    case.upheld("wrong_item")
+    case = held_for_review()
     events = case.review("deny", now=RESOLVED + H)
     assert not coupons(events)
     notice = one(events, Notify)
     assert notice.template == Template.COMPENSATION_DENIED
-    assert notice.params == {
-        "complaint_id": "k1",
-        "value": 1000,
-        "currency": "CNY",
-        "window_days": 30,
-    }
+    assert notice.params == {**HELD, "window_days": 30}
     assert case.complaint.compensation is not None
     assert case.complaint.compensation.coupon_status == CouponStatus.DENIED
     assert case.review("approve", now=RESOLVED + 2 * H) == []

@@ -18,8 +18,6 @@ from services.complaints.domain.events import (
 )
 from services.complaints.domain.model import Complaint
 from services.complaints.domain.rules import (
-    CaseKey,
-    CaseType,
     ComplaintStatus,
     EscalationReason,
     Priority,
@@ -29,10 +27,9 @@ from services.complaints.domain.rules import (
 )
 from shared.catchup import CATCH_UP_GRACE
 
-from . import DAY, POLICY, T0, Case, H, one, only
+from . import COMPLAINT, DAY, POLICY, T0, Case, H, one, only
 
 FR, RES = TimerKind.FIRST_RESPONSE, TimerKind.RESOLUTION
-COMPLAINT = CaseKey(CaseType.COMPLAINT, "k1")
 
 
 def timers_set(events) -> dict[TimerKind, object]:

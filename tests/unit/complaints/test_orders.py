@@ -18,14 +18,13 @@ from services.complaints.domain.events import (
     TimerSet,
 )
 from services.complaints.domain.orders import OrderFacts, ShopOrder
-from services.complaints.domain.rules import CaseKey, CaseType, Template, TimerKind
+from services.complaints.domain.rules import Template, TimerKind
 from shared.catchup import CATCH_UP_GRACE
 
-from . import DAY, POLICY, T0, H, facts, one, only, policy
+from . import DAY, LATE, POLICY, T0, H, facts, one, only, policy
 
 PAID = T0
 SHIP_BY = PAID + 72 * H
-LATE = CaseKey(CaseType.LATE_SHIPMENT, "o1")
 TIMER = TimerKind.LATE_SHIPMENT.value
 
 

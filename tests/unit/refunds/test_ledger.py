@@ -11,18 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.refunds.domain.events import (
-    BreachKind,
-    PayoutFailed,
-    RefundIssued,
-    RefundSettled,
-    RefundSlaBreached,
-    RefusalReason,
-    RequestRefused,
-    RequestRepeated,
-    StopWaiting,
-    WaitForOrder,
-)
+from services.refunds.domain import events as decisions
 from services.refunds.domain.model import (
     ALREADY_REFUNDED,
     OrderFacts,
@@ -47,7 +36,7 @@ def paid(f: OrderFacts) -> OrderLedger:
 
 
 def issued(events: list[object]) -> IssuedRefund:
-    found = [event.refund for event in events if isinstance(event, RefundIssued)]
+    found = [event.refund for event in events if isinstance(event, decisions.RefundIssued)]
     assert len(found) == 1, events
     return found[0]
 
@@ -171,10 +160,10 @@ def test_a_repeated_request_is_not_paid_again_and_a_different_one_is_refused() -
     original = request("rt-1", [("goods", 4000)])
     issued(ledger.request(original, OVERFLOW, T0))
     resent = replace(original, requested_at=T0 + timedelta(hours=1))
-    assert ledger.request(resent, OVERFLOW, T0) == [RequestRepeated(original.refund_id)]
+    assert ledger.request(resent, OVERFLOW, T0) == [decisions.RequestRepeated(original.refund_id)]
     other = request("rt-1", [("goods", 5000)])
     assert ledger.request(other, OVERFLOW, T0) == [
-        RequestRefused(original.refund_id, RefusalReason.CONFLICTING_REQUEST)
+        decisions.RequestRefused(original.refund_id, decisions.RefusalReason.CONFLICTING_REQUEST)
     ]
     assert len(ledger.refunds) == 1
     assert ledger.goods_given == 4000
@@ -184,7 +173,9 @@ def test_a_request_in_another_currency_is_refused() -> None:
     ledger = paid(facts([("l1", 1, 10000)], 0, [("card", 10000)]))
     events = ledger.request(request("rt-1", [("goods", 100)], currency="USD"), OVERFLOW, T0)
     assert events == [
-        RequestRefused(ids.refund_id("return", "rt-1"), RefusalReason.CURRENCY_MISMATCH)
+        decisions.RequestRefused(
+            ids.refund_id("return", "rt-1"), decisions.RefusalReason.CURRENCY_MISMATCH
+        )
     ]
     assert ledger.refunds == {}
 
@@ -196,11 +187,11 @@ def test_a_request_before_order_paid_waits_and_is_issued_when_the_order_comes() 
     ledger = OrderLedger("o-1")
     asked = request("rt-1", [("goods", 10000)])
     events = ledger.request(asked, OVERFLOW, T0)
-    assert events == [WaitForOrder(asked.refund_id, T0 + timedelta(minutes=15))]
-    assert ledger.request(asked, OVERFLOW, T0) == [RequestRepeated(asked.refund_id)]
+    assert events == [decisions.WaitForOrder(asked.refund_id, T0 + timedelta(minutes=15))]
+    assert ledger.request(asked, OVERFLOW, T0) == [decisions.RequestRepeated(asked.refund_id)]
     later = T0 + timedelta(hours=2)
     events = ledger.record_paid(facts([("l1", 1, 10000)], 0, [("card", 10000)]), OVERFLOW, later)
-    assert events[0] == StopWaiting(asked.refund_id)
+    assert events[0] == decisions.StopWaiting(asked.refund_id)
     refund = issued(events)
     assert (refund.amount, refund.issued_at) == (10000, later)
     assert ledger.waiting == {}
@@ -211,8 +202,8 @@ def test_a_refund_issued_after_its_due_by_is_reported_once() -> None:
     ledger.request(request("rt-1", [("goods", 100)]), OVERFLOW, T0)
     after = DUE + timedelta(minutes=1)
     events = ledger.record_paid(facts([("l1", 1, 100)], 0, [("card", 100)]), OVERFLOW, after)
-    breaches = [e for e in events if isinstance(e, RefundSlaBreached)]
-    assert [(b.kind, b.detected_at) for b in breaches] == [(BreachKind.LATE, after)]
+    breaches = [e for e in events if isinstance(e, decisions.RefundSlaBreached)]
+    assert [(b.kind, b.detected_at) for b in breaches] == [(decisions.BreachKind.LATE, after)]
     assert ledger.record_paid(facts([("l1", 1, 100)], 0, [("card", 100)]), OVERFLOW, after) == []
 
 
@@ -224,7 +215,7 @@ def test_a_failed_part_is_reissued_once_to_the_payout_method_then_left_for_a_per
     refund = issued(ledger.request(request("rt-1", [("goods", 10000)]), OVERFLOW, T0))
     now = T0 + timedelta(days=2)
     events = ledger.fail(refund.refund_id, "card", 6000, "card_closed", now, OVERFLOW, now)
-    assert isinstance(events[0], PayoutFailed) and events[0].reissued
+    assert isinstance(events[0], decisions.PayoutFailed) and events[0].reissued
     reissue = issued(events)
     assert reissue.refund_id == ids.reissue_refund_id(refund.refund_id, "card")
     assert (reissue.case_type, reissue.case_id) == ("return", "rt-1")
@@ -234,9 +225,9 @@ def test_a_failed_part_is_reissued_once_to_the_payout_method_then_left_for_a_per
     # The same part reported again is handled already.
     assert ledger.fail(refund.refund_id, "card", 6000, "card_closed", now, OVERFLOW, now) == []
     again = ledger.fail(reissue.refund_id, "balance", 6000, "account_frozen", now, OVERFLOW, now)
-    assert [type(e) for e in again] == [PayoutFailed, RefundSlaBreached]
+    assert [type(e) for e in again] == [decisions.PayoutFailed, decisions.RefundSlaBreached]
     assert reissue.needs_person
-    assert not any(isinstance(e, RefundIssued) for e in again)
+    assert not any(isinstance(e, decisions.RefundIssued) for e in again)
     assert sum(r.amount for r in ledger.refunds.values()) == 16000  # two refunds, no third
 
 
@@ -256,7 +247,7 @@ def test_payout_results_for_unknown_refunds_or_parts_are_refused() -> None:
 def test_settlement_closes_a_refund_once() -> None:
     ledger = paid(facts([("l1", 1, 10000)], 0, [("card", 10000)]))
     refund = issued(ledger.request(request("rt-1", [("goods", 100)]), OVERFLOW, T0))
-    assert ledger.settle(refund.refund_id, DUE) == [RefundSettled(refund)]
+    assert ledger.settle(refund.refund_id, DUE) == [decisions.RefundSettled(refund)]
     assert ledger.settle(refund.refund_id, DUE + timedelta(days=1)) == []
     assert refund.settled_at == DUE and refund.settled_on_time
 
@@ -379,7 +370,7 @@ def test_ledger_properties(data: st.DataObject) -> None:
     asked = data.draw(requests(order))
     paid_after = data.draw(st.integers(0, len(asked)))
     ledger, events = _run(order, asked, paid_after)
-    refunds = [event.refund for event in events if isinstance(event, RefundIssued)]
+    refunds = [event.refund for event in events if isinstance(event, decisions.RefundIssued)]
 
     # One refund per refund_id, never a second payment.
     assert len({r.refund_id for r in refunds}) == len(refunds) == len(ledger.refunds)
@@ -416,7 +407,7 @@ def test_ledger_properties(data: st.DataObject) -> None:
         assert given == {m: c for m, c in charged.items() if c}
     # A replay yields the same ids and amounts.
     _, replayed = _run(order, asked, paid_after)
-    again = [event.refund for event in replayed if isinstance(event, RefundIssued)]
+    again = [event.refund for event in replayed if isinstance(event, decisions.RefundIssued)]
     assert [(r.refund_id, r.amount, r.payments, r.breakdown) for r in again] == [
         (r.refund_id, r.amount, r.payments, r.breakdown) for r in refunds
     ]

@@ -10,6 +10,7 @@ from datetime import UTC, timedelta, timezone
 
 from hypothesis import strategies as st
 
+from services.returns.domain import vocabulary
 from services.returns.domain.model import RETURN_REQUEST_DOCUMENT, ReturnRequest
 from services.returns.domain.order_returns import ORDER_LEDGER_DOCUMENT, OrderLedger
 from services.returns.domain.values import (
@@ -19,15 +20,6 @@ from services.returns.domain.values import (
     OrderLine,
     RefundCalculation,
     breakdown_as_pairs,
-)
-from services.returns.domain.vocabulary import (
-    Payer,
-    ReturnKind,
-    ReturnStatus,
-    Rule,
-    Sla,
-    TimerKind,
-    WaitingFor,
 )
 from shared.documents import VERSION_KEY
 from tests.unit.stored_documents import (
@@ -65,7 +57,7 @@ def test_a_stored_refund_keeps_its_breakdown_and_amount():
     assert request.refund is not None and request.return_shipping_refund is not None
     assert request.refund.breakdown == [("goods", 500)]
     assert request.return_shipping_refund.breakdown == [("return_shipping", 1200)]
-    assert request.return_shipping_payer == Payer.MERCHANT
+    assert request.return_shipping_payer == vocabulary.Payer.MERCHANT
     assert request.inspection == Inspection(True, ("opened_for_inspection",), request.inspection.at)
 
 
@@ -103,7 +95,7 @@ def calculations(draw):
         currency=draw(st.sampled_from(["CNY", "JPY", "KWD"])),
         amount=total,
         breakdown=parts,
-        return_shipping_payer=draw(st.sampled_from(list(Payer))),
+        return_shipping_payer=draw(st.sampled_from(list(vocabulary.Payer))),
         goods=draw(amounts),
         goods_units=draw(units),
         gift_units=draw(units),
@@ -163,17 +155,17 @@ requests = st.builds(
     return_id=ids,
     order_id=ids,
     customer_id=ids,
-    kind=st.sampled_from(list(ReturnKind)),
+    kind=st.sampled_from(list(vocabulary.ReturnKind)),
     reason=st.sampled_from(["no_reason", "quality_issue"]),
     lines=units,
     condition=st.lists(st.sampled_from(["trial_use", "seal_broken"]), max_size=2),
     evidence_urls=st.lists(st.text(max_size=12), max_size=2),
     requested_at=maybe_instants,
-    status=st.sampled_from(list(ReturnStatus)),
-    waiting_for=st.none() | st.sampled_from(list(WaitingFor)),
-    rule=st.none() | st.sampled_from(list(Rule)),
+    status=st.sampled_from(list(vocabulary.ReturnStatus)),
+    waiting_for=st.none() | st.sampled_from(list(vocabulary.WaitingFor)),
+    rule=st.none() | st.sampled_from(list(vocabulary.Rule)),
     decided_at=maybe_instants,
-    return_shipping_payer=st.none() | st.sampled_from(list(Payer)),
+    return_shipping_payer=st.none() | st.sampled_from(list(vocabulary.Payer)),
     carrier=st.none() | ids,
     tracking_no=st.none() | ids,
     return_shipping_fee_paid=st.none() | amounts,
@@ -189,8 +181,8 @@ requests = st.builds(
     return_shipping_refund=st.none() | calculations(),
     completed_at=maybe_instants,
     cancelled_at=maybe_instants,
-    timers=st.dictionaries(st.sampled_from(list(TimerKind)), instants, max_size=3),
-    breaches_reported=st.sets(st.sampled_from(list(Sla))),
+    timers=st.dictionaries(st.sampled_from(list(vocabulary.TimerKind)), instants, max_size=3),
+    breaches_reported=st.sets(st.sampled_from(list(vocabulary.Sla))),
 )
 
 

@@ -18,20 +18,7 @@ from services.returns.domain.events import (
 )
 from services.returns.domain.vocabulary import Payer, ReturnStatus, Rule, Sla, TimerKind, WaitingFor
 
-from . import (
-    SIGNED,
-    SOON,
-    Case,
-    H,
-    T,
-    at,
-    decided,
-    electronics_case,
-    kinds,
-    line,
-    only,
-    order,
-)
+from . import SIGNED, SOON, Case, H, T, at, decided, electronics_case, kinds, line, only, order
 
 # --- waiting for the order or the delivery ---------------------------------------------------
 

@@ -24,19 +24,7 @@ from services.returns.domain.values import Order
 from services.returns.domain.vocabulary import Payer, ReturnStatus, Rule, TimerKind
 from shared.catchup import CATCH_UP_GRACE
 
-from . import (
-    SOON,
-    Case,
-    H,
-    T,
-    decided,
-    electronics_case,
-    kinds,
-    line,
-    only,
-    order,
-    round_trip,
-)
+from . import SOON, Case, H, T, decided, electronics_case, kinds, line, only, order, round_trip
 
 # --- return freight learnt after the refund --------------------------------------------------
 # return.shipped and the return-leg parcel.signed are on different topics: after a backlog the

@@ -211,21 +211,34 @@ def test_a_gift_line_on_its_own_may_be_returned():
 # --- seller fault ----------------------------------------------------------------------------
 
 
-def test_seller_fault_without_evidence_waits_for_photos():
-    case = Case(order())
-    now = at("2026-03-05T10:00:00+08:00")
-    events = case.submit(reason="quality_issue", requested_at=now)
+@pytest.mark.parametrize(
+    ("reason", "requested_at", "outcome", "timer", "says"),
+    [
+        (
+            "quality_issue",
+            "2026-03-05T10:00:00+08:00",
+            (ReturnStatus.PENDING, Rule.EVIDENCE_MISSING, WaitingFor.EVIDENCE),
+            TimerSet(TimerKind.EVIDENCE_WAIT, at("2026-03-08T10:00:00+08:00")),
+            ("72", "photos"),
+        ),
+        (
+            "missing_parts",
+            "2026-03-20T10:00:00+08:00",
+            (ReturnStatus.REVIEW, Rule.QUALITY_WINDOW_EXPIRED, WaitingFor.REVIEW),
+            # 12 working hours from 10:00: 8 today, 4 tomorrow.
+            TimerSet(TimerKind.REVIEW_SLA, at("2026-03-21T13:00:00+08:00")),
+            ("15天", "answers by 13:00 on 21 March"),
+        ),
+    ],
+    ids=["in-the-window-waits-for-photos", "past-the-window-goes-to-review"],
+)
+def test_seller_fault_without_evidence(reason, requested_at, outcome, timer, says):
+    events = Case(order()).submit(reason=reason, requested_at=at(requested_at))
     event = decided(events)
-    assert (event.status, event.rule, event.waiting_for) == (
-        ReturnStatus.PENDING,
-        Rule.EVIDENCE_MISSING,
-        WaitingFor.EVIDENCE,
-    )
+    assert (event.status, event.rule, event.waiting_for) == outcome
     assert event.event_type == "return.pending"
-    assert only(events, TimerSet) == [
-        TimerSet(TimerKind.EVIDENCE_WAIT, at("2026-03-08T10:00:00+08:00"))
-    ]
-    assert "72" in event.message and "photos" in event.message_en
+    assert only(events, TimerSet) == [timer]
+    assert says[0] in event.message and says[1] in event.message_en
 
 
 @pytest.mark.parametrize(
@@ -243,22 +256,6 @@ def test_quality_window(requested_at, status):
         )
     )
     assert event.status == status
-
-
-def test_seller_fault_past_the_window_goes_to_review_even_without_evidence():
-    now = at("2026-03-20T10:00:00+08:00")
-    events = Case(order()).submit(reason="missing_parts", requested_at=now)
-    event = decided(events)
-    assert (event.status, event.rule, event.waiting_for) == (
-        ReturnStatus.REVIEW,
-        Rule.QUALITY_WINDOW_EXPIRED,
-        WaitingFor.REVIEW,
-    )
-    assert event.event_type == "return.pending"
-    # 12 working hours from 10:00: 8 today, 4 tomorrow.
-    assert only(events, TimerSet) == [
-        TimerSet(TimerKind.REVIEW_SLA, at("2026-03-21T13:00:00+08:00"))
-    ]
 
 
 def test_seller_fault_is_not_bound_by_the_no_reason_window():
