@@ -2,10 +2,11 @@
 
 With `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) set, each service's
 broker gets FastStream's `KafkaTelemetryMiddleware`: a span per consumed batch (linked to the
-producers' spans found in the records' headers) and per published event (its W3C
-`traceparent` goes out in the Kafka headers), exported over OTLP/HTTP (protobuf) by a batch
-processor, with the resource attribute `service.name=aftersales-<service>`. The standard
-`OTEL_*` variables apply (headers, timeout, sampler, extra resource attributes).
+producers' spans found in the records' headers); the outbox relay makes a span per published
+event (`Tracing.trace_headers`: its W3C `traceparent` goes out in the Kafka headers); all
+exported over OTLP/HTTP (protobuf) by a batch processor, with the resource attribute
+`service.name=aftersales-<service>`. The standard `OTEL_*` variables apply (headers, timeout,
+sampler, extra resource attributes).
 
 Without an endpoint nothing is set up and nothing of OpenTelemetry is imported: no overhead.
 The packages are the `otel` extra, which every service image installs.
@@ -18,8 +19,10 @@ import contextlib
 import logging
 import os
 import threading
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -45,6 +48,37 @@ class Tracing:
 
     provider: TracerProvider
     middleware: Any  # faststream.kafka.opentelemetry.KafkaTelemetryMiddleware
+
+    @cached_property
+    def _publishing(self) -> tuple[Any, Any]:
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+        return self.provider.get_tracer("aftersales.relay"), TraceContextTextMapPropagator()
+
+    def trace_headers(self, topic: str, key: bytes | None) -> list[tuple[str, bytes]]:
+        """The trace headers of one event the outbox relay publishes: a PRODUCER span
+        "<topic> publish", as FastStream's publish names it, and its W3C `traceparent` for the
+        consumer's span to link to. The relay sends through a producer of its own, so it
+        makes the span FastStream's middleware would have made."""
+        from opentelemetry import trace
+
+        tracer, propagator = self._publishing
+        attributes: dict[str, str] = {
+            "messaging.system": "kafka",
+            "messaging.destination.name": topic,
+            "messaging.operation": "publish",
+        }
+        if key is not None:
+            attributes["messaging.kafka.message.key"] = key.decode(errors="replace")
+        span = tracer.start_span(
+            f"{topic} publish", kind=trace.SpanKind.PRODUCER, attributes=attributes
+        )
+        # FastStream's consumer links a batch to the spans of records with a correlation id
+        # (one link per id), as its own publish sends them.
+        carrier: dict[str, str] = {"correlation_id": uuid.uuid4().hex}
+        propagator.inject(carrier, context=trace.set_span_in_context(span))
+        span.end()  # handed to the producer; its acknowledgement is the relay's to await
+        return [(name, value.encode()) for name, value in carrier.items()]
 
     async def close(self, timeout: float = 5.0) -> None:
         """Export the spans still buffered and stop the exporter, waiting at most `timeout`

@@ -80,16 +80,26 @@ class RecordBatches(Generic[T]):
             partition = self._hashes[topic, key] = partition_for(key, partitions)
         return partition
 
-    async def add(self, topic: str, key: bytes, value: bytes, tag: T) -> list[Sent[T]]:
+    async def add(
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes,
+        tag: T,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> list[Sent[T]]:
         """Add a record to its partition's open batch; returns the batch handed over to make
-        room for it (a full one), if any. Nothing is added to a stopped partition."""
+        room for it (a full one), if any. Nothing is added to a stopped partition. `headers`:
+        this record's, instead of the batches' own."""
         where = (topic, await self.partition(topic, key))
         sent: list[Sent[T]] = []
         if where in self._stopped:
             return sent
+        if headers is None:
+            headers = self._headers
         current = self._open.get(where)
         if current is not None:
-            added = current[0].append(timestamp=None, key=key, value=value, headers=self._headers)
+            added = current[0].append(timestamp=None, key=key, value=value, headers=headers)
             if added is not None:
                 current[1].append(tag)
                 return sent
@@ -98,7 +108,7 @@ class RecordBatches(Generic[T]):
                 return sent
         builder = self._producer.create_batch()
         # The first record of a batch always fits, whatever its size.
-        builder.append(timestamp=None, key=key, value=value, headers=self._headers)
+        builder.append(timestamp=None, key=key, value=value, headers=headers)
         self._open[where] = (builder, [tag])
         return sent
 

@@ -51,6 +51,9 @@ Publish = Callable[[str, bytes | None, bytes], Awaitable[Awaitable[object]]]
 # The producer the relay may send record batches through (None: it sends with `publish`).
 BatchProducer = Callable[[], "AIOKafkaProducer | None"]
 
+# A record's headers with tracing on (the content type and its span's trace context).
+RecordHeaders = Callable[[str, bytes | None], list[tuple[str, bytes]]]
+
 # Replaces the producer after the broker refused records: an idempotent producer has spent
 # their sequence numbers, and its next batch to that partition would be refused as out of order.
 RenewProducer = Callable[[], Awaitable[None]]
@@ -148,6 +151,7 @@ class OutboxRelay:
         poll_interval: float = 0.5,
         producer: BatchProducer | None = None,
         renew_producer: RenewProducer | None = None,
+        record_headers: RecordHeaders | None = None,
     ) -> None:
         self.service = service
         self._sessions = sessions
@@ -155,6 +159,7 @@ class OutboxRelay:
         self._publish = publish
         self._producer = producer
         self._renew_producer = renew_producer
+        self._record_headers = record_headers
         self._clock = clock
         self._batch_size = batch_size
         self._poll_interval = poll_interval
@@ -289,7 +294,14 @@ class OutboxRelay:
                 key = _key_bytes(row)
                 if batches is not None and key is not None:
                     if len(key) + len(row.payload) <= BATCHED_UP_TO:
-                        sent += await batches.add(row.topic, key, row.payload, row)
+                        headers = self._record_headers
+                        sent += await batches.add(
+                            row.topic,
+                            key,
+                            row.payload,
+                            row,
+                            headers(row.topic, key) if headers is not None else None,
+                        )
                         continue
                     # Its key's earlier rows first, acknowledged; none after a refused batch.
                     sent += await batches.flush(row.topic, key)

@@ -234,6 +234,7 @@ class ServiceRuntime:
             poll_interval=relay_poll_interval,
             producer=self.kafka_producer,
             renew_producer=self.renew_relay_producer,
+            record_headers=self._traced_headers if self.tracing is not None else None,
         )
         self.processor = definition.processor(
             self.sessions,
@@ -323,10 +324,11 @@ class ServiceRuntime:
     async def _publish(self, topic: str, key: bytes | None, payload: bytes) -> Any:
         # The outbox relay sends through an aiokafka producer of its own: FastStream's publish
         # (its middlewares, a correlation id, a command object) cost as much CPU as the send.
-        # With tracing on, FastStream's publish makes the span and trace headers.
+        # With tracing on, the relay makes each event's span and trace headers itself.
         producer = self._relay_producer
         if producer is not None:
-            return await producer.send(topic, payload, key=key, headers=RELAY_HEADERS)
+            headers = RELAY_HEADERS if self.tracing is None else self._traced_headers(topic, key)
+            return await producer.send(topic, payload, key=key, headers=headers)
         return await self.broker.publish(
             payload,
             topic,
@@ -336,9 +338,13 @@ class ServiceRuntime:
         )
 
     def kafka_producer(self) -> AIOKafkaProducer | None:
-        """The relay's own aiokafka producer while the service runs; None before start and with
-        tracing on (then the relay publishes through FastStream)."""
+        """The relay's own aiokafka producer while the service runs; None before start (then
+        the relay publishes through the broker)."""
         return self._relay_producer
+
+    def _traced_headers(self, topic: str, key: bytes | None) -> list[tuple[str, bytes]]:
+        assert self.tracing is not None
+        return [*RELAY_HEADERS, *self.tracing.trace_headers(topic, key)]
 
     def _new_relay_producer(self) -> AIOKafkaProducer:
         # Configured as the broker's producer is: idempotent, every replica acknowledges.
@@ -352,9 +358,9 @@ class ServiceRuntime:
         )
 
     async def start_relay_producer(self) -> None:
-        """Start the relay's own producer (not with tracing on); `start` does it after the
-        broker. Before, the relay publishes through the broker (once it is connected)."""
-        if self.tracing is None and self._relay_producer is None:
+        """Start the relay's own producer; `start` does it after the broker. Before, the
+        relay publishes through the broker (once it is connected)."""
+        if self._relay_producer is None:
             producer = self._new_relay_producer()
             await producer.start()
             self._relay_producer = producer

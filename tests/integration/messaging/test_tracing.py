@@ -79,6 +79,9 @@ async def test_a_processed_batch_and_its_outputs_are_traced(
         await eventually(applied, what="both events applied")
         await eventually(spans, what="process and publish spans")
         record = (await outputs.getmany(timeout_ms=5000)).popitem()[1][0]
+        # The relay's own producer, as without tracing: one path, the same order per key, a
+        # producer it can renew.
+        assert runtime.kafka_producer() is not None
     finally:
         await runtime.stop()
         await asyncio.gather(producer.stop(), outputs.stop())
@@ -102,6 +105,12 @@ async def test_a_processed_batch_and_its_outputs_are_traced(
     assert {s.name for s in published} == {f"{kit.harness.output_topic} publish"}
     assert dict(record.headers)["traceparent"].decode().split("-")[1] in {
         f"{s.context.trace_id:032x}" for s in published if s.context is not None
+    }
+    assert dict(record.headers)["content-type"] == b"application/cloudevents+json"
+    assert len(dict(record.headers)["correlation_id"]) == 32  # the next batch's span links by it
+    assert all(s.attributes and s.attributes["messaging.system"] == "kafka" for s in published)
+    assert {s.attributes["messaging.kafka.message.key"] for s in published if s.attributes} == {
+        "o-tr"
     }
     assert json.loads(record.value)["type"] == "notification.requested"
 
