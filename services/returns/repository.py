@@ -30,7 +30,7 @@ from services.returns.domain.model import ReturnRequest
 from services.returns.domain.order_returns import OrderLedger
 from services.returns.domain.values import Order
 from shared.contracts import CloudEvent
-from shared.messaging.batchcache import HeldRows, batch_cache, loaded
+from shared.messaging.batchcache import HeldRows, batch_cache, held_or_read, loaded
 from shared.messaging.batchcases import HeldCase, loaded_in_order
 from shared.upserts import JsonRowsWrite, document_upsert, json_upsert
 
@@ -106,10 +106,8 @@ class ReturnsRepository:
 
     async def order(self, order_id: str) -> Order | None:
         cache = await self._cache()
-        if cache is not None and order_id in cache.orders:
-            return cache.orders[order_id]
-        state = await self._session.scalar(_ORDER, {"b_id": order_id})
-        return None if state is None else Order.from_dict(state)
+        held = None if cache is None else cache.orders
+        return await held_or_read(self._session, held, order_id, _ORDER, Order.from_dict)
 
     async def save_order(self, order: Order, now: datetime) -> None:
         if (cache := await self._cache()) is not None:
@@ -122,9 +120,8 @@ class ReturnsRepository:
 
     async def outbound_signature(self, order_id: str) -> datetime | None:
         cache = await self._cache()
-        if cache is not None and order_id in cache.signatures:
-            return cache.signatures[order_id]
-        return await self._session.scalar(_OUTBOUND_SIGNATURE, {"b_id": order_id})
+        held = None if cache is None else cache.signatures
+        return await held_or_read(self._session, held, order_id, _OUTBOUND_SIGNATURE)
 
     async def record_outbound_signature(self, order_id: str, signed_at: datetime) -> None:
         """The first signature counts; a later one (a redelivery, a re-sign) changes nothing."""
