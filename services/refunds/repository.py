@@ -28,30 +28,16 @@ from services.refunds.domain.refund import IssuedRefund
 from shared.contracts import CloudEvent, RefundRequested
 from shared.db import pending_writes
 from shared.messaging.batchcache import batch_cache, held_or_read
+from shared.projection import as_row
 from shared.upserts import JsonRowsWrite, document_upsert, json_upsert, upsert
 
 _CACHE = "refunds.batch_cache"
+_REFUND_COLUMNS = tuple(tables.refunds.c.keys())
 
 
 def _refund_row(refund: IssuedRefund) -> dict[str, Any]:
-    return {
-        "refund_id": refund.refund_id,
-        "order_id": refund.order_id,
-        "case_type": refund.case_type,
-        "case_id": refund.case_id,
-        "currency": refund.currency,
-        "requested": refund.requested,
-        "amount": refund.amount,
-        "cut": refund.cut,
-        "overflow": refund.overflow,
-        "due_by": refund.due_by,
-        "issued_at": refund.issued_at,
-        "settled_at": refund.settled_at,
-        "failed": bool(refund.failures),
-        "needs_person": refund.needs_person,
-        "reissue_of": refund.reissue_of,
-        "requested_by": refund.requested_by,
-    }
+    """Its same-named fields, and whether a payout of it failed."""
+    return as_row(refund, _REFUND_COLUMNS, failed=bool(refund.failures))
 
 
 def _ledger_row(ledger: OrderLedger, now: datetime) -> dict[str, Any]:
