@@ -1,8 +1,10 @@
 """A view of another object: a dataclass (a service's own view of an input) or a pydantic model
-(an output event's data, from a domain event), filled from the same-named attributes."""
+(an output event's data, from a domain event), filled from the same-named attributes; a
+dataclass filled from a stored row's same-named columns, or a row from an object's attributes."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import fields
 from functools import cache
 from typing import TYPE_CHECKING, Any, TypeVar, overload
@@ -37,3 +39,16 @@ def projected(
     keeping a default). What `cls` does not name (a buyer's contact) is never copied."""
     copied = {name: getattr(source, name) for name in _filled(cls) if name not in given}
     return cls(**copied, **given)
+
+
+def from_row(cls: type[D], row: Mapping[str, Any], **given: Any) -> D:
+    """A `cls` from the columns of `row` (a `RowMapping`) that it has fields for, and `given`.
+    A field with no column keeps its default; the row's other columns are not read."""
+    copied = {name: row[name] for name in _filled(cls) if name not in given and name in row}
+    return cls(**copied, **given)
+
+
+def as_row(source: object, columns: Iterable[str], **given: Any) -> dict[str, Any]:
+    """A row of `columns`: `given`, and for every other column the same-named attribute of
+    `source` (which must have it)."""
+    return {name: given[name] if name in given else getattr(source, name) for name in columns}

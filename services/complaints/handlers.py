@@ -118,8 +118,7 @@ class ComplaintsHandlers(RepositoryHandlers[ComplaintsRepository]):
     # --- orders -----------------------------------------------------------------------------
 
     async def order_paid(self, event: CloudEvent, ctx: HandlerContext) -> None:
-        data = event.data
-        assert isinstance(data, OrderPaid)
+        data = event.data_as(OrderPaid)
         repo = self.repository(ctx)
         order = await self._order(repo, data.order_id)
         events = order.record_paid(facts_from_event(data), self.rules, ctx.now)
@@ -130,16 +129,14 @@ class ComplaintsHandlers(RepositoryHandlers[ComplaintsRepository]):
                 await self._finish(_Case(repo, complaint, order.order_id, order), ctx, [])
 
     async def order_shipped(self, event: CloudEvent, ctx: HandlerContext) -> None:
-        data = event.data
-        assert isinstance(data, OrderShipped)
+        data = event.data_as(OrderShipped)
         repo = self.repository(ctx)
         order = await self._order(repo, data.order_id)
         events = order.record_shipped(data.shipped_at, self.rules, ctx.now)
         await self._store_order(repo, ctx, order, events)
 
     async def order_cancelled(self, event: CloudEvent, ctx: HandlerContext) -> None:
-        data = event.data
-        assert isinstance(data, OrderCancelled)
+        data = event.data_as(OrderCancelled)
         repo = self.repository(ctx)
         order = await self._order(repo, data.order_id)
         events = order.record_cancelled(data.cancelled_at, self.rules, ctx.now)
@@ -157,8 +154,7 @@ class ComplaintsHandlers(RepositoryHandlers[ComplaintsRepository]):
     # --- complaints -------------------------------------------------------------------------
 
     async def complaint_opened(self, event: CloudEvent, ctx: HandlerContext) -> None:
-        data = event.data
-        assert isinstance(data, ComplaintOpened)
+        data = event.data_as(ComplaintOpened)
         case = await self._case(ctx, data.complaint_id, data.order_id)
         events = case.complaint.open(
             customer_id=data.customer_id,
@@ -170,15 +166,13 @@ class ComplaintsHandlers(RepositoryHandlers[ComplaintsRepository]):
         await self._finish(case, ctx, events)
 
     async def complaint_responded(self, event: CloudEvent, ctx: HandlerContext) -> None:
-        data = event.data
-        assert isinstance(data, ComplaintResponded)
+        data = event.data_as(ComplaintResponded)
         case = await self._case(ctx, data.complaint_id, data.order_id)
         events = case.complaint.respond(data.agent_id, data.responded_at, ctx.now)
         await self._finish(case, ctx, events)
 
     async def complaint_resolved(self, event: CloudEvent, ctx: HandlerContext) -> None:
-        data = event.data
-        assert isinstance(data, ComplaintResolved)
+        data = event.data_as(ComplaintResolved)
         case = await self._case(ctx, data.complaint_id, data.order_id)
         events = case.complaint.resolve(
             outcome=data.outcome,
@@ -191,8 +185,7 @@ class ComplaintsHandlers(RepositoryHandlers[ComplaintsRepository]):
         await self._finish(case, ctx, events)
 
     async def compensation_reviewed(self, event: CloudEvent, ctx: HandlerContext) -> None:
-        data = event.data
-        assert isinstance(data, CompensationReviewed)
+        data = event.data_as(CompensationReviewed)
         repo = self.repository(ctx)
         complaint = await repo.complaint(data.complaint_id)
         if complaint is None or not complaint.customer_id:
@@ -207,8 +200,7 @@ class ComplaintsHandlers(RepositoryHandlers[ComplaintsRepository]):
         await self._finish(case, ctx, events)
 
     async def satisfaction_low(self, event: CloudEvent, ctx: HandlerContext) -> None:
-        data = event.data
-        assert isinstance(data, FollowupEvent)
+        data = event.data_as(FollowupEvent)
         assert data.score is not None  # required for satisfaction.low by the contract
         repo = self.repository(ctx)
         score = LowScore(callback_id=data.callback_id, score=data.score)
@@ -231,8 +223,7 @@ class ComplaintsHandlers(RepositoryHandlers[ComplaintsRepository]):
         """The ledger issued a complaint's refund: the buyer's one notice of the compensation,
         with the amount issued. Other cases' refunds, and re-issues of a failed part (ids of
         their own), are not this service's to tell."""
-        data = event.data
-        assert isinstance(data, RefundIssued)
+        data = event.data_as(RefundIssued)
         case = data.case
         if case.type != CaseType.COMPLAINT.value or data.refund_id != ids.refund_id(
             case.type, case.id

@@ -29,8 +29,7 @@ class MemoryComplaintsRepository(ComplaintsRepository):
         self._parked = uow.rows()  # complaint id -> ((received_at, callback id, score), ...)
 
     async def order(self, order_id: str) -> ShopOrder | None:
-        document = self._orders.document(order_id)
-        return None if document is None else ShopOrder.from_dict(document)
+        return self._orders.aggregate(order_id, ShopOrder.from_dict)
 
     async def order_stored(self, order_id: str) -> bool:
         return self._orders.document(order_id) is not None
@@ -39,14 +38,13 @@ class MemoryComplaintsRepository(ComplaintsRepository):
         self._orders.put_document(order.order_id, order.to_dict())
 
     async def complaint(self, complaint_id: str) -> Complaint | None:
-        document = self._complaints.document(complaint_id)
-        return None if document is None else Complaint.from_dict(document)
+        return self._complaints.case(complaint_id, Complaint.from_dict)
 
     async def order_of_complaint(self, complaint_id: str) -> str | None:
         return self._complaints.order_of(complaint_id)
 
     async def complaints_of_order(self, order_id: str) -> list[Complaint]:
-        return [Complaint.from_dict(d) for d in self._complaints.documents_of(order_id)]
+        return self._complaints.cases_of(order_id, Complaint.from_dict)
 
     async def save_complaint(self, complaint: Complaint, now: datetime) -> None:
         complaint_id, order_id = complaint.complaint_id, complaint.order_id
@@ -54,10 +52,8 @@ class MemoryComplaintsRepository(ComplaintsRepository):
 
     async def locked_budget(self, customer_id: str, lock: Lock) -> CompensationBudget:
         await lock([customer_id])
-        document = self._budgets.document(customer_id)
-        if document is None:
-            return CompensationBudget(customer_id=customer_id)
-        return CompensationBudget.from_dict(document)
+        budget = self._budgets.aggregate(customer_id, CompensationBudget.from_dict)
+        return CompensationBudget(customer_id=customer_id) if budget is None else budget
 
     async def save_budget(self, budget: CompensationBudget, now: datetime) -> None:
         self._budgets.put_document(budget.customer_id, budget.to_dict())

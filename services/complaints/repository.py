@@ -43,7 +43,7 @@ from services.complaints.locks import COMPLAINT_LOCK_PREFIX, lock_keys
 from shared.contracts import CloudEvent, CompensationReviewed, ComplaintOpened, ComplaintResolved
 from shared.db import pending_writes
 from shared.messaging.batchcache import HeldRows, batch_cache, loaded
-from shared.messaging.batchcases import HeldCase, loaded_in_order
+from shared.messaging.batchcases import HeldCase, HeldCases, case_or_read, cases_or_read
 from shared.upserts import document_upsert
 
 _CACHE = "complaints.batch_cache"
@@ -102,8 +102,7 @@ class _BatchCache:
     events: list[CloudEvent]
     # Orders whose lock the batch holds: every complaint of these is in `complaints`.
     orders: dict[str, ShopOrder | str | None] = field(default_factory=dict)
-    complaints: dict[str, _Stored | None] = field(default_factory=dict)
-    complaints_of: dict[str, set[str]] = field(default_factory=dict)
+    complaints: HeldCases[_Stored] = field(default_factory=lambda: HeldCases({}, set()))
     # complaint id -> its order, for complaints read but of an order outside the batch
     order_of: dict[str, str] = field(default_factory=dict)
     # complaint id -> its parked scores (received_at, callback_id, score), for the locked ones
@@ -117,10 +116,6 @@ class _BatchCache:
     # parked scores written at commit: complaints whose stored rows go, rows that come after
     unparked: set[str] = field(default_factory=set)
     new_parked: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
-
-    def put_complaint(self, complaint_id: str, stored: _Stored) -> None:
-        self.complaints[complaint_id] = stored
-        self.complaints_of.setdefault(stored.order_id, set()).add(complaint_id)
 
     def take_parked(self, session: AsyncSession, complaint_id: str) -> None:
         pending_writes(session, _PARKED, lambda: self)
@@ -145,7 +140,7 @@ class _BatchCache:
             if isinstance(data, CompensationReviewed) or (
                 isinstance(data, ComplaintResolved) and data.outcome == Outcome.UPHELD.value
             ):
-                stored = self.complaints.get(data.complaint_id)
+                stored = self.complaints.by_id.get(data.complaint_id)
                 buyer = opened.get(data.complaint_id) or (stored and stored.buyer)
                 if buyer:
                     buyers.add(buyer)
@@ -205,18 +200,15 @@ class ComplaintsRepository:
 
     async def complaint(self, complaint_id: str) -> Complaint | None:
         cache = await self._cache()
-        if cache is not None and complaint_id in cache.complaints:
-            stored = cache.complaints[complaint_id]
-            return None if stored is None else stored.load()
-        state = await self._session.scalar(_COMPLAINT, {"b_id": complaint_id})
-        return None if state is None else Complaint.from_dict(state)
+        held = None if cache is None else cache.complaints.by_id
+        return await case_or_read(self._session, held, complaint_id, _COMPLAINT, Complaint)
 
     async def order_of_complaint(self, complaint_id: str) -> str | None:
         """A complaint's order id (it never changes), readable before taking the order's lock."""
         cache = await self._cache()
         if cache is not None:
-            if complaint_id in cache.complaints:
-                stored = cache.complaints[complaint_id]
+            if complaint_id in cache.complaints.by_id:
+                stored = cache.complaints.by_id[complaint_id]
                 return None if stored is None else stored.order_id
             if complaint_id in cache.order_of:
                 return cache.order_of[complaint_id]
@@ -224,24 +216,24 @@ class ComplaintsRepository:
 
     async def complaints_of_order(self, order_id: str) -> list[Complaint]:
         cache = await self._cache()
-        if cache is not None and order_id in cache.orders:
-            return loaded_in_order(cache.complaints, cache.complaints_of.get(order_id, ()))
-        rows = await self._session.scalars(_COMPLAINTS_OF_ORDER, {"b_id": order_id})
-        return [Complaint.from_dict(state) for state in rows]
+        held = None if cache is None else cache.complaints
+        return await cases_or_read(self._session, held, order_id, _COMPLAINTS_OF_ORDER, Complaint)
 
     async def save_complaint(self, complaint: Complaint, now: datetime) -> None:
         complaint_id = complaint.complaint_id
         cache = await self._cache()
         if cache is not None and complaint.order_id in cache.orders:
             # Its order is held, so every complaint of it is known: one not among them is new.
-            before = cache.complaints.get(complaint_id)
+            before = cache.complaints.by_id.get(complaint_id)
             created = now if before is None else before.created_at  # kept on update, as the row
-            cache.put_complaint(complaint_id, _Stored(created, complaint.order_id, complaint, None))
+            cache.complaints.put(
+                complaint_id, _Stored(created, complaint.order_id, complaint, None)
+            )
             row = partial(_complaint_row, complaint, now)
             cache.held.hold(self._session, _SAVE_COMPLAINT, complaint_id, row)
             return
         if cache is not None:  # no copy of it from now on: written now, read as written
-            cache.complaints.pop(complaint_id, None)
+            cache.complaints.by_id.pop(complaint_id, None)
             cache.order_of[complaint_id] = complaint.order_id
         await self._session.execute(_SAVE_COMPLAINT, _complaint_row(complaint, now))
 
@@ -373,7 +365,7 @@ async def _prefetch(session: AsyncSession, events: list[CloudEvent]) -> _BatchCa
     cache = _BatchCache(
         events,
         orders=dict.fromkeys(order_ids),
-        complaints=dict.fromkeys(complaint_ids),
+        complaints=HeldCases(dict.fromkeys(complaint_ids), complete=set(order_ids)),
         parked={complaint_id: [] for complaint_id in complaint_ids},
     )
     given = {"ids": sorted(order_ids), "cids": sorted(complaint_ids)}
@@ -386,9 +378,9 @@ async def _prefetch(session: AsyncSession, events: list[CloudEvent]) -> _BatchCa
         for complaint_id, order_id, customer_id, text, created_at in rows:
             if order_id in cache.orders:
                 stored = _Stored(created_at, order_id, text, customer_id)
-                cache.put_complaint(complaint_id, stored)
+                cache.complaints.put(complaint_id, stored)
             else:  # named, but of an order the batch does not hold: read when needed
-                cache.complaints.pop(complaint_id, None)
+                cache.complaints.by_id.pop(complaint_id, None)
                 cache.order_of[complaint_id] = order_id
     if complaint_ids:
         for complaint_id, received_at, callback_id, score in await session.execute(

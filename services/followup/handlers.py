@@ -93,8 +93,7 @@ class FollowupHandlers(RepositoryHandlers[FollowupRepository]):
     # --- the order -> shop projection -------------------------------------------------------
 
     async def order_paid(self, event: CloudEvent, ctx: HandlerContext) -> None:
-        data = event.data
-        assert isinstance(data, OrderPaid)
+        data = event.data_as(OrderPaid)
         # Only what the report needs: never the buyer's personal data (SPEC 7).
         await self.repository(ctx).record_order(
             data.order_id, data.shop_id, data.customer_id, data.paid_at
@@ -103,8 +102,7 @@ class FollowupHandlers(RepositoryHandlers[FollowupRepository]):
     # --- cases that close -------------------------------------------------------------------
 
     async def refund_issued(self, event: CloudEvent, ctx: HandlerContext) -> None:
-        data = event.data
-        assert isinstance(data, RefundIssued)
+        data = event.data_as(RefundIssued)
         if data.case.type != CaseType.RETURN:
             # A complaint closes with complaint.resolved; a late-shipment penalty is not a case
             # the buyer opened: neither gets a callback from its refund.
@@ -112,22 +110,19 @@ class FollowupHandlers(RepositoryHandlers[FollowupRepository]):
         await self._close_return(ctx, event, data, data.case.id, data.issued_at)
 
     async def reshipment_requested(self, event: CloudEvent, ctx: HandlerContext) -> None:
-        data = event.data
-        assert isinstance(data, ReshipmentRequested)
+        data = event.data_as(ReshipmentRequested)
         if data.case.type != CaseType.RETURN:
             return  # a complaint's reshipment: the complaint closes with complaint.resolved
         await self._close_return(ctx, event, data, data.case.id, data.requested_at)
 
     async def return_completed(self, event: CloudEvent, ctx: HandlerContext) -> None:
-        data = event.data
-        assert isinstance(data, ReturnDecision)
+        data = event.data_as(ReturnDecision)
         if data.rule in NO_CALLBACK_RETURN_RULES:
             return  # a cancelled return: the buyer gave up, there is no service to rate
         await self._close_return(ctx, event, data, data.return_id, data.decided_at)
 
     async def complaint_opened(self, event: CloudEvent, ctx: HandlerContext) -> None:
-        data = event.data
-        assert isinstance(data, ComplaintOpened)
+        data = event.data_as(ComplaintOpened)
         repo = self.repository(ctx)
         await repo.record_complaint_opened(
             data.complaint_id, data.order_id, data.customer_id, data.opened_at, ctx.now
@@ -144,8 +139,7 @@ class FollowupHandlers(RepositoryHandlers[FollowupRepository]):
             )
 
     async def complaint_resolved(self, event: CloudEvent, ctx: HandlerContext) -> None:
-        data = event.data
-        assert isinstance(data, ComplaintResolved)
+        data = event.data_as(ComplaintResolved)
         repo = self.repository(ctx)
         resolution = {
             "outcome": data.outcome,
@@ -248,8 +242,7 @@ class FollowupHandlers(RepositoryHandlers[FollowupRepository]):
     # --- the buyer's answer -----------------------------------------------------------------
 
     async def survey_answered(self, event: CloudEvent, ctx: HandlerContext) -> None:
-        data = event.data
-        assert isinstance(data, SurveyAnswered)
+        data = event.data_as(SurveyAnswered)
         repo = self.repository(ctx)
         callback = await repo.callback(data.callback_id)
         if callback is None:

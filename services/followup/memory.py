@@ -71,8 +71,7 @@ class MemoryFollowupRepository(FollowupRepository):
         return (str(key.type), key.id) in self._cases
 
     async def callback(self, callback_id: str) -> Callback | None:
-        document = self._callbacks.document(callback_id)
-        return None if document is None else Callback.from_dict(document)
+        return self._callbacks.aggregate(callback_id, Callback.from_dict)
 
     async def scheduled_callbacks(self, customer_id: str) -> list[Callback]:
         found = [

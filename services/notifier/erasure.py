@@ -151,8 +151,7 @@ async def erased_since(session: AsyncSession, customer_id: str, paid_at: datetim
 
 async def erasure_requested(event: CloudEvent, ctx: HandlerContext) -> None:
     """`customer.erasure_requested` from the platform's `customers` topic."""
-    data = event.data
-    assert isinstance(data, CustomerErasureRequested)
+    data = event.data_as(CustomerErasureRequested)
     erased = await erase_in(ctx, data.customer_id, data.requested_at)
     log.info(
         "buyer's contact data erased",

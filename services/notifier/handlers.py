@@ -95,8 +95,7 @@ class NotifierHandlers:
     # --- the contact directory --------------------------------------------------------------
 
     async def order_paid(self, event: CloudEvent, ctx: HandlerContext) -> None:
-        data = event.data
-        assert isinstance(data, OrderPaid)
+        data = event.data_as(OrderPaid)
         if await erased_since(ctx.session, data.customer_id, data.paid_at):
             log.info(
                 "contact of an order paid before the buyer's erasure ignored",
@@ -120,8 +119,7 @@ class NotifierHandlers:
     # --- accepting notifications ------------------------------------------------------------
 
     async def notification_requested(self, event: CloudEvent, ctx: HandlerContext) -> None:
-        data = event.data
-        assert isinstance(data, NotificationRequested)
+        data = event.data_as(NotificationRequested)
         await self._accept(
             ctx,
             event,
@@ -135,8 +133,7 @@ class NotifierHandlers:
         )
 
     async def return_decision(self, event: CloudEvent, ctx: HandlerContext) -> None:
-        data = event.data
-        assert isinstance(data, ReturnDecision)
+        data = event.data_as(ReturnDecision)
         params: dict[str, str | int] = {
             "return_id": data.return_id,
             "order_id": data.order_id,
@@ -165,8 +162,7 @@ class NotifierHandlers:
         )
 
     async def refund_issued(self, event: CloudEvent, ctx: HandlerContext) -> None:
-        data = event.data
-        assert isinstance(data, RefundIssued)
+        data = event.data_as(RefundIssued)
         cut = any(item.kind == "already_refunded" for item in data.breakdown)
         # A refund of 0 is told only when the order-level cap cut it (the case expected more);
         # one that owed nothing was told so by its case (e.g. return.completed).

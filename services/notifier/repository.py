@@ -14,6 +14,7 @@ from sqlalchemy.sql.dml import ReturningInsert
 
 from services.notifier import tables
 from services.notifier.domain.delivery import SCHEDULED, SENT, Delivery
+from shared.projection import from_row
 
 # The aggregate's fields the service writes back (`save`); the rest never change.
 _MUTABLE = (
@@ -34,30 +35,8 @@ _MUTABLE = (
 
 
 def _delivery(row: Any) -> Delivery:
-    return Delivery(
-        delivery_id=row["delivery_id"],
-        source_event_id=row["source_event_id"],
-        customer_id=row["customer_id"],
-        order_id=row["order_id"],
-        case_type=row["case_type"],
-        case_id=row["case_id"],
-        template=row["template"],
-        params=dict(row["params"]),
-        urgent=row["urgent"],
-        deadline=row["deadline"],
-        status=row["status"],
-        attempts=row["attempts"],
-        refused_channels=tuple(row["refused_channels"]),
-        timer_seq=row["timer_seq"],
-        slot_day=row["slot_day"],
-        next_attempt_at=row["next_attempt_at"],
-        defer_reason=row["defer_reason"],
-        channel=row["channel"],
-        recipient=row["recipient"],
-        language=row["language"],
-        last_error=row["last_error"],
-        sent_at=row["sent_at"],
-        failed_at=row["failed_at"],
+    return from_row(
+        Delivery, row, params=dict(row["params"]), refused_channels=tuple(row["refused_channels"])
     )
 
 

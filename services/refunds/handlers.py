@@ -111,15 +111,13 @@ class RefundsHandlers(RepositoryHandlers[RefundsRepository]):
         return {ORDER_WAIT: self.order_wait}
 
     async def order_paid(self, event: CloudEvent, ctx: HandlerContext) -> None:
-        data = event.data
-        assert isinstance(data, OrderPaid)
+        data = event.data_as(OrderPaid)
         repo, ledger = await self._load(ctx, data.order_id)
         events = ledger.record_paid(facts_from_event(data), self.overflow_method, ctx.now)
         await self._finish(ctx, repo, ledger, events)
 
     async def refund_requested(self, event: CloudEvent, ctx: HandlerContext) -> None:
-        data = event.data
-        assert isinstance(data, RefundRequested)
+        data = event.data_as(RefundRequested)
         repo, ledger = await self._load(ctx, data.order_id)
         owner = await repo.order_of_refund(data.refund_id)
         events = ledger.request(
@@ -131,8 +129,7 @@ class RefundsHandlers(RepositoryHandlers[RefundsRepository]):
         await self._finish(ctx, repo, ledger, events)
 
     async def refund_settled(self, event: CloudEvent, ctx: HandlerContext) -> None:
-        data = event.data
-        assert isinstance(data, RefundSettledData)
+        data = event.data_as(RefundSettledData)
         repo, ledger = await self._load(ctx, data.order_id)
         try:
             events = ledger.settle(data.refund_id, data.settled_at)
@@ -141,8 +138,7 @@ class RefundsHandlers(RepositoryHandlers[RefundsRepository]):
         await self._finish(ctx, repo, ledger, events)
 
     async def refund_failed(self, event: CloudEvent, ctx: HandlerContext) -> None:
-        data = event.data
-        assert isinstance(data, RefundFailed)
+        data = event.data_as(RefundFailed)
         repo, ledger = await self._load(ctx, data.order_id)
         try:
             events = ledger.fail(

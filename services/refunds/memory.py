@@ -24,8 +24,7 @@ class MemoryRefundsRepository(RefundsRepository):
         self._owners = uow.rows()  # refund id -> the order it was issued for
 
     async def ledger(self, order_id: str) -> OrderLedger | None:
-        document = self._ledgers.document(order_id)
-        return None if document is None else OrderLedger.from_dict(document)
+        return self._ledgers.aggregate(order_id, OrderLedger.from_dict)
 
     async def order_of_refund(self, refund_id: str) -> str | None:
         owner: str | None = self._owners.get(refund_id)

@@ -27,31 +27,17 @@ from services.refunds.domain.model import OrderLedger
 from services.refunds.domain.refund import IssuedRefund
 from shared.contracts import CloudEvent, RefundRequested
 from shared.db import pending_writes
-from shared.messaging.batchcache import batch_cache
+from shared.messaging.batchcache import batch_cache, held_or_read
+from shared.projection import as_row
 from shared.upserts import JsonRowsWrite, document_upsert, json_upsert, upsert
 
 _CACHE = "refunds.batch_cache"
+_REFUND_COLUMNS = tuple(tables.refunds.c.keys())
 
 
 def _refund_row(refund: IssuedRefund) -> dict[str, Any]:
-    return {
-        "refund_id": refund.refund_id,
-        "order_id": refund.order_id,
-        "case_type": refund.case_type,
-        "case_id": refund.case_id,
-        "currency": refund.currency,
-        "requested": refund.requested,
-        "amount": refund.amount,
-        "cut": refund.cut,
-        "overflow": refund.overflow,
-        "due_by": refund.due_by,
-        "issued_at": refund.issued_at,
-        "settled_at": refund.settled_at,
-        "failed": bool(refund.failures),
-        "needs_person": refund.needs_person,
-        "reissue_of": refund.reissue_of,
-        "requested_by": refund.requested_by,
-    }
+    """Its same-named fields, and whether a payout of it failed."""
+    return as_row(refund, _REFUND_COLUMNS, failed=bool(refund.failures))
 
 
 def _ledger_row(ledger: OrderLedger, now: datetime) -> dict[str, Any]:
@@ -99,17 +85,14 @@ class RefundsRepository:
 
     async def ledger(self, order_id: str) -> OrderLedger | None:
         cache = await self._cache()
-        if cache is not None and order_id in cache.ledgers:
-            return cache.ledgers[order_id]
-        state = await self._session.scalar(_LEDGER, {"b_id": order_id})
-        return None if state is None else OrderLedger.from_json(state)
+        held = None if cache is None else cache.ledgers
+        return await held_or_read(self._session, held, order_id, _LEDGER, OrderLedger.from_json)
 
     async def order_of_refund(self, refund_id: str) -> str | None:
         """The order a refund was issued for, if it was."""
         cache = await self._cache()
-        if cache is not None and refund_id in cache.owners:
-            return cache.owners[refund_id]
-        return await self._session.scalar(_OWNER, {"b_id": refund_id})
+        held = None if cache is None else cache.owners
+        return await held_or_read(self._session, held, refund_id, _OWNER)
 
     async def save(self, ledger: OrderLedger, now: datetime) -> None:
         """The document, and one row per refund (the rows that did not change are rewritten

@@ -101,8 +101,7 @@ class ReturnsHandlers(RepositoryHandlers[ReturnsRepository]):
     # --- orders and signatures --------------------------------------------------------------
 
     async def order_paid(self, event: CloudEvent, ctx: HandlerContext) -> None:
-        data = event.data
-        assert isinstance(data, OrderPaid)
+        data = event.data_as(OrderPaid)
         repo = self.repository(ctx)
         existing = await repo.order(data.order_id)
         if existing is not None:
@@ -112,8 +111,7 @@ class ReturnsHandlers(RepositoryHandlers[ReturnsRepository]):
         await self._reassess_waiting(repo, order, ctx)
 
     async def parcel_signed(self, event: CloudEvent, ctx: HandlerContext) -> None:
-        data = event.data
-        assert isinstance(data, ParcelSigned)
+        data = event.data_as(ParcelSigned)
         repo = self.repository(ctx)
         if data.leg == "outbound":
             await repo.record_outbound_signature(data.order_id, data.signed_at)
@@ -154,8 +152,7 @@ class ReturnsHandlers(RepositoryHandlers[ReturnsRepository]):
     # --- returns ----------------------------------------------------------------------------
 
     async def return_requested(self, event: CloudEvent, ctx: HandlerContext) -> None:
-        data = event.data
-        assert isinstance(data, ReturnRequested)
+        data = event.data_as(ReturnRequested)
         repo = self.repository(ctx)
         case = await self._case(repo, data.return_id, data.order_id)
         events = case.request.submit(
@@ -173,8 +170,7 @@ class ReturnsHandlers(RepositoryHandlers[ReturnsRepository]):
         await self._run(case, ctx, events)
 
     async def evidence_submitted(self, event: CloudEvent, ctx: HandlerContext) -> None:
-        data = event.data
-        assert isinstance(data, ReturnEvidenceSubmitted)
+        data = event.data_as(ReturnEvidenceSubmitted)
         case = await self._case(self.repository(ctx), data.return_id, data.order_id)
         await self._run(
             case,
@@ -188,8 +184,7 @@ class ReturnsHandlers(RepositoryHandlers[ReturnsRepository]):
         )
 
     async def return_shipped(self, event: CloudEvent, ctx: HandlerContext) -> None:
-        data = event.data
-        assert isinstance(data, ReturnShipped)
+        data = event.data_as(ReturnShipped)
         case = await self._case(self.repository(ctx), data.return_id, data.order_id)
         await self._run(
             case,
@@ -206,8 +201,7 @@ class ReturnsHandlers(RepositoryHandlers[ReturnsRepository]):
         )
 
     async def return_inspected(self, event: CloudEvent, ctx: HandlerContext) -> None:
-        data = event.data
-        assert isinstance(data, ReturnInspected)
+        data = event.data_as(ReturnInspected)
         case = await self._case(self.repository(ctx), data.return_id, data.order_id)
         await self._run(
             case,
@@ -223,8 +217,7 @@ class ReturnsHandlers(RepositoryHandlers[ReturnsRepository]):
         )
 
     async def return_reviewed(self, event: CloudEvent, ctx: HandlerContext) -> None:
-        data = event.data
-        assert isinstance(data, ReturnReviewed)
+        data = event.data_as(ReturnReviewed)
         case = await self._case(self.repository(ctx), data.return_id, data.order_id)
         await self._run(
             case,
@@ -241,8 +234,7 @@ class ReturnsHandlers(RepositoryHandlers[ReturnsRepository]):
         )
 
     async def return_cancelled(self, event: CloudEvent, ctx: HandlerContext) -> None:
-        data = event.data
-        assert isinstance(data, ReturnCancelled)
+        data = event.data_as(ReturnCancelled)
         case = await self._case(self.repository(ctx), data.return_id, data.order_id)
         await self._run(case, ctx, case.request.cancel(data.cancelled_at, returns=case.returns))
 

@@ -45,20 +45,17 @@ class MemoryReturnsRepository(ReturnsRepository):
             self._signatures.put(order_id, signed_at)
 
     async def ledger(self, order_id: str) -> OrderLedger:
-        document = self._ledgers.document(order_id)
-        if document is None:
-            return OrderLedger(order_id=order_id)
-        return OrderLedger.from_dict(document)
+        ledger = self._ledgers.aggregate(order_id, OrderLedger.from_dict)
+        return OrderLedger(order_id=order_id) if ledger is None else ledger
 
     async def save_ledger(self, ledger: OrderLedger, now: datetime) -> None:
         self._ledgers.put_document(ledger.order_id, ledger.to_dict())
 
     async def return_request(self, return_id: str) -> ReturnRequest | None:
-        document = self._requests.document(return_id)
-        return None if document is None else ReturnRequest.from_dict(document)
+        return self._requests.case(return_id, ReturnRequest.from_dict)
 
     async def returns_of_order(self, order_id: str) -> list[ReturnRequest]:
-        return [ReturnRequest.from_dict(d) for d in self._requests.documents_of(order_id)]
+        return self._requests.cases_of(order_id, ReturnRequest.from_dict)
 
     async def save_return(self, request: ReturnRequest, now: datetime) -> None:
         self._requests.save(request.return_id, request.order_id, request.to_dict(), now)

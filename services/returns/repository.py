@@ -30,8 +30,8 @@ from services.returns.domain.model import ReturnRequest
 from services.returns.domain.order_returns import OrderLedger
 from services.returns.domain.values import Order
 from shared.contracts import CloudEvent
-from shared.messaging.batchcache import HeldRows, batch_cache, loaded
-from shared.messaging.batchcases import HeldCase, loaded_in_order
+from shared.messaging.batchcache import HeldRows, batch_cache, held_or_read, loaded
+from shared.messaging.batchcases import HeldCase, HeldCases, case_or_read, cases_or_read
 from shared.upserts import JsonRowsWrite, document_upsert, json_upsert
 
 _CACHE = "returns.batch_cache"
@@ -77,18 +77,10 @@ class _BatchCache:
     orders: dict[str, Order | None] = field(default_factory=dict)
     ledgers: dict[str, OrderLedger | str | None] = field(default_factory=dict)
     signatures: dict[str, datetime | None] = field(default_factory=dict)
-    requests: dict[str, _Request | None] = field(default_factory=dict)
-    # order id -> ids of its return requests in `requests`
-    requests_of: dict[str, set[str]] = field(default_factory=dict)
-    # orders whose every return request is in `requests`
-    complete: set[str] = field(default_factory=set)
+    requests: HeldCases[_Request] = field(default_factory=lambda: HeldCases({}, set()))
     # rows to write when the transaction commits, made then: an aggregate saved by several
     # events of the batch is serialised once
     held: HeldRows = field(default_factory=lambda: HeldRows(_CACHE))
-
-    def put_request(self, return_id: str, entry: _Request) -> None:
-        self.requests[return_id] = entry
-        self.requests_of.setdefault(entry.order_id, set()).add(return_id)
 
 
 _UNKNOWN: Any = object()
@@ -106,10 +98,8 @@ class ReturnsRepository:
 
     async def order(self, order_id: str) -> Order | None:
         cache = await self._cache()
-        if cache is not None and order_id in cache.orders:
-            return cache.orders[order_id]
-        state = await self._session.scalar(_ORDER, {"b_id": order_id})
-        return None if state is None else Order.from_dict(state)
+        held = None if cache is None else cache.orders
+        return await held_or_read(self._session, held, order_id, _ORDER, Order.from_dict)
 
     async def save_order(self, order: Order, now: datetime) -> None:
         if (cache := await self._cache()) is not None:
@@ -122,9 +112,8 @@ class ReturnsRepository:
 
     async def outbound_signature(self, order_id: str) -> datetime | None:
         cache = await self._cache()
-        if cache is not None and order_id in cache.signatures:
-            return cache.signatures[order_id]
-        return await self._session.scalar(_OUTBOUND_SIGNATURE, {"b_id": order_id})
+        held = None if cache is None else cache.signatures
+        return await held_or_read(self._session, held, order_id, _OUTBOUND_SIGNATURE)
 
     async def record_outbound_signature(self, order_id: str, signed_at: datetime) -> None:
         """The first signature counts; a later one (a redelivery, a re-sign) changes nothing."""
@@ -158,32 +147,27 @@ class ReturnsRepository:
 
     async def return_request(self, return_id: str) -> ReturnRequest | None:
         cache = await self._cache()
-        if cache is not None and return_id in cache.requests:
-            entry = cache.requests[return_id]
-            return None if entry is None else entry.load()
-        state = await self._session.scalar(_RETURN_REQUEST, {"b_id": return_id})
-        return None if state is None else ReturnRequest.from_dict(state)
+        held = None if cache is None else cache.requests.by_id
+        return await case_or_read(self._session, held, return_id, _RETURN_REQUEST, ReturnRequest)
 
     async def returns_of_order(self, order_id: str) -> list[ReturnRequest]:
         cache = await self._cache()
-        if cache is not None and order_id in cache.complete:
-            return loaded_in_order(cache.requests, cache.requests_of.get(order_id, ()))
-        rows = await self._session.scalars(_RETURNS_OF_ORDER, {"b_id": order_id})
-        return [ReturnRequest.from_dict(state) for state in rows]
+        held = None if cache is None else cache.requests
+        return await cases_or_read(self._session, held, order_id, _RETURNS_OF_ORDER, ReturnRequest)
 
     async def save_return(self, request: ReturnRequest, now: datetime) -> None:
         if (cache := await self._cache()) is None:
             await self._session.execute(_SAVE_RETURN, _return_row(request, now))
             return
         return_id = request.return_id
-        before = cache.requests.get(return_id)
+        before = cache.requests.by_id.get(return_id)
         if before is not None:
             created = before.created_at  # kept on update, like the row
-        elif return_id in cache.requests:  # known not to exist
+        elif return_id in cache.requests.by_id:  # known not to exist
             created = now
         else:  # not read in this batch: the row may exist with an earlier created_at
             created = await self._session.scalar(_CREATED_AT, {"b_id": return_id}) or now
-        cache.put_request(return_id, _Request(created, request.order_id, request))
+        cache.requests.put(return_id, _Request(created, request.order_id, request))
         cache.held.hold(self._session, _SAVE_RETURNS, return_id, partial(_return_row, request, now))
 
 
@@ -292,8 +276,7 @@ async def _prefetch(session: AsyncSession, events: Iterable[CloudEvent]) -> _Bat
         orders=dict.fromkeys(order_ids),
         ledgers=dict.fromkeys(order_ids),
         signatures=dict.fromkeys(order_ids),
-        requests=dict.fromkeys(return_ids),
-        complete=set(order_ids),
+        requests=HeldCases(dict.fromkeys(return_ids), complete=set(order_ids)),
     )
     if not order_ids and not return_ids:
         return cache
@@ -306,5 +289,5 @@ async def _prefetch(session: AsyncSession, events: Iterable[CloudEvent]) -> _Bat
     for order_id, signed_at in await session.execute(_PREFETCH_SIGNATURES, given):
         cache.signatures[order_id] = signed_at
     for return_id, order_id, state, created_at in await session.execute(_PREFETCH_RETURNS, given):
-        cache.put_request(return_id, _Request(created_at, order_id, state))
+        cache.requests.put(return_id, _Request(created_at, order_id, state))
     return cache

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
 from functools import cache
-from typing import Annotated, Any, Literal, cast
+from typing import Annotated, Any, Literal, TypeVar, cast
 
 from pydantic import (
     BaseModel,
@@ -78,6 +79,9 @@ class InvalidEvent(Exception):
         return f"{self.reason}: {self.detail}"
 
 
+D = TypeVar("D", bound=EventData)
+
+
 class CloudEvent(BaseModel):
     """One event. Build it with `new_event` or `parse_event`; `data` is the model of `type`."""
 
@@ -93,6 +97,13 @@ class CloudEvent(BaseModel):
     correlationid: Annotated[str, Field(min_length=1, max_length=256)] | None = None
     causationid: Annotated[str, Field(min_length=1, max_length=256)] | None = None
     data: SerializeAsAny[EventData]
+
+    def data_as(self, kind: builtins.type[D]) -> D:
+        """`data`, which a handler of the event's type knows to be a `kind` (the model registered
+        for that type)."""
+        data = self.data
+        assert isinstance(data, kind)
+        return data
 
     @field_validator("type")
     @classmethod

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -14,6 +14,7 @@ from shared.messaging.consumer import BATCH_EVENTS
 from shared.upserts import JsonRowsWrite
 
 C = TypeVar("C")
+V = TypeVar("V")
 S = TypeVar("S", bound=Stored)
 Row = dict[str, Any]
 
@@ -30,6 +31,22 @@ async def batch_cache(
     if cache is None and (events := info.get(BATCH_EVENTS)) is not None:
         cache = info[name] = await prefetch(session, events)
     return cache
+
+
+async def held_or_read(
+    session: AsyncSession,
+    held: Mapping[str, V | None] | None,
+    key: str,
+    query: Any,
+    load: Callable[[Any], V] | None = None,
+) -> V | None:
+    """What a batch cache keeps under `key` in `held` (one of its maps, None outside a batch;
+    a None kept: known not to exist), else what the scalar `query` reads for it (`b_id`), made
+    by `load` where given (None: no row)."""
+    if held is not None and key in held:
+        return held[key]
+    found = await session.scalar(query, {"b_id": key})
+    return found if found is None or load is None else load(found)
 
 
 def loaded(held: dict[str, S | str | None], key: str, kind: type[S]) -> S | None:

@@ -41,6 +41,7 @@ from .errors import (
 )
 from .store import HOLD_WRITES, Inbox, WriteConflict
 from .tables import MessagingTables
+from .worker import ServiceWorker
 
 log = logging.getLogger("aftersales.consumer")
 
@@ -97,7 +98,7 @@ def default_lock_keys(event: CloudEvent) -> Iterable[str]:
     return [event_key(event)]
 
 
-class EventProcessor:
+class EventProcessor(ServiceWorker):
     def __init__(
         self,
         *,
@@ -111,7 +112,7 @@ class EventProcessor:
         budget: float | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.service = service
+        super().__init__(service=service, sessions=sessions, tables=tables, clock=clock)
         # Seconds a batch may take on the event-by-event path (measured from the batch's
         # start) before what is applied is committed and the rest fetched again; None: no end.
         self._budget = budget
@@ -120,10 +121,7 @@ class EventProcessor:
         # records are done when the batch comes again; only records past them count as the
         # progress each round must make (duplicates and repeated dead letters do not).
         self._done_through: dict[tuple[str, int], int] = {}
-        self._sessions = sessions
-        self._tables = tables
         self._handlers = handlers
-        self._clock = clock
         self._lock_keys = lock_keys
         self._on_committed = on_committed
         # (the kind of error, where its batch began, how often in a row) of the last batch that

@@ -15,12 +15,14 @@ import pickle
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from shared.contracts import CloudEvent
 
 from .context import HandlerContext
 from .store import TimerRows
+
+T = TypeVar("T")
 
 
 class Journal:
@@ -79,6 +81,12 @@ class MemoryRows:
     def document(self, key: Any) -> Any:
         data = self._rows.get(key)
         return None if data is None else pickle.loads(data)  # noqa: S301 (our own bytes)
+
+    def aggregate(self, key: Any, load: Callable[[Mapping[str, Any]], T]) -> T | None:
+        """What `load` makes of the document stored under `key` (a fresh copy each read, see
+        `put_document`); None: none stored."""
+        document = self.document(key)
+        return None if document is None else load(document)
 
     def _restore(self, key: Any, before: Any) -> None:
         if before is _MISSING:

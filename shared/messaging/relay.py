@@ -36,6 +36,7 @@ from shared.db import lock_id
 from .errors import is_transient, unpublishable
 from .kafka import RecordBatches, Sent
 from .tables import MessagingTables
+from .worker import ServiceWorker
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaProducer
@@ -138,7 +139,7 @@ def parked_error(exc: BaseException) -> str:
     return redact(f"{type(exc).__name__}: {exc}")[:500]
 
 
-class OutboxRelay:
+class OutboxRelay(ServiceWorker):
     def __init__(
         self,
         *,
@@ -153,14 +154,12 @@ class OutboxRelay:
         renew_producer: RenewProducer | None = None,
         record_headers: RecordHeaders | None = None,
     ) -> None:
-        self.service = service
-        self._sessions = sessions
+        super().__init__(service=service, sessions=sessions, tables=tables, clock=clock)
         self._table = tables.outbox
         self._publish = publish
         self._producer = producer
         self._renew_producer = renew_producer
         self._record_headers = record_headers
-        self._clock = clock
         self._batch_size = batch_size
         self._poll_interval = poll_interval
         self._wake = asyncio.Event()

@@ -45,6 +45,7 @@ from .context import HandlerContext, Outside, TimerHandler
 from .errors import describe_failure, is_transient
 from .store import HOLD_WRITES, Timer, timer_from_row
 from .tables import MessagingTables
+from .worker import ServiceWorker
 
 log = logging.getLogger("aftersales.timers")
 
@@ -56,7 +57,7 @@ RECORD_TRIES = 3
 R = TypeVar("R")
 
 
-class TimerScheduler:
+class TimerScheduler(ServiceWorker):
     def __init__(
         self,
         *,
@@ -70,11 +71,8 @@ class TimerScheduler:
         on_committed: Callable[[], None] = lambda: None,
         concurrency: int = 1,
     ) -> None:
-        self.service = service
-        self._sessions = sessions
-        self._tables = tables
+        super().__init__(service=service, sessions=sessions, tables=tables, clock=clock)
         self._handlers = handlers
-        self._clock = clock
         self._batch_size = batch_size
         self._poll_interval = poll_interval
         self._on_committed = on_committed

@@ -27,6 +27,7 @@ from sqlalchemy.sql.dml import ReturningInsert
 
 from shared.contracts import CloudEvent, dump_event
 from shared.db import flush_pending, pending_writes
+from shared.projection import from_row
 
 from .tables import MessagingTables
 
@@ -199,7 +200,7 @@ class Timers(TimerRows):
                 and_(t.c.ref == ref, t.c.fired_at.is_(None), t.c.cancelled_at.is_(None))
             )
         )
-        return [_timer(row) for row in rows.mappings()]
+        return [timer_from_row(row) for row in rows.mappings()]
 
 
 class _HeldOutbox:
@@ -309,16 +310,5 @@ def _timer_cancel(table: Table) -> Update:
     )
 
 
-def _timer(row: Any) -> Timer:
-    return Timer(
-        id=row["id"],
-        kind=row["kind"],
-        ref=row["ref"],
-        lock_key=row["lock_key"],
-        due_at=row["due_at"],
-        payload=row["payload"],
-    )
-
-
 def timer_from_row(row: Any) -> Timer:
-    return _timer(row)
+    return from_row(Timer, row)
