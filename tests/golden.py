@@ -4,8 +4,11 @@ service's outputs is held to what the code before it wrote (RECORD_GOLDEN=1 reco
 from __future__ import annotations
 
 import json
+import logging
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -33,3 +36,27 @@ def check_recorded(recorded: Path, got: list[str]) -> None:
     assert len(got) == len(expected)
     for n, (payload, wanted) in enumerate(zip(got, expected, strict=True)):
         assert payload == wanted, f"output {n} differs"
+
+
+@contextmanager
+def applied_together() -> Iterator[None]:
+    """Every batch fed meanwhile is applied on the batch path, not again event by event: the
+    slow path writes the same outputs, so only this tells that a batch's held writes failed
+    (a batch cache's flush refused by the database, or a row the JSON encoder refuses)."""
+    again: list[logging.LogRecord] = []
+
+    class Seen(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage() == "the batch is applied again event by event":
+                again.append(record)
+
+    consumer = logging.getLogger("aftersales.consumer")
+    seen, level = Seen(), consumer.level
+    consumer.addHandler(seen)
+    consumer.setLevel(min(level or logging.INFO, logging.INFO))
+    try:
+        yield
+    finally:
+        consumer.removeHandler(seen)
+        consumer.setLevel(level)
+    assert not again, [getattr(record, "error", "") for record in again]

@@ -32,7 +32,8 @@ from shared.projection import as_row
 from shared.upserts import JsonRowsWrite, document_upsert, json_upsert, upsert
 
 _CACHE = "refunds.batch_cache"
-_REFUND_COLUMNS = tuple(tables.refunds.c.keys())
+# Plain strings: orjson takes no str subclass (SQLAlchemy's quoted_name) as a key.
+_REFUND_COLUMNS = tuple(str(name) for name in tables.refunds.c.keys())
 
 
 def _refund_row(refund: IssuedRefund) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tests.golden import Step, check_recorded, in_order
+from tests.golden import Step, applied_together, check_recorded, in_order
 
 from .helpers import (
     T0,
@@ -273,8 +273,9 @@ async def test_the_outputs_of_a_fixed_history_are_byte_for_byte_the_recorded_one
     svc: ReturnsService,
 ) -> None:
     steps = history()
-    for at, batch in steps:
-        await svc.at(at, *batch)
+    with applied_together():
+        for at, batch in steps:
+            await svc.at(at, *batch)
     orders = dict.fromkeys(_o(n) for n in range(1, 21))
     got = await emitted(svc, orders)
     types = [json.loads(payload)["type"] for payload in got]
