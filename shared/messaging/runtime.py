@@ -206,6 +206,7 @@ class ServiceRuntime:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._relay_producer: AIOKafkaProducer | None = None
+        self._renewing = False  # a renewed producer did not start yet: `_publish` starts it
         # Only when OTEL_EXPORTER_OTLP_ENDPOINT is set (or a test gives an exporter).
         self.tracing = setup_tracing(definition.name, span_exporter)
         self.broker = KafkaBroker(
@@ -326,6 +327,9 @@ class ServiceRuntime:
         # (its middlewares, a correlation id, a command object) cost as much CPU as the send.
         # With tracing on, the relay makes each event's span and trace headers itself.
         producer = self._relay_producer
+        if producer is None and self._renewing:
+            await self.start_relay_producer()  # raises while the broker cannot be reached
+            producer = self._relay_producer
         if producer is not None:
             headers = RELAY_HEADERS if self.tracing is None else self._traced_headers(topic, key)
             return await producer.send(topic, payload, key=key, headers=headers)
@@ -362,17 +366,22 @@ class ServiceRuntime:
         relay publishes through the broker (once it is connected)."""
         if self._relay_producer is None:
             producer = self._new_relay_producer()
-            await producer.start()
+            try:
+                await producer.start()
+            except BaseException:
+                await producer.stop()  # its client and connections, not left for the collector
+                raise
             self._relay_producer = producer
+            self._renewing = False
 
     async def renew_relay_producer(self) -> None:
-        """A new relay producer after the broker refused records (the relay calls it). An
-        idempotent producer numbers each partition's batches; aiokafka does not take back the
-        numbers of a batch the broker refused for good, so the partition's next batch would be
-        refused as out of order and stop the producer. A new one has a new producer id and
-        starts numbering again. Without idempotence there is nothing to renew."""
+        """A new relay producer after the broker refused records (the relay calls it): aiokafka
+        does not take back an idempotent producer's sequence numbers of a batch refused for
+        good, so the partition's next batch would be refused as out of order and stop it. A new
+        producer id numbers anew. Until it has started, the relay's sends start it."""
         if self._relay_producer is not None and self.settings.kafka_idempotence:
             await self.stop_relay_producer()
+            self._renewing = True
             await self.start_relay_producer()
 
     async def stop_relay_producer(self) -> None:

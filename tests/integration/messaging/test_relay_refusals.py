@@ -286,3 +286,33 @@ async def test_an_idempotent_relay_producer_is_renewed_and_sends_again(
     assert await publish_all(runtime.relay) == 1
     published = await read_partitions(settings.kafka_bootstrap_servers, kit.harness.output_topic)
     assert [r.key for r in published] == [b"k"]
+
+
+async def test_a_renewed_producer_that_cannot_start_yet_is_started_by_the_next_send(
+    kit: MessagingKit, settings: Settings, runtime: ServiceRuntime, monkeypatch
+) -> None:
+    from aiokafka.errors import KafkaConnectionError
+
+    monkeypatch.setattr(
+        runtime, "settings", settings.model_copy(update={"kafka_idempotence": True})
+    )
+    starts: list[str] = []
+
+    def new_producer() -> AIOKafkaProducer:
+        # The broker unreachable for the first start after the renewal.
+        if not starts:
+            starts.append("refused")
+            return AIOKafkaProducer(bootstrap_servers="127.0.0.1:1", request_timeout_ms=500)
+        starts.append("started")
+        return AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+
+    monkeypatch.setattr(runtime, "_new_relay_producer", new_producer)
+    with pytest.raises(KafkaConnectionError):
+        await runtime.renew_relay_producer()
+    assert runtime.kafka_producer() is None
+    await queue_events(kit.harness, kit.sessions, ["k"], "after-renewal")
+    # Sent through a new producer of the relay's own, not the broker's (FastStream's) one.
+    assert await publish_all(runtime.relay) == 1
+    assert starts == ["refused", "started"] and runtime.kafka_producer() is not None
+    published = await read_partitions(settings.kafka_bootstrap_servers, kit.harness.output_topic)
+    assert [r.key for r in published] == [b"k"]
