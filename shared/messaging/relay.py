@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
+from aiokafka.errors import OutOfOrderSequenceNumber
 from sqlalchemy import (
     BigInteger,
     Integer,
@@ -284,6 +285,8 @@ class OutboxRelay(ServiceWorker):
         held: set[str | None] = set()
         parked: list[tuple[Any, BaseException]] = []
         sent: list[Sent[Any]] = []
+        if self._producer is not None and self._producer() is None and self._renew_producer:
+            await self._renew_producer()  # one whose renewal could not start it: start it now
         producer = self._producer() if self._producer is not None else None
         batches = RecordBatches[Any](producer, RELAY_HEADERS) if producer is not None else None
         for row in rows:
@@ -321,17 +324,22 @@ class OutboxRelay(ServiceWorker):
         results = await asyncio.gather(*(ack for _, ack in sent), return_exceptions=True)
         published: list[int] = []
         refused: list[Any] = []
+        failures: list[BaseException] = []
         for (sent_rows, _), result in zip(sent, results, strict=True):
             if not isinstance(result, BaseException):
                 published += (row.id for row in sent_rows)
             elif unpublishable(result):
                 refused += sent_rows
             else:
-                raise result
+                failures.append(result)
+        # A refusal spent sequence numbers, and an out-of-order one says the producer's are
+        # off: renewed before anything else is sent, whatever else failed.
+        if refused or any(isinstance(f, OutOfOrderSequenceNumber) for f in failures):
+            await self._after_broker_refusal()
+        if failures:
+            raise failures[0]
         # Rare: a topic whose limit is below the producer's. Sent again in outbox order (the
         # refused rows may come from several record batches).
-        if refused:
-            await self._after_broker_refusal()
         for row in sorted(refused, key=lambda row: row.id):
             if row.key in held:
                 continue
@@ -342,6 +350,8 @@ class OutboxRelay(ServiceWorker):
                 await ack
             except Exception as exc:
                 if not unpublishable(exc):
+                    if isinstance(exc, OutOfOrderSequenceNumber):
+                        await self._after_broker_refusal()
                     raise
                 if acknowledged:  # the broker's refusal, in its acknowledgement
                     await self._after_broker_refusal()
@@ -355,7 +365,7 @@ class OutboxRelay(ServiceWorker):
         if self._renew_producer is not None:
             await self._renew_producer()
             log.warning(
-                "the broker refused records; the relay's producer is renewed",
+                "the broker refused records or their order; the relay's producer is renewed",
                 extra={"service": self.service},
             )
 

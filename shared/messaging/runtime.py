@@ -378,8 +378,10 @@ class ServiceRuntime:
         """A new relay producer after the broker refused records (the relay calls it): aiokafka
         does not take back an idempotent producer's sequence numbers of a batch refused for
         good, so the partition's next batch would be refused as out of order and stop it. A new
-        producer id numbers anew. Until it has started, the relay's sends start it."""
-        if self._relay_producer is not None and self.settings.kafka_idempotence:
+        producer id numbers anew. Called again before it has started, it starts it."""
+        if self._renewing:
+            await self.start_relay_producer()
+        elif self._relay_producer is not None and self.settings.kafka_idempotence:
             await self.stop_relay_producer()
             self._renewing = True
             await self.start_relay_producer()

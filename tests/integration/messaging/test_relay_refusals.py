@@ -316,3 +316,60 @@ async def test_a_renewed_producer_that_cannot_start_yet_is_started_by_the_next_s
     assert starts == ["refused", "started"] and runtime.kafka_producer() is not None
     published = await read_partitions(settings.kafka_bootstrap_servers, kit.harness.output_topic)
     assert [r.key for r in published] == [b"k"]
+
+
+def failed_with(exc: BaseException) -> asyncio.Future[object]:
+    future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+    future.set_exception(exc)
+    return future
+
+
+async def test_a_refusal_beside_another_failure_still_renews_the_producer_first(
+    kit: MessagingKit, runtime: ServiceRuntime
+) -> None:
+    producer = runtime.kafka_producer()
+    assert producer is not None
+    topic = kit.harness.output_topic
+    batches = RecordBatches[None](producer, RELAY_HEADERS)
+    other = await key_in_the_same_batch_as(
+        kit.engine, "k", lambda key: batches.partition(topic, key.encode())
+    )
+    await insert_raw(kit.engine, kit.harness, "k", b'{"big": true}')
+    await queue_events(kit.harness, kit.sessions, [other], "then")
+
+    class AlsoDown(LimitedTopic):
+        async def send_batch(self, batch: RecordedBatch, topic: str, *, partition: int) -> object:
+            if other.encode() in batch.keys:
+                self.batches.append(batch.keys)
+                return failed_with(OSError("not acknowledged"))
+            return await super().send_batch(batch, topic, partition=partition)
+
+    down = AlsoDown(producer, b'{"big": true}')
+    relay = kit.relay(down.publish, producer=lambda: down, renew_producer=down.renew)
+    with pytest.raises(OSError, match="not acknowledged"):
+        await relay.publish_pending()
+    # k's batch was refused (numbers spent): renewed although the round ends in another error.
+    assert down.renewals == 1
+    assert await kit.unpublished_count() == 2  # nothing marked: both are sent again later
+    assert await parked_rows(kit.sessions, kit.harness.tables) == []
+
+
+async def test_an_out_of_order_sequence_renews_the_producer(
+    kit: MessagingKit, runtime: ServiceRuntime
+) -> None:
+    from aiokafka.errors import OutOfOrderSequenceNumber
+
+    producer = runtime.kafka_producer()
+    assert producer is not None
+    await queue_events(kit.harness, kit.sessions, ["k"], "stuck")
+
+    class OutOfOrder(LimitedTopic):
+        async def send_batch(self, batch: RecordedBatch, topic: str, *, partition: int) -> object:
+            return failed_with(OutOfOrderSequenceNumber())
+
+    stuck = OutOfOrder(producer, b"")
+    relay = kit.relay(stuck.publish, producer=lambda: stuck, renew_producer=stuck.renew)
+    with pytest.raises(OutOfOrderSequenceNumber):
+        await relay.publish_pending()
+    assert stuck.renewals == 1  # a new producer id for the next round, not the same error again
+    assert await kit.unpublished_count() == 1
