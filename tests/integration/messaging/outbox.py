@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from shared.contracts import NOTIFICATION_REQUESTED, NotificationRequested
 from shared.db import UnitOfWork
 from shared.messaging.context import HandlerContext
+from shared.messaging.kafka import RecordBatches
 from shared.messaging.relay import RELAY_HEADERS, SLOTS, SLOTS_PER_BATCH, OutboxRelay
 from shared.settings import Settings
 
@@ -176,3 +177,13 @@ def refused() -> asyncio.Future[object]:
     future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
     future.set_exception(MessageSizeTooLargeError())
     return future
+
+
+async def key_beside(kit: MessagingKit, producer: AIOKafkaProducer, key: str) -> str:
+    """A key in the same relay batch as `key` (the same half of the slots), on another
+    partition of the harness's output topic."""
+    topic = kit.harness.output_topic
+    batches = RecordBatches[None](producer, RELAY_HEADERS)
+    return await key_in_the_same_batch_as(
+        kit.engine, key, lambda other: batches.partition(topic, other.encode())
+    )

@@ -9,9 +9,7 @@ from datetime import timedelta
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from shared.messaging.kafka import RecordBatches
 from shared.messaging.parked import parked_rows, retry_parked
-from shared.messaging.relay import RELAY_HEADERS
 from shared.messaging.runtime import ServiceRuntime
 from shared.settings import Settings
 
@@ -23,6 +21,7 @@ from .outbox import (
     assert_commit_order_per_key,
     gauge,
     insert_raw,
+    key_beside,
     key_in_the_same_batch_as,
     publish_all,
     queue_events,
@@ -157,13 +156,7 @@ async def test_a_record_batch_the_broker_refuses_is_sent_again_one_row_at_a_time
     producer = runtime.kafka_producer()
     assert producer is not None
     topic = kit.harness.output_topic
-    batches = RecordBatches[None](producer, RELAY_HEADERS)
-    # A key in the same relay batch as "k" (the same half of the slots), on another partition.
-    other = await key_in_the_same_batch_as(
-        kit.engine,
-        "k",
-        lambda key: batches.partition(topic, key.encode()),
-    )
+    other = await key_beside(kit, producer, "k")
     await queue_events(kit.harness, kit.sessions, ["k"], "first")
     big = await insert_raw(kit.engine, kit.harness, "k", b'{"big": true}')
     await queue_events(kit.harness, kit.sessions, ["k", other], "then")
@@ -329,11 +322,7 @@ async def test_a_refusal_beside_another_failure_still_renews_the_producer_first(
 ) -> None:
     producer = runtime.kafka_producer()
     assert producer is not None
-    topic = kit.harness.output_topic
-    batches = RecordBatches[None](producer, RELAY_HEADERS)
-    other = await key_in_the_same_batch_as(
-        kit.engine, "k", lambda key: batches.partition(topic, key.encode())
-    )
+    other = await key_beside(kit, producer, "k")
     await insert_raw(kit.engine, kit.harness, "k", b'{"big": true}')
     await queue_events(kit.harness, kit.sessions, [other], "then")
 
