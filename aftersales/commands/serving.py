@@ -82,7 +82,11 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     with quiet("aiokafka"):  # an unreachable broker is the command's one line, not the client's
-        await start_together(runtimes)
+        if not await start_together(runtimes, stop):
+            log.info("stopped while waiting for the Kafka broker")
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            return
     server = http_server(runtimes, port, env.policy)
     server_task = asyncio.create_task(server.serve())
     if own_process:
@@ -103,25 +107,29 @@ async def serve(
                 raise result
 
 
-async def start_together(runtimes: Sequence[ServiceRuntime]) -> None:
+async def start_together(
+    runtimes: Sequence[ServiceRuntime], stop: asyncio.Event | None = None
+) -> bool:
     """Start every runtime at once: each one's consumer group join takes seconds, so `run all`
     is ready in about the time of the slowest, not the sum. When one fails to start, those
-    that started are stopped again and the first failure is raised."""
+    that started are stopped again and the first failure is raised. False: `stop` was set
+    while the broker was waited for, and nothing was started."""
     from shared.messaging.topics import ensure_topics_once_reachable
 
     if not runtimes:
-        return
+        return True
     # Every topic once, before the services race to create the ones they share; a broker not
     # up yet is waited for (AFTERSALES_STARTUP_WAIT_SECONDS).
     settings = runtimes[0].settings
     wanted = sorted({topic for r in runtimes for topic in r.definition.all_topics})
-    await ensure_topics_once_reachable(
-        settings, wanted, wait_s=settings.aftersales_startup_wait_seconds
-    )
+    if not await ensure_topics_once_reachable(
+        settings, wanted, wait_s=settings.aftersales_startup_wait_seconds, stop=stop
+    ):
+        return False
     started = await asyncio.gather(*(r.start() for r in runtimes), return_exceptions=True)
     failures = [result for result in started if isinstance(result, BaseException)]
     if not failures:
-        return
+        return True
     for runtime, result in zip(runtimes, started, strict=True):
         if not isinstance(result, BaseException):
             await runtime.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -60,20 +61,22 @@ async def ensure_topics_once_reachable(
     topics: Iterable[str],
     *,
     wait_s: float,
+    stop: asyncio.Event | None = None,
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     monotonic: Callable[[], float] = time.monotonic,
-) -> None:
+) -> bool:
     """`ensure_topics`, tried again while the broker cannot be reached, for up to `wait_s`
     seconds: a broker restarting beside the service (a rolling upgrade, both started at once)
     is waited for, instead of the service exiting to be restarted with a growing back-off.
-    Past the wait the last KafkaConnectionError is raised (the command's one line, exit 2)."""
+    Past the wait the last KafkaConnectionError is raised (the command's one line, exit 2).
+    False when `stop` is set meanwhile (SIGTERM while waiting): nothing more to do."""
     wanted = list(topics)
     deadline = monotonic() + wait_s
     pause = 0.5
     while True:
         try:
             await ensure_topics(settings, wanted)
-            return
+            return True
         except KafkaConnectionError as exc:
             left = deadline - monotonic()
             if left <= 0:
@@ -87,5 +90,11 @@ async def ensure_topics_once_reachable(
                     "gives_up_in_s": round(left, 1),
                 },
             )
-            await sleep(pause)
+            if stop is None:
+                await sleep(pause)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), pause)
+                if stop.is_set():
+                    return False
             pause = min(pause * 2, 5.0)

@@ -259,23 +259,21 @@ async def test_an_unreachable_broker_is_one_line_saying_what_to_check(
         assert not waited, output
 
 
-async def test_run_waits_for_a_broker_that_starts_after_it(fresh_database: str):
-    """A service started beside its broker (both pods at once, a broker restarting) waits
-    for it instead of exiting, then serves and stops cleanly."""
-    from aftersales_dev.broker import LocalBroker
-
-    code, output = await migrate(fresh_database)
+async def run_refunds_before_its_broker(
+    database_url: str, broker_port: int, *, wait_s: int
+) -> asyncio.subprocess.Process:
+    """`aftersales run refunds` (migrated) against a broker port nothing listens on yet."""
+    code, output = await migrate(database_url)
     assert code == 0, output
-    broker_port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AFTERSALES_", "KAFKA_"))}
     env.update(
-        DATABASE_URL=fresh_database,
+        DATABASE_URL=database_url,
         KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{broker_port}",
         KAFKA_IDEMPOTENCE="false",
         AFTERSALES_LOG_FORMAT="text",
-        AFTERSALES_STARTUP_WAIT_SECONDS="60",
+        AFTERSALES_STARTUP_WAIT_SECONDS=str(wait_s),
     )
-    process = await asyncio.create_subprocess_exec(
+    return await asyncio.create_subprocess_exec(
         *aftersales(),
         "run",
         "refunds",
@@ -285,6 +283,15 @@ async def test_run_waits_for_a_broker_that_starts_after_it(fresh_database: str):
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
+
+
+async def test_run_waits_for_a_broker_that_starts_after_it(fresh_database: str):
+    """A service started beside its broker (both pods at once, a broker restarting) waits
+    for it instead of exiting, then serves and stops cleanly."""
+    from aftersales_dev.broker import LocalBroker
+
+    broker_port = free_port()
+    process = await run_refunds_before_its_broker(fresh_database, broker_port, wait_s=60)
     assert process.stdout is not None
     lines: list[str] = []
 
@@ -419,3 +426,21 @@ async def test_run_on_a_port_that_is_taken_is_one_line_before_anything_starts(
         f"aftersales: port {port} for health and metrics is taken (Address already in use): "
         "stop what holds it, or choose another with --port or AFTERSALES_HTTP_PORT"
     )
+
+
+async def test_a_service_waiting_for_its_broker_stops_at_once_on_sigterm(fresh_database: str):
+    process = await run_refunds_before_its_broker(fresh_database, 1, wait_s=120)
+    assert process.stdout is not None
+    try:
+        while "the Kafka broker cannot be reached yet" not in (
+            line := (await asyncio.wait_for(process.stdout.readline(), 60)).decode()
+        ):
+            assert line, "ended before waiting for the broker"
+        process.send_signal(signal.SIGTERM)
+        rest, _ = await asyncio.wait_for(process.communicate(), 10)  # not the 120 s wait
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0, rest.decode()
+    assert "Traceback" not in rest.decode()

@@ -87,3 +87,17 @@ class Wrapped(Exception):
 )
 def test_only_a_database_not_reachable_yet_is_tried_again(error, passing):
     assert database._passing(error) is passing
+
+
+async def test_a_stop_while_waiting_ends_the_wait_at_once(monkeypatch):
+    import asyncio
+
+    calls = broker_down_for(monkeypatch, attempts=100)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.2, stop.set)
+    started = loop.time()
+    reached = await topics.ensure_topics_once_reachable(Settings(), ["a"], wait_s=60, stop=stop)
+    assert reached is False
+    assert loop.time() - started < 2  # not the whole wait, nor the next pause's end
+    assert 1 <= len(calls) <= 2
