@@ -33,7 +33,7 @@ from shared.upserts import JsonRowsWrite, document_upsert, json_upsert, upsert
 
 _CACHE = "refunds.batch_cache"
 # Plain strings: orjson takes no str subclass (SQLAlchemy's quoted_name) as a key.
-_REFUND_COLUMNS = tuple(str(name) for name in tables.refunds.c.keys())
+_REFUND_COLUMNS = tuple(str(column.key) for column in tables.refunds.c)
 
 
 def _refund_row(refund: IssuedRefund) -> dict[str, Any]:
