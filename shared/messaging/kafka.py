@@ -4,7 +4,7 @@ dead-letter tools, the relay's producer), and the record batches the relay sends
 from __future__ import annotations
 
 import ssl
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 from aiokafka import AIOKafkaProducer
@@ -86,17 +86,17 @@ class RecordBatches(Generic[T]):
         key: bytes,
         value: bytes,
         tag: T,
-        headers: list[tuple[str, bytes]] | None = None,
+        headers_for: Callable[[str, bytes], list[tuple[str, bytes]]] | None = None,
     ) -> list[Sent[T]]:
         """Add a record to its partition's open batch; returns the batch handed over to make
-        room for it (a full one), if any. Nothing is added to a stopped partition. `headers`:
-        this record's, instead of the batches' own."""
+        room for it (a full one), if any. Nothing is added to a stopped partition.
+        `headers_for`: makes this record's headers (a trace span) instead of the batches' own,
+        once it is known to go in a batch."""
         where = (topic, await self.partition(topic, key))
         sent: list[Sent[T]] = []
         if where in self._stopped:
             return sent
-        if headers is None:
-            headers = self._headers
+        headers = self._headers if headers_for is None else headers_for(topic, key)
         current = self._open.get(where)
         if current is not None:
             added = current[0].append(timestamp=None, key=key, value=value, headers=headers)

@@ -296,13 +296,8 @@ class OutboxRelay(ServiceWorker):
                 key = _key_bytes(row)
                 if batches is not None and key is not None:
                     if len(key) + len(row.payload) <= BATCHED_UP_TO:
-                        headers = self._record_headers
                         sent += await batches.add(
-                            row.topic,
-                            key,
-                            row.payload,
-                            row,
-                            headers(row.topic, key) if headers is not None else None,
+                            row.topic, key, row.payload, row, self._record_headers
                         )
                         continue
                     # Its key's earlier rows first, acknowledged; none after a refused batch.

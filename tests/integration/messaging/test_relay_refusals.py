@@ -9,7 +9,9 @@ from datetime import timedelta
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from shared.messaging.kafka import RecordBatches
 from shared.messaging.parked import parked_rows, retry_parked
+from shared.messaging.relay import RELAY_HEADERS
 from shared.messaging.runtime import ServiceRuntime
 from shared.settings import Settings
 
@@ -362,3 +364,25 @@ async def test_an_out_of_order_sequence_renews_the_producer(
         await relay.publish_pending()
     assert stuck.renewals == 1  # a new producer id for the next round, not the same error again
     assert await kit.unpublished_count() == 1
+
+
+async def test_a_record_of_a_stopped_partition_gets_no_headers_made(
+    kit: MessagingKit, runtime: ServiceRuntime
+) -> None:
+    producer = runtime.kafka_producer()
+    assert producer is not None
+    topic = kit.harness.output_topic
+    limited = LimitedTopic(producer, b'{"big": true}')
+    batches = RecordBatches[str](limited, RELAY_HEADERS)  # type: ignore[arg-type]  # a test double
+    made: list[bytes] = []
+
+    def traced(topic: str, key: bytes) -> list[tuple[str, bytes]]:
+        made.append(key)  # with tracing on: a span per record
+        return [*RELAY_HEADERS, ("traceparent", b"00-" + key)]
+
+    await batches.add(topic, b"k", b'{"big": true}', "refused", traced)
+    refused_batch = await batches.flush()
+    assert not await batches.settled(topic, b"k")  # its batch refused: the partition stops
+    assert await batches.add(topic, b"k", b"{}", "held", traced) == []
+    assert made == [b"k"]  # the held record made no span
+    assert [tags for tags, _ in refused_batch] == [["refused"]]
