@@ -360,7 +360,7 @@ class OutboxRelay(ServiceWorker):
         if self._renew_producer is not None:
             await self._renew_producer()
             log.warning(
-                "the broker refused records or their order; the relay's producer is renewed",
+                "the broker refused records or their order; the relay renews an idempotent producer",
                 extra={"service": self.service},
             )
 
