@@ -360,7 +360,7 @@ class OutboxRelay(ServiceWorker):
         if self._renew_producer is not None:
             await self._renew_producer()
             log.warning(
-                "the broker refused records or their order; the relay renews an idempotent producer",
+                "the broker refused records or their order; an idempotent producer is renewed",
                 extra={"service": self.service},
             )
 
