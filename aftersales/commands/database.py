@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import logging
-import time
 from collections.abc import Sequence
 
 # How long `migrate`, `run` and `report` try to reach the database before giving up.
 DATABASE_PROBE_SECONDS = 10.0
-
-log = logging.getLogger("aftersales.cli")
 
 
 class DatabaseUnreachable(Exception):
@@ -51,28 +47,16 @@ def require_database(
 
 
 async def _probe_until(database_url: str, timeout: float, wait_s: float, where: str) -> None:
-    deadline = time.monotonic() + wait_s
-    pause = 0.5
-    while True:
-        try:
-            await _probe(database_url, timeout)
-            return
-        except Exception as exc:
-            left = deadline - time.monotonic()
-            if left <= 0 or not _passing(exc):
-                raise
-            pause = min(pause, left)
-            log.warning(
-                "the database cannot be reached yet; trying again",
-                extra={
-                    "database": where,
-                    "error": type(_cause(exc)).__name__,
-                    "retry_in_s": round(pause, 1),
-                    "gives_up_in_s": round(left, 1),
-                },
-            )
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 5.0)
+    from shared.reachable import once_reachable
+
+    await once_reachable(
+        lambda: _probe(database_url, timeout),
+        what="the database",
+        passing=_passing,
+        wait_s=wait_s,
+        about={"database": where},
+        cause=_cause,
+    )
 
 
 def _passing(exc: BaseException) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -11,6 +10,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
+from shared.reachable import once_reachable
 from shared.settings import Settings
 
 from .kafka import client_security
@@ -71,30 +71,12 @@ async def ensure_topics_once_reachable(
     Past the wait the last KafkaConnectionError is raised (the command's one line, exit 2).
     False when `stop` is set meanwhile (SIGTERM while waiting): nothing more to do."""
     wanted = list(topics)
-    deadline = monotonic() + wait_s
-    pause = 0.5
-    while True:
-        try:
-            await ensure_topics(settings, wanted)
-            return True
-        except KafkaConnectionError as exc:
-            left = deadline - monotonic()
-            if left <= 0:
-                raise
-            pause = min(pause, left)
-            log.warning(
-                "the Kafka broker cannot be reached yet; trying again",
-                extra={
-                    "error": type(exc).__name__,
-                    "retry_in_s": round(pause, 1),
-                    "gives_up_in_s": round(left, 1),
-                },
-            )
-            if stop is None:
-                await sleep(pause)
-            else:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), pause)
-                if stop.is_set():
-                    return False
-            pause = min(pause * 2, 5.0)
+    return await once_reachable(
+        lambda: ensure_topics(settings, wanted),
+        what="the Kafka broker",
+        passing=lambda exc: isinstance(exc, KafkaConnectionError),
+        wait_s=wait_s,
+        stop=stop,
+        sleep=sleep,
+        monotonic=monotonic,
+    )
