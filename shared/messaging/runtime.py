@@ -206,7 +206,8 @@ class ServiceRuntime:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._relay_producer: AIOKafkaProducer | None = None
-        self._renewing = False  # a renewed producer did not start yet: `_publish` starts it
+        # A renewed producer did not start yet: the relay's next round starts it first.
+        self._renewing = False
         # Only when OTEL_EXPORTER_OTLP_ENDPOINT is set (or a test gives an exporter).
         self.tracing = setup_tracing(definition.name, span_exporter)
         self.broker = KafkaBroker(
@@ -327,9 +328,6 @@ class ServiceRuntime:
         # (its middlewares, a correlation id, a command object) cost as much CPU as the send.
         # With tracing on, the relay makes each event's span and trace headers itself.
         producer = self._relay_producer
-        if producer is None and self._renewing:
-            await self.start_relay_producer()  # raises while the broker cannot be reached
-            producer = self._relay_producer
         if producer is not None:
             headers = RELAY_HEADERS if self.tracing is None else self._traced_headers(topic, key)
             return await producer.send(topic, payload, key=key, headers=headers)
