@@ -18,6 +18,7 @@ from shared.logs import quiet
 
 if TYPE_CHECKING:
     from shared.messaging.runtime import ServiceRuntime
+    from shared.policy import Policy
 
 log = logging.getLogger("aftersales.cli")
 
@@ -62,7 +63,7 @@ async def serve(
 ) -> None:
     """Run services until SIGTERM/SIGINT (or `until`), then shut down gracefully.
     `own_process`: the services are the process's whole work (not embedded, as in a test)."""
-    from aftersales.http import http_server, require_free_port
+    from aftersales.http import require_free_port
     from shared.messaging.runtime import ServiceRuntime
     from shared.migrations import check_current
 
@@ -81,17 +82,36 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    with quiet("aiokafka"):  # an unreachable broker is the command's one line, not the client's
-        if not await start_together(runtimes, stop):
-            log.info("stopped while waiting for the Kafka broker")
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
-            return
-    server = http_server(runtimes, port, env.policy)
+    try:
+        with quiet("aiokafka"):  # an unreachable broker is the command's one line
+            if not await start_together(runtimes, stop):
+                log.info("stopped while waiting for the Kafka broker")
+                return
+        await _serve_until(stop, runtimes, port, env.policy, own_process)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+async def _serve_until(
+    stop: asyncio.Event,
+    runtimes: Sequence[ServiceRuntime],
+    port: int,
+    policy: Policy,
+    own_process: bool,
+) -> None:
+    """The started runtimes served (health, metrics, the read API) until `stop`, then stopped
+    together."""
+    from aftersales.http import http_server
+
+    server = http_server(runtimes, port, policy)
     server_task = asyncio.create_task(server.serve())
     if own_process:
         heap.settle()  # start-up's objects frozen, young ones collected less often
-    log.info("serving", extra={"services": ",".join(names), "http_port": port})
+    log.info(
+        "serving",
+        extra={"services": ",".join(r.definition.name for r in runtimes), "http_port": port},
+    )
     try:
         await stop.wait()
     finally:
@@ -100,8 +120,6 @@ async def serve(
         stopped = await asyncio.gather(*(r.stop() for r in runtimes), return_exceptions=True)
         server.should_exit = True
         await server_task
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
         for result in stopped:
             if isinstance(result, BaseException):
                 raise result
