@@ -67,18 +67,7 @@ class Inbox:
         if not events:
             return set()
         ids = sorted(events)
-        t = self._table
-        # A SQLAlchemy construct, not text: a schema_translate_map must apply to it too.
-        arrays = [bindparam(name, type_=ARRAY(Text)) for name in ("ids", "types", "topics")]
-        stmt = (
-            insert(t)
-            .from_select(
-                ["event_id", "event_type", "topic"],
-                select(*(func.unnest(array) for array in arrays)),
-            )
-            .on_conflict_do_nothing(index_elements=["event_id"])
-            .returning(t.c.event_id)
-        )
+        stmt = _inbox_claim(self._table)
         rows = await self._session.execute(
             stmt,
             {
@@ -88,6 +77,23 @@ class Inbox:
             },
         )
         return {row[0] for row in rows}
+
+
+@cache
+def _inbox_claim(t: Table) -> ReturningInsert[Any]:
+    # Built once per table: SQLAlchemy keeps a statement object's cache key, and working it out
+    # for a statement built anew cost each batch ~0.1-0.3 ms (one more at every steady batch).
+    # A SQLAlchemy construct, not text: a schema_translate_map must apply to it too.
+    arrays = [bindparam(name, type_=ARRAY(Text)) for name in ("ids", "types", "topics")]
+    return (
+        insert(t)
+        .from_select(
+            ["event_id", "event_type", "topic"],
+            select(*(func.unnest(array) for array in arrays)),
+        )
+        .on_conflict_do_nothing(index_elements=["event_id"])
+        .returning(t.c.event_id)
+    )
 
 
 class Outbox:
