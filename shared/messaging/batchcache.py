@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.contracts import CloudEvent
-from shared.db import pending_writes
+from shared.db import driver_rows, pending_writes
 from shared.documents import Stored
 from shared.messaging.consumer import BATCH_EVENTS
 from shared.upserts import JsonRowsWrite
@@ -82,6 +82,6 @@ class HeldRows:
         for statement, rows in changed.items():
             made = [row() if callable(row) else row for row in rows.values()]
             if isinstance(statement, JsonRowsWrite):
-                await session.execute(statement.statement, statement.parameters(made))
+                await driver_rows(session, statement.statement, statement.parameters(made))
             else:
                 await session.execute(statement, made)

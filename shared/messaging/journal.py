@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import Insert
 
 from shared.contracts import CloudEvent
-from shared.db import pending_writes
+from shared.db import driver_rows, pending_writes
 from shared.upserts import dump_rows, json_rows
 
 from .store import HOLD_WRITES
@@ -187,7 +187,7 @@ class _HeldJournal:
         if not self.rows:
             return
         rows, self.rows = self.rows, []
-        await session.execute(_journal_add_many(self._table), {"rows": dump_rows(rows)})
+        await driver_rows(session, _journal_add_many(self._table), {"rows": dump_rows(rows)})
 
 
 _COLUMNS = (

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import ReturningInsert
 
 from shared.contracts import CloudEvent, dump_event
-from shared.db import flush_pending, pending_writes
+from shared.db import driver_rows, flush_pending, pending_writes
 from shared.projection import from_row
 
 from .tables import MessagingTables
@@ -67,9 +67,9 @@ class Inbox:
         if not events:
             return set()
         ids = sorted(events)
-        stmt = _inbox_claim(self._table)
-        rows = await self._session.execute(
-            stmt,
+        rows = await driver_rows(
+            self._session,
+            _inbox_claim(self._table),
             {
                 "ids": ids,
                 "types": [events[i][0] for i in ids],
@@ -221,14 +221,15 @@ class _HeldOutbox:
         if not self.rows:
             return
         rows = list(self.rows.values())
-        inserted = await session.scalars(
+        inserted = await driver_rows(
+            session,
             _outbox_add_many(self._table),
             {
                 name: [row[name] for row in rows]
                 for name in ("event_id", "event_type", "topic", "key", "payload")
             },
         )
-        missing = set(self.rows) - set(inserted)
+        missing = set(self.rows) - {row[0] for row in inserted}
         if missing:
             raise WriteConflict(f"already in the outbox: {sorted(missing)[:5]}")
 

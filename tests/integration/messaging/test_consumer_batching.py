@@ -12,6 +12,7 @@ from sqlalchemy import text
 from shared.contracts import EVENT_DEADLETTERED, NOTIFICATION_REQUESTED, parse_event
 from shared.db import UnitOfWork, lock_id
 from shared.messaging.errors import Rejected
+from shared.messaging.store import Inbox
 
 from .helpers import Harness, encode, order_paid, order_shipped, records, statements_sent
 from .kit import MessagingKit
@@ -124,6 +125,22 @@ async def test_one_lock_statement_holds_every_key_until_the_end_of_the_transacti
             text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": lock_id(keys[0])}
         )
         await other.rollback()
+
+
+async def test_a_claim_sent_first_by_the_driver_is_rolled_back_with_its_unit_of_work(
+    kit: MessagingKit,
+) -> None:
+    # The inbox claim goes to asyncpg directly; as a transaction's first statement it must
+    # begin the transaction, not run on its own and commit at once.
+    async with UnitOfWork(kit.sessions) as uow:
+        claimed = await Inbox(uow.session, kit.harness.tables).claim({"e-x": ("order.paid", "t")})
+        assert claimed == {"e-x"}
+        assert await uow.session.scalar(text("SELECT now() = statement_timestamp()")) is False
+    assert "e-x" not in await kit.inbox_ids()
+    async with UnitOfWork(kit.sessions) as uow:
+        await Inbox(uow.session, kit.harness.tables).claim({"e-x": ("order.paid", "t")})
+        await uow.commit()
+    assert "e-x" in await kit.inbox_ids()
 
 
 async def test_overlapping_batches_in_opposite_orders_neither_deadlock_nor_double_apply(
