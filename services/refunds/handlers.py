@@ -189,7 +189,8 @@ def _issued(event: RefundIssued, ledger: OrderLedger, index: int) -> list[Effect
     data = projected(
         RefundIssuedData,
         refund,
-        case=_case(refund),
+        # Plain values, as its lines: the event's model validates the case once.
+        case={"type": refund.case_type, "id": refund.case_id},
         breakdown=[{"kind": k, "amount": a} for k, a in refund.breakdown],
         payments=[{"method": m, "amount": a} for m, a in refund.payments],
     )
