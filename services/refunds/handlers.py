@@ -189,7 +189,8 @@ def _issued(event: RefundIssued, ledger: OrderLedger, index: int) -> list[Effect
     data = projected(
         RefundIssuedData,
         refund,
-        case=_case(refund),
+        # Plain values, as its lines: the event's model validates the case once.
+        case={"type": refund.case_type, "id": refund.case_id},
         breakdown=[{"kind": k, "amount": a} for k, a in refund.breakdown],
         payments=[{"method": m, "amount": a} for m, a in refund.payments],
     )
@@ -209,7 +210,8 @@ def _issued(event: RefundIssued, ledger: OrderLedger, index: int) -> list[Effect
             # The request's refund_id makes the event: a replay or a repeat yields the same one.
             event_id=ids.event_id("refund.issued", refund.refund_id),
             correlation_id=refund.case_id,
-            counts=tuple(counts),
+            # Labelling made each series; adding 0 (no cut, no overflow) would change none.
+            counts=tuple((counter, amount) for counter, amount in counts if amount),
         )
     ]
 

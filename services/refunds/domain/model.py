@@ -150,10 +150,6 @@ class RefundRequest:
         )
         return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
-    def kind_total(self, kinds: Iterable[str]) -> int:
-        wanted = set(kinds)
-        return sum(amount for kind, amount in self.breakdown if kind in wanted)
-
 
 @dataclass
 class OrderLedger:
@@ -433,8 +429,12 @@ def cap_request(request: RefundRequest, *, goods_room: int, outbound_room: int) 
     """SPEC 4.7 and 4.11: what all of an order's refunds give back for goods (net of the
     deductions on them) never exceeds the goods paid, nor for outbound shipping the fee paid;
     return freight and compensation come on top. The cut never takes a refund below 0."""
-    goods = request.kind_total(GOODS_KINDS)
-    outbound = request.kind_total([OUTBOUND_SHIPPING])
+    goods = outbound = 0
+    for kind, amount in request.breakdown:
+        if kind in GOODS_KINDS:
+            goods += amount
+        elif kind == OUTBOUND_SHIPPING:
+            outbound += amount
     outbound_excess = max(0, outbound - max(outbound_room, 0))
     goods_excess = max(0, goods - max(goods_room, 0))
     cut = min(outbound_excess + goods_excess, request.amount)

@@ -56,7 +56,8 @@ class IssuedRefund:
             raise ValueError("a refund is never negative")
         if sum(amount for _, amount in self.breakdown) != self.amount:
             raise ValueError("a refund's breakdown must sum to its amount")
-        if sum(amount for _, amount in self.payments) != self.amount:
+        # The payments' sum, without building their lines: one share per method, and the overflow.
+        if sum(dict(self.method_shares).values()) + self.overflow != self.amount:
             raise ValueError("a refund's payments must sum to its amount")
 
     @property

@@ -23,25 +23,28 @@ def cumulative_split(
     """
     if amount < 0:
         raise ValueError("a refund is never negative")
-    capacity = sum(charge for _, charge in charged)
-    already = sum(given.get(method, 0) for method, _ in charged)
-    to_methods = min(amount, max(capacity - already, 0))
-    parts = {method: 0 for method, _ in charged}
-    if to_methods:
-        targets = split_largest_remainder(already + to_methods, [c for _, c in charged])
-        for (method, _), target in zip(charged, targets, strict=True):
-            parts[method] = target - given.get(method, 0)
-        deficit = sum(-part for part in parts.values() if part < 0)
-        if deficit:  # the paradox struck: no part is negative otherwise
-            for method in parts:
-                parts[method] = max(parts[method], 0)
-            room = {m: charge - given.get(m, 0) - parts[m] for m, charge in charged}
-            for method in sorted(room, key=lambda m: (-room[m], m)):
-                if deficit <= 0:
-                    break
-                take = min(deficit, parts[method])
-                parts[method] -= take
-                deficit -= take
+    charges = [charge for _, charge in charged]
+    before = [given.get(method, 0) for method, _ in charged]
+    already = sum(before)
+    to_methods = min(amount, max(sum(charges) - already, 0))
+    if not to_methods:
+        return {}, amount
+    targets = split_largest_remainder(already + to_methods, charges)
+    parts = {
+        method: target - got
+        for (method, _), target, got in zip(charged, targets, before, strict=True)
+    }
+    deficit = sum(-part for part in parts.values() if part < 0)
+    if deficit:  # the paradox struck: no part is negative otherwise
+        for method in parts:
+            parts[method] = max(parts[method], 0)
+        room = {m: charge - given.get(m, 0) - parts[m] for m, charge in charged}
+        for method in sorted(room, key=lambda m: (-room[m], m)):
+            if deficit <= 0:
+                break
+            take = min(deficit, parts[method])
+            parts[method] -= take
+            deficit -= take
     return {m: part for m, part in parts.items() if part}, amount - to_methods
 
 
