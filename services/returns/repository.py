@@ -268,9 +268,12 @@ async def _prefetch(session: AsyncSession, events: Iterable[CloudEvent]) -> _Bat
     order_ids: set[str] = set()
     return_ids: set[str] = set()
     for event in events:
-        if isinstance(order_id := getattr(event.data, "order_id", None), str):
+        # The model's fields as it keeps them: a missing attribute (order.paid names no return)
+        # would raise and catch an error for every such event.
+        named = vars(event.data)
+        if isinstance(order_id := named.get("order_id"), str):
             order_ids.add(order_id)
-        if isinstance(return_id := getattr(event.data, "return_id", None), str):
+        if isinstance(return_id := named.get("return_id"), str):
             return_ids.add(return_id)
     cache = _BatchCache(
         orders=dict.fromkeys(order_ids),
