@@ -161,13 +161,15 @@ class ReturnsRepository:
             return
         return_id = request.return_id
         before = cache.requests.by_id.get(return_id)
-        if before is not None:
-            created = before.created_at  # kept on update, like the row
-        elif return_id in cache.requests.by_id:  # known not to exist
-            created = now
-        else:  # not read in this batch: the row may exist with an earlier created_at
-            created = await self._session.scalar(_CREATED_AT, {"b_id": return_id}) or now
-        cache.requests.put(return_id, _Request(created, request.order_id, request))
+        # A request the batch holds as this very object (loaded by this batch) stays as it is.
+        if before is None or before.case is not request:
+            if before is not None:
+                created = before.created_at  # kept on update, like the row
+            elif return_id in cache.requests.by_id:  # known not to exist
+                created = now
+            else:  # not read in this batch: the row may exist with an earlier created_at
+                created = await self._session.scalar(_CREATED_AT, {"b_id": return_id}) or now
+            cache.requests.put(return_id, _Request(created, request.order_id, request))
         cache.held.hold(self._session, _SAVE_RETURNS, return_id, partial(_return_row, request, now))
 
 
