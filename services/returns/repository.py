@@ -161,13 +161,15 @@ class ReturnsRepository:
             return
         return_id = request.return_id
         before = cache.requests.by_id.get(return_id)
-        if before is not None:
-            created = before.created_at  # kept on update, like the row
-        elif return_id in cache.requests.by_id:  # known not to exist
-            created = now
-        else:  # not read in this batch: the row may exist with an earlier created_at
-            created = await self._session.scalar(_CREATED_AT, {"b_id": return_id}) or now
-        cache.requests.put(return_id, _Request(created, request.order_id, request))
+        # A request the batch holds as this very object (loaded by this batch) stays as it is.
+        if before is None or before.case is not request:
+            if before is not None:
+                created = before.created_at  # kept on update, like the row
+            elif return_id in cache.requests.by_id:  # known not to exist
+                created = now
+            else:  # not read in this batch: the row may exist with an earlier created_at
+                created = await self._session.scalar(_CREATED_AT, {"b_id": return_id}) or now
+            cache.requests.put(return_id, _Request(created, request.order_id, request))
         cache.held.hold(self._session, _SAVE_RETURNS, return_id, partial(_return_row, request, now))
 
 
@@ -268,9 +270,12 @@ async def _prefetch(session: AsyncSession, events: Iterable[CloudEvent]) -> _Bat
     order_ids: set[str] = set()
     return_ids: set[str] = set()
     for event in events:
-        if isinstance(order_id := getattr(event.data, "order_id", None), str):
+        # The model's fields as it keeps them: a missing attribute (order.paid names no return)
+        # would raise and catch an error for every such event.
+        named = vars(event.data)
+        if isinstance(order_id := named.get("order_id"), str):
             order_ids.add(order_id)
-        if isinstance(return_id := getattr(event.data, "return_id", None), str):
+        if isinstance(return_id := named.get("return_id"), str):
             return_ids.add(return_id)
     cache = _BatchCache(
         orders=dict.fromkeys(order_ids),

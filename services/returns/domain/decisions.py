@@ -283,7 +283,8 @@ class Decisions:
             kind=self.kind,
             zone=turn.policy.zone,
             currency=currency if currency is not None else "CNY",
-            lines=returns.titles(about),
+            # Most decisions are about no particular line (approvals, completions).
+            lines=returns.titles(about) if about else (),
             other_lines=bool(about) and bool(set(self.lines) - set(about)),
             categories=() if found is None else found.categories,
             conditions=conditions,

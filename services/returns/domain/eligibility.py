@@ -63,6 +63,10 @@ class Assessment:
     quality_deadline: datetime | None = None  # where a quality claim is still possible
 
 
+# The approval carries no details: one value serves every eligible request.
+_ELIGIBLE = Assessment(ReturnStatus.APPROVED, Rule.ELIGIBLE)
+
+
 def assess(request: AssessedRequest, returns: OrderReturns, policy: Policy) -> Assessment:
     """SPEC 4.1-4.6 in their order: order, delivery, quantity, then the reason group's rules."""
     order = returns.order
@@ -119,7 +123,7 @@ def assess(request: AssessedRequest, returns: OrderReturns, policy: Policy) -> A
                 conditions=not_intact,
                 quality_deadline=quality_deadline(),
             )
-        return Assessment(ReturnStatus.APPROVED, Rule.ELIGIBLE)
+        return _ELIGIBLE
 
     # Seller fault: no 7-day limit, condition flags do not matter, never rejected for lateness.
     quality_window_end = quality_deadline()
@@ -132,4 +136,4 @@ def assess(request: AssessedRequest, returns: OrderReturns, policy: Policy) -> A
         )
     if not request.evidence_urls:
         return Assessment(ReturnStatus.PENDING, Rule.EVIDENCE_MISSING, WaitingFor.EVIDENCE)
-    return Assessment(ReturnStatus.APPROVED, Rule.ELIGIBLE)
+    return _ELIGIBLE

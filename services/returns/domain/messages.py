@@ -13,6 +13,7 @@ from services.returns.domain.vocabulary import Payer, ReturnKind, ReturnStatus, 
 from services.returns.domain.wording import (
     CATEGORY_NAMES,
     CONDITION_NAMES,
+    NOTHING,
     Message,
     MessageFacts,
     item_names,
@@ -31,7 +32,7 @@ from services.returns.domain.wording import (
 def _payer(facts: MessageFacts) -> Message:
     if facts.payer == Payer.MERCHANT:
         if facts.return_shipping_cap is None:  # no cap in the order's currency
-            up_to = Message("", "")
+            up_to = NOTHING
         else:
             cap = money(facts.return_shipping_cap, facts.currency)
             up_to = Message(f"（最高{cap.zh}）", f" (up to {cap.en})")
@@ -41,16 +42,20 @@ def _payer(facts: MessageFacts) -> Message:
             f"after the warehouse signs for it{up_to.en}; please keep the receipt.",
         )
     if facts.payer == Payer.INSURER:
-        return Message(
-            "您的订单已投保退货运费险，寄回运费由保险承担。",
-            " Your order has return-freight insurance, so the insurer covers the return freight.",
-        )
+        return _INSURER_PAYS
     if facts.payer == Payer.BUYER:
-        return Message(
-            "无理由退换货的寄回运费由您承担。",
-            " For a no-reason return the return freight is yours to pay.",
-        )
-    return Message("", "")
+        return _BUYER_PAYS
+    return NOTHING
+
+
+_INSURER_PAYS = Message(
+    "您的订单已投保退货运费险，寄回运费由保险承担。",
+    " Your order has return-freight insurance, so the insurer covers the return freight.",
+)
+_BUYER_PAYS = Message(
+    "无理由退换货的寄回运费由您承担。",
+    " For a no-reason return the return freight is yours to pay.",
+)
 
 
 def _approved(rule: Rule, facts: MessageFacts) -> Message:
@@ -72,7 +77,7 @@ def _approved(rule: Rule, facts: MessageFacts) -> Message:
             f" Please send the item back; the replacement is dispatched within {hours} hours of "
             "the warehouse signing for it.",
         )
-        estimate = Message("", "")
+        estimate = NOTHING
     else:
         step = Message(
             f"请将商品寄回，仓库签收后{hours}小时内为您退款。",
@@ -80,7 +85,7 @@ def _approved(rule: Rule, facts: MessageFacts) -> Message:
             "for it.",
         )
         if facts.amount is None:
-            estimate = Message("", "")
+            estimate = NOTHING
         else:
             amount = money(facts.amount, facts.currency)
             estimate = Message(
@@ -108,18 +113,20 @@ def _completed(facts: MessageFacts) -> Message:
                 "payment method; a separate message confirms the amount.",
             )
         return text
-    if not facts.amount:
-        return Message(
-            "您好，您的退货已处理完成，本次退货没有需要退回的金额。如对金额有疑问，欢迎联系客服查询明细。",
-            "Hello, your return has been completed; no amount is due back for it. If you have "
-            "questions about the amount, customer service can walk you through the details.",
-        )
-    return Message(
-        "您好，仓库已签收您寄回的商品，退款正在按原支付方式退回，退款金额以退款通知为准。感谢您的耐心！",
-        "Hello, the warehouse has received your return and your refund is on its way to your "
-        "original payment method(s); a separate message confirms the amount. Thank you for "
-        "your patience!",
-    )
+    return _REFUNDING if facts.amount else _NOTHING_DUE
+
+
+_NOTHING_DUE = Message(
+    "您好，您的退货已处理完成，本次退货没有需要退回的金额。如对金额有疑问，欢迎联系客服查询明细。",
+    "Hello, your return has been completed; no amount is due back for it. If you have "
+    "questions about the amount, customer service can walk you through the details.",
+)
+_REFUNDING = Message(
+    "您好，仓库已签收您寄回的商品，退款正在按原支付方式退回，退款金额以退款通知为准。感谢您的耐心！",
+    "Hello, the warehouse has received your return and your refund is on its way to your "
+    "original payment method(s); a separate message confirms the amount. Thank you for "
+    "your patience!",
+)
 
 
 def _cancelled(facts: MessageFacts) -> Message:
@@ -181,7 +188,7 @@ def _evidence_missing(status: ReturnStatus, facts: MessageFacts) -> Message:
             "problem and we will handle it promptly.",
         )
     if facts.wait_until is None:
-        before = Message("", "")
+        before = NOTHING
     else:
         moment = local_moment(facts.wait_until, facts.zone)
         before = Message(f"（{moment.zh}前）", f" (before {moment.en})")
@@ -195,7 +202,7 @@ def _evidence_missing(status: ReturnStatus, facts: MessageFacts) -> Message:
 
 def _quality_window_expired(status: ReturnStatus, facts: MessageFacts) -> Message:
     ended = (
-        Message("", "")
+        NOTHING
         if facts.window_deadline is None
         else last_day_text(facts.window_deadline, facts.zone)
     )
@@ -293,10 +300,10 @@ def _quantity_exceeds(status: ReturnStatus, facts: MessageFacts) -> Message:
 
 def _inspection_failed(status: ReturnStatus, facts: MessageFacts) -> Message:
     if facts.conditions:
-        findings = listed(facts.conditions, CONDITION_NAMES, none=Message("", ""))
+        findings = listed(facts.conditions, CONDITION_NAMES, none=NOTHING)
         found = Message(f"（{findings.zh}）", f" ({findings.en})")
     else:
-        found = Message("", "")
+        found = NOTHING
     return Message(
         f"您好，很抱歉，仓库验货未通过{found.zh}，本次退款无法办理。如您对验货结果有异议，可联系客服申诉；"
         "如属于商品本身的质量问题，也可以以质量问题为由申请售后并上传照片。",

@@ -138,18 +138,23 @@ class OrderReturns:
 
     def available_units(self, order: Order, line_id: str, return_id: str) -> int:
         """Units of a line the buyer may still return in `return_id`."""
+        return self._free_units(order.line(line_id).quantity, line_id, return_id)
+
+    def _free_units(self, bought: int, line_id: str, return_id: str) -> int:
         reserved = self.ledger.reserved_units(line_id, excluding=return_id)
-        return max(0, order.line(line_id).quantity - self.returned_units(line_id) - reserved)
+        return max(0, bought - self.returned_units(line_id) - reserved)
 
     def exceeding_lines(
         self, order: Order, lines: Mapping[str, int], return_id: str
     ) -> tuple[str, ...]:
         """Requested lines the order lacks, or asked for more units than are still free."""
+        # The order's lines looked at once, not searched again for every requested line.
+        bought = {line.line_id: line.quantity for line in order.lines}
         return tuple(
             line_id
             for line_id, quantity in lines.items()
-            if not order.has_line(line_id)
-            or quantity > self.available_units(order, line_id, return_id)
+            if line_id not in bought
+            or quantity > self._free_units(bought[line_id], line_id, return_id)
         )
 
 

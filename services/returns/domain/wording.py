@@ -84,9 +84,12 @@ def money(amount: int, currency: str) -> Message:
     return Message(format_money(amount, currency, "zh-CN"), format_money(amount, currency, "en"))
 
 
+_BEIJING_TIME = Message("北京时间", "Beijing time")
+
+
 def zone_label(zone: ZoneInfo) -> Message:
     if zone.key == "Asia/Shanghai":
-        return Message("北京时间", "Beijing time")
+        return _BEIJING_TIME
     return Message(f"{zone.key}当地时间", f"{zone.key} local time")
 
 
@@ -111,9 +114,8 @@ def local_moment(instant: datetime, zone: ZoneInfo) -> Message:
     local = instant.astimezone(zone)
     day = local_day(local.date())
     label = zone_label(zone)
-    return Message(
-        f"{day.zh} {local:%H:%M}（{label.zh}）", f"{local:%H:%M} on {day.en} ({label.en})"
-    )
+    clock = f"{local:%H:%M}"  # formatted once for both languages
+    return Message(f"{day.zh} {clock}（{label.zh}）", f"{clock} on {day.en} ({label.en})")
 
 
 def item_names(titles: tuple[str, ...]) -> Message:
@@ -135,15 +137,19 @@ def listed(codes: tuple[str, ...], names: dict[str, Message], *, none: Message) 
     return Message("、".join(m.zh for m in found), english_list([m.en for m in found]))
 
 
+# Texts that never vary, made once rather than for every message that says them.
+NOTHING = Message("", "")
+_EXCHANGE = Message("换货", "exchange")
+_RETURN = Message("退货退款", "return")
+
+
 def request_kind(facts: MessageFacts) -> Message:
-    if facts.kind == ReturnKind.EXCHANGE:
-        return Message("换货", "exchange")
-    return Message("退货退款", "return")
+    return _EXCHANGE if facts.kind == ReturnKind.EXCHANGE else _RETURN
 
 
 def other_items_note(facts: MessageFacts) -> Message:
     if not facts.other_lines:
-        return Message("", "")
+        return NOTHING
     return Message(
         "本次申请中的其他商品不受影响，您可以将它们单独重新提交申请。",
         " The other items in this request are not affected: you may request them on their own.",
