@@ -41,7 +41,7 @@ from services.complaints.domain.orders import ShopOrder
 from services.complaints.domain.rules import Outcome
 from services.complaints.locks import COMPLAINT_LOCK_PREFIX, lock_keys
 from shared.contracts import CloudEvent, CompensationReviewed, ComplaintOpened, ComplaintResolved
-from shared.db import pending_writes
+from shared.db import driver_rows, pending_writes
 from shared.messaging.batchcache import HeldRows, batch_cache, loaded
 from shared.messaging.batchcases import HeldCase, HeldCases, case_or_read, cases_or_read
 from shared.upserts import document_upsert
@@ -256,7 +256,7 @@ class ComplaintsRepository:
             buyers = sorted(({customer_id} | likely) - cache.budgets.keys())
             await lock(buyers)
             cache.budgets.update(dict.fromkeys(buyers))
-            for buyer, text in await self._session.execute(_PREFETCH_BUDGETS, {"ids": buyers}):
+            for buyer, text in await driver_rows(self._session, _PREFETCH_BUDGETS, {"ids": buyers}):
                 cache.budgets[buyer] = text  # read on first use
         budget = loaded(cache.budgets, customer_id, CompensationBudget)
         if budget is None:
@@ -371,10 +371,10 @@ async def _prefetch(session: AsyncSession, events: list[CloudEvent]) -> _BatchCa
     given = {"ids": sorted(order_ids), "cids": sorted(complaint_ids)}
     # Documents as text: each is read when a handler first loads it.
     if order_ids:
-        for order_id, text in await session.execute(_PREFETCH_ORDERS, given):
+        for order_id, text in await driver_rows(session, _PREFETCH_ORDERS, given):
             cache.orders[order_id] = text
     if order_ids or complaint_ids:
-        rows = await session.execute(_PREFETCH_COMPLAINTS, given)
+        rows = await driver_rows(session, _PREFETCH_COMPLAINTS, given)
         for complaint_id, order_id, customer_id, text, created_at in rows:
             if order_id in cache.orders:
                 stored = _Stored(created_at, order_id, text, customer_id)
@@ -383,8 +383,8 @@ async def _prefetch(session: AsyncSession, events: list[CloudEvent]) -> _BatchCa
                 cache.complaints.by_id.pop(complaint_id, None)
                 cache.order_of[complaint_id] = order_id
     if complaint_ids:
-        for complaint_id, received_at, callback_id, score in await session.execute(
-            _PREFETCH_PARKED, given
+        for complaint_id, received_at, callback_id, score in await driver_rows(
+            session, _PREFETCH_PARKED, given
         ):
             cache.parked[complaint_id].append((received_at, callback_id, score))
             cache.stored_parked.add(complaint_id)

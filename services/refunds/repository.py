@@ -26,7 +26,7 @@ from services.refunds import tables
 from services.refunds.domain.model import OrderLedger
 from services.refunds.domain.refund import IssuedRefund
 from shared.contracts import CloudEvent, RefundRequested
-from shared.db import pending_writes
+from shared.db import driver_rows, pending_writes
 from shared.messaging.batchcache import batch_cache, held_or_read
 from shared.projection import as_row
 from shared.upserts import JsonRowsWrite, document_upsert, json_upsert, upsert
@@ -72,9 +72,9 @@ class _BatchCache:
         # One parameter each: the rows as a JSON array, each ledger's document embedded as the
         # text it was written as (the batch's ledgers and refunds are distinct by key).
         if rows:
-            await session.execute(_SAVE_LEDGERS.statement, _SAVE_LEDGERS.parameters(rows))
+            await driver_rows(session, _SAVE_LEDGERS.statement, _SAVE_LEDGERS.parameters(rows))
         if refunds:
-            await session.execute(_SAVE_REFUNDS.statement, _SAVE_REFUNDS.parameters(refunds))
+            await driver_rows(session, _SAVE_REFUNDS.statement, _SAVE_REFUNDS.parameters(refunds))
 
 
 class RefundsRepository:
@@ -123,10 +123,10 @@ async def _prefetch(session: AsyncSession, events: Iterable[CloudEvent]) -> _Bat
             refund_ids.add(event.data.refund_id)
     cache = _BatchCache(ledgers=dict.fromkeys(order_ids), owners=dict.fromkeys(refund_ids))
     if order_ids:
-        for order_id, state in await session.execute(_PREFETCH, {"ids": sorted(order_ids)}):
+        for order_id, state in await driver_rows(session, _PREFETCH, {"ids": sorted(order_ids)}):
             cache.ledgers[order_id] = OrderLedger.from_json(state)
     if refund_ids:
-        rows = await session.execute(_PREFETCH_OWNERS, {"ids": sorted(refund_ids)})
+        rows = await driver_rows(session, _PREFETCH_OWNERS, {"ids": sorted(refund_ids)})
         for refund_id, order_id in rows:
             cache.owners[refund_id] = order_id
     return cache

@@ -30,6 +30,7 @@ from services.returns.domain.model import ReturnRequest
 from services.returns.domain.order_returns import OrderLedger
 from services.returns.domain.values import Order
 from shared.contracts import CloudEvent
+from shared.db import driver_rows
 from shared.messaging.batchcache import HeldRows, batch_cache, held_or_read, loaded
 from shared.messaging.batchcases import HeldCase, HeldCases, case_or_read, cases_or_read
 from shared.upserts import JsonRowsWrite, document_upsert, json_upsert
@@ -287,12 +288,14 @@ async def _prefetch(session: AsyncSession, events: Iterable[CloudEvent]) -> _Bat
         return cache
     given = {"ids": sorted(order_ids), "rids": sorted(return_ids)}
     # Documents as text: a ledger or a request is read when a handler first loads it.
-    for order_id, state in await session.execute(_PREFETCH_ORDERS, given):
+    for order_id, state in await driver_rows(session, _PREFETCH_ORDERS, given):
         cache.orders[order_id] = Order.from_json(state)
-    for order_id, state in await session.execute(_PREFETCH_LEDGERS, given):
+    for order_id, state in await driver_rows(session, _PREFETCH_LEDGERS, given):
         cache.ledgers[order_id] = state  # read on first use
-    for order_id, signed_at in await session.execute(_PREFETCH_SIGNATURES, given):
+    for order_id, signed_at in await driver_rows(session, _PREFETCH_SIGNATURES, given):
         cache.signatures[order_id] = signed_at
-    for return_id, order_id, state, created_at in await session.execute(_PREFETCH_RETURNS, given):
+    for return_id, order_id, state, created_at in await driver_rows(
+        session, _PREFETCH_RETURNS, given
+    ):
         cache.requests.put(return_id, _Request(created_at, order_id, state))
     return cache
