@@ -13,7 +13,6 @@ from aiokafka import AIOKafkaProducer
 from faststream import AckPolicy
 from faststream.exceptions import NackMessage
 from faststream.kafka import KafkaBroker
-from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from faststream.message import StreamMessage
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
@@ -145,12 +144,13 @@ class ServiceDefinition:
         )
 
 
-async def _records_as_they_came(msg: StreamMessage[Any]) -> None:
-    """The consumer's decoder: none. The processor parses the records itself (`_consume` takes
-    them raw); FastStream's decoder would parse each record's JSON a first time, for nothing,
+async def _records_as_they_came(msg: StreamMessage[Any]) -> Any:
+    """The consumer's decoder: the fetched records as they came. The processor parses them
+    itself; FastStream's decoder would parse each record's JSON a first time, for nothing,
     and raise on a body labelled `application/json` that is not JSON, before the processor
     could dead-letter it: the batch would be fetched again and again, its partition stopped."""
-    return None
+    raw = msg.raw_message
+    return raw if isinstance(raw, tuple) else (raw,)
 
 
 def kafka_security(settings: Settings) -> BaseSecurity | None:
@@ -290,8 +290,9 @@ class ServiceRuntime:
             self.definition, self.sessions, self.settings, policy, self.clock
         )
 
-    async def _consume(self, msg: KafkaMessage) -> None:
-        records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
+    async def _consume(self, records: Any) -> None:
+        # The batch's records as the decoder passes them (the body), not FastStream's message:
+        # a parameter it injects from its context runs a function in a worker thread per batch.
         try:
             await self.processor.process(records)
             self.health.succeeded()
