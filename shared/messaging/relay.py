@@ -13,15 +13,16 @@ from aiokafka.errors import OutOfOrderSequenceNumber
 from sqlalchemy import (
     BigInteger,
     Integer,
-    Row,
     Select,
     Table,
+    Text,
     Update,
     and_,
     any_,
     bindparam,
     exists,
     func,
+    literal_column,
     select,
     text,
     update,
@@ -32,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from shared import metrics
 from shared.clock import Clock
 from shared.crypto import redact
-from shared.db import lock_id
+from shared.db import driver_rows, lock_id
 
 from .errors import is_transient, unpublishable
 from .kafka import RecordBatches, Sent
@@ -46,6 +47,10 @@ log = logging.getLogger("aftersales.relay")
 
 CONTENT_TYPE = "application/cloudevents+json"
 RELAY_HEADERS = [("content-type", CONTENT_TYPE.encode())]
+
+# A row of `_pending_in_slots`, as the driver returns it (an asyncpg record: by index or column
+# name, no attributes): id, topic, key, payload.
+OutboxRow = Any
 
 # Sends one record and returns an awaitable that completes when the broker acknowledged it.
 Publish = Callable[[str, bytes | None, bytes], Awaitable[Awaitable[object]]]
@@ -102,8 +107,12 @@ def _waiting(t: Table) -> Any:
 @cache
 def _pending_in_slots(t: Table) -> Select[tuple[int, str, str | None, bytes]]:
     # hashtext is the server's: every relay computes the same slot for a key. Keyless events
-    # share the slot of the empty key.
-    slot = (func.hashtext(func.coalesce(t.c.key, "")).op("&")(0x7FFFFFFF)) % SLOTS
+    # share the slot of the empty key. Constants written in the SQL: the driver is given only
+    # the named parameters.
+    no_key = literal_column("''", Text)
+    slot = (
+        func.hashtext(func.coalesce(t.c.key, no_key)).op("&")(literal_column("2147483647", Integer))
+    ) % literal_column(str(SLOTS), Integer)
     return (
         select(t.c.id, t.c.topic, t.c.key, t.c.payload)
         .where(_waiting(t), slot == any_(bindparam("slots", type_=ARRAY(Integer))))
@@ -131,8 +140,8 @@ def _mark_parked(t: Table) -> Update:
     )
 
 
-def _key_bytes(row: Any) -> bytes | None:
-    return row.key.encode("utf-8") if row.key is not None else None
+def _key_bytes(key: str | None) -> bytes | None:
+    return key.encode("utf-8") if key is not None else None
 
 
 def parked_error(exc: BaseException) -> str:
@@ -215,18 +224,17 @@ class OutboxRelay(ServiceWorker):
             # Relays of versions before slots took the leader lock alone; taking it shared
             # keeps them and these from publishing at the same time during a rollout.
             locks = [self._slot_locks[slot] for slot in slots]
-            held = list(
-                await session.scalars(
-                    _TRY_SLOTS, {"leader": self._leader_lock, "slots": slots, "ids": locks}
+            held = [
+                slot
+                for (slot,) in await driver_rows(
+                    session, _TRY_SLOTS, {"leader": self._leader_lock, "slots": slots, "ids": locks}
                 )
-            )
+            ]
             if not held:
                 return 0
-            rows = (
-                await session.execute(
-                    _pending_in_slots(t), {"slots": held, "limit": self._batch_size}
-                )
-            ).all()
+            rows = await driver_rows(
+                session, _pending_in_slots(t), {"slots": held, "limit": self._batch_size}
+            )
             # Every slot of the half held and fewer rows than asked: nothing else waits there.
             drained = len(held) == len(slots) and len(rows) < self._batch_size
             if not rows:
@@ -235,19 +243,21 @@ class OutboxRelay(ServiceWorker):
                 return 0
             published, parked = await self._send(rows)
             if published:
-                await session.execute(
-                    _mark_published(t), {"ids": published, "at": self._clock.now()}
+                await driver_rows(
+                    session, _mark_published(t), {"ids": published, "at": self._clock.now()}
                 )
             now = self._clock.now()
             for row, exc in parked:
-                await session.execute(
-                    _mark_parked(t), {"b_id": row.id, "b_at": now, "b_error": parked_error(exc)}
+                await driver_rows(
+                    session,
+                    _mark_parked(t),
+                    {"b_id": row["id"], "b_at": now, "b_error": parked_error(exc)},
                 )
         # Committed: what it sent is marked published. A row parked, held behind one or left
         # unsent (its partition's record batch failed) still waits.
         if drained and len(published) == len(rows):
             self._drained[slots[0]] = seen_at
-        topics = {row.id: row.topic for row in rows}
+        topics = {row_id: topic for row_id, topic, _, _ in rows}
         # A label look-up per topic, not per event: it costs more than the increment.
         for topic, n in Counter(topics[row_id] for row_id in published).items():
             metrics.OUTBOX_PUBLISHED.labels(self.service, topic).inc(n)
@@ -256,8 +266,8 @@ class OutboxRelay(ServiceWorker):
                 "outbox event parked: the broker refuses it; later events of its key wait",
                 extra={
                     "service": self.service,
-                    "outbox_id": row.id,
-                    "topic": row.topic,
+                    "outbox_id": row["id"],
+                    "topic": row["topic"],
                     "error": type(exc).__name__,
                 },
             )
@@ -267,8 +277,8 @@ class OutboxRelay(ServiceWorker):
         return len(published) + len(parked)
 
     async def _send(
-        self, rows: Sequence[Row[Any]]
-    ) -> tuple[list[int], list[tuple[Any, BaseException]]]:
+        self, rows: Sequence[OutboxRow]
+    ) -> tuple[list[int], list[tuple[OutboxRow, BaseException]]]:
         """Send rows in order; returns the ids acknowledged and the rows refused for good.
 
         A row the producer refuses (`unpublishable`) is parked and the later rows of its key
@@ -283,46 +293,47 @@ class OutboxRelay(ServiceWorker):
         they are not sent and wait (a key's later rows never go out before its refused one).
         """
         held: set[str | None] = set()
-        parked: list[tuple[Any, BaseException]] = []
-        sent: list[Sent[Any]] = []
+        parked: list[tuple[OutboxRow, BaseException]] = []
+        sent: list[Sent[OutboxRow]] = []
         if self._producer is not None and self._producer() is None and self._renew_producer:
             await self._renew_producer()  # one whose renewal could not start it: start it now
         producer = self._producer() if self._producer is not None else None
-        batches = RecordBatches[Any](producer, RELAY_HEADERS) if producer is not None else None
+        batches = (
+            RecordBatches[OutboxRow](producer, RELAY_HEADERS) if producer is not None else None
+        )
         for row in rows:
-            if row.key in held:
+            _, topic, row_key, payload = row
+            if row_key in held:
                 continue
             try:
-                key = _key_bytes(row)
+                key = _key_bytes(row_key)
                 if batches is not None and key is not None:
-                    if len(key) + len(row.payload) <= BATCHED_UP_TO:
-                        sent += await batches.add(
-                            row.topic, key, row.payload, row, self._record_headers
-                        )
+                    if len(key) + len(payload) <= BATCHED_UP_TO:
+                        sent += await batches.add(topic, key, payload, row, self._record_headers)
                         continue
                     # Its key's earlier rows first, acknowledged; none after a refused batch.
-                    sent += await batches.flush(row.topic, key)
-                    if not await batches.settled(row.topic, key):
+                    sent += await batches.flush(topic, key)
+                    if not await batches.settled(topic, key):
                         continue  # not sent: it waits for the next batch of the outbox
-                    ack = await self._publish(row.topic, key, row.payload)
-                    await batches.track(row.topic, key, ack)
+                    ack = await self._publish(topic, key, payload)
+                    await batches.track(topic, key, ack)
                     sent.append(([row], ack))
                     continue
-                sent.append(([row], await self._publish(row.topic, key, row.payload)))
+                sent.append(([row], await self._publish(topic, key, payload)))
             except Exception as exc:
                 if not unpublishable(exc):
                     raise
                 parked.append((row, exc))
-                held.add(row.key)
+                held.add(row_key)
         if batches is not None:
             sent += await batches.flush()
         results = await asyncio.gather(*(ack for _, ack in sent), return_exceptions=True)
         published: list[int] = []
-        refused: list[Any] = []
+        refused: list[OutboxRow] = []
         failures: list[BaseException] = []
         for (sent_rows, _), result in zip(sent, results, strict=True):
             if not isinstance(result, BaseException):
-                published += (row.id for row in sent_rows)
+                published += (row["id"] for row in sent_rows)
             elif unpublishable(result):
                 refused += sent_rows
             else:
@@ -335,8 +346,8 @@ class OutboxRelay(ServiceWorker):
             raise failures[0]
         # Rare: a topic whose limit is below the producer's. Sent again in outbox order (the
         # refused rows may come from several record batches).
-        for row in sorted(refused, key=lambda row: row.id):
-            if row.key in held:
+        for row in sorted(refused, key=lambda row: row["id"]):
+            if row["key"] in held:
                 continue
             acknowledged = False
             try:
@@ -351,9 +362,9 @@ class OutboxRelay(ServiceWorker):
                 if acknowledged:  # the broker's refusal, in its acknowledgement
                     await self._after_broker_refusal()
                 parked.append((row, exc))
-                held.add(row.key)
+                held.add(row["key"])
             else:
-                published.append(row.id)
+                published.append(row["id"])
         return published, parked
 
     async def _after_broker_refusal(self) -> None:
@@ -364,8 +375,9 @@ class OutboxRelay(ServiceWorker):
                 extra={"service": self.service},
             )
 
-    async def _publish_row(self, row: Any) -> Awaitable[object]:
-        return await self._publish(row.topic, _key_bytes(row), row.payload)
+    async def _publish_row(self, row: OutboxRow) -> Awaitable[object]:
+        _, topic, key, payload = row
+        return await self._publish(topic, _key_bytes(key), payload)
 
     async def drain(self) -> None:
         """Publish until nothing is left (used at shutdown and in tests)."""

@@ -79,7 +79,7 @@ async def publish_all(r: OutboxRelay) -> int:
     return total
 
 
-async def insert_raw(engine: AsyncEngine, harness: Harness, key: str, payload: bytes) -> int:
+async def insert_raw(engine: AsyncEngine, harness: Harness, key: str | None, payload: bytes) -> int:
     """An outbox row with any payload, as no handler would write it (too large for the broker)."""
     t = harness.tables.outbox
     async with engine.begin() as conn:

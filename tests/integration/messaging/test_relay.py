@@ -10,7 +10,14 @@ import pytest
 from sqlalchemy import event, text
 
 from shared.messaging.kafka import RecordBatches
-from shared.messaging.relay import CONTENT_TYPE, RELAY_HEADERS, OutboxRelay, Publish
+from shared.messaging.relay import (
+    CONTENT_TYPE,
+    RELAY_HEADERS,
+    SLOTS,
+    SLOTS_PER_BATCH,
+    OutboxRelay,
+    Publish,
+)
 from shared.messaging.runtime import ServiceRuntime
 from shared.messaging.topics import ensure_topics
 from shared.settings import Settings
@@ -140,6 +147,43 @@ async def test_a_publish_failure_leaves_the_batch_for_the_next_run(
         keyed = [i for i in on_topic if i in expected]
         # The last complete pass is in commit order.
         assert keyed[-len(expected) :] == expected
+
+
+async def test_the_slot_locks_of_a_round_are_held_until_it_commits(
+    kit: MessagingKit, runtime: ServiceRuntime
+) -> None:
+    # The round's first statement goes to the driver: it must begin the transaction, or the
+    # transaction's slot locks would go the moment they were taken.
+    free: list[bool] = []
+
+    async def publish(topic: str, key: bytes | None, payload: bytes) -> object:
+        try_lock = text("SELECT pg_try_advisory_xact_lock(:id)")
+        async with kit.engine.connect() as other:
+            free.extend([bool(await other.scalar(try_lock, {"id": i})) for i in r._slot_locks])
+            await other.rollback()
+        return await runtime._publish(topic, key, payload)
+
+    r = kit.relay(publish)
+    await queue_events(kit.harness, kit.sessions, ["o-1"], "l")
+    assert await publish_all(r) == 1
+    # The half of the slots the round took is locked, the other half is not.
+    assert sorted(free) == [False] * SLOTS_PER_BATCH + [True] * (SLOTS - SLOTS_PER_BATCH)
+
+
+async def test_a_keyless_event_goes_out_in_the_slot_of_the_empty_key(
+    kit: MessagingKit, settings: Settings, runtime: ServiceRuntime
+) -> None:
+    await insert_raw(kit.engine, kit.harness, None, b'{"keyless": true}')
+    async with kit.engine.connect() as conn:
+        slot = await conn.scalar(
+            text("SELECT (hashtext('') & 2147483647) % :slots"), {"slots": SLOTS}
+        )
+    r = kit.relay(runtime._publish)
+    assert await r._publish_slots([s for s in range(SLOTS) if s != slot]) == 0
+    assert await r._publish_slots([slot]) == 1
+    assert await kit.unpublished_count() == 0
+    published = await read_partitions(settings.kafka_bootstrap_servers, kit.harness.output_topic)
+    assert [(record.key, record.value) for record in published] == [(None, b'{"keyless": true}')]
 
 
 async def test_relay_run_loop_publishes_when_woken_and_stops(
