@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session
 from sqlalchemy.sql import ClauseElement
 
 NAMING_CONVENTION = {
@@ -134,10 +135,27 @@ _LOCK_MANY = text(
 )
 
 
-# A statement's SQL for the driver and its parameters' names in order, per schema mapping.
-_DRIVER_SQL: dict[
-    tuple[ClauseElement, tuple[tuple[str | None, str | None], ...]], tuple[str, tuple[str, ...]]
-] = {}
+@dataclass(frozen=True)
+class _DriverSql:
+    """A statement compiled for the driver: its SQL and, in the order of its $n, each
+    parameter's name and the value it was built with (a literal's; `_GIVEN` for one that must
+    be given: a missing one is a KeyError, never a NULL)."""
+
+    sql: str
+    parameters: tuple[tuple[str, Any], ...]
+
+
+_GIVEN = object()
+# Per statement and schema mapping.
+_DRIVER_SQL: dict[tuple[ClauseElement, tuple[tuple[Any, Any], ...]], _DriverSql] = {}
+# `session.info`: the connection a transaction's driver statements run on, looked up at its
+# first one (each look-up is a trip through SQLAlchemy's greenlet); dropped when it ends.
+_DRIVER = "aftersales.driver"
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_driver(session: Session, _transaction: object) -> None:
+    session.info.pop(_DRIVER, None)
 
 
 async def driver_rows(
@@ -147,38 +165,52 @@ async def driver_rows(
     driver itself, asyncpg, and return its rows (asyncpg records: by index or column name).
 
     For the statements every batch runs (locks, the inbox claim, the writes held until
-    commit): SQLAlchemy's execution of one costs ~0.3 ms of CPU more than asyncpg's (its
+    commit): SQLAlchemy's execution of one costs ~0.1-0.3 ms of CPU more than asyncpg's (its
     parameters, the result's rows, the events), which made most of what a small batch costs.
-    Only for parameters the driver takes as they are (text, numbers, arrays of them, bytes).
-    The schema mapping of the connection applies (tests map schemas); the engine's cursor
-    hook still sees each statement (statement counts)."""
-    connection = await session.connection()
-    sync = connection.sync_connection
-    assert sync is not None  # the session's connection, in its transaction
-    translate = sync.get_execution_options().get("schema_translate_map") or {}
-    key = (statement, tuple(sorted(translate.items(), key=repr)))
+    Only for parameters the driver takes as they are (text, numbers, arrays of them, bytes,
+    aware instants); a literal the statement was built with keeps its value unless given. The
+    schema mapping of the connection applies (tests map schemas); the engine's cursor hook
+    still sees each statement (statement counts)."""
+    held = session.info.get(_DRIVER)
+    if held is None:
+        connection = await session.connection()
+        sync = connection.sync_connection
+        assert sync is not None  # the session's connection, in its transaction
+        translate = sync.get_execution_options().get("schema_translate_map") or {}
+        mapping = tuple(sorted(translate.items(), key=repr))
+        adapter: Any = (await connection.get_raw_connection()).dbapi_connection
+        held = session.info[_DRIVER] = (sync, translate, mapping, adapter)
+    sync, translate, mapping, driver = held
+    key = (statement, mapping)
     compiled = _DRIVER_SQL.get(key)
     if compiled is None:
-        made = statement.compile(
-            dialect=connection.dialect,
+        made: Any = statement.compile(
+            dialect=sync.dialect,
             schema_translate_map=translate or None,
             render_schema_translate=bool(translate),
         )
-        order = getattr(made, "positiontup", None) or ()  # the driver's $n in order
-        compiled = _DRIVER_SQL[key] = (str(made), tuple(order))
-    sql, names = compiled
-    arguments = [parameters[name] for name in names]
+        order = made.positiontup or ()  # the names of the driver's $1, $2, ... in order
+        compiled = _DRIVER_SQL[key] = _DriverSql(
+            str(made),
+            tuple(
+                (name, _GIVEN if made.binds[name].required else made.binds[name].effective_value)
+                for name in order
+            ),
+        )
+    arguments = [
+        parameters[name] if name in parameters or built is _GIVEN else built
+        for name, built in compiled.parameters
+    ]
     if sync.dispatch.before_cursor_execute:
-        sync.dispatch.before_cursor_execute(sync, None, sql, arguments, None, False)
+        sync.dispatch.before_cursor_execute(sync, None, compiled.sql, arguments, None, False)
     # SQLAlchemy's asyncpg adapter begins its transaction lazily, at its first statement: begun
     # here as it would be (under the adapter's lock), or this statement would run outside the
     # transaction, committed at once. Private to the adapter (SQLAlchemy is pinned; the tests
     # of `driver_rows` fail should it change).
-    adapter: Any = (await connection.get_raw_connection()).dbapi_connection
-    async with adapter._execute_mutex:
-        if adapter._transaction is None:
-            await adapter._start_transaction()
-        return list(await adapter._connection.fetch(sql, *arguments))
+    async with driver._execute_mutex:
+        if driver._transaction is None:
+            await driver._start_transaction()
+        return list(await driver._connection.fetch(compiled.sql, *arguments))
 
 
 class PendingWrites(Protocol):

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import asyncio
 
-from sqlalchemy import text
+import pytest
+from sqlalchemy import Text, bindparam, func, literal, select, text
 
 from shared.contracts import EVENT_DEADLETTERED, NOTIFICATION_REQUESTED, parse_event
-from shared.db import UnitOfWork, lock_id
+from shared.db import UnitOfWork, driver_rows, lock_id
 from shared.messaging.errors import Rejected
 from shared.messaging.store import Inbox
 
@@ -141,6 +142,19 @@ async def test_a_claim_sent_first_by_the_driver_is_rolled_back_with_its_unit_of_
         await Inbox(uow.session, kit.harness.tables).claim({"e-x": ("order.paid", "t")})
         await uow.commit()
     assert "e-x" in await kit.inbox_ids()
+
+
+async def test_the_driver_sends_a_statements_literals_and_refuses_a_missing_parameter(
+    kit: MessagingKit,
+) -> None:
+    statement = select(func.coalesce(bindparam("given", type_=Text), "a literal"), literal(5))
+    async with UnitOfWork(kit.sessions) as uow:
+        rows = await driver_rows(uow.session, statement, {"given": None})
+        assert [tuple(row) for row in rows] == [("a literal", 5)]
+        rows = await driver_rows(uow.session, statement, {"given": "given"})
+        assert [tuple(row) for row in rows] == [("given", 5)]
+        with pytest.raises(KeyError):
+            await driver_rows(uow.session, statement, {})
 
 
 async def test_overlapping_batches_in_opposite_orders_neither_deadlock_nor_double_apply(
