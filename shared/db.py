@@ -11,6 +11,7 @@ from types import TracebackType
 from typing import Any, Protocol, Self, TypeVar
 
 from sqlalchemy import MetaData, event, text
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -87,7 +88,12 @@ def create_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        # No ping on checkout: SQLAlchemy's is three round trips (BEGIN, a statement, ROLLBACK),
+        # ~0.25 ms of CPU and ~0.4 ms of waiting for every transaction, a batch's or a relay
+        # round's alike. A connection the server closed (a restart, a terminated backend) is
+        # known to asyncpg without asking: `on_checkout` has the pool replace it. One that went
+        # silent fails its first statement, and the work is tried again (a passing fault).
+        pool_pre_ping=False,
         connect_args={"server_settings": limits.server_settings()},
     )
 
@@ -99,7 +105,13 @@ def create_engine(
         if sock is not None:
             limits.client_keepalives(sock)
 
+    def on_checkout(dbapi_connection: Any, _record: object, _proxy: object) -> None:
+        driver = getattr(dbapi_connection, "driver_connection", None)
+        if driver is not None and driver.is_closed():
+            raise DisconnectionError("the server closed the connection")  # the pool reconnects
+
     event.listen(engine.sync_engine, "connect", on_connect)
+    event.listen(engine.sync_engine, "checkout", on_checkout)
     return engine
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import sys
@@ -98,3 +99,29 @@ async def test_every_connection_has_client_side_tcp_keepalives(database_url: str
     finally:
         await engine.dispose()
     assert options == (1, 17, 7, 4)
+
+
+async def test_a_connection_the_server_closed_is_replaced_without_a_failed_transaction(
+    database_url: str,
+) -> None:
+    # No ping on checkout (three round trips per transaction): a connection whose backend is
+    # gone (a restart, a terminated backend) is known closed to asyncpg and replaced at checkout.
+    from shared.db import UnitOfWork, session_factory
+
+    engine = create_engine(database_url, pool_size=1)
+    other = create_engine(database_url, pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            pid = await conn.scalar(text("SELECT pg_backend_pid()"))
+        async with other.connect() as admin:
+            assert await admin.scalar(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+        for _ in range(50):  # the server's goodbye reaches the pooled connection
+            await asyncio.sleep(0.02)
+        async with UnitOfWork(session_factory(engine)) as uow:
+            await uow.lock(["order-1"])
+            again = await uow.session.scalar(text("SELECT pg_backend_pid()"))
+            await uow.commit()
+        assert again != pid
+    finally:
+        await engine.dispose()
+        await other.dispose()
