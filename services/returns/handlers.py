@@ -6,7 +6,6 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
 
 from services.returns.domain.events import (
     Decided,
@@ -40,7 +39,6 @@ from shared.messaging.context import EventHandler, HandlerContext, RepositoryHan
 from shared.messaging.effects import (
     Breach,
     CancelTimer,
-    Counts,
     Effect,
     Emit,
     SetTimer,
@@ -326,22 +324,16 @@ def _decided(event: Decided, scope: _Scope, index: int) -> list[Effect]:
             decided_at=scope.now,
         )
     )
+    counter = metrics.labelled(metrics.DECISIONS, SERVICE, event.event_type, str(event.rule))
     return [
         Emit(
             event.event_type,
             data,
             discriminator=f"{request.return_id}:{index}",
             correlation_id=request.return_id,
-            counts=_decision_counts(event.event_type, str(event.rule)),
+            counts=((counter, 1),),
         )
     ]
-
-
-@cache
-def _decision_counts(event_type: str, rule: str) -> Counts:
-    """A decision's count: its labelled counter is looked up once per type and rule, not per
-    decision (a lookup takes the metric's lock)."""
-    return ((metrics.labelled(metrics.DECISIONS, SERVICE, event_type, rule), 1),)
 
 
 def _timer_set(event: TimerSet, scope: _Scope, index: int) -> list[Effect]:
