@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import weakref
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
@@ -158,8 +159,10 @@ class _DriverSql:
 
 
 _GIVEN = object()
-# Per statement and schema mapping.
-_DRIVER_SQL: dict[tuple[ClauseElement, tuple[tuple[Any, Any], ...]], _DriverSql] = {}
+# Per statement (held weakly: one built per call, by mistake, is not kept) and schema mapping.
+_DRIVER_SQL: weakref.WeakKeyDictionary[ClauseElement, dict[tuple[Any, ...], _DriverSql]] = (
+    weakref.WeakKeyDictionary()
+)
 # `session.info`: the connection a transaction's driver statements run on, looked up at its
 # first one (each look-up is a trip through SQLAlchemy's greenlet); dropped when it ends.
 _DRIVER = "aftersales.driver"
@@ -193,8 +196,10 @@ async def driver_rows(
         adapter: Any = (await connection.get_raw_connection()).dbapi_connection
         held = session.info[_DRIVER] = (sync, translate, mapping, adapter)
     sync, translate, mapping, driver = held
-    key = (statement, mapping)
-    compiled = _DRIVER_SQL.get(key)
+    by_mapping = _DRIVER_SQL.get(statement)
+    if by_mapping is None:
+        by_mapping = _DRIVER_SQL[statement] = {}
+    compiled = by_mapping.get(mapping)
     if compiled is None:
         made: Any = statement.compile(
             dialect=sync.dialect,
@@ -202,7 +207,7 @@ async def driver_rows(
             render_schema_translate=bool(translate),
         )
         order = made.positiontup or ()  # the names of the driver's $1, $2, ... in order
-        compiled = _DRIVER_SQL[key] = _DriverSql(
+        compiled = by_mapping[mapping] = _DriverSql(
             str(made),
             tuple(
                 (name, _GIVEN if made.binds[name].required else made.binds[name].effective_value)
