@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Column, DateTime, MetaData, Table, Text, func
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    DateTime,
+    MetaData,
+    Select,
+    Table,
+    Text,
+    bindparam,
+    func,
+    select,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.sql.schema import SchemaItem
 
 
@@ -42,3 +54,19 @@ def document_table(
         *stamps,
         now_column("updated_at"),
     )
+
+
+def elements(param: str, of: Any = Text) -> Select[Any]:
+    """The values of the array bound to `param` (of `of`), one row each."""
+    return select(func.unnest(bindparam(param, type_=ARRAY(of))))
+
+
+def one_of(column: ColumnElement[Any], param: str) -> ColumnElement[bool]:
+    """`column` is one of the values of the array bound to `param`: a batch's read or write of
+    the rows it names, as a semi-join on the array's elements, never `= ANY(array)`. Statements
+    run prepared, and PostgreSQL keeps a generic plan of `= ANY($1)` made while a table was
+    small (a new deployment, the first batches) until the table is analysed again: a scan of
+    the whole table comparing every row with every value of the array, rows x values per
+    batch (one read of 500 ids cost 15 ms on 10,000 rows). A semi-join is an index lookup per
+    value on an analysed table and a hash join (linear) on one that looks small."""
+    return column.in_(elements(param, column.type))

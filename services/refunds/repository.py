@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Text, any_, bindparam, cast, select
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import Text, bindparam, cast, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.refunds import tables
@@ -29,6 +28,7 @@ from shared.contracts import CloudEvent, RefundRequested
 from shared.db import driver_rows, pending_writes
 from shared.messaging.batchcache import batch_cache, held_or_read
 from shared.projection import as_row
+from shared.schema import one_of
 from shared.upserts import JsonRowsWrite, document_upsert, json_upsert, upsert
 
 _CACHE = "refunds.batch_cache"
@@ -135,14 +135,10 @@ async def _prefetch(session: AsyncSession, events: Iterable[CloudEvent]) -> _Bat
 # Statements built once and executed with parameters; documents bound and read as JSON text.
 _L = tables.ledgers
 _LEDGER = select(cast(_L.c.state, Text)).where(_L.c.order_id == bindparam("b_id"))
-_PREFETCH = select(_L.c.order_id, cast(_L.c.state, Text)).where(
-    _L.c.order_id == any_(bindparam("ids", type_=ARRAY(Text)))
-)
+_PREFETCH = select(_L.c.order_id, cast(_L.c.state, Text)).where(one_of(_L.c.order_id, "ids"))
 _R = tables.refunds
 _OWNER = select(_R.c.order_id).where(_R.c.refund_id == bindparam("b_id"))
-_PREFETCH_OWNERS = select(_R.c.refund_id, _R.c.order_id).where(
-    _R.c.refund_id == any_(bindparam("ids", type_=ARRAY(Text)))
-)
+_PREFETCH_OWNERS = select(_R.c.refund_id, _R.c.order_id).where(one_of(_R.c.refund_id, "ids"))
 _LEDGER_UPDATE = ("paid", "state", "updated_at")
 _REFUND_UPDATE = ("settled_at", "failed", "needs_person")
 _SAVE_LEDGER = document_upsert(_L, key="order_id", update=_LEDGER_UPDATE)

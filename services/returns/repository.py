@@ -33,6 +33,7 @@ from shared.contracts import CloudEvent
 from shared.db import driver_rows
 from shared.messaging.batchcache import HeldRows, batch_cache, held_or_read, loaded
 from shared.messaging.batchcases import HeldCase, HeldCases, case_or_read, cases_or_read
+from shared.schema import one_of
 from shared.upserts import JsonRowsWrite, document_upsert, json_upsert
 
 _CACHE = "returns.batch_cache"
@@ -242,17 +243,20 @@ _SAVE_RETURNS = JsonRowsWrite(
 )
 
 
-# `= ANY(array)`: one parameter, not an IN list compiled anew for every batch.
-_IDS = any_(bindparam("ids", type_=ARRAY(Text)))
+# Each a semi-join on the batch's ids (`one_of`): one parameter, not an IN list compiled anew
+# for every batch, and no generic plan that compares every row with every id.
 _PREFETCH_ORDERS = select(tables.orders.c.order_id, cast(tables.orders.c.state, Text)).where(
-    tables.orders.c.order_id == _IDS
+    one_of(tables.orders.c.order_id, "ids")
 )
 _PREFETCH_LEDGERS = select(
     tables.order_ledgers.c.order_id, cast(tables.order_ledgers.c.state, Text)
-).where(tables.order_ledgers.c.order_id == _IDS)
+).where(one_of(tables.order_ledgers.c.order_id, "ids"))
 _PREFETCH_SIGNATURES = select(
     tables.outbound_signatures.c.order_id, tables.outbound_signatures.c.signed_at
-).where(tables.outbound_signatures.c.order_id == _IDS)
+).where(one_of(tables.outbound_signatures.c.order_id, "ids"))
+# The requests named by id or of the batch's orders: `= ANY` here, planned as two index scans
+# on the document table, whose rows are wide (a semi-join of each would be a hash join over the
+# whole table while it has no statistics).
 _PREFETCH_RETURNS = select(
     tables.return_requests.c.return_id,
     tables.return_requests.c.order_id,
@@ -260,7 +264,7 @@ _PREFETCH_RETURNS = select(
     tables.return_requests.c.created_at,
 ).where(
     or_(
-        tables.return_requests.c.order_id == _IDS,
+        tables.return_requests.c.order_id == any_(bindparam("ids", type_=ARRAY(Text))),
         tables.return_requests.c.return_id == any_(bindparam("rids", type_=ARRAY(Text))),
     )
 )

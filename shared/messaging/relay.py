@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 from aiokafka.errors import OutOfOrderSequenceNumber
 from sqlalchemy import (
-    BigInteger,
     Integer,
     Select,
     Table,
@@ -34,6 +33,7 @@ from shared import metrics
 from shared.clock import Clock
 from shared.crypto import redact
 from shared.db import driver_rows, lock_id
+from shared.schema import one_of
 
 from .errors import is_transient, unpublishable
 from .kafka import RecordBatches, Sent
@@ -123,12 +123,9 @@ def _pending_in_slots(t: Table) -> Select[tuple[int, str, str | None, bytes]]:
 
 @cache
 def _mark_published(t: Table) -> Update:
-    # `= ANY(array)`: one bound parameter, not an IN list compiled anew for every batch size.
-    return (
-        update(t)
-        .where(t.c.id == any_(bindparam("ids", type_=ARRAY(BigInteger))))
-        .values(published_at=bindparam("at"))
-    )
+    # One bound parameter, not an IN list compiled anew for every batch size; a semi-join, not
+    # `= ANY` (`one_of`): the outbox is the table that grows fastest.
+    return update(t).where(one_of(t.c.id, "ids")).values(published_at=bindparam("at"))
 
 
 @cache
