@@ -20,6 +20,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.dialects.postgresql import JSONB, Insert, insert
+from sqlalchemy.sql.dml import Update
 
 
 def upsert(
@@ -58,7 +59,8 @@ def json_rows(table: Table, names: Sequence[str], *, param: str = "rows") -> Sel
     """The rows of the JSON array bound as text to `param` (one object per row, a member per
     column of `names`), as a SELECT of `table`'s columns in array order: many rows sent as one
     parameter (see `dump_rows`), not a parameter set each. JSONB columns are taken as they
-    are, others cast from the member's text to the column's type."""
+    are, others cast from the member's text to the column's type; each labelled with its name
+    (a statement may join them as a subquery)."""
     elements = (
         func.jsonb_array_elements(cast(bindparam(param, type_=Text), JSONB))
         .table_valued("value", with_ordinality="n")
@@ -68,8 +70,8 @@ def json_rows(table: Table, names: Sequence[str], *, param: str = "rows") -> Sel
 
     def member(name: str) -> Any:
         if isinstance(table.c[name].type, JSONB):
-            return row.op("->")(literal_column(f"'{name}'"))
-        return cast(row.op("->>")(literal_column(f"'{name}'")), table.c[name].type)
+            return row.op("->")(literal_column(f"'{name}'")).label(name)
+        return cast(row.op("->>")(literal_column(f"'{name}'")), table.c[name].type).label(name)
 
     return select(*(member(name) for name in names)).order_by(elements.c.n)
 
@@ -94,7 +96,7 @@ class JsonRowsWrite:
     and asyncpg's encoding of every value). `documents` name the columns whose values are
     JSON text (a document as it was serialised), embedded in the array as they are."""
 
-    statement: Insert
+    statement: Insert | Update
     documents: tuple[str, ...] = ()
 
     def parameters(self, rows: Iterable[Mapping[str, Any]]) -> dict[str, str]:

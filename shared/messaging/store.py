@@ -28,6 +28,7 @@ from sqlalchemy.sql.dml import ReturningInsert
 from shared.contracts import CloudEvent, dump_event
 from shared.db import driver_rows, flush_pending, pending_writes
 from shared.projection import from_row
+from shared.upserts import JsonRowsWrite, json_rows
 
 from .tables import MessagingTables
 
@@ -252,10 +253,19 @@ class _HeldTimers:
         self._cancels[key] = values
 
     async def flush(self, session: AsyncSession) -> None:
+        # One statement each, the rows as one JSON parameter: a backlog sets and cancels a timer
+        # for many of its events (a return waiting for its order), and a parameter set per row
+        # cost SQLAlchemy's and asyncpg's work for every one.
         if self._sets:
-            await session.execute(_timer_set(self._table), list(self._sets.values()))
+            sets = _timer_set_many(self._table)
+            await driver_rows(session, sets.statement, sets.parameters(self._sets.values()))
         if self._cancels:
-            await session.execute(_timer_cancel(self._table), list(self._cancels.values()))
+            cancels = _timer_cancel_many(self._table)
+            rows = (
+                {"kind": v["b_kind"], "ref": v["b_ref"], "cancelled_at": v["b_at"]}
+                for v in self._cancels.values()
+            )
+            await driver_rows(session, cancels.statement, cancels.parameters(rows))
 
 
 # Statements built once per table and executed with parameters: building an upsert (its
@@ -291,16 +301,42 @@ def _outbox_add_many(table: Table) -> ReturningInsert[tuple[str]]:
 @cache
 def _timer_set(table: Table) -> Insert:
     stmt = insert(table)
-    return stmt.on_conflict_do_update(
-        index_elements=["kind", "ref"],
-        set_={
-            "due_at": stmt.excluded.due_at,
-            "payload": stmt.excluded.payload,
-            "lock_key": stmt.excluded.lock_key,
-            "fired_at": None,
-            "cancelled_at": None,
-            "attempts": 0,
-        },
+    return stmt.on_conflict_do_update(index_elements=["kind", "ref"], set_=_timer_reset(stmt))
+
+
+def _timer_reset(stmt: Insert) -> dict[str, Any]:
+    """A timer set again: the new due time and payload, neither fired nor cancelled."""
+    return {
+        "due_at": stmt.excluded.due_at,
+        "payload": stmt.excluded.payload,
+        "lock_key": stmt.excluded.lock_key,
+        "fired_at": None,
+        "cancelled_at": None,
+        "attempts": 0,
+    }
+
+
+_TIMER_SET_COLUMNS = ("kind", "ref", "lock_key", "due_at", "payload")
+
+
+@cache
+def _timer_set_many(table: Table) -> JsonRowsWrite:
+    """`_timer_set` of many rows (their (kind, ref) differ)."""
+    stmt = insert(table).from_select(list(_TIMER_SET_COLUMNS), json_rows(table, _TIMER_SET_COLUMNS))
+    return JsonRowsWrite(
+        stmt.on_conflict_do_update(index_elements=["kind", "ref"], set_=_timer_reset(stmt))
+    )
+
+
+@cache
+def _timer_cancel_many(table: Table) -> JsonRowsWrite:
+    """`_timer_cancel` of many rows (kind, ref, cancelled_at each)."""
+    t = table
+    rows = json_rows(t, ("kind", "ref", "cancelled_at")).subquery("cancelled")
+    return JsonRowsWrite(
+        update(t)
+        .where(t.c.kind == rows.c.kind, t.c.ref == rows.c.ref, t.c.fired_at.is_(None))
+        .values(cancelled_at=rows.c.cancelled_at)
     )
 
 
