@@ -2,7 +2,7 @@
 without the broker.
 
     python -m bench.processor [--flows 5000] [--batch 500] [--service returns|refunds]
-                              [--profile cprofile]
+                              [--order flows|topics] [--profile cprofile]
 
 Feeds the benchmark's return flows (bench/backlog.py) to the processor in batches of `--batch`
 records, the way the runtime hands it a fetched batch, and prints events/s and SQL statements
@@ -76,6 +76,22 @@ def records(
     return out
 
 
+def in_turn(fed: Sequence[FakeRecord], batch: int) -> list[FakeRecord]:
+    """The records as a consumer fetches a backlog of several topics: batches of one topic
+    each (a partition's records come together), the topics in turn, each in its own order.
+    A flow's events then arrive in different batches, some before the event they follow (a
+    return requested before its order is paid): the work a real backlog costs, where `records`
+    hands each flow's events over together."""
+    by_topic: dict[str, list[FakeRecord]] = {}
+    for record in fed:
+        by_topic.setdefault(record.topic, []).append(record)
+    out: list[FakeRecord] = []
+    for begin in range(0, max(map(len, by_topic.values()), default=0), batch):
+        for records_of_topic in by_topic.values():
+            out.extend(records_of_topic[begin : begin + batch])
+    return out
+
+
 async def ledger_records(url: str, flows: int, batch: int) -> list[FakeRecord]:
     """Each flow's `order.paid` and the `refund.requested` the returns service wrote for it,
     in the order a backlog of both topics is fetched."""
@@ -116,7 +132,9 @@ def print_profile(profiler: cProfile.Profile) -> None:
     stats.print_stats(int(os.environ.get("BENCH_TOP", "30")))
 
 
-async def measure(url: str, flows: int, batch: int, profile: bool, service: str) -> None:
+async def measure(
+    url: str, flows: int, batch: int, profile: bool, service: str, order: str = "flows"
+) -> None:
     if service == "complaints":
         warm = records(min(flows, 200), complaint_flow_events)
         fed = records(flows, complaint_flow_events)
@@ -131,6 +149,8 @@ async def measure(url: str, flows: int, batch: int, profile: bool, service: str)
         # Warm up (compiled statement caches, imports) on flows of their own.
         warm, fed = records(min(flows, 200)), records(flows)
         build, output = build_returns, "refund.requested"
+    if order == "topics":
+        warm, fed = in_turn(warm, batch), in_turn(fed, batch)
     database = await create_database(url, "bench_processor")
     try:
         await asyncio.to_thread(upgrade, service, database)
@@ -169,7 +189,7 @@ async def measure(url: str, flows: int, batch: int, profile: bool, service: str)
             f"{len(fed):,} events in {elapsed:.2f} s: {len(fed) / elapsed:,.0f} events/s, "
             f"{1e6 * elapsed / len(fed):.0f} µs/event ({1e6 * cpu / len(fed):.0f} µs of it "
             "this process's CPU), "
-            f"{statements / len(fed):.2f} statements/event (batches of {batch}); "
+            f"{statements / len(fed):.2f} statements/event (batches of {batch}, {order}); "
             f"{output} queued: {refunds:,}"
         )
         if profiler is not None:
@@ -182,10 +202,14 @@ async def measure(url: str, flows: int, batch: int, profile: bool, service: str)
 async def main_async(args: argparse.Namespace) -> None:
     url = os.environ.get("DATABASE_URL")
     if url:
-        await measure(url, args.flows, args.batch, args.profile == "cprofile", args.service)
+        await measure(
+            url, args.flows, args.batch, args.profile == "cprofile", args.service, args.order
+        )
         return
     with LocalPostgres(bindir=find_postgres_bindir()) as pg:
-        await measure(pg.url, args.flows, args.batch, args.profile == "cprofile", args.service)
+        await measure(
+            pg.url, args.flows, args.batch, args.profile == "cprofile", args.service, args.order
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -194,6 +218,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument(
         "--service", choices=["returns", "refunds", "complaints"], default="returns"
+    )
+    parser.add_argument(
+        "--order",
+        choices=["flows", "topics"],
+        default="flows",
+        help="flows: each flow's events together; topics: batches of one topic in turn",
     )
     parser.add_argument("--profile", choices=["cprofile"], default=None)
     asyncio.run(main_async(parser.parse_args(argv)))
