@@ -159,6 +159,14 @@ class LocalPostgres(LocalServer):
         return self.port
 
     @property
+    def pid(self) -> int | None:
+        """The server's process (postmaster.pid), None when it is not running."""
+        try:
+            return int((self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+        except (DevEnvError, OSError, ValueError):
+            return None
+
+    @property
     def data_dir(self) -> Path:
         return self._base() / "data"
 

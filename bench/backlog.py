@@ -30,6 +30,8 @@ from shared.messaging.runtime import ensure_topics
 from shared.migrations import upgrade
 from shared.settings import Settings
 
+from .measure import tree_cpu_seconds
+
 INPUT_TOPICS = (topics.ORDERS, topics.SIGNATURES, topics.RETURNS)
 GROUP = "aftersales-returns"
 LEDGER_GROUP = "aftersales-refunds"
@@ -52,6 +54,22 @@ class Infra:
     bootstrap: str
     server_url: str  # the PostgreSQL server (a fresh database is made on it per scenario)
     broker: LocalBroker | None
+    postgres: LocalPostgres | None = None
+
+    def server_cpu(self) -> dict[str, float]:
+        """CPU seconds so far of the servers started here (PostgreSQL, the broker), by name;
+        a configured server (DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS) is not measured."""
+        cpu: dict[str, float] = {}
+        if self.postgres is not None and (pid := self.postgres.pid) is not None:
+            cpu["PostgreSQL"] = tree_cpu_seconds(pid)
+        if self.broker is not None and (pid := self.broker.pid) is not None:
+            cpu["broker"] = tree_cpu_seconds(pid)
+        return cpu
+
+    def server_cpu_since(self, before: Mapping[str, float]) -> dict[str, float]:
+        return {
+            name: cpu - before[name] for name, cpu in self.server_cpu().items() if name in before
+        }
 
 
 @contextlib.asynccontextmanager
@@ -64,6 +82,7 @@ async def infrastructure() -> AsyncIterator[Infra]:
             broker = LocalBroker().start()
             stack.callback(broker.stop)
             bootstrap = broker.bootstrap_servers
+        postgres = None
         if url := os.environ.get("DATABASE_URL"):
             server_url = Settings(database_url=url).database_url
         else:
@@ -73,7 +92,7 @@ async def infrastructure() -> AsyncIterator[Infra]:
             await asyncio.to_thread(postgres.start)
             stack.callback(postgres.stop)
             server_url = postgres.url
-        yield Infra(bootstrap, server_url, broker)
+        yield Infra(bootstrap, server_url, broker, postgres)
 
 
 async def fresh_topics(

@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,8 @@ class Result:
     peak_rss: list[int] = field(default_factory=list)  # bytes, per returns instance
     ledger_peak_rss: int = 0  # bytes
     stages: str = ""  # where the latency goes (steady load)
+    # CPU time of the local PostgreSQL server and broker in the same window (None: not local)
+    server_cpu: dict[str, float] | None = None
     outputs: int = 0  # what the run delivers, when not one per input event (notifications)
 
     @property
@@ -100,6 +102,25 @@ def cpu_seconds(pid: int | None) -> float:
         return 0.0
 
 
+def tree_cpu_seconds(pid: int | None) -> float:
+    """CPU time of a process and of its children, the live ones and those it reaped (Linux
+    /proc): a PostgreSQL server's backends come and go with their connections."""
+    if pid is None:
+        return 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if stat.parent.name == str(pid):
+            total += sum(int(f) for f in fields[11:15]) / tick  # its own, and reaped children's
+        elif fields[1] == str(pid):
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def peak_rss(pid: int | None) -> int:
     """Peak resident set size of a live process in bytes (Linux /proc VmHWM), 0 when unknown."""
     try:
@@ -119,6 +140,7 @@ async def wait_outputs(
     output: str,
     *,
     first_inbox: str = "returns",
+    on_start: Callable[[], None] | None = None,
 ) -> dict[int | None, float]:
     """Wait until every flow's output is published; returns each process's CPU time when the
     first event was processed (`first_inbox`'s first row; start-up excluded from the CPU per
@@ -132,6 +154,7 @@ async def wait_outputs(
         f"{output} published",
         started=f"SELECT EXISTS (SELECT FROM {first_inbox}.inbox)",  # noqa: S608 - a constant
         args=(output,),
+        on_start=on_start,
     )
 
 
@@ -149,6 +172,7 @@ async def wait_until(
     started: str,
     args: Sequence[object] = (),
     stall_seconds: float | None = None,
+    on_start: Callable[[], None] | None = None,
 ) -> dict[int | None, float]:
     """Wait until `count_query` counts `expected`, saying how far it got every 15 s; returns
     each process's CPU time when the `started` query first said true (the first event
@@ -167,6 +191,8 @@ async def wait_until(
                 raise RuntimeError(f"{process.name} exited; see {process.run_dir}")
         if cpu_at_start is None and await conn.fetchval(started):
             cpu_at_start = {p.pid: cpu_seconds(p.pid) for p in processes}
+            if on_start is not None:
+                on_start()
         if time.monotonic() - counted_at >= COUNT_EVERY:
             counted_at = time.monotonic()
             done = await conn.fetchval(count_query, *args)

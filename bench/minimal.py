@@ -40,6 +40,7 @@ async def run_baseline(infra: Infra, flows: int, backlog: Backlog = RETURN_FLOWS
         signed = await publish_backlog(infra.bootstrap, run_id, flows, backlog)
         result.publish_seconds = time.monotonic() - t
         spawned = time.time()
+        servers = infra.server_cpu()  # its start-up too: a connection and a group to join
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -60,6 +61,7 @@ async def run_baseline(infra: Infra, flows: int, backlog: Backlog = RETURN_FLOWS
             stdout=asyncio.subprocess.PIPE,
         )
         out, _ = await proc.communicate()
+        result.server_cpu = infra.server_cpu_since(servers)
         if proc.returncode != 0:
             raise RuntimeError(f"the baseline consumer failed ({proc.returncode})")
         figures = json.loads(out.decode().strip().splitlines()[-1])

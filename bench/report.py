@@ -107,6 +107,18 @@ def render(
         "",
     ]
     notes = [f"- {r.name}: {n}" for r in [*results, *steady] for n in r.notes]
+    machine = machine_rows([*([baseline] if baseline else []), *results])
+    machine_section = [
+        "## Where the machine's CPU went (µs per input event)",
+        "",
+        *machine,
+        "",
+        "The consumer's processes as above; PostgreSQL: the server's processes (its backends "
+        "included); the broker: the embedded broker's process; in the same window (for the "
+        "minimal consumer, its process's life). They share the machine's cores: a consumer "
+        "that asks less of the database leaves more of them to itself.",
+        "",
+    ]
     alone = {r.instances: r for r in results if not r.ledger}
     hops = []
     for r in results:
@@ -147,6 +159,7 @@ def render(
                 if baseline and baseline.rate
             ],
             "",
+            *(machine_section if machine else []),
             *(["## The extra hop (the refund ledger)", "", *hops, ""] if hops else []),
             *(steady_section if steady else []),
             f"Chart: [{chart}]({chart}). Where the time goes and what limits the ratio: "
@@ -155,6 +168,28 @@ def render(
             *(["## Notes", "", *notes, ""] if notes else []),
         ]
     )
+
+
+def machine_rows(results: Sequence[Result]) -> list[str]:
+    """A row per run whose servers were measured: the CPU per input event of the consumer's
+    processes, of PostgreSQL and of the broker; no table when none was."""
+    measured = [r for r in results if r.server_cpu and r.events]
+    if not measured:
+        return []
+    names = sorted({name for r in measured for name in r.server_cpu or {}})
+    rows = [
+        f"| consumer | its processes | {' | '.join(names)} | together |",
+        f"|---|---:|{'---:|' * len(names)}---:|",
+    ]
+    for r in measured:
+        servers = r.server_cpu or {}
+        cells = [servers.get(name, float("nan")) / r.events * 1e6 for name in names]
+        together = r.cpu_per_event * 1e6 + sum(c for c in cells if c == c)
+        rows.append(
+            f"| {r.name} | {r.cpu_per_event * 1e6:,.0f} | "
+            f"{' | '.join(f'{c:,.0f}' for c in cells)} | {together:,.0f} |"
+        )
+    return rows
 
 
 def chart_panels(

@@ -83,7 +83,16 @@ async def run_service(
             dsn = plain_dsn(database)
             conn = await asyncpg.connect(dsn)
             try:
-                cpu_at_start = await wait_outputs(conn, flows, processes + ledgers, schema, output)
+                servers: dict[str, float] = {}
+                cpu_at_start = await wait_outputs(
+                    conn,
+                    flows,
+                    processes + ledgers,
+                    schema,
+                    output,
+                    on_start=lambda: servers.update(infra.server_cpu()),
+                )
+                result.server_cpu = infra.server_cpu_since(servers)
                 everyone = sum(cpu_seconds(p.pid) for p in processes + ledgers)
                 result.cpu_seconds = everyone - sum(cpu_at_start.values())
                 result.ledger_cpu_seconds = sum(
