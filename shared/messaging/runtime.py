@@ -31,6 +31,7 @@ from shared.tracing import setup_tracing
 from .consumer import BatchCut, EventProcessor, default_lock_keys
 from .context import EventHandler, TimerHandler
 from .errors import is_transient
+from .fetch import draw_in_time_order
 from .health import ConsumerHealth
 from .kafka import client_security
 from .lag import LAG_INTERVAL_SECONDS, ConsumerLag
@@ -262,7 +263,7 @@ class ServiceRuntime:
             if lag_interval is not None
             else None
         )
-        self.broker.subscriber(
+        subscriber = self.broker.subscriber(
             *definition.topics,
             group_id=self.group_id,
             batch=True,
@@ -278,7 +279,11 @@ class ServiceRuntime:
             ack_policy=AckPolicy.NACK_ON_ERROR,
             decoder=_records_as_they_came,
             title=f"{definition.name}/consume",
-        )(self._consume)
+        )
+        subscriber(self._consume)
+        # A backlog's batches across the partitions up to one instant, in time order
+        # (shared/messaging/fetch.py), not one partition's records after another's.
+        draw_in_time_order(subscriber, definition.topics)
 
     @property
     def name(self) -> str:
