@@ -16,11 +16,16 @@ order it lists them, its events' natural order). Each partition's records keep t
 which is all Kafka promises; records of different topics had no order to keep. Every record
 drawn is handed over (the consumer's positions, which the batch's acknowledgement commits,
 pass only records handed over). When the first draw does not fill a chunk, nothing else was
-buffered: a live stream's small batches cost one draw, as before.
+buffered: a live stream's batch, which then waits `linger` (KAFKA_BATCH_LINGER_MS, 20 ms) for
+the records on their way before it is drawn again. A downstream service fed at its upstream's
+pace (the refund ledger behind returns) or a steady load would otherwise apply batches of a few
+records, each paying a transaction's fixed cost; Kafka's own `fetch.min.bytes` does this on the
+broker's side, but not every broker honours it (the embedded one does not).
 """
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, cast
@@ -40,8 +45,10 @@ class TimeOrderedBatches(BatchSubscriber):
 
     __slots__ = ()
 
-    # Set by `draw_in_time_order`: a topic's place in the service's list.
+    # Set by `draw_in_time_order`: a topic's place in the service's list, and the seconds a
+    # batch of fewer than a chunk waits for more records.
     topic_rank: dict[str, int]
+    linger: float
 
     async def get_msg(self, consumer: AIOKafkaConsumer) -> tuple[ConsumerRecord[Any, Any], ...]:
         assert consumer, "You should setup subscriber at first."
@@ -53,23 +60,30 @@ class TimeOrderedBatches(BatchSubscriber):
             tp: list(records) for tp, records in first.items() if records
         }
         total = sum(map(len, drawn.values()))
-        if total < min(CHUNK, limit):
-            # All that was buffered (or nothing: FastStream's loop asks again, the wait for
-            # records was the draw's own timeout).
-            return self._merged(drawn.values())
-        # The chunk was filled: the last partition it drew from may hold more, and others
-        # were not looked at. Each partition's head first, then the oldest's next chunk.
+        # Partitions that may hold more, the one whose last drawn record is oldest first.
         more: list[tuple[int, int, TopicPartition]] = []
-        last = next(reversed(drawn))
-        heapq.heappush(more, (drawn[last][-1].timestamp, 0, last))
-        assigned = [tp for tp in consumer.assignment() if tp not in drawn]
-        head = max(1, min(CHUNK, limit // (2 * max(1, len(assigned)))))
-        for n, tp in enumerate(assigned, start=1):
+        if total < min(CHUNK, limit):
+            # All that was buffered. Nothing: FastStream's loop asks again (the draw waited
+            # already). A few records: on a stream (no partition behind), wait `linger` for
+            # what is on its way; then look at every partition again.
+            if not total or self.linger <= 0:
+                return self._merged(drawn.values())
+            if not _behind(consumer, drawn):  # a backlog's next records are being fetched
+                await asyncio.sleep(self.linger)
+            look_at = list(consumer.assignment())
+        else:
+            # The chunk was filled: the last partition it drew from may hold more, and others
+            # were not looked at. Each partition's head first, then the oldest's next chunk.
+            last = next(reversed(drawn))
+            heapq.heappush(more, (drawn[last][-1].timestamp, 0, last))
+            look_at = [tp for tp in consumer.assignment() if tp not in drawn]
+        head = max(1, min(CHUNK, limit // (2 * max(1, len(look_at)))))
+        for n, tp in enumerate(look_at, start=1):
             if total >= limit:
                 break
             records = await self._draw(consumer, tp, min(head, limit - total))
             if records:
-                drawn[tp] = records
+                drawn.setdefault(tp, []).extend(records)
                 total += len(records)
                 if len(records) == head:
                     heapq.heappush(more, (records[-1].timestamp, n, tp))
@@ -104,13 +118,29 @@ class TimeOrderedBatches(BatchSubscriber):
         )
 
 
-def draw_in_time_order(subscriber: Any, topics: Sequence[str]) -> TimeOrderedBatches:
+def _behind(
+    consumer: AIOKafkaConsumer, drawn: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]
+) -> bool:
+    """Whether a partition drawn from holds records past those drawn (its high watermark, as
+    the last fetch told it): a backlog whose buffers are being filled, not a trickle."""
+    for tp, records in drawn.items():
+        highwater = consumer.highwater(tp)
+        if highwater is not None and highwater > records[-1].offset + 1:
+            return True
+    return False
+
+
+def draw_in_time_order(
+    subscriber: Any, topics: Sequence[str], *, linger: float = 0.0
+) -> TimeOrderedBatches:
     """Make FastStream's batch `subscriber` (as `KafkaBroker.subscriber(..., batch=True)` made
-    it) draw its batches in time order. FastStream is pinned: a release whose batch subscriber
-    is another class fails here, at start-up, not by consuming otherwise."""
+    it) draw its batches in time order, a small one after waiting `linger` seconds for more.
+    FastStream is pinned: a release whose batch subscriber is another class fails here, at
+    start-up, not by consuming otherwise."""
     if type(subscriber) is not BatchSubscriber:
         raise TypeError(f"expected FastStream's BatchSubscriber, got {type(subscriber).__name__}")
     subscriber.__class__ = TimeOrderedBatches
     made = cast(TimeOrderedBatches, subscriber)
     made.topic_rank = {topic: n for n, topic in enumerate(topics)}
+    made.linger = linger
     return made

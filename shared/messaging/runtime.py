@@ -283,7 +283,9 @@ class ServiceRuntime:
         subscriber(self._consume)
         # A backlog's batches across the partitions up to one instant, in time order
         # (shared/messaging/fetch.py), not one partition's records after another's.
-        draw_in_time_order(subscriber, definition.topics)
+        draw_in_time_order(
+            subscriber, definition.topics, linger=settings.kafka_batch_linger_ms / 1000
+        )
 
     @property
     def name(self) -> str:

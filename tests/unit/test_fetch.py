@@ -12,6 +12,7 @@ from faststream.kafka import KafkaBroker
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from shared.messaging import fetch
 from shared.messaging.fetch import CHUNK, TimeOrderedBatches, draw_in_time_order
 
 
@@ -34,6 +35,11 @@ class Buffered:
     def assignment(self) -> set[TopicPartition]:
         return set(self.buffered)
 
+    def highwater(self, tp: TopicPartition) -> int | None:
+        # what the broker holds: here, what was buffered (nothing is left to fetch)
+        records = self.buffered[tp]
+        return records[-1].offset + 1 if records else None
+
     async def getmany(
         self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
     ) -> dict[TopicPartition, list[Rec]]:
@@ -49,11 +55,13 @@ class Buffered:
         return out
 
 
-def subscriber(topics: tuple[str, ...] = ("orders", "signatures", "returns")) -> Any:
+def subscriber(
+    topics: tuple[str, ...] = ("orders", "signatures", "returns"), linger: float = 0.0
+) -> Any:
     made = KafkaBroker("localhost:9092").subscriber(
         *topics, group_id="g", batch=True, max_records=500
     )
-    return draw_in_time_order(made, topics)
+    return draw_in_time_order(made, topics, linger=linger)
 
 
 def partition(topic: str, n: int, timestamps: list[int]) -> tuple[TopicPartition, list[Rec]]:
@@ -88,6 +96,35 @@ async def test_what_is_buffered_below_a_chunk_is_one_draw() -> None:
         ("orders", 6),
     ]
     assert consumer.calls == 1
+
+
+class Arriving(Buffered):
+    """Records that arrive while the subscriber waits (aiokafka's fetcher runs meanwhile)."""
+
+    def __init__(self, buffered: dict[TopicPartition, list[Rec]], arriving: list[Rec]) -> None:
+        super().__init__(buffered)
+        self.arriving = arriving
+
+    async def getmany(self, *partitions: Any, **options: Any) -> dict[TopicPartition, list[Rec]]:
+        drawn = await super().getmany(*partitions, **options)
+        for record in self.arriving:  # fetched after the first draw, in time for the next
+            self.buffered[TopicPartition(record.topic, record.partition)].append(record)
+        self.arriving = []
+        return drawn
+
+
+async def test_a_few_records_wait_the_linger_for_those_on_their_way() -> None:
+    early = dict([partition("orders", 0, [1, 2]), partition("returns", 0, [])])
+    later = [Rec("returns", 0, 0, 3), Rec("orders", 0, 2, 4)]
+    lingering = await subscriber(linger=0.01).get_msg(Arriving(early, later))
+    assert [(r.topic, r.timestamp) for r in lingering] == [
+        ("orders", 1),
+        ("orders", 2),
+        ("returns", 3),
+        ("orders", 4),
+    ]
+    at_once = await subscriber(linger=0).get_msg(Arriving(early, later))
+    assert [r.timestamp for r in at_once] == [1, 2]
 
 
 async def test_nothing_buffered_is_an_empty_batch() -> None:
@@ -128,3 +165,24 @@ def test_only_faststreams_batch_subscriber_is_changed() -> None:
     else:
         raise AssertionError("a subscriber of single records must be refused")
     assert isinstance(subscriber(), TimeOrderedBatches)
+
+
+class Behind(Buffered):
+    """A backlog: the broker holds records past what is buffered (being fetched)."""
+
+    def highwater(self, tp: TopicPartition) -> int | None:
+        return 10_000
+
+
+async def test_a_backlog_between_two_fetches_does_not_wait(monkeypatch: Any) -> None:
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    monkeypatch.setattr(fetch.asyncio, "sleep", sleep)
+    few = dict([partition("orders", 0, [1, 2])])
+    assert len(await subscriber(linger=0.02).get_msg(Behind(few))) == 2
+    assert slept == []
+    assert len(await subscriber(linger=0.02).get_msg(Buffered(few))) == 2
+    assert slept == [0.02]  # caught up: a trickle waits for more
