@@ -10,7 +10,6 @@ from sqlalchemy import (
     ColumnElement,
     DateTime,
     MetaData,
-    Select,
     Table,
     Text,
     bindparam,
@@ -56,11 +55,6 @@ def document_table(
     )
 
 
-def elements(param: str, of: Any = Text) -> Select[Any]:
-    """The values of the array bound to `param` (of `of`), one row each."""
-    return select(func.unnest(bindparam(param, type_=ARRAY(of))))
-
-
 def one_of(column: ColumnElement[Any], param: str) -> ColumnElement[bool]:
     """`column` is one of the values of the array bound to `param`: a batch's read or write of
     the rows it names, as a semi-join on the array's elements, never `= ANY(array)`. Statements
@@ -69,4 +63,4 @@ def one_of(column: ColumnElement[Any], param: str) -> ColumnElement[bool]:
     the whole table comparing every row with every value of the array, rows x values per
     batch (one read of 500 ids cost 15 ms on 10,000 rows). A semi-join is an index lookup per
     value on an analysed table and a hash join (linear) on one that looks small."""
-    return column.in_(elements(param, column.type))
+    return column.in_(select(func.unnest(bindparam(param, type_=ARRAY(column.type)))))

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import BigInteger, Boolean, DateTime, Integer, LargeBinary, MetaData, Table, Text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.complaints import repository as complaints_repository
@@ -43,11 +43,10 @@ _FILL = {
 }
 
 
-def _batch_statements() -> list[tuple[str, MetaData, Sequence[Any]]]:
+def _batch_statements() -> dict[str, tuple[MetaData, Sequence[Any]]]:
     r, f, c = returns_repository, refunds_repository, complaints_repository
-    return [
-        (
-            "returns",
+    return {
+        "returns": (
             returns_tables.metadata,
             [
                 r._PREFETCH_ORDERS,
@@ -57,9 +56,8 @@ def _batch_statements() -> list[tuple[str, MetaData, Sequence[Any]]]:
                 _mark_published(returns_tables.messaging.outbox),
             ],
         ),
-        ("refunds", refunds_tables.metadata, [f._PREFETCH, f._PREFETCH_OWNERS]),
-        (
-            "complaints",
+        "refunds": (refunds_tables.metadata, [f._PREFETCH, f._PREFETCH_OWNERS]),
+        "complaints": (
             complaints_tables.metadata,
             [
                 c._PREFETCH_ORDERS,
@@ -69,7 +67,14 @@ def _batch_statements() -> list[tuple[str, MetaData, Sequence[Any]]]:
                 c._UNPARK,
             ],
         ),
-    ]
+    }
+
+
+def _argument(bind: Any) -> str:
+    """A value for a statement's parameter: five ids of the array's type, or an instant."""
+    if not isinstance(bind.type, ARRAY):
+        return "now()"
+    return "'{1,2,3,4,5}'" if isinstance(bind.type.item_type, Integer) else "'{k1,k2,k3,k4,k5}'"
 
 
 def _fill(table: Table, schema: str, rows: int) -> str:
@@ -92,7 +97,7 @@ def _fill(table: Table, schema: str, rows: int) -> str:
 async def test_no_generic_plan_compares_every_row_with_the_batchs_ids(
     database_engine: AsyncEngine, service: str, rows: int
 ) -> None:
-    _, metadata, statements = next(s for s in _batch_statements() if s[0] == service)
+    metadata, statements = _batch_statements()[service]
     assert metadata.schema is not None
     async with fresh_schema(database_engine, metadata.schema, metadata) as engine:
         translate = engine.get_execution_options()["schema_translate_map"]
@@ -108,14 +113,7 @@ async def test_no_generic_plan_compares_every_row_with_the_batchs_ids(
                     schema_translate_map=translate,
                     render_schema_translate=True,
                 )
-                names = list(compiled.positiontup or [])
-                ids_are_numbers = "outbox" in str(compiled)
-                arguments = [
-                    "now()"
-                    if name == "at"
-                    else ("'{1,2,3,4,5}'" if ids_are_numbers else "'{k1,k2,k3,k4,k5}'")
-                    for name in names
-                ]
+                arguments = [_argument(compiled.binds[name]) for name in compiled.positiontup or ()]
                 await conn.exec_driver_sql(f"PREPARE batch_{n} AS {compiled}")
                 try:
                     plan = "\n".join(
