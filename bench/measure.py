@@ -93,13 +93,19 @@ PROFILERS = {
 }
 
 
+def _stat(path: Path) -> list[str] | None:
+    """A process's /proc stat fields after its name (state, ppid, ...; utime is [11]), None
+    when it is gone or unknown."""
+    try:
+        return path.read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
 def cpu_seconds(pid: int | None) -> float:
     """User + system CPU time of a live process (Linux /proc), 0 when unknown."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return 0.0
+    fields = _stat(Path(f"/proc/{pid}/stat"))
+    return 0.0 if fields is None else (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def tree_cpu_seconds(pid: int | None) -> float:
@@ -110,9 +116,7 @@ def tree_cpu_seconds(pid: int | None) -> float:
     tick = os.sysconf("SC_CLK_TCK")
     total = 0.0
     for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
+        if (fields := _stat(stat)) is None:
             continue  # gone meanwhile
         if stat.parent.name == str(pid):
             total += sum(int(f) for f in fields[11:15]) / tick  # its own, and reaped children's

@@ -78,24 +78,25 @@ class TimeOrderedBatches(BatchSubscriber):
             heapq.heappush(more, (drawn[last][-1].timestamp, 0, last))
             look_at = [tp for tp in consumer.assignment() if tp not in drawn]
         head = max(1, min(CHUNK, limit // (2 * max(1, len(look_at)))))
-        for n, tp in enumerate(look_at, start=1):
-            if total >= limit:
-                break
-            records = await self._draw(consumer, tp, min(head, limit - total))
+
+        async def take(tp: TopicPartition, up_to: int, n: int) -> None:
+            """Draw up to `up_to` more of `tp`'s records; a full draw may have left more."""
+            nonlocal total
+            want = min(up_to, limit - total)
+            records = await self._draw(consumer, tp, want)
             if records:
                 drawn.setdefault(tp, []).extend(records)
                 total += len(records)
-                if len(records) == head:
-                    heapq.heappush(more, (records[-1].timestamp, n, tp))
-        while more and total < limit:
-            _, n, tp = heapq.heappop(more)
-            want = min(CHUNK, limit - total)
-            records = await self._draw(consumer, tp, want)
-            if records:
-                drawn[tp].extend(records)
-                total += len(records)
                 if len(records) == want:
                     heapq.heappush(more, (records[-1].timestamp, n, tp))
+
+        for n, tp in enumerate(look_at, start=1):
+            if total >= limit:
+                break
+            await take(tp, head, n)
+        while more and total < limit:
+            _, n, tp = heapq.heappop(more)
+            await take(tp, CHUNK, n)
         return self._merged(drawn.values())
 
     @staticmethod

@@ -190,11 +190,12 @@ class Timers(TimerRows):
         await self._session.execute(_timer_set(self._table), values)
 
     async def cancel(self, kind: str, ref: str, *, at: datetime) -> None:
-        values = {"b_kind": kind, "b_ref": ref, "b_at": at}
         if self._session.info.get(HOLD_WRITES):
-            self._held().cancel((kind, ref), values)
+            self._held().cancel((kind, ref), {"kind": kind, "ref": ref, "cancelled_at": at})
             return
-        await self._session.execute(_timer_cancel(self._table), values)
+        await self._session.execute(
+            _timer_cancel(self._table), {"b_kind": kind, "b_ref": ref, "b_at": at}
+        )
 
     def _held(self) -> _HeldTimers:
         return pending_writes(self._session, "timers", lambda: _HeldTimers(self._table))
@@ -261,10 +262,7 @@ class _HeldTimers:
             await driver_rows(session, sets.statement, sets.parameters(self._sets.values()))
         if self._cancels:
             cancels = _timer_cancel_many(self._table)
-            rows = (
-                {"kind": v["b_kind"], "ref": v["b_ref"], "cancelled_at": v["b_at"]}
-                for v in self._cancels.values()
-            )
+            rows = self._cancels.values()
             await driver_rows(session, cancels.statement, cancels.parameters(rows))
 
 
