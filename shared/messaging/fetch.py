@@ -13,14 +13,24 @@ catching up after an outage does.
 drawn record is the oldest, so every partition's records in the batch reach about the same
 instant, and hands them over merged by record timestamp (ties: the service's topics in the
 order it lists them, its events' natural order). Each partition's records keep their order,
-which is all Kafka promises; records of different topics had no order to keep. Every record
-drawn is handed over (the consumer's positions, which the batch's acknowledgement commits,
-pass only records handed over). When the first draw does not fill a chunk, nothing else was
-buffered: a live stream's batch, which then waits `linger` (KAFKA_BATCH_LINGER_MS, 20 ms) for
-the records on their way before it is drawn again. A downstream service fed at its upstream's
-pace (the refund ledger behind returns) or a steady load would otherwise apply batches of a few
-records, each paying a transaction's fixed cost; Kafka's own `fetch.min.bytes` does this on the
-broker's side, but not every broker honours it (the embedded one does not).
+which is all Kafka promises; records of different topics had no order to keep.
+
+A batch that leaves records behind is cut at one instant: the least of the times that the
+partitions with records left (buffered, or still on the broker) were drawn to. The records
+after it are kept for the next batch, so no batch hands over a return whose order, a chunk
+behind in its own partition, comes in the next (in `make bench` 39 % of the returns waited
+so, a chunk being about as long as a batch there). The batch's acknowledgement then commits
+each partition's offset after its last record handed over (`HandedOverCommits`), not the
+consumer's position past the kept ones; kept records of a partition sought back (a nack) or
+given to another instance are dropped and fetched again. A crash loses nothing: what was kept
+is past the committed offsets.
+
+When the first draw does not fill a chunk, nothing else was buffered: a live stream's batch,
+which then waits `linger` (KAFKA_BATCH_LINGER_MS, 20 ms) for the records on their way before it
+is drawn again. A downstream service fed at its upstream's pace (the refund ledger behind
+returns) or a steady load would otherwise apply batches of a few records, each paying a
+transaction's fixed cost; Kafka's own `fetch.min.bytes` does this on the broker's side, but not
+every broker honours it (the embedded one does not).
 """
 
 from __future__ import annotations
@@ -49,33 +59,50 @@ class TimeOrderedBatches(BatchSubscriber):
     # batch of fewer than a chunk waits for more records.
     topic_rank: dict[str, int]
     linger: float
+    # Records drawn but not handed over (a batch cut at an instant), by partition, and each
+    # partition's next offset after the last batch handed over: what its acknowledgement commits.
+    kept: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]
+    handed: dict[TopicPartition, int]
+    commits: HandedOverCommits | None
 
     async def get_msg(self, consumer: AIOKafkaConsumer) -> tuple[ConsumerRecord[Any, Any], ...]:
         assert consumer, "You should setup subscriber at first."
+        if self.commits is None or self.commits.consumer is not consumer:
+            # Before the first batch is parsed: its acknowledgement commits through this.
+            self.commits = HandedOverCommits(consumer, self)
+            self.parser._setup(self.commits)
         limit = self.max_records or 500
-        first = await consumer.getmany(
-            timeout_ms=self.batch_timeout_ms, max_records=min(CHUNK, limit)
-        )
-        drawn: dict[TopicPartition, list[ConsumerRecord[Any, Any]]] = {
-            tp: list(records) for tp, records in first.items() if records
-        }
-        total = sum(map(len, drawn.values()))
         # Partitions that may hold more, the one whose last drawn record is oldest first.
         more: list[tuple[int, int, TopicPartition]] = []
-        if total < min(CHUNK, limit):
-            # All that was buffered. Nothing: FastStream's loop asks again (the draw waited
-            # already). A few records: on a stream (no partition behind), wait `linger` for
-            # what is on its way; then look at every partition again.
-            if not total or self.linger <= 0:
-                return self._merged(drawn.values())
-            if not _behind(consumer, drawn):  # a backlog's next records are being fetched
-                await asyncio.sleep(self.linger)
-            look_at = list(consumer.assignment())
+        look_at: list[TopicPartition] = []
+        drawn = await self._kept(consumer)
+        if drawn:
+            # The last batch was cut: its kept records first, each partition possibly with more.
+            for n, (tp, records) in enumerate(drawn.items()):
+                heapq.heappush(more, (records[-1].timestamp, -1 - n, tp))
+            total = sum(map(len, drawn.values()))
         else:
-            # The chunk was filled: the last partition it drew from may hold more, and others
-            # were not looked at. Each partition's head first, then the oldest's next chunk.
-            last = next(reversed(drawn))
-            heapq.heappush(more, (drawn[last][-1].timestamp, 0, last))
+            first = await consumer.getmany(
+                timeout_ms=self.batch_timeout_ms, max_records=min(CHUNK, limit)
+            )
+            drawn = {tp: list(records) for tp, records in first.items() if records}
+            total = sum(map(len, drawn.values()))
+            if total < min(CHUNK, limit):
+                # All that was buffered. Nothing: FastStream's loop asks again (the draw waited
+                # already). A few records: on a stream (no partition behind), wait `linger` for
+                # what is on its way; then look at every partition again.
+                if not total or self.linger <= 0:
+                    return self._handed_over(drawn)
+                if not any(_behind(consumer, tp, records) for tp, records in drawn.items()):
+                    # a trickle, not a backlog whose next records are being fetched
+                    await asyncio.sleep(self.linger)
+                look_at = list(consumer.assignment())
+            else:
+                # The chunk was filled: the last partition it drew from may hold more.
+                last = next(reversed(drawn))
+                heapq.heappush(more, (drawn[last][-1].timestamp, 0, last))
+        if not look_at:
+            # Each other partition's head, then the oldest's next chunk.
             look_at = [tp for tp in consumer.assignment() if tp not in drawn]
         head = max(1, min(CHUNK, limit // (2 * max(1, len(look_at)))))
 
@@ -97,6 +124,52 @@ class TimeOrderedBatches(BatchSubscriber):
         while more and total < limit:
             _, n, tp = heapq.heappop(more)
             await take(tp, CHUNK, n)
+        # Partitions with more records buffered or still to be fetched: hand over the records up
+        # to the instant all of them were drawn to, keep the later ones for the next batch.
+        unfinished = {tp for _, _, tp in more}
+        unfinished.update(tp for tp, records in drawn.items() if _behind(consumer, tp, records))
+        if unfinished:
+            rank = self.topic_rank.get
+            # (time, topic rank) of the latest record of each: the least bounds the batch.
+            upto = min(
+                (max(r.timestamp for r in drawn[tp]), rank(tp.topic, 0)) for tp in unfinished
+            )
+            self._cut(drawn, upto)
+        return self._handed_over(drawn)
+
+    def _cut(
+        self, drawn: dict[TopicPartition, list[ConsumerRecord[Any, Any]]], upto: tuple[int, int]
+    ) -> None:
+        """Move each partition's records from the first one after `upto` (its time, then its
+        topic's rank: of the same millisecond, an order is handed over before a return) on to
+        `kept`. The partition that sets `upto` is handed over whole: each batch makes progress."""
+        for tp, records in drawn.items():
+            rank = self.topic_rank.get(tp.topic, 0)
+            for i, record in enumerate(records):
+                if (record.timestamp, rank) > upto:
+                    self.kept[tp] = records[i:]
+                    del records[i:]
+                    break
+
+    async def _kept(
+        self, consumer: AIOKafkaConsumer
+    ) -> dict[TopicPartition, list[ConsumerRecord[Any, Any]]]:
+        """The records the last batch kept, of the partitions still this consumer's and not
+        sought elsewhere since (a nack, a rebalance): the rest are fetched again."""
+        kept, self.kept = self.kept, {}
+        if not kept:
+            return kept
+        assigned = consumer.assignment()
+        return {
+            tp: records
+            for tp, records in kept.items()
+            if tp in assigned and await consumer.position(tp) == records[-1].offset + 1
+        }
+
+    def _handed_over(
+        self, drawn: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]
+    ) -> tuple[ConsumerRecord[Any, Any], ...]:
+        self.handed = {tp: records[-1].offset + 1 for tp, records in drawn.items() if records}
         return self._merged(drawn.values())
 
     @staticmethod
@@ -119,16 +192,33 @@ class TimeOrderedBatches(BatchSubscriber):
         )
 
 
+class HandedOverCommits:
+    """The consumer as a batch's acknowledgement uses it (FastStream's message calls `commit()`
+    on success, `seek()` back on a nack): commits each partition's offset after the last record
+    handed over, not the consumer's position, which is past the records a cut batch kept."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, batches: TimeOrderedBatches) -> None:
+        self.consumer = consumer
+        self.batches = batches
+
+    async def commit(self) -> None:
+        assigned = self.consumer.assignment()
+        offsets = {tp: n for tp, n in self.batches.handed.items() if tp in assigned}
+        if offsets:
+            await self.consumer.commit(offsets)
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        self.batches.kept.pop(partition, None)  # fetched again from `offset`
+        self.consumer.seek(partition, offset)
+
+
 def _behind(
-    consumer: AIOKafkaConsumer, drawn: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]
+    consumer: AIOKafkaConsumer, tp: TopicPartition, records: Sequence[ConsumerRecord[Any, Any]]
 ) -> bool:
-    """Whether a partition drawn from holds records past those drawn (its high watermark, as
-    the last fetch told it): a backlog whose buffers are being filled, not a trickle."""
-    for tp, records in drawn.items():
-        highwater = consumer.highwater(tp)
-        if highwater is not None and highwater > records[-1].offset + 1:
-            return True
-    return False
+    """Whether the partition holds records past those drawn (its high watermark, as the last
+    fetch told it): a backlog whose buffers are being filled, not a trickle."""
+    highwater = consumer.highwater(tp)
+    return bool(records) and highwater is not None and highwater > records[-1].offset + 1
 
 
 def draw_in_time_order(
@@ -144,4 +234,7 @@ def draw_in_time_order(
     made = cast(TimeOrderedBatches, subscriber)
     made.topic_rank = {topic: n for n, topic in enumerate(topics)}
     made.linger = linger
+    made.kept = {}
+    made.handed = {}
+    made.commits = None
     return made

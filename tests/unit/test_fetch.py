@@ -25,20 +25,36 @@ class Rec:
 
 
 class Buffered:
-    """aiokafka's consumer as far as the subscriber uses it: records buffered per partition,
-    handed over in order and gone once handed over (its position moves past them)."""
+    """aiokafka's consumer as far as the subscriber and a batch's acknowledgement use it: each
+    partition's records buffered, handed over in order from its position (which moves past
+    them), committed offsets, a seek back."""
 
     def __init__(self, buffered: dict[TopicPartition, list[Rec]]) -> None:
-        self.buffered = {tp: list(records) for tp, records in buffered.items()}
+        self.log = {tp: list(records) for tp, records in buffered.items()}
+        self.positions = dict.fromkeys(self.log, 0)
+        self.assigned = set(self.log)
+        self.committed: dict[TopicPartition, int] = {}
         self.calls = 0
 
+    @property
+    def buffered(self) -> dict[TopicPartition, list[Rec]]:
+        return {tp: records[self.positions[tp] :] for tp, records in self.log.items()}
+
     def assignment(self) -> set[TopicPartition]:
-        return set(self.buffered)
+        return set(self.assigned)
 
     def highwater(self, tp: TopicPartition) -> int | None:
         # what the broker holds: here, what was buffered (nothing is left to fetch)
-        records = self.buffered[tp]
-        return records[-1].offset + 1 if records else None
+        return len(self.log[tp]) or None
+
+    async def position(self, tp: TopicPartition) -> int:
+        return self.positions[tp]
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        self.committed.update(offsets)
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.positions[tp] = offset
 
     async def getmany(
         self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
@@ -48,18 +64,23 @@ class Buffered:
         left = max_records or 500
         out: dict[TopicPartition, list[Rec]] = {}
         for tp, records in self.buffered.items():
-            if (partitions and tp not in partitions) or not records or left == 0:
+            if (partitions and tp not in partitions) or tp not in self.assigned:
                 continue
-            out[tp], self.buffered[tp] = records[:left], records[left:]
+            if not records or left == 0:
+                continue
+            out[tp] = records[:left]
+            self.positions[tp] += len(out[tp])
             left -= len(out[tp])
         return out
 
 
 def subscriber(
-    topics: tuple[str, ...] = ("orders", "signatures", "returns"), linger: float = 0.0
+    topics: tuple[str, ...] = ("orders", "signatures", "returns"),
+    linger: float = 0.0,
+    max_records: int = 500,
 ) -> Any:
     made = KafkaBroker("localhost:9092").subscriber(
-        *topics, group_id="g", batch=True, max_records=500
+        *topics, group_id="g", batch=True, max_records=max_records
     )
     return draw_in_time_order(made, topics, linger=linger)
 
@@ -68,23 +89,49 @@ def partition(topic: str, n: int, timestamps: list[int]) -> tuple[TopicPartition
     return TopicPartition(topic, n), [Rec(topic, n, i, ts) for i, ts in enumerate(timestamps)]
 
 
-async def test_a_backlog_batch_reaches_about_the_same_instant_in_every_partition() -> None:
+async def test_a_backlog_batch_is_cut_at_one_instant_in_every_partition() -> None:
     # An order a millisecond; its two signatures and its return in the same milliseconds: the
     # signature topic holds twice the records for the same span of time.
     orders = partition("orders", 0, list(range(2000)))
     signatures = partition("signatures", 0, [t // 2 for t in range(4000)])
     returns = partition("returns", 0, list(range(2000)))
     consumer = Buffered(dict([returns, signatures, orders]))  # returns buffered first
-    batch = await subscriber().get_msg(consumer)
-    assert len(batch) == 500
-    reached = {
-        topic: max(r.timestamp for r in batch if r.topic == topic)
-        for topic in ("orders", "signatures", "returns")
-    }
-    assert max(reached.values()) - min(reached.values()) <= CHUNK, reached
+    made = subscriber()
+    batch = await made.get_msg(consumer)
+    assert 500 - 3 * CHUNK <= len(batch) <= 500
+    # Nothing handed over is later than a record left behind, kept or still buffered: a return
+    # never comes a batch before the order of its millisecond.
+    left = [r for records in made.kept.values() for r in records]
+    left += [r for records in consumer.buffered.values() for r in records]
+    assert max(r.timestamp for r in batch) <= min(r.timestamp for r in left)
     # handed over in time order, the service's topic order breaking ties
     keys = [(r.timestamp, ("orders", "signatures", "returns").index(r.topic)) for r in batch]
     assert keys == sorted(keys)
+    # What the batch's acknowledgement commits: the offset after each partition's last record
+    # handed over, not the consumer's position past the kept ones.
+    assert made.parser._consumer is made.commits  # what FastStream's message commits through
+    await made.commits.commit()
+    assert made.kept
+    for tp, kept in made.kept.items():
+        assert consumer.committed.get(tp, 0) == kept[0].offset < consumer.positions[tp]
+    # The next batch starts with the kept records.
+    following = await made.get_msg(consumer)
+    assert following[0].timestamp >= max(r.timestamp for r in batch)
+
+
+async def drain(made: Any, consumer: Buffered) -> list[Rec]:
+    """Batches until nothing is left, each acknowledged as FastStream does; checks that a
+    commit never passes a record not yet handed over."""
+    handed: list[Rec] = []
+    while batch := await made.get_msg(consumer):
+        handed += batch
+        await made.commits.commit()
+        for r in batch:
+            # the offset after the partition's last record handed over, no further
+            tp = TopicPartition(r.topic, r.partition)
+            last = max(h.offset for h in handed if (h.topic, h.partition) == tp)
+            assert consumer.committed[tp] == last + 1
+    return handed
 
 
 async def test_what_is_buffered_below_a_chunk_is_one_draw() -> None:
@@ -108,7 +155,7 @@ class Arriving(Buffered):
     async def getmany(self, *partitions: Any, **options: Any) -> dict[TopicPartition, list[Rec]]:
         drawn = await super().getmany(*partitions, **options)
         for record in self.arriving:  # fetched after the first draw, in time for the next
-            self.buffered[TopicPartition(record.topic, record.partition)].append(record)
+            self.log[TopicPartition(record.topic, record.partition)].append(record)
         self.arriving = []
         return drawn
 
@@ -139,7 +186,7 @@ async def test_nothing_buffered_is_an_empty_batch() -> None:
         max_size=12,
     )
 )
-def test_every_record_drawn_is_handed_over_once_in_its_partitions_order(
+def test_every_record_is_handed_over_once_in_time_order_and_committed_after(
     timestamps: list[list[int]],
 ) -> None:
     buffered = dict(
@@ -147,13 +194,83 @@ def test_every_record_drawn_is_handed_over_once_in_its_partitions_order(
         for n, ts in enumerate(timestamps)
     )
     consumer = Buffered(buffered)
-    batch = asyncio.run(subscriber().get_msg(consumer))
-    assert len(batch) == min(500, sum(map(len, timestamps)))
+    handed = asyncio.run(drain(subscriber(max_records=60), consumer))
+    assert sorted(handed, key=lambda r: (r.topic, r.partition, r.offset)) == sorted(
+        (r for records in buffered.values() for r in records),
+        key=lambda r: (r.topic, r.partition, r.offset),
+    )
+    # across batches too: the cut hands over nothing later than what it keeps (of the same
+    # millisecond, the topics in the service's order)
+    topics = ("orders", "signatures", "returns")
+    keys = [(r.timestamp, topics.index(r.topic)) for r in handed]
+    assert keys == sorted(keys)
     for tp, records in buffered.items():
-        mine = [r for r in batch if (r.topic, r.partition) == (tp.topic, tp.partition)]
-        # a prefix of the partition, in order; the rest still buffered
-        assert mine == records[: len(mine)]
-        assert consumer.buffered[tp] == records[len(mine) :]
+        assert [r for r in handed if (r.topic, r.partition) == (tp.topic, tp.partition)] == records
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.integers(min_value=0, max_value=1000), min_size=40, max_size=300),
+        min_size=2,
+        max_size=6,
+    ),
+    st.integers(min_value=1, max_value=5),
+)
+def test_out_of_order_timestamps_still_hand_everything_over_in_each_partitions_order(
+    timestamps: list[list[int]], batches_before_rewind: int
+) -> None:
+    """Producers' clocks differ, so a partition's timestamps can go backwards; a nack rewinds a
+    batch's partitions (FastStream seeks each to its earliest record): every record still comes,
+    in its partition's order, and the records a cut kept are fetched again, not handed twice."""
+    buffered = dict(
+        partition(("orders", "returns")[n % 2], n, ts) for n, ts in enumerate(timestamps)
+    )
+    consumer = Buffered(buffered)
+    made = subscriber(("orders", "returns"), max_records=60)
+
+    async def run() -> list[Rec]:
+        for _ in range(batches_before_rewind):
+            batch = await made.get_msg(consumer)
+            if not batch:
+                break
+            await made.commits.commit()
+        if batch := await made.get_msg(consumer):  # nacked: rewind each partition it drew
+            for tp in {TopicPartition(r.topic, r.partition) for r in batch}:
+                first = min(r.offset for r in batch if (r.topic, r.partition) == tp)
+                made.commits.seek(tp, first)
+        return await drain(made, consumer)
+
+    handed = asyncio.run(run())
+    for tp, records in buffered.items():
+        mine = [r for r in handed if (r.topic, r.partition) == (tp.topic, tp.partition)]
+        assert mine == records[consumer.committed.get(tp, 0) - len(mine) :]
+        assert consumer.committed.get(tp, 0) == len(records)
+
+
+async def test_of_the_same_millisecond_an_order_is_never_a_batch_behind_a_return() -> None:
+    # Forty records a millisecond in each topic: batches end inside a millisecond.
+    orders = partition("orders", 0, [t // 40 for t in range(400)])
+    returns = partition("returns", 1, [t // 40 for t in range(400)])
+    handed = await drain(subscriber(max_records=60), Buffered(dict([returns, orders])))
+    keys = [(r.timestamp, r.topic != "orders") for r in handed]
+    assert keys == sorted(keys)
+    assert len(handed) == 800
+
+
+async def test_a_revoked_partitions_kept_records_are_not_handed_over() -> None:
+    orders = partition("orders", 0, list(range(1000)))
+    returns = partition("returns", 0, list(range(1000)))
+    consumer = Buffered(dict([orders, returns]))
+    made = subscriber()
+    await made.get_msg(consumer)
+    (tp, kept), *_ = made.kept.items()
+    consumer.assigned.discard(tp)  # a rebalance gave it to another instance
+    consumer.positions[tp] = 0
+    following = await made.get_msg(consumer)
+    assert all((r.topic, r.partition) != (tp.topic, tp.partition) for r in following)
+    await made.commits.commit()
+    assert tp not in consumer.committed or consumer.committed[tp] <= kept[0].offset
 
 
 def test_only_faststreams_batch_subscriber_is_changed() -> None:
