@@ -262,3 +262,16 @@ def start_py_spy(process: ServiceProcess, out: Path) -> subprocess.Popen[bytes] 
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+def finish_py_spy(spy: subprocess.Popen[bytes], raw: Path) -> str | None:
+    """Wait for py-spy to write its profile (the process it watched has ended) and write its
+    summary beside it; returns the summary."""
+    spy.wait(timeout=60)
+    if not raw.exists():
+        return None
+    from .profile import summarize
+
+    summary = summarize(raw)
+    raw.with_suffix(".summary.txt").write_text(summary + "\n")
+    return summary

@@ -16,7 +16,6 @@ decisions.
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import time
 import uuid
 from datetime import datetime, timedelta
@@ -45,6 +44,7 @@ from .measure import (
     STALL_SECONDS,
     Result,
     cpu_seconds,
+    finish_py_spy,
     peak_rss,
     say,
     start_py_spy,
@@ -154,8 +154,8 @@ async def _measure(
         finally:
             await conn.close()
         await asyncio.to_thread(process.terminate)
-        if spy is not None:
-            _summarize(spy, run_dir / "notifier.pyspy.txt")
+        if spy is not None and finish_py_spy(spy, raw := run_dir / "notifier.pyspy.txt"):
+            say(f"profile: {raw} (summary: {raw.with_suffix('.summary.txt')})")
         arrived = dict(gateway.first_seen)
         requests = sum(gateway.accepted.values())
         result.events = int(stats["events"])
@@ -179,13 +179,3 @@ async def _measure(
     finally:
         process.stop_now()
         gateway.stop()
-
-
-def _summarize(spy: subprocess.Popen[bytes], raw: Path) -> None:
-    """Wait for py-spy to write its profile and summarise it beside it."""
-    spy.wait(timeout=60)
-    if raw.exists():
-        from .profile import summarize
-
-        raw.with_suffix(".summary.txt").write_text(summarize(raw) + "\n")
-        say(f"profile: {raw} (summary: {raw.with_suffix('.summary.txt')})")

@@ -30,6 +30,7 @@ from .measure import (
     Result,
     backlog_figures,
     cpu_seconds,
+    finish_py_spy,
     pct,
     say,
     start_py_spy,
@@ -77,9 +78,16 @@ async def run_service(
             spawned = time.time()
             for process in processes + ledgers:
                 process.start()
-            spy = None
-            if profile == "py-spy":
-                spy = start_py_spy(processes[0], run_dir / f"returns-x{instances}.pyspy.txt")
+            name = f"x{instances}{'-ledger' if ledger else ''}"
+            spies = [
+                (process, spy, raw)
+                for process in ((processes[0], *ledgers) if profile == "py-spy" else ())
+                if (
+                    spy := start_py_spy(
+                        process, raw := run_dir / f"{process.service}-{name}.pyspy.txt"
+                    )
+                )
+            ]
             dsn = plain_dsn(database)
             conn = await asyncpg.connect(dsn)
             try:
@@ -119,15 +127,9 @@ async def run_service(
             finally:
                 await conn.close()
             await stop_measured(result, processes, ledgers)
-            if spy is not None:
-                spy.wait(timeout=60)
-                raw = run_dir / f"returns-x{instances}.pyspy.txt"
-                if raw.exists():
-                    from .profile import summarize
-
-                    summary = summarize(raw)
-                    (run_dir / f"returns-x{instances}.summary.txt").write_text(summary + "\n")
-                    say(f"profile of {processes[0].name} ({result.name}):\n{summary}")
+            for process, spy, raw in spies:
+                if summary := finish_py_spy(spy, raw):
+                    say(f"profile of {process.name} ({result.name}):\n{summary}")
             refunds = await read_records(infra.bootstrap, topic)
             by_order: dict[str, int] = {}
             for ts, event in refunds:
