@@ -23,7 +23,9 @@ so, a chunk being about as long as a batch there). The batch's acknowledgement t
 each partition's offset after its last record handed over (`HandedOverCommits`), not the
 consumer's position past the kept ones; kept records of a partition sought back (a nack) or
 given to another instance are dropped and fetched again. A crash loses nothing: what was kept
-is past the committed offsets.
+is past the committed offsets. A draw that fails after others of the batch were taken (a fetch
+error, a rebalance) keeps what they took for the next batch: the consumer's position is past
+those records, and a later commit of their partition would otherwise pass them.
 
 When the first draw does not fill a chunk, nothing else was buffered: a live stream's batch,
 which then waits `linger` (KAFKA_BATCH_LINGER_MS, 20 ms) for the records on their way before it
@@ -71,11 +73,30 @@ class TimeOrderedBatches(BatchSubscriber):
             # Before the first batch is parsed: its acknowledgement commits through this.
             self.commits = HandedOverCommits(consumer, self)
             self.parser._setup(self.commits)
+        drawn: dict[TopicPartition, list[ConsumerRecord[Any, Any]]] = {}
+        try:
+            return await self._draw_batch(consumer, drawn)
+        except BaseException:
+            # A draw failed (a fetch error, a rebalance, shutdown) after others were taken: the
+            # consumer's position is past them, so they are kept for the next batch, not lost
+            # (a later commit of their partition would pass them).
+            for tp, records in drawn.items():
+                if records:
+                    self.kept[tp] = records + self.kept.get(tp, [])
+            raise
+
+    async def _draw_batch(
+        self,
+        consumer: AIOKafkaConsumer,
+        drawn: dict[TopicPartition, list[ConsumerRecord[Any, Any]]],
+    ) -> tuple[ConsumerRecord[Any, Any], ...]:
+        """The batch, drawn into `drawn` (each partition's records as taken from the consumer,
+        the last batch's kept ones first)."""
         limit = self.max_records or 500
         # Partitions that may hold more, the one whose last drawn record is oldest first.
         more: list[tuple[int, int, TopicPartition]] = []
         look_at: list[TopicPartition] = []
-        drawn = await self._kept(consumer)
+        await self._take_kept(consumer, drawn)
         if drawn:
             # The last batch was cut: its kept records first, each partition possibly with more.
             for n, (tp, records) in enumerate(drawn.items()):
@@ -85,7 +106,7 @@ class TimeOrderedBatches(BatchSubscriber):
             first = await consumer.getmany(
                 timeout_ms=self.batch_timeout_ms, max_records=min(CHUNK, limit)
             )
-            drawn = {tp: list(records) for tp, records in first.items() if records}
+            drawn.update((tp, list(records)) for tp, records in first.items() if records)
             total = sum(map(len, drawn.values()))
             if total < min(CHUNK, limit):
                 # All that was buffered. Nothing: FastStream's loop asks again (the draw waited
@@ -151,20 +172,26 @@ class TimeOrderedBatches(BatchSubscriber):
                     del records[i:]
                     break
 
-    async def _kept(
-        self, consumer: AIOKafkaConsumer
-    ) -> dict[TopicPartition, list[ConsumerRecord[Any, Any]]]:
-        """The records the last batch kept, of the partitions still this consumer's and not
-        sought elsewhere since (a nack, a rebalance): the rest are fetched again."""
-        kept, self.kept = self.kept, {}
-        if not kept:
-            return kept
-        assigned = consumer.assignment()
-        return {
-            tp: records
-            for tp, records in kept.items()
-            if tp in assigned and await consumer.position(tp) == records[-1].offset + 1
-        }
+    async def _take_kept(
+        self,
+        consumer: AIOKafkaConsumer,
+        drawn: dict[TopicPartition, list[ConsumerRecord[Any, Any]]],
+    ) -> None:
+        """Move the records the last batch kept into `drawn`, of each partition still this
+        consumer's and not sought elsewhere since. A partition given to another instance is
+        read there from its committed offset; one sought back (a nack) is fetched again."""
+        assigned = consumer.assignment() if self.kept else set()
+        for tp in list(self.kept):
+            records = self.kept[tp]
+            if tp not in assigned:
+                del self.kept[tp]
+                continue
+            position = await consumer.position(tp)
+            del self.kept[tp]
+            if position == records[-1].offset + 1:
+                drawn[tp] = records
+            elif position > records[0].offset:  # never past a record not handed over
+                consumer.seek(tp, records[0].offset)
 
     def _handed_over(
         self, drawn: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]
