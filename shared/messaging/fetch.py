@@ -28,7 +28,7 @@ error, a rebalance) keeps what they took for the next batch: the consumer's posi
 those records, and a later commit of their partition would otherwise pass them.
 
 When the first draw does not fill a chunk, nothing else was buffered: a live stream's batch,
-which then waits `linger` (KAFKA_BATCH_LINGER_MS, 20 ms) for the records on their way before it
+which then waits `linger` (KAFKA_BATCH_LINGER_MS, 100 ms) for the records on their way before it
 is drawn again. A downstream service fed at its upstream's pace (the refund ledger behind
 returns) or a steady load would otherwise apply batches of a few records, each paying a
 transaction's fixed cost; Kafka's own `fetch.min.bytes` does this on the broker's side, but not
