@@ -23,9 +23,11 @@ so, a chunk being about as long as a batch there). The batch's acknowledgement t
 each partition's offset after its last record handed over (`HandedOverCommits`), not the
 consumer's position past the kept ones; kept records of a partition sought back (a nack) or
 given to another instance are dropped and fetched again. A crash loses nothing: what was kept
-is past the committed offsets. A draw that fails after others of the batch were taken (a fetch
-error, a rebalance) keeps what they took for the next batch: the consumer's position is past
-those records, and a later commit of their partition would otherwise pass them.
+is past the committed offsets. A record is kept once at most, so no timestamp (a producer's
+clock far ahead) holds its partition back for more than a batch. A draw that fails after
+others of the batch were taken (a fetch error, a rebalance) keeps what they took for the next
+batch: the consumer's position is past those records, and a later commit of their partition
+would otherwise pass them.
 
 When the first draw does not fill a chunk, nothing else was buffered: a live stream's batch,
 which then waits `linger` (KAFKA_BATCH_LINGER_MS, 100 ms) for the records on their way before it
@@ -97,6 +99,9 @@ class TimeOrderedBatches(BatchSubscriber):
         more: list[tuple[int, int, TopicPartition]] = []
         look_at: list[TopicPartition] = []
         await self._take_kept(consumer, drawn)
+        # Records kept once are handed over in this batch whatever the cut: a timestamp far
+        # ahead (a producer's clock) would otherwise hold its partition while others have more.
+        carried = {tp: len(records) for tp, records in drawn.items()}
         if drawn:
             # The last batch was cut: its kept records first, each partition possibly with more.
             for n, (tp, records) in enumerate(drawn.items()):
@@ -155,18 +160,23 @@ class TimeOrderedBatches(BatchSubscriber):
             upto = min(
                 (max(r.timestamp for r in drawn[tp]), rank(tp.topic, 0)) for tp in unfinished
             )
-            self._cut(drawn, upto)
+            self._cut(drawn, upto, carried)
         return self._handed_over(drawn)
 
     def _cut(
-        self, drawn: dict[TopicPartition, list[ConsumerRecord[Any, Any]]], upto: tuple[int, int]
+        self,
+        drawn: dict[TopicPartition, list[ConsumerRecord[Any, Any]]],
+        upto: tuple[int, int],
+        carried: dict[TopicPartition, int],
     ) -> None:
         """Move each partition's records from the first one after `upto` (its time, then its
         topic's rank: of the same millisecond, an order is handed over before a return) on to
-        `kept`. The partition that sets `upto` is handed over whole: each batch makes progress."""
+        `kept`, past the `carried` ones kept once already. The partition that sets `upto` is
+        handed over whole: each batch makes progress, and no record waits more than one."""
         for tp, records in drawn.items():
             rank = self.topic_rank.get(tp.topic, 0)
-            for i, record in enumerate(records):
+            for i in range(carried.get(tp, 0), len(records)):
+                record = records[i]
                 if (record.timestamp, rank) > upto:
                     self.kept[tp] = records[i:]
                     del records[i:]
