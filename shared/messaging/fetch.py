@@ -72,9 +72,12 @@ class TimeOrderedBatches(BatchSubscriber):
     async def get_msg(self, consumer: AIOKafkaConsumer) -> tuple[ConsumerRecord[Any, Any], ...]:
         assert consumer, "You should setup subscriber at first."
         if self.commits is None or self.commits.consumer is not consumer:
-            # Before the first batch is parsed: its acknowledgement commits through this.
+            # Before the first batch is parsed: its acknowledgement commits through this. A new
+            # consumer (the subscriber restarted) starts from the committed offsets: nothing
+            # an earlier one kept is handed over.
             self.commits = HandedOverCommits(consumer, self)
             self.parser._setup(self.commits)
+            self.kept = {}
         drawn: dict[TopicPartition, list[ConsumerRecord[Any, Any]]] = {}
         try:
             return await self._draw_batch(consumer, drawn)

@@ -278,6 +278,24 @@ async def test_a_timestamp_far_ahead_holds_its_partition_back_one_batch_at_most(
     assert [r for r in handed if r.topic == "returns"] == ahead[1]
 
 
+async def test_a_restarted_subscriber_reads_from_the_committed_offsets_not_what_it_kept() -> None:
+    orders = partition("orders", 0, list(range(1000)))
+    returns = partition("returns", 1, list(range(1000)))
+    made = subscriber(max_records=60)
+    before = Buffered(dict([orders, returns]))
+    await made.get_msg(before)
+    assert made.kept
+    # Stopped and started again: a new consumer, at the offsets another instance committed
+    # meanwhile (here: the end of what the first one kept).
+    after = Buffered(dict([orders, returns]))
+    for tp, kept in made.kept.items():
+        after.positions[tp] = kept[-1].offset + 1
+    kept_before = {r for records in made.kept.values() for r in records}
+    batch = await made.get_msg(after)
+    assert batch
+    assert not kept_before & set(batch)
+
+
 class Failing(Buffered):
     """A draw that fails once, after others of the same batch were taken (a fetch error
     aiokafka raises from `getmany`)."""
