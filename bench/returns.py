@@ -79,15 +79,11 @@ async def run_service(
             for process in processes + ledgers:
                 process.start()
             name = f"x{instances}{'-ledger' if ledger else ''}"
-            spies = [
-                (process, spy, raw)
-                for process in ((processes[0], *ledgers) if profile == "py-spy" else ())
-                if (
-                    spy := start_py_spy(
-                        process, raw := run_dir / f"{process.service}-{name}.pyspy.txt"
-                    )
-                )
-            ]
+            spies = []
+            for process in (processes[0], *ledgers) if profile == "py-spy" else ():
+                raw = run_dir / f"{process.service}-{name}.pyspy.txt"
+                if (spy := start_py_spy(process, raw)) is not None:
+                    spies.append((process, spy, raw))
             dsn = plain_dsn(database)
             conn = await asyncpg.connect(dsn)
             try:
