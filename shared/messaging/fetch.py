@@ -23,11 +23,11 @@ so, a chunk being about as long as a batch there). The batch's acknowledgement t
 each partition's offset after its last record handed over (`HandedOverCommits`), not the
 consumer's position past the kept ones; kept records of a partition sought back (a nack) or
 given to another instance are dropped and fetched again. A crash loses nothing: what was kept
-is past the committed offsets. A record is kept once at most, so no timestamp (a producer's
-clock far ahead) holds its partition back for more than a batch. A draw that fails after
-others of the batch were taken (a fetch error, a rebalance) keeps what they took for the next
-batch: the consumer's position is past those records, and a later commit of their partition
-would otherwise pass them.
+is past the committed offsets. A record is kept KEEP_AT_MOST (4) batches at most, so no
+timestamp (a producer's clock far ahead) holds its partition back for longer. A draw that
+fails after others of the batch were taken (a fetch error, a rebalance) keeps what they took
+for the next batch: the consumer's position is past those records, and a later commit of
+their partition would otherwise pass them.
 
 When the first draw does not fill a chunk, nothing else was buffered: a live stream's batch,
 which then waits `linger` (KAFKA_BATCH_LINGER_MS, 100 ms) for the records on their way before it
@@ -52,6 +52,12 @@ if TYPE_CHECKING:
 # Records drawn from one partition at a time once the batch is being balanced, and the most
 # each partition's first draw takes (less when the service reads many partitions).
 CHUNK = 20
+# How many batches a record may be kept behind a cut before it is handed over whatever the cut:
+# a record whose timestamp runs far ahead (a producer's clock) holds its partition back for a
+# few batches (a backlog's batch takes ~0.1 s), not for as long as other partitions have more.
+# Once (1) gave away half of what the cut saves in `make bench`: a kept record's next batch
+# often does not reach its instant yet.
+KEEP_AT_MOST = 4
 
 
 class TimeOrderedBatches(BatchSubscriber):
@@ -66,6 +72,7 @@ class TimeOrderedBatches(BatchSubscriber):
     # Records drawn but not handed over (a batch cut at an instant), by partition, and each
     # partition's next offset after the last batch handed over: what its acknowledgement commits.
     kept: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]
+    kept_times: dict[TopicPartition, int]  # batches a partition's first kept record was kept
     handed: dict[TopicPartition, int]
     commits: HandedOverCommits | None
 
@@ -77,7 +84,7 @@ class TimeOrderedBatches(BatchSubscriber):
             # an earlier one kept is handed over.
             self.commits = HandedOverCommits(consumer, self)
             self.parser._setup(self.commits)
-            self.kept = {}
+            self.kept, self.kept_times = {}, {}
         drawn: dict[TopicPartition, list[ConsumerRecord[Any, Any]]] = {}
         try:
             return await self._draw_batch(consumer, drawn)
@@ -102,9 +109,11 @@ class TimeOrderedBatches(BatchSubscriber):
         more: list[tuple[int, int, TopicPartition]] = []
         look_at: list[TopicPartition] = []
         await self._take_kept(consumer, drawn)
-        # Records kept once are handed over in this batch whatever the cut: a timestamp far
-        # ahead (a producer's clock) would otherwise hold its partition while others have more.
+        # Each partition's records kept before, and how many batches the first of them was
+        # kept: kept KEEP_AT_MOST times, they are handed over whatever the cut.
         carried = {tp: len(records) for tp, records in drawn.items()}
+        times, self.kept_times = self.kept_times, {}
+        due = {tp: n for tp, n in carried.items() if times.get(tp, 1) >= KEEP_AT_MOST}
         if drawn:
             # The last batch was cut: its kept records first, each partition possibly with more.
             for n, (tp, records) in enumerate(drawn.items()):
@@ -163,22 +172,25 @@ class TimeOrderedBatches(BatchSubscriber):
             upto = min(
                 (max(r.timestamp for r in drawn[tp]), rank(tp.topic, 0)) for tp in unfinished
             )
-            self._cut(drawn, upto, carried)
+            self._cut(drawn, upto, due)
+            for tp in self.kept:
+                if len(drawn[tp]) < carried.get(tp, 0):  # records kept before, kept again
+                    self.kept_times[tp] = times.get(tp, 1) + 1
         return self._handed_over(drawn)
 
     def _cut(
         self,
         drawn: dict[TopicPartition, list[ConsumerRecord[Any, Any]]],
         upto: tuple[int, int],
-        carried: dict[TopicPartition, int],
+        due: dict[TopicPartition, int],
     ) -> None:
         """Move each partition's records from the first one after `upto` (its time, then its
         topic's rank: of the same millisecond, an order is handed over before a return) on to
-        `kept`, past the `carried` ones kept once already. The partition that sets `upto` is
-        handed over whole: each batch makes progress, and no record waits more than one."""
+        `kept`, past its first `due` ones (kept as often as they may be). The partition that
+        sets `upto` is handed over whole: each batch makes progress."""
         for tp, records in drawn.items():
             rank = self.topic_rank.get(tp.topic, 0)
-            for i in range(carried.get(tp, 0), len(records)):
+            for i in range(due.get(tp, 0), len(records)):
                 record = records[i]
                 if (record.timestamp, rank) > upto:
                     self.kept[tp] = records[i:]
@@ -275,6 +287,7 @@ def draw_in_time_order(
     made.topic_rank = {topic: n for n, topic in enumerate(topics)}
     made.linger = linger
     made.kept = {}
+    made.kept_times = {}
     made.handed = {}
     made.commits = None
     return made
