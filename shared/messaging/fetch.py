@@ -69,10 +69,12 @@ class TimeOrderedBatches(BatchSubscriber):
     # batch of fewer than a chunk waits for more records.
     topic_rank: dict[str, int]
     linger: float
-    # Records drawn but not handed over (a batch cut at an instant), by partition, and each
-    # partition's next offset after the last batch handed over: what its acknowledgement commits.
+    # Records drawn but not handed over (a batch cut at an instant), by partition, and how many
+    # batches each partition's first kept record has been kept.
     kept: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]
-    kept_times: dict[TopicPartition, int]  # batches a partition's first kept record was kept
+    kept_times: dict[TopicPartition, int]
+    # Each partition's next offset after the last batch handed over: what its acknowledgement
+    # commits.
     handed: dict[TopicPartition, int]
     commits: HandedOverCommits | None
 
@@ -167,11 +169,8 @@ class TimeOrderedBatches(BatchSubscriber):
         unfinished = {tp for _, _, tp in more}
         unfinished.update(tp for tp, records in drawn.items() if _behind(consumer, tp, records))
         if unfinished:
-            rank = self.topic_rank.get
-            # (time, topic rank) of the latest record of each: the least bounds the batch.
-            upto = min(
-                (max(r.timestamp for r in drawn[tp]), rank(tp.topic, 0)) for tp in unfinished
-            )
+            # The latest record of each: the least bounds the batch.
+            upto = min(max(map(self._when, drawn[tp])) for tp in unfinished)
             self._cut(drawn, upto, due)
             for tp in self.kept:
                 if len(drawn[tp]) < carried.get(tp, 0):  # records kept before, kept again
@@ -184,15 +183,12 @@ class TimeOrderedBatches(BatchSubscriber):
         upto: tuple[int, int],
         due: dict[TopicPartition, int],
     ) -> None:
-        """Move each partition's records from the first one after `upto` (its time, then its
-        topic's rank: of the same millisecond, an order is handed over before a return) on to
-        `kept`, past its first `due` ones (kept as often as they may be). The partition that
-        sets `upto` is handed over whole: each batch makes progress."""
+        """Move each partition's records from the first one after `upto` (in time order,
+        `_when`) on to `kept`, past its first `due` ones (kept as often as they may be). The
+        partition that sets `upto` is handed over whole: each batch makes progress."""
         for tp, records in drawn.items():
-            rank = self.topic_rank.get(tp.topic, 0)
             for i in range(due.get(tp, 0), len(records)):
-                record = records[i]
-                if (record.timestamp, rank) > upto:
+                if self._when(records[i]) > upto:
                     self.kept[tp] = records[i:]
                     del records[i:]
                     break
@@ -231,17 +227,19 @@ class TimeOrderedBatches(BatchSubscriber):
         """Up to `records` of `tp`'s buffered records, without waiting."""
         return list((await consumer.getmany(tp, timeout_ms=0, max_records=records)).get(tp, ()))
 
+    def _when(self, record: ConsumerRecord[Any, Any]) -> tuple[int, int]:
+        """Where a record goes in time order: its timestamp, then its topic's place in the
+        service's list (of the same millisecond, an order before a return)."""
+        return record.timestamp, self.topic_rank.get(record.topic, 0)
+
     def _merged(
         self, partitions: Iterable[Sequence[ConsumerRecord[Any, Any]]]
     ) -> tuple[ConsumerRecord[Any, Any], ...]:
-        rank = self.topic_rank
         lists = [p for p in partitions if p]
         if len(lists) == 1:
             return tuple(lists[0])
         # heapq.merge compares the heads only: each partition's records keep their order.
-        return tuple(
-            heapq.merge(*lists, key=lambda record: (record.timestamp, rank.get(record.topic, 0)))
-        )
+        return tuple(heapq.merge(*lists, key=self._when))
 
 
 class HandedOverCommits:
