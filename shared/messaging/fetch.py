@@ -27,7 +27,8 @@ is past the committed offsets. A record is kept KEEP_AT_MOST (4) batches at most
 timestamp (a producer's clock far ahead) holds its partition back for longer. A draw that
 fails after others of the batch were taken (a fetch error, a rebalance) keeps what they took
 for the next batch: the consumer's position is past those records, and a later commit of
-their partition would otherwise pass them.
+their partition would otherwise pass them. A partition that a rebalance during the draw gave
+to another instance is left to it, whatever the batch drew of it.
 
 When the first draw does not fill a chunk, nothing else was buffered: a live stream's batch,
 which then waits `linger` (KAFKA_BATCH_LINGER_MS, 100 ms) for the records on their way before it
@@ -42,12 +43,15 @@ from __future__ import annotations
 import asyncio
 import heapq
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, cast
 
 from faststream.kafka.subscriber.usecase import BatchSubscriber
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+    from faststream.kafka.parser import AioKafkaBatchParser
+    from faststream.message import StreamMessage
 
 # Records drawn from one partition at a time once the batch is being balanced, and the most
 # each partition's first draw takes (less when the service reads many partitions).
@@ -164,9 +168,14 @@ class TimeOrderedBatches(BatchSubscriber):
         while more and total < limit:
             _, n, tp = heapq.heappop(more)
             await take(tp, CHUNK, n)
+        # A rebalance during the draw (aiokafka's draw waits for it) gave partitions to another
+        # instance, which reads them from their committed offsets; `highwater` asserts on them.
+        assigned = consumer.assignment()
+        for tp in [tp for tp in drawn if tp not in assigned]:
+            del drawn[tp]
         # Partitions with more records buffered or still to be fetched: hand over the records up
         # to the instant all of them were drawn to, keep the later ones for the next batch.
-        unfinished = {tp for _, _, tp in more}
+        unfinished = {tp for _, _, tp in more if tp in drawn}
         unfinished.update(tp for tp, records in drawn.items() if _behind(consumer, tp, records))
         if unfinished:
             # The latest record of each: the least bounds the batch.
@@ -241,6 +250,20 @@ class TimeOrderedBatches(BatchSubscriber):
         # heapq.merge compares the heads only: each partition's records keep their order.
         return tuple(heapq.merge(*lists, key=self._when))
 
+    async def _parse(self, records: tuple[ConsumerRecord[Any, Any], ...]) -> StreamMessage[Any]:
+        """FastStream's batch parser, which decodes each header as UTF-8. Kafka's header values
+        are bytes, or null: a batch it failed to parse was neither acknowledged nor sought back,
+        and the next batch's commit passed its records unread. Such a batch is parsed with its
+        headers made readable; the handler gets its records as they came."""
+        parse = cast("AioKafkaBatchParser", self.parser).parse_batch
+        try:
+            return await parse(records)
+        except (UnicodeDecodeError, AttributeError):
+            readable = tuple(replace(r, headers=_readable(r.headers)) for r in records)
+            message = await parse(readable)
+            message.raw_message = records
+            return message
+
 
 class HandedOverCommits:
     """The consumer as a batch's acknowledgement uses it (FastStream's message calls `commit()`
@@ -260,6 +283,11 @@ class HandedOverCommits:
     def seek(self, partition: TopicPartition, offset: int) -> None:
         self.batches.kept.pop(partition, None)  # fetched again from `offset`
         self.consumer.seek(partition, offset)
+
+
+def _readable(headers: Sequence[tuple[str, bytes | None]]) -> list[tuple[str, bytes]]:
+    """Header values FastStream can decode: null as empty, bytes that are not UTF-8 replaced."""
+    return [(key, (value or b"").decode(errors="replace").encode()) for key, value in headers]
 
 
 def _behind(
@@ -288,4 +316,5 @@ def draw_in_time_order(
     made.kept_times = {}
     made.handed = {}
     made.commits = None
+    made._parser = made._parse  # FastStream's handler and its acknowledgement parse with it
     return made

@@ -4,12 +4,15 @@ what aiokafka buffered, drawn the way the subscriber draws it, over a stand-in c
 from __future__ import annotations
 
 import asyncio
+import random
 from collections import Counter
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import TopicPartition
-from aiokafka.errors import KafkaError
+import pytest
+from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from faststream.kafka import KafkaBroker
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -46,6 +49,7 @@ class Buffered:
         return set(self.assigned)
 
     def highwater(self, tp: TopicPartition) -> int | None:
+        assert tp in self.assigned, "Partition is not assigned"  # as aiokafka asserts
         # what the broker holds: here, what was buffered (nothing is left to fetch)
         return len(self.log[tp]) or None
 
@@ -351,6 +355,55 @@ async def test_a_revoked_partitions_kept_records_are_not_handed_over() -> None:
     assert tp not in consumer.committed or consumer.committed[tp] <= kept[0].offset
 
 
+class Rebalanced(Buffered):
+    """A rebalance while a batch is drawn (aiokafka's draw waits for the new assignment): `gone`
+    is given to another instance after the first draw."""
+
+    def __init__(self, buffered: dict[TopicPartition, list[Rec]], gone: TopicPartition) -> None:
+        super().__init__(buffered)
+        self.gone = gone
+
+    async def getmany(self, *partitions: Any, **options: Any) -> dict[TopicPartition, list[Rec]]:
+        if self.calls == 1:  # after the batch's first draw
+            self.assigned.discard(self.gone)
+        return await super().getmany(*partitions, **options)
+
+
+async def test_a_partition_given_away_while_its_batch_is_drawn_is_left_to_its_new_owner() -> None:
+    orders = partition("orders", 0, list(range(1000)))
+    returns = partition("returns", 1, list(range(1000)))
+    consumer = Rebalanced(dict([orders, returns]), gone=orders[0])
+    made = subscriber(max_records=60)
+    batch = await made.get_msg(consumer)  # the first draw took orders' records
+    assert batch
+    assert all(r.topic == "returns" for r in batch)
+    assert orders[0] not in made.kept
+    await made.commits.commit()
+    assert orders[0] not in consumer.committed
+    # Given back, at its committed offset: every record still comes once, in its partition's order.
+    consumer.assigned.add(orders[0])
+    consumer.positions[orders[0]] = 0
+    handed = await drain(made, consumer, list(batch))
+    for tp, records in (orders, returns):
+        assert [r for r in handed if (r.topic, r.partition) == (tp.topic, tp.partition)] == records
+
+
+async def test_a_batch_with_headers_that_are_not_text_is_still_handed_to_its_handler() -> None:
+    # Kafka's header values are bytes, or null; FastStream's parser decodes each as UTF-8. A batch
+    # it fails to parse is neither acknowledged nor sought back: the next batch's commit passes it.
+    records = tuple(
+        ConsumerRecord("returns", 0, n, n, 0, None, b"{}", None, 0, 2, headers)
+        for n, headers in enumerate(([], [("trace", b"\xff\x00")], [("x", None)], [("y", b"ok")]))
+    )
+    made = subscriber()
+    with pytest.raises((UnicodeDecodeError, AttributeError)):
+        await made.parser.parse_batch(records)
+    message = await made._parser(records)  # what FastStream parses each batch with
+    assert message.raw_message == records  # the records as they came
+    assert message.raw_message[1].headers == [("trace", b"\xff\x00")]
+    assert message.batch_headers[3] == {"y": "ok"}
+
+
 def test_only_faststreams_batch_subscriber_is_changed() -> None:
     single = KafkaBroker("localhost:9092").subscriber("orders", group_id="g")
     try:
@@ -381,3 +434,199 @@ async def test_a_backlog_between_two_fetches_does_not_wait(monkeypatch: Any) -> 
     assert slept == []
     assert len(await subscriber(linger=0.02).get_msg(Buffered(few))) == 2
     assert slept == [0.02]  # caught up: a trickle waits for more
+
+
+class Group:
+    """A consumer group as one instance of it sees it: each partition's log on the broker, the
+    committed offsets, and what the service applied (its inbox: a record applied again is a
+    duplicate). `applied` checks that each partition's records are first applied in their order,
+    none passed over. Another instance reads the partitions given to it: from their committed
+    offsets, some of their records at a time."""
+
+    def __init__(self, rng: random.Random, partitions: int) -> None:
+        self.rng = rng
+        self.tps = [
+            TopicPartition(("orders", "signatures", "returns")[n % 3], n) for n in range(partitions)
+        ]
+        self.log: dict[TopicPartition, list[Rec]] = {tp: [] for tp in self.tps}
+        self.committed: dict[TopicPartition, int] = {}
+        self.done = dict.fromkeys(self.tps, 0)  # each partition's records applied, from its first
+        self.now = 0
+        self.unsettled = True  # records produced, fetch and commit errors, rebalances
+
+    def produce(self) -> None:
+        tp = self.rng.choice(self.tps)
+        for _ in range(self.rng.randint(1, 60)):
+            self.now += self.rng.randint(0, 3)
+            # now and then a producer's clock behind or ahead
+            ts = self.now if self.rng.random() < 0.9 else self.rng.randint(0, self.now + 500)
+            self.log[tp].append(Rec(tp.topic, tp.partition, len(self.log[tp]), ts))
+
+    def applied(self, record: Rec) -> None:
+        tp = TopicPartition(record.topic, record.partition)
+        first = self.done[tp]  # the next record to apply
+        assert record.offset <= first, f"{tp}: {record.offset} applied before {first}"
+        self.done[tp] = max(first, record.offset + 1)
+
+    def read_elsewhere(self, tp: TopicPartition) -> None:
+        start = self.committed.get(tp, 0)
+        end = self.rng.randint(start, len(self.log[tp]))
+        for record in self.log[tp][start:end]:
+            self.applied(record)
+        self.committed[tp] = end
+
+
+class Member:
+    """aiokafka's consumer in `group`, as the subscriber uses it; at each await, what may
+    happen meanwhile: records produced and fetched, a fetch or commit error, a rebalance. Its
+    rebalances are eager: every partition's position is reset to its committed offset, those
+    given away are read by another instance meanwhile."""
+
+    def __init__(self, group: Group, assigned: set[TopicPartition]) -> None:
+        self.group = group
+        self.rebalanced(assigned)
+
+    def rebalanced(self, assigned: set[TopicPartition]) -> None:
+        for tp in set(self.group.tps) - assigned:
+            self.group.read_elsewhere(tp)
+        self.assigned = set(assigned)
+        self.positions: dict[TopicPartition, int | None] = dict.fromkeys(assigned)
+        self.fetched: dict[TopicPartition, int] = {}  # the offset each buffer reaches
+        self.highwaters: dict[TopicPartition, int] = {}
+
+    async def meanwhile(self) -> None:
+        group, rng = self.group, self.group.rng
+        if not group.unsettled:
+            self.fetch(10**9)
+            return
+        if rng.random() < 0.3:
+            group.produce()
+        if rng.random() < 0.5:
+            self.fetch(rng.randint(0, 80))
+        if rng.random() < 0.04:
+            self.rebalanced({tp for tp in group.tps if rng.random() < 0.6})
+
+    def position_of(self, tp: TopicPartition) -> int:
+        if (position := self.positions[tp]) is None:
+            position = self.positions[tp] = self.group.committed.get(tp, 0)
+            self.fetched.pop(tp, None)
+        return position
+
+    def fetch(self, most: int) -> None:
+        for tp in self.assigned:
+            position = self.position_of(tp)
+            reached = max(self.fetched.pop(tp, position), position)
+            self.fetched[tp] = min(len(self.group.log[tp]), reached + most)  # buffered last
+            self.highwaters[tp] = len(self.group.log[tp])
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.assigned)
+
+    def highwater(self, tp: TopicPartition) -> int | None:
+        assert tp in self.assigned, "Partition is not assigned"
+        return self.highwaters.get(tp)
+
+    async def position(self, tp: TopicPartition) -> int:
+        await self.meanwhile()
+        if tp not in self.assigned:
+            raise IllegalStateError(f"{tp} is not assigned")
+        return self.position_of(tp)
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        if tp not in self.assigned:
+            raise IllegalStateError(f"{tp} is not assigned")
+        self.positions[tp] = offset
+        self.fetched.pop(tp, None)
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        await self.meanwhile()
+        if any(tp not in self.assigned for tp in offsets):
+            raise IllegalStateError("not assigned")
+        if self.group.unsettled and self.group.rng.random() < 0.05:
+            raise CommitFailedError("the group rebalanced")
+        self.group.committed.update(offsets)
+
+    async def getmany(
+        self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
+    ) -> dict[TopicPartition, list[Rec]]:
+        await self.meanwhile()
+        if self.group.unsettled and self.group.rng.random() < 0.02:
+            raise KafkaError("a fetch error")
+        left = max_records or 500
+        out: dict[TopicPartition, list[Rec]] = {}
+        for tp, reached in list(self.fetched.items()):
+            if (partitions and tp not in partitions) or tp not in self.assigned or not left:
+                continue
+            position = self.position_of(tp)
+            if records := self.group.log[tp][position : min(reached, position + left)]:
+                out[tp] = records
+                self.positions[tp] = position + len(records)
+                left -= len(records)
+        return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.integers(min_value=0, max_value=2**32),
+    st.integers(min_value=1, max_value=6),
+    st.sampled_from([20, 37, 60, 200]),
+)
+def test_rebalances_nacks_and_errors_at_any_point_pass_over_and_reorder_nothing(
+    seed: int, partitions: int, max_records: int
+) -> None:
+    """Batches consumed as FastStream does (acknowledged; or nacked, after none or some of their
+    records were applied: a failure, a cut round), with records produced, fetch and commit
+    errors, rebalances and a restarted consumer at any of the consumer's awaits, or while a
+    batch is applied. Each partition's records are applied in order and none is passed over,
+    no commit passes a record not applied, and once all is quiet every record comes."""
+    rng = random.Random(seed)
+    group = Group(rng, partitions)
+    for _ in range(rng.randint(1, 8)):
+        group.produce()
+    made = subscriber(max_records=max_records, linger=rng.choice([0.0, 1e-6]))
+    member = Member(group, set(group.tps))
+
+    async def consume() -> None:
+        try:
+            batch = await made.get_msg(member)
+        except KafkaError:  # FastStream's loop logs it and draws again
+            return
+        if not batch:
+            return
+        await member.meanwhile()  # while the batch is applied
+        fate = rng.random() if group.unsettled else 0.0
+        if fate < 0.8:
+            for record in batch:
+                group.applied(record)
+            with suppress(KafkaError):  # logged by FastStream
+                await made.commits.commit()
+            assert all(n <= group.done[tp] for tp, n in group.committed.items())
+            return
+        if fate < 0.9:  # a cut round: what was applied is committed, the batch nacked
+            for record in batch[: rng.randint(1, len(batch))]:
+                group.applied(record)
+        # FastStream's nack: each partition sought back to its earliest record in the batch
+        earliest: dict[TopicPartition, int] = {}
+        for record in batch:
+            tp = TopicPartition(record.topic, record.partition)
+            earliest[tp] = min(earliest.get(tp, record.offset), record.offset)
+        with suppress(KafkaError):  # logged by FastStream, the other partitions not sought
+            for tp, offset in earliest.items():
+                made.commits.seek(tp, offset)
+
+    async def run() -> None:
+        nonlocal member
+        for _ in range(rng.randint(5, 80)):
+            await consume()
+            if rng.random() < 0.03:  # the subscriber restarted: a new consumer
+                member = Member(group, {tp for tp in group.tps if rng.random() < 0.7})
+        group.unsettled = False
+        member.rebalanced(set(group.tps))
+        for _ in range(400):
+            await consume()
+            if all(group.committed.get(tp, 0) == len(group.log[tp]) for tp in group.tps):
+                break
+
+    asyncio.run(run())
+    for tp in group.tps:
+        assert group.done[tp] == group.committed.get(tp, 0) == len(group.log[tp])

@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
-from shared.messaging.fetch import draw_in_time_order
-from shared.messaging.runtime import ensure_topics
+from shared.messaging.fetch import TimeOrderedBatches, draw_in_time_order
+from shared.messaging.runtime import _records_as_they_came, ensure_topics
 from shared.settings import Settings
 
 RECORDS = 300  # per topic
@@ -28,6 +29,22 @@ async def committed(bootstrap: str, group: str, tps: list[TopicPartition]) -> di
         return {tp.topic: await reader.committed(tp) or 0 for tp in tps}
     finally:
         await reader.stop()
+
+
+def time_ordered(
+    broker: KafkaBroker, topics: tuple[str, ...], group: str, **options: Any
+) -> tuple[Any, TimeOrderedBatches]:
+    """A batch subscriber of `topics` as the services make it (50 records a batch)."""
+    subscriber = broker.subscriber(
+        *topics,
+        group_id=group,
+        batch=True,
+        max_records=50,
+        auto_offset_reset="earliest",
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        **options,
+    )
+    return subscriber, draw_in_time_order(subscriber, topics)
 
 
 async def test_a_cut_batch_commits_only_what_it_handed_over(
@@ -46,16 +63,7 @@ async def test_a_cut_batch_commits_only_what_it_handed_over(
 
     bootstrap = settings.kafka_bootstrap_servers
     broker = KafkaBroker(bootstrap)
-    subscriber = broker.subscriber(
-        orders,
-        returns,
-        group_id=group,
-        batch=True,
-        max_records=50,
-        auto_offset_reset="earliest",
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-    )
-    made = draw_in_time_order(subscriber, (orders, returns))
+    subscriber, made = time_ordered(broker, (orders, returns), group)
     batches: list[list[tuple[str, int, int]]] = []
     commits_seen: list[tuple[dict[str, int], dict[str, int]]] = []
     done = asyncio.Event()
@@ -92,3 +100,40 @@ async def test_a_cut_batch_commits_only_what_it_handed_over(
         for topic, offset in handed_over.items():
             assert seen[topic] == offset
     assert await committed(bootstrap, group, tps) == {orders: RECORDS, returns: RECORDS}
+
+
+async def test_a_batch_with_headers_that_are_not_text_is_handled_not_passed(
+    settings: Settings, producer: AIOKafkaProducer
+) -> None:
+    # FastStream's parser decodes each header as UTF-8; a batch it failed to parse was neither
+    # acknowledged nor sought back, and the next batch's commit passed it, unread.
+    run = uuid.uuid4().hex[:8]
+    topic, group = f"headers-{run}", f"headers-{run}"
+    await ensure_topics(settings, [topic])
+    odd: list[list[tuple[str, bytes | None]]] = [[("trace", b"\xff")], [("x", None)]]
+    for headers in [[], *odd, []]:
+        await producer.send(topic, b"{}", partition=0, headers=headers)
+    await producer.flush()
+    broker = KafkaBroker(settings.kafka_bootstrap_servers)
+    subscriber, _ = time_ordered(broker, (topic,), group, decoder=_records_as_they_came)
+    seen: list[int] = []
+    done = asyncio.Event()
+
+    @subscriber
+    async def handle(records: tuple[ConsumerRecord[Any, Any], ...]) -> None:
+        seen.extend(r.offset for r in records)
+        if 7 in seen:
+            done.set()
+
+    async with broker:
+        await broker.start()
+        await asyncio.sleep(1)  # the first batch, then another one after it
+        for _ in range(4):
+            await producer.send(topic, b"{}", partition=0)
+        await producer.flush()
+        await asyncio.wait_for(done.wait(), timeout=20)
+        await asyncio.sleep(0.5)  # the last acknowledgement
+    assert sorted(set(seen)) == list(range(8))
+    assert await committed(settings.kafka_bootstrap_servers, group, [TopicPartition(topic, 0)]) == {
+        topic: 8
+    }
