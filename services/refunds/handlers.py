@@ -113,7 +113,17 @@ class RefundsHandlers(RepositoryHandlers[RefundsRepository]):
     async def order_paid(self, event: CloudEvent, ctx: HandlerContext) -> None:
         data = event.data_as(OrderPaid)
         repo, ledger = await self._load(ctx, data.order_id)
-        events = ledger.record_paid(facts_from_event(data), self.overflow_method, ctx.now)
+        # A waiting refund_id may have been issued for another order since it came: its
+        # refund.issued would share that one's event id and never reach finance.
+        elsewhere: set[str] = set()
+        if ledger.facts is None:
+            for refund_id in ledger.waiting:
+                owner = await repo.order_of_refund(refund_id)
+                if owner is not None and owner != data.order_id:
+                    elsewhere.add(refund_id)
+        events = ledger.record_paid(
+            facts_from_event(data), self.overflow_method, ctx.now, issued_elsewhere=elsewhere
+        )
         await self._finish(ctx, repo, ledger, events)
 
     async def refund_requested(self, event: CloudEvent, ctx: HandlerContext) -> None:

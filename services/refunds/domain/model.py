@@ -7,7 +7,7 @@ instant, stores it and turns the returned events into messages, all in one trans
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -185,10 +185,18 @@ class OrderLedger:
     # --- inputs ------------------------------------------------------------------------------
 
     def record_paid(
-        self, facts: OrderFacts, overflow_method: str, now: datetime
+        self,
+        facts: OrderFacts,
+        overflow_method: str,
+        now: datetime,
+        *,
+        issued_elsewhere: Collection[str] = (),
     ) -> list[DomainEvent]:
         """The first `order.paid` counts; the requests that waited for it are issued now, in the
-        order they came."""
+        order they came.
+
+        `issued_elsewhere`: refund_ids of waiting requests that another order issued meanwhile
+        (a requester's bug): refused, as `request` refuses them."""
 
         if self.facts is not None:
             return []
@@ -197,6 +205,9 @@ class OrderLedger:
         for request in list(self.waiting.values()):
             del self.waiting[request.refund_id]
             events.append(StopWaiting(request.refund_id))
+            if request.refund_id in issued_elsewhere:
+                events.append(RequestRefused(request.refund_id, RefusalReason.OTHER_ORDER))
+                continue
             events += self._issue(request, overflow_method, now)
         return events
 

@@ -197,6 +197,23 @@ def test_a_request_before_order_paid_waits_and_is_issued_when_the_order_comes() 
     assert ledger.waiting == {}
 
 
+def test_a_waiting_request_whose_refund_id_another_order_was_paid_under_is_refused() -> None:
+    ledger = OrderLedger("o-1")
+    asked = request("cp-1", [("goods", 4000)], case_type="complaint")
+    ledger.request(asked, OVERFLOW, T0)
+    events = ledger.record_paid(
+        facts([("l1", 1, 10000)], 0, [("card", 10000)]),
+        OVERFLOW,
+        T0,
+        issued_elsewhere={asked.refund_id},
+    )
+    assert events == [
+        decisions.StopWaiting(asked.refund_id),
+        decisions.RequestRefused(asked.refund_id, decisions.RefusalReason.OTHER_ORDER),
+    ]
+    assert (ledger.refunds, ledger.waiting, ledger.goods_given) == ({}, {}, 0)
+
+
 def test_a_refund_issued_after_its_due_by_is_reported_once() -> None:
     ledger = OrderLedger("o-1")
     ledger.request(request("rt-1", [("goods", 100)]), OVERFLOW, T0)
@@ -427,3 +444,115 @@ def test_a_full_refund_in_parts_gives_every_method_exactly_its_charge(data: st.D
         ledger.request(request(f"rt-{i}", [(kind, amount)], order_id=order.order_id), OVERFLOW, T0)
     assert ledger.method_given() == {m: c for m, c in order.payments if c}
     assert ledger.overflow_given == 0
+
+
+@st.composite
+def as_returns_asks(draw: st.DrawFn, order: OrderFacts, n: int) -> RefundRequest:
+    """A request with every kind, the deductions clipped as returns clips them (never below 0
+    in all, so a gift charge can take goods below 0 against freight), sometimes in another
+    currency."""
+    room = order.goods_total + order.shipping_fee_paid + 3000
+    goods = draw(st.sampled_from([0, 1, order.goods_total]) | st.integers(0, room))
+    outbound = draw(st.sampled_from([0, 1, order.shipping_fee_paid]) | st.integers(0, room))
+    freight = draw(st.integers(0, 3000))
+    running = goods + outbound + freight
+    deduction = min(draw(st.integers(0, 3000)), running)
+    gift = min(draw(st.integers(0, 5000)), running - deduction)
+    items = [
+        ("goods", goods),
+        ("outbound_shipping", outbound),
+        ("return_shipping", freight),
+        ("free_shipping_deduction", -deduction),
+        ("gift_charge", -gift),
+        ("compensation", draw(st.integers(0, 3000))),
+    ]
+    kept = [item for item in items if item[1] > 0 or (item[1] < 0 and draw(st.booleans()))]
+    if sum(a for _, a in kept) < 0 or not kept:
+        kept = [item for item in kept if item[1] >= 0] or [("goods", 0)]
+    return request(
+        f"case-{draw(st.integers(0, 4))}",
+        kept,
+        case_type=draw(st.sampled_from(["return", "complaint", "late_shipment"])),
+        order_id=order.order_id,
+        currency=draw(st.sampled_from(["CNY"] * 5 + ["JPY"])),
+        part=draw(st.sampled_from([None, None, f"p{n}"])),
+    )
+
+
+STEPS = ["ask", "ask", "again", "paid", "fail", "settle", "store"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_ledger_properties_with_payout_results_and_storage(data: st.DataObject) -> None:
+    """Requests (deductions, other currencies, replays), order.paid at any point, settlements,
+    failed parts and the ledger stored and loaded between any two steps."""
+    order = data.draw(orders())
+    ledger = OrderLedger(order.order_id)
+    asked: list[RefundRequest] = []
+    refunds: list[IssuedRefund] = []
+    for n in range(data.draw(st.integers(1, 12))):
+        step = data.draw(st.sampled_from(STEPS))
+        events: list[decisions.DomainEvent] = []
+        if step == "ask" or (step == "again" and not asked):
+            asked.append(data.draw(as_returns_asks(order, n)))
+            events = ledger.request(asked[-1], OVERFLOW, T0)
+        elif step == "again":
+            events = ledger.request(data.draw(st.sampled_from(asked)), OVERFLOW, T0)
+        elif step == "paid":
+            events = ledger.record_paid(order, OVERFLOW, T0)
+        elif step == "store":
+            ledger = OrderLedger.from_json(ledger.to_json())
+        elif ledger.refunds:
+            refund = ledger.refunds[data.draw(st.sampled_from(sorted(ledger.refunds)))]
+            if step == "settle":
+                events = ledger.settle(refund.refund_id, T0)
+            elif refund.payments:
+                method, paid_to = data.draw(st.sampled_from(refund.payments))
+                amount = data.draw(st.integers(1, paid_to))
+                events = ledger.fail(refund.refund_id, method, amount, "x", T0, OVERFLOW, T0)
+        refunds += [event.refund for event in events if isinstance(event, decisions.RefundIssued)]
+    refunds += [
+        event.refund
+        for event in ledger.record_paid(order, OVERFLOW, T0)
+        if isinstance(event, decisions.RefundIssued)
+    ]
+
+    assert len({r.refund_id for r in refunds}) == len(refunds) == len(ledger.refunds)
+    originals = [r for r in refunds if r.reissue_of is None]
+    # Every refund_id first asked in the order's currency is issued (once, above); none asked
+    # only in another one is.
+    first: dict[str, RefundRequest] = {}
+    for asked_for in asked:
+        first.setdefault(asked_for.refund_id, asked_for)
+    issued_ids = {r.refund_id for r in originals}
+    assert {i for i, r in first.items() if r.currency == order.currency} <= issued_ids
+    assert issued_ids <= {r.refund_id for r in asked if r.currency == order.currency}
+    charged = dict(order.payments)
+    given: dict[str, int] = {}
+    for refund in originals:
+        assert all(share >= 0 for _, share in refund.method_shares) and refund.overflow >= 0
+        for method, share in refund.method_shares:
+            given[method] = given.get(method, 0) + share
+    assert all(given[method] <= charged[method] for method in given)
+    on_top = {"return_shipping", "compensation"}
+    capped = sum(r.amount - sum(a for k, a in r.breakdown if k in on_top) for r in originals)
+    assert capped <= order.goods_total + order.shipping_fee_paid
+    assert ledger.outbound_given <= order.shipping_fee_paid
+    for refund in refunds:
+        assert refund.currency == order.currency
+        assert sum(a for _, a in refund.payments) == refund.amount
+        assert sum(a for _, a in refund.breakdown) == refund.amount
+        assert all(a > 0 for _, a in refund.payments)
+    # A failed part is re-issued once, never more than the original paid that method, and a
+    # re-issue is never re-issued.
+    for reissue in refunds:
+        if reissue.reissue_of is not None:
+            original = ledger.refunds[reissue.reissue_of]
+            assert original.reissue_of is None
+            (failure,) = [
+                f
+                for f in original.failures
+                if ids.reissue_refund_id(original.refund_id, f.method) == reissue.refund_id
+            ]
+            assert reissue.amount == failure.amount <= original.paid_to(failure.method)
