@@ -47,6 +47,7 @@ class RefusalReason(StrEnum):
     CONFLICTING_REQUEST = "conflicting_request"  # another request under an issued refund_id
     CURRENCY_MISMATCH = "currency_mismatch"
     OTHER_ORDER = "other_order"  # its refund_id was issued for another order
+    CUSTOMER_MISMATCH = "customer_mismatch"  # for a buyer other than the one who paid
 
 
 @dataclass(frozen=True)

@@ -321,6 +321,10 @@ class OrderLedger:
         assert facts is not None
         if request.currency != facts.currency:
             return [RequestRefused(request.refund_id, RefusalReason.CURRENCY_MISMATCH)]
+        if request.customer_id != facts.customer_id:
+            # What the methods cannot take back (and a failed part) goes to the buyer's payout
+            # method: never to another buyer's.
+            return [RequestRefused(request.refund_id, RefusalReason.CUSTOMER_MISMATCH)]
         cap = cap_request(
             request,
             goods_room=facts.goods_total - self.goods_given,

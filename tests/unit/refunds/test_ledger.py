@@ -180,6 +180,26 @@ def test_a_request_in_another_currency_is_refused() -> None:
     assert ledger.refunds == {}
 
 
+@pytest.mark.parametrize("waits", [False, True], ids=["paid", "waiting"])
+def test_a_request_for_another_buyer_than_the_one_who_paid_is_refused(waits: bool) -> None:
+    # Money beyond what the methods were charged (here freight on top of a full refund) goes
+    # to the buyer's payout method: another buyer's would be paid the order's money.
+    order = facts([("l1", 1, 10000)], 0, [("card", 10000)])
+    asked = request("rt-1", [("goods", 10000), ("return_shipping", 1200)], customer_id="c-2")
+    ledger = OrderLedger("o-1") if waits else paid(order)
+    events = ledger.request(asked, OVERFLOW, T0)
+    if waits:
+        events = ledger.record_paid(order, OVERFLOW, T0)[1:]  # after StopWaiting
+    assert events == [
+        decisions.RequestRefused(asked.refund_id, decisions.RefusalReason.CUSTOMER_MISMATCH)
+    ]
+    assert (ledger.refunds, ledger.goods_given, ledger.overflow_given) == ({}, 0, 0)
+    # Nothing was kept of it: the requester's corrected request under the same id is paid.
+    fixed = request("rt-1", [("goods", 10000), ("return_shipping", 1200)])
+    refund = issued(ledger.request(fixed, OVERFLOW, T0))
+    assert (refund.customer_id, refund.amount) == ("c-1", 11200)
+
+
 # --- waiting for the order -------------------------------------------------------------------
 
 

@@ -50,3 +50,18 @@ def test_a_refund_id_asked_for_two_orders_is_issued_once_for_the_first(b_waits: 
         ("o-b", ids.refund_id("complaint", "cp-1"), 1000),
         ("o-a", ids.refund_id("return", "rt-a"), 25000),
     ]
+
+
+def test_a_request_for_another_buyer_than_the_orders_is_never_issued() -> None:
+    steps = [
+        (T0, order_paid("o-a", T0 - 72 * H)),
+        (T0 + H, refund_requested("o-a", "return", "rt-a", ASK, T0 + H, DUE, customer_id="c-x")),
+        (T0 + 2 * H, refund_requested("o-a", "return", "rt-b", ASK, T0 + 2 * H, DUE)),
+    ]
+    rows = asyncio.run(play(in_memory(Policy(), ManualClock(T0)), steps, topic_of))
+    issued = [
+        (e["data"]["refund_id"], e["data"]["customer_id"])
+        for e in map(as_json, rows)
+        if e["type"] == "refund.issued"
+    ]
+    assert issued == [(ids.refund_id("return", "rt-b"), "c-refunds")]
