@@ -163,7 +163,8 @@ async def check_notifications(
     makes seconds apart), but one whose next attempt (its live deliver timer) is due at or
     after `horizon`, the end of the wait, is deferred, as a timer the flows wait for is."""
     rows = await conn.fetch(
-        """SELECT d.delivery_id, d.status, d.next_attempt_at, t.due_at AS timer_due,
+        """SELECT d.delivery_id, d.status, d.next_attempt_at,
+                  GREATEST(t.due_at, t.retry_at) AS timer_due,
                   x.delivery_id IS NOT NULL AS dead_lettered
            FROM notifier.deliveries d
            LEFT JOIN notifier.dead_letters x USING (delivery_id)

@@ -125,7 +125,8 @@ async def db_progress(conn: asyncpg.Connection, service: ServiceInfo) -> dict[st
         SELECT
           (SELECT count(*) FROM "{s}".outbox WHERE published_at IS NULL) AS outbox,
           (SELECT count(*) FROM "{s}".timers
-             WHERE fired_at IS NULL AND cancelled_at IS NULL AND due_at <= now()) AS due_timers,
+             WHERE fired_at IS NULL AND cancelled_at IS NULL AND due_at <= now()
+               AND (retry_at IS NULL OR retry_at <= now())) AS due_timers,
           (SELECT count(*) FROM "{s}".inbox) AS inbox
         """  # noqa: S608 - schema names from the service definitions
     )
@@ -166,12 +167,13 @@ async def inbox_ids(conn: asyncpg.Connection, service: ServiceInfo, prefix: str)
 async def live_timers(
     conn: asyncpg.Connection, schema: str, refs: Iterable[tuple[str, str]]
 ) -> list[tuple[str, str, Any]]:
-    """(kind, ref, due_at) of the given timers that have neither fired nor been cancelled."""
+    """(kind, ref, when it fires next: its due time, or a failed one's retry) of the given
+    timers that have neither fired nor been cancelled."""
     wanted = list(refs)
     if not wanted:
         return []
     rows = await conn.fetch(
-        f"""SELECT kind, ref, due_at FROM "{schema}".timers
+        f"""SELECT kind, ref, GREATEST(due_at, retry_at) AS due_at FROM "{schema}".timers
             WHERE fired_at IS NULL AND cancelled_at IS NULL
               AND (kind, ref) IN (SELECT * FROM unnest($1::text[], $2::text[]))""",  # noqa: S608
         [k for k, _ in wanted],

@@ -192,3 +192,21 @@ def drop_journal(schema: str) -> None:
     from alembic import op
 
     op.drop_table("journal", schema=schema)
+
+
+def add_timer_retries(schema: str) -> None:
+    """Migration 0004 of every service (0005 of the notifier's): a failed timer waits for its
+    retry in `retry_at`, its `due_at` left as it was set (the instant its handler knows it by).
+    Timers retried before keep the instant of their retry as their due time."""
+    import sqlalchemy as sa
+    from alembic import op
+
+    op.add_column(
+        "timers", sa.Column("retry_at", sa.DateTime(timezone=True), nullable=True), schema=schema
+    )
+
+
+def drop_timer_retries(schema: str) -> None:
+    from alembic import op
+
+    op.drop_column("timers", "retry_at", schema=schema)

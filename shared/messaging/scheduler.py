@@ -31,6 +31,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     func,
+    or_,
     select,
     tuple_,
     update,
@@ -117,7 +118,12 @@ class TimerScheduler(ServiceWorker):
     def _live(self) -> Any:
         t = self._tables.timers
         now = self._clock.now()
-        return and_(t.c.fired_at.is_(None), t.c.cancelled_at.is_(None), t.c.due_at <= now)
+        return and_(
+            t.c.fired_at.is_(None),
+            t.c.cancelled_at.is_(None),
+            t.c.due_at <= now,
+            or_(t.c.retry_at.is_(None), t.c.retry_at <= now),
+        )
 
     def _due(self, live: Any) -> Any:
         """The next batch's due timers: (id, lock_key), the earliest first."""
@@ -364,7 +370,8 @@ class TimerScheduler(ServiceWorker):
             if attempts >= MAX_TIMER_ATTEMPTS:
                 values["cancelled_at"] = ctx.now  # parked: visible in the table, not retried
             else:
-                values["due_at"] = ctx.now + timedelta(minutes=2**attempts)
+                # Its due time stays: handlers and the cause id know the timer by it.
+                values["retry_at"] = ctx.now + timedelta(minutes=2**attempts)
             await uow.session.execute(update(t).where(t.c.id == timer.id).values(**values))
             return 0
         self._fired(uow, timer, ctx, outside)

@@ -303,7 +303,8 @@ def _timer_set(table: Table) -> Insert:
 
 
 def _timer_reset(stmt: Insert) -> dict[str, Any]:
-    """A timer set again: the new due time and payload, neither fired nor cancelled."""
+    """A timer set again: the new due time and payload, neither fired nor cancelled, no
+    attempt made."""
     return {
         "due_at": stmt.excluded.due_at,
         "payload": stmt.excluded.payload,
@@ -311,6 +312,7 @@ def _timer_reset(stmt: Insert) -> dict[str, Any]:
         "fired_at": None,
         "cancelled_at": None,
         "attempts": 0,
+        "retry_at": None,
     }
 
 

@@ -89,6 +89,9 @@ def messaging_tables(metadata: MetaData) -> MessagingTables:
         instant_column("fired_at", nullable=True),
         instant_column("cancelled_at", nullable=True),
         Column("attempts", Integer, nullable=False, server_default=text("0")),
+        # After a failed attempt, not fired again before this instant. `due_at` stays the
+        # instant it was set for: handlers take a timer due at another instant for stale.
+        instant_column("retry_at", nullable=True),
         now_column("created_at"),
         UniqueConstraint("kind", "ref"),
         Index(

@@ -24,6 +24,7 @@ from services.complaints.domain.rules import (
     EscalationReason,
     Priority,
     Sla,
+    TimerKind,
 )
 from services.complaints.handlers import TRANSLATIONS, _Scope, complaint_lock, lock_keys
 from services.complaints.repository import ComplaintsRepository
@@ -32,6 +33,8 @@ from shared.contracts import ids, parse_event
 from shared.contracts.ids import coupon_id
 from shared.db import UnitOfWork, session_factory
 from shared.messaging.context import HandlerContext
+from shared.messaging.scheduler import TimerScheduler
+from shared.messaging.store import Timer
 
 from ...e2e.complaints.helpers import (
     MIN,
@@ -218,6 +221,40 @@ async def test_the_late_shipment_timer_fires_through_the_scheduler(
     clock.advance(timedelta(days=1))
     await svc.fire_due()
     assert len(await svc.outbox(o)) == 2
+
+
+async def test_a_late_shipment_timer_that_failed_once_still_asks_for_the_refund(
+    svc: ComplaintsService, clock: ManualClock
+) -> None:
+    # The order keeps its timer's due time and takes a timer due at another for stale: the
+    # retry after a failure must come as the timer it set.
+    o, c = unique("O"), unique("C")
+    await svc.feed(order_paid(o, c, at=T0 - 71 * H, goods=(10000, 5000)))
+    handlers = dict(svc.definition.timer_handlers)
+    handler = handlers[TimerKind.LATE_SHIPMENT.value]
+    failures = [ValueError("a bug, fixed since"), ValueError("a bug, fixed since")]
+
+    async def failing_once(timer: Timer, ctx: HandlerContext) -> None:
+        if timer.ref == o and failures:
+            raise failures.pop()  # fired with its batch, then alone: one attempt
+        await handler(timer, ctx)
+
+    handlers[TimerKind.LATE_SHIPMENT.value] = failing_once
+    scheduler = TimerScheduler(
+        service=svc.definition.name,
+        sessions=svc.sessions,
+        tables=svc.definition.tables,
+        handlers=handlers,
+        clock=clock,
+    )
+    clock.advance(H)
+    await scheduler.run_all_due()
+    assert await svc.outbox(o) == []
+    clock.advance(5 * MIN)  # past its backoff
+    await scheduler.run_all_due()
+    outbox = await svc.outbox(o)
+    assert types(outbox) == ["refund.requested", "complaint.apology_late_shipment"]
+    assert outbox[0]["data"]["amount"] == 750
 
 
 async def test_no_personal_data_is_stored(svc: ComplaintsService) -> None:

@@ -146,12 +146,13 @@ async def test_failing_timer_is_retried_with_backoff_then_parked(kit: MessagingK
         assert broken["fired_at"] is None
         if attempt < MAX_TIMER_ATTEMPTS:
             assert broken["cancelled_at"] is None
-            # Not retried before its backoff has passed.
-            assert broken["due_at"] == kit.clock.now() + timedelta(minutes=2**attempt)
-            kit.clock.set(broken["due_at"] - timedelta(seconds=1))
+            # Not retried before its backoff has passed; still due when it was set for.
+            assert broken["retry_at"] == kit.clock.now() + timedelta(minutes=2**attempt)
+            assert broken["due_at"] == T0
+            kit.clock.set(broken["retry_at"] - timedelta(seconds=1))
             await s.run_all_due()
             assert (await kit.timer_rows())["o-broken"]["attempts"] == attempt
-            kit.clock.set(broken["due_at"])
+            kit.clock.set(broken["retry_at"])
         else:
             assert broken["cancelled_at"] == kit.clock.now()  # parked
 
@@ -170,6 +171,34 @@ async def test_failing_timer_is_retried_with_backoff_then_parked(kit: MessagingK
     assert timers["o-flaky"]["fired_at"] is not None
     assert await fired_refs(kit.engine, kit.harness) == ["o-flaky"]
     assert [r["order_id"] for r in await kit.effect_rows()] == ["o-flaky"]
+
+
+async def test_a_retried_timer_is_the_timer_as_it_was_set(kit: MessagingKit) -> None:
+    """Handlers take a timer whose due time is not the one they set for stale (set again
+    meanwhile): the retry after a failure comes after a backoff, but as the same timer, due
+    when it was set for, with the same cause."""
+    await set_timer(kit.harness, kit.sessions, "o-retried", T0)
+    # Fired together, then alone: both fail, one attempt counted.
+    kit.harness.timer_faults["o-retried"] = [ValueError("first"), ValueError("again")]
+    kit.clock.set(T0 + timedelta(minutes=1))
+    s = kit.scheduler()
+    assert await s.run_all_due() == 1
+    timer = (await kit.timer_rows())["o-retried"]
+    assert (timer["due_at"], timer["attempts"], timer["fired_at"]) == (T0, 1, None)
+    assert timer["retry_at"] == kit.clock.now() + timedelta(minutes=2)
+    kit.clock.advance(timedelta(minutes=1))
+    assert await s.run_all_due() == 0  # not before its backoff
+    kit.clock.advance(timedelta(minutes=1))
+    assert await s.run_all_due() == 1
+    events = [parse_event(row["payload"]) for row in await kit.outbox_rows()]
+    assert [event.data.due_at for event in events] == [T0]  # type: ignore[union-attr]
+    assert events[0].causationid == f"timer:{SHIP_DEADLINE}:o-retried:{T0.isoformat()}"
+    timer = (await kit.timer_rows())["o-retried"]
+    assert (timer["due_at"], timer["fired_at"]) == (T0, kit.clock.now())
+    # Set again, it fires when set for, its backoff forgotten.
+    await set_timer(kit.harness, kit.sessions, "o-retried", kit.clock.now())
+    assert (await kit.timer_rows())["o-retried"]["retry_at"] is None
+    assert await s.run_all_due() == 1
 
 
 def statement_kind(statement: str) -> list[str]:
@@ -222,7 +251,7 @@ async def test_a_failing_timer_leaves_the_others_of_its_batch_fired_once(
     good = [ref for ref in refs if ref != "f-3"]
     assert all(timers[ref]["fired_at"] is not None for ref in good)
     assert (timers["f-3"]["fired_at"], timers["f-3"]["attempts"]) == (None, 1)
-    assert timers["f-3"]["due_at"] == kit.clock.now() + timedelta(minutes=2)
+    assert timers["f-3"]["retry_at"] == kit.clock.now() + timedelta(minutes=2)
     # The first try's writes (the effects rows, the outbox, the journal) were rolled back:
     # each good timer's effects are there once, the failing one's not at all.
     assert sorted(await fired_refs(kit.engine, kit.harness)) == good
