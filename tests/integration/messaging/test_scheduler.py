@@ -201,6 +201,21 @@ async def test_a_retried_timer_is_the_timer_as_it_was_set(kit: MessagingKit) -> 
     assert await s.run_all_due() == 1
 
 
+@pytest.mark.parametrize("concurrency", [1, 2])
+async def test_a_timer_of_a_kind_a_scheduler_has_no_handler_for_waits_for_one_that_has(
+    kit: MessagingKit, concurrency: int
+) -> None:
+    """During a rolling update the previous release's schedulers run beside the new one's: a
+    timer of a kind the new release brought is left to a scheduler that fires it, not taken as
+    fired by one that cannot."""
+    await set_timers_due(kit.harness, kit.sessions, kit.clock, ["n-1", "n-2"])
+    previous = kit.scheduler({}, concurrency=concurrency)
+    assert await previous.run_all_due() == 0
+    assert all(row["fired_at"] is None for row in (await kit.timer_rows()).values())
+    assert await kit.scheduler(concurrency=concurrency).run_all_due() == 2
+    assert sorted(await fired_refs(kit.engine, kit.harness)) == ["n-1", "n-2"]
+
+
 def statement_kind(statement: str) -> list[str]:
     """The handler's own write ('effects'), savepoints, and every other statement ('other')."""
     words = statement.split()
