@@ -7,6 +7,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer
 from sqlalchemy import event, text
 
 from shared.messaging.kafka import RecordBatches
@@ -323,3 +324,54 @@ async def test_a_row_too_large_for_a_batch_goes_out_after_the_batched_rows_of_it
     published = await read_partitions(settings.kafka_bootstrap_servers, kit.harness.output_topic)
     on_topic = [r.value for r in sorted(published, key=lambda r: r.offset)]
     assert on_topic == [row["payload"] for row in await kit.outbox_rows()]
+
+
+async def test_a_round_whose_session_ends_leaves_its_rows_to_the_next_relay_in_order(
+    kit: MessagingKit, settings: Settings, runtime: ServiceRuntime, producer: AIOKafkaProducer
+) -> None:
+    """The connection of a round ends while it sends (a database restart, the idle timeout):
+    its slot locks go, another instance's relay publishes the rows and later ones, and the
+    ended round still sends what it read. Each event is on the topic, every key's events first
+    seen in commit order; the ended round marks nothing and its copies come later."""
+    from shared.messaging.errors import is_transient
+
+    await queue_events(kit.harness, kit.sessions, ["k-1", "k-2"] * 4, "before")
+    took_over: list[int] = []
+
+    async def other_instance(topic: str, key: bytes | None, payload: bytes) -> object:
+        return await producer.send(topic, payload, key=key, headers=RELAY_HEADERS)
+
+    other = kit.relay(other_instance)
+
+    class SessionEnds(LimitedTopic):
+        async def send_batch(self, batch: Any, topic: str, *, partition: int) -> object:
+            if not took_over:
+                async with kit.engine.connect() as conn:
+                    ended = await conn.scalar(
+                        text(
+                            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 5000)) "
+                            "FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+                            "AND state = 'idle in transaction' AND query LIKE '%hashtext%'"
+                        )
+                    )
+                took_over.append(ended)
+                await queue_events(kit.harness, kit.sessions, ["k-1", "k-2"], "meanwhile")
+                took_over.append(await publish_all(other))
+            return await super().send_batch(batch, topic, partition=partition)
+
+    relay_producer = runtime.kafka_producer()
+    assert relay_producer is not None
+    ends = SessionEnds(relay_producer, too_large=b"none")
+    with pytest.raises(Exception) as failed:
+        await kit.relay(ends.publish, producer=lambda: ends).publish_pending()
+    assert is_transient(failed.value), failed.value
+    assert took_over == [1, 10]
+    assert await kit.unpublished_count() == 0
+    rows = await kit.outbox_rows()
+    published = await read_partitions(settings.kafka_bootstrap_servers, kit.harness.output_topic)
+    assert {event_of(r)["id"] for r in published} == {row["event_id"] for row in rows}
+    assert len(published) > len(rows)  # the ended round's copies
+    for key in ("k-1", "k-2"):
+        mine = sorted((r for r in published if r.key == key.encode()), key=lambda r: r.offset)
+        first_seen = list(dict.fromkeys(event_of(r)["id"] for r in mine))
+        assert first_seen == [row["event_id"] for row in rows if row["key"] == key], key

@@ -455,6 +455,84 @@ async def test_an_event_the_outbox_holds_already_sends_the_batch_the_exact_way(
     assert all(row["fired_at"] is not None for row in (await kit.timer_rows()).values())
 
 
+async def test_an_event_another_transaction_is_queueing_is_waited_for_and_counted_once(
+    kit: MessagingKit,
+) -> None:
+    """Fired together, a timer's event is taken as new; another transaction queueing the same
+    id (not yet committed) makes the held insert wait for it, then the batch goes the exact
+    way: the event is in the outbox once, counted by neither the batch nor its retry."""
+    from shared.messaging.context import HandlerContext
+    from shared.messaging.store import Timer
+
+    counted: list[str] = []
+
+    async def handler(timer: Timer, ctx: HandlerContext) -> None:
+        breach = await ctx.emit(
+            SLA_BREACHED,
+            ship_breach(timer, ctx.now),
+            event_id=f"breach-{timer.ref}",
+            topic=kit.harness.output_topic,
+            key=timer.ref,
+        )
+        if ctx.is_new(breach):
+            ctx.count(Tally(counted, timer.ref))
+
+    await set_timers_due(kit.harness, kit.sessions, kit.clock, ["q-1", "q-2"])
+    outbox = kit.harness.tables.outbox
+    async with kit.engine.connect() as other:
+        await other.execute(
+            outbox.insert().values(
+                event_id="breach-q-1",
+                event_type=SLA_BREACHED,
+                topic=kit.harness.output_topic,
+                key="q-1",
+                payload=b"{}",
+            )
+        )
+        firing = asyncio.create_task(kit.scheduler({SHIP_DEADLINE: handler}).run_due())
+        await asyncio.sleep(0.5)
+        assert not firing.done()  # its held insert waits for the other transaction
+        await other.commit()
+        assert await asyncio.wait_for(firing, 10) == 2
+    rows = await kit.outbox_rows()
+    assert sorted(r["event_id"] for r in rows) == ["breach-q-1", "breach-q-2"]
+    assert [r["payload"] for r in rows if r["event_id"] == "breach-q-1"] == [b"{}"]
+    assert counted == ["q-2"]
+    assert all(row["fired_at"] is not None for row in (await kit.timer_rows()).values())
+
+
+async def test_a_failing_timer_leaves_the_others_outside_work_run_once(kit: MessagingKit) -> None:
+    """A handler fails after the others of its batch handed work over: the batch fired
+    together is rolled back with the work its handlers handed over, and fired again timer by
+    timer; the work of the timers that fired runs once, the failing one's never."""
+    from collections import Counter
+
+    from shared.messaging.context import HandlerContext
+    from shared.messaging.store import Timer
+
+    calls: Counter[str] = Counter()
+    recorded: list[str] = []
+
+    async def handler(timer: Timer, ctx: HandlerContext) -> None:
+        async def call() -> str:
+            calls[timer.ref] += 1
+            return timer.ref
+
+        async def record(result: object, rctx: HandlerContext) -> None:
+            recorded.append(str(result))
+
+        ctx.run_outside(call, record=record, lock_key=timer.lock_key)
+        if timer.ref == "h-bad":
+            raise ValueError("fails after handing its work over")
+
+    await set_timers_due(kit.harness, kit.sessions, kit.clock, ["h-1", "h-bad", "h-2"])
+    assert await kit.scheduler({SHIP_DEADLINE: handler}).run_due() == 3
+    assert calls == {"h-1": 1, "h-2": 1}
+    assert sorted(recorded) == ["h-1", "h-2"]
+    timers = await kit.timer_rows()
+    assert (timers["h-bad"]["fired_at"], timers["h-bad"]["attempts"]) == (None, 1)
+
+
 class Tally:
     def __init__(self, into: list[str], name: str) -> None:
         self._into, self._name = into, name
