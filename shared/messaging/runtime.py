@@ -37,6 +37,7 @@ from .kafka import client_security
 from .lag import LAG_INTERVAL_SECONDS, ConsumerLag
 from .readapi import KpiSource, ReadContext, ReadRoute
 from .readroutes import common_routes
+from .records import read_header_keys_leniently
 from .relay import CONTENT_TYPE, RELAY_HEADERS, OutboxRelay
 from .retention import (
     PURGE_INTERVAL_SECONDS,
@@ -281,6 +282,9 @@ class ServiceRuntime:
             title=f"{definition.name}/consume",
         )
         subscriber(self._consume)
+        # A header key that is not UTF-8 made aiokafka's reader raise in the middle of a fetch
+        # (shared/messaging/records.py): read leniently, it stops no partition.
+        read_header_keys_leniently()
         # A backlog's batches across the partitions up to one instant, in time order
         # (shared/messaging/fetch.py), not one partition's records after another's.
         draw_in_time_order(

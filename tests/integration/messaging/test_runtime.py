@@ -315,3 +315,88 @@ async def test_records_with_headers_that_are_not_text_apply_with_the_rest(
         assert dead_letters(await kit.outbox_rows()) == []
     finally:
         await runtime.stop()
+
+
+class _RawHeaderKey(str):
+    """A header key whose bytes on the wire are `raw` (Kafka's header keys are strings, but no
+    broker checks that they are UTF-8)."""
+
+    raw = b""
+
+    def encode(self, *args: Any, **kwargs: Any) -> bytes:
+        return self.raw
+
+
+async def send_raw_batch(
+    producer: AIOKafkaProducer,
+    topic: str,
+    partition: int,
+    records: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes | None]]]],
+) -> RecordMetadata:
+    """One record batch of (key, value, headers), built by aiokafka's pure-Python builder,
+    which writes a header key's bytes as `encode` gives them."""
+    from aiokafka.record.default_records import _DefaultRecordBatchBuilderPy
+
+    batch = producer.create_batch()
+    batch._builder = _DefaultRecordBatchBuilderPy(  # type: ignore[attr-defined]
+        2,
+        0,
+        is_transactional=0,
+        producer_id=-1,
+        producer_epoch=-1,
+        base_sequence=0,
+        batch_size=1 << 20,
+    )
+    for key, value, headers in records:
+        assert batch.append(timestamp=None, key=key, value=value, headers=headers) is not None
+    return await (await producer.send_batch(batch, topic, partition=partition))
+
+
+async def test_a_header_key_that_is_not_utf8_does_not_stop_the_consumer(
+    kit: MessagingKit, settings: Settings, producer: AIOKafkaProducer
+) -> None:
+    """Kafka's client reader decodes a header's key as UTF-8 and raised on anything else, in the
+    middle of a fetch: not a Kafka error, so the consume task ended (restarted, it failed on
+    the same record again), every partition stopped. The record's event applies with its
+    neighbours in the same record batch, the records behind it and those of another
+    partition."""
+    await ensure_topics(settings, kit.harness.definition().all_topics)
+    runtime = new_runtime(kit.harness, settings, kit.clock, kit.engine)
+    odd = _RawHeaderKey("trace")
+    odd.raw = b"\xff\xfetrace"
+    ids = ["e-paid-k0", "e-paid-k1", "e-paid-k2"]
+    await send_raw_batch(
+        producer,
+        kit.harness.input_topic,
+        0,
+        [
+            (f"o-k{n}".encode(), encode(order_paid(f"o-k{n}", event_id=event_id)), headers)
+            for n, (event_id, headers) in enumerate(zip(ids, [[], [(odd, b"x")], []], strict=True))
+        ],
+    )
+    later = await producer.send_and_wait(
+        kit.harness.input_topic,
+        encode(order_paid("o-k3", event_id="e-paid-k3")),
+        key=b"o-k3",
+        partition=0,
+    )
+    assert later.offset == 3
+    assert settings.kafka_topic_partitions > 1
+    elsewhere = await producer.send_and_wait(
+        kit.harness.input_topic,
+        encode(order_paid("o-k4", event_id="e-paid-k4")),
+        key=b"o-k4",
+        partition=1,
+    )
+    assert elsewhere.offset == 0
+    try:
+        await runtime.start()
+
+        async def applied() -> bool:
+            counts = await kit.effect_counts()
+            return all(counts.get(e) == 1 for e in [*ids, "e-paid-k3", "e-paid-k4"])
+
+        await eventually(applied, what="every event applied, whatever its header keys")
+        assert dead_letters(await kit.outbox_rows()) == []
+    finally:
+        await runtime.stop()
