@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from shared.clock import ManualClock
 from shared.contracts import ORDER_PAID, CloudEvent, OrderPaid, parse_event
 from shared.contracts import envelope as contract_envelope
+from shared.contracts.envelope import MAX_EVENT_BYTES
 from shared.messaging import consumer as consumer_module
 from shared.messaging.consumer import LAST_RESORT_AFTER, EventProcessor
 from shared.messaging.context import HandlerContext
@@ -95,6 +97,23 @@ async def test_a_hostile_record_is_dead_lettered_and_its_neighbours_apply(
     assert parse_event(payload, max_bytes=MAX_DEAD_LETTER_RECORD).data == letter
     if len(value) > 100_000:  # the flood: 200 KiB that escape to more than 1 MiB
         assert letter.value_truncated and letter.value
+
+
+async def test_a_record_of_letters_is_dead_lettered_in_time(kit: MessagingKit) -> None:
+    # Redacting its copy tried an e-mail address from every position of the run: 256 KiB of
+    # letters took minutes, with the event loop blocked (no heartbeat) and the batch's
+    # transaction open (the server ends one idle for 120 s): fetched again, for ever.
+    value = b"a" * MAX_EVENT_BYTES
+    started = time.monotonic()
+    await kit.processor().process(around(kit.harness, "o-bad", value))
+    assert time.monotonic() - started < 30
+    assert await kit.effect_counts() == {"e-before": 1, "e-after": 1}
+    [(_, letter)] = dead_letters(await kit.outbox_rows())
+    assert (letter.reason, letter.origin.offset, letter.value) == (
+        "malformed_json",
+        1,
+        value.decode(),
+    )
 
 
 async def test_a_record_the_reader_fails_on_is_dead_lettered_as_a_bug(
