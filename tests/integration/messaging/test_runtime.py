@@ -7,6 +7,7 @@ import contextlib
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import RecordMetadata
 from prometheus_client import REGISTRY
@@ -398,5 +399,46 @@ async def test_a_header_key_that_is_not_utf8_does_not_stop_the_consumer(
 
         await eventually(applied, what="every event applied, whatever its header keys")
         assert dead_letters(await kit.outbox_rows()) == []
+    finally:
+        await runtime.stop()
+
+
+@pytest.mark.parametrize("compression", ["snappy", "lz4", "zstd"])
+async def test_events_a_producer_compressed_apply(
+    kit: MessagingKit, settings: Settings, compression: str
+) -> None:
+    """Kafka producers compress their batches (lz4, zstd and snappy are common settings). The
+    consumer read gzip only: a batch compressed otherwise raised on every fetch, and its
+    partition waited behind it for ever."""
+    await ensure_topics(settings, kit.harness.definition().all_topics)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        enable_idempotence=False,
+        acks="all",
+        compression_type=compression,
+    )
+    ids = [f"e-paid-{compression}-{n}" for n in range(3)]
+    await producer.start()
+    try:
+        sent = [
+            await producer.send(
+                kit.harness.input_topic,
+                encode(order_paid(f"o-{compression}", event_id=event_id)),
+                key=f"o-{compression}".encode(),
+            )
+            for event_id in ids
+        ]
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+    runtime = new_runtime(kit.harness, settings, kit.clock, kit.engine)
+    try:
+        await runtime.start()
+
+        async def applied() -> bool:
+            counts = await kit.effect_counts()
+            return all(counts.get(event_id) == 1 for event_id in ids)
+
+        await eventually(applied, what=f"every {compression}-compressed event applied")
     finally:
         await runtime.stop()
