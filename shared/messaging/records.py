@@ -26,6 +26,7 @@ from aiokafka.record.util import decode_varint
 # the rest of its header and the records follow.
 _LENGTH = struct.Struct(">i")
 _LOG_OVERHEAD = 12
+_MAGIC = 16  # after the partition leader epoch (4 bytes); where the old formats have theirs
 _HEADER_SIZE = 61
 _CODEC_MASK = 0x07
 _DECOMPRESS: dict[int, Callable[[bytes], bytes]] = {
@@ -62,7 +63,7 @@ class LenientMemoryRecords:
         # its header says: the same bytes, found the same way.
         (length,) = _LENGTH.unpack_from(self._data, start + 8)
         self._pos = start + _LOG_OVERHEAD + length
-        if batch.magic < 2:  # the old formats have no headers
+        if self._data[start + _MAGIC] < 2:  # the old formats have no headers
             return batch
         return _LenientBatch(batch, memoryview(self._data)[start : self._pos])
 

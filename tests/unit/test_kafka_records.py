@@ -9,6 +9,7 @@ import pytest
 from aiokafka.consumer import fetcher
 from aiokafka.errors import CorruptRecordException
 from aiokafka.record.default_records import _DefaultRecordBatchBuilderPy
+from aiokafka.record.legacy_records import LegacyRecordBatchBuilder
 from aiokafka.record.memory_records import MemoryRecords
 
 from shared.messaging.records import LenientMemoryRecords, read_header_keys_leniently
@@ -102,6 +103,21 @@ def test_batches_read_as_aiokafka_reads_them() -> None:
         )
     assert read(data) == expected
     assert len(expected) == 3
+
+
+@pytest.mark.parametrize("magic", [0, 1])
+def test_batches_of_the_old_formats_are_read_as_aiokafka_reads_them(magic: int) -> None:
+    old = LegacyRecordBatchBuilder(magic, 0, 1 << 20)
+    for n in range(2):
+        assert old.append(n, timestamp=1_700_000_000_000, key=b"k", value=b"v%d" % n) is not None
+    data = bytes(old.build())
+    plain, expected = MemoryRecords(data), []
+    while plain.has_next():
+        expected.extend(
+            (r.offset, r.timestamp, r.key, r.value, list(r.headers)) for r in plain.next_batch()
+        )
+    assert read(data) == expected
+    assert len(expected) == 2
 
 
 def test_a_broken_record_after_an_odd_key_is_still_corrupt() -> None:
