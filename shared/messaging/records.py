@@ -12,10 +12,9 @@ not UTF-8 replaced. Keys and values stay the bytes they were: the processor judg
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
-from aiokafka import codec
 from aiokafka.consumer import fetcher
 from aiokafka.errors import CorruptRecordException
 from aiokafka.record.default_records import _DefaultRecordBatchPy, _DefaultRecordPy
@@ -27,14 +26,6 @@ from aiokafka.record.util import decode_varint
 _LENGTH = struct.Struct(">i")
 _LOG_OVERHEAD = 12
 _MAGIC = 16  # after the partition leader epoch (4 bytes); where the old formats have theirs
-_HEADER_SIZE = 61
-_CODEC_MASK = 0x07
-_DECOMPRESS: dict[int, Callable[[bytes], bytes]] = {
-    1: codec.gzip_decode,
-    2: codec.snappy_decode,
-    3: codec.lz4_decode,
-    4: codec.zstd_decode,
-}
 
 
 class LenientMemoryRecords:
@@ -102,15 +93,12 @@ class _LenientBatch:
 def _lenient_records(raw: memoryview, *, skip: int) -> Iterator[_DefaultRecordPy]:
     """The records of the v2 batch `raw` after its first `skip`, read as aiokafka's reader reads
     them but for header keys, whose bytes that are not UTF-8 are replaced."""
-    batch = _DefaultRecordBatchPy(raw)  # its header's fields
-    body = bytes(raw[_HEADER_SIZE:])
+    batch = _DefaultRecordBatchPy(raw)  # its header's fields, and its decompression
     try:
-        compression = batch.attributes & _CODEC_MASK
-        if compression:
-            body = _DECOMPRESS[compression](body)
-        (count,) = _LENGTH.unpack_from(raw, _HEADER_SIZE - 4)
-        pos = 0
-        for index in range(count):
+        iter(batch)  # decompresses its records (aiokafka's codecs) from where they start
+        body = bytes(batch._buffer)
+        pos = batch._pos
+        for index in range(batch._num_records):
             record, pos = _read_record(batch, body, pos)
             if index >= skip:
                 yield record
