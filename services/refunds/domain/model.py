@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from services.refunds.domain.events import (
@@ -134,7 +134,16 @@ class RefundRequest:
 
     @property
     def fingerprint(self) -> str:
-        """What makes two requests the same request: everything but when it was sent."""
+        """What makes two requests the same request: everything but when it was sent. `due_by`
+        counts as an instant: the same deadline written with another offset is the same."""
+        return self._fingerprint(self.due_by.astimezone(UTC).isoformat())
+
+    def same_as(self, stored_print: str) -> bool:
+        """Whether a stored fingerprint is this request's: the current one, or the one stored
+        before `due_by` counted as an instant (its text as written; a replay writes it alike)."""
+        return stored_print in (self.fingerprint, self._fingerprint(self.due_by.isoformat()))
+
+    def _fingerprint(self, due_by: str) -> str:
         parts = (
             self.refund_id,
             self.order_id,
@@ -144,7 +153,7 @@ class RefundRequest:
             str(self.amount),
             self.currency,
             ";".join(f"{kind}={amount}" for kind, amount in self.breakdown),
-            self.due_by.isoformat(),
+            due_by,
             self.requested_by,
             self.return_shipping_payer or "",
         )
@@ -231,7 +240,7 @@ class OrderLedger:
         if known_print is None and request.refund_id in self.waiting:
             known_print = self.waiting[request.refund_id].fingerprint
         if known_print is not None:
-            if known_print == request.fingerprint:
+            if request.same_as(known_print):
                 return [RequestRepeated(request.refund_id)]
             return [RequestRefused(request.refund_id, RefusalReason.CONFLICTING_REQUEST)]
         if self.facts is None:

@@ -5,7 +5,7 @@ any sequence of requests."""
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import timedelta
+from datetime import timedelta, timezone
 
 import pytest
 from hypothesis import given, settings
@@ -167,6 +167,39 @@ def test_a_repeated_request_is_not_paid_again_and_a_different_one_is_refused() -
     ]
     assert len(ledger.refunds) == 1
     assert ledger.goods_given == 4000
+
+
+# The fingerprint the previous release stored for request("rt-1", [("goods", 4000)]) due
+# 2026-05-02T10:00:00+08:00: it hashed `due_by` as written.
+LEGACY_PRINT = "5e352ca41b1703f24e81b4ceda7a949b"
+
+
+def test_the_same_deadline_written_with_another_offset_is_the_same_request() -> None:
+    ledger = paid(facts([("l1", 1, 10000)], 0, [("card", 10000)]))
+    original = request("rt-1", [("goods", 4000)])
+    issued(ledger.request(original, OVERFLOW, T0))
+    shanghai = timezone(timedelta(hours=8))
+    resent = replace(original, due_by=original.due_by.astimezone(shanghai))
+    assert resent.due_by.isoformat() != original.due_by.isoformat()
+    assert ledger.request(resent, OVERFLOW, T0) == [decisions.RequestRepeated(original.refund_id)]
+    later = replace(original, due_by=original.due_by + timedelta(seconds=1))
+    assert ledger.request(later, OVERFLOW, T0) == [
+        decisions.RequestRefused(original.refund_id, decisions.RefusalReason.CONFLICTING_REQUEST)
+    ]
+
+
+def test_a_replay_matches_a_refund_stored_with_the_deadline_as_written() -> None:
+    """Refunds stored before the deadline counted as an instant kept its text's fingerprint."""
+    ledger = paid(facts([("l1", 1, 10000)], 0, [("card", 10000)]))
+    shanghai = timezone(timedelta(hours=8))
+    original = request("rt-1", [("goods", 4000)])
+    original = replace(original, due_by=original.due_by.astimezone(shanghai))
+    issued(ledger.request(original, OVERFLOW, T0))
+    refund_id = original.refund_id
+    # what the previous release stored for this request (due_by's text, +08:00, hashed)
+    stored = replace(ledger.refunds[refund_id], fingerprint=LEGACY_PRINT)
+    ledger.refunds[refund_id] = stored
+    assert ledger.request(original, OVERFLOW, T0) == [decisions.RequestRepeated(refund_id)]
 
 
 def test_a_request_in_another_currency_is_refused() -> None:
