@@ -78,7 +78,19 @@ CONSUMER_LAG = Gauge(
 TIMERS_FIRED = Counter("aftersales_timers_fired_total", "Timers fired.", ["service", "kind"])
 TIMERS_FAILED = Counter(
     "aftersales_timers_failed_total",
-    "Timer runs that raised a non-transient error.",
+    "Timer runs that raised (a passing fault in one timer's handler counts too; the others "
+    "fire meanwhile).",
+    ["service", "kind"],
+)
+TIMERS_OVERDUE = Gauge(
+    "aftersales_timers_overdue_seconds",
+    "How long the oldest timer of a kind is past due and still not fired (0 when none is): "
+    "a timer that never fires leaves no lag to observe (read every 15 s).",
+    ["service", "kind"],
+)
+TIMERS_DUE = Gauge(
+    "aftersales_timers_due",
+    "Timers past due and not yet fired, by kind (read every 15 s).",
     ["service", "kind"],
 )
 TIMER_LAG = Histogram(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
@@ -43,7 +44,7 @@ from shared.clock import Clock
 from shared.db import UnitOfWork, flush_pending
 
 from .context import HandlerContext, Outside, TimerHandler
-from .errors import describe_failure, is_transient
+from .errors import describe_failure, failure_fields, is_transient
 from .store import HOLD_WRITES, Timer, timer_from_row
 from .tables import MessagingTables
 from .worker import ServiceWorker
@@ -51,6 +52,12 @@ from .worker import ServiceWorker
 log = logging.getLogger("aftersales.timers")
 
 MAX_TIMER_ATTEMPTS = 5
+# When one timer's handler meets a passing fault (a statement timeout, a deadlock) while the
+# others fire: it is tried again this much later, not counted as an attempt (an outage must not
+# park healthy timers), so it cannot hold the timers behind it back round after round.
+TRANSIENT_RETRY = timedelta(minutes=1)
+# How often the scheduler reads how many timers are past due (`metrics.TIMERS_OVERDUE`).
+OBSERVE_EVERY = 15.0
 # Tries of the transaction that records the outside work's results (a passing fault): after
 # that the results are dropped and the handlers' own timers take the work up again.
 RECORD_TRIES = 3
@@ -78,6 +85,7 @@ class TimerScheduler(ServiceWorker):
         self._poll_interval = poll_interval
         self._on_committed = on_committed
         self._concurrency = max(concurrency, 1)
+        self._observed_kinds: set[str] = set()
 
     async def run_due(self) -> int:
         """Fire one batch of due timers; returns how many fired.
@@ -156,7 +164,9 @@ class TimerScheduler(ServiceWorker):
         try:
             return await together()
         except Exception as exc:
-            if is_transient(exc):
+            # A passing fault in one timer's handler goes the isolating way too (where it waits
+            # alone); one in the claim or the commit (an outage) is retried by the caller.
+            if is_transient(exc) and not isinstance(exc, _TimerFailed):
                 raise
             failed = exc.timer if isinstance(exc, _TimerFailed) else None
             cause = exc.__cause__ if isinstance(exc, _TimerFailed) and exc.__cause__ else exc
@@ -224,8 +234,6 @@ class TimerScheduler(ServiceWorker):
                 try:
                     await self._handle(timer, ctx)
                 except Exception as exc:
-                    if is_transient(exc):
-                        raise
                     raise _TimerFailed(timer) from exc
                 self._fired(uow, timer, ctx, outside)
             # The handlers' held writes first, as firing timer by timer would have them: a
@@ -358,7 +366,8 @@ class TimerScheduler(ServiceWorker):
                 )
         except Exception as exc:
             if is_transient(exc):
-                raise
+                await self._retry_later(uow, timer, ctx, exc)
+                return 0
             attempts = int(row["attempts"]) + 1
             log.exception(
                 "timer handler failed",
@@ -376,6 +385,46 @@ class TimerScheduler(ServiceWorker):
         self._fired(uow, timer, ctx, outside)
         return 1
 
+    async def _retry_later(
+        self, uow: UnitOfWork, timer: Timer, ctx: HandlerContext, exc: Exception
+    ) -> None:
+        """A passing fault in this timer's handler (its savepoint rolled back): it waits
+        `TRANSIENT_RETRY`, the batch's other timers fire. Should the session itself be gone
+        (an outage), the whole batch is retried as before."""
+        t = self._tables.timers
+        try:
+            await uow.session.execute(
+                update(t).where(t.c.id == timer.id).values(retry_at=ctx.now + TRANSIENT_RETRY)
+            )
+        except Exception:
+            raise exc from None
+        log.warning(
+            "timer handler met a passing fault; it is tried again later, the others fire",
+            extra={"service": self.service, "kind": timer.kind, **failure_fields(exc)},
+        )
+        uow.after_commit(metrics.TIMERS_FAILED.labels(self.service, timer.kind).inc)
+
+    async def observe(self) -> None:
+        """Set `TIMERS_DUE` and `TIMERS_OVERDUE` by kind: every live timer past due, of any
+        kind (one no handler of this release claims stays due, and shows here)."""
+        t = self._tables.timers
+        now = self._clock.now()
+        async with self._sessions() as session:
+            rows = (
+                await session.execute(
+                    select(t.c.kind, func.count(), func.min(t.c.due_at))
+                    .where(t.c.fired_at.is_(None), t.c.cancelled_at.is_(None), t.c.due_at <= now)
+                    .group_by(t.c.kind)
+                )
+            ).all()
+        found = {kind: (count, oldest) for kind, count, oldest in rows}
+        self._observed_kinds |= set(self._handlers) | set(found)
+        for kind in self._observed_kinds:
+            count, oldest = found.get(kind, (0, None))
+            overdue = (now - oldest).total_seconds() if oldest is not None else 0.0
+            metrics.TIMERS_DUE.labels(self.service, kind).set(count)
+            metrics.TIMERS_OVERDUE.labels(self.service, kind).set(max(overdue, 0.0))
+
     async def run_all_due(self) -> int:
         total = 0
         while fired := await self.run_due():
@@ -384,8 +433,12 @@ class TimerScheduler(ServiceWorker):
 
     async def run(self, stop: asyncio.Event) -> None:
         backoff = self._poll_interval
+        observed_at = -OBSERVE_EVERY
         while not stop.is_set():
             try:
+                if time.monotonic() - observed_at >= OBSERVE_EVERY:
+                    observed_at = time.monotonic()
+                    await self.observe()
                 if await self.run_due():
                     backoff = self._poll_interval
                     continue
@@ -406,7 +459,7 @@ class TimerScheduler(ServiceWorker):
 
 
 class _TimerFailed(Exception):
-    """A timer's handler failed (not a passing fault) while its batch was fired together."""
+    """A timer's handler failed (a passing fault too) while its batch was fired together."""
 
     def __init__(self, timer: Timer) -> None:
         super().__init__(f"{timer.kind} {timer.ref}")

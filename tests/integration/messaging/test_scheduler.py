@@ -12,7 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from shared.clock import ManualClock
 from shared.contracts import SLA_BREACHED, parse_event
 from shared.db import UnitOfWork
-from shared.messaging.scheduler import MAX_TIMER_ATTEMPTS
+from shared.messaging.errors import is_transient
+from shared.messaging.scheduler import MAX_TIMER_ATTEMPTS, TRANSIENT_RETRY
 from shared.messaging.store import Timers
 
 from .helpers import (
@@ -216,6 +217,30 @@ async def test_a_timer_of_a_kind_a_scheduler_has_no_handler_for_waits_for_one_th
     assert sorted(await fired_refs(kit.engine, kit.harness)) == ["n-1", "n-2"]
 
 
+def timer_gauges(kit: MessagingKit) -> tuple[float | None, float | None]:
+    labels = {"service": kit.harness.name, "kind": SHIP_DEADLINE}
+    return (
+        REGISTRY.get_sample_value("aftersales_timers_due", labels),
+        REGISTRY.get_sample_value("aftersales_timers_overdue_seconds", labels),
+    )
+
+
+async def test_timers_past_due_are_reported_by_kind_even_with_no_handler_for_them(
+    kit: MessagingKit,
+) -> None:
+    """A kind no scheduler fires (a release that dropped its handler) leaves no lag to
+    observe: the gauge of how long the oldest is past due is what an alert can see."""
+    await set_timers_due(kit.harness, kit.sessions, kit.clock, ["g-1", "g-2"])
+    await set_timer(kit.harness, kit.sessions, "g-later", kit.clock.now() + timedelta(hours=1))
+    previous = kit.scheduler({})
+    await previous.observe()
+    assert timer_gauges(kit) == (2, 3600.0)
+    kit.clock.advance(timedelta(minutes=10))
+    await kit.scheduler().run_all_due()
+    await previous.observe()
+    assert timer_gauges(kit) == (0, 0.0)
+
+
 def statement_kind(statement: str) -> list[str]:
     """The handler's own write ('effects'), savepoints, and every other statement ('other')."""
     words = statement.split()
@@ -305,22 +330,92 @@ async def test_a_handler_that_sets_its_own_timer_again_rearms_it_in_a_batch(
     assert timers["r-same"]["fired_at"] == timers["r-plain"]["fired_at"] == kit.clock.now()
 
 
+def failed_count(kit: MessagingKit) -> float:
+    labels = {"service": kit.harness.name, "kind": SHIP_DEADLINE}
+    return REGISTRY.get_sample_value("aftersales_timers_failed_total", labels) or 0.0
+
+
 @pytest.mark.parametrize("fault", [ConnectionError("db gone"), TimeoutError("slow")])
-async def test_transient_timer_failure_rolls_back_without_counting_an_attempt(
+async def test_a_passing_fault_in_a_handler_once_costs_no_attempt(
     kit: MessagingKit, fault: BaseException
 ) -> None:
+    """Fired together, a handler meets a passing fault: the batch is rolled back and fired
+    timer by timer, where it fires; no attempt counted, nothing written twice."""
     await set_timer(kit.harness, kit.sessions, "o-1", T0)
     await set_timer(kit.harness, kit.sessions, "o-2", T0 + timedelta(seconds=1))
     kit.harness.timer_faults["o-2"] = [fault]
     kit.clock.set(T0 + timedelta(minutes=1))
-    s = kit.scheduler()
-    with pytest.raises(type(fault)):
+    assert await kit.scheduler().run_due() == 2
+    timers = await kit.timer_rows()
+    assert [timers[r]["fired_at"] for r in ("o-1", "o-2")] == [kit.clock.now()] * 2
+    assert [timers[r]["attempts"] for r in ("o-1", "o-2")] == [0, 0]
+    assert sorted(await fired_refs(kit.engine, kit.harness)) == ["o-1", "o-2"]
+    assert sorted(r["order_id"] for r in await kit.effect_rows()) == ["o-1", "o-2"]
+
+
+@pytest.mark.parametrize("concurrency", [1, 2])
+async def test_a_timer_that_keeps_meeting_a_passing_fault_waits_alone_and_is_never_parked(
+    kit: MessagingKit, concurrency: int
+) -> None:
+    """A handler that times out every time (a statement timeout on one timer, say) must not
+    hold back the timers behind it round after round, nor be parked as an outage would
+    wrongly park healthy timers: it waits a minute each time, the others fire."""
+    refs = [f"t-{i}" for i in range(4)]
+    await set_timers_due(kit.harness, kit.sessions, kit.clock, refs)
+    kit.harness.timer_faults["t-1"] = [TimeoutError(f"slow {i}") for i in range(100)]
+    s = kit.scheduler(concurrency=concurrency)
+    failed = failed_count(kit)
+    assert await s.run_due() == 4
+    good = ["t-0", "t-2", "t-3"]
+    assert sorted(await fired_refs(kit.engine, kit.harness)) == good
+    assert sorted(r["order_id"] for r in await kit.effect_rows()) == good
+    stuck = (await kit.timer_rows())["t-1"]
+    assert (stuck["fired_at"], stuck["attempts"], stuck["cancelled_at"]) == (None, 0, None)
+    assert stuck["retry_at"] == kit.clock.now() + TRANSIENT_RETRY
+    assert failed_count(kit) - failed == 1
+    assert await s.run_due() == 0  # not again before its wait
+    for _ in range(MAX_TIMER_ATTEMPTS + 2):
+        kit.clock.advance(TRANSIENT_RETRY)
+        assert await s.run_due() == 1
+    stuck = (await kit.timer_rows())["t-1"]
+    assert (stuck["fired_at"], stuck["attempts"], stuck["cancelled_at"]) == (None, 0, None)
+    kit.harness.timer_faults["t-1"] = []
+    kit.clock.advance(TRANSIENT_RETRY)
+    assert await s.run_due() == 1
+    assert sorted(await fired_refs(kit.engine, kit.harness)) == refs
+    assert (await kit.timer_rows())["t-1"]["due_at"] == T0 + timedelta(seconds=1)
+
+
+async def test_a_handler_whose_connection_is_gone_leaves_the_batch_for_later(
+    kit: MessagingKit,
+) -> None:
+    """An outage, not one timer's trouble: the session is gone, nothing is recorded, the
+    scheduler raises and the whole batch is fired again later, no attempt counted."""
+    from sqlalchemy import text
+
+    from shared.messaging.context import HandlerContext
+    from shared.messaging.store import Timer
+
+    cuts = {"o-2": 2}  # fired together, then timer by timer: the connection dies both times
+
+    async def handler(timer: Timer, ctx: HandlerContext) -> None:
+        if cuts.get(timer.ref):
+            cuts[timer.ref] -= 1
+            await ctx.session.execute(text("SELECT pg_terminate_backend(pg_backend_pid())"))
+        await kit.harness.on_ship_deadline(timer, ctx)
+
+    await set_timer(kit.harness, kit.sessions, "o-1", T0)
+    await set_timer(kit.harness, kit.sessions, "o-2", T0 + timedelta(seconds=1))
+    kit.clock.set(T0 + timedelta(minutes=1))
+    s = kit.scheduler({SHIP_DEADLINE: handler})
+    with pytest.raises(Exception) as raised:
         await s.run_due()
+    assert is_transient(raised.value)
     timers = await kit.timer_rows()
     assert [timers[r]["fired_at"] for r in ("o-1", "o-2")] == [None, None]
+    assert [timers[r]["retry_at"] for r in ("o-1", "o-2")] == [None, None]
     assert [timers[r]["attempts"] for r in ("o-1", "o-2")] == [0, 0]
     assert await kit.outbox_rows() == []
-
     assert await s.run_all_due() == 2
     assert sorted(await fired_refs(kit.engine, kit.harness)) == ["o-1", "o-2"]
 
