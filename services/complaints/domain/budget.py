@@ -2,8 +2,9 @@
 
 Every coupon granted to the buyer counts, by the instant it was granted, for
 `compensation_window_days` (30): one granted at T counts at every instant before
-T + 30 days and no longer from then on. A new coupon is granted at once when what counts plus
-its value is at most `compensation_budget` (10000); above that it waits for a supervisor.
+T + 30 days and no longer from then on (also at an instant before T: see `used`). A new
+coupon is granted at once when what counts plus its value is at most `compensation_budget`
+(10000); above that it waits for a supervisor.
 Amounts of different currencies are never added up.
 """
 
@@ -38,12 +39,15 @@ class CompensationBudget(Stored):
         return timedelta(days=policy.compensation_window_days)
 
     def used(self, currency: str, now: datetime, policy: ComplaintsPolicy) -> int:
-        """What was granted to the buyer in `currency` within the window that ends at `now`."""
+        """What was granted to the buyer in `currency` within the window that ends at `now`.
+
+        A grant dated after `now` counts too: it was made, by a transaction that read its clock
+        after this one did (each reads it before waiting for the buyer's lock, and a buyer's
+        complaints may be on other partitions or instances).
+        """
         require_aware(now, "now")
         start = now - self.window(policy)
-        return sum(
-            g.value for g in self.grants if g.currency == currency and start < g.granted_at <= now
-        )
+        return sum(g.value for g in self.grants if g.currency == currency and start < g.granted_at)
 
     def fits(self, value: int, currency: str, now: datetime, policy: ComplaintsPolicy) -> bool:
         return self.used(currency, now, policy) + value <= policy.compensation_budget

@@ -96,6 +96,20 @@ def test_several_complaints_of_one_buyer_add_up() -> None:
     assert granted == [[5000], [5000], [], []]  # 10000 reached
 
 
+def test_a_coupon_granted_by_a_transaction_that_started_later_still_counts() -> None:
+    # Two complaints of one buyer on two partitions: each transaction takes its processing time
+    # before it waits for the buyer's lock, so the second to get the lock can read a grant dated
+    # after its own `now`. That grant was made: it counts, or the buyer gets both coupons.
+    rules = policy(compensation_budget=1000)
+    budget = CompensationBudget("c1")
+    first = Case("k1", order=paid_order(facts(order_id="o1")), budget=budget, rules=rules)
+    assert coupons(first.upheld("wrong_item", now=RESOLVED + timedelta(seconds=1))) == [1000]
+    second = Case("k2", order=paid_order(facts(order_id="o2")), budget=budget, rules=rules)
+    events = second.upheld("service_attitude", now=RESOLVED)  # its clock read a second earlier
+    assert not coupons(events)
+    assert one(events, CouponAwaitingApproval).used == 1000
+
+
 # --- supervisor review ----------------------------------------------------------------------
 
 HELD = {"complaint_id": "k1", "value": 1000, "currency": "CNY"}  # the coupon held for review
