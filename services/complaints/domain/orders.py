@@ -26,7 +26,7 @@ from services.complaints.domain.rules import (
     TimerKind,
     late_shipment_amount,
 )
-from shared.catchup import judge_at
+from shared.catchup import CATCH_UP_GRACE, judge_at
 from shared.clock import instant_to_json, require_aware
 from shared.documents import DocumentType, Stored, require_aware_fields
 from shared.policy import ComplaintsPolicy
@@ -181,6 +181,11 @@ class ShopOrder(Stored):
         that instant had passed by then (`shared.catchup.judge_at`); the penalty is owed from
         the ship-by.
 
+        A timer at the ship-by instant that fires more than that grace after it (the service
+        was down or its scheduler behind) is a deadline learnt of late: the order.shipped that
+        met it may be in the consumer's backlog, and a penalty cannot be taken back, so it is
+        judged a grace from now instead, once (the timer set again is not at the ship-by).
+
         A timer the order no longer has (or with another due time) is stale: no effect.
         """
         timer = TimerKind(kind)
@@ -192,6 +197,8 @@ class ShopOrder(Stored):
         if self._settled_at() is not None:
             return self._judge(policy, now)
         assert self.ship_by is not None
+        if due_at == self.ship_by and now - due_at > CATCH_UP_GRACE:
+            return self._set_timer(TimerKind.LATE_SHIPMENT, judge_at(due_at, now))
         return self.issue_late_penalty(policy, now, owed_at=self.ship_by, cause="timer")
 
     def issue_late_penalty(

@@ -393,10 +393,12 @@ async def test_the_late_shipment_timer_fires_after_a_restart(
     now = service_clock.now()
     c = unique("C")
     late, in_time, presale = unique("O"), unique("O"), unique("O")
+    shipped_while_down = unique("O")
     paid_at = now - 71 * H  # due to ship by an hour from now
     await shop.publish(
         order_paid(late, c, at=paid_at, goods=(80000,)),  # 5 % is 4000: capped at 3000
         order_paid(in_time, c, at=paid_at),
+        order_paid(shipped_while_down, c, at=paid_at),
         order_shipped(in_time, at=paid_at + 20 * H),
         order_paid(presale, c, at=now - 10 * 24 * H, presale_ship_by=now + 30 * MIN),
     )
@@ -408,7 +410,7 @@ async def test_the_late_shipment_timer_fires_after_a_restart(
                 {"k": "late_shipment"},
             )
             found = {row.ref: (row.due_at, row.cancelled_at) for row in rows}
-        wanted = (late, in_time, presale)
+        wanted = (late, in_time, presale, shipped_while_down)
         return found if all(ref in found for ref in wanted) else {}
 
     rows = await eventually(timers, what="the late-shipment timers")
@@ -417,8 +419,31 @@ async def test_the_late_shipment_timer_fires_after_a_restart(
     assert rows[in_time][1] is not None  # shipped in time: cancelled
 
     await complaints_service.stop()
+    # shipped in time while the service was down: in its backlog when it starts again
+    await shop.publish(order_shipped(shipped_while_down, at=paid_at + 71 * H + 30 * MIN))
     service_clock.advance(2 * H)
     await complaints_service.start()
+
+    # The timers fire at once, long after their due times: each is judged after the catch-up
+    # grace, so the shipment in the backlog stops its order's watch instead of a penalty.
+    restarted = now + 2 * H
+
+    async def rearmed() -> bool:
+        async with complaints_engine.connect() as conn:
+            rows = await conn.execute(
+                text("SELECT ref, due_at, cancelled_at FROM complaints.timers WHERE kind = :k"),
+                {"k": "late_shipment"},
+            )
+            found = {row.ref: (row.due_at, row.cancelled_at) for row in rows}
+        again = (restarted + CATCH_UP_GRACE, None)
+        return (
+            found.get(late) == again
+            and found.get(presale) == again
+            and found.get(shipped_while_down, (None, None))[1] is not None
+        )
+
+    await eventually(rearmed, what="the timers judged after the grace")
+    service_clock.advance(CATCH_UP_GRACE)
 
     refund = one(await outputs.wait(late, "refund.requested")).data
     assert refund["case"] == {"type": "late_shipment", "id": late}
@@ -426,7 +451,7 @@ async def test_the_late_shipment_timer_fires_after_a_restart(
     assert refund["amount"] == 3000
     assert refund["breakdown"] == [{"kind": "compensation", "amount": 3000}]
     assert at(refund["due_by"]) == paid_at + 96 * H
-    assert at(refund["requested_at"]) == now + 2 * H
+    assert at(refund["requested_at"]) == restarted + CATCH_UP_GRACE
     apology = await outputs.note(late, "complaint.apology_late_shipment")
     assert apology.data["params"]["amount"] == 3000
     assert apology.data["case"] == {"type": "late_shipment", "id": late}
@@ -434,3 +459,4 @@ async def test_the_late_shipment_timer_fires_after_a_restart(
     refund = one(await outputs.wait(presale, "refund.requested")).data
     assert refund["amount"] == 1500  # 5 % of 30000
     assert not outputs.of(in_time, "refund.requested")
+    assert not outputs.of(shipped_while_down, "refund.requested")

@@ -147,11 +147,41 @@ def test_a_shipment_reported_after_the_timer_fired_cannot_claw_back() -> None:
 def test_a_timer_that_fires_after_an_outage_still_requests_the_refund() -> None:
     order, _ = paid()
     now = SHIP_BY + 2 * DAY
-    events = order.on_timer(TIMER, SHIP_BY, POLICY, now)
+    # fired long after its due time: judged after the catch-up grace (see the next test)
+    assert order.on_timer(TIMER, SHIP_BY, POLICY, now) == [
+        TimerSet(TimerKind.LATE_SHIPMENT, now + CATCH_UP_GRACE)
+    ]
+    later = now + CATCH_UP_GRACE
+    events = order.on_timer(TIMER, later, POLICY, later + timedelta(days=1))  # once only
     refund = one(events, RefundDue)
-    assert (refund.case, refund.due_by, refund.requested_at) == (LATE, SHIP_BY + 24 * H, now)
+    assert (refund.case, refund.due_by, refund.requested_at) == (
+        LATE,
+        SHIP_BY + 24 * H,
+        later + timedelta(days=1),
+    )
     # issued after due_by, the refund ledger reports the breach (SPEC 4.11)
     assert not only(events, SlaBreached)
+
+
+def test_a_timer_that_fires_after_an_outage_waits_for_the_shipment_behind_it() -> None:
+    # The service was down across the ship-by instant: when it starts again its scheduler fires
+    # the timer at once, while the order.shipped dated in time is still in the backlog.
+    order, _ = paid()
+    now = SHIP_BY + 2 * H
+    assert order.on_timer(TIMER, SHIP_BY, POLICY, now) == [
+        TimerSet(TimerKind.LATE_SHIPMENT, now + CATCH_UP_GRACE)
+    ]
+    assert order.record_shipped(SHIP_BY - H, POLICY, now + timedelta(seconds=3)) == [
+        TimerCancelled(TimerKind.LATE_SHIPMENT)
+    ]
+    assert order.on_timer(TIMER, now + CATCH_UP_GRACE, POLICY, now + CATCH_UP_GRACE) == []
+    assert order.late_penalty is None
+
+
+def test_a_timer_that_fires_within_the_grace_after_its_due_time_judges_at_once() -> None:
+    order, _ = paid()
+    now = SHIP_BY + CATCH_UP_GRACE  # a scheduler a little behind
+    assert one(order.on_timer(TIMER, SHIP_BY, POLICY, now), RefundDue).amount == 1000
 
 
 def test_shipment_or_cancellation_before_order_paid_is_judged_when_it_arrives() -> None:
