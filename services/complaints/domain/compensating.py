@@ -29,6 +29,7 @@ from services.complaints.domain.rules import (
     Category,
     CouponStatus,
     EscalationReason,
+    Outcome,
     Resolution,
     Sla,
     Template,
@@ -216,13 +217,17 @@ class Compensating:
     ) -> list[DomainEvent]:
         """compensation.reviewed: a supervisor approves or denies a coupon over budget.
 
-        Only a coupon waiting for approval is affected; any other review has no effect.
+        Only a coupon waiting for approval is affected; any other review has no effect. So has
+        a review of a complaint whose resolution on record is no longer `upheld` (an agent's
+        correction while the coupon waited): the coupon keeps waiting.
         """
         if decision not in ("approve", "deny"):
             raise ValueError(f"unknown review decision {decision!r}")
         require_aware(reviewed_at, "reviewed_at")
         comp = self.compensation
         if comp is None or comp.coupon_status != CouponStatus.PENDING_APPROVAL:
+            return []
+        if self.resolution is None or self.resolution.outcome != Outcome.UPHELD:
             return []
         comp.reviewed_by, comp.reviewed_at = agent_id, reviewed_at
         if decision == "approve":

@@ -157,6 +157,16 @@ def test_a_denied_coupon_is_not_granted_and_the_buyer_is_told() -> None:
     assert case.review("approve", now=RESOLVED + 2 * H) == []
 
 
+@pytest.mark.parametrize("outcome", ["not_upheld", "withdrawn"])
+def test_a_waiting_coupon_of_a_complaint_no_longer_upheld_is_not_granted(outcome: str) -> None:
+    case = held_for_review()
+    case.resolve(outcome, at=RESOLVED + H)  # the agent's correction, while the coupon waits
+    assert case.review("approve", now=RESOLVED + 2 * H) == []
+    assert case.budget.used("CNY", RESOLVED + 2 * H, POLICY) == 9600
+    case.resolve("upheld", at=RESOLVED + 3 * H)  # upheld again: the coupon may be approved
+    assert coupons(case.review("approve", now=RESOLVED + 4 * H)) == [1000]
+
+
 def test_a_review_of_a_coupon_that_does_not_wait_has_no_effect() -> None:
     case = Case()
     case.upheld("wrong_item")  # granted at once
