@@ -77,7 +77,7 @@ def calculate_refund(
     goods_units: dict[str, int] = {}
     gift_units: dict[str, int] = {}
     goods_by_line: dict[str, int] = {}
-    goods = outbound = free_shipping = charge = 0
+    goods = outbound = free_shipping = charge = charge_back = 0
     full_return = False
 
     if request.kind == ReturnKind.REFUND:
@@ -105,19 +105,24 @@ def calculate_refund(
             free_shipping = free_shipping_deduction(order, ledger, rules, goods)
         if full_return and not ledger.gift_charged:
             charge = gift_charge(order, ledger, gift_units)
+        elif ledger.gift_charged and gift_units:
+            # Gifts charged as kept by an earlier full return and returned since (in a parcel
+            # of their own, or signed for after it): what was taken for them comes back.
+            charge_back = max(0, ledger.gift_charge_taken - gift_charge(order, ledger, gift_units))
 
     running = goods + outbound + return_shipping
     free_shipping = _clip(free_shipping, running)
     running -= free_shipping
     charge = _clip(charge, running)
     running -= charge
+    running += charge_back  # given back whole, never taken by a deduction
 
     items = [
         (GOODS, goods),
         (OUTBOUND_SHIPPING, outbound),
         (RETURN_SHIPPING, return_shipping),
         (FREE_SHIPPING_DEDUCTION, -free_shipping),
-        (GIFT_CHARGE, -charge),
+        (GIFT_CHARGE, charge_back - charge),
     ]
     return RefundCalculation(
         return_id=request.return_id,
@@ -133,7 +138,8 @@ def calculate_refund(
         outbound_shipping=outbound,
         return_shipping=return_shipping,
         free_shipping_deduction=free_shipping,
-        gift_charge=charge,
+        # Signed: negative when it gives back what an earlier charge took.
+        gift_charge=charge - charge_back,
         full_return=full_return,
     )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from services.returns.domain.values import Order, RefundCalculation
 from shared.documents import DocumentType, Stored
@@ -34,6 +35,9 @@ class OrderLedger(Stored):
     return_shipping_refunded: int = 0  # on top of goods + outbound (SPEC 4.7)
     free_shipping_deducted: bool = False
     gift_charged: bool = False
+    # What the gift charge took, less what returned gifts got back (0 in ledgers stored before
+    # it was kept: nothing is then given back).
+    gift_charge_taken: int = 0
     reserved: dict[str, dict[str, int]] = field(default_factory=dict)  # return_id -> units
     settled_returns: list[str] = field(default_factory=list)
     # Returns whose freight came after their refund and was reimbursed by a refund of its own.
@@ -71,6 +75,7 @@ class OrderLedger(Stored):
             self.free_shipping_deducted or calculation.free_shipping_deduction > 0
         )
         self.gift_charged = self.gift_charged or calculation.gift_charge > 0
+        self.gift_charge_taken += calculation.gift_charge
         self.settled_returns.append(return_id)
         return True
 
@@ -158,4 +163,11 @@ class OrderReturns:
         )
 
 
-ORDER_LEDGER_DOCUMENT = DocumentType("returns.order_ledger", OrderLedger)
+def _v1_gift_charge_taken(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 recorded that gifts were charged, not how much: nothing to give back."""
+    return {"gift_charge_taken": 0, **data}
+
+
+ORDER_LEDGER_DOCUMENT = DocumentType(
+    "returns.order_ledger", OrderLedger, version=2, upcasters={1: _v1_gift_charge_taken}
+)

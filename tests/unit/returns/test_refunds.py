@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 import pytest
 
+from services.returns.domain.events import RefundDue
 from services.returns.domain.money import calculate_refund, calculate_return_shipping_refund
 from services.returns.domain.order_returns import OrderLedger
 from services.returns.domain.vocabulary import Payer, ReturnKind
 from shared.policy import Policy
 
-from . import Case, decided, line, order, policy
+from . import SOON, Case, decided, line, only, order, policy
 
 
 @dataclass
@@ -323,6 +325,46 @@ def test_gift_charged_once_across_returns():
     last = case.refund("r2", lines={"l1": 1})
     assert breakdown(last) == {"goods": 1000, "gift_charge": -500}
     assert case.ledger.gift_charged
+
+
+def test_a_gift_signed_for_after_the_full_return_that_charged_it_gets_the_charge_back():
+    # The gift travels in a parcel of its own, signed for after the paid goods' parcel.
+    case = Case(gift_order())
+    case.submit("gift", lines={"g": 1})
+    first = case.refund("paid", lines={"l1": 2})
+    assert breakdown(first) == {"goods": 2000, "gift_charge": -500}
+    late_gift = only(case.sign(SOON + timedelta(days=2), "gift"), RefundDue)
+    assert [due.calculation.breakdown for due in late_gift] == [[("gift_charge", 500)]]
+    assert late_gift[0].calculation.amount == 500
+    assert case.ledger.gift_charge_taken == 0
+
+
+def test_a_gift_returned_in_part_after_its_charge_gets_back_its_share_once():
+    case = Case(gift_order(gift_quantity=3, stated_price=1000))
+    assert case.refund("paid", lines={"l1": 2}).calculation.gift_charge == 1000
+    one = case.refund("g1", lines={"g": 1})
+    assert breakdown(one) == {"gift_charge": 333}  # 1000 - floor(1000/3) still kept
+    rest = case.refund("g2", lines={"g": 2})
+    assert breakdown(rest) == {"gift_charge": 667}
+    assert case.ledger.gift_charge_taken == 0
+
+
+def test_a_deduction_does_not_take_back_a_gift_charge_given_back():
+    case = Case(gift_order(), policy(free_shipping_deduction="always"))
+    assert breakdown(case.refund("paid", lines={"l1": 2})) == {
+        "goods": 2000,
+        "free_shipping_deduction": -800,
+        "gift_charge": -500,
+    }
+    assert breakdown(case.refund("gift", lines={"g": 1})) == {"gift_charge": 500}
+
+
+def test_a_gift_charge_clipped_gives_back_no_more_than_it_took():
+    case = Case(gift_order(stated_price=5000))
+    assert case.refund("paid", lines={"l1": 2}).calculation.gift_charge == 2000
+    assert breakdown(case.refund("gift", lines={"g": 1})) == {"gift_charge": 2000}
+    legacy = OrderLedger("o1", units_refunded={"l1": 2}, goods_refunded=2000, gift_charged=True)
+    assert calc(gift_order(), Req({"g": 1}), ledger=legacy).amount == 0  # amount not recorded
 
 
 def test_insurance_does_not_waive_the_gift_charge():
