@@ -236,7 +236,11 @@ class ReturnsHandlers(RepositoryHandlers[ReturnsRepository]):
     async def return_cancelled(self, event: CloudEvent, ctx: HandlerContext) -> None:
         data = event.data_as(ReturnCancelled)
         case = await self._case(self.repository(ctx), data.return_id, data.order_id)
-        await self._run(case, ctx, case.request.cancel(data.cancelled_at, returns=case.returns))
+        await self._run(
+            case,
+            ctx,
+            case.request.cancel(data.cancelled_at, returns=case.returns, now=ctx.now),
+        )
 
     async def timer_fired(self, timer: Timer, ctx: HandlerContext) -> None:
         repo = self.repository(ctx)

@@ -352,17 +352,27 @@ class ReturnRequest(Decisions, Stored):
             return []
         return self._breach(self.delivery_sla, active, now)
 
-    def cancel(self, at: datetime, *, returns: OrderReturns) -> list[DomainEvent]:
-        """return.cancelled: before completion the case closes; afterwards no effect."""
+    def cancel(
+        self, at: datetime, *, returns: OrderReturns, now: datetime | None = None
+    ) -> list[DomainEvent]:
+        """return.cancelled: before completion the case closes; afterwards no effect.
+
+        A case cancelled while in review after its review deadline had passed breached it,
+        even when the cancellation beat the timer (SPEC 4.5, as for a late decision).
+        """
         require_aware(at, "cancelled_at")
         if self.is_final:
             return []
+        deadline = self.timers.get(TimerKind.REVIEW_SLA)
+        late: list[DomainEvent] = []
+        if self.status == ReturnStatus.REVIEW and deadline is not None and at > deadline:
+            late = self._breach(Sla.RETURN_REVIEW, deadline, now or at)
         self.status, self.rule, self.waiting_for = ReturnStatus.CANCELLED, Rule.CANCELLED, None
         self.cancelled_at = self.decided_at = at
         returns.release(self.return_id)
         text = compose(ReturnStatus.CANCELLED, Rule.CANCELLED, MessageFacts(kind=self.kind))
         decided = Decided(ReturnStatus.CANCELLED, Rule.CANCELLED, text.zh, text.en)
-        return [decided, *self._cancel_timers()]
+        return [decided, *self._cancel_timers(), *late]
 
     # --- persistence ----------------------------------------------------------------------
 

@@ -199,8 +199,10 @@ class Case:
     def fire(self, kind: str, return_id: str = "r1", *, now: datetime) -> list[DomainEvent]:
         return self.get(return_id).on_timer(kind, **self._ctx(now))
 
-    def cancel(self, cancelled_at: datetime, return_id: str = "r1") -> list[DomainEvent]:
-        return self.get(return_id).cancel(cancelled_at, returns=self.returns)
+    def cancel(
+        self, cancelled_at: datetime, return_id: str = "r1", *, now: datetime | None = None
+    ) -> list[DomainEvent]:
+        return self.get(return_id).cancel(cancelled_at, returns=self.returns, now=now)
 
     def refund(
         self,

@@ -205,6 +205,18 @@ def test_a_review_dated_in_time_but_processed_after_the_deadline_is_no_breach():
     assert only(events, SlaBreached) == []
 
 
+def test_a_case_cancelled_in_review_after_its_deadline_breaches_once_though_it_beat_the_timer():
+    case = review_case()
+    late = REVIEW_DUE + timedelta(minutes=1)
+    events = case.cancel(late, now=late + H)
+    assert decided(events).rule == Rule.CANCELLED
+    assert only(events, SlaBreached) == [SlaBreached(Sla.RETURN_REVIEW, REVIEW_DUE, late + H)]
+    assert case.fire("review_sla", now=REVIEW_DUE + 2 * H) == []
+    in_time = review_case()
+    events = in_time.cancel(REVIEW_DUE, now=REVIEW_DUE + H)  # dated in time, processed late
+    assert only(events, SlaBreached) == []
+
+
 def test_review_approval_checks_that_the_units_are_still_free():
     case = review_case()
     case.submit("r2", lines={"l1": 2}, requested_at=SOON)  # no-reason, takes both units
