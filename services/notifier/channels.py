@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -48,6 +49,8 @@ SMTP_TIMEOUT = 5.0
 SMTP_CONCURRENCY = 10  # SMTP sessions open at once (one connection per message)
 DEFAULT_SENDER = "aftersales@localhost"
 _MESSAGE_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:aftersales:notifier:message-id")
+# Line breaks and other control characters: a header holds none (a name is display only).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
 
 @dataclass(frozen=True)
@@ -271,7 +274,8 @@ class SmtpChannel:
         assert m.address is not None
         msg = EmailMessage()
         msg["From"] = self.target.sender
-        msg["To"] = formataddr((m.display_name or "", m.address))
+        name = " ".join(_CONTROL.sub(" ", m.display_name or "").split())
+        msg["To"] = formataddr((name, m.address))
         msg["Subject"] = m.subject
         msg["Date"] = format_datetime(m.at)
         # Stable per notification: a resend after an uncertain outcome is recognisably the same.
@@ -286,8 +290,12 @@ class SmtpChannel:
             return permanent("e-mail: the buyer has no e-mail address")
         t = self.target
         try:
+            email = self.message(message)
+        except ValueError:  # a non-ASCII or multi-line address: no retry makes it one
+            return permanent("e-mail: the buyer's e-mail address cannot be put in a message")
+        try:
             async with self._sessions:
-                await self._send(message, t)
+                await self._send(email, t)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [r.code for r in exc.recipients] or [550]
             if all(400 <= code < 500 for code in codes):
@@ -305,7 +313,7 @@ class SmtpChannel:
             return transient(f"e-mail: {type(exc).__name__}")
         return SENT
 
-    async def _send(self, message: Outgoing, t: SmtpTarget) -> None:
+    async def _send(self, email: EmailMessage, t: SmtpTarget) -> None:
         required = t.start_tls is True
         client = aiosmtplib.SMTP(
             hostname=t.host,
@@ -325,7 +333,7 @@ class SmtpChannel:
                 await client.starttls()
             if t.username is not None:
                 await client.login(t.username, t.password or "")
-            await client.send_message(self.message(message))
+            await client.send_message(email)
 
 
 class TlsRequired(Exception):

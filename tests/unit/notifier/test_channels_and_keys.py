@@ -216,3 +216,23 @@ def test_a_webhook_without_secret_is_a_warning_at_start(caplog: pytest.LogCaptur
             )
         )
     assert not any("WEBHOOK_SECRET" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    "address", ["zhang.san@例子.中国", "josé@example.com", "a@example.com\r\nBcc: x@example.com"]
+)
+async def test_an_address_no_e_mail_can_carry_is_refused_for_good(address: str) -> None:
+    # Never becomes a message: retrying it only delays the buyer's next channel.
+    channel = SmtpChannel(parse_smtp_url("smtp://127.0.0.1:9"))
+    result = await channel.send(outgoing("email", address=address))
+    assert not result.ok and not result.transient
+    assert address not in result.detail and "@" not in result.detail
+
+
+def test_a_name_with_line_breaks_is_only_a_display_name() -> None:
+    target = parse_smtp_url("smtp://127.0.0.1:25")
+    msg = SmtpChannel(target).message(
+        outgoing("email", address=EMAIL, display_name="Zhang\r\nBcc: x@example.com\tSan")
+    )
+    assert EMAIL in msg["To"] and msg["Bcc"] is None
+    assert "\n" not in msg["To"] and "\r" not in msg["To"]
