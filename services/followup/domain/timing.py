@@ -39,13 +39,21 @@ def next_allowed(instant: datetime, zone: ZoneInfo, quiet: LocalHours) -> dateti
     instant = utc(instant)
     if not is_quiet(instant, zone, quiet):
         return instant
-    local = instant.astimezone(zone)
-    day = local.date()
-    if quiet.start > quiet.end and local.time() >= quiet.start:
-        day += timedelta(days=1)  # the evening part: quiet ends tomorrow morning
-    # An end that a DST jump skips resolves (fold=0) to the first instant after the jump.
-    end = datetime.combine(day, quiet.end, tzinfo=zone).astimezone(UTC)
-    return max(end, instant)
+    day = instant.astimezone(zone).date()
+    # The first local `end` after `instant`, today's or tomorrow's (the evening part of a span
+    # over midnight ends tomorrow morning); of an end a clock change repeats, the occurrence
+    # after `instant` (fold 0 or 1). An end that a DST jump skips resolves (fold=0) to the
+    # same clock time after the jump.
+    ends = [
+        datetime.combine(day + timedelta(days=days), quiet.end, tzinfo=zone)
+        .replace(fold=fold)
+        .astimezone(UTC)
+        for days in (0, 1)
+        for fold in (0, 1)
+    ]
+    return min(
+        (end for end in ends if end > instant and not is_quiet(end, zone, quiet)), default=ends[2]
+    )
 
 
 @dataclass(frozen=True)

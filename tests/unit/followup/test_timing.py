@@ -4,6 +4,7 @@ close + 72 h; at every edge of the quiet hours, in several time zones and across
 from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -151,3 +152,19 @@ def test_send_slot_is_now_outside_quiet_hours() -> None:
     now = at("2024-05-01T12:00:00+08:00")
     assert send_slot(now, SHANGHAI) == now
     assert send_slot(at("2024-05-01T22:00:00+08:00"), SHANGHAI) == at("2024-05-02T09:00:00+08:00")
+
+
+def test_quiet_hours_ending_in_the_hour_a_clock_change_repeats() -> None:
+    # Berlin turns 03:00 CEST back to 02:00 CET: 02:00-03:00 happens twice. At 02:10 CET
+    # (the second time round) the quiet hours end 20 minutes later, at 02:30 CET.
+    berlin = ZoneInfo("Europe/Berlin")
+    quiet = LocalHours(start=time(22), end=time(2, 30))
+    second_pass = at("2024-10-27T01:10:00+00:00")  # 02:10 CET
+    assert is_quiet(second_pass, berlin, quiet)
+    allowed = next_allowed(second_pass, berlin, quiet)
+    assert allowed == at("2024-10-27T01:30:00+00:00")  # 02:30 CET, not quiet
+    assert not is_quiet(allowed, berlin, quiet)
+    # the first time round (CEST) it ends at the first 02:30
+    assert next_allowed(at("2024-10-27T00:10:00+00:00"), berlin, quiet) == at(
+        "2024-10-27T00:30:00+00:00"
+    )

@@ -67,6 +67,20 @@ def test_quiet_hours_end() -> None:
     assert quiet_hours_end(sh(2, 10), QUIET, SH) == sh(2, 10)  # not quiet: itself
 
 
+def test_quiet_hours_ending_in_the_hour_a_clock_change_repeats() -> None:
+    # Berlin turns 03:00 CEST back to 02:00 CET: 02:00-03:00 happens twice. A non-urgent
+    # message due at 02:10 CET (the second time round) waits 20 minutes, not a day.
+    berlin = ZoneInfo("Europe/Berlin")
+    quiet = LocalHours(start=time(22), end=time(2, 30))
+    second_pass = datetime(2024, 10, 27, 1, 10, tzinfo=UTC)  # 02:10 CET
+    assert in_quiet_hours(second_pass, quiet, berlin)
+    end = quiet_hours_end(second_pass, quiet, berlin)
+    assert end == datetime(2024, 10, 27, 1, 30, tzinfo=UTC)  # 02:30 CET
+    assert not in_quiet_hours(end, quiet, berlin)
+    first_pass = datetime(2024, 10, 27, 0, 10, tzinfo=UTC)  # 02:10 CEST
+    assert quiet_hours_end(first_pass, quiet, berlin) == datetime(2024, 10, 27, 0, 30, tzinfo=UTC)
+
+
 def test_local_day_and_next_opening() -> None:
     # 2024-05-01 23:30 in Shanghai is still 15:30 UTC of the same day; 00:30 is the next day.
     assert local_day(sh(1, 23, 30), SH) == date(2024, 5, 1)
