@@ -12,7 +12,7 @@ import json
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
-from datetime import date, time
+from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, get_args
@@ -88,6 +88,36 @@ class LocalHours(_Section):
 
     def __str__(self) -> str:
         return f"{self.start:%H:%M}-{self.end:%H:%M}"
+
+    def holds(self, instant: datetime, zone: ZoneInfo) -> bool:
+        """True inside [start, end) local time; a span across midnight (21:00-09:00) wraps."""
+        local = instant.astimezone(zone).time()
+        if self.start == self.end:
+            return False
+        if self.start < self.end:
+            return self.start <= local < self.end
+        return local >= self.start or local < self.end
+
+    def end_of(self, instant: datetime, zone: ZoneInfo) -> datetime:
+        """The end (UTC) of the span holding `instant`; `instant` (UTC) when outside it.
+
+        The first local `end` after `instant`, today's or tomorrow's (the evening part of a
+        span over midnight ends tomorrow morning); of an end a clock change repeats, the
+        occurrence after `instant` (fold 0 or 1), not the next day's. An end a clock change
+        skips resolves (fold 0) to the same clock time after the jump."""
+        instant = instant.astimezone(UTC)
+        if not self.holds(instant, zone):
+            return instant
+        day = instant.astimezone(zone).date()
+        ends = [
+            datetime.combine(day + timedelta(days=days), self.end, tzinfo=zone)
+            .replace(fold=fold)
+            .astimezone(UTC)
+            for days in (0, 1)
+            for fold in (0, 1)
+        ]
+        later = (end for end in ends if end > instant and not self.holds(end, zone))
+        return min(later, default=ends[2])
 
 
 _HOURS_HELP = "'HH:MM-HH:MM' on the 24-hour clock, local time, start and end different"

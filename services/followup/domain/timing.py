@@ -20,40 +20,14 @@ def utc(instant: datetime) -> datetime:
 
 
 def is_quiet(instant: datetime, zone: ZoneInfo, quiet: LocalHours) -> bool:
-    """True inside the quiet hours: from `start` (included) to `end` (excluded), local time.
-
-    A span whose start is after its end runs over midnight (21:00-09:00); equal start and end
-    mean no quiet hours at all.
-    """
-    local = utc(instant).astimezone(zone).time()
-    start, end = quiet.start, quiet.end
-    if start == end:
-        return False
-    if start < end:
-        return start <= local < end
-    return local >= start or local < end
+    """True inside the quiet hours: from `start` (included) to `end` (excluded), local time;
+    a span whose start is after its end runs over midnight (21:00-09:00)."""
+    return quiet.holds(utc(instant), zone)
 
 
 def next_allowed(instant: datetime, zone: ZoneInfo, quiet: LocalHours) -> datetime:
     """The first instant at or after `instant` outside the quiet hours (their local end)."""
-    instant = utc(instant)
-    if not is_quiet(instant, zone, quiet):
-        return instant
-    day = instant.astimezone(zone).date()
-    # The first local `end` after `instant`, today's or tomorrow's (the evening part of a span
-    # over midnight ends tomorrow morning); of an end a clock change repeats, the occurrence
-    # after `instant` (fold 0 or 1). An end that a DST jump skips resolves (fold=0) to the
-    # same clock time after the jump.
-    ends = [
-        datetime.combine(day + timedelta(days=days), quiet.end, tzinfo=zone)
-        .replace(fold=fold)
-        .astimezone(UTC)
-        for days in (0, 1)
-        for fold in (0, 1)
-    ]
-    return min(
-        (end for end in ends if end > instant and not is_quiet(end, zone, quiet)), default=ends[2]
-    )
+    return quiet.end_of(utc(instant), zone)
 
 
 @dataclass(frozen=True)

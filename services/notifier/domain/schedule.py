@@ -39,8 +39,8 @@ class FailReason(StrEnum):
     CONTACT_UNREADABLE = "contact_unreadable"  # no key of the ring decrypts the contact
 
 
-def _combine(day: date, at: time, zone: ZoneInfo, fold: int = 0) -> datetime:
-    return datetime.combine(day, at, tzinfo=zone).replace(fold=fold).astimezone(UTC)
+def _combine(day: date, at: time, zone: ZoneInfo) -> datetime:
+    return datetime.combine(day, at, tzinfo=zone).astimezone(UTC)
 
 
 def local_day(instant: datetime, zone: ZoneInfo) -> date:
@@ -49,32 +49,13 @@ def local_day(instant: datetime, zone: ZoneInfo) -> date:
 
 
 def in_quiet_hours(instant: datetime, quiet: LocalHours, zone: ZoneInfo) -> bool:
-    """True inside [start, end) local time; a span across midnight (21:00-09:00) wraps.
-
-    `start == end` means no quiet hours at all.
-    """
-    if quiet.start == quiet.end:
-        return False
-    local = instant.astimezone(zone).time()
-    if quiet.start < quiet.end:
-        return quiet.start <= local < quiet.end
-    return local >= quiet.start or local < quiet.end
+    """True inside [start, end) local time; a span across midnight (21:00-09:00) wraps."""
+    return quiet.holds(instant, zone)
 
 
 def quiet_hours_end(instant: datetime, quiet: LocalHours, zone: ZoneInfo) -> datetime:
     """The end of the quiet period holding `instant` (UTC); `instant` itself when not quiet."""
-    if not in_quiet_hours(instant, quiet, zone):
-        return instant
-    day = local_day(instant, zone)
-    # The first local `end` after `instant`, today's or tomorrow's; of an end a clock change
-    # repeats, the occurrence after `instant` (fold 0 or 1), not the next day's.
-    ends = [
-        _combine(day + timedelta(days=days), quiet.end, zone, fold)
-        for days in (0, 1)
-        for fold in (0, 1)
-    ]
-    later = (end for end in ends if end > instant and not in_quiet_hours(end, quiet, zone))
-    return min(later, default=ends[2])
+    return quiet.end_of(instant, zone)
 
 
 def next_day_opening(instant: datetime, quiet: LocalHours, zone: ZoneInfo) -> datetime:
