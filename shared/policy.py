@@ -244,6 +244,15 @@ class NotifierPolicy(_Section):
 
     _parse_hours = field_validator("quiet_hours", mode="before")(_hours)
 
+    @model_validator(mode="after")
+    def _check(self) -> NotifierPolicy:
+        # Below the first delay, every delay would be the longest: the backoff a typo.
+        if self.retry_longest_delay_seconds < self.retry_first_delay_seconds:
+            raise ValueError(
+                "retry_longest_delay_seconds must be at least retry_first_delay_seconds"
+            )
+        return self
+
 
 class RefundsPolicy(_Section):
     # Where money beyond what an order's payment methods were charged goes (SPEC 4.11): e.g.

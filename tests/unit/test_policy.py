@@ -54,6 +54,10 @@ def test_overrides_are_read():
         ('[returns]\nworking_hours = "18:00-09:00"', "working_hours"),
         ('[returns]\nworking_hours = "nine to six"', "working_hours"),
         ("[followup]\ncallback_delay_hours = 80", "callback_delay_hours"),
+        (
+            "[notifier]\nretry_first_delay_seconds = 600\nretry_longest_delay_seconds = 60",
+            "retry_longest_delay_seconds must be at least retry_first_delay_seconds",
+        ),
         ("[returns\n", "not valid TOML"),
     ],
 )
