@@ -58,6 +58,13 @@ _MAX_DETAIL = 2000
 # was isolated) has each of its records dead-lettered (`batch_refused`) instead of looping.
 LAST_RESORT_AFTER = 3
 
+# Distinct advisory lock keys one batch's transaction takes at most. PostgreSQL's lock table is
+# shared and sized for about 64 locks a connection: a batch naming tens of thousands of keys
+# (events that each name up to 1,000 cases) fails with 53200, a passing fault by its class,
+# and would be fetched again for ever. Past this many, the batch is cut after the events that
+# fit (at least one: an event names at most ~1,000 keys) and the rest is fetched again.
+MAX_LOCK_KEYS = 4_000
+
 
 class Record(Protocol):
     """The parts of a Kafka consumer record the processor reads."""
@@ -111,12 +118,14 @@ class EventProcessor(ServiceWorker):
         on_committed: Callable[[], None] = lambda: None,
         budget: float | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        max_lock_keys: int = MAX_LOCK_KEYS,
     ) -> None:
         super().__init__(service=service, sessions=sessions, tables=tables, clock=clock)
         # Seconds a batch may take on the event-by-event path (measured from the batch's
         # start) before what is applied is committed and the rest fetched again; None: no end.
         self._budget = budget
         self._monotonic = monotonic
+        self._max_lock_keys = max_lock_keys
         # After a cut: the last offset per partition whose record that round committed. Those
         # records are done when the batch comes again; only records past them count as the
         # progress each round must make (duplicates and repeated dead letters do not).
@@ -131,7 +140,8 @@ class EventProcessor(ServiceWorker):
     async def process(self, records: Sequence[Record]) -> None:
         """Apply a batch in one transaction; raises only for passing faults (batch redelivered),
         for a batch that keeps failing otherwise until `LAST_RESORT_AFTER` attempts, and
-        `BatchCut` when the event-by-event path ran out of the batch's time budget."""
+        `BatchCut` when the event-by-event path ran out of the batch's time budget or the batch
+        names more lock keys than `max_lock_keys`."""
         deadline = None if self._budget is None else self._monotonic() + self._budget
         items: list[tuple[Record, CloudEvent | _Poison]] = []
         for record in records:
@@ -150,16 +160,29 @@ class EventProcessor(ServiceWorker):
                 detail = f"reading the record failed: {type(exc).__name__}"
                 items.append((record, _Poison("handler_error", detail)))
         now = self._clock.now()
+        applying = items
         with metrics.BATCH_SECONDS.labels(self.service).time():
             try:
-                outcomes = await self._apply_isolating(items, now, deadline)
+                fitting, keys = self._lock_plan(items)  # a bug in `lock_keys` fails the batch
+                if fitting < len(items):
+                    applying = items[:fitting]
+                    log.info(
+                        "the batch names more lock keys than one transaction takes; the rest "
+                        "of it is fetched again",
+                        extra={"service": self.service, "applied": fitting, "records": len(items)},
+                    )
+                outcomes = await self._apply_isolating(applying, keys, now, deadline)
                 self._refused = None
-                if len(outcomes) == len(items):
-                    self._done_through = {}
             except Exception as exc:
                 if is_transient(exc):
                     raise
-                outcomes = await self._last_resort(items, now, exc)
+                outcomes = await self._last_resort(applying, now, exc)
+        if len(outcomes) == len(items):
+            self._done_through = {}
+        else:
+            for record, _ in items[: len(outcomes)]:
+                where = (record.topic, record.partition)
+                self._done_through[where] = max(record.offset, self._done_through.get(where, -1))
         counted = Counter(
             (item.type if isinstance(item, CloudEvent) else "invalid", outcome)
             for (_, item), outcome in zip(items[: len(outcomes)], outcomes, strict=True)
@@ -173,11 +196,12 @@ class EventProcessor(ServiceWorker):
     async def _apply_isolating(
         self,
         items: Sequence[tuple[Record, CloudEvent | _Poison]],
+        keys: set[str],
         now: datetime,
         deadline: float | None,
     ) -> list[str]:
         try:
-            return await self._apply_together(items, now)
+            return await self._apply_together(items, keys, now)
         except Exception as exc:
             if is_transient(exc):
                 raise
@@ -192,7 +216,7 @@ class EventProcessor(ServiceWorker):
                 extra={"service": self.service, "event_id": failed, **failure_fields(cause)},
             )
             async with UnitOfWork(self._sessions, namespace=self.service) as uow:
-                await uow.lock(self._keys_to_lock(items))
+                await uow.lock(keys)
                 outcomes: list[str] = []
                 moved_on = False
                 for record, item in items:
@@ -208,11 +232,6 @@ class EventProcessor(ServiceWorker):
                     moved_on = True
                 await uow.commit()
             if len(outcomes) < len(items):
-                for record, _ in items[: len(outcomes)]:
-                    where = (record.topic, record.partition)
-                    self._done_through[where] = max(
-                        record.offset, self._done_through.get(where, -1)
-                    )
                 log.info(
                     "the batch's time budget is used up; the rest of it is fetched again",
                     extra={
@@ -271,7 +290,7 @@ class EventProcessor(ServiceWorker):
         return record.offset <= self._done_through.get((record.topic, record.partition), -1)
 
     async def _apply_together(
-        self, items: Sequence[tuple[Record, CloudEvent | _Poison]], now: datetime
+        self, items: Sequence[tuple[Record, CloudEvent | _Poison]], keys: set[str], now: datetime
     ) -> list[str]:
         """The fast path: one transaction, the batch's inbox ids claimed in one statement, no
         savepoint per event, and writes held back (`HOLD_WRITES`): outbox rows, timer changes
@@ -281,7 +300,7 @@ class EventProcessor(ServiceWorker):
         batch event by event (`_apply`), as if this path had not run."""
         async with UnitOfWork(self._sessions, namespace=self.service) as uow:
             uow.session.info[HOLD_WRITES] = True
-            await uow.lock(self._keys_to_lock(items))
+            await uow.lock(keys)
             handled = {
                 item.id: (item.type, record.topic)
                 for record, item in reversed(items)  # the first copy in the batch counts
@@ -333,12 +352,26 @@ class EventProcessor(ServiceWorker):
                 raise _HandlerFailed("") from exc
         return outcomes
 
-    def _keys_to_lock(self, items: Iterable[tuple[Record, CloudEvent | _Poison]]) -> set[str]:
+    def _lock_plan(
+        self, items: Sequence[tuple[Record, CloudEvent | _Poison]]
+    ) -> tuple[int, set[str]]:
+        """How many of the batch's first records fit `max_lock_keys` (at least the first that
+        takes locks, so every round moves on), and the keys they lock. A record a cut round
+        committed is a duplicate: its keys are not locked again."""
         keys: set[str] = set()
-        for _, item in items:
-            if isinstance(item, CloudEvent) and item.type in self._handlers:
-                keys.update(self._lock_keys(item))
-        return keys
+        for n, (record, item) in enumerate(items):
+            if not isinstance(item, CloudEvent) or item.type not in self._handlers:
+                continue
+            if self._done_through and self._done(record):
+                continue
+            more = self._lock_keys(item)
+            if not isinstance(more, (list, tuple, set)):
+                more = list(more)
+            # Keys both already hold are counted twice: a cut a little early, never too late.
+            if keys and len(keys) + len(more) > self._max_lock_keys:
+                return n, keys
+            keys.update(more)
+        return len(items), keys
 
     def _context(
         self, uow: UnitOfWork, event: CloudEvent, now: datetime, *, fresh_cause: bool

@@ -254,3 +254,73 @@ async def test_the_last_resort_leaves_out_what_a_cut_round_applied(kit: Messagin
         ("batch_refused", 1),
         ("batch_refused", 2),
     ]
+
+
+async def test_a_batch_naming_more_lock_keys_than_a_transaction_takes_is_cut_and_moves_on(
+    kit: MessagingKit,
+) -> None:
+    """Events that each name many keys (a follow-up event names up to 1,000 cases): a whole
+    batch of them would ask PostgreSQL for more advisory locks than its lock table holds
+    (53200, a passing fault, fetched again for ever). The batch is cut after the events whose
+    keys fit; each round applies at least one event, and each event applies once."""
+    extra = {"o-1": 1, "o-2": 1, "o-big": 5, "o-3": 1, "o-4": 1}
+
+    def lock_keys(event: CloudEvent) -> list[str]:
+        order = event.data.order_id  # type: ignore[attr-defined]
+        return [order, *(f"case:{order}:{i}" for i in range(extra[order]))]
+
+    batch = records(
+        kit.harness.input_topic,
+        [(order, encode(order_paid(order, event_id=f"e-{order}"))) for order in extra],
+    )
+    locked: list[int] = []
+    consumer = kit.processor(lock_keys=lock_keys, max_lock_keys=4)
+    original = consumer._lock_plan
+
+    def plan(items: Any) -> tuple[int, set[str]]:
+        fitting, keys = original(items)
+        locked.append(len(keys))
+        return fitting, keys
+
+    consumer._lock_plan = plan  # type: ignore[method-assign]
+    cuts = []
+    for _ in range(2 * len(batch)):  # fetched again after each cut, from its start
+        try:
+            await consumer.process(batch)
+            break
+        except BatchCut as cut:
+            cuts.append(cut.applied)
+    else:
+        raise AssertionError(f"the batch never completed: cuts after {cuts}")
+    # o-1 and o-2 (4 keys); o-big alone (6 keys, over the limit: one event always goes);
+    # o-3 and o-4. Events committed by an earlier round are not locked again.
+    assert cuts == [2, 3]
+    assert locked == [4, 6, 4]
+    assert await kit.effect_counts() == {f"e-{order}": 1 for order in extra}
+
+
+async def test_forty_thousand_lock_keys_in_one_batch_apply_on_the_real_database(
+    kit: MessagingKit,
+) -> None:
+    """What the cut is for: 40 events of 1,000 keys each, one batch. Locked in one
+    transaction they fail with 53200 (out of shared memory) every time."""
+    orders = [f"o-{n}" for n in range(40)]
+
+    def lock_keys(event: CloudEvent) -> list[str]:
+        order = event.data.order_id  # type: ignore[attr-defined]
+        return [f"case:{order}:{i}" for i in range(1000)]
+
+    batch = records(
+        kit.harness.input_topic,
+        [(order, encode(order_paid(order, event_id=f"e-{order}"))) for order in orders],
+    )
+    consumer = kit.processor(lock_keys=lock_keys)
+    for _ in range(len(batch)):
+        try:
+            await consumer.process(batch)
+            break
+        except BatchCut:
+            pass
+    else:
+        raise AssertionError("the batch never completed")
+    assert await kit.effect_counts() == {f"e-{order}": 1 for order in orders}
