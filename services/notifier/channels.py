@@ -18,7 +18,8 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import EmailMessage
@@ -45,6 +46,11 @@ HTTP_CONCURRENCY = 16
 HTTP_LIMITS = httpx.Limits(
     max_connections=HTTP_CONCURRENCY, max_keepalive_connections=HTTP_CONCURRENCY
 )
+# How long a message waits for one of those slots: past it the gateway is busy and the
+# attempt is handed back uncounted (`busy`), to be sent again shortly, rather than timing out
+# in the queue and using up one of its attempts without reaching the gateway. Short enough
+# that the wait and the request stay inside the notifier's send deadline (10 s).
+QUEUE_WAIT = 4.0
 SMTP_TIMEOUT = 5.0
 SMTP_CONCURRENCY = 10  # SMTP sessions open at once (one connection per message)
 DEFAULT_SENDER = "aftersales@localhost"
@@ -79,6 +85,8 @@ class Result:
     ok: bool
     transient: bool = False
     detail: str = ""
+    # False: the message never left (every slot to the gateway busy); the attempt is not one.
+    attempted: bool = True
 
 
 SENT = Result(ok=True, detail="sent")
@@ -90,6 +98,26 @@ def transient(detail: str) -> Result:
 
 def permanent(detail: str) -> Result:
     return Result(ok=False, transient=False, detail=detail)
+
+
+def busy(detail: str) -> Result:
+    return Result(ok=False, transient=True, detail=detail, attempted=False)
+
+
+@asynccontextmanager
+async def slot(slots: asyncio.Semaphore, wait: float) -> AsyncIterator[bool]:
+    """One of a gateway's slots, waited for `wait` seconds at most: yields False (no slot
+    held) when none came free in time."""
+    try:
+        async with asyncio.timeout(wait):
+            await slots.acquire()
+    except TimeoutError:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        slots.release()
 
 
 class Channel(Protocol):
@@ -126,13 +154,16 @@ class HttpGateway:
         *,
         secret: str | None = None,
         timeout: httpx.Timeout = HTTP_TIMEOUT,
+        concurrency: int = HTTP_CONCURRENCY,
+        queue_wait: float = QUEUE_WAIT,
     ) -> None:
         self.name = name
         self.url = url
         self._secret = secret.encode("utf-8") if secret else None
         self._timeout = timeout
         self._client: httpx.AsyncClient | None = None
-        self._in_flight = asyncio.Semaphore(HTTP_CONCURRENCY)
+        self._in_flight = asyncio.Semaphore(concurrency)
+        self._queue_wait = queue_wait
 
     def _pool(self) -> httpx.AsyncClient:
         if self._client is None or self._client.is_closed:
@@ -186,7 +217,9 @@ class HttpGateway:
             stamp = int(message.at.timestamp())
             headers[signature.HEADER.lower()] = signature.sign(self._secret, body, stamp)
         try:
-            async with self._in_flight:
+            async with slot(self._in_flight, self._queue_wait) as held:
+                if not held:
+                    return busy(f"{gateway}: busy (every connection to it in use)")
                 response = await self._pool().post(self.url, content=body, headers=headers)
         except httpx.TimeoutException:
             return transient(f"{gateway}: timeout")
@@ -262,10 +295,18 @@ def smtp_code_result(code: int, what: str) -> Result:
 class SmtpChannel:
     name = "email"
 
-    def __init__(self, target: SmtpTarget, *, timeout: float = SMTP_TIMEOUT) -> None:
+    def __init__(
+        self,
+        target: SmtpTarget,
+        *,
+        timeout: float = SMTP_TIMEOUT,
+        concurrency: int = SMTP_CONCURRENCY,
+        queue_wait: float = QUEUE_WAIT,
+    ) -> None:
         self.target = target
         self._timeout = timeout
-        self._sessions = asyncio.Semaphore(SMTP_CONCURRENCY)
+        self._sessions = asyncio.Semaphore(concurrency)
+        self._queue_wait = queue_wait
 
     async def close(self) -> None:
         return None  # one connection per message, closed after it
@@ -294,7 +335,9 @@ class SmtpChannel:
         except ValueError:  # a non-ASCII or multi-line address: no retry makes it one
             return permanent("e-mail: the buyer's e-mail address cannot be put in a message")
         try:
-            async with self._sessions:
+            async with slot(self._sessions, self._queue_wait) as held:
+                if not held:
+                    return busy("e-mail: busy (every SMTP session in use)")
                 await self._send(email, t)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [r.code for r in exc.recipients] or [550]

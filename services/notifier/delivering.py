@@ -63,6 +63,8 @@ SEND_DEADLINE = 10.0
 # When an attempt whose outcome was never recorded is taken up again: well past the send's
 # deadline and the recording transaction, so a live send is not overtaken.
 SEND_LEASE = timedelta(seconds=30)
+# When a message handed back by a busy gateway (no free slot) is tried again.
+BUSY_RETRY = timedelta(seconds=5)
 # Why a notification of a buyer who asked to be forgotten ends (`no_contact`), at once.
 ERASED = "no contact data: the buyer's contact data was erased"
 
@@ -243,7 +245,12 @@ class Deliverer:
             result = transient(f"{message.channel}: no answer within {SEND_DEADLINE:.0f} s")
         except Exception as exc:  # a channel that raised after all: retried later
             result = transient(f"{message.channel}: {type(exc).__name__}")
-        kind = "ok" if result.ok else ("transient" if result.transient else "permanent")
+        if result.ok:
+            kind = "ok"
+        elif not result.attempted:
+            kind = "busy"
+        else:
+            kind = "transient" if result.transient else "permanent"
         metrics.ATTEMPTS.labels(SERVICE, message.channel, kind).inc()
         return result
 
@@ -271,6 +278,8 @@ class Deliverer:
             delivery.record_sent(
                 ctx.now, channel=message.channel, recipient=recipient, language=message.language
             )
+        elif not result.attempted and not erased:
+            delivery.hand_back(ctx.now + BUSY_RETRY)
         elif erased:
             delivery.give_up(ctx.now, FailReason.NO_CONTACT, ERASED, channel=message.channel)
         else:

@@ -11,6 +11,7 @@ NOTIFICATIONS = Counter(
 )
 ATTEMPTS = Counter(
     "aftersales_notification_attempts_total",
-    "Delivery attempts by channel and result (ok, transient, permanent).",
+    "Delivery attempts by channel and result (ok, transient, permanent; busy: handed back "
+    "uncounted, the gateway had no free connection).",
     ["service", "channel", "result"],
 )

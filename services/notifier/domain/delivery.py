@@ -27,6 +27,8 @@ SENT = "sent"
 FAILED = "failed"
 # `defer_reason` of a delivery whose attempt went out and whose outcome is not recorded yet.
 SENDING = "sending"
+# `defer_reason` of a delivery whose attempt was handed back: the gateway had no free slot.
+GATEWAY_BUSY = "gateway_busy"
 # The longest a detail (a gateway's status line) is kept.
 DETAIL_LIMIT = 2000
 
@@ -142,6 +144,12 @@ class Delivery:
         return Attempt(
             self.delivery_id, self.attempts, self.timer_seq, channel, self.next_attempt_at
         )
+
+    def hand_back(self, at: datetime) -> None:
+        """The attempt never reached a gateway (every connection to it busy): it does not
+        count, and the message is tried again at `at` (its slot of the day kept)."""
+        self.attempts = max(self.attempts - 1, 0)
+        self._next_step(at, GATEWAY_BUSY)
 
     def holds(self, attempt: Attempt) -> bool:
         """Whether `attempt` is still the delivery's current step: its outcome may be recorded.

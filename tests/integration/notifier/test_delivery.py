@@ -10,6 +10,7 @@ import pytest
 
 from services.notifier import tables
 from services.notifier.channels import HttpGateway
+from services.notifier.delivering import BUSY_RETRY
 
 
 async def test_sms_delivery_and_notification_sent(sms_harness: Any, kit: Any, gateway: Any) -> None:
@@ -134,6 +135,34 @@ async def test_timeouts_and_connection_errors_are_retried(
     h.handlers.channels["sms"] = HttpGateway("sms", f"{gateway.url}/sms")
     await h.advance(minutes=4)
     assert (await h.delivery("rt-" + customer))["status"] == "sent"
+
+
+async def test_messages_a_busy_gateway_has_no_connection_for_are_handed_back_uncounted(
+    make_harness: Any, kit: Any, gateway: Any
+) -> None:
+    """A slow gateway and more messages than connections: those that waited for a
+    connection past the queue wait never reached the gateway; they use up no attempt (a slow
+    gateway would otherwise exhaust the retries of messages it never saw) and go again soon."""
+    one_at_a_time = HttpGateway("sms", f"{gateway.url}/sms", concurrency=1, queue_wait=0.2)
+    h = make_harness(channels={"sms": one_at_a_time})
+    customers = [kit.uid("C") for _ in range(3)]
+    gateway.delay = 0.6
+    for customer in customers:
+        await h.consume(kit.order_paid(customer), kit.requested(customer, request_id=customer))
+    await h.fire()
+    rows = [await h.delivery(customer) for customer in customers]
+    assert sorted(row["status"] for row in rows) == ["scheduled", "scheduled", "sent"]
+    assert len(gateway.received("/sms")) == 1
+    for row in rows:
+        if row["status"] == "scheduled":
+            assert (row["attempts"], row["defer_reason"]) == (0, "gateway_busy")
+            assert row["next_attempt_at"] == kit.T0 + BUSY_RETRY
+    assert await h.outbox("notification.failed") == []
+    gateway.delay = 0.0
+    await h.advance(seconds=BUSY_RETRY.total_seconds())
+    rows = [await h.delivery(customer) for customer in customers]
+    assert [(row["status"], row["attempts"]) for row in rows] == [("sent", 1)] * 3
+    assert len(gateway.received("/sms")) == 3
 
 
 async def test_falls_back_to_email_when_sms_has_no_gateway(
