@@ -81,6 +81,7 @@ class TimerScheduler(ServiceWorker):
     ) -> None:
         super().__init__(service=service, sessions=sessions, tables=tables, clock=clock)
         self._handlers = handlers
+        self._kinds = sorted(handlers)
         self._batch_size = batch_size
         self._poll_interval = poll_interval
         self._on_committed = on_committed
@@ -133,7 +134,7 @@ class TimerScheduler(ServiceWorker):
             t.c.cancelled_at.is_(None),
             t.c.due_at <= now,
             or_(t.c.retry_at.is_(None), t.c.retry_at <= now),
-            t.c.kind.in_(sorted(self._handlers)),
+            t.c.kind.in_(self._kinds),
         )
 
     def _due(self, live: Any) -> Any:
