@@ -236,11 +236,15 @@ class ReturnsHandlers(RepositoryHandlers[ReturnsRepository]):
     async def return_cancelled(self, event: CloudEvent, ctx: HandlerContext) -> None:
         data = event.data_as(ReturnCancelled)
         case = await self._case(self.repository(ctx), data.return_id, data.order_id)
-        await self._run(
-            case,
-            ctx,
-            case.request.cancel(data.cancelled_at, returns=case.returns, now=ctx.now),
-        )
+        request = case.request
+        events = request.cancel(data.cancelled_at, returns=case.returns, now=ctx.now)
+        if request.parcel_received and not request.is_final:
+            # The warehouse has the goods: the case goes on to its refund (docs/decisions.md).
+            log.info(
+                "return cancelled after its parcel was signed for; the case goes on",
+                extra={"return_id": request.return_id, "order_id": request.order_id},
+            )
+        await self._run(case, ctx, events)
 
     async def timer_fired(self, timer: Timer, ctx: HandlerContext) -> None:
         repo = self.repository(ctx)

@@ -31,5 +31,6 @@ Where the SPEC is silent, the domain decides:
   seller-fault return reimburses it once, as a supplementary refund of the freight alone.
 - Return leg signed, shipped, inspected, evidence or cancelled before return.requested: kept
   on the request and used when it arrives; a review of a case not in review has no effect.
+- A cancellation once the return leg is signed has no effect: the merchant has the goods.
 - Orders that were cancelled are not treated specially here.
 """

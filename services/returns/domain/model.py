@@ -119,6 +119,11 @@ class ReturnRequest(Decisions, Stored):
         return self.status in FINAL_STATUSES
 
     @property
+    def parcel_received(self) -> bool:
+        """The warehouse signed for the returned parcel: the buyer can no longer cancel."""
+        return self.return_signed_at is not None
+
+    @property
     def delivery_sla(self) -> Sla:
         return delivery_sla(self.kind)
 
@@ -357,11 +362,16 @@ class ReturnRequest(Decisions, Stored):
     ) -> list[DomainEvent]:
         """return.cancelled: before completion the case closes; afterwards no effect.
 
+        Once the warehouse signed for the returned parcel a cancellation has no effect either:
+        the merchant has the goods, so the case goes on to its inspection and its refund or
+        replacement (or its rejection); closing it would leave the buyer with neither goods
+        nor money. The input stays in the journal like every input.
+
         A case cancelled while in review after its review deadline had passed breached it,
         even when the cancellation beat the timer (SPEC 4.5, as for a late decision).
         """
         require_aware(at, "cancelled_at")
-        if self.is_final:
+        if self.is_final or self.parcel_received:
             return []
         deadline = self.timers.get(TimerKind.REVIEW_SLA)
         late: list[DomainEvent] = []

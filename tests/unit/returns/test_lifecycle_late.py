@@ -11,6 +11,7 @@ from datetime import timedelta
 import pytest
 
 from services.returns.domain.events import (
+    Decided,
     RefundDue,
     ReshipmentDue,
     TimerCancelled,
@@ -164,6 +165,66 @@ def test_cancel_after_completion_or_rejection_has_no_effect():
     rejected.submit(condition=["soiled_or_damaged"])
     assert rejected.cancel(T) == []
     assert rejected.get().status == ReturnStatus.REJECTED
+
+
+def test_a_cancellation_after_the_return_leg_was_signed_leaves_the_refund_to_come():
+    """The warehouse has the goods: the buyer's cancellation cannot take them back, so the
+    case goes on to its inspection and refund."""
+    case = electronics_case()
+    case.sign(T)
+    assert case.cancel(T + H, now=T + H) == []
+    assert case.get().status == ReturnStatus.APPROVED and case.get().cancelled_at is None
+    assert case.ledger.reserved == {"r1": {"l1": 1}}
+    (refund,) = only(case.inspect(True, T + 2 * H), RefundDue)
+    assert (refund.calculation.amount, refund.due_by) == (1000, T + 24 * H)
+    assert case.fire("inspection_grace", now=T + 20 * H) == []  # no second refund
+
+
+def test_a_cancellation_after_the_return_leg_was_signed_waits_out_the_inspection_grace():
+    case = electronics_case()
+    case.sign(T)
+    assert case.cancel(T + H) == []
+    assert only(case.fire("inspection_grace", now=T + 20 * H), RefundDue)
+    failed = electronics_case()
+    failed.sign(T)
+    assert failed.cancel(T + H) == []
+    assert decided(failed.inspect(False, T + 2 * H)).rule == Rule.INSPECTION_FAILED
+
+
+def test_an_exchange_cancelled_after_its_return_leg_was_signed_is_still_reshipped():
+    case = Case(order(line(category="electronics")))
+    case.submit(kind="exchange")
+    case.sign(T)
+    assert case.cancel(T + H) == []
+    events = case.fire("inspection_grace", now=T + 20 * H)
+    assert only(events, ReshipmentDue) == [ReshipmentDue({"l1": 1}, T + 24 * H, T + 20 * H)]
+    assert decided(events).status == ReturnStatus.COMPLETED
+
+
+def test_an_undecided_case_cancelled_after_its_parcel_came_back_is_still_decided():
+    waiting = Case(order())
+    waiting.submit(reason="quality_issue", requested_at=SOON)  # waits for photos
+    waiting.sign(T)
+    assert waiting.cancel(T + H) == []
+    assert only(waiting.evidence(["u.jpg"], now=T + 2 * H), RefundDue)
+    in_review = Case(order())
+    late_claim = T + 20 * 24 * H  # past the quality window: a person decides
+    in_review.submit(reason="quality_issue", requested_at=late_claim)
+    in_review.sign(late_claim + H)
+    deadline = in_review.get().timers[TimerKind.REVIEW_SLA]
+    # dated after the review deadline: no breach from it either, the case is not closed by it
+    assert in_review.cancel(deadline + H, now=deadline + H) == []
+    assert in_review.get().status == ReturnStatus.REVIEW
+    assert only(in_review.review("approve", now=late_claim + 2 * H), RefundDue)
+
+
+def test_a_cancellation_between_the_return_leg_and_the_request_is_no_cancellation():
+    case = Case(order())
+    case.sign(T)
+    assert case.cancel(T + H) == []
+    events = case.submit(requested_at=SOON, now=T + 2 * H)
+    assert only(events, RefundDue)
+    assert [event.status for event in only(events, Decided)][-1] == ReturnStatus.COMPLETED
 
 
 # --- idempotence ----------------------------------------------------------------------------
