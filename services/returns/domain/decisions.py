@@ -142,7 +142,7 @@ class Decisions:
         self.status, self.rule, self.waiting_for = ReturnStatus.REJECTED, found.rule, None
         self.decided_at = turn.now
         turn.returns.release(self.return_id)
-        if found.rule in (Rule.UNKNOWN_ORDER, Rule.NOT_DELIVERED):
+        if found.rule in (Rule.UNKNOWN_ORDER, Rule.NOT_DELIVERED) and not found.other_buyer:
             facts = self._facts(found, turn, wait_hours=rules.signature_wait_hours)
         elif found.rule == Rule.EVIDENCE_MISSING:
             facts = self._facts(found, turn, wait_hours=rules.evidence_wait_hours)
@@ -288,6 +288,7 @@ class Decisions:
             other_lines=bool(about) and bool(set(self.lines) - set(about)),
             categories=() if found is None else found.categories,
             conditions=conditions,
+            other_buyer=found is not None and found.other_buyer,
             window_deadline=None if found is None else found.deadline,
             quality_deadline=None if found is None else found.quality_deadline,
             no_reason_days=rules.no_reason_days,

@@ -28,6 +28,8 @@ class AssessedRequest(RequestedReturn, Protocol):
     """What the eligibility rules read of a return request."""
 
     @property
+    def customer_id(self) -> str: ...
+    @property
     def condition(self) -> Sequence[str]: ...
     @property
     def evidence_urls(self) -> Sequence[str]: ...
@@ -61,17 +63,25 @@ class Assessment:
     conditions: tuple[str, ...] = ()
     deadline: datetime | None = None  # the window that was missed
     quality_deadline: datetime | None = None  # where a quality claim is still possible
+    other_buyer: bool = False  # unknown_order: the order is another buyer's
 
 
 # The approval carries no details: one value serves every eligible request.
 _ELIGIBLE = Assessment(ReturnStatus.APPROVED, Rule.ELIGIBLE)
+_OTHER_BUYERS_ORDER = Assessment(ReturnStatus.REJECTED, Rule.UNKNOWN_ORDER, other_buyer=True)
 
 
 def assess(request: AssessedRequest, returns: OrderReturns, policy: Policy) -> Assessment:
-    """SPEC 4.1-4.6 in their order: order, delivery, quantity, then the reason group's rules."""
+    """SPEC 4.1-4.6 in their order: order, delivery, quantity, then the reason group's rules.
+
+    An order another buyer paid is no order of the requesting buyer's: `unknown_order` at once
+    (the refund ledger would refuse to pay it to them, `customer_mismatch`).
+    """
     order = returns.order
     if order is None:
         return Assessment(ReturnStatus.PENDING, Rule.UNKNOWN_ORDER, WaitingFor.ORDER)
+    if request.customer_id != order.customer_id:
+        return _OTHER_BUYERS_ORDER
     signed_at = order.outbound_signed_at
     if signed_at is None:
         return Assessment(ReturnStatus.PENDING, Rule.NOT_DELIVERED, WaitingFor.SIGNATURE)

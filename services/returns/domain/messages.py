@@ -137,7 +137,20 @@ def _cancelled(facts: MessageFacts) -> Message:
     )
 
 
+_NOT_YOUR_ORDER = Message(
+    "您好，很抱歉，您的账户下没有找到这笔订单，本次申请已关闭。请核对申请中的订单号，"
+    "并使用下单时的账户重新提交；如商品是他人为您购买的，请由下单人提交申请，或联系客服协助处理。",
+    "Hello, we are sorry: we could not find this order among your account's orders, so the "
+    "request has been closed. Please check the order number and submit it again from the "
+    "account that placed the order; if someone else bought the item for you, they can submit "
+    "the request, or customer service can help.",
+)
+
+
 def _unknown_order(status: ReturnStatus, facts: MessageFacts) -> Message:
+    if facts.other_buyer:
+        # Says nothing of the order or whose it is: only that it is not this buyer's.
+        return _NOT_YOUR_ORDER
     if status == ReturnStatus.REJECTED:
         waited = wait_length(facts)
         return Message(

@@ -33,6 +33,7 @@ class MessageFacts:
     other_lines: bool = False  # the request also holds lines the decision is not about
     categories: tuple[str, ...] = ()
     conditions: tuple[str, ...] = ()  # condition flags or inspection findings
+    other_buyer: bool = False  # the order is not the requesting buyer's
     window_deadline: datetime | None = None  # first late instant of the missed window
     quality_deadline: datetime | None = None  # first late instant of the quality window
     wait_until: datetime | None = None  # end of a wait, or when a review is due

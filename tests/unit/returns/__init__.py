@@ -134,9 +134,10 @@ class Case:
         evidence: Iterable[str] = (),
         requested_at: datetime = SOON,
         now: datetime | None = None,
+        customer_id: str = "c1",
     ) -> list[DomainEvent]:
         return self.get(return_id).submit(
-            customer_id="c1",
+            customer_id=customer_id,
             kind=kind,
             reason=reason,
             lines=lines if lines is not None else {"l1": 1},

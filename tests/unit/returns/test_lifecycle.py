@@ -44,6 +44,43 @@ def test_unknown_order_waits_then_is_rejected_when_the_wait_ends():
     assert case.fire("signature_wait", now=SOON + 49 * H) == []  # replayed timer
 
 
+def test_a_request_for_another_buyers_order_is_rejected_as_an_unknown_order():
+    """The order is known but was paid by another buyer: for this buyer there is no such
+    order. Rejected at once, with a way on, never approved (the refund ledger would refuse
+    its refund after the buyer was told one is coming)."""
+    case = Case(order())  # paid by c1
+    events = case.submit(customer_id="c2")
+    event = decided(events)
+    assert (event.status, event.rule, event.waiting_for) == (
+        ReturnStatus.REJECTED,
+        Rule.UNKNOWN_ORDER,
+        None,
+    )
+    assert "账户" in event.message and "account" in event.message_en
+    assert "48" not in event.message + event.message_en  # no wait was involved
+    assert only(events, TimerSet) == [] and case.ledger.reserved == {}
+    assert case.sign(T) == [] and case.ledger.settled_returns == []
+    assert decided(case.submit("r2")).status == ReturnStatus.APPROVED  # the buyer's own
+
+
+def test_a_request_waiting_for_an_order_another_buyer_paid_is_rejected_when_it_comes():
+    case = Case(None)
+    assert decided(case.submit(customer_id="c2")).waiting_for == WaitingFor.ORDER
+    case.order = order()  # order.paid arrives: the buyer is c1
+    events = case.reassess(now=SOON + H)
+    event = decided(events)
+    assert (event.status, event.rule) == (ReturnStatus.REJECTED, Rule.UNKNOWN_ORDER)
+    assert "account" in event.message_en and "48" not in event.message_en
+    assert kinds(events, TimerCancelled) == [TimerKind.SIGNATURE_WAIT]
+    assert case.ledger.reserved == {}
+    # A timer that fires on the order (its reassessment missed) decides the same.
+    missed = Case(None)
+    missed.submit(customer_id="c2")
+    missed.order = order()
+    fired = decided(missed.fire("signature_wait", now=SOON + 48 * H))
+    assert (fired.status, fired.rule) == (ReturnStatus.REJECTED, Rule.UNKNOWN_ORDER)
+
+
 def test_order_arriving_during_the_wait_decides_the_request():
     case = Case(None)
     case.submit(requested_at=SOON)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import timedelta
 from zoneinfo import ZoneInfo
 
@@ -36,7 +37,7 @@ RICH = MessageFacts(
 @pytest.mark.parametrize("rule", list(Rule))
 @pytest.mark.parametrize("kind", list(ReturnKind))
 def test_every_status_and_rule_has_a_polite_message(status, rule, kind):
-    for facts in (MessageFacts(kind=kind), RICH):
+    for facts in (MessageFacts(kind=kind), RICH, replace(RICH, other_buyer=True)):
         text = compose(status, rule, facts)
         assert CJK.search(text.zh), text.zh
         assert not CJK.search(text.en), text.en
