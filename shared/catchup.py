@@ -9,6 +9,12 @@ Judging at once would fire a penalty or a refusal that the next records contradi
 deadline is judged `CATCH_UP_GRACE` after the moment it was learnt of instead. A deadline
 still ahead is judged when it falls due, as always.
 
+The same holds for a timer that fires long after its due time (the service was down across
+it, or its scheduler is behind: on a restart the scheduler fires at once, before the consumer
+has read the outage's records): one that fires more than `CATCH_UP_GRACE` late (`fired_late`)
+is set again for `judge_at(due_at, now)` and judged then, once; the timer set again is judged
+when it fires, however late.
+
 Only deadlines that another party's event can meet are judged this way. A deadline the service
 meets by its own action (a callback it sends, a refund the ledger issues) is judged at once:
 nothing behind in the backlog can change it.
@@ -32,3 +38,13 @@ def judge_at(deadline: datetime, now: datetime) -> datetime:
     if deadline.tzinfo is None or now.tzinfo is None:
         raise ValueError("deadline and now must be timezone-aware")
     return deadline if deadline > now else now + CATCH_UP_GRACE
+
+
+def fired_late(due_at: datetime, now: datetime) -> bool:
+    """Whether a timer due at `due_at` that fires at `now` fired more than `CATCH_UP_GRACE`
+    after it: the event that met its deadline may still be in the consumer's backlog, so it is
+    set again for `judge_at(due_at, now)` and judged then, once. One that fires within the
+    grace is judged at once."""
+    if due_at.tzinfo is None or now.tzinfo is None:
+        raise ValueError("due_at and now must be timezone-aware")
+    return now - due_at > CATCH_UP_GRACE

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.catchup import CATCH_UP_GRACE, judge_at
+from shared.catchup import CATCH_UP_GRACE, fired_late, judge_at
 
 NOW = datetime(2026, 3, 3, 2, 0, tzinfo=UTC)
 offsets = st.timedeltas(min_value=timedelta(days=-30), max_value=timedelta(days=30))
@@ -31,6 +31,17 @@ def test_never_judged_before_the_deadline_nor_before_now(offset):
     assert judged <= max(deadline, NOW + CATCH_UP_GRACE)
 
 
+def test_a_timer_is_late_once_it_fires_more_than_the_grace_after_its_due_time():
+    assert not fired_late(NOW, NOW)
+    assert not fired_late(NOW - CATCH_UP_GRACE, NOW)  # a scheduler a little behind
+    assert fired_late(NOW - CATCH_UP_GRACE - timedelta(microseconds=1), NOW)
+    assert fired_late(NOW - timedelta(hours=2), NOW)  # after an outage
+    # set again for a grace from now, it is judged then
+    assert judge_at(NOW - timedelta(hours=2), NOW) == NOW + CATCH_UP_GRACE
+
+
 def test_naive_instants_are_refused():
     with pytest.raises(ValueError, match="timezone-aware"):
         judge_at(datetime(2026, 3, 3), NOW)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        fired_late(datetime(2026, 3, 3), NOW)

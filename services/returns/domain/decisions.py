@@ -85,6 +85,7 @@ class Decisions:
         completed_at: datetime | None
         timers: dict[TimerKind, datetime]
         breaches_reported: set[Sla]
+        timers_caught_up: set[TimerKind]
 
         def requested_on(self) -> datetime: ...
 
@@ -253,6 +254,7 @@ class Decisions:
     def _cancel_timers(self, *kinds: TimerKind) -> list[DomainEvent]:
         """Cancel the given pending timers, or all of them."""
         cancelled = cancel_timers(self.timers, kinds or _ALL_TIMERS)
+        self.timers_caught_up.difference_update(cancelled)
         return [TimerCancelled(kind) for kind in cancelled]
 
     def _breach(self, sla: Sla, due_at: datetime, now: datetime) -> list[DomainEvent]:

@@ -42,6 +42,7 @@ from services.returns.domain.vocabulary import (
 )
 from services.returns.domain.waiting import WAITING_FOR_DELIVERY
 from services.returns.domain.wording import MessageFacts
+from shared.catchup import fired_late, judge_at
 from shared.clock import require_aware
 from shared.documents import DocumentType, Stored, require_aware_fields
 from shared.policy import Policy
@@ -101,6 +102,9 @@ class ReturnRequest(Decisions, Stored):
     cancelled_at: datetime | None = None
     timers: dict[TimerKind, datetime] = field(default_factory=dict)  # pending timers
     breaches_reported: set[Sla] = field(default_factory=set)
+    # Pending timers set again because they fired long after their due time (the catch-up
+    # rule, `shared.catchup.fired_late`): judged when they fire, however late.
+    timers_caught_up: set[TimerKind] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         require_aware_fields(self, *_INSTANTS)
@@ -322,18 +326,31 @@ class ReturnRequest(Decisions, Stored):
         now: datetime,
         due_at: datetime | None = None,
     ) -> list[DomainEvent]:
-        """A timer fired. One the request no longer has (or with another `due_at`) is stale."""
+        """A timer fired. One the request no longer has (or with another `due_at`) is stale.
+
+        A wait that would reject (for the order, the delivery, the photos) or an inspection
+        grace that would refund, firing more than the catch-up grace after its due time (the
+        service was down or its scheduler behind), is set again for a grace from now instead,
+        once (`shared.catchup.fired_late`): the order.paid, parcel.signed, photos or failed
+        inspection that met it may still be in the consumer's backlog, and a rejection or a
+        refund cannot be taken back. The review and refund deadlines only report a breach and
+        are judged at once.
+        """
         timer = TimerKind(kind)
         active = self.timers.get(timer)
         if active is None or (due_at is not None and due_at != active):
             return []
         del self.timers[timer]
+        judge_now = timer in self.timers_caught_up or not fired_late(active, now)
+        self.timers_caught_up.discard(timer)
         turn = Turn(returns, policy, now)
         if timer == TimerKind.SIGNATURE_WAIT:
             if self.status != ReturnStatus.PENDING or self.waiting_for not in WAITING_FOR_DELIVERY:
                 return []
             found = assess(self, turn.returns, policy)
             if found.waiting_for in WAITING_FOR_DELIVERY:
+                if not judge_now:
+                    return self._catch_up(timer, active, now)
                 rejected = replace(found, status=ReturnStatus.REJECTED, waiting_for=None)
                 return self._reject(rejected, turn)
             return self._apply(found, turn)
@@ -342,6 +359,8 @@ class ReturnRequest(Decisions, Stored):
                 return []
             found = assess(self, turn.returns, policy)
             if found.rule == Rule.EVIDENCE_MISSING:
+                if not judge_now:
+                    return self._catch_up(timer, active, now)
                 rejected = replace(found, status=ReturnStatus.REJECTED, waiting_for=None)
                 return self._reject(rejected, turn)
             return self._apply(found, turn)
@@ -350,6 +369,9 @@ class ReturnRequest(Decisions, Stored):
                 return []
             return self._breach(Sla.RETURN_REVIEW, active, now)
         if timer == TimerKind.INSPECTION_GRACE:
+            refunds_uninspected = self.status == ReturnStatus.APPROVED and self.inspection is None
+            if refunds_uninspected and not judge_now:
+                return self._catch_up(timer, active, now)
             return self._progress(turn, grace_over=True)
         # refund_deadline: the refund (or reshipment) is owed, late and still not issued. A
         # request not approved (a timer stored by an earlier version) owes nothing yet.
@@ -384,7 +406,17 @@ class ReturnRequest(Decisions, Stored):
         decided = Decided(ReturnStatus.CANCELLED, Rule.CANCELLED, text.zh, text.en)
         return [decided, *self._cancel_timers(), *late]
 
+    def _catch_up(self, timer: TimerKind, due_at: datetime, now: datetime) -> list[DomainEvent]:
+        """Set a timer that fired long after `due_at` again for a grace from now, once."""
+        self.timers_caught_up.add(timer)
+        return self._set_timer(timer, judge_at(due_at, now))
+
     # --- persistence ----------------------------------------------------------------------
+
+
+def _v2_timers_caught_up(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 3 keeps which pending timers were set again by the catch-up rule: none before."""
+    return {"timers_caught_up": [], **data}
 
 
 def _v1_breakdowns(data: dict[str, Any]) -> dict[str, Any]:
@@ -397,5 +429,8 @@ def _v1_breakdowns(data: dict[str, Any]) -> dict[str, Any]:
 
 
 RETURN_REQUEST_DOCUMENT = DocumentType(
-    "returns.return_request", ReturnRequest, version=2, upcasters={1: _v1_breakdowns}
+    "returns.return_request",
+    ReturnRequest,
+    version=3,
+    upcasters={1: _v1_breakdowns, 2: _v2_timers_caught_up},
 )

@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from shared.catchup import CATCH_UP_GRACE
 from tests.golden import Step, applied_together, check_recorded, in_order
 
 from .helpers import (
@@ -257,8 +258,10 @@ def history() -> list[Step]:
                 return_requested(_o(20), _r(20), at=T0 + 5 * H, reason="quality_issue"),
             ],
         ),
-        # Long enough for every wait, grace and deadline to fire.
+        # Long enough for every wait, grace and deadline to fire; the waits and the grace
+        # fire days late there, so they are judged after the catch-up grace.
         (T0 + 10 * D, []),
+        (T0 + 10 * D + CATCH_UP_GRACE, []),
     ]
     return in_order(steps, "returns")
 

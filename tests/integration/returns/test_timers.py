@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from aftersales_dev.events import unique
+from shared.catchup import CATCH_UP_GRACE
 from shared.clock import ManualClock
 from shared.contracts import topics
 
@@ -121,6 +122,49 @@ async def test_seller_fault_without_evidence_is_rejected_when_the_evidence_wait_
     # Photos after the rejection come too late.
     await svc.at(T0 + 80 * H, evidence_submitted(o, r, at=T0 + 80 * H))
     assert len(await svc.outbox(o)) == 2
+
+
+async def test_an_evidence_wait_that_fires_long_after_its_deadline_waits_for_the_backlog(
+    svc: ReturnsService, clock: ManualClock
+):
+    """The service was down across the deadline: on restart its scheduler fires the timer at
+    once, before the consumer has read the photos sent in time. The timer is set again for
+    the catch-up grace, and the photos behind it approve the return."""
+    o, r = unique("O"), unique("R")
+    await svc.feed(*delivered(o), return_requested(o, r, at=T0, reason="quality_issue"))
+    due = T0 + 72 * H
+    restarted = due + 2 * H
+    await svc.at(restarted)
+    assert await svc.live_timers(r) == {"evidence_wait": restarted + CATCH_UP_GRACE}
+    assert await svc.decisions(o) == [("return.pending", r, "evidence_missing")]
+
+    await svc.feed(evidence_submitted(o, r, at=due - H))  # from the backlog
+    assert await svc.decisions(o) == [
+        ("return.pending", r, "evidence_missing"),
+        ("return.approved", r, "eligible"),
+    ]
+    await svc.at(restarted + CATCH_UP_GRACE)
+    assert len(await svc.outbox(o)) == 2
+    assert await svc.live_timers(r) == {}
+
+
+async def test_an_inspection_grace_that_fires_long_after_its_end_waits_for_the_backlog(
+    svc: ReturnsService, clock: ManualClock
+):
+    """A failed inspection dated within the grace, behind the timer in the backlog, rejects
+    the return: no refund is asked for."""
+    o, r = await _electronics_return_signed(svc)
+    restarted = T0 + 22 * H
+    await svc.at(restarted)
+    assert await svc.outbox(o, "refund.requested") == []
+    assert await svc.live_timers(r) == {"inspection_grace": restarted + CATCH_UP_GRACE}
+    await svc.feed(return_inspected(o, r, at=T0 + 19 * H, passed=False, findings=["activated"]))
+    assert await svc.decisions(o) == [
+        ("return.approved", r, "eligible"),
+        ("return.rejected", r, "inspection_failed"),
+    ]
+    await svc.at(restarted + CATCH_UP_GRACE)
+    assert await svc.outbox(o, "refund.requested") == []
 
 
 async def test_late_quality_claim_goes_to_review_with_a_working_hours_sla(

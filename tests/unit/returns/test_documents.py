@@ -43,12 +43,23 @@ def test_stored_return_requests_load_and_keep_every_fact():
     for stored in _documents("return_request_"):
         request = ReturnRequest.from_dict(stored)
         again = request.to_dict()
-        assert again.pop(VERSION_KEY) == RETURN_REQUEST_DOCUMENT.version == 2
-        expected = dict(stored)
+        assert again.pop(VERSION_KEY) == RETURN_REQUEST_DOCUMENT.version == 3
+        # Version 3 keeps the timers set again by the catch-up rule: none before.
+        expected = {**stored, "timers_caught_up": []}
         for key in ("refund", "return_shipping_refund"):
             if expected[key] is not None:
                 expected[key] = breakdown_as_pairs(expected[key])
         assert again == expected
+
+
+def test_a_version_2_request_loads_with_no_timer_set_again():
+    for stored in _documents("return_request_"):
+        request = ReturnRequest.from_dict(stored)
+        version_2 = request.to_dict()
+        del version_2["timers_caught_up"]
+        version_2[VERSION_KEY] = 2
+        assert ReturnRequest.from_dict(version_2) == request
+        assert request.timers_caught_up == set()
 
 
 def test_a_stored_refund_keeps_its_breakdown_and_amount():
@@ -184,6 +195,7 @@ requests = st.builds(
     cancelled_at=maybe_instants,
     timers=st.dictionaries(st.sampled_from(list(vocabulary.TimerKind)), instants, max_size=3),
     breaches_reported=st.sets(st.sampled_from(list(vocabulary.Sla))),
+    timers_caught_up=st.sets(st.sampled_from(list(vocabulary.TimerKind))),
 )
 
 

@@ -273,7 +273,9 @@ def test_request_ledger_order_and_events_round_trip_through_json():
     events += case.ship(1800)
     events += case.sign(T)
     round_trip(case.get())
-    events += case.fire("inspection_grace", now=T + 30 * H)
+    events += case.fire("inspection_grace", now=T + 30 * H)  # late: set again
+    round_trip(case.get())
+    events += case.fire("inspection_grace", now=T + 31 * H)
     round_trip(case.get())
     assert case.get().refund is not None
     for event in events:
@@ -356,3 +358,109 @@ def test_a_late_signature_without_its_inspection_is_refunded_after_the_grace():
     case.sign(T, now=now)
     events = case.fire("inspection_grace", now=now + CATCH_UP_GRACE)
     assert [due.due_by for due in only(events, RefundDue)] == [T + 24 * H]
+
+
+# --- catch-up: timers that fire long after their due time (an outage, a scheduler behind) ---
+# On a restart the scheduler fires what fell due meanwhile at once, before the consumer has
+# read the records of the outage: a timer more than the grace late is set again for a grace
+# from now and judged then, once.
+
+LATE = 2 * H  # how long after its due time the timer fires
+
+
+def test_an_evidence_wait_timer_fired_late_waits_a_grace_for_the_photos_behind_it():
+    case = Case(order())
+    case.submit(reason="quality_issue", requested_at=SOON)
+    now = SOON + 72 * H + LATE
+    assert case.fire("evidence_wait", now=now) == [
+        TimerSet(TimerKind.EVIDENCE_WAIT, now + CATCH_UP_GRACE)
+    ]
+    assert case.get().status == ReturnStatus.PENDING
+    # the photos sent in time, processed after the timer fired
+    events = case.evidence(["u.jpg"], now=now + timedelta(seconds=3))
+    assert decided(events).status == ReturnStatus.APPROVED
+    assert kinds(events, TimerCancelled) == [TimerKind.EVIDENCE_WAIT]
+    assert case.get().timers == {}
+
+
+def test_an_evidence_wait_set_again_is_judged_when_it_fires_however_late():
+    case = Case(order())
+    case.submit(reason="quality_issue", requested_at=SOON)
+    now = SOON + 72 * H + LATE
+    case.fire("evidence_wait", now=now)
+    event = decided(case.fire("evidence_wait", now=now + CATCH_UP_GRACE + LATE))  # once only
+    assert (event.status, event.rule) == (ReturnStatus.REJECTED, Rule.EVIDENCE_MISSING)
+    assert "72" in event.message
+
+
+def test_an_order_wait_timer_fired_late_waits_a_grace_for_the_order_behind_it():
+    case = Case(None)
+    case.submit(requested_at=SOON)
+    now = SOON + 48 * H + LATE
+    assert case.fire("signature_wait", now=now) == [
+        TimerSet(TimerKind.SIGNATURE_WAIT, now + CATCH_UP_GRACE)
+    ]
+    case.order = order()  # the order.paid in the backlog
+    approved = decided(case.reassess(now=now + timedelta(seconds=3)))
+    assert (approved.status, approved.rule) == (ReturnStatus.APPROVED, Rule.ELIGIBLE)
+    never = Case(None)
+    never.submit(requested_at=SOON)
+    never.fire("signature_wait", now=now)
+    fired = decided(never.fire("signature_wait", now=now + CATCH_UP_GRACE))
+    assert (fired.status, fired.rule) == (ReturnStatus.REJECTED, Rule.UNKNOWN_ORDER)
+
+
+def test_a_delivery_wait_timer_fired_late_waits_a_grace_for_the_signature_behind_it():
+    unsigned = order(signed_at=None)
+    case = Case(unsigned)
+    case.submit(requested_at=SOON)
+    now = SOON + 48 * H + LATE
+    assert case.fire("signature_wait", now=now) == [
+        TimerSet(TimerKind.SIGNATURE_WAIT, now + CATCH_UP_GRACE)
+    ]
+    case.order = unsigned.with_outbound_signature(SOON - H)
+    assert decided(case.reassess(now=now + timedelta(seconds=3))).rule == Rule.ELIGIBLE
+
+
+def test_an_inspection_grace_timer_fired_late_waits_for_the_failed_inspection_behind_it():
+    case = electronics_case()
+    case.sign(T)
+    now = T + 20 * H + LATE
+    assert case.fire("inspection_grace", now=now) == [
+        TimerSet(TimerKind.INSPECTION_GRACE, now + CATCH_UP_GRACE)
+    ]
+    events = case.inspect(False, T + 19 * H, now=now + timedelta(seconds=2))
+    assert decided(events).rule == Rule.INSPECTION_FAILED
+    assert only(events, RefundDue) == [] and case.ledger.settled_returns == []
+
+
+def test_an_inspection_grace_set_again_refunds_once_when_it_fires():
+    case = electronics_case()
+    case.sign(T)
+    now = T + 20 * H + LATE
+    case.fire("inspection_grace", now=now)
+    later = now + CATCH_UP_GRACE + LATE
+    (refund,) = only(case.fire("inspection_grace", now=later), RefundDue)
+    assert (refund.due_by, refund.requested_at) == (T + 24 * H, later)
+    assert case.get().status == ReturnStatus.COMPLETED
+
+
+def test_a_timer_that_fires_within_the_grace_after_its_due_time_judges_at_once():
+    case = Case(order())
+    case.submit(reason="quality_issue", requested_at=SOON)
+    now = SOON + 72 * H + CATCH_UP_GRACE  # a scheduler a little behind
+    assert decided(case.fire("evidence_wait", now=now)).rule == Rule.EVIDENCE_MISSING
+    grace = electronics_case()
+    grace.sign(T)
+    assert only(grace.fire("inspection_grace", now=T + 20 * H + CATCH_UP_GRACE), RefundDue)
+
+
+def test_a_late_timer_set_again_round_trips_and_a_decision_forgets_it():
+    case = Case(None)
+    case.submit(requested_at=SOON)
+    now = SOON + 48 * H + LATE
+    case.fire("signature_wait", now=now)
+    round_trip(case.get())
+    case.order = order()
+    case.reassess(now=now + timedelta(seconds=3))
+    assert case.get().timers == {} and case.get().timers_caught_up == set()
