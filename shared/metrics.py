@@ -104,6 +104,12 @@ DECISIONS = Counter(
     "Case decisions by event type and rule.",
     ["service", "type", "rule"],
 )
+PARCELS_OF_CLOSED_RETURNS = Counter(
+    "aftersales_return_parcels_of_closed_cases_total",
+    "Returned parcels the warehouse signed for after their case closed without a refund "
+    "(cancelled or rejected): the merchant holds goods no rule refunds or sends back.",
+    ["service", "status"],
+)
 REFUNDS = Counter("aftersales_refunds_total", "Refunds issued.", ["service", "case_type"])
 REFUND_AMOUNT = Counter(
     "aftersales_refund_amount_minor_total",

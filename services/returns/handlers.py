@@ -10,6 +10,7 @@ from datetime import datetime
 from services.returns.domain.events import (
     Decided,
     DomainEvent,
+    ParcelOfClosedCase,
     RefundDue,
     ReshipmentDue,
     SlaBreached,
@@ -39,6 +40,7 @@ from shared.messaging.context import EventHandler, HandlerContext, RepositoryHan
 from shared.messaging.effects import (
     Breach,
     CancelTimer,
+    Count,
     Effect,
     Emit,
     SetTimer,
@@ -414,9 +416,23 @@ def _breached(event: SlaBreached, scope: _Scope, index: int) -> list[Effect]:
     ]
 
 
+def _parcel_of_closed_case(event: ParcelOfClosedCase, scope: _Scope, index: int) -> list[Effect]:
+    log.warning(
+        "returned parcel signed for after its case closed; the merchant holds the goods",
+        extra={
+            "return_id": scope.request.return_id,
+            "order_id": scope.request.order_id,
+            "status": str(event.status),
+        },
+    )
+    counter = metrics.labelled(metrics.PARCELS_OF_CLOSED_RETURNS, SERVICE, str(event.status))
+    return [Count(counter)]
+
+
 TRANSLATIONS: Translations[_Scope] = Translations(
     {
         Decided: _decided,
+        ParcelOfClosedCase: _parcel_of_closed_case,
         TimerSet: _timer_set,
         TimerCancelled: _timer_cancelled,
         RefundDue: _refund,

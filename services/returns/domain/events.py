@@ -208,11 +208,45 @@ class SlaBreached:
         )
 
 
-DomainEvent = Decided | TimerSet | TimerCancelled | RefundDue | ReshipmentDue | SlaBreached
+@dataclass(frozen=True)
+class ParcelOfClosedCase:
+    """The warehouse signed for the returned parcel of a case that closed without a refund
+    (cancelled, or rejected): the merchant holds goods no rule refunds or sends back, so a
+    person must (the buyer shipped before cancelling, or despite a rejection)."""
+
+    name: ClassVar[str] = "parcel_of_closed_case"
+
+    status: ReturnStatus
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"status": self.status.value}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ParcelOfClosedCase:
+        return cls(status=ReturnStatus(data["status"]))
+
+
+DomainEvent = (
+    Decided
+    | TimerSet
+    | TimerCancelled
+    | RefundDue
+    | ReshipmentDue
+    | SlaBreached
+    | ParcelOfClosedCase
+)
 
 _BY_NAME: dict[str, type[DomainEvent]] = {
     cls.name: cls
-    for cls in (Decided, TimerSet, TimerCancelled, RefundDue, ReshipmentDue, SlaBreached)
+    for cls in (
+        Decided,
+        TimerSet,
+        TimerCancelled,
+        RefundDue,
+        ReshipmentDue,
+        SlaBreached,
+        ParcelOfClosedCase,
+    )
 }
 
 

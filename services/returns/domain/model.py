@@ -24,6 +24,7 @@ from services.returns.domain.eligibility import Assessment, assess
 from services.returns.domain.events import (
     Decided,
     DomainEvent,
+    ParcelOfClosedCase,
 )
 from services.returns.domain.messages import compose
 from services.returns.domain.order_returns import OrderReturns
@@ -285,13 +286,17 @@ class ReturnRequest(Decisions, Stored):
 
         Only an approved return owes a refund: one still undecided (waiting for evidence, in
         review) sets no refund deadline timer. If it is approved after the deadline, the refund
-        it then issues reports the breach (`_complete`); a rejection owes nothing.
+        it then issues reports the breach (`_complete`); a rejection owes nothing. A parcel of
+        a case already cancelled or rejected is goods the merchant holds that no rule refunds
+        or sends back: it is reported for a person (`ParcelOfClosedCase`).
         """
         require_aware(signed_at, "signed_at")
         if self.return_signed_at is not None:
             return []
         self.return_signed_at = signed_at
         self.refund_due_by = refund_due_by(signed_at, policy)
+        if self.status in (ReturnStatus.CANCELLED, ReturnStatus.REJECTED):
+            return [ParcelOfClosedCase(self.status)]
         if not self.is_requested or self.is_final:
             return []
         if self.status == ReturnStatus.APPROVED:

@@ -10,6 +10,7 @@ import pytest
 
 from services.returns.domain.events import (
     Decided,
+    ParcelOfClosedCase,
     RefundDue,
     ReshipmentDue,
     SlaBreached,
@@ -59,7 +60,8 @@ def test_a_request_for_another_buyers_order_is_rejected_as_an_unknown_order():
     assert "账户" in event.message and "account" in event.message_en
     assert "48" not in event.message + event.message_en  # no wait was involved
     assert only(events, TimerSet) == [] and case.ledger.reserved == {}
-    assert case.sign(T) == [] and case.ledger.settled_returns == []
+    assert case.sign(T) == [ParcelOfClosedCase(ReturnStatus.REJECTED)]
+    assert case.ledger.settled_returns == []
     assert decided(case.submit("r2")).status == ReturnStatus.APPROVED  # the buyer's own
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from services.returns.domain.events import (
     Decided,
+    ParcelOfClosedCase,
     RefundDue,
     ReshipmentDue,
     TimerCancelled,
@@ -153,8 +154,27 @@ def test_cancel_an_approved_request_releases_its_units():
     assert case.ledger.reserved == {"r1": {"l1": 1}}
     case.cancel(SOON + H)
     assert case.ledger.reserved == {}
-    assert case.sign(T) == []
+    assert case.sign(T) == [ParcelOfClosedCase(ReturnStatus.CANCELLED)]
     assert decided(case.submit("r2")).rule == Rule.ELIGIBLE
+
+
+def test_a_parcel_signed_for_after_its_case_closed_without_a_refund_is_reported():
+    """The buyer shipped before cancelling, or despite a rejection: the merchant holds goods
+    no rule refunds or sends back; a person must. Once, and nothing else happens."""
+    cancelled = Case(order())
+    cancelled.submit()
+    cancelled.cancel(SOON + H)
+    events = cancelled.sign(T)
+    assert events == [ParcelOfClosedCase(ReturnStatus.CANCELLED)]
+    assert event_from_dict(json.loads(json.dumps(event_to_dict(events[0])))) == events[0]
+    assert cancelled.sign(T + H) == []
+    rejected = Case(order())
+    rejected.submit(condition=["soiled_or_damaged"])
+    assert rejected.sign(T) == [ParcelOfClosedCase(ReturnStatus.REJECTED)]
+    assert rejected.get().status == ReturnStatus.REJECTED
+    completed = Case(order())
+    completed.refund()
+    assert completed.sign(T + 2 * H) == []
 
 
 def test_cancel_after_completion_or_rejection_has_no_effect():
