@@ -150,7 +150,7 @@ class ShopOrder(Stored):
         self.ship_by = facts.ship_by(policy)
         if self._settled_at() is not None:
             return self._judge(policy, now)
-        return self._set_timer(TimerKind.LATE_SHIPMENT, judge_at(self.ship_by, now))
+        return self._set_timer(TimerKind.LATE_SHIPMENT, self._check_at(now))
 
     def record_shipped(
         self, shipped_at: datetime, policy: ComplaintsPolicy, now: datetime
@@ -177,14 +177,20 @@ class ShopOrder(Stored):
     ) -> list[DomainEvent]:
         """The ship-by timer fired: the penalty, unless a shipment or cancellation is known.
 
-        The timer is due at the ship-by instant, or a grace after order.paid was processed if
-        that instant had passed by then (`shared.catchup.judge_at`); the penalty is owed from
-        the ship-by.
+        The timer is due `CATCH_UP_GRACE` after the ship-by instant, not at it: an
+        order.shipped dated by the ship-by is on its way through the platform when that
+        instant passes (the shop's system, the broker, this consumer: milliseconds to
+        minutes), the timer does not wait for it, and a penalty cannot be taken back. Lateness
+        is still judged by `shipped_at` / `cancelled_at` against the ship-by, and the penalty is
+        owed from the ship-by (due ship-by + 24 h). An order.paid learnt of after its ship-by
+        is judged a grace after it was processed (`_check_at`).
 
-        A timer at the ship-by instant that fires more than that grace after it (the service
-        was down or its scheduler behind) is a deadline learnt of late: the order.shipped that
-        met it may be in the consumer's backlog, and a penalty cannot be taken back, so it is
-        judged a grace from now instead, once (the timer set again is not at the ship-by).
+        A timer at ship-by + grace that fires more than a grace late (the service was down or
+        its scheduler behind: on a restart the scheduler fires before the consumer has read
+        the backlog) is a deadline learnt of late: it is set again for a grace from now and
+        judged then, once (the timer set again is not at ship-by + grace, so it is judged
+        whenever it fires). A timer at the ship-by instant itself was set before the grace
+        existed: it is moved to ship-by + grace, or a grace from now when that has passed.
 
         A timer the order no longer has (or with another due time) is stale: no effect.
         """
@@ -197,8 +203,11 @@ class ShopOrder(Stored):
         if self._settled_at() is not None:
             return self._judge(policy, now)
         assert self.ship_by is not None
-        if due_at == self.ship_by and now - due_at > CATCH_UP_GRACE:
-            return self._set_timer(TimerKind.LATE_SHIPMENT, judge_at(due_at, now))
+        if due_at == self.ship_by:
+            moved = judge_at(self.ship_by + CATCH_UP_GRACE, now)
+            return self._set_timer(TimerKind.LATE_SHIPMENT, moved)
+        if due_at == self.ship_by + CATCH_UP_GRACE and now - due_at > CATCH_UP_GRACE:
+            return self._set_timer(TimerKind.LATE_SHIPMENT, now + CATCH_UP_GRACE)
         return self.issue_late_penalty(policy, now, owed_at=self.ship_by, cause="timer")
 
     def issue_late_penalty(
@@ -291,6 +300,13 @@ class ShopOrder(Stored):
             return self._cancel_timers()
         cause = "shipped" if settled == self.shipped_at else "cancelled"
         return self.issue_late_penalty(policy, now, owed_at=self.ship_by, cause=cause)
+
+    def _check_at(self, now: datetime) -> datetime:
+        """When the watch is judged, the order's facts known at `now`: a grace after the
+        ship-by instant, or a grace after `now` when that instant had passed by then (what
+        `shared.catchup.judge_at` gives for the ship-by, with no second grace on top)."""
+        assert self.ship_by is not None
+        return max(self.ship_by, now) + CATCH_UP_GRACE
 
     def _set_timer(self, kind: TimerKind, due_at: datetime) -> list[DomainEvent]:
         return [TimerSet(kind, due_at)] if set_timer(self.timers, kind, due_at) else []

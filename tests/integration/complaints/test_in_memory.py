@@ -9,6 +9,7 @@ from typing import Any
 
 from aftersales_dev.events import unique
 from services.complaints.memory import in_memory
+from shared.catchup import CATCH_UP_GRACE
 from shared.clock import ManualClock
 from shared.policy import Policy
 from tests.in_memory import as_json, play
@@ -46,7 +47,7 @@ def history(buyer: str, late: str, order: str) -> list[tuple[datetime, dict[str,
         (T0 + 5 * H, resolved(quality, order, at=T0 + 5 * H)),
         (T0 + 6 * H, resolved(wrong, order, at=T0 + 6 * H)),
         (T0 + 8 * H, None),  # a deadline of the reopened complaint
-        (T0 + 24 * H, None),  # the late order's 72 h
+        (T0 + 24 * H + CATCH_UP_GRACE, None),  # the late order's 72 h, and the grace
     ]
 
 

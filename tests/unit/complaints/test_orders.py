@@ -25,6 +25,7 @@ from . import DAY, LATE, POLICY, T0, H, facts, one, only, policy
 
 PAID = T0
 SHIP_BY = PAID + 72 * H
+CHECK = SHIP_BY + CATCH_UP_GRACE  # the timer: a grace after the ship-by, for the shipment
 TIMER = TimerKind.LATE_SHIPMENT.value
 
 
@@ -36,23 +37,23 @@ def paid(order_facts: OrderFacts | None = None, *, rules=POLICY) -> tuple[ShopOr
 
 def test_order_paid_sets_the_timer_72_hours_after_payment() -> None:
     order, events = paid()
-    assert events == [TimerSet(TimerKind.LATE_SHIPMENT, SHIP_BY)]
+    assert events == [TimerSet(TimerKind.LATE_SHIPMENT, SHIP_BY + CATCH_UP_GRACE)]
     assert order.ship_by == SHIP_BY
 
 
 def test_a_presale_date_replaces_the_72_hours() -> None:
     later = PAID + 10 * DAY
     _order, events = paid(facts(20000, paid_at=PAID, presale_ship_by=later))
-    assert events == [TimerSet(TimerKind.LATE_SHIPMENT, later)]
+    assert events == [TimerSet(TimerKind.LATE_SHIPMENT, later + CATCH_UP_GRACE)]
     earlier = PAID + DAY  # even when it is sooner
     _order, events = paid(facts(20000, paid_at=PAID, presale_ship_by=earlier))
-    assert events == [TimerSet(TimerKind.LATE_SHIPMENT, earlier)]
+    assert events == [TimerSet(TimerKind.LATE_SHIPMENT, earlier + CATCH_UP_GRACE)]
 
 
 def test_the_hours_follow_the_policy() -> None:
     rules = policy(late_shipment_hours=48)
     _order, events = paid(rules=rules)
-    assert events == [TimerSet(TimerKind.LATE_SHIPMENT, PAID + 48 * H)]
+    assert events == [TimerSet(TimerKind.LATE_SHIPMENT, PAID + 48 * H + CATCH_UP_GRACE)]
 
 
 def test_a_repeated_order_paid_has_no_effect() -> None:
@@ -67,7 +68,7 @@ def test_shipped_in_time_cancels_the_timer() -> None:
         TimerCancelled(TimerKind.LATE_SHIPMENT)
     ]  # exactly at the deadline is in time
     assert order.timers == {}
-    assert order.on_timer(TIMER, SHIP_BY, POLICY, SHIP_BY) == []  # the row fires anyway
+    assert order.on_timer(TIMER, CHECK, POLICY, CHECK) == []  # the row fires anyway
 
 
 def test_cancelled_in_time_cancels_the_timer() -> None:
@@ -80,8 +81,8 @@ def test_cancelled_in_time_cancels_the_timer() -> None:
 
 def test_the_timer_issues_5_percent_once_with_an_apology() -> None:
     order, _ = paid(facts(20000, paid_at=PAID))
-    now = SHIP_BY + timedelta(seconds=2)
-    events = order.on_timer(TIMER, SHIP_BY, POLICY, now)
+    now = CHECK + timedelta(seconds=2)
+    events = order.on_timer(TIMER, CHECK, POLICY, now)
     refund = one(events, RefundDue)
     assert refund.case == LATE
     assert refund.amount == 1000
@@ -100,14 +101,14 @@ def test_the_timer_issues_5_percent_once_with_an_apology() -> None:
     }
     assert not only(events, SlaBreached)
     assert order.late_penalty is not None and order.late_penalty.cause == "timer"
-    assert order.on_timer(TIMER, SHIP_BY, POLICY, now) == []  # once
+    assert order.on_timer(TIMER, CHECK, POLICY, now) == []  # once
     assert order.issue_late_penalty(POLICY, now, owed_at=now, cause="again") == []
 
 
 @pytest.mark.parametrize(("goods", "amount"), [(59999, 2999), (60000, 3000), (80000, 3000)])
 def test_the_late_shipment_refund_is_capped_at_3000(goods: int, amount: int) -> None:
     order, _ = paid(facts(goods, paid_at=PAID))
-    assert one(order.on_timer(TIMER, SHIP_BY, POLICY, SHIP_BY), RefundDue).amount == amount
+    assert one(order.on_timer(TIMER, CHECK, POLICY, CHECK), RefundDue).amount == amount
 
 
 def test_a_presale_order_is_late_after_its_presale_date() -> None:
@@ -117,7 +118,8 @@ def test_a_presale_order_is_late_after_its_presale_date() -> None:
         TimerCancelled(TimerKind.LATE_SHIPMENT)
     ]  # after 72 hours but before the presale date: in time
     order, _ = paid(facts(20000, paid_at=PAID, presale_ship_by=presale))
-    assert one(order.on_timer(TIMER, presale, POLICY, presale), RefundDue).amount == 1000
+    check = presale + CATCH_UP_GRACE
+    assert one(order.on_timer(TIMER, check, POLICY, check), RefundDue).amount == 1000
 
 
 def test_a_late_shipment_seen_before_the_timer_fired_is_late_too() -> None:
@@ -138,8 +140,9 @@ def test_a_cancellation_after_the_deadline_does_not_undo_the_lateness() -> None:
 
 def test_a_shipment_reported_after_the_timer_fired_cannot_claw_back() -> None:
     order, _ = paid()
-    assert only(order.on_timer(TIMER, SHIP_BY, POLICY, SHIP_BY), RefundDue)
-    # order.shipped arrives late, saying it shipped before the deadline: the penalty stands
+    assert only(order.on_timer(TIMER, CHECK, POLICY, CHECK), RefundDue)
+    # order.shipped arrives later than the grace (delayed in transit), saying it shipped before
+    # the deadline: the penalty stands
     assert order.record_shipped(SHIP_BY - H, POLICY, SHIP_BY + H) == []
     assert order.late_penalty is not None
 
@@ -148,7 +151,7 @@ def test_a_timer_that_fires_after_an_outage_still_requests_the_refund() -> None:
     order, _ = paid()
     now = SHIP_BY + 2 * DAY
     # fired long after its due time: judged after the catch-up grace (see the next test)
-    assert order.on_timer(TIMER, SHIP_BY, POLICY, now) == [
+    assert order.on_timer(TIMER, CHECK, POLICY, now) == [
         TimerSet(TimerKind.LATE_SHIPMENT, now + CATCH_UP_GRACE)
     ]
     later = now + CATCH_UP_GRACE
@@ -168,7 +171,7 @@ def test_a_timer_that_fires_after_an_outage_waits_for_the_shipment_behind_it() -
     # the timer at once, while the order.shipped dated in time is still in the backlog.
     order, _ = paid()
     now = SHIP_BY + 2 * H
-    assert order.on_timer(TIMER, SHIP_BY, POLICY, now) == [
+    assert order.on_timer(TIMER, CHECK, POLICY, now) == [
         TimerSet(TimerKind.LATE_SHIPMENT, now + CATCH_UP_GRACE)
     ]
     assert order.record_shipped(SHIP_BY - H, POLICY, now + timedelta(seconds=3)) == [
@@ -180,8 +183,56 @@ def test_a_timer_that_fires_after_an_outage_waits_for_the_shipment_behind_it() -
 
 def test_a_timer_that_fires_within_the_grace_after_its_due_time_judges_at_once() -> None:
     order, _ = paid()
-    now = SHIP_BY + CATCH_UP_GRACE  # a scheduler a little behind
-    assert one(order.on_timer(TIMER, SHIP_BY, POLICY, now), RefundDue).amount == 1000
+    now = CHECK + CATCH_UP_GRACE  # a scheduler a little behind: no second grace
+    assert one(order.on_timer(TIMER, CHECK, POLICY, now), RefundDue).amount == 1000
+
+
+def test_an_order_shipped_by_its_ship_by_is_not_penalised_for_the_platforms_latency() -> None:
+    # The shop ships at the ship-by instant; its order.shipped reaches this service a few
+    # seconds later (the shop's system, the broker, the consumer). The timer does not wait
+    # for it: it is due a grace after the ship-by, so the shipment is read first.
+    order, events = paid()
+    assert events == [TimerSet(TimerKind.LATE_SHIPMENT, SHIP_BY + CATCH_UP_GRACE)]
+    assert order.on_timer(TIMER, SHIP_BY, POLICY, SHIP_BY + timedelta(seconds=1)) == []
+    assert order.record_shipped(SHIP_BY, POLICY, SHIP_BY + timedelta(seconds=3)) == [
+        TimerCancelled(TimerKind.LATE_SHIPMENT)
+    ]
+    assert order.on_timer(TIMER, CHECK, POLICY, CHECK) == []
+    assert order.late_penalty is None
+
+
+def test_an_order_not_shipped_owes_the_penalty_from_its_ship_by_found_a_grace_later() -> None:
+    order, _ = paid()
+    # shipped a second after the ship-by, read before the timer fired: late by its date
+    assert one(order.record_shipped(SHIP_BY + timedelta(seconds=1), POLICY, CHECK), RefundDue)
+    never, _ = paid()
+    events = never.on_timer(TIMER, CHECK, POLICY, CHECK)
+    refund = one(events, RefundDue)
+    assert (refund.due_by, refund.requested_at) == (SHIP_BY + 24 * H, CHECK)
+    assert never.late_penalty is not None and never.late_penalty.owed_at == SHIP_BY
+
+
+def test_a_timer_at_the_ship_by_itself_set_before_the_grace_is_moved_to_it() -> None:
+    # An order stored with its timer at the ship-by instant (as it was set before the grace).
+    order, _ = paid()
+    order.timers[TimerKind.LATE_SHIPMENT] = SHIP_BY
+    on_time = SHIP_BY + timedelta(seconds=1)
+    assert order.on_timer(TIMER, SHIP_BY, POLICY, on_time) == [
+        TimerSet(TimerKind.LATE_SHIPMENT, CHECK)
+    ]
+    assert order.record_shipped(SHIP_BY, POLICY, on_time) == [
+        TimerCancelled(TimerKind.LATE_SHIPMENT)
+    ]
+    assert order.late_penalty is None
+    # fired after an outage: a grace from now, then judged
+    order, _ = paid()
+    order.timers[TimerKind.LATE_SHIPMENT] = SHIP_BY
+    now = SHIP_BY + 2 * H
+    assert order.on_timer(TIMER, SHIP_BY, POLICY, now) == [
+        TimerSet(TimerKind.LATE_SHIPMENT, now + CATCH_UP_GRACE)
+    ]
+    later = now + CATCH_UP_GRACE
+    assert one(order.on_timer(TIMER, later, POLICY, later + H), RefundDue).amount == 1000
 
 
 def test_shipment_or_cancellation_before_order_paid_is_judged_when_it_arrives() -> None:
@@ -199,13 +250,13 @@ def test_shipment_or_cancellation_before_order_paid_is_judged_when_it_arrives() 
 def test_a_stale_or_unknown_timer_has_no_effect() -> None:
     order, _ = paid()
     assert order.on_timer(TIMER, SHIP_BY - H, POLICY, SHIP_BY) == []
-    assert ShopOrder.new("o2").on_timer(TIMER, SHIP_BY, POLICY, SHIP_BY) == []
+    assert ShopOrder.new("o2").on_timer(TIMER, CHECK, POLICY, CHECK) == []
     assert order.late_penalty is None
 
 
 def test_a_free_order_gets_an_apology_but_no_refund_of_zero() -> None:
     order, _ = paid(facts(0, paid_at=PAID))
-    events = order.on_timer(TIMER, SHIP_BY, POLICY, SHIP_BY)
+    events = order.on_timer(TIMER, CHECK, POLICY, CHECK)
     assert not only(events, RefundDue)
     assert "amount" not in one(events, Notify).params  # no "refunded 0.00"
 
