@@ -41,7 +41,7 @@ from services.complaints.domain.rules import (
     resolution_hours,
     sla_deadlines,
 )
-from shared.catchup import judge_at
+from shared.catchup import CATCH_UP_GRACE, judge_at
 from shared.clock import instant_to_json, require_aware
 from shared.documents import DocumentType, Stored, require_aware_fields
 from shared.policy import ComplaintsPolicy
@@ -155,11 +155,10 @@ class Complaint(Compensating, Stored):
         self.acknowledged_at = now
         events = [self._acknowledgement(policy)]
         if self.responded_at is None:
-            due = judge_at(deadlines.first_response, now)
-            events += self._set_timer(TimerKind.FIRST_RESPONSE, due)
+            events += self._sla_timer(TimerKind.FIRST_RESPONSE, deadlines.first_response, now)
         else:
             events += self._lateness(now)
-        events += self._set_timer(TimerKind.RESOLUTION, judge_at(deadlines.resolution, now))
+        events += self._sla_timer(TimerKind.RESOLUTION, deadlines.resolution, now)
         return events
 
     def respond(self, agent_id: str, responded_at: datetime, now: datetime) -> list[DomainEvent]:
@@ -219,9 +218,19 @@ class Complaint(Compensating, Stored):
     ) -> list[DomainEvent]:
         """An SLA timer fired: breach and escalate, unless the deadline was met meanwhile.
 
+        The timer is due `CATCH_UP_GRACE` after its deadline (`_sla_timer`), so a response or
+        resolution dated in time that is still on its way through the platform is read first;
+        one dated after the deadline breaches when it is read (`_lateness`), timer or not. The
+        breach and the escalation name the SLA deadline, not the timer's due time.
+
+        A timer at deadline + grace that fires more than a grace late (the service was down or
+        its scheduler behind: on a restart the scheduler fires before the consumer has read the
+        responses and resolutions of the outage) is set again for a grace from now and judged
+        then, once (the timer set again is not at deadline + grace). A timer at the deadline
+        itself was set before the grace existed: it is moved to deadline + grace, or a grace
+        from now when that has passed.
+
         A timer the complaint no longer has (or with another due time) is stale: no effect.
-        The breach and the escalation name the SLA deadline, which the timer's due time is
-        later than when the complaint was learnt of after it (`shared.catchup.judge_at`).
         """
         timer = TimerKind(kind)
         if self.timers.get(timer) != due_at:
@@ -244,6 +253,10 @@ class Complaint(Compensating, Stored):
         else:
             raise ValueError(f"complaint timers have no kind {kind!r}")
         assert deadline is not None
+        if due_at == deadline:
+            return self._set_timer(timer, judge_at(deadline + CATCH_UP_GRACE, now))
+        if due_at == deadline + CATCH_UP_GRACE and now - due_at > CATCH_UP_GRACE:
+            return self._set_timer(timer, now + CATCH_UP_GRACE)
         events = self._overdue(sla, reason, deadline, now)
         if self.round not in self.buyer_told_escalated:
             self.buyer_told_escalated.add(self.round)
@@ -290,7 +303,7 @@ class Complaint(Compensating, Stored):
         self.reopened_at = now
         hours = resolution_hours(self._category(), policy)
         self.resolution_due = now + timedelta(hours=hours)
-        events = self._set_timer(TimerKind.RESOLUTION, self.resolution_due)
+        events = self._sla_timer(TimerKind.RESOLUTION, self.resolution_due, now)
         events += self._escalate(
             EscalationReason.LOW_SATISFACTION,
             self.resolution_due,
@@ -397,6 +410,12 @@ class Complaint(Compensating, Stored):
             params["resolve_within_hours"] = resolution_hours(category, policy)
             params["resolve_by"] = instant_to_json(self.resolution_due) or ""
         return Notify(template=Template.ACKNOWLEDGED, case=self.case, params=params, urgent=True)
+
+    def _sla_timer(self, kind: TimerKind, deadline: datetime, now: datetime) -> list[DomainEvent]:
+        """The timer of an SLA deadline, learnt of at `now`: a grace after the deadline, or a
+        grace after `now` when the deadline had passed by then (what `shared.catchup.judge_at`
+        gives for the deadline, with no second grace on top)."""
+        return self._set_timer(kind, max(deadline, now) + CATCH_UP_GRACE)
 
     def _set_timer(self, kind: TimerKind, due_at: datetime) -> list[DomainEvent]:
         return [TimerSet(kind, due_at)] if set_timer(self.timers, kind, due_at) else []

@@ -462,3 +462,66 @@ async def test_the_late_shipment_timer_fires_after_a_restart(
     assert refund["amount"] == 1500  # 5 % of 30000
     assert not outputs.of(in_time, "refund.requested")
     assert not outputs.of(shipped_while_down, "refund.requested")
+
+
+async def test_sla_timers_that_fire_after_a_restart_wait_for_the_answers_in_the_backlog(
+    shop: Shop,
+    outputs: Outputs,
+    complaints_service: Service,
+    service_clock: ManualClock,
+    complaints_engine: AsyncEngine,
+) -> None:
+    now = service_clock.now()
+    c = unique("C")
+    (answered, ka), (ignored, ki) = (unique("O"), unique("K")), (unique("O"), unique("K"))
+    opened_at = now - H  # both deadlines (2 h) an hour from now
+    await shop.publish(
+        order_paid(answered, c),
+        order_paid(ignored, c),
+        opened(ka, answered, c, "other", at=opened_at),
+        opened(ki, ignored, c, "other", at=opened_at),
+    )
+    await outputs.note(answered, "complaint.acknowledged")
+    await outputs.note(ignored, "complaint.acknowledged")
+
+    async def timers(*wanted: tuple[str, str, datetime]) -> bool:
+        async with complaints_engine.connect() as conn:
+            rows = await conn.execute(
+                text(
+                    "SELECT ref, kind, due_at FROM complaints.timers"
+                    " WHERE ref IN (:a, :b) AND cancelled_at IS NULL AND fired_at IS NULL"
+                ),
+                {"a": ka, "b": ki},
+            )
+            found = {(row.ref, row.kind, row.due_at) for row in rows}
+        return all(want in found for want in wanted)
+
+    due = opened_at + 2 * H + CATCH_UP_GRACE  # a grace after the deadlines
+    sla = ("complaint_first_response", "complaint_resolution")
+    await eventually(
+        lambda: timers(*[(k, kind, due) for k in (ka, ki) for kind in sla]), what="the SLA timers"
+    )
+
+    await complaints_service.stop()
+    # resolved in time while the service was down: in its backlog when it starts again
+    await shop.publish(resolved(ka, answered, at=opened_at + 90 * MIN, outcome="not_upheld"))
+    service_clock.advance(2 * H)
+    await complaints_service.start()
+
+    # The timers fire at once, long after their due times: judged a grace later, so the
+    # resolution in the backlog is read first.
+    again = now + 2 * H + CATCH_UP_GRACE
+    await eventually(
+        lambda: timers(*[(ki, kind, again) for kind in sla]), what="the timers set again"
+    )
+    service_clock.advance(CATCH_UP_GRACE)
+
+    breaches = await outputs.wait(ignored, "sla.breached", count=2)
+    assert {b.data["sla"]: at(b.data["due_at"]) for b in breaches} == {
+        "complaint_first_response": opened_at + 2 * H,
+        "complaint_resolution": opened_at + 2 * H,
+    }
+    await outputs.wait(ignored, "complaint.escalated", count=2)
+    await asyncio.sleep(0.3)
+    assert not outputs.of(answered, "sla.breached")
+    assert not outputs.of(answered, "complaint.escalated")

@@ -40,13 +40,16 @@ def history(buyer: str, late: str, order: str) -> list[tuple[datetime, dict[str,
         (T0 - H, satisfaction_low(buyer, [wrong], at=T0 - H)),
         (T0, opened(quality, order, buyer, "quality_issue", at=T0)),
         (T0 + H, opened(wrong, order, buyer, "wrong_item", at=T0 + H)),
-        (T0 + 2 * H, None),  # the quality complaint's first response is due
+        (T0 + 2 * H + CATCH_UP_GRACE, None),  # the quality complaint's first response is due
         (T0 + 3 * H, responded(quality, order, at=T0 + 3 * H)),  # late
-        (T0 + 3 * H, None),  # the wrong-item complaint's first response and resolution
+        (
+            T0 + 3 * H + CATCH_UP_GRACE,
+            None,
+        ),  # the wrong-item complaint's first response, resolution
         (T0 + 4 * H, responded(wrong, order, at=T0 + 4 * H)),
         (T0 + 5 * H, resolved(quality, order, at=T0 + 5 * H)),
         (T0 + 6 * H, resolved(wrong, order, at=T0 + 6 * H)),
-        (T0 + 8 * H, None),  # a deadline of the reopened complaint
+        (T0 + 8 * H + CATCH_UP_GRACE, None),  # a deadline of the reopened complaint
         (T0 + 24 * H + CATCH_UP_GRACE, None),  # the late order's 72 h, and the grace
     ]
 

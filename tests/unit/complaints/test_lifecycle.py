@@ -29,7 +29,10 @@ from shared.catchup import CATCH_UP_GRACE
 
 from . import COMPLAINT, DAY, POLICY, T0, Case, H, one, only
 
+MIN = timedelta(minutes=1)
+
 FR, RES = TimerKind.FIRST_RESPONSE, TimerKind.RESOLUTION
+G = CATCH_UP_GRACE  # an SLA timer is due a grace after its deadline
 
 
 def timers_set(events) -> dict[TimerKind, object]:
@@ -56,7 +59,7 @@ def test_opening_acknowledges_at_once_with_the_simple_deadlines() -> None:
         "answer_within_hours": 2,
         "answer_by": (T0 + 2 * H).isoformat(),
     }
-    assert timers_set(events) == {FR: T0 + 2 * H, RES: T0 + 2 * H}
+    assert timers_set(events) == {FR: T0 + 2 * H + G, RES: T0 + 2 * H + G}
     assert case.complaint.status == ComplaintStatus.OPEN
     assert case.complaint.acknowledged_at == T0 + timedelta(minutes=1)
 
@@ -69,7 +72,7 @@ def test_complex_categories_are_told_the_longer_deadline(category: str) -> None:
     assert ack.params["resolve_by"] == (T0 + 24 * H).isoformat()
     assert ack.params["answer_within_hours"] == 2
     assert ack.params["answer_by"] == (T0 + 2 * H).isoformat()
-    assert timers_set(events) == {FR: T0 + 2 * H, RES: T0 + 24 * H}
+    assert timers_set(events) == {FR: T0 + 2 * H + G, RES: T0 + 24 * H + G}
 
 
 def test_a_repeated_opening_has_no_effect() -> None:
@@ -94,7 +97,7 @@ def test_a_response_cancels_the_first_response_timer_only() -> None:
     events = case.respond(at=T0 + H)
     assert events == [TimerCancelled(FR)]
     assert case.complaint.status == ComplaintStatus.RESPONDED
-    assert case.complaint.timers == {RES: T0 + 24 * H}
+    assert case.complaint.timers == {RES: T0 + 24 * H + G}
     assert case.respond(at=T0 + 2 * H) == []  # the first response counts
 
 
@@ -117,10 +120,10 @@ def test_a_response_exactly_at_the_deadline_is_in_time() -> None:
 def test_first_response_timer_breaches_and_escalates_high() -> None:
     case = Case()
     case.open("quality_issue")
-    events = case.timer(FR.value, T0 + 2 * H, now=T0 + 2 * H + timedelta(seconds=3))
+    events = case.timer(FR.value, T0 + 2 * H + G, now=T0 + 2 * H + G + timedelta(seconds=3))
     breach = one(events, SlaBreached)
     assert (breach.sla, breach.due_at, breach.case) == (Sla.FIRST_RESPONSE, T0 + 2 * H, COMPLAINT)
-    assert breach.detected_at == T0 + 2 * H + timedelta(seconds=3)
+    assert breach.detected_at == T0 + 2 * H + G + timedelta(seconds=3)
     escalation = one(events, Escalated)
     assert escalation.reason == EscalationReason.FIRST_RESPONSE_OVERDUE
     assert escalation.priority == Priority.HIGH
@@ -132,14 +135,14 @@ def test_first_response_timer_breaches_and_escalates_high() -> None:
         "answer_by": (T0 + 24 * H).isoformat(),  # the resolution deadline still ahead
     }
     assert case.complaint.priority == Priority.HIGH
-    assert case.complaint.timers == {RES: T0 + 24 * H}
+    assert case.complaint.timers == {RES: T0 + 24 * H + G}
 
 
 def test_resolution_timer_breaches_and_escalates_urgent_telling_the_buyer_once() -> None:
     case = Case()
     case.open("wrong_item")  # both deadlines at T0 + 2 h
-    first = case.timer(FR.value, T0 + 2 * H)
-    second = case.timer(RES.value, T0 + 2 * H)
+    first = case.timer(FR.value, T0 + 2 * H + G)
+    second = case.timer(RES.value, T0 + 2 * H + G)
     assert one(second, SlaBreached).sla == Sla.RESOLUTION
     escalation = one(second, Escalated)
     assert (escalation.reason, escalation.priority) == (
@@ -150,6 +153,90 @@ def test_resolution_timer_breaches_and_escalates_urgent_telling_the_buyer_once()
     assert "answer_by" not in one(first, Notify).params  # no deadline ahead to promise
     assert templates(second) == []  # the buyer was told once
     assert case.complaint.priority == Priority.URGENT
+
+
+def test_an_answer_in_time_read_just_after_its_deadline_is_no_breach() -> None:
+    # The agent answers a second before the deadline; the event reaches this service a second
+    # after it. The timer, a grace after the deadline, finds the deadline met.
+    case = Case()
+    case.open("other")  # both deadlines at T0 + 2 h
+    second = timedelta(seconds=1)
+    assert case.timer(FR.value, T0 + 2 * H, now=T0 + 2 * H + second) == []  # no such timer
+    events = case.respond(at=T0 + 2 * H - second, now=T0 + 2 * H + second)
+    assert events == [TimerCancelled(FR)]
+    events = case.resolve("not_upheld", at=T0 + 2 * H, now=T0 + 2 * H + 2 * second)
+    assert not only(events, SlaBreached) and not only(events, Escalated)
+    assert case.timer(RES.value, T0 + 2 * H + G) == []
+    assert case.complaint.breaches == set() and case.complaint.escalations == set()
+
+
+def test_sla_timers_that_fire_after_an_outage_wait_for_the_answers_behind_them() -> None:
+    # The service was down across both deadlines: on its restart the scheduler fires the timers
+    # at once, while the response and the resolution dated in time are still in the backlog.
+    case = Case()
+    case.open("other")
+    restarted = T0 + 5 * H
+    assert case.timer(FR.value, T0 + 2 * H + G, now=restarted) == [TimerSet(FR, restarted + G)]
+    assert case.timer(RES.value, T0 + 2 * H + G, now=restarted) == [TimerSet(RES, restarted + G)]
+    assert case.respond(at=T0 + H, now=restarted + timedelta(seconds=2)) == [TimerCancelled(FR)]
+    events = case.resolve("not_upheld", at=T0 + 90 * MIN, now=restarted + timedelta(seconds=3))
+    assert events == [TimerCancelled(RES)]
+    assert case.timer(FR.value, restarted + G) == []
+    assert case.timer(RES.value, restarted + G) == []
+    assert case.complaint.breaches == set() and case.complaint.escalations == set()
+
+
+def test_an_answer_dated_after_its_deadline_in_the_backlog_still_breaches() -> None:
+    case = Case()
+    case.open("other")
+    restarted = T0 + 5 * H
+    case.timer(FR.value, T0 + 2 * H + G, now=restarted)
+    case.timer(RES.value, T0 + 2 * H + G, now=restarted)
+    events = case.respond(at=T0 + 3 * H, now=restarted + timedelta(seconds=2))
+    breach = one(events, SlaBreached)
+    assert (breach.sla, breach.due_at) == (Sla.FIRST_RESPONSE, T0 + 2 * H)
+    assert one(events, Escalated).reason == EscalationReason.FIRST_RESPONSE_OVERDUE
+    assert templates(events) == []  # the buyer has the answer
+    # no resolution in the backlog: the timer set again finds it missing, once
+    events = case.timer(RES.value, restarted + G)
+    breach = one(events, SlaBreached)
+    assert (breach.sla, breach.due_at, breach.detected_at) == (
+        Sla.RESOLUTION,
+        T0 + 2 * H,
+        restarted + G,
+    )
+    assert one(events, Escalated).reason == EscalationReason.RESOLUTION_OVERDUE
+
+
+def test_an_sla_timer_set_again_after_an_outage_is_judged_however_late_it_fires() -> None:
+    case = Case()
+    case.open("other")
+    restarted = T0 + 5 * H
+    case.timer(FR.value, T0 + 2 * H + G, now=restarted)
+    events = case.timer(FR.value, restarted + G, now=restarted + DAY)  # a scheduler far behind
+    assert one(events, SlaBreached).due_at == T0 + 2 * H
+    assert templates(events) == ["complaint.escalated"]
+
+
+def test_an_sla_timer_within_a_grace_of_its_due_time_judges_at_once() -> None:
+    case = Case()
+    case.open("other")
+    events = case.timer(FR.value, T0 + 2 * H + G, now=T0 + 2 * H + 2 * G)  # no second grace
+    assert one(events, SlaBreached).detected_at == T0 + 2 * H + 2 * G
+
+
+def test_an_sla_timer_at_its_deadline_set_before_the_grace_is_moved_to_it() -> None:
+    # A complaint stored with its timers at the deadlines themselves.
+    case = Case()
+    case.open("other")
+    case.complaint.timers = {FR: T0 + 2 * H, RES: T0 + 2 * H}
+    assert case.timer(FR.value, T0 + 2 * H, now=T0 + 2 * H + timedelta(seconds=1)) == [
+        TimerSet(FR, T0 + 2 * H + G)
+    ]
+    restarted = T0 + 5 * H  # fired after an outage: a grace from then
+    assert case.timer(RES.value, T0 + 2 * H, now=restarted) == [TimerSet(RES, restarted + G)]
+    assert one(case.timer(FR.value, T0 + 2 * H + G), SlaBreached).due_at == T0 + 2 * H
+    assert case.complaint.breaches == {"complaint_first_response@0"}
 
 
 def test_a_timer_after_its_deadline_was_met_or_moved_is_stale() -> None:
@@ -181,7 +268,7 @@ def test_a_late_response_that_beat_its_timer_breaches_and_escalates_once() -> No
 def test_a_late_resolution_without_response_breaches_both_slas_once() -> None:
     case = Case()
     case.open("other")
-    case.timer(FR.value, T0 + 2 * H)  # reported by the timer
+    case.timer(FR.value, T0 + 2 * H + G)  # reported by the timer
     events = case.resolve("not_upheld", at=T0 + 3 * H)
     assert [b.sla for b in only(events, SlaBreached)] == [Sla.RESOLUTION]
     assert [(e.reason, e.priority) for e in only(events, Escalated)] == [
@@ -256,7 +343,7 @@ def test_a_response_before_the_opening_is_applied_when_it_opens() -> None:
     assert case.respond(at=T0 + H) == []
     events = case.open("quality_issue", at=T0)
     assert templates(events) == ["complaint.acknowledged"]
-    assert timers_set(events) == {RES: T0 + 24 * H}
+    assert timers_set(events) == {RES: T0 + 24 * H + G}
     assert case.complaint.status == ComplaintStatus.RESPONDED
 
 
@@ -272,7 +359,7 @@ def test_a_low_score_reopens_with_priority_and_a_new_resolution_timer() -> None:
     assert case.complaint.status == ComplaintStatus.REOPENED
     assert case.complaint.round == 1
     assert case.complaint.priority == Priority.URGENT
-    assert timers_set(events) == {RES: reopened_at + 24 * H}
+    assert timers_set(events) == {RES: reopened_at + 24 * H + G}
     escalation = one(events, Escalated)
     assert escalation.reason == EscalationReason.LOW_SATISFACTION
     assert escalation.priority == Priority.URGENT
@@ -291,11 +378,11 @@ def test_a_low_score_reopens_with_priority_and_a_new_resolution_timer() -> None:
 def test_a_reopened_complaint_breaches_again_in_its_new_round() -> None:
     case = Case()
     case.open("other")
-    case.timer(RES.value, T0 + 2 * H)  # round 0 breach
+    case.timer(RES.value, T0 + 2 * H + G)  # round 0 breach
     case.resolve("not_upheld", at=T0 + 3 * H)
     reopened_at = T0 + DAY
     case.low_score(now=reopened_at)
-    events = case.timer(RES.value, reopened_at + 2 * H)
+    events = case.timer(RES.value, reopened_at + 2 * H + G)
     breach = one(events, SlaBreached)
     assert (breach.sla, breach.round) == (Sla.RESOLUTION, 1)
     assert one(events, Escalated).priority == Priority.URGENT

@@ -4,9 +4,10 @@ by a response or resolution dated after it).
 
 A history is an opening, maybe a response, maybe a resolution, in that order (one partition).
 Each is processed some lag after its date, never before the one ahead of it; timers fire when
-the clock passes them. The one thing lag may change is a response dated in time but processed
-after its deadline's timer fired: the platform's delay, not the agent's. Histories where that
-happens are left out; every other lag must give what processing on the dot gives.
+the clock passes them (a grace after their deadline). The one thing lag may change is a response
+dated in time but processed after its deadline's timer fired: the platform's delay, more than
+that grace, not the agent's. Histories where that happens are left out; every other lag must
+give what processing on the dot gives.
 """
 
 from __future__ import annotations
@@ -103,7 +104,8 @@ def met_in_time_but_seen_after_its_timer(history: History, moments: list[datetim
     opened_seen = moments[0]
 
     def timer_fires(deadline: datetime) -> datetime:
-        return deadline if deadline > opened_seen else opened_seen + CATCH_UP_GRACE
+        # a grace after the deadline, or after the opening was processed if that was later
+        return max(deadline, opened_seen) + CATCH_UP_GRACE
 
     seen = dict(zip([step for step, _ in history.dated()], moments, strict=True))
     answer = next(
