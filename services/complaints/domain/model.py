@@ -41,7 +41,7 @@ from services.complaints.domain.rules import (
     resolution_hours,
     sla_deadlines,
 )
-from shared.catchup import CATCH_UP_GRACE, judge_at
+from shared.catchup import CATCH_UP_GRACE, fired_late, judge_at
 from shared.clock import instant_to_json, require_aware
 from shared.documents import DocumentType, Stored, require_aware_fields
 from shared.policy import ComplaintsPolicy
@@ -255,7 +255,7 @@ class Complaint(Compensating, Stored):
         assert deadline is not None
         if due_at == deadline:
             return self._set_timer(timer, judge_at(deadline + CATCH_UP_GRACE, now))
-        if due_at == deadline + CATCH_UP_GRACE and now - due_at > CATCH_UP_GRACE:
+        if due_at == deadline + CATCH_UP_GRACE and fired_late(due_at, now):
             return self._set_timer(timer, now + CATCH_UP_GRACE)
         events = self._overdue(sla, reason, deadline, now)
         if self.round not in self.buyer_told_escalated:

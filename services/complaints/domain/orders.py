@@ -26,7 +26,7 @@ from services.complaints.domain.rules import (
     TimerKind,
     late_shipment_amount,
 )
-from shared.catchup import CATCH_UP_GRACE, judge_at
+from shared.catchup import CATCH_UP_GRACE, fired_late, judge_at
 from shared.clock import instant_to_json, require_aware
 from shared.documents import DocumentType, Stored, require_aware_fields
 from shared.policy import ComplaintsPolicy
@@ -206,7 +206,7 @@ class ShopOrder(Stored):
         if due_at == self.ship_by:
             moved = judge_at(self.ship_by + CATCH_UP_GRACE, now)
             return self._set_timer(TimerKind.LATE_SHIPMENT, moved)
-        if due_at == self.ship_by + CATCH_UP_GRACE and now - due_at > CATCH_UP_GRACE:
+        if due_at == self.ship_by + CATCH_UP_GRACE and fired_late(due_at, now):
             return self._set_timer(TimerKind.LATE_SHIPMENT, now + CATCH_UP_GRACE)
         return self.issue_late_penalty(policy, now, owed_at=self.ship_by, cause="timer")
 
