@@ -127,6 +127,19 @@ async def test_a_consumer_stalled_past_max_poll_interval_loses_nothing_and_appli
                 await runtime.stop()
 
 
+async def process_until_done(consumer: Any, batch: Sequence[Record]) -> list[int]:
+    """Process `batch` as the runtime would: fetched again from its start after each cut,
+    until it completes; how many records each cut round applied."""
+    cuts: list[int] = []
+    for _ in range(2 * len(batch)):
+        try:
+            await consumer.process(batch)
+            return cuts
+        except BatchCut as cut:
+            cuts.append(cut.applied)
+    raise AssertionError(f"the batch never completed: cuts after {cuts}")
+
+
 async def test_the_event_by_event_path_keeps_inside_its_budget_and_always_moves_on(
     kit: MessagingKit,
 ) -> None:
@@ -148,15 +161,7 @@ async def test_the_event_by_event_path_keeps_inside_its_budget_and_always_moves_
         budget=10.0,
         monotonic=lambda: elapsed[0],
     )
-    cuts = []
-    for _ in range(2 * len(batch)):  # fetched again after each cut
-        try:
-            await consumer.process(batch)
-            break
-        except BatchCut as cut:
-            cuts.append(cut.applied)
-    else:
-        raise AssertionError(f"the batch never completed: cuts after {cuts}")
+    cuts = await process_until_done(consumer, batch)
     # Over budget, each round committed a prefix that reached one record further.
     assert cuts == [1, 2, 3, 4]
     assert await kit.effect_counts() == {
@@ -283,15 +288,7 @@ async def test_a_batch_naming_more_lock_keys_than_a_transaction_takes_is_cut_and
         return fitting, keys
 
     consumer._lock_plan = plan  # type: ignore[method-assign]
-    cuts = []
-    for _ in range(2 * len(batch)):  # fetched again after each cut, from its start
-        try:
-            await consumer.process(batch)
-            break
-        except BatchCut as cut:
-            cuts.append(cut.applied)
-    else:
-        raise AssertionError(f"the batch never completed: cuts after {cuts}")
+    cuts = await process_until_done(consumer, batch)
     # o-1 and o-2 (4 keys); o-big alone (6 keys, over the limit: one event always goes);
     # o-3 and o-4. Events committed by an earlier round are not locked again.
     assert cuts == [2, 3]
@@ -315,12 +312,5 @@ async def test_forty_thousand_lock_keys_in_one_batch_apply_on_the_real_database(
         [(order, encode(order_paid(order, event_id=f"e-{order}"))) for order in orders],
     )
     consumer = kit.processor(lock_keys=lock_keys)
-    for _ in range(len(batch)):
-        try:
-            await consumer.process(batch)
-            break
-        except BatchCut:
-            pass
-    else:
-        raise AssertionError("the batch never completed")
+    await process_until_done(consumer, batch)
     assert await kit.effect_counts() == {f"e-{order}": 1 for order in orders}
