@@ -180,7 +180,8 @@ MEANINGS: dict[str, str] = {
     "FollowupEvent.score": "the score (satisfaction.* only)",
     "ComplaintEscalated.category": "the complaint's category",
     "ComplaintEscalated.reason": "`first_response_overdue`, `resolution_overdue`, "
-    "`low_satisfaction` or `compensation_currency`",
+    "`low_satisfaction`, `compensation_currency` or `customer_mismatch` (the complainant did "
+    "not pay the order: a supervisor decides the compensation)",
     "ComplaintEscalated.due_at": "the missed deadline (for `low_satisfaction`: the reopened "
     "case's new resolution deadline)",
     "ComplaintEscalated.score": "the low score (for `low_satisfaction`)",

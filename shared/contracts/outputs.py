@@ -191,7 +191,11 @@ class FollowupEvent(EventData):
 
 
 EscalationReason = Literal[
-    "first_response_overdue", "resolution_overdue", "low_satisfaction", "compensation_currency"
+    "first_response_overdue",
+    "resolution_overdue",
+    "low_satisfaction",
+    "compensation_currency",
+    "customer_mismatch",
 ]
 EscalationPriority = Literal["high", "urgent"]
 

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from services.complaints.domain.budget import CompensationBudget
-from services.complaints.domain.compensation import COMPENSATION
+from services.complaints.domain.compensation import COMPENSATION, CompensationRule
 from services.complaints.domain.events import (
     CouponAwaitingApproval,
     CouponGranted,
@@ -22,7 +22,7 @@ from services.complaints.domain.events import (
     ReshipmentDue,
     SlaBreached,
 )
-from services.complaints.domain.orders import ShopOrder
+from services.complaints.domain.orders import OrderFacts, ShopOrder
 from services.complaints.domain.rules import (
     FULFIL_WITHIN,
     CaseKey,
@@ -30,6 +30,7 @@ from services.complaints.domain.rules import (
     CouponStatus,
     EscalationReason,
     Outcome,
+    Remedy,
     Resolution,
     Sla,
     Template,
@@ -57,6 +58,7 @@ class Compensation:
     late_shipment_refund: int = 0  # the order's penalty, issued now or before
     late_shipment_refund_earlier: bool = False  # issued before, by the late-shipment watch
     coupon_by_supervisor: bool = False  # the order's currency is not the policy's: a person decides
+    not_buyer: bool = False  # the complainant did not pay the order: a supervisor decides
     reviewed_by: str | None = None
     reviewed_at: datetime | None = None
 
@@ -68,13 +70,14 @@ class Compensation:
     @property
     def has_news(self) -> bool:
         """A refund, a coupon (or a supervisor's coupon decision), a replacement or the
-        late-shipment penalty to tell the buyer about."""
+        late-shipment penalty to tell the buyer about; or that a supervisor decides it all."""
         return bool(
             self.refund_amount
             or self.coupon_value
             or self.reshipment
             or self.late_shipment_refund
             or self.coupon_by_supervisor
+            or self.not_buyer
         )
 
     @property
@@ -93,6 +96,7 @@ class Compensating:
     if TYPE_CHECKING:
         complaint_id: str
         order_id: str
+        customer_id: str
         round: int
         resolution: Resolution | None
         compensation: Compensation | None
@@ -117,6 +121,9 @@ class Compensating:
 
         Refunds, reshipments and the late-shipment penalty go out at once; a coupon is granted
         when it fits the buyer's rolling budget, else it waits for a supervisor's review.
+
+        A complainant who is not the buyer who paid the order (`order.paid`'s customer_id) gets
+        nothing automatic (`_not_the_buyers`): a supervisor decides.
         """
         if not self.awaits_compensation:
             return []
@@ -133,6 +140,8 @@ class Compensating:
         events: list[DomainEvent] = []
 
         rule = COMPENSATION[category]
+        if self.customer_id != facts.customer_id:
+            return self._not_the_buyers(comp, rule, remedy, facts, due_by, policy, now)
         breakdown = rule.refund_breakdown(remedy, facts)
         if breakdown:
             amount = sum(a for _, a in breakdown)
@@ -193,6 +202,38 @@ class Compensating:
         if comp.has_news and not comp.awaits_refund:
             events.append(self._compensated_notice(category, comp))
         return events
+
+    def _not_the_buyers(
+        self,
+        comp: Compensation,
+        rule: CompensationRule,
+        remedy: Remedy,
+        facts: OrderFacts,
+        due_by: datetime,
+        policy: ComplaintsPolicy,
+        now: datetime,
+    ) -> list[DomainEvent]:
+        """An upheld complaint about an order another buyer paid: decided once, as nothing.
+
+        No coupon (it would be counted against the complainant's budget for someone else's
+        order), no refund (the ledger refuses one for another customer, `customer_mismatch`,
+        after the complainant was told it is coming), no replacement and no late-shipment
+        penalty (the order's buyer still gets theirs from the late-shipment watch). When the
+        category would have given anything, the complaint is escalated (`customer_mismatch`)
+        for a supervisor to decide, and the complainant is told so (`not_buyer`).
+        """
+        would_give = bool(
+            rule.coupon(facts.goods_total, policy) > 0
+            or rule.refund_breakdown(remedy, facts)
+            or rule.reships(remedy)
+            or rule.late_shipment_refund
+        )
+        self.compensation = comp
+        if not would_give:
+            return []
+        comp.not_buyer = True
+        events = self._escalate(EscalationReason.CUSTOMER_MISMATCH, due_by, now)
+        return [*events, self._compensated_notice(self._category(), comp)]
 
     def record_refund_issued(self, amount: int, already_refunded: bool) -> list[DomainEvent]:
         """refund.issued of this complaint's refund: the buyer's one notice of the whole
@@ -304,4 +345,6 @@ class Compensating:
             params["coupon_pending_value"] = comp.coupon_value
         if comp.coupon_by_supervisor:
             params["coupon_by_supervisor"] = 1
+        if comp.not_buyer:
+            params["not_buyer"] = 1
         return Notify(template=Template.COMPENSATED, case=self.case, params=params)

@@ -52,6 +52,7 @@ _ESCALATION_PRIORITY = {
     EscalationReason.RESOLUTION_OVERDUE: Priority.URGENT,
     EscalationReason.LOW_SATISFACTION: Priority.URGENT,
     EscalationReason.COMPENSATION_CURRENCY: Priority.HIGH,
+    EscalationReason.CUSTOMER_MISMATCH: Priority.HIGH,
 }
 
 
@@ -456,6 +457,18 @@ def _v1_refund_told(data: dict[str, Any]) -> dict[str, Any]:
     return upcast
 
 
+def _v2_buyer_paid(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 3 records a compensation withheld from a complainant who did not pay the order
+    (`not_buyer`). Every version-2 compensation was decided for the complainant as the buyer."""
+    comp = data.get("compensation")
+    if comp is None:
+        return data
+    return {**data, "compensation": {**comp, "not_buyer": False}}
+
+
 COMPLAINT_DOCUMENT = DocumentType(
-    "complaints.complaint", Complaint, version=2, upcasters={1: _v1_refund_told}
+    "complaints.complaint",
+    Complaint,
+    version=3,
+    upcasters={1: _v1_refund_told, 2: _v2_buyer_paid},
 )

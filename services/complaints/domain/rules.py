@@ -78,6 +78,10 @@ class EscalationReason(StrEnum):
     LOW_SATISFACTION = "low_satisfaction"
     # An upheld complaint whose order is in another currency than the policy's coupon amounts.
     COMPENSATION_CURRENCY = "compensation_currency"
+    # An upheld complaint whose complainant is not the buyer who paid its order (order.paid's
+    # customer_id): nothing automatic is given, a supervisor decides (the refund ledger's word
+    # for the same mismatch, SPEC 4.11).
+    CUSTOMER_MISMATCH = "customer_mismatch"
 
 
 class CouponStatus(StrEnum):

@@ -143,6 +143,41 @@ async def test_redeliveries_and_repeats_have_no_second_effect(svc: ComplaintsSer
     assert outbox[0]["causationid"] == opening["id"]  # the opening completed the picture
 
 
+async def test_a_complaint_about_an_order_another_buyer_paid_is_heard_but_not_paid(
+    svc: ComplaintsService,
+) -> None:
+    """The complainant is not the buyer of order.paid: acknowledged, then on an upheld
+    resolution no coupon and no refund request (the ledger would refuse it), a supervisor and
+    a notice saying so; whether order.paid came before the complaint or after its resolution."""
+    buyer, other = unique("C"), unique("C")
+    before, after = unique("O"), unique("O")
+    k1, k2 = unique("K"), unique("K")
+    await svc.feed(
+        order_paid(before, buyer, shipping_fee_paid=800),
+        opened(k1, before, other, "logistics_delay", at=T0 - H),
+        resolved(k1, before, at=T0),
+    )
+    await svc.feed(
+        opened(k2, after, other, "not_received", at=T0 - H),
+        resolved(k2, after, at=T0, remedy="refund"),
+    )
+    assert types(await svc.outbox(after)) == ["complaint.acknowledged"]  # waits for the order
+    await svc.feed(order_paid(after, buyer, shipping_fee_paid=800))
+    for order_id, complaint_id in ((before, k1), (after, k2)):
+        outbox = await svc.outbox(order_id)
+        assert types(outbox) == [
+            "complaint.acknowledged",
+            "complaint.escalated",
+            "complaint.compensated",
+        ], order_id
+        escalation, notice = outbox[1]["data"], outbox[2]["data"]
+        assert (escalation["reason"], escalation["priority"]) == ("customer_mismatch", "high")
+        assert escalation["customer_id"] == other and escalation["complaint_id"] == complaint_id
+        assert notice["customer_id"] == other and notice["params"]["not_buyer"] == 1
+        assert (await svc.complaint(complaint_id))["compensation"]["not_buyer"] is True
+    assert await svc.outbox(other) == []  # nothing keyed by the complainant either
+
+
 async def test_metrics_count_each_emitted_event_once_not_its_replays(
     svc: ComplaintsService,
 ) -> None:

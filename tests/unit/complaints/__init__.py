@@ -90,10 +90,12 @@ class Case:
         order: ShopOrder | None = None,
         budget: CompensationBudget | None = None,
         rules: ComplaintsPolicy = POLICY,
+        customer_id: str = "c1",
     ) -> None:
         self.order = order if order is not None else paid_order()
         self.complaint = Complaint.new(complaint_id, self.order.order_id)
-        self.budget = budget if budget is not None else CompensationBudget("c1")
+        self.customer_id = customer_id  # the complainant (the order's buyer is facts()'s c1)
+        self.budget = budget if budget is not None else CompensationBudget(customer_id)
         self.rules = rules
 
     def _settle(self, events: list[DomainEvent], now: datetime) -> list[DomainEvent]:
@@ -105,7 +107,11 @@ class Case:
         self, category: str = "service_attitude", *, at: datetime = T0, now: datetime | None = None
     ) -> list[DomainEvent]:
         events = self.complaint.open(
-            customer_id="c1", category=category, opened_at=at, policy=self.rules, now=now or at
+            customer_id=self.customer_id,
+            category=category,
+            opened_at=at,
+            policy=self.rules,
+            now=now or at,
         )
         return self._settle(events, now or at)
 

@@ -36,6 +36,7 @@ from . import (
     LATE,
     POLICY,
     RESOLVED,
+    T0,
     Case,
     H,
     coupons,
@@ -184,6 +185,89 @@ def test_the_late_shipment_cap_is_not_applied_to_another_currency() -> None:
     assert (refund.amount, refund.currency) == (15000, "JPY")  # 5 %, not capped at 3000
     same = Case(order=paid_order(facts(300000)))
     assert one(same.upheld("late_shipment"), RefundDue).amount == 3000
+
+
+# --- a complaint from someone who did not pay the order --------------------------------------
+
+NOT_THE_BUYERS = [
+    ("logistics_delay", "none"),
+    ("not_received", "refund"),
+    ("not_received", "reship"),
+    ("missing_item", "none"),
+    ("quality_issue", "none"),
+    ("service_attitude", "none"),
+    ("late_shipment", "none"),
+    ("fake_shipment", "refund"),
+]
+
+
+@pytest.mark.parametrize(("category", "remedy"), NOT_THE_BUYERS)
+def test_a_complaint_about_an_order_another_buyer_paid_gets_a_supervisor_not_money(
+    category: str, remedy: str
+) -> None:
+    """The order's buyer (order.paid) is c1, the complainant c2: no coupon for someone else's
+    order on c2's budget, no refund the ledger would refuse (customer_mismatch) after c2 was
+    told it is coming, no replacement, no late-shipment penalty (the order's buyer still gets
+    theirs from the watch). A supervisor decides; c2 is told so."""
+    budget = CompensationBudget("c2")
+    order = paid_order(facts(30000, shipping_fee_paid=799))
+    case = Case(order=order, budget=budget, customer_id="c2")
+    opened = case.open(category)
+    assert one(opened, Notify).template == Template.ACKNOWLEDGED  # heard like any complaint
+    events = case.resolve("upheld", remedy)
+    assert not only(events, CouponGranted) and not only(events, CouponAwaitingApproval)
+    assert not only(events, RefundDue) and not only(events, ReshipmentDue)
+    assert budget.grants == []
+    assert order.late_penalty is None and TimerKind.LATE_SHIPMENT in order.timers
+    escalation = one(events, Escalated)
+    assert (escalation.reason, escalation.priority) == (
+        EscalationReason.CUSTOMER_MISMATCH,
+        Priority.HIGH,
+    )
+    assert escalation.due_at == RESOLVED + timedelta(hours=24)
+    notice = one(events, Notify)
+    assert notice.template == Template.COMPENSATED
+    assert notice.params["not_buyer"] == 1
+    assert set(notice.params) == {"complaint_id", "order_id", "category", "currency", "not_buyer"}
+    comp = case.complaint.compensation
+    assert comp is not None and comp.not_buyer and not comp.awaits_refund
+    assert case.complaint.compensate(order, budget, POLICY, RESOLVED + H) == []  # once
+    assert case.review("approve", now=RESOLVED + H) == []  # no coupon waits
+
+
+def test_a_complaint_from_the_buyer_of_the_order_is_compensated_as_usual() -> None:
+    case = Case(customer_id="c1")
+    assert coupons(case.upheld("service_attitude")) == [500]
+    assert case.complaint.compensation is not None
+    assert not case.complaint.compensation.not_buyer
+
+
+def test_another_buyers_complaint_with_nothing_automatic_is_not_escalated() -> None:
+    case = Case(customer_id="c2")
+    events = case.upheld("other")
+    assert not only(events, Escalated) and not only(events, Notify)
+    assert case.complaint.compensation is not None
+    assert not case.complaint.compensation.not_buyer
+
+
+def test_an_order_paid_by_another_buyer_after_the_upheld_complaint_gives_no_money() -> None:
+    """order.paid arrives after the resolution: judged then, the same way."""
+    order = ShopOrder.new("o1")
+    case = Case(order=order, customer_id="c2")
+    assert not only(case.upheld("logistics_delay", now=RESOLVED), Notify)  # waits
+    order.record_paid(facts(10000, shipping_fee_paid=799), POLICY, RESOLVED + H)
+    events = case.complaint.compensate(order, case.budget, POLICY, RESOLVED + H)
+    assert not only(events, RefundDue) and not coupons(events)
+    assert one(events, Escalated).reason == EscalationReason.CUSTOMER_MISMATCH
+    assert one(events, Notify).params["not_buyer"] == 1
+
+
+def test_a_complaint_resolved_before_its_opening_about_another_buyers_order() -> None:
+    case = Case(customer_id="c2")
+    assert case.resolve("upheld", "refund") == []  # kept until the opening
+    events = case.open("not_received", at=T0, now=RESOLVED + H)
+    assert not only(events, RefundDue) and not coupons(events)
+    assert one(events, Escalated).reason == EscalationReason.CUSTOMER_MISMATCH
 
 
 def test_late_shipment_complaint_after_the_timer_paid_gives_nothing_twice() -> None:

@@ -46,8 +46,8 @@ def test_stored_documents_load_and_keep_every_fact():
         again = load(stored).to_dict()
         expected = dict(stored)
         if name.startswith("complaint_"):
-            assert again.pop(VERSION_KEY) == COMPLAINT_DOCUMENT.version == 2
-            expected = _told_refund(expected)
+            assert again.pop(VERSION_KEY) == COMPLAINT_DOCUMENT.version == 3
+            expected = _buyer_paid(_told_refund(expected))
         else:
             assert again.pop(VERSION_KEY) == 1
         assert again == expected, name
@@ -65,6 +65,23 @@ def _told_refund(stored: dict) -> dict:
         **stored,
         "compensation": {**comp, "refund_issued": issued, "refund_already_refunded": False},
     }
+
+
+def _buyer_paid(stored: dict) -> dict:
+    """Version 3 records a compensation withheld from a complainant who did not pay the order;
+    every earlier one was decided for the buyer."""
+    comp = stored.get("compensation")
+    if comp is None:
+        return stored
+    return {**stored, "compensation": {**comp, "not_buyer": False}}
+
+
+def test_a_version_2_compensation_was_decided_for_the_buyer():
+    """A version-2 document (refund_issued known, no not_buyer) loads as compensated."""
+    reshipped = _told_refund(FIXTURES["complaint_reshipped"])
+    complaint = Complaint.from_dict({**reshipped, VERSION_KEY: 2})
+    assert complaint.compensation is not None and not complaint.compensation.not_buyer
+    assert complaint.to_dict()["compensation"]["not_buyer"] is False
 
 
 def test_a_stored_compensation_with_a_refund_waits_for_no_refund_notice():
@@ -130,6 +147,7 @@ compensations = st.builds(
     late_shipment_refund=amounts,
     late_shipment_refund_earlier=st.booleans(),
     coupon_by_supervisor=st.booleans(),
+    not_buyer=st.booleans(),
     reviewed_by=st.none() | ids,
     reviewed_at=maybe,
 )

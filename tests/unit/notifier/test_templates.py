@@ -64,6 +64,7 @@ CATALOGUE: dict[str, tuple[dict[str, str | int], dict[str, str | int]]] = {
             "coupon_pending_value": 300,
             "coupon_by_supervisor": 1,
             "late_shipment_refund_earlier": 500,
+            "not_buyer": 1,
         },
     ),
     "complaint.compensation_approved": (
@@ -221,6 +222,14 @@ def test_refusals_say_why_and_what_the_buyer_can_do(renderer: Renderer) -> None:
         "complaint.apology_late_shipment", {"order_id": "O1", "amount": 1500}, ("zh-CN",)
     )
     assert "抱歉" in late.body and "取消订单" in late.body
+    # An upheld complaint about an order the complainant did not place: why nothing automatic
+    # comes, who decides instead, and what the buyer of the order can do.
+    withheld = {"complaint_id": "K1", "order_id": "O1", "not_buyer": 1}
+    zh = renderer.render("complaint.compensated", withheld, ("zh-CN",)).body
+    assert "并非由您的账户下单" in zh and "客服主管" in zh and "下单人" in zh
+    en = renderer.render("complaint.compensated", withheld, ("en",)).body
+    assert "O1 was not placed from your account" in en and "supervisor" in en
+    assert "someone else bought the order" in en and "refunded" not in en
 
 
 def test_templates_never_reference_contact_data() -> None:
