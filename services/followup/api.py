@@ -1,6 +1,7 @@
 """The follow-up service's KPIs: CSAT, the callback response rate and the callback on-time rate
 per period, with the rules of `aftersales report` (services/followup/report.py): a callback
-belongs to the period it was due in; CSAT = scores 4 and 5 out of the answered callbacks."""
+belongs to the period it was due in; CSAT = scores 4 and 5 out of the answered callbacks; a
+callback counts as made (response rate, on-time rate) once its survey invitation was delivered."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from shared.messaging.readapi import Figure, KpiQuery, ReadContext
 # KPI -> (its rate, numerator, denominator) of the report's figures.
 RATES = {
     "csat": ("csat", "satisfied", "answered"),
-    "response_rate": ("response_rate", "answered", "callbacks_sent"),
+    "response_rate": ("response_rate", "answered", "callbacks_delivered"),
     "callback_on_time_rate": ("on_time_rate", "cases_on_time", "cases_due"),
 }
 

@@ -19,6 +19,8 @@ build = policy_service(
         topics.REFUNDS,  # refund.issued of a return
         topics.FULFILMENT,  # reshipment.requested of a return (exchange)
         topics.RETURN_DECISIONS,  # return.completed
+        # notification.sent / .failed of its own survey invitations (others ignored)
+        topics.NOTIFICATION_STATUS,
     ),
     lock_keys=lock_keys,
     publishes={

@@ -9,8 +9,10 @@ from datetime import datetime
 
 from services.followup import metrics as followup_metrics
 from services.followup.domain.events import (
+    CallbackDelivered,
     CallbackScheduled,
     CallbackSent,
+    CallbackUndelivered,
     CaseMissed,
     DomainEvent,
     SatisfactionRecorded,
@@ -32,7 +34,9 @@ from shared.contracts import (
     ComplaintOpened,
     ComplaintResolved,
     FollowupEvent,
+    NotificationFailed,
     NotificationRequested,
+    NotificationSent,
     OrderPaid,
     RefundIssued,
     ReshipmentRequested,
@@ -44,6 +48,7 @@ from shared.contracts import (
 from shared.messaging.context import EventHandler, HandlerContext, RepositoryHandlers, TimerHandler
 from shared.messaging.effects import (
     Breach,
+    Count,
     Counter,
     Counts,
     Effect,
@@ -85,6 +90,8 @@ class FollowupHandlers(RepositoryHandlers[FollowupRepository]):
             "complaint.opened": self.complaint_opened,
             "complaint.resolved": self.complaint_resolved,
             "survey.answered": self.survey_answered,
+            "notification.sent": self.notification_sent,
+            "notification.failed": self.notification_failed,
         }
 
     def timers(self) -> Mapping[str, TimerHandler]:
@@ -259,6 +266,41 @@ class FollowupHandlers(RepositoryHandlers[FollowupRepository]):
             raise Rejected(exc.reason, exc.detail) from None
         await self._store(repo, ctx, callback, events)
 
+    # --- what the notifier did with a survey invitation --------------------------------------
+
+    async def notification_sent(self, event: CloudEvent, ctx: HandlerContext) -> None:
+        data = event.data_as(NotificationSent)
+        repo = self.repository(ctx)
+        callback = await self._surveyed(repo, data)
+        if callback is not None:
+            await self._store(repo, ctx, callback, callback.on_delivered(data.sent_at, ctx.now))
+
+    async def notification_failed(self, event: CloudEvent, ctx: HandlerContext) -> None:
+        data = event.data_as(NotificationFailed)
+        repo = self.repository(ctx)
+        callback = await self._surveyed(repo, data)
+        if callback is not None:
+            await self._store(repo, ctx, callback, callback.on_undelivered(data.reason, ctx.now))
+
+    async def _surveyed(
+        self, repo: FollowupRepository, data: NotificationSent | NotificationFailed
+    ) -> Callback | None:
+        """The callback whose survey invitation the status is about; None for every other
+        notification (not ours: ignored) and for a survey this service does not know or that
+        names another buyer (logged and ignored: the status topic is the notifier's, and a
+        stray status must never stop the partition)."""
+        callback_id = survey_callback_id(data.request_id)
+        if data.template != SURVEY_TEMPLATE or callback_id is None:
+            return None
+        callback = await repo.callback(callback_id)
+        if callback is None or callback.customer_id != data.customer_id:
+            log.warning(
+                "status of a survey invitation this service did not send; ignored",
+                extra={"request_id": data.request_id, "customer_id": data.customer_id},
+            )
+            return None
+        return callback
+
     # --- plumbing ---------------------------------------------------------------------------
 
     async def _store(
@@ -277,8 +319,19 @@ class FollowupHandlers(RepositoryHandlers[FollowupRepository]):
         await TRANSLATIONS.apply(ctx, _Scope(callback, shops), events)
 
 
+def survey_callback_id(request_id: str) -> str | None:
+    """The callback whose survey invitation has `request_id` (`survey-<callback_id>`)."""
+    callback_id = request_id.removeprefix("survey-")
+    if not callback_id or ids.survey_request_id(callback_id) != request_id:
+        return None
+    return callback_id
+
+
 def _counted_per_shop(event: DomainEvent) -> bool:
-    return isinstance(event, CallbackSent | CaseMissed | SatisfactionRecorded)
+    return isinstance(
+        event,
+        CallbackSent | CallbackDelivered | CallbackUndelivered | CaseMissed | SatisfactionRecorded,
+    )
 
 
 @dataclass(frozen=True)
@@ -336,10 +389,14 @@ def _timer_set(event: TimerSet, scope: _Scope, index: int) -> list[Effect]:
 
 def _missed(event: CaseMissed, scope: _Scope, index: int) -> list[Effect]:
     case, cid = event.case, scope.callback.callback_id
-    log.warning(
-        "callback missed its deadline; not sent late",
-        extra={"callback_id": cid, "case_type": str(case.type), "case_id": case.id},
-    )
+    where = {"callback_id": cid, "case_type": str(case.type), "case_id": case.id}
+    if event.undelivered is None:
+        log.warning("callback missed its deadline; not sent late", extra=where)
+    else:
+        log.warning(
+            "callback not delivered to the buyer before its deadline",
+            extra={**where, "reason": event.undelivered},
+        )
     return [
         Breach(
             case=CaseRef(type=str(case.type), id=case.id),  # type: ignore[arg-type]
@@ -398,13 +455,11 @@ def _sent(event: CallbackSent, scope: _Scope, index: int) -> list[Effect]:
         urgent=False,
         case=(_refs(event.cases)[0] if len(event.cases) == 1 else None),
     )
+    # Requested, not yet delivered: the cases fall due with the notifier's status.
     counts: list[tuple[Counter, float]] = [
         (followup_metrics.CALLBACKS_SENT.labels(shop), 1)
         for shop in sorted({scope.shops[order_id] for order_id in orders})
     ]
-    for case in named:
-        counts.append((followup_metrics.CASES_DUE.labels(scope.shops[case.order_id]), 1))
-        counts.append((followup_metrics.CASES_ON_TIME.labels(scope.shops[case.order_id]), 1))
     return [
         Emit(
             "notification.requested",
@@ -424,11 +479,34 @@ def _sent(event: CallbackSent, scope: _Scope, index: int) -> list[Effect]:
     ]
 
 
+def _delivered(event: CallbackDelivered, scope: _Scope, index: int) -> list[Effect]:
+    # Counted when the status is applied: a repeated status changes nothing and counts nothing.
+    named = [case for case in scope.callback.cases if case.key in event.cases]
+    effects: list[Effect] = [
+        Count(followup_metrics.CALLBACKS_DELIVERED.labels(shop))
+        for shop in sorted({scope.shops[case.order_id] for case in named})
+    ]
+    for case in named:
+        effects.append(Count(followup_metrics.CASES_DUE.labels(scope.shops[case.order_id])))
+        effects.append(Count(followup_metrics.CASES_ON_TIME.labels(scope.shops[case.order_id])))
+    return effects
+
+
+def _undelivered(event: CallbackUndelivered, scope: _Scope, index: int) -> list[Effect]:
+    named = [case for case in scope.callback.cases if case.key in event.cases]
+    return [
+        Count(followup_metrics.CALLBACKS_UNDELIVERED.labels(shop, event.reason))
+        for shop in sorted({scope.shops[case.order_id] for case in named})
+    ]
+
+
 TRANSLATIONS: Translations[_Scope] = Translations(
     {
         CallbackScheduled: _scheduled,
         TimerSet: _timer_set,
         CallbackSent: _sent,
+        CallbackDelivered: _delivered,
+        CallbackUndelivered: _undelivered,
         CaseMissed: _missed,
         SatisfactionRecorded: _answered,
     }

@@ -4,9 +4,13 @@ Behind `aftersales report [--since DATE] [--until DATE] [--shop SHOP]`.
 
 - A callback belongs to the period of its planned send time (`due_at`), as a local date in the
   policy's time zone; `--since` and `--until` are both included.
-- CSAT = answers scoring 4 or 5 / answers; response rate = answered / sent callbacks;
-  on-time rate = cases whose callback went out before their deadline / cases that fell due
-  (sent or missed; still scheduled ones are not due yet).
+- CSAT = answers scoring 4 or 5 / answers; response rate = answered / delivered callbacks;
+  on-time rate = cases whose callback reached the buyer before their deadline / cases that
+  fell due. A callback counts as made only once the notifier delivered its survey invitation
+  (`notification.sent`; an answer proves it too), not when the service requested it: a case
+  falls due when its callback was delivered, undelivered (`notification.failed`) or missed;
+  still scheduled cases, and cases whose invitation awaits the notifier's status, are not due
+  yet.
 - A case's shop is that of its order (order.paid); an order never seen is shop `unknown`.
   A callback naming cases of several shops counts once for each of them; the `(all)` row
   counts every callback once.
@@ -24,7 +28,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from services.followup import tables
-from services.followup.domain.rules import CaseOutcome
+from services.followup.domain.rules import DUE_OUTCOMES, ON_TIME_OUTCOMES, Delivery
 from services.followup.repository import UNKNOWN_SHOP
 from shared.db import command_engine
 from shared.policy import Policy
@@ -38,7 +42,8 @@ class ShopFigures:
     shop: str
     cases_due: int = 0
     cases_on_time: int = 0
-    callbacks_sent: int = 0
+    callbacks_delivered: int = 0  # the survey invitation reached the buyer
+    callbacks_undelivered: int = 0  # the notifier gave it up: no callback
     answered: int = 0
     satisfied: int = 0  # scores 4 and 5
     _seen: set[str] = field(default_factory=set, repr=False)
@@ -49,24 +54,26 @@ class ShopFigures:
 
     @property
     def response_rate(self) -> float | None:
-        return _ratio(self.answered, self.callbacks_sent)
+        return _ratio(self.answered, self.callbacks_delivered)
 
     @property
     def on_time_rate(self) -> float | None:
         return _ratio(self.cases_on_time, self.cases_due)
 
     def add_case(self, outcome: str) -> None:
-        if outcome in (CaseOutcome.SENT, CaseOutcome.MISSED):
+        if outcome in DUE_OUTCOMES:
             self.cases_due += 1
-        if outcome == CaseOutcome.SENT:
+        if outcome in ON_TIME_OUTCOMES:
             self.cases_on_time += 1
 
     def add_callback(self, row: Any) -> None:
         if row.callback_id in self._seen:
             return
         self._seen.add(row.callback_id)
-        if row.sent_at is not None:
-            self.callbacks_sent += 1
+        if row.delivery == Delivery.DELIVERED or row.answered_at is not None:
+            self.callbacks_delivered += 1  # an answer proves the buyer got it
+        elif row.delivery == Delivery.FAILED:
+            self.callbacks_undelivered += 1
         if row.answered_at is not None:
             self.answered += 1
             if row.score is not None and row.score >= 4:
@@ -103,6 +110,7 @@ async def case_rows(
             cb.c.callback_id,
             cb.c.due_at,
             cb.c.sent_at,
+            cb.c.delivery,
             cb.c.answered_at,
             cb.c.score,
             case.c.outcome,
@@ -144,7 +152,8 @@ def format_table(
         "due",
         "on time",
         "on-time rate",
-        "sent",
+        "delivered",
+        "undelivered",
         "answered",
         "response rate",
         "4-5",
@@ -156,7 +165,8 @@ def format_table(
             str(row.cases_due),
             str(row.cases_on_time),
             _percent(row.on_time_rate),
-            str(row.callbacks_sent),
+            str(row.callbacks_delivered),
+            str(row.callbacks_undelivered),
             str(row.answered),
             _percent(row.response_rate),
             str(row.satisfied),

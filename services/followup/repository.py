@@ -134,6 +134,7 @@ class FollowupRepository:
             "sent_at": callback.sent_at,
             "answered_at": callback.answered_at,
             "score": callback.score,
+            "delivery": None if callback.delivery is None else str(callback.delivery),
             "state": callback.to_dict(),
             "created_at": now,
             "updated_at": now,

@@ -47,6 +47,8 @@ callbacks = document_table(
     instant_column("sent_at", nullable=True),
     instant_column("answered_at", nullable=True),
     Column("score", Integer, nullable=True),
+    # Once sent: `awaiting`, `delivered` or `failed` (what the notifier reported).
+    text_column("delivery", nullable=True),
     Index(
         "ix_callbacks_scheduled_customer",
         "customer_id",

@@ -27,7 +27,8 @@ class TimerSet:
 
 @dataclass(frozen=True)
 class CallbackSent:
-    """Time to ask the buyer: the survey invitation goes out for `cases`."""
+    """Time to ask the buyer: the survey invitation is requested from the notifier for `cases`
+    (whether it reaches the buyer is CallbackDelivered or CallbackUndelivered, later)."""
 
     cases: tuple[CaseKey, ...]
     due_at: datetime
@@ -37,13 +38,33 @@ class CallbackSent:
 
 
 @dataclass(frozen=True)
+class CallbackDelivered:
+    """The notifier delivered the survey invitation: `cases` had their callback in time."""
+
+    cases: tuple[CaseKey, ...]
+    delivered_at: datetime | None  # None when only the buyer's answer proves it
+
+
+@dataclass(frozen=True)
+class CallbackUndelivered:
+    """The notifier gave the survey invitation up (`reason`, e.g. `expired`): it never reached
+    the buyer; each of `cases` is a CaseMissed too."""
+
+    cases: tuple[CaseKey, ...]
+    reason: str
+
+
+@dataclass(frozen=True)
 class CaseMissed:
-    """A case whose callback can no longer go out before its deadline (`sla.breached`)."""
+    """A case whose callback did not reach the buyer before its deadline (`sla.breached`): it
+    could not go out in time, or (`undelivered`, the notifier's reason) it went out but the
+    notifier could not deliver it."""
 
     case: CaseKey
     order_id: str
     deadline: datetime
     detected_at: datetime
+    undelivered: str | None = None
 
 
 @dataclass(frozen=True)
@@ -56,4 +77,12 @@ class SatisfactionRecorded:
     answered_at: datetime
 
 
-DomainEvent = CallbackScheduled | TimerSet | CallbackSent | CaseMissed | SatisfactionRecorded
+DomainEvent = (
+    CallbackScheduled
+    | TimerSet
+    | CallbackSent
+    | CallbackDelivered
+    | CallbackUndelivered
+    | CaseMissed
+    | SatisfactionRecorded
+)

@@ -13,8 +13,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from services.followup.domain.events import (
+    CallbackDelivered,
     CallbackScheduled,
     CallbackSent,
+    CallbackUndelivered,
     CaseMissed,
     DomainEvent,
     SatisfactionRecorded,
@@ -27,6 +29,7 @@ from services.followup.domain.rules import (
     CaseKey,
     CaseOutcome,
     CaseType,
+    Delivery,
 )
 from services.followup.domain.timing import Window, case_window, next_allowed, send_slot, utc
 from shared.documents import DocumentType, Stored, require_aware_fields
@@ -98,6 +101,9 @@ class Callback(Stored):
     answered_at: datetime | None = None
     score: int | None = None
     comment: str | None = field(default=None, repr=False)  # free text: never logged
+    delivery: Delivery | None = None  # once sent: what the notifier reported of the invitation
+    delivered_at: datetime | None = None  # the notifier's sent_at
+    delivery_failure: str | None = None  # the notifier's reason, when it gave the invitation up
 
     # --- queries ----------------------------------------------------------------------------
 
@@ -162,6 +168,7 @@ class Callback(Stored):
             self.revision += 1
             return [*events, self._scheduled(), TimerSet(slot)]
         self.status, self.sent_at = CallbackStatus.SENT, now
+        self.delivery = Delivery.AWAITING
         self.answer_by = now + SURVEY_VALIDITY
         for case in alive:
             case.outcome = CaseOutcome.SENT
@@ -174,6 +181,49 @@ class Callback(Stored):
                 answer_by=self.answer_by,
             )
         )
+        return events
+
+    def on_delivered(self, delivered_at: datetime, now: datetime) -> list[DomainEvent]:
+        """The notifier delivered the survey invitation (`notification.sent`): its cases had
+        their callback in time, each judged against its own deadline. Only the first status
+        counts: a repeated or contradicting one, or one for a callback not sent, changes
+        nothing."""
+        if self.delivery == Delivery.DELIVERED and self.delivered_at is None:
+            self.delivered_at = utc(delivered_at)  # the answer came first: only the instant
+            return []
+        if self.status != CallbackStatus.SENT or self.delivery != Delivery.AWAITING:
+            return []
+        delivered_at = utc(delivered_at)
+        self.delivery, self.delivered_at = Delivery.DELIVERED, delivered_at
+        in_time: list[Case] = []
+        events: list[DomainEvent] = []
+        for case in self.cases_with(CaseOutcome.SENT):
+            if delivered_at < case.deadline:
+                case.outcome = CaseOutcome.DELIVERED
+                in_time.append(case)
+            else:  # the notifier never delivers past the deadline it was given: defensive
+                case.outcome = CaseOutcome.UNDELIVERED
+                events.append(
+                    CaseMissed(case.key, case.order_id, case.deadline, utc(now), "delivered_late")
+                )
+        if in_time:
+            events.insert(0, CallbackDelivered(tuple(c.key for c in in_time), delivered_at))
+        return events
+
+    def on_undelivered(self, reason: str, now: datetime) -> list[DomainEvent]:
+        """The notifier gave the survey invitation up (`notification.failed`: expired past its
+        deadline, no contact, retries exhausted): no callback reached the buyer, each case is
+        missed (`sla.breached`). Only the first status counts, and an answer of the buyer
+        before it proved the invitation delivered (an uncertain gateway outcome)."""
+        if self.status != CallbackStatus.SENT or self.delivery != Delivery.AWAITING:
+            return []
+        now = utc(now)
+        sent = self.cases_with(CaseOutcome.SENT)
+        self.delivery, self.delivery_failure = Delivery.FAILED, reason
+        events: list[DomainEvent] = [CallbackUndelivered(tuple(case.key for case in sent), reason)]
+        for case in sent:
+            case.outcome = CaseOutcome.UNDELIVERED
+            events.append(CaseMissed(case.key, case.order_id, case.deadline, now, reason))
         return events
 
     def answer(
@@ -205,19 +255,34 @@ class Callback(Stored):
                 f"answered at {_json(answered_at)}",
             )
         self.answered_at, self.score, self.comment = answered_at, score, comment
+        delivered: list[DomainEvent] = []
+        if self.delivery == Delivery.AWAITING:
+            # The buyer answered: the invitation reached them, and before the callback's
+            # deadline (the notifier never delivers past it), whatever status comes later.
+            self.delivery = Delivery.DELIVERED
+            for case in self.cases_with(CaseOutcome.SENT):
+                case.outcome = CaseOutcome.DELIVERED
+            delivered.append(CallbackDelivered(self.keys(CaseOutcome.DELIVERED), None))
         return [
+            *delivered,
             SatisfactionRecorded(
-                cases=self.keys(CaseOutcome.SENT),
+                cases=tuple(c.key for c in self.cases if c.outcome in _REACHED),
                 score=score,
                 low=score <= policy.followup.low_score_threshold,
                 answered_at=answered_at,
-            )
+            ),
         ]
 
     # --- persistence ------------------------------------------------------------------------
 
     def __post_init__(self) -> None:
-        require_aware_fields(self, "due_at", "deadline", "sent_at", "answer_by", "answered_at")
+        require_aware_fields(
+            self, "due_at", "deadline", "sent_at", "answer_by", "answered_at", "delivered_at"
+        )
+
+
+# The outcomes of the cases a sent callback asked the buyer about (answers name them).
+_REACHED = frozenset({CaseOutcome.SENT, CaseOutcome.DELIVERED, CaseOutcome.UNDELIVERED})
 
 
 def _v1_case_ids(data: dict[str, Any]) -> dict[str, Any]:
@@ -230,8 +295,19 @@ def _v1_case_ids(data: dict[str, Any]) -> dict[str, Any]:
     return upcast
 
 
+def _v2_delivery(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 3 records what the notifier reported of a sent callback's invitation; a callback
+    sent before awaits it (the notifier's statuses are read from the topic's start)."""
+    upcast = dict(data)
+    sent = data.get("status") == CallbackStatus.SENT
+    upcast["delivery"] = str(Delivery.AWAITING) if sent else None
+    upcast["delivered_at"] = None
+    upcast["delivery_failure"] = None
+    return upcast
+
+
 CALLBACK_DOCUMENT = DocumentType(
-    "followup.callback", Callback, version=2, upcasters={1: _v1_case_ids}
+    "followup.callback", Callback, version=3, upcasters={1: _v1_case_ids, 2: _v2_delivery}
 )
 
 

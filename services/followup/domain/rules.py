@@ -30,8 +30,25 @@ class CallbackStatus(StrEnum):
 
 class CaseOutcome(StrEnum):
     PENDING = "pending"  # its callback is scheduled
-    SENT = "sent"  # named in a callback that went out before the case's deadline
+    SENT = "sent"  # named in a survey invitation requested before the case's deadline; whether
+    # it reached the buyer is not known yet (the notifier's status is awaited)
+    DELIVERED = "delivered"  # the invitation reached the buyer before the case's deadline
+    UNDELIVERED = "undelivered"  # requested, but the notifier could not deliver it in time
     MISSED = "missed"  # no callback before its deadline (sla.breached)
+
+
+class Delivery(StrEnum):
+    """What the notifier reported of a sent callback's survey invitation."""
+
+    AWAITING = "awaiting"  # requested; no notification.sent / .failed yet
+    DELIVERED = "delivered"  # notification.sent (or the buyer answered it)
+    FAILED = "failed"  # notification.failed: it never reached the buyer
+
+
+# The outcomes of a case that fell due (the report's and the metrics' denominator), and the
+# one that counts as on time: its callback reached the buyer before the case's deadline.
+DUE_OUTCOMES = frozenset({CaseOutcome.DELIVERED, CaseOutcome.UNDELIVERED, CaseOutcome.MISSED})
+ON_TIME_OUTCOMES = frozenset({CaseOutcome.DELIVERED})
 
 
 # How long after sending an answer is still accepted (the policy file has no key for it).

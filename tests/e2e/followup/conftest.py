@@ -91,11 +91,13 @@ async def runtimes(followup_database: str, kafka_bootstrap: str) -> AsyncIterato
 
 @pytest.fixture(scope="module")
 async def outputs(kafka_bootstrap: str) -> AsyncIterator[Collector]:
-    """What the follow-up service writes: follow-ups, notifications and its dead letters."""
+    """What the follow-up service writes: follow-ups, notifications, SLA breaches and its dead
+    letters."""
     collector = Collector(
         kafka_bootstrap,
         "aftersales.followups",
         "aftersales.notifications",
+        "aftersales.sla",
         "aftersales.deadletter.followup",
     )
     await collector.start()

@@ -1,6 +1,7 @@
 """The follow-up service end to end on the real broker: a resolved complaint leads to a survey
 invitation and callback.sent; a score of 2 to satisfaction.low; a restart with callbacks due
-loses none and sends none twice. Inputs and outputs carry ids unique to the test."""
+loses none and sends none twice; an invitation the notifier gave up is an SLA breach, once.
+Inputs and outputs carry ids unique to the test."""
 
 from __future__ import annotations
 
@@ -124,7 +125,9 @@ async def test_resolved_complaint_to_callback_sent_and_a_low_score(
     url = runtimes.settings.database_url
     assert await asyncio.to_thread(report_main, url, runtimes.policy, shop=shop) == 0
     row = capsys.readouterr().out.splitlines()[-1].split()
-    assert row == [shop, "1", "1", "100.0%", "1", "1", "100.0%", "0", "0.0%"]
+    # due, on time, on-time rate, delivered (the answer proves it), undelivered, answered,
+    # response rate, 4-5, CSAT
+    assert row == [shop, "1", "1", "100.0%", "1", "0", "1", "100.0%", "0", "0.0%"]
 
 
 async def test_restart_with_callbacks_due_loses_none_and_sends_none_twice(
@@ -152,3 +155,51 @@ async def test_restart_with_callbacks_due_loses_none_and_sends_none_twice(
     for cid, buyer in zip(ids, buyers, strict=True):
         assert len(outputs.of("callback.sent", callback_id=cid)) == 1
         assert len(outputs.of("notification.requested", customer_id=buyer)) == 1
+
+
+def survey_status(event_type: str, cid: str, customer: str, order: str, at: datetime) -> bytes:
+    """The notifier's status of a callback's survey invitation, as a new event each time."""
+    data: dict[str, Any] = {
+        "request_id": f"survey-{cid}",
+        "customer_id": customer,
+        "order_id": order,
+        "template": "survey.invitation",
+        "urgent": False,
+        "attempts": 1,
+    }
+    if event_type == "notification.failed":
+        data |= {"reason": "expired", "detail": "past its deadline", "failed_at": at.isoformat()}
+    else:
+        data |= {"channel": "sms", "recipient": "138****0000", "language": "zh-CN"}
+        data |= {"sent_at": at.isoformat()}
+    return events.encode(events.cloud_event(event_type, data, at, id_prefix="e2e"))
+
+
+async def test_an_invitation_the_notifier_gave_up_is_reported_once(
+    runtimes, outputs, producer
+) -> None:
+    buyer, order, return_id = unique("c"), unique("o"), unique("r")
+    cid = callback_id(CaseType.RETURN.value, return_id)
+    await runtimes.ensure()
+    t0 = runtimes.clock.now()
+    await send(producer, topics.REFUNDS, order, refund(return_id, order, buyer, t0))
+    await eventually(lambda: outputs.of("callback.scheduled", callback_id=cid))
+    runtimes.clock.set(t0 + 24 * H)
+    await eventually(lambda: outputs.of("callback.sent", callback_id=cid), what="callback.sent")
+
+    runtimes.clock.set(t0 + 73 * H)
+    failed = survey_status("notification.failed", cid, buyer, order, t0 + 72 * H)
+    await send(producer, topics.NOTIFICATION_STATUS, order, failed)
+    case = {"type": "return", "id": return_id}
+    [breach] = await eventually(lambda: outputs.of("sla.breached", case=case), what="sla.breached")
+    assert breach["_topic"] == topics.SLA and breach["data"]["sla"] == "callback"
+    assert datetime.fromisoformat(breach["data"]["due_at"]) == t0 + 72 * H
+
+    # another failure and a contradicting delivery (new ids) change nothing
+    again = survey_status("notification.failed", cid, buyer, order, t0 + 72 * H)
+    await send(producer, topics.NOTIFICATION_STATUS, order, again)
+    late = survey_status("notification.sent", cid, buyer, order, t0 + 30 * H)
+    await send(producer, topics.NOTIFICATION_STATUS, order, late)
+    await asyncio.sleep(1.0)
+    assert len(outputs.of("sla.breached", case=case)) == 1
+    assert outputs.of("event.deadlettered", key=order) == []

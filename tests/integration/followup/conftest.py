@@ -18,6 +18,7 @@ from aftersales_dev.events import cloud_event, kettle_order
 from services.followup import tables
 from services.followup.bootstrap import build
 from shared.clock import ManualClock
+from shared.contracts import ids
 from shared.policy import Policy
 from tests.harness import ServiceHarness, fresh_schema
 
@@ -165,6 +166,58 @@ class Events:
             comment=comment,
             **envelope_of(**kw),
         )
+
+    @staticmethod
+    def survey_delivered(
+        callback_id: str,
+        customer_id: str,
+        sent_at: datetime,
+        *,
+        order_id: str | None = None,
+        request_id: str | None = None,
+        template: str = "survey.invitation",
+        **kw: Any,
+    ) -> dict:
+        """The notifier's `notification.sent` for a callback's survey invitation."""
+        data = {
+            "request_id": request_id or ids.survey_request_id(callback_id),
+            "customer_id": customer_id,
+            "order_id": order_id,
+            "template": template,
+            "urgent": False,
+            "channel": "sms",
+            "recipient": "138****5678",
+            "language": "zh-CN",
+            "attempts": 1,
+            "sent_at": iso(sent_at),
+        }
+        return envelope("notification.sent", data, **kw)
+
+    @staticmethod
+    def survey_failed(
+        callback_id: str,
+        customer_id: str,
+        failed_at: datetime,
+        *,
+        reason: str = "expired",
+        order_id: str | None = None,
+        request_id: str | None = None,
+        template: str = "survey.invitation",
+        **kw: Any,
+    ) -> dict:
+        """The notifier's `notification.failed` for a callback's survey invitation."""
+        data = {
+            "request_id": request_id or ids.survey_request_id(callback_id),
+            "customer_id": customer_id,
+            "order_id": order_id,
+            "template": template,
+            "urgent": False,
+            "reason": reason,
+            "detail": "it could not go out before its deadline",
+            "attempts": 0,
+            "failed_at": iso(failed_at),
+        }
+        return envelope("notification.failed", data, **kw)
 
 
 class FollowupService(ServiceHarness):

@@ -1,6 +1,6 @@
 """The follow-up service in memory (`services.followup.memory`, on `shared.messaging.membus`)
 does what it does on PostgreSQL: the same history, played through both, queues the same events
-(callbacks scheduled, merged, sent, answered, missed) in the same order."""
+(callbacks scheduled, merged, sent, delivered or not, answered, missed) in the same order."""
 
 from __future__ import annotations
 
@@ -33,6 +33,10 @@ def history(ev: Any) -> list[Step]:
         (T0 + 5 * H, ev.complaint_opened("k-2", "o-3", "c-3", T0 + 2 * H)),
         (T0 + 27 * H, None),  # the merged callback and r-9's
         (T0 + 28 * H, None),  # k-2's
+        # What the notifier did with the invitations: r-9's delivered, k-2's given up.
+        (T0 + 28 * H, ev.survey_delivered(ids.callback_id("return", "r-9"), "c-2", T0 + 27 * H)),
+        (T0 + 29 * H, ev.survey_failed(ids.callback_id("complaint", "k-2"), "c-3", T0 + 29 * H)),
+        (T0 + 29 * H, ev.survey_failed("cb-unknown", "c-3", T0 + 29 * H)),  # not ours: ignored
         (T0 + 30 * H, ev.survey_answered(ids.callback_id("return", "r-1"), "c-1", 1, T0 + 30 * H)),
         (T0 + 31 * H, ev.survey_answered(ids.callback_id("return", "r-9"), "c-2", 5, T0 + 31 * H)),
         # Closed long after the fact: past its deadline, reported instead of sent.
@@ -58,4 +62,5 @@ async def test_the_same_history_queues_the_same_events_in_memory_and_on_the_data
 
     kinds = [e["type"] for e in on_database]
     assert {"callback.scheduled", "callback.sent", "satisfaction.low", "sla.breached"} <= set(kinds)
+    assert kinds.count("sla.breached") == 2  # k-2 undelivered, r-5 missed
     assert in_memory_events == on_database

@@ -26,17 +26,24 @@ async def scenario(service) -> None:
         ev.order_paid("o-a2", "shop-a", "c-2"),
         ev.order_paid("o-b1", "shop-b", "c-3"),
         ev.order_paid("o-a5", "shop-a", "c-5"),
+        ev.order_paid("o-b6", "shop-b", "c-6"),
     )
     await service.send(
         ev.refund_issued("r-1", "o-a1", "c-1", T0),
         ev.complaint_opened("k-2", "o-a2", "c-2", T0 - H),
         ev.complaint_resolved("k-2", "o-a2", T0),
         ev.refund_issued("r-4", "o-x", "c-4", T0),  # its order.paid was never seen
+        ev.refund_issued("r-6", "o-b6", "c-6", T0),
     )
-    assert await service.at(T0 + 24 * H) == 3
+    assert await service.at(T0 + 24 * H) == 4
     await service.send(
+        ev.survey_delivered(cb("return", "r-1"), "c-1", T0 + 24 * H, order_id="o-a1"),
         ev.survey_answered(cb("return", "r-1"), "c-1", 5, T0 + 25 * H),
+        # answered before the notifier's status arrived: the answer proves the delivery
         ev.survey_answered(cb("complaint", "k-2"), "c-2", 2, T0 + 25 * H),
+        # requested in time, but the notifier gave it up: no callback reached the buyer
+        ev.survey_failed(cb("return", "r-4"), "c-4", T0 + 72 * H, order_id="o-x"),
+        # r-6's invitation awaits the notifier's status: not due yet
     )
     service.clock.set(T0 + 80 * H)
     await service.send(ev.refund_issued("r-3", "o-b1", "c-3", T0))  # too late: missed
@@ -49,7 +56,8 @@ def as_tuple(row):
         row.shop,
         row.cases_due,
         row.cases_on_time,
-        row.callbacks_sent,
+        row.callbacks_delivered,
+        row.callbacks_undelivered,
         row.answered,
         row.satisfied,
     )
@@ -59,36 +67,43 @@ async def test_figures_per_shop(service) -> None:
     await scenario(service)
     rows = await figures(service.engine, service.policy)
     assert [as_tuple(row) for row in rows] == [
-        ("shop-a", 2, 2, 2, 2, 1),
-        ("shop-b", 1, 0, 0, 0, 0),
-        ("unknown", 1, 1, 1, 0, 0),
-        ("(all)", 4, 3, 3, 2, 1),
+        ("shop-a", 2, 2, 2, 0, 2, 1),
+        ("shop-b", 1, 0, 0, 0, 0, 0),
+        ("unknown", 1, 0, 0, 1, 0, 0),
+        ("(all)", 4, 2, 2, 1, 2, 1),
     ]
     shop_a, shop_b, unknown, total = rows
     assert (shop_a.csat, shop_a.response_rate, shop_a.on_time_rate) == (0.5, 1.0, 1.0)
     assert (shop_b.csat, shop_b.response_rate, shop_b.on_time_rate) == (None, None, 0.0)
-    assert unknown.response_rate == 0.0
-    assert total.on_time_rate == 0.75 and total.csat == 0.5
+    assert (unknown.response_rate, unknown.on_time_rate) == (None, 0.0)
+    assert total.on_time_rate == 0.5 and total.csat == 0.5 and total.response_rate == 1.0
 
     table = format_table(rows, since=None, until=None, policy=service.policy)
     lines = table.splitlines()
     assert lines[0] == "follow-up report, period start .. today (Asia/Shanghai)"
     assert lines[1].split()[:3] == ["shop", "due", "on"]
-    assert lines[3].split() == ["shop-a", "2", "2", "100.0%", "2", "2", "100.0%", "1", "50.0%"]
-    assert lines[4].split() == ["shop-b", "1", "0", "0.0%", "0", "0", "-", "0", "-"]
+    assert "delivered" in lines[1].split() and "undelivered" in lines[1].split()
+    assert lines[3].split() == [
+        "shop-a", "2", "2", "100.0%", "2", "0", "2", "100.0%", "1", "50.0%"
+    ]  # fmt: skip
+    assert lines[4].split() == ["shop-b", "1", "0", "0.0%", "0", "0", "0", "-", "0", "-"]
+    assert lines[5].split() == ["unknown", "1", "0", "0.0%", "0", "1", "0", "-", "0", "-"]
 
 
 async def test_figures_per_period_and_shop(service) -> None:
     await scenario(service)
     # every callback of the scenario was due on 05-02 local, except r-5's (05-06)
     rows = await figures(service.engine, service.policy, until=date(2024, 5, 2))
-    assert as_tuple(rows[-1]) == ("(all)", 4, 3, 3, 2, 1)
+    assert as_tuple(rows[-1]) == ("(all)", 4, 2, 2, 1, 2, 1)
     rows = await figures(service.engine, service.policy, since=date(2024, 5, 3))
-    assert [as_tuple(row) for row in rows] == [("shop-a", 0, 0, 0, 0, 0), ("(all)", 0, 0, 0, 0, 0)]
+    assert [as_tuple(row) for row in rows] == [
+        ("shop-a", 0, 0, 0, 0, 0, 0),
+        ("(all)", 0, 0, 0, 0, 0, 0),
+    ]
     rows = await figures(service.engine, service.policy, shop="shop-b")
-    assert [as_tuple(row) for row in rows] == [("shop-b", 1, 0, 0, 0, 0)]
+    assert [as_tuple(row) for row in rows] == [("shop-b", 1, 0, 0, 0, 0, 0)]
     rows = await figures(service.engine, service.policy, shop="shop-z")
-    assert [as_tuple(row) for row in rows] == [("shop-z", 0, 0, 0, 0, 0)]
+    assert [as_tuple(row) for row in rows] == [("shop-z", 0, 0, 0, 0, 0, 0)]
 
 
 def test_the_report_command_line() -> None:
@@ -117,4 +132,4 @@ async def test_the_read_api_gives_the_report_s_rates_per_week(service) -> None:
     del params["shop"]
     every_shop = (await client.get("/followup/api/kpis", params=params)).json()
     on_time = {f["period"]: f for f in every_shop["figures"] if f["kpi"] == "callback_on_time_rate"}
-    assert (on_time["2024-W18"]["numerator"], on_time["2024-W18"]["denominator"]) == (3, 4)
+    assert (on_time["2024-W18"]["numerator"], on_time["2024-W18"]["denominator"]) == (2, 4)

@@ -307,7 +307,6 @@ async def test_metrics_count_a_callback_and_its_answer_once_not_their_replays(se
     await service.send(ev.order_paid("o-1", shop, "c-1"), ev.refund_issued("r-1", "o-1", "c-1", T0))
     await service.at(T0 + 24 * H)
     cid = cb_id("return", "r-1")
-    await service.send(ev.survey_answered(cid, "c-1", 5, T0 + 25 * H))
 
     def counted() -> list[float]:
         samples = [
@@ -322,7 +321,16 @@ async def test_metrics_count_a_callback_and_its_answer_once_not_their_replays(se
         labels = {"service": "followup", "sla": "callback"}
         return REGISTRY.get_sample_value("aftersales_sla_breaches_total", labels) or 0.0
 
+    # Requested: the case falls due with the notifier's status.
+    assert counted() == [1, 0, 0, 0]
+    await service.send(ev.survey_delivered(cid, "c-1", T0 + 24 * H))
+    await service.send(ev.survey_delivered(cid, "c-1", T0 + 24 * H))  # again, another id
+    await service.send(ev.survey_answered(cid, "c-1", 5, T0 + 25 * H))
     assert counted() == [1, 1, 1, 1]
+    delivered = REGISTRY.get_sample_value(
+        "aftersales_followup_callbacks_delivered_total", {"shop": shop}
+    )
+    assert delivered == 1
     handlers = FollowupHandlers(service.policy)
 
     async def publish_again() -> None:
@@ -351,3 +359,91 @@ async def test_metrics_count_a_callback_and_its_answer_once_not_their_replays(se
     assert breaches() == before + 1
     await publish_again()
     assert counted() == [1, 2, 1, 1] and breaches() == before + 1
+
+
+async def test_a_survey_the_notifier_could_not_deliver_is_a_breach_once(service) -> None:
+    """The invitation was requested in time, but the notifier gave it up (quiet hours and the
+    daily cap pushed it past its deadline): no callback reached the buyer within 72 hours."""
+    ev = service.ev
+    await service.send(ev.refund_issued("r-1", "o-1", "c-1", T0))
+    await service.at(T0 + 24 * H)
+    cid = cb_id("return", "r-1")
+    assert await types(service, "callback.sent") == ["callback.sent"]
+    assert await types(service, "sla.breached") == []
+
+    service.clock.set(T0 + 72 * H + 5 * H)
+    failed = ev.survey_failed(cid, "c-1", T0 + 72 * H, order_id="o-1")
+    await service.send(failed, failed)
+    [breach] = await service.emitted("sla.breached")
+    assert breach["_topic"] == "aftersales.sla" and breach["_key"] == "o-1"
+    assert breach["data"]["case"] == {"type": "return", "id": "r-1"}
+    assert breach["data"]["sla"] == "callback"
+    assert datetime.fromisoformat(breach["data"]["due_at"]) == T0 + 72 * H
+    assert datetime.fromisoformat(breach["data"]["detected_at"]) == T0 + 77 * H
+    [row] = await service.rows(tables.callbacks)
+    assert (row["status"], row["delivery"]) == ("sent", "failed")
+    assert row["state"]["delivery_failure"] == "expired"
+    [case] = await service.rows(tables.cases)
+    assert case["outcome"] == "undelivered"
+
+    # Repeated or contradicting statuses (new event ids) have no second effect.
+    await service.send(
+        ev.survey_failed(cid, "c-1", T0 + 73 * H, reason="retries_exhausted", order_id="o-1"),
+        ev.survey_delivered(cid, "c-1", T0 + 25 * H, order_id="o-1"),
+    )
+    assert await types(service, "sla.breached") == ["sla.breached"]
+    [row] = await service.rows(tables.callbacks)
+    assert row["delivery"] == "failed"
+
+
+async def test_a_delivered_survey_makes_its_cases_on_time(service) -> None:
+    ev = service.ev
+    await service.send(ev.refund_issued("r-1", "o-1", "c-1", T0))
+    await service.at(T0 + 24 * H)
+    cid = cb_id("return", "r-1")
+    [case] = await service.rows(tables.cases)
+    assert case["outcome"] == "sent"  # requested: not yet known to have reached the buyer
+    await service.send(ev.survey_delivered(cid, "c-1", T0 + 24 * H + timedelta(minutes=30)))
+    [case] = await service.rows(tables.cases)
+    assert case["outcome"] == "delivered"
+    [row] = await service.rows(tables.callbacks)
+    assert row["delivery"] == "delivered"
+    # A failure reported afterwards (a different event id) changes nothing.
+    await service.send(ev.survey_failed(cid, "c-1", T0 + 26 * H, reason="retries_exhausted"))
+    assert await types(service, "sla.breached") == []
+    [case] = await service.rows(tables.cases)
+    assert case["outcome"] == "delivered"
+
+
+async def test_statuses_of_other_notifications_and_unknown_callbacks_are_ignored(service) -> None:
+    ev = service.ev
+    await service.send(ev.refund_issued("r-1", "o-1", "c-1", T0))
+    await service.at(T0 + 24 * H)
+    cid = cb_id("return", "r-1")
+    before = await service.emitted()
+    await service.send(
+        # another template with the survey's request id, another service's request
+        ev.survey_failed(cid, "c-1", T0 + 25 * H, template="complaint.acknowledged"),
+        ev.survey_failed(cid, "c-1", T0 + 25 * H, request_id="ack-k-1"),
+        # a survey of a callback this service does not know, and one sent to another buyer
+        ev.survey_failed("cb-unknown", "c-1", T0 + 25 * H),
+        ev.survey_failed(cid, "c-2", T0 + 25 * H),
+        ev.survey_delivered("cb-unknown", "c-9", T0 + 25 * H),
+    )
+    assert await service.emitted() == before  # no breach, no dead letter
+    [row] = await service.rows(tables.callbacks)
+    assert row["delivery"] == "awaiting"
+    # and the partition goes on: the real status is still taken
+    await service.send(ev.survey_failed(cid, "c-1", T0 + 72 * H))
+    assert await types(service, "sla.breached") == ["sla.breached"]
+
+
+async def test_the_service_reads_the_notifiers_statuses() -> None:
+    from services.followup.bootstrap import build
+    from shared.clock import SystemClock
+    from shared.contracts import topics
+    from shared.policy import Policy
+
+    definition = build(Policy(), SystemClock())
+    assert topics.NOTIFICATION_STATUS in definition.topics
+    assert {"notification.sent", "notification.failed"} <= set(definition.handlers)

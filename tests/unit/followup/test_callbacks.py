@@ -9,8 +9,10 @@ from datetime import datetime, timedelta
 import pytest
 
 from services.followup.domain.events import (
+    CallbackDelivered,
     CallbackScheduled,
     CallbackSent,
+    CallbackUndelivered,
     CaseMissed,
     SatisfactionRecorded,
     TimerSet,
@@ -23,6 +25,7 @@ from services.followup.domain.rules import (
     CaseKey,
     CaseOutcome,
     CaseType,
+    Delivery,
 )
 from shared.policy import Policy
 
@@ -203,6 +206,7 @@ def answer(callback: Callback, score: int = 5, **changes):
 @pytest.mark.parametrize(("score", "low"), [(1, True), (2, True), (3, False), (5, False)])
 def test_an_answer_is_recorded_and_a_low_score_flagged(score: int, low: bool) -> None:
     callback = sent_callback()
+    callback.on_delivered(T + 24 * H, T + 24 * H)
     events = answer(callback, score)
     assert events == [
         SatisfactionRecorded((CaseKey(CaseType.RETURN, "r1"),), score, low, T + 30 * H)
@@ -249,3 +253,58 @@ def test_callbacks_round_trip_through_json() -> None:
     assert again == callback
     pending, _ = new(case("r2"))
     assert roundtrip(pending) == pending
+
+
+R1 = CaseKey(CaseType.RETURN, "r1")
+
+
+def test_a_sent_callback_is_made_only_once_the_notifier_delivered_it() -> None:
+    callback = sent_callback()
+    assert callback.delivery == Delivery.AWAITING
+    assert [case.outcome for case in callback.cases] == [CaseOutcome.SENT]  # requested only
+    events = callback.on_delivered(T + 24 * H + H, now=T + 26 * H)
+    assert events == [CallbackDelivered((R1,), T + 25 * H)]
+    assert (callback.delivery, callback.delivered_at) == (Delivery.DELIVERED, T + 25 * H)
+    assert [case.outcome for case in callback.cases] == [CaseOutcome.DELIVERED]
+    # a repeated or contradicting status changes nothing
+    assert callback.on_delivered(T + 30 * H, now=T + 30 * H) == []
+    assert callback.on_undelivered("retries_exhausted", now=T + 30 * H) == []
+    assert callback.delivered_at == T + 25 * H
+
+
+def test_an_invitation_the_notifier_gave_up_misses_its_cases_once() -> None:
+    callback = sent_callback()
+    events = callback.on_undelivered("expired", now=T + 73 * H)
+    assert events == [
+        CallbackUndelivered((R1,), "expired"),
+        CaseMissed(R1, "o-r1", T + 72 * H, T + 73 * H, "expired"),
+    ]
+    assert (callback.delivery, callback.delivery_failure) == (Delivery.FAILED, "expired")
+    assert [case.outcome for case in callback.cases] == [CaseOutcome.UNDELIVERED]
+    assert callback.on_undelivered("no_contact", now=T + 74 * H) == []
+    assert callback.on_delivered(T + 25 * H, now=T + 74 * H) == []
+    assert callback.status == CallbackStatus.SENT  # it was sent: an answer is still taken
+
+
+def test_a_delivery_dated_past_a_case_deadline_misses_that_case() -> None:
+    callback = sent_callback()
+    events = callback.on_delivered(T + 72 * H, now=T + 73 * H)
+    assert events == [CaseMissed(R1, "o-r1", T + 72 * H, T + 73 * H, "delivered_late")]
+    assert [case.outcome for case in callback.cases] == [CaseOutcome.UNDELIVERED]
+
+
+def test_an_answer_proves_the_delivery_whatever_status_comes_later() -> None:
+    callback = sent_callback()
+    events = answer(callback, 4)
+    assert events[0] == CallbackDelivered((R1,), None)
+    assert [case.outcome for case in callback.cases] == [CaseOutcome.DELIVERED]
+    assert callback.on_undelivered("retries_exhausted", now=T + 31 * H) == []
+    assert callback.on_delivered(T + 25 * H, now=T + 31 * H) == []  # only its instant is kept
+    assert (callback.delivery, callback.delivered_at) == (Delivery.DELIVERED, T + 25 * H)
+
+
+def test_a_status_for_a_callback_not_sent_changes_nothing() -> None:
+    callback, _ = new(case("r1"))
+    assert callback.on_delivered(T + 25 * H, now=T + 25 * H) == []
+    assert callback.on_undelivered("expired", now=T + 25 * H) == []
+    assert callback.delivery is None and callback.status == CallbackStatus.SCHEDULED

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import strategies as st
 
 from services.followup.domain.model import CALLBACK_DOCUMENT, Callback, Case
-from services.followup.domain.rules import CallbackStatus, CaseOutcome, CaseType
+from services.followup.domain.rules import CallbackStatus, CaseOutcome, CaseType, Delivery
 from shared.documents import VERSION_KEY, DocumentError
 from tests.unit.stored_documents import fixture_documents, ids, instants_in, round_trip_tests
 
@@ -25,12 +25,15 @@ def test_stored_callbacks_load_and_keep_every_fact():
     assert len(FIXTURES) >= 6
     for stored in FIXTURES.values():
         again = Callback.from_dict(stored).to_dict()
-        assert again.pop(VERSION_KEY) == CALLBACK_DOCUMENT.version == 2
+        assert again.pop(VERSION_KEY) == CALLBACK_DOCUMENT.version == 3
         expected = dict(stored)
         expected["cases"] = [
             {("case_id" if key == "id" else key): value for key, value in case.items()}
             for case in stored["cases"]
         ]
+        # Version 3: a callback sent before awaits the notifier's status of its invitation.
+        expected["delivery"] = "awaiting" if stored["status"] == "sent" else None
+        expected["delivered_at"] = expected["delivery_failure"] = None
         assert again == expected
 
 
@@ -42,6 +45,7 @@ def test_a_stored_answered_callback_keeps_its_cases_and_answer():
         (CaseType.COMPLAINT, "k1", CaseOutcome.SENT),
     ]
     assert (callback.score, callback.comment, callback.revision) == (2, "slow courier", 1)
+    assert callback.delivery == Delivery.AWAITING  # stored before the notifier's status was read
     assert callback.answered_at is not None and callback.answered_at.utcoffset() is not None
 
 
@@ -78,6 +82,9 @@ callbacks = st.builds(
     answered_at=st.none() | instants,
     score=st.none() | st.integers(min_value=1, max_value=5),
     comment=st.none() | st.text(max_size=20),
+    delivery=st.none() | st.sampled_from(list(Delivery)),
+    delivered_at=st.none() | instants,
+    delivery_failure=st.none() | st.sampled_from(["expired", "no_contact"]),
 )
 
 
