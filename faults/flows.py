@@ -34,8 +34,9 @@ comes back).
 Complaint flows (the complaints service):
 
 =============  ============================================================================
-late_timer     paid at now - 72 h + d, never shipped: the `late_shipment` timer fires d
-               seconds into the run: refund = min(goods * 5 %, 3000), case late_shipment
+late_timer     paid at now - 72 h - 5 min + d, never shipped: the `late_shipment` timer (due
+               the catch-up grace after the ship-by) fires d seconds into the run:
+               refund = min(goods * 5 %, 3000), case late_shipment
 late_shipped   paid 5 days ago, shipped 1 day ago (late): the same refund, at once
 coupon         upheld service_attitude (500) / wrong_item (1000) / missing_item (1000) /
                quality_issue (5 % of goods, 500..5000) complaint: one coupon
@@ -75,6 +76,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from shared.catchup import CATCH_UP_GRACE
 from shared.contracts.ids import coupon_id, refund_id
 
 from . import events as ev
@@ -374,7 +376,8 @@ class Generator:
         shipped_at: datetime | None = now - 20 * H
         if kind == "late_timer":
             d = rng.uniform(*timer_window)
-            paid_at = now - 72 * H + timedelta(seconds=d)
+            # The timer is due the catch-up grace after the ship-by (P + 72 h).
+            paid_at = now - 72 * H - CATCH_UP_GRACE + timedelta(seconds=d)
             shipped_at = None
             flow.timer = ("complaints", "late_shipment", order_id)
             flow.early = True
