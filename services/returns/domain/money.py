@@ -99,7 +99,9 @@ def calculate_refund(
             for line in order.lines
             if not line.is_gift
         )
-        if seller_fault and full_return:
+        # The merchant bears the outbound leg of an order returned in full for its fault: the
+        # fee comes with whichever return completes it, this one or a seller-fault one before.
+        if full_return and (seller_fault or ledger.seller_fault_refunded):
             outbound = max(0, order.shipping_fee_paid - ledger.outbound_shipping_refunded)
         if not seller_fault and not order.shipping_insurance:
             free_shipping = free_shipping_deduction(order, ledger, rules, goods)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.returns.domain.values import Order, RefundCalculation
+from services.returns.domain.vocabulary import Payer
 from shared.documents import DocumentType, Stored
 
 __all__ = ["ORDER_LEDGER_DOCUMENT", "OrderLedger", "OrderReturns"]
@@ -38,6 +39,9 @@ class OrderLedger(Stored):
     # What the gift charge took, less what returned gifts got back (0 in ledgers stored before
     # it was kept: nothing is then given back).
     gift_charge_taken: int = 0
+    # A seller-fault return refunded goods of this order: once every paid unit is returned, the
+    # outbound fee is refunded, whichever return completes it (SPEC 4.8).
+    seller_fault_refunded: bool = False
     reserved: dict[str, dict[str, int]] = field(default_factory=dict)  # return_id -> units
     settled_returns: list[str] = field(default_factory=list)
     # Returns whose freight came after their refund and was reimbursed by a refund of its own.
@@ -76,6 +80,9 @@ class OrderLedger(Stored):
         )
         self.gift_charged = self.gift_charged or calculation.gift_charge > 0
         self.gift_charge_taken += calculation.gift_charge
+        self.seller_fault_refunded = self.seller_fault_refunded or (
+            calculation.return_shipping_payer == Payer.MERCHANT and bool(calculation.goods_units)
+        )
         self.settled_returns.append(return_id)
         return True
 
@@ -168,6 +175,15 @@ def _v1_gift_charge_taken(data: dict[str, Any]) -> dict[str, Any]:
     return {"gift_charge_taken": 0, **data}
 
 
+def _v2_seller_fault_refunded(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 3 records whether a seller-fault return refunded goods; a ledger stored before
+    does not know: its outbound fee follows the completing return's own reason, as it did."""
+    return {"seller_fault_refunded": False, **data}
+
+
 ORDER_LEDGER_DOCUMENT = DocumentType(
-    "returns.order_ledger", OrderLedger, version=2, upcasters={1: _v1_gift_charge_taken}
+    "returns.order_ledger",
+    OrderLedger,
+    version=3,
+    upcasters={1: _v1_gift_charge_taken, 2: _v2_seller_fault_refunded},
 )

@@ -80,9 +80,10 @@ def test_stored_orders_and_ledgers_load_unchanged():
     for stored in _documents("order_ledger_"):
         ledger = OrderLedger.from_dict(stored)
         again = ledger.to_dict()
-        assert again.pop(VERSION_KEY) == ORDER_LEDGER_DOCUMENT.version == 2
-        # Version 1 did not keep what the gift charge took: nothing of it is given back.
-        assert again == {**stored, "gift_charge_taken": 0}
+        assert again.pop(VERSION_KEY) == ORDER_LEDGER_DOCUMENT.version == 3
+        # Version 1 did not keep what the gift charge took: nothing of it is given back; nor
+        # (before version 3) whether a seller-fault return refunded goods.
+        assert again == {**stored, "gift_charge_taken": 0, "seller_fault_refunded": False}
     reserved = OrderLedger.from_dict(FIXTURES["order_ledger_reserved"])
     assert reserved.reserved == {"r5": {"l1": 2}}
 

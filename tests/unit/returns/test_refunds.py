@@ -173,6 +173,24 @@ def test_outbound_fee_after_earlier_no_reason_returns_counts_them():
     assert breakdown(last) == {"goods": 500, "outbound_shipping": 600}
 
 
+def test_outbound_fee_comes_whichever_return_completes_an_order_with_a_seller_fault_return():
+    """A seller-fault return of one line and a no-reason return of the other: the order is
+    returned in full with a fault of the merchant's among its returns, so its outbound fee is
+    refunded once, whichever parcel the warehouse signs for last."""
+    for fault_first in (True, False):
+        case = Case(order(line("l1"), line("l2"), shipping_fee_paid=600))
+        fault = dict(lines={"l1": 1}, reason="quality_issue", evidence=["u"])
+        no_reason = dict(lines={"l2": 1})
+        first, last = (fault, no_reason) if fault_first else (no_reason, fault)
+        assert "outbound_shipping" not in breakdown(case.refund("r1", **first))
+        assert breakdown(case.refund("r2", **last))["outbound_shipping"] == 600
+        assert case.ledger.outbound_shipping_refunded == 600
+    # Without a seller-fault return among them, a full return keeps the fee the buyer's.
+    case = Case(order(line("l1"), line("l2"), shipping_fee_paid=600))
+    case.refund("r1", lines={"l1": 1})
+    assert "outbound_shipping" not in breakdown(case.refund("r2", lines={"l2": 1}))
+
+
 def test_outbound_fee_only_once_and_never_more_than_paid():
     the_order = order(shipping_fee_paid=600)
     ledger = OrderLedger("o1", outbound_shipping_refunded=600)
