@@ -13,6 +13,7 @@ from typing import Protocol
 from services.returns.domain.order_returns import OrderLedger
 from services.returns.domain.shipping import (
     free_shipping_deduction,
+    free_shipping_given_back,
     gift_charge,
     reimbursed_return_shipping,
     return_shipping_payer,
@@ -77,7 +78,7 @@ def calculate_refund(
     goods_units: dict[str, int] = {}
     gift_units: dict[str, int] = {}
     goods_by_line: dict[str, int] = {}
-    goods = outbound = free_shipping = charge = charge_back = 0
+    goods = outbound = free_shipping = free_shipping_back = charge = charge_back = 0
     full_return = False
 
     if request.kind == ReturnKind.REFUND:
@@ -105,6 +106,10 @@ def calculate_refund(
             outbound = max(0, order.shipping_fee_paid - ledger.outbound_shipping_refunded)
         if not seller_fault and not order.shipping_insurance:
             free_shipping = free_shipping_deduction(order, ledger, rules, goods)
+        if full_return:
+            # Nothing is kept after all (the order came back in several returns, an earlier one
+            # leaving what was kept below the threshold): the deduction that took is given back.
+            free_shipping_back = free_shipping_given_back(ledger, rules)
         if full_return and not ledger.gift_charged:
             charge = gift_charge(order, ledger, gift_units)
         elif ledger.gift_charged and gift_units:
@@ -117,13 +122,13 @@ def calculate_refund(
     running -= free_shipping
     charge = _clip(charge, running)
     running -= charge
-    running += charge_back  # given back whole, never taken by a deduction
+    running += charge_back + free_shipping_back  # given back whole, never taken by a deduction
 
     items = [
         (GOODS, goods),
         (OUTBOUND_SHIPPING, outbound),
         (RETURN_SHIPPING, return_shipping),
-        (FREE_SHIPPING_DEDUCTION, -free_shipping),
+        (FREE_SHIPPING_DEDUCTION, free_shipping_back - free_shipping),
         (GIFT_CHARGE, charge_back - charge),
     ]
     return RefundCalculation(
@@ -139,8 +144,8 @@ def calculate_refund(
         goods_by_line=goods_by_line,
         outbound_shipping=outbound,
         return_shipping=return_shipping,
-        free_shipping_deduction=free_shipping,
-        # Signed: negative when it gives back what an earlier charge took.
+        # Signed, both: negative when they give back what an earlier refund took.
+        free_shipping_deduction=free_shipping - free_shipping_back,
         gift_charge=charge - charge_back,
         full_return=full_return,
     )

@@ -35,6 +35,9 @@ class OrderLedger(Stored):
     outbound_shipping_refunded: int = 0
     return_shipping_refunded: int = 0  # on top of goods + outbound (SPEC 4.7)
     free_shipping_deducted: bool = False
+    # What free-shipping deductions took, less what was given back (0 in ledgers stored
+    # before it was kept: nothing is then given back).
+    free_shipping_taken: int = 0
     gift_charged: bool = False
     # What the gift charge took, less what returned gifts got back (0 in ledgers stored before
     # it was kept: nothing is then given back).
@@ -80,6 +83,7 @@ class OrderLedger(Stored):
         )
         self.gift_charged = self.gift_charged or calculation.gift_charge > 0
         self.gift_charge_taken += calculation.gift_charge
+        self.free_shipping_taken += calculation.free_shipping_deduction
         self.seller_fault_refunded = self.seller_fault_refunded or (
             calculation.return_shipping_payer == Payer.MERCHANT and bool(calculation.goods_units)
         )
@@ -176,9 +180,10 @@ def _v1_gift_charge_taken(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _v2_seller_fault_refunded(data: dict[str, Any]) -> dict[str, Any]:
-    """Version 3 records whether a seller-fault return refunded goods; a ledger stored before
-    does not know: its outbound fee follows the completing return's own reason, as it did."""
-    return {"seller_fault_refunded": False, **data}
+    """Version 3 records whether a seller-fault return refunded goods and what free-shipping
+    deductions took; a ledger stored before knows neither: its outbound fee follows the
+    completing return's own reason, and no deduction is given back, as before."""
+    return {"seller_fault_refunded": False, "free_shipping_taken": 0, **data}
 
 
 ORDER_LEDGER_DOCUMENT = DocumentType(

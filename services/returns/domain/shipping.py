@@ -57,6 +57,16 @@ def free_shipping_deduction(
     return order.standard_shipping_fee if 0 < kept < threshold else 0
 
 
+def free_shipping_given_back(ledger: OrderLedger, rules: ReturnsPolicy) -> int:
+    """What an earlier `when_threshold_broken` deduction took, given back by the return that
+    leaves no paid goods kept: the deduction is for goods kept below the threshold, and in the
+    end none were (SPEC 4.8). An `always` deduction is the shop's price of every no-reason
+    return: it stays."""
+    if rules.free_shipping_deduction != FreeShippingDeduction.WHEN_THRESHOLD_BROKEN:
+        return 0
+    return max(ledger.free_shipping_taken, 0)
+
+
 def gift_charge(order: Order, ledger: OrderLedger, gift_units: Mapping[str, int]) -> int:
     """Unreturned gift units, at the gift line's stated_price (for the whole line)."""
     charge = 0

@@ -137,7 +137,8 @@ class RefundCalculation(Stored):
     `goods_units` / `gift_units` are what this refund takes back per line and `goods_by_line`
     what it pays for them; the ledger records them on completion. The deduction fields hold
     the positive amount actually deducted; `gift_charge` is negative when the refund gives
-    back what an earlier gift charge took for gifts returned since.
+    back what an earlier gift charge took for gifts returned since, `free_shipping_deduction`
+    when it gives back an earlier deduction (nothing was kept in the end).
     """
 
     return_id: str

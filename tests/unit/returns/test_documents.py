@@ -82,8 +82,14 @@ def test_stored_orders_and_ledgers_load_unchanged():
         again = ledger.to_dict()
         assert again.pop(VERSION_KEY) == ORDER_LEDGER_DOCUMENT.version == 3
         # Version 1 did not keep what the gift charge took: nothing of it is given back; nor
-        # (before version 3) whether a seller-fault return refunded goods.
-        assert again == {**stored, "gift_charge_taken": 0, "seller_fault_refunded": False}
+        # (before version 3) whether a seller-fault return refunded goods, nor what
+        # free-shipping deductions took.
+        assert again == {
+            **stored,
+            "gift_charge_taken": 0,
+            "seller_fault_refunded": False,
+            "free_shipping_taken": 0,
+        }
     reserved = OrderLedger.from_dict(FIXTURES["order_ledger_reserved"])
     assert reserved.reserved == {"r5": {"l1": 2}}
 

@@ -239,6 +239,33 @@ def test_threshold_broken_deducts_the_standard_fee_once():
     assert breakdown(second) == {"goods": 4000}
 
 
+def test_a_deduction_is_given_back_when_the_rest_of_the_order_comes_back_after_all():
+    """The order returned in several parcels: the first left what was kept below the
+    threshold and paid the deduction; the last leaves nothing kept, so the buyer kept no goods
+    below the threshold after all and gets it back, as one return of everything would have
+    deducted nothing. Once; a seller-fault last return alike."""
+    for reason, evidence in (("no_reason", []), ("quality_issue", ["u"])):
+        case = Case(threshold_order())
+        first = case.refund("r1", lines={"l3": 1})  # keeps 9000 < 9900
+        assert breakdown(first) == {"goods": 1000, "free_shipping_deduction": -800}
+        second = case.refund("r2", lines={"l2": 1})
+        assert breakdown(second) == {"goods": 4000}
+        last = case.refund("r3", lines={"l1": 1}, reason=reason, evidence=evidence)
+        assert breakdown(last) == {"goods": 5000, "free_shipping_deduction": 800}
+        assert last.calculation.amount == 5800
+        assert case.ledger.free_shipping_taken == 0
+        assert case.ledger.goods_refunded == 10000
+
+
+def test_an_always_deduction_stays_when_the_whole_order_comes_back():
+    case = Case(order(line(quantity=2, paid=2000)), policy(free_shipping_deduction="always"))
+    case.refund("r1", lines={"l1": 1})
+    assert breakdown(case.refund("r2", lines={"l1": 1})) == {
+        "goods": 1000,
+        "free_shipping_deduction": -800,
+    }
+
+
 def test_threshold_still_met_or_everything_returned_deducts_nothing():
     the_order = order(
         line("l1", paid=5000), line("l2", paid=5000), line("l3", paid=1000), threshold=9900
