@@ -110,10 +110,14 @@ async def purge(
             continue
         key = tuple_(*item.table.primary_key.columns)
         batch = select(*item.table.primary_key.columns).where(expired).limit(batch_size)
+        # `expired` again on the row deleted: a row changed meanwhile by a transaction the
+        # delete waited for (a timer set again, a case updated) is judged as it is now, not as
+        # the batch's snapshot saw it.
+        stmt = delete(item.table).where(key.in_(batch), expired)
         total = 0
         while True:
             async with sessions() as session, session.begin():
-                result = await session.execute(delete(item.table).where(key.in_(batch)))
+                result = await session.execute(stmt)
             deleted = int(getattr(result, "rowcount", 0) or 0)
             total += deleted
             if deleted < batch_size:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.clock import ManualClock
@@ -140,3 +140,38 @@ async def test_a_running_service_purges_periodically_until_stopped(kit: Messagin
         "never-published",
         "parked",
     }
+
+
+async def test_a_row_changed_while_the_purge_waits_for_it_is_judged_as_it_now_is(
+    kit: MessagingKit,
+) -> None:
+    """A timer fired long ago and set again (fired_at cleared) by a transaction the purge has
+    to wait for is live when the purge gets it: it stays."""
+    await fill(kit.engine, kit.harness)
+    t = kit.harness.tables.timers
+    retained = messaging_retention(kit.harness.tables)
+    async with kit.engine.connect() as conn:
+        transaction = await conn.begin()
+        await conn.execute(
+            t.update()
+            .where(t.c.ref == "fired-long-ago")
+            .values(fired_at=None, due_at=NOW + DAY, attempts=0)
+        )
+        task = asyncio.create_task(purge(kit.sessions, retained, PERIODS, NOW))
+
+        async def purge_waits() -> bool:
+            async with kit.engine.connect() as probe:
+                waiting = await probe.scalar(
+                    select(func.count())
+                    .select_from(text("pg_stat_activity"))
+                    .where(text("wait_event_type = 'Lock' AND query LIKE 'DELETE%'"))
+                )
+            return bool(waiting)
+
+        await eventually(purge_waits, what="the purge waits for the timer's row")
+        await transaction.commit()
+        deleted = await asyncio.wait_for(task, 10)
+
+    assert deleted["timers"] == 1  # cancelled-long-ago only
+    timers = await kit.timer_rows()
+    assert "fired-long-ago" in timers and timers["fired-long-ago"]["fired_at"] is None
