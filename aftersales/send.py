@@ -21,9 +21,10 @@ from shared.settings import Settings
 # those before it were sent.
 EXIT_REFUSED = 1
 
+# The platform's types only: an event the services publish (a refund.issued finance pays, a
+# refund.requested the ledger pays) sent by hand would bypass the ledger and its cap.
 _TOPIC_OF_TYPE: dict[str, str] = {
-    **{t: out.topic for t, out in OUTPUTS.items()},
-    **{t: topic for topic, types in PLATFORM_TOPIC_TYPES.items() for t in types},
+    t: topic for topic, types in PLATFORM_TOPIC_TYPES.items() for t in types
 }
 
 
@@ -42,12 +43,18 @@ class Outgoing:
 
 
 def topic_of(event_type: str) -> str:
-    """The one topic an event type belongs on (SPEC 2 and 3); "" for a type of no topic (not
-    one of the contract's: parsing refuses it)."""
+    """The one topic a platform event type belongs on (SPEC 2); "" for a type of no topic (not
+    one of the contract's: parsing refuses it). The services' own types (SPEC 3) are refused."""
     if event_type == EVENT_DEADLETTERED:
         raise SendRefused(
             "event.deadlettered is written by the services; to send a dead letter's record "
             "again use `aftersales dlq replay SERVICE`"
+        )
+    if event_type in OUTPUTS:
+        raise SendRefused(
+            f"{event_type} is published by the services, never sent by hand (a refund would "
+            "bypass the ledger); send the platform's event that causes it, or use `aftersales "
+            "dlq replay` or `aftersales outbox retry`"
         )
     return _TOPIC_OF_TYPE.get(event_type, "")
 

@@ -151,7 +151,7 @@ async def test_an_invalid_event_is_refused_with_its_reason_and_nothing_is_sent(
                     source="/shop-platform/test",
                 )
             ).encode(),
-            "(unexpected_type",
+            "refund.requested is published by the services, never sent by hand",
         ),
     ],
 )
