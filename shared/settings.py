@@ -66,7 +66,9 @@ class Settings(BaseSettings):
     # encryption key when none is configured. Never set in production.
     aftersales_dev_mode: bool = False
     # Retention (docs/decisions.md): technical rows, in days after they were done with...
-    aftersales_retention_inbox_days: int = Field(default=30, ge=1, le=3650)  # processed event ids
+    # Processed event ids: at least as long as the topics keep records (7 days by default), or
+    # a record delivered again after its id was purged would be applied twice.
+    aftersales_retention_inbox_days: int = Field(default=30, ge=7, le=3650)
     aftersales_retention_timers_days: int = Field(default=30, ge=1, le=3650)  # fired or cancelled
     aftersales_retention_outbox_days: int = Field(default=7, ge=1, le=3650)  # published events
     # ...and case records, in days after their last change: at least 6 months.

@@ -59,6 +59,19 @@ def test_max_poll_interval_comes_from_the_environment_and_is_checked(
     assert str(info.value).startswith("invalid settings: KAFKA_MAX_POLL_INTERVAL_MS:")
 
 
+def test_inbox_ids_are_kept_at_least_as_long_as_the_topics_keep_records(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A purge must not forget an event id while its record may still be delivered again (the
+    topics keep records 7 days by default): the event would be applied twice."""
+    monkeypatch.setenv("AFTERSALES_RETENTION_INBOX_DAYS", "7")
+    assert load_settings().aftersales_retention_inbox_days == 7
+    monkeypatch.setenv("AFTERSALES_RETENTION_INBOX_DAYS", "3")
+    with pytest.raises(ValueError) as info:
+        load_settings()
+    assert str(info.value).startswith("invalid settings: AFTERSALES_RETENTION_INBOX_DAYS:")
+
+
 class Refused(Exception):
     sqlstate = "22021"
 
