@@ -113,17 +113,18 @@ async def replay_dead_letters(
     now = (clock or SystemClock()).now()
     try:
         async for _, _, item in dead_letters_at(settings, service, limit, reason=reason):
-            if item.value_truncated:
-                skipped += 1
-                continue
-            if why := masked_reason(item) or too_old(item, settings, now):
-                refused += 1
-                origin = item.origin
-                print(f"not replayed {origin.topic}/{origin.partition}@{origin.offset}: {why}")
+            origin = item.origin
+            where = f"{origin.topic}/{origin.partition}@{origin.offset}"
+            if why := refusal(item, settings, now):
+                if item.value_truncated:
+                    skipped += 1
+                else:
+                    refused += 1
+                print(f"not replayed {where}: {why}")
                 continue
             await _send_back(producer, item)
             replayed += 1
-            print(f"replayed {item.origin.topic}/{item.origin.partition}@{item.origin.offset}")
+            print(f"replayed {where}")
     finally:
         await producer.stop()
     print(

@@ -125,3 +125,22 @@ async def test_replay_republishes_to_the_origin_and_the_fixed_consumer_applies_i
         "handler_error",
         "malformed_json",
     ]
+
+
+async def test_a_copy_too_large_to_keep_is_named_so_the_platform_can_send_it_again(
+    kit: MessagingKit,
+    settings: Settings,
+    runtime: ServiceRuntime,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    huge = b'{"broken": "' + b"x" * (300 * 1024) + b'"}'
+    await kit.processor().process(
+        records(kit.harness.input_topic, [("o-huge", huge)], partition=2, start=3)
+    )
+    await runtime.relay.drain()
+
+    assert await replay_dead_letters(settings, kit.harness.name, None, 100, kit.clock) == 0
+    output = capsys.readouterr()
+    assert f"not replayed {kit.harness.input_topic}/2@3: its value was truncated" in output.out
+    assert "0 replayed, 1 skipped (truncated), 0 refused" in output.err
+    assert await read_partitions(settings.kafka_bootstrap_servers, kit.harness.input_topic) == []
