@@ -108,6 +108,8 @@ async def replay_dead_letters(
     personal data was masked (`masked_reason`) is never replayed: it is not what was sent; nor
     one older than the inbox keeps event ids (`too_old`).
     """
+    from aiokafka.errors import KafkaConnectionError, KafkaError
+
     producer = await _replay_producer(settings)
     replayed = skipped = refused = 0
     now = (clock or SystemClock()).now()
@@ -122,7 +124,18 @@ async def replay_dead_letters(
                     refused += 1
                 print(f"not replayed {where}: {why}")
                 continue
-            await _send_back(producer, item)
+            try:
+                await _send_back(producer, item)
+            except KafkaConnectionError:
+                raise
+            except KafkaError as exc:
+                # Stop here: a later dead letter of the same key must not overtake this one.
+                print(
+                    f"aftersales: the broker refused the replay of {where} "
+                    f"({type(exc).__name__}); {replayed} replayed before it, none after it",
+                    file=sys.stderr,
+                )
+                return 1
             replayed += 1
             print(f"replayed {where}")
     finally:

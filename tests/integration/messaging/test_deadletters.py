@@ -144,3 +144,37 @@ async def test_a_copy_too_large_to_keep_is_named_so_the_platform_can_send_it_aga
     assert f"not replayed {kit.harness.input_topic}/2@3: its value was truncated" in output.out
     assert "0 replayed, 1 skipped (truncated), 0 refused" in output.err
     assert await read_partitions(settings.kafka_bootstrap_servers, kit.harness.input_topic) == []
+
+
+async def test_a_replay_the_broker_refuses_stops_there_in_one_line(
+    kit: MessagingKit,
+    settings: Settings,
+    runtime: ServiceRuntime,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.errors import MessageSizeTooLargeError
+
+    kit.harness.faults["o-1"] = ValueError("a bug in the handler")
+    kit.harness.faults["o-2"] = ValueError("a bug in the handler")
+    events = [
+        ("o-1", encode(order_shipped("o-1", event_id="e-1"))),
+        ("o-2", encode(order_shipped("o-2", event_id="e-2"))),
+    ]
+    await kit.processor().process(records(kit.harness.input_topic, events, partition=0))
+    await runtime.relay.drain()
+    capsys.readouterr()
+
+    async def refused(self, topic, value=None, key=None, **kwargs):  # type: ignore[no-untyped-def]
+        raise MessageSizeTooLargeError()
+
+    monkeypatch.setattr(AIOKafkaProducer, "send_and_wait", refused)
+    code = await replay_dead_letters(settings, kit.harness.name, None, 100, kit.clock)
+    output = capsys.readouterr()
+    assert code == 1
+    assert output.out == ""
+    assert output.err.strip().splitlines() == [
+        f"aftersales: the broker refused the replay of {kit.harness.input_topic}/0@0 "
+        "(MessageSizeTooLargeError); 0 replayed before it, none after it"
+    ]
