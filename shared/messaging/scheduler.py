@@ -19,7 +19,7 @@ import logging
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any, TypeVar
 
@@ -52,6 +52,12 @@ from .worker import ServiceWorker
 log = logging.getLogger("aftersales.timers")
 
 MAX_TIMER_ATTEMPTS = 5
+# A timer that failed `MAX_TIMER_ATTEMPTS` times is parked: it waits until this instant, so no
+# scheduler claims it, while it stays live (neither fired nor cancelled: a deadline that never
+# ran). It shows among the open deadlines and in `aftersales_timers_overdue_seconds`, which
+# alerts (`AftersalesTimersStuck`); retention keeps it; setting the timer again (a new fact of
+# its case) re-arms it, as does clearing `retry_at` once the handler is fixed.
+PARKED_UNTIL = datetime(9999, 1, 1, tzinfo=UTC)
 # When one timer's handler meets a passing fault (a statement timeout, a deadlock) while the
 # others fire: it is tried again this much later, not counted as an attempt (an outage must not
 # park healthy timers), so it cannot hold the timers behind it back round after round.
@@ -370,17 +376,17 @@ class TimerScheduler(ServiceWorker):
                 await self._retry_later(uow, timer, ctx, exc)
                 return 0
             attempts = int(row["attempts"]) + 1
+            parked = attempts >= MAX_TIMER_ATTEMPTS
             log.exception(
-                "timer handler failed",
+                "timer handler failed; the timer is parked" if parked else "timer handler failed",
                 extra={"service": self.service, "kind": timer.kind, "attempts": attempts},
             )
             uow.after_commit(metrics.TIMERS_FAILED.labels(self.service, timer.kind).inc)
-            values: dict[str, object] = {"attempts": attempts}
-            if attempts >= MAX_TIMER_ATTEMPTS:
-                values["cancelled_at"] = ctx.now  # parked: visible in the table, not retried
-            else:
-                # Its due time stays: handlers and the cause id know the timer by it.
-                values["retry_at"] = ctx.now + timedelta(minutes=2**attempts)
+            # Its due time stays: handlers and the cause id know the timer by it.
+            values: dict[str, object] = {
+                "attempts": attempts,
+                "retry_at": PARKED_UNTIL if parked else ctx.now + timedelta(minutes=2**attempts),
+            }
             await uow.session.execute(update(t).where(t.c.id == timer.id).values(**values))
             return 0
         self._fired(uow, timer, ctx, outside)

@@ -13,7 +13,7 @@ from shared.clock import ManualClock
 from shared.contracts import SLA_BREACHED, parse_event
 from shared.db import UnitOfWork
 from shared.messaging.errors import is_transient
-from shared.messaging.scheduler import MAX_TIMER_ATTEMPTS, TRANSIENT_RETRY
+from shared.messaging.scheduler import MAX_TIMER_ATTEMPTS, PARKED_UNTIL, TRANSIENT_RETRY
 from shared.messaging.store import Timers
 
 from .helpers import (
@@ -145,8 +145,8 @@ async def test_failing_timer_is_retried_with_backoff_then_parked(kit: MessagingK
         broken = timers["o-broken"]
         assert broken["attempts"] == attempt
         assert broken["fired_at"] is None
+        assert broken["cancelled_at"] is None
         if attempt < MAX_TIMER_ATTEMPTS:
-            assert broken["cancelled_at"] is None
             # Not retried before its backoff has passed; still due when it was set for.
             assert broken["retry_at"] == kit.clock.now() + timedelta(minutes=2**attempt)
             assert broken["due_at"] == T0
@@ -155,7 +155,7 @@ async def test_failing_timer_is_retried_with_backoff_then_parked(kit: MessagingK
             assert (await kit.timer_rows())["o-broken"]["attempts"] == attempt
             kit.clock.set(broken["retry_at"])
         else:
-            assert broken["cancelled_at"] == kit.clock.now()  # parked
+            assert broken["retry_at"] == PARKED_UNTIL  # parked
 
     # Parked: never called again. (A batch with a failing timer is fired again timer by
     # timer, so its handlers run twice in that round; only the second round commits.)
@@ -165,6 +165,10 @@ async def test_failing_timer_is_retried_with_backoff_then_parked(kit: MessagingK
     assert kit.harness.timer_calls["o-broken"] == calls
     timers = await kit.timer_rows()
     assert timers["o-broken"]["attempts"] == MAX_TIMER_ATTEMPTS
+    # A deadline that never ran: live, not cancelled (retention keeps it), reported past due.
+    assert (timers["o-broken"]["fired_at"], timers["o-broken"]["cancelled_at"]) == (None, None)
+    await s.observe()
+    assert timer_gauges(kit) == (1, (kit.clock.now() - T0).total_seconds())
     # The flaky one failed twice (both in the first round), then fired once; failed calls
     # left no trace.
     assert kit.harness.timer_faults["o-flaky"] == []
@@ -172,6 +176,11 @@ async def test_failing_timer_is_retried_with_backoff_then_parked(kit: MessagingK
     assert timers["o-flaky"]["fired_at"] is not None
     assert await fired_refs(kit.engine, kit.harness) == ["o-flaky"]
     assert [r["order_id"] for r in await kit.effect_rows()] == ["o-flaky"]
+    # Set again by a new fact of its case, it fires.
+    kit.harness.timer_faults["o-broken"] = []
+    await set_timer(kit.harness, kit.sessions, "o-broken", kit.clock.now())
+    assert await s.run_all_due() == 1
+    assert await fired_refs(kit.engine, kit.harness) == ["o-flaky", "o-broken"]
 
 
 async def test_a_retried_timer_is_the_timer_as_it_was_set(kit: MessagingKit) -> None:
