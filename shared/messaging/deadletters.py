@@ -220,9 +220,15 @@ async def replay_one(
         return f"no dead letter at {dead_letter_topic(service)}/{partition}@{offset}"
     if why := refusal(found, settings, now):
         return why
+    from aiokafka.errors import KafkaConnectionError, KafkaError
+
     producer = await _replay_producer(settings)
     try:
         await _send_back(producer, found)
+    except KafkaConnectionError:
+        raise
+    except KafkaError as exc:  # refused for this record: said, as the CLI says it
+        return f"the broker refused it ({type(exc).__name__}); have it sent again"
     finally:
         await producer.stop()
     return None

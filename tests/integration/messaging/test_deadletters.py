@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from shared.contracts import DeadLettered, parse_event
-from shared.messaging.deadletters import list_dead_letters, read_topic, replay_dead_letters
+from shared.messaging.deadletters import (
+    dead_letters_at,
+    list_dead_letters,
+    read_topic,
+    replay_dead_letters,
+    replay_one,
+)
 from shared.messaging.relay import CONTENT_TYPE
 from shared.messaging.runtime import ServiceRuntime
 from shared.settings import Settings
@@ -178,3 +184,29 @@ async def test_a_replay_the_broker_refuses_stops_there_in_one_line(
         f"aftersales: the broker refused the replay of {kit.harness.input_topic}/0@0 "
         "(MessageSizeTooLargeError); 0 replayed before it, none after it"
     ]
+
+
+async def test_a_console_replay_the_broker_refuses_says_so_in_its_answer(
+    kit: MessagingKit,
+    settings: Settings,
+    runtime: ServiceRuntime,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The console replays one dead letter through the read API (`replay_one`): a refusal of
+    the broker is its answer, not a server error."""
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.errors import MessageSizeTooLargeError
+
+    kit.harness.faults["o-1"] = ValueError("a bug in the handler")
+    events = [("o-1", encode(order_shipped("o-1", event_id="e-1")))]
+    await kit.processor().process(records(kit.harness.input_topic, events, partition=0))
+    await runtime.relay.drain()
+    letters = dead_letters_at(settings, kit.harness.name, 10)
+    [(partition, offset, _)] = [letter async for letter in letters]
+
+    async def refused(self, topic, value=None, key=None, **kwargs):  # type: ignore[no-untyped-def]
+        raise MessageSizeTooLargeError()
+
+    monkeypatch.setattr(AIOKafkaProducer, "send_and_wait", refused)
+    why = await replay_one(settings, kit.harness.name, partition, offset, kit.clock.now())
+    assert why == "the broker refused it (MessageSizeTooLargeError); have it sent again"
