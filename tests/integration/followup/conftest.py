@@ -180,11 +180,7 @@ class Events:
     ) -> dict:
         """The notifier's `notification.sent` for a callback's survey invitation."""
         data = {
-            "request_id": request_id or ids.survey_request_id(callback_id),
-            "customer_id": customer_id,
-            "order_id": order_id,
-            "template": template,
-            "urgent": False,
+            **_survey_status(callback_id, customer_id, order_id, request_id, template),
             "channel": "sms",
             "recipient": "138****5678",
             "language": "zh-CN",
@@ -207,11 +203,7 @@ class Events:
     ) -> dict:
         """The notifier's `notification.failed` for a callback's survey invitation."""
         data = {
-            "request_id": request_id or ids.survey_request_id(callback_id),
-            "customer_id": customer_id,
-            "order_id": order_id,
-            "template": template,
-            "urgent": False,
+            **_survey_status(callback_id, customer_id, order_id, request_id, template),
             "reason": reason,
             "detail": "it could not go out before its deadline",
             "attempts": 0,
@@ -273,3 +265,20 @@ def clock() -> ManualClock:
 @pytest.fixture
 def service(schema_engine: AsyncEngine, clock: ManualClock) -> FollowupService:
     return FollowupService(schema_engine, Policy(), clock)
+
+
+def _survey_status(
+    callback_id: str,
+    customer_id: str,
+    order_id: str | None,
+    request_id: str | None,
+    template: str,
+) -> dict[str, Any]:
+    """What every notifier status of a survey invitation says of it."""
+    return {
+        "request_id": request_id or ids.survey_request_id(callback_id),
+        "customer_id": customer_id,
+        "order_id": order_id,
+        "template": template,
+        "urgent": False,
+    }
