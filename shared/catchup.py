@@ -48,3 +48,23 @@ def fired_late(due_at: datetime, now: datetime) -> bool:
     if due_at.tzinfo is None or now.tzinfo is None:
         raise ValueError("due_at and now must be timezone-aware")
     return now - due_at > CATCH_UP_GRACE
+
+
+def deadline_timer(deadline: datetime, now: datetime) -> datetime:
+    """When a timer that judges `deadline` is due, learnt of at `now`: a grace after the
+    deadline (what is dated in time and still on its way is read first), or a grace after `now`
+    when the deadline had passed by then (`judge_at`, with no second grace on top)."""
+    return max(deadline, now) + CATCH_UP_GRACE
+
+
+def set_again_for(deadline: datetime, due_at: datetime, now: datetime) -> datetime | None:
+    """For a timer judging `deadline`, due at `due_at` and firing at `now`: when to set it
+    again instead of judging now, or None to judge now. One at the deadline itself (set before
+    timers waited the grace) moves to a grace after it; one at `deadline_timer`'s instant that
+    fired more than a grace late (`fired_late`) waits a grace from now, once: the timer set
+    again is at neither instant, so it is judged whenever it fires."""
+    if due_at == deadline:
+        return judge_at(deadline + CATCH_UP_GRACE, now)
+    if due_at == deadline + CATCH_UP_GRACE and fired_late(due_at, now):
+        return now + CATCH_UP_GRACE
+    return None

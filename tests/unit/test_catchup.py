@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.catchup import CATCH_UP_GRACE, fired_late, judge_at
+from shared.catchup import CATCH_UP_GRACE, deadline_timer, fired_late, judge_at, set_again_for
 
 NOW = datetime(2026, 3, 3, 2, 0, tzinfo=UTC)
 offsets = st.timedeltas(min_value=timedelta(days=-30), max_value=timedelta(days=30))
@@ -45,3 +45,23 @@ def test_naive_instants_are_refused():
         judge_at(datetime(2026, 3, 3), NOW)
     with pytest.raises(ValueError, match="timezone-aware"):
         fired_late(datetime(2026, 3, 3), NOW)
+
+
+def test_a_deadline_timer_waits_a_grace_after_the_deadline_or_after_now_once_past() -> None:
+    assert (
+        deadline_timer(NOW + timedelta(hours=1), NOW) == NOW + timedelta(hours=1) + CATCH_UP_GRACE
+    )
+    assert deadline_timer(NOW - timedelta(hours=1), NOW) == NOW + CATCH_UP_GRACE
+
+
+def test_a_deadline_timer_is_set_again_only_at_its_own_instants_and_then_once() -> None:
+    deadline = NOW - timedelta(hours=1)
+    due = deadline + CATCH_UP_GRACE
+    # At the deadline itself (set before the grace): moved a grace after it, or from now.
+    assert set_again_for(deadline, deadline, NOW) == NOW + CATCH_UP_GRACE
+    assert set_again_for(deadline, deadline, deadline) == due
+    # At deadline + grace, fired within a grace of it: judged now; later: a grace from now.
+    assert set_again_for(deadline, due, due + CATCH_UP_GRACE) is None
+    assert set_again_for(deadline, due, NOW) == NOW + CATCH_UP_GRACE
+    # Set again (at neither instant): judged whenever it fires.
+    assert set_again_for(deadline, NOW + CATCH_UP_GRACE, NOW + timedelta(days=1)) is None

@@ -41,7 +41,7 @@ from services.complaints.domain.rules import (
     resolution_hours,
     sla_deadlines,
 )
-from shared.catchup import CATCH_UP_GRACE, fired_late, judge_at
+from shared.catchup import deadline_timer, set_again_for
 from shared.clock import instant_to_json, require_aware
 from shared.documents import DocumentType, Stored, require_aware_fields
 from shared.policy import ComplaintsPolicy
@@ -254,10 +254,8 @@ class Complaint(Compensating, Stored):
         else:
             raise ValueError(f"complaint timers have no kind {kind!r}")
         assert deadline is not None
-        if due_at == deadline:
-            return self._set_timer(timer, judge_at(deadline + CATCH_UP_GRACE, now))
-        if due_at == deadline + CATCH_UP_GRACE and fired_late(due_at, now):
-            return self._set_timer(timer, now + CATCH_UP_GRACE)
+        if (again := set_again_for(deadline, due_at, now)) is not None:
+            return self._set_timer(timer, again)
         events = self._overdue(sla, reason, deadline, now)
         if self.round not in self.buyer_told_escalated:
             self.buyer_told_escalated.add(self.round)
@@ -413,10 +411,8 @@ class Complaint(Compensating, Stored):
         return Notify(template=Template.ACKNOWLEDGED, case=self.case, params=params, urgent=True)
 
     def _sla_timer(self, kind: TimerKind, deadline: datetime, now: datetime) -> list[DomainEvent]:
-        """The timer of an SLA deadline, learnt of at `now`: a grace after the deadline, or a
-        grace after `now` when the deadline had passed by then (what `shared.catchup.judge_at`
-        gives for the deadline, with no second grace on top)."""
-        return self._set_timer(kind, max(deadline, now) + CATCH_UP_GRACE)
+        """The timer of an SLA deadline, learnt of at `now` (`shared.catchup.deadline_timer`)."""
+        return self._set_timer(kind, deadline_timer(deadline, now))
 
     def _set_timer(self, kind: TimerKind, due_at: datetime) -> list[DomainEvent]:
         return [TimerSet(kind, due_at)] if set_timer(self.timers, kind, due_at) else []

@@ -26,7 +26,7 @@ from services.complaints.domain.rules import (
     TimerKind,
     late_shipment_amount,
 )
-from shared.catchup import CATCH_UP_GRACE, fired_late, judge_at
+from shared.catchup import deadline_timer, set_again_for
 from shared.clock import instant_to_json, require_aware
 from shared.documents import DocumentType, Stored, require_aware_fields
 from shared.policy import ComplaintsPolicy
@@ -203,11 +203,8 @@ class ShopOrder(Stored):
         if self._settled_at() is not None:
             return self._judge(policy, now)
         assert self.ship_by is not None
-        if due_at == self.ship_by:
-            moved = judge_at(self.ship_by + CATCH_UP_GRACE, now)
-            return self._set_timer(TimerKind.LATE_SHIPMENT, moved)
-        if due_at == self.ship_by + CATCH_UP_GRACE and fired_late(due_at, now):
-            return self._set_timer(TimerKind.LATE_SHIPMENT, now + CATCH_UP_GRACE)
+        if (again := set_again_for(self.ship_by, due_at, now)) is not None:
+            return self._set_timer(TimerKind.LATE_SHIPMENT, again)
         return self.issue_late_penalty(policy, now, owed_at=self.ship_by, cause="timer")
 
     def issue_late_penalty(
@@ -302,11 +299,10 @@ class ShopOrder(Stored):
         return self.issue_late_penalty(policy, now, owed_at=self.ship_by, cause=cause)
 
     def _check_at(self, now: datetime) -> datetime:
-        """When the watch is judged, the order's facts known at `now`: a grace after the
-        ship-by instant, or a grace after `now` when that instant had passed by then (what
-        `shared.catchup.judge_at` gives for the ship-by, with no second grace on top)."""
+        """When the watch is judged, the order's facts known at `now`
+        (`shared.catchup.deadline_timer` of the ship-by)."""
         assert self.ship_by is not None
-        return max(self.ship_by, now) + CATCH_UP_GRACE
+        return deadline_timer(self.ship_by, now)
 
     def _set_timer(self, kind: TimerKind, due_at: datetime) -> list[DomainEvent]:
         return [TimerSet(kind, due_at)] if set_timer(self.timers, kind, due_at) else []
